@@ -1,0 +1,69 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// UserError is an error meant for the person at the terminal: the CLI prints
+// its message as one clean sentence, without a wrapped chain or a trace.
+type UserError struct {
+	Msg string
+	Err error
+}
+
+func (e *UserError) Error() string { return e.Msg }
+func (e *UserError) Unwrap() error { return e.Err }
+
+// streams carries the process's standard streams so commands never touch the
+// os globals and tests can run the tree in-process.
+type streams struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+// NewRoot builds the command tree.
+func NewRoot(in io.Reader, out, errw io.Writer) *cobra.Command {
+	s := &streams{in: in, out: out, err: errw}
+	root := &cobra.Command{
+		Use:   "tidemark",
+		Short: "Backup and point-in-time recovery for fleets of MySQL and MariaDB servers",
+		Long: `Tidemark backs up MySQL and MariaDB servers into a content-addressed,
+deduplicated, optionally encrypted repository on S3, MinIO or a local directory.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(in)
+	root.SetOut(out)
+	root.SetErr(errw)
+	// Every command is listed here, in one place, rather than registered
+	// by init side effects.
+	root.AddCommand(
+		newVersionCmd(s),
+	)
+	return root
+}
+
+// Main runs the command tree and returns the process exit code.
+func Main(args []string, in io.Reader, out, errw io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	root := NewRoot(in, out, errw)
+	root.SetArgs(args)
+	if err := root.ExecuteContext(ctx); err != nil {
+		var ue *UserError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(errw, "error:", ue.Msg)
+		} else {
+			fmt.Fprintln(errw, "error:", err)
+		}
+		return 1
+	}
+	return 0
+}
