@@ -46,6 +46,7 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 	// by init side effects.
 	root.AddCommand(
 		newVersionCmd(s),
+		newRepoCmd(s),
 	)
 	return root
 }

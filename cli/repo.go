@@ -1,0 +1,377 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/storage"
+	"github.com/tidemark-backup/tidemark/internal/storage/location"
+)
+
+// repoFlags are the flags every command that opens a repository takes.
+type repoFlags struct {
+	uri            string
+	keyFile        string
+	passphraseFile string
+}
+
+func (f *repoFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.uri, "repo", os.Getenv("TIDEMARK_REPO"), "repository URI: file:///path or s3://bucket/prefix?endpoint=host:port (env TIDEMARK_REPO)")
+	cmd.Flags().StringVar(&f.keyFile, "key-file", os.Getenv("TIDEMARK_KEY_FILE"), "file holding the repository key (at least 32 random bytes) (env TIDEMARK_KEY_FILE)")
+	cmd.Flags().StringVar(&f.passphraseFile, "passphrase-file", os.Getenv("TIDEMARK_PASSPHRASE_FILE"), "file holding the repository passphrase (env TIDEMARK_PASSPHRASE_FILE)")
+}
+
+func (f *repoFlags) secret() (archive.Secret, error) {
+	var s archive.Secret
+	if f.keyFile != "" && f.passphraseFile != "" {
+		return s, &UserError{Msg: "give --key-file or --passphrase-file, not both"}
+	}
+	if f.keyFile != "" {
+		b, err := os.ReadFile(f.keyFile)
+		if err != nil {
+			return s, &UserError{Msg: fmt.Sprintf("reading key file: %v", err), Err: err}
+		}
+		s.KeyFile = b
+	}
+	if f.passphraseFile != "" {
+		b, err := os.ReadFile(f.passphraseFile)
+		if err != nil {
+			return s, &UserError{Msg: fmt.Sprintf("reading passphrase file: %v", err), Err: err}
+		}
+		// A trailing newline from `echo` is not part of the passphrase.
+		p := strings.TrimRight(string(b), "\r\n")
+		if p == "" {
+			return s, &UserError{Msg: fmt.Sprintf("passphrase file %s is empty", f.passphraseFile)}
+		}
+		s.Passphrase = []byte(p)
+	}
+	return s, nil
+}
+
+func (f *repoFlags) store(ctx context.Context, create bool) (storage.Storage, error) {
+	if f.uri == "" {
+		return nil, &UserError{Msg: "--repo is required (or set TIDEMARK_REPO): file:///path or s3://bucket/prefix?endpoint=host:port"}
+	}
+	st, err := location.Open(ctx, f.uri, location.Options{Create: create})
+	if err != nil {
+		return nil, userErr(err)
+	}
+	return st, nil
+}
+
+// open opens the repository named by the flags.
+func (f *repoFlags) open(ctx context.Context) (*archive.Repo, func(), error) {
+	sec, err := f.secret()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.store(ctx, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	repo, err := archive.Open(ctx, st, sec)
+	if err != nil {
+		_ = st.Close()
+		return nil, nil, userErr(err)
+	}
+	return repo, func() { repo.Close(); _ = st.Close() }, nil
+}
+
+// userErr marks an error from the layers below as meant for the user: they
+// already name the object and the fix.
+func userErr(err error) error {
+	var ue *UserError
+	if errors.As(err, &ue) {
+		return err
+	}
+	return &UserError{Msg: err.Error(), Err: err}
+}
+
+func newRepoCmd(s *streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "repo",
+		Short: "Create, verify, clean and inspect backup repositories",
+	}
+	cmd.AddCommand(newRepoInitCmd(s), newRepoVerifyCmd(s), newRepoGCCmd(s), newRepoStatsCmd(s))
+	return cmd
+}
+
+func newRepoInitCmd(s *streams) *cobra.Command {
+	var (
+		rf      repoFlags
+		encrypt bool
+		opts    archive.InitOptions
+		output  string
+	)
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create a repository (refuses a location that already holds one)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			sec, err := rf.secret()
+			if err != nil {
+				return err
+			}
+			if encrypt && len(sec.KeyFile) == 0 && len(sec.Passphrase) == 0 {
+				return &UserError{Msg: "--encrypt needs --key-file or --passphrase-file"}
+			}
+			opts.Encrypt, opts.Secret = encrypt, sec
+			st, err := rf.store(cmd.Context(), true)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = st.Close() }()
+			repo, err := archive.Init(cmd.Context(), st, opts)
+			if err != nil {
+				return userErr(err)
+			}
+			defer repo.Close()
+			cfg := repo.Config()
+			if output == "json" {
+				return json.NewEncoder(s.out).Encode(map[string]any{
+					"id": cfg.ID, "repo": location.Redact(rf.uri), "encryption": cfg.Encryption,
+					"compression": cfg.Compression, "chunk_size": cfg.ChunkSize,
+				})
+			}
+			_, err = fmt.Fprintf(s.out, "created repository %s at %s (encryption %s, compression %s level %d, chunks %d MiB)\n",
+				cfg.ID, location.Redact(rf.uri), cfg.Encryption, cfg.Compression, cfg.CompressionLevel, cfg.ChunkSize>>20)
+			return err
+		},
+	}
+	rf.register(cmd)
+	cmd.Flags().BoolVar(&encrypt, "encrypt", false, "encrypt chunks and manifests with AES-256-GCM (needs --key-file or --passphrase-file)")
+	cmd.Flags().IntVar(&opts.ChunkSize, "chunk-size", archive.DefaultChunkSize, "chunk size in bytes")
+	cmd.Flags().StringVar(&opts.Compression, "compress", archive.DefaultCompression, "default compression: zstd or none")
+	cmd.Flags().IntVar(&opts.CompressionLevel, "compress-level", archive.DefaultCompressionLevel, "zstd level, 1 (fastest) to 22")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func newRepoVerifyCmd(s *streams) *cobra.Command {
+	var (
+		rf     repoFlags
+		opts   archive.VerifyOptions
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Check that every backup's chunks are present (and, with --read-data, intact)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			repo, closeRepo, err := rf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeRepo()
+			p := newProgress(s.err, "verify")
+			opts.Progress = func(done, total int64) { p.update(done, total, "chunks") }
+			rep, err := repo.Verify(cmd.Context(), opts)
+			p.done()
+			if err != nil {
+				return userErr(err)
+			}
+			if output == "json" {
+				if err := json.NewEncoder(s.out).Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				mode := "structure"
+				if opts.ReadData {
+					mode = "all data"
+				}
+				fmt.Fprintf(s.out, "checked %s of %d backups, %d chunks, %s read\n", mode, rep.Backups, rep.Chunks, humanBytes(rep.BytesRead))
+				for _, b := range rep.BadManifests {
+					fmt.Fprintf(s.out, "backup %s: manifest unreadable\n", b)
+				}
+				for _, pr := range rep.Problems {
+					fmt.Fprintf(s.out, "chunk %s: %s; needed by backups %s\n", pr.Chunk, pr.Problem, strings.Join(pr.Backups, ", "))
+				}
+			}
+			if !rep.OK() {
+				return &UserError{Msg: fmt.Sprintf("repository damaged: %d chunk problems, backups affected: %s", len(rep.Problems), strings.Join(rep.DamagedBackup, ", "))}
+			}
+			if output != "json" {
+				fmt.Fprintln(s.out, "no problems found")
+			}
+			return nil
+		},
+	}
+	rf.register(cmd)
+	cmd.Flags().StringVar(&opts.BackupID, "backup", "", "verify only this backup")
+	cmd.Flags().BoolVar(&opts.ReadData, "read-data", false, "read and check every byte, not only presence and size")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func newRepoGCCmd(s *streams) *cobra.Command {
+	var (
+		rf     repoFlags
+		opts   archive.GCOptions
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Delete chunks that no backup references (older than --grace)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if opts.Grace < 0 {
+				return &UserError{Msg: "--grace must not be negative"}
+			}
+			repo, closeRepo, err := rf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeRepo()
+			rep, err := repo.GC(cmd.Context(), opts)
+			if err != nil {
+				return userErr(err)
+			}
+			if output == "json" {
+				return json.NewEncoder(s.out).Encode(rep)
+			}
+			verb := "deleted"
+			if opts.DryRun {
+				verb = "would delete"
+			}
+			_, err = fmt.Fprintf(s.out, "%d backups reference %d of %d chunks; %s %d chunks (%s); %d unreferenced chunks kept within the %s grace period\n",
+				rep.Backups, rep.ChunksReferred, rep.ChunksTotal, verb, rep.ChunksDeleted, humanBytes(rep.BytesDeleted), rep.ChunksInGrace, opts.Grace)
+			if rep.MissingReferred > 0 {
+				fmt.Fprintf(s.out, "warning: %d referenced chunks are missing: run `tidemark repo verify`\n", rep.MissingReferred)
+			}
+			return err
+		},
+	}
+	rf.register(cmd)
+	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "report what would be deleted, delete nothing")
+	cmd.Flags().DurationVar(&opts.Grace, "grace", time.Hour, "keep unreferenced chunks younger than this (protects uploads in flight)")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func newRepoStatsCmd(s *streams) *cobra.Command {
+	var (
+		rf     repoFlags
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "stats",
+		Short: "Backups, chunks, stored and logical bytes, dedup ratio",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			repo, closeRepo, err := rf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeRepo()
+			st, err := repo.Stats(cmd.Context())
+			if err != nil {
+				return userErr(err)
+			}
+			if output == "json" {
+				return json.NewEncoder(s.out).Encode(st)
+			}
+			tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "backups\t%d\n", st.Backups)
+			fmt.Fprintf(tw, "chunks\t%d\n", st.Chunks)
+			fmt.Fprintf(tw, "stored\t%s\n", humanBytes(st.StoredBytes))
+			fmt.Fprintf(tw, "logical\t%s\n", humanBytes(st.LogicalBytes))
+			fmt.Fprintf(tw, "dedup+compression ratio\t%.2f\n", st.DedupRatio)
+			fmt.Fprintf(tw, "encryption\t%s\n", st.Encryption)
+			fmt.Fprintf(tw, "compression\t%s\n", st.Compression)
+			return tw.Flush()
+		},
+	}
+	rf.register(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func checkOutput(o string) error {
+	if o != "text" && o != "json" {
+		return &UserError{Msg: fmt.Sprintf("unknown output format %q: use text or json", o)}
+	}
+	return nil
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// progress prints a one-line progress report on stderr: redrawn in place on
+// a terminal, as a plain line every few seconds otherwise.
+type progress struct {
+	w     io.Writer
+	tty   bool
+	what  string
+	start time.Time
+	last  time.Time
+}
+
+func newProgress(w io.Writer, what string) *progress {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	return &progress{w: w, tty: tty, what: what, start: time.Now()}
+}
+
+func (p *progress) update(done, total int64, unit string) {
+	now := time.Now()
+	every := 5 * time.Second
+	if p.tty {
+		every = 200 * time.Millisecond
+	}
+	if now.Sub(p.last) < every && done != total {
+		return
+	}
+	p.last = now
+	pct := 0.0
+	if total > 0 {
+		pct = 100 * float64(done) / float64(total)
+	}
+	line := fmt.Sprintf("%s: %d/%d %s (%.0f%%) %s", p.what, done, total, unit, pct, now.Sub(p.start).Truncate(time.Second))
+	if p.tty {
+		fmt.Fprintf(p.w, "\r\033[K%s", line)
+	} else {
+		fmt.Fprintln(p.w, line)
+	}
+}
+
+func (p *progress) done() {
+	if p.tty && !p.last.IsZero() {
+		fmt.Fprintln(p.w)
+	}
+}

@@ -1,0 +1,349 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tidemark-backup/tidemark/internal/storage"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// VerifyOptions select what Verify checks.
+type VerifyOptions struct {
+	BackupID string // "": every backup
+	// ReadData downloads and decodes every referenced chunk once; without
+	// it only presence and stored size are checked.
+	ReadData bool
+	Workers  int
+	// Progress is called after each chunk checked with (done, total).
+	Progress func(done, total int64)
+}
+
+// ChunkProblem is one damaged or missing chunk and every backup that needs it.
+type ChunkProblem struct {
+	Chunk   string   `json:"chunk"`
+	Problem string   `json:"problem"`
+	Backups []string `json:"backups"`
+	Streams []string `json:"streams"` // "backup/stream" of every reference
+}
+
+// VerifyReport is what Verify found.
+type VerifyReport struct {
+	Backups       int            `json:"backups"`
+	Chunks        int            `json:"chunks"`
+	BytesRead     int64          `json:"bytes_read"`
+	Problems      []ChunkProblem `json:"problems"`
+	BadManifests  []string       `json:"bad_manifests,omitempty"`
+	DamagedBackup []string       `json:"damaged_backups"`
+}
+
+// OK reports whether nothing was found wrong.
+func (r *VerifyReport) OK() bool { return len(r.Problems) == 0 && len(r.BadManifests) == 0 }
+
+type chunkUse struct {
+	storedSize int64
+	refs       []string // backup/stream
+	backups    map[string]bool
+}
+
+// Verify checks backups' structure, and with ReadData every byte. It returns
+// a report of every problem rather than stopping at the first; the error is
+// only for failures to run (storage unreachable).
+func (r *Repo) Verify(ctx context.Context, opts VerifyOptions) (*VerifyReport, error) {
+	rep := &VerifyReport{Problems: []ChunkProblem{}, DamagedBackup: []string{}}
+	var manifests []*v1.Manifest
+	if opts.BackupID != "" {
+		m, err := r.LoadManifest(ctx, opts.BackupID)
+		if err != nil {
+			return nil, err
+		}
+		manifests = []*v1.Manifest{m}
+	} else {
+		ids, err := r.BackupIDs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range ids {
+			m, err := r.LoadManifest(ctx, id)
+			if err != nil {
+				if errors.Is(err, ErrDamaged) || errors.Is(err, ErrBadFormat) {
+					rep.BadManifests = append(rep.BadManifests, id)
+					rep.DamagedBackup = append(rep.DamagedBackup, id)
+					continue
+				}
+				return nil, err
+			}
+			manifests = append(manifests, m)
+		}
+	}
+	rep.Backups = len(manifests)
+	uses := map[ChunkID]*chunkUse{}
+	for _, m := range manifests {
+		for _, s := range m.Streams {
+			for _, c := range s.Chunks {
+				id, err := chunkIDFromBytes(c.Id)
+				if err != nil {
+					rep.BadManifests = append(rep.BadManifests, m.BackupId)
+					continue
+				}
+				u := uses[id]
+				if u == nil {
+					u = &chunkUse{storedSize: int64(c.StoredSize), backups: map[string]bool{}}
+					uses[id] = u
+				}
+				ref := m.BackupId + "/" + s.Name
+				if len(u.refs) == 0 || u.refs[len(u.refs)-1] != ref {
+					u.refs = append(u.refs, ref)
+				}
+				u.backups[m.BackupId] = true
+			}
+		}
+	}
+	rep.Chunks = len(uses)
+
+	// Presence and size from one listing, not a request per chunk.
+	present := map[ChunkID]int64{}
+	if err := r.store.List(ctx, chunkPrefix, func(oi storage.ObjectInfo) error {
+		if id, err := ParseChunkID(oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]); err == nil {
+			present[id] = oi.Size
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("listing chunks in %s: %w", r.store, err)
+	}
+	var mu sync.Mutex
+	problem := func(id ChunkID, what string) {
+		u := uses[id]
+		bs := make([]string, 0, len(u.backups))
+		for b := range u.backups {
+			bs = append(bs, b)
+		}
+		slices.Sort(bs)
+		mu.Lock()
+		rep.Problems = append(rep.Problems, ChunkProblem{Chunk: id.String(), Problem: what, Backups: bs, Streams: u.refs})
+		mu.Unlock()
+	}
+	var toRead []ChunkID
+	for id, u := range uses {
+		size, ok := present[id]
+		switch {
+		case !ok:
+			problem(id, "missing")
+		case size != u.storedSize:
+			problem(id, fmt.Sprintf("stored object has %d bytes, manifest says %d", size, u.storedSize))
+		case opts.ReadData:
+			toRead = append(toRead, id)
+		}
+	}
+	if opts.ReadData {
+		workers := opts.Workers
+		if workers <= 0 {
+			workers = 2 * runtime.GOMAXPROCS(0)
+		}
+		var done, read atomic.Int64
+		total := int64(len(toRead))
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(workers)
+		for _, id := range toRead {
+			g.Go(func() error {
+				plain, err := r.fetchChunk(gctx, id, uses[id].storedSize, nil)
+				if err != nil {
+					if !errors.Is(err, ErrDamaged) {
+						return fmt.Errorf("reading chunk %s: %w", id, err)
+					}
+					problem(id, err.Error())
+				}
+				read.Add(int64(len(plain)))
+				if opts.Progress != nil {
+					opts.Progress(done.Add(1), total)
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
+		rep.BytesRead = read.Load()
+	}
+	damaged := map[string]bool{}
+	for _, p := range rep.Problems {
+		for _, b := range p.Backups {
+			damaged[b] = true
+		}
+	}
+	for _, b := range rep.BadManifests {
+		damaged[b] = true
+	}
+	rep.DamagedBackup = rep.DamagedBackup[:0]
+	for b := range damaged {
+		rep.DamagedBackup = append(rep.DamagedBackup, b)
+	}
+	slices.Sort(rep.DamagedBackup)
+	slices.SortFunc(rep.Problems, func(a, b ChunkProblem) int { return strings.Compare(a.Chunk, b.Chunk) })
+	return rep, nil
+}
+
+// GCOptions tune a garbage collection.
+type GCOptions struct {
+	// Grace protects chunks younger than this even when unreferenced, so a
+	// backup still uploading is never harmed.
+	Grace  time.Duration
+	DryRun bool
+	Now    time.Time // zero: time.Now()
+}
+
+// GCReport is what a collection found and did.
+type GCReport struct {
+	Backups         int   `json:"backups"`
+	ChunksTotal     int   `json:"chunks_total"`
+	ChunksReferred  int   `json:"chunks_referenced"`
+	ChunksDeleted   int   `json:"chunks_deleted"`
+	BytesDeleted    int64 `json:"bytes_deleted"`
+	ChunksInGrace   int   `json:"chunks_in_grace"`
+	MissingReferred int   `json:"chunks_missing"`
+	DryRun          bool  `json:"dry_run"`
+}
+
+// GC deletes chunks no manifest references and older than the grace period.
+// It holds the gc lock, so no backup runs meanwhile; a manifest that cannot
+// be read stops the collection, because its chunks would look unreferenced.
+func (r *Repo) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	lock, err := r.acquireLock(ctx, lockGC, newID(now))
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = lock.release() }()
+
+	manifests, err := r.Manifests(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("gc stopped, nothing deleted: %w", err)
+	}
+	live := map[ChunkID]bool{}
+	for _, m := range manifests {
+		for _, s := range m.Streams {
+			for _, c := range s.Chunks {
+				id, err := chunkIDFromBytes(c.Id)
+				if err != nil {
+					return nil, fmt.Errorf("gc stopped, nothing deleted: backup %s: %w", m.BackupId, err)
+				}
+				live[id] = true
+			}
+		}
+	}
+	rep := &GCReport{Backups: len(manifests), ChunksReferred: len(live), DryRun: opts.DryRun}
+	var doomed []storage.ObjectInfo
+	seen := map[ChunkID]bool{}
+	if err := r.store.List(ctx, chunkPrefix, func(oi storage.ObjectInfo) error {
+		rep.ChunksTotal++
+		id, err := ParseChunkID(oi.Key[strings.LastIndexByte(oi.Key, '/')+1:])
+		if err != nil {
+			return nil //nolint:nilerr // a stray object is not ours to delete
+		}
+		seen[id] = true
+		if live[id] {
+			return nil
+		}
+		if now.Sub(oi.ModTime) < opts.Grace {
+			rep.ChunksInGrace++
+			return nil
+		}
+		doomed = append(doomed, oi)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("listing chunks: %w", err)
+	}
+	for id := range live {
+		if !seen[id] {
+			rep.MissingReferred++
+		}
+	}
+	if opts.DryRun {
+		rep.ChunksDeleted = len(doomed)
+		for _, oi := range doomed {
+			rep.BytesDeleted += oi.Size
+		}
+		return rep, nil
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	var mu sync.Mutex
+	for _, oi := range doomed {
+		g.Go(func() error {
+			if err := r.store.Delete(gctx, oi.Key); err != nil {
+				return fmt.Errorf("deleting %s: %w", oi.Key, err)
+			}
+			id, _ := ParseChunkID(oi.Key[strings.LastIndexByte(oi.Key, '/')+1:])
+			r.indexMu.Lock()
+			if r.index != nil {
+				delete(r.index, id)
+			}
+			r.indexMu.Unlock()
+			mu.Lock()
+			rep.ChunksDeleted++
+			rep.BytesDeleted += oi.Size
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+// Stats summarise a repository.
+type Stats struct {
+	Backups       int     `json:"backups"`
+	Chunks        int     `json:"chunks"`
+	StoredBytes   int64   `json:"stored_bytes"`  // every chunk object in the store
+	LogicalBytes  int64   `json:"logical_bytes"` // sum of every backup's plaintext
+	ReferencedRaw int64   `json:"referenced_plain_bytes"`
+	DedupRatio    float64 `json:"dedup_ratio"` // logical / stored
+	Encryption    string  `json:"encryption"`
+	Compression   string  `json:"compression"`
+}
+
+// Stats counts backups, chunks and bytes.
+func (r *Repo) Stats(ctx context.Context) (*Stats, error) {
+	manifests, err := r.Manifests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &Stats{Backups: len(manifests), Encryption: r.cfg.Encryption, Compression: r.cfg.Compression}
+	uniq := map[string]uint32{}
+	for _, m := range manifests {
+		st.LogicalBytes += int64(m.LogicalBytes)
+		for _, s := range m.Streams {
+			for _, c := range s.Chunks {
+				uniq[string(c.Id)] = c.Size
+			}
+		}
+	}
+	for _, sz := range uniq {
+		st.ReferencedRaw += int64(sz)
+	}
+	if err := r.store.List(ctx, chunkPrefix, func(oi storage.ObjectInfo) error {
+		st.Chunks++
+		st.StoredBytes += oi.Size
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("listing chunks: %w", err)
+	}
+	if st.StoredBytes > 0 {
+		st.DedupRatio = float64(st.LogicalBytes) / float64(st.StoredBytes)
+	}
+	return st, nil
+}

@@ -1,0 +1,525 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tidemark-backup/tidemark/internal/storage"
+	"github.com/tidemark-backup/tidemark/internal/version"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// BackupOptions describe one backup being written.
+type BackupOptions struct {
+	ID               string // "" generates a time-ordered id
+	Instance         string
+	Engine           string
+	Labels           map[string]string
+	Workers          int    // parallel chunk uploads; 0: 2 × GOMAXPROCS
+	Compression      string // "" uses the repository default
+	CompressionLevel int
+	Fence            *v1.LeaseToken
+	ParentBackupID   string
+	// Progress, when set, is called from upload workers after each chunk;
+	// it must be quick and safe for concurrent use.
+	Progress func(Progress)
+}
+
+// Progress is a snapshot of a running backup's counters.
+type Progress struct {
+	LogicalBytes   int64 // plaintext bytes accepted from the engine
+	UploadedBytes  int64 // stored bytes sent to the repository
+	ChunksNew      int64
+	ChunksReused   int64
+	ElapsedSeconds float64
+}
+
+// Backup is the handle an engine writes through inside WithBackup.
+type Backup struct {
+	repo   *Repo
+	opts   BackupOptions
+	ctx    context.Context
+	start  time.Time
+	chunk  int
+	compr  string
+	level  int
+	jobs   chan *chunkJob
+	sendMu sync.RWMutex // held for reading while sending on jobs, for writing to close it
+	sealed bool         // jobs is closed: fn has returned
+	bufs   chan []byte
+	failed atomic.Pointer[error]
+
+	mu       sync.Mutex
+	streams  []*StreamWriter
+	names    map[string]bool
+	manifest *v1.Manifest
+
+	inflightMu sync.Mutex
+	inflight   map[ChunkID]*inflight
+
+	logical, uploaded, newChunks, reused atomic.Int64
+}
+
+type inflight struct {
+	done chan struct{}
+	size int64
+	err  error
+}
+
+type chunkJob struct {
+	stream *StreamWriter
+	ref    *v1.ChunkRef
+	buf    []byte // len = plaintext size
+}
+
+// ID returns the backup's id.
+func (b *Backup) ID() string { return b.manifest.GetBackupId() }
+
+// SetServer records the server the backup was taken from.
+func (b *Backup) SetServer(s *v1.ServerInfo) { b.mu.Lock(); b.manifest.Server = s; b.mu.Unlock() }
+
+// SetConsistency records the point the backup's data corresponds to.
+func (b *Backup) SetConsistency(c *v1.ConsistencyPoint) {
+	b.mu.Lock()
+	b.manifest.Consistency = c
+	b.mu.Unlock()
+}
+
+// SetLockDuration records how long writes on the server were blocked.
+func (b *Backup) SetLockDuration(d time.Duration) {
+	b.mu.Lock()
+	b.manifest.LockDuration = durationpb.New(d)
+	b.mu.Unlock()
+}
+
+// SetEngineMetadata records an engine-specific fact in the manifest.
+func (b *Backup) SetEngineMetadata(k, v string) {
+	b.mu.Lock()
+	if b.manifest.EngineMetadata == nil {
+		b.manifest.EngineMetadata = map[string]string{}
+	}
+	b.manifest.EngineMetadata[k] = v
+	b.mu.Unlock()
+}
+
+// WithBackup writes one backup: fn writes streams through b; when fn returns
+// nil, every stream has been closed and every chunk is stored, the manifest
+// is written with a create-only put, and only then does the backup exist.
+// If fn fails, a stream is left open, or any upload fails, no manifest is
+// written and the error says why; chunks already uploaded stay until gc.
+//
+// fn may use b from many goroutines; the context passed to fn is cancelled
+// as soon as an upload fails, so engines stop promptly.
+func (r *Repo) WithBackup(ctx context.Context, opts BackupOptions, fn func(ctx context.Context, b *Backup) error) (m *v1.Manifest, err error) {
+	if opts.ID == "" {
+		opts.ID = newID(time.Now())
+	}
+	if err := ValidBackupID(opts.ID); err != nil {
+		return nil, err
+	}
+	if opts.Engine == "" {
+		return nil, errors.New("backup options: engine is required")
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 2 * runtime.GOMAXPROCS(0)
+	}
+	compr, level := opts.Compression, opts.CompressionLevel
+	if compr == "" {
+		compr = r.cfg.Compression
+		if level == 0 {
+			level = r.cfg.CompressionLevel
+		}
+	}
+	if compr == "zstd" && level == 0 {
+		level = DefaultCompressionLevel
+	}
+	if err := validCompression(compr, level); err != nil {
+		return nil, err
+	}
+	if _, err := r.store.Stat(ctx, manifestKey(opts.ID)); err == nil {
+		return nil, fmt.Errorf("backup %s already exists in %s: choose another id", opts.ID, r.store)
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("backup %s: checking the repository: %w", opts.ID, err)
+	}
+
+	lock, err := r.acquireLock(ctx, lockBackup, opts.ID)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", opts.ID, err)
+	}
+	defer func() {
+		if uerr := lock.release(); uerr != nil && err == nil {
+			err = fmt.Errorf("backup %s: releasing lock: %w", opts.ID, uerr)
+		}
+	}()
+	if err := r.loadIndex(ctx); err != nil {
+		return nil, fmt.Errorf("backup %s: %w", opts.ID, err)
+	}
+
+	start := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	b := &Backup{
+		repo:  r,
+		opts:  opts,
+		ctx:   gctx,
+		start: start,
+		chunk: r.cfg.ChunkSize,
+		compr: compr,
+		level: level,
+		jobs:  make(chan *chunkJob),
+		// Free buffers for reuse; the bound on memory is the unbuffered
+		// jobs channel: at most one buffer per open stream plus one per
+		// worker is alive at a time.
+		bufs:     make(chan []byte, opts.Workers+2),
+		names:    map[string]bool{},
+		inflight: map[ChunkID]*inflight{},
+		manifest: &v1.Manifest{
+			FormatVersion:  FormatVersion,
+			BackupId:       opts.ID,
+			Instance:       opts.Instance,
+			Engine:         opts.Engine,
+			StartedAt:      timestamppb.New(start),
+			Labels:         opts.Labels,
+			Fence:          opts.Fence,
+			ParentBackupId: opts.ParentBackupID,
+			ToolVersion:    version.Get().String(),
+			Chunking: &v1.ChunkParams{
+				ChunkSize:        uint32(r.cfg.ChunkSize),
+				Hash:             r.cfg.Hash,
+				Compression:      compr,
+				CompressionLevel: int32(level),
+				Encryption:       r.cfg.Encryption,
+			},
+		},
+	}
+	for range opts.Workers {
+		g.Go(func() error { return b.worker(gctx) })
+	}
+	lockCtx, stopLock := context.WithCancel(gctx)
+	g.Go(func() error { return lock.refreshLoop(lockCtx) })
+
+	fnErr := func() (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("backup %s: engine panicked: %v", opts.ID, p)
+			}
+		}()
+		return fn(gctx, b)
+	}()
+	// No more chunks after fn returns; a stream still open at this point
+	// is an engine bug or an aborted run, either way not a complete backup.
+	b.mu.Lock()
+	var open []string
+	for _, s := range b.streams {
+		if !s.closed {
+			open = append(open, s.name)
+		}
+	}
+	b.mu.Unlock()
+	b.sendMu.Lock()
+	b.sealed = true
+	close(b.jobs)
+	b.sendMu.Unlock()
+	stopLock()
+	gErr := g.Wait()
+	if errors.Is(gErr, context.Canceled) && ctx.Err() == nil && fnErr != nil {
+		gErr = nil // workers stopped because fn failed; fn's error says why
+	}
+	switch {
+	case fnErr != nil && gErr != nil && !errors.Is(fnErr, gErr):
+		return nil, fmt.Errorf("backup %s failed: %w (upload: %w)", opts.ID, fnErr, gErr)
+	case gErr != nil:
+		return nil, fmt.Errorf("backup %s failed: %w", opts.ID, gErr)
+	case fnErr != nil:
+		return nil, fmt.Errorf("backup %s failed: %w", opts.ID, fnErr)
+	case len(open) > 0:
+		return nil, fmt.Errorf("backup %s failed: streams %v were never closed", opts.ID, open)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("backup %s cancelled: %w", opts.ID, err)
+	}
+	return b.commit(ctx)
+}
+
+// commit writes the manifest. Everything it references is stored.
+func (b *Backup) commit(ctx context.Context) (*v1.Manifest, error) {
+	m := b.manifest
+	var logical, stored uint64
+	for _, s := range b.streams {
+		m.Streams = append(m.Streams, s.ref)
+		logical += s.ref.Size
+		for _, c := range s.ref.Chunks {
+			stored += uint64(c.StoredSize)
+		}
+	}
+	m.LogicalBytes, m.StoredBytes, m.NewStoredBytes = logical, stored, uint64(b.uploaded.Load())
+	m.FinishedAt = timestamppb.Now()
+	if err := b.repo.putManifest(ctx, m); err != nil {
+		return nil, fmt.Errorf("backup %s: storing manifest: %w", m.BackupId, err)
+	}
+	return m, nil
+}
+
+func (r *Repo) putManifest(ctx context.Context, m *v1.Manifest) error {
+	raw, err := proto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	key := manifestKey(m.BackupId)
+	blob, _, err := r.codec.encode(nil, nil, key, raw, "zstd", 3)
+	if err != nil {
+		return err
+	}
+	return r.store.Put(ctx, key, bytes.NewReader(blob), int64(len(blob)), storage.PutOptions{IfNotExists: true})
+}
+
+func (b *Backup) fail(err error) {
+	b.failed.CompareAndSwap(nil, &err)
+}
+
+func (b *Backup) getBuf() []byte {
+	select {
+	case buf := <-b.bufs:
+		return buf[:0]
+	default:
+		return make([]byte, 0, b.chunk)
+	}
+}
+
+func (b *Backup) putBuf(buf []byte) {
+	select {
+	case b.bufs <- buf:
+	default: // enough spares; let the GC have it
+	}
+}
+
+func (b *Backup) worker(ctx context.Context) error {
+	var out, scratch []byte
+	for job := range b.jobs {
+		var err error
+		out, scratch, err = b.store(ctx, job, out, scratch)
+		b.putBuf(job.buf)
+		job.stream.pending.Done()
+		if err != nil {
+			b.fail(err)
+			// Drain so a blocked Write sees the cancelled context and
+			// returns instead of waiting on a send nobody receives.
+			go func() {
+				for j := range b.jobs {
+					b.putBuf(j.buf)
+					j.stream.pending.Done()
+				}
+			}()
+			return err
+		}
+		if b.opts.Progress != nil {
+			b.opts.Progress(b.progress())
+		}
+	}
+	return nil
+}
+
+func (b *Backup) progress() Progress {
+	return Progress{
+		LogicalBytes:   b.logical.Load(),
+		UploadedBytes:  b.uploaded.Load(),
+		ChunksNew:      b.newChunks.Load(),
+		ChunksReused:   b.reused.Load(),
+		ElapsedSeconds: time.Since(b.start).Seconds(),
+	}
+}
+
+// store hashes one chunk and uploads it unless the repository, or another
+// upload in flight, already has it.
+func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) ([]byte, []byte, error) {
+	r := b.repo
+	id := r.codec.id(job.buf)
+	job.ref.Id = id[:]
+	if size, ok := r.known(id); ok {
+		job.ref.StoredSize = uint32(size)
+		b.reused.Add(1)
+		return out, scratch, nil
+	}
+	b.inflightMu.Lock()
+	if f, ok := b.inflight[id]; ok {
+		b.inflightMu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return out, scratch, ctx.Err()
+		}
+		if f.err != nil {
+			return out, scratch, f.err
+		}
+		job.ref.StoredSize = uint32(f.size)
+		b.reused.Add(1)
+		return out, scratch, nil
+	}
+	f := &inflight{done: make(chan struct{})}
+	b.inflight[id] = f
+	b.inflightMu.Unlock()
+	defer close(f.done)
+
+	key := chunkKey(id)
+	var err error
+	out, scratch, err = r.codec.encode(out[:0], scratch, id.String(), job.buf, b.compr, b.level)
+	if err != nil {
+		f.err = err
+		return out, scratch, err
+	}
+	err = r.store.Put(ctx, key, bytes.NewReader(out), int64(len(out)), storage.PutOptions{IfNotExists: true})
+	switch {
+	case err == nil:
+		b.uploaded.Add(int64(len(out)))
+		b.newChunks.Add(1)
+	case errors.Is(err, storage.ErrExists):
+		// Another writer stored the same plaintext first; either copy is
+		// valid, ours is not needed.
+		b.reused.Add(1)
+	default:
+		f.err = fmt.Errorf("backup %s, stream %s: storing chunk %s: %w", b.manifest.BackupId, job.stream.name, id, err)
+		return out, scratch, f.err
+	}
+	f.size = int64(len(out))
+	job.ref.StoredSize = uint32(len(out))
+	r.remember(id, int64(len(out)))
+	return out, scratch, nil
+}
+
+// Stream opens a named stream. Names are unique within a backup. Each stream
+// is written by one goroutine at a time; different streams may be written
+// concurrently.
+func (b *Backup) Stream(name string, metadata map[string]string) (*StreamWriter, error) {
+	if name == "" {
+		return nil, errors.New("stream name is empty")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.names[name] {
+		return nil, fmt.Errorf("backup %s: stream %q opened twice", b.manifest.BackupId, name)
+	}
+	b.names[name] = true
+	s := &StreamWriter{b: b, name: name, ref: &v1.StreamRef{Name: name, Metadata: metadata}}
+	b.streams = append(b.streams, s)
+	return s, nil
+}
+
+// StreamWriter cuts a stream into chunks and hands them to the upload
+// workers. Write blocks when every worker is busy: that is the memory bound.
+type StreamWriter struct {
+	b       *Backup
+	name    string
+	ref     *v1.StreamRef
+	buf     []byte
+	pending sync.WaitGroup
+	closed  bool
+}
+
+// Write implements io.Writer.
+func (s *StreamWriter) Write(p []byte) (int, error) {
+	if s.closed {
+		return 0, fmt.Errorf("stream %s: write after close", s.name)
+	}
+	n := 0
+	for len(p) > 0 {
+		if s.buf == nil {
+			s.buf = s.b.getBuf()
+		}
+		k := min(len(p), s.b.chunk-len(s.buf))
+		s.buf = append(s.buf, p[:k]...)
+		p, n = p[k:], n+k
+		if len(s.buf) == s.b.chunk {
+			if err := s.flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// ReadFrom implements io.ReaderFrom, filling chunk buffers directly.
+func (s *StreamWriter) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		if s.closed {
+			return total, fmt.Errorf("stream %s: write after close", s.name)
+		}
+		if s.buf == nil {
+			s.buf = s.b.getBuf()
+		}
+		n, err := r.Read(s.buf[len(s.buf):s.b.chunk])
+		s.buf = s.buf[:len(s.buf)+n]
+		total += int64(n)
+		if len(s.buf) == s.b.chunk {
+			if ferr := s.flush(); ferr != nil {
+				return total, ferr
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return total, nil
+			}
+			return total, err
+		}
+	}
+}
+
+func (s *StreamWriter) flush() error {
+	if len(s.buf) == 0 {
+		return nil
+	}
+	ref := &v1.ChunkRef{Size: uint32(len(s.buf))}
+	s.ref.Chunks = append(s.ref.Chunks, ref)
+	s.ref.Size += uint64(len(s.buf))
+	s.b.logical.Add(int64(len(s.buf)))
+	job := &chunkJob{stream: s, ref: ref, buf: s.buf}
+	s.buf = nil
+	s.pending.Add(1)
+	s.b.sendMu.RLock()
+	defer s.b.sendMu.RUnlock()
+	if s.b.sealed {
+		s.pending.Done()
+		return fmt.Errorf("stream %s: written after the backup function returned", s.name)
+	}
+	select {
+	case s.b.jobs <- job:
+		return nil
+	case <-s.b.ctx.Done():
+		s.pending.Done()
+		if e := s.b.failed.Load(); e != nil {
+			return *e
+		}
+		return s.b.ctx.Err()
+	}
+}
+
+// Close flushes the last partial chunk and waits until every chunk of the
+// stream is stored. A stream that was never closed fails the backup.
+func (s *StreamWriter) Close() error {
+	if s.closed {
+		return nil
+	}
+	err := s.flush()
+	s.pending.Wait()
+	s.b.mu.Lock()
+	s.closed = true
+	s.b.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if e := s.b.failed.Load(); e != nil {
+		return *e
+	}
+	return s.b.ctx.Err()
+}

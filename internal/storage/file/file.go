@@ -1,0 +1,477 @@
+package file
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tidemark-backup/tidemark/internal/storage"
+)
+
+// tempPrefix starts the name of every file still being written. List skips
+// such files and keys may not use the prefix, so a half-written file is never
+// mistaken for an object.
+const tempPrefix = ".tmp-"
+
+// dirMode is used for every directory the store creates. Files get 0600 from
+// os.CreateTemp: a repository holds database contents.
+const dirMode = 0o700
+
+// Options tunes Open.
+type Options struct {
+	// Create makes Open create the root directory (and its parents) when it
+	// is missing. Without it a missing root is an error, so a mistyped path
+	// never silently starts a new, empty repository.
+	Create bool
+}
+
+// Store is a storage.Storage over a local directory. Keys are paths relative
+// to the root; a put becomes visible under its key only once its data and
+// directory entry are on disk.
+type Store struct {
+	root string
+}
+
+var _ storage.Storage = (*Store)(nil)
+
+// Open returns the store rooted at the absolute directory root.
+func Open(root string, opts Options) (*Store, error) {
+	if !filepath.IsAbs(root) {
+		return nil, fmt.Errorf("repository directory %q is not an absolute path", root)
+	}
+	root = filepath.Clean(root)
+	fi, err := os.Stat(root)
+	switch {
+	case err == nil && !fi.IsDir():
+		return nil, fmt.Errorf("repository directory %s is not a directory", root)
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist) && opts.Create:
+		if err := os.MkdirAll(root, dirMode); err != nil {
+			return nil, translate("create repository directory", root, err)
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("repository directory %s does not exist: create it or check the path: %w", root, storage.ErrNotFound)
+	default:
+		return nil, translate("open repository directory", root, err)
+	}
+	return &Store{root: root}, nil
+}
+
+// String names the store by its URI.
+func (s *Store) String() string { return "file://" + s.root }
+
+// Close releases nothing: the store holds no open files between calls.
+func (s *Store) Close() error { return nil }
+
+// Put writes to a temporary file next to the final one, syncs it, and only
+// then links (create-only) or renames it into place, so a crash or a failed
+// put never leaves a partial object under key.
+func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, opts storage.PutOptions) error {
+	p, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	dir := filepath.Dir(p)
+	if err := s.mkdirs(dir, key); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, tempPrefix+"*")
+	if err != nil {
+		return translate("put", key, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if f != nil {
+			_ = f.Close() // already failing; the write error is the one to report
+		}
+		if tmp != "" {
+			// Best effort: a leftover is invisible to List and removed by
+			// RemoveStaleTemp, and must not turn a committed put into an error.
+			_ = os.Remove(tmp)
+		}
+	}()
+
+	src := ctxReader{ctx: ctx, r: r}
+	var n int64
+	if size >= 0 {
+		n, err = io.CopyN(f, src, size)
+	} else {
+		n, err = io.Copy(f, src)
+	}
+	if ctxErr := ctx.Err(); err != nil && ctxErr != nil {
+		// Whatever the body said, the caller gave up first.
+		return fmt.Errorf("put %s: %w", key, ctxErr)
+	}
+	if size >= 0 && errors.Is(err, io.EOF) {
+		return fmt.Errorf("put %s: body ended after %d of %d bytes: %w", key, n, size, io.ErrUnexpectedEOF)
+	}
+	if err != nil {
+		return translate("put", key, err)
+	}
+	if err := f.Sync(); err != nil {
+		return translate("put", key, err)
+	}
+	closeErr := f.Close()
+	f = nil
+	if closeErr != nil {
+		return translate("put", key, closeErr)
+	}
+	// The reader may have returned EOF only because the caller gave up; a
+	// canceled put must not commit.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+
+	if opts.IfNotExists {
+		// link(2) fails with EEXIST if key exists: an atomic create-only
+		// commit, which rename(2) (it replaces) cannot give.
+		if err := os.Link(tmp, p); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("put %s: %w", key, storage.ErrExists)
+			}
+			return translate("put", key, err)
+		}
+	} else {
+		if err := os.Rename(tmp, p); err != nil {
+			return translate("put", key, err)
+		}
+		tmp = ""
+	}
+	// The new directory entry must be durable before the put reports done.
+	return syncDir(dir, key)
+}
+
+// Get opens key and returns a reader over [offset, offset+length), clamped to
+// the file's end: bytes past the end are simply not returned.
+func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return nil, err
+	}
+	if offset < 0 {
+		return nil, fmt.Errorf("get %s: negative offset %d", key, offset)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, translate("get", key, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, translate("get", key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		_ = f.Close()
+		return nil, fmt.Errorf("get %s: %w", key, storage.ErrNotFound)
+	}
+	start := min(offset, fi.Size())
+	n := fi.Size() - start
+	if length >= 0 && length < n {
+		n = length
+	}
+	return &sectionFile{SectionReader: io.NewSectionReader(f, start, n), f: f}, nil
+}
+
+// sectionFile reads a section of an open file and closes the file.
+type sectionFile struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (r *sectionFile) Close() error { return r.f.Close() }
+
+// Stat returns key's size and modification time.
+func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return storage.ObjectInfo{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return storage.ObjectInfo{}, translate("stat", key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, storage.ErrNotFound)
+	}
+	return storage.ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// errStop carries fn's error through filepath.WalkDir untouched (fn may
+// return fs.SkipDir, which WalkDir would otherwise interpret).
+type errStop struct{ err error }
+
+func (e errStop) Error() string { return e.err.Error() }
+
+// List walks only the directory that holds prefix's last segment (prefix may
+// end mid-name, as in "chunks/ab"), skipping temporary files.
+func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	if err := checkPrefix(prefix); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("list %q: %w", prefix, err)
+	}
+	start := s.root
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		start = filepath.Join(s.root, filepath.FromSlash(prefix[:i]))
+	}
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			// A missing start directory means no objects; entries deleted
+			// while we walk are simply gone.
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+				return nil
+			}
+			return translate("list", prefix, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p == start {
+			return nil
+		}
+		rel, err := filepath.Rel(s.root, p)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if !strings.HasPrefix(key, prefix) {
+			// Only entries directly under start can miss the prefix, and
+			// then so does everything below them.
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || strings.HasPrefix(d.Name(), tempPrefix) {
+			return nil
+		}
+		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return translate("list", prefix, err)
+		}
+		if err := fn(storage.ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+			return errStop{err}
+		}
+		return nil
+	})
+	if stop, ok := errors.AsType[errStop](err); ok {
+		return stop.err
+	}
+	if err != nil {
+		return fmt.Errorf("list %q: %w", prefix, err)
+	}
+	return nil
+}
+
+// Delete removes key; a missing key is not an error.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	p, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil
+	}
+	if err != nil {
+		return translate("delete", key, err)
+	}
+	if fi.IsDir() {
+		return nil // a directory is not an object; never remove one
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return translate("delete", key, err)
+	}
+	return nil
+}
+
+// RemoveStaleTemp removes temporary files left by puts that died with their
+// process (a crash, a kill), if older than olderThan so that puts still in
+// flight are spared. It returns how many it removed. Garbage collection calls
+// it.
+func (s *Store) RemoveStaleTemp(ctx context.Context, olderThan time.Duration) (removed int, err error) {
+	cutoff := time.Now().Add(-olderThan)
+	err = filepath.WalkDir(s.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return translate("remove stale temporary files in", s.root, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() || !strings.HasPrefix(d.Name(), tempPrefix) {
+			return nil
+		}
+		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return translate("remove stale temporary file", p, err)
+		}
+		if !fi.ModTime().Before(cutoff) {
+			return nil
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return translate("remove stale temporary file", p, err)
+		}
+		removed++
+		return nil
+	})
+	return removed, err
+}
+
+// path maps a key to its file, after checking the key cannot escape the root.
+func (s *Store) path(key string) (string, error) {
+	if err := checkKey(key); err != nil {
+		return "", err
+	}
+	return filepath.Join(s.root, filepath.FromSlash(key)), nil
+}
+
+// checkKey accepts '/'-separated relative keys without empty, "." or ".."
+// segments, so that every key names exactly one file under the root.
+func checkKey(key string) error {
+	if key == "" {
+		return errors.New("invalid object key: empty")
+	}
+	if strings.HasPrefix(key, "/") {
+		return fmt.Errorf("invalid object key %q: absolute (keys are relative to the repository)", key)
+	}
+	return checkSegments(key, strings.Split(key, "/"))
+}
+
+// checkPrefix accepts "" and any prefix of a valid key.
+func checkPrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	if strings.HasPrefix(prefix, "/") {
+		return fmt.Errorf("invalid list prefix %q: absolute (keys are relative to the repository)", prefix)
+	}
+	segs := strings.Split(prefix, "/")
+	last := segs[len(segs)-1]
+	if last != "." && last != ".." { // a partial last segment may be empty or any name start
+		segs = segs[:len(segs)-1]
+	}
+	if err := checkSegments(prefix, segs); err != nil {
+		return fmt.Errorf("invalid list prefix: %w", err)
+	}
+	return nil
+}
+
+func checkSegments(key string, segs []string) error {
+	if !utf8.ValidString(key) || strings.ContainsRune(key, 0) {
+		return fmt.Errorf("invalid object key %q: not valid UTF-8 or contains NUL", key)
+	}
+	for _, seg := range segs {
+		switch {
+		case seg == "":
+			return fmt.Errorf("invalid object key %q: empty path segment", key)
+		case seg == "." || seg == "..":
+			return fmt.Errorf("invalid object key %q: %q segment", key, seg)
+		case strings.HasPrefix(seg, tempPrefix):
+			return fmt.Errorf("invalid object key %q: segments starting with %q are reserved for temporary files", key, tempPrefix)
+		}
+	}
+	return nil
+}
+
+// translate wraps a filesystem error with the operation, the key, and the
+// storage sentinel it amounts to, keeping the original error in the chain.
+func translate(op, key string, err error) error {
+	var sentinel error
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		sentinel = storage.ErrNoSpace
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+		sentinel = storage.ErrPermission
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+		sentinel = storage.ErrNotFound
+	default:
+		return fmt.Errorf("%s %s: %w", op, key, err)
+	}
+	return fmt.Errorf("%s %s: %w: %w", op, key, sentinel, err)
+}
+
+// mkdirs creates dir and its missing parents under the root, syncing the
+// parent of each new directory: a committed object must not vanish in a
+// crash with the directory that holds it.
+func (s *Store) mkdirs(dir, key string) error {
+	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+		return nil
+	}
+	rel, err := filepath.Rel(s.root, dir)
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	cur := s.root
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		next := filepath.Join(cur, part)
+		switch err := os.Mkdir(next, dirMode); {
+		case err == nil:
+			if err := syncDir(cur, key); err != nil {
+				return err
+			}
+		case !errors.Is(err, fs.ErrExist):
+			return translate("put", key, err)
+		}
+		cur = next
+	}
+	return nil
+}
+
+// syncDir makes a directory's entries durable.
+func syncDir(dir, key string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return translate("put: sync directory of", key, err)
+	}
+	err = d.Sync()
+	if closeErr := d.Close(); err == nil {
+		err = closeErr
+	}
+	if err != nil {
+		return translate("put: sync directory of", key, err)
+	}
+	return nil
+}
+
+// ctxReader stops a copy at the next Read once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -1,0 +1,241 @@
+package file
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tidemark-backup/tidemark/internal/storage"
+	"github.com/tidemark-backup/tidemark/internal/storage/storagetest"
+)
+
+func newStore(t *testing.T) storage.Storage {
+	st, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+func TestConformance(t *testing.T) {
+	storagetest.Run(t, newStore)
+}
+
+func TestOpen(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "repo", "sub")
+
+	_, err := Open(missing, Options{})
+	if !errors.Is(err, storage.ErrNotFound) || !strings.Contains(err.Error(), "repository directory "+missing+" does not exist: create it or check the path") {
+		t.Errorf("open of a missing root: got %v", err)
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("open without Create made %s", missing)
+	}
+
+	st, err := Open(missing, Options{Create: true})
+	if err != nil {
+		t.Fatalf("open with Create: %v", err)
+	}
+	if st.String() != "file://"+missing {
+		t.Errorf("String: got %q", st.String())
+	}
+	if _, err := Open(missing, Options{}); err != nil {
+		t.Errorf("reopen: %v", err)
+	}
+
+	if _, err := Open("relative/dir", Options{Create: true}); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
+		t.Errorf("open of a relative path: got %v", err)
+	}
+	f := filepath.Join(dir, "afile")
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(f, Options{}); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("open of a file: got %v", err)
+	}
+}
+
+func TestLayout(t *testing.T) {
+	root := t.TempDir()
+	st, err := Open(root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storagetest.Put(t, st, "chunks/ab/cdef", []byte("data"))
+	b, err := os.ReadFile(filepath.Join(root, "chunks", "ab", "cdef"))
+	if err != nil || string(b) != "data" {
+		t.Fatalf("object file: %q, %v", b, err)
+	}
+	// Nothing but the object: no temporary file left over.
+	entries, err := os.ReadDir(filepath.Join(root, "chunks", "ab"))
+	if err != nil || len(entries) != 1 {
+		t.Errorf("directory holds %v (%v), want just the object", entries, err)
+	}
+}
+
+// TestTempFilesInvisible: a put in flight, or one whose process died, is
+// never listed and never read as an object.
+func TestTempFilesInvisible(t *testing.T) {
+	root := t.TempDir()
+	st, err := Open(root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storagetest.Put(t, st, "chunks/ab/x", []byte("x"))
+	old := filepath.Join(root, "chunks", "ab", tempPrefix+"123")
+	fresh := filepath.Join(root, tempPrefix+"456")
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if err := st.List(context.Background(), "", func(oi storage.ObjectInfo) error {
+		got = append(got, oi.Key)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0] != "chunks/ab/x" {
+		t.Errorf("list: got %q, want only the object", got)
+	}
+
+	n, err := st.RemoveStaleTemp(context.Background(), time.Hour)
+	if err != nil || n != 1 {
+		t.Fatalf("RemoveStaleTemp: removed %d, %v; want 1", n, err)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("stale temp file still there: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("fresh temp file (a put in flight) removed: %v", err)
+	}
+}
+
+// TestFailedPutLeavesNothing checks the directory itself, not just the API.
+func TestFailedPutLeavesNothing(t *testing.T) {
+	root := t.TempDir()
+	st, err := Open(root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errBody := errors.New("boom")
+	err = st.Put(context.Background(), "d/k", io.MultiReader(bytes.NewReader(make([]byte, 100_000)), errReader{errBody}), -1, storage.PutOptions{})
+	if !errors.Is(err, errBody) {
+		t.Fatalf("put: got %v", err)
+	}
+
+	// Canceled exactly when the body is complete: the file store checks
+	// the context before it commits, so nothing may appear.
+	ctx, cancel := context.WithCancel(context.Background())
+	data := []byte("complete")
+	err = st.Put(ctx, "d/c", &cancelAfter{r: bytes.NewReader(data), cancel: cancel}, int64(len(data)), storage.PutOptions{})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled put: got %v", err)
+	}
+
+	var files []string
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if len(files) != 0 {
+		t.Errorf("failed puts left %q", files)
+	}
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+type cancelAfter struct {
+	r      *bytes.Reader
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.r.Len() == 0 {
+		c.cancel()
+	}
+	return n, err
+}
+
+func TestKeyConflicts(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	storagetest.Put(t, st, "a/b", []byte("x"))
+	// "a" is a directory: no object, and a put there must fail cleanly.
+	if err := st.Put(ctx, "a", bytes.NewReader([]byte("y")), 1, storage.PutOptions{}); err == nil {
+		t.Error("put over a directory: got no error")
+	}
+	if err := st.Put(ctx, "a", bytes.NewReader([]byte("y")), 1, storage.PutOptions{IfNotExists: true}); err == nil {
+		t.Error("create-only put over a directory: got no error")
+	}
+	if err := st.Delete(ctx, "a"); err != nil {
+		t.Errorf("delete of a directory name: %v", err)
+	}
+	storagetest.Get(t, st, "a/b")
+}
+
+func TestPermission(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root ignores directory permissions")
+	}
+	root := t.TempDir()
+	st, err := Open(root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(root, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(root, 0o700) })
+	err = st.Put(context.Background(), "k", bytes.NewReader([]byte("x")), 1, storage.PutOptions{})
+	if !errors.Is(err, storage.ErrPermission) {
+		t.Errorf("put into a read-only directory: got %v, want ErrPermission", err)
+	}
+}
+
+func TestTranslate(t *testing.T) {
+	for _, tc := range []struct {
+		errno syscall.Errno
+		want  error
+	}{
+		{syscall.ENOSPC, storage.ErrNoSpace},
+		{syscall.EDQUOT, storage.ErrNoSpace},
+		{syscall.EACCES, storage.ErrPermission},
+		{syscall.EPERM, storage.ErrPermission},
+		{syscall.EROFS, storage.ErrPermission},
+		{syscall.ENOENT, storage.ErrNotFound},
+		{syscall.ENOTDIR, storage.ErrNotFound},
+	} {
+		raw := &fs.PathError{Op: "write", Path: "/repo/chunks/.tmp-1", Err: tc.errno}
+		err := translate("put", "chunks/x", raw)
+		if !errors.Is(err, tc.want) || !errors.Is(err, tc.errno) {
+			t.Errorf("%v: got %v, want %v wrapping the errno", tc.errno, err, tc.want)
+		}
+		if !strings.Contains(err.Error(), "put chunks/x") {
+			t.Errorf("%v: %q does not name the key", tc.errno, err)
+		}
+	}
+	if err := translate("put", "k", syscall.EIO); errors.Is(err, storage.ErrUnavailable) || !errors.Is(err, syscall.EIO) {
+		t.Errorf("EIO: got %v", err)
+	}
+}
