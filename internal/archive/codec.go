@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -137,10 +138,13 @@ func (c *codec) encoder(level int) (*zstd.Encoder, error) {
 		return e, nil
 	}
 	// One encoder per level, shared: EncodeAll is safe for concurrent use
-	// and keeps one internal state per concurrent caller.
+	// and keeps one internal state, with a history as large as a chunk, per
+	// concurrent caller. Compression is CPU-bound, so more states than
+	// cores only cost memory: callers beyond GOMAXPROCS wait their turn.
 	e, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
-		zstd.WithEncoderConcurrency(16),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithLowerEncoderMem(true),
 		zstd.WithZeroFrames(true),
 		zstd.WithEncoderCRC(false)) // our own hash covers the plaintext
 	if err != nil {
@@ -182,7 +186,8 @@ func adFor(name string, hdr [chunkHeaderSize]byte) []byte {
 }
 
 // decode returns the plaintext of a stored blob named name, appended to dst.
-// It does not check a chunk's hash; decodeChunk does.
+// It may overwrite stored (decryption happens in place). It does not check a
+// chunk's hash; decodeChunk does.
 func (c *codec) decode(dst []byte, name string, stored []byte) ([]byte, error) {
 	if len(stored) < chunkHeaderSize {
 		return nil, fmt.Errorf("%w: %d bytes is shorter than the header", errCorrupt, len(stored))
@@ -193,7 +198,8 @@ func (c *codec) decode(dst []byte, name string, stored []byte) ([]byte, error) {
 	}
 	payload := stored[chunkHeaderSize:]
 	if c.sealer != nil {
-		p, err := c.sealer.Open(nil, payload, adFor(name, hdr))
+		// Decrypt in place: stored is the caller's scratch buffer.
+		p, err := c.sealer.Open(payload[:0], payload, adFor(name, hdr))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errCorrupt, err)
 		}

@@ -102,6 +102,11 @@ func (r *Repo) Manifests(ctx context.Context) ([]*v1.Manifest, error) {
 }
 
 func (r *Repo) readBlob(ctx context.Context, key string, size int64) ([]byte, error) {
+	return r.readBlobInto(ctx, key, size, nil)
+}
+
+// readBlobInto reads an object of expected size into buf (grown if needed).
+func (r *Repo) readBlobInto(ctx context.Context, key string, size int64, buf []byte) ([]byte, error) {
 	rc, err := r.store.Get(ctx, key, 0, -1)
 	if err != nil {
 		return nil, err
@@ -111,7 +116,10 @@ func (r *Repo) readBlob(ctx context.Context, key string, size int64) ([]byte, er
 		return io.ReadAll(io.LimitReader(rc, 1<<30))
 	}
 	// One byte more than expected tells a longer object from a right one.
-	buf := make([]byte, size+1)
+	if int64(cap(buf)) < size+1 {
+		buf = make([]byte, size+1)
+	}
+	buf = buf[:size+1]
 	n, err := io.ReadFull(rc, buf)
 	switch {
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
@@ -126,8 +134,16 @@ func (r *Repo) readBlob(ctx context.Context, key string, size int64) ([]byte, er
 // calling it damaged so a flaky network is not reported as corruption.
 func (r *Repo) fetchChunk(ctx context.Context, id ChunkID, storedSize int64, dst []byte) ([]byte, error) {
 	var lastErr error
+	rawp, _ := r.rawBufs.Get().(*[]byte)
+	if rawp == nil {
+		rawp = new([]byte)
+	}
+	defer r.rawBufs.Put(rawp)
 	for attempt := 0; attempt < 2; attempt++ {
-		raw, err := r.readBlob(ctx, chunkKey(id), storedSize)
+		raw, err := r.readBlobInto(ctx, chunkKey(id), storedSize, *rawp)
+		if cap(raw) > cap(*rawp) {
+			*rawp = raw[:0]
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()

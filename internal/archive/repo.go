@@ -81,6 +81,8 @@ type Repo struct {
 	cfg   Config
 	codec *codec
 
+	rawBufs sync.Pool // *[]byte scratch for stored chunks being read
+
 	indexMu sync.Mutex
 	index   map[ChunkID]int64 // chunk id → stored size, as listed plus what we uploaded; nil until loaded
 }

@@ -174,6 +174,10 @@ func (m *MariaDB) setPort(port int) {
 }
 
 func (m *MariaDB) args() []string {
+	// Each server gets its own tmpdir: servers sharing /tmp delete each
+	// other's #sql-temptable files and information_schema queries fail.
+	tmp := filepath.Join(m.dir, "tmp")
+	_ = os.MkdirAll(tmp, 0o700)
 	args := []string{
 		"--no-defaults", // must come first; Debian's /etc/mysql/my.cnf must not leak in
 		"--datadir=" + m.DataDir,
@@ -182,6 +186,7 @@ func (m *MariaDB) args() []string {
 		"--bind-address=127.0.0.1",
 		"--pid-file=" + filepath.Join(m.dir, "mariadbd.pid"),
 		"--log-error=" + m.logPath,
+		"--tmpdir=" + tmp,
 		"--log-bin=binlog", // binlog.000001... in the datadir
 		"--binlog-format=ROW",
 		"--server-id=" + strconv.FormatUint(uint64(m.ServerID), 10),

@@ -1,0 +1,32 @@
+package engines
+
+import (
+	"context"
+	"io"
+
+	"github.com/tidemark-backup/tidemark/internal/archive"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// ArchiveSink adapts an archive backup to Sink.
+func ArchiveSink(b *archive.Backup) Sink { return archiveSink{b} }
+
+type archiveSink struct{ *archive.Backup }
+
+func (s archiveSink) Stream(name string, md map[string]string) (io.WriteCloser, error) {
+	return s.Backup.Stream(name, md)
+}
+
+// ArchiveSource adapts a repository and a manifest to Source.
+func ArchiveSource(r *archive.Repo, m *v1.Manifest) Source { return archiveSource{r, m} }
+
+type archiveSource struct {
+	r *archive.Repo
+	m *v1.Manifest
+}
+
+func (s archiveSource) Manifest() *v1.Manifest { return s.m }
+
+func (s archiveSource) OpenStream(ctx context.Context, name string) (io.ReadCloser, error) {
+	return s.r.OpenStream(ctx, s.m, name, archive.ReadOptions{})
+}

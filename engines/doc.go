@@ -1,0 +1,3 @@
+// Package engines defines the interface every backup engine (logical, clone,
+// snapshot, binlog) implements and the parameter and result types they share.
+package engines

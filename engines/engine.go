@@ -1,0 +1,97 @@
+package engines
+
+import (
+	"context"
+	"io"
+	"time"
+
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// Sink is where an engine writes a backup. *archive.Backup implements it
+// through ArchiveSink; tests may use a five-line fake.
+//
+// Stream may be called from many goroutines; each returned writer is used by
+// one goroutine at a time and must be closed: a stream left open fails the
+// backup. The Set* calls may come in any order, at most once each matters
+// (the last one wins).
+type Sink interface {
+	Stream(name string, metadata map[string]string) (io.WriteCloser, error)
+	SetServer(*v1.ServerInfo)
+	SetConsistency(*v1.ConsistencyPoint)
+	SetLockDuration(time.Duration)
+	SetEngineMetadata(key, value string)
+}
+
+// Source is where an engine reads a backup back from.
+type Source interface {
+	// Manifest is the backup's manifest (already verified to exist).
+	Manifest() *v1.Manifest
+	// OpenStream returns one stream's plaintext; every chunk is verified,
+	// and damage ends the read with an error naming backup, stream, chunk.
+	OpenStream(ctx context.Context, name string) (io.ReadCloser, error)
+}
+
+// Progress is what an engine reports while it runs. Callbacks may come from
+// several goroutines and must be cheap.
+type Progress struct {
+	Phase      string // "schema", "data", "indexes", ...
+	BytesDone  int64
+	BytesTotal int64 // estimate; 0 if unknown
+	RowsDone   int64
+	TablesDone int
+	Tables     int
+}
+
+// BackupParams are an engine's inputs for one backup. Fields grow; call
+// sites stay stable.
+type BackupParams struct {
+	DSN       string // go-sql-driver form; the password is never logged
+	Parallel  int    // worker connections; 0: engine default
+	Databases []string
+	// IncludeSystem dumps mysql, sys and the schemas the server owns.
+	IncludeSystem bool
+	// IncludeUsers dumps accounts and grants.
+	IncludeUsers bool
+	Sink         Sink
+	Progress     func(Progress)
+}
+
+// BackupResult summarises a backup an engine wrote into its Sink.
+type BackupResult struct {
+	Tables       int
+	Rows         int64
+	LockDuration time.Duration
+	Warnings     []string
+}
+
+// RestoreParams are an engine's inputs for one restore.
+type RestoreParams struct {
+	DSN          string
+	Parallel     int
+	Source       Source
+	Databases    []string          // only these (after renaming: by original name)
+	Tables       []string          // only these, "db.table"
+	RenameDB     map[string]string // original name → new name
+	DropExisting bool
+	IncludeUsers bool
+	Progress     func(Progress)
+}
+
+// RestoreResult summarises a restore.
+type RestoreResult struct {
+	Tables   int
+	Rows     int64
+	Warnings []string
+}
+
+// Engine is one way of taking and restoring backups.
+type Engine interface {
+	// Name is the engine's name as recorded in manifests.
+	Name() string
+	// Backup writes one backup into p.Sink. It returns only when every
+	// stream it opened is closed; an error means the backup is not usable.
+	Backup(ctx context.Context, p BackupParams) (*BackupResult, error)
+	// Restore reads a backup this engine wrote and applies it to a server.
+	Restore(ctx context.Context, p RestoreParams) (*RestoreResult, error)
+}

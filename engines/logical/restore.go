@@ -1,0 +1,644 @@
+package logical
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/internal/mysqlx"
+)
+
+// ErrTargetNotEmpty is returned (wrapped, with the names) when the target
+// already holds objects the restore would create and DropExisting is off.
+var ErrTargetNotEmpty = errors.New("target already holds objects to restore")
+
+// restoreSessionSQL makes a load session read values exactly as they were
+// dumped: TIMESTAMPs in UTC, 0 kept in AUTO_INCREMENT columns, and no
+// foreign-key checks, because tables load in parallel in no particular
+// order (the data was consistent on the source). The binlog stays on, so
+// replicas of the target receive the restore.
+const restoreSessionSQL = "SET SESSION time_zone = '+00:00', SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', " +
+	"SESSION foreign_key_checks = 0, SESSION net_read_timeout = 3600, SESSION net_write_timeout = 3600"
+
+type restoreRun struct {
+	p         engines.RestoreParams
+	srv       *mysqlx.Server
+	db        *sql.DB
+	meta      metaDoc
+	rename    map[string]string
+	useInsert atomic.Bool
+	rows      atomic.Int64
+	bytes     atomic.Int64
+	total     int64
+	tables    int
+	done      atomic.Int64
+	warnMu    sync.Mutex
+	warnings  []string
+}
+
+func (r *restoreRun) warn(format string, args ...any) {
+	r.warnMu.Lock()
+	r.warnings = append(r.warnings, fmt.Sprintf(format, args...))
+	r.warnMu.Unlock()
+}
+
+func (r *restoreRun) progress(phase string) {
+	if r.p.Progress == nil {
+		return
+	}
+	r.p.Progress(engines.Progress{Phase: phase, BytesDone: r.bytes.Load(), BytesTotal: r.total,
+		RowsDone: r.rows.Load(), TablesDone: int(r.done.Load()), Tables: r.tables})
+}
+
+func (r *restoreRun) target(db string) string {
+	if n, ok := r.rename[db]; ok {
+		return n
+	}
+	return db
+}
+
+// selection is what a partial restore keeps.
+type selection struct {
+	dbs     []string
+	tables  map[string]bool // "db.table" (original names); nil: all
+	partial bool
+}
+
+func (s *selection) table(db, name string) bool {
+	return slices.Contains(s.dbs, db) && (s.tables == nil || s.tables[db+"."+name])
+}
+
+// Restore implements engines.Engine. Order of work: check that the target
+// holds none of the tables, views, routines and events to create (or drop
+// them with DropExisting) before changing anything; create databases and
+// tables with their plain secondary indexes held back; load the data
+// pieces in parallel, each in its own transaction, adding a table's
+// indexes in one ALTER TABLE once its last piece is in; set sequences;
+// then create views (dependency order), routines, triggers and events, and
+// with IncludeUsers the accounts and grants. Foreign-key checks are off in
+// the load sessions (pieces arrive in any order); the binlog stays on.
+func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines.RestoreResult, error) {
+	if p.Source == nil {
+		return nil, errors.New("logical restore: no source")
+	}
+	m := p.Source.Manifest()
+	if m.GetEngine() != Name {
+		return nil, fmt.Errorf("backup %s was written by engine %q, not %q", m.GetBackupId(), m.GetEngine(), Name)
+	}
+	r := &restoreRun{p: p, rename: p.RenameDB}
+	if err := r.readJSON(ctx, streamMeta, &r.meta); err != nil {
+		return nil, err
+	}
+	if r.meta.Format > formatVersion {
+		return nil, fmt.Errorf("backup %s has logical format %d; this tidemark reads up to %d: upgrade it", m.GetBackupId(), r.meta.Format, formatVersion)
+	}
+	sel, err := r.selectObjects()
+	if err != nil {
+		return nil, err
+	}
+
+	dsn, err := mysqlx.ParseDSN(p.DSN)
+	if err != nil {
+		return nil, err
+	}
+	n := p.Parallel
+	if n <= 0 {
+		n = DefaultParallel()
+	}
+	db, err := dsn.Open(nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = db.Close() }()
+	db.SetMaxOpenConns(n + 1)
+	db.SetMaxIdleConns(n + 1)
+	r.db = db
+	connectOp := "connecting to " + dsn.Addr() + " as " + dsn.User()
+	ctl, err := db.Conn(ctx)
+	if err != nil {
+		return nil, mysqlx.Translate(connectOp, err)
+	}
+	defer func() { _ = ctl.Close() }()
+	if err := ctl.PingContext(ctx); err != nil {
+		return nil, mysqlx.Translate(connectOp, err)
+	}
+	if r.srv, err = mysqlx.Detect(ctx, ctl); err != nil {
+		return nil, err
+	}
+	if err := initRestoreSession(ctx, ctl, r.srv); err != nil {
+		return nil, err
+	}
+	var localInfile int
+	if err := ctl.QueryRowContext(ctx, "SELECT @@GLOBAL.local_infile").Scan(&localInfile); err == nil && localInfile == 0 {
+		r.useInsert.Store(true)
+		r.warn("the target has local_infile=OFF: loading with batched INSERTs, which is slower; SET GLOBAL local_infile=ON for LOAD DATA")
+	}
+
+	schemas := map[string]*schemaDoc{}
+	posts := map[string]*postDoc{}
+	for _, d := range sel.dbs {
+		var s schemaDoc
+		if err := r.readJSON(ctx, schemaStream(d), &s); err != nil {
+			return nil, err
+		}
+		var po postDoc
+		if err := r.readJSON(ctx, postStream(d), &po); err != nil {
+			return nil, err
+		}
+		schemas[d], posts[d] = &s, &po
+	}
+	if err := r.checkTarget(ctx, ctl, sel, schemas, posts); err != nil {
+		return nil, err
+	}
+
+	// Schema: databases and tables, with secondary indexes held back.
+	r.progress("schema")
+	referenced := map[string]bool{} // "db.table" targets of foreign keys
+	for _, d := range sel.dbs {
+		for _, t := range schemas[d].Tables {
+			for _, ref := range referencedTables(t.Create) {
+				if strings.Contains(ref, "`.`") {
+					referenced[strings.ReplaceAll(strings.Trim(ref, "`"), "`.`", ".")] = true
+				} else {
+					referenced[d+"."+strings.Trim(ref, "`")] = true
+				}
+			}
+		}
+	}
+	indexes := map[string][]string{} // "db.table" (original) → ADD clauses
+	for _, d := range sel.dbs {
+		td := r.target(d)
+		if _, err := ctl.ExecContext(ctx, createDatabaseSQL(schemas[d].Create, d, td)); err != nil {
+			return nil, mysqlx.TranslateNeed("creating database "+td, err, "CREATE on "+qi(td)+".*")
+		}
+		if _, err := ctl.ExecContext(ctx, "USE "+qi(td)); err != nil {
+			return nil, mysqlx.Translate("using database "+td, err)
+		}
+		for _, t := range schemas[d].Tables {
+			if !sel.table(d, t.Name) {
+				continue
+			}
+			create, adds := t.Create, []string(nil)
+			if t.Kind == "table" {
+				create, adds = splitSecondaryIndexes(create, hasForeignKeys(create) || referenced[d+"."+t.Name])
+				create = renameReferences(create, r.rename)
+			}
+			if _, err := ctl.ExecContext(ctx, create); err != nil {
+				return nil, mysqlx.TranslateNeed("creating table "+td+"."+t.Name, err, "CREATE on "+qi(td)+".*")
+			}
+			indexes[d+"."+t.Name] = adds
+		}
+	}
+
+	// Data, then each table's indexes as soon as its last piece is in.
+	var tables []*tableMeta
+	for i := range r.meta.Tables {
+		t := &r.meta.Tables[i]
+		if !sel.table(t.DB, t.Name) {
+			continue
+		}
+		if t.Sequence != nil {
+			if _, err := ctl.ExecContext(ctx, fmt.Sprintf("SELECT SETVAL(%s, %d, 0)", qname(r.target(t.DB), t.Name), *t.Sequence)); err != nil {
+				return nil, mysqlx.Translate("setting sequence "+t.DB+"."+t.Name, err)
+			}
+			continue
+		}
+		tables = append(tables, t)
+		for _, pc := range t.Pieces {
+			r.total += pc.Bytes
+		}
+	}
+	r.tables = len(tables)
+	if err := r.loadTables(ctx, n, tables, indexes); err != nil {
+		return nil, err
+	}
+
+	r.progress("post")
+	if err := r.createPostObjects(ctx, ctl, sel, posts); err != nil {
+		return nil, err
+	}
+	if p.IncludeUsers && r.meta.Users {
+		var u usersDoc
+		if err := r.readJSON(ctx, streamUsers, &u); err != nil {
+			return nil, err
+		}
+		for _, s := range u.Statements {
+			if _, err := ctl.ExecContext(ctx, s); err != nil {
+				return nil, mysqlx.TranslateNeed("restoring accounts ("+statementHead(s)+")", err, "CREATE USER and the granted privileges WITH GRANT OPTION")
+			}
+		}
+	} else if p.IncludeUsers {
+		r.warn("the backup holds no users and grants (it was taken without IncludeUsers)")
+	}
+	r.progress("done")
+	return &engines.RestoreResult{Tables: len(tables), Rows: r.rows.Load(), Warnings: r.warnings}, nil
+}
+
+func (r *restoreRun) readJSON(ctx context.Context, name string, v any) error {
+	rc, err := r.p.Source.OpenStream(ctx, name)
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", r.p.Source.Manifest().GetBackupId(), err)
+	}
+	defer func() { _ = rc.Close() }()
+	return readJSON(rc, name, v)
+}
+
+func initRestoreSession(ctx context.Context, c *sql.Conn, srv *mysqlx.Server) error {
+	stmts := []string{restoreSessionSQL}
+	if srv.IsMariaDB() {
+		stmts = append(stmts, "SET SESSION max_statement_time = 0")
+	}
+	for _, s := range stmts {
+		if _, err := c.ExecContext(ctx, s); err != nil {
+			return mysqlx.Translate("setting up a restore session", err)
+		}
+	}
+	return nil
+}
+
+// selectObjects applies Databases, Tables and RenameDB, naming whatever
+// they mention that the backup does not hold.
+func (r *restoreRun) selectObjects() (*selection, error) {
+	id := r.p.Source.Manifest().GetBackupId()
+	sel := &selection{partial: len(r.p.Databases) > 0 || len(r.p.Tables) > 0}
+	have := map[string]bool{}
+	for _, d := range r.meta.Databases {
+		have[d] = true
+	}
+	var missing []string
+	for _, d := range r.p.Databases {
+		if !have[d] {
+			missing = append(missing, d)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("backup %s holds no database(s) %s (it has: %s)", id, strings.Join(missing, ", "), strings.Join(r.meta.Databases, ", "))
+	}
+	for from := range r.rename {
+		if !have[from] {
+			missing = append(missing, from)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return nil, fmt.Errorf("rename: backup %s holds no database(s) %s", id, strings.Join(missing, ", "))
+	}
+	if len(r.p.Tables) > 0 {
+		sel.tables = map[string]bool{}
+		known := map[string]bool{}
+		for _, t := range r.meta.Tables {
+			known[t.DB+"."+t.Name] = true
+		}
+		for _, t := range r.p.Tables {
+			if !known[t] {
+				missing = append(missing, t)
+			}
+			sel.tables[t] = true
+		}
+		if len(missing) > 0 {
+			return nil, fmt.Errorf("backup %s holds no table(s) %s (name them as db.table)", id, strings.Join(missing, ", "))
+		}
+	}
+	for _, d := range r.meta.Databases {
+		if len(r.p.Databases) > 0 && !slices.Contains(r.p.Databases, d) {
+			continue
+		}
+		if sel.tables != nil {
+			used := false
+			for t := range sel.tables {
+				used = used || strings.HasPrefix(t, d+".")
+			}
+			if !used {
+				continue
+			}
+		}
+		sel.dbs = append(sel.dbs, d)
+	}
+	targets := map[string]string{}
+	for _, d := range sel.dbs {
+		t := r.target(d)
+		if prev, ok := targets[t]; ok {
+			return nil, fmt.Errorf("rename: databases %s and %s would both be restored into %s", prev, d, t)
+		}
+		targets[t] = d
+	}
+	return sel, nil
+}
+
+// createDatabaseSQL turns SHOW CREATE DATABASE output into CREATE DATABASE
+// IF NOT EXISTS under the target name, keeping the character set options.
+func createDatabaseSQL(show, from, to string) string {
+	opts := ""
+	if i := strings.Index(show, qi(from)); i >= 0 {
+		opts = show[i+len(qi(from)):]
+	}
+	return "CREATE DATABASE IF NOT EXISTS " + qi(to) + opts
+}
+
+// renameReferences renames databases in a CREATE TABLE's foreign keys only.
+func renameReferences(create string, rename map[string]string) string {
+	if len(rename) == 0 || !strings.Contains(create, "REFERENCES ") {
+		return create
+	}
+	lines := strings.Split(create, "\n")
+	for i, l := range lines {
+		if strings.Contains(l, "REFERENCES ") {
+			lines[i] = renameQualified(l, rename)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// checkTarget refuses a target that already holds anything to be created,
+// or with DropExisting drops it.
+func (r *restoreRun) checkTarget(ctx context.Context, ctl *sql.Conn, sel *selection, schemas map[string]*schemaDoc, posts map[string]*postDoc) error {
+	type obj struct{ kind, db, name string }
+	want := map[obj]bool{}
+	var targets []string
+	for _, d := range sel.dbs {
+		td := r.target(d)
+		targets = append(targets, td)
+		for _, t := range schemas[d].Tables {
+			if sel.table(d, t.Name) {
+				want[obj{"TABLE", td, t.Name}] = true
+			}
+		}
+		for _, v := range posts[d].Views {
+			if sel.tables == nil || sel.tables[d+"."+v.Name] {
+				want[obj{"TABLE", td, v.Name}] = true
+			}
+		}
+		if sel.tables == nil {
+			for _, o := range posts[d].Routines {
+				want[obj{o.Type, td, o.Name}] = true
+			}
+			for _, o := range posts[d].Events {
+				want[obj{"EVENT", td, o.Name}] = true
+			}
+		}
+	}
+	if len(targets) == 0 {
+		return nil
+	}
+	in := inList(len(targets))
+	args := anyArgs(targets)
+	var found []obj
+	var views = map[obj]bool{}
+	for _, q := range []string{
+		"SELECT IF(TABLE_TYPE = 'VIEW', 'VIEW', 'TABLE'), TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA IN (" + in + ")",
+		"SELECT ROUTINE_TYPE, ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN (" + in + ")",
+		"SELECT 'EVENT', EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN (" + in + ")",
+	} {
+		rows, err := ctl.QueryContext(ctx, q, args...)
+		if err != nil {
+			return mysqlx.Translate("checking the target for existing objects", err)
+		}
+		for rows.Next() {
+			var o obj
+			if err := rows.Scan(&o.kind, &o.db, &o.name); err != nil {
+				_ = rows.Close()
+				return err
+			}
+			key := o
+			if o.kind == "VIEW" {
+				key.kind = "TABLE"
+			}
+			if want[key] {
+				found = append(found, o)
+				views[o] = o.kind == "VIEW"
+			}
+		}
+		_ = rows.Close()
+		if err := rows.Err(); err != nil {
+			return mysqlx.Translate("checking the target for existing objects", err)
+		}
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	if !r.p.DropExisting {
+		var names []string
+		for _, o := range found {
+			names = append(names, strings.ToLower(o.kind)+" "+o.db+"."+o.name)
+		}
+		sort.Strings(names)
+		const show = 20
+		more := ""
+		if len(names) > show {
+			more = fmt.Sprintf(" and %d more", len(names)-show)
+			names = names[:show]
+		}
+		return fmt.Errorf("%w: %s%s; restore into another database (rename), drop them, or pass drop-existing to replace them",
+			ErrTargetNotEmpty, strings.Join(names, ", "), more)
+	}
+	for _, o := range found {
+		stmt := "DROP " + o.kind + " IF EXISTS " + qname(o.db, o.name)
+		if _, err := ctl.ExecContext(ctx, stmt); err != nil {
+			return mysqlx.TranslateNeed("dropping "+strings.ToLower(o.kind)+" "+o.db+"."+o.name, err, "DROP on "+qi(o.db)+".*")
+		}
+	}
+	r.warn("dropped %d existing object(s) on the target before restoring", len(found))
+	return nil
+}
+
+// loadTables loads every piece on n sessions, biggest tables first; the
+// session that loads a table's last piece then adds its secondary indexes
+// in one ALTER TABLE.
+func (r *restoreRun) loadTables(ctx context.Context, n int, tables []*tableMeta, indexes map[string][]string) error {
+	type job struct {
+		t  *tableMeta
+		pc pieceMeta
+	}
+	sorted := append([]*tableMeta(nil), tables...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Rows > sorted[j].Rows })
+	var jobs []job
+	remaining := map[*tableMeta]*atomic.Int64{}
+	for _, t := range sorted {
+		remaining[t] = new(atomic.Int64)
+		remaining[t].Store(int64(len(t.Pieces)))
+		for _, pc := range t.Pieces {
+			jobs = append(jobs, job{t, pc})
+		}
+	}
+	finish := func(ctx context.Context, c *sql.Conn, t *tableMeta) error {
+		r.done.Add(1)
+		adds := indexes[t.DB+"."+t.Name]
+		if len(adds) == 0 {
+			return nil
+		}
+		r.progress("indexes")
+		td := r.target(t.DB)
+		if _, err := c.ExecContext(ctx, "ALTER TABLE "+qname(td, t.Name)+" "+strings.Join(adds, ", ")); err != nil {
+			return mysqlx.Translate("adding the secondary indexes of "+td+"."+t.Name, err)
+		}
+		return nil
+	}
+	// Tables with no piece (no columns to dump) only need their indexes.
+	next := make(chan job)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(next)
+		for _, j := range jobs {
+			select {
+			case next <- j:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		return nil
+	})
+	for range n {
+		g.Go(func() error {
+			c, err := r.db.Conn(gctx)
+			if err != nil {
+				return mysqlx.Translate("connecting for the load", err)
+			}
+			defer func() { _ = c.Close() }()
+			if err := initRestoreSession(gctx, c, r.srv); err != nil {
+				return err
+			}
+			for j := range next {
+				if err := r.loadPiece(gctx, c, j.t, j.pc); err != nil {
+					return err
+				}
+				r.progress("data")
+				if remaining[j.t].Add(-1) == 0 {
+					if err := finish(gctx, c, j.t); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, t := range sorted {
+		if len(t.Pieces) == 0 {
+			c, err := r.db.Conn(ctx)
+			if err != nil {
+				return mysqlx.Translate("connecting", err)
+			}
+			err = finish(ctx, c, t)
+			_ = c.Close()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// createPostObjects creates views (in dependency order: a view whose base
+// is not there yet is retried after the others), routines, triggers and
+// events, each under the sql_mode it was defined with.
+func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *selection, posts map[string]*postDoc) error {
+	type pending struct {
+		db string
+		o  objectDDL
+	}
+	var views []pending
+	for _, d := range sel.dbs {
+		for _, v := range posts[d].Views {
+			if sel.tables == nil || sel.tables[d+"."+v.Name] {
+				views = append(views, pending{d, v})
+			}
+		}
+	}
+	exec := func(d string, o objectDDL, what string) error {
+		td := r.target(d)
+		stmts := []string{"USE " + qi(td), "SET SESSION sql_mode = " + mysqlx.QuoteString(o.SQLMode)}
+		if o.Collation != "" {
+			// The text came over a utf8mb4 session; collation_connection
+			// keeps how its literals compare.
+			stmts = append(stmts, "SET SESSION collation_connection = "+mysqlx.QuoteString(o.Collation))
+		}
+		if o.TimeZone != "" {
+			stmts = append(stmts, "SET SESSION time_zone = "+mysqlx.QuoteString(o.TimeZone))
+		}
+		stmts = append(stmts, renameQualified(o.Create, r.rename))
+		for _, s := range stmts {
+			if _, err := ctl.ExecContext(ctx, s); err != nil {
+				return mysqlx.Translate("creating "+what+" "+td+"."+o.Name, err)
+			}
+		}
+		return nil
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = initRestoreSession(rctx, ctl, r.srv)
+	}()
+	for len(views) > 0 {
+		var retry []pending
+		var lastErr error
+		for _, v := range views {
+			if err := exec(v.db, v.o, "view"); err != nil {
+				// 1146: a base table or view is missing (maybe not created yet).
+				if num := mysqlx.ServerErrorNumber(err); num == 1146 || num == 1356 {
+					retry, lastErr = append(retry, v), err
+					continue
+				}
+				return err
+			}
+		}
+		if len(retry) == len(views) {
+			if sel.partial {
+				for _, v := range retry {
+					r.warn("view %s.%s not restored: it refers to an object outside the restored set (%v)", r.target(v.db), v.o.Name, lastErr)
+				}
+				break
+			}
+			return lastErr
+		}
+		views = retry
+	}
+	for _, d := range sel.dbs {
+		po := posts[d]
+		if sel.tables == nil {
+			for _, o := range po.Routines {
+				if err := exec(d, o, strings.ToLower(o.Type)); err != nil {
+					return err
+				}
+			}
+		}
+		for _, o := range po.Triggers {
+			if sel.table(d, o.Table) {
+				o.Create = unqualifyTrigger(o.Create, o.Name, o.Table)
+				if err := exec(d, o, "trigger"); err != nil {
+					return err
+				}
+			}
+		}
+		if sel.tables == nil {
+			for _, o := range po.Events {
+				if err := exec(d, o, "event"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// statementHead names an account statement without its password hash.
+func statementHead(s string) string {
+	if i := strings.Index(s, " IDENTIFIED"); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 120 {
+		s = s[:120] + "..."
+	}
+	return s
+}

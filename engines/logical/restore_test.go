@@ -1,0 +1,242 @@
+package logical
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/internal/mysqlx"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
+)
+
+// TestPartialRenameAndExisting restores parts of one backup under new
+// names into one target, then checks the refusal of existing tables.
+func TestPartialRenameAndExisting(t *testing.T) {
+	t.Parallel()
+	src := startMariaDB(t, "part-src")
+	dst := startMariaDB(t, "part-dst")
+	loadTypes(t, src)
+	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN})
+	srcDB, dstDB := src.DB(t), dst.DB(t)
+
+	// Whole databases under new names: views, triggers and routines follow.
+	restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN, RenameDB: map[string]string{"rt": "rt_copy", "rt2": "rt2_copy"}})
+	sums := testenv.Checksums(t, dstDB, "rt_copy", "rt2_copy")
+	for name, want := range testenv.Checksums(t, srcDB, "rt", "rt2") {
+		got := sums[strings.Replace(strings.Replace(name, "rt2.", "rt2_copy.", 1), "rt.", "rt_copy.", 1)]
+		if got != want {
+			t.Errorf("%s: restored %+v, source %+v", name, got, want)
+		}
+	}
+	compareSchema(t, srcDB, dstDB, []string{"rt", "rt2"}, map[string]string{"rt": "rt_copy", "rt2": "rt2_copy"})
+	var n int
+	if err := dstDB.QueryRow("SELECT COUNT(*) FROM rt2_copy.cross_view").Scan(&n); err != nil || n != 1 {
+		t.Errorf("cross-database view after rename: %d rows, %v", n, err)
+	}
+	var def string
+	if err := dstDB.QueryRow("SELECT VIEW_DEFINITION FROM information_schema.VIEWS WHERE TABLE_SCHEMA = 'rt2_copy'").Scan(&def); err != nil || strings.Contains(def, "`rt`.") {
+		t.Errorf("renamed view still points at the old database: %s (%v)", def, err)
+	}
+
+	// Only some tables.
+	res := restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN, Tables: []string{"rt.big", "rt.types"}, RenameDB: map[string]string{"rt": "rt_part"}})
+	if res.Tables != 2 {
+		t.Errorf("partial restore restored %d tables, want 2", res.Tables)
+	}
+	got := queryStrings(t, dstDB, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'rt_part'")
+	if strings.Join(got, ",") != "big,types" {
+		t.Errorf("partial restore created %v", got)
+	}
+	if trig := queryStrings(t, dstDB, "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'rt_part'"); len(trig) != 2 {
+		t.Errorf("triggers of the restored table: %v", trig)
+	}
+	// One database, by its original name.
+	restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN, Databases: []string{"rt2"}})
+	testenv.Compare(t, srcDB, dstDB, "rt2")
+
+	// Again: the target holds the tables now.
+	_, err := smallPieces.Restore(context.Background(), engines.RestoreParams{DSN: dst.DSN, Source: a, RenameDB: map[string]string{"rt": "rt_copy", "rt2": "rt2_copy"}})
+	if !errors.Is(err, ErrTargetNotEmpty) || !strings.Contains(err.Error(), "rt_copy.big") || !strings.Contains(err.Error(), "view rt2_copy.cross_view") {
+		t.Fatalf("restore over existing tables: %v", err)
+	}
+	t.Logf("refusal reads: %v", err)
+	if _, err := dstDB.Exec("UPDATE rt_copy.big SET v = 'changed'"); err != nil {
+		t.Fatal(err)
+	}
+	res = restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN, DropExisting: true, RenameDB: map[string]string{"rt": "rt_copy", "rt2": "rt2_copy"}})
+	if len(res.Warnings) == 0 {
+		t.Errorf("drop-existing restore gave no warning")
+	}
+	compareSchema(t, srcDB, dstDB, []string{"rt"}, map[string]string{"rt": "rt_copy"})
+
+	// Names that are not in the backup.
+	for _, p := range []engines.RestoreParams{
+		{Databases: []string{"nope"}}, {Tables: []string{"rt.nope"}}, {RenameDB: map[string]string{"nope": "x"}},
+	} {
+		p.DSN, p.Source = dst.DSN, a
+		if _, err := smallPieces.Restore(context.Background(), p); err == nil || !strings.Contains(err.Error(), "nope") {
+			t.Errorf("restore %+v: %v", p, err)
+		}
+	}
+}
+
+// TestInsertFallback restores into a server with local_infile=OFF.
+func TestInsertFallback(t *testing.T) {
+	t.Parallel()
+	src := startMariaDB(t, "ins-src")
+	dst := startMariaDB(t, "ins-dst", "--local-infile=0")
+	loadTypes(t, src)
+	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN})
+	res := restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN})
+	if len(res.Warnings) == 0 || !strings.Contains(res.Warnings[0], "local_infile") {
+		t.Errorf("no warning about local_infile: %v", res.Warnings)
+	}
+	testenv.Compare(t, src.DB(t), dst.DB(t), "rt", "rt2")
+}
+
+// TestConnectionErrors covers the mistakes an operator makes first.
+func TestConnectionErrors(t *testing.T) {
+	t.Parallel()
+	src := startMariaDB(t, "err-src")
+	src.Exec(t, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY)", "CREATE VIEW app.v AS SELECT * FROM app.t",
+		"CREATE USER 'weak'@'%' IDENTIFIED BY 'weak'", "GRANT SELECT ON app.* TO 'weak'@'%'")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	_ = l.Close()
+	host := src.DSN[strings.Index(src.DSN, "@"):]
+	for _, tc := range []struct {
+		name, dsn string
+		kind      error
+		mentions  []string
+	}{
+		{"wrong password", "tidemark:wrong" + host, mysqlx.ErrAccessDenied, []string{"password"}},
+		{"unreachable", "tidemark:tidemark@tcp(" + closed + ")/", mysqlx.ErrUnreachable, []string{"cannot reach", closed}},
+		{"unknown host", "tidemark:tidemark@tcp(no-such-host.invalid:3306)/", mysqlx.ErrUnreachable, []string{"no-such-host.invalid"}},
+		{"missing privileges", "weak:weak" + host, mysqlx.ErrPrivilege, []string{"RELOAD", "BINLOG MONITOR", "SHOW VIEW, TRIGGER, EVENT ON `app`.*"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newMem()
+			_, err := (&Engine{}).Backup(context.Background(), engines.BackupParams{DSN: tc.dsn, Sink: a})
+			if !errors.Is(err, tc.kind) {
+				t.Fatalf("got %v, want %v", err, tc.kind)
+			}
+			for _, m := range tc.mentions {
+				if !strings.Contains(err.Error(), m) {
+					t.Errorf("error %q does not mention %q", err, m)
+				}
+			}
+			if strings.Contains(err.Error(), "tidemark:tidemark") || strings.Contains(err.Error(), "weak:weak") {
+				t.Errorf("error shows the password: %v", err)
+			}
+			if _, err := (&Engine{}).Restore(context.Background(), engines.RestoreParams{DSN: tc.dsn, Source: fakeBackup(t)}); !errors.Is(tc.kind, mysqlx.ErrPrivilege) && !errors.Is(err, tc.kind) {
+				t.Errorf("restore: got %v, want %v", err, tc.kind)
+			}
+		})
+	}
+}
+
+// fakeBackup is a valid empty logical backup.
+func fakeBackup(t *testing.T) *memArchive {
+	a := newMem()
+	if err := writeJSON(a, streamMeta, nil, metaDoc{Format: formatVersion}); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// TestServerKilled kills the source mid-dump and the target mid-load.
+func TestServerKilled(t *testing.T) {
+	t.Parallel()
+	src := startMariaDB(t, "kill-src")
+	dst := startMariaDB(t, "kill-dst")
+	src.Exec(t, "CREATE DATABASE k", "USE k", "CREATE TABLE t (id INT PRIMARY KEY, v CHAR(200))",
+		"INSERT INTO t SELECT seq, REPEAT('v', 200) FROM seq_1_to_60000")
+	full, _ := backupMem(t, &Engine{}, engines.BackupParams{DSN: src.DSN})
+
+	a := newMem()
+	a.blockAfter, a.blocked, a.unblock = 1<<20, make(chan struct{}), make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := (&Engine{}).Backup(context.Background(), engines.BackupParams{DSN: src.DSN, Sink: a, Parallel: 1})
+		errc <- err
+	}()
+	select {
+	case <-a.blocked:
+	case err := <-errc:
+		t.Fatalf("backup ended before the kill: %v", err)
+	}
+	src.Kill()
+	close(a.unblock)
+	err := <-errc
+	if !errors.Is(err, mysqlx.ErrConnectionLost) || !strings.Contains(err.Error(), "run again") {
+		t.Fatalf("backup with the source killed: %v", err)
+	}
+	t.Logf("backup error: %v", err)
+
+	slow := &slowSource{memArchive: full, blocked: make(chan struct{}), unblock: make(chan struct{})}
+	go func() {
+		_, err := (&Engine{}).Restore(context.Background(), engines.RestoreParams{DSN: dst.DSN, Source: slow, Parallel: 1})
+		errc <- err
+	}()
+	select {
+	case <-slow.blocked:
+	case err := <-errc:
+		t.Fatalf("restore ended before the kill: %v", err)
+	}
+	dst.Kill()
+	close(slow.unblock)
+	err = <-errc
+	if !errors.Is(err, mysqlx.ErrConnectionLost) {
+		t.Fatalf("restore with the target killed: %v", err)
+	}
+	t.Logf("restore error: %v", err)
+}
+
+// slowSource stalls data streams after their first MiB until unblocked.
+type slowSource struct {
+	*memArchive
+	blocked, unblock chan struct{}
+	once             bool
+}
+
+func (s *slowSource) OpenStream(ctx context.Context, name string) (io.ReadCloser, error) {
+	rc, err := s.memArchive.OpenStream(ctx, name)
+	if err != nil || !strings.HasPrefix(name, "data/") || s.once {
+		return rc, err
+	}
+	s.once = true
+	return io.NopCloser(io.MultiReader(io.LimitReader(rc, 1<<20), &gate{s: s}, rc)), nil
+}
+
+type gate struct{ s *slowSource }
+
+func (g *gate) Read([]byte) (int, error) {
+	close(g.s.blocked)
+	<-g.s.unblock
+	time.Sleep(100 * time.Millisecond)
+	return 0, io.EOF
+}
+
+// TestTargetFull fills a target table to its limit: the error must say
+// that the server ran out of space.
+func TestTargetFull(t *testing.T) {
+	t.Parallel()
+	src := startMariaDB(t, "full-src")
+	dst := startMariaDB(t, "full-dst", "--max-heap-table-size=65536")
+	src.Exec(t, "CREATE DATABASE f", "USE f", "SET SESSION max_heap_table_size = 64*1024*1024",
+		"CREATE TABLE m (id INT PRIMARY KEY, v CHAR(100)) ENGINE=MEMORY", "INSERT INTO m SELECT seq, 'x' FROM seq_1_to_20000")
+	a, _ := backupMem(t, &Engine{}, engines.BackupParams{DSN: src.DSN})
+	_, err := (&Engine{}).Restore(context.Background(), engines.RestoreParams{DSN: dst.DSN, Source: a})
+	if !errors.Is(err, mysqlx.ErrDiskFull) || !strings.Contains(err.Error(), "free space") {
+		t.Fatalf("restore into a full table: %v", err)
+	}
+	t.Logf("error reads: %v", err)
+}

@@ -1,0 +1,102 @@
+package mysqlx
+
+import (
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// PasswordEnv names the environment variable that supplies the password when
+// the DSN carries none, so that it stays out of process listings and shell
+// history.
+const PasswordEnv = "TIDEMARK_MYSQL_PASSWORD"
+
+// Secret is a string that does not print: fmt, %#v, slog and JSON all show
+// a placeholder. Reveal returns the value.
+type Secret string
+
+const redacted = "[redacted]"
+
+func (s Secret) String() string                { return redacted }
+func (s Secret) GoString() string              { return redacted }
+func (s Secret) LogValue() slog.Value          { return slog.StringValue(redacted) }
+func (s Secret) MarshalJSON() ([]byte, error)  { return []byte(`"` + redacted + `"`), nil }
+func (s Secret) Reveal() string                { return string(s) }
+func (s Secret) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(redacted)) }
+
+// DSN is a parsed go-sql-driver DSN. Its String never shows the password.
+type DSN struct {
+	cfg      *mysql.Config
+	password Secret
+}
+
+// defaultDialTimeout bounds the connect of an unreachable host; the driver
+// default would wait for the OS (minutes).
+const defaultDialTimeout = 10 * time.Second
+
+// ParseDSN parses a go-sql-driver DSN ("user:pass@tcp(host:port)/db?params"
+// or "user@unix(/path)/"). When the DSN has no password, PasswordEnv
+// supplies it. A dial timeout of 10 s is set unless the DSN names one.
+func ParseDSN(dsn string) (*DSN, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		// The driver's message may quote the DSN, password included.
+		return nil, fmt.Errorf("invalid MySQL DSN (expected user:password@tcp(host:port)/ or user@unix(/path/to/socket)/): %s", redactErr(err, dsn))
+	}
+	if cfg.Passwd == "" {
+		cfg.Passwd = os.Getenv(PasswordEnv)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = defaultDialTimeout
+	}
+	return &DSN{cfg: cfg, password: Secret(cfg.Passwd)}, nil
+}
+
+func redactErr(err error, dsn string) string {
+	msg := err.Error()
+	if cfg, perr := mysql.ParseDSN(dsn); perr == nil && cfg.Passwd != "" {
+		return strings.ReplaceAll(msg, cfg.Passwd, redacted)
+	}
+	return msg
+}
+
+// Config returns a copy of the driver configuration (password included) to
+// adjust before Open.
+func (d *DSN) Config() *mysql.Config { return d.cfg.Clone() }
+
+// User is the user name the DSN connects as.
+func (d *DSN) User() string { return d.cfg.User }
+
+// Addr is "host:port" or the socket path.
+func (d *DSN) Addr() string { return d.cfg.Addr }
+
+// String is the DSN with the password replaced by a placeholder.
+func (d *DSN) String() string {
+	c := d.cfg.Clone()
+	if c.Passwd != "" {
+		c.Passwd = "xxxxx"
+	}
+	return c.FormatDSN()
+}
+
+// LogValue keeps the password out of structured logs.
+func (d *DSN) LogValue() slog.Value { return slog.StringValue(d.String()) }
+
+// Open returns a pool on the DSN's configuration after adjust (which may be
+// nil) has changed a copy of it. Nothing is dialed yet.
+func (d *DSN) Open(adjust func(*mysql.Config)) (*sql.DB, error) {
+	c := d.cfg.Clone()
+	if adjust != nil {
+		adjust(c)
+	}
+	conn, err := mysql.NewConnector(c)
+	if err != nil {
+		return nil, fmt.Errorf("MySQL DSN %s: %w", d, err)
+	}
+	return sql.OpenDB(conn), nil
+}

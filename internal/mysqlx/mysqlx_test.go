@@ -1,0 +1,106 @@
+package mysqlx
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+func TestParseDSNPasswordFromEnv(t *testing.T) {
+	t.Setenv(PasswordEnv, "s3cret")
+	d, err := ParseDSN("backup@tcp(db1:3306)/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Config().Passwd != "s3cret" || d.User() != "backup" || d.Addr() != "db1:3306" {
+		t.Errorf("config %+v", d.Config())
+	}
+	d, err = ParseDSN("backup:inline@tcp(db1:3306)/")
+	if err != nil || d.Config().Passwd != "inline" {
+		t.Fatalf("an inline password must win: %v", err)
+	}
+	var buf strings.Builder
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "dsn", d)
+	for _, s := range []string{d.String(), fmt.Sprint(d), fmt.Sprintf("%v %+v", d, d), buf.String()} {
+		if strings.Contains(s, "inline") {
+			t.Errorf("password shown: %s", s)
+		}
+	}
+	if !strings.Contains(d.String(), "backup:xxxxx@tcp(db1:3306)") {
+		t.Errorf("String() = %s", d.String())
+	}
+	if _, err := ParseDSN("user:pw@tcp(host"); err == nil || strings.Contains(err.Error(), "pw@") {
+		t.Errorf("bad DSN: %v", err)
+	}
+}
+
+func TestSecret(t *testing.T) {
+	s := Secret("hunter2")
+	j, _ := json.Marshal(struct{ P Secret }{s})
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %s %q %#v %x", s, s, s, s, s), string(j)} {
+		if strings.Contains(out, "hunter2") {
+			t.Errorf("secret shown: %s", out)
+		}
+	}
+	if s.Reveal() != "hunter2" {
+		t.Error("Reveal")
+	}
+}
+
+func TestParseVersion(t *testing.T) {
+	for _, tc := range []struct {
+		v, c, flavor string
+		maj, min, p  int
+	}{
+		{"10.11.6-MariaDB-0+deb12u1", "Debian 12", MariaDB, 10, 11, 6},
+		{"5.5.5-10.4.32-MariaDB", "", MariaDB, 10, 4, 32},
+		{"8.0.36", "MySQL Community Server - GPL", MySQL, 8, 0, 36},
+		{"8.0.35-27", "Percona Server (GPL), Release 27", Percona, 8, 0, 35},
+		{"11.4.2-MariaDB-log", "", MariaDB, 11, 4, 2},
+	} {
+		f, a, b, c := ParseVersion(tc.v, tc.c)
+		if f != tc.flavor || a != tc.maj || b != tc.min || c != tc.p {
+			t.Errorf("ParseVersion(%q) = %s %d.%d.%d", tc.v, f, a, b, c)
+		}
+	}
+	s := &Server{Major: 10, Minor: 4, Patch: 0}
+	if !s.AtLeast(10, 4, 0) || s.AtLeast(10, 5, 0) || !s.AtLeast(5, 7, 99) {
+		t.Error("AtLeast")
+	}
+}
+
+func TestTranslate(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		kind error
+		msg  string
+	}{
+		{&mysql.MySQLError{Number: 1045, Message: "Access denied for user 'x'@'h'"}, ErrAccessDenied, PasswordEnv},
+		{&mysql.MySQLError{Number: 1227, Message: "Access denied; you need (at least one of) the RELOAD privilege(s)"}, ErrPrivilege, "grant it RELOAD"},
+		{&mysql.MySQLError{Number: 1114, Message: "The table 't' is full"}, ErrDiskFull, "free space"},
+		{&mysql.MySQLError{Number: 3, Message: "Error writing file './x' (Errcode: 28 \"No space left on device\")"}, ErrDiskFull, "free space"},
+		{&mysql.MySQLError{Number: 1148, Message: "The used command is not allowed"}, ErrLocalInfile, "local_infile"},
+		{&mysql.MySQLError{Number: 1412, Message: "Table definition has changed"}, ErrTableChanged, "run the backup again"},
+		{mysql.ErrInvalidConn, ErrConnectionLost, "run again"},
+	} {
+		err := TranslateNeed("doing", tc.err, "RELOAD")
+		if !errors.Is(err, tc.kind) || !errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.msg) || !strings.HasPrefix(err.Error(), "doing: ") {
+			t.Errorf("Translate(%v) = %v", tc.err, err)
+		}
+		if again := Translate("outer", err); again.Error() != err.Error() {
+			t.Errorf("translated twice: %v", again)
+		}
+	}
+	if Translate("x", nil) != nil {
+		t.Error("nil")
+	}
+	plain := errors.New("boom")
+	if err := Translate("x", plain); !errors.Is(err, plain) || err.Error() != "x: boom" {
+		t.Errorf("plain: %v", err)
+	}
+}
