@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -64,6 +63,9 @@ func (f *repoFlags) store(ctx context.Context, create bool) (storage.Storage, er
 	}
 	st, err := location.Open(ctx, f.uri, location.Options{Create: create})
 	if err != nil {
+		if !create && errors.Is(err, storage.ErrNotFound) {
+			return nil, &UserError{Msg: err.Error() + "; to create a repository there: tidemark repo init --repo " + location.Redact(f.uri), Err: err}
+		}
 		return nil, userErr(err)
 	}
 	return st, nil
@@ -326,52 +328,4 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-// progress prints a one-line progress report on stderr: redrawn in place on
-// a terminal, as a plain line every few seconds otherwise.
-type progress struct {
-	w     io.Writer
-	tty   bool
-	what  string
-	start time.Time
-	last  time.Time
-}
-
-func newProgress(w io.Writer, what string) *progress {
-	tty := false
-	if f, ok := w.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			tty = true
-		}
-	}
-	return &progress{w: w, tty: tty, what: what, start: time.Now()}
-}
-
-func (p *progress) update(done, total int64, unit string) {
-	now := time.Now()
-	every := 5 * time.Second
-	if p.tty {
-		every = 200 * time.Millisecond
-	}
-	if now.Sub(p.last) < every && done != total {
-		return
-	}
-	p.last = now
-	pct := 0.0
-	if total > 0 {
-		pct = 100 * float64(done) / float64(total)
-	}
-	line := fmt.Sprintf("%s: %d/%d %s (%.0f%%) %s", p.what, done, total, unit, pct, now.Sub(p.start).Truncate(time.Second))
-	if p.tty {
-		fmt.Fprintf(p.w, "\r\033[K%s", line)
-	} else {
-		fmt.Fprintln(p.w, line)
-	}
-}
-
-func (p *progress) done() {
-	if p.tty && !p.last.IsZero() {
-		fmt.Fprintln(p.w)
-	}
 }

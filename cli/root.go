@@ -47,6 +47,9 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 	root.AddCommand(
 		newVersionCmd(s),
 		newRepoCmd(s),
+		newBackupCmd(s),
+		newBackupsCmd(s),
+		newRestoreCmd(s),
 	)
 	return root
 }

@@ -28,5 +28,8 @@ type archiveSource struct {
 func (s archiveSource) Manifest() *v1.Manifest { return s.m }
 
 func (s archiveSource) OpenStream(ctx context.Context, name string) (io.ReadCloser, error) {
-	return s.r.OpenStream(ctx, s.m, name, archive.ReadOptions{})
+	// Engines read several streams at once (one per loader); two chunks of
+	// read-ahead each keeps the network busy while bounding memory to about
+	// loaders × 2 × chunk size.
+	return s.r.OpenStream(ctx, s.m, name, archive.ReadOptions{Prefetch: 2})
 }

@@ -1,0 +1,317 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/engines/logical"
+	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/mysqlx"
+	"github.com/tidemark-backup/tidemark/internal/storage/location"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// engineByName returns the engine a standalone command runs. The list grows
+// with the engines; the manifest names the engine a restore must use.
+func engineByName(name string) (engines.Engine, error) {
+	switch name {
+	case "logical":
+		return logical.New(), nil
+	default:
+		return nil, &UserError{Msg: fmt.Sprintf("unknown or unavailable engine %q: standalone backups support: logical", name)}
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func newBackupCmd(s *streams) *cobra.Command {
+	var (
+		rf           repoFlags
+		dsn          string
+		engine       string
+		instance     string
+		parallel     int
+		compress     string
+		level        int
+		databases    string
+		includeUsers bool
+		includeSys   bool
+		output       string
+	)
+	cmd := &cobra.Command{
+		Use:   "backup",
+		Short: "Back up a MySQL or MariaDB server into a repository",
+		Long: `Back up a server directly into a repository, with no controller. The new
+backup's id is printed alone on the last line of stdout (-o json: a summary).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if dsn == "" {
+				return &UserError{Msg: "--mysql DSN is required, e.g. --mysql 'user@tcp(127.0.0.1:3306)/' (password in TIDEMARK_MYSQL_PASSWORD)"}
+			}
+			parsed, err := mysqlx.ParseDSN(dsn)
+			if err != nil {
+				return userErr(err)
+			}
+			if parallel < 0 {
+				return &UserError{Msg: "--parallel must be at least 1"}
+			}
+			switch compress {
+			case "zstd", "none":
+			default:
+				return &UserError{Msg: fmt.Sprintf("--compress %q: use zstd or none", compress)}
+			}
+			eng, err := engineByName(engine)
+			if err != nil {
+				return err
+			}
+			if instance == "" {
+				instance = parsed.Addr()
+			}
+			repo, closeRepo, err := rf.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeRepo()
+
+			p := newProgress(s.err, "backup")
+			var res *engines.BackupResult
+			m, err := repo.WithBackup(ctx, archive.BackupOptions{
+				Instance: instance, Engine: eng.Name(), Compression: compress, CompressionLevel: level,
+			}, func(ctx context.Context, b *archive.Backup) error {
+				fmt.Fprintf(s.err, "backup %s of %s (%s) into %s\n", b.ID(), instance, parsed, rf.redacted())
+				var err error
+				res, err = eng.Backup(ctx, engines.BackupParams{
+					DSN: dsn, Parallel: parallel, Databases: splitList(databases),
+					IncludeUsers: includeUsers, IncludeSystem: includeSys,
+					Sink: engines.ArchiveSink(b),
+					Progress: func(pr engines.Progress) {
+						p.bytes(pr.Phase, pr.BytesDone, pr.BytesTotal, pr.RowsDone)
+					},
+				})
+				return err
+			})
+			p.done()
+			if err != nil {
+				return userErr(err)
+			}
+			for _, w := range res.Warnings {
+				fmt.Fprintln(s.err, "warning:", w)
+			}
+			sum := summarize(m)
+			if output == "json" {
+				sum["tables"], sum["rows"] = res.Tables, res.Rows
+				return json.NewEncoder(s.out).Encode(sum)
+			}
+			fmt.Fprintf(s.out, "backup complete: %d tables, %d rows, %s logical, %s stored (%s new), lock held %s, took %s\n",
+				res.Tables, res.Rows, humanBytes(int64(m.LogicalBytes)), humanBytes(int64(m.StoredBytes)),
+				humanBytes(int64(m.NewStoredBytes)), m.LockDuration.AsDuration().Round(time.Millisecond),
+				m.FinishedAt.AsTime().Sub(m.StartedAt.AsTime()).Round(time.Millisecond))
+			if c := m.Consistency; c != nil {
+				fmt.Fprintf(s.out, "consistent at binlog %s:%d gtid %q\n", c.BinlogFile, c.BinlogPosition, c.GtidSet)
+			}
+			_, err = fmt.Fprintln(s.out, m.BackupId)
+			return err
+		},
+	}
+	rf.register(cmd)
+	cmd.Flags().StringVar(&dsn, "mysql", "", "server to back up, go-sql-driver DSN: user:pass@tcp(host:port)/ or user@unix(/path)/ (password may come from TIDEMARK_MYSQL_PASSWORD)")
+	cmd.Flags().StringVar(&engine, "engine", "logical", "backup engine: logical")
+	cmd.Flags().StringVar(&instance, "instance", "", "instance name recorded in the backup (default: the server's address)")
+	cmd.Flags().IntVar(&parallel, "parallel", 0, "worker connections (default: engine's choice for this machine)")
+	cmd.Flags().StringVar(&compress, "compress", "zstd", "compression: zstd or none")
+	cmd.Flags().IntVar(&level, "compress-level", archive.DefaultCompressionLevel, "zstd level, 1 (fastest) to 22")
+	cmd.Flags().StringVar(&databases, "databases", "", "only these databases, comma-separated (default: all but system schemas)")
+	cmd.Flags().BoolVar(&includeUsers, "include-users", false, "also back up accounts and grants")
+	cmd.Flags().BoolVar(&includeSys, "include-system", false, "also back up the mysql and sys schemas")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func (f *repoFlags) redacted() string { return location.Redact(f.uri) }
+
+// summarize is the JSON shape of one backup in listings and after a backup;
+// the same field names as the controller's listing.
+func summarize(m *v1.Manifest) map[string]any {
+	ts := func(t *timestamppb.Timestamp) any {
+		if t == nil {
+			return nil
+		}
+		return t.AsTime().UTC().Format(time.RFC3339Nano)
+	}
+	out := map[string]any{
+		"id":               m.BackupId,
+		"instance":         m.Instance,
+		"engine":           m.Engine,
+		"status":           "complete",
+		"started_at":       ts(m.StartedAt),
+		"finished_at":      ts(m.FinishedAt),
+		"size_bytes":       m.LogicalBytes,
+		"stored_bytes":     m.StoredBytes,
+		"new_stored_bytes": m.NewStoredBytes,
+		"lock_ms":          m.LockDuration.AsDuration().Milliseconds(),
+		"streams":          len(m.Streams),
+		"tool_version":     m.ToolVersion,
+	}
+	if c := m.Consistency; c != nil {
+		out["consistency"] = map[string]any{
+			"binlog_file": c.BinlogFile, "binlog_position": c.BinlogPosition,
+			"gtid_set": c.GtidSet, "time": ts(c.Time),
+		}
+	}
+	if sv := m.Server; sv != nil {
+		out["server"] = map[string]any{"flavor": sv.Flavor, "version": sv.Version, "server_id": sv.ServerId}
+	}
+	return out
+}
+
+func newBackupsCmd(s *streams) *cobra.Command {
+	var (
+		rf       repoFlags
+		instance string
+		output   string
+	)
+	cmd := &cobra.Command{
+		Use:   "backups",
+		Short: "List the complete backups in a repository",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			repo, closeRepo, err := rf.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeRepo()
+			ms, err := repo.Manifests(cmd.Context())
+			if err != nil {
+				return userErr(err)
+			}
+			ms = slices.DeleteFunc(ms, func(m *v1.Manifest) bool { return instance != "" && m.Instance != instance })
+			if output == "json" {
+				list := make([]map[string]any, 0, len(ms))
+				for _, m := range ms {
+					list = append(list, summarize(m))
+				}
+				return json.NewEncoder(s.out).Encode(list)
+			}
+			tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tINSTANCE\tENGINE\tSTARTED\tDURATION\tSIZE\tSTORED\tBINLOG POSITION\tGTID")
+			for _, m := range ms {
+				pos, gtid := "", ""
+				if c := m.Consistency; c != nil {
+					pos, gtid = fmt.Sprintf("%s:%d", c.BinlogFile, c.BinlogPosition), c.GtidSet
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.BackupId, m.Instance, m.Engine,
+					m.StartedAt.AsTime().UTC().Format(time.DateTime), m.FinishedAt.AsTime().Sub(m.StartedAt.AsTime()).Round(time.Second),
+					humanBytes(int64(m.LogicalBytes)), humanBytes(int64(m.StoredBytes)), pos, gtid)
+			}
+			return tw.Flush()
+		},
+	}
+	rf.register(cmd)
+	cmd.Flags().StringVar(&instance, "instance", "", "only backups of this instance")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func newRestoreCmd(s *streams) *cobra.Command {
+	var (
+		rf           repoFlags
+		dsn          string
+		parallel     int
+		databases    string
+		tables       string
+		renames      []string
+		dropExisting bool
+		includeUsers bool
+	)
+	cmd := &cobra.Command{
+		Use:   "restore BACKUP_ID",
+		Short: "Restore a backup into a MySQL or MariaDB server",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if dsn == "" {
+				return &UserError{Msg: "--to-mysql DSN is required: the server to restore into"}
+			}
+			if _, err := mysqlx.ParseDSN(dsn); err != nil {
+				return userErr(err)
+			}
+			rename := map[string]string{}
+			for _, r := range renames {
+				for _, pair := range splitList(r) {
+					from, to, ok := strings.Cut(pair, ":")
+					if !ok || from == "" || to == "" {
+						return &UserError{Msg: fmt.Sprintf("--rename-db %q: use old:new", pair)}
+					}
+					rename[from] = to
+				}
+			}
+			repo, closeRepo, err := rf.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeRepo()
+			m, err := repo.LoadManifest(ctx, args[0])
+			if err != nil {
+				return userErr(err)
+			}
+			eng, err := engineByName(m.Engine)
+			if err != nil {
+				return &UserError{Msg: fmt.Sprintf("backup %s was written by engine %q, which this tidemark cannot restore", m.BackupId, m.Engine)}
+			}
+			p := newProgress(s.err, "restore")
+			start := time.Now()
+			res, err := eng.Restore(ctx, engines.RestoreParams{
+				DSN: dsn, Parallel: parallel, Source: engines.ArchiveSource(repo, m),
+				Databases: splitList(databases), Tables: splitList(tables), RenameDB: rename,
+				DropExisting: dropExisting, IncludeUsers: includeUsers,
+				Progress: func(pr engines.Progress) { p.bytes(pr.Phase, pr.BytesDone, pr.BytesTotal, pr.RowsDone) },
+			})
+			p.done()
+			if err != nil {
+				if errors.Is(err, logical.ErrTargetNotEmpty) {
+					return &UserError{Msg: err.Error() + "; restore into an empty server, use --rename-db, or pass --drop-existing", Err: err}
+				}
+				return userErr(fmt.Errorf("restore of backup %s: %w", m.BackupId, err))
+			}
+			for _, w := range res.Warnings {
+				fmt.Fprintln(s.err, "warning:", w)
+			}
+			_, err = fmt.Fprintf(s.out, "restored backup %s: %d tables, %d rows in %s\n", m.BackupId, res.Tables, res.Rows, time.Since(start).Round(time.Millisecond))
+			return err
+		},
+	}
+	rf.register(cmd)
+	cmd.Flags().StringVar(&dsn, "to-mysql", "", "server to restore into, go-sql-driver DSN (password may come from TIDEMARK_MYSQL_PASSWORD)")
+	cmd.Flags().IntVar(&parallel, "parallel", 0, "loader connections (default: engine's choice)")
+	cmd.Flags().StringVar(&databases, "databases", "", "only these databases, comma-separated")
+	cmd.Flags().StringVar(&tables, "tables", "", "only these tables, comma-separated db.table")
+	cmd.Flags().StringArrayVar(&renames, "rename-db", nil, "restore database old as new (old:new; repeatable)")
+	cmd.Flags().BoolVar(&dropExisting, "drop-existing", false, "drop tables on the target that the restore would create")
+	cmd.Flags().BoolVar(&includeUsers, "include-users", false, "also restore accounts and grants")
+	return cmd
+}

@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tidemark-backup/tidemark/internal/testenv"
+)
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return lines[len(lines)-1]
+}
+
+// TestBackupRestoreCommands drives the standalone commands end to end on two
+// real servers: backup, list, restore, compare, and the common mistakes.
+func TestBackupRestoreCommands(t *testing.T) {
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "cli-src"})
+	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "cli-dst"})
+	srcDB, dstDB := src.DB(t), dst.DB(t)
+	testenv.LoadSample(t, srcDB, "shop", 3000)
+	repo := "file://" + filepath.Join(t.TempDir(), "repo")
+	t.Setenv("TIDEMARK_REPO", "")
+	t.Setenv("TIDEMARK_KEY_FILE", "")
+	t.Setenv("TIDEMARK_PASSPHRASE_FILE", "")
+
+	if code, _, errs := run(t, "backup", "--mysql", src.DSN, "--repo", repo); code == 0 || !strings.Contains(errs, "repo init") {
+		t.Fatalf("backup into a missing repo: %d %q", code, errs)
+	}
+	if code, _, errs := run(t, "repo", "init", "--repo", repo); code != 0 {
+		t.Fatalf("init: %s", errs)
+	}
+	code, out, errs := run(t, "backup", "--mysql", src.DSN, "--repo", repo, "--parallel", "2")
+	if code != 0 {
+		t.Fatalf("backup: %d %s", code, errs)
+	}
+	id := lastLine(out)
+	if !strings.Contains(out, "consistent at binlog") || strings.Contains(id, " ") {
+		t.Fatalf("backup output: %q", out)
+	}
+
+	code, out, errs = run(t, "backups", "--repo", repo, "-o", "json")
+	if code != 0 {
+		t.Fatalf("backups: %s", errs)
+	}
+	var list []map[string]any
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 {
+		t.Fatalf("backups json: %q %v", out, err)
+	}
+	for _, k := range []string{"id", "instance", "engine", "status", "started_at", "finished_at", "size_bytes", "stored_bytes", "consistency"} {
+		if _, ok := list[0][k]; !ok {
+			t.Errorf("backups json lacks %q", k)
+		}
+	}
+	if list[0]["id"] != id || list[0]["status"] != "complete" || list[0]["engine"] != "logical" {
+		t.Errorf("backups json: %v", list[0])
+	}
+
+	if code, _, errs = run(t, "restore", id, "--repo", repo, "--to-mysql", dst.DSN); code != 0 {
+		t.Fatalf("restore: %s", errs)
+	}
+	testenv.Compare(t, srcDB, dstDB, "shop")
+
+	code, _, errs = run(t, "restore", id, "--repo", repo, "--to-mysql", dst.DSN)
+	if code == 0 || !strings.Contains(errs, "shop") || !strings.Contains(errs, "--drop-existing") {
+		t.Fatalf("restore over existing tables: %d %q", code, errs)
+	}
+	if code, _, errs = run(t, "restore", id, "--repo", repo, "--to-mysql", dst.DSN, "--rename-db", "shop:shop2"); code != 0 {
+		t.Fatalf("restore with rename: %s", errs)
+	}
+	if code, _, errs = run(t, "restore", "20990101T000000Z-00000000", "--repo", repo, "--to-mysql", dst.DSN); code == 0 || !strings.Contains(errs, "not found") {
+		t.Fatalf("unknown backup: %d %q", code, errs)
+	}
+	bad := strings.Replace(src.DSN, "tidemark:tidemark@", "tidemark:wrong@", 1)
+	code, _, errs = run(t, "backup", "--mysql", bad, "--repo", repo)
+	if code == 0 || strings.Contains(errs, "wrong") || !strings.Contains(strings.ToLower(errs), "denied") {
+		t.Fatalf("wrong password: %d %q (the password must not be echoed)", code, errs)
+	}
+	code, _, errs = run(t, "backup", "--mysql", fmt.Sprintf("root@tcp(127.0.0.1:%d)/", freeClosedPort(t)), "--repo", repo)
+	if code == 0 || !strings.Contains(errs, "127.0.0.1") {
+		t.Fatalf("unreachable server: %d %q", code, errs)
+	}
+	// Failed attempts left nothing that looks like a backup.
+	_, out, _ = run(t, "backups", "--repo", repo, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 {
+		t.Fatalf("after failures the repo lists %q", out)
+	}
+}
