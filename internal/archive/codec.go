@@ -199,7 +199,7 @@ func (c *codec) decode(dst []byte, name string, stored []byte) ([]byte, error) {
 	payload := stored[chunkHeaderSize:]
 	if c.sealer != nil {
 		// Decrypt in place: stored is the caller's scratch buffer.
-		p, err := c.sealer.Open(payload[:0], payload, adFor(name, hdr))
+		p, err := c.sealer.OpenInPlace(payload, adFor(name, hdr))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errCorrupt, err)
 		}

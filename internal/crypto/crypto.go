@@ -167,6 +167,21 @@ func (s *Sealer) Open(dst, sealed, ad []byte) ([]byte, error) {
 	return out, nil
 }
 
+// OpenInPlace is Open that decrypts over the ciphertext's own bytes, for a
+// caller that owns sealed and wants no allocation.
+func (s *Sealer) OpenInPlace(sealed, ad []byte) ([]byte, error) {
+	ns := s.aead.NonceSize()
+	if len(sealed) < ns+s.aead.Overhead() {
+		return nil, fmt.Errorf("%w: %d bytes is shorter than nonce and tag", ErrAuth, len(sealed))
+	}
+	ct := sealed[ns:]
+	out, err := s.aead.Open(ct[:0], sealed[:ns], ct, ad)
+	if err != nil {
+		return nil, ErrAuth
+	}
+	return out, nil
+}
+
 // Random returns n bytes from the system's CSPRNG.
 func Random(n int) []byte {
 	b := make([]byte, n)

@@ -52,7 +52,14 @@ func TestSealBindsAD(t *testing.T) {
 	if _, err := s.Open(nil, sealed, []byte("chunk-b")); !errors.Is(err, ErrAuth) {
 		t.Fatalf("moved ciphertext opened: %v", err)
 	}
+	cp := append([]byte(nil), sealed...)
+	if out, err := s.OpenInPlace(cp, []byte("chunk-a")); err != nil || string(out) != "payload" {
+		t.Fatalf("open in place: %q %v", out, err)
+	}
 	sealed[len(sealed)-1] ^= 1
+	if _, err := s.OpenInPlace(append([]byte(nil), sealed...), []byte("chunk-a")); !errors.Is(err, ErrAuth) {
+		t.Fatalf("flipped byte opened in place: %v", err)
+	}
 	if _, err := s.Open(nil, sealed, []byte("chunk-a")); !errors.Is(err, ErrAuth) {
 		t.Fatalf("flipped byte opened: %v", err)
 	}
