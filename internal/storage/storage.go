@@ -43,7 +43,9 @@ type PutOptions struct {
 // Reader reads objects.
 type Reader interface {
 	// Get returns length bytes of key starting at offset; length < 0 reads to
-	// the end. The caller closes the returned reader. A missing key returns
+	// the end. Ranges are clamped: bytes past the end are not returned and an
+	// offset at or past the end gives an empty reader; a negative offset is
+	// an error. The caller closes the returned reader. A missing key returns
 	// ErrNotFound from Get itself, not from the first Read.
 	Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
 	// Stat returns the object's size and time, or ErrNotFound.

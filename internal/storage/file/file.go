@@ -11,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/tidemark-backup/tidemark/internal/storage"
 )
@@ -19,7 +18,7 @@ import (
 // tempPrefix starts the name of every file still being written. List skips
 // such files and keys may not use the prefix, so a half-written file is never
 // mistaken for an object.
-const tempPrefix = ".tmp-"
+const tempPrefix = storage.ReservedPrefix
 
 // dirMode is used for every directory the store creates. Files get 0600 from
 // os.CreateTemp: a repository holds database contents.
@@ -222,7 +221,7 @@ func (e errStop) Error() string { return e.err.Error() }
 // List walks only the directory that holds prefix's last segment (prefix may
 // end mid-name, as in "chunks/ab"), skipping temporary files.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
-	if err := checkPrefix(prefix); err != nil {
+	if err := storage.CheckPrefix(prefix); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -349,58 +348,10 @@ func (s *Store) RemoveStaleTemp(ctx context.Context, olderThan time.Duration) (r
 
 // path maps a key to its file, after checking the key cannot escape the root.
 func (s *Store) path(key string) (string, error) {
-	if err := checkKey(key); err != nil {
+	if err := storage.CheckKey(key); err != nil {
 		return "", err
 	}
 	return filepath.Join(s.root, filepath.FromSlash(key)), nil
-}
-
-// checkKey accepts '/'-separated relative keys without empty, "." or ".."
-// segments, so that every key names exactly one file under the root.
-func checkKey(key string) error {
-	if key == "" {
-		return errors.New("invalid object key: empty")
-	}
-	if strings.HasPrefix(key, "/") {
-		return fmt.Errorf("invalid object key %q: absolute (keys are relative to the repository)", key)
-	}
-	return checkSegments(key, strings.Split(key, "/"))
-}
-
-// checkPrefix accepts "" and any prefix of a valid key.
-func checkPrefix(prefix string) error {
-	if prefix == "" {
-		return nil
-	}
-	if strings.HasPrefix(prefix, "/") {
-		return fmt.Errorf("invalid list prefix %q: absolute (keys are relative to the repository)", prefix)
-	}
-	segs := strings.Split(prefix, "/")
-	last := segs[len(segs)-1]
-	if last != "." && last != ".." { // a partial last segment may be empty or any name start
-		segs = segs[:len(segs)-1]
-	}
-	if err := checkSegments(prefix, segs); err != nil {
-		return fmt.Errorf("invalid list prefix: %w", err)
-	}
-	return nil
-}
-
-func checkSegments(key string, segs []string) error {
-	if !utf8.ValidString(key) || strings.ContainsRune(key, 0) {
-		return fmt.Errorf("invalid object key %q: not valid UTF-8 or contains NUL", key)
-	}
-	for _, seg := range segs {
-		switch {
-		case seg == "":
-			return fmt.Errorf("invalid object key %q: empty path segment", key)
-		case seg == "." || seg == "..":
-			return fmt.Errorf("invalid object key %q: %q segment", key, seg)
-		case strings.HasPrefix(seg, tempPrefix):
-			return fmt.Errorf("invalid object key %q: segments starting with %q are reserved for temporary files", key, tempPrefix)
-		}
-	}
-	return nil
 }
 
 // translate wraps a filesystem error with the operation, the key, and the

@@ -449,7 +449,7 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error
 // goroutine. A listing fails if a page takes longer than RequestTimeout; time
 // spent in fn does not count.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
-	if err := checkPrefix(prefix); err != nil {
+	if err := storage.CheckPrefix(prefix); err != nil {
 		return err
 	}
 	wctx, w := s.watchdog(ctx)
@@ -491,7 +491,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 
 // object maps a key to its object name in the bucket.
 func (s *Store) object(key string) (string, error) {
-	if err := checkKey(key); err != nil {
+	if err := storage.CheckKey(key); err != nil {
 		return "", err
 	}
 	return s.loc.Prefix + key, nil

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/minio/minio-go/v7/pkg/s3utils"
+
+	"github.com/tidemark-backup/tidemark/internal/storage"
 )
 
 // DefaultEndpoint is used when the URI names no endpoint.
@@ -61,7 +63,7 @@ func ParseURI(uri string) (Location, error) {
 		return Location{}, fmt.Errorf("invalid s3 URI: bucket %q: %w", loc.Bucket, err)
 	}
 	if p := strings.TrimPrefix(u.Path, "/"); p != "" {
-		if err := checkPrefix(p); err != nil {
+		if err := storage.CheckPrefix(p); err != nil {
 			return Location{}, fmt.Errorf("invalid s3 URI: prefix: %w", err)
 		}
 		if !strings.HasSuffix(p, "/") {

@@ -1,4 +1,4 @@
-package s3
+package storage
 
 import (
 	"errors"
@@ -7,14 +7,14 @@ import (
 	"unicode/utf8"
 )
 
-// reservedPrefix may not start a key segment. The file backend uses it for
+// ReservedPrefix may not start a key segment. The file backend uses it for
 // files being written; refusing it here too keeps every key portable between
 // backends, so a repository can be copied from one to the other.
-const reservedPrefix = ".tmp-"
+const ReservedPrefix = ".tmp-"
 
-// checkKey accepts the same keys as every other backend: '/'-separated,
+// CheckKey accepts the keys every backend accepts: '/'-separated,
 // relative, without empty, "." or ".." segments.
-func checkKey(key string) error {
+func CheckKey(key string) error {
 	if key == "" {
 		return errors.New("invalid object key: empty")
 	}
@@ -24,8 +24,8 @@ func checkKey(key string) error {
 	return checkSegments(key, strings.Split(key, "/"))
 }
 
-// checkPrefix accepts "" and any prefix of a valid key.
-func checkPrefix(prefix string) error {
+// CheckPrefix accepts "" and any prefix of a valid key.
+func CheckPrefix(prefix string) error {
 	if prefix == "" {
 		return nil
 	}
@@ -53,8 +53,8 @@ func checkSegments(key string, segs []string) error {
 			return fmt.Errorf("invalid object key %q: empty path segment", key)
 		case seg == "." || seg == "..":
 			return fmt.Errorf("invalid object key %q: %q segment", key, seg)
-		case strings.HasPrefix(seg, reservedPrefix):
-			return fmt.Errorf("invalid object key %q: segments starting with %q are reserved for temporary files", key, reservedPrefix)
+		case strings.HasPrefix(seg, ReservedPrefix):
+			return fmt.Errorf("invalid object key %q: segments starting with %q are reserved for temporary files", key, ReservedPrefix)
 		}
 	}
 	return nil
