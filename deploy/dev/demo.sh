@@ -12,12 +12,16 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 TIDEMARK="$ROOT/tidemark"
 ROWS="${DEMO_ROWS:-200000}"
 WORK="$(mktemp -d /tmp/tidemark-demo.XXXXXX)"
-PIDS=()
 
+# Servers are started inside $(...) subshells, so their pids are kept in
+# files, not in a shell variable the parent would never see.
 cleanup() {
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	local f pid
+	for f in "$WORK"/*/mariadbd.pid; do
+		[ -e "$f" ] || continue
+		pid="$(cat "$f")"
+		kill "$pid" 2>/dev/null || true
+		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 		kill -9 "$pid" 2>/dev/null || true
 	done
 	rm -rf "$WORK"
@@ -44,7 +48,7 @@ start_server() {
 		--log-bin=binlog --binlog-format=ROW --server-id="$port" --local-infile=1 \
 		--skip-name-resolve --character-set-server=utf8mb4 --innodb-buffer-pool-size=256M \
 		--innodb-flush-log-at-trx-commit=2 "${user_arg[@]}" >/dev/null 2>&1 &
-	PIDS+=($!)
+	echo $! >"$dir/mariadbd.pid"
 	for _ in $(seq 100); do
 		mariadb --no-defaults -uroot -h127.0.0.1 -P"$port" -e 'SELECT 1' >/dev/null 2>&1 && { echo "$port"; return; }
 		sleep 0.1
