@@ -144,7 +144,6 @@ func (c *codec) encoder(level int) (*zstd.Encoder, error) {
 	e, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
 		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
-		zstd.WithLowerEncoderMem(true),
 		zstd.WithZeroFrames(true),
 		zstd.WithEncoderCRC(false)) // our own hash covers the plaintext
 	if err != nil {
