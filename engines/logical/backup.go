@@ -324,8 +324,13 @@ func (r *backupRun) consistentPoint(ctx context.Context, ctl *sql.Conn, locked, 
 			err = rerr
 		}
 	}()
-	for _, s := range lockStmts {
+	for i, s := range lockStmts {
 		held = true // BACKUP STAGE START already needs BACKUP STAGE END
+		if i == len(lockStmts)-1 {
+			// Writes are blocked from the last statement on (BACKUP STAGE
+			// START alone blocks nothing): that is the lock time reported.
+			start = time.Now()
+		}
 		if _, err := ctl.ExecContext(ctx, s); err != nil {
 			if mysqlx.ServerErrorNumber(err) == 1205 { // lock wait timeout
 				return nil, nil, 0, fmt.Errorf("taking the backup lock (%s): waited %d s behind long-running statements or transactions; run the backup when they are done: %w", lockName, lockWaitTimeout, err)
