@@ -50,6 +50,9 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newBackupCmd(s),
 		newBackupsCmd(s),
 		newRestoreCmd(s),
+		newAgentCmd(s),
+		newControllerCmd(s),
+		newClusterCmd(s),
 	)
 	return root
 }

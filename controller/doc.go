@@ -1,4 +1,5 @@
-// Package controller is the Raft-replicated control plane: the catalog of
-// agents, instances, backups and jobs, the gRPC services over it, and the
-// leader-only scheduler.
+// Package controller is one node of the Raft-replicated control plane: it
+// runs hashicorp/raft over the catalog FSM, serves ControlService,
+// AgentService and ClusterService, and, while it leads, holds the agent
+// sessions, the lease timers and job assignment.
 package controller

@@ -218,6 +218,10 @@ func commandArms() map[string]*tidemarkv1.Command {
 			ExpiredAt: ts(31 * time.Second),
 			Retry:     true,
 		}}},
+		"upsert_member": {Cmd: &tidemarkv1.Command_UpsertMember{UpsertMember: &tidemarkv1.UpsertMember{
+			Member: &tidemarkv1.MemberRecord{Id: "c2", Address: "10.0.0.2:7400", RaftAddress: "10.0.0.2:7401", UpdatedAt: ts(5 * time.Second)},
+		}}},
+		"remove_member": {Cmd: &tidemarkv1.Command_RemoveMember{RemoveMember: &tidemarkv1.RemoveMember{Id: "c3"}}},
 		"record_backup": {Cmd: &tidemarkv1.Command_RecordBackup{RecordBackup: &tidemarkv1.RecordBackup{
 			Backup: &tidemarkv1.Backup{
 				Id:             "bk-1",

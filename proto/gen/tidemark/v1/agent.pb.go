@@ -417,7 +417,16 @@ type JobResultReport struct {
 	// The backup written (backup jobs).
 	BackupId string `protobuf:"bytes,5,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
 	// Key of the manifest stored (backup jobs).
-	ManifestKey   string `protobuf:"bytes,6,opt,name=manifest_key,json=manifestKey,proto3" json:"manifest_key,omitempty"`
+	ManifestKey string `protobuf:"bytes,6,opt,name=manifest_key,json=manifestKey,proto3" json:"manifest_key,omitempty"`
+	// The manifest stored (successful backup jobs), with streams cleared to
+	// keep the message small. The controller records the backup's engine,
+	// sizes, server, consistency point and times from it, and refuses it
+	// unless fence equals lease.
+	Manifest *Manifest `protobuf:"bytes,7,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	// The repository the backup was written to, without credentials (the
+	// agent's own --repo when the assignment named none); recorded as
+	// Backup.repository_uri.
+	RepositoryUri string `protobuf:"bytes,8,opt,name=repository_uri,json=repositoryUri,proto3" json:"repository_uri,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -490,6 +499,20 @@ func (x *JobResultReport) GetBackupId() string {
 func (x *JobResultReport) GetManifestKey() string {
 	if x != nil {
 		return x.ManifestKey
+	}
+	return ""
+}
+
+func (x *JobResultReport) GetManifest() *Manifest {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+func (x *JobResultReport) GetRepositoryUri() string {
+	if x != nil {
+		return x.RepositoryUri
 	}
 	return ""
 }
@@ -875,8 +898,13 @@ type Error struct {
 	// seq of the AgentMessage rejected; 0 for an error about the session.
 	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// A google.rpc.Code value (e.g. 9 FAILED_PRECONDITION for a stale lease).
-	Code          int32  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
-	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Code    int32  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// gRPC address of the Raft leader, when the node that answered is not the
+	// leader (code FAILED_PRECONDITION); empty when it knows none.
+	Leader string `protobuf:"bytes,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	// Node id of that leader.
+	LeaderId      string `protobuf:"bytes,5,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -932,11 +960,25 @@ func (x *Error) GetMessage() string {
 	return ""
 }
 
+func (x *Error) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *Error) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
 var File_tidemark_v1_agent_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17tidemark/v1/agent.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\x98\x02\n" +
+	"\x17tidemark/v1/agent.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\x1a\x1atidemark/v1/manifest.proto\"\x98\x02\n" +
 	"\fAgentMessage\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x123\n" +
 	"\bregister\x18\n" +
@@ -968,14 +1010,16 @@ const file_tidemark_v1_agent_proto_rawDesc = "" +
 	"\x11JobProgressReport\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12-\n" +
 	"\x05lease\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\x124\n" +
-	"\bprogress\x18\x03 \x01(\v2\x18.tidemark.v1.JobProgressR\bprogress\"\xbd\x01\n" +
+	"\bprogress\x18\x03 \x01(\v2\x18.tidemark.v1.JobProgressR\bprogress\"\x97\x02\n" +
 	"\x0fJobResultReport\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12-\n" +
 	"\x05lease\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\x12\x0e\n" +
 	"\x02ok\x18\x03 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1b\n" +
 	"\tbackup_id\x18\x05 \x01(\tR\bbackupId\x12!\n" +
-	"\fmanifest_key\x18\x06 \x01(\tR\vmanifestKey\"\xb5\x02\n" +
+	"\fmanifest_key\x18\x06 \x01(\tR\vmanifestKey\x121\n" +
+	"\bmanifest\x18\a \x01(\v2\x15.tidemark.v1.ManifestR\bmanifest\x12%\n" +
+	"\x0erepository_uri\x18\b \x01(\tR\rrepositoryUri\"\xb5\x02\n" +
 	"\x11ControllerMessage\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x129\n" +
 	"\n" +
@@ -1003,11 +1047,13 @@ const file_tidemark_v1_agent_proto_rawDesc = "" +
 	"\x05lease\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"G\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"|\n" +
 	"\x05Error\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage2X\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x16\n" +
+	"\x06leader\x18\x04 \x01(\tR\x06leader\x12\x1b\n" +
+	"\tleader_id\x18\x05 \x01(\tR\bleaderId2X\n" +
 	"\fAgentService\x12H\n" +
 	"\aConnect\x12\x19.tidemark.v1.AgentMessage\x1a\x1e.tidemark.v1.ControllerMessage(\x010\x01BFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
@@ -1042,8 +1088,9 @@ var file_tidemark_v1_agent_proto_goTypes = []any{
 	(*Instance)(nil),            // 14: tidemark.v1.Instance
 	(*LeaseToken)(nil),          // 15: tidemark.v1.LeaseToken
 	(*JobProgress)(nil),         // 16: tidemark.v1.JobProgress
-	(*durationpb.Duration)(nil), // 17: google.protobuf.Duration
-	(*Job)(nil),                 // 18: tidemark.v1.Job
+	(*Manifest)(nil),            // 17: tidemark.v1.Manifest
+	(*durationpb.Duration)(nil), // 18: google.protobuf.Duration
+	(*Job)(nil),                 // 19: tidemark.v1.Job
 }
 var file_tidemark_v1_agent_proto_depIdxs = []int32{
 	1,  // 0: tidemark.v1.AgentMessage.register:type_name -> tidemark.v1.Register
@@ -1059,23 +1106,24 @@ var file_tidemark_v1_agent_proto_depIdxs = []int32{
 	15, // 10: tidemark.v1.JobProgressReport.lease:type_name -> tidemark.v1.LeaseToken
 	16, // 11: tidemark.v1.JobProgressReport.progress:type_name -> tidemark.v1.JobProgress
 	15, // 12: tidemark.v1.JobResultReport.lease:type_name -> tidemark.v1.LeaseToken
-	7,  // 13: tidemark.v1.ControllerMessage.registered:type_name -> tidemark.v1.Registered
-	8,  // 14: tidemark.v1.ControllerMessage.assign_job:type_name -> tidemark.v1.JobAssignment
-	9,  // 15: tidemark.v1.ControllerMessage.cancel_job:type_name -> tidemark.v1.JobCancellation
-	10, // 16: tidemark.v1.ControllerMessage.ack:type_name -> tidemark.v1.Ack
-	11, // 17: tidemark.v1.ControllerMessage.error:type_name -> tidemark.v1.Error
-	17, // 18: tidemark.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	17, // 19: tidemark.v1.Registered.lease_duration:type_name -> google.protobuf.Duration
-	18, // 20: tidemark.v1.JobAssignment.job:type_name -> tidemark.v1.Job
-	15, // 21: tidemark.v1.JobAssignment.lease:type_name -> tidemark.v1.LeaseToken
-	15, // 22: tidemark.v1.JobCancellation.lease:type_name -> tidemark.v1.LeaseToken
-	0,  // 23: tidemark.v1.AgentService.Connect:input_type -> tidemark.v1.AgentMessage
-	6,  // 24: tidemark.v1.AgentService.Connect:output_type -> tidemark.v1.ControllerMessage
-	24, // [24:25] is the sub-list for method output_type
-	23, // [23:24] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	17, // 13: tidemark.v1.JobResultReport.manifest:type_name -> tidemark.v1.Manifest
+	7,  // 14: tidemark.v1.ControllerMessage.registered:type_name -> tidemark.v1.Registered
+	8,  // 15: tidemark.v1.ControllerMessage.assign_job:type_name -> tidemark.v1.JobAssignment
+	9,  // 16: tidemark.v1.ControllerMessage.cancel_job:type_name -> tidemark.v1.JobCancellation
+	10, // 17: tidemark.v1.ControllerMessage.ack:type_name -> tidemark.v1.Ack
+	11, // 18: tidemark.v1.ControllerMessage.error:type_name -> tidemark.v1.Error
+	18, // 19: tidemark.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	18, // 20: tidemark.v1.Registered.lease_duration:type_name -> google.protobuf.Duration
+	19, // 21: tidemark.v1.JobAssignment.job:type_name -> tidemark.v1.Job
+	15, // 22: tidemark.v1.JobAssignment.lease:type_name -> tidemark.v1.LeaseToken
+	15, // 23: tidemark.v1.JobCancellation.lease:type_name -> tidemark.v1.LeaseToken
+	0,  // 24: tidemark.v1.AgentService.Connect:input_type -> tidemark.v1.AgentMessage
+	6,  // 25: tidemark.v1.AgentService.Connect:output_type -> tidemark.v1.ControllerMessage
+	25, // [25:26] is the sub-list for method output_type
+	24, // [24:25] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_agent_proto_init() }
@@ -1085,6 +1133,7 @@ func file_tidemark_v1_agent_proto_init() {
 	}
 	file_tidemark_v1_catalog_proto_init()
 	file_tidemark_v1_common_proto_init()
+	file_tidemark_v1_manifest_proto_init()
 	file_tidemark_v1_agent_proto_msgTypes[0].OneofWrappers = []any{
 		(*AgentMessage_Register)(nil),
 		(*AgentMessage_Heartbeat)(nil),

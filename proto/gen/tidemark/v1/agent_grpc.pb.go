@@ -31,8 +31,8 @@ type AgentServiceClient interface {
 	// Connect is one long-lived bidirectional stream per agent. The agent's
 	// first message is a Register; the controller answers Registered, then
 	// sends jobs to run and cancellations while the agent sends heartbeats,
-	// progress and results. A follower answers with FAILED_PRECONDITION and
-	// the leader's address.
+	// progress and results. A follower answers with an Error carrying
+	// FAILED_PRECONDITION and the leader's address (see the comment above).
 	//
 	// The stream carries many kinds of message each way, so its messages are
 	// named for the side that sends them rather than ConnectRequest and
@@ -72,8 +72,8 @@ type AgentServiceServer interface {
 	// Connect is one long-lived bidirectional stream per agent. The agent's
 	// first message is a Register; the controller answers Registered, then
 	// sends jobs to run and cancellations while the agent sends heartbeats,
-	// progress and results. A follower answers with FAILED_PRECONDITION and
-	// the leader's address.
+	// progress and results. A follower answers with an Error carrying
+	// FAILED_PRECONDITION and the leader's address (see the comment above).
 	//
 	// The stream carries many kinds of message each way, so its messages are
 	// named for the side that sends them rather than ConnectRequest and

@@ -474,8 +474,12 @@ type Agent struct {
 	// Id of the controller node holding the agent's stream.
 	ControllerNode string                 `protobuf:"bytes,7,opt,name=controller_node,json=controllerNode,proto3" json:"controller_node,omitempty"`
 	RegisteredAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The agent has a live session with the leader (connected and
+	// heartbeating). Never stored: the leader fills it, with last_seen from its
+	// in-memory heartbeat times, when it answers ListAgents.
+	Connected     bool `protobuf:"varint,9,opt,name=connected,proto3" json:"connected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
@@ -562,6 +566,13 @@ func (x *Agent) GetRegisteredAt() *timestamppb.Timestamp {
 		return x.RegisteredAt
 	}
 	return nil
+}
+
+func (x *Agent) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
 }
 
 // Instance is one database server an agent backs up.
@@ -838,8 +849,10 @@ type BackupParams struct {
 	Labels map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Policy that scheduled the job; empty for a backup asked for by hand.
 	Policy string `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
-	// Id the backup will have, chosen at submission so that every attempt of
-	// the job writes the same backup (a rerun uploads only what is missing).
+	// Id the backup will have. Set by the controller for each attempt when it
+	// assigns the job ("<job id>-a<attempt>"), so two attempts never write the
+	// same manifest; unset while the job is pending. A rerun still uploads only
+	// the chunks the repository lacks.
 	BackupId string `protobuf:"bytes,5,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
 	// Parallel workers (connections, uploads); 0 means the engine's default.
 	Parallelism   uint32 `protobuf:"varint,6,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
@@ -1268,6 +1281,101 @@ func (x *JobResult) GetManifestKey() string {
 	return ""
 }
 
+// JobAttempt is one ended attempt of a job.
+type JobAttempt struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Attempt uint32                 `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Agent   string                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	Lease   *LeaseToken            `protobuf:"bytes,3,opt,name=lease,proto3" json:"lease,omitempty"`
+	// The backup id the attempt was told to write (backup jobs).
+	BackupId   string                 `protobuf:"bytes,4,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	AssignedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=assigned_at,json=assignedAt,proto3" json:"assigned_at,omitempty"`
+	EndedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	// Why it ended.
+	Error         string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobAttempt) Reset() {
+	*x = JobAttempt{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobAttempt) ProtoMessage() {}
+
+func (x *JobAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobAttempt.ProtoReflect.Descriptor instead.
+func (*JobAttempt) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *JobAttempt) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobAttempt) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *JobAttempt) GetLease() *LeaseToken {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+func (x *JobAttempt) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *JobAttempt) GetAssignedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AssignedAt
+	}
+	return nil
+}
+
+func (x *JobAttempt) GetEndedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndedAt
+	}
+	return nil
+}
+
+func (x *JobAttempt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // Job is one unit of work for an agent.
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1295,6 +1403,15 @@ type Job struct {
 	Policy string `protobuf:"bytes,13,opt,name=policy,proto3" json:"policy,omitempty"`
 	// Attempts allowed before the job fails for good; 0 means the default.
 	MaxAttempts uint32 `protobuf:"varint,14,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	// Attempts that ended before the current one, oldest first: who ran
+	// them and why they ended (e.g. "lease expired: agent db1 stopped
+	// heartbeating").
+	PreviousAttempts []*JobAttempt `protobuf:"bytes,15,rep,name=previous_attempts,json=previousAttempts,proto3" json:"previous_attempts,omitempty"`
+	// Why the job reached its final state, for humans (e.g. "cancelled by
+	// alice", the last attempt's error); empty while active.
+	Reason string `protobuf:"bytes,16,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the current attempt was assigned; unset while pending.
+	AssignedAt *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=assigned_at,json=assignedAt,proto3" json:"assigned_at,omitempty"`
 	// Kind-specific inputs. Numbers 20-39 are kept for further arms (binlog
 	// stream, drill, gc).
 	//
@@ -1309,7 +1426,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1438,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1451,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Job) GetId() string {
@@ -1435,6 +1552,27 @@ func (x *Job) GetMaxAttempts() uint32 {
 	return 0
 }
 
+func (x *Job) GetPreviousAttempts() []*JobAttempt {
+	if x != nil {
+		return x.PreviousAttempts
+	}
+	return nil
+}
+
+func (x *Job) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Job) GetAssignedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AssignedAt
+	}
+	return nil
+}
+
 func (x *Job) GetParams() isJob_Params {
 	if x != nil {
 		return x.Params
@@ -1476,6 +1614,158 @@ func (*Job_Backup) isJob_Params() {}
 
 func (*Job_Restore) isJob_Params() {}
 
+// MemberRecord is the catalog's record of one controller node: what Raft's
+// configuration does not hold (the gRPC address agents and the CLI use).
+type MemberRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Raft server id (the node id).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// gRPC address.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Raft transport address.
+	RaftAddress   string                 `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberRecord) Reset() {
+	*x = MemberRecord{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberRecord) ProtoMessage() {}
+
+func (x *MemberRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
+func (*MemberRecord) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MemberRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MemberRecord) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MemberRecord) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *MemberRecord) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// CatalogSnapshot is the whole catalog, as a Raft snapshot stores it. Each
+// list is sorted by its table's primary key, so equal catalogs give equal
+// bytes.
+type CatalogSnapshot struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agents        []*Agent               `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	Instances     []*Instance            `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
+	Backups       []*Backup              `protobuf:"bytes,3,rep,name=backups,proto3" json:"backups,omitempty"`
+	Jobs          []*Job                 `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	Members       []*MemberRecord        `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogSnapshot) Reset() {
+	*x = CatalogSnapshot{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogSnapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogSnapshot) ProtoMessage() {}
+
+func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
+func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CatalogSnapshot) GetAgents() []*Agent {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *CatalogSnapshot) GetInstances() []*Instance {
+	if x != nil {
+		return x.Instances
+	}
+	return nil
+}
+
+func (x *CatalogSnapshot) GetBackups() []*Backup {
+	if x != nil {
+		return x.Backups
+	}
+	return nil
+}
+
+func (x *CatalogSnapshot) GetJobs() []*Job {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *CatalogSnapshot) GetMembers() []*MemberRecord {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 var File_tidemark_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_catalog_proto_rawDesc = "" +
@@ -1502,7 +1792,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x11storage_reachable\x18\r \x01(\bR\x10storageReachable\x12#\n" +
 	"\rstorage_error\x18\x0e \x01(\tR\fstorageError\x12#\n" +
 	"\ragent_version\x18\x0f \x01(\tR\fagentVersion\x127\n" +
-	"\tprobed_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\bprobedAt\"\x9a\x03\n" +
+	"\tprobed_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\bprobedAt\"\xb8\x03\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x126\n" +
@@ -1511,7 +1801,8 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\tlast_seen\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x18\n" +
 	"\aaddress\x18\x06 \x01(\tR\aaddress\x12'\n" +
 	"\x0fcontroller_node\x18\a \x01(\tR\x0econtrollerNode\x12?\n" +
-	"\rregistered_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fregisteredAt\x1a9\n" +
+	"\rregistered_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fregisteredAt\x12\x1c\n" +
+	"\tconnected\x18\t \x01(\bR\tconnected\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd5\x02\n" +
@@ -1586,7 +1877,17 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\tJobResult\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12!\n" +
-	"\fmanifest_key\x18\x03 \x01(\tR\vmanifestKey\"\xb8\x05\n" +
+	"\fmanifest_key\x18\x03 \x01(\tR\vmanifestKey\"\x92\x02\n" +
+	"\n" +
+	"JobAttempt\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\rR\aattempt\x12\x14\n" +
+	"\x05agent\x18\x02 \x01(\tR\x05agent\x12-\n" +
+	"\x05lease\x18\x03 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\x12\x1b\n" +
+	"\tbackup_id\x18\x04 \x01(\tR\bbackupId\x12;\n" +
+	"\vassigned_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"assignedAt\x125\n" +
+	"\bended_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"\xd3\x06\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.tidemark.v1.JobKindR\x04kind\x12\x1a\n" +
@@ -1604,10 +1905,26 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\bprogress\x18\v \x01(\v2\x18.tidemark.v1.JobProgressR\bprogress\x12.\n" +
 	"\x06result\x18\f \x01(\v2\x16.tidemark.v1.JobResultR\x06result\x12\x16\n" +
 	"\x06policy\x18\r \x01(\tR\x06policy\x12!\n" +
-	"\fmax_attempts\x18\x0e \x01(\rR\vmaxAttempts\x123\n" +
+	"\fmax_attempts\x18\x0e \x01(\rR\vmaxAttempts\x12D\n" +
+	"\x11previous_attempts\x18\x0f \x03(\v2\x17.tidemark.v1.JobAttemptR\x10previousAttempts\x12\x16\n" +
+	"\x06reason\x18\x10 \x01(\tR\x06reason\x12;\n" +
+	"\vassigned_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"assignedAt\x123\n" +
 	"\x06backup\x18\x14 \x01(\v2\x19.tidemark.v1.BackupParamsH\x00R\x06backup\x126\n" +
 	"\arestore\x18\x15 \x01(\v2\x1a.tidemark.v1.RestoreParamsH\x00R\arestoreB\b\n" +
-	"\x06params*\xa5\x01\n" +
+	"\x06params\"\x96\x01\n" +
+	"\fMemberRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
+	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x129\n" +
+	"\n" +
+	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xfc\x01\n" +
+	"\x0fCatalogSnapshot\x12*\n" +
+	"\x06agents\x18\x01 \x03(\v2\x12.tidemark.v1.AgentR\x06agents\x123\n" +
+	"\tinstances\x18\x02 \x03(\v2\x15.tidemark.v1.InstanceR\tinstances\x12-\n" +
+	"\abackups\x18\x03 \x03(\v2\x13.tidemark.v1.BackupR\abackups\x12$\n" +
+	"\x04jobs\x18\x04 \x03(\v2\x10.tidemark.v1.JobR\x04jobs\x123\n" +
+	"\amembers\x18\x05 \x03(\v2\x19.tidemark.v1.MemberRecordR\amembers*\xa5\x01\n" +
 	"\n" +
 	"Filesystem\x12\x1a\n" +
 	"\x16FILESYSTEM_UNSPECIFIED\x10\x00\x12\x13\n" +
@@ -1652,7 +1969,7 @@ func file_tidemark_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(Filesystem)(0),               // 0: tidemark.v1.Filesystem
 	(BackupStatus)(0),             // 1: tidemark.v1.BackupStatus
@@ -1667,52 +1984,66 @@ var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(*RestoreParams)(nil),         // 10: tidemark.v1.RestoreParams
 	(*JobProgress)(nil),           // 11: tidemark.v1.JobProgress
 	(*JobResult)(nil),             // 12: tidemark.v1.JobResult
-	(*Job)(nil),                   // 13: tidemark.v1.Job
-	nil,                           // 14: tidemark.v1.Agent.LabelsEntry
-	nil,                           // 15: tidemark.v1.Instance.LabelsEntry
-	nil,                           // 16: tidemark.v1.Backup.LabelsEntry
-	nil,                           // 17: tidemark.v1.BackupParams.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*ServerInfo)(nil),            // 19: tidemark.v1.ServerInfo
-	(*ConsistencyPoint)(nil),      // 20: tidemark.v1.ConsistencyPoint
-	(*LeaseToken)(nil),            // 21: tidemark.v1.LeaseToken
+	(*JobAttempt)(nil),            // 13: tidemark.v1.JobAttempt
+	(*Job)(nil),                   // 14: tidemark.v1.Job
+	(*MemberRecord)(nil),          // 15: tidemark.v1.MemberRecord
+	(*CatalogSnapshot)(nil),       // 16: tidemark.v1.CatalogSnapshot
+	nil,                           // 17: tidemark.v1.Agent.LabelsEntry
+	nil,                           // 18: tidemark.v1.Instance.LabelsEntry
+	nil,                           // 19: tidemark.v1.Backup.LabelsEntry
+	nil,                           // 20: tidemark.v1.BackupParams.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*ServerInfo)(nil),            // 22: tidemark.v1.ServerInfo
+	(*ConsistencyPoint)(nil),      // 23: tidemark.v1.ConsistencyPoint
+	(*LeaseToken)(nil),            // 24: tidemark.v1.LeaseToken
 }
 var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	0,  // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
-	18, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
-	14, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
+	21, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
+	17, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
 	4,  // 3: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
-	18, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	18, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
-	15, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
+	21, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	21, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
+	18, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
 	4,  // 7: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
-	19, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
-	18, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	22, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
+	21, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 10: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
-	18, // 11: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	18, // 12: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	20, // 13: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
-	21, // 14: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
-	16, // 15: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
-	17, // 16: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	18, // 17: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	21, // 11: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	21, // 12: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	23, // 13: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
+	24, // 14: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
+	19, // 15: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
+	20, // 16: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
+	21, // 17: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
 	9,  // 18: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	18, // 19: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	2,  // 20: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
-	3,  // 21: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	21, // 22: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	18, // 23: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	18, // 24: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	18, // 25: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	11, // 26: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
-	12, // 27: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
-	8,  // 28: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
-	10, // 29: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	21, // 19: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	24, // 20: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	21, // 21: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	21, // 22: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	2,  // 23: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
+	3,  // 24: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
+	24, // 25: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	21, // 26: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	21, // 27: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	21, // 28: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	11, // 29: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
+	12, // 30: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
+	13, // 31: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
+	21, // 32: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	8,  // 33: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
+	10, // 34: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
+	21, // 35: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	5,  // 36: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
+	6,  // 37: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
+	7,  // 38: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
+	14, // 39: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
+	15, // 40: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }
@@ -1726,7 +2057,7 @@ func file_tidemark_v1_catalog_proto_init() {
 		(*RestoreParams_StopAtGtidSet)(nil),
 		(*RestoreParams_StopAtPosition)(nil),
 	}
-	file_tidemark_v1_catalog_proto_msgTypes[9].OneofWrappers = []any{
+	file_tidemark_v1_catalog_proto_msgTypes[10].OneofWrappers = []any{
 		(*Job_Backup)(nil),
 		(*Job_Restore)(nil),
 	}
@@ -1736,7 +2067,7 @@ func file_tidemark_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_catalog_proto_rawDesc), len(file_tidemark_v1_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -41,6 +41,8 @@ type Command struct {
 	//	*Command_UpdateJobState
 	//	*Command_ExpireLease
 	//	*Command_RecordBackup
+	//	*Command_UpsertMember
+	//	*Command_RemoveMember
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -146,6 +148,24 @@ func (x *Command) GetRecordBackup() *RecordBackup {
 	return nil
 }
 
+func (x *Command) GetUpsertMember() *UpsertMember {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_UpsertMember); ok {
+			return x.UpsertMember
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRemoveMember() *RemoveMember {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RemoveMember); ok {
+			return x.RemoveMember
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -178,6 +198,14 @@ type Command_RecordBackup struct {
 	RecordBackup *RecordBackup `protobuf:"bytes,7,opt,name=record_backup,json=recordBackup,proto3,oneof"`
 }
 
+type Command_UpsertMember struct {
+	UpsertMember *UpsertMember `protobuf:"bytes,8,opt,name=upsert_member,json=upsertMember,proto3,oneof"`
+}
+
+type Command_RemoveMember struct {
+	RemoveMember *RemoveMember `protobuf:"bytes,9,opt,name=remove_member,json=removeMember,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -191,6 +219,10 @@ func (*Command_UpdateJobState) isCommand_Cmd() {}
 func (*Command_ExpireLease) isCommand_Cmd() {}
 
 func (*Command_RecordBackup) isCommand_Cmd() {}
+
+func (*Command_UpsertMember) isCommand_Cmd() {}
+
+func (*Command_RemoveMember) isCommand_Cmd() {}
 
 // RegisterAgent records an agent's (re)registration and the instances it
 // reported.
@@ -457,7 +489,11 @@ type UpdateJobState struct {
 	Result    *JobResult             `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// Why the state changed, for humans (e.g. "cancelled by alice").
-	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The backup the job wrote, recorded in the same entry as the job's final
+	// state, so a job never succeeds without its backup nor a backup completes
+	// for a job that did not.
+	Backup        *Backup `protobuf:"bytes,8,opt,name=backup,proto3" json:"backup,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -539,6 +575,13 @@ func (x *UpdateJobState) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *UpdateJobState) GetBackup() *Backup {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
 }
 
 // ExpireLease fails the current attempt of a job whose lease ran out.
@@ -667,11 +710,102 @@ func (x *RecordBackup) GetRecordedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// UpsertMember records a controller node's addresses (on bootstrap, join, or
+// when a node restarts with a new gRPC address).
+type UpsertMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        *MemberRecord          `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpsertMember) Reset() {
+	*x = UpsertMember{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpsertMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpsertMember) ProtoMessage() {}
+
+func (x *UpsertMember) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
+func (*UpsertMember) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UpsertMember) GetMember() *MemberRecord {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+// RemoveMember forgets a controller node removed from the Raft configuration.
+type RemoveMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMember) Reset() {
+	*x = RemoveMember{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMember) ProtoMessage() {}
+
+func (x *RemoveMember) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
+func (*RemoveMember) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RemoveMember) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xd9\x03\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xdd\x04\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -681,7 +815,9 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"assign_job\x18\x04 \x01(\v2\x16.tidemark.v1.AssignJobH\x00R\tassignJob\x12G\n" +
 	"\x10update_job_state\x18\x05 \x01(\v2\x1b.tidemark.v1.UpdateJobStateH\x00R\x0eupdateJobState\x12=\n" +
 	"\fexpire_lease\x18\x06 \x01(\v2\x18.tidemark.v1.ExpireLeaseH\x00R\vexpireLease\x12@\n" +
-	"\rrecord_backup\x18\a \x01(\v2\x19.tidemark.v1.RecordBackupH\x00R\frecordBackupB\x05\n" +
+	"\rrecord_backup\x18\a \x01(\v2\x19.tidemark.v1.RecordBackupH\x00R\frecordBackup\x12@\n" +
+	"\rupsert_member\x18\b \x01(\v2\x19.tidemark.v1.UpsertMemberH\x00R\fupsertMember\x12@\n" +
+	"\rremove_member\x18\t \x01(\v2\x19.tidemark.v1.RemoveMemberH\x00R\fremoveMemberB\x05\n" +
 	"\x03cmd\"\xaf\x01\n" +
 	"\rRegisterAgent\x12(\n" +
 	"\x05agent\x18\x01 \x01(\v2\x12.tidemark.v1.AgentR\x05agent\x123\n" +
@@ -699,7 +835,7 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x05lease\x18\x03 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\x12A\n" +
 	"\x0elease_deadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rleaseDeadline\x12;\n" +
 	"\vassigned_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"assignedAt\"\xbc\x02\n" +
+	"assignedAt\"\xe9\x02\n" +
 	"\x0eUpdateJobState\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12+\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x15.tidemark.v1.JobStateR\x05state\x12-\n" +
@@ -708,7 +844,8 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x06result\x18\x05 \x01(\v2\x16.tidemark.v1.JobResultR\x06result\x129\n" +
 	"\n" +
 	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason\"\xa4\x01\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12+\n" +
+	"\x06backup\x18\b \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"\xa4\x01\n" +
 	"\vExpireLease\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12-\n" +
 	"\x05lease\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\x129\n" +
@@ -718,7 +855,11 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\fRecordBackup\x12+\n" +
 	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\x12;\n" +
 	"\vrecorded_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"recordedAtBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
+	"recordedAt\"A\n" +
+	"\fUpsertMember\x121\n" +
+	"\x06member\x18\x01 \x01(\v2\x19.tidemark.v1.MemberRecordR\x06member\"\x1e\n" +
+	"\fRemoveMember\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02idBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
 	file_tidemark_v1_command_proto_rawDescOnce sync.Once
@@ -732,7 +873,7 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
 	(*RegisterAgent)(nil),         // 1: tidemark.v1.RegisterAgent
@@ -742,15 +883,18 @@ var file_tidemark_v1_command_proto_goTypes = []any{
 	(*UpdateJobState)(nil),        // 5: tidemark.v1.UpdateJobState
 	(*ExpireLease)(nil),           // 6: tidemark.v1.ExpireLease
 	(*RecordBackup)(nil),          // 7: tidemark.v1.RecordBackup
-	(*Agent)(nil),                 // 8: tidemark.v1.Agent
-	(*Instance)(nil),              // 9: tidemark.v1.Instance
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*Job)(nil),                   // 11: tidemark.v1.Job
-	(*LeaseToken)(nil),            // 12: tidemark.v1.LeaseToken
-	(JobState)(0),                 // 13: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 14: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 15: tidemark.v1.JobResult
-	(*Backup)(nil),                // 16: tidemark.v1.Backup
+	(*UpsertMember)(nil),          // 8: tidemark.v1.UpsertMember
+	(*RemoveMember)(nil),          // 9: tidemark.v1.RemoveMember
+	(*Agent)(nil),                 // 10: tidemark.v1.Agent
+	(*Instance)(nil),              // 11: tidemark.v1.Instance
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*Job)(nil),                   // 13: tidemark.v1.Job
+	(*LeaseToken)(nil),            // 14: tidemark.v1.LeaseToken
+	(JobState)(0),                 // 15: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 16: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 17: tidemark.v1.JobResult
+	(*Backup)(nil),                // 18: tidemark.v1.Backup
+	(*MemberRecord)(nil),          // 19: tidemark.v1.MemberRecord
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
 	1,  // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
@@ -760,29 +904,33 @@ var file_tidemark_v1_command_proto_depIdxs = []int32{
 	5,  // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
 	6,  // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
 	7,  // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
-	8,  // 7: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	9,  // 8: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	10, // 9: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	9,  // 10: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	10, // 11: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	11, // 12: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	12, // 13: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	10, // 14: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	10, // 15: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	13, // 16: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	12, // 17: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	14, // 18: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	15, // 19: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	10, // 20: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	12, // 21: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	10, // 22: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	16, // 23: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	10, // 24: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	8,  // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
+	9,  // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
+	10, // 9: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	11, // 10: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	12, // 11: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	11, // 12: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	12, // 13: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	13, // 14: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	14, // 15: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	12, // 16: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	12, // 17: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	15, // 18: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	14, // 19: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	16, // 20: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	17, // 21: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	12, // 22: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	18, // 23: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	14, // 24: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	12, // 25: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	18, // 26: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	12, // 27: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	19, // 28: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -800,6 +948,8 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_UpdateJobState)(nil),
 		(*Command_ExpireLease)(nil),
 		(*Command_RecordBackup)(nil),
+		(*Command_UpsertMember)(nil),
+		(*Command_RemoveMember)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -807,7 +957,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,262 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tidemark-backup/tidemark/agent/probe"
+	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/mysqlx"
+	"github.com/tidemark-backup/tidemark/internal/storage/location"
+	"github.com/tidemark-backup/tidemark/internal/version"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// ErrShutdown is the cause of every job the agent stops because it is
+// shutting down; its text is the failure reason the controller records.
+var ErrShutdown = errors.New("agent shutting down")
+
+// FatalError is an error the agent cannot get past by reconnecting: its name
+// is taken, the controller refused it, or no address is a controller. Run
+// returns it; the operator has to change something.
+type FatalError struct{ Msg string }
+
+func (e *FatalError) Error() string { return e.Msg }
+
+// Agent is one running agent daemon.
+type Agent struct {
+	cfg       Config
+	log       *slog.Logger
+	instances map[string]*mysqlx.DSN
+	dsns      map[string]string // instance name → DSN as configured
+	secret    archive.Secret
+	runCtx    context.Context // jobs and the controller link live under it
+
+	wake chan struct{} // a result is ready to send
+	bg   sync.WaitGroup
+
+	mu           sync.Mutex
+	jobs         map[string]*job // running, or ended with a result not yet acknowledged
+	sess         *session        // the live session, if any
+	shuttingDown bool
+	probed       *probed
+}
+
+// Run runs the agent until ctx ends, then stops its jobs (they fail with
+// "agent shutting down"), waits a bounded time for the controller to take
+// their results, and returns nil. It returns early with an error only when
+// the configuration is invalid or the agent cannot work at all (see
+// FatalError); a lost or unreachable controller is retried forever.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	a, err := newAgent(cfg)
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	a.runCtx = runCtx
+	a.log.Info("agent starting", "config", cfg, "version", version.Get().String())
+
+	loopDone := make(chan error, 1)
+	go func() { loopDone <- a.connectLoop(runCtx) }()
+
+	var fatal error
+	select {
+	case <-ctx.Done():
+		a.log.Info("agent shutting down: stopping jobs", "running", a.runningCount())
+	case fatal = <-loopDone:
+		a.log.Error("agent stopping", "err", fatal)
+	}
+	a.mu.Lock()
+	a.shuttingDown = true
+	a.mu.Unlock()
+	a.stopJobs(ErrShutdown, cfg.ShutdownTimeout)
+	if fatal == nil {
+		// Give the controller a moment to record the results, so the
+		// jobs fail now with the real reason instead of on lease expiry.
+		a.awaitAcks(min(cfg.ShutdownTimeout, 5*time.Second))
+	}
+	stop()
+	if fatal == nil {
+		if err := <-loopDone; err != nil && !errors.Is(err, context.Canceled) {
+			a.log.Warn("controller link ended with an error during shutdown", "err", err)
+		}
+	}
+	a.bg.Wait()
+	return fatal
+}
+
+func newAgent(cfg Config) (*Agent, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	a := &Agent{
+		cfg:       cfg,
+		log:       log.With("agent", cfg.Name),
+		instances: map[string]*mysqlx.DSN{},
+		dsns:      map[string]string{},
+		wake:      make(chan struct{}, 1),
+		jobs:      map[string]*job{},
+	}
+	for _, n := range cfg.instanceNames() {
+		d, err := mysqlx.ParseDSN(cfg.instanceDSN(n))
+		if err != nil {
+			return nil, fmt.Errorf("instance %s: %w", n, err) // Validate let it through: cannot happen
+		}
+		a.instances[n], a.dsns[n] = d, cfg.instanceDSN(n)
+	}
+	var err error
+	if a.secret, err = readSecret(cfg.KeyFile, cfg.PassphraseFile); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// readSecret reads the repository key as the CLI's repository flags do.
+func readSecret(keyFile, passphraseFile string) (archive.Secret, error) {
+	var s archive.Secret
+	if keyFile != "" {
+		b, err := os.ReadFile(keyFile)
+		if err != nil {
+			return s, fmt.Errorf("--key-file: %w", err)
+		}
+		s.KeyFile = b
+	}
+	if passphraseFile != "" {
+		b, err := os.ReadFile(passphraseFile)
+		if err != nil {
+			return s, fmt.Errorf("--passphrase-file: %w", err)
+		}
+		p := strings.TrimRight(string(b), "\r\n") // echo's newline is not part of it
+		if p == "" {
+			return s, fmt.Errorf("--passphrase-file %s is empty", passphraseFile)
+		}
+		s.Passphrase = []byte(p)
+	}
+	return s, nil
+}
+
+// openRepo opens the repository at uri, or the agent's own when uri is "".
+func (a *Agent) openRepo(ctx context.Context, uri string) (*archive.Repo, func(), error) {
+	if uri == "" {
+		uri = a.cfg.Repo
+	}
+	if uri == "" {
+		return nil, nil, errors.New("the job names no repository and the agent has none: start it with --repo")
+	}
+	st, err := location.Open(ctx, uri, location.Options{})
+	if err != nil {
+		return nil, nil, err
+	}
+	repo, err := archive.Open(ctx, st, a.secret)
+	if err != nil {
+		_ = st.Close()
+		return nil, nil, err
+	}
+	return repo, func() { repo.Close(); _ = st.Close() }, nil
+}
+
+// probed is the last probe of every instance, reused for a reconnect soon
+// after (probing sums information_schema, which is not free on big servers).
+type probed struct {
+	at        time.Time
+	host      *v1.Capabilities
+	instances []*v1.Instance
+}
+
+const probeMaxAge = time.Minute
+
+// probeAll probes every instance, in parallel.
+func (a *Agent) probeAll(ctx context.Context) *probed {
+	a.mu.Lock()
+	p := a.probed
+	a.mu.Unlock()
+	if p != nil && time.Since(p.at) < probeMaxAge {
+		return p
+	}
+	names := a.cfg.instanceNames()
+	insts := make([]*v1.Instance, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Go(func() {
+			res := a.probeInstance(ctx, a.instances[n])
+			for _, w := range res.Warnings {
+				a.log.Warn("capability probe", "instance", n, "warning", w)
+			}
+			insts[i] = &v1.Instance{Name: n, Agent: a.cfg.Name, Labels: a.cfg.Labels,
+				Capabilities: res.Capabilities, Server: res.Server}
+		})
+	}
+	wg.Wait()
+	p = &probed{at: time.Now(), instances: insts}
+	// Host-level capabilities are the agent's own instance's when it has
+	// one (the common single-instance host), else what is not per-server.
+	if a.cfg.MySQL != "" {
+		p.host = insts[0].Capabilities
+	} else {
+		c := insts[0].Capabilities
+		p.host = &v1.Capabilities{AgentVersion: c.AgentVersion, ProbedAt: c.ProbedAt,
+			StorageReachable: c.StorageReachable, StorageError: c.StorageError}
+	}
+	a.mu.Lock()
+	a.probed = p
+	a.mu.Unlock()
+	return p
+}
+
+func (a *Agent) probeInstance(ctx context.Context, dsn *mysqlx.DSN) *probe.Result {
+	deps := probe.Deps{Host: probe.LocalHost{}, AgentVersion: version.Get().Version, Timeout: a.cfg.ProbeTimeout}
+	if db, err := dsn.Open(nil); err == nil {
+		db.SetMaxOpenConns(1)
+		defer func() { _ = db.Close() }()
+		deps.Querier = probe.SQL(db)
+	}
+	if a.cfg.Repo != "" {
+		deps.Storage = func(ctx context.Context) error {
+			_, closeRepo, err := a.openRepo(ctx, "")
+			if err == nil {
+				closeRepo()
+			}
+			return err
+		}
+	}
+	return probe.Run(ctx, deps)
+}
+
+// instanceNames lists the instances the agent serves, for messages.
+func (a *Agent) instanceNames() string {
+	names := a.cfg.instanceNames()
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}
+
+// awaitAcks waits until every job result was acknowledged, or d passed.
+func (a *Agent) awaitAcks(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		a.mu.Lock()
+		n := len(a.jobs)
+		a.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id := range a.jobs {
+		a.log.Warn("stopping before the controller took the job's result; the job fails when its lease expires", "job", id)
+	}
+}

@@ -1,0 +1,342 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tidemark-backup/tidemark/internal/mysqlx"
+	"github.com/tidemark-backup/tidemark/internal/storage/location"
+)
+
+// Config is everything the agent runs with. It flows one way: DefaultConfig,
+// then a config file (LoadFile), then flags; Run validates it.
+type Config struct {
+	// Controllers are the controller nodes' gRPC addresses (host:port); the
+	// agent holds a stream to one of them, whichever answers.
+	Controllers []string
+	// Name is the agent's unique name in the fleet (default: host name).
+	Name   string
+	Labels map[string]string
+	// MySQL is the DSN of the server the agent backs up; that instance is
+	// named after the agent.
+	MySQL string
+	// Instances are further servers, catalog name → DSN (config file only).
+	Instances map[string]string
+	// Repo is the repository backups go to unless a job names another.
+	Repo           string
+	KeyFile        string
+	PassphraseFile string
+	// Parallel is the engine's worker count when a job does not set one;
+	// 0 lets the engine choose.
+	Parallel int
+
+	// HeartbeatInterval is used until the controller's Registered says
+	// otherwise.
+	HeartbeatInterval time.Duration
+	// ConnectTimeout bounds one attempt to reach a controller and register.
+	ConnectTimeout time.Duration
+	// BackoffMin and BackoffMax bound the wait between rounds of attempts
+	// over every controller (doubling, with jitter).
+	BackoffMin, BackoffMax time.Duration
+	// ProgressInterval is the least time between two progress reports of
+	// one job.
+	ProgressInterval time.Duration
+	// ProbeTimeout bounds each capability probe.
+	ProbeTimeout time.Duration
+	// ShutdownTimeout bounds how long a stopping agent waits for its jobs
+	// to stop and their results to be acknowledged.
+	ShutdownTimeout time.Duration
+
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig is the start of the configuration chain.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Name:              host,
+		HeartbeatInterval: 5 * time.Second,
+		ConnectTimeout:    10 * time.Second,
+		BackoffMin:        500 * time.Millisecond,
+		BackoffMax:        30 * time.Second,
+		ProgressInterval:  time.Second,
+		ProbeTimeout:      15 * time.Second,
+		ShutdownTimeout:   30 * time.Second,
+	}
+}
+
+// LogValue shows the configuration without any password.
+func (c Config) LogValue() slog.Value {
+	inst := make([]string, 0, len(c.Instances)+1)
+	for _, n := range c.instanceNames() {
+		inst = append(inst, n+"="+redactDSN(c.instanceDSN(n)))
+	}
+	return slog.GroupValue(
+		slog.Any("controllers", c.Controllers),
+		slog.String("name", c.Name),
+		slog.Any("labels", c.Labels),
+		slog.Any("instances", inst),
+		slog.String("repo", location.Redact(c.Repo)),
+	)
+}
+
+func redactDSN(dsn string) string {
+	d, err := mysqlx.ParseDSN(dsn)
+	if err != nil {
+		return "(invalid DSN)"
+	}
+	return d.String()
+}
+
+// instanceNames lists the instances in a stable order: the agent's own first.
+func (c Config) instanceNames() []string {
+	var names []string
+	for n := range c.Instances {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	if c.MySQL != "" {
+		names = append([]string{c.Name}, names...)
+	}
+	return names
+}
+
+func (c Config) instanceDSN(name string) string {
+	if c.MySQL != "" && name == c.Name {
+		return c.MySQL
+	}
+	return c.Instances[name]
+}
+
+// fileConfig is the config file's shape. Keys not listed here are refused.
+type fileConfig struct {
+	Controllers       []string          `json:"controllers" yaml:"controllers"`
+	Name              string            `json:"name" yaml:"name"`
+	Labels            map[string]string `json:"labels" yaml:"labels"`
+	MySQL             string            `json:"mysql" yaml:"mysql"`
+	Instances         map[string]string `json:"instances" yaml:"instances"`
+	Repo              string            `json:"repo" yaml:"repo"`
+	KeyFile           string            `json:"key_file" yaml:"key_file"`
+	PassphraseFile    string            `json:"passphrase_file" yaml:"passphrase_file"`
+	Parallel          int               `json:"parallel" yaml:"parallel"`
+	HeartbeatInterval string            `json:"heartbeat_interval" yaml:"heartbeat_interval"`
+	ConnectTimeout    string            `json:"connect_timeout" yaml:"connect_timeout"`
+	BackoffMin        string            `json:"backoff_min" yaml:"backoff_min"`
+	BackoffMax        string            `json:"backoff_max" yaml:"backoff_max"`
+	ProgressInterval  string            `json:"progress_interval" yaml:"progress_interval"`
+	ProbeTimeout      string            `json:"probe_timeout" yaml:"probe_timeout"`
+	ShutdownTimeout   string            `json:"shutdown_timeout" yaml:"shutdown_timeout"`
+}
+
+// LoadFile applies a YAML or JSON config file (JSON when the name ends in
+// .json) over c: every key present replaces c's value. Unknown keys are an
+// error, so a misspelt key is not silently ignored.
+func (c *Config) LoadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var f fileConfig
+	if strings.EqualFold(filepath.Ext(path), ".json") {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		err = dec.Decode(&f)
+	} else {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err = dec.Decode(&f); errors.Is(err, io.EOF) {
+			err = nil // an empty file sets nothing
+		}
+	}
+	if err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			// yaml names our Go type; say what the operator wrote instead.
+			msgs := make([]string, len(te.Errors))
+			for i, m := range te.Errors {
+				msgs[i] = unknownKeyRE.ReplaceAllString(m, "unknown key $1")
+			}
+			return fmt.Errorf("config file %s: %s", path, strings.Join(msgs, "; "))
+		}
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	if f.Controllers != nil {
+		c.Controllers = f.Controllers
+	}
+	setStr := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	setStr(&c.Name, f.Name)
+	setStr(&c.MySQL, f.MySQL)
+	setStr(&c.Repo, f.Repo)
+	setStr(&c.KeyFile, f.KeyFile)
+	setStr(&c.PassphraseFile, f.PassphraseFile)
+	if f.Labels != nil {
+		c.Labels = f.Labels
+	}
+	if f.Instances != nil {
+		c.Instances = f.Instances
+	}
+	if f.Parallel != 0 {
+		c.Parallel = f.Parallel
+	}
+	var errs []error
+	for _, d := range []struct {
+		key string
+		v   string
+		dst *time.Duration
+	}{
+		{"heartbeat_interval", f.HeartbeatInterval, &c.HeartbeatInterval},
+		{"connect_timeout", f.ConnectTimeout, &c.ConnectTimeout},
+		{"backoff_min", f.BackoffMin, &c.BackoffMin},
+		{"backoff_max", f.BackoffMax, &c.BackoffMax},
+		{"progress_interval", f.ProgressInterval, &c.ProgressInterval},
+		{"probe_timeout", f.ProbeTimeout, &c.ProbeTimeout},
+		{"shutdown_timeout", f.ShutdownTimeout, &c.ShutdownTimeout},
+	} {
+		if d.v == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config file %s: %s %q: expected a duration such as 5s or 1m", path, d.key, d.v))
+			continue
+		}
+		*d.dst = v
+	}
+	return errors.Join(errs...)
+}
+
+var (
+	unknownKeyRE = regexp.MustCompile(`field (\S+) not found in type \S+`)
+	nameRE       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	instanceRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$`)
+	labelKeyRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
+)
+
+// ParseLabels parses "k=v,k2=v2" as given to --labels.
+func ParseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("--labels %q: expected key=value", kv)
+		}
+		k = strings.TrimSpace(k)
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("--labels: key %q given twice", k)
+		}
+		out[k] = strings.TrimSpace(v)
+	}
+	return out, nil
+}
+
+// Validate checks every field and reports each bad one in its own sentence.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if len(c.Controllers) == 0 {
+		bad("--controller: at least one controller address (host:port) is required")
+	}
+	for _, a := range c.Controllers {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || host == "" {
+			bad("--controller %q: expected host:port, e.g. controller-1:7070", a)
+			continue
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			bad("--controller %q: port must be a number from 1 to 65535", a)
+		}
+	}
+	if !nameRE.MatchString(c.Name) {
+		bad("--name %q: an agent name is 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", c.Name)
+	}
+	for k, v := range c.Labels {
+		if !labelKeyRE.MatchString(k) {
+			bad("--labels: key %q: use letters, digits, '.', '_', '/' or '-', starting with a letter or digit", k)
+		}
+		if strings.ContainsAny(v, ",=\n") {
+			bad("--labels: value of %q must not contain ',', '=' or a newline", k)
+		}
+	}
+	if c.MySQL == "" && len(c.Instances) == 0 {
+		bad("--mysql: a DSN (or instances in --config) is required: the agent has nothing to back up")
+	}
+	if c.MySQL != "" {
+		if _, err := mysqlx.ParseDSN(c.MySQL); err != nil {
+			bad("--mysql: %w", err)
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(c.Instances)) {
+		switch {
+		case !instanceRE.MatchString(n):
+			bad("instances: name %q: use letters, digits, '.', '_', '/' or '-', starting with a letter or digit", n)
+		case c.MySQL != "" && n == c.Name:
+			bad("instances: %q is the name of the --mysql instance (named after the agent): rename one of them", n)
+		}
+		if _, err := mysqlx.ParseDSN(c.Instances[n]); err != nil {
+			bad("instances[%s]: %w", n, err)
+		}
+	}
+	if c.Repo != "" {
+		if _, err := location.Parse(c.Repo); err != nil {
+			bad("--repo: %w", err)
+		}
+	}
+	if c.KeyFile != "" && c.PassphraseFile != "" {
+		bad("--key-file and --passphrase-file: give one, not both")
+	}
+	for flag, p := range map[string]string{"--key-file": c.KeyFile, "--passphrase-file": c.PassphraseFile} {
+		if p == "" {
+			continue
+		}
+		if c.Repo == "" {
+			bad("%s: needs --repo", flag)
+		}
+		if _, err := os.Stat(p); err != nil {
+			bad("%s: %w", flag, err)
+		}
+	}
+	if c.Parallel < 0 {
+		bad("--parallel %d: must be 0 (the engine's default) or more", c.Parallel)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"heartbeat_interval", c.HeartbeatInterval}, {"connect_timeout", c.ConnectTimeout},
+		{"backoff_min", c.BackoffMin}, {"backoff_max", c.BackoffMax}, {"progress_interval", c.ProgressInterval},
+		{"probe_timeout", c.ProbeTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
+	} {
+		if d.v <= 0 {
+			bad("%s %s: must be positive", d.name, d.v)
+		}
+	}
+	if c.BackoffMin > 0 && c.BackoffMax < c.BackoffMin {
+		bad("backoff_max %s: must be at least backoff_min (%s)", c.BackoffMax, c.BackoffMin)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,226 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/engines/logical"
+	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/storage"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// ManifestKey is where the archive stores a backup's manifest. It mirrors
+// internal/archive's object layout, which does not export it; the agent
+// reports it to the catalog and deletes it when a result is refused as
+// stale. The package's tests check the key against a real backup.
+func ManifestKey(backupID string) string { return "manifests/" + backupID }
+
+// RepoOpener opens the repository at uri ("" means the agent's own). The
+// caller calls the returned close function when done with the Repo.
+type RepoOpener func(ctx context.Context, uri string) (*archive.Repo, func(), error)
+
+// Params are one job's inputs.
+type Params struct {
+	Job   *v1.Job
+	Lease *v1.LeaseToken
+	// DSN is the job's instance's server, as configured on the agent.
+	DSN      string
+	OpenRepo RepoOpener
+	// Parallel is used when the job does not set its parallelism.
+	Parallel int
+	// Progress receives the job's progress, from many goroutines and often;
+	// the caller throttles.
+	Progress func(*v1.JobProgress)
+}
+
+// Result is how a job that ran to the end went.
+type Result struct {
+	BackupID    string
+	ManifestKey string
+	// Manifest is the stored manifest of a backup job.
+	Manifest *v1.Manifest
+	Tables   int
+	Rows     int64
+	Warnings []string
+}
+
+// engineFor returns the engine a job asks for. "auto" and "" mean engine
+// selection, which has one candidate on the agent for now.
+func engineFor(name string) (engines.Engine, error) {
+	switch name {
+	case "", "auto", logical.Name:
+		return logical.New(), nil
+	}
+	return nil, fmt.Errorf("engine %q is not available on this agent (available: %s)", name, logical.Name)
+}
+
+// Run runs the job to its end. ctx is the job's life: cancelling it stops
+// the engine, and no manifest is written after that.
+func Run(ctx context.Context, p Params) (*Result, error) {
+	switch p.Job.GetKind() {
+	case v1.JobKind_JOB_KIND_BACKUP:
+		return backup(ctx, p)
+	case v1.JobKind_JOB_KIND_RESTORE:
+		return restore(ctx, p)
+	default:
+		return nil, fmt.Errorf("job %s: kind %s is not supported by this agent", p.Job.GetId(), p.Job.GetKind())
+	}
+}
+
+func parallel(job uint32, dflt int) int {
+	if job > 0 {
+		return int(job)
+	}
+	return dflt
+}
+
+func progress(p Params) func(engines.Progress) {
+	if p.Progress == nil {
+		return nil
+	}
+	return func(pr engines.Progress) {
+		p.Progress(&v1.JobProgress{
+			BytesDone: uint64(max(pr.BytesDone, 0)), BytesTotal: uint64(max(pr.BytesTotal, 0)),
+			RowsDone: uint64(max(pr.RowsDone, 0)), Phase: pr.Phase, UpdatedAt: timestamppb.Now(),
+		})
+	}
+}
+
+func backup(ctx context.Context, p Params) (*Result, error) {
+	bp := p.Job.GetBackup()
+	if bp == nil {
+		return nil, fmt.Errorf("backup job %s carries no backup params", p.Job.GetId())
+	}
+	if bp.GetBackupId() == "" {
+		// The controller names each attempt's backup, so that the catalog
+		// knows the id before the manifest exists.
+		return nil, fmt.Errorf("backup job %s carries no backup id", p.Job.GetId())
+	}
+	eng, err := engineFor(bp.GetEngine())
+	if err != nil {
+		return nil, err
+	}
+	repo, closeRepo, err := p.OpenRepo(ctx, bp.GetRepositoryUri())
+	if err != nil {
+		return nil, err
+	}
+	defer closeRepo()
+	id := bp.GetBackupId()
+	if done, err := claimBackupID(ctx, repo, id, p.Lease); err != nil || done != nil {
+		return done, err
+	}
+	if p.Progress != nil {
+		p.Progress(&v1.JobProgress{Phase: "starting", UpdatedAt: timestamppb.Now()})
+	}
+	var res *engines.BackupResult
+	m, err := repo.WithBackup(ctx, archive.BackupOptions{
+		ID: id, Instance: p.Job.GetInstance(), Engine: eng.Name(), Labels: bp.GetLabels(), Fence: p.Lease,
+	}, func(ctx context.Context, b *archive.Backup) error {
+		var err error
+		res, err = eng.Backup(ctx, engines.BackupParams{
+			DSN: p.DSN, Parallel: parallel(bp.GetParallelism(), p.Parallel),
+			Sink: engines.ArchiveSink(b), Progress: progress(p),
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Result{BackupID: m.GetBackupId(), ManifestKey: ManifestKey(m.GetBackupId()), Manifest: m,
+		Tables: res.Tables, Rows: res.Rows, Warnings: res.Warnings}, nil
+}
+
+// claimBackupID looks for a manifest already stored under the job's backup
+// id. The controller gives each attempt its own id, so one written under
+// this very lease means the assignment was repeated after the attempt
+// finished (e.g. to a restarted agent): the backup is done and is returned.
+// Any other manifest there belongs to another backup, and the job fails
+// rather than overwrite or adopt it.
+func claimBackupID(ctx context.Context, repo *archive.Repo, id string, lease *v1.LeaseToken) (*Result, error) {
+	m, err := repo.LoadManifest(ctx, id)
+	if errors.Is(err, archive.ErrBackupMissing) || errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: checking for an earlier run: %w", id, err)
+	}
+	if proto.Equal(m.GetFence(), lease) {
+		return &Result{BackupID: id, ManifestKey: ManifestKey(id), Manifest: m}, nil
+	}
+	return nil, fmt.Errorf("backup %s already exists in the repository (written under lease %s, this job holds %s)", id, fenceString(m.GetFence()), fenceString(lease))
+}
+
+// Older reports whether lease a was granted before b: tokens are ordered by
+// (term, index).
+func Older(a, b *v1.LeaseToken) bool {
+	if a.GetTerm() != b.GetTerm() {
+		return a.GetTerm() < b.GetTerm()
+	}
+	return a.GetIndex() < b.GetIndex()
+}
+
+func fenceString(f *v1.LeaseToken) string {
+	if f == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%s@%d/%d", f.GetJobId(), f.GetTerm(), f.GetIndex())
+}
+
+// DiscardManifest deletes the manifest of backup id if, and only if, it was
+// written under lease: a result refused as stale must not leave a manifest
+// that claims a backup the catalog never accepted, while a manifest another
+// attempt wrote under a newer lease must stay. It reports whether it
+// deleted one.
+func DiscardManifest(ctx context.Context, repo *archive.Repo, id string, lease *v1.LeaseToken) (bool, error) {
+	m, err := repo.LoadManifest(ctx, id)
+	if errors.Is(err, archive.ErrBackupMissing) || errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("backup %s: reading manifest: %w", id, err)
+	}
+	if !proto.Equal(m.GetFence(), lease) {
+		return false, nil
+	}
+	if err := repo.Store().Delete(ctx, ManifestKey(id)); err != nil {
+		return false, fmt.Errorf("backup %s: deleting manifest: %w", id, err)
+	}
+	return true, nil
+}
+
+func restore(ctx context.Context, p Params) (*Result, error) {
+	rp := p.Job.GetRestore()
+	if rp == nil {
+		return nil, fmt.Errorf("restore job %s carries no restore params", p.Job.GetId())
+	}
+	if rp.GetStopAt() != nil {
+		return nil, fmt.Errorf("restore job %s asks for point-in-time recovery, which needs the binlog engine, not available on this agent", p.Job.GetId())
+	}
+	repo, closeRepo, err := p.OpenRepo(ctx, rp.GetRepositoryUri())
+	if err != nil {
+		return nil, err
+	}
+	defer closeRepo()
+	m, err := repo.LoadManifest(ctx, rp.GetBackupId())
+	if err != nil {
+		return nil, err
+	}
+	eng, err := engineFor(m.GetEngine())
+	if err != nil {
+		return nil, fmt.Errorf("backup %s was written by engine %q: %w", m.GetBackupId(), m.GetEngine(), err)
+	}
+	res, err := eng.Restore(ctx, engines.RestoreParams{
+		DSN: p.DSN, Parallel: parallel(rp.GetParallelism(), p.Parallel),
+		Source: engines.ArchiveSource(repo, m), Progress: progress(p),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("restore of backup %s onto %s: %w", m.GetBackupId(), p.Job.GetInstance(), err)
+	}
+	return &Result{BackupID: m.GetBackupId(), Tables: res.Tables, Rows: res.Rows, Warnings: res.Warnings}, nil
+}

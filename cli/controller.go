@@ -1,0 +1,83 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tidemark-backup/tidemark/controller"
+	"github.com/tidemark-backup/tidemark/controller/client"
+)
+
+func newControllerCmd(s *streams) *cobra.Command {
+	cfg := controller.DefaultConfig()
+	var (
+		join      string
+		logLevel  string
+		logFormat string
+	)
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run a controller node: the Raft-replicated catalog, job scheduling and the agents' endpoint",
+		Long: `Run one controller node. The first node of a cluster starts it with
+--bootstrap; the others --join the gRPC address of any running node. The data
+directory remembers the node's id and addresses, so a restart needs only
+--data-dir. Three or five nodes tolerate the loss of one or two.
+
+  tidemark controller --node-id c1 --data-dir /var/lib/tidemark/c1 \
+      --grpc-addr 10.0.0.1:7400 --raft-addr 10.0.0.1:7401 --bootstrap
+  tidemark controller --node-id c2 --data-dir /var/lib/tidemark/c2 \
+      --grpc-addr 10.0.0.2:7400 --raft-addr 10.0.0.2:7401 --join 10.0.0.1:7400
+
+Logs go to stderr; SIGTERM stops the node (it stays a member; remove it with
+RemoveMember).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(s, logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			cfg.Join = client.Addrs(join)
+			if join == "" {
+				cfg.Join = nil // no fallback to $TIDEMARK_CONTROLLER: joining is explicit
+			}
+			cfg.Logger = log
+			cfg.RaftLogOutput = s.err
+			if err := cfg.Validate(); err != nil {
+				return userErr(err)
+			}
+			srv, err := controller.Start(cmd.Context(), cfg)
+			if err != nil {
+				return userErr(err)
+			}
+			fmt.Fprintf(s.err, "controller %s serving on %s\n", srv.NodeID(), srv.Addr())
+			<-cmd.Context().Done()
+			srv.Shutdown()
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NodeID, "node-id", "", "this node's id, unique in the cluster (remembered in --data-dir)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log, snapshots and the node's identity")
+	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "", "HOST:PORT for agents, the CLI and other nodes (remembered)")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", "", "HOST:PORT of the Raft transport, reachable by the other nodes (remembered)")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "start a new cluster with this node as its first member (new data dir only)")
+	f.StringVar(&join, "join", "", "join the cluster through this gRPC address (comma-separated list: tried in turn; new data dir only)")
+	f.DurationVar(&cfg.JoinTimeout, "join-timeout", cfg.JoinTimeout, "how long --join keeps trying while the cluster has no leader or cannot be reached")
+	f.StringVar(&cfg.Repo, "repo", "", "default repository URI for backups, sent to agents (no credentials); empty: each agent's own --repo")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often agents heartbeat")
+	f.DurationVar(&cfg.LeaseDuration, "lease-duration", cfg.LeaseDuration, "how long a job lease and an agent session live without a heartbeat")
+	f.Uint32Var(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts per job (a lost lease starts the next one)")
+	f.DurationVar(&cfg.ApplyTimeout, "apply-timeout", cfg.ApplyTimeout, "longest a write waits for a Raft commit before it fails as unavailable")
+	f.DurationVar(&cfg.Raft.HeartbeatTimeout, "raft-heartbeat-timeout", cfg.Raft.HeartbeatTimeout, "Raft: follower timeout before an election")
+	f.DurationVar(&cfg.Raft.ElectionTimeout, "raft-election-timeout", cfg.Raft.ElectionTimeout, "Raft: candidate timeout before a new election")
+	f.DurationVar(&cfg.Raft.LeaderLeaseTimeout, "raft-leader-lease-timeout", cfg.Raft.LeaderLeaseTimeout, "Raft: a leader without quorum contact for this long steps down")
+	f.DurationVar(&cfg.Raft.CommitTimeout, "raft-commit-timeout", cfg.Raft.CommitTimeout, "Raft: longest wait before an idle AppendEntries")
+	f.Uint64Var(&cfg.Raft.SnapshotThreshold, "raft-snapshot-threshold", cfg.Raft.SnapshotThreshold, "Raft: snapshot after this many new log entries")
+	f.DurationVar(&cfg.Raft.SnapshotInterval, "raft-snapshot-interval", cfg.Raft.SnapshotInterval, "Raft: how often to check the snapshot threshold")
+	f.Uint64Var(&cfg.Raft.TrailingLogs, "raft-trailing-logs", cfg.Raft.TrailingLogs, "Raft: log entries kept after a snapshot")
+	f.StringVar(&cfg.RaftLogLevel, "raft-log-level", cfg.RaftLogLevel, "level of hashicorp/raft's own log lines: debug, info, warn or error")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	return cmd
+}

@@ -1,0 +1,120 @@
+package catalog
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Store holds the catalog tables. Objects in it are immutable: readers get
+// the stored pointer and must clone it (proto.Clone) before changing it, and
+// writers put a fresh object. That is what makes reads lock-free and Raft
+// snapshots a cheap memdb snapshot.
+type Store struct {
+	db *memdb.MemDB
+}
+
+// tables lists every table's schema; each lives in the file of its table.
+var tables = []func() *memdb.TableSchema{
+	agentsTable, instancesTable, backupsTable, jobsTable, membersTable,
+}
+
+func schema() *memdb.DBSchema {
+	s := &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{}}
+	for _, t := range tables {
+		ts := t()
+		s.Tables[ts.Name] = ts
+	}
+	return s
+}
+
+// New returns an empty catalog.
+func New() *Store {
+	db, err := memdb.NewMemDB(schema())
+	if err != nil {
+		// The schema is static; an error is a programming error.
+		panic(fmt.Sprintf("catalog: bad schema: %v", err))
+	}
+	return &Store{db: db}
+}
+
+// Read opens a read transaction: a consistent snapshot of every table that
+// later writes do not change. It needs no closing.
+func (s *Store) Read() *Read { return &Read{txn: s.db.Txn(false)} }
+
+// Write opens the write transaction. There is at most one at a time (memdb
+// serialises them); the FSM is the only writer. Call Commit or Abort.
+func (s *Store) Write() *Write { return &Write{Read{txn: s.db.Txn(true)}} }
+
+// Snapshot returns a frozen copy of the store, for a Raft snapshot to
+// persist while the FSM goes on applying.
+func (s *Store) Snapshot() *Store { return &Store{db: s.db.Snapshot()} }
+
+// Read is a read transaction over the catalog.
+type Read struct {
+	txn *memdb.Txn
+}
+
+// Write is the write transaction.
+type Write struct {
+	Read
+}
+
+// Commit publishes the changes and fires the watch channels of the records
+// they touched.
+func (w *Write) Commit() { w.txn.Commit() }
+
+// Abort drops the changes.
+func (w *Write) Abort() { w.txn.Abort() }
+
+// Watch is a set of channels returned by the *Watch reads; Wait returns when
+// any of the records read changed or ctx ends.
+type Watch struct {
+	ws memdb.WatchSet
+}
+
+// NewWatch returns an empty watch set.
+func NewWatch() *Watch { return &Watch{ws: memdb.NewWatchSet()} }
+
+// Wait blocks until a watched record changes (nil) or ctx ends (its error).
+func (w *Watch) Wait(ctx context.Context) error { return w.ws.WatchCtx(ctx) }
+
+func (w *Watch) add(ch <-chan struct{}) {
+	if w != nil {
+		w.ws.Add(ch)
+	}
+}
+
+func (r *Read) first(table, key string, watch *Watch) (any, error) {
+	ch, obj, err := r.txn.FirstWatch(table, "id", key)
+	if err != nil {
+		panic(fmt.Sprintf("catalog: %s lookup: %v", table, err))
+	}
+	watch.add(ch)
+	return obj, nil
+}
+
+// all returns every object of a table from an index, in index order.
+func all[T any](r *Read, table, index string, args ...any) []T {
+	it, err := r.txn.Get(table, index, args...)
+	if err != nil {
+		panic(fmt.Sprintf("catalog: %s scan by %s: %v", table, index, err))
+	}
+	var out []T
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		out = append(out, obj.(T))
+	}
+	return out
+}
+
+// insert fails only on a record the schema cannot index (a missing id).
+func (w *Write) insert(table string, obj any) error {
+	if err := w.txn.Insert(table, obj); err != nil {
+		return Errorf(ErrInvalid, "%s record: %v", table, err)
+	}
+	return nil
+}
+
+// Add adds a channel to the set: Wait also returns when it is closed.
+func (w *Watch) Add(ch <-chan struct{}) { w.add(ch) }

@@ -1,0 +1,196 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// EnvController is the environment variable that lists controller
+// addresses when --controller is not given.
+const EnvController = "TIDEMARK_CONTROLLER"
+
+var (
+	// ErrNotController: the address answers, but not as a Tidemark
+	// controller (another gRPC service, another protocol, the Raft port).
+	ErrNotController = errors.New("not a tidemark controller")
+	// ErrUnreachable: nothing answers at the address.
+	ErrUnreachable = errors.New("unreachable")
+)
+
+// Conn is a connection to one controller node. Any node serves reads and
+// forwards writes to the leader; DialLeader saves that hop.
+type Conn struct {
+	// Addr is the address dialled.
+	Addr string
+	// NodeID is the node's id, as it reported.
+	NodeID  string
+	Control v1.ControlServiceClient
+	Cluster v1.ClusterServiceClient
+	Agent   v1.AgentServiceClient
+	cc      *grpc.ClientConn
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.cc.Close() }
+
+// Options tune dialling; the zero value is fine.
+type Options struct {
+	// ProbeTimeout bounds the check of one address (default 3s).
+	ProbeTimeout time.Duration
+	// DialOptions are added to the defaults (insecure transport: TLS is
+	// not implemented yet).
+	DialOptions []grpc.DialOption
+}
+
+// Addrs splits a comma-separated address list (a --controller flag), or
+// returns the list in $TIDEMARK_CONTROLLER when flag is empty.
+func Addrs(flag string) []string {
+	if flag == "" {
+		flag = os.Getenv(EnvController)
+	}
+	var out []string
+	for _, a := range strings.Split(flag, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// AddrError is why one address was passed over.
+type AddrError struct {
+	Addr string
+	Err  error
+}
+
+func (e *AddrError) Error() string { return e.Addr + ": " + e.Err.Error() }
+func (e *AddrError) Unwrap() error { return e.Err }
+
+// DialAny tries the addresses in order and returns a connection to the
+// first that answers as a Tidemark controller. When none does, the error
+// joins one *AddrError per address, each wrapping ErrNotController,
+// ErrUnreachable or the status the node answered.
+func DialAny(ctx context.Context, addrs []string, opts Options) (*Conn, error) {
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("no controller address: give --controller HOST:PORT[,HOST:PORT...] or set %s", EnvController)
+	}
+	var errs []error
+	for _, a := range addrs {
+		c, err := dial(ctx, a, opts)
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, &AddrError{Addr: a, Err: err})
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// DialLeader returns a connection to the leader: it dials any node, asks
+// it who leads, and dials that. When the leader is unknown or does not
+// answer it returns the node it found, which forwards writes.
+func DialLeader(ctx context.Context, addrs []string, opts Options) (*Conn, error) {
+	c, err := DialAny(ctx, addrs, opts)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout(opts))
+	defer cancel()
+	st, err := c.Cluster.NodeStatus(pctx, &v1.NodeStatusRequest{})
+	if err != nil || st.GetLeaderId() == "" || st.GetLeaderId() == c.NodeID {
+		return c, nil //nolint:nilerr // the node found is a fine fallback
+	}
+	cs, err := c.Control.ClusterStatus(pctx, &v1.ClusterStatusRequest{})
+	if err != nil {
+		return c, nil //nolint:nilerr // the node found is a fine fallback
+	}
+	for _, m := range cs.GetMembers() {
+		if m.GetId() == st.GetLeaderId() && m.GetAddress() != "" && m.GetAddress() != c.Addr {
+			if l, err := dial(ctx, m.GetAddress(), opts); err == nil {
+				_ = c.Close()
+				return l, nil
+			}
+		}
+	}
+	return c, nil
+}
+
+func probeTimeout(o Options) time.Duration {
+	if o.ProbeTimeout > 0 {
+		return o.ProbeTimeout
+	}
+	return 3 * time.Second
+}
+
+// dial connects to addr and checks, with NodeStatus, that a controller
+// answers there.
+func dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
+	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts.DialOptions...)
+	cc, err := grpc.NewClient(addr, dopts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: bad address: %w", ErrUnreachable, err)
+	}
+	c := &Conn{Addr: addr, cc: cc, Control: v1.NewControlServiceClient(cc), Cluster: v1.NewClusterServiceClient(cc), Agent: v1.NewAgentServiceClient(cc)}
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout(opts))
+	defer cancel()
+	st, err := c.Cluster.NodeStatus(pctx, &v1.NodeStatusRequest{})
+	if err != nil {
+		_ = cc.Close()
+		return nil, Classify(err)
+	}
+	c.NodeID = st.GetNodeId()
+	return c, nil
+}
+
+// Classify turns the error of a first call to an address into
+// ErrNotController or ErrUnreachable (wrapped, with the cause) when it is
+// one of those, else returns it as is.
+func Classify(err error) error {
+	st, _ := status.FromError(err)
+	msg := st.Message()
+	switch st.Code() {
+	case codes.Unimplemented:
+		return fmt.Errorf("%w: it serves gRPC but not the controller API (%s)", ErrNotController, msg)
+	case codes.Unavailable, codes.Internal, codes.Unknown:
+		for _, sign := range []string{"server preface", "http2:", "malformed", "unexpected HTTP status", "content-type", "frame too large", "tls:"} {
+			if strings.Contains(msg, sign) {
+				return fmt.Errorf("%w: it does not speak gRPC (%s)", ErrNotController, notGRPCCause(msg))
+			}
+		}
+		if st.Code() == codes.Unavailable {
+			// Keep the cause, not gRPC's wrapping of it.
+			if i := strings.Index(msg, "dial tcp"); i >= 0 {
+				msg = strings.TrimSuffix(msg[i:], `"`)
+			}
+			return fmt.Errorf("%w: %s", ErrUnreachable, msg)
+		}
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("%w: no answer in time (%s)", ErrUnreachable, msg)
+	}
+	return err
+}
+
+// notGRPCCause shortens gRPC's description of a peer that is not a gRPC
+// server.
+func notGRPCCause(msg string) string {
+	switch {
+	case strings.Contains(msg, "looked like an HTTP/1.1 header"):
+		return "it answers HTTP/1.1"
+	case strings.Contains(msg, "server preface: EOF"):
+		return "it closed the connection"
+	}
+	return msg
+}

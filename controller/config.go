@@ -1,0 +1,201 @@
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/tidemark-backup/tidemark/internal/storage/location"
+)
+
+// Config is a controller node's configuration. It flows one way: defaults
+// (DefaultConfig), then flags, then Validate; the server never reads
+// globals.
+type Config struct {
+	// NodeID is the node's Raft server id, unique in the cluster. On a
+	// restart it may be left empty: the data directory remembers it.
+	NodeID string
+	// DataDir holds the Raft log, stable store, snapshots and node.json.
+	DataDir string
+	// GRPCAddr is the address agents, the CLI and other nodes dial
+	// (host:port; also the listen address).
+	GRPCAddr string
+	// RaftAddr is the Raft transport's address (host:port, advertised to
+	// the other nodes, so not 0.0.0.0).
+	RaftAddr string
+	// Bootstrap starts a new cluster with this node as its only member.
+	Bootstrap bool
+	// Join lists gRPC addresses of existing members; a fresh node asks them
+	// (in turn) to add it.
+	Join []string
+	// JoinTimeout bounds how long a join keeps retrying while the cluster
+	// has no leader.
+	JoinTimeout time.Duration
+	// Repo is the default repository URI given to agents for backups (no
+	// credentials: agents take theirs from their own environment). Empty:
+	// agents use their own --repo.
+	Repo string
+
+	Raft RaftConfig
+
+	// HeartbeatInterval is how often agents heartbeat.
+	HeartbeatInterval time.Duration
+	// LeaseDuration is how long a job lease, and an agent session, lives
+	// without a heartbeat.
+	LeaseDuration time.Duration
+	// MaxAttempts is the attempts a job gets (one more per lost lease).
+	MaxAttempts uint32
+	// ApplyTimeout bounds a write: enqueueing it into Raft and waiting for
+	// its commit. With no quorum a write fails after at most this long.
+	ApplyTimeout time.Duration
+
+	// Logger receives the controller's structured logs; nil discards them.
+	Logger *slog.Logger
+	// RaftLogOutput receives hashicorp/raft's own log lines (nil: none), at
+	// RaftLogLevel ("debug", "info", "warn", "error").
+	RaftLogOutput io.Writer
+	RaftLogLevel  string
+}
+
+// RaftConfig tunes hashicorp/raft. The defaults are raft's own, fit for a
+// LAN; tests on loopback shorten the timeouts.
+type RaftConfig struct {
+	// A follower that hears nothing from the leader for HeartbeatTimeout
+	// starts an election.
+	HeartbeatTimeout time.Duration
+	// A candidate that wins no election within ElectionTimeout retries.
+	ElectionTimeout time.Duration
+	// A leader that cannot reach a quorum for LeaderLeaseTimeout steps
+	// down (this is what makes a cut-off leader refuse writes).
+	LeaderLeaseTimeout time.Duration
+	// CommitTimeout: the longest the leader waits before sending an
+	// AppendEntries with nothing new (and so the commit latency floor when
+	// idle).
+	CommitTimeout time.Duration
+	// Snapshot once this many entries are in the log since the last one,
+	// checking every SnapshotInterval (with jitter).
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	// Entries kept in the log after a snapshot, so a follower a little
+	// behind catches up from the log instead of a snapshot.
+	TrailingLogs uint64
+	// Snapshots kept on disk.
+	SnapshotRetain int
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
+		JoinTimeout:       30 * time.Second,
+		HeartbeatInterval: 5 * time.Second,
+		LeaseDuration:     20 * time.Second,
+		MaxAttempts:       2,
+		ApplyTimeout:      10 * time.Second,
+		RaftLogLevel:      "info",
+		Raft: RaftConfig{
+			HeartbeatTimeout:   time.Second,
+			ElectionTimeout:    time.Second,
+			LeaderLeaseTimeout: 500 * time.Millisecond,
+			CommitTimeout:      50 * time.Millisecond,
+			SnapshotThreshold:  8192,
+			SnapshotInterval:   2 * time.Minute,
+			TrailingLogs:       10240,
+			SnapshotRetain:     2,
+		},
+	}
+}
+
+// Validate checks the configuration as given (before the data directory
+// fills in a restarted node's identity), one precise message per bad field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.DataDir == "" {
+		bad("--data-dir is required: the directory for the Raft log, snapshots and the node's identity")
+	}
+	if c.Bootstrap && len(c.Join) > 0 {
+		bad("give --bootstrap (start a new cluster) or --join ADDR (join an existing one), not both")
+	}
+	if c.NodeID != "" && !validNodeID(c.NodeID) {
+		bad("--node-id %q: use letters, digits, '.', '_' and '-' (at most 64)", c.NodeID)
+	}
+	for _, a := range []struct{ flag, v string }{{"--grpc-addr", c.GRPCAddr}, {"--raft-addr", c.RaftAddr}} {
+		if a.v == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(a.v)
+		switch {
+		case err != nil:
+			bad("%s %q: want HOST:PORT (%v)", a.flag, a.v, err)
+		case port == "" || port == "0":
+			bad("%s %q: needs a fixed port: other nodes and agents dial it", a.flag, a.v)
+		case a.flag == "--raft-addr" && (host == "" || net.ParseIP(host).IsUnspecified()):
+			bad("--raft-addr %q: needs a concrete host, not a wildcard: it is advertised to the other nodes", a.v)
+		}
+	}
+	if c.GRPCAddr != "" && c.GRPCAddr == c.RaftAddr {
+		bad("--grpc-addr and --raft-addr must differ (both are %s)", c.GRPCAddr)
+	}
+	if c.Repo != "" {
+		if _, err := location.Parse(c.Repo); err != nil {
+			bad("--repo: %v", err)
+		} else if location.Redact(c.Repo) != c.Repo {
+			bad("--repo %s carries credentials: the catalog records the URI, so give agents their credentials through their environment", location.Redact(c.Repo))
+		}
+	}
+	if c.HeartbeatInterval <= 0 {
+		bad("--heartbeat-interval must be positive")
+	}
+	if c.LeaseDuration < 2*c.HeartbeatInterval {
+		bad("--lease-duration %s must be at least twice --heartbeat-interval %s, or one late heartbeat loses a lease", c.LeaseDuration, c.HeartbeatInterval)
+	}
+	if c.MaxAttempts < 1 {
+		bad("--max-attempts must be at least 1")
+	}
+	if c.ApplyTimeout <= 0 {
+		bad("--apply-timeout must be positive")
+	}
+	if c.JoinTimeout <= 0 {
+		bad("--join-timeout must be positive")
+	}
+	r := c.Raft
+	switch {
+	case r.HeartbeatTimeout < 5*time.Millisecond:
+		bad("--raft-heartbeat-timeout %s is below 5ms", r.HeartbeatTimeout)
+	case r.ElectionTimeout < r.HeartbeatTimeout:
+		bad("--raft-election-timeout %s must be at least --raft-heartbeat-timeout %s", r.ElectionTimeout, r.HeartbeatTimeout)
+	case r.LeaderLeaseTimeout < 5*time.Millisecond || r.LeaderLeaseTimeout > r.HeartbeatTimeout:
+		bad("--raft-leader-lease-timeout %s must be between 5ms and --raft-heartbeat-timeout %s", r.LeaderLeaseTimeout, r.HeartbeatTimeout)
+	}
+	if r.CommitTimeout < time.Millisecond {
+		bad("raft commit timeout %s is below 1ms", r.CommitTimeout)
+	}
+	if r.SnapshotThreshold < 1 || r.SnapshotInterval < 5*time.Millisecond {
+		bad("--raft-snapshot-threshold must be at least 1 and --raft-snapshot-interval at least 5ms")
+	}
+	if r.SnapshotRetain < 1 {
+		bad("raft snapshot retain must be at least 1")
+	}
+	switch strings.ToLower(c.RaftLogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("--raft-log-level %q: use debug, info, warn or error", c.RaftLogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+func validNodeID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '.' && r != '_' && r != '-' {
+			return false
+		}
+	}
+	return true
+}

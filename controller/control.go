@@ -1,0 +1,463 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"io"
+	"maps"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tidemark-backup/tidemark/controller/catalog"
+	"github.com/tidemark-backup/tidemark/internal/storage/location"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// controlService is ControlService on every node. Writes run on the leader
+// (a follower forwards the whole call, so the leader stamps times and ids);
+// reads are served from the local catalog unless the request asks for
+// consistency, which reads on the leader after raft.VerifyLeader.
+//
+// ListAgents and WatchJob are forwarded to the leader when it can be
+// reached, because only it knows which agents are connected, when they
+// last spoke, and the jobs' progress; a follower that cannot reach it
+// answers from its catalog (connected false, last_seen the registration
+// time, progress as last written).
+type controlService struct {
+	v1.UnimplementedControlServiceServer
+	s *Server
+}
+
+type rpc[Req, Resp any] func(v1.ControlServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error)
+
+// forward sends a call to the leader.
+func forward[Req, Resp any](ctx context.Context, s *Server, req Req, call rpc[Req, Resp]) (Resp, error) {
+	var zero Resp
+	c, fctx, err := s.toLeader(ctx)
+	if err != nil {
+		return zero, toStatus(err)
+	}
+	resp, err := call(c, fctx, req)
+	if err != nil {
+		st := status.Convert(err)
+		if st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded {
+			id, _ := s.leader()
+			return zero, status.Errorf(st.Code(), "node %s forwarded the call to the leader %s: %s", s.id.NodeID, id, st.Message())
+		}
+		return zero, err
+	}
+	return resp, nil
+}
+
+// consistentRead prepares a read: it tells the caller to forward (a
+// consistent read on a follower) or confirms the leadership first.
+func (c *controlService) consistentRead(ctx context.Context, consistent bool) (fwd bool, err error) {
+	if !consistent {
+		return false, nil
+	}
+	if !c.s.isLeader() {
+		return true, nil
+	}
+	return false, toStatus(c.s.verifyLeader(ctx))
+}
+
+const (
+	defaultPageSize = 1000
+	maxPageSize     = 10000
+)
+
+// page cuts one page out of a full, ordered list. The token is the offset
+// of the next page: simple, and good enough for lists that change slowly.
+func page[T any](items []T, size uint32, token string) ([]T, string, error) {
+	off := 0
+	if token != "" {
+		n, err := strconv.Atoi(token)
+		if err != nil || n < 0 {
+			return nil, "", status.Errorf(codes.InvalidArgument, "bad page_token %q", token)
+		}
+		off = n
+	}
+	if size == 0 {
+		size = defaultPageSize
+	}
+	size = min(size, maxPageSize)
+	if off >= len(items) {
+		return nil, "", nil
+	}
+	end := min(off+int(size), len(items))
+	next := ""
+	if end < len(items) {
+		next = strconv.Itoa(end)
+	}
+	return items[off:end], next, nil
+}
+
+func hasLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *controlService) ListAgents(ctx context.Context, req *v1.ListAgentsRequest) (*v1.ListAgentsResponse, error) {
+	s := c.s
+	if !s.isLeader() && !wasForwarded(ctx) {
+		// Bounded: a leader that does not answer quickly is no better than
+		// the local catalog.
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := forward(fctx, s, req, v1.ControlServiceClient.ListAgents)
+		cancel()
+		if err == nil || req.GetConsistent() {
+			return resp, err
+		}
+		s.log.Debug("ListAgents answered locally: leader unreachable", "err", err)
+	}
+	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
+		if fwd {
+			return forward(ctx, s, req, v1.ControlServiceClient.ListAgents)
+		}
+		return nil, err
+	}
+	var out []*v1.Agent
+	leading := s.agents.isLeading()
+	for _, a := range s.fsm.Store().Read().Agents() {
+		if !hasLabels(a.GetLabels(), req.GetLabels()) {
+			continue
+		}
+		if leading {
+			connected, seen := s.agents.agentState(a.GetName())
+			a = proto.CloneOf(a)
+			a.Connected = connected
+			if !seen.IsZero() {
+				a.LastSeen = timestampOf(seen)
+			}
+		}
+		out = append(out, a)
+	}
+	p, next, err := page(out, req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	return &v1.ListAgentsResponse{Agents: p, NextPageToken: next}, nil
+}
+
+func (c *controlService) ListInstances(ctx context.Context, req *v1.ListInstancesRequest) (*v1.ListInstancesResponse, error) {
+	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
+		if fwd {
+			return forward(ctx, c.s, req, v1.ControlServiceClient.ListInstances)
+		}
+		return nil, err
+	}
+	r := c.s.fsm.Store().Read()
+	all := r.Instances()
+	if req.GetAgent() != "" {
+		all = r.InstancesOf(req.GetAgent())
+	}
+	var out []*v1.Instance
+	for _, in := range all {
+		if hasLabels(in.GetLabels(), req.GetLabels()) {
+			out = append(out, in)
+		}
+	}
+	p, next, err := page(out, req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	return &v1.ListInstancesResponse{Instances: p, NextPageToken: next}, nil
+}
+
+func (c *controlService) ListBackups(ctx context.Context, req *v1.ListBackupsRequest) (*v1.ListBackupsResponse, error) {
+	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
+		if fwd {
+			return forward(ctx, c.s, req, v1.ControlServiceClient.ListBackups)
+		}
+		return nil, err
+	}
+	var out []*v1.Backup
+	for _, b := range c.s.fsm.Store().Read().Backups(req.GetInstance()) {
+		want := req.GetStatus()
+		if (want == v1.BackupStatus_BACKUP_STATUS_UNSPECIFIED && b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_DELETED) || b.GetStatus() == want {
+			out = append(out, b)
+		}
+	}
+	p, next, err := page(out, req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	return &v1.ListBackupsResponse{Backups: p, NextPageToken: next}, nil
+}
+
+func (c *controlService) GetBackup(ctx context.Context, req *v1.GetBackupRequest) (*v1.GetBackupResponse, error) {
+	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
+		if fwd {
+			return forward(ctx, c.s, req, v1.ControlServiceClient.GetBackup)
+		}
+		return nil, err
+	}
+	b, err := c.s.fsm.Store().Read().Backup(req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &v1.GetBackupResponse{Backup: b}, nil
+}
+
+func (c *controlService) ListJobs(ctx context.Context, req *v1.ListJobsRequest) (*v1.ListJobsResponse, error) {
+	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
+		if fwd {
+			return forward(ctx, c.s, req, v1.ControlServiceClient.ListJobs)
+		}
+		return nil, err
+	}
+	js := c.s.fsm.Store().Read().Jobs(catalog.JobFilter{Instance: req.GetInstance(), States: req.GetStates(), Kind: req.GetKind()})
+	p, next, err := page(js, req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	if c.s.agents.isLeading() {
+		for i, j := range p {
+			p[i], _ = c.s.agents.overlay(j)
+		}
+	}
+	return &v1.ListJobsResponse{Jobs: p, NextPageToken: next}, nil
+}
+
+func (c *controlService) GetJob(ctx context.Context, req *v1.GetJobRequest) (*v1.GetJobResponse, error) {
+	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
+		if fwd {
+			return forward(ctx, c.s, req, v1.ControlServiceClient.GetJob)
+		}
+		return nil, err
+	}
+	j, err := c.s.fsm.Store().Read().Job(req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if c.s.agents.isLeading() {
+		j, _ = c.s.agents.overlay(j)
+	}
+	return &v1.GetJobResponse{Job: j}, nil
+}
+
+// WatchJob streams a job until it ends: from the leader (which has the
+// progress) when it can be reached, else from the local catalog.
+func (c *controlService) WatchJob(req *v1.WatchJobRequest, stream v1.ControlService_WatchJobServer) error {
+	s := c.s
+	ctx := stream.Context()
+	if !s.isLeader() && !wasForwarded(ctx) {
+		sent, err := c.proxyWatch(ctx, req, stream)
+		if err == nil || sent || ctx.Err() != nil {
+			return err
+		}
+		s.log.Debug("WatchJob served locally: leader unreachable", "err", err)
+	}
+	var last *v1.Job
+	for {
+		w := catalog.NewWatch()
+		j, err := s.fsm.Store().Read().JobWatch(req.GetId(), w)
+		if err != nil {
+			return toStatus(err)
+		}
+		if s.agents.isLeading() {
+			var progressed <-chan struct{}
+			j, progressed = s.agents.overlay(j)
+			w.Add(progressed)
+		}
+		if last == nil || !proto.Equal(j, last) {
+			if err := stream.Send(&v1.WatchJobResponse{Job: j}); err != nil {
+				return err
+			}
+			last = j
+		}
+		if catalog.Terminal(j.GetState()) {
+			return nil
+		}
+		// A bounded wait also notices a snapshot restore (which replaces
+		// the store without firing its watches) and leadership changes.
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		_ = w.Wait(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+func (c *controlService) proxyWatch(ctx context.Context, req *v1.WatchJobRequest, stream v1.ControlService_WatchJobServer) (sent bool, err error) {
+	cl, fctx, err := c.s.toLeader(ctx)
+	if err != nil {
+		return false, err
+	}
+	up, err := cl.WatchJob(fctx, req)
+	if err != nil {
+		return false, err
+	}
+	for {
+		m, err := up.Recv()
+		if errors.Is(err, io.EOF) {
+			return sent, nil
+		}
+		if err != nil {
+			if st := status.Convert(err); st.Code() == codes.NotFound {
+				return sent, err
+			}
+			if sent {
+				return true, status.Errorf(codes.Unavailable, "watch of job %s through the leader ended: %s; watch again", req.GetId(), status.Convert(err).Message())
+			}
+			return false, err
+		}
+		if err := stream.Send(m); err != nil {
+			return true, err
+		}
+		sent = true
+	}
+}
+
+// checkRepo refuses a repository URI the catalog may not hold.
+func checkRepo(uri string) error {
+	if uri == "" {
+		return nil
+	}
+	if _, err := location.Parse(uri); err != nil {
+		return invalid("repository_uri: %v", err)
+	}
+	if location.Redact(uri) != uri {
+		return invalid("repository_uri %s carries credentials; give them to the agents through their environment", location.Redact(uri))
+	}
+	return nil
+}
+
+func (c *controlService) SubmitBackup(ctx context.Context, req *v1.SubmitBackupRequest) (*v1.SubmitBackupResponse, error) {
+	s := c.s
+	if !s.isLeader() {
+		return forward(ctx, s, req, v1.ControlServiceClient.SubmitBackup)
+	}
+	if req.GetInstance() == "" {
+		return nil, toStatus(invalid("instance is required"))
+	}
+	if err := checkRepo(req.GetRepositoryUri()); err != nil {
+		return nil, toStatus(err)
+	}
+	repo := req.GetRepositoryUri()
+	if repo == "" {
+		repo = s.cfg.Repo
+	}
+	engine := req.GetEngine()
+	if engine == "auto" {
+		engine = ""
+	}
+	t := time.Now()
+	job := &v1.Job{
+		Id: newJobID(t), Kind: v1.JobKind_JOB_KIND_BACKUP, Instance: req.GetInstance(), State: v1.JobState_JOB_STATE_PENDING,
+		CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t), MaxAttempts: s.cfg.MaxAttempts,
+		Params: &v1.Job_Backup{Backup: &v1.BackupParams{
+			Engine: engine, RepositoryUri: repo, Labels: maps.Clone(req.GetLabels()), Parallelism: req.GetParallelism(),
+		}},
+	}
+	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.agents.kickAssigner()
+	s.log.Info("backup submitted", "job", job.GetId(), "instance", job.GetInstance())
+	return &v1.SubmitBackupResponse{Job: resp.Value.(*v1.Job)}, nil
+}
+
+func (c *controlService) SubmitRestore(ctx context.Context, req *v1.SubmitRestoreRequest) (*v1.SubmitRestoreResponse, error) {
+	s := c.s
+	if !s.isLeader() {
+		return forward(ctx, s, req, v1.ControlServiceClient.SubmitRestore)
+	}
+	p := req.GetParams()
+	if p.GetBackupId() == "" || p.GetTargetInstance() == "" {
+		return nil, toStatus(invalid("params.backup_id and params.target_instance are required"))
+	}
+	if err := checkRepo(p.GetRepositoryUri()); err != nil {
+		return nil, toStatus(err)
+	}
+	t := time.Now()
+	job := &v1.Job{
+		Id: newJobID(t), Kind: v1.JobKind_JOB_KIND_RESTORE, Instance: p.GetTargetInstance(), State: v1.JobState_JOB_STATE_PENDING,
+		CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t), MaxAttempts: s.cfg.MaxAttempts,
+		Params: &v1.Job_Restore{Restore: proto.CloneOf(p)},
+	}
+	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.agents.kickAssigner()
+	return &v1.SubmitRestoreResponse{Job: resp.Value.(*v1.Job)}, nil
+}
+
+func (c *controlService) CancelJob(ctx context.Context, req *v1.CancelJobRequest) (*v1.CancelJobResponse, error) {
+	s := c.s
+	if !s.isLeader() {
+		return forward(ctx, s, req, v1.ControlServiceClient.CancelJob)
+	}
+	old, err := s.fsm.Store().Read().Job(req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	reason := req.GetReason()
+	if reason == "" {
+		reason = "cancelled"
+	}
+	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_UpdateJobState{UpdateJobState: &v1.UpdateJobState{
+		JobId: old.GetId(), State: v1.JobState_JOB_STATE_CANCELLED, Reason: reason, UpdatedAt: now(),
+	}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	h := s.agents
+	h.dropLease(old.GetId())
+	h.setProgress(old.GetId(), nil)
+	if old.GetLease() != nil {
+		if ss := h.session(old.GetAgent()); ss != nil {
+			ss.send(&v1.ControllerMessage{Msg: &v1.ControllerMessage_CancelJob{CancelJob: &v1.JobCancellation{
+				JobId: old.GetId(), Lease: old.GetLease(), Reason: reason,
+			}}})
+		}
+	}
+	h.kickAssigner()
+	return &v1.CancelJobResponse{Job: resp.Value.(*v1.Job)}, nil
+}
+
+func (c *controlService) AddMember(ctx context.Context, req *v1.AddMemberRequest) (*v1.AddMemberResponse, error) {
+	s := c.s
+	if !s.isLeader() {
+		return forward(ctx, s, req, v1.ControlServiceClient.AddMember)
+	}
+	if err := s.addMember(ctx, req); err != nil {
+		return nil, toStatus(err)
+	}
+	return &v1.AddMemberResponse{Members: s.members(ctx)}, nil
+}
+
+func (c *controlService) RemoveMember(ctx context.Context, req *v1.RemoveMemberRequest) (*v1.RemoveMemberResponse, error) {
+	s := c.s
+	if !s.isLeader() {
+		return forward(ctx, s, req, v1.ControlServiceClient.RemoveMember)
+	}
+	if req.GetId() == "" {
+		return nil, toStatus(invalid("id is required"))
+	}
+	if err := s.removeMember(ctx, req.GetId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &v1.RemoveMemberResponse{Members: s.members(ctx)}, nil
+}
+
+func (c *controlService) ClusterStatus(ctx context.Context, _ *v1.ClusterStatusRequest) (*v1.ClusterStatusResponse, error) {
+	s := c.s
+	local := s.nodeStatus()
+	return &v1.ClusterStatusResponse{
+		Members: s.members(ctx), LeaderId: local.GetLeaderId(), Term: local.GetTerm(),
+		CommitIndex: local.GetCommitIndex(), AppliedIndex: local.GetAppliedIndex(), NodeId: s.id.NodeID,
+	}, nil
+}

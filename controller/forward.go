@@ -1,0 +1,88 @@
+package controller
+
+import (
+	"context"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/tidemark-backup/tidemark/controller/catalog"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// forwardedKey marks a request a follower forwarded to the leader. A node
+// that receives one and is not the leader answers Unavailable instead of
+// forwarding again, so two nodes with stale views never bounce a request
+// between them.
+const forwardedKey = "tidemark-forwarded-by"
+
+// peerConns caches one gRPC connection per other node.
+type peerConns struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newPeerConns() *peerConns { return &peerConns{conns: map[string]*grpc.ClientConn{}} }
+
+func (p *peerConns) get(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cc, ok := p.conns[addr]; ok {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	p.conns[addr] = cc
+	return cc, nil
+}
+
+func (p *peerConns) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a, cc := range p.conns {
+		_ = cc.Close()
+		delete(p.conns, a)
+	}
+}
+
+// wasForwarded reports whether the incoming request came from another node.
+func wasForwarded(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(forwardedKey)) > 0
+}
+
+// toLeader returns a ControlService client for the leader and the context
+// to call it with; ErrNoLeader when there is none to reach, ErrNotLeader
+// when the request was already forwarded here.
+func (s *Server) toLeader(ctx context.Context) (v1.ControlServiceClient, context.Context, error) {
+	id, addr := s.leader()
+	if wasForwarded(ctx) {
+		return nil, nil, catalog.Errorf(ErrNotLeader, "node %s received a forwarded request but is not the leader (it knows %q as leader); retry", s.id.NodeID, id)
+	}
+	switch {
+	case id == "":
+		return nil, nil, catalog.Errorf(ErrNoLeader, "node %s knows no leader (an election is under way or the cluster has no quorum); retry", s.id.NodeID)
+	case id == s.id.NodeID:
+		return nil, nil, catalog.Errorf(ErrNoLeader, "node %s is stepping down or taking over the leadership; retry", s.id.NodeID)
+	case addr == "":
+		return nil, nil, catalog.Errorf(ErrNoLeader, "the leader %s has not published its gRPC address yet; retry", id)
+	}
+	cc, err := s.peers.get(addr)
+	if err != nil {
+		return nil, nil, catalog.Errorf(ErrNoLeader, "leader %s at %s: %v", id, addr, err)
+	}
+	return v1.NewControlServiceClient(cc), metadata.AppendToOutgoingContext(ctx, forwardedKey, s.id.NodeID), nil
+}
+
+// peerCluster returns a ClusterService client for another node's address.
+func (s *Server) peerCluster(addr string) (v1.ClusterServiceClient, error) {
+	cc, err := s.peers.get(addr)
+	if err != nil {
+		return nil, err
+	}
+	return v1.NewClusterServiceClient(cc), nil
+}

@@ -1,0 +1,151 @@
+package controller_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tidemark-backup/tidemark/controller"
+	"github.com/tidemark-backup/tidemark/controller/client"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// freeAddr returns a loopback address with a port free right now.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+// Timings for loopback: elections in well under a second, leases that
+// expire within a test's patience.
+const (
+	testHeartbeat = 100 * time.Millisecond
+	testLease     = 600 * time.Millisecond
+)
+
+// startInProcess runs a single bootstrapped controller node in the test
+// process (so the race detector sees the server) and returns it with a
+// client connection once it leads.
+func startInProcess(t *testing.T, mut func(*controller.Config)) (*controller.Server, *client.Conn) {
+	t.Helper()
+	dir := t.TempDir()
+	logf, err := os.Create(filepath.Join(dir, "controller.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := controller.DefaultConfig()
+	cfg.NodeID, cfg.DataDir, cfg.Bootstrap = "n1", filepath.Join(dir, "data"), true
+	cfg.GRPCAddr, cfg.RaftAddr = freeAddr(t), freeAddr(t)
+	cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout, cfg.Raft.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+	cfg.Raft.CommitTimeout = 5 * time.Millisecond
+	cfg.HeartbeatInterval, cfg.LeaseDuration = testHeartbeat, testLease
+	cfg.ApplyTimeout = 3 * time.Second
+	cfg.Logger = slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.RaftLogOutput, cfg.RaftLogLevel = logf, "warn"
+	if mut != nil {
+		mut(&cfg)
+	}
+	srv, err := controller.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		_ = logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("controller log:\n%s", b)
+		}
+	})
+	c, err := client.DialAny(context.Background(), []string{srv.Addr()}, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	waitFor(t, "the node to know a leader", 10*time.Second, func() error {
+		st, err := c.Cluster.NodeStatus(context.Background(), &v1.NodeStatusRequest{})
+		if err != nil {
+			return err
+		}
+		if (cfg.Bootstrap && st.GetState() != v1.MemberState_MEMBER_STATE_LEADER) || st.GetLeaderId() == "" {
+			return status.Errorf(codes.Unavailable, "state %s, leader %q", st.GetState(), st.GetLeaderId())
+		}
+		return nil
+	})
+	return srv, c
+}
+
+// waitFor polls f until it returns nil, failing the test after d (scaled
+// for CI).
+func waitFor(t testing.TB, what string, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(testenv.Wait(d))
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// wantCode checks a gRPC error's code and that its message contains msg.
+func wantCode(t testing.TB, err error, code codes.Code, msg string) {
+	t.Helper()
+	st := status.Convert(err)
+	if err == nil || st.Code() != code || !strings.Contains(st.Message(), msg) {
+		t.Fatalf("got %v, want %s containing %q", err, code, msg)
+	}
+}
+
+func getJob(t testing.TB, c *client.Conn, id string) *v1.Job {
+	t.Helper()
+	r, err := c.Control.GetJob(context.Background(), &v1.GetJobRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.GetJob()
+}
+
+func waitJobState(t testing.TB, c *client.Conn, id string, state v1.JobState, d time.Duration) *v1.Job {
+	t.Helper()
+	var j *v1.Job
+	waitFor(t, "job "+id+" to be "+state.String(), d, func() error {
+		r, err := c.Control.GetJob(context.Background(), &v1.GetJobRequest{Id: id})
+		if err != nil {
+			return err
+		}
+		j = r.GetJob()
+		if j.GetState() != state {
+			return status.Errorf(codes.FailedPrecondition, "job is %s (%s)", j.GetState(), j.GetReason())
+		}
+		return nil
+	})
+	return j
+}
+
+func submitBackup(t testing.TB, c *client.Conn, instance string) *v1.Job {
+	t.Helper()
+	r, err := c.Control.SubmitBackup(context.Background(), &v1.SubmitBackupRequest{Instance: instance, Engine: "logical"})
+	if err != nil {
+		t.Fatalf("SubmitBackup(%s): %v", instance, err)
+	}
+	return r.GetJob()
+}

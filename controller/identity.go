@@ -1,0 +1,98 @@
+package controller
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// identity is what a node remembers in its data directory so that a restart
+// needs no flags: who it is and where it listens. Raft's own state holds
+// the cluster; this file holds the node.
+type identity struct {
+	NodeID   string `json:"node_id"`
+	GRPCAddr string `json:"grpc_addr"`
+	RaftAddr string `json:"raft_addr"`
+}
+
+const identityFile = "node.json"
+
+// loadIdentity returns the remembered identity, or nil for a data directory
+// that has none yet.
+func loadIdentity(dir string) (*identity, error) {
+	b, err := os.ReadFile(filepath.Join(dir, identityFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the node identity: %w", err)
+	}
+	id := &identity{}
+	if err := json.Unmarshal(b, id); err != nil {
+		return nil, fmt.Errorf("%s is damaged (%w): restore it or start over in an empty --data-dir", filepath.Join(dir, identityFile), err)
+	}
+	if id.NodeID == "" || id.GRPCAddr == "" || id.RaftAddr == "" {
+		return nil, fmt.Errorf("%s lacks the node id or an address: restore it or start over in an empty --data-dir", filepath.Join(dir, identityFile))
+	}
+	return id, nil
+}
+
+// save writes the identity atomically (temp file, fsync, rename).
+func (id *identity) save(dir string) error {
+	b, err := json.MarshalIndent(id, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, identityFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing the node identity: %w", err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, identityFile))
+	}
+	if err != nil {
+		return fmt.Errorf("writing the node identity: %w", err)
+	}
+	return nil
+}
+
+// resolveIdentity merges the flags with what the data directory remembers.
+// A fresh directory needs every flag; a used one needs none, and refuses
+// flags that contradict it (moving a node needs a membership change, not a
+// flag).
+func resolveIdentity(cfg *Config, saved *identity) (*identity, error) {
+	if saved == nil {
+		var missing []string
+		for _, f := range []struct{ name, v string }{{"--node-id", cfg.NodeID}, {"--grpc-addr", cfg.GRPCAddr}, {"--raft-addr", cfg.RaftAddr}} {
+			if f.v == "" {
+				missing = append(missing, f.name)
+			}
+		}
+		if len(missing) > 0 {
+			return nil, fmt.Errorf("data dir %s is new: a new node needs %s, and --bootstrap (new cluster) or --join GRPC_ADDR (existing cluster)",
+				cfg.DataDir, strings.Join(missing, ", "))
+		}
+		return &identity{NodeID: cfg.NodeID, GRPCAddr: cfg.GRPCAddr, RaftAddr: cfg.RaftAddr}, nil
+	}
+	for _, f := range []struct{ name, flag, saved string }{
+		{"--node-id", cfg.NodeID, saved.NodeID}, {"--grpc-addr", cfg.GRPCAddr, saved.GRPCAddr}, {"--raft-addr", cfg.RaftAddr, saved.RaftAddr},
+	} {
+		if f.flag != "" && f.flag != f.saved {
+			return nil, fmt.Errorf("data dir %s belongs to node %s (grpc %s, raft %s): %s %s contradicts it; leave the flag out, or use another --data-dir",
+				cfg.DataDir, saved.NodeID, saved.GRPCAddr, saved.RaftAddr, f.name, f.flag)
+		}
+	}
+	return saved, nil
+}

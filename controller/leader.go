@@ -1,0 +1,158 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/tidemark-backup/tidemark/controller/catalog"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// monitorLeadership starts the leader-only work when Raft makes this node
+// leader and stops it when it loses the leadership (Nomad's leader.go): the
+// agent sessions, the lease timers and the assigner exist only between the
+// two.
+func (s *Server) monitorLeadership() {
+	var stop func() // ends the current term's leader work; nil when not leading
+	stopLeading := func() {
+		if stop == nil {
+			return
+		}
+		stop()
+		stop = nil
+		id, _ := s.leader()
+		s.agents.revoke(id)
+		s.log.Info("leadership lost")
+	}
+	for {
+		select {
+		case <-s.stop:
+			stopLeading()
+			return
+		case leading := <-s.raft.LeaderCh():
+			// Two trues in a row mean the leadership was lost and
+			// regained in between: start over.
+			stopLeading()
+			if leading {
+				stop = s.startLeading()
+			}
+		}
+	}
+}
+
+// startLeading runs lead until the returned function is called, which
+// waits for it to return.
+func (s *Server) startLeading() func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.lead(ctx)
+	}()
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// lead is the leader's loop: after a barrier (so the catalog holds every
+// entry of earlier terms) it records its own address, rebuilds the lease
+// timers, and assigns pending jobs until ctx ends.
+func (s *Server) lead(ctx context.Context) {
+	s.log.Info("elected leader; waiting for the barrier")
+	for {
+		err := s.raft.Barrier(s.cfg.ApplyTimeout).Error()
+		if err == nil {
+			break
+		}
+		s.log.Warn("barrier failed", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	s.agents.establish()
+	s.publishAddress(ctx)
+	s.agents.assignLoop(ctx)
+}
+
+// publishAddress makes sure the catalog has this node's gRPC address, which
+// followers forward to and tell agents about.
+func (s *Server) publishAddress(ctx context.Context) {
+	m, err := s.fsm.Store().Read().Member(s.id.NodeID)
+	if err == nil && m.GetAddress() == s.id.GRPCAddr && m.GetRaftAddress() == s.id.RaftAddr {
+		return
+	}
+	for ctx.Err() == nil {
+		_, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_UpsertMember{UpsertMember: &v1.UpsertMember{Member: &v1.MemberRecord{
+			Id: s.id.NodeID, Address: s.id.GRPCAddr, RaftAddress: s.id.RaftAddr, UpdatedAt: now(),
+		}}}})
+		if err == nil || !errors.Is(err, ErrNoLeader) {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// assignLoop assigns pending jobs whenever something may have made one
+// assignable (a submission, a registration, a job ending, an expiry), and
+// once a second in case a kick was missed.
+func (h *agentHub) assignLoop(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		h.assignPending(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.kick:
+		case <-tick.C:
+		}
+	}
+}
+
+// assignPending hands every pending job whose instance's agent has a live
+// session to that agent, oldest first, each under a new lease.
+func (h *agentHub) assignPending(ctx context.Context) {
+	r := h.node.catalog().Read()
+	for _, j := range r.JobsInState(v1.JobState_JOB_STATE_PENDING) {
+		if ctx.Err() != nil {
+			return
+		}
+		in, err := r.Instance(j.GetInstance())
+		if err != nil {
+			continue
+		}
+		ss := h.session(in.GetAgent())
+		if ss == nil {
+			continue
+		}
+		t := time.Now()
+		resp, err := h.node.apply(ctx, &v1.Command{Cmd: &v1.Command_AssignJob{AssignJob: &v1.AssignJob{
+			JobId: j.GetId(), Agent: ss.name,
+			Lease:         &v1.LeaseToken{Term: h.node.term(), JobId: j.GetId()},
+			LeaseDeadline: timestampOf(t.Add(h.ttl)), AssignedAt: timestampOf(t),
+		}}})
+		if err != nil {
+			if !errors.Is(err, catalog.ErrConflict) {
+				h.log.Warn("could not assign a job", "job", j.GetId(), "agent", ss.name, "err", err)
+			}
+			if errors.Is(err, ErrNoLeader) {
+				return
+			}
+			continue
+		}
+		nj := resp.Value.(*v1.Job)
+		h.mu.Lock()
+		if h.leading {
+			h.armLease(nj.GetId(), nj.GetLease(), ss.name, h.ttl)
+		}
+		h.mu.Unlock()
+		ss.send(assignmentMsg(nj))
+		h.log.Info("job assigned", "job", nj.GetId(), "agent", ss.name, "attempt", nj.GetAttempt(), "lease", catalog.LeaseString(nj.GetLease()))
+	}
+}

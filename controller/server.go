@@ -1,0 +1,235 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"google.golang.org/grpc"
+
+	"github.com/tidemark-backup/tidemark/controller/fsm"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// Server is one controller node: a Raft member with the catalog FSM and the
+// gRPC services (ControlService, AgentService, ClusterService) on one
+// listener.
+type Server struct {
+	cfg  Config
+	id   identity
+	log  *slog.Logger
+	fsm  *fsm.FSM
+	raft *raft.Raft
+
+	trans *raft.NetworkTransport
+	bolt  *raftboltdb.BoltStore
+	snaps *raft.FileSnapshotStore
+	grpc  *grpc.Server
+	lis   net.Listener
+	peers *peerConns
+
+	// agents holds the sessions and lease timers; only the leader has any.
+	agents *agentHub
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     sync.WaitGroup
+}
+
+// Start opens (or creates) the node in cfg.DataDir, bootstraps or joins a
+// cluster when the directory is new, and serves until Shutdown. It returns
+// once the node serves gRPC; leadership comes later.
+func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating --data-dir: %w", err)
+	}
+	saved, err := loadIdentity(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	id, err := resolveIdentity(&cfg, saved)
+	if err != nil {
+		return nil, err
+	}
+	if saved == nil && !cfg.Bootstrap && len(cfg.Join) == 0 {
+		return nil, fmt.Errorf("data dir %s is new: give --bootstrap to start a new cluster, or --join GRPC_ADDR to join an existing one", cfg.DataDir)
+	}
+	s := &Server{cfg: cfg, id: *id, log: cfg.Logger.With("node", id.NodeID), fsm: fsm.New(), stop: make(chan struct{})}
+	s.peers = newPeerConns()
+	s.agents = newAgentHub(s, id.NodeID, cfg)
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+
+	fresh := saved == nil
+	if err := s.openRaft(); err != nil {
+		return nil, err
+	}
+	existing, err := raft.HasExistingState(s.bolt, s.bolt, s.snapshots())
+	if err != nil {
+		return nil, fmt.Errorf("inspecting the Raft state in %s: %w", cfg.DataDir, err)
+	}
+	switch {
+	case existing || !fresh:
+		if cfg.Bootstrap || len(cfg.Join) > 0 {
+			s.log.Info("data dir already holds a cluster member; ignoring --bootstrap/--join")
+		}
+	case cfg.Bootstrap:
+		conf := raft.Configuration{Servers: []raft.Server{{ID: raft.ServerID(id.NodeID), Address: raft.ServerAddress(id.RaftAddr), Suffrage: raft.Voter}}}
+		if err := s.raft.BootstrapCluster(conf).Error(); err != nil {
+			return nil, fmt.Errorf("bootstrapping the cluster: %w", err)
+		}
+	}
+
+	lis, err := net.Listen("tcp", id.GRPCAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on --grpc-addr %s: %w", id.GRPCAddr, err)
+	}
+	s.lis = lis
+	s.grpc = grpc.NewServer()
+	v1.RegisterControlServiceServer(s.grpc, &controlService{s: s})
+	v1.RegisterAgentServiceServer(s.grpc, &agentService{s: s})
+	v1.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})
+	s.done.Add(2)
+	go func() {
+		defer s.done.Done()
+		if err := s.grpc.Serve(lis); err != nil {
+			s.log.Error("gRPC server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer s.done.Done()
+		s.monitorLeadership()
+	}()
+
+	if fresh && !existing && len(cfg.Join) > 0 {
+		if err := s.join(ctx); err != nil {
+			// Leave the directory as new, so the same command can be run
+			// again once the cluster is there.
+			s.close()
+			_ = os.RemoveAll(filepath.Join(cfg.DataDir, "raft.db"))
+			_ = os.RemoveAll(filepath.Join(cfg.DataDir, "snapshots"))
+			return nil, err
+		}
+	}
+	if fresh {
+		if err := id.save(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	s.log.Info("controller node started", "grpc", id.GRPCAddr, "raft", id.RaftAddr, "data_dir", cfg.DataDir)
+	return s, nil
+}
+
+// openRaft opens the stores and the transport and starts Raft.
+func (s *Server) openRaft() error {
+	cfg := s.cfg
+	level := hclog.LevelFromString(cfg.RaftLogLevel)
+	out := cfg.RaftLogOutput
+	if out == nil {
+		out = io.Discard
+	}
+	logger := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: level, Output: out})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(s.id.NodeID)
+	rc.HeartbeatTimeout = cfg.Raft.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.Raft.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.Raft.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.Raft.CommitTimeout
+	rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
+	rc.SnapshotInterval = cfg.Raft.SnapshotInterval
+	rc.TrailingLogs = cfg.Raft.TrailingLogs
+	rc.Logger = logger
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("raft configuration: %w", err)
+	}
+
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("opening the Raft log in %s: %w", cfg.DataDir, err)
+	}
+	s.bolt = bolt
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.Raft.SnapshotRetain, logger)
+	if err != nil {
+		return fmt.Errorf("opening the snapshot store in %s: %w", cfg.DataDir, err)
+	}
+	s.snaps = snaps
+	adv, err := net.ResolveTCPAddr("tcp", s.id.RaftAddr)
+	if err != nil {
+		return fmt.Errorf("--raft-addr %s: %w", s.id.RaftAddr, err)
+	}
+	trans, err := raft.NewTCPTransportWithLogger(s.id.RaftAddr, adv, 3, 10*time.Second, logger)
+	if err != nil {
+		return fmt.Errorf("listening on --raft-addr %s: %w", s.id.RaftAddr, err)
+	}
+	s.trans = trans
+	r, err := raft.NewRaft(rc, s.fsm, bolt, bolt, snaps, trans)
+	if err != nil {
+		return fmt.Errorf("starting Raft: %w", err)
+	}
+	s.raft = r
+	return nil
+}
+
+// snapshots is the file snapshot store (kept for HasExistingState).
+func (s *Server) snapshots() raft.SnapshotStore { return s.snaps }
+
+// NodeID returns the node's Raft id.
+func (s *Server) NodeID() string { return s.id.NodeID }
+
+// Addr returns the gRPC address the node serves on.
+func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// Shutdown stops serving and leaves Raft running no more. Agents' streams
+// end; a follower or the leader simply disappears to the others (it stays a
+// member: removing it is RemoveMember).
+func (s *Server) Shutdown() {
+	s.close()
+	s.log.Info("controller node stopped")
+}
+
+func (s *Server) close() {
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		if s.grpc != nil {
+			// GracefulStop would wait for every agent stream to end.
+			s.grpc.Stop()
+		}
+		s.agents.revoke("")
+		if s.raft != nil {
+			if err := s.raft.Shutdown().Error(); err != nil {
+				s.log.Warn("raft shutdown", "err", err)
+			}
+		}
+		if s.trans != nil {
+			_ = s.trans.Close()
+		}
+		if s.bolt != nil {
+			_ = s.bolt.Close()
+		}
+		s.peers.close()
+	})
+	s.done.Wait()
+}
+
+// errShutdown is returned by work cut short by Shutdown.
+var errShutdown = errors.New("controller node is shutting down")
