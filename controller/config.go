@@ -37,7 +37,8 @@ type Config struct {
 	JoinTimeout time.Duration
 	// Repo is the default repository URI given to agents for backups (no
 	// credentials: agents take theirs from their own environment). Empty:
-	// agents use their own --repo.
+	// agents use their own --repo. The node also serves it, over
+	// RelayService, to agents whose repository is relay://.
 	Repo string
 
 	Raft RaftConfig
@@ -141,8 +142,10 @@ func (c *Config) Validate() error {
 		bad("--grpc-addr and --raft-addr must differ (both are %s)", c.GRPCAddr)
 	}
 	if c.Repo != "" {
-		if _, err := location.Parse(c.Repo); err != nil {
+		if loc, err := location.Parse(c.Repo); err != nil {
 			bad("--repo: %v", err)
+		} else if loc.Scheme == "relay" {
+			bad("--repo %s: a controller's repository must be a backend of its own (file:// or s3://); relay:// is for agents", c.Repo)
 		} else if location.Redact(c.Repo) != c.Repo {
 			bad("--repo %s carries credentials: the catalog records the URI, so give agents their credentials through their environment", location.Redact(c.Repo))
 		}

@@ -22,8 +22,8 @@ import (
 )
 
 // Server is one controller node: a Raft member with the catalog FSM and the
-// gRPC services (ControlService, AgentService, ClusterService) on one
-// listener.
+// gRPC services (ControlService, AgentService, ClusterService,
+// RelayService) on one listener.
 type Server struct {
 	cfg  Config
 	id   identity
@@ -40,6 +40,8 @@ type Server struct {
 
 	// agents holds the sessions and lease timers; only the leader has any.
 	agents *agentHub
+	// relay serves the --repo backend to relay:// agents.
+	relay *RelayServer
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -73,6 +75,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s := &Server{cfg: cfg, id: *id, log: cfg.Logger.With("node", id.NodeID), fsm: fsm.New(), stop: make(chan struct{})}
 	s.peers = newPeerConns()
 	s.agents = newAgentHub(s, id.NodeID, cfg)
+	s.relay = newRepoRelay(cfg)
 	defer func() {
 		if err != nil {
 			s.close()
@@ -108,6 +111,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	v1.RegisterControlServiceServer(s.grpc, &controlService{s: s})
 	v1.RegisterAgentServiceServer(s.grpc, &agentService{s: s})
 	v1.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})
+	v1.RegisterRelayServiceServer(s.grpc, s.relay)
 	s.done.Add(2)
 	go func() {
 		defer s.done.Done()
@@ -215,6 +219,7 @@ func (s *Server) close() {
 			s.grpc.Stop()
 		}
 		s.agents.revoke("")
+		s.relay.close()
 		if s.raft != nil {
 			if err := s.raft.Shutdown().Error(); err != nil {
 				s.log.Warn("raft shutdown", "err", err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/file"
+	"github.com/tidemark-backup/tidemark/internal/storage/relay"
 	"github.com/tidemark-backup/tidemark/internal/storage/retry"
 	"github.com/tidemark-backup/tidemark/internal/storage/s3"
 )
@@ -23,6 +24,8 @@ type Options struct {
 	// S3 configures s3:// stores; its nil Credentials mean "from the
 	// environment".
 	S3 s3.Config
+	// Relay configures relay:// stores (gRPC dial options).
+	Relay relay.Options
 	// Retry tunes the retry wrapper every opened store gets.
 	Retry retry.Options
 }
@@ -32,6 +35,7 @@ type Location struct {
 	Scheme string
 	File   string       // "file": the absolute, cleaned directory
 	S3     *s3.Location // "s3"
+	Relay  []string     // "relay": controller gRPC addresses, HOST:PORT
 }
 
 // String returns the canonical URI.
@@ -41,6 +45,8 @@ func (l Location) String() string {
 		return l.S3.String()
 	case l.Scheme == "file":
 		return (&url.URL{Scheme: "file", Path: l.File}).String()
+	case l.Scheme == "relay":
+		return "relay://" + strings.Join(l.Relay, ",")
 	}
 	return l.Scheme + "://"
 }
@@ -75,6 +81,13 @@ var registry = []backend{
 			return s3.Open(ctx, *loc.S3, opts.S3)
 		},
 	},
+	{
+		scheme: "relay",
+		parse:  parseRelay,
+		open: func(_ context.Context, loc Location, opts Options) (storage.Storage, error) {
+			return relay.Open(loc.Relay, opts.Relay)
+		},
+	},
 }
 
 // Schemes returns the known URI schemes.
@@ -87,7 +100,8 @@ func Schemes() []string {
 }
 
 // Parse parses a storage URI without touching the store: file:///PATH (or
-// an absolute path), s3://BUCKET/PREFIX?endpoint=HOST:PORT&tls=false&region=R.
+// an absolute path), s3://BUCKET/PREFIX?endpoint=HOST:PORT&tls=false&region=R,
+// relay://HOST:PORT[,HOST:PORT...] (controller nodes serving their --repo).
 func Parse(uri string) (Location, error) {
 	if uri == "" {
 		return Location{}, errors.New("empty storage URI; expected file:///ABSOLUTE/PATH or s3://BUCKET/PREFIX")
@@ -141,6 +155,20 @@ func schemeOf(uri string) (string, bool) {
 		}
 	}
 	return strings.ToLower(uri[:i]), true
+}
+
+// parseRelay accepts relay://HOST:PORT[,HOST:PORT...], an optional trailing
+// slash allowed.
+func parseRelay(uri string) (Location, error) {
+	rest, ok := strings.CutPrefix(uri[len("relay:"):], "//")
+	if !ok {
+		return Location{}, fmt.Errorf("relay URI %q: write relay://HOST:PORT[,HOST:PORT...]", Redact(uri))
+	}
+	addrs, err := relay.ParseAddrs(strings.TrimSuffix(rest, "/"))
+	if err != nil {
+		return Location{}, fmt.Errorf("relay URI %s: %w", Redact(uri), err)
+	}
+	return Location{Scheme: "relay", Relay: addrs}, nil
 }
 
 // parseFile accepts file:///ABSOLUTE/PATH, file://localhost/ABSOLUTE/PATH and

@@ -39,6 +39,8 @@ func TestParse(t *testing.T) {
 		{"s3://my.bucket-1/p?endpoint=127.0.0.1:9000&tls=false", s3loc("my.bucket-1", "p/", "127.0.0.1:9000", false, "")},
 		{"s3://bucket/p?region=eu-west-1&tls=true", s3loc("bucket", "p/", s3.DefaultEndpoint, true, "eu-west-1")},
 		{"s3://bucket?endpoint=minio.internal", s3loc("bucket", "", "minio.internal", true, "")},
+		{"relay://controller:7000", Location{Scheme: "relay", Relay: []string{"controller:7000"}}},
+		{"relay://c1:7000,10.0.0.2:7000,[::1]:7000/", Location{Scheme: "relay", Relay: []string{"c1:7000", "10.0.0.2:7000", "[::1]:7000"}}},
 	}
 	for _, tc := range good {
 		got, err := Parse(tc.uri)
@@ -88,7 +90,17 @@ func TestParse(t *testing.T) {
 		{"file:///srv/repo?create=1", "take no parameters"},
 		{"file://user:s3cr3t@localhost/srv", "user information"},
 		{"ftp://host/x", `unknown storage scheme "ftp"`},
-		{"relay://controller:7000", "known schemes are file, s3"},
+		{"nfs://controller:7000", "known schemes are file, s3, relay"},
+		{"relay://", "no address"},
+		{"relay:controller:7000", "write relay://HOST:PORT"},
+		{"relay://controller", "want HOST:PORT"},
+		{"relay://controller:0", "between 1 and 65535"},
+		{"relay://controller:http", "between 1 and 65535"},
+		{"relay://:7000", "no host"},
+		{"relay://c1:7000,", "want HOST:PORT"},
+		{"relay://c1:7000/repo", "no path, parameters or user"},
+		{"relay://c1:7000?tls=true", "no path, parameters or user"},
+		{"relay://user:s3cr3t@c1:7000", "no path, parameters or user"},
 	}
 	for _, tc := range bad {
 		_, err := Parse(tc.uri)
