@@ -55,17 +55,34 @@ func newBackupCmd(s *streams) *cobra.Command {
 		includeUsers bool
 		includeSys   bool
 		output       string
+		controller   string
+		wait         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "backup",
 		Short: "Back up a MySQL or MariaDB server into a repository",
 		Long: `Back up a server directly into a repository, with no controller. The new
-backup's id is printed alone on the last line of stdout (-o json: a summary).`,
+backup's id is printed alone on the last line of stdout (-o json: a summary).
+
+Through a controller (--controller, or TIDEMARK_CONTROLLER with --instance
+and no --mysql): submit a backup job for the catalog instance --instance.
+Without --wait the job id is printed; with --wait the job's progress is drawn
+on stderr and the backup id printed alone on the last line of stdout, and the
+exit status is non-zero, with the reason, when the job failed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			if err := checkOutput(output); err != nil {
 				return err
+			}
+			if viaController(controller, dsn == "" && instance != "") {
+				if dsn != "" {
+					return &UserError{Msg: "--mysql is for a standalone backup; through a controller name the catalog instance with --instance"}
+				}
+				if !cmd.Flags().Changed("engine") {
+					engine = "auto"
+				}
+				return controllerBackup(ctx, s, controller, instance, engine, parallel, wait)
 			}
 			if dsn == "" {
 				return &UserError{Msg: "--mysql DSN is required, e.g. --mysql 'user@tcp(127.0.0.1:3306)/' (password in TIDEMARK_MYSQL_PASSWORD)"}
@@ -137,8 +154,10 @@ backup's id is printed alone on the last line of stdout (-o json: a summary).`,
 	}
 	rf.register(cmd)
 	cmd.Flags().StringVar(&dsn, "mysql", "", "server to back up, go-sql-driver DSN: user:pass@tcp(host:port)/ or user@unix(/path)/ (password may come from TIDEMARK_MYSQL_PASSWORD)")
-	cmd.Flags().StringVar(&engine, "engine", "logical", "backup engine: logical")
-	cmd.Flags().StringVar(&instance, "instance", "", "instance name recorded in the backup (default: the server's address)")
+	cmd.Flags().StringVar(&engine, "engine", "logical", "backup engine: logical (through a controller: auto, the default, or logical)")
+	cmd.Flags().StringVar(&instance, "instance", "", "instance name recorded in the backup (default: the server's address); through a controller: the catalog instance to back up")
+	controllerFlag(cmd, &controller)
+	cmd.Flags().BoolVar(&wait, "wait", false, "through a controller: follow the job to its end and print the backup id")
 	cmd.Flags().IntVar(&parallel, "parallel", 0, "worker connections (default: engine's choice for this machine)")
 	cmd.Flags().StringVar(&compress, "compress", "zstd", "compression: zstd or none")
 	cmd.Flags().IntVar(&level, "compress-level", archive.DefaultCompressionLevel, "zstd level, 1 (fastest) to 22")
@@ -188,17 +207,24 @@ func summarize(m *v1.Manifest) map[string]any {
 
 func newBackupsCmd(s *streams) *cobra.Command {
 	var (
-		rf       repoFlags
-		instance string
-		output   string
+		rf         repoFlags
+		instance   string
+		output     string
+		controller string
 	)
 	cmd := &cobra.Command{
 		Use:   "backups",
 		Short: "List the complete backups in a repository",
-		Args:  cobra.NoArgs,
+		Long: `List the complete backups in a repository (--repo), or, through a controller
+(--controller, or TIDEMARK_CONTROLLER without --repo), the catalog's backups
+with their status. -o json gives the same fields either way.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
+			}
+			if viaController(controller, rf.uri == "") {
+				return controllerBackups(cmd.Context(), s, controller, instance, output)
 			}
 			repo, closeRepo, err := rf.open(cmd.Context())
 			if err != nil {
@@ -234,6 +260,7 @@ func newBackupsCmd(s *streams) *cobra.Command {
 	rf.register(cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "only backups of this instance")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	controllerFlag(cmd, &controller)
 	return cmd
 }
 
@@ -247,15 +274,42 @@ func newRestoreCmd(s *streams) *cobra.Command {
 		renames      []string
 		dropExisting bool
 		includeUsers bool
+		controller   string
+		toInstance   string
+		noWait       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "restore BACKUP_ID",
 		Short: "Restore a backup into a MySQL or MariaDB server",
-		Args:  cobra.ExactArgs(1),
+		Long: `Restore a backup into a server (--to-mysql DSN), reading the repository here.
+
+Through a controller: --to-instance NAME submits a restore job that the
+instance's agent runs (the target must be empty), and follows it to its end
+(--no-wait: print the job id). With --controller and --to-mysql the controller
+only tells where the backup is (its repository URI, unless --repo is given)
+and the restore runs here: the agents cannot restore onto a server that is
+not a catalog instance.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if toInstance != "" {
+				if dsn != "" {
+					return &UserError{Msg: "give --to-instance NAME (a restore job on its agent) or --to-mysql DSN (a restore run here), not both"}
+				}
+				if databases != "" || tables != "" || len(renames) > 0 || dropExisting || includeUsers {
+					return &UserError{Msg: "--databases, --tables, --rename-db, --drop-existing and --include-users are not supported by restore jobs yet; restore with --to-mysql"}
+				}
+				return controllerRestore(ctx, s, controller, args[0], toInstance, parallel, !noWait)
+			}
 			if dsn == "" {
-				return &UserError{Msg: "--to-mysql DSN is required: the server to restore into"}
+				return &UserError{Msg: "--to-mysql DSN (restore here) or --to-instance NAME (restore job through the controller) is required"}
+			}
+			if controller != "" && rf.uri == "" {
+				uri, err := backupRepo(ctx, controller, args[0])
+				if err != nil {
+					return err
+				}
+				rf.uri = uri
 			}
 			if _, err := mysqlx.ParseDSN(dsn); err != nil {
 				return userErr(err)
@@ -313,5 +367,8 @@ func newRestoreCmd(s *streams) *cobra.Command {
 	cmd.Flags().StringArrayVar(&renames, "rename-db", nil, "restore database old as new (old:new; repeatable)")
 	cmd.Flags().BoolVar(&dropExisting, "drop-existing", false, "drop tables on the target that the restore would create")
 	cmd.Flags().BoolVar(&includeUsers, "include-users", false, "also restore accounts and grants")
+	controllerFlag(cmd, &controller)
+	cmd.Flags().StringVar(&toInstance, "to-instance", "", "restore through the controller onto this catalog instance (its agent runs the job)")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "with --to-instance: print the job id and return instead of following the job")
 	return cmd
 }

@@ -53,6 +53,11 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newAgentCmd(s),
 		newControllerCmd(s),
 		newClusterCmd(s),
+		newAgentsCmd(s),
+		newInstancesCmd(s),
+		newJobsCmd(s),
+		newJobCmd(s),
+		newDevCmd(s),
 	)
 	return root
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The demo: two sandbox MariaDB servers, a sample schema, a backup into a
-# file:// repository, a restore into the second server, a checksum comparison
-# and a short report. Everything lives under one temporary directory that is
+# The demo: two sandbox MariaDB servers, a sample schema, `tidemark dev` (a
+# single-node controller, a file:// repository and a local agent in one
+# process), a backup through the controller, a restore into the second server,
+# a checksum comparison and a short report. Everything lives under one temporary directory that is
 # removed at the end, whatever happens.
 #
 #   make demo                      (builds ./tidemark and installs what is missing)
@@ -17,6 +18,12 @@ WORK="$(mktemp -d /tmp/tidemark-demo.XXXXXX)"
 # files, not in a shell variable the parent would never see.
 cleanup() {
 	local f pid
+	if [ -e "$WORK/dev.pid" ]; then
+		pid="$(cat "$WORK/dev.pid")"
+		kill "$pid" 2>/dev/null || true
+		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$pid" 2>/dev/null || true
+	fi
 	for f in "$WORK"/*/mariadbd.pid; do
 		[ -e "$f" ] || continue
 		pid="$(cat "$f")"
@@ -108,18 +115,34 @@ CREATE VIEW order_totals AS SELECT c.country, COUNT(*) AS orders, SUM(o.amount) 
 CREATE TRIGGER orders_paid BEFORE UPDATE ON orders FOR EACH ROW SET NEW.note = IF(NEW.status = 'paid' AND OLD.status <> 'paid', CONCAT(NEW.note, ' [paid]'), NEW.note);
 SQL
 
-REPO="file://$WORK/repo"
-say "tidemark repo init --repo $REPO"
-"$TIDEMARK" repo init --repo "$REPO"
+REPO="file://$WORK/dev/repo"
+export TIDEMARK_CONTROLLER="127.0.0.1:$(free_port)"
+say "tidemark dev --data-dir $WORK/dev --mysql 'root@tcp(127.0.0.1:$SRC)/' --grpc-addr $TIDEMARK_CONTROLLER"
+"$TIDEMARK" dev --data-dir "$WORK/dev" --mysql "root@tcp(127.0.0.1:$SRC)/" --grpc-addr "$TIDEMARK_CONTROLLER" \
+	>"$WORK/dev.log" 2>&1 &
+echo $! >"$WORK/dev.pid"
+for i in $(seq 100); do
+	"$TIDEMARK" agents -o json 2>/dev/null | grep -q '"connected":true' && break
+	if [ "$i" = 100 ] || ! kill -0 "$(cat "$WORK/dev.pid")" 2>/dev/null; then
+		echo "tidemark dev did not start:" >&2
+		tail -20 "$WORK/dev.log" >&2
+		exit 1
+	fi
+	sleep 0.2
+done
+"$TIDEMARK" agents
 
-say "tidemark backup --mysql 'root@tcp(127.0.0.1:$SRC)/' --repo $REPO"
+say "tidemark backup --instance local --wait   (TIDEMARK_CONTROLLER=$TIDEMARK_CONTROLLER)"
 t0=$(date +%s.%N)
-"$TIDEMARK" backup --mysql "root@tcp(127.0.0.1:$SRC)/" --repo "$REPO" -o json >"$WORK/backup.json"
+ID="$("$TIDEMARK" backup --instance local --wait | tail -1)"
 t1=$(date +%s.%N)
-ID="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/backup.json")"
+"$TIDEMARK" backups --instance local
+# The repository's own listing carries the lock time for the report.
+"$TIDEMARK" backups --repo "$REPO" -o json |
+	python3 -c 'import json,sys; print(json.dumps([b for b in json.load(sys.stdin) if b["id"] == sys.argv[1]][0]))' "$ID" >"$WORK/backup.json"
 
-say "tidemark restore $ID --repo $REPO --to-mysql 'root@tcp(127.0.0.1:$DST)/'"
-"$TIDEMARK" restore "$ID" --repo "$REPO" --to-mysql "root@tcp(127.0.0.1:$DST)/"
+say "tidemark restore $ID --to-mysql 'root@tcp(127.0.0.1:$DST)/'   (the controller tells where the backup is)"
+"$TIDEMARK" restore "$ID" --controller "$TIDEMARK_CONTROLLER" --to-mysql "root@tcp(127.0.0.1:$DST)/"
 t2=$(date +%s.%N)
 
 say "comparing CHECKSUM TABLE and row counts of every table"

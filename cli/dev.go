@@ -1,0 +1,175 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tidemark-backup/tidemark/agent"
+	"github.com/tidemark-backup/tidemark/controller"
+	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/mysqlx"
+	"github.com/tidemark-backup/tidemark/internal/storage/location"
+)
+
+// devAgentName names the dev agent and so its instance.
+const devAgentName = "local"
+
+func newDevCmd(s *streams) *cobra.Command {
+	var (
+		dataDir   string
+		dsn       string
+		grpcAddr  string
+		logLevel  string
+		logFormat string
+		parallel  int
+		heartbeat time.Duration
+		lease     time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a one-process fleet: a single-node controller, a file repository and a local agent",
+		Long: `Run a single-node controller (bootstrapped on first start), a file://
+repository under --data-dir (created if missing, unencrypted) and an agent
+named "local" serving --mysql, all in this process. The controller's address
+is printed on stdout; point the other commands at it:
+
+  tidemark dev --mysql 'root@tcp(127.0.0.1:3306)/' &
+  export TIDEMARK_CONTROLLER=127.0.0.1:7400
+  tidemark backup --instance local --wait
+  tidemark backups --instance local
+
+A restart with the same --data-dir keeps the catalog and the repository.
+SIGINT or SIGTERM stops the agent, then the controller.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if dsn == "" {
+				return &UserError{Msg: "--mysql DSN is required: the server the local agent backs up, e.g. --mysql 'root@tcp(127.0.0.1:3306)/'"}
+			}
+			if _, err := mysqlx.ParseDSN(dsn); err != nil {
+				return userErr(err)
+			}
+			log, err := newLogger(s, logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			dataDir, err = filepath.Abs(dataDir)
+			if err != nil {
+				return userErr(err)
+			}
+			repoDir := filepath.Join(dataDir, "repo")
+			repoURI := (&url.URL{Scheme: "file", Path: repoDir}).String()
+			if err := devRepo(ctx, repoDir, repoURI); err != nil {
+				return err
+			}
+			cfg := controller.DefaultConfig()
+			cfg.DataDir = filepath.Join(dataDir, "controller")
+			cfg.Repo = repoURI
+			cfg.HeartbeatInterval, cfg.LeaseDuration = heartbeat, lease
+			// Loopback-fast Raft: one node elects itself at once.
+			cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout, cfg.Raft.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+			cfg.Raft.CommitTimeout = 10 * time.Millisecond
+			cfg.Logger, cfg.RaftLogOutput, cfg.RaftLogLevel = log, s.err, "warn"
+			if _, err := os.Stat(filepath.Join(cfg.DataDir, "node.json")); errors.Is(err, os.ErrNotExist) {
+				raftAddr, err := freeLoopback()
+				if err != nil {
+					return userErr(err)
+				}
+				cfg.NodeID, cfg.GRPCAddr, cfg.RaftAddr, cfg.Bootstrap = "dev", grpcAddr, raftAddr, true
+			} else if cmd.Flags().Changed("grpc-addr") {
+				cfg.GRPCAddr = grpcAddr // a different address is refused with the remembered one
+			}
+			if err := cfg.Validate(); err != nil {
+				return userErr(err)
+			}
+			srv, err := controller.Start(ctx, cfg)
+			if err != nil {
+				return userErr(err)
+			}
+			defer srv.Shutdown()
+			fmt.Fprintf(s.err, "tidemark dev: controller %s, repository %s, agent %q serving %s\n", srv.Addr(), repoURI, devAgentName, redactDSN(dsn))
+			fmt.Fprintf(s.out, "controller %s\n", srv.Addr())
+			fmt.Fprintf(s.out, "export %s=%s\n", "TIDEMARK_CONTROLLER", srv.Addr())
+
+			acfg := agent.DefaultConfig()
+			acfg.Controllers = []string{srv.Addr()}
+			acfg.Name = devAgentName
+			acfg.Labels = map[string]string{"env": "dev"}
+			acfg.MySQL, acfg.Repo, acfg.Parallel = dsn, repoURI, parallel
+			acfg.HeartbeatInterval = heartbeat
+			acfg.BackoffMin, acfg.BackoffMax = 100*time.Millisecond, 2*time.Second
+			acfg.Logger = log
+			if err := acfg.Validate(); err != nil {
+				return userErr(err)
+			}
+			if err := agent.Run(ctx, acfg); err != nil {
+				var fe *agent.FatalError
+				if errors.As(err, &fe) {
+					return &UserError{Msg: fe.Msg, Err: err}
+				}
+				return userErr(err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", "tidemark-dev", "directory for the controller's state and the file repository")
+	f.StringVar(&dsn, "mysql", "", "server the local agent backs up, go-sql-driver DSN (password may come from TIDEMARK_MYSQL_PASSWORD)")
+	f.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:7400", "HOST:PORT the controller serves the CLI on (remembered in --data-dir)")
+	f.IntVar(&parallel, "parallel", 0, "engine workers per job (default: engine's choice)")
+	f.DurationVar(&heartbeat, "heartbeat-interval", time.Second, "how often the agent heartbeats")
+	f.DurationVar(&lease, "lease-duration", 10*time.Second, "how long a job lease lives without a heartbeat")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	return cmd
+}
+
+// devRepo creates the dev repository unless it exists.
+func devRepo(ctx context.Context, dir, uri string) error {
+	if _, err := os.Stat(filepath.Join(dir, "config")); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return userErr(err)
+	}
+	st, err := location.Open(ctx, uri, location.Options{Create: true})
+	if err != nil {
+		return userErr(err)
+	}
+	defer func() { _ = st.Close() }()
+	repo, err := archive.Init(ctx, st, archive.InitOptions{})
+	if err != nil {
+		if errors.Is(err, archive.ErrRepoExists) {
+			return nil
+		}
+		return userErr(fmt.Errorf("creating the dev repository %s: %w", uri, err))
+	}
+	repo.Close()
+	return nil
+}
+
+// freeLoopback returns a loopback address whose port is free right now.
+func freeLoopback() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String(), nil
+}
+
+func redactDSN(dsn string) string {
+	d, err := mysqlx.ParseDSN(dsn)
+	if err != nil {
+		return "(invalid DSN)"
+	}
+	return d.String()
+}

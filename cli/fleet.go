@@ -1,0 +1,612 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tidemark-backup/tidemark/controller/client"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// dialLeader connects to the leader among the controllers named by the
+// flag or the environment (any node when the leader cannot be told), with
+// one clean error when none answers.
+func dialLeader(ctx context.Context, flag string) (*client.Conn, error) {
+	addrs := client.Addrs(flag)
+	c, err := client.DialLeader(ctx, addrs, client.Options{})
+	if err != nil {
+		if len(addrs) == 0 {
+			return nil, &UserError{Msg: err.Error(), Err: err}
+		}
+		return nil, &UserError{Msg: "no Tidemark controller answers: " + strings.ReplaceAll(err.Error(), "\n", "; "), Err: err}
+	}
+	return c, nil
+}
+
+// fleetFlags are the flags of the commands that read the catalog.
+type fleetFlags struct {
+	controller string
+	output     string
+	timeout    time.Duration
+}
+
+func (f *fleetFlags) register(cmd *cobra.Command) {
+	controllerFlag(cmd, &f.controller)
+	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 10*time.Second, "give up after this long")
+}
+
+// call dials a controller and runs fn with a bounded context.
+func (f *fleetFlags) call(ctx context.Context, fn func(context.Context, *client.Conn) error) error {
+	if err := checkOutput(f.output); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	c, err := dialController(ctx, f.controller)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = c.Close() }()
+	return fn(ctx, c)
+}
+
+func tsJSON(t *timestamppb.Timestamp) any {
+	if t == nil {
+		return nil
+	}
+	return t.AsTime().UTC().Format(time.RFC3339Nano)
+}
+
+func tsText(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return "-"
+	}
+	return t.AsTime().UTC().Format(time.DateTime)
+}
+
+// capsJSON is a Capabilities message as a JSON object with the proto field
+// names.
+func capsJSON(c *v1.Capabilities) json.RawMessage {
+	if c == nil {
+		return json.RawMessage("null")
+	}
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(c)
+	if err != nil {
+		return json.RawMessage("null")
+	}
+	return b
+}
+
+func labelsText(l map[string]string) string {
+	keys := slices.Sorted(maps.Keys(l))
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+"="+l[k])
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ",")
+}
+
+func nonNilLabels(l map[string]string) map[string]string {
+	if l == nil {
+		return map[string]string{}
+	}
+	return l
+}
+
+func newAgentsCmd(s *streams) *cobra.Command {
+	var f fleetFlags
+	cmd := &cobra.Command{
+		Use:   "agents",
+		Short: "List the agents registered with the controller",
+		Long: `List the agents the controller knows: name, labels, whether it holds a live
+session, when it was last heard from, and the server it probed. -o json prints
+a list of objects with "name", "labels", "capabilities", "last_seen" and
+"connected".`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				var agents []*v1.Agent
+				tok := ""
+				for {
+					r, err := c.Control.ListAgents(ctx, &v1.ListAgentsRequest{PageToken: tok})
+					if err != nil {
+						return rpcErr(err)
+					}
+					agents = append(agents, r.GetAgents()...)
+					if tok = r.GetNextPageToken(); tok == "" {
+						break
+					}
+				}
+				if f.output == "json" {
+					list := make([]map[string]any, 0, len(agents))
+					for _, a := range agents {
+						list = append(list, map[string]any{
+							"id": a.GetId(), "name": a.GetName(), "labels": nonNilLabels(a.GetLabels()),
+							"capabilities": capsJSON(a.GetCapabilities()), "last_seen": tsJSON(a.GetLastSeen()),
+							"connected": a.GetConnected(), "address": a.GetAddress(), "registered_at": tsJSON(a.GetRegisteredAt()),
+						})
+					}
+					return json.NewEncoder(s.out).Encode(list)
+				}
+				tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tCONNECTED\tLAST SEEN\tADDRESS\tSERVER\tLABELS")
+				for _, a := range agents {
+					cp := a.GetCapabilities()
+					server := strings.TrimSpace(cp.GetFlavor() + " " + cp.GetVersion())
+					if server == "" {
+						server = "-"
+					}
+					fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t%s\t%s\n", a.GetName(), a.GetConnected(), tsText(a.GetLastSeen()),
+						a.GetAddress(), server, labelsText(a.GetLabels()))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newInstancesCmd(s *streams) *cobra.Command {
+	var f fleetFlags
+	cmd := &cobra.Command{
+		Use:   "instances",
+		Short: "List the database instances the agents serve",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				var list []*v1.Instance
+				tok := ""
+				for {
+					r, err := c.Control.ListInstances(ctx, &v1.ListInstancesRequest{PageToken: tok})
+					if err != nil {
+						return rpcErr(err)
+					}
+					list = append(list, r.GetInstances()...)
+					if tok = r.GetNextPageToken(); tok == "" {
+						break
+					}
+				}
+				if f.output == "json" {
+					out := make([]map[string]any, 0, len(list))
+					for _, in := range list {
+						out = append(out, map[string]any{
+							"name": in.GetName(), "agent": in.GetAgent(), "labels": nonNilLabels(in.GetLabels()),
+							"capabilities": capsJSON(in.GetCapabilities()), "updated_at": tsJSON(in.GetUpdatedAt()),
+						})
+					}
+					return json.NewEncoder(s.out).Encode(out)
+				}
+				tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tAGENT\tSERVER\tBINLOG\tREPLICA\tLABELS")
+				for _, in := range list {
+					cp := in.GetCapabilities()
+					binlog := "off"
+					if cp.GetBinlogEnabled() {
+						binlog = cp.GetBinlogFormat()
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\n", in.GetName(), in.GetAgent(),
+						strings.TrimSpace(cp.GetFlavor()+" "+cp.GetVersion()), binlog, cp.GetIsReplica(), labelsText(in.GetLabels()))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+// lower turns an enum value name into its lower-case short form.
+func lower(name, prefix string) string {
+	return strings.ToLower(strings.TrimPrefix(name, prefix))
+}
+
+func jobState(st v1.JobState) string { return lower(st.String(), "JOB_STATE_") }
+func jobKind(k v1.JobKind) string    { return lower(k.String(), "JOB_KIND_") }
+
+// jobJSON is the JSON shape of one job.
+func jobJSON(j *v1.Job) map[string]any {
+	out := map[string]any{
+		"id": j.GetId(), "kind": jobKind(j.GetKind()), "instance": j.GetInstance(), "state": jobState(j.GetState()),
+		"attempt": j.GetAttempt(), "agent": j.GetAgent(), "created_at": tsJSON(j.GetCreatedAt()),
+		"updated_at": tsJSON(j.GetUpdatedAt()), "reason": j.GetReason(), "backup_id": j.GetResult().GetBackupId(),
+		"error": j.GetResult().GetError(),
+	}
+	if b := j.GetBackup(); b != nil {
+		out["engine"] = b.GetEngine()
+	}
+	if r := j.GetRestore(); r != nil {
+		out["restore_backup_id"] = r.GetBackupId()
+	}
+	if p := j.GetProgress(); p != nil {
+		out["progress"] = map[string]any{"phase": p.GetPhase(), "bytes_done": p.GetBytesDone(), "bytes_total": p.GetBytesTotal(), "rows_done": p.GetRowsDone()}
+	}
+	prev := make([]map[string]any, 0, len(j.GetPreviousAttempts()))
+	for _, a := range j.GetPreviousAttempts() {
+		prev = append(prev, map[string]any{"attempt": a.GetAttempt(), "agent": a.GetAgent(), "backup_id": a.GetBackupId(), "error": a.GetError()})
+	}
+	out["previous_attempts"] = prev
+	return out
+}
+
+func newJobsCmd(s *streams) *cobra.Command {
+	var (
+		f        fleetFlags
+		instance string
+	)
+	cmd := &cobra.Command{
+		Use:   "jobs",
+		Short: "List the controller's jobs, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				var jobs []*v1.Job
+				tok := ""
+				for {
+					r, err := c.Control.ListJobs(ctx, &v1.ListJobsRequest{Instance: instance, PageToken: tok})
+					if err != nil {
+						return rpcErr(err)
+					}
+					jobs = append(jobs, r.GetJobs()...)
+					if tok = r.GetNextPageToken(); tok == "" {
+						break
+					}
+				}
+				if f.output == "json" {
+					out := make([]map[string]any, 0, len(jobs))
+					for _, j := range jobs {
+						out = append(out, jobJSON(j))
+					}
+					return json.NewEncoder(s.out).Encode(out)
+				}
+				tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tKIND\tINSTANCE\tSTATE\tATTEMPT\tAGENT\tCREATED\tBACKUP\tREASON")
+				for _, j := range jobs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", j.GetId(), jobKind(j.GetKind()), j.GetInstance(),
+						jobState(j.GetState()), j.GetAttempt(), dash(j.GetAgent()), tsText(j.GetCreatedAt()),
+						dash(j.GetResult().GetBackupId()), dash(j.GetReason()))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVar(&instance, "instance", "", "only jobs on this instance")
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newJobCmd(s *streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "job",
+		Short: "Follow one controller job",
+	}
+	cmd.AddCommand(newJobWatchCmd(s))
+	return cmd
+}
+
+func newJobWatchCmd(s *streams) *cobra.Command {
+	var controller string
+	cmd := &cobra.Command{
+		Use:   "watch JOB_ID",
+		Short: "Stream a job's state and progress until it ends",
+		Long: `Stream a job's state changes and progress on stderr until it ends. A backup
+job's backup id is printed alone on stdout when it succeeds. Exits non-zero,
+with the reason, when the job failed or was cancelled. A controller that goes
+away mid-watch (a leader change) is replaced by another of --controller.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			j, err := watchJob(cmd.Context(), s, controller, args[0])
+			if err != nil {
+				return err
+			}
+			return jobOutcome(s, j)
+		},
+	}
+	controllerFlag(cmd, &controller)
+	return cmd
+}
+
+// jobOutcome prints a finished job's result (the backup id of a backup
+// job) or returns its failure.
+func jobOutcome(s *streams, j *v1.Job) error {
+	switch j.GetState() {
+	case v1.JobState_JOB_STATE_SUCCEEDED:
+		if id := j.GetResult().GetBackupId(); id != "" && j.GetKind() == v1.JobKind_JOB_KIND_BACKUP {
+			_, err := fmt.Fprintln(s.out, id)
+			return err
+		}
+		_, err := fmt.Fprintf(s.out, "job %s succeeded\n", j.GetId())
+		return err
+	default:
+		reason := j.GetReason()
+		if reason == "" {
+			reason = j.GetResult().GetError()
+		}
+		if reason == "" {
+			reason = "no reason recorded"
+		}
+		return &UserError{Msg: fmt.Sprintf("job %s %s: %s", j.GetId(), jobState(j.GetState()), reason)}
+	}
+}
+
+// watchGrace is how long a watch keeps trying other controllers after the
+// one it watched through went away (a leader election takes seconds).
+const watchGrace = 30 * time.Second
+
+// watchJob follows a job through WatchJob until it reaches a final state,
+// drawing progress on stderr, and returns the final job. It redials (any
+// of the addresses, preferring the leader) when the stream breaks.
+func watchJob(ctx context.Context, s *streams, controller, id string) (*v1.Job, error) {
+	p := newProgress(s.err, "job "+id)
+	defer p.done()
+	var (
+		last      *v1.Job
+		failSince time.Time
+	)
+	for {
+		j, err := watchOnce(ctx, controller, id, func(j *v1.Job) {
+			if last == nil || last.GetState() != j.GetState() || last.GetAttempt() != j.GetAttempt() {
+				p.done()
+				line := fmt.Sprintf("job %s: %s", id, jobState(j.GetState()))
+				if j.GetAgent() != "" {
+					line += fmt.Sprintf(" (attempt %d on agent %s)", j.GetAttempt(), j.GetAgent())
+				}
+				if n := len(j.GetPreviousAttempts()); n > 0 && (last == nil || len(last.GetPreviousAttempts()) != n) {
+					line += "; previous attempt ended: " + j.GetPreviousAttempts()[n-1].GetError()
+				}
+				fmt.Fprintln(s.err, line)
+			}
+			if pr := j.GetProgress(); pr != nil && j.GetState() == v1.JobState_JOB_STATE_RUNNING && (pr.GetBytesDone() > 0 || pr.GetRowsDone() > 0) {
+				p.bytes(pr.GetPhase(), int64(pr.GetBytesDone()), int64(pr.GetBytesTotal()), int64(pr.GetRowsDone()))
+			}
+			last = j
+			failSince = time.Time{}
+		})
+		if err == nil {
+			return j, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var ue *UserError
+		if st, ok := status.FromError(err); ok && st.Code() == codes.NotFound {
+			return nil, rpcErr(err)
+		} else if errors.As(err, &ue) && failSince.IsZero() && last == nil {
+			return nil, err // no controller answered at all
+		}
+		if failSince.IsZero() {
+			failSince = time.Now()
+		} else if time.Since(failSince) > watchGrace {
+			return nil, &UserError{Msg: fmt.Sprintf("lost the watch of job %s for %s: %v", id, watchGrace, status.Convert(err).Message()), Err: err}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+// watchOnce runs one WatchJob stream; it returns the job once it is final.
+func watchOnce(ctx context.Context, controller, id string, seen func(*v1.Job)) (*v1.Job, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	c, err := dialLeader(dctx, controller)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = c.Close() }()
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	stream, err := c.Control.WatchJob(wctx, &v1.WatchJobRequest{Id: id})
+	if err != nil {
+		return nil, err
+	}
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil, status.Error(codes.Unavailable, "watch ended before the job did")
+		}
+		if err != nil {
+			return nil, err
+		}
+		j := m.GetJob()
+		seen(j)
+		if terminal(j.GetState()) {
+			return j, nil
+		}
+	}
+}
+
+func terminal(st v1.JobState) bool {
+	switch st {
+	case v1.JobState_JOB_STATE_SUCCEEDED, v1.JobState_JOB_STATE_FAILED, v1.JobState_JOB_STATE_CANCELLED:
+		return true
+	}
+	return false
+}
+
+// backupJSON is the JSON shape of one catalog backup: the fields of the
+// standalone listing (summarize) plus the catalog's own.
+func backupJSON(b *v1.Backup) map[string]any {
+	out := map[string]any{
+		"id": b.GetId(), "instance": b.GetInstance(), "engine": b.GetEngine(),
+		"status":     lower(b.GetStatus().String(), "BACKUP_STATUS_"),
+		"started_at": tsJSON(b.GetStartedAt()), "finished_at": tsJSON(b.GetFinishedAt()),
+		"size_bytes": b.GetSizeBytes(), "stored_bytes": b.GetStoredBytes(),
+		"job_id": b.GetJobId(), "repository_uri": b.GetRepositoryUri(), "manifest_key": b.GetManifestKey(),
+	}
+	if r := b.GetFailureReason(); r != "" {
+		out["failure_reason"] = r
+	}
+	if c := b.GetConsistency(); c != nil {
+		out["consistency"] = map[string]any{
+			"binlog_file": c.GetBinlogFile(), "binlog_position": c.GetBinlogPosition(),
+			"gtid_set": c.GetGtidSet(), "time": tsJSON(c.GetTime()),
+		}
+	}
+	return out
+}
+
+// controllerBackup submits a backup job and, with wait, follows it to its
+// end: the route of `tidemark backup --instance NAME` with a controller.
+func controllerBackup(ctx context.Context, s *streams, controller, instance, engine string, parallel int, wait bool) error {
+	if instance == "" {
+		return &UserError{Msg: "--instance NAME is required with a controller: the catalog's instance to back up (see tidemark instances)"}
+	}
+	switch engine {
+	case "", "auto", "logical":
+	default:
+		return &UserError{Msg: fmt.Sprintf("--engine %q: use auto or logical", engine)}
+	}
+	if parallel < 0 {
+		return &UserError{Msg: "--parallel must be at least 1"}
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c, err := dialLeader(sctx, controller)
+	if err != nil {
+		return err
+	}
+	r, err := c.Control.SubmitBackup(sctx, &v1.SubmitBackupRequest{Instance: instance, Engine: engine, Parallelism: uint32(parallel)})
+	_ = c.Close()
+	if err != nil {
+		return rpcErr(err)
+	}
+	id := r.GetJob().GetId()
+	if !wait {
+		_, err := fmt.Fprintln(s.out, id)
+		return err
+	}
+	fmt.Fprintf(s.err, "backup job %s submitted for instance %s\n", id, instance)
+	j, err := watchJob(ctx, s, controller, id)
+	if err != nil {
+		return err
+	}
+	return jobOutcome(s, j)
+}
+
+// controllerBackups lists the catalog's backups of an instance.
+func controllerBackups(ctx context.Context, s *streams, controller, instance, output string) error {
+	f := fleetFlags{controller: controller, output: output, timeout: 10 * time.Second}
+	return f.call(ctx, func(ctx context.Context, c *client.Conn) error {
+		var list []*v1.Backup
+		tok := ""
+		for {
+			r, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: instance, PageToken: tok})
+			if err != nil {
+				return rpcErr(err)
+			}
+			list = append(list, r.GetBackups()...)
+			if tok = r.GetNextPageToken(); tok == "" {
+				break
+			}
+		}
+		if output == "json" {
+			out := make([]map[string]any, 0, len(list))
+			for _, b := range list {
+				out = append(out, backupJSON(b))
+			}
+			return json.NewEncoder(s.out).Encode(out)
+		}
+		tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tINSTANCE\tENGINE\tSTATUS\tSTARTED\tDURATION\tSIZE\tSTORED\tBINLOG POSITION\tGTID")
+		for _, b := range list {
+			pos, gtid, dur := "", "", "-"
+			if c := b.GetConsistency(); c != nil {
+				pos, gtid = fmt.Sprintf("%s:%d", c.GetBinlogFile(), c.GetBinlogPosition()), c.GetGtidSet()
+			}
+			if b.GetStartedAt() != nil && b.GetFinishedAt() != nil {
+				dur = b.GetFinishedAt().AsTime().Sub(b.GetStartedAt().AsTime()).Round(time.Second).String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.GetId(), b.GetInstance(), b.GetEngine(),
+				lower(b.GetStatus().String(), "BACKUP_STATUS_"), tsText(b.GetStartedAt()), dur,
+				humanBytes(int64(b.GetSizeBytes())), humanBytes(int64(b.GetStoredBytes())), pos, gtid)
+		}
+		return tw.Flush()
+	})
+}
+
+// controllerRestore submits a restore job onto a catalog instance and
+// follows it to its end.
+func controllerRestore(ctx context.Context, s *streams, controller, backupID, instance string, parallel int, wait bool) error {
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c, err := dialLeader(sctx, controller)
+	if err != nil {
+		return err
+	}
+	r, err := c.Control.SubmitRestore(sctx, &v1.SubmitRestoreRequest{Params: &v1.RestoreParams{
+		BackupId: backupID, TargetInstance: instance, Parallelism: uint32(max(parallel, 0)),
+	}})
+	_ = c.Close()
+	if err != nil {
+		return rpcErr(err)
+	}
+	id := r.GetJob().GetId()
+	if !wait {
+		_, err := fmt.Fprintln(s.out, id)
+		return err
+	}
+	fmt.Fprintf(s.err, "restore job %s submitted: backup %s onto instance %s\n", id, backupID, instance)
+	j, err := watchJob(ctx, s, controller, id)
+	if err != nil {
+		return err
+	}
+	return jobOutcome(s, j)
+}
+
+// viaController decides whether a command goes through a controller: when
+// --controller is given, or when implied holds and TIDEMARK_CONTROLLER is
+// set.
+func viaController(flag string, implied bool) bool {
+	return flag != "" || (implied && len(client.Addrs("")) > 0)
+}
+
+// backupRepo asks the controller which repository holds a backup.
+func backupRepo(ctx context.Context, controller, id string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := dialController(ctx, controller)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = c.Close() }()
+	r, err := c.Control.GetBackup(ctx, &v1.GetBackupRequest{Id: id})
+	if err != nil {
+		return "", rpcErr(err)
+	}
+	b := r.GetBackup()
+	if b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE {
+		return "", &UserError{Msg: fmt.Sprintf("backup %s is %s, not complete", id, lower(b.GetStatus().String(), "BACKUP_STATUS_"))}
+	}
+	if b.GetRepositoryUri() == "" {
+		return "", &UserError{Msg: fmt.Sprintf("the catalog does not record backup %s's repository (the agent used its own --repo); give --repo", id)}
+	}
+	return b.GetRepositoryUri(), nil
+}
