@@ -46,6 +46,7 @@ type Agent struct {
 	mu           sync.Mutex
 	jobs         map[string]*job // running, or ended with a result not yet acknowledged
 	sess         *session        // the live session, if any
+	relayRepo    string          // the controller's --repo, from Registered
 	shuttingDown bool
 	probed       *probed
 }
@@ -148,11 +149,47 @@ func readSecret(keyFile, passphraseFile string) (archive.Secret, error) {
 	return s, nil
 }
 
-// openRepo opens the repository at uri, or the agent's own when uri is "".
-func (a *Agent) openRepo(ctx context.Context, uri string) (*archive.Repo, func(), error) {
+// repoFor is the repository to open for a job that names uri. An agent
+// whose own repository is relay:// cannot reach the controller's --repo
+// directly (that is why it relays): a job naming the repository the relay
+// writes to, or none, goes through the relay. Any other named repository is
+// opened directly.
+func (a *Agent) repoFor(uri string) string {
 	if uri == "" {
-		uri = a.cfg.Repo
+		return a.cfg.Repo
 	}
+	if strings.HasPrefix(a.cfg.Repo, "relay://") {
+		a.mu.Lock()
+		target := a.relayRepo
+		a.mu.Unlock()
+		if uri == target {
+			return a.cfg.Repo
+		}
+	}
+	return uri
+}
+
+// reportedRepo is the repository a job's backup is recorded in: the one it
+// names, or for none the agent's own. A relayed backup lands in the
+// controller's --repo, which is what the catalog must record, so restores
+// and listings elsewhere find it without the relay.
+func (a *Agent) reportedRepo(uri string) string {
+	if uri != "" {
+		return uri
+	}
+	if strings.HasPrefix(a.cfg.Repo, "relay://") {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.relayRepo != "" {
+			return a.relayRepo
+		}
+	}
+	return a.cfg.Repo
+}
+
+// openRepo opens the repository for a job that names uri (see repoFor).
+func (a *Agent) openRepo(ctx context.Context, uri string) (*archive.Repo, func(), error) {
+	uri = a.repoFor(uri)
 	if uri == "" {
 		return nil, nil, errors.New("the job names no repository and the agent has none: start it with --repo")
 	}

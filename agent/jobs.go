@@ -158,10 +158,7 @@ func (a *Agent) runJob(ctx context.Context, j *job, log *slog.Logger) {
 		rep.Ok = true
 		rep.BackupId, rep.ManifestKey = res.BackupID, res.ManifestKey
 		// Where the backup lives, so the catalog can send a restore there.
-		rep.RepositoryUri = j.job.GetBackup().GetRepositoryUri()
-		if rep.RepositoryUri == "" {
-			rep.RepositoryUri = a.cfg.Repo
-		}
+		rep.RepositoryUri = a.reportedRepo(j.job.GetBackup().GetRepositoryUri())
 		if res.Manifest != nil {
 			// The controller records the backup from the manifest; the
 			// stream list is for restores and would bloat the message.

@@ -210,6 +210,9 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	case *v1.ControllerMessage_Registered:
 		s.heartbeat = m.Registered.GetHeartbeatInterval().AsDuration()
 		s.node = m.Registered.GetControllerNode()
+		a.mu.Lock()
+		a.relayRepo = m.Registered.GetRelayRepositoryUri()
+		a.mu.Unlock()
 		if s.heartbeat <= 0 {
 			s.heartbeat = a.cfg.HeartbeatInterval
 		}

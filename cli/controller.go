@@ -64,7 +64,7 @@ RemoveMember).`,
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "start a new cluster with this node as its first member (new data dir only)")
 	f.StringVar(&join, "join", "", "join the cluster through this gRPC address (comma-separated list: tried in turn; new data dir only)")
 	f.DurationVar(&cfg.JoinTimeout, "join-timeout", cfg.JoinTimeout, "how long --join keeps trying while the cluster has no leader or cannot be reached")
-	f.StringVar(&cfg.Repo, "repo", "", "default repository URI for backups, sent to agents (no credentials); empty: each agent's own --repo")
+	f.StringVar(&cfg.Repo, "repo", "", "default repository URI for backups, sent to agents (no credentials), and served to relay:// agents; give every node the same; empty: each agent's own --repo")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often agents heartbeat")
 	f.DurationVar(&cfg.LeaseDuration, "lease-duration", cfg.LeaseDuration, "how long a job lease and an agent session live without a heartbeat")
 	f.Uint32Var(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts per job (a lost lease starts the next one)")

@@ -31,6 +31,7 @@ type agentHub struct {
 	nodeID    string
 	ttl       time.Duration // lease duration: of job leases and of silent sessions
 	heartbeat time.Duration
+	relayRepo string // this node's --repo, told to agents in Registered
 
 	mu       sync.Mutex
 	leading  bool
@@ -59,7 +60,7 @@ type hubNode interface {
 func newAgentHub(node hubNode, nodeID string, cfg Config) *agentHub {
 	return &agentHub{
 		node: node, log: cfg.Logger.With("node", nodeID), nodeID: nodeID, ttl: cfg.LeaseDuration, heartbeat: cfg.HeartbeatInterval,
-		sessions: map[string]*session{}, leases: map[string]*lease{}, progress: map[string]*v1.JobProgress{},
+		relayRepo: cfg.Repo, sessions: map[string]*session{}, leases: map[string]*lease{}, progress: map[string]*v1.JobProgress{},
 		progressed: make(chan struct{}), kick: make(chan struct{}, 1),
 	}
 }
@@ -414,7 +415,7 @@ func (h *agentHub) register(ctx context.Context, seq uint64, reg *v1.Register, a
 	ss.touch()
 	ss.send(&v1.ControllerMessage{Msg: &v1.ControllerMessage_Registered{Registered: &v1.Registered{
 		AgentId: id, HeartbeatInterval: durationpb.New(h.heartbeat),
-		LeaseDuration: durationpb.New(h.ttl), ControllerNode: h.nodeID,
+		LeaseDuration: durationpb.New(h.ttl), ControllerNode: h.nodeID, RelayRepositoryUri: h.relayRepo,
 	}}})
 	h.log.Info("agent registered", "agent", name, "addr", addr, "instances", len(ins), "running", len(reg.GetRunning()))
 

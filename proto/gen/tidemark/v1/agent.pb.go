@@ -667,8 +667,13 @@ type Registered struct {
 	LeaseDuration *durationpb.Duration `protobuf:"bytes,3,opt,name=lease_duration,json=leaseDuration,proto3" json:"lease_duration,omitempty"`
 	// Id of the controller node that holds the stream.
 	ControllerNode string `protobuf:"bytes,4,opt,name=controller_node,json=controllerNode,proto3" json:"controller_node,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The repository the controller's RelayService writes to (its --repo,
+	// without credentials); empty when it has none. An agent whose own
+	// repository is relay:// sends the jobs that name this repository through
+	// the relay; every controller node must be started with the same --repo.
+	RelayRepositoryUri string `protobuf:"bytes,5,opt,name=relay_repository_uri,json=relayRepositoryUri,proto3" json:"relay_repository_uri,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Registered) Reset() {
@@ -725,6 +730,13 @@ func (x *Registered) GetLeaseDuration() *durationpb.Duration {
 func (x *Registered) GetControllerNode() string {
 	if x != nil {
 		return x.ControllerNode
+	}
+	return ""
+}
+
+func (x *Registered) GetRelayRepositoryUri() string {
+	if x != nil {
+		return x.RelayRepositoryUri
 	}
 	return ""
 }
@@ -1032,13 +1044,14 @@ const file_tidemark_v1_agent_proto_rawDesc = "" +
 	"cancel_job\x18\f \x01(\v2\x1c.tidemark.v1.JobCancellationH\x00R\tcancelJob\x12$\n" +
 	"\x03ack\x18\r \x01(\v2\x10.tidemark.v1.AckH\x00R\x03ack\x12*\n" +
 	"\x05error\x18\x0e \x01(\v2\x12.tidemark.v1.ErrorH\x00R\x05errorB\x05\n" +
-	"\x03msg\"\xdc\x01\n" +
+	"\x03msg\"\x8e\x02\n" +
 	"\n" +
 	"Registered\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12H\n" +
 	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12@\n" +
 	"\x0elease_duration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12'\n" +
-	"\x0fcontroller_node\x18\x04 \x01(\tR\x0econtrollerNode\"b\n" +
+	"\x0fcontroller_node\x18\x04 \x01(\tR\x0econtrollerNode\x120\n" +
+	"\x14relay_repository_uri\x18\x05 \x01(\tR\x12relayRepositoryUri\"b\n" +
 	"\rJobAssignment\x12\"\n" +
 	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\x12-\n" +
 	"\x05lease\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\"o\n" +
