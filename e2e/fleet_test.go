@@ -49,11 +49,29 @@ type ctlNode struct {
 
 func (c *cluster) ctl() []string { return []string{"--controller", c.addrs} }
 
-// startCluster starts the cluster; extra flags go to every controller.
-func startCluster(t *testing.T, db *testenv.MariaDB, extra ...string) *cluster {
+// clusterOpts varies startCluster.
+type clusterOpts struct {
+	extra []string // flags for every controller
+	// relayTo, when set, makes a prefix of its bucket every controller's
+	// --repo, and the agent's repository relay:// to the controllers. The
+	// agent gets no S3 credentials: only the relay can reach the bucket.
+	relayTo *testenv.MinIO
+}
+
+// startCluster starts the cluster.
+func startCluster(t *testing.T, db *testenv.MariaDB, opts clusterOpts) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &cluster{t: t, repo: "file://" + filepath.Join(dir, "repo")}
+	extra, agentRepo, agentEnv := opts.extra, c.repo, []string(nil)
+	if m := opts.relayTo; m != nil {
+		c.repo = fmt.Sprintf("s3://%s/%s?endpoint=%s&tls=false", m.Bucket, filepath.Base(dir), m.Endpoint)
+		// Controllers and CLI runs inherit these; the agent has them unset.
+		t.Setenv("AWS_ACCESS_KEY_ID", m.AccessKey)
+		t.Setenv("AWS_SECRET_ACCESS_KEY", m.SecretKey)
+		agentEnv = []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "MINIO_ACCESS_KEY=", "MINIO_SECRET_KEY="}
+		extra = append(slices.Clone(extra), "--repo", c.repo)
+	}
 	must(t, 20*time.Second, "repo", "init", "--repo", c.repo)
 	var addrs []string
 	for i := range 3 {
@@ -92,8 +110,18 @@ func startCluster(t *testing.T, db *testenv.MariaDB, extra ...string) *cluster {
 		}
 		return nil
 	})
-	c.agent = startProc(t, "agent", "agent", "--controller", c.addrs, "--name", "db", "--mysql", db.DSN,
-		"--repo", c.repo, "--parallel", "1", "--log-level", "debug")
+	if opts.relayTo != nil {
+		agentRepo = "relay://" + c.addrs
+	}
+	c.agent = &proc{t: t, name: "agent", env: agentEnv, logPath: filepath.Join(t.TempDir(), "agent.log"),
+		args: []string{"agent", "--controller", c.addrs, "--name", "db", "--mysql", db.DSN, "--repo", agentRepo, "--parallel", "1", "--log-level", "debug"}}
+	c.agent.start()
+	t.Cleanup(func() {
+		c.agent.kill()
+		if t.Failed() {
+			t.Logf("log of agent:\n%s", c.agent.logTail())
+		}
+	})
 	waitFor(t, "the agent to connect", 20*time.Second, func() error {
 		r := tm(t, 10*time.Second, append([]string{"agents", "-o", "json"}, c.ctl()...)...)
 		if r.code != 0 || !strings.Contains(r.out, `"connected":true`) {
@@ -267,8 +295,10 @@ func TestFleetProcesses(t *testing.T) {
 	db := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "fleet"})
 	loadBig(t, db, 1000000)
 
+	// The plain backup goes through the relay into MinIO: the agent has no
+	// credentials, the controllers write the bucket.
 	t.Run("backup", func(t *testing.T) {
-		c := startCluster(t, db)
+		c := startCluster(t, db, clusterOpts{relayTo: testenv.StartMinIO(t)})
 		var (
 			wg   sync.WaitGroup
 			wait result
@@ -316,10 +346,18 @@ func TestFleetProcesses(t *testing.T) {
 		if got := c.repoManifests(); !slices.Equal(got, []string{id}) {
 			t.Errorf("repository holds %v, want [%s]", got, id)
 		}
+		// The catalog records the bucket, where the data is, not the relay.
+		bs, err := c.nodes[0].conn.Control.ListBackups(t.Context(), &v1.ListBackupsRequest{Consistent: true})
+		if err != nil || len(bs.GetBackups()) != 1 || bs.GetBackups()[0].GetRepositoryUri() != c.repo {
+			t.Errorf("catalog backups %v (%v), want one in %s", bs.GetBackups(), err, c.repo)
+		}
+		if !strings.Contains(c.agent.log(), "relay://") {
+			t.Errorf("the agent's log does not show its relay:// repository")
+		}
 	})
 
 	t.Run("kill leader mid-backup", func(t *testing.T) {
-		c := startCluster(t, db)
+		c := startCluster(t, db, clusterOpts{})
 		id := c.submit()
 		c.waitState(id, 20*time.Second, v1.JobState_JOB_STATE_RUNNING)
 		// A watch started before the leader dies follows the job to its end
@@ -373,7 +411,7 @@ func TestFleetProcesses(t *testing.T) {
 	})
 
 	t.Run("kill agent mid-backup", func(t *testing.T) {
-		c := startCluster(t, db, "--max-attempts", "1")
+		c := startCluster(t, db, clusterOpts{extra: []string{"--max-attempts", "1"}})
 		id := c.submit()
 		c.waitState(id, 20*time.Second, v1.JobState_JOB_STATE_RUNNING)
 		c.agent.kill()
@@ -397,7 +435,7 @@ func TestFleetProcesses(t *testing.T) {
 	})
 
 	t.Run("pause agent past its lease", func(t *testing.T) {
-		c := startCluster(t, db)
+		c := startCluster(t, db, clusterOpts{})
 		id := c.submit()
 		c.waitState(id, 20*time.Second, v1.JobState_JOB_STATE_RUNNING)
 		c.agent.signal(syscall.SIGSTOP)

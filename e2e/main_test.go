@@ -54,6 +54,7 @@ type proc struct {
 	name    string
 	args    []string
 	logPath string
+	env     []string // added to the environment, after the test's own
 	cmd     *exec.Cmd
 	done    chan struct{}
 }
@@ -82,7 +83,7 @@ func (p *proc) start() {
 	defer func() { _ = logf.Close() }()
 	cmd := exec.Command(tidemarkBin, p.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "TIDEMARK_CONTROLLER=", "TIDEMARK_REPO=")
+	cmd.Env = append(append(os.Environ(), "TIDEMARK_CONTROLLER=", "TIDEMARK_REPO="), p.env...)
 	// Own process group, and SIGKILL if the test binary dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	p.cmd, p.done = cmd, make(chan struct{})
