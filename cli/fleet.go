@@ -104,6 +104,24 @@ func labelsText(l map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
+// listAll follows a List call's pages to the end; page gets the token and
+// returns one page's items and the next token ("" at the end).
+func listAll[T any](page func(tok string) ([]T, string, error)) ([]T, error) {
+	var all []T
+	tok := ""
+	for {
+		items, next, err := page(tok)
+		if err != nil {
+			return nil, rpcErr(err)
+		}
+		all = append(all, items...)
+		if next == "" {
+			return all, nil
+		}
+		tok = next
+	}
+}
+
 func nonNilLabels(l map[string]string) map[string]string {
 	if l == nil {
 		return map[string]string{}
@@ -123,17 +141,12 @@ a list of objects with "name", "labels", "capabilities", "last_seen" and
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
-				var agents []*v1.Agent
-				tok := ""
-				for {
+				agents, err := listAll(func(tok string) ([]*v1.Agent, string, error) {
 					r, err := c.Control.ListAgents(ctx, &v1.ListAgentsRequest{PageToken: tok})
-					if err != nil {
-						return rpcErr(err)
-					}
-					agents = append(agents, r.GetAgents()...)
-					if tok = r.GetNextPageToken(); tok == "" {
-						break
-					}
+					return r.GetAgents(), r.GetNextPageToken(), err
+				})
+				if err != nil {
+					return err
 				}
 				if f.output == "json" {
 					list := make([]map[string]any, 0, len(agents))
@@ -173,17 +186,12 @@ func newInstancesCmd(s *streams) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
-				var list []*v1.Instance
-				tok := ""
-				for {
+				list, err := listAll(func(tok string) ([]*v1.Instance, string, error) {
 					r, err := c.Control.ListInstances(ctx, &v1.ListInstancesRequest{PageToken: tok})
-					if err != nil {
-						return rpcErr(err)
-					}
-					list = append(list, r.GetInstances()...)
-					if tok = r.GetNextPageToken(); tok == "" {
-						break
-					}
+					return r.GetInstances(), r.GetNextPageToken(), err
+				})
+				if err != nil {
+					return err
 				}
 				if f.output == "json" {
 					out := make([]map[string]any, 0, len(list))
@@ -258,17 +266,12 @@ func newJobsCmd(s *streams) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
-				var jobs []*v1.Job
-				tok := ""
-				for {
+				jobs, err := listAll(func(tok string) ([]*v1.Job, string, error) {
 					r, err := c.Control.ListJobs(ctx, &v1.ListJobsRequest{Instance: instance, PageToken: tok})
-					if err != nil {
-						return rpcErr(err)
-					}
-					jobs = append(jobs, r.GetJobs()...)
-					if tok = r.GetNextPageToken(); tok == "" {
-						break
-					}
+					return r.GetJobs(), r.GetNextPageToken(), err
+				})
+				if err != nil {
+					return err
 				}
 				if f.output == "json" {
 					out := make([]map[string]any, 0, len(jobs))
@@ -515,17 +518,12 @@ func controllerBackup(ctx context.Context, s *streams, controller, instance, eng
 func controllerBackups(ctx context.Context, s *streams, controller, instance, output string) error {
 	f := fleetFlags{controller: controller, output: output, timeout: 10 * time.Second}
 	return f.call(ctx, func(ctx context.Context, c *client.Conn) error {
-		var list []*v1.Backup
-		tok := ""
-		for {
+		list, err := listAll(func(tok string) ([]*v1.Backup, string, error) {
 			r, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: instance, PageToken: tok})
-			if err != nil {
-				return rpcErr(err)
-			}
-			list = append(list, r.GetBackups()...)
-			if tok = r.GetNextPageToken(); tok == "" {
-				break
-			}
+			return r.GetBackups(), r.GetNextPageToken(), err
+		})
+		if err != nil {
+			return err
 		}
 		if output == "json" {
 			out := make([]map[string]any, 0, len(list))
