@@ -33,7 +33,7 @@ func TestBadInput(t *testing.T) {
 	// A data dir that belongs to node u1.
 	used := newNode(t, "u1")
 	used.start(true, "--bootstrap")
-	used.kill()
+	used.Kill()
 
 	// A node that is still trying to join: it serves, but knows no cluster.
 	lonely := newNode(t, "l1")

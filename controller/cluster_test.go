@@ -205,7 +205,7 @@ func TestCluster(t *testing.T) {
 
 	// kill -9 the leader.
 	killed := leader
-	killed.kill()
+	killed.Kill()
 	killedAt := time.Now()
 	a.close()
 	live := slices.DeleteFunc(slices.Clone(all), func(n *node) bool { return n == killed })
@@ -266,7 +266,7 @@ func TestCluster(t *testing.T) {
 	cut := leader
 	others := slices.DeleteFunc(slices.Clone(all), func(n *node) bool { return n == cut })
 	for _, n := range others {
-		n.signal(syscall.SIGSTOP)
+		n.Signal(syscall.SIGSTOP)
 	}
 	before := cut.nodeStatus(t)
 	for i := range 2 {
@@ -290,7 +290,7 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("commit index moved from %d to %d on a cut-off node", before.GetCommitIndex(), after.GetCommitIndex())
 	}
 	for _, n := range others {
-		n.signal(syscall.SIGCONT)
+		n.Signal(syscall.SIGCONT)
 	}
 	leader = leaderOf(t, all, 3, 15*time.Second)
 	runBackup(t, leader, reconnect(t, a, all), "db1")
@@ -302,7 +302,7 @@ func TestCluster(t *testing.T) {
 	if err != nil || len(rm.GetMembers()) != 2 {
 		t.Fatalf("RemoveMember: %v, %v", rm, err)
 	}
-	gone[0].kill()
+	gone[0].Kill()
 	leaderOf(t, []*node{leader, gone[1]}, 2, 10*time.Second)
 	step("removed " + gone[0].id)
 }

@@ -5,9 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,11 +23,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	tidemarkBin = filepath.Join(dir, "tidemark")
-	build := exec.Command("go", "build", "-o", tidemarkBin, "github.com/tidemark-backup/tidemark/cmd/tidemark")
-	build.Dir = testenv.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building tidemark: %v\n%s", err, out)
+	if tidemarkBin, err = testenv.BuildTidemark(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -48,22 +43,18 @@ var timing = []string{
 
 // node is one `tidemark controller` process.
 type node struct {
+	*testenv.Child
 	t        *testing.T
 	id       string
 	dataDir  string
 	grpcAddr string
 	raftAddr string
-	logPath  string
-	cmd      *exec.Cmd
-	done     chan struct{}
 	conn     *client.Conn
-	cleanup  bool
 }
 
 func newNode(t *testing.T, id string) *node {
-	dir := t.TempDir()
-	return &node{t: t, id: id, dataDir: filepath.Join(dir, "data"), grpcAddr: freeAddr(t), raftAddr: freeAddr(t),
-		logPath: filepath.Join(dir, "controller.log")}
+	return &node{Child: testenv.NewChild(t, id, tidemarkBin), t: t, id: id, dataDir: filepath.Join(t.TempDir(), "data"),
+		grpcAddr: freeAddr(t), raftAddr: freeAddr(t)}
 }
 
 // start runs the controller with args after the identity flags (or with
@@ -74,37 +65,13 @@ func (n *node) start(first bool, args ...string) {
 	if first {
 		full = append(full, "--node-id", n.id, "--grpc-addr", n.grpcAddr, "--raft-addr", n.raftAddr)
 	}
-	full = append(append(full, args...), timing...)
-	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	defer func() { _ = logf.Close() }()
-	cmd := exec.Command(tidemarkBin, full...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group, and SIGKILL if the test binary dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	n.cmd, n.done = cmd, make(chan struct{})
-	started := make(chan error, 1)
-	go func() {
-		// Pdeathsig follows the forking thread: keep it until Wait returns.
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		close(n.done)
-	}()
-	if err := <-started; err != nil {
-		n.t.Fatal(err)
-	}
+	n.Args = append(append(full, args...), timing...)
+	n.Start()
 	if n.conn == nil {
 		// grpc connections redial on their own, across restarts.
 		waitFor(n.t, n.id+" to serve gRPC", 10*time.Second, func() error {
-			if n.exited() {
-				return fmt.Errorf("%s exited:\n%s", n.id, n.logTail())
+			if n.Exited() {
+				return fmt.Errorf("%s exited:\n%s", n.id, n.LogTail())
 			}
 			c, err := client.DialAny(n.t.Context(), []string{n.grpcAddr}, client.Options{ProbeTimeout: time.Second})
 			if err == nil {
@@ -113,48 +80,6 @@ func (n *node) start(first bool, args ...string) {
 			return err
 		})
 	}
-	if !n.cleanup {
-		n.cleanup = true
-		n.t.Cleanup(func() {
-			n.kill()
-			if n.t.Failed() {
-				n.t.Logf("log of %s:\n%s", n.id, n.logTail())
-			}
-		})
-	}
-}
-
-func (n *node) exited() bool {
-	select {
-	case <-n.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (n *node) kill() {
-	if n.cmd == nil || n.exited() {
-		return
-	}
-	_ = syscall.Kill(n.cmd.Process.Pid, syscall.SIGCONT) // a stopped process dies only once continued
-	_ = n.cmd.Process.Kill()
-	<-n.done
-}
-
-func (n *node) signal(sig syscall.Signal) {
-	n.t.Helper()
-	if err := n.cmd.Process.Signal(sig); err != nil {
-		n.t.Fatalf("%s: %v", n.id, err)
-	}
-}
-
-func (n *node) logTail() string {
-	b, _ := os.ReadFile(n.logPath)
-	if len(b) > 6000 {
-		b = b[len(b)-6000:]
-	}
-	return string(b)
 }
 
 // run runs the tidemark binary to completion and returns its stdout,

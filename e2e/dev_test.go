@@ -27,10 +27,10 @@ func TestDev(t *testing.T) {
 		"--heartbeat-interval", "200ms", "--lease-duration", "2s", "--log-level", "debug")
 	ctl := []string{"--controller", addr}
 	waitFor(t, "tidemark dev to print its address", 20*time.Second, func() error {
-		if dev.exited() {
-			t.Fatalf("tidemark dev exited:\n%s", dev.logTail())
+		if dev.Exited() {
+			t.Fatalf("tidemark dev exited:\n%s", dev.LogTail())
 		}
-		if !strings.Contains(dev.log(), "controller "+addr+"\n") {
+		if !strings.Contains(dev.Log(), "controller "+addr+"\n") {
 			return fmt.Errorf("not yet")
 		}
 		return nil
@@ -135,13 +135,13 @@ func TestDev(t *testing.T) {
 	}
 
 	// Restarted on the same data dir, dev keeps its catalog and repository.
-	dev.signal(syscall.SIGTERM)
+	dev.Signal(syscall.SIGTERM)
 	select {
-	case <-dev.done:
+	case <-dev.Done():
 	case <-time.After(testenv.Wait(20 * time.Second)):
-		t.Fatalf("tidemark dev did not stop on SIGTERM:\n%s", dev.logTail())
+		t.Fatalf("tidemark dev did not stop on SIGTERM:\n%s", dev.LogTail())
 	}
-	dev.start()
+	dev.Start()
 	waitFor(t, "the restarted dev to list the backup", 20*time.Second, func() error {
 		r := tm(t, 10*time.Second, append([]string{"backups", "--instance", "local", "-o", "json"}, ctl...)...)
 		if r.code != 0 {

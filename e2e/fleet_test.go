@@ -34,13 +34,13 @@ var timing = []string{
 type cluster struct {
 	t     *testing.T
 	nodes []*ctlNode
-	agent *proc
+	agent *testenv.Child
 	repo  string
 	addrs string // every node's gRPC address, comma-separated
 }
 
 type ctlNode struct {
-	*proc
+	*testenv.Child
 	id      string
 	addr    string
 	dataDir string
@@ -84,10 +84,10 @@ func startCluster(t *testing.T, db *testenv.MariaDB, opts clusterOpts) *cluster 
 		} else {
 			args = append(args, "--join", addrs[0])
 		}
-		n := &ctlNode{proc: startProc(t, id, append(append(args, timing...), extra...)...), id: id, addr: grpc, dataDir: dataDir}
+		n := &ctlNode{Child: startProc(t, id, append(append(args, timing...), extra...)...), id: id, addr: grpc, dataDir: dataDir}
 		waitFor(t, id+" to serve", 15*time.Second, func() error {
-			if n.exited() {
-				t.Fatalf("%s exited:\n%s", id, n.logTail())
+			if n.Exited() {
+				t.Fatalf("%s exited:\n%s", id, n.LogTail())
 			}
 			conn, err := client.DialAny(t.Context(), []string{grpc}, client.Options{ProbeTimeout: time.Second})
 			if err == nil {
@@ -113,15 +113,10 @@ func startCluster(t *testing.T, db *testenv.MariaDB, opts clusterOpts) *cluster 
 	if opts.relayTo != nil {
 		agentRepo = "relay://" + c.addrs
 	}
-	c.agent = &proc{t: t, name: "agent", env: agentEnv, logPath: filepath.Join(t.TempDir(), "agent.log"),
-		args: []string{"agent", "--controller", c.addrs, "--name", "db", "--mysql", db.DSN, "--repo", agentRepo, "--parallel", "1", "--log-level", "debug"}}
-	c.agent.start()
-	t.Cleanup(func() {
-		c.agent.kill()
-		if t.Failed() {
-			t.Logf("log of agent:\n%s", c.agent.logTail())
-		}
-	})
+	c.agent = newProc(t, "agent", "agent", "--controller", c.addrs, "--name", "db", "--mysql", db.DSN, "--repo", agentRepo,
+		"--parallel", "1", "--log-level", "debug")
+	c.agent.Env = append(c.agent.Env, agentEnv...)
+	c.agent.Start()
 	waitFor(t, "the agent to connect", 20*time.Second, func() error {
 		r := tm(t, 10*time.Second, append([]string{"agents", "-o", "json"}, c.ctl()...)...)
 		if r.code != 0 || !strings.Contains(r.out, `"connected":true`) {
@@ -138,7 +133,7 @@ func (c *cluster) leader() *ctlNode {
 	var l *ctlNode
 	waitFor(c.t, "a leader", 15*time.Second, func() error {
 		for _, n := range c.nodes {
-			if n.exited() {
+			if n.Exited() {
 				continue
 			}
 			st, err := n.conn.Cluster.NodeStatus(c.t.Context(), &v1.NodeStatusRequest{})
@@ -164,7 +159,7 @@ func (c *cluster) job(id string) *v1.Job {
 	var j *v1.Job
 	waitFor(c.t, "job "+id, 15*time.Second, func() error {
 		for _, n := range c.nodes {
-			if n.exited() {
+			if n.Exited() {
 				continue
 			}
 			r, err := n.conn.Control.GetJob(c.t.Context(), &v1.GetJobRequest{Id: id, Consistent: true})
@@ -220,7 +215,7 @@ func (c *cluster) sameCatalog() string {
 	waitFor(c.t, "every node to hold the same catalog", 15*time.Second, func() error {
 		var first string
 		for i, n := range c.nodes {
-			if n.exited() {
+			if n.Exited() {
 				continue
 			}
 			got, err := catalogOf(c.t.Context(), n)
@@ -249,7 +244,7 @@ func (c *cluster) completeBackups(jobID string) []string {
 	waitFor(c.t, "the nodes to agree on the complete backups of job "+jobID, 10*time.Second, func() error {
 		out = nil
 		for i, n := range c.nodes {
-			if n.exited() {
+			if n.Exited() {
 				continue
 			}
 			bs, err := n.conn.Control.ListBackups(c.t.Context(), &v1.ListBackupsRequest{Status: v1.BackupStatus_BACKUP_STATUS_COMPLETE})
@@ -351,7 +346,7 @@ func TestFleetProcesses(t *testing.T) {
 		if err != nil || len(bs.GetBackups()) != 1 || bs.GetBackups()[0].GetRepositoryUri() != c.repo {
 			t.Errorf("catalog backups %v (%v), want one in %s", bs.GetBackups(), err, c.repo)
 		}
-		if !strings.Contains(c.agent.log(), "relay://") {
+		if !strings.Contains(c.agent.Log(), "relay://") {
 			t.Errorf("the agent's log does not show its relay:// repository")
 		}
 	})
@@ -376,7 +371,7 @@ func TestFleetProcesses(t *testing.T) {
 		if j := c.job(id); j.GetState() != v1.JobState_JOB_STATE_RUNNING {
 			t.Fatalf("job %s is %s before the leader is killed: the sample is too small for this test", id, j.GetState())
 		}
-		old.kill()
+		old.Kill()
 		killed := time.Now()
 		nl := c.leader()
 		t.Logf("%s killed; %s leads after %s", old.id, nl.id, time.Since(killed).Round(time.Millisecond))
@@ -402,8 +397,8 @@ func TestFleetProcesses(t *testing.T) {
 		}
 		c.sameCatalog()
 		// The killed node comes back and catches up.
-		old.args = append([]string{"controller", "--data-dir", old.dataDir}, timing...)
-		old.start()
+		old.Args = append([]string{"controller", "--data-dir", old.dataDir}, timing...)
+		old.Start()
 		c.sameCatalog()
 		if got := c.repoManifests(); !slices.Equal(got, done) {
 			t.Errorf("repository holds %v, catalog's complete backups %v", got, done)
@@ -414,7 +409,7 @@ func TestFleetProcesses(t *testing.T) {
 		c := startCluster(t, db, clusterOpts{extra: []string{"--max-attempts", "1"}})
 		id := c.submit()
 		c.waitState(id, 20*time.Second, v1.JobState_JOB_STATE_RUNNING)
-		c.agent.kill()
+		c.agent.Kill()
 		start := time.Now()
 		j := c.waitState(id, 4*lease+5*time.Second, v1.JobState_JOB_STATE_FAILED)
 		t.Logf("job failed %s after the agent's death: %s", time.Since(start).Round(time.Millisecond), j.GetReason())
@@ -438,13 +433,13 @@ func TestFleetProcesses(t *testing.T) {
 		c := startCluster(t, db, clusterOpts{})
 		id := c.submit()
 		c.waitState(id, 20*time.Second, v1.JobState_JOB_STATE_RUNNING)
-		c.agent.signal(syscall.SIGSTOP)
+		c.agent.Signal(syscall.SIGSTOP)
 		time.Sleep(2 * lease)
 		j := c.job(id)
 		if j.GetAttempt() != 1 || len(j.GetPreviousAttempts()) != 1 || !strings.Contains(j.GetPreviousAttempts()[0].GetError(), "lease expired") {
 			t.Errorf("after the agent slept through its lease: attempt %d, previous %v", j.GetAttempt(), j.GetPreviousAttempts())
 		}
-		c.agent.signal(syscall.SIGCONT)
+		c.agent.Signal(syscall.SIGCONT)
 		j = c.waitState(id, 40*time.Second, v1.JobState_JOB_STATE_SUCCEEDED, v1.JobState_JOB_STATE_FAILED)
 		if j.GetState() != v1.JobState_JOB_STATE_SUCCEEDED || j.GetAttempt() != 2 {
 			t.Fatalf("job %s ended %s at attempt %d (%s), want succeeded at attempt 2", id, j.GetState(), j.GetAttempt(), j.GetReason())
@@ -463,7 +458,7 @@ func TestFleetProcesses(t *testing.T) {
 		c.sameCatalog()
 		// The woken attempt was stopped by the controller, or its result
 		// refused as stale (the agent logs which).
-		if l := c.agent.log(); !strings.Contains(l, "job cancelled by the controller") && !strings.Contains(l, "refused the job's result as stale") {
+		if l := c.agent.Log(); !strings.Contains(l, "job cancelled by the controller") && !strings.Contains(l, "refused the job's result as stale") {
 			t.Errorf("the agent's log shows no refusal of the woken attempt")
 		}
 	})

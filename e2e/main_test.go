@@ -6,10 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,11 +22,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	tidemarkBin = filepath.Join(dir, "tidemark")
-	build := exec.Command("go", "build", "-o", tidemarkBin, "github.com/tidemark-backup/tidemark/cmd/tidemark")
-	build.Dir = testenv.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building tidemark: %v\n%s", err, out)
+	if tidemarkBin, err = testenv.BuildTidemark(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -48,99 +42,21 @@ func freeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// proc is one long-running tidemark process (controller, agent, dev).
-type proc struct {
-	t       *testing.T
-	name    string
-	args    []string
-	logPath string
-	env     []string // added to the environment, after the test's own
-	cmd     *exec.Cmd
-	done    chan struct{}
-}
-
-// startProc runs tidemark with args, its output in a log file that the
-// test prints when it fails. A cleanup kills it.
-func startProc(t *testing.T, name string, args ...string) *proc {
+// startProc runs tidemark with args as a child of the test, its output in
+// a log file that the test prints when it fails. A cleanup kills it.
+func startProc(t *testing.T, name string, args ...string) *testenv.Child {
 	t.Helper()
-	p := &proc{t: t, name: name, args: args, logPath: filepath.Join(t.TempDir(), name+".log")}
-	p.start()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			t.Logf("log of %s:\n%s", p.name, p.logTail())
-		}
-	})
+	p := newProc(t, name, args...)
+	p.Start()
 	return p
 }
 
-func (p *proc) start() {
-	p.t.Helper()
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	defer func() { _ = logf.Close() }()
-	cmd := exec.Command(tidemarkBin, p.args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(append(os.Environ(), "TIDEMARK_CONTROLLER=", "TIDEMARK_REPO="), p.env...)
-	// Own process group, and SIGKILL if the test binary dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	p.cmd, p.done = cmd, make(chan struct{})
-	started := make(chan error, 1)
-	go func() {
-		// Pdeathsig follows the forking thread: keep it until Wait returns.
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
-		p.t.Fatal(err)
-	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// kill sends SIGKILL (kill -9) and waits for the process to go.
-func (p *proc) kill() {
-	if p.cmd == nil || p.exited() {
-		return
-	}
-	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT) // a stopped process dies only once continued
-	_ = p.cmd.Process.Kill()
-	<-p.done
-}
-
-func (p *proc) signal(sig syscall.Signal) {
-	p.t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		p.t.Fatalf("%s: %v", p.name, err)
-	}
-}
-
-func (p *proc) logTail() string {
-	b, _ := os.ReadFile(p.logPath)
-	if len(b) > 8000 {
-		b = b[len(b)-8000:]
-	}
-	return string(b)
-}
-
-func (p *proc) log() string {
-	b, _ := os.ReadFile(p.logPath)
-	return string(b)
+// newProc prepares a tidemark child, with the controller and repository
+// environment variables of the test's own shell cleared.
+func newProc(t *testing.T, name string, args ...string) *testenv.Child {
+	p := testenv.NewChild(t, name, tidemarkBin, args...)
+	p.Env = []string{"TIDEMARK_CONTROLLER=", "TIDEMARK_REPO="}
+	return p
 }
 
 // result is how one CLI run ended.

@@ -1,0 +1,114 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// BuildTidemark builds the tidemark binary into dir and returns its path:
+// what process tests run, built once in their TestMain.
+func BuildTidemark(dir string) (string, error) {
+	bin := filepath.Join(dir, "tidemark")
+	build := exec.Command("go", "build", "-o", bin, "github.com/tidemark-backup/tidemark/cmd/tidemark")
+	build.Dir = RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building tidemark: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Child is a long-running program a test runs (a tidemark controller or
+// agent), started so that it dies with the test binary, its output appended
+// to a log file that is printed when the test fails. Kill it and Start it
+// again for a restart; a cleanup kills it at the end of the test.
+type Child struct {
+	Name    string
+	Path    string   // the program
+	Args    []string // for the next Start
+	Env     []string // added to the test's environment, overriding it
+	LogPath string
+
+	t       testing.TB
+	p       *process
+	cleanup bool
+}
+
+// NewChild prepares a child; Start runs it.
+func NewChild(t testing.TB, name, path string, args ...string) *Child {
+	return &Child{Name: name, Path: path, Args: args, LogPath: filepath.Join(t.TempDir(), name+".log"), t: t}
+}
+
+// StartChild runs a new child.
+func StartChild(t testing.TB, name, path string, args ...string) *Child {
+	t.Helper()
+	c := NewChild(t, name, path, args...)
+	c.Start()
+	return c
+}
+
+// Start runs the program with the current Args and Env.
+func (c *Child) Start() {
+	c.t.Helper()
+	cmd := exec.Command(c.Path, c.Args...)
+	cmd.Env = append(os.Environ(), c.Env...)
+	p, err := startProcess(cmd, c.LogPath)
+	if err != nil {
+		c.t.Fatalf("starting %s: %v", c.Name, err)
+	}
+	c.p = p
+	if !c.cleanup {
+		c.cleanup = true
+		c.t.Cleanup(func() {
+			c.Kill()
+			if c.t.Failed() {
+				c.t.Logf("log of %s:\n%s", c.Name, c.LogTail())
+			}
+		})
+	}
+}
+
+// Exited reports whether the child (as last started) has exited.
+func (c *Child) Exited() bool { return c.p == nil || c.p.exited() }
+
+// Done is closed when the child (as last started) has exited.
+func (c *Child) Done() <-chan struct{} { return c.p.done }
+
+// Pid is the child's process id.
+func (c *Child) Pid() int { return c.p.pid() }
+
+// Kill sends SIGKILL (kill -9) to the child's process group, continuing it
+// first in case it is stopped, and waits for it to go.
+func (c *Child) Kill() {
+	if c.Exited() {
+		return
+	}
+	_ = syscall.Kill(-c.p.pid(), syscall.SIGCONT)
+	c.p.kill()
+}
+
+// Signal sends sig to the child.
+func (c *Child) Signal(sig syscall.Signal) {
+	c.t.Helper()
+	if err := c.p.cmd.Process.Signal(sig); err != nil {
+		c.t.Fatalf("%s: %v", c.Name, err)
+	}
+}
+
+// Log is everything the child has written, across restarts.
+func (c *Child) Log() string {
+	b, _ := os.ReadFile(c.LogPath)
+	return string(b)
+}
+
+// LogTail is the last 8 KiB of the log.
+func (c *Child) LogTail() string {
+	s := c.Log()
+	if len(s) > 8<<10 {
+		s = s[len(s)-8<<10:]
+	}
+	return s
+}
