@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -381,11 +382,25 @@ func (c *controlService) SubmitRestore(ctx context.Context, req *v1.SubmitRestor
 	if err := checkRepo(p.GetRepositoryUri()); err != nil {
 		return nil, toStatus(err)
 	}
+	// Only a complete backup the catalog knows is restored, from where it
+	// was written: the target's agent may use another repository.
+	b, err := s.fsm.Store().Read().Backup(p.GetBackupId())
+	if err != nil {
+		return nil, toStatus(catalog.Errorf(catalog.ErrNotFound, "backup %s is not in the catalog: see `tidemark backups`", p.GetBackupId()))
+	}
+	if b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE {
+		return nil, toStatus(catalog.Errorf(catalog.ErrConflict, "backup %s is %s, not complete: only a complete backup can be restored",
+			b.GetId(), strings.ToLower(strings.TrimPrefix(b.GetStatus().String(), "BACKUP_STATUS_"))))
+	}
+	p = proto.CloneOf(p)
+	if p.RepositoryUri == "" {
+		p.RepositoryUri = b.GetRepositoryUri()
+	}
 	t := time.Now()
 	job := &v1.Job{
 		Id: newJobID(t), Kind: v1.JobKind_JOB_KIND_RESTORE, Instance: p.GetTargetInstance(), State: v1.JobState_JOB_STATE_PENDING,
 		CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t), MaxAttempts: s.cfg.MaxAttempts,
-		Params: &v1.Job_Restore{Restore: proto.CloneOf(p)},
+		Params: &v1.Job_Restore{Restore: p},
 	}
 	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
 	if err != nil {

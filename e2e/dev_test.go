@@ -35,8 +35,9 @@ func TestDev(t *testing.T) {
 		}
 		return nil
 	})
+	// No --repo: restores onto it read the repository the catalog records.
 	startProc(t, "agent-other", "agent", "--controller", addr, "--name", "other", "--labels", "role=target",
-		"--mysql", dst.DSN, "--repo", "file://"+filepath.Join(dir, "dev", "repo"), "--log-level", "debug")
+		"--mysql", dst.DSN, "--log-level", "debug")
 	waitFor(t, "both agents to be connected", 20*time.Second, func() error {
 		r := tm(t, 10*time.Second, append([]string{"agents", "-o", "json"}, ctl...)...)
 		if r.code != 0 {
@@ -110,6 +111,10 @@ func TestDev(t *testing.T) {
 	}
 
 	// Mistakes.
+	r = tm(t, 10*time.Second, append([]string{"restore", "no-such-backup", "--to-instance", "other"}, ctl...)...)
+	if r.code == 0 || !strings.Contains(r.err, "backup no-such-backup is not in the catalog") {
+		t.Errorf("restore of an unknown backup: exit %d, stderr:\n%s", r.code, r.err)
+	}
 	r = tm(t, 10*time.Second, append([]string{"backup", "--instance", "nope", "--wait"}, ctl...)...)
 	if r.code == 0 || !strings.Contains(r.err, "nope") {
 		t.Errorf("backup of an unknown instance: exit %d, stderr:\n%s", r.code, r.err)
