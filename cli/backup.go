@@ -284,7 +284,7 @@ func newRestoreCmd(s *streams) *cobra.Command {
 		Long: `Restore a backup into a server (--to-mysql DSN), reading the repository here.
 
 Through a controller: --to-instance NAME submits a restore job that the
-instance's agent runs (the target must be empty), and follows it to its end
+instance's agent runs (with the same filters), and follows it to its end
 (--no-wait: print the job id). With --controller and --to-mysql the controller
 only tells where the backup is (its repository URI, unless --repo is given)
 and the restore runs here: the agents cannot restore onto a server that is
@@ -296,10 +296,15 @@ not a catalog instance.`,
 				if dsn != "" {
 					return &UserError{Msg: "give --to-instance NAME (a restore job on its agent) or --to-mysql DSN (a restore run here), not both"}
 				}
-				if databases != "" || tables != "" || len(renames) > 0 || dropExisting || includeUsers {
-					return &UserError{Msg: "--databases, --tables, --rename-db, --drop-existing and --include-users are not supported by restore jobs yet; restore with --to-mysql"}
+				rename, err := parseRenames(renames)
+				if err != nil {
+					return err
 				}
-				return controllerRestore(ctx, s, controller, args[0], toInstance, parallel, !noWait)
+				return controllerRestore(ctx, s, controller, toInstance, !noWait, &v1.RestoreParams{
+					BackupId: args[0], TargetInstance: toInstance, Parallelism: uint32(max(parallel, 0)),
+					Databases: splitList(databases), Tables: splitList(tables), RenameDatabases: rename,
+					DropExisting: dropExisting, IncludeUsers: includeUsers,
+				})
 			}
 			if dsn == "" {
 				return &UserError{Msg: "--to-mysql DSN (restore here) or --to-instance NAME (restore job through the controller) is required"}
@@ -314,15 +319,9 @@ not a catalog instance.`,
 			if _, err := mysqlx.ParseDSN(dsn); err != nil {
 				return userErr(err)
 			}
-			rename := map[string]string{}
-			for _, r := range renames {
-				for _, pair := range splitList(r) {
-					from, to, ok := strings.Cut(pair, ":")
-					if !ok || from == "" || to == "" {
-						return &UserError{Msg: fmt.Sprintf("--rename-db %q: use old:new", pair)}
-					}
-					rename[from] = to
-				}
+			rename, err := parseRenames(renames)
+			if err != nil {
+				return err
 			}
 			repo, closeRepo, err := rf.open(ctx)
 			if err != nil {
@@ -371,4 +370,20 @@ not a catalog instance.`,
 	cmd.Flags().StringVar(&toInstance, "to-instance", "", "restore through the controller onto this catalog instance (its agent runs the job)")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "with --to-instance: print the job id and return instead of following the job")
 	return cmd
+}
+
+// parseRenames reads --rename-db values: old:new pairs, comma-separated or
+// repeated.
+func parseRenames(renames []string) (map[string]string, error) {
+	rename := map[string]string{}
+	for _, r := range renames {
+		for _, pair := range splitList(r) {
+			from, to, ok := strings.Cut(pair, ":")
+			if !ok || from == "" || to == "" {
+				return nil, &UserError{Msg: fmt.Sprintf("--rename-db %q: use old:new", pair)}
+			}
+			rename[from] = to
+		}
+	}
+	return rename, nil
 }

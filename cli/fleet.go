@@ -552,16 +552,14 @@ func controllerBackups(ctx context.Context, s *streams, controller, instance, ou
 
 // controllerRestore submits a restore job onto a catalog instance and
 // follows it to its end.
-func controllerRestore(ctx context.Context, s *streams, controller, backupID, instance string, parallel int, wait bool) error {
+func controllerRestore(ctx context.Context, s *streams, controller, instance string, wait bool, params *v1.RestoreParams) error {
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	c, err := dialLeader(sctx, controller)
 	if err != nil {
 		return err
 	}
-	r, err := c.Control.SubmitRestore(sctx, &v1.SubmitRestoreRequest{Params: &v1.RestoreParams{
-		BackupId: backupID, TargetInstance: instance, Parallelism: uint32(max(parallel, 0)),
-	}})
+	r, err := c.Control.SubmitRestore(sctx, &v1.SubmitRestoreRequest{Params: params})
 	_ = c.Close()
 	if err != nil {
 		return rpcErr(err)
@@ -571,7 +569,7 @@ func controllerRestore(ctx context.Context, s *streams, controller, backupID, in
 		_, err := fmt.Fprintln(s.out, id)
 		return err
 	}
-	fmt.Fprintf(s.err, "restore job %s submitted: backup %s onto instance %s\n", id, backupID, instance)
+	fmt.Fprintf(s.err, "restore job %s submitted: backup %s onto instance %s\n", id, params.GetBackupId(), instance)
 	j, err := watchJob(ctx, s, controller, id)
 	if err != nil {
 		return err

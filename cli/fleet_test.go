@@ -26,7 +26,7 @@ func TestFleetCommandsBadInput(t *testing.T) {
 		{[]string{"backup", "--controller", closed, "--instance", "db", "--wait"}, "no Tidemark controller answers"},
 		{[]string{"backups", "--controller", closed}, "no Tidemark controller answers"},
 		{[]string{"restore", "b1", "--to-instance", "db", "--to-mysql", "root@tcp(127.0.0.1:1)/"}, "not both"},
-		{[]string{"restore", "b1", "--to-instance", "db", "--rename-db", "a:b"}, "not supported by restore jobs"},
+		{[]string{"restore", "b1", "--to-instance", "db", "--rename-db", "a-b"}, `--rename-db "a-b": use old:new`},
 		{[]string{"restore", "b1"}, "--to-instance NAME"},
 		{[]string{"restore", "b1", "--to-instance", "db"}, "no controller address"},
 		{[]string{"restore", "b1", "--to-mysql", "root@tcp(127.0.0.1:1)/", "--controller", closed}, "no Tidemark controller answers"},

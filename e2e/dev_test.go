@@ -110,6 +110,13 @@ func TestDev(t *testing.T) {
 		t.Errorf("restore onto a non-empty instance: exit %d, stderr:\n%s", r.code, r.err)
 	}
 
+	// Filters travel with the job: one table, under another database name.
+	must(t, 60*time.Second, append([]string{"restore", id, "--to-instance", "other", "--tables", "shop.customers", "--rename-db", "shop:shop_copy"}, ctl...)...)
+	want, got := testenv.Checksums(t, srcDB, "shop")["shop.customers"], testenv.Checksums(t, dstDB, "shop_copy")
+	if len(got) != 1 || got["shop_copy.customers"] != want {
+		t.Errorf("filtered restore: got %v, want shop_copy.customers = %v", got, want)
+	}
+
 	// Mistakes.
 	r = tm(t, 10*time.Second, append([]string{"restore", "no-such-backup", "--to-instance", "other"}, ctl...)...)
 	if r.code == 0 || !strings.Contains(r.err, "backup no-such-backup is not in the catalog") {

@@ -218,6 +218,8 @@ func restore(ctx context.Context, p Params) (*Result, error) {
 	res, err := eng.Restore(ctx, engines.RestoreParams{
 		DSN: p.DSN, Parallel: parallel(rp.GetParallelism(), p.Parallel),
 		Source: engines.ArchiveSource(repo, m), Progress: progress(p),
+		Databases: rp.GetDatabases(), Tables: rp.GetTables(), RenameDB: rp.GetRenameDatabases(),
+		DropExisting: rp.GetDropExisting(), IncludeUsers: rp.GetIncludeUsers(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("restore of backup %s onto %s: %w", m.GetBackupId(), p.Job.GetInstance(), err)

@@ -1007,7 +1007,19 @@ type RestoreParams struct {
 	// Repository to read from; empty means the backup's own.
 	RepositoryUri string `protobuf:"bytes,7,opt,name=repository_uri,json=repositoryUri,proto3" json:"repository_uri,omitempty"`
 	// Parallel workers; 0 means the engine's default.
-	Parallelism   uint32 `protobuf:"varint,8,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	Parallelism uint32 `protobuf:"varint,8,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	// Logical restores: only these databases (by their name in the backup);
+	// empty: all.
+	Databases []string `protobuf:"bytes,9,rep,name=databases,proto3" json:"databases,omitempty"`
+	// Logical restores: only these tables, "db.table"; empty: all.
+	Tables []string `protobuf:"bytes,10,rep,name=tables,proto3" json:"tables,omitempty"`
+	// Logical restores: database name in the backup -> name on the target.
+	RenameDatabases map[string]string `protobuf:"bytes,11,rep,name=rename_databases,json=renameDatabases,proto3" json:"rename_databases,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Logical restores: drop the target's tables that the restore creates,
+	// instead of refusing a target that holds them.
+	DropExisting bool `protobuf:"varint,12,opt,name=drop_existing,json=dropExisting,proto3" json:"drop_existing,omitempty"`
+	// Logical restores: also restore accounts and grants.
+	IncludeUsers  bool `protobuf:"varint,13,opt,name=include_users,json=includeUsers,proto3" json:"include_users,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1109,6 +1121,41 @@ func (x *RestoreParams) GetParallelism() uint32 {
 		return x.Parallelism
 	}
 	return 0
+}
+
+func (x *RestoreParams) GetDatabases() []string {
+	if x != nil {
+		return x.Databases
+	}
+	return nil
+}
+
+func (x *RestoreParams) GetTables() []string {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+func (x *RestoreParams) GetRenameDatabases() map[string]string {
+	if x != nil {
+		return x.RenameDatabases
+	}
+	return nil
+}
+
+func (x *RestoreParams) GetDropExisting() bool {
+	if x != nil {
+		return x.DropExisting
+	}
+	return false
+}
+
+func (x *RestoreParams) GetIncludeUsers() bool {
+	if x != nil {
+		return x.IncludeUsers
+	}
+	return false
 }
 
 type isRestoreParams_StopAt interface {
@@ -1853,7 +1900,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
 	"\x0eBinlogPosition\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x1a\n" +
-	"\bposition\x18\x02 \x01(\x04R\bposition\"\x84\x03\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\"\xa4\x05\n" +
 	"\rRestoreParams\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12'\n" +
 	"\x0ftarget_instance\x18\x02 \x01(\tR\x0etargetInstance\x12%\n" +
@@ -1863,7 +1910,16 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x10stop_at_gtid_set\x18\x05 \x01(\tH\x00R\rstopAtGtidSet\x12G\n" +
 	"\x10stop_at_position\x18\x06 \x01(\v2\x1b.tidemark.v1.BinlogPositionH\x00R\x0estopAtPosition\x12%\n" +
 	"\x0erepository_uri\x18\a \x01(\tR\rrepositoryUri\x12 \n" +
-	"\vparallelism\x18\b \x01(\rR\vparallelismB\t\n" +
+	"\vparallelism\x18\b \x01(\rR\vparallelism\x12\x1c\n" +
+	"\tdatabases\x18\t \x03(\tR\tdatabases\x12\x16\n" +
+	"\x06tables\x18\n" +
+	" \x03(\tR\x06tables\x12Z\n" +
+	"\x10rename_databases\x18\v \x03(\v2/.tidemark.v1.RestoreParams.RenameDatabasesEntryR\x0frenameDatabases\x12#\n" +
+	"\rdrop_existing\x18\f \x01(\bR\fdropExisting\x12#\n" +
+	"\rinclude_users\x18\r \x01(\bR\fincludeUsers\x1aB\n" +
+	"\x14RenameDatabasesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
 	"\astop_at\"\xbb\x01\n" +
 	"\vJobProgress\x12\x1d\n" +
 	"\n" +
@@ -1969,7 +2025,7 @@ func file_tidemark_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(Filesystem)(0),               // 0: tidemark.v1.Filesystem
 	(BackupStatus)(0),             // 1: tidemark.v1.BackupStatus
@@ -1992,58 +2048,60 @@ var file_tidemark_v1_catalog_proto_goTypes = []any{
 	nil,                           // 18: tidemark.v1.Instance.LabelsEntry
 	nil,                           // 19: tidemark.v1.Backup.LabelsEntry
 	nil,                           // 20: tidemark.v1.BackupParams.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*ServerInfo)(nil),            // 22: tidemark.v1.ServerInfo
-	(*ConsistencyPoint)(nil),      // 23: tidemark.v1.ConsistencyPoint
-	(*LeaseToken)(nil),            // 24: tidemark.v1.LeaseToken
+	nil,                           // 21: tidemark.v1.RestoreParams.RenameDatabasesEntry
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*ServerInfo)(nil),            // 23: tidemark.v1.ServerInfo
+	(*ConsistencyPoint)(nil),      // 24: tidemark.v1.ConsistencyPoint
+	(*LeaseToken)(nil),            // 25: tidemark.v1.LeaseToken
 }
 var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	0,  // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
-	21, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
+	22, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
 	17, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
 	4,  // 3: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
-	21, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	21, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
+	22, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	22, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
 	18, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
 	4,  // 7: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
-	22, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
-	21, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
+	22, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 10: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
-	21, // 11: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	21, // 12: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	23, // 13: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
-	24, // 14: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
+	22, // 11: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	22, // 12: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	24, // 13: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
+	25, // 14: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
 	19, // 15: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
 	20, // 16: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	21, // 17: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	22, // 17: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
 	9,  // 18: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	21, // 19: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	24, // 20: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
-	21, // 21: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
-	21, // 22: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
-	2,  // 23: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
-	3,  // 24: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	24, // 25: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	21, // 26: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	21, // 27: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	21, // 28: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	11, // 29: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
-	12, // 30: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
-	13, // 31: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
-	21, // 32: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
-	8,  // 33: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
-	10, // 34: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
-	21, // 35: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
-	5,  // 36: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
-	6,  // 37: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
-	7,  // 38: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
-	14, // 39: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
-	15, // 40: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	21, // 19: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
+	22, // 20: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	25, // 21: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	22, // 22: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	22, // 23: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	2,  // 24: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
+	3,  // 25: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
+	25, // 26: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	22, // 27: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	22, // 28: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	22, // 29: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	11, // 30: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
+	12, // 31: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
+	13, // 32: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
+	22, // 33: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	8,  // 34: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
+	10, // 35: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
+	22, // 36: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	5,  // 37: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
+	6,  // 38: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
+	7,  // 39: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
+	14, // 40: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
+	15, // 41: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }
@@ -2067,7 +2125,7 @@ func file_tidemark_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_catalog_proto_rawDesc), len(file_tidemark_v1_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
