@@ -3,6 +3,7 @@ module github.com/tidemark-backup/tidemark
 go 1.26.8
 
 require (
+	github.com/DataDog/zstd v1.5.7
 	github.com/go-sql-driver/mysql v1.10.1
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/hashicorp/go-memdb v1.3.5

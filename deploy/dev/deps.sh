@@ -23,7 +23,9 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 
 packages() {
-	local want=(mariadb-server mariadb-client mariadb-backup btrfs-progs mydumper sysbench zstd)
+	# gcc and libc6-dev: cgo builds libzstd (github.com/DataDog/zstd) into
+	# the archive's codec; without them the build falls back to pure Go.
+	local want=(mariadb-server mariadb-client mariadb-backup btrfs-progs mydumper sysbench zstd gcc libc6-dev)
 	local missing=()
 	for p in "${want[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

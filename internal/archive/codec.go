@@ -6,10 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"runtime"
 	"sync"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/tidemark-backup/tidemark/internal/crypto"
 )
@@ -79,14 +76,12 @@ type codec struct {
 	sealer *crypto.Sealer // nil: not encrypted
 	idKey  []byte         // nil: plain SHA-256 ids
 
-	encMu    sync.Mutex
-	encoders map[int]*zstd.Encoder
-	decoder  *zstd.Decoder
-	hashes   sync.Pool
+	zstd   zstdImpl // libzstd with cgo, klauspost without: codec_zstd*.go
+	hashes sync.Pool
 }
 
 func newCodec(keys *crypto.MasterKeys) (*codec, error) {
-	c := &codec{encoders: map[int]*zstd.Encoder{}}
+	c := &codec{zstd: newZstd()}
 	if keys != nil {
 		s, err := crypto.NewSealer(keys.Data[:])
 		if err != nil {
@@ -101,24 +96,10 @@ func newCodec(keys *crypto.MasterKeys) (*codec, error) {
 		}
 		return sha256.New()
 	}
-	// DecodeAll runs concurrently on a shared decoder; the memory cap refuses
-	// a hostile blob that claims a huge window.
-	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(256<<20), zstd.WithDecoderLowmem(true))
-	if err != nil {
-		return nil, err
-	}
-	c.decoder = d
 	return c, nil
 }
 
-func (c *codec) close() {
-	c.decoder.Close()
-	c.encMu.Lock()
-	for _, e := range c.encoders {
-		_ = e.Close()
-	}
-	c.encMu.Unlock()
-}
+func (c *codec) close() { c.zstd.close() }
 
 // id hashes a chunk's plaintext.
 func (c *codec) id(plain []byte) ChunkID {
@@ -131,39 +112,17 @@ func (c *codec) id(plain []byte) ChunkID {
 	return id
 }
 
-func (c *codec) encoder(level int) (*zstd.Encoder, error) {
-	c.encMu.Lock()
-	defer c.encMu.Unlock()
-	if e, ok := c.encoders[level]; ok {
-		return e, nil
-	}
-	// One encoder per level, shared: EncodeAll is safe for concurrent use
-	// and keeps one internal state, with a history as large as a chunk, per
-	// concurrent caller. Compression is CPU-bound, so more states than
-	// cores only cost memory: callers beyond GOMAXPROCS wait their turn.
-	e, err := zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
-		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
-		zstd.WithZeroFrames(true),
-		zstd.WithEncoderCRC(false)) // our own hash covers the plaintext
-	if err != nil {
-		return nil, err
-	}
-	c.encoders[level] = e
-	return e, nil
-}
-
 // encode appends the stored form of plain to dst. scratch is reused for the
 // compressed bytes and returned for the next call.
 func (c *codec) encode(dst, scratch []byte, name string, plain []byte, compression string, level int) (out, scratchOut []byte, err error) {
 	comp := compNone
 	payload := plain
 	if compression == "zstd" {
-		enc, err := c.encoder(level)
+		var err error
+		scratch, err = c.zstd.compress(scratch[:0], plain, level)
 		if err != nil {
 			return nil, scratch, err
 		}
-		scratch = enc.EncodeAll(plain, scratch[:0])
 		// Incompressible data is stored as is rather than grown.
 		if len(scratch) < len(plain) {
 			comp = compZstd
@@ -188,6 +147,11 @@ func adFor(name string, hdr [chunkHeaderSize]byte) []byte {
 // It may overwrite stored (decryption happens in place). It does not check a
 // chunk's hash; decodeChunk does.
 func (c *codec) decode(dst []byte, name string, stored []byte) ([]byte, error) {
+	return c.decodeLimit(dst, name, stored, maxBlobPlain)
+}
+
+// decodeLimit is decode refusing a plaintext of more than limit bytes.
+func (c *codec) decodeLimit(dst []byte, name string, stored []byte, limit int) ([]byte, error) {
 	if len(stored) < chunkHeaderSize {
 		return nil, fmt.Errorf("%w: %d bytes is shorter than the header", errCorrupt, len(stored))
 	}
@@ -208,11 +172,7 @@ func (c *codec) decode(dst []byte, name string, stored []byte) ([]byte, error) {
 	case compNone:
 		return append(dst, payload...), nil
 	case compZstd:
-		out, err := c.decoder.DecodeAll(payload, dst)
-		if err != nil {
-			return nil, fmt.Errorf("%w: zstd: %w", errCorrupt, err)
-		}
-		return out, nil
+		return c.zstd.decompress(dst, payload, limit)
 	default:
 		return nil, fmt.Errorf("%w: compression %d is unknown", errCorrupt, hdr[1])
 	}
@@ -220,7 +180,7 @@ func (c *codec) decode(dst []byte, name string, stored []byte) ([]byte, error) {
 
 // decodeChunk decodes a chunk and checks that its plaintext hashes to id.
 func (c *codec) decodeChunk(dst []byte, id ChunkID, stored []byte) ([]byte, error) {
-	plain, err := c.decode(dst, id.String(), stored)
+	plain, err := c.decodeLimit(dst, id.String(), stored, maxChunkPlain)
 	if err != nil {
 		return nil, err
 	}

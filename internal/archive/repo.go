@@ -23,7 +23,7 @@ const FormatVersion = 1
 const (
 	DefaultChunkSize        = 8 << 20
 	DefaultCompression      = "zstd"
-	DefaultCompressionLevel = 1 // zstd "fastest": about 300 MB/s per core on dump text
+	DefaultCompressionLevel = 1 // zstd level 1: about 200 MB/s per core on dump text here (libzstd)
 	minChunkSize            = 64 << 10
 	maxChunkSize            = 64 << 20
 )
