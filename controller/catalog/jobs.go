@@ -13,8 +13,8 @@ import (
 
 const jobsTableName = "jobs"
 
-// jobsTable: one row per job, keyed by job id, indexed by instance and by
-// state (the leader scans PENDING jobs to assign and ASSIGNED/RUNNING ones
+// jobsTable: one row per job, keyed by job id, indexed by instance, by
+// state and by both (the leader scans PENDING jobs to assign and ASSIGNED/RUNNING ones
 // to rebuild leases).
 func jobsTable() *memdb.TableSchema {
 	return &memdb.TableSchema{
@@ -23,6 +23,12 @@ func jobsTable() *memdb.TableSchema {
 			"id":       {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
 			"instance": {Name: "instance", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Instance"}},
 			"state":    {Name: "state", Indexer: &memdb.IntFieldIndex{Field: "State"}},
+			// The one-backup-per-instance check on every submit reads the
+			// instance's active jobs here, not its whole history.
+			"instance_state": {Name: "instance_state", AllowMissing: true, Indexer: &memdb.CompoundIndex{
+				AllowMissing: true,
+				Indexes:      []memdb.Indexer{&memdb.StringFieldIndex{Field: "Instance"}, &memdb.IntFieldIndex{Field: "State"}},
+			}},
 		},
 	}
 }
@@ -87,6 +93,17 @@ func (r *Read) ActiveJobs() []*v1.Job {
 	var js []*v1.Job
 	for _, s := range []v1.JobState{v1.JobState_JOB_STATE_PENDING, v1.JobState_JOB_STATE_ASSIGNED, v1.JobState_JOB_STATE_RUNNING} {
 		js = append(js, r.JobsInState(s)...)
+	}
+	return js
+}
+
+// ActiveJobsOf returns the pending, assigned and running jobs of instance,
+// in no particular order; the cost does not grow with the instance's
+// finished jobs.
+func (r *Read) ActiveJobsOf(instance string) []*v1.Job {
+	var js []*v1.Job
+	for _, s := range []v1.JobState{v1.JobState_JOB_STATE_PENDING, v1.JobState_JOB_STATE_ASSIGNED, v1.JobState_JOB_STATE_RUNNING} {
+		js = append(js, all[*v1.Job](r, jobsTableName, "instance_state", instance, s)...)
 	}
 	return js
 }

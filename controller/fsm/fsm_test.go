@@ -211,6 +211,11 @@ func TestSubmitRefusals(t *testing.T) {
 	n.fails(submitBackup("j2", "db1", 0), catalog.ErrConflict, `instance "db1" already has backup job j1 (pending)`)
 	// Another agent cannot claim db1.
 	n.fails(register("db9", "db1"), catalog.ErrConflict, `instance "db1" belongs to agent "db1"`)
+	// Only active jobs count, whatever state moved them there.
+	n.ok(updateCmd(&v1.UpdateJobState{JobId: "j1", State: v1.JobState_JOB_STATE_CANCELLED, UpdatedAt: ts(time.Second)}))
+	n.ok(submitBackup("j2", "db1", 2*time.Second))
+	n.ok(assign("j2", "db1", 3*time.Second))
+	n.fails(submitBackup("j3", "db1", 4*time.Second), catalog.ErrConflict, `instance "db1" already has backup job j2 (assigned)`)
 }
 
 // TestLeaseFencing: once a lease expired and the job was reassigned, the

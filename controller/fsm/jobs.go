@@ -48,8 +48,8 @@ func applySubmitJob(w *catalog.Write, c *v1.SubmitJob) (proto.Message, error) {
 		return nil, err
 	}
 	if exclusive(j.GetKind()) {
-		for _, o := range w.Jobs(catalog.JobFilter{Instance: j.GetInstance()}) {
-			if exclusive(o.GetKind()) && catalog.Active(o.GetState()) {
+		for _, o := range w.ActiveJobsOf(j.GetInstance()) {
+			if exclusive(o.GetKind()) {
 				return nil, catalog.Errorf(catalog.ErrConflict, "instance %q already has %s job %s (%s); one backup or restore per instance at a time",
 					j.GetInstance(), kindName(o.GetKind()), o.GetId(), stateName(o.GetState()))
 			}
