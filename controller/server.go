@@ -163,6 +163,9 @@ func (s *Server) openRaft() error {
 	rc.SnapshotInterval = cfg.Raft.SnapshotInterval
 	rc.TrailingLogs = cfg.Raft.TrailingLogs
 	rc.Logger = logger
+	// Concurrent writers' entries go to disk and to the followers in one
+	// batch: fewer fsyncs and round trips per write under load.
+	rc.BatchApplyCh = true
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("raft configuration: %w", err)
 	}
@@ -186,7 +189,14 @@ func (s *Server) openRaft() error {
 		return fmt.Errorf("listening on --raft-addr %s: %w", s.id.RaftAddr, err)
 	}
 	s.trans = trans
-	r, err := raft.NewRaft(rc, s.fsm, bolt, bolt, snaps, trans)
+	// The leader replicates entries it has just written: a cache in front of
+	// the log store saves reading each one back from bolt (Consul and Nomad
+	// do the same).
+	logs, err := raft.NewLogCache(logCacheSize, bolt)
+	if err != nil {
+		return fmt.Errorf("raft log cache: %w", err)
+	}
+	r, err := raft.NewRaft(rc, s.fsm, logs, bolt, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("starting Raft: %w", err)
 	}
@@ -238,3 +248,7 @@ func (s *Server) close() {
 
 // errShutdown is returned by work cut short by Shutdown.
 var errShutdown = errors.New("controller node is shutting down")
+
+// logCacheSize is how many recent Raft entries the leader keeps in memory
+// for replication.
+const logCacheSize = 512
