@@ -1,7 +1,6 @@
 package logical
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -499,8 +498,8 @@ func sortBySize(tables []*tableInfo) []*tableInfo {
 }
 
 // dumpPiece streams one piece's rows straight from the server into its
-// stream: the driver's row buffer, the encoder and a 1 MiB bufio.Writer are
-// all that sit between them.
+// stream: the driver's row buffer (values are slices of it, never copied)
+// and the encoder's 1 MiB buffer are all that sit between them.
 func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, p *piece) (err error) {
 	t := p.table
 	cols := t.dumpColumns()
@@ -529,8 +528,7 @@ func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, p *piece) (err e
 		return nil
 	}
 	cw := &countingWriter{w: w, total: &r.bytes}
-	bw := bufio.NewWriterSize(cw, writeBufferSize)
-	enc := &rowEncoder{w: bw, scratch: make([]byte, 0, 64)}
+	enc := newRowEncoder(cw)
 	query := "SELECT " + strings.Join(exprs, ", ") + " FROM " + qname(t.DB, t.Name)
 	if p.where != "" {
 		query += " WHERE " + p.where
@@ -573,7 +571,7 @@ func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, p *piece) (err e
 		}
 		return err
 	}
-	if err := bw.Flush(); err != nil {
+	if err := enc.flush(); err != nil {
 		return fmt.Errorf("writing stream %s: %w", name, err)
 	}
 	r.rows.Add(rows & 0xffff)
