@@ -115,8 +115,9 @@ func (b *Backup) SetEngineMetadata(k, v string) {
 }
 
 // WithBackup writes one backup: fn writes streams through b; when fn returns
-// nil, every stream has been closed and every chunk is stored, the manifest
-// is written with a create-only put, and only then does the backup exist.
+// nil, every stream has been closed and every chunk is stored, the store is
+// synced so that every chunk is durable, the manifest is written with a
+// create-only put, and only then does the backup exist.
 // If fn fails, a stream is left open, or any upload fails, no manifest is
 // written and the error says why; chunks already uploaded stay until gc.
 //
@@ -252,9 +253,21 @@ func (r *Repo) WithBackup(ctx context.Context, opts BackupOptions, fn func(ctx c
 	return b.commit(ctx)
 }
 
-// commit writes the manifest. Everything it references is stored.
+// commit makes every chunk durable, then writes the manifest.
+//
+// Chunks are put with DeferSync: a backend that can (the file store) skips
+// the fsync per chunk, and one storage.Sync here makes them all durable,
+// along with every chunk this backup reused, which may have been left
+// unsynced by a backup that failed before this point. The manifest is never
+// written over chunks that are not durable: a failed Sync fails the backup.
 func (b *Backup) commit(ctx context.Context) (*v1.Manifest, error) {
 	m := b.manifest
+	if err := storage.Sync(ctx, b.repo.store); err != nil {
+		// Chunks this process stored or saw may be lost or removed: list
+		// the repository again before trusting any of them.
+		b.repo.dropIndex()
+		return nil, fmt.Errorf("backup %s failed: making its chunks durable in %s: %w", m.BackupId, b.repo.store, err)
+	}
 	var logical, stored uint64
 	for _, s := range b.streams {
 		m.Streams = append(m.Streams, s.ref)
@@ -282,6 +295,19 @@ func (r *Repo) putManifest(ctx context.Context, m *v1.Manifest) error {
 		return err
 	}
 	return r.store.Put(ctx, key, bytes.NewReader(blob), int64(len(blob)), storage.PutOptions{IfNotExists: true})
+}
+
+// dropIndex forgets every chunk the index knows. It empties the index
+// rather than unloading it, since a backup running meanwhile records into
+// it: from then on a chunk is known only once stored again, and the
+// create-only put of one that exists finds it (ErrExists), which is slower
+// but correct for a chunk that is durable and re-stores one that was lost.
+func (r *Repo) dropIndex() {
+	r.indexMu.Lock()
+	if r.index != nil {
+		r.index = map[ChunkID]int64{}
+	}
+	r.indexMu.Unlock()
 }
 
 func (b *Backup) fail(err error) {
@@ -378,7 +404,9 @@ func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) 
 		f.err = err
 		return out, scratch, err
 	}
-	err = r.store.Put(ctx, key, bytes.NewReader(out), int64(len(out)), storage.PutOptions{IfNotExists: true})
+	// Durable only after the Sync in commit, which comes before anything
+	// refers to the chunk.
+	err = r.store.Put(ctx, key, bytes.NewReader(out), int64(len(out)), storage.PutOptions{IfNotExists: true, DeferSync: true})
 	switch {
 	case err == nil:
 		b.uploaded.Add(int64(len(out)))

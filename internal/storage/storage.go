@@ -38,6 +38,37 @@ type PutOptions struct {
 	// fails with ErrExists and the stored object is unchanged. Backends
 	// implement it atomically (O_EXCL / link on files, If-None-Match: * on S3).
 	IfNotExists bool
+	// DeferSync lets a backend that implements Syncer return before the
+	// object is durable: it is visible at once, but may be lost in a crash
+	// (or, when Sync fails, removed) until a later Sync returns nil. A
+	// backend without Syncer ignores it: its puts are durable on return, as
+	// S3's are. Use it for objects nothing refers to until a Sync: the
+	// archive's chunks, synced once before their manifest is stored. Objects
+	// that are a commit point themselves (manifest, config, lock) never
+	// defer.
+	DeferSync bool
+}
+
+// Syncer is the optional capability behind PutOptions.DeferSync.
+type Syncer interface {
+	// Sync makes durable every object the store shows when Sync is called:
+	// every put made with DeferSync that returned nil, whichever process
+	// made it, along with the directory entries that name them. A store
+	// wrapper passes Sync through once, never retried: after a failed sync
+	// the data it covered is in doubt, and a second attempt could succeed
+	// over lost data. An error means some of those objects may not survive
+	// a crash; the caller must not commit anything that refers to them.
+	// Sync may be called concurrently with puts; those are covered or not.
+	Sync(ctx context.Context) error
+}
+
+// Sync calls s.Sync if s implements Syncer, and otherwise returns nil: a
+// store without the capability makes every put durable before it returns.
+func Sync(ctx context.Context, s any) error {
+	if sy, ok := s.(Syncer); ok {
+		return sy.Sync(ctx)
+	}
+	return nil
 }
 
 // Reader reads objects.
@@ -68,6 +99,13 @@ type Writer interface {
 	// single PUT). An object becomes visible under key only once complete: a
 	// failed or canceled Put never leaves a partial object behind. When r is
 	// an io.Seeker, a retrying backend may rewind it and send it again.
+	//
+	// Durability: a Put that returns nil has made the object durable (it
+	// survives a crash of the process or of the machine), unless it was made
+	// with DeferSync on a store that implements Syncer; such an object is
+	// durable only once a later Sync returns nil. The rule for callers: an
+	// object that refers to others (a manifest) is put only after they are
+	// all durable, so a Sync between deferred puts and that object.
 	Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) error
 }
 

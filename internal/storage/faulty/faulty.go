@@ -22,6 +22,7 @@ const (
 	List   Op = "list"
 	Put    Op = "put"
 	Delete Op = "delete"
+	Sync   Op = "sync" // storage.Syncer's Sync; its key is ""
 )
 
 // Fault describes what to do to some calls of one operation. Of the calls
@@ -62,7 +63,10 @@ type Store struct {
 	calls  map[Op]int
 }
 
-var _ storage.Storage = (*Store)(nil)
+var (
+	_ storage.Storage = (*Store)(nil)
+	_ storage.Syncer  = (*Store)(nil)
+)
 
 // New wraps inner with no faults.
 func New(inner storage.Storage) *Store {
@@ -210,4 +214,13 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	return s.inner.Delete(ctx, key)
+}
+
+// Sync applies faults, then syncs the wrapped store if it is a
+// storage.Syncer (one that is not makes every put durable on return).
+func (s *Store) Sync(ctx context.Context) error {
+	if err := apply(ctx, s.due(Sync, ""), Sync, ""); err != nil {
+		return err
+	}
+	return storage.Sync(ctx, s.inner)
 }

@@ -9,8 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tidemark-backup/tidemark/internal/storage"
 )
@@ -33,13 +36,21 @@ type Options struct {
 }
 
 // Store is a storage.Storage over a local directory. Keys are paths relative
-// to the root; a put becomes visible under its key only once its data and
-// directory entry are on disk.
+// to the root; a put becomes visible under its key only once complete, and
+// returns once its data and directory entry are on disk, unless it was made
+// with DeferSync (see Sync).
 type Store struct {
 	root string
+
+	mu          sync.Mutex
+	pendingFile map[string]struct{} // deferred puts not yet synced
+	pendingDir  map[string]struct{} // their directories
 }
 
-var _ storage.Storage = (*Store)(nil)
+var (
+	_ storage.Storage = (*Store)(nil)
+	_ storage.Syncer  = (*Store)(nil)
+)
 
 // Open returns the store rooted at the absolute directory root.
 func Open(root string, opts Options) (*Store, error) {
@@ -72,7 +83,11 @@ func (s *Store) Close() error { return nil }
 
 // Put writes to a temporary file next to the final one, syncs it, and only
 // then links (create-only) or renames it into place, so a crash or a failed
-// put never leaves a partial object under key.
+// put never leaves a partial object under key. With DeferSync (on Linux) it
+// skips both fsyncs, of the file and of its directory, and leaves them to
+// Sync, only starting the file's writeback so that Sync has less left to
+// write: the object is complete when it appears, but may vanish in a crash
+// until Sync returns nil.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, opts storage.PutOptions) error {
 	p, err := s.path(key)
 	if err != nil {
@@ -118,7 +133,10 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 	if err != nil {
 		return translate("put", key, err)
 	}
-	if err := f.Sync(); err != nil {
+	deferSync := opts.DeferSync && canDefer
+	if deferSync {
+		startWriteback(f)
+	} else if err := f.Sync(); err != nil {
 		return translate("put", key, err)
 	}
 	closeErr := f.Close()
@@ -147,8 +165,107 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 		}
 		tmp = ""
 	}
+	if deferSync {
+		s.mu.Lock()
+		if s.pendingFile == nil {
+			s.pendingFile, s.pendingDir = map[string]struct{}{}, map[string]struct{}{}
+		}
+		s.pendingFile[p] = struct{}{}
+		s.pendingDir[dir] = struct{}{}
+		s.mu.Unlock()
+		return nil
+	}
 	// The new directory entry must be durable before the put reports done.
 	return syncDir(dir, key)
+}
+
+// syncParallel bounds the fsyncs Sync runs at a time.
+const syncParallel = 8
+
+// Sync makes every object under the root durable, deferred puts first among
+// them. It runs syncfs(2) on the root's filesystem, then fsyncs each file put
+// with DeferSync since the last Sync and each of their directories.
+//
+// syncfs is what makes the store's promise hold: it flushes every dirty page
+// and commits the journal, so it also covers deferred objects this Store did
+// not write, such as chunks left by a backup that died before its Sync and
+// reused by the next one, or the object a create-only put found already
+// there. One syncfs costs one journal commit where per-file fsyncs would
+// each wait for their own. The fsyncs after it write almost nothing; they
+// are there to report a writeback error against the file it hit on every
+// kernel (syncfs reports errors only since Linux 5.8, and for the whole
+// filesystem) and to reach filesystems whose syncfs does not (FUSE).
+//
+// A file whose fsync fails is removed, so that it is not served as an object
+// whose contents were lost, and Sync returns the error. A deferred object
+// deleted before Sync is skipped. The cost is a flush of the whole
+// filesystem, other programs' writes included, once per call.
+func (s *Store) Sync(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sync %s: %w", s, err)
+	}
+	s.mu.Lock()
+	files, dirs := s.pendingFile, s.pendingDir
+	s.pendingFile, s.pendingDir = nil, nil
+	s.mu.Unlock()
+	if !canDefer {
+		return nil // every put was synced on its own
+	}
+
+	root, err := os.Open(s.root)
+	if err != nil {
+		return translate("sync", s.root, err)
+	}
+	err = syncFS(root)
+	if cerr := root.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return translate("sync", s.root, err)
+	}
+
+	var g errgroup.Group
+	g.SetLimit(syncParallel)
+	for p := range files {
+		g.Go(func() error { return s.syncFile(p) })
+	}
+	ferr := g.Wait()
+	// Directories after files: a new entry must not outlive its data.
+	for d := range dirs {
+		if err := syncDir(d, s.key(d)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			ferr = errors.Join(ferr, err)
+		}
+	}
+	return ferr
+}
+
+// syncFile fsyncs one deferred object, removing it if that fails.
+func (s *Store) syncFile(p string) error {
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // deleted since: nothing left to make durable
+	}
+	if err != nil {
+		return translate("sync", s.key(p), err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(p) // best effort; the error below fails the caller anyway
+		return translate("sync", s.key(p), err)
+	}
+	return nil
+}
+
+// key turns a path under the root back into its key, for messages.
+func (s *Store) key(p string) string {
+	rel, err := filepath.Rel(s.root, p)
+	if err != nil {
+		return p
+	}
+	return filepath.ToSlash(rel)
 }
 
 // Get opens key and returns a reader over [offset, offset+length), clamped to

@@ -239,3 +239,54 @@ func TestTranslate(t *testing.T) {
 		t.Errorf("EIO: got %v", err)
 	}
 }
+
+// TestDeferSync checks what the conformance suite cannot see: a deferred put
+// is left to Sync (and only a deferred one), Sync hands each over once, and
+// a Sync that cannot reach the root fails.
+func TestDeferSync(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	st, err := Open(root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := func() int {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return len(st.pendingFile)
+	}
+	put := func(key string, opts storage.PutOptions) {
+		t.Helper()
+		if err := st.Put(ctx, key, bytes.NewReader([]byte(key)), int64(len(key)), opts); err != nil {
+			t.Fatalf("put %s: %v", key, err)
+		}
+	}
+	put("chunks/ab/1", storage.PutOptions{DeferSync: true, IfNotExists: true})
+	put("chunks/cd/2", storage.PutOptions{DeferSync: true})
+	put("manifests/m", storage.PutOptions{IfNotExists: true})
+	want := 2
+	if !canDefer {
+		want = 0
+	}
+	if n := pending(); n != want {
+		t.Fatalf("%d puts pending a sync, want %d", n, want)
+	}
+	if err := st.Sync(ctx); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	if n := pending(); n != 0 {
+		t.Fatalf("%d puts still pending after sync", n)
+	}
+	put("chunks/ab/3", storage.PutOptions{DeferSync: true, IfNotExists: true})
+	if err := os.RemoveAll(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Sync(ctx); canDefer && !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("sync of a removed root: got %v, want ErrNotFound", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := st.Sync(cctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("sync with a canceled context: got %v", err)
+	}
+}

@@ -40,12 +40,16 @@ type Options struct {
 //     an object twice.
 //   - Put retries only a body that is an io.Seeker, rewound to where it was
 //     when Put was called; any other body gets one attempt.
+//   - Sync is passed through once (see Sync).
 type Store struct {
 	inner storage.Storage
 	opts  Options
 }
 
-var _ storage.Storage = (*Store)(nil)
+var (
+	_ storage.Storage = (*Store)(nil)
+	_ storage.Syncer  = (*Store)(nil)
+)
 
 // Wrap returns inner with retries.
 func Wrap(inner storage.Storage, opts Options) *Store {
@@ -98,6 +102,11 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 		})
 	})
 }
+
+// Sync passes through to the wrapped store, if it is a storage.Syncer, and
+// is never retried: a failed sync leaves the data it covered in doubt, and a
+// second one could report success over what the first lost.
+func (s *Store) Sync(ctx context.Context) error { return storage.Sync(ctx, s.inner) }
 
 // Delete retries (deleting is idempotent).
 func (s *Store) Delete(ctx context.Context, key string) error {

@@ -45,6 +45,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Storage) {
 		{"ConcurrentCreateOnly", testConcurrentCreateOnly},
 		{"UnusualKeys", testUnusualKeys},
 		{"InvalidKeys", testInvalidKeys},
+		{"DeferSync", testDeferSync},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -734,5 +735,66 @@ func testInvalidKeys(t *testing.T, st storage.Storage) {
 	}
 	if ks := keys(t, st, ""); len(ks) != 0 {
 		t.Errorf("invalid keys stored something: %q", ks)
+	}
+}
+
+// testDeferSync puts with DeferSync: each object is visible and complete at
+// once, create-only still holds, and storage.Sync (a no-op for a store that
+// is not a Syncer) returns nil and leaves every object as it was, also when
+// a deferred object was deleted or overwritten before it, and when called
+// again with nothing pending. Concurrent deferred puts and Syncs must not
+// race.
+func testDeferSync(t *testing.T, st storage.Storage) {
+	ctx := context.Background()
+	deferred := storage.PutOptions{DeferSync: true}
+	createOnly := storage.PutOptions{DeferSync: true, IfNotExists: true}
+	want := map[string][]byte{}
+	for i := range 20 {
+		key := fmt.Sprintf("defer/%02x/c%d", i%4, i)
+		data := Data(uint64(100+i), 1000+i)
+		if err := st.Put(ctx, key, bytes.NewReader(data), int64(len(data)), createOnly); err != nil {
+			t.Fatalf("deferred put %s: %v", key, err)
+		}
+		equal(t, "get "+key+" before sync", Get(t, st, key), data)
+		want[key] = data
+	}
+	if err := st.Put(ctx, "defer/00/c0", bytes.NewReader([]byte("other")), 5, createOnly); !errors.Is(err, storage.ErrExists) {
+		t.Errorf("deferred create-only put over an existing key: got %v, want ErrExists", err)
+	}
+	if err := st.Put(ctx, "defer/01/c1", opaque{bytes.NewReader([]byte("new"))}, -1, deferred); err != nil {
+		t.Fatalf("deferred overwrite: %v", err)
+	}
+	want["defer/01/c1"] = []byte("new")
+	if err := st.Delete(ctx, "defer/02/c2"); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "defer/02/c2")
+	if got := keys(t, st, "defer/"); len(got) != len(want) {
+		t.Errorf("listed %d deferred objects before sync, want %d", len(got), len(want))
+	}
+
+	if err := storage.Sync(ctx, st); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	for key, data := range want {
+		equal(t, "get "+key+" after sync", Get(t, st, key), data)
+	}
+	if err := storage.Sync(ctx, st); err != nil {
+		t.Fatalf("second sync, nothing pending: %v", err)
+	}
+	checkAbsent(t, st, "defer/02/c2")
+
+	parallel(t, 4, 40, func(i int) error {
+		if i%10 == 9 {
+			return storage.Sync(ctx, st)
+		}
+		data := Data(uint64(200+i), 100)
+		return st.Put(ctx, fmt.Sprintf("defer/p/%d", i), bytes.NewReader(data), int64(len(data)), createOnly)
+	})
+	if err := storage.Sync(ctx, st); err != nil {
+		t.Fatalf("sync after concurrent puts: %v", err)
+	}
+	if got := keys(t, st, "defer/p/"); len(got) != 36 {
+		t.Errorf("listed %d objects after concurrent deferred puts, want 36", len(got))
 	}
 }
