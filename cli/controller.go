@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 
@@ -33,6 +35,7 @@ Logs go to stderr; SIGTERM stops the node (it stays a member; remove it with
 RemoveMember).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			tuneControllerGC()
 			log, err := newLogger(s, logLevel, logFormat)
 			if err != nil {
 				return err
@@ -80,4 +83,18 @@ RemoveMember).`,
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
+}
+
+// controllerGCPercent is the controller's GOGC unless the environment sets
+// one. A controller's heap is mostly the long-lived catalog, and every
+// collection rescans it: at the default of 100, collection took about a
+// third of a busy leader's CPU, and writes waited for it (16 writers: p99
+// 23 ms at 100, 16-19 ms at 200). The memory cost is one more catalog's
+// worth of garbage between collections (2,000 agents: about 150 MiB).
+const controllerGCPercent = 200
+
+func tuneControllerGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(controllerGCPercent)
+	}
 }

@@ -50,6 +50,7 @@ A restart with the same --data-dir keeps the catalog and the repository.
 SIGINT or SIGTERM stops the agent, then the controller.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			tuneControllerGC()
 			ctx := cmd.Context()
 			if dsn == "" {
 				return &UserError{Msg: "--mysql DSN is required: the server the local agent backs up, e.g. --mysql 'root@tcp(127.0.0.1:3306)/'"}
