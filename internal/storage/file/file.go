@@ -45,6 +45,12 @@ type Store struct {
 	mu          sync.Mutex
 	pendingFile map[string]struct{} // deferred puts not yet synced
 	pendingDir  map[string]struct{} // their directories
+	// syncErr is the first failed Sync's error, returned by every later
+	// Sync: one Sync takes every pending put, including those of a
+	// concurrent writer, so the writer whose chunk was lost may never see
+	// the error itself. After a failed fsync nothing on this store is
+	// trusted to be durable again (PostgreSQL's lesson); open it anew.
+	syncErr error
 }
 
 var (
@@ -205,12 +211,28 @@ func (s *Store) Sync(ctx context.Context) error {
 		return fmt.Errorf("sync %s: %w", s, err)
 	}
 	s.mu.Lock()
-	files, dirs := s.pendingFile, s.pendingDir
+	files, dirs, failed := s.pendingFile, s.pendingDir, s.syncErr
 	s.pendingFile, s.pendingDir = nil, nil
 	s.mu.Unlock()
+	if failed != nil {
+		return fmt.Errorf("an earlier sync of %s failed, so deferred puts may be lost: %w", s, failed)
+	}
 	if !canDefer {
 		return nil // every put was synced on its own
 	}
+	err := s.sync(files, dirs)
+	if err != nil {
+		s.mu.Lock()
+		if s.syncErr == nil {
+			s.syncErr = err
+		}
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// sync is Sync's work on the puts it took.
+func (s *Store) sync(files, dirs map[string]struct{}) error {
 
 	root, err := os.Open(s.root)
 	if err != nil {

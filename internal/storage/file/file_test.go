@@ -290,3 +290,51 @@ func TestDeferSync(t *testing.T) {
 		t.Errorf("sync with a canceled context: got %v", err)
 	}
 }
+
+// TestSyncFailureSticks: once a Sync failed, every later Sync of the store
+// fails too, since the failed one may have taken another writer's puts.
+func TestSyncFailureSticks(t *testing.T) {
+	if !canDefer {
+		t.Skip("puts are synced one by one on this system")
+	}
+	ctx := context.Background()
+	root := t.TempDir()
+	st, err := Open(root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(key string) {
+		t.Helper()
+		if err := st.Put(ctx, key, bytes.NewReader([]byte(key)), int64(len(key)), storage.PutOptions{DeferSync: true}); err != nil {
+			t.Fatalf("put %s: %v", key, err)
+		}
+	}
+	put("chunks/ab/1")
+	// The deferred object can no longer be opened (a symlink loop): its
+	// fsync fails.
+	p := filepath.Join(root, "chunks", "ab", "1")
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(p, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Sync(ctx); err == nil || !strings.Contains(err.Error(), "chunks/ab/1") {
+		t.Fatalf("sync over an unreadable deferred object: %v", err)
+	}
+	put("chunks/cd/2")
+	if err := st.Sync(ctx); err == nil || !strings.Contains(err.Error(), "an earlier sync") {
+		t.Fatalf("sync after a failed one: %v, want it to fail too", err)
+	}
+	// A store opened anew starts trusting again.
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	st2, err := Open(root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st2.Sync(ctx); err != nil {
+		t.Fatalf("sync of a fresh store: %v", err)
+	}
+}
