@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -66,15 +65,6 @@ func (c *ctlCluster) addrs() []string {
 	return out
 }
 
-func freeLoopback(b *testing.B) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
-}
-
 // buildTidemark builds the tidemark binary into the benchmark's temporary
 // directory.
 func buildTidemark(b *testing.B) string {
@@ -94,7 +84,7 @@ func startCluster(b *testing.B, bin string) *ctlCluster {
 	b.Helper()
 	c := &ctlCluster{}
 	for i := 1; i <= 3; i++ {
-		n := &ctlNode{id: fmt.Sprintf("c%d", i), grpcAddr: freeLoopback(b), raftAddr: freeLoopback(b)}
+		n := &ctlNode{id: fmt.Sprintf("c%d", i), grpcAddr: testenv.FreeAddr(b), raftAddr: testenv.FreeAddr(b)}
 		args := []string{"controller", "--node-id", n.id, "--data-dir", filepath.Join(b.TempDir(), "data"),
 			"--grpc-addr", n.grpcAddr, "--raft-addr", n.raftAddr}
 		if i == 1 {
@@ -104,7 +94,7 @@ func startCluster(b *testing.B, bin string) *ctlCluster {
 		}
 		n.child = testenv.NewChild(b, n.id, bin, args...)
 		n.child.Start()
-		benchWait(b, n.id+" to serve gRPC", 20*time.Second, func() error {
+		testenv.WaitFor(b, n.id+" to serve gRPC", 20*time.Second, func() error {
 			if n.child.Exited() {
 				return fmt.Errorf("%s exited:\n%s", n.id, n.child.LogTail())
 			}
@@ -115,7 +105,7 @@ func startCluster(b *testing.B, bin string) *ctlCluster {
 		b.Cleanup(func() { _ = n.conn.Close() })
 		c.nodes = append(c.nodes, n)
 	}
-	benchWait(b, "three members agreeing on a leader", 60*time.Second, func() error {
+	testenv.WaitFor(b, "three members agreeing on a leader", 60*time.Second, func() error {
 		var id string
 		for _, n := range c.nodes {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -171,21 +161,6 @@ func (c *ctlCluster) cpu() map[string]time.Duration {
 		out[n.id] = procCPU(n.child.Pid())
 	}
 	return out
-}
-
-func benchWait(b *testing.B, what string, d time.Duration, f func() error) {
-	b.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // procStatusMiB is a field of /proc/PID/status given in kB (VmRSS:,
@@ -311,7 +286,7 @@ func writerInstances(b *testing.B, c *ctlCluster, writers, spread int) [][]strin
 			names = append(names, in.GetName())
 		}
 	}
-	benchWait(b, "the writers' agents to be disconnected", 10*time.Second, func() error {
+	testenv.WaitFor(b, "the writers' agents to be disconnected", 10*time.Second, func() error {
 		r, err := c.leader.conn.Control.ListAgents(context.Background(), &v1.ListAgentsRequest{})
 		if err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/tidemark-backup/tidemark/controller"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
 // TestBadInput: each mistake an operator can make starting a controller
@@ -37,10 +38,10 @@ func TestBadInput(t *testing.T) {
 
 	// A node that is still trying to join: it serves, but knows no cluster.
 	lonely := newNode(t, "l1")
-	lonely.start(true, "--join", freeAddr(t), "--join-timeout", "1m")
+	lonely.start(true, "--join", testenv.FreeAddr(t), "--join-timeout", "1m")
 
 	fresh := func() []string {
-		return []string{"controller", "--node-id", "x1", "--data-dir", filepath.Join(t.TempDir(), "d"), "--grpc-addr", freeAddr(t), "--raft-addr", freeAddr(t)}
+		return []string{"controller", "--node-id", "x1", "--data-dir", filepath.Join(t.TempDir(), "d"), "--grpc-addr", testenv.FreeAddr(t), "--raft-addr", testenv.FreeAddr(t)}
 	}
 	cases := []struct {
 		name string
@@ -50,13 +51,13 @@ func TestBadInput(t *testing.T) {
 		{"NeitherBootstrapNorJoin", fresh(), "is new: give --bootstrap to start a new cluster, or --join GRPC_ADDR"},
 		{"BootstrapAndJoin", append(fresh(), "--bootstrap", "--join", srv.Addr()), "give --bootstrap (start a new cluster) or --join ADDR (join an existing one), not both"},
 		{"NoIdentityOnNewDir", []string{"controller", "--data-dir", t.TempDir(), "--bootstrap"}, "a new node needs --node-id, --grpc-addr, --raft-addr"},
-		{"JoinNothing", append(fresh(), "--join", freeAddr(t), "--join-timeout", "1s"), "could not join the cluster via 127.0.0.1:"},
+		{"JoinNothing", append(fresh(), "--join", testenv.FreeAddr(t), "--join-timeout", "1s"), "could not join the cluster via 127.0.0.1:"},
 		{"JoinNodeWithoutCluster", append(fresh(), "--join", lonely.grpcAddr, "--join-timeout", "1s"), "cannot add this node: it is not part of a bootstrapped cluster, or its cluster has no leader"},
 		{"JoinHTTPServer", append(fresh(), "--join", strings.TrimPrefix(httpSrv.URL, "http://")), "not a tidemark controller: it does not speak gRPC"},
 		{"JoinRaftPort", append(fresh(), "--join", raftAddr), "not a tidemark controller: it does not speak gRPC"},
 		{"JoinOtherGRPC", append(fresh(), "--join", lis.Addr().String()), "not a tidemark controller: it serves gRPC but not the controller API"},
 		{"OtherNodeID", []string{"controller", "--data-dir", used.dataDir, "--node-id", "u2"}, "belongs to node u1"},
-		{"WildcardRaftAddr", []string{"controller", "--node-id", "x", "--data-dir", t.TempDir(), "--grpc-addr", freeAddr(t), "--raft-addr", "0.0.0.0:7401", "--bootstrap"}, "needs a concrete host"},
+		{"WildcardRaftAddr", []string{"controller", "--node-id", "x", "--data-dir", t.TempDir(), "--grpc-addr", testenv.FreeAddr(t), "--raft-addr", "0.0.0.0:7401", "--bootstrap"}, "needs a concrete host"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

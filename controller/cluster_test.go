@@ -23,7 +23,7 @@ import (
 func leaderOf(t *testing.T, nodes []*node, members int, d time.Duration) *node {
 	t.Helper()
 	var leader *node
-	waitFor(t, "an agreed leader", d, func() error {
+	testenv.WaitFor(t, "an agreed leader", d, func() error {
 		leader = nil
 		var id string
 		for _, n := range nodes {
@@ -118,7 +118,7 @@ func TestCluster(t *testing.T) {
 	followers := slices.DeleteFunc(slices.Clone(all), func(n *node) bool { return n == leader })
 	t.Run("StatusCLI", func(t *testing.T) {
 		// A dead address first: the CLI tries the next one.
-		out, errOut, code := run(t, 20*time.Second, "cluster", "status", "--controller", freeAddr(t)+","+followers[0].grpcAddr, "-o", "json")
+		out, errOut, code := run(t, 20*time.Second, "cluster", "status", "--controller", testenv.FreeAddr(t)+","+followers[0].grpcAddr, "-o", "json")
 		if code != 0 {
 			t.Fatalf("cluster status: exit %d: %s", code, errOut)
 		}
@@ -170,7 +170,7 @@ func TestCluster(t *testing.T) {
 	}()
 	asg := a.assignment(10 * time.Second)
 	a.progress(asg, 10)
-	waitFor(t, "progress on the leader", 5*time.Second, func() error {
+	testenv.WaitFor(t, "progress on the leader", 5*time.Second, func() error {
 		if getJob(t, leader.conn, job1.GetId()).GetProgress().GetBytesDone() != 10 {
 			return fmt.Errorf("no progress yet")
 		}
@@ -245,7 +245,7 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, killed.id+" to catch up", 10*time.Second, func() error {
+	testenv.WaitFor(t, killed.id+" to catch up", 10*time.Second, func() error {
 		got, err := jobsOn(killed)
 		if err != nil {
 			return err
@@ -313,7 +313,7 @@ func reconnect(t *testing.T, a *fakeAgent, all []*node) *fakeAgent {
 	t.Helper()
 	a.close()
 	var n *fakeAgent
-	waitFor(t, "the agent to register again", 10*time.Second, func() error {
+	testenv.WaitFor(t, "the agent to register again", 10*time.Second, func() error {
 		var err error
 		n, err = connectAgent(t, addrsOf(all...), a.name)
 		return err

@@ -3,7 +3,6 @@ package controller_test
 import (
 	"context"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,17 +17,6 @@ import (
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
-
-// freeAddr returns a loopback address with a port free right now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
-}
 
 // Timings for loopback: elections in well under a second, leases that
 // expire within a test's patience.
@@ -49,7 +37,7 @@ func startInProcess(t *testing.T, mut func(*controller.Config)) (*controller.Ser
 	}
 	cfg := controller.DefaultConfig()
 	cfg.NodeID, cfg.DataDir, cfg.Bootstrap = "n1", filepath.Join(dir, "data"), true
-	cfg.GRPCAddr, cfg.RaftAddr = freeAddr(t), freeAddr(t)
+	cfg.GRPCAddr, cfg.RaftAddr = testenv.FreeAddr(t), testenv.FreeAddr(t)
 	cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout, cfg.Raft.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 	cfg.Raft.CommitTimeout = 5 * time.Millisecond
 	cfg.HeartbeatInterval, cfg.LeaseDuration = testHeartbeat, testLease
@@ -76,7 +64,7 @@ func startInProcess(t *testing.T, mut func(*controller.Config)) (*controller.Ser
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	waitFor(t, "the node to know a leader", 10*time.Second, func() error {
+	testenv.WaitFor(t, "the node to know a leader", 10*time.Second, func() error {
 		st, err := c.Cluster.NodeStatus(context.Background(), &v1.NodeStatusRequest{})
 		if err != nil {
 			return err
@@ -87,23 +75,6 @@ func startInProcess(t *testing.T, mut func(*controller.Config)) (*controller.Ser
 		return nil
 	})
 	return srv, c
-}
-
-// waitFor polls f until it returns nil, failing the test after d (scaled
-// for CI).
-func waitFor(t testing.TB, what string, d time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(testenv.Wait(d))
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // wantCode checks a gRPC error's code and that its message contains msg.
@@ -127,7 +98,7 @@ func getJob(t testing.TB, c *client.Conn, id string) *v1.Job {
 func waitJobState(t testing.TB, c *client.Conn, id string, state v1.JobState, d time.Duration) *v1.Job {
 	t.Helper()
 	var j *v1.Job
-	waitFor(t, "job "+id+" to be "+state.String(), d, func() error {
+	testenv.WaitFor(t, "job "+id+" to be "+state.String(), d, func() error {
 		r, err := c.Control.GetJob(context.Background(), &v1.GetJobRequest{Id: id})
 		if err != nil {
 			return err

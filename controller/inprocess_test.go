@@ -16,6 +16,7 @@ import (
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/client"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -38,7 +39,7 @@ func TestLeaseFencing(t *testing.T) {
 		t.Fatalf("lease %v", l)
 	}
 	a.progress(asg1, 100)
-	waitFor(t, "progress through GetJob", 5*time.Second, func() error {
+	testenv.WaitFor(t, "progress through GetJob", 5*time.Second, func() error {
 		j := getJob(t, c, job.GetId())
 		if j.GetState() != v1.JobState_JOB_STATE_RUNNING || j.GetProgress().GetBytesDone() != 100 {
 			return fmt.Errorf("job %s progress %v", j.GetState(), j.GetProgress())
@@ -162,7 +163,7 @@ func TestJobs(t *testing.T) {
 		}()
 		asg := a.assignment(5 * time.Second)
 		a.progress(asg, 500)
-		waitFor(t, "progress", 5*time.Second, func() error {
+		testenv.WaitFor(t, "progress", 5*time.Second, func() error {
 			if getJob(t, c, job.GetId()).GetProgress().GetBytesDone() != 500 {
 				return fmt.Errorf("no progress yet")
 			}

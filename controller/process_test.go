@@ -2,7 +2,6 @@ package controller_test
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -17,20 +16,7 @@ import (
 // that run controller processes.
 var tidemarkBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "tidemark-controller-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if tidemarkBin, err = testenv.BuildTidemark(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.MainWithTidemark(m, &tidemarkBin) }
 
 // timing is the flags every test node gets: loopback-fast Raft, leases of
 // two seconds, and small snapshots so that restarts exercise them.
@@ -54,7 +40,7 @@ type node struct {
 
 func newNode(t *testing.T, id string) *node {
 	return &node{Child: testenv.NewChild(t, id, tidemarkBin), t: t, id: id, dataDir: filepath.Join(t.TempDir(), "data"),
-		grpcAddr: freeAddr(t), raftAddr: freeAddr(t)}
+		grpcAddr: testenv.FreeAddr(t), raftAddr: testenv.FreeAddr(t)}
 }
 
 // start runs the controller with args after the identity flags (or with
@@ -69,7 +55,7 @@ func (n *node) start(first bool, args ...string) {
 	n.Start()
 	if n.conn == nil {
 		// grpc connections redial on their own, across restarts.
-		waitFor(n.t, n.id+" to serve gRPC", 10*time.Second, func() error {
+		testenv.WaitFor(n.t, n.id+" to serve gRPC", 10*time.Second, func() error {
 			if n.Exited() {
 				return fmt.Errorf("%s exited:\n%s", n.id, n.LogTail())
 			}

@@ -327,7 +327,7 @@ func (p *cutProxy) cut() {
 
 // TestRelayFailover: the first address is dead, the second serves.
 func TestRelayFailover(t *testing.T) {
-	dead := freeAddr(t)
+	dead := testenv.FreeAddr(t)
 	st := openRelay(t, dead, serveRelay(t, newFileStore(t)))
 	storagetest.Put(t, st, "k", []byte("v"))
 	if got := storagetest.Get(t, st, "k"); string(got) != "v" {
@@ -337,7 +337,7 @@ func TestRelayFailover(t *testing.T) {
 
 // TestRelayNoServer: no address answers: a transient error.
 func TestRelayNoServer(t *testing.T) {
-	st := openRelay(t, freeAddr(t))
+	st := openRelay(t, testenv.FreeAddr(t))
 	ctx, cancel := context.WithTimeout(context.Background(), testenv.Wait(10*time.Second))
 	defer cancel()
 	if _, err := st.Stat(ctx, "k"); !errors.Is(err, storage.ErrUnavailable) {

@@ -22,11 +22,11 @@ func TestDev(t *testing.T) {
 	testenv.LoadSample(t, srcDB, "shop", 2000)
 
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	dev := startProc(t, "dev", "dev", "--data-dir", filepath.Join(dir, "dev"), "--mysql", src.DSN, "--grpc-addr", addr,
 		"--heartbeat-interval", "200ms", "--lease-duration", "2s", "--log-level", "debug")
 	ctl := []string{"--controller", addr}
-	waitFor(t, "tidemark dev to print its address", 20*time.Second, func() error {
+	testenv.WaitFor(t, "tidemark dev to print its address", 20*time.Second, func() error {
 		if dev.Exited() {
 			t.Fatalf("tidemark dev exited:\n%s", dev.LogTail())
 		}
@@ -38,7 +38,7 @@ func TestDev(t *testing.T) {
 	// No --repo: restores onto it read the repository the catalog records.
 	startProc(t, "agent-other", "agent", "--controller", addr, "--name", "other", "--labels", "role=target",
 		"--mysql", dst.DSN, "--log-level", "debug")
-	waitFor(t, "both agents to be connected", 20*time.Second, func() error {
+	testenv.WaitFor(t, "both agents to be connected", 20*time.Second, func() error {
 		r := tm(t, 10*time.Second, append([]string{"agents", "-o", "json"}, ctl...)...)
 		if r.code != 0 {
 			return fmt.Errorf("agents: %s", r.err)
@@ -126,7 +126,7 @@ func TestDev(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.err, "nope") {
 		t.Errorf("backup of an unknown instance: exit %d, stderr:\n%s", r.code, r.err)
 	}
-	r = tm(t, 10*time.Second, "backup", "--instance", "local", "--controller", freeAddr(t))
+	r = tm(t, 10*time.Second, "backup", "--instance", "local", "--controller", testenv.FreeAddr(t))
 	if r.code == 0 || !strings.Contains(r.err, "no Tidemark controller answers") {
 		t.Errorf("backup with no controller: exit %d, stderr:\n%s", r.code, r.err)
 	}
@@ -154,7 +154,7 @@ func TestDev(t *testing.T) {
 		t.Fatalf("tidemark dev did not stop on SIGTERM:\n%s", dev.LogTail())
 	}
 	dev.Start()
-	waitFor(t, "the restarted dev to list the backup", 20*time.Second, func() error {
+	testenv.WaitFor(t, "the restarted dev to list the backup", 20*time.Second, func() error {
 		r := tm(t, 10*time.Second, append([]string{"backups", "--instance", "local", "-o", "json"}, ctl...)...)
 		if r.code != 0 {
 			return fmt.Errorf("backups: %s", r.err)

@@ -76,16 +76,16 @@ func startCluster(t *testing.T, db *testenv.MariaDB, opts clusterOpts) *cluster 
 	var addrs []string
 	for i := range 3 {
 		id := fmt.Sprintf("c%d", i+1)
-		grpc := freeAddr(t)
+		grpc := testenv.FreeAddr(t)
 		dataDir := filepath.Join(dir, id)
-		args := []string{"controller", "--data-dir", dataDir, "--node-id", id, "--grpc-addr", grpc, "--raft-addr", freeAddr(t)}
+		args := []string{"controller", "--data-dir", dataDir, "--node-id", id, "--grpc-addr", grpc, "--raft-addr", testenv.FreeAddr(t)}
 		if i == 0 {
 			args = append(args, "--bootstrap")
 		} else {
 			args = append(args, "--join", addrs[0])
 		}
 		n := &ctlNode{Child: startProc(t, id, append(append(args, timing...), extra...)...), id: id, addr: grpc, dataDir: dataDir}
-		waitFor(t, id+" to serve", 15*time.Second, func() error {
+		testenv.WaitFor(t, id+" to serve", 15*time.Second, func() error {
 			if n.Exited() {
 				t.Fatalf("%s exited:\n%s", id, n.LogTail())
 			}
@@ -100,7 +100,7 @@ func startCluster(t *testing.T, db *testenv.MariaDB, opts clusterOpts) *cluster 
 		addrs = append(addrs, grpc)
 	}
 	c.addrs = strings.Join(addrs, ",")
-	waitFor(t, "three voters and a leader", 15*time.Second, func() error {
+	testenv.WaitFor(t, "three voters and a leader", 15*time.Second, func() error {
 		st, err := c.nodes[0].conn.Control.ClusterStatus(t.Context(), &v1.ClusterStatusRequest{})
 		if err != nil {
 			return err
@@ -117,7 +117,7 @@ func startCluster(t *testing.T, db *testenv.MariaDB, opts clusterOpts) *cluster 
 		"--parallel", "1", "--log-level", "debug")
 	c.agent.Env = append(c.agent.Env, agentEnv...)
 	c.agent.Start()
-	waitFor(t, "the agent to connect", 20*time.Second, func() error {
+	testenv.WaitFor(t, "the agent to connect", 20*time.Second, func() error {
 		r := tm(t, 10*time.Second, append([]string{"agents", "-o", "json"}, c.ctl()...)...)
 		if r.code != 0 || !strings.Contains(r.out, `"connected":true`) {
 			return fmt.Errorf("agents: %s %s", r.out, r.err)
@@ -131,7 +131,7 @@ func startCluster(t *testing.T, db *testenv.MariaDB, opts clusterOpts) *cluster 
 func (c *cluster) leader() *ctlNode {
 	c.t.Helper()
 	var l *ctlNode
-	waitFor(c.t, "a leader", 15*time.Second, func() error {
+	testenv.WaitFor(c.t, "a leader", 15*time.Second, func() error {
 		for _, n := range c.nodes {
 			if n.Exited() {
 				continue
@@ -157,7 +157,7 @@ func (c *cluster) submit() string {
 func (c *cluster) job(id string) *v1.Job {
 	c.t.Helper()
 	var j *v1.Job
-	waitFor(c.t, "job "+id, 15*time.Second, func() error {
+	testenv.WaitFor(c.t, "job "+id, 15*time.Second, func() error {
 		for _, n := range c.nodes {
 			if n.Exited() {
 				continue
@@ -176,7 +176,7 @@ func (c *cluster) job(id string) *v1.Job {
 func (c *cluster) waitState(id string, d time.Duration, states ...v1.JobState) *v1.Job {
 	c.t.Helper()
 	var j *v1.Job
-	waitFor(c.t, fmt.Sprintf("job %s to be %v", id, states), d, func() error {
+	testenv.WaitFor(c.t, fmt.Sprintf("job %s to be %v", id, states), d, func() error {
 		j = c.job(id)
 		if !slices.Contains(states, j.GetState()) {
 			return fmt.Errorf("job is %s (%s)", j.GetState(), j.GetReason())
@@ -212,7 +212,7 @@ func catalogOf(ctx context.Context, n *ctlNode) (string, error) {
 func (c *cluster) sameCatalog() string {
 	c.t.Helper()
 	var cat string
-	waitFor(c.t, "every node to hold the same catalog", 15*time.Second, func() error {
+	testenv.WaitFor(c.t, "every node to hold the same catalog", 15*time.Second, func() error {
 		var first string
 		for i, n := range c.nodes {
 			if n.Exited() {
@@ -241,7 +241,7 @@ func (c *cluster) sameCatalog() string {
 func (c *cluster) completeBackups(jobID string) []string {
 	c.t.Helper()
 	var out []string
-	waitFor(c.t, "the nodes to agree on the complete backups of job "+jobID, 10*time.Second, func() error {
+	testenv.WaitFor(c.t, "the nodes to agree on the complete backups of job "+jobID, 10*time.Second, func() error {
 		out = nil
 		for i, n := range c.nodes {
 			if n.Exited() {
@@ -304,7 +304,7 @@ func TestFleetProcesses(t *testing.T) {
 			wait = tm(t, 60*time.Second, append([]string{"backup", "--instance", "db", "--wait"}, c.ctl()...)...)
 		}()
 		var active string
-		waitFor(t, "the backup job to be running", 20*time.Second, func() error {
+		testenv.WaitFor(t, "the backup job to be running", 20*time.Second, func() error {
 			jobs := decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"jobs", "-o", "json"}, c.ctl()...)...))
 			if len(jobs) == 1 && jobs[0]["state"] == "running" {
 				active = jobs[0]["id"].(string)
@@ -449,7 +449,7 @@ func TestFleetProcesses(t *testing.T) {
 			t.Errorf("complete backups of job %s: %v, want [%s-a2]", id, done, id)
 		}
 		// The woken first attempt never leaves a manifest behind.
-		waitFor(t, "only the second attempt's manifest in the repository", 10*time.Second, func() error {
+		testenv.WaitFor(t, "only the second attempt's manifest in the repository", 10*time.Second, func() error {
 			if got := c.repoManifests(); !slices.Equal(got, done) {
 				return fmt.Errorf("repository holds %v", got)
 			}

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -16,31 +14,7 @@ import (
 // tidemarkBin is the binary TestMain builds once.
 var tidemarkBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "tidemark-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if tidemarkBin, err = testenv.BuildTidemark(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// freeAddr returns a loopback address with a port free right now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
-}
+func TestMain(m *testing.M) { testenv.MainWithTidemark(m, &tidemarkBin) }
 
 // startProc runs tidemark with args as a child of the test, its output in
 // a log file that the test prints when it fails. A cleanup kills it.
@@ -111,21 +85,4 @@ func decode[T any](t *testing.T, r result) T {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return lines[len(lines)-1]
-}
-
-// waitFor polls f until it returns nil, failing the test after d (scaled
-// for CI).
-func waitFor(t testing.TB, what string, d time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(testenv.Wait(d))
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

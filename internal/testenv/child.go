@@ -2,11 +2,14 @@ package testenv
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // BuildTidemark builds the tidemark binary into dir and returns its path:
@@ -111,4 +114,50 @@ func (c *Child) LogTail() string {
 		s = s[len(s)-8<<10:]
 	}
 	return s
+}
+
+// MainWithTidemark is a TestMain for packages whose tests run the tidemark
+// binary: it builds it once into *bin, runs the tests and removes it.
+func MainWithTidemark(m *testing.M, bin *string) {
+	dir, err := os.MkdirTemp("", "tidemark-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if *bin, err = BuildTidemark(dir); err != nil {
+		_ = os.RemoveAll(dir)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// FreeAddr returns a loopback HOST:PORT free a moment ago, for a server a
+// test starts itself.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
+
+// WaitFor polls f every 50 ms until it returns nil, failing the test with
+// f's last error after d (scaled by Wait).
+func WaitFor(t testing.TB, what string, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(Wait(d))
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
