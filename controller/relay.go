@@ -260,7 +260,7 @@ func (r *RelayServer) Get(req *v1.RelayServiceGetRequest, stream v1.RelayService
 	for {
 		// A fresh buffer per frame: gRPC may hold on to a sent message.
 		buf := make([]byte, relay.FrameSize)
-		n, rerr := fill(rc, buf)
+		n, rerr := relay.Fill(rc, buf)
 		if n > 0 {
 			if err := stream.Send(&v1.RelayServiceGetResponse{Data: buf[:n]}); err != nil {
 				return err
@@ -273,19 +273,6 @@ func (r *RelayServer) Get(req *v1.RelayServiceGetRequest, stream v1.RelayService
 			return relayStatus(rerr)
 		}
 	}
-}
-
-// fill reads into buf until it is full or r fails.
-func fill(r io.Reader, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := r.Read(buf[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // Stat returns one object's info.

@@ -184,7 +184,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 		}
 		// A fresh buffer per frame: gRPC may hold on to a sent message.
 		buf := make([]byte, max(n, 1))
-		got, rerr := fill(body, buf)
+		got, rerr := Fill(body, buf)
 		if got > 0 {
 			sent += int64(got)
 			if err := send(&v1.RelayServicePutRequest{Frame: &v1.RelayServicePutRequest_Data{Data: buf[:got]}}); err != nil {
@@ -218,9 +218,9 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 	return nil
 }
 
-// fill reads into buf until it is full or r fails; the error is r's (io.EOF
-// at the end).
-func fill(r io.Reader, buf []byte) (int, error) {
+// Fill reads into buf until it is full or r fails; the error is r's (io.EOF
+// at the end). Both ends of the relay cut their frames with it.
+func Fill(r io.Reader, buf []byte) (int, error) {
 	n := 0
 	for n < len(buf) {
 		m, err := r.Read(buf[n:])
