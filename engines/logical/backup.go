@@ -39,6 +39,7 @@ type backupRun struct {
 	p          engines.BackupParams
 	srv        *mysqlx.Server
 	workers    []*sql.Conn
+	wires      []*mysqlx.Wire // workers' sockets, or nil where only the driver can read
 	rows       atomic.Int64
 	bytes      atomic.Int64
 	tablesDone atomic.Int64
@@ -86,7 +87,7 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 	if n <= 0 {
 		n = DefaultParallel()
 	}
-	db, err := dsn.Open(func(c *mysql.Config) { c.InterpolateParams = true })
+	db, tap, err := dsn.OpenTapped(func(c *mysql.Config) { c.InterpolateParams = true })
 	if err != nil {
 		return nil, err
 	}
@@ -207,17 +208,25 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 		}
 	}
 
-	// Workers: each a pinned session that will hold one snapshot.
+	// Workers: each a pinned session that will hold one snapshot. Each
+	// is a fresh dial (the pool has no idle connection), so the tap holds
+	// exactly its socket.
+	_, _ = tap.Take() // the control connection's
 	for range n {
 		c, err := db.Conn(ctx)
 		if err != nil {
 			return nil, mysqlx.Translate(connectOp, err)
 		}
 		defer func() { _ = c.Close() }()
+		w, err := tap.Take()
+		if err != nil && !errors.Is(err, mysqlx.ErrNotTapped) {
+			r.warn("reading rows through the driver, which is slower: %v", err)
+		}
 		if err := initDumpSession(ctx, c, srv); err != nil {
 			return nil, err
 		}
 		r.workers = append(r.workers, c)
+		r.wires = append(r.wires, w)
 	}
 
 	cp, seqNext, lockDur, err := r.consistentPoint(ctx, ctl, locked, sequences)
@@ -469,10 +478,10 @@ func (r *backupRun) dumpPieces(ctx context.Context, tables []*tableInfo) error {
 		}
 		return nil
 	})
-	for _, c := range r.workers {
+	for i, c := range r.workers {
 		g.Go(func() error {
 			for p := range next {
-				if err := r.dumpPiece(gctx, c, p); err != nil {
+				if err := r.dumpPiece(gctx, c, r.wires[i], p); err != nil {
 					return err
 				}
 				if remaining[p.table].Add(-1) == 0 {
@@ -498,14 +507,15 @@ func sortBySize(tables []*tableInfo) []*tableInfo {
 }
 
 // dumpPiece streams one piece's rows straight from the server into its
-// stream: the driver's row buffer (values are slices of it, never copied)
-// and the encoder's 1 MiB buffer are all that sit between them.
-func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, p *piece) (err error) {
+// stream: the read buffer (the wire's, or the driver's when wire is nil;
+// values are slices of it, never copied) and the encoder's 1 MiB buffer are
+// all that sit between them.
+func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, wire *mysqlx.Wire, p *piece) (err error) {
 	t := p.table
 	cols := t.dumpColumns()
 	exprs := make([]string, len(cols))
 	for i, col := range cols {
-		exprs[i] = selectExpr(col)
+		exprs[i] = selectExpr(col, wire != nil)
 	}
 	md := map[string]string{"db": t.DB, "table": t.Name, "piece": strconv.Itoa(p.n), "kind": "data"}
 	if p.lo != "" {
@@ -535,8 +545,30 @@ func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, p *piece) (err e
 	}
 	op := "dumping " + t.DB + "." + t.Name
 	var rows int64
-	// Raw driver rows: database/sql would convert every value once more.
+	counted := func() {
+		rows++
+		if rows&0xffff == 0 {
+			r.rows.Add(0xffff + 1)
+			r.progress("data")
+		}
+	}
 	err = c.Raw(func(dc any) error {
+		if wire != nil {
+			wirePieces.Add(1)
+			err := wire.Query(ctx, query, func(fields [][]byte) error {
+				if err := enc.writeFields(fields); err != nil {
+					return &encodeError{err}
+				}
+				counted()
+				return nil
+			})
+			var ee *encodeError
+			if errors.As(err, &ee) {
+				return fmt.Errorf("%s: %w", op, ee.err)
+			}
+			return mysqlx.TranslateNeed(op, err, "SELECT on "+qi(t.DB)+".*")
+		}
+		// Raw driver rows: database/sql would convert every value once more.
 		qc, ok := dc.(driver.QueryerContext)
 		if !ok {
 			return errors.New("driver connection cannot run queries")
@@ -557,11 +589,7 @@ func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, p *piece) (err e
 			if err := enc.writeRow(vals); err != nil {
 				return fmt.Errorf("%s: %w", op, err)
 			}
-			rows++
-			if rows&0xffff == 0 {
-				r.rows.Add(0xffff + 1)
-				r.progress("data")
-			}
+			counted()
 		}
 	})
 	if err != nil {
@@ -578,6 +606,15 @@ func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, p *piece) (err e
 	p.rows, p.bytes = rows, cw.n
 	return nil
 }
+
+// encodeError marks a failure of the stream we write, not of the server
+// we read, so it is not taken for a lost connection.
+type encodeError struct{ err error }
+
+func (e *encodeError) Error() string { return e.err.Error() }
+
+// wirePieces counts the pieces read off the wire, for the tests.
+var wirePieces atomic.Int64
 
 // countingWriter counts the bytes written through it.
 type countingWriter struct {

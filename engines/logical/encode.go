@@ -48,18 +48,10 @@ func (e *rowEncoder) writeRow(vals []driver.Value) error {
 		}
 		switch v := v.(type) {
 		case []byte:
-			for len(v) > encodeSegment {
-				b = appendEscaped(b, v[:encodeSegment])
-				v = v[encodeSegment:]
-				if len(b) >= writeBufferSize {
-					e.buf = b
-					if err := e.flush(); err != nil {
-						return err
-					}
-					b = e.buf
-				}
+			var err error
+			if b, err = e.appendValue(b, v); err != nil {
+				return err
 			}
-			b = appendEscaped(b, v)
 		case nil:
 			b = append(b, '\\', 'N')
 		case int64:
@@ -83,6 +75,52 @@ func (e *rowEncoder) writeRow(vals []driver.Value) error {
 		return e.flush()
 	}
 	return nil
+}
+
+// writeFields writes one row read off the wire: a nil field is NULL, any
+// other is the value's text. The fields may be overwritten once it returns.
+func (e *rowEncoder) writeFields(fields [][]byte) error {
+	b := e.buf
+	for i, v := range fields {
+		if i > 0 {
+			b = append(b, '\t')
+		}
+		if v == nil {
+			b = append(b, '\\', 'N')
+			continue
+		}
+		if len(v) > encodeSegment {
+			var err error
+			if b, err = e.appendValue(b, v); err != nil {
+				return err
+			}
+			continue
+		}
+		b = appendEscaped(b, v)
+	}
+	e.buf = append(b, '\n')
+	if len(e.buf) >= writeBufferSize {
+		return e.flush()
+	}
+	return nil
+}
+
+// appendValue appends v escaped to b (e.buf's contents), flushing between
+// segments of a long value so the buffer never holds much more than
+// writeBufferSize.
+func (e *rowEncoder) appendValue(b, v []byte) ([]byte, error) {
+	for len(v) > encodeSegment {
+		b = appendEscaped(b, v[:encodeSegment])
+		v = v[encodeSegment:]
+		if len(b) >= writeBufferSize {
+			e.buf = b
+			if err := e.flush(); err != nil {
+				return nil, err
+			}
+			b = e.buf
+		}
+	}
+	return appendEscaped(b, v), nil
 }
 
 // flush writes out what the buffer holds.

@@ -50,18 +50,24 @@ func (t *tableInfo) dumpColumns() []columnInfo {
 // same value: FLOAT prints with 6 digits unless widened to DOUBLE, and the
 // driver turns YEAR 0000 into the number 0, which would load as 2000.
 //
-// Integers are read as text too: the driver would parse each one and box it
-// in an interface (an allocation per value) only for the encoder to print it
-// back, and the server's text is the same decimal. ZEROFILL columns are the
-// exception: the server pads their text, and the dump holds them unpadded.
-func selectExpr(c columnInfo) string {
+// Through the driver (wire false), integers are read as text too: the
+// driver would parse each one and box it in an interface (an allocation per
+// value) only for the encoder to print it back, and the server's text is
+// the same decimal. ZEROFILL columns are the exception: the server pads
+// their text, and the dump holds them unpadded. Off the wire every value is
+// the server's text already; only ZEROFILL needs unpadding there.
+func selectExpr(c columnInfo, wire bool) string {
 	switch c.DataType {
 	case "float":
 		return qi(c.Name) + "+0e0"
 	case "year":
 		return "CONCAT(" + qi(c.Name) + ")"
 	case "tinyint", "smallint", "mediumint", "int", "bigint":
-		if !strings.Contains(strings.ToLower(c.ColumnType), "zerofill") {
+		zerofill := strings.Contains(strings.ToLower(c.ColumnType), "zerofill")
+		switch {
+		case wire && zerofill:
+			return qi(c.Name) + "+0"
+		case !wire && !zerofill:
 			return "CONCAT(" + qi(c.Name) + ")"
 		}
 	}
