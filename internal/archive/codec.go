@@ -137,6 +137,28 @@ func (c *codec) encode(dst, scratch []byte, name string, plain []byte, compressi
 	return c.sealer.Seal(dst, payload, adFor(name, hdr)), scratch, nil
 }
 
+// encodeParts is encode for a blob that goes straight to storage: the blob
+// is head followed by tail, so an unencrypted payload (the plaintext itself,
+// or the compressed scratch) is not copied once more behind its header.
+// tail is nil when the repository is encrypted.
+func (c *codec) encodeParts(dst, scratch []byte, name string, plain []byte, compression string, level int) (head, tail, scratchOut []byte, err error) {
+	if c.sealer != nil {
+		head, scratch, err = c.encode(dst, scratch, name, plain, compression, level)
+		return head, nil, scratch, err
+	}
+	comp := compNone
+	tail = plain
+	if compression == "zstd" {
+		if scratch, err = c.zstd.compress(scratch[:0], plain, level); err != nil {
+			return nil, nil, scratch, err
+		}
+		if len(scratch) < len(plain) {
+			comp, tail = compZstd, scratch
+		}
+	}
+	return append(dst, blobVersion, comp), tail, scratch, nil
+}
+
 func adFor(name string, hdr [chunkHeaderSize]byte) []byte {
 	ad := make([]byte, 0, len(name)+chunkHeaderSize)
 	ad = append(ad, name...)

@@ -399,17 +399,19 @@ func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) 
 
 	key := chunkKey(id)
 	var err error
-	out, scratch, err = r.codec.encode(out[:0], scratch, id.String(), job.buf, b.compr, b.level)
+	var tail []byte
+	out, tail, scratch, err = r.codec.encodeParts(out[:0], scratch, id.String(), job.buf, b.compr, b.level)
 	if err != nil {
 		f.err = err
 		return out, scratch, err
 	}
+	size := len(out) + len(tail)
 	// Durable only after the Sync in commit, which comes before anything
 	// refers to the chunk.
-	err = r.store.Put(ctx, key, bytes.NewReader(out), int64(len(out)), storage.PutOptions{IfNotExists: true, DeferSync: true})
+	err = r.store.Put(ctx, key, storage.NewBytesReader(out, tail), int64(size), storage.PutOptions{IfNotExists: true, DeferSync: true})
 	switch {
 	case err == nil:
-		b.uploaded.Add(int64(len(out)))
+		b.uploaded.Add(int64(size))
 		b.newChunks.Add(1)
 	case errors.Is(err, storage.ErrExists):
 		// Another writer stored the same plaintext first; either copy is
@@ -419,9 +421,9 @@ func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) 
 		f.err = fmt.Errorf("backup %s, stream %s: storing chunk %s: %w", b.manifest.BackupId, job.stream.name, id, err)
 		return out, scratch, f.err
 	}
-	f.size = int64(len(out))
-	job.ref.StoredSize = uint32(len(out))
-	r.remember(id, int64(len(out)))
+	f.size = int64(size)
+	job.ref.StoredSize = uint32(size)
+	r.remember(id, int64(size))
 	return out, scratch, nil
 }
 

@@ -124,7 +124,10 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 
 	src := ctxReader{ctx: ctx, r: r}
 	var n int64
-	if size >= 0 {
+	if br, ok := r.(*storage.BytesReader); ok && size >= 0 && int64(br.Len()) == size {
+		// Bytes in memory: written as they are, no staging buffer.
+		n, err = br.WriteTo(f)
+	} else if size >= 0 {
 		n, err = io.CopyN(f, src, size)
 	} else {
 		n, err = io.Copy(f, src)

@@ -27,6 +27,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Storage) {
 	}{
 		{"RoundTrip", testRoundTrip},
 		{"Large", testLarge},
+		{"BytesReader", testBytesReader},
 		{"RangedGet", testRangedGet},
 		{"Stat", testStat},
 		{"Missing", testMissing},
@@ -154,6 +155,31 @@ func testRoundTrip(t *testing.T, st storage.Storage) {
 				t.Errorf("stat %s: got %+v, want size %d", key, oi, n)
 			}
 		}
+	}
+}
+
+// testBytesReader puts bodies made of several slices, as the archive puts
+// a chunk's header and payload, create-only, of a size given exactly.
+func testBytesReader(t *testing.T, st storage.Storage) {
+	ctx := context.Background()
+	data := Data(7, 3<<20+11)
+	for i, cut := range [][]int{{0}, {2}, {2, 2}, {1000, 3 << 20}, {len(data)}} {
+		var parts [][]byte
+		prev := 0
+		for _, c := range cut {
+			parts = append(parts, data[prev:c])
+			prev = c
+		}
+		parts = append(parts, data[prev:])
+		key := fmt.Sprintf("parts/%d", i)
+		r := storage.NewBytesReader(parts...)
+		if err := st.Put(ctx, key, r, r.Size(), storage.PutOptions{IfNotExists: true, DeferSync: true}); err != nil {
+			t.Fatalf("put %s: %v", key, err)
+		}
+		equal(t, "get "+key, Get(t, st, key), data)
+	}
+	if err := storage.Sync(ctx, st); err != nil {
+		t.Fatal(err)
 	}
 }
 
