@@ -623,6 +623,15 @@ type countingWriter struct {
 	total *atomic.Int64
 }
 
+// AvailableBuffer passes the stream's through, so the encoder can append
+// rows in place.
+func (c *countingWriter) AvailableBuffer() []byte {
+	if ab, ok := c.w.(availableBuffer); ok {
+		return ab.AvailableBuffer()
+	}
+	return nil
+}
+
 func (c *countingWriter) Write(b []byte) (int, error) {
 	n, err := c.w.Write(b)
 	c.n += int64(n)

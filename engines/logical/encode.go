@@ -25,16 +25,62 @@ var escapes = func() (t [256]byte) {
 // before it is flushed, so a huge BLOB never needs a buffer twice its size.
 const encodeSegment = 256 << 10
 
-// rowEncoder appends rows to its own buffer and writes the buffer to w once
-// it holds writeBufferSize bytes: one append per run of plain bytes, no
-// per-call overhead of a bufio.Writer per field.
+// rowEncoder appends rows to a buffer and writes the buffer to w once it
+// holds about writeBufferSize bytes: one append per run of plain bytes, no
+// per-call overhead of a bufio.Writer per field. When w offers the unused
+// rest of its own buffer (an archive stream's chunk), rows are appended
+// there and the Write takes them in place: the dump's text is then copied
+// once, from the socket's buffer into the chunk, escaping as it goes.
 type rowEncoder struct {
-	w   io.Writer
-	buf []byte
+	w     io.Writer
+	ab    availableBuffer // w's, or nil
+	own   []byte          // ours, for when w offers too little room
+	buf   []byte          // where rows go: own's or w's
+	limit int             // flush once buf holds this much
 }
 
+// availableBuffer is bufio.Writer's AvailableBuffer, which
+// archive.StreamWriter also has.
+type availableBuffer interface{ AvailableBuffer() []byte }
+
+// Appending to w's buffer: it must offer at least directMin bytes, and the
+// encoder flushes directMargin before its end, so that a row or a value
+// segment (which escaping may double) rarely runs past it. One that does is
+// still written correctly: append moves the bytes and Write copies them.
+const (
+	directMin    = 1 << 20
+	directMargin = 2*encodeSegment + 64<<10
+)
+
 func newRowEncoder(w io.Writer) *rowEncoder {
-	return &rowEncoder{w: w, buf: make([]byte, 0, writeBufferSize+encodeSegment)}
+	e := &rowEncoder{w: w}
+	if ab, ok := w.(availableBuffer); ok {
+		e.ab = ab
+	}
+	e.reset()
+	return e
+}
+
+// reset points buf at w's free room when there is enough of it, and at our
+// own buffer otherwise.
+func (e *rowEncoder) reset() {
+	limit := writeBufferSize
+	if e.ab != nil {
+		b := e.ab.AvailableBuffer()
+		if cap(b) >= directMin {
+			e.buf, e.limit = b, cap(b)-directMargin
+			return
+		}
+		if cap(b) > 0 {
+			// Fill the rest of w's chunk from our buffer, so that the
+			// next one starts empty and is offered whole.
+			limit = cap(b)
+		}
+	}
+	if e.own == nil {
+		e.own = make([]byte, 0, writeBufferSize+encodeSegment)
+	}
+	e.buf, e.limit = e.own[:0], limit
 }
 
 // writeRow writes one row of driver values: []byte for strings and most
@@ -71,11 +117,15 @@ func (e *rowEncoder) writeRow(vals []driver.Value) error {
 		}
 	}
 	e.buf = append(b, '\n')
-	if len(e.buf) >= writeBufferSize {
+	if len(e.buf) >= e.limit {
 		return e.flush()
 	}
 	return nil
 }
+
+// bigValue is the length from which a value goes through appendValue,
+// which checks that it fits.
+const bigValue = 16 << 10
 
 // writeFields writes one row read off the wire: a nil field is NULL, any
 // other is the value's text. The fields may be overwritten once it returns.
@@ -89,7 +139,7 @@ func (e *rowEncoder) writeFields(fields [][]byte) error {
 			b = append(b, '\\', 'N')
 			continue
 		}
-		if len(v) > encodeSegment {
+		if len(v) > bigValue {
 			var err error
 			if b, err = e.appendValue(b, v); err != nil {
 				return err
@@ -99,28 +149,31 @@ func (e *rowEncoder) writeFields(fields [][]byte) error {
 		b = appendEscaped(b, v)
 	}
 	e.buf = append(b, '\n')
-	if len(e.buf) >= writeBufferSize {
+	if len(e.buf) >= e.limit {
 		return e.flush()
 	}
 	return nil
 }
 
-// appendValue appends v escaped to b (e.buf's contents), flushing between
-// segments of a long value so the buffer never holds much more than
-// writeBufferSize.
+// appendValue appends v escaped to b (e.buf's contents) a segment at a
+// time, flushing first whenever the segment might not fit in b's capacity
+// once escaped (which at most doubles it), so a long value neither grows
+// our buffer nor runs past the end of the room w offered.
 func (e *rowEncoder) appendValue(b, v []byte) ([]byte, error) {
-	for len(v) > encodeSegment {
-		b = appendEscaped(b, v[:encodeSegment])
-		v = v[encodeSegment:]
-		if len(b) >= writeBufferSize {
+	for {
+		k := min(len(v), encodeSegment)
+		if len(b) > 0 && (cap(b)-len(b) < 2*k || len(b) >= e.limit) {
 			e.buf = b
 			if err := e.flush(); err != nil {
 				return nil, err
 			}
 			b = e.buf
 		}
+		b = appendEscaped(b, v[:k])
+		if v = v[k:]; len(v) == 0 {
+			return b, nil
+		}
 	}
-	return appendEscaped(b, v), nil
 }
 
 // flush writes out what the buffer holds.
@@ -129,7 +182,7 @@ func (e *rowEncoder) flush() error {
 		return nil
 	}
 	_, err := e.w.Write(e.buf)
-	e.buf = e.buf[:0]
+	e.reset()
 	return err
 }
 

@@ -85,15 +85,20 @@ func encodeRef(t testing.TB, rows [][]driver.Value) []byte {
 }
 
 // chunkedWriter records every Write, to check the buffer is bounded.
+// chunkedWriter records the largest write; it offers no AvailableBuffer,
+// so the encoder's own buffer and its bound are what is tested.
 type chunkedWriter struct {
-	bytes.Buffer
+	buf     bytes.Buffer
 	largest int
 }
 
 func (w *chunkedWriter) Write(p []byte) (int, error) {
 	w.largest = max(w.largest, len(p))
-	return w.Buffer.Write(p)
+	return w.buf.Write(p)
 }
+
+func (w *chunkedWriter) Bytes() []byte { return w.buf.Bytes() }
+func (w *chunkedWriter) Len() int      { return w.buf.Len() }
 
 func encodeNew(t testing.TB, rows [][]driver.Value) *chunkedWriter {
 	out := &chunkedWriter{}
@@ -344,4 +349,118 @@ func (e *refEncoderFast) writeEscaped(b []byte) {
 		}
 	}
 	_, _ = e.w.Write(b[start:])
+}
+
+// chunkWriter is a stand-in for archive.StreamWriter's AvailableBuffer
+// contract: fixed-size chunks, a Write of a slice appended to the offered
+// room is taken in place. It counts the bytes taken in place and copied.
+type chunkWriter struct {
+	chunk          int
+	cur            []byte
+	out            bytes.Buffer
+	inPlace, moved int
+}
+
+func (c *chunkWriter) AvailableBuffer() []byte {
+	if c.cur == nil {
+		c.cur = make([]byte, 0, c.chunk)
+	}
+	return c.cur[len(c.cur):len(c.cur):c.chunk]
+}
+
+func (c *chunkWriter) Write(p []byte) (int, error) {
+	if l := len(c.cur); len(p) > 0 && c.cur != nil && len(p) <= c.chunk-l && &c.cur[:l+1][l] == &p[0] {
+		c.cur = c.cur[:l+len(p)]
+		c.inPlace += len(p)
+	} else {
+		c.moved += len(p)
+		for q := p; len(q) > 0; {
+			if c.cur == nil {
+				c.cur = make([]byte, 0, c.chunk)
+			}
+			k := min(len(q), c.chunk-len(c.cur))
+			c.cur = append(c.cur, q[:k]...)
+			q = q[k:]
+			if len(c.cur) == c.chunk {
+				c.out.Write(c.cur)
+				c.cur = nil
+			}
+		}
+		return len(p), nil
+	}
+	if len(c.cur) == c.chunk {
+		c.out.Write(c.cur)
+		c.cur = nil
+	}
+	return len(p), nil
+}
+
+func (c *chunkWriter) bytes() []byte { return append(c.out.Bytes(), c.cur...) }
+
+// TestEncoderAppendsInPlace writes random rows into a writer that offers
+// its chunk's free room: the output must equal the reference's, and with
+// values of up to 100 bytes nearly every byte must have been appended in
+// place rather than copied. Values up to three segments long (which often
+// do not fit the room left) must still come out right.
+func TestEncoderAppendsInPlace(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, big := range []bool{false, true} {
+		var rows [][]driver.Value
+		var fields [][][]byte
+		n := 80_000
+		if big {
+			n = 1500
+		}
+		for range n {
+			row := make([]driver.Value, 1+r.IntN(8))
+			frow := make([][]byte, len(row))
+			for i := range row {
+				var v driver.Value
+				switch {
+				case big:
+					v = randomValue(r)
+				case r.IntN(8) == 0:
+					v = nil
+				default:
+					v = randomBytes(r, r.IntN(100), []float64{0, 0.01, 0.1}[r.IntN(3)])
+				}
+				switch v := v.(type) {
+				case nil:
+				case []byte:
+					row[i], frow[i] = v, v
+				default:
+					frow[i] = fmt.Append([]byte{}, v) // non-nil even when empty: nil is NULL
+					row[i] = frow[i]
+				}
+			}
+			rows, fields = append(rows, row), append(fields, frow)
+		}
+		want := encodeRef(t, rows)
+		for _, chunk := range []int{2 << 20, 4 << 20} {
+			w := &chunkWriter{chunk: chunk}
+			e := newRowEncoder(w)
+			for _, f := range fields {
+				if err := e.writeFields(f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := e.flush(); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(w.bytes(), want) {
+				got := w.bytes()
+				i := 0
+				for i < min(len(got), len(want)) && got[i] == want[i] {
+					i++
+				}
+				t.Fatalf("chunk %d, big values %v: output differs from the reference at %d (%d bytes, want %d): %q vs %q", chunk, big, i, len(got), len(want), got[max(0, i-20):min(len(got), i+20)], want[max(0, i-20):min(len(want), i+20)])
+			}
+			// Copied: the room left at each chunk's end once the encoder
+			// stops appending there, directMargin, and a row beyond it.
+			if limit := (len(want)/chunk + 1) * (directMargin + 64<<10); !big && w.moved > limit {
+				t.Errorf("chunk %d: %d bytes in place, %d copied, want at most %d copied", chunk, w.inPlace, w.moved, limit)
+			}
+			t.Logf("chunk %d, big values %v: %d bytes, %d in place, %d copied", chunk, big, len(want), w.inPlace, w.moved)
+		}
+	}
 }

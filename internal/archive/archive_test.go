@@ -477,3 +477,61 @@ func TestFailedBackupLeavesNoManifest(t *testing.T) {
 		t.Fatalf("failed backups listed: %v", ids)
 	}
 }
+
+// TestAvailableBufferInPlace appends to the room a stream offers and writes
+// it back, mostly within the room and sometimes past the chunk's end (so
+// append moved it and Write must copy): the room always continues where
+// the last write ended, and the stream reads back exactly.
+func TestAvailableBufferInPlace(t *testing.T) {
+	r := initRepo(t, openFileStore(t, t.TempDir()), false)
+	data := make([]byte, 0, 3*DefaultChunkSize)
+	for len(data) < cap(data)-100 {
+		data = fmt.Appendf(data, "%d\trow %d with some text\n", len(data), len(data)%977)
+	}
+	var inPlace, moved int
+	m, err := r.WithBackup(context.Background(), BackupOptions{Engine: "test", Instance: "db1"}, func(ctx context.Context, b *Backup) error {
+		w, err := b.Stream("s", nil)
+		if err != nil {
+			return err
+		}
+		rest := data
+		var next *byte // where the room should start after an in-place write
+		for step := 0; len(rest) > 0; step++ {
+			buf := w.AvailableBuffer()
+			room := cap(buf)
+			if next != nil && &buf[:1][0] != next {
+				return fmt.Errorf("step %d: the room does not start where the in-place write ended", step)
+			}
+			next = nil
+			// Mostly appends that fit; every fifth runs past the room.
+			k := min(len(rest), room/2+1, 700_000)
+			if step%5 == 4 {
+				k = min(len(rest), room+1000)
+			}
+			buf = append(buf, rest[:k]...)
+			if k <= room {
+				inPlace += k
+				if k < room {
+					next = &buf[:k+1][k]
+				}
+			} else {
+				moved += k
+			}
+			if n, err := w.Write(buf); err != nil || n != k {
+				return fmt.Errorf("write %d: %d %v", k, n, err)
+			}
+			rest = rest[k:]
+		}
+		return w.Close()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inPlace == 0 || moved == 0 {
+		t.Fatalf("in place %d, moved %d: both paths must be taken", inPlace, moved)
+	}
+	got, err := readStreamSum(t, r, m.BackupId, "s")
+	if err != nil || got != sha256.Sum256(data) {
+		t.Fatalf("read back: %v, checksum mismatch %v", err, got != sha256.Sum256(data))
+	}
+}

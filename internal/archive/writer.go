@@ -456,10 +456,35 @@ type StreamWriter struct {
 	closed  bool
 }
 
+// AvailableBuffer returns an empty buffer over the unused rest of the
+// current chunk, as bufio.Writer's does: a caller that appends to it and
+// passes the result to the next Write has it taken in place, with no copy.
+// Its capacity ends where the chunk does, so an append past that moves the
+// bytes elsewhere, and Write then copies them as usual.
+func (s *StreamWriter) AvailableBuffer() []byte {
+	if s.closed {
+		return nil
+	}
+	if s.buf == nil {
+		s.buf = s.b.getBuf()
+	}
+	return s.buf[len(s.buf):len(s.buf):s.b.chunk]
+}
+
 // Write implements io.Writer.
 func (s *StreamWriter) Write(p []byte) (int, error) {
 	if s.closed {
 		return 0, fmt.Errorf("stream %s: write after close", s.name)
+	}
+	if l := len(s.buf); len(p) > 0 && s.buf != nil && len(p) <= s.b.chunk-l && &s.buf[:l+1][l] == &p[0] {
+		// Appended to AvailableBuffer: already in place.
+		s.buf = s.buf[:l+len(p)]
+		if len(s.buf) == s.b.chunk {
+			if err := s.flush(); err != nil {
+				return 0, err
+			}
+		}
+		return len(p), nil
 	}
 	n := 0
 	for len(p) > 0 {
