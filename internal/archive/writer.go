@@ -27,7 +27,7 @@ type BackupOptions struct {
 	Instance         string
 	Engine           string
 	Labels           map[string]string
-	Workers          int    // parallel chunk uploads; 0: 2 × GOMAXPROCS
+	Workers          int    // parallel chunk uploads; 0: GOMAXPROCS to a local store, 2 × GOMAXPROCS to others
 	Compression      string // "" uses the repository default
 	CompressionLevel int
 	Fence            *v1.LeaseToken
@@ -66,6 +66,12 @@ type Backup struct {
 	names    map[string]bool
 	manifest *v1.Manifest
 
+	// cpu bounds the workers hashing and compressing at once to the cores
+	// Go may use: more upload workers than that only hide storage latency,
+	// and more threads doing CPU work (cgo calls and write syscalls run
+	// outside GOMAXPROCS) would preempt the database server beside us on a
+	// small machine, whose spinning latch waiters then burn what we take.
+	cpu        chan struct{}
 	inflightMu sync.Mutex
 	inflight   map[ChunkID]*inflight
 
@@ -134,7 +140,13 @@ func (r *Repo) WithBackup(ctx context.Context, opts BackupOptions, fn func(ctx c
 		return nil, errors.New("backup options: engine is required")
 	}
 	if opts.Workers <= 0 {
+		// Twice the cores hides a remote store's latency; a local disk
+		// has none, and more writers than cores would only take CPU from
+		// the database server sharing the machine.
 		opts.Workers = 2 * runtime.GOMAXPROCS(0)
+		if storage.IsLocal(r.store) {
+			opts.Workers = runtime.GOMAXPROCS(0)
+		}
 	}
 	compr, level := opts.Compression, opts.CompressionLevel
 	if compr == "" {
@@ -183,6 +195,7 @@ func (r *Repo) WithBackup(ctx context.Context, opts BackupOptions, fn func(ctx c
 		// jobs channel: at most one buffer per open stream plus one per
 		// worker is alive at a time.
 		bufs:     make(chan []byte, opts.Workers+2),
+		cpu:      make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
 		names:    map[string]bool{},
 		inflight: map[ChunkID]*inflight{},
 		manifest: &v1.Manifest{
@@ -370,6 +383,19 @@ func (b *Backup) progress() Progress {
 // upload in flight, already has it.
 func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) ([]byte, []byte, error) {
 	r := b.repo
+	select {
+	case b.cpu <- struct{}{}:
+	case <-ctx.Done():
+		return out, scratch, ctx.Err()
+	}
+	cpuHeld := true
+	releaseCPU := func() {
+		if cpuHeld {
+			cpuHeld = false
+			<-b.cpu
+		}
+	}
+	defer releaseCPU()
 	id := r.codec.id(job.buf)
 	job.ref.Id = id[:]
 	if size, ok := r.known(id); ok {
@@ -380,6 +406,7 @@ func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) 
 	b.inflightMu.Lock()
 	if f, ok := b.inflight[id]; ok {
 		b.inflightMu.Unlock()
+		releaseCPU()
 		select {
 		case <-f.done:
 		case <-ctx.Done():
@@ -401,6 +428,7 @@ func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) 
 	var err error
 	var tail []byte
 	out, tail, scratch, err = r.codec.encodeParts(out[:0], scratch, id.String(), job.buf, b.compr, b.level)
+	releaseCPU()
 	if err != nil {
 		f.err = err
 		return out, scratch, err

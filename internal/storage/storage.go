@@ -71,6 +71,20 @@ func Sync(ctx context.Context, s any) error {
 	return nil
 }
 
+// Localer is the optional capability of a store on this machine's own
+// disks. Writing to one is CPU work (copies into the page cache) with no
+// latency to hide, so a writer keeps no more uploads in flight than cores.
+// Store wrappers pass it through.
+type Localer interface {
+	Local() bool
+}
+
+// IsLocal reports whether s says it is local.
+func IsLocal(s any) bool {
+	l, ok := s.(Localer)
+	return ok && l.Local()
+}
+
 // Reader reads objects.
 type Reader interface {
 	// Get returns length bytes of key starting at offset; length < 0 reads to

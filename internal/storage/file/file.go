@@ -84,6 +84,9 @@ func Open(root string, opts Options) (*Store, error) {
 // String names the store by its URI.
 func (s *Store) String() string { return "file://" + s.root }
 
+// Local implements storage.Localer.
+func (s *Store) Local() bool { return true }
+
 // Close releases nothing: the store holds no open files between calls.
 func (s *Store) Close() error { return nil }
 

@@ -155,6 +155,9 @@ func TestOpenFile(t *testing.T) {
 	if st.String() != "file://"+dir {
 		t.Errorf("String: %q", st.String())
 	}
+	if !storage.IsLocal(st) {
+		t.Error("a file:// store through the retry wrapper should say it is local")
+	}
 	storagetest.Put(t, st, "k", []byte("v"))
 	if b, err := os.ReadFile(filepath.Join(dir, "k")); err != nil || string(b) != "v" {
 		t.Errorf("object file: %q, %v", b, err)
@@ -173,6 +176,9 @@ func TestOpenS3(t *testing.T) {
 	defer func() { _ = st.Close() }()
 	if _, ok := st.(*retry.Store); !ok {
 		t.Errorf("Open returned %T, want the retry wrapper", st)
+	}
+	if storage.IsLocal(st) {
+		t.Error("an s3:// store says it is local")
 	}
 	if want := "s3://" + m.Bucket + "/loc/?endpoint=" + m.Endpoint + "&tls=false"; st.String() != want {
 		t.Errorf("String: %q, want %q", st.String(), want)

@@ -71,6 +71,9 @@ func (s *Store) Unwrap() storage.Storage { return s.inner }
 // String names the wrapped store.
 func (s *Store) String() string { return s.inner.String() }
 
+// Local passes the wrapped store's storage.Localer through.
+func (s *Store) Local() bool { return storage.IsLocal(s.inner) }
+
 // Close closes the wrapped store.
 func (s *Store) Close() error { return s.inner.Close() }
 
