@@ -285,6 +285,7 @@ func (lb *logicalBench) measure(b *testing.B, ds *dataset, spec runSpec) {
 		// writing the manifest) would also pay for writing back what the
 		// tool before it left unsynced.
 		syscall.Sync()
+		stopPerf := lb.serverPerf(b, pid)
 		load := load1()
 		before := takeCPUSnapshot(pid)
 		start := time.Now()
@@ -293,6 +294,7 @@ func (lb *logicalBench) measure(b *testing.B, ds *dataset, spec runSpec) {
 		b.StopTimer()
 		wall := time.Since(start)
 		after := takeCPUSnapshot(pid)
+		stopPerf()
 		if prof != nil {
 			pprof.StopCPUProfile()
 			_ = prof.Close()
@@ -344,6 +346,26 @@ func (lb *logicalBench) measure(b *testing.B, ds *dataset, spec runSpec) {
 	lb.mu.Lock()
 	lb.results[strings.TrimPrefix(b.Name(), "BenchmarkLogical/")] = r
 	lb.mu.Unlock()
+}
+
+// serverPerf records the server with perf(1) during a run when
+// TIDEMARK_BENCH_SERVER_PERF names a directory, and returns what stops it:
+// where the server's CPU goes for each tool (perf report -i FILE).
+func (lb *logicalBench) serverPerf(b *testing.B, pid int) (stop func()) {
+	dir := os.Getenv("TIDEMARK_BENCH_SERVER_PERF")
+	if dir == "" {
+		return func() {}
+	}
+	name := strings.ReplaceAll(strings.TrimPrefix(b.Name(), "BenchmarkLogical/"), "/", "-")
+	cmd := exec.Command("perf", "record", "-q", "-F", "999", "-o", filepath.Join(dir, name+".perf"), "-p", strconv.Itoa(pid))
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("TIDEMARK_BENCH_SERVER_PERF: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond) // attached before the run starts
+	return func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
 }
 
 func (ds *dataset) port() string { return strconv.Itoa(ds.src.Port) }

@@ -453,17 +453,14 @@ func (r *backupRun) verifySnapshots(ctx context.Context, cp *v1.ConsistencyPoint
 	return nil
 }
 
-// dumpPieces dumps every piece of tables, biggest tables first, one piece
-// per worker at a time.
+// dumpPieces dumps every piece of tables in pieceOrder, one piece per
+// worker at a time.
 func (r *backupRun) dumpPieces(ctx context.Context, tables []*tableInfo) error {
-	var queue []*piece
+	queue := pieceOrder(tables)
 	remaining := map[*tableInfo]*atomic.Int64{}
-	for _, t := range sortBySize(tables) {
+	for _, t := range tables {
 		remaining[t] = new(atomic.Int64)
 		remaining[t].Store(int64(len(t.pieces)))
-		for i := range t.pieces {
-			queue = append(queue, &t.pieces[i])
-		}
 	}
 	next := make(chan *piece)
 	g, gctx := errgroup.WithContext(ctx)
@@ -493,6 +490,29 @@ func (r *backupRun) dumpPieces(ctx context.Context, tables []*tableInfo) error {
 		})
 	}
 	return g.Wait()
+}
+
+// pieceOrder deals the pieces out round by round, biggest tables first:
+// the first piece of every table, then every second piece, and so on. So
+// workers running at the same time mostly scan different tables, as
+// whole-table dumpers do, rather than contend for one table's index pages
+// and counters; and a table split in many pieces still ends in pieces no
+// bigger than one, so no worker is left with a long tail.
+func pieceOrder(tables []*tableInfo) []*piece {
+	sorted := sortBySize(tables)
+	var queue []*piece
+	for round := 0; ; round++ {
+		added := false
+		for _, t := range sorted {
+			if round < len(t.pieces) {
+				queue = append(queue, &t.pieces[round])
+				added = true
+			}
+		}
+		if !added {
+			return queue
+		}
+	}
 }
 
 func sortBySize(tables []*tableInfo) []*tableInfo {

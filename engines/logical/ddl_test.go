@@ -1,6 +1,9 @@
 package logical
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestUnqualifyTrigger(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
@@ -46,5 +49,27 @@ func TestLikeMatch(t *testing.T) {
 		if likeMatch(tc.p, tc.s) != tc.ok {
 			t.Errorf("likeMatch(%q, %q) != %v", tc.p, tc.s, tc.ok)
 		}
+	}
+}
+
+// TestPieceOrder: pieces are dealt round by round, biggest table first, so
+// neighbours in the queue come from different tables while any remain.
+func TestPieceOrder(t *testing.T) {
+	mk := func(name string, size int64, n int) *tableInfo {
+		tb := &tableInfo{}
+		tb.Name, tb.DataLength = name, size
+		for i := range n {
+			tb.pieces = append(tb.pieces, piece{table: tb, n: i})
+		}
+		return tb
+	}
+	tables := []*tableInfo{mk("small", 10, 1), mk("big", 300, 3), mk("mid", 200, 2), mk("empty", 0, 0)}
+	var got []string
+	for _, p := range pieceOrder(tables) {
+		got = append(got, p.table.Name+":"+string(rune('0'+p.n)))
+	}
+	want := "big:0 mid:0 small:0 big:1 mid:1 big:2"
+	if g := strings.Join(got, " "); g != want {
+		t.Errorf("order %s, want %s", g, want)
 	}
 }
