@@ -67,7 +67,8 @@ func TestMySQL8LockProtocol(t *testing.T) {
 	gtid := indexOf(log, ctl, "SELECT @@GLOBAL.gtid_executed")
 	unlock := indexOf(log, ctl, "UNLOCK TABLES")
 	unlockInst := indexOf(log, ctl, "UNLOCK INSTANCE")
-	if !(lockInst < ftwrl && ftwrl < coords && coords < unlock && gtid > ftwrl && gtid < unlock && unlock < unlockInst) {
+	inOrder := lockInst < ftwrl && ftwrl < coords && coords < unlock && gtid > ftwrl && gtid < unlock && unlock < unlockInst
+	if !inOrder {
 		t.Errorf("lock connection's order: LOCK INSTANCE %d, FTWRL %d, SHOW MASTER STATUS %d, gtid_executed %d, UNLOCK TABLES %d, UNLOCK INSTANCE %d\n%s",
 			lockInst, ftwrl, coords, gtid, unlock, unlockInst, dump(log))
 	}

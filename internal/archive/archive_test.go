@@ -518,7 +518,7 @@ func TestAvailableBufferInPlace(t *testing.T) {
 				moved += k
 			}
 			if n, err := w.Write(buf); err != nil || n != k {
-				return fmt.Errorf("write %d: %d %v", k, n, err)
+				return fmt.Errorf("write %d: %d %w", k, n, err)
 			}
 			rest = rest[k:]
 		}

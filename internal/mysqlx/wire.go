@@ -174,7 +174,7 @@ func (w *Wire) Query(ctx context.Context, query string, row func(fields [][]byte
 	defer func() {
 		if err != nil {
 			if ctx.Err() != nil {
-				err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+				err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 			}
 			_ = w.nc.Close()
 			w.nc = nil
