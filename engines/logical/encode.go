@@ -48,8 +48,9 @@ type availableBuffer interface{ AvailableBuffer() []byte }
 // segment (which escaping may double) rarely runs past it. One that does is
 // still written correctly: append moves the bytes and Write copies them.
 const (
-	directMin    = 1 << 20
 	directMargin = 2*encodeSegment + 64<<10
+	directMin    = directMargin + 64<<10
+	directFlush  = 256 << 10
 )
 
 func newRowEncoder(w io.Writer) *rowEncoder {
@@ -68,7 +69,9 @@ func (e *rowEncoder) reset() {
 	if e.ab != nil {
 		b := e.ab.AvailableBuffer()
 		if cap(b) >= directMin {
-			e.buf, e.limit = b, cap(b)-directMargin
+			// Written every directFlush bytes: w hashes what it takes
+			// while it is still in this core's cache.
+			e.buf, e.limit = b, min(cap(b)-directMargin, directFlush)
 			return
 		}
 		if cap(b) > 0 {

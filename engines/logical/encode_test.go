@@ -456,8 +456,8 @@ func TestEncoderAppendsInPlace(t *testing.T) {
 				t.Fatalf("chunk %d, big values %v: output differs from the reference at %d (%d bytes, want %d): %q vs %q", chunk, big, i, len(got), len(want), got[max(0, i-20):min(len(got), i+20)], want[max(0, i-20):min(len(want), i+20)])
 			}
 			// Copied: the room left at each chunk's end once the encoder
-			// stops appending there, directMargin, and a row beyond it.
-			if limit := (len(want)/chunk + 1) * (directMargin + 64<<10); !big && w.moved > limit {
+			// stops appending there (under directMin), and a row beyond it.
+			if limit := (len(want)/chunk + 1) * (directMin + 64<<10); !big && w.moved > limit {
 				t.Errorf("chunk %d: %d bytes in place, %d copied, want at most %d copied", chunk, w.inPlace, w.moved, limit)
 			}
 			t.Logf("chunk %d, big values %v: %d bytes, %d in place, %d copied", chunk, big, len(want), w.inPlace, w.moved)

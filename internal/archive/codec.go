@@ -101,6 +101,16 @@ func newCodec(keys *crypto.MasterKeys) (*codec, error) {
 
 func (c *codec) close() { c.zstd.close() }
 
+// newHash returns a reset hash of chunk ids, for a caller that hashes a
+// chunk as it arrives; putHash gives it back.
+func (c *codec) newHash() hash.Hash {
+	h := c.hashes.Get().(hash.Hash)
+	h.Reset()
+	return h
+}
+
+func (c *codec) putHash(h hash.Hash) { c.hashes.Put(h) }
+
 // id hashes a chunk's plaintext.
 func (c *codec) id(plain []byte) ChunkID {
 	h := c.hashes.Get().(hash.Hash)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"runtime"
 	"sync"
@@ -88,6 +89,7 @@ type chunkJob struct {
 	stream *StreamWriter
 	ref    *v1.ChunkRef
 	buf    []byte // len = plaintext size
+	id     ChunkID
 }
 
 // ID returns the backup's id.
@@ -396,7 +398,7 @@ func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) 
 		}
 	}
 	defer releaseCPU()
-	id := r.codec.id(job.buf)
+	id := job.id
 	job.ref.Id = id[:]
 	if size, ok := r.known(id); ok {
 		job.ref.StoredSize = uint32(size)
@@ -482,6 +484,24 @@ type StreamWriter struct {
 	buf     []byte
 	pending sync.WaitGroup
 	closed  bool
+	// The chunk's id is hashed as bytes arrive, by the writing goroutine,
+	// while they are still in its cache, rather than by an upload worker
+	// reading the whole chunk back from memory later.
+	h      hash.Hash
+	hashed int // buf[:hashed] is in h
+}
+
+// hashNew adds what was appended to the chunk since the last call to its
+// hash.
+func (s *StreamWriter) hashNew() {
+	if s.hashed == len(s.buf) {
+		return
+	}
+	if s.h == nil {
+		s.h = s.b.repo.codec.newHash()
+	}
+	s.h.Write(s.buf[s.hashed:])
+	s.hashed = len(s.buf)
 }
 
 // AvailableBuffer returns an empty buffer over the unused rest of the
@@ -507,6 +527,7 @@ func (s *StreamWriter) Write(p []byte) (int, error) {
 	if l := len(s.buf); len(p) > 0 && s.buf != nil && len(p) <= s.b.chunk-l && &s.buf[:l+1][l] == &p[0] {
 		// Appended to AvailableBuffer: already in place.
 		s.buf = s.buf[:l+len(p)]
+		s.hashNew()
 		if len(s.buf) == s.b.chunk {
 			if err := s.flush(); err != nil {
 				return 0, err
@@ -521,6 +542,7 @@ func (s *StreamWriter) Write(p []byte) (int, error) {
 		}
 		k := min(len(p), s.b.chunk-len(s.buf))
 		s.buf = append(s.buf, p[:k]...)
+		s.hashNew()
 		p, n = p[k:], n+k
 		if len(s.buf) == s.b.chunk {
 			if err := s.flush(); err != nil {
@@ -543,6 +565,7 @@ func (s *StreamWriter) ReadFrom(r io.Reader) (int64, error) {
 		}
 		n, err := r.Read(s.buf[len(s.buf):s.b.chunk])
 		s.buf = s.buf[:len(s.buf)+n]
+		s.hashNew()
 		total += int64(n)
 		if len(s.buf) == s.b.chunk {
 			if ferr := s.flush(); ferr != nil {
@@ -562,11 +585,16 @@ func (s *StreamWriter) flush() error {
 	if len(s.buf) == 0 {
 		return nil
 	}
+	s.hashNew()
+	var id ChunkID
+	s.h.Sum(id[:0])
+	s.h.Reset()
+	s.hashed = 0
 	ref := &v1.ChunkRef{Size: uint32(len(s.buf))}
 	s.ref.Chunks = append(s.ref.Chunks, ref)
 	s.ref.Size += uint64(len(s.buf))
 	s.b.logical.Add(int64(len(s.buf)))
-	job := &chunkJob{stream: s, ref: ref, buf: s.buf}
+	job := &chunkJob{stream: s, ref: ref, buf: s.buf, id: id}
 	s.buf = nil
 	s.pending.Add(1)
 	s.b.sendMu.RLock()
@@ -598,6 +626,10 @@ func (s *StreamWriter) Close() error {
 	s.b.mu.Lock()
 	s.closed = true
 	s.b.mu.Unlock()
+	if s.h != nil {
+		s.b.repo.codec.putHash(s.h)
+		s.h = nil
+	}
 	if err != nil {
 		return err
 	}
