@@ -266,7 +266,7 @@ func TestCluster(t *testing.T) {
 	cut := leader
 	others := slices.DeleteFunc(slices.Clone(all), func(n *node) bool { return n == cut })
 	for _, n := range others {
-		n.Signal(syscall.SIGSTOP)
+		n.Stop()
 	}
 	before := cut.nodeStatus(t)
 	for i := range 2 {

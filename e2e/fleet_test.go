@@ -433,7 +433,7 @@ func TestFleetProcesses(t *testing.T) {
 		c := startCluster(t, db, clusterOpts{})
 		id := c.submit()
 		c.waitState(id, 20*time.Second, v1.JobState_JOB_STATE_RUNNING)
-		c.agent.Signal(syscall.SIGSTOP)
+		c.agent.Stop()
 		time.Sleep(2 * lease)
 		j := c.job(id)
 		if j.GetAttempt() != 1 || len(j.GetPreviousAttempts()) != 1 || !strings.Contains(j.GetPreviousAttempts()[0].GetError(), "lease expired") {

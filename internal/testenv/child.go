@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -98,6 +99,38 @@ func (c *Child) Signal(sig syscall.Signal) {
 	c.t.Helper()
 	if err := c.p.cmd.Process.Signal(sig); err != nil {
 		c.t.Fatalf("%s: %v", c.Name, err)
+	}
+}
+
+// Stop sends SIGSTOP and returns once the kernel shows the process stopped:
+// the signal is delivered asynchronously, and a process still running for
+// a moment after kill(2) returns can answer one more request.
+func (c *Child) Stop() {
+	c.t.Helper()
+	c.Signal(syscall.SIGSTOP)
+	tasks := fmt.Sprintf("/proc/%d/task/*/stat", c.Pid())
+	deadline := time.Now().Add(Wait(10 * time.Second))
+	for {
+		running := ""
+		paths, _ := filepath.Glob(tasks)
+		for _, p := range paths {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				continue // a thread that exited
+			}
+			// The state follows the parenthesized command name.
+			if i := bytes.LastIndexByte(b, ')'); i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+				running = p
+				break
+			}
+		}
+		if len(paths) > 0 && running == "" {
+			return // every thread stopped
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s: not stopped 10 s after SIGSTOP (%s)", c.Name, running)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
