@@ -67,11 +67,10 @@ type Backup struct {
 	names    map[string]bool
 	manifest *v1.Manifest
 
-	// cpu bounds the workers hashing and compressing at once to the cores
-	// Go may use: more upload workers than that only hide storage latency,
-	// and more threads doing CPU work (cgo calls and write syscalls run
-	// outside GOMAXPROCS) would preempt the database server beside us on a
-	// small machine, whose spinning latch waiters then burn what we take.
+	// cpu bounds the workers compressing (and encrypting) at once to the
+	// cores Go may use: more upload workers than that only hide storage
+	// latency, and more threads doing CPU work (cgo calls run outside
+	// GOMAXPROCS) would take the core of the database server beside us.
 	cpu        chan struct{}
 	inflightMu sync.Mutex
 	inflight   map[ChunkID]*inflight

@@ -186,7 +186,13 @@ func (w *Wire) Query(ctx context.Context, query string, row func(fields [][]byte
 		return err
 	}
 	stop := context.AfterFunc(ctx, func() { _ = w.nc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer func() {
+		if !stop() && err == nil {
+			// Canceled as the rows ended: the deadline is set (or about
+			// to be), so the connection cannot serve the driver again.
+			err = ctx.Err()
+		}
+	}()
 	if w.buf == nil {
 		w.buf = make([]byte, wireBufSize)
 	}
