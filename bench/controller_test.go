@@ -418,11 +418,7 @@ func measureWrites(b *testing.B, c *ctlCluster, instances [][]string, dur time.D
 	}
 	b.ReportMetric(pctOfCore(followers, wall)/2, "follower-cpu-%")
 	b.ReportMetric(pctOfCore(after.self-before.self, wall), "client-cpu-%")
-	var ours time.Duration
-	for id := range cpu1 {
-		ours += cpu1[id] - cpu0[id]
-	}
-	b.ReportMetric(max(0, (after.busy-before.busy)-(after.self-before.self)-ours).Seconds(), "others-cpu-s")
+	b.ReportMetric(othersCPU(before, after, cpu0, cpu1).Seconds(), "others-cpu-s")
 	b.ReportMetric(load, "load1")
 	b.Logf("%d writes in %s by %d writers, %d instance(s) each; %d jobs in the catalog", len(lats), wall.Round(time.Millisecond),
 		len(instances), len(instances[0]), jobCount(b, c))
@@ -554,11 +550,7 @@ func measureAgents(b *testing.B, c *ctlCluster, agents int, window, settle time.
 	b.ReportMetric(float64(st1.GetCommitIndex()-st0.GetCommitIndex()), "raft-entries")
 	b.ReportMetric(float64(rc1-rc0), "reconnects")
 	b.ReportMetric(pctOfCore(after.self-before.self, wall), "client-cpu-%")
-	var ours time.Duration
-	for id := range cpu1 {
-		ours += cpu1[id] - cpu0[id]
-	}
-	b.ReportMetric(max(0, (after.busy-before.busy)-(after.self-before.self)-ours).Seconds(), "others-cpu-s")
+	b.ReportMetric(othersCPU(before, after, cpu0, cpu1).Seconds(), "others-cpu-s")
 	b.ReportMetric(load, "load1")
 	b.Logf("window %s: %d heartbeats, %d agents connected, gRPC connections: %s", wall.Round(time.Millisecond), hb1-hb0, connected, pool)
 }
@@ -781,4 +773,15 @@ func (f *fleet) session(ctx context.Context, i int, addr string, reg *v1.Registe
 			t.Reset(time.Duration(float64(interval) * (0.9 + 0.2*rand.Float64())))
 		}
 	}
+}
+
+// othersCPU is the CPU time the machine spent on anything but this process
+// and the controller processes (cpu0 and cpu1, by node) between two
+// snapshots: non-zero means the figures were disturbed.
+func othersCPU(before, after cpuSnapshot, cpu0, cpu1 map[string]time.Duration) time.Duration {
+	var ours time.Duration
+	for id := range cpu1 {
+		ours += cpu1[id] - cpu0[id]
+	}
+	return max(0, (after.busy-before.busy)-(after.self-before.self)-ours)
 }

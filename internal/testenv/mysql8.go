@@ -145,14 +145,13 @@ func (d *MySQL8Double) accept() {
 			_ = c.Close()
 		}()
 		go func() {
-			err := d.clientToServer(id, c, b, &wmu)
+			_ = d.clientToServer(id, c, b, &wmu) // ends when either side closes
 			_ = b.Close()
 			_ = c.Close()
 			d.mu.Lock()
 			delete(d.conns, c)
 			delete(d.conns, b)
 			d.mu.Unlock()
-			_ = err
 		}()
 	}
 }
