@@ -358,6 +358,9 @@ func (lb *logicalBench) serverPerf(b *testing.B, pid int) (stop func()) {
 	}
 	name := strings.ReplaceAll(strings.TrimPrefix(b.Name(), "BenchmarkLogical/"), "/", "-")
 	cmd := exec.Command("perf", "record", "-q", "-F", "999", "-o", filepath.Join(dir, name+".perf"), "-p", strconv.Itoa(pid))
+	if os.Getenv("TIDEMARK_BENCH_SERVER_PERF_STAT") != "" {
+		cmd = exec.Command("perf", "stat", "-e", "task-clock,context-switches,cpu-migrations,page-faults", "-o", filepath.Join(dir, name+".stat"), "-p", strconv.Itoa(pid))
+	}
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("TIDEMARK_BENCH_SERVER_PERF: %v", err)
 	}

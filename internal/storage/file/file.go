@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -51,7 +52,15 @@ type Store struct {
 	// the error itself. After a failed fsync nothing on this store is
 	// trusted to be durable again (PostgreSQL's lesson); open it anew.
 	syncErr error
+	// noDirect is set once the filesystem refused O_DIRECT.
+	noDirect atomic.Bool
 }
+
+// directPuts counts puts written with O_DIRECT, for tests.
+var directPuts atomic.Int64
+
+// writeDirectFn is writeDirect; tests replace it to fail part way.
+var writeDirectFn = writeDirect
 
 var (
 	_ storage.Storage = (*Store)(nil)
@@ -96,7 +105,8 @@ func (s *Store) Close() error { return nil }
 // skips both fsyncs, of the file and of its directory, and leaves them to
 // Sync, only starting the file's writeback so that Sync has less left to
 // write: the object is complete when it appears, but may vanish in a crash
-// until Sync returns nil.
+// until Sync returns nil. A storage.BytesReader of at least 1 MiB is written
+// with O_DIRECT where the filesystem allows it, bypassing the page cache.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, opts storage.PutOptions) error {
 	p, err := s.path(key)
 	if err != nil {
@@ -127,7 +137,17 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 
 	src := ctxReader{ctx: ctx, r: r}
 	var n int64
-	if br, ok := r.(*storage.BytesReader); ok && size >= 0 && int64(br.Len()) == size {
+	br, inMemory := r.(*storage.BytesReader)
+	inMemory = inMemory && size >= 0 && int64(br.Len()) == size
+	direct := false
+	if inMemory && size >= directMin && !s.noDirect.Load() {
+		if direct, err = s.putDirect(f, br, size); err != nil {
+			return translate("put", key, err)
+		}
+	}
+	if direct {
+		n = size
+	} else if inMemory {
 		// Bytes in memory: written as they are, no staging buffer.
 		n, err = br.WriteTo(f)
 	} else if size >= 0 {
@@ -189,6 +209,32 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 	}
 	// The new directory entry must be durable before the put reports done.
 	return syncDir(dir, key)
+}
+
+// putDirect writes br to the new, empty temporary file f with O_DIRECT (see
+// direct_linux.go) and reports whether it did. When it did not, f is empty
+// again and br rewound, for a write through the page cache that either
+// succeeds (the filesystem refused direct I/O, which this store then stops
+// trying) or fails with the error as the filesystem means it: a short direct
+// write on a full disk would say little. The error is for when neither can
+// be set up again.
+func (s *Store) putDirect(f *os.File, br *storage.BytesReader, size int64) (bool, error) {
+	pos, err := br.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return false, err
+	}
+	err = writeDirectFn(f, br, size)
+	if err == nil {
+		directPuts.Add(1)
+		return true, nil
+	}
+	if errors.Is(err, errNoDirect) {
+		s.noDirect.Store(true)
+	}
+	if _, err := br.Seek(pos, io.SeekStart); err != nil {
+		return false, err
+	}
+	return false, endDirect(f)
 }
 
 // syncParallel bounds the fsyncs Sync runs at a time.

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/storagetest"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
 func newStore(t *testing.T) storage.Storage {
@@ -336,5 +338,114 @@ func TestSyncFailureSticks(t *testing.T) {
 	}
 	if err := st2.Sync(ctx); err != nil {
 		t.Fatalf("sync of a fresh store: %v", err)
+	}
+}
+
+// directObject is size bytes in three unaligned parts, as the archive hands a
+// chunk over (a short header, then the payload), with a pattern that shows
+// any byte out of place.
+func directObject(size int) *storage.BytesReader {
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = byte(i*7 + i>>12)
+	}
+	return storage.NewBytesReader(b[:7], b[7:size/2+3], b[size/2+3:])
+}
+
+func readAll(t *testing.T, st storage.Storage, key string) []byte {
+	t.Helper()
+	rc, err := st.Get(context.Background(), key, 0, -1)
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	defer func() { _ = rc.Close() }()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatalf("read %s: %v", key, err)
+	}
+	return b
+}
+
+// TestDirectPut: large in-memory objects are written with O_DIRECT, in
+// aligned blocks with the last one padded and cut back, and read back
+// exactly; small ones go through the page cache.
+func TestDirectPut(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	st, err := Open(root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := []int{directMin, 3<<20 + 1234, 2*directBuf + 5, directBuf, 100_000}
+	before := directPuts.Load()
+	for i, size := range sizes {
+		key := "chunks/d/" + strconv.Itoa(i)
+		want := directObject(size)
+		if err := st.Put(ctx, key, want, int64(size), storage.PutOptions{DeferSync: i%2 == 0, IfNotExists: true}); err != nil {
+			t.Fatalf("put %d bytes: %v", size, err)
+		}
+		_, _ = want.Seek(0, io.SeekStart)
+		wantBytes, _ := io.ReadAll(want)
+		if got := readAll(t, st, key); !bytes.Equal(got, wantBytes) {
+			t.Fatalf("%d bytes put: read back %d bytes that differ", size, len(got))
+		}
+		fi, err := os.Stat(filepath.Join(root, "chunks", "d", strconv.Itoa(i)))
+		if err != nil || fi.Size() != int64(size) {
+			t.Fatalf("%d bytes put: file %v, %v", size, fi, err)
+		}
+	}
+	if err := st.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := directPuts.Load() - before
+	if st.noDirect.Load() {
+		if testenv.CI() {
+			t.Fatalf("the filesystem of %s refused O_DIRECT; CI runs where it does not", root)
+		}
+		t.Skipf("the filesystem of %s has no O_DIRECT: %d puts went through the page cache", root, len(sizes))
+	}
+	if got != int64(len(sizes)-1) {
+		t.Fatalf("%d puts written with O_DIRECT, want %d (all but the small one)", got, len(sizes)-1)
+	}
+}
+
+// TestDirectFallback: a direct write that fails part way leaves nothing of
+// itself: the put starts over through the page cache and stores the object
+// exactly, and a store whose filesystem refused O_DIRECT stops trying it.
+func TestDirectFallback(t *testing.T) {
+	ctx := context.Background()
+	st, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	writeDirectFn = func(f *os.File, r io.Reader, size int64) error {
+		calls++
+		// Three blocks really written with O_DIRECT, then the refusal.
+		if err := writeDirect(f, io.LimitReader(r, 3*directAlign), 3*directAlign); err != nil {
+			return err
+		}
+		return errNoDirect
+	}
+	t.Cleanup(func() { writeDirectFn = writeDirect })
+	before := directPuts.Load()
+	for i := range 2 {
+		key := "chunks/f/" + strconv.Itoa(i)
+		size := 2<<20 + 77
+		obj := directObject(size)
+		// The reader is handed over part read: the put must store only
+		// what was left, as the buffered path does.
+		_, _ = obj.Seek(5, io.SeekStart)
+		if err := st.Put(ctx, key, obj, int64(size-5), storage.PutOptions{}); err != nil {
+			t.Fatalf("put after a refused direct write: %v", err)
+		}
+		_, _ = obj.Seek(5, io.SeekStart)
+		want, _ := io.ReadAll(obj)
+		if got := readAll(t, st, key); !bytes.Equal(got, want) {
+			t.Fatalf("object stored after the fallback: %d bytes, want %d equal ones", len(got), len(want))
+		}
+	}
+	if calls != 1 || !st.noDirect.Load() || directPuts.Load() != before {
+		t.Fatalf("direct attempts %d, noDirect %v, direct puts %d: want one attempt, then none", calls, st.noDirect.Load(), directPuts.Load()-before)
 	}
 }
