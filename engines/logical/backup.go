@@ -40,6 +40,7 @@ type backupRun struct {
 	srv        *mysqlx.Server
 	workers    []*sql.Conn
 	wires      []*mysqlx.Wire // workers' sockets, or nil where only the driver can read
+	noBinary   atomic.Bool    // the server refused a prepared statement: wires read text
 	rows       atomic.Int64
 	bytes      atomic.Int64
 	tablesDone atomic.Int64
@@ -533,9 +534,23 @@ func sortBySize(tables []*tableInfo) []*tableInfo {
 func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, wire *mysqlx.Wire, p *piece) (err error) {
 	t := p.table
 	cols := t.dumpColumns()
-	exprs := make([]string, len(cols))
-	for i, col := range cols {
-		exprs[i] = selectExpr(col, wire != nil)
+	path := readDriver
+	if wire != nil {
+		path = readWireBinary
+		if r.noBinary.Load() {
+			path = readWireText
+		}
+	}
+	queryFor := func(path readPath) string {
+		exprs := make([]string, len(cols))
+		for i, col := range cols {
+			exprs[i] = selectExpr(col, path)
+		}
+		q := "SELECT " + strings.Join(exprs, ", ") + " FROM " + qname(t.DB, t.Name)
+		if p.where != "" {
+			q += " WHERE " + p.where
+		}
+		return q
 	}
 	md := map[string]string{"db": t.DB, "table": t.Name, "piece": strconv.Itoa(p.n), "kind": "data"}
 	if p.lo != "" {
@@ -559,10 +574,7 @@ func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, wire *mysqlx.Wir
 	}
 	cw := &countingWriter{w: w, total: &r.bytes}
 	enc := newRowEncoder(cw)
-	query := "SELECT " + strings.Join(exprs, ", ") + " FROM " + qname(t.DB, t.Name)
-	if p.where != "" {
-		query += " WHERE " + p.where
-	}
+	query := queryFor(path)
 	op := "dumping " + t.DB + "." + t.Name
 	var rows int64
 	counted := func() {
@@ -575,13 +587,26 @@ func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, wire *mysqlx.Wir
 	err = c.Raw(func(dc any) error {
 		if wire != nil {
 			wirePieces.Add(1)
-			err := wire.Query(ctx, query, func(fields [][]byte) error {
+			each := func(fields [][]byte) error {
 				if err := enc.writeFields(fields); err != nil {
 					return &encodeError{err}
 				}
 				counted()
 				return nil
-			})
+			}
+			var err error
+			if path == readWireBinary {
+				err = wire.QueryBinary(ctx, query, each)
+				if errors.Is(err, mysqlx.ErrNoBinary) {
+					// Refused before any row, the connection intact.
+					if !r.noBinary.Swap(true) {
+						r.warn("the server refused a prepared statement (%v): reading rows as text, which costs the server more CPU", err)
+					}
+					err = wire.Query(ctx, queryFor(readWireText), each)
+				}
+			} else {
+				err = wire.Query(ctx, query, each)
+			}
 			var ee *encodeError
 			if errors.As(err, &ee) {
 				return fmt.Errorf("%s: %w", op, ee.err)

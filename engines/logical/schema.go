@@ -46,17 +46,40 @@ func (t *tableInfo) dumpColumns() []columnInfo {
 	return out
 }
 
+// readPath is how a worker reads a piece's rows.
+type readPath int
+
+const (
+	// readDriver: text rows through go-sql-driver (TLS or compressed
+	// connections).
+	readDriver readPath = iota
+	// readWireText: text rows off the socket (mysqlx.Wire.Query), when the
+	// server refuses prepared statements.
+	readWireText
+	// readWireBinary: binary rows off the socket (mysqlx.Wire.QueryBinary),
+	// formatted on our side: the server formats no numbers or dates.
+	readWireBinary
+)
+
 // selectExpr is how a column is read so that its text parses back to the
-// same value: FLOAT prints with 6 digits unless widened to DOUBLE, and the
-// driver turns YEAR 0000 into the number 0, which would load as 2000.
+// same value.
 //
-// Through the driver (wire false), integers are read as text too: the
-// driver would parse each one and box it in an interface (an allocation per
-// value) only for the encoder to print it back, and the server's text is
-// the same decimal. ZEROFILL columns are the exception: the server pads
-// their text, and the dump holds them unpadded. Off the wire every value is
-// the server's text already; only ZEROFILL needs unpadding there.
-func selectExpr(c columnInfo, wire bool) string {
+// In the binary protocol every column is read as it is: the wire formats
+// FLOAT exactly and YEAR in four digits, and integers come unpadded.
+//
+// As text, FLOAT prints with 6 digits unless widened to DOUBLE, and the
+// driver turns YEAR 0000 into the number 0, which would load as 2000.
+// Through the driver, integers are read as text too: the driver would parse
+// each one and box it in an interface (an allocation per value) only for
+// the encoder to print it back, and the server's text is the same decimal.
+// ZEROFILL columns are the exception: the server pads their text, and the
+// dump holds them unpadded. Off the wire every text value is the server's
+// text already; only ZEROFILL needs unpadding there.
+func selectExpr(c columnInfo, path readPath) string {
+	if path == readWireBinary {
+		return qi(c.Name)
+	}
+	wire := path == readWireText
 	switch c.DataType {
 	case "float":
 		return qi(c.Name) + "+0e0"

@@ -140,8 +140,8 @@ func (c *tapConn) caps() (uint32, bool) {
 	return c.flags, c.written
 }
 
-// Wire reads text-protocol result sets straight off one connection's
-// socket. It must only be used while the driver is idle on that connection
+// Wire reads result sets straight off one connection's socket, in the text
+// protocol (Query) or the binary one (QueryBinary). It must only be used while the driver is idle on that connection
 // (inside sql.Conn.Raw, which also keeps database/sql from closing it).
 // After any error the socket is closed: its position in the protocol is
 // unknown, and the driver then reports the connection as bad.
@@ -152,6 +152,8 @@ type Wire struct {
 	r, w         int
 	big          []byte // a row longer than one packet, reassembled
 	fields       [][]byte
+	cols         []binCol // QueryBinary's column types
+	text         []byte   // QueryBinary's values formatted as text, one row's
 	seq          byte
 }
 
@@ -167,11 +169,60 @@ const maxPacket = 1<<24 - 1
 // one slice per column: nil for NULL, a non-nil (possibly empty) slice
 // otherwise. The slices are valid only during the call. An error from the
 // server comes back as a *mysql.MySQLError, so Translate knows it.
-func (w *Wire) Query(ctx context.Context, query string, row func(fields [][]byte) error) (err error) {
+func (w *Wire) Query(ctx context.Context, query string, row func(fields [][]byte) error) error {
+	return w.run(ctx, func() error {
+		if err := w.writeCommand(comQuery, nil, query); err != nil {
+			return err
+		}
+		ncols, err := w.resultHeader()
+		if err != nil {
+			return err
+		}
+		for range ncols {
+			if _, err := w.packet(); err != nil {
+				return err
+			}
+		}
+		if err := w.endOfMetadata(); err != nil {
+			return err
+		}
+		fields := w.fieldSlice(ncols)
+		for {
+			p, err := w.rowPacket()
+			if p == nil || err != nil {
+				return err
+			}
+			if err := parseRow(p, fields); err != nil {
+				return err
+			}
+			if err := row(fields); err != nil {
+				return err
+			}
+		}
+	})
+}
+
+// inSync wraps an error after which the connection is still at a command
+// boundary (the server refused a statement before any result): run leaves
+// the socket open.
+type inSync struct{ err error }
+
+func (e inSync) Error() string { return e.err.Error() }
+func (e inSync) Unwrap() error { return e.err }
+
+// run does one command's exchange: it clears any deadline the driver left,
+// lets ctx interrupt a blocked read, and closes the socket after any error
+// but an inSync one.
+func (w *Wire) run(ctx context.Context, exchange func() error) (err error) {
 	if w.nc == nil {
 		return errors.New("wire: connection closed after an earlier error")
 	}
 	defer func() {
+		var ok inSync
+		if errors.As(err, &ok) && ctx.Err() == nil {
+			err = ok.err
+			return
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				err = fmt.Errorf("%w (%w)", ctx.Err(), err)
@@ -197,61 +248,66 @@ func (w *Wire) Query(ctx context.Context, query string, row func(fields [][]byte
 		w.buf = make([]byte, wireBufSize)
 	}
 	w.r, w.w = 0, 0
+	return exchange()
+}
 
-	if err := w.writeQuery(query); err != nil {
-		return err
+// resultHeader reads the first packet of a result set: its column count.
+func (w *Wire) resultHeader() (int, error) {
+	p, err := w.packet()
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case len(p) > 0 && p[0] == 0xff:
+		return 0, serverError(p)
+	case len(p) > 0 && (p[0] == 0x00 || p[0] == 0xfb):
+		return 0, errors.New("wire: the statement returned no result set")
+	}
+	ncols, _, ok := lenencInt(p)
+	if !ok || ncols == 0 || ncols > 1<<16 {
+		return 0, fmt.Errorf("wire: bad column count packet (% x)", head(p))
+	}
+	return int(ncols), nil
+}
+
+// endOfMetadata reads the EOF packet after column definitions, which
+// CLIENT_DEPRECATE_EOF leaves out.
+func (w *Wire) endOfMetadata() error {
+	if w.deprecateEOF {
+		return nil
 	}
 	p, err := w.packet()
 	if err != nil {
 		return err
 	}
-	switch {
-	case len(p) > 0 && p[0] == 0xff:
-		return serverError(p)
-	case len(p) > 0 && (p[0] == 0x00 || p[0] == 0xfb):
-		return errors.New("wire: the statement returned no result set")
+	if !isEOF(p, false) {
+		return fmt.Errorf("wire: expected EOF after the column definitions, got % x", head(p))
 	}
-	ncols, _, ok := lenencInt(p)
-	if !ok || ncols == 0 || ncols > 1<<16 {
-		return fmt.Errorf("wire: bad column count packet (% x)", head(p))
+	return nil
+}
+
+func (w *Wire) fieldSlice(n int) [][]byte {
+	if cap(w.fields) < n {
+		w.fields = make([][]byte, n)
 	}
-	for range ncols {
-		if _, err := w.packet(); err != nil {
-			return err
-		}
+	return w.fields[:n]
+}
+
+// rowPacket returns the next row's packet, or nil at the end of the rows.
+func (w *Wire) rowPacket() ([]byte, error) {
+	p, err := w.packet()
+	if err != nil {
+		return nil, err
 	}
-	if !w.deprecateEOF {
-		if p, err = w.packet(); err != nil {
-			return err
-		}
-		if !isEOF(p, false) {
-			return fmt.Errorf("wire: expected EOF after the column definitions, got % x", head(p))
-		}
-	}
-	if cap(w.fields) < int(ncols) {
-		w.fields = make([][]byte, ncols)
-	}
-	fields := w.fields[:ncols]
-	for {
-		p, err := w.packet()
-		if err != nil {
-			return err
-		}
-		if len(p) > 0 {
-			switch {
-			case p[0] == 0xff:
-				return serverError(p)
-			case isEOF(p, w.deprecateEOF):
-				return nil
-			}
-		}
-		if err := parseRow(p, fields); err != nil {
-			return err
-		}
-		if err := row(fields); err != nil {
-			return err
+	if len(p) > 0 {
+		switch {
+		case p[0] == 0xff:
+			return nil, serverError(p)
+		case isEOF(p, w.deprecateEOF):
+			return nil, nil
 		}
 	}
+	return p, nil
 }
 
 // isEOF tells the end of a result set: an EOF packet, or with
@@ -337,15 +393,26 @@ func serverError(p []byte) error {
 	return e
 }
 
-func (w *Wire) writeQuery(q string) error {
-	n := 1 + len(q)
+// Command bytes.
+const (
+	comQuery       = 0x03
+	comStmtPrepare = 0x16
+	comStmtExecute = 0x17
+	comStmtClose   = 0x19
+)
+
+// writeCommand sends one command packet: the command byte, then args, then
+// text, and starts the sequence the reply continues.
+func (w *Wire) writeCommand(cmd byte, args []byte, text string) error {
+	n := 1 + len(args) + len(text)
 	if n >= maxPacket {
-		return fmt.Errorf("wire: query of %d bytes is too long", len(q))
+		return fmt.Errorf("wire: command of %d bytes is too long", n)
 	}
-	b := make([]byte, 4+n)
+	b := make([]byte, 4, 4+n)
 	b[0], b[1], b[2], b[3] = byte(n), byte(n>>8), byte(n>>16), 0
-	b[4] = 0x03 // COM_QUERY
-	copy(b[5:], q)
+	b = append(b, cmd)
+	b = append(b, args...)
+	b = append(b, text...)
 	w.seq = 1
 	_, err := w.nc.Write(b)
 	return err

@@ -41,7 +41,7 @@ type MySQL8Double struct {
 	closing bool
 }
 
-// Statement is one COM_QUERY the double saw.
+// Statement is one COM_QUERY or COM_STMT_PREPARE the double saw.
 type Statement struct {
 	Seq  int    // global order
 	Conn int    // client connection, numbered from 1 in accept order
@@ -157,7 +157,8 @@ func (d *MySQL8Double) accept() {
 }
 
 // clientToServer forwards the client's packets, rewriting or answering the
-// COM_QUERY commands (sequence 0, command byte 3) it knows.
+// COM_QUERY and COM_STMT_PREPARE commands (sequence 0, command byte 0x03 or
+// 0x16) it knows.
 func (d *MySQL8Double) clientToServer(id int, c, b net.Conn, wmu *sync.Mutex) error {
 	var hdr [4]byte
 	for {
@@ -169,7 +170,7 @@ func (d *MySQL8Double) clientToServer(id int, c, b net.Conn, wmu *sync.Mutex) er
 		if _, err := io.ReadFull(c, payload); err != nil {
 			return err
 		}
-		if hdr[3] != 0 || n == 0 || payload[0] != 0x03 || n == 0xffffff {
+		if hdr[3] != 0 || n == 0 || payload[0] != 0x03 && payload[0] != 0x16 || n == 0xffffff {
 			if err := writePacket(b, hdr[3], payload); err != nil {
 				return err
 			}
@@ -186,7 +187,7 @@ func (d *MySQL8Double) clientToServer(id int, c, b net.Conn, wmu *sync.Mutex) er
 			}
 			continue
 		}
-		if err := writePacket(b, 0, append([]byte{0x03}, rewritten...)); err != nil {
+		if err := writePacket(b, 0, append([]byte{payload[0]}, rewritten...)); err != nil {
 			return err
 		}
 	}
