@@ -34,7 +34,7 @@ const insertBatchBytes = 1 << 20
 func loadDataSQL(t *tableMeta, db, reader string, mysqlFlavor bool) string {
 	viaVars := false
 	for _, typ := range t.Types {
-		viaVars = viaVars || (typ == "json" && mysqlFlavor)
+		viaVars = viaVars || loadsAsText(typ, mysqlFlavor)
 	}
 	var cols, sets []string
 	for i, c := range t.Columns {
@@ -44,7 +44,7 @@ func loadDataSQL(t *tableMeta, db, reader string, mysqlFlavor bool) string {
 		}
 		v := "@c" + strconv.Itoa(i)
 		cols = append(cols, v)
-		if t.Types[i] == "json" {
+		if loadsAsText(t.Types[i], mysqlFlavor) {
 			sets = append(sets, qi(c)+" = CONVERT("+v+" USING utf8mb4)")
 		} else {
 			sets = append(sets, qi(c)+" = "+v)
@@ -56,6 +56,58 @@ func loadDataSQL(t *tableMeta, db, reader string, mysqlFlavor bool) string {
 		q += " SET " + strings.Join(sets, ", ")
 	}
 	return q
+}
+
+// loadsAsText tells the column types that must not receive a binary
+// string: MySQL's JSON refuses one, and MariaDB's INET6, INET4 and UUID
+// take a binary string for their 16- or 4-byte internal form, so "::1"
+// would load as an invalid value (NULL, with only a warning).
+func loadsAsText(typ string, mysqlFlavor bool) bool {
+	switch typ {
+	case "json":
+		return mysqlFlavor
+	case "inet6", "inet4", "uuid":
+		return true
+	}
+	return false
+}
+
+// checkWarnings fails a load the server completed with warnings: a value
+// it could not store as dumped became something else (NULL, zero, a
+// truncated string), and a restore must not pass that off as the data.
+// Notes are not warnings.
+func checkWarnings(ctx context.Context, c *sql.Conn, op string) error {
+	var n int
+	if err := c.QueryRowContext(ctx, "SELECT @@warning_count").Scan(&n); err != nil {
+		return mysqlx.Translate(op, err)
+	}
+	if n == 0 {
+		return nil
+	}
+	rows, err := c.QueryContext(ctx, "SHOW WARNINGS LIMIT 3")
+	if err != nil {
+		return mysqlx.Translate(op, err)
+	}
+	defer func() { _ = rows.Close() }()
+	var msgs []string
+	for rows.Next() {
+		var level, msg string
+		var code int
+		if err := rows.Scan(&level, &code, &msg); err != nil {
+			return mysqlx.Translate(op, err)
+		}
+		if level != "Note" {
+			msgs = append(msgs, fmt.Sprintf("%s %d: %s", level, code, msg))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return mysqlx.Translate(op, err)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: the server changed values while loading them (%d warnings; %s): nothing of this table piece was kept; the backup itself is intact, and the target's column types or settings differ from what it expects",
+		op, n, strings.Join(msgs, "; "))
 }
 
 // loadPiece loads one stream into its table in one transaction, so a
@@ -97,6 +149,10 @@ func (r *restoreRun) loadPiece(ctx context.Context, c *sql.Conn, t *tableMeta, p
 			return r.insertPiece(ctx, c, t, pc)
 		}
 		return mysqlx.TranslateNeed(op, err, "INSERT on "+qi(td)+".*")
+	}
+	if err := checkWarnings(ctx, c, op); err != nil {
+		rollback(ctx, c)
+		return err
 	}
 	if _, err := c.ExecContext(ctx, "COMMIT"); err != nil {
 		return mysqlx.Translate(op, err)
@@ -152,6 +208,9 @@ func (r *restoreRun) insertPiece(ctx context.Context, c *sql.Conn, t *tableMeta,
 		if _, err := c.ExecContext(ctx, string(buf)); err != nil {
 			return mysqlx.TranslateNeed(op, err, "INSERT on "+qi(td)+".*")
 		}
+		if err := checkWarnings(ctx, c, op); err != nil {
+			return err
+		}
 		buf, batch = append(buf[:0], prefix...), 0
 		return nil
 	}
@@ -175,7 +234,7 @@ func (r *restoreRun) insertPiece(ctx context.Context, c *sql.Conn, t *tableMeta,
 				buf = append(buf, ',')
 			}
 			switch {
-			case t.Types[i] == "json" && mysqlFlavor && f != nil:
+			case f != nil && loadsAsText(t.Types[i], mysqlFlavor):
 				buf = append(buf, "CONVERT("...)
 				buf = appendHexLiteral(buf, f)
 				buf = append(buf, " USING utf8mb4)"...)

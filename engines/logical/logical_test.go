@@ -85,6 +85,10 @@ var typesSchema = []string{
  (NULL, '\\N', 'N', X'5C', X'5C4E', X'0A0A0A0A', '\\', '\t', '\n', '"\\u0000"', '-0.5', -0e0, -0.0, 1e-10,
   '2001-01-01 00:00:00', '2001-03-25 02:30:00', '00:00:00.001', '2001-01-01', 2001, b'1', b'1', b'1', 'a', 'x,y,z',
   NULL, NULL, 1, -1, 0, 0.1, 0.3, 0)`,
+	// MariaDB's fixed binary types, which print as text.
+	`CREATE TABLE rt.fbt (id INT PRIMARY KEY, i6 INET6, i4 INET4, uu UUID)`,
+	`INSERT INTO rt.fbt VALUES (1, '::1', '10.0.0.1', '123e4567-e89b-12d3-a456-426614174000'), (2, NULL, NULL, NULL),
+  (3, '::ffff:1.2.3.4', '0.0.0.0', '00000000-0000-0000-0000-000000000000'), (4, '2001:db8::ff00:42:8329', '255.255.255.255', 'ffffffff-ffff-ffff-ffff-ffffffffffff')`,
 	// A table big enough to split, with keys that start negative.
 	`CREATE TABLE rt.big (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(40) NOT NULL, n INT, KEY k_v (v)) ENGINE=InnoDB`,
 	`INSERT INTO rt.big SELECT CAST(seq AS SIGNED) - 2000, CONCAT('row ', seq, REPEAT('x', seq MOD 17)), IF(seq MOD 7 = 0, NULL, seq) FROM seq_1_to_5000`,
