@@ -17,20 +17,7 @@ import (
 )
 
 func binaryRows(ctx context.Context, c *sql.Conn, w *Wire, q string) ([][][]byte, error) {
-	var out [][][]byte
-	err := c.Raw(func(any) error {
-		return w.QueryBinary(ctx, q, func(fields [][]byte) error {
-			row := make([][]byte, len(fields))
-			for i, f := range fields {
-				if f != nil {
-					row[i] = append([]byte{}, f...)
-				}
-			}
-			out = append(out, row)
-			return nil
-		})
-	})
-	return out, err
+	return copyRows(c, func(row func([][]byte) error) error { return w.QueryBinary(ctx, q, row) })
 }
 
 // binaryTypes are the columns of the test table: name, type, and the

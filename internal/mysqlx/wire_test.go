@@ -57,9 +57,14 @@ func rowsText(rows [][][]byte) string {
 }
 
 func wireRows(ctx context.Context, c *sql.Conn, w *Wire, q string) ([][][]byte, error) {
+	return copyRows(c, func(row func([][]byte) error) error { return w.Query(ctx, q, row) })
+}
+
+// copyRows runs query inside c.Raw and keeps a copy of every row it reads.
+func copyRows(c *sql.Conn, query func(row func([][]byte) error) error) ([][][]byte, error) {
 	var out [][][]byte
 	err := c.Raw(func(any) error {
-		return w.Query(ctx, q, func(fields [][]byte) error {
+		return query(func(fields [][]byte) error {
 			row := make([][]byte, len(fields))
 			for i, f := range fields {
 				if f != nil {
