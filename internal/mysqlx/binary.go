@@ -10,9 +10,9 @@ import (
 )
 
 // The binary protocol. A server sending rows as text formats every number
-// and date itself, and that is most of its work in a dump: 40 % of the
-// server's CPU on a table of DOUBLEs, DECIMALs and DATETIMEs, measured here,
-// because DOUBLE goes through dtoa's big-number arithmetic. Rows of a
+// and date itself, and that is much of its work in a dump: about half of
+// the server's CPU on tables of DOUBLEs, DECIMALs and DATETIMEs, measured
+// here, DOUBLE going through dtoa's big-number arithmetic. Rows of a
 // prepared statement come in the binary protocol instead: integers, floats
 // and dates as fixed-width binary, strings and DECIMAL as text. QueryBinary
 // reads them and turns each value into the text the dump writes, on our
@@ -25,7 +25,6 @@ var ErrNoBinary = errors.New("the server refused a prepared statement")
 
 // Column types (enum_field_types) and flags of column definitions.
 const (
-	typeDecimal    = 0
 	typeTiny       = 1
 	typeShort      = 2
 	typeLong       = 3
