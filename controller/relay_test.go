@@ -292,27 +292,18 @@ func startCutProxy(t *testing.T, target string) *cutProxy {
 func (p *cutProxy) addr() string { return p.ln.Addr().String() }
 
 func (p *cutProxy) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		u, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
+	testenv.ProxyAccept(p.ln, p.target, func(c, u net.Conn) bool {
 		p.mu.Lock()
 		if p.isCut {
 			p.mu.Unlock()
-			_, _ = c.Close(), u.Close()
-			return
+			return false
 		}
 		p.conns = append(p.conns, c, u)
 		p.mu.Unlock()
 		go func() { _, _ = io.Copy(u, c); _ = u.Close() }()
 		go func() { _, _ = io.Copy(c, u); _ = c.Close() }()
-	}
+		return true
+	})
 }
 
 func (p *cutProxy) cut() {

@@ -104,22 +104,11 @@ func (d *MySQL8Double) Log() []Statement {
 }
 
 func (d *MySQL8Double) accept() {
-	for {
-		c, err := d.ln.Accept()
-		if err != nil {
-			return
-		}
-		b, err := net.Dial("tcp", d.backend)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
+	ProxyAccept(d.ln, d.backend, func(c, b net.Conn) bool {
 		d.mu.Lock()
 		if d.closing {
 			d.mu.Unlock()
-			_ = c.Close()
-			_ = b.Close()
-			return
+			return false
 		}
 		d.nextID++
 		id := d.nextID
@@ -153,7 +142,8 @@ func (d *MySQL8Double) accept() {
 			delete(d.conns, b)
 			d.mu.Unlock()
 		}()
-	}
+		return true
+	})
 }
 
 // clientToServer forwards the client's packets, rewriting or answering the

@@ -485,22 +485,14 @@ func (p *proxy) wasCut() bool { return p.cut.Load() }
 func (p *proxy) freeze() { p.frozen.Store(true) }
 
 func (p *proxy) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
+	testenv.ProxyAccept(p.ln, p.target, func(c, s net.Conn) bool {
 		if !p.track(c, s) {
-			return
+			return false
 		}
 		p.wg.Go(func() { p.pipe(s, c, true) })
 		p.wg.Go(func() { p.pipe(c, s, false) })
-	}
+		return true
+	})
 }
 
 func (p *proxy) track(cs ...net.Conn) bool {
