@@ -1,0 +1,125 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tidemark-backup/tidemark/internal/storage"
+)
+
+// Sealed objects are the repository's other data: named, not content
+// addressed, each one blob encoded like a chunk (compressed, and sealed with
+// the object's key as additional data when the repository is encrypted).
+// The plaintext is stored behind its SHA-256, so a damaged object is caught
+// in an unencrypted repository too.
+// The binlog engine stores its segments and segment index this way. They
+// live under objectPrefix, which neither the chunk index nor gc's sweep
+// reads: their lifetime belongs to the namespace that wrote them.
+const objectPrefix = "objects/"
+
+// maxObjectSize bounds one sealed object's plaintext, so a read allocates
+// at most this much.
+const maxObjectSize = 256 << 20
+
+// ErrObjectName marks a name PutObject refuses.
+var ErrObjectName = errors.New("invalid object name")
+
+func objectKey(name string) (string, error) {
+	if name == "" || strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") ||
+		strings.Contains(name, "//") || strings.Contains(name, "..") {
+		return "", fmt.Errorf("%w: %q (a relative path of non-empty parts)", ErrObjectName, name)
+	}
+	return objectPrefix + name, nil
+}
+
+// ObjectOptions tune PutObject.
+type ObjectOptions struct {
+	// Overwrite replaces an existing object; without it the put is
+	// create-only and an existing name fails with storage.ErrExists.
+	Overwrite bool
+	// Compression and level; "" uses zstd level 3 (objects are small and
+	// written seldom enough that ratio matters more than speed).
+	Compression string
+	Level       int
+}
+
+// PutObject stores plain under name (a '/'-separated path), durably when it
+// returns nil.
+func (r *Repo) PutObject(ctx context.Context, name string, plain []byte, opts ObjectOptions) error {
+	key, err := objectKey(name)
+	if err != nil {
+		return err
+	}
+	if len(plain) > maxObjectSize {
+		return fmt.Errorf("object %s: %d bytes is over the %d-byte limit", name, len(plain), maxObjectSize)
+	}
+	compr, level := opts.Compression, opts.Level
+	if compr == "" {
+		compr, level = "zstd", 3
+	}
+	sum := sha256.Sum256(plain)
+	body := make([]byte, 0, len(sum)+len(plain))
+	body = append(append(body, sum[:]...), plain...)
+	blob, _, err := r.codec.encode(nil, nil, key, body, compr, level)
+	if err != nil {
+		return fmt.Errorf("object %s: %w", name, err)
+	}
+	if err := r.store.Put(ctx, key, bytes.NewReader(blob), int64(len(blob)), storage.PutOptions{IfNotExists: !opts.Overwrite}); err != nil {
+		return fmt.Errorf("object %s: %w", name, err)
+	}
+	return nil
+}
+
+// GetObject reads and verifies the object stored under name. A missing
+// object is storage.ErrNotFound; one that does not decode (damaged, moved
+// from another name, wrong key) is ErrDamaged.
+func (r *Repo) GetObject(ctx context.Context, name string) ([]byte, error) {
+	key, err := objectKey(name)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := r.readBlob(ctx, key, -1)
+	if err != nil {
+		return nil, fmt.Errorf("object %s: %w", name, err)
+	}
+	body, err := r.codec.decodeLimit(nil, key, raw, maxObjectSize+sha256.Size)
+	if err != nil {
+		return nil, fmt.Errorf("object %s: %w: %w", name, ErrDamaged, err)
+	}
+	if len(body) < sha256.Size || sha256.Sum256(body[sha256.Size:]) != [sha256.Size]byte(body[:sha256.Size]) {
+		return nil, fmt.Errorf("object %s: %w: its contents do not match their checksum", name, ErrDamaged)
+	}
+	return body[sha256.Size:], nil
+}
+
+// ObjectInfo is one stored object as ListObjects reports it: its name
+// (without the repository's internal prefix), stored size and time.
+type ObjectInfo struct {
+	Name string
+	storage.ObjectInfo
+}
+
+// ListObjects calls fn for every object whose name starts with prefix, in no
+// guaranteed order.
+func (r *Repo) ListObjects(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
+	return r.store.List(ctx, objectPrefix+prefix, func(oi storage.ObjectInfo) error {
+		return fn(ObjectInfo{Name: strings.TrimPrefix(oi.Key, objectPrefix), ObjectInfo: oi})
+	})
+}
+
+// DeleteObject removes the object stored under name; a missing one is not
+// an error.
+func (r *Repo) DeleteObject(ctx context.Context, name string) error {
+	key, err := objectKey(name)
+	if err != nil {
+		return err
+	}
+	if err := r.store.Delete(ctx, key); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("object %s: %w", name, err)
+	}
+	return nil
+}
