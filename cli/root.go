@@ -58,6 +58,7 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newJobsCmd(s),
 		newJobCmd(s),
 		newDevCmd(s),
+		newBinlogCmd(s),
 	)
 	return root
 }

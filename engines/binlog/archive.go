@@ -377,7 +377,7 @@ type Status struct {
 	// last archived event, measured at Status time. On an idle server it
 	// grows although nothing is missing; compare GTIDPosition with the
 	// server's @@gtid_binlog_pos to tell.
-	RPO  time.Duration `json:"rpo_seconds"`
+	RPO  time.Duration `json:"-"` // the CLI prints it as rpo_seconds
 	Gaps []Gap         `json:"gaps"`
 }
 
