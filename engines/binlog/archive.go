@@ -88,10 +88,12 @@ type SegmentInfo struct {
 	NextFile string `json:"next_file,omitempty"`
 }
 
-// Gap is a stretch of the source's binlog the archive does not hold.
+// Gap is a stretch of the source's binlog the archive does not hold: the
+// transactions after the GTID position After up to and including the GTID
+// position Before (each also names its file:pos).
 type Gap struct {
-	After    string    `json:"after"`  // last archived point before the gap: GTID position or file:pos
-	Before   string    `json:"before"` // first archived point after it
+	After    string    `json:"after"`  // where the archive stops before the gap
+	Before   string    `json:"before"` // where it starts again: the position just before the next archived segment
 	FromTime time.Time `json:"from_time"`
 	ToTime   time.Time `json:"to_time"`
 	Reason   string    `json:"reason"`
