@@ -24,7 +24,7 @@ func (s *streamer) retention(ctx context.Context, ss *sessionState) {
 	defer cancel()
 	logs, err := binaryLogs(ctx, db)
 	if err != nil {
-		s.log.Warn("retention check: SHOW BINARY LOGS failed", "err", err)
+		s.log.Warn("retention check: SHOW BINARY LOGS failed", "err", errText(err))
 		return
 	}
 	cur := -1
@@ -54,7 +54,7 @@ func (s *streamer) retention(ctx context.Context, ss *sessionState) {
 		}
 	}
 	if _, err := db.ExecContext(ctx, "PURGE BINARY LOGS TO "+mysqlx.QuoteString(logs[target])); err != nil {
-		s.log.Warn("purging archived binlogs failed (the user needs BINLOG ADMIN on MariaDB ≥ 10.5, SUPER or BINLOG_ADMIN on MySQL)", "to", logs[target], "err", err)
+		s.log.Warn("purging archived binlogs failed (the user needs BINLOG ADMIN on MariaDB ≥ 10.5, SUPER or BINLOG_ADMIN on MySQL)", "to", logs[target], "err", errText(err))
 		return
 	}
 	s.log.Info("purged archived binlogs", "server", ss.srv.dsn.Addr(), "to", logs[target], "files", target)

@@ -328,7 +328,7 @@ func (s *streamer) run(ctx context.Context) error {
 				}
 				return err
 			}
-			s.log.Warn("no primary to stream from; retrying", "err", err)
+			s.log.Warn("no primary to stream from; retrying", "err", errText(err))
 			backoff = min(max(backoff*2, time.Second), 5*time.Second)
 			continue
 		}
@@ -349,10 +349,14 @@ func (s *streamer) run(ctx context.Context) error {
 		if ferr := s.flush(ctx); ferr != nil {
 			return ferr
 		}
-		s.log.Warn("binlog stream interrupted; reconnecting", "server", srv.dsn.Addr(), "err", err)
+		s.log.Warn("binlog stream interrupted; reconnecting", "server", srv.dsn.Addr(), "err", errText(err))
 		backoff = time.Second
 	}
 }
+
+// errText is an error's message for a log line: slog prints an error value
+// with %+v, which makes go-mysql's traced errors print a stack.
+func errText(err error) string { return err.Error() }
 
 // fatalError ends Stream: retrying cannot help.
 type fatalError struct{ err error }
@@ -809,7 +813,7 @@ func (s *streamer) track(c *openSeg, e event, appended bool) {
 	case evMariaGTID:
 		g, flags, err := mariaGTID(e, c.crc)
 		if err != nil {
-			s.log.Warn("unreadable GTID event", "err", err)
+			s.log.Warn("unreadable GTID event", "err", errText(err))
 			return
 		}
 		if cur, ok := s.pos[g.Domain]; ok && g.Seq <= cur.Seq && appended {
@@ -1000,7 +1004,7 @@ func (s *streamer) putOnce(ctx context.Context, name string, b []byte) error {
 		if ctx.Err() != nil || attempt >= 4 {
 			return fmt.Errorf("binlog archive %s: %w", s.p.Instance, err)
 		}
-		s.log.Warn("storing a binlog piece failed; retrying", "object", name, "err", err)
+		s.log.Warn("storing a binlog piece failed; retrying", "object", name, "err", errText(err))
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Duration(attempt+1) * 500 * time.Millisecond):
@@ -1044,7 +1048,7 @@ func (s *streamer) closeSegment(ctx context.Context, truncate bool) error {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		if err := s.compact(cctx, m, data, names); err != nil {
-			s.log.Error("compacting a closed binlog segment failed; its pieces stay and the next start compacts it", "segment", m.Name, "err", err)
+			s.log.Error("compacting a closed binlog segment failed; its pieces stay and the next start compacts it", "segment", m.Name, "err", errText(err))
 		}
 	}()
 	return nil
