@@ -12,7 +12,7 @@
 // native binlog file: the magic, the source file's Format_description (a
 // copy of it when the segment starts mid-file), then events with their
 // original log_pos; it never spans source files and closes at a rotation, a
-// Stop event, a size cap (32 MiB) or an age (15 min), always at a transaction
+// Stop event, a size cap (16 MiB) or an age (15 min), always at a transaction
 // boundary.
 //
 // # Durability and RPO

@@ -229,11 +229,3 @@ func (p Position) String() string {
 	}
 	return strings.Join(parts, ",")
 }
-
-func (p Position) clone() Position {
-	c := make(Position, len(p))
-	for k, v := range p {
-		c[k] = v
-	}
-	return c
-}

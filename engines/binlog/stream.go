@@ -44,7 +44,7 @@ type StreamParams struct {
 	Logger      *slog.Logger
 
 	// SegmentSize closes a segment (at a transaction boundary) once it holds
-	// this many bytes; default 32 MiB. SegmentAge closes one that has been
+	// this many bytes; default 16 MiB. SegmentAge closes one that has been
 	// open this long, so a quiet server's pieces are compacted too; default
 	// 15 minutes.
 	SegmentSize int64
@@ -101,7 +101,7 @@ func Stream(ctx context.Context, p StreamParams) error {
 		p.Flush = time.Second
 	}
 	if p.SegmentSize == 0 {
-		p.SegmentSize = 32 << 20
+		p.SegmentSize = 16 << 20
 	}
 	if p.SegmentAge == 0 {
 		p.SegmentAge = 15 * time.Minute
@@ -160,6 +160,10 @@ type streamer struct {
 	fileDone   map[string]bool // "<server id>/<file>" archived to its end
 	pendingGap *Gap
 	connected  bool // a stream has run at least once
+
+	// putTime is a moving average of how long a piece's PUT takes; a flush
+	// starts that much before Flush is up, so the piece is durable by then.
+	putTime time.Duration
 
 	compactWG  sync.WaitGroup
 	compactSem chan struct{}
@@ -311,7 +315,7 @@ func (s *streamer) run(ctx context.Context) error {
 	backoff := 0 * time.Second
 	for {
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // cancelled: Stream flushes and ends cleanly
 		}
 		if backoff > 0 {
 			select {
@@ -322,10 +326,10 @@ func (s *streamer) run(ctx context.Context) error {
 		}
 		srv, err := s.pick(ctx, current)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil //nolint:nilerr // cancelled while probing: not an error
+			}
 			if errors.Is(err, ErrServer) || !s.connected {
-				if ctx.Err() != nil {
-					return nil
-				}
 				return err
 			}
 			s.log.Warn("no primary to stream from; retrying", "err", errText(err))
@@ -336,7 +340,7 @@ func (s *streamer) run(ctx context.Context) error {
 		err = s.session(ctx, srv)
 		s.connected = true
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // the session ended because Stream was cancelled
 		}
 		var fatal *fatalError
 		if errors.As(err, &fatal) {
@@ -463,7 +467,7 @@ func (s *streamer) session(ctx context.Context, srv *server) error {
 	for {
 		due := time.Now().Add(time.Hour)
 		if s.cur != nil && !s.cur.dirtyAt.IsZero() {
-			due = s.cur.dirtyAt.Add(s.p.Flush)
+			due = s.flushDue()
 		}
 		if retention.IsZero() {
 			retention = time.Now().Add(min(s.p.RetentionCheck, 5*time.Second))
@@ -482,7 +486,7 @@ func (s *streamer) session(ctx context.Context, srv *server) error {
 				cancel()
 				return perr
 			}
-			if s.cur != nil && !s.cur.dirtyAt.IsZero() && s.cur.dirtyAt.Add(s.p.Flush).Before(due) {
+			if s.cur != nil && !s.cur.dirtyAt.IsZero() && s.flushDue().Before(due) {
 				break // the first unflushed change sets a nearer deadline
 			}
 		}
@@ -495,7 +499,7 @@ func (s *streamer) session(ctx context.Context, srv *server) error {
 		}
 		err = nil
 		now := time.Now()
-		if s.cur != nil && !s.cur.dirtyAt.IsZero() && !now.Before(s.cur.dirtyAt.Add(s.p.Flush)) {
+		if s.cur != nil && !s.cur.dirtyAt.IsZero() && !now.Before(s.flushDue()) {
 			if err := s.flush(ctx); err != nil {
 				return &fatalError{err}
 			}
@@ -512,7 +516,6 @@ type sessionState struct {
 	srv        *server
 	curFile    string
 	skipBefore uint64 // events of curFile before this were archived in a closed segment
-	gtidMode   bool
 }
 
 type startPoint struct {
@@ -761,7 +764,10 @@ func (s *streamer) openMidFile(ss *sessionState, e event) error {
 func (s *streamer) newSegment(ss *sessionState, start, base uint64) {
 	s.seq++
 	fde := s.fde
-	c := &openSeg{openedAt: time.Now(), crc: fdeChecksum(mustHeader(fde)) == checksumCRC32}
+	c := &openSeg{openedAt: time.Now(), crc: fdeChecksum(mustHeader(fde)) == checksumCRC32,
+		// Room for a full segment and its last transaction: growing by
+		// doubling would hold twice the segment size.
+		buf: make([]byte, 0, s.p.SegmentSize+1<<20)}
 	gtidStart := ""
 	if ss.srv.flavor == "mysql" {
 		if s.mysqlGS != nil {
@@ -955,6 +961,13 @@ func (c *openSeg) countTo(off int64) int {
 	return n - tail
 }
 
+// flushDue is when the open segment's unflushed bytes must be sent: Flush
+// after the oldest of them arrived, less the expected PUT time (at most half
+// of Flush).
+func (s *streamer) flushDue() time.Time {
+	return s.cur.dirtyAt.Add(s.p.Flush - min(s.putTime, s.p.Flush/2))
+}
+
 // flush makes the open segment's new bytes and watermark durable: one PUT.
 func (s *streamer) flush(ctx context.Context) error {
 	c := s.cur
@@ -968,9 +981,13 @@ func (s *streamer) flush(ctx context.Context) error {
 		return err
 	}
 	name := pieceName(s.p.Instance, c.meta.Name, c.pieces)
-	if err := s.putOnce(ctx, name, b); err != nil {
+	t0 := time.Now()
+	// Pieces are read back once, at compaction or a resume: the fastest
+	// compression keeps the PUT, and so the RPO, short.
+	if err := s.putOnce(ctx, name, b, archive.ObjectOptions{Compression: "zstd", Level: 1}); err != nil {
 		return err
 	}
+	s.putTime = (s.putTime*2 + time.Since(t0)) / 3
 	c.pieces++
 	c.flushed = int64(len(c.buf))
 	c.dirtyAt = time.Time{}
@@ -988,9 +1005,9 @@ func (s *streamer) flush(ctx context.Context) error {
 // putOnce stores a create-only object. An object already there with the same
 // bytes is our own earlier PUT (retried after a lost answer, or written before
 // a crash); with other bytes it is a conflict, loudly.
-func (s *streamer) putOnce(ctx context.Context, name string, b []byte) error {
+func (s *streamer) putOnce(ctx context.Context, name string, b []byte, opts archive.ObjectOptions) error {
 	for attempt := 0; ; attempt++ {
-		err := s.p.Repo.PutObject(ctx, name, b, archive.ObjectOptions{})
+		err := s.p.Repo.PutObject(ctx, name, b, opts)
 		if err == nil {
 			return nil
 		}
@@ -1064,14 +1081,14 @@ func (s *streamer) compact(ctx context.Context, m segmentMeta, data []byte, piec
 	sum := sha256.Sum256(data)
 	m.SHA256 = hex.EncodeToString(sum[:])
 	m.Bytes = int64(len(data))
-	if err := s.putOnce(ctx, segmentName(s.p.Instance, m.Name), data); err != nil {
+	if err := s.putOnce(ctx, segmentName(s.p.Instance, m.Name), data, archive.ObjectOptions{}); err != nil {
 		return err
 	}
 	ij, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	if err := s.putOnce(ctx, indexName(s.p.Instance, m.Name), ij); err != nil {
+	if err := s.putOnce(ctx, indexName(s.p.Instance, m.Name), ij, archive.ObjectOptions{}); err != nil {
 		return err
 	}
 	for _, p := range pieces {
