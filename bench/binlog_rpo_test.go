@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"sync"
@@ -69,6 +70,8 @@ func BenchmarkBinlogRPO(b *testing.B) {
 	)
 	sctx, stopStream := context.WithCancel(ctx)
 	streamErr := make(chan error, 1)
+	// As `tidemark binlog stream` does.
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(binlog.MemoryLimit))
 	resetPeakRSS(b)
 	cpu0 := procCPU(os.Getpid())
 	start := time.Now()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -61,6 +62,9 @@ again, it resumes where the archive ends, with no gap and no duplicate.`,
 				instance = strings.NewReplacer(":", "-", "/", "_").Replace(strings.Trim(d.Addr(), "/"))
 			}
 			p.Instance, p.Logger = instance, log
+			if os.Getenv("GOMEMLIMIT") == "" {
+				debug.SetMemoryLimit(binlog.MemoryLimit)
+			}
 			repo, closeRepo, err := rf.open(cmd.Context())
 			if err != nil {
 				return err

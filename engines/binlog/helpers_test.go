@@ -267,3 +267,5 @@ func runStream(t *testing.T, p StreamParams) func() error {
 	t.Cleanup(func() { _ = stop() })
 	return stop
 }
+
+func objOpts() archive.ObjectOptions { return archive.ObjectOptions{} }

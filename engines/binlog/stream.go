@@ -22,6 +22,13 @@ import (
 	"github.com/tidemark-backup/tidemark/internal/storage"
 )
 
+// MemoryLimit is the soft limit (runtime/debug.SetMemoryLimit) `tidemark
+// binlog stream` runs under unless GOMEMLIMIT is set: the streamer's live
+// memory is the open segment, a closed one being compacted and the copies a
+// PUT makes (about four segment sizes at the default 16 MiB), and the
+// default GC target would let the heap grow to twice that.
+const MemoryLimit = 96 << 20
+
 // StreamParams configure Stream.
 type StreamParams struct {
 	// DSNs are the replication group's servers. With one, that server is
@@ -132,6 +139,9 @@ func Stream(ctx context.Context, p StreamParams) error {
 		s.dsns = append(s.dsns, dsn)
 	}
 	if err := s.load(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil //nolint:nilerr // cancelled while reading the archive: nothing to flush yet
+		}
 		return err
 	}
 	err := s.run(ctx)
@@ -161,7 +171,7 @@ type streamer struct {
 	pendingGap *Gap
 	connected  bool // a stream has run at least once
 
-	// putTime is a moving average of how long a piece's PUT takes; a flush
+	// putTime is a decaying maximum of how long a piece's PUT takes; a flush
 	// starts that much before Flush is up, so the piece is durable by then.
 	putTime time.Duration
 
@@ -987,7 +997,9 @@ func (s *streamer) flush(ctx context.Context) error {
 	if err := s.putOnce(ctx, name, b, archive.ObjectOptions{Compression: "zstd", Level: 1}); err != nil {
 		return err
 	}
-	s.putTime = (s.putTime*2 + time.Since(t0)) / 3
+	// A decaying maximum: one slow PUT moves the next flushes earlier for a
+	// while, which is what keeps the tail of the RPO within Flush.
+	s.putTime = max(time.Since(t0), s.putTime*7/8)
 	c.pieces++
 	c.flushed = int64(len(c.buf))
 	c.dirtyAt = time.Time{}
@@ -1084,11 +1096,17 @@ func (s *streamer) compact(ctx context.Context, m segmentMeta, data []byte, piec
 	if err := s.putOnce(ctx, segmentName(s.p.Instance, m.Name), data, archive.ObjectOptions{}); err != nil {
 		return err
 	}
+	if err := compactFault("segment"); err != nil {
+		return err
+	}
 	ij, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
 	if err := s.putOnce(ctx, indexName(s.p.Instance, m.Name), ij, archive.ObjectOptions{}); err != nil {
+		return err
+	}
+	if err := compactFault("index"); err != nil {
 		return err
 	}
 	for _, p := range pieces {
@@ -1099,6 +1117,9 @@ func (s *streamer) compact(ctx context.Context, m segmentMeta, data []byte, piec
 	s.log.Info("binlog segment closed", "segment", m.Name, "bytes", len(data), "events", m.Events, "last_gtid", m.LastGTID)
 	return nil
 }
+
+// compactFault lets tests stop a compaction after a step, as a crash would.
+var compactFault = func(step string) error { return nil }
 
 func (s *streamer) deletePieces(ctx context.Context, seg string, n int) error {
 	for i := 0; i < n; i++ {

@@ -2,10 +2,12 @@ package binlog
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,4 +78,68 @@ func TestStreamResume(t *testing.T) {
 	}
 	t.Logf("%d segments", len(files))
 	mariadbBinlogReads(t, files...)
+}
+
+// TestCompactionInterrupted stops compactions after the segment object and
+// after the index entry (as a crash would): the archive reads the same
+// throughout, and the next start finishes the job.
+func TestCompactionInterrupted(t *testing.T) {
+	m := testenv.StartMariaDB(t)
+	db := m.DB(t)
+	m.Exec(t, "CREATE DATABASE test")
+	repo, _ := fileRepo(t)
+	var n atomic.Int64
+	compactFault = func(step string) error {
+		k := n.Add(1)
+		if k%3 == 1 && step == "segment" || k%3 == 2 && step == "index" {
+			return fmt.Errorf("fault after %s", step)
+		}
+		return nil
+	}
+	t.Cleanup(func() { compactFault = func(string) error { return nil } })
+	p := StreamParams{DSNs: []string{m.DSN}, Repo: repo, Instance: "db", Flush: 100 * time.Millisecond, SegmentSize: 8 << 10, Logger: testLogger(t)}
+	w := startWriter(t, db, "test.t")
+	stop := runStream(t, p)
+	time.Sleep(testenv.Wait(1500 * time.Millisecond))
+	w.Stop()
+	waitCaughtUp(t, repo, "db", db)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	archived, a := archivedBinlog(t, repo, "db")
+	compareBinlog(t, serverBinlog(t, m), archived)
+	leftover := 0
+	for _, s := range a.segs {
+		if len(s.pieces) > 0 && (s.indexed || s != a.segs[len(a.segs)-1]) {
+			leftover++
+		}
+	}
+	if leftover == 0 {
+		t.Fatal("no interrupted compaction left pieces behind: the fault did not fire")
+	}
+	compactFault = func(string) error { return nil }
+	stop = runStream(t, p)
+	testenv.WaitFor(t, "compactions finished", 30*time.Second, func() error {
+		a, err := OpenArchive(context.Background(), repo, "db")
+		if err != nil {
+			return err
+		}
+		for _, s := range a.segs[:len(a.segs)-1] {
+			if !s.indexed || len(s.pieces) > 0 {
+				return fmt.Errorf("segment %s: indexed %v, %d pieces", s.meta.Name, s.indexed, len(s.pieces))
+			}
+		}
+		return nil
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	archived, a = archivedBinlog(t, repo, "db")
+	compareBinlog(t, serverBinlog(t, m), archived)
+	for _, s := range a.segs[:len(a.segs)-1] {
+		if !s.indexed || len(s.pieces) > 0 {
+			t.Errorf("segment %s: indexed %v, %d pieces left after a restart", s.meta.Name, s.indexed, len(s.pieces))
+		}
+	}
+	t.Logf("%d interrupted compactions finished by the restart", leftover)
 }
