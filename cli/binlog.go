@@ -126,6 +126,7 @@ func statusJSON(st binlog.Status) map[string]any {
 		"position":         st.Position,
 		"server_id":        st.ServerID,
 		"rpo_seconds":      st.RPO.Seconds(),
+		"durable_at":       rfc3339(st.DurableAt),
 		"gaps":             gaps,
 	}
 }

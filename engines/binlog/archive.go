@@ -174,6 +174,8 @@ type Archive struct {
 	instance string
 	segs     []*segState
 	gaps     []Gap
+	// durableAt is the newest object's modification time.
+	durableAt time.Time
 }
 
 // segState is one segment as OpenArchive found it.
@@ -217,6 +219,9 @@ func OpenArchive(ctx context.Context, repo *archive.Repo, instance string) (*Arc
 	any := false
 	err := repo.ListObjects(ctx, prefix, func(oi archive.ObjectInfo) error {
 		any = true
+		if oi.ModTime.After(a.durableAt) {
+			a.durableAt = oi.ModTime
+		}
 		rest := strings.TrimPrefix(oi.Name, prefix)
 		switch {
 		case strings.HasPrefix(rest, "index/"):
@@ -385,7 +390,7 @@ type Status struct {
 
 // Status reports the archived range and its end.
 func (a *Archive) Status() Status {
-	st := Status{Instance: a.instance, Gaps: a.Gaps()}
+	st := Status{Instance: a.instance, Gaps: a.Gaps(), DurableAt: a.durableAt}
 	if st.Gaps == nil {
 		st.Gaps = []Gap{}
 	}

@@ -472,7 +472,7 @@ func (s *streamer) session(ctx context.Context, srv *server) error {
 	if err != nil {
 		return fmt.Errorf("starting the binlog dump on %s: %w", addr, err)
 	}
-	ss := &sessionState{srv: srv, curFile: start.file, skipBefore: start.skipBefore}
+	ss := &sessionState{srv: srv, curFile: start.file}
 	var retention time.Time
 	for {
 		due := time.Now().Add(time.Hour)
@@ -523,16 +523,14 @@ func (s *streamer) session(ctx context.Context, srv *server) error {
 
 // sessionState is what one connection tracks.
 type sessionState struct {
-	srv        *server
-	curFile    string
-	skipBefore uint64 // events of curFile before this were archived in a closed segment
+	srv     *server
+	curFile string
 }
 
 type startPoint struct {
-	file       string
-	pos        uint64
-	skipBefore uint64
-	gtid       gmysql.GTIDSet
+	file string
+	pos  uint64
+	gtid gmysql.GTIDSet
 }
 
 // startPoint decides where to resume on srv. On the server the archive's
@@ -667,11 +665,7 @@ func (s *streamer) handle(ctx context.Context, ss *sessionState, raw []byte) err
 		// The fake Rotate at connect comes without a checksum (go-mysql
 		// announces @master_binlog_checksum='NONE'), the one after a real
 		// rotation with one: tell them by the checksum itself.
-		name, _ := rotateTarget(e, hasCRC(e.raw))
-		if name != ss.curFile {
-			ss.skipBefore = 0
-		}
-		ss.curFile = name
+		ss.curFile, _ = rotateTarget(e, hasCRC(e.raw))
 		return nil
 	}
 	if e.artificial() {
@@ -682,9 +676,6 @@ func (s *streamer) handle(ctx context.Context, ss *sessionState, raw []byte) err
 	}
 	c := s.cur
 	if c == nil {
-		if ss.skipBefore > 0 && e.start() < ss.skipBefore {
-			return nil // archived in the closed segment before
-		}
 		if err := s.openMidFile(ss, e); err != nil {
 			return err
 		}

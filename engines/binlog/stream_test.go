@@ -24,7 +24,7 @@ func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return le
 
 // TestStreamResume streams a server under a writer with small segments,
 // stops and restarts the streamer several times (in process), rotates the
-// binlog, and checks the archive against the server's binlog files event for
+// binlog, restarts the server cleanly and after a kill, and checks the archive against the server's binlog files event for
 // event; mariadb-binlog reads every segment.
 func TestStreamResume(t *testing.T) {
 	m := testenv.StartMariaDB(t)
@@ -36,13 +36,23 @@ func TestStreamResume(t *testing.T) {
 	w := startWriter(t, db, "test.t")
 	rounds := 4
 	if testing.Short() {
-		rounds = 2
+		rounds = 3
 	}
 	for i := 0; i < rounds; i++ {
 		stop := runStream(t, p)
 		time.Sleep(time.Duration(700+300*i) * time.Millisecond)
-		if i == 1 {
+		switch i {
+		case 1:
 			m.Exec(t, "FLUSH BINARY LOGS")
+			// A clean restart (the file ends with a Stop event) under
+			// the running streamer.
+			m.Restart(t)
+			time.Sleep(500 * time.Millisecond)
+		case 2:
+			// A crash: the file just ends.
+			m.Kill()
+			m.Restart(t)
+			time.Sleep(500 * time.Millisecond)
 		}
 		if err := stop(); err != nil {
 			t.Fatalf("round %d: %v", i, err)
