@@ -608,6 +608,14 @@ func (s *streamer) classify(ctx context.Context, ss *sessionState, err error) er
 			strings.Contains(msg, "Could not find GTID state requested by slave in any binlog files") ||
 			strings.Contains(msg, "purged")
 		if !purged {
+			if strings.Contains(msg, "not in the master's binlog") {
+				// After a failover: the new primary lacks transactions the
+				// archive holds (lost with the old primary, or still in
+				// its relay log). Retried: a replica catching up is fine,
+				// a diverged one needs an operator.
+				s.log.Error("the server lacks transactions the archive already holds; waiting for it (if they were lost in a failover, the archive and the server have diverged)",
+					"server", ss.srv.dsn.Addr(), "archive_gtid", s.gtidString(ss.srv.flavor), "err", msg)
+			}
 			return fmt.Errorf("server %s refused the binlog dump: %w", ss.srv.dsn.Addr(), err)
 		}
 		return s.recordPurgeGap(ctx, ss, msg)
