@@ -23,12 +23,23 @@ import (
 
 func fileRepo(t *testing.T) (*archive.Repo, string) {
 	t.Helper()
+	return fileRepoWith(t, archive.InitOptions{})
+}
+
+// encryptedRepo is a file repository encrypted with a passphrase.
+func encryptedRepo(t *testing.T) (*archive.Repo, string) {
+	t.Helper()
+	return fileRepoWith(t, archive.InitOptions{Encrypt: true, Secret: archive.Secret{Passphrase: []byte("binlog test")}, ScryptN: 1 << 10})
+}
+
+func fileRepoWith(t *testing.T, opts archive.InitOptions) (*archive.Repo, string) {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "repo")
 	st, err := file.Open(dir, file.Options{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := archive.Init(context.Background(), st, archive.InitOptions{})
+	repo, err := archive.Init(context.Background(), st, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

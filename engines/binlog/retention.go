@@ -27,35 +27,50 @@ func (s *streamer) retention(ctx context.Context, ss *sessionState) {
 		s.log.Warn("retention check: SHOW BINARY LOGS failed", "err", errText(err))
 		return
 	}
-	cur := -1
-	for i, f := range logs {
-		if f == ss.curFile {
-			cur = i
-		}
-	}
-	if cur < 0 {
-		return
-	}
-	if cur <= 1 && cur < len(logs)-1 {
+	warn, purgeTo, blocked := retentionAdvice(logs, ss.curFile, s.p.PurgeArchived, s.p.PurgeKeep,
+		func(f string) bool { return s.fileDone[fileKey(ss.srv.serverID, f)] })
+	if warn {
 		s.log.Warn("the server's oldest binlog is close to what is still being archived: if it purges or expires binlogs now, the archive gets a gap",
 			"server", ss.srv.dsn.Addr(), "oldest", logs[0], "archiving", ss.curFile, "newest", logs[len(logs)-1])
 	}
-	if !s.p.PurgeArchived {
+	if blocked != "" {
+		s.log.Warn("not purging: a binlog before the purge point is not fully archived", "file", blocked, "purge_to", purgeTo)
 		return
 	}
-	target := cur - s.p.PurgeKeep
-	if target <= 0 {
+	if purgeTo == "" {
 		return
 	}
-	for _, f := range logs[:target] {
-		if !s.fileDone[fileKey(ss.srv.serverID, f)] {
-			s.log.Warn("not purging: a binlog before the purge point is not fully archived", "file", f, "purge_to", logs[target])
-			return
+	if _, err := db.ExecContext(ctx, "PURGE BINARY LOGS TO "+mysqlx.QuoteString(purgeTo)); err != nil {
+		s.log.Warn("purging archived binlogs failed (the user needs BINLOG ADMIN on MariaDB ≥ 10.5, SUPER or BINLOG_ADMIN on MySQL)", "to", purgeTo, "err", errText(err))
+		return
+	}
+	s.log.Info("purged archived binlogs", "server", ss.srv.dsn.Addr(), "to", purgeTo)
+}
+
+// retentionAdvice decides from the server's binlog list (oldest first) and
+// the file being archived: warn when that file is the oldest or next to
+// oldest while newer ones exist; with purge, the file to purge up to (keep
+// fully archived files stay before cur), or blocked naming a file before it
+// that is not archived to its end.
+func retentionAdvice(logs []string, cur string, purge bool, keep int, archived func(string) bool) (warn bool, purgeTo, blocked string) {
+	i := -1
+	for k, f := range logs {
+		if f == cur {
+			i = k
 		}
 	}
-	if _, err := db.ExecContext(ctx, "PURGE BINARY LOGS TO "+mysqlx.QuoteString(logs[target])); err != nil {
-		s.log.Warn("purging archived binlogs failed (the user needs BINLOG ADMIN on MariaDB ≥ 10.5, SUPER or BINLOG_ADMIN on MySQL)", "to", logs[target], "err", errText(err))
-		return
+	if i < 0 {
+		return false, "", ""
 	}
-	s.log.Info("purged archived binlogs", "server", ss.srv.dsn.Addr(), "to", logs[target], "files", target)
+	warn = i <= 1 && i < len(logs)-1
+	if !purge || i-keep <= 0 {
+		return warn, "", ""
+	}
+	purgeTo = logs[i-keep]
+	for _, f := range logs[:i-keep] {
+		if !archived(f) {
+			return warn, purgeTo, f
+		}
+	}
+	return warn, purgeTo, ""
 }

@@ -62,3 +62,29 @@ func TestPurgeArchived(t *testing.T) {
 		}
 	}
 }
+
+func TestRetentionAdvice(t *testing.T) {
+	logs := []string{"b.1", "b.2", "b.3", "b.4", "b.5"}
+	done := func(upTo string) func(string) bool { return func(f string) bool { return f < upTo } }
+	for _, c := range []struct {
+		cur             string
+		purge           bool
+		keep            int
+		done            func(string) bool
+		warn            bool
+		purgeTo, blocks string
+	}{
+		{cur: "b.5", purge: false, keep: 2, done: done("b.5")},                               // caught up, no purging
+		{cur: "b.1", purge: false, keep: 2, done: done("b.1"), warn: true},                   // archiving the oldest: at risk
+		{cur: "b.2", purge: true, keep: 2, done: done("b.2"), warn: true},                    // next to oldest: at risk, nothing to purge
+		{cur: "b.5", purge: true, keep: 2, done: done("b.5"), purgeTo: "b.3"},                // keeps b.3, b.4
+		{cur: "b.5", purge: true, keep: 2, done: done("b.2"), purgeTo: "b.3", blocks: "b.2"}, // b.2 not archived to its end
+		{cur: "b.5", purge: true, keep: 4, done: done("b.5")},                                // margin covers everything
+		{cur: "b.9", purge: true, keep: 1, done: done("b.9")},                                // not in the list
+	} {
+		warn, to, blocked := retentionAdvice(logs, c.cur, c.purge, c.keep, c.done)
+		if warn != c.warn || to != c.purgeTo || blocked != c.blocks {
+			t.Errorf("cur %s purge %v keep %d: warn %v purge to %q blocked %q; want %v %q %q", c.cur, c.purge, c.keep, warn, to, blocked, c.warn, c.purgeTo, c.blocks)
+		}
+	}
+}

@@ -92,12 +92,14 @@ func TestStreamResume(t *testing.T) {
 
 // TestCompactionInterrupted stops compactions after the segment object and
 // after the index entry (as a crash would): the archive reads the same
-// throughout, and the next start finishes the job.
+// throughout, and the next start finishes the job. The repository is
+// encrypted: pieces, segments and index entries go through it like any
+// sealed object.
 func TestCompactionInterrupted(t *testing.T) {
 	m := testenv.StartMariaDB(t)
 	db := m.DB(t)
 	m.Exec(t, "CREATE DATABASE test")
-	repo, _ := fileRepo(t)
+	repo, _ := encryptedRepo(t)
 	var n atomic.Int64
 	compactFault = func(step string) error {
 		k := n.Add(1)
