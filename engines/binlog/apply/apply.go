@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -90,6 +91,7 @@ func Apply(ctx context.Context, p Params) (*Result, error) {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("the target is not MariaDB (%s): applying through mariadb-binlog | mariadb, which is several times slower than the replication applier", t.version))
 		}
 		if method != MethodSQL {
+			method = MethodReplication
 			err = applyReplication(ctx, db, t, p, plan, res, log, progress)
 			if errors.Is(err, errCannotReplicate) && p.Method == MethodAuto {
 				res.Warnings = append(res.Warnings, fmt.Sprintf("%v; applying through mariadb-binlog | mariadb instead, which is several times slower (grant REPLICATION SLAVE ADMIN, or SUPER, to use the replication applier)", err))
@@ -293,12 +295,16 @@ func waitApplied(ctx context.Context, conn *sql.Conn, s *source, plan *PlanResul
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
+		progress(Progress{Phase: "apply", Transactions: plan.Transactions, BytesSent: s.sent.Load(), Bytes: plan.Bytes})
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		st, err := slaveStatus(ctx, conn, pitrConnection)
 		if err != nil {
 			return err
 		}
 		if st["Last_SQL_Errno"] != "0" && st["Last_SQL_Errno"] != "" {
-			return fmt.Errorf("the target's replication applier stopped: %s (applied up to GTID position %s; the files are applied to %s)", st["Last_SQL_Error"], st["Gtid_Slave_Pos"], plan.EndGTID)
+			return fmt.Errorf("the target's replication applier stopped%s: %s", plan.failedAt(st["Last_SQL_Error"], s.files), plan.sourceNames(st["Last_SQL_Error"], s.files))
 		}
 		if st["Slave_IO_Running"] == "No" && st["Last_IO_Errno"] != "0" {
 			return fmt.Errorf("the target's replication receiver stopped: %s", st["Last_IO_Error"])
@@ -310,7 +316,6 @@ func waitApplied(ctx context.Context, conn *sql.Conn, s *source, plan *PlanResul
 		if st["Relay_Master_Log_File"] == lastName && pos >= plan.lastEnd {
 			return nil
 		}
-		progress(Progress{Phase: "apply", Transactions: plan.Transactions, BytesSent: s.sent.Load(), Bytes: plan.Bytes})
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -381,4 +386,34 @@ func replicateFrom(ctx context.Context, db *sql.DB, src *mysqlx.DSN, pos string)
 		}
 	}
 	return nil
+}
+
+var endLogPosRE = regexp.MustCompile(`master log (` + regexp.QuoteMeta(sourceFilePrefix) + `\d+), end_log_pos (\d+)`)
+
+// failedAt names the transaction an applier error message points at (by
+// the served file name and end position) with its GTID and original file.
+func (plan *PlanResult) failedAt(msg string, files []File) string {
+	m := endLogPosRE.FindStringSubmatch(msg)
+	if m == nil {
+		return ""
+	}
+	pos, _ := strconv.ParseUint(m[2], 10, 64)
+	for _, t := range plan.applied {
+		if sourceFileName(t.file) == m[1] && t.start < pos && pos <= t.end {
+			return " in transaction " + t.point(files).String()
+		}
+	}
+	return ""
+}
+
+// sourceNames replaces the served file names in msg by the files' own.
+func (plan *PlanResult) sourceNames(msg string, files []File) string {
+	return endLogPosRE.ReplaceAllStringFunc(msg, func(s string) string {
+		m := endLogPosRE.FindStringSubmatch(s)
+		n, _ := strconv.Atoi(strings.TrimPrefix(m[1], sourceFilePrefix))
+		if n < 1 || n > len(files) {
+			return s
+		}
+		return fmt.Sprintf("master log %s (file %d), end_log_pos %s", files[n-1].Name, n, m[2])
+	})
 }

@@ -163,6 +163,7 @@ type PlanResult struct {
 	ServerIDs    []uint32 // origins of the applied transactions
 	Warnings     []string
 
+	applied   []txn // the transactions to apply, in order
 	files     []filePlan
 	checksum  bool // the first file's checksum algorithm is CRC32
 	lastFile  int  // 0-based index of the file holding Last
@@ -465,6 +466,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 			continue
 		}
 		t := all[i]
+		res.applied = append(res.applied, t)
 		if res.Transactions == 0 {
 			res.First = t.point(p.Files)
 			res.firstFile = t.file
@@ -675,4 +677,20 @@ func isStmt(q []byte, word string) bool {
 	// "ROLLBACK TO SAVEPOINT s" does not end the transaction; "COMMIT /* c */" does.
 	return len(rest) == 0 || rest[0] == ';' || rest[0] == '/'
 
+}
+
+// ParseTime parses a --to-time value: RFC 3339 ("2026-12-03T13:00:00Z",
+// with an offset or Z) or "2006-01-02 15:04:05" in loc (the server's time
+// zone is not known here: the caller says which).
+func ParseTime(s string, loc *time.Location) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	for _, layout := range []string{"2006-01-02 15:04:05", "2006-01-02T15:04:05"} {
+		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("time %q: expected RFC 3339 (2026-12-03T13:00:00Z or with an offset, +01:00) or \"2026-12-03 13:00:00\" in %s", s, loc)
 }
