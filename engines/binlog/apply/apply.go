@@ -9,6 +9,7 @@ import (
 	"net"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -82,7 +83,10 @@ func Apply(ctx context.Context, p Params) (*Result, error) {
 		return nil, fmt.Errorf("roll forward: target %s: %w", dsn, err)
 	}
 	res := &Result{Transactions: plan.Transactions, Bytes: plan.Bytes, First: plan.First, Last: plan.Last, EndGTID: plan.EndGTID, Warnings: plan.Warnings}
-	log := slog.New(slog.DiscardHandler)
+	log := p.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 
 	if plan.Transactions > 0 {
 		method := p.Method
@@ -294,8 +298,9 @@ func waitApplied(ctx context.Context, conn *sql.Conn, s *source, plan *PlanResul
 	lastName := sourceFileName(plan.lastFile)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	applied := 0
 	for {
-		progress(Progress{Phase: "apply", Transactions: plan.Transactions, BytesSent: s.sent.Load(), Bytes: plan.Bytes})
+		progress(Progress{Phase: "apply", Transactions: plan.Transactions, Applied: applied, BytesSent: s.sent.Load(), Bytes: plan.Bytes})
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -315,6 +320,9 @@ func waitApplied(ctx context.Context, conn *sql.Conn, s *source, plan *PlanResul
 		pos, _ := strconv.ParseUint(st["Exec_Master_Log_Pos"], 10, 64)
 		if st["Relay_Master_Log_File"] == lastName && pos >= plan.lastEnd {
 			return nil
+		}
+		if n, err := strconv.Atoi(strings.TrimPrefix(st["Relay_Master_Log_File"], sourceFilePrefix)); err == nil {
+			applied = plan.appliedUpTo(n-1, pos)
 		}
 		select {
 		case <-ctx.Done():
@@ -415,5 +423,14 @@ func (plan *PlanResult) sourceNames(msg string, files []File) string {
 			return s
 		}
 		return fmt.Sprintf("master log %s (file %d), end_log_pos %s", files[n-1].Name, n, m[2])
+	})
+}
+
+// appliedUpTo counts the planned transactions that end at or before
+// position pos of file i (0-based).
+func (plan *PlanResult) appliedUpTo(i int, pos uint64) int {
+	return sort.Search(len(plan.applied), func(k int) bool {
+		t := plan.applied[k]
+		return t.file > i || (t.file == i && t.end > pos)
 	})
 }

@@ -241,12 +241,12 @@ func parseGTIDEvent(b []byte) (gtidEvent, error) {
 // parseGTIDList reads a Gtid_list event: the binlog state at the start of a file.
 func parseGTIDList(b []byte) (Position, error) {
 	if len(b) < 4 {
-		return nil, errors.New("Gtid_list event too short")
+		return nil, errors.New("gtid list event too short")
 	}
 	n := int(binary.LittleEndian.Uint32(b) & 0x0fffffff)
 	b = b[4:]
 	if len(b) < n*16 {
-		return nil, errors.New("Gtid_list event too short for its count")
+		return nil, errors.New("gtid list event too short for its count")
 	}
 	var p Position
 	for i := 0; i < n; i++ {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -58,6 +59,8 @@ type Params struct {
 	// from the restored GTID position.
 	ThenReplicateFrom string
 	Progress          func(Progress)
+	// Logger receives debug records (the replica's queries); default none.
+	Logger *slog.Logger
 	// MariaDBBinlog and MariaDB are the client programs of the sql method;
 	// default mariadb-binlog (else mysqlbinlog) and mariadb (else mysql).
 	MariaDBBinlog, MariaDB string

@@ -233,3 +233,33 @@ func TestCancel(t *testing.T) {
 	}
 	noPITRConnection(t, dst)
 }
+
+// TestAutoFallsBackToSQL: a target account that may not set up replication
+// (no SUPER, no REPLICATION SLAVE ADMIN) gets the sql method, with a
+// warning that says it is slower and what to grant; Method "replication"
+// refuses instead.
+func TestAutoFallsBackToSQL(t *testing.T) {
+	t.Parallel()
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "fallback-src"})
+	src.Exec(t, baseSQL...)
+	src.Exec(t, afterBaseSQL...)
+	end := record(t, "end", src.DB(t))
+	files := snapshotFiles(t, binlogFiles(t, src), "")
+	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "fallback-dst"})
+	dst.Exec(t, "CREATE USER 'restorer'@'%' IDENTIFIED BY 'pw'",
+		"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, BINLOG REPLAY ON *.* TO 'restorer'@'%'")
+	dsn := fmt.Sprintf("restorer:pw@tcp(127.0.0.1:%d)/", dst.Port)
+	_, err := Apply(context.Background(), Params{DSN: dsn, Files: files, Method: MethodReplication})
+	if err == nil || !strings.Contains(err.Error(), "CHANGE MASTER") {
+		t.Fatalf("replication method without the privilege: %v", err)
+	}
+	if sums := testenv.Checksums(t, dst.DB(t)); len(sums) != 0 {
+		t.Fatalf("the refused apply wrote tables: %v", sums)
+	}
+	res := apply(t, Params{DSN: dsn, Files: files})
+	if res.Method != MethodSQL || !strings.Contains(strings.Join(res.Warnings, " "), "slower") {
+		t.Errorf("method %q, warnings %v; want sql with a warning", res.Method, res.Warnings)
+	}
+	sumsEqual(t, "fallback", testenv.Checksums(t, dst.DB(t)), end.sums)
+	t.Logf("warnings: %v", res.Warnings)
+}
