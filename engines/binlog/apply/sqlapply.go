@@ -81,7 +81,9 @@ func applySQL(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DSN, p Par
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	dec := exec.CommandContext(cctx, binlogProg, "-")
-	cli := exec.CommandContext(cctx, clientProg, "--defaults-extra-file="+cnf, "--binary-mode", "--batch")
+	// The client takes statements up to 1 GiB (a row event of 20 MB becomes a
+	// BINLOG statement of 27); the server's max_allowed_packet still applies.
+	cli := exec.CommandContext(cctx, clientProg, "--defaults-extra-file="+cnf, "--binary-mode", "--batch", "--max-allowed-packet=1G")
 	var decErr, cliErr, cliOut tail
 	dec.Stderr = &decErr
 	cli.Stderr = &cliErr
