@@ -278,8 +278,9 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 
 	// Select: walk the stream, skipping what the start position covers.
 	state := append(Position(nil), start...)
-	if len(start) == 0 && startFile < 0 && files[0].hasList {
-		state = append(state, files[0].gtidList...) // no base given: apply the files from their start
+	if len(start) == 0 && files[0].hasList {
+		// No GTID base given: what came before the first file is in the base.
+		state = append(state, files[0].gtidList...)
 	}
 	res.StartGTID = state.String()
 	end := append(Position(nil), state...) // the position once applied

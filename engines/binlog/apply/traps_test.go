@@ -280,3 +280,27 @@ func TestLargeEvent(t *testing.T) {
 		sumsEqual(t, method, testenv.Checksums(t, dst.DB(t)), end.sums)
 	}
 }
+
+// TestStartAtFilePosition: a base known by its binlog coordinates (no
+// GTIDs) starts the roll-forward at exactly that event; a position inside
+// a transaction is refused.
+func TestStartAtFilePosition(t *testing.T) {
+	t.Parallel()
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "filepos-src"})
+	src.Exec(t, baseSQL...)
+	base := record(t, "base", src.DB(t))
+	src.Exec(t, afterBaseSQL...)
+	end := record(t, "end", src.DB(t))
+	files := snapshotFiles(t, binlogFiles(t, src), "")
+	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "filepos-dst"})
+	apply(t, Params{DSN: dst.DSN, Files: files, Stop: Stop{File: base.file, Pos: base.pos}})
+	sumsEqual(t, "base", testenv.Checksums(t, dst.DB(t)), base.sums)
+	if _, err := Plan(context.Background(), Params{Files: files, StartFile: base.file, StartPos: base.pos - 10}); err == nil || !strings.Contains(err.Error(), "not the start of an event") && !strings.Contains(err.Error(), "inside the transaction") {
+		t.Errorf("start inside an event: %v", err)
+	}
+	res := apply(t, Params{DSN: dst.DSN, Files: files, StartFile: base.file, StartPos: base.pos})
+	sumsEqual(t, "end", testenv.Checksums(t, dst.DB(t)), end.sums)
+	if res.EndGTID != end.gtid {
+		t.Errorf("end GTID %s, want %s", res.EndGTID, end.gtid)
+	}
+}
