@@ -309,7 +309,7 @@ func waitApplied(ctx context.Context, conn *sql.Conn, s *source, plan *PlanResul
 			return err
 		}
 		if st["Last_SQL_Errno"] != "0" && st["Last_SQL_Errno"] != "" {
-			return fmt.Errorf("the target's replication applier stopped%s: %s", plan.failedAt(st["Last_SQL_Error"], s.files), plan.sourceNames(st["Last_SQL_Error"], s.files))
+			return fmt.Errorf("the target's replication applier stopped%s: %s", plan.failedAt(ctx, st["Last_SQL_Error"], s.files), plan.sourceNames(st["Last_SQL_Error"], s.files))
 		}
 		if st["Slave_IO_Running"] == "No" && st["Last_IO_Errno"] != "0" {
 			return fmt.Errorf("the target's replication receiver stopped: %s", st["Last_IO_Error"])
@@ -399,19 +399,29 @@ func replicateFrom(ctx context.Context, db *sql.DB, src *mysqlx.DSN, pos string)
 var endLogPosRE = regexp.MustCompile(`master log (` + regexp.QuoteMeta(sourceFilePrefix) + `\d+), end_log_pos (\d+)`)
 
 // failedAt names the transaction an applier error message points at (by
-// the served file name and end position) with its GTID and original file.
-func (plan *PlanResult) failedAt(msg string, files []File) string {
+// the served file name and end position) with its GTID and original file:
+// the plan keeps no list of transactions, so that file is read again.
+func (plan *PlanResult) failedAt(ctx context.Context, msg string, files []File) string {
 	m := endLogPosRE.FindStringSubmatch(msg)
 	if m == nil {
 		return ""
 	}
 	pos, _ := strconv.ParseUint(m[2], 10, 64)
-	for _, t := range plan.applied {
-		if sourceFileName(t.file) == m[1] && t.start < pos && pos <= t.end {
-			return " in transaction " + t.point(files).String()
-		}
+	n, err := strconv.Atoi(strings.TrimPrefix(m[1], sourceFilePrefix))
+	if err != nil || n < 1 || n > len(files) {
+		return ""
 	}
-	return ""
+	var found *Point
+	_, _ = scanFile(ctx, files[n-1], n-1, true, 0, 0, func(Position) {}, func(t txn) {
+		if found == nil && t.start < pos && pos <= t.end {
+			p := t.point(files)
+			found = &p
+		}
+	})
+	if found == nil {
+		return ""
+	}
+	return " in transaction " + found.String()
 }
 
 // sourceNames replaces the served file names in msg by the files' own.
@@ -427,10 +437,14 @@ func (plan *PlanResult) sourceNames(msg string, files []File) string {
 }
 
 // appliedUpTo counts the planned transactions that end at or before
-// position pos of file i (0-based).
+// position pos of file i (0-based), to within checkpointEvery.
 func (plan *PlanResult) appliedUpTo(i int, pos uint64) int {
-	return sort.Search(len(plan.applied), func(k int) bool {
-		t := plan.applied[k]
-		return t.file > i || (t.file == i && t.end > pos)
+	k := sort.Search(len(plan.checkpoints), func(k int) bool {
+		c := plan.checkpoints[k]
+		return c.file > i || (c.file == i && c.end > pos)
 	})
+	if k == 0 {
+		return 0
+	}
+	return plan.checkpoints[k-1].n
 }

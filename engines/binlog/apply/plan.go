@@ -166,12 +166,12 @@ type PlanResult struct {
 	ServerIDs    []uint32 // origins of the applied transactions
 	Warnings     []string
 
-	applied   []txn // the transactions to apply, in order
-	files     []filePlan
-	checksum  bool // the first file's checksum algorithm is CRC32
-	lastFile  int  // 0-based index of the file holding Last
-	lastEnd   uint64
-	firstFile int
+	checkpoints []checkpoint // every checkpointEvery-th transaction to apply
+	files       []filePlan
+	checksum    bool // the first file's checksum algorithm is CRC32
+	lastFile    int  // 0-based index of the file holding Last
+	lastEnd     uint64
+	firstFile   int
 }
 
 // filePlan is, for one file, the byte ranges to send.
@@ -199,9 +199,6 @@ func (t txn) point(files []File) Point {
 
 // scanned is one file's content as Plan needs it.
 type scanned struct {
-	txns       []txn
-	gtidList   Position // the Gtid_list event: binlog state at the file's start
-	hasList    bool
 	end        uint64 // end of the last whole event
 	maxTime    uint32
 	incidents  []uint64
@@ -260,30 +257,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 		}
 	}
 
-	files := make([]scanned, len(p.Files))
-	for i, f := range p.Files {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		s, err := scanFile(ctx, f, i == len(p.Files)-1, boundaryProbe(i == stopFile, p.Stop.Pos), boundaryProbe(i == startFile, p.StartPos))
-		if err != nil {
-			return nil, fmt.Errorf("roll forward: %w", err)
-		}
-		for j := range s.txns {
-			s.txns[j].file = i
-		}
-		files[i] = *s
-	}
-	res := &PlanResult{checksum: files[0].checksum}
-
-	// Select: walk the stream, skipping what the start position covers.
-	state := append(Position(nil), start...)
-	if len(start) == 0 && files[0].hasList {
-		// No GTID base given: what came before the first file is in the base.
-		state = append(state, files[0].gtidList...)
-	}
-	res.StartGTID = state.String()
-	end := append(Position(nil), state...) // the position once applied
+	res := &PlanResult{files: make([]filePlan, len(p.Files)), firstFile: -1}
 	type loc struct {
 		file int
 		pos  uint64
@@ -293,190 +267,114 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 		at  loc
 		msg string
 	}
-	var gaps []gapAt
-	started := startFile < 0
-	var all []txn
-	var included []bool
-	baseEnd := -1 // index in all of the last transaction skipped before the first included one
-	firstIncluded := -1
-	for i := range files {
-		f := &files[i]
-		if started && f.hasList {
-			for _, g := range f.gtidList {
-				if st, ok := state.Get(g.Domain); !ok || st.Seq < g.Seq {
-					have := "nothing"
-					if ok {
-						have = st.String()
-					}
-					gaps = append(gaps, gapAt{loc{i, 4}, fmt.Sprintf("%s (file %d) starts after GTID %s but the transactions before it reach only %s in domain %d", p.Files[i].Name, i+1, g, have, g.Domain)})
+	var (
+		gaps     []gapAt
+		state    Position // per domain, the last transaction applied or in the base
+		end      Position // the position once applied
+		started  = startFile < 0
+		stopped  bool                   // the stop is reached: nothing more is applied
+		stopLoc  = loc{len(p.Files), 0} // where the applied stream ends
+		baseLast *txn                   // the last transaction skipped before the first one included
+		anyIn    bool
+		seenStop *txn // the stop GTID, seen but skipped (at or before the start)
+		maxTime  uint32
+		sids     = map[uint32]bool{}
+		checksum []bool
+	)
+	if p.Stop.GTID != "" {
+		if st, ok := start.Get(stopGTID.Domain); ok && st == stopGTID {
+			stopped = true // the start itself: nothing to apply
+			stopLoc = loc{}
+		}
+	}
+	stopTime := p.Stop.Time
+	onList := func(i int, list Position) {
+		if i == 0 && len(start) == 0 {
+			// No GTID base given: what came before the first file is in the base.
+			state = append(state, list...)
+			end = append(end, list...)
+			if startFile < 0 {
+				res.StartGTID = list.String()
+			}
+			return
+		}
+		if !started {
+			return
+		}
+		for _, g := range list {
+			if st, ok := state.Get(g.Domain); !ok || st.Seq < g.Seq {
+				have := "nothing"
+				if ok {
+					have = st.String()
 				}
-			}
-		}
-		if i == startFile && !f.startBound && p.StartPos != f.end {
-			return nil, fmt.Errorf("roll forward: start position %s:%d is not the start of an event (the file ends at %d)", p.Files[i].Name, p.StartPos, f.end)
-		}
-		for _, t := range f.txns {
-			if !started && i == startFile {
-				if t.start < p.StartPos && t.end > p.StartPos {
-					return nil, fmt.Errorf("roll forward: start position %s:%d is inside the transaction at %s:%d", p.Files[i].Name, p.StartPos, p.Files[i].Name, t.start)
-				}
-				started = t.start >= p.StartPos
-			}
-			in := false
-			switch {
-			case !started:
-				if t.hasGTID { // in the base
-					state.set(t.gtid)
-					end.set(t.gtid)
-				}
-			case t.hasGTID:
-				if g, ok := state.Get(t.gtid.Domain); ok && t.gtid.Seq <= g.Seq {
-					break // at or before the start, or repeated by an overlapping file
-				}
-				in = true
-				state.set(t.gtid)
-			default:
-				in = true
-			}
-			if in && firstIncluded < 0 {
-				firstIncluded = len(all)
-			}
-			if !in && firstIncluded < 0 {
-				baseEnd = len(all)
-			}
-			all = append(all, t)
-			included = append(included, in)
-		}
-		if i == startFile {
-			started = true // the start is after the file's last transaction
-		}
-		if started {
-			for _, pos := range f.incidents {
-				if i != startFile || pos >= p.StartPos {
-					gaps = append(gaps, gapAt{loc{i, pos}, fmt.Sprintf("incident event at %s:%d (file %d): the source recorded that events were lost", p.Files[i].Name, pos, i+1)})
-				}
+				gaps = append(gaps, gapAt{loc{i, 4}, fmt.Sprintf("%s (file %d) starts after GTID %s but the transactions before it reach only %s in domain %d", p.Files[i].Name, i+1, g, have, g.Domain)})
 			}
 		}
 	}
-	if startFile >= 0 {
-		res.StartGTID = end.String()
-	}
-	for _, g := range gaps {
-		res.Available.Gaps = append(res.Available.Gaps, g.msg)
-	}
-	for i := range all {
-		if included[i] {
-			if res.Available.First.FileIndex == 0 {
-				res.Available.First = all[i].point(p.Files)
+	var startErr error
+	onTxn := func(t txn) {
+		i := t.file
+		if !started && i == startFile {
+			if t.start < p.StartPos && t.end > p.StartPos && startErr == nil {
+				startErr = fmt.Errorf("roll forward: start position %s:%d is inside the transaction at %s:%d", p.Files[i].Name, p.StartPos, p.Files[i].Name, t.start)
 			}
-			res.Available.Last = all[i].point(p.Files)
-		}
-	}
-	var maxTime uint32
-	for _, f := range files {
-		maxTime = max(maxTime, f.maxTime)
-	}
-	unreachable := func(format string, a ...any) error {
-		return &UnreachableError{Stop: p.Stop, Reason: fmt.Sprintf(format, a...), Available: res.Available}
-	}
-	noneApplied := firstOr(firstIncluded, len(all))
-
-	// Where to stop: stopIdx is the first transaction of all not applied,
-	// stopLoc where the applied stream ends.
-	stopIdx := len(all)
-	stopLoc := loc{len(files), 0}
-	cutAt := func(i int) {
-		stopIdx = i
-		if i < len(all) {
-			stopLoc = loc{all[i].file, all[i].start}
-		}
-	}
-	switch {
-	case p.Stop.GTID != "":
-		found := -1
-		for i, t := range all {
-			if t.hasGTID && t.gtid == stopGTID && (found < 0 || included[i]) {
-				found = i
+			if started = t.start >= p.StartPos; started {
+				res.StartGTID = end.String()
 			}
 		}
-		st, inStart := start.Get(stopGTID.Domain)
+		in := false
 		switch {
-		case (found < 0 || !included[found]) && inStart && st == stopGTID:
-			cutAt(noneApplied) // the start itself: nothing to apply
-		case found < 0 && inStart && stopGTID.Seq < st.Seq:
-			return nil, unreachable("GTID %s is before the start position %s", stopGTID, res.StartGTID)
-		case found < 0:
-			return nil, unreachable("GTID %s is not in the files", stopGTID)
-		case !included[found]:
-			return nil, unreachable("GTID %s is before the start position %s", stopGTID, res.StartGTID)
+		case !started:
+			if t.hasGTID { // in the base
+				state.set(t.gtid)
+				end.set(t.gtid)
+			}
+		case t.hasGTID:
+			if g, ok := state.Get(t.gtid.Domain); ok && t.gtid.Seq <= g.Seq {
+				break // at or before the start, or repeated by an overlapping file
+			}
+			in = true
+			state.set(t.gtid)
 		default:
-			cutAt(found + 1)
-			stopLoc = loc{all[found].file, all[found].end}
+			in = true
 		}
-	case stopFile >= 0:
-		f := files[stopFile]
-		if p.Stop.Pos > f.end {
-			return nil, unreachable("position %d is after the end of %s (file %d ends at %d)", p.Stop.Pos, p.Files[stopFile].Name, stopFile+1, f.end)
+		if !in {
+			if !anyIn {
+				c := t
+				baseLast = &c
+			}
+			if p.Stop.GTID != "" && t.hasGTID && t.gtid == stopGTID {
+				c := t
+				seenStop = &c
+			}
+			return
 		}
-		if !f.boundary && p.Stop.Pos != f.end {
-			return nil, fmt.Errorf("roll forward: stop position %s:%d is not the start of an event; use a position from SHOW BINLOG EVENTS or mariadb-binlog", p.Files[stopFile].Name, p.Stop.Pos)
+		if res.Available.First.FileIndex == 0 {
+			res.Available.First = t.point(p.Files)
 		}
-		cutAt(len(all))
-		for i, t := range all {
-			if t.file > stopFile || (t.file == stopFile && t.end > p.Stop.Pos) {
-				cutAt(i)
-				if t.file == stopFile && t.start < p.Stop.Pos {
+		res.Available.Last = t.point(p.Files)
+		anyIn = true
+		if !stopped {
+			switch {
+			case stopFile >= 0 && (i > stopFile || (i == stopFile && t.end > p.Stop.Pos)):
+				stopped = true
+				if i == stopFile && t.start < p.Stop.Pos {
 					res.Warnings = append(res.Warnings, fmt.Sprintf("stop position %s:%d is inside the transaction starting at %d; stopping before that transaction", p.Files[stopFile].Name, p.Stop.Pos, t.start))
 				}
-				break
+			case !stopTime.IsZero() && time.Unix(int64(t.time), 0).After(stopTime):
+				stopped = true
+				stopLoc = loc{i, t.start}
 			}
 		}
-		stopLoc = loc{stopFile, p.Stop.Pos}
-		if (baseEnd >= 0 && stopIdx <= baseEnd) || (startFile >= 0 && before(stopLoc, loc{startFile, p.StartPos})) {
-			return nil, unreachable("position %s:%d is before the start position", p.Files[stopFile].Name, p.Stop.Pos)
+		if stopped {
+			return
 		}
-	case !p.Stop.Time.IsZero():
-		ts := p.Stop.Time
-		last := time.Unix(int64(maxTime), 0).UTC()
-		if ts.After(last) {
-			return nil, unreachable("time %s is after the last event in the files (%s)", ts.UTC().Format(time.RFC3339), last.Format(time.RFC3339))
-		}
-		if !p.StartTime.IsZero() && ts.Before(p.StartTime) {
-			return nil, unreachable("time %s is before the start (the base's time, %s)", ts.UTC().Format(time.RFC3339), p.StartTime.UTC().Format(time.RFC3339))
-		}
-		if baseEnd >= 0 && ts.Before(time.Unix(int64(all[baseEnd].time), 0)) {
-			return nil, unreachable("time %s is before the start position (whose last transaction in the files is from %s)", ts.UTC().Format(time.RFC3339), time.Unix(int64(all[baseEnd].time), 0).UTC().Format(time.RFC3339))
-		}
-		cutAt(len(all))
-		for i, t := range all {
-			if included[i] && time.Unix(int64(t.time), 0).After(ts) {
-				cutAt(i)
-				break
-			}
-		}
-	}
-	for _, g := range gaps {
-		if before(g.at, stopLoc) {
-			return nil, unreachable("%s", g.msg)
-		}
-	}
-
-	// The result.
-	res.files = make([]filePlan, len(files))
-	res.firstFile = -1
-	sids := map[uint32]bool{}
-	for i := 0; i < stopIdx; i++ {
-		if !included[i] {
-			continue
-		}
-		t := all[i]
-		res.applied = append(res.applied, t)
 		if res.Transactions == 0 {
 			res.First = t.point(p.Files)
-			res.firstFile = t.file
+			res.firstFile = i
 		}
 		res.Last = t.point(p.Files)
-		res.lastFile, res.lastEnd = t.file, t.end
+		res.lastFile, res.lastEnd = i, t.end
 		res.Transactions++
 		res.Bytes += int64(t.end - t.start)
 		if t.hasGTID {
@@ -486,27 +384,112 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 			sids[t.serverID] = true
 			res.ServerIDs = append(res.ServerIDs, t.serverID)
 		}
-		fp := &res.files[t.file]
+		fp := &res.files[i]
 		if n := len(fp.ranges); n > 0 && fp.ranges[n-1][1] == t.start {
 			fp.ranges[n-1][1] = t.end
 		} else {
 			fp.ranges = append(fp.ranges, [2]uint64{t.start, t.end})
 		}
+		if res.Transactions%checkpointEvery == 0 {
+			res.checkpoints = append(res.checkpoints, checkpoint{file: i, end: t.end, n: res.Transactions})
+		}
+		if p.Stop.GTID != "" && t.hasGTID && t.gtid == stopGTID {
+			stopped = true
+			stopLoc = loc{i, t.end}
+		}
+	}
+	if len(start) > 0 {
+		state = append(state, start...)
+		end = append(end, start...)
+		res.StartGTID = start.String()
+	}
+
+	var fileEnds []uint64
+	for i, f := range p.Files {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		sc, err := scanFile(ctx, f, i, i == len(p.Files)-1, boundaryProbe(i == stopFile, p.Stop.Pos), boundaryProbe(i == startFile, p.StartPos),
+			func(l Position) { onList(i, l) }, onTxn)
+		if err != nil {
+			return nil, fmt.Errorf("roll forward: %w", err)
+		}
+		if startErr != nil {
+			return nil, startErr
+		}
+		if i == startFile {
+			if !sc.startBound && p.StartPos != sc.end {
+				return nil, fmt.Errorf("roll forward: start position %s:%d is not the start of an event (the file ends at %d)", p.Files[i].Name, p.StartPos, sc.end)
+			}
+			if !started {
+				res.StartGTID = end.String()
+			}
+			started = true // the start is after the file's last transaction
+		}
+		if i == stopFile && !sc.boundary && p.Stop.Pos != sc.end && p.Stop.Pos <= sc.end {
+			return nil, fmt.Errorf("roll forward: stop position %s:%d is not the start of an event; use a position from SHOW BINLOG EVENTS or mariadb-binlog", p.Files[stopFile].Name, p.Stop.Pos)
+		}
+		if started {
+			for _, pos := range sc.incidents {
+				if i != startFile || pos >= p.StartPos {
+					gaps = append(gaps, gapAt{loc{i, pos}, fmt.Sprintf("incident event at %s:%d (file %d): the source recorded that events were lost", p.Files[i].Name, pos, i+1)})
+				}
+			}
+		}
+		maxTime = max(maxTime, sc.maxTime)
+		fileEnds = append(fileEnds, sc.end)
+		checksum = append(checksum, sc.checksum)
+	}
+	res.checksum = checksum[0]
+	for _, g := range gaps {
+		res.Available.Gaps = append(res.Available.Gaps, g.msg)
+	}
+	unreachable := func(format string, a ...any) error {
+		return &UnreachableError{Stop: p.Stop, Reason: fmt.Sprintf(format, a...), Available: res.Available}
+	}
+
+	// Refusals that need the whole files.
+	switch {
+	case p.Stop.GTID != "" && !stopped:
+		st, inStart := start.Get(stopGTID.Domain)
+		switch {
+		case seenStop != nil || (inStart && stopGTID.Seq < st.Seq):
+			return nil, unreachable("GTID %s is before the start position %s", stopGTID, res.StartGTID)
+		default:
+			return nil, unreachable("GTID %s is not in the files", stopGTID)
+		}
+	case stopFile >= 0:
+		if p.Stop.Pos > fileEnds[stopFile] {
+			return nil, unreachable("position %d is after the end of %s (file %d ends at %d)", p.Stop.Pos, p.Files[stopFile].Name, stopFile+1, fileEnds[stopFile])
+		}
+		stopLoc = loc{stopFile, p.Stop.Pos}
+		if (baseLast != nil && before(stopLoc, loc{baseLast.file, baseLast.end})) || (startFile >= 0 && before(stopLoc, loc{startFile, p.StartPos})) {
+			return nil, unreachable("position %s:%d is before the start position", p.Files[stopFile].Name, p.Stop.Pos)
+		}
+	case !stopTime.IsZero():
+		last := time.Unix(int64(maxTime), 0).UTC()
+		if stopTime.After(last) {
+			return nil, unreachable("time %s is after the last event in the files (%s)", stopTime.UTC().Format(time.RFC3339), last.Format(time.RFC3339))
+		}
+		if !p.StartTime.IsZero() && stopTime.Before(p.StartTime) {
+			return nil, unreachable("time %s is before the start (the base's time, %s)", stopTime.UTC().Format(time.RFC3339), p.StartTime.UTC().Format(time.RFC3339))
+		}
+		if baseLast != nil && stopTime.Before(time.Unix(int64(baseLast.time), 0)) {
+			return nil, unreachable("time %s is before the start position (whose last transaction in the files is from %s)", stopTime.UTC().Format(time.RFC3339), time.Unix(int64(baseLast.time), 0).UTC().Format(time.RFC3339))
+		}
+	}
+	for _, g := range gaps {
+		if before(g.at, stopLoc) {
+			return nil, unreachable("%s", g.msg)
+		}
 	}
 	res.EndGTID = end.String()
-	for i := range files {
-		if files[i].checksum != res.checksum {
+	for i := range checksum {
+		if checksum[i] != res.checksum {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("%s (file %d) has a different binlog checksum setting than the first file", p.Files[i].Name, i+1))
 		}
 	}
 	return res, nil
-}
-
-func firstOr(i, def int) int {
-	if i < 0 {
-		return def
-	}
-	return i
 }
 
 // fileIndex finds a file by 1-based index or by a name that must be unique.
@@ -548,7 +531,7 @@ func boundaryProbe(on bool, pos uint64) uint64 {
 
 // scanFile reads one file and groups its events into transactions.
 // stopPos and startPos (0: none) are checked for being event boundaries.
-func scanFile(ctx context.Context, f File, last bool, stopPos, startPos uint64) (*scanned, error) {
+func scanFile(ctx context.Context, f File, idx int, last bool, stopPos, startPos uint64, onList func(Position), onTxn func(txn)) (*scanned, error) {
 	rc, err := f.Open(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("open binlog file %s: %w", f.Name, err)
@@ -559,6 +542,7 @@ func scanFile(ctx context.Context, f File, last bool, stopPos, startPos uint64) 
 		return nil, err
 	}
 	s := &scanned{}
+	hasList := false
 	var cur *txn
 	pendingStart := uint64(0) // Intvar/Rand/User_var before a statement outside a transaction
 	standalone := false
@@ -588,7 +572,7 @@ func scanFile(ctx context.Context, f File, last bool, stopPos, startPos uint64) 
 		end := func() {
 			cur.end = rd.pos
 			cur.time = h.Timestamp
-			s.txns = append(s.txns, *cur)
+			onTxn(*cur)
 			cur = nil
 		}
 		if cur == nil {
@@ -598,11 +582,11 @@ func scanFile(ctx context.Context, f File, last bool, stopPos, startPos uint64) 
 				if err != nil {
 					return nil, fmt.Errorf("binlog file %s at %d: %w", f.Name, pos, err)
 				}
-				cur = &txn{start: pos, gtid: GTID{Domain: g.Domain, Server: h.ServerID, Seq: g.Seq}, hasGTID: true, serverID: h.ServerID}
+				cur = &txn{file: idx, start: pos, gtid: GTID{Domain: g.Domain, Server: h.ServerID, Seq: g.Seq}, hasGTID: true, serverID: h.ServerID}
 				standalone = g.Flags&(gtidStandalone|gtidCompletedXA) != 0
 				pendingStart = 0
 			case evMySQLGTID, evMySQLAnonGTID:
-				cur = &txn{start: pos, serverID: h.ServerID}
+				cur = &txn{file: idx, start: pos, serverID: h.ServerID}
 				standalone = false
 			case evQuery:
 				q, err := rd.queryText(ev)
@@ -613,7 +597,7 @@ func scanFile(ctx context.Context, f File, last bool, stopPos, startPos uint64) 
 				if pendingStart != 0 {
 					st = pendingStart
 				}
-				cur = &txn{start: st, serverID: h.ServerID}
+				cur = &txn{file: idx, start: st, serverID: h.ServerID}
 				pendingStart = 0
 				if !isStmt(q, "BEGIN") {
 					end() // a statement on its own (DDL without GTIDs)
@@ -624,17 +608,19 @@ func scanFile(ctx context.Context, f File, last bool, stopPos, startPos uint64) 
 					pendingStart = pos
 				}
 			case evGTIDList:
-				if !s.hasList {
+				if !hasList {
 					l, err := parseGTIDList(rd.body(ev))
 					if err != nil {
 						return nil, fmt.Errorf("binlog file %s at %d: %w", f.Name, pos, err)
 					}
-					for _, g := range l { // the highest sequence number per domain
-						if o, ok := s.gtidList.Get(g.Domain); !ok || g.Seq > o.Seq {
-							s.gtidList.set(g)
+					var top Position // the highest sequence number per domain
+					for _, g := range l {
+						if o, ok := top.Get(g.Domain); !ok || g.Seq > o.Seq {
+							top.set(g)
 						}
 					}
-					s.hasList = true
+					hasList = true
+					onList(top)
 				}
 			case evIncident:
 				s.incidents = append(s.incidents, pos)
@@ -698,3 +684,14 @@ func ParseTime(s string, loc *time.Location) (time.Time, error) {
 	}
 	return time.Time{}, fmt.Errorf("time %q: expected RFC 3339 (2026-12-03T13:00:00Z or with an offset, +01:00) or \"2026-12-03 13:00:00\" in %s", s, loc)
 }
+
+// checkpoint: the n-th transaction to apply ends at end in file (0-based).
+type checkpoint struct {
+	file int
+	end  uint64
+	n    int
+}
+
+// checkpointEvery spaces the checkpoints that progress counts by; the plan
+// keeps no per-transaction list, so its memory does not grow with the files.
+const checkpointEvery = 256
