@@ -41,6 +41,28 @@ var errCannotReplicate = errors.New("the target cannot replicate from the Tidema
 // with ThenReplicateFrom, starts replicating from a live source at the
 // restored GTID position. Cancelling ctx stops the apply and removes the
 // replication connection; what was applied stays applied.
+//
+// The replication method (MariaDB targets) serves the planned events on a
+// loopback port as a primary would and points a named replication
+// connection, tidemark_pitr, at it (file/position mode, the files renamed
+// tidemark-pitr.NNNNNN by their index); the server's own applier applies
+// rows directly, in parallel with Parallel > 1. Apply waits until the
+// applier has executed the last planned event, then removes the
+// connection and puts back what it changed: slave_parallel_threads,
+// gtid_strict_mode (off while the target binlogs applied transactions
+// whose GTIDs may be lower than its own), server_id (changed when the
+// files hold the target's own id, whose events a replica would drop).
+//
+// The sql method pipes one synthetic binlog (the planned events of every
+// file) through one mariadb-binlog into one mariadb client: one session,
+// so temporary tables survive rotations, but one session also holds every
+// source connection's temporary tables, so two source sessions with
+// same-named temporary tables at once collide (as with any
+// mysqlbinlog | mysql). It is several times slower.
+//
+// Not supported: MySQL targets by the replication method (its replica
+// asks for COM_BINLOG_DUMP_GTID and server UUIDs), MySQL GTID sets as
+// positions, encrypted binlog files, MySQL transaction payload events.
 func Apply(ctx context.Context, p Params) (*Result, error) {
 	began := time.Now()
 	switch p.Method {

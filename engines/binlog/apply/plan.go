@@ -76,7 +76,10 @@ type Stop struct {
 	File      string
 	FileIndex int
 	Pos       uint64
-	Time      time.Time // include every transaction with a timestamp at or before Time
+	// Time includes every transaction whose time (its commit event's
+	// timestamp, whole seconds) is at or before it, and stops before the
+	// first one after it.
+	Time time.Time
 }
 
 func (s Stop) String() string {
