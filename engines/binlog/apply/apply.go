@@ -152,6 +152,8 @@ type target struct {
 	logSlaveUpdates bool
 	strict          bool
 	parallel        int
+	idempotent      bool     // slave_exec_mode is not STRICT
+	inexact         []string // settings that make the applier skip events or errors
 }
 
 func probeTarget(ctx context.Context, db *sql.DB) (*target, error) {
@@ -162,8 +164,22 @@ func probeTarget(ctx context.Context, db *sql.DB) (*target, error) {
 	}
 	t.mariadb = strings.Contains(strings.ToLower(t.version+" "+comment), "mariadb")
 	if t.mariadb {
-		if err := db.QueryRowContext(ctx, "SELECT @@log_slave_updates, @@gtid_strict_mode, @@slave_parallel_threads").Scan(&t.logSlaveUpdates, &t.strict, &t.parallel); err != nil {
+		var skip, execMode string
+		var filters [6]string
+		if err := db.QueryRowContext(ctx, `SELECT @@log_slave_updates, @@gtid_strict_mode, @@slave_parallel_threads, @@slave_skip_errors, @@slave_exec_mode,
+			@@replicate_do_db, @@replicate_ignore_db, @@replicate_do_table, @@replicate_ignore_table, @@replicate_wild_do_table, @@replicate_wild_ignore_table`).Scan(
+			&t.logSlaveUpdates, &t.strict, &t.parallel, &skip, &execMode, &filters[0], &filters[1], &filters[2], &filters[3], &filters[4], &filters[5]); err != nil {
 			return nil, mysqlx.Translate("reading replication settings", err)
+		}
+		t.idempotent = !strings.EqualFold(execMode, "STRICT")
+		// What would make the applier skip events or errors silently.
+		if skip != "" && !strings.EqualFold(skip, "OFF") {
+			t.inexact = append(t.inexact, "slave_skip_errors="+skip)
+		}
+		for i, name := range []string{"replicate_do_db", "replicate_ignore_db", "replicate_do_table", "replicate_ignore_table", "replicate_wild_do_table", "replicate_wild_ignore_table"} {
+			if filters[i] != "" {
+				t.inexact = append(t.inexact, name+"="+filters[i])
+			}
 		}
 	}
 	return t, nil
@@ -219,6 +235,9 @@ func relaxStrict(ctx context.Context, g *globals, t *target, binlogs bool, res *
 func applyReplication(ctx context.Context, db *sql.DB, t *target, p Params, plan *PlanResult, res *Result, log *slog.Logger, progress func(Progress)) (err error) {
 	if !t.mariadb {
 		return fmt.Errorf("%w: the replication method needs a MariaDB target (this is %s)", errCannotReplicate, t.version)
+	}
+	if len(t.inexact) > 0 {
+		return fmt.Errorf("%w: its replica settings would skip events or errors silently (%s; startup options)", errCannotReplicate, strings.Join(t.inexact, ", "))
 	}
 	conn, err := db.Conn(ctx)
 	if err != nil {
@@ -302,6 +321,11 @@ func applyReplication(ctx context.Context, db *sql.DB, t *target, p Params, plan
 	}()
 	if err := relaxStrict(ctx, g, t, t.logBin && t.logSlaveUpdates, res); err != nil {
 		return err
+	}
+	if t.idempotent { // IDEMPOTENT would pass over missing and duplicate rows
+		if err := g.set(ctx, "slave_exec_mode", "'IDEMPOTENT'", "'STRICT'"); err != nil {
+			return err
+		}
 	}
 	if p.Parallel > 1 && p.Parallel != t.parallel {
 		if err := g.set(ctx, "slave_parallel_threads", strconv.Itoa(t.parallel), strconv.Itoa(p.Parallel)); err != nil {

@@ -304,3 +304,40 @@ func TestStartAtFilePosition(t *testing.T) {
 		t.Errorf("end GTID %s, want %s", res.EndGTID, end.gtid)
 	}
 }
+
+// TestSkippingReplicaSettings: a target whose replica settings would skip
+// errors silently (slave_skip_errors, a startup option) is not applied to
+// by its replication applier: Method "" falls back to the sql method with
+// a warning naming the setting. slave_exec_mode=IDEMPOTENT is set to
+// STRICT for the apply and put back.
+func TestSkippingReplicaSettings(t *testing.T) {
+	t.Parallel()
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "skip-src"})
+	src.Exec(t, baseSQL...)
+	src.Exec(t, afterBaseSQL...)
+	end := record(t, "end", src.DB(t))
+	files := snapshotFiles(t, binlogFiles(t, src), "")
+
+	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "skip-dst", ExtraArgs: []string{"--slave-skip-errors=1062,1032"}})
+	res := apply(t, Params{DSN: dst.DSN, Files: files})
+	if res.Method != MethodSQL || !strings.Contains(strings.Join(res.Warnings, " "), "slave_skip_errors=1032,1062") {
+		t.Errorf("method %q, warnings %v", res.Method, res.Warnings)
+	}
+	sumsEqual(t, "skip errors", testenv.Checksums(t, dst.DB(t)), end.sums)
+
+	// IDEMPOTENT would hide a row the target lacks; STRICT stops.
+	dst2 := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "idem-dst"})
+	dst2.Exec(t, "SET GLOBAL slave_exec_mode = 'IDEMPOTENT'")
+	base := lastGTID(end.gtid)
+	base = base[:strings.LastIndex(base, "-")+1] + "4" // after baseSQL
+	dst2.Exec(t, "CREATE DATABASE b", "CREATE TABLE b.t (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO b.t VALUES (1, 'one'), (3, 'three')") // row 2 missing
+	_, err := Apply(context.Background(), Params{DSN: dst2.DSN, Files: files, StartGTID: base, Method: MethodReplication})
+	if err == nil || !strings.Contains(err.Error(), "applier stopped") {
+		t.Errorf("apply onto a target that lacks a row: %v", err)
+	}
+	var mode string
+	if err := dst2.DB(t).QueryRow("SELECT @@slave_exec_mode").Scan(&mode); err != nil || mode != "IDEMPOTENT" {
+		t.Errorf("slave_exec_mode is %q after the apply (%v)", mode, err)
+	}
+	noPITRConnection(t, dst2)
+}
