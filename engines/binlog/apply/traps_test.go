@@ -329,7 +329,7 @@ func TestSkippingReplicaSettings(t *testing.T) {
 	dst2 := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "idem-dst"})
 	dst2.Exec(t, "SET GLOBAL slave_exec_mode = 'IDEMPOTENT'")
 	base := lastGTID(end.gtid)
-	base = base[:strings.LastIndex(base, "-")+1] + "4" // after baseSQL
+	base = base[:strings.LastIndex(base, "-")+1] + "4"                                                                                           // after baseSQL
 	dst2.Exec(t, "CREATE DATABASE b", "CREATE TABLE b.t (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO b.t VALUES (1, 'one'), (3, 'three')") // row 2 missing
 	_, err := Apply(context.Background(), Params{DSN: dst2.DSN, Files: files, StartGTID: base, Method: MethodReplication})
 	if err == nil || !strings.Contains(err.Error(), "applier stopped") {
