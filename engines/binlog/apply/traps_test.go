@@ -329,8 +329,10 @@ func TestSkippingReplicaSettings(t *testing.T) {
 	dst2 := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "idem-dst"})
 	dst2.Exec(t, "SET GLOBAL slave_exec_mode = 'IDEMPOTENT'")
 	base := lastGTID(end.gtid)
-	base = base[:strings.LastIndex(base, "-")+1] + "4"                                                                                           // after baseSQL
-	dst2.Exec(t, "CREATE DATABASE b", "CREATE TABLE b.t (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO b.t VALUES (1, 'one'), (3, 'three')") // row 2 missing
+	// The target holds the base (after baseSQL, sequence 4) but lacks row 2,
+	// which the files update.
+	base = base[:strings.LastIndex(base, "-")+1] + "4"
+	dst2.Exec(t, "CREATE DATABASE b", "CREATE TABLE b.t (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO b.t VALUES (1, 'one'), (3, 'three')")
 	_, err := Apply(context.Background(), Params{DSN: dst2.DSN, Files: files, StartGTID: base, Method: MethodReplication})
 	if err == nil || !strings.Contains(err.Error(), "applier stopped") {
 		t.Errorf("apply onto a target that lacks a row: %v", err)
