@@ -28,6 +28,10 @@ type Result struct {
 	Warnings     []string
 }
 
+// ioGrace is how long the target's receiver may fail to connect to the
+// source before the apply gives up.
+const ioGrace = 20 * time.Second
+
 // pitrConnection is the replication connection Apply creates on the target
 // and removes afterwards.
 const pitrConnection = "tidemark_pitr"
@@ -345,6 +349,7 @@ func waitApplied(ctx context.Context, conn *sql.Conn, s *source, plan *PlanResul
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	applied := 0
+	var ioFailing time.Time
 	for {
 		progress(Progress{Phase: "apply", Transactions: plan.Transactions, Applied: applied, BytesSent: s.sent.Load(), Bytes: plan.Bytes})
 		if err := ctx.Err(); err != nil {
@@ -357,8 +362,19 @@ func waitApplied(ctx context.Context, conn *sql.Conn, s *source, plan *PlanResul
 		if st["Last_SQL_Errno"] != "0" && st["Last_SQL_Errno"] != "" {
 			return fmt.Errorf("the target's replication applier stopped%s: %s", plan.failedAt(ctx, st["Last_SQL_Error"], s.files), plan.sourceNames(st["Last_SQL_Error"], s.files))
 		}
-		if st["Slave_IO_Running"] == "No" && st["Last_IO_Errno"] != "0" {
+		switch {
+		case st["Slave_IO_Running"] == "No" && st["Last_IO_Errno"] != "0":
 			return fmt.Errorf("the target's replication receiver stopped: %s", st["Last_IO_Error"])
+		case st["Slave_IO_Running"] != "Yes" && st["Last_IO_Errno"] != "0" && st["Last_IO_Errno"] != "":
+			// It retries for ever (master_retry_count); a source it cannot
+			// reach or log into is not going to become reachable.
+			if ioFailing.IsZero() {
+				ioFailing = time.Now()
+			} else if time.Since(ioFailing) > ioGrace {
+				return fmt.Errorf("the target cannot connect to the replication source at %s for %v: %s (with the target on another host, set the serve address to one it can reach)", s.addr(), ioGrace, st["Last_IO_Error"])
+			}
+		default:
+			ioFailing = time.Time{}
 		}
 		if err := s.failed(); err != nil {
 			return fmt.Errorf("serving the binlog files: %w", err)
