@@ -42,12 +42,22 @@ type source struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	sent   atomic.Int64 // bytes of events sent
+	dumps  atomic.Int64 // COM_BINLOG_DUMP requests served
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
 	err    error // first serving failure that is ours (a file that cannot be read)
 }
 
 const sourceFilePrefix = "tidemark-pitr."
+
+// testHookCut, when set (by tests only, never concurrently with other
+// applies), is called after every event sent; true cuts the connection
+// there, as a network failure would.
+var testHookCut func() bool
+
+// testHookDumps, when set, receives the number of dumps a source served
+// when it closes.
+var testHookDumps func(int64)
 
 func sourceFileName(i int) string { return fmt.Sprintf("%s%06d", sourceFilePrefix, i+1) }
 
@@ -76,6 +86,9 @@ func (s *source) addr() *net.TCPAddr { return s.ln.Addr().(*net.TCPAddr) }
 
 // close stops listening and ends every connection; it waits for them.
 func (s *source) close() error {
+	if testHookDumps != nil {
+		defer func() { testHookDumps(s.dumps.Load()) }()
+	}
 	s.cancel()
 	_ = s.ln.Close()
 	s.mu.Lock()
@@ -351,6 +364,7 @@ func (s *source) serve(c net.Conn) error {
 		case comQuery:
 			err = s.query(p, string(pkt[1:]))
 		case comBinlogDump:
+			s.dumps.Add(1)
 			return s.dump(p, pkt[1:])
 		default:
 			err = p.errPacket(1047, fmt.Sprintf("command %d not supported by the Tidemark replication source", pkt[0]))
@@ -465,6 +479,7 @@ func (s *source) dump(p *pconn, req []byte) error {
 	if pos < 4 {
 		pos = 4
 	}
+	s.log.Debug("replication source: dump", "file", name, "pos", pos, "flags", flags)
 	checksum := s.plan.checksum
 	lastEnd := pos
 	lastName := name
@@ -592,6 +607,10 @@ func (s *source) sendFile(p *pconn, i int, from uint64, flags uint16) (bool, uin
 			return false, 0, err
 		}
 		s.sent.Add(int64(len(ev)))
+		if testHookCut != nil && testHookCut() {
+			_ = p.w.Flush() // what was sent arrives, then the cut
+			return false, 0, errors.New("connection cut by a test")
+		}
 		lastEnd = pos + uint64(h.Size)
 	}
 	if rd.fde == nil {
