@@ -124,7 +124,7 @@ func Apply(ctx context.Context, p Params) (*Result, error) {
 			method = MethodReplication
 			err = applyReplication(ctx, db, t, p, plan, res, log, progress)
 			if errors.Is(err, errCannotReplicate) && p.Method == MethodAuto {
-				res.Warnings = append(res.Warnings, fmt.Sprintf("%v; applying through mariadb-binlog | mariadb instead, which is several times slower (grant REPLICATION SLAVE ADMIN, or SUPER, to use the replication applier)", err))
+				res.Warnings = append(res.Warnings, fmt.Sprintf("%v; applying through mariadb-binlog | mariadb instead, which is several times slower", err))
 				method = MethodSQL
 			} else if err != nil {
 				return nil, fmt.Errorf("roll forward to %s: %w", p.Stop, err)
