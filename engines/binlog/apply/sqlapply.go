@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 )
@@ -39,7 +41,7 @@ func applySQL(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DSN, p Par
 	defer func() { _ = conn.Close() }()
 	g := &globals{conn: conn}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60e9)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
 		if perr := g.putBack(cctx); perr != nil {
 			err = errors.Join(err, perr)
@@ -63,13 +65,12 @@ func applySQL(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DSN, p Par
 	case "unix":
 		fmt.Fprintf(&ini, "socket=%s\n", optValue(cfg.Addr))
 	default:
-		host, port, found := strings.Cut(cfg.Addr, ":")
-		if i := strings.LastIndex(cfg.Addr, ":"); i >= 0 {
-			host, port, found = cfg.Addr[:i], cfg.Addr[i+1:], true
+		host, port, err := net.SplitHostPort(cfg.Addr)
+		if err != nil {
+			host, port = cfg.Addr, ""
 		}
-		host = strings.Trim(host, "[]")
 		fmt.Fprintf(&ini, "host=%s\nprotocol=tcp\n", optValue(host))
-		if found {
+		if port != "" {
 			fmt.Fprintf(&ini, "port=%s\n", port)
 		}
 	}
