@@ -1,0 +1,512 @@
+package apply
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tidemark-backup/tidemark/internal/mysqlx"
+)
+
+// Result is what Apply applied.
+type Result struct {
+	Method       string // the method that ran
+	Transactions int
+	Bytes        int64
+	First, Last  Point
+	EndGTID      string // the target's data is at this GTID position
+	Duration     time.Duration
+	Warnings     []string
+}
+
+// ioGrace is how long the target's receiver may fail to connect to the
+// source before the apply gives up.
+const ioGrace = 20 * time.Second
+
+// pitrConnection is the replication connection Apply creates on the target
+// and removes afterwards.
+const pitrConnection = "tidemark_pitr"
+
+// errCannotReplicate: the target refused to replicate from us (privilege,
+// or not MariaDB); MethodAuto falls back to the sql method.
+var errCannotReplicate = errors.New("the target cannot replicate from the Tidemark replication source")
+
+// Apply rolls the target forward: it plans (Plan; a refusal writes
+// nothing), then applies the planned transactions by Params.Method and,
+// with ThenReplicateFrom, starts replicating from a live source at the
+// restored GTID position. Cancelling ctx stops the apply and removes the
+// replication connection; what was applied stays applied.
+//
+// The replication method (MariaDB targets) serves the planned events on a
+// loopback port as a primary would and points a named replication
+// connection, tidemark_pitr, at it (file/position mode, the files renamed
+// tidemark-pitr.NNNNNN by their index); the server's own applier applies
+// rows directly, in parallel with Parallel > 1. Apply waits until the
+// applier has executed the last planned event, then removes the
+// connection and puts back what it changed: slave_parallel_threads,
+// gtid_strict_mode (off while the target binlogs applied transactions
+// whose GTIDs may be lower than its own), server_id (changed when the
+// files hold the target's own id, whose events a replica would drop).
+//
+// The sql method pipes one synthetic binlog (the planned events of every
+// file) through one mariadb-binlog into one mariadb client: one session,
+// so temporary tables survive rotations, but one session also holds every
+// source connection's temporary tables, so two source sessions with
+// same-named temporary tables at once collide (as with any
+// mysqlbinlog | mysql). It is several times slower.
+//
+// Not supported: MySQL targets by the replication method (its replica
+// asks for COM_BINLOG_DUMP_GTID and server UUIDs), MySQL GTID sets as
+// positions, encrypted binlog files, MySQL transaction payload events.
+func Apply(ctx context.Context, p Params) (*Result, error) {
+	began := time.Now()
+	switch p.Method {
+	case MethodAuto, MethodReplication, MethodSQL:
+	default:
+		return nil, fmt.Errorf("roll forward: unknown method %q (use %q or %q)", p.Method, MethodReplication, MethodSQL)
+	}
+	var src *mysqlx.DSN
+	if p.ThenReplicateFrom != "" {
+		var err error
+		if src, err = mysqlx.ParseDSN(p.ThenReplicateFrom); err != nil {
+			return nil, fmt.Errorf("roll forward: --then-replicate-from: %w", err)
+		}
+		if !strings.Contains(src.Addr(), ":") || strings.HasPrefix(src.Addr(), "/") {
+			return nil, fmt.Errorf("roll forward: --then-replicate-from %s: a replica connects over TCP; give tcp(host:port)", src)
+		}
+	}
+	progress := func(pr Progress) {
+		if p.Progress != nil {
+			p.Progress(pr)
+		}
+	}
+	progress(Progress{Phase: "plan"})
+	plan, err := Plan(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	dsn, err := mysqlx.ParseDSN(p.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("roll forward: target: %w", err)
+	}
+	db, err := dsn.Open(nil)
+	if err != nil {
+		return nil, fmt.Errorf("roll forward: target: %w", err)
+	}
+	defer func() { _ = db.Close() }()
+	db.SetMaxOpenConns(2)
+	t, err := probeTarget(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("roll forward: target %s: %w", dsn, err)
+	}
+	res := &Result{Transactions: plan.Transactions, Bytes: plan.Bytes, First: plan.First, Last: plan.Last, EndGTID: plan.EndGTID, Warnings: plan.Warnings}
+	log := p.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+
+	if plan.Transactions > 0 {
+		method := p.Method
+		if method == MethodAuto && !t.mariadb {
+			method = MethodSQL
+			res.Warnings = append(res.Warnings, fmt.Sprintf("the target is not MariaDB (%s): applying through mariadb-binlog | mariadb, which is several times slower than the replication applier", t.version))
+		}
+		if method != MethodSQL {
+			method = MethodReplication
+			err = applyReplication(ctx, db, t, p, plan, res, log, progress)
+			if errors.Is(err, errCannotReplicate) && p.Method == MethodAuto {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("%v; applying through mariadb-binlog | mariadb instead, which is several times slower", err))
+				method = MethodSQL
+			} else if err != nil {
+				return nil, fmt.Errorf("roll forward to %s: %w", p.Stop, err)
+			}
+		}
+		if method == MethodSQL {
+			if err := applySQL(ctx, db, t, dsn, p, plan, res, progress); err != nil {
+				return nil, fmt.Errorf("roll forward to %s (sql method): %w", p.Stop, err)
+			}
+		}
+		res.Method = method
+	}
+	if src != nil {
+		if err := replicateFrom(ctx, db, src, plan.EndGTID); err != nil {
+			return res, fmt.Errorf("roll forward: applied up to %s, but replicating from %s failed: %w", plan.EndGTID, src, err)
+		}
+	}
+	res.Duration = time.Since(began)
+	progress(Progress{Phase: "done", Transactions: plan.Transactions, Applied: plan.Transactions, Bytes: plan.Bytes})
+	return res, nil
+}
+
+// target is what Apply needs to know of the target server.
+type target struct {
+	version         string
+	mariadb         bool
+	serverID        uint32
+	logBin          bool
+	logSlaveUpdates bool
+	strict          bool
+	parallel        int
+	idempotent      bool     // slave_exec_mode is not STRICT
+	inexact         []string // settings that make the applier skip events or errors
+}
+
+func probeTarget(ctx context.Context, db *sql.DB) (*target, error) {
+	t := &target{}
+	var comment string
+	if err := db.QueryRowContext(ctx, "SELECT @@version, @@version_comment, @@server_id, @@log_bin").Scan(&t.version, &comment, &t.serverID, &t.logBin); err != nil {
+		return nil, mysqlx.Translate("reading the server's version", err)
+	}
+	t.mariadb = strings.Contains(strings.ToLower(t.version+" "+comment), "mariadb")
+	if t.mariadb {
+		var skip, execMode string
+		var filters [6]string
+		if err := db.QueryRowContext(ctx, `SELECT @@log_slave_updates, @@gtid_strict_mode, @@slave_parallel_threads, @@slave_skip_errors, @@slave_exec_mode,
+			@@replicate_do_db, @@replicate_ignore_db, @@replicate_do_table, @@replicate_ignore_table, @@replicate_wild_do_table, @@replicate_wild_ignore_table`).Scan(
+			&t.logSlaveUpdates, &t.strict, &t.parallel, &skip, &execMode, &filters[0], &filters[1], &filters[2], &filters[3], &filters[4], &filters[5]); err != nil {
+			return nil, mysqlx.Translate("reading replication settings", err)
+		}
+		t.idempotent = !strings.EqualFold(execMode, "STRICT")
+		// What would make the applier skip events or errors silently.
+		if skip != "" && !strings.EqualFold(skip, "OFF") {
+			t.inexact = append(t.inexact, "slave_skip_errors="+skip)
+		}
+		for i, name := range []string{"replicate_do_db", "replicate_ignore_db", "replicate_do_table", "replicate_ignore_table", "replicate_wild_do_table", "replicate_wild_ignore_table"} {
+			if filters[i] != "" {
+				t.inexact = append(t.inexact, name+"="+filters[i])
+			}
+		}
+	}
+	return t, nil
+}
+
+// quote makes a SQL string literal.
+func quote(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\x00", `\0`).Replace(s) + "'"
+}
+
+// globals remembers global variables changed for the apply and puts them back.
+type globals struct {
+	conn    *sql.Conn
+	restore []string
+}
+
+func (g *globals) set(ctx context.Context, name, old, value string) error {
+	if _, err := g.conn.ExecContext(ctx, "SET GLOBAL "+name+" = "+value); err != nil {
+		return fmt.Errorf("SET GLOBAL %s = %s: %w", name, value, err)
+	}
+	g.restore = append(g.restore, "SET GLOBAL "+name+" = "+old)
+	return nil
+}
+
+func (g *globals) putBack(ctx context.Context) error {
+	var errs []error
+	for i := len(g.restore) - 1; i >= 0; i-- {
+		if _, err := g.conn.ExecContext(ctx, g.restore[i]); err != nil {
+			errs = append(errs, fmt.Errorf("putting back %s: %w", g.restore[i], err))
+		}
+	}
+	g.restore = nil
+	return errors.Join(errs...)
+}
+
+// relaxStrict turns gtid_strict_mode off while the applied transactions are
+// written to the target's binlog: the target's binlog may hold GTIDs of its
+// own in the same domain with higher sequence numbers (a base restored
+// through it), and strict mode refuses to binlog a lower one after them.
+func relaxStrict(ctx context.Context, g *globals, t *target, binlogs bool, res *Result) error {
+	if !t.strict || !binlogs {
+		return nil
+	}
+	if err := g.set(ctx, "gtid_strict_mode", "1", "0"); err != nil {
+		return err
+	}
+	res.Warnings = append(res.Warnings, "gtid_strict_mode was turned off during the apply (and back on after): the target binlogs the applied transactions, whose GTIDs may be lower than ones its binlog already holds")
+	return nil
+}
+
+// applyReplication serves the files as a replication source and lets the
+// target's replication applier apply them.
+func applyReplication(ctx context.Context, db *sql.DB, t *target, p Params, plan *PlanResult, res *Result, log *slog.Logger, progress func(Progress)) (err error) {
+	if !t.mariadb {
+		return fmt.Errorf("%w: the replication method needs a MariaDB target (this is %s)", errCannotReplicate, t.version)
+	}
+	if len(t.inexact) > 0 {
+		return fmt.Errorf("%w: its replica settings would skip events or errors silently (%s; startup options)", errCannotReplicate, strings.Join(t.inexact, ", "))
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return mysqlx.Translate("connecting to the target", err)
+	}
+	defer func() { _ = conn.Close() }()
+	cleanupCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	}
+
+	// A connection left by a crashed earlier apply goes first.
+	_, _ = conn.ExecContext(ctx, "STOP SLAVE "+quote(pitrConnection))
+	_, _ = conn.ExecContext(ctx, "RESET SLAVE "+quote(pitrConnection)+" ALL")
+
+	// The source's server id must differ from the target's, and the
+	// target's from every applied event's: a replica drops events that
+	// carry its own server id.
+	used := map[uint32]bool{t.serverID: true}
+	for _, id := range plan.ServerIDs {
+		used[id] = true
+	}
+	free := func() uint32 {
+		for id := uint32(4294967294); ; id-- {
+			if !used[id] {
+				used[id] = true
+				return id
+			}
+		}
+	}
+	g := &globals{conn: conn}
+	defer func() {
+		cctx, cancel := cleanupCtx()
+		defer cancel()
+		if perr := g.putBack(cctx); perr != nil {
+			err = errors.Join(err, perr)
+		}
+	}()
+	if slices.Contains(plan.ServerIDs, t.serverID) {
+		if err := g.set(ctx, "server_id", strconv.FormatUint(uint64(t.serverID), 10), strconv.FormatUint(uint64(free()), 10)); err != nil {
+			return fmt.Errorf("%w: %w", errCannotReplicate, mysqlx.Translate("changing the server id", err))
+		}
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the files hold transactions of server id %d, the target's own: its server_id was changed during the apply (and put back) so that its replica thread applies them", t.serverID))
+	}
+	host := "127.0.0.1"
+	addr := p.ServeAddr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	} else if h, _, err := net.SplitHostPort(addr); err == nil && h != "" && !net.ParseIP(h).IsUnspecified() {
+		host = h
+	} else if err != nil {
+		return fmt.Errorf("serve address %q: %w", addr, err)
+	} else {
+		return fmt.Errorf("serve address %q: name the address the target connects to, not a wildcard", addr)
+	}
+	s, err := newSource(ctx, addr, p.Files, plan, free(), log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if serr := s.close(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+
+	change := fmt.Sprintf("CHANGE MASTER %s TO MASTER_HOST=%s, MASTER_PORT=%d, MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_LOG_FILE=%s, MASTER_LOG_POS=4, MASTER_USE_GTID=no, MASTER_HEARTBEAT_PERIOD=1, MASTER_CONNECT_RETRY=1, MASTER_SSL=0",
+		quote(pitrConnection), quote(host), s.addr().Port, quote(s.user), quote(s.password), quote(sourceFileName(plan.firstFile)))
+	if _, err := conn.ExecContext(ctx, change); err != nil {
+		if n := mysqlx.ServerErrorNumber(err); n == 1227 || n == 1044 || n == 1045 {
+			return fmt.Errorf("%w: CHANGE MASTER refused: %w", errCannotReplicate, err)
+		}
+		return mysqlx.Translate("CHANGE MASTER", err)
+	}
+	defer func() {
+		cctx, cancel := cleanupCtx()
+		defer cancel()
+		_, serr := conn.ExecContext(cctx, "STOP SLAVE "+quote(pitrConnection))
+		_, rerr := conn.ExecContext(cctx, "RESET SLAVE "+quote(pitrConnection)+" ALL")
+		if cerr := errors.Join(serr, rerr); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("removing the replication connection %s from the target: %w", pitrConnection, cerr))
+		}
+	}()
+	if err := relaxStrict(ctx, g, t, t.logBin && t.logSlaveUpdates, res); err != nil {
+		return err
+	}
+	if t.idempotent { // IDEMPOTENT would pass over missing and duplicate rows
+		if err := g.set(ctx, "slave_exec_mode", "'IDEMPOTENT'", "'STRICT'"); err != nil {
+			return err
+		}
+	}
+	if p.Parallel > 1 && p.Parallel != t.parallel {
+		if err := g.set(ctx, "slave_parallel_threads", strconv.Itoa(t.parallel), strconv.Itoa(p.Parallel)); err != nil {
+			return fmt.Errorf("%w (is another replication connection running on the target? stop it, or apply with Parallel 0)", err)
+		}
+	}
+	if _, err := conn.ExecContext(ctx, "START SLAVE "+quote(pitrConnection)); err != nil {
+		return mysqlx.Translate("START SLAVE", err)
+	}
+	return waitApplied(ctx, conn, s, plan, progress)
+}
+
+// waitApplied polls the replication connection until the last planned
+// transaction is applied, the applier fails, or ctx ends.
+func waitApplied(ctx context.Context, conn *sql.Conn, s *source, plan *PlanResult, progress func(Progress)) error {
+	lastName := sourceFileName(plan.lastFile)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	applied := 0
+	var ioFailing time.Time
+	for {
+		progress(Progress{Phase: "apply", Transactions: plan.Transactions, Applied: applied, BytesSent: s.sent.Load(), Bytes: plan.Bytes})
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		st, err := slaveStatus(ctx, conn, pitrConnection)
+		if err != nil {
+			return err
+		}
+		if st["Last_SQL_Errno"] != "0" && st["Last_SQL_Errno"] != "" {
+			return fmt.Errorf("the target's replication applier stopped%s: %s", plan.failedAt(ctx, st["Last_SQL_Error"], s.files), plan.sourceNames(st["Last_SQL_Error"], s.files))
+		}
+		switch {
+		case st["Slave_IO_Running"] == "No" && st["Last_IO_Errno"] != "0":
+			return fmt.Errorf("the target's replication receiver stopped: %s", st["Last_IO_Error"])
+		case st["Slave_IO_Running"] != "Yes" && st["Last_IO_Errno"] != "0" && st["Last_IO_Errno"] != "":
+			// It retries for ever (master_retry_count); a source it cannot
+			// reach or log into is not going to become reachable.
+			if ioFailing.IsZero() {
+				ioFailing = time.Now()
+			} else if time.Since(ioFailing) > ioGrace {
+				return fmt.Errorf("the target cannot connect to the replication source at %s for %v: %s (with the target on another host, set the serve address to one it can reach)", s.addr(), ioGrace, st["Last_IO_Error"])
+			}
+		default:
+			ioFailing = time.Time{}
+		}
+		if err := s.failed(); err != nil {
+			return fmt.Errorf("serving the binlog files: %w", err)
+		}
+		pos, _ := strconv.ParseUint(st["Exec_Master_Log_Pos"], 10, 64)
+		if st["Relay_Master_Log_File"] == lastName && pos >= plan.lastEnd {
+			return nil
+		}
+		if n, err := strconv.Atoi(strings.TrimPrefix(st["Relay_Master_Log_File"], sourceFilePrefix)); err == nil {
+			applied = plan.appliedUpTo(n-1, pos)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// slaveStatus returns SHOW SLAVE 'name' STATUS by column, plus Gtid_Slave_Pos.
+func slaveStatus(ctx context.Context, conn *sql.Conn, name string) (map[string]string, error) {
+	q := "SHOW SLAVE STATUS"
+	if name != "" {
+		q = "SHOW SLAVE " + quote(name) + " STATUS"
+	}
+	rows, err := conn.QueryContext(ctx, q)
+	if err != nil {
+		return nil, mysqlx.Translate(q, err)
+	}
+	defer func() { _ = rows.Close() }()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	st := map[string]string{}
+	if !rows.Next() {
+		return nil, fmt.Errorf("%s: no such replication connection (removed by someone else?)", q)
+	}
+	vals := make([]sql.RawBytes, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return nil, err
+	}
+	for i, c := range cols {
+		st[c] = string(vals[i])
+	}
+	return st, rows.Err()
+}
+
+// replicateFrom points the target's default replication connection at a
+// live source from the restored GTID position and starts it.
+func replicateFrom(ctx context.Context, db *sql.DB, src *mysqlx.DSN, pos string) error {
+	host, port, err := net.SplitHostPort(src.Addr())
+	if err != nil {
+		return err
+	}
+	cfg := src.Config()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close() }()
+	_, _ = conn.ExecContext(ctx, "STOP SLAVE ''")
+	stmts := []string{
+		"SET GLOBAL gtid_slave_pos = " + quote(pos),
+		fmt.Sprintf("CHANGE MASTER '' TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos",
+			quote(host), port, quote(cfg.User), quote(cfg.Passwd)),
+		"START SLAVE ''",
+	}
+	for _, s := range stmts {
+		if _, err := conn.ExecContext(ctx, s); err != nil {
+			if strings.HasPrefix(s, "CHANGE") {
+				s = "CHANGE MASTER"
+			}
+			return mysqlx.Translate(s, err)
+		}
+	}
+	return nil
+}
+
+var endLogPosRE = regexp.MustCompile(`master log (` + regexp.QuoteMeta(sourceFilePrefix) + `\d+), end_log_pos (\d+)`)
+
+// failedAt names the transaction an applier error message points at (by
+// the served file name and end position) with its GTID and original file:
+// the plan keeps no list of transactions, so that file is read again.
+func (plan *PlanResult) failedAt(ctx context.Context, msg string, files []File) string {
+	m := endLogPosRE.FindStringSubmatch(msg)
+	if m == nil {
+		return ""
+	}
+	pos, _ := strconv.ParseUint(m[2], 10, 64)
+	n, err := strconv.Atoi(strings.TrimPrefix(m[1], sourceFilePrefix))
+	if err != nil || n < 1 || n > len(files) {
+		return ""
+	}
+	var found *Point
+	_, _ = scanFile(ctx, files[n-1], n-1, true, 0, 0, func(Position) {}, func(t txn) {
+		if found == nil && t.start < pos && pos <= t.end {
+			p := t.point(files)
+			found = &p
+		}
+	})
+	if found == nil {
+		return ""
+	}
+	return " in transaction " + found.String()
+}
+
+// sourceNames replaces the served file names in msg by the files' own.
+func (plan *PlanResult) sourceNames(msg string, files []File) string {
+	return endLogPosRE.ReplaceAllStringFunc(msg, func(s string) string {
+		m := endLogPosRE.FindStringSubmatch(s)
+		n, _ := strconv.Atoi(strings.TrimPrefix(m[1], sourceFilePrefix))
+		if n < 1 || n > len(files) {
+			return s
+		}
+		return fmt.Sprintf("master log %s (file %d), end_log_pos %s", files[n-1].Name, n, m[2])
+	})
+}
+
+// appliedUpTo counts the planned transactions that end at or before
+// position pos of file i (0-based), to within checkpointEvery.
+func (plan *PlanResult) appliedUpTo(i int, pos uint64) int {
+	k := sort.Search(len(plan.checkpoints), func(k int) bool {
+		c := plan.checkpoints[k]
+		return c.file > i || (c.file == i && c.end > pos)
+	})
+	if k == 0 {
+		return 0
+	}
+	return plan.checkpoints[k-1].n
+}

@@ -1,0 +1,87 @@
+package apply
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha1"
+	"strings"
+	"testing"
+)
+
+func TestParsePosition(t *testing.T) {
+	p, err := ParsePosition(" 1-2-30, 0-1-100 ")
+	if err != nil || p.String() != "0-1-100,1-2-30" {
+		t.Fatalf("ParsePosition: %v %v", p, err)
+	}
+	if g, ok := p.Get(1); !ok || g.Seq != 30 {
+		t.Errorf("Get(1) = %v %v", g, ok)
+	}
+	if q := p.With(GTID{Domain: 0, Server: 5, Seq: 101}); q.String() != "0-5-101,1-2-30" || p.String() != "0-1-100,1-2-30" {
+		t.Errorf("With: %v (p now %v)", q, p)
+	}
+	for _, bad := range []string{"0-1", "a-b-c", "0-1-2,0-3-4", "3E0F:1-5"} {
+		if _, err := ParsePosition(bad); err == nil {
+			t.Errorf("ParsePosition(%q) accepted", bad)
+		}
+	}
+	if p, err := ParsePosition(""); err != nil || len(p) != 0 {
+		t.Errorf("empty position: %v %v", p, err)
+	}
+}
+
+func TestIsStmt(t *testing.T) {
+	for q, want := range map[string]bool{
+		"COMMIT": true, "commit": true, " COMMIT /* implicit */": true, "ROLLBACK": true,
+		"ROLLBACK TO SAVEPOINT s": false, "ROLLBACK TO `s`": false, "COMMITTED": false, "BEGIN": false,
+	} {
+		if got := isStmt([]byte(q), "COMMIT") || isStmt([]byte(q), "ROLLBACK"); got != want {
+			t.Errorf("%q ends a transaction: %v, want %v", q, got, want)
+		}
+	}
+}
+
+// TestWritePacketSplits: a payload of 16 MiB - 1 or more goes out as
+// several packets, the last one shorter than 16 MiB - 1 (empty if need be),
+// with consecutive sequence numbers.
+func TestWritePacketSplits(t *testing.T) {
+	for _, n := range []int{10, maxPacket - 2, maxPacket - 1, maxPacket, 2 * maxPacket} {
+		var buf bytes.Buffer
+		p := &pconn{w: bufio.NewWriter(&buf), seq: 3}
+		body := bytes.Repeat([]byte{'x'}, n-1)
+		if err := p.writePacket([]byte{0}, body); err != nil {
+			t.Fatal(err)
+		}
+		_ = p.w.Flush()
+		r := &pconn{r: bufio.NewReader(&buf)}
+		got, err := r.readPacket()
+		if err != nil || len(got) != n || got[0] != 0 {
+			t.Errorf("payload of %d: read back %d bytes, %v", n, len(got), err)
+		}
+		wantPackets := n/maxPacket + 1
+		if r.seq != byte(3+wantPackets) {
+			t.Errorf("payload of %d: next sequence number %d, want %d", n, r.seq, 3+wantPackets)
+		}
+	}
+}
+
+func TestCheckNativePassword(t *testing.T) {
+	scramble := []byte(strings.Repeat("abcd", 5))
+	// The client side of mysql_native_password, as the replica computes it.
+	h1 := sha1Sum([]byte("secret"))
+	h2 := sha1Sum(h1)
+	h3 := sha1Sum(append(append([]byte(nil), scramble...), h2...))
+	for i := range h3 {
+		h3[i] ^= h1[i]
+	}
+	if !checkNativePassword(scramble, "secret", h3) {
+		t.Error("the right password was refused")
+	}
+	if checkNativePassword(scramble, "other", h3) || checkNativePassword(scramble, "secret", nil) {
+		t.Error("a wrong password was accepted")
+	}
+}
+
+func sha1Sum(b []byte) []byte {
+	h := sha1.Sum(b)
+	return h[:]
+}
