@@ -165,7 +165,9 @@ func (h *agentHub) overlay(j *v1.Job) (*v1.Job, <-chan struct{}) {
 	defer h.mu.Unlock()
 	ch := h.progressed
 	p := h.progress[j.GetId()]
-	if st := h.streams[j.GetId()]; p == nil && st != nil && catalog.SameLease(st.lease, j.GetLease()) {
+	if st := h.streams[j.GetId()]; st != nil && catalog.SameLease(st.lease, j.GetLease()) {
+		// A stream's heartbeat report is newer and says more than the
+		// progress it sent when it started.
 		p = streamProgress(st.report, st.at)
 	}
 	l := h.leases[j.GetId()]

@@ -101,13 +101,17 @@ func pitrParams(r *catalog.Read, p *v1.RestoreParams) (*v1.RestoreParams, error)
 	return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q has no complete backup: a point-in-time restore starts from one", p.GetSourceInstance())
 }
 
-// backupPoint is when a backup is consistent: its consistency point's time,
-// else when it finished.
+// backupPoint is when a backup is consistent: its consistency point's
+// time, else when it finished; the zero time when the record has neither
+// (then it is taken as before any target).
 func backupPoint(b *v1.Backup) time.Time {
 	if t := b.GetConsistency().GetTime(); t != nil {
 		return t.AsTime()
 	}
-	return b.GetFinishedAt().AsTime()
+	if t := b.GetFinishedAt(); t != nil {
+		return t.AsTime()
+	}
+	return time.Time{}
 }
 
 func completeBackup(r *catalog.Read, id string) (*v1.Backup, error) {
