@@ -57,6 +57,7 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newInstancesCmd(s),
 		newJobsCmd(s),
 		newJobCmd(s),
+		newBinlogCmd(s),
 		newDevCmd(s),
 	)
 	return root
