@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/tidemark-backup/tidemark/agent"
 	"github.com/tidemark-backup/tidemark/controller/client"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -35,15 +36,24 @@ type ArchiveGap struct {
 	Reason           string
 }
 
-// BinlogArchiveStatus reads an instance's archive from the repository at
-// uri; the binary wires it to engines/binlog (OpenArchive, Status). Nil:
-// `tidemark binlog status` through the controller prints what the agents
-// reported (no archived range, no gaps).
-//
-// It is a variable, not a flag or a config field, because it is code the
-// binary links in, like a registry entry: cmd/tidemark sets it once before
-// running the command tree.
-var BinlogArchiveStatus func(ctx context.Context, uri, instance string) (*ArchiveStatus, error)
+// Wiring is the engine code the binary links into the command tree
+// (cmd/tidemark passes it to MainWith): the binlog engine's entry points,
+// which the agent, the controller side and the CLI reach only through these
+// consumer-side shapes. A nil field makes the commands that need it say so
+// (a stream job keeps retrying with "no binlog engine wired in" as its
+// error; a point-in-time restore job fails).
+type Wiring struct {
+	// BinlogStreamer runs the agent's binlog stream jobs
+	// (engines/binlog.Stream).
+	BinlogStreamer agent.BinlogStreamer
+	// PITRRestorer runs the agent's point-in-time restore jobs (a base
+	// restore, then engines/binlog/apply).
+	PITRRestorer agent.PITRRestorer
+	// BinlogArchiveStatus reads an instance's archive from the repository
+	// at uri (engines/binlog.OpenArchive, then Status); `tidemark binlog
+	// status` uses it for the archived range and the gaps.
+	BinlogArchiveStatus func(ctx context.Context, uri, instance string) (*ArchiveStatus, error)
+}
 
 // newBinlogFleetCmds are `tidemark binlog start|stop|status` through the
 // controller.
@@ -247,8 +257,8 @@ one object.`,
 					arch    *ArchiveStatus
 					archErr error
 				)
-				if uri := r.GetStream().GetRepositoryUri(); BinlogArchiveStatus != nil && uri != "" {
-					arch, archErr = BinlogArchiveStatus(ctx, uri, r.GetStream().GetInstance())
+				if uri := r.GetStream().GetRepositoryUri(); s.wiring.BinlogArchiveStatus != nil && uri != "" {
+					arch, archErr = s.wiring.BinlogArchiveStatus(ctx, uri, r.GetStream().GetInstance())
 				}
 				out := binlogStatusJSON(instance, r, arch, archErr, time.Now())
 				if f.output == "json" {
@@ -301,7 +311,7 @@ func printBinlogStatus(s *streams, r *v1.GetBinlogStatusResponse, out map[string
 		why := "the binlog engine is not linked into this tidemark"
 		if e, ok := out["repository_error"].(string); ok {
 			why = "repository: " + e
-		} else if BinlogArchiveStatus != nil {
+		} else if s.wiring.BinlogArchiveStatus != nil {
 			why = "no repository recorded for the stream"
 		}
 		row("archived range", "unknown ("+why+")")
