@@ -183,14 +183,16 @@ func TestBinlogStreamJob(t *testing.T) {
 	}
 }
 
-// drain skips the first n values of ch and returns a channel with the next.
+// drain returns a channel with the n-th value of ch (the ones before are
+// dropped).
 func drain(ch chan error, n int) <-chan error {
 	out := make(chan error, 1)
 	go func() {
-		for range n - 1 {
-			<-ch
+		var err error
+		for range n {
+			err = <-ch
 		}
-		out <- <-ch
+		out <- err
 	}()
 	return out
 }

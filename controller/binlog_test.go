@@ -119,8 +119,11 @@ func TestBinlogStream(t *testing.T) {
 	// seconds costs at most one Raft entry per commit interval.
 	testenv.WaitFor(t, "the first commit", 5*time.Second, func() error {
 		st, err := c.Control.GetBinlogStatus(ctx, &v1.GetBinlogStatusRequest{Instance: "db1"})
-		if err != nil || st.GetStream().GetUpdatedAt() == nil {
-			return fmt.Errorf("status %v, %v", st, err)
+		if err != nil {
+			return err
+		}
+		if st.GetStream().GetUpdatedAt() == nil {
+			return fmt.Errorf("status %v: nothing committed yet", st)
 		}
 		return nil
 	})

@@ -59,7 +59,9 @@ func (c *cluster) waitGTID(db *testenv.MariaDB, d time.Duration) time.Duration {
 	return time.Since(start)
 }
 
-func runsStarted(agent *testenv.Child) int { return strings.Count(agent.Log(), "fakebinlog: run started") }
+func runsStarted(agent *testenv.Child) int {
+	return strings.Count(agent.Log(), "fakebinlog: run started")
+}
 
 // TestBinlogStreamProcesses runs a binlog stream job through three
 // controller processes and an agent process (with a streamer double that
