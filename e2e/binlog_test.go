@@ -64,12 +64,13 @@ func runsStarted(agent *testenv.Child) int {
 }
 
 // TestBinlogStreamProcesses runs a binlog stream job through three
-// controller processes and an agent process (with a streamer double that
-// reports the real server's position as durable): the watermark reaches
-// `tidemark instances` within seconds of a commit, Raft commits it at most
-// once per interval, a leader's death does not restart the stream (one run,
-// same lease), an agent restart resumes it at once, and `binlog stop` ends
-// it.
+// controller processes and two agent processes serving a `cluster` label
+// group of two servers (with a streamer double that reports the real
+// server's position as durable): the stream is one for the group and gets
+// both servers; the watermark reaches `tidemark instances` within seconds of
+// a commit, Raft commits it at most once per interval, a leader's death does
+// not restart the stream (one run, same lease), an agent restart resumes it
+// at once, and `binlog stop` ends it.
 func TestBinlogStreamProcesses(t *testing.T) {
 	fake := buildFakeBinlog(t)
 	db := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "binlog"})
@@ -98,12 +99,32 @@ func TestBinlogStreamProcesses(t *testing.T) {
 		return nil
 	})
 	c.agent.Path = fake
+	c.agent.Args = append(c.agent.Args, "--labels", "cluster=g1")
 	c.agent.Start()
+	// A second server of the group, on its own agent.
+	db2 := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "binlog2"})
+	a2 := newProc(t, "agent2", "agent", "--controller", c.addrs, "--name", "db2", "--mysql", db2.DSN, "--repo", c.repo,
+		"--labels", "cluster=g1", "--log-level", "debug")
+	a2.Path = fake
+	a2.Start()
+	testenv.WaitFor(t, "both agents to connect", 20*time.Second, func() error {
+		r := must(t, 10*time.Second, append([]string{"agents", "-o", "json"}, c.ctl()...)...)
+		if strings.Count(r.out, `"connected":true`) != 2 {
+			return fmt.Errorf("agents: %s", r.out)
+		}
+		return nil
+	})
 
 	r := must(t, 20*time.Second, append([]string{"binlog", "start", "--instance", "db", "--flush", "200ms"}, c.ctl()...)...)
 	id := lastLine(r.out)
+	if r := tm(t, 20*time.Second, append([]string{"binlog", "start", "--instance", "db2"}, c.ctl()...)...); r.code == 0 || !strings.Contains(r.err, id) {
+		t.Errorf("a second stream in the group: exit %d, stderr %q (want a refusal naming %s)", r.code, r.err, id)
+	}
 	j := c.waitState(id, 20*time.Second, v1.JobState_JOB_STATE_RUNNING)
 	lease := j.GetLease()
+	if l := c.agent.Log(); !strings.Contains(l, fmt.Sprintf("servers=127.0.0.1:%d,127.0.0.1:%d", db.Port, db2.Port)) {
+		t.Errorf("the stream was not given both servers of the group (own first); agent log:\n%s", c.agent.LogTail())
+	}
 	insert()
 	t.Logf("a commit reached `tidemark instances` in %s (flush 200ms, heartbeat 200ms)", c.waitGTID(db, 10*time.Second).Round(time.Millisecond))
 
@@ -160,8 +181,13 @@ func TestBinlogStreamProcesses(t *testing.T) {
 	}
 
 	st := decode[map[string]any](t, must(t, 10*time.Second, append([]string{"binlog", "status", "--instance", "db", "-o", "json"}, c.ctl()...)...))
-	if st["job_id"] != id || st["streaming"] != true || st["gtid_position"] == "" || st["last_event_time"] == nil || st["rpo_seconds"] == nil {
+	if srcs, _ := st["sources"].([]any); st["job_id"] != id || st["streaming"] != true || st["gtid_position"] == "" ||
+		st["last_event_time"] == nil || st["rpo_seconds"] == nil || len(srcs) != 2 {
 		t.Errorf("binlog status: %v", st)
+	}
+	// The group's other member shows the same stream.
+	if b := c.instanceBinlog("db2"); b == nil || b["job_id"] != id {
+		t.Errorf("db2's binlog in instances: %v", b)
 	}
 	text := must(t, 10*time.Second, append([]string{"instances"}, c.ctl()...)...).out
 	if !strings.Contains(text, "RPO") {

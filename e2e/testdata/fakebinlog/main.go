@@ -15,6 +15,7 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/tidemark-backup/tidemark/agent"
@@ -27,7 +28,13 @@ func main() {
 }
 
 func stream(ctx context.Context, p agent.BinlogStreamParams) (err error) {
-	p.Logger.Info("fakebinlog: run started", "instance", p.Instance, "dsns", len(p.DSNs), "flush", p.Flush)
+	var servers []string
+	for _, s := range p.DSNs {
+		if d, err := mysqlx.ParseDSN(s); err == nil {
+			servers = append(servers, d.Addr())
+		}
+	}
+	p.Logger.Info("fakebinlog: run started", "instance", p.Instance, "servers", strings.Join(servers, ","), "flush", p.Flush)
 	defer func() { p.Logger.Info("fakebinlog: run ended", "instance", p.Instance, "err", err) }()
 	d, err := mysqlx.ParseDSN(p.DSNs[0])
 	if err != nil {
