@@ -189,7 +189,26 @@ func TestBinlogStream(t *testing.T) {
 		t.Fatalf("attempt %d after two expiries", n)
 	}
 	defer func() { a1.close() }()
-	a1.setStream(job.GetId(), streamReport(seq, time.Now()))
+	// A failing run, retried by the agent: its error shows in the job (what
+	// `tidemark jobs` prints) and in the binlog status.
+	failing := streamReport(seq, time.Now())
+	failing.LastError, failing.LastErrorAt, failing.Failures = "dial tcp 10.0.0.9:3306: connection refused", timestamppb.Now(), 3
+	failing.RetryAt = timestamppb.New(time.Now().Add(8 * time.Second))
+	a1.setStream(job.GetId(), failing)
+	testenv.WaitFor(t, "the stream's error in the job and the binlog status", 5*time.Second, func() error {
+		j := getJob(t, c, job.GetId())
+		if !strings.Contains(j.GetProgress().GetPhase(), "after 3 failed run(s): dial tcp 10.0.0.9:3306: connection refused") {
+			return fmt.Errorf("phase %q", j.GetProgress().GetPhase())
+		}
+		st, err := c.Control.GetBinlogStatus(ctx, &v1.GetBinlogStatusRequest{Instance: "db1"})
+		if err != nil {
+			return err
+		}
+		if st.GetStream().GetFailures() != 3 || !strings.Contains(st.GetStream().GetLastError(), "connection refused") {
+			return fmt.Errorf("stream %v", st.GetStream())
+		}
+		return nil
+	})
 
 	// Stop through the other member of the group.
 	stop, err := c.Control.StopBinlogStream(ctx, &v1.StopBinlogStreamRequest{Instance: "db2", Reason: "binlog stop by test"})
