@@ -233,7 +233,7 @@ func (a *Agent) probeAll(ctx context.Context) *probed {
 				a.log.Warn("capability probe", "instance", n, "warning", w)
 			}
 			insts[i] = &v1.Instance{Name: n, Agent: a.cfg.Name, Labels: a.cfg.Labels,
-				Capabilities: res.Capabilities, Server: res.Server}
+				Capabilities: res.Capabilities, Server: res.Server, Address: tcpAddr(a.dsns[n])}
 		})
 	}
 	wg.Wait()

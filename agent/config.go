@@ -62,6 +62,18 @@ type Config struct {
 	// to stop and their results to be acknowledged.
 	ShutdownTimeout time.Duration
 
+	// StreamBackoffMin and StreamBackoffMax bound the wait before a failed
+	// binlog stream is started again (doubling; back to the minimum after
+	// a run that made progress).
+	StreamBackoffMin, StreamBackoffMax time.Duration
+
+	// BinlogStreamer runs binlog stream jobs and PITRRestorer point-in-time
+	// restore jobs: the binlog engine, wired in by the binary (the agent
+	// package does not import it). Nil: such jobs fail (a stream keeps
+	// retrying with the error visible in `tidemark jobs`).
+	BinlogStreamer BinlogStreamer
+	PITRRestorer   PITRRestorer
+
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -78,6 +90,8 @@ func DefaultConfig() Config {
 		ProgressInterval:  time.Second,
 		ProbeTimeout:      15 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
+		StreamBackoffMin:  time.Second,
+		StreamBackoffMax:  time.Minute,
 	}
 }
 
@@ -142,6 +156,8 @@ type fileConfig struct {
 	ProgressInterval  string            `json:"progress_interval" yaml:"progress_interval"`
 	ProbeTimeout      string            `json:"probe_timeout" yaml:"probe_timeout"`
 	ShutdownTimeout   string            `json:"shutdown_timeout" yaml:"shutdown_timeout"`
+	StreamBackoffMin  string            `json:"stream_backoff_min" yaml:"stream_backoff_min"`
+	StreamBackoffMax  string            `json:"stream_backoff_max" yaml:"stream_backoff_max"`
 }
 
 // LoadFile applies a YAML or JSON config file (JSON when the name ends in
@@ -211,6 +227,8 @@ func (c *Config) LoadFile(path string) error {
 		{"progress_interval", f.ProgressInterval, &c.ProgressInterval},
 		{"probe_timeout", f.ProbeTimeout, &c.ProbeTimeout},
 		{"shutdown_timeout", f.ShutdownTimeout, &c.ShutdownTimeout},
+		{"stream_backoff_min", f.StreamBackoffMin, &c.StreamBackoffMin},
+		{"stream_backoff_max", f.StreamBackoffMax, &c.StreamBackoffMax},
 	} {
 		if d.v == "" {
 			continue
@@ -330,6 +348,7 @@ func (c Config) Validate() error {
 		{"heartbeat_interval", c.HeartbeatInterval}, {"connect_timeout", c.ConnectTimeout},
 		{"backoff_min", c.BackoffMin}, {"backoff_max", c.BackoffMax}, {"progress_interval", c.ProgressInterval},
 		{"probe_timeout", c.ProbeTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
+		{"stream_backoff_min", c.StreamBackoffMin}, {"stream_backoff_max", c.StreamBackoffMax},
 	} {
 		if d.v <= 0 {
 			bad("%s %s: must be positive", d.name, d.v)
@@ -337,6 +356,9 @@ func (c Config) Validate() error {
 	}
 	if c.BackoffMin > 0 && c.BackoffMax < c.BackoffMin {
 		bad("backoff_max %s: must be at least backoff_min (%s)", c.BackoffMax, c.BackoffMin)
+	}
+	if c.StreamBackoffMin > 0 && c.StreamBackoffMax < c.StreamBackoffMin {
+		bad("stream_backoff_max %s: must be at least stream_backoff_min (%s)", c.StreamBackoffMax, c.StreamBackoffMin)
 	}
 	return errors.Join(errs...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,12 +28,19 @@ type job struct {
 	progress     atomic.Pointer[v1.JobProgress]
 	progressKick chan struct{}
 
+	// A binlog stream's state for heartbeats; its messages are replaced,
+	// never changed, so a copy of the struct may be sent.
+	streamMu sync.Mutex
+	stream   v1.StreamReport
+
 	// Guarded by Agent.mu.
 	result     *v1.JobResultReport // set once the attempt ended
 	superseded bool                // a newer lease replaced it: never report
 }
 
-func (j *job) running() *v1.RunningJob { return &v1.RunningJob{JobId: j.id, Lease: j.lease} }
+func (j *job) running() *v1.RunningJob {
+	return &v1.RunningJob{JobId: j.id, Lease: j.lease, Stream: j.streamReport()}
+}
 
 func leaseString(l *v1.LeaseToken) string {
 	return fmt.Sprintf("%d/%d", l.GetTerm(), l.GetIndex())
@@ -114,6 +122,10 @@ func (a *Agent) assign(m *v1.JobAssignment) {
 				a.discardManifest(old, rep, log.With("old_lease", leaseString(old.lease)))
 			}
 		}
+		if jb.GetKind() == v1.JobKind_JOB_KIND_BINLOG_STREAM {
+			a.runStream(ctx, j, log)
+			return
+		}
 		a.runJob(ctx, j, log)
 	}()
 }
@@ -135,16 +147,21 @@ func (a *Agent) runJob(ctx context.Context, j *job, log *slog.Logger) {
 	default:
 		log.Info("job starting", "kind", j.job.GetKind().String(), "instance", inst)
 		stopProgress := a.reportProgress(ctx, j)
-		res, err = runner.Run(ctx, runner.Params{
-			Job: j.job, Lease: j.lease, DSN: dsn, OpenRepo: a.openRepo, Parallel: a.cfg.Parallel,
-			Progress: func(p *v1.JobProgress) {
-				j.progress.Store(p)
-				select {
-				case j.progressKick <- struct{}{}:
-				default:
-				}
-			},
-		})
+		progress := func(p *v1.JobProgress) {
+			j.progress.Store(p)
+			select {
+			case j.progressKick <- struct{}{}:
+			default:
+			}
+		}
+		if rp := j.job.GetRestore(); rp != nil && rp.GetStopAt() != nil {
+			res, err = a.runPITR(ctx, j, dsn, progress, log)
+		} else {
+			res, err = runner.Run(ctx, runner.Params{
+				Job: j.job, Lease: j.lease, DSN: dsn, OpenRepo: a.openRepo, Parallel: a.cfg.Parallel,
+				Progress: progress,
+			})
+		}
 		stopProgress()
 	}
 	if err != nil && ctx.Err() != nil {

@@ -277,9 +277,14 @@ func newRestoreCmd(s *streams) *cobra.Command {
 		controller   string
 		toInstance   string
 		noWait       bool
+		source       string
+		fromBackup   string
+		toTime       string
+		toGTID       string
+		toPosition   string
 	)
 	cmd := &cobra.Command{
-		Use:   "restore BACKUP_ID",
+		Use:   "restore [BACKUP_ID]",
 		Short: "Restore a backup into a MySQL or MariaDB server",
 		Long: `Restore a backup into a server (--to-mysql DSN), reading the repository here.
 
@@ -288,10 +293,57 @@ instance's agent runs (with the same filters), and follows it to its end
 (--no-wait: print the job id). With --controller and --to-mysql the controller
 only tells where the backup is (its repository URI, unless --repo is given)
 and the restore runs here: the agents cannot restore onto a server that is
-not a catalog instance.`,
-		Args: cobra.ExactArgs(1),
+not a catalog instance.
+
+Point in time, through the controller: --instance NAME with one of
+--to-time 'YYYY-MM-DD HH:MM:SS' (UTC unless the value has an offset, e.g.
+'2026-12-03 10:00:00+02:00'; RFC 3339 too), --to-gtid G or --to-position
+FILE:POS, and --to-instance TARGET. The controller picks the newest complete
+backup of NAME consistent at or before the target (or --from-backup ID, or
+BACKUP_ID) and the target's agent restores it, then replays NAME's archived
+binlog up to the point: --to-time includes every transaction at or before
+it, --to-gtid includes that GTID, --to-position stops before the event at
+that position.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			pitr := &v1.RestoreParams{SourceInstance: source, TargetInstance: toInstance}
+			isPITR, err := pitrTarget(pitr, toTime, toGTID, toPosition)
+			if err != nil {
+				return err
+			}
+			if len(args) == 1 {
+				if fromBackup != "" && fromBackup != args[0] {
+					return &UserError{Msg: fmt.Sprintf("give the base backup once: %s or --from-backup %s", args[0], fromBackup)}
+				}
+				fromBackup = args[0]
+			}
+			if isPITR || source != "" {
+				if !isPITR {
+					return &UserError{Msg: "--instance NAME restores NAME to a point in time: give --to-time, --to-gtid or --to-position"}
+				}
+				if toInstance == "" || dsn != "" {
+					return &UserError{Msg: "a point-in-time restore runs through the controller onto a catalog instance: give --to-instance TARGET (not --to-mysql)"}
+				}
+				if source == "" && fromBackup == "" {
+					return &UserError{Msg: "--instance NAME is required: the instance whose backup and binlog archive to restore"}
+				}
+				rename, err := parseRenames(renames)
+				if err != nil {
+					return err
+				}
+				pitr.BackupId = fromBackup
+				pitr.Parallelism = uint32(max(parallel, 0))
+				pitr.Databases, pitr.Tables, pitr.RenameDatabases = splitList(databases), splitList(tables), rename
+				pitr.DropExisting, pitr.IncludeUsers = dropExisting, includeUsers
+				return controllerRestore(ctx, s, controller, toInstance, !noWait, pitr)
+			}
+			if len(args) == 0 && fromBackup != "" {
+				args = []string{fromBackup}
+			}
+			if len(args) == 0 {
+				return &UserError{Msg: "BACKUP_ID is required (or --instance NAME with --to-time, --to-gtid or --to-position for a point-in-time restore)"}
+			}
 			if toInstance != "" {
 				if dsn != "" {
 					return &UserError{Msg: "give --to-instance NAME (a restore job on its agent) or --to-mysql DSN (a restore run here), not both"}
@@ -369,6 +421,11 @@ not a catalog instance.`,
 	controllerFlag(cmd, &controller)
 	cmd.Flags().StringVar(&toInstance, "to-instance", "", "restore through the controller onto this catalog instance (its agent runs the job)")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "with --to-instance: print the job id and return instead of following the job")
+	cmd.Flags().StringVar(&source, "instance", "", "point in time: the instance whose backup and binlog archive to restore")
+	cmd.Flags().StringVar(&fromBackup, "from-backup", "", "point in time: the base backup (default: the newest complete one at or before the target)")
+	cmd.Flags().StringVar(&toTime, "to-time", "", "point in time: 'YYYY-MM-DD HH:MM:SS' (UTC unless it has an offset) or RFC 3339")
+	cmd.Flags().StringVar(&toGTID, "to-gtid", "", "point in time: up to and including this GTID (MariaDB 0-1-100, MySQL uuid:1-100)")
+	cmd.Flags().StringVar(&toPosition, "to-position", "", "point in time: up to (not including) the event at FILE:POS")
 	return cmd
 }
 

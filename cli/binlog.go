@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tidemark-backup/tidemark/controller/client"
 	"github.com/tidemark-backup/tidemark/engines/binlog"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
@@ -26,6 +27,7 @@ func newBinlogCmd(s *streams) *cobra.Command {
 		Short: "Archive binary logs continuously and read the archive back",
 	}
 	cmd.AddCommand(newBinlogStreamCmd(s), newBinlogStatusCmd(s), newBinlogFetchCmd(s))
+	cmd.AddCommand(newBinlogFleetCmds(s)...)
 	return cmd
 }
 
@@ -142,17 +144,29 @@ func newBinlogStatusCmd(s *streams) *cobra.Command {
 	var (
 		rf       repoFlags
 		instance string
-		output   string
+		f        fleetFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Per instance: the archived range, last event time, GTID position, file/position, RPO and gaps",
-		Args:  cobra.NoArgs,
+		Long: `With --repo, reads the archive straight from the repository (no controller
+needed): every instance, or --instance NAME. Without --repo, asks the
+controller (--controller or TIDEMARK_CONTROLLER) about --instance NAME: the
+stream job, its durable watermark and RPO, and the archived range and gaps
+when this tidemark can open the stream's repository.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			output := f.output
 			if err := checkOutput(output); err != nil {
 				return err
 			}
 			ctx := cmd.Context()
+			if rf.uri == "" {
+				if f.controller == "" && os.Getenv(client.EnvController) == "" {
+					return &UserError{Msg: "give --repo URI (read the archive directly) or --controller ADDR / TIDEMARK_CONTROLLER (ask the fleet)"}
+				}
+				return fleetBinlogStatus(ctx, s, &f, instance)
+			}
 			repo, closeRepo, err := rf.open(ctx)
 			if err != nil {
 				return err
@@ -183,8 +197,8 @@ func newBinlogStatusCmd(s *streams) *cobra.Command {
 		},
 	}
 	rf.register(cmd)
-	cmd.Flags().StringVar(&instance, "instance", "", "only this instance (default: every instance in the repository)")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVar(&instance, "instance", "", "only this instance (default with --repo: every instance in the repository)")
+	f.register(cmd)
 	return cmd
 }
 

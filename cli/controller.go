@@ -71,6 +71,8 @@ RemoveMember).`,
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often agents heartbeat")
 	f.DurationVar(&cfg.LeaseDuration, "lease-duration", cfg.LeaseDuration, "how long a job lease and an agent session live without a heartbeat")
 	f.Uint32Var(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts per job (a lost lease starts the next one)")
+	f.DurationVar(&cfg.WatermarkCommitInterval, "watermark-commit-interval", cfg.WatermarkCommitInterval,
+		"least time between two Raft commits of the binlog streams' watermarks (agents report them with every heartbeat)")
 	f.DurationVar(&cfg.ApplyTimeout, "apply-timeout", cfg.ApplyTimeout, "longest a write waits for a Raft commit before it fails as unavailable")
 	f.DurationVar(&cfg.Raft.HeartbeatTimeout, "raft-heartbeat-timeout", cfg.Raft.HeartbeatTimeout, "Raft: follower timeout before an election")
 	f.DurationVar(&cfg.Raft.ElectionTimeout, "raft-election-timeout", cfg.Raft.ElectionTimeout, "Raft: candidate timeout before a new election")

@@ -183,7 +183,14 @@ func newInstancesCmd(s *streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "instances",
 		Short: "List the database instances the agents serve",
-		Args:  cobra.NoArgs,
+		Long: `List the database instances the agents serve, with their server, binlog
+format, role, labels and RPO: how far behind now the binlog stream's last
+durable event is ("no stream" without one; "pending" before its first flush).
+-o json prints a list of objects with "name", "agent", "labels",
+"capabilities", "updated_at" and "binlog" (null without a stream, else
+"stream", "job_id", "rpo_seconds", "last_event_time", "gtid_position",
+"file", "position", "durable_at", "last_error").`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
 				list, err := listAll(func(tok string) ([]*v1.Instance, string, error) {
@@ -193,26 +200,32 @@ func newInstancesCmd(s *streams) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				now := time.Now()
 				if f.output == "json" {
 					out := make([]map[string]any, 0, len(list))
 					for _, in := range list {
 						out = append(out, map[string]any{
 							"name": in.GetName(), "agent": in.GetAgent(), "labels": nonNilLabels(in.GetLabels()),
 							"capabilities": capsJSON(in.GetCapabilities()), "updated_at": tsJSON(in.GetUpdatedAt()),
+							"address": in.GetAddress(), "binlog": instanceStreamJSON(in.GetBinlog(), now),
 						})
 					}
 					return json.NewEncoder(s.out).Encode(out)
 				}
 				tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tAGENT\tSERVER\tBINLOG\tREPLICA\tLABELS")
+				fmt.Fprintln(tw, "NAME\tAGENT\tSERVER\tBINLOG\tREPLICA\tRPO\tLABELS")
 				for _, in := range list {
 					cp := in.GetCapabilities()
 					binlog := "off"
 					if cp.GetBinlogEnabled() {
 						binlog = cp.GetBinlogFormat()
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\n", in.GetName(), in.GetAgent(),
-						strings.TrimSpace(cp.GetFlavor()+" "+cp.GetVersion()), binlog, cp.GetIsReplica(), labelsText(in.GetLabels()))
+					r, _ := rpo(in.GetBinlog(), in.GetBinlog() != nil, now)
+					if e := in.GetBinlog().GetLastError(); e != "" && in.GetBinlog().GetFailures() > 0 {
+						r += " (failing)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\t%s\n", in.GetName(), in.GetAgent(),
+						strings.TrimSpace(cp.GetFlavor()+" "+cp.GetVersion()), binlog, cp.GetIsReplica(), r, labelsText(in.GetLabels()))
 				}
 				return tw.Flush()
 			})
@@ -220,6 +233,22 @@ func newInstancesCmd(s *streams) *cobra.Command {
 	}
 	f.register(cmd)
 	return cmd
+}
+
+// instanceStreamJSON is the "binlog" field of an instance in JSON: the
+// stream that covers it, or null.
+func instanceStreamJSON(st *v1.BinlogStream, now time.Time) any {
+	if st == nil {
+		return nil
+	}
+	wm := st.GetWatermark()
+	_, sec := rpo(st, true, now)
+	return map[string]any{
+		"stream": st.GetInstance(), "job_id": st.GetJobId(), "rpo_seconds": sec,
+		"last_event_time": tsJSON(wm.GetLastEventTime()), "gtid_position": wm.GetGtid(), "file": wm.GetFile(),
+		"position": wm.GetPosition(), "durable_at": tsJSON(wm.GetDurableAt()), "last_error": st.GetLastError(),
+		"failures": st.GetFailures(), "cluster": st.GetCluster(),
+	}
 }
 
 // lower turns an enum value name into its lower-case short form.
@@ -243,6 +272,22 @@ func jobJSON(j *v1.Job) map[string]any {
 	}
 	if r := j.GetRestore(); r != nil {
 		out["restore_backup_id"] = r.GetBackupId()
+		switch st := r.GetStopAt().(type) {
+		case *v1.RestoreParams_StopAtTime:
+			out["to_time"] = tsJSON(st.StopAtTime)
+		case *v1.RestoreParams_StopAtGtidSet:
+			out["to_gtid"] = st.StopAtGtidSet
+		case *v1.RestoreParams_StopAtPosition:
+			out["to_position"] = fmt.Sprintf("%s:%d", st.StopAtPosition.GetFile(), st.StopAtPosition.GetPosition())
+		}
+		if r.GetSourceInstance() != "" {
+			out["source_instance"] = r.GetSourceInstance()
+		}
+	}
+	if b := j.GetBinlogStream(); b != nil {
+		out["cluster"] = b.GetCluster()
+		out["flush"] = b.GetFlush().AsDuration().String()
+		out["status"] = jobReason(j)
 	}
 	if p := j.GetProgress(); p != nil {
 		out["progress"] = map[string]any{"phase": p.GetPhase(), "bytes_done": p.GetBytesDone(), "bytes_total": p.GetBytesTotal(), "rows_done": p.GetRowsDone()}
@@ -285,7 +330,7 @@ func newJobsCmd(s *streams) *cobra.Command {
 				for _, j := range jobs {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", j.GetId(), jobKind(j.GetKind()), j.GetInstance(),
 						jobState(j.GetState()), j.GetAttempt(), dash(j.GetAgent()), tsText(j.GetCreatedAt()),
-						dash(j.GetResult().GetBackupId()), dash(j.GetReason()))
+						dash(j.GetResult().GetBackupId()), dash(jobReason(j)))
 				}
 				return tw.Flush()
 			})
@@ -294,6 +339,16 @@ func newJobsCmd(s *streams) *cobra.Command {
 	f.register(cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "only jobs on this instance")
 	return cmd
+}
+
+// jobReason is a job's reason, or for an active binlog stream (never in a
+// final state) how it is doing: its position, or its last error and next
+// retry.
+func jobReason(j *v1.Job) string {
+	if j.GetReason() == "" && j.GetKind() == v1.JobKind_JOB_KIND_BINLOG_STREAM && !terminal(j.GetState()) {
+		return j.GetProgress().GetPhase()
+	}
+	return j.GetReason()
 }
 
 func dash(s string) string {
@@ -569,7 +624,12 @@ func controllerRestore(ctx context.Context, s *streams, controller, instance str
 		_, err := fmt.Fprintln(s.out, id)
 		return err
 	}
-	fmt.Fprintf(s.err, "restore job %s submitted: backup %s onto instance %s\n", id, params.GetBackupId(), instance)
+	if params.GetStopAt() != nil {
+		rp := r.GetJob().GetRestore()
+		fmt.Fprintf(s.err, "point-in-time restore job %s submitted: %s onto instance %s\n", id, pitrDescription(rp), instance)
+	} else {
+		fmt.Fprintf(s.err, "restore job %s submitted: backup %s onto instance %s\n", id, params.GetBackupId(), instance)
+	}
 	j, err := watchJob(ctx, s, controller, id)
 	if err != nil {
 		return err

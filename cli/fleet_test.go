@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestFleetCommandsBadInput checks the fleet commands' mistakes that need
@@ -31,10 +32,50 @@ func TestFleetCommandsBadInput(t *testing.T) {
 		{[]string{"restore", "b1", "--to-instance", "db"}, "no controller address"},
 		{[]string{"restore", "b1", "--to-mysql", "root@tcp(127.0.0.1:1)/", "--controller", closed}, "no Tidemark controller answers"},
 		{[]string{"dev"}, "--mysql DSN is required"},
+		{[]string{"binlog", "start", "--controller", closed}, "--instance NAME is required"},
+		{[]string{"binlog", "start", "--controller", closed, "--instance", "db", "--flush", "1h"}, "--flush 1h0m0s: must be between 10ms and 10m"},
+		{[]string{"binlog", "start", "--controller", closed, "--instance", "db"}, "no Tidemark controller answers"},
+		{[]string{"binlog", "stop", "--controller", closed}, "--instance NAME is required"},
+		{[]string{"binlog", "status", "--controller", closed}, "--instance NAME is required"},
+		{[]string{"binlog", "status", "--controller", closed, "--instance", "db"}, "no Tidemark controller answers"},
+		{[]string{"restore", "--instance", "db", "--to-time", "03/12/2026 10:00", "--to-instance", "t"},
+			`--to-time "03/12/2026 10:00": expected 'YYYY-MM-DD HH:MM:SS' (UTC), or with an offset`},
+		{[]string{"restore", "--instance", "db", "--to-time", "2026-12-03 10:00:00", "--to-gtid", "0-1-5", "--to-instance", "t"}, "give one of --to-time, --to-gtid and --to-position"},
+		{[]string{"restore", "--instance", "db", "--to-gtid", "0-1", "--to-instance", "t"}, `--to-gtid "0-1": expected a MariaDB GTID position`},
+		{[]string{"restore", "--instance", "db", "--to-position", "bin.000001", "--to-instance", "t"}, "expected FILE:POS"},
+		{[]string{"restore", "--instance", "db", "--to-position", "bin.000001:2", "--to-instance", "t"}, "position 4 or later"},
+		{[]string{"restore", "--instance", "db", "--to-instance", "t"}, "give --to-time, --to-gtid or --to-position"},
+		{[]string{"restore", "--instance", "db", "--to-time", "2026-12-03 10:00:00", "--to-mysql", "root@tcp(127.0.0.1:1)/"}, "give --to-instance TARGET"},
+		{[]string{"restore", "--to-time", "2026-12-03 10:00:00", "--to-instance", "t"}, "--instance NAME is required"},
+		{[]string{"restore", "--instance", "db", "--to-time", "2026-12-03 10:00:00", "--to-instance", "t", "--controller", closed}, "no Tidemark controller answers"},
+		{[]string{"restore"}, "BACKUP_ID is required"},
 	} {
 		code, _, errs := run(t, tc.args...)
 		if code == 0 || !strings.Contains(errs, tc.want) {
 			t.Errorf("tidemark %s: exit %d, stderr %q, want %q", strings.Join(tc.args, " "), code, errs, tc.want)
+		}
+	}
+}
+
+// TestParseToTime: --to-time is UTC unless the value carries an offset.
+func TestParseToTime(t *testing.T) {
+	for in, want := range map[string]time.Time{
+		"2026-12-03 10:00:00":        time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC),
+		" 2026-12-03 10:00:00.5 ":    time.Date(2026, 12, 3, 10, 0, 0, 5e8, time.UTC),
+		"2026-12-03 10:00:00+02:00":  time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC),
+		"2026-12-03 10:00:00 -05:00": time.Date(2026, 12, 3, 15, 0, 0, 0, time.UTC),
+		"2026-12-03T10:00:00Z":       time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC),
+		"2026-12-03T10:00:00+01:00":  time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC),
+		"2026-12-03T10:00:00":        time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC),
+	} {
+		got, err := parseToTime(in)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("parseToTime(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "2026-12-03", "10:00:00", "2026-13-03 10:00:00", "yesterday"} {
+		if _, err := parseToTime(bad); err == nil || !strings.Contains(err.Error(), "'YYYY-MM-DD HH:MM:SS' (UTC)") {
+			t.Errorf("parseToTime(%q): %v", bad, err)
 		}
 	}
 }

@@ -22,15 +22,22 @@ func (e *UserError) Error() string { return e.Msg }
 func (e *UserError) Unwrap() error { return e.Err }
 
 // streams carries the process's standard streams so commands never touch the
-// os globals and tests can run the tree in-process.
+// os globals and tests can run the tree in-process, and the engines the
+// binary linked in.
 type streams struct {
 	in       io.Reader
 	out, err io.Writer
+	wiring   Wiring
 }
 
-// NewRoot builds the command tree.
+// NewRoot builds the command tree with nothing wired in (see Wiring).
 func NewRoot(in io.Reader, out, errw io.Writer) *cobra.Command {
-	s := &streams{in: in, out: out, err: errw}
+	return NewRootWith(Wiring{}, in, out, errw)
+}
+
+// NewRootWith builds the command tree with w's engines.
+func NewRootWith(w Wiring, in io.Reader, out, errw io.Writer) *cobra.Command {
+	s := &streams{in: in, out: out, err: errw, wiring: w}
 	root := &cobra.Command{
 		Use:   "tidemark",
 		Short: "Backup and point-in-time recovery for fleets of MySQL and MariaDB servers",
@@ -57,17 +64,22 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newInstancesCmd(s),
 		newJobsCmd(s),
 		newJobCmd(s),
-		newDevCmd(s),
 		newBinlogCmd(s),
+		newDevCmd(s),
 	)
 	return root
 }
 
 // Main runs the command tree and returns the process exit code.
 func Main(args []string, in io.Reader, out, errw io.Writer) int {
+	return MainWith(Wiring{}, args, in, out, errw)
+}
+
+// MainWith is Main with w's engines wired in.
+func MainWith(w Wiring, args []string, in io.Reader, out, errw io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	root := NewRoot(in, out, errw)
+	root := NewRootWith(w, in, out, errw)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
 		var ue *UserError

@@ -38,6 +38,10 @@ type agentHub struct {
 	sessions map[string]*session // by agent name
 	leases   map[string]*lease   // by job id
 	progress map[string]*v1.JobProgress
+	// streams holds the latest report of every binlog stream job, by job
+	// id, as heartbeats bring it; commitStreams writes the ones that moved.
+	streams     map[string]*streamLatest
+	commitEvery time.Duration
 	// progressed is closed (and replaced) whenever progress changes, so
 	// WatchJob wakes up without polling.
 	progressed chan struct{}
@@ -61,6 +65,7 @@ func newAgentHub(node hubNode, nodeID string, cfg Config) *agentHub {
 	return &agentHub{
 		node: node, log: cfg.Logger.With("node", nodeID), nodeID: nodeID, ttl: cfg.LeaseDuration, heartbeat: cfg.HeartbeatInterval,
 		relayRepo: cfg.Repo, sessions: map[string]*session{}, leases: map[string]*lease{}, progress: map[string]*v1.JobProgress{},
+		streams: map[string]*streamLatest{}, commitEvery: cfg.WatermarkCommitInterval,
 		progressed: make(chan struct{}), kick: make(chan struct{}, 1),
 	}
 }
@@ -94,6 +99,7 @@ func (h *agentHub) revoke(leaderID string) {
 		delete(h.leases, id)
 	}
 	clear(h.progress)
+	clear(h.streams)
 	addr := ""
 	if leaderID != "" && leaderID != h.nodeID {
 		addr = h.node.memberAddr(leaderID)
@@ -144,6 +150,7 @@ func (h *agentHub) setProgress(jobID string, p *v1.JobProgress) {
 	defer h.mu.Unlock()
 	if p == nil {
 		delete(h.progress, jobID)
+		delete(h.streams, jobID) // the attempt is over; a new one reports afresh
 	} else {
 		h.progress[jobID] = p
 	}
@@ -158,6 +165,11 @@ func (h *agentHub) overlay(j *v1.Job) (*v1.Job, <-chan struct{}) {
 	defer h.mu.Unlock()
 	ch := h.progressed
 	p := h.progress[j.GetId()]
+	if st := h.streams[j.GetId()]; st != nil && catalog.SameLease(st.lease, j.GetLease()) {
+		// A stream's heartbeat report is newer and says more than the
+		// progress it sent when it started.
+		p = streamProgress(st.report, st.at)
+	}
 	l := h.leases[j.GetId()]
 	if p == nil && (l == nil || !catalog.SameLease(l.token, j.GetLease())) {
 		return j, ch
@@ -424,16 +436,31 @@ func (h *agentHub) register(ctx context.Context, seq uint64, reg *v1.Register, a
 	for _, rj := range reg.GetRunning() {
 		listed[rj.GetJobId()] = true
 	}
-	for _, j := range h.node.catalog().Read().JobsInState(v1.JobState_JOB_STATE_ASSIGNED) {
-		if j.GetAgent() == name && !listed[j.GetId()] {
-			ss.send(assignmentMsg(j))
+	// Assigned jobs the agent does not list never reached it; a running
+	// binlog stream it does not list was lost with the agent's restart and
+	// resumes at once under the same lease (a stream is idempotent: it
+	// continues from what the repository holds), instead of waiting for
+	// the lease to expire.
+	r = h.node.catalog().Read()
+	for _, j := range r.ActiveJobs() {
+		if j.GetAgent() != name || listed[j.GetId()] {
+			continue
+		}
+		if j.GetState() == v1.JobState_JOB_STATE_ASSIGNED ||
+			(j.GetState() == v1.JobState_JOB_STATE_RUNNING && fsm.Continuous(j.GetKind())) {
+			ss.send(h.assignmentMsg(r, j))
 		}
 	}
 	h.kickAssigner()
 	return ss, nil
 }
 
-func assignmentMsg(j *v1.Job) *v1.ControllerMessage {
+// assignmentMsg is the JobAssignment of j's current attempt. A binlog
+// stream's gets the servers of its group as the catalog has them now.
+func (h *agentHub) assignmentMsg(r *catalog.Read, j *v1.Job) *v1.ControllerMessage {
+	if j.GetBinlogStream() != nil {
+		j = withSources(r, j)
+	}
 	return &v1.ControllerMessage{Msg: &v1.ControllerMessage_AssignJob{AssignJob: &v1.JobAssignment{Job: j, Lease: j.GetLease()}}}
 }
 
@@ -467,6 +494,9 @@ func (h *agentHub) checkRunning(ss *session, running []*v1.RunningJob) {
 		case catalog.SameLease(rj.GetLease(), j.GetLease()) && catalog.Terminal(j.GetState()):
 			continue // its result is recorded; the Ack may be on its way
 		case catalog.SameLease(rj.GetLease(), j.GetLease()) && j.GetAgent() == ss.name:
+			if rj.GetStream() != nil && j.GetKind() == v1.JobKind_JOB_KIND_BINLOG_STREAM {
+				h.noteStream(j, rj.GetStream())
+			}
 			if !h.renew(j.GetId(), rj.GetLease()) {
 				// A lease the timers do not know yet (assigned while this
 				// leader was taking over): start its timer now.

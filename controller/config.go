@@ -50,6 +50,13 @@ type Config struct {
 	LeaseDuration time.Duration
 	// MaxAttempts is the attempts a job gets (one more per lost lease).
 	MaxAttempts uint32
+	// WatermarkCommitInterval is the least time between two commits of the
+	// binlog streams' watermarks: agents report a stream's watermark in
+	// every heartbeat, the leader keeps the latest in memory and writes
+	// every stream that moved in one Raft entry at most this often. A
+	// leader change loses at most this much of the committed RPO history
+	// (the agents report the latest again at once).
+	WatermarkCommitInterval time.Duration
 	// ApplyTimeout bounds a write: enqueueing it into Raft and waiting for
 	// its commit. With no quorum a write fails after at most this long.
 	ApplyTimeout time.Duration
@@ -91,12 +98,13 @@ type RaftConfig struct {
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
 	return Config{
-		JoinTimeout:       30 * time.Second,
-		HeartbeatInterval: 5 * time.Second,
-		LeaseDuration:     20 * time.Second,
-		MaxAttempts:       2,
-		ApplyTimeout:      10 * time.Second,
-		RaftLogLevel:      "info",
+		JoinTimeout:             30 * time.Second,
+		HeartbeatInterval:       5 * time.Second,
+		LeaseDuration:           20 * time.Second,
+		MaxAttempts:             2,
+		WatermarkCommitInterval: 5 * time.Second,
+		ApplyTimeout:            10 * time.Second,
+		RaftLogLevel:            "info",
 		Raft: RaftConfig{
 			HeartbeatTimeout:   time.Second,
 			ElectionTimeout:    time.Second,
@@ -158,6 +166,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxAttempts < 1 {
 		bad("--max-attempts must be at least 1")
+	}
+	if c.WatermarkCommitInterval < 10*time.Millisecond {
+		bad("--watermark-commit-interval %s: must be at least 10ms (a few seconds keeps the Raft log small)", c.WatermarkCommitInterval)
 	}
 	if c.ApplyTimeout <= 0 {
 		bad("--apply-timeout must be positive")

@@ -6,7 +6,6 @@ import (
 	"io"
 	"maps"
 	"strconv"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -150,6 +149,17 @@ func (c *controlService) ListAgents(ctx context.Context, req *v1.ListAgentsReque
 }
 
 func (c *controlService) ListInstances(ctx context.Context, req *v1.ListInstancesRequest) (*v1.ListInstancesResponse, error) {
+	if !c.s.isLeader() && !wasForwarded(ctx) && !req.GetConsistent() {
+		// The binlog streams' latest watermarks (the RPO) are in the
+		// leader's memory; a follower that cannot reach it answers with the
+		// committed ones.
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := forward(fctx, c.s, req, v1.ControlServiceClient.ListInstances)
+		cancel()
+		if err == nil {
+			return resp, nil
+		}
+	}
 	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
 		if fwd {
 			return forward(ctx, c.s, req, v1.ControlServiceClient.ListInstances)
@@ -171,7 +181,7 @@ func (c *controlService) ListInstances(ctx context.Context, req *v1.ListInstance
 	if err != nil {
 		return nil, err
 	}
-	return &v1.ListInstancesResponse{Instances: p, NextPageToken: next}, nil
+	return &v1.ListInstancesResponse{Instances: c.s.fillStreams(r, p), NextPageToken: next}, nil
 }
 
 func (c *controlService) ListBackups(ctx context.Context, req *v1.ListBackupsRequest) (*v1.ListBackupsResponse, error) {
@@ -376,21 +386,27 @@ func (c *controlService) SubmitRestore(ctx context.Context, req *v1.SubmitRestor
 		return forward(ctx, s, req, v1.ControlServiceClient.SubmitRestore)
 	}
 	p := req.GetParams()
-	if p.GetBackupId() == "" || p.GetTargetInstance() == "" {
-		return nil, toStatus(invalid("params.backup_id and params.target_instance are required"))
+	if p.GetTargetInstance() == "" {
+		return nil, toStatus(invalid("params.target_instance is required"))
+	}
+	if p.GetBackupId() == "" && p.GetStopAt() == nil {
+		return nil, toStatus(invalid("params.backup_id is required (or a point-in-time target with params.source_instance)"))
 	}
 	if err := checkRepo(p.GetRepositoryUri()); err != nil {
 		return nil, toStatus(err)
 	}
+	r := s.fsm.Store().Read()
+	if p.GetStopAt() != nil {
+		var err error
+		if p, err = pitrParams(r, p); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	// Only a complete backup the catalog knows is restored, from where it
 	// was written: the target's agent may use another repository.
-	b, err := s.fsm.Store().Read().Backup(p.GetBackupId())
+	b, err := completeBackup(r, p.GetBackupId())
 	if err != nil {
-		return nil, toStatus(catalog.Errorf(catalog.ErrNotFound, "backup %s is not in the catalog: see `tidemark backups`", p.GetBackupId()))
-	}
-	if b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE {
-		return nil, toStatus(catalog.Errorf(catalog.ErrConflict, "backup %s is %s, not complete: only a complete backup can be restored",
-			b.GetId(), strings.ToLower(strings.TrimPrefix(b.GetStatus().String(), "BACKUP_STATUS_"))))
+		return nil, toStatus(err)
 	}
 	p = proto.CloneOf(p)
 	if p.RepositoryUri == "" {
@@ -415,11 +431,20 @@ func (c *controlService) CancelJob(ctx context.Context, req *v1.CancelJobRequest
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.CancelJob)
 	}
-	old, err := s.fsm.Store().Read().Job(req.GetId())
+	j, err := s.cancelJob(ctx, req.GetId(), req.GetReason())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	reason := req.GetReason()
+	return &v1.CancelJobResponse{Job: j}, nil
+}
+
+// cancelJob cancels a job on the leader and tells its agent to stop the
+// attempt.
+func (s *Server) cancelJob(ctx context.Context, id, reason string) (*v1.Job, error) {
+	old, err := s.fsm.Store().Read().Job(id)
+	if err != nil {
+		return nil, err
+	}
 	if reason == "" {
 		reason = "cancelled"
 	}
@@ -427,7 +452,7 @@ func (c *controlService) CancelJob(ctx context.Context, req *v1.CancelJobRequest
 		JobId: old.GetId(), State: v1.JobState_JOB_STATE_CANCELLED, Reason: reason, UpdatedAt: now(),
 	}}})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	h := s.agents
 	h.dropLease(old.GetId())
@@ -440,7 +465,7 @@ func (c *controlService) CancelJob(ctx context.Context, req *v1.CancelJobRequest
 		}
 	}
 	h.kickAssigner()
-	return &v1.CancelJobResponse{Job: resp.Value.(*v1.Job)}, nil
+	return resp.Value.(*v1.Job), nil
 }
 
 func (c *controlService) AddMember(ctx context.Context, req *v1.AddMemberRequest) (*v1.AddMemberResponse, error) {

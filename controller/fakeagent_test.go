@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -39,11 +40,19 @@ type fakeAgent struct {
 	hbMu    sync.Mutex
 	paused  bool
 	running map[string]*v1.LeaseToken
+	streams map[string]*v1.StreamReport // binlog stream reports sent with the heartbeats
 }
 
 // connectAgent registers name with the cluster at addrs: it tries each
 // address and follows a follower's leader hint, like the real agent.
 func connectAgent(t *testing.T, addrs []string, name string, running ...*v1.RunningJob) (*fakeAgent, error) {
+	t.Helper()
+	return connectAgentLabeled(t, addrs, name, nil, running...)
+}
+
+// connectAgentLabeled is connectAgent for an agent with labels besides
+// dc=test (e.g. cluster=NAME, which makes its instance one of a group).
+func connectAgentLabeled(t *testing.T, addrs []string, name string, labels map[string]string, running ...*v1.RunningJob) (*fakeAgent, error) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	tried := map[string]int{}
@@ -57,7 +66,7 @@ func connectAgent(t *testing.T, addrs []string, name string, running ...*v1.Runn
 		addr := queue[0]
 		queue = queue[1:]
 		tried[addr]++
-		a, leader, err := tryAgent(t, addr, name, running)
+		a, leader, err := tryAgent(t, addr, name, labels, running)
 		if err == nil {
 			return a, nil
 		}
@@ -79,7 +88,7 @@ func (r *refusedError) Error() string {
 	return fmt.Sprintf("refused: code %d: %s (leader %q)", r.e.GetCode(), r.e.GetMessage(), r.e.GetLeader())
 }
 
-func tryAgent(t *testing.T, addr, name string, running []*v1.RunningJob) (*fakeAgent, string, error) {
+func tryAgent(t *testing.T, addr, name string, labels map[string]string, running []*v1.RunningJob) (*fakeAgent, string, error) {
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, "", err
@@ -91,12 +100,15 @@ func tryAgent(t *testing.T, addr, name string, running []*v1.RunningJob) (*fakeA
 		_ = cc.Close()
 		return nil, "", err
 	}
-	a := &fakeAgent{t: t, name: name, addr: addr, cc: cc, stream: stream, cancel: cancel, changed: make(chan struct{}), running: map[string]*v1.LeaseToken{}}
+	a := &fakeAgent{t: t, name: name, addr: addr, cc: cc, stream: stream, cancel: cancel, changed: make(chan struct{}), running: map[string]*v1.LeaseToken{},
+		streams: map[string]*v1.StreamReport{}}
 	for _, r := range running {
 		a.running[r.GetJobId()] = r.GetLease()
 	}
+	all := map[string]string{"dc": "test"}
+	maps.Copy(all, labels)
 	a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_Register{Register: &v1.Register{
-		Name: name, Labels: map[string]string{"dc": "test"}, Running: running,
+		Name: name, Labels: all, Running: running,
 		Capabilities: &v1.Capabilities{Flavor: "mariadb", Version: "10.11.6"},
 	}}})
 	first, err := stream.Recv()
@@ -166,7 +178,7 @@ func (a *fakeAgent) heartbeatLoop(ctx context.Context) {
 		}
 		hb := &v1.Heartbeat{}
 		for id, l := range a.running {
-			hb.Running = append(hb.Running, &v1.RunningJob{JobId: id, Lease: l})
+			hb.Running = append(hb.Running, &v1.RunningJob{JobId: id, Lease: l, Stream: a.streams[id]})
 		}
 		a.hbMu.Unlock()
 		a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_Heartbeat{Heartbeat: hb}})
@@ -187,6 +199,13 @@ func (a *fakeAgent) setRunning(jobID string, l *v1.LeaseToken) {
 	} else {
 		a.running[jobID] = l
 	}
+}
+
+// setStream sets the stream report the heartbeats carry for a job.
+func (a *fakeAgent) setStream(jobID string, r *v1.StreamReport) {
+	a.hbMu.Lock()
+	defer a.hbMu.Unlock()
+	a.streams[jobID] = r
 }
 
 func (a *fakeAgent) close() {

@@ -77,6 +77,9 @@ func (s *Server) lead(ctx context.Context) {
 	}
 	s.agents.establish()
 	s.publishAddress(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.agents.commitLoop(ctx) })
+	defer wg.Wait()
 	s.agents.assignLoop(ctx)
 }
 
@@ -152,7 +155,7 @@ func (h *agentHub) assignPending(ctx context.Context) {
 			h.armLease(nj.GetId(), nj.GetLease(), ss.name, h.ttl)
 		}
 		h.mu.Unlock()
-		ss.send(assignmentMsg(nj))
+		ss.send(h.assignmentMsg(h.node.catalog().Read(), nj))
 		h.log.Info("job assigned", "job", nj.GetId(), "agent", ss.name, "attempt", nj.GetAttempt(), "lease", catalog.LeaseString(nj.GetLease()))
 	}
 }

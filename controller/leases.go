@@ -80,7 +80,7 @@ func (h *agentHub) expire(jobID string, token *v1.LeaseToken) {
 		h.dropLease(jobID)
 		return
 	}
-	retry := j.GetAttempt() < fsm.MaxAttempts(j)
+	retry := j.GetAttempt() < fsm.MaxAttempts(j) || fsm.Continuous(j.GetKind())
 	resp, err := h.node.apply(context.Background(), &v1.Command{Cmd: &v1.Command_ExpireLease{ExpireLease: &v1.ExpireLease{
 		JobId: jobID, Lease: token, ExpiredAt: now(), Retry: retry,
 	}}})

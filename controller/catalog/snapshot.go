@@ -11,11 +11,12 @@ import (
 // The records are shared with the store and must not be changed.
 func (r *Read) Dump() *v1.CatalogSnapshot {
 	return &v1.CatalogSnapshot{
-		Agents:    r.Agents(),
-		Instances: r.Instances(),
-		Backups:   all[*v1.Backup](r, backupsTableName, "id"),
-		Jobs:      all[*v1.Job](r, jobsTableName, "id"),
-		Members:   r.Members(),
+		Agents:        r.Agents(),
+		Instances:     r.Instances(),
+		Backups:       all[*v1.Backup](r, backupsTableName, "id"),
+		Jobs:          all[*v1.Job](r, jobsTableName, "id"),
+		Members:       r.Members(),
+		BinlogStreams: r.BinlogStreams(),
 	}
 }
 
@@ -46,6 +47,9 @@ func Load(snap *v1.CatalogSnapshot) (*Store, error) {
 		return nil, err
 	}
 	if err := put("members", len(snap.GetMembers()), func(i int) error { return w.PutMember(snap.Members[i]) }); err != nil {
+		return nil, err
+	}
+	if err := put("binlog streams", len(snap.GetBinlogStreams()), func(i int) error { return w.PutBinlogStream(snap.BinlogStreams[i]) }); err != nil {
 		return nil, err
 	}
 	w.Commit()

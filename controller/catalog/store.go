@@ -17,7 +17,7 @@ type Store struct {
 
 // tables lists every table's schema; each lives in the file of its table.
 var tables = []func() *memdb.TableSchema{
-	agentsTable, instancesTable, backupsTable, jobsTable, membersTable,
+	agentsTable, instancesTable, backupsTable, jobsTable, membersTable, binlogStreamsTable,
 }
 
 func schema() *memdb.DBSchema {

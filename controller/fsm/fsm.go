@@ -99,6 +99,8 @@ func dispatch(w *catalog.Write, e entry, cmd *v1.Command) (proto.Message, error)
 		return applyUpsertMember(w, c.UpsertMember)
 	case *v1.Command_RemoveMember:
 		return applyRemoveMember(w, c.RemoveMember)
+	case *v1.Command_RecordWatermarks:
+		return applyRecordWatermarks(w, c.RecordWatermarks)
 	default:
 		panic(fmt.Sprintf("fsm: command %T has no applier (entry %d)", c, e.Index))
 	}

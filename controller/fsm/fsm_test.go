@@ -166,7 +166,84 @@ func script(t *testing.T) *node {
 		Id: "imported-1", Instance: "db2", Engine: "logical", Status: v1.BackupStatus_BACKUP_STATUS_COMPLETE, StartedAt: ts(0)}, RecordedAt: ts(8 * time.Second)}}})
 	n.ok(submitBackup("j3", "db1-replica", 9*time.Second))
 	n.ok(updateCmd(&v1.UpdateJobState{JobId: "j3", State: v1.JobState_JOB_STATE_CANCELLED, Reason: "cancelled by test", UpdatedAt: ts(10 * time.Second)}))
+	n.ok(submitStream("s1", "db2", 11*time.Second))
+	s1 := n.ok(assign("s1", "db2", 12*time.Second)).(*v1.Job)
+	n.ok(watermarks(13*time.Second, wm(s1, "0-1-10", 12*time.Second, "")))
 	return n
+}
+
+func submitStream(id, instance string, at time.Duration) *v1.Command {
+	return &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: &v1.Job{
+		Id: id, Kind: v1.JobKind_JOB_KIND_BINLOG_STREAM, Instance: instance, State: v1.JobState_JOB_STATE_PENDING,
+		CreatedAt: ts(at), UpdatedAt: ts(at), Params: &v1.Job_BinlogStream{BinlogStream: &v1.BinlogStreamParams{}},
+	}}}}
+}
+
+// wm is a stream entry of RecordWatermarks for job j's current lease.
+func wm(j *v1.Job, gtid string, durable time.Duration, lastErr string) *v1.BinlogStream {
+	return &v1.BinlogStream{Instance: j.GetInstance(), JobId: j.GetId(), Lease: j.GetLease(), LastError: lastErr,
+		Watermark: &v1.StreamWatermark{Instance: j.GetInstance(), Gtid: gtid, File: "bin.000001", Position: 4,
+			LastEventTime: ts(durable - time.Second), DurableAt: ts(durable)}}
+}
+
+func watermarks(at time.Duration, streams ...*v1.BinlogStream) *v1.Command {
+	return &v1.Command{Cmd: &v1.Command_RecordWatermarks{RecordWatermarks: &v1.RecordWatermarks{Streams: streams, RecordedAt: ts(at)}}}
+}
+
+// TestBinlogStreamJob: a stream job is one per instance and per cluster
+// group, sits beside a backup, is never done (an expiry or a result sends
+// it back to pending whatever max_attempts says), and its watermarks are
+// fenced by its lease and never move backwards.
+func TestBinlogStreamJob(t *testing.T) {
+	n := newNode(t)
+	n.ok(register("a1", "db1", "db2", "solo"))
+	for _, name := range []string{"db1", "db2"} {
+		n.ok(&v1.Command{Cmd: &v1.Command_UpsertInstance{UpsertInstance: &v1.UpsertInstance{
+			Instance: &v1.Instance{Name: name, Agent: "a1", Labels: map[string]string{"cluster": "c1"}}, UpdatedAt: ts(0)}}})
+	}
+	n.ok(submitStream("s1", "db1", time.Second))
+	n.fails(submitStream("s2", "db1", 2*time.Second), catalog.ErrConflict, `instance "db1" already has binlog stream job s1 (pending)`)
+	n.fails(submitStream("s2", "db2", 2*time.Second), catalog.ErrConflict, `instance "db2" is in cluster "c1", whose binlog stream job s1 (pending) runs for instance "db1"`)
+	n.ok(submitStream("s3", "solo", 2*time.Second))
+	n.ok(submitBackup("b1", "db1", 3*time.Second)) // a backup runs beside the stream
+
+	s1 := n.ok(assign("s1", "a1", 4*time.Second)).(*v1.Job)
+	n.ok(watermarks(5*time.Second, wm(s1, "0-1-5", 5*time.Second, "")))
+	// Lease expiries, more than max_attempts: always back to pending.
+	for i := range 4 {
+		at := time.Duration(10+2*i) * time.Second
+		n.ok(expire("s1", s1.GetLease(), true, at))
+		if j := n.job("s1"); j.GetState() != v1.JobState_JOB_STATE_PENDING {
+			t.Fatalf("after expiry %d: %v", i+1, j)
+		}
+		s1 = n.ok(assign("s1", "a1", at+time.Second)).(*v1.Job)
+	}
+	// A watermark under a superseded lease is skipped, one under the
+	// current lease applies, an older one does not move it back.
+	stale := wm(s1, "0-1-99", 30*time.Second, "")
+	stale.Lease = &v1.LeaseToken{Term: 1, Index: 1, JobId: "s1"}
+	got := n.ok(watermarks(31*time.Second, stale, wm(s1, "0-1-20", 30*time.Second, "connection refused"))).(*v1.RecordWatermarks)
+	if len(got.GetStreams()) != 1 || got.GetStreams()[0].GetWatermark().GetGtid() != "0-1-20" {
+		t.Fatalf("applied %v", got)
+	}
+	n.ok(watermarks(32*time.Second, wm(s1, "0-1-7", 6*time.Second, "")))
+	rec, err := n.fsm.Store().Read().BinlogStream("db1")
+	if err != nil || rec.GetWatermark().GetGtid() != "0-1-20" || rec.GetLastError() != "" || rec.GetJobId() != "s1" {
+		t.Fatalf("stream record %v, %v", rec, err)
+	}
+	// An agent's result ends the attempt, not the job.
+	u := update("s1", s1.GetLease(), v1.JobState_JOB_STATE_FAILED, 40*time.Second)
+	u.Result = &v1.JobResult{Error: "agent shutting down"}
+	if j := n.ok(updateCmd(u)).(*v1.Job); j.GetState() != v1.JobState_JOB_STATE_PENDING || j.GetLease() != nil ||
+		j.GetPreviousAttempts()[len(j.GetPreviousAttempts())-1].GetError() != "agent shutting down" {
+		t.Fatalf("after a result: %v", j)
+	}
+	// Cancelled: the stream record stays, a new stream may start.
+	n.ok(updateCmd(&v1.UpdateJobState{JobId: "s1", State: v1.JobState_JOB_STATE_CANCELLED, Reason: "binlog stop", UpdatedAt: ts(50 * time.Second)}))
+	n.ok(submitStream("s4", "db2", 51*time.Second))
+	if rec, _ := n.fsm.Store().Read().BinlogStream("db1"); rec.GetWatermark().GetGtid() != "0-1-20" {
+		t.Fatalf("record after stop: %v", rec)
+	}
 }
 
 func TestApplyEveryArm(t *testing.T) {

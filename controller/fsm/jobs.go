@@ -28,6 +28,16 @@ func exclusive(k v1.JobKind) bool {
 	return k == v1.JobKind_JOB_KIND_BACKUP || k == v1.JobKind_JOB_KIND_RESTORE
 }
 
+// Continuous reports whether jobs of kind k run until cancelled: a binlog
+// stream is never done, so every attempt that ends (lease expiry, an
+// agent's result) sends it back to pending for another, whatever its
+// max_attempts.
+func Continuous(k v1.JobKind) bool { return k == v1.JobKind_JOB_KIND_BINLOG_STREAM }
+
+// keptAttempts bounds the history of a continuous job, which may lose
+// thousands of attempts over its life (an agent that restarts every day).
+const keptAttempts = 20
+
 // applySubmitJob adds a pending job. It refuses an unknown instance, a
 // restore of a backup that is not complete, and a second backup or restore
 // of an instance that already has one active (naming that job).
@@ -55,6 +65,11 @@ func applySubmitJob(w *catalog.Write, c *v1.SubmitJob) (proto.Message, error) {
 			}
 		}
 	}
+	if j.GetKind() == v1.JobKind_JOB_KIND_BINLOG_STREAM {
+		if err := checkStreamSubmit(w, j); err != nil {
+			return nil, err
+		}
+	}
 	if r := j.GetRestore(); r != nil {
 		b, err := w.Backup(r.GetBackupId())
 		if err != nil {
@@ -68,6 +83,36 @@ func applySubmitJob(w *catalog.Write, c *v1.SubmitJob) (proto.Message, error) {
 		return nil, err
 	}
 	return j, nil
+}
+
+// checkStreamSubmit refuses a second binlog stream of an instance or of its
+// `cluster` group (the stream follows the group's primary, so one covers
+// them all), and opens the stream's record with the new job.
+func checkStreamSubmit(w *catalog.Write, j *v1.Job) error {
+	p := j.GetBinlogStream()
+	if p == nil {
+		return catalog.Errorf(catalog.ErrInvalid, "binlog stream job %q carries no binlog stream params", j.GetId())
+	}
+	in, err := w.Instance(j.GetInstance())
+	if err != nil {
+		return err
+	}
+	if o := w.ActiveStreamOf(in); o != nil {
+		if o.GetInstance() == in.GetName() {
+			return catalog.Errorf(catalog.ErrConflict, "instance %q already has binlog stream job %s (%s); one stream per instance",
+				in.GetName(), o.GetId(), stateName(o.GetState()))
+		}
+		return catalog.Errorf(catalog.ErrConflict, "instance %q is in cluster %q, whose binlog stream job %s (%s) runs for instance %q; one stream per cluster group",
+			in.GetName(), in.GetLabels()[catalog.ClusterLabel], o.GetId(), stateName(o.GetState()), o.GetInstance())
+	}
+	rec := &v1.BinlogStream{Instance: j.GetInstance()}
+	if old, err := w.BinlogStream(j.GetInstance()); err == nil {
+		rec = proto.CloneOf(old)
+	}
+	rec.JobId, rec.Lease, rec.Cluster, rec.RepositoryUri = j.GetId(), nil, p.GetCluster(), p.GetRepositoryUri()
+	rec.LastError, rec.LastErrorAt, rec.Failures = "", nil, 0
+	rec.UpdatedAt = j.GetCreatedAt()
+	return w.PutBinlogStream(rec)
 }
 
 // applyAssignJob hands a pending job to an agent under a new lease whose
@@ -139,6 +184,24 @@ func applyUpdateJobState(w *catalog.Write, c *v1.UpdateJobState) (proto.Message,
 			// Started, or progress only: it is running from now on.
 			j.State = v1.JobState_JOB_STATE_RUNNING
 		case v1.JobState_JOB_STATE_SUCCEEDED, v1.JobState_JOB_STATE_FAILED:
+			if Continuous(j.GetKind()) {
+				// The attempt ended, the job did not: back to pending.
+				why := c.GetResult().GetError()
+				if why == "" {
+					why = c.GetReason()
+				}
+				if why == "" {
+					why = "the agent ended the attempt"
+				}
+				endAttempt(j, c.GetUpdatedAt(), why)
+				j.State = v1.JobState_JOB_STATE_PENDING
+				j.Agent = ""
+				j.UpdatedAt = c.GetUpdatedAt()
+				if err := w.PutJob(j); err != nil {
+					return nil, err
+				}
+				return j, nil
+			}
 			j.State = to
 			j.LeaseDeadline = nil
 		default:
@@ -217,7 +280,7 @@ func applyExpireLease(w *catalog.Write, c *v1.ExpireLease) (proto.Message, error
 	reason := fmt.Sprintf("lease expired: agent %s stopped heartbeating", old.GetAgent())
 	endAttempt(j, c.GetExpiredAt(), reason)
 	j.UpdatedAt = c.GetExpiredAt()
-	if c.GetRetry() && j.GetAttempt() < MaxAttempts(j) {
+	if c.GetRetry() && (Continuous(j.GetKind()) || j.GetAttempt() < MaxAttempts(j)) {
 		j.State = v1.JobState_JOB_STATE_PENDING
 		j.Agent = ""
 	} else {
@@ -240,6 +303,9 @@ func endAttempt(j *v1.Job, at *timestamppb.Timestamp, why string) {
 			BackupId: j.GetBackup().GetBackupId(), AssignedAt: j.GetAssignedAt(),
 			EndedAt: at, Error: why,
 		})
+		if Continuous(j.GetKind()) && len(j.PreviousAttempts) > keptAttempts {
+			j.PreviousAttempts = j.PreviousAttempts[len(j.PreviousAttempts)-keptAttempts:]
+		}
 	}
 	j.Lease, j.LeaseDeadline, j.AssignedAt, j.Progress = nil, nil, nil, nil
 	if b := j.GetBackup(); b != nil {

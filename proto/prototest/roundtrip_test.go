@@ -222,6 +222,15 @@ func commandArms() map[string]*tidemarkv1.Command {
 			Member: &tidemarkv1.MemberRecord{Id: "c2", Address: "10.0.0.2:7400", RaftAddress: "10.0.0.2:7401", UpdatedAt: ts(5 * time.Second)},
 		}}},
 		"remove_member": {Cmd: &tidemarkv1.Command_RemoveMember{RemoveMember: &tidemarkv1.RemoveMember{Id: "c3"}}},
+		"record_watermarks": {Cmd: &tidemarkv1.Command_RecordWatermarks{RecordWatermarks: &tidemarkv1.RecordWatermarks{
+			Streams: []*tidemarkv1.BinlogStream{{
+				Instance: "db-eu-1/main", JobId: "job-2", Lease: lease(), Cluster: "eu-1", Failures: 2,
+				LastError: "connection refused", LastErrorAt: ts(40 * time.Second),
+				Watermark: &tidemarkv1.StreamWatermark{Instance: "db-eu-1/main", Gtid: "0-1-100", File: "bin.000003", Position: 4711,
+					LastEventTime: ts(41 * time.Second), DurableAt: ts(42 * time.Second)},
+			}},
+			RecordedAt: ts(43 * time.Second),
+		}}},
 		"record_backup": {Cmd: &tidemarkv1.Command_RecordBackup{RecordBackup: &tidemarkv1.RecordBackup{
 			Backup: &tidemarkv1.Backup{
 				Id:             "bk-1",

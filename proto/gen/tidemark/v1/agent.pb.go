@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -248,9 +249,12 @@ func (x *Register) GetRunning() []*RunningJob {
 
 // RunningJob is a job an agent is running, under the lease it was given.
 type RunningJob struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Lease         *LeaseToken            `protobuf:"bytes,2,opt,name=lease,proto3" json:"lease,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Lease *LeaseToken            `protobuf:"bytes,2,opt,name=lease,proto3" json:"lease,omitempty"`
+	// A binlog stream job's state, in every heartbeat (never a message per
+	// flush); the leader keeps the latest and commits it every few seconds.
+	Stream        *StreamReport `protobuf:"bytes,3,opt,name=stream,proto3" json:"stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -299,6 +303,95 @@ func (x *RunningJob) GetLease() *LeaseToken {
 	return nil
 }
 
+func (x *RunningJob) GetStream() *StreamReport {
+	if x != nil {
+		return x.Stream
+	}
+	return nil
+}
+
+// StreamReport is how a binlog stream job is doing on its agent.
+type StreamReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The latest durable watermark; unset before the first flush.
+	Watermark *StreamWatermark `protobuf:"bytes,1,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	// The last failed run and its time; the agent restarts the stream with
+	// backoff (doubling up to a minute) and keeps the lease meanwhile.
+	LastError   string                 `protobuf:"bytes,2,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastErrorAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_error_at,json=lastErrorAt,proto3" json:"last_error_at,omitempty"`
+	// Runs that failed in a row since the last one that made progress.
+	Failures uint32 `protobuf:"varint,4,opt,name=failures,proto3" json:"failures,omitempty"`
+	// When the next run starts (set while waiting after a failure).
+	RetryAt       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=retry_at,json=retryAt,proto3" json:"retry_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamReport) Reset() {
+	*x = StreamReport{}
+	mi := &file_tidemark_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamReport) ProtoMessage() {}
+
+func (x *StreamReport) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamReport.ProtoReflect.Descriptor instead.
+func (*StreamReport) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StreamReport) GetWatermark() *StreamWatermark {
+	if x != nil {
+		return x.Watermark
+	}
+	return nil
+}
+
+func (x *StreamReport) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *StreamReport) GetLastErrorAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorAt
+	}
+	return nil
+}
+
+func (x *StreamReport) GetFailures() uint32 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *StreamReport) GetRetryAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetryAt
+	}
+	return nil
+}
+
 // Heartbeat keeps the session and the leases of running jobs alive. It does
 // not go through Raft.
 type Heartbeat struct {
@@ -310,7 +403,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[3]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +415,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[3]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +428,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Heartbeat) GetRunning() []*RunningJob {
@@ -357,7 +450,7 @@ type JobProgressReport struct {
 
 func (x *JobProgressReport) Reset() {
 	*x = JobProgressReport{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[4]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -369,7 +462,7 @@ func (x *JobProgressReport) String() string {
 func (*JobProgressReport) ProtoMessage() {}
 
 func (x *JobProgressReport) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[4]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -382,7 +475,7 @@ func (x *JobProgressReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobProgressReport.ProtoReflect.Descriptor instead.
 func (*JobProgressReport) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *JobProgressReport) GetJobId() string {
@@ -433,7 +526,7 @@ type JobResultReport struct {
 
 func (x *JobResultReport) Reset() {
 	*x = JobResultReport{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[5]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +538,7 @@ func (x *JobResultReport) String() string {
 func (*JobResultReport) ProtoMessage() {}
 
 func (x *JobResultReport) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[5]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +551,7 @@ func (x *JobResultReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobResultReport.ProtoReflect.Descriptor instead.
 func (*JobResultReport) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JobResultReport) GetJobId() string {
@@ -536,7 +629,7 @@ type ControllerMessage struct {
 
 func (x *ControllerMessage) Reset() {
 	*x = ControllerMessage{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[6]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +641,7 @@ func (x *ControllerMessage) String() string {
 func (*ControllerMessage) ProtoMessage() {}
 
 func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[6]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +654,7 @@ func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControllerMessage.ProtoReflect.Descriptor instead.
 func (*ControllerMessage) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ControllerMessage) GetSeq() uint64 {
@@ -678,7 +771,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[7]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +783,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[7]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +796,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Registered) GetAgentId() string {
@@ -754,7 +847,7 @@ type JobAssignment struct {
 
 func (x *JobAssignment) Reset() {
 	*x = JobAssignment{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[8]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +859,7 @@ func (x *JobAssignment) String() string {
 func (*JobAssignment) ProtoMessage() {}
 
 func (x *JobAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[8]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +872,7 @@ func (x *JobAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAssignment.ProtoReflect.Descriptor instead.
 func (*JobAssignment) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JobAssignment) GetJob() *Job {
@@ -808,7 +901,7 @@ type JobCancellation struct {
 
 func (x *JobCancellation) Reset() {
 	*x = JobCancellation{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[9]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +913,7 @@ func (x *JobCancellation) String() string {
 func (*JobCancellation) ProtoMessage() {}
 
 func (x *JobCancellation) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[9]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +926,7 @@ func (x *JobCancellation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobCancellation.ProtoReflect.Descriptor instead.
 func (*JobCancellation) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JobCancellation) GetJobId() string {
@@ -869,7 +962,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[10]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +974,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[10]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +987,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -923,7 +1016,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[11]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1028,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[11]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1041,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Error) GetSeq() uint64 {
@@ -990,7 +1083,7 @@ var File_tidemark_v1_agent_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17tidemark/v1/agent.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\x1a\x1atidemark/v1/manifest.proto\"\x98\x02\n" +
+	"\x17tidemark/v1/agent.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\x1a\x1atidemark/v1/manifest.proto\"\x98\x02\n" +
 	"\fAgentMessage\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x123\n" +
 	"\bregister\x18\n" +
@@ -1012,11 +1105,19 @@ const file_tidemark_v1_agent_proto_rawDesc = "" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n" +
-	"\v_join_token\"R\n" +
+	"\v_join_token\"\x85\x01\n" +
 	"\n" +
 	"RunningJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12-\n" +
-	"\x05lease\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\">\n" +
+	"\x05lease\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\x121\n" +
+	"\x06stream\x18\x03 \x01(\v2\x19.tidemark.v1.StreamReportR\x06stream\"\xfc\x01\n" +
+	"\fStreamReport\x12:\n" +
+	"\twatermark\x18\x01 \x01(\v2\x1c.tidemark.v1.StreamWatermarkR\twatermark\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x02 \x01(\tR\tlastError\x12>\n" +
+	"\rlast_error_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\x12\x1a\n" +
+	"\bfailures\x18\x04 \x01(\rR\bfailures\x125\n" +
+	"\bretry_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aretryAt\">\n" +
 	"\tHeartbeat\x121\n" +
 	"\arunning\x18\x01 \x03(\v2\x17.tidemark.v1.RunningJobR\arunning\"\x8f\x01\n" +
 	"\x11JobProgressReport\x12\x15\n" +
@@ -1082,61 +1183,68 @@ func file_tidemark_v1_agent_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_agent_proto_rawDescData
 }
 
-var file_tidemark_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_tidemark_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_tidemark_v1_agent_proto_goTypes = []any{
-	(*AgentMessage)(nil),        // 0: tidemark.v1.AgentMessage
-	(*Register)(nil),            // 1: tidemark.v1.Register
-	(*RunningJob)(nil),          // 2: tidemark.v1.RunningJob
-	(*Heartbeat)(nil),           // 3: tidemark.v1.Heartbeat
-	(*JobProgressReport)(nil),   // 4: tidemark.v1.JobProgressReport
-	(*JobResultReport)(nil),     // 5: tidemark.v1.JobResultReport
-	(*ControllerMessage)(nil),   // 6: tidemark.v1.ControllerMessage
-	(*Registered)(nil),          // 7: tidemark.v1.Registered
-	(*JobAssignment)(nil),       // 8: tidemark.v1.JobAssignment
-	(*JobCancellation)(nil),     // 9: tidemark.v1.JobCancellation
-	(*Ack)(nil),                 // 10: tidemark.v1.Ack
-	(*Error)(nil),               // 11: tidemark.v1.Error
-	nil,                         // 12: tidemark.v1.Register.LabelsEntry
-	(*Capabilities)(nil),        // 13: tidemark.v1.Capabilities
-	(*Instance)(nil),            // 14: tidemark.v1.Instance
-	(*LeaseToken)(nil),          // 15: tidemark.v1.LeaseToken
-	(*JobProgress)(nil),         // 16: tidemark.v1.JobProgress
-	(*Manifest)(nil),            // 17: tidemark.v1.Manifest
-	(*durationpb.Duration)(nil), // 18: google.protobuf.Duration
-	(*Job)(nil),                 // 19: tidemark.v1.Job
+	(*AgentMessage)(nil),          // 0: tidemark.v1.AgentMessage
+	(*Register)(nil),              // 1: tidemark.v1.Register
+	(*RunningJob)(nil),            // 2: tidemark.v1.RunningJob
+	(*StreamReport)(nil),          // 3: tidemark.v1.StreamReport
+	(*Heartbeat)(nil),             // 4: tidemark.v1.Heartbeat
+	(*JobProgressReport)(nil),     // 5: tidemark.v1.JobProgressReport
+	(*JobResultReport)(nil),       // 6: tidemark.v1.JobResultReport
+	(*ControllerMessage)(nil),     // 7: tidemark.v1.ControllerMessage
+	(*Registered)(nil),            // 8: tidemark.v1.Registered
+	(*JobAssignment)(nil),         // 9: tidemark.v1.JobAssignment
+	(*JobCancellation)(nil),       // 10: tidemark.v1.JobCancellation
+	(*Ack)(nil),                   // 11: tidemark.v1.Ack
+	(*Error)(nil),                 // 12: tidemark.v1.Error
+	nil,                           // 13: tidemark.v1.Register.LabelsEntry
+	(*Capabilities)(nil),          // 14: tidemark.v1.Capabilities
+	(*Instance)(nil),              // 15: tidemark.v1.Instance
+	(*LeaseToken)(nil),            // 16: tidemark.v1.LeaseToken
+	(*StreamWatermark)(nil),       // 17: tidemark.v1.StreamWatermark
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*JobProgress)(nil),           // 19: tidemark.v1.JobProgress
+	(*Manifest)(nil),              // 20: tidemark.v1.Manifest
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*Job)(nil),                   // 22: tidemark.v1.Job
 }
 var file_tidemark_v1_agent_proto_depIdxs = []int32{
 	1,  // 0: tidemark.v1.AgentMessage.register:type_name -> tidemark.v1.Register
-	3,  // 1: tidemark.v1.AgentMessage.heartbeat:type_name -> tidemark.v1.Heartbeat
-	4,  // 2: tidemark.v1.AgentMessage.job_progress:type_name -> tidemark.v1.JobProgressReport
-	5,  // 3: tidemark.v1.AgentMessage.job_result:type_name -> tidemark.v1.JobResultReport
-	12, // 4: tidemark.v1.Register.labels:type_name -> tidemark.v1.Register.LabelsEntry
-	13, // 5: tidemark.v1.Register.capabilities:type_name -> tidemark.v1.Capabilities
-	14, // 6: tidemark.v1.Register.instances:type_name -> tidemark.v1.Instance
+	4,  // 1: tidemark.v1.AgentMessage.heartbeat:type_name -> tidemark.v1.Heartbeat
+	5,  // 2: tidemark.v1.AgentMessage.job_progress:type_name -> tidemark.v1.JobProgressReport
+	6,  // 3: tidemark.v1.AgentMessage.job_result:type_name -> tidemark.v1.JobResultReport
+	13, // 4: tidemark.v1.Register.labels:type_name -> tidemark.v1.Register.LabelsEntry
+	14, // 5: tidemark.v1.Register.capabilities:type_name -> tidemark.v1.Capabilities
+	15, // 6: tidemark.v1.Register.instances:type_name -> tidemark.v1.Instance
 	2,  // 7: tidemark.v1.Register.running:type_name -> tidemark.v1.RunningJob
-	15, // 8: tidemark.v1.RunningJob.lease:type_name -> tidemark.v1.LeaseToken
-	2,  // 9: tidemark.v1.Heartbeat.running:type_name -> tidemark.v1.RunningJob
-	15, // 10: tidemark.v1.JobProgressReport.lease:type_name -> tidemark.v1.LeaseToken
-	16, // 11: tidemark.v1.JobProgressReport.progress:type_name -> tidemark.v1.JobProgress
-	15, // 12: tidemark.v1.JobResultReport.lease:type_name -> tidemark.v1.LeaseToken
-	17, // 13: tidemark.v1.JobResultReport.manifest:type_name -> tidemark.v1.Manifest
-	7,  // 14: tidemark.v1.ControllerMessage.registered:type_name -> tidemark.v1.Registered
-	8,  // 15: tidemark.v1.ControllerMessage.assign_job:type_name -> tidemark.v1.JobAssignment
-	9,  // 16: tidemark.v1.ControllerMessage.cancel_job:type_name -> tidemark.v1.JobCancellation
-	10, // 17: tidemark.v1.ControllerMessage.ack:type_name -> tidemark.v1.Ack
-	11, // 18: tidemark.v1.ControllerMessage.error:type_name -> tidemark.v1.Error
-	18, // 19: tidemark.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	18, // 20: tidemark.v1.Registered.lease_duration:type_name -> google.protobuf.Duration
-	19, // 21: tidemark.v1.JobAssignment.job:type_name -> tidemark.v1.Job
-	15, // 22: tidemark.v1.JobAssignment.lease:type_name -> tidemark.v1.LeaseToken
-	15, // 23: tidemark.v1.JobCancellation.lease:type_name -> tidemark.v1.LeaseToken
-	0,  // 24: tidemark.v1.AgentService.Connect:input_type -> tidemark.v1.AgentMessage
-	6,  // 25: tidemark.v1.AgentService.Connect:output_type -> tidemark.v1.ControllerMessage
-	25, // [25:26] is the sub-list for method output_type
-	24, // [24:25] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	16, // 8: tidemark.v1.RunningJob.lease:type_name -> tidemark.v1.LeaseToken
+	3,  // 9: tidemark.v1.RunningJob.stream:type_name -> tidemark.v1.StreamReport
+	17, // 10: tidemark.v1.StreamReport.watermark:type_name -> tidemark.v1.StreamWatermark
+	18, // 11: tidemark.v1.StreamReport.last_error_at:type_name -> google.protobuf.Timestamp
+	18, // 12: tidemark.v1.StreamReport.retry_at:type_name -> google.protobuf.Timestamp
+	2,  // 13: tidemark.v1.Heartbeat.running:type_name -> tidemark.v1.RunningJob
+	16, // 14: tidemark.v1.JobProgressReport.lease:type_name -> tidemark.v1.LeaseToken
+	19, // 15: tidemark.v1.JobProgressReport.progress:type_name -> tidemark.v1.JobProgress
+	16, // 16: tidemark.v1.JobResultReport.lease:type_name -> tidemark.v1.LeaseToken
+	20, // 17: tidemark.v1.JobResultReport.manifest:type_name -> tidemark.v1.Manifest
+	8,  // 18: tidemark.v1.ControllerMessage.registered:type_name -> tidemark.v1.Registered
+	9,  // 19: tidemark.v1.ControllerMessage.assign_job:type_name -> tidemark.v1.JobAssignment
+	10, // 20: tidemark.v1.ControllerMessage.cancel_job:type_name -> tidemark.v1.JobCancellation
+	11, // 21: tidemark.v1.ControllerMessage.ack:type_name -> tidemark.v1.Ack
+	12, // 22: tidemark.v1.ControllerMessage.error:type_name -> tidemark.v1.Error
+	21, // 23: tidemark.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	21, // 24: tidemark.v1.Registered.lease_duration:type_name -> google.protobuf.Duration
+	22, // 25: tidemark.v1.JobAssignment.job:type_name -> tidemark.v1.Job
+	16, // 26: tidemark.v1.JobAssignment.lease:type_name -> tidemark.v1.LeaseToken
+	16, // 27: tidemark.v1.JobCancellation.lease:type_name -> tidemark.v1.LeaseToken
+	0,  // 28: tidemark.v1.AgentService.Connect:input_type -> tidemark.v1.AgentMessage
+	7,  // 29: tidemark.v1.AgentService.Connect:output_type -> tidemark.v1.ControllerMessage
+	29, // [29:30] is the sub-list for method output_type
+	28, // [28:29] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_agent_proto_init() }
@@ -1154,7 +1262,7 @@ func file_tidemark_v1_agent_proto_init() {
 		(*AgentMessage_JobResult)(nil),
 	}
 	file_tidemark_v1_agent_proto_msgTypes[1].OneofWrappers = []any{}
-	file_tidemark_v1_agent_proto_msgTypes[6].OneofWrappers = []any{
+	file_tidemark_v1_agent_proto_msgTypes[7].OneofWrappers = []any{
 		(*ControllerMessage_Registered)(nil),
 		(*ControllerMessage_AssignJob)(nil),
 		(*ControllerMessage_CancelJob)(nil),
@@ -1167,7 +1275,7 @@ func file_tidemark_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_agent_proto_rawDesc), len(file_tidemark_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -9,6 +9,7 @@ package tidemarkv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -581,11 +582,20 @@ type Instance struct {
 	// Unique name in the fleet, e.g. "db-eu-1/main".
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Name of the agent that runs on the instance's host.
-	Agent         string                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Capabilities  *Capabilities          `protobuf:"bytes,4,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
-	Server        *ServerInfo            `protobuf:"bytes,5,opt,name=server,proto3" json:"server,omitempty"`
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	Agent        string                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	Labels       map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Capabilities *Capabilities          `protobuf:"bytes,4,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
+	Server       *ServerInfo            `protobuf:"bytes,5,opt,name=server,proto3" json:"server,omitempty"`
+	UpdatedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Where other hosts reach the server (host:port), from the agent's DSN
+	// when it is TCP; empty for a unix socket. A binlog stream of a `cluster`
+	// label group is given every member's address, so it can follow the
+	// group's primary.
+	Address string `protobuf:"bytes,7,opt,name=address,proto3" json:"address,omitempty"`
+	// The binlog stream that covers this instance (its own, or its `cluster`
+	// group's), with the latest watermark the leader knows. Never stored: the
+	// controller fills it when it answers ListInstances.
+	Binlog        *BinlogStream `protobuf:"bytes,8,opt,name=binlog,proto3" json:"binlog,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -658,6 +668,20 @@ func (x *Instance) GetServer() *ServerInfo {
 func (x *Instance) GetUpdatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Instance) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Instance) GetBinlog() *BinlogStream {
+	if x != nil {
+		return x.Binlog
 	}
 	return nil
 }
@@ -1019,9 +1043,12 @@ type RestoreParams struct {
 	// instead of refusing a target that holds them.
 	DropExisting bool `protobuf:"varint,12,opt,name=drop_existing,json=dropExisting,proto3" json:"drop_existing,omitempty"`
 	// Logical restores: also restore accounts and grants.
-	IncludeUsers  bool `protobuf:"varint,13,opt,name=include_users,json=includeUsers,proto3" json:"include_users,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IncludeUsers bool `protobuf:"varint,13,opt,name=include_users,json=includeUsers,proto3" json:"include_users,omitempty"`
+	// Point-in-time restores: the instance whose binlog archive is replayed
+	// (its name in the repository); empty means the backup's instance.
+	SourceInstance string `protobuf:"bytes,14,opt,name=source_instance,json=sourceInstance,proto3" json:"source_instance,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RestoreParams) Reset() {
@@ -1158,6 +1185,13 @@ func (x *RestoreParams) GetIncludeUsers() bool {
 	return false
 }
 
+func (x *RestoreParams) GetSourceInstance() string {
+	if x != nil {
+		return x.SourceInstance
+	}
+	return ""
+}
+
 type isRestoreParams_StopAt interface {
 	isRestoreParams_StopAt()
 }
@@ -1183,6 +1217,387 @@ func (*RestoreParams_StopAtGtidSet) isRestoreParams_StopAt() {}
 
 func (*RestoreParams_StopAtPosition) isRestoreParams_StopAt() {}
 
+// BinlogStreamParams are the inputs of a continuous binlog stream job
+// (JOB_KIND_BINLOG_STREAM). Such a job is never done: it runs until it is
+// cancelled (`tidemark binlog stop`), and every lost attempt (lease expiry,
+// agent restart, leader change) is assigned again to the instance's agent.
+type BinlogStreamParams struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How often the stream makes what it received durable; unset: 1s.
+	Flush *durationpb.Duration `protobuf:"bytes,1,opt,name=flush,proto3" json:"flush,omitempty"`
+	// Repository to write segments to; empty: the agent's own --repo.
+	RepositoryUri string `protobuf:"bytes,2,opt,name=repository_uri,json=repositoryUri,proto3" json:"repository_uri,omitempty"`
+	// Value of the instance's `cluster` label when the job was submitted:
+	// the stream covers that replication group and follows its primary.
+	// Empty: the instance alone.
+	Cluster string `protobuf:"bytes,3,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// The servers to stream from, the job's instance first. Not stored: the
+	// leader fills them in every assignment it sends, from the catalog's
+	// instances with the same `cluster` label, so a new attempt sees the
+	// group as it is now.
+	Sources []*BinlogSource `protobuf:"bytes,4,rep,name=sources,proto3" json:"sources,omitempty"`
+	// Replica server id the stream uses; 0: derived by the engine.
+	ServerId uint32 `protobuf:"varint,5,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	// Purge the server's binary logs once archived (PURGE BINARY LOGS).
+	PurgeArchived bool `protobuf:"varint,6,opt,name=purge_archived,json=purgeArchived,proto3" json:"purge_archived,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BinlogStreamParams) Reset() {
+	*x = BinlogStreamParams{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BinlogStreamParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BinlogStreamParams) ProtoMessage() {}
+
+func (x *BinlogStreamParams) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BinlogStreamParams.ProtoReflect.Descriptor instead.
+func (*BinlogStreamParams) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *BinlogStreamParams) GetFlush() *durationpb.Duration {
+	if x != nil {
+		return x.Flush
+	}
+	return nil
+}
+
+func (x *BinlogStreamParams) GetRepositoryUri() string {
+	if x != nil {
+		return x.RepositoryUri
+	}
+	return ""
+}
+
+func (x *BinlogStreamParams) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *BinlogStreamParams) GetSources() []*BinlogSource {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+func (x *BinlogStreamParams) GetServerId() uint32 {
+	if x != nil {
+		return x.ServerId
+	}
+	return 0
+}
+
+func (x *BinlogStreamParams) GetPurgeArchived() bool {
+	if x != nil {
+		return x.PurgeArchived
+	}
+	return false
+}
+
+// BinlogSource is one server a binlog stream may read from.
+type BinlogSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Catalog instance name.
+	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Agent that serves it.
+	Agent string `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Instance.address (host:port); empty when its agent reaches it by unix
+	// socket only.
+	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BinlogSource) Reset() {
+	*x = BinlogSource{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BinlogSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BinlogSource) ProtoMessage() {}
+
+func (x *BinlogSource) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BinlogSource.ProtoReflect.Descriptor instead.
+func (*BinlogSource) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BinlogSource) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *BinlogSource) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *BinlogSource) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// StreamWatermark is how far a binlog stream has made a server's binary log
+// durable in the repository: the engine's Watermark after a flush.
+type StreamWatermark struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stream's name in the repository (the job's instance).
+	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// MariaDB gtid position (domain-server-seq,...) or MySQL executed set.
+	Gtid     string `protobuf:"bytes,2,opt,name=gtid,proto3" json:"gtid,omitempty"`
+	File     string `protobuf:"bytes,3,opt,name=file,proto3" json:"file,omitempty"`
+	Position uint64 `protobuf:"varint,4,opt,name=position,proto3" json:"position,omitempty"`
+	// Server timestamp of the last durable event: RPO = now - this.
+	LastEventTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_event_time,json=lastEventTime,proto3" json:"last_event_time,omitempty"`
+	// When the flush that made it durable finished (agent's clock).
+	DurableAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=durable_at,json=durableAt,proto3" json:"durable_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamWatermark) Reset() {
+	*x = StreamWatermark{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamWatermark) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamWatermark) ProtoMessage() {}
+
+func (x *StreamWatermark) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamWatermark.ProtoReflect.Descriptor instead.
+func (*StreamWatermark) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *StreamWatermark) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *StreamWatermark) GetGtid() string {
+	if x != nil {
+		return x.Gtid
+	}
+	return ""
+}
+
+func (x *StreamWatermark) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *StreamWatermark) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *StreamWatermark) GetLastEventTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastEventTime
+	}
+	return nil
+}
+
+func (x *StreamWatermark) GetDurableAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DurableAt
+	}
+	return nil
+}
+
+// BinlogStream is the catalog's record of an instance's binlog stream: the
+// last committed watermark and how the stream is doing. One row per stream
+// name (the instance a stream job was started for); it outlives the job, so
+// the archived range stays known after `tidemark binlog stop`.
+type BinlogStream struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// The latest stream job of the instance.
+	JobId string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Lease of the attempt that reported the watermark.
+	Lease     *LeaseToken      `protobuf:"bytes,3,opt,name=lease,proto3" json:"lease,omitempty"`
+	Watermark *StreamWatermark `protobuf:"bytes,4,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	// The last failure of a run of the stream (the agent retries with
+	// backoff), and how many runs failed in a row since the last success.
+	LastError   string                 `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastErrorAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_error_at,json=lastErrorAt,proto3" json:"last_error_at,omitempty"`
+	Failures    uint32                 `protobuf:"varint,7,opt,name=failures,proto3" json:"failures,omitempty"`
+	// When the leader last committed this record.
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// BinlogStreamParams.cluster of the job.
+	Cluster string `protobuf:"bytes,9,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// Repository the segments go to (no credentials); empty: the agent's own.
+	RepositoryUri string `protobuf:"bytes,10,opt,name=repository_uri,json=repositoryUri,proto3" json:"repository_uri,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BinlogStream) Reset() {
+	*x = BinlogStream{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BinlogStream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BinlogStream) ProtoMessage() {}
+
+func (x *BinlogStream) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BinlogStream.ProtoReflect.Descriptor instead.
+func (*BinlogStream) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BinlogStream) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *BinlogStream) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *BinlogStream) GetLease() *LeaseToken {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+func (x *BinlogStream) GetWatermark() *StreamWatermark {
+	if x != nil {
+		return x.Watermark
+	}
+	return nil
+}
+
+func (x *BinlogStream) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *BinlogStream) GetLastErrorAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorAt
+	}
+	return nil
+}
+
+func (x *BinlogStream) GetFailures() uint32 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *BinlogStream) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *BinlogStream) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *BinlogStream) GetRepositoryUri() string {
+	if x != nil {
+		return x.RepositoryUri
+	}
+	return ""
+}
+
 // JobProgress is a job's latest progress as the agent reported it.
 type JobProgress struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1201,7 +1616,7 @@ type JobProgress struct {
 
 func (x *JobProgress) Reset() {
 	*x = JobProgress{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[7]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1628,7 @@ func (x *JobProgress) String() string {
 func (*JobProgress) ProtoMessage() {}
 
 func (x *JobProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[7]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1641,7 @@ func (x *JobProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobProgress.ProtoReflect.Descriptor instead.
 func (*JobProgress) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JobProgress) GetBytesDone() uint64 {
@@ -1279,7 +1694,7 @@ type JobResult struct {
 
 func (x *JobResult) Reset() {
 	*x = JobResult{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[8]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1706,7 @@ func (x *JobResult) String() string {
 func (*JobResult) ProtoMessage() {}
 
 func (x *JobResult) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[8]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1719,7 @@ func (x *JobResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobResult.ProtoReflect.Descriptor instead.
 func (*JobResult) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *JobResult) GetBackupId() string {
@@ -1346,7 +1761,7 @@ type JobAttempt struct {
 
 func (x *JobAttempt) Reset() {
 	*x = JobAttempt{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1773,7 @@ func (x *JobAttempt) String() string {
 func (*JobAttempt) ProtoMessage() {}
 
 func (x *JobAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1786,7 @@ func (x *JobAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAttempt.ProtoReflect.Descriptor instead.
 func (*JobAttempt) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JobAttempt) GetAttempt() uint32 {
@@ -1466,6 +1881,7 @@ type Job struct {
 	//
 	//	*Job_Backup
 	//	*Job_Restore
+	//	*Job_BinlogStream
 	Params        isJob_Params `protobuf_oneof:"params"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1473,7 +1889,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1901,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1914,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Job) GetId() string {
@@ -1645,6 +2061,15 @@ func (x *Job) GetRestore() *RestoreParams {
 	return nil
 }
 
+func (x *Job) GetBinlogStream() *BinlogStreamParams {
+	if x != nil {
+		if x, ok := x.Params.(*Job_BinlogStream); ok {
+			return x.BinlogStream
+		}
+	}
+	return nil
+}
+
 type isJob_Params interface {
 	isJob_Params()
 }
@@ -1657,9 +2082,15 @@ type Job_Restore struct {
 	Restore *RestoreParams `protobuf:"bytes,21,opt,name=restore,proto3,oneof"`
 }
 
+type Job_BinlogStream struct {
+	BinlogStream *BinlogStreamParams `protobuf:"bytes,22,opt,name=binlog_stream,json=binlogStream,proto3,oneof"`
+}
+
 func (*Job_Backup) isJob_Params() {}
 
 func (*Job_Restore) isJob_Params() {}
+
+func (*Job_BinlogStream) isJob_Params() {}
 
 // MemberRecord is the catalog's record of one controller node: what Raft's
 // configuration does not hold (the gRPC address agents and the CLI use).
@@ -1678,7 +2109,7 @@ type MemberRecord struct {
 
 func (x *MemberRecord) Reset() {
 	*x = MemberRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +2121,7 @@ func (x *MemberRecord) String() string {
 func (*MemberRecord) ProtoMessage() {}
 
 func (x *MemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +2134,7 @@ func (x *MemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
 func (*MemberRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MemberRecord) GetId() string {
@@ -1744,13 +2175,14 @@ type CatalogSnapshot struct {
 	Backups       []*Backup              `protobuf:"bytes,3,rep,name=backups,proto3" json:"backups,omitempty"`
 	Jobs          []*Job                 `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
 	Members       []*MemberRecord        `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
+	BinlogStreams []*BinlogStream        `protobuf:"bytes,6,rep,name=binlog_streams,json=binlogStreams,proto3" json:"binlog_streams,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +2194,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +2207,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CatalogSnapshot) GetAgents() []*Agent {
@@ -1813,11 +2245,18 @@ func (x *CatalogSnapshot) GetMembers() []*MemberRecord {
 	return nil
 }
 
+func (x *CatalogSnapshot) GetBinlogStreams() []*BinlogStream {
+	if x != nil {
+		return x.BinlogStreams
+	}
+	return nil
+}
+
 var File_tidemark_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/catalog.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tidemark/v1/common.proto\"\xce\x04\n" +
+	"\x19tidemark/v1/catalog.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tidemark/v1/common.proto\"\xce\x04\n" +
 	"\fCapabilities\x12\x16\n" +
 	"\x06flavor\x18\x01 \x01(\tR\x06flavor\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
@@ -1852,7 +2291,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\tconnected\x18\t \x01(\bR\tconnected\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd5\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\x03\n" +
 	"\bInstance\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05agent\x18\x02 \x01(\tR\x05agent\x129\n" +
@@ -1860,7 +2299,9 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\fcapabilities\x18\x04 \x01(\v2\x19.tidemark.v1.CapabilitiesR\fcapabilities\x12/\n" +
 	"\x06server\x18\x05 \x01(\v2\x17.tidemark.v1.ServerInfoR\x06server\x129\n" +
 	"\n" +
-	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a9\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
+	"\aaddress\x18\a \x01(\tR\aaddress\x121\n" +
+	"\x06binlog\x18\b \x01(\v2\x19.tidemark.v1.BinlogStreamR\x06binlog\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcf\x05\n" +
@@ -1900,7 +2341,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
 	"\x0eBinlogPosition\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x1a\n" +
-	"\bposition\x18\x02 \x01(\x04R\bposition\"\xa4\x05\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\"\xcd\x05\n" +
 	"\rRestoreParams\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12'\n" +
 	"\x0ftarget_instance\x18\x02 \x01(\tR\x0etargetInstance\x12%\n" +
@@ -1916,11 +2357,45 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	" \x03(\tR\x06tables\x12Z\n" +
 	"\x10rename_databases\x18\v \x03(\v2/.tidemark.v1.RestoreParams.RenameDatabasesEntryR\x0frenameDatabases\x12#\n" +
 	"\rdrop_existing\x18\f \x01(\bR\fdropExisting\x12#\n" +
-	"\rinclude_users\x18\r \x01(\bR\fincludeUsers\x1aB\n" +
+	"\rinclude_users\x18\r \x01(\bR\fincludeUsers\x12'\n" +
+	"\x0fsource_instance\x18\x0e \x01(\tR\x0esourceInstance\x1aB\n" +
 	"\x14RenameDatabasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\astop_at\"\xbb\x01\n" +
+	"\astop_at\"\xff\x01\n" +
+	"\x12BinlogStreamParams\x12/\n" +
+	"\x05flush\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x05flush\x12%\n" +
+	"\x0erepository_uri\x18\x02 \x01(\tR\rrepositoryUri\x12\x18\n" +
+	"\acluster\x18\x03 \x01(\tR\acluster\x123\n" +
+	"\asources\x18\x04 \x03(\v2\x19.tidemark.v1.BinlogSourceR\asources\x12\x1b\n" +
+	"\tserver_id\x18\x05 \x01(\rR\bserverId\x12%\n" +
+	"\x0epurge_archived\x18\x06 \x01(\bR\rpurgeArchived\"Z\n" +
+	"\fBinlogSource\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x14\n" +
+	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\"\xf0\x01\n" +
+	"\x0fStreamWatermark\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x12\n" +
+	"\x04gtid\x18\x02 \x01(\tR\x04gtid\x12\x12\n" +
+	"\x04file\x18\x03 \x01(\tR\x04file\x12\x1a\n" +
+	"\bposition\x18\x04 \x01(\x04R\bposition\x12B\n" +
+	"\x0flast_event_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rlastEventTime\x129\n" +
+	"\n" +
+	"durable_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tdurableAt\"\xa3\x03\n" +
+	"\fBinlogStream\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12-\n" +
+	"\x05lease\x18\x03 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\x12:\n" +
+	"\twatermark\x18\x04 \x01(\v2\x1c.tidemark.v1.StreamWatermarkR\twatermark\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\x12>\n" +
+	"\rlast_error_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\x12\x1a\n" +
+	"\bfailures\x18\a \x01(\rR\bfailures\x129\n" +
+	"\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
+	"\acluster\x18\t \x01(\tR\acluster\x12%\n" +
+	"\x0erepository_uri\x18\n" +
+	" \x01(\tR\rrepositoryUri\"\xbb\x01\n" +
 	"\vJobProgress\x12\x1d\n" +
 	"\n" +
 	"bytes_done\x18\x01 \x01(\x04R\tbytesDone\x12\x1f\n" +
@@ -1943,7 +2418,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\vassigned_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"assignedAt\x125\n" +
 	"\bended_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error\"\xd3\x06\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"\x9b\a\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.tidemark.v1.JobKindR\x04kind\x12\x1a\n" +
@@ -1967,20 +2442,22 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\vassigned_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"assignedAt\x123\n" +
 	"\x06backup\x18\x14 \x01(\v2\x19.tidemark.v1.BackupParamsH\x00R\x06backup\x126\n" +
-	"\arestore\x18\x15 \x01(\v2\x1a.tidemark.v1.RestoreParamsH\x00R\arestoreB\b\n" +
+	"\arestore\x18\x15 \x01(\v2\x1a.tidemark.v1.RestoreParamsH\x00R\arestore\x12F\n" +
+	"\rbinlog_stream\x18\x16 \x01(\v2\x1f.tidemark.v1.BinlogStreamParamsH\x00R\fbinlogStreamB\b\n" +
 	"\x06params\"\x96\x01\n" +
 	"\fMemberRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x129\n" +
 	"\n" +
-	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xfc\x01\n" +
+	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xbe\x02\n" +
 	"\x0fCatalogSnapshot\x12*\n" +
 	"\x06agents\x18\x01 \x03(\v2\x12.tidemark.v1.AgentR\x06agents\x123\n" +
 	"\tinstances\x18\x02 \x03(\v2\x15.tidemark.v1.InstanceR\tinstances\x12-\n" +
 	"\abackups\x18\x03 \x03(\v2\x13.tidemark.v1.BackupR\abackups\x12$\n" +
 	"\x04jobs\x18\x04 \x03(\v2\x10.tidemark.v1.JobR\x04jobs\x123\n" +
-	"\amembers\x18\x05 \x03(\v2\x19.tidemark.v1.MemberRecordR\amembers*\xa5\x01\n" +
+	"\amembers\x18\x05 \x03(\v2\x19.tidemark.v1.MemberRecordR\amembers\x12@\n" +
+	"\x0ebinlog_streams\x18\x06 \x03(\v2\x19.tidemark.v1.BinlogStreamR\rbinlogStreams*\xa5\x01\n" +
 	"\n" +
 	"Filesystem\x12\x1a\n" +
 	"\x16FILESYSTEM_UNSPECIFIED\x10\x00\x12\x13\n" +
@@ -2025,7 +2502,7 @@ func file_tidemark_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(Filesystem)(0),               // 0: tidemark.v1.Filesystem
 	(BackupStatus)(0),             // 1: tidemark.v1.BackupStatus
@@ -2038,70 +2515,86 @@ var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(*BackupParams)(nil),          // 8: tidemark.v1.BackupParams
 	(*BinlogPosition)(nil),        // 9: tidemark.v1.BinlogPosition
 	(*RestoreParams)(nil),         // 10: tidemark.v1.RestoreParams
-	(*JobProgress)(nil),           // 11: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 12: tidemark.v1.JobResult
-	(*JobAttempt)(nil),            // 13: tidemark.v1.JobAttempt
-	(*Job)(nil),                   // 14: tidemark.v1.Job
-	(*MemberRecord)(nil),          // 15: tidemark.v1.MemberRecord
-	(*CatalogSnapshot)(nil),       // 16: tidemark.v1.CatalogSnapshot
-	nil,                           // 17: tidemark.v1.Agent.LabelsEntry
-	nil,                           // 18: tidemark.v1.Instance.LabelsEntry
-	nil,                           // 19: tidemark.v1.Backup.LabelsEntry
-	nil,                           // 20: tidemark.v1.BackupParams.LabelsEntry
-	nil,                           // 21: tidemark.v1.RestoreParams.RenameDatabasesEntry
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*ServerInfo)(nil),            // 23: tidemark.v1.ServerInfo
-	(*ConsistencyPoint)(nil),      // 24: tidemark.v1.ConsistencyPoint
-	(*LeaseToken)(nil),            // 25: tidemark.v1.LeaseToken
+	(*BinlogStreamParams)(nil),    // 11: tidemark.v1.BinlogStreamParams
+	(*BinlogSource)(nil),          // 12: tidemark.v1.BinlogSource
+	(*StreamWatermark)(nil),       // 13: tidemark.v1.StreamWatermark
+	(*BinlogStream)(nil),          // 14: tidemark.v1.BinlogStream
+	(*JobProgress)(nil),           // 15: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 16: tidemark.v1.JobResult
+	(*JobAttempt)(nil),            // 17: tidemark.v1.JobAttempt
+	(*Job)(nil),                   // 18: tidemark.v1.Job
+	(*MemberRecord)(nil),          // 19: tidemark.v1.MemberRecord
+	(*CatalogSnapshot)(nil),       // 20: tidemark.v1.CatalogSnapshot
+	nil,                           // 21: tidemark.v1.Agent.LabelsEntry
+	nil,                           // 22: tidemark.v1.Instance.LabelsEntry
+	nil,                           // 23: tidemark.v1.Backup.LabelsEntry
+	nil,                           // 24: tidemark.v1.BackupParams.LabelsEntry
+	nil,                           // 25: tidemark.v1.RestoreParams.RenameDatabasesEntry
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*ServerInfo)(nil),            // 27: tidemark.v1.ServerInfo
+	(*ConsistencyPoint)(nil),      // 28: tidemark.v1.ConsistencyPoint
+	(*LeaseToken)(nil),            // 29: tidemark.v1.LeaseToken
+	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
 }
 var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	0,  // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
-	22, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
-	17, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
+	26, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
+	21, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
 	4,  // 3: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
-	22, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	22, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
-	18, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
+	26, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	26, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
+	22, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
 	4,  // 7: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
-	23, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
-	22, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
-	1,  // 10: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
-	22, // 11: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	22, // 12: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	24, // 13: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
-	25, // 14: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
-	19, // 15: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
-	20, // 16: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	22, // 17: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
-	9,  // 18: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	21, // 19: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
-	22, // 20: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	25, // 21: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
-	22, // 22: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
-	22, // 23: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
-	2,  // 24: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
-	3,  // 25: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	25, // 26: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	22, // 27: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	22, // 28: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	22, // 29: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	11, // 30: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
-	12, // 31: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
-	13, // 32: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
-	22, // 33: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
-	8,  // 34: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
-	10, // 35: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
-	22, // 36: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
-	5,  // 37: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
-	6,  // 38: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
-	7,  // 39: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
-	14, // 40: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
-	15, // 41: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	27, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
+	26, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	14, // 10: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
+	1,  // 11: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
+	26, // 12: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	26, // 13: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	28, // 14: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
+	29, // 15: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
+	23, // 16: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
+	24, // 17: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
+	26, // 18: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	9,  // 19: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
+	25, // 20: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
+	30, // 21: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
+	12, // 22: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
+	26, // 23: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
+	26, // 24: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
+	29, // 25: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
+	13, // 26: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
+	26, // 27: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
+	26, // 28: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
+	26, // 29: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	29, // 30: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	26, // 31: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	26, // 32: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	2,  // 33: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
+	3,  // 34: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
+	29, // 35: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	26, // 36: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	26, // 37: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	26, // 38: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	15, // 39: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
+	16, // 40: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
+	17, // 41: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
+	26, // 42: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	8,  // 43: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
+	10, // 44: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
+	11, // 45: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
+	26, // 46: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	5,  // 47: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
+	6,  // 48: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
+	7,  // 49: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
+	18, // 50: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
+	19, // 51: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
+	14, // 52: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }
@@ -2115,9 +2608,10 @@ func file_tidemark_v1_catalog_proto_init() {
 		(*RestoreParams_StopAtGtidSet)(nil),
 		(*RestoreParams_StopAtPosition)(nil),
 	}
-	file_tidemark_v1_catalog_proto_msgTypes[10].OneofWrappers = []any{
+	file_tidemark_v1_catalog_proto_msgTypes[14].OneofWrappers = []any{
 		(*Job_Backup)(nil),
 		(*Job_Restore)(nil),
+		(*Job_BinlogStream)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2125,7 +2619,7 @@ func file_tidemark_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_catalog_proto_rawDesc), len(file_tidemark_v1_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   18,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -43,6 +43,7 @@ type Command struct {
 	//	*Command_RecordBackup
 	//	*Command_UpsertMember
 	//	*Command_RemoveMember
+	//	*Command_RecordWatermarks
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -166,6 +167,15 @@ func (x *Command) GetRemoveMember() *RemoveMember {
 	return nil
 }
 
+func (x *Command) GetRecordWatermarks() *RecordWatermarks {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RecordWatermarks); ok {
+			return x.RecordWatermarks
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -206,6 +216,10 @@ type Command_RemoveMember struct {
 	RemoveMember *RemoveMember `protobuf:"bytes,9,opt,name=remove_member,json=removeMember,proto3,oneof"`
 }
 
+type Command_RecordWatermarks struct {
+	RecordWatermarks *RecordWatermarks `protobuf:"bytes,10,opt,name=record_watermarks,json=recordWatermarks,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -223,6 +237,8 @@ func (*Command_RecordBackup) isCommand_Cmd() {}
 func (*Command_UpsertMember) isCommand_Cmd() {}
 
 func (*Command_RemoveMember) isCommand_Cmd() {}
+
+func (*Command_RecordWatermarks) isCommand_Cmd() {}
 
 // RegisterAgent records an agent's (re)registration and the instances it
 // reported.
@@ -801,11 +817,70 @@ func (x *RemoveMember) GetId() string {
 	return ""
 }
 
+// RecordWatermarks commits the binlog streams' latest watermarks and errors,
+// as the agents reported them in heartbeats. The leader batches every stream
+// that changed into one entry at most every few seconds (Config.
+// WatermarkCommitInterval), never one per flush. An entry whose lease is not
+// its job's current one, or whose watermark is older than the stored one, is
+// skipped (the others still apply).
+type RecordWatermarks struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Each with instance, job_id, lease and what changed.
+	Streams       []*BinlogStream        `protobuf:"bytes,1,rep,name=streams,proto3" json:"streams,omitempty"`
+	RecordedAt    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordWatermarks) Reset() {
+	*x = RecordWatermarks{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordWatermarks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordWatermarks) ProtoMessage() {}
+
+func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordWatermarks.ProtoReflect.Descriptor instead.
+func (*RecordWatermarks) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RecordWatermarks) GetStreams() []*BinlogStream {
+	if x != nil {
+		return x.Streams
+	}
+	return nil
+}
+
+func (x *RecordWatermarks) GetRecordedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedAt
+	}
+	return nil
+}
+
 var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xdd\x04\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xab\x05\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -817,7 +892,9 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\fexpire_lease\x18\x06 \x01(\v2\x18.tidemark.v1.ExpireLeaseH\x00R\vexpireLease\x12@\n" +
 	"\rrecord_backup\x18\a \x01(\v2\x19.tidemark.v1.RecordBackupH\x00R\frecordBackup\x12@\n" +
 	"\rupsert_member\x18\b \x01(\v2\x19.tidemark.v1.UpsertMemberH\x00R\fupsertMember\x12@\n" +
-	"\rremove_member\x18\t \x01(\v2\x19.tidemark.v1.RemoveMemberH\x00R\fremoveMemberB\x05\n" +
+	"\rremove_member\x18\t \x01(\v2\x19.tidemark.v1.RemoveMemberH\x00R\fremoveMember\x12L\n" +
+	"\x11record_watermarks\x18\n" +
+	" \x01(\v2\x1d.tidemark.v1.RecordWatermarksH\x00R\x10recordWatermarksB\x05\n" +
 	"\x03cmd\"\xaf\x01\n" +
 	"\rRegisterAgent\x12(\n" +
 	"\x05agent\x18\x01 \x01(\v2\x12.tidemark.v1.AgentR\x05agent\x123\n" +
@@ -859,7 +936,11 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\fUpsertMember\x121\n" +
 	"\x06member\x18\x01 \x01(\v2\x19.tidemark.v1.MemberRecordR\x06member\"\x1e\n" +
 	"\fRemoveMember\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02idBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x84\x01\n" +
+	"\x10RecordWatermarks\x123\n" +
+	"\astreams\x18\x01 \x03(\v2\x19.tidemark.v1.BinlogStreamR\astreams\x12;\n" +
+	"\vrecorded_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordedAtBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
 	file_tidemark_v1_command_proto_rawDescOnce sync.Once
@@ -873,7 +954,7 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
 	(*RegisterAgent)(nil),         // 1: tidemark.v1.RegisterAgent
@@ -885,16 +966,18 @@ var file_tidemark_v1_command_proto_goTypes = []any{
 	(*RecordBackup)(nil),          // 7: tidemark.v1.RecordBackup
 	(*UpsertMember)(nil),          // 8: tidemark.v1.UpsertMember
 	(*RemoveMember)(nil),          // 9: tidemark.v1.RemoveMember
-	(*Agent)(nil),                 // 10: tidemark.v1.Agent
-	(*Instance)(nil),              // 11: tidemark.v1.Instance
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*Job)(nil),                   // 13: tidemark.v1.Job
-	(*LeaseToken)(nil),            // 14: tidemark.v1.LeaseToken
-	(JobState)(0),                 // 15: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 16: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 17: tidemark.v1.JobResult
-	(*Backup)(nil),                // 18: tidemark.v1.Backup
-	(*MemberRecord)(nil),          // 19: tidemark.v1.MemberRecord
+	(*RecordWatermarks)(nil),      // 10: tidemark.v1.RecordWatermarks
+	(*Agent)(nil),                 // 11: tidemark.v1.Agent
+	(*Instance)(nil),              // 12: tidemark.v1.Instance
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*Job)(nil),                   // 14: tidemark.v1.Job
+	(*LeaseToken)(nil),            // 15: tidemark.v1.LeaseToken
+	(JobState)(0),                 // 16: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 17: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 18: tidemark.v1.JobResult
+	(*Backup)(nil),                // 19: tidemark.v1.Backup
+	(*MemberRecord)(nil),          // 20: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 21: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
 	1,  // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
@@ -906,31 +989,34 @@ var file_tidemark_v1_command_proto_depIdxs = []int32{
 	7,  // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
 	8,  // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
 	9,  // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
-	10, // 9: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	11, // 10: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	12, // 11: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	11, // 12: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	12, // 13: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	13, // 14: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	14, // 15: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	12, // 16: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	12, // 17: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	15, // 18: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	14, // 19: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	16, // 20: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	17, // 21: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	12, // 22: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	18, // 23: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	14, // 24: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	12, // 25: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	18, // 26: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	12, // 27: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	19, // 28: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	10, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
+	11, // 10: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	12, // 11: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	13, // 12: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	12, // 13: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	13, // 14: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	14, // 15: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	15, // 16: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	13, // 17: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	13, // 18: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	16, // 19: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	15, // 20: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	17, // 21: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	18, // 22: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	13, // 23: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	19, // 24: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	15, // 25: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	13, // 26: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	19, // 27: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	13, // 28: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	20, // 29: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	21, // 30: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	13, // 31: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -950,6 +1036,7 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_RecordBackup)(nil),
 		(*Command_UpsertMember)(nil),
 		(*Command_RemoveMember)(nil),
+		(*Command_RecordWatermarks)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -957,7 +1044,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -9,6 +9,7 @@ package tidemarkv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1610,11 +1611,351 @@ func (x *RemoveMemberResponse) GetMembers() []*Member {
 	return nil
 }
 
+type StartBinlogStreamRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Flush interval; unset: 1s.
+	Flush *durationpb.Duration `protobuf:"bytes,2,opt,name=flush,proto3" json:"flush,omitempty"`
+	// Repository for the segments; empty: the controller's --repo, else the
+	// agent's own.
+	RepositoryUri string `protobuf:"bytes,3,opt,name=repository_uri,json=repositoryUri,proto3" json:"repository_uri,omitempty"`
+	ServerId      uint32 `protobuf:"varint,4,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	PurgeArchived bool   `protobuf:"varint,5,opt,name=purge_archived,json=purgeArchived,proto3" json:"purge_archived,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartBinlogStreamRequest) Reset() {
+	*x = StartBinlogStreamRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartBinlogStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartBinlogStreamRequest) ProtoMessage() {}
+
+func (x *StartBinlogStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartBinlogStreamRequest.ProtoReflect.Descriptor instead.
+func (*StartBinlogStreamRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *StartBinlogStreamRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *StartBinlogStreamRequest) GetFlush() *durationpb.Duration {
+	if x != nil {
+		return x.Flush
+	}
+	return nil
+}
+
+func (x *StartBinlogStreamRequest) GetRepositoryUri() string {
+	if x != nil {
+		return x.RepositoryUri
+	}
+	return ""
+}
+
+func (x *StartBinlogStreamRequest) GetServerId() uint32 {
+	if x != nil {
+		return x.ServerId
+	}
+	return 0
+}
+
+func (x *StartBinlogStreamRequest) GetPurgeArchived() bool {
+	if x != nil {
+		return x.PurgeArchived
+	}
+	return false
+}
+
+type StartBinlogStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pending stream job.
+	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartBinlogStreamResponse) Reset() {
+	*x = StartBinlogStreamResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartBinlogStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartBinlogStreamResponse) ProtoMessage() {}
+
+func (x *StartBinlogStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartBinlogStreamResponse.ProtoReflect.Descriptor instead.
+func (*StartBinlogStreamResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *StartBinlogStreamResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type StopBinlogStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance, or any member of its `cluster` group.
+	Instance      string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopBinlogStreamRequest) Reset() {
+	*x = StopBinlogStreamRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopBinlogStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopBinlogStreamRequest) ProtoMessage() {}
+
+func (x *StopBinlogStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopBinlogStreamRequest.ProtoReflect.Descriptor instead.
+func (*StopBinlogStreamRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *StopBinlogStreamRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *StopBinlogStreamRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type StopBinlogStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stream job, cancelled.
+	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopBinlogStreamResponse) Reset() {
+	*x = StopBinlogStreamResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopBinlogStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopBinlogStreamResponse) ProtoMessage() {}
+
+func (x *StopBinlogStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopBinlogStreamResponse.ProtoReflect.Descriptor instead.
+func (*StopBinlogStreamResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *StopBinlogStreamResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type GetBinlogStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance, or any member of its `cluster` group.
+	Instance      string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Consistent    bool   `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBinlogStatusRequest) Reset() {
+	*x = GetBinlogStatusRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBinlogStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBinlogStatusRequest) ProtoMessage() {}
+
+func (x *GetBinlogStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBinlogStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetBinlogStatusRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetBinlogStatusRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *GetBinlogStatusRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
+}
+
+type GetBinlogStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stream record, with the latest watermark the leader holds (unset
+	// when the instance never streamed).
+	Stream *BinlogStream `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// The active stream job; unset when none runs.
+	Job *Job `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	// The servers the stream follows (its `cluster` group), job's instance
+	// first.
+	Sources       []*BinlogSource `protobuf:"bytes,3,rep,name=sources,proto3" json:"sources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBinlogStatusResponse) Reset() {
+	*x = GetBinlogStatusResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBinlogStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBinlogStatusResponse) ProtoMessage() {}
+
+func (x *GetBinlogStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBinlogStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetBinlogStatusResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetBinlogStatusResponse) GetStream() *BinlogStream {
+	if x != nil {
+		return x.Stream
+	}
+	return nil
+}
+
+func (x *GetBinlogStatusResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *GetBinlogStatusResponse) GetSources() []*BinlogSource {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
 var File_tidemark_v1_control_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\"\xee\x01\n" +
+	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\"\xee\x01\n" +
 	"\x11ListAgentsRequest\x12B\n" +
 	"\x06labels\x18\x01 \x03(\v2*.tidemark.v1.ListAgentsRequest.LabelsEntryR\x06labels\x12\x1e\n" +
 	"\n" +
@@ -1732,13 +2073,36 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"E\n" +
 	"\x14RemoveMemberResponse\x12-\n" +
-	"\amembers\x18\x01 \x03(\v2\x13.tidemark.v1.MemberR\amembers*\x99\x01\n" +
+	"\amembers\x18\x01 \x03(\v2\x13.tidemark.v1.MemberR\amembers\"\xd2\x01\n" +
+	"\x18StartBinlogStreamRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12/\n" +
+	"\x05flush\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05flush\x12%\n" +
+	"\x0erepository_uri\x18\x03 \x01(\tR\rrepositoryUri\x12\x1b\n" +
+	"\tserver_id\x18\x04 \x01(\rR\bserverId\x12%\n" +
+	"\x0epurge_archived\x18\x05 \x01(\bR\rpurgeArchived\"?\n" +
+	"\x19StartBinlogStreamResponse\x12\"\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"M\n" +
+	"\x17StopBinlogStreamRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\">\n" +
+	"\x18StopBinlogStreamResponse\x12\"\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"T\n" +
+	"\x16GetBinlogStatusRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x02 \x01(\bR\n" +
+	"consistent\"\xa5\x01\n" +
+	"\x17GetBinlogStatusResponse\x121\n" +
+	"\x06stream\x18\x01 \x01(\v2\x19.tidemark.v1.BinlogStreamR\x06stream\x12\"\n" +
+	"\x03job\x18\x02 \x01(\v2\x10.tidemark.v1.JobR\x03job\x123\n" +
+	"\asources\x18\x03 \x03(\v2\x19.tidemark.v1.BinlogSourceR\asources*\x99\x01\n" +
 	"\vMemberState\x12\x1c\n" +
 	"\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MEMBER_STATE_LEADER\x10\x01\x12\x19\n" +
 	"\x15MEMBER_STATE_FOLLOWER\x10\x02\x12\x1a\n" +
 	"\x16MEMBER_STATE_CANDIDATE\x10\x03\x12\x1c\n" +
-	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\x9e\b\n" +
+	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xc1\n" +
+	"\n" +
 	"\x0eControlService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.tidemark.v1.ListAgentsRequest\x1a\x1f.tidemark.v1.ListAgentsResponse\x12V\n" +
@@ -1750,7 +2114,10 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\bWatchJob\x12\x1c.tidemark.v1.WatchJobRequest\x1a\x1d.tidemark.v1.WatchJobResponse0\x01\x12S\n" +
 	"\fSubmitBackup\x12 .tidemark.v1.SubmitBackupRequest\x1a!.tidemark.v1.SubmitBackupResponse\x12V\n" +
 	"\rSubmitRestore\x12!.tidemark.v1.SubmitRestoreRequest\x1a\".tidemark.v1.SubmitRestoreResponse\x12J\n" +
-	"\tCancelJob\x12\x1d.tidemark.v1.CancelJobRequest\x1a\x1e.tidemark.v1.CancelJobResponse\x12V\n" +
+	"\tCancelJob\x12\x1d.tidemark.v1.CancelJobRequest\x1a\x1e.tidemark.v1.CancelJobResponse\x12b\n" +
+	"\x11StartBinlogStream\x12%.tidemark.v1.StartBinlogStreamRequest\x1a&.tidemark.v1.StartBinlogStreamResponse\x12_\n" +
+	"\x10StopBinlogStream\x12$.tidemark.v1.StopBinlogStreamRequest\x1a%.tidemark.v1.StopBinlogStreamResponse\x12\\\n" +
+	"\x0fGetBinlogStatus\x12#.tidemark.v1.GetBinlogStatusRequest\x1a$.tidemark.v1.GetBinlogStatusResponse\x12V\n" +
 	"\rClusterStatus\x12!.tidemark.v1.ClusterStatusRequest\x1a\".tidemark.v1.ClusterStatusResponse\x12J\n" +
 	"\tAddMember\x12\x1d.tidemark.v1.AddMemberRequest\x1a\x1e.tidemark.v1.AddMemberResponse\x12S\n" +
 	"\fRemoveMember\x12 .tidemark.v1.RemoveMemberRequest\x1a!.tidemark.v1.RemoveMemberResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
@@ -1768,103 +2135,124 @@ func file_tidemark_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_tidemark_v1_control_proto_goTypes = []any{
-	(MemberState)(0),              // 0: tidemark.v1.MemberState
-	(*ListAgentsRequest)(nil),     // 1: tidemark.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 2: tidemark.v1.ListAgentsResponse
-	(*ListInstancesRequest)(nil),  // 3: tidemark.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil), // 4: tidemark.v1.ListInstancesResponse
-	(*ListBackupsRequest)(nil),    // 5: tidemark.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),   // 6: tidemark.v1.ListBackupsResponse
-	(*GetBackupRequest)(nil),      // 7: tidemark.v1.GetBackupRequest
-	(*GetBackupResponse)(nil),     // 8: tidemark.v1.GetBackupResponse
-	(*ListJobsRequest)(nil),       // 9: tidemark.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 10: tidemark.v1.ListJobsResponse
-	(*GetJobRequest)(nil),         // 11: tidemark.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 12: tidemark.v1.GetJobResponse
-	(*WatchJobRequest)(nil),       // 13: tidemark.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),      // 14: tidemark.v1.WatchJobResponse
-	(*SubmitBackupRequest)(nil),   // 15: tidemark.v1.SubmitBackupRequest
-	(*SubmitBackupResponse)(nil),  // 16: tidemark.v1.SubmitBackupResponse
-	(*SubmitRestoreRequest)(nil),  // 17: tidemark.v1.SubmitRestoreRequest
-	(*SubmitRestoreResponse)(nil), // 18: tidemark.v1.SubmitRestoreResponse
-	(*CancelJobRequest)(nil),      // 19: tidemark.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 20: tidemark.v1.CancelJobResponse
-	(*Member)(nil),                // 21: tidemark.v1.Member
-	(*ClusterStatusRequest)(nil),  // 22: tidemark.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil), // 23: tidemark.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),      // 24: tidemark.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),     // 25: tidemark.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),   // 26: tidemark.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),  // 27: tidemark.v1.RemoveMemberResponse
-	nil,                           // 28: tidemark.v1.ListAgentsRequest.LabelsEntry
-	nil,                           // 29: tidemark.v1.ListInstancesRequest.LabelsEntry
-	nil,                           // 30: tidemark.v1.SubmitBackupRequest.LabelsEntry
-	(*Agent)(nil),                 // 31: tidemark.v1.Agent
-	(*Instance)(nil),              // 32: tidemark.v1.Instance
-	(BackupStatus)(0),             // 33: tidemark.v1.BackupStatus
-	(*Backup)(nil),                // 34: tidemark.v1.Backup
-	(JobState)(0),                 // 35: tidemark.v1.JobState
-	(JobKind)(0),                  // 36: tidemark.v1.JobKind
-	(*Job)(nil),                   // 37: tidemark.v1.Job
-	(*RestoreParams)(nil),         // 38: tidemark.v1.RestoreParams
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(MemberState)(0),                  // 0: tidemark.v1.MemberState
+	(*ListAgentsRequest)(nil),         // 1: tidemark.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),        // 2: tidemark.v1.ListAgentsResponse
+	(*ListInstancesRequest)(nil),      // 3: tidemark.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),     // 4: tidemark.v1.ListInstancesResponse
+	(*ListBackupsRequest)(nil),        // 5: tidemark.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),       // 6: tidemark.v1.ListBackupsResponse
+	(*GetBackupRequest)(nil),          // 7: tidemark.v1.GetBackupRequest
+	(*GetBackupResponse)(nil),         // 8: tidemark.v1.GetBackupResponse
+	(*ListJobsRequest)(nil),           // 9: tidemark.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 10: tidemark.v1.ListJobsResponse
+	(*GetJobRequest)(nil),             // 11: tidemark.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 12: tidemark.v1.GetJobResponse
+	(*WatchJobRequest)(nil),           // 13: tidemark.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),          // 14: tidemark.v1.WatchJobResponse
+	(*SubmitBackupRequest)(nil),       // 15: tidemark.v1.SubmitBackupRequest
+	(*SubmitBackupResponse)(nil),      // 16: tidemark.v1.SubmitBackupResponse
+	(*SubmitRestoreRequest)(nil),      // 17: tidemark.v1.SubmitRestoreRequest
+	(*SubmitRestoreResponse)(nil),     // 18: tidemark.v1.SubmitRestoreResponse
+	(*CancelJobRequest)(nil),          // 19: tidemark.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),         // 20: tidemark.v1.CancelJobResponse
+	(*Member)(nil),                    // 21: tidemark.v1.Member
+	(*ClusterStatusRequest)(nil),      // 22: tidemark.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),     // 23: tidemark.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),          // 24: tidemark.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),         // 25: tidemark.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),       // 26: tidemark.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),      // 27: tidemark.v1.RemoveMemberResponse
+	(*StartBinlogStreamRequest)(nil),  // 28: tidemark.v1.StartBinlogStreamRequest
+	(*StartBinlogStreamResponse)(nil), // 29: tidemark.v1.StartBinlogStreamResponse
+	(*StopBinlogStreamRequest)(nil),   // 30: tidemark.v1.StopBinlogStreamRequest
+	(*StopBinlogStreamResponse)(nil),  // 31: tidemark.v1.StopBinlogStreamResponse
+	(*GetBinlogStatusRequest)(nil),    // 32: tidemark.v1.GetBinlogStatusRequest
+	(*GetBinlogStatusResponse)(nil),   // 33: tidemark.v1.GetBinlogStatusResponse
+	nil,                               // 34: tidemark.v1.ListAgentsRequest.LabelsEntry
+	nil,                               // 35: tidemark.v1.ListInstancesRequest.LabelsEntry
+	nil,                               // 36: tidemark.v1.SubmitBackupRequest.LabelsEntry
+	(*Agent)(nil),                     // 37: tidemark.v1.Agent
+	(*Instance)(nil),                  // 38: tidemark.v1.Instance
+	(BackupStatus)(0),                 // 39: tidemark.v1.BackupStatus
+	(*Backup)(nil),                    // 40: tidemark.v1.Backup
+	(JobState)(0),                     // 41: tidemark.v1.JobState
+	(JobKind)(0),                      // 42: tidemark.v1.JobKind
+	(*Job)(nil),                       // 43: tidemark.v1.Job
+	(*RestoreParams)(nil),             // 44: tidemark.v1.RestoreParams
+	(*timestamppb.Timestamp)(nil),     // 45: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 46: google.protobuf.Duration
+	(*BinlogStream)(nil),              // 47: tidemark.v1.BinlogStream
+	(*BinlogSource)(nil),              // 48: tidemark.v1.BinlogSource
 }
 var file_tidemark_v1_control_proto_depIdxs = []int32{
-	28, // 0: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
-	31, // 1: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
-	29, // 2: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
-	32, // 3: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
-	33, // 4: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
-	34, // 5: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
-	34, // 6: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
-	35, // 7: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
-	36, // 8: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
-	37, // 9: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
-	37, // 10: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
-	37, // 11: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
-	30, // 12: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
-	37, // 13: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
-	38, // 14: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
-	37, // 15: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
-	37, // 16: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
+	34, // 0: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
+	37, // 1: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
+	35, // 2: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
+	38, // 3: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
+	39, // 4: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
+	40, // 5: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
+	40, // 6: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
+	41, // 7: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
+	42, // 8: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
+	43, // 9: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
+	43, // 10: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
+	43, // 11: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
+	36, // 12: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
+	43, // 13: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
+	44, // 14: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
+	43, // 15: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
+	43, // 16: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
 	0,  // 17: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
-	39, // 18: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
+	45, // 18: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
 	21, // 19: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
 	21, // 20: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
 	21, // 21: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
-	1,  // 22: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
-	3,  // 23: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
-	5,  // 24: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
-	7,  // 25: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
-	9,  // 26: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
-	11, // 27: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
-	13, // 28: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
-	15, // 29: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
-	17, // 30: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
-	19, // 31: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
-	22, // 32: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
-	24, // 33: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
-	26, // 34: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
-	2,  // 35: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
-	4,  // 36: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
-	6,  // 37: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
-	8,  // 38: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
-	10, // 39: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
-	12, // 40: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
-	14, // 41: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
-	16, // 42: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
-	18, // 43: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
-	20, // 44: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
-	23, // 45: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
-	25, // 46: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
-	27, // 47: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
-	35, // [35:48] is the sub-list for method output_type
-	22, // [22:35] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	46, // 22: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
+	43, // 23: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	43, // 24: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	47, // 25: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
+	43, // 26: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
+	48, // 27: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
+	1,  // 28: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
+	3,  // 29: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
+	5,  // 30: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
+	7,  // 31: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
+	9,  // 32: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
+	11, // 33: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
+	13, // 34: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
+	15, // 35: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
+	17, // 36: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
+	19, // 37: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
+	28, // 38: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
+	30, // 39: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
+	32, // 40: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
+	22, // 41: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
+	24, // 42: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
+	26, // 43: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
+	2,  // 44: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
+	4,  // 45: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
+	6,  // 46: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
+	8,  // 47: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
+	10, // 48: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
+	12, // 49: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
+	14, // 50: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
+	16, // 51: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
+	18, // 52: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
+	20, // 53: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
+	29, // 54: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
+	31, // 55: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
+	33, // 56: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
+	23, // 57: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
+	25, // 58: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
+	27, // 59: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
+	44, // [44:60] is the sub-list for method output_type
+	28, // [28:44] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_control_proto_init() }
@@ -1879,7 +2267,7 @@ func file_tidemark_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_control_proto_rawDesc), len(file_tidemark_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

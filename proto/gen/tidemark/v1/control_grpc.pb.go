@@ -19,19 +19,22 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ControlService_ListAgents_FullMethodName    = "/tidemark.v1.ControlService/ListAgents"
-	ControlService_ListInstances_FullMethodName = "/tidemark.v1.ControlService/ListInstances"
-	ControlService_ListBackups_FullMethodName   = "/tidemark.v1.ControlService/ListBackups"
-	ControlService_GetBackup_FullMethodName     = "/tidemark.v1.ControlService/GetBackup"
-	ControlService_ListJobs_FullMethodName      = "/tidemark.v1.ControlService/ListJobs"
-	ControlService_GetJob_FullMethodName        = "/tidemark.v1.ControlService/GetJob"
-	ControlService_WatchJob_FullMethodName      = "/tidemark.v1.ControlService/WatchJob"
-	ControlService_SubmitBackup_FullMethodName  = "/tidemark.v1.ControlService/SubmitBackup"
-	ControlService_SubmitRestore_FullMethodName = "/tidemark.v1.ControlService/SubmitRestore"
-	ControlService_CancelJob_FullMethodName     = "/tidemark.v1.ControlService/CancelJob"
-	ControlService_ClusterStatus_FullMethodName = "/tidemark.v1.ControlService/ClusterStatus"
-	ControlService_AddMember_FullMethodName     = "/tidemark.v1.ControlService/AddMember"
-	ControlService_RemoveMember_FullMethodName  = "/tidemark.v1.ControlService/RemoveMember"
+	ControlService_ListAgents_FullMethodName        = "/tidemark.v1.ControlService/ListAgents"
+	ControlService_ListInstances_FullMethodName     = "/tidemark.v1.ControlService/ListInstances"
+	ControlService_ListBackups_FullMethodName       = "/tidemark.v1.ControlService/ListBackups"
+	ControlService_GetBackup_FullMethodName         = "/tidemark.v1.ControlService/GetBackup"
+	ControlService_ListJobs_FullMethodName          = "/tidemark.v1.ControlService/ListJobs"
+	ControlService_GetJob_FullMethodName            = "/tidemark.v1.ControlService/GetJob"
+	ControlService_WatchJob_FullMethodName          = "/tidemark.v1.ControlService/WatchJob"
+	ControlService_SubmitBackup_FullMethodName      = "/tidemark.v1.ControlService/SubmitBackup"
+	ControlService_SubmitRestore_FullMethodName     = "/tidemark.v1.ControlService/SubmitRestore"
+	ControlService_CancelJob_FullMethodName         = "/tidemark.v1.ControlService/CancelJob"
+	ControlService_StartBinlogStream_FullMethodName = "/tidemark.v1.ControlService/StartBinlogStream"
+	ControlService_StopBinlogStream_FullMethodName  = "/tidemark.v1.ControlService/StopBinlogStream"
+	ControlService_GetBinlogStatus_FullMethodName   = "/tidemark.v1.ControlService/GetBinlogStatus"
+	ControlService_ClusterStatus_FullMethodName     = "/tidemark.v1.ControlService/ClusterStatus"
+	ControlService_AddMember_FullMethodName         = "/tidemark.v1.ControlService/AddMember"
+	ControlService_RemoveMember_FullMethodName      = "/tidemark.v1.ControlService/RemoveMember"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -55,6 +58,15 @@ type ControlServiceClient interface {
 	SubmitBackup(ctx context.Context, in *SubmitBackupRequest, opts ...grpc.CallOption) (*SubmitBackupResponse, error)
 	SubmitRestore(ctx context.Context, in *SubmitRestoreRequest, opts ...grpc.CallOption) (*SubmitRestoreResponse, error)
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
+	// StartBinlogStream submits the continuous binlog stream job of an
+	// instance (and its `cluster` group); a second one is refused, naming the
+	// running job.
+	StartBinlogStream(ctx context.Context, in *StartBinlogStreamRequest, opts ...grpc.CallOption) (*StartBinlogStreamResponse, error)
+	// StopBinlogStream cancels the instance's (or its group's) stream job.
+	StopBinlogStream(ctx context.Context, in *StopBinlogStreamRequest, opts ...grpc.CallOption) (*StopBinlogStreamResponse, error)
+	// GetBinlogStatus returns an instance's binlog stream: the committed
+	// record overlaid with the latest watermark the leader holds.
+	GetBinlogStatus(ctx context.Context, in *GetBinlogStatusRequest, opts ...grpc.CallOption) (*GetBinlogStatusResponse, error)
 	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
 	AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*AddMemberResponse, error)
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
@@ -177,6 +189,36 @@ func (c *controlServiceClient) CancelJob(ctx context.Context, in *CancelJobReque
 	return out, nil
 }
 
+func (c *controlServiceClient) StartBinlogStream(ctx context.Context, in *StartBinlogStreamRequest, opts ...grpc.CallOption) (*StartBinlogStreamResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartBinlogStreamResponse)
+	err := c.cc.Invoke(ctx, ControlService_StartBinlogStream_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) StopBinlogStream(ctx context.Context, in *StopBinlogStreamRequest, opts ...grpc.CallOption) (*StopBinlogStreamResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StopBinlogStreamResponse)
+	err := c.cc.Invoke(ctx, ControlService_StopBinlogStream_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) GetBinlogStatus(ctx context.Context, in *GetBinlogStatusRequest, opts ...grpc.CallOption) (*GetBinlogStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBinlogStatusResponse)
+	err := c.cc.Invoke(ctx, ControlService_GetBinlogStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *controlServiceClient) ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ClusterStatusResponse)
@@ -228,6 +270,15 @@ type ControlServiceServer interface {
 	SubmitBackup(context.Context, *SubmitBackupRequest) (*SubmitBackupResponse, error)
 	SubmitRestore(context.Context, *SubmitRestoreRequest) (*SubmitRestoreResponse, error)
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
+	// StartBinlogStream submits the continuous binlog stream job of an
+	// instance (and its `cluster` group); a second one is refused, naming the
+	// running job.
+	StartBinlogStream(context.Context, *StartBinlogStreamRequest) (*StartBinlogStreamResponse, error)
+	// StopBinlogStream cancels the instance's (or its group's) stream job.
+	StopBinlogStream(context.Context, *StopBinlogStreamRequest) (*StopBinlogStreamResponse, error)
+	// GetBinlogStatus returns an instance's binlog stream: the committed
+	// record overlaid with the latest watermark the leader holds.
+	GetBinlogStatus(context.Context, *GetBinlogStatusRequest) (*GetBinlogStatusResponse, error)
 	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
 	AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error)
 	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
@@ -270,6 +321,15 @@ func (UnimplementedControlServiceServer) SubmitRestore(context.Context, *SubmitR
 }
 func (UnimplementedControlServiceServer) CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelJob not implemented")
+}
+func (UnimplementedControlServiceServer) StartBinlogStream(context.Context, *StartBinlogStreamRequest) (*StartBinlogStreamResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartBinlogStream not implemented")
+}
+func (UnimplementedControlServiceServer) StopBinlogStream(context.Context, *StopBinlogStreamRequest) (*StopBinlogStreamResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StopBinlogStream not implemented")
+}
+func (UnimplementedControlServiceServer) GetBinlogStatus(context.Context, *GetBinlogStatusRequest) (*GetBinlogStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBinlogStatus not implemented")
 }
 func (UnimplementedControlServiceServer) ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ClusterStatus not implemented")
@@ -474,6 +534,60 @@ func _ControlService_CancelJob_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_StartBinlogStream_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartBinlogStreamRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).StartBinlogStream(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_StartBinlogStream_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).StartBinlogStream(ctx, req.(*StartBinlogStreamRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_StopBinlogStream_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopBinlogStreamRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).StopBinlogStream(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_StopBinlogStream_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).StopBinlogStream(ctx, req.(*StopBinlogStreamRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_GetBinlogStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBinlogStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).GetBinlogStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_GetBinlogStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).GetBinlogStatus(ctx, req.(*GetBinlogStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ControlService_ClusterStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ClusterStatusRequest)
 	if err := dec(in); err != nil {
@@ -570,6 +684,18 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelJob",
 			Handler:    _ControlService_CancelJob_Handler,
+		},
+		{
+			MethodName: "StartBinlogStream",
+			Handler:    _ControlService_StartBinlogStream_Handler,
+		},
+		{
+			MethodName: "StopBinlogStream",
+			Handler:    _ControlService_StopBinlogStream_Handler,
+		},
+		{
+			MethodName: "GetBinlogStatus",
+			Handler:    _ControlService_GetBinlogStatus_Handler,
 		},
 		{
 			MethodName: "ClusterStatus",
