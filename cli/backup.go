@@ -282,6 +282,11 @@ func newRestoreCmd(s *streams) *cobra.Command {
 		toTime       string
 		toGTID       string
 		toPosition   string
+		// point in time, run here
+		applyParallel int
+		applyMethod   string
+		serveAddr     string
+		thenReplicate string
 	)
 	cmd := &cobra.Command{
 		Use:   "restore [BACKUP_ID]",
@@ -294,6 +299,17 @@ instance's agent runs (with the same filters), and follows it to its end
 only tells where the backup is (its repository URI, unless --repo is given)
 and the restore runs here: the agents cannot restore onto a server that is
 not a catalog instance.
+
+Point in time, here: --repo URI --instance NAME --to-mysql DSN with one of
+--to-time, --to-gtid or --to-position (below). The base backup is restored,
+then the instance's archived binlog is rolled forward from exactly the
+backup's consistency point through the target's own replication applier
+(Tidemark serves the archive as a replication source on --serve-addr; the
+target connects to it), or through mariadb-binlog | mariadb when the target
+cannot replicate (--apply-method sql forces it). Every refusal (no base, an
+archive that starts after the base, a gap, a point past the archive) comes
+before anything is written. --then-replicate-from DSN leaves the server
+replicating from a live source from the restored GTID position.
 
 Point in time, through the controller: --instance NAME with one of
 --to-time 'YYYY-MM-DD HH:MM:SS' (UTC unless the value has an offset, e.g.
@@ -322,8 +338,19 @@ that position.`,
 				if !isPITR {
 					return &UserError{Msg: "--instance NAME restores NAME to a point in time: give --to-time, --to-gtid or --to-position"}
 				}
-				if toInstance == "" || dsn != "" {
-					return &UserError{Msg: "a point-in-time restore runs through the controller onto a catalog instance: give --to-instance TARGET (not --to-mysql)"}
+				if toInstance != "" && dsn != "" {
+					return &UserError{Msg: "give --to-instance TARGET (a restore job on its agent) or --to-mysql DSN (a restore run here), not both"}
+				}
+				if dsn != "" {
+					return localPITR(ctx, s, &rf, localPITRParams{
+						dsn: dsn, instance: source, fromBackup: fromBackup, stop: pitr,
+						parallel: parallel, applyParallel: applyParallel, dropExisting: dropExisting,
+						method: applyMethod, serveAddr: serveAddr, thenReplicate: thenReplicate,
+						filtered: databases != "" || tables != "" || len(renames) > 0 || includeUsers,
+					})
+				}
+				if toInstance == "" {
+					return &UserError{Msg: "give --to-mysql DSN (restore here from --repo) or --to-instance TARGET (a restore job through the controller)"}
 				}
 				if source == "" && fromBackup == "" {
 					return &UserError{Msg: "--instance NAME is required: the instance whose backup and binlog archive to restore"}
@@ -426,6 +453,10 @@ that position.`,
 	cmd.Flags().StringVar(&toTime, "to-time", "", "point in time: 'YYYY-MM-DD HH:MM:SS' (UTC unless it has an offset) or RFC 3339")
 	cmd.Flags().StringVar(&toGTID, "to-gtid", "", "point in time: up to and including this GTID (MariaDB 0-1-100, MySQL uuid:1-100)")
 	cmd.Flags().StringVar(&toPosition, "to-position", "", "point in time: up to (not including) the event at FILE:POS")
+	cmd.Flags().IntVar(&applyParallel, "apply-parallel", 0, "point in time, here: replication applier threads on the target during the roll-forward (default: the server's setting)")
+	cmd.Flags().StringVar(&applyMethod, "apply-method", "", "point in time, here: replication (the target's applier, fed by Tidemark) or sql (mariadb-binlog | mariadb); default: replication, sql if the target refuses")
+	cmd.Flags().StringVar(&serveAddr, "serve-addr", "", "point in time, here: HOST:PORT the target connects to for the archived binlog (default 127.0.0.1:0, a target on this host)")
+	cmd.Flags().StringVar(&thenReplicate, "then-replicate-from", "", "point in time, here: afterwards, replicate from this live source (DSN) from the restored GTID position")
 	return cmd
 }
 

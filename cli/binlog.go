@@ -61,7 +61,9 @@ again, it resumes where the archive ends, with no gap and no duplicate.`,
 				if err != nil {
 					return userErr(err)
 				}
-				instance = strings.NewReplacer(":", "-", "/", "_").Replace(strings.Trim(d.Addr(), "/"))
+				// The same default as `tidemark backup`, so a point-in-time
+				// restore pairs the two without --instance.
+				instance = d.Addr()
 			}
 			p.Instance, p.Logger = instance, log
 			if os.Getenv("GOMEMLIMIT") == "" {

@@ -70,9 +70,10 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 	return root
 }
 
-// Main runs the command tree and returns the process exit code.
+// Main runs the command tree, with the engines wired in, and returns the
+// process exit code.
 func Main(args []string, in io.Reader, out, errw io.Writer) int {
-	return MainWith(Wiring{}, args, in, out, errw)
+	return MainWith(EngineWiring(), args, in, out, errw)
 }
 
 // MainWith is Main with w's engines wired in.

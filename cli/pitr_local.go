@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/engines/binlog"
+	"github.com/tidemark-backup/tidemark/engines/binlog/apply"
+	"github.com/tidemark-backup/tidemark/engines/logical"
+	"github.com/tidemark-backup/tidemark/engines/pitr"
+	"github.com/tidemark-backup/tidemark/internal/mysqlx"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+type localPITRParams struct {
+	dsn, instance, fromBackup string
+	stop                      *v1.RestoreParams
+	parallel, applyParallel   int
+	dropExisting, filtered    bool
+	method, serveAddr         string
+	thenReplicate             string
+}
+
+// PITRTarget converts a restore job's stop point to the engine's form.
+func PITRTarget(p *v1.RestoreParams) pitr.Target {
+	var t pitr.Target
+	switch {
+	case p.GetStopAtTime() != nil:
+		t.Time = p.GetStopAtTime().AsTime()
+	case p.GetStopAtGtidSet() != "":
+		t.GTID = p.GetStopAtGtidSet()
+	case p.GetStopAtPosition() != nil:
+		t.File, t.Pos = p.GetStopAtPosition().GetFile(), p.GetStopAtPosition().GetPosition()
+	}
+	return t
+}
+
+// localPITR is `tidemark restore --repo URI --instance NAME --to-mysql DSN
+// --to-time|--to-gtid|--to-position`, run here.
+func localPITR(ctx context.Context, s *streams, rf *repoFlags, lp localPITRParams) error {
+	if lp.instance == "" {
+		return &UserError{Msg: "--instance NAME is required: the instance whose backup and archived binlog to restore (`tidemark binlog status --repo URI` lists them)"}
+	}
+	if lp.filtered {
+		return &UserError{Msg: "a point-in-time restore brings back the whole instance: --databases, --tables, --rename-db and --include-users cannot be combined with --to-time, --to-gtid or --to-position (the binlog replays every database)"}
+	}
+	switch lp.method {
+	case apply.MethodAuto, apply.MethodReplication, apply.MethodSQL:
+	default:
+		return &UserError{Msg: fmt.Sprintf("--apply-method %q: use replication or sql", lp.method)}
+	}
+	if _, err := mysqlx.ParseDSN(lp.dsn); err != nil {
+		return userErr(err)
+	}
+	if lp.thenReplicate != "" {
+		if _, err := mysqlx.ParseDSN(lp.thenReplicate); err != nil {
+			return userErr(fmt.Errorf("--then-replicate-from: %w", err))
+		}
+	}
+	repo, closeRepo, err := rf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeRepo()
+	if _, err := openArchive(ctx, repo, lp.instance); err != nil {
+		return err
+	}
+	p := newProgress(s.err, "restore")
+	start := time.Now()
+	res, err := pitr.Restore(ctx, pitr.Params{
+		Repo: repo, Instance: lp.instance, DSN: lp.dsn, Target: PITRTarget(lp.stop), FromBackup: lp.fromBackup,
+		Parallel: lp.parallel, ApplyParallel: lp.applyParallel, DropExisting: lp.dropExisting,
+		Method: lp.method, ServeAddr: lp.serveAddr, ThenReplicateFrom: lp.thenReplicate,
+		Engine: engineByName,
+		Progress: func(phase string, pr engines.Progress) {
+			p.bytes(phase, pr.BytesDone, pr.BytesTotal, pr.RowsDone)
+		},
+	})
+	p.done()
+	if err != nil {
+		switch {
+		case errors.Is(err, pitr.ErrUnreachable), errors.Is(err, apply.ErrUnreachable), errors.Is(err, binlog.ErrUnknownInstance):
+			return &UserError{Msg: err.Error() + "; nothing was written to the target", Err: err}
+		case errors.Is(err, logical.ErrTargetNotEmpty):
+			return &UserError{Msg: err.Error() + "; restore into an empty server, or pass --drop-existing", Err: err}
+		}
+		return userErr(err)
+	}
+	for _, w := range res.RestoreWarnings {
+		fmt.Fprintln(s.err, "warning:", w)
+	}
+	if res.Applied != nil {
+		for _, w := range res.Applied.Warnings {
+			fmt.Fprintln(s.err, "warning:", w)
+		}
+	}
+	a := res.Applied
+	_, err = fmt.Fprintf(s.out, "restored %s to %s: backup %s (%s) then %d transactions through %s (%s), ending at %s; total %s\n",
+		lp.instance, PITRTarget(lp.stop), res.Base.BackupId, res.BaseRestore.Round(time.Millisecond),
+		a.Transactions, a.Method, res.RollForward.Round(time.Millisecond), a.Last, time.Since(start).Round(time.Millisecond))
+	return err
+}

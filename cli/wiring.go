@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/tidemark-backup/tidemark/agent"
+	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/engines/binlog"
+	"github.com/tidemark-backup/tidemark/engines/pitr"
+)
+
+// EngineWiring is the binary's Wiring: the binlog engine behind the agent's
+// stream and point-in-time jobs and behind `binlog status` through the
+// controller.
+func EngineWiring() Wiring {
+	return Wiring{
+		BinlogStreamer: func(ctx context.Context, p agent.BinlogStreamParams) error {
+			return binlog.Stream(ctx, binlog.StreamParams{
+				DSNs: p.DSNs, Repo: p.Repo, Instance: p.Instance, Flush: p.Flush,
+				ServerID: p.ServerID, PurgeArchived: p.PurgeArchived, Logger: p.Logger,
+				OnWatermark: func(w binlog.Watermark) {
+					if p.OnWatermark != nil {
+						p.OnWatermark(agent.BinlogWatermark{
+							Instance: w.Instance, GTID: w.GTID, File: w.File, Position: w.Position,
+							LastEventTime: w.LastEventTime, DurableAt: w.DurableAt,
+						})
+					}
+				},
+			})
+		},
+		PITRRestorer: func(ctx context.Context, p agent.PITRParams) (*agent.PITRResult, error) {
+			if len(p.Databases) > 0 || len(p.Tables) > 0 || len(p.RenameDB) > 0 {
+				return nil, fmt.Errorf("a point-in-time restore brings back the whole instance: database, table and rename filters cannot be combined with a stop point (the binlog replays every database)")
+			}
+			res, err := pitr.Restore(ctx, pitr.Params{
+				Repo: p.Repo, Instance: p.SourceInstance, DSN: p.DSN, FromBackup: p.BackupID,
+				Target:   pitr.Target{Time: p.StopTime, GTID: p.StopGTID, File: p.StopFile, Pos: p.StopPos},
+				Parallel: p.Parallel, DropExisting: p.DropExisting, Engine: engineByName, Logger: p.Logger,
+				Progress: func(phase string, pr engines.Progress) {
+					if p.Progress != nil {
+						p.Progress(phase, pr.BytesDone, pr.BytesTotal)
+					}
+				},
+			})
+			if err != nil {
+				return nil, err
+			}
+			out := &agent.PITRResult{BackupID: res.Base.BackupId, Warnings: res.RestoreWarnings}
+			if a := res.Applied; a != nil {
+				out.Transactions = int64(a.Transactions)
+				out.ReachedGTID, out.ReachedTime = a.EndGTID, a.Last.Time
+				out.Warnings = append(out.Warnings, a.Warnings...)
+			}
+			return out, nil
+		},
+		BinlogArchiveStatus: func(ctx context.Context, uri, instance string) (*ArchiveStatus, error) {
+			rf := repoFlags{uri: uri, keyFile: os.Getenv("TIDEMARK_KEY_FILE"), passphraseFile: os.Getenv("TIDEMARK_PASSPHRASE_FILE")}
+			repo, closeRepo, err := rf.open(ctx)
+			if err != nil {
+				return nil, err
+			}
+			defer closeRepo()
+			a, err := binlog.OpenArchive(ctx, repo, instance)
+			if err != nil {
+				return nil, err
+			}
+			st := a.Status()
+			out := &ArchiveStatus{
+				FirstEventTime: st.FirstTime, LastEventTime: st.LastEventTime, FirstGTID: st.FirstGTID,
+				GTIDPosition: st.GTIDPosition, File: st.File, Position: st.Position, Segments: st.Segments, Bytes: st.Bytes,
+			}
+			for _, g := range st.Gaps {
+				out.Gaps = append(out.Gaps, ArchiveGap{After: g.After, Before: g.Before, FromTime: g.FromTime, ToTime: g.ToTime, Reason: g.Reason})
+			}
+			return out, nil
+		},
+	}
+}

@@ -1,0 +1,353 @@
+package pitr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/engines/binlog"
+	"github.com/tidemark-backup/tidemark/engines/binlog/apply"
+	"github.com/tidemark-backup/tidemark/internal/archive"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// ErrUnreachable means the repository cannot bring the instance to the
+// point asked for; nothing was written to the target.
+var ErrUnreachable = errors.New("point in time not reachable")
+
+// Target is the point to restore to; exactly one kind is set.
+type Target struct {
+	// Time includes every transaction with a timestamp at or before it.
+	Time time.Time
+	// GTID includes that transaction (MariaDB domain-server-seq).
+	GTID string
+	// File and Pos stop before the event that starts at Pos in File.
+	File string
+	Pos  uint64
+}
+
+func (t Target) kinds() int {
+	n := 0
+	if !t.Time.IsZero() {
+		n++
+	}
+	if t.GTID != "" {
+		n++
+	}
+	if t.File != "" {
+		n++
+	}
+	return n
+}
+
+func (t Target) String() string {
+	switch {
+	case !t.Time.IsZero():
+		return "time " + t.Time.UTC().Format(time.DateTime) + " UTC"
+	case t.GTID != "":
+		return "GTID " + t.GTID
+	default:
+		return fmt.Sprintf("position %s:%d", t.File, t.Pos)
+	}
+}
+
+// Params are one point-in-time restore's inputs.
+type Params struct {
+	Repo     *archive.Repo
+	Instance string // the instance's name in the repository
+	DSN      string // the server to restore into
+	Target   Target
+	// FromBackup names the base backup; "" picks the newest complete one
+	// at or before the target.
+	FromBackup   string
+	Parallel     int // the base restore's connections; 0: the engine's choice
+	DropExisting bool
+	// ApplyParallel > 1 runs the target's replication applier with that
+	// many threads during the roll-forward; 0 keeps the server's setting.
+	ApplyParallel int
+	// Apply method ("replication" or "sql"), listen address and the live
+	// source to replicate from afterwards: see apply.Params.
+	Method            string
+	ServeAddr         string
+	ThenReplicateFrom string
+	// Engine returns the engine that restores a base backup.
+	Engine   func(name string) (engines.Engine, error)
+	Progress func(phase string, p engines.Progress)
+	Logger   *slog.Logger
+}
+
+// Result reports a restore and the time of its parts.
+type Result struct {
+	Base            *v1.Manifest
+	BaseRestore     time.Duration
+	RollForward     time.Duration
+	Plan            *apply.PlanResult
+	Applied         *apply.Result
+	RestoreWarnings []string
+}
+
+// Restore brings the server at p.DSN to p.Target: the newest base backup at
+// or before the target, then the archived binlog from exactly the base's
+// consistency point. Every check that can refuse (target format, base,
+// archive coverage, gaps, the stop point) runs before anything is written.
+func Restore(ctx context.Context, p Params) (*Result, error) {
+	if p.Target.kinds() != 1 {
+		return nil, fmt.Errorf("give exactly one of a time, a GTID or a FILE:POS position to restore to")
+	}
+	if p.Instance == "" {
+		return nil, fmt.Errorf("the instance whose archive to roll forward is required (its name in the repository: `tidemark binlog status --repo URI` lists them)")
+	}
+	arch, err := binlog.OpenArchive(ctx, p.Repo, p.Instance)
+	if err != nil {
+		return nil, err
+	}
+	base, err := pickBase(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	files, err := filesFrom(arch, base, p.Target)
+	if err != nil {
+		return nil, err
+	}
+	ap := apply.Params{
+		DSN: p.DSN, Files: files, StartGTID: base.Consistency.GtidSet, StartTime: base.Consistency.Time.AsTime(),
+		Stop:   apply.Stop{GTID: p.Target.GTID, File: p.Target.File, Pos: p.Target.Pos, Time: p.Target.Time},
+		Method: p.Method, Parallel: p.ApplyParallel, ServeAddr: p.ServeAddr, ThenReplicateFrom: p.ThenReplicateFrom,
+		Logger: p.Logger,
+		Progress: func(pr apply.Progress) {
+			if p.Progress != nil {
+				p.Progress("roll-forward", engines.Progress{Phase: pr.Phase, BytesDone: pr.BytesSent, BytesTotal: pr.Bytes})
+			}
+		},
+	}
+	plan, err := apply.Plan(ctx, ap)
+	if err != nil {
+		return nil, fmt.Errorf("instance %s to %s from backup %s: %w", p.Instance, p.Target, base.BackupId, err)
+	}
+	res := &Result{Base: base, Plan: plan}
+
+	eng, err := p.Engine(base.Engine)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s was written by engine %q, which this tidemark cannot restore", base.BackupId, base.Engine)
+	}
+	t0 := time.Now()
+	rr, err := eng.Restore(ctx, engines.RestoreParams{
+		DSN: p.DSN, Parallel: p.Parallel, Source: engines.ArchiveSource(p.Repo, base),
+		DropExisting: p.DropExisting,
+		Progress: func(pr engines.Progress) {
+			if p.Progress != nil {
+				p.Progress("base "+pr.Phase, pr)
+			}
+		},
+	})
+	if err != nil {
+		return res, fmt.Errorf("restoring base backup %s: %w", base.BackupId, err)
+	}
+	res.BaseRestore = time.Since(t0)
+	res.RestoreWarnings = rr.Warnings
+
+	t1 := time.Now()
+	applied, err := apply.Apply(ctx, ap)
+	res.RollForward = time.Since(t1)
+	res.Applied = applied
+	if err != nil {
+		return res, fmt.Errorf("rolling forward from backup %s to %s: %w (the base is restored; the server holds the data as of the last transaction applied)", base.BackupId, p.Target, err)
+	}
+	return res, nil
+}
+
+// pickBase returns the base backup: the one named, or the newest complete
+// backup of the instance whose consistency point is at or before the target.
+func pickBase(ctx context.Context, p Params) (*v1.Manifest, error) {
+	if p.FromBackup != "" {
+		m, err := p.Repo.LoadManifest(ctx, p.FromBackup)
+		if err != nil {
+			return nil, err
+		}
+		if m.Instance != p.Instance {
+			return nil, fmt.Errorf("backup %s is of instance %q, not %q", m.BackupId, m.Instance, p.Instance)
+		}
+		if m.Consistency == nil {
+			return nil, fmt.Errorf("backup %s records no binlog position, so no binlog can be rolled forward from it", m.BackupId)
+		}
+		if !atOrBefore(m.Consistency, p.Target) {
+			return nil, fmt.Errorf("%w: backup %s is at %s, after the target %s", ErrUnreachable, m.BackupId, describe(m.Consistency), p.Target)
+		}
+		return m, nil
+	}
+	ms, err := p.Repo.Manifests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var mine []*v1.Manifest
+	for _, m := range ms {
+		if m.Instance == p.Instance && m.Consistency != nil && (m.Consistency.GtidSet != "" || m.Consistency.BinlogFile != "") {
+			mine = append(mine, m)
+		}
+	}
+	if len(mine) == 0 {
+		return nil, fmt.Errorf("%w: the repository holds no complete backup of instance %q with a binlog position to start from; take one with `tidemark backup`", ErrUnreachable, p.Instance)
+	}
+	slices.SortFunc(mine, func(a, b *v1.Manifest) int {
+		return a.Consistency.Time.AsTime().Compare(b.Consistency.Time.AsTime())
+	})
+	for i := len(mine) - 1; i >= 0; i-- {
+		if atOrBefore(mine[i].Consistency, p.Target) {
+			return mine[i], nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s is before the oldest backup of instance %q (%s at %s)", ErrUnreachable,
+		p.Target, p.Instance, mine[0].BackupId, describe(mine[0].Consistency))
+}
+
+func describe(c *v1.ConsistencyPoint) string {
+	var parts []string
+	if c.Time != nil {
+		parts = append(parts, c.Time.AsTime().UTC().Format(time.DateTime)+" UTC")
+	}
+	if c.GtidSet != "" {
+		parts = append(parts, "GTID "+c.GtidSet)
+	}
+	if c.BinlogFile != "" {
+		parts = append(parts, fmt.Sprintf("%s:%d", c.BinlogFile, c.BinlogPosition))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// atOrBefore reports whether a backup at c can be rolled forward to t.
+func atOrBefore(c *v1.ConsistencyPoint, t Target) bool {
+	switch {
+	case !t.Time.IsZero():
+		return c.Time != nil && !c.Time.AsTime().After(t.Time)
+	case t.GTID != "":
+		g, err := binlog.ParsePosition(t.GTID)
+		if err != nil || c.GtidSet == "" {
+			return false
+		}
+		pos, err := binlog.ParsePosition(c.GtidSet)
+		if err != nil {
+			return false
+		}
+		for d, gt := range g {
+			if pos[d].Seq > gt.Seq {
+				return false
+			}
+		}
+		return true
+	default:
+		return c.BinlogFile != "" && compareFilePos(c.BinlogFile, c.BinlogPosition, t.File, t.Pos) <= 0
+	}
+}
+
+func compareFilePos(f1 string, p1 uint64, f2 string, p2 uint64) int {
+	if c := strings.Compare(f1, f2); c != 0 {
+		return c
+	}
+	switch {
+	case p1 < p2:
+		return -1
+	case p1 > p2:
+		return 1
+	}
+	return 0
+}
+
+// filesFrom returns the archived segments to replay from the base's
+// consistency point, after checking that the archive holds every
+// transaction from that point on, and that no gap lies between it and the
+// target.
+func filesFrom(arch *binlog.Archive, base *v1.Manifest, t Target) ([]apply.File, error) {
+	segs := arch.Segments()
+	if len(segs) == 0 {
+		return nil, fmt.Errorf("%w: no binlog is archived for this instance; start `tidemark binlog stream` (or `tidemark binlog start` through the controller)", ErrUnreachable)
+	}
+	c := base.Consistency
+	basePos, err := binlog.ParsePosition(c.GtidSet)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: consistency GTID %q: %w", base.BackupId, c.GtidSet, err)
+	}
+	// The first segment that holds a transaction past the base; the
+	// segments before it are wholly inside the base. Apply skips, per
+	// domain, what the base already holds of the segments it is given.
+	first := -1
+	for i, s := range segs {
+		end, err := binlog.ParsePosition(s.GTIDEnd)
+		if err != nil {
+			return nil, fmt.Errorf("binlog segment %s: %w", s.Name, err)
+		}
+		if beyond(end, basePos) {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		// Nothing archived after the base: the plan refuses any target
+		// past it, naming the range; give it the last segment to read.
+		first = len(segs) - 1
+	}
+	start, err := binlog.ParsePosition(segs[first].GTIDStart)
+	if err != nil {
+		return nil, fmt.Errorf("binlog segment %s: %w", segs[first].Name, err)
+	}
+	if beyond(start, basePos) {
+		return nil, fmt.Errorf("%w: the archived binlog of this instance starts at GTID %s (%s), after backup %s's point (%s): the transactions between them were never archived; restore to the backup's own point, or choose a backup taken after streaming started",
+			ErrUnreachable, dash(segs[first].GTIDStart), segs[first].FirstTime.UTC().Format(time.DateTime), base.BackupId, describe(c))
+	}
+	for _, g := range arch.Gaps() {
+		gb, err := binlog.ParsePosition(g.Before)
+		if err != nil || !beyond(gb, basePos) {
+			continue // a gap wholly before the base does not matter
+		}
+		if gapBefore(g, t) {
+			return nil, fmt.Errorf("%w: the archive has a gap after backup %s's point: %s (after %s, before %s, %s to %s); restore to a point before %s, or from a backup taken after the gap",
+				ErrUnreachable, base.BackupId, g.Reason, g.After, g.Before,
+				g.FromTime.UTC().Format(time.DateTime), g.ToTime.UTC().Format(time.DateTime), g.FromTime.UTC().Format(time.DateTime))
+		}
+	}
+	var files []apply.File
+	for _, s := range segs[first:] {
+		files = append(files, apply.File{Name: s.File, Open: func(ctx context.Context) (io.ReadCloser, error) { return arch.Open(ctx, s) }})
+	}
+	return files, nil
+}
+
+// beyond reports whether position a holds a transaction that b does not
+// (a higher sequence number in some domain).
+func beyond(a, b binlog.Position) bool {
+	for d, g := range a {
+		if g.Seq > b[d].Seq {
+			return true
+		}
+	}
+	return false
+}
+
+// gapBefore reports whether reaching t needs a transaction the gap lacks.
+func gapBefore(g binlog.Gap, t Target) bool {
+	switch {
+	case !t.Time.IsZero():
+		return !g.FromTime.After(t.Time)
+	case t.GTID != "":
+		tp, err1 := binlog.ParsePosition(t.GTID)
+		after, err2 := binlog.ParsePosition(g.After)
+		return err1 != nil || err2 != nil || beyond(tp, after)
+	default:
+		// A position target is checked by the plan, which reads the
+		// files' own coordinates; a gap between segments breaks the
+		// chain it follows.
+		return false
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
