@@ -97,6 +97,10 @@ type Gap struct {
 	FromTime time.Time `json:"from_time"`
 	ToTime   time.Time `json:"to_time"`
 	Reason   string    `json:"reason"`
+	// AfterGTID and BeforeGTID are After and Before as bare GTID
+	// positions ("" when the source has no GTIDs), for code that compares.
+	AfterGTID  string `json:"after_gtid,omitempty"`
+	BeforeGTID string `json:"before_gtid,omitempty"`
 }
 
 // segmentMeta is what the index entry and each piece header record about a
@@ -300,6 +304,9 @@ func (a *Archive) checkChain() {
 				gg.Before = pointOf(s.meta.SegmentInfo, true)
 				gg.ToTime = s.meta.FirstTime
 			}
+			if gg.BeforeGTID == "" {
+				gg.BeforeGTID = s.meta.GTIDStart
+			}
 			a.gaps = append(a.gaps, gg)
 			continue
 		}
@@ -309,7 +316,8 @@ func (a *Archive) checkChain() {
 		p := a.segs[i-1].meta
 		if reason := chainBreak(p, s.meta); reason != "" {
 			a.gaps = append(a.gaps, Gap{After: pointOf(p.SegmentInfo, false), Before: pointOf(s.meta.SegmentInfo, true),
-				FromTime: p.LastTime, ToTime: s.meta.FirstTime, Reason: reason})
+				FromTime: p.LastTime, ToTime: s.meta.FirstTime, Reason: reason,
+				AfterGTID: p.GTIDEnd, BeforeGTID: s.meta.GTIDStart})
 		}
 	}
 }

@@ -639,7 +639,7 @@ func (s *streamer) recordPurgeGap(ctx context.Context, ss *sessionState, msg str
 		}
 	}
 	m := s.last
-	g := &Gap{After: pointOf(m.SegmentInfo, false), FromTime: m.LastTime,
+	g := &Gap{After: pointOf(m.SegmentInfo, false), AfterGTID: m.GTIDEnd, FromTime: m.LastTime,
 		Reason: fmt.Sprintf("server %s (server_id %d) no longer has the binlog after the archive's end (purged before it was archived): %s", ss.srv.dsn.Addr(), ss.srv.serverID, msg)}
 	s.log.Error("binlog gap: the server purged binlog the archive does not hold; continuing from its oldest binlog", "after", g.After, "reason", msg)
 	s.pendingGap = g

@@ -127,6 +127,9 @@ func Restore(ctx context.Context, p Params) (*Result, error) {
 		},
 	}
 	plan, err := apply.Plan(ctx, ap)
+	if errors.Is(err, apply.ErrUnreachable) {
+		return nil, fmt.Errorf("%w: instance %s to %s from backup %s: %w", ErrUnreachable, p.Instance, p.Target, base.BackupId, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("instance %s to %s from backup %s: %w", p.Instance, p.Target, base.BackupId, err)
 	}
@@ -300,7 +303,7 @@ func filesFrom(arch *binlog.Archive, base *v1.Manifest, t Target) ([]apply.File,
 			ErrUnreachable, dash(segs[first].GTIDStart), segs[first].FirstTime.UTC().Format(time.DateTime), base.BackupId, describe(c))
 	}
 	for _, g := range arch.Gaps() {
-		gb, err := binlog.ParsePosition(g.Before)
+		gb, err := binlog.ParsePosition(g.BeforeGTID)
 		if err != nil || !beyond(gb, basePos) {
 			continue // a gap wholly before the base does not matter
 		}
@@ -335,7 +338,7 @@ func gapBefore(g binlog.Gap, t Target) bool {
 		return !g.FromTime.After(t.Time)
 	case t.GTID != "":
 		tp, err1 := binlog.ParsePosition(t.GTID)
-		after, err2 := binlog.ParsePosition(g.After)
+		after, err2 := binlog.ParsePosition(g.AfterGTID)
 		return err1 != nil || err2 != nil || beyond(tp, after)
 	default:
 		// A position target is checked by the plan, which reads the

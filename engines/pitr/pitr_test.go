@@ -12,7 +12,6 @@ import (
 
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/binlog"
-	"github.com/tidemark-backup/tidemark/engines/binlog/apply"
 	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/storage/file"
@@ -247,8 +246,8 @@ func TestPointInTime(t *testing.T) {
 		is     error
 	}{
 		{"before the oldest backup", Target{Time: before.time}, ErrUnreachable},
-		{"past the archive", Target{GTID: bumpSeq(t, p4.gtid, 1000)}, apply.ErrUnreachable},
-		{"time past the archive", Target{Time: time.Now().Add(time.Hour)}, apply.ErrUnreachable},
+		{"past the archive", Target{GTID: bumpSeq(t, p4.gtid, 1000)}, ErrUnreachable},
+		{"time past the archive", Target{Time: time.Now().Add(time.Hour)}, ErrUnreachable},
 	} {
 		t.Run("refused "+c.name, func(t *testing.T) {
 			dst, _, err := restore(t, repo, c.target)
@@ -277,4 +276,144 @@ func bumpSeq(t *testing.T, pos string, n uint64) string {
 		p[d] = g
 	}
 	return p.String()
+}
+
+func newRepo(t *testing.T) *archive.Repo {
+	t.Helper()
+	st, err := file.Open(filepath.Join(t.TempDir(), "repo"), file.Options{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := archive.Init(context.Background(), st, archive.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(repo.Close)
+	return repo
+}
+
+func startStream(t *testing.T, repo *archive.Repo, dsn string) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- binlog.Stream(ctx, binlog.StreamParams{DSNs: []string{dsn}, Repo: repo, Instance: instance, Flush: 100 * time.Millisecond})
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("stream: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// purgeAll rotates the source's binlog and purges every older file, so
+// what they held can no longer be streamed.
+func purgeAll(t *testing.T, src *testenv.MariaDB, db *sql.DB) {
+	t.Helper()
+	src.Exec(t, "FLUSH BINARY LOGS")
+	var cur string
+	var pos any
+	rows, err := db.Query("SHOW MASTER STATUS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols, _ := rows.Columns()
+	vals := make([]any, len(cols))
+	vals[0] = &cur
+	for i := 1; i < len(cols); i++ {
+		vals[i] = &pos
+	}
+	for rows.Next() {
+		if err := rows.Scan(vals...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = rows.Close()
+	testenv.WaitFor(t, "binlogs purged to "+cur, testenv.Wait(30*time.Second), func() error {
+		if _, err := db.Exec("PURGE BINARY LOGS TO '" + cur + "'"); err != nil {
+			return err
+		}
+		var first string
+		if err := db.QueryRow("SHOW BINARY LOGS").Scan(&first, new(any)); err != nil {
+			return err
+		}
+		if first != cur {
+			return fmt.Errorf("oldest binlog is still %s", first)
+		}
+		return nil
+	})
+}
+
+// TestGapsRefused: a point behind a gap in the archive (a binlog purged
+// while no streamer ran), or a base older than the archive's start, is
+// refused with nothing written; a point before the gap still restores.
+func TestGapsRefused(t *testing.T) {
+	src := testenv.StartMariaDB(t, strict)
+	db := src.DB(t)
+	repo := newRepo(t)
+	src.Exec(t, "CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY, v INT)", "INSERT INTO app.t VALUES (1, 1)")
+
+	// A backup from before streaming began, whose binlog is purged first:
+	// the archive starts after it.
+	early := backup(t, repo, src.DSN)
+	src.Exec(t, "INSERT INTO app.t VALUES (2, 2)")
+	purgeAll(t, src, db)
+	stop := startStream(t, repo, src.DSN)
+	src.Exec(t, "INSERT INTO app.t VALUES (3, 3)")
+	base := backup(t, repo, src.DSN)
+	src.Exec(t, "UPDATE app.t SET v = v + 10")
+	p0 := record(t, db, "before the gap")
+	waitArchived(t, repo, db)
+	stop()
+
+	src.Exec(t, "INSERT INTO app.t VALUES (4, 4)") // lost: purged before it is archived
+	purgeAll(t, src, db)
+	startStream(t, repo, src.DSN)
+	src.Exec(t, "INSERT INTO app.t VALUES (5, 5)")
+	p1 := record(t, db, "after the gap")
+	waitArchived(t, repo, db)
+	if a, err := binlog.OpenArchive(context.Background(), repo, instance); err != nil || len(a.Gaps()) != 1 {
+		t.Fatalf("archive gaps: %v (%v), want one", a.Gaps(), err)
+	}
+
+	dst, res, err := restore(t, repo, Target{GTID: p0.gtid})
+	if err != nil {
+		t.Fatalf("restore before the gap: %v", err)
+	}
+	if res.Base.BackupId != base.BackupId {
+		t.Errorf("base %s, want %s", res.Base.BackupId, base.BackupId)
+	}
+	sameSums(t, "before the gap", testenv.Checksums(t, dst.DB(t), "app"), p0.sums)
+
+	for _, c := range []struct {
+		name   string
+		target Target
+		from   string
+	}{
+		{"GTID behind the gap", Target{GTID: p1.gtid}, ""},
+		{"time behind the gap", Target{Time: p1.time}, ""},
+		{"base older than the archive", Target{GTID: p0.gtid}, early.BackupId},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dst := testenv.StartMariaDB(t, strict)
+			_, err := Restore(context.Background(), Params{
+				Repo: repo, Instance: instance, DSN: dst.DSN, Target: c.target, FromBackup: c.from,
+				Engine: func(string) (engines.Engine, error) { return logical.New(), nil },
+			})
+			if !errors.Is(err, ErrUnreachable) {
+				t.Fatalf("restore to %s: %v, want ErrUnreachable", c.target, err)
+			}
+			var n int
+			if err := dst.DB(t).QueryRow("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = 'app'").Scan(&n); err != nil || n != 0 {
+				t.Fatalf("refused restore wrote to the target (schema app: %d, %v)", n, err)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
 }
