@@ -68,9 +68,21 @@ type tableMeta struct {
 	Locked   bool        `json:"dumped_under_lock,omitempty"` // non-transactional: dumped while writes were blocked
 	Pieces   []pieceMeta `json:"pieces"`
 	Rows     int64       `json:"rows"`
-	// Sequence holds a MariaDB sequence's next value; such a "table" has no
-	// pieces.
+	// SequenceRow is a MariaDB sequence's state row (SELECT * FROM s, read
+	// while writes were blocked): its definition and next_not_cached_value
+	// and cycle_count. Such a "table" has no pieces.
+	SequenceRow *sequenceRow `json:"sequence_row,omitempty"`
+	// Sequence is the row's next_not_cached_value alone: all that backups
+	// taken before sequence_row held, and what older readers still use.
 	Sequence *int64 `json:"sequence_next,omitempty"`
+}
+
+// sequenceRow is a sequence's one row as the server returned it: column
+// names and decimal integer values, kept as text so that an unsigned
+// sequence (MariaDB ≥ 11.5, AS BIGINT UNSIGNED) fits.
+type sequenceRow struct {
+	Columns []string `json:"columns"`
+	Values  []string `json:"values"`
 }
 
 type pieceMeta struct {
@@ -87,8 +99,11 @@ type schemaDoc struct {
 }
 
 type tableDDL struct {
-	Name   string `json:"name"`
-	Kind   string `json:"kind"` // "table" or "sequence"
+	Name string `json:"name"`
+	Kind string `json:"kind"` // "table" or "sequence"
+	// Create is SHOW CREATE TABLE, or for a sequence SHOW CREATE SEQUENCE
+	// (backups taken before sequence_row held SHOW CREATE TABLE, which has
+	// the columns of a sequence but none of its options).
 	Create string `json:"create"`
 }
 

@@ -175,28 +175,28 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 			}
 		}
 	}
+	// Sequences before any table: a column default may draw from one
+	// (DEFAULT NEXTVAL(s)), and the server checks that it exists.
 	indexes := map[string][]string{} // "db.table" (original) → ADD clauses
-	for _, d := range sel.dbs {
-		td := r.target(d)
-		if _, err := ctl.ExecContext(ctx, createDatabaseSQL(schemas[d].Create, d, td)); err != nil {
-			return nil, mysqlx.TranslateNeed("creating database "+td, err, "CREATE on "+qi(td)+".*")
-		}
-		if _, err := ctl.ExecContext(ctx, "USE "+qi(td)); err != nil {
-			return nil, mysqlx.Translate("using database "+td, err)
-		}
-		for _, t := range schemas[d].Tables {
-			if !sel.table(d, t.Name) {
-				continue
+	for _, seqPass := range []bool{true, false} {
+		for _, d := range sel.dbs {
+			td := r.target(d)
+			if seqPass {
+				if _, err := ctl.ExecContext(ctx, createDatabaseSQL(schemas[d].Create, d, td)); err != nil {
+					return nil, mysqlx.TranslateNeed("creating database "+td, err, "CREATE on "+qi(td)+".*")
+				}
 			}
-			create, adds := t.Create, []string(nil)
-			if t.Kind == "table" {
-				create, adds = splitSecondaryIndexes(create, hasForeignKeys(create) || referenced[d+"."+t.Name])
-				create = renameReferences(create, r.rename)
+			if _, err := ctl.ExecContext(ctx, "USE "+qi(td)); err != nil {
+				return nil, mysqlx.Translate("using database "+td, err)
 			}
-			if _, err := ctl.ExecContext(ctx, create); err != nil {
-				return nil, mysqlx.TranslateNeed("creating table "+td+"."+t.Name, err, "CREATE on "+qi(td)+".*")
+			for _, t := range schemas[d].Tables {
+				if !sel.table(d, t.Name) || (t.Kind == "sequence") != seqPass {
+					continue
+				}
+				if err := r.createTable(ctx, ctl, d, t, referenced[d+"."+t.Name], indexes); err != nil {
+					return nil, err
+				}
 			}
-			indexes[d+"."+t.Name] = adds
 		}
 	}
 
@@ -207,9 +207,9 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 		if !sel.table(t.DB, t.Name) {
 			continue
 		}
-		if t.Sequence != nil {
-			if _, err := ctl.ExecContext(ctx, fmt.Sprintf("SELECT SETVAL(%s, %d, 0)", qname(r.target(t.DB), t.Name), *t.Sequence)); err != nil {
-				return nil, mysqlx.Translate("setting sequence "+t.DB+"."+t.Name, err)
+		if t.SequenceRow != nil || t.Sequence != nil {
+			if err := r.setSequence(ctx, ctl, t); err != nil {
+				return nil, err
 			}
 			continue
 		}
@@ -242,6 +242,60 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 	}
 	r.progress("done")
 	return &engines.RestoreResult{Tables: len(tables), Rows: r.rows.Load(), Warnings: r.warnings}, nil
+}
+
+// createTable creates one table or sequence of database d in the session's
+// current database (its target), recording the secondary indexes it holds
+// back in indexes.
+func (r *restoreRun) createTable(ctx context.Context, ctl *sql.Conn, d string, t tableDDL, referenced bool, indexes map[string][]string) error {
+	td := r.target(d)
+	create, adds := t.Create, []string(nil)
+	switch {
+	case t.Kind == "table":
+		create, adds = splitSecondaryIndexes(create, hasForeignKeys(create) || referenced)
+		create = renameReferences(create, r.rename)
+	case !strings.HasPrefix(create, "CREATE SEQUENCE"):
+		r.warn("sequence %s.%s: the backup holds its columns but not its options (it was taken by a tidemark before sequences were exact): "+
+			"it is restored with the default start, increment, bounds and cache, and its next value", td, t.Name)
+	}
+	if _, err := ctl.ExecContext(ctx, create); err != nil {
+		if mysqlx.ServerErrorNumber(err) == 1146 && strings.Contains(create, "nextval(") {
+			return fmt.Errorf("creating table %s.%s: a column default draws from a sequence that is not restored: restore the sequence too (name it in the tables): %w",
+				td, t.Name, err)
+		}
+		return mysqlx.TranslateNeed("creating "+t.Kind+" "+td+"."+t.Name, err, "CREATE on "+qi(td)+".*")
+	}
+	indexes[d+"."+t.Name] = adds
+	return nil
+}
+
+// setSequence gives a created sequence the source's state row: definition,
+// next_not_cached_value and cycle_count, all at once. SETVAL cannot do
+// that: it keeps no round below the current one, and it ignores a value
+// behind the new sequence's start (a sequence restarted below its START),
+// which is how a mariadb-dump restore loses both.
+func (r *restoreRun) setSequence(ctx context.Context, ctl *sql.Conn, t *tableMeta) error {
+	name := qname(r.target(t.DB), t.Name)
+	op := "setting sequence " + r.target(t.DB) + "." + t.Name
+	if t.SequenceRow == nil { // a backup from before sequence_row
+		_, err := ctl.ExecContext(ctx, fmt.Sprintf("SELECT SETVAL(%s, %d, 0)", name, *t.Sequence))
+		return mysqlx.Translate(op, err)
+	}
+	row := t.SequenceRow
+	if len(row.Columns) == 0 || len(row.Columns) != len(row.Values) {
+		return fmt.Errorf("backup %s: sequence %s.%s: %d columns and %d values in its row: the backup is damaged",
+			r.p.Source.Manifest().GetBackupId(), t.DB, t.Name, len(row.Columns), len(row.Values))
+	}
+	cols := make([]string, len(row.Columns))
+	for i, c := range row.Columns {
+		if !isInteger(row.Values[i]) {
+			return fmt.Errorf("backup %s: sequence %s.%s: column %s holds %q, not an integer: the backup is damaged",
+				r.p.Source.Manifest().GetBackupId(), t.DB, t.Name, c, row.Values[i])
+		}
+		cols[i] = qi(c)
+	}
+	_, err := ctl.ExecContext(ctx, "INSERT INTO "+name+" ("+strings.Join(cols, ", ")+") VALUES ("+strings.Join(row.Values, ", ")+")")
+	return mysqlx.Translate(op, err)
 }
 
 func (r *restoreRun) readJSON(ctx context.Context, name string, v any) error {
@@ -345,14 +399,16 @@ func createDatabaseSQL(show, from, to string) string {
 	return "CREATE DATABASE IF NOT EXISTS " + qi(to) + opts
 }
 
-// renameReferences renames databases in a CREATE TABLE's foreign keys only.
+// renameReferences renames databases in the lines of a CREATE TABLE that
+// name other tables: foreign keys and defaults drawn from a sequence, which
+// the server writes qualified (DEFAULT nextval(`db`.`s`)).
 func renameReferences(create string, rename map[string]string) string {
-	if len(rename) == 0 || !strings.Contains(create, "REFERENCES ") {
+	if len(rename) == 0 || !strings.Contains(create, "REFERENCES ") && !strings.Contains(create, "nextval(") {
 		return create
 	}
 	lines := strings.Split(create, "\n")
 	for i, l := range lines {
-		if strings.Contains(l, "REFERENCES ") {
+		if strings.Contains(l, "REFERENCES ") || strings.Contains(l, "nextval(") {
 			lines[i] = renameQualified(l, rename)
 		}
 	}

@@ -299,13 +299,15 @@ func readSchema(ctx context.Context, q *sql.Conn, dbs []string, tables []*tableI
 				Charset: r["character_set_client"], Collation: r["collation_connection"]})
 			continue
 		}
-		r, err := showRow(ctx, q, "SHOW CREATE TABLE "+qname(t.DB, t.Name))
-		if err != nil {
-			return nil, nil, mysqlx.TranslateNeed("reading table "+t.DB+"."+t.Name, err, "SELECT on "+qi(t.DB)+".*")
-		}
-		kind := "table"
+		// A sequence's SHOW CREATE TABLE has its columns but none of its
+		// options: a table created from it starts at 1 and steps by 1.
+		kind, show := "table", "SHOW CREATE TABLE "
 		if t.isSequence() {
-			kind = "sequence"
+			kind, show = "sequence", "SHOW CREATE SEQUENCE "
+		}
+		r, err := showRow(ctx, q, show+qname(t.DB, t.Name))
+		if err != nil {
+			return nil, nil, mysqlx.TranslateNeed("reading "+kind+" "+t.DB+"."+t.Name, err, "SELECT on "+qi(t.DB)+".*")
 		}
 		schemas[t.DB].Tables = append(schemas[t.DB].Tables, tableDDL{Name: t.Name, Kind: kind, Create: r["create table"]})
 	}
