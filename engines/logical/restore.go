@@ -671,7 +671,12 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 		}
 		for _, o := range po.Triggers {
 			if sel.table(d, o.Table) {
-				o.Create = unqualifyTrigger(o.Create, o.Name, o.Table)
+				// The statement is as its creator wrote it, maybe with
+				// the name and table qualified by the database: kept
+				// as is, unless the database has a new name.
+				if r.target(d) != d {
+					o.Create = unqualifyTrigger(o.Create, o.Name, o.Table)
+				}
 				if err := exec(d, o, "trigger"); err != nil {
 					return err
 				}
