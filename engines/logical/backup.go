@@ -187,8 +187,8 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 		r.warn("%s.%s uses %s, which has no snapshots: it was dumped while writes were blocked, which lengthens the lock", t.DB, t.Name, t.Engine)
 	}
 	for _, t := range tables {
-		if t.Type == "SYSTEM VERSIONED" {
-			r.warn("%s.%s is system-versioned: only its current rows are backed up, not its history", t.DB, t.Name)
+		if t.Type == "SYSTEM VERSIONED" && !t.History {
+			r.warn("%s.%s is system-versioned by transaction id: only its current rows are backed up, not its history (a period in transaction ids cannot be written back)", t.DB, t.Name)
 		}
 	}
 	if !srv.LogBin {
@@ -266,7 +266,7 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 }
 
 func (t *tableInfo) meta() tableMeta {
-	tm := tableMeta{DB: t.DB, Name: t.Name, Engine: t.Engine, SplitKey: t.SplitKey, Locked: !t.transactional()}
+	tm := tableMeta{DB: t.DB, Name: t.Name, Engine: t.Engine, SplitKey: t.SplitKey, Locked: !t.transactional(), History: t.History}
 	for _, c := range t.dumpColumns() {
 		tm.Columns = append(tm.Columns, c.Name)
 		tm.Types = append(tm.Types, c.DataType)
@@ -613,7 +613,7 @@ func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, wire *mysqlx.Wir
 		for i, col := range cols {
 			exprs[i] = selectExpr(col, path)
 		}
-		q := "SELECT " + strings.Join(exprs, ", ") + " FROM " + qname(t.DB, t.Name)
+		q := "SELECT " + strings.Join(exprs, ", ") + " FROM " + t.fromClause()
 		if p.where != "" {
 			q += " WHERE " + p.where
 		}

@@ -117,6 +117,9 @@ func (r *restoreRun) loadPiece(ctx context.Context, c *sql.Conn, t *tableMeta, p
 	if len(t.Columns) == 0 {
 		return nil
 	}
+	if err := historySession(ctx, c, t, r.target(t.DB)); err != nil {
+		return err
+	}
 	if r.useInsert.Load() {
 		return r.insertPiece(ctx, c, t, pc)
 	}
@@ -161,6 +164,20 @@ func (r *restoreRun) loadPiece(ctx context.Context, c *sql.Conn, t *tableMeta, p
 	r.rows.Add(loaded)
 	if loaded != pc.Rows {
 		return fmt.Errorf("%s: loaded %d rows of %d: the target skipped rows (a duplicate key on a table that was not empty?)", op, loaded, pc.Rows)
+	}
+	return nil
+}
+
+// historySession lets the session write a system-versioned table's
+// period columns (and so its history rows), for a table dumped with them;
+// other tables do not notice the setting.
+func historySession(ctx context.Context, c *sql.Conn, t *tableMeta, td string) error {
+	if !t.History {
+		return nil
+	}
+	if _, err := c.ExecContext(ctx, "SET SESSION system_versioning_insert_history = ON"); err != nil {
+		return fmt.Errorf("loading %s.%s: the backup holds its row history, which the target cannot take "+
+			"(it needs system_versioning_insert_history, MariaDB ≥ 10.11, and secure_timestamp NO or REPLICATION): %w", td, t.Name, mysqlx.Translate("setting system_versioning_insert_history", err))
 	}
 	return nil
 }

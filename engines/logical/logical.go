@@ -59,15 +59,18 @@ type metaDoc struct {
 // stream order (generated columns are left out); Types holds their
 // DATA_TYPE, which decides how each is loaded.
 type tableMeta struct {
-	DB       string      `json:"db"`
-	Name     string      `json:"name"`
-	Engine   string      `json:"engine,omitempty"`
-	Columns  []string    `json:"columns"`
-	Types    []string    `json:"types"`
-	SplitKey string      `json:"split_key,omitempty"`
-	Locked   bool        `json:"dumped_under_lock,omitempty"` // non-transactional: dumped while writes were blocked
-	Pieces   []pieceMeta `json:"pieces"`
-	Rows     int64       `json:"rows"`
+	DB       string   `json:"db"`
+	Name     string   `json:"name"`
+	Engine   string   `json:"engine,omitempty"`
+	Columns  []string `json:"columns"`
+	Types    []string `json:"types"`
+	SplitKey string   `json:"split_key,omitempty"`
+	Locked   bool     `json:"dumped_under_lock,omitempty"` // non-transactional: dumped while writes were blocked
+	// History: a system-versioned table dumped with every row version,
+	// its last two columns the period's start and end.
+	History bool        `json:"history,omitempty"`
+	Pieces  []pieceMeta `json:"pieces"`
+	Rows    int64       `json:"rows"`
 	// SequenceRow is a MariaDB sequence's state row (SELECT * FROM s, read
 	// while writes were blocked): its definition and next_not_cached_value
 	// and cycle_count. Such a "table" has no pieces.

@@ -17,12 +17,18 @@ type tableInfo struct {
 	Columns                     []columnInfo
 	SplitKey                    string // single integer column of a PK or NOT NULL unique key
 	SplitUnsigned               bool
-	pieces                      []piece
+	// History: a system-versioned table whose rows are dumped with their
+	// history (FOR SYSTEM_TIME ALL) and period columns, which restore
+	// writes through system_versioning_insert_history.
+	History bool
+	period  []columnInfo // ROW START and ROW END, when History
+	pieces  []piece
 }
 
 type columnInfo struct {
 	Name, DataType, ColumnType string
 	Generated                  bool
+	Period                     string // "ROW START" or "ROW END" for a system-versioned table's period columns
 }
 
 func (t *tableInfo) isView() bool     { return t.Type == "VIEW" }
@@ -43,7 +49,44 @@ func (t *tableInfo) dumpColumns() []columnInfo {
 			out = append(out, c)
 		}
 	}
-	return out
+	return append(out, t.period...)
+}
+
+// setHistory decides whether a system-versioned table's history travels:
+// when its period is kept in timestamps. The period columns are the named
+// ones (GENERATED ALWAYS AS ROW START/END) or the implicit row_start and
+// row_end. Periods in transaction ids (InnoDB's BIGINT UNSIGNED) cannot be
+// written back, so such a table keeps only its current rows.
+func (t *tableInfo) setHistory() {
+	if t.Type != "SYSTEM VERSIONED" {
+		return
+	}
+	var start, end *columnInfo
+	for i := range t.Columns {
+		switch t.Columns[i].Period {
+		case "ROW START":
+			start = &t.Columns[i]
+		case "ROW END":
+			end = &t.Columns[i]
+		}
+	}
+	if start == nil || end == nil {
+		start = &columnInfo{Name: "row_start", DataType: "timestamp", ColumnType: "timestamp(6)"}
+		end = &columnInfo{Name: "row_end", DataType: "timestamp", ColumnType: "timestamp(6)"}
+	}
+	if start.DataType != "timestamp" || end.DataType != "timestamp" {
+		return
+	}
+	t.History = true
+	t.period = []columnInfo{*start, *end}
+}
+
+// fromClause is what a dump reads: with the history, every row version.
+func (t *tableInfo) fromClause() string {
+	if t.History {
+		return qname(t.DB, t.Name) + " FOR SYSTEM_TIME ALL"
+	}
+	return qname(t.DB, t.Name)
 }
 
 // readPath is how a worker reads a piece's rows.
@@ -179,21 +222,24 @@ func listTables(ctx context.Context, q *sql.Conn, dbs []string) ([]*tableInfo, e
 		return nil, mysqlx.Translate("listing tables", err)
 	}
 
-	rows, err = q.QueryContext(ctx, `SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IFNULL(EXTRA, '')
+	rows, err = q.QueryContext(ctx, `SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IFNULL(EXTRA, ''), IF(IS_GENERATED = 'ALWAYS', IFNULL(GENERATION_EXPRESSION, ''), '')
 		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN (`+inList(len(dbs))+`) ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION`, args...)
 	if err != nil {
 		return nil, mysqlx.Translate("listing columns", err)
 	}
 	for rows.Next() {
-		var db, tn, extra string
+		var db, tn, extra, expr string
 		var c columnInfo
-		if err := rows.Scan(&db, &tn, &c.Name, &c.DataType, &c.ColumnType, &extra); err != nil {
+		if err := rows.Scan(&db, &tn, &c.Name, &c.DataType, &c.ColumnType, &extra, &expr); err != nil {
 			_ = rows.Close()
 			return nil, err
 		}
 		c.DataType = strings.ToLower(c.DataType)
 		x := strings.ToUpper(extra)
 		c.Generated = strings.Contains(x, "VIRTUAL GENERATED") || strings.Contains(x, "STORED GENERATED") || strings.Contains(x, "PERSISTENT GENERATED")
+		if e := strings.ToUpper(expr); c.Generated && (e == "ROW START" || e == "ROW END") {
+			c.Period = e
+		}
 		if t := byName[[2]string{db, tn}]; t != nil {
 			t.Columns = append(t.Columns, c)
 		}
@@ -201,6 +247,9 @@ func listTables(ctx context.Context, q *sql.Conn, dbs []string) ([]*tableInfo, e
 	_ = rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, mysqlx.Translate("listing columns", err)
+	}
+	for _, t := range tables {
+		t.setHistory()
 	}
 
 	// Single-column unique keys; NULLABLE is '' for a NOT NULL column.
