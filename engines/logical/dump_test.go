@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -50,6 +51,29 @@ func TestMariaDBDumpSameSchema(t *testing.T) {
 		t.Errorf("mariadb-dump of the restored copy differs from the source's (- source, + restored):\n%s", d)
 	}
 
+	// Under new names: the same but for the names, and for triggers
+	// created as "TRIGGER rt.x ... ON rt.t", which restore writes
+	// unqualified (a qualifier would create them in the old database).
+	res := restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN, Parallel: 2, RenameDB: map[string]string{"rt": "rt_r", "rt2": "rt2_r"}})
+	got = mariadbDump(t, dst, "rt_r", "rt2_r")
+	got = strings.NewReplacer("`rt_r`", "`rt`", "`rt2_r`", "`rt2`").Replace(got)
+	want = qualifiedTrigger.ReplaceAllString(want, "TRIGGER `$1` $2 ON `$3`")
+	if d := lineDiff(want, got); d != "" {
+		t.Errorf("mariadb-dump of the renamed copy differs from the source's (- source, + restored):\n%s", d)
+	}
+
+	// Bodies that name the old database unquoted still refer to it: each
+	// is named in a warning.
+	warned := strings.Join(res.Warnings, "\n")
+	for _, o := range []string{"function rt_r.f_reads", "event rt_r.ev_nightly", "event rt_r.ev_once", "event rt_r.ev_replica"} {
+		if !strings.Contains(warned, o+" names database rt unquoted") {
+			t.Errorf("no warning that %s names rt unquoted: %q", o, res.Warnings)
+		}
+	}
+	if n := strings.Count(warned, "unquoted"); n != 4 {
+		t.Errorf("%d warnings about unquoted names, want 4: %q", n, res.Warnings)
+	}
+
 	// Ordered triggers fire in the source's order.
 	srcDB, dstDB := src.DB(t), dst.DB(t)
 	var logSrc, logDst string
@@ -69,6 +93,9 @@ func TestMariaDBDumpSameSchema(t *testing.T) {
 		t.Errorf("triggers fired in order %q on the restored copy, %q on the source, want a+bc", logDst, logSrc)
 	}
 }
+
+// qualifiedTrigger matches a trigger header written with the database rt.
+var qualifiedTrigger = regexp.MustCompile(`TRIGGER rt\.(\w+) ((?:BEFORE|AFTER) \w+) ON rt\.(\w+)`)
 
 // lineDiff lists the lines that differ between a and b, with the line
 // numbers of a, or returns "" when they are equal.

@@ -624,6 +624,12 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 			stmts = append(stmts, "SET SESSION time_zone = "+mysqlx.QuoteString(o.TimeZone))
 		}
 		stmts = append(stmts, renameQualified(o.Create, r.rename))
+		for from, to := range r.rename {
+			if from != to && namesUnquoted(o.Create, from) {
+				r.warn("%s %s.%s names database %s unquoted (%s.): such names are not renamed, so it may still read or change %s; check its definition",
+					what, td, o.Name, from, from, from)
+			}
+		}
 		for _, s := range stmts {
 			if _, err := ctl.ExecContext(ctx, s); err != nil {
 				return mysqlx.Translate("creating "+what+" "+td+"."+o.Name, err)
