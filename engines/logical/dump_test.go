@@ -65,13 +65,13 @@ func TestMariaDBDumpSameSchema(t *testing.T) {
 	// Bodies that name the old database unquoted still refer to it: each
 	// is named in a warning.
 	warned := strings.Join(res.Warnings, "\n")
-	for _, o := range []string{"function rt_r.f_reads", "event rt_r.ev_nightly", "event rt_r.ev_once", "event rt_r.ev_replica"} {
+	for _, o := range []string{"function rt_r.f_reads", "event rt_r.ev_nightly", "event rt_r.ev_once", "event rt_r.ev_replica", "event rt_r.ev_latin1"} {
 		if !strings.Contains(warned, o+" names database rt unquoted") {
 			t.Errorf("no warning that %s names rt unquoted: %q", o, res.Warnings)
 		}
 	}
-	if n := strings.Count(warned, "unquoted"); n != 4 {
-		t.Errorf("%d warnings about unquoted names, want 4: %q", n, res.Warnings)
+	if n := strings.Count(warned, "unquoted"); n != 5 {
+		t.Errorf("%d warnings about unquoted names, want 5: %q", n, res.Warnings)
 	}
 
 	// Ordered triggers fire in the source's order.
@@ -91,6 +91,11 @@ func TestMariaDBDumpSameSchema(t *testing.T) {
 	}
 	if logSrc != "a+bc" || logDst != logSrc {
 		t.Errorf("triggers fired in order %q on the restored copy, %q on the source, want a+bc", logDst, logSrc)
+	}
+	// A latin1 client's literal is latin1 in the copy too.
+	const q = "SELECT CONCAT(HEX(rt.f_latin1('a')), ' ', CHARSET(rt.f_latin1('a')), ' ', HEX(ve), ' ', CHARSET(ve)) FROM rt.v_latin1 WHERE id = 1"
+	if w, g := queryStrings(t, srcDB, q), queryStrings(t, dstDB, q); !strings.HasPrefix(strings.Join(w, ""), "61E9 latin1 ") || strings.Join(g, "") != strings.Join(w, "") {
+		t.Errorf("latin1 objects: source %q, restored %q", w, g)
 	}
 }
 

@@ -191,6 +191,14 @@ var objectsSchema = []string{
 	`CREATE EVENT rt.ev_once ON SCHEDULE AT '2035-06-01 12:00:00' ON COMPLETION PRESERVE ENABLE COMMENT 'once, kept' DO UPDATE rt.nopk SET a = a`,
 	`CREATE EVENT rt.ev_replica ON SCHEDULE EVERY 2 HOUR STARTS '2031-01-01 00:00:00' ENDS '2032-01-01 00:00:00' DISABLE ON SLAVE DO DELETE FROM rt.nopk WHERE a < -1`,
 	"CREATE DEFINER = `app`@`%` EVENT rt.ev_every ON SCHEDULE EVERY '1:30' HOUR_MINUTE STARTS '2030-03-30 01:30:00' ENABLE DO SELECT 1",
+	// Objects created by a latin1 client: they keep that character set
+	// (string literals in their bodies are latin1), é included.
+	"SET NAMES latin1",
+	"CREATE FUNCTION rt.f_latin1(s VARCHAR(10)) RETURNS VARCHAR(20) CHARSET latin1 DETERMINISTIC RETURN CONCAT(s, '\xe9')",
+	"CREATE VIEW rt.v_latin1 AS SELECT id, CONCAT(v, '\xe9') AS ve FROM rt.big WHERE id < 3",
+	"CREATE TRIGGER rt.aud_bu BEFORE UPDATE ON rt.audited FOR EACH ROW SET NEW.log = CONCAT(NEW.log, '\xe9')",
+	"CREATE EVENT rt.ev_latin1 ON SCHEDULE EVERY 1 WEEK STARTS '2030-01-01 00:00:00' DISABLE DO UPDATE rt.audited SET log = '\xe9' WHERE id < 0",
+	"SET NAMES utf8mb4",
 	// Views: each algorithm, security and check option.
 	`CREATE ALGORITHM = MERGE SQL SECURITY INVOKER VIEW rt.v_merge AS SELECT id, v FROM rt.big WHERE id < 100 WITH CASCADED CHECK OPTION`,
 	"CREATE ALGORITHM = TEMPTABLE DEFINER = `app`@`%` SQL SECURITY DEFINER VIEW rt.v_temp AS SELECT COUNT(*) AS n FROM rt.big",

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -614,16 +615,27 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 	}
 	exec := func(d string, o objectDDL, what string) error {
 		td := r.target(d)
+		op := "creating " + what + " " + td + "." + o.Name
+		// The text is UTF-8 (it came over a utf8mb4 session). The object
+		// keeps the character set of the client that created it, which
+		// decides the character set of its string literals: the text is
+		// sent in that character set, under it.
+		create, err := r.inCharset(ctx, ctl, renameQualified(o.Create, r.rename), o.Charset)
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
 		stmts := []string{"USE " + qi(td), "SET SESSION sql_mode = " + mysqlx.QuoteString(o.SQLMode)}
+		if o.Charset != "" {
+			stmts = append(stmts, "SET SESSION character_set_client = "+mysqlx.QuoteString(o.Charset))
+		}
 		if o.Collation != "" {
-			// The text came over a utf8mb4 session; collation_connection
-			// keeps how its literals compare.
+			// collation_connection keeps how its literals compare.
 			stmts = append(stmts, "SET SESSION collation_connection = "+mysqlx.QuoteString(o.Collation))
 		}
 		if o.TimeZone != "" {
 			stmts = append(stmts, "SET SESSION time_zone = "+mysqlx.QuoteString(o.TimeZone))
 		}
-		stmts = append(stmts, renameQualified(o.Create, r.rename))
+		stmts = append(stmts, create, "SET NAMES utf8mb4")
 		for from, to := range r.rename {
 			if from != to && namesUnquoted(o.Create, from) {
 				r.warn("%s %s.%s names database %s unquoted (%s.): such names are not renamed, so it may still read or change %s; check its definition",
@@ -632,7 +644,7 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 		}
 		for _, s := range stmts {
 			if _, err := ctl.ExecContext(ctx, s); err != nil {
-				return mysqlx.Translate("creating "+what+" "+td+"."+o.Name, err)
+				return mysqlx.Translate(op, err)
 			}
 		}
 		return nil
@@ -640,6 +652,7 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
+		_, _ = ctl.ExecContext(rctx, "SET NAMES utf8mb4")
 		_ = initRestoreSession(rctx, ctl, r.srv)
 	}()
 	for len(views) > 0 {
@@ -697,6 +710,43 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 		}
 	}
 	return nil
+}
+
+// inCharset returns the UTF-8 text in character set cs, the server
+// converting it, on a session whose client character set is utf8mb4.
+// UTF-8 and ASCII text need nothing. The conversion is checked both ways: a
+// character cs cannot hold would become "?" and change the object.
+func (r *restoreRun) inCharset(ctx context.Context, c *sql.Conn, text, cs string) (string, error) {
+	if cs == "" || strings.HasPrefix(strings.ToLower(cs), "utf8") || isASCII(text) {
+		return text, nil
+	}
+	if !charsetName.MatchString(cs) {
+		return "", fmt.Errorf("backup %s: character set %q is not a name: the backup is damaged", r.p.Source.Manifest().GetBackupId(), cs)
+	}
+	var out []byte
+	var back string
+	op := "converting the definition to character set " + cs
+	if err := c.QueryRowContext(ctx, "SELECT CAST(CONVERT(? USING "+cs+") AS BINARY)", text).Scan(&out); err != nil {
+		return "", mysqlx.Translate(op, err)
+	}
+	if err := c.QueryRowContext(ctx, "SELECT CONVERT(CAST(CAST(? AS BINARY) AS CHAR CHARACTER SET "+cs+") USING utf8mb4)", out).Scan(&back); err != nil {
+		return "", mysqlx.Translate(op, err)
+	}
+	if back != text {
+		return "", fmt.Errorf("%s: it holds characters %s cannot represent", op, cs)
+	}
+	return string(out), nil
+}
+
+var charsetName = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // statementHead names an account statement without its password hash.
