@@ -130,6 +130,11 @@ type objectDDL struct {
 	Charset   string `json:"character_set_client,omitempty"`
 	Collation string `json:"collation_connection,omitempty"`
 	TimeZone  string `json:"time_zone,omitempty"`
+	// Altered is when an event was last created or changed (seconds since
+	// the epoch). Restore creates it "at" that time: an event whose
+	// schedule has passed since, ON COMPLETION NOT PRESERVE, would
+	// otherwise be dropped by the server as soon as it is created.
+	Altered int64 `json:"altered,omitempty"`
 }
 
 // usersDoc is the "users" stream: one statement per entry.

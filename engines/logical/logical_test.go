@@ -199,6 +199,12 @@ var objectsSchema = []string{
 	"CREATE TRIGGER rt.aud_bu BEFORE UPDATE ON rt.audited FOR EACH ROW SET NEW.log = CONCAT(NEW.log, '\xe9')",
 	"CREATE EVENT rt.ev_latin1 ON SCHEDULE EVERY 1 WEEK STARTS '2030-01-01 00:00:00' DISABLE DO UPDATE rt.audited SET log = '\xe9' WHERE id < 0",
 	"SET NAMES utf8mb4",
+	// An event whose time has passed since it was created, not preserved:
+	// the server keeps it until it runs (never, while disabled), but drops
+	// one created with such a schedule at once.
+	"SET SESSION timestamp = UNIX_TIMESTAMP('2020-01-01 00:00:00')",
+	"CREATE EVENT rt.ev_missed ON SCHEDULE AT '2021-01-01 00:00:00' ON COMPLETION NOT PRESERVE DISABLE DO DELETE FROM nopk",
+	"SET SESSION timestamp = DEFAULT",
 	// Views: each algorithm, security and check option.
 	`CREATE ALGORITHM = MERGE SQL SECURITY INVOKER VIEW rt.v_merge AS SELECT id, v FROM rt.big WHERE id < 100 WITH CASCADED CHECK OPTION`,
 	"CREATE ALGORITHM = TEMPTABLE DEFINER = `app`@`%` SQL SECURITY DEFINER VIEW rt.v_temp AS SELECT COUNT(*) AS n FROM rt.big",

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -635,7 +636,10 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 		if o.TimeZone != "" {
 			stmts = append(stmts, "SET SESSION time_zone = "+mysqlx.QuoteString(o.TimeZone))
 		}
-		stmts = append(stmts, create, "SET NAMES utf8mb4")
+		if o.Altered > 0 {
+			stmts = append(stmts, "SET SESSION timestamp = "+strconv.FormatInt(o.Altered, 10))
+		}
+		stmts = append(stmts, create, "SET NAMES utf8mb4, SESSION timestamp = DEFAULT")
 		for from, to := range r.rename {
 			if from != to && namesUnquoted(o.Create, from) {
 				r.warn("%s %s.%s names database %s unquoted (%s.): such names are not renamed, so it may still read or change %s; check its definition",
@@ -645,6 +649,17 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 		for _, s := range stmts {
 			if _, err := ctl.ExecContext(ctx, s); err != nil {
 				return mysqlx.Translate(op, err)
+			}
+			if s == create && what == "event" {
+				// 1588: the schedule is over and the event not preserved,
+				// so the server dropped it at once.
+				var n int
+				if err := ctl.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? AND EVENT_NAME = ?", td, o.Name).Scan(&n); err != nil {
+					return mysqlx.Translate(op, err)
+				}
+				if n == 0 {
+					r.warn("event %s.%s was dropped by the target as soon as it was created: its schedule is over and it is ON COMPLETION NOT PRESERVE", td, o.Name)
+				}
 			}
 		}
 		return nil

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
@@ -409,17 +410,19 @@ func readSchema(ctx context.Context, q *sql.Conn, dbs []string, tables []*tableI
 		posts[o.db].Triggers = append(posts[o.db].Triggers, objectDDL{Name: o.name, Table: o.table, Create: r["sql original statement"],
 			SQLMode: r["sql_mode"], Charset: r["character_set_client"], Collation: r["collation_connection"]})
 	}
-	events, err := list("SELECT EVENT_SCHEMA, EVENT_NAME, '', '' FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ("+in+") ORDER BY 1, 2", "events")
+	// typ holds when the event was last changed, in seconds since the epoch.
+	events, err := list("SELECT EVENT_SCHEMA, EVENT_NAME, IFNULL(CONCAT(UNIX_TIMESTAMP(LAST_ALTERED)), ''), '' FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ("+in+") ORDER BY 1, 2", "events")
 	if err != nil {
 		return nil, nil, err
 	}
 	for _, o := range events {
+		altered, _ := strconv.ParseInt(o.typ, 10, 64)
 		r, err := showRow(ctx, q, "SHOW CREATE EVENT "+qname(o.db, o.name))
 		if err != nil {
 			return nil, nil, mysqlx.TranslateNeed("reading event "+o.db+"."+o.name, err, "EVENT on "+qi(o.db)+".*")
 		}
 		posts[o.db].Events = append(posts[o.db].Events, objectDDL{Name: o.name, Create: r["create event"], SQLMode: r["sql_mode"],
-			TimeZone: r["time_zone"], Charset: r["character_set_client"], Collation: r["collation_connection"]})
+			TimeZone: r["time_zone"], Charset: r["character_set_client"], Collation: r["collation_connection"], Altered: altered})
 	}
 	return schemas, posts, nil
 }
