@@ -15,24 +15,31 @@ import (
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
-// mariadbDump returns mariadb-dump's schema of dbs: tables, sequences,
-// views, routines, triggers and events, without data, comments or the
-// dump date.
-func mariadbDump(t *testing.T, m *testenv.MariaDB, dbs ...string) string {
+// mariadbDump runs mariadb-dump on m with args, no comments and no dump
+// date, and returns what it prints.
+func mariadbDump(t *testing.T, m *testenv.MariaDB, args ...string) string {
 	t.Helper()
 	bin := testenv.RequireBinary(t, "mariadb-dump", testenv.MariaDBInstallHint)
 	ctx, cancel := context.WithTimeout(context.Background(), testenv.Wait(time.Minute))
 	defer cancel()
-	args := []string{"--no-defaults", "--protocol=tcp", "--host=" + m.Host, "--port=" + strconv.Itoa(m.Port), "--user=tidemark", "--password=tidemark",
-		"--routines", "--events", "--triggers", "--no-data", "--skip-dump-date", "--skip-comments", "--databases"}
-	out, err := exec.CommandContext(ctx, bin, append(args, dbs...)...).Output()
+	base := []string{"--no-defaults", "--protocol=tcp", "--host=" + m.Host, "--port=" + strconv.Itoa(m.Port), "--user=tidemark", "--password=tidemark",
+		"--skip-dump-date", "--skip-comments"}
+	out, err := exec.CommandContext(ctx, bin, append(base, args...)...).Output()
 	if err != nil {
-		t.Fatalf("mariadb-dump: %v", err)
+		t.Fatalf("mariadb-dump %s: %v", strings.Join(args, " "), err)
 	}
 	return string(out)
 }
 
-// TestMariaDBDumpSameSchema compares mariadb-dump's schema of the
+// What the comparisons dump: the schema (tables, sequences, views,
+// routines, triggers, events), and the rows in key order, binary strings
+// in hex, system-versioned tables with their history.
+var (
+	schemaDump = []string{"--routines", "--events", "--triggers", "--no-data", "--databases"}
+	dataDump   = []string{"--no-create-info", "--order-by-primary", "--skip-extended-insert", "--hex-blob", "--dump-history", "--databases"}
+)
+
+// TestMariaDBDumpSameSchema compares mariadb-dump's schema and rows of the
 // every-type databases on the source and on a restored copy: the restore
 // must recreate every object with every option exactly, line for line.
 // There is nothing to normalise: AUTO_INCREMENT counters travel in the
@@ -47,7 +54,10 @@ func TestMariaDBDumpSameSchema(t *testing.T) {
 	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN, Parallel: 2, IncludeUsers: true})
 	restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN, Parallel: 2, IncludeUsers: true})
 
-	want, got := mariadbDump(t, src, "rt", "rt2"), mariadbDump(t, dst, "rt", "rt2")
+	if d := lineDiff(mariadbDump(t, src, append(dataDump, "rt", "rt2")...), mariadbDump(t, dst, append(dataDump, "rt", "rt2")...)); d != "" {
+		t.Errorf("mariadb-dump of the restored rows differs from the source's (- source, + restored):\n%s", d)
+	}
+	want, got := mariadbDump(t, src, append(schemaDump, "rt", "rt2")...), mariadbDump(t, dst, append(schemaDump, "rt", "rt2")...)
 	if d := lineDiff(want, got); d != "" {
 		t.Errorf("mariadb-dump of the restored copy differs from the source's (- source, + restored):\n%s", d)
 	}
@@ -56,7 +66,7 @@ func TestMariaDBDumpSameSchema(t *testing.T) {
 	// created as "TRIGGER rt.x ... ON rt.t", which restore writes
 	// unqualified (a qualifier would create them in the old database).
 	res := restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN, Parallel: 2, RenameDB: map[string]string{"rt": "rt_r", "rt2": "rt2_r"}})
-	got = mariadbDump(t, dst, "rt_r", "rt2_r")
+	got = mariadbDump(t, dst, append(schemaDump, "rt_r", "rt2_r")...)
 	got = strings.NewReplacer("`rt_r`", "`rt`", "`rt2_r`", "`rt2`").Replace(got)
 	want = qualifiedTrigger.ReplaceAllString(want, "TRIGGER `$1` $2 ON `$3`")
 	if d := lineDiff(want, got); d != "" {
@@ -120,22 +130,45 @@ func TestMariaDBDumpSameSchema(t *testing.T) {
 // qualifiedTrigger matches a trigger header written with the database rt.
 var qualifiedTrigger = regexp.MustCompile(`TRIGGER rt\.(\w+) ((?:BEFORE|AFTER) \w+) ON rt\.(\w+)`)
 
-// lineDiff lists the lines that differ between a and b, with the line
-// numbers of a, or returns "" when they are equal.
+// lineDiff lists the lines that differ between a and b, numbered as in a,
+// or returns "" when they are equal. Past the common head and tail, up to
+// 2000 lines each are matched up (longest common subsequence); beyond
+// that only the first differing lines are listed.
 func lineDiff(a, b string) string {
 	if a == b {
 		return ""
 	}
 	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
-	// Longest common subsequence, to show moved or missing lines as such.
-	n, m := len(al), len(bl)
+	head := 0
+	for head < len(al) && head < len(bl) && al[head] == bl[head] {
+		head++
+	}
+	tail := 0
+	for tail < len(al)-head && tail < len(bl)-head && al[len(al)-1-tail] == bl[len(bl)-1-tail] {
+		tail++
+	}
+	am, bm := al[head:len(al)-tail], bl[head:len(bl)-tail]
+	const limit = 2000
+	if len(am) > limit || len(bm) > limit {
+		var out []string
+		for k := 0; k < 20 && (k < len(am) || k < len(bm)); k++ {
+			if k < len(am) {
+				out = append(out, fmt.Sprintf("-%d: %s", head+k+1, am[k]))
+			}
+			if k < len(bm) {
+				out = append(out, fmt.Sprintf("+%d: %s", head+k+1, bm[k]))
+			}
+		}
+		return strings.Join(append(out, fmt.Sprintf("... %d lines against %d differ from line %d on", len(am), len(bm), head+1)), "\n")
+	}
+	n, m := len(am), len(bm)
 	lcs := make([][]int, n+1)
 	for i := range lcs {
 		lcs[i] = make([]int, m+1)
 	}
 	for i := n - 1; i >= 0; i-- {
 		for j := m - 1; j >= 0; j-- {
-			if al[i] == bl[j] {
+			if am[i] == bm[j] {
 				lcs[i][j] = lcs[i+1][j+1] + 1
 			} else {
 				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
@@ -146,15 +179,35 @@ func lineDiff(a, b string) string {
 	i, j := 0, 0
 	for i < n || j < m {
 		switch {
-		case i < n && j < m && al[i] == bl[j]:
+		case i < n && j < m && am[i] == bm[j]:
 			i, j = i+1, j+1
 		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-			out = append(out, fmt.Sprintf("+%d: %s", i+1, bl[j]))
+			out = append(out, fmt.Sprintf("+%d: %s", head+i+1, bm[j]))
 			j++
 		default:
-			out = append(out, fmt.Sprintf("-%d: %s", i+1, al[i]))
+			out = append(out, fmt.Sprintf("-%d: %s", head+i+1, am[i]))
 			i++
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+func TestLineDiff(t *testing.T) {
+	for _, tc := range []struct{ a, b, want string }{
+		{"x\ny", "x\ny", ""},
+		{"x\ny\nz", "x\nz", "-2: y"},
+		{"x\nz", "x\ny\nz", "+2: y"},
+		{"a\nb\nc", "a\nB\nc", "+2: B\n-2: b"},
+	} {
+		if got := lineDiff(tc.a, tc.b); got != tc.want {
+			t.Errorf("lineDiff(%q, %q) = %q, want %q", tc.a, tc.b, got, tc.want)
+		}
+	}
+	big := strings.Repeat("same\n", 5000)
+	if got := lineDiff(big+"x", big+"y"); got != "+5001: y\n-5001: x" {
+		t.Errorf("long inputs: %q", got)
+	}
+	if got := lineDiff(strings.Repeat("a\n", 3000), strings.Repeat("b\n", 3000)); !strings.Contains(got, "3000 lines against 3000 differ from line 1 on") {
+		t.Errorf("long differences: %q", got)
+	}
 }
