@@ -223,24 +223,21 @@ func listTables(ctx context.Context, q *sql.Conn, dbs []string) ([]*tableInfo, e
 		return nil, mysqlx.Translate("listing tables", err)
 	}
 
-	rows, err = q.QueryContext(ctx, `SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IFNULL(EXTRA, ''), IF(IS_GENERATED = 'ALWAYS', IFNULL(GENERATION_EXPRESSION, ''), '')
+	rows, err = q.QueryContext(ctx, `SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IFNULL(EXTRA, '')
 		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN (`+inList(len(dbs))+`) ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION`, args...)
 	if err != nil {
 		return nil, mysqlx.Translate("listing columns", err)
 	}
 	for rows.Next() {
-		var db, tn, extra, expr string
+		var db, tn, extra string
 		var c columnInfo
-		if err := rows.Scan(&db, &tn, &c.Name, &c.DataType, &c.ColumnType, &extra, &expr); err != nil {
+		if err := rows.Scan(&db, &tn, &c.Name, &c.DataType, &c.ColumnType, &extra); err != nil {
 			_ = rows.Close()
 			return nil, err
 		}
 		c.DataType = strings.ToLower(c.DataType)
 		x := strings.ToUpper(extra)
 		c.Generated = strings.Contains(x, "VIRTUAL GENERATED") || strings.Contains(x, "STORED GENERATED") || strings.Contains(x, "PERSISTENT GENERATED")
-		if e := strings.ToUpper(expr); c.Generated && (e == "ROW START" || e == "ROW END") {
-			c.Period = e
-		}
 		if t := byName[[2]string{db, tn}]; t != nil {
 			t.Columns = append(t.Columns, c)
 		}
@@ -249,8 +246,8 @@ func listTables(ctx context.Context, q *sql.Conn, dbs []string) ([]*tableInfo, e
 	if err := rows.Err(); err != nil {
 		return nil, mysqlx.Translate("listing columns", err)
 	}
-	for _, t := range tables {
-		t.setHistory()
+	if err := readPeriods(ctx, q, args, dbs, tables, byName); err != nil {
+		return nil, err
 	}
 
 	// Single-column unique keys; NULLABLE is '' for a NOT NULL column.
@@ -281,6 +278,47 @@ func listTables(ctx context.Context, q *sql.Conn, dbs []string) ([]*tableInfo, e
 		return nil, mysqlx.Translate("listing keys", err)
 	}
 	return tables, nil
+}
+
+// readPeriods finds the period columns of system-versioned tables (named
+// ones are GENERATED ALWAYS AS ROW START/END; the server reports them as
+// stored generated columns) and decides whose history travels. Only
+// MariaDB has such tables, and only it is asked.
+func readPeriods(ctx context.Context, q *sql.Conn, args []any, dbs []string, tables []*tableInfo, byName map[[2]string]*tableInfo) error {
+	versioned := false
+	for _, t := range tables {
+		versioned = versioned || t.Type == "SYSTEM VERSIONED"
+	}
+	if !versioned {
+		return nil
+	}
+	rows, err := q.QueryContext(ctx, `SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, UPPER(GENERATION_EXPRESSION)
+		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN (`+inList(len(dbs))+`) AND GENERATION_EXPRESSION IN ('ROW START', 'ROW END')`, args...)
+	if err != nil {
+		return mysqlx.Translate("listing period columns", err)
+	}
+	for rows.Next() {
+		var db, tn, col, expr string
+		if err := rows.Scan(&db, &tn, &col, &expr); err != nil {
+			_ = rows.Close()
+			return err
+		}
+		if t := byName[[2]string{db, tn}]; t != nil {
+			for i := range t.Columns {
+				if t.Columns[i].Name == col {
+					t.Columns[i].Period = expr
+				}
+			}
+		}
+	}
+	_ = rows.Close()
+	if err := rows.Err(); err != nil {
+		return mysqlx.Translate("listing period columns", err)
+	}
+	for _, t := range tables {
+		t.setHistory()
+	}
+	return nil
 }
 
 func isIntegerType(t string) bool {
