@@ -11,7 +11,7 @@
 //
 // A restore recreates the schema exactly: mariadb-dump --routines --events
 // --triggers of the source and of a restored copy print the same, line for
-// line, and so do their rows (TestMariaDBDumpSameSchema). That covers
+// line, and so do their rows (TestMariaDBDumpSame). That covers
 // table options, partitions, keys, comments, checks and invisible columns;
 // sequences with their whole state row (definition, next_not_cached_value,
 // cycle_count); views, routines, triggers (in their order) and events with
