@@ -164,6 +164,18 @@ var objectsSchema = []string{
   PARTITION BY SYSTEM_TIME INTERVAL 1 YEAR STARTS '2020-01-01 00:00:00' AUTO`,
 	`INSERT INTO rt.vauto VALUES (1, 1)`,
 	`UPDATE rt.vauto SET v = 2`,
+	// Application-time periods, long unique keys (hashed), descending and
+	// ignored indexes, compressed columns, an index on a virtual column,
+	// table options.
+	`CREATE TABLE rt.booked (id INT NOT NULL, room INT NOT NULL, s DATE NOT NULL, e DATE NOT NULL, note BLOB, body TEXT COMPRESSED,
+  v_room INT AS (room * 10) VIRTUAL, PERIOD FOR stay(s, e), UNIQUE KEY u_room (room, stay WITHOUT OVERLAPS), UNIQUE KEY u_note (note),
+  KEY k_desc (s DESC, id), KEY k_ign (e) IGNORED, KEY k_virt (v_room), PRIMARY KEY (id))
+  ENGINE=InnoDB ROW_FORMAT=DYNAMIC STATS_PERSISTENT=1 STATS_SAMPLE_PAGES=7 CHECKSUM=1 PACK_KEYS=0`,
+	`INSERT INTO rt.booked (id, room, s, e, note, body) VALUES (1, 1, '2024-01-01', '2024-01-05', 'n1', REPEAT('b', 500)), (2, 1, '2024-01-05', '2024-01-09', NULL, NULL)`,
+	`CREATE TABLE rt.ftfirst (id INT PRIMARY KEY, t TEXT, v INT, g POINT NOT NULL, FULLTEXT KEY ft (t), SPATIAL KEY sp (g), KEY kv (v)) ENGINE=InnoDB`,
+	`INSERT INTO rt.ftfirst VALUES (1, 'some words', 1, POINT(1, 1))`,
+	`CREATE TABLE rt.mem (id INT PRIMARY KEY, v VARCHAR(10), KEY USING BTREE (v)) ENGINE=MEMORY MAX_ROWS=1000`,
+	`INSERT INTO rt.mem VALUES (1, 'a'), (2, 'b')`,
 	`CREATE TABLE rt.checked (id INT PRIMARY KEY, qty INT CHECK (qty >= 0), secret VARCHAR(10) INVISIBLE DEFAULT 'x',
   created DATETIME DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP, CONSTRAINT c_pos CHECK (id > 0)) COMMENT 'checks'`,
 	`INSERT INTO rt.checked (id, qty, secret, created) VALUES (1, 5, 'hidden', '2020-01-01 00:00:00')`,
