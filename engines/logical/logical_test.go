@@ -194,6 +194,12 @@ var objectsSchema = []string{
   BEGIN DECLARE i INT DEFAULT 0; WHILE i < n DO SET acc = acc + i; SET i = i + 1; END WHILE; END`,
 	`CREATE FUNCTION rt.f_reads() RETURNS INT NOT DETERMINISTIC READS SQL DATA COMMENT 'counts' RETURN (SELECT COUNT(*) FROM rt.big)`,
 	"CREATE DEFINER = `app`@`%` PROCEDURE rt.p_definer() CONTAINS SQL SELECT 1",
+	"CREATE AGGREGATE FUNCTION rt.f_agg(x INT) RETURNS INT DETERMINISTIC BEGIN DECLARE s INT DEFAULT 0; DECLARE CONTINUE HANDLER FOR NOT FOUND RETURN s; LOOP FETCH GROUP NEXT ROW; SET s = s + x; END LOOP; END",
+	// An Oracle-mode package: specification, then body.
+	"SET SESSION sql_mode = 'ORACLE'",
+	"CREATE PACKAGE rt.pkg AS FUNCTION twice(x INT) RETURN INT; END",
+	"CREATE PACKAGE BODY rt.pkg AS FUNCTION twice(x INT) RETURN INT AS BEGIN RETURN x * 2; END; END",
+	"SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'",
 	// Triggers: four before-insert ones ordered with PRECEDES and FOLLOWS
 	// (their order is a, ab, b, c), another definer, another sql_mode.
 	`CREATE TABLE rt.audited (id INT PRIMARY KEY, v INT, log VARCHAR(100) NOT NULL DEFAULT '')`,
