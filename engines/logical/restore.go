@@ -46,6 +46,7 @@ type restoreRun struct {
 	done      atomic.Int64
 	warnMu    sync.Mutex
 	warnings  []string
+	noHistory sync.Map // "db.table" of History tables loaded without their history
 }
 
 func (r *restoreRun) warn(format string, args ...any) {
@@ -636,10 +637,17 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 		if o.TimeZone != "" {
 			stmts = append(stmts, "SET SESSION time_zone = "+mysqlx.QuoteString(o.TimeZone))
 		}
+		stmts = append(stmts, create, "SET NAMES utf8mb4")
 		if o.Altered > 0 {
-			stmts = append(stmts, "SET SESSION timestamp = "+strconv.FormatInt(o.Altered, 10))
+			// Only for an event, and not a reason to fail: a target with
+			// secure_timestamp refuses it, and the event is created now.
+			if _, err := ctl.ExecContext(ctx, "SET SESSION timestamp = "+strconv.FormatInt(o.Altered, 10)); err != nil {
+				r.warn("event %s.%s is created with the target's time, which refuses SET timestamp (%v): if its schedule is over and it is not preserved, the target drops it",
+					td, o.Name, err)
+			} else {
+				defer func() { _, _ = ctl.ExecContext(context.WithoutCancel(ctx), "SET SESSION timestamp = DEFAULT") }()
+			}
 		}
-		stmts = append(stmts, create, "SET NAMES utf8mb4, SESSION timestamp = DEFAULT")
 		for from, to := range r.rename {
 			if from != to && namesUnquoted(o.Create, from) {
 				r.warn("%s %s.%s names database %s unquoted (%s.): such names are not renamed, so it may still read or change %s; check its definition",

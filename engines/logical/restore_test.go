@@ -241,3 +241,37 @@ func TestTargetFull(t *testing.T) {
 	}
 	t.Logf("error reads: %v", err)
 }
+
+// TestSecureTimestampTarget restores into a server that refuses to set the
+// time (secure_timestamp=YES): a system-versioned table comes back with
+// its current rows only and an event is created with the target's time,
+// each with a warning, instead of failing the restore.
+func TestSecureTimestampTarget(t *testing.T) {
+	t.Parallel()
+	src := startMariaDB(t, "sects-src")
+	dst := startMariaDB(t, "sects-dst", "--secure-timestamp=YES")
+	src.Exec(t, "CREATE DATABASE h", "USE h", "CREATE TABLE h.v (id INT PRIMARY KEY, n INT) WITH SYSTEM VERSIONING",
+		"INSERT INTO h.v SELECT seq, 0 FROM seq_1_to_50", "UPDATE h.v SET n = n + 1 WHERE id <= 10", "UPDATE h.v SET n = n + 1 WHERE id <= 5",
+		"CREATE EVENT h.ev ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00' DISABLE DO DELETE FROM h.v WHERE id < 0")
+	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN})
+	for _, useInsert := range []bool{false, true} {
+		target := "h"
+		if useInsert { // the INSERT path, as with local_infile=OFF
+			target = "h_ins"
+			dst.Exec(t, "SET GLOBAL local_infile = 0")
+		}
+		res := restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN, RenameDB: map[string]string{"h": target}})
+		w := strings.Join(res.Warnings, "\n")
+		if !strings.Contains(w, target+".v: the target cannot take row history") || !strings.Contains(w, "event "+target+".ev is created with the target's time") {
+			t.Errorf("restore into %s: warnings %q", target, res.Warnings)
+		}
+		if res.Rows != 50 {
+			t.Errorf("restore into %s: %d rows, want the 50 current ones", target, res.Rows)
+		}
+		want := queryStrings(t, src.DB(t), "SELECT id, n FROM h.v")
+		got := queryStrings(t, dst.DB(t), "SELECT id, n FROM "+target+".v")
+		if strings.Join(want, ",") != strings.Join(got, ",") {
+			t.Errorf("current rows in %s: %v, want %v", target, got, want)
+		}
+	}
+}
