@@ -27,7 +27,10 @@
 // Known differences: under RenameDB a trigger written "db.t" is created
 // unqualified, and a body that names the old database unquoted still names
 // it (the restore warns); an event is created at its last change (SET
-// timestamp), routines and triggers at the restore; a table versioned by
-// transaction id keeps only its current rows; AUTO_INCREMENT counters are
-// those read before the lock (the data raises them to the rows dumped).
+// timestamp), routines and triggers at the restore; an event defined under
+// time_zone SYSTEM follows the target's system time zone; a table versioned
+// by transaction id, or restored into a server that cannot take row
+// history (MariaDB < 10.11, secure_timestamp YES), keeps only its current
+// rows (with a warning); AUTO_INCREMENT counters are those read before the
+// lock (the data raises them to the rows dumped).
 package logical
