@@ -380,13 +380,15 @@ func (r *backupRun) consistentPoint(ctx context.Context, ctl *sql.Conn, locked, 
 	return cp, seqRows, lockDur, nil
 }
 
-// readSequenceRow reads a sequence's state row. Its next_not_cached_value
-// is where the sequence continues after a restart of the source: the values
-// the source has cached below it live only in its memory, move without a
-// commit (so even under the lock), reach no replica and no binlog, and a
-// restart drops them. The restore continues from there, as a restarted
-// source or a promoted replica does, and so never hands out a value the
-// source handed out before the backup.
+// readSequenceRow reads a sequence's state row, under the lock. Its
+// next_not_cached_value is where the source itself continues: the values a
+// source caches below it live only in its memory (no replica, no binlog
+// sees them), and the lock's flush (BACKUP STAGE FLUSH, FLUSH TABLES WITH
+// READ LOCK) closes the sequence and drops its cache, so the source's
+// next NEXTVAL starts a new block there, as the restored copy does. A
+// NEXTVAL that runs into the lock may already have reserved its block in
+// the row (it waits, or fails, on the commit): the copy then starts after
+// that block, a gap, never a value the source handed out.
 func readSequenceRow(ctx context.Context, ctl *sql.Conn, t *tableInfo) (*sequenceRow, error) {
 	op := "reading sequence " + t.DB + "." + t.Name
 	rows, err := ctl.QueryContext(ctx, "SELECT * FROM "+qname(t.DB, t.Name))
