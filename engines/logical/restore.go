@@ -486,11 +486,27 @@ func (r *restoreRun) checkTarget(ctx context.Context, ctl *sql.Conn, sel *select
 		return nil
 	}
 	if !r.p.DropExisting {
+		// Tables first, then views: what an operator looks for first.
+		rank := func(o obj) int {
+			switch o.kind {
+			case "TABLE":
+				return 0
+			case "VIEW":
+				return 1
+			}
+			return 2
+		}
+		sort.Slice(found, func(i, j int) bool {
+			a, b := found[i], found[j]
+			if rank(a) != rank(b) {
+				return rank(a) < rank(b)
+			}
+			return strings.ToLower(a.kind)+" "+a.db+"."+a.name < strings.ToLower(b.kind)+" "+b.db+"."+b.name
+		})
 		var names []string
 		for _, o := range found {
 			names = append(names, strings.ToLower(o.kind)+" "+o.db+"."+o.name)
 		}
-		sort.Strings(names)
 		const show = 20
 		more := ""
 		if len(names) > show {
@@ -501,9 +517,16 @@ func (r *restoreRun) checkTarget(ctx context.Context, ctl *sql.Conn, sel *select
 			ErrTargetNotEmpty, strings.Join(names, ", "), more)
 	}
 	for _, o := range found {
-		stmt := "DROP " + o.kind + " IF EXISTS " + qname(o.db, o.name)
-		if _, err := ctl.ExecContext(ctx, stmt); err != nil {
-			return mysqlx.TranslateNeed("dropping "+strings.ToLower(o.kind)+" "+o.db+"."+o.name, err, "DROP on "+qi(o.db)+".*")
+		stmts := []string{"DROP " + o.kind + " IF EXISTS " + qname(o.db, o.name)}
+		if strings.HasPrefix(o.kind, "PACKAGE") {
+			// MariaDB before 11.4 parses packages in Oracle mode only
+			// (SET STATEMENT comes too late: it applies after parsing).
+			stmts = []string{"SET @tidemark_sql_mode = @@SESSION.sql_mode, SESSION sql_mode = 'ORACLE'", stmts[0], "SET SESSION sql_mode = @tidemark_sql_mode"}
+		}
+		for _, stmt := range stmts {
+			if _, err := ctl.ExecContext(ctx, stmt); err != nil {
+				return mysqlx.TranslateNeed("dropping "+strings.ToLower(o.kind)+" "+o.db+"."+o.name, err, "DROP on "+qi(o.db)+".*")
+			}
 		}
 	}
 	r.warn("dropped %d existing object(s) on the target before restoring", len(found))
@@ -621,7 +644,12 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 		// The text is UTF-8 (it came over a utf8mb4 session). The object
 		// keeps the character set of the client that created it, which
 		// decides the character set of its string literals: the text is
-		// sent in that character set, under it.
+		// sent in that character set, under it. The session is back to
+		// utf8mb4 first: a statement that failed (a view retried later)
+		// may have left another one.
+		if _, err := ctl.ExecContext(ctx, "SET NAMES utf8mb4"); err != nil {
+			return mysqlx.Translate(op, err)
+		}
 		create, err := r.inCharset(ctx, ctl, renameQualified(o.Create, r.rename), o.Charset)
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
@@ -637,7 +665,7 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 		if o.TimeZone != "" {
 			stmts = append(stmts, "SET SESSION time_zone = "+mysqlx.QuoteString(o.TimeZone))
 		}
-		stmts = append(stmts, create, "SET NAMES utf8mb4")
+		stmts = append(stmts, create)
 		if o.Altered > 0 {
 			// Only for an event, and not a reason to fail: a target with
 			// secure_timestamp refuses it, and the event is created now.
