@@ -13,8 +13,12 @@ import (
 const Name = "logical"
 
 // formatVersion is the version of the stream layout below; Restore rejects
-// backups written with a newer one.
-const formatVersion = 1
+// backups written with a newer one. 2: a system-versioned table's pieces
+// may hold its history and period columns (tableMeta.History), which a
+// reader of format 1 would load as plain columns and fail on; sequences
+// carry their state row (read by format 1 readers as before, without it).
+// Restore reads both.
+const formatVersion = 2
 
 // Stream names. Every data piece is its own stream, so restore loads pieces
 // in parallel and a rerun of a backup re-uploads only changed chunks.
