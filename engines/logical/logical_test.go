@@ -235,6 +235,8 @@ var objectsSchema = []string{
 	`CREATE ALGORITHM = MERGE SQL SECURITY INVOKER VIEW rt.v_merge AS SELECT id, v FROM rt.big WHERE id < 100 WITH CASCADED CHECK OPTION`,
 	"CREATE ALGORITHM = TEMPTABLE DEFINER = `app`@`%` SQL SECURITY DEFINER VIEW rt.v_temp AS SELECT COUNT(*) AS n FROM rt.big",
 	`CREATE VIEW rt.v_local AS SELECT * FROM rt.v_merge WHERE id > 0 WITH LOCAL CHECK OPTION`,
+	// A view that calls a stored function: it needs the function first.
+	`CREATE VIEW rt.v_func AS SELECT id, rt.f_double(id) AS twice FROM rt.big WHERE id < 10`,
 }
 
 func loadTypes(t *testing.T, m *testenv.MariaDB) {

@@ -75,6 +75,9 @@ type selection struct {
 	dbs     []string
 	tables  map[string]bool // "db.table" (original names); nil: all
 	partial bool
+	// views are the names in tables that are no table of the backup: each
+	// must be a view of its database's post stream (checkViews).
+	views []string
 }
 
 func (s *selection) table(db, name string) bool {
@@ -83,11 +86,12 @@ func (s *selection) table(db, name string) bool {
 
 // Restore implements engines.Engine. Order of work: check that the target
 // holds none of the tables, views, routines and events to create (or drop
-// them with DropExisting) before changing anything; create databases and
-// tables with their plain secondary indexes held back; load the data
-// pieces in parallel, each in its own transaction, adding a table's
-// indexes in one ALTER TABLE once its last piece is in; set sequences;
-// then create views (dependency order), routines, triggers and events, and
+// them with DropExisting) before changing anything; create databases,
+// sequences, and tables with their plain secondary indexes held back; load
+// the data pieces in parallel, each in its own transaction, adding a
+// table's indexes in one ALTER TABLE once its last piece is in; give
+// sequences their state; then create routines, views (dependency order),
+// triggers and events, and
 // with IncludeUsers the accounts and grants. Foreign-key checks are off in
 // the load sessions (pieces arrive in any order); the binlog stays on.
 func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines.RestoreResult, error) {
@@ -159,6 +163,9 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 			return nil, err
 		}
 		schemas[d], posts[d] = &s, &po
+	}
+	if err := r.checkViews(sel, posts); err != nil {
+		return nil, err
 	}
 	if err := r.checkTarget(ctx, ctl, sel, schemas, posts); err != nil {
 		return nil, err
@@ -357,13 +364,17 @@ func (r *restoreRun) selectObjects() (*selection, error) {
 			known[t.DB+"."+t.Name] = true
 		}
 		for _, t := range r.p.Tables {
-			if !known[t] {
+			switch {
+			case known[t]:
+			case slices.ContainsFunc(r.meta.Databases, func(d string) bool { return strings.HasPrefix(t, d+".") }):
+				sel.views = append(sel.views, t) // a view, if the database's post stream says so
+			default:
 				missing = append(missing, t)
 			}
 			sel.tables[t] = true
 		}
 		if len(missing) > 0 {
-			return nil, fmt.Errorf("backup %s holds no table(s) %s (name them as db.table)", id, strings.Join(missing, ", "))
+			return nil, fmt.Errorf("backup %s holds no table(s) or view(s) %s (name them as db.table)", id, strings.Join(missing, ", "))
 		}
 	}
 	for _, d := range r.meta.Databases {
@@ -390,6 +401,27 @@ func (r *restoreRun) selectObjects() (*selection, error) {
 		targets[t] = d
 	}
 	return sel, nil
+}
+
+// checkViews makes sure that every name of Tables that is no table of the
+// backup is one of its views.
+func (r *restoreRun) checkViews(sel *selection, posts map[string]*postDoc) error {
+	var missing []string
+	for _, v := range sel.views {
+		found := false
+		for _, d := range sel.dbs {
+			if name, ok := strings.CutPrefix(v, d+"."); ok && posts[d] != nil {
+				found = found || slices.ContainsFunc(posts[d].Views, func(o objectDDL) bool { return o.Name == name })
+			}
+		}
+		if !found {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("backup %s holds no table(s) or view(s) %s (name them as db.table)", r.p.Source.Manifest().GetBackupId(), strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // createDatabaseSQL turns SHOW CREATE DATABASE output into CREATE DATABASE
@@ -622,8 +654,8 @@ func (r *restoreRun) loadTables(ctx context.Context, n int, tables []*tableMeta,
 	return nil
 }
 
-// createPostObjects creates views (in dependency order: a view whose base
-// is not there yet is retried after the others), routines, triggers and
+// createPostObjects creates routines, views (in dependency order: a view
+// whose base is not there yet is retried after the others), triggers and
 // events, each under the sql_mode it was defined with.
 func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *selection, posts map[string]*postDoc) error {
 	type pending struct {
@@ -706,13 +738,26 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 		_, _ = ctl.ExecContext(rctx, "SET NAMES utf8mb4")
 		_ = initRestoreSession(rctx, ctl, r.srv)
 	}()
+	// Routines first: a view that calls a stored function cannot be
+	// created before it (1305), while routine bodies are checked only
+	// when they run.
+	if sel.tables == nil {
+		for _, d := range sel.dbs {
+			for _, o := range posts[d].Routines {
+				if err := exec(d, o, strings.ToLower(o.Type)); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	for len(views) > 0 {
 		var retry []pending
 		var lastErr error
 		for _, v := range views {
 			if err := exec(v.db, v.o, "view"); err != nil {
-				// 1146: a base table or view is missing (maybe not created yet).
-				if num := mysqlx.ServerErrorNumber(err); num == 1146 || num == 1356 {
+				// 1146: a base table or view is missing (maybe not created
+				// yet); 1305: a function (not restored with Tables).
+				if num := mysqlx.ServerErrorNumber(err); num == 1146 || num == 1356 || num == 1305 {
 					retry, lastErr = append(retry, v), err
 					continue
 				}
@@ -732,13 +777,6 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 	}
 	for _, d := range sel.dbs {
 		po := posts[d]
-		if sel.tables == nil {
-			for _, o := range po.Routines {
-				if err := exec(d, o, strings.ToLower(o.Type)); err != nil {
-					return err
-				}
-			}
-		}
 		for _, o := range po.Triggers {
 			if sel.table(d, o.Table) {
 				// The statement is as its creator wrote it, maybe with
