@@ -114,7 +114,10 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 	p.Sink.SetEngineMetadata("logical.format", strconv.Itoa(formatVersion))
 	p.Sink.SetEngineMetadata("lower_case_table_names", strconv.Itoa(srv.LowerCaseTableNames))
 
-	if _, err := ctl.ExecContext(ctx, "SET SESSION sql_mode = '', SESSION lock_wait_timeout = "+strconv.Itoa(lockWaitTimeout)); err != nil {
+	// UTC, as restore creates the schema: SHOW CREATE TABLE prints a
+	// TIMESTAMP default (and a SYSTEM_TIME partitioning's STARTS), points
+	// in time, in the session's time zone.
+	if _, err := ctl.ExecContext(ctx, "SET SESSION sql_mode = '', SESSION time_zone = '+00:00', SESSION lock_wait_timeout = "+strconv.Itoa(lockWaitTimeout)); err != nil {
 		return nil, mysqlx.Translate("setting up the session", err)
 	}
 	dbs, err := listDatabases(ctx, ctl, p.Databases, p.IncludeSystem)

@@ -179,6 +179,10 @@ var objectsSchema = []string{
 	`CREATE TABLE rt.checked (id INT PRIMARY KEY, qty INT CHECK (qty >= 0), secret VARCHAR(10) INVISIBLE DEFAULT 'x',
   created DATETIME DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP, CONSTRAINT c_pos CHECK (id > 0)) COMMENT 'checks'`,
 	`INSERT INTO rt.checked (id, qty, secret, created) VALUES (1, 5, 'hidden', '2020-01-01 00:00:00')`,
+	// A TIMESTAMP default is a point in time: SHOW CREATE TABLE prints it in
+	// the session's time zone (this one is created at +02:00).
+	`CREATE TABLE rt.stamped (id INT PRIMARY KEY, ts TIMESTAMP NOT NULL DEFAULT '2020-01-01 00:00:00', dt DATETIME DEFAULT '2020-01-01 00:00:00')`,
+	`INSERT INTO rt.stamped (id) VALUES (1)`,
 	`CREATE TABLE rt.autoinc (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, v INT) AUTO_INCREMENT=1000`,
 	`INSERT INTO rt.autoinc (v) VALUES (1), (2), (3)`,
 	`DELETE FROM rt.autoinc WHERE id > 1000`, // the counter stays at 1003
