@@ -112,7 +112,7 @@ var typesSchema = []string{
 	`CREATE SEQUENCE rt.seq1 START WITH 100 INCREMENT BY 5`,
 	`SELECT NEXTVAL(rt.seq1), NEXTVAL(rt.seq1)`,
 	`CREATE VIEW rt.a_view AS SELECT id, c_utf8 FROM rt.z_base_view WHERE id > 0`,
-	"CREATE DATABASE rt2",
+	"CREATE DATABASE rt2 COMMENT 'the second database'",
 	`CREATE TABLE rt2.t (id INT PRIMARY KEY, v JSON)`,
 	`INSERT INTO rt2.t VALUES (1, '{"k": "v"}')`,
 	`CREATE VIEW rt2.cross_view AS SELECT t.id, b.v FROM rt2.t JOIN rt.big b ON b.id = t.id`,
