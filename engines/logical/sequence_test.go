@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
 // sequenceSchema holds a sequence of every option and state: advanced past
@@ -217,4 +220,89 @@ func legacySequences(t *testing.T, db *sql.DB, a *memArchive) *memArchive {
 	}
 	out.server, out.cp = a.server, a.cp
 	return out
+}
+
+// TestSequenceUnderNextval backs a sequence up while clients draw from it:
+// the restored copy must not hand out a value the source handed out before
+// the backup's consistency point.
+func TestSequenceUnderNextval(t *testing.T) {
+	t.Parallel()
+	src := startMariaDB(t, "seqw-src")
+	dst := startMariaDB(t, "seqw-dst")
+	src.Exec(t, "CREATE DATABASE w", "USE w", "CREATE SEQUENCE w.s CACHE 3", "CREATE TABLE w.pad (id INT PRIMARY KEY, v CHAR(100))",
+		"INSERT INTO w.pad SELECT seq, 'x' FROM seq_1_to_20000")
+	db := src.DB(t)
+	type drawn struct {
+		v  int64
+		at time.Time
+	}
+	var (
+		mu    sync.Mutex
+		got   []drawn
+		stop  = make(chan struct{})
+		done  sync.WaitGroup
+		errMu sync.Mutex
+		drawE error
+	)
+	for range 3 {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var v int64
+				if err := db.QueryRow("SELECT NEXTVAL(w.s)").Scan(&v); err != nil {
+					errMu.Lock()
+					drawE = err
+					errMu.Unlock()
+					return
+				}
+				mu.Lock()
+				got = append(got, drawn{v, time.Now()})
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	a := newMem()
+	a.writeDelay = time.Millisecond // the draws go on through the dump
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Wait(time.Minute))
+	defer cancel()
+	if _, err := smallPieces.Backup(ctx, engines.BackupParams{DSN: src.DSN, Databases: []string{"w"}, Sink: a}); err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	done.Wait()
+	if drawE != nil {
+		t.Fatalf("drawing during the backup: %v", drawE)
+	}
+	restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN})
+	var first int64
+	if err := dst.DB(t).QueryRow("SELECT NEXTVAL(w.s)").Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+	point := a.cp.GetTime().AsTime()
+	var before, after, again int
+	for _, d := range got {
+		if d.at.Before(point) {
+			before++
+			if d.v >= first {
+				again++
+			}
+		} else {
+			after++
+		}
+	}
+	if again > 0 {
+		t.Errorf("%d values the source handed out before the consistency point are handed out again by the copy (it starts at %d)", again, first)
+	}
+	if before == 0 || after == 0 {
+		t.Errorf("%d values drawn before the consistency point and %d after: the draws did not span the backup", before, after)
+	}
+	t.Logf("%d values drawn before the consistency point, %d after; the copy starts at %d", before, after, first)
 }
