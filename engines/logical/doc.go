@@ -21,8 +21,10 @@
 // memory, and the backup lock's flush drops it there too, so the source
 // continues from the same value (a NEXTVAL that runs into the lock may
 // leave the copy one cache block ahead; never at a value the source handed
-// out). mariadb-dump itself loses a sequence's cycle_count and a restart
-// below its start value, and drops an event whose schedule has passed.
+// out). Restoring mariadb-dump's output loses a sequence's cycle_count and
+// a restart below its start value, and drops an event whose schedule has
+// passed; mariadb-dump 10.11 leaves Oracle-mode packages out, which this
+// engine restores (TestRoundTripEveryType compares them).
 //
 // Known differences: under RenameDB a trigger written "db.t" is created
 // unqualified, and a body that names the old database unquoted still names
