@@ -114,7 +114,10 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 	p.Sink.SetEngineMetadata("logical.format", strconv.Itoa(formatVersion))
 	p.Sink.SetEngineMetadata("lower_case_table_names", strconv.Itoa(srv.LowerCaseTableNames))
 
-	if _, err := ctl.ExecContext(ctx, "SET SESSION sql_mode = '', SESSION lock_wait_timeout = "+strconv.Itoa(lockWaitTimeout)); err != nil {
+	// UTC, as restore creates the schema: SHOW CREATE TABLE prints a
+	// TIMESTAMP default (and a SYSTEM_TIME partitioning's STARTS), points
+	// in time, in the session's time zone.
+	if _, err := ctl.ExecContext(ctx, "SET SESSION sql_mode = '', SESSION time_zone = '+00:00', SESSION lock_wait_timeout = "+strconv.Itoa(lockWaitTimeout)); err != nil {
 		return nil, mysqlx.Translate("setting up the session", err)
 	}
 	dbs, err := listDatabases(ctx, ctl, p.Databases, p.IncludeSystem)
@@ -187,8 +190,8 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 		r.warn("%s.%s uses %s, which has no snapshots: it was dumped while writes were blocked, which lengthens the lock", t.DB, t.Name, t.Engine)
 	}
 	for _, t := range tables {
-		if t.Type == "SYSTEM VERSIONED" {
-			r.warn("%s.%s is system-versioned: only its current rows are backed up, not its history", t.DB, t.Name)
+		if t.Type == "SYSTEM VERSIONED" && !t.History {
+			r.warn("%s.%s is system-versioned by transaction id: only its current rows are backed up, not its history (a period in transaction ids cannot be written back)", t.DB, t.Name)
 		}
 	}
 	if !srv.LogBin {
@@ -230,7 +233,7 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 		r.wires = append(r.wires, w)
 	}
 
-	cp, seqNext, lockDur, err := r.consistentPoint(ctx, ctl, locked, sequences)
+	cp, seqRows, lockDur, err := r.consistentPoint(ctx, ctl, locked, sequences)
 	if err != nil {
 		return nil, err
 	}
@@ -252,8 +255,8 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 		meta.Tables = append(meta.Tables, t.meta())
 	}
 	for _, t := range sequences {
-		tm := tableMeta{DB: t.DB, Name: t.Name, Engine: t.Engine}
-		if v, ok := seqNext[t]; ok {
+		tm := tableMeta{DB: t.DB, Name: t.Name, Engine: t.Engine, SequenceRow: seqRows[t]}
+		if v, ok := tm.SequenceRow.next(); ok {
 			tm.Sequence = &v
 		}
 		meta.Tables = append(meta.Tables, tm)
@@ -266,7 +269,7 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 }
 
 func (t *tableInfo) meta() tableMeta {
-	tm := tableMeta{DB: t.DB, Name: t.Name, Engine: t.Engine, SplitKey: t.SplitKey, Locked: !t.transactional()}
+	tm := tableMeta{DB: t.DB, Name: t.Name, Engine: t.Engine, SplitKey: t.SplitKey, Locked: !t.transactional(), History: t.History}
 	for _, c := range t.dumpColumns() {
 		tm.Columns = append(tm.Columns, c.Name)
 		tm.Types = append(tm.Types, c.DataType)
@@ -303,7 +306,7 @@ func initDumpSession(ctx context.Context, c *sql.Conn, srv *mysqlx.Server) error
 // consistentPoint takes the lock, opens every worker's snapshot, reads the
 // coordinates, dumps the non-transactional tables and the sequences'
 // state, and releases the lock on the same connection on every path.
-func (r *backupRun) consistentPoint(ctx context.Context, ctl *sql.Conn, locked, sequences []*tableInfo) (cp *v1.ConsistencyPoint, seqNext map[*tableInfo]int64, lockDur time.Duration, err error) {
+func (r *backupRun) consistentPoint(ctx context.Context, ctl *sql.Conn, locked, sequences []*tableInfo) (cp *v1.ConsistencyPoint, seqRows map[*tableInfo]*sequenceRow, lockDur time.Duration, err error) {
 	srv := r.srv
 	var lockStmts []string
 	var unlockStmt, lockName string
@@ -358,13 +361,13 @@ func (r *backupRun) consistentPoint(ctx context.Context, ctl *sql.Conn, locked, 
 	}
 	// Sequences and non-transactional tables are not versioned: read them
 	// while writes are still blocked.
-	seqNext = map[*tableInfo]int64{}
+	seqRows = map[*tableInfo]*sequenceRow{}
 	for _, t := range sequences {
-		var v int64
-		if err := ctl.QueryRowContext(ctx, "SELECT next_not_cached_value FROM "+qname(t.DB, t.Name)).Scan(&v); err != nil {
-			return nil, nil, 0, mysqlx.TranslateNeed("reading sequence "+t.DB+"."+t.Name, err, "SELECT on "+qi(t.DB)+".*")
+		row, err := readSequenceRow(ctx, ctl, t)
+		if err != nil {
+			return nil, nil, 0, err
 		}
-		seqNext[t] = v
+		seqRows[t] = row
 	}
 	if len(locked) > 0 {
 		if err := r.dumpPieces(ctx, locked); err != nil {
@@ -377,7 +380,76 @@ func (r *backupRun) consistentPoint(ctx context.Context, ctl *sql.Conn, locked, 
 	if err := r.verifySnapshots(ctx, cp); err != nil {
 		return nil, nil, 0, err
 	}
-	return cp, seqNext, lockDur, nil
+	return cp, seqRows, lockDur, nil
+}
+
+// readSequenceRow reads a sequence's state row, under the lock. Its
+// next_not_cached_value is where the source itself continues: the values a
+// source caches below it live only in its memory (no replica, no binlog
+// sees them), and the lock's flush (BACKUP STAGE FLUSH, FLUSH TABLES WITH
+// READ LOCK) closes the sequence and drops its cache, so the source's
+// next NEXTVAL starts a new block there, as the restored copy does. A
+// NEXTVAL that runs into the lock may already have reserved its block in
+// the row (it waits, or fails, on the commit): the copy then starts after
+// that block, a gap, never a value the source handed out.
+func readSequenceRow(ctx context.Context, ctl *sql.Conn, t *tableInfo) (*sequenceRow, error) {
+	op := "reading sequence " + t.DB + "." + t.Name
+	rows, err := ctl.QueryContext(ctx, "SELECT * FROM "+qname(t.DB, t.Name))
+	if err != nil {
+		return nil, mysqlx.TranslateNeed(op, err, "SELECT on "+qi(t.DB)+".*")
+	}
+	defer func() { _ = rows.Close() }()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, mysqlx.Translate(op, err)
+	}
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, mysqlx.Translate(op, err)
+		}
+		return nil, fmt.Errorf("%s: the sequence has no row", op)
+	}
+	vals := make([]sql.NullString, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return nil, mysqlx.Translate(op, err)
+	}
+	row := &sequenceRow{Columns: cols}
+	for i, v := range vals {
+		if !v.Valid || !isInteger(v.String) {
+			return nil, fmt.Errorf("%s: column %s holds %q, not an integer", op, cols[i], v.String)
+		}
+		row.Values = append(row.Values, v.String)
+	}
+	return row, mysqlx.Translate(op, rows.Err())
+}
+
+// isInteger reports whether s is a decimal integer literal.
+func isInteger(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// next returns the row's next_not_cached_value, if it has one that fits.
+func (s *sequenceRow) next() (int64, bool) {
+	for i, c := range s.Columns {
+		if c == "next_not_cached_value" {
+			v, err := strconv.ParseInt(s.Values[i], 10, 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
 }
 
 // readCoordinates reads binlog file, position and GTID state; it runs on the
@@ -546,7 +618,7 @@ func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, wire *mysqlx.Wir
 		for i, col := range cols {
 			exprs[i] = selectExpr(col, path)
 		}
-		q := "SELECT " + strings.Join(exprs, ", ") + " FROM " + qname(t.DB, t.Name)
+		q := "SELECT " + strings.Join(exprs, ", ") + " FROM " + t.fromClause()
 		if p.where != "" {
 			q += " WHERE " + p.where
 		}

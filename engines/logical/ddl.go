@@ -87,6 +87,14 @@ func renameQualified(sql string, rename map[string]string) string {
 	return sql
 }
 
+// namesUnquoted reports whether sql names database db unquoted as a
+// qualifier (db.t, db . t): renameQualified leaves those alone, because an
+// unquoted word may as well be a table alias of the same name.
+func namesUnquoted(sql, db string) bool {
+	re, err := regexp.Compile("(?:^|[^0-9A-Za-z_$\\x{80}-\\x{10FFFF}.`])" + regexp.QuoteMeta(db) + "\\s*\\.")
+	return err == nil && re.MatchString(sql)
+}
+
 // triggerHeader matches the start of a trigger's original statement up to
 // its table: the name and table may be written qualified, unquoted, by
 // whoever created it.

@@ -73,3 +73,22 @@ func TestPieceOrder(t *testing.T) {
 		t.Errorf("order %s, want %s", g, want)
 	}
 }
+
+func TestNamesUnquoted(t *testing.T) {
+	for _, tc := range []struct {
+		sql  string
+		want bool
+	}{
+		{"DELETE FROM rt.nopk WHERE a < 0", true},
+		{"RETURN (SELECT COUNT(*) FROM rt . big)", true},
+		{"rt.t", true},
+		{"SELECT * FROM `rt`.`t`", false},     // quoted: renamed
+		{"SELECT * FROM art.t, rt2.t", false}, // other names that end or start alike
+		{"SELECT x.rt.c FROM t", false},       // a column of table rt in x: not a qualifier of rt
+		{"SELECT 1", false},
+	} {
+		if got := namesUnquoted(tc.sql, "rt"); got != tc.want {
+			t.Errorf("namesUnquoted(%q, rt) = %v, want %v", tc.sql, got, tc.want)
+		}
+	}
+}

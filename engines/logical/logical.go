@@ -13,8 +13,12 @@ import (
 const Name = "logical"
 
 // formatVersion is the version of the stream layout below; Restore rejects
-// backups written with a newer one.
-const formatVersion = 1
+// backups written with a newer one. 2: a system-versioned table's pieces
+// may hold its history and period columns (tableMeta.History), which a
+// reader of format 1 would load as plain columns and fail on; sequences
+// carry their state row (read by format 1 readers as before, without it).
+// Restore reads both.
+const formatVersion = 2
 
 // Stream names. Every data piece is its own stream, so restore loads pieces
 // in parallel and a rerun of a backup re-uploads only changed chunks.
@@ -59,18 +63,33 @@ type metaDoc struct {
 // stream order (generated columns are left out); Types holds their
 // DATA_TYPE, which decides how each is loaded.
 type tableMeta struct {
-	DB       string      `json:"db"`
-	Name     string      `json:"name"`
-	Engine   string      `json:"engine,omitempty"`
-	Columns  []string    `json:"columns"`
-	Types    []string    `json:"types"`
-	SplitKey string      `json:"split_key,omitempty"`
-	Locked   bool        `json:"dumped_under_lock,omitempty"` // non-transactional: dumped while writes were blocked
-	Pieces   []pieceMeta `json:"pieces"`
-	Rows     int64       `json:"rows"`
-	// Sequence holds a MariaDB sequence's next value; such a "table" has no
-	// pieces.
+	DB       string   `json:"db"`
+	Name     string   `json:"name"`
+	Engine   string   `json:"engine,omitempty"`
+	Columns  []string `json:"columns"`
+	Types    []string `json:"types"`
+	SplitKey string   `json:"split_key,omitempty"`
+	Locked   bool     `json:"dumped_under_lock,omitempty"` // non-transactional: dumped while writes were blocked
+	// History: a system-versioned table dumped with every row version,
+	// its last two columns the period's start and end.
+	History bool        `json:"history,omitempty"`
+	Pieces  []pieceMeta `json:"pieces"`
+	Rows    int64       `json:"rows"`
+	// SequenceRow is a MariaDB sequence's state row (SELECT * FROM s, read
+	// while writes were blocked): its definition and next_not_cached_value
+	// and cycle_count. Such a "table" has no pieces.
+	SequenceRow *sequenceRow `json:"sequence_row,omitempty"`
+	// Sequence is the row's next_not_cached_value alone: all that backups
+	// taken before sequence_row held, and what older readers still use.
 	Sequence *int64 `json:"sequence_next,omitempty"`
+}
+
+// sequenceRow is a sequence's one row as the server returned it: column
+// names and decimal integer values, kept as text so that an unsigned
+// sequence (MariaDB ≥ 11.5, AS BIGINT UNSIGNED) fits.
+type sequenceRow struct {
+	Columns []string `json:"columns"`
+	Values  []string `json:"values"`
 }
 
 type pieceMeta struct {
@@ -87,8 +106,11 @@ type schemaDoc struct {
 }
 
 type tableDDL struct {
-	Name   string `json:"name"`
-	Kind   string `json:"kind"` // "table" or "sequence"
+	Name string `json:"name"`
+	Kind string `json:"kind"` // "table" or "sequence"
+	// Create is SHOW CREATE TABLE, or for a sequence SHOW CREATE SEQUENCE
+	// (backups taken before sequence_row held SHOW CREATE TABLE, which has
+	// the columns of a sequence but none of its options).
 	Create string `json:"create"`
 }
 
@@ -112,6 +134,11 @@ type objectDDL struct {
 	Charset   string `json:"character_set_client,omitempty"`
 	Collation string `json:"collation_connection,omitempty"`
 	TimeZone  string `json:"time_zone,omitempty"`
+	// Altered is when an event was last created or changed (seconds since
+	// the epoch). Restore creates it "at" that time: an event whose
+	// schedule has passed since, ON COMPLETION NOT PRESERVE, would
+	// otherwise be dropped by the server as soon as it is created.
+	Altered int64 `json:"altered,omitempty"`
 }
 
 // usersDoc is the "users" stream: one statement per entry.

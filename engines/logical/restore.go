@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +46,7 @@ type restoreRun struct {
 	done      atomic.Int64
 	warnMu    sync.Mutex
 	warnings  []string
+	noHistory sync.Map // "db.table" of History tables loaded without their history
 }
 
 func (r *restoreRun) warn(format string, args ...any) {
@@ -72,6 +75,9 @@ type selection struct {
 	dbs     []string
 	tables  map[string]bool // "db.table" (original names); nil: all
 	partial bool
+	// views are the names in tables that are no table of the backup: each
+	// must be a view of its database's post stream (checkViews).
+	views []string
 }
 
 func (s *selection) table(db, name string) bool {
@@ -80,11 +86,12 @@ func (s *selection) table(db, name string) bool {
 
 // Restore implements engines.Engine. Order of work: check that the target
 // holds none of the tables, views, routines and events to create (or drop
-// them with DropExisting) before changing anything; create databases and
-// tables with their plain secondary indexes held back; load the data
-// pieces in parallel, each in its own transaction, adding a table's
-// indexes in one ALTER TABLE once its last piece is in; set sequences;
-// then create views (dependency order), routines, triggers and events, and
+// them with DropExisting) before changing anything; create databases,
+// sequences, and tables with their plain secondary indexes held back; load
+// the data pieces in parallel, each in its own transaction, adding a
+// table's indexes in one ALTER TABLE once its last piece is in; give
+// sequences their state; then create routines, views (dependency order),
+// triggers and events, and
 // with IncludeUsers the accounts and grants. Foreign-key checks are off in
 // the load sessions (pieces arrive in any order); the binlog stays on.
 func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines.RestoreResult, error) {
@@ -157,6 +164,9 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 		}
 		schemas[d], posts[d] = &s, &po
 	}
+	if err := r.checkViews(sel, posts); err != nil {
+		return nil, err
+	}
 	if err := r.checkTarget(ctx, ctl, sel, schemas, posts); err != nil {
 		return nil, err
 	}
@@ -175,28 +185,28 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 			}
 		}
 	}
+	// Sequences before any table: a column default may draw from one
+	// (DEFAULT NEXTVAL(s)), and the server checks that it exists.
 	indexes := map[string][]string{} // "db.table" (original) → ADD clauses
-	for _, d := range sel.dbs {
-		td := r.target(d)
-		if _, err := ctl.ExecContext(ctx, createDatabaseSQL(schemas[d].Create, d, td)); err != nil {
-			return nil, mysqlx.TranslateNeed("creating database "+td, err, "CREATE on "+qi(td)+".*")
-		}
-		if _, err := ctl.ExecContext(ctx, "USE "+qi(td)); err != nil {
-			return nil, mysqlx.Translate("using database "+td, err)
-		}
-		for _, t := range schemas[d].Tables {
-			if !sel.table(d, t.Name) {
-				continue
+	for _, seqPass := range []bool{true, false} {
+		for _, d := range sel.dbs {
+			td := r.target(d)
+			if seqPass {
+				if _, err := ctl.ExecContext(ctx, createDatabaseSQL(schemas[d].Create, d, td)); err != nil {
+					return nil, mysqlx.TranslateNeed("creating database "+td, err, "CREATE on "+qi(td)+".*")
+				}
 			}
-			create, adds := t.Create, []string(nil)
-			if t.Kind == "table" {
-				create, adds = splitSecondaryIndexes(create, hasForeignKeys(create) || referenced[d+"."+t.Name])
-				create = renameReferences(create, r.rename)
+			if _, err := ctl.ExecContext(ctx, "USE "+qi(td)); err != nil {
+				return nil, mysqlx.Translate("using database "+td, err)
 			}
-			if _, err := ctl.ExecContext(ctx, create); err != nil {
-				return nil, mysqlx.TranslateNeed("creating table "+td+"."+t.Name, err, "CREATE on "+qi(td)+".*")
+			for _, t := range schemas[d].Tables {
+				if !sel.table(d, t.Name) || (t.Kind == "sequence") != seqPass {
+					continue
+				}
+				if err := r.createTable(ctx, ctl, d, t, referenced[d+"."+t.Name], indexes); err != nil {
+					return nil, err
+				}
 			}
-			indexes[d+"."+t.Name] = adds
 		}
 	}
 
@@ -207,9 +217,9 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 		if !sel.table(t.DB, t.Name) {
 			continue
 		}
-		if t.Sequence != nil {
-			if _, err := ctl.ExecContext(ctx, fmt.Sprintf("SELECT SETVAL(%s, %d, 0)", qname(r.target(t.DB), t.Name), *t.Sequence)); err != nil {
-				return nil, mysqlx.Translate("setting sequence "+t.DB+"."+t.Name, err)
+		if t.SequenceRow != nil || t.Sequence != nil {
+			if err := r.setSequence(ctx, ctl, t); err != nil {
+				return nil, err
 			}
 			continue
 		}
@@ -242,6 +252,60 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 	}
 	r.progress("done")
 	return &engines.RestoreResult{Tables: len(tables), Rows: r.rows.Load(), Warnings: r.warnings}, nil
+}
+
+// createTable creates one table or sequence of database d in the session's
+// current database (its target), recording the secondary indexes it holds
+// back in indexes.
+func (r *restoreRun) createTable(ctx context.Context, ctl *sql.Conn, d string, t tableDDL, referenced bool, indexes map[string][]string) error {
+	td := r.target(d)
+	create, adds := t.Create, []string(nil)
+	switch {
+	case t.Kind == "table":
+		create, adds = splitSecondaryIndexes(create, hasForeignKeys(create) || referenced)
+		create = renameReferences(create, r.rename)
+	case !strings.HasPrefix(create, "CREATE SEQUENCE"):
+		r.warn("sequence %s.%s: the backup holds its columns but not its options (it was taken by a tidemark before sequences were exact): "+
+			"it is restored with the default start, increment, bounds and cache, and its next value", td, t.Name)
+	}
+	if _, err := ctl.ExecContext(ctx, create); err != nil {
+		if mysqlx.ServerErrorNumber(err) == 1146 && strings.Contains(create, "nextval(") {
+			return fmt.Errorf("creating table %s.%s: a column default draws from a sequence that is not restored: restore the sequence too (name it in the tables): %w",
+				td, t.Name, err)
+		}
+		return mysqlx.TranslateNeed("creating "+t.Kind+" "+td+"."+t.Name, err, "CREATE on "+qi(td)+".*")
+	}
+	indexes[d+"."+t.Name] = adds
+	return nil
+}
+
+// setSequence gives a created sequence the source's state row: definition,
+// next_not_cached_value and cycle_count, all at once. SETVAL cannot do
+// that: it keeps no round below the current one, and it ignores a value
+// behind the new sequence's start (a sequence restarted below its START),
+// which is how a mariadb-dump restore loses both.
+func (r *restoreRun) setSequence(ctx context.Context, ctl *sql.Conn, t *tableMeta) error {
+	name := qname(r.target(t.DB), t.Name)
+	op := "setting sequence " + r.target(t.DB) + "." + t.Name
+	if t.SequenceRow == nil { // a backup from before sequence_row
+		_, err := ctl.ExecContext(ctx, fmt.Sprintf("SELECT SETVAL(%s, %d, 0)", name, *t.Sequence))
+		return mysqlx.Translate(op, err)
+	}
+	row := t.SequenceRow
+	if len(row.Columns) == 0 || len(row.Columns) != len(row.Values) {
+		return fmt.Errorf("backup %s: sequence %s.%s: %d columns and %d values in its row: the backup is damaged",
+			r.p.Source.Manifest().GetBackupId(), t.DB, t.Name, len(row.Columns), len(row.Values))
+	}
+	cols := make([]string, len(row.Columns))
+	for i, c := range row.Columns {
+		if !isInteger(row.Values[i]) {
+			return fmt.Errorf("backup %s: sequence %s.%s: column %s holds %q, not an integer: the backup is damaged",
+				r.p.Source.Manifest().GetBackupId(), t.DB, t.Name, c, row.Values[i])
+		}
+		cols[i] = qi(c)
+	}
+	_, err := ctl.ExecContext(ctx, "INSERT INTO "+name+" ("+strings.Join(cols, ", ")+") VALUES ("+strings.Join(row.Values, ", ")+")")
+	return mysqlx.Translate(op, err)
 }
 
 func (r *restoreRun) readJSON(ctx context.Context, name string, v any) error {
@@ -300,13 +364,17 @@ func (r *restoreRun) selectObjects() (*selection, error) {
 			known[t.DB+"."+t.Name] = true
 		}
 		for _, t := range r.p.Tables {
-			if !known[t] {
+			switch {
+			case known[t]:
+			case slices.ContainsFunc(r.meta.Databases, func(d string) bool { return strings.HasPrefix(t, d+".") }):
+				sel.views = append(sel.views, t) // a view, if the database's post stream says so
+			default:
 				missing = append(missing, t)
 			}
 			sel.tables[t] = true
 		}
 		if len(missing) > 0 {
-			return nil, fmt.Errorf("backup %s holds no table(s) %s (name them as db.table)", id, strings.Join(missing, ", "))
+			return nil, fmt.Errorf("backup %s holds no table(s) or view(s) %s (name them as db.table)", id, strings.Join(missing, ", "))
 		}
 	}
 	for _, d := range r.meta.Databases {
@@ -335,6 +403,27 @@ func (r *restoreRun) selectObjects() (*selection, error) {
 	return sel, nil
 }
 
+// checkViews makes sure that every name of Tables that is no table of the
+// backup is one of its views.
+func (r *restoreRun) checkViews(sel *selection, posts map[string]*postDoc) error {
+	var missing []string
+	for _, v := range sel.views {
+		found := false
+		for _, d := range sel.dbs {
+			if name, ok := strings.CutPrefix(v, d+"."); ok && posts[d] != nil {
+				found = found || slices.ContainsFunc(posts[d].Views, func(o objectDDL) bool { return o.Name == name })
+			}
+		}
+		if !found {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("backup %s holds no table(s) or view(s) %s (name them as db.table)", r.p.Source.Manifest().GetBackupId(), strings.Join(missing, ", "))
+	}
+	return nil
+}
+
 // createDatabaseSQL turns SHOW CREATE DATABASE output into CREATE DATABASE
 // IF NOT EXISTS under the target name, keeping the character set options.
 func createDatabaseSQL(show, from, to string) string {
@@ -345,14 +434,16 @@ func createDatabaseSQL(show, from, to string) string {
 	return "CREATE DATABASE IF NOT EXISTS " + qi(to) + opts
 }
 
-// renameReferences renames databases in a CREATE TABLE's foreign keys only.
+// renameReferences renames databases in the lines of a CREATE TABLE that
+// name other tables: foreign keys and defaults drawn from a sequence, which
+// the server writes qualified (DEFAULT nextval(`db`.`s`)).
 func renameReferences(create string, rename map[string]string) string {
-	if len(rename) == 0 || !strings.Contains(create, "REFERENCES ") {
+	if len(rename) == 0 || !strings.Contains(create, "REFERENCES ") && !strings.Contains(create, "nextval(") {
 		return create
 	}
 	lines := strings.Split(create, "\n")
 	for i, l := range lines {
-		if strings.Contains(l, "REFERENCES ") {
+		if strings.Contains(l, "REFERENCES ") || strings.Contains(l, "nextval(") {
 			lines[i] = renameQualified(l, rename)
 		}
 	}
@@ -427,11 +518,27 @@ func (r *restoreRun) checkTarget(ctx context.Context, ctl *sql.Conn, sel *select
 		return nil
 	}
 	if !r.p.DropExisting {
+		// Tables first, then views: what an operator looks for first.
+		rank := func(o obj) int {
+			switch o.kind {
+			case "TABLE":
+				return 0
+			case "VIEW":
+				return 1
+			}
+			return 2
+		}
+		sort.Slice(found, func(i, j int) bool {
+			a, b := found[i], found[j]
+			if rank(a) != rank(b) {
+				return rank(a) < rank(b)
+			}
+			return strings.ToLower(a.kind)+" "+a.db+"."+a.name < strings.ToLower(b.kind)+" "+b.db+"."+b.name
+		})
 		var names []string
 		for _, o := range found {
 			names = append(names, strings.ToLower(o.kind)+" "+o.db+"."+o.name)
 		}
-		sort.Strings(names)
 		const show = 20
 		more := ""
 		if len(names) > show {
@@ -442,9 +549,16 @@ func (r *restoreRun) checkTarget(ctx context.Context, ctl *sql.Conn, sel *select
 			ErrTargetNotEmpty, strings.Join(names, ", "), more)
 	}
 	for _, o := range found {
-		stmt := "DROP " + o.kind + " IF EXISTS " + qname(o.db, o.name)
-		if _, err := ctl.ExecContext(ctx, stmt); err != nil {
-			return mysqlx.TranslateNeed("dropping "+strings.ToLower(o.kind)+" "+o.db+"."+o.name, err, "DROP on "+qi(o.db)+".*")
+		stmts := []string{"DROP " + o.kind + " IF EXISTS " + qname(o.db, o.name)}
+		if strings.HasPrefix(o.kind, "PACKAGE") {
+			// MariaDB before 11.4 parses packages in Oracle mode only
+			// (SET STATEMENT comes too late: it applies after parsing).
+			stmts = []string{"SET @tidemark_sql_mode = @@SESSION.sql_mode, SESSION sql_mode = 'ORACLE'", stmts[0], "SET SESSION sql_mode = @tidemark_sql_mode"}
+		}
+		for _, stmt := range stmts {
+			if _, err := ctl.ExecContext(ctx, stmt); err != nil {
+				return mysqlx.TranslateNeed("dropping "+strings.ToLower(o.kind)+" "+o.db+"."+o.name, err, "DROP on "+qi(o.db)+".*")
+			}
 		}
 	}
 	r.warn("dropped %d existing object(s) on the target before restoring", len(found))
@@ -540,8 +654,8 @@ func (r *restoreRun) loadTables(ctx context.Context, n int, tables []*tableMeta,
 	return nil
 }
 
-// createPostObjects creates views (in dependency order: a view whose base
-// is not there yet is retried after the others), routines, triggers and
+// createPostObjects creates routines, views (in dependency order: a view
+// whose base is not there yet is retried after the others), triggers and
 // events, each under the sql_mode it was defined with.
 func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *selection, posts map[string]*postDoc) error {
 	type pending struct {
@@ -558,19 +672,62 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 	}
 	exec := func(d string, o objectDDL, what string) error {
 		td := r.target(d)
+		op := "creating " + what + " " + td + "." + o.Name
+		// The text is UTF-8 (it came over a utf8mb4 session). The object
+		// keeps the character set of the client that created it, which
+		// decides the character set of its string literals: the text is
+		// sent in that character set, under it. The session is back to
+		// utf8mb4 first: a statement that failed (a view retried later)
+		// may have left another one.
+		if _, err := ctl.ExecContext(ctx, "SET NAMES utf8mb4"); err != nil {
+			return mysqlx.Translate(op, err)
+		}
+		create, err := r.inCharset(ctx, ctl, renameQualified(o.Create, r.rename), o.Charset)
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
 		stmts := []string{"USE " + qi(td), "SET SESSION sql_mode = " + mysqlx.QuoteString(o.SQLMode)}
+		if o.Charset != "" {
+			stmts = append(stmts, "SET SESSION character_set_client = "+mysqlx.QuoteString(o.Charset))
+		}
 		if o.Collation != "" {
-			// The text came over a utf8mb4 session; collation_connection
-			// keeps how its literals compare.
+			// collation_connection keeps how its literals compare.
 			stmts = append(stmts, "SET SESSION collation_connection = "+mysqlx.QuoteString(o.Collation))
 		}
 		if o.TimeZone != "" {
 			stmts = append(stmts, "SET SESSION time_zone = "+mysqlx.QuoteString(o.TimeZone))
 		}
-		stmts = append(stmts, renameQualified(o.Create, r.rename))
+		stmts = append(stmts, create)
+		if o.Altered > 0 {
+			// Only for an event, and not a reason to fail: a target with
+			// secure_timestamp refuses it, and the event is created now.
+			if _, err := ctl.ExecContext(ctx, "SET SESSION timestamp = "+strconv.FormatInt(o.Altered, 10)); err != nil {
+				r.warn("event %s.%s is created with the target's time, which refuses SET timestamp (%v): if its schedule is over and it is not preserved, the target drops it",
+					td, o.Name, err)
+			} else {
+				defer func() { _, _ = ctl.ExecContext(context.WithoutCancel(ctx), "SET SESSION timestamp = DEFAULT") }()
+			}
+		}
+		for from, to := range r.rename {
+			if from != to && namesUnquoted(o.Create, from) {
+				r.warn("%s %s.%s names database %s unquoted (%s.): such names are not renamed, so it may still read or change %s; check its definition",
+					what, td, o.Name, from, from, from)
+			}
+		}
 		for _, s := range stmts {
 			if _, err := ctl.ExecContext(ctx, s); err != nil {
-				return mysqlx.Translate("creating "+what+" "+td+"."+o.Name, err)
+				return mysqlx.Translate(op, err)
+			}
+			if s == create && what == "event" {
+				// 1588: the schedule is over and the event not preserved,
+				// so the server dropped it at once.
+				var n int
+				if err := ctl.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? AND EVENT_NAME = ?", td, o.Name).Scan(&n); err != nil {
+					return mysqlx.Translate(op, err)
+				}
+				if n == 0 {
+					r.warn("event %s.%s was dropped by the target as soon as it was created: its schedule is over and it is ON COMPLETION NOT PRESERVE", td, o.Name)
+				}
 			}
 		}
 		return nil
@@ -578,15 +735,29 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
+		_, _ = ctl.ExecContext(rctx, "SET NAMES utf8mb4")
 		_ = initRestoreSession(rctx, ctl, r.srv)
 	}()
+	// Routines first: a view that calls a stored function cannot be
+	// created before it (1305), while routine bodies are checked only
+	// when they run.
+	if sel.tables == nil {
+		for _, d := range sel.dbs {
+			for _, o := range posts[d].Routines {
+				if err := exec(d, o, strings.ToLower(o.Type)); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	for len(views) > 0 {
 		var retry []pending
 		var lastErr error
 		for _, v := range views {
 			if err := exec(v.db, v.o, "view"); err != nil {
-				// 1146: a base table or view is missing (maybe not created yet).
-				if num := mysqlx.ServerErrorNumber(err); num == 1146 || num == 1356 {
+				// 1146: a base table or view is missing (maybe not created
+				// yet); 1305: a function (not restored with Tables).
+				if num := mysqlx.ServerErrorNumber(err); num == 1146 || num == 1356 || num == 1305 {
 					retry, lastErr = append(retry, v), err
 					continue
 				}
@@ -606,16 +777,14 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 	}
 	for _, d := range sel.dbs {
 		po := posts[d]
-		if sel.tables == nil {
-			for _, o := range po.Routines {
-				if err := exec(d, o, strings.ToLower(o.Type)); err != nil {
-					return err
-				}
-			}
-		}
 		for _, o := range po.Triggers {
 			if sel.table(d, o.Table) {
-				o.Create = unqualifyTrigger(o.Create, o.Name, o.Table)
+				// The statement is as its creator wrote it, maybe with
+				// the name and table qualified by the database: kept
+				// as is, unless the database has a new name.
+				if r.target(d) != d {
+					o.Create = unqualifyTrigger(o.Create, o.Name, o.Table)
+				}
 				if err := exec(d, o, "trigger"); err != nil {
 					return err
 				}
@@ -630,6 +799,43 @@ func (r *restoreRun) createPostObjects(ctx context.Context, ctl *sql.Conn, sel *
 		}
 	}
 	return nil
+}
+
+// inCharset returns the UTF-8 text in character set cs, the server
+// converting it, on a session whose client character set is utf8mb4.
+// UTF-8 and ASCII text need nothing. The conversion is checked both ways: a
+// character cs cannot hold would become "?" and change the object.
+func (r *restoreRun) inCharset(ctx context.Context, c *sql.Conn, text, cs string) (string, error) {
+	if cs == "" || strings.HasPrefix(strings.ToLower(cs), "utf8") || isASCII(text) {
+		return text, nil
+	}
+	if !charsetName.MatchString(cs) {
+		return "", fmt.Errorf("backup %s: character set %q is not a name: the backup is damaged", r.p.Source.Manifest().GetBackupId(), cs)
+	}
+	var out []byte
+	var back string
+	op := "converting the definition to character set " + cs
+	if err := c.QueryRowContext(ctx, "SELECT CAST(CONVERT(? USING "+cs+") AS BINARY)", text).Scan(&out); err != nil {
+		return "", mysqlx.Translate(op, err)
+	}
+	if err := c.QueryRowContext(ctx, "SELECT CONVERT(CAST(CAST(? AS BINARY) AS CHAR CHARACTER SET "+cs+") USING utf8mb4)", out).Scan(&back); err != nil {
+		return "", mysqlx.Translate(op, err)
+	}
+	if back != text {
+		return "", fmt.Errorf("%s: it holds characters %s cannot represent", op, cs)
+	}
+	return string(out), nil
+}
+
+var charsetName = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // statementHead names an account statement without its password hash.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
@@ -17,12 +18,18 @@ type tableInfo struct {
 	Columns                     []columnInfo
 	SplitKey                    string // single integer column of a PK or NOT NULL unique key
 	SplitUnsigned               bool
-	pieces                      []piece
+	// History: a system-versioned table whose rows are dumped with their
+	// history (FOR SYSTEM_TIME ALL) and period columns, which restore
+	// writes through system_versioning_insert_history.
+	History bool
+	period  []columnInfo // ROW START and ROW END, when History
+	pieces  []piece
 }
 
 type columnInfo struct {
 	Name, DataType, ColumnType string
 	Generated                  bool
+	Period                     string // "ROW START" or "ROW END" for a system-versioned table's period columns
 }
 
 func (t *tableInfo) isView() bool     { return t.Type == "VIEW" }
@@ -43,7 +50,44 @@ func (t *tableInfo) dumpColumns() []columnInfo {
 			out = append(out, c)
 		}
 	}
-	return out
+	return append(out, t.period...)
+}
+
+// setHistory decides whether a system-versioned table's history travels:
+// when its period is kept in timestamps. The period columns are the named
+// ones (GENERATED ALWAYS AS ROW START/END) or the implicit row_start and
+// row_end. Periods in transaction ids (InnoDB's BIGINT UNSIGNED) cannot be
+// written back, so such a table keeps only its current rows.
+func (t *tableInfo) setHistory() {
+	if t.Type != "SYSTEM VERSIONED" {
+		return
+	}
+	var start, end *columnInfo
+	for i := range t.Columns {
+		switch t.Columns[i].Period {
+		case "ROW START":
+			start = &t.Columns[i]
+		case "ROW END":
+			end = &t.Columns[i]
+		}
+	}
+	if start == nil || end == nil {
+		start = &columnInfo{Name: "row_start", DataType: "timestamp", ColumnType: "timestamp(6)"}
+		end = &columnInfo{Name: "row_end", DataType: "timestamp", ColumnType: "timestamp(6)"}
+	}
+	if start.DataType != "timestamp" || end.DataType != "timestamp" {
+		return
+	}
+	t.History = true
+	t.period = []columnInfo{*start, *end}
+}
+
+// fromClause is what a dump reads: with the history, every row version.
+func (t *tableInfo) fromClause() string {
+	if t.History {
+		return qname(t.DB, t.Name) + " FOR SYSTEM_TIME ALL"
+	}
+	return qname(t.DB, t.Name)
 }
 
 // readPath is how a worker reads a piece's rows.
@@ -202,6 +246,9 @@ func listTables(ctx context.Context, q *sql.Conn, dbs []string) ([]*tableInfo, e
 	if err := rows.Err(); err != nil {
 		return nil, mysqlx.Translate("listing columns", err)
 	}
+	if err := readPeriods(ctx, q, args, dbs, tables, byName); err != nil {
+		return nil, err
+	}
 
 	// Single-column unique keys; NULLABLE is '' for a NOT NULL column.
 	rows, err = q.QueryContext(ctx, `SELECT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, MIN(COLUMN_NAME), MIN(NULLABLE)
@@ -231,6 +278,47 @@ func listTables(ctx context.Context, q *sql.Conn, dbs []string) ([]*tableInfo, e
 		return nil, mysqlx.Translate("listing keys", err)
 	}
 	return tables, nil
+}
+
+// readPeriods finds the period columns of system-versioned tables (named
+// ones are GENERATED ALWAYS AS ROW START/END; the server reports them as
+// stored generated columns) and decides whose history travels. Only
+// MariaDB has such tables, and only it is asked.
+func readPeriods(ctx context.Context, q *sql.Conn, args []any, dbs []string, tables []*tableInfo, byName map[[2]string]*tableInfo) error {
+	versioned := false
+	for _, t := range tables {
+		versioned = versioned || t.Type == "SYSTEM VERSIONED"
+	}
+	if !versioned {
+		return nil
+	}
+	rows, err := q.QueryContext(ctx, `SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, UPPER(GENERATION_EXPRESSION)
+		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN (`+inList(len(dbs))+`) AND GENERATION_EXPRESSION IN ('ROW START', 'ROW END')`, args...)
+	if err != nil {
+		return mysqlx.Translate("listing period columns", err)
+	}
+	for rows.Next() {
+		var db, tn, col, expr string
+		if err := rows.Scan(&db, &tn, &col, &expr); err != nil {
+			_ = rows.Close()
+			return err
+		}
+		if t := byName[[2]string{db, tn}]; t != nil {
+			for i := range t.Columns {
+				if t.Columns[i].Name == col {
+					t.Columns[i].Period = expr
+				}
+			}
+		}
+	}
+	_ = rows.Close()
+	if err := rows.Err(); err != nil {
+		return mysqlx.Translate("listing period columns", err)
+	}
+	for _, t := range tables {
+		t.setHistory()
+	}
+	return nil
 }
 
 func isIntegerType(t string) bool {
@@ -299,13 +387,15 @@ func readSchema(ctx context.Context, q *sql.Conn, dbs []string, tables []*tableI
 				Charset: r["character_set_client"], Collation: r["collation_connection"]})
 			continue
 		}
-		r, err := showRow(ctx, q, "SHOW CREATE TABLE "+qname(t.DB, t.Name))
-		if err != nil {
-			return nil, nil, mysqlx.TranslateNeed("reading table "+t.DB+"."+t.Name, err, "SELECT on "+qi(t.DB)+".*")
-		}
-		kind := "table"
+		// A sequence's SHOW CREATE TABLE has its columns but none of its
+		// options: a table created from it starts at 1 and steps by 1.
+		kind, show := "table", "SHOW CREATE TABLE "
 		if t.isSequence() {
-			kind = "sequence"
+			kind, show = "sequence", "SHOW CREATE SEQUENCE "
+		}
+		r, err := showRow(ctx, q, show+qname(t.DB, t.Name))
+		if err != nil {
+			return nil, nil, mysqlx.TranslateNeed("reading "+kind+" "+t.DB+"."+t.Name, err, "SELECT on "+qi(t.DB)+".*")
 		}
 		schemas[t.DB].Tables = append(schemas[t.DB].Tables, tableDDL{Name: t.Name, Kind: kind, Create: r["create table"]})
 	}
@@ -358,17 +448,19 @@ func readSchema(ctx context.Context, q *sql.Conn, dbs []string, tables []*tableI
 		posts[o.db].Triggers = append(posts[o.db].Triggers, objectDDL{Name: o.name, Table: o.table, Create: r["sql original statement"],
 			SQLMode: r["sql_mode"], Charset: r["character_set_client"], Collation: r["collation_connection"]})
 	}
-	events, err := list("SELECT EVENT_SCHEMA, EVENT_NAME, '', '' FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ("+in+") ORDER BY 1, 2", "events")
+	// typ holds when the event was last changed, in seconds since the epoch.
+	events, err := list("SELECT EVENT_SCHEMA, EVENT_NAME, IFNULL(CONCAT(UNIX_TIMESTAMP(LAST_ALTERED)), ''), '' FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ("+in+") ORDER BY 1, 2", "events")
 	if err != nil {
 		return nil, nil, err
 	}
 	for _, o := range events {
+		altered, _ := strconv.ParseInt(o.typ, 10, 64)
 		r, err := showRow(ctx, q, "SHOW CREATE EVENT "+qname(o.db, o.name))
 		if err != nil {
 			return nil, nil, mysqlx.TranslateNeed("reading event "+o.db+"."+o.name, err, "EVENT on "+qi(o.db)+".*")
 		}
 		posts[o.db].Events = append(posts[o.db].Events, objectDDL{Name: o.name, Create: r["create event"], SQLMode: r["sql_mode"],
-			TimeZone: r["time_zone"], Charset: r["character_set_client"], Collation: r["collation_connection"]})
+			TimeZone: r["time_zone"], Charset: r["character_set_client"], Collation: r["collation_connection"], Altered: altered})
 	}
 	return schemas, posts, nil
 }

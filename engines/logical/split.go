@@ -61,6 +61,12 @@ func planPieces(ctx context.Context, q *sql.Conn, t *tableInfo, pieceRows, piece
 	if span.Cmp(big.NewInt(n)) < 0 {
 		n = span.Int64()
 	}
+	if n <= 1 {
+		// One key value, however big the table looks: its estimates are
+		// stale (rows deleted) or its space is empty partitions.
+		t.pieces = []piece{{table: t}}
+		return nil
+	}
 	step := new(big.Int).Div(span, big.NewInt(n))
 	bounds := make([]string, 0, n-1)
 	for i := int64(1); i < n; i++ {
