@@ -116,7 +116,7 @@ func Restore(ctx context.Context, p Params) (*Result, error) {
 		return nil, err
 	}
 	ap := apply.Params{
-		DSN: p.DSN, Files: files, StartGTID: base.Consistency.GtidSet, StartTime: base.Consistency.Time.AsTime(),
+		DSN: p.DSN, Files: files, StartGTID: base.Consistency.GtidSet, StartTime: base.Consistency.Time.AsTime().Truncate(time.Second),
 		Stop:   apply.Stop{GTID: p.Target.GTID, File: p.Target.File, Pos: p.Target.Pos, Time: p.Target.Time},
 		Method: p.Method, Parallel: p.ApplyParallel, ServeAddr: p.ServeAddr, ThenReplicateFrom: p.ThenReplicateFrom,
 		Logger: p.Logger,
@@ -227,7 +227,10 @@ func describe(c *v1.ConsistencyPoint) string {
 func atOrBefore(c *v1.ConsistencyPoint, t Target) bool {
 	switch {
 	case !t.Time.IsZero():
-		return c.Time != nil && !c.Time.AsTime().After(t.Time)
+		// Binlog times are whole seconds: a base taken at 10:00:00.6
+		// holds only transactions stamped 10:00:00 or earlier, so it is
+		// a base for a target of 10:00:00.
+		return c.Time != nil && !c.Time.AsTime().Truncate(time.Second).After(t.Time)
 	case t.GTID != "":
 		g, err := binlog.ParsePosition(t.GTID)
 		if err != nil || c.GtidSet == "" {
