@@ -45,6 +45,9 @@ func (r *Repo) LoadManifest(ctx context.Context, backupID string) (*v1.Manifest,
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: reading manifest: %w", backupID, err)
 	}
+	if isTombstone(raw) {
+		return nil, fmt.Errorf("backup %s: %w: it was abandoned (gc fenced its writer, which had stopped refreshing its lock) and never committed", backupID, ErrBackupMissing)
+	}
 	plain, err := r.codec.decode(nil, key, raw)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: manifest is damaged: %w: %w", backupID, ErrDamaged, err)
@@ -65,15 +68,34 @@ func (r *Repo) LoadManifest(ctx context.Context, backupID string) (*v1.Manifest,
 // BackupIDs lists the ids of every backup with a manifest, oldest first.
 func (r *Repo) BackupIDs(ctx context.Context) ([]string, error) {
 	var ids []string
+	var maybeTomb []string
 	err := r.store.List(ctx, manifestPrefix, func(oi storage.ObjectInfo) error {
 		id := strings.TrimPrefix(oi.Key, manifestPrefix)
-		if ValidBackupID(id) == nil {
+		switch {
+		case ValidBackupID(id) != nil:
+		case oi.Size == int64(len(tombstone)):
+			maybeTomb = append(maybeTomb, id)
+		default:
 			ids = append(ids, id)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing backups in %s: %w", r.store, err)
+	}
+	// A tombstone (gc fenced the backup's writer) is no backup. Objects of
+	// its exact size are rare; read them to tell.
+	for _, id := range maybeTomb {
+		tomb, err := r.readTombstone(ctx, manifestKey(id))
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing backups in %s: %w", r.store, err)
+		}
+		if !tomb {
+			ids = append(ids, id)
+		}
 	}
 	slices.Sort(ids)
 	return ids, nil
