@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -112,7 +113,12 @@ func TestGCChild(t *testing.T) {
 		fmt.Println("error", err)
 		os.Exit(3)
 	}
-	if err := r.SetLockTiming(testRefresh, testStale); err != nil {
+	refresh, stale := testRefresh, testStale
+	if v := os.Getenv("TIDEMARK_GC_STALE"); v != "" {
+		stale, _ = time.ParseDuration(v)
+		refresh = stale / 10
+	}
+	if err := r.SetLockTiming(refresh, stale); err != nil {
 		panic(err)
 	}
 	seed, _ := strconv.ParseUint(os.Getenv("TIDEMARK_GC_SEED"), 10, 64)
@@ -126,7 +132,7 @@ func TestGCChild(t *testing.T) {
 		// deleted meanwhile), each with a random pause mid-way.
 		for i := 0; !stopped(); i++ {
 			id := fmt.Sprintf("w%d-%d", seed, i)
-			pass := uint64(rng.IntN(4))
+			pass := uint64(rng.IntN(12))
 			size := int64(64<<10) * int64(4+rng.IntN(12))
 			pause := time.Duration(rng.IntN(300)) * time.Millisecond
 			_, err := backupData(ctx, r, id, size, pass, func() { time.Sleep(pause) })
@@ -464,4 +470,198 @@ func TestGCLeavesObjectsAlone(t *testing.T) {
 	if len(kept) == 0 {
 		t.Fatal("no objects written")
 	}
+}
+
+// The randomized concurrency test of issue 19: three writer processes
+// doing backups with random pauses (one of them SIGSTOPped past the stale
+// time), two gc processes running gc in a loop (one SIGSTOPped too),
+// manifests deleted at random and sealed objects put and deleted meanwhile.
+// At the end every committed backup that was not deleted is listed and
+// reads back whole, the objects are intact, and two gc runs after the
+// writers are gone leave nothing that nothing references.
+func TestGCRandomizedFile(t *testing.T) { testGCRandomized(t, false) }
+
+func TestGCRandomizedS3(t *testing.T) { testGCRandomized(t, true) }
+
+func testGCRandomized(t *testing.T, onS3 bool) {
+	ctx := context.Background()
+	var srv *s3Server
+	stale := testStale
+	if onS3 {
+		// HEAD gives S3 times to the second: a stale time of a second
+		// would judge live markers stale (safe, but the test would then
+		// measure fencing rather than the protocol).
+		srv, stale = openS3Store(t), 3*time.Second
+	}
+	r, place := gcRepo(t, onS3, srv, "randomized")
+	if err := r.SetLockTiming(stale/10, stale); err != nil {
+		t.Fatal(err)
+	}
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("TIDEMARK_GC_SEED"); v != "" {
+		seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	t.Logf("seed %d (set TIDEMARK_GC_SEED to replay the parent's choices)", seed)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	dur := 12 * time.Second
+	if testing.Short() {
+		dur = 6 * time.Second
+	}
+	stopFile := filepath.Join(t.TempDir(), "stop")
+	env := func(i int) []string {
+		return []string{fmt.Sprintf("TIDEMARK_GC_SEED=%d", seed%1000*10+uint64(i)), "TIDEMARK_GC_STOP=" + stopFile, "TIDEMARK_GC_STALE=" + stale.String()}
+	}
+	var writers, gcs []*child
+	for i := range 3 {
+		writers = append(writers, startChild(t, "writer", place, env(i)...))
+	}
+	for i := range 2 {
+		gcs = append(gcs, startChild(t, "gc", place, env(10+i)...))
+	}
+
+	// A binlog streamer's sealed objects, beside it all.
+	var objMu sync.Mutex
+	objects := map[string]bool{}
+	objStop := make(chan struct{})
+	var objWG sync.WaitGroup
+	objWG.Add(1)
+	go func() {
+		defer objWG.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-objStop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			name := fmt.Sprintf("binlog/db1/seg-%05d", i)
+			if err := r.PutObject(ctx, name, []byte(name), ObjectOptions{}); err != nil {
+				t.Errorf("put object: %v", err)
+				return
+			}
+			objMu.Lock()
+			objects[name] = true
+			if i%4 == 3 {
+				old := fmt.Sprintf("binlog/db1/seg-%05d", i-3)
+				if err := r.DeleteObject(ctx, old); err != nil {
+					t.Errorf("delete object: %v", err)
+				}
+				delete(objects, old)
+			}
+			objMu.Unlock()
+		}
+	}()
+
+	deleted := map[string]bool{}
+	start := time.Now()
+	pausedWriter, pausedGC := false, false
+	for time.Since(start) < dur {
+		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
+		ids, err := r.BackupIDs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range rng.IntN(3) {
+			if len(ids) < 2 {
+				break
+			}
+			victim := ids[rng.IntN(len(ids))]
+			if err := r.Store().Delete(ctx, manifestKey(victim)); err != nil {
+				t.Fatal(err)
+			}
+			deleted[victim] = true
+		}
+		if !pausedWriter && time.Since(start) > dur/4 {
+			pausedWriter = true
+			pause(t, writers[0], 2*stale)
+		}
+		if !pausedGC && time.Since(start) > dur/2 {
+			pausedGC = true
+			pause(t, gcs[0], 2*stale)
+		}
+	}
+	if err := os.WriteFile(stopFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	close(objStop)
+	objWG.Wait()
+
+	committed := map[string]bool{}
+	var fenced, gcRuns, gcFenced, gcDeleted int
+	for _, c := range append(writers, gcs...) {
+		select {
+		case <-c.done:
+		case <-time.After(testenv.Wait(60 * time.Second)):
+			t.Fatal("a child did not stop")
+		}
+		for l := range c.lines {
+			switch f := strings.Fields(l); {
+			case f[0] == "committed":
+				committed[f[1]] = true
+			case f[0] == "failed" && strings.Contains(l, ErrFenced.Error()):
+				fenced++
+			case f[0] == "gc":
+				gcRuns++
+				n, _ := strconv.Atoi(f[2])
+				gcDeleted += n
+			case f[0] == "locked":
+			case f[0] == "gcerror" && strings.Contains(l, ErrFenced.Error()):
+				gcFenced++
+			default:
+				t.Errorf("child: %s", l)
+			}
+		}
+	}
+	t.Logf("%d backups committed, %d deleted, %d writers fenced; %d gc runs deleted %d chunks, %d gc runs fenced", len(committed), len(deleted), fenced, gcRuns, gcDeleted, gcFenced)
+	if len(committed) < 5 || gcRuns < 5 || gcDeleted == 0 {
+		t.Fatalf("too little happened to prove anything: %d backups, %d gc runs, %d chunks deleted", len(committed), gcRuns, gcDeleted)
+	}
+
+	var want []string
+	for id := range committed {
+		if !deleted[id] {
+			want = append(want, id)
+		}
+	}
+	slices.Sort(want)
+	ids, err := r.BackupIDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ids, want) {
+		t.Fatalf("backups listed %v, want the committed and not deleted %v", ids, want)
+	}
+	vr, err := r.Verify(ctx, VerifyOptions{ReadData: true})
+	if err != nil || !vr.OK() || vr.Backups != len(want) {
+		t.Fatalf("verify --read-data: %+v %v", vr, err)
+	}
+	for name := range objects {
+		if got, err := r.GetObject(ctx, name); err != nil || string(got) != name {
+			t.Fatalf("object %s: %q %v", name, got, err)
+		}
+	}
+
+	// The bound: with no writer left, two runs delete everything
+	// unreferenced (the first sweeps or condemns, the second sweeps).
+	time.Sleep(stale)
+	for i := range 2 {
+		if _, err := r.GC(ctx, GCOptions{}); err != nil {
+			t.Fatalf("final gc %d: %v", i, err)
+		}
+	}
+	rep, err := r.GC(ctx, GCOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.ChunksTotal != rep.ChunksReferred || len(rep.Records) != 0 || rep.MissingReferred != 0 {
+		t.Fatalf("after two final runs: %d chunks stored, %d referenced, records %+v", rep.ChunksTotal, rep.ChunksReferred, rep.Records)
+	}
+}
+
+// pause stops a child for d, then lets it go on.
+func pause(t *testing.T, c *child, d time.Duration) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(d, func() { _ = c.cmd.Process.Signal(syscall.SIGCONT) })
 }

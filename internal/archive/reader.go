@@ -101,7 +101,8 @@ func (r *Repo) BackupIDs(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// Manifests loads every backup's manifest in parallel, oldest first.
+// Manifests loads every backup's manifest in parallel, oldest first. A
+// backup deleted between the listing and its load is left out.
 func (r *Repo) Manifests(ctx context.Context) ([]*v1.Manifest, error) {
 	ids, err := r.BackupIDs(ctx)
 	if err != nil {
@@ -113,6 +114,9 @@ func (r *Repo) Manifests(ctx context.Context) ([]*v1.Manifest, error) {
 	for i, id := range ids {
 		g.Go(func() error {
 			m, err := r.LoadManifest(gctx, id)
+			if errors.Is(err, ErrBackupMissing) {
+				return nil // deleted since the listing: it is gone
+			}
 			out[i] = m
 			return err
 		})
@@ -120,7 +124,7 @@ func (r *Repo) Manifests(ctx context.Context) ([]*v1.Manifest, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	return out, nil
+	return slices.DeleteFunc(out, func(m *v1.Manifest) bool { return m == nil }), nil
 }
 
 func (r *Repo) readBlob(ctx context.Context, key string, size int64) ([]byte, error) {
