@@ -224,7 +224,7 @@ type GCRecord struct {
 	// stale and been fenced by then. The first gc run after it deletes.
 	DeletableAt time.Time `json:"deletable_at"`
 	Rescued     int       `json:"chunks_rescued,omitempty"` // spared: referenced again
-	Deleted     int       `json:"chunks_deleted,omitempty"`
+	Deleted     int       `json:"chunks_deleted,omitempty"` // in a dry run: would be deleted now
 }
 
 // GCReport is what a collection found and did.
@@ -234,7 +234,7 @@ type GCReport struct {
 	ChunksReferred  int        `json:"chunks_referenced"`
 	ChunksCondemned int        `json:"chunks_condemned"` // newly, by this run
 	BytesCondemned  int64      `json:"bytes_condemned"`
-	ChunksDeleted   int        `json:"chunks_deleted"`
+	ChunksDeleted   int        `json:"chunks_deleted"` // in a dry run: would be deleted by this run
 	BytesDeleted    int64      `json:"bytes_deleted"`
 	ChunksRescued   int        `json:"chunks_rescued"`
 	ChunksInGrace   int        `json:"chunks_in_grace"`
@@ -385,7 +385,23 @@ func (r *Repo) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 	gcStep("references-read")
 
 	swept := map[string]bool{}
-	if !opts.DryRun {
+	if opts.DryRun {
+		// What the sweep would delete now, by the same rule.
+		for _, i := range sweep {
+			rec := &rep.Records[i]
+			c := st.recs[rec.Record]
+			for j, id := range c.ids {
+				if _, ok := referenced[id]; ok || rescued[id] {
+					rec.Rescued++
+					continue
+				}
+				rec.Deleted++
+				rep.BytesDeleted += int64(c.sizes[j])
+			}
+			rep.ChunksDeleted += rec.Deleted
+			rep.ChunksRescued += rec.Rescued
+		}
+	} else {
 		for _, i := range sweep {
 			rec := &rep.Records[i]
 			if err := r.sweepRecord(ctx, lock, rec, st.recs[rec.Record], referenced, rescued); err != nil {
