@@ -280,7 +280,10 @@ func (r *Repo) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 		go func() { loopDone <- lock.refreshLoop(lctx) }()
 		defer func() {
 			stop()
-			<-loopDone
+			// A fenced lock also fails authorize, which is what stops
+			// the deletes; the loop's own error adds nothing.
+			lerr := <-loopDone
+			_ = lerr
 			_ = lock.release()
 		}()
 		now = lock.clock.now

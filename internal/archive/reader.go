@@ -72,7 +72,7 @@ func (r *Repo) BackupIDs(ctx context.Context) ([]string, error) {
 	err := r.store.List(ctx, manifestPrefix, func(oi storage.ObjectInfo) error {
 		id := strings.TrimPrefix(oi.Key, manifestPrefix)
 		switch {
-		case ValidBackupID(id) != nil:
+		case !validID(id):
 		case oi.Size == int64(len(tombstone)):
 			maybeTomb = append(maybeTomb, id)
 		default:
