@@ -131,6 +131,11 @@ func (b *Backup) SetEngineMetadata(k, v string) {
 //
 // fn may use b from many goroutines; the context passed to fn is cancelled
 // as soon as an upload fails, so engines stop promptly.
+//
+// gc runs alongside (gc.go): the backup's marker acknowledges what gc has
+// condemned and rescues what the backup refers to. If the process is
+// paused past the stale time, gc may fence the backup: WithBackup then
+// fails with ErrFenced on its next step and commits nothing.
 func (r *Repo) WithBackup(ctx context.Context, opts BackupOptions, fn func(ctx context.Context, b *Backup) error) (m *v1.Manifest, err error) {
 	if opts.ID == "" {
 		opts.ID = newID(time.Now())
@@ -164,6 +169,9 @@ func (r *Repo) WithBackup(ctx context.Context, opts BackupOptions, fn func(ctx c
 		return nil, err
 	}
 	if _, err := r.store.Stat(ctx, manifestKey(opts.ID)); err == nil {
+		if tomb, _ := r.readTombstone(ctx, manifestKey(opts.ID)); tomb {
+			return nil, fmt.Errorf("backup %s was abandoned in %s (gc fenced its writer): an id is never reused, choose another", opts.ID, r.store)
+		}
 		return nil, fmt.Errorf("backup %s already exists in %s: choose another id", opts.ID, r.store)
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("backup %s: checking the repository: %w", opts.ID, err)
