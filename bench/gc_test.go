@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -95,16 +96,47 @@ func BenchmarkGC(b *testing.B) {
 		}
 	}
 
+	// Each gc run from a fresh Repo, as `tidemark repo gc` would: nothing
+	// cached from the build. Peak heap is sampled every 10 ms.
 	runGC := func(b *testing.B, what string) *archive.GCReport {
+		fresh, err := archive.Open(ctx, st, archive.Secret{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer fresh.Close()
 		debug.FreeOSMemory() // the build's buffers: RSS back to what gc starts from
 		resetPeakRSS(b)
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		base := ms.HeapAlloc
+		var peak atomic.Uint64
+		stop := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			var ms runtime.MemStats
+			for {
+				runtime.ReadMemStats(&ms)
+				if ms.HeapAlloc > peak.Load() {
+					peak.Store(ms.HeapAlloc)
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		}()
 		t0 := time.Now()
-		rep, err := repo.GC(ctx, archive.GCOptions{})
+		rep, err := fresh.GC(ctx, archive.GCOptions{})
+		close(stop)
+		<-sampled
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.ReportMetric(time.Since(t0).Seconds(), what+"-s")
 		b.ReportMetric(peakRSSMiB(b), what+"-peak-RSS-MiB")
+		b.ReportMetric(float64(peak.Load()-min(base, peak.Load()))/(1<<20), what+"-heap-growth-MiB")
 		return rep
 	}
 	tmpl := dumpgen.Template(3)

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tidemark-backup/tidemark/internal/storage"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
 // Garbage collection in two phases, after kopia's rather than restic's:
@@ -367,23 +368,22 @@ func (r *Repo) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 			}
 		}
 	}
-	manifests, err := r.Manifests(ctx)
-	if err != nil {
-		return rep, fmt.Errorf("gc stopped, nothing deleted: %w", err)
-	}
 	referenced := make(map[ChunkID]struct{})
-	for _, m := range manifests {
+	if err := r.eachManifest(ctx, func(m *v1.Manifest) error {
+		rep.Backups++
 		for _, s := range m.Streams {
 			for _, c := range s.Chunks {
 				id, err := chunkIDFromBytes(c.Id)
 				if err != nil {
-					return rep, fmt.Errorf("gc stopped, nothing deleted: backup %s: %w", m.BackupId, err)
+					return fmt.Errorf("backup %s: %w", m.BackupId, err)
 				}
 				referenced[id] = struct{}{}
 			}
 		}
+		return nil
+	}); err != nil {
+		return rep, fmt.Errorf("gc stopped, nothing deleted: %w", err)
 	}
-	rep.Backups = len(manifests)
 	rep.ChunksReferred = len(referenced)
 	gcStep("references-read")
 

@@ -127,6 +127,35 @@ func (r *Repo) Manifests(ctx context.Context) ([]*v1.Manifest, error) {
 	return slices.DeleteFunc(out, func(m *v1.Manifest) bool { return m == nil }), nil
 }
 
+// eachManifest loads every backup's manifest in parallel and hands each to
+// fn, one call at a time, then lets it go: gc's memory follows the set of
+// chunk ids, not every manifest of the repository at once. A backup
+// deleted between the listing and its load is skipped.
+func (r *Repo) eachManifest(ctx context.Context, fn func(*v1.Manifest) error) error {
+	ids, err := r.BackupIDs(ctx)
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, id := range ids {
+		g.Go(func() error {
+			m, err := r.LoadManifest(gctx, id)
+			if errors.Is(err, ErrBackupMissing) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			return fn(m)
+		})
+	}
+	return g.Wait()
+}
+
 func (r *Repo) readBlob(ctx context.Context, key string, size int64) ([]byte, error) {
 	return r.readBlobInto(ctx, key, size, nil)
 }
