@@ -665,3 +665,32 @@ func pause(t *testing.T, c *child, d time.Duration) {
 	}
 	time.AfterFunc(d, func() { _ = c.cmd.Process.Signal(syscall.SIGCONT) })
 }
+
+// A writer's clock does not count: a marker that says it was refreshed an
+// hour ago but was just written is live (its backup is waited for), and
+// one that claims a refresh in the future but has not been rewritten for
+// the stale time is fenced. Only the store's times decide.
+func TestWriterClockIgnored(t *testing.T) {
+	ctx := context.Background()
+	r, _ := gcRepo(t, false, nil, "")
+	put := func(owner string, refreshed time.Time) {
+		body := fmt.Sprintf(`{"kind":"backup","owner":%q,"host":"h","pid":1,"refreshed":%q}`, owner, refreshed.Format(time.RFC3339Nano))
+		if err := r.Store().Put(ctx, lockKey(lockBackup, owner), strings.NewReader(body), int64(len(body)), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("future", time.Now().Add(time.Hour))
+	time.Sleep(testStale + 200*time.Millisecond)
+	put("past", time.Now().Add(-time.Hour))
+	putOrphan(t, r, "an orphan")
+	rep, err := r.GC(ctx, GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rep.BackupsFenced, []string{"future"}) || !slices.Equal(rep.BackupsRunning, []string{"past"}) {
+		t.Fatalf("fenced %v, running %v: want the stale marker fenced and the fresh one waited for", rep.BackupsFenced, rep.BackupsRunning)
+	}
+	if len(rep.Records) != 1 || !slices.Equal(rep.Records[0].WaitingFor, []string{"past"}) {
+		t.Fatalf("records %+v: want the new one waiting for backup past", rep.Records)
+	}
+}
