@@ -277,14 +277,11 @@ func (r *Repo) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 			return nil, err
 		}
 		lctx, stop := context.WithCancel(ctx)
-		loopDone := make(chan error, 1)
-		go func() { loopDone <- lock.refreshLoop(lctx) }()
+		loopDone := make(chan struct{})
+		go func() { lock.refreshLoop(lctx); close(loopDone) }()
 		defer func() {
 			stop()
-			// A fenced lock also fails authorize, which is what stops
-			// the deletes; the loop's own error adds nothing.
-			lerr := <-loopDone
-			_ = lerr
+			<-loopDone
 			_ = lock.release()
 		}()
 		now = lock.clock.now

@@ -714,3 +714,25 @@ func TestWriterClockIgnored(t *testing.T) {
 		t.Fatalf("records %+v: want the new one waiting for backup past", rep.Records)
 	}
 }
+
+// An older tidemark's gc (a lock without the protocol field) deletes
+// without condemning first: a backup refuses to run beside it, as before.
+// Once its lock is stale the backup runs.
+func TestBackupRefusesOldGC(t *testing.T) {
+	ctx := context.Background()
+	r, _ := gcRepo(t, false, nil, "")
+	body := `{"kind":"gc","owner":"old","host":"h","pid":1,"refreshed":"2026-01-01T00:00:00Z"}`
+	if err := r.Store().Put(ctx, lockKey(lockGC, "old"), strings.NewReader(body), int64(len(body)), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backupData(ctx, r, "", 1<<20, 1, nil); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "older tidemark") {
+		t.Fatalf("backup beside an older gc: %v, want ErrLocked", err)
+	}
+	if n := countKeys(t, r.Store(), lockPrefix+lockBackup); n != 0 {
+		t.Fatalf("the refused backup left %d markers", n)
+	}
+	time.Sleep(testStale + 200*time.Millisecond)
+	if _, err := backupData(ctx, r, "", 1<<20, 1, nil); err != nil {
+		t.Fatalf("backup beside a stale older gc lock: %v", err)
+	}
+}

@@ -79,6 +79,9 @@ func (r *Repo) lockTiming() lockTiming {
 // lockInfo is a marker's content. Host, PID and Refreshed are for people
 // reading it; no decision uses them.
 type lockInfo struct {
+	// Protocol is markerProtocol for markers of this two-phase gc; markers
+	// written by older tidemark versions have none.
+	Protocol  int       `json:"protocol,omitempty"`
 	Kind      string    `json:"kind"`
 	Owner     string    `json:"owner"` // backup id or gc run id
 	Host      string    `json:"host"`
@@ -117,12 +120,19 @@ func (c *storeClock) now() time.Time {
 	return c.base.Add(time.Since(c.at))
 }
 
+// markerProtocol marks the markers of the two-phase gc. An older tidemark's
+// gc deletes without condemning first and sees no acknowledgement, so a
+// backup does not run beside one (restic-style exclusion, as before); an
+// older backup's marker acknowledges nothing, so gc waits for it to end.
+const markerProtocol = 2
+
 func lockKey(kind, owner string) string { return lockPrefix + kind + "-" + owner }
 
 // putMarker writes info under key and returns the store's clock read from
 // the object just written.
 func (r *Repo) putMarker(ctx context.Context, key string, info *lockInfo, create bool) (storage.ObjectInfo, error) {
 	info.Refreshed = time.Now().UTC()
+	info.Protocol = markerProtocol
 	data, err := json.Marshal(info)
 	if err != nil {
 		return storage.ObjectInfo{}, err
@@ -324,21 +334,18 @@ func (l *gcLock) authorize(ctx context.Context) error {
 	return l.refresh(ctx)
 }
 
-func (l *gcLock) refreshLoop(ctx context.Context) error {
+// refreshLoop refreshes the lock until ctx ends. A failure is not returned:
+// a lost lock is remembered and fails every later authorize, and a
+// transient one is retried by authorize before the next delete.
+func (l *gcLock) refreshLoop(ctx context.Context) {
 	t := time.NewTicker(l.timing.refresh)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
-			if err := l.refresh(ctx); err != nil && ctx.Err() == nil {
-				if errors.Is(err, ErrFenced) {
-					return err
-				}
-				// A transient failure: authorize refreshes again before
-				// any delete, and fails if the store stays unreachable.
-			}
+			_ = l.refresh(ctx)
 		}
 	}
 }

@@ -44,6 +44,20 @@ func (r *Repo) startMark(ctx context.Context, backup string) (*writerMark, *gcSt
 	if err := m.write(ctx, true); err != nil {
 		return nil, nil, fmt.Errorf("writing lock %s: %w", m.key, err)
 	}
+	// Written first, then listed: an older gc starting now sees our marker
+	// and backs off, or we see its lock.
+	gcs, err := r.listLocks(ctx, lockGC)
+	if err != nil {
+		_ = m.release()
+		return nil, nil, err
+	}
+	for _, g := range gcs {
+		if g.info.Protocol < markerProtocol && m.clock.now().Sub(g.oi.ModTime) <= m.timing.stale {
+			_ = m.release()
+			return nil, nil, fmt.Errorf("%w: gc %s of an older tidemark is running on %s (lock %s), and it deletes without the two-phase protocol; retry when it ends, and upgrade every host that runs gc",
+				ErrLocked, g.info.Owner, g.info.Host, g.key)
+		}
+	}
 	st, err := m.learn(ctx)
 	if err != nil {
 		_ = m.release()
