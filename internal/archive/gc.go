@@ -295,6 +295,19 @@ func (r *Repo) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 	}
 	var live []heldLock
 	for _, w := range writers {
+		if now().Sub(w.oi.ModTime) > t.stale {
+			// Looked at again just before judging: had this run been
+			// paused since the listing, a healthy backup would look
+			// stale by the listing's time and be fenced for nothing.
+			oi, err := r.store.Stat(ctx, w.key)
+			if errors.Is(err, storage.ErrNotFound) {
+				continue // ended meanwhile
+			}
+			if err != nil {
+				return rep, fmt.Errorf("gc stopped, nothing deleted: %w", err)
+			}
+			w.oi.ModTime = oi.ModTime
+		}
 		if now().Sub(w.oi.ModTime) <= t.stale {
 			live = append(live, w)
 			rep.BackupsRunning = append(rep.BackupsRunning, w.info.Owner)
