@@ -246,6 +246,9 @@ waits for and when it becomes deletable.`,
 			if opts.Grace < 0 {
 				return &UserError{Msg: "--grace must not be negative"}
 			}
+			if opts.Workers < 1 {
+				return &UserError{Msg: "--workers must be at least 1"}
+			}
 			repo, closeRepo, err := rf.open(cmd.Context())
 			if err != nil {
 				return err
@@ -265,6 +268,7 @@ waits for and when it becomes deletable.`,
 	rf.register(cmd)
 	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "report what would be deleted, delete nothing")
 	cmd.Flags().DurationVar(&opts.Grace, "grace", time.Hour, "do not condemn unreferenced chunks younger than this")
+	cmd.Flags().IntVar(&opts.Workers, "workers", 16, "deletes in flight; fewer spare a store that binlog streams upload to")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
 }

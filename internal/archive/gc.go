@@ -207,6 +207,9 @@ type GCOptions struct {
 	// protocol, not by Grace; it saves work for chunks about to be used.
 	Grace  time.Duration
 	DryRun bool
+	// Workers bounds the deletes in flight (0: 16). Fewer spare a store
+	// that binlog streams upload to at the cost of a longer sweep.
+	Workers int
 }
 
 // GCRecord is one condemnation record as a gc run found or left it.
@@ -417,7 +420,7 @@ func (r *Repo) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 	} else {
 		for _, i := range sweep {
 			rec := &rep.Records[i]
-			if err := r.sweepRecord(ctx, lock, rec, st.recs[rec.Record], referenced, rescued); err != nil {
+			if err := r.sweepRecord(ctx, lock, rec, st.recs[rec.Record], referenced, rescued, opts.Workers); err != nil {
 				return rep, err
 			}
 			rep.ChunksDeleted += rec.Deleted
@@ -540,9 +543,12 @@ func (r *Repo) fenceBackup(ctx context.Context, w heldLock) error {
 // sweepRecord deletes the record's chunks that nothing refers to, then the
 // record. Every delete is authorized by the lock first and bounded in time,
 // so a run paused past the stale time deletes nothing more when it wakes.
-func (r *Repo) sweepRecord(ctx context.Context, lock *gcLock, rec *GCRecord, c *condemned, referenced map[ChunkID]struct{}, rescued map[ChunkID]bool) error {
+func (r *Repo) sweepRecord(ctx context.Context, lock *gcLock, rec *GCRecord, c *condemned, referenced map[ChunkID]struct{}, rescued map[ChunkID]bool, workers int) error {
+	if workers <= 0 {
+		workers = 16
+	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
+	g.SetLimit(workers)
 	var mu sync.Mutex
 	for _, id := range c.ids {
 		if _, ok := referenced[id]; ok || rescued[id] {
