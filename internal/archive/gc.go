@@ -320,6 +320,9 @@ func (r *Repo) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 		if opts.DryRun {
 			continue
 		}
+		if err := lock.authorize(ctx); err != nil {
+			return rep, err
+		}
 		if err := r.fenceBackup(ctx, w); err != nil {
 			return rep, fmt.Errorf("gc stopped, nothing deleted: %w", err)
 		}
@@ -361,6 +364,11 @@ func (r *Repo) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 
 	// Phase two: deleting markers, then rescues, then manifests.
 	if !opts.DryRun {
+		// Every step that writes checks the lock first: a run fenced
+		// while paused stops at its next step.
+		if err := lock.authorize(ctx); err != nil {
+			return rep, err
+		}
 		for _, i := range sweep {
 			name := rep.Records[i].Record
 			if err := r.store.Put(ctx, deletingKey(name), strings.NewReader(run), int64(len(run)), storage.PutOptions{}); err != nil {
@@ -494,6 +502,9 @@ func (r *Repo) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 		}
 		rep.ChunksCondemned, rep.BytesCondemned = rec.Chunks, rec.Bytes
 		if !opts.DryRun {
+			if err := lock.authorize(ctx); err != nil {
+				return rep, err
+			}
 			blob, err := r.encodeRecord(run, run, sorted)
 			if err != nil {
 				return rep, err
