@@ -736,3 +736,54 @@ func TestBackupRefusesOldGC(t *testing.T) {
 		t.Fatalf("backup beside a stale older gc lock: %v", err)
 	}
 }
+
+// The core interleaving of issue 19, in one process: a backup reuses the
+// chunks of a backup that is then deleted; gc condemns them while the
+// backup runs. The backup's next refresh acknowledges the record and
+// rescues every condemned chunk it already refers to, so the sweep spares
+// them all and the backup commits whole.
+func TestRunningBackupRescuesWhatItReused(t *testing.T) {
+	ctx := context.Background()
+	r, _ := gcRepo(t, false, nil, "")
+	base, err := backupData(ctx, r, "base", 1<<20, 4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	referred, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := backupData(ctx, r, "reuser", 1<<20, 4, func() { close(referred); <-release })
+		done <- err
+	}()
+	<-referred
+	// Every chunk has been handed to the workers; give them a moment to
+	// take the last ones.
+	time.Sleep(200 * time.Millisecond)
+	if err := r.Store().Delete(ctx, manifestKey(base)); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.GC(ctx, GCOptions{})
+	if err != nil || rep.ChunksCondemned == 0 {
+		t.Fatalf("condemning: %+v %v", rep, err)
+	}
+	condemned := rep.ChunksCondemned
+	waitFor(t, "the backup to acknowledge the record", func() bool {
+		rep, err := r.GC(ctx, GCOptions{DryRun: true})
+		return err == nil && len(rep.Records) == 1 && rep.Records[0].State == "deletable"
+	})
+	rep, err = r.GC(ctx, GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 1 MiB in 64 KiB chunks: every chunk was flushed by the writes.
+	if rep.ChunksRescued != condemned || rep.ChunksDeleted != 0 {
+		t.Fatalf("sweep: %d rescued, %d deleted of %d condemned: want every one rescued", rep.ChunksRescued, rep.ChunksDeleted, condemned)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if vr, err := r.Verify(ctx, VerifyOptions{ReadData: true}); err != nil || !vr.OK() || vr.Backups != 1 {
+		t.Fatalf("verify: %+v %v", vr, err)
+	}
+}
