@@ -758,7 +758,7 @@ func TestRunningBackupRescuesWhatItReused(t *testing.T) {
 	<-referred
 	// Every chunk has been handed to the workers; give them a moment to
 	// take the last ones.
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(testenv.Wait(200 * time.Millisecond))
 	if err := r.Store().Delete(ctx, manifestKey(base)); err != nil {
 		t.Fatal(err)
 	}
