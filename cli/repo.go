@@ -229,14 +229,25 @@ func newRepoGCCmd(s *streams) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "gc",
-		Short: "Delete chunks that no backup references (older than --grace)",
-		Args:  cobra.NoArgs,
+		Short: "Condemn chunks no backup references, delete those condemned by an earlier run",
+		Long: `gc works in two phases and never stops a backup, a binlog stream, a copy or a restore.
+Each run first deletes the chunks of earlier condemnation records that every running
+backup has acknowledged (backups do so within their lock refresh interval, 2m), sparing
+any chunk referenced again since, then condemns the chunks that no backup references
+and that are older than --grace. So a chunk goes at the second run after it became
+unreferenced and older than --grace. Only two gc runs exclude each other.
+--dry-run -o json lists every condemnation record: since when, its state, what it
+waits for and when it becomes deletable.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
 			if opts.Grace < 0 {
 				return &UserError{Msg: "--grace must not be negative"}
+			}
+			if opts.Workers < 1 {
+				return &UserError{Msg: "--workers must be at least 1"}
 			}
 			repo, closeRepo, err := rf.open(cmd.Context())
 			if err != nil {
@@ -250,21 +261,14 @@ func newRepoGCCmd(s *streams) *cobra.Command {
 			if output == "json" {
 				return json.NewEncoder(s.out).Encode(rep)
 			}
-			verb := "deleted"
-			if opts.DryRun {
-				verb = "would delete"
-			}
-			_, err = fmt.Fprintf(s.out, "%d backups reference %d of %d chunks; %s %d chunks (%s); %d unreferenced chunks kept within the %s grace period\n",
-				rep.Backups, rep.ChunksReferred, rep.ChunksTotal, verb, rep.ChunksDeleted, humanBytes(rep.BytesDeleted), rep.ChunksInGrace, opts.Grace)
-			if rep.MissingReferred > 0 {
-				fmt.Fprintf(s.out, "warning: %d referenced chunks are missing: run `tidemark repo verify`\n", rep.MissingReferred)
-			}
-			return err
+			printGCReport(s, rep, opts)
+			return nil
 		},
 	}
 	rf.register(cmd)
 	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "report what would be deleted, delete nothing")
-	cmd.Flags().DurationVar(&opts.Grace, "grace", time.Hour, "keep unreferenced chunks younger than this (protects uploads in flight)")
+	cmd.Flags().DurationVar(&opts.Grace, "grace", time.Hour, "do not condemn unreferenced chunks younger than this")
+	cmd.Flags().IntVar(&opts.Workers, "workers", 16, "deletes in flight; fewer spare a store that binlog streams upload to")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
 }
@@ -328,4 +332,36 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func printGCReport(s *streams, rep *archive.GCReport, opts archive.GCOptions) {
+	deleted, condemned := "deleted", "condemned"
+	if opts.DryRun {
+		deleted, condemned = "would delete", "would condemn"
+	}
+	fmt.Fprintf(s.out, "%d backups reference %d of %d chunks; %s %d chunks (%s); %s %d chunks (%s); %d unreferenced chunks kept within the %s grace period\n",
+		rep.Backups, rep.ChunksReferred, rep.ChunksTotal, deleted, rep.ChunksDeleted, humanBytes(rep.BytesDeleted),
+		condemned, rep.ChunksCondemned, humanBytes(rep.BytesCondemned), rep.ChunksInGrace, opts.Grace)
+	if rep.ChunksRescued > 0 {
+		fmt.Fprintf(s.out, "%d condemned chunks were referenced again and kept\n", rep.ChunksRescued)
+	}
+	if len(rep.BackupsFenced) > 0 {
+		fmt.Fprintf(s.out, "backups whose lock went stale, fenced (they cannot commit): %s\n", strings.Join(rep.BackupsFenced, ", "))
+	}
+	if len(rep.Records) > 0 {
+		tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "RECORD\tCONDEMNED AT\tCHUNKS\tSIZE\tSTATE\tDELETABLE AT\tWAITING FOR")
+		for _, r := range rep.Records {
+			waiting := strings.Join(r.WaitingFor, ",")
+			if waiting == "" {
+				waiting = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Record, r.CondemnedAt.UTC().Format(time.RFC3339), r.Chunks, humanBytes(r.Bytes),
+				r.State, r.DeletableAt.UTC().Format(time.RFC3339), waiting)
+		}
+		_ = tw.Flush()
+	}
+	if rep.MissingReferred > 0 {
+		fmt.Fprintf(s.out, "warning: %d referenced chunks are missing: run `tidemark repo verify`\n", rep.MissingReferred)
+	}
 }

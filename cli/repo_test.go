@@ -2,11 +2,15 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/storage/file"
 )
 
 // run executes the command tree in-process and returns exit code, stdout, stderr.
@@ -80,5 +84,59 @@ func TestVersion(t *testing.T) {
 	}
 	if code, _, errs := run(t, "version", "-o", "yaml"); code == 0 || !strings.Contains(errs, "yaml") {
 		t.Fatalf("bad output: %d %q", code, errs)
+	}
+}
+
+// repo gc condemns first and deletes at the next run; its dry run's JSON
+// names each condemnation record, since when, its state and when it
+// becomes deletable.
+func TestRepoGCReport(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "repo")
+	repo := "file://" + dir
+	if code, _, errs := run(t, "repo", "init", "--repo", repo); code != 0 {
+		t.Fatalf("init: %s", errs)
+	}
+	st, err := file.Open(dir, file.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := archive.Open(ctx, st, archive.Secret{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	m, err := r.WithBackup(ctx, archive.BackupOptions{Engine: "test"}, func(ctx context.Context, b *archive.Backup) error {
+		w, err := b.Stream("s", nil)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(bytes.Repeat([]byte("row\n"), 1<<16)); err != nil {
+			return err
+		}
+		return w.Close()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Delete(ctx, "manifests/"+m.BackupId); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := run(t, "repo", "gc", "--repo", repo, "--grace", "0s")
+	if code != 0 || !strings.Contains(out, "deleted 0 chunks") || !strings.Contains(out, "condemned 1 chunks") || !strings.Contains(out, " new ") {
+		t.Fatalf("first gc: %d %q %q", code, out, errs)
+	}
+	code, out, errs = run(t, "repo", "gc", "--repo", repo, "--dry-run", "-o", "json")
+	var rep archive.GCReport
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil {
+		t.Fatalf("dry run: %d %q %q", code, out, errs)
+	}
+	if len(rep.Records) != 1 || rep.Records[0].State != "deletable" || rep.Records[0].Chunks != 1 ||
+		rep.Records[0].CondemnedAt.IsZero() || rep.Records[0].DeletableAt.IsZero() || rep.ChunksDeleted != 1 {
+		t.Fatalf("dry run report: %s", out)
+	}
+	code, out, errs = run(t, "repo", "gc", "--repo", repo, "--grace", "0s")
+	if code != 0 || !strings.Contains(out, "deleted 1 chunks") || !strings.Contains(out, " deleted ") {
+		t.Fatalf("second gc: %d %q %q", code, out, errs)
 	}
 }

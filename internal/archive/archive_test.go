@@ -17,6 +17,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/internal/dumpgen"
 	"github.com/tidemark-backup/tidemark/internal/storage"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
 var tmpl = sync.OnceValue(func() []byte { return dumpgen.Template(42) })
@@ -357,12 +358,29 @@ func TestKilledWriterLeavesNoManifest(t *testing.T) {
 		t.Fatalf("after the kill the repo lists %v, want only %s", ids, keepID)
 	}
 	before, _ := r.Stats(ctx)
+	// The dead writer's marker is judged by its age alone: once stale, the
+	// first run fences it and condemns what it uploaded, the second
+	// deletes that.
+	if err := r.SetLockTiming(50*time.Millisecond, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
 	rep, err := r.GC(ctx, GCOptions{Grace: 0})
 	if err != nil {
-		t.Fatalf("gc after a killed writer (its lock must be seen as stale): %v", err)
+		t.Fatalf("gc after a killed writer: %v", err)
+	}
+	if len(rep.BackupsFenced) != 1 || rep.ChunksCondemned == 0 || rep.ChunksDeleted != 0 {
+		t.Fatalf("first gc: %+v, want the dead writer fenced and its chunks condemned, none deleted", rep)
+	}
+	rep, err = r.GC(ctx, GCOptions{Grace: 0})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if rep.ChunksDeleted == 0 {
-		t.Fatalf("gc deleted nothing; chunks before: %d", before.Chunks)
+		t.Fatalf("second gc deleted nothing; chunks before: %d; %+v", before.Chunks, rep)
+	}
+	if ids, _ := r.BackupIDs(ctx); len(ids) != 1 || ids[0] != keepID {
+		t.Fatalf("after gc the repo lists %v (a tombstone is no backup), want only %s", ids, keepID)
 	}
 	after, _ := r.Stats(ctx)
 	m, _ := r.LoadManifest(ctx, keepID)
@@ -404,51 +422,125 @@ func childWriter(dir string) {
 	os.Exit(4)
 }
 
-func TestGCGraceAndLock(t *testing.T) {
+func putOrphan(t *testing.T, r *Repo, plain string) ChunkID {
+	t.Helper()
+	id := r.codec.id([]byte(plain))
+	blob, _, _ := r.codec.encode(nil, nil, id.String(), []byte(plain), "zstd", 1)
+	if err := r.store.Put(context.Background(), chunkKey(id), bytes.NewReader(blob), int64(len(blob)), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// An unreferenced chunk is protected by grace, then condemned by one run
+// and deleted by the next; a dry run writes nothing. A backup that runs all
+// along neither blocks gc nor is blocked: the record waits for its
+// acknowledgement, then is swept while it still runs.
+func TestGCTwoPhaseWithBackupRunning(t *testing.T) {
 	ctx := context.Background()
 	st := openFileStore(t, t.TempDir())
 	r := initRepo(t, st, false)
-	writeStreams(t, r, map[string]int64{"a": 2 << 20}, 1)
-	// An orphan chunk just uploaded is protected by the grace period.
-	orphan := []byte("orphan chunk plaintext")
-	id := r.codec.id(orphan)
-	blob, _, _ := r.codec.encode(nil, nil, id.String(), orphan, "zstd", 1)
-	if err := st.Put(ctx, chunkKey(id), bytes.NewReader(blob), int64(len(blob)), storage.PutOptions{}); err != nil {
+	if err := r.SetLockTiming(50*time.Millisecond, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	writeStreams(t, r, map[string]int64{"a": 2 << 20}, 1)
+	id := putOrphan(t, r, "orphan chunk plaintext")
 	rep, err := r.GC(ctx, GCOptions{Grace: time.Hour})
-	if err != nil || rep.ChunksDeleted != 0 || rep.ChunksInGrace != 1 {
+	if err != nil || rep.ChunksCondemned != 0 || rep.ChunksInGrace != 1 {
 		t.Fatalf("gc with grace: %+v %v", rep, err)
 	}
 	rep, err = r.GC(ctx, GCOptions{Grace: 0, DryRun: true})
-	if err != nil || rep.ChunksDeleted != 1 {
+	if err != nil || rep.ChunksCondemned != 1 || len(rep.Records) != 1 || rep.Records[0].State != "new" {
 		t.Fatalf("dry run: %+v %v", rep, err)
 	}
-	if _, err := st.Stat(ctx, chunkKey(id)); err != nil {
-		t.Fatal("dry run deleted the chunk")
+	if n := countKeys(t, st, gcPrefix); n != 0 {
+		t.Fatalf("dry run wrote %d objects under gc/", n)
 	}
-	// A running backup blocks gc.
+
 	started, release := make(chan struct{}), make(chan struct{})
 	done := make(chan error)
 	go func() {
-		_, err := r.WithBackup(ctx, BackupOptions{Engine: "test"}, func(ctx context.Context, b *Backup) error {
+		_, err := r.WithBackup(ctx, BackupOptions{Engine: "test", ID: "running"}, func(ctx context.Context, b *Backup) error {
 			close(started)
 			<-release
-			return nil
+			w, _ := b.Stream("s", nil)
+			if _, err := w.Write([]byte("orphan chunk plaintext")); err != nil {
+				return err
+			}
+			return w.Close()
 		})
 		done <- err
 	}()
 	<-started
-	if _, err := r.GC(ctx, GCOptions{}); !errors.Is(err, ErrLocked) {
-		t.Fatalf("gc during a backup: %v, want ErrLocked", err)
+	rep, err = r.GC(ctx, GCOptions{Grace: 0})
+	if err != nil || rep.ChunksCondemned != 1 || rep.ChunksDeleted != 0 {
+		t.Fatalf("gc during a backup: %+v %v", rep, err)
 	}
+	if rec := rep.Records[0]; rec.State != "new" || len(rec.WaitingFor) != 1 || rec.WaitingFor[0] != "running" {
+		t.Fatalf("new record %+v: want it to wait for backup running", rec)
+	}
+	if _, err := st.Stat(ctx, chunkKey(id)); err != nil {
+		t.Fatalf("condemned chunk deleted by the run that condemned it: %v", err)
+	}
+	// The backup acknowledges within its refresh interval; then the next
+	// run deletes, the backup still running.
+	waitFor(t, "the backup to acknowledge the record", func() bool {
+		rep, err := r.GC(ctx, GCOptions{DryRun: true})
+		return err == nil && len(rep.Records) == 1 && rep.Records[0].State == "deletable"
+	})
+	rep, err = r.GC(ctx, GCOptions{Grace: 0})
+	if err != nil || rep.ChunksDeleted != 1 || rep.Records[0].State != "deleted" {
+		t.Fatalf("gc after acknowledgement: %+v %v", rep, err)
+	}
+	if _, err := st.Stat(ctx, chunkKey(id)); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("condemned chunk still there: %v", err)
+	}
+	// The backup now writes that very chunk: it is stored again.
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	rep, err = r.GC(ctx, GCOptions{Grace: 0})
-	if err != nil || rep.ChunksDeleted != 1 {
-		t.Fatalf("gc after backup: %+v %v", rep, err)
+	if vr, err := r.Verify(ctx, VerifyOptions{ReadData: true}); err != nil || !vr.OK() || vr.Backups != 2 {
+		t.Fatalf("verify: %+v %v", vr, err)
+	}
+
+	// A gc paused in its middle while a whole backup runs: both complete.
+	reached, resume := make(chan struct{}), make(chan struct{})
+	gcTestHook = func(step string) {
+		if step == "references-read" {
+			close(reached)
+			<-resume
+		}
+	}
+	t.Cleanup(func() { gcTestHook = nil })
+	gcDone := make(chan error)
+	go func() { _, err := r.GC(ctx, GCOptions{}); gcDone <- err }()
+	<-reached
+	writeStreams(t, r, map[string]int64{"b": 3 << 20}, 9)
+	close(resume)
+	if err := <-gcDone; err != nil {
+		t.Fatalf("gc that ran across a backup: %v", err)
+	}
+	gcTestHook = nil
+}
+
+func countKeys(t *testing.T, st storage.Storage, prefix string) int {
+	t.Helper()
+	n := 0
+	if err := st.List(context.Background(), prefix, func(storage.ObjectInfo) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testenv.Wait(20 * time.Second))
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

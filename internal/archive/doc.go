@@ -1,4 +1,16 @@
 // Package archive is the backup repository: content-addressed, compressed and
 // optionally encrypted chunks, manifests written last, and the readers,
 // verifier and garbage collector over them.
+//
+// Garbage collection is two-phase (gc.go) and takes no lock a backup
+// waits for. A run condemns unreferenced chunks into a record under gc/;
+// each running backup's marker under locks/ acknowledges the records it
+// has read and lists the condemned chunks it refers to (rescued); a later
+// run marks a record as being deleted, reads the rescues, then the
+// manifests, and deletes the rest. A backup whose marker goes stale is
+// fenced by a tombstone at its manifest's key, so it can never commit over
+// chunks it no longer protects; a gc run whose lock goes stale is fenced
+// by an object it checks before every delete. Liveness is judged by the
+// store's clock, never by a process's clock or pid. Sealed objects under
+// objects/ (binlog segments) are outside all of it.
 package archive

@@ -26,3 +26,5 @@ func ValidBackupID(id string) error {
 	}
 	return nil
 }
+
+func validID(id string) bool { return backupIDRE.MatchString(id) }

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -189,118 +188,6 @@ func (r *Repo) Verify(ctx context.Context, opts VerifyOptions) (*VerifyReport, e
 	}
 	slices.Sort(rep.DamagedBackup)
 	slices.SortFunc(rep.Problems, func(a, b ChunkProblem) int { return strings.Compare(a.Chunk, b.Chunk) })
-	return rep, nil
-}
-
-// GCOptions tune a garbage collection.
-type GCOptions struct {
-	// Grace protects chunks younger than this even when unreferenced, so a
-	// backup still uploading is never harmed.
-	Grace  time.Duration
-	DryRun bool
-	Now    time.Time // zero: time.Now()
-}
-
-// GCReport is what a collection found and did.
-type GCReport struct {
-	Backups         int   `json:"backups"`
-	ChunksTotal     int   `json:"chunks_total"`
-	ChunksReferred  int   `json:"chunks_referenced"`
-	ChunksDeleted   int   `json:"chunks_deleted"`
-	BytesDeleted    int64 `json:"bytes_deleted"`
-	ChunksInGrace   int   `json:"chunks_in_grace"`
-	MissingReferred int   `json:"chunks_missing"`
-	DryRun          bool  `json:"dry_run"`
-}
-
-// GC deletes chunks no manifest references and older than the grace period.
-// It holds the gc lock, so no backup runs meanwhile; a manifest that cannot
-// be read stops the collection, because its chunks would look unreferenced.
-func (r *Repo) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
-	now := opts.Now
-	if now.IsZero() {
-		now = time.Now()
-	}
-	lock, err := r.acquireLock(ctx, lockGC, newID(now))
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = lock.release() }()
-
-	manifests, err := r.Manifests(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("gc stopped, nothing deleted: %w", err)
-	}
-	live := map[ChunkID]bool{}
-	for _, m := range manifests {
-		for _, s := range m.Streams {
-			for _, c := range s.Chunks {
-				id, err := chunkIDFromBytes(c.Id)
-				if err != nil {
-					return nil, fmt.Errorf("gc stopped, nothing deleted: backup %s: %w", m.BackupId, err)
-				}
-				live[id] = true
-			}
-		}
-	}
-	rep := &GCReport{Backups: len(manifests), ChunksReferred: len(live), DryRun: opts.DryRun}
-	var doomed []storage.ObjectInfo
-	seen := map[ChunkID]bool{}
-	if err := r.store.List(ctx, chunkPrefix, func(oi storage.ObjectInfo) error {
-		rep.ChunksTotal++
-		id, err := ParseChunkID(oi.Key[strings.LastIndexByte(oi.Key, '/')+1:])
-		if err != nil {
-			return nil //nolint:nilerr // a stray object is not ours to delete
-		}
-		seen[id] = true
-		if live[id] {
-			return nil
-		}
-		if now.Sub(oi.ModTime) < opts.Grace {
-			rep.ChunksInGrace++
-			return nil
-		}
-		doomed = append(doomed, oi)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("listing chunks: %w", err)
-	}
-	for id := range live {
-		if !seen[id] {
-			rep.MissingReferred++
-		}
-	}
-	if opts.DryRun {
-		rep.ChunksDeleted = len(doomed)
-		for _, oi := range doomed {
-			rep.BytesDeleted += oi.Size
-		}
-		return rep, nil
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	var mu sync.Mutex
-	for _, oi := range doomed {
-		g.Go(func() error {
-			if err := r.store.Delete(gctx, oi.Key); err != nil {
-				return fmt.Errorf("deleting %s: %w", oi.Key, err)
-			}
-			id, _ := ParseChunkID(oi.Key[strings.LastIndexByte(oi.Key, '/')+1:])
-			r.indexMu.Lock()
-			if r.index != nil {
-				delete(r.index, id)
-			}
-			r.indexMu.Unlock()
-			mu.Lock()
-			rep.ChunksDeleted++
-			rep.BytesDeleted += oi.Size
-			mu.Unlock()
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return rep, err
-	}
 	return rep, nil
 }
 

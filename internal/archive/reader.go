@@ -45,6 +45,9 @@ func (r *Repo) LoadManifest(ctx context.Context, backupID string) (*v1.Manifest,
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: reading manifest: %w", backupID, err)
 	}
+	if isTombstone(raw) {
+		return nil, fmt.Errorf("backup %s: %w: it was abandoned (gc fenced its writer, which had stopped refreshing its lock) and never committed", backupID, ErrBackupMissing)
+	}
 	plain, err := r.codec.decode(nil, key, raw)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: manifest is damaged: %w: %w", backupID, ErrDamaged, err)
@@ -65,9 +68,14 @@ func (r *Repo) LoadManifest(ctx context.Context, backupID string) (*v1.Manifest,
 // BackupIDs lists the ids of every backup with a manifest, oldest first.
 func (r *Repo) BackupIDs(ctx context.Context) ([]string, error) {
 	var ids []string
+	var maybeTomb []string
 	err := r.store.List(ctx, manifestPrefix, func(oi storage.ObjectInfo) error {
 		id := strings.TrimPrefix(oi.Key, manifestPrefix)
-		if ValidBackupID(id) == nil {
+		switch {
+		case !validID(id):
+		case oi.Size == int64(len(tombstone)):
+			maybeTomb = append(maybeTomb, id)
+		default:
 			ids = append(ids, id)
 		}
 		return nil
@@ -75,11 +83,26 @@ func (r *Repo) BackupIDs(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing backups in %s: %w", r.store, err)
 	}
+	// A tombstone (gc fenced the backup's writer) is no backup. Objects of
+	// its exact size are rare; read them to tell.
+	for _, id := range maybeTomb {
+		tomb, err := r.readTombstone(ctx, manifestKey(id))
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing backups in %s: %w", r.store, err)
+		}
+		if !tomb {
+			ids = append(ids, id)
+		}
+	}
 	slices.Sort(ids)
 	return ids, nil
 }
 
-// Manifests loads every backup's manifest in parallel, oldest first.
+// Manifests loads every backup's manifest in parallel, oldest first. A
+// backup deleted between the listing and its load is left out.
 func (r *Repo) Manifests(ctx context.Context) ([]*v1.Manifest, error) {
 	ids, err := r.BackupIDs(ctx)
 	if err != nil {
@@ -91,6 +114,9 @@ func (r *Repo) Manifests(ctx context.Context) ([]*v1.Manifest, error) {
 	for i, id := range ids {
 		g.Go(func() error {
 			m, err := r.LoadManifest(gctx, id)
+			if errors.Is(err, ErrBackupMissing) {
+				return nil // deleted since the listing: it is gone
+			}
 			out[i] = m
 			return err
 		})
@@ -98,7 +124,36 @@ func (r *Repo) Manifests(ctx context.Context) ([]*v1.Manifest, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	return out, nil
+	return slices.DeleteFunc(out, func(m *v1.Manifest) bool { return m == nil }), nil
+}
+
+// eachManifest loads every backup's manifest in parallel and hands each to
+// fn, one call at a time, then lets it go: gc's memory follows the set of
+// chunk ids, not every manifest of the repository at once. A backup
+// deleted between the listing and its load is skipped.
+func (r *Repo) eachManifest(ctx context.Context, fn func(*v1.Manifest) error) error {
+	ids, err := r.BackupIDs(ctx)
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, id := range ids {
+		g.Go(func() error {
+			m, err := r.LoadManifest(gctx, id)
+			if errors.Is(err, ErrBackupMissing) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			return fn(m)
+		})
+	}
+	return g.Wait()
 }
 
 func (r *Repo) readBlob(ctx context.Context, key string, size int64) ([]byte, error) {

@@ -83,9 +83,21 @@ type Repo struct {
 
 	rawBufs sync.Pool // *[]byte scratch for stored chunks being read
 
-	indexMu sync.Mutex
-	index   map[ChunkID]int64 // chunk id → stored size, as listed plus what we uploaded; nil until loaded
+	indexMu    sync.Mutex
+	index      map[ChunkID]int64 // chunk id → stored size, as listed plus what we uploaded; nil until loaded
+	indexSwept map[string]bool   // gc's swept markers seen before the index was listed
+	indexAt    time.Time         // when it was listed
+
+	timingMu sync.Mutex
+	timing   lockTiming // zero: defaults
+
+	condMu sync.Mutex
+	cond   map[string]*condemned // condemnation records read so far
 }
+
+// indexMaxAge bounds how long a chunk index is trusted: far less than gc
+// keeps its swept markers, by which an older index is found out of date.
+const indexMaxAge = 24 * time.Hour
 
 // Store returns the underlying storage.
 func (r *Repo) Store() storage.Storage { return r.store }
@@ -314,16 +326,27 @@ func CheckStore(ctx context.Context, store storage.Storage) error {
 	return nil
 }
 
-// loadIndex lists the repository's chunks once, so the writer knows which
-// chunks exist without a round trip per chunk. A failed listing is retried by
-// the next caller.
-func (r *Repo) loadIndex(ctx context.Context) error {
+// syncIndex lists the repository's chunks, so the writer knows which
+// chunks exist without a round trip per chunk. The listing is kept for
+// later backups until gc has finished a sweep this index did not know of
+// (a new swept marker in st, read before this listing), or for at most
+// indexMaxAge. A chunk deleted by a sweep still in progress belongs to a
+// condemnation record the backup has read, so it is stored again rather
+// than trusted from the index. A failed listing is retried by the next
+// caller.
+func (r *Repo) syncIndex(ctx context.Context, st *gcState) error {
 	r.indexMu.Lock()
-	loaded := r.index != nil
+	fresh := r.index != nil && time.Since(r.indexAt) < indexMaxAge
+	for name := range st.swept {
+		if !r.indexSwept[name] {
+			fresh = false
+		}
+	}
 	r.indexMu.Unlock()
-	if loaded {
+	if fresh {
 		return nil
 	}
+	at := time.Now()
 	idx := make(map[ChunkID]int64)
 	err := r.store.List(ctx, chunkPrefix, func(oi storage.ObjectInfo) error {
 		name := oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]
@@ -337,14 +360,14 @@ func (r *Repo) loadIndex(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listing chunks in %s: %w", r.store, err)
 	}
-	r.indexMu.Lock()
-	if r.index == nil {
-		r.index = idx
-	} else {
-		for id, s := range idx {
-			r.index[id] = s
-		}
+	swept := make(map[string]bool, len(st.swept))
+	for name := range st.swept {
+		swept[name] = true
 	}
+	r.indexMu.Lock()
+	// Chunks stored meanwhile by a backup of this process may be missing
+	// from the listing: their next create-only put finds them (ErrExists).
+	r.index, r.indexSwept, r.indexAt = idx, swept, at
 	r.indexMu.Unlock()
 	return nil
 }

@@ -50,6 +50,7 @@ type Progress struct {
 // Backup is the handle an engine writes through inside WithBackup.
 type Backup struct {
 	repo   *Repo
+	mark   *writerMark
 	opts   BackupOptions
 	ctx    context.Context
 	start  time.Time
@@ -130,6 +131,11 @@ func (b *Backup) SetEngineMetadata(k, v string) {
 //
 // fn may use b from many goroutines; the context passed to fn is cancelled
 // as soon as an upload fails, so engines stop promptly.
+//
+// gc runs alongside (gc.go): the backup's marker acknowledges what gc has
+// condemned and rescues what the backup refers to. If the process is
+// paused past the stale time, gc may fence the backup: WithBackup then
+// fails with ErrFenced on its next step and commits nothing.
 func (r *Repo) WithBackup(ctx context.Context, opts BackupOptions, fn func(ctx context.Context, b *Backup) error) (m *v1.Manifest, err error) {
 	if opts.ID == "" {
 		opts.ID = newID(time.Now())
@@ -163,21 +169,26 @@ func (r *Repo) WithBackup(ctx context.Context, opts BackupOptions, fn func(ctx c
 		return nil, err
 	}
 	if _, err := r.store.Stat(ctx, manifestKey(opts.ID)); err == nil {
+		if tomb, _ := r.readTombstone(ctx, manifestKey(opts.ID)); tomb {
+			return nil, fmt.Errorf("backup %s was abandoned in %s (gc fenced its writer): an id is never reused, choose another", opts.ID, r.store)
+		}
 		return nil, fmt.Errorf("backup %s already exists in %s: choose another id", opts.ID, r.store)
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("backup %s: checking the repository: %w", opts.ID, err)
 	}
 
-	lock, err := r.acquireLock(ctx, lockBackup, opts.ID)
+	// No lock excludes gc: the marker takes part in gc's two-phase
+	// protocol (gc.go), which never deletes a chunk this backup refers to.
+	mark, gcs, err := r.startMark(ctx, opts.ID)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", opts.ID, err)
 	}
 	defer func() {
-		if uerr := lock.release(); uerr != nil && err == nil {
+		if uerr := mark.release(); uerr != nil && err == nil {
 			err = fmt.Errorf("backup %s: releasing lock: %w", opts.ID, uerr)
 		}
 	}()
-	if err := r.loadIndex(ctx); err != nil {
+	if err := r.syncIndex(ctx, gcs); err != nil {
 		return nil, fmt.Errorf("backup %s: %w", opts.ID, err)
 	}
 
@@ -185,6 +196,7 @@ func (r *Repo) WithBackup(ctx context.Context, opts BackupOptions, fn func(ctx c
 	g, gctx := errgroup.WithContext(ctx)
 	b := &Backup{
 		repo:  r,
+		mark:  mark,
 		opts:  opts,
 		ctx:   gctx,
 		start: start,
@@ -222,7 +234,7 @@ func (r *Repo) WithBackup(ctx context.Context, opts BackupOptions, fn func(ctx c
 		g.Go(func() error { return b.worker(gctx) })
 	}
 	lockCtx, stopLock := context.WithCancel(gctx)
-	g.Go(func() error { return lock.refreshLoop(lockCtx) })
+	g.Go(func() error { return mark.refreshLoop(lockCtx) })
 
 	fnErr := func() (err error) {
 		defer func() {
@@ -293,6 +305,11 @@ func (b *Backup) commit(ctx context.Context) (*v1.Manifest, error) {
 	m.LogicalBytes, m.StoredBytes, m.NewStoredBytes = logical, stored, uint64(b.uploaded.Load())
 	m.FinishedAt = timestamppb.Now()
 	if err := b.repo.putManifest(ctx, m); err != nil {
+		if errors.Is(err, storage.ErrExists) {
+			if tomb, terr := b.repo.readTombstone(ctx, manifestKey(m.BackupId)); terr == nil && tomb {
+				return nil, fmt.Errorf("backup %s: %w: gc fenced it while this process was paused (its lock went stale), so the chunks it reused may be gone; nothing was committed; run the backup again", m.BackupId, ErrFenced)
+			}
+		}
 		return nil, fmt.Errorf("backup %s: storing manifest: %w", m.BackupId, err)
 	}
 	return m, nil
@@ -384,6 +401,13 @@ func (b *Backup) progress() Progress {
 // upload in flight, already has it.
 func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) ([]byte, []byte, error) {
 	r := b.repo
+	id := job.id
+	// A chunk of a condemnation record is rescued first, and then stored
+	// again rather than trusted to exist (gc.go).
+	doomed, err := b.mark.refer(ctx, id)
+	if err != nil {
+		return out, scratch, err
+	}
 	select {
 	case b.cpu <- struct{}{}:
 	case <-ctx.Done():
@@ -397,9 +421,8 @@ func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) 
 		}
 	}
 	defer releaseCPU()
-	id := job.id
 	job.ref.Id = id[:]
-	if size, ok := r.known(id); ok {
+	if size, ok := r.known(id); ok && !doomed {
 		job.ref.StoredSize = uint32(size)
 		b.reused.Add(1)
 		return out, scratch, nil
@@ -426,7 +449,6 @@ func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) 
 	defer close(f.done)
 
 	key := chunkKey(id)
-	var err error
 	var tail []byte
 	out, tail, scratch, err = r.codec.encodeParts(out[:0], scratch, id.String(), job.buf, b.compr, b.level)
 	releaseCPU()
