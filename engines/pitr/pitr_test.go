@@ -312,44 +312,6 @@ func startStream(t *testing.T, repo *archive.Repo, dsn string) (stop func()) {
 	return stop
 }
 
-// purgeAll rotates the source's binlog and purges every older file, so
-// what they held can no longer be streamed.
-func purgeAll(t *testing.T, src *testenv.MariaDB, db *sql.DB) {
-	t.Helper()
-	src.Exec(t, "FLUSH BINARY LOGS")
-	var cur string
-	var pos any
-	rows, err := db.Query("SHOW MASTER STATUS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cols, _ := rows.Columns()
-	vals := make([]any, len(cols))
-	vals[0] = &cur
-	for i := 1; i < len(cols); i++ {
-		vals[i] = &pos
-	}
-	for rows.Next() {
-		if err := rows.Scan(vals...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_ = rows.Close()
-	testenv.WaitFor(t, "binlogs purged to "+cur, testenv.Wait(30*time.Second), func() error {
-		if _, err := db.Exec("PURGE BINARY LOGS TO '" + cur + "'"); err != nil {
-			return err
-		}
-		var first string
-		if err := db.QueryRow("SHOW BINARY LOGS").Scan(&first, new(any)); err != nil {
-			return err
-		}
-		if first != cur {
-			return fmt.Errorf("oldest binlog is still %s", first)
-		}
-		return nil
-	})
-}
-
 // TestGapsRefused: a point behind a gap in the archive (a binlog purged
 // while no streamer ran), or a base older than the archive's start, is
 // refused with nothing written; a point before the gap still restores.
@@ -363,7 +325,7 @@ func TestGapsRefused(t *testing.T) {
 	// the archive starts after it.
 	early := backup(t, repo, src.DSN)
 	src.Exec(t, "INSERT INTO app.t VALUES (2, 2)")
-	purgeAll(t, src, db)
+	src.PurgeBinlogs(t)
 	stop := startStream(t, repo, src.DSN)
 	src.Exec(t, "INSERT INTO app.t VALUES (3, 3)")
 	base := backup(t, repo, src.DSN)
@@ -373,7 +335,7 @@ func TestGapsRefused(t *testing.T) {
 	stop()
 
 	src.Exec(t, "INSERT INTO app.t VALUES (4, 4)") // lost: purged before it is archived
-	purgeAll(t, src, db)
+	src.PurgeBinlogs(t)
 	startStream(t, repo, src.DSN)
 	src.Exec(t, "INSERT INTO app.t VALUES (5, 5)")
 	p1 := record(t, db, "after the gap")

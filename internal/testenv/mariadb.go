@@ -309,6 +309,50 @@ func (m *MariaDB) Exec(t testing.TB, stmts ...string) {
 	}
 }
 
+// PurgeBinlogs rotates the binlog and purges every older file, as a server
+// whose expiry ran would: what they held can no longer be read from it. It
+// returns the file that remains. The server purges a file only once no
+// thread reads it and its checkpoint has passed, so it retries until done.
+func (m *MariaDB) PurgeBinlogs(t testing.TB) string {
+	t.Helper()
+	m.Exec(t, "FLUSH BINARY LOGS")
+	db, err := m.rootDB()
+	if err != nil {
+		t.Fatalf("testenv: mariadbd %s: %v", m.name, err)
+	}
+	var cur string
+	rows, err := db.Query("SHOW MASTER STATUS")
+	if err != nil {
+		t.Fatalf("testenv: mariadbd %s: SHOW MASTER STATUS: %v", m.name, err)
+	}
+	cols, _ := rows.Columns()
+	vals := make([]any, len(cols))
+	vals[0] = &cur
+	for i := 1; i < len(cols); i++ {
+		vals[i] = new(sql.RawBytes)
+	}
+	for rows.Next() {
+		if err := rows.Scan(vals...); err != nil {
+			t.Fatalf("testenv: mariadbd %s: SHOW MASTER STATUS: %v", m.name, err)
+		}
+	}
+	_ = rows.Close()
+	WaitFor(t, "binlogs purged to "+cur, 30*time.Second, func() error {
+		if _, err := db.Exec("PURGE BINARY LOGS TO '" + cur + "'"); err != nil {
+			return err
+		}
+		var first string
+		if err := db.QueryRow("SHOW BINARY LOGS").Scan(&first, new(any)); err != nil {
+			return err
+		}
+		if first != cur {
+			return fmt.Errorf("oldest binlog is still %s", first)
+		}
+		return nil
+	})
+	return cur
+}
+
 func (m *MariaDB) rootDB() (*sql.DB, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
