@@ -2,6 +2,7 @@ package pitr
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -316,11 +317,74 @@ func filesFrom(arch *binlog.Archive, base *v1.Manifest, t Target) ([]apply.File,
 				g.FromTime.UTC().Format(time.DateTime), g.ToTime.UTC().Format(time.DateTime), g.FromTime.UTC().Format(time.DateTime))
 		}
 	}
+	// Consecutive segments of one source file (the size cap cuts a file
+	// into several) are served as that one file, so a file name names one
+	// file in the roll-forward unless two servers wrote it (a failover).
 	var files []apply.File
+	var runs [][]binlog.SegmentInfo
 	for _, s := range segs[first:] {
-		files = append(files, apply.File{Name: s.File, Open: func(ctx context.Context) (io.ReadCloser, error) { return arch.Open(ctx, s) }})
+		if n := len(runs); n > 0 {
+			last := runs[n-1][len(runs[n-1])-1]
+			if last.File == s.File && last.ServerID == s.ServerID && last.ServerUUID == s.ServerUUID && last.EndPos == s.StartPos {
+				runs[n-1] = append(runs[n-1], s)
+				continue
+			}
+		}
+		runs = append(runs, []binlog.SegmentInfo{s})
+	}
+	for _, run := range runs {
+		files = append(files, apply.File{Name: run[0].File, Open: func(ctx context.Context) (io.ReadCloser, error) {
+			return joinSegments(ctx, arch, run), nil
+		}})
 	}
 	return files, nil
+}
+
+// joinSegments reads consecutive segments of one source file as one native
+// binlog file: the first whole, each later one without its magic number and
+// Format_description (the same file's). Segments are opened one at a time.
+func joinSegments(ctx context.Context, arch *binlog.Archive, run []binlog.SegmentInfo) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() {
+		var err error
+		for i, s := range run {
+			var rc io.ReadCloser
+			if rc, err = arch.Open(ctx, s); err != nil {
+				break
+			}
+			if i > 0 {
+				err = skipFileHead(rc)
+			}
+			if err == nil {
+				_, err = io.Copy(pw, rc)
+			}
+			_ = rc.Close()
+			if err != nil {
+				err = fmt.Errorf("binlog segment %s: %w", s.Name, err)
+				break
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr
+}
+
+// skipFileHead reads past a native binlog file's magic number and its first
+// event, the Format_description.
+func skipFileHead(r io.Reader) error {
+	var head [4 + 19]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return fmt.Errorf("reading its head: %w", err)
+	}
+	if string(head[:4]) != "\xfebin" || head[4+4] != 15 {
+		return fmt.Errorf("does not start with a binlog magic number and a Format_description event")
+	}
+	size := binary.LittleEndian.Uint32(head[4+9:])
+	if size < 19 {
+		return fmt.Errorf("Format_description event of %d bytes", size)
+	}
+	_, err := io.CopyN(io.Discard, r, int64(size-19))
+	return err
 }
 
 // beyond reports whether position a holds a transaction that b does not

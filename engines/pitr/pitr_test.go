@@ -151,7 +151,11 @@ func TestPointInTime(t *testing.T) {
 	sctx, stopStream := context.WithCancel(ctx)
 	streamDone := make(chan error, 1)
 	go func() {
-		streamDone <- binlog.Stream(sctx, binlog.StreamParams{DSNs: []string{src.DSN}, Repo: repo, Instance: instance, Flush: 100 * time.Millisecond})
+		// Small segments: a source file spans several, so most segments
+		// start inside their file, where the events' positions are not
+		// their offsets in the segment.
+		streamDone <- binlog.Stream(sctx, binlog.StreamParams{DSNs: []string{src.DSN}, Repo: repo, Instance: instance,
+			Flush: 100 * time.Millisecond, SegmentSize: 32 << 10})
 	}()
 	t.Cleanup(func() {
 		stopStream()
@@ -214,6 +218,9 @@ func TestPointInTime(t *testing.T) {
 		"RENAME TABLE app.events TO app.events_old")
 	p4 := record(t, db, "after the second backup")
 	waitArchived(t, repo, db)
+	if a, err := binlog.OpenArchive(ctx, repo, instance); err != nil || len(a.Segments()) < 5 {
+		t.Fatalf("want many small segments, got %d (%v)", len(a.Segments()), err)
+	}
 
 	for _, c := range []struct {
 		target Target

@@ -180,6 +180,16 @@ func (rd *reader) next() (header, []byte, uint64, error) {
 	if h.Size < headerLen || h.Size > maxEventSize {
 		return header{}, nil, start, fmt.Errorf("binlog file %s at %d: event size %d is impossible: the file is damaged", rd.name, start, h.Size)
 	}
+	// Positions are the source's. An archive segment that starts inside
+	// its source file holds the file's Format_description and then events
+	// from far into the file: their log_pos (where each ends in the source
+	// file) is what a replica reports as Exec_Master_Log_Pos, what a user
+	// names with --to-position, and what mariadb-binlog prints. In a whole
+	// file the two agree.
+	if h.Type != evFormatDesc && uint64(h.LogPos) >= uint64(h.Size)+4 {
+		start = uint64(h.LogPos) - uint64(h.Size)
+		rd.pos = start
+	}
 	if cap(rd.buf) < int(h.Size) {
 		nb := make([]byte, h.Size, h.Size+h.Size/4)
 		copy(nb, hb)
