@@ -298,6 +298,9 @@ func filesFrom(arch *binlog.Archive, base *v1.Manifest, t Target) ([]apply.File,
 		// past it, naming the range; give it the last segment to read.
 		first = len(segs) - 1
 	}
+	// One segment earlier too: it holds the base's own last transaction,
+	// which a target naming exactly the base's point must find.
+	first = max(first-1, 0)
 	start, err := binlog.ParsePosition(segs[first].GTIDStart)
 	if err != nil {
 		return nil, fmt.Errorf("binlog segment %s: %w", segs[first].Name, err)
@@ -307,8 +310,7 @@ func filesFrom(arch *binlog.Archive, base *v1.Manifest, t Target) ([]apply.File,
 			ErrUnreachable, dash(segs[first].GTIDStart), segs[first].FirstTime.UTC().Format(time.DateTime), base.BackupId, describe(c))
 	}
 	for _, g := range arch.Gaps() {
-		gb, err := binlog.ParsePosition(g.BeforeGTID)
-		if err != nil || !beyond(gb, basePos) {
+		if gb, err := binlog.ParsePosition(g.BeforeGTID); err == nil && g.BeforeGTID != "" && !beyond(gb, basePos) {
 			continue // a gap wholly before the base does not matter
 		}
 		if gapBefore(g, t) {
@@ -381,7 +383,7 @@ func skipFileHead(r io.Reader) error {
 	}
 	size := binary.LittleEndian.Uint32(head[4+9:])
 	if size < 19 {
-		return fmt.Errorf("Format_description event of %d bytes", size)
+		return fmt.Errorf("its format description event has %d bytes", size)
 	}
 	_, err := io.CopyN(io.Discard, r, int64(size-19))
 	return err
