@@ -261,6 +261,9 @@ func lenenc(b []byte, n uint64) []byte {
 
 func lenencStr(b []byte, s string) []byte { return append(lenenc(b, uint64(len(s))), s...) }
 
+// sqlNull stands for NULL in a resultSet row.
+const sqlNull = "\x00NULL"
+
 // resultSet writes a text result set of string columns.
 func (p *pconn) resultSet(cols []string, rows [][]string) error {
 	if err := p.writePacket(lenenc(nil, uint64(len(cols)))); err != nil {
@@ -285,6 +288,10 @@ func (p *pconn) resultSet(cols []string, rows [][]string) error {
 	for _, r := range rows {
 		var b []byte
 		for _, v := range r {
+			if v == sqlNull {
+				b = append(b, 0xfb)
+				continue
+			}
 			b = lenencStr(b, v)
 		}
 		if err := p.writePacket(b); err != nil {
@@ -449,6 +456,10 @@ func (s *source) query(p *pconn, q string) error {
 		return one("NONE")
 	case norm == "SELECT @@GLOBAL.GTID_DOMAIN_ID":
 		return one("0")
+	case strings.HasPrefix(norm, "SELECT BINLOG_GTID_POS("):
+		// A file/position replica asks for the GTID position there, to be
+		// able to switch to GTID mode later; it copes with not knowing.
+		return one(sqlNull)
 	case strings.HasPrefix(norm, "SHOW VARIABLES LIKE "):
 		return p.resultSet([]string{"Variable_name", "Value"}, nil) // not set here
 	}
