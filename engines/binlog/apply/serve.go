@@ -55,6 +55,9 @@ const sourceFilePrefix = "tidemark-pitr."
 // there, as a network failure would.
 var testHookCut func() bool
 
+// testHookRefuseLogin makes the source refuse every login (tests only).
+var testHookRefuseLogin bool
+
 // testHookDumps, when set, receives the number of dumps a source served
 // when it closes.
 var testHookDumps func(int64)
@@ -343,7 +346,7 @@ func (s *source) serve(c net.Conn) error {
 	if err != nil {
 		return p.errPacket(erAccessDeniedNum, "bad handshake: "+err.Error())
 	}
-	if user != s.user || !checkNativePassword(scramble, s.password, auth) {
+	if user != s.user || !checkNativePassword(scramble, s.password, auth) || testHookRefuseLogin {
 		return p.errPacket(erAccessDeniedNum, fmt.Sprintf("Access denied for user '%s'", user))
 	}
 	if err := p.ok(); err != nil {

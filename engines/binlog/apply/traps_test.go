@@ -421,3 +421,25 @@ func TestTwoDomains(t *testing.T) {
 		t.Errorf("end GTID %s after %d transactions, want %s after 3", res.EndGTID, res.Transactions, end.gtid)
 	}
 }
+
+// TestReceiverCannotConnect: a target that cannot reach or log into the
+// served source (it would retry for ever) fails the apply with the
+// receiver's error, and the connection is removed. Not parallel: it sets
+// package test hooks.
+func TestReceiverCannotConnect(t *testing.T) {
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "noconn-src"})
+	src.Exec(t, baseSQL...)
+	files := snapshotFiles(t, binlogFiles(t, src), "")
+	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "noconn-dst"})
+	testHookRefuseLogin, ioGrace = true, 3*time.Second
+	defer func() { testHookRefuseLogin, ioGrace = false, 20*time.Second }()
+	_, err := Apply(context.Background(), Params{DSN: dst.DSN, Files: files, Method: MethodReplication})
+	if err == nil || !strings.Contains(err.Error(), "cannot connect to the replication source") || !strings.Contains(err.Error(), "Access denied") {
+		t.Fatalf("apply with a source the target cannot log into: %v", err)
+	}
+	t.Log(err)
+	noPITRConnection(t, dst)
+	if sums := testenv.Checksums(t, dst.DB(t)); len(sums) != 0 {
+		t.Errorf("tables on the target: %v", sums)
+	}
+}
