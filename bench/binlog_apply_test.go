@@ -191,7 +191,7 @@ func BenchmarkBinlogApply(b *testing.B) {
 				tool += toolCPU.Seconds()
 				// What the rest of the machine took meanwhile (other work on a
 				// shared machine): the figures are only comparable when low.
-				others += max((after.busy-before.busy-(after.self-before.self)-u.cpu-(after.server-before.server)).Seconds(), 0)
+				others += max((after.busy - before.busy - (after.self - before.self) - u.cpu - (after.server - before.server)).Seconds(), 0)
 				dst.Stop()
 			}
 			n := float64(b.N)

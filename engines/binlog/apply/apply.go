@@ -29,8 +29,8 @@ type Result struct {
 }
 
 // ioGrace is how long the target's receiver may fail to connect to the
-// source before the apply gives up.
-const ioGrace = 20 * time.Second
+// source before the apply gives up (a variable for tests).
+var ioGrace = 20 * time.Second
 
 // pitrConnection is the replication connection Apply creates on the target
 // and removes afterwards.

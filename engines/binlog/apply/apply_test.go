@@ -98,8 +98,10 @@ func stopOf(i int, p point) Stop {
 func lastGTID(pos string) string { return strings.Split(pos, ",")[0] }
 
 // TestRollForwardToPoints rolls one target per method forward point by
-// point, each Apply starting exactly at the previous stop, and compares
-// every point's table checksums with the source's at that point. DDL,
+// point, each Apply starting exactly at the previous stop (inside a file:
+// a replay from the file's start, peers' bug, applies transactions twice,
+// which the table without a key shows), and compares every point's table
+// checksums with the source's at that point. DDL,
 // a rotation and a table without a primary key are in the stream; the
 // stop kinds alternate between GTID, position and time.
 func TestRollForwardToPoints(t *testing.T) {

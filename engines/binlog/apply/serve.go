@@ -55,6 +55,9 @@ const sourceFilePrefix = "tidemark-pitr."
 // there, as a network failure would.
 var testHookCut func() bool
 
+// testHookRefuseLogin makes the source refuse every login (tests only).
+var testHookRefuseLogin bool
+
 // testHookDumps, when set, receives the number of dumps a source served
 // when it closes.
 var testHookDumps func(int64)
@@ -261,6 +264,9 @@ func lenenc(b []byte, n uint64) []byte {
 
 func lenencStr(b []byte, s string) []byte { return append(lenenc(b, uint64(len(s))), s...) }
 
+// sqlNull stands for NULL in a resultSet row.
+const sqlNull = "\x00NULL"
+
 // resultSet writes a text result set of string columns.
 func (p *pconn) resultSet(cols []string, rows [][]string) error {
 	if err := p.writePacket(lenenc(nil, uint64(len(cols)))); err != nil {
@@ -285,6 +291,10 @@ func (p *pconn) resultSet(cols []string, rows [][]string) error {
 	for _, r := range rows {
 		var b []byte
 		for _, v := range r {
+			if v == sqlNull {
+				b = append(b, 0xfb)
+				continue
+			}
 			b = lenencStr(b, v)
 		}
 		if err := p.writePacket(b); err != nil {
@@ -336,7 +346,7 @@ func (s *source) serve(c net.Conn) error {
 	if err != nil {
 		return p.errPacket(erAccessDeniedNum, "bad handshake: "+err.Error())
 	}
-	if user != s.user || !checkNativePassword(scramble, s.password, auth) {
+	if user != s.user || !checkNativePassword(scramble, s.password, auth) || testHookRefuseLogin {
 		return p.errPacket(erAccessDeniedNum, fmt.Sprintf("Access denied for user '%s'", user))
 	}
 	if err := p.ok(); err != nil {
@@ -449,6 +459,10 @@ func (s *source) query(p *pconn, q string) error {
 		return one("NONE")
 	case norm == "SELECT @@GLOBAL.GTID_DOMAIN_ID":
 		return one("0")
+	case strings.HasPrefix(norm, "SELECT BINLOG_GTID_POS("):
+		// A file/position replica asks for the GTID position there, to be
+		// able to switch to GTID mode later; it copes with not knowing.
+		return one(sqlNull)
 	case strings.HasPrefix(norm, "SHOW VARIABLES LIKE "):
 		return p.resultSet([]string{"Variable_name", "Value"}, nil) // not set here
 	}

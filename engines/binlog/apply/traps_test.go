@@ -388,3 +388,58 @@ func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// TestTwoDomains: transactions of two GTID domains interleave; the start
+// position names both and every Apply continues each domain exactly after
+// its own last transaction, whichever comes first in the stream.
+func TestTwoDomains(t *testing.T) {
+	t.Parallel()
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "domains-src"})
+	src.Exec(t, "CREATE DATABASE d", "CREATE TABLE d.a (v INT)", "CREATE TABLE d.b (v INT)")
+	for i := 0; i < 4; i++ {
+		src.Exec(t, fmt.Sprintf("INSERT INTO d.a VALUES (%d)", i),
+			"SET SESSION gtid_domain_id = 1", fmt.Sprintf("INSERT INTO d.b VALUES (%d)", i), "SET SESSION gtid_domain_id = 0")
+	}
+	mid := record(t, "mid", src.DB(t))
+	if !strings.Contains(mid.gtid, ",") {
+		t.Fatalf("expected two domains in %s", mid.gtid)
+	}
+	src.Exec(t, "SET SESSION gtid_domain_id = 1", "INSERT INTO d.b VALUES (10)", "SET SESSION gtid_domain_id = 0",
+		"FLUSH BINARY LOGS", "INSERT INTO d.a VALUES (10)", "SET SESSION gtid_domain_id = 1", "INSERT INTO d.b VALUES (11)")
+	end := record(t, "end", src.DB(t))
+	files := snapshotFiles(t, binlogFiles(t, src), "")
+	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "domains-dst"})
+	// To the middle by the domain-1 GTID that ends it, then on from there.
+	res := apply(t, Params{DSN: dst.DSN, Files: files, Stop: Stop{GTID: strings.Split(mid.gtid, ",")[1]}})
+	if res.EndGTID != mid.gtid {
+		t.Errorf("end GTID %s, want %s", res.EndGTID, mid.gtid)
+	}
+	sumsEqual(t, "mid", testenv.Checksums(t, dst.DB(t)), mid.sums)
+	res = apply(t, Params{DSN: dst.DSN, Files: files, StartGTID: mid.gtid, Parallel: 2})
+	sumsEqual(t, "end", testenv.Checksums(t, dst.DB(t)), end.sums)
+	if res.EndGTID != end.gtid || res.Transactions != 3 {
+		t.Errorf("end GTID %s after %d transactions, want %s after 3", res.EndGTID, res.Transactions, end.gtid)
+	}
+}
+
+// TestReceiverCannotConnect: a target that cannot reach or log into the
+// served source (it would retry for ever) fails the apply with the
+// receiver's error, and the connection is removed. Not parallel: it sets
+// package test hooks.
+func TestReceiverCannotConnect(t *testing.T) {
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "noconn-src"})
+	src.Exec(t, baseSQL...)
+	files := snapshotFiles(t, binlogFiles(t, src), "")
+	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "noconn-dst"})
+	testHookRefuseLogin, ioGrace = true, 3*time.Second
+	defer func() { testHookRefuseLogin, ioGrace = false, 20*time.Second }()
+	_, err := Apply(context.Background(), Params{DSN: dst.DSN, Files: files, Method: MethodReplication})
+	if err == nil || !strings.Contains(err.Error(), "cannot connect to the replication source") || !strings.Contains(err.Error(), "Access denied") {
+		t.Fatalf("apply with a source the target cannot log into: %v", err)
+	}
+	t.Log(err)
+	noPITRConnection(t, dst)
+	if sums := testenv.Checksums(t, dst.DB(t)); len(sums) != 0 {
+		t.Errorf("tables on the target: %v", sums)
+	}
+}
