@@ -31,6 +31,11 @@
 // object, then its index entry (with the segment's SHA-256), then the pieces
 // are deleted. `tidemark binlog stream` runs under MemoryLimit.
 //
+// Events are read in batches on purpose: after an event that found the queue
+// empty the streamer pauses 10 ms, so go-mysql's small queue fills and the
+// rest waits in the socket buffer; waking per event cost more CPU than the
+// events themselves (see bench/README.md).
+//
 // # Liveness
 //
 // go-mysql's ReadTimeout would set a read deadline on every packet; instead
