@@ -450,7 +450,7 @@ func (s *streamer) session(ctx context.Context, srv *server) error {
 		RawModeEnabled:   true,
 		DisableRetrySync: true, // reconnects are ours
 		HeartbeatPeriod:  s.p.Heartbeat,
-		EventCacheCount:  32, // see batchPause
+		EventCacheCount:  32,                            // see batchPause
 		Logger:           slog.New(slog.DiscardHandler), // its INFO/ERROR lines duplicate ours
 	}
 	if srv.flavor == "mariadb" {

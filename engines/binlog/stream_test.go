@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
@@ -158,7 +159,8 @@ func TestCompactionInterrupted(t *testing.T) {
 	t.Logf("%d interrupted compactions finished by the restart", leftover)
 }
 
-// TestSilentServer freezes the server (SIGSTOP: the TCP connection stays up,
+// TestSilentServer checks that an idle server makes the streamer write
+// nothing, then freezes the server (SIGSTOP: the TCP connection stays up,
 // no heartbeat comes): the streamer takes the connection as dead after 4
 // heartbeat periods, and after SIGCONT resumes with nothing lost or doubled.
 func TestSilentServer(t *testing.T) {
@@ -171,6 +173,17 @@ func TestSilentServer(t *testing.T) {
 		Heartbeat: 250 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	stop := runStream(t, p)
 	waitCaughtUp(t, repo, "db", db)
+	// An idle server (heartbeats only) makes the streamer write nothing.
+	objects := func() int {
+		n := 0
+		_ = repo.ListObjects(context.Background(), "binlog/", func(archive.ObjectInfo) error { n++; return nil })
+		return n
+	}
+	before := objects()
+	time.Sleep(testenv.Wait(1500 * time.Millisecond))
+	if after := objects(); after != before {
+		t.Errorf("idle server: %d objects became %d", before, after)
+	}
 	if err := syscall.Kill(m.Pid(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
