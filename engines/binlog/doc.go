@@ -13,17 +13,36 @@
 // copy of it when the segment starts mid-file), then events with their
 // original log_pos; it never spans source files and closes at a rotation, a
 // Stop event, a size cap (16 MiB) or an age (15 min), always at a transaction
-// boundary.
+// boundary. MariaDB leaves Annotate_rows events out of a dump unless asked
+// (BINLOG_SEND_ANNOTATE_ROWS_EVENT), so the streamer asks.
 //
 // # Durability and RPO
 //
-// The open segment's new bytes are flushed as one create-only piece (one PUT)
-// at most Flush (default 1 s) after the oldest unflushed event arrived; an
-// idle server writes nothing. Each piece carries the segment's state as of
-// its last complete transaction (the watermark): GTID position, file and
-// position, event time. A closed segment is compacted: the whole segment as
-// one object, then its index entry, then the pieces are deleted; the
-// compaction runs beside the stream so its PUT does not delay the next flush.
+// The open segment's new bytes are stored as one create-only piece (one PUT)
+// so that they are durable about Flush (default 1 s) after the oldest of them
+// arrived: the PUT starts a decaying maximum of recent PUT times early (at
+// most Flush/2), in the background while events keep being read, one PUT in
+// flight at a time; an idle server writes nothing. Each piece carries the
+// segment's state as of its last complete transaction (the watermark): GTID
+// position, file and position, event time; OnWatermark reports it once the
+// PUT returned. A piece whose PUT failed is stored again with the same
+// bytes. A segment holding only its file's header events is not stored. A
+// closed segment is compacted beside the stream: the whole segment as one
+// object, then its index entry (with the segment's SHA-256), then the pieces
+// are deleted. `tidemark binlog stream` runs under MemoryLimit.
+//
+// Events are read in batches on purpose: after an event that found the queue
+// empty the streamer pauses 10 ms, so go-mysql's small queue fills and the
+// rest waits in the socket buffer; waking per event cost more CPU than the
+// events themselves (see bench/README.md).
+//
+// # Liveness
+//
+// go-mysql's ReadTimeout would set a read deadline on every packet; instead
+// the server sends heartbeats (Heartbeat, default 1 s) and a connection that
+// brought neither an event nor a heartbeat for 4 periods is closed and
+// dialled again. The dump connection's setup and the connection go-mysql
+// opens to KILL it have deadlines of their own.
 //
 // # Resume, continuity and gaps
 //
@@ -40,6 +59,15 @@
 // continuity is the binlog chain (same server and file: positions meet; next
 // file after a Rotate or Stop; another server: the GTID position carries
 // over) and the server's own refusal.
+//
+// # Retention
+//
+// Every RetentionCheck (30 s), off the stream's goroutine, the server's
+// binlog list is compared with the file being archived: a warning when that
+// file is the server's oldest or next to oldest while newer ones exist (the
+// next purge or expiry would cut into what is not archived yet); with
+// PurgeArchived, PURGE BINARY LOGS up to the file PurgeKeep files before the
+// one being archived, only when every file before it was archived to its end.
 //
 // # One streamer per instance
 //

@@ -14,8 +14,8 @@ import (
 // PurgeArchived it purges files archived to their end, keeping PurgeKeep of
 // them before the one being streamed. Errors are logged: retention never
 // stops the stream.
-func (s *streamer) retention(ctx context.Context, ss *sessionState) {
-	db, err := openDB(ss.srv.dsn)
+func (s *streamer) retention(ctx context.Context, srv *server, curFile string, fileDone map[string]bool) {
+	db, err := openDB(srv.dsn)
 	if err != nil {
 		return
 	}
@@ -27,11 +27,11 @@ func (s *streamer) retention(ctx context.Context, ss *sessionState) {
 		s.log.Warn("retention check: SHOW BINARY LOGS failed", "err", errText(err))
 		return
 	}
-	warn, purgeTo, blocked := retentionAdvice(logs, ss.curFile, s.p.PurgeArchived, s.p.PurgeKeep,
-		func(f string) bool { return s.fileDone[fileKey(ss.srv.serverID, f)] })
+	warn, purgeTo, blocked := retentionAdvice(logs, curFile, s.p.PurgeArchived, s.p.PurgeKeep,
+		func(f string) bool { return fileDone[fileKey(srv.serverID, f)] })
 	if warn {
 		s.log.Warn("the server's oldest binlog is close to what is still being archived: if it purges or expires binlogs now, the archive gets a gap",
-			"server", ss.srv.dsn.Addr(), "oldest", logs[0], "archiving", ss.curFile, "newest", logs[len(logs)-1])
+			"server", srv.dsn.Addr(), "oldest", logs[0], "archiving", curFile, "newest", logs[len(logs)-1])
 	}
 	if blocked != "" {
 		s.log.Warn("not purging: a binlog before the purge point is not fully archived", "file", blocked, "purge_to", purgeTo)
@@ -44,7 +44,7 @@ func (s *streamer) retention(ctx context.Context, ss *sessionState) {
 		s.log.Warn("purging archived binlogs failed (the user needs BINLOG ADMIN on MariaDB ≥ 10.5, SUPER or BINLOG_ADMIN on MySQL)", "to", purgeTo, "err", errText(err))
 		return
 	}
-	s.log.Info("purged archived binlogs", "server", ss.srv.dsn.Addr(), "to", purgeTo)
+	s.log.Info("purged archived binlogs", "server", srv.dsn.Addr(), "to", purgeTo)
 }
 
 // retentionAdvice decides from the server's binlog list (oldest first) and

@@ -7,10 +7,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
@@ -154,4 +157,50 @@ func TestCompactionInterrupted(t *testing.T) {
 		}
 	}
 	t.Logf("%d interrupted compactions finished by the restart", leftover)
+}
+
+// TestSilentServer checks that an idle server makes the streamer write
+// nothing, then freezes the server (SIGSTOP: the TCP connection stays up,
+// no heartbeat comes): the streamer takes the connection as dead after 4
+// heartbeat periods, and after SIGCONT resumes with nothing lost or doubled.
+func TestSilentServer(t *testing.T) {
+	m := testenv.StartMariaDB(t)
+	db := m.DB(t)
+	m.Exec(t, "CREATE DATABASE test", "CREATE TABLE test.t (id INT PRIMARY KEY)", "INSERT INTO test.t VALUES (1)")
+	repo, _ := fileRepo(t)
+	var logs syncBuffer
+	p := StreamParams{DSNs: []string{m.DSN}, Repo: repo, Instance: "db", Flush: 100 * time.Millisecond,
+		Heartbeat: 250 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	stop := runStream(t, p)
+	waitCaughtUp(t, repo, "db", db)
+	// An idle server (heartbeats only) makes the streamer write nothing.
+	objects := func() int {
+		n := 0
+		_ = repo.ListObjects(context.Background(), "binlog/", func(archive.ObjectInfo) error { n++; return nil })
+		return n
+	}
+	before := objects()
+	time.Sleep(testenv.Wait(1500 * time.Millisecond))
+	if after := objects(); after != before {
+		t.Errorf("idle server: %d objects became %d", before, after)
+	}
+	if err := syscall.Kill(m.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "the silent connection taken as dead", 20*time.Second, func() error {
+		if !strings.Contains(logs.String(), "sent neither an event nor a heartbeat") {
+			return fmt.Errorf("not yet; log:\n%s", logs.String())
+		}
+		return nil
+	})
+	if err := syscall.Kill(m.Pid(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	m.Exec(t, "INSERT INTO test.t VALUES (2)")
+	waitCaughtUp(t, repo, "db", db)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	archived, _ := archivedBinlog(t, repo, "db")
+	compareBinlog(t, serverBinlog(t, m), archived)
 }
