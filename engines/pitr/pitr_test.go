@@ -218,8 +218,18 @@ func TestPointInTime(t *testing.T) {
 		"RENAME TABLE app.events TO app.events_old")
 	p4 := record(t, db, "after the second backup")
 	waitArchived(t, repo, db)
-	if a, err := binlog.OpenArchive(ctx, repo, instance); err != nil || len(a.Segments()) < 5 {
-		t.Fatalf("want many small segments, got %d (%v)", len(a.Segments()), err)
+	a, err := binlog.OpenArchive(ctx, repo, instance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inside := 0
+	for _, s := range a.Segments() {
+		if s.StartPos > 4 {
+			inside++
+		}
+	}
+	if inside == 0 {
+		t.Fatalf("want segments that start inside their file: %+v", a.Segments())
 	}
 
 	for _, c := range []struct {
