@@ -586,7 +586,9 @@ func (s *streamer) session(ctx context.Context, srv *server) error {
 				due = now.Add(10 * time.Millisecond)
 			}
 		}
-		waitFrom := time.Now()
+		// Nothing above blocks (flushes and retention run in the
+		// background), so the loop's start is when the wait begins.
+		waitFrom := now
 		ev, err := st.GetEvent(wait.until(ctx, due))
 		if err != nil {
 			if ctx.Err() != nil {
