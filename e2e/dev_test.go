@@ -23,18 +23,8 @@ func TestDev(t *testing.T) {
 
 	dir := t.TempDir()
 	addr := testenv.FreeAddr(t)
-	dev := startProc(t, "dev", "dev", "--data-dir", filepath.Join(dir, "dev"), "--mysql", src.DSN, "--grpc-addr", addr,
-		"--heartbeat-interval", "200ms", "--lease-duration", "2s", "--log-level", "debug")
+	dev := startDev(t, filepath.Join(dir, "dev"), src.DSN, addr, "--heartbeat-interval", "200ms", "--lease-duration", "2s", "--log-level", "debug")
 	ctl := []string{"--controller", addr}
-	testenv.WaitFor(t, "tidemark dev to print its address", 20*time.Second, func() error {
-		if dev.Exited() {
-			t.Fatalf("tidemark dev exited:\n%s", dev.LogTail())
-		}
-		if !strings.Contains(dev.Log(), "controller "+addr+"\n") {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
 	// No --repo: restores onto it read the repository the catalog records.
 	startProc(t, "agent-other", "agent", "--controller", addr, "--name", "other", "--labels", "role=target",
 		"--mysql", dst.DSN, "--log-level", "debug")

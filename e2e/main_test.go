@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -85,4 +86,21 @@ func decode[T any](t *testing.T, r result) T {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return lines[len(lines)-1]
+}
+
+// startDev starts `tidemark dev` serving mysqlDSN with its data under dir and
+// its controller on addr, and waits until it prints that address.
+func startDev(t *testing.T, dir, mysqlDSN, addr string, extra ...string) *testenv.Child {
+	t.Helper()
+	dev := startProc(t, "dev", append([]string{"dev", "--data-dir", dir, "--mysql", mysqlDSN, "--grpc-addr", addr}, extra...)...)
+	testenv.WaitFor(t, "tidemark dev to print its address", 20*time.Second, func() error {
+		if dev.Exited() {
+			t.Fatalf("tidemark dev exited:\n%s", dev.LogTail())
+		}
+		if !strings.Contains(dev.Log(), "controller "+addr+"\n") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	return dev
 }

@@ -133,21 +133,11 @@ func TestPITRFleet(t *testing.T) {
 	testenv.LoadSample(t, src.DB(t), "shop", 500)
 	dir := t.TempDir()
 	addr := testenv.FreeAddr(t)
-	dev := startProc(t, "dev", "dev", "--data-dir", filepath.Join(dir, "dev"), "--mysql", src.DSN, "--grpc-addr", addr,
-		"--heartbeat-interval", "200ms", "--lease-duration", "3s")
+	startDev(t, filepath.Join(dir, "dev"), src.DSN, addr, "--heartbeat-interval", "200ms", "--lease-duration", "3s")
 	ctl := []string{"--controller", addr}
-	testenv.WaitFor(t, "tidemark dev to print its address", 20*time.Second, func() error {
-		if dev.Exited() {
-			t.Fatalf("tidemark dev exited:\n%s", dev.LogTail())
-		}
-		if !strings.Contains(dev.Log(), "controller "+addr+"\n") {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
 	startProc(t, "agent-other", "agent", "--controller", addr, "--name", "other", "--mysql", dst.DSN)
-	testenv.WaitFor(t, "the second agent", 20*time.Second, func() error {
-		if r := tm(t, 10*time.Second, append([]string{"instances"}, ctl...)...); !strings.Contains(r.out, "other") {
+	testenv.WaitFor(t, "both agents' instances", 20*time.Second, func() error {
+		if r := tm(t, 10*time.Second, append([]string{"instances"}, ctl...)...); !strings.Contains(r.out, "other") || !strings.Contains(r.out, "local") {
 			return fmt.Errorf("instances: %s", r.out)
 		}
 		return nil

@@ -168,40 +168,8 @@ func TestPurgedGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := gtidPos(t, db)
-	m.Exec(t, "INSERT INTO test.t VALUES (2)", "FLUSH BINARY LOGS", "INSERT INTO test.t VALUES (3)", "FLUSH BINARY LOGS")
-	var cur string
-	var pos int64
-	rows, err := db.Query("SHOW MASTER STATUS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cols, _ := rows.Columns()
-	vals := make([]any, len(cols))
-	vals[0], vals[1] = &cur, &pos
-	for i := 2; i < len(vals); i++ {
-		vals[i] = new(sql.RawBytes)
-	}
-	for rows.Next() {
-		if err := rows.Scan(vals...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_ = rows.Close()
-	// The server purges a file only once no thread uses it and its binlog
-	// checkpoint has passed: retry until it is gone.
-	testenv.WaitFor(t, "binlogs purged up to "+cur, 30*time.Second, func() error {
-		if _, err := db.Exec("PURGE BINARY LOGS TO '" + cur + "'"); err != nil {
-			return err
-		}
-		var first string
-		if err := db.QueryRow("SHOW BINARY LOGS").Scan(&first, new(any)); err != nil {
-			return err
-		}
-		if first != cur {
-			return fmt.Errorf("oldest binlog is still %s", first)
-		}
-		return nil
-	})
+	m.Exec(t, "INSERT INTO test.t VALUES (2)", "FLUSH BINARY LOGS", "INSERT INTO test.t VALUES (3)")
+	cur := m.PurgeBinlogs(t)
 	m.Exec(t, "INSERT INTO test.t VALUES (4)")
 
 	stop = runStream(t, p)
