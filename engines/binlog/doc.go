@@ -18,7 +18,8 @@
 //
 // # Durability and RPO
 //
-// The open segment's new bytes are stored as one create-only piece (one PUT)
+// The open segment's new bytes are stored as one create-only, uncompressed
+// piece (one PUT; only the compacted segment is compressed)
 // so that they are durable about Flush (default 1 s) after the oldest of them
 // arrived: the PUT starts a decaying maximum of recent PUT times early (at
 // most Flush/2), in the background while events keep being read, one PUT in
