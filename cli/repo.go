@@ -198,6 +198,12 @@ func newRepoVerifyCmd(s *streams) *cobra.Command {
 					mode = "all data"
 				}
 				fmt.Fprintf(s.out, "checked %s of %d backups, %d chunks, %s read\n", mode, rep.Backups, rep.Chunks, humanBytes(rep.BytesRead))
+				if rep.Objects > 0 {
+					fmt.Fprintf(s.out, "checked %d binlog objects (segments, pieces, index entries)\n", rep.Objects)
+				}
+				for _, o := range rep.BadObjects {
+					fmt.Fprintf(s.out, "object %s: damaged (does not decode to its checksum)\n", o)
+				}
 				for _, b := range rep.BadManifests {
 					fmt.Fprintf(s.out, "backup %s: manifest unreadable\n", b)
 				}
@@ -206,7 +212,7 @@ func newRepoVerifyCmd(s *streams) *cobra.Command {
 				}
 			}
 			if !rep.OK() {
-				return &UserError{Msg: fmt.Sprintf("repository damaged: %d chunk problems, backups affected: %s", len(rep.Problems), strings.Join(rep.DamagedBackup, ", "))}
+				return &UserError{Msg: fmt.Sprintf("repository damaged: %d chunk problems, backups affected: %s; %d damaged binlog objects", len(rep.Problems), strings.Join(rep.DamagedBackup, ", "), len(rep.BadObjects))}
 			}
 			if output != "json" {
 				fmt.Fprintln(s.out, "no problems found")

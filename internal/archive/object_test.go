@@ -59,6 +59,13 @@ func TestObjects(t *testing.T) {
 			if _, err := r.GetObject(ctx, "binlog/db1/seg-2"); !errors.Is(err, ErrDamaged) {
 				t.Fatalf("damaged object: %v, want ErrDamaged", err)
 			}
+			rep, err := r.Verify(ctx, VerifyOptions{ReadData: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.OK() || rep.Objects != 2 || len(rep.BadObjects) != 1 || rep.BadObjects[0] != "binlog/db1/seg-2" {
+				t.Fatalf("verify --read-data: ok %v, %d objects, bad %v; want the damaged segment named", rep.OK(), rep.Objects, rep.BadObjects)
+			}
 			if _, err := r.GetObject(ctx, "binlog/db1/none"); !errors.Is(err, storage.ErrNotFound) {
 				t.Fatalf("missing object: %v, want ErrNotFound", err)
 			}
