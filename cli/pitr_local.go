@@ -24,8 +24,8 @@ type localPITRParams struct {
 	thenReplicate             string
 }
 
-// PITRTarget converts a restore job's stop point to the engine's form.
-func PITRTarget(p *v1.RestoreParams) pitr.Target {
+// stopTarget converts a restore job's stop point to the engine's form.
+func stopTarget(p *v1.RestoreParams) pitr.Target {
 	var t pitr.Target
 	switch {
 	case p.GetStopAtTime() != nil:
@@ -71,7 +71,7 @@ func localPITR(ctx context.Context, s *streams, rf *repoFlags, lp localPITRParam
 	p := newProgress(s.err, "restore")
 	start := time.Now()
 	res, err := pitr.Restore(ctx, pitr.Params{
-		Repo: repo, Instance: lp.instance, DSN: lp.dsn, Target: PITRTarget(lp.stop), FromBackup: lp.fromBackup,
+		Repo: repo, Instance: lp.instance, DSN: lp.dsn, Target: stopTarget(lp.stop), FromBackup: lp.fromBackup,
 		Parallel: lp.parallel, ApplyParallel: lp.applyParallel, DropExisting: lp.dropExisting,
 		Method: lp.method, ServeAddr: lp.serveAddr, ThenReplicateFrom: lp.thenReplicate,
 		Engine: engineByName,
@@ -99,7 +99,7 @@ func localPITR(ctx context.Context, s *streams, rf *repoFlags, lp localPITRParam
 	}
 	a := res.Applied
 	_, err = fmt.Fprintf(s.out, "restored %s to %s: backup %s (%s) then %d transactions through %s (%s), ending at %s; total %s\n",
-		lp.instance, PITRTarget(lp.stop), res.Base.BackupId, res.BaseRestore.Round(time.Millisecond),
+		lp.instance, stopTarget(lp.stop), res.Base.BackupId, res.BaseRestore.Round(time.Millisecond),
 		a.Transactions, a.Method, res.RollForward.Round(time.Millisecond), a.Last, time.Since(start).Round(time.Millisecond))
 	return err
 }

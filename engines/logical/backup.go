@@ -113,6 +113,11 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 	p.Sink.SetServer(srv.Proto())
 	p.Sink.SetEngineMetadata("logical.format", strconv.Itoa(formatVersion))
 	p.Sink.SetEngineMetadata("lower_case_table_names", strconv.Itoa(srv.LowerCaseTableNames))
+	if len(p.Databases) > 0 {
+		// A point-in-time restore replays every database's binlog, so it
+		// must know a base holds only some.
+		p.Sink.SetEngineMetadata(MetaDatabases, strings.Join(p.Databases, ","))
+	}
 
 	// UTC, as restore creates the schema: SHOW CREATE TABLE prints a
 	// TIMESTAMP default (and a SYSTEM_TIME partitioning's STARTS), points

@@ -12,6 +12,12 @@ import (
 // Name is the engine's name in manifests.
 const Name = "logical"
 
+// MetaDatabases is the manifest's engine metadata key naming the databases
+// a backup was limited to (comma-separated); absent for a whole-server
+// backup. A point-in-time restore cannot roll the binlog of every database
+// forward onto such a base.
+const MetaDatabases = "logical.databases"
+
 // formatVersion is the version of the stream layout below; Restore rejects
 // backups written with a newer one. 2: a system-versioned table's pieces
 // may hold its history and period columns (tableMeta.History), which a

@@ -14,6 +14,7 @@ import (
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/binlog"
 	"github.com/tidemark-backup/tidemark/engines/binlog/apply"
+	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -180,6 +181,9 @@ func pickBase(ctx context.Context, p Params) (*v1.Manifest, error) {
 		if m.Consistency == nil {
 			return nil, fmt.Errorf("backup %s records no binlog position, so no binlog can be rolled forward from it", m.BackupId)
 		}
+		if dbs := partial(m); dbs != "" {
+			return nil, fmt.Errorf("%w: backup %s holds only the databases %s, and the binlog replays every database; use a backup of the whole server", ErrUnreachable, m.BackupId, dbs)
+		}
 		if !atOrBefore(m.Consistency, p.Target) {
 			return nil, fmt.Errorf("%w: backup %s is at %s, after the target %s", ErrUnreachable, m.BackupId, describe(m.Consistency), p.Target)
 		}
@@ -191,12 +195,12 @@ func pickBase(ctx context.Context, p Params) (*v1.Manifest, error) {
 	}
 	var mine []*v1.Manifest
 	for _, m := range ms {
-		if m.Instance == p.Instance && m.Consistency != nil && (m.Consistency.GtidSet != "" || m.Consistency.BinlogFile != "") {
+		if m.Instance == p.Instance && m.Consistency != nil && (m.Consistency.GtidSet != "" || m.Consistency.BinlogFile != "") && partial(m) == "" {
 			mine = append(mine, m)
 		}
 	}
 	if len(mine) == 0 {
-		return nil, fmt.Errorf("%w: the repository holds no complete backup of instance %q with a binlog position to start from; take one with `tidemark backup`", ErrUnreachable, p.Instance)
+		return nil, fmt.Errorf("%w: the repository holds no complete backup of the whole instance %q with a binlog position to start from (backups limited to some databases cannot be rolled forward); take one with `tidemark backup`", ErrUnreachable, p.Instance)
 	}
 	slices.SortFunc(mine, func(a, b *v1.Manifest) int {
 		return a.Consistency.Time.AsTime().Compare(b.Consistency.Time.AsTime())
@@ -209,6 +213,10 @@ func pickBase(ctx context.Context, p Params) (*v1.Manifest, error) {
 	return nil, fmt.Errorf("%w: %s is before the oldest backup of instance %q (%s at %s)", ErrUnreachable,
 		p.Target, p.Instance, mine[0].BackupId, describe(mine[0].Consistency))
 }
+
+// partial returns the databases a backup was limited to, "" for a backup of
+// the whole server.
+func partial(m *v1.Manifest) string { return m.EngineMetadata[logical.MetaDatabases] }
 
 func describe(c *v1.ConsistencyPoint) string {
 	var parts []string

@@ -68,12 +68,13 @@ func record(t *testing.T, db *sql.DB, name string) point {
 	return p
 }
 
-func backup(t *testing.T, repo *archive.Repo, dsn string) *v1.Manifest {
+// backup takes a logical backup of the whole server, or of databases only.
+func backup(t *testing.T, repo *archive.Repo, dsn string, databases ...string) *v1.Manifest {
 	t.Helper()
 	eng := logical.New()
 	m, err := repo.WithBackup(context.Background(), archive.BackupOptions{Instance: instance, Engine: eng.Name()},
 		func(ctx context.Context, b *archive.Backup) error {
-			_, err := eng.Backup(ctx, engines.BackupParams{DSN: dsn, Databases: []string{"app"}, Sink: engines.ArchiveSink(b)})
+			_, err := eng.Backup(ctx, engines.BackupParams{DSN: dsn, Databases: databases, Sink: engines.ArchiveSink(b)})
 			return err
 		})
 	if err != nil {
@@ -103,9 +104,16 @@ func waitArchived(t *testing.T, repo *archive.Repo, db *sql.DB) {
 
 func restore(t *testing.T, repo *archive.Repo, target Target) (*testenv.MariaDB, *Result, error) {
 	t.Helper()
+	return restoreFrom(t, repo, target, "")
+}
+
+// restoreFrom restores a fresh server to target from base backup from ("":
+// the newest that fits).
+func restoreFrom(t *testing.T, repo *archive.Repo, target Target, from string) (*testenv.MariaDB, *Result, error) {
+	t.Helper()
 	dst := testenv.StartMariaDB(t, strict)
 	res, err := Restore(context.Background(), Params{
-		Repo: repo, Instance: instance, DSN: dst.DSN, Target: target,
+		Repo: repo, Instance: instance, DSN: dst.DSN, Target: target, FromBackup: from,
 		Engine: func(name string) (engines.Engine, error) {
 			if name != "logical" {
 				return nil, fmt.Errorf("engine %q", name)
@@ -214,6 +222,9 @@ func TestPointInTime(t *testing.T) {
 	stopBusy = busy(100000)
 	base2 := backup(t, repo, src.DSN)
 	stopBusy()
+	// Newer than base2 but of one database only: never a base for a
+	// roll-forward, which replays every database.
+	partialBase := backup(t, repo, src.DSN, "app")
 	src.Exec(t, "UPDATE app.accounts SET owner = CONCAT(owner, '!') WHERE id < 50",
 		"RENAME TABLE app.events TO app.events_old")
 	p4 := record(t, db, "after the second backup")
@@ -261,13 +272,15 @@ func TestPointInTime(t *testing.T) {
 		name   string
 		target Target
 		is     error
+		from   string
 	}{
-		{"before the oldest backup", Target{Time: before.time}, ErrUnreachable},
-		{"past the archive", Target{GTID: bumpSeq(t, p4.gtid, 1000)}, ErrUnreachable},
-		{"time past the archive", Target{Time: time.Now().Add(time.Hour)}, ErrUnreachable},
+		{"before the oldest backup", Target{Time: before.time}, ErrUnreachable, ""},
+		{"past the archive", Target{GTID: bumpSeq(t, p4.gtid, 1000)}, ErrUnreachable, ""},
+		{"time past the archive", Target{Time: time.Now().Add(time.Hour)}, ErrUnreachable, ""},
+		{"a base of some databases", Target{GTID: p4.gtid}, ErrUnreachable, partialBase.BackupId},
 	} {
 		t.Run("refused "+c.name, func(t *testing.T) {
-			dst, _, err := restore(t, repo, c.target)
+			dst, _, err := restoreFrom(t, repo, c.target, c.from)
 			if !errors.Is(err, c.is) {
 				t.Fatalf("restore to %s: %v, want %v", c.target, err, c.is)
 			}
