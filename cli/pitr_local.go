@@ -65,9 +65,6 @@ func localPITR(ctx context.Context, s *streams, rf *repoFlags, lp localPITRParam
 		return err
 	}
 	defer closeRepo()
-	if _, err := openArchive(ctx, repo, lp.instance); err != nil {
-		return err
-	}
 	p := newProgress(s.err, "restore")
 	start := time.Now()
 	res, err := pitr.Restore(ctx, pitr.Params{
@@ -82,7 +79,12 @@ func localPITR(ctx context.Context, s *streams, rf *repoFlags, lp localPITRParam
 	p.done()
 	if err != nil {
 		switch {
-		case errors.Is(err, pitr.ErrUnreachable), errors.Is(err, apply.ErrUnreachable), errors.Is(err, binlog.ErrUnknownInstance):
+		case errors.Is(err, binlog.ErrUnknownInstance):
+			if _, aerr := openArchive(ctx, repo, lp.instance); aerr != nil {
+				return aerr // names the instances the repository holds
+			}
+			return userErr(err)
+		case errors.Is(err, pitr.ErrUnreachable), errors.Is(err, apply.ErrUnreachable):
 			return &UserError{Msg: err.Error() + "; nothing was written to the target", Err: err}
 		case errors.Is(err, logical.ErrTargetNotEmpty):
 			return &UserError{Msg: err.Error() + "; restore into an empty server, or pass --drop-existing", Err: err}

@@ -105,6 +105,11 @@ func Restore(ctx context.Context, p Params) (*Result, error) {
 	if p.Instance == "" {
 		return nil, fmt.Errorf("the instance whose archive to roll forward is required (its name in the repository: `tidemark binlog status --repo URI` lists them)")
 	}
+	if p.Target.GTID != "" {
+		if _, err := binlog.ParsePosition(p.Target.GTID); err != nil {
+			return nil, fmt.Errorf("target %w (a MariaDB GTID such as 0-1-100, one per domain)", err)
+		}
+	}
 	arch, err := binlog.OpenArchive(ctx, p.Repo, p.Instance)
 	if err != nil {
 		return nil, err
@@ -158,6 +163,7 @@ func Restore(ctx context.Context, p Params) (*Result, error) {
 	res.RestoreWarnings = rr.Warnings
 
 	t1 := time.Now()
+	ap.Planned = plan
 	applied, err := apply.Apply(ctx, ap)
 	res.RollForward = time.Since(t1)
 	res.Applied = applied
@@ -242,9 +248,10 @@ func atOrBefore(c *v1.ConsistencyPoint, t Target) bool {
 		return c.Time != nil && !c.Time.AsTime().Truncate(time.Second).After(t.Time)
 	case t.GTID != "":
 		g, err := binlog.ParsePosition(t.GTID)
-		if err != nil || c.GtidSet == "" {
+		if err != nil {
 			return false
 		}
+		// An empty position is a base taken before any transaction.
 		pos, err := binlog.ParsePosition(c.GtidSet)
 		if err != nil {
 			return false

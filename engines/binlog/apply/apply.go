@@ -89,10 +89,13 @@ func Apply(ctx context.Context, p Params) (*Result, error) {
 			p.Progress(pr)
 		}
 	}
-	progress(Progress{Phase: "plan"})
-	plan, err := Plan(ctx, p)
-	if err != nil {
-		return nil, err
+	plan := p.Planned
+	if plan == nil {
+		progress(Progress{Phase: "plan"})
+		var err error
+		if plan, err = Plan(ctx, p); err != nil {
+			return nil, err
+		}
 	}
 	dsn, err := mysqlx.ParseDSN(p.DSN)
 	if err != nil {

@@ -64,6 +64,9 @@ type Params struct {
 	// MariaDBBinlog and MariaDB are the client programs of the sql method;
 	// default mariadb-binlog (else mysqlbinlog) and mariadb (else mysql).
 	MariaDBBinlog, MariaDB string
+	// Planned is what Plan returned for these same Params: Apply then does
+	// not read every file once more to plan again. nil: Apply plans.
+	Planned *PlanResult
 }
 
 // Stop is where the roll-forward ends: exactly one field set, or none (to the
