@@ -64,7 +64,7 @@ func TestStreamBlocks(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, err := io.ReadAll(rc)
-		rc.Close()
+		_ = rc.Close()
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("read back %d bytes (err %v), want the %d written", len(got), err, len(data))
 		}
