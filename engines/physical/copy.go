@@ -124,36 +124,45 @@ func CopyTree(ctx context.Context, p CopyParams) (*CopyResult, error) {
 	sort.SliceStable(data, func(i, j int) bool { return data[i].Size > data[j].Size })
 	res.Files = len(data)
 
-	n := p.Parallel
+	var done atomic.Int64
+	err := eachFile(ctx, p.Parallel, data, func(ctx context.Context, f File) error {
+		return copyFile(ctx, p, filepath.Join(dirs[f.Root], filepath.FromSlash(f.Path)), f, func(k int64) {
+			d := done.Add(k)
+			if p.Progress != nil {
+				p.Progress(d, res.Bytes)
+			}
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// eachFile runs fn on every file, n at once (0: 4), in order of the
+// slice; the first error cancels the rest and is returned.
+func eachFile(ctx context.Context, n int, files []File, fn func(context.Context, File) error) error {
 	if n <= 0 {
 		n = 4
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var (
-		done    atomic.Int64
 		next    atomic.Int64
 		wg      sync.WaitGroup
 		errOnce sync.Once
 		firstE  error
 	)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range min(n, len(data)) {
+	for range min(n, len(files)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= len(data) || ctx.Err() != nil {
+				if i >= len(files) || ctx.Err() != nil {
 					return
 				}
-				f := data[i]
-				err := copyFile(ctx, p, filepath.Join(dirs[f.Root], filepath.FromSlash(f.Path)), f, func(k int64) {
-					d := done.Add(k)
-					if p.Progress != nil {
-						p.Progress(d, res.Bytes)
-					}
-				})
-				if err != nil {
+				if err := fn(ctx, files[i]); err != nil {
 					errOnce.Do(func() { firstE = err; cancel() })
 					return
 				}
@@ -162,12 +171,9 @@ func CopyTree(ctx context.Context, p CopyParams) (*CopyResult, error) {
 	}
 	wg.Wait()
 	if firstE != nil {
-		return nil, firstE
+		return firstE
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return ctx.Err()
 }
 
 // copyFile streams one file; the stream is closed in every case, so that

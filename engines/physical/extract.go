@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -146,47 +145,16 @@ func Extract(ctx context.Context, p ExtractParams) (*ExtractResult, error) {
 	}
 	sort.SliceStable(data, func(i, j int) bool { return data[i].Size > data[j].Size })
 
-	n := p.Parallel
-	if n <= 0 {
-		n = 4
-	}
-	var (
-		done    atomic.Int64
-		next    atomic.Int64
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		firstE  error
-	)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range min(n, len(data)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(data) || wctx.Err() != nil {
-					return
-				}
-				f := data[i]
-				err := writeFile(wctx, p.Source, StreamName(f), pathOf(f), f, func(k int64) {
-					d := done.Add(k)
-					if p.Progress != nil {
-						p.Progress(d, total)
-					}
-				})
-				if err != nil {
-					errOnce.Do(func() { firstE = err; cancel() })
-					return
-				}
+	var done atomic.Int64
+	err = eachFile(ctx, p.Parallel, data, func(ctx context.Context, f File) error {
+		return writeFile(ctx, p.Source, StreamName(f), pathOf(f), f, func(k int64) {
+			d := done.Add(k)
+			if p.Progress != nil {
+				p.Progress(d, total)
 			}
-		}()
-	}
-	wg.Wait()
-	if firstE != nil {
-		return nil, firstE
-	}
-	if err := ctx.Err(); err != nil {
+		})
+	})
+	if err != nil {
 		return nil, err
 	}
 	for _, f := range links {
