@@ -122,8 +122,10 @@ type lvmVolume struct {
 	mountBase string
 }
 
-func (v *lvmVolume) String() string { return fmt.Sprintf("LVM volume %s/%s (%s on %s)", v.vg, v.lv, v.fstype, v.root) }
-func (v *lvmVolume) Root() string   { return v.root }
+func (v *lvmVolume) String() string {
+	return fmt.Sprintf("LVM volume %s/%s (%s on %s)", v.vg, v.lv, v.fstype, v.root)
+}
+func (v *lvmVolume) Root() string { return v.root }
 
 func (v *lvmVolume) create(ctx context.Context, name string) error {
 	_, err := v.run.Run(ctx, "lvcreate", "--snapshot", "--size", v.size, "-n", name, v.vg+"/"+v.lv)
