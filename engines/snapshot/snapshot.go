@@ -362,6 +362,11 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 			}
 		}
 	}()
+	// Write the volume's dirty pages out before the lock: a Btrfs snapshot
+	// commits the filesystem's transaction and an LVM snapshot freezes the
+	// filesystem, both of which would otherwise write them with commits
+	// blocked.
+	syncVolume(l.vol.Root())
 	cp, held, err := e.lockAndSnapshot(ctx, s, func(ctx context.Context) error {
 		if err := l.vol.create(ctx, name); err != nil {
 			return fmt.Errorf("snapshot of %s: %w", l.vol, err)
@@ -410,6 +415,17 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 		p.Progress(engines.Progress{Phase: "files", BytesDone: cres.Bytes, BytesTotal: cres.Bytes})
 	}
 	return res, nil
+}
+
+// syncVolume is syncfs(2) on the filesystem holding dir; best effort (the
+// snapshot is correct without it, the lock only longer).
+func syncVolume(dir string) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return
+	}
+	_ = unix.Syncfs(int(f.Fd()))
+	_ = f.Close()
 }
 
 // skip leaves out what is not data: our snapshot directory, ZFS's
