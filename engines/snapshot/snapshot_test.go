@@ -258,3 +258,149 @@ func TestRefusesWithoutSnapshots(t *testing.T) {
 		t.Errorf("tmpfs: %v", err)
 	}
 }
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// tidemarkBinary builds the binary once per test process, only for the
+// test that runs it.
+func tidemarkBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tidemark-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath, binErr = testenv.BuildTidemark(dir)
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	t.Cleanup(func() {}) // the binary's directory is left for other tests of this process
+	return binPath
+}
+
+// TestKilledBackup: `tidemark backup --engine snapshot` killed with
+// SIGKILL while it copies leaves its snapshot and no complete manifest;
+// the next backup of the instance removes the snapshot (and says so) and
+// leaves none of its own.
+func TestKilledBackup(t *testing.T) {
+	bin := tidemarkBinary(t)
+	src, sub := btrfsServer(t)
+	rows := 30000
+	if testing.Short() {
+		rows = 15000
+	}
+	src.Exec(t, "CREATE DATABASE fill", "USE fill", "CREATE TABLE fill.t (id INT PRIMARY KEY, b VARBINARY(1000) NOT NULL)",
+		fmt.Sprintf("INSERT INTO fill.t SELECT seq, RANDOM_BYTES(1000) FROM seq_1_to_%d", rows))
+	r, repoDir := newRepo(t)
+	// zstd at level 19 and one file at a time: slow enough to be caught
+	// in the middle of the copy.
+	c := testenv.NewChild(t, "backup", bin, "backup", "--engine", "snapshot", "--mysql", src.DSN, "--repo", "file://"+repoDir,
+		"--parallel", "1", "--compress-level", "19")
+	c.Env = []string{"TMPDIR=" + t.TempDir()}
+	c.Start()
+	testenv.WaitFor(t, "the child's snapshot", 30*time.Second, func() error {
+		if c.Exited() {
+			t.Fatalf("the backup ended before it could be killed:\n%s", c.LogTail())
+		}
+		if len(leftSnapshots(t, sub)) == 0 {
+			return errors.New("no snapshot yet")
+		}
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond) // into the copy
+	c.Kill()
+	left := leftSnapshots(t, sub)
+	if len(left) != 1 {
+		t.Fatalf("snapshots after the kill: %v, want the killed run's", left)
+	}
+	ms, err := r.Manifests(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 0 {
+		t.Fatalf("a killed backup left %d complete manifest(s)", len(ms))
+	}
+
+	e := New()
+	e.StateDir = t.TempDir()
+	_, res, err := backup(t, r, e, src.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Warnings) == 0 || !strings.Contains(res.Warnings[0], left[0]) {
+		t.Errorf("warnings %q, want one naming the removed %s", res.Warnings, left[0])
+	}
+	if after := leftSnapshots(t, sub); len(after) != 0 {
+		t.Errorf("snapshots after the next backup: %v", after)
+	}
+}
+
+// TestMySQLLockThroughDouble: against the MySQL 8 double (a proxy that
+// gives a real MariaDB MySQL's personality; it shows which statements are
+// sent, not how MySQL runs them), the lock is LOCK INSTANCE FOR BACKUP and
+// FLUSH TABLES WITH READ LOCK on one connection around the coordinates
+// and the snapshot; a query running longer than the wait is named and the
+// global lock never tried; a missing BACKUP_ADMIN is named. MySQL's own
+// lock semantics are untested here.
+func TestMySQLLockThroughDouble(t *testing.T) {
+	src, sub := btrfsServer(t)
+	d := testenv.StartMySQL8Double(t, src)
+	r, _ := newRepo(t)
+	e := &Engine{StateDir: t.TempDir(), LockWait: time.Second}
+
+	m, res, err := backup(t, r, e, d.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Server.GetFlavor() != "mysql" || res.LockDuration <= 0 {
+		t.Errorf("server %v, lock %v", m.Server, res.LockDuration)
+	}
+	log := d.Log()
+	conn := testenv.ConnOf(log, "LOCK INSTANCE FOR BACKUP")
+	var seq []string
+	for _, s := range log {
+		if s.Conn == conn {
+			for _, p := range []string{"LOCK INSTANCE", "FLUSH TABLES", "SHOW MASTER STATUS", "SELECT @@GLOBAL.gtid_executed", "UNLOCK TABLES", "UNLOCK INSTANCE"} {
+				if strings.HasPrefix(s.SQL, p) {
+					seq = append(seq, p)
+				}
+			}
+		}
+	}
+	want := []string{"LOCK INSTANCE", "FLUSH TABLES", "SHOW MASTER STATUS", "SELECT @@GLOBAL.gtid_executed", "UNLOCK TABLES", "UNLOCK INSTANCE"}
+	if conn == 0 || strings.Join(seq, ",") != strings.Join(want, ",") {
+		t.Errorf("lock statements on connection %d: %q, want %q", conn, seq, want)
+	}
+
+	// A long query: named, and FLUSH TABLES WITH READ LOCK not tried.
+	db := src.DB(t)
+	done := make(chan error, 1)
+	go func() { _, err := db.Exec("SELECT SLEEP(5) AS long_report"); done <- err }()
+	time.Sleep(1200 * time.Millisecond)
+	before := len(d.Log())
+	_, _, err = backup(t, r, e, d.DSN)
+	if err == nil || !strings.Contains(err.Error(), "long_report") {
+		t.Errorf("backup behind a long query: %v, want an error naming it", err)
+	}
+	for _, s := range d.Log()[before:] {
+		if strings.HasPrefix(s.SQL, "FLUSH TABLES") {
+			t.Error("FLUSH TABLES WITH READ LOCK tried behind a long query")
+		}
+	}
+	<-done
+
+	d.Fail("LOCK INSTANCE", &testenv.DoubleError{Number: 1227, SQLState: "42000", Message: "Access denied; you need (at least one of) the BACKUP_ADMIN privilege(s) for this operation"})
+	_, _, err = backup(t, r, e, d.DSN)
+	if err == nil || !strings.Contains(err.Error(), "BACKUP_ADMIN") {
+		t.Errorf("without BACKUP_ADMIN: %v", err)
+	}
+	if left := leftSnapshots(t, sub); len(left) != 0 {
+		t.Errorf("snapshots left: %v", left)
+	}
+}
