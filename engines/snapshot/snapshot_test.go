@@ -265,6 +265,14 @@ var (
 	binErr  error
 )
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 // tidemarkBinary builds the binary once per test process, only for the
 // test that runs it.
 func tidemarkBinary(t *testing.T) string {
@@ -280,7 +288,6 @@ func tidemarkBinary(t *testing.T) string {
 	if binErr != nil {
 		t.Fatal(binErr)
 	}
-	t.Cleanup(func() {}) // the binary's directory is left for other tests of this process
 	return binPath
 }
 
@@ -393,7 +400,9 @@ func TestMySQLLockThroughDouble(t *testing.T) {
 			t.Error("FLUSH TABLES WITH READ LOCK tried behind a long query")
 		}
 	}
-	<-done
+	if err := <-done; err != nil {
+		t.Errorf("the long query: %v", err)
+	}
 
 	d.Fail("LOCK INSTANCE", &testenv.DoubleError{Number: 1227, SQLState: "42000", Message: "Access denied; you need (at least one of) the BACKUP_ADMIN privilege(s) for this operation"})
 	_, _, err = backup(t, r, e, d.DSN)
