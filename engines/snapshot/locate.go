@@ -26,7 +26,7 @@ func fsName(magic int64) string {
 	case magicZFS:
 		return "zfs"
 	case magicExt4:
-		return "ext4"
+		return "ext2/ext3/ext4"
 	case magicXFS:
 		return "xfs"
 	case magicTmpfs:
@@ -95,7 +95,14 @@ func locate(ctx context.Context, run Runner, dir, lvmSize, mountBase string) (vo
 		if !isBtrfsSubvolume(top) {
 			return nil, 0, fmt.Errorf("%s is on Btrfs but %s is not the top of a subvolume (inode is not 256)", dir, top)
 		}
-		return &btrfsVolume{run: run, root: top}, dev, nil
+		v := &btrfsVolume{run: run, root: top, snapDir: filepath.Join(top, SnapshotDirName)}
+		if filepath.Clean(dir) == top {
+			var psf unix.Statfs_t
+			if parent := filepath.Dir(top); parent != top && unix.Statfs(parent, &psf) == nil && psf.Fsid == sfs.Fsid {
+				v.snapDir = filepath.Join(parent, SnapshotDirName)
+			}
+		}
+		return v, dev, nil
 	case magicZFS:
 		out, err := run.Run(ctx, "zfs", "list", "-H", "-o", "name", dir)
 		if err != nil {

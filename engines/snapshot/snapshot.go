@@ -46,7 +46,8 @@ type Engine struct {
 	Owner string
 	// StateDir holds the per-instance lock file that keeps two backups
 	// (or a backup and Cleanup) of one instance apart, and LVM snapshot
-	// mount points; default: <os.TempDir()>/tidemark-snapshot.
+	// mount points; default: /run/tidemark-snapshot (when /run is
+	// writable), else <os.TempDir()>/tidemark-snapshot.
 	StateDir string
 	// LVMSnapshotSize is lvcreate --size for the copy-on-write space of an
 	// LVM snapshot: room for what the server writes while it is read.
@@ -78,6 +79,12 @@ func (e *Engine) runner() Runner {
 func (e *Engine) stateDir() string {
 	if e.StateDir != "" {
 		return e.StateDir
+	}
+	// One place for every tidemark process on the host (agent, standalone
+	// runs), whatever their TMPDIR: the lock file only keeps runs apart if
+	// they all see it.
+	if fi, err := os.Stat("/run"); err == nil && fi.IsDir() && unix.Access("/run", unix.W_OK) == nil {
+		return "/run/tidemark-snapshot"
 	}
 	return filepath.Join(os.TempDir(), "tidemark-snapshot")
 }

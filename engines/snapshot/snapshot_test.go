@@ -413,3 +413,66 @@ func TestMySQLLockThroughDouble(t *testing.T) {
 		t.Errorf("snapshots left: %v", left)
 	}
 }
+
+// TestLayouts: binlogs outside the datadir on the same subvolume are a
+// root of their own; a datadir that is the subvolume's top gets its
+// snapshots beside it (a directory in it would show as a database);
+// an undo directory on another subvolume is refused with the reason.
+func TestLayouts(t *testing.T) {
+	vol := testenv.StartBtrfs(t, "1G")
+	r, _ := newRepo(t)
+	e := &Engine{StateDir: t.TempDir()}
+
+	a := vol.Subvolume(t, "a")
+	if err := os.Mkdir(filepath.Join(a, "binlogs"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	srvA := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "snap-a", DataDir: filepath.Join(a, "data"), ExtraArgs: []string{"--log-bin=" + filepath.Join(a, "binlogs", "binlog")}})
+	m, _, err := backup(t, r, e, srvA.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var binlogs, inData int
+	for _, s := range m.Streams {
+		if strings.HasPrefix(s.Name, "files/binlog/binlog.0") {
+			binlogs++
+		}
+		if strings.HasPrefix(s.Name, "files/datadir/binlog.0") {
+			inData++
+		}
+	}
+	if binlogs == 0 || inData != 0 {
+		t.Errorf("%d binlog files in the binlog root, %d in the datadir", binlogs, inData)
+	}
+	srvA.Stop()
+
+	b := vol.Subvolume(t, "b")
+	srvB := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "snap-b", DataDir: b})
+	m, _, err = backup(t, r, e, srvB.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range m.Streams {
+		if strings.Contains(s.Name, SnapshotDirName) {
+			t.Errorf("stored %s", s.Name)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(b, SnapshotDirName)); err == nil {
+		t.Errorf("%s created inside a datadir that is the subvolume's top", SnapshotDirName)
+	}
+	if left := leftSnapshots(t, vol.Mount); len(left) != 0 {
+		t.Errorf("snapshots left beside the subvolume: %v", left)
+	}
+	srvB.Stop()
+
+	c, u := vol.Subvolume(t, "c"), vol.Subvolume(t, "u")
+	srvC := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "snap-c", DataDir: filepath.Join(c, "data"), ExtraArgs: []string{"--innodb-undo-directory=" + u}})
+	_, _, err = backup(t, r, e, srvC.DSN)
+	t.Logf("refused: %v", err)
+	if !errors.Is(err, ErrNotSnapshottable) || !strings.Contains(err.Error(), u) || !strings.Contains(err.Error(), "one snapshot cannot hold both") {
+		t.Errorf("undo on another subvolume: %v", err)
+	}
+	if left := leftSnapshots(t, c); len(left) != 0 {
+		t.Errorf("snapshots left after a refusal: %v", left)
+	}
+}

@@ -60,17 +60,20 @@ type volume interface {
 const SnapshotDirName = ".tidemark-snapshots"
 
 // btrfsVolume is a Btrfs subvolume; snapshots are read-only subvolumes in
-// <root>/.tidemark-snapshots/<name>. A snapshot does not contain the
-// subvolumes nested in its origin (they show as empty directories), so our
-// own snapshots never appear inside the next one.
+// <root>/.tidemark-snapshots/<name>, or, when the datadir is the
+// subvolume's top (where a directory would show as a database), in
+// .tidemark-snapshots beside it on the same filesystem. A snapshot does
+// not contain the subvolumes nested in its origin (they show as empty
+// directories), so our own snapshots never appear inside the next one.
 type btrfsVolume struct {
-	run  Runner
-	root string // the subvolume's top directory
+	run     Runner
+	root    string // the subvolume's top directory
+	snapDir string // where our snapshots go
 }
 
 func (v *btrfsVolume) String() string { return "Btrfs subvolume " + v.root }
 func (v *btrfsVolume) Root() string   { return v.root }
-func (v *btrfsVolume) dir() string    { return filepath.Join(v.root, SnapshotDirName) }
+func (v *btrfsVolume) dir() string    { return v.snapDir }
 
 func (v *btrfsVolume) create(ctx context.Context, name string) error {
 	if err := os.MkdirAll(v.dir(), 0o700); err != nil {

@@ -2,11 +2,14 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
@@ -153,6 +156,20 @@ func TestLVMAndZFSThroughDouble(t *testing.T) {
 			t.Errorf("cleanup during a backup: %+v %v, LVs %v", res, err, d.lvs)
 		}
 		_ = lk.Close()
+	})
+
+	t.Run("no snapshots under the datadir", func(t *testing.T) {
+		var sfs unix.Statfs_t
+		if err := unix.Statfs(src.DataDir, &sfs); err != nil {
+			t.Fatal(err)
+		}
+		if m := int64(sfs.Type); m == magicBtrfs || m == magicZFS { //nolint:unconvert // int32 on some platforms
+			t.Skipf("the test datadir is on %s", fsName(m))
+		}
+		_, _, err := backup(t, r, &Engine{StateDir: t.TempDir()}, src.DSN)
+		if !errors.Is(err, ErrNotSnapshottable) || !strings.Contains(err.Error(), "--engine mariabackup") {
+			t.Errorf("datadir on %s: %v", fsName(int64(sfs.Type)), err) //nolint:unconvert // as above
+		}
 	})
 
 	zfs := func(t *testing.T) (*Engine, *commandDouble) {
