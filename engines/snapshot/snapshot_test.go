@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -334,14 +335,18 @@ func TestKilledBackup(t *testing.T) {
 		t.Fatalf("a killed backup left %d complete manifest(s)", len(ms))
 	}
 
-	e := New()
-	e.StateDir = t.TempDir()
-	_, res, err := backup(t, r, e, src.DSN)
-	if err != nil {
-		t.Fatal(err)
+	// The next run, the binary again, to its end.
+	cmd := exec.Command(bin, "backup", "--engine", "snapshot", "--mysql", src.DSN, "--repo", "file://"+repoDir)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the next backup: %v\n%s", err, stderr.String())
 	}
-	if len(res.Warnings) == 0 || !strings.Contains(res.Warnings[0], left[0]) {
-		t.Errorf("warnings %q, want one naming the removed %s", res.Warnings, left[0])
+	if !strings.Contains(stderr.String(), "warning: removed 1 snapshot") || !strings.Contains(stderr.String(), left[0]) {
+		t.Errorf("stderr of the next backup does not name the removed %s:\n%s", left[0], stderr.String())
+	}
+	if ms, err = r.Manifests(context.Background()); err != nil || len(ms) != 1 || ms[0].Engine != Name || !strings.Contains(stdout.String(), ms[0].BackupId) {
+		t.Errorf("after the next backup: %d manifests (%v), stdout %q", len(ms), err, stdout.String())
 	}
 	if after := leftSnapshots(t, sub); len(after) != 0 {
 		t.Errorf("snapshots after the next backup: %v", after)
