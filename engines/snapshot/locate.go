@@ -119,7 +119,13 @@ func locate(ctx context.Context, run Runner, dir, lvmSize, mountBase string) (vo
 		if !strings.HasPrefix(string(uuid), "LVM-") {
 			return nil, 0, notSnapshottable(dir, fsName(magic)+" without LVM")
 		}
-		out, err := run.Run(ctx, "lvs", "--noheadings", "--separator", "/", "-o", "vg_name,lv_name", fmt.Sprintf("/dev/block/%d:%d", maj, mnr))
+		dmName, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/dm/name", maj, mnr))
+		if err != nil {
+			return nil, 0, fmt.Errorf("finding the logical volume of %s: %w", dir, err)
+		}
+		// Untested against a real LVM (none here): the path from the
+		// device-mapper name is one lvs accepts.
+		out, err := run.Run(ctx, "lvs", "--noheadings", "--separator", "/", "-o", "vg_name,lv_name", "/dev/mapper/"+strings.TrimSpace(string(dmName)))
 		if err != nil {
 			return nil, 0, fmt.Errorf("finding the logical volume of %s: %w", dir, err)
 		}
