@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark-backup/tidemark/cli"
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/snapshot"
 	"github.com/tidemark-backup/tidemark/internal/archive"
@@ -35,6 +36,8 @@ import (
 //   - first/file, first/minio: a first backup, time, lock, peak RSS of this
 //     process (target ≤ 256 MiB), and the ratio to mariabackup's time
 //     (target ≤ 0.7).
+//   - engine/mariabackup: the mariabackup engine into a repository, when
+//     the binary's registry has it (skipped otherwise).
 //   - lock: p99 lock time of 10 backups under sysbench oltp_write_only load
 //     (target ≤ 100 ms).
 //
@@ -126,6 +129,31 @@ func BenchmarkSnapshot(b *testing.B) {
 		fi, _ := os.Stat(out)
 		fmt.Printf("snapshot bench: mariabackup | zstd -1: %.2f s, %.0f MB\n", mbTime.Seconds(), float64(fi.Size())/1e6)
 		_ = os.Remove(out)
+	})
+
+	// The mariabackup engine (branch phys-xb), when this binary has it:
+	// the same server, into a repository, for the side-by-side row.
+	b.Run("engine/mariabackup", func(b *testing.B) {
+		eng, err := cli.EngineWiring().Engines.Get("mariabackup")
+		if err != nil {
+			b.Skip(err)
+		}
+		r := openRepo(b, "file://"+filepath.Join(work, "repo-mariabackup"), location.Options{Create: true})
+		resetPeakRSS(b)
+		start := time.Now()
+		m, err := r.WithBackup(ctx, archive.BackupOptions{Engine: eng.Name(), Instance: "bench", CompressionLevel: 1}, func(ctx context.Context, bk *archive.Backup) error {
+			_, err := eng.Backup(ctx, engines.BackupParams{DSN: src.DSN, Parallel: benchParallel, Sink: engines.ArchiveSink(bk)})
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(start)
+		ratio := ""
+		if mbTime > 0 {
+			ratio = fmt.Sprintf(", %.2f× mariabackup | zstd", d.Seconds()/mbTime.Seconds())
+		}
+		fmt.Printf("snapshot bench: mariabackup engine: %.2f s, %.0f MB stored, peak RSS %.0f MiB%s\n", d.Seconds(), float64(m.NewStoredBytes)/1e6, peakRSSMiB(b), ratio)
 	})
 
 	for _, kib := range blocks {
