@@ -353,14 +353,15 @@ func TestKilledBackup(t *testing.T) {
 	}
 }
 
-// TestMySQLLockThroughDouble: against the MySQL 8 double (a proxy that
+// TestLockGuards: against the MySQL 8 double (a proxy that
 // gives a real MariaDB MySQL's personality; it shows which statements are
 // sent, not how MySQL runs them), the lock is LOCK INSTANCE FOR BACKUP and
 // FLUSH TABLES WITH READ LOCK on one connection around the coordinates
 // and the snapshot; a query running longer than the wait is named and the
 // global lock never tried; a missing BACKUP_ADMIN is named. MySQL's own
-// lock semantics are untested here.
-func TestMySQLLockThroughDouble(t *testing.T) {
+// lock semantics are untested here. On MariaDB itself, a statement that
+// keeps BACKUP STAGE waiting past the bound is named.
+func TestLockGuards(t *testing.T) {
 	src, sub := btrfsServer(t)
 	d := testenv.StartMySQL8Double(t, src)
 	r, _ := newRepo(t)
@@ -407,6 +408,20 @@ func TestMySQLLockThroughDouble(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Errorf("the long query: %v", err)
+	}
+
+	// MariaDB: BACKUP STAGE BLOCK_DDL waits for statements writing
+	// non-transactional tables; past the wait, the statement is named and
+	// the stages ended (the statement then completes).
+	src.Exec(t, "CREATE DATABASE IF NOT EXISTS d", "CREATE TABLE d.a (v INT) ENGINE=MyISAM")
+	go func() { _, err := db.Exec("INSERT INTO d.a SELECT SLEEP(4) AS slow_insert"); done <- err }()
+	time.Sleep(1200 * time.Millisecond)
+	_, _, err = backup(t, r, e, src.DSN)
+	if err == nil || !strings.Contains(err.Error(), "slow_insert") || !strings.Contains(err.Error(), "BLOCK_DDL") {
+		t.Errorf("MariaDB backup behind a slow MyISAM write: %v, want an error naming it", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("the slow insert: %v", err)
 	}
 
 	d.Fail("LOCK INSTANCE", &testenv.DoubleError{Number: 1227, SQLState: "42000", Message: "Access denied; you need (at least one of) the BACKUP_ADMIN privilege(s) for this operation"})
