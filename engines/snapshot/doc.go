@@ -17,8 +17,9 @@
 // WITH READ LOCK after a bounded wait for long-running statements to end
 // (FLUSH TABLES WITH READ LOCK would queue every new statement behind
 // them). The binlog coordinates and GTID state are read under the lock, the
-// snapshot taken, the lock released; the time commits were blocked is
-// recorded.
+// snapshot taken, the lock released; the recorded lock time runs from the
+// first statement that blocks anything (BACKUP STAGE FLUSH; LOCK INSTANCE)
+// to the release.
 //
 // Snapshots. Btrfs: read-only subvolume snapshots in
 // <subvolume>/.tidemark-snapshots/tidemark-<tag>-<time>; LVM: lvcreate

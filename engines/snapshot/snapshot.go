@@ -474,7 +474,8 @@ func blockingQuery(ctx context.Context, db *sql.DB) string {
 
 // lockAndSnapshot takes the shortest lock that gives a consistent point
 // with known coordinates, reads them, runs snap and unlocks, on one
-// pinned connection; held is how long commits were blocked.
+// pinned connection; held is how long anything was blocked (see
+// blockFrom).
 func (e *Engine) lockAndSnapshot(ctx context.Context, s *session, snap func(context.Context) error) (cp *v1.ConsistencyPoint, held time.Duration, err error) {
 	waitSecs := max(1, int(e.lockWait().Round(time.Second)/time.Second))
 	if _, err := s.conn.ExecContext(ctx, "SET SESSION lock_wait_timeout = "+strconv.Itoa(waitSecs)); err != nil {
@@ -504,6 +505,14 @@ func (e *Engine) lockAndSnapshot(ctx context.Context, s *session, snap func(cont
 		unlockStmts = []string{"UNLOCK TABLES", "UNLOCK INSTANCE"}
 		lockName, need = "LOCK INSTANCE FOR BACKUP / FLUSH TABLES WITH READ LOCK", "BACKUP_ADMIN and RELOAD (GRANT BACKUP_ADMIN, RELOAD ON *.*)"
 	}
+	// The recorded lock time starts at the first statement that blocks
+	// anything (MariaDB's FLUSH stage blocks writes to non-transactional
+	// tables, BLOCK_DDL DDL, BLOCK_COMMIT commits; MySQL's LOCK INSTANCE
+	// blocks DDL): conservative, commits are blocked for less.
+	blockFrom := 0
+	if mariadb {
+		blockFrom = 1
+	}
 	start := time.Now()
 	taken := 0
 	defer func() {
@@ -523,8 +532,8 @@ func (e *Engine) lockAndSnapshot(ctx context.Context, s *session, snap func(cont
 	}()
 	for i, st := range lockStmts {
 		taken++
-		if i == len(lockStmts)-1 {
-			start = time.Now() // commits are blocked from here on
+		if i == blockFrom {
+			start = time.Now()
 		}
 		if _, err := s.conn.ExecContext(ctx, st); err != nil {
 			if n := mysqlx.ServerErrorNumber(err); n == 1205 {
