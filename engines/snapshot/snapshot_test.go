@@ -251,8 +251,15 @@ func TestBtrfs(t *testing.T) {
 
 // TestRefusesWithoutSnapshots: a datadir on a filesystem without
 // snapshots (tmpfs here; ext4 without LVM takes the same path) is refused,
-// naming the engines that can back it up.
+// naming the engines that can back it up; so are a database filter and a
+// restore onto a running server.
 func TestRefusesWithoutSnapshots(t *testing.T) {
+	if _, err := New().Backup(context.Background(), engines.BackupParams{Databases: []string{"shop"}, Sink: nopSink{}}); err == nil || !strings.Contains(err.Error(), "every database") {
+		t.Errorf("--databases: %v", err)
+	}
+	if _, err := New().Restore(context.Background(), engines.RestoreParams{}); err == nil || !strings.Contains(err.Error(), "--to-datadir") {
+		t.Errorf("restore onto a server: %v", err)
+	}
 	dir := testenv.Tmpfs(t, "4m")
 	_, _, err := locate(context.Background(), ExecRunner{}, dir, "1G", t.TempDir())
 	if !errors.Is(err, ErrNotSnapshottable) || !strings.Contains(err.Error(), "tmpfs") || !strings.Contains(err.Error(), "mariabackup") || !strings.Contains(err.Error(), "logical") {
@@ -496,3 +503,5 @@ func TestLayouts(t *testing.T) {
 		t.Errorf("snapshots left after a refusal: %v", left)
 	}
 }
+
+type nopSink struct{ engines.Sink }
