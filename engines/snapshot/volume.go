@@ -133,7 +133,7 @@ func (v *lvmVolume) Root() string { return v.root }
 func (v *lvmVolume) create(ctx context.Context, name string) error {
 	_, err := v.run.Run(ctx, "lvcreate", "--snapshot", "--size", v.size, "-n", name, v.vg+"/"+v.lv)
 	if err != nil && strings.Contains(err.Error(), "insufficient free space") {
-		return fmt.Errorf("%w: the volume group %s has no room for a %s snapshot of %s; free space in it (vgextend, or a smaller --snapshot-size) or use --engine mariabackup", err, v.vg, v.size, v.lv)
+		return fmt.Errorf("%w: the volume group %s has no room for a %s snapshot of %s; free space in it (vgextend, lvreduce of another volume) or use --engine mariabackup", err, v.vg, v.size, v.lv)
 	}
 	return err
 }
