@@ -16,6 +16,7 @@ const BtrfsInstallHint = "apt-get install -y btrfs-progs"
 type Btrfs struct {
 	Mount string // where it is mounted
 	Dev   string // the loop device, e.g. /dev/loop3
+	Image string // the sparse file behind it
 }
 
 // StartBtrfs creates a sparse image file of size (truncate's syntax:
@@ -56,7 +57,7 @@ func StartBtrfs(t testing.TB, size string) *Btrfs {
 	if err != nil {
 		need(fmt.Sprintf("losetup --find --show: %v: %s", err, strings.TrimSpace(string(out))))
 	}
-	b := &Btrfs{Dev: strings.TrimSpace(string(out)), Mount: filepath.Join(dir, "mnt")}
+	b := &Btrfs{Dev: strings.TrimSpace(string(out)), Mount: filepath.Join(dir, "mnt"), Image: img}
 	t.Cleanup(func() {
 		if out, err := exec.Command(losetup, "-d", b.Dev).CombinedOutput(); err != nil {
 			t.Logf("testenv: losetup -d %s: %v: %s", b.Dev, err, out)
