@@ -294,8 +294,10 @@ type CleanupResult struct {
 
 // Cleanup removes the snapshots a killed run of ours left on the volume of
 // the server at dsn (never one whose name does not carry this instance's
-// tag, never one a running backup uses). The agent calls it at start; a
-// backup does the same before it takes its snapshot.
+// tag, never one a running backup uses). It is for the agent to call at
+// start (not wired yet: until then a leftover stays until the instance's
+// next snapshot backup); a backup does the same before it takes its
+// snapshot.
 func (e *Engine) Cleanup(ctx context.Context, dsn string) (*CleanupResult, error) {
 	s, err := connect(ctx, dsn)
 	if err != nil {
