@@ -300,7 +300,8 @@ func tidemarkBinary(t *testing.T) string {
 }
 
 // TestKilledBackup: `tidemark backup --engine snapshot` killed with
-// SIGKILL while it copies leaves its snapshot and no complete manifest;
+// SIGKILL while it copies leaves its (read-only) snapshot and no complete
+// manifest;
 // the next backup of the instance removes the snapshot (and says so) and
 // leaves none of its own.
 func TestKilledBackup(t *testing.T) {
@@ -333,6 +334,10 @@ func TestKilledBackup(t *testing.T) {
 	left := leftSnapshots(t, sub)
 	if len(left) != 1 {
 		t.Fatalf("snapshots after the kill: %v, want the killed run's", left)
+	}
+	snapPath := filepath.Join(sub, SnapshotDirName, left[0])
+	if out, err := exec.Command("btrfs", "property", "get", "-ts", snapPath, "ro").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "ro=true" {
+		t.Errorf("the snapshot %s is not read-only: %s %v", snapPath, out, err)
 	}
 	ms, err := r.Manifests(context.Background())
 	if err != nil {
