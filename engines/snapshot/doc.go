@@ -17,9 +17,13 @@
 // WITH READ LOCK after a bounded wait for long-running statements to end
 // (FLUSH TABLES WITH READ LOCK would queue every new statement behind
 // them). The binlog coordinates and GTID state are read under the lock, the
-// snapshot taken, the lock released; the recorded lock time runs from the
-// first statement that blocks anything (BACKUP STAGE FLUSH; LOCK INSTANCE)
-// to the release.
+// snapshot taken, the lock released. The manifest's lock duration is the
+// time commits were blocked (from BLOCK_COMMIT / FLUSH TABLES WITH READ
+// LOCK to the release), as for the logical engine; DDL and writes to
+// non-transactional tables are blocked from the FLUSH stage / LOCK
+// INSTANCE on, which the engine metadata snapshot.ddl_blocked records. The
+// filesystem is synced before the lock and again once DDL is blocked, so
+// that the snapshot finds little to write while commits wait.
 //
 // Snapshots. Btrfs: read-only subvolume snapshots in
 // <subvolume>/.tidemark-snapshots/tidemark-<tag>-<time>; LVM: lvcreate

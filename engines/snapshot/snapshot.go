@@ -33,6 +33,10 @@ const DefaultBlock = 1 << 20
 // Engine-metadata keys this engine adds to the physical ones.
 const (
 	MetaVolume = "snapshot.volume" // what was snapshotted, e.g. "Btrfs subvolume /data"
+	// MetaDDLBlocked is how long DDL (and writes to non-transactional
+	// tables) were blocked, a Go duration; the manifest's lock duration is
+	// the shorter time commits were blocked.
+	MetaDDLBlocked = "snapshot.ddl_blocked"
 )
 
 // Engine takes backups from a filesystem snapshot of the server's
@@ -371,12 +375,12 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 			}
 		}
 	}()
-	// Write the volume's dirty pages out before the lock: a Btrfs snapshot
-	// commits the filesystem's transaction and an LVM snapshot freezes the
-	// filesystem, both of which would otherwise write them with commits
-	// blocked.
+	// Write the volume's dirty pages out before the lock, and again once
+	// DDL is blocked but commits still flow: a Btrfs snapshot commits the
+	// filesystem's transaction and an LVM snapshot freezes the filesystem,
+	// both of which would otherwise write them with commits blocked.
 	syncVolume(l.vol.Root())
-	cp, held, err := e.lockAndSnapshot(ctx, s, func(ctx context.Context) error {
+	lr, err := e.lockAndSnapshot(ctx, s, func() { syncVolume(l.vol.Root()) }, func(ctx context.Context) error {
 		if err := l.vol.create(ctx, name); err != nil {
 			return fmt.Errorf("snapshot of %s: %w", l.vol, err)
 		}
@@ -385,9 +389,10 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 	if err != nil {
 		return nil, err
 	}
-	res.LockDuration = held
-	p.Sink.SetConsistency(cp)
-	p.Sink.SetLockDuration(held)
+	res.LockDuration = lr.commits
+	p.Sink.SetConsistency(lr.cp)
+	p.Sink.SetLockDuration(lr.commits)
+	p.Sink.SetEngineMetadata(MetaDDLBlocked, lr.ddl.String())
 
 	dir, err := l.vol.open(ctx, name)
 	if err != nil {
@@ -474,92 +479,98 @@ func blockingQuery(ctx context.Context, db *sql.DB) string {
 	return fmt.Sprintf("connection %d of %s, running %d s: %s", id, user, secs, info)
 }
 
+// lockResult is what lockAndSnapshot measured.
+type lockResult struct {
+	cp      *v1.ConsistencyPoint
+	commits time.Duration // commits blocked: the manifest's lock duration
+	ddl     time.Duration // DDL (and non-transactional writes) blocked
+}
+
 // lockAndSnapshot takes the shortest lock that gives a consistent point
 // with known coordinates, reads them, runs snap and unlocks, on one
-// pinned connection; held is how long anything was blocked (see
-// blockFrom).
-func (e *Engine) lockAndSnapshot(ctx context.Context, s *session, snap func(context.Context) error) (cp *v1.ConsistencyPoint, held time.Duration, err error) {
+// pinned connection. beforeCommits runs once DDL is blocked, just before
+// commits are (MariaDB: before BACKUP STAGE BLOCK_COMMIT; MySQL: before
+// FLUSH TABLES WITH READ LOCK).
+func (e *Engine) lockAndSnapshot(ctx context.Context, s *session, beforeCommits func(), snap func(context.Context) error) (lr *lockResult, err error) {
 	waitSecs := max(1, int(e.lockWait().Round(time.Second)/time.Second))
 	if _, err := s.conn.ExecContext(ctx, "SET SESSION lock_wait_timeout = "+strconv.Itoa(waitSecs)); err != nil {
-		return nil, 0, mysqlx.Translate("setting up the session", err)
+		return nil, mysqlx.Translate("setting up the session", err)
 	}
 	var lockStmts, unlockStmts []string
 	var lockName, need string
-	mariadb := s.srv.IsMariaDB() && s.srv.AtLeast(10, 4, 0)
-	if mariadb {
+	// blockFrom is the first statement that blocks anything (MariaDB's
+	// FLUSH stage blocks writes to non-transactional tables, BLOCK_DDL
+	// DDL; MySQL's LOCK INSTANCE DDL); the last one blocks commits.
+	blockFrom := 0
+	if s.srv.IsMariaDB() && s.srv.AtLeast(10, 4, 0) {
 		// FLUSH closes non-transactional tables, BLOCK_DDL keeps the file
 		// set still, BLOCK_COMMIT makes binlog and engines agree.
 		lockStmts = []string{"BACKUP STAGE START", "BACKUP STAGE FLUSH", "BACKUP STAGE BLOCK_DDL", "BACKUP STAGE BLOCK_COMMIT"}
 		unlockStmts = []string{"BACKUP STAGE END"}
 		lockName, need = "BACKUP STAGE", "the RELOAD privilege (GRANT RELOAD ON *.*)"
+		blockFrom = 1
 	} else {
 		if s.srv.IsMariaDB() {
-			return nil, 0, fmt.Errorf("%s has no BACKUP STAGE (MariaDB ≥ 10.4): the snapshot engine needs it; use --engine logical", s.srv)
+			return nil, fmt.Errorf("%s has no BACKUP STAGE (MariaDB ≥ 10.4): the snapshot engine needs it; use --engine logical", s.srv)
 		}
 		// The guard: FLUSH TABLES WITH READ LOCK waits for running
 		// statements while every new one queues behind it, so a long
 		// query stalls the whole server. Wait a bounded time for none to
 		// be running long, then try.
 		if err := e.waitNoLongQuery(ctx, s); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		lockStmts = []string{"LOCK INSTANCE FOR BACKUP", "FLUSH TABLES WITH READ LOCK"}
 		unlockStmts = []string{"UNLOCK TABLES", "UNLOCK INSTANCE"}
 		lockName, need = "LOCK INSTANCE FOR BACKUP / FLUSH TABLES WITH READ LOCK", "BACKUP_ADMIN and RELOAD (GRANT BACKUP_ADMIN, RELOAD ON *.*)"
 	}
-	// The recorded lock time starts at the first statement that blocks
-	// anything (MariaDB's FLUSH stage blocks writes to non-transactional
-	// tables, BLOCK_DDL DDL, BLOCK_COMMIT commits; MySQL's LOCK INSTANCE
-	// blocks DDL): conservative, commits are blocked for less.
-	blockFrom := 0
-	if mariadb {
-		blockFrom = 1
-	}
-	start := time.Now()
+	var ddlStart, commitStart time.Time
 	taken := 0
-	defer func() {
-		if taken == 0 {
-			return
-		}
+	unlock := func() error {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
+		var first error
 		for _, u := range unlockStmts {
-			if _, uerr := s.conn.ExecContext(rctx, u); uerr != nil && err == nil {
-				err = mysqlx.Translate("releasing the backup lock ("+u+")", uerr)
+			if _, err := s.conn.ExecContext(rctx, u); err != nil && first == nil {
+				first = mysqlx.Translate("releasing the backup lock ("+u+")", err)
 			}
 		}
-		if held == 0 {
-			held = time.Since(start)
+		return first
+	}
+	defer func() {
+		if taken > 0 {
+			_ = unlock() // err is set; if this fails too, closing the session unlocks
 		}
 	}()
 	for i, st := range lockStmts {
 		taken++
 		if i == blockFrom {
-			start = time.Now()
+			ddlStart = time.Now()
+		}
+		if i == len(lockStmts)-1 {
+			beforeCommits()
+			commitStart = time.Now()
 		}
 		if _, err := s.conn.ExecContext(ctx, st); err != nil {
 			if n := mysqlx.ServerErrorNumber(err); n == 1205 {
-				return nil, 0, fmt.Errorf("taking the backup lock (%s): waited %d s behind %s; run the backup when it is done, or raise the lock wait: %w", st, waitSecs, blockingQuery(ctx, s.db), err)
+				return nil, fmt.Errorf("taking the backup lock (%s): waited %d s behind %s; run the backup when it is done, or raise the lock wait: %w", st, waitSecs, blockingQuery(ctx, s.db), err)
 			}
-			return nil, 0, mysqlx.TranslateNeed("taking the backup lock ("+lockName+": "+st+")", err, need)
+			return nil, mysqlx.TranslateNeed("taking the backup lock ("+lockName+": "+st+")", err, need)
 		}
 	}
-	if cp, err = readCoordinates(ctx, s.conn, s.srv); err != nil {
-		return nil, 0, err
+	lr = &lockResult{}
+	if lr.cp, err = readCoordinates(ctx, s.conn, s.srv); err != nil {
+		return nil, err
 	}
 	if err := snap(ctx); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	for _, u := range unlockStmts {
-		if _, err := s.conn.ExecContext(rctx, u); err != nil {
-			return nil, 0, mysqlx.Translate("releasing the backup lock ("+u+")", err)
-		}
-	}
-	held = time.Since(start)
 	taken = 0
-	return cp, held, nil
+	if err := unlock(); err != nil {
+		return nil, err
+	}
+	lr.commits, lr.ddl = time.Since(commitStart), time.Since(ddlStart)
+	return lr, nil
 }
 
 // waitNoLongQuery polls the process list until no statement has run for

@@ -195,6 +195,9 @@ func TestBtrfs(t *testing.T) {
 	if md[physical.MetaPrepare] != physical.PrepareCrashRecovery || md[physical.MetaFormat] != physical.FormatVersion || md[physical.MetaBlock] != strconv.Itoa(DefaultBlock) || !strings.Contains(md[MetaVolume], "Btrfs subvolume") {
 		t.Errorf("engine metadata %v", md)
 	}
+	if ddl, err := time.ParseDuration(md[MetaDDLBlocked]); err != nil || ddl < res1.LockDuration {
+		t.Errorf("DDL blocked %q (%v), commits %v: DDL is blocked first", md[MetaDDLBlocked], err, res1.LockDuration)
+	}
 	if m1.Consistency.GetBinlogFile() == "" || m1.Server.GetFlavor() != "mariadb" {
 		t.Errorf("consistency %v server %v", m1.Consistency, m1.Server)
 	}
