@@ -10,13 +10,14 @@ import (
 	"github.com/tidemark-backup/tidemark/engines/binlog"
 	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/engines/pitr"
+	"github.com/tidemark-backup/tidemark/engines/snapshot"
 )
 
 // EngineWiring is the binary's Wiring: the binlog engine behind the agent's
 // stream and point-in-time jobs and behind `binlog status` through the
 // controller.
 func EngineWiring() Wiring {
-	reg := engines.NewRegistry(logical.New())
+	reg := engines.NewRegistry(logical.New(), snapshot.New())
 	return Wiring{
 		Engines: reg,
 		BinlogStreamer: func(ctx context.Context, p agent.BinlogStreamParams) error {

@@ -1,0 +1,210 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tidemark-backup/tidemark/cli"
+	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/engines/snapshot"
+	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/storage/location"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// BenchmarkSnapshot measures the snapshot engine on sysbench data
+// (TIDEMARK_BENCH_TABLES × TIDEMARK_BENCH_ROWS, default 8 × 1M) in a
+// MariaDB whose datadir is in a Btrfs subvolume on a loop device
+// (TIDEMARK_BENCH_BTRFS_SIZE, default 8G, sparse), side by side with
+// `mariabackup --backup --stream=xbstream | zstd -1 > file` on the same
+// server. Rows:
+//
+//   - block/<size>: a first backup to file:// and a second after updating
+//     1% of the rows in one contiguous id range, for 256 KiB, 1 MiB and
+//     4 MiB blocks (TIDEMARK_BENCH_BLOCKS, in KiB): the measurement behind
+//     snapshot.DefaultBlock. Targets: second ≤ 5% of the first's stored
+//     bytes and ≤ 0.35× its time.
+//   - first/file, first/minio: a first backup, time, lock, peak RSS of this
+//     process (target ≤ 256 MiB), and the ratio to mariabackup's time
+//     (target ≤ 0.7).
+//   - engine/mariabackup: the mariabackup engine into a repository, when
+//     the binary's registry has it (skipped otherwise).
+//   - lock: p99 lock time of 10 backups under sysbench oltp_write_only load
+//     (target ≤ 100 ms).
+//
+// The server runs with BenchmarkLogical's arguments (512 MiB redo log)
+// plus TIDEMARK_BENCH_SERVER_ARGS. Needs root (loop device), sysbench, zstd, mariabackup (its row is
+// skipped without it) and MinIO. Run with -benchtime 1x.
+func BenchmarkSnapshot(b *testing.B) {
+	rows := envInt(b, "TIDEMARK_BENCH_ROWS", 1_000_000)
+	tables := envInt(b, "TIDEMARK_BENCH_TABLES", 8)
+	size := os.Getenv("TIDEMARK_BENCH_BTRFS_SIZE")
+	if size == "" {
+		size = "8G"
+	}
+	blocks := []int{256, 1024, 4096}
+	if s := os.Getenv("TIDEMARK_BENCH_BLOCKS"); s != "" {
+		blocks = nil
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				b.Fatalf("TIDEMARK_BENCH_BLOCKS=%q: KiB, comma-separated", s)
+			}
+			blocks = append(blocks, n)
+		}
+	}
+	sysbench := requirePeer(b, "sysbench", sysbenchHint)
+	zstd := requirePeer(b, "zstd", zstdHint)
+	mariabackup, _ := exec.LookPath("mariabackup")
+
+	vol := testenv.StartBtrfs(b, size)
+	sub := vol.Subvolume(b, "mysql")
+	src := testenv.StartMariaDB(b, testenv.MariaDBOptions{Name: "snap-bench", DataDir: filepath.Join(sub, "data"), ExtraArgs: append(slices.Clone(logicalServerArgs), strings.Fields(os.Getenv("TIDEMARK_BENCH_SERVER_ARGS"))...)})
+	src.Exec(b, "CREATE DATABASE sbtest")
+	sb := func(args ...string) *exec.Cmd {
+		return exec.Command(sysbench, append([]string{"oltp_write_only", "--db-driver=mysql", "--mysql-host=127.0.0.1",
+			"--mysql-port=" + strconv.Itoa(src.Port), "--mysql-user=root", "--mysql-db=sbtest",
+			"--tables=" + strconv.Itoa(tables), "--table-size=" + strconv.Itoa(rows)}, args...)...)
+	}
+	if out, err := sb("--threads=2", "prepare").CombinedOutput(); err != nil {
+		b.Fatalf("sysbench prepare: %v\n%s", err, out)
+	}
+	// The load's binlog is not kept: mariabackup does not copy binlogs,
+	// and a production server's are bounded by expiry (and archived by the
+	// binlog streamer); the snapshot copies the one that remains.
+	src.Exec(b, "RESET MASTER", "FLUSH TABLES")
+	work := b.TempDir()
+	ctx := context.Background()
+
+	openRepo := func(b *testing.B, uri string, opts location.Options) *archive.Repo {
+		st, err := location.Open(ctx, uri, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r, err := archive.Init(ctx, st, archive.InitOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { r.Close(); _ = st.Close() })
+		return r
+	}
+	run := func(b *testing.B, r *archive.Repo, block int) (*v1.Manifest, time.Duration) {
+		e := snapshot.New()
+		e.Block, e.StateDir = block, work
+		start := time.Now()
+		m, err := r.WithBackup(ctx, archive.BackupOptions{Engine: snapshot.Name, Instance: "bench", CompressionLevel: 1}, func(ctx context.Context, bk *archive.Backup) error {
+			_, err := e.Backup(ctx, engines.BackupParams{DSN: src.DSN, Parallel: benchParallel, Sink: engines.ArchiveSink(bk)})
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return m, time.Since(start)
+	}
+	lo := 1 + rows/2
+	update := fmt.Sprintf("UPDATE sbtest.sbtest1 SET k = k + 1, c = REVERSE(c) WHERE id BETWEEN %d AND %d", lo, lo+tables*rows/100-1)
+
+	var mbTime time.Duration
+	b.Run("mariabackup", func(b *testing.B) {
+		if mariabackup == "" {
+			b.Skip("mariabackup not in PATH")
+		}
+		out := filepath.Join(work, "mb.xbstream.zst")
+		start := time.Now()
+		sh := fmt.Sprintf("%s --backup --stream=xbstream --user=root --host=127.0.0.1 --port=%d --datadir=%s --target-dir=%s | %s -1 -q -T1 > %s",
+			mariabackup, src.Port, src.DataDir, filepath.Join(work, "mbtmp"), zstd, out)
+		if o, err := exec.Command("bash", "-o", "pipefail", "-c", sh).CombinedOutput(); err != nil {
+			b.Fatalf("mariabackup | zstd: %v\n%s", err, tail(string(o), 2000))
+		}
+		mbTime = time.Since(start)
+		fi, _ := os.Stat(out)
+		fmt.Printf("snapshot bench: mariabackup | zstd -1: %.2f s, %.0f MB\n", mbTime.Seconds(), float64(fi.Size())/1e6)
+		_ = os.Remove(out)
+	})
+
+	// The mariabackup engine (branch phys-xb), when this binary has it:
+	// the same server, into a repository, for the side-by-side row.
+	b.Run("engine/mariabackup", func(b *testing.B) {
+		eng, err := cli.EngineWiring().Engines.Get("mariabackup")
+		if err != nil {
+			b.Skip(err)
+		}
+		r := openRepo(b, "file://"+filepath.Join(work, "repo-mariabackup"), location.Options{Create: true})
+		resetPeakRSS(b)
+		start := time.Now()
+		m, err := r.WithBackup(ctx, archive.BackupOptions{Engine: eng.Name(), Instance: "bench", CompressionLevel: 1}, func(ctx context.Context, bk *archive.Backup) error {
+			_, err := eng.Backup(ctx, engines.BackupParams{DSN: src.DSN, Parallel: benchParallel, Sink: engines.ArchiveSink(bk)})
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(start)
+		ratio := ""
+		if mbTime > 0 {
+			ratio = fmt.Sprintf(", %.2f× mariabackup | zstd", d.Seconds()/mbTime.Seconds())
+		}
+		fmt.Printf("snapshot bench: mariabackup engine: %.2f s, %.0f MB stored, peak RSS %.0f MiB%s\n", d.Seconds(), float64(m.NewStoredBytes)/1e6, peakRSSMiB(b), ratio)
+	})
+
+	for _, kib := range blocks {
+		b.Run(fmt.Sprintf("block/%dKiB", kib), func(b *testing.B) {
+			r := openRepo(b, "file://"+filepath.Join(work, fmt.Sprintf("repo-%d", kib)), location.Options{Create: true})
+			resetPeakRSS(b)
+			m1, t1 := run(b, r, kib<<10)
+			rss := peakRSSMiB(b)
+			src.Exec(b, update)
+			m2, t2 := run(b, r, kib<<10)
+			fmt.Printf("snapshot bench: block %4d KiB: first %.2f s, %.0f MB stored, lock %v, peak RSS %.0f MiB; second %.2f s (%.2f×), %.1f MB new (%.2f%% of the first)\n",
+				kib, t1.Seconds(), float64(m1.NewStoredBytes)/1e6, m1.LockDuration.AsDuration().Round(time.Millisecond), rss,
+				t2.Seconds(), t2.Seconds()/t1.Seconds(), float64(m2.NewStoredBytes)/1e6, 100*float64(m2.NewStoredBytes)/float64(m1.NewStoredBytes))
+			if mbTime > 0 {
+				fmt.Printf("snapshot bench: block %4d KiB: first backup %.2f× mariabackup's time\n", kib, t1.Seconds()/mbTime.Seconds())
+			}
+		})
+	}
+
+	b.Run("first/minio", func(b *testing.B) {
+		mc := testenv.StartMinIO(b)
+		r := openRepo(b, fmt.Sprintf("s3://%s/snap?endpoint=%s&tls=false", mc.Bucket, mc.Endpoint), minioOptions(mc))
+		resetPeakRSS(b)
+		m, d := run(b, r, snapshot.DefaultBlock)
+		ratio := ""
+		if mbTime > 0 {
+			ratio = fmt.Sprintf(", %.2f× mariabackup's time", d.Seconds()/mbTime.Seconds())
+		}
+		fmt.Printf("snapshot bench: MinIO: %.2f s, %.0f MB stored, lock %v, peak RSS %.0f MiB%s\n",
+			d.Seconds(), float64(m.NewStoredBytes)/1e6, m.LockDuration.AsDuration().Round(time.Millisecond), peakRSSMiB(b), ratio)
+	})
+
+	b.Run("lock", func(b *testing.B) {
+		r := openRepo(b, "file://"+filepath.Join(work, "repo-lock"), location.Options{Create: true})
+		load := sb("--threads=2", "--time=0", "--events=0", "--report-interval=0", "run")
+		if err := load.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = load.Process.Kill(); _ = load.Wait() }()
+		time.Sleep(2 * time.Second)
+		var locks, ddls []time.Duration
+		for range 10 {
+			m, _ := run(b, r, snapshot.DefaultBlock)
+			locks = append(locks, m.LockDuration.AsDuration())
+			ddl, _ := time.ParseDuration(m.EngineMetadata[snapshot.MetaDDLBlocked])
+			ddls = append(ddls, ddl)
+		}
+		slices.Sort(locks)
+		slices.Sort(ddls)
+		fmt.Printf("snapshot bench: lock (commits blocked) under sysbench write load, 10 backups: median %v, p99 (max of 10) %v; DDL blocked: median %v, max %v\n",
+			locks[len(locks)/2].Round(time.Millisecond), locks[len(locks)-1].Round(time.Millisecond),
+			ddls[len(ddls)/2].Round(time.Millisecond), ddls[len(ddls)-1].Round(time.Millisecond))
+	})
+}

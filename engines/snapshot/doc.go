@@ -1,0 +1,45 @@
+// Package snapshot is the "snapshot" engine: a physical backup read from a
+// filesystem snapshot of the server's volume, on the server's host.
+//
+// Discovery. The server names its directories (@@datadir,
+// @@innodb_log_group_home_dir, @@innodb_undo_directory,
+// @@innodb_data_home_dir, @@log_bin_basename); the engine finds the volume
+// under each (statfs magic; Btrfs: the subvolume top, found by walking up
+// while the device number stays the same; LVM: the device-mapper uuid in
+// /sys and lvs; ZFS: zfs list). Every directory must be on one volume: files
+// on two volumes cannot be snapshotted at one instant, and the engine
+// refuses them (it does not hold one lock across several snapshots). A
+// datadir on a filesystem without snapshots (ext4/xfs without LVM, tmpfs,
+// overlayfs) is refused, naming the mariabackup and logical engines.
+//
+// Lock. On one pinned connection: MariaDB BACKUP STAGE START, FLUSH,
+// BLOCK_DDL, BLOCK_COMMIT; MySQL LOCK INSTANCE FOR BACKUP and FLUSH TABLES
+// WITH READ LOCK after a bounded wait for long-running statements to end
+// (FLUSH TABLES WITH READ LOCK would queue every new statement behind
+// them). The binlog coordinates and GTID state are read under the lock, the
+// snapshot taken, the lock released. The manifest's lock duration is the
+// time commits were blocked (from BLOCK_COMMIT / FLUSH TABLES WITH READ
+// LOCK to the release), as for the logical engine; DDL and writes to
+// non-transactional tables are blocked from the FLUSH stage / LOCK
+// INSTANCE on, which the engine metadata snapshot.ddl_blocked records. The
+// filesystem is synced before the lock and again once DDL is blocked, so
+// that the snapshot finds little to write while commits wait.
+//
+// Snapshots. Btrfs: read-only subvolume snapshots in
+// <subvolume>/.tidemark-snapshots/tidemark-<tag>-<time>; LVM: lvcreate
+// --snapshot, mounted read-only under the state directory; ZFS: zfs
+// snapshot, read through .zfs/snapshot. The tag (Engine.Owner, default a
+// hash of the datadir path) marks a snapshot as this instance's; a
+// per-instance lock file (flock, dropped by the kernel when a process dies)
+// keeps two runs apart, so a snapshot of ours that exists while we hold
+// the lock is a leftover of a killed run and is removed — at the next
+// backup or by Cleanup, never one without our prefix and tag.
+//
+// Copy. Every file of the snapshot is streamed with physical.CopyTree in
+// fixed blocks (DefaultBlock) into the physical layout; the backup is
+// crash-consistent (physical.prepare=crash-recovery): a server started on
+// the restored files finishes it with its own crash recovery.
+//
+// LVM and ZFS run through Runner; their tests use a command-level double
+// (commandDouble in the tests), not real volumes.
+package snapshot
