@@ -251,7 +251,7 @@ func TestWrongKeyAndUnknownFormat(t *testing.T) {
 		t.Fatalf("init over a repo: %v", err)
 	}
 	cfg, _ := os.ReadFile(filepath.Join(dir, "config"))
-	cfg = bytes.Replace(cfg, []byte(`"format_version": 1`), []byte(`"format_version": 99`), 1)
+	cfg = bytes.Replace(cfg, []byte(`"format_version": 2`), []byte(`"format_version": 99`), 1)
 	if err := os.WriteFile(filepath.Join(dir, "config"), cfg, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -106,8 +106,7 @@ func (r *Repo) encodeRecord(name, run string, c *condemned) ([]byte, error) {
 	for i, id := range c.ids {
 		body = binary.BigEndian.AppendUint32(append(body, id[:]...), c.sizes[i])
 	}
-	blob, _, err := r.codec.encode(nil, nil, condemnedKey(name), body, "zstd", 1)
-	return blob, err
+	return r.codec.encodeNamed(condemnedKey(name), body, "zstd", 1)
 }
 
 func (r *Repo) loadRecord(ctx context.Context, name string) (*condemned, error) {
@@ -116,7 +115,7 @@ func (r *Repo) loadRecord(ctx context.Context, name string) (*condemned, error) 
 	if err != nil {
 		return nil, err
 	}
-	body, err := r.codec.decode(nil, key, raw)
+	body, err := r.codec.decodeNamed(nil, key, raw, maxBlobPlain)
 	if err != nil {
 		return nil, fmt.Errorf("condemnation record %s: %w: %w", name, ErrDamaged, err)
 	}

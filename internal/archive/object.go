@@ -68,7 +68,7 @@ func (r *Repo) PutObject(ctx context.Context, name string, plain []byte, opts Ob
 	body := make([]byte, 0, 4+len(plain))
 	body = binary.BigEndian.AppendUint32(body, crc32.Checksum(plain, castagnoli))
 	body = append(body, plain...)
-	blob, _, err := r.codec.encode(nil, nil, key, body, compr, level)
+	blob, err := r.codec.encodeNamed(key, body, compr, level)
 	if err != nil {
 		return fmt.Errorf("object %s: %w", name, err)
 	}
@@ -92,7 +92,7 @@ func (r *Repo) GetObject(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w", name, err)
 	}
-	body, err := r.codec.decodeLimit(nil, key, raw, maxObjectSize+4)
+	body, err := r.codec.decodeNamed(nil, key, raw, maxObjectSize+4)
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w: %w", name, ErrDamaged, err)
 	}

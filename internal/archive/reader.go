@@ -48,7 +48,7 @@ func (r *Repo) LoadManifest(ctx context.Context, backupID string) (*v1.Manifest,
 	if isTombstone(raw) {
 		return nil, fmt.Errorf("backup %s: %w: it was abandoned (gc fenced its writer, which had stopped refreshing its lock) and never committed", backupID, ErrBackupMissing)
 	}
-	plain, err := r.codec.decode(nil, key, raw)
+	plain, err := r.codec.decodeNamed(nil, key, raw, maxBlobPlain)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: manifest is damaged: %w: %w", backupID, ErrDamaged, err)
 	}

@@ -321,11 +321,11 @@ func (r *Repo) putManifest(ctx context.Context, m *v1.Manifest) error {
 		return err
 	}
 	key := manifestKey(m.BackupId)
-	blob, _, err := r.codec.encode(nil, nil, key, raw, "zstd", 3)
+	blob, err := r.codec.encodeNamed(key, raw, "zstd", 3)
 	if err != nil {
 		return err
 	}
-	return r.store.Put(ctx, key, bytes.NewReader(blob), int64(len(blob)), storage.PutOptions{IfNotExists: true})
+	return r.store.Put(ctx, key, bytes.NewReader(blob), int64(len(blob)), r.retain(storage.PutOptions{IfNotExists: true}))
 }
 
 // dropIndex forgets every chunk the index knows. It empties the index
@@ -459,7 +459,7 @@ func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) 
 	size := len(out) + len(tail)
 	// Durable only after the Sync in commit, which comes before anything
 	// refers to the chunk.
-	err = r.store.Put(ctx, key, storage.NewBytesReader(out, tail), int64(size), storage.PutOptions{IfNotExists: true, DeferSync: true})
+	err = r.store.Put(ctx, key, storage.NewBytesReader(out, tail), int64(size), r.retain(storage.PutOptions{IfNotExists: true, DeferSync: true}))
 	switch {
 	case err == nil:
 		b.uploaded.Add(int64(size))

@@ -215,3 +215,8 @@ func (s *Store) backoff(n int) time.Duration {
 	half := d / 2
 	return half + rand.N(d-half+1)
 }
+
+// CheckRetention passes the wrapped store's storage.Retainer through.
+func (s *Store) CheckRetention(ctx context.Context) error {
+	return storage.CheckRetention(ctx, s.inner)
+}
