@@ -56,7 +56,7 @@ type Config struct {
 	Hash             string            `json:"hash"`        // "sha256" or "hmac-sha256"
 	Compression      string            `json:"compression"` // default for new backups: "zstd" or "none"
 	CompressionLevel int               `json:"compression_level"`
-	Encryption       string            `json:"encryption"` // "none" or "aes-256-gcm"
+	Encryption       string            `json:"encryption"`             // "none" or "aes-256-gcm"
 	KDF              *crypto.KDFParams `json:"kdf,omitempty"`          // format 1 only
 	WrappedKeys      []byte            `json:"wrapped_keys,omitempty"` // format 1 only
 	// Keys are the key slots of an encrypted format-2 repository: each
@@ -70,7 +70,7 @@ type Config struct {
 	UpgradedFrom int `json:"upgraded_from,omitempty"`
 	// ObjectLock, when set, puts chunks and manifests under S3 Object
 	// Lock retention as they are written.
-	ObjectLock *ObjectLock        `json:"object_lock,omitempty"`
+	ObjectLock *ObjectLock       `json:"object_lock,omitempty"`
 	Extra      map[string]string `json:"extra,omitempty"`
 }
 
