@@ -140,3 +140,65 @@ func TestRepoGCReport(t *testing.T) {
 		t.Fatalf("second gc: %d %q %q", code, out, errs)
 	}
 }
+
+func TestRepoKeyCommands(t *testing.T) {
+	dir := t.TempDir()
+	repo := "file://" + filepath.Join(dir, "repo")
+	pass := filepath.Join(dir, "pass")
+	if err := os.WriteFile(pass, []byte("first passphrase\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keyBytes := bytes.Repeat([]byte("K3yM4t3r14l!"), 3)
+	key := filepath.Join(dir, "key")
+	if err := os.WriteFile(key, keyBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := run(t, "repo", "init", "--repo", repo, "--encrypt", "--passphrase-file", pass); code != 0 {
+		t.Fatalf("init: %s", errs)
+	}
+	code, out, errs := run(t, "repo", "key", "add", "--repo", repo, "--passphrase-file", pass, "--new-key-file", key, "-o", "json")
+	var added archive.KeyInfo
+	if code != 0 || json.Unmarshal([]byte(out), &added) != nil || added.Kind != archive.KindKeyFile {
+		t.Fatalf("key add: %d %q %q", code, out, errs)
+	}
+	code, out, errs = run(t, "repo", "key", "rotate", "--repo", repo, "--key-file", key)
+	if code != 0 || !strings.Contains(out, "generation 1") {
+		t.Fatalf("rotate: %d %q %q", code, out, errs)
+	}
+	code, out, errs = run(t, "repo", "key", "list", "--repo", repo, "--key-file", key, "-o", "json")
+	var list struct {
+		Keys     []archive.KeyInfo     `json:"keys"`
+		DataKeys []archive.DataKeyInfo `json:"data_keys"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Keys) != 2 || len(list.DataKeys) != 2 || !list.DataKeys[1].Current {
+		t.Fatalf("list: %d %q %q", code, out, errs)
+	}
+	if strings.Contains(out, "first passphrase") || strings.Contains(out, string(keyBytes)) || strings.Contains(out, "wrapped") {
+		t.Fatalf("key list shows key material: %s", out)
+	}
+	var passID string
+	for _, k := range list.Keys {
+		if k.Kind == archive.KindPassphrase {
+			passID = k.ID
+		}
+	}
+	if code, _, errs = run(t, "repo", "key", "remove", passID, "--repo", repo, "--key-file", key); code != 0 {
+		t.Fatalf("remove: %s", errs)
+	}
+	code, _, errs = run(t, "repo", "stats", "--repo", repo, "--passphrase-file", pass)
+	if code == 0 || !strings.Contains(errs, "wrong key or passphrase") || !strings.Contains(errs, filepath.Join(dir, "repo")) {
+		t.Fatalf("removed passphrase still opens, or the error does not name the repository: %d %q", code, errs)
+	}
+	code, _, errs = run(t, "repo", "key", "remove", added.ID, "--repo", repo, "--key-file", key)
+	if code == 0 || !strings.Contains(errs, "last key") {
+		t.Fatalf("removing the last key: %d %q", code, errs)
+	}
+	code, out, errs = run(t, "repo", "key", "list", "--repo", repo, "--key-file", key)
+	if code != 0 || !strings.Contains(out, added.ID) || strings.Contains(out, passID) {
+		t.Fatalf("list after removal: %d %q %q", code, out, errs)
+	}
+	code, _, errs = run(t, "repo", "key", "add", "--repo", repo, "--key-file", key)
+	if code == 0 || !strings.Contains(errs, "--new-key-file") {
+		t.Fatalf("add without a new key: %d %q", code, errs)
+	}
+}
