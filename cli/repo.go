@@ -111,9 +111,11 @@ func newRepoCmd(s *streams) *cobra.Command {
 func newRepoInitCmd(s *streams) *cobra.Command {
 	var (
 		rf      repoFlags
-		encrypt bool
-		opts    archive.InitOptions
-		output  string
+		encrypt  bool
+		opts     archive.InitOptions
+		output   string
+		lockDays int
+		lockMode string
 	)
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -131,6 +133,14 @@ func newRepoInitCmd(s *streams) *cobra.Command {
 				return &UserError{Msg: "--encrypt needs --key-file or --passphrase-file"}
 			}
 			opts.Encrypt, opts.Secret = encrypt, sec
+			if lockDays < 0 {
+				return &UserError{Msg: "--object-lock must be a number of days, at least 1"}
+			}
+			if lockDays > 0 {
+				opts.ObjectLock = &archive.ObjectLock{Days: lockDays, Mode: lockMode}
+			} else if cmd.Flags().Changed("object-lock-mode") {
+				return &UserError{Msg: "--object-lock-mode needs --object-lock DAYS"}
+			}
 			st, err := rf.store(cmd.Context(), true)
 			if err != nil {
 				return err
@@ -145,11 +155,15 @@ func newRepoInitCmd(s *streams) *cobra.Command {
 			if output == "json" {
 				return json.NewEncoder(s.out).Encode(map[string]any{
 					"id": cfg.ID, "repo": location.Redact(rf.uri), "encryption": cfg.Encryption,
-					"compression": cfg.Compression, "chunk_size": cfg.ChunkSize,
+					"compression": cfg.Compression, "chunk_size": cfg.ChunkSize, "object_lock": cfg.ObjectLock,
 				})
 			}
-			_, err = fmt.Fprintf(s.out, "created repository %s at %s (encryption %s, compression %s level %d, chunks %d MiB)\n",
-				cfg.ID, location.Redact(rf.uri), cfg.Encryption, cfg.Compression, cfg.CompressionLevel, cfg.ChunkSize>>20)
+			lock := ""
+			if l := cfg.ObjectLock; l != nil {
+				lock = fmt.Sprintf(", object lock %d days %s", l.Days, l.Mode)
+			}
+			_, err = fmt.Fprintf(s.out, "created repository %s at %s (encryption %s, compression %s level %d, chunks %d MiB%s)\n",
+				cfg.ID, location.Redact(rf.uri), cfg.Encryption, cfg.Compression, cfg.CompressionLevel, cfg.ChunkSize>>20, lock)
 			return err
 		},
 	}
@@ -158,6 +172,8 @@ func newRepoInitCmd(s *streams) *cobra.Command {
 	cmd.Flags().IntVar(&opts.ChunkSize, "chunk-size", archive.DefaultChunkSize, "chunk size in bytes")
 	cmd.Flags().StringVar(&opts.Compression, "compress", archive.DefaultCompression, "default compression: zstd or none")
 	cmd.Flags().IntVar(&opts.CompressionLevel, "compress-level", archive.DefaultCompressionLevel, "zstd level, 1 (fastest) to 22")
+	cmd.Flags().IntVar(&lockDays, "object-lock", 0, "write chunks and manifests under S3 Object Lock retention for this many days (the bucket must have been created with Object Lock)")
+	cmd.Flags().StringVar(&lockMode, "object-lock-mode", storage.RetentionGovernance, "retention mode: governance (s3:BypassGovernanceRetention can still delete) or compliance (no one can)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
 }
@@ -348,6 +364,13 @@ func printGCReport(s *streams, rep *archive.GCReport, opts archive.GCOptions) {
 	fmt.Fprintf(s.out, "%d backups reference %d of %d chunks; %s %d chunks (%s); %s %d chunks (%s); %d unreferenced chunks kept within the %s grace period\n",
 		rep.Backups, rep.ChunksReferred, rep.ChunksTotal, deleted, rep.ChunksDeleted, humanBytes(rep.BytesDeleted),
 		condemned, rep.ChunksCondemned, humanBytes(rep.BytesCondemned), rep.ChunksInGrace, opts.Grace)
+	if rep.ChunksRetained > 0 {
+		until := ""
+		if !rep.RetainedUntil.IsZero() {
+			until = ", the last until " + rep.RetainedUntil.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(s.out, "%d unreferenced chunks kept under Object Lock retention%s; a later gc deletes them\n", rep.ChunksRetained, until)
+	}
 	if rep.ChunksRescued > 0 {
 		fmt.Fprintf(s.out, "%d condemned chunks were referenced again and kept\n", rep.ChunksRescued)
 	}

@@ -202,3 +202,21 @@ func TestRepoKeyCommands(t *testing.T) {
 		t.Fatalf("add without a new key: %d %q", code, errs)
 	}
 }
+
+func TestRepoInitObjectLockBadInput(t *testing.T) {
+	repo := "file://" + filepath.Join(t.TempDir(), "repo")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--object-lock", "7"}, "needs an s3:// repository"},
+		{[]string{"--object-lock", "7", "--object-lock-mode", "forever"}, "use governance or compliance"},
+		{[]string{"--object-lock", "-1"}, "at least 1"},
+		{[]string{"--object-lock-mode", "compliance"}, "needs --object-lock DAYS"},
+	} {
+		code, _, errs := run(t, append([]string{"repo", "init", "--repo", repo}, c.args...)...)
+		if code == 0 || !strings.Contains(errs, c.want) {
+			t.Errorf("init %v: %d %q, want an error saying %q", c.args, code, errs, c.want)
+		}
+	}
+}

@@ -164,6 +164,21 @@ func (m *MinIO) NewBucket(t testing.TB, name string) {
 	}
 }
 
+// NewLockedBucket creates another bucket with Object Lock enabled (and so
+// versioning), as S3 allows only at creation.
+func (m *MinIO) NewLockedBucket(t testing.TB, name string) {
+	t.Helper()
+	c, err := m.client(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Wait(30*time.Second))
+	defer cancel()
+	if err := c.MakeBucket(ctx, name, minio.MakeBucketOptions{ObjectLocking: true}); err != nil {
+		t.Fatalf("testenv: minio %s: create locked bucket %s: %v", m.name, name, err)
+	}
+}
+
 // Kill sends SIGKILL and waits for the process to exit.
 func (m *MinIO) Kill() {
 	m.mu.Lock()

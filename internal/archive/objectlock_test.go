@@ -1,0 +1,150 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/tidemark-backup/tidemark/internal/storage"
+	"github.com/tidemark-backup/tidemark/internal/storage/location"
+	"github.com/tidemark-backup/tidemark/internal/storage/s3"
+)
+
+func bucketStore(t *testing.T, srv *s3Server, bucket, prefix string) storage.Storage {
+	t.Helper()
+	uri := fmt.Sprintf("s3://%s/%s?endpoint=%s&tls=false", bucket, prefix, srv.mc.Endpoint)
+	st, err := location.Open(context.Background(), uri, location.Options{S3: s3.Config{
+		Credentials: &s3.Credentials{AccessKeyID: srv.mc.AccessKey, SecretAccessKey: s3.Secret(srv.mc.SecretKey)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// TestObjectLockS3: on a bucket with Object Lock, chunks and manifests are
+// written under retention, MinIO refuses to delete them (shown as
+// storage.ErrRetained with its date), gc reports them as retained and
+// carries on, and unlocked objects are deleted for good (every version).
+func TestObjectLockS3(t *testing.T) {
+	ctx := context.Background()
+	srv := openS3Store(t)
+	srv.mc.NewLockedBucket(t, "locked")
+	mc, err := minio.New(srv.mc.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.mc.AccessKey, srv.mc.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock := &ObjectLock{Days: 1, Mode: storage.RetentionGovernance}
+
+	// A bucket without Object Lock, and a file store, are refused.
+	_, err = Init(ctx, subStore(t, srv, "plain"), InitOptions{ObjectLock: lock})
+	if err == nil || !strings.Contains(err.Error(), "does not have Object Lock enabled") {
+		t.Fatalf("object lock on a plain bucket: %v", err)
+	}
+	if _, err := Init(ctx, openFileStore(t, t.TempDir()), InitOptions{ObjectLock: lock}); err == nil || !strings.Contains(err.Error(), "s3://") {
+		t.Fatalf("object lock on a file store: %v", err)
+	}
+	if _, err := Init(ctx, subStore(t, srv, "plain2"), InitOptions{ObjectLock: &ObjectLock{Days: 0, Mode: "governance"}}); err == nil {
+		t.Fatal("a 0-day lock was accepted")
+	}
+
+	st := bucketStore(t, srv, "locked", "repo")
+	r, err := Init(ctx, st, InitOptions{ObjectLock: lock, ChunkSize: 64 << 10})
+	if err != nil {
+		t.Fatalf("init with object lock: %v", err)
+	}
+	t.Cleanup(r.Close)
+	if err := r.SetLockTiming(testRefresh, testStale); err != nil {
+		t.Fatal(err)
+	}
+	id, sums := writeStreams(t, r, map[string]int64{"a": 1 << 20}, 1)
+	m, err := r.LoadManifest(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid, _ := chunkIDFromBytes(m.Streams[0].Chunks[0].Id)
+	for _, key := range []string{manifestKey(id), chunkKey(cid)} {
+		mode, until, err := mc.GetObjectRetention(ctx, "locked", "repo/"+key, "")
+		if err != nil || mode == nil || *mode != minio.Governance || until == nil ||
+			until.Before(time.Now().Add(23*time.Hour)) || until.After(time.Now().Add(25*time.Hour)) {
+			t.Fatalf("%s: retention %v until %v, %v; want governance for a day", key, mode, until, err)
+		}
+	}
+	// A stolen credential cannot delete them: MinIO refuses, the store
+	// says until when.
+	for _, key := range []string{manifestKey(id), chunkKey(cid)} {
+		err := st.Delete(ctx, key)
+		if !errors.Is(err, storage.ErrRetained) || !strings.Contains(err.Error(), "until") {
+			t.Fatalf("delete of locked %s: %v", key, err)
+		}
+		t.Logf("delete refused: %v", err)
+	}
+	checkRestores(t, r, map[string]map[string][32]byte{id: sums})
+
+	// gc: an unreferenced chunk under retention is reported as retained,
+	// not condemned; an unlocked one is deleted with all its versions.
+	locked := putOrphan(t, r, "orphan under retention")
+	putOrphan(t, r, "orphan without retention")
+	// putOrphan writes without retention; make the first one locked.
+	if err := mc.PutObjectRetention(ctx, "locked", "repo/"+chunkKey(locked), minio.PutObjectRetentionOptions{
+		Mode: ptr(minio.Governance), RetainUntilDate: ptr(time.Now().Add(time.Hour))}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the grace of 0 on the store's one-second clock
+	var rep *GCReport
+	for range 2 {
+		if rep, err = r.GC(ctx, GCOptions{}); err != nil {
+			t.Fatalf("gc: %v", err)
+		}
+	}
+	if rep.ChunksRetained < 2 || rep.RetainedUntil.IsZero() {
+		t.Fatalf("gc report: %d retained until %v; want both orphans retained by the repository's lock period", rep.ChunksRetained, rep.RetainedUntil)
+	}
+
+	// A repository on the locked bucket that does not know of the lock
+	// (so its gc condemns) meets MinIO's refusal in the sweep: reported as
+	// retained, and the unlocked chunk is gone, every version of it.
+	st2 := bucketStore(t, srv, "locked", "repo2")
+	r2, err := Init(ctx, st2, InitOptions{ChunkSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r2.Close)
+	if err := r2.SetLockTiming(testRefresh, testStale); err != nil {
+		t.Fatal(err)
+	}
+	l2 := putOrphan(t, r2, "orphan under retention")
+	p2 := putOrphan(t, r2, "orphan without retention")
+	if err := mc.PutObjectRetention(ctx, "locked", "repo2/"+chunkKey(l2), minio.PutObjectRetentionOptions{
+		Mode: ptr(minio.Governance), RetainUntilDate: ptr(time.Now().Add(time.Hour))}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	deleted, retained := 0, 0
+	for range 3 {
+		rep, err := r2.GC(ctx, GCOptions{})
+		if err != nil {
+			t.Fatalf("gc meeting a locked chunk stopped: %v", err)
+		}
+		deleted += rep.ChunksDeleted
+		retained += rep.ChunksRetained
+	}
+	if deleted != 1 || retained < 1 {
+		t.Fatalf("gc over a locked and an unlocked orphan: deleted %d, retained %d", deleted, retained)
+	}
+	if _, err := st2.Stat(ctx, chunkKey(l2)); err != nil {
+		t.Fatalf("the locked chunk: %v", err)
+	}
+	for oi := range mc.ListObjectsIter(ctx, "locked", minio.ListObjectsOptions{Prefix: "repo2/" + chunkKey(p2), WithVersions: true}) {
+		t.Fatalf("deleted chunk left version %s (delete marker %v)", oi.VersionID, oi.IsDeleteMarker)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
