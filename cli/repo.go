@@ -110,7 +110,7 @@ func newRepoCmd(s *streams) *cobra.Command {
 
 func newRepoInitCmd(s *streams) *cobra.Command {
 	var (
-		rf      repoFlags
+		rf       repoFlags
 		encrypt  bool
 		opts     archive.InitOptions
 		output   string

@@ -226,28 +226,28 @@ type GCRecord struct {
 	// backup still to acknowledge it will have done so, ended, or gone
 	// stale and been fenced by then. The first gc run after it deletes.
 	DeletableAt time.Time `json:"deletable_at"`
-	Rescued     int       `json:"chunks_rescued,omitempty"` // spared: referenced again
-	Deleted     int       `json:"chunks_deleted,omitempty"` // in a dry run: would be deleted now
+	Rescued     int       `json:"chunks_rescued,omitempty"`  // spared: referenced again
+	Deleted     int       `json:"chunks_deleted,omitempty"`  // in a dry run: would be deleted now
 	Retained    int       `json:"chunks_retained,omitempty"` // the store refused: under retention
 }
 
 // GCReport is what a collection found and did.
 type GCReport struct {
-	Backups         int        `json:"backups"`
-	ChunksTotal     int        `json:"chunks_total"`
-	ChunksReferred  int        `json:"chunks_referenced"`
-	ChunksCondemned int        `json:"chunks_condemned"` // newly, by this run
-	BytesCondemned  int64      `json:"bytes_condemned"`
-	ChunksDeleted   int        `json:"chunks_deleted"` // in a dry run: would be deleted by this run
-	BytesDeleted    int64      `json:"bytes_deleted"`
-	ChunksRescued   int        `json:"chunks_rescued"`
-	ChunksInGrace   int        `json:"chunks_in_grace"`
+	Backups         int   `json:"backups"`
+	ChunksTotal     int   `json:"chunks_total"`
+	ChunksReferred  int   `json:"chunks_referenced"`
+	ChunksCondemned int   `json:"chunks_condemned"` // newly, by this run
+	BytesCondemned  int64 `json:"bytes_condemned"`
+	ChunksDeleted   int   `json:"chunks_deleted"` // in a dry run: would be deleted by this run
+	BytesDeleted    int64 `json:"bytes_deleted"`
+	ChunksRescued   int   `json:"chunks_rescued"`
+	ChunksInGrace   int   `json:"chunks_in_grace"`
 	// ChunksRetained are unreferenced chunks kept because they are under
 	// Object Lock retention: not condemned while the repository's lock
 	// period says they are, or condemned and then refused by the store.
 	// A later run deletes them once the retention ends.
-	ChunksRetained int       `json:"chunks_retained"`
-	RetainedUntil  time.Time `json:"retained_until,omitzero"` // when the last of them is released, as far as known
+	ChunksRetained  int        `json:"chunks_retained"`
+	RetainedUntil   time.Time  `json:"retained_until,omitzero"` // when the last of them is released, as far as known
 	MissingReferred int        `json:"chunks_missing"`
 	BackupsRunning  []string   `json:"backups_running"`
 	BackupsFenced   []string   `json:"backups_fenced"` // stale markers: their backups can no longer commit
