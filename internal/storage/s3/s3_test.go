@@ -100,6 +100,24 @@ func TestS3(t *testing.T) {
 			return e.open(t, e.m.Endpoint, Config{PartSize: MinPartSize})
 		})
 	})
+	// On a bucket with Object Lock (so versioned) the contract holds too:
+	// a delete removes the object, every version of it.
+	e.m.NewLockedBucket(t, "locked")
+	t.Run("ConformanceLockedBucket", func(t *testing.T) {
+		storagetest.Run(t, func(t *testing.T) storage.Storage {
+			loc := e.location(e.m.Endpoint)
+			loc.Bucket = "locked"
+			st, err := Open(context.Background(), loc, Config{Credentials: e.creds(), PartSize: MinPartSize})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = st.Close() })
+			if err := st.CheckRetention(context.Background()); err != nil {
+				t.Fatalf("locked bucket: %v", err)
+			}
+			return st
+		})
+	})
 	t.Run("SinglePut", func(t *testing.T) { t.Parallel(); testSinglePut(t, e) })
 	t.Run("CreateOnlyMultipartRace", func(t *testing.T) { t.Parallel(); testCreateOnlyMultipartRace(t, e) })
 	t.Run("MissingBucket", func(t *testing.T) { t.Parallel(); testMissingBucket(t, e) })
