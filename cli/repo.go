@@ -31,28 +31,9 @@ func (f *repoFlags) register(cmd *cobra.Command) {
 }
 
 func (f *repoFlags) secret() (archive.Secret, error) {
-	var s archive.Secret
-	if f.keyFile != "" && f.passphraseFile != "" {
-		return s, &UserError{Msg: "give --key-file or --passphrase-file, not both"}
-	}
-	if f.keyFile != "" {
-		b, err := os.ReadFile(f.keyFile)
-		if err != nil {
-			return s, &UserError{Msg: fmt.Sprintf("reading key file: %v", err), Err: err}
-		}
-		s.KeyFile = b
-	}
-	if f.passphraseFile != "" {
-		b, err := os.ReadFile(f.passphraseFile)
-		if err != nil {
-			return s, &UserError{Msg: fmt.Sprintf("reading passphrase file: %v", err), Err: err}
-		}
-		// A trailing newline from `echo` is not part of the passphrase.
-		p := strings.TrimRight(string(b), "\r\n")
-		if p == "" {
-			return s, &UserError{Msg: fmt.Sprintf("passphrase file %s is empty", f.passphraseFile)}
-		}
-		s.Passphrase = []byte(p)
+	s, err := archive.ReadSecret(f.keyFile, f.passphraseFile)
+	if err != nil {
+		return s, &UserError{Msg: err.Error(), Err: err}
 	}
 	return s, nil
 }
@@ -129,7 +110,7 @@ func newRepoInitCmd(s *streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if encrypt && len(sec.KeyFile) == 0 && len(sec.Passphrase) == 0 {
+			if encrypt && sec.KeyFile.IsZero() && sec.Passphrase.IsZero() {
 				return &UserError{Msg: "--encrypt needs --key-file or --passphrase-file"}
 			}
 			opts.Encrypt, opts.Secret = encrypt, sec

@@ -68,7 +68,7 @@ func newSlot(rk *crypto.RepoKeys, s Secret, scryptN int) (KeySlot, error) {
 	if s.empty() {
 		return KeySlot{}, errors.New("no key or passphrase given")
 	}
-	if len(s.KeyFile) > 0 && len(s.Passphrase) > 0 {
+	if !s.KeyFile.IsZero() && !s.Passphrase.IsZero() {
 		return KeySlot{}, errors.New("give a key file or a passphrase, not both")
 	}
 	kind, secret := secretKind(s)

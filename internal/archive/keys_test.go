@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tidemark-backup/tidemark/internal/crypto"
+	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 )
 
@@ -91,7 +92,7 @@ func TestKeysAddRotateRemove(t *testing.T) {
 	dir := t.TempDir()
 	st := openFileStore(t, dir)
 	pass := testSecret()
-	keyFile := Secret{KeyFile: crypto.Random(32)}
+	keyFile := Secret{KeyFile: secret.NewBytes(crypto.Random(32))}
 	r := initRepo(t, st, true)
 	sizes := map[string]int64{"a": 3 << 20, "b": 1 << 20}
 	idA, sumsA := writeStreams(t, r, sizes, 1)
@@ -162,7 +163,7 @@ func TestKeysAddRotateRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(cfg, keyFile.KeyFile) || bytes.Contains(cfg, rk3.rk.Root[:]) {
+	if bytes.Contains(cfg, keyFile.KeyFile.Reveal()) || bytes.Contains(cfg, rk3.rk.Root[:]) {
 		t.Fatal("the config holds a key in the clear")
 	}
 	if _, err := initRepo(t, openFileStore(t, t.TempDir()), false).Keys(); err == nil {
@@ -176,7 +177,7 @@ func writeV1Repo(t *testing.T, st storage.Storage) {
 	t.Helper()
 	kdf := crypto.DefaultScrypt()
 	kdf.N = 1 << 10
-	kek, err := crypto.DeriveKEK(testSecret().Passphrase, kdf)
+	kek, err := crypto.DeriveKEK(testSecret().Passphrase.Reveal(), kdf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +204,7 @@ func TestFormat1UpgradedByKeyChange(t *testing.T) {
 	if raw[0] != blobV1 {
 		t.Fatalf("a format-1 repository wrote a version-%d manifest", raw[0])
 	}
-	keyFile := Secret{KeyFile: crypto.Random(32)}
+	keyFile := Secret{KeyFile: secret.NewBytes(crypto.Random(32))}
 	if _, err := r1.AddKey(ctx, AddKeyParams{Secret: keyFile}); err != nil {
 		t.Fatalf("add key to a format-1 repository: %v", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tidemark-backup/tidemark/internal/crypto"
+	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 )
 
@@ -100,13 +101,37 @@ type DataKey struct {
 // header.
 const maxDataKeys = 1 << 16
 
-// Secret opens an encrypted repository: exactly one of the two is set.
+// Secret opens an encrypted repository: exactly one of the two is set. It
+// never prints either (see package secret).
 type Secret struct {
-	Passphrase []byte // from --passphrase-file
-	KeyFile    []byte // raw bytes of --key-file
+	Passphrase secret.Bytes // from --passphrase-file
+	KeyFile    secret.Bytes // raw bytes of --key-file
 }
 
-func (s Secret) empty() bool { return len(s.Passphrase) == 0 && len(s.KeyFile) == 0 }
+// ReadSecret reads the key of --key-file or the passphrase of
+// --passphrase-file (at most one of them; both empty is no secret). A
+// passphrase ends at its first trailing newline (echo's); a key file is
+// taken byte for byte. Errors name the flag and file, never the contents.
+func ReadSecret(keyFile, passphraseFile string) (Secret, error) {
+	var s Secret
+	if keyFile != "" && passphraseFile != "" {
+		return s, errors.New("give --key-file or --passphrase-file, not both")
+	}
+	var err error
+	if keyFile != "" {
+		if s.KeyFile, err = secret.ReadFile(keyFile, false); err != nil {
+			return s, fmt.Errorf("--key-file: %w", err)
+		}
+	}
+	if passphraseFile != "" {
+		if s.Passphrase, err = secret.ReadFile(passphraseFile, true); err != nil {
+			return s, fmt.Errorf("--passphrase-file: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s Secret) empty() bool { return s.Passphrase.IsZero() && s.KeyFile.IsZero() }
 
 // InitOptions configure a new repository.
 type InitOptions struct {
@@ -340,10 +365,10 @@ func readConfig(ctx context.Context, store storage.Storage) (Config, []byte, err
 
 // secretKind returns the slot kind a secret opens and its bytes.
 func secretKind(s Secret) (string, []byte) {
-	if len(s.KeyFile) > 0 {
-		return KindKeyFile, s.KeyFile
+	if !s.KeyFile.IsZero() {
+		return KindKeyFile, s.KeyFile.Reveal()
 	}
-	return KindPassphrase, s.Passphrase
+	return KindPassphrase, s.Passphrase.Reveal()
 }
 
 // openV1 opens a format-1 repository's single wrapped key, and prepares
