@@ -11,6 +11,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/storage/s3"
@@ -20,7 +21,7 @@ func bucketStore(t *testing.T, srv *s3Server, bucket, prefix string) storage.Sto
 	t.Helper()
 	uri := fmt.Sprintf("s3://%s/%s?endpoint=%s&tls=false", bucket, prefix, srv.mc.Endpoint)
 	st, err := location.Open(context.Background(), uri, location.Options{S3: s3.Config{
-		Credentials: &s3.Credentials{AccessKeyID: srv.mc.AccessKey, SecretAccessKey: s3.Secret(srv.mc.SecretKey)},
+		Credentials: &s3.Credentials{AccessKeyID: srv.mc.AccessKey, SecretAccessKey: secret.NewString(srv.mc.SecretKey)},
 	}})
 	if err != nil {
 		t.Fatal(err)

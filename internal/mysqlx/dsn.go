@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/tidemark-backup/tidemark/internal/secret"
 )
 
 // PasswordEnv names the environment variable that supplies the password when
@@ -16,23 +18,12 @@ import (
 // history.
 const PasswordEnv = "TIDEMARK_MYSQL_PASSWORD"
 
-// Secret is a string that does not print: fmt, %#v, slog and JSON all show
-// a placeholder. Reveal returns the value.
-type Secret string
-
-const redacted = "[redacted]"
-
-func (s Secret) String() string                { return redacted }
-func (s Secret) GoString() string              { return redacted }
-func (s Secret) LogValue() slog.Value          { return slog.StringValue(redacted) }
-func (s Secret) MarshalJSON() ([]byte, error)  { return []byte(`"` + redacted + `"`), nil }
-func (s Secret) Reveal() string                { return string(s) }
-func (s Secret) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(redacted)) }
+const redacted = secret.Placeholder
 
 // DSN is a parsed go-sql-driver DSN. Its String never shows the password.
 type DSN struct {
 	cfg      *mysql.Config
-	password Secret
+	password secret.String
 }
 
 // defaultDialTimeout bounds the connect of an unreachable host; the driver
@@ -54,7 +45,7 @@ func ParseDSN(dsn string) (*DSN, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = defaultDialTimeout
 	}
-	return &DSN{cfg: cfg, password: Secret(cfg.Passwd)}, nil
+	return &DSN{cfg: cfg, password: secret.NewString(cfg.Passwd)}, nil
 }
 
 func redactErr(err error, dsn string) string {
@@ -79,7 +70,7 @@ func (d *DSN) Addr() string { return d.cfg.Addr }
 func (d *DSN) String() string {
 	c := d.cfg.Clone()
 	if c.Passwd != "" {
-		c.Passwd = "xxxxx"
+		c.Passwd = secret.Placeholder
 	}
 	return c.FormatDSN()
 }

@@ -107,7 +107,7 @@ func Open(ctx context.Context, loc Location, cfg Config) (*Store, error) {
 
 	var creds *credentials.Credentials
 	if c := cfg.Credentials; c != nil {
-		creds = credentials.NewStaticV4(c.AccessKeyID, string(c.SecretAccessKey), string(c.SessionToken))
+		creds = credentials.NewStaticV4(c.AccessKeyID, c.SecretAccessKey.Reveal(), c.SessionToken.Reveal())
 	} else {
 		creds = credentials.NewChainCredentials([]credentials.Provider{
 			&credentials.EnvAWS{},
