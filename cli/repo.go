@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 )
@@ -68,6 +69,21 @@ func (f *repoFlags) open(ctx context.Context) (*archive.Repo, func(), error) {
 		return nil, nil, userErr(err)
 	}
 	return repo, func() { repo.Close(); _ = st.Close() }, nil
+}
+
+// warnArgvDSN warns on stderr when the DSN of --flag, given on the command
+// line, holds a password: the process list shows it to every user.
+func warnArgvDSN(s *streams, cmd *cobra.Command, flag, dsn string) {
+	if !cmd.Flags().Changed(flag) {
+		return
+	}
+	// binlog stream's --mysql is a comma-separated list.
+	for _, d := range append([]string{dsn}, strings.Split(dsn, ",")...) {
+		if w := mysqlx.ArgvPasswordWarning("--"+flag, d); w != "" {
+			fmt.Fprintln(s.err, w)
+			return
+		}
+	}
 }
 
 // userErr marks an error from the layers below as meant for the user: they

@@ -4,7 +4,6 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
@@ -15,7 +14,8 @@ import (
 
 // PasswordEnv names the environment variable that supplies the password when
 // the DSN carries none, so that it stays out of process listings and shell
-// history.
+// history. PasswordEnv+"_FILE" names a file holding it instead, which keeps
+// it out of the process's environment too.
 const PasswordEnv = "TIDEMARK_MYSQL_PASSWORD"
 
 const redacted = secret.Placeholder
@@ -40,12 +40,34 @@ func ParseDSN(dsn string) (*DSN, error) {
 		return nil, fmt.Errorf("invalid MySQL DSN (expected user:password@tcp(host:port)/ or user@unix(/path/to/socket)/): %s", redactErr(err, dsn))
 	}
 	if cfg.Passwd == "" {
-		cfg.Passwd = os.Getenv(PasswordEnv)
+		pw, _, err := secret.FromEnv(PasswordEnv)
+		if err != nil {
+			return nil, fmt.Errorf("MySQL password: %w", err)
+		}
+		cfg.Passwd = pw.Reveal()
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = defaultDialTimeout
 	}
 	return &DSN{cfg: cfg, password: secret.NewString(cfg.Passwd)}, nil
+}
+
+// HasPassword reports whether dsn carries a password itself. Given on a
+// command line it is readable by every user of the machine in the process
+// list; callers warn.
+func HasPassword(dsn string) bool {
+	cfg, err := mysql.ParseDSN(dsn)
+	return err == nil && cfg.Passwd != ""
+}
+
+// ArgvPasswordWarning is the warning for a DSN with a password given as
+// the command-line flag flag, or "" when it has none.
+func ArgvPasswordWarning(flag, dsn string) string {
+	if !HasPassword(dsn) {
+		return ""
+	}
+	return fmt.Sprintf("warning: the %s DSN holds a password, which every user of this machine can read in the process list: put it in a file named by %s_FILE (or in %s) instead",
+		flag, PasswordEnv, PasswordEnv)
 }
 
 func redactErr(err error, dsn string) string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 
@@ -111,5 +112,27 @@ func TestTranslate(t *testing.T) {
 	plain := errors.New("boom")
 	if err := Translate("x", plain); !errors.Is(err, plain) || err.Error() != "x: boom" {
 		t.Errorf("plain: %v", err)
+	}
+}
+
+func TestPasswordFromFileAndArgvWarning(t *testing.T) {
+	p := t.TempDir() + "/pw"
+	if err := os.WriteFile(p, []byte("from-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(PasswordEnv+"_FILE", p)
+	d, err := ParseDSN("backup@tcp(db1:3306)/")
+	if err != nil || d.Config().Passwd != "from-a-file" {
+		t.Fatalf("password from %s_FILE: %v", PasswordEnv, err)
+	}
+	t.Setenv(PasswordEnv, "also")
+	if _, err := ParseDSN("backup@tcp(db1:3306)/"); err == nil || strings.Contains(err.Error(), "from-a-file") {
+		t.Fatalf("both %s and its _FILE: %v", PasswordEnv, err)
+	}
+	if w := ArgvPasswordWarning("--mysql", "backup:pw@tcp(db1:3306)/"); !strings.Contains(w, PasswordEnv+"_FILE") || strings.Contains(w, "pw@") {
+		t.Fatalf("warning: %q", w)
+	}
+	if w := ArgvPasswordWarning("--mysql", "backup@tcp(db1:3306)/"); w != "" {
+		t.Fatalf("warning without a password: %q", w)
 	}
 }

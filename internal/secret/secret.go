@@ -94,10 +94,11 @@ func ReadFile(path string, trimNewline bool) (Bytes, error) {
 
 // FromEnv returns the secret in environment variable name, or in the file
 // that name+"_FILE" names (trailing newlines trimmed), and whether either
-// was set. Both set is an error: which one wins would be a guess.
+// was set (an empty variable counts as unset). Both set is an error: which
+// one wins would be a guess.
 func FromEnv(name string) (String, bool, error) {
-	v, direct := os.LookupEnv(name)
-	path, viaFile := os.LookupEnv(name + "_FILE")
+	v, path := os.Getenv(name), os.Getenv(name+"_FILE")
+	direct, viaFile := v != "", path != ""
 	switch {
 	case direct && viaFile:
 		return String{}, false, fmt.Errorf("both %s and %s_FILE are set: set one", name, name)
