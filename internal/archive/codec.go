@@ -255,13 +255,6 @@ func adFor(name string, hdr []byte) []byte {
 // missing or wrong: it was modified, or copied from another name.
 var errUnauthenticated = errors.New("its authenticator does not verify: it was modified, or copied from another name or repository")
 
-// decode returns the plaintext of a stored blob named name, appended to dst.
-// It may overwrite stored (decryption happens in place). It does not check a
-// chunk's hash; decodeChunk does.
-func (c *codec) decode(dst []byte, name string, stored []byte) ([]byte, error) {
-	return c.decodeLimit(dst, name, stored, maxBlobPlain)
-}
-
 // decodeNamed decodes a manifest, sealed object or gc record: in a
 // repository with authenticators it must carry one that verifies, checked
 // before anything is decrypted or decompressed.
@@ -286,7 +279,10 @@ func (c *codec) decodeNamed(dst []byte, name string, stored []byte, limit int) (
 	return c.decodeLimit(dst, name, stored, limit)
 }
 
-// decodeLimit is decode refusing a plaintext of more than limit bytes.
+// decodeLimit returns the plaintext of a stored blob named name, appended to
+// dst, refusing one of more than limit bytes. It may overwrite stored
+// (decryption happens in place). It checks neither a chunk's hash
+// (decodeChunk does) nor an authenticator (decodeNamed does).
 func (c *codec) decodeLimit(dst []byte, name string, stored []byte, limit int) ([]byte, error) {
 	if len(stored) < blobV1Header {
 		return nil, fmt.Errorf("%w: %d bytes is shorter than the header", errCorrupt, len(stored))

@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
-
 	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
@@ -38,14 +35,10 @@ func TestObjectLockS3(t *testing.T) {
 	ctx := context.Background()
 	srv := openS3Store(t)
 	srv.mc.NewLockedBucket(t, "locked")
-	mc, err := minio.New(srv.mc.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.mc.AccessKey, srv.mc.SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	lock := &ObjectLock{Days: 1, Mode: storage.RetentionGovernance}
 
 	// A bucket without Object Lock, and a file store, are refused.
-	_, err = Init(ctx, subStore(t, srv, "plain"), InitOptions{ObjectLock: lock})
+	_, err := Init(ctx, subStore(t, srv, "plain"), InitOptions{ObjectLock: lock})
 	if err == nil || !strings.Contains(err.Error(), "does not have Object Lock enabled") {
 		t.Fatalf("object lock on a plain bucket: %v", err)
 	}
@@ -72,10 +65,9 @@ func TestObjectLockS3(t *testing.T) {
 	}
 	cid, _ := chunkIDFromBytes(m.Streams[0].Chunks[0].Id)
 	for _, key := range []string{manifestKey(id), chunkKey(cid)} {
-		mode, until, err := mc.GetObjectRetention(ctx, "locked", "repo/"+key, "")
-		if err != nil || mode == nil || *mode != minio.Governance || until == nil ||
-			until.Before(time.Now().Add(23*time.Hour)) || until.After(time.Now().Add(25*time.Hour)) {
-			t.Fatalf("%s: retention %v until %v, %v; want governance for a day", key, mode, until, err)
+		mode, until := srv.mc.Retention(t, "locked", "repo/"+key)
+		if mode != "GOVERNANCE" || until.Before(time.Now().Add(23*time.Hour)) || until.After(time.Now().Add(25*time.Hour)) {
+			t.Fatalf("%s: retention %q until %v; want governance for a day", key, mode, until)
 		}
 	}
 	// A stolen credential cannot delete them: MinIO refuses, the store
@@ -94,10 +86,7 @@ func TestObjectLockS3(t *testing.T) {
 	locked := putOrphan(t, r, "orphan under retention")
 	putOrphan(t, r, "orphan without retention")
 	// putOrphan writes without retention; make the first one locked.
-	if err := mc.PutObjectRetention(ctx, "locked", "repo/"+chunkKey(locked), minio.PutObjectRetentionOptions{
-		Mode: ptr(minio.Governance), RetainUntilDate: ptr(time.Now().Add(time.Hour))}); err != nil {
-		t.Fatal(err)
-	}
+	srv.mc.SetRetention(t, "locked", "repo/"+chunkKey(locked), time.Now().Add(time.Hour))
 	time.Sleep(1500 * time.Millisecond) // past the grace of 0 on the store's one-second clock
 	var rep *GCReport
 	for range 2 {
@@ -123,10 +112,7 @@ func TestObjectLockS3(t *testing.T) {
 	}
 	l2 := putOrphan(t, r2, "orphan under retention")
 	p2 := putOrphan(t, r2, "orphan without retention")
-	if err := mc.PutObjectRetention(ctx, "locked", "repo2/"+chunkKey(l2), minio.PutObjectRetentionOptions{
-		Mode: ptr(minio.Governance), RetainUntilDate: ptr(time.Now().Add(time.Hour))}); err != nil {
-		t.Fatal(err)
-	}
+	srv.mc.SetRetention(t, "locked", "repo2/"+chunkKey(l2), time.Now().Add(time.Hour))
 	time.Sleep(1500 * time.Millisecond)
 	deleted, retained := 0, 0
 	for range 3 {
@@ -143,9 +129,7 @@ func TestObjectLockS3(t *testing.T) {
 	if _, err := st2.Stat(ctx, chunkKey(l2)); err != nil {
 		t.Fatalf("the locked chunk: %v", err)
 	}
-	for oi := range mc.ListObjectsIter(ctx, "locked", minio.ListObjectsOptions{Prefix: "repo2/" + chunkKey(p2), WithVersions: true}) {
-		t.Fatalf("deleted chunk left version %s (delete marker %v)", oi.VersionID, oi.IsDeleteMarker)
+	if n := srv.mc.Versions(t, "locked", "repo2/"+chunkKey(p2)); n != 0 {
+		t.Fatalf("the deleted chunk left %d versions (or delete markers) behind", n)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }

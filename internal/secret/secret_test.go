@@ -102,11 +102,11 @@ func TestReadFileAndEnv(t *testing.T) {
 	if _, _, err := FromEnv("TM_TEST_SECRET"); err == nil || strings.Contains(err.Error(), value) {
 		t.Fatalf("both set: %v", err)
 	}
-	os.Unsetenv("TM_TEST_SECRET")
+	t.Setenv("TM_TEST_SECRET", "")
 	if s, ok, err := FromEnv("TM_TEST_SECRET"); err != nil || !ok || s.Reveal() != value {
 		t.Fatalf("from env file: %v %v", ok, err)
 	}
-	os.Unsetenv("TM_TEST_SECRET_FILE")
+	t.Setenv("TM_TEST_SECRET_FILE", "")
 	if _, ok, err := FromEnv("TM_TEST_SECRET"); ok || err != nil {
 		t.Fatalf("unset: %v %v", ok, err)
 	}
