@@ -24,7 +24,9 @@
 // upgraded by its first key change.
 //
 // Object Lock (objectlock.go): a repository created with it writes chunks
-// and manifests under retention; gc leaves unreferenced chunks younger than
+// and manifests under retention, and a backup extends the retention of the
+// chunks it reuses before its manifest is stored; gc leaves unreferenced
+// chunks younger than
 // the lock period alone and counts deletes the store refuses
 // (storage.ErrRetained) as retained rather than failing.
 package archive

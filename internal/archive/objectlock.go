@@ -1,8 +1,11 @@
 package archive
 
 import (
+	"context"
 	"fmt"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tidemark-backup/tidemark/internal/storage"
 )
@@ -14,11 +17,9 @@ import (
 // written without retention: those are overwritten or deleted in normal
 // operation.
 //
-// A chunk's retention runs from when it was first stored. A later backup
-// that reuses the chunk does not extend it, so a backup is protected for
-// the full period only in the chunks it stored itself; one made mostly of
-// reused chunks is protected until the oldest of them expires (see README,
-// "Object Lock").
+// A chunk's retention is set when it is stored, and extended to the full
+// period again by every backup that reuses it (retainReused), so every
+// chunk of a backup is retained for the period from the backup's end.
 type ObjectLock struct {
 	Days int    `json:"days"`
 	Mode string `json:"mode"` // storage.RetentionGovernance or storage.RetentionCompliance
@@ -57,4 +58,47 @@ func (r *Repo) retainedUntil(modTime time.Time) time.Time {
 		return modTime.Add(time.Duration(l.Days) * 24 * time.Hour)
 	}
 	return time.Time{}
+}
+
+// retainReused extends the retention of every chunk the backup refers to but
+// did not store itself (deduplicated from earlier backups) to what a chunk
+// stored now gets, so the whole backup, not only its new chunks, is kept
+// for the repository's lock period from now. One request per reused chunk,
+// in parallel; a chunk already retained longer is left as it is. Without
+// Object Lock it does nothing.
+func (b *Backup) retainReused(ctx context.Context) error {
+	r := b.repo
+	if r.cfg.ObjectLock == nil {
+		return nil
+	}
+	opts := r.retain(storage.PutOptions{})
+	seen := make(map[ChunkID]bool)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, s := range b.streams {
+		for _, c := range s.ref.Chunks {
+			id, err := chunkIDFromBytes(c.Id)
+			if err != nil {
+				return err
+			}
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			b.inflightMu.Lock()
+			f := b.inflight[id]
+			b.inflightMu.Unlock()
+			if f != nil && f.stored {
+				continue
+			}
+			g.Go(func() error {
+				if err := storage.ExtendRetention(gctx, r.store, chunkKey(id), opts.RetainUntil, opts.RetentionMode); err != nil {
+					return fmt.Errorf("extending the retention of reused chunk %s: %w", id, err)
+				}
+				b.retained.Add(1)
+				return nil
+			})
+		}
+	}
+	return g.Wait()
 }

@@ -81,6 +81,22 @@ func TestObjectLockS3(t *testing.T) {
 	}
 	checkRestores(t, r, map[string]map[string][32]byte{id: sums})
 
+	// A later backup of the same data stores no chunk, and extends the
+	// retention of every chunk it reuses to a full period from its end.
+	_, before := srv.mc.Retention(t, "locked", "repo/"+chunkKey(cid))
+	time.Sleep(1100 * time.Millisecond) // retention dates have one-second resolution
+	id2, _ := writeStreams(t, r, map[string]int64{"a": 1 << 20}, 1)
+	m2, err := r.LoadManifest(ctx, id2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2.NewStoredBytes != 0 {
+		t.Fatalf("the second backup stored %d new bytes, want all reused", m2.NewStoredBytes)
+	}
+	if _, after := srv.mc.Retention(t, "locked", "repo/"+chunkKey(cid)); !after.After(before) {
+		t.Fatalf("a reused chunk's retention stayed at %v (was %v): not extended by the backup that reused it", after, before)
+	}
+
 	// gc: an unreferenced chunk under retention is reported as retained,
 	// not condemned; an unlocked one is deleted with all its versions.
 	locked := putOrphan(t, r, "orphan under retention")

@@ -77,12 +77,14 @@ type Backup struct {
 	inflight   map[ChunkID]*inflight
 
 	logical, uploaded, newChunks, reused atomic.Int64
+	retained                             atomic.Int64 // reused chunks whose retention was extended
 }
 
 type inflight struct {
-	done chan struct{}
-	size int64
-	err  error
+	done   chan struct{}
+	size   int64
+	err    error
+	stored bool // this backup's put created it (under this backup's retention)
 }
 
 type chunkJob struct {
@@ -294,6 +296,9 @@ func (b *Backup) commit(ctx context.Context) (*v1.Manifest, error) {
 		b.repo.dropIndex()
 		return nil, fmt.Errorf("backup %s failed: making its chunks durable in %s: %w", m.BackupId, b.repo.store, err)
 	}
+	if err := b.retainReused(ctx); err != nil {
+		return nil, fmt.Errorf("backup %s failed: %w", m.BackupId, err)
+	}
 	var logical, stored uint64
 	for _, s := range b.streams {
 		m.Streams = append(m.Streams, s.ref)
@@ -462,6 +467,7 @@ func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) 
 	err = r.store.Put(ctx, key, storage.NewBytesReader(out, tail), int64(size), r.retain(storage.PutOptions{IfNotExists: true, DeferSync: true}))
 	switch {
 	case err == nil:
+		f.stored = true
 		b.uploaded.Add(int64(size))
 		b.newChunks.Add(1)
 	case errors.Is(err, storage.ErrExists):

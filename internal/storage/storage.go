@@ -75,6 +75,18 @@ type Retainer interface {
 	// (on S3: the bucket has Object Lock enabled), and otherwise an error
 	// that says what to change.
 	CheckRetention(ctx context.Context) error
+	// ExtendRetention keeps key under retention in mode until at least
+	// until. A key already retained longer is left as it is (retention can
+	// only grow).
+	ExtendRetention(ctx context.Context, key string, until time.Time, mode string) error
+}
+
+// ExtendRetention calls s.ExtendRetention, or says that s cannot retain.
+func ExtendRetention(ctx context.Context, s Storage, key string, until time.Time, mode string) error {
+	if r, ok := s.(Retainer); ok {
+		return r.ExtendRetention(ctx, key, until, mode)
+	}
+	return fmt.Errorf("%s cannot keep objects under retention", s)
 }
 
 // CheckRetention calls s.CheckRetention, or says that s cannot retain.

@@ -216,6 +216,12 @@ func (s *Store) backoff(n int) time.Duration {
 	return half + rand.N(d-half+1)
 }
 
+// ExtendRetention passes the wrapped store's storage.Retainer through,
+// retried like any idempotent call.
+func (s *Store) ExtendRetention(ctx context.Context, key string, until time.Time, mode string) error {
+	return s.do(ctx, nil, func() error { return storage.ExtendRetention(ctx, s.inner, key, until, mode) })
+}
+
 // CheckRetention passes the wrapped store's storage.Retainer through.
 func (s *Store) CheckRetention(ctx context.Context) error {
 	return storage.CheckRetention(ctx, s.inner)

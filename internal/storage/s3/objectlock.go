@@ -143,3 +143,26 @@ func (s *Store) retainedUntil(ctx context.Context, obj, version string) (time.Ti
 	}
 	return *until, true
 }
+
+// ExtendRetention implements storage.Retainer. S3 refuses to shorten a
+// retention (in governance mode without the bypass header, which is never
+// sent); a refusal for a version already retained at least until is success.
+func (s *Store) ExtendRetention(ctx context.Context, key string, until time.Time, mode string) error {
+	obj, err := s.object(key)
+	if err != nil {
+		return err
+	}
+	var popts minio.PutObjectOptions
+	if err := retentionOptions(&popts, storage.PutOptions{RetainUntil: until, RetentionMode: mode}); err != nil {
+		return fmt.Errorf("extend retention of %s: %w", s.objectURL(key), err)
+	}
+	err = s.call(ctx, "extend retention of", key, func(ctx context.Context) error {
+		return s.client.PutObjectRetention(ctx, s.loc.Bucket, obj, minio.PutObjectRetentionOptions{Mode: &popts.Mode, RetainUntilDate: &until})
+	})
+	if err != nil && ctx.Err() == nil {
+		if cur, ok := s.retainedUntil(ctx, obj, ""); ok && !cur.Before(until.Truncate(time.Second)) {
+			return nil
+		}
+	}
+	return err
+}
