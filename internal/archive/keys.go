@@ -30,7 +30,8 @@ import (
 // memory, say) opens to the chunks sealed before the rotation. Neither
 // re-encrypts anything.
 //
-// A key change rewrites the config object. It is refused when the config
+// A key change rewrites the config object and deletes its older versions on
+// a store that keeps them (storage.VersionPurger). It is refused when the config
 // changed since the Repo was opened, and checked by reading it back, so two
 // key changes at once fail rather than lose one; a process that opened the
 // repository earlier goes on sealing with the data key it opened with
@@ -240,6 +241,11 @@ func (r *Repo) writeConfig(ctx context.Context, cfg Config) error {
 	}
 	if !bytes.Equal(back, data) {
 		return fmt.Errorf("%s: another process changed the repository config at the same time: run `tidemark repo key list` and repeat the change if it is missing", r.store)
+	}
+	// On a versioned bucket the older config stays as a noncurrent version,
+	// and with it any key slot just removed.
+	if err := storage.PurgeOldVersions(ctx, r.store, configKey); err != nil {
+		return fmt.Errorf("%s: the key change is done, but the older versions of the config (which still hold any removed key) could not be deleted: %w; delete them by hand", r.store, err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark-backup/tidemark/internal/crypto"
 	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
@@ -147,5 +148,24 @@ func TestObjectLockS3(t *testing.T) {
 	}
 	if n := srv.mc.Versions(t, "locked", "repo2/"+chunkKey(p2)); n != 0 {
 		t.Fatalf("the deleted chunk left %d versions (or delete markers) behind", n)
+	}
+
+	// A key change on a versioned bucket leaves no older config behind:
+	// it would still hold the removed key's slot.
+	st3 := bucketStore(t, srv, "locked", "keys")
+	r3, err := Init(ctx, st3, InitOptions{Encrypt: true, Secret: testSecret(), ScryptN: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r3.Close)
+	added, err := r3.AddKey(ctx, AddKeyParams{Secret: Secret{KeyFile: secret.NewBytes(crypto.Random(32))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := openRepo(t, st3, testSecret()).RemoveKey(ctx, added.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.mc.Versions(t, "locked", "keys/"+configKey); n != 1 {
+		t.Fatalf("after two key changes the config has %d versions, want only the current one", n)
 	}
 }

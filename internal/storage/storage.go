@@ -81,6 +81,23 @@ type Retainer interface {
 	ExtendRetention(ctx context.Context, key string, until time.Time, mode string) error
 }
 
+// VersionPurger is the optional capability of a store that keeps older
+// versions of an overwritten object (a versioned S3 bucket, as every bucket
+// with Object Lock is). Store wrappers pass it through.
+type VersionPurger interface {
+	// PurgeOldVersions deletes every version of key but the current one.
+	PurgeOldVersions(ctx context.Context, key string) error
+}
+
+// PurgeOldVersions calls s.PurgeOldVersions if s implements VersionPurger:
+// a store that keeps no older versions has nothing to purge.
+func PurgeOldVersions(ctx context.Context, s Storage, key string) error {
+	if p, ok := s.(VersionPurger); ok {
+		return p.PurgeOldVersions(ctx, key)
+	}
+	return nil
+}
+
 // ExtendRetention calls s.ExtendRetention, or says that s cannot retain.
 func ExtendRetention(ctx context.Context, s Storage, key string, until time.Time, mode string) error {
 	if r, ok := s.(Retainer); ok {

@@ -166,3 +166,38 @@ func (s *Store) ExtendRetention(ctx context.Context, key string, until time.Time
 	}
 	return err
 }
+
+// PurgeOldVersions implements storage.VersionPurger: it deletes every
+// version of key but the current one (on an unversioned bucket there is
+// none). The repository calls it after rewriting its config, whose older
+// versions hold key slots that were removed.
+func (s *Store) PurgeOldVersions(ctx context.Context, key string) error {
+	obj, err := s.object(key)
+	if err != nil {
+		return err
+	}
+	var old []string
+	err = s.call(ctx, "list versions of", key, func(ctx context.Context) error {
+		old = old[:0]
+		for oi := range s.client.ListObjectsIter(ctx, s.loc.Bucket, minio.ListObjectsOptions{Prefix: obj, WithVersions: true}) {
+			if oi.Err != nil {
+				return oi.Err
+			}
+			if oi.Key == obj && !oi.IsLatest && oi.VersionID != "" && oi.VersionID != "null" {
+				old = append(old, oi.VersionID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, v := range old {
+		if err := s.call(ctx, "delete an older version of", key, func(ctx context.Context) error {
+			return s.client.RemoveObject(ctx, s.loc.Bucket, obj, minio.RemoveObjectOptions{VersionID: v})
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
