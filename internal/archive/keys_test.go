@@ -204,13 +204,23 @@ func TestFormat1UpgradedByKeyChange(t *testing.T) {
 	if raw[0] != blobV1 {
 		t.Fatalf("a format-1 repository wrote a version-%d manifest", raw[0])
 	}
+	k1, _ := r1.Keys()
+	if k2, _ := openRepo(t, st, testSecret()).Keys(); len(k1) != 1 || len(k2) != 1 || k1[0].ID != k2[0].ID {
+		t.Fatalf("a format-1 repository's key is listed as %v, then as %v: the id must not change between opens", k1, k2)
+	}
+	if err := r1.RemoveKey(ctx, k1[0].ID); !errors.Is(err, ErrLastKey) {
+		t.Fatalf("removing a format-1 repository's only key: %v", err)
+	}
 	keyFile := Secret{KeyFile: secret.NewBytes(crypto.Random(32))}
+	if _, err := r1.AddKey(ctx, AddKeyParams{Secret: Secret{KeyFile: secret.NewBytes([]byte("short"))}}); err == nil || !strings.Contains(err.Error(), "at least 32") {
+		t.Fatalf("a 5-byte key file added: %v", err)
+	}
 	if _, err := r1.AddKey(ctx, AddKeyParams{Secret: keyFile}); err != nil {
 		t.Fatalf("add key to a format-1 repository: %v", err)
 	}
 	r2 := openRepo(t, st, keyFile)
-	if c := r2.Config(); c.FormatVersion != ConfigVersion || c.UpgradedFrom != 1 || c.WrappedKeys != nil || len(c.Keys) != 2 {
-		t.Fatalf("upgraded config: version %d upgraded_from %d keys %d", c.FormatVersion, c.UpgradedFrom, len(c.Keys))
+	if c := r2.Config(); c.FormatVersion != ConfigVersion || c.UpgradedFrom != 1 || c.WrappedKeys != nil || len(c.Keys) != 2 || c.Keys[0].ID != k1[0].ID {
+		t.Fatalf("upgraded config: version %d upgraded_from %d keys %+v", c.FormatVersion, c.UpgradedFrom, c.Keys)
 	}
 	idNew, sumsNew := writeStreams(t, r2, map[string]int64{"a": 2 << 20}, 2)
 	raw, _ = r2.readBlob(ctx, manifestKey(idNew), -1)

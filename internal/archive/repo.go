@@ -3,6 +3,8 @@ package archive
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -405,7 +407,10 @@ func (r *Repo) openV1(secret Secret) (*codecKeys, error) {
 	if err != nil {
 		return nil, err
 	}
-	slot := KeySlot{ID: newSlotID(), Kind: kind, CreatedAt: cfg.CreatedAt, KDF: *cfg.KDF, Wrapped: wrapped}
+	// The slot's id is derived from the repository's, so that `repo key
+	// list` shows the same id on every open until the upgrade stores it.
+	sum := sha256.Sum256([]byte("tidemark format-1 key slot " + cfg.ID))
+	slot := KeySlot{ID: hex.EncodeToString(sum[:4]), Kind: kind, CreatedAt: cfg.CreatedAt, KDF: *cfg.KDF, Wrapped: wrapped}
 	r.rk, r.slot = rk, slot.ID
 	r.upgrade = &upgrade{slot: slot, data0: DataKey{Generation: 0, CreatedAt: cfg.CreatedAt, Wrapped: data0}}
 	return &codecKeys{data: map[uint16][]byte{0: mk.Data[:]}, id: mk.ID[:], repoID: cfg.ID}, nil
