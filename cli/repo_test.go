@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/storage/file"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
 // run executes the command tree in-process and returns exit code, stdout, stderr.
@@ -218,5 +220,35 @@ func TestRepoInitObjectLockBadInput(t *testing.T) {
 		if code == 0 || !strings.Contains(errs, c.want) {
 			t.Errorf("init %v: %d %q, want an error saying %q", c.args, code, errs, c.want)
 		}
+	}
+}
+
+// TestRepoInitObjectLockS3: --object-lock on a bucket created with Object
+// Lock is recorded in the config; on a plain bucket it is refused, saying
+// why.
+func TestRepoInitObjectLockS3(t *testing.T) {
+	mc := testenv.StartMinIO(t)
+	mc.NewLockedBucket(t, "locked")
+	t.Setenv("AWS_ACCESS_KEY_ID", mc.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", mc.SecretKey)
+	t.Setenv("TIDEMARK_KEY_FILE", "")
+	t.Setenv("TIDEMARK_PASSPHRASE_FILE", "")
+	uri := func(bucket string) string {
+		return fmt.Sprintf("s3://%s/r?endpoint=%s&tls=false", bucket, mc.Endpoint)
+	}
+	code, _, errs := run(t, "repo", "init", "--repo", uri(mc.Bucket), "--object-lock", "7")
+	if code == 0 || !strings.Contains(errs, "does not have Object Lock enabled") {
+		t.Fatalf("object lock on a plain bucket: %d %q", code, errs)
+	}
+	code, out, errs := run(t, "repo", "init", "--repo", uri("locked"), "--object-lock", "7", "--object-lock-mode", "compliance", "-o", "json")
+	var res struct {
+		ObjectLock archive.ObjectLock `json:"object_lock"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.ObjectLock != (archive.ObjectLock{Days: 7, Mode: "compliance"}) {
+		t.Fatalf("init with object lock: %d %q %q", code, out, errs)
+	}
+	code, out, errs = run(t, "repo", "gc", "--repo", uri("locked"), "--grace", "0s", "-o", "json")
+	if code != 0 || !strings.Contains(out, `"chunks_retained":0`) {
+		t.Fatalf("gc: %d %q %q", code, out, errs)
 	}
 }
