@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/tidemark-backup/tidemark/agent/runner"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
@@ -166,7 +165,7 @@ func TestBackupJob(t *testing.T) {
 	res := msg.GetJobResult()
 	t.Logf("backup took %s", time.Since(start))
 	if !res.GetOk() || res.GetError() != "" || res.GetBackupId() != "backup-1" || !proto.Equal(res.GetLease(), l) ||
-		res.GetManifestKey() != runner.ManifestKey("backup-1") {
+		res.GetManifestKey() != archive.ManifestKey("backup-1") {
 		t.Fatalf("result %v", res)
 	}
 	if rm := res.GetManifest(); rm.GetBackupId() != "backup-1" || !proto.Equal(rm.GetFence(), l) || len(rm.GetStreams()) != 0 ||
@@ -212,7 +211,7 @@ func TestBackupJob(t *testing.T) {
 		Seq: msg.GetSeq(), Code: 9, Message: "stale lease 2/50: job-2 is held by lease 3/7"}}})
 	deadline := time.Now().Add(testenv.Wait(10 * time.Second))
 	for {
-		_, err := repo.Store().Stat(context.Background(), runner.ManifestKey("backup-2"))
+		_, err := repo.Store().Stat(context.Background(), archive.ManifestKey("backup-2"))
 		if errors.Is(err, storage.ErrNotFound) {
 			break
 		}

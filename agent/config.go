@@ -19,6 +19,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 )
@@ -73,6 +74,9 @@ type Config struct {
 	// retrying with the error visible in `tidemark jobs`).
 	BinlogStreamer BinlogStreamer
 	PITRRestorer   PITRRestorer
+	// Engines are the backup engines the agent runs jobs with; nil means
+	// the logical engine alone.
+	Engines *engines.Registry
 
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger

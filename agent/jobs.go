@@ -159,7 +159,7 @@ func (a *Agent) runJob(ctx context.Context, j *job, log *slog.Logger) {
 		} else {
 			res, err = runner.Run(ctx, runner.Params{
 				Job: j.job, Lease: j.lease, DSN: dsn, OpenRepo: a.openRepo, Parallel: a.cfg.Parallel,
-				Progress: progress,
+				Progress: progress, Engines: a.cfg.Engines,
 			})
 		}
 		stopProgress()
@@ -350,7 +350,7 @@ func (a *Agent) discardManifest(j *job, rep *v1.JobResultReport, log *slog.Logge
 			return
 		}
 		defer closeRepo()
-		deleted, err := runner.DiscardManifest(ctx, repo, id, j.lease)
+		deleted, err := repo.DiscardManifest(ctx, id, j.lease)
 		switch {
 		case err != nil:
 			log.Error("deleting the refused attempt's manifest", "backup", id, "err", err)

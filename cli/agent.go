@@ -36,7 +36,7 @@ stops running jobs (they fail with "agent shutting down") and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := agent.DefaultConfig()
-			cfg.BinlogStreamer, cfg.PITRRestorer = s.wiring.BinlogStreamer, s.wiring.PITRRestorer
+			cfg.BinlogStreamer, cfg.PITRRestorer, cfg.Engines = s.wiring.BinlogStreamer, s.wiring.PITRRestorer, s.wiring.Engines
 			if configFile != "" {
 				if err := cfg.LoadFile(configFile); err != nil {
 					return userErr(err)

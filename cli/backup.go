@@ -21,15 +21,23 @@ import (
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
-// engineByName returns the engine a standalone command runs. The list grows
-// with the engines; the manifest names the engine a restore must use.
-func engineByName(name string) (engines.Engine, error) {
-	switch name {
-	case "logical":
-		return logical.New(), nil
-	default:
-		return nil, &UserError{Msg: fmt.Sprintf("unknown or unavailable engine %q: standalone backups support: logical", name)}
+// engines returns the binary's engines: the wiring's, or the logical
+// engine alone.
+func (s *streams) engines() *engines.Registry {
+	if s.wiring.Engines != nil {
+		return s.wiring.Engines
 	}
+	return engines.NewRegistry(logical.New())
+}
+
+// engineByName returns the engine a standalone command runs; the manifest
+// names the engine a restore must use.
+func (s *streams) engineByName(name string) (engines.Engine, error) {
+	e, err := s.engines().Get(name)
+	if err != nil {
+		return nil, &UserError{Msg: err.Error()}
+	}
+	return e, nil
 }
 
 func splitList(s string) []string {
@@ -100,7 +108,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 			default:
 				return &UserError{Msg: fmt.Sprintf("--compress %q: use zstd or none", compress)}
 			}
-			eng, err := engineByName(engine)
+			eng, err := s.engineByName(engine)
 			if err != nil {
 				return err
 			}
@@ -413,7 +421,7 @@ that position.`,
 			if err != nil {
 				return userErr(err)
 			}
-			eng, err := engineByName(m.Engine)
+			eng, err := s.engineByName(m.Engine)
 			if err != nil {
 				return &UserError{Msg: fmt.Sprintf("backup %s was written by engine %q, which this tidemark cannot restore", m.BackupId, m.Engine)}
 			}

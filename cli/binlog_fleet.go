@@ -13,6 +13,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/agent"
 	"github.com/tidemark-backup/tidemark/controller/client"
+	"github.com/tidemark-backup/tidemark/engines"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -53,6 +54,9 @@ type Wiring struct {
 	// at uri (engines/binlog.OpenArchive, then Status); `tidemark binlog
 	// status` uses it for the archived range and the gaps.
 	BinlogArchiveStatus func(ctx context.Context, uri, instance string) (*ArchiveStatus, error)
+	// Engines are the backup engines of the standalone commands and the
+	// agent; nil means the logical engine alone.
+	Engines *engines.Registry
 }
 
 // newBinlogFleetCmds are `tidemark binlog start|stop` through the

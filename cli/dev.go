@@ -109,7 +109,7 @@ SIGINT or SIGTERM stops the agent, then the controller.`,
 			acfg.HeartbeatInterval = heartbeat
 			acfg.BackoffMin, acfg.BackoffMax = 100*time.Millisecond, 2*time.Second
 			acfg.Logger = log
-			acfg.BinlogStreamer, acfg.PITRRestorer = s.wiring.BinlogStreamer, s.wiring.PITRRestorer
+			acfg.BinlogStreamer, acfg.PITRRestorer, acfg.Engines = s.wiring.BinlogStreamer, s.wiring.PITRRestorer, s.wiring.Engines
 			if err := acfg.Validate(); err != nil {
 				return userErr(err)
 			}

@@ -71,7 +71,7 @@ func localPITR(ctx context.Context, s *streams, rf *repoFlags, lp localPITRParam
 		Repo: repo, Instance: lp.instance, DSN: lp.dsn, Target: stopTarget(lp.stop), FromBackup: lp.fromBackup,
 		Parallel: lp.parallel, ApplyParallel: lp.applyParallel, DropExisting: lp.dropExisting,
 		Method: lp.method, ServeAddr: lp.serveAddr, ThenReplicateFrom: lp.thenReplicate,
-		Engine: engineByName,
+		Engine: s.engineByName,
 		Progress: func(phase string, pr engines.Progress) {
 			p.bytes(phase, pr.BytesDone, pr.BytesTotal, pr.RowsDone)
 		},

@@ -8,6 +8,7 @@ import (
 	"github.com/tidemark-backup/tidemark/agent"
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/binlog"
+	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/engines/pitr"
 )
 
@@ -15,7 +16,9 @@ import (
 // stream and point-in-time jobs and behind `binlog status` through the
 // controller.
 func EngineWiring() Wiring {
+	reg := engines.NewRegistry(logical.New())
 	return Wiring{
+		Engines: reg,
 		BinlogStreamer: func(ctx context.Context, p agent.BinlogStreamParams) error {
 			return binlog.Stream(ctx, binlog.StreamParams{
 				DSNs: p.DSNs, Repo: p.Repo, Instance: p.Instance, Flush: p.Flush,
@@ -37,7 +40,7 @@ func EngineWiring() Wiring {
 			res, err := pitr.Restore(ctx, pitr.Params{
 				Repo: p.Repo, Instance: p.SourceInstance, DSN: p.DSN, FromBackup: p.BackupID,
 				Target:   pitr.Target{Time: p.StopTime, GTID: p.StopGTID, File: p.StopFile, Pos: p.StopPos},
-				Parallel: p.Parallel, DropExisting: p.DropExisting, Engine: engineByName, Logger: p.Logger,
+				Parallel: p.Parallel, DropExisting: p.DropExisting, Engine: reg.Get, Logger: p.Logger,
 				Progress: func(phase string, pr engines.Progress) {
 					if p.Progress != nil {
 						p.Progress(phase, pr.BytesDone, pr.BytesTotal)

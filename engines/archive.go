@@ -17,6 +17,11 @@ func (s archiveSink) Stream(name string, md map[string]string) (io.WriteCloser, 
 	return s.Backup.Stream(name, md)
 }
 
+// StreamBlocks opens a stream cut into fixed blocks (physical.BlockSink).
+func (s archiveSink) StreamBlocks(name string, md map[string]string, block int) (io.WriteCloser, error) {
+	return s.Backup.StreamBlocks(name, md, block)
+}
+
 // ArchiveSource adapts a repository and a manifest to Source.
 func ArchiveSource(r *archive.Repo, m *v1.Manifest) Source { return archiveSource{r, m} }
 

@@ -15,12 +15,6 @@ import (
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
-// ManifestKey is where the archive stores a backup's manifest. It mirrors
-// internal/archive's object layout, which does not export it; the agent
-// reports it to the catalog and deletes it when a result is refused as
-// stale. The package's tests check the key against a real backup.
-func ManifestKey(backupID string) string { return "manifests/" + backupID }
-
 // RepoOpener opens the repository at uri ("" means the agent's own). The
 // caller calls the returned close function when done with the Repo.
 type RepoOpener func(ctx context.Context, uri string) (*archive.Repo, func(), error)
@@ -37,6 +31,9 @@ type Params struct {
 	// Progress receives the job's progress, from many goroutines and often;
 	// the caller throttles.
 	Progress func(*v1.JobProgress)
+	// Engines are the engines this agent runs; nil means the logical
+	// engine alone.
+	Engines *engines.Registry
 }
 
 // Result is how a job that ran to the end went.
@@ -51,13 +48,17 @@ type Result struct {
 }
 
 // engineFor returns the engine a job asks for. "auto" and "" mean engine
-// selection, which has one candidate on the agent for now.
-func engineFor(name string) (engines.Engine, error) {
-	switch name {
-	case "", "auto", logical.Name:
-		return logical.New(), nil
+// selection, which for now is the registry's default.
+func engineFor(p Params, name string) (engines.Engine, error) {
+	reg := p.Engines
+	if reg == nil {
+		reg = engines.NewRegistry(logical.New())
 	}
-	return nil, fmt.Errorf("engine %q is not available on this agent (available: %s)", name, logical.Name)
+	e, err := reg.Get(name)
+	if err != nil {
+		return nil, fmt.Errorf("on this agent: %w", err)
+	}
+	return e, nil
 }
 
 // Run runs the job to its end. ctx is the job's life: cancelling it stops
@@ -102,7 +103,7 @@ func backup(ctx context.Context, p Params) (*Result, error) {
 		// knows the id before the manifest exists.
 		return nil, fmt.Errorf("backup job %s carries no backup id", p.Job.GetId())
 	}
-	eng, err := engineFor(bp.GetEngine())
+	eng, err := engineFor(p, bp.GetEngine())
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +133,7 @@ func backup(ctx context.Context, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{BackupID: m.GetBackupId(), ManifestKey: ManifestKey(m.GetBackupId()), Manifest: m,
+	return &Result{BackupID: m.GetBackupId(), ManifestKey: archive.ManifestKey(m.GetBackupId()), Manifest: m,
 		Tables: res.Tables, Rows: res.Rows, Warnings: res.Warnings}, nil
 }
 
@@ -151,7 +152,7 @@ func claimBackupID(ctx context.Context, repo *archive.Repo, id string, lease *v1
 		return nil, fmt.Errorf("backup %s: checking for an earlier run: %w", id, err)
 	}
 	if proto.Equal(m.GetFence(), lease) {
-		return &Result{BackupID: id, ManifestKey: ManifestKey(id), Manifest: m}, nil
+		return &Result{BackupID: id, ManifestKey: archive.ManifestKey(id), Manifest: m}, nil
 	}
 	return nil, fmt.Errorf("backup %s already exists in the repository (written under lease %s, this job holds %s)", id, fenceString(m.GetFence()), fenceString(lease))
 }
@@ -172,28 +173,6 @@ func fenceString(f *v1.LeaseToken) string {
 	return fmt.Sprintf("%s@%d/%d", f.GetJobId(), f.GetTerm(), f.GetIndex())
 }
 
-// DiscardManifest deletes the manifest of backup id if, and only if, it was
-// written under lease: a result refused as stale must not leave a manifest
-// that claims a backup the catalog never accepted, while a manifest another
-// attempt wrote under a newer lease must stay. It reports whether it
-// deleted one.
-func DiscardManifest(ctx context.Context, repo *archive.Repo, id string, lease *v1.LeaseToken) (bool, error) {
-	m, err := repo.LoadManifest(ctx, id)
-	if errors.Is(err, archive.ErrBackupMissing) || errors.Is(err, storage.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("backup %s: reading manifest: %w", id, err)
-	}
-	if !proto.Equal(m.GetFence(), lease) {
-		return false, nil
-	}
-	if err := repo.Store().Delete(ctx, ManifestKey(id)); err != nil {
-		return false, fmt.Errorf("backup %s: deleting manifest: %w", id, err)
-	}
-	return true, nil
-}
-
 func restore(ctx context.Context, p Params) (*Result, error) {
 	rp := p.Job.GetRestore()
 	if rp == nil {
@@ -211,7 +190,7 @@ func restore(ctx context.Context, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng, err := engineFor(m.GetEngine())
+	eng, err := engineFor(p, m.GetEngine())
 	if err != nil {
 		return nil, fmt.Errorf("backup %s was written by engine %q: %w", m.GetBackupId(), m.GetEngine(), err)
 	}

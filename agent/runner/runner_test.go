@@ -51,7 +51,7 @@ func store(t *testing.T, repo *archive.Repo, id string, fence *v1.LeaseToken) {
 
 func exists(t *testing.T, repo *archive.Repo, id string) bool {
 	t.Helper()
-	_, err := repo.Store().Stat(context.Background(), ManifestKey(id))
+	_, err := repo.Store().Stat(context.Background(), archive.ManifestKey(id))
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestManifestKey(t *testing.T) {
 	repo := newRepo(t)
 	store(t, repo, "b-1", nil)
 	if !exists(t, repo, "b-1") {
-		t.Fatalf("no object at %s", ManifestKey("b-1"))
+		t.Fatalf("no object at %s", archive.ManifestKey("b-1"))
 	}
 }
 
@@ -83,7 +83,7 @@ func TestClaimBackupID(t *testing.T) {
 
 	store(t, repo, "mine", l)
 	done, err := claimBackupID(ctx, repo, "mine", proto.Clone(l).(*v1.LeaseToken))
-	if err != nil || done == nil || done.BackupID != "mine" || done.ManifestKey != ManifestKey("mine") {
+	if err != nil || done == nil || done.BackupID != "mine" || done.ManifestKey != archive.ManifestKey("mine") {
 		t.Fatalf("own manifest: %v %v", done, err)
 	}
 
@@ -106,14 +106,14 @@ func TestDiscardManifest(t *testing.T) {
 	repo := newRepo(t)
 	l := lease("job-1", 3, 10)
 	store(t, repo, "b", lease("job-1", 4, 1)) // a newer attempt's
-	if deleted, err := DiscardManifest(ctx, repo, "b", l); deleted || err != nil || !exists(t, repo, "b") {
+	if deleted, err := repo.DiscardManifest(ctx, "b", l); deleted || err != nil || !exists(t, repo, "b") {
 		t.Fatalf("newer attempt's manifest: deleted %v err %v", deleted, err)
 	}
 	store(t, repo, "c", l)
-	if deleted, err := DiscardManifest(ctx, repo, "c", l); !deleted || err != nil || exists(t, repo, "c") {
+	if deleted, err := repo.DiscardManifest(ctx, "c", l); !deleted || err != nil || exists(t, repo, "c") {
 		t.Fatalf("own manifest: deleted %v err %v", deleted, err)
 	}
-	if deleted, err := DiscardManifest(ctx, repo, "missing", l); deleted || err != nil {
+	if deleted, err := repo.DiscardManifest(ctx, "missing", l); deleted || err != nil {
 		t.Fatalf("missing: deleted %v err %v", deleted, err)
 	}
 }

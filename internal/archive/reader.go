@@ -385,3 +385,29 @@ func (s *streamReader) Close() error {
 	})
 	return nil
 }
+
+// ManifestKey is the store key of backup id's manifest, for callers that
+// report where a backup lives (the agent tells the catalog).
+func ManifestKey(backupID string) string { return manifestKey(backupID) }
+
+// DiscardManifest deletes the manifest of backup id if, and only if, it was
+// written under fence: a result the controller refused as stale must not
+// leave a manifest that claims a backup the catalog never accepted, while
+// one another attempt wrote under a newer fence must stay. It reports
+// whether it deleted one. The chunks stay until gc finds them unreferenced.
+func (r *Repo) DiscardManifest(ctx context.Context, id string, fence *v1.LeaseToken) (bool, error) {
+	m, err := r.LoadManifest(ctx, id)
+	if errors.Is(err, ErrBackupMissing) || errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("backup %s: reading manifest: %w", id, err)
+	}
+	if !proto.Equal(m.GetFence(), fence) {
+		return false, nil
+	}
+	if err := r.store.Delete(ctx, manifestKey(id)); err != nil {
+		return false, fmt.Errorf("backup %s: deleting manifest: %w", id, err)
+	}
+	return true, nil
+}

@@ -61,6 +61,10 @@ type Backup struct {
 	sendMu sync.RWMutex // held for reading while sending on jobs, for writing to close it
 	sealed bool         // jobs is closed: fn has returned
 	bufs   chan []byte
+	// pools hold spare buffers of streams cut into blocks smaller than
+	// chunk (StreamBlocks), by capacity.
+	poolMu sync.Mutex
+	pools  map[int]chan []byte
 	failed atomic.Pointer[error]
 
 	mu       sync.Mutex
@@ -350,20 +354,40 @@ func (b *Backup) fail(err error) {
 	b.failed.CompareAndSwap(nil, &err)
 }
 
-func (b *Backup) getBuf() []byte {
+func (b *Backup) getBuf(size int) []byte {
 	select {
-	case buf := <-b.bufs:
+	case buf := <-b.pool(size):
 		return buf[:0]
 	default:
-		return make([]byte, 0, b.chunk)
+		return make([]byte, 0, size)
 	}
 }
 
 func (b *Backup) putBuf(buf []byte) {
 	select {
-	case b.bufs <- buf:
+	case b.pool(cap(buf)) <- buf:
 	default: // enough spares; let the GC have it
 	}
+}
+
+// pool returns the spare buffers of one capacity; a buffer only ever goes
+// back to the pool of its own capacity, so a stream always gets buffers of
+// its block size.
+func (b *Backup) pool(size int) chan []byte {
+	if size == b.chunk {
+		return b.bufs
+	}
+	b.poolMu.Lock()
+	defer b.poolMu.Unlock()
+	p, ok := b.pools[size]
+	if !ok {
+		if b.pools == nil {
+			b.pools = make(map[int]chan []byte)
+		}
+		p = make(chan []byte, cap(b.bufs))
+		b.pools[size] = p
+	}
+	return p
 }
 
 func (b *Backup) worker(ctx context.Context) error {
@@ -488,8 +512,28 @@ func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) 
 // is written by one goroutine at a time; different streams may be written
 // concurrently.
 func (b *Backup) Stream(name string, metadata map[string]string) (*StreamWriter, error) {
+	return b.StreamBlocks(name, metadata, 0)
+}
+
+// MinBlockSize is the smallest block StreamBlocks accepts.
+const MinBlockSize = minChunkSize
+
+// StreamBlocks opens a named stream cut into chunks of block bytes (the
+// last may be shorter) instead of the repository's chunk size: physical
+// engines write each file in fixed, file-aligned blocks, so that an
+// unchanged region of a file is an unchanged chunk the repository already
+// holds, and a smaller block stores less around each changed page. block
+// must be a power of two from MinBlockSize to the repository's chunk size;
+// 0 means the chunk size.
+func (b *Backup) StreamBlocks(name string, metadata map[string]string, block int) (*StreamWriter, error) {
 	if name == "" {
 		return nil, errors.New("stream name is empty")
+	}
+	if block == 0 {
+		block = b.chunk
+	}
+	if block < MinBlockSize || block > b.chunk || block&(block-1) != 0 {
+		return nil, fmt.Errorf("stream %s: block size %d is not a power of two from %d to the repository's chunk size %d", name, block, MinBlockSize, b.chunk)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -497,7 +541,7 @@ func (b *Backup) Stream(name string, metadata map[string]string) (*StreamWriter,
 		return nil, fmt.Errorf("backup %s: stream %q opened twice", b.manifest.BackupId, name)
 	}
 	b.names[name] = true
-	s := &StreamWriter{b: b, name: name, ref: &v1.StreamRef{Name: name, Metadata: metadata}}
+	s := &StreamWriter{b: b, name: name, size: block, ref: &v1.StreamRef{Name: name, Metadata: metadata}}
 	b.streams = append(b.streams, s)
 	return s, nil
 }
@@ -507,6 +551,7 @@ func (b *Backup) Stream(name string, metadata map[string]string) (*StreamWriter,
 type StreamWriter struct {
 	b       *Backup
 	name    string
+	size    int // chunk size of this stream
 	ref     *v1.StreamRef
 	buf     []byte
 	pending sync.WaitGroup
@@ -541,9 +586,9 @@ func (s *StreamWriter) AvailableBuffer() []byte {
 		return nil
 	}
 	if s.buf == nil {
-		s.buf = s.b.getBuf()
+		s.buf = s.b.getBuf(s.size)
 	}
-	return s.buf[len(s.buf):len(s.buf):s.b.chunk]
+	return s.buf[len(s.buf):len(s.buf):s.size]
 }
 
 // Write implements io.Writer.
@@ -551,11 +596,11 @@ func (s *StreamWriter) Write(p []byte) (int, error) {
 	if s.closed {
 		return 0, fmt.Errorf("stream %s: write after close", s.name)
 	}
-	if l := len(s.buf); len(p) > 0 && s.buf != nil && len(p) <= s.b.chunk-l && &s.buf[:l+1][l] == &p[0] {
+	if l := len(s.buf); len(p) > 0 && s.buf != nil && len(p) <= s.size-l && &s.buf[:l+1][l] == &p[0] {
 		// Appended to AvailableBuffer: already in place.
 		s.buf = s.buf[:l+len(p)]
 		s.hashNew()
-		if len(s.buf) == s.b.chunk {
+		if len(s.buf) == s.size {
 			if err := s.flush(); err != nil {
 				return 0, err
 			}
@@ -565,13 +610,13 @@ func (s *StreamWriter) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		if s.buf == nil {
-			s.buf = s.b.getBuf()
+			s.buf = s.b.getBuf(s.size)
 		}
-		k := min(len(p), s.b.chunk-len(s.buf))
+		k := min(len(p), s.size-len(s.buf))
 		s.buf = append(s.buf, p[:k]...)
 		s.hashNew()
 		p, n = p[k:], n+k
-		if len(s.buf) == s.b.chunk {
+		if len(s.buf) == s.size {
 			if err := s.flush(); err != nil {
 				return n, err
 			}
@@ -588,13 +633,13 @@ func (s *StreamWriter) ReadFrom(r io.Reader) (int64, error) {
 			return total, fmt.Errorf("stream %s: write after close", s.name)
 		}
 		if s.buf == nil {
-			s.buf = s.b.getBuf()
+			s.buf = s.b.getBuf(s.size)
 		}
-		n, err := r.Read(s.buf[len(s.buf):s.b.chunk])
+		n, err := r.Read(s.buf[len(s.buf):s.size])
 		s.buf = s.buf[:len(s.buf)+n]
 		s.hashNew()
 		total += int64(n)
-		if len(s.buf) == s.b.chunk {
+		if len(s.buf) == s.size {
 			if ferr := s.flush(); ferr != nil {
 				return total, ferr
 			}

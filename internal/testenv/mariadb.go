@@ -56,6 +56,11 @@ type MariaDBOptions struct {
 	// Name labels the instance in its directory name and in messages; the
 	// default is the test's name.
 	Name string
+	// DataDir, when set, is the server's datadir instead of one in the
+	// instance directory: an existing, non-empty one (a restored datadir)
+	// is used as it is; an absent or empty one is initialized there (e.g.
+	// on a Btrfs test volume). The test owns it: it is not removed.
+	DataDir string
 }
 
 // MariaDB readiness and shutdown limits.
@@ -129,6 +134,22 @@ func StartMariaDB(t testing.TB, opts ...MariaDBOptions) *MariaDB {
 			}
 		}
 	}
+	existing := false
+	if o.DataDir != "" {
+		m.DataDir = o.DataDir
+		ents, err := os.ReadDir(o.DataDir)
+		switch {
+		case err == nil && len(ents) > 0:
+			existing = true
+		case err == nil:
+			// cp -a copies into an existing directory; let it create it.
+			if err := os.Remove(o.DataDir); err != nil {
+				t.Fatal(err)
+			}
+		case !errors.Is(err, os.ErrNotExist):
+			t.Fatal(err)
+		}
+	}
 	t.Cleanup(func() { m.cleanup(t) })
 	if len(m.Socket) > maxSocketPath {
 		sockDir, err := os.MkdirTemp("/tmp", "tm-sock-")
@@ -142,8 +163,10 @@ func StartMariaDB(t testing.TB, opts ...MariaDBOptions) *MariaDB {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for attempt := 1; ; attempt++ {
-		if err := copyDatadir(tmpl, m.DataDir); err != nil {
-			t.Fatal(err)
+		if !existing {
+			if err := copyDatadir(tmpl, m.DataDir); err != nil {
+				t.Fatal(err)
+			}
 		}
 		port, err := freePort()
 		if err != nil {
@@ -158,8 +181,10 @@ func StartMariaDB(t testing.TB, opts ...MariaDBOptions) *MariaDB {
 			// Someone took the port between our probe and mariadbd's bind;
 			// start again from a pristine datadir on another port.
 			t.Logf("testenv: mariadbd %s: port %d was taken, retrying on another", m.name, port)
-			if err := os.RemoveAll(m.DataDir); err != nil {
-				t.Fatal(err)
+			if !existing {
+				if err := os.RemoveAll(m.DataDir); err != nil {
+					t.Fatal(err)
+				}
 			}
 			continue
 		}

@@ -525,3 +525,21 @@ func TestPortCollisionRetried(t *testing.T) {
 		m.NewBucket(t, "after-retry")
 	})
 }
+
+// TestMariaDBOwnDataDir: a server initializes a datadir the test names,
+// and a second server started on it after the first stopped sees its data.
+func TestMariaDBOwnDataDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "own")
+	m := StartMariaDB(t, MariaDBOptions{DataDir: dir})
+	m.Exec(t, "CREATE DATABASE kept", "CREATE TABLE kept.t (id INT PRIMARY KEY)", "INSERT INTO kept.t VALUES (42)")
+	m.Stop()
+	m2 := StartMariaDB(t, MariaDBOptions{DataDir: dir, Name: "reopened"})
+	var id int
+	if err := m2.DB(t).QueryRow("SELECT id FROM kept.t").Scan(&id); err != nil || id != 42 {
+		t.Fatalf("data of the first server: %d, %v", id, err)
+	}
+	m2.Stop()
+	if _, err := os.Stat(filepath.Join(dir, "ibdata1")); err != nil {
+		t.Errorf("the test's datadir was removed: %v", err)
+	}
+}

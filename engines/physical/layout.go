@@ -1,0 +1,188 @@
+package physical
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tidemark-backup/tidemark/engines"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// Roots: the server directories a physical backup may hold files from.
+const (
+	RootDatadir = "datadir" // @@datadir
+	RootRedo    = "redo"    // @@innodb_log_group_home_dir, when outside the datadir
+	RootUndo    = "undo"    // @@innodb_undo_directory, when outside the datadir
+	RootBinlog  = "binlog"  // the directory of @@log_bin_basename, when outside the datadir
+)
+
+// Kinds of entries.
+const (
+	KindFile    = "file"
+	KindDir     = "dir"
+	KindSymlink = "symlink"
+)
+
+// Stream metadata keys.
+const (
+	metaKind   = "kind"
+	metaMode   = "mode"   // permission bits, octal
+	metaMTime  = "mtime"  // Unix nanoseconds
+	metaTarget = "target" // a symlink's target
+)
+
+// StreamPrefix begins the name of every file stream.
+const StreamPrefix = "files/"
+
+// Manifest engine-metadata keys every physical backup sets.
+const (
+	// MetaFormat is the layout's version (FormatVersion).
+	MetaFormat = "physical.format"
+	// MetaBlock is the block size files were cut into.
+	MetaBlock = "physical.block"
+	// MetaPrepare says what makes the restored files a consistent datadir:
+	// PrepareCrashRecovery or PrepareMariabackup.
+	MetaPrepare = "physical.prepare"
+)
+
+// FormatVersion is the version of this layout.
+const FormatVersion = "1"
+
+// Ways a restored datadir is made consistent.
+const (
+	// PrepareCrashRecovery: the files are a crash-consistent image (a
+	// filesystem snapshot); the server's own crash recovery on first start
+	// finishes it.
+	PrepareCrashRecovery = "crash-recovery"
+	// PrepareMariabackup: the files are mariabackup's/xtrabackup's output;
+	// `mariabackup --prepare` applies its redo before the server starts.
+	PrepareMariabackup = "mariabackup"
+)
+
+// DefaultBlock is the block size files are cut into unless an engine says
+// otherwise. InnoDB writes 16 KiB pages; a smaller block stores less around
+// each changed page, a larger one costs fewer chunks (objects, index
+// entries, manifest lines) per gigabyte.
+const DefaultBlock = 1 << 20
+
+// File is one entry of a physical backup.
+type File struct {
+	Root    string // RootDatadir, ...
+	Path    string // slash-separated, relative to the root, never ".." or absolute
+	Kind    string // KindFile, KindDir, KindSymlink
+	Mode    fs.FileMode
+	ModTime time.Time
+	Target  string // KindSymlink only
+	Size    int64  // from the stream when read back; ignored when writing
+}
+
+// StreamName is the stream f is stored as.
+func StreamName(f File) string { return StreamPrefix + f.Root + "/" + f.Path }
+
+func (f File) metadata() map[string]string {
+	md := map[string]string{
+		metaKind:  f.Kind,
+		metaMode:  strconv.FormatUint(uint64(f.Mode.Perm()), 8),
+		metaMTime: strconv.FormatInt(f.ModTime.UnixNano(), 10),
+	}
+	if f.Kind == KindSymlink {
+		md[metaTarget] = f.Target
+	}
+	return md
+}
+
+// validPath reports whether p is a clean relative slash path inside its
+// root: what a restore may create without escaping the target directory.
+func validPath(p string) bool {
+	return p != "" && p != "." && !path.IsAbs(p) && path.Clean(p) == p && p != ".." && !strings.HasPrefix(p, "../") && !strings.Contains(p, "\x00")
+}
+
+func validRoot(r string) bool {
+	switch r {
+	case RootDatadir, RootRedo, RootUndo, RootBinlog:
+		return true
+	}
+	return false
+}
+
+// FileOf reads a stream's entry back; ok is false for streams that are not
+// files of the layout. A file stream with bad metadata is an error naming
+// it: restoring it could write outside the target.
+func FileOf(ref *v1.StreamRef) (f File, ok bool, err error) {
+	rest, found := strings.CutPrefix(ref.GetName(), StreamPrefix)
+	if !found {
+		return File{}, false, nil
+	}
+	root, p, _ := strings.Cut(rest, "/")
+	if !validRoot(root) || !validPath(p) {
+		return File{}, true, fmt.Errorf("stream %q: not a valid file path (root %q, path %q)", ref.GetName(), root, p)
+	}
+	md := ref.GetMetadata()
+	f = File{Root: root, Path: p, Kind: md[metaKind], Target: md[metaTarget], Size: int64(ref.GetSize())}
+	mode, err := strconv.ParseUint(md[metaMode], 8, 32)
+	if err != nil {
+		return File{}, true, fmt.Errorf("stream %q: mode %q: %w", ref.GetName(), md[metaMode], err)
+	}
+	f.Mode = fs.FileMode(mode).Perm()
+	ns, err := strconv.ParseInt(md[metaMTime], 10, 64)
+	if err != nil {
+		return File{}, true, fmt.Errorf("stream %q: mtime %q: %w", ref.GetName(), md[metaMTime], err)
+	}
+	f.ModTime = time.Unix(0, ns)
+	switch f.Kind {
+	case KindFile, KindDir:
+	case KindSymlink:
+		if f.Target == "" {
+			return File{}, true, fmt.Errorf("stream %q: symlink without a target", ref.GetName())
+		}
+	default:
+		return File{}, true, fmt.Errorf("stream %q: unknown kind %q", ref.GetName(), f.Kind)
+	}
+	if f.Kind != KindFile && f.Size != 0 {
+		return File{}, true, fmt.Errorf("stream %q: a %s with %d bytes of data", ref.GetName(), f.Kind, f.Size)
+	}
+	return f, true, nil
+}
+
+// Files lists the entries of a physical backup's manifest, in manifest
+// order.
+func Files(m *v1.Manifest) ([]File, error) {
+	var out []File
+	for _, s := range m.GetStreams() {
+		f, ok, err := FileOf(s)
+		if err != nil {
+			return nil, fmt.Errorf("backup %s: %w", m.GetBackupId(), err)
+		}
+		if ok {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// BlockSink is a Sink that can cut a stream into blocks of a given size
+// (the archive's StreamBlocks). A sink without it gets whole-chunk streams:
+// correct, but with less deduplication.
+type BlockSink interface {
+	StreamBlocks(name string, metadata map[string]string, block int) (io.WriteCloser, error)
+}
+
+// Create opens the stream of entry f. A directory's or symlink's stream is
+// empty: close it at once. block 0 is DefaultBlock.
+func Create(sink engines.Sink, f File, block int) (io.WriteCloser, error) {
+	if !validRoot(f.Root) || !validPath(f.Path) {
+		return nil, fmt.Errorf("physical: %s/%s is not a valid entry path", f.Root, f.Path)
+	}
+	if block == 0 {
+		block = DefaultBlock
+	}
+	if bs, ok := sink.(BlockSink); ok && f.Kind == KindFile {
+		return bs.StreamBlocks(StreamName(f), f.metadata(), block)
+	}
+	return sink.Stream(StreamName(f), f.metadata())
+}
