@@ -82,6 +82,24 @@ func TestObjectLockS3(t *testing.T) {
 	}
 	checkRestores(t, r, map[string]map[string][32]byte{id: sums})
 
+	// Sealed objects are retained only when asked (closed binlog segments
+	// may be; pieces and indexes, which are deleted or rewritten, not).
+	if err := r.PutObject(ctx, "binlog/x/seg", []byte("segment"), ObjectOptions{Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PutObject(ctx, "binlog/x/piece", []byte("piece"), ObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteObject(ctx, "binlog/x/seg"); !errors.Is(err, storage.ErrRetained) {
+		t.Fatalf("delete of a retained object: %v", err)
+	}
+	if err := r.DeleteObject(ctx, "binlog/x/piece"); err != nil {
+		t.Fatalf("delete of an object put without Retain: %v", err)
+	}
+	if err := r.PutObject(ctx, "binlog/x/idx", []byte("i"), ObjectOptions{Retain: true, Overwrite: true}); err == nil {
+		t.Fatal("Retain with Overwrite was accepted")
+	}
+
 	// A later backup of the same data stores no chunk, and extends the
 	// retention of every chunk it reuses to a full period from its end.
 	_, before := srv.mc.Retention(t, "locked", "repo/"+chunkKey(cid))
