@@ -123,7 +123,12 @@ func (s *Store) deleteVersions(ctx context.Context, key, obj string) error {
 		// with AccessDenied: the version's retention tells for both.
 		if err != nil && !v.IsDeleteMarker && ctx.Err() == nil {
 			if until, ok := s.retainedUntil(ctx, obj, v.VersionID); ok {
-				return fmt.Errorf("delete %s: %w until %s (the store refused: %w)", s.objectURL(key), storage.ErrRetained, until.UTC().Format(time.RFC3339), err)
+				said := err.Error()
+				var r minio.ErrorResponse
+				if errors.As(err, &r) && r.Message != "" {
+					said = r.Message
+				}
+				return fmt.Errorf("delete %s: %w until %s (the store said: %s)", s.objectURL(key), storage.ErrRetained, until.UTC().Format(time.RFC3339), said)
 			}
 		}
 		if err != nil {
