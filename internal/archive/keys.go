@@ -32,8 +32,10 @@ import (
 //
 // A key change rewrites the config object and deletes its older versions on
 // a store that keeps them (storage.VersionPurger). It is refused when the config
-// changed since the Repo was opened, and checked by reading it back, so two
-// key changes at once fail rather than lose one; a process that opened the
+// changed since the Repo was opened, and checked by reading it back, so of
+// two key changes at once the later is refused, or the one overwritten says
+// so: none is lost silently (there is no compare-and-swap on a store to do
+// better). A process that opened the
 // repository earlier goes on sealing with the data key it opened with
 // until it opens the repository again.
 
