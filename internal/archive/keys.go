@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tidemark-backup/tidemark/internal/crypto"
@@ -32,10 +35,10 @@ import (
 //
 // A key change rewrites the config object and deletes its older versions on
 // a store that keeps them (storage.VersionPurger). It is refused when the config
-// changed since the Repo was opened, and checked by reading it back, so of
-// two key changes at once the later is refused, or the one overwritten says
-// so: none is lost silently (there is no compare-and-swap on a store to do
-// better). A process that opened the
+// changed since the Repo was opened, and made under a create-only lock
+// object (configLockKey), so of two key changes at once the later is
+// refused; reading the config back after the write catches a writer that
+// ignores the lock. A process that opened the
 // repository earlier goes on sealing with the data key it opened with
 // until it opens the repository again.
 
@@ -219,10 +222,50 @@ func (r *Repo) RotateDataKey(ctx context.Context) (DataKeyInfo, error) {
 	return DataKeyInfo{Generation: gen, CreatedAt: dk.CreatedAt, Current: true}, nil
 }
 
+// configLockKey is held (created, create-only) for the length of a key
+// change: with the check of the config before the write, it keeps two key
+// changes from overwriting each other, which could drop a data key that
+// data was already sealed with.
+const configLockKey = "config.lock"
+
+// lockConfig takes the key-change lock, or names who holds it.
+func (r *Repo) lockConfig(ctx context.Context) (func() error, error) {
+	host, _ := os.Hostname()
+	body := fmt.Sprintf("key change by %s pid %d since %s\n", host, os.Getpid(), time.Now().UTC().Format(time.RFC3339))
+	err := r.store.Put(ctx, configLockKey, strings.NewReader(body), int64(len(body)), storage.PutOptions{IfNotExists: true})
+	if errors.Is(err, storage.ErrExists) {
+		held := "another key change"
+		if rc, gerr := r.store.Get(ctx, configLockKey, 0, 512); gerr == nil {
+			b, _ := io.ReadAll(rc)
+			_ = rc.Close()
+			held = strings.TrimSpace(string(b))
+		}
+		return nil, fmt.Errorf("%s: a key change is under way (%s): nothing was changed; if that process is gone, delete %s from the repository and run the command again", r.store, held, configLockKey)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: taking the key-change lock: %w", r.store, err)
+	}
+	return func() error {
+		if err := r.store.Delete(context.WithoutCancel(ctx), configLockKey); err != nil {
+			return fmt.Errorf("%s: the key change is done, but its lock %s could not be removed (delete it by hand): %w", r.store, configLockKey, err)
+		}
+		return nil
+	}, nil
+}
+
 // writeConfig replaces the stored config with cfg, refusing when it changed
 // since this Repo read it, and reading it back to catch a concurrent change
 // that slipped between the check and the write.
-func (r *Repo) writeConfig(ctx context.Context, cfg Config) error {
+func (r *Repo) writeConfig(ctx context.Context, cfg Config) (err error) {
+	unlock, err := r.lockConfig(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if uerr := unlock(); uerr != nil && err == nil {
+			err = uerr
+		}
+	}()
 	_, now, err := readConfig(ctx, r.store)
 	if err != nil {
 		return err

@@ -115,7 +115,22 @@ func TestKeysAddRotateRemove(t *testing.T) {
 		t.Fatalf("key change from a stale Repo: %v", err)
 	}
 
+	if _, err := st.Stat(ctx, configLockKey); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("the key-change lock outlived the change: %v", err)
+	}
 	rk := openRepo(t, st, keyFile)
+	// A key change under way elsewhere (or one that crashed) holds the
+	// lock: refused, naming it, nothing changed.
+	held := "key change by otherhost pid 42 since 2026-01-01T00:00:00Z\n"
+	if err := st.Put(ctx, configLockKey, strings.NewReader(held), int64(len(held)), storage.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rk.RotateDataKey(ctx); err == nil || !strings.Contains(err.Error(), "otherhost pid 42") || !strings.Contains(err.Error(), configLockKey) {
+		t.Fatalf("key change while another holds the lock: %v", err)
+	}
+	if err := st.Delete(ctx, configLockKey); err != nil {
+		t.Fatal(err)
+	}
 	gen, err := rk.RotateDataKey(ctx)
 	if err != nil || gen.Generation != 1 {
 		t.Fatalf("rotate: %+v %v", gen, err)
