@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -127,26 +126,7 @@ func newAgent(cfg Config) (*Agent, error) {
 
 // readSecret reads the repository key as the CLI's repository flags do.
 func readSecret(keyFile, passphraseFile string) (archive.Secret, error) {
-	var s archive.Secret
-	if keyFile != "" {
-		b, err := os.ReadFile(keyFile)
-		if err != nil {
-			return s, fmt.Errorf("--key-file: %w", err)
-		}
-		s.KeyFile = b
-	}
-	if passphraseFile != "" {
-		b, err := os.ReadFile(passphraseFile)
-		if err != nil {
-			return s, fmt.Errorf("--passphrase-file: %w", err)
-		}
-		p := strings.TrimRight(string(b), "\r\n") // echo's newline is not part of it
-		if p == "" {
-			return s, fmt.Errorf("--passphrase-file %s is empty", passphraseFile)
-		}
-		s.Passphrase = []byte(p)
-	}
-	return s, nil
+	return archive.ReadSecret(keyFile, passphraseFile)
 }
 
 // repoFor is the repository to open for a job that names uri. An agent

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/dumpgen"
+	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/storage/s3"
@@ -206,6 +207,6 @@ func BenchmarkArchive(b *testing.B) {
 
 func minioOptions(mc *testenv.MinIO) location.Options {
 	return location.Options{S3: s3.Config{
-		Credentials: &s3.Credentials{AccessKeyID: mc.AccessKey, SecretAccessKey: s3.Secret(mc.SecretKey)},
+		Credentials: &s3.Credentials{AccessKeyID: mc.AccessKey, SecretAccessKey: secret.NewString(mc.SecretKey)},
 	}}
 }

@@ -63,6 +63,7 @@ stops running jobs (they fail with "agent shutting down") and exits.`,
 				cfg.Labels = l
 			}
 			if set("mysql") {
+				warnArgvDSN(s, cmd, "mysql", dsn)
 				cfg.MySQL = dsn
 			}
 			if set("repo") {

@@ -95,6 +95,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 			if dsn == "" {
 				return &UserError{Msg: "--mysql DSN is required, e.g. --mysql 'user@tcp(127.0.0.1:3306)/' (password in TIDEMARK_MYSQL_PASSWORD)"}
 			}
+			warnArgvDSN(s, cmd, "mysql", dsn)
 			parsed, err := mysqlx.ParseDSN(dsn)
 			if err != nil {
 				return userErr(err)
@@ -403,6 +404,7 @@ that position.`,
 				}
 				rf.uri = uri
 			}
+			warnArgvDSN(s, cmd, "to-mysql", dsn)
 			if _, err := mysqlx.ParseDSN(dsn); err != nil {
 				return userErr(err)
 			}

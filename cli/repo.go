@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 )
@@ -31,28 +32,9 @@ func (f *repoFlags) register(cmd *cobra.Command) {
 }
 
 func (f *repoFlags) secret() (archive.Secret, error) {
-	var s archive.Secret
-	if f.keyFile != "" && f.passphraseFile != "" {
-		return s, &UserError{Msg: "give --key-file or --passphrase-file, not both"}
-	}
-	if f.keyFile != "" {
-		b, err := os.ReadFile(f.keyFile)
-		if err != nil {
-			return s, &UserError{Msg: fmt.Sprintf("reading key file: %v", err), Err: err}
-		}
-		s.KeyFile = b
-	}
-	if f.passphraseFile != "" {
-		b, err := os.ReadFile(f.passphraseFile)
-		if err != nil {
-			return s, &UserError{Msg: fmt.Sprintf("reading passphrase file: %v", err), Err: err}
-		}
-		// A trailing newline from `echo` is not part of the passphrase.
-		p := strings.TrimRight(string(b), "\r\n")
-		if p == "" {
-			return s, &UserError{Msg: fmt.Sprintf("passphrase file %s is empty", f.passphraseFile)}
-		}
-		s.Passphrase = []byte(p)
+	s, err := archive.ReadSecret(f.keyFile, f.passphraseFile)
+	if err != nil {
+		return s, &UserError{Msg: err.Error(), Err: err}
 	}
 	return s, nil
 }
@@ -89,6 +71,21 @@ func (f *repoFlags) open(ctx context.Context) (*archive.Repo, func(), error) {
 	return repo, func() { repo.Close(); _ = st.Close() }, nil
 }
 
+// warnArgvDSN warns on stderr when the DSN of --flag, given on the command
+// line, holds a password: the process list shows it to every user.
+func warnArgvDSN(s *streams, cmd *cobra.Command, flag, dsn string) {
+	if !cmd.Flags().Changed(flag) {
+		return
+	}
+	// binlog stream's --mysql is a comma-separated list.
+	for _, d := range append([]string{dsn}, strings.Split(dsn, ",")...) {
+		if w := mysqlx.ArgvPasswordWarning("--"+flag, d); w != "" {
+			fmt.Fprintln(s.err, w)
+			return
+		}
+	}
+}
+
 // userErr marks an error from the layers below as meant for the user: they
 // already name the object and the fix.
 func userErr(err error) error {
@@ -104,16 +101,18 @@ func newRepoCmd(s *streams) *cobra.Command {
 		Use:   "repo",
 		Short: "Create, verify, clean and inspect backup repositories",
 	}
-	cmd.AddCommand(newRepoInitCmd(s), newRepoVerifyCmd(s), newRepoGCCmd(s), newRepoStatsCmd(s))
+	cmd.AddCommand(newRepoInitCmd(s), newRepoVerifyCmd(s), newRepoGCCmd(s), newRepoStatsCmd(s), newRepoKeyCmd(s))
 	return cmd
 }
 
 func newRepoInitCmd(s *streams) *cobra.Command {
 	var (
-		rf      repoFlags
-		encrypt bool
-		opts    archive.InitOptions
-		output  string
+		rf       repoFlags
+		encrypt  bool
+		opts     archive.InitOptions
+		output   string
+		lockDays int
+		lockMode string
 	)
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -127,10 +126,18 @@ func newRepoInitCmd(s *streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if encrypt && len(sec.KeyFile) == 0 && len(sec.Passphrase) == 0 {
+			if encrypt && sec.KeyFile.IsZero() && sec.Passphrase.IsZero() {
 				return &UserError{Msg: "--encrypt needs --key-file or --passphrase-file"}
 			}
 			opts.Encrypt, opts.Secret = encrypt, sec
+			if lockDays < 0 {
+				return &UserError{Msg: "--object-lock must be a number of days, at least 1"}
+			}
+			if lockDays > 0 {
+				opts.ObjectLock = &archive.ObjectLock{Days: lockDays, Mode: lockMode}
+			} else if cmd.Flags().Changed("object-lock-mode") {
+				return &UserError{Msg: "--object-lock-mode needs --object-lock DAYS"}
+			}
 			st, err := rf.store(cmd.Context(), true)
 			if err != nil {
 				return err
@@ -145,11 +152,15 @@ func newRepoInitCmd(s *streams) *cobra.Command {
 			if output == "json" {
 				return json.NewEncoder(s.out).Encode(map[string]any{
 					"id": cfg.ID, "repo": location.Redact(rf.uri), "encryption": cfg.Encryption,
-					"compression": cfg.Compression, "chunk_size": cfg.ChunkSize,
+					"compression": cfg.Compression, "chunk_size": cfg.ChunkSize, "object_lock": cfg.ObjectLock,
 				})
 			}
-			_, err = fmt.Fprintf(s.out, "created repository %s at %s (encryption %s, compression %s level %d, chunks %d MiB)\n",
-				cfg.ID, location.Redact(rf.uri), cfg.Encryption, cfg.Compression, cfg.CompressionLevel, cfg.ChunkSize>>20)
+			lock := ""
+			if l := cfg.ObjectLock; l != nil {
+				lock = fmt.Sprintf(", object lock %d days %s", l.Days, l.Mode)
+			}
+			_, err = fmt.Fprintf(s.out, "created repository %s at %s (encryption %s, compression %s level %d, chunks %d MiB%s)\n",
+				cfg.ID, location.Redact(rf.uri), cfg.Encryption, cfg.Compression, cfg.CompressionLevel, cfg.ChunkSize>>20, lock)
 			return err
 		},
 	}
@@ -158,6 +169,8 @@ func newRepoInitCmd(s *streams) *cobra.Command {
 	cmd.Flags().IntVar(&opts.ChunkSize, "chunk-size", archive.DefaultChunkSize, "chunk size in bytes")
 	cmd.Flags().StringVar(&opts.Compression, "compress", archive.DefaultCompression, "default compression: zstd or none")
 	cmd.Flags().IntVar(&opts.CompressionLevel, "compress-level", archive.DefaultCompressionLevel, "zstd level, 1 (fastest) to 22")
+	cmd.Flags().IntVar(&lockDays, "object-lock", 0, "write chunks and manifests under S3 Object Lock retention for this many days (the bucket must have been created with Object Lock)")
+	cmd.Flags().StringVar(&lockMode, "object-lock-mode", storage.RetentionGovernance, "retention mode: governance (s3:BypassGovernanceRetention can still delete) or compliance (no one can)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
 }
@@ -348,6 +361,13 @@ func printGCReport(s *streams, rep *archive.GCReport, opts archive.GCOptions) {
 	fmt.Fprintf(s.out, "%d backups reference %d of %d chunks; %s %d chunks (%s); %s %d chunks (%s); %d unreferenced chunks kept within the %s grace period\n",
 		rep.Backups, rep.ChunksReferred, rep.ChunksTotal, deleted, rep.ChunksDeleted, humanBytes(rep.BytesDeleted),
 		condemned, rep.ChunksCondemned, humanBytes(rep.BytesCondemned), rep.ChunksInGrace, opts.Grace)
+	if rep.ChunksRetained > 0 {
+		until := ""
+		if !rep.RetainedUntil.IsZero() {
+			until = ", the last until " + rep.RetainedUntil.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(s.out, "%d unreferenced chunks kept under Object Lock retention%s; a later gc deletes them\n", rep.ChunksRetained, until)
+	}
 	if rep.ChunksRescued > 0 {
 		fmt.Fprintf(s.out, "%d condemned chunks were referenced again and kept\n", rep.ChunksRescued)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/storage/file"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
 // run executes the command tree in-process and returns exit code, stdout, stderr.
@@ -138,5 +140,115 @@ func TestRepoGCReport(t *testing.T) {
 	code, out, errs = run(t, "repo", "gc", "--repo", repo, "--grace", "0s")
 	if code != 0 || !strings.Contains(out, "deleted 1 chunks") || !strings.Contains(out, " deleted ") {
 		t.Fatalf("second gc: %d %q %q", code, out, errs)
+	}
+}
+
+func TestRepoKeyCommands(t *testing.T) {
+	dir := t.TempDir()
+	repo := "file://" + filepath.Join(dir, "repo")
+	pass := filepath.Join(dir, "pass")
+	if err := os.WriteFile(pass, []byte("first passphrase\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keyBytes := bytes.Repeat([]byte("K3yM4t3r14l!"), 3)
+	key := filepath.Join(dir, "key")
+	if err := os.WriteFile(key, keyBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := run(t, "repo", "init", "--repo", repo, "--encrypt", "--passphrase-file", pass); code != 0 {
+		t.Fatalf("init: %s", errs)
+	}
+	code, out, errs := run(t, "repo", "key", "add", "--repo", repo, "--passphrase-file", pass, "--new-key-file", key, "-o", "json")
+	var added archive.KeyInfo
+	if code != 0 || json.Unmarshal([]byte(out), &added) != nil || added.Kind != archive.KindKeyFile {
+		t.Fatalf("key add: %d %q %q", code, out, errs)
+	}
+	code, out, errs = run(t, "repo", "key", "rotate", "--repo", repo, "--key-file", key)
+	if code != 0 || !strings.Contains(out, "generation 1") {
+		t.Fatalf("rotate: %d %q %q", code, out, errs)
+	}
+	code, out, errs = run(t, "repo", "key", "list", "--repo", repo, "--key-file", key, "-o", "json")
+	var list struct {
+		Keys     []archive.KeyInfo     `json:"keys"`
+		DataKeys []archive.DataKeyInfo `json:"data_keys"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Keys) != 2 || len(list.DataKeys) != 2 || !list.DataKeys[1].Current {
+		t.Fatalf("list: %d %q %q", code, out, errs)
+	}
+	if strings.Contains(out, "first passphrase") || strings.Contains(out, string(keyBytes)) || strings.Contains(out, "wrapped") {
+		t.Fatalf("key list shows key material: %s", out)
+	}
+	var passID string
+	for _, k := range list.Keys {
+		if k.Kind == archive.KindPassphrase {
+			passID = k.ID
+		}
+	}
+	if code, _, errs = run(t, "repo", "key", "remove", passID, "--repo", repo, "--key-file", key); code != 0 {
+		t.Fatalf("remove: %s", errs)
+	}
+	code, _, errs = run(t, "repo", "stats", "--repo", repo, "--passphrase-file", pass)
+	if code == 0 || !strings.Contains(errs, "wrong key or passphrase") || !strings.Contains(errs, filepath.Join(dir, "repo")) {
+		t.Fatalf("removed passphrase still opens, or the error does not name the repository: %d %q", code, errs)
+	}
+	code, _, errs = run(t, "repo", "key", "remove", added.ID, "--repo", repo, "--key-file", key)
+	if code == 0 || !strings.Contains(errs, "last key") {
+		t.Fatalf("removing the last key: %d %q", code, errs)
+	}
+	code, out, errs = run(t, "repo", "key", "list", "--repo", repo, "--key-file", key)
+	if code != 0 || !strings.Contains(out, added.ID) || strings.Contains(out, passID) {
+		t.Fatalf("list after removal: %d %q %q", code, out, errs)
+	}
+	code, _, errs = run(t, "repo", "key", "add", "--repo", repo, "--key-file", key)
+	if code == 0 || !strings.Contains(errs, "--new-key-file") {
+		t.Fatalf("add without a new key: %d %q", code, errs)
+	}
+}
+
+func TestRepoInitObjectLockBadInput(t *testing.T) {
+	repo := "file://" + filepath.Join(t.TempDir(), "repo")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--object-lock", "7"}, "needs an s3:// repository"},
+		{[]string{"--object-lock", "7", "--object-lock-mode", "forever"}, "use governance or compliance"},
+		{[]string{"--object-lock", "-1"}, "at least 1"},
+		{[]string{"--object-lock-mode", "compliance"}, "needs --object-lock DAYS"},
+	} {
+		code, _, errs := run(t, append([]string{"repo", "init", "--repo", repo}, c.args...)...)
+		if code == 0 || !strings.Contains(errs, c.want) {
+			t.Errorf("init %v: %d %q, want an error saying %q", c.args, code, errs, c.want)
+		}
+	}
+}
+
+// TestRepoInitObjectLockS3: --object-lock on a bucket created with Object
+// Lock is recorded in the config; on a plain bucket it is refused, saying
+// why.
+func TestRepoInitObjectLockS3(t *testing.T) {
+	mc := testenv.StartMinIO(t)
+	mc.NewLockedBucket(t, "locked")
+	t.Setenv("AWS_ACCESS_KEY_ID", mc.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", mc.SecretKey)
+	t.Setenv("TIDEMARK_KEY_FILE", "")
+	t.Setenv("TIDEMARK_PASSPHRASE_FILE", "")
+	uri := func(bucket string) string {
+		return fmt.Sprintf("s3://%s/r?endpoint=%s&tls=false", bucket, mc.Endpoint)
+	}
+	code, _, errs := run(t, "repo", "init", "--repo", uri(mc.Bucket), "--object-lock", "7")
+	if code == 0 || !strings.Contains(errs, "does not have Object Lock enabled") {
+		t.Fatalf("object lock on a plain bucket: %d %q", code, errs)
+	}
+	code, out, errs := run(t, "repo", "init", "--repo", uri("locked"), "--object-lock", "7", "--object-lock-mode", "compliance", "-o", "json")
+	var res struct {
+		ObjectLock archive.ObjectLock `json:"object_lock"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.ObjectLock != (archive.ObjectLock{Days: 7, Mode: "compliance"}) {
+		t.Fatalf("init with object lock: %d %q %q", code, out, errs)
+	}
+	code, out, errs = run(t, "repo", "gc", "--repo", uri("locked"), "--grace", "0s", "-o", "json")
+	if code != 0 || !strings.Contains(out, `"chunks_retained":0`) {
+		t.Fatalf("gc: %d %q %q", code, out, errs)
 	}
 }

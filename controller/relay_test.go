@@ -21,6 +21,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/file"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
@@ -86,7 +87,7 @@ func TestRelayConformanceS3(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) storage.Storage {
 		loc := s3.Location{Bucket: m.Bucket, Prefix: fmt.Sprintf("relay%d/", n.Add(1)), Endpoint: m.Endpoint}
 		backend, err := s3.Open(context.Background(), loc, s3.Config{
-			Credentials: &s3.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: s3.Secret(m.SecretKey)},
+			Credentials: &s3.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: secret.NewString(m.SecretKey)},
 			PartSize:    s3.MinPartSize,
 		})
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage/file"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
@@ -29,7 +30,7 @@ func fileRepo(t *testing.T) (*archive.Repo, string) {
 // encryptedRepo is a file repository encrypted with a passphrase.
 func encryptedRepo(t *testing.T) (*archive.Repo, string) {
 	t.Helper()
-	return fileRepoWith(t, archive.InitOptions{Encrypt: true, Secret: archive.Secret{Passphrase: []byte("binlog test")}, ScryptN: 1 << 10})
+	return fileRepoWith(t, archive.InitOptions{Encrypt: true, Secret: archive.Secret{Passphrase: secret.NewBytes([]byte("binlog test"))}, ScryptN: 1 << 10})
 }
 
 func fileRepoWith(t *testing.T, opts archive.InitOptions) (*archive.Repo, string) {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/storage/s3"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
@@ -59,7 +60,7 @@ func minioRepo(t *testing.T) (*archive.Repo, string, []string) {
 	m := testenv.StartMinIO(t)
 	uri := "s3://" + m.Bucket + "/repo?endpoint=" + m.Endpoint + "&tls=false"
 	st, err := location.Open(context.Background(), uri, location.Options{Create: true,
-		S3: s3.Config{Credentials: &s3.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: s3.Secret(m.SecretKey)}}})
+		S3: s3.Config{Credentials: &s3.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: secret.NewString(m.SecretKey)}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1307,7 +1307,9 @@ func (s *streamer) compact(ctx context.Context, m segmentMeta, data []byte, piec
 	m.Bytes = int64(len(data))
 	// zstd level 1 like the pieces: level 3 doubled the compaction's CPU,
 	// a sixth of the streamer's, for a few percent of size.
-	if err := s.putOnce(ctx, segmentName(s.p.Instance, m.Name), data, archive.ObjectOptions{Compression: "zstd", Level: 1}); err != nil {
+	// A closed segment and its index entry are never rewritten nor deleted:
+	// in an Object Lock repository they are kept like backups.
+	if err := s.putOnce(ctx, segmentName(s.p.Instance, m.Name), data, archive.ObjectOptions{Compression: "zstd", Level: 1, Retain: true}); err != nil {
 		return err
 	}
 	if err := compactFault("segment"); err != nil {
@@ -1317,7 +1319,7 @@ func (s *streamer) compact(ctx context.Context, m segmentMeta, data []byte, piec
 	if err != nil {
 		return err
 	}
-	if err := s.putOnce(ctx, indexName(s.p.Instance, m.Name), ij, archive.ObjectOptions{}); err != nil {
+	if err := s.putOnce(ctx, indexName(s.p.Instance, m.Name), ij, archive.ObjectOptions{Retain: true}); err != nil {
 		return err
 	}
 	if err := compactFault("index"); err != nil {

@@ -16,13 +16,16 @@ import (
 	"time"
 
 	"github.com/tidemark-backup/tidemark/internal/dumpgen"
+	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
 var tmpl = sync.OnceValue(func() []byte { return dumpgen.Template(42) })
 
-func testSecret() Secret { return Secret{Passphrase: []byte("correct horse battery staple")} }
+func testSecret() Secret {
+	return Secret{Passphrase: secret.NewBytes([]byte("correct horse battery staple"))}
+}
 
 func initRepo(t *testing.T, st storage.Storage, encrypt bool) *Repo {
 	t.Helper()
@@ -238,20 +241,20 @@ func TestWrongKeyAndUnknownFormat(t *testing.T) {
 	dir := t.TempDir()
 	st := openFileStore(t, dir)
 	initRepo(t, st, true)
-	if _, err := Open(ctx, st, Secret{Passphrase: []byte("nope")}); !errors.Is(err, ErrWrongKey) {
+	if _, err := Open(ctx, st, Secret{Passphrase: secret.NewBytes([]byte("nope"))}); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("wrong passphrase: %v", err)
 	}
 	if _, err := Open(ctx, st, Secret{}); !errors.Is(err, ErrNeedKey) {
 		t.Fatalf("no key: %v", err)
 	}
-	if _, err := Open(ctx, st, Secret{KeyFile: bytes.Repeat([]byte("k"), 32)}); !errors.Is(err, ErrWrongKey) {
+	if _, err := Open(ctx, st, Secret{KeyFile: secret.NewBytes(bytes.Repeat([]byte("k"), 32))}); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("key file for passphrase repo: %v", err)
 	}
 	if _, err := Init(ctx, st, InitOptions{}); !errors.Is(err, ErrRepoExists) {
 		t.Fatalf("init over a repo: %v", err)
 	}
 	cfg, _ := os.ReadFile(filepath.Join(dir, "config"))
-	cfg = bytes.Replace(cfg, []byte(`"format_version": 1`), []byte(`"format_version": 99`), 1)
+	cfg = bytes.Replace(cfg, []byte(`"format_version": 2`), []byte(`"format_version": 99`), 1)
 	if err := os.WriteFile(filepath.Join(dir, "config"), cfg, 0o600); err != nil {
 		t.Fatal(err)
 	}

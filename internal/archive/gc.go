@@ -106,8 +106,7 @@ func (r *Repo) encodeRecord(name, run string, c *condemned) ([]byte, error) {
 	for i, id := range c.ids {
 		body = binary.BigEndian.AppendUint32(append(body, id[:]...), c.sizes[i])
 	}
-	blob, _, err := r.codec.encode(nil, nil, condemnedKey(name), body, "zstd", 1)
-	return blob, err
+	return r.codec.encodeNamed(condemnedKey(name), body, "zstd", 1)
 }
 
 func (r *Repo) loadRecord(ctx context.Context, name string) (*condemned, error) {
@@ -116,7 +115,7 @@ func (r *Repo) loadRecord(ctx context.Context, name string) (*condemned, error) 
 	if err != nil {
 		return nil, err
 	}
-	body, err := r.codec.decode(nil, key, raw)
+	body, err := r.codec.decodeNamed(nil, key, raw, maxBlobPlain)
 	if err != nil {
 		return nil, fmt.Errorf("condemnation record %s: %w: %w", name, ErrDamaged, err)
 	}
@@ -227,21 +226,28 @@ type GCRecord struct {
 	// backup still to acknowledge it will have done so, ended, or gone
 	// stale and been fenced by then. The first gc run after it deletes.
 	DeletableAt time.Time `json:"deletable_at"`
-	Rescued     int       `json:"chunks_rescued,omitempty"` // spared: referenced again
-	Deleted     int       `json:"chunks_deleted,omitempty"` // in a dry run: would be deleted now
+	Rescued     int       `json:"chunks_rescued,omitempty"`  // spared: referenced again
+	Deleted     int       `json:"chunks_deleted,omitempty"`  // in a dry run: would be deleted now
+	Retained    int       `json:"chunks_retained,omitempty"` // the store refused: under retention
 }
 
 // GCReport is what a collection found and did.
 type GCReport struct {
-	Backups         int        `json:"backups"`
-	ChunksTotal     int        `json:"chunks_total"`
-	ChunksReferred  int        `json:"chunks_referenced"`
-	ChunksCondemned int        `json:"chunks_condemned"` // newly, by this run
-	BytesCondemned  int64      `json:"bytes_condemned"`
-	ChunksDeleted   int        `json:"chunks_deleted"` // in a dry run: would be deleted by this run
-	BytesDeleted    int64      `json:"bytes_deleted"`
-	ChunksRescued   int        `json:"chunks_rescued"`
-	ChunksInGrace   int        `json:"chunks_in_grace"`
+	Backups         int   `json:"backups"`
+	ChunksTotal     int   `json:"chunks_total"`
+	ChunksReferred  int   `json:"chunks_referenced"`
+	ChunksCondemned int   `json:"chunks_condemned"` // newly, by this run
+	BytesCondemned  int64 `json:"bytes_condemned"`
+	ChunksDeleted   int   `json:"chunks_deleted"` // in a dry run: would be deleted by this run
+	BytesDeleted    int64 `json:"bytes_deleted"`
+	ChunksRescued   int   `json:"chunks_rescued"`
+	ChunksInGrace   int   `json:"chunks_in_grace"`
+	// ChunksRetained are unreferenced chunks kept because they are under
+	// Object Lock retention: not condemned while the repository's lock
+	// period says they are, or condemned and then refused by the store.
+	// A later run deletes them once the retention ends.
+	ChunksRetained  int        `json:"chunks_retained"`
+	RetainedUntil   time.Time  `json:"retained_until,omitzero"` // when the last of them is released, as far as known
 	MissingReferred int        `json:"chunks_missing"`
 	BackupsRunning  []string   `json:"backups_running"`
 	BackupsFenced   []string   `json:"backups_fenced"` // stale markers: their backups can no longer commit
@@ -428,13 +434,15 @@ func (r *Repo) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 	} else {
 		for _, i := range sweep {
 			rec := &rep.Records[i]
-			if err := r.sweepRecord(ctx, lock, rec, st.recs[rec.Record], referenced, rescued, opts.Workers); err != nil {
+			retained, err := r.sweepRecord(ctx, lock, rec, st.recs[rec.Record], referenced, rescued, opts.Workers)
+			if err != nil {
 				return rep, err
 			}
 			rep.ChunksDeleted += rec.Deleted
 			rep.ChunksRescued += rec.Rescued
+			rep.ChunksRetained += rec.Retained
 			for j, id := range st.recs[rec.Record].ids {
-				if _, ok := referenced[id]; !ok && !rescued[id] {
+				if _, ok := referenced[id]; !ok && !rescued[id] && !retained[id] {
 					rep.BytesDeleted += int64(st.recs[rec.Record].sizes[j])
 				}
 			}
@@ -471,6 +479,13 @@ func (r *Repo) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 		}
 		if oi.ModTime.After(cutoff) {
 			rep.ChunksInGrace++
+			return nil
+		}
+		if until := r.retainedUntil(oi.ModTime); until.After(now()) {
+			rep.ChunksRetained++
+			if until.After(rep.RetainedUntil) {
+				rep.RetainedUntil = until
+			}
 			return nil
 		}
 		fresh.ids = append(fresh.ids, id)
@@ -554,13 +569,15 @@ func (r *Repo) fenceBackup(ctx context.Context, w heldLock) error {
 // sweepRecord deletes the record's chunks that nothing refers to, then the
 // record. Every delete is authorized by the lock first and bounded in time,
 // so a run paused past the stale time deletes nothing more when it wakes.
-func (r *Repo) sweepRecord(ctx context.Context, lock *gcLock, rec *GCRecord, c *condemned, referenced map[ChunkID]struct{}, rescued map[ChunkID]bool, workers int) error {
+// It returns the chunks the store kept under retention.
+func (r *Repo) sweepRecord(ctx context.Context, lock *gcLock, rec *GCRecord, c *condemned, referenced map[ChunkID]struct{}, rescued map[ChunkID]bool, workers int) (map[ChunkID]bool, error) {
 	if workers <= 0 {
 		workers = 16
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
 	var mu sync.Mutex
+	retained := map[ChunkID]bool{}
 	for _, id := range c.ids {
 		if _, ok := referenced[id]; ok || rescued[id] {
 			rec.Rescued++
@@ -572,7 +589,18 @@ func (r *Repo) sweepRecord(ctx context.Context, lock *gcLock, rec *GCRecord, c *
 			}
 			dctx, cancel := context.WithTimeout(gctx, lock.timing.stale/4)
 			defer cancel()
-			if err := r.store.Delete(dctx, chunkKey(id)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			err := r.store.Delete(dctx, chunkKey(id))
+			if errors.Is(err, storage.ErrRetained) {
+				// Object Lock: the chunk stays until its retention ends,
+				// and a later run condemns it again. Not an error: a
+				// locked repository's gc must go on with the rest.
+				mu.Lock()
+				rec.Retained++
+				retained[id] = true
+				mu.Unlock()
+				return nil
+			}
+			if err != nil && !errors.Is(err, storage.ErrNotFound) {
 				return fmt.Errorf("record %s: deleting chunk %s: %w", rec.Record, id, err)
 			}
 			r.indexMu.Lock()
@@ -587,24 +615,24 @@ func (r *Repo) sweepRecord(ctx context.Context, lock *gcLock, rec *GCRecord, c *
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return fmt.Errorf("gc stopped mid-sweep: %w", err)
+		return nil, fmt.Errorf("gc stopped mid-sweep: %w", err)
 	}
 	gcStep("chunks-deleted")
 	if err := lock.authorize(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	name := rec.Record
 	if err := r.store.Put(ctx, sweptKey(name), strings.NewReader(lock.run), int64(len(lock.run)), storage.PutOptions{}); err != nil {
-		return fmt.Errorf("record %s: %w", name, err)
+		return nil, fmt.Errorf("record %s: %w", name, err)
 	}
 	if err := r.store.Delete(ctx, condemnedKey(name)); err != nil {
-		return fmt.Errorf("record %s: %w", name, err)
+		return nil, fmt.Errorf("record %s: %w", name, err)
 	}
 	if err := r.store.Delete(ctx, deletingKey(name)); err != nil {
-		return fmt.Errorf("record %s: %w", name, err)
+		return nil, fmt.Errorf("record %s: %w", name, err)
 	}
 	rec.State = "deleted"
-	return nil
+	return retained, nil
 }
 
 // tombstone is what gc puts at the manifest key of a backup it fenced.

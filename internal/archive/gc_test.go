@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tidemark-backup/tidemark/internal/dumpgen"
+	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/storage/s3"
@@ -45,7 +46,7 @@ func openPlace(p repoPlace) (storage.Storage, error) {
 		return openFileStoreNoT(dir), nil
 	}
 	return location.Open(context.Background(), p.uri, location.Options{S3: s3.Config{
-		Credentials: &s3.Credentials{AccessKeyID: p.access, SecretAccessKey: s3.Secret(p.secret)},
+		Credentials: &s3.Credentials{AccessKeyID: p.access, SecretAccessKey: secret.NewString(p.secret)},
 	}})
 }
 

@@ -49,6 +49,11 @@ type ObjectOptions struct {
 	// written seldom enough that ratio matters more than speed).
 	Compression string
 	Level       int
+	// Retain puts the object under the repository's Object Lock retention,
+	// like chunks and manifests (nothing without Object Lock): for objects
+	// that are never overwritten nor deleted before the period ends, such
+	// as closed binlog segments. Not with Overwrite.
+	Retain bool
 }
 
 // PutObject stores plain under name (a '/'-separated path), durably when it
@@ -57,6 +62,9 @@ func (r *Repo) PutObject(ctx context.Context, name string, plain []byte, opts Ob
 	key, err := objectKey(name)
 	if err != nil {
 		return err
+	}
+	if opts.Retain && opts.Overwrite {
+		return fmt.Errorf("object %s: an object under retention cannot be overwritten (Retain with Overwrite)", name)
 	}
 	if len(plain) > maxObjectSize {
 		return fmt.Errorf("object %s: %d bytes is over the %d-byte limit", name, len(plain), maxObjectSize)
@@ -68,11 +76,15 @@ func (r *Repo) PutObject(ctx context.Context, name string, plain []byte, opts Ob
 	body := make([]byte, 0, 4+len(plain))
 	body = binary.BigEndian.AppendUint32(body, crc32.Checksum(plain, castagnoli))
 	body = append(body, plain...)
-	blob, _, err := r.codec.encode(nil, nil, key, body, compr, level)
+	blob, err := r.codec.encodeNamed(key, body, compr, level)
 	if err != nil {
 		return fmt.Errorf("object %s: %w", name, err)
 	}
-	if err := r.store.Put(ctx, key, bytes.NewReader(blob), int64(len(blob)), storage.PutOptions{IfNotExists: !opts.Overwrite}); err != nil {
+	popts := storage.PutOptions{IfNotExists: !opts.Overwrite}
+	if opts.Retain {
+		popts = r.retain(popts)
+	}
+	if err := r.store.Put(ctx, key, bytes.NewReader(blob), int64(len(blob)), popts); err != nil {
 		return fmt.Errorf("object %s: %w", name, err)
 	}
 	return nil
@@ -92,7 +104,7 @@ func (r *Repo) GetObject(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w", name, err)
 	}
-	body, err := r.codec.decodeLimit(nil, key, raw, maxObjectSize+4)
+	body, err := r.codec.decodeNamed(nil, key, raw, maxObjectSize+4)
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w: %w", name, ErrDamaged, err)
 	}
@@ -118,7 +130,8 @@ func (r *Repo) ListObjects(ctx context.Context, prefix string, fn func(ObjectInf
 }
 
 // DeleteObject removes the object stored under name; a missing one is not
-// an error.
+// an error. One put with Retain is refused by an Object Lock store until its
+// retention ends (storage.ErrRetained).
 func (r *Repo) DeleteObject(ctx context.Context, name string) error {
 	key, err := objectKey(name)
 	if err != nil {

@@ -48,7 +48,7 @@ func (r *Repo) LoadManifest(ctx context.Context, backupID string) (*v1.Manifest,
 	if isTombstone(raw) {
 		return nil, fmt.Errorf("backup %s: %w: it was abandoned (gc fenced its writer, which had stopped refreshing its lock) and never committed", backupID, ErrBackupMissing)
 	}
-	plain, err := r.codec.decode(nil, key, raw)
+	plain, err := r.codec.decodeNamed(nil, key, raw, maxBlobPlain)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: manifest is damaged: %w: %w", backupID, ErrDamaged, err)
 	}
@@ -395,6 +395,9 @@ func ManifestKey(backupID string) string { return manifestKey(backupID) }
 // leave a manifest that claims a backup the catalog never accepted, while
 // one another attempt wrote under a newer fence must stay. It reports
 // whether it deleted one. The chunks stay until gc finds them unreferenced.
+// In an Object Lock repository the store refuses the delete until the
+// manifest's retention ends (storage.ErrRetained, with the date): the
+// manifest then stays, unknown to the catalog.
 func (r *Repo) DiscardManifest(ctx context.Context, id string, fence *v1.LeaseToken) (bool, error) {
 	m, err := r.LoadManifest(ctx, id)
 	if errors.Is(err, ErrBackupMissing) || errors.Is(err, storage.ErrNotFound) {

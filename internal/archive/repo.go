@@ -3,6 +3,8 @@ package archive
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,12 +14,18 @@ import (
 	"time"
 
 	"github.com/tidemark-backup/tidemark/internal/crypto"
+	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 )
 
-// FormatVersion is the repository format this code writes and the only one
-// it reads. A repository with another version is refused by name.
+// FormatVersion is the manifest format this code writes and the only one
+// it reads. A manifest with another version is refused by name.
 const FormatVersion = 1
+
+// ConfigVersion is the repository config format this code writes. It reads
+// format 1 too (one passphrase or key file, one data key, no
+// authenticators) and upgrades it to 2 at the first key change; see keys.go.
+const ConfigVersion = 2
 
 // Defaults for a new repository.
 const (
@@ -40,7 +48,9 @@ var (
 )
 
 // Config is the repository's config object, stored as JSON under "config".
-// It records every algorithm by name so a reader never guesses.
+// It records every algorithm by name so a reader never guesses. It holds
+// wrapped keys only: nothing in it opens the repository without one of the
+// key slots' passphrases or key files.
 type Config struct {
 	FormatVersion    int               `json:"format_version"`
 	ID               string            `json:"id"`
@@ -49,19 +59,81 @@ type Config struct {
 	Hash             string            `json:"hash"`        // "sha256" or "hmac-sha256"
 	Compression      string            `json:"compression"` // default for new backups: "zstd" or "none"
 	CompressionLevel int               `json:"compression_level"`
-	Encryption       string            `json:"encryption"` // "none" or "aes-256-gcm"
-	KDF              *crypto.KDFParams `json:"kdf,omitempty"`
-	WrappedKeys      []byte            `json:"wrapped_keys,omitempty"`
-	Extra            map[string]string `json:"extra,omitempty"`
+	Encryption       string            `json:"encryption"`             // "none" or "aes-256-gcm"
+	KDF              *crypto.KDFParams `json:"kdf,omitempty"`          // format 1 only
+	WrappedKeys      []byte            `json:"wrapped_keys,omitempty"` // format 1 only
+	// Keys are the key slots of an encrypted format-2 repository: each
+	// wraps the same repository keys under one passphrase or key file.
+	Keys []KeySlot `json:"keys,omitempty"`
+	// DataKeys are the data keys, wrapped by the root key; the one with
+	// the highest generation seals new data.
+	DataKeys []DataKey `json:"data_keys,omitempty"`
+	// UpgradedFrom is 1 when a format-1 repository was upgraded: its
+	// older manifests and objects carry no authenticator.
+	UpgradedFrom int `json:"upgraded_from,omitempty"`
+	// ObjectLock, when set, puts chunks and manifests under S3 Object
+	// Lock retention as they are written.
+	ObjectLock *ObjectLock       `json:"object_lock,omitempty"`
+	Extra      map[string]string `json:"extra,omitempty"`
 }
 
-// Secret opens an encrypted repository: exactly one of the two is set.
+// KeySlot is one passphrase or key file that opens the repository.
+type KeySlot struct {
+	ID        string           `json:"id"`
+	Kind      string           `json:"kind"` // KindPassphrase or KindKeyFile
+	CreatedAt time.Time        `json:"created_at"`
+	KDF       crypto.KDFParams `json:"kdf"`
+	Wrapped   []byte           `json:"wrapped"` // crypto.RepoKeys under the slot's KEK
+}
+
+// Key slot kinds.
+const (
+	KindPassphrase = "passphrase"
+	KindKeyFile    = "key-file"
+)
+
+// DataKey is one generation of data key, wrapped by the root key.
+type DataKey struct {
+	Generation int       `json:"generation"`
+	CreatedAt  time.Time `json:"created_at"`
+	Wrapped    []byte    `json:"wrapped"`
+}
+
+// maxDataKeys bounds rotations: the generation is two bytes in a blob's
+// header.
+const maxDataKeys = 1 << 16
+
+// Secret opens an encrypted repository: exactly one of the two is set. It
+// never prints either (see package secret).
 type Secret struct {
-	Passphrase []byte // from --passphrase-file
-	KeyFile    []byte // raw bytes of --key-file
+	Passphrase secret.Bytes // from --passphrase-file
+	KeyFile    secret.Bytes // raw bytes of --key-file
 }
 
-func (s Secret) empty() bool { return len(s.Passphrase) == 0 && len(s.KeyFile) == 0 }
+// ReadSecret reads the key of --key-file or the passphrase of
+// --passphrase-file (at most one of them; both empty is no secret). A
+// passphrase ends at its first trailing newline (echo's); a key file is
+// taken byte for byte. Errors name the flag and file, never the contents.
+func ReadSecret(keyFile, passphraseFile string) (Secret, error) {
+	var s Secret
+	if keyFile != "" && passphraseFile != "" {
+		return s, errors.New("give --key-file or --passphrase-file, not both")
+	}
+	var err error
+	if keyFile != "" {
+		if s.KeyFile, err = secret.ReadFile(keyFile, false); err != nil {
+			return s, fmt.Errorf("--key-file: %w", err)
+		}
+	}
+	if passphraseFile != "" {
+		if s.Passphrase, err = secret.ReadFile(passphraseFile, true); err != nil {
+			return s, fmt.Errorf("--passphrase-file: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s Secret) empty() bool { return s.Passphrase.IsZero() && s.KeyFile.IsZero() }
 
 // InitOptions configure a new repository.
 type InitOptions struct {
@@ -70,6 +142,9 @@ type InitOptions struct {
 	CompressionLevel int    // 0: DefaultCompressionLevel
 	Encrypt          bool
 	Secret           Secret
+	// ObjectLock puts chunks and manifests under retention; the store must
+	// support it (storage.Retainer: S3 with Object Lock on the bucket).
+	ObjectLock *ObjectLock
 	// ScryptN overrides the passphrase KDF cost (tests only; 0 = default).
 	ScryptN int
 }
@@ -80,6 +155,13 @@ type Repo struct {
 	store storage.Storage
 	cfg   Config
 	codec *codec
+
+	cfgRaw []byte           // the config as read, to detect a concurrent change
+	rk     *crypto.RepoKeys // encrypted repositories: the unwrapped repository keys
+	slot   string           // the key slot that opened it
+	// upgrade holds what a format-1 encrypted repository becomes in format
+	// 2 (its opening key as the first slot, its data key as generation 0).
+	upgrade *upgrade
 
 	rawBufs sync.Pool // *[]byte scratch for stored chunks being read
 
@@ -120,7 +202,7 @@ func Init(ctx context.Context, store storage.Storage, opts InitOptions) (*Repo, 
 		return nil, err
 	}
 	cfg := Config{
-		FormatVersion:    FormatVersion,
+		FormatVersion:    ConfigVersion,
 		ID:               newID(time.Now()),
 		CreatedAt:        time.Now().UTC().Truncate(time.Second),
 		ChunkSize:        opts.ChunkSize,
@@ -144,31 +226,36 @@ func Init(ctx context.Context, store storage.Storage, opts InitOptions) (*Repo, 
 	if err := validCompression(cfg.Compression, cfg.CompressionLevel); err != nil {
 		return nil, err
 	}
-	var keys *crypto.MasterKeys
+	if err := opts.ObjectLock.valid(); err != nil {
+		return nil, err
+	}
+	if opts.ObjectLock != nil {
+		if err := storage.CheckRetention(ctx, store); err != nil {
+			return nil, fmt.Errorf("--object-lock: %w", err)
+		}
+		cfg.ObjectLock = opts.ObjectLock
+	}
+	r := &Repo{store: store}
+	var keys *codecKeys
 	if opts.Encrypt {
 		if opts.Secret.empty() {
 			return nil, fmt.Errorf("--encrypt needs --key-file or --passphrase-file")
 		}
-		var kdf crypto.KDFParams
-		secret := opts.Secret.Passphrase
-		if len(opts.Secret.KeyFile) > 0 {
-			kdf, secret = crypto.KeyFileKDF(), opts.Secret.KeyFile
-		} else {
-			kdf = crypto.DefaultScrypt()
-			if opts.ScryptN > 0 {
-				kdf.N = opts.ScryptN
-			}
-		}
-		kek, err := crypto.DeriveKEK(secret, kdf)
+		rk := crypto.NewRepoKeys()
+		slot, err := newSlot(rk, opts.Secret, opts.ScryptN)
 		if err != nil {
 			return nil, err
 		}
-		keys = crypto.NewMasterKeys()
-		wrapped, err := keys.Wrap(kek)
+		data := crypto.Random(32)
+		wrapped, err := rk.WrapDataKey(0, data)
 		if err != nil {
 			return nil, err
 		}
-		cfg.Encryption, cfg.Hash, cfg.KDF, cfg.WrappedKeys = "aes-256-gcm", "hmac-sha256", &kdf, wrapped
+		cfg.Encryption, cfg.Hash = "aes-256-gcm", "hmac-sha256"
+		cfg.Keys = []KeySlot{slot}
+		cfg.DataKeys = []DataKey{{Generation: 0, CreatedAt: cfg.CreatedAt, Wrapped: wrapped}}
+		r.rk, r.slot = rk, slot.ID
+		keys = &codecKeys{data: map[uint16][]byte{0: data}, id: rk.ID[:], auth: rk.AuthKey(), v2: true, repoID: cfg.ID}
 	} else if !opts.Secret.empty() {
 		return nil, fmt.Errorf("a key or passphrase was given without --encrypt: add --encrypt, or drop the key")
 	}
@@ -186,7 +273,8 @@ func Init(ctx context.Context, store storage.Storage, opts InitOptions) (*Repo, 
 	if err != nil {
 		return nil, err
 	}
-	return &Repo{store: store, cfg: cfg, codec: c}, nil
+	r.cfg, r.cfgRaw, r.codec = cfg, data, c
+	return r, nil
 }
 
 func validCompression(name string, level int) error {
@@ -204,75 +292,198 @@ func validCompression(name string, level int) error {
 }
 
 // Open opens an existing repository, refusing an unknown format version or a
-// wrong key.
+// wrong key before any data is read.
 func Open(ctx context.Context, store storage.Storage, secret Secret) (*Repo, error) {
-	rc, err := store.Get(ctx, configKey, 0, -1)
+	cfg, raw, err := readConfig(ctx, store)
 	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, fmt.Errorf("%s: %w: create one with `tidemark repo init --repo URI`, or check the URI", store, ErrNoRepository)
-		}
-		return nil, fmt.Errorf("opening repository %s: %w", store, err)
-	}
-	data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
-	_ = rc.Close()
-	if err != nil {
-		return nil, fmt.Errorf("reading repository config from %s: %w", store, err)
-	}
-	var cfg Config
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("%s: repository config is not valid JSON: %w: %w", store, ErrBadFormat, err)
-	}
-	if cfg.FormatVersion != FormatVersion {
-		return nil, fmt.Errorf("%s: repository format version %d, this tidemark reads version %d: %w; upgrade tidemark", store, cfg.FormatVersion, FormatVersion, ErrBadFormat)
+		return nil, err
 	}
 	if err := validCompression(cfg.Compression, cfg.CompressionLevel); err != nil {
 		return nil, fmt.Errorf("%s: %w: %w", store, ErrBadFormat, err)
 	}
-	var keys *crypto.MasterKeys
+	if cfg.ChunkSize < minChunkSize || cfg.ChunkSize > maxChunkSize {
+		return nil, fmt.Errorf("%s: chunk size %d out of range: %w", store, cfg.ChunkSize, ErrBadFormat)
+	}
+	if err := cfg.ObjectLock.valid(); err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", store, ErrBadFormat, err)
+	}
+	r := &Repo{store: store, cfg: cfg, cfgRaw: raw}
+	var keys *codecKeys
 	switch cfg.Encryption {
 	case "none":
 		if cfg.Hash != "sha256" {
 			return nil, fmt.Errorf("%s: hash %q unknown: %w", store, cfg.Hash, ErrBadFormat)
 		}
 	case "aes-256-gcm":
-		if cfg.Hash != "hmac-sha256" || cfg.KDF == nil {
-			return nil, fmt.Errorf("%s: encrypted repository config is incomplete: %w", store, ErrBadFormat)
+		if cfg.Hash != "hmac-sha256" {
+			return nil, fmt.Errorf("%s: hash %q unknown: %w", store, cfg.Hash, ErrBadFormat)
 		}
 		if secret.empty() {
 			return nil, fmt.Errorf("%s: %w: pass --key-file or --passphrase-file", store, ErrNeedKey)
 		}
-		s := secret.Passphrase
-		if cfg.KDF.Name == "hkdf-sha256" {
-			if len(secret.KeyFile) == 0 {
-				return nil, fmt.Errorf("%s: the repository was created with a key file: pass --key-file: %w", store, ErrWrongKey)
-			}
-			s = secret.KeyFile
-		} else if len(secret.Passphrase) == 0 {
-			return nil, fmt.Errorf("%s: the repository was created with a passphrase: pass --passphrase-file: %w", store, ErrWrongKey)
+		if cfg.FormatVersion == 1 {
+			keys, err = r.openV1(secret)
+		} else {
+			keys, err = r.openV2(secret)
 		}
-		kek, err := crypto.DeriveKEK(s, *cfg.KDF)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", store, err)
-		}
-		keys, err = crypto.Unwrap(kek, cfg.WrappedKeys)
-		if err != nil {
-			if errors.Is(err, crypto.ErrWrongKey) {
-				return nil, fmt.Errorf("%s: %w: the key or passphrase does not open this repository", store, ErrWrongKey)
-			}
-			return nil, fmt.Errorf("%s: %w", store, err)
+			return nil, err
 		}
 	default:
 		return nil, fmt.Errorf("%s: encryption %q unknown: %w", store, cfg.Encryption, ErrBadFormat)
 	}
-	if cfg.ChunkSize < minChunkSize || cfg.ChunkSize > maxChunkSize {
-		return nil, fmt.Errorf("%s: chunk size %d out of range: %w", store, cfg.ChunkSize, ErrBadFormat)
-	}
 	c, err := newCodec(keys)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", store, err)
+	}
+	r.codec = c
+	return r, nil
+}
+
+// readConfig reads and parses the config, refusing a format this code does
+// not know.
+func readConfig(ctx context.Context, store storage.Storage) (Config, []byte, error) {
+	var cfg Config
+	rc, err := store.Get(ctx, configKey, 0, -1)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return cfg, nil, fmt.Errorf("%s: %w: create one with `tidemark repo init --repo URI`, or check the URI", store, ErrNoRepository)
+		}
+		return cfg, nil, fmt.Errorf("opening repository %s: %w", store, err)
+	}
+	data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	_ = rc.Close()
+	if err != nil {
+		return cfg, nil, fmt.Errorf("reading repository config from %s: %w", store, err)
+	}
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return cfg, nil, fmt.Errorf("%s: repository config is not valid JSON: %w: %w", store, ErrBadFormat, err)
+	}
+	if cfg.FormatVersion != 1 && cfg.FormatVersion != ConfigVersion {
+		return cfg, nil, fmt.Errorf("%s: repository format version %d, this tidemark reads versions 1 and %d: %w; upgrade tidemark", store, cfg.FormatVersion, ConfigVersion, ErrBadFormat)
+	}
+	return cfg, data, nil
+}
+
+// secretKind returns the slot kind a secret opens and its bytes.
+func secretKind(s Secret) (string, []byte) {
+	if !s.KeyFile.IsZero() {
+		return KindKeyFile, s.KeyFile.Reveal()
+	}
+	return KindPassphrase, s.Passphrase.Reveal()
+}
+
+// openV1 opens a format-1 repository's single wrapped key, and prepares
+// its upgrade to format 2 (done only by a key change).
+func (r *Repo) openV1(secret Secret) (*codecKeys, error) {
+	cfg, store := r.cfg, r.store
+	if cfg.KDF == nil {
+		return nil, fmt.Errorf("%s: encrypted repository config is incomplete: %w", store, ErrBadFormat)
+	}
+	kind, s := secretKind(secret)
+	if want := kdfKind(cfg.KDF.Name); kind != want {
+		return nil, fmt.Errorf("%s: the repository was created with a %s: pass --%s: %w", store, want, flagFor(want), ErrWrongKey)
+	}
+	kek, err := crypto.DeriveKEK(s, *cfg.KDF)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", store, err)
+	}
+	mk, err := crypto.Unwrap(kek, cfg.WrappedKeys)
+	if err != nil {
+		if errors.Is(err, crypto.ErrWrongKey) {
+			return nil, fmt.Errorf("%s: %w: the key or passphrase does not open this repository", store, ErrWrongKey)
+		}
+		return nil, fmt.Errorf("%s: %w", store, err)
+	}
+	// The format-2 form: a new root key, the same id key (chunk ids do not
+	// change) and the old data key as generation 0.
+	rk := crypto.NewRepoKeys()
+	rk.ID = mk.ID
+	wrapped, err := rk.Wrap(kek)
 	if err != nil {
 		return nil, err
 	}
-	return &Repo{store: store, cfg: cfg, codec: c}, nil
+	data0, err := rk.WrapDataKey(0, mk.Data[:])
+	if err != nil {
+		return nil, err
+	}
+	// The slot's id is derived from the repository's, so that `repo key
+	// list` shows the same id on every open until the upgrade stores it.
+	sum := sha256.Sum256([]byte("tidemark format-1 key slot " + cfg.ID))
+	slot := KeySlot{ID: hex.EncodeToString(sum[:4]), Kind: kind, CreatedAt: cfg.CreatedAt, KDF: *cfg.KDF, Wrapped: wrapped}
+	r.rk, r.slot = rk, slot.ID
+	r.upgrade = &upgrade{slot: slot, data0: DataKey{Generation: 0, CreatedAt: cfg.CreatedAt, Wrapped: data0}}
+	return &codecKeys{data: map[uint16][]byte{0: mk.Data[:]}, id: mk.ID[:], repoID: cfg.ID}, nil
+}
+
+// openV2 tries the secret on every key slot of its kind.
+func (r *Repo) openV2(secret Secret) (*codecKeys, error) {
+	cfg, store := r.cfg, r.store
+	if len(cfg.Keys) == 0 || len(cfg.DataKeys) == 0 {
+		return nil, fmt.Errorf("%s: encrypted repository config holds no keys: %w", store, ErrBadFormat)
+	}
+	kind, s := secretKind(secret)
+	tried := 0
+	var rk *crypto.RepoKeys
+	for _, slot := range cfg.Keys {
+		if slot.Kind != kind {
+			continue
+		}
+		tried++
+		kek, err := crypto.DeriveKEK(s, slot.KDF)
+		if err != nil {
+			return nil, fmt.Errorf("%s: key %s: %w", store, slot.ID, err)
+		}
+		k, err := crypto.UnwrapRepoKeys(kek, slot.Wrapped)
+		if err == nil {
+			rk, r.slot = k, slot.ID
+			break
+		}
+		if !errors.Is(err, crypto.ErrWrongKey) {
+			return nil, fmt.Errorf("%s: key %s: %w", store, slot.ID, err)
+		}
+	}
+	if rk == nil {
+		if tried == 0 {
+			other := KindPassphrase
+			if kind == KindPassphrase {
+				other = KindKeyFile
+			}
+			return nil, fmt.Errorf("%s: %w: the repository has no %s key: pass --%s", store, ErrWrongKey, kind, flagFor(other))
+		}
+		return nil, fmt.Errorf("%s: %w: the %s opens none of the repository's %d %s keys", store, ErrWrongKey, kind, tried, kind)
+	}
+	keys := &codecKeys{data: make(map[uint16][]byte, len(cfg.DataKeys)), id: rk.ID[:], auth: rk.AuthKey(), v2: true,
+		legacy: cfg.UpgradedFrom == 1, repoID: cfg.ID}
+	current := -1
+	for _, dk := range cfg.DataKeys {
+		if dk.Generation < 0 || dk.Generation >= maxDataKeys {
+			return nil, fmt.Errorf("%s: data key generation %d out of range: %w", store, dk.Generation, ErrBadFormat)
+		}
+		data, err := rk.UnwrapDataKey(dk.Generation, dk.Wrapped)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w: %w", store, ErrDamaged, err)
+		}
+		keys.data[uint16(dk.Generation)] = data
+		current = max(current, dk.Generation)
+	}
+	keys.current = uint16(current)
+	r.rk = rk
+	return keys, nil
+}
+
+func kdfKind(name string) string {
+	if name == "hkdf-sha256" {
+		return KindKeyFile
+	}
+	return KindPassphrase
+}
+
+func flagFor(kind string) string {
+	if kind == KindKeyFile {
+		return "key-file"
+	}
+	return "passphrase-file"
 }
 
 // CheckStore verifies the properties the archive relies on: a create-only

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/file"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
@@ -43,7 +44,7 @@ func subStore(t *testing.T, srv *s3Server, prefix string) storage.Storage {
 	t.Helper()
 	uri := fmt.Sprintf("s3://%s/%s?endpoint=%s&tls=false", srv.mc.Bucket, prefix, srv.mc.Endpoint)
 	st, err := location.Open(context.Background(), uri, location.Options{S3: s3.Config{
-		Credentials: &s3.Credentials{AccessKeyID: srv.mc.AccessKey, SecretAccessKey: s3.Secret(srv.mc.SecretKey)},
+		Credentials: &s3.Credentials{AccessKeyID: srv.mc.AccessKey, SecretAccessKey: secret.NewString(srv.mc.SecretKey)},
 	}})
 	if err != nil {
 		t.Fatal(err)

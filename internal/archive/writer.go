@@ -81,12 +81,14 @@ type Backup struct {
 	inflight   map[ChunkID]*inflight
 
 	logical, uploaded, newChunks, reused atomic.Int64
+	retained                             atomic.Int64 // reused chunks whose retention was extended
 }
 
 type inflight struct {
-	done chan struct{}
-	size int64
-	err  error
+	done   chan struct{}
+	size   int64
+	err    error
+	stored bool // this backup's put created it (under this backup's retention)
 }
 
 type chunkJob struct {
@@ -298,6 +300,9 @@ func (b *Backup) commit(ctx context.Context) (*v1.Manifest, error) {
 		b.repo.dropIndex()
 		return nil, fmt.Errorf("backup %s failed: making its chunks durable in %s: %w", m.BackupId, b.repo.store, err)
 	}
+	if err := b.retainReused(ctx); err != nil {
+		return nil, fmt.Errorf("backup %s failed: %w", m.BackupId, err)
+	}
 	var logical, stored uint64
 	for _, s := range b.streams {
 		m.Streams = append(m.Streams, s.ref)
@@ -325,11 +330,11 @@ func (r *Repo) putManifest(ctx context.Context, m *v1.Manifest) error {
 		return err
 	}
 	key := manifestKey(m.BackupId)
-	blob, _, err := r.codec.encode(nil, nil, key, raw, "zstd", 3)
+	blob, err := r.codec.encodeNamed(key, raw, "zstd", 3)
 	if err != nil {
 		return err
 	}
-	return r.store.Put(ctx, key, bytes.NewReader(blob), int64(len(blob)), storage.PutOptions{IfNotExists: true})
+	return r.store.Put(ctx, key, bytes.NewReader(blob), int64(len(blob)), r.retain(storage.PutOptions{IfNotExists: true}))
 }
 
 // dropIndex forgets every chunk the index knows. It empties the index
@@ -483,9 +488,10 @@ func (b *Backup) store(ctx context.Context, job *chunkJob, out, scratch []byte) 
 	size := len(out) + len(tail)
 	// Durable only after the Sync in commit, which comes before anything
 	// refers to the chunk.
-	err = r.store.Put(ctx, key, storage.NewBytesReader(out, tail), int64(size), storage.PutOptions{IfNotExists: true, DeferSync: true})
+	err = r.store.Put(ctx, key, storage.NewBytesReader(out, tail), int64(size), r.retain(storage.PutOptions{IfNotExists: true, DeferSync: true}))
 	switch {
 	case err == nil:
+		f.stored = true
 		b.uploaded.Add(int64(size))
 		b.newChunks.Add(1)
 	case errors.Is(err, storage.ErrExists):

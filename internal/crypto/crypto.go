@@ -192,3 +192,93 @@ func Random(n int) []byte {
 	}
 	return b
 }
+
+// RepoKeys are the secrets of a repository in format version 2. Each key
+// slot (a passphrase or key file) wraps the same RepoKeys; Root wraps the
+// data keys (one per rotation) and derives the authenticator key, ID keys
+// chunk ids and never changes (chunk ids must stay comparable across
+// rotations for deduplication).
+type RepoKeys struct {
+	Root [32]byte
+	ID   [32]byte
+}
+
+// NewRepoKeys returns fresh random keys.
+func NewRepoKeys() *RepoKeys {
+	var k RepoKeys
+	copy(k.Root[:], Random(32))
+	copy(k.ID[:], Random(32))
+	return &k
+}
+
+const repoWrapAD = "tidemark repository keys v2"
+
+// Wrap seals the repository keys under kek (one key slot).
+func (k *RepoKeys) Wrap(kek []byte) ([]byte, error) {
+	s, err := NewSealer(kek)
+	if err != nil {
+		return nil, err
+	}
+	plain := append(append(make([]byte, 0, 64), k.Root[:]...), k.ID[:]...)
+	return s.Seal(nil, plain, []byte(repoWrapAD)), nil
+}
+
+// UnwrapRepoKeys opens one key slot; a wrong kek gives ErrWrongKey.
+func UnwrapRepoKeys(kek, wrapped []byte) (*RepoKeys, error) {
+	s, err := NewSealer(kek)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := s.Open(nil, wrapped, []byte(repoWrapAD))
+	if err != nil {
+		return nil, ErrWrongKey
+	}
+	if len(plain) != 64 {
+		return nil, fmt.Errorf("wrapped repository keys hold %d bytes, want 64", len(plain))
+	}
+	var k RepoKeys
+	copy(k.Root[:], plain[:32])
+	copy(k.ID[:], plain[32:])
+	return &k, nil
+}
+
+// WrapDataKey seals data key generation gen under the root key; the
+// generation is bound as additional data, so a wrapped key cannot be
+// relabelled as another generation.
+func (k *RepoKeys) WrapDataKey(gen int, data []byte) ([]byte, error) {
+	s, err := NewSealer(k.Root[:])
+	if err != nil {
+		return nil, err
+	}
+	return s.Seal(nil, data, fmt.Appendf(nil, "tidemark data key %d", gen)), nil
+}
+
+// UnwrapDataKey opens a WrapDataKey output.
+func (k *RepoKeys) UnwrapDataKey(gen int, wrapped []byte) ([]byte, error) {
+	s, err := NewSealer(k.Root[:])
+	if err != nil {
+		return nil, err
+	}
+	data, err := s.Open(nil, wrapped, fmt.Appendf(nil, "tidemark data key %d", gen))
+	if err != nil {
+		return nil, fmt.Errorf("data key %d: %w", gen, err)
+	}
+	if len(data) != 32 {
+		return nil, fmt.Errorf("data key %d holds %d bytes, want 32", gen, len(data))
+	}
+	return data, nil
+}
+
+// AuthKey derives the key of the authenticators on manifests and sealed
+// objects from the root key: it outlives data key rotations, and is never
+// used to encrypt.
+func (k *RepoKeys) AuthKey() []byte {
+	key, err := hkdf.Key(sha256.New, k.Root[:], nil, "tidemark object authenticator v1", 32)
+	if err != nil {
+		panic("hkdf: " + err.Error()) // only fails for lengths over 255*32
+	}
+	return key
+}
+
+// IDHash returns the keyed hash used for chunk ids.
+func (k *RepoKeys) IDHash() hash.Hash { return hmac.New(sha256.New, k.ID[:]) }

@@ -67,3 +67,33 @@ func TestSealBindsAD(t *testing.T) {
 		t.Fatalf("short input: %v", err)
 	}
 }
+
+func TestRepoKeysWrap(t *testing.T) {
+	kek := Random(32)
+	k := NewRepoKeys()
+	w, err := k.Wrap(kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := UnwrapRepoKeys(kek, w)
+	if err != nil || got.Root != k.Root || got.ID != k.ID {
+		t.Fatalf("unwrap: %v", err)
+	}
+	if _, err := UnwrapRepoKeys(Random(32), w); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("wrong kek: %v", err)
+	}
+	data := Random(32)
+	wd, err := k.WrapDataKey(3, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := k.UnwrapDataKey(3, wd); err != nil || !bytes.Equal(d, data) {
+		t.Fatalf("unwrap data key: %v", err)
+	}
+	if _, err := k.UnwrapDataKey(4, wd); !errors.Is(err, ErrAuth) {
+		t.Fatalf("data key relabelled as another generation opened: %v", err)
+	}
+	if bytes.Equal(k.AuthKey(), k.Root[:]) || len(k.AuthKey()) != 32 {
+		t.Fatal("auth key is not a distinct 32-byte key")
+	}
+}

@@ -4,35 +4,26 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/tidemark-backup/tidemark/internal/secret"
 )
 
 // PasswordEnv names the environment variable that supplies the password when
 // the DSN carries none, so that it stays out of process listings and shell
-// history.
+// history. PasswordEnv+"_FILE" names a file holding it instead, which keeps
+// it out of the process's environment too.
 const PasswordEnv = "TIDEMARK_MYSQL_PASSWORD"
 
-// Secret is a string that does not print: fmt, %#v, slog and JSON all show
-// a placeholder. Reveal returns the value.
-type Secret string
-
-const redacted = "[redacted]"
-
-func (s Secret) String() string                { return redacted }
-func (s Secret) GoString() string              { return redacted }
-func (s Secret) LogValue() slog.Value          { return slog.StringValue(redacted) }
-func (s Secret) MarshalJSON() ([]byte, error)  { return []byte(`"` + redacted + `"`), nil }
-func (s Secret) Reveal() string                { return string(s) }
-func (s Secret) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(redacted)) }
+const redacted = secret.Placeholder
 
 // DSN is a parsed go-sql-driver DSN. Its String never shows the password.
 type DSN struct {
 	cfg      *mysql.Config
-	password Secret
+	password secret.String
 }
 
 // defaultDialTimeout bounds the connect of an unreachable host; the driver
@@ -49,12 +40,34 @@ func ParseDSN(dsn string) (*DSN, error) {
 		return nil, fmt.Errorf("invalid MySQL DSN (expected user:password@tcp(host:port)/ or user@unix(/path/to/socket)/): %s", redactErr(err, dsn))
 	}
 	if cfg.Passwd == "" {
-		cfg.Passwd = os.Getenv(PasswordEnv)
+		pw, _, err := secret.FromEnv(PasswordEnv)
+		if err != nil {
+			return nil, fmt.Errorf("MySQL password: %w", err)
+		}
+		cfg.Passwd = pw.Reveal()
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = defaultDialTimeout
 	}
-	return &DSN{cfg: cfg, password: Secret(cfg.Passwd)}, nil
+	return &DSN{cfg: cfg, password: secret.NewString(cfg.Passwd)}, nil
+}
+
+// HasPassword reports whether dsn carries a password itself. Given on a
+// command line it is readable by every user of the machine in the process
+// list; callers warn.
+func HasPassword(dsn string) bool {
+	cfg, err := mysql.ParseDSN(dsn)
+	return err == nil && cfg.Passwd != ""
+}
+
+// ArgvPasswordWarning is the warning for a DSN with a password given as
+// the command-line flag flag, or "" when it has none.
+func ArgvPasswordWarning(flag, dsn string) string {
+	if !HasPassword(dsn) {
+		return ""
+	}
+	return fmt.Sprintf("warning: the %s DSN holds a password, which every user of this machine can read in the process list: put it in a file named by %s_FILE (or in %s) instead",
+		flag, PasswordEnv, PasswordEnv)
 }
 
 func redactErr(err error, dsn string) string {
@@ -79,7 +92,7 @@ func (d *DSN) Addr() string { return d.cfg.Addr }
 func (d *DSN) String() string {
 	c := d.cfg.Clone()
 	if c.Passwd != "" {
-		c.Passwd = "xxxxx"
+		c.Passwd = secret.Placeholder
 	}
 	return c.FormatDSN()
 }

@@ -98,7 +98,7 @@ func TranslateNeed(op string, err error, need string) error {
 	if errors.As(err, &me) {
 		switch me.Number {
 		case erAccessDenied:
-			return mk(ErrAccessDenied, me.Message+": check the user name and password (without one in the DSN, it comes from "+PasswordEnv+")")
+			return mk(ErrAccessDenied, me.Message+": check the user name and password (without one in the DSN, it comes from "+PasswordEnv+" or the file "+PasswordEnv+"_FILE names)")
 		case erDBAccessDenied, erTableAccessDenied, erColumnAccessDenied, erSpecificAccessDenied, erProcAccessDenied, erKillDenied:
 			msg := "the user lacks a privilege: " + me.Message
 			if need != "" {

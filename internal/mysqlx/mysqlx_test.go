@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/tidemark-backup/tidemark/internal/secret"
 )
 
 func TestParseDSNPasswordFromEnv(t *testing.T) {
@@ -31,7 +34,7 @@ func TestParseDSNPasswordFromEnv(t *testing.T) {
 			t.Errorf("password shown: %s", s)
 		}
 	}
-	if !strings.Contains(d.String(), "backup:xxxxx@tcp(db1:3306)") {
+	if !strings.Contains(d.String(), "backup:"+secret.Placeholder+"@tcp(db1:3306)") {
 		t.Errorf("String() = %s", d.String())
 	}
 	if _, err := ParseDSN("user:pw@tcp(host"); err == nil || strings.Contains(err.Error(), "pw@") {
@@ -39,16 +42,23 @@ func TestParseDSNPasswordFromEnv(t *testing.T) {
 	}
 }
 
-func TestSecret(t *testing.T) {
-	s := Secret("hunter2")
-	j, _ := json.Marshal(struct{ P Secret }{s})
-	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %s %q %#v %x", s, s, s, s, s), string(j)} {
+// TestDSNNeverShowsPassword: a parsed DSN prints, logs and marshals
+// without its password.
+func TestDSNNeverShowsPassword(t *testing.T) {
+	d, err := ParseDSN("backup:hunter2@tcp(db1:3306)/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	slog.New(slog.NewJSONHandler(&logs, nil)).Info("x", "dsn", d)
+	j, _ := json.Marshal(struct{ D *DSN }{d})
+	for _, out := range []string{fmt.Sprint(d), fmt.Sprintf("%v %s %q %+v", d, d, d, d), string(j), logs.String()} {
 		if strings.Contains(out, "hunter2") {
-			t.Errorf("secret shown: %s", out)
+			t.Errorf("password shown: %s", out)
 		}
 	}
-	if s.Reveal() != "hunter2" {
-		t.Error("Reveal")
+	if d.Config().Passwd != "hunter2" {
+		t.Error("the driver config lost the password")
 	}
 }
 
@@ -102,5 +112,27 @@ func TestTranslate(t *testing.T) {
 	plain := errors.New("boom")
 	if err := Translate("x", plain); !errors.Is(err, plain) || err.Error() != "x: boom" {
 		t.Errorf("plain: %v", err)
+	}
+}
+
+func TestPasswordFromFileAndArgvWarning(t *testing.T) {
+	p := t.TempDir() + "/pw"
+	if err := os.WriteFile(p, []byte("from-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(PasswordEnv+"_FILE", p)
+	d, err := ParseDSN("backup@tcp(db1:3306)/")
+	if err != nil || d.Config().Passwd != "from-a-file" {
+		t.Fatalf("password from %s_FILE: %v", PasswordEnv, err)
+	}
+	t.Setenv(PasswordEnv, "also")
+	if _, err := ParseDSN("backup@tcp(db1:3306)/"); err == nil || strings.Contains(err.Error(), "from-a-file") {
+		t.Fatalf("both %s and its _FILE: %v", PasswordEnv, err)
+	}
+	if w := ArgvPasswordWarning("--mysql", "backup:pw@tcp(db1:3306)/"); !strings.Contains(w, PasswordEnv+"_FILE") || strings.Contains(w, "pw@") {
+		t.Fatalf("warning: %q", w)
+	}
+	if w := ArgvPasswordWarning("--mysql", "backup@tcp(db1:3306)/"); w != "" {
+		t.Fatalf("warning without a password: %q", w)
 	}
 }

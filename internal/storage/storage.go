@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -23,6 +24,18 @@ var (
 	ErrUnavailable = errors.New("storage unavailable")
 	// ErrNoSpace: the store is full (ENOSPC, quota).
 	ErrNoSpace = errors.New("no space left in storage")
+	// ErrRetained: the object is under a retention period (S3 Object Lock)
+	// and the store refused to delete or overwrite it.
+	ErrRetained = errors.New("object is under retention (object lock)")
+)
+
+// Retention modes of PutOptions.RetentionMode (S3 Object Lock).
+const (
+	// RetentionGovernance: a user with s3:BypassGovernanceRetention can
+	// still delete the object early.
+	RetentionGovernance = "governance"
+	// RetentionCompliance: no one can, until the period ends.
+	RetentionCompliance = "compliance"
 )
 
 // ObjectInfo describes one stored object.
@@ -47,6 +60,58 @@ type PutOptions struct {
 	// that are a commit point themselves (manifest, config, lock) never
 	// defer.
 	DeferSync bool
+	// RetainUntil, when set, puts the object under retention until then,
+	// in RetentionMode: a store that implements Retainer refuses to delete
+	// or overwrite it before (ErrRetained). Other stores ignore it; the
+	// archive only sets it on a repository created over a Retainer.
+	RetainUntil   time.Time
+	RetentionMode string
+}
+
+// Retainer is the optional capability behind PutOptions.RetainUntil. Store
+// wrappers pass it through.
+type Retainer interface {
+	// CheckRetention returns nil when puts with RetainUntil are honoured
+	// (on S3: the bucket has Object Lock enabled), and otherwise an error
+	// that says what to change.
+	CheckRetention(ctx context.Context) error
+	// ExtendRetention keeps key under retention in mode until at least
+	// until. A key already retained longer is left as it is (retention can
+	// only grow).
+	ExtendRetention(ctx context.Context, key string, until time.Time, mode string) error
+}
+
+// VersionPurger is the optional capability of a store that keeps older
+// versions of an overwritten object (a versioned S3 bucket, as every bucket
+// with Object Lock is). Store wrappers pass it through.
+type VersionPurger interface {
+	// PurgeOldVersions deletes every version of key but the current one.
+	PurgeOldVersions(ctx context.Context, key string) error
+}
+
+// PurgeOldVersions calls s.PurgeOldVersions if s implements VersionPurger:
+// a store that keeps no older versions has nothing to purge.
+func PurgeOldVersions(ctx context.Context, s Storage, key string) error {
+	if p, ok := s.(VersionPurger); ok {
+		return p.PurgeOldVersions(ctx, key)
+	}
+	return nil
+}
+
+// ExtendRetention calls s.ExtendRetention, or says that s cannot retain.
+func ExtendRetention(ctx context.Context, s Storage, key string, until time.Time, mode string) error {
+	if r, ok := s.(Retainer); ok {
+		return r.ExtendRetention(ctx, key, until, mode)
+	}
+	return fmt.Errorf("%s cannot keep objects under retention", s)
+}
+
+// CheckRetention calls s.CheckRetention, or says that s cannot retain.
+func CheckRetention(ctx context.Context, s Storage) error {
+	if r, ok := s.(Retainer); ok {
+		return r.CheckRetention(ctx)
+	}
+	return fmt.Errorf("%s cannot keep objects under retention: Object Lock needs an s3:// repository whose bucket was created with object locking", s)
 }
 
 // Syncer is the optional capability behind PutOptions.DeferSync.

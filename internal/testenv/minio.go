@@ -164,6 +164,78 @@ func (m *MinIO) NewBucket(t testing.TB, name string) {
 	}
 }
 
+// NewLockedBucket creates another bucket with Object Lock enabled (and so
+// versioning), as S3 allows only at creation.
+func (m *MinIO) NewLockedBucket(t testing.TB, name string) {
+	t.Helper()
+	c, err := m.client(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Wait(30*time.Second))
+	defer cancel()
+	if err := c.MakeBucket(ctx, name, minio.MakeBucketOptions{ObjectLocking: true}); err != nil {
+		t.Fatalf("testenv: minio %s: create locked bucket %s: %v", m.name, name, err)
+	}
+}
+
+// Retention returns the Object Lock mode ("GOVERNANCE", "COMPLIANCE" or "")
+// and retain-until date of the current version of bucket/key.
+func (m *MinIO) Retention(t testing.TB, bucket, key string) (string, time.Time) {
+	t.Helper()
+	c, err := m.client(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mode, until, err := c.GetObjectRetention(context.Background(), bucket, key, "")
+	if err != nil {
+		t.Fatalf("testenv: minio %s: retention of %s/%s: %v", m.name, bucket, key, err)
+	}
+	var ms string
+	var u time.Time
+	if mode != nil {
+		ms = string(*mode)
+	}
+	if until != nil {
+		u = *until
+	}
+	return ms, u
+}
+
+// SetRetention puts the current version of bucket/key under governance
+// retention until until, behind the back of the code under test.
+func (m *MinIO) SetRetention(t testing.TB, bucket, key string, until time.Time) {
+	t.Helper()
+	c, err := m.client(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mode := minio.Governance
+	if err := c.PutObjectRetention(context.Background(), bucket, key, minio.PutObjectRetentionOptions{Mode: &mode, RetainUntilDate: &until}); err != nil {
+		t.Fatalf("testenv: minio %s: set retention of %s/%s: %v", m.name, bucket, key, err)
+	}
+}
+
+// Versions counts the stored versions (delete markers included) of
+// bucket/key.
+func (m *MinIO) Versions(t testing.TB, bucket, key string) int {
+	t.Helper()
+	c, err := m.client(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for oi := range c.ListObjectsIter(context.Background(), bucket, minio.ListObjectsOptions{Prefix: key, WithVersions: true}) {
+		if oi.Err != nil {
+			t.Fatalf("testenv: minio %s: versions of %s/%s: %v", m.name, bucket, key, oi.Err)
+		}
+		if oi.Key == key {
+			n++
+		}
+	}
+	return n
+}
+
 // Kill sends SIGKILL and waits for the process to exit.
 func (m *MinIO) Kill() {
 	m.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/file"
 	"github.com/tidemark-backup/tidemark/internal/storage/retry"
@@ -167,7 +168,7 @@ func TestOpenFile(t *testing.T) {
 func TestOpenS3(t *testing.T) {
 	m := testenv.StartMinIO(t)
 	ctx := context.Background()
-	opts := Options{S3: s3.Config{Credentials: &s3.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: s3.Secret(m.SecretKey)}}}
+	opts := Options{S3: s3.Config{Credentials: &s3.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: secret.NewString(m.SecretKey)}}}
 	uri := "s3://" + m.Bucket + "/loc?endpoint=" + m.Endpoint + "&tls=false"
 	st, err := Open(ctx, uri, opts)
 	if err != nil {

@@ -148,6 +148,11 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("relay put %q: %w", key, err)
 	}
+	if !opts.RetainUntil.IsZero() {
+		// The relay protocol carries no retention yet: refuse rather than
+		// store a chunk of an Object Lock repository unlocked.
+		return fmt.Errorf("relay put %q: the repository uses Object Lock, which the relay does not carry yet: give the agent direct access to the bucket", key)
+	}
 	if size < 0 {
 		size = -1
 	}

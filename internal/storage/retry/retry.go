@@ -215,3 +215,20 @@ func (s *Store) backoff(n int) time.Duration {
 	half := d / 2
 	return half + rand.N(d-half+1)
 }
+
+// ExtendRetention passes the wrapped store's storage.Retainer through,
+// retried like any idempotent call.
+func (s *Store) ExtendRetention(ctx context.Context, key string, until time.Time, mode string) error {
+	return s.do(ctx, nil, func() error { return storage.ExtendRetention(ctx, s.inner, key, until, mode) })
+}
+
+// PurgeOldVersions passes the wrapped store's storage.VersionPurger
+// through, retried like any idempotent call.
+func (s *Store) PurgeOldVersions(ctx context.Context, key string) error {
+	return s.do(ctx, nil, func() error { return storage.PurgeOldVersions(ctx, s.inner, key) })
+}
+
+// CheckRetention passes the wrapped store's storage.Retainer through.
+func (s *Store) CheckRetention(ctx context.Context) error {
+	return storage.CheckRetention(ctx, s.inner)
+}

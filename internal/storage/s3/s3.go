@@ -81,6 +81,10 @@ type Store struct {
 	client    *minio.Client
 	core      minio.Core
 	transport *http.Transport
+
+	lockMu    sync.Mutex
+	lockKnown bool // lockOn is valid: the bucket's Object Lock was asked
+	lockOn    bool
 }
 
 var _ storage.Storage = (*Store)(nil)
@@ -103,7 +107,7 @@ func Open(ctx context.Context, loc Location, cfg Config) (*Store, error) {
 
 	var creds *credentials.Credentials
 	if c := cfg.Credentials; c != nil {
-		creds = credentials.NewStaticV4(c.AccessKeyID, string(c.SecretAccessKey), string(c.SessionToken))
+		creds = credentials.NewStaticV4(c.AccessKeyID, c.SecretAccessKey.Reveal(), c.SessionToken.Reveal())
 	} else {
 		creds = credentials.NewChainCredentials([]credentials.Provider{
 			&credentials.EnvAWS{},
@@ -184,6 +188,9 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 	if opts.IfNotExists {
 		popts.SetMatchETagExcept("*") // If-None-Match: *
 	}
+	if err := retentionOptions(&popts, opts); err != nil {
+		return fmt.Errorf("put %s: %w", s.objectURL(key), err)
+	}
 
 	if size >= 0 && size <= s.cfg.PartSize {
 		return s.putSingle(ctx, key, obj, body, size, popts)
@@ -242,7 +249,7 @@ func (s *Store) putMultipart(ctx context.Context, key, obj string, r io.Reader, 
 	var uploadID string
 	err = s.call(ctx, "put", key, func(ctx context.Context) error {
 		var err error
-		uploadID, err = s.core.NewMultipartUpload(ctx, s.loc.Bucket, obj, minio.PutObjectOptions{})
+		uploadID, err = s.core.NewMultipartUpload(ctx, s.loc.Bucket, obj, minio.PutObjectOptions{Mode: popts.Mode, RetainUntilDate: popts.RetainUntilDate})
 		return err
 	})
 	if err != nil {
@@ -478,11 +485,18 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 	return nil
 }
 
-// Delete removes key; S3 does not report a missing key, nor do we.
+// Delete removes key; S3 does not report a missing key, nor do we. On a
+// bucket with Object Lock it removes every version of key, and a version
+// under retention stops it with storage.ErrRetained (objectlock.go).
 func (s *Store) Delete(ctx context.Context, key string) error {
 	obj, err := s.object(key)
 	if err != nil {
 		return err
+	}
+	if locked, err := s.locked(ctx); err != nil {
+		return err
+	} else if locked {
+		return s.deleteVersions(ctx, key, obj)
 	}
 	return s.call(ctx, "delete", key, func(ctx context.Context) error {
 		err := s.client.RemoveObject(ctx, s.loc.Bucket, obj, minio.RemoveObjectOptions{})

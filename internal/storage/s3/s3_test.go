@@ -17,6 +17,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/storagetest"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
@@ -30,7 +31,7 @@ type env struct {
 }
 
 func (e env) creds() *Credentials {
-	return &Credentials{AccessKeyID: e.m.AccessKey, SecretAccessKey: Secret(e.m.SecretKey)}
+	return &Credentials{AccessKeyID: e.m.AccessKey, SecretAccessKey: secret.NewString(e.m.SecretKey)}
 }
 
 func (e env) location(endpoint string) Location {
@@ -98,6 +99,24 @@ func TestS3(t *testing.T) {
 		storagetest.Run(t, func(t *testing.T) storage.Storage {
 			// Small parts, so that multipart uploads get exercised.
 			return e.open(t, e.m.Endpoint, Config{PartSize: MinPartSize})
+		})
+	})
+	// On a bucket with Object Lock (so versioned) the contract holds too:
+	// a delete removes the object, every version of it.
+	e.m.NewLockedBucket(t, "locked")
+	t.Run("ConformanceLockedBucket", func(t *testing.T) {
+		storagetest.Run(t, func(t *testing.T) storage.Storage {
+			loc := e.location(e.m.Endpoint)
+			loc.Bucket = "locked"
+			st, err := Open(context.Background(), loc, Config{Credentials: e.creds(), PartSize: MinPartSize})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = st.Close() })
+			if err := st.CheckRetention(context.Background()); err != nil {
+				t.Fatalf("locked bucket: %v", err)
+			}
+			return st
 		})
 	})
 	t.Run("SinglePut", func(t *testing.T) { t.Parallel(); testSinglePut(t, e) })
@@ -216,14 +235,14 @@ func testMissingBucket(t *testing.T, e env) {
 
 func testWrongCredentials(t *testing.T, e env) {
 	for _, c := range []*Credentials{
-		{AccessKeyID: e.m.AccessKey, SecretAccessKey: "wrong-secret-key"},
-		{AccessKeyID: "nobody", SecretAccessKey: Secret(e.m.SecretKey)},
+		{AccessKeyID: e.m.AccessKey, SecretAccessKey: secret.NewString("wrong-secret-key")},
+		{AccessKeyID: "nobody", SecretAccessKey: secret.NewString(e.m.SecretKey)},
 	} {
 		_, err := Open(context.Background(), e.location(e.m.Endpoint), Config{Credentials: c})
 		if !errors.Is(err, storage.ErrPermission) || !strings.Contains(err.Error(), credentialsHint) {
 			t.Errorf("open with %s: got %v, want ErrPermission with the hint", c.AccessKeyID, err)
 		}
-		if err != nil && strings.Contains(err.Error(), string(c.SecretAccessKey)) {
+		if err != nil && strings.Contains(err.Error(), c.SecretAccessKey.Reveal()) {
 			t.Errorf("error reveals the secret: %v", err)
 		}
 	}
@@ -282,7 +301,7 @@ func TestUnreachable(t *testing.T) {
 	}()
 
 	cfg := Config{
-		Credentials:           &Credentials{AccessKeyID: "a", SecretAccessKey: "b"},
+		Credentials:           &Credentials{AccessKeyID: "a", SecretAccessKey: secret.NewString("b")},
 		DialTimeout:           time.Second,
 		ResponseHeaderTimeout: time.Second,
 		RequestTimeout:        2 * time.Second,
@@ -314,7 +333,7 @@ func TestNoCredentials(t *testing.T) {
 }
 
 func TestSecretNeverPrints(t *testing.T) {
-	c := Credentials{AccessKeyID: "AKID", SecretAccessKey: "s3cr3t-value", SessionToken: "t0ken-value"}
+	c := Credentials{AccessKeyID: "AKID", SecretAccessKey: secret.NewString("s3cr3t-value"), SessionToken: secret.NewString("t0ken-value")}
 	var out []string
 	for _, f := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d"} {
 		out = append(out, fmt.Sprintf(f, c), fmt.Sprintf(f, &c), fmt.Sprintf(f, c.SecretAccessKey))
