@@ -417,7 +417,7 @@ func TestNotAController(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := grpc.NewServer()
+	other := grpc.NewServer(tlsServer(t))
 	go func() { _ = other.Serve(l) }()
 	t.Cleanup(other.Stop)
 	grpcAddr := l.Addr().String()

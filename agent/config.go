@@ -21,6 +21,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 )
 
 // Config is everything the agent runs with. It flows one way: DefaultConfig,
@@ -41,6 +42,12 @@ type Config struct {
 	Repo           string
 	KeyFile        string
 	PassphraseFile string
+	// TLS is the agent's credential: the cluster CA and a certificate
+	// naming this agent (tidemark://agent/NAME). Insecure instead dials
+	// plaintext, only to loopback controllers.
+	TLS      tlsx.Files
+	Insecure bool
+
 	// Parallel is the engine's worker count when a job does not set one;
 	// 0 lets the engine choose.
 	Parallel int
@@ -148,6 +155,10 @@ type fileConfig struct {
 	Repo              string            `json:"repo" yaml:"repo"`
 	KeyFile           string            `json:"key_file" yaml:"key_file"`
 	PassphraseFile    string            `json:"passphrase_file" yaml:"passphrase_file"`
+	TLSCA             string            `json:"tls_ca" yaml:"tls_ca"`
+	TLSCert           string            `json:"tls_cert" yaml:"tls_cert"`
+	TLSKey            string            `json:"tls_key" yaml:"tls_key"`
+	Insecure          bool              `json:"insecure" yaml:"insecure"`
 	Parallel          int               `json:"parallel" yaml:"parallel"`
 	HeartbeatInterval string            `json:"heartbeat_interval" yaml:"heartbeat_interval"`
 	ConnectTimeout    string            `json:"connect_timeout" yaml:"connect_timeout"`
@@ -205,6 +216,12 @@ func (c *Config) LoadFile(path string) error {
 	setStr(&c.Repo, f.Repo)
 	setStr(&c.KeyFile, f.KeyFile)
 	setStr(&c.PassphraseFile, f.PassphraseFile)
+	setStr(&c.TLS.CA, f.TLSCA)
+	setStr(&c.TLS.Cert, f.TLSCert)
+	setStr(&c.TLS.Key, f.TLSKey)
+	if f.Insecure {
+		c.Insecure = true
+	}
 	if f.Labels != nil {
 		c.Labels = f.Labels
 	}
@@ -288,6 +305,18 @@ func (c Config) Validate() error {
 		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
 			bad("--controller %q: port must be a number from 1 to 65535", a)
 		}
+	}
+	switch files := c.TLS != (tlsx.Files{}); {
+	case files && c.Insecure:
+		bad("--insecure (plaintext) and TLS credentials both given: choose one")
+	case c.Insecure:
+		if err := tlsx.RequireLoopback("--controller", c.Controllers...); err != nil {
+			bad("%v", err)
+		}
+	case !files:
+		bad("no TLS credential: give --credentials DIR or --tls-ca/--tls-cert/--tls-key (a certificate naming tidemark://agent/%s), or --insecure for loopback controllers", c.Name)
+	case c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "":
+		bad("TLS needs all three of --tls-ca, --tls-cert and --tls-key")
 	}
 	if !nameRE.MatchString(c.Name) {
 		bad("--name %q: an agent name is 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", c.Name)

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 )
 
 func validConfig() Config {
@@ -13,6 +15,7 @@ func validConfig() Config {
 	c.Name = "db-1"
 	c.Controllers = []string{"ctl-1:7070", "[::1]:7070"}
 	c.MySQL = "backup:secret@tcp(127.0.0.1:3306)/"
+	c.TLS = tlsx.Files{CA: "ca.pem", Cert: "cert.pem", Key: "key.pem"}
 	return c
 }
 
@@ -45,6 +48,10 @@ func TestValidate(t *testing.T) {
 			[]string{"give one, not both"}},
 		{"key without repo", func(c *Config) { c.KeyFile = keyFile }, []string{"--key-file: needs --repo"}},
 		{"missing key file", func(c *Config) { c.Repo = "file:///r"; c.KeyFile = "/nonexistent/key" }, []string{"--key-file: stat /nonexistent/key"}},
+		{"no TLS", func(c *Config) { c.TLS = tlsx.Files{} }, []string{"no TLS credential: give --credentials DIR"}},
+		{"insecure remote", func(c *Config) { c.TLS = tlsx.Files{}; c.Insecure = true },
+			[]string{"--insecure (plaintext) is only allowed on loopback addresses, and --controller ctl-1:7070 is not loopback"}},
+		{"insecure and TLS", func(c *Config) { c.Insecure = true }, []string{"both given"}},
 		{"negative parallel", func(c *Config) { c.Parallel = -2 }, []string{"--parallel -2"}},
 		{"timers", func(c *Config) { c.HeartbeatInterval = 0; c.BackoffMin = time.Second; c.BackoffMax = time.Millisecond },
 			[]string{"heartbeat_interval 0s: must be positive", "backoff_max 1ms: must be at least backoff_min (1s)"}},

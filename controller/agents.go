@@ -18,6 +18,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/fsm"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -284,6 +285,10 @@ func (a *agentService) Connect(stream v1.AgentService_ConnectServer) error {
 	reg := first.GetRegister()
 	if reg == nil {
 		return stream.Send(errorMsg(first.GetSeq(), codes.InvalidArgument, "the first message of a Connect stream must be Register", "", ""))
+	}
+	if id := callerOf(stream.Context()); s.tls != nil && (id.Kind != tlsx.KindAgent || id.Name != reg.GetName()) {
+		return stream.Send(errorMsg(first.GetSeq(), codes.PermissionDenied,
+			fmt.Sprintf("the certificate names %s, but it registered as agent %q: an agent registers under the name its certificate carries", id, reg.GetName()), "", ""))
 	}
 	if !s.isLeader() {
 		id, addr := s.leader()

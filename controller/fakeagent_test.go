@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -89,7 +88,7 @@ func (r *refusedError) Error() string {
 }
 
 func tryAgent(t *testing.T, addr, name string, labels map[string]string, running []*v1.RunningJob) (*fakeAgent, string, error) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(agentCreds(t, name)))
 	if err != nil {
 		return nil, "", err
 	}

@@ -27,7 +27,7 @@ func RequireLoopback(what string, addrs ...string) error {
 		bad = append(bad, a)
 	}
 	if len(bad) > 0 {
-		return fmt.Errorf("--insecure (plaintext) is only allowed on loopback addresses, and %s %s is not: use TLS (--tls-ca/--tls-cert/--tls-key or the cluster CA)",
+		return fmt.Errorf("--insecure (plaintext) is only allowed on loopback addresses, and %s %s is not loopback: use TLS (--tls-ca/--tls-cert/--tls-key, --credentials, or the cluster CA)",
 			what, strings.Join(bad, ", "))
 	}
 	return nil

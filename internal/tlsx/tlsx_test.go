@@ -274,7 +274,7 @@ func TestRequireLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := tlsx.RequireLoopback("--grpc-addr", "127.0.0.1:7400", "10.0.0.1:7400", "0.0.0.0:1")
-	if err == nil || !strings.Contains(err.Error(), "10.0.0.1:7400, 0.0.0.0:1") {
+	if err == nil || !strings.Contains(err.Error(), "--grpc-addr 10.0.0.1:7400, 0.0.0.0:1 is not loopback") {
 		t.Fatal(err)
 	}
 }
