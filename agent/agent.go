@@ -45,7 +45,7 @@ type Agent struct {
 	secret    archive.Secret
 	// tls is the agent's credential; nil with --insecure.
 	tls    *tlsx.Source
-	runCtx    context.Context // jobs and the controller link live under it
+	runCtx context.Context // jobs and the controller link live under it
 
 	wake chan struct{} // a result is ready to send
 	bg   sync.WaitGroup

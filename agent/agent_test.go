@@ -425,7 +425,7 @@ func TestNotAController(t *testing.T) {
 	cfg := testConfig(t, "db-5", httpAddr, tcpAddr, grpcAddr)
 	cfg.MySQL = "tidemark@tcp(127.0.0.1:1)/"
 	msg := errString(runAgent(t, cfg).wait(t, 20*time.Second))
-	for _, want := range []string{"no Tidemark controller at", httpAddr + ": an HTTP server, not gRPC", tcpAddr + ": does not speak gRPC",
+	for _, want := range []string{"no Tidemark controller at", httpAddr + ": it does not speak TLS", tcpAddr + ": it does not speak TLS",
 		grpcAddr + ": a gRPC server without the Tidemark agent service"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("Run's error lacks %q: %s", want, msg)

@@ -98,6 +98,9 @@ instances:
   db-7/reports: "u:p@unix(/run/mysqld/reports.sock)/"
 heartbeat_interval: 2s
 parallel: 4
+tls_ca: /etc/tidemark/ca.pem
+tls_cert: /etc/tidemark/cert.pem
+tls_key: /etc/tidemark/key.pem
 `)
 	c := DefaultConfig()
 	c.Repo = "file:///kept"
@@ -105,7 +108,8 @@ parallel: 4
 		t.Fatal(err)
 	}
 	if len(c.Controllers) != 2 || c.Name != "db-7" || c.Labels["dc"] != "eu" || len(c.Instances) != 2 ||
-		c.HeartbeatInterval != 2*time.Second || c.Parallel != 4 || c.Repo != "file:///kept" || c.BackoffMax != DefaultConfig().BackoffMax {
+		c.HeartbeatInterval != 2*time.Second || c.Parallel != 4 || c.Repo != "file:///kept" || c.BackoffMax != DefaultConfig().BackoffMax ||
+		c.TLS != (tlsx.Files{CA: "/etc/tidemark/ca.pem", Cert: "/etc/tidemark/cert.pem", Key: "/etc/tidemark/key.pem"}) {
 		t.Fatalf("config %+v", c)
 	}
 	if err := c.Validate(); err != nil {

@@ -275,7 +275,7 @@ func classify(addr string, err error) error {
 		return &FatalError{Msg: fmt.Sprintf("controller %s refused the agent: %s", addr, msg)}
 	case codes.Unavailable, codes.Internal, codes.Unknown:
 		if strings.Contains(msg, "first record does not look like a TLS handshake") {
-			return &notControllerError{addr, errors.New("it serves plaintext (a controller started with --insecure? then give the agent --insecure)")}
+			return &notControllerError{addr, errors.New("it does not speak TLS (plaintext: a controller started with --insecure? then give the agent --insecure too)")}
 		}
 		if i := max(strings.Index(msg, "tls: "), strings.Index(msg, "x509: ")); i >= 0 {
 			return &notControllerError{addr, fmt.Errorf("TLS handshake failed: %s (is the agent's certificate from the cluster's CA, unexpired, and are the clocks right?)", strings.TrimSuffix(msg[i:], `"`))}

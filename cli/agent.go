@@ -31,7 +31,10 @@ func newAgentCmd(s *streams) *cobra.Command {
 one stream to a controller (any of --controller; it follows the leader and
 reconnects with backoff), and runs the backups and restores the controller
 assigns. Configuration: defaults, then --config FILE (YAML, or JSON when the
-name ends in .json), then environment, then flags. Logs go to stderr; SIGTERM
+name ends in .json), then environment, then flags. The agent presents a
+certificate naming it (tidemark://agent/NAME) from the cluster CA: --credentials
+DIR or --tls-ca/--tls-cert/--tls-key (or tls_ca, tls_cert, tls_key in --config);
+--insecure (plaintext) only towards loopback controllers. Logs go to stderr; SIGTERM
 stops running jobs (they fail with "agent shutting down") and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -73,6 +76,16 @@ stops running jobs (they fail with "agent shutting down") and exits.`,
 			}
 			if set("passphrase-file") {
 				cfg.PassphraseFile = rf.passphraseFile
+			}
+			files, ok, err := s.tls.resolve()
+			if err != nil {
+				return userErr(err)
+			}
+			if ok {
+				cfg.TLS = files
+			}
+			if s.tls.insecure {
+				cfg.Insecure = true
 			}
 			if flags.Changed("parallel") {
 				cfg.Parallel = parallel

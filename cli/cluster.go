@@ -25,6 +25,10 @@ func controllerFlag(cmd *cobra.Command, v *string) {
 // the environment, with one clean error when none answers.
 func dialController(ctx context.Context, s *streams, flag string) (*client.Conn, error) {
 	addrs := client.Addrs(flag)
+	if len(addrs) == 0 {
+		_, err := client.DialAny(ctx, nil, client.Options{})
+		return nil, &UserError{Msg: err.Error(), Err: err}
+	}
 	opts, err := s.tls.clientOptions(addrs)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -73,6 +74,9 @@ func (f *tlsFlags) clientOptions(addrs []string) (client.Options, error) {
 		return client.Options{}, userErr(client.ErrNoCredentials)
 	}
 	src, err := tlsx.FromFiles(files)
+	if err != nil && f.files == (tlsx.Files{}) {
+		err = fmt.Errorf("--credentials %s (ca.pem, cert.pem, key.pem): %w", f.credentials, err)
+	}
 	if err != nil {
 		return client.Options{}, userErr(err)
 	}

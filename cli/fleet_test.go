@@ -2,9 +2,12 @@ package cli
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
 // TestFleetCommandsBadInput checks the fleet commands' mistakes that need
@@ -13,6 +16,24 @@ func TestFleetCommandsBadInput(t *testing.T) {
 	t.Setenv("TIDEMARK_CONTROLLER", "")
 	t.Setenv("TIDEMARK_REPO", "")
 	closed := fmt.Sprintf("127.0.0.1:%d", freeClosedPort(t))
+	// Without a credential nothing is dialled.
+	t.Setenv("TIDEMARK_CREDENTIALS", "")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"jobs", "--controller", closed}, "no TLS credentials to reach the controller: give --credentials DIR"},
+		{[]string{"jobs", "--controller", "10.1.2.3:7400", "--insecure"}, "--insecure (plaintext) is only allowed on loopback addresses, and --controller 10.1.2.3:7400 is not loopback"},
+		{[]string{"jobs", "--controller", closed, "--credentials", t.TempDir()}, "(ca.pem, cert.pem, key.pem): reading --tls-ca: open "},
+		{[]string{"jobs", "--controller", closed, "--credentials", t.TempDir(), "--insecure"}, "choose one"},
+	} {
+		code, _, errs := run(t, tc.args...)
+		if code == 0 || !strings.Contains(errs, tc.want) {
+			t.Errorf("tidemark %s: exit %d, stderr %q, want %q", strings.Join(tc.args, " "), code, errs, tc.want)
+		}
+	}
+	admin := testenv.NewTestCA(t).Files(t, testenv.Admin())
+	t.Setenv("TIDEMARK_CREDENTIALS", filepath.Dir(admin.CA))
 	for _, tc := range []struct {
 		args []string
 		want string

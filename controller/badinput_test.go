@@ -70,7 +70,7 @@ func TestBadInput(t *testing.T) {
 		{"NoIdentityOnNewDir", []string{"controller", "--data-dir", t.TempDir(), "--bootstrap", "--insecure"}, "a new node needs --node-id, --grpc-addr, --raft-addr"},
 		{"JoinNothing", append(fresh(), "--join", testenv.FreeAddr(t), "--join-timeout", "1s"), "could not join the cluster via 127.0.0.1:"},
 		{"JoinNodeWithoutCluster", append(fresh(), "--join", lonely.grpcAddr, "--join-timeout", "1s"), "cannot add this node: it is not part of a bootstrapped cluster, or its cluster has no leader"},
-		{"JoinHTTPServer", append(fresh(), "--join", strings.TrimPrefix(httpSrv.URL, "http://")), "TLS handshake failed: it serves plaintext"},
+		{"JoinHTTPServer", append(fresh(), "--join", strings.TrimPrefix(httpSrv.URL, "http://")), "TLS handshake failed: it does not speak TLS"},
 		{"JoinRaftPort", append(fresh(), "--join", raftAddr, "--join-timeout", "3s"), "not a tidemark controller: it does not speak gRPC"},
 		{"JoinOtherGRPC", append(fresh(), "--join", lis.Addr().String()), "not a tidemark controller: it serves gRPC but not the controller API"},
 		{"OtherNodeID", append([]string{"controller", "--data-dir", used.dataDir, "--node-id", "u2"}, used.tls...), "belongs to node u1"},

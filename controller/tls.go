@@ -222,3 +222,40 @@ func writeFileSync(path string, b []byte, mode os.FileMode) error {
 // revoked reports whether id may no longer connect. Revocation is not
 // built yet (agent revoke, issue #13 item 2): nothing is revoked.
 func (s *Server) revoked(tlsx.Identity) bool { return false }
+
+// Credential is a certificate and its private key, with the CA that
+// issued it, in PEM: what a CLI user or agent presents.
+type Credential struct {
+	CA, Cert, Key []byte
+}
+
+// WriteDir writes the credential as ca.pem, cert.pem and key.pem in dir
+// (the layout --credentials reads), readable by the owner only.
+func (c Credential) WriteDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for name, b := range map[string][]byte{"ca.pem": c.CA, "cert.pem": c.Cert, "key.pem": c.Key} {
+		if err := writeFileSync(filepath.Join(dir, name), b, 0o600); err != nil {
+			return fmt.Errorf("writing credential %s: %w", filepath.Join(dir, name), err)
+		}
+	}
+	return nil
+}
+
+// ErrNoCA: this node does not hold a CA key (operator-supplied
+// certificates, or --insecure), so it cannot issue credentials.
+var ErrNoCA = errors.New("this controller does not hold the cluster CA's key (it runs with --tls-* certificates from your own CA, or --insecure): issue credentials with your CA")
+
+// Issue makes a credential for id, valid for validity, with the cluster
+// CA; the key pair is made here (the local agent of `tidemark dev`).
+func (s *Server) Issue(id tlsx.Identity, validity time.Duration) (Credential, error) {
+	if s.ca == nil {
+		return Credential{}, ErrNoCA
+	}
+	cert, key, err := s.ca.IssueKeyPair(id, validity)
+	if err != nil {
+		return Credential{}, err
+	}
+	return Credential{CA: s.ca.CertPEM(), Cert: cert, Key: key}, nil
+}

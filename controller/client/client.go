@@ -201,7 +201,7 @@ func Classify(err error) error {
 			return fmt.Errorf("%w: it does not speak gRPC (a TLS server without HTTP/2: a Raft port?)", ErrNotController)
 		}
 		if strings.Contains(msg, "first record does not look like a TLS handshake") {
-			return fmt.Errorf("%w: it serves plaintext (a controller started with --insecure? then dial it with --insecure)", ErrTLS)
+			return fmt.Errorf("%w: it does not speak TLS (plaintext: a controller started with --insecure? then dial it with --insecure too)", ErrTLS)
 		}
 		if i := strings.Index(msg, "tls: "); i >= 0 || strings.Contains(msg, "x509: ") {
 			if i < 0 {

@@ -26,13 +26,20 @@ func NewTestCA(t testing.TB) *TestCA {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return TestCAOf(ca)
+}
+
+// TestCAOf issues from an existing CA (one a controller made).
+func TestCAOf(ca *tlsx.CA) *TestCA {
 	return &TestCA{CA: ca, cache: map[tlsx.Identity]*tlsx.Source{}}
 }
 
 // Controller, Agent, Admin and User name identities.
-func Controller(name string) tlsx.Identity { return tlsx.Identity{Kind: tlsx.KindController, Name: name} }
-func Agent(name string) tlsx.Identity      { return tlsx.Identity{Kind: tlsx.KindAgent, Name: name} }
-func Admin() tlsx.Identity                 { return User("admin", tlsx.RoleAdmin) }
+func Controller(name string) tlsx.Identity {
+	return tlsx.Identity{Kind: tlsx.KindController, Name: name}
+}
+func Agent(name string) tlsx.Identity { return tlsx.Identity{Kind: tlsx.KindAgent, Name: name} }
+func Admin() tlsx.Identity            { return User("admin", tlsx.RoleAdmin) }
 func User(name string, r tlsx.Role) tlsx.Identity {
 	return tlsx.Identity{Kind: tlsx.KindUser, Name: name, Role: r}
 }
