@@ -67,7 +67,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	a, err := newAgent(cfg)
+	a, err := newAgent(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func Run(ctx context.Context, cfg Config) error {
 	return fatal
 }
 
-func newAgent(cfg Config) (*Agent, error) {
+func newAgent(ctx context.Context, cfg Config) (*Agent, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -127,6 +127,9 @@ func newAgent(cfg Config) (*Agent, error) {
 	}
 	var err error
 	if a.secret, err = readSecret(cfg.KeyFile, cfg.PassphraseFile); err != nil {
+		return nil, err
+	}
+	if err := a.enroll(ctx); err != nil {
 		return nil, err
 	}
 	if !cfg.Insecure {

@@ -47,6 +47,9 @@ type Config struct {
 	// plaintext, only to loopback controllers.
 	TLS      tlsx.Files
 	Insecure bool
+	// JoinToken (tidemark token create --role agent) gets the agent its
+	// certificate, written to the TLS files, when it has none yet.
+	JoinToken string
 
 	// Parallel is the engine's worker count when a job does not set one;
 	// 0 lets the engine choose.

@@ -21,6 +21,7 @@ func newAgentCmd(s *streams) *cobra.Command {
 		dsn         string
 		configFile  string
 		parallel    int
+		joinToken   string
 		logLevel    string
 		logFormat   string
 	)
@@ -87,6 +88,9 @@ stops running jobs (they fail with "agent shutting down") and exits.`,
 			if s.tls.insecure {
 				cfg.Insecure = true
 			}
+			if cfg.JoinToken, err = readTokenFile("--join-token", joinToken); err != nil {
+				return err
+			}
 			if flags.Changed("parallel") {
 				cfg.Parallel = parallel
 			}
@@ -110,6 +114,8 @@ stops running jobs (they fail with "agent shutting down") and exits.`,
 		},
 	}
 	rf.register(cmd)
+	cmd.AddCommand(newAgentRevokeCmd(s))
+	cmd.Flags().StringVar(&joinToken, "join-token", "", "file holding a join token (tidemark token create --role agent): gets the agent its certificate, written to --credentials DIR, when it has none")
 	cmd.Flags().StringVar(&controllers, "controller", os.Getenv("TIDEMARK_CONTROLLER"), "controller gRPC addresses, host:port[,host:port...] (env TIDEMARK_CONTROLLER)")
 	cmd.Flags().StringVar(&name, "name", "", "unique agent name in the fleet; also names the --mysql instance (default: the host name)")
 	cmd.Flags().StringVar(&labels, "labels", "", "agent labels, k=v[,k=v...], matched by policy selectors")

@@ -15,6 +15,7 @@ func newControllerCmd(s *streams) *cobra.Command {
 	cfg := controller.DefaultConfig()
 	var (
 		join      string
+		joinToken string
 		logLevel  string
 		logFormat string
 	)
@@ -59,6 +60,9 @@ RemoveMember).`,
 				cfg.TLS.Files = files
 			}
 			cfg.TLS.Insecure = s.tls.insecure
+			if cfg.TLS.JoinToken, err = readTokenFile("--join-token", joinToken); err != nil {
+				return err
+			}
 			cfg.Logger = log
 			cfg.RaftLogOutput = s.err
 			if err := cfg.Validate(); err != nil {
@@ -98,6 +102,8 @@ RemoveMember).`,
 	f.Uint64Var(&cfg.Raft.TrailingLogs, "raft-trailing-logs", cfg.Raft.TrailingLogs, "Raft: log entries kept after a snapshot")
 	f.StringVar(&cfg.RaftLogLevel, "raft-log-level", cfg.RaftLogLevel, "level of hashicorp/raft's own log lines: debug, info, warn or error")
 	f.StringVar(&cfg.TLS.CAKeyFile, "ca-key-file", "", "file sealing the cluster CA's key (at least 32 random bytes; created at --bootstrap when missing); the same on every node")
+	f.StringVar(&joinToken, "join-token", "", "file holding a join token (tidemark token create --role controller): with --join, fetches the cluster's CA (opened with --ca-key-file)")
+	f.DurationVar(&cfg.TLS.AgentCertValidity, "agent-cert-validity", cfg.TLS.AgentCertValidity, "life of the certificate an agent gets for a join token")
 	f.DurationVar(&cfg.TLS.CertValidity, "cert-validity", cfg.TLS.CertValidity, "life of the node certificates the cluster CA issues (renewed two thirds in)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")

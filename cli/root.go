@@ -69,6 +69,7 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newJobCmd(s),
 		newBinlogCmd(s),
 		newDevCmd(s),
+		newTokenCmd(s),
 	)
 	return root
 }

@@ -262,6 +262,21 @@ func (h *agentHub) forget(ss *session) {
 	}
 }
 
+// cut ends the named agent's session, if it has one here, telling it why
+// (PermissionDenied: it is not to come back). It reports whether there was
+// one.
+func (h *agentHub) cut(name, why string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ss, ok := h.sessions[name]
+	if !ok {
+		return false
+	}
+	ss.closeWith(errorMsg(0, codes.PermissionDenied, why, "", ""), errors.New(why))
+	delete(h.sessions, name)
+	return true
+}
+
 func errorMsg(seq uint64, code codes.Code, msg, leaderID, leaderAddr string) *v1.ControllerMessage {
 	return &v1.ControllerMessage{Msg: &v1.ControllerMessage_Error{Error: &v1.Error{
 		Seq: seq, Code: int32(code), Message: msg, Leader: leaderAddr, LeaderId: leaderID,

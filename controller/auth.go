@@ -27,6 +27,8 @@ type access struct {
 	agent bool
 	// controller lets other controller nodes call it.
 	controller bool
+	// anonymous lets a caller without a certificate call it (Join).
+	anonymous bool
 	// escalate, when set, may raise the role a user needs for this
 	// request (restores with --drop-existing or into a protected
 	// instance need admin). It returns why, or "" when the request needs
@@ -58,6 +60,11 @@ var accessTable = map[string]access{
 	v1.ControlService_StopBinlogStream_FullMethodName:  operator(),
 	v1.ControlService_AddMember_FullMethodName:         admin(),
 	v1.ControlService_RemoveMember_FullMethodName:      admin(),
+	v1.ControlService_CreateJoinToken_FullMethodName:   admin(),
+	v1.ControlService_RevokeAgent_FullMethodName:       admin(),
+	v1.ControlService_ListAudit_FullMethodName:         admin(),
+	// A joining host has no certificate yet; the token is its credential.
+	v1.ControlService_Join_FullMethodName: {anonymous: true, controller: true},
 
 	v1.ClusterService_NodeStatus_FullMethodName:   {user: tlsx.RoleViewer, agent: true, controller: true},
 	v1.ClusterService_TakeSnapshot_FullMethodName: admin(),
@@ -107,6 +114,9 @@ func (s *Server) authorize(ctx context.Context, method string, req any) (context
 		return ctx, nil // plaintext on loopback: no identities
 	}
 	id, err := tlsx.PeerIdentity(ctx)
+	if errors.Is(err, tlsx.ErrNoPeerCert) && a.anonymous {
+		return ctx, nil
+	}
 	if errors.Is(err, tlsx.ErrNoPeerCert) {
 		return nil, status.Errorf(codes.Unauthenticated,
 			"controller %s requires a client certificate of the cluster CA (CLI: --credentials DIR or --tls-ca/--tls-cert/--tls-key)", s.id.NodeID)

@@ -108,7 +108,7 @@ func DefaultConfig() Config {
 		WatermarkCommitInterval: 5 * time.Second,
 		ApplyTimeout:            10 * time.Second,
 		RaftLogLevel:            "info",
-		TLS:                     TLSConfig{CertValidity: 30 * 24 * time.Hour},
+		TLS:                     TLSConfig{CertValidity: 30 * 24 * time.Hour, AgentCertValidity: 90 * 24 * time.Hour},
 		Raft: RaftConfig{
 			HeartbeatTimeout:   time.Second,
 			ElectionTimeout:    time.Second,

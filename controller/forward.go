@@ -82,7 +82,11 @@ func (s *Server) toLeader(ctx context.Context) (v1.ControlServiceClient, context
 	if err != nil {
 		return nil, nil, catalog.Errorf(ErrNoLeader, "leader %s at %s: %v", id, addr, err)
 	}
-	return v1.NewControlServiceClient(cc), metadata.AppendToOutgoingContext(ctx, forwardedKey, s.id.NodeID), nil
+	md := []string{forwardedKey, s.id.NodeID}
+	if w := who(ctx); w != "" {
+		md = append(md, callerKeyMD, w)
+	}
+	return v1.NewControlServiceClient(cc), metadata.AppendToOutgoingContext(ctx, md...), nil
 }
 
 // peerCluster returns a ClusterService client for another node's address.

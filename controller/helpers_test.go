@@ -17,6 +17,7 @@ import (
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/controller/client"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -64,7 +65,11 @@ func startInProcess(t *testing.T, mut func(*controller.Config)) (*controller.Ser
 			t.Logf("controller log:\n%s", b)
 		}
 	})
-	c, err := client.DialAny(context.Background(), []string{srv.Addr()}, adminOpts(t))
+	opts := adminOpts(t)
+	if cfg.TLS.CAKeyFile != "" {
+		opts = bootstrapAdmin(t, cfg.DataDir)
+	}
+	c, err := client.DialAny(context.Background(), []string{srv.Addr()}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +102,18 @@ func testCA(t testing.TB) *testenv.TestCA {
 // adminOpts dials as an admin CLI user.
 func adminOpts(t testing.TB) client.Options {
 	return client.Options{TLS: testCA(t).Source(t, testenv.Admin()).ClientConfig()}
+}
+
+// bootstrapAdmin dials with the admin credential a bootstrap that made
+// the cluster CA wrote into dataDir.
+func bootstrapAdmin(t testing.TB, dataDir string) client.Options {
+	t.Helper()
+	dir := controller.AdminCredentials(dataDir)
+	src, err := tlsx.FromFiles(tlsx.Files{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, "cert.pem"), Key: filepath.Join(dir, "key.pem")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client.Options{TLS: src.ClientConfig()}
 }
 
 // agentCreds is the transport of a fake agent named name.

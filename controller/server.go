@@ -82,7 +82,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.agents = newAgentHub(s, id.NodeID, cfg)
 	s.relay = newRepoRelay(cfg)
 	fresh := saved == nil
-	if err := s.setupTLS(fresh); err != nil {
+	if err := s.setupTLS(ctx, fresh); err != nil {
 		return nil, err
 	}
 	s.peers = newPeerConns(s.clientOptions())

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -9,7 +10,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/tidemark-backup/tidemark/controller/client"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
 // TLSConfig is the node's transport security. Exactly one of: Insecure,
@@ -30,6 +33,13 @@ type TLSConfig struct {
 	// CertValidity is the life of the certificates the cluster CA issues
 	// to this node (renewed two thirds in).
 	CertValidity time.Duration
+	// AgentCertValidity is the life of an agent's certificate issued for
+	// a join token.
+	AgentCertValidity time.Duration
+	// JoinToken (tidemark token create --role controller) lets a new node
+	// fetch the cluster CA, sealed, from the node it joins through; the
+	// same CAKeyFile opens it.
+	JoinToken string
 }
 
 // validate checks the choice (addresses are checked in Start, once a
@@ -45,6 +55,10 @@ func (t *TLSConfig) validate() error {
 		return errors.New("no TLS: give --ca-key-file FILE (the cluster's own CA, its key sealed with FILE; created at bootstrap), or --tls-ca/--tls-cert/--tls-key (your own CA), or --insecure (plaintext, loopback only)")
 	case t.CertValidity < 10*time.Minute:
 		return fmt.Errorf("--cert-validity %s: at least 10m", t.CertValidity)
+	case t.AgentCertValidity < 10*time.Minute:
+		return fmt.Errorf("--agent-cert-validity %s: at least 10m", t.AgentCertValidity)
+	case t.JoinToken != "" && t.CAKeyFile == "":
+		return errors.New("--join-token fetches the cluster's own CA, which opens with --ca-key-file: give it too")
 	}
 	return nil
 }
@@ -67,7 +81,7 @@ const caValidity = 10 * 365 * 24 * time.Hour
 
 // setupTLS makes the node's certificate source (nil for --insecure), and
 // at a bootstrap the cluster CA. fresh: the data directory is new.
-func (s *Server) setupTLS(fresh bool) error {
+func (s *Server) setupTLS(ctx context.Context, fresh bool) error {
 	t := s.cfg.TLS
 	if t.Insecure {
 		addrs := append([]string{s.id.GRPCAddr, s.id.RaftAddr}, s.cfg.Join...)
@@ -92,10 +106,16 @@ func (s *Server) setupTLS(fresh bool) error {
 		if ca, err = s.createCA(dir); err != nil {
 			return err
 		}
+	case errors.Is(err, fs.ErrNotExist) && fresh && t.JoinToken != "":
+		if err := s.fetchCA(ctx, dir); err != nil {
+			return err
+		}
+		if ca, err = loadCA(dir, t.CAKeyFile); err != nil {
+			return err
+		}
 	case errors.Is(err, fs.ErrNotExist) && fresh:
-		return errors.New("joining a cluster whose CA it created itself needs that CA: copy the first node's " +
-			filepath.Join(tlsDir, caCertFile) + " and " + filepath.Join(tlsDir, caSealedFile) + " into this node's --data-dir/" + tlsDir +
-			" and give the same --ca-key-file, or run every node with --tls-ca/--tls-cert/--tls-key")
+		return errors.New("joining a cluster whose CA it made itself needs --join-token FILE (tidemark token create --role controller) " +
+			"and the cluster's --ca-key-file; or run every node with --tls-ca/--tls-cert/--tls-key")
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("--data-dir %s has no cluster CA (%s): was the node started with --tls-ca/--tls-cert/--tls-key? give them again", s.cfg.DataDir, dir)
 	case err != nil:
@@ -219,9 +239,6 @@ func writeFileSync(path string, b []byte, mode os.FileMode) error {
 	return err
 }
 
-// revoked reports whether id may no longer connect. Revocation is not
-// built yet (agent revoke, issue #13 item 2): nothing is revoked.
-func (s *Server) revoked(tlsx.Identity) bool { return false }
 
 // Credential is a certificate and its private key, with the CA that
 // issued it, in PEM: what a CLI user or agent presents.
@@ -258,4 +275,39 @@ func (s *Server) Issue(id tlsx.Identity, validity time.Duration) (Credential, er
 		return Credential{}, err
 	}
 	return Credential{CA: s.ca.CertPEM(), Cert: cert, Key: key}, nil
+}
+
+// fetchCA gets the cluster CA, its key sealed, from a node of cfg.Join
+// with the join token, and writes it into dir. The node is trusted only
+// when it shows the CA the token pins.
+func (s *Server) fetchCA(ctx context.Context, dir string) error {
+	tok, err := tlsx.ParseJoinToken(s.cfg.TLS.JoinToken)
+	if err != nil {
+		return fmt.Errorf("--join-token: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.JoinTimeout)
+	defer cancel()
+	opts := client.Options{TLS: tlsx.PinnedClientConfig(tok.Pin), ProbeTimeout: 2 * time.Second}
+	var last error
+	for ctx.Err() == nil {
+		var resp *v1.JoinResponse
+		resp, last = client.Join(ctx, s.cfg.Join, opts, &v1.JoinRequest{Token: s.cfg.TLS.JoinToken, Name: s.id.NodeID, Role: string(tlsx.KindController)})
+		if last == nil {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			if err := writeFileSync(filepath.Join(dir, caSealedFile), resp.GetSealedCaKey(), 0o600); err != nil {
+				return err
+			}
+			return writeFileSync(filepath.Join(dir, caCertFile), resp.GetCaPem(), 0o600)
+		}
+		if !client.Retryable(last) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("joining with the token: %w", last)
 }

@@ -238,3 +238,49 @@ func notGRPCCause(msg string) string {
 	}
 	return msg
 }
+
+// Join exchanges a join token for the cluster CA and a certificate, with
+// the first of addrs that answers; opts carries the pinned TLS
+// configuration (tlsx.PinnedClientConfig), as the joining host has no
+// certificate yet.
+func Join(ctx context.Context, addrs []string, opts Options, req *v1.JoinRequest) (*v1.JoinResponse, error) {
+	creds, err := opts.Credentials()
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, a := range addrs {
+		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			errs = append(errs, &AddrError{Addr: a, Err: err})
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*probeTimeout(opts))
+		resp, err := v1.NewControlServiceClient(cc).Join(cctx, req)
+		cancel()
+		_ = cc.Close()
+		if err == nil {
+			return resp, nil
+		}
+		if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
+			// The token was refused: no other node will think otherwise.
+			return nil, fmt.Errorf("%s refused the join token: %s", a, st.Message())
+		}
+		errs = append(errs, &AddrError{Addr: a, Err: Classify(err)})
+	}
+	return nil, errors.Join(errs...)
+}
+
+// Retryable reports whether a failed call may succeed later (no leader,
+// nothing answering yet).
+func Retryable(err error) bool {
+	if errors.Is(err, ErrUnreachable) {
+		return true
+	}
+	var ae *AddrError
+	if errors.As(err, &ae) {
+		st, ok := status.FromError(ae.Err)
+		return ok && st.Code() == codes.Unavailable
+	}
+	return false
+}

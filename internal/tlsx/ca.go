@@ -280,3 +280,35 @@ func sealAEAD(keyFile []byte) (cipher.AEAD, error) {
 	}
 	return cipher.NewGCM(blk)
 }
+
+// NewCSR makes a key pair and a certificate signing request for id: the
+// private key (PEM) stays with the caller, the request (DER) goes to the
+// cluster.
+func NewCSR(id Identity) (keyPEM, csrDER []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	csrDER, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: id.Name}, URIs: []*url.URL{id.URI()},
+	}, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err = KeyPEM(key)
+	return keyPEM, csrDER, err
+}
+
+// SignCSR issues a certificate for id over the key of a signing request
+// (DER) whose signature it checks. The identity is the caller's decision,
+// not the request's: what the request asks for is ignored.
+func (ca *CA) SignCSR(csrDER []byte, id Identity, validity time.Duration) ([]byte, error) {
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return nil, fmt.Errorf("certificate signing request: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("certificate signing request: %w", err)
+	}
+	return ca.Issue(IssueParams{Identity: id, PublicKey: csr.PublicKey, Validity: validity})
+}

@@ -157,6 +157,11 @@ func (s *Source) check(c *tls.Certificate, err error) (*tls.Certificate, Identit
 			return nil, Identity{}, err
 		}
 	}
+	// Servers send the CA after their certificate, so that a host joining
+	// with a token can check the CA against the token's pin.
+	if len(c.Certificate) == 1 {
+		c.Certificate = append(c.Certificate, s.ca.Raw)
+	}
 	leaf := c.Leaf
 	now := time.Now()
 	switch {
