@@ -239,7 +239,6 @@ func writeFileSync(path string, b []byte, mode os.FileMode) error {
 	return err
 }
 
-
 // Credential is a certificate and its private key, with the CA that
 // issued it, in PEM: what a CLI user or agent presents.
 type Credential struct {
