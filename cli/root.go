@@ -70,6 +70,7 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newBinlogCmd(s),
 		newDevCmd(s),
 		newTokenCmd(s),
+		newAuditCmd(s),
 	)
 	return root
 }

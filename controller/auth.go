@@ -162,7 +162,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	if err != nil {
 		return nil, err
 	}
-	resp, err := h(ctx, req)
+	resp, err := s.audit(ctx, info.FullMethod, req, func(ctx context.Context) (any, error) { return h(ctx, req) })
 	return resp, toStatus(err)
 }
 

@@ -38,7 +38,7 @@ func who(ctx context.Context) string {
 		}
 	}
 	if id == (tlsx.Identity{}) {
-		return "anonymous (plaintext)"
+		return "anonymous (no certificate)"
 	}
 	return id.String()
 }

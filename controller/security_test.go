@@ -249,3 +249,35 @@ func TestRoles(t *testing.T) {
 	}
 	t.Logf("certificate of another CA: %v", err)
 }
+
+// TestAudit: a restore is recorded before it runs and with its outcome,
+// with who asked and what; a denied call never reaches the trail.
+func TestAudit(t *testing.T) {
+	srv, admin := startInProcess(t, nil)
+	ctx := context.Background()
+	vc, err := client.DialAny(ctx, []string{srv.Addr()}, client.Options{TLS: testCA(t).Source(t, testenv.User("vera", tlsx.RoleViewer)).ClientConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = vc.Close() }()
+	if _, err := vc.Control.SubmitRestore(ctx, &v1.SubmitRestoreRequest{Params: &v1.RestoreParams{BackupId: "b0", TargetInstance: "db1"}}); err == nil {
+		t.Fatal("a viewer restored")
+	}
+	_, err = admin.Control.SubmitRestore(ctx, &v1.SubmitRestoreRequest{Params: &v1.RestoreParams{BackupId: "b1", TargetInstance: "db1", DropExisting: true}})
+	wantCode(t, err, codes.NotFound, "b1")
+	r, err := admin.Control.ListAudit(ctx, &v1.ListAuditRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range r.GetRecords() {
+		got = append(got, fmt.Sprintf("%s %s %s backup_id=%s drop_existing=%s: %s", a.GetWho(), strings.TrimPrefix(a.GetRpc(), "/tidemark.v1."), a.GetTarget(),
+			a.GetFlags()["backup_id"], a.GetFlags()["drop_existing"], a.GetOutcome()))
+	}
+	if len(got) != 2 || got[0] != "user admin (admin) ControlService/SubmitRestore db1 backup_id=b1 drop_existing=true: started" ||
+		!strings.HasPrefix(got[1], "user admin (admin) ControlService/SubmitRestore db1 backup_id=b1 drop_existing=true: error: ") {
+		t.Fatalf("audit trail:\n%s", strings.Join(got, "\n"))
+	}
+	_, err = vc.Control.ListAudit(ctx, &v1.ListAuditRequest{})
+	wantCode(t, err, codes.PermissionDenied, "it needs the admin role")
+}
