@@ -91,9 +91,6 @@ func withProbe(o client.Options, d time.Duration) client.Options {
 	return o
 }
 
-// cliCreds are the CLI's --tls-* flags for an admin.
-func cliCreds(t *testing.T) []string { return testenv.Args(testCA(t).Files(t, testenv.Admin())) }
-
 // run runs the tidemark binary to completion and returns its stdout,
 // stderr and exit code.
 func run(t *testing.T, timeout time.Duration, args ...string) (string, string, int) {
