@@ -78,6 +78,13 @@ func Run(ctx context.Context, cfg Config) error {
 
 	loopDone := make(chan error, 1)
 	go func() { loopDone <- a.connectLoop(runCtx) }()
+	if a.tls != nil {
+		a.bg.Add(1)
+		go func() {
+			defer a.bg.Done()
+			a.renewLoop(runCtx)
+		}()
+	}
 
 	var fatal error
 	select {

@@ -68,6 +68,9 @@ type Config struct {
 	ProgressInterval time.Duration
 	// ProbeTimeout bounds each capability probe.
 	ProbeTimeout time.Duration
+	// RenewCheckInterval is how often the agent checks whether its
+	// certificate is due for renewal (two thirds into its life).
+	RenewCheckInterval time.Duration
 	// ShutdownTimeout bounds how long a stopping agent waits for its jobs
 	// to stop and their results to be acknowledged.
 	ShutdownTimeout time.Duration
@@ -92,16 +95,17 @@ type Config struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Name:              host,
-		HeartbeatInterval: 5 * time.Second,
-		ConnectTimeout:    10 * time.Second,
-		BackoffMin:        500 * time.Millisecond,
-		BackoffMax:        30 * time.Second,
-		ProgressInterval:  time.Second,
-		ProbeTimeout:      15 * time.Second,
-		ShutdownTimeout:   30 * time.Second,
-		StreamBackoffMin:  time.Second,
-		StreamBackoffMax:  time.Minute,
+		Name:               host,
+		HeartbeatInterval:  5 * time.Second,
+		ConnectTimeout:     10 * time.Second,
+		BackoffMin:         500 * time.Millisecond,
+		BackoffMax:         30 * time.Second,
+		ProgressInterval:   time.Second,
+		ProbeTimeout:       15 * time.Second,
+		ShutdownTimeout:    30 * time.Second,
+		RenewCheckInterval: renewCheckInterval,
+		StreamBackoffMin:   time.Second,
+		StreamBackoffMax:   time.Minute,
 	}
 }
 
@@ -381,6 +385,7 @@ func (c Config) Validate() error {
 		{"backoff_min", c.BackoffMin}, {"backoff_max", c.BackoffMax}, {"progress_interval", c.ProgressInterval},
 		{"probe_timeout", c.ProbeTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
 		{"stream_backoff_min", c.StreamBackoffMin}, {"stream_backoff_max", c.StreamBackoffMax},
+		{"renew check interval", c.RenewCheckInterval},
 	} {
 		if d.v <= 0 {
 			bad("%s %s: must be positive", d.name, d.v)

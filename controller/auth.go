@@ -63,6 +63,8 @@ var accessTable = map[string]access{
 	v1.ControlService_CreateJoinToken_FullMethodName:   admin(),
 	v1.ControlService_RevokeAgent_FullMethodName:       admin(),
 	v1.ControlService_ListAudit_FullMethodName:         admin(),
+	// An agent renews its own certificate (the name is its certificate's).
+	v1.ControlService_RenewCertificate_FullMethodName: {agent: true},
 	// A joining host has no certificate yet; the token is its credential.
 	v1.ControlService_Join_FullMethodName: {anonymous: true, controller: true},
 

@@ -165,3 +165,20 @@ func (s *Server) publishCA(ctx context.Context) {
 		s.log.Warn("cannot publish the cluster CA", "err", err)
 	}
 }
+
+func (c *controlService) RenewCertificate(ctx context.Context, req *v1.RenewCertificateRequest) (*v1.RenewCertificateResponse, error) {
+	s := c.s
+	id := callerOf(ctx)
+	if id.Kind != tlsx.KindAgent {
+		return nil, invalid("only agents renew their certificates here")
+	}
+	if s.ca == nil {
+		return nil, catalog.Errorf(ErrNotController, "%v", ErrNoCA)
+	}
+	cert, err := s.ca.SignCSR(req.GetCsr(), id, s.cfg.TLS.AgentCertValidity)
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
+	s.log.Info("agent certificate renewed", "agent", id.Name)
+	return &v1.RenewCertificateResponse{CertPem: cert}, nil
+}

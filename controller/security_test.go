@@ -3,6 +3,8 @@ package controller_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -84,6 +86,27 @@ func TestJoinTokens(t *testing.T) {
 	if _, _, err := tryAgentWith(t, srv.Addr(), "db2", creds, nil, nil); err == nil || !strings.Contains(err.Error(), `the certificate names agent db1, but it registered as agent "db2"`) {
 		t.Fatalf("agent db1 registered as db2: %v", err)
 	}
+
+	// It renews its certificate over the current one, for its own name.
+	ac, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ac.Close() }()
+	_, csr, _ := tlsx.NewCSR(testenv.Agent("someone-else"))
+	rn, err := v1.NewControlServiceClient(ac).RenewCertificate(ctx, &v1.RenewCertificateRequest{Csr: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blk, _ := pem.Decode(rn.GetCertPem()); blk == nil {
+		t.Fatal("no certificate")
+	} else if cert, err := x509.ParseCertificate(blk.Bytes); err != nil {
+		t.Fatal(err)
+	} else if id, err := tlsx.IdentityOf(cert); err != nil || id != testenv.Agent("db1") {
+		t.Fatalf("renewed certificate names %v (%v), want the caller's own name", id, err)
+	}
+	_, err = c.Control.RenewCertificate(ctx, &v1.RenewCertificateRequest{Csr: csr})
+	wantCode(t, err, codes.PermissionDenied, "not a CLI call")
 
 	if _, err := joinAgent(t, srv.Addr(), once, "db9"); err == nil || !strings.Contains(err.Error(), "is not valid: it was used up") {
 		t.Fatalf("reused one-time token: %v", err)

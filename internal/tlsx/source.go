@@ -278,3 +278,23 @@ func requirePeerKind(k Kind) func(tls.ConnectionState) error {
 		return nil
 	}
 }
+
+// Reload reads the certificate again now (after its files were replaced)
+// and returns why it could not; the current one stays on failure.
+func (s *Source) Reload() error {
+	s.mu.Lock()
+	s.next = time.Time{}
+	s.mu.Unlock()
+	if _, err := s.Current(); err != nil {
+		return err
+	}
+	return s.LastError()
+}
+
+// RenewDue reports whether the current certificate is two thirds into its
+// life: time for its holder to get a new one.
+func (s *Source) RenewDue(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !now.Before(renewAt(s.cur.Leaf))
+}

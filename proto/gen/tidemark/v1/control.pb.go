@@ -2380,6 +2380,96 @@ func (x *ListAuditResponse) GetRecords() []*AuditRecord {
 	return nil
 }
 
+type RenewCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A certificate signing request (DER) for a new key; the key stays on
+	// the agent.
+	Csr           []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificateRequest) Reset() {
+	*x = RenewCertificateRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificateRequest) ProtoMessage() {}
+
+func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *RenewCertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type RenewCertificateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CertPem       []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificateResponse) Reset() {
+	*x = RenewCertificateResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificateResponse) ProtoMessage() {}
+
+func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *RenewCertificateResponse) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
 var File_tidemark_v1_control_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_control_proto_rawDesc = "" +
@@ -2549,13 +2639,17 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x10ListAuditRequest\x120\n" +
 	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"G\n" +
 	"\x11ListAuditResponse\x122\n" +
-	"\arecords\x18\x01 \x03(\v2\x18.tidemark.v1.AuditRecordR\arecords*\x99\x01\n" +
+	"\arecords\x18\x01 \x03(\v2\x18.tidemark.v1.AuditRecordR\arecords\"+\n" +
+	"\x17RenewCertificateRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\"5\n" +
+	"\x18RenewCertificateResponse\x12\x19\n" +
+	"\bcert_pem\x18\x01 \x01(\fR\acertPem*\x99\x01\n" +
 	"\vMemberState\x12\x1c\n" +
 	"\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MEMBER_STATE_LEADER\x10\x01\x12\x19\n" +
 	"\x15MEMBER_STATE_FOLLOWER\x10\x02\x12\x1a\n" +
 	"\x16MEMBER_STATE_CANDIDATE\x10\x03\x12\x1c\n" +
-	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xfa\f\n" +
+	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xdb\r\n" +
 	"\x0eControlService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.tidemark.v1.ListAgentsRequest\x1a\x1f.tidemark.v1.ListAgentsResponse\x12V\n" +
@@ -2576,7 +2670,8 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\fRemoveMember\x12 .tidemark.v1.RemoveMemberRequest\x1a!.tidemark.v1.RemoveMemberResponse\x12\\\n" +
 	"\x0fCreateJoinToken\x12#.tidemark.v1.CreateJoinTokenRequest\x1a$.tidemark.v1.CreateJoinTokenResponse\x12;\n" +
 	"\x04Join\x12\x18.tidemark.v1.JoinRequest\x1a\x19.tidemark.v1.JoinResponse\x12P\n" +
-	"\vRevokeAgent\x12\x1f.tidemark.v1.RevokeAgentRequest\x1a .tidemark.v1.RevokeAgentResponse\x12J\n" +
+	"\vRevokeAgent\x12\x1f.tidemark.v1.RevokeAgentRequest\x1a .tidemark.v1.RevokeAgentResponse\x12_\n" +
+	"\x10RenewCertificate\x12$.tidemark.v1.RenewCertificateRequest\x1a%.tidemark.v1.RenewCertificateResponse\x12J\n" +
 	"\tListAudit\x12\x1d.tidemark.v1.ListAuditRequest\x1a\x1e.tidemark.v1.ListAuditResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
@@ -2592,7 +2687,7 @@ func file_tidemark_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_tidemark_v1_control_proto_goTypes = []any{
 	(MemberState)(0),                  // 0: tidemark.v1.MemberState
 	(*ListAgentsRequest)(nil),         // 1: tidemark.v1.ListAgentsRequest
@@ -2636,56 +2731,58 @@ var file_tidemark_v1_control_proto_goTypes = []any{
 	(*RevokeAgentResponse)(nil),       // 39: tidemark.v1.RevokeAgentResponse
 	(*ListAuditRequest)(nil),          // 40: tidemark.v1.ListAuditRequest
 	(*ListAuditResponse)(nil),         // 41: tidemark.v1.ListAuditResponse
-	nil,                               // 42: tidemark.v1.ListAgentsRequest.LabelsEntry
-	nil,                               // 43: tidemark.v1.ListInstancesRequest.LabelsEntry
-	nil,                               // 44: tidemark.v1.SubmitBackupRequest.LabelsEntry
-	(*Agent)(nil),                     // 45: tidemark.v1.Agent
-	(*Instance)(nil),                  // 46: tidemark.v1.Instance
-	(BackupStatus)(0),                 // 47: tidemark.v1.BackupStatus
-	(*Backup)(nil),                    // 48: tidemark.v1.Backup
-	(JobState)(0),                     // 49: tidemark.v1.JobState
-	(JobKind)(0),                      // 50: tidemark.v1.JobKind
-	(*Job)(nil),                       // 51: tidemark.v1.Job
-	(*RestoreParams)(nil),             // 52: tidemark.v1.RestoreParams
-	(*timestamppb.Timestamp)(nil),     // 53: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 54: google.protobuf.Duration
-	(*BinlogStream)(nil),              // 55: tidemark.v1.BinlogStream
-	(*BinlogSource)(nil),              // 56: tidemark.v1.BinlogSource
-	(*AuditRecord)(nil),               // 57: tidemark.v1.AuditRecord
+	(*RenewCertificateRequest)(nil),   // 42: tidemark.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),  // 43: tidemark.v1.RenewCertificateResponse
+	nil,                               // 44: tidemark.v1.ListAgentsRequest.LabelsEntry
+	nil,                               // 45: tidemark.v1.ListInstancesRequest.LabelsEntry
+	nil,                               // 46: tidemark.v1.SubmitBackupRequest.LabelsEntry
+	(*Agent)(nil),                     // 47: tidemark.v1.Agent
+	(*Instance)(nil),                  // 48: tidemark.v1.Instance
+	(BackupStatus)(0),                 // 49: tidemark.v1.BackupStatus
+	(*Backup)(nil),                    // 50: tidemark.v1.Backup
+	(JobState)(0),                     // 51: tidemark.v1.JobState
+	(JobKind)(0),                      // 52: tidemark.v1.JobKind
+	(*Job)(nil),                       // 53: tidemark.v1.Job
+	(*RestoreParams)(nil),             // 54: tidemark.v1.RestoreParams
+	(*timestamppb.Timestamp)(nil),     // 55: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 56: google.protobuf.Duration
+	(*BinlogStream)(nil),              // 57: tidemark.v1.BinlogStream
+	(*BinlogSource)(nil),              // 58: tidemark.v1.BinlogSource
+	(*AuditRecord)(nil),               // 59: tidemark.v1.AuditRecord
 }
 var file_tidemark_v1_control_proto_depIdxs = []int32{
-	42, // 0: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
-	45, // 1: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
-	43, // 2: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
-	46, // 3: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
-	47, // 4: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
-	48, // 5: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
-	48, // 6: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
-	49, // 7: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
-	50, // 8: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
-	51, // 9: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
-	51, // 10: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
-	51, // 11: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
-	44, // 12: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
-	51, // 13: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
-	52, // 14: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
-	51, // 15: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
-	51, // 16: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
+	44, // 0: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
+	47, // 1: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
+	45, // 2: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
+	48, // 3: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
+	49, // 4: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
+	50, // 5: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
+	50, // 6: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
+	51, // 7: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
+	52, // 8: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
+	53, // 9: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
+	53, // 10: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
+	53, // 11: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
+	46, // 12: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
+	53, // 13: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
+	54, // 14: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
+	53, // 15: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
+	53, // 16: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
 	0,  // 17: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
-	53, // 18: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
+	55, // 18: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
 	21, // 19: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
 	21, // 20: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
 	21, // 21: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
-	54, // 22: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
-	51, // 23: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	51, // 24: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	55, // 25: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
-	51, // 26: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
-	56, // 27: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
-	54, // 28: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	53, // 29: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	53, // 30: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	57, // 31: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
+	56, // 22: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
+	53, // 23: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	53, // 24: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	57, // 25: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
+	53, // 26: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
+	58, // 27: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
+	56, // 28: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	55, // 29: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	55, // 30: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	59, // 31: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
 	1,  // 32: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
 	3,  // 33: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
 	5,  // 34: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
@@ -2705,29 +2802,31 @@ var file_tidemark_v1_control_proto_depIdxs = []int32{
 	34, // 48: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
 	36, // 49: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
 	38, // 50: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
-	40, // 51: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
-	2,  // 52: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
-	4,  // 53: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
-	6,  // 54: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
-	8,  // 55: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
-	10, // 56: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
-	12, // 57: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
-	14, // 58: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
-	16, // 59: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
-	18, // 60: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
-	20, // 61: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
-	29, // 62: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
-	31, // 63: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
-	33, // 64: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
-	23, // 65: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
-	25, // 66: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
-	27, // 67: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
-	35, // 68: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
-	37, // 69: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
-	39, // 70: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
-	41, // 71: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
-	52, // [52:72] is the sub-list for method output_type
-	32, // [32:52] is the sub-list for method input_type
+	42, // 51: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
+	40, // 52: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
+	2,  // 53: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
+	4,  // 54: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
+	6,  // 55: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
+	8,  // 56: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
+	10, // 57: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
+	12, // 58: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
+	14, // 59: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
+	16, // 60: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
+	18, // 61: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
+	20, // 62: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
+	29, // 63: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
+	31, // 64: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
+	33, // 65: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
+	23, // 66: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
+	25, // 67: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
+	27, // 68: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
+	35, // 69: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
+	37, // 70: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
+	39, // 71: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
+	43, // 72: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
+	41, // 73: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
+	53, // [53:74] is the sub-list for method output_type
+	32, // [32:53] is the sub-list for method input_type
 	32, // [32:32] is the sub-list for extension type_name
 	32, // [32:32] is the sub-list for extension extendee
 	0,  // [0:32] is the sub-list for field type_name
@@ -2745,7 +2844,7 @@ func file_tidemark_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_control_proto_rawDesc), len(file_tidemark_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   44,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,6 +38,7 @@ const (
 	ControlService_CreateJoinToken_FullMethodName   = "/tidemark.v1.ControlService/CreateJoinToken"
 	ControlService_Join_FullMethodName              = "/tidemark.v1.ControlService/Join"
 	ControlService_RevokeAgent_FullMethodName       = "/tidemark.v1.ControlService/RevokeAgent"
+	ControlService_RenewCertificate_FullMethodName  = "/tidemark.v1.ControlService/RenewCertificate"
 	ControlService_ListAudit_FullMethodName         = "/tidemark.v1.ControlService/ListAudit"
 )
 
@@ -82,6 +83,10 @@ type ControlServiceClient interface {
 	// RevokeAgent ends an agent's certificate: its stream is cut and it is
 	// refused until it joins again.
 	RevokeAgent(ctx context.Context, in *RevokeAgentRequest, opts ...grpc.CallOption) (*RevokeAgentResponse, error)
+	// RenewCertificate gives an agent a new certificate for its own name,
+	// over its current one (agents call it two thirds into a certificate's
+	// life).
+	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
 	// ListAudit lists audit records, oldest first.
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
 }
@@ -293,6 +298,16 @@ func (c *controlServiceClient) RevokeAgent(ctx context.Context, in *RevokeAgentR
 	return out, nil
 }
 
+func (c *controlServiceClient) RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewCertificateResponse)
+	err := c.cc.Invoke(ctx, ControlService_RenewCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *controlServiceClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListAuditResponse)
@@ -344,6 +359,10 @@ type ControlServiceServer interface {
 	// RevokeAgent ends an agent's certificate: its stream is cut and it is
 	// refused until it joins again.
 	RevokeAgent(context.Context, *RevokeAgentRequest) (*RevokeAgentResponse, error)
+	// RenewCertificate gives an agent a new certificate for its own name,
+	// over its current one (agents call it two thirds into a certificate's
+	// life).
+	RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
 	// ListAudit lists audit records, oldest first.
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
@@ -412,6 +431,9 @@ func (UnimplementedControlServiceServer) Join(context.Context, *JoinRequest) (*J
 }
 func (UnimplementedControlServiceServer) RevokeAgent(context.Context, *RevokeAgentRequest) (*RevokeAgentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeAgent not implemented")
+}
+func (UnimplementedControlServiceServer) RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewCertificate not implemented")
 }
 func (UnimplementedControlServiceServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
@@ -772,6 +794,24 @@ func _ControlService_RevokeAgent_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_RenewCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).RenewCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_RenewCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).RenewCertificate(ctx, req.(*RenewCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ControlService_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListAuditRequest)
 	if err := dec(in); err != nil {
@@ -868,6 +908,10 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeAgent",
 			Handler:    _ControlService_RevokeAgent_Handler,
+		},
+		{
+			MethodName: "RenewCertificate",
+			Handler:    _ControlService_RenewCertificate_Handler,
 		},
 		{
 			MethodName: "ListAudit",
