@@ -86,4 +86,3 @@ func (a *Agent) renewVia(ctx context.Context, addr string, csr []byte) (*v1.Rene
 	defer cancel()
 	return v1.NewControlServiceClient(cc).RenewCertificate(ctx, &v1.RenewCertificateRequest{Csr: csr})
 }
-

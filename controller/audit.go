@@ -122,4 +122,3 @@ func (c *controlService) ListAudit(ctx context.Context, req *v1.ListAuditRequest
 // maxAuditList bounds one ListAudit answer (gRPC's default message limit
 // is 4 MiB; a record is about 200 bytes).
 const maxAuditList = 10000
-
