@@ -3,8 +3,10 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -19,7 +21,38 @@ const (
 	envTLSCert     = "TIDEMARK_TLS_CERT"
 	envTLSKey      = "TIDEMARK_TLS_KEY"
 	envInsecure    = "TIDEMARK_INSECURE"
+	envTokenFile   = "TIDEMARK_TOKEN_FILE"
 )
+
+// loginFile is where tidemark login keeps the user's access token.
+func loginFile() (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "tidemark", "token"), nil
+}
+
+// accessToken is the CLI user's bearer token: $TIDEMARK_TOKEN_FILE, else
+// the one tidemark login saved; "" when there is none.
+func accessToken() (string, error) {
+	path, explicit := os.Getenv(envTokenFile), true
+	if path == "" {
+		var err error
+		if path, err = loginFile(); err != nil {
+			return "", nil //nolint:nilerr // no config dir: no saved login
+		}
+		explicit = false
+	}
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		return strings.TrimSpace(string(b)), nil
+	case !explicit && errors.Is(err, fs.ErrNotExist):
+		return "", nil
+	}
+	return "", fmt.Errorf("%s: %w", envTokenFile, err)
+}
 
 // tlsFlags are the global flags that say who this process is to the
 // controllers: the CLI's credential, an agent's, or a controller node's
@@ -71,7 +104,20 @@ func (f *tlsFlags) clientOptions(addrs []string) (client.Options, error) {
 		return client.Options{Insecure: true}, nil
 	}
 	if !ok {
-		return client.Options{}, userErr(client.ErrNoCredentials)
+		// No certificate: a user's access token, over TLS checked against
+		// the CA the token pins.
+		raw, err := accessToken()
+		if err != nil {
+			return client.Options{}, userErr(err)
+		}
+		if raw == "" {
+			return client.Options{}, userErr(client.ErrNoCredentials)
+		}
+		tok, err := tlsx.ParseAccessToken(raw)
+		if err != nil {
+			return client.Options{}, userErr(fmt.Errorf("the saved access token: %w", err))
+		}
+		return client.Options{TLS: tlsx.PinnedClientConfig(tok.Pin), Bearer: raw}, nil
 	}
 	src, err := tlsx.FromFiles(files)
 	if err != nil && f.files == (tlsx.Files{}) {

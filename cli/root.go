@@ -71,6 +71,7 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newDevCmd(s),
 		newTokenCmd(s),
 		newAuditCmd(s),
+		newLoginCmd(s),
 	)
 	return root
 }

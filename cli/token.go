@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tidemark-backup/tidemark/controller/client"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -27,13 +28,16 @@ func newTokenCreateCmd(s *streams) *cobra.Command {
 	var (
 		f    fleetFlags
 		role string
+		user string
 		ttl  time.Duration
 		uses uint32
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
-		Short: "Make a join token (admin); it is printed once and stored hashed",
-		Long: `Make a join token for an agent or a controller node. Hand it to the new host
+		Short: "Make a join token or a CLI user's access token (admin); printed once, stored hashed",
+		Long: `Make a join token for an agent or a controller node, or an access token for
+a CLI user (--role viewer|operator|admin --user NAME; tidemark login takes it).
+Hand a join token to the new host
 in a file; it gets its certificate with it once (or --uses times) before --ttl
 ends:
 
@@ -44,24 +48,35 @@ The token pins the cluster's CA, so the new host checks it talks to this
 cluster before it sends the token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if role != "agent" && role != "controller" {
-				return &UserError{Msg: fmt.Sprintf("--role %q: use agent or controller", role)}
+			_, uerr := tlsx.ParseRole(role)
+			switch {
+			case role != "agent" && role != "controller" && uerr != nil:
+				return &UserError{Msg: fmt.Sprintf("--role %q: use agent or controller (a join token), or viewer, operator or admin (a user's access token, with --user)", role)}
+			case uerr == nil && user == "":
+				return &UserError{Msg: fmt.Sprintf("--role %s makes a CLI user's access token: give --user NAME", role)}
+			case uerr != nil && user != "":
+				return &UserError{Msg: "--user is for access tokens (--role viewer, operator or admin)"}
 			}
 			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
-				r, err := c.Control.CreateJoinToken(ctx, &v1.CreateJoinTokenRequest{Role: role, Ttl: durationpb.New(ttl), Uses: uses})
+				r, err := c.Control.CreateJoinToken(ctx, &v1.CreateJoinTokenRequest{Role: role, Ttl: durationpb.New(ttl), Uses: uses, User: user})
 				if err != nil {
 					return rpcErr(err)
 				}
 				fmt.Fprintln(s.out, r.GetToken())
-				fmt.Fprintf(s.err, "join token for a %s, %d use(s), valid until %s\n", role, max(uses, 1), r.GetExpiresAt().AsTime().UTC().Format(time.DateTime))
+				if user != "" {
+					fmt.Fprintf(s.err, "access token for user %s (%s), valid until %s\n", user, role, r.GetExpiresAt().AsTime().UTC().Format(time.DateTime))
+				} else {
+					fmt.Fprintf(s.err, "join token for a %s, %d use(s), valid until %s\n", role, max(uses, 1), r.GetExpiresAt().AsTime().UTC().Format(time.DateTime))
+				}
 				return nil
 			})
 		},
 	}
 	f.register(s, cmd)
-	cmd.Flags().StringVar(&role, "role", "", "what the token joins as: agent or controller")
+	cmd.Flags().StringVar(&role, "role", "", "agent or controller (a join token), or viewer, operator or admin (a CLI user's access token, with --user)")
+	cmd.Flags().StringVar(&user, "user", "", "the CLI user an access token is for (named in the audit trail)")
 	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
-	cmd.Flags().Uint32Var(&uses, "uses", 1, "how many hosts may join with it")
+	cmd.Flags().Uint32Var(&uses, "uses", 1, "how many hosts may join with it (join tokens)")
 	return cmd
 }
 

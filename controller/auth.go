@@ -116,6 +116,16 @@ func (s *Server) authorize(ctx context.Context, method string, req any) (context
 		return ctx, nil // plaintext on loopback: no identities
 	}
 	id, err := tlsx.PeerIdentity(ctx)
+	if errors.Is(err, tlsx.ErrNoPeerCert) {
+		// No certificate: a CLI user's bearer token, if any.
+		bid, has, berr := s.bearerIdentity(ctx)
+		switch {
+		case has && berr != nil:
+			return nil, status.Errorf(codes.Unauthenticated, "controller %s: %v", s.id.NodeID, berr)
+		case has:
+			id, err = bid, nil
+		}
+	}
 	if errors.Is(err, tlsx.ErrNoPeerCert) && a.anonymous {
 		return ctx, nil
 	}

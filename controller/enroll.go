@@ -2,7 +2,10 @@ package controller
 
 import (
 	"context"
+	"crypto/subtle"
+	"errors"
 	"fmt"
+	"strings"
 	"os"
 	"path/filepath"
 	"time"
@@ -52,8 +55,12 @@ func (c *controlService) CreateJoinToken(ctx context.Context, req *v1.CreateJoin
 		return nil, catalog.Errorf(ErrNotController, "%v", ErrNoCA)
 	}
 	role := req.GetRole()
-	if role != string(tlsx.KindAgent) && role != string(tlsx.KindController) {
-		return nil, invalid("--role %q: use agent or controller", role)
+	userRole, uerr := tlsx.ParseRole(role)
+	if role != string(tlsx.KindAgent) && role != string(tlsx.KindController) && uerr != nil {
+		return nil, invalid("--role %q: use agent or controller (a join token), or viewer, operator or admin (a CLI user's token)", role)
+	}
+	if uerr == nil {
+		return s.createAccessToken(ctx, req, userRole)
 	}
 	ttl := defaultTokenTTL
 	if req.GetTtl() != nil {
@@ -78,6 +85,61 @@ func (c *controlService) CreateJoinToken(ctx context.Context, req *v1.CreateJoin
 	}
 	s.log.Info("join token created", "token", tok.ID, "role", role, "uses", uses, "expires", rec.GetExpiresAt().AsTime(), "by", rec.GetCreatedBy())
 	return &v1.CreateJoinTokenResponse{Token: tok.String(), ExpiresAt: rec.GetExpiresAt()}, nil
+}
+
+// createAccessToken makes a CLI user's bearer token.
+func (s *Server) createAccessToken(ctx context.Context, req *v1.CreateJoinTokenRequest, role tlsx.Role) (*v1.CreateJoinTokenResponse, error) {
+	id := tlsx.Identity{Kind: tlsx.KindUser, Name: req.GetUser(), Role: role}
+	if err := id.Validate(); err != nil {
+		return nil, invalid("a token for a CLI user needs --user NAME: %v", err)
+	}
+	if req.GetUses() > 1 {
+		return nil, invalid("--uses is for join tokens; a user's token serves until it expires")
+	}
+	ttl := defaultTokenTTL
+	if req.GetTtl() != nil {
+		ttl = req.GetTtl().AsDuration()
+	}
+	if ttl <= 0 || ttl > maxTokenTTL {
+		return nil, invalid("--ttl %s: between 1s and %s", ttl, maxTokenTTL)
+	}
+	tok := tlsx.NewAccessToken(s.ca.Cert)
+	t := time.Now()
+	rec := &v1.AccessToken{Id: tok.ID, SecretHash: tok.SecretHash(), User: id.Name, Role: string(role), CreatedAt: timestamppb.New(t),
+		ExpiresAt: timestamppb.New(t.Add(ttl)), CreatedBy: who(ctx)}
+	if _, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_CreateAccessToken{CreateAccessToken: &v1.CreateAccessToken{Token: rec}}}); err != nil {
+		return nil, err
+	}
+	s.log.Info("access token created", "token", tok.ID, "user", id.Name, "role", role, "expires", rec.GetExpiresAt().AsTime(), "by", rec.GetCreatedBy())
+	return &v1.CreateJoinTokenResponse{Token: tok.String(), ExpiresAt: rec.GetExpiresAt()}, nil
+}
+
+// bearerIdentity checks a call's bearer token (authorization metadata):
+// the identity it names, or why it is refused. ok is false when the call
+// carries none.
+func (s *Server) bearerIdentity(ctx context.Context) (id tlsx.Identity, ok bool, err error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get("authorization")
+	if len(v) == 0 {
+		return tlsx.Identity{}, false, nil
+	}
+	raw, found := strings.CutPrefix(v[0], "Bearer ")
+	if !found {
+		return tlsx.Identity{}, true, errors.New("the authorization header is not a bearer token")
+	}
+	tok, err := tlsx.ParseAccessToken(raw)
+	if err != nil {
+		return tlsx.Identity{}, true, err
+	}
+	rec, err := s.fsm.Store().Read().AccessToken(tok.ID)
+	if err != nil || subtle.ConstantTimeCompare(rec.GetSecretHash(), tok.SecretHash()) != 1 {
+		return tlsx.Identity{}, true, fmt.Errorf("access token %s is not valid here (unknown, or not this cluster's)", tok.ID)
+	}
+	if exp := rec.GetExpiresAt().AsTime(); !time.Now().Before(exp) {
+		return tlsx.Identity{}, true, fmt.Errorf("access token %s of user %s expired at %s: ask an admin for a new one (tidemark token create --role %s --user %s)",
+			tok.ID, rec.GetUser(), exp.UTC().Format(time.RFC3339), rec.GetRole(), rec.GetUser())
+	}
+	return tlsx.Identity{Kind: tlsx.KindUser, Name: rec.GetUser(), Role: tlsx.Role(rec.GetRole())}, true, nil
 }
 
 func (c *controlService) Join(ctx context.Context, req *v1.JoinRequest) (*v1.JoinResponse, error) {

@@ -70,6 +70,29 @@ func TestJoinRevokeAuditProcesses(t *testing.T) {
 		t.Fatalf("the agent's last words do not say it is revoked:\n%s", agent.LogTail())
 	}
 
+	// A viewer's access token: tidemark login saves it; it reads, and may
+	// not revoke.
+	out, errOut, code = run(t, 20*time.Second, append([]string{"token", "create", "--role", "viewer", "--user", "vera", "--ttl", "1h"}, admin...)...)
+	if code != 0 {
+		t.Fatalf("token create for a user: %s", errOut)
+	}
+	userTok := filepath.Join(dir, "vera.token")
+	if err := os.WriteFile(userTok, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "home"))
+	t.Setenv("TIDEMARK_CREDENTIALS", "")
+	t.Setenv("TIDEMARK_TOKEN_FILE", "")
+	if out, errOut, code := run(t, 20*time.Second, "login", "--token-file", userTok, "--controller", n.grpcAddr); code != 0 || !strings.Contains(out, "saved in") {
+		t.Fatalf("login: %s %s", out, errOut)
+	}
+	if out, errOut, code := run(t, 20*time.Second, "agents", "--controller", n.grpcAddr); code != 0 || !strings.Contains(out, "a1") {
+		t.Fatalf("agents as vera: %s %s", out, errOut)
+	}
+	if _, errOut, code := run(t, 20*time.Second, "agent", "revoke", "a1", "--controller", n.grpcAddr); code != 1 || !strings.Contains(errOut, "user vera (viewer) may not call /tidemark.v1.ControlService/RevokeAgent: it needs the admin role") {
+		t.Fatalf("revoke as vera: exit %d %s", code, errOut)
+	}
+
 	out, errOut, code = run(t, 20*time.Second, append([]string{"audit", "-o", "json"}, admin...)...)
 	if code != 0 {
 		t.Fatalf("audit: %s", errOut)
@@ -88,6 +111,7 @@ func TestJoinRevokeAuditProcesses(t *testing.T) {
 		"anonymous (no certificate) Join a2 error",
 		"user admin (admin) RevokeAgent a1 started",
 		"user admin (admin) RevokeAgent a1 ok",
+		"user admin (admin) CreateJoinToken  ok",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("audit trail:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -304,3 +304,67 @@ func TestAudit(t *testing.T) {
 	_, err = vc.Control.ListAudit(ctx, &v1.ListAuditRequest{})
 	wantCode(t, err, codes.PermissionDenied, "it needs the admin role")
 }
+
+// TestAccessTokens: a CLI user's bearer token carries its role and its
+// expiry; a bad or expired one is refused, saying why.
+func TestAccessTokens(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "ca.key")
+	srv, admin := startInProcess(t, ownCA(keyFile))
+	ctx := context.Background()
+	mk := func(role, user string, ttl time.Duration) string {
+		t.Helper()
+		r, err := admin.Control.CreateJoinToken(ctx, &v1.CreateJoinTokenRequest{Role: role, User: user, Ttl: durationpb.New(ttl)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetToken()
+	}
+	dial := func(raw string) *client.Conn {
+		t.Helper()
+		tok, err := tlsx.ParseAccessToken(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := client.DialAny(ctx, []string{srv.Addr()}, client.Options{TLS: tlsx.PinnedClientConfig(tok.Pin), Bearer: raw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	otto := dial(mk("operator", "otto", time.Hour))
+	if _, err := otto.Control.ListJobs(ctx, &v1.ListJobsRequest{}); err != nil {
+		t.Fatalf("operator token lists: %v", err)
+	}
+	_, err := otto.Control.CreateJoinToken(ctx, &v1.CreateJoinTokenRequest{Role: "agent"})
+	wantCode(t, err, codes.PermissionDenied, "user otto (operator) may not call /tidemark.v1.ControlService/CreateJoinToken: it needs the admin role")
+
+	short := mk("viewer", "vera", time.Second)
+	vera := dial(short)
+	time.Sleep(1100 * time.Millisecond)
+	_, err = vera.Control.ListJobs(ctx, &v1.ListJobsRequest{})
+	wantCode(t, err, codes.Unauthenticated, "of user vera expired at")
+
+	tok, _ := tlsx.ParseAccessToken(short)
+	tok.Secret = strings.Repeat("0", len(tok.Secret))
+	_, err = client.DialAny(ctx, []string{srv.Addr()}, client.Options{TLS: tlsx.PinnedClientConfig(tok.Pin), Bearer: tok.String()})
+	if err == nil || !strings.Contains(err.Error(), "is not valid here") {
+		t.Fatalf("token with a wrong secret: %v", err)
+	}
+
+	if _, err := admin.Control.CreateJoinToken(ctx, &v1.CreateJoinTokenRequest{Role: "operator"}); err == nil || !strings.Contains(err.Error(), "needs --user NAME") {
+		t.Fatalf("user token without a user: %v", err)
+	}
+	// The trail names the token's user.
+	if _, err := otto.Control.CancelJob(ctx, &v1.CancelJobRequest{Id: "j-none"}); err == nil {
+		t.Fatal("cancelled a job that is not there")
+	}
+	r, err := admin.Control.ListAudit(ctx, &v1.ListAuditRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := r.GetRecords()[len(r.GetRecords())-1]
+	if last.GetWho() != "user otto (operator)" || last.GetTarget() != "j-none" {
+		t.Fatalf("last audit record %v", last)
+	}
+}

@@ -13,6 +13,7 @@ const (
 	revocationsTableName = "revocations"
 	clusterCATableName   = "cluster_ca"
 	auditTableName       = "audit"
+	accessTokensTable    = "access_tokens"
 )
 
 // joinTokensTable: unused join tokens, by their public id (the secret is
@@ -23,6 +24,26 @@ func joinTokensTable() *memdb.TableSchema {
 		Indexes: map[string]*memdb.IndexSchema{"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}}},
 	}
 }
+
+// accessTokensTableSchema: CLI users' bearer tokens, by public id.
+func accessTokensTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name:    accessTokensTable,
+		Indexes: map[string]*memdb.IndexSchema{"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}}},
+	}
+}
+
+// AccessToken returns the bearer token with id, or ErrNotFound.
+func (r *Read) AccessToken(id string) (*v1.AccessToken, error) {
+	obj, _ := r.first(accessTokensTable, id, nil)
+	if obj == nil {
+		return nil, Errorf(ErrNotFound, "access token %q not found", id)
+	}
+	return obj.(*v1.AccessToken), nil
+}
+
+// PutAccessToken stores a bearer token.
+func (w *Write) PutAccessToken(t *v1.AccessToken) error { return w.insert(accessTokensTable, t) }
 
 // revocationsTable: revoked agents, by name.
 func revocationsTable() *memdb.TableSchema {

@@ -21,6 +21,7 @@ func (r *Read) Dump() *v1.CatalogSnapshot {
 		Revocations:   all[*v1.Revocation](r, revocationsTableName, "id"),
 		ClusterCa:     r.ClusterCA(),
 		Audit:         r.Audit(),
+		AccessTokens:  all[*v1.AccessToken](r, accessTokensTable, "id"),
 	}
 }
 
@@ -63,6 +64,9 @@ func Load(snap *v1.CatalogSnapshot) (*Store, error) {
 		return nil, err
 	}
 	if err := put("audit records", len(snap.GetAudit()), func(i int) error { return w.PutAudit(snap.Audit[i]) }); err != nil {
+		return nil, err
+	}
+	if err := put("access tokens", len(snap.GetAccessTokens()), func(i int) error { return w.PutAccessToken(snap.AccessTokens[i]) }); err != nil {
 		return nil, err
 	}
 	if ca := snap.GetClusterCa(); ca != nil {

@@ -56,6 +56,9 @@ type Options struct {
 	TLS *tls.Config
 	// Insecure dials plaintext (a controller started with --insecure).
 	Insecure bool
+	// Bearer is a CLI user's access token (tidemark login), sent with
+	// every call over TLS in place of a client certificate.
+	Bearer string
 	// ProbeTimeout bounds the check of one address (default 3s).
 	ProbeTimeout time.Duration
 	// DialOptions are added to the defaults.
@@ -63,7 +66,7 @@ type Options struct {
 }
 
 // ErrNoCredentials: Options names no transport.
-var ErrNoCredentials = errors.New("no TLS credentials to reach the controller: give --credentials DIR (or TIDEMARK_CREDENTIALS), --tls-ca/--tls-cert/--tls-key, or --insecure for a plaintext controller on loopback")
+var ErrNoCredentials = errors.New("no credentials to reach the controller: give --credentials DIR (or TIDEMARK_CREDENTIALS), --tls-ca/--tls-cert/--tls-key, an access token (tidemark login --token-file F, or TIDEMARK_TOKEN_FILE), or --insecure for a plaintext controller on loopback")
 
 // Credentials is the transport the options name.
 func (o Options) Credentials() (credentials.TransportCredentials, error) {
@@ -171,6 +174,9 @@ func dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		return nil, err
 	}
 	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts.DialOptions...)
+	if opts.Bearer != "" {
+		dopts = append(dopts, grpc.WithPerRPCCredentials(bearer(opts.Bearer)))
+	}
 	cc, err := grpc.NewClient(addr, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: bad address: %w", ErrUnreachable, err)
@@ -284,3 +290,12 @@ func Retryable(err error) bool {
 	}
 	return false
 }
+
+// bearer sends an access token with every call, over TLS only.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return true }

@@ -111,6 +111,8 @@ func dispatch(w *catalog.Write, e entry, cmd *v1.Command) (proto.Message, error)
 		return applySetClusterCA(w, c.SetClusterCa)
 	case *v1.Command_RecordAudit:
 		return applyRecordAudit(w, c.RecordAudit)
+	case *v1.Command_CreateAccessToken:
+		return applyCreateAccessToken(w, c.CreateAccessToken)
 	default:
 		panic(fmt.Sprintf("fsm: command %T has no applier (entry %d)", c, e.Index))
 	}

@@ -91,3 +91,15 @@ func applyRecordAudit(w *catalog.Write, c *v1.RecordAudit) (proto.Message, error
 	}
 	return c.GetRecord(), w.PutAudit(c.GetRecord())
 }
+
+// applyCreateAccessToken stores a CLI user's bearer token.
+func applyCreateAccessToken(w *catalog.Write, c *v1.CreateAccessToken) (proto.Message, error) {
+	t := c.GetToken()
+	if t.GetId() == "" || len(t.GetSecretHash()) == 0 || t.GetUser() == "" || t.GetRole() == "" || t.GetExpiresAt() == nil {
+		return nil, catalog.Errorf(catalog.ErrInvalid, "an access token needs an id, a secret hash, a user, a role and an expiry")
+	}
+	if _, err := w.AccessToken(t.GetId()); err == nil {
+		return nil, catalog.Errorf(catalog.ErrAlreadyExists, "access token %q exists", t.GetId())
+	}
+	return t, w.PutAccessToken(t)
+}

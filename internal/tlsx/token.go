@@ -12,26 +12,42 @@ import (
 	"strings"
 )
 
-// JoinToken is what a new agent or controller node is given to get its
-// certificate: an id (public), a secret (stored only hashed), and the pin
-// of the cluster CA, so the joining host can check it talks to this
-// cluster before it sends the secret. It prints as
-// tmjoin1.ID.SECRET.PIN.
+// JoinToken is a token of the cluster: an id (public), a secret (stored
+// only hashed), and the pin of the cluster CA, so the holder can check it
+// talks to this cluster before it sends the secret. A join token
+// (tmjoin1.ID.SECRET.PIN) gets a new agent or controller node its
+// certificate; an access token (tmuser1.ID.SECRET.PIN) is a CLI user's
+// bearer credential.
 type JoinToken struct {
 	ID, Secret string
 	// Pin is the hex SHA-256 of the CA certificate (DER).
-	Pin string
+	Pin    string
+	prefix string
 }
 
-const joinTokenPrefix = "tmjoin1"
+const (
+	joinTokenPrefix   = "tmjoin1"
+	accessTokenPrefix = "tmuser1"
+)
 
-// NewJoinToken makes a token for the CA.
+// NewJoinToken makes a join token for the CA.
 func NewJoinToken(ca *x509.Certificate) JoinToken {
-	return JoinToken{ID: randHex(8), Secret: randHex(24), Pin: CAPin(ca)}
+	return JoinToken{ID: randHex(8), Secret: randHex(24), Pin: CAPin(ca), prefix: joinTokenPrefix}
+}
+
+// NewAccessToken makes a CLI user's bearer token for the CA.
+func NewAccessToken(ca *x509.Certificate) JoinToken {
+	t := NewJoinToken(ca)
+	t.prefix = accessTokenPrefix
+	return t
 }
 
 func (t JoinToken) String() string {
-	return strings.Join([]string{joinTokenPrefix, t.ID, t.Secret, t.Pin}, ".")
+	p := t.prefix
+	if p == "" {
+		p = joinTokenPrefix
+	}
+	return strings.Join([]string{p, t.ID, t.Secret, t.Pin}, ".")
 }
 
 // SecretHash is what the catalog stores.
@@ -40,13 +56,19 @@ func (t JoinToken) SecretHash() []byte {
 	return h[:]
 }
 
-// ParseJoinToken parses a token as printed (surrounding space ignored).
-func ParseJoinToken(s string) (JoinToken, error) {
+// ParseJoinToken parses a join token as printed (surrounding space
+// ignored).
+func ParseJoinToken(s string) (JoinToken, error) { return parseToken(s, joinTokenPrefix, "join") }
+
+// ParseAccessToken parses a CLI user's bearer token.
+func ParseAccessToken(s string) (JoinToken, error) { return parseToken(s, accessTokenPrefix, "access") }
+
+func parseToken(s, prefix, what string) (JoinToken, error) {
 	parts := strings.Split(strings.TrimSpace(s), ".")
-	if len(parts) != 4 || parts[0] != joinTokenPrefix || parts[1] == "" || parts[2] == "" || len(parts[3]) != 64 {
-		return JoinToken{}, errors.New("not a Tidemark join token (want tmjoin1.ID.SECRET.PIN, as printed by tidemark token create)")
+	if len(parts) != 4 || parts[0] != prefix || parts[1] == "" || parts[2] == "" || len(parts[3]) != 64 {
+		return JoinToken{}, fmt.Errorf("not a Tidemark %s token (want %s.ID.SECRET.PIN, as printed by tidemark token create)", what, prefix)
 	}
-	return JoinToken{ID: parts[1], Secret: parts[2], Pin: parts[3]}, nil
+	return JoinToken{ID: parts[1], Secret: parts[2], Pin: parts[3], prefix: prefix}, nil
 }
 
 // CAPin is the hex SHA-256 of a CA certificate.

@@ -234,6 +234,9 @@ func commandArms() map[string]*tidemarkv1.Command {
 		"set_cluster_ca": {Cmd: &tidemarkv1.Command_SetClusterCa{SetClusterCa: &tidemarkv1.SetClusterCA{Ca: &tidemarkv1.ClusterCA{
 			CertPem: []byte("-----BEGIN CERTIFICATE-----"), SealedKey: []byte{9, 8, 7},
 		}}}},
+		"create_access_token": {Cmd: &tidemarkv1.Command_CreateAccessToken{CreateAccessToken: &tidemarkv1.CreateAccessToken{Token: &tidemarkv1.AccessToken{
+			Id: "tok2", SecretHash: []byte{4, 5}, User: "alice", Role: "operator", CreatedAt: ts(0), ExpiresAt: ts(8 * time.Hour), CreatedBy: "user admin (admin)",
+		}}}},
 		"record_audit": {Cmd: &tidemarkv1.Command_RecordAudit{RecordAudit: &tidemarkv1.RecordAudit{Record: &tidemarkv1.AuditRecord{
 			Id: "20261203T150000Z-00000001", At: ts(0), Who: "user alice (operator)", Rpc: "/tidemark.v1.ControlService/SubmitRestore",
 			Target: "db-eu-1/main", Flags: map[string]string{"backup_id": "bk-1", "drop_existing": "false"}, Outcome: "ok",

@@ -2180,6 +2180,7 @@ type CatalogSnapshot struct {
 	Revocations   []*Revocation          `protobuf:"bytes,8,rep,name=revocations,proto3" json:"revocations,omitempty"`
 	ClusterCa     *ClusterCA             `protobuf:"bytes,9,opt,name=cluster_ca,json=clusterCa,proto3" json:"cluster_ca,omitempty"`
 	Audit         []*AuditRecord         `protobuf:"bytes,10,rep,name=audit,proto3" json:"audit,omitempty"`
+	AccessTokens  []*AccessToken         `protobuf:"bytes,11,rep,name=access_tokens,json=accessTokens,proto3" json:"access_tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2284,6 +2285,109 @@ func (x *CatalogSnapshot) GetAudit() []*AuditRecord {
 	return nil
 }
 
+func (x *CatalogSnapshot) GetAccessTokens() []*AccessToken {
+	if x != nil {
+		return x.AccessTokens
+	}
+	return nil
+}
+
+// AccessToken is a CLI user's bearer credential (tidemark login): a name,
+// a role and an expiry. Only a hash of its secret is stored.
+type AccessToken struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	SecretHash []byte                 `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	// The user's name, as audit records show it.
+	User string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// "viewer", "operator" or "admin".
+	Role          string                 `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	CreatedBy     string                 `protobuf:"bytes,7,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessToken) Reset() {
+	*x = AccessToken{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessToken) ProtoMessage() {}
+
+func (x *AccessToken) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessToken.ProtoReflect.Descriptor instead.
+func (*AccessToken) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AccessToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AccessToken) GetSecretHash() []byte {
+	if x != nil {
+		return x.SecretHash
+	}
+	return nil
+}
+
+func (x *AccessToken) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *AccessToken) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AccessToken) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *AccessToken) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *AccessToken) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
 // JoinToken lets a new agent or controller node get a certificate once (or
 // a few times) before it expires. Only a hash of its secret is stored.
 type JoinToken struct {
@@ -2306,7 +2410,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2318,7 +2422,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2331,7 +2435,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JoinToken) GetId() string {
@@ -2397,7 +2501,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2409,7 +2513,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2422,7 +2526,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Revocation) GetName() string {
@@ -2458,7 +2562,7 @@ type ClusterCA struct {
 
 func (x *ClusterCA) Reset() {
 	*x = ClusterCA{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2470,7 +2574,7 @@ func (x *ClusterCA) String() string {
 func (*ClusterCA) ProtoMessage() {}
 
 func (x *ClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2483,7 +2587,7 @@ func (x *ClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCA.ProtoReflect.Descriptor instead.
 func (*ClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClusterCA) GetCertPem() []byte {
@@ -2523,7 +2627,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2535,7 +2639,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2548,7 +2652,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AuditRecord) GetId() string {
@@ -2798,7 +2902,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x129\n" +
 	"\n" +
-	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x99\x04\n" +
+	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xd8\x04\n" +
 	"\x0fCatalogSnapshot\x12*\n" +
 	"\x06agents\x18\x01 \x03(\v2\x12.tidemark.v1.AgentR\x06agents\x123\n" +
 	"\tinstances\x18\x02 \x03(\v2\x15.tidemark.v1.InstanceR\tinstances\x12-\n" +
@@ -2812,7 +2916,20 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\n" +
 	"cluster_ca\x18\t \x01(\v2\x16.tidemark.v1.ClusterCAR\tclusterCa\x12.\n" +
 	"\x05audit\x18\n" +
-	" \x03(\v2\x18.tidemark.v1.AuditRecordR\x05audit\"\x82\x02\n" +
+	" \x03(\v2\x18.tidemark.v1.AuditRecordR\x05audit\x12=\n" +
+	"\raccess_tokens\x18\v \x03(\v2\x18.tidemark.v1.AccessTokenR\faccessTokens\"\xfb\x01\n" +
+	"\vAccessToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vsecret_hash\x18\x02 \x01(\fR\n" +
+	"secretHash\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x12\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\a \x01(\tR\tcreatedBy\"\x82\x02\n" +
 	"\tJoinToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vsecret_hash\x18\x02 \x01(\fR\n" +
@@ -2892,7 +3009,7 @@ func file_tidemark_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(Filesystem)(0),               // 0: tidemark.v1.Filesystem
 	(BackupStatus)(0),             // 1: tidemark.v1.BackupStatus
@@ -2915,90 +3032,94 @@ var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(*Job)(nil),                   // 18: tidemark.v1.Job
 	(*MemberRecord)(nil),          // 19: tidemark.v1.MemberRecord
 	(*CatalogSnapshot)(nil),       // 20: tidemark.v1.CatalogSnapshot
-	(*JoinToken)(nil),             // 21: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 22: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 23: tidemark.v1.ClusterCA
-	(*AuditRecord)(nil),           // 24: tidemark.v1.AuditRecord
-	nil,                           // 25: tidemark.v1.Agent.LabelsEntry
-	nil,                           // 26: tidemark.v1.Instance.LabelsEntry
-	nil,                           // 27: tidemark.v1.Backup.LabelsEntry
-	nil,                           // 28: tidemark.v1.BackupParams.LabelsEntry
-	nil,                           // 29: tidemark.v1.RestoreParams.RenameDatabasesEntry
-	nil,                           // 30: tidemark.v1.AuditRecord.FlagsEntry
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
-	(*ServerInfo)(nil),            // 32: tidemark.v1.ServerInfo
-	(*ConsistencyPoint)(nil),      // 33: tidemark.v1.ConsistencyPoint
-	(*LeaseToken)(nil),            // 34: tidemark.v1.LeaseToken
-	(*durationpb.Duration)(nil),   // 35: google.protobuf.Duration
+	(*AccessToken)(nil),           // 21: tidemark.v1.AccessToken
+	(*JoinToken)(nil),             // 22: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 23: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 24: tidemark.v1.ClusterCA
+	(*AuditRecord)(nil),           // 25: tidemark.v1.AuditRecord
+	nil,                           // 26: tidemark.v1.Agent.LabelsEntry
+	nil,                           // 27: tidemark.v1.Instance.LabelsEntry
+	nil,                           // 28: tidemark.v1.Backup.LabelsEntry
+	nil,                           // 29: tidemark.v1.BackupParams.LabelsEntry
+	nil,                           // 30: tidemark.v1.RestoreParams.RenameDatabasesEntry
+	nil,                           // 31: tidemark.v1.AuditRecord.FlagsEntry
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*ServerInfo)(nil),            // 33: tidemark.v1.ServerInfo
+	(*ConsistencyPoint)(nil),      // 34: tidemark.v1.ConsistencyPoint
+	(*LeaseToken)(nil),            // 35: tidemark.v1.LeaseToken
+	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
 }
 var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	0,  // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
-	31, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
-	25, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
+	32, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
+	26, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
 	4,  // 3: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
-	31, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	31, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
-	26, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
+	32, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	32, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
+	27, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
 	4,  // 7: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
-	32, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
-	31, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	33, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
+	32, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
 	14, // 10: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
 	1,  // 11: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
-	31, // 12: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	31, // 13: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	33, // 14: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
-	34, // 15: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
-	27, // 16: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
-	28, // 17: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	31, // 18: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	32, // 12: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	32, // 13: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	34, // 14: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
+	35, // 15: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
+	28, // 16: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
+	29, // 17: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
+	32, // 18: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
 	9,  // 19: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	29, // 20: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
-	35, // 21: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
+	30, // 20: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
+	36, // 21: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
 	12, // 22: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
-	31, // 23: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
-	31, // 24: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
-	34, // 25: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
+	32, // 23: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
+	32, // 24: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
+	35, // 25: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
 	13, // 26: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
-	31, // 27: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
-	31, // 28: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
-	31, // 29: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	34, // 30: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
-	31, // 31: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
-	31, // 32: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	32, // 27: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
+	32, // 28: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
+	32, // 29: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	35, // 30: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	32, // 31: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	32, // 32: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
 	2,  // 33: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
 	3,  // 34: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	34, // 35: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	31, // 36: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	31, // 37: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	31, // 38: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	35, // 35: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	32, // 36: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	32, // 37: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	32, // 38: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
 	15, // 39: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
 	16, // 40: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
 	17, // 41: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
-	31, // 42: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	32, // 42: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
 	8,  // 43: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
 	10, // 44: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
 	11, // 45: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
-	31, // 46: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	32, // 46: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
 	5,  // 47: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
 	6,  // 48: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
 	7,  // 49: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
 	18, // 50: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
 	19, // 51: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
 	14, // 52: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
-	21, // 53: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
-	22, // 54: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
-	23, // 55: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
-	24, // 56: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
-	31, // 57: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	31, // 58: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	31, // 59: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	31, // 60: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
-	30, // 61: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
-	62, // [62:62] is the sub-list for method output_type
-	62, // [62:62] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	22, // 53: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
+	23, // 54: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
+	24, // 55: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
+	25, // 56: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
+	21, // 57: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
+	32, // 58: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
+	32, // 59: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
+	32, // 60: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	32, // 61: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	32, // 62: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	32, // 63: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	31, // 64: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
+	65, // [65:65] is the sub-list for method output_type
+	65, // [65:65] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }
@@ -3023,7 +3144,7 @@ func file_tidemark_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_catalog_proto_rawDesc), len(file_tidemark_v1_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

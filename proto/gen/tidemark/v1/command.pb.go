@@ -49,6 +49,7 @@ type Command struct {
 	//	*Command_RevokeAgent
 	//	*Command_SetClusterCa
 	//	*Command_RecordAudit
+	//	*Command_CreateAccessToken
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -226,6 +227,15 @@ func (x *Command) GetRecordAudit() *RecordAudit {
 	return nil
 }
 
+func (x *Command) GetCreateAccessToken() *CreateAccessToken {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_CreateAccessToken); ok {
+			return x.CreateAccessToken
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -290,6 +300,10 @@ type Command_RecordAudit struct {
 	RecordAudit *RecordAudit `protobuf:"bytes,15,opt,name=record_audit,json=recordAudit,proto3,oneof"`
 }
 
+type Command_CreateAccessToken struct {
+	CreateAccessToken *CreateAccessToken `protobuf:"bytes,16,opt,name=create_access_token,json=createAccessToken,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -319,6 +333,8 @@ func (*Command_RevokeAgent) isCommand_Cmd() {}
 func (*Command_SetClusterCa) isCommand_Cmd() {}
 
 func (*Command_RecordAudit) isCommand_Cmd() {}
+
+func (*Command_CreateAccessToken) isCommand_Cmd() {}
 
 // CreateJoinToken stores a new join token (hashed).
 type CreateJoinToken struct {
@@ -536,6 +552,51 @@ func (x *SetClusterCA) GetCa() *ClusterCA {
 	return nil
 }
 
+// CreateAccessToken stores a CLI user's bearer token (hashed).
+type CreateAccessToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *AccessToken           `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAccessToken) Reset() {
+	*x = CreateAccessToken{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAccessToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAccessToken) ProtoMessage() {}
+
+func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAccessToken.ProtoReflect.Descriptor instead.
+func (*CreateAccessToken) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CreateAccessToken) GetToken() *AccessToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
 // RecordAudit appends an audit record.
 type RecordAudit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -546,7 +607,7 @@ type RecordAudit struct {
 
 func (x *RecordAudit) Reset() {
 	*x = RecordAudit{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -558,7 +619,7 @@ func (x *RecordAudit) String() string {
 func (*RecordAudit) ProtoMessage() {}
 
 func (x *RecordAudit) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -571,7 +632,7 @@ func (x *RecordAudit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAudit.ProtoReflect.Descriptor instead.
 func (*RecordAudit) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RecordAudit) GetRecord() *AuditRecord {
@@ -598,7 +659,7 @@ type RegisterAgent struct {
 
 func (x *RegisterAgent) Reset() {
 	*x = RegisterAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +671,7 @@ func (x *RegisterAgent) String() string {
 func (*RegisterAgent) ProtoMessage() {}
 
 func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +684,7 @@ func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgent.ProtoReflect.Descriptor instead.
 func (*RegisterAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RegisterAgent) GetAgent() *Agent {
@@ -659,7 +720,7 @@ type UpsertInstance struct {
 
 func (x *UpsertInstance) Reset() {
 	*x = UpsertInstance{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +732,7 @@ func (x *UpsertInstance) String() string {
 func (*UpsertInstance) ProtoMessage() {}
 
 func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +745,7 @@ func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertInstance.ProtoReflect.Descriptor instead.
 func (*UpsertInstance) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpsertInstance) GetInstance() *Instance {
@@ -714,7 +775,7 @@ type SubmitJob struct {
 
 func (x *SubmitJob) Reset() {
 	*x = SubmitJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +787,7 @@ func (x *SubmitJob) String() string {
 func (*SubmitJob) ProtoMessage() {}
 
 func (x *SubmitJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +800,7 @@ func (x *SubmitJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJob.ProtoReflect.Descriptor instead.
 func (*SubmitJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubmitJob) GetJob() *Job {
@@ -767,7 +828,7 @@ type AssignJob struct {
 
 func (x *AssignJob) Reset() {
 	*x = AssignJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +840,7 @@ func (x *AssignJob) String() string {
 func (*AssignJob) ProtoMessage() {}
 
 func (x *AssignJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +853,7 @@ func (x *AssignJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignJob.ProtoReflect.Descriptor instead.
 func (*AssignJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AssignJob) GetJobId() string {
@@ -857,7 +918,7 @@ type UpdateJobState struct {
 
 func (x *UpdateJobState) Reset() {
 	*x = UpdateJobState{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +930,7 @@ func (x *UpdateJobState) String() string {
 func (*UpdateJobState) ProtoMessage() {}
 
 func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +943,7 @@ func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateJobState.ProtoReflect.Descriptor instead.
 func (*UpdateJobState) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateJobState) GetJobId() string {
@@ -957,7 +1018,7 @@ type ExpireLease struct {
 
 func (x *ExpireLease) Reset() {
 	*x = ExpireLease{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1030,7 @@ func (x *ExpireLease) String() string {
 func (*ExpireLease) ProtoMessage() {}
 
 func (x *ExpireLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1043,7 @@ func (x *ExpireLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireLease.ProtoReflect.Descriptor instead.
 func (*ExpireLease) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExpireLease) GetJobId() string {
@@ -1025,7 +1086,7 @@ type RecordBackup struct {
 
 func (x *RecordBackup) Reset() {
 	*x = RecordBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1098,7 @@ func (x *RecordBackup) String() string {
 func (*RecordBackup) ProtoMessage() {}
 
 func (x *RecordBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1111,7 @@ func (x *RecordBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackup.ProtoReflect.Descriptor instead.
 func (*RecordBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RecordBackup) GetBackup() *Backup {
@@ -1078,7 +1139,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1151,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1164,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpsertMember) GetMember() *MemberRecord {
@@ -1123,7 +1184,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1196,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1209,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -1175,7 +1236,7 @@ type RecordWatermarks struct {
 
 func (x *RecordWatermarks) Reset() {
 	*x = RecordWatermarks{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1248,7 @@ func (x *RecordWatermarks) String() string {
 func (*RecordWatermarks) ProtoMessage() {}
 
 func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1261,7 @@ func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordWatermarks.ProtoReflect.Descriptor instead.
 func (*RecordWatermarks) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RecordWatermarks) GetStreams() []*BinlogStream {
@@ -1221,7 +1282,7 @@ var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\x87\b\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xd9\b\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -1240,7 +1301,8 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x12consume_join_token\x18\f \x01(\v2\x1d.tidemark.v1.ConsumeJoinTokenH\x00R\x10consumeJoinToken\x12=\n" +
 	"\frevoke_agent\x18\r \x01(\v2\x18.tidemark.v1.RevokeAgentH\x00R\vrevokeAgent\x12A\n" +
 	"\x0eset_cluster_ca\x18\x0e \x01(\v2\x19.tidemark.v1.SetClusterCAH\x00R\fsetClusterCa\x12=\n" +
-	"\frecord_audit\x18\x0f \x01(\v2\x18.tidemark.v1.RecordAuditH\x00R\vrecordAuditB\x05\n" +
+	"\frecord_audit\x18\x0f \x01(\v2\x18.tidemark.v1.RecordAuditH\x00R\vrecordAudit\x12P\n" +
+	"\x13create_access_token\x18\x10 \x01(\v2\x1e.tidemark.v1.CreateAccessTokenH\x00R\x11createAccessTokenB\x05\n" +
 	"\x03cmd\"?\n" +
 	"\x0fCreateJoinToken\x12,\n" +
 	"\x05token\x18\x01 \x01(\v2\x16.tidemark.v1.JoinTokenR\x05token\"\x99\x01\n" +
@@ -1256,7 +1318,9 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"revocation\x18\x01 \x01(\v2\x17.tidemark.v1.RevocationR\n" +
 	"revocation\"6\n" +
 	"\fSetClusterCA\x12&\n" +
-	"\x02ca\x18\x01 \x01(\v2\x16.tidemark.v1.ClusterCAR\x02ca\"?\n" +
+	"\x02ca\x18\x01 \x01(\v2\x16.tidemark.v1.ClusterCAR\x02ca\"C\n" +
+	"\x11CreateAccessToken\x12.\n" +
+	"\x05token\x18\x01 \x01(\v2\x18.tidemark.v1.AccessTokenR\x05token\"?\n" +
 	"\vRecordAudit\x120\n" +
 	"\x06record\x18\x01 \x01(\v2\x18.tidemark.v1.AuditRecordR\x06record\"\xaf\x01\n" +
 	"\rRegisterAgent\x12(\n" +
@@ -1317,88 +1381,92 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
 	(*CreateJoinToken)(nil),       // 1: tidemark.v1.CreateJoinToken
 	(*ConsumeJoinToken)(nil),      // 2: tidemark.v1.ConsumeJoinToken
 	(*RevokeAgent)(nil),           // 3: tidemark.v1.RevokeAgent
 	(*SetClusterCA)(nil),          // 4: tidemark.v1.SetClusterCA
-	(*RecordAudit)(nil),           // 5: tidemark.v1.RecordAudit
-	(*RegisterAgent)(nil),         // 6: tidemark.v1.RegisterAgent
-	(*UpsertInstance)(nil),        // 7: tidemark.v1.UpsertInstance
-	(*SubmitJob)(nil),             // 8: tidemark.v1.SubmitJob
-	(*AssignJob)(nil),             // 9: tidemark.v1.AssignJob
-	(*UpdateJobState)(nil),        // 10: tidemark.v1.UpdateJobState
-	(*ExpireLease)(nil),           // 11: tidemark.v1.ExpireLease
-	(*RecordBackup)(nil),          // 12: tidemark.v1.RecordBackup
-	(*UpsertMember)(nil),          // 13: tidemark.v1.UpsertMember
-	(*RemoveMember)(nil),          // 14: tidemark.v1.RemoveMember
-	(*RecordWatermarks)(nil),      // 15: tidemark.v1.RecordWatermarks
-	(*JoinToken)(nil),             // 16: tidemark.v1.JoinToken
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*Revocation)(nil),            // 18: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 19: tidemark.v1.ClusterCA
-	(*AuditRecord)(nil),           // 20: tidemark.v1.AuditRecord
-	(*Agent)(nil),                 // 21: tidemark.v1.Agent
-	(*Instance)(nil),              // 22: tidemark.v1.Instance
-	(*Job)(nil),                   // 23: tidemark.v1.Job
-	(*LeaseToken)(nil),            // 24: tidemark.v1.LeaseToken
-	(JobState)(0),                 // 25: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 26: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 27: tidemark.v1.JobResult
-	(*Backup)(nil),                // 28: tidemark.v1.Backup
-	(*MemberRecord)(nil),          // 29: tidemark.v1.MemberRecord
-	(*BinlogStream)(nil),          // 30: tidemark.v1.BinlogStream
+	(*CreateAccessToken)(nil),     // 5: tidemark.v1.CreateAccessToken
+	(*RecordAudit)(nil),           // 6: tidemark.v1.RecordAudit
+	(*RegisterAgent)(nil),         // 7: tidemark.v1.RegisterAgent
+	(*UpsertInstance)(nil),        // 8: tidemark.v1.UpsertInstance
+	(*SubmitJob)(nil),             // 9: tidemark.v1.SubmitJob
+	(*AssignJob)(nil),             // 10: tidemark.v1.AssignJob
+	(*UpdateJobState)(nil),        // 11: tidemark.v1.UpdateJobState
+	(*ExpireLease)(nil),           // 12: tidemark.v1.ExpireLease
+	(*RecordBackup)(nil),          // 13: tidemark.v1.RecordBackup
+	(*UpsertMember)(nil),          // 14: tidemark.v1.UpsertMember
+	(*RemoveMember)(nil),          // 15: tidemark.v1.RemoveMember
+	(*RecordWatermarks)(nil),      // 16: tidemark.v1.RecordWatermarks
+	(*JoinToken)(nil),             // 17: tidemark.v1.JoinToken
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*Revocation)(nil),            // 19: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 20: tidemark.v1.ClusterCA
+	(*AccessToken)(nil),           // 21: tidemark.v1.AccessToken
+	(*AuditRecord)(nil),           // 22: tidemark.v1.AuditRecord
+	(*Agent)(nil),                 // 23: tidemark.v1.Agent
+	(*Instance)(nil),              // 24: tidemark.v1.Instance
+	(*Job)(nil),                   // 25: tidemark.v1.Job
+	(*LeaseToken)(nil),            // 26: tidemark.v1.LeaseToken
+	(JobState)(0),                 // 27: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 28: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 29: tidemark.v1.JobResult
+	(*Backup)(nil),                // 30: tidemark.v1.Backup
+	(*MemberRecord)(nil),          // 31: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 32: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
-	6,  // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
-	7,  // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
-	8,  // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
-	9,  // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
-	10, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
-	11, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
-	12, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
-	13, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
-	14, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
-	15, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
+	7,  // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
+	8,  // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
+	9,  // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
+	10, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
+	11, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
+	12, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
+	13, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
+	14, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
+	15, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
+	16, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
 	1,  // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
 	2,  // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
 	3,  // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
 	4,  // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
-	5,  // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
-	16, // 15: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
-	17, // 16: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
-	18, // 17: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
-	19, // 18: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
-	20, // 19: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
-	21, // 20: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	22, // 21: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	17, // 22: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	22, // 23: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	17, // 24: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	23, // 25: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	24, // 26: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	17, // 27: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	17, // 28: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	25, // 29: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	24, // 30: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	26, // 31: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	27, // 32: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	17, // 33: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	28, // 34: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	24, // 35: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	17, // 36: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	28, // 37: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	17, // 38: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	29, // 39: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	30, // 40: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
-	17, // 41: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	6,  // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
+	5,  // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
+	17, // 16: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
+	18, // 17: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
+	19, // 18: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
+	20, // 19: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
+	21, // 20: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
+	22, // 21: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
+	23, // 22: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	24, // 23: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	18, // 24: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	24, // 25: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	18, // 26: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	25, // 27: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	26, // 28: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	18, // 29: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	18, // 30: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	27, // 31: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	26, // 32: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	28, // 33: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	29, // 34: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	18, // 35: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	30, // 36: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	26, // 37: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	18, // 38: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	30, // 39: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	18, // 40: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	31, // 41: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	32, // 42: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	18, // 43: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -1424,6 +1492,7 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_RevokeAgent)(nil),
 		(*Command_SetClusterCa)(nil),
 		(*Command_RecordAudit)(nil),
+		(*Command_CreateAccessToken)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1431,7 +1500,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

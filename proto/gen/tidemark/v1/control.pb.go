@@ -1953,12 +1953,15 @@ func (x *GetBinlogStatusResponse) GetSources() []*BinlogSource {
 
 type CreateJoinTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "agent" or "controller".
+	// "agent" or "controller" (a join token); or "viewer", "operator" or
+	// "admin" (a CLI user's bearer token, which needs user).
 	Role string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
 	// How long the token is valid (default 1h).
 	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	// How many joins it allows (default 1).
-	Uses          uint32 `protobuf:"varint,3,opt,name=uses,proto3" json:"uses,omitempty"`
+	// How many joins it allows (default 1); not for user tokens.
+	Uses uint32 `protobuf:"varint,3,opt,name=uses,proto3" json:"uses,omitempty"`
+	// The user a bearer token is for.
+	User          string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2012,6 +2015,13 @@ func (x *CreateJoinTokenRequest) GetUses() uint32 {
 		return x.Uses
 	}
 	return 0
+}
+
+func (x *CreateJoinTokenRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
 }
 
 type CreateJoinTokenResponse struct {
@@ -2614,11 +2624,12 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x17GetBinlogStatusResponse\x121\n" +
 	"\x06stream\x18\x01 \x01(\v2\x19.tidemark.v1.BinlogStreamR\x06stream\x12\"\n" +
 	"\x03job\x18\x02 \x01(\v2\x10.tidemark.v1.JobR\x03job\x123\n" +
-	"\asources\x18\x03 \x03(\v2\x19.tidemark.v1.BinlogSourceR\asources\"m\n" +
+	"\asources\x18\x03 \x03(\v2\x19.tidemark.v1.BinlogSourceR\asources\"\x81\x01\n" +
 	"\x16CreateJoinTokenRequest\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x12\n" +
-	"\x04uses\x18\x03 \x01(\rR\x04uses\"j\n" +
+	"\x04uses\x18\x03 \x01(\rR\x04uses\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\"j\n" +
 	"\x17CreateJoinTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
