@@ -128,8 +128,8 @@ func TestJoinTokens(t *testing.T) {
 	if _, err := joinAgent(t, srv.Addr(), forged.String(), "db9"); err == nil || !strings.Contains(err.Error(), "does not match the join token's pin") {
 		t.Fatalf("token of another cluster: %v", err)
 	}
-	if _, err := c.Control.CreateJoinToken(ctx, &v1.CreateJoinTokenRequest{Role: "admin"}); err == nil || !strings.Contains(err.Error(), `--role "admin": use agent or controller`) {
-		t.Fatalf("token for role admin: %v", err)
+	if _, err := c.Control.CreateJoinToken(ctx, &v1.CreateJoinTokenRequest{Role: "root"}); err == nil || !strings.Contains(err.Error(), `--role "root": use agent or controller`) {
+		t.Fatalf("token for role root: %v", err)
 	}
 
 	// Revocation cuts the stream, and the agent is refused from then on.
