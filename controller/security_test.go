@@ -236,6 +236,20 @@ func TestRoles(t *testing.T) {
 	// The admin passes the check (and the restore fails on its own merits).
 	_, err = admin.Control.SubmitRestore(ctx, restore)
 	wantCode(t, err, codes.NotFound, "nope")
+	// An instance labelled protected=true takes restores from admins only.
+	p, _, err := tryAgent(t, srv.Addr(), "prod1", map[string]string{controller.ProtectedLabel: "true"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	testenv.WaitFor(t, "instance prod1 in the catalog", 5*time.Second, func() error {
+		_, err := admin.Control.ListInstances(ctx, &v1.ListInstancesRequest{})
+		return err
+	})
+	_, err = operator.Control.SubmitRestore(ctx, &v1.SubmitRestoreRequest{Params: &v1.RestoreParams{BackupId: "nope", TargetInstance: "prod1"}})
+	wantCode(t, err, codes.PermissionDenied, "a restore into instance prod1 (labelled protected=true) needs the admin role")
+	_, err = operator.Control.SubmitRestore(ctx, &v1.SubmitRestoreRequest{Params: &v1.RestoreParams{BackupId: "nope", TargetInstance: "db1"}})
+	wantCode(t, err, codes.NotFound, "nope")
 	_, err = operator.Control.CreateJoinToken(ctx, &v1.CreateJoinTokenRequest{Role: "agent"})
 	wantCode(t, err, codes.PermissionDenied, "it needs the admin role")
 	_, err = operator.Control.RemoveMember(ctx, &v1.RemoveMemberRequest{Id: "n9"})
