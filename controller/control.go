@@ -15,6 +15,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -470,6 +471,12 @@ func (s *Server) cancelJob(ctx context.Context, id, reason string) (*v1.Job, err
 
 func (c *controlService) AddMember(ctx context.Context, req *v1.AddMemberRequest) (*v1.AddMemberResponse, error) {
 	s := c.s
+	// A node adds itself: its certificate names the member it asks for
+	// (an admin may add any; a forwarded call was checked where it came
+	// in).
+	if id := callerOf(ctx); id.Kind == tlsx.KindController && !wasForwarded(ctx) && id.Name != req.GetId() {
+		return nil, status.Errorf(codes.PermissionDenied, "%s may not add node %q: a node joins as the id its certificate names", id, req.GetId())
+	}
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.AddMember)
 	}

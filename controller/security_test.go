@@ -382,3 +382,16 @@ func TestAccessTokens(t *testing.T) {
 		t.Fatalf("last audit record %v", last)
 	}
 }
+
+// TestAddMemberOwnName: a controller certificate adds only the node it
+// names.
+func TestAddMemberOwnName(t *testing.T) {
+	srv, _ := startInProcess(t, nil)
+	cc, err := client.DialAny(context.Background(), []string{srv.Addr()}, client.Options{TLS: testCA(t).Source(t, testenv.Controller("n7")).ClientConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cc.Close() }()
+	_, err = cc.Control.AddMember(context.Background(), &v1.AddMemberRequest{Id: "n8", Address: "127.0.0.1:1", RaftAddress: "127.0.0.1:2"})
+	wantCode(t, err, codes.PermissionDenied, `controller n7 may not add node "n8"`)
+}
