@@ -2,7 +2,15 @@ package tlsx_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net/url"
 	"errors"
 	"io"
 	"net"
@@ -276,5 +284,28 @@ func TestRequireLoopback(t *testing.T) {
 	err := tlsx.RequireLoopback("--grpc-addr", "127.0.0.1:7400", "10.0.0.1:7400", "0.0.0.0:1")
 	if err == nil || !strings.Contains(err.Error(), "--grpc-addr 10.0.0.1:7400, 0.0.0.0:1 is not loopback") {
 		t.Fatal(err)
+	}
+}
+
+// TestClockBehind: a certificate not valid yet (this host's clock behind
+// the issuer's by more than the back-dating) says so at start.
+func TestClockBehind(t *testing.T) {
+	ca := newCA(t, "cluster")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := tlsx.Identity{Kind: tlsx.KindAgent, Name: "db1"}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "db1"},
+		NotBefore: time.Now().Add(time.Hour), NotAfter: time.Now().Add(2 * time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, URIs: []*url.URL{id.URI()}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, _ := tlsx.KeyPEM(key)
+	_, err = tlsx.FromPEM(ca.CertPEM(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM)
+	if err == nil || !strings.Contains(err.Error(), "is the clock behind?") {
+		t.Fatalf("certificate from the future: %v", err)
 	}
 }
