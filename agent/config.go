@@ -316,10 +316,14 @@ func (c Config) Validate() error {
 	switch files := c.TLS != (tlsx.Files{}); {
 	case files && c.Insecure:
 		bad("--insecure (plaintext) and TLS credentials both given: choose one")
+	case c.JoinToken != "" && c.Insecure:
+		bad("--join-token gets a certificate; --insecure uses none: choose one")
 	case c.Insecure:
 		if err := tlsx.RequireLoopback("--controller", c.Controllers...); err != nil {
 			bad("%v", err)
 		}
+	case !files && c.JoinToken != "":
+		bad("--join-token needs --credentials DIR (or --tls-ca/--tls-cert/--tls-key): where the agent keeps the certificate it gets")
 	case !files:
 		bad("no TLS credential: give --credentials DIR or --tls-ca/--tls-cert/--tls-key (a certificate naming tidemark://agent/%s), or --insecure for loopback controllers", c.Name)
 	case c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "":

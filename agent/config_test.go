@@ -52,6 +52,7 @@ func TestValidate(t *testing.T) {
 		{"insecure remote", func(c *Config) { c.TLS = tlsx.Files{}; c.Insecure = true },
 			[]string{"--insecure (plaintext) is only allowed on loopback addresses, and --controller ctl-1:7070 is not loopback"}},
 		{"insecure and TLS", func(c *Config) { c.Insecure = true }, []string{"both given"}},
+		{"join token without files", func(c *Config) { c.TLS = tlsx.Files{}; c.JoinToken = "tmjoin1.a.b.c" }, []string{"--join-token needs --credentials DIR"}},
 		{"negative parallel", func(c *Config) { c.Parallel = -2 }, []string{"--parallel -2"}},
 		{"timers", func(c *Config) { c.HeartbeatInterval = 0; c.BackoffMin = time.Second; c.BackoffMax = time.Millisecond },
 			[]string{"heartbeat_interval 0s: must be positive", "backoff_max 1ms: must be at least backoff_min (1s)"}},
