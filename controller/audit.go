@@ -48,7 +48,11 @@ var audited = map[string]func(req any) (target string, flags map[string]string){
 	},
 	v1.ControlService_CreateJoinToken_FullMethodName: func(r any) (string, map[string]string) {
 		q := r.(*v1.CreateJoinTokenRequest)
-		return "", map[string]string{"role": q.GetRole(), "uses": strconv.Itoa(int(q.GetUses())), "ttl": q.GetTtl().AsDuration().String()}
+		f := map[string]string{"role": q.GetRole(), "uses": strconv.Itoa(int(q.GetUses())), "ttl": q.GetTtl().AsDuration().String()}
+		if q.GetUser() != "" {
+			f["user"] = q.GetUser()
+		}
+		return "", f
 	},
 	v1.ControlService_Join_FullMethodName: func(r any) (string, map[string]string) {
 		q := r.(*v1.JoinRequest)
