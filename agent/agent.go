@@ -11,10 +11,15 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/tidemark-backup/tidemark/agent/probe"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
+	"github.com/tidemark-backup/tidemark/internal/storage/relay"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	"github.com/tidemark-backup/tidemark/internal/version"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -37,7 +42,9 @@ type Agent struct {
 	instances map[string]*mysqlx.DSN
 	dsns      map[string]string // instance name → DSN as configured
 	secret    archive.Secret
-	runCtx    context.Context // jobs and the controller link live under it
+	// tls is the agent's credential; nil with --insecure.
+	tls    *tlsx.Source
+	runCtx context.Context // jobs and the controller link live under it
 
 	wake chan struct{} // a result is ready to send
 	bg   sync.WaitGroup
@@ -59,7 +66,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	a, err := newAgent(cfg)
+	a, err := newAgent(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -70,6 +77,13 @@ func Run(ctx context.Context, cfg Config) error {
 
 	loopDone := make(chan error, 1)
 	go func() { loopDone <- a.connectLoop(runCtx) }()
+	if a.tls != nil {
+		a.bg.Add(1)
+		go func() {
+			defer a.bg.Done()
+			a.renewLoop(runCtx)
+		}()
+	}
 
 	var fatal error
 	select {
@@ -97,7 +111,7 @@ func Run(ctx context.Context, cfg Config) error {
 	return fatal
 }
 
-func newAgent(cfg Config) (*Agent, error) {
+func newAgent(ctx context.Context, cfg Config) (*Agent, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -120,6 +134,17 @@ func newAgent(cfg Config) (*Agent, error) {
 	var err error
 	if a.secret, err = readSecret(cfg.KeyFile, cfg.PassphraseFile); err != nil {
 		return nil, err
+	}
+	if err := a.enroll(ctx); err != nil {
+		return nil, err
+	}
+	if !cfg.Insecure {
+		if a.tls, err = tlsx.FromFiles(cfg.TLS); err != nil {
+			return nil, err
+		}
+		if id, want := a.tls.Identity(), (tlsx.Identity{Kind: tlsx.KindAgent, Name: cfg.Name}); id != want {
+			return nil, fmt.Errorf("--tls-cert %s names %s, but this is %s: controllers only accept an agent under the name its certificate carries", cfg.TLS.Cert, id, want)
+		}
 	}
 	return a, nil
 }
@@ -167,13 +192,30 @@ func (a *Agent) reportedRepo(uri string) string {
 	return a.cfg.Repo
 }
 
+// relayOptions are how relay:// repositories are reached: with the
+// agent's credential, as its controller stream is.
+func (a *Agent) relayOptions() relay.Options {
+	if a.tls == nil {
+		return relay.Options{Insecure: true}
+	}
+	return relay.Options{TLS: a.tls.ClientConfig()}
+}
+
+// transport is the agent's gRPC transport to the controllers.
+func (a *Agent) transport() credentials.TransportCredentials {
+	if a.tls == nil {
+		return insecure.NewCredentials()
+	}
+	return credentials.NewTLS(a.tls.ClientConfig())
+}
+
 // openRepo opens the repository for a job that names uri (see repoFor).
 func (a *Agent) openRepo(ctx context.Context, uri string) (*archive.Repo, func(), error) {
 	uri = a.repoFor(uri)
 	if uri == "" {
 		return nil, nil, errors.New("the job names no repository and the agent has none: start it with --repo")
 	}
-	st, err := location.Open(ctx, uri, location.Options{})
+	st, err := location.Open(ctx, uri, location.Options{Relay: a.relayOptions()})
 	if err != nil {
 		return nil, nil, err
 	}

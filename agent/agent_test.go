@@ -416,7 +416,7 @@ func TestNotAController(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := grpc.NewServer()
+	other := grpc.NewServer(tlsServer(t))
 	go func() { _ = other.Serve(l) }()
 	t.Cleanup(other.Stop)
 	grpcAddr := l.Addr().String()
@@ -424,7 +424,7 @@ func TestNotAController(t *testing.T) {
 	cfg := testConfig(t, "db-5", httpAddr, tcpAddr, grpcAddr)
 	cfg.MySQL = "tidemark@tcp(127.0.0.1:1)/"
 	msg := errString(runAgent(t, cfg).wait(t, 20*time.Second))
-	for _, want := range []string{"no Tidemark controller at", httpAddr + ": an HTTP server, not gRPC", tcpAddr + ": does not speak gRPC",
+	for _, want := range []string{"no Tidemark controller at", httpAddr + ": it does not speak TLS", tcpAddr + ": it does not speak TLS",
 		grpcAddr + ": a gRPC server without the Tidemark agent service"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("Run's error lacks %q: %s", want, msg)

@@ -22,6 +22,7 @@ import (
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 )
 
 // Config is everything the agent runs with. It flows one way: DefaultConfig,
@@ -42,6 +43,15 @@ type Config struct {
 	Repo           string
 	KeyFile        string
 	PassphraseFile string
+	// TLS is the agent's credential: the cluster CA and a certificate
+	// naming this agent (tidemark://agent/NAME). Insecure instead dials
+	// plaintext, only to loopback controllers.
+	TLS      tlsx.Files
+	Insecure bool
+	// JoinToken (tidemark token create --role agent) gets the agent its
+	// certificate, written to the TLS files, when it has none yet.
+	JoinToken string
+
 	// Parallel is the engine's worker count when a job does not set one;
 	// 0 lets the engine choose.
 	Parallel int
@@ -59,6 +69,9 @@ type Config struct {
 	ProgressInterval time.Duration
 	// ProbeTimeout bounds each capability probe.
 	ProbeTimeout time.Duration
+	// RenewCheckInterval is how often the agent checks whether its
+	// certificate is due for renewal (two thirds into its life).
+	RenewCheckInterval time.Duration
 	// ShutdownTimeout bounds how long a stopping agent waits for its jobs
 	// to stop and their results to be acknowledged.
 	ShutdownTimeout time.Duration
@@ -86,16 +99,17 @@ type Config struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Name:              host,
-		HeartbeatInterval: 5 * time.Second,
-		ConnectTimeout:    10 * time.Second,
-		BackoffMin:        500 * time.Millisecond,
-		BackoffMax:        30 * time.Second,
-		ProgressInterval:  time.Second,
-		ProbeTimeout:      15 * time.Second,
-		ShutdownTimeout:   30 * time.Second,
-		StreamBackoffMin:  time.Second,
-		StreamBackoffMax:  time.Minute,
+		Name:               host,
+		HeartbeatInterval:  5 * time.Second,
+		ConnectTimeout:     10 * time.Second,
+		BackoffMin:         500 * time.Millisecond,
+		BackoffMax:         30 * time.Second,
+		ProgressInterval:   time.Second,
+		ProbeTimeout:       15 * time.Second,
+		ShutdownTimeout:    30 * time.Second,
+		RenewCheckInterval: renewCheckInterval,
+		StreamBackoffMin:   time.Second,
+		StreamBackoffMax:   time.Minute,
 	}
 }
 
@@ -152,6 +166,10 @@ type fileConfig struct {
 	Repo              string            `json:"repo" yaml:"repo"`
 	KeyFile           string            `json:"key_file" yaml:"key_file"`
 	PassphraseFile    string            `json:"passphrase_file" yaml:"passphrase_file"`
+	TLSCA             string            `json:"tls_ca" yaml:"tls_ca"`
+	TLSCert           string            `json:"tls_cert" yaml:"tls_cert"`
+	TLSKey            string            `json:"tls_key" yaml:"tls_key"`
+	Insecure          bool              `json:"insecure" yaml:"insecure"`
 	Parallel          int               `json:"parallel" yaml:"parallel"`
 	HeartbeatInterval string            `json:"heartbeat_interval" yaml:"heartbeat_interval"`
 	ConnectTimeout    string            `json:"connect_timeout" yaml:"connect_timeout"`
@@ -209,6 +227,12 @@ func (c *Config) LoadFile(path string) error {
 	setStr(&c.Repo, f.Repo)
 	setStr(&c.KeyFile, f.KeyFile)
 	setStr(&c.PassphraseFile, f.PassphraseFile)
+	setStr(&c.TLS.CA, f.TLSCA)
+	setStr(&c.TLS.Cert, f.TLSCert)
+	setStr(&c.TLS.Key, f.TLSKey)
+	if f.Insecure {
+		c.Insecure = true
+	}
 	if f.Labels != nil {
 		c.Labels = f.Labels
 	}
@@ -293,6 +317,22 @@ func (c Config) Validate() error {
 			bad("--controller %q: port must be a number from 1 to 65535", a)
 		}
 	}
+	switch files := c.TLS != (tlsx.Files{}); {
+	case files && c.Insecure:
+		bad("--insecure (plaintext) and TLS credentials both given: choose one")
+	case c.JoinToken != "" && c.Insecure:
+		bad("--join-token gets a certificate; --insecure uses none: choose one")
+	case c.Insecure:
+		if err := tlsx.RequireLoopback("--controller", c.Controllers...); err != nil {
+			bad("%v", err)
+		}
+	case !files && c.JoinToken != "":
+		bad("--join-token needs --credentials DIR (or --tls-ca/--tls-cert/--tls-key): where the agent keeps the certificate it gets")
+	case !files:
+		bad("no TLS credential: give --credentials DIR or --tls-ca/--tls-cert/--tls-key (a certificate naming tidemark://agent/%s), or --insecure for loopback controllers", c.Name)
+	case c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "":
+		bad("TLS needs all three of --tls-ca, --tls-cert and --tls-key")
+	}
 	if !nameRE.MatchString(c.Name) {
 		bad("--name %q: an agent name is 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", c.Name)
 	}
@@ -353,6 +393,7 @@ func (c Config) Validate() error {
 		{"backoff_min", c.BackoffMin}, {"backoff_max", c.BackoffMax}, {"progress_interval", c.ProgressInterval},
 		{"probe_timeout", c.ProbeTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
 		{"stream_backoff_min", c.StreamBackoffMin}, {"stream_backoff_max", c.StreamBackoffMax},
+		{"renew check interval", c.RenewCheckInterval},
 	} {
 		if d.v <= 0 {
 			bad("%s %s: must be positive", d.name, d.v)

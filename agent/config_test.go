@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 )
 
 func validConfig() Config {
@@ -13,6 +15,7 @@ func validConfig() Config {
 	c.Name = "db-1"
 	c.Controllers = []string{"ctl-1:7070", "[::1]:7070"}
 	c.MySQL = "backup:secret@tcp(127.0.0.1:3306)/"
+	c.TLS = tlsx.Files{CA: "ca.pem", Cert: "cert.pem", Key: "key.pem"}
 	return c
 }
 
@@ -45,6 +48,11 @@ func TestValidate(t *testing.T) {
 			[]string{"give one, not both"}},
 		{"key without repo", func(c *Config) { c.KeyFile = keyFile }, []string{"--key-file: needs --repo"}},
 		{"missing key file", func(c *Config) { c.Repo = "file:///r"; c.KeyFile = "/nonexistent/key" }, []string{"--key-file: stat /nonexistent/key"}},
+		{"no TLS", func(c *Config) { c.TLS = tlsx.Files{} }, []string{"no TLS credential: give --credentials DIR"}},
+		{"insecure remote", func(c *Config) { c.TLS = tlsx.Files{}; c.Insecure = true },
+			[]string{"--insecure (plaintext) is only allowed on loopback addresses, and --controller ctl-1:7070 is not loopback"}},
+		{"insecure and TLS", func(c *Config) { c.Insecure = true }, []string{"both given"}},
+		{"join token without files", func(c *Config) { c.TLS = tlsx.Files{}; c.JoinToken = "tmjoin1.a.b.c" }, []string{"--join-token needs --credentials DIR"}},
 		{"negative parallel", func(c *Config) { c.Parallel = -2 }, []string{"--parallel -2"}},
 		{"timers", func(c *Config) { c.HeartbeatInterval = 0; c.BackoffMin = time.Second; c.BackoffMax = time.Millisecond },
 			[]string{"heartbeat_interval 0s: must be positive", "backoff_max 1ms: must be at least backoff_min (1s)"}},
@@ -91,6 +99,9 @@ instances:
   db-7/reports: "u:p@unix(/run/mysqld/reports.sock)/"
 heartbeat_interval: 2s
 parallel: 4
+tls_ca: /etc/tidemark/ca.pem
+tls_cert: /etc/tidemark/cert.pem
+tls_key: /etc/tidemark/key.pem
 `)
 	c := DefaultConfig()
 	c.Repo = "file:///kept"
@@ -98,7 +109,8 @@ parallel: 4
 		t.Fatal(err)
 	}
 	if len(c.Controllers) != 2 || c.Name != "db-7" || c.Labels["dc"] != "eu" || len(c.Instances) != 2 ||
-		c.HeartbeatInterval != 2*time.Second || c.Parallel != 4 || c.Repo != "file:///kept" || c.BackoffMax != DefaultConfig().BackoffMax {
+		c.HeartbeatInterval != 2*time.Second || c.Parallel != 4 || c.Repo != "file:///kept" || c.BackoffMax != DefaultConfig().BackoffMax ||
+		c.TLS != (tlsx.Files{CA: "/etc/tidemark/ca.pem", Cert: "/etc/tidemark/cert.pem", Key: "/etc/tidemark/key.pem"}) {
 		t.Fatalf("config %+v", c)
 	}
 	if err := c.Validate(); err != nil {

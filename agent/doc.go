@@ -1,4 +1,6 @@
 // Package agent is the daemon on each database host: it probes the server's
 // capabilities, keeps one stream to the controller and runs assigned jobs
-// through the engines.
+// through the engines. It presents a certificate naming it (mutual TLS),
+// gets one with a join token when it has none (enroll.go), and renews it two
+// thirds into its life (renew.go).
 package agent

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -53,7 +54,7 @@ func startFake(t *testing.T, configure ...func(*fakeController)) *fakeController
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeController{t: t, addr: l.Addr().String(), srv: grpc.NewServer(), heartbeat: 100 * time.Millisecond,
+	f := &fakeController{t: t, addr: l.Addr().String(), srv: grpc.NewServer(tlsServer(t)), heartbeat: 100 * time.Millisecond,
 		streams: make(chan *fakeStream, 10), registers: make(chan *v1.Register, 10)}
 	for _, c := range configure {
 		c(f)
@@ -301,11 +302,29 @@ func runAgent(t *testing.T, cfg Config) *agentRun {
 	return r
 }
 
+// testCA issues the credentials of the package's tests: the fake
+// controllers serve TLS with a controller certificate, as real ones do.
+var (
+	testCAOnce sync.Once
+	testCAv    *testenv.TestCA
+)
+
+func testCA(t testing.TB) *testenv.TestCA {
+	testCAOnce.Do(func() { testCAv = testenv.NewTestCA(t) })
+	return testCAv
+}
+
+// tlsServer is the server option of a fake controller.
+func tlsServer(t testing.TB) grpc.ServerOption {
+	return grpc.Creds(credentials.NewTLS(testCA(t).Source(t, testenv.Controller("fake")).ServerConfig()))
+}
+
 // testConfig is a config for a test agent with short timers.
 func testConfig(t *testing.T, name string, controllers ...string) Config {
 	cfg := DefaultConfig()
 	cfg.Name = name
 	cfg.Controllers = controllers
+	cfg.TLS = testCA(t).Files(t, testenv.Agent(name))
 	cfg.BackoffMin, cfg.BackoffMax = 50*time.Millisecond, 400*time.Millisecond
 	cfg.ConnectTimeout = 2 * time.Second
 	cfg.ProgressInterval = 200 * time.Millisecond

@@ -13,7 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/tidemark-backup/tidemark/internal/version"
@@ -169,7 +168,7 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 // failed.
 func (a *Agent) session(ctx context.Context, addr string) error {
 	p := a.probeAll(ctx)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(a.transport()))
 	if err != nil {
 		return &notControllerError{addr, err}
 	}
@@ -272,7 +271,15 @@ func classify(addr string, err error) error {
 	switch st.Code() {
 	case codes.Unimplemented:
 		return &notControllerError{addr, fmt.Errorf("a gRPC server without the Tidemark agent service (%s)", msg)}
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return &FatalError{Msg: fmt.Sprintf("controller %s refused the agent: %s", addr, msg)}
 	case codes.Unavailable, codes.Internal, codes.Unknown:
+		if strings.Contains(msg, "first record does not look like a TLS handshake") {
+			return &notControllerError{addr, errors.New("it does not speak TLS (plaintext: a controller started with --insecure? then give the agent --insecure too)")}
+		}
+		if i := max(strings.Index(msg, "tls: "), strings.Index(msg, "x509: ")); i >= 0 {
+			return &notControllerError{addr, fmt.Errorf("TLS handshake failed: %s (is the agent's certificate from the cluster's CA, unexpired, and are the clocks right?)", strings.TrimSuffix(msg[i:], `"`))}
+		}
 		if strings.Contains(msg, "HTTP/1") || strings.Contains(msg, "unexpected HTTP status") || strings.Contains(msg, "content-type") {
 			return &notControllerError{addr, fmt.Errorf("an HTTP server, not gRPC (%s)", msg)}
 		}

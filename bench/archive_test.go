@@ -4,19 +4,27 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/dumpgen"
 	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
+	"github.com/tidemark-backup/tidemark/internal/storage/relay"
 	"github.com/tidemark-backup/tidemark/internal/storage/s3"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
 // benchBytes is the stream length: 2 GiB unless TIDEMARK_BENCH_BYTES says
@@ -85,6 +93,19 @@ func BenchmarkArchive(b *testing.B) {
 	targets := []target{
 		{name: "file", uri: "file://" + dir, opts: location.Options{Create: true}},
 		{name: "minio", uri: fmt.Sprintf("s3://%s/bench?endpoint=%s&tls=false", mc.Bucket, mc.Endpoint), opts: minioOptions(mc)},
+	}
+	// The relay: a controller's RelayService over a directory, as an agent
+	// reaches it, with mutual TLS and plaintext (issue #13: TLS at most
+	// 10% slower).
+	ca := testenv.NewTestCA(b)
+	for _, secure := range []bool{true, false} {
+		name, opts := "relay-plain", relay.Options{Insecure: true}
+		var srvCA *testenv.TestCA
+		if secure {
+			name, opts, srvCA = "relay-tls", relay.Options{TLS: ca.Source(b, testenv.Agent("bench")).ClientConfig()}, ca
+		}
+		addr := serveRelay(b, filepath.Join(b.TempDir(), name), srvCA)
+		targets = append(targets, target{name: name, uri: "relay://" + addr, opts: location.Options{Relay: opts}})
 	}
 	for _, tg := range targets {
 		ctx := context.Background()
@@ -209,4 +230,27 @@ func minioOptions(mc *testenv.MinIO) location.Options {
 	return location.Options{S3: s3.Config{
 		Credentials: &s3.Credentials{AccessKeyID: mc.AccessKey, SecretAccessKey: secret.NewString(mc.SecretKey)},
 	}}
+}
+
+// serveRelay serves a directory over RelayService on loopback, with the
+// controller certificate of ca (nil: plaintext), and returns its address.
+func serveRelay(b *testing.B, dir string, ca *testenv.TestCA) string {
+	b.Helper()
+	backend, err := location.Open(context.Background(), "file://"+dir, location.Options{Create: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var opts []grpc.ServerOption
+	if ca != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(ca.Source(b, testenv.Controller("bench")).ServerConfig())))
+	}
+	gs := grpc.NewServer(opts...)
+	v1.RegisterRelayServiceServer(gs, controller.NewRelayServer(backend))
+	go func() { _ = gs.Serve(lis) }()
+	b.Cleanup(func() { gs.Stop(); _ = backend.Close() })
+	return lis.Addr().String()
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/client"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -55,6 +56,17 @@ type ctlCluster struct {
 	nodes  []*ctlNode
 	leader *ctlNode
 	term   uint64
+	// ca issues every credential when the cluster runs mutual TLS; nil:
+	// plaintext (--insecure, loopback).
+	ca *testenv.TestCA
+}
+
+// opts dials as id (an admin when the cluster has TLS).
+func (c *ctlCluster) opts(b *testing.B, id tlsx.Identity) client.Options {
+	if c.ca == nil {
+		return client.Options{Insecure: true}
+	}
+	return client.Options{TLS: c.ca.Source(b, id).ClientConfig()}
 }
 
 func (c *ctlCluster) addrs() []string {
@@ -77,12 +89,16 @@ func buildTidemark(b *testing.B) string {
 }
 
 // startCluster starts three controllers (c1 bootstraps, c2 and c3 join),
+// on mutual TLS with certificates of a test CA, or plaintext (secure false),
 // each with a data directory under the benchmark's temporary directory.
 // Cleanups kill the processes (SIGKILL, process group) and remove the
 // directories.
-func startCluster(b *testing.B, bin string) *ctlCluster {
+func startCluster(b *testing.B, bin string, secure bool) *ctlCluster {
 	b.Helper()
 	c := &ctlCluster{}
+	if secure {
+		c.ca = testenv.NewTestCA(b)
+	}
 	for i := 1; i <= 3; i++ {
 		n := &ctlNode{id: fmt.Sprintf("c%d", i), grpcAddr: testenv.FreeAddr(b), raftAddr: testenv.FreeAddr(b)}
 		args := []string{"controller", "--node-id", n.id, "--data-dir", filepath.Join(b.TempDir(), "data"),
@@ -92,13 +108,18 @@ func startCluster(b *testing.B, bin string) *ctlCluster {
 		} else {
 			args = append(args, "--join", strings.Join(c.addrs(), ","))
 		}
+		if secure {
+			args = append(args, testenv.Args(c.ca.Files(b, testenv.Controller(n.id)))...)
+		} else {
+			args = append(args, "--insecure")
+		}
 		n.child = testenv.NewChild(b, n.id, bin, args...)
 		n.child.Start()
 		testenv.WaitFor(b, n.id+" to serve gRPC", 20*time.Second, func() error {
 			if n.child.Exited() {
 				return fmt.Errorf("%s exited:\n%s", n.id, n.child.LogTail())
 			}
-			conn, err := client.DialAny(context.Background(), []string{n.grpcAddr}, client.Options{ProbeTimeout: time.Second})
+			conn, err := client.DialAny(context.Background(), []string{n.grpcAddr}, withProbe(c.opts(b, testenv.Admin()), time.Second))
 			n.conn = conn
 			return err
 		})
@@ -250,13 +271,15 @@ func BenchmarkCatalogWrite(b *testing.B) {
 	dur := envDuration(b, "TIDEMARK_BENCH_WRITE_TIME", 20*time.Second)
 	spread := envInt(b, "TIDEMARK_BENCH_WRITE_INSTANCES", 1)
 	bin := buildTidemark(b)
-	for _, writers := range []int{1, 16} {
-		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
-			for range b.N {
-				c := startCluster(b, bin)
-				measureWrites(b, c, writerInstances(b, c, writers, spread), dur)
-			}
-		})
+	for _, secure := range []bool{true, false} {
+		for _, writers := range []int{1, 16} {
+			b.Run(fmt.Sprintf("tls=%t/writers=%d", secure, writers), func(b *testing.B) {
+				for range b.N {
+					c := startCluster(b, bin, secure)
+					measureWrites(b, c, writerInstances(b, c, writers, spread), dur)
+				}
+			})
+		}
 	}
 }
 
@@ -270,7 +293,12 @@ func writerInstances(b *testing.B, c *ctlCluster, writers, spread int) [][]strin
 	for a := 0; len(names) < total; a++ {
 		reg := simRegister("bench-writer", a, min(perAgent, total-len(names)))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		st, err := c.leader.conn.Agent.Connect(ctx)
+		// Each agent presents its own certificate.
+		ac, err := client.DialAny(ctx, []string{c.leader.grpcAddr}, c.opts(b, tlsx.Identity{Kind: tlsx.KindAgent, Name: reg.GetName()}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := ac.Agent.Connect(ctx)
 		if err == nil {
 			err = st.Send(&v1.AgentMessage{Seq: 1, Msg: &v1.AgentMessage_Register{Register: reg}})
 		}
@@ -279,6 +307,7 @@ func writerInstances(b *testing.B, c *ctlCluster, writers, spread int) [][]strin
 			m, err = st.Recv()
 		}
 		cancel()
+		_ = ac.Close()
 		if err != nil || m.GetRegistered() == nil {
 			b.Fatalf("Register of %s answered %v, %v", reg.GetName(), m, err)
 		}
@@ -314,7 +343,7 @@ func measureWrites(b *testing.B, c *ctlCluster, instances [][]string, dur time.D
 	const warmup = 2 * time.Second
 	conns := make([]*client.Conn, len(instances))
 	for i := range conns {
-		conn, err := client.DialLeader(context.Background(), c.addrs(), client.Options{})
+		conn, err := client.DialLeader(context.Background(), c.addrs(), c.opts(b, testenv.Admin()))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -467,7 +496,9 @@ func BenchmarkAgents(b *testing.B) {
 	settle := envDuration(b, "TIDEMARK_BENCH_SETTLE", 15*time.Second)
 	bin := buildTidemark(b)
 	for range b.N {
-		measureAgents(b, startCluster(b, bin), agents, window, settle)
+		// Plaintext: thousands of simulated agents share a few
+		// connections, which one agent certificate each cannot.
+		measureAgents(b, startCluster(b, bin, false), agents, window, settle)
 	}
 }
 
@@ -784,4 +815,9 @@ func othersCPU(before, after cpuSnapshot, cpu0, cpu1 map[string]time.Duration) t
 		ours += cpu1[id] - cpu0[id]
 	}
 	return max(0, (after.busy-before.busy)-(after.self-before.self)-ours)
+}
+
+func withProbe(o client.Options, d time.Duration) client.Options {
+	o.ProbeTimeout = d
+	return o
 }

@@ -21,6 +21,7 @@ func newAgentCmd(s *streams) *cobra.Command {
 		dsn         string
 		configFile  string
 		parallel    int
+		joinToken   string
 		logLevel    string
 		logFormat   string
 	)
@@ -31,7 +32,10 @@ func newAgentCmd(s *streams) *cobra.Command {
 one stream to a controller (any of --controller; it follows the leader and
 reconnects with backoff), and runs the backups and restores the controller
 assigns. Configuration: defaults, then --config FILE (YAML, or JSON when the
-name ends in .json), then environment, then flags. Logs go to stderr; SIGTERM
+name ends in .json), then environment, then flags. The agent presents a
+certificate naming it (tidemark://agent/NAME) from the cluster CA: --credentials
+DIR or --tls-ca/--tls-cert/--tls-key (or tls_ca, tls_cert, tls_key in --config);
+--insecure (plaintext) only towards loopback controllers. Logs go to stderr; SIGTERM
 stops running jobs (they fail with "agent shutting down") and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -75,6 +79,19 @@ stops running jobs (they fail with "agent shutting down") and exits.`,
 			if set("passphrase-file") {
 				cfg.PassphraseFile = rf.passphraseFile
 			}
+			files, ok, err := s.tls.resolve()
+			if err != nil {
+				return userErr(err)
+			}
+			if ok {
+				cfg.TLS = files
+			}
+			if s.tls.insecure {
+				cfg.Insecure = true
+			}
+			if cfg.JoinToken, err = readTokenFile("--join-token", joinToken); err != nil {
+				return err
+			}
 			if flags.Changed("parallel") {
 				cfg.Parallel = parallel
 			}
@@ -98,6 +115,8 @@ stops running jobs (they fail with "agent shutting down") and exits.`,
 		},
 	}
 	rf.register(cmd)
+	cmd.AddCommand(newAgentRevokeCmd(s))
+	cmd.Flags().StringVar(&joinToken, "join-token", "", "file holding a join token (tidemark token create --role agent): gets the agent its certificate, written to --credentials DIR, when it has none")
 	cmd.Flags().StringVar(&controllers, "controller", os.Getenv("TIDEMARK_CONTROLLER"), "controller gRPC addresses, host:port[,host:port...] (env TIDEMARK_CONTROLLER)")
 	cmd.Flags().StringVar(&name, "name", "", "unique agent name in the fleet; also names the --mysql instance (default: the host name)")
 	cmd.Flags().StringVar(&labels, "labels", "", "agent labels, k=v[,k=v...], matched by policy selectors")

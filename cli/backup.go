@@ -398,7 +398,7 @@ that position.`,
 				return &UserError{Msg: "--to-mysql DSN (restore here) or --to-instance NAME (restore job through the controller) is required"}
 			}
 			if controller != "" && rf.uri == "" {
-				uri, err := backupRepo(ctx, controller, args[0])
+				uri, err := backupRepo(ctx, s, controller, args[0])
 				if err != nil {
 					return err
 				}

@@ -113,7 +113,7 @@ runs beside backups. Prints the job id.`,
 			})
 		},
 	}
-	f.register(cmd)
+	f.register(s, cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "catalog instance to stream")
 	cmd.Flags().DurationVar(&flush, "flush", time.Second, "how often the stream makes what it received durable in the repository")
 	cmd.Flags().StringVar(&repo, "repo-uri", "", "repository for the segments (no credentials); default: the controller's --repo, else the agent's own")
@@ -148,7 +148,7 @@ func newBinlogStopCmd(s *streams) *cobra.Command {
 			})
 		},
 	}
-	f.register(cmd)
+	f.register(s, cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "instance whose stream to stop")
 	return cmd
 }

@@ -23,9 +23,17 @@ func controllerFlag(cmd *cobra.Command, v *string) {
 
 // dialController connects to any of the controllers named by the flag or
 // the environment, with one clean error when none answers.
-func dialController(ctx context.Context, flag string) (*client.Conn, error) {
+func dialController(ctx context.Context, s *streams, flag string) (*client.Conn, error) {
 	addrs := client.Addrs(flag)
-	c, err := client.DialAny(ctx, addrs, client.Options{})
+	if len(addrs) == 0 {
+		_, err := client.DialAny(ctx, nil, client.Options{})
+		return nil, &UserError{Msg: err.Error(), Err: err}
+	}
+	opts, err := s.tls.clientOptions(addrs)
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.DialAny(ctx, addrs, opts)
 	if err != nil {
 		if len(addrs) == 0 {
 			return nil, &UserError{Msg: err.Error(), Err: err}
@@ -74,7 +82,7 @@ leader, term, commit and applied index. -o json prints an object with
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			c, err := dialController(ctx, addrs)
+			c, err := dialController(ctx, s, addrs)
 			if err != nil {
 				return err
 			}

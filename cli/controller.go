@@ -15,6 +15,7 @@ func newControllerCmd(s *streams) *cobra.Command {
 	cfg := controller.DefaultConfig()
 	var (
 		join      string
+		joinToken string
 		logLevel  string
 		logFormat string
 	)
@@ -31,6 +32,13 @@ directory remembers the node's id and addresses, so a restart needs only
   tidemark controller --node-id c2 --data-dir /var/lib/tidemark/c2 \
       --grpc-addr 10.0.0.2:7400 --raft-addr 10.0.0.2:7401 --join 10.0.0.1:7400
 
+Every connection is mutual TLS. Either the cluster makes its own CA at
+--bootstrap, its key sealed with --ca-key-file (created when missing; give
+every node the same file and nobody else), and writes an admin credential for
+the CLI under DATA_DIR/tls/admin; or every node gets --tls-ca/--tls-cert/--tls-key
+from your own CA, its certificate naming tidemark://controller/NODE_ID.
+--insecure (plaintext) is refused unless every address is loopback.
+
 Logs go to stderr; SIGTERM stops the node (it stays a member; remove it with
 RemoveMember).`,
 		Args: cobra.NoArgs,
@@ -43,6 +51,17 @@ RemoveMember).`,
 			cfg.Join = client.Addrs(join)
 			if join == "" {
 				cfg.Join = nil // no fallback to $TIDEMARK_CONTROLLER: joining is explicit
+			}
+			files, ok, err := s.tls.resolve()
+			if err != nil {
+				return userErr(err)
+			}
+			if ok {
+				cfg.TLS.Files = files
+			}
+			cfg.TLS.Insecure = s.tls.insecure
+			if cfg.TLS.JoinToken, err = readTokenFile("--join-token", joinToken); err != nil {
+				return err
 			}
 			cfg.Logger = log
 			cfg.RaftLogOutput = s.err
@@ -82,6 +101,10 @@ RemoveMember).`,
 	f.DurationVar(&cfg.Raft.SnapshotInterval, "raft-snapshot-interval", cfg.Raft.SnapshotInterval, "Raft: how often to check the snapshot threshold")
 	f.Uint64Var(&cfg.Raft.TrailingLogs, "raft-trailing-logs", cfg.Raft.TrailingLogs, "Raft: log entries kept after a snapshot")
 	f.StringVar(&cfg.RaftLogLevel, "raft-log-level", cfg.RaftLogLevel, "level of hashicorp/raft's own log lines: debug, info, warn or error")
+	f.StringVar(&cfg.TLS.CAKeyFile, "ca-key-file", "", "file sealing the cluster CA's key (at least 32 random bytes; created at --bootstrap when missing); the same on every node")
+	f.StringVar(&joinToken, "join-token", "", "file holding a join token (tidemark token create --role controller): with --join, fetches the cluster's CA (opened with --ca-key-file)")
+	f.DurationVar(&cfg.TLS.AgentCertValidity, "agent-cert-validity", cfg.TLS.AgentCertValidity, "life of the certificate an agent gets for a join token")
+	f.DurationVar(&cfg.TLS.CertValidity, "cert-validity", cfg.TLS.CertValidity, "life of the node certificates the cluster CA issues (renewed two thirds in)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd

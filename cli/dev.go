@@ -17,10 +17,15 @@ import (
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 )
 
 // devAgentName names the dev agent and so its instance.
 const devAgentName = "local"
+
+// devAgentCertValidity is the life of the dev agent's certificate (issued
+// at every start).
+const devAgentCertValidity = 30 * 24 * time.Hour
 
 func newDevCmd(s *streams) *cobra.Command {
 	var (
@@ -39,14 +44,19 @@ func newDevCmd(s *streams) *cobra.Command {
 		Long: `Run a single-node controller (bootstrapped on first start), a file://
 repository under --data-dir (created if missing, unencrypted) and an agent
 named "local" serving --mysql, all in this process. The controller's address
-is printed on stdout; point the other commands at it:
+and the admin credential for the CLI are printed on stdout; point the other
+commands at them:
 
   tidemark dev --mysql 'root@tcp(127.0.0.1:3306)/' &
   export TIDEMARK_CONTROLLER=127.0.0.1:7400
+  export TIDEMARK_CREDENTIALS=tidemark-dev/controller/tls/admin
   tidemark backup --instance local --wait
   tidemark backups --instance local
 
-A restart with the same --data-dir keeps the catalog and the repository.
+Every connection is mutual TLS under a CA the dev cluster makes on first
+start (its key sealed with DATA_DIR/ca.key); --insecure runs plaintext
+instead (loopback only). A restart with the same --data-dir keeps the
+catalog, the CA and the repository.
 SIGINT or SIGTERM stops the agent, then the controller.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -80,6 +90,13 @@ SIGINT or SIGTERM stops the agent, then the controller.`,
 			cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout, cfg.Raft.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 			cfg.Raft.CommitTimeout = 10 * time.Millisecond
 			cfg.Logger, cfg.RaftLogOutput, cfg.RaftLogLevel = log, s.err, "warn"
+			// The dev cluster makes its own CA; its key is sealed with a
+			// file beside the controller's data.
+			if s.tls.insecure {
+				cfg.TLS.Insecure = true
+			} else {
+				cfg.TLS.CAKeyFile = filepath.Join(dataDir, "ca.key")
+			}
 			if _, err := os.Stat(filepath.Join(cfg.DataDir, "node.json")); errors.Is(err, os.ErrNotExist) {
 				raftAddr, err := freeLoopback()
 				if err != nil {
@@ -100,11 +117,26 @@ SIGINT or SIGTERM stops the agent, then the controller.`,
 			fmt.Fprintf(s.err, "tidemark dev: controller %s, repository %s, agent %q serving %s\n", srv.Addr(), repoURI, devAgentName, redactDSN(dsn))
 			fmt.Fprintf(s.out, "controller %s\n", srv.Addr())
 			fmt.Fprintf(s.out, "export %s=%s\n", "TIDEMARK_CONTROLLER", srv.Addr())
+			var agentCreds tlsx.Files
+			if !s.tls.insecure {
+				fmt.Fprintf(s.out, "export %s=%s\n", envCredentials, controller.AdminCredentials(cfg.DataDir))
+				// The local agent's credential, issued afresh at every start.
+				cred, err := srv.Issue(tlsx.Identity{Kind: tlsx.KindAgent, Name: devAgentName}, devAgentCertValidity)
+				if err != nil {
+					return userErr(err)
+				}
+				dir := filepath.Join(dataDir, "agent-credentials")
+				if err := cred.WriteDir(dir); err != nil {
+					return userErr(err)
+				}
+				agentCreds = tlsx.Files{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, "cert.pem"), Key: filepath.Join(dir, "key.pem")}
+			}
 
 			acfg := agent.DefaultConfig()
 			acfg.Controllers = []string{srv.Addr()}
 			acfg.Name = devAgentName
 			acfg.Labels = map[string]string{"env": "dev"}
+			acfg.TLS, acfg.Insecure = agentCreds, s.tls.insecure
 			acfg.MySQL, acfg.Repo, acfg.Parallel = dsn, repoURI, parallel
 			acfg.HeartbeatInterval = heartbeat
 			acfg.BackoffMin, acfg.BackoffMax = 100*time.Millisecond, 2*time.Second

@@ -25,9 +25,17 @@ import (
 // dialLeader connects to the leader among the controllers named by the
 // flag or the environment (any node when the leader cannot be told), with
 // one clean error when none answers.
-func dialLeader(ctx context.Context, flag string) (*client.Conn, error) {
+func dialLeader(ctx context.Context, s *streams, flag string) (*client.Conn, error) {
 	addrs := client.Addrs(flag)
-	c, err := client.DialLeader(ctx, addrs, client.Options{})
+	if len(addrs) == 0 {
+		_, err := client.DialAny(ctx, nil, client.Options{})
+		return nil, &UserError{Msg: err.Error(), Err: err}
+	}
+	opts, err := s.tls.clientOptions(addrs)
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.DialLeader(ctx, addrs, opts)
 	if err != nil {
 		if len(addrs) == 0 {
 			return nil, &UserError{Msg: err.Error(), Err: err}
@@ -39,12 +47,14 @@ func dialLeader(ctx context.Context, flag string) (*client.Conn, error) {
 
 // fleetFlags are the flags of the commands that read the catalog.
 type fleetFlags struct {
+	s          *streams
 	controller string
 	output     string
 	timeout    time.Duration
 }
 
-func (f *fleetFlags) register(cmd *cobra.Command) {
+func (f *fleetFlags) register(s *streams, cmd *cobra.Command) {
+	f.s = s
 	controllerFlag(cmd, &f.controller)
 	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "output format: text or json")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 10*time.Second, "give up after this long")
@@ -57,7 +67,7 @@ func (f *fleetFlags) call(ctx context.Context, fn func(context.Context, *client.
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	c, err := dialController(ctx, f.controller)
+	c, err := dialController(ctx, f.s, f.controller)
 	if err != nil {
 		return err
 	}
@@ -174,7 +184,7 @@ a list of objects with "name", "labels", "capabilities", "last_seen" and
 			})
 		},
 	}
-	f.register(cmd)
+	f.register(s, cmd)
 	return cmd
 }
 
@@ -231,7 +241,7 @@ durable event is ("no stream" without one; "pending" before its first flush).
 			})
 		},
 	}
-	f.register(cmd)
+	f.register(s, cmd)
 	return cmd
 }
 
@@ -336,7 +346,7 @@ func newJobsCmd(s *streams) *cobra.Command {
 			})
 		},
 	}
-	f.register(cmd)
+	f.register(s, cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "only jobs on this instance")
 	return cmd
 }
@@ -427,7 +437,7 @@ func watchJob(ctx context.Context, s *streams, controller, id string) (*v1.Job, 
 		failSince time.Time
 	)
 	for {
-		j, err := watchOnce(ctx, controller, id, func(j *v1.Job) {
+		j, err := watchOnce(ctx, s, controller, id, func(j *v1.Job) {
 			if last == nil || last.GetState() != j.GetState() || last.GetAttempt() != j.GetAttempt() {
 				p.done()
 				line := fmt.Sprintf("job %s: %s", id, jobState(j.GetState()))
@@ -471,9 +481,9 @@ func watchJob(ctx context.Context, s *streams, controller, id string) (*v1.Job, 
 }
 
 // watchOnce runs one WatchJob stream; it returns the job once it is final.
-func watchOnce(ctx context.Context, controller, id string, seen func(*v1.Job)) (*v1.Job, error) {
+func watchOnce(ctx context.Context, s *streams, controller, id string, seen func(*v1.Job)) (*v1.Job, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	c, err := dialLeader(dctx, controller)
+	c, err := dialLeader(dctx, s, controller)
 	cancel()
 	if err != nil {
 		return nil, err
@@ -547,7 +557,7 @@ func controllerBackup(ctx context.Context, s *streams, controller, instance, eng
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, err := dialLeader(sctx, controller)
+	c, err := dialLeader(sctx, s, controller)
 	if err != nil {
 		return err
 	}
@@ -571,7 +581,7 @@ func controllerBackup(ctx context.Context, s *streams, controller, instance, eng
 
 // controllerBackups lists the catalog's backups of an instance.
 func controllerBackups(ctx context.Context, s *streams, controller, instance, output string) error {
-	f := fleetFlags{controller: controller, output: output, timeout: 10 * time.Second}
+	f := fleetFlags{s: s, controller: controller, output: output, timeout: 10 * time.Second}
 	return f.call(ctx, func(ctx context.Context, c *client.Conn) error {
 		list, err := listAll(func(tok string) ([]*v1.Backup, string, error) {
 			r, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: instance, PageToken: tok})
@@ -610,7 +620,7 @@ func controllerBackups(ctx context.Context, s *streams, controller, instance, ou
 func controllerRestore(ctx context.Context, s *streams, controller, instance string, wait bool, params *v1.RestoreParams) error {
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, err := dialLeader(sctx, controller)
+	c, err := dialLeader(sctx, s, controller)
 	if err != nil {
 		return err
 	}
@@ -645,10 +655,10 @@ func viaController(flag string, implied bool) bool {
 }
 
 // backupRepo asks the controller which repository holds a backup.
-func backupRepo(ctx context.Context, controller, id string) (string, error) {
+func backupRepo(ctx context.Context, s *streams, controller, id string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := dialController(ctx, controller)
+	c, err := dialController(ctx, s, controller)
 	if err != nil {
 		return "", err
 	}

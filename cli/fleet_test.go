@@ -2,9 +2,12 @@ package cli
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
 // TestFleetCommandsBadInput checks the fleet commands' mistakes that need
@@ -13,6 +16,31 @@ func TestFleetCommandsBadInput(t *testing.T) {
 	t.Setenv("TIDEMARK_CONTROLLER", "")
 	t.Setenv("TIDEMARK_REPO", "")
 	closed := fmt.Sprintf("127.0.0.1:%d", freeClosedPort(t))
+	// Without a credential nothing is dialled.
+	t.Setenv("TIDEMARK_CREDENTIALS", "")
+	t.Setenv("TIDEMARK_TOKEN_FILE", "")
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir()) // no saved login
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"jobs", "--controller", closed}, "no credentials to reach the controller: give --credentials DIR"},
+		{[]string{"jobs", "--controller", "10.1.2.3:7400", "--insecure"}, "--insecure (plaintext) is only allowed on loopback addresses, and --controller 10.1.2.3:7400 is not loopback"},
+		{[]string{"jobs", "--controller", closed, "--credentials", t.TempDir()}, "(ca.pem, cert.pem, key.pem): reading --tls-ca: open "},
+		{[]string{"jobs", "--controller", closed, "--credentials", t.TempDir(), "--insecure"}, "choose one"},
+		{[]string{"login"}, "--token-file FILE is required"},
+		{[]string{"login", "--token-file", "/nonexistent/token"}, "--token-file: open /nonexistent/token"},
+		{[]string{"token", "create", "--role", "operator", "--controller", closed}, "--role operator makes a CLI user's access token: give --user NAME"},
+		{[]string{"token", "create", "--role", "root", "--controller", closed}, `--role "root": use agent or controller`},
+		{[]string{"audit", "--since", "yesterday", "--controller", closed}, `--since "yesterday": a duration`},
+	} {
+		code, _, errs := run(t, tc.args...)
+		if code == 0 || !strings.Contains(errs, tc.want) {
+			t.Errorf("tidemark %s: exit %d, stderr %q, want %q", strings.Join(tc.args, " "), code, errs, tc.want)
+		}
+	}
+	admin := testenv.NewTestCA(t).Files(t, testenv.Admin())
+	t.Setenv("TIDEMARK_CREDENTIALS", filepath.Dir(admin.CA))
 	for _, tc := range []struct {
 		args []string
 		want string

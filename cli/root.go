@@ -28,6 +28,8 @@ type streams struct {
 	in       io.Reader
 	out, err io.Writer
 	wiring   Wiring
+	// tls are the global flags naming this process's credential.
+	tls tlsFlags
 }
 
 // NewRoot builds the command tree with nothing wired in (see Wiring).
@@ -46,6 +48,7 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	s.tls.register(root)
 	root.SetIn(in)
 	root.SetOut(out)
 	root.SetErr(errw)
@@ -66,6 +69,9 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newJobCmd(s),
 		newBinlogCmd(s),
 		newDevCmd(s),
+		newTokenCmd(s),
+		newAuditCmd(s),
+		newLoginCmd(s),
 	)
 	return root
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/fsm"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -261,6 +262,21 @@ func (h *agentHub) forget(ss *session) {
 	}
 }
 
+// cut ends the named agent's session, if it has one here, telling it why
+// (PermissionDenied: it is not to come back). It reports whether there was
+// one.
+func (h *agentHub) cut(name, why string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ss, ok := h.sessions[name]
+	if !ok {
+		return false
+	}
+	ss.closeWith(errorMsg(0, codes.PermissionDenied, why, "", ""), errors.New(why))
+	delete(h.sessions, name)
+	return true
+}
+
 func errorMsg(seq uint64, code codes.Code, msg, leaderID, leaderAddr string) *v1.ControllerMessage {
 	return &v1.ControllerMessage{Msg: &v1.ControllerMessage_Error{Error: &v1.Error{
 		Seq: seq, Code: int32(code), Message: msg, Leader: leaderAddr, LeaderId: leaderID,
@@ -284,6 +300,10 @@ func (a *agentService) Connect(stream v1.AgentService_ConnectServer) error {
 	reg := first.GetRegister()
 	if reg == nil {
 		return stream.Send(errorMsg(first.GetSeq(), codes.InvalidArgument, "the first message of a Connect stream must be Register", "", ""))
+	}
+	if id := callerOf(stream.Context()); s.tls != nil && (id.Kind != tlsx.KindAgent || id.Name != reg.GetName()) {
+		return stream.Send(errorMsg(first.GetSeq(), codes.PermissionDenied,
+			fmt.Sprintf("the certificate names %s, but it registered as agent %q: an agent registers under the name its certificate carries", id, reg.GetName()), "", ""))
 	}
 	if !s.isLeader() {
 		id, addr := s.leader()

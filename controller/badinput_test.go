@@ -1,15 +1,18 @@
 package controller_test
 
 import (
+	"bytes"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
@@ -27,7 +30,8 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bare := grpc.NewServer() // gRPC, but no controller services
+	// gRPC over the cluster's TLS, but no controller services.
+	bare := grpc.NewServer(grpc.Creds(credentials.NewTLS(testCA(t).Source(t, testenv.Controller("bare")).ServerConfig())))
 	go func() { _ = bare.Serve(lis) }()
 	defer bare.Stop()
 
@@ -40,9 +44,22 @@ func TestBadInput(t *testing.T) {
 	lonely := newNode(t, "l1")
 	lonely.start(true, "--join", testenv.FreeAddr(t), "--join-timeout", "1m")
 
-	fresh := func() []string {
+	x1 := testenv.Args(testCA(t).Files(t, testenv.Controller("x1")))
+	bare1 := func() []string {
 		return []string{"controller", "--node-id", "x1", "--data-dir", filepath.Join(t.TempDir(), "d"), "--grpc-addr", testenv.FreeAddr(t), "--raft-addr", testenv.FreeAddr(t)}
 	}
+	fresh := func() []string { return append(bare1(), x1...) }
+	// A node bootstrapped with its own CA, its key sealed with keyFile.
+	keyFile := filepath.Join(t.TempDir(), "ca.key")
+	own := &node{Child: testenv.NewChild(t, "o1", tidemarkBin), t: t, id: "o1", dataDir: filepath.Join(t.TempDir(), "data"),
+		grpcAddr: testenv.FreeAddr(t), raftAddr: testenv.FreeAddr(t), tls: []string{"--ca-key-file", keyFile}}
+	own.start(true, "--bootstrap")
+	own.Kill()
+	otherKey := filepath.Join(t.TempDir(), "other.key")
+	if err := os.WriteFile(otherKey, bytes.Repeat([]byte{1}, 32), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	strangers := testenv.NewTestCA(t)
 	cases := []struct {
 		name string
 		args []string
@@ -50,14 +67,21 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"NeitherBootstrapNorJoin", fresh(), "is new: give --bootstrap to start a new cluster, or --join GRPC_ADDR"},
 		{"BootstrapAndJoin", append(fresh(), "--bootstrap", "--join", srv.Addr()), "give --bootstrap (start a new cluster) or --join ADDR (join an existing one), not both"},
-		{"NoIdentityOnNewDir", []string{"controller", "--data-dir", t.TempDir(), "--bootstrap"}, "a new node needs --node-id, --grpc-addr, --raft-addr"},
+		{"NoIdentityOnNewDir", []string{"controller", "--data-dir", t.TempDir(), "--bootstrap", "--insecure"}, "a new node needs --node-id, --grpc-addr, --raft-addr"},
 		{"JoinNothing", append(fresh(), "--join", testenv.FreeAddr(t), "--join-timeout", "1s"), "could not join the cluster via 127.0.0.1:"},
 		{"JoinNodeWithoutCluster", append(fresh(), "--join", lonely.grpcAddr, "--join-timeout", "1s"), "cannot add this node: it is not part of a bootstrapped cluster, or its cluster has no leader"},
-		{"JoinHTTPServer", append(fresh(), "--join", strings.TrimPrefix(httpSrv.URL, "http://")), "not a tidemark controller: it does not speak gRPC"},
-		{"JoinRaftPort", append(fresh(), "--join", raftAddr), "not a tidemark controller: it does not speak gRPC"},
+		{"JoinHTTPServer", append(fresh(), "--join", strings.TrimPrefix(httpSrv.URL, "http://")), "TLS handshake failed: it does not speak TLS"},
+		{"JoinRaftPort", append(fresh(), "--join", raftAddr, "--join-timeout", "3s"), "not a tidemark controller: it does not speak gRPC"},
 		{"JoinOtherGRPC", append(fresh(), "--join", lis.Addr().String()), "not a tidemark controller: it serves gRPC but not the controller API"},
-		{"OtherNodeID", []string{"controller", "--data-dir", used.dataDir, "--node-id", "u2"}, "belongs to node u1"},
-		{"WildcardRaftAddr", []string{"controller", "--node-id", "x", "--data-dir", t.TempDir(), "--grpc-addr", testenv.FreeAddr(t), "--raft-addr", "0.0.0.0:7401", "--bootstrap"}, "needs a concrete host"},
+		{"OtherNodeID", append([]string{"controller", "--data-dir", used.dataDir, "--node-id", "u2"}, used.tls...), "belongs to node u1"},
+		{"NoTLS", bare1(), "no TLS: give --ca-key-file FILE"},
+		{"UnreadableTLSKey", append(bare1(), "--tls-ca", x1[1], "--tls-cert", x1[3], "--tls-key", filepath.Join(t.TempDir(), "missing.pem"), "--bootstrap"), "reading --tls-key: open "},
+		{"CertOfOtherNode", append(append(bare1(), testenv.Args(testCA(t).Files(t, testenv.Controller("x2")))...), "--bootstrap"), "names controller x2, but this node is controller x1"},
+		{"AgentCertAsNode", append(append(bare1(), testenv.Args(testCA(t).Files(t, testenv.Agent("x1")))...), "--bootstrap"), "names agent x1, but this node is controller x1"},
+		{"CertOfOtherCA", append(append(bare1(), testenv.Args(strangers.Files(t, testenv.Controller("x1")))...), "--join", srv.Addr()), "TLS handshake failed: tls: failed to verify certificate: x509: certificate signed by unknown authority"},
+		{"WrongCAKeyFile", []string{"controller", "--data-dir", own.dataDir, "--ca-key-file", otherKey}, "does not open the cluster's CA key"},
+		{"InsecureNotLoopback", []string{"controller", "--node-id", "x", "--data-dir", t.TempDir(), "--grpc-addr", "0.0.0.0:" + strings.Split(testenv.FreeAddr(t), ":")[1], "--raft-addr", testenv.FreeAddr(t), "--bootstrap", "--insecure"}, "--insecure (plaintext) is only allowed on loopback addresses"},
+		{"WildcardRaftAddr", []string{"controller", "--node-id", "x", "--data-dir", t.TempDir(), "--grpc-addr", testenv.FreeAddr(t), "--raft-addr", "0.0.0.0:7401", "--bootstrap", "--insecure"}, "needs a concrete host"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

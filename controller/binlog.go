@@ -192,19 +192,19 @@ func (c *controlService) StartBinlogStream(ctx context.Context, req *v1.StartBin
 		return forward(ctx, s, req, v1.ControlServiceClient.StartBinlogStream)
 	}
 	if req.GetInstance() == "" {
-		return nil, toStatus(invalid("instance is required"))
+		return nil, invalid("instance is required")
 	}
 	if f := req.GetFlush(); f != nil {
 		if d := f.AsDuration(); d < minFlush || d > maxFlush {
-			return nil, toStatus(invalid("flush %s: must be between %s and %s", d, minFlush, maxFlush))
+			return nil, invalid("flush %s: must be between %s and %s", d, minFlush, maxFlush)
 		}
 	}
 	if err := checkRepo(req.GetRepositoryUri()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	in, err := s.fsm.Store().Read().Instance(req.GetInstance())
 	if err != nil {
-		return nil, toStatus(catalog.Errorf(catalog.ErrNotFound, "instance %q not found: see `tidemark instances`", req.GetInstance()))
+		return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q not found: see `tidemark instances`", req.GetInstance())
 	}
 	repo := req.GetRepositoryUri()
 	if repo == "" {
@@ -225,7 +225,7 @@ func (c *controlService) StartBinlogStream(ctx context.Context, req *v1.StartBin
 	}
 	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	s.agents.kickAssigner()
 	s.log.Info("binlog stream submitted", "job", job.GetId(), "instance", job.GetInstance(), "cluster", job.GetBinlogStream().GetCluster())
@@ -240,11 +240,11 @@ func (c *controlService) StopBinlogStream(ctx context.Context, req *v1.StopBinlo
 	r := s.fsm.Store().Read()
 	in, err := r.Instance(req.GetInstance())
 	if err != nil {
-		return nil, toStatus(catalog.Errorf(catalog.ErrNotFound, "instance %q not found: see `tidemark instances`", req.GetInstance()))
+		return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q not found: see `tidemark instances`", req.GetInstance())
 	}
 	j := r.ActiveStreamOf(in)
 	if j == nil {
-		return nil, toStatus(catalog.Errorf(catalog.ErrNotFound, "instance %q has no binlog stream running (start one with `tidemark binlog start --instance %s`)", in.GetName(), in.GetName()))
+		return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q has no binlog stream running (start one with `tidemark binlog start --instance %s`)", in.GetName(), in.GetName())
 	}
 	reason := req.GetReason()
 	if reason == "" {
@@ -252,7 +252,7 @@ func (c *controlService) StopBinlogStream(ctx context.Context, req *v1.StopBinlo
 	}
 	nj, err := s.cancelJob(ctx, j.GetId(), reason)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &v1.StopBinlogStreamResponse{Job: nj}, nil
 }
@@ -278,7 +278,7 @@ func (c *controlService) GetBinlogStatus(ctx context.Context, req *v1.GetBinlogS
 	r := s.fsm.Store().Read()
 	in, err := r.Instance(req.GetInstance())
 	if err != nil {
-		return nil, toStatus(catalog.Errorf(catalog.ErrNotFound, "instance %q not found: see `tidemark instances`", req.GetInstance()))
+		return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q not found: see `tidemark instances`", req.GetInstance())
 	}
 	out := &v1.GetBinlogStatusResponse{}
 	name := in.GetName()

@@ -29,11 +29,11 @@ func (c *clusterService) TakeSnapshot(context.Context, *v1.TakeSnapshotRequest) 
 		idx, _ := strconv.ParseUint(c.s.raft.Stats()["last_snapshot_index"], 10, 64)
 		return &v1.TakeSnapshotResponse{Index: idx}, nil
 	} else if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	meta, rc, err := f.Open()
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	_ = rc.Close()
 	return &v1.TakeSnapshotResponse{Index: meta.Index}, nil

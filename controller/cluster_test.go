@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -117,8 +118,9 @@ func TestCluster(t *testing.T) {
 
 	followers := slices.DeleteFunc(slices.Clone(all), func(n *node) bool { return n == leader })
 	t.Run("StatusCLI", func(t *testing.T) {
+		admin := testCA(t).Files(t, testenv.Admin())
 		// A dead address first: the CLI tries the next one.
-		out, errOut, code := run(t, 20*time.Second, "cluster", "status", "--controller", testenv.FreeAddr(t)+","+followers[0].grpcAddr, "-o", "json")
+		out, errOut, code := run(t, 20*time.Second, "cluster", "status", "--controller", testenv.FreeAddr(t)+","+followers[0].grpcAddr, "-o", "json", "--tls-ca", admin.CA, "--tls-cert", admin.Cert, "--tls-key", admin.Key)
 		if code != 0 {
 			t.Fatalf("cluster status: exit %d: %s", code, errOut)
 		}
@@ -134,7 +136,7 @@ func TestCluster(t *testing.T) {
 		if st.Leader != leader.id || len(st.Members) != 3 {
 			t.Fatalf("cluster status JSON %s", out)
 		}
-		out, _, code = run(t, 20*time.Second, "cluster", "status", "--controller", followers[1].grpcAddr)
+		out, _, code = run(t, 20*time.Second, "cluster", "status", "--controller", followers[1].grpcAddr, "--credentials", filepath.Dir(admin.CA))
 		if code != 0 || !strings.Contains(out, "leader "+leader.id) || strings.Count(out, "follower") != 2 {
 			t.Fatalf("cluster status text (exit %d):\n%s", code, out)
 		}

@@ -43,6 +43,9 @@ type Config struct {
 
 	Raft RaftConfig
 
+	// TLS secures every connection of the node (see TLSConfig).
+	TLS TLSConfig
+
 	// HeartbeatInterval is how often agents heartbeat.
 	HeartbeatInterval time.Duration
 	// LeaseDuration is how long a job lease, and an agent session, lives
@@ -105,6 +108,7 @@ func DefaultConfig() Config {
 		WatermarkCommitInterval: 5 * time.Second,
 		ApplyTimeout:            10 * time.Second,
 		RaftLogLevel:            "info",
+		TLS:                     TLSConfig{CertValidity: 30 * 24 * time.Hour, AgentCertValidity: 90 * 24 * time.Hour},
 		Raft: RaftConfig{
 			HeartbeatTimeout:   time.Second,
 			ElectionTimeout:    time.Second,
@@ -175,6 +179,9 @@ func (c *Config) Validate() error {
 	}
 	if c.JoinTimeout <= 0 {
 		bad("--join-timeout must be positive")
+	}
+	if err := c.TLS.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	r := c.Raft
 	switch {

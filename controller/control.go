@@ -15,6 +15,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -40,7 +41,7 @@ func forward[Req, Resp any](ctx context.Context, s *Server, req Req, call rpc[Re
 	var zero Resp
 	c, fctx, err := s.toLeader(ctx)
 	if err != nil {
-		return zero, toStatus(err)
+		return zero, err
 	}
 	resp, err := call(c, fctx, req)
 	if err != nil {
@@ -63,7 +64,7 @@ func (c *controlService) consistentRead(ctx context.Context, consistent bool) (f
 	if !c.s.isLeader() {
 		return true, nil
 	}
-	return false, toStatus(c.s.verifyLeader(ctx))
+	return false, c.s.verifyLeader(ctx)
 }
 
 const (
@@ -214,7 +215,7 @@ func (c *controlService) GetBackup(ctx context.Context, req *v1.GetBackupRequest
 	}
 	b, err := c.s.fsm.Store().Read().Backup(req.GetId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &v1.GetBackupResponse{Backup: b}, nil
 }
@@ -248,7 +249,7 @@ func (c *controlService) GetJob(ctx context.Context, req *v1.GetJobRequest) (*v1
 	}
 	j, err := c.s.fsm.Store().Read().Job(req.GetId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if c.s.agents.isLeading() {
 		j, _ = c.s.agents.overlay(j)
@@ -273,7 +274,7 @@ func (c *controlService) WatchJob(req *v1.WatchJobRequest, stream v1.ControlServ
 		w := catalog.NewWatch()
 		j, err := s.fsm.Store().Read().JobWatch(req.GetId(), w)
 		if err != nil {
-			return toStatus(err)
+			return err
 		}
 		if s.agents.isLeading() {
 			var progressed <-chan struct{}
@@ -350,10 +351,10 @@ func (c *controlService) SubmitBackup(ctx context.Context, req *v1.SubmitBackupR
 		return forward(ctx, s, req, v1.ControlServiceClient.SubmitBackup)
 	}
 	if req.GetInstance() == "" {
-		return nil, toStatus(invalid("instance is required"))
+		return nil, invalid("instance is required")
 	}
 	if err := checkRepo(req.GetRepositoryUri()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	repo := req.GetRepositoryUri()
 	if repo == "" {
@@ -373,7 +374,7 @@ func (c *controlService) SubmitBackup(ctx context.Context, req *v1.SubmitBackupR
 	}
 	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	s.agents.kickAssigner()
 	s.log.Info("backup submitted", "job", job.GetId(), "instance", job.GetInstance())
@@ -387,26 +388,26 @@ func (c *controlService) SubmitRestore(ctx context.Context, req *v1.SubmitRestor
 	}
 	p := req.GetParams()
 	if p.GetTargetInstance() == "" {
-		return nil, toStatus(invalid("params.target_instance is required"))
+		return nil, invalid("params.target_instance is required")
 	}
 	if p.GetBackupId() == "" && p.GetStopAt() == nil {
-		return nil, toStatus(invalid("params.backup_id is required (or a point-in-time target with params.source_instance)"))
+		return nil, invalid("params.backup_id is required (or a point-in-time target with params.source_instance)")
 	}
 	if err := checkRepo(p.GetRepositoryUri()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	r := s.fsm.Store().Read()
 	if p.GetStopAt() != nil {
 		var err error
 		if p, err = pitrParams(r, p); err != nil {
-			return nil, toStatus(err)
+			return nil, err
 		}
 	}
 	// Only a complete backup the catalog knows is restored, from where it
 	// was written: the target's agent may use another repository.
 	b, err := completeBackup(r, p.GetBackupId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	p = proto.CloneOf(p)
 	if p.RepositoryUri == "" {
@@ -420,7 +421,7 @@ func (c *controlService) SubmitRestore(ctx context.Context, req *v1.SubmitRestor
 	}
 	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	s.agents.kickAssigner()
 	return &v1.SubmitRestoreResponse{Job: resp.Value.(*v1.Job)}, nil
@@ -433,7 +434,7 @@ func (c *controlService) CancelJob(ctx context.Context, req *v1.CancelJobRequest
 	}
 	j, err := s.cancelJob(ctx, req.GetId(), req.GetReason())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &v1.CancelJobResponse{Job: j}, nil
 }
@@ -470,11 +471,17 @@ func (s *Server) cancelJob(ctx context.Context, id, reason string) (*v1.Job, err
 
 func (c *controlService) AddMember(ctx context.Context, req *v1.AddMemberRequest) (*v1.AddMemberResponse, error) {
 	s := c.s
+	// A node adds itself: its certificate names the member it asks for
+	// (an admin may add any; a forwarded call was checked where it came
+	// in).
+	if id := callerOf(ctx); id.Kind == tlsx.KindController && !wasForwarded(ctx) && id.Name != req.GetId() {
+		return nil, status.Errorf(codes.PermissionDenied, "%s may not add node %q: a node joins as the id its certificate names", id, req.GetId())
+	}
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.AddMember)
 	}
 	if err := s.addMember(ctx, req); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &v1.AddMemberResponse{Members: s.members(ctx)}, nil
 }
@@ -485,10 +492,10 @@ func (c *controlService) RemoveMember(ctx context.Context, req *v1.RemoveMemberR
 		return forward(ctx, s, req, v1.ControlServiceClient.RemoveMember)
 	}
 	if req.GetId() == "" {
-		return nil, toStatus(invalid("id is required"))
+		return nil, invalid("id is required")
 	}
 	if err := s.removeMember(ctx, req.GetId()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &v1.RemoveMemberResponse{Members: s.members(ctx)}, nil
 }

@@ -2,4 +2,11 @@
 // runs hashicorp/raft over the catalog FSM, serves ControlService,
 // AgentService and ClusterService, and, while it leads, holds the agent
 // sessions, the lease timers and job assignment.
+//
+// Every connection is mutual TLS (tls.go: the cluster CA or an operator's
+// certificates; the Raft transport too). One pair of interceptors
+// (auth.go) checks every call against the access table and maps errors to
+// gRPC statuses; the leader writes an audit record of every mutating call
+// (audit.go); join tokens, revocations and certificate renewal are in
+// enroll.go.
 package controller

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
+	"github.com/tidemark-backup/tidemark/internal/storage"
 )
 
 // Sentinel errors of the controller itself (the catalog's are in package
@@ -39,6 +40,14 @@ var codeTable = []struct {
 	{ErrNotLeader, codes.Unavailable},
 	{ErrNoLeader, codes.Unavailable},
 	{ErrNotController, codes.FailedPrecondition},
+	// The relay's backend errors; the relay client
+	// (internal/storage/relay) maps the codes back.
+	{storage.ErrNotFound, codes.NotFound},
+	{storage.ErrExists, codes.AlreadyExists},
+	{storage.ErrPermission, codes.PermissionDenied},
+	{storage.ErrUnavailable, codes.Unavailable},
+	{storage.ErrNoSpace, codes.ResourceExhausted},
+	{errBadPutStream, codes.InvalidArgument},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 	{context.Canceled, codes.Canceled},
 }

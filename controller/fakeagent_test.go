@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -89,7 +89,12 @@ func (r *refusedError) Error() string {
 }
 
 func tryAgent(t *testing.T, addr, name string, labels map[string]string, running []*v1.RunningJob) (*fakeAgent, string, error) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return tryAgentWith(t, addr, name, agentCreds(t, name), labels, running)
+}
+
+// tryAgentWith is tryAgent presenting creds.
+func tryAgentWith(t *testing.T, addr, name string, creds credentials.TransportCredentials, labels map[string]string, running []*v1.RunningJob) (*fakeAgent, string, error) {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, "", err
 	}

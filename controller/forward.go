@@ -5,10 +5,10 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
+	"github.com/tidemark-backup/tidemark/controller/client"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -20,11 +20,14 @@ const forwardedKey = "tidemark-forwarded-by"
 
 // peerConns caches one gRPC connection per other node.
 type peerConns struct {
+	opts  client.Options
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
-func newPeerConns() *peerConns { return &peerConns{conns: map[string]*grpc.ClientConn{}} }
+func newPeerConns(opts client.Options) *peerConns {
+	return &peerConns{opts: opts, conns: map[string]*grpc.ClientConn{}}
+}
 
 func (p *peerConns) get(addr string) (*grpc.ClientConn, error) {
 	p.mu.Lock()
@@ -32,7 +35,11 @@ func (p *peerConns) get(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := p.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := p.opts.Credentials()
+	if err != nil {
+		return nil, err
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +82,11 @@ func (s *Server) toLeader(ctx context.Context) (v1.ControlServiceClient, context
 	if err != nil {
 		return nil, nil, catalog.Errorf(ErrNoLeader, "leader %s at %s: %v", id, addr, err)
 	}
-	return v1.NewControlServiceClient(cc), metadata.AppendToOutgoingContext(ctx, forwardedKey, s.id.NodeID), nil
+	md := []string{forwardedKey, s.id.NodeID}
+	if w := who(ctx); w != "" {
+		md = append(md, callerKeyMD, w)
+	}
+	return v1.NewControlServiceClient(cc), metadata.AppendToOutgoingContext(ctx, md...), nil
 }
 
 // peerCluster returns a ClusterService client for another node's address.
@@ -85,4 +96,13 @@ func (s *Server) peerCluster(addr string) (v1.ClusterServiceClient, error) {
 		return nil, err
 	}
 	return v1.NewClusterServiceClient(cc), nil
+}
+
+// clientOptions are how this node dials other nodes: with its own
+// controller certificate, or plaintext on an --insecure node.
+func (s *Server) clientOptions() client.Options {
+	if s.tls == nil {
+		return client.Options{Insecure: true}
+	}
+	return client.Options{TLS: s.tls.ClientConfig()}
 }

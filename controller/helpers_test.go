@@ -6,15 +6,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/controller/client"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -47,6 +50,9 @@ func startInProcess(t *testing.T, mut func(*controller.Config)) (*controller.Ser
 	if mut != nil {
 		mut(&cfg)
 	}
+	if cfg.TLS == (controller.DefaultConfig().TLS) {
+		cfg.TLS.Files = testCA(t).Files(t, testenv.Controller(cfg.NodeID))
+	}
 	srv, err := controller.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +65,11 @@ func startInProcess(t *testing.T, mut func(*controller.Config)) (*controller.Ser
 			t.Logf("controller log:\n%s", b)
 		}
 	})
-	c, err := client.DialAny(context.Background(), []string{srv.Addr()}, client.Options{})
+	opts := adminOpts(t)
+	if cfg.TLS.CAKeyFile != "" {
+		opts = bootstrapAdmin(t, cfg.DataDir)
+	}
+	c, err := client.DialAny(context.Background(), []string{srv.Addr()}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +85,40 @@ func startInProcess(t *testing.T, mut func(*controller.Config)) (*controller.Ser
 		return nil
 	})
 	return srv, c
+}
+
+// testCA issues every credential of the package's tests: controllers
+// started in-process and as processes, fake agents and the CLI.
+var (
+	testCAOnce sync.Once
+	testCAv    *testenv.TestCA
+)
+
+func testCA(t testing.TB) *testenv.TestCA {
+	testCAOnce.Do(func() { testCAv = testenv.NewTestCA(t) })
+	return testCAv
+}
+
+// adminOpts dials as an admin CLI user.
+func adminOpts(t testing.TB) client.Options {
+	return client.Options{TLS: testCA(t).Source(t, testenv.Admin()).ClientConfig()}
+}
+
+// bootstrapAdmin dials with the admin credential a bootstrap that made
+// the cluster CA wrote into dataDir.
+func bootstrapAdmin(t testing.TB, dataDir string) client.Options {
+	t.Helper()
+	dir := controller.AdminCredentials(dataDir)
+	src, err := tlsx.FromFiles(tlsx.Files{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, "cert.pem"), Key: filepath.Join(dir, "key.pem")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client.Options{TLS: src.ClientConfig()}
+}
+
+// agentCreds is the transport of a fake agent named name.
+func agentCreds(t testing.TB, name string) credentials.TransportCredentials {
+	return credentials.NewTLS(testCA(t).Source(t, testenv.Agent(name)).ClientConfig())
 }
 
 // wantCode checks a gRPC error's code and that its message contains msg.

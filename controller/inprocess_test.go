@@ -272,7 +272,7 @@ func TestFailoverInProcess(t *testing.T) {
 	if ans := b.succeed(asg, asg.GetLease()); ans.GetAck() == nil {
 		t.Fatalf("result after the failover answered %v", ans)
 	}
-	cn, err := client.DialAny(context.Background(), addrs[:2], client.Options{})
+	cn, err := client.DialAny(context.Background(), addrs[:2], adminOpts(t))
 	if err != nil {
 		t.Fatal(err)
 	}

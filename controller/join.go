@@ -50,8 +50,11 @@ func (e *joinRefused) Error() string { return e.err.Error() }
 func (e *joinRefused) Unwrap() error { return e.err }
 
 func (s *Server) tryJoin(ctx context.Context, req *v1.AddMemberRequest) error {
-	c, err := client.DialAny(ctx, s.cfg.Join, client.Options{ProbeTimeout: 2 * time.Second})
+	c, err := client.DialAny(ctx, s.cfg.Join, withProbe(s.clientOptions(), 2*time.Second))
 	if err != nil {
+		if errors.Is(err, client.ErrTLS) || errors.Is(err, client.ErrNoCredentials) {
+			return &joinRefused{fmt.Errorf("cannot join: %w", err)}
+		}
 		if errors.Is(err, client.ErrNotController) && !errors.Is(err, client.ErrUnreachable) {
 			return &joinRefused{fmt.Errorf("cannot join: %w (--join takes the --grpc-addr of a running controller, not its --raft-addr)", err)}
 		}
@@ -77,4 +80,9 @@ func (s *Server) tryJoin(ctx context.Context, req *v1.AddMemberRequest) error {
 	default:
 		return &joinRefused{fmt.Errorf("controller %s (%s) refused to add node %s: %s", c.NodeID, c.Addr, s.id.NodeID, st.Message())}
 	}
+}
+
+func withProbe(o client.Options, d time.Duration) client.Options {
+	o.ProbeTimeout = d
+	return o
 }

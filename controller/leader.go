@@ -77,6 +77,7 @@ func (s *Server) lead(ctx context.Context) {
 	}
 	s.agents.establish()
 	s.publishAddress(ctx)
+	s.publishCA(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.agents.commitLoop(ctx) })
 	defer wg.Wait()

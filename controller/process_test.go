@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/controller/client"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 )
 
 // tidemarkBin is the tidemark binary TestMain builds once for the tests
@@ -36,11 +38,13 @@ type node struct {
 	grpcAddr string
 	raftAddr string
 	conn     *client.Conn
+	// tls are the node's --tls-* flags (given at every start).
+	tls []string
 }
 
 func newNode(t *testing.T, id string) *node {
 	return &node{Child: testenv.NewChild(t, id, tidemarkBin), t: t, id: id, dataDir: filepath.Join(t.TempDir(), "data"),
-		grpcAddr: testenv.FreeAddr(t), raftAddr: testenv.FreeAddr(t)}
+		grpcAddr: testenv.FreeAddr(t), raftAddr: testenv.FreeAddr(t), tls: testenv.Args(testCA(t).Files(t, testenv.Controller(id)))}
 }
 
 // start runs the controller with args after the identity flags (or with
@@ -51,7 +55,7 @@ func (n *node) start(first bool, args ...string) {
 	if first {
 		full = append(full, "--node-id", n.id, "--grpc-addr", n.grpcAddr, "--raft-addr", n.raftAddr)
 	}
-	n.Args = append(append(full, args...), timing...)
+	n.Args = append(append(append(full, args...), timing...), n.tls...)
 	n.Start()
 	if n.conn == nil {
 		// grpc connections redial on their own, across restarts.
@@ -59,13 +63,32 @@ func (n *node) start(first bool, args ...string) {
 			if n.Exited() {
 				return fmt.Errorf("%s exited:\n%s", n.id, n.LogTail())
 			}
-			c, err := client.DialAny(n.t.Context(), []string{n.grpcAddr}, client.Options{ProbeTimeout: time.Second})
+			c, err := client.DialAny(n.t.Context(), []string{n.grpcAddr}, withProbe(n.clientOpts(), time.Second))
 			if err == nil {
 				n.conn = c
 			}
 			return err
 		})
 	}
+}
+
+// clientOpts dials the node as an admin: with the test CA's credential,
+// or with the one its bootstrap wrote when it made its own CA.
+func (n *node) clientOpts() client.Options {
+	if len(n.tls) == 0 || n.tls[0] != "--ca-key-file" {
+		return adminOpts(n.t)
+	}
+	dir := controller.AdminCredentials(n.dataDir)
+	src, err := tlsx.FromFiles(tlsx.Files{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, "cert.pem"), Key: filepath.Join(dir, "key.pem")})
+	if err != nil {
+		return client.Options{} // not written yet: the dial fails and is retried
+	}
+	return client.Options{TLS: src.ClientConfig()}
+}
+
+func withProbe(o client.Options, d time.Duration) client.Options {
+	o.ProbeTimeout = d
+	return o
 }
 
 // run runs the tidemark binary to completion and returns its stdout,

@@ -92,38 +92,10 @@ func (r *RelayServer) close() {
 	r.closed = true
 }
 
-// relayCodes maps the storage sentinels to gRPC codes, in one place; the
-// relay client (internal/storage/relay) maps them back.
-var relayCodes = []struct {
-	err  error
-	code codes.Code
-}{
-	{storage.ErrNotFound, codes.NotFound},
-	{storage.ErrExists, codes.AlreadyExists},
-	{storage.ErrPermission, codes.PermissionDenied},
-	{storage.ErrUnavailable, codes.Unavailable},
-	{storage.ErrNoSpace, codes.ResourceExhausted},
-	{errBadPutStream, codes.InvalidArgument},
-	{context.Canceled, codes.Canceled},
-	{context.DeadlineExceeded, codes.DeadlineExceeded},
-}
-
 // relayStatus turns a backend error into the status a relay handler
-// returns; the message is the error's, which names the object.
-func relayStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	for _, e := range relayCodes {
-		if errors.Is(err, e.err) {
-			return status.Error(e.code, err.Error())
-		}
-	}
-	return status.Error(codes.Internal, err.Error())
-}
+// returns, with the one code table (codeTable): the relay server also runs
+// outside a controller's interceptors (tests, benchmarks).
+func relayStatus(err error) error { return toStatus(err) }
 
 func badRelayArg(err error) error { return status.Error(codes.InvalidArgument, err.Error()) }
 

@@ -16,7 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/tidemark-backup/tidemark/controller"
@@ -40,7 +40,7 @@ func serveRelay(t testing.TB, backend storage.Storage) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(testCA(t).Source(t, testenv.Controller("relay")).ServerConfig())))
 	v1.RegisterRelayServiceServer(gs, controller.NewRelayServer(backend))
 	done := make(chan struct{})
 	go func() {
@@ -54,10 +54,15 @@ func serveRelay(t testing.TB, backend storage.Storage) string {
 	return lis.Addr().String()
 }
 
+// agentRelay is an agent's relay options.
+func agentRelay(t testing.TB) relay.Options {
+	return relay.Options{TLS: testCA(t).Source(t, testenv.Agent("db1")).ClientConfig()}
+}
+
 // openRelay returns a relay client over addrs.
 func openRelay(t testing.TB, addrs ...string) *relay.Store {
 	t.Helper()
-	st, err := relay.Open(addrs, relay.Options{})
+	st, err := relay.Open(addrs, agentRelay(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +114,7 @@ func TestRelayArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = backend.Close() })
-	relayed, err := location.Open(ctx, "relay://"+serveRelay(t, backend), location.Options{})
+	relayed, err := location.Open(ctx, "relay://"+serveRelay(t, backend), location.Options{Relay: agentRelay(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +355,7 @@ func TestRelayController(t *testing.T) {
 		if storage.IsTransient(err) || errors.Is(err, storage.ErrNotFound) {
 			t.Errorf("no --repo: %v must be neither transient nor not-found", err)
 		}
-		cc, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(agentCreds(t, "db1")))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -361,7 +366,7 @@ func TestRelayController(t *testing.T) {
 	t.Run("Repo", func(t *testing.T) {
 		dir := t.TempDir() + "/repo" // created by the controller on first use
 		srv, _ := startInProcess(t, func(c *controller.Config) { c.Repo = "file://" + dir })
-		st, err := location.Open(context.Background(), "relay://"+srv.Addr(), location.Options{})
+		st, err := location.Open(context.Background(), "relay://"+srv.Addr(), location.Options{Relay: agentRelay(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -392,7 +397,7 @@ func TestRelayController(t *testing.T) {
 // TestRelayBadStreams: the server refuses broken put framing.
 func TestRelayBadStreams(t *testing.T) {
 	backend := newFileStore(t)
-	cc, err := grpc.NewClient(serveRelay(t, backend), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(serveRelay(t, backend), grpc.WithTransportCredentials(agentCreds(t, "db1")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,10 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/tidemark-backup/tidemark/controller/fsm"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -37,6 +39,10 @@ type Server struct {
 	grpc  *grpc.Server
 	lis   net.Listener
 	peers *peerConns
+	// tls is the node's certificate source; nil on a plaintext
+	// (--insecure) node. ca is the cluster CA when this node holds its key.
+	tls *tlsx.Source
+	ca  *tlsx.CA
 
 	// agents holds the sessions and lease timers; only the leader has any.
 	agents *agentHub
@@ -73,16 +79,19 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("data dir %s is new: give --bootstrap to start a new cluster, or --join GRPC_ADDR to join an existing one", cfg.DataDir)
 	}
 	s := &Server{cfg: cfg, id: *id, log: cfg.Logger.With("node", id.NodeID), fsm: fsm.New(), stop: make(chan struct{})}
-	s.peers = newPeerConns()
 	s.agents = newAgentHub(s, id.NodeID, cfg)
 	s.relay = newRepoRelay(cfg)
+	fresh := saved == nil
+	if err := s.setupTLS(ctx, fresh); err != nil {
+		return nil, err
+	}
+	s.peers = newPeerConns(s.clientOptions())
 	defer func() {
 		if err != nil {
 			s.close()
 		}
 	}()
 
-	fresh := saved == nil
 	if err := s.openRaft(); err != nil {
 		return nil, err
 	}
@@ -107,7 +116,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("listening on --grpc-addr %s: %w", id.GRPCAddr, err)
 	}
 	s.lis = lis
-	s.grpc = grpc.NewServer()
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.unaryInterceptor), grpc.ChainStreamInterceptor(s.streamInterceptor)}
+	if s.tls != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tls.ServerConfig())))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	v1.RegisterControlServiceServer(s.grpc, &controlService{s: s})
 	v1.RegisterAgentServiceServer(s.grpc, &agentService{s: s})
 	v1.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})
@@ -184,9 +197,18 @@ func (s *Server) openRaft() error {
 	if err != nil {
 		return fmt.Errorf("--raft-addr %s: %w", s.id.RaftAddr, err)
 	}
-	trans, err := raft.NewTCPTransportWithLogger(s.id.RaftAddr, adv, 3, 10*time.Second, logger)
-	if err != nil {
-		return fmt.Errorf("listening on --raft-addr %s: %w", s.id.RaftAddr, err)
+	var trans *raft.NetworkTransport
+	if s.tls != nil {
+		stream, err := tlsx.NewStreamLayer(s.id.RaftAddr, adv, s.tls)
+		if err != nil {
+			return fmt.Errorf("listening on --raft-addr %s: %w", s.id.RaftAddr, err)
+		}
+		trans = raft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, logger)
+	} else {
+		trans, err = raft.NewTCPTransportWithLogger(s.id.RaftAddr, adv, 3, 10*time.Second, logger)
+		if err != nil {
+			return fmt.Errorf("listening on --raft-addr %s: %w", s.id.RaftAddr, err)
+		}
 	}
 	s.trans = trans
 	// The leader replicates entries it has just written: a cache in front of
@@ -241,7 +263,9 @@ func (s *Server) close() {
 		if s.bolt != nil {
 			_ = s.bolt.Close()
 		}
-		s.peers.close()
+		if s.peers != nil {
+			s.peers.close()
+		}
 	})
 	s.done.Wait()
 }

@@ -103,8 +103,8 @@ func TestBinlogStreamProcesses(t *testing.T) {
 	c.agent.Start()
 	// A second server of the group, on its own agent.
 	db2 := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "binlog2"})
-	a2 := newProc(t, "agent2", "agent", "--controller", c.addrs, "--name", "db2", "--mysql", db2.DSN, "--repo", c.repo,
-		"--labels", "cluster=g1", "--log-level", "debug")
+	a2 := newProc(t, "agent2", append([]string{"agent", "--controller", c.addrs, "--name", "db2", "--mysql", db2.DSN, "--repo", c.repo,
+		"--labels", "cluster=g1", "--log-level", "debug"}, testenv.Args(c.ca.Files(t, testenv.Agent("db2")))...)...)
 	a2.Path = fake
 	a2.Start()
 	testenv.WaitFor(t, "both agents to connect", 20*time.Second, func() error {

@@ -26,8 +26,8 @@ func TestDev(t *testing.T) {
 	dev := startDev(t, filepath.Join(dir, "dev"), src.DSN, addr, "--heartbeat-interval", "200ms", "--lease-duration", "2s", "--log-level", "debug")
 	ctl := []string{"--controller", addr}
 	// No --repo: restores onto it read the repository the catalog records.
-	startProc(t, "agent-other", "agent", "--controller", addr, "--name", "other", "--labels", "role=target",
-		"--mysql", dst.DSN, "--log-level", "debug")
+	startProc(t, "agent-other", append([]string{"agent", "--controller", addr, "--name", "other", "--labels", "role=target",
+		"--mysql", dst.DSN, "--log-level", "debug"}, devAgentCreds(t, filepath.Join(dir, "dev"), "other")...)...)
 	testenv.WaitFor(t, "both agents to be connected", 20*time.Second, func() error {
 		r := tm(t, 10*time.Second, append([]string{"agents", "-o", "json"}, ctl...)...)
 		if r.code != 0 {

@@ -37,6 +37,7 @@ type cluster struct {
 	agent *testenv.Child
 	repo  string
 	addrs string // every node's gRPC address, comma-separated
+	ca    *testenv.TestCA
 }
 
 type ctlNode struct {
@@ -45,6 +46,7 @@ type ctlNode struct {
 	addr    string
 	dataDir string
 	conn    *client.Conn
+	tls     []string // the node's --tls-* flags, given at every start
 }
 
 func (c *cluster) ctl() []string { return []string{"--controller", c.addrs} }
@@ -73,6 +75,11 @@ func startCluster(t *testing.T, db *testenv.MariaDB, opts clusterOpts) *cluster 
 		extra = append(slices.Clone(extra), "--repo", c.repo)
 	}
 	must(t, 20*time.Second, "repo", "init", "--repo", c.repo)
+	// The operator's own CA: every node, the agent and the CLI get a
+	// certificate of it.
+	c.ca = testenv.NewTestCA(t)
+	admin := c.ca.Files(t, testenv.Admin())
+	setCredentials(t, filepath.Dir(admin.CA))
 	var addrs []string
 	for i := range 3 {
 		id := fmt.Sprintf("c%d", i+1)
@@ -84,12 +91,13 @@ func startCluster(t *testing.T, db *testenv.MariaDB, opts clusterOpts) *cluster 
 		} else {
 			args = append(args, "--join", addrs[0])
 		}
-		n := &ctlNode{Child: startProc(t, id, append(append(args, timing...), extra...)...), id: id, addr: grpc, dataDir: dataDir}
+		tlsArgs := testenv.Args(c.ca.Files(t, testenv.Controller(id)))
+		n := &ctlNode{Child: startProc(t, id, append(append(append(args, timing...), extra...), tlsArgs...)...), id: id, addr: grpc, dataDir: dataDir, tls: tlsArgs}
 		testenv.WaitFor(t, id+" to serve", 15*time.Second, func() error {
 			if n.Exited() {
 				t.Fatalf("%s exited:\n%s", id, n.LogTail())
 			}
-			conn, err := client.DialAny(t.Context(), []string{grpc}, client.Options{ProbeTimeout: time.Second})
+			conn, err := client.DialAny(t.Context(), []string{grpc}, client.Options{TLS: c.ca.Source(t, testenv.Admin()).ClientConfig(), ProbeTimeout: time.Second})
 			if err == nil {
 				n.conn = conn
 				t.Cleanup(func() { _ = conn.Close() })
@@ -113,8 +121,8 @@ func startCluster(t *testing.T, db *testenv.MariaDB, opts clusterOpts) *cluster 
 	if opts.relayTo != nil {
 		agentRepo = "relay://" + c.addrs
 	}
-	c.agent = newProc(t, "agent", "agent", "--controller", c.addrs, "--name", "db", "--mysql", db.DSN, "--repo", agentRepo,
-		"--parallel", "1", "--log-level", "debug")
+	c.agent = newProc(t, "agent", append([]string{"agent", "--controller", c.addrs, "--name", "db", "--mysql", db.DSN, "--repo", agentRepo,
+		"--parallel", "1", "--log-level", "debug"}, testenv.Args(c.ca.Files(t, testenv.Agent("db")))...)...)
 	c.agent.Env = append(c.agent.Env, agentEnv...)
 	c.agent.Start()
 	testenv.WaitFor(t, "the agent to connect", 20*time.Second, func() error {
@@ -397,7 +405,7 @@ func TestFleetProcesses(t *testing.T) {
 		}
 		c.sameCatalog()
 		// The killed node comes back and catches up.
-		old.Args = append([]string{"controller", "--data-dir", old.dataDir}, timing...)
+		old.Args = append(append([]string{"controller", "--data-dir", old.dataDir}, timing...), old.tls...)
 		old.Start()
 		c.sameCatalog()
 		if got := c.repoManifests(); !slices.Equal(got, done) {

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tidemark-backup/tidemark/internal/testenv"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 )
 
 // tidemarkBin is the binary TestMain builds once.
@@ -34,6 +37,57 @@ func newProc(t *testing.T, name string, args ...string) *testenv.Child {
 	return p
 }
 
+// credentials maps a test's name to the --credentials directory its CLI
+// runs use (set by startDev and startCluster; subtests inherit it).
+var credentials sync.Map
+
+func setCredentials(t *testing.T, dir string) {
+	credentials.Store(t.Name(), dir)
+	t.Cleanup(func() { credentials.Delete(t.Name()) })
+}
+
+func credentialsOf(t *testing.T) string {
+	for name := t.Name(); name != ""; {
+		if d, ok := credentials.Load(name); ok {
+			return d.(string)
+		}
+		i := strings.LastIndex(name, "/")
+		if i < 0 {
+			break
+		}
+		name = name[:i]
+	}
+	return ""
+}
+
+// devAgentCreds issues a credential for another agent from the CA of the
+// tidemark dev under dir (as an operator holding the CA key file could),
+// and returns its --tls-* flags.
+func devAgentCreds(t *testing.T, dir, name string) []string {
+	t.Helper()
+	certPEM, err := os.ReadFile(filepath.Join(dir, "controller", "tls", "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := os.ReadFile(filepath.Join(dir, "controller", "tls", "ca-key.sealed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf, err := os.ReadFile(filepath.Join(dir, "ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := tlsx.Unseal(sealed, kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := tlsx.ParseCA(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testenv.Args(testenv.TestCAOf(ca).Files(t, testenv.Agent(name)))
+}
+
 // result is how one CLI run ended.
 type result struct {
 	out, err string
@@ -44,7 +98,7 @@ type result struct {
 func tm(t *testing.T, timeout time.Duration, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(tidemarkBin, args...)
-	cmd.Env = append(os.Environ(), "TIDEMARK_CONTROLLER=", "TIDEMARK_REPO=")
+	cmd.Env = append(os.Environ(), "TIDEMARK_CONTROLLER=", "TIDEMARK_REPO=", "TIDEMARK_CREDENTIALS="+credentialsOf(t))
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
@@ -93,6 +147,7 @@ func lastLine(s string) string {
 func startDev(t *testing.T, dir, mysqlDSN, addr string, extra ...string) *testenv.Child {
 	t.Helper()
 	dev := startProc(t, "dev", append([]string{"dev", "--data-dir", dir, "--mysql", mysqlDSN, "--grpc-addr", addr}, extra...)...)
+	setCredentials(t, filepath.Join(dir, "controller", "tls", "admin"))
 	testenv.WaitFor(t, "tidemark dev to print its address", 20*time.Second, func() error {
 		if dev.Exited() {
 			t.Fatalf("tidemark dev exited:\n%s", dev.LogTail())

@@ -135,7 +135,8 @@ func TestPITRFleet(t *testing.T) {
 	addr := testenv.FreeAddr(t)
 	startDev(t, filepath.Join(dir, "dev"), src.DSN, addr, "--heartbeat-interval", "200ms", "--lease-duration", "3s")
 	ctl := []string{"--controller", addr}
-	startProc(t, "agent-other", "agent", "--controller", addr, "--name", "other", "--mysql", dst.DSN)
+	startProc(t, "agent-other", append([]string{"agent", "--controller", addr, "--name", "other", "--mysql", dst.DSN},
+		devAgentCreds(t, filepath.Join(dir, "dev"), "other")...)...)
 	testenv.WaitFor(t, "both agents' instances", 20*time.Second, func() error {
 		if r := tm(t, 10*time.Second, append([]string{"instances"}, ctl...)...); !strings.Contains(r.out, "other") || !strings.Contains(r.out, "local") {
 			return fmt.Errorf("instances: %s", r.out)

@@ -17,6 +17,11 @@ func (r *Read) Dump() *v1.CatalogSnapshot {
 		Jobs:          all[*v1.Job](r, jobsTableName, "id"),
 		Members:       r.Members(),
 		BinlogStreams: r.BinlogStreams(),
+		JoinTokens:    all[*v1.JoinToken](r, joinTokensTableName, "id"),
+		Revocations:   all[*v1.Revocation](r, revocationsTableName, "id"),
+		ClusterCa:     r.ClusterCA(),
+		Audit:         r.Audit(),
+		AccessTokens:  all[*v1.AccessToken](r, accessTokensTable, "id"),
 	}
 }
 
@@ -51,6 +56,23 @@ func Load(snap *v1.CatalogSnapshot) (*Store, error) {
 	}
 	if err := put("binlog streams", len(snap.GetBinlogStreams()), func(i int) error { return w.PutBinlogStream(snap.BinlogStreams[i]) }); err != nil {
 		return nil, err
+	}
+	if err := put("join tokens", len(snap.GetJoinTokens()), func(i int) error { return w.PutJoinToken(snap.JoinTokens[i]) }); err != nil {
+		return nil, err
+	}
+	if err := put("revocations", len(snap.GetRevocations()), func(i int) error { return w.PutRevocation(snap.Revocations[i]) }); err != nil {
+		return nil, err
+	}
+	if err := put("audit records", len(snap.GetAudit()), func(i int) error { return w.PutAudit(snap.Audit[i]) }); err != nil {
+		return nil, err
+	}
+	if err := put("access tokens", len(snap.GetAccessTokens()), func(i int) error { return w.PutAccessToken(snap.AccessTokens[i]) }); err != nil {
+		return nil, err
+	}
+	if ca := snap.GetClusterCa(); ca != nil {
+		if err := w.PutClusterCA(ca); err != nil {
+			return nil, fmt.Errorf("loading the cluster CA: %w", err)
+		}
 	}
 	w.Commit()
 	return s, nil

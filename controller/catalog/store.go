@@ -18,6 +18,7 @@ type Store struct {
 // tables lists every table's schema; each lives in the file of its table.
 var tables = []func() *memdb.TableSchema{
 	agentsTable, instancesTable, backupsTable, jobsTable, membersTable, binlogStreamsTable,
+	joinTokensTable, revocationsTable, clusterCATable, auditTable, accessTokensTableSchema,
 }
 
 func schema() *memdb.DBSchema {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -26,6 +28,9 @@ var (
 	ErrNotController = errors.New("not a tidemark controller")
 	// ErrUnreachable: nothing answers at the address.
 	ErrUnreachable = errors.New("unreachable")
+	// ErrTLS: the TLS handshake failed (another CA, an expired or
+	// revoked certificate, one side plaintext).
+	ErrTLS = errors.New("TLS handshake failed")
 )
 
 // Conn is a connection to one controller node. Any node serves reads and
@@ -44,13 +49,36 @@ type Conn struct {
 // Close closes the connection.
 func (c *Conn) Close() error { return c.cc.Close() }
 
-// Options tune dialling; the zero value is fine.
+// Options tune dialling. One of TLS and Insecure must be set: there is
+// no default transport, so nothing dials plaintext by accident.
 type Options struct {
+	// TLS is the mutual-TLS configuration (tlsx.Source.ClientConfig).
+	TLS *tls.Config
+	// Insecure dials plaintext (a controller started with --insecure).
+	Insecure bool
+	// Bearer is a CLI user's access token (tidemark login), sent with
+	// every call over TLS in place of a client certificate.
+	Bearer string
 	// ProbeTimeout bounds the check of one address (default 3s).
 	ProbeTimeout time.Duration
-	// DialOptions are added to the defaults (insecure transport: TLS is
-	// not implemented yet).
+	// DialOptions are added to the defaults.
 	DialOptions []grpc.DialOption
+}
+
+// ErrNoCredentials: Options names no transport.
+var ErrNoCredentials = errors.New("no credentials to reach the controller: give --credentials DIR (or TIDEMARK_CREDENTIALS), --tls-ca/--tls-cert/--tls-key, an access token (tidemark login --token-file F, or TIDEMARK_TOKEN_FILE), or --insecure for a plaintext controller on loopback")
+
+// Credentials is the transport the options name.
+func (o Options) Credentials() (credentials.TransportCredentials, error) {
+	switch {
+	case o.TLS != nil && o.Insecure:
+		return nil, errors.New("both TLS credentials and --insecure given: choose one")
+	case o.TLS != nil:
+		return credentials.NewTLS(o.TLS), nil
+	case o.Insecure:
+		return insecure.NewCredentials(), nil
+	}
+	return nil, ErrNoCredentials
 }
 
 // Addrs splits a comma-separated address list (a --controller flag), or
@@ -84,6 +112,9 @@ func (e *AddrError) Unwrap() error { return e.Err }
 func DialAny(ctx context.Context, addrs []string, opts Options) (*Conn, error) {
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("no controller address: give --controller HOST:PORT[,HOST:PORT...] or set %s", EnvController)
+	}
+	if _, err := opts.Credentials(); err != nil {
+		return nil, err
 	}
 	var errs []error
 	for _, a := range addrs {
@@ -138,7 +169,14 @@ func probeTimeout(o Options) time.Duration {
 // dial connects to addr and checks, with NodeStatus, that a controller
 // answers there.
 func dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
-	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts.DialOptions...)
+	creds, err := opts.Credentials()
+	if err != nil {
+		return nil, err
+	}
+	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts.DialOptions...)
+	if opts.Bearer != "" {
+		dopts = append(dopts, grpc.WithPerRPCCredentials(bearer(opts.Bearer)))
+	}
 	cc, err := grpc.NewClient(addr, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: bad address: %w", ErrUnreachable, err)
@@ -165,6 +203,18 @@ func Classify(err error) error {
 	case codes.Unimplemented:
 		return fmt.Errorf("%w: it serves gRPC but not the controller API (%s)", ErrNotController, msg)
 	case codes.Unavailable, codes.Internal, codes.Unknown:
+		if strings.Contains(msg, "missing selected ALPN property") {
+			return fmt.Errorf("%w: it does not speak gRPC (a TLS server without HTTP/2: a Raft port?)", ErrNotController)
+		}
+		if strings.Contains(msg, "first record does not look like a TLS handshake") {
+			return fmt.Errorf("%w: it does not speak TLS (plaintext: a controller started with --insecure? then dial it with --insecure too)", ErrTLS)
+		}
+		if i := strings.Index(msg, "tls: "); i >= 0 || strings.Contains(msg, "x509: ") {
+			if i < 0 {
+				i = strings.Index(msg, "x509: ")
+			}
+			return fmt.Errorf("%w: %s (does this credential come from the cluster's CA, is it unexpired, and are the clocks right?)", ErrTLS, strings.TrimSuffix(msg[i:], `"`))
+		}
 		for _, sign := range []string{"server preface", "http2:", "malformed", "unexpected HTTP status", "content-type", "frame too large", "tls:"} {
 			if strings.Contains(msg, sign) {
 				return fmt.Errorf("%w: it does not speak gRPC (%s)", ErrNotController, notGRPCCause(msg))
@@ -190,7 +240,62 @@ func notGRPCCause(msg string) string {
 	case strings.Contains(msg, "looked like an HTTP/1.1 header"):
 		return "it answers HTTP/1.1"
 	case strings.Contains(msg, "server preface: EOF"):
-		return "it closed the connection"
+		return "it closed the connection; a controller that requires TLS does that to a plaintext client"
 	}
 	return msg
 }
+
+// Join exchanges a join token for the cluster CA and a certificate, with
+// the first of addrs that answers; opts carries the pinned TLS
+// configuration (tlsx.PinnedClientConfig), as the joining host has no
+// certificate yet.
+func Join(ctx context.Context, addrs []string, opts Options, req *v1.JoinRequest) (*v1.JoinResponse, error) {
+	creds, err := opts.Credentials()
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, a := range addrs {
+		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			errs = append(errs, &AddrError{Addr: a, Err: err})
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*probeTimeout(opts))
+		resp, err := v1.NewControlServiceClient(cc).Join(cctx, req)
+		cancel()
+		_ = cc.Close()
+		if err == nil {
+			return resp, nil
+		}
+		if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
+			// The token was refused: no other node will think otherwise.
+			return nil, fmt.Errorf("%s refused the join token: %s", a, st.Message())
+		}
+		errs = append(errs, &AddrError{Addr: a, Err: Classify(err)})
+	}
+	return nil, errors.Join(errs...)
+}
+
+// Retryable reports whether a failed call may succeed later (no leader,
+// nothing answering yet).
+func Retryable(err error) bool {
+	if errors.Is(err, ErrUnreachable) {
+		return true
+	}
+	var ae *AddrError
+	if errors.As(err, &ae) {
+		st, ok := status.FromError(ae.Err)
+		return ok && st.Code() == codes.Unavailable
+	}
+	return false
+}
+
+// bearer sends an access token with every call, over TLS only.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return true }

@@ -101,6 +101,18 @@ func dispatch(w *catalog.Write, e entry, cmd *v1.Command) (proto.Message, error)
 		return applyRemoveMember(w, c.RemoveMember)
 	case *v1.Command_RecordWatermarks:
 		return applyRecordWatermarks(w, c.RecordWatermarks)
+	case *v1.Command_CreateJoinToken:
+		return applyCreateJoinToken(w, c.CreateJoinToken)
+	case *v1.Command_ConsumeJoinToken:
+		return applyConsumeJoinToken(w, c.ConsumeJoinToken)
+	case *v1.Command_RevokeAgent:
+		return applyRevokeAgent(w, c.RevokeAgent)
+	case *v1.Command_SetClusterCa:
+		return applySetClusterCA(w, c.SetClusterCa)
+	case *v1.Command_RecordAudit:
+		return applyRecordAudit(w, c.RecordAudit)
+	case *v1.Command_CreateAccessToken:
+		return applyCreateAccessToken(w, c.CreateAccessToken)
 	default:
 		panic(fmt.Sprintf("fsm: command %T has no applier (entry %d)", c, e.Index))
 	}

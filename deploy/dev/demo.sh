@@ -120,6 +120,9 @@ SQL
 
 REPO="file://$WORK/dev/repo"
 export TIDEMARK_CONTROLLER="127.0.0.1:$(free_port)"
+# Every connection is mutual TLS: tidemark dev makes its own CA and writes an
+# admin credential for the CLI here (it prints this export too).
+export TIDEMARK_CREDENTIALS="$WORK/dev/controller/tls/admin"
 say "tidemark dev --data-dir $WORK/dev --mysql 'root@tcp(127.0.0.1:$SRC)/' --grpc-addr $TIDEMARK_CONTROLLER"
 "$TIDEMARK" dev --data-dir "$WORK/dev" --mysql "root@tcp(127.0.0.1:$SRC)/" --grpc-addr "$TIDEMARK_CONTROLLER" \
 	>"$WORK/dev.log" 2>&1 &

@@ -222,6 +222,25 @@ func commandArms() map[string]*tidemarkv1.Command {
 			Member: &tidemarkv1.MemberRecord{Id: "c2", Address: "10.0.0.2:7400", RaftAddress: "10.0.0.2:7401", UpdatedAt: ts(5 * time.Second)},
 		}}},
 		"remove_member": {Cmd: &tidemarkv1.Command_RemoveMember{RemoveMember: &tidemarkv1.RemoveMember{Id: "c3"}}},
+		"create_join_token": {Cmd: &tidemarkv1.Command_CreateJoinToken{CreateJoinToken: &tidemarkv1.CreateJoinToken{Token: &tidemarkv1.JoinToken{
+			Id: "tok1", SecretHash: []byte{1, 2, 3}, Role: "agent", CreatedAt: ts(0), ExpiresAt: ts(time.Hour), UsesLeft: 2, CreatedBy: "user admin (admin)",
+		}}}},
+		"consume_join_token": {Cmd: &tidemarkv1.Command_ConsumeJoinToken{ConsumeJoinToken: &tidemarkv1.ConsumeJoinToken{
+			Id: "tok1", SecretHash: []byte{1, 2, 3}, Role: "agent", Now: ts(time.Minute), Name: "db-eu-1",
+		}}},
+		"revoke_agent": {Cmd: &tidemarkv1.Command_RevokeAgent{RevokeAgent: &tidemarkv1.RevokeAgent{Revocation: &tidemarkv1.Revocation{
+			Name: "db-eu-1", RevokedAt: ts(0), RevokedBy: "user admin (admin)",
+		}}}},
+		"set_cluster_ca": {Cmd: &tidemarkv1.Command_SetClusterCa{SetClusterCa: &tidemarkv1.SetClusterCA{Ca: &tidemarkv1.ClusterCA{
+			CertPem: []byte("-----BEGIN CERTIFICATE-----"), SealedKey: []byte{9, 8, 7},
+		}}}},
+		"create_access_token": {Cmd: &tidemarkv1.Command_CreateAccessToken{CreateAccessToken: &tidemarkv1.CreateAccessToken{Token: &tidemarkv1.AccessToken{
+			Id: "tok2", SecretHash: []byte{4, 5}, User: "alice", Role: "operator", CreatedAt: ts(0), ExpiresAt: ts(8 * time.Hour), CreatedBy: "user admin (admin)",
+		}}}},
+		"record_audit": {Cmd: &tidemarkv1.Command_RecordAudit{RecordAudit: &tidemarkv1.RecordAudit{Record: &tidemarkv1.AuditRecord{
+			Id: "20261203T150000Z-00000001", At: ts(0), Who: "user alice (operator)", Rpc: "/tidemark.v1.ControlService/SubmitRestore",
+			Target: "db-eu-1/main", Flags: map[string]string{"backup_id": "bk-1", "drop_existing": "false"}, Outcome: "ok",
+		}}}},
 		"record_watermarks": {Cmd: &tidemarkv1.Command_RecordWatermarks{RecordWatermarks: &tidemarkv1.RecordWatermarks{
 			Streams: []*tidemarkv1.BinlogStream{{
 				Instance: "db-eu-1/main", JobId: "job-2", Lease: lease(), Cluster: "eu-1", Failures: 2,

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
@@ -28,10 +30,13 @@ const FrameSize = 1 << 20
 // ListBatch is the most objects the server puts in one List response.
 const ListBatch = 256
 
-// Options tunes a relay store.
+// Options tunes a relay store. One of TLS and Insecure must be set.
 type Options struct {
-	// DialOptions are added after the defaults (an insecure transport: TLS
-	// is not there yet), so they can replace them.
+	// TLS is the agent's mutual-TLS configuration.
+	TLS *tls.Config
+	// Insecure dials plaintext (controllers started with --insecure).
+	Insecure bool
+	// DialOptions are added after the defaults, so they can replace them.
 	DialOptions []grpc.DialOption
 }
 
@@ -85,8 +90,17 @@ func Open(addrs []string, opts Options) (*Store, error) {
 		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
 	}
 	r.InitialState(state)
+	var creds credentials.TransportCredentials
+	switch {
+	case opts.TLS != nil && !opts.Insecure:
+		creds = credentials.NewTLS(opts.TLS)
+	case opts.Insecure && opts.TLS == nil:
+		creds = insecure.NewCredentials()
+	default:
+		return nil, errors.New("relay: give the agent's TLS credentials or --insecure (exactly one)")
+	}
 	dopts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithResolvers(r),
 		// pick_first walks the list until one address connects.
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"pick_first":{}}]}`),

@@ -2176,6 +2176,11 @@ type CatalogSnapshot struct {
 	Jobs          []*Job                 `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
 	Members       []*MemberRecord        `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
 	BinlogStreams []*BinlogStream        `protobuf:"bytes,6,rep,name=binlog_streams,json=binlogStreams,proto3" json:"binlog_streams,omitempty"`
+	JoinTokens    []*JoinToken           `protobuf:"bytes,7,rep,name=join_tokens,json=joinTokens,proto3" json:"join_tokens,omitempty"`
+	Revocations   []*Revocation          `protobuf:"bytes,8,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	ClusterCa     *ClusterCA             `protobuf:"bytes,9,opt,name=cluster_ca,json=clusterCa,proto3" json:"cluster_ca,omitempty"`
+	Audit         []*AuditRecord         `protobuf:"bytes,10,rep,name=audit,proto3" json:"audit,omitempty"`
+	AccessTokens  []*AccessToken         `protobuf:"bytes,11,rep,name=access_tokens,json=accessTokens,proto3" json:"access_tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2250,6 +2255,453 @@ func (x *CatalogSnapshot) GetBinlogStreams() []*BinlogStream {
 		return x.BinlogStreams
 	}
 	return nil
+}
+
+func (x *CatalogSnapshot) GetJoinTokens() []*JoinToken {
+	if x != nil {
+		return x.JoinTokens
+	}
+	return nil
+}
+
+func (x *CatalogSnapshot) GetRevocations() []*Revocation {
+	if x != nil {
+		return x.Revocations
+	}
+	return nil
+}
+
+func (x *CatalogSnapshot) GetClusterCa() *ClusterCA {
+	if x != nil {
+		return x.ClusterCa
+	}
+	return nil
+}
+
+func (x *CatalogSnapshot) GetAudit() []*AuditRecord {
+	if x != nil {
+		return x.Audit
+	}
+	return nil
+}
+
+func (x *CatalogSnapshot) GetAccessTokens() []*AccessToken {
+	if x != nil {
+		return x.AccessTokens
+	}
+	return nil
+}
+
+// AccessToken is a CLI user's bearer credential (tidemark login): a name,
+// a role and an expiry. Only a hash of its secret is stored.
+type AccessToken struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	SecretHash []byte                 `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	// The user's name, as audit records show it.
+	User string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// "viewer", "operator" or "admin".
+	Role          string                 `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	CreatedBy     string                 `protobuf:"bytes,7,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessToken) Reset() {
+	*x = AccessToken{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessToken) ProtoMessage() {}
+
+func (x *AccessToken) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessToken.ProtoReflect.Descriptor instead.
+func (*AccessToken) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AccessToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AccessToken) GetSecretHash() []byte {
+	if x != nil {
+		return x.SecretHash
+	}
+	return nil
+}
+
+func (x *AccessToken) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *AccessToken) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AccessToken) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *AccessToken) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *AccessToken) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+// JoinToken lets a new agent or controller node get a certificate once (or
+// a few times) before it expires. Only a hash of its secret is stored.
+type JoinToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The public part of the token, which names it.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// SHA-256 of the secret part.
+	SecretHash []byte `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	// "agent" or "controller": what the token may join as.
+	Role      string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// Joins left; the token is deleted when it reaches 0.
+	UsesLeft uint32 `protobuf:"varint,6,opt,name=uses_left,json=usesLeft,proto3" json:"uses_left,omitempty"`
+	// Who created it (certificate identity).
+	CreatedBy     string `protobuf:"bytes,7,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinToken) Reset() {
+	*x = JoinToken{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinToken) ProtoMessage() {}
+
+func (x *JoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
+func (*JoinToken) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *JoinToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinToken) GetSecretHash() []byte {
+	if x != nil {
+		return x.SecretHash
+	}
+	return nil
+}
+
+func (x *JoinToken) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *JoinToken) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *JoinToken) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *JoinToken) GetUsesLeft() uint32 {
+	if x != nil {
+		return x.UsesLeft
+	}
+	return 0
+}
+
+func (x *JoinToken) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+// Revocation ends an agent's certificates: it is refused on every call
+// and its streams are cut, until it joins again with a new token.
+type Revocation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's name.
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokedBy     string                 `protobuf:"bytes,3,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Revocation) Reset() {
+	*x = Revocation{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revocation) ProtoMessage() {}
+
+func (x *Revocation) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
+func (*Revocation) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Revocation) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Revocation) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *Revocation) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+// ClusterCA is the cluster's own CA: its certificate, and its private key
+// sealed with the key file only controllers hold.
+type ClusterCA struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CertPem       []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	SealedKey     []byte                 `protobuf:"bytes,2,opt,name=sealed_key,json=sealedKey,proto3" json:"sealed_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterCA) Reset() {
+	*x = ClusterCA{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterCA) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterCA) ProtoMessage() {}
+
+func (x *ClusterCA) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterCA.ProtoReflect.Descriptor instead.
+func (*ClusterCA) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ClusterCA) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *ClusterCA) GetSealedKey() []byte {
+	if x != nil {
+		return x.SealedKey
+	}
+	return nil
+}
+
+// AuditRecord is one mutating call, as the controller that served it saw
+// it.
+type AuditRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Time-ordered id.
+	Id string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	At *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	// The caller's identity ("user alice (operator)", "agent db1").
+	Who string `protobuf:"bytes,3,opt,name=who,proto3" json:"who,omitempty"`
+	// The RPC's full method name.
+	Rpc string `protobuf:"bytes,4,opt,name=rpc,proto3" json:"rpc,omitempty"`
+	// The instance, backup or job the call named, when it named one.
+	Target string `protobuf:"bytes,5,opt,name=target,proto3" json:"target,omitempty"`
+	// The request's notable flags, as key=value (drop_existing=true, ...).
+	Flags map[string]string `protobuf:"bytes,6,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// "ok" or the error the call returned.
+	Outcome       string `protobuf:"bytes,7,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRecord) Reset() {
+	*x = AuditRecord{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRecord) ProtoMessage() {}
+
+func (x *AuditRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
+func (*AuditRecord) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *AuditRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetWho() string {
+	if x != nil {
+		return x.Who
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetRpc() string {
+	if x != nil {
+		return x.Rpc
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetFlags() map[string]string {
+	if x != nil {
+		return x.Flags
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
 }
 
 var File_tidemark_v1_catalog_proto protoreflect.FileDescriptor
@@ -2450,14 +2902,69 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x129\n" +
 	"\n" +
-	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xbe\x02\n" +
+	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xd8\x04\n" +
 	"\x0fCatalogSnapshot\x12*\n" +
 	"\x06agents\x18\x01 \x03(\v2\x12.tidemark.v1.AgentR\x06agents\x123\n" +
 	"\tinstances\x18\x02 \x03(\v2\x15.tidemark.v1.InstanceR\tinstances\x12-\n" +
 	"\abackups\x18\x03 \x03(\v2\x13.tidemark.v1.BackupR\abackups\x12$\n" +
 	"\x04jobs\x18\x04 \x03(\v2\x10.tidemark.v1.JobR\x04jobs\x123\n" +
 	"\amembers\x18\x05 \x03(\v2\x19.tidemark.v1.MemberRecordR\amembers\x12@\n" +
-	"\x0ebinlog_streams\x18\x06 \x03(\v2\x19.tidemark.v1.BinlogStreamR\rbinlogStreams*\xa5\x01\n" +
+	"\x0ebinlog_streams\x18\x06 \x03(\v2\x19.tidemark.v1.BinlogStreamR\rbinlogStreams\x127\n" +
+	"\vjoin_tokens\x18\a \x03(\v2\x16.tidemark.v1.JoinTokenR\n" +
+	"joinTokens\x129\n" +
+	"\vrevocations\x18\b \x03(\v2\x17.tidemark.v1.RevocationR\vrevocations\x125\n" +
+	"\n" +
+	"cluster_ca\x18\t \x01(\v2\x16.tidemark.v1.ClusterCAR\tclusterCa\x12.\n" +
+	"\x05audit\x18\n" +
+	" \x03(\v2\x18.tidemark.v1.AuditRecordR\x05audit\x12=\n" +
+	"\raccess_tokens\x18\v \x03(\v2\x18.tidemark.v1.AccessTokenR\faccessTokens\"\xfb\x01\n" +
+	"\vAccessToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vsecret_hash\x18\x02 \x01(\fR\n" +
+	"secretHash\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x12\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\a \x01(\tR\tcreatedBy\"\x82\x02\n" +
+	"\tJoinToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vsecret_hash\x18\x02 \x01(\fR\n" +
+	"secretHash\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1b\n" +
+	"\tuses_left\x18\x06 \x01(\rR\busesLeft\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\a \x01(\tR\tcreatedBy\"z\n" +
+	"\n" +
+	"Revocation\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"revoked_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\x03 \x01(\tR\trevokedBy\"E\n" +
+	"\tClusterCA\x12\x19\n" +
+	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x1d\n" +
+	"\n" +
+	"sealed_key\x18\x02 \x01(\fR\tsealedKey\"\x94\x02\n" +
+	"\vAuditRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x10\n" +
+	"\x03who\x18\x03 \x01(\tR\x03who\x12\x10\n" +
+	"\x03rpc\x18\x04 \x01(\tR\x03rpc\x12\x16\n" +
+	"\x06target\x18\x05 \x01(\tR\x06target\x129\n" +
+	"\x05flags\x18\x06 \x03(\v2#.tidemark.v1.AuditRecord.FlagsEntryR\x05flags\x12\x18\n" +
+	"\aoutcome\x18\a \x01(\tR\aoutcome\x1a8\n" +
+	"\n" +
+	"FlagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xa5\x01\n" +
 	"\n" +
 	"Filesystem\x12\x1a\n" +
 	"\x16FILESYSTEM_UNSPECIFIED\x10\x00\x12\x13\n" +
@@ -2502,7 +3009,7 @@ func file_tidemark_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(Filesystem)(0),               // 0: tidemark.v1.Filesystem
 	(BackupStatus)(0),             // 1: tidemark.v1.BackupStatus
@@ -2525,76 +3032,94 @@ var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(*Job)(nil),                   // 18: tidemark.v1.Job
 	(*MemberRecord)(nil),          // 19: tidemark.v1.MemberRecord
 	(*CatalogSnapshot)(nil),       // 20: tidemark.v1.CatalogSnapshot
-	nil,                           // 21: tidemark.v1.Agent.LabelsEntry
-	nil,                           // 22: tidemark.v1.Instance.LabelsEntry
-	nil,                           // 23: tidemark.v1.Backup.LabelsEntry
-	nil,                           // 24: tidemark.v1.BackupParams.LabelsEntry
-	nil,                           // 25: tidemark.v1.RestoreParams.RenameDatabasesEntry
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(*ServerInfo)(nil),            // 27: tidemark.v1.ServerInfo
-	(*ConsistencyPoint)(nil),      // 28: tidemark.v1.ConsistencyPoint
-	(*LeaseToken)(nil),            // 29: tidemark.v1.LeaseToken
-	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
+	(*AccessToken)(nil),           // 21: tidemark.v1.AccessToken
+	(*JoinToken)(nil),             // 22: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 23: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 24: tidemark.v1.ClusterCA
+	(*AuditRecord)(nil),           // 25: tidemark.v1.AuditRecord
+	nil,                           // 26: tidemark.v1.Agent.LabelsEntry
+	nil,                           // 27: tidemark.v1.Instance.LabelsEntry
+	nil,                           // 28: tidemark.v1.Backup.LabelsEntry
+	nil,                           // 29: tidemark.v1.BackupParams.LabelsEntry
+	nil,                           // 30: tidemark.v1.RestoreParams.RenameDatabasesEntry
+	nil,                           // 31: tidemark.v1.AuditRecord.FlagsEntry
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*ServerInfo)(nil),            // 33: tidemark.v1.ServerInfo
+	(*ConsistencyPoint)(nil),      // 34: tidemark.v1.ConsistencyPoint
+	(*LeaseToken)(nil),            // 35: tidemark.v1.LeaseToken
+	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
 }
 var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	0,  // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
-	26, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
-	21, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
+	32, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
+	26, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
 	4,  // 3: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
-	26, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	26, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
-	22, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
+	32, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	32, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
+	27, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
 	4,  // 7: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
-	27, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
-	26, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	33, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
+	32, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
 	14, // 10: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
 	1,  // 11: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
-	26, // 12: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	26, // 13: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	28, // 14: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
-	29, // 15: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
-	23, // 16: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
-	24, // 17: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	26, // 18: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	32, // 12: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	32, // 13: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	34, // 14: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
+	35, // 15: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
+	28, // 16: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
+	29, // 17: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
+	32, // 18: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
 	9,  // 19: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	25, // 20: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
-	30, // 21: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
+	30, // 20: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
+	36, // 21: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
 	12, // 22: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
-	26, // 23: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
-	26, // 24: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
-	29, // 25: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
+	32, // 23: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
+	32, // 24: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
+	35, // 25: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
 	13, // 26: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
-	26, // 27: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
-	26, // 28: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
-	26, // 29: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	29, // 30: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
-	26, // 31: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
-	26, // 32: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	32, // 27: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
+	32, // 28: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
+	32, // 29: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	35, // 30: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	32, // 31: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	32, // 32: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
 	2,  // 33: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
 	3,  // 34: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	29, // 35: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	26, // 36: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	26, // 37: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	26, // 38: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	35, // 35: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	32, // 36: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	32, // 37: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	32, // 38: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
 	15, // 39: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
 	16, // 40: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
 	17, // 41: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
-	26, // 42: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	32, // 42: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
 	8,  // 43: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
 	10, // 44: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
 	11, // 45: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
-	26, // 46: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	32, // 46: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
 	5,  // 47: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
 	6,  // 48: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
 	7,  // 49: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
 	18, // 50: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
 	19, // 51: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
 	14, // 52: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	22, // 53: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
+	23, // 54: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
+	24, // 55: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
+	25, // 56: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
+	21, // 57: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
+	32, // 58: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
+	32, // 59: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
+	32, // 60: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	32, // 61: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	32, // 62: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	32, // 63: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	31, // 64: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
+	65, // [65:65] is the sub-list for method output_type
+	65, // [65:65] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }
@@ -2619,7 +3144,7 @@ func file_tidemark_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_catalog_proto_rawDesc), len(file_tidemark_v1_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   22,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -44,6 +44,12 @@ type Command struct {
 	//	*Command_UpsertMember
 	//	*Command_RemoveMember
 	//	*Command_RecordWatermarks
+	//	*Command_CreateJoinToken
+	//	*Command_ConsumeJoinToken
+	//	*Command_RevokeAgent
+	//	*Command_SetClusterCa
+	//	*Command_RecordAudit
+	//	*Command_CreateAccessToken
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -176,6 +182,60 @@ func (x *Command) GetRecordWatermarks() *RecordWatermarks {
 	return nil
 }
 
+func (x *Command) GetCreateJoinToken() *CreateJoinToken {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_CreateJoinToken); ok {
+			return x.CreateJoinToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetConsumeJoinToken() *ConsumeJoinToken {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_ConsumeJoinToken); ok {
+			return x.ConsumeJoinToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRevokeAgent() *RevokeAgent {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RevokeAgent); ok {
+			return x.RevokeAgent
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetClusterCa() *SetClusterCA {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_SetClusterCa); ok {
+			return x.SetClusterCa
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRecordAudit() *RecordAudit {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RecordAudit); ok {
+			return x.RecordAudit
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCreateAccessToken() *CreateAccessToken {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_CreateAccessToken); ok {
+			return x.CreateAccessToken
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -220,6 +280,30 @@ type Command_RecordWatermarks struct {
 	RecordWatermarks *RecordWatermarks `protobuf:"bytes,10,opt,name=record_watermarks,json=recordWatermarks,proto3,oneof"`
 }
 
+type Command_CreateJoinToken struct {
+	CreateJoinToken *CreateJoinToken `protobuf:"bytes,11,opt,name=create_join_token,json=createJoinToken,proto3,oneof"`
+}
+
+type Command_ConsumeJoinToken struct {
+	ConsumeJoinToken *ConsumeJoinToken `protobuf:"bytes,12,opt,name=consume_join_token,json=consumeJoinToken,proto3,oneof"`
+}
+
+type Command_RevokeAgent struct {
+	RevokeAgent *RevokeAgent `protobuf:"bytes,13,opt,name=revoke_agent,json=revokeAgent,proto3,oneof"`
+}
+
+type Command_SetClusterCa struct {
+	SetClusterCa *SetClusterCA `protobuf:"bytes,14,opt,name=set_cluster_ca,json=setClusterCa,proto3,oneof"`
+}
+
+type Command_RecordAudit struct {
+	RecordAudit *RecordAudit `protobuf:"bytes,15,opt,name=record_audit,json=recordAudit,proto3,oneof"`
+}
+
+type Command_CreateAccessToken struct {
+	CreateAccessToken *CreateAccessToken `protobuf:"bytes,16,opt,name=create_access_token,json=createAccessToken,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -240,6 +324,324 @@ func (*Command_RemoveMember) isCommand_Cmd() {}
 
 func (*Command_RecordWatermarks) isCommand_Cmd() {}
 
+func (*Command_CreateJoinToken) isCommand_Cmd() {}
+
+func (*Command_ConsumeJoinToken) isCommand_Cmd() {}
+
+func (*Command_RevokeAgent) isCommand_Cmd() {}
+
+func (*Command_SetClusterCa) isCommand_Cmd() {}
+
+func (*Command_RecordAudit) isCommand_Cmd() {}
+
+func (*Command_CreateAccessToken) isCommand_Cmd() {}
+
+// CreateJoinToken stores a new join token (hashed).
+type CreateJoinToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *JoinToken             `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinToken) Reset() {
+	*x = CreateJoinToken{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinToken) ProtoMessage() {}
+
+func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
+func (*CreateJoinToken) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CreateJoinToken) GetToken() *JoinToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// ConsumeJoinToken uses a join token once: it fails unless the token
+// exists, its secret hashes to the stored hash, it is for role and has not
+// expired at now; a token with no uses left is deleted.
+type ConsumeJoinToken struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	SecretHash []byte                 `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	Role       string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	Now        *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=now,proto3" json:"now,omitempty"`
+	// The name that joins, recorded: a revoked agent that joins again is
+	// revoked no more.
+	Name          string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeJoinToken) Reset() {
+	*x = ConsumeJoinToken{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeJoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeJoinToken) ProtoMessage() {}
+
+func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeJoinToken.ProtoReflect.Descriptor instead.
+func (*ConsumeJoinToken) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ConsumeJoinToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ConsumeJoinToken) GetSecretHash() []byte {
+	if x != nil {
+		return x.SecretHash
+	}
+	return nil
+}
+
+func (x *ConsumeJoinToken) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ConsumeJoinToken) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
+func (x *ConsumeJoinToken) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// RevokeAgent records an agent's revocation.
+type RevokeAgent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revocation    *Revocation            `protobuf:"bytes,1,opt,name=revocation,proto3" json:"revocation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAgent) Reset() {
+	*x = RevokeAgent{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAgent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAgent) ProtoMessage() {}
+
+func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
+func (*RevokeAgent) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RevokeAgent) GetRevocation() *Revocation {
+	if x != nil {
+		return x.Revocation
+	}
+	return nil
+}
+
+// SetClusterCA records the cluster's own CA (once, at bootstrap).
+type SetClusterCA struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ca            *ClusterCA             `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterCA) Reset() {
+	*x = SetClusterCA{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterCA) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterCA) ProtoMessage() {}
+
+func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterCA.ProtoReflect.Descriptor instead.
+func (*SetClusterCA) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SetClusterCA) GetCa() *ClusterCA {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
+// CreateAccessToken stores a CLI user's bearer token (hashed).
+type CreateAccessToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *AccessToken           `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAccessToken) Reset() {
+	*x = CreateAccessToken{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAccessToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAccessToken) ProtoMessage() {}
+
+func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAccessToken.ProtoReflect.Descriptor instead.
+func (*CreateAccessToken) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CreateAccessToken) GetToken() *AccessToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// RecordAudit appends an audit record.
+type RecordAudit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Record        *AuditRecord           `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordAudit) Reset() {
+	*x = RecordAudit{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordAudit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordAudit) ProtoMessage() {}
+
+func (x *RecordAudit) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordAudit.ProtoReflect.Descriptor instead.
+func (*RecordAudit) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RecordAudit) GetRecord() *AuditRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
 // RegisterAgent records an agent's (re)registration and the instances it
 // reported.
 type RegisterAgent struct {
@@ -257,7 +659,7 @@ type RegisterAgent struct {
 
 func (x *RegisterAgent) Reset() {
 	*x = RegisterAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -269,7 +671,7 @@ func (x *RegisterAgent) String() string {
 func (*RegisterAgent) ProtoMessage() {}
 
 func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -282,7 +684,7 @@ func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgent.ProtoReflect.Descriptor instead.
 func (*RegisterAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{1}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RegisterAgent) GetAgent() *Agent {
@@ -318,7 +720,7 @@ type UpsertInstance struct {
 
 func (x *UpsertInstance) Reset() {
 	*x = UpsertInstance{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -330,7 +732,7 @@ func (x *UpsertInstance) String() string {
 func (*UpsertInstance) ProtoMessage() {}
 
 func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -343,7 +745,7 @@ func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertInstance.ProtoReflect.Descriptor instead.
 func (*UpsertInstance) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{2}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpsertInstance) GetInstance() *Instance {
@@ -373,7 +775,7 @@ type SubmitJob struct {
 
 func (x *SubmitJob) Reset() {
 	*x = SubmitJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -385,7 +787,7 @@ func (x *SubmitJob) String() string {
 func (*SubmitJob) ProtoMessage() {}
 
 func (x *SubmitJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -398,7 +800,7 @@ func (x *SubmitJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJob.ProtoReflect.Descriptor instead.
 func (*SubmitJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubmitJob) GetJob() *Job {
@@ -426,7 +828,7 @@ type AssignJob struct {
 
 func (x *AssignJob) Reset() {
 	*x = AssignJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +840,7 @@ func (x *AssignJob) String() string {
 func (*AssignJob) ProtoMessage() {}
 
 func (x *AssignJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +853,7 @@ func (x *AssignJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignJob.ProtoReflect.Descriptor instead.
 func (*AssignJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AssignJob) GetJobId() string {
@@ -516,7 +918,7 @@ type UpdateJobState struct {
 
 func (x *UpdateJobState) Reset() {
 	*x = UpdateJobState{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +930,7 @@ func (x *UpdateJobState) String() string {
 func (*UpdateJobState) ProtoMessage() {}
 
 func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +943,7 @@ func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateJobState.ProtoReflect.Descriptor instead.
 func (*UpdateJobState) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateJobState) GetJobId() string {
@@ -616,7 +1018,7 @@ type ExpireLease struct {
 
 func (x *ExpireLease) Reset() {
 	*x = ExpireLease{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +1030,7 @@ func (x *ExpireLease) String() string {
 func (*ExpireLease) ProtoMessage() {}
 
 func (x *ExpireLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +1043,7 @@ func (x *ExpireLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireLease.ProtoReflect.Descriptor instead.
 func (*ExpireLease) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExpireLease) GetJobId() string {
@@ -684,7 +1086,7 @@ type RecordBackup struct {
 
 func (x *RecordBackup) Reset() {
 	*x = RecordBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +1098,7 @@ func (x *RecordBackup) String() string {
 func (*RecordBackup) ProtoMessage() {}
 
 func (x *RecordBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +1111,7 @@ func (x *RecordBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackup.ProtoReflect.Descriptor instead.
 func (*RecordBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RecordBackup) GetBackup() *Backup {
@@ -737,7 +1139,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +1151,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +1164,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpsertMember) GetMember() *MemberRecord {
@@ -782,7 +1184,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +1196,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +1209,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -834,7 +1236,7 @@ type RecordWatermarks struct {
 
 func (x *RecordWatermarks) Reset() {
 	*x = RecordWatermarks{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +1248,7 @@ func (x *RecordWatermarks) String() string {
 func (*RecordWatermarks) ProtoMessage() {}
 
 func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +1261,7 @@ func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordWatermarks.ProtoReflect.Descriptor instead.
 func (*RecordWatermarks) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RecordWatermarks) GetStreams() []*BinlogStream {
@@ -880,7 +1282,7 @@ var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xab\x05\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xd9\b\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -894,8 +1296,33 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\rupsert_member\x18\b \x01(\v2\x19.tidemark.v1.UpsertMemberH\x00R\fupsertMember\x12@\n" +
 	"\rremove_member\x18\t \x01(\v2\x19.tidemark.v1.RemoveMemberH\x00R\fremoveMember\x12L\n" +
 	"\x11record_watermarks\x18\n" +
-	" \x01(\v2\x1d.tidemark.v1.RecordWatermarksH\x00R\x10recordWatermarksB\x05\n" +
-	"\x03cmd\"\xaf\x01\n" +
+	" \x01(\v2\x1d.tidemark.v1.RecordWatermarksH\x00R\x10recordWatermarks\x12J\n" +
+	"\x11create_join_token\x18\v \x01(\v2\x1c.tidemark.v1.CreateJoinTokenH\x00R\x0fcreateJoinToken\x12M\n" +
+	"\x12consume_join_token\x18\f \x01(\v2\x1d.tidemark.v1.ConsumeJoinTokenH\x00R\x10consumeJoinToken\x12=\n" +
+	"\frevoke_agent\x18\r \x01(\v2\x18.tidemark.v1.RevokeAgentH\x00R\vrevokeAgent\x12A\n" +
+	"\x0eset_cluster_ca\x18\x0e \x01(\v2\x19.tidemark.v1.SetClusterCAH\x00R\fsetClusterCa\x12=\n" +
+	"\frecord_audit\x18\x0f \x01(\v2\x18.tidemark.v1.RecordAuditH\x00R\vrecordAudit\x12P\n" +
+	"\x13create_access_token\x18\x10 \x01(\v2\x1e.tidemark.v1.CreateAccessTokenH\x00R\x11createAccessTokenB\x05\n" +
+	"\x03cmd\"?\n" +
+	"\x0fCreateJoinToken\x12,\n" +
+	"\x05token\x18\x01 \x01(\v2\x16.tidemark.v1.JoinTokenR\x05token\"\x99\x01\n" +
+	"\x10ConsumeJoinToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vsecret_hash\x18\x02 \x01(\fR\n" +
+	"secretHash\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12,\n" +
+	"\x03now\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\"F\n" +
+	"\vRevokeAgent\x127\n" +
+	"\n" +
+	"revocation\x18\x01 \x01(\v2\x17.tidemark.v1.RevocationR\n" +
+	"revocation\"6\n" +
+	"\fSetClusterCA\x12&\n" +
+	"\x02ca\x18\x01 \x01(\v2\x16.tidemark.v1.ClusterCAR\x02ca\"C\n" +
+	"\x11CreateAccessToken\x12.\n" +
+	"\x05token\x18\x01 \x01(\v2\x18.tidemark.v1.AccessTokenR\x05token\"?\n" +
+	"\vRecordAudit\x120\n" +
+	"\x06record\x18\x01 \x01(\v2\x18.tidemark.v1.AuditRecordR\x06record\"\xaf\x01\n" +
 	"\rRegisterAgent\x12(\n" +
 	"\x05agent\x18\x01 \x01(\v2\x12.tidemark.v1.AgentR\x05agent\x123\n" +
 	"\tinstances\x18\x02 \x03(\v2\x15.tidemark.v1.InstanceR\tinstances\x12?\n" +
@@ -954,69 +1381,92 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
-	(*RegisterAgent)(nil),         // 1: tidemark.v1.RegisterAgent
-	(*UpsertInstance)(nil),        // 2: tidemark.v1.UpsertInstance
-	(*SubmitJob)(nil),             // 3: tidemark.v1.SubmitJob
-	(*AssignJob)(nil),             // 4: tidemark.v1.AssignJob
-	(*UpdateJobState)(nil),        // 5: tidemark.v1.UpdateJobState
-	(*ExpireLease)(nil),           // 6: tidemark.v1.ExpireLease
-	(*RecordBackup)(nil),          // 7: tidemark.v1.RecordBackup
-	(*UpsertMember)(nil),          // 8: tidemark.v1.UpsertMember
-	(*RemoveMember)(nil),          // 9: tidemark.v1.RemoveMember
-	(*RecordWatermarks)(nil),      // 10: tidemark.v1.RecordWatermarks
-	(*Agent)(nil),                 // 11: tidemark.v1.Agent
-	(*Instance)(nil),              // 12: tidemark.v1.Instance
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*Job)(nil),                   // 14: tidemark.v1.Job
-	(*LeaseToken)(nil),            // 15: tidemark.v1.LeaseToken
-	(JobState)(0),                 // 16: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 17: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 18: tidemark.v1.JobResult
-	(*Backup)(nil),                // 19: tidemark.v1.Backup
-	(*MemberRecord)(nil),          // 20: tidemark.v1.MemberRecord
-	(*BinlogStream)(nil),          // 21: tidemark.v1.BinlogStream
+	(*CreateJoinToken)(nil),       // 1: tidemark.v1.CreateJoinToken
+	(*ConsumeJoinToken)(nil),      // 2: tidemark.v1.ConsumeJoinToken
+	(*RevokeAgent)(nil),           // 3: tidemark.v1.RevokeAgent
+	(*SetClusterCA)(nil),          // 4: tidemark.v1.SetClusterCA
+	(*CreateAccessToken)(nil),     // 5: tidemark.v1.CreateAccessToken
+	(*RecordAudit)(nil),           // 6: tidemark.v1.RecordAudit
+	(*RegisterAgent)(nil),         // 7: tidemark.v1.RegisterAgent
+	(*UpsertInstance)(nil),        // 8: tidemark.v1.UpsertInstance
+	(*SubmitJob)(nil),             // 9: tidemark.v1.SubmitJob
+	(*AssignJob)(nil),             // 10: tidemark.v1.AssignJob
+	(*UpdateJobState)(nil),        // 11: tidemark.v1.UpdateJobState
+	(*ExpireLease)(nil),           // 12: tidemark.v1.ExpireLease
+	(*RecordBackup)(nil),          // 13: tidemark.v1.RecordBackup
+	(*UpsertMember)(nil),          // 14: tidemark.v1.UpsertMember
+	(*RemoveMember)(nil),          // 15: tidemark.v1.RemoveMember
+	(*RecordWatermarks)(nil),      // 16: tidemark.v1.RecordWatermarks
+	(*JoinToken)(nil),             // 17: tidemark.v1.JoinToken
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*Revocation)(nil),            // 19: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 20: tidemark.v1.ClusterCA
+	(*AccessToken)(nil),           // 21: tidemark.v1.AccessToken
+	(*AuditRecord)(nil),           // 22: tidemark.v1.AuditRecord
+	(*Agent)(nil),                 // 23: tidemark.v1.Agent
+	(*Instance)(nil),              // 24: tidemark.v1.Instance
+	(*Job)(nil),                   // 25: tidemark.v1.Job
+	(*LeaseToken)(nil),            // 26: tidemark.v1.LeaseToken
+	(JobState)(0),                 // 27: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 28: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 29: tidemark.v1.JobResult
+	(*Backup)(nil),                // 30: tidemark.v1.Backup
+	(*MemberRecord)(nil),          // 31: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 32: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
-	1,  // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
-	2,  // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
-	3,  // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
-	4,  // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
-	5,  // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
-	6,  // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
-	7,  // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
-	8,  // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
-	9,  // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
-	10, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
-	11, // 10: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	12, // 11: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	13, // 12: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	12, // 13: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	13, // 14: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	14, // 15: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	15, // 16: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	13, // 17: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	13, // 18: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	16, // 19: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	15, // 20: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	17, // 21: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	18, // 22: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	13, // 23: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	19, // 24: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	15, // 25: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	13, // 26: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	19, // 27: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	13, // 28: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	20, // 29: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	21, // 30: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
-	13, // 31: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	7,  // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
+	8,  // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
+	9,  // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
+	10, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
+	11, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
+	12, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
+	13, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
+	14, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
+	15, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
+	16, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
+	1,  // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
+	2,  // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
+	3,  // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
+	4,  // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
+	6,  // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
+	5,  // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
+	17, // 16: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
+	18, // 17: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
+	19, // 18: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
+	20, // 19: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
+	21, // 20: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
+	22, // 21: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
+	23, // 22: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	24, // 23: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	18, // 24: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	24, // 25: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	18, // 26: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	25, // 27: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	26, // 28: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	18, // 29: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	18, // 30: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	27, // 31: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	26, // 32: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	28, // 33: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	29, // 34: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	18, // 35: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	30, // 36: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	26, // 37: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	18, // 38: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	30, // 39: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	18, // 40: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	31, // 41: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	32, // 42: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	18, // 43: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -1037,6 +1487,12 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_UpsertMember)(nil),
 		(*Command_RemoveMember)(nil),
 		(*Command_RecordWatermarks)(nil),
+		(*Command_CreateJoinToken)(nil),
+		(*Command_ConsumeJoinToken)(nil),
+		(*Command_RevokeAgent)(nil),
+		(*Command_SetClusterCa)(nil),
+		(*Command_RecordAudit)(nil),
+		(*Command_CreateAccessToken)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1044,7 +1500,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1951,6 +1951,535 @@ func (x *GetBinlogStatusResponse) GetSources() []*BinlogSource {
 	return nil
 }
 
+type CreateJoinTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "agent" or "controller" (a join token); or "viewer", "operator" or
+	// "admin" (a CLI user's bearer token, which needs user).
+	Role string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	// How long the token is valid (default 1h).
+	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// How many joins it allows (default 1); not for user tokens.
+	Uses uint32 `protobuf:"varint,3,opt,name=uses,proto3" json:"uses,omitempty"`
+	// The user a bearer token is for.
+	User          string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenRequest) Reset() {
+	*x = CreateJoinTokenRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenRequest) ProtoMessage() {}
+
+func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CreateJoinTokenRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *CreateJoinTokenRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *CreateJoinTokenRequest) GetUses() uint32 {
+	if x != nil {
+		return x.Uses
+	}
+	return 0
+}
+
+func (x *CreateJoinTokenRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+type CreateJoinTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token to hand to the joining host: shown once, stored hashed.
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenResponse) Reset() {
+	*x = CreateJoinTokenResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenResponse) ProtoMessage() {}
+
+func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *CreateJoinTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateJoinTokenResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type JoinRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// The name to join as: the agent's --name, or the node id.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// "agent" or "controller".
+	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	// An agent's certificate signing request (DER); its key stays on the
+	// agent. Empty for a controller, which gets the sealed CA instead.
+	Csr           []byte `protobuf:"bytes,4,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *JoinRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type JoinResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cluster CA's certificate (PEM).
+	CaPem []byte `protobuf:"bytes,1,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// An agent's certificate (PEM).
+	CertPem []byte `protobuf:"bytes,2,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	// For a controller: the CA key sealed with the cluster's key file.
+	SealedCaKey   []byte `protobuf:"bytes,3,opt,name=sealed_ca_key,json=sealedCaKey,proto3" json:"sealed_ca_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *JoinResponse) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *JoinResponse) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *JoinResponse) GetSealedCaKey() []byte {
+	if x != nil {
+		return x.SealedCaKey
+	}
+	return nil
+}
+
+type RevokeAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAgentRequest) Reset() {
+	*x = RevokeAgentRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAgentRequest) ProtoMessage() {}
+
+func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RevokeAgentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RevokeAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent had a live stream, which was cut.
+	WasConnected  bool `protobuf:"varint,1,opt,name=was_connected,json=wasConnected,proto3" json:"was_connected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAgentResponse) Reset() {
+	*x = RevokeAgentResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAgentResponse) ProtoMessage() {}
+
+func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RevokeAgentResponse) GetWasConnected() bool {
+	if x != nil {
+		return x.WasConnected
+	}
+	return false
+}
+
+type ListAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only records at or after this time.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRequest) Reset() {
+	*x = ListAuditRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRequest) ProtoMessage() {}
+
+func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type ListAuditResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*AuditRecord         `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditResponse) Reset() {
+	*x = ListAuditResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditResponse) ProtoMessage() {}
+
+func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ListAuditResponse) GetRecords() []*AuditRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+type RenewCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A certificate signing request (DER) for a new key; the key stays on
+	// the agent.
+	Csr           []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificateRequest) Reset() {
+	*x = RenewCertificateRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificateRequest) ProtoMessage() {}
+
+func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *RenewCertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type RenewCertificateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CertPem       []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificateResponse) Reset() {
+	*x = RenewCertificateResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificateResponse) ProtoMessage() {}
+
+func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *RenewCertificateResponse) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
 var File_tidemark_v1_control_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_control_proto_rawDesc = "" +
@@ -2095,14 +2624,43 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x17GetBinlogStatusResponse\x121\n" +
 	"\x06stream\x18\x01 \x01(\v2\x19.tidemark.v1.BinlogStreamR\x06stream\x12\"\n" +
 	"\x03job\x18\x02 \x01(\v2\x10.tidemark.v1.JobR\x03job\x123\n" +
-	"\asources\x18\x03 \x03(\v2\x19.tidemark.v1.BinlogSourceR\asources*\x99\x01\n" +
+	"\asources\x18\x03 \x03(\v2\x19.tidemark.v1.BinlogSourceR\asources\"\x81\x01\n" +
+	"\x16CreateJoinTokenRequest\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x12\n" +
+	"\x04uses\x18\x03 \x01(\rR\x04uses\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\"j\n" +
+	"\x17CreateJoinTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"]\n" +
+	"\vJoinRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x10\n" +
+	"\x03csr\x18\x04 \x01(\fR\x03csr\"d\n" +
+	"\fJoinResponse\x12\x15\n" +
+	"\x06ca_pem\x18\x01 \x01(\fR\x05caPem\x12\x19\n" +
+	"\bcert_pem\x18\x02 \x01(\fR\acertPem\x12\"\n" +
+	"\rsealed_ca_key\x18\x03 \x01(\fR\vsealedCaKey\"(\n" +
+	"\x12RevokeAgentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
+	"\x13RevokeAgentResponse\x12#\n" +
+	"\rwas_connected\x18\x01 \x01(\bR\fwasConnected\"D\n" +
+	"\x10ListAuditRequest\x120\n" +
+	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"G\n" +
+	"\x11ListAuditResponse\x122\n" +
+	"\arecords\x18\x01 \x03(\v2\x18.tidemark.v1.AuditRecordR\arecords\"+\n" +
+	"\x17RenewCertificateRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\"5\n" +
+	"\x18RenewCertificateResponse\x12\x19\n" +
+	"\bcert_pem\x18\x01 \x01(\fR\acertPem*\x99\x01\n" +
 	"\vMemberState\x12\x1c\n" +
 	"\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MEMBER_STATE_LEADER\x10\x01\x12\x19\n" +
 	"\x15MEMBER_STATE_FOLLOWER\x10\x02\x12\x1a\n" +
 	"\x16MEMBER_STATE_CANDIDATE\x10\x03\x12\x1c\n" +
-	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xc1\n" +
-	"\n" +
+	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xdb\r\n" +
 	"\x0eControlService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.tidemark.v1.ListAgentsRequest\x1a\x1f.tidemark.v1.ListAgentsResponse\x12V\n" +
@@ -2120,7 +2678,12 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x0fGetBinlogStatus\x12#.tidemark.v1.GetBinlogStatusRequest\x1a$.tidemark.v1.GetBinlogStatusResponse\x12V\n" +
 	"\rClusterStatus\x12!.tidemark.v1.ClusterStatusRequest\x1a\".tidemark.v1.ClusterStatusResponse\x12J\n" +
 	"\tAddMember\x12\x1d.tidemark.v1.AddMemberRequest\x1a\x1e.tidemark.v1.AddMemberResponse\x12S\n" +
-	"\fRemoveMember\x12 .tidemark.v1.RemoveMemberRequest\x1a!.tidemark.v1.RemoveMemberResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
+	"\fRemoveMember\x12 .tidemark.v1.RemoveMemberRequest\x1a!.tidemark.v1.RemoveMemberResponse\x12\\\n" +
+	"\x0fCreateJoinToken\x12#.tidemark.v1.CreateJoinTokenRequest\x1a$.tidemark.v1.CreateJoinTokenResponse\x12;\n" +
+	"\x04Join\x12\x18.tidemark.v1.JoinRequest\x1a\x19.tidemark.v1.JoinResponse\x12P\n" +
+	"\vRevokeAgent\x12\x1f.tidemark.v1.RevokeAgentRequest\x1a .tidemark.v1.RevokeAgentResponse\x12_\n" +
+	"\x10RenewCertificate\x12$.tidemark.v1.RenewCertificateRequest\x1a%.tidemark.v1.RenewCertificateResponse\x12J\n" +
+	"\tListAudit\x12\x1d.tidemark.v1.ListAuditRequest\x1a\x1e.tidemark.v1.ListAuditResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
 	file_tidemark_v1_control_proto_rawDescOnce sync.Once
@@ -2135,7 +2698,7 @@ func file_tidemark_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_tidemark_v1_control_proto_goTypes = []any{
 	(MemberState)(0),                  // 0: tidemark.v1.MemberState
 	(*ListAgentsRequest)(nil),         // 1: tidemark.v1.ListAgentsRequest
@@ -2171,88 +2734,113 @@ var file_tidemark_v1_control_proto_goTypes = []any{
 	(*StopBinlogStreamResponse)(nil),  // 31: tidemark.v1.StopBinlogStreamResponse
 	(*GetBinlogStatusRequest)(nil),    // 32: tidemark.v1.GetBinlogStatusRequest
 	(*GetBinlogStatusResponse)(nil),   // 33: tidemark.v1.GetBinlogStatusResponse
-	nil,                               // 34: tidemark.v1.ListAgentsRequest.LabelsEntry
-	nil,                               // 35: tidemark.v1.ListInstancesRequest.LabelsEntry
-	nil,                               // 36: tidemark.v1.SubmitBackupRequest.LabelsEntry
-	(*Agent)(nil),                     // 37: tidemark.v1.Agent
-	(*Instance)(nil),                  // 38: tidemark.v1.Instance
-	(BackupStatus)(0),                 // 39: tidemark.v1.BackupStatus
-	(*Backup)(nil),                    // 40: tidemark.v1.Backup
-	(JobState)(0),                     // 41: tidemark.v1.JobState
-	(JobKind)(0),                      // 42: tidemark.v1.JobKind
-	(*Job)(nil),                       // 43: tidemark.v1.Job
-	(*RestoreParams)(nil),             // 44: tidemark.v1.RestoreParams
-	(*timestamppb.Timestamp)(nil),     // 45: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 46: google.protobuf.Duration
-	(*BinlogStream)(nil),              // 47: tidemark.v1.BinlogStream
-	(*BinlogSource)(nil),              // 48: tidemark.v1.BinlogSource
+	(*CreateJoinTokenRequest)(nil),    // 34: tidemark.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 35: tidemark.v1.CreateJoinTokenResponse
+	(*JoinRequest)(nil),               // 36: tidemark.v1.JoinRequest
+	(*JoinResponse)(nil),              // 37: tidemark.v1.JoinResponse
+	(*RevokeAgentRequest)(nil),        // 38: tidemark.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),       // 39: tidemark.v1.RevokeAgentResponse
+	(*ListAuditRequest)(nil),          // 40: tidemark.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),         // 41: tidemark.v1.ListAuditResponse
+	(*RenewCertificateRequest)(nil),   // 42: tidemark.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),  // 43: tidemark.v1.RenewCertificateResponse
+	nil,                               // 44: tidemark.v1.ListAgentsRequest.LabelsEntry
+	nil,                               // 45: tidemark.v1.ListInstancesRequest.LabelsEntry
+	nil,                               // 46: tidemark.v1.SubmitBackupRequest.LabelsEntry
+	(*Agent)(nil),                     // 47: tidemark.v1.Agent
+	(*Instance)(nil),                  // 48: tidemark.v1.Instance
+	(BackupStatus)(0),                 // 49: tidemark.v1.BackupStatus
+	(*Backup)(nil),                    // 50: tidemark.v1.Backup
+	(JobState)(0),                     // 51: tidemark.v1.JobState
+	(JobKind)(0),                      // 52: tidemark.v1.JobKind
+	(*Job)(nil),                       // 53: tidemark.v1.Job
+	(*RestoreParams)(nil),             // 54: tidemark.v1.RestoreParams
+	(*timestamppb.Timestamp)(nil),     // 55: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 56: google.protobuf.Duration
+	(*BinlogStream)(nil),              // 57: tidemark.v1.BinlogStream
+	(*BinlogSource)(nil),              // 58: tidemark.v1.BinlogSource
+	(*AuditRecord)(nil),               // 59: tidemark.v1.AuditRecord
 }
 var file_tidemark_v1_control_proto_depIdxs = []int32{
-	34, // 0: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
-	37, // 1: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
-	35, // 2: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
-	38, // 3: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
-	39, // 4: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
-	40, // 5: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
-	40, // 6: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
-	41, // 7: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
-	42, // 8: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
-	43, // 9: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
-	43, // 10: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
-	43, // 11: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
-	36, // 12: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
-	43, // 13: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
-	44, // 14: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
-	43, // 15: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
-	43, // 16: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
+	44, // 0: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
+	47, // 1: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
+	45, // 2: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
+	48, // 3: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
+	49, // 4: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
+	50, // 5: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
+	50, // 6: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
+	51, // 7: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
+	52, // 8: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
+	53, // 9: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
+	53, // 10: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
+	53, // 11: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
+	46, // 12: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
+	53, // 13: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
+	54, // 14: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
+	53, // 15: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
+	53, // 16: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
 	0,  // 17: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
-	45, // 18: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
+	55, // 18: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
 	21, // 19: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
 	21, // 20: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
 	21, // 21: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
-	46, // 22: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
-	43, // 23: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	43, // 24: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	47, // 25: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
-	43, // 26: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
-	48, // 27: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
-	1,  // 28: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
-	3,  // 29: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
-	5,  // 30: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
-	7,  // 31: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
-	9,  // 32: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
-	11, // 33: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
-	13, // 34: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
-	15, // 35: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
-	17, // 36: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
-	19, // 37: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
-	28, // 38: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
-	30, // 39: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
-	32, // 40: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
-	22, // 41: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
-	24, // 42: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
-	26, // 43: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
-	2,  // 44: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
-	4,  // 45: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
-	6,  // 46: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
-	8,  // 47: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
-	10, // 48: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
-	12, // 49: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
-	14, // 50: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
-	16, // 51: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
-	18, // 52: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
-	20, // 53: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
-	29, // 54: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
-	31, // 55: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
-	33, // 56: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
-	23, // 57: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
-	25, // 58: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
-	27, // 59: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
-	44, // [44:60] is the sub-list for method output_type
-	28, // [28:44] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	56, // 22: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
+	53, // 23: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	53, // 24: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	57, // 25: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
+	53, // 26: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
+	58, // 27: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
+	56, // 28: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	55, // 29: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	55, // 30: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	59, // 31: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
+	1,  // 32: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
+	3,  // 33: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
+	5,  // 34: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
+	7,  // 35: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
+	9,  // 36: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
+	11, // 37: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
+	13, // 38: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
+	15, // 39: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
+	17, // 40: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
+	19, // 41: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
+	28, // 42: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
+	30, // 43: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
+	32, // 44: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
+	22, // 45: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
+	24, // 46: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
+	26, // 47: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
+	34, // 48: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
+	36, // 49: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
+	38, // 50: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
+	42, // 51: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
+	40, // 52: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
+	2,  // 53: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
+	4,  // 54: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
+	6,  // 55: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
+	8,  // 56: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
+	10, // 57: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
+	12, // 58: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
+	14, // 59: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
+	16, // 60: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
+	18, // 61: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
+	20, // 62: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
+	29, // 63: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
+	31, // 64: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
+	33, // 65: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
+	23, // 66: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
+	25, // 67: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
+	27, // 68: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
+	35, // 69: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
+	37, // 70: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
+	39, // 71: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
+	43, // 72: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
+	41, // 73: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
+	53, // [53:74] is the sub-list for method output_type
+	32, // [32:53] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_control_proto_init() }
@@ -2267,7 +2855,7 @@ func file_tidemark_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_control_proto_rawDesc), len(file_tidemark_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
