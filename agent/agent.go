@@ -16,6 +16,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/agent/probe"
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/storage/relay"
@@ -75,6 +76,11 @@ func Run(ctx context.Context, cfg Config) error {
 	a.runCtx = runCtx
 	a.log.Info("agent starting", "config", cfg, "version", version.Get().String())
 
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		a.cleanLeftovers(runCtx)
+	}()
 	loopDone := make(chan error, 1)
 	go func() { loopDone <- a.connectLoop(runCtx) }()
 	if a.tls != nil {
@@ -109,6 +115,33 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.bg.Wait()
 	return fatal
+}
+
+// cleanLeftovers asks every engine that keeps state outside the
+// repository (snapshots) to remove what a killed run left on each
+// instance. It runs beside the connection: a slow or unreachable server
+// must not delay registering.
+func (a *Agent) cleanLeftovers(ctx context.Context) {
+	if a.cfg.Engines == nil {
+		return
+	}
+	for _, e := range a.cfg.Engines.All() {
+		c, ok := e.(engines.Cleaner)
+		if !ok {
+			continue
+		}
+		for name, dsn := range a.dsns {
+			cctx, cancel := context.WithTimeout(ctx, time.Minute)
+			removed, err := c.CleanLeftovers(cctx, dsn)
+			cancel()
+			switch {
+			case err != nil:
+				a.log.Warn("could not look for what an interrupted backup left", "engine", e.Name(), "instance", name, "err", err.Error())
+			case len(removed) > 0:
+				a.log.Warn("removed what an interrupted backup left", "engine", e.Name(), "instance", name, "removed", removed)
+			}
+		}
+	}
 }
 
 func newAgent(ctx context.Context, cfg Config) (*Agent, error) {

@@ -95,3 +95,13 @@ type Engine interface {
 	// Restore reads a backup this engine wrote and applies it to a server.
 	Restore(ctx context.Context, p RestoreParams) (*RestoreResult, error)
 }
+
+// Cleaner is an engine that keeps state outside the repository while it
+// runs (filesystem snapshots, scratch directories): CleanLeftovers removes
+// what a killed run of its own left for the server at dsn (never anything
+// it did not make, never what a running backup uses) and names it. The
+// agent calls it for each instance when it starts. A server the engine
+// cannot run on at all is no error: there is nothing of its own to find.
+type Cleaner interface {
+	CleanLeftovers(ctx context.Context, dsn string) (removed []string, err error)
+}

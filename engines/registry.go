@@ -47,6 +47,15 @@ func (r *Registry) Get(name string) (Engine, error) {
 	return nil, fmt.Errorf("engine %q is not available in this tidemark (available: %s)", name, strings.Join(r.Names(), ", "))
 }
 
+// All returns the registered engines, sorted by name.
+func (r *Registry) All() []Engine {
+	out := make([]Engine, 0, len(r.byName))
+	for _, n := range r.Names() {
+		out = append(out, r.byName[n])
+	}
+	return out
+}
+
 // Names lists the registered engines, sorted.
 func (r *Registry) Names() []string {
 	out := make([]string, 0, len(r.byName))

@@ -33,7 +33,8 @@
 // per-instance lock file (flock, dropped by the kernel when a process dies)
 // keeps two runs apart, so a snapshot of ours that exists while we hold
 // the lock is a leftover of a killed run and is removed — at the next
-// backup or by Cleanup, never one without our prefix and tag.
+// backup or by Cleanup (the agent calls it for every instance when it
+// starts: engines.Cleaner), never one without our prefix and tag.
 //
 // Copy. Every file of the snapshot is streamed with physical.CopyTree in
 // fixed blocks (DefaultBlock) into the physical layout; the backup is

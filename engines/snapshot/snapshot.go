@@ -298,10 +298,8 @@ type CleanupResult struct {
 
 // Cleanup removes the snapshots a killed run of ours left on the volume of
 // the server at dsn (never one whose name does not carry this instance's
-// tag, never one a running backup uses). It is for the agent to call at
-// start (not wired yet: until then a leftover stays until the instance's
-// next snapshot backup); a backup does the same before it takes its
-// snapshot.
+// tag, never one a running backup uses). The agent calls it at start
+// (CleanLeftovers); a backup does the same before it takes its snapshot.
 func (e *Engine) Cleanup(ctx context.Context, dsn string) (*CleanupResult, error) {
 	s, err := connect(ctx, dsn)
 	if err != nil {
@@ -324,6 +322,19 @@ func (e *Engine) Cleanup(ctx context.Context, dsn string) (*CleanupResult, error
 	defer func() { _ = lk.Close() }()
 	res.Removed, err = removeLeftovers(ctx, l)
 	return res, err
+}
+
+// CleanLeftovers implements engines.Cleaner: Cleanup, with a server whose
+// datadir is not on a volume we can snapshot being nothing to clean.
+func (e *Engine) CleanLeftovers(ctx context.Context, dsn string) ([]string, error) {
+	res, err := e.Cleanup(ctx, dsn)
+	if errors.Is(err, ErrNotSnapshottable) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res.Removed, nil
 }
 
 // Backup implements engines.Engine: discover the volume, lock the server
