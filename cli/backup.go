@@ -148,10 +148,17 @@ exit status is non-zero, with the reason, when the job failed.`,
 			sum := summarize(m)
 			if output == "json" {
 				sum["tables"], sum["rows"] = res.Tables, res.Rows
+				if res.Files > 0 {
+					sum["files"] = res.Files
+				}
 				return json.NewEncoder(s.out).Encode(sum)
 			}
-			fmt.Fprintf(s.out, "backup complete: %d tables, %d rows, %s logical, %s stored (%s new), lock held %s, took %s\n",
-				res.Tables, res.Rows, humanBytes(int64(m.LogicalBytes)), humanBytes(int64(m.StoredBytes)),
+			what := fmt.Sprintf("%d tables, %d rows", res.Tables, res.Rows)
+			if res.Files > 0 {
+				what = fmt.Sprintf("%d files", res.Files)
+			}
+			fmt.Fprintf(s.out, "backup complete: %s, %s logical, %s stored (%s new), lock held %s, took %s\n",
+				what, humanBytes(int64(m.LogicalBytes)), humanBytes(int64(m.StoredBytes)),
 				humanBytes(int64(m.NewStoredBytes)), m.LockDuration.AsDuration().Round(time.Millisecond),
 				m.FinishedAt.AsTime().Sub(m.StartedAt.AsTime()).Round(time.Millisecond))
 			if c := m.Consistency; c != nil {

@@ -61,6 +61,7 @@ type BackupParams struct {
 type BackupResult struct {
 	Tables       int
 	Rows         int64
+	Files        int // physical engines: files copied (Tables and Rows stay 0)
 	LockDuration time.Duration
 	Warnings     []string
 }

@@ -439,6 +439,7 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 	if p.Progress != nil {
 		p.Progress(engines.Progress{Phase: "files", BytesDone: cres.Bytes, BytesTotal: cres.Bytes})
 	}
+	res.Files = cres.Files
 	return res, nil
 }
 
