@@ -1,0 +1,37 @@
+// Package mariabackup is the streamed physical engine: it runs
+// `mariabackup --backup --stream=xbstream` (MariaDB) or `xtrabackup
+// --backup --stream=xbstream` (MySQL, Percona) on the server's host, reads
+// the xbstream from the child's stdout in Go (internal/xbstream: no
+// mbstream, no staging directory) and writes each file as an archive
+// stream in the physical layout (engines/physical), cut into fixed,
+// file-aligned blocks, so that a second backup stores only the blocks
+// that changed. Restore is `tidemark restore ID --to-datadir DIR`, which
+// prepares the files with `mariabackup --prepare` (physical.prepare =
+// mariabackup).
+//
+// Before the child runs, the engine checks what the tool would otherwise
+// fail on late or obscurely: that it is installed (naming the package),
+// that its major.minor version is the server's (mariabackup of another
+// series refuses or, worse, misreads the redo log; the engine checks
+// first and says which versions), and that the user holds RELOAD,
+// PROCESS, LOCK TABLES and BINLOG MONITOR (REPLICATION CLIENT on MySQL,
+// plus BACKUP_ADMIN). Credentials reach the child through a
+// --defaults-extra-file written 0600 in a private temporary directory and
+// removed afterwards, never through argv (which mariabackup also copies
+// into xtrabackup_info).
+//
+// Files interleave in the stream when the tool copies in parallel; the
+// engine keeps one open archive stream per file in flight. The
+// coordinates come from the files the tool writes into the stream under
+// its lock (xtrabackup_binlog_info or mariadb_backup_binlog_info: binlog
+// file, position, GTID), the lock time from its stderr, timed as it
+// arrives. A non-zero exit, a killed child, a damaged stream or a
+// cancelled context fail the backup (no manifest) and leave no child
+// process: the child runs in its own process group, killed as a whole,
+// and dies with the agent (PR_SET_PDEATHSIG).
+//
+// Limits: a backup is of the whole instance (no --databases); a stream
+// that seeks backwards in a file already stored, or removes or renames a
+// file (chunk types the 10.11 tool does not write for a full backup), is
+// refused with the file named rather than stored wrong.
+package mariabackup
