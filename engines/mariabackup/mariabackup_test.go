@@ -40,8 +40,13 @@ func newRepo(t *testing.T) *archive.Repo {
 
 func backup(t *testing.T, repo *archive.Repo, e *Engine, dsn string) (*v1.Manifest, *engines.BackupResult, error) {
 	t.Helper()
+	return backupCtx(context.Background(), t, repo, e, dsn)
+}
+
+func backupCtx(ctx context.Context, t *testing.T, repo *archive.Repo, e *Engine, dsn string) (*v1.Manifest, *engines.BackupResult, error) {
+	t.Helper()
 	var res *engines.BackupResult
-	m, err := repo.WithBackup(context.Background(), archive.BackupOptions{Engine: Name, Instance: "src"}, func(ctx context.Context, b *archive.Backup) error {
+	m, err := repo.WithBackup(ctx, archive.BackupOptions{Engine: Name, Instance: "src"}, func(ctx context.Context, b *archive.Backup) error {
 		var err error
 		res, err = e.Backup(ctx, engines.BackupParams{DSN: dsn, Parallel: 2, Sink: engines.ArchiveSink(b)})
 		return err
