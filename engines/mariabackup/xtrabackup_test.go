@@ -92,7 +92,10 @@ func TestStreamsRefused(t *testing.T) {
 		chunk(b, xbstream.TypeEOF, "ibdata1", 0, nil)
 		chunk(b, xbstream.TypePayload, "ibdata1", 0, []byte("b"))
 	}
-	remove := func(b *bytes.Buffer) { chunk(b, xbstream.TypeEOF, "x", 0, nil); chunk(b, xbstream.TypeRemove, "x", 0, nil) }
+	remove := func(b *bytes.Buffer) {
+		chunk(b, xbstream.TypeEOF, "x", 0, nil)
+		chunk(b, xbstream.TypeRemove, "x", 0, nil)
+	}
 	escape := func(b *bytes.Buffer) { chunk(b, xbstream.TypePayload, "../etc/passwd", 0, []byte("x")) }
 	for name, c := range map[string]struct {
 		build func(*bytes.Buffer)
