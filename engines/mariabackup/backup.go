@@ -59,6 +59,13 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (*engines.B
 	if err := db.QueryRowContext(ctx, "SELECT @@datadir").Scan(&datadir); err != nil {
 		return nil, mysqlx.Translate("reading @@datadir", err)
 	}
+	// The tool reads the files under the datadir the server names; they
+	// must be this host's. (A DSN of another host whose datadir path also
+	// exists here is not caught: the agent runs next to its server.)
+	if _, err := os.ReadDir(datadir); err != nil {
+		return nil, fmt.Errorf("the datadir of %s %s, %s, is not readable on this host (%w): the %s engine copies the server's files and must run on the server's host, as the user the files belong to or root",
+			srv.Flavor, dsn.Addr(), datadir, err, Name)
+	}
 	t, err := e.toolFor(ctx, srv)
 	if err != nil {
 		return nil, err

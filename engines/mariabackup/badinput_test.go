@@ -254,3 +254,25 @@ func countManifests(t *testing.T, repo *archive.Repo) int {
 	}
 	return len(ids)
 }
+
+// TestNotThisHost: a server whose datadir is not on this host is refused
+// before the tool runs. Stand-in for a remote server: the running server's
+// datadir is moved away (it keeps its open files), so @@datadir names a
+// path that does not exist here.
+func TestNotThisHost(t *testing.T) {
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "elsewhere"})
+	moved := src.DataDir + ".moved"
+	if err := os.Rename(src.DataDir, moved); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Rename(moved, src.DataDir) }) // before the server's own cleanup
+	marker := filepath.Join(t.TempDir(), "ran")
+	d := double(t, realVersion(t), "touch "+marker)
+	_, err := (&Engine{MariaBackup: d}).Backup(context.Background(), engines.BackupParams{DSN: src.DSN, Sink: newMemSink()})
+	if err == nil || !strings.Contains(err.Error(), "must run on the server's host") || !strings.Contains(err.Error(), src.DataDir) {
+		t.Errorf("got %v", err)
+	}
+	if _, serr := os.Stat(marker); serr == nil {
+		t.Error("the tool ran")
+	}
+}

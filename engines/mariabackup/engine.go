@@ -116,7 +116,7 @@ func parseToolVersion(out string) (version string, major, minor int, err error) 
 	}
 	major, _ = strconv.Atoi(m[1])
 	minor, _ = strconv.Atoi(m[2])
-	return strings.TrimPrefix(m[0][strings.LastIndex(m[0], " ")+1:], ""), major, minor, nil
+	return m[0][strings.LastIndex(m[0], " ")+1:], major, minor, nil
 }
 
 func firstLine(b []byte) string {

@@ -174,6 +174,9 @@ func TestRoundTrip(t *testing.T) {
 	cp := m1.GetConsistency()
 	t.Logf("backup 1 under writes: %d streams, %d bytes (%d stored), lock %v (result %v), %d transfers by the end, consistency %v",
 		len(m1.GetStreams()), m1.GetLogicalBytes(), m1.GetStoredBytes(), m1.GetLockDuration().AsDuration(), res.LockDuration, during, cp)
+	if m1.GetLockDuration().AsDuration() <= 0 {
+		t.Errorf("no lock time recorded")
+	}
 	if cp.GetBinlogFile() == "" || cp.GetBinlogPosition() == 0 || cp.GetGtidSet() == "" || cp.GetTime() == nil {
 		t.Errorf("consistency point incomplete: %v", cp)
 	}
