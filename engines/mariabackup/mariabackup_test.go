@@ -234,11 +234,14 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The redo log mariabackup copies (ib_logfile0: the log from the last
-	// checkpoint to the end of the copy) is new in every backup; its size
-	// follows the redo written since the last checkpoint, not the change.
+	// The redo log mariabackup copies (ib_logfile0) runs from InnoDB's
+	// last checkpoint to the end of the copy. Between two backups without
+	// a checkpoint it only grows at its end (measured: the earlier copy is
+	// a byte-exact prefix of the later), so all but its last block dedup;
+	// after a checkpoint it starts elsewhere and every block is new. Its
+	// size follows the redo written since the checkpoint, not the change.
 	// Every other file is stored block for block as before, except the
-	// blocks whose pages InnoDB flushed in between.
+	// blocks of pages InnoDB flushed in between.
 	var redo, data uint64
 	for name, n := range newChunks(m2, m3) {
 		t.Logf("  new in backup 3: %-40s %8d stored bytes", name, n)
