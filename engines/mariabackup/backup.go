@@ -122,10 +122,14 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (*engines.B
 		return nil, err
 	}
 	p.Sink.SetConsistency(cp)
-	if lsn := keyValue(run.info["xtrabackup_checkpoints"], "to_lsn"); lsn != "" {
-		p.Sink.SetEngineMetadata(MetaToLSN, lsn)
-	} else if lsn := keyValue(run.info["mariadb_backup_checkpoints"], "to_lsn"); lsn != "" {
-		p.Sink.SetEngineMetadata(MetaToLSN, lsn)
+	ckpt, ok := run.info["mariadb_backup_checkpoints"]
+	if !ok {
+		ckpt = run.info["xtrabackup_checkpoints"]
+	}
+	for key, meta := range map[string]string{"to_lsn": MetaToLSN, "last_lsn": MetaLastLSN} {
+		if v := keyValue(ckpt, key); v != "" {
+			p.Sink.SetEngineMetadata(meta, v)
+		}
 	}
 	if res.LockDuration > 0 {
 		p.Sink.SetLockDuration(res.LockDuration)

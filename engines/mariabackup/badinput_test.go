@@ -260,6 +260,7 @@ func countManifests(t *testing.T, repo *archive.Repo) int {
 // datadir is moved away (it keeps its open files), so @@datadir names a
 // path that does not exist here.
 func TestNotThisHost(t *testing.T) {
+	t.Parallel()
 	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "elsewhere"})
 	moved := src.DataDir + ".moved"
 	if err := os.Rename(src.DataDir, moved); err != nil {

@@ -24,8 +24,11 @@
 // engine keeps one open archive stream per file in flight. The
 // coordinates come from the files the tool writes into the stream under
 // its lock (xtrabackup_binlog_info or mariadb_backup_binlog_info: binlog
-// file, position, GTID), the lock time from its stderr, timed as it
-// arrives. A non-zero exit, a killed child, a damaged stream or a
+// file, position, GTID; its arrival is the consistency point's time: the
+// tool writes it under its lock, and tool and agent share the server's
+// host and clock), the LSNs from xtrabackup_checkpoints, the lock time
+// from the tool's stderr lines that begin and end it, timed as they
+// arrive (xtrabackup_info's whole-second lock_time if they are missing). A non-zero exit, a killed child, a damaged stream or a
 // cancelled context fail the backup (no manifest) and leave no child
 // process: the child runs in its own process group, killed as a whole,
 // and dies with the agent (PR_SET_PDEATHSIG).

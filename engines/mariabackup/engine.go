@@ -21,9 +21,13 @@ const (
 	// MetaTool is the program that wrote the files: "mariabackup" or
 	// "xtrabackup", with its version.
 	MetaTool = "mariabackup.tool"
-	// MetaToLSN is the InnoDB LSN the backup is consistent at
-	// (xtrabackup_checkpoints' to_lsn, before prepare's last_lsn).
+	// MetaToLSN is xtrabackup_checkpoints' to_lsn: InnoDB's checkpoint
+	// when the copy began, what an incremental backup would continue from
+	// (--incremental-lsn; incremental backups are not built yet).
 	MetaToLSN = "mariabackup.to_lsn"
+	// MetaLastLSN is its last_lsn: the end of the redo the tool copied,
+	// the LSN the files are consistent at once prepared.
+	MetaLastLSN = "mariabackup.last_lsn"
 )
 
 // Install hints named when a tool is missing.

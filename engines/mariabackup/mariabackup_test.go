@@ -113,6 +113,7 @@ func transfer(db *sql.DB, from, to, amt int) error {
 // to checksums equal to the source's, and a third after updating a small
 // contiguous range of rows stores a small fraction of the second.
 func TestRoundTrip(t *testing.T) {
+	t.Parallel()
 	testenv.RequireBinary(t, "mariabackup", mariabackupHint)
 	accounts := 50000
 	if testing.Short() {
@@ -181,7 +182,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("consistency point incomplete: %v", cp)
 	}
 	if m1.GetServer().GetFlavor() != "mariadb" || !strings.HasPrefix(m1.GetEngineMetadata()[MetaTool], "mariabackup 10.") ||
-		m1.GetEngineMetadata()[physical.MetaFormat] != physical.FormatVersion || m1.GetEngineMetadata()[MetaToLSN] == "" {
+		m1.GetEngineMetadata()[physical.MetaFormat] != physical.FormatVersion || m1.GetEngineMetadata()[MetaToLSN] == "" || m1.GetEngineMetadata()[MetaLastLSN] == "" {
 		t.Errorf("manifest: server %v, metadata %v", m1.GetServer(), m1.GetEngineMetadata())
 	}
 	if m1.GetEngine() != Name {
