@@ -112,7 +112,8 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (*engines.B
 	p.Sink.SetEngineMetadata(physical.MetaPrepare, physical.PrepareMariabackup)
 	p.Sink.SetEngineMetadata(MetaTool, t.name+" "+t.version)
 
-	run := &run{sink: p.Sink, block: block, progress: p.Progress, files: map[string]*inflight{}, closed: map[string]bool{}, info: map[string][]byte{}}
+	run := newRun(p.Sink, block, priv, p.Progress)
+	defer run.discard()
 	res, err := run.exec(ctx, t, args, dialect)
 	if err != nil {
 		return nil, err
@@ -130,6 +131,14 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (*engines.B
 		if v := keyValue(ckpt, key); v != "" {
 			p.Sink.SetEngineMetadata(meta, v)
 		}
+	}
+	if n := len(run.unsent); n > 0 {
+		shown := run.unsent[:min(n, 5)]
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%s renamed %d file(s) it had not sent (%s): tables created and renamed while the backup ran; mbstream -x skips these renames too, so the backup holds what mariabackup's own would. Check those tables after a restore",
+			t.name, n, strings.Join(shown, ", ")))
+	}
+	if run.renames+run.removes > 0 {
+		p.Sink.SetEngineMetadata(MetaDDL, fmt.Sprintf("renamed %d, removed %d", run.renames, run.removes))
 	}
 	if res.LockDuration > 0 {
 		p.Sink.SetLockDuration(res.LockDuration)
@@ -182,25 +191,6 @@ func quoteOption(s string) string {
 	return `"` + r.Replace(s) + `"`
 }
 
-// run is one backup's reading of the stream.
-type run struct {
-	sink     engines.Sink
-	block    int
-	progress func(engines.Progress)
-	files    map[string]*inflight // files whose chunks are arriving
-	closed   map[string]bool
-	info     map[string][]byte
-	infoAt   time.Time // when the binlog coordinates arrived
-	bytes    int64
-	stored   int
-}
-
-type inflight struct {
-	w    io.WriteCloser
-	size int64
-	keep *bytes.Buffer // an info file's content
-}
-
 // exec runs the tool and stores its stream. On any failure the tool's
 // process group is killed and waited for before exec returns.
 func (r *run) exec(ctx context.Context, t *tool, args []string, dialect xbstream.Dialect) (res *engines.BackupResult, err error) {
@@ -223,6 +213,10 @@ func (r *run) exec(ctx context.Context, t *tool, args []string, dialect xbstream
 		return nil, fmt.Errorf("%s: starting %s: %w", Name, t.path, err)
 	}
 	streamErr := r.consume(cctx, out, dialect)
+	if streamErr == nil {
+		// Held back until the stream's renames and removals are known.
+		streamErr = r.storeSpooled(cctx)
+	}
 	// A damaged or truncated stream usually means the tool died; any other
 	// failure is ours (storing), and we kill the tool.
 	ours := streamErr != nil && !errors.Is(streamErr, xbstream.ErrCorrupt)
@@ -231,7 +225,9 @@ func (r *run) exec(ctx context.Context, t *tool, args []string, dialect xbstream
 		_, _ = io.Copy(io.Discard, out)
 	}
 	waitErr := cmd.Wait()
-	r.closeAll()
+	if streamErr != nil {
+		r.discard()
+	}
 	switch {
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("%s: backup cancelled, %s stopped: %w", Name, t.name, ctx.Err())
@@ -280,138 +276,6 @@ func redactArgs(args []string) []string {
 		out = append(out, a)
 	}
 	return out
-}
-
-// consume reads the stream and writes every file into the sink.
-func (r *run) consume(ctx context.Context, out io.Reader, dialect xbstream.Dialect) error {
-	xr := xbstream.NewReader(out, xbstream.Options{Dialect: dialect})
-	var zeros []byte
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		c, err := xr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		switch {
-		case c.Type == xbstream.TypeEOF:
-			f, err := r.open(c.Path)
-			if err != nil {
-				return err
-			}
-			if err := r.finish(c.Path, f); err != nil {
-				return err
-			}
-		case c.Type == xbstream.TypePayload || c.Type == xbstream.TypeSparse && dialect == xbstream.DialectPercona:
-			f, err := r.open(c.Path)
-			if err != nil {
-				return err
-			}
-			data := c.Data
-			for _, h := range c.Sparse { // holes become zeros: the file as the server sees it
-				if int(h.Skip) > len(zeros) {
-					zeros = make([]byte, h.Skip)
-				}
-				if err := r.write(c.Path, f, zeros[:h.Skip]); err != nil {
-					return err
-				}
-				if err := r.write(c.Path, f, data[:h.Len]); err != nil {
-					return err
-				}
-				data = data[h.Len:]
-			}
-			if err := r.write(c.Path, f, data); err != nil {
-				return err
-			}
-		case c.Type == xbstream.TypeSeek:
-			f, err := r.open(c.Path)
-			if err != nil {
-				return err
-			}
-			switch {
-			case c.Offset == f.size:
-			case c.Offset > f.size:
-				if err := r.write(c.Path, f, make([]byte, c.Offset-f.size)); err != nil {
-					return err
-				}
-			default:
-				return fmt.Errorf("file %s: the tool seeks back to offset %d after writing %d bytes; a file is stored front to back, so this engine cannot store it: back up with the snapshot or logical engine", c.Path, c.Offset, f.size)
-			}
-		default: // remove, rename
-			what := map[byte]string{xbstream.TypeRemove: "removes", xbstream.TypeRename: "renames"}[c.Type]
-			return fmt.Errorf("file %s: the stream %s a file (chunk type %q at stream offset %d), which this engine does not support yet: back up with the snapshot or logical engine", c.Path, what, c.Type, c.At)
-		}
-	}
-	if len(r.files) > 0 { // the reader reports these; belt and braces
-		return fmt.Errorf("%w: the stream ended with files open", xbstream.ErrCorrupt)
-	}
-	return nil
-}
-
-func (r *run) open(path string) (*inflight, error) {
-	if f := r.files[path]; f != nil {
-		return f, nil
-	}
-	if r.closed[path] {
-		return nil, fmt.Errorf("file %s appears twice in the stream (after its end-of-file chunk); this engine stores each file once and cannot store it: back up with the snapshot or logical engine", path)
-	}
-	w, err := physical.Create(r.sink, physical.File{Root: physical.RootDatadir, Path: path, Kind: physical.KindFile, Mode: 0o640, ModTime: time.Now()}, r.block)
-	if err != nil {
-		return nil, fmt.Errorf("file %s: %w", path, err)
-	}
-	f := &inflight{w: w}
-	if infoFiles[path] {
-		f.keep = &bytes.Buffer{}
-	}
-	r.files[path] = f
-	return f, nil
-}
-
-func (r *run) write(path string, f *inflight, b []byte) error {
-	if len(b) == 0 {
-		return nil
-	}
-	if _, err := f.w.Write(b); err != nil {
-		return fmt.Errorf("storing %s: %w", path, err)
-	}
-	if f.keep != nil && f.keep.Len() < maxInfo {
-		f.keep.Write(b[:min(len(b), maxInfo-f.keep.Len())])
-	}
-	f.size += int64(len(b))
-	r.bytes += int64(len(b))
-	if r.progress != nil {
-		r.progress(engines.Progress{Phase: "data", BytesDone: r.bytes, TablesDone: r.stored})
-	}
-	return nil
-}
-
-func (r *run) finish(path string, f *inflight) error {
-	delete(r.files, path)
-	r.closed[path] = true
-	if err := f.w.Close(); err != nil {
-		return fmt.Errorf("storing %s: %w", path, err)
-	}
-	if f.keep != nil {
-		r.info[path] = f.keep.Bytes()
-		if strings.HasSuffix(path, "binlog_info") {
-			r.infoAt = time.Now()
-		}
-	}
-	r.stored++
-	return nil
-}
-
-// closeAll closes the streams of a failed backup (an open stream would
-// also fail it; closed, the sink has nothing dangling).
-func (r *run) closeAll() {
-	for p, f := range r.files {
-		_ = f.w.Close()
-		delete(r.files, p)
-	}
 }
 
 // consistency reads the coordinates the tool wrote under its lock:

@@ -80,14 +80,14 @@ func (s *memSink) SetConsistency(cp *v1.ConsistencyPoint) { s.cp = cp }
 func (s *memSink) SetLockDuration(time.Duration)          {}
 func (s *memSink) SetEngineMetadata(k, v string)          { s.md[k] = v }
 
-// chunk appends one xbstream payload or end-of-file chunk.
+// chunk appends one xbstream payload, end-of-file or remove chunk.
 func chunk(b *bytes.Buffer, typ byte, path string, off uint64, data []byte) {
 	b.WriteString(xbstream.Magic)
 	b.WriteByte(0)
 	b.WriteByte(typ)
 	_ = binary.Write(b, binary.LittleEndian, uint32(len(path)))
 	b.WriteString(path)
-	if typ == xbstream.TypeEOF {
+	if typ == xbstream.TypeEOF || typ == xbstream.TypeRemove {
 		return
 	}
 	_ = binary.Write(b, binary.LittleEndian, uint64(len(data)))

@@ -28,6 +28,10 @@ const (
 	// MetaLastLSN is its last_lsn: the end of the redo the tool copied,
 	// the LSN the files are consistent at once prepared.
 	MetaLastLSN = "mariabackup.last_lsn"
+	// MetaDDL, set only when it happened, counts the files the tool
+	// renamed and removed in its stream ("renamed N, removed M"): DDL on
+	// non-InnoDB tables while the backup ran, followed before storing.
+	MetaDDL = "mariabackup.ddl"
 )
 
 // Install hints named when a tool is missing.
