@@ -236,6 +236,10 @@ func (x *Reader) next() (*Chunk, error) {
 				return nil, err
 			}
 			c.NewPath = string(np)
+			if off, ok := x.open[c.Path]; ok { // renamed while open: it continues under its new name
+				delete(x.open, c.Path)
+				x.open[c.NewPath] = off
+			}
 			return c, nil
 		case c.Flags&FlagIgnorable != 0:
 			// An ignorable chunk of a type we do not know is laid out

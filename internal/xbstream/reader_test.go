@@ -55,6 +55,13 @@ func readAll(t *testing.T, r io.Reader, o Options) (map[string][]byte, error) {
 			if _, ok := files[c.Path]; !ok {
 				files[c.Path] = []byte{}
 			}
+		case TypeRename:
+			if f, ok := files[c.Path]; ok {
+				files[c.NewPath] = f
+				delete(files, c.Path)
+			}
+		case TypeRemove:
+			delete(files, c.Path)
 		}
 	}
 }
@@ -85,9 +92,10 @@ func TestInterleaved(t *testing.T) {
 	}
 }
 
-// TestSeekAndIgnorable: a MariaDB seek moves a file's next offset; an
-// ignorable chunk of an unknown type is skipped; an unknown one that is not
-// ignorable is an error.
+// TestSeekAndIgnorable: a MariaDB seek moves a file's next offset; a file
+// renamed while open continues under its new name; a removal is reported;
+// an ignorable chunk of an unknown type is skipped; an unknown one that is
+// not ignorable is an error.
 func TestSeekAndIgnorable(t *testing.T) {
 	var w chunks
 	w.payload("aria_log.00000001", 0, []byte("0123456789"))
@@ -101,12 +109,23 @@ func TestSeekAndIgnorable(t *testing.T) {
 	_ = binary.Write(&w, binary.LittleEndian, crc32.ChecksumIEEE([]byte("zzz")))
 	w.WriteString("zzz")
 	w.eof("aria_log.00000001")
+	// A file renamed while open continues under its new name.
+	w.payload("d/a.MAD", 0, []byte("xy"))
+	w.head(0, TypeRename, "d/a.MAD")
+	_ = binary.Write(&w, binary.LittleEndian, uint32(len("d/b.MAD")))
+	w.WriteString("d/b.MAD")
+	w.payload("d/b.MAD", 2, []byte("z"))
+	w.eof("d/b.MAD")
+	w.head(0, TypeRemove, "gone")
 	files, err := readAll(t, bytes.NewReader(w.Bytes()), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := string(files["aria_log.00000001"]); got != "0123ab" {
 		t.Errorf("after the seek: %q", got)
+	}
+	if _, ok := files["d/a.MAD"]; ok || string(files["d/b.MAD"]) != "xyz" {
+		t.Errorf("renamed while open: %q", files)
 	}
 	var u chunks
 	u.head(0, 'Z', "x")
