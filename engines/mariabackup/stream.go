@@ -15,6 +15,7 @@ import (
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/physical"
 	"github.com/tidemark-backup/tidemark/internal/xbstream"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -321,38 +322,47 @@ func (r *run) drop(p string) error {
 	return nil
 }
 
-// storeSpooled stores the spooled files, after the stream ended, in path
-// order.
+// storeSpooled stores the spooled files after the stream ended, several
+// at once: they are many and small (an archive stream each; one at a time,
+// 200 system-table files took a third of a second).
 func (r *run) storeSpooled(ctx context.Context) error {
 	paths := make([]string, 0, len(r.spooled))
 	for p := range r.spooled {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
 	for _, p := range paths {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
 		f := r.spooled[p]
-		w, err := physical.Create(r.sink, physical.File{Root: physical.RootDatadir, Path: p, Kind: physical.KindFile, Mode: 0o640, ModTime: time.Now()}, r.block)
-		if err != nil {
-			return fmt.Errorf("file %s: %w", p, err)
-		}
-		n, err := io.Copy(w, io.NewSectionReader(f.spool, 0, f.size))
-		if cerr := w.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil && n != f.size {
-			err = fmt.Errorf("%d of %d bytes", n, f.size)
-		}
-		if err != nil {
-			return fmt.Errorf("storing %s from its spool: %w", p, err)
-		}
-		if err := r.drop(p); err != nil {
-			return err
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			w, err := physical.Create(r.sink, physical.File{Root: physical.RootDatadir, Path: p, Kind: physical.KindFile, Mode: 0o640, ModTime: time.Now()}, r.block)
+			if err != nil {
+				return fmt.Errorf("file %s: %w", p, err)
+			}
+			n, err := io.Copy(w, io.NewSectionReader(f.spool, 0, f.size))
+			if cerr := w.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil && n != f.size {
+				err = fmt.Errorf("%d of %d bytes", n, f.size)
+			}
+			if err != nil {
+				return fmt.Errorf("storing %s from its spool: %w", p, err)
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	for _, p := range paths { // spool files go now, stored or not
+		if derr := r.drop(p); err == nil {
+			err = derr
 		}
 	}
-	return nil
+	return err
 }
 
 // discard closes what a failed backup left open: streams (an open stream
