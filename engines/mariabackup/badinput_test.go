@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -48,7 +49,10 @@ func realVersion(t *testing.T) string {
 }
 
 // memSink is a five-line sink: streams in memory, the Set* calls recorded.
+// Stream and Close may be called from several goroutines (the Sink
+// contract).
 type memSink struct {
+	mu      sync.Mutex
 	streams map[string]*bytes.Buffer
 	cp      *v1.ConsistencyPoint
 	md      map[string]string
@@ -64,9 +68,11 @@ type memStream struct {
 	s *memSink
 }
 
-func (m memStream) Close() error { m.s.open--; return nil }
+func (m memStream) Close() error { m.s.mu.Lock(); m.s.open--; m.s.mu.Unlock(); return nil }
 
 func (s *memSink) Stream(name string, _ map[string]string) (io.WriteCloser, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, dup := s.streams[name]; dup {
 		return nil, fmt.Errorf("stream %s twice", name)
 	}
