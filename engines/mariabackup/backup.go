@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -66,6 +67,10 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (*engines.B
 		return nil, fmt.Errorf("the datadir of %s %s, %s, is not readable on this host (%w): the %s engine copies the server's files and must run on the server's host, as the user the files belong to or root",
 			srv.Flavor, dsn.Addr(), datadir, err, Name)
 	}
+	innodb, err := innodbArgs(ctx, db)
+	if err != nil {
+		return nil, err
+	}
 	t, err := e.toolFor(ctx, srv)
 	if err != nil {
 		return nil, err
@@ -97,6 +102,7 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (*engines.B
 		"--backup", "--stream=xbstream", "--target-dir=" + target,
 		"--datadir=" + datadir, "--parallel=" + strconv.Itoa(parallel),
 	}
+	args = append(args, innodb...)
 	dialect := xbstream.DialectMariaDB
 	if t.name == "xtrabackup" {
 		dialect = xbstream.DialectPercona
@@ -144,6 +150,40 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (*engines.B
 		p.Sink.SetLockDuration(res.LockDuration)
 	}
 	return res, nil
+}
+
+// innodbLayout are the server variables that say where InnoDB's files are
+// and how they are laid out. The tool reads option files, not the running
+// server's command line: a server started with these as arguments (a
+// container, our tests) would otherwise be read with the defaults.
+var innodbLayout = []string{"innodb_data_home_dir", "innodb_data_file_path", "innodb_log_group_home_dir", "innodb_undo_directory", "innodb_page_size"}
+
+// innodbArgs passes the running server's InnoDB layout to the tool, each
+// variable the server has and sets.
+func innodbArgs(ctx context.Context, db *sql.DB) ([]string, error) {
+	rows, err := db.QueryContext(ctx, "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('"+strings.Join(innodbLayout, "','")+"')")
+	if err != nil {
+		return nil, mysqlx.Translate("reading the InnoDB layout", err)
+	}
+	defer func() { _ = rows.Close() }()
+	vals := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, mysqlx.Translate("reading the InnoDB layout", err)
+		}
+		vals[strings.ToLower(k)] = v
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mysqlx.Translate("reading the InnoDB layout", err)
+	}
+	var out []string
+	for _, k := range innodbLayout {
+		if v := vals[k]; v != "" {
+			out = append(out, "--"+strings.ReplaceAll(k, "_", "-")+"="+v)
+		}
+	}
+	return out, nil
 }
 
 // writeDefaults writes the connection options into an option file only
