@@ -9,6 +9,7 @@ import (
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/binlog"
 	"github.com/tidemark-backup/tidemark/engines/logical"
+	"github.com/tidemark-backup/tidemark/engines/mariabackup"
 	"github.com/tidemark-backup/tidemark/engines/pitr"
 	"github.com/tidemark-backup/tidemark/engines/snapshot"
 )
@@ -17,7 +18,7 @@ import (
 // stream and point-in-time jobs and behind `binlog status` through the
 // controller.
 func EngineWiring() Wiring {
-	reg := engines.NewRegistry(logical.New(), snapshot.New())
+	reg := engines.NewRegistry(logical.New(), snapshot.New(), mariabackup.New())
 	return Wiring{
 		Engines: reg,
 		BinlogStreamer: func(ctx context.Context, p agent.BinlogStreamParams) error {

@@ -1,3 +1,3 @@
-// Package engines defines the interface every backup engine (logical, clone,
-// snapshot, binlog) implements and the parameter and result types they share.
+// Package engines defines the interface every backup engine (logical, mariabackup,
+// clone, snapshot, binlog) implements and the parameter and result types they share.
 package engines
