@@ -283,7 +283,7 @@ func (r *run) exec(ctx context.Context, t *tool, args []string, dialect xbstream
 	if !se.completed() {
 		return nil, fmt.Errorf("%s exited 0 without reporting \"completed OK!\"; not trusting the backup; its last messages:\n%s", t.name, se.tail(25))
 	}
-	res = &engines.BackupResult{LockDuration: se.lockDuration()}
+	res = &engines.BackupResult{LockDuration: se.lockDuration(), Files: len(r.stored) + r.nSpooled}
 	if res.LockDuration == 0 {
 		if s := keyValue(r.info["xtrabackup_info"], "lock_time"); s != "" {
 			if n, err := strconv.Atoi(s); err == nil {

@@ -56,6 +56,7 @@ type run struct {
 	files    map[string]*inflight // files whose chunks are arriving
 	stored   map[string]bool      // direct files already stored
 	spooled  map[string]*inflight // spooled files complete in the stream, stored at its end
+	nSpooled int                  // spooled files stored
 	info     map[string][]byte
 	infoAt   time.Time // when the binlog coordinates arrived
 	bytes    int64
@@ -357,6 +358,9 @@ func (r *run) storeSpooled(ctx context.Context) error {
 		})
 	}
 	err := g.Wait()
+	if err == nil {
+		r.nSpooled = len(paths)
+	}
 	for _, p := range paths { // spool files go now, stored or not
 		if derr := r.drop(p); err == nil {
 			err = derr
