@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -49,15 +50,21 @@ type Progress struct {
 
 // Backup is the handle an engine writes through inside WithBackup.
 type Backup struct {
-	repo   *Repo
-	mark   *writerMark
-	opts   BackupOptions
-	ctx    context.Context
-	start  time.Time
-	chunk  int
-	compr  string
-	level  int
-	jobs   chan *chunkJob
+	repo  *Repo
+	mark  *writerMark
+	opts  BackupOptions
+	ctx   context.Context
+	start time.Time
+	chunk int
+	compr string
+	level int
+	jobs  chan *chunkJob
+	// queued bounds the bytes (buffer capacity) of chunks handed to the
+	// workers and not yet stored: Workers full chunks, or many more small
+	// blocks (StreamBlocks), so that a writer of small blocks keeps the
+	// workers as busy as one of full chunks instead of waiting for a free
+	// worker at every block.
+	queued *semaphore.Weighted
 	sendMu sync.RWMutex // held for reading while sending on jobs, for writing to close it
 	sealed bool         // jobs is closed: fn has returned
 	bufs   chan []byte
@@ -209,10 +216,13 @@ func (r *Repo) WithBackup(ctx context.Context, opts BackupOptions, fn func(ctx c
 		chunk: r.cfg.ChunkSize,
 		compr: compr,
 		level: level,
-		jobs:  make(chan *chunkJob),
-		// Free buffers for reuse; the bound on memory is the unbuffered
-		// jobs channel: at most one buffer per open stream plus one per
-		// worker is alive at a time.
+		// The bound on memory is queued: buffers handed over and not yet
+		// stored hold at most Workers chunks' worth of bytes; besides them
+		// each open stream fills one buffer. jobs has room for as many of
+		// the smallest blocks, so a send never waits once queued admits it.
+		queued: semaphore.NewWeighted(int64(opts.Workers) * int64(r.cfg.ChunkSize)),
+		jobs:   make(chan *chunkJob, opts.Workers*max(1, r.cfg.ChunkSize/MinBlockSize)),
+		// Free buffers for reuse.
 		bufs:     make(chan []byte, opts.Workers+2),
 		cpu:      make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
 		names:    map[string]bool{},
@@ -396,6 +406,7 @@ func (b *Backup) worker(ctx context.Context) error {
 		var err error
 		out, scratch, err = b.store(ctx, job, out, scratch)
 		b.putBuf(job.buf)
+		b.queued.Release(int64(cap(job.buf)))
 		job.stream.pending.Done()
 		if err != nil {
 			b.fail(err)
@@ -404,6 +415,7 @@ func (b *Backup) worker(ctx context.Context) error {
 			go func() {
 				for j := range b.jobs {
 					b.putBuf(j.buf)
+					b.queued.Release(int64(cap(j.buf)))
 					j.stream.pending.Done()
 				}
 			}()
@@ -675,10 +687,18 @@ func (s *StreamWriter) flush() error {
 		s.pending.Done()
 		return fmt.Errorf("stream %s: written after the backup function returned", s.name)
 	}
+	if err := s.b.queued.Acquire(s.b.ctx, int64(cap(job.buf))); err != nil {
+		s.pending.Done()
+		if e := s.b.failed.Load(); e != nil {
+			return *e
+		}
+		return s.b.ctx.Err()
+	}
 	select {
 	case s.b.jobs <- job:
 		return nil
 	case <-s.b.ctx.Done():
+		s.b.queued.Release(int64(cap(job.buf)))
 		s.pending.Done()
 		if e := s.b.failed.Load(); e != nil {
 			return *e
