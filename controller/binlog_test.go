@@ -255,7 +255,7 @@ func TestPITRRestoreSubmit(t *testing.T) {
 		return &v1.RestoreParams_StopAtTime{StopAtTime: timestamppb.New(t)}
 	}
 	_, err = restore(&v1.RestoreParams{SourceInstance: "db1", TargetInstance: "db1", StopAt: at(time.Now())})
-	wantCode(t, err, codes.NotFound, `instance "db1" has no complete backup consistent at or before`)
+	wantCode(t, err, codes.NotFound, `instance "db1" has no complete logical backup consistent at or before`)
 
 	job := submitBackup(t, c, "db1")
 	asg := a.assignment(5 * time.Second)
@@ -285,7 +285,10 @@ func TestPITRRestoreSubmit(t *testing.T) {
 		{&v1.RestoreParams{BackupId: bid, TargetInstance: "db1", StopAt: at(time.Now().Add(-time.Hour))},
 			codes.FailedPrecondition, fmt.Sprintf("backup %s is consistent at", bid)},
 		{&v1.RestoreParams{SourceInstance: "db1", TargetInstance: "db1", StopAt: at(time.Now().Add(-time.Hour))},
-			codes.NotFound, "no complete backup consistent at or before"},
+			codes.NotFound, "no complete logical backup consistent at or before"},
+		// A datadir restore starts from a physical backup only.
+		{&v1.RestoreParams{SourceInstance: "db1", TargetInstance: "db1", TargetDatadir: "/srv/new", StopAt: at(time.Now().Add(time.Hour))},
+			codes.NotFound, "no complete physical"},
 	} {
 		_, err := restore(tc.p)
 		wantCode(t, err, tc.code, tc.msg)
