@@ -94,7 +94,7 @@ func datadirPITR(ctx context.Context, p agent.PITRParams) (*agent.PITRResult, er
 	}
 	res, err := pitr.RestoreDatadir(ctx, pitr.DatadirParams{
 		Repo: p.Repo, Instance: p.SourceInstance, FromBackup: p.BackupID, Dirs: map[string]string{physical.RootDatadir: p.Datadir},
-		Target: pitr.Target{Time: p.StopTime, GTID: p.StopGTID, File: p.StopFile, Pos: p.StopPos},
+		Target:   pitr.Target{Time: p.StopTime, GTID: p.StopGTID, File: p.StopFile, Pos: p.StopPos},
 		Parallel: p.Parallel, Logger: p.Logger,
 		Progress: func(phase string, pr engines.Progress) {
 			if p.Progress != nil {
