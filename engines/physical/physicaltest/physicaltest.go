@@ -83,6 +83,14 @@ func Snapshot(t testing.TB, repo *archive.Repo, src *testenv.MariaDB, instance s
 // mariadb_backup_binlog_info, and returns the manifest.
 func Mariabackup(t testing.TB, repo *archive.Repo, src *testenv.MariaDB, instance string) *v1.Manifest {
 	t.Helper()
+	m, _ := MariabackupDir(t, repo, src, instance)
+	return m
+}
+
+// MariabackupDir is Mariabackup, also returning mariabackup's directory
+// (unprepared; removed when the test ends).
+func MariabackupDir(t testing.TB, repo *archive.Repo, src *testenv.MariaDB, instance string) (*v1.Manifest, string) {
+	t.Helper()
 	bin := testenv.RequireBinary(t, "mariabackup", testenv.MariaDBInstallHint)
 	dir := filepath.Join(t.TempDir(), "mariabackup")
 	out, err := exec.Command(bin, "--backup", "--target-dir="+dir, "--socket="+src.Socket, "--user=root").CombinedOutput()
@@ -120,7 +128,7 @@ func Mariabackup(t testing.TB, repo *archive.Repo, src *testenv.MariaDB, instanc
 	if c.BinlogFile == "" {
 		t.Fatalf("mariabackup's binlog info holds no coordinates")
 	}
-	return store(t, repo, "mariabackup", physical.PrepareMariabackup, dir, instance, srv, c)
+	return store(t, repo, "mariabackup", physical.PrepareMariabackup, dir, instance, srv, c), dir
 }
 
 func store(t testing.TB, repo *archive.Repo, engine, prepare, dir, instance string, srv *v1.ServerInfo, c *v1.ConsistencyPoint) *v1.Manifest {
