@@ -78,6 +78,9 @@ func restoreDatadir(ctx context.Context, s *streams, rf *repoFlags, dp datadirPa
 			if !physical.IsPhysical(m) {
 				return logicalUsage(m)
 			}
+			if dp.instance == "" {
+				dp.instance = m.Instance // its own archive
+			}
 		}
 		res, err := pitr.RestoreDatadir(ctx, pitr.DatadirParams{
 			Repo: repo, Instance: dp.instance, Dirs: dirs, Target: stopTarget(dp.stop), FromBackup: dp.backupID,

@@ -67,6 +67,24 @@ func TestRestoreDatadirCommand(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("a refused restore created %s (%v)", dir, err)
 	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--to-datadir", dir, "--to-mysql", dst.DSN}, "not both"},
+		{[]string{"--to-datadir", dir, "--databases", "shop"}, "do not apply to --to-datadir"},
+		{[]string{"--to-datadir", dir, "--mysqld", "/nonexistent/mariadbd"}, "/nonexistent/mariadbd"},
+		// Point in time: the refusal (no archive) comes before writing.
+		{[]string{"--to-datadir", dir, "--to-gtid", m.Consistency.GtidSet}, "no binlog"},
+	} {
+		code, _, errs := run(t, append([]string{"restore", m.BackupId, "--repo", repoURI}, c.args...)...)
+		if code == 0 || !strings.Contains(errs, c.want) {
+			t.Errorf("restore %v: %d %q, want %q", c.args, code, errs, c.want)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Fatalf("restore %v created %s (%v)", c.args, dir, err)
+		}
+	}
 	code, out, errs = run(t, "restore", m.BackupId, "--repo", repoURI, "--to-datadir", dir)
 	if code != 0 || !strings.Contains(out, "restored backup "+m.BackupId) {
 		t.Fatalf("restore --to-datadir: %d %q %q", code, out, errs)
