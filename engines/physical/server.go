@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -217,7 +216,7 @@ func StartTempServer(ctx context.Context, p TempServerParams) (*TempServer, erro
 	for {
 		select {
 		case <-ts.exited:
-			err := fmt.Errorf("temporary server on %s exited during start (%v); its error log ends:\n%s", p.Datadir, ts.waitErr, ts.LogTail())
+			err := fmt.Errorf("temporary server on %s exited during start (%w); its error log ends:\n%s", p.Datadir, ts.waitErr, ts.LogTail())
 			_ = os.RemoveAll(dir)
 			return nil, err
 		case <-ctx.Done():
@@ -229,7 +228,7 @@ func StartTempServer(ctx context.Context, p TempServerParams) (*TempServer, erro
 			return ts, nil
 		}
 		if time.Now().After(deadline) {
-			err := fmt.Errorf("temporary server on %s did not answer within %s (%v); its error log ends:\n%s", p.Datadir, timeout, last, ts.LogTail())
+			err := fmt.Errorf("temporary server on %s did not answer within %s (%w); its error log ends:\n%s", p.Datadir, timeout, last, ts.LogTail())
 			_ = ts.Stop(context.Background())
 			return nil, err
 		}
@@ -275,7 +274,7 @@ func (ts *TempServer) Stop(ctx context.Context) error {
 	select {
 	case <-ts.exited:
 		defer func() { _ = os.RemoveAll(ts.dir) }()
-		return fmt.Errorf("temporary server exited before its shutdown (%v); its error log ends:\n%s", ts.waitErr, ts.LogTail())
+		return fmt.Errorf("temporary server exited before its shutdown (%w); its error log ends:\n%s", ts.waitErr, ts.LogTail())
 	default:
 	}
 	var dropErr error
@@ -303,7 +302,7 @@ func (ts *TempServer) Stop(ctx context.Context) error {
 	tail := ts.LogTail()
 	_ = os.RemoveAll(ts.dir)
 	if ts.waitErr != nil {
-		return fmt.Errorf("temporary server shut down with %v; its error log ends:\n%s", ts.waitErr, tail)
+		return fmt.Errorf("temporary server shut down with %w; its error log ends:\n%s", ts.waitErr, tail)
 	}
 	if dropErr != nil {
 		return fmt.Errorf("temporary server: dropping the account %s@localhost it was reached with: %w (drop it before using the datadir)", ts.user, dropErr)
@@ -325,8 +324,8 @@ func binlogBase(dir string, c *v1.ConsistencyPoint) (string, error) {
 	if i <= 0 {
 		return "", nil
 	}
-	if _, err := strconv.Atoi(f[i+1:]); err != nil {
-		return "", nil
+	if !allDigits(f[i+1:]) {
+		return "", nil // not base.NNNNNN: no index to find
 	}
 	base := f[:i]
 	idx := filepath.Join(dir, base+".index")
@@ -344,4 +343,13 @@ func binlogBase(dir string, c *v1.ConsistencyPoint) (string, error) {
 		}
 	}
 	return base, nil
+}
+
+func allDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

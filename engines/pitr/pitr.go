@@ -179,14 +179,10 @@ func Restore(ctx context.Context, p Params) (*Result, error) {
 	return res, nil
 }
 
-// pickBase returns the base backup: the one named, or the newest complete
+// pickBaseWhere returns the base backup: the one named, or the newest complete
 // backup of the instance whose consistency point is at or before the target.
-func pickBase(ctx context.Context, p Params) (*v1.Manifest, error) {
-	return pickBaseWhere(ctx, p, func(*v1.Manifest) bool { return true })
-}
-
-// pickBaseWhere is pickBase among the backups ok accepts (a named backup
-// is returned as it is, for the caller to refuse with its reason).
+// Only backups ok accepts are candidates; a named backup is returned as it
+// is, for the caller to refuse with its reason.
 func pickBaseWhere(ctx context.Context, p Params, ok func(*v1.Manifest) bool) (*v1.Manifest, error) {
 	if p.FromBackup != "" {
 		m, err := p.Repo.LoadManifest(ctx, p.FromBackup)
