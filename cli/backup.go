@@ -369,14 +369,14 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 				if databases != "" || tables != "" || len(renames) > 0 || includeUsers || dropExisting || thenReplicate != "" {
 					return &UserError{Msg: "a physical restore writes the whole server's files: --databases, --tables, --rename-db, --include-users, --drop-existing and --then-replicate-from do not apply to --to-datadir"}
 				}
+				if !isPITR && source != "" {
+					return &UserError{Msg: "--instance NAME restores NAME to a point in time: give --to-time, --to-gtid or --to-position"}
+				}
 				if !isPITR && fromBackup == "" {
 					return &UserError{Msg: "BACKUP_ID is required (or --instance NAME with --to-time, --to-gtid or --to-position)"}
 				}
 				if isPITR && source == "" && fromBackup == "" {
 					return &UserError{Msg: "--instance NAME or BACKUP_ID is required: the instance whose backup and binlog archive to restore"}
-				}
-				if !isPITR && source != "" {
-					return &UserError{Msg: "--instance NAME restores NAME to a point in time: give --to-time, --to-gtid or --to-position"}
 				}
 				if toInstance != "" {
 					if mysqld != "" || mariabackup != "" || len(mysqldArgs) > 0 {
