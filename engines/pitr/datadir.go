@@ -84,6 +84,15 @@ func RestoreDatadir(ctx context.Context, p DatadirParams) (*DatadirResult, error
 	if !physical.IsPhysical(base) {
 		return nil, fmt.Errorf("backup %s is a %s backup, which restores onto a running server: use --to-mysql DSN instead of a datadir", base.BackupId, base.Engine)
 	}
+	pr := physical.RestoreParams{
+		Source: engines.ArchiveSource(p.Repo, base), Dirs: p.Dirs, Mysqld: p.Mysqld, Mariabackup: p.Mariabackup,
+		ServerArgs: p.ServerArgs, Parallel: p.Parallel,
+	}
+	// The directory and version checks are quick; the plan reads every
+	// binlog file from the base on: refuse a wrong directory first.
+	if err := physical.Check(ctx, pr); err != nil {
+		return nil, err
+	}
 	arch, err := binlog.OpenArchive(ctx, p.Repo, p.Instance)
 	if err != nil {
 		return nil, err
@@ -111,24 +120,21 @@ func RestoreDatadir(ctx context.Context, p DatadirParams) (*DatadirResult, error
 	}
 	ap.Planned = plan
 	res := &DatadirResult{Base: base, Plan: plan}
-	rr, err := physical.Restore(ctx, physical.RestoreParams{
-		Source: engines.ArchiveSource(p.Repo, base), Dirs: p.Dirs, Mysqld: p.Mysqld, Mariabackup: p.Mariabackup,
-		ServerArgs: p.ServerArgs, Parallel: p.Parallel,
-		Progress: func(phase string, done, total int64) {
-			if p.Progress != nil {
-				p.Progress("base "+phase, engines.Progress{Phase: phase, BytesDone: done, BytesTotal: total})
-			}
-		},
-		RollForward: func(ctx context.Context, dsn string) error {
-			ap.DSN = dsn
-			applied, err := apply.Apply(ctx, ap)
-			res.Applied = applied
-			if err != nil {
-				return fmt.Errorf("rolling forward from backup %s to %s: %w", base.BackupId, p.Target, err)
-			}
-			return nil
-		},
-	})
+	pr.Progress = func(phase string, done, total int64) {
+		if p.Progress != nil {
+			p.Progress("base "+phase, engines.Progress{Phase: phase, BytesDone: done, BytesTotal: total})
+		}
+	}
+	pr.RollForward = func(ctx context.Context, dsn string) error {
+		ap.DSN = dsn
+		applied, err := apply.Apply(ctx, ap)
+		res.Applied = applied
+		if err != nil {
+			return fmt.Errorf("rolling forward from backup %s to %s: %w", base.BackupId, p.Target, err)
+		}
+		return nil
+	}
+	rr, err := physical.Restore(ctx, pr)
 	res.Restore = rr
 	if err != nil {
 		return res, err

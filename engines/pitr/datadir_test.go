@@ -130,6 +130,18 @@ func TestDatadirPointInTime(t *testing.T) {
 			t.Errorf("%s was created (%v)", dir, err)
 		}
 	})
+	t.Run("refused a non-empty datadir", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "keep"), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := RestoreDatadir(context.Background(), DatadirParams{
+			Repo: repo, Instance: instance, Dirs: map[string]string{physical.RootDatadir: dir}, Target: Target{GTID: p3.gtid},
+		})
+		if !errors.Is(err, physical.ErrNotEmpty) {
+			t.Fatalf("err = %v, want ErrNotEmpty", err)
+		}
+	})
 	t.Run("refused a logical base", func(t *testing.T) {
 		lb := backup(t, repo, src.DSN)
 		dir, _, err := restoreDatadir(t, repo, Target{GTID: p3.gtid}, lb.BackupId)
