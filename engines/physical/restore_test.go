@@ -191,6 +191,29 @@ func TestRestoreRefusals(t *testing.T) {
 			t.Errorf("the server binary was started for more than --version")
 		}
 	})
+	t.Run("recovery fails", func(t *testing.T) {
+		// A double of the server binary of the right version whose
+		// start fails as a damaged datadir would: the error quotes its
+		// error log, and the directory keeps its marker.
+		dir := t.TempDir()
+		fake := filepath.Join(dir, "fake-mariadbd-failing")
+		script := "#!/bin/sh\nif [ \"$2\" = --version ]; then echo 'mariadbd  Ver " + m.Server.Version + " for debian-linux-gnu on x86_64'; exit 0; fi\n" +
+			"for a in \"$@\"; do case \"$a\" in --log-error=*) echo '[ERROR] InnoDB: simulated corruption in ./ibdata1' > \"${a#--log-error=}\";; esac; done\nexit 1\n"
+		if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		target := filepath.Join(dir, "data")
+		_, err := restore(t, repo, m, target, fake)
+		if err == nil || !strings.Contains(err.Error(), "simulated corruption") || !strings.Contains(err.Error(), physical.InProgressMarker) {
+			t.Fatalf("err = %v, want the error log's tail and the marker named", err)
+		}
+		if !physical.Unfinished(target) {
+			t.Errorf("the marker was removed after a failed prepare")
+		}
+		if _, err := restore(t, repo, m, target, ""); !errors.Is(err, physical.ErrNotEmpty) || !strings.Contains(err.Error(), "unfinished restore") {
+			t.Errorf("a second restore into it: %v, want the unfinished restore named", err)
+		}
+	})
 	t.Run("logical backup", func(t *testing.T) {
 		lm := &v1.Manifest{BackupId: "b-logical", Engine: "logical"}
 		_, err := physical.Restore(context.Background(), physical.RestoreParams{
