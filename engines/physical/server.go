@@ -168,7 +168,9 @@ func StartTempServer(ctx context.Context, p TempServerParams) (*TempServer, erro
 	_, _ = rand.Read(pw)
 	pass := hex.EncodeToString(pw)
 	initFile := filepath.Join(dir, "init.sql")
-	init := fmt.Sprintf("SET sql_log_bin=0;\nCREATE OR REPLACE USER '%s'@'localhost' IDENTIFIED BY '%s';\nGRANT ALL PRIVILEGES ON *.* TO '%s'@'localhost' WITH GRANT OPTION;\n", tempUser, pass, tempUser)
+	// DROP + CREATE rather than CREATE OR REPLACE: MySQL has no OR
+	// REPLACE for users, and one left by a killed earlier run must go.
+	init := fmt.Sprintf("SET sql_log_bin=0;\nDROP USER IF EXISTS '%[1]s'@'localhost';\nCREATE USER '%[1]s'@'localhost' IDENTIFIED BY '%[2]s';\nGRANT ALL PRIVILEGES ON *.* TO '%[1]s'@'localhost' WITH GRANT OPTION;\n", tempUser, pass)
 	if err := os.WriteFile(initFile, []byte(init), 0o600); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("temporary server: %w", err)
