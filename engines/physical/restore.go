@@ -63,11 +63,29 @@ type checked struct {
 // server uses a target, every target is empty or absent and its
 // filesystem has room.
 func Check(ctx context.Context, p RestoreParams) error {
-	_, err := check(ctx, p)
+	_, err := check(ctx, withBinlogDir(p))
 	return err
 }
 
+// withBinlogDir restores a crash image's binlogs kept outside its datadir
+// into the datadir, unless Dirs names a place for them: crash recovery
+// decides the transactions prepared at the snapshot by them.
+func withBinlogDir(p RestoreParams) RestoreParams {
+	if p.Source == nil || p.Source.Manifest().GetEngineMetadata()[MetaPrepare] != PrepareCrashRecovery || p.Dirs[RootBinlog] != "" || p.Dirs[RootDatadir] == "" {
+		return p
+	}
+	dirs := map[string]string{RootBinlog: p.Dirs[RootDatadir]}
+	for k, v := range p.Dirs {
+		dirs[k] = v
+	}
+	p.Dirs = dirs
+	return p
+}
+
 func check(ctx context.Context, p RestoreParams) (*checked, error) {
+	if p.Source == nil {
+		return nil, errors.New("physical: no backup to restore")
+	}
 	m := p.Source.Manifest()
 	md := m.GetEngineMetadata()
 	if md[MetaFormat] == "" {
@@ -134,6 +152,7 @@ func check(ctx context.Context, p RestoreParams) (*checked, error) {
 // prepared at the snapshot (a first start without --log-bin refuses to
 // start over them); and removing the marker then means what it says.
 func Restore(ctx context.Context, p RestoreParams) (*RestoreResult, error) {
+	p = withBinlogDir(p)
 	c, err := check(ctx, p)
 	if err != nil {
 		return nil, err
@@ -169,7 +188,7 @@ func Restore(ctx context.Context, p RestoreParams) (*RestoreResult, error) {
 	if c.prepare == PrepareCrashRecovery || p.RollForward != nil {
 		logBin := ""
 		if c.prepare == PrepareCrashRecovery {
-			if logBin, err = binlogBase(datadir, m.GetConsistency()); err != nil {
+			if logBin, err = binlogBase(p.Dirs[RootBinlog], datadir, m.GetConsistency()); err != nil {
 				return res, err
 			}
 		}

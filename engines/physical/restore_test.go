@@ -101,6 +101,40 @@ func TestRestoreCrashImage(t *testing.T) {
 	}
 }
 
+// TestRestoreCrashImageBinlogsElsewhere: a crash image of a server whose
+// binlogs live outside its datadir (an absolute --log-bin, so its index
+// names absolute paths): the binlogs are restored into the datadir, the
+// index made to name them there, recovery runs with them, and a server on
+// the datadir has the source's data and binlog position.
+func TestRestoreCrashImageBinlogsElsewhere(t *testing.T) {
+	repo := openRepo(t)
+	binlogs := filepath.Join(t.TempDir(), "binlogs")
+	if err := os.MkdirAll(binlogs, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{ExtraArgs: []string{"--log-bin=" + filepath.Join(binlogs, "binlog")}})
+	fill(t, src, 1000)
+	want := testenv.Checksums(t, src.DB(t), "app")
+	m := physicaltest.SnapshotWithBinlogs(t, repo, src, binlogs, "src")
+	if idx, _ := os.ReadFile(filepath.Join(binlogs, "binlog.index")); !strings.Contains(string(idx), binlogs) {
+		t.Fatalf("the source's index %q does not name absolute paths: the test tests nothing", idx)
+	}
+	dir := filepath.Join(t.TempDir(), "restored")
+	if _, err := restore(t, repo, m, dir, ""); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := os.ReadFile(filepath.Join(dir, "binlog.index"))
+	if err != nil || strings.Contains(string(idx), binlogs) {
+		t.Fatalf("restored index %q (%v) still names the source's directory", idx, err)
+	}
+	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{DataDir: dir, Name: "restored"})
+	sameSums(t, want, testenv.Checksums(t, dst.DB(t), "app"))
+	var gtid string
+	if err := dst.DB(t).QueryRow("SELECT @@gtid_binlog_pos").Scan(&gtid); err != nil || gtid != m.Consistency.GtidSet {
+		t.Errorf("restored gtid_binlog_pos %q (%v), the backup's %q", gtid, err, m.Consistency.GtidSet)
+	}
+}
+
 // TestRestoreMariabackup: mariabackup's output, restored and prepared with
 // mariabackup --prepare, starts and equals the source at the backup.
 func TestRestoreMariabackup(t *testing.T) {

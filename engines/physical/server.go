@@ -313,23 +313,23 @@ func (ts *TempServer) Stop(ctx context.Context) error {
 }
 
 // binlogBase returns the binlog basename a crash-consistent datadir was
-// written with: the consistency point's file without its number, when
-// its index is in dir. An index naming files outside dir (absolute paths
-// of the source's host) is refused: recovery would read, and the server
-// then write, another server's binlog.
-func binlogBase(dir string, c *v1.ConsistencyPoint) (string, error) {
+// written with: the consistency point's file without its number, when its
+// index is in dir. The index is rewritten to name its files relative to
+// dir ("./name") when it names them by another path (the source's absolute
+// --log-bin): recovery reads the files the index names, and must read the
+// restored ones, never the original server's. A file the index names that
+// is not in dir is an error: recovery could not decide the transactions it
+// holds.
+//
+// dir is where the binlogs were restored, datadir the datadir; the result
+// is the --log-bin value (relative to the datadir when dir is it).
+func binlogBase(dir, datadir string, c *v1.ConsistencyPoint) (string, error) {
 	f := c.GetBinlogFile()
-	if f == "" {
-		return "", nil
-	}
 	i := strings.LastIndexByte(f, '.')
-	if i <= 0 {
-		return "", nil
+	if i <= 0 || !allDigits(f[i+1:]) {
+		return "", nil // no binlog coordinates of the form base.NNNNNN
 	}
-	if !allDigits(f[i+1:]) {
-		return "", nil // not base.NNNNNN: no index to find
-	}
-	base := f[:i]
+	base := filepath.Base(f[:i])
 	idx := filepath.Join(dir, base+".index")
 	data, err := os.ReadFile(idx)
 	if errors.Is(err, os.ErrNotExist) {
@@ -338,11 +338,33 @@ func binlogBase(dir string, c *v1.ConsistencyPoint) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("physical: %w", err)
 	}
-	for _, l := range strings.Split(string(data), "\n") {
+	var out []string
+	changed := false
+	for _, l := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
 		l = strings.TrimSpace(l)
-		if filepath.IsAbs(l) && !strings.HasPrefix(filepath.Clean(l), filepath.Clean(dir)+"/") {
-			return "", fmt.Errorf("physical: the restored binlog index %s names %s, outside the restored datadir: a server started on it would read and write the original server's binlog; the backup's binlogs are expected beside the index", idx, l)
+		if l == "" {
+			continue
 		}
+		name := filepath.Base(l)
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			return "", fmt.Errorf("physical: the restored binlog index %s names %s, which is not among the restored files: the backup lacks binlogs that crash recovery needs", idx, l)
+		}
+		want := "./" + name
+		if filepath.Clean(dir) != filepath.Clean(datadir) {
+			want = filepath.Join(dir, name)
+		}
+		if want != l {
+			l, changed = want, true
+		}
+		out = append(out, l)
+	}
+	if changed {
+		if err := os.WriteFile(idx, []byte(strings.Join(out, "\n")+"\n"), 0o640); err != nil {
+			return "", fmt.Errorf("physical: rewriting %s: %w", idx, err)
+		}
+	}
+	if filepath.Clean(dir) != filepath.Clean(datadir) {
+		return filepath.Join(dir, base), nil
 	}
 	return base, nil
 }

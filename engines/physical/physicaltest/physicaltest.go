@@ -74,7 +74,22 @@ func Snapshot(t testing.TB, repo *archive.Repo, src *testenv.MariaDB, instance s
 	srv, c := Point(t, db)
 	_ = db.Close()
 	src.Kill()
-	return store(t, repo, "snapshot", physical.PrepareCrashRecovery, src.DataDir, instance, srv, c)
+	return store(t, repo, "snapshot", physical.PrepareCrashRecovery, []physical.Root{{Name: physical.RootDatadir, Dir: src.DataDir}}, instance, srv, c)
+}
+
+// SnapshotWithBinlogs is Snapshot of a server whose binlogs are in
+// binlogDir, outside its datadir: they are stored as the binlog root.
+func SnapshotWithBinlogs(t testing.TB, repo *archive.Repo, src *testenv.MariaDB, binlogDir, instance string) *v1.Manifest {
+	t.Helper()
+	db, err := sql.Open("mysql", src.RootDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, c := Point(t, db)
+	_ = db.Close()
+	src.Kill()
+	return store(t, repo, "snapshot", physical.PrepareCrashRecovery,
+		[]physical.Root{{Name: physical.RootDatadir, Dir: src.DataDir}, {Name: physical.RootBinlog, Dir: binlogDir}}, instance, srv, c)
 }
 
 // Mariabackup runs `mariabackup --backup --target-dir` on the running src
@@ -128,10 +143,10 @@ func MariabackupDir(t testing.TB, repo *archive.Repo, src *testenv.MariaDB, inst
 	if c.BinlogFile == "" {
 		t.Fatalf("mariabackup's binlog info holds no coordinates")
 	}
-	return store(t, repo, "mariabackup", physical.PrepareMariabackup, dir, instance, srv, c), dir
+	return store(t, repo, "mariabackup", physical.PrepareMariabackup, []physical.Root{{Name: physical.RootDatadir, Dir: dir}}, instance, srv, c), dir
 }
 
-func store(t testing.TB, repo *archive.Repo, engine, prepare, dir, instance string, srv *v1.ServerInfo, c *v1.ConsistencyPoint) *v1.Manifest {
+func store(t testing.TB, repo *archive.Repo, engine, prepare string, roots []physical.Root, instance string, srv *v1.ServerInfo, c *v1.ConsistencyPoint) *v1.Manifest {
 	t.Helper()
 	m, err := repo.WithBackup(context.Background(), archive.BackupOptions{Instance: instance, Engine: engine},
 		func(ctx context.Context, b *archive.Backup) error {
@@ -142,7 +157,7 @@ func store(t testing.TB, repo *archive.Repo, engine, prepare, dir, instance stri
 			sink.SetEngineMetadata(physical.MetaFormat, physical.FormatVersion)
 			sink.SetEngineMetadata(physical.MetaBlock, strconv.Itoa(physical.DefaultBlock))
 			sink.SetEngineMetadata(physical.MetaPrepare, prepare)
-			_, err := physical.CopyTree(ctx, physical.CopyParams{Sink: sink, Roots: []physical.Root{{Name: physical.RootDatadir, Dir: dir}}})
+			_, err := physical.CopyTree(ctx, physical.CopyParams{Sink: sink, Roots: roots})
 			return err
 		})
 	if err != nil {
