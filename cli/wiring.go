@@ -87,11 +87,9 @@ func EngineWiring() Wiring {
 }
 
 // datadirPITR is the agent's point-in-time restore into a new datadir on
-// its host: a physical base, rolled forward on a temporary server.
+// its host: a physical base, rolled forward on a temporary server. The
+// caller has refused filters.
 func datadirPITR(ctx context.Context, p agent.PITRParams) (*agent.PITRResult, error) {
-	if len(p.Databases) > 0 || len(p.Tables) > 0 || len(p.RenameDB) > 0 {
-		return nil, fmt.Errorf("a physical restore writes the whole server's files: database, table and rename filters do not apply")
-	}
 	res, err := pitr.RestoreDatadir(ctx, pitr.DatadirParams{
 		Repo: p.Repo, Instance: p.SourceInstance, FromBackup: p.BackupID, Dirs: map[string]string{physical.RootDatadir: p.Datadir},
 		Target:   pitr.Target{Time: p.StopTime, GTID: p.StopGTID, File: p.StopFile, Pos: p.StopPos},
