@@ -138,3 +138,17 @@ func completeBackup(r *catalog.Read, id string) (*v1.Backup, error) {
 	}
 	return b, nil
 }
+
+// checkDatadir refuses a restore whose target does not suit the backup: a
+// physical backup restores only into a new datadir on the agent's host, a
+// logical one only onto the instance's running server.
+func checkDatadir(b *v1.Backup, p *v1.RestoreParams) error {
+	physical := b.GetEngine() != logicalEngine
+	switch {
+	case physical && p.GetTargetDatadir() == "":
+		return catalog.Errorf(catalog.ErrConflict, "backup %s is a physical (%s) backup: it restores into a new datadir on the agent's host, not onto the running server; give --to-datadir DIR", b.GetId(), b.GetEngine())
+	case !physical && p.GetTargetDatadir() != "":
+		return catalog.Errorf(catalog.ErrConflict, "backup %s is a %s backup: it restores onto the instance's running server, not into a datadir; leave out --to-datadir", b.GetId(), b.GetEngine())
+	}
+	return nil
+}
