@@ -97,7 +97,7 @@ func pitrParams(r *catalog.Read, p *v1.RestoreParams) (*v1.RestoreParams, error)
 		}
 		// A datadir restore needs a physical base, a restore onto a
 		// running server a logical one.
-		if (p.GetTargetDatadir() != "") == (b.GetEngine() == logicalEngine) {
+		if (p.GetTargetDatadir() != "") != (b.GetEngine() != "" && b.GetEngine() != logicalEngine) {
 			continue
 		}
 		p.BackupId = b.GetId()
@@ -143,7 +143,8 @@ func completeBackup(r *catalog.Read, id string) (*v1.Backup, error) {
 // physical backup restores only into a new datadir on the agent's host, a
 // logical one only onto the instance's running server.
 func checkDatadir(b *v1.Backup, p *v1.RestoreParams) error {
-	physical := b.GetEngine() != logicalEngine
+	// A record without an engine predates engines other than logical.
+	physical := b.GetEngine() != "" && b.GetEngine() != logicalEngine
 	switch {
 	case physical && p.GetTargetDatadir() == "":
 		return catalog.Errorf(catalog.ErrConflict, "backup %s is a physical (%s) backup: it restores into a new datadir on the agent's host, not onto the running server; give --to-datadir DIR", b.GetId(), b.GetEngine())
