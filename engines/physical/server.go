@@ -189,7 +189,10 @@ func StartTempServer(ctx context.Context, p TempServerParams) (*TempServer, erro
 		"--skip-slave-start", // a restored replica must not reconnect to its old primary
 	}
 	if p.LogBin != "" {
-		args = append(args, "--log-bin="+p.LogBin)
+		// The roll-forward goes into the restored binlog too, so that it
+		// stays continuous: a restored primary's replicas, and the next
+		// roll-forward from it, find every transaction in it.
+		args = append(args, "--log-bin="+p.LogBin, "--log-slave-updates=1")
 	}
 	if os.Geteuid() == 0 {
 		args = append(args, "--user=root") // mariadbd refuses root otherwise; the files stay root's
