@@ -34,7 +34,10 @@
 // index is in the datadir), which decides the InnoDB transactions that
 // were prepared at the snapshot — a first start without it refuses to
 // start over them; and the marker's removal then means the directory is
-// ready.
+// ready. With a roll-forward on top, the crash image's temporary server
+// also has --log-slave-updates, so the restored binlog runs on to the
+// target; mariabackup's output has no binlog, and its temporary server runs
+// without one (the restored position is then in gtid_slave_pos).
 //
 // TempServer is a mysqld on a restored datadir: --no-defaults, no TCP
 // listener (--skip-networking; its replica's outgoing connection to the
