@@ -248,6 +248,41 @@ func TestRestoreRefusals(t *testing.T) {
 			t.Errorf("a second restore into it: %v, want the unfinished restore named", err)
 		}
 	})
+	t.Run("other mariabackup version", func(t *testing.T) {
+		// A backup mariabackup must prepare (one small file is enough:
+		// the check comes first), and a double of mariabackup that
+		// reports 11.4.
+		mm, err := repo.WithBackup(context.Background(), archive.BackupOptions{Instance: "src", Engine: "mariabackup"}, func(ctx context.Context, b *archive.Backup) error {
+			sink := engines.ArchiveSink(b)
+			sink.SetServer(m.Server)
+			sink.SetConsistency(m.Consistency)
+			sink.SetEngineMetadata(physical.MetaFormat, physical.FormatVersion)
+			sink.SetEngineMetadata(physical.MetaPrepare, physical.PrepareMariabackup)
+			w, err := physical.Create(sink, physical.File{Root: physical.RootDatadir, Path: "ibdata1", Kind: physical.KindFile, Mode: 0o640}, 0)
+			if err != nil {
+				return err
+			}
+			_, _ = w.Write([]byte("data"))
+			return w.Close()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		fake := filepath.Join(dir, "fake-mariabackup-11.4")
+		if err := os.WriteFile(fake, []byte("#!/bin/sh\necho 'mariabackup based on MariaDB server 11.4.5-MariaDB Linux (x86_64)' >&2\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		target := filepath.Join(dir, "data")
+		_, err = physical.Restore(context.Background(), physical.RestoreParams{Source: engines.ArchiveSource(repo, mm),
+			Dirs: map[string]string{physical.RootDatadir: target}, Mariabackup: fake})
+		if !errors.Is(err, physical.ErrVersionMismatch) || !strings.Contains(err.Error(), "mariabackup") || !strings.Contains(err.Error(), "11.4.5") {
+			t.Fatalf("err = %v, want a mismatch naming mariabackup 11.4.5", err)
+		}
+		if _, err := os.Stat(target); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s was created (%v)", target, err)
+		}
+	})
 	t.Run("logical backup", func(t *testing.T) {
 		lm := &v1.Manifest{BackupId: "b-logical", Engine: "logical"}
 		_, err := physical.Restore(context.Background(), physical.RestoreParams{
