@@ -70,15 +70,21 @@ func Check(ctx context.Context, p RestoreParams) error {
 // withBinlogDir restores a crash image's binlogs kept outside its datadir
 // into the datadir, unless Dirs names a place for them: crash recovery
 // decides the transactions prepared at the snapshot by them.
+// It also makes every directory absolute: the server, mariabackup and the
+// binlog index get paths that do not depend on their working directory.
 func withBinlogDir(p RestoreParams) RestoreParams {
-	if p.Source == nil || p.Source.Manifest().GetEngineMetadata()[MetaPrepare] != PrepareCrashRecovery || p.Dirs[RootBinlog] != "" || p.Dirs[RootDatadir] == "" {
-		return p
-	}
-	dirs := map[string]string{RootBinlog: p.Dirs[RootDatadir]}
+	dirs := map[string]string{}
 	for k, v := range p.Dirs {
+		if a, err := filepath.Abs(v); err == nil && v != "" {
+			v = a
+		}
 		dirs[k] = v
 	}
 	p.Dirs = dirs
+	if p.Source == nil || p.Source.Manifest().GetEngineMetadata()[MetaPrepare] != PrepareCrashRecovery || p.Dirs[RootBinlog] != "" || p.Dirs[RootDatadir] == "" {
+		return p
+	}
+	dirs[RootBinlog] = dirs[RootDatadir]
 	return p
 }
 
