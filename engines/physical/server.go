@@ -58,7 +58,11 @@ func MysqldVersion(ctx context.Context, path string) (*Binary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server binary %s --version: %w: %s", path, err, strings.TrimSpace(string(out)))
 	}
-	line := strings.TrimSpace(string(out))
+	return parseMysqldVersion(path, string(out))
+}
+
+func parseMysqldVersion(path, out string) (*Binary, error) {
+	line := strings.TrimSpace(out)
 	_, rest, ok := strings.Cut(line, " Ver ")
 	if !ok {
 		return nil, fmt.Errorf("server binary %s --version said %q, not \"... Ver X.Y.Z ...\": is it mariadbd or mysqld?", path, line)
@@ -74,13 +78,23 @@ func MariabackupVersion(ctx context.Context, path string) (*Binary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s --version: %w: %s", path, err, strings.TrimSpace(string(out)))
 	}
-	line := strings.TrimSpace(string(out))
-	_, rest, ok := strings.Cut(line, " server ")
-	if !ok {
-		return nil, fmt.Errorf("%s --version said %q, not \"... based on MariaDB server X.Y.Z ...\"", path, line)
+	return parseMariabackupVersion(path, string(out))
+}
+
+func parseMariabackupVersion(path, out string) (*Binary, error) {
+	// The version is on the "based on ... server X.Y.Z" line (xtrabackup
+	// prints log lines around it, some with "server" in them).
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if _, rest, ok := strings.Cut(line, " based on "); ok {
+			if _, rest, ok = strings.Cut(rest, " server "); !ok {
+				continue
+			}
+			ver, _, _ := strings.Cut(strings.TrimSpace(rest), " ")
+			return binaryOf(path, ver, line), nil
+		}
 	}
-	ver, _, _ := strings.Cut(strings.TrimSpace(rest), " ")
-	return binaryOf(path, ver, line), nil
+	return nil, fmt.Errorf("%s --version said %q, not \"... based on MariaDB server X.Y.Z ...\"", path, strings.TrimSpace(out))
 }
 
 func binaryOf(path, version, line string) *Binary {
