@@ -283,6 +283,29 @@ func TestRestoreRefusals(t *testing.T) {
 			t.Errorf("%s was created (%v)", target, err)
 		}
 	})
+	t.Run("cancelled", func(t *testing.T) {
+		// Cancelled while the files are written: the error says so, the
+		// marker stays, and no server was started on the half.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		target := filepath.Join(t.TempDir(), "data")
+		_, err := physical.Restore(ctx, physical.RestoreParams{Source: engines.ArchiveSource(repo, m),
+			Dirs: map[string]string{physical.RootDatadir: target}, Parallel: 1,
+			Progress: func(phase string, done, total int64) {
+				if phase == "extract" && done > 0 {
+					cancel()
+				}
+			}})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+		if !physical.Unfinished(target) {
+			t.Errorf("no marker in the half-written %s", target)
+		}
+		if strings.Contains(err.Error(), "temporary server") {
+			t.Errorf("a server was started on the half-written directory: %v", err)
+		}
+	})
 	t.Run("logical backup", func(t *testing.T) {
 		lm := &v1.Manifest{BackupId: "b-logical", Engine: "logical"}
 		_, err := physical.Restore(context.Background(), physical.RestoreParams{
