@@ -175,7 +175,7 @@ func Restore(ctx context.Context, p RestoreParams) (*RestoreResult, error) {
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("restoring backup %s: %w", m.GetBackupId(), err)
+		return nil, fmt.Errorf("restoring backup %s: %w (what was written is marked unfinished by %s: remove the directory and restore again)", m.GetBackupId(), err, InProgressMarker)
 	}
 	res.Files, res.Bytes, res.Extract = er.Files, er.Bytes, time.Since(t0)
 	datadir := p.Dirs[RootDatadir]
