@@ -126,5 +126,11 @@ func restoreDatadir(ctx context.Context, s *streams, rf *repoFlags, dp datadirPa
 	_, err = fmt.Fprintf(s.out, "restored backup %s (%s) into %s: %d files, %s, written in %s, prepared in %s; start %s on it (the files belong to the user that ran the restore)\n",
 		m.BackupId, m.Engine, dp.dir, r.Files, humanBytes(r.Bytes), r.Extract.Round(time.Millisecond), r.Prepare.Round(time.Millisecond),
 		r.Mysqld.Flavor+" "+r.Mysqld.Major)
+	if err == nil && m.Consistency != nil {
+		// mariabackup's output has no binlog: the position is nowhere in
+		// the datadir's GTID state, and a replica set up from it needs it.
+		_, err = fmt.Fprintf(s.out, "its data is at GTID %q, binlog %s:%d; to replicate into it from the source: SET GLOBAL gtid_slave_pos = '%s'\n",
+			m.Consistency.GtidSet, m.Consistency.BinlogFile, m.Consistency.BinlogPosition, m.Consistency.GtidSet)
+	}
 	return err
 }

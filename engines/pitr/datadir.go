@@ -12,6 +12,7 @@ import (
 	"github.com/tidemark-backup/tidemark/engines/binlog/apply"
 	"github.com/tidemark-backup/tidemark/engines/physical"
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -132,7 +133,7 @@ func RestoreDatadir(ctx context.Context, p DatadirParams) (*DatadirResult, error
 		if err != nil {
 			return fmt.Errorf("rolling forward from backup %s to %s: %w", base.BackupId, p.Target, err)
 		}
-		return nil
+		return recordPosition(ctx, dsn, applied.EndGTID)
 	}
 	rr, err := physical.Restore(ctx, pr)
 	res.Restore = rr
@@ -140,4 +141,36 @@ func RestoreDatadir(ctx context.Context, p DatadirParams) (*DatadirResult, error
 		return res, err
 	}
 	return res, nil
+}
+
+// recordPosition makes the restored server's GTID position the one its
+// data is at. The replication method leaves it in gtid_slave_pos and a
+// binlogging server in its binlog, but the sql method on a server without
+// a binlog (mariabackup's output has none) records it nowhere: the
+// restored server would start at an empty or the base's position, and a
+// replica of it, or the next roll-forward, would start at the wrong place.
+func recordPosition(ctx context.Context, dsn, end string) error {
+	if end == "" {
+		return nil
+	}
+	d, err := mysqlx.ParseDSN(dsn)
+	if err != nil {
+		return err
+	}
+	db, err := d.Open(nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = db.Close() }()
+	var cur string
+	if err := db.QueryRowContext(ctx, "SELECT @@gtid_current_pos").Scan(&cur); err != nil {
+		return fmt.Errorf("reading the restored server's GTID position: %w", err)
+	}
+	if cur == end {
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, "SET GLOBAL gtid_slave_pos = ?", end); err != nil {
+		return fmt.Errorf("recording the restored GTID position %s (the server says %s): %w", end, cur, err)
+	}
+	return nil
 }

@@ -12,18 +12,23 @@ import (
 	"time"
 
 	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/engines/binlog/apply"
 	"github.com/tidemark-backup/tidemark/engines/physical"
 	"github.com/tidemark-backup/tidemark/engines/physical/physicaltest"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
-func restoreDatadir(t *testing.T, repo *archive.Repo, target Target, from string) (string, *DatadirResult, error) {
+func restoreDatadir(t *testing.T, repo *archive.Repo, target Target, from string, method ...string) (string, *DatadirResult, error) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "datadir")
-	res, err := RestoreDatadir(context.Background(), DatadirParams{
+	p := DatadirParams{
 		Repo: repo, Instance: instance, Dirs: map[string]string{physical.RootDatadir: dir}, Target: target, FromBackup: from,
-	})
+	}
+	if len(method) > 0 {
+		p.Method = method[0]
+	}
+	res, err := RestoreDatadir(context.Background(), p)
 	return dir, res, err
 }
 
@@ -108,13 +113,15 @@ func TestDatadirPointInTime(t *testing.T) {
 		target Target
 		want   point
 		base   string
+		method string
 	}{
-		{Target{GTID: p1.gtid}, p1, mb.BackupId},
-		{Target{Time: p2.time}, p2, mb.BackupId},
-		{Target{File: p3.file, Pos: p3.pos}, p3, snap.BackupId},
+		{Target{GTID: p1.gtid}, p1, mb.BackupId, ""},
+		// mariadb-binlog | mariadb over the temporary server's socket.
+		{Target{Time: p2.time}, p2, mb.BackupId, apply.MethodSQL},
+		{Target{File: p3.file, Pos: p3.pos}, p3, snap.BackupId, ""},
 	} {
 		t.Run(c.want.name, func(t *testing.T) {
-			dir, res, err := restoreDatadir(t, repo, c.target, "")
+			dir, res, err := restoreDatadir(t, repo, c.target, "", c.method)
 			if err != nil {
 				t.Fatalf("restore to %s: %v", c.target, err)
 			}
