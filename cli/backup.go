@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -379,6 +380,9 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 					return &UserError{Msg: "--instance NAME or BACKUP_ID is required: the instance whose backup and binlog archive to restore"}
 				}
 				if toInstance != "" {
+					if !filepath.IsAbs(toDatadir) {
+						return &UserError{Msg: fmt.Sprintf("--to-datadir %q: give an absolute path; the agent writes it on its own host", toDatadir)}
+					}
 					if mysqld != "" || mariabackup != "" || len(mysqldArgs) > 0 {
 						return &UserError{Msg: "--mysqld, --mariabackup and --mysqld-arg are for a restore run here; the agent uses the programs on its host's PATH"}
 					}

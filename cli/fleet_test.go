@@ -57,6 +57,7 @@ func TestFleetCommandsBadInput(t *testing.T) {
 		{[]string{"restore", "b1", "--to-datadir", "/srv/new", "--to-instance", "db", "--mysqld", "/opt/mariadbd"}, "the agent uses the programs on its host's PATH"},
 		{[]string{"restore", "b1", "--to-datadir", "/srv/new", "--to-instance", "db", "--controller", closed}, "no Tidemark controller answers"},
 		{[]string{"restore", "b1", "--to-datadir", "/srv/new", "--tables", "a.b"}, "do not apply to --to-datadir"},
+		{[]string{"restore", "b1", "--to-datadir", "srv/new", "--to-instance", "db"}, "give an absolute path"},
 	} {
 		code, _, errs := run(t, tc.args...)
 		if code == 0 || !strings.Contains(errs, tc.want) {

@@ -303,6 +303,8 @@ func TestPITRRestoreSubmit(t *testing.T) {
 			codes.FailedPrecondition, fmt.Sprintf("backup %s is consistent at", bid)},
 		{&v1.RestoreParams{SourceInstance: "db1", TargetInstance: "db1", StopAt: at(time.Now().Add(-time.Hour))},
 			codes.NotFound, "no complete logical backup consistent at or before"},
+		{&v1.RestoreParams{BackupId: physID, TargetInstance: "db1", TargetDatadir: "srv/new"},
+			codes.InvalidArgument, "an absolute path"},
 		// A logical backup does not restore into a datadir.
 		{&v1.RestoreParams{BackupId: bid, TargetInstance: "db1", TargetDatadir: "/srv/new"},
 			codes.FailedPrecondition, "leave out --to-datadir"},

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -146,6 +147,8 @@ func checkDatadir(b *v1.Backup, p *v1.RestoreParams) error {
 	// A record without an engine predates engines other than logical.
 	physical := b.GetEngine() != "" && b.GetEngine() != logicalEngine
 	switch {
+	case p.GetTargetDatadir() != "" && !path.IsAbs(p.GetTargetDatadir()):
+		return invalid("params.target_datadir %q: an absolute path on the agent's host is required", p.GetTargetDatadir())
 	case physical && p.GetTargetDatadir() == "":
 		return catalog.Errorf(catalog.ErrConflict, "backup %s is a physical (%s) backup: it restores into a new datadir on the agent's host, not onto the running server; give --to-datadir DIR", b.GetId(), b.GetEngine())
 	case !physical && p.GetTargetDatadir() != "":
