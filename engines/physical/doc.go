@@ -46,7 +46,9 @@
 // its old primary), and an account created by --init-file for this run
 // (outside the binlog) and dropped before the shutdown, so the restore
 // needs no credential of the backed-up server. Its errors quote its error
-// log's tail.
+// log's tail. It runs in its own process group (a Ctrl-C for tidemark does
+// not kill it mid-recovery: tidemark shuts it down) and, on Linux, gets
+// SIGTERM if tidemark dies, so no orphan keeps running on the directory.
 //
 // physicaltest writes physical backups of test servers as the engines do,
 // for tests of the restore side.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -213,12 +214,29 @@ func StartTempServer(ctx context.Context, p TempServerParams) (*TempServer, erro
 	}
 	args = append(args, p.Args...)
 	ts.cmd = exec.Command(p.Mysqld, args...)
-	ts.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := ts.cmd.Start(); err != nil {
+	// Its own process group: a Ctrl-C meant for tidemark does not kill
+	// the server mid-recovery; tidemark stops it cleanly instead.
+	// Pdeathsig: if tidemark dies, the server gets SIGTERM (a clean
+	// shutdown) rather than running on, orphaned, on a directory still
+	// marked unfinished. Linux sends it when the forking thread exits, so
+	// the start and the wait run on one locked thread that ends only after
+	// the server has.
+	ts.cmd.SysProcAttr = tempServerAttr()
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		if err := ts.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		ts.waitErr = ts.cmd.Wait()
+		close(ts.exited)
+	}()
+	if err := <-started; err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("temporary server %s: %w", p.Mysqld, err)
 	}
-	go func() { ts.waitErr = ts.cmd.Wait(); close(ts.exited) }()
 
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = tempUser, pass, "unix", sock
@@ -265,6 +283,9 @@ func (ts *TempServer) ping(ctx context.Context) error {
 	defer func() { _ = db.Close() }()
 	return db.PingContext(ctx)
 }
+
+// Pid is the server's process id.
+func (ts *TempServer) Pid() int { return ts.cmd.Process.Pid }
 
 // LogTail is the end of the server's error log.
 func (ts *TempServer) LogTail() string {
