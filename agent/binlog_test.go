@@ -240,7 +240,7 @@ func TestPITRJob(t *testing.T) {
 	s := fc.next(t, 10*time.Second)
 	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
 	job := &v1.Job{Id: "r-1", Kind: v1.JobKind_JOB_KIND_RESTORE, Instance: "db-p", Attempt: 1,
-		Params: &v1.Job_Restore{Restore: &v1.RestoreParams{BackupId: "b-1", TargetInstance: "db-p", SourceInstance: "db-src",
+		Params: &v1.Job_Restore{Restore: &v1.RestoreParams{BackupId: "b-1", TargetInstance: "db-p", SourceInstance: "db-src", TargetDatadir: "/srv/new",
 			StopAt: &v1.RestoreParams_StopAtTime{StopAtTime: timestamppb.New(at)}}}}
 	s.assign(job, lease("r-1", 1, 2))
 	msg := s.result(t, "r-1")
@@ -249,7 +249,7 @@ func TestPITRJob(t *testing.T) {
 	}
 	s.ack(msg.GetSeq())
 	if got.DSN != cfg.MySQL || got.BackupID != "b-1" || got.SourceInstance != "db-src" || !got.StopTime.Equal(at) ||
-		got.StopGTID != "" || got.StopFile != "" || got.Repo == nil {
+		got.StopGTID != "" || got.StopFile != "" || got.Repo == nil || got.Datadir != "/srv/new" {
 		t.Fatalf("PITR params %+v", got)
 	}
 

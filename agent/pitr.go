@@ -43,6 +43,10 @@ type PITRParams struct {
 	StopPos  uint64
 	// Parallel is the restore's workers; 0 the engine's choice.
 	Parallel int
+	// Datadir, when set, restores a physical base into this new directory
+	// on the agent's host and rolls it forward on a temporary server there;
+	// DSN's server is not touched.
+	Datadir string
 	// Logical restore filters, as for a plain restore.
 	Databases    []string
 	Tables       []string
@@ -78,7 +82,7 @@ func (a *Agent) runPITR(ctx context.Context, j *job, dsn string, progress func(*
 	p := PITRParams{
 		DSN: dsn, BackupID: rp.GetBackupId(), SourceInstance: rp.GetSourceInstance(),
 		Parallel: parallel(rp.GetParallelism(), a.cfg.Parallel), Databases: rp.GetDatabases(), Tables: rp.GetTables(),
-		RenameDB: rp.GetRenameDatabases(), DropExisting: rp.GetDropExisting(), Logger: log,
+		RenameDB: rp.GetRenameDatabases(), DropExisting: rp.GetDropExisting(), Logger: log, Datadir: rp.GetTargetDatadir(),
 		Progress: func(phase string, done, total int64) {
 			progress(&v1.JobProgress{Phase: phase, BytesDone: uint64(max(done, 0)), BytesTotal: uint64(max(total, 0)), UpdatedAt: timestamppb.Now()})
 		},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/logical"
+	"github.com/tidemark-backup/tidemark/engines/physical"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
@@ -303,6 +305,11 @@ func newRestoreCmd(s *streams) *cobra.Command {
 		applyMethod   string
 		serveAddr     string
 		thenReplicate string
+		// physical, into a datadir
+		toDatadir   string
+		mysqld      string
+		mariabackup string
+		mysqldArgs  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "restore [BACKUP_ID]",
@@ -335,7 +342,21 @@ backup of NAME consistent at or before the target (or --from-backup ID, or
 BACKUP_ID) and the target's agent restores it, then replays NAME's archived
 binlog up to the point: --to-time includes every transaction at or before
 it, --to-gtid includes that GTID, --to-position stops before the event at
-that position.`,
+that position.
+
+Physical backups (engines snapshot, mariabackup) restore into a directory,
+not onto a running server: BACKUP_ID --repo URI --to-datadir DIR writes the
+server's files into DIR (new or empty; refused if non-empty, used by a
+running process, holding an unfinished restore, or too small), after
+checking that the backup is of the flavor and major version of --mysqld
+(default mariadbd from PATH), then prepares it: mariabackup --prepare, or,
+for a crash-consistent snapshot, one start of a temporary server (crash
+recovery) and a clean shutdown. DIR holds .tidemark-restore-in-progress
+until it is ready. With --to-time, --to-gtid or --to-position (and
+--instance NAME, or BACKUP_ID as the base) the temporary server (no TCP
+port, a private socket) is rolled forward from the backup's point before
+its shutdown. --to-instance NAME --to-datadir DIR runs the same as a
+restore job on NAME's agent, writing DIR on that agent's host.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -349,6 +370,48 @@ that position.`,
 					return &UserError{Msg: fmt.Sprintf("give the base backup once: %s or --from-backup %s", args[0], fromBackup)}
 				}
 				fromBackup = args[0]
+			}
+			if toDatadir != "" {
+				if dsn != "" {
+					return &UserError{Msg: "give --to-datadir DIR (a physical backup written into a new datadir) or --to-mysql DSN (a logical backup loaded into a running server), not both"}
+				}
+				if databases != "" || tables != "" || len(renames) > 0 || includeUsers || dropExisting || thenReplicate != "" {
+					return &UserError{Msg: "a physical restore writes the whole server's files: --databases, --tables, --rename-db, --include-users, --drop-existing and --then-replicate-from do not apply to --to-datadir"}
+				}
+				if !isPITR && source != "" {
+					return &UserError{Msg: "--instance NAME restores NAME to a point in time: give --to-time, --to-gtid or --to-position"}
+				}
+				if !isPITR && fromBackup == "" {
+					return &UserError{Msg: "BACKUP_ID is required (or --instance NAME with --to-time, --to-gtid or --to-position)"}
+				}
+				if isPITR && source == "" && fromBackup == "" {
+					return &UserError{Msg: "--instance NAME or BACKUP_ID is required: the instance whose backup and binlog archive to restore"}
+				}
+				if toInstance != "" {
+					if !filepath.IsAbs(toDatadir) {
+						return &UserError{Msg: fmt.Sprintf("--to-datadir %q: give an absolute path; the agent writes it on its own host", toDatadir)}
+					}
+					if mysqld != "" || mariabackup != "" || len(mysqldArgs) > 0 {
+						return &UserError{Msg: "--mysqld, --mariabackup and --mysqld-arg are for a restore run here; the agent uses the programs on its host's PATH"}
+					}
+					params := pitr
+					params.BackupId, params.TargetDatadir = fromBackup, toDatadir
+					params.Parallelism = uint32(max(parallel, 0))
+					return controllerRestore(ctx, s, controller, toInstance, !noWait, params)
+				}
+				if controller != "" && rf.uri == "" && fromBackup != "" {
+					uri, err := backupRepo(ctx, s, controller, fromBackup)
+					if err != nil {
+						return err
+					}
+					rf.uri = uri
+				}
+				dp := datadirParams{backupID: fromBackup, instance: source, dir: toDatadir, mysqld: mysqld, mariabackup: mariabackup,
+					serverArgs: mysqldArgs, parallel: parallel, applyParallel: applyParallel, method: applyMethod, serveAddr: serveAddr}
+				if isPITR {
+					dp.stop = pitr
+				}
+				return restoreDatadir(ctx, s, &rf, dp)
 			}
 			if isPITR || source != "" {
 				if !isPITR {
@@ -428,6 +491,9 @@ that position.`,
 			if err != nil {
 				return userErr(err)
 			}
+			if physical.IsPhysical(m) {
+				return physicalUsage(m)
+			}
 			eng, err := s.engineByName(m.Engine)
 			if err != nil {
 				return &UserError{Msg: fmt.Sprintf("backup %s was written by engine %q, which this tidemark cannot restore", m.BackupId, m.Engine)}
@@ -473,6 +539,10 @@ that position.`,
 	cmd.Flags().IntVar(&applyParallel, "apply-parallel", 0, "point in time, here: replication applier threads on the target during the roll-forward (default: the server's setting)")
 	cmd.Flags().StringVar(&applyMethod, "apply-method", "", "point in time, here: replication (the target's applier, fed by Tidemark) or sql (mariadb-binlog | mariadb); default: replication, sql if the target refuses")
 	cmd.Flags().StringVar(&serveAddr, "serve-addr", "", "point in time, here: HOST:PORT the target connects to for the archived binlog (default 127.0.0.1:0, a target on this host)")
+	cmd.Flags().StringVar(&toDatadir, "to-datadir", "", "physical backups: write the server's files into this new or empty directory and prepare it as a datadir (with --to-time/--to-gtid/--to-position: rolled forward on a temporary server)")
+	cmd.Flags().StringVar(&mysqld, "mysqld", "", "with --to-datadir: the server binary that will run the datadir (default: mariadbd, else mysqld, from PATH); the backup must be of its flavor and major version")
+	cmd.Flags().StringVar(&mariabackup, "mariabackup", "", "with --to-datadir: mariabackup for backups it must prepare (default: from PATH)")
+	cmd.Flags().StringArrayVar(&mysqldArgs, "mysqld-arg", nil, "with --to-datadir: an extra argument of the temporary server (repeatable), e.g. --mysqld-arg=--innodb-buffer-pool-size=4G")
 	cmd.Flags().StringVar(&thenReplicate, "then-replicate-from", "", "point in time, here: afterwards, replicate from this live source (DSN) from the restored GTID position")
 	return cmd
 }

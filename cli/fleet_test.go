@@ -79,6 +79,13 @@ func TestFleetCommandsBadInput(t *testing.T) {
 		{[]string{"restore", "--to-time", "2026-12-03 10:00:00", "--to-instance", "t"}, "--instance NAME is required"},
 		{[]string{"restore", "--instance", "db", "--to-time", "2026-12-03 10:00:00", "--to-instance", "t", "--controller", closed}, "no Tidemark controller answers"},
 		{[]string{"restore"}, "BACKUP_ID is required"},
+		{[]string{"restore", "--to-datadir", "/srv/new"}, "BACKUP_ID is required"},
+		{[]string{"restore", "--to-datadir", "/srv/new", "--to-gtid", "0-1-5"}, "--instance NAME or BACKUP_ID is required"},
+		{[]string{"restore", "--to-datadir", "/srv/new", "--instance", "db"}, "give --to-time, --to-gtid or --to-position"},
+		{[]string{"restore", "b1", "--to-datadir", "/srv/new", "--to-instance", "db", "--mysqld", "/opt/mariadbd"}, "the agent uses the programs on its host's PATH"},
+		{[]string{"restore", "b1", "--to-datadir", "/srv/new", "--to-instance", "db", "--controller", closed}, "no Tidemark controller answers"},
+		{[]string{"restore", "b1", "--to-datadir", "/srv/new", "--tables", "a.b"}, "do not apply to --to-datadir"},
+		{[]string{"restore", "b1", "--to-datadir", "srv/new", "--to-instance", "db"}, "give an absolute path"},
 	} {
 		code, _, errs := run(t, tc.args...)
 		if code == 0 || !strings.Contains(errs, tc.want) {

@@ -10,6 +10,7 @@ import (
 	"github.com/tidemark-backup/tidemark/engines/binlog"
 	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/engines/mariabackup"
+	"github.com/tidemark-backup/tidemark/engines/physical"
 	"github.com/tidemark-backup/tidemark/engines/pitr"
 	"github.com/tidemark-backup/tidemark/engines/snapshot"
 )
@@ -38,6 +39,9 @@ func EngineWiring() Wiring {
 		PITRRestorer: func(ctx context.Context, p agent.PITRParams) (*agent.PITRResult, error) {
 			if len(p.Databases) > 0 || len(p.Tables) > 0 || len(p.RenameDB) > 0 {
 				return nil, fmt.Errorf("a point-in-time restore brings back the whole instance: database, table and rename filters cannot be combined with a stop point (the binlog replays every database)")
+			}
+			if p.Datadir != "" {
+				return datadirPITR(ctx, p)
 			}
 			res, err := pitr.Restore(ctx, pitr.Params{
 				Repo: p.Repo, Instance: p.SourceInstance, DSN: p.DSN, FromBackup: p.BackupID,
@@ -82,4 +86,30 @@ func EngineWiring() Wiring {
 			return out, nil
 		},
 	}
+}
+
+// datadirPITR is the agent's point-in-time restore into a new datadir on
+// its host: a physical base, rolled forward on a temporary server. The
+// caller has refused filters.
+func datadirPITR(ctx context.Context, p agent.PITRParams) (*agent.PITRResult, error) {
+	res, err := pitr.RestoreDatadir(ctx, pitr.DatadirParams{
+		Repo: p.Repo, Instance: p.SourceInstance, FromBackup: p.BackupID, Dirs: map[string]string{physical.RootDatadir: p.Datadir},
+		Target:   pitr.Target{Time: p.StopTime, GTID: p.StopGTID, File: p.StopFile, Pos: p.StopPos},
+		Parallel: p.Parallel, Logger: p.Logger,
+		Progress: func(phase string, pr engines.Progress) {
+			if p.Progress != nil {
+				p.Progress(phase, pr.BytesDone, pr.BytesTotal)
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := &agent.PITRResult{BackupID: res.Base.BackupId}
+	if a := res.Applied; a != nil {
+		out.Transactions = int64(a.Transactions)
+		out.ReachedGTID, out.ReachedTime = a.EndGTID, a.Last.Time
+		out.Warnings = append(out.Warnings, a.Warnings...)
+	}
+	return out, nil
 }

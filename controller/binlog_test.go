@@ -255,7 +255,7 @@ func TestPITRRestoreSubmit(t *testing.T) {
 		return &v1.RestoreParams_StopAtTime{StopAtTime: timestamppb.New(t)}
 	}
 	_, err = restore(&v1.RestoreParams{SourceInstance: "db1", TargetInstance: "db1", StopAt: at(time.Now())})
-	wantCode(t, err, codes.NotFound, `instance "db1" has no complete backup consistent at or before`)
+	wantCode(t, err, codes.NotFound, `instance "db1" has no complete logical backup consistent at or before`)
 
 	job := submitBackup(t, c, "db1")
 	asg := a.assignment(5 * time.Second)
@@ -271,6 +271,23 @@ func TestPITRRestoreSubmit(t *testing.T) {
 	}
 	waitJobState(t, c, job.GetId(), v1.JobState_JOB_STATE_SUCCEEDED, 5*time.Second)
 
+	// A physical backup, older than the logical one: a datadir restore
+	// picks it, a restore onto the server refuses it.
+	job2 := submitBackup(t, c, "db1")
+	asg2 := a.assignment(5 * time.Second)
+	physID := asg2.GetJob().GetBackup().GetBackupId()
+	seq = a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{
+		JobId: job2.GetId(), Lease: asg2.GetLease(), Ok: true, BackupId: physID, ManifestKey: "manifests/" + physID, RepositoryUri: "file:///backups",
+		Manifest: &v1.Manifest{BackupId: physID, Instance: "db1", Engine: "snapshot", Fence: asg2.GetLease(),
+			Consistency: &v1.ConsistencyPoint{BinlogFile: "bin.000001", BinlogPosition: 40, Time: timestamppb.New(consistentAt.Add(-time.Second))}},
+	}}})
+	if ans := a.answer(seq); ans.GetAck() == nil {
+		t.Fatalf("backup result answered %v", ans)
+	}
+	waitJobState(t, c, job2.GetId(), v1.JobState_JOB_STATE_SUCCEEDED, 5*time.Second)
+	_, err = restore(&v1.RestoreParams{BackupId: physID, TargetInstance: "db1"})
+	wantCode(t, err, codes.FailedPrecondition, "give --to-datadir DIR")
+
 	for _, tc := range []struct {
 		p    *v1.RestoreParams
 		code codes.Code
@@ -285,12 +302,30 @@ func TestPITRRestoreSubmit(t *testing.T) {
 		{&v1.RestoreParams{BackupId: bid, TargetInstance: "db1", StopAt: at(time.Now().Add(-time.Hour))},
 			codes.FailedPrecondition, fmt.Sprintf("backup %s is consistent at", bid)},
 		{&v1.RestoreParams{SourceInstance: "db1", TargetInstance: "db1", StopAt: at(time.Now().Add(-time.Hour))},
-			codes.NotFound, "no complete backup consistent at or before"},
+			codes.NotFound, "no complete logical backup consistent at or before"},
+		{&v1.RestoreParams{BackupId: physID, TargetInstance: "db1", TargetDatadir: "srv/new"},
+			codes.InvalidArgument, "an absolute path"},
+		// A logical backup does not restore into a datadir.
+		{&v1.RestoreParams{BackupId: bid, TargetInstance: "db1", TargetDatadir: "/srv/new"},
+			codes.FailedPrecondition, "leave out --to-datadir"},
+		// A datadir restore starts from a physical backup only.
+		{&v1.RestoreParams{SourceInstance: "db1", TargetInstance: "db1", TargetDatadir: "/srv/new", StopAt: at(time.Now().Add(-time.Hour))},
+			codes.NotFound, "no complete physical"},
 	} {
 		_, err := restore(tc.p)
 		wantCode(t, err, tc.code, tc.msg)
 	}
 	target := time.Now().Add(time.Minute).Truncate(time.Second)
+	jd, err := restore(&v1.RestoreParams{SourceInstance: "db1", TargetInstance: "db1", TargetDatadir: "/srv/new", StopAt: at(target)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rp := jd.GetRestore(); rp.GetBackupId() != physID || rp.GetTargetDatadir() != "/srv/new" {
+		t.Fatalf("datadir restore params %v, want base %s", rp, physID)
+	}
+	if _, err := c.Control.CancelJob(ctx, &v1.CancelJobRequest{Id: jd.GetId()}); err != nil {
+		t.Fatal(err)
+	}
 	j, err := restore(&v1.RestoreParams{SourceInstance: "db1", TargetInstance: "db1", StopAt: at(target)})
 	if err != nil {
 		t.Fatal(err)

@@ -409,6 +409,9 @@ func (c *controlService) SubmitRestore(ctx context.Context, req *v1.SubmitRestor
 	if err != nil {
 		return nil, err
 	}
+	if err := checkDatadir(b, p); err != nil {
+		return nil, toStatus(err)
+	}
 	p = proto.CloneOf(p)
 	if p.RepositoryUri == "" {
 		p.RepositoryUri = b.GetRepositoryUri()

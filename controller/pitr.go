@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -55,6 +56,10 @@ func checkStopAt(p *v1.RestoreParams) error {
 // the target time, or simply the newest one for a GTID or position target
 // (the engine's plan then says whether the archive reaches the target from
 // it). A named backup consistent after the target time is refused.
+// logicalEngine is the one engine whose backups load into a running
+// server; every other (snapshot, mariabackup) writes a datadir.
+const logicalEngine = "logical"
+
 func pitrParams(r *catalog.Read, p *v1.RestoreParams) (*v1.RestoreParams, error) {
 	if err := checkStopAt(p); err != nil {
 		return nil, err
@@ -91,14 +96,23 @@ func pitrParams(r *catalog.Read, p *v1.RestoreParams) (*v1.RestoreParams, error)
 		if !target.IsZero() && backupPoint(b).After(target) {
 			continue
 		}
+		// A datadir restore needs a physical base, a restore onto a
+		// running server a logical one.
+		if (p.GetTargetDatadir() != "") != (b.GetEngine() != "" && b.GetEngine() != logicalEngine) {
+			continue
+		}
 		p.BackupId = b.GetId()
 		return p, nil
 	}
-	if !target.IsZero() {
-		return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q has no complete backup consistent at or before %s: a point-in-time restore starts from one (take backups ahead of time, or pick a later --to-time)",
-			p.GetSourceInstance(), target.UTC().Format(time.RFC3339))
+	kind := "logical"
+	if p.GetTargetDatadir() != "" {
+		kind = "physical (a datadir restore starts from a snapshot or mariabackup backup)"
 	}
-	return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q has no complete backup: a point-in-time restore starts from one", p.GetSourceInstance())
+	if !target.IsZero() {
+		return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q has no complete %s backup consistent at or before %s: a point-in-time restore starts from one (take backups ahead of time, or pick a later --to-time)",
+			p.GetSourceInstance(), kind, target.UTC().Format(time.RFC3339))
+	}
+	return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q has no complete %s backup: a point-in-time restore starts from one", p.GetSourceInstance(), kind)
 }
 
 // backupPoint is when a backup is consistent: its consistency point's
@@ -124,4 +138,21 @@ func completeBackup(r *catalog.Read, id string) (*v1.Backup, error) {
 			b.GetId(), strings.ToLower(strings.TrimPrefix(b.GetStatus().String(), "BACKUP_STATUS_")))
 	}
 	return b, nil
+}
+
+// checkDatadir refuses a restore whose target does not suit the backup: a
+// physical backup restores only into a new datadir on the agent's host, a
+// logical one only onto the instance's running server.
+func checkDatadir(b *v1.Backup, p *v1.RestoreParams) error {
+	// A record without an engine predates engines other than logical.
+	physical := b.GetEngine() != "" && b.GetEngine() != logicalEngine
+	switch {
+	case p.GetTargetDatadir() != "" && !path.IsAbs(p.GetTargetDatadir()):
+		return invalid("params.target_datadir %q: an absolute path on the agent's host is required", p.GetTargetDatadir())
+	case physical && p.GetTargetDatadir() == "":
+		return catalog.Errorf(catalog.ErrConflict, "backup %s is a physical (%s) backup: it restores into a new datadir on the agent's host, not onto the running server; give --to-datadir DIR", b.GetId(), b.GetEngine())
+	case !physical && p.GetTargetDatadir() != "":
+		return catalog.Errorf(catalog.ErrConflict, "backup %s is a %s backup: it restores onto the instance's running server, not into a datadir; leave out --to-datadir", b.GetId(), b.GetEngine())
+	}
+	return nil
 }

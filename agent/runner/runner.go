@@ -10,6 +10,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/logical"
+	"github.com/tidemark-backup/tidemark/engines/physical"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
@@ -190,6 +191,12 @@ func restore(ctx context.Context, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if rp.GetTargetDatadir() != "" {
+		return restoreDatadir(ctx, p, repo, m, rp)
+	}
+	if physical.IsPhysical(m) {
+		return nil, fmt.Errorf("backup %s is a physical (%s) backup: it restores into an empty datadir on the agent's host, not onto the running server of %s; submit it with --to-datadir DIR", m.GetBackupId(), m.GetEngine(), p.Job.GetInstance())
+	}
 	eng, err := engineFor(p, m.GetEngine())
 	if err != nil {
 		return nil, fmt.Errorf("backup %s was written by engine %q: %w", m.GetBackupId(), m.GetEngine(), err)
@@ -204,4 +211,31 @@ func restore(ctx context.Context, p Params) (*Result, error) {
 		return nil, fmt.Errorf("restore of backup %s onto %s: %w", m.GetBackupId(), p.Job.GetInstance(), err)
 	}
 	return &Result{BackupID: m.GetBackupId(), Tables: res.Tables, Rows: res.Rows, Warnings: res.Warnings}, nil
+}
+
+// restoreDatadir writes a physical backup into a new datadir on this host
+// and prepares it (physical.Restore: the same checks, before anything is
+// written, as the standalone command). The job's instance names the agent;
+// its running server is not touched.
+func restoreDatadir(ctx context.Context, p Params, repo *archive.Repo, m *v1.Manifest, rp *v1.RestoreParams) (*Result, error) {
+	if !physical.IsPhysical(m) {
+		return nil, fmt.Errorf("backup %s is a %s backup: it restores onto a running server, not into a datadir; submit it without a target datadir", m.GetBackupId(), m.GetEngine())
+	}
+	if len(rp.GetDatabases()) > 0 || len(rp.GetTables()) > 0 || len(rp.GetRenameDatabases()) > 0 {
+		return nil, fmt.Errorf("a physical restore writes the whole server's files: database, table and rename filters do not apply")
+	}
+	pr := progress(p)
+	_, err := physical.Restore(ctx, physical.RestoreParams{
+		Source: engines.ArchiveSource(repo, m), Dirs: map[string]string{physical.RootDatadir: rp.GetTargetDatadir()},
+		Parallel: parallel(rp.GetParallelism(), p.Parallel),
+		Progress: func(phase string, done, total int64) {
+			if pr != nil {
+				pr(engines.Progress{Phase: phase, BytesDone: done, BytesTotal: total})
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("restore of backup %s into %s on the host of %s: %w", m.GetBackupId(), rp.GetTargetDatadir(), p.Job.GetInstance(), err)
+	}
+	return &Result{BackupID: m.GetBackupId()}, nil
 }

@@ -19,4 +19,37 @@
 // before the first byte is written); a marker file (InProgressMarker) is
 // created first and removed only when every file is written and synced, so
 // a half-written directory is recognisable and never started as a server.
+//
+// Restore is the whole datadir restore, engine-agnostic: Check (the layout
+// version, the backup's flavor and major version against `mysqld
+// --version` and, for mariabackup's output, `mariabackup --version`; no
+// running process using a target; Extract's emptiness and space checks),
+// all before writing; Extract with the marker kept; the prepare named by
+// physical.prepare; an optional roll-forward; and only then the marker's
+// removal. A crash-consistent image is prepared by starting it once on a
+// TempServer and shutting it down cleanly rather than by leaving recovery
+// to the operator's first start: recovery failures surface during the
+// restore, with the server's log; recovery runs with the image's binlog
+// (the temporary server gets --log-bin with the image's basename when its
+// index is in the datadir), which decides the InnoDB transactions that
+// were prepared at the snapshot — a first start without it refuses to
+// start over them; and the marker's removal then means the directory is
+// ready. With a roll-forward on top, the crash image's temporary server
+// also has --log-slave-updates, so the restored binlog runs on to the
+// target; mariabackup's output has no binlog, and its temporary server runs
+// without one (the restored position is then in gtid_slave_pos).
+//
+// TempServer is a mysqld on a restored datadir: --no-defaults, no TCP
+// listener (--skip-networking; its replica's outgoing connection to the
+// roll-forward's loopback source still works), a socket in a private 0700
+// directory, --skip-slave-start (a restored replica must not reconnect to
+// its old primary), and an account created by --init-file for this run
+// (outside the binlog) and dropped before the shutdown, so the restore
+// needs no credential of the backed-up server. Its errors quote its error
+// log's tail. It runs in its own process group (a Ctrl-C for tidemark does
+// not kill it mid-recovery: tidemark shuts it down) and, on Linux, gets
+// SIGTERM if tidemark dies, so no orphan keeps running on the directory.
+//
+// physicaltest writes physical backups of test servers as the engines do,
+// for tests of the restore side.
 package physical

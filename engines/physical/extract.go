@@ -34,12 +34,17 @@ type ExtractParams struct {
 	Dirs     map[string]string
 	Parallel int // files written at once; 0: 4
 	Progress func(done, total int64)
+	// KeepMarker leaves the in-progress marker in place after the files
+	// are written: the caller still has to prepare the directory and
+	// removes it with FinishRestore.
+	KeepMarker bool
 }
 
 // ExtractResult counts what Extract wrote.
 type ExtractResult struct {
 	Files int
 	Bytes int64
+	Dirs  []string // the target directories, each marked until FinishRestore when KeepMarker
 }
 
 // ErrNotEmpty is returned when a target directory has something in it.
@@ -56,43 +61,8 @@ var ErrNoSpace = errors.New("not enough free space")
 // and the marker's removal. On failure the marker stays.
 func Extract(ctx context.Context, p ExtractParams) (*ExtractResult, error) {
 	m := p.Source.Manifest()
-	files, err := Files(m)
+	files, targets, dirOf, err := planExtract(p)
 	if err != nil {
-		return nil, err
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("backup %s holds no files: it is not a physical backup (engine %q)", m.GetBackupId(), m.GetEngine())
-	}
-	base := p.Dirs[RootDatadir]
-	if base == "" {
-		return nil, errors.New("physical: no target datadir given")
-	}
-	dirOf := func(root string) string {
-		if d := p.Dirs[root]; d != "" {
-			return d
-		}
-		return base
-	}
-	var keep []File
-	for _, f := range files {
-		if f.Root == RootBinlog && p.Dirs[RootBinlog] == "" {
-			continue // binlogs are the binlog engine's; restored only when asked
-		}
-		keep = append(keep, f)
-	}
-	files = keep
-
-	// Checks, before anything is written.
-	need := map[string]int64{} // target dir → bytes
-	for _, f := range files {
-		need[dirOf(f.Root)] += f.Size
-	}
-	targets := make([]string, 0, len(need))
-	for d := range need {
-		targets = append(targets, d)
-	}
-	sort.Strings(targets)
-	if err := checkTargets(targets, need); err != nil {
 		return nil, err
 	}
 
@@ -183,16 +153,82 @@ func Extract(ctx context.Context, p ExtractParams) (*ExtractResult, error) {
 			return nil, err
 		}
 	}
+	res := &ExtractResult{Files: len(data), Bytes: total, Dirs: targets}
+	if p.KeepMarker {
+		return res, nil
+	}
 	// Everything is durable: the directory may now be used.
-	for _, d := range targets {
+	if err := FinishRestore(targets); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// FinishRestore removes the in-progress marker from dirs: what is in them
+// is complete and may be started.
+func FinishRestore(dirs []string) error {
+	for _, d := range dirs {
 		if err := os.Remove(filepath.Join(d, InProgressMarker)); err != nil {
-			return nil, fmt.Errorf("physical: %w", err)
+			return fmt.Errorf("physical: %w", err)
 		}
 		if err := syncDir(d); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return &ExtractResult{Files: len(data), Bytes: total}, nil
+	return nil
+}
+
+// CheckExtract runs Extract's checks alone (a physical backup, every
+// target empty or absent, room on each filesystem): a caller with more to
+// check before writing runs them first.
+func CheckExtract(p ExtractParams) error {
+	_, _, _, err := planExtract(p)
+	return err
+}
+
+// planExtract lists what Extract writes and where, and checks the targets.
+func planExtract(p ExtractParams) (files []File, targets []string, dirOf func(string) string, err error) {
+	m := p.Source.Manifest()
+	files, err = Files(m)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if len(files) == 0 {
+		return nil, nil, nil, fmt.Errorf("backup %s holds no files: it is not a physical backup (engine %q)", m.GetBackupId(), m.GetEngine())
+	}
+	base := p.Dirs[RootDatadir]
+	if base == "" {
+		return nil, nil, nil, errors.New("physical: no target datadir given")
+	}
+	dirOf = func(root string) string {
+		if d := p.Dirs[root]; d != "" {
+			return d
+		}
+		return base
+	}
+	var keep []File
+	for _, f := range files {
+		if f.Root == RootBinlog && p.Dirs[RootBinlog] == "" {
+			continue // binlogs are the binlog engine's; restored only when asked
+		}
+		keep = append(keep, f)
+	}
+	files = keep
+
+	// Checks, before anything is written.
+	need := map[string]int64{} // target dir → bytes
+	for _, f := range files {
+		need[dirOf(f.Root)] += f.Size
+	}
+	targets = make([]string, 0, len(need))
+	for d := range need {
+		targets = append(targets, d)
+	}
+	sort.Strings(targets)
+	if err := checkTargets(targets, need); err != nil {
+		return nil, nil, nil, err
+	}
+	return files, targets, dirOf, nil
 }
 
 // checkTargets refuses a target that is not a directory or not empty, and

@@ -15,6 +15,7 @@ import (
 	"github.com/tidemark-backup/tidemark/engines/binlog"
 	"github.com/tidemark-backup/tidemark/engines/binlog/apply"
 	"github.com/tidemark-backup/tidemark/engines/logical"
+	"github.com/tidemark-backup/tidemark/engines/physical"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -114,9 +115,14 @@ func Restore(ctx context.Context, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, err := pickBase(ctx, p)
+	// A physical backup restores into a datadir (RestoreDatadir), never
+	// onto a running server: it is no base here.
+	base, err := pickBaseWhere(ctx, p, func(m *v1.Manifest) bool { return !physical.IsPhysical(m) })
 	if err != nil {
 		return nil, err
+	}
+	if physical.IsPhysical(base) {
+		return nil, fmt.Errorf("backup %s is a physical (%s) backup: it restores into an empty datadir, not onto a running server; restore it with --to-datadir DIR", base.BackupId, base.Engine)
 	}
 	files, err := filesFrom(arch, base, p.Target)
 	if err != nil {
@@ -173,9 +179,11 @@ func Restore(ctx context.Context, p Params) (*Result, error) {
 	return res, nil
 }
 
-// pickBase returns the base backup: the one named, or the newest complete
+// pickBaseWhere returns the base backup: the one named, or the newest complete
 // backup of the instance whose consistency point is at or before the target.
-func pickBase(ctx context.Context, p Params) (*v1.Manifest, error) {
+// Only backups ok accepts are candidates; a named backup is returned as it
+// is, for the caller to refuse with its reason.
+func pickBaseWhere(ctx context.Context, p Params, ok func(*v1.Manifest) bool) (*v1.Manifest, error) {
 	if p.FromBackup != "" {
 		m, err := p.Repo.LoadManifest(ctx, p.FromBackup)
 		if err != nil {
@@ -201,7 +209,7 @@ func pickBase(ctx context.Context, p Params) (*v1.Manifest, error) {
 	}
 	var mine []*v1.Manifest
 	for _, m := range ms {
-		if m.Instance == p.Instance && m.Consistency != nil && (m.Consistency.GtidSet != "" || m.Consistency.BinlogFile != "") && partial(m) == "" {
+		if m.Instance == p.Instance && m.Consistency != nil && (m.Consistency.GtidSet != "" || m.Consistency.BinlogFile != "") && partial(m) == "" && ok(m) {
 			mine = append(mine, m)
 		}
 	}

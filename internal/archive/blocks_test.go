@@ -3,6 +3,7 @@ package archive
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"strings"
@@ -90,6 +91,49 @@ func TestStreamBlocks(t *testing.T) {
 		})
 		if err == nil || !strings.Contains(err.Error(), "not a power of two") {
 			t.Errorf("block %d: %v", bad, err)
+		}
+	}
+}
+
+// TestStreamReadCancelled: a read whose context ends before every chunk
+// was fetched ends with the context's error, never with io.EOF after a
+// prefix of the stream (a caller that does not compare sizes would take
+// the prefix for the whole).
+func TestStreamReadCancelled(t *testing.T) {
+	r := initRepo(t, openFileStore(t, t.TempDir()), false)
+	const block = 64 << 10
+	data := bytes.Repeat([]byte("0123456789abcdef"), 40*block/16)
+	m, err := r.WithBackup(context.Background(), BackupOptions{Engine: "test", Compression: "none"}, func(_ context.Context, b *Backup) error {
+		w, err := b.StreamBlocks("files/big", nil, block)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(data); err != nil {
+			return err
+		}
+		return w.Close()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ { // the dispatcher must be caught waiting on a full queue
+		ctx, cancel := context.WithCancel(context.Background())
+		rc, err := r.OpenStream(ctx, m, "files/big", ReadOptions{Prefetch: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, block)
+		if _, err := io.ReadFull(rc, buf); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		got, err := io.ReadAll(rc)
+		_ = rc.Close()
+		if err == nil && block+len(got) != len(data) {
+			t.Fatalf("cancelled read ended cleanly after %d of %d bytes", block+len(got), len(data))
+		}
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled read: %v, want context.Canceled", err)
 		}
 	}
 }

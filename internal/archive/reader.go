@@ -269,6 +269,10 @@ func (r *Repo) openStreamRef(ctx context.Context, backupID string, ref *v1.Strea
 			select {
 			case sr.results <- slot:
 			case <-ctx.Done():
+				// Not every chunk was queued: the reader must not take
+				// the close for the stream's end (read after the close,
+				// which orders this write before it).
+				sr.stopped = ctx.Err()
 				return
 			}
 			select {
@@ -318,6 +322,9 @@ type streamReader struct {
 	buf     []byte
 	err     error
 	once    sync.Once
+	// stopped is set by the dispatcher when its context ended before it
+	// queued every chunk; read only after results is closed.
+	stopped error
 }
 
 func (s *streamReader) Read(p []byte) (int, error) {
@@ -335,7 +342,10 @@ func (s *streamReader) Read(p []byte) (int, error) {
 		slot, ok := <-s.results
 		if !ok {
 			s.err = io.EOF
-			return 0, io.EOF
+			if s.stopped != nil {
+				s.err = s.stopped
+			}
+			return 0, s.err
 		}
 		f := <-slot
 		if f.err != nil {
