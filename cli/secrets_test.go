@@ -103,7 +103,7 @@ func TestSecretsStayOut(t *testing.T) {
 	// The agent's command line is in the child's argv, as it would be in
 	// the process list.
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSecretsAgentChild$", "--", "agent", "--controller", "127.0.0.1:1",
-		"--name", "leaky", "--mysql", dsn, "--log-level", "debug", "--log-format", "json")
+		"--name", "leaky", "--insecure", "--mysql", dsn, "--log-level", "debug", "--log-format", "json")
 	cmd.Env = append(os.Environ(), "TIDEMARK_SECRETS_AGENT_CHILD=1")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
