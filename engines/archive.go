@@ -22,6 +22,17 @@ func (s archiveSink) StreamBlocks(name string, md map[string]string, block int) 
 	return s.Backup.StreamBlocks(name, md, block)
 }
 
+// Previous finds the parent of a backup (physical.ReuseSink).
+func (s archiveSink) Previous(ctx context.Context) (*v1.Manifest, error) {
+	return s.Backup.Previous(ctx)
+}
+
+// ReuseStream takes over an unchanged stream of the parent
+// (physical.ReuseSink).
+func (s archiveSink) ReuseStream(ctx context.Context, name string, md map[string]string, parent string, prev *v1.StreamRef) (bool, error) {
+	return s.Backup.ReuseStream(ctx, name, md, parent, prev)
+}
+
 // ArchiveSource adapts a repository and a manifest to Source.
 func ArchiveSource(r *archive.Repo, m *v1.Manifest) Source { return archiveSource{r, m} }
 

@@ -10,10 +10,13 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/tidemark-backup/tidemark/engines"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
 // Root is one server directory to copy.
@@ -35,12 +38,33 @@ type CopyParams struct {
 	// Progress receives the bytes copied so far and the total; called
 	// from several goroutines.
 	Progress func(done, total int64)
+	// Reuse takes over, without reading them, the files of the previous
+	// backup of the same instance and engine (ReuseSink.Previous) whose
+	// size, inode, times and mode are unchanged. Only for trees whose
+	// files keep their identity between backups (snapshots of one
+	// volume); a file changed within racyWindow before TakenAt is always
+	// read.
+	Reuse bool
+	// TakenAt is when the tree was frozen (the snapshot); zero: when
+	// CopyTree starts, which is later and so only more careful.
+	TakenAt time.Time
 }
+
+// racyWindow is how close to the snapshot a file's last change may be
+// for its times to be trusted next time: file timestamps come from a
+// clock coarser than writes, so a write right after the snapshot can leave
+// a file's times as the snapshot recorded them.
+const racyWindow = 2 * time.Second
 
 // CopyResult counts what CopyTree stored.
 type CopyResult struct {
 	Files, Dirs, Symlinks int
 	Bytes                 int64
+	// Reused files (and their bytes) were taken over from the previous
+	// backup without being read.
+	Reused      int
+	ReusedBytes int64
+	Parent      string // the previous backup's id, when files were reused
 }
 
 // CopyTree streams every entry under p.Roots into p.Sink, several files at
@@ -51,6 +75,10 @@ func CopyTree(ctx context.Context, p CopyParams) (*CopyResult, error) {
 	var files []File
 	dirs := map[string]string{} // root → dir
 	res := &CopyResult{}
+	taken := p.TakenAt
+	if taken.IsZero() {
+		taken = time.Now()
+	}
 	for _, r := range p.Roots {
 		if !validRoot(r.Name) {
 			return nil, fmt.Errorf("physical: unknown root %q", r.Name)
@@ -83,6 +111,10 @@ func CopyTree(ctx context.Context, p CopyParams) (*CopyResult, error) {
 			case info.Mode().IsRegular():
 				f.Kind, f.Size = KindFile, info.Size()
 				res.Bytes += f.Size
+				if st, ok := info.Sys().(*syscall.Stat_t); ok {
+					f.Ino, f.CTime = st.Ino, time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
+					f.Racy = f.ModTime.After(taken.Add(-racyWindow)) || f.CTime.After(taken.Add(-racyWindow))
+				}
 			case info.IsDir():
 				f.Kind = KindDir
 			case info.Mode()&fs.ModeSymlink != 0:
@@ -123,8 +155,15 @@ func CopyTree(ctx context.Context, p CopyParams) (*CopyResult, error) {
 	}
 	sort.SliceStable(data, func(i, j int) bool { return data[i].Size > data[j].Size })
 	res.Files = len(data)
-
 	var done atomic.Int64
+	if p.Reuse {
+		var err error
+		if data, err = reuse(ctx, p.Sink, data, res); err != nil {
+			return nil, err
+		}
+		done.Add(res.ReusedBytes)
+	}
+
 	err := eachFile(ctx, p.Parallel, data, func(ctx context.Context, f File) error {
 		return copyFile(ctx, p, filepath.Join(dirs[f.Root], filepath.FromSlash(f.Path)), f, func(k int64) {
 			d := done.Add(k)
@@ -137,6 +176,44 @@ func CopyTree(ctx context.Context, p CopyParams) (*CopyResult, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// reuse takes over the files of data that the previous backup holds
+// unchanged and returns the others, to be read.
+func reuse(ctx context.Context, sink engines.Sink, data []File, res *CopyResult) ([]File, error) {
+	rs, ok := sink.(ReuseSink)
+	if !ok {
+		return data, nil
+	}
+	prev, err := rs.Previous(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("physical: finding the previous backup: %w", err)
+	}
+	if prev == nil {
+		return data, nil
+	}
+	refs := make(map[string]*v1.StreamRef, len(prev.GetStreams()))
+	for _, s := range prev.GetStreams() {
+		refs[s.GetName()] = s
+	}
+	var rest []File
+	for _, f := range data {
+		name := StreamName(f)
+		if ref := refs[name]; ref != nil && sameFile(f, ref) {
+			ok, err := rs.ReuseStream(ctx, name, f.metadata(), prev.GetBackupId(), ref)
+			if err != nil {
+				return nil, fmt.Errorf("physical: %s: %w", name, err)
+			}
+			if ok {
+				res.Reused++
+				res.ReusedBytes += f.Size
+				res.Parent = prev.GetBackupId()
+				continue
+			}
+		}
+		rest = append(rest, f)
+	}
+	return rest, nil
 }
 
 // eachFile runs fn on every file, n at once (0: 4), in order of the

@@ -1,6 +1,7 @@
 package physical
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"io/fs"
@@ -34,6 +35,12 @@ const (
 	metaMode   = "mode"   // permission bits, octal
 	metaMTime  = "mtime"  // Unix nanoseconds
 	metaTarget = "target" // a symlink's target
+	metaCTime  = "ctime"  // Unix nanoseconds of the last inode change
+	metaIno    = "ino"    // inode number
+	// metaRacy marks a file changed so shortly before the copy began
+	// that a later change could leave its times as they are (timestamps
+	// are coarser than writes): it is never reused, always read.
+	metaRacy = "racy"
 )
 
 // StreamPrefix begins the name of every file stream.
@@ -79,6 +86,12 @@ type File struct {
 	ModTime time.Time
 	Target  string // KindSymlink only
 	Size    int64  // from the stream when read back; ignored when writing
+	// CTime and Ino identify a regular file's content with its size and
+	// ModTime: a file whose four are those of the previous backup's copy
+	// is that copy (CopyParams.Reuse). Zero when unknown.
+	CTime time.Time
+	Ino   uint64
+	Racy  bool
 }
 
 // StreamName is the stream f is stored as.
@@ -93,7 +106,28 @@ func (f File) metadata() map[string]string {
 	if f.Kind == KindSymlink {
 		md[metaTarget] = f.Target
 	}
+	if f.Ino != 0 {
+		md[metaIno] = strconv.FormatUint(f.Ino, 10)
+		md[metaCTime] = strconv.FormatInt(f.CTime.UnixNano(), 10)
+	}
+	if f.Racy {
+		md[metaRacy] = "1"
+	}
 	return md
+}
+
+// sameFile reports whether the file a (as now) is the file b (as a
+// previous backup recorded it), unchanged: same size, inode and times, and
+// b was not racy.
+func sameFile(a File, prev *v1.StreamRef) bool {
+	md := prev.GetMetadata()
+	if a.Ino == 0 || md[metaRacy] != "" || md[metaKind] != KindFile || int64(prev.GetSize()) != a.Size {
+		return false
+	}
+	return md[metaIno] == strconv.FormatUint(a.Ino, 10) &&
+		md[metaCTime] == strconv.FormatInt(a.CTime.UnixNano(), 10) &&
+		md[metaMTime] == strconv.FormatInt(a.ModTime.UnixNano(), 10) &&
+		md[metaMode] == strconv.FormatUint(uint64(a.Mode.Perm()), 8)
 }
 
 // validPath reports whether p is a clean relative slash path inside its
@@ -170,6 +204,14 @@ func Files(m *v1.Manifest) ([]File, error) {
 // correct, but with less deduplication.
 type BlockSink interface {
 	StreamBlocks(name string, metadata map[string]string, block int) (io.WriteCloser, error)
+}
+
+// ReuseSink is a Sink that can take over an unchanged stream of an
+// earlier backup without reading it (the archive's Previous and
+// ReuseStream).
+type ReuseSink interface {
+	Previous(ctx context.Context) (*v1.Manifest, error)
+	ReuseStream(ctx context.Context, name string, metadata map[string]string, parent string, prev *v1.StreamRef) (bool, error)
 }
 
 // Create opens the stream of entry f. A directory's or symlink's stream is

@@ -275,3 +275,52 @@ func TestFileOfRefusesEscapes(t *testing.T) {
 		t.Errorf("non-file stream: %v %v", ok, err)
 	}
 }
+
+// TestCopyReusesUnchangedFiles: a second copy takes over, unread, the
+// files whose size, inode and times are those of the previous backup's
+// copy, reads the changed one, and restores exactly the tree as it is now;
+// files changed too close to the first copy are read again.
+func TestCopyReusesUnchangedFiles(t *testing.T) {
+	ctx := context.Background()
+	r := newRepo(t)
+	datadir, _ := tree(t)
+	skip := func(_, rel string, _ fs.DirEntry) bool { return rel == "mysqld.sock" }
+	copyAt := func(taken time.Time) (*v1.Manifest, *CopyResult) {
+		t.Helper()
+		var res *CopyResult
+		m, err := r.WithBackup(ctx, archive.BackupOptions{Engine: "test", Instance: "i1"}, func(ctx context.Context, b *archive.Backup) error {
+			var err error
+			res, err = CopyTree(ctx, CopyParams{Sink: engines.ArchiveSink(b), Roots: []Root{{RootDatadir, datadir}}, Skip: skip, Block: 256 << 10, Reuse: true, TakenAt: taken})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, res
+	}
+	// Files changed 2 s or more before the snapshot are trusted next time.
+	later := time.Now().Add(time.Minute)
+	if _, res := copyAt(later); res.Reused != 0 {
+		t.Fatalf("first copy reused %d files", res.Reused)
+	}
+	makeFile(t, filepath.Join(datadir, "db1", "t1.ibd"), 2<<20, 99) // same size, new content
+	m2, res := copyAt(later)
+	if res.Reused != 3 || res.Files != 4 || m2.ParentBackupId == "" {
+		t.Fatalf("second copy reused %d of %d files (parent %q), want the 3 unchanged", res.Reused, res.Files, m2.ParentBackupId)
+	}
+	want := snapshotTree(t, datadir)
+	delete(want, "mysqld.sock")
+	target := filepath.Join(t.TempDir(), "restored")
+	if _, err := Extract(ctx, ExtractParams{Source: engines.ArchiveSource(r, m2), Dirs: map[string]string{RootDatadir: target}}); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, want, snapshotTree(t, target))
+
+	// Copied right after its files changed: nothing is trusted next time.
+	if _, res := copyAt(time.Now()); res.Reused != 4 {
+		t.Fatalf("third copy reused %d, want all 4 (the second recorded them as settled)", res.Reused)
+	}
+	if _, res := copyAt(time.Now()); res.Reused != 0 {
+		t.Fatalf("fourth copy reused %d files the third marked racy", res.Reused)
+	}
+}
