@@ -2,36 +2,16 @@ package logical
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
-
-// gtidSeq returns the sequence number of the single domain in a MariaDB
-// GTID position such as "0-123-45".
-func gtidSeq(t *testing.T, pos string) int64 {
-	t.Helper()
-	if pos == "" {
-		return 0
-	}
-	parts := strings.Split(pos, "-")
-	if len(parts) != 3 || strings.Contains(pos, ",") {
-		t.Fatalf("unexpected GTID position %q", pos)
-	}
-	n, err := strconv.ParseInt(parts[2], 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
 
 // TestConsistentUnderWrites dumps while a writer commits transfers between
 // two tables, each also bumping a counter. The restored data must keep the
@@ -57,7 +37,7 @@ func TestConsistentUnderWrites(t *testing.T) {
 	if err := db.QueryRow("SELECT @@gtid_binlog_pos").Scan(&pos0); err != nil {
 		t.Fatal(err)
 	}
-	seq0 := gtidSeq(t, pos0)
+	seq0 := testenv.GTIDSeq(t, pos0)
 
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -69,7 +49,7 @@ func TestConsistentUnderWrites(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			for ctx.Err() == nil {
 				from, to, amt := 1+rng.IntN(accounts), 1+rng.IntN(accounts), 1+rng.IntN(50)
-				err := transfer(db, from, to, amt)
+				err := testenv.BankTransfer(db, from, to, amt)
 				if err != nil {
 					if ctx.Err() == nil {
 						t.Errorf("transfer: %v", err)
@@ -106,7 +86,7 @@ func TestConsistentUnderWrites(t *testing.T) {
 	if total != 2*accounts*1000 {
 		t.Errorf("restored balances sum to %d, want %d: the tables come from different points in time", total, 2*accounts*1000)
 	}
-	if want := gtidSeq(t, a.cp.GetGtidSet()) - seq0; n != want {
+	if want := testenv.GTIDSeq(t, a.cp.GetGtidSet()) - seq0; n != want {
 		t.Errorf("restored counter is %d, but the recorded GTID %s is %d transactions after the start", n, a.cp.GetGtidSet(), want)
 	}
 	var final int64
@@ -119,22 +99,4 @@ func TestConsistentUnderWrites(t *testing.T) {
 	if n == 0 {
 		t.Errorf("no transfer was committed before the consistency point; the test proves nothing")
 	}
-}
-
-func transfer(db *sql.DB, from, to, amt int) error {
-	tx, err := db.Begin()
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback() }()
-	for _, s := range []string{
-		fmt.Sprintf("UPDATE bank.checking SET balance = balance - %d WHERE id = %d", amt, from),
-		fmt.Sprintf("UPDATE bank.savings SET balance = balance + %d WHERE id = %d", amt, to),
-		"UPDATE bank.counter SET n = n + 1 WHERE id = 1",
-	} {
-		if _, err := tx.Exec(s); err != nil {
-			return err
-		}
-	}
-	return tx.Commit()
 }

@@ -3,7 +3,6 @@ package mariabackup
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,37 +75,6 @@ func restore(t *testing.T, repo *archive.Repo, m *v1.Manifest) *testenv.MariaDB 
 	return testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "restored", DataDir: dir})
 }
 
-func gtidSeq(t *testing.T, pos string) int64 {
-	t.Helper()
-	parts := strings.Split(pos, "-")
-	if len(parts) != 3 {
-		t.Fatalf("unexpected GTID position %q", pos)
-	}
-	n, err := strconv.ParseInt(parts[2], 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func transfer(db *sql.DB, from, to, amt int) error {
-	tx, err := db.Begin()
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback() }()
-	for _, s := range []string{
-		fmt.Sprintf("UPDATE bank.checking SET balance = balance - %d WHERE id = %d", amt, from),
-		fmt.Sprintf("UPDATE bank.savings SET balance = balance + %d WHERE id = %d", amt, to),
-		"UPDATE bank.counter SET n = n + 1 WHERE id = 1",
-	} {
-		if _, err := tx.Exec(s); err != nil {
-			return err
-		}
-	}
-	return tx.Commit()
-}
-
 // TestRoundTrip backs up under a concurrent writer (transfers between two
 // tables, each bumping a counter), extracts the backup into a new datadir,
 // prepares it with mariabackup and starts a server on it: the balances
@@ -142,7 +109,7 @@ func TestRoundTrip(t *testing.T) {
 	if err := db.QueryRow("SELECT @@gtid_binlog_pos").Scan(&pos0); err != nil {
 		t.Fatal(err)
 	}
-	seq0 := gtidSeq(t, pos0)
+	seq0 := testenv.GTIDSeq(t, pos0)
 	repo := newRepo(t)
 	e := New()
 
@@ -155,7 +122,7 @@ func TestRoundTrip(t *testing.T) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			for ctx.Err() == nil {
-				if err := transfer(db, 1+rng.IntN(accounts), 1+rng.IntN(accounts), 1+rng.IntN(50)); err != nil {
+				if err := testenv.BankTransfer(db, 1+rng.IntN(accounts), 1+rng.IntN(accounts), 1+rng.IntN(50)); err != nil {
 					if ctx.Err() == nil {
 						t.Errorf("transfer: %v", err)
 					}
@@ -202,7 +169,7 @@ func TestRoundTrip(t *testing.T) {
 	if total != int64(2*accounts*1000) {
 		t.Errorf("restored balances sum to %d, want %d", total, 2*accounts*1000)
 	}
-	if want := gtidSeq(t, cp.GetGtidSet()) - seq0; n != want || n == 0 {
+	if want := testenv.GTIDSeq(t, cp.GetGtidSet()) - seq0; n != want || n == 0 {
 		t.Errorf("restored counter is %d; the recorded GTID %s is %d transactions after the start", n, cp.GetGtidSet(), want)
 	}
 	// mariabackup does not copy binlogs: the restored server starts a

@@ -2,7 +2,6 @@ package snapshot
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -63,40 +62,6 @@ func restoreAndStart(t *testing.T, r *archive.Repo, m *v1.Manifest, name string)
 	return testenv.StartMariaDB(t, testenv.MariaDBOptions{DataDir: dir, Name: name})
 }
 
-func gtidSeq(t *testing.T, pos string) int64 {
-	t.Helper()
-	if pos == "" {
-		return 0
-	}
-	parts := strings.Split(pos, "-")
-	if len(parts) != 3 {
-		t.Fatalf("unexpected GTID position %q", pos)
-	}
-	n, err := strconv.ParseInt(parts[2], 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func transfer(db *sql.DB, from, to, amt int) error {
-	tx, err := db.Begin()
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback() }()
-	for _, s := range []string{
-		fmt.Sprintf("UPDATE bank.checking SET balance = balance - %d WHERE id = %d", amt, from),
-		fmt.Sprintf("UPDATE bank.savings SET balance = balance + %d WHERE id = %d", amt, to),
-		"UPDATE bank.counter SET n = n + 1 WHERE id = 1",
-	} {
-		if _, err := tx.Exec(s); err != nil {
-			return err
-		}
-	}
-	return tx.Commit()
-}
-
 func leftSnapshots(t *testing.T, root string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(filepath.Join(root, SnapshotDirName))
@@ -152,7 +117,7 @@ func TestBtrfs(t *testing.T) {
 	if err := db.QueryRow("SELECT @@gtid_binlog_pos").Scan(&pos0); err != nil {
 		t.Fatal(err)
 	}
-	seq0 := gtidSeq(t, pos0)
+	seq0 := testenv.GTIDSeq(t, pos0)
 	r, _ := newRepo(t)
 	e := New()
 	e.StateDir = t.TempDir()
@@ -167,7 +132,7 @@ func TestBtrfs(t *testing.T) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			for ctx.Err() == nil {
-				if err := transfer(db, 1+rng.IntN(accounts), 1+rng.IntN(accounts), 1+rng.IntN(50)); err != nil {
+				if err := testenv.BankTransfer(db, 1+rng.IntN(accounts), 1+rng.IntN(accounts), 1+rng.IntN(50)); err != nil {
 					if ctx.Err() == nil {
 						t.Errorf("transfer: %v", err)
 					}
@@ -219,7 +184,7 @@ func TestBtrfs(t *testing.T) {
 	if total != int64(2*accounts*1000) {
 		t.Errorf("restored balances sum to %d, want %d", total, 2*accounts*1000)
 	}
-	if want := gtidSeq(t, m1.Consistency.GetGtidSet()) - seq0; n != want || n == 0 {
+	if want := testenv.GTIDSeq(t, m1.Consistency.GetGtidSet()) - seq0; n != want || n == 0 {
 		t.Errorf("restored counter %d; the recorded GTID %s is %d transactions after the start (0 proves nothing)", n, m1.Consistency.GetGtidSet(), want)
 	}
 	out.Stop()
