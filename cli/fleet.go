@@ -547,10 +547,12 @@ func controllerBackup(ctx context.Context, s *streams, controller, instance, eng
 	if instance == "" {
 		return &UserError{Msg: "--instance NAME is required with a controller: the catalog's instance to back up (see tidemark instances)"}
 	}
-	switch engine {
-	case "", "auto", "logical":
-	default:
-		return &UserError{Msg: fmt.Sprintf("--engine %q: use auto or logical", engine)}
+	if engine != "" && engine != "auto" {
+		// The agent runs the job with its own registry; an engine this
+		// binary does not know is refused here rather than as a failed job.
+		if _, err := s.engineByName(engine); err != nil {
+			return &UserError{Msg: fmt.Sprintf("--engine %q: use auto or one of %s", engine, strings.Join(s.engines().Names(), ", "))}
+		}
 	}
 	if parallel < 0 {
 		return &UserError{Msg: "--parallel must be at least 1"}
