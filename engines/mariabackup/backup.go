@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -249,7 +250,23 @@ func (r *run) exec(ctx context.Context, t *tool, args []string, dialect xbstream
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
-	if err := cmd.Start(); err != nil {
+	// The tool gets SIGKILL when the OS thread that forked it exits
+	// (Pdeathsig), not only when tidemark does. So it is forked from, and
+	// waited for on, a thread locked to one goroutine: no other goroutine
+	// runs there, and a goroutine that ends while locked to some other
+	// thread (a temporary server's) cannot take the tool with it.
+	started, waited, readDone := make(chan error, 1), make(chan error, 1), make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine, after Wait
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		<-readDone // Wait closes stdout: not before the stream is read
+		waited <- cmd.Wait()
+	}()
+	if err := <-started; err != nil {
 		return nil, fmt.Errorf("%s: starting %s: %w", Name, t.path, err)
 	}
 	streamErr := r.consume(cctx, out, dialect)
@@ -264,7 +281,8 @@ func (r *run) exec(ctx context.Context, t *tool, args []string, dialect xbstream
 		cancel() // kill the group; Wait reaps it
 		_, _ = io.Copy(io.Discard, out)
 	}
-	waitErr := cmd.Wait()
+	close(readDone)
+	waitErr := <-waited
 	if streamErr != nil {
 		r.discard()
 	}
