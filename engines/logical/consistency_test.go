@@ -2,10 +2,6 @@ package logical
 
 import (
 	"context"
-	"fmt"
-	"math/rand/v2"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,73 +18,23 @@ func TestConsistentUnderWrites(t *testing.T) {
 	src := startMariaDB(t, "cons-src")
 	dst := startMariaDB(t, "cons-dst")
 	const accounts = 20000
-	src.Exec(t,
-		"CREATE DATABASE bank", "USE bank",
-		"CREATE TABLE checking (id INT PRIMARY KEY, balance BIGINT NOT NULL, pad CHAR(100) NOT NULL DEFAULT '')",
-		"CREATE TABLE savings (id INT PRIMARY KEY, balance BIGINT NOT NULL, pad CHAR(100) NOT NULL DEFAULT '')",
-		"CREATE TABLE counter (id INT PRIMARY KEY, n BIGINT NOT NULL)",
-		fmt.Sprintf("INSERT INTO checking (id, balance) SELECT seq, 1000 FROM seq_1_to_%d", accounts),
-		fmt.Sprintf("INSERT INTO savings (id, balance) SELECT seq, 1000 FROM seq_1_to_%d", accounts),
-		"INSERT INTO counter VALUES (1, 0)",
-		"ANALYZE TABLE checking, savings",
-	)
+	bank := testenv.CreateBank(t, src, accounts, "ANALYZE TABLE checking, savings")
 	db := src.DB(t)
-	var pos0 string
-	if err := db.QueryRow("SELECT @@gtid_binlog_pos").Scan(&pos0); err != nil {
-		t.Fatal(err)
-	}
-	seq0 := testenv.GTIDSeq(t, pos0)
-
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var committed atomic.Int64
-	for w := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), 7))
-			for ctx.Err() == nil {
-				from, to, amt := 1+rng.IntN(accounts), 1+rng.IntN(accounts), 1+rng.IntN(50)
-				err := testenv.BankTransfer(db, from, to, amt)
-				if err != nil {
-					if ctx.Err() == nil {
-						t.Errorf("transfer: %v", err)
-					}
-					return
-				}
-				committed.Add(1)
-			}
-		}()
-	}
-	// Let the writers get going, then dump slowly enough that they commit
-	// many transfers while the pieces are read.
-	for committed.Load() < 50 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	// The writers get going, then the dump runs slowly enough that they
+	// commit many transfers while the pieces are read.
+	writers := bank.Transfers(t, db, 2)
 	a := newMem()
 	a.writeDelay = 30 * time.Millisecond
 	res, err := (&Engine{PieceRows: 2000}).Backup(context.Background(), engines.BackupParams{DSN: src.DSN, Parallel: 2, Sink: a})
-	during := committed.Load()
-	time.Sleep(100 * time.Millisecond)
-	stop()
-	wg.Wait()
+	during := writers.Committed()
+	writers.Stop()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("lock held %v; %d transfers committed by the end of the dump; consistency point %v", res.LockDuration, during, a.cp)
 
 	restoreMem(t, &Engine{}, a, engines.RestoreParams{DSN: dst.DSN, Parallel: 2})
-	out := dst.DB(t)
-	var total, n int64
-	if err := out.QueryRow("SELECT (SELECT SUM(balance) FROM bank.checking) + (SELECT SUM(balance) FROM bank.savings), (SELECT n FROM bank.counter)").Scan(&total, &n); err != nil {
-		t.Fatal(err)
-	}
-	if total != 2*accounts*1000 {
-		t.Errorf("restored balances sum to %d, want %d: the tables come from different points in time", total, 2*accounts*1000)
-	}
-	if want := testenv.GTIDSeq(t, a.cp.GetGtidSet()) - seq0; n != want {
-		t.Errorf("restored counter is %d, but the recorded GTID %s is %d transactions after the start", n, a.cp.GetGtidSet(), want)
-	}
+	n := bank.Check(t, dst.DB(t), a.cp.GetGtidSet())
 	var final int64
 	if err := db.QueryRow("SELECT n FROM bank.counter").Scan(&final); err != nil {
 		t.Fatal(err)

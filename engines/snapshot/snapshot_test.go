@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,55 +98,20 @@ func TestBtrfs(t *testing.T) {
 	if testing.Short() {
 		accounts, fillRows = 5000, 8000
 	}
-	src.Exec(t,
-		"CREATE DATABASE bank", "USE bank",
-		"CREATE TABLE checking (id INT PRIMARY KEY, balance BIGINT NOT NULL, pad CHAR(100) NOT NULL DEFAULT '')",
-		"CREATE TABLE savings (id INT PRIMARY KEY, balance BIGINT NOT NULL, pad CHAR(100) NOT NULL DEFAULT '')",
-		"CREATE TABLE counter (id INT PRIMARY KEY, n BIGINT NOT NULL)",
-		fmt.Sprintf("INSERT INTO checking (id, balance) SELECT seq, 1000 FROM seq_1_to_%d", accounts),
-		fmt.Sprintf("INSERT INTO savings (id, balance) SELECT seq, 1000 FROM seq_1_to_%d", accounts),
-		"INSERT INTO counter VALUES (1, 0)",
+	bank := testenv.CreateBank(t, src, accounts,
 		"CREATE DATABASE fill",
 		"CREATE TABLE fill.t (id INT PRIMARY KEY, b VARBINARY(1000) NOT NULL)",
 		fmt.Sprintf("INSERT INTO fill.t SELECT seq, RANDOM_BYTES(1000) FROM seq_1_to_%d", fillRows),
 	)
 	db := src.DB(t)
-	var pos0 string
-	if err := db.QueryRow("SELECT @@gtid_binlog_pos").Scan(&pos0); err != nil {
-		t.Fatal(err)
-	}
-	seq0 := testenv.GTIDSeq(t, pos0)
 	r, _ := newRepo(t)
 	e := New()
 	e.StateDir = t.TempDir()
 
 	// 1. Under writes.
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var committed atomic.Int64
-	for w := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), 7))
-			for ctx.Err() == nil {
-				if err := testenv.BankTransfer(db, 1+rng.IntN(accounts), 1+rng.IntN(accounts), 1+rng.IntN(50)); err != nil {
-					if ctx.Err() == nil {
-						t.Errorf("transfer: %v", err)
-					}
-					return
-				}
-				committed.Add(1)
-			}
-		}()
-	}
-	for committed.Load() < 50 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	writers := bank.Transfers(t, db, 2)
 	m1, res1, err := backup(t, r, e, src.DSN)
-	time.Sleep(100 * time.Millisecond)
-	stop()
-	wg.Wait()
+	writers.Stop()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,16 +139,8 @@ func TestBtrfs(t *testing.T) {
 	}
 
 	out := restoreAndStart(t, r, m1, "snap-restored1")
-	odb := out.DB(t)
-	var total, n int64
-	if err := odb.QueryRow("SELECT (SELECT SUM(balance) FROM bank.checking) + (SELECT SUM(balance) FROM bank.savings), (SELECT n FROM bank.counter)").Scan(&total, &n); err != nil {
-		t.Fatal(err)
-	}
-	if total != int64(2*accounts*1000) {
-		t.Errorf("restored balances sum to %d, want %d", total, 2*accounts*1000)
-	}
-	if want := testenv.GTIDSeq(t, m1.Consistency.GetGtidSet()) - seq0; n != want || n == 0 {
-		t.Errorf("restored counter %d; the recorded GTID %s is %d transactions after the start (0 proves nothing)", n, m1.Consistency.GetGtidSet(), want)
+	if n := bank.Check(t, out.DB(t), m1.Consistency.GetGtidSet()); n == 0 {
+		t.Errorf("no transfer before the consistency point: the test proves nothing")
 	}
 	out.Stop()
 
