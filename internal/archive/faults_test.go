@@ -103,3 +103,34 @@ func TestDiskFullFile(t *testing.T) {
 		}
 	}
 }
+
+// A backup whose marker put landed but whose read-back failed (a
+// cancellation between the two) removes its marker: a retry of the same
+// backup id starts, and gc waits for no dead writer.
+func TestMarkerRemovedWhenItsReadBackFails(t *testing.T) {
+	ctx := context.Background()
+	f := faulty.New(openFileStore(t, t.TempDir()))
+	r := initRepo(t, f, false)
+	f.Inject(faulty.Fault{Op: faulty.Stat, KeyPrefix: lockPrefix + lockBackup + "-", Times: 1, Err: context.Canceled})
+	body := func(ctx context.Context, b *Backup) error {
+		w, err := b.Stream("s", nil)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(w, dumpgen.NewReader(tmpl(), 1<<20, 0)); err != nil {
+			return err
+		}
+		return w.Close()
+	}
+	_, err := r.WithBackup(ctx, BackupOptions{ID: "b-retry", Engine: "test"}, body)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "writing lock") {
+		t.Fatalf("first attempt: %v", err)
+	}
+	f.Reset()
+	if n := countKeys(t, f, lockPrefix); n != 0 {
+		t.Fatalf("%d markers left after the failed attempt", n)
+	}
+	if _, err := r.WithBackup(ctx, BackupOptions{ID: "b-retry", Engine: "test"}, body); err != nil {
+		t.Fatalf("retry of the same backup id: %v", err)
+	}
+}

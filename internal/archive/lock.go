@@ -229,6 +229,9 @@ func (r *Repo) acquireGCLock(ctx context.Context, run string) (*gcLock, error) {
 	sent := time.Now()
 	oi, err := r.putMarker(ctx, l.key, &l.info, true)
 	if err != nil {
+		if !errors.Is(err, storage.ErrExists) {
+			_ = l.release() // the put may have landed before the failure
+		}
 		return nil, fmt.Errorf("writing lock %s: %w", l.key, err)
 	}
 	l.clock.set(oi.ModTime, time.Now())

@@ -42,6 +42,12 @@ func (r *Repo) startMark(ctx context.Context, backup string) (*writerMark, *gcSt
 		info: lockInfo{Kind: lockBackup, Owner: backup, Host: host, PID: os.Getpid()},
 		recs: map[string]*condemned{}, refd: map[ChunkID]struct{}{}, rescued: map[ChunkID]struct{}{}}
 	if err := m.write(ctx, true); err != nil {
+		// The put may have landed before the failure (a cancellation
+		// between it and the read-back): remove what is ours, never a
+		// marker another writer of this id holds.
+		if !errors.Is(err, storage.ErrExists) {
+			_ = m.release()
+		}
 		return nil, nil, fmt.Errorf("writing lock %s: %w", m.key, err)
 	}
 	// Written first, then listed: an older gc starting now sees our marker
