@@ -67,7 +67,9 @@ stops running jobs (they fail with "agent shutting down") and exits.`,
 				cfg.Labels = l
 			}
 			if set("mysql") {
-				warnArgvDSN(s, cmd, "mysql", dsn)
+				if err := refuseArgvDSN(cmd, "mysql", dsn); err != nil {
+					return err
+				}
 				cfg.MySQL = dsn
 			}
 			if set("repo") {

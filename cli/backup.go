@@ -97,7 +97,9 @@ exit status is non-zero, with the reason, when the job failed.`,
 			if dsn == "" {
 				return &UserError{Msg: "--mysql DSN is required, e.g. --mysql 'user@tcp(127.0.0.1:3306)/' (password in TIDEMARK_MYSQL_PASSWORD)"}
 			}
-			warnArgvDSN(s, cmd, "mysql", dsn)
+			if err := refuseArgvDSN(cmd, "mysql", dsn); err != nil {
+				return err
+			}
 			parsed, err := mysqlx.ParseDSN(dsn)
 			if err != nil {
 				return userErr(err)
@@ -474,7 +476,9 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 				}
 				rf.uri = uri
 			}
-			warnArgvDSN(s, cmd, "to-mysql", dsn)
+			if err := refuseArgvDSN(cmd, "to-mysql", dsn); err != nil {
+				return err
+			}
 			if _, err := mysqlx.ParseDSN(dsn); err != nil {
 				return userErr(err)
 			}

@@ -74,10 +74,15 @@ func TestBackupRestoreCommands(t *testing.T) {
 	if code, _, errs = run(t, "restore", "20990101T000000Z-00000000", "--repo", repo, "--to-mysql", dst.DSN); code == 0 || !strings.Contains(errs, "not found") {
 		t.Fatalf("unknown backup: %d %q", code, errs)
 	}
-	bad := strings.Replace(src.DSN, "tidemark:tidemark@", "tidemark:wrong@", 1)
-	code, _, errs = run(t, "backup", "--mysql", bad, "--repo", repo)
-	if code == 0 || strings.Contains(errs, "wrong") || !strings.Contains(strings.ToLower(errs), "denied") {
-		t.Fatalf("wrong password: %d %q (the password must not be echoed)", code, errs)
+	code, _, errs = run(t, "backup", "--mysql", strings.Replace(src.DSN, "tidemark@", "nosuchuser@", 1), "--repo", repo)
+	if code == 0 || !strings.Contains(strings.ToLower(errs), "denied") {
+		t.Fatalf("unknown user: %d %q", code, errs)
+	}
+	// A password on the command line is refused before any connection,
+	// and not repeated.
+	code, _, errs = run(t, "backup", "--mysql", strings.Replace(src.DSN, "tidemark@", "tidemark:wrong@", 1), "--repo", repo)
+	if code == 0 || strings.Contains(errs, "wrong") || !strings.Contains(errs, "process list") || !strings.Contains(errs, "TIDEMARK_MYSQL_PASSWORD_FILE") {
+		t.Fatalf("password in argv: %d %q", code, errs)
 	}
 	code, _, errs = run(t, "backup", "--mysql", fmt.Sprintf("root@tcp(127.0.0.1:%d)/", freeClosedPort(t)), "--repo", repo)
 	if code == 0 || !strings.Contains(errs, "127.0.0.1") {

@@ -52,7 +52,9 @@ again, it resumes where the archive ends, with no gap and no duplicate.`,
 			if err != nil {
 				return err
 			}
-			warnArgvDSN(s, cmd, "mysql", dsns)
+			if err := refuseArgvDSN(cmd, "mysql", dsns); err != nil {
+				return err
+			}
 			p.DSNs = splitList(dsns)
 			if len(p.DSNs) == 0 {
 				return &UserError{Msg: "--mysql is required: one DSN, or the replication group's DSNs separated by commas"}

@@ -65,7 +65,9 @@ SIGINT or SIGTERM stops the agent, then the controller.`,
 			if dsn == "" {
 				return &UserError{Msg: "--mysql DSN is required: the server the local agent backs up, e.g. --mysql 'root@tcp(127.0.0.1:3306)/'"}
 			}
-			warnArgvDSN(s, cmd, "mysql", dsn)
+			if err := refuseArgvDSN(cmd, "mysql", dsn); err != nil {
+				return err
+			}
 			if _, err := mysqlx.ParseDSN(dsn); err != nil {
 				return userErr(err)
 			}

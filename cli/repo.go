@@ -71,19 +71,20 @@ func (f *repoFlags) open(ctx context.Context) (*archive.Repo, func(), error) {
 	return repo, func() { repo.Close(); _ = st.Close() }, nil
 }
 
-// warnArgvDSN warns on stderr when the DSN of --flag, given on the command
-// line, holds a password: the process list shows it to every user.
-func warnArgvDSN(s *streams, cmd *cobra.Command, flag, dsn string) {
+// refuseArgvDSN refuses a DSN of --flag, given on the command line, that
+// holds a password: the process list shows it to every user. The same DSN
+// from a config file or the environment is accepted.
+func refuseArgvDSN(cmd *cobra.Command, flag, dsn string) error {
 	if !cmd.Flags().Changed(flag) {
-		return
+		return nil
 	}
 	// binlog stream's --mysql is a comma-separated list.
 	for _, d := range append([]string{dsn}, strings.Split(dsn, ",")...) {
-		if w := mysqlx.ArgvPasswordWarning("--"+flag, d); w != "" {
-			fmt.Fprintln(s.err, w)
-			return
+		if err := mysqlx.ArgvPasswordError("--"+flag, d); err != nil {
+			return &UserError{Msg: err.Error(), Err: err}
 		}
 	}
+	return nil
 }
 
 // userErr marks an error from the layers below as meant for the user: they

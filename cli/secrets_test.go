@@ -79,7 +79,7 @@ func TestSecretsStayOut(t *testing.T) {
 		{[]string{"repo", "gc", "--dry-run", "-o", "json"}, false},
 		{[]string{"repo", "stats", "--passphrase-file", f("wrong")}, true},
 		{[]string{"repo", "key", "add", "--new-passphrase-file", f("pass"), "--passphrase-file", f("wrong")}, true},
-		// A password on the command line: warned about, and not repeated.
+		// A password on the command line: refused, and not repeated.
 		{[]string{"backup", "--mysql", fmt.Sprintf("leak:%s@tcp(127.0.0.1:1)/", dbPass), "-o", "json"}, true},
 		{[]string{"backup", "--mysql", fmt.Sprintf("leak:%s@tcp(127.0.0.1", dbPass)}, true},
 	} {
@@ -90,7 +90,7 @@ func TestSecretsStayOut(t *testing.T) {
 		check(fmt.Sprintf("%v stdout", c.args), out)
 		check(fmt.Sprintf("%v stderr", c.args), errs)
 		if strings.Contains(c.args[2], "leak:") && strings.HasSuffix(c.args[2], "/") && !strings.Contains(errs, "process list") {
-			t.Errorf("%v: no warning about the password on the command line: %q", c.args, errs)
+			t.Errorf("%v: the password on the command line is not refused: %q", c.args, errs)
 		}
 	}
 

@@ -146,7 +146,15 @@ func lastLine(s string) string {
 // its controller on addr, and waits until it prints that address.
 func startDev(t *testing.T, dir, mysqlDSN, addr string, extra ...string) *testenv.Child {
 	t.Helper()
-	dev := startProc(t, "dev", append([]string{"dev", "--data-dir", dir, "--mysql", mysqlDSN, "--grpc-addr", addr}, extra...)...)
+	return startDevEnv(t, dir, mysqlDSN, addr, nil, extra...)
+}
+
+// startDevEnv is startDev with env added to the child's environment.
+func startDevEnv(t *testing.T, dir, mysqlDSN, addr string, env []string, extra ...string) *testenv.Child {
+	t.Helper()
+	dev := newProc(t, "dev", append([]string{"dev", "--data-dir", dir, "--mysql", mysqlDSN, "--grpc-addr", addr}, extra...)...)
+	dev.Env = append(dev.Env, env...)
+	dev.Start()
 	setCredentials(t, filepath.Join(dir, "controller", "tls", "admin"))
 	testenv.WaitFor(t, "tidemark dev to print its address", 20*time.Second, func() error {
 		if dev.Exited() {

@@ -54,19 +54,20 @@ func ParseDSN(dsn string) (*DSN, error) {
 
 // HasPassword reports whether dsn carries a password itself. Given on a
 // command line it is readable by every user of the machine in the process
-// list; callers warn.
+// list; the CLI refuses it there.
 func HasPassword(dsn string) bool {
 	cfg, err := mysql.ParseDSN(dsn)
 	return err == nil && cfg.Passwd != ""
 }
 
-// ArgvPasswordWarning is the warning for a DSN with a password given as
-// the command-line flag flag, or "" when it has none.
-func ArgvPasswordWarning(flag, dsn string) string {
+// ArgvPasswordError refuses a DSN with a password given as the
+// command-line flag flag (nil when it has none): every user of the machine
+// reads argv in the process list. The error never repeats the password.
+func ArgvPasswordError(flag, dsn string) error {
 	if !HasPassword(dsn) {
-		return ""
+		return nil
 	}
-	return fmt.Sprintf("warning: the %s DSN holds a password, which every user of this machine can read in the process list: put it in a file named by %s_FILE (or in %s) instead",
+	return fmt.Errorf("the %s DSN holds a password, which every user of this machine can read in the process list: drop it from the DSN and put it in a file named by %s_FILE (or in %s)",
 		flag, PasswordEnv, PasswordEnv)
 }
 

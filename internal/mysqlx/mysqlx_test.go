@@ -129,10 +129,10 @@ func TestPasswordFromFileAndArgvWarning(t *testing.T) {
 	if _, err := ParseDSN("backup@tcp(db1:3306)/"); err == nil || strings.Contains(err.Error(), "from-a-file") {
 		t.Fatalf("both %s and its _FILE: %v", PasswordEnv, err)
 	}
-	if w := ArgvPasswordWarning("--mysql", "backup:pw@tcp(db1:3306)/"); !strings.Contains(w, PasswordEnv+"_FILE") || strings.Contains(w, "pw@") {
-		t.Fatalf("warning: %q", w)
+	if err := ArgvPasswordError("--mysql", "backup:pw@tcp(db1:3306)/"); err == nil || !strings.Contains(err.Error(), PasswordEnv+"_FILE") || strings.Contains(err.Error(), "pw@") {
+		t.Fatalf("refusal: %v", err)
 	}
-	if w := ArgvPasswordWarning("--mysql", "backup@tcp(db1:3306)/"); w != "" {
-		t.Fatalf("warning without a password: %q", w)
+	if err := ArgvPasswordError("--mysql", "backup@tcp(db1:3306)/"); err != nil {
+		t.Fatalf("refusal without a password: %v", err)
 	}
 }

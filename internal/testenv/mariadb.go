@@ -30,8 +30,11 @@ type MariaDB struct {
 	// and without a database: "root@tcp(127.0.0.1:PORT)/". Append a database
 	// name and/or "?params" as needed.
 	RootDSN string
-	// DSN is the same for the user tidemark (password tidemark), which holds
-	// ALL PRIVILEGES ON *.* WITH GRANT OPTION: "tidemark:tidemark@tcp(127.0.0.1:PORT)/".
+	// DSN is the same for the user tidemark, which holds ALL PRIVILEGES ON
+	// *.* WITH GRANT OPTION: "tidemark@tcp(127.0.0.1:PORT)/". It has no
+	// password, so tests can hand the DSN to the CLI on its command line,
+	// where the CLI refuses a password; tests of passwords make users of
+	// their own.
 	DSN string
 
 	name    string
@@ -195,7 +198,7 @@ func StartMariaDB(t testing.TB, opts ...MariaDBOptions) *MariaDB {
 func (m *MariaDB) setPort(port int) {
 	m.Port = port
 	m.RootDSN = fmt.Sprintf("root@tcp(127.0.0.1:%d)/", port)
-	m.DSN = fmt.Sprintf("tidemark:tidemark@tcp(127.0.0.1:%d)/", port)
+	m.DSN = fmt.Sprintf("tidemark@tcp(127.0.0.1:%d)/", port)
 }
 
 func (m *MariaDB) args() []string {

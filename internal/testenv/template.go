@@ -30,13 +30,13 @@ const templateSQL = `FLUSH PRIVILEGES;
 DELETE FROM mysql.global_priv WHERE User = 'root' AND Host NOT IN ('localhost', '127.0.0.1', '::1');
 DELETE FROM mysql.proxies_priv WHERE Host NOT IN ('localhost', '127.0.0.1', '::1');
 FLUSH PRIVILEGES;
-CREATE USER 'tidemark'@'%' IDENTIFIED BY 'tidemark';
+CREATE USER 'tidemark'@'%';
 GRANT ALL PRIVILEGES ON *.* TO 'tidemark'@'%' WITH GRANT OPTION;
 `
 
 // templateVersion changes whenever the recipe below changes in a way that the
 // hashed inputs do not show.
-const templateVersion = "1"
+const templateVersion = "2"
 
 const templateMarker = "READY"
 
