@@ -59,7 +59,7 @@ func TestBadInput(t *testing.T) {
 	t.Run("privileges", func(t *testing.T) {
 		m.Exec(t, "CREATE USER weak@'%' IDENTIFIED BY 'weak'", "GRANT SELECT ON *.* TO weak@'%'")
 		p := base
-		p.DSNs = []string{strings.Replace(m.DSN, "tidemark:tidemark@", "weak:weak@", 1)}
+		p.DSNs = []string{strings.Replace(m.DSN, "tidemark@", "weak:weak@", 1)}
 		err := streamFor(t, p, 20*time.Second)
 		if !errors.Is(err, ErrServer) || !strings.Contains(err.Error(), "REPLICATION SLAVE") || !strings.Contains(err.Error(), "REPLICATION CLIENT") || !strings.Contains(err.Error(), "GRANT") {
 			t.Errorf("weak user: %v", err)

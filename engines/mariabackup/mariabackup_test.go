@@ -143,7 +143,7 @@ func TestRoundTrip(t *testing.T) {
 
 	// Quiet, and over the server's socket this time: the restored server
 	// must equal the source exactly.
-	m2, _, err := backup(t, repo, e, "tidemark:tidemark@unix("+src.Socket+")/")
+	m2, _, err := backup(t, repo, e, "tidemark@unix("+src.Socket+")/")
 	if err != nil {
 		t.Fatal(err)
 	}
