@@ -239,7 +239,7 @@ func (a *Agent) transport() credentials.TransportCredentials {
 	if a.tls == nil {
 		return insecure.NewCredentials()
 	}
-	return credentials.NewTLS(a.tls.ClientConfig())
+	return tlsx.GRPC(a.tls.ClientConfig())
 }
 
 // openRepo opens the repository for a job that names uri (see repoFor).

@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/internal/archive"
@@ -24,6 +23,7 @@ import (
 	"github.com/tidemark-backup/tidemark/internal/storage/relay"
 	"github.com/tidemark-backup/tidemark/internal/storage/s3"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -246,7 +246,7 @@ func serveRelay(b *testing.B, dir string, ca *testenv.TestCA) string {
 	}
 	var opts []grpc.ServerOption
 	if ca != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(ca.Source(b, testenv.Controller("bench")).ServerConfig())))
+		opts = append(opts, grpc.Creds(tlsx.GRPC(ca.Source(b, testenv.Controller("bench")).ServerConfig())))
 	}
 	gs := grpc.NewServer(opts...)
 	v1.RegisterRelayServiceServer(gs, controller.NewRelayServer(backend))

@@ -16,7 +16,6 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/tidemark-backup/tidemark/controller/fsm"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
@@ -118,7 +117,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.lis = lis
 	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.unaryInterceptor), grpc.ChainStreamInterceptor(s.streamInterceptor)}
 	if s.tls != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tls.ServerConfig())))
+		opts = append(opts, grpc.Creds(tlsx.GRPC(s.tls.ServerConfig())))
 	}
 	s.grpc = grpc.NewServer(opts...)
 	v1.RegisterControlServiceServer(s.grpc, &controlService{s: s})

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -74,7 +75,7 @@ func (o Options) Credentials() (credentials.TransportCredentials, error) {
 	case o.TLS != nil && o.Insecure:
 		return nil, errors.New("both TLS credentials and --insecure given: choose one")
 	case o.TLS != nil:
-		return credentials.NewTLS(o.TLS), nil
+		return tlsx.GRPC(o.TLS), nil
 	case o.Insecure:
 		return insecure.NewCredentials(), nil
 	}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidemark-backup/tidemark/internal/storage"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -93,7 +94,7 @@ func Open(addrs []string, opts Options) (*Store, error) {
 	var creds credentials.TransportCredentials
 	switch {
 	case opts.TLS != nil && !opts.Insecure:
-		creds = credentials.NewTLS(opts.TLS)
+		creds = tlsx.GRPC(opts.TLS)
 	case opts.Insecure && opts.TLS == nil:
 		creds = insecure.NewCredentials()
 	default:
