@@ -197,8 +197,9 @@ func (s *Server) openRaft() error {
 		return fmt.Errorf("--raft-addr %s: %w", s.id.RaftAddr, err)
 	}
 	var trans *raft.NetworkTransport
+	var stream *tlsx.StreamLayer
 	if s.tls != nil {
-		stream, err := tlsx.NewStreamLayer(s.id.RaftAddr, adv, s.tls)
+		stream, err = tlsx.NewStreamLayer(s.id.RaftAddr, adv, s.tls)
 		if err != nil {
 			return fmt.Errorf("listening on --raft-addr %s: %w", s.id.RaftAddr, err)
 		}
@@ -222,6 +223,18 @@ func (s *Server) openRaft() error {
 		return fmt.Errorf("starting Raft: %w", err)
 	}
 	s.raft = r
+	if stream != nil {
+		// GetConfiguration reads the latest configuration without the
+		// Raft loop, so dialing from Raft's own goroutines cannot block.
+		stream.SetMemberNames(func(a raft.ServerAddress) (raft.ServerID, bool) {
+			for _, srv := range r.GetConfiguration().Configuration().Servers {
+				if srv.Address == a {
+					return srv.ID, true
+				}
+			}
+			return "", false
+		})
+	}
 	return nil
 }
 

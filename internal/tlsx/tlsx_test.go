@@ -162,6 +162,20 @@ func TestRaftStreamLayer(t *testing.T) {
 		t.Fatalf("echo %q %v", buf, err)
 	}
 	_ = c.Close()
+	// The certificate answering at a member's address must name it.
+	l2.SetMemberNames(func(a raft.ServerAddress) (raft.ServerID, bool) {
+		return "n3", a == raft.ServerAddress(l.Addr().String())
+	})
+	if _, err := l2.Dial(raft.ServerAddress(l.Addr().String()), 2*time.Second); err == nil ||
+		!strings.Contains(err.Error(), `names controller "n1", but the member at that address is "n3"`) {
+		t.Fatalf("n1's certificate at n3's address: %v", err)
+	}
+	l2.SetMemberNames(func(a raft.ServerAddress) (raft.ServerID, bool) { return "n1", true })
+	c, err = l2.Dial(raft.ServerAddress(l.Addr().String()), 2*time.Second)
+	if err != nil {
+		t.Fatalf("n1 at its own address: %v", err)
+	}
+	_ = c.Close()
 	// An agent's certificate is refused by the Raft port.
 	la, err := tlsx.NewStreamLayer("127.0.0.1:0", nil, agent)
 	if err != nil {
