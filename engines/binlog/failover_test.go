@@ -82,7 +82,7 @@ func TestFailover(t *testing.T) {
 	a := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "primary", ExtraArgs: []string{"--gtid-strict-mode=1", "--log-slave-updates"}})
 	b := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "replica", ExtraArgs: []string{"--gtid-strict-mode=1", "--log-slave-updates"}})
 	adb, bdb := a.DB(t), b.DB(t)
-	b.Exec(t, fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='tidemark', MASTER_PASSWORD='tidemark', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1", a.Port),
+	b.Exec(t, fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='tidemark', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1", a.Port),
 		"START SLAVE")
 	a.Exec(t, "CREATE DATABASE test")
 	repo, _ := fileRepo(t)

@@ -22,7 +22,7 @@ func mariadbDump(t *testing.T, m *testenv.MariaDB, args ...string) string {
 	bin := testenv.RequireBinary(t, "mariadb-dump", testenv.MariaDBInstallHint)
 	ctx, cancel := context.WithTimeout(context.Background(), testenv.Wait(time.Minute))
 	defer cancel()
-	base := []string{"--no-defaults", "--protocol=tcp", "--host=" + m.Host, "--port=" + strconv.Itoa(m.Port), "--user=tidemark", "--password=tidemark",
+	base := []string{"--no-defaults", "--protocol=tcp", "--host=" + m.Host, "--port=" + strconv.Itoa(m.Port), "--user=tidemark",
 		"--skip-dump-date", "--skip-comments"}
 	out, err := exec.CommandContext(ctx, bin, append(base, args...)...).Output()
 	if err != nil {

@@ -130,7 +130,7 @@ func TestFailoverSameNamedFiles(t *testing.T) {
 	b := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "failover-b", ExtraArgs: []string{"--log-slave-updates=1"}})
 	a.Exec(t, "CREATE DATABASE f", "CREATE TABLE f.t (id INT PRIMARY KEY, who VARCHAR(10))", "CREATE TABLE f.log (who VARCHAR(10))",
 		"INSERT INTO f.t VALUES (1, 'a')", "INSERT INTO f.log VALUES ('a')")
-	b.Exec(t, fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='tidemark', MASTER_PASSWORD='tidemark', MASTER_USE_GTID=slave_pos", a.Port),
+	b.Exec(t, fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='tidemark', MASTER_USE_GTID=slave_pos", a.Port),
 		"START SLAVE")
 	a.Exec(t, "INSERT INTO f.t VALUES (2, 'a')", "INSERT INTO f.log VALUES ('a')")
 	aDB, bDB := a.DB(t), b.DB(t)
