@@ -39,8 +39,9 @@ type PITRParams struct {
 	// includes it, --to-position stops before the event at that position).
 	StopTime time.Time
 	StopGTID string
-	StopFile string
-	StopPos  uint64
+	StopFile     string
+	StopPos      uint64
+	StopServerID uint32 // the server that wrote StopFile, when two did
 	// Parallel is the restore's workers; 0 the engine's choice.
 	Parallel int
 	// Datadir, when set, restores a physical base into this new directory
@@ -93,7 +94,7 @@ func (a *Agent) runPITR(ctx context.Context, j *job, dsn string, progress func(*
 	case *v1.RestoreParams_StopAtGtidSet:
 		p.StopGTID = st.StopAtGtidSet
 	case *v1.RestoreParams_StopAtPosition:
-		p.StopFile, p.StopPos = st.StopAtPosition.GetFile(), st.StopAtPosition.GetPosition()
+		p.StopFile, p.StopPos, p.StopServerID = st.StopAtPosition.GetFile(), st.StopAtPosition.GetPosition(), st.StopAtPosition.GetServerId()
 	}
 	if p.SourceInstance == "" {
 		return nil, fmt.Errorf("restore job %s: no source instance for the binlog replay", j.id)

@@ -344,7 +344,9 @@ backup of NAME consistent at or before the target (or --from-backup ID, or
 BACKUP_ID) and the target's agent restores it, then replays NAME's archived
 binlog up to the point: --to-time includes every transaction at or before
 it, --to-gtid includes that GTID, --to-position stops before the event at
-that position.
+that position. After a failover two servers may have written files of the
+same name: the restore then asks for FILE:POS@SERVER_ID (the server id that
+wrote the file, as mariadb-binlog prints it).
 
 Physical backups (engines snapshot, mariabackup) restore into a directory,
 not onto a running server: BACKUP_ID --repo URI --to-datadir DIR writes the
@@ -539,7 +541,7 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 	cmd.Flags().StringVar(&fromBackup, "from-backup", "", "point in time: the base backup (default: the newest complete one at or before the target)")
 	cmd.Flags().StringVar(&toTime, "to-time", "", "point in time: 'YYYY-MM-DD HH:MM:SS' (UTC unless it has an offset) or RFC 3339")
 	cmd.Flags().StringVar(&toGTID, "to-gtid", "", "point in time: up to and including this GTID (MariaDB 0-1-100, MySQL uuid:1-100)")
-	cmd.Flags().StringVar(&toPosition, "to-position", "", "point in time: up to (not including) the event at FILE:POS")
+	cmd.Flags().StringVar(&toPosition, "to-position", "", "point in time: up to (not including) the event at FILE:POS (FILE:POS@SERVER_ID when two servers wrote a FILE of that name)")
 	cmd.Flags().IntVar(&applyParallel, "apply-parallel", 0, "point in time, here: replication applier threads on the target during the roll-forward (default: the server's setting)")
 	cmd.Flags().StringVar(&applyMethod, "apply-method", "", "point in time, here: replication (the target's applier, fed by Tidemark) or sql (mariadb-binlog | mariadb); default: replication, sql if the target refuses")
 	cmd.Flags().StringVar(&serveAddr, "serve-addr", "", "point in time, here: HOST:PORT the target connects to for the archived binlog (default 127.0.0.1:0, a target on this host)")

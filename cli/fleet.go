@@ -288,7 +288,7 @@ func jobJSON(j *v1.Job) map[string]any {
 		case *v1.RestoreParams_StopAtGtidSet:
 			out["to_gtid"] = st.StopAtGtidSet
 		case *v1.RestoreParams_StopAtPosition:
-			out["to_position"] = fmt.Sprintf("%s:%d", st.StopAtPosition.GetFile(), st.StopAtPosition.GetPosition())
+			out["to_position"] = positionString(st.StopAtPosition)
 		}
 		if r.GetSourceInstance() != "" {
 			out["source_instance"] = r.GetSourceInstance()

@@ -72,6 +72,8 @@ func TestFleetCommandsBadInput(t *testing.T) {
 		{[]string{"restore", "--instance", "db", "--to-gtid", "0-1", "--to-instance", "t"}, `--to-gtid "0-1": expected a MariaDB GTID position`},
 		{[]string{"restore", "--instance", "db", "--to-position", "bin.000001", "--to-instance", "t"}, "expected FILE:POS"},
 		{[]string{"restore", "--instance", "db", "--to-position", "bin.000001:2", "--to-instance", "t"}, "position 4 or later"},
+		{[]string{"restore", "--instance", "db", "--to-position", "bin.000001:4@x", "--to-instance", "t"}, `"x" after @ is not a server id`},
+		{[]string{"restore", "--instance", "db", "--to-position", "bin.000001:4@0", "--to-instance", "t"}, `"0" after @ is not a server id`},
 		{[]string{"restore", "--instance", "db", "--to-instance", "t"}, "give --to-time, --to-gtid or --to-position"},
 		{[]string{"restore", "--instance", "db", "--to-time", "2026-12-03 10:00:00", "--to-mysql", "root@tcp(127.0.0.1:1)/", "--to-instance", "x"}, "not both"},
 		{[]string{"restore", "--instance", "db", "--to-time", "2026-12-03 10:00:00", "--to-mysql", "root@tcp(127.0.0.1:1)/"}, "--repo is required"},

@@ -50,17 +50,34 @@ func parseToTime(s string) (time.Time, error) {
 		"('2026-12-03 10:00:00+02:00'), or RFC 3339 ('2026-12-03T10:00:00Z')", s)}
 }
 
-// parseToPosition reads --to-position FILE:POS.
+// parseToPosition reads --to-position FILE:POS[@SERVER_ID]; the server id
+// picks between same-named files of two servers (a failover).
 func parseToPosition(s string) (*v1.BinlogPosition, error) {
-	file, pos, ok := strings.Cut(strings.TrimSpace(s), ":")
+	at, server, hasServer := strings.Cut(strings.TrimSpace(s), "@")
+	file, pos, ok := strings.Cut(at, ":")
 	n, err := strconv.ParseUint(pos, 10, 64)
 	if !ok || file == "" || err != nil {
-		return nil, &UserError{Msg: fmt.Sprintf("--to-position %q: expected FILE:POS, e.g. mysql-bin.000042:1234", s)}
+		return nil, &UserError{Msg: fmt.Sprintf("--to-position %q: expected FILE:POS or FILE:POS@SERVER_ID, e.g. mysql-bin.000042:1234", s)}
 	}
 	if n < 4 {
 		return nil, &UserError{Msg: fmt.Sprintf("--to-position %q: a binlog event starts at position 4 or later", s)}
 	}
-	return &v1.BinlogPosition{File: file, Position: n}, nil
+	var id uint64
+	if hasServer {
+		if id, err = strconv.ParseUint(server, 10, 32); err != nil || id == 0 {
+			return nil, &UserError{Msg: fmt.Sprintf("--to-position %q: %q after @ is not a server id (1 to 4294967295)", s, server)}
+		}
+	}
+	return &v1.BinlogPosition{File: file, Position: n, ServerId: uint32(id)}, nil
+}
+
+// positionString prints a BinlogPosition as --to-position takes it.
+func positionString(p *v1.BinlogPosition) string {
+	s := fmt.Sprintf("%s:%d", p.GetFile(), p.GetPosition())
+	if p.GetServerId() != 0 {
+		s += fmt.Sprintf("@%d", p.GetServerId())
+	}
+	return s
 }
 
 // pitrTarget reads the point-in-time flags into params: exactly one of
@@ -110,7 +127,7 @@ func pitrDescription(p *v1.RestoreParams) string {
 	case *v1.RestoreParams_StopAtGtidSet:
 		to = "GTID " + st.StopAtGtidSet
 	case *v1.RestoreParams_StopAtPosition:
-		to = fmt.Sprintf("position %s:%d", st.StopAtPosition.GetFile(), st.StopAtPosition.GetPosition())
+		to = "position " + positionString(st.StopAtPosition)
 	}
 	return fmt.Sprintf("instance %s to %s from backup %s", p.GetSourceInstance(), to, p.GetBackupId())
 }

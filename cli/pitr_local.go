@@ -33,7 +33,7 @@ func stopTarget(p *v1.RestoreParams) pitr.Target {
 	case p.GetStopAtGtidSet() != "":
 		t.GTID = p.GetStopAtGtidSet()
 	case p.GetStopAtPosition() != nil:
-		t.File, t.Pos = p.GetStopAtPosition().GetFile(), p.GetStopAtPosition().GetPosition()
+		t.File, t.Pos, t.ServerID = p.GetStopAtPosition().GetFile(), p.GetStopAtPosition().GetPosition(), p.GetStopAtPosition().GetServerId()
 	}
 	return t
 }

@@ -45,7 +45,7 @@ func EngineWiring() Wiring {
 			}
 			res, err := pitr.Restore(ctx, pitr.Params{
 				Repo: p.Repo, Instance: p.SourceInstance, DSN: p.DSN, FromBackup: p.BackupID,
-				Target:   pitr.Target{Time: p.StopTime, GTID: p.StopGTID, File: p.StopFile, Pos: p.StopPos},
+				Target:   pitr.Target{Time: p.StopTime, GTID: p.StopGTID, File: p.StopFile, Pos: p.StopPos, ServerID: p.StopServerID},
 				Parallel: p.Parallel, DropExisting: p.DropExisting, Engine: reg.Get, Logger: p.Logger,
 				Progress: func(phase string, pr engines.Progress) {
 					if p.Progress != nil {
@@ -94,7 +94,7 @@ func EngineWiring() Wiring {
 func datadirPITR(ctx context.Context, p agent.PITRParams) (*agent.PITRResult, error) {
 	res, err := pitr.RestoreDatadir(ctx, pitr.DatadirParams{
 		Repo: p.Repo, Instance: p.SourceInstance, FromBackup: p.BackupID, Dirs: map[string]string{physical.RootDatadir: p.Datadir},
-		Target:   pitr.Target{Time: p.StopTime, GTID: p.StopGTID, File: p.StopFile, Pos: p.StopPos},
+		Target:   pitr.Target{Time: p.StopTime, GTID: p.StopGTID, File: p.StopFile, Pos: p.StopPos, ServerID: p.StopServerID},
 		Parallel: p.Parallel, Logger: p.Logger,
 		Progress: func(phase string, pr engines.Progress) {
 			if p.Progress != nil {

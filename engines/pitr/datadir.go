@@ -104,7 +104,7 @@ func RestoreDatadir(ctx context.Context, p DatadirParams) (*DatadirResult, error
 	}
 	ap := apply.Params{
 		Files: files, StartGTID: base.Consistency.GtidSet, StartTime: base.Consistency.Time.AsTime().Truncate(time.Second),
-		Stop:   apply.Stop{GTID: p.Target.GTID, File: p.Target.File, Pos: p.Target.Pos, Time: p.Target.Time},
+		Stop:   apply.Stop{GTID: p.Target.GTID, File: p.Target.File, ServerID: p.Target.ServerID, Pos: p.Target.Pos, Time: p.Target.Time},
 		Method: p.Method, Parallel: p.ApplyParallel, ServeAddr: p.ServeAddr, Logger: p.Logger,
 		Progress: func(pr apply.Progress) {
 			if p.Progress != nil {

@@ -30,9 +30,12 @@ type Target struct {
 	Time time.Time
 	// GTID includes that transaction (MariaDB domain-server-seq).
 	GTID string
-	// File and Pos stop before the event that starts at Pos in File.
-	File string
-	Pos  uint64
+	// File and Pos stop before the event that starts at Pos in File;
+	// ServerID names the server that wrote File when two servers wrote
+	// files of that name (a failover), else 0.
+	File     string
+	Pos      uint64
+	ServerID uint32
 }
 
 func (t Target) kinds() int {
@@ -130,7 +133,7 @@ func Restore(ctx context.Context, p Params) (*Result, error) {
 	}
 	ap := apply.Params{
 		DSN: p.DSN, Files: files, StartGTID: base.Consistency.GtidSet, StartTime: base.Consistency.Time.AsTime().Truncate(time.Second),
-		Stop:   apply.Stop{GTID: p.Target.GTID, File: p.Target.File, Pos: p.Target.Pos, Time: p.Target.Time},
+		Stop:   apply.Stop{GTID: p.Target.GTID, File: p.Target.File, ServerID: p.Target.ServerID, Pos: p.Target.Pos, Time: p.Target.Time},
 		Method: p.Method, Parallel: p.ApplyParallel, ServeAddr: p.ServeAddr, ThenReplicateFrom: p.ThenReplicateFrom,
 		Logger: p.Logger,
 		Progress: func(pr apply.Progress) {
@@ -358,7 +361,7 @@ func filesFrom(arch *binlog.Archive, base *v1.Manifest, t Target) ([]apply.File,
 		runs = append(runs, []binlog.SegmentInfo{s})
 	}
 	for _, run := range runs {
-		files = append(files, apply.File{Name: run[0].File, Open: func(ctx context.Context) (io.ReadCloser, error) {
+		files = append(files, apply.File{Name: run[0].File, ServerID: run[0].ServerID, Open: func(ctx context.Context) (io.ReadCloser, error) {
 			return joinSegments(ctx, arch, run), nil
 		}})
 	}

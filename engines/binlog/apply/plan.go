@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -17,7 +19,10 @@ import (
 // reads every file, then Apply reads them again) and each reader is closed.
 type File struct {
 	Name string
-	Open func(ctx context.Context) (io.ReadCloser, error)
+	// ServerID wrote the file (0: unknown). It tells same-named files of
+	// two servers apart when a stop position names one (a failover).
+	ServerID uint32
+	Open     func(ctx context.Context) (io.ReadCloser, error)
 }
 
 // Methods of Params.Method.
@@ -74,9 +79,10 @@ type Params struct {
 type Stop struct {
 	GTID string // include this transaction
 	// File and Pos stop before the event that starts at Pos in File (the
-	// source's coordinates); FileIndex (1-based) picks the file when the name
-	// is not unique.
+	// source's coordinates). When the name is not unique, ServerID (the
+	// server that wrote it) or FileIndex (1-based) picks the file.
 	File      string
+	ServerID  uint32
 	FileIndex int
 	Pos       uint64
 	// Time includes every transaction whose time (its commit event's
@@ -90,6 +96,9 @@ func (s Stop) String() string {
 	case s.GTID != "":
 		return "GTID " + s.GTID
 	case s.File != "" || s.FileIndex > 0:
+		if s.ServerID != 0 {
+			return fmt.Sprintf("position %s:%d of server %d", s.File, s.Pos, s.ServerID)
+		}
 		return fmt.Sprintf("position %s:%d", s.File, s.Pos)
 	case !s.Time.IsZero():
 		return "time " + s.Time.UTC().Format(time.RFC3339)
@@ -237,7 +246,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 	stopFile := -1
 	if p.Stop.File != "" || p.Stop.FileIndex > 0 {
 		nstop++
-		if stopFile, err = fileIndex(p.Files, p.Stop.File, p.Stop.FileIndex, "stop"); err != nil {
+		if stopFile, err = fileIndex(p.Files, p.Stop.File, p.Stop.FileIndex, p.Stop.ServerID, "stop"); err != nil {
 			return nil, err
 		}
 		if p.Stop.Pos < 4 {
@@ -255,7 +264,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 		if len(start) > 0 {
 			return nil, errors.New("roll forward: give a start GTID position or a start file and position, not both")
 		}
-		if startFile, err = fileIndex(p.Files, p.StartFile, p.StartFileIndex, "start"); err != nil {
+		if startFile, err = fileIndex(p.Files, p.StartFile, p.StartFileIndex, 0, "start"); err != nil {
 			return nil, err
 		}
 		if p.StartPos < 4 {
@@ -499,7 +508,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 }
 
 // fileIndex finds a file by 1-based index or by a name that must be unique.
-func fileIndex(files []File, name string, idx int, what string) (int, error) {
+func fileIndex(files []File, name string, idx int, server uint32, what string) (int, error) {
 	if idx > 0 {
 		if idx > len(files) {
 			return 0, fmt.Errorf("roll forward: %s file index %d: only %d files are given", what, idx, len(files))
@@ -509,23 +518,39 @@ func fileIndex(files []File, name string, idx int, what string) (int, error) {
 		}
 		return idx - 1, nil
 	}
-	found := -1
+	var found []int
 	var all []string
 	for i, f := range files {
-		if f.Name == name {
-			if found >= 0 {
-				return 0, fmt.Errorf("roll forward: %s file %s: several files have that name (files %d and %d, e.g. from two servers after a failover); give the file index too", what, name, found+1, i+1)
-			}
-			found = i
+		if f.Name == name && (server == 0 || f.ServerID == server) {
+			found = append(found, i)
 		}
 		if len(all) < 5 {
 			all = append(all, f.Name)
 		}
 	}
-	if found < 0 {
+	switch {
+	case len(found) == 1:
+		return found[0], nil
+	case len(found) == 0 && server != 0:
+		return 0, fmt.Errorf("roll forward: %s file %s: no file of that name was written by server %d", what, name, server)
+	case len(found) == 0:
 		return 0, fmt.Errorf("roll forward: %s file %s is not among the %d files given (%s...)", what, name, len(files), strings.Join(all, ", "))
 	}
-	return found, nil
+	var servers []string
+	for _, i := range found {
+		if files[i].ServerID == 0 {
+			servers = nil
+			break
+		}
+		servers = append(servers, strconv.FormatUint(uint64(files[i].ServerID), 10))
+	}
+	uniq := slices.Clone(servers)
+	slices.Sort(uniq)
+	if len(servers) == len(found) && len(slices.Compact(uniq)) == len(servers) {
+		return 0, fmt.Errorf("roll forward: %s file %s: servers %s each wrote a file of that name (a failover); name the server too, as FILE:POS@SERVER_ID",
+			what, name, strings.Join(servers, " and "))
+	}
+	return 0, fmt.Errorf("roll forward: %s file %s: several files have that name (files %d and %d, e.g. from two servers after a failover); give the file index too", what, name, found[0]+1, found[1]+1)
 }
 
 func boundaryProbe(on bool, pos uint64) uint64 {

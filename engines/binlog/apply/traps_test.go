@@ -123,7 +123,8 @@ func TestTemporaryTableAcrossRotation(t *testing.T) {
 // primary's binlog.000001 and the new primary's binlog.000001, which also
 // repeats the old primary's transactions it replicated. Nothing is keyed
 // by the name: the ordered list applies exactly once each, and a stop
-// position in a repeated name needs the file's index.
+// position in a repeated name needs the server that wrote it (or, with
+// files of unknown servers, the file's index).
 func TestFailoverSameNamedFiles(t *testing.T) {
 	t.Parallel()
 	a := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "failover-a"})
@@ -160,7 +161,23 @@ func TestFailoverSameNamedFiles(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "several files have that name") {
 		t.Errorf("stop at an ambiguous file name: %v", err)
 	}
-	res := apply(t, Params{DSN: dst.DSN, Files: files, Stop: Stop{File: mid.file, FileIndex: len(fa) + 1, Pos: mid.pos}})
+	for i := range files {
+		files[i].ServerID = a.ServerID
+		if i >= len(fa) {
+			files[i].ServerID = b.ServerID
+		}
+	}
+	_, err = Plan(context.Background(), Params{Files: files, Stop: Stop{File: mid.file, Pos: mid.pos}})
+	if want := fmt.Sprintf("servers %d and %d each wrote a file of that name (a failover); name the server too, as FILE:POS@SERVER_ID", a.ServerID, b.ServerID); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("stop at an ambiguous file name of known servers: %v", err)
+	}
+	if _, err = Plan(context.Background(), Params{Files: files, Stop: Stop{File: mid.file, ServerID: 424242, Pos: mid.pos}}); err == nil || !strings.Contains(err.Error(), "no file of that name was written by server 424242") {
+		t.Errorf("stop in a file of a server that wrote none: %v", err)
+	}
+	if _, err = Plan(context.Background(), Params{Files: files, Stop: Stop{File: mid.file, FileIndex: len(fa) + 1, Pos: mid.pos}}); err != nil {
+		t.Errorf("stop by file index: %v", err)
+	}
+	res := apply(t, Params{DSN: dst.DSN, Files: files, Stop: Stop{File: mid.file, ServerID: b.ServerID, Pos: mid.pos}})
 	sumsEqual(t, "to the new primary's position", testenv.Checksums(t, dst.DB(t)), mid.sums)
 	res = apply(t, Params{DSN: dst.DSN, Files: files, StartGTID: res.EndGTID})
 	sumsEqual(t, "to the end", testenv.Checksums(t, dst.DB(t)), end.sums)

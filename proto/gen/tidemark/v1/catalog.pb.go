@@ -958,9 +958,12 @@ func (x *BackupParams) GetParallelism() uint32 {
 
 // BinlogPosition is a position in a server's binary log.
 type BinlogPosition struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	File          string                 `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
-	Position      uint64                 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	File     string                 `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Position uint64                 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	// The server id that wrote the file, when two servers wrote files of the
+	// same name (a failover); 0 when the name alone is enough.
+	ServerId      uint32 `protobuf:"varint,3,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1005,6 +1008,13 @@ func (x *BinlogPosition) GetFile() string {
 func (x *BinlogPosition) GetPosition() uint64 {
 	if x != nil {
 		return x.Position
+	}
+	return 0
+}
+
+func (x *BinlogPosition) GetServerId() uint32 {
+	if x != nil {
+		return x.ServerId
 	}
 	return 0
 }
@@ -2790,10 +2800,11 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\vparallelism\x18\x06 \x01(\rR\vparallelism\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"]\n" +
 	"\x0eBinlogPosition\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x1a\n" +
-	"\bposition\x18\x02 \x01(\x04R\bposition\"\xcd\x05\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\x12\x1b\n" +
+	"\tserver_id\x18\x03 \x01(\rR\bserverId\"\xcd\x05\n" +
 	"\rRestoreParams\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12'\n" +
 	"\x0ftarget_instance\x18\x02 \x01(\tR\x0etargetInstance\x12%\n" +
