@@ -37,8 +37,8 @@ type PITRParams struct {
 	// Exactly one is set: the stop point, with the contract's semantics
 	// (--to-time includes every transaction at or before it, --to-gtid
 	// includes it, --to-position stops before the event at that position).
-	StopTime time.Time
-	StopGTID string
+	StopTime     time.Time
+	StopGTID     string
 	StopFile     string
 	StopPos      uint64
 	StopServerID uint32 // the server that wrote StopFile, when two did
