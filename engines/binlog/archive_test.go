@@ -8,21 +8,6 @@ import (
 	"testing"
 )
 
-func TestParsePosition(t *testing.T) {
-	p, err := ParsePosition(" 1-2-7,0-1-100 ")
-	if err != nil || p.String() != "0-1-100,1-2-7" || p[1].Seq != 7 {
-		t.Fatalf("%v %v", p, err)
-	}
-	if p, err := ParsePosition(""); err != nil || len(p) != 0 || p.String() != "" {
-		t.Errorf("empty: %v %v", p, err)
-	}
-	for _, bad := range []string{"1-2", "a-b-c", "0-1-2,0-1-3"} {
-		if _, err := ParsePosition(bad); err == nil {
-			t.Errorf("%q parsed", bad)
-		}
-	}
-}
-
 func TestPieceRoundTrip(t *testing.T) {
 	h := pieceHeader{segmentMeta: segmentMeta{Version: layoutVersion, SegmentInfo: SegmentInfo{Name: "s", File: "binlog.000001"}}, Piece: 3, Offset: 100, Raw: 110}
 	b, err := encodePiece(h, []byte("0123456789"))

@@ -2,13 +2,11 @@ package binlog
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/tidemark-backup/tidemark/engines/binlog/gtid"
 )
 
 // Binlog event types this package looks at (the server's Log_event_type).
@@ -138,13 +136,14 @@ func queryText(e event, crc bool) string {
 	return string(b[off:])
 }
 
-// GTID is one MariaDB global transaction id, domain-server-seq.
-type GTID struct {
-	Domain, Server uint32
-	Seq            uint64
-}
+// GTID and Position are the shared MariaDB GTID types.
+type (
+	GTID     = gtid.GTID
+	Position = gtid.Position
+)
 
-func (g GTID) String() string { return fmt.Sprintf("%d-%d-%d", g.Domain, g.Server, g.Seq) }
+// ParsePosition parses "0-1-100,1-2-7" (empty: no transaction yet).
+func ParsePosition(s string) (Position, error) { return gtid.ParsePosition(s) }
 
 // mariaGTID reads a MariaDB GTID event: the id and its flags2 byte.
 func mariaGTID(e event, crc bool) (GTID, byte, error) {
@@ -169,8 +168,7 @@ func mariaGTIDList(e event, crc bool) (Position, error) {
 	}
 	p := Position{}
 	for i := 0; i < n; i++ {
-		g := GTID{Domain: binary.LittleEndian.Uint32(b), Server: binary.LittleEndian.Uint32(b[4:]), Seq: binary.LittleEndian.Uint64(b[8:])}
-		p[g.Domain] = g
+		p.Set(GTID{Domain: binary.LittleEndian.Uint32(b), Server: binary.LittleEndian.Uint32(b[4:]), Seq: binary.LittleEndian.Uint64(b[8:])})
 		b = b[16:]
 	}
 	return p, nil
@@ -185,47 +183,4 @@ func mysqlGTID(e event, crc bool) (string, error) {
 	sid := b[1:17]
 	gno := binary.LittleEndian.Uint64(b[17:])
 	return fmt.Sprintf("%x-%x-%x-%x-%x:%d", sid[0:4], sid[4:6], sid[6:8], sid[8:10], sid[10:16], gno), nil
-}
-
-// Position is a MariaDB GTID position: the last transaction of each
-// replication domain, as @@gtid_binlog_pos prints it.
-type Position map[uint32]GTID
-
-// ParsePosition parses "0-1-100,1-2-7" (empty: no transaction yet).
-func ParsePosition(s string) (Position, error) {
-	p := Position{}
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return p, nil
-	}
-	for _, part := range strings.Split(s, ",") {
-		f := strings.Split(strings.TrimSpace(part), "-")
-		if len(f) != 3 {
-			return nil, fmt.Errorf("GTID %q: want domain-server-seq", part)
-		}
-		d, err1 := strconv.ParseUint(f[0], 10, 32)
-		sv, err2 := strconv.ParseUint(f[1], 10, 32)
-		seq, err3 := strconv.ParseUint(f[2], 10, 64)
-		if err := errors.Join(err1, err2, err3); err != nil {
-			return nil, fmt.Errorf("GTID %q: %w", part, err)
-		}
-		if _, dup := p[uint32(d)]; dup {
-			return nil, fmt.Errorf("GTID position %q names domain %d twice", s, d)
-		}
-		p[uint32(d)] = GTID{Domain: uint32(d), Server: uint32(sv), Seq: seq}
-	}
-	return p, nil
-}
-
-func (p Position) String() string {
-	ds := make([]uint32, 0, len(p))
-	for d := range p {
-		ds = append(ds, d)
-	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	parts := make([]string, len(ds))
-	for i, d := range ds {
-		parts[i] = p[d].String()
-	}
-	return strings.Join(parts, ",")
 }

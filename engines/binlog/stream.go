@@ -959,7 +959,7 @@ func (s *streamer) track(c *openSeg, e event, appended bool) {
 			s.log.Warn("unreadable GTID event", "err", errText(err))
 			return
 		}
-		if cur, ok := s.pos[g.Domain]; ok && g.Seq <= cur.Seq && appended {
+		if cur, ok := s.pos.Get(g.Domain); ok && g.Seq <= cur.Seq && appended {
 			s.log.Warn("GTID sequence goes backwards in its domain (gtid_strict_mode off?)", "gtid", g.String(), "after", cur.String())
 		}
 		c.inTxn, c.standalone, c.pending = true, flags&mariaStandalone != 0, g
@@ -976,9 +976,9 @@ func (s *streamer) track(c *openSeg, e event, appended bool) {
 		return
 	case evMariaGTIDList:
 		if l, err := mariaGTIDList(e, c.crc); err == nil {
-			for d, g := range l {
-				if _, ok := s.pos[d]; !ok {
-					s.pos[d] = g
+			for _, g := range l {
+				if _, ok := s.pos.Get(g.Domain); !ok {
+					s.pos.Set(g)
 				}
 			}
 			if c.meta.GTIDStart == "" {
@@ -1027,7 +1027,7 @@ func (s *streamer) commit(c *openSeg, e event) {
 	c.inTxn = false
 	switch {
 	case c.meta.Flavor == "mariadb" && c.pending != (GTID{}):
-		s.pos[c.pending.Domain] = c.pending
+		s.pos.Set(c.pending)
 		if c.meta.FirstGTID == "" {
 			c.meta.FirstGTID = c.pending.String()
 		}

@@ -267,8 +267,8 @@ func atOrBefore(c *v1.ConsistencyPoint, t Target) bool {
 		if err != nil {
 			return false
 		}
-		for d, gt := range g {
-			if pos[d].Seq > gt.Seq {
+		for _, gt := range g {
+			if pos.Seq(gt.Domain) > gt.Seq {
 				return false
 			}
 		}
@@ -314,7 +314,7 @@ func filesFrom(arch *binlog.Archive, base *v1.Manifest, t Target) ([]apply.File,
 		if err != nil {
 			return nil, fmt.Errorf("binlog segment %s: %w", s.Name, err)
 		}
-		if beyond(end, basePos) {
+		if end.Beyond(basePos) {
 			first = i
 			break
 		}
@@ -331,12 +331,12 @@ func filesFrom(arch *binlog.Archive, base *v1.Manifest, t Target) ([]apply.File,
 	if err != nil {
 		return nil, fmt.Errorf("binlog segment %s: %w", segs[first].Name, err)
 	}
-	if beyond(start, basePos) {
+	if start.Beyond(basePos) {
 		return nil, fmt.Errorf("%w: the archived binlog of this instance starts at GTID %s (%s), after backup %s's point (%s): the transactions between them were never archived; restore to the backup's own point, or choose a backup taken after streaming started",
 			ErrUnreachable, dash(segs[first].GTIDStart), segs[first].FirstTime.UTC().Format(time.DateTime), base.BackupId, describe(c))
 	}
 	for _, g := range arch.Gaps() {
-		if gb, err := binlog.ParsePosition(g.BeforeGTID); err == nil && g.BeforeGTID != "" && !beyond(gb, basePos) {
+		if gb, err := binlog.ParsePosition(g.BeforeGTID); err == nil && g.BeforeGTID != "" && !gb.Beyond(basePos) {
 			continue // a gap wholly before the base does not matter
 		}
 		if gapBefore(g, t) {
@@ -415,17 +415,6 @@ func skipFileHead(r io.Reader) error {
 	return err
 }
 
-// beyond reports whether position a holds a transaction that b does not
-// (a higher sequence number in some domain).
-func beyond(a, b binlog.Position) bool {
-	for d, g := range a {
-		if g.Seq > b[d].Seq {
-			return true
-		}
-	}
-	return false
-}
-
 // gapBefore reports whether reaching t needs a transaction the gap lacks.
 func gapBefore(g binlog.Gap, t Target) bool {
 	switch {
@@ -434,7 +423,7 @@ func gapBefore(g binlog.Gap, t Target) bool {
 	case t.GTID != "":
 		tp, err1 := binlog.ParsePosition(t.GTID)
 		after, err2 := binlog.ParsePosition(g.AfterGTID)
-		return err1 != nil || err2 != nil || beyond(tp, after)
+		return err1 != nil || err2 != nil || tp.Beyond(after)
 	default:
 		// A position target is checked by the plan, which reads the
 		// files' own coordinates; a gap between segments breaks the

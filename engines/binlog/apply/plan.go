@@ -341,15 +341,15 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 		switch {
 		case !started:
 			if t.hasGTID { // in the base
-				state.set(t.gtid)
-				end.set(t.gtid)
+				state.Set(t.gtid)
+				end.Set(t.gtid)
 			}
 		case t.hasGTID:
 			if g, ok := state.Get(t.gtid.Domain); ok && t.gtid.Seq <= g.Seq {
 				break // at or before the start, or repeated by an overlapping file
 			}
 			in = true
-			state.set(t.gtid)
+			state.Set(t.gtid)
 		default:
 			in = true
 		}
@@ -393,7 +393,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 		res.Transactions++
 		res.Bytes += int64(t.end - t.start)
 		if t.hasGTID {
-			end.set(t.gtid)
+			end.Set(t.gtid)
 		}
 		if !sids[t.serverID] {
 			sids[t.serverID] = true
@@ -647,7 +647,7 @@ func scanFile(ctx context.Context, f File, idx int, last bool, stopPos, startPos
 					var top Position // the highest sequence number per domain
 					for _, g := range l {
 						if o, ok := top.Get(g.Domain); !ok || g.Seq > o.Seq {
-							top.set(g)
+							top.Set(g)
 						}
 					}
 					hasList = true

@@ -8,27 +8,6 @@ import (
 	"testing"
 )
 
-func TestParsePosition(t *testing.T) {
-	p, err := ParsePosition(" 1-2-30, 0-1-100 ")
-	if err != nil || p.String() != "0-1-100,1-2-30" {
-		t.Fatalf("ParsePosition: %v %v", p, err)
-	}
-	if g, ok := p.Get(1); !ok || g.Seq != 30 {
-		t.Errorf("Get(1) = %v %v", g, ok)
-	}
-	if q := p.With(GTID{Domain: 0, Server: 5, Seq: 101}); q.String() != "0-5-101,1-2-30" || p.String() != "0-1-100,1-2-30" {
-		t.Errorf("With: %v (p now %v)", q, p)
-	}
-	for _, bad := range []string{"0-1", "a-b-c", "0-1-2,0-3-4", "3E0F:1-5"} {
-		if _, err := ParsePosition(bad); err == nil {
-			t.Errorf("ParsePosition(%q) accepted", bad)
-		}
-	}
-	if p, err := ParsePosition(""); err != nil || len(p) != 0 {
-		t.Errorf("empty position: %v %v", p, err)
-	}
-}
-
 func TestIsStmt(t *testing.T) {
 	for q, want := range map[string]bool{
 		"COMMIT": true, "commit": true, " COMMIT /* implicit */": true, "ROLLBACK": true,
