@@ -53,6 +53,7 @@ type PITRParams struct {
 	Tables       []string
 	RenameDB     map[string]string
 	DropExisting bool
+	NoBinlog     bool // keep the restore out of the target's binlog
 	Progress     func(phase string, done, total int64)
 	Logger       *slog.Logger
 }
@@ -83,7 +84,7 @@ func (a *Agent) runPITR(ctx context.Context, j *job, dsn string, progress func(*
 	p := PITRParams{
 		DSN: dsn, BackupID: rp.GetBackupId(), SourceInstance: rp.GetSourceInstance(),
 		Parallel: parallel(rp.GetParallelism(), a.cfg.Parallel), Databases: rp.GetDatabases(), Tables: rp.GetTables(),
-		RenameDB: rp.GetRenameDatabases(), DropExisting: rp.GetDropExisting(), Logger: log, Datadir: rp.GetTargetDatadir(),
+		RenameDB: rp.GetRenameDatabases(), DropExisting: rp.GetDropExisting(), NoBinlog: rp.GetNoBinlog(), Logger: log, Datadir: rp.GetTargetDatadir(),
 		Progress: func(phase string, done, total int64) {
 			progress(&v1.JobProgress{Phase: phase, BytesDone: uint64(max(done, 0)), BytesTotal: uint64(max(total, 0)), UpdatedAt: timestamppb.Now()})
 		},

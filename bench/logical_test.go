@@ -600,49 +600,56 @@ func (lb *logicalBench) restores(b *testing.B, ds *dataset) {
 		}
 	}
 	// myloader turns the binlog off in its sessions unless told otherwise;
-	// Tidemark keeps it on (replicas of the target receive the restore), so
-	// myloader+binlog is the same work.
+	// Tidemark keeps it on (replicas of the target receive the restore)
+	// unless --no-binlog: tidemark is myloader+binlog's work,
+	// tidemark-nobinlog myloader's.
 	lb.bench(b, "restore", ds, "myloader", myloader())
 	lb.bench(b, "restore", ds, "myloader+binlog", myloader("--enable-binlog"))
 
-	lb.bench(b, "restore", ds, "tidemark", runSpec{
-		inProcess: true,
-		setup: func(b *testing.B) *testenv.MariaDB {
-			needs(b, ds.repoDir, "tidemark-zstd")
-			if ds.backupID == "" {
-				b.Skipf("restore needs the output of backup/%s/tidemark-zstd", ds.name)
-			}
-			return target(b)
-		},
-		run: func(b *testing.B, dst *testenv.MariaDB) (usage, error) {
-			// What `tidemark restore ID --repo file://... --parallel 2` does.
-			store, err := file.Open(ds.repoDir, file.Options{})
-			if err != nil {
-				return usage{}, err
-			}
-			defer func() { _ = store.Close() }()
-			repo, err := archive.Open(ctx, store, archive.Secret{})
-			if err != nil {
-				return usage{}, err
-			}
-			defer repo.Close()
-			m, err := repo.LoadManifest(ctx, ds.backupID)
-			if err != nil {
-				return usage{}, err
-			}
-			res, err := logical.New().Restore(ctx, engines.RestoreParams{
-				DSN: dst.DSN, Parallel: benchParallel, Source: engines.ArchiveSource(repo, m),
-			})
-			if err != nil {
-				return usage{}, err
-			}
-			if res.Rows != ds.rows {
-				return usage{}, fmt.Errorf("tidemark restore: %d rows, the source has %d", res.Rows, ds.rows)
-			}
-			return usage{}, nil
-		},
-		check: verify,
-	})
+	tidemark := func(noBinlog bool) runSpec {
+		return runSpec{
+			inProcess: true,
+			setup: func(b *testing.B) *testenv.MariaDB {
+				needs(b, ds.repoDir, "tidemark-zstd")
+				if ds.backupID == "" {
+					b.Skipf("restore needs the output of backup/%s/tidemark-zstd", ds.name)
+				}
+				return target(b)
+			},
+			run: func(b *testing.B, dst *testenv.MariaDB) (usage, error) {
+				// What `tidemark restore ID --repo file://... --parallel 2` does.
+				store, err := file.Open(ds.repoDir, file.Options{})
+				if err != nil {
+					return usage{}, err
+				}
+				defer func() { _ = store.Close() }()
+				repo, err := archive.Open(ctx, store, archive.Secret{})
+				if err != nil {
+					return usage{}, err
+				}
+				defer repo.Close()
+				m, err := repo.LoadManifest(ctx, ds.backupID)
+				if err != nil {
+					return usage{}, err
+				}
+				res, err := logical.New().Restore(ctx, engines.RestoreParams{
+					DSN: dst.DSN, Parallel: benchParallel, Source: engines.ArchiveSource(repo, m), NoBinlog: noBinlog,
+				})
+				if err != nil {
+					return usage{}, err
+				}
+				if res.Rows != ds.rows {
+					return usage{}, fmt.Errorf("tidemark restore: %d rows, the source has %d", res.Rows, ds.rows)
+				}
+				return usage{}, nil
+			},
+			check: verify,
+		}
+	}
+	// tidemark keeps the binlog on by default, as myloader+binlog does;
+	// tidemark-nobinlog (--no-binlog) is the same work as myloader's default.
+	lb.bench(b, "restore", ds, "tidemark", tidemark(false))
+	lb.bench(b, "restore", ds, "tidemark-nobinlog", tidemark(true))
 }
 
 // verify fails the benchmark unless dst holds exactly ds's tables, rows and
@@ -695,6 +702,7 @@ var logicalTargets = []struct {
 	{"backup, zstd", "backup/%s/tidemark-zstd", "backup/%s/mariadb-dump+zstd", 0.6},
 	{"backup, no compression", "backup/%s/tidemark-none", "backup/%s/mydumper", 1.0},
 	{"restore", "restore/%s/tidemark", "restore/%s/myloader", 0.9},
+	{"restore, no binlog on either side", "restore/%s/tidemark-nobinlog", "restore/%s/myloader", 0.9},
 }
 
 // summary logs Tidemark against the issue's targets.

@@ -71,6 +71,17 @@ func TestBackupRestoreCommands(t *testing.T) {
 	if code, _, errs = run(t, "restore", id, "--repo", repo, "--to-mysql", dst.DSN, "--rename-db", "shop:shop2"); code != 0 {
 		t.Fatalf("restore with rename: %s", errs)
 	}
+	// --no-binlog: the target's binlog does not move.
+	var before, after string
+	if err := dst.DB(t).QueryRow("SELECT @@gtid_binlog_pos").Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs = run(t, "restore", id, "--repo", repo, "--to-mysql", dst.DSN, "--rename-db", "shop:shop3", "--no-binlog"); code != 0 {
+		t.Fatalf("restore --no-binlog: %s", errs)
+	}
+	if err := dst.DB(t).QueryRow("SELECT @@gtid_binlog_pos").Scan(&after); err != nil || after != before {
+		t.Fatalf("restore --no-binlog moved the target's binlog from %q to %q (%v)", before, after, err)
+	}
 	if code, _, errs = run(t, "restore", "20990101T000000Z-00000000", "--repo", repo, "--to-mysql", dst.DSN); code == 0 || !strings.Contains(errs, "not found") {
 		t.Fatalf("unknown backup: %d %q", code, errs)
 	}

@@ -20,6 +20,7 @@ type localPITRParams struct {
 	stop                      *v1.RestoreParams
 	parallel, applyParallel   int
 	dropExisting, filtered    bool
+	noBinlog                  bool
 	method, serveAddr         string
 	thenReplicate             string
 }
@@ -69,7 +70,7 @@ func localPITR(ctx context.Context, s *streams, rf *repoFlags, lp localPITRParam
 	start := time.Now()
 	res, err := pitr.Restore(ctx, pitr.Params{
 		Repo: repo, Instance: lp.instance, DSN: lp.dsn, Target: stopTarget(lp.stop), FromBackup: lp.fromBackup,
-		Parallel: lp.parallel, ApplyParallel: lp.applyParallel, DropExisting: lp.dropExisting,
+		Parallel: lp.parallel, ApplyParallel: lp.applyParallel, DropExisting: lp.dropExisting, NoBinlog: lp.noBinlog,
 		Method: lp.method, ServeAddr: lp.serveAddr, ThenReplicateFrom: lp.thenReplicate,
 		Engine: s.engineByName,
 		Progress: func(phase string, pr engines.Progress) {

@@ -46,7 +46,7 @@ func EngineWiring() Wiring {
 			res, err := pitr.Restore(ctx, pitr.Params{
 				Repo: p.Repo, Instance: p.SourceInstance, DSN: p.DSN, FromBackup: p.BackupID,
 				Target:   pitr.Target{Time: p.StopTime, GTID: p.StopGTID, File: p.StopFile, Pos: p.StopPos, ServerID: p.StopServerID},
-				Parallel: p.Parallel, DropExisting: p.DropExisting, Engine: reg.Get, Logger: p.Logger,
+				Parallel: p.Parallel, DropExisting: p.DropExisting, NoBinlog: p.NoBinlog, Engine: reg.Get, Logger: p.Logger,
 				Progress: func(phase string, pr engines.Progress) {
 					if p.Progress != nil {
 						p.Progress(phase, pr.BytesDone, pr.BytesTotal)

@@ -23,6 +23,9 @@ var audited = map[string]func(req any) (target string, flags map[string]string){
 	v1.ControlService_SubmitRestore_FullMethodName: func(r any) (string, map[string]string) {
 		p := r.(*v1.SubmitRestoreRequest).GetParams()
 		f := map[string]string{"backup_id": p.GetBackupId(), "drop_existing": strconv.FormatBool(p.GetDropExisting())}
+		if p.GetNoBinlog() {
+			f["no_binlog"] = "true" // replicas of the target will not receive it
+		}
 		if p.GetSourceInstance() != "" {
 			f["source_instance"] = p.GetSourceInstance()
 		}

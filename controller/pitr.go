@@ -153,6 +153,8 @@ func checkDatadir(b *v1.Backup, p *v1.RestoreParams) error {
 		return catalog.Errorf(catalog.ErrConflict, "backup %s is a physical (%s) backup: it restores into a new datadir on the agent's host, not onto the running server; give --to-datadir DIR", b.GetId(), b.GetEngine())
 	case !physical && p.GetTargetDatadir() != "":
 		return catalog.Errorf(catalog.ErrConflict, "backup %s is a %s backup: it restores onto the instance's running server, not into a datadir; leave out --to-datadir", b.GetId(), b.GetEngine())
+	case p.GetTargetDatadir() != "" && p.GetNoBinlog():
+		return invalid("params.no_binlog: a restore into a datadir writes the server's files, not through its binlog; leave out --no-binlog")
 	}
 	return nil
 }

@@ -100,8 +100,16 @@ func TestDev(t *testing.T) {
 		t.Errorf("restore onto a non-empty instance: exit %d, stderr:\n%s", r.code, r.err)
 	}
 
-	// Filters travel with the job: one table, under another database name.
-	must(t, 60*time.Second, append([]string{"restore", id, "--to-instance", "other", "--tables", "shop.customers", "--rename-db", "shop:shop_copy"}, ctl...)...)
+	// Filters travel with the job: one table, under another database name,
+	// and --no-binlog (the target's binlog does not move).
+	var binlogBefore, binlogAfter string
+	if err := dstDB.QueryRow("SELECT @@gtid_binlog_pos").Scan(&binlogBefore); err != nil {
+		t.Fatal(err)
+	}
+	must(t, 60*time.Second, append([]string{"restore", id, "--to-instance", "other", "--tables", "shop.customers", "--rename-db", "shop:shop_copy", "--no-binlog"}, ctl...)...)
+	if err := dstDB.QueryRow("SELECT @@gtid_binlog_pos").Scan(&binlogAfter); err != nil || binlogAfter != binlogBefore {
+		t.Errorf("restore job with --no-binlog moved the target's binlog from %q to %q (%v)", binlogBefore, binlogAfter, err)
+	}
 	want, got := testenv.Checksums(t, srcDB, "shop")["shop.customers"], testenv.Checksums(t, dstDB, "shop_copy")
 	if len(got) != 1 || got["shop_copy.customers"] != want {
 		t.Errorf("filtered restore: got %v, want shop_copy.customers = %v", got, want)

@@ -76,7 +76,11 @@ type RestoreParams struct {
 	RenameDB     map[string]string // original name → new name
 	DropExisting bool
 	IncludeUsers bool
-	Progress     func(Progress)
+	// NoBinlog keeps the restore out of the target's binary log
+	// (sql_log_bin=0 on every connection), for a target without replicas:
+	// faster, and needs the privilege to set sql_log_bin.
+	NoBinlog bool
+	Progress func(Progress)
 }
 
 // RestoreResult summarises a restore.

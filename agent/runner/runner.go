@@ -205,7 +205,7 @@ func restore(ctx context.Context, p Params) (*Result, error) {
 		DSN: p.DSN, Parallel: parallel(rp.GetParallelism(), p.Parallel),
 		Source: engines.ArchiveSource(repo, m), Progress: progress(p),
 		Databases: rp.GetDatabases(), Tables: rp.GetTables(), RenameDB: rp.GetRenameDatabases(),
-		DropExisting: rp.GetDropExisting(), IncludeUsers: rp.GetIncludeUsers(),
+		DropExisting: rp.GetDropExisting(), IncludeUsers: rp.GetIncludeUsers(), NoBinlog: rp.GetNoBinlog(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("restore of backup %s onto %s: %w", m.GetBackupId(), p.Job.GetInstance(), err)

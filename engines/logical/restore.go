@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"sort"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tidemark-backup/tidemark/engines"
@@ -28,7 +30,7 @@ var ErrTargetNotEmpty = errors.New("target already holds objects to restore")
 // dumped: TIMESTAMPs in UTC, 0 kept in AUTO_INCREMENT columns, and no
 // foreign-key checks, because tables load in parallel in no particular
 // order (the data was consistent on the source). The binlog stays on, so
-// replicas of the target receive the restore.
+// replicas of the target receive the restore, unless NoBinlog.
 const restoreSessionSQL = "SET SESSION time_zone = '+00:00', SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', " +
 	"SESSION foreign_key_checks = 0, SESSION net_read_timeout = 3600, SESSION net_write_timeout = 3600"
 
@@ -122,7 +124,17 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 	if n <= 0 {
 		n = DefaultParallel()
 	}
-	db, err := dsn.Open(nil)
+	// sql_log_bin is set as the driver opens each connection, so no
+	// connection of the pool can write to the binlog.
+	db, err := dsn.Open(func(c *mysql.Config) {
+		if p.NoBinlog {
+			c.Params = maps.Clone(c.Params)
+			if c.Params == nil {
+				c.Params = map[string]string{}
+			}
+			c.Params["sql_log_bin"] = "0"
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -131,13 +143,18 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 	db.SetMaxIdleConns(n + 1)
 	r.db = db
 	connectOp := "connecting to " + dsn.Addr() + " as " + dsn.User()
+	need := ""
+	if p.NoBinlog {
+		connectOp += " with sql_log_bin=0 (--no-binlog)"
+		need = "BINLOG ADMIN (SUPER on MySQL), or restore without --no-binlog"
+	}
 	ctl, err := db.Conn(ctx)
 	if err != nil {
-		return nil, mysqlx.Translate(connectOp, err)
+		return nil, mysqlx.TranslateNeed(connectOp, err, need)
 	}
 	defer func() { _ = ctl.Close() }()
 	if err := ctl.PingContext(ctx); err != nil {
-		return nil, mysqlx.Translate(connectOp, err)
+		return nil, mysqlx.TranslateNeed(connectOp, err, need)
 	}
 	if r.srv, err = mysqlx.Detect(ctx, ctl); err != nil {
 		return nil, err

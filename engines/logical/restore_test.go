@@ -279,3 +279,45 @@ func TestSecureTimestampTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestNoBinlog: with NoBinlog nothing of the restore reaches the target's
+// binlog (its GTID position does not move), where a default restore is
+// binlogged for the target's replicas; a user who may not set sql_log_bin
+// is refused before anything is written, naming the privilege.
+func TestNoBinlog(t *testing.T) {
+	t.Parallel()
+	src := startMariaDB(t, "nobin-src")
+	dst := startMariaDB(t, "nobin-dst")
+	loadTypes(t, src)
+	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN})
+	dstDB := dst.DB(t)
+	pos := func() string {
+		var p string
+		if err := dstDB.QueryRow("SELECT @@gtid_binlog_pos").Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	before := pos()
+	restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN, NoBinlog: true})
+	if after := pos(); after != before {
+		t.Errorf("--no-binlog restore moved the target's binlog from %q to %q", before, after)
+	}
+	testenv.Compare(t, src.DB(t), dstDB, "rt", "rt2")
+	restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN, RenameDB: map[string]string{"rt": "rt_b", "rt2": "rt2_b"}})
+	if after := pos(); after == before {
+		t.Errorf("a default restore left the target's binlog at %q: replicas would miss it", after)
+	}
+
+	dst.Exec(t, "CREATE USER loader@'%'", "GRANT ALL PRIVILEGES ON rt_x.* TO loader@'%'", "GRANT ALL PRIVILEGES ON rt2_x.* TO loader@'%'", "GRANT SELECT ON *.* TO loader@'%'")
+	dsn := strings.Replace(dst.DSN, "tidemark@", "loader@", 1)
+	_, err := smallPieces.Restore(context.Background(), engines.RestoreParams{DSN: dsn, Source: a, NoBinlog: true, RenameDB: map[string]string{"rt": "rt_x", "rt2": "rt2_x"}})
+	if err == nil || !strings.Contains(err.Error(), "BINLOG ADMIN") || !strings.Contains(err.Error(), "--no-binlog") {
+		t.Fatalf("--no-binlog without the privilege: %v", err)
+	}
+	t.Logf("refusal reads: %v", err)
+	if got := queryStrings(t, dstDB, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'rt%_x'"); len(got) != 0 {
+		t.Errorf("the refused restore created %v", got)
+	}
+}

@@ -74,6 +74,9 @@ type Params struct {
 	FromBackup   string
 	Parallel     int // the base restore's connections; 0: the engine's choice
 	DropExisting bool
+	// NoBinlog keeps the base load and the roll-forward out of the
+	// target's binary log (see engines.RestoreParams and apply.Params).
+	NoBinlog bool
 	// ApplyParallel > 1 runs the target's replication applier with that
 	// many threads during the roll-forward; 0 keeps the server's setting.
 	ApplyParallel int
@@ -135,7 +138,7 @@ func Restore(ctx context.Context, p Params) (*Result, error) {
 		DSN: p.DSN, Files: files, StartGTID: base.Consistency.GtidSet, StartTime: base.Consistency.Time.AsTime().Truncate(time.Second),
 		Stop:   apply.Stop{GTID: p.Target.GTID, File: p.Target.File, ServerID: p.Target.ServerID, Pos: p.Target.Pos, Time: p.Target.Time},
 		Method: p.Method, Parallel: p.ApplyParallel, ServeAddr: p.ServeAddr, ThenReplicateFrom: p.ThenReplicateFrom,
-		Logger: p.Logger,
+		NoBinlog: p.NoBinlog, Logger: p.Logger,
 		Progress: func(pr apply.Progress) {
 			if p.Progress != nil {
 				p.Progress("roll-forward", engines.Progress{Phase: pr.Phase, BytesDone: pr.BytesSent, BytesTotal: pr.Bytes})
@@ -158,7 +161,7 @@ func Restore(ctx context.Context, p Params) (*Result, error) {
 	t0 := time.Now()
 	rr, err := eng.Restore(ctx, engines.RestoreParams{
 		DSN: p.DSN, Parallel: p.Parallel, Source: engines.ArchiveSource(p.Repo, base),
-		DropExisting: p.DropExisting,
+		DropExisting: p.DropExisting, NoBinlog: p.NoBinlog,
 		Progress: func(pr engines.Progress) {
 			if p.Progress != nil {
 				p.Progress("base "+pr.Phase, pr)

@@ -123,6 +123,14 @@ func Apply(ctx context.Context, p Params) (*Result, error) {
 			method = MethodSQL
 			res.Warnings = append(res.Warnings, fmt.Sprintf("the target is not MariaDB (%s): applying through mariadb-binlog | mariadb, which is several times slower than the replication applier", t.version))
 		}
+		if p.NoBinlog && t.logBin && t.logSlaveUpdates && method != MethodSQL {
+			// Its applier would write every transaction to its binlog.
+			if method == MethodReplication {
+				return nil, errors.New("roll forward: the target binlogs what it replicates (log_slave_updates=ON), so the replication method cannot keep the restore out of its binlog as --no-binlog asks: use the sql method, or drop --no-binlog")
+			}
+			method = MethodSQL
+			res.Warnings = append(res.Warnings, "the target binlogs what it replicates (log_slave_updates=ON): for --no-binlog applying through mariadb-binlog --disable-log-bin | mariadb instead, which is several times slower")
+		}
 		if method != MethodSQL {
 			method = MethodReplication
 			err = applyReplication(ctx, db, t, p, plan, res, log, progress)

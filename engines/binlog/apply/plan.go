@@ -56,6 +56,11 @@ type Params struct {
 	// Parallel > 1 sets the target's slave_parallel_threads for the apply
 	// (replication method; the old value is put back).
 	Parallel int
+	// NoBinlog keeps the applied transactions out of the target's binary
+	// log: the replication method is used only where the target does not
+	// binlog what it replicates (log_slave_updates off), else the sql
+	// method runs with mariadb-binlog --disable-log-bin.
+	NoBinlog bool
 	// ServeAddr is where the replication source listens; the target
 	// connects to it. Default 127.0.0.1:0 (the target is on this host).
 	ServeAddr string

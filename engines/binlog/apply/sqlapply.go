@@ -47,7 +47,7 @@ func applySQL(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DSN, p Par
 			err = errors.Join(err, perr)
 		}
 	}()
-	if err := relaxStrict(ctx, g, t, t.logBin, res); err != nil {
+	if err := relaxStrict(ctx, g, t, t.logBin && !p.NoBinlog, res); err != nil {
 		return fmt.Errorf("%w (the sql method binlogs on a target with gtid_strict_mode=1; that needs the privilege to turn it off for the apply)", err)
 	}
 
@@ -81,7 +81,12 @@ func applySQL(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DSN, p Par
 
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	dec := exec.CommandContext(cctx, binlogProg, "-")
+	decArgs := []string{"-"}
+	if p.NoBinlog {
+		// Each session of the output starts with SET sql_log_bin=0.
+		decArgs = []string{"--disable-log-bin", "-"}
+	}
+	dec := exec.CommandContext(cctx, binlogProg, decArgs...)
 	// The client takes statements up to 1 GiB (a row event of 20 MB becomes a
 	// BINLOG statement of 27); the server's max_allowed_packet still applies.
 	cli := exec.CommandContext(cctx, clientProg, "--defaults-extra-file="+cnf, "--binary-mode", "--batch", "--max-allowed-packet=1G")
