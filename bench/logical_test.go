@@ -475,6 +475,9 @@ func (lb *logicalBench) backups(b *testing.B, ds *dataset) {
 	lb.bench(b, "backup", ds, "mydumper", mydumper(ds.mydumperDir))
 	var noneID string
 	lb.bench(b, "backup", ds, "tidemark-none", lb.tidemarkBackup(ds, filepath.Join(ds.work, "tidemark-none"), "none", 0, &noneID))
+	// The same without row checksums: what they cost (issue 17: at most 5%).
+	var noSumsID string
+	lb.bench(b, "backup", ds, "tidemark-none-nochecksums", lb.tidemarkBackup(ds, filepath.Join(ds.work, "tidemark-none-nochecksums"), "none", 0, &noSumsID, true))
 
 	if lb.bins.mariabackup != "" {
 		out := filepath.Join(ds.work, "mariabackup.xb.zst")
@@ -507,7 +510,9 @@ func (lb *logicalBench) backups(b *testing.B, ds *dataset) {
 // tidemarkBackup is `tidemark backup --parallel 2 --compress C` into a
 // fresh file:// repository (initialised untimed, as `tidemark repo init`
 // would be), so no run deduplicates against another.
-func (lb *logicalBench) tidemarkBackup(ds *dataset, dir, compression string, level int, id *string) runSpec {
+func (lb *logicalBench) tidemarkBackup(ds *dataset, dir, compression string, level int, id *string, noSums ...bool) runSpec {
+	eng := logical.New()
+	eng.NoRowChecksums = len(noSums) > 0 && noSums[0]
 	var repo *archive.Repo
 	var store *file.Store
 	return runSpec{
@@ -532,7 +537,7 @@ func (lb *logicalBench) tidemarkBackup(ds *dataset, dir, compression string, lev
 				Instance: "bench-src", Engine: logical.Name, Compression: compression, CompressionLevel: level,
 			}, func(ctx context.Context, bk *archive.Backup) error {
 				var err error
-				res, err = logical.New().Backup(ctx, engines.BackupParams{
+				res, err = eng.Backup(ctx, engines.BackupParams{
 					DSN: srv.DSN, Parallel: benchParallel, Databases: []string{ds.db}, Sink: engines.ArchiveSink(bk),
 				})
 				return err
@@ -650,6 +655,53 @@ func (lb *logicalBench) restores(b *testing.B, ds *dataset) {
 	// tidemark-nobinlog (--no-binlog) is the same work as myloader's default.
 	lb.bench(b, "restore", ds, "tidemark", tidemark(false))
 	lb.bench(b, "restore", ds, "tidemark-nobinlog", tidemark(true))
+
+	// restore --verify's second pass, timed alone on a restored target
+	// (issue 17: at most 0.5× the restore).
+	var verifySrc engines.Source
+	var closeVerify func()
+	lb.bench(b, "verify", ds, "tidemark", runSpec{
+		inProcess: true,
+		setup: func(b *testing.B) *testenv.MariaDB {
+			needs(b, ds.repoDir, "tidemark-zstd")
+			if ds.backupID == "" {
+				b.Skipf("verify needs the output of backup/%s/tidemark-zstd", ds.name)
+			}
+			store, err := file.Open(ds.repoDir, file.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			repo, err := archive.Open(ctx, store, archive.Secret{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			closeVerify = func() { repo.Close(); _ = store.Close() }
+			m, err := repo.LoadManifest(ctx, ds.backupID)
+			if err != nil {
+				b.Fatal(err)
+			}
+			verifySrc = engines.ArchiveSource(repo, m)
+			dst := target(b)
+			if _, err := logical.New().Restore(ctx, engines.RestoreParams{DSN: dst.DSN, Parallel: benchParallel, Source: verifySrc, NoBinlog: true}); err != nil {
+				b.Fatal(err)
+			}
+			return dst
+		},
+		run: func(b *testing.B, dst *testenv.MariaDB) (usage, error) {
+			res, err := logical.New().Verify(ctx, engines.VerifyParams{DSN: dst.DSN, Parallel: benchParallel, Source: verifySrc})
+			if err != nil {
+				return usage{}, err
+			}
+			if res.Rows != ds.rows {
+				return usage{}, fmt.Errorf("tidemark verify: %d rows, the source has %d", res.Rows, ds.rows)
+			}
+			return usage{}, nil
+		},
+		check: func(b *testing.B, dst *testenv.MariaDB) int64 {
+			closeVerify()
+			return verify(b, dst)
+		},
+	})
 }
 
 // verify fails the benchmark unless dst holds exactly ds's tables, rows and
@@ -703,6 +755,8 @@ var logicalTargets = []struct {
 	{"backup, no compression", "backup/%s/tidemark-none", "backup/%s/mydumper", 1.0},
 	{"restore", "restore/%s/tidemark", "restore/%s/myloader", 0.9},
 	{"restore, no binlog on either side", "restore/%s/tidemark-nobinlog", "restore/%s/myloader", 0.9},
+	{"row checksums (backup with over without)", "backup/%s/tidemark-none", "backup/%s/tidemark-none-nochecksums", 1.05},
+	{"restore --verify's pass over the restore", "verify/%s/tidemark", "restore/%s/tidemark", 0.5},
 }
 
 // summary logs Tidemark against the issue's targets.

@@ -294,6 +294,7 @@ func newRestoreCmd(s *streams) *cobra.Command {
 		renames      []string
 		dropExisting bool
 		noBinlog     bool
+		verify       bool
 		includeUsers bool
 		controller   string
 		toInstance   string
@@ -380,8 +381,8 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 				if dsn != "" {
 					return &UserError{Msg: "give --to-datadir DIR (a physical backup written into a new datadir) or --to-mysql DSN (a logical backup loaded into a running server), not both"}
 				}
-				if databases != "" || tables != "" || len(renames) > 0 || includeUsers || dropExisting || thenReplicate != "" || noBinlog {
-					return &UserError{Msg: "a physical restore writes the whole server's files: --databases, --tables, --rename-db, --include-users, --drop-existing, --no-binlog and --then-replicate-from do not apply to --to-datadir"}
+				if databases != "" || tables != "" || len(renames) > 0 || includeUsers || dropExisting || thenReplicate != "" || noBinlog || verify {
+					return &UserError{Msg: "a physical restore writes the whole server's files: --databases, --tables, --rename-db, --include-users, --drop-existing, --no-binlog, --verify and --then-replicate-from do not apply to --to-datadir"}
 				}
 				if !isPITR && source != "" {
 					return &UserError{Msg: "--instance NAME restores NAME to a point in time: give --to-time, --to-gtid or --to-position"}
@@ -419,6 +420,9 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 				return restoreDatadir(ctx, s, &rf, dp)
 			}
 			if isPITR || source != "" {
+				if verify {
+					return &UserError{Msg: "--verify compares a restore with its backup's row checksums; a point-in-time restore goes on past the backup, so there is nothing to compare it with"}
+				}
 				if !isPITR {
 					return &UserError{Msg: "--instance NAME restores NAME to a point in time: give --to-time, --to-gtid or --to-position"}
 				}
@@ -466,7 +470,7 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 				return controllerRestore(ctx, s, controller, toInstance, !noWait, &v1.RestoreParams{
 					BackupId: args[0], TargetInstance: toInstance, Parallelism: uint32(max(parallel, 0)),
 					Databases: splitList(databases), Tables: splitList(tables), RenameDatabases: rename,
-					DropExisting: dropExisting, IncludeUsers: includeUsers, NoBinlog: noBinlog,
+					DropExisting: dropExisting, IncludeUsers: includeUsers, NoBinlog: noBinlog, Verify: verify,
 				})
 			}
 			if dsn == "" {
@@ -523,8 +527,13 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 			for _, w := range res.Warnings {
 				fmt.Fprintln(s.err, "warning:", w)
 			}
-			_, err = fmt.Fprintf(s.out, "restored backup %s: %d tables, %d rows in %s\n", m.BackupId, res.Tables, res.Rows, time.Since(start).Round(time.Millisecond))
-			return err
+			if _, err = fmt.Fprintf(s.out, "restored backup %s: %d tables, %d rows in %s\n", m.BackupId, res.Tables, res.Rows, time.Since(start).Round(time.Millisecond)); err != nil || !verify {
+				return err
+			}
+			return verifyRestore(ctx, s, eng, m.BackupId, engines.VerifyParams{
+				DSN: dsn, Parallel: parallel, Source: engines.ArchiveSource(repo, m),
+				Databases: splitList(databases), Tables: splitList(tables), RenameDB: rename,
+			})
 		},
 	}
 	rf.register(cmd)
@@ -534,6 +543,7 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 	cmd.Flags().StringVar(&tables, "tables", "", "only these tables, comma-separated db.table")
 	cmd.Flags().StringArrayVar(&renames, "rename-db", nil, "restore database old as new (old:new; repeatable)")
 	cmd.Flags().BoolVar(&dropExisting, "drop-existing", false, "drop tables on the target that the restore would create")
+	cmd.Flags().BoolVar(&verify, "verify", false, "logical restores: afterwards read the restored tables back and compare them with the backup's row checksums (see verify-restore)")
 	cmd.Flags().BoolVar(&noBinlog, "no-binlog", false, "keep the restore out of the target's binary log (sql_log_bin=0; needs BINLOG ADMIN): for a target without replicas, faster")
 	cmd.Flags().BoolVar(&includeUsers, "include-users", false, "also restore accounts and grants")
 	controllerFlag(cmd, &controller)

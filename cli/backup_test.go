@@ -82,6 +82,21 @@ func TestBackupRestoreCommands(t *testing.T) {
 	if err := dst.DB(t).QueryRow("SELECT @@gtid_binlog_pos").Scan(&after); err != nil || after != before {
 		t.Fatalf("restore --no-binlog moved the target's binlog from %q to %q (%v)", before, after, err)
 	}
+	// --verify, and verify-restore for a restore done earlier.
+	code, out, errs = run(t, "restore", id, "--repo", repo, "--to-mysql", dst.DSN, "--rename-db", "shop:shop4", "--verify")
+	if code != 0 || !strings.Contains(out, "verified: ") {
+		t.Fatalf("restore --verify: %d %q %q", code, out, errs)
+	}
+	if code, out, errs = run(t, "verify-restore", id, "--repo", repo, "--to-mysql", dst.DSN, "--rename-db", "shop:shop2"); code != 0 || !strings.Contains(out, "verified: ") {
+		t.Fatalf("verify-restore of an exact restore: %d %q %q", code, out, errs)
+	}
+	if _, err := dstDB.Exec("UPDATE shop2.customers SET name = CONCAT(name, '!') WHERE id = 7"); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = run(t, "verify-restore", id, "--repo", repo, "--to-mysql", dst.DSN, "--rename-db", "shop:shop2")
+	if code == 0 || !strings.Contains(errs, "shop.customers (restored as shop2.customers): backup ") || !strings.Contains(errs, "1 of ") {
+		t.Fatalf("verify-restore after a change: %d %q", code, errs)
+	}
 	if code, _, errs = run(t, "restore", "20990101T000000Z-00000000", "--repo", repo, "--to-mysql", dst.DSN); code == 0 || !strings.Contains(errs, "not found") {
 		t.Fatalf("unknown backup: %d %q", code, errs)
 	}

@@ -60,6 +60,7 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newBackupCmd(s),
 		newBackupsCmd(s),
 		newRestoreCmd(s),
+		newVerifyRestoreCmd(s),
 		newAgentCmd(s),
 		newControllerCmd(s),
 		newClusterCmd(s),

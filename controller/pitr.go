@@ -155,6 +155,8 @@ func checkDatadir(b *v1.Backup, p *v1.RestoreParams) error {
 		return catalog.Errorf(catalog.ErrConflict, "backup %s is a %s backup: it restores onto the instance's running server, not into a datadir; leave out --to-datadir", b.GetId(), b.GetEngine())
 	case p.GetTargetDatadir() != "" && p.GetNoBinlog():
 		return invalid("params.no_binlog: a restore into a datadir writes the server's files, not through its binlog; leave out --no-binlog")
+	case p.GetVerify() && (physical || p.GetStopAt() != nil):
+		return invalid("params.verify: only a logical restore without a stop point is compared with its backup's row checksums")
 	}
 	return nil
 }

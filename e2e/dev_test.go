@@ -101,12 +101,13 @@ func TestDev(t *testing.T) {
 	}
 
 	// Filters travel with the job: one table, under another database name,
-	// and --no-binlog (the target's binlog does not move).
+	// --no-binlog (the target's binlog does not move) and --verify (the job
+	// compares the restored table with the backup's row checksums).
 	var binlogBefore, binlogAfter string
 	if err := dstDB.QueryRow("SELECT @@gtid_binlog_pos").Scan(&binlogBefore); err != nil {
 		t.Fatal(err)
 	}
-	must(t, 60*time.Second, append([]string{"restore", id, "--to-instance", "other", "--tables", "shop.customers", "--rename-db", "shop:shop_copy", "--no-binlog"}, ctl...)...)
+	must(t, 60*time.Second, append([]string{"restore", id, "--to-instance", "other", "--tables", "shop.customers", "--rename-db", "shop:shop_copy", "--no-binlog", "--verify"}, ctl...)...)
 	if err := dstDB.QueryRow("SELECT @@gtid_binlog_pos").Scan(&binlogAfter); err != nil || binlogAfter != binlogBefore {
 		t.Errorf("restore job with --no-binlog moved the target's binlog from %q to %q (%v)", binlogBefore, binlogAfter, err)
 	}

@@ -2,6 +2,8 @@ package engines
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -88,6 +90,58 @@ type RestoreResult struct {
 	Tables   int
 	Rows     int64
 	Warnings []string
+}
+
+// VerifyParams name a restore to check: the backup it came from and the
+// same selection and renames it was given.
+type VerifyParams struct {
+	DSN       string
+	Parallel  int
+	Source    Source
+	Databases []string
+	Tables    []string
+	RenameDB  map[string]string
+	Progress  func(Progress)
+}
+
+// TableMismatch is one restored table whose rows differ from the backup's.
+type TableMismatch struct {
+	Table           string // "db.table" in the backup
+	Target          string // "db.table" on the target ("" if it is missing)
+	WantRows        int64
+	WantChecksum    string
+	GotRows         int64
+	GotChecksum     string
+	MissingOnTarget bool
+}
+
+func (m TableMismatch) String() string {
+	if m.MissingOnTarget {
+		return fmt.Sprintf("%s: missing on the target (backup: %d rows, checksum %s)", m.Table, m.WantRows, m.WantChecksum)
+	}
+	name := m.Table
+	if m.Target != m.Table {
+		name += " (restored as " + m.Target + ")"
+	}
+	return fmt.Sprintf("%s: backup %d rows, checksum %s; target %d rows, checksum %s", name, m.WantRows, m.WantChecksum, m.GotRows, m.GotChecksum)
+}
+
+// VerifyResult is what a verification compared.
+type VerifyResult struct {
+	Tables     int
+	Rows       int64
+	Mismatches []TableMismatch
+	Warnings   []string
+}
+
+// ErrMismatch is returned (wrapped, naming every table) when a restored
+// table's rows differ from what the backup recorded.
+var ErrMismatch = errors.New("restored data differs from the backup")
+
+// Verifier is an engine that can check a restore of its own backups
+// against what the backup recorded.
+type Verifier interface {
+	Verify(ctx context.Context, p VerifyParams) (*VerifyResult, error)
 }
 
 // Engine is one way of taking and restoring backups.

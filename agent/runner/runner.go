@@ -210,6 +210,20 @@ func restore(ctx context.Context, p Params) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore of backup %s onto %s: %w", m.GetBackupId(), p.Job.GetInstance(), err)
 	}
+	if rp.GetVerify() {
+		v, ok := eng.(engines.Verifier)
+		if !ok {
+			return nil, fmt.Errorf("backup %s was written by engine %q, which records no row checksums to verify the restore against", m.GetBackupId(), m.GetEngine())
+		}
+		vr, err := v.Verify(ctx, engines.VerifyParams{
+			DSN: p.DSN, Parallel: parallel(rp.GetParallelism(), p.Parallel), Source: engines.ArchiveSource(repo, m), Progress: progress(p),
+			Databases: rp.GetDatabases(), Tables: rp.GetTables(), RenameDB: rp.GetRenameDatabases(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("restore of backup %s onto %s: verify: %w", m.GetBackupId(), p.Job.GetInstance(), err)
+		}
+		res.Warnings = append(res.Warnings, vr.Warnings...)
+	}
 	return &Result{BackupID: m.GetBackupId(), Tables: res.Tables, Rows: res.Rows, Warnings: res.Warnings}, nil
 }
 

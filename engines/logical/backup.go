@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +49,7 @@ type backupRun struct {
 	bytesTotal int64
 	warnMu     sync.Mutex
 	warnings   []string
+	noSums     bool // Engine.NoRowChecksums
 }
 
 func (r *backupRun) warn(format string, args ...any) {
@@ -77,6 +79,12 @@ func (r *backupRun) progress(phase string) {
 // again. DDL run after the lock is released is not blocked on MariaDB: a
 // table rebuilt meanwhile fails the backup with ErrTableChanged.
 func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engines.BackupResult, err error) {
+	return e.backup(ctx, p, nil)
+}
+
+// backup is Backup of only the tables keep accepts (nil: all); Verify
+// reads a restore's tables back through it.
+func (e *Engine) backup(ctx context.Context, p engines.BackupParams, keep func(db, name string) bool) (res *engines.BackupResult, err error) {
 	if p.Sink == nil {
 		return nil, errors.New("logical backup: no sink")
 	}
@@ -109,7 +117,7 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 	if err != nil {
 		return nil, err
 	}
-	r := &backupRun{p: p, srv: srv}
+	r := &backupRun{p: p, srv: srv, noSums: e.NoRowChecksums}
 	p.Sink.SetServer(srv.Proto())
 	p.Sink.SetEngineMetadata("logical.format", strconv.Itoa(formatVersion))
 	p.Sink.SetEngineMetadata("lower_case_table_names", strconv.Itoa(srv.LowerCaseTableNames))
@@ -135,6 +143,9 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 	all, err := listTables(ctx, ctl, dbs)
 	if err != nil {
 		return nil, err
+	}
+	if keep != nil {
+		all = slices.DeleteFunc(all, func(t *tableInfo) bool { return !keep(t.DB, t.Name) })
 	}
 	schemas, posts, err := readSchema(ctx, ctl, dbs, all)
 	if err != nil {
@@ -257,7 +268,7 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 
 	meta := metaDoc{Format: formatVersion, Flavor: srv.Flavor, Version: srv.Version, Databases: dbs, Users: p.IncludeUsers}
 	for _, t := range tables {
-		meta.Tables = append(meta.Tables, t.meta())
+		meta.Tables = append(meta.Tables, t.meta(r.noSums))
 	}
 	for _, t := range sequences {
 		tm := tableMeta{DB: t.DB, Name: t.Name, Engine: t.Engine, SequenceRow: seqRows[t]}
@@ -273,15 +284,24 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 	return &engines.BackupResult{Tables: len(tables), Rows: r.rows.Load(), LockDuration: lockDur, Warnings: r.warnings}, nil
 }
 
-func (t *tableInfo) meta() tableMeta {
+func (t *tableInfo) meta(noSums bool) tableMeta {
 	tm := tableMeta{DB: t.DB, Name: t.Name, Engine: t.Engine, SplitKey: t.SplitKey, Locked: !t.transactional(), History: t.History}
 	for _, c := range t.dumpColumns() {
 		tm.Columns = append(tm.Columns, c.Name)
 		tm.Types = append(tm.Types, c.DataType)
 	}
+	var sum rowSum
 	for _, p := range t.pieces {
-		tm.Pieces = append(tm.Pieces, pieceMeta{Stream: dataStream(t.DB, t.Name, p.n), Rows: p.rows, Bytes: p.bytes})
+		pm := pieceMeta{Stream: dataStream(t.DB, t.Name, p.n), Rows: p.rows, Bytes: p.bytes}
+		if !noSums {
+			pm.Checksum = p.sum.hex()
+		}
+		tm.Pieces = append(tm.Pieces, pm)
 		tm.Rows += p.rows
+		sum.Sum += p.sum.Sum
+	}
+	if !noSums {
+		tm.Checksum = sum.hex()
 	}
 	return tm
 }
@@ -651,6 +671,7 @@ func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, wire *mysqlx.Wir
 	}
 	cw := &countingWriter{w: w, total: &r.bytes}
 	enc := newRowEncoder(cw)
+	enc.noSum = r.noSums
 	query := queryFor(path)
 	op := "dumping " + t.DB + "." + t.Name
 	var rows int64
@@ -725,7 +746,7 @@ func (r *backupRun) dumpPiece(ctx context.Context, c *sql.Conn, wire *mysqlx.Wir
 		return fmt.Errorf("writing stream %s: %w", name, err)
 	}
 	r.rows.Add(rows & 0xffff)
-	p.rows, p.bytes = rows, cw.n
+	p.rows, p.bytes, p.sum = rows, cw.n, enc.sum
 	return nil
 }
 

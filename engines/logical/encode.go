@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+
+	"github.com/zeebo/xxh3"
 )
 
 // Rows travel in LOAD DATA's default text format: fields separated by tab,
@@ -37,7 +39,28 @@ type rowEncoder struct {
 	own   []byte          // ours, for when w offers too little room
 	buf   []byte          // where rows go: own's or w's
 	limit int             // flush once buf holds this much
+
+	// The rows' checksum: each row's encoded bytes (its newline included)
+	// hashed with XXH3-64, the hashes added, so the sum does not depend on
+	// the order rows are read in (see rowSum).
+	noSum    bool // leave the checksum out
+	sum      rowSum
+	rowStart int         // where the row being encoded starts in buf; -1 between rows
+	split    xxh3.Hasher // the row's hash so far, when a flush cut it
+	cut      bool        // split holds the row's first part
 }
+
+// rowSum is an order-independent checksum of a set of rows: their count and
+// the sum (mod 2^64) of their XXH3-64 hashes. A changed value changes one
+// hash; a lost or repeated row changes the count.
+type rowSum struct {
+	Rows int64
+	Sum  uint64
+}
+
+// hex is the sum as the manifest records it (JSON numbers lose bits above
+// 2^53).
+func (s rowSum) hex() string { return fmt.Sprintf("%016x", s.Sum) }
 
 // availableBuffer is bufio.Writer's AvailableBuffer, which
 // archive.StreamWriter also has.
@@ -54,7 +77,7 @@ const (
 )
 
 func newRowEncoder(w io.Writer) *rowEncoder {
-	e := &rowEncoder{w: w}
+	e := &rowEncoder{w: w, rowStart: -1}
 	if ab, ok := w.(availableBuffer); ok {
 		e.ab = ab
 	}
@@ -90,6 +113,7 @@ func (e *rowEncoder) reset() {
 // types, int64/uint64/float64 where the driver parsed the text protocol's
 // numbers, nil for NULL. The values may be overwritten once it returns.
 func (e *rowEncoder) writeRow(vals []driver.Value) error {
+	e.rowStart = len(e.buf)
 	b := e.buf
 	for i, v := range vals {
 		if i > 0 {
@@ -120,10 +144,33 @@ func (e *rowEncoder) writeRow(vals []driver.Value) error {
 		}
 	}
 	e.buf = append(b, '\n')
+	e.endRow()
 	if len(e.buf) >= e.limit {
 		return e.flush()
 	}
 	return nil
+}
+
+// endRow adds the row just encoded to the checksum.
+func (e *rowEncoder) endRow() {
+	if e.noSum {
+		e.sum.Rows++
+		e.rowStart = -1
+		return
+	}
+	row := e.buf[e.rowStart:]
+	var h uint64
+	if e.cut {
+		_, _ = e.split.Write(row)
+		h = e.split.Sum64()
+		e.split.Reset()
+		e.cut = false
+	} else {
+		h = xxh3.Hash(row)
+	}
+	e.sum.Rows++
+	e.sum.Sum += h
+	e.rowStart = -1
 }
 
 // bigValue is the length from which a value goes through appendValue,
@@ -133,6 +180,7 @@ const bigValue = 16 << 10
 // writeFields writes one row read off the wire: a nil field is NULL, any
 // other is the value's text. The fields may be overwritten once it returns.
 func (e *rowEncoder) writeFields(fields [][]byte) error {
+	e.rowStart = len(e.buf)
 	b := e.buf
 	for i, v := range fields {
 		if i > 0 {
@@ -152,6 +200,7 @@ func (e *rowEncoder) writeFields(fields [][]byte) error {
 		b = appendEscaped(b, v)
 	}
 	e.buf = append(b, '\n')
+	e.endRow()
 	if len(e.buf) >= e.limit {
 		return e.flush()
 	}
@@ -184,8 +233,16 @@ func (e *rowEncoder) flush() error {
 	if len(e.buf) == 0 {
 		return nil
 	}
+	if e.rowStart >= 0 && !e.noSum {
+		// A long value is cut here: hash the row's part before it goes.
+		_, _ = e.split.Write(e.buf[e.rowStart:])
+		e.cut = true
+	}
 	_, err := e.w.Write(e.buf)
 	e.reset()
+	if e.rowStart >= 0 {
+		e.rowStart = 0
+	}
 	return err
 }
 

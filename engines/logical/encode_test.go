@@ -8,8 +8,11 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
+
+	"github.com/zeebo/xxh3"
 )
 
 // refEncoder is the encoder as it was before the fast path, byte by byte
@@ -439,5 +442,63 @@ func TestEncoderAppendsInPlace(t *testing.T) {
 			}
 			t.Logf("chunk %d, big values %v: %d bytes, %d in place, %d copied", chunk, big, len(want), w.inPlace, w.moved)
 		}
+	}
+}
+
+// TestRowChecksum: the encoder's checksum is the sum of XXH3 over each
+// encoded line, whether a long value made it flush in the middle of a row
+// or not, through its own buffer or in place in the stream's, and it does
+// not depend on the order of the rows.
+func TestRowChecksum(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	var rows [][]driver.Value
+	for range 3000 {
+		row := make([]driver.Value, 1+r.IntN(6))
+		for i := range row {
+			row[i] = randomValue(r)
+		}
+		rows = append(rows, row)
+	}
+	// Some rows far longer than a flush.
+	for range 5 {
+		rows = append(rows, []driver.Value{int64(1), randomBytes(r, 3*encodeSegment+17, 0.2), nil})
+	}
+	encode := func(rows [][]driver.Value, w io.Writer) rowSum {
+		e := newRowEncoder(w)
+		for _, row := range rows {
+			if err := e.writeRow(append([]driver.Value(nil), row...)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.flush(); err != nil {
+			t.Fatal(err)
+		}
+		return e.sum
+	}
+	own := &chunkedWriter{}
+	got := encode(rows, own)
+	var want rowSum
+	for _, line := range bytes.SplitAfter(own.Bytes(), []byte("\n")) {
+		if len(line) > 0 {
+			want.Rows++
+			want.Sum += xxh3.Hash(line)
+		}
+	}
+	if got != want || got.Rows != int64(len(rows)) {
+		t.Fatalf("checksum %+v, the lines give %+v (%d rows)", got, want, len(rows))
+	}
+	inPlace := &chunkWriter{chunk: 4 << 20}
+	if got := encode(rows, inPlace); got != want {
+		t.Errorf("in place: %+v, want %+v", got, want)
+	}
+	reversed := slices.Clone(rows)
+	slices.Reverse(reversed)
+	if got := encode(reversed, &chunkedWriter{}); got != want {
+		t.Errorf("rows in reverse order: %+v, want %+v", got, want)
+	}
+	changed := slices.Clone(rows)
+	changed[7] = []driver.Value{"a changed row"}
+	if got := encode(changed, &chunkedWriter{}); got == want {
+		t.Error("a changed row left the checksum as it was")
 	}
 }

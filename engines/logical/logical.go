@@ -44,6 +44,9 @@ type Engine struct {
 	// PieceRows and PieceBytes bound one data piece (from the server's
 	// estimates); 0 means 250,000 rows and 64 MiB. Tests make them small.
 	PieceRows, PieceBytes int64
+	// NoRowChecksums leaves the rows' checksums out of the backup, which
+	// then cannot verify a restore: only for measuring what they cost.
+	NoRowChecksums bool
 }
 
 // New returns the logical engine.
@@ -81,6 +84,9 @@ type tableMeta struct {
 	History bool        `json:"history,omitempty"`
 	Pieces  []pieceMeta `json:"pieces"`
 	Rows    int64       `json:"rows"`
+	// Checksum is the order-independent checksum of all its rows (the sum
+	// of its pieces'), hex; "" before checksums were recorded.
+	Checksum string `json:"checksum,omitempty"`
 	// SequenceRow is a MariaDB sequence's state row (SELECT * FROM s, read
 	// while writes were blocked): its definition and next_not_cached_value
 	// and cycle_count. Such a "table" has no pieces.
@@ -102,6 +108,9 @@ type pieceMeta struct {
 	Stream string `json:"stream"`
 	Rows   int64  `json:"rows"`
 	Bytes  int64  `json:"bytes"`
+	// Checksum is the rows' order-independent checksum (rowSum, hex); ""
+	// in backups taken before it was recorded.
+	Checksum string `json:"checksum,omitempty"`
 }
 
 // schemaDoc is a "schema/<db>" stream.

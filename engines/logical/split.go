@@ -17,6 +17,7 @@ type piece struct {
 	hi    string
 	rows  int64
 	bytes int64
+	sum   rowSum // the rows' checksum
 }
 
 // Default piece sizes: large enough that per-statement overhead vanishes,

@@ -1059,7 +1059,11 @@ type RestoreParams struct {
 	SourceInstance string `protobuf:"bytes,14,opt,name=source_instance,json=sourceInstance,proto3" json:"source_instance,omitempty"`
 	// Logical restores: keep the restore out of the target's binary log
 	// (sql_log_bin=0), for a target without replicas.
-	NoBinlog      bool `protobuf:"varint,20,opt,name=no_binlog,json=noBinlog,proto3" json:"no_binlog,omitempty"`
+	NoBinlog bool `protobuf:"varint,20,opt,name=no_binlog,json=noBinlog,proto3" json:"no_binlog,omitempty"`
+	// Logical restores: afterwards read the restored tables back and compare
+	// them with the backup's row checksums; the job fails naming every table
+	// that differs.
+	Verify        bool `protobuf:"varint,21,opt,name=verify,proto3" json:"verify,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1208,6 +1212,13 @@ func (x *RestoreParams) GetSourceInstance() string {
 func (x *RestoreParams) GetNoBinlog() bool {
 	if x != nil {
 		return x.NoBinlog
+	}
+	return false
+}
+
+func (x *RestoreParams) GetVerify() bool {
+	if x != nil {
+		return x.Verify
 	}
 	return false
 }
@@ -2814,7 +2825,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x0eBinlogPosition\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x1a\n" +
 	"\bposition\x18\x02 \x01(\x04R\bposition\x12\x1b\n" +
-	"\tserver_id\x18\x03 \x01(\rR\bserverId\"\xea\x05\n" +
+	"\tserver_id\x18\x03 \x01(\rR\bserverId\"\x82\x06\n" +
 	"\rRestoreParams\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12'\n" +
 	"\x0ftarget_instance\x18\x02 \x01(\tR\x0etargetInstance\x12%\n" +
@@ -2832,7 +2843,8 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\rdrop_existing\x18\f \x01(\bR\fdropExisting\x12#\n" +
 	"\rinclude_users\x18\r \x01(\bR\fincludeUsers\x12'\n" +
 	"\x0fsource_instance\x18\x0e \x01(\tR\x0esourceInstance\x12\x1b\n" +
-	"\tno_binlog\x18\x14 \x01(\bR\bnoBinlog\x1aB\n" +
+	"\tno_binlog\x18\x14 \x01(\bR\bnoBinlog\x12\x16\n" +
+	"\x06verify\x18\x15 \x01(\bR\x06verify\x1aB\n" +
 	"\x14RenameDatabasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
