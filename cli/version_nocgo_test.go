@@ -1,0 +1,8 @@
+//go:build !cgo
+
+package cli
+
+const (
+	wantZstd = "pure-go"
+	wantCgo  = false
+)
