@@ -46,7 +46,9 @@ func fleet(t *testing.T, timeout time.Duration, env []string, action, dir string
 	}
 }
 
-func minioBin(t *testing.T) string { return testenv.RequireBinary(t, "minio", testenv.MinIOInstallHint) }
+func minioBin(t *testing.T) string {
+	return testenv.RequireBinary(t, "minio", testenv.MinIOInstallHint)
+}
 
 func requireTools(t *testing.T) {
 	t.Helper()
