@@ -40,6 +40,15 @@ const grantsPassword = "grants-test-pw"
 // backup taken with the least privileges restores, as root, onto another
 // server with every table, view, trigger, routine and event.
 func TestEngineGrants(t *testing.T) {
+	documented := readmeGrants(t)
+	if len(documented) != len(EngineGrants) {
+		t.Errorf("the README lists grants for %d engines, this test checks %d", len(documented), len(EngineGrants))
+	}
+	for _, eg := range EngineGrants {
+		if strings.Join(documented[eg.engine], ", ") != strings.Join(eg.grants, ", ") {
+			t.Errorf("README grants for %s: %q; tested: %q", eg.engine, documented[eg.engine], eg.grants)
+		}
+	}
 	vol := testenv.StartBtrfs(t, "1G")
 	sub := vol.Subvolume(t, "mysql")
 	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "grants", DataDir: filepath.Join(sub, "data")})
