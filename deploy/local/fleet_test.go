@@ -41,8 +41,8 @@ func fleet(t *testing.T, timeout time.Duration, env []string, action, dir string
 		return out.String(), err
 	case <-time.After(testenv.Wait(timeout)):
 		_ = cmd.Process.Kill()
-		<-done
-		return out.String(), fmt.Errorf("fleet.sh %s did not finish in %s", action, timeout)
+		err := <-done
+		return out.String(), fmt.Errorf("fleet.sh %s did not finish in %s (%v)", action, timeout, err)
 	}
 }
 
