@@ -42,7 +42,7 @@ func fleet(t *testing.T, timeout time.Duration, env []string, action, dir string
 	case <-time.After(testenv.Wait(timeout)):
 		_ = cmd.Process.Kill()
 		err := <-done
-		return out.String(), fmt.Errorf("fleet.sh %s did not finish in %s (%v)", action, timeout, err)
+		return out.String(), fmt.Errorf("fleet.sh %s did not finish in %s: %w", action, timeout, err)
 	}
 }
 
