@@ -60,6 +60,10 @@ func TestSystemdUnits(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		last := lines[len(lines)-1]
+		if err != nil && strings.Contains(string(out), "unrecognized option") {
+			t.Logf("systemd-analyze security: this systemd has no --offline/--threshold (since 250): exposure not checked")
+			break
+		}
 		if err != nil {
 			t.Errorf("systemd-analyze security %s: %v; above %d.%d: %s", unit, err, max/10, max%10, last)
 		} else {
