@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -286,4 +287,103 @@ func containerInvocations(where string, c any) []invocation {
 		return []invocation{{where: where, words: args}}
 	}
 	return nil
+}
+
+// TestControllerStartScript runs the controller container's shell script
+// (with sh, a stand-in tidemark that prints its arguments, and the join
+// token's path moved into a temporary directory) as each of the three pods:
+// node 0 bootstraps, nodes 1 and 2 join through the other two, with the
+// token only when its Secret is mounted, and every node names itself by
+// its pod's stable DNS name.
+func TestControllerStartScript(t *testing.T) {
+	var script string
+	for _, objs := range loadManifests(t) {
+		for _, o := range objs {
+			if o.kind() == "StatefulSet" && o.name() == "tidemark-controller" {
+				c := list(get(o, "spec", "template", "spec", "containers"))[0]
+				script = str(list(get(c, "args"))[0])
+			}
+		}
+	}
+	if script == "" {
+		t.Fatal("no controller start script")
+	}
+	dir := t.TempDir()
+	stub := filepath.Join(dir, "bin", "tidemark")
+	if err := os.MkdirAll(filepath.Dir(stub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stub, []byte("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	token := filepath.Join(dir, "join", "token")
+	if !strings.Contains(script, "/etc/tidemark/join/token") {
+		t.Fatal("the script does not read the join token from /etc/tidemark/join/token")
+	}
+	script = strings.ReplaceAll(script, "/etc/tidemark/join/token", token)
+	run := func(pod string) []string {
+		cmd := exec.Command("sh", "-c", script)
+		cmd.Env = []string{"PATH=" + filepath.Dir(stub) + ":/usr/bin:/bin", "POD_NAME=" + pod, "TIDEMARK_REPO=s3://b/p"}
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("script as %s: %v\n%s", pod, err, out)
+		}
+		return strings.Split(strings.TrimSpace(string(out)), "\n")
+	}
+	flag := func(args []string, name string) (string, bool) {
+		for i, a := range args {
+			if a == name {
+				if i+1 < len(args) && !strings.HasPrefix(args[i+1], "--") {
+					return args[i+1], true
+				}
+				return "", true
+			}
+		}
+		return "", false
+	}
+	for _, withToken := range []bool{false, true} {
+		if withToken {
+			if err := os.MkdirAll(filepath.Dir(token), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(token, []byte("tmjoin1.x\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 3 {
+			pod := fmt.Sprintf("tidemark-controller-%d", i)
+			args := run(pod)
+			if args[0] != "controller" {
+				t.Fatalf("%s runs tidemark %q", pod, args)
+			}
+			if v, _ := flag(args, "--node-id"); v != pod {
+				t.Errorf("%s: --node-id %q", pod, v)
+			}
+			if v, _ := flag(args, "--grpc-addr"); v != pod+".tidemark-controller:7400" {
+				t.Errorf("%s: --grpc-addr %q", pod, v)
+			}
+			if v, _ := flag(args, "--repo"); v != "s3://b/p" {
+				t.Errorf("%s: --repo %q", pod, v)
+			}
+			_, boot := flag(args, "--bootstrap")
+			join, joins := flag(args, "--join")
+			tok, hasTok := flag(args, "--join-token")
+			switch {
+			case i == 0 && (!boot || joins || hasTok):
+				t.Errorf("%s: %q, want --bootstrap alone", pod, args)
+			case i > 0 && (boot || !joins):
+				t.Errorf("%s: %q, want --join", pod, args)
+			case i > 0 && strings.Contains(join, pod+"."):
+				t.Errorf("%s joins through itself: --join %s", pod, join)
+			case i > 0 && len(strings.Split(join, ",")) != 2:
+				t.Errorf("%s: --join %s, want the two other nodes", pod, join)
+			case i > 0 && hasTok != withToken:
+				t.Errorf("%s with the token mounted=%v: --join-token %q", pod, withToken, tok)
+			}
+			_, problems, _ := checkInvocation(root(), invocation{where: pod, words: args})
+			for _, p := range problems {
+				t.Error(p)
+			}
+		}
+	}
 }
