@@ -13,40 +13,38 @@ import (
 
 // versionOutput is `tidemark version -o json`: the build plus the zstd
 // implementation linked in, since a CGO_ENABLED=0 build runs fine but
-// compresses at about half the speed.
+// compresses at about half the speed. Every value is a string, as before
+// the zstd fields were added, so a consumer reading a map of strings keeps
+// working.
 type versionOutput struct {
 	version.Info
-	Zstd zstdOutput `json:"zstd"`
+	// Zstd is archive.ZstdLibzstd ("libzstd", through cgo) or
+	// archive.ZstdPureGo ("pure-go").
+	Zstd string `json:"zstd"`
+	// ZstdModule is the Go module providing it, with its version from the
+	// binary's build info when the binary carries one (not under go test).
+	ZstdModule string `json:"zstd_module"`
 }
 
-type zstdOutput struct {
-	archive.ZstdInfo
-	// ModuleVersion is the module's version from the binary's build info
-	// ("" when the binary carries none, as under go test).
-	ModuleVersion string `json:"module_version"`
-}
-
-func buildZstd() zstdOutput {
-	z := zstdOutput{ZstdInfo: archive.ZstdImplementation()}
+func newVersionOutput() versionOutput {
+	z := archive.ZstdImplementation()
+	out := versionOutput{Info: version.Get(), Zstd: z.Name, ZstdModule: z.Module}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {
-			if d.Path == z.Module {
-				z.ModuleVersion = d.Version
+			if d.Path == z.Module && d.Version != "" {
+				out.ZstdModule += " " + d.Version
 			}
 		}
 	}
-	return z
+	return out
 }
 
-func (z zstdOutput) String() string {
-	mod := z.Module
-	if z.ModuleVersion != "" {
-		mod += " " + z.ModuleVersion
+// zstdText is the text form's zstd line.
+func (v versionOutput) zstdText() string {
+	if v.Zstd == archive.ZstdLibzstd {
+		return fmt.Sprintf("%s (cgo, %s)", v.Zstd, v.ZstdModule)
 	}
-	if z.Cgo {
-		return fmt.Sprintf("%s (cgo, %s)", z.Name, mod)
-	}
-	return fmt.Sprintf("%s (%s; built without cgo: compression about half as fast as libzstd)", z.Name, mod)
+	return fmt.Sprintf("%s (%s; built without cgo: compression about half as fast as libzstd)", v.Zstd, v.ZstdModule)
 }
 
 func newVersionCmd(s *streams) *cobra.Command {
@@ -55,16 +53,16 @@ func newVersionCmd(s *streams) *cobra.Command {
 		Use:   "version",
 		Short: "Print the version, commit, Go version and the zstd implementation built in",
 		Example: `  tidemark version
-  tidemark version -o json   # {"version":…,"commit":…,"go_version":…,"zstd":{"implementation":"libzstd",…}}`,
+  tidemark version -o json   # {"version":…,"commit":…,"go_version":…,"zstd":"libzstd","zstd_module":…}`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			out := versionOutput{Info: version.Get(), Zstd: buildZstd()}
+			out := newVersionOutput()
 			switch output {
 			case "json":
 				enc := json.NewEncoder(s.out)
 				return enc.Encode(out)
 			case "", "text":
-				_, err := fmt.Fprintf(s.out, "tidemark %s\ncommit: %s\ngo: %s\nzstd: %s\n", out.Version, out.Commit, out.GoVersion, out.Zstd)
+				_, err := fmt.Fprintf(s.out, "tidemark %s\ncommit: %s\ngo: %s\nzstd: %s\n", out.Version, out.Commit, out.GoVersion, out.zstdText())
 				return err
 			default:
 				return &UserError{Msg: fmt.Sprintf("unknown output format %q: use text or json", output)}

@@ -3,6 +3,6 @@
 package cli
 
 const (
-	wantZstd = "libzstd"
-	wantCgo  = true
+	wantZstd   = "libzstd"
+	wantModule = "github.com/DataDog/zstd"
 )

@@ -3,6 +3,6 @@
 package cli
 
 const (
-	wantZstd = "pure-go"
-	wantCgo  = false
+	wantZstd   = "pure-go"
+	wantModule = "github.com/klauspost/compress"
 )

@@ -14,23 +14,15 @@ func TestVersionZstd(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("version -o json: exit %d: %s", code, errOut)
 	}
-	var v struct {
-		Version   string `json:"version"`
-		GoVersion string `json:"go_version"`
-		Zstd      struct {
-			Implementation string `json:"implementation"`
-			Module         string `json:"module"`
-			Cgo            *bool  `json:"cgo"`
-		} `json:"zstd"`
-	}
+	var v map[string]string // every value a string, as before the zstd fields
 	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatalf("version -o json is not JSON: %v\n%s", err, out)
+		t.Fatalf("version -o json is not an object of strings: %v\n%s", err, out)
 	}
-	if v.Zstd.Implementation != wantZstd || v.Zstd.Cgo == nil || *v.Zstd.Cgo != wantCgo || v.Zstd.Module == "" {
-		t.Errorf("zstd = %+v (cgo %v), want %s with cgo=%v and a module", v.Zstd, v.Zstd.Cgo, wantZstd, wantCgo)
+	if v["zstd"] != wantZstd || !strings.HasPrefix(v["zstd_module"], wantModule) {
+		t.Errorf("zstd %q, zstd_module %q; want %s from %s", v["zstd"], v["zstd_module"], wantZstd, wantModule)
 	}
-	if !strings.HasPrefix(v.GoVersion, "go") || v.Version == "" {
-		t.Errorf("version %q, go_version %q", v.Version, v.GoVersion)
+	if !strings.HasPrefix(v["go_version"], "go") || v["version"] == "" {
+		t.Errorf("version %q, go_version %q", v["version"], v["go_version"])
 	}
 
 	code, out, errOut = run(t, "version")
@@ -40,7 +32,7 @@ func TestVersionZstd(t *testing.T) {
 	if !strings.Contains(out, "\nzstd: "+wantZstd+" (") {
 		t.Errorf("text output lacks the zstd line for %s:\n%s", wantZstd, out)
 	}
-	if !wantCgo && !strings.Contains(out, "built without cgo") {
+	if wantZstd == "pure-go" && !strings.Contains(out, "built without cgo") {
 		t.Errorf("a build without cgo does not say so:\n%s", out)
 	}
 

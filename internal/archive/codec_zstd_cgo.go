@@ -116,5 +116,5 @@ func (c *cZstd) close() { c.fallback.close() }
 // compiled from the C sources github.com/DataDog/zstd vendors (so the module
 // version is libzstd's), through cgo.
 func ZstdImplementation() ZstdInfo {
-	return ZstdInfo{Name: ZstdLibzstd, Module: "github.com/DataDog/zstd", Cgo: true}
+	return ZstdInfo{Name: ZstdLibzstd, Module: "github.com/DataDog/zstd"}
 }

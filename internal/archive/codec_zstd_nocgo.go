@@ -9,5 +9,5 @@ func newZstd() zstdImpl { return newGoZstd() }
 // ZstdImplementation names the zstd this build compresses with: the pure-Go
 // encoder, about half as fast per core as libzstd on dump text.
 func ZstdImplementation() ZstdInfo {
-	return ZstdInfo{Name: ZstdPureGo, Module: "github.com/klauspost/compress", Cgo: false}
+	return ZstdInfo{Name: ZstdPureGo, Module: "github.com/klauspost/compress"}
 }

@@ -15,10 +15,9 @@ const (
 // version`: a CGO_ENABLED=0 build works but silently compresses at half the
 // speed, and this is how an operator finds out which one they run.
 type ZstdInfo struct {
-	Name string `json:"implementation"`
+	// Name is ZstdLibzstd or ZstdPureGo.
+	Name string
 	// Module is the Go module that provides it (its version is in the
 	// binary's build info).
-	Module string `json:"module"`
-	// Cgo is whether the binary was built with cgo.
-	Cgo bool `json:"cgo"`
+	Module string
 }
