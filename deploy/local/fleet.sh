@@ -230,8 +230,9 @@ demo() {
 	id="$("$TIDEMARK" backup --instance db1 --wait | tail -1)"
 	[ -n "$id" ] || die "the backup printed no id"
 	"$TIDEMARK" backups --instance db1
-	say "tidemark restore $id --to-instance db2"
-	"$TIDEMARK" restore "$id" --to-instance db2
+	# --drop-existing (admin): a second demo replaces what the first restored.
+	say "tidemark restore $id --to-instance db2 --drop-existing"
+	"$TIDEMARK" restore "$id" --to-instance db2 --drop-existing
 	say "comparing CHECKSUM TABLE and row counts"
 	checksums "$FLEET_DB1_PORT" >"$DIR/db1.sums"
 	checksums "$FLEET_DB2_PORT" >"$DIR/db2.sums"

@@ -146,9 +146,9 @@ var backupIDRE = regexp.MustCompile(`^\d{8}T\d{6}Z-[0-9a-f]+-a\d+$`)
 
 // TestFleetScript runs deploy/local/fleet.sh as an operator would: up (three
 // controllers joined with a token, MinIO, two MariaDB servers with agents
-// joined with tokens), demo (a backup of db1 and its restore onto db2
-// through the controllers), then checks on its own that db2 holds db1's
-// tables, and that down leaves no process behind. A second up on a running
+// joined with tokens), demo twice (a backup of db1 and its restore onto db2
+// through the controllers; the second over the first), then checks on its
+// own that db2 holds db1's tables, and that down leaves no process behind. A second up on a running
 // fleet is refused; an up that fails half way stops what it started.
 func TestFleetScript(t *testing.T) {
 	requireTools(t)
@@ -218,6 +218,16 @@ func TestFleetScript(t *testing.T) {
 	src, dst := checksums(t, e["FLEET_DB1_PORT"], "shop"), checksums(t, e["FLEET_DB2_PORT"], "shop")
 	if len(src) != 2 || fmt.Sprint(src) != fmt.Sprint(dst) {
 		t.Errorf("after the restore: db1 %v, db2 %v", src, dst)
+	}
+	// Again: more rows on db1, a second backup, restored over the first.
+	out, err = fleet(t, 120*time.Second, nil, "demo", dir)
+	if err != nil {
+		dumpLogs()
+		t.Fatalf("fleet.sh demo, second run: %v\n%s", err, out)
+	}
+	src2, dst2 := checksums(t, e["FLEET_DB1_PORT"], "shop"), checksums(t, e["FLEET_DB2_PORT"], "shop")
+	if fmt.Sprint(src2) == fmt.Sprint(src) || fmt.Sprint(src2) != fmt.Sprint(dst2) {
+		t.Errorf("after the second demo: db1 %v (before %v), db2 %v", src2, src, dst2)
 	}
 
 	out, err = fleet(t, 60*time.Second, nil, "down", dir)
