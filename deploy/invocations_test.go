@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -77,23 +78,10 @@ func findInvocations(name, text string) []invocation {
 				}
 				words = append(words, strings.Trim(w, "`"))
 			}
-			out = append(out, invocation{where: name + ":" + itoa(start+1), words: words})
+			out = append(out, invocation{where: name + ":" + strconv.Itoa(start+1), words: words})
 		}
 	}
 	return out
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
 }
 
 // checkInvocation checks that every flag inv passes is one of its
