@@ -15,6 +15,8 @@
 # PATH), mariadbd, mariadb-install-db and mariadb from PATH; curl (creates
 # the bucket), python3 (free ports).
 set -euo pipefail
+# DIR holds the CA key file, join tokens, S3 keys and the database password.
+umask 077
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 
