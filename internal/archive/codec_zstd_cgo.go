@@ -111,3 +111,10 @@ func (c *cZstd) decompress(dst, frame []byte, limit int) ([]byte, error) {
 }
 
 func (c *cZstd) close() { c.fallback.close() }
+
+// ZstdImplementation names the zstd this build compresses with: libzstd,
+// compiled from the C sources github.com/DataDog/zstd vendors (so the module
+// version is libzstd's), through cgo.
+func ZstdImplementation() ZstdInfo {
+	return ZstdInfo{Name: ZstdLibzstd, Module: "github.com/DataDog/zstd"}
+}

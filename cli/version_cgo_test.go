@@ -1,0 +1,8 @@
+//go:build cgo
+
+package cli
+
+const (
+	wantZstd   = "libzstd"
+	wantModule = "github.com/DataDog/zstd"
+)
