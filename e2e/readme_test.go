@@ -51,16 +51,17 @@ func TestReadmeQuickStart(t *testing.T) {
 	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "quickstart-dst"})
 	grants := readmeGrants(t)["logical"]
 	src.Exec(t, "CREATE USER 'backup'@'%' IDENTIFIED BY 'qs-pw'", "GRANT "+strings.Join(grants, ", ")+" ON *.* TO 'backup'@'%'")
+	dst.Exec(t, "CREATE USER 'restore'@'%' IDENTIFIED BY 'rs-pw'", "GRANT ALL PRIVILEGES ON *.* TO 'restore'@'%'")
 
 	replaced := 0
 	var lines []string
 	for _, l := range strings.Split(script, "\n") {
 		switch {
 		case strings.HasPrefix(l, "SOURCE="):
-			l = fmt.Sprintf("SOURCE='backup:qs-pw@tcp(127.0.0.1:%d)/'", src.Port)
+			l = fmt.Sprintf("SOURCE='backup@tcp(127.0.0.1:%d)/'", src.Port)
 			replaced++
 		case strings.HasPrefix(l, "TARGET="):
-			l = "TARGET='" + dst.DSN + "'"
+			l = fmt.Sprintf("TARGET='restore@tcp(127.0.0.1:%d)/'", dst.Port)
 			replaced++
 		}
 		lines = append(lines, l)
@@ -69,6 +70,11 @@ func TestReadmeQuickStart(t *testing.T) {
 		t.Fatalf("the quick start has %d SOURCE=/TARGET= lines, want one of each:\n%s", replaced, script)
 	}
 	dir := t.TempDir()
+	for name, pw := range map[string]string{"source.pass": "qs-pw", "target.pass": "rs-pw"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cmd := exec.Command("bash", "-euo", "pipefail", "-c", strings.Join(lines, "\n"))
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(tidemarkBin)+":"+os.Getenv("PATH"),
