@@ -85,7 +85,7 @@ func parseSince(v string) (time.Time, error) {
 			return t, nil
 		}
 	}
-	return time.Time{}, &UserError{Msg: fmt.Sprintf("--since %q: a duration (24h) or a UTC time 'YYYY-MM-DD HH:MM:SS'", v)}
+	return time.Time{}, &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--since %q: a duration (24h) or a UTC time 'YYYY-MM-DD HH:MM:SS'", v)}
 }
 
 func orDash(s string) string {

@@ -27,7 +27,7 @@ func dialController(ctx context.Context, s *streams, flag string) (*client.Conn,
 	addrs := client.Addrs(flag)
 	if len(addrs) == 0 {
 		_, err := client.DialAny(ctx, nil, client.Options{})
-		return nil, &UserError{Msg: err.Error(), Err: err}
+		return nil, &UserError{Msg: err.Error(), Err: err, Code: ExitUsage}
 	}
 	opts, err := s.tls.clientOptions(addrs)
 	if err != nil {

@@ -66,7 +66,7 @@ RemoveMember).`,
 			cfg.Logger = log
 			cfg.RaftLogOutput = s.err
 			if err := cfg.Validate(); err != nil {
-				return userErr(err)
+				return &UserError{Msg: err.Error(), Err: err, Code: ExitUsage}
 			}
 			srv, err := controller.Start(cmd.Context(), cfg)
 			if err != nil {

@@ -63,7 +63,7 @@ SIGINT or SIGTERM stops the agent, then the controller.`,
 			tuneControllerGC()
 			ctx := cmd.Context()
 			if dsn == "" {
-				return &UserError{Msg: "--mysql DSN is required: the server the local agent backs up, e.g. --mysql 'root@tcp(127.0.0.1:3306)/'"}
+				return &UserError{Code: ExitUsage, Msg: "--mysql DSN is required: the server the local agent backs up, e.g. --mysql 'root@tcp(127.0.0.1:3306)/'"}
 			}
 			warnArgvDSN(s, cmd, "mysql", dsn)
 			if _, err := mysqlx.ParseDSN(dsn); err != nil {

@@ -34,7 +34,7 @@ The token pins the cluster's CA: the CLI checks the controller against it.`,
 				return err
 			}
 			if raw == "" {
-				return &UserError{Msg: "--token-file FILE is required"}
+				return &UserError{Code: ExitUsage, Msg: "--token-file FILE is required"}
 			}
 			tok, err := tlsx.ParseAccessToken(raw)
 			if err != nil {

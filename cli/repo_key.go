@@ -96,7 +96,7 @@ func newRepoKeyAddCmd(s *streams) *cobra.Command {
 				return err
 			}
 			if nf.keyFile == "" && nf.passphraseFile == "" {
-				return &UserError{Msg: "give the key to add: --new-key-file or --new-passphrase-file"}
+				return &UserError{Code: ExitUsage, Msg: "give the key to add: --new-key-file or --new-passphrase-file"}
 			}
 			sec, err := nf.secret()
 			if err != nil {

@@ -16,6 +16,9 @@ import (
 type UserError struct {
 	Msg string
 	Err error
+	// Code is the process's exit code for this error (ExitUsage,
+	// ExitDamaged, ...); 0 leaves it to exitCode, which looks at Err.
+	Code int
 }
 
 func (e *UserError) Error() string { return e.Msg }
@@ -48,6 +51,7 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetUsageTemplate(root.UsageTemplate() + "\n" + exitCodesHelp + "\n")
 	s.tls.register(root)
 	root.SetIn(in)
 	root.SetOut(out)
@@ -72,7 +76,13 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newTokenCmd(s),
 		newAuditCmd(s),
 		newLoginCmd(s),
+		newCompletionCmd(s),
 	)
+	// Our own completion command (with an Example, like every command)
+	// replaces cobra's default one.
+	root.CompletionOptions.DisableDefaultCmd = true
+	registerCompletions(s, root)
+	markUsageErrors(root)
 	return root
 }
 
@@ -95,7 +105,10 @@ func MainWith(w Wiring, args []string, in io.Reader, out, errw io.Writer) int {
 		} else {
 			fmt.Fprintln(errw, "error:", err)
 		}
-		return 1
+		if !errors.As(err, &ue) && isUnknownCommand(err) {
+			return ExitUsage
+		}
+		return exitCode(err)
 	}
-	return 0
+	return ExitOK
 }

@@ -51,11 +51,11 @@ cluster before it sends the token.`,
 			_, uerr := tlsx.ParseRole(role)
 			switch {
 			case role != "agent" && role != "controller" && uerr != nil:
-				return &UserError{Msg: fmt.Sprintf("--role %q: use agent or controller (a join token), or viewer, operator or admin (a user's access token, with --user)", role)}
+				return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--role %q: use agent or controller (a join token), or viewer, operator or admin (a user's access token, with --user)", role)}
 			case uerr == nil && user == "":
-				return &UserError{Msg: fmt.Sprintf("--role %s makes a CLI user's access token: give --user NAME", role)}
+				return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--role %s makes a CLI user's access token: give --user NAME", role)}
 			case uerr != nil && user != "":
-				return &UserError{Msg: "--user is for access tokens (--role viewer, operator or admin)"}
+				return &UserError{Code: ExitUsage, Msg: "--user is for access tokens (--role viewer, operator or admin)"}
 			}
 			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
 				r, err := c.Control.CreateJoinToken(ctx, &v1.CreateJoinTokenRequest{Role: role, Ttl: durationpb.New(ttl), Uses: uses, User: user})

@@ -25,7 +25,7 @@ func newVersionCmd(s *streams) *cobra.Command {
 				_, err := fmt.Fprintf(s.out, "tidemark %s\ncommit: %s\ngo: %s\n", info.Version, info.Commit, info.GoVersion)
 				return err
 			default:
-				return &UserError{Msg: fmt.Sprintf("unknown output format %q: use text or json", output)}
+				return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("unknown output format %q: use text or json", output)}
 			}
 		},
 	}
