@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -62,6 +63,15 @@ cluster before it sends the token.`,
 				if err != nil {
 					return rpcErr(err)
 				}
+				if f.output == "json" {
+					out := map[string]any{"token": r.GetToken(), "role": role, "expires_at": tsJSON(r.GetExpiresAt())}
+					if user != "" {
+						out["user"] = user
+					} else {
+						out["uses"] = max(uses, 1)
+					}
+					return json.NewEncoder(s.out).Encode(out)
+				}
 				fmt.Fprintln(s.out, r.GetToken())
 				if user != "" {
 					fmt.Fprintf(s.err, "access token for user %s (%s), valid until %s\n", user, role, r.GetExpiresAt().AsTime().UTC().Format(time.DateTime))
@@ -104,6 +114,9 @@ func newAgentRevokeCmd(s *streams) *cobra.Command {
 				r, err := c.Control.RevokeAgent(ctx, &v1.RevokeAgentRequest{Name: args[0]})
 				if err != nil {
 					return rpcErr(err)
+				}
+				if f.output == "json" {
+					return json.NewEncoder(s.out).Encode(map[string]any{"agent": args[0], "revoked": true, "was_connected": r.GetWasConnected()})
 				}
 				if r.GetWasConnected() {
 					fmt.Fprintf(s.out, "agent %s revoked; its stream was cut\n", args[0])

@@ -526,7 +526,7 @@ func finishedJob(j *v1.Job) string {
 	case v1.JobState_JOB_STATE_FAILED:
 		how = "failed"
 	case v1.JobState_JOB_STATE_CANCELLED:
-		how = "was cancelled"
+		how = "cancelled"
 	default:
 		return ""
 	}
