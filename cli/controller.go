@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime/debug"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -39,8 +41,10 @@ the CLI under DATA_DIR/tls/admin; or every node gets --tls-ca/--tls-cert/--tls-k
 from your own CA, its certificate naming tidemark://controller/NODE_ID.
 --insecure (plaintext) is refused unless every address is loopback.
 
-Logs go to stderr; SIGTERM stops the node (it stays a member; remove it with
-RemoveMember).`,
+Logs go to stderr. SIGTERM stops the node: a leader first hands its
+leadership to another voter (at most 5 s), so writes pause for a round trip
+rather than an election timeout. A stopped node stays a member; remove one
+that is gone for good with tidemark cluster remove-member.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			tuneControllerGC()
@@ -74,6 +78,16 @@ RemoveMember).`,
 			}
 			fmt.Fprintf(s.err, "controller %s serving on %s\n", srv.NodeID(), srv.Addr())
 			<-cmd.Context().Done()
+			// A leader hands its leadership to another voter before it
+			// goes, so the cluster accepts writes again within a round
+			// trip instead of after an election timeout.
+			hctx, cancel := context.WithTimeout(context.Background(), handOffTimeout)
+			if to, err := srv.HandOff(hctx); err != nil {
+				log.Warn("leadership not handed off; the other nodes will elect a leader after the election timeout", "err", err)
+			} else if to != "" {
+				log.Info("leadership handed off before stopping", "leader", to)
+			}
+			cancel()
 			srv.Shutdown()
 			return nil
 		},
@@ -109,6 +123,10 @@ RemoveMember).`,
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
 }
+
+// handOffTimeout bounds the leadership transfer of a stopping leader: a
+// service manager's stop timeout (systemd: 90 s) must not be reached.
+const handOffTimeout = 5 * time.Second
 
 // controllerGCPercent is the controller's GOGC unless the environment sets
 // one. A controller's heap is mostly the long-lived catalog, and every

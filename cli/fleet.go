@@ -75,6 +75,22 @@ func (f *fleetFlags) call(ctx context.Context, fn func(context.Context, *client.
 	return fn(ctx, c)
 }
 
+// callLeader is call through the leader (writes: a follower would forward
+// them anyway; the leader answers them first hand).
+func (f *fleetFlags) callLeader(ctx context.Context, fn func(context.Context, *client.Conn) error) error {
+	if err := checkOutput(f.output); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	c, err := dialLeader(ctx, f.s, f.controller)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = c.Close() }()
+	return fn(ctx, c)
+}
+
 func tsJSON(t *timestamppb.Timestamp) any {
 	if t == nil {
 		return nil
@@ -373,7 +389,44 @@ func newJobCmd(s *streams) *cobra.Command {
 		Use:   "job",
 		Short: "Follow one controller job",
 	}
-	cmd.AddCommand(newJobWatchCmd(s))
+	cmd.AddCommand(newJobWatchCmd(s), newJobCancelCmd(s))
+	return cmd
+}
+
+func newJobCancelCmd(s *streams) *cobra.Command {
+	var (
+		f      fleetFlags
+		reason string
+	)
+	cmd := &cobra.Command{
+		Use:   "cancel JOB_ID",
+		Short: "Cancel a pending or running job (operator)",
+		Long: `Cancel a job: a pending one never starts; a running one is stopped by its
+agent (a backup leaves no manifest: the repository holds no backup from it,
+and its uploaded chunks are collected by repo gc). The reason is recorded
+with the job. A job that already ended is refused, saying how and when it
+ended. -o json prints the job after the cancellation, as "jobs -o json"
+prints it.`,
+		Example: `  tidemark job cancel j-20261203-0001 --reason "maintenance window"
+  tidemark jobs --instance db7 -o json | jq -r '.[] | select(.state=="running") | .id' | xargs -n1 tidemark job cancel`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeJobIDs(s),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return f.callLeader(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				r, err := c.Control.CancelJob(ctx, &v1.CancelJobRequest{Id: args[0], Reason: reason})
+				if err != nil {
+					return rpcErr(err)
+				}
+				if f.output == "json" {
+					return json.NewEncoder(s.out).Encode(jobJSON(r.GetJob()))
+				}
+				_, err = fmt.Fprintf(s.out, "job %s cancelled\n", r.GetJob().GetId())
+				return err
+			})
+		},
+	}
+	f.register(s, cmd)
+	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded with the job (default \"cancelled\")")
 	return cmd
 }
 
