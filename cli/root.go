@@ -47,11 +47,15 @@ func NewRootWith(w Wiring, in io.Reader, out, errw io.Writer) *cobra.Command {
 		Use:   "tidemark",
 		Short: "Backup and point-in-time recovery for fleets of MySQL and MariaDB servers",
 		Long: `Tidemark backs up MySQL and MariaDB servers into a content-addressed,
-deduplicated, optionally encrypted repository on S3, MinIO or a local directory.`,
+deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
+
+Every command that prints data takes -o json: one JSON document per run
+(JSON lines for job watch), snake_case field names, RFC 3339 UTC times.
+
+` + exitCodesHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetUsageTemplate(root.UsageTemplate() + "\n" + exitCodesHelp + "\n")
 	s.tls.register(root)
 	root.SetIn(in)
 	root.SetOut(out)
@@ -82,6 +86,7 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 	// replaces cobra's default one.
 	root.CompletionOptions.DisableDefaultCmd = true
 	registerCompletions(s, root)
+	applyExamples(root)
 	markUsageErrors(root)
 	return root
 }
