@@ -337,3 +337,100 @@ func testCancelRunningBackup(t *testing.T, f *devFleet) {
 		t.Errorf("second cancel: exit %d, %q", code, errs)
 	}
 }
+
+// complete runs cobra's hidden __complete command in-process and returns
+// the candidates (without descriptions) and the directive line.
+func complete(t *testing.T, args ...string) ([]string, string, string) {
+	t.Helper()
+	code, out, errs := run(t, append([]string{"__complete"}, args...)...)
+	if code != 0 {
+		t.Fatalf("__complete %v: exit %d: %s", args, code, errs)
+	}
+	var cands []string
+	directive := ""
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.HasPrefix(l, ":") {
+			directive = l
+			continue
+		}
+		if l != "" {
+			c, _, _ := strings.Cut(l, "\t")
+			cands = append(cands, c)
+		}
+	}
+	return cands, directive, errs
+}
+
+// TestCompletion: the completion scripts generate, and __complete offers
+// the controller's instances, backup ids, job ids and members; with no
+// controller answering it offers nothing, quickly and without a message.
+func TestCompletion(t *testing.T) {
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		code, out, errs := run(t, "completion", sh)
+		if code != 0 || !strings.Contains(out, "__complete") {
+			t.Errorf("completion %s: exit %d, %q, script without __complete", sh, code, errs)
+		}
+	}
+	db := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "cli-complete"})
+	// A server with no user database fails the logical backup (a
+	// logical engine bug: "listing routines: Error 1064").
+	db.Exec(t, "CREATE DATABASE shop", "CREATE TABLE shop.t (id INT PRIMARY KEY)")
+	f := startDevInProcess(t, db)
+	var job map[string]any
+	mustJSON(t, &job, "backup", "--instance", "local", "--wait", "-o", "json")
+	id := job["backup_id"].(string)
+
+	contains := func(what string, got []string, want string) {
+		t.Helper()
+		for _, g := range got {
+			if g == want {
+				return
+			}
+		}
+		t.Errorf("%s: candidates %q lack %q", what, got, want)
+	}
+	got, dir, _ := complete(t, "backup", "--instance", "")
+	contains("backup --instance", got, "local")
+	if dir != ":4" { // ShellCompDirectiveNoFileComp
+		t.Errorf("backup --instance: directive %q", dir)
+	}
+	got, _, _ = complete(t, "backup", "--instance", "lo")
+	contains("backup --instance lo", got, "local")
+	if got, _, _ = complete(t, "backup", "--instance", "zz"); len(got) != 0 {
+		t.Errorf("backup --instance zz: %q", got)
+	}
+	got, _, _ = complete(t, "restore", "--to-instance", "")
+	contains("restore --to-instance", got, "local")
+	got, _, _ = complete(t, "restore", "")
+	contains("restore", got, id)
+	got, _, _ = complete(t, "restore", "--from-backup", "")
+	contains("restore --from-backup", got, id)
+	got, _, _ = complete(t, "job", "watch", "")
+	contains("job watch", got, job["id"].(string))
+	got, _, _ = complete(t, "job", "cancel", "")
+	contains("job cancel", got, job["id"].(string))
+	got, _, _ = complete(t, "cluster", "transfer-leadership", "")
+	contains("cluster transfer-leadership", got, "dev")
+	// The controller given on the command line is the one asked.
+	got, _, _ = complete(t, "jobs", "--controller", f.addr, "--instance", "")
+	contains("jobs --controller --instance", got, "local")
+
+	// Nobody answers: nothing offered, no message, well within a TAB's
+	// patience.
+	closed := fmt.Sprintf("127.0.0.1:%d", freeClosedPort(t))
+	start := time.Now()
+	got, dir, errs := complete(t, "backup", "--controller", closed, "--instance", "")
+	if took := time.Since(start); len(got) != 0 || dir != ":4" || took > 3*time.Second {
+		t.Errorf("no controller: candidates %q, directive %q, took %s", got, dir, took)
+	}
+	if strings.Contains(errs, "error") {
+		t.Errorf("no controller: stderr %q", errs)
+	}
+	// A blackholed address (nothing answers the SYN) is cut off by the
+	// completion's own timeout.
+	start = time.Now()
+	got, _, _ = complete(t, "backup", "--controller", "10.255.255.1:7400", "--insecure=false", "--instance", "")
+	if took := time.Since(start); len(got) != 0 || took > 3*time.Second {
+		t.Errorf("blackholed controller: candidates %q, took %s", got, took)
+	}
+}
