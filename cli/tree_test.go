@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
 
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/storage/file"
@@ -197,4 +198,29 @@ func damagedRepo(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return uri
+}
+
+// TestManPages generates the man pages as `make man` does: one page per
+// command, each with its example.
+func TestManPages(t *testing.T) {
+	dir := t.TempDir()
+	root := NewRoot(strings.NewReader(""), io.Discard, io.Discard)
+	root.DisableAutoGenTag = true
+	if err := doc.GenManTree(root, &doc.GenManHeader{Title: "TIDEMARK", Section: "1"}, dir); err != nil {
+		t.Fatal(err)
+	}
+	walkTree(root, func(c *cobra.Command) {
+		if c.Hidden {
+			return
+		}
+		name := strings.ReplaceAll(c.CommandPath(), " ", "-") + ".1"
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Errorf("%s: %v", c.CommandPath(), err)
+			return
+		}
+		if !bytes.Contains(b, []byte("EXAMPLE")) {
+			t.Errorf("%s has no EXAMPLE section", name)
+		}
+	})
 }
