@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,6 +21,7 @@ func newControllerCmd(s *streams) *cobra.Command {
 		joinToken string
 		logLevel  string
 		logFormat string
+		cfgFile   string
 	)
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -41,12 +43,23 @@ the CLI under DATA_DIR/tls/admin; or every node gets --tls-ca/--tls-cert/--tls-k
 from your own CA, its certificate naming tidemark://controller/NODE_ID.
 --insecure (plaintext) is refused unless every address is loopback.
 
+Configuration, in rising precedence: the defaults, --config FILE (YAML, or
+JSON), the environment, the flags. Every flag is a key of the file, its name
+with _ for - (node_id, data_dir, raft_election_timeout, tls_ca, ...; join
+takes a list), and an environment variable, TIDEMARK_ and the key in upper
+case (TIDEMARK_DATA_DIR; the credential flags keep TIDEMARK_CREDENTIALS and
+TIDEMARK_TLS_*). An unknown key, a value of the wrong kind or a key given
+twice is refused with its line and key.
+
 Logs go to stderr. SIGTERM stops the node: a leader first hands its
 leadership to another voter (at most 5 s), so writes pause for a round trip
 rather than an election timeout. A stopped node stays a member; remove one
 that is gone for good with tidemark cluster remove-member.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyControllerConfig(cmd, cfgFile); err != nil {
+				return &UserError{Msg: "invalid controller configuration: " + strings.ReplaceAll(err.Error(), "\n", "; "), Err: err, Code: ExitUsage}
+			}
 			tuneControllerGC()
 			log, err := newLogger(s, logLevel, logFormat)
 			if err != nil {
@@ -121,6 +134,7 @@ that is gone for good with tidemark cluster remove-member.`,
 	f.DurationVar(&cfg.TLS.CertValidity, "cert-validity", cfg.TLS.CertValidity, "life of the node certificates the cluster CA issues (renewed two thirds in)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&cfgFile, "config", "", "config file (YAML or JSON): every flag as a key, its name with _ for - (flags and TIDEMARK_* environment override it)")
 	return cmd
 }
 

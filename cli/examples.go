@@ -60,7 +60,7 @@ var examples = map[string]string{
   head -c 32 /dev/urandom > repo.key && tidemark repo init --repo s3://backups/prod?endpoint=minio:9000 --encrypt --key-file repo.key`,
 	"tidemark repo key": `  tidemark repo key list --repo file:///srv/backups --key-file repo.key
   tidemark repo key rotate --repo file:///srv/backups --key-file repo.key`,
-	"tidemark repo key list": `  tidemark repo key list --repo file:///srv/backups --passphrase-file repo.pass -o json`,
+	"tidemark repo key list":   `  tidemark repo key list --repo file:///srv/backups --passphrase-file repo.pass -o json`,
 	"tidemark repo key remove": `  tidemark repo key remove k-3f9a --repo file:///srv/backups --key-file repo.key`,
 	"tidemark repo key rotate": `  tidemark repo key rotate --repo file:///srv/backups --key-file repo.key`,
 	"tidemark repo stats": `  tidemark repo stats --repo file:///srv/backups
