@@ -70,6 +70,8 @@ func exitCode(err error) int {
 		}
 	}
 	switch {
+	case errors.Is(err, client.ErrNotTLS):
+		return ExitUnreachable // a plaintext peer: nothing was refused
 	case errors.Is(err, client.ErrNoCredentials), errors.Is(err, client.ErrTLS), errors.Is(err, storage.ErrPermission):
 		return ExitUnauthorized
 	case errors.Is(err, client.ErrUnreachable), errors.Is(err, client.ErrNotController), errors.Is(err, storage.ErrUnavailable):
