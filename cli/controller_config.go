@@ -67,6 +67,10 @@ func applyControllerConfig(cmd *cobra.Command, path string) error {
 				errs = append(errs, &configfile.Error{Path: path, Line: e.Line, Msg: fmt.Sprintf("unknown key %q (the keys are the controller's flags with _ for -: %s)", e.Key, strings.Join(controllerKeys(fs), ", "))})
 				continue
 			}
+			if e.Map != nil {
+				errs = append(errs, &configfile.Error{Path: path, Line: e.Line, Key: e.Key, Msg: "expected one value, got " + e.Kind()})
+				continue
+			}
 			if given(f) || len(e.Values) == 0 {
 				continue
 			}

@@ -11,12 +11,25 @@ import (
 )
 
 // Entry is one top-level key of a config file and its value: one scalar,
-// or a list of scalars (List set).
+// a list of scalars (List set), or a mapping of names to scalars (Map
+// set). A null value is an entry with no values.
 type Entry struct {
 	Key    string
 	Line   int
 	Values []string
 	List   bool
+	Map    map[string]string
+}
+
+// Kind says what the entry holds, for an error about it.
+func (e Entry) Kind() string {
+	switch {
+	case e.Map != nil:
+		return "a mapping (key: value pairs)"
+	case e.List:
+		return "a list"
+	}
+	return "one value"
 }
 
 // Error is a mistake at one place in a config file.
@@ -38,8 +51,8 @@ func (e *Error) Error() string {
 }
 
 // Read parses path, a YAML document (JSON is YAML too) whose top level maps
-// keys to scalars or lists of scalars, and returns its entries in file
-// order. A nested mapping, a list holding anything but scalars, a key given
+// keys to scalars, lists of scalars or mappings of names to scalars, and
+// returns its entries in file order. Anything nested deeper, a key given
 // twice or a second document is an *Error naming the line and key; an
 // empty file has no entries.
 func Read(path string) ([]Entry, error) {
@@ -98,8 +111,19 @@ func Read(path string) ([]Entry, error) {
 				e.Values = append(e.Values, item.Value)
 			}
 		case yaml.MappingNode:
-			errs = append(errs, &Error{Path: path, Line: v.Line, Key: k.Value, Msg: "expected a value, got a mapping (key: value pairs)"})
-			continue
+			e.Map = map[string]string{}
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				mk, mv := v.Content[j], v.Content[j+1]
+				if mk.Kind != yaml.ScalarNode || mv.Kind != yaml.ScalarNode {
+					errs = append(errs, &Error{Path: path, Line: mk.Line, Key: k.Value, Msg: "expected name: value pairs of plain values"})
+					continue
+				}
+				if _, dup := e.Map[mk.Value]; dup {
+					errs = append(errs, &Error{Path: path, Line: mk.Line, Key: k.Value, Msg: fmt.Sprintf("%q given twice", mk.Value)})
+					continue
+				}
+				e.Map[mk.Value] = mv.Value
+			}
 		default:
 			errs = append(errs, &Error{Path: path, Line: v.Line, Key: k.Value, Msg: "expected a value"})
 			continue
