@@ -119,7 +119,7 @@ log_level: warn
 			return fmt.Errorf("exit %d: %s", code, e)
 		}
 		if err := json.Unmarshal([]byte(o), &st); err != nil || st["leader"] == "" {
-			return fmt.Errorf("status %q: %v", o, err)
+			return fmt.Errorf("status %q: %w", o, err)
 		}
 		return nil
 	})

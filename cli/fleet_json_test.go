@@ -63,7 +63,10 @@ func startDevInProcess(t *testing.T, db *testenv.MariaDB) *devFleet {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil {
+				t.Errorf("tidemark dev: %v", err)
+			}
 		case <-time.After(testenv.Wait(30 * time.Second)):
 			t.Errorf("tidemark dev did not stop")
 		}
@@ -115,7 +118,7 @@ func runJSON(t *testing.T, v any, args ...string) error {
 	}
 	dec := json.NewDecoder(strings.NewReader(out))
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("tidemark %s: stdout is not JSON (%v): %q", strings.Join(args, " "), err, out)
+		return fmt.Errorf("tidemark %s: stdout is not JSON (%w): %q", strings.Join(args, " "), err, out)
 	}
 	if dec.More() {
 		return fmt.Errorf("tidemark %s: more than one JSON document: %q", strings.Join(args, " "), out)
@@ -295,7 +298,7 @@ func testCancelRunningBackup(t *testing.T, f *devFleet) {
 		var waiting int
 		err := f.db.DB(t).QueryRow("SELECT COUNT(*) FROM information_schema.processlist WHERE state LIKE '%lock%' AND id <> CONNECTION_ID()").Scan(&waiting)
 		if err != nil || waiting == 0 {
-			return fmt.Errorf("nothing waits for a lock yet (%v)", err)
+			return fmt.Errorf("nothing waits for a lock yet (%w)", err)
 		}
 		return nil
 	})
@@ -309,7 +312,7 @@ func testCancelRunningBackup(t *testing.T, f *devFleet) {
 		var waiting int
 		err := f.db.DB(t).QueryRow("SELECT COUNT(*) FROM information_schema.processlist WHERE state LIKE '%lock%' AND id <> CONNECTION_ID() AND command <> 'Killed'").Scan(&waiting)
 		if err != nil || waiting != 0 {
-			return fmt.Errorf("%d statements still wait (%v)", waiting, err)
+			return fmt.Errorf("%d statements still wait (%w)", waiting, err)
 		}
 		return nil
 	})
