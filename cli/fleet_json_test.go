@@ -232,6 +232,35 @@ func TestFleetJSON(t *testing.T) {
 
 	t.Run("CancelRunningBackup", func(t *testing.T) { testCancelRunningBackup(t, f) })
 
+	// The binlog stream: start, status through the controller and from
+	// the repository, fetch, stop.
+	mustJSON(t, &obj, "binlog", "start", "--instance", "local", "--flush", "100ms", "-o", "json")
+	if obj["kind"] != "binlog_stream" || obj["instance"] != "local" {
+		t.Fatalf("binlog start -o json: %v", obj)
+	}
+	db.Exec(t, "INSERT INTO shop.t VALUES (4,'d')")
+	testenv.WaitFor(t, "the stream to archive a segment", 30*time.Second, func() error {
+		var st []map[string]any
+		if err := runJSON(t, &st, "binlog", "status", "--repo", f.repo, "-o", "json"); err != nil {
+			return err
+		}
+		if len(st) == 0 {
+			return fmt.Errorf("no archive yet")
+		}
+		return nil
+	})
+	mustJSON(t, &obj, "binlog", "status", "--instance", "local", "-o", "json")
+	mustJSON(t, &list, "binlog", "fetch", "--repo", f.repo, "--instance", "local", "--to", t.TempDir(), "-o", "json")
+	if len(list) == 0 {
+		t.Errorf("binlog fetch -o json: no files")
+	} else {
+		wantKeys(t, "binlog fetch", list[0], "path", "file", "start_pos", "end_pos", "first_gtid", "last_gtid")
+	}
+	mustJSON(t, &obj, "binlog", "stop", "--instance", "local", "-o", "json")
+	if obj["state"] != "cancelled" {
+		t.Errorf("binlog stop -o json: %v", obj)
+	}
+
 	mustJSON(t, &list, "audit", "-o", "json")
 	if len(list) == 0 {
 		t.Errorf("audit: empty")
@@ -248,6 +277,11 @@ func TestFleetJSON(t *testing.T) {
 	code, _, errs = run(t, "cluster", "remove-member", "c9")
 	if code != ExitFailed || !strings.Contains(errs, `"c9" is not a member`) {
 		t.Errorf("remove-member of a stranger: exit %d, %q", code, errs)
+	}
+
+	mustJSON(t, &obj, "agent", "revoke", "local", "-o", "json")
+	if obj["agent"] != "local" || obj["revoked"] != true {
+		t.Errorf("agent revoke -o json: %v", obj)
 	}
 
 	// A viewer may read but not cancel: exit code 4.
