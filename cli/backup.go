@@ -358,7 +358,12 @@ until it is ready. With --to-time, --to-gtid or --to-position (and
 --instance NAME, or BACKUP_ID as the base) the temporary server (no TCP
 port, a private socket) is rolled forward from the backup's point before
 its shutdown. --to-instance NAME --to-datadir DIR runs the same as a
-restore job on NAME's agent, writing DIR on that agent's host.`,
+restore job on NAME's agent, writing DIR on that agent's host.
+
+-o json: a restore run here prints one object (backup_id, tables and rows,
+or files and bytes, the durations in seconds, the point reached); a restore
+job prints the final job as "jobs -o json" does (also when it failed), or
+{"job_id": ...} with --no-wait.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()

@@ -59,7 +59,10 @@ Every connection is mutual TLS under a CA the dev cluster makes on first
 start (its key sealed with DATA_DIR/ca.key); --insecure runs plaintext
 instead (loopback only). A restart with the same --data-dir keeps the
 catalog, the CA and the repository.
-SIGINT or SIGTERM stops the agent, then the controller.`,
+SIGINT or SIGTERM stops the agent, then the controller. -o json prints one
+object instead: "controller" (the address), "credentials" (the admin
+credential's directory; null with --insecure), "repository", "data_dir" and
+"agent".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			tuneControllerGC()
