@@ -31,7 +31,8 @@ const (
 	// ExitUnauthorized: the controller or the store refused the
 	// credential, or its role does not allow the call.
 	ExitUnauthorized = 4
-	// ExitUnreachable: no controller (or repository) answered.
+	// ExitUnreachable: no controller (or repository) answered, or the
+	// controllers have no leader (gRPC Unavailable): worth a retry later.
 	ExitUnreachable = 5
 )
 
@@ -42,7 +43,7 @@ const exitCodesHelp = `Exit codes:
   2  usage error: unknown command or flag, missing or conflicting arguments
   3  damage found by repo verify
   4  not authorised: credential refused, or its role does not allow the call
-  5  not reachable: no controller or repository answered`
+  5  not reachable: no controller or repository answered, or no leader (retry)`
 
 // usageErr is a UserError for a wrong command line (exit code 2).
 func usageErr(format string, args ...any) error {
