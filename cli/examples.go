@@ -46,8 +46,8 @@ var examples = map[string]string{
   tidemark dev --mysql 'root@tcp(127.0.0.1:3306)/' --data-dir /tmp/tm -o json`,
 	"tidemark instances": `  tidemark instances
   tidemark instances -o json | jq -r '.[] | select(.binlog == null) | .name'`,
-	"tidemark job": `  tidemark job watch j-20261203-0001
-  tidemark job cancel j-20261203-0001`,
+	"tidemark job": `  tidemark job watch 20261203T100000Z-c81e49ce
+  tidemark job cancel 20261203T100000Z-c81e49ce`,
 	"tidemark jobs": `  tidemark jobs --instance db7
   tidemark jobs -o json | jq -r '.[] | select(.state == "failed") | .id'`,
 	"tidemark login": `  tidemark login --token-file alice.token --controller c1:7400
@@ -61,16 +61,16 @@ var examples = map[string]string{
 	"tidemark repo key": `  tidemark repo key list --repo file:///srv/backups --key-file repo.key
   tidemark repo key rotate --repo file:///srv/backups --key-file repo.key`,
 	"tidemark repo key list":   `  tidemark repo key list --repo file:///srv/backups --passphrase-file repo.pass -o json`,
-	"tidemark repo key remove": `  tidemark repo key remove k-3f9a --repo file:///srv/backups --key-file repo.key`,
+	"tidemark repo key remove": `  tidemark repo key remove 3f9a0c1d --repo file:///srv/backups --key-file repo.key`,
 	"tidemark repo key rotate": `  tidemark repo key rotate --repo file:///srv/backups --key-file repo.key`,
 	"tidemark repo stats": `  tidemark repo stats --repo file:///srv/backups
   tidemark repo stats --repo file:///srv/backups -o json | jq .dedup_ratio`,
 	"tidemark repo verify": `  tidemark repo verify --repo file:///srv/backups
   tidemark repo verify --repo file:///srv/backups --read-data -o json || echo "exit $? (3: damage found)"`,
-	"tidemark restore": `  tidemark restore 20261203T100000Z-ab12 --repo file:///srv/backups --to-mysql 'root@tcp(127.0.0.1:3307)/'
-  tidemark restore 20261203T100000Z-ab12 --to-instance db7-staging --rename-db shop:shop_copy
+	"tidemark restore": `  tidemark restore 20261203T093000Z-5b0e7f21 --repo file:///srv/backups --to-mysql 'root@tcp(127.0.0.1:3307)/'
+  tidemark restore 20261203T093000Z-5b0e7f21 --to-instance db7-staging --rename-db shop:shop_copy
   tidemark restore --instance db7 --to-time '2026-12-03 10:14:59' --to-instance db7-staging -o json
-  tidemark restore 20261203T100000Z-ab12 --repo file:///srv/backups --to-datadir /var/lib/mysql-new`,
+  tidemark restore 20261203T093000Z-5b0e7f21 --repo file:///srv/backups --to-datadir /var/lib/mysql-new`,
 	"tidemark token": `  tidemark token create --role agent --ttl 1h > db7.token`,
 	"tidemark token create": `  tidemark token create --role agent --ttl 1h --uses 1 > db7.token
   tidemark token create --role operator --user alice --ttl 8h -o json`,

@@ -407,7 +407,7 @@ and its uploaded chunks are collected by repo gc). The reason is recorded
 with the job. A job that already ended is refused, saying how and when it
 ended. -o json prints the job after the cancellation, as "jobs -o json"
 prints it.`,
-		Example: `  tidemark job cancel j-20261203-0001 --reason "maintenance window"
+		Example: `  tidemark job cancel 20261203T100000Z-c81e49ce --reason "maintenance window"
   tidemark jobs --instance db7 -o json | jq -r '.[] | select(.state=="running") | .id' | xargs -n1 tidemark job cancel`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeJobIDs(s),
@@ -443,8 +443,8 @@ away mid-watch (a leader change) is replaced by another of --controller.
 -o json prints JSON lines on stdout, one object per update the controller
 sends (the job's fields, as in "tidemark jobs -o json"), the last one the job
 in its final state; nothing is drawn on stderr.`,
-		Example: `  tidemark job watch j-20261203-0001
-  tidemark job watch j-20261203-0001 -o json | jq -c '{state, progress}'`,
+		Example: `  tidemark job watch 20261203T100000Z-c81e49ce
+  tidemark job watch 20261203T100000Z-c81e49ce -o json | jq -c '{state, progress}'`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeJobIDs(s),
 		RunE: func(cmd *cobra.Command, args []string) error {
