@@ -13,12 +13,18 @@ LDFLAGS := -X github.com/tidemark-backup/tidemark/internal/version.Version=$(VER
 RACE ?= -race
 TESTFLAGS ?= -timeout 20m
 
-.PHONY: all build deps tools test test-short vet lint fmt proto verify-proto fix-proto bench demo clean
+.PHONY: all build deps tools test test-short vet lint fmt proto verify-proto fix-proto bench demo clean man
 
 all: build
 
 build:
 	go build -ldflags '$(LDFLAGS)' -o tidemark ./cmd/tidemark
+
+# man writes one man page per command (cobra/doc) into dist/man (git-ignored):
+# man -l dist/man/tidemark-backup.1 (tidemark.1 lists them all)
+man:
+	rm -rf dist/man
+	go run ./cmd/tidemark-man dist/man
 
 deps:
 	deploy/dev/deps.sh all

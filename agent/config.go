@@ -1,25 +1,20 @@
 package agent
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/internal/configfile"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
@@ -156,126 +151,135 @@ func (c Config) instanceDSN(name string) string {
 	return c.Instances[name]
 }
 
-// fileConfig is the config file's shape. Keys not listed here are refused.
-type fileConfig struct {
-	Controllers       []string          `json:"controllers" yaml:"controllers"`
-	Name              string            `json:"name" yaml:"name"`
-	Labels            map[string]string `json:"labels" yaml:"labels"`
-	MySQL             string            `json:"mysql" yaml:"mysql"`
-	Instances         map[string]string `json:"instances" yaml:"instances"`
-	Repo              string            `json:"repo" yaml:"repo"`
-	KeyFile           string            `json:"key_file" yaml:"key_file"`
-	PassphraseFile    string            `json:"passphrase_file" yaml:"passphrase_file"`
-	TLSCA             string            `json:"tls_ca" yaml:"tls_ca"`
-	TLSCert           string            `json:"tls_cert" yaml:"tls_cert"`
-	TLSKey            string            `json:"tls_key" yaml:"tls_key"`
-	Insecure          bool              `json:"insecure" yaml:"insecure"`
-	Parallel          int               `json:"parallel" yaml:"parallel"`
-	HeartbeatInterval string            `json:"heartbeat_interval" yaml:"heartbeat_interval"`
-	ConnectTimeout    string            `json:"connect_timeout" yaml:"connect_timeout"`
-	BackoffMin        string            `json:"backoff_min" yaml:"backoff_min"`
-	BackoffMax        string            `json:"backoff_max" yaml:"backoff_max"`
-	ProgressInterval  string            `json:"progress_interval" yaml:"progress_interval"`
-	ProbeTimeout      string            `json:"probe_timeout" yaml:"probe_timeout"`
-	ShutdownTimeout   string            `json:"shutdown_timeout" yaml:"shutdown_timeout"`
-	StreamBackoffMin  string            `json:"stream_backoff_min" yaml:"stream_backoff_min"`
-	StreamBackoffMax  string            `json:"stream_backoff_max" yaml:"stream_backoff_max"`
+// fileKeys are the config file's keys, each with what it sets. Keys not
+// listed here are refused.
+var fileKeys = map[string]func(c *Config, e configfile.Entry) string{
+	"controllers": func(c *Config, e configfile.Entry) string { return setList(&c.Controllers, e) },
+	"name":        func(c *Config, e configfile.Entry) string { return setString(&c.Name, e) },
+	"labels":      func(c *Config, e configfile.Entry) string { return setMap(&c.Labels, e) },
+	"mysql":       func(c *Config, e configfile.Entry) string { return setString(&c.MySQL, e) },
+	"instances":   func(c *Config, e configfile.Entry) string { return setMap(&c.Instances, e) },
+	"repo":        func(c *Config, e configfile.Entry) string { return setString(&c.Repo, e) },
+	"key_file":    func(c *Config, e configfile.Entry) string { return setString(&c.KeyFile, e) },
+	"passphrase_file": func(c *Config, e configfile.Entry) string {
+		return setString(&c.PassphraseFile, e)
+	},
+	"tls_ca":   func(c *Config, e configfile.Entry) string { return setString(&c.TLS.CA, e) },
+	"tls_cert": func(c *Config, e configfile.Entry) string { return setString(&c.TLS.Cert, e) },
+	"tls_key":  func(c *Config, e configfile.Entry) string { return setString(&c.TLS.Key, e) },
+	"insecure": func(c *Config, e configfile.Entry) string {
+		return setScalar(e, "true or false", func(v string) bool {
+			b, err := strconv.ParseBool(v)
+			c.Insecure = c.Insecure || b
+			return err == nil
+		})
+	},
+	"parallel": func(c *Config, e configfile.Entry) string {
+		return setScalar(e, "a whole number", func(v string) bool {
+			n, err := strconv.Atoi(v)
+			c.Parallel = n
+			return err == nil
+		})
+	},
+	"heartbeat_interval": func(c *Config, e configfile.Entry) string { return setDuration(&c.HeartbeatInterval, e) },
+	"connect_timeout":    func(c *Config, e configfile.Entry) string { return setDuration(&c.ConnectTimeout, e) },
+	"backoff_min":        func(c *Config, e configfile.Entry) string { return setDuration(&c.BackoffMin, e) },
+	"backoff_max":        func(c *Config, e configfile.Entry) string { return setDuration(&c.BackoffMax, e) },
+	"progress_interval":  func(c *Config, e configfile.Entry) string { return setDuration(&c.ProgressInterval, e) },
+	"probe_timeout":      func(c *Config, e configfile.Entry) string { return setDuration(&c.ProbeTimeout, e) },
+	"shutdown_timeout":   func(c *Config, e configfile.Entry) string { return setDuration(&c.ShutdownTimeout, e) },
+	"stream_backoff_min": func(c *Config, e configfile.Entry) string { return setDuration(&c.StreamBackoffMin, e) },
+	"stream_backoff_max": func(c *Config, e configfile.Entry) string { return setDuration(&c.StreamBackoffMax, e) },
 }
 
-// LoadFile applies a YAML or JSON config file (JSON when the name ends in
-// .json) over c: every key present replaces c's value. Unknown keys are an
-// error, so a misspelt key is not silently ignored.
+// setScalar checks e holds one value and parses it with set (false: not
+// of the kind want); it returns what was wrong, or "". An empty or null
+// value sets nothing.
+func setScalar(e configfile.Entry, want string, set func(string) bool) string {
+	if e.List || e.Map != nil {
+		return "expected " + want + ", got " + e.Kind()
+	}
+	if len(e.Values) == 0 || e.Values[0] == "" {
+		return "" // null or empty: the value stays as it was
+	}
+	if !set(e.Values[0]) {
+		return fmt.Sprintf("%q: expected %s", e.Values[0], want)
+	}
+	return ""
+}
+
+func setString(dst *string, e configfile.Entry) string {
+	return setScalar(e, "one value", func(v string) bool { *dst = v; return true })
+}
+
+func setDuration(dst *time.Duration, e configfile.Entry) string {
+	return setScalar(e, "a duration such as 5s or 1m", func(v string) bool {
+		d, err := time.ParseDuration(v)
+		*dst = d
+		return err == nil
+	})
+}
+
+func setList(dst *[]string, e configfile.Entry) string {
+	switch {
+	case e.Map != nil:
+		return "expected a list, got " + e.Kind()
+	case e.List:
+		*dst = e.Values
+	case len(e.Values) == 1:
+		*dst = splitComma(e.Values[0]) // a comma-separated string, as on the command line
+	}
+	return ""
+}
+
+func setMap(dst *map[string]string, e configfile.Entry) string {
+	if e.Map == nil && len(e.Values) > 0 || e.List {
+		return "expected name: value pairs, got " + e.Kind()
+	}
+	if e.Map != nil {
+		*dst = e.Map
+	}
+	return ""
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// LoadFile applies a YAML or JSON config file over c: every key present
+// replaces c's value. An unknown key or a value of the wrong kind is an
+// error naming the file, the line and the key (configfile reads the file
+// for the agent and the controller alike).
 func (c *Config) LoadFile(path string) error {
-	data, err := os.ReadFile(path)
+	entries, err := configfile.Read(path)
 	if err != nil {
-		return fmt.Errorf("config file: %w", err)
-	}
-	var f fileConfig
-	if strings.EqualFold(filepath.Ext(path), ".json") {
-		dec := json.NewDecoder(bytes.NewReader(data))
-		dec.DisallowUnknownFields()
-		err = dec.Decode(&f)
-	} else {
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err = dec.Decode(&f); errors.Is(err, io.EOF) {
-			err = nil // an empty file sets nothing
-		}
-	}
-	if err != nil {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			// yaml names our Go type; say what the operator wrote instead.
-			msgs := make([]string, len(te.Errors))
-			for i, m := range te.Errors {
-				msgs[i] = unknownKeyRE.ReplaceAllString(m, "unknown key $1")
-			}
-			return fmt.Errorf("config file %s: %s", path, strings.Join(msgs, "; "))
-		}
-		return fmt.Errorf("config file %s: %w", path, err)
-	}
-	if f.Controllers != nil {
-		c.Controllers = f.Controllers
-	}
-	setStr := func(dst *string, v string) {
-		if v != "" {
-			*dst = v
-		}
-	}
-	setStr(&c.Name, f.Name)
-	setStr(&c.MySQL, f.MySQL)
-	setStr(&c.Repo, f.Repo)
-	setStr(&c.KeyFile, f.KeyFile)
-	setStr(&c.PassphraseFile, f.PassphraseFile)
-	setStr(&c.TLS.CA, f.TLSCA)
-	setStr(&c.TLS.Cert, f.TLSCert)
-	setStr(&c.TLS.Key, f.TLSKey)
-	if f.Insecure {
-		c.Insecure = true
-	}
-	if f.Labels != nil {
-		c.Labels = f.Labels
-	}
-	if f.Instances != nil {
-		c.Instances = f.Instances
-	}
-	if f.Parallel != 0 {
-		c.Parallel = f.Parallel
+		return err
 	}
 	var errs []error
-	for _, d := range []struct {
-		key string
-		v   string
-		dst *time.Duration
-	}{
-		{"heartbeat_interval", f.HeartbeatInterval, &c.HeartbeatInterval},
-		{"connect_timeout", f.ConnectTimeout, &c.ConnectTimeout},
-		{"backoff_min", f.BackoffMin, &c.BackoffMin},
-		{"backoff_max", f.BackoffMax, &c.BackoffMax},
-		{"progress_interval", f.ProgressInterval, &c.ProgressInterval},
-		{"probe_timeout", f.ProbeTimeout, &c.ProbeTimeout},
-		{"shutdown_timeout", f.ShutdownTimeout, &c.ShutdownTimeout},
-		{"stream_backoff_min", f.StreamBackoffMin, &c.StreamBackoffMin},
-		{"stream_backoff_max", f.StreamBackoffMax, &c.StreamBackoffMax},
-	} {
-		if d.v == "" {
+	for _, e := range entries {
+		set, ok := fileKeys[e.Key]
+		if !ok {
+			errs = append(errs, &configfile.Error{Path: path, Line: e.Line,
+				Msg: fmt.Sprintf("unknown key %q (the keys are %s)", e.Key, strings.Join(slices.Sorted(maps.Keys(fileKeys)), ", "))})
 			continue
 		}
-		v, err := time.ParseDuration(d.v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("config file %s: %s %q: expected a duration such as 5s or 1m", path, d.key, d.v))
-			continue
+		if msg := set(c, e); msg != "" {
+			errs = append(errs, &configfile.Error{Path: path, Line: e.Line, Key: e.Key, Msg: msg})
 		}
-		*d.dst = v
 	}
 	return errors.Join(errs...)
 }
 
 var (
-	unknownKeyRE = regexp.MustCompile(`field (\S+) not found in type \S+`)
-	nameRE       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-	instanceRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$`)
-	labelKeyRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
+	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	instanceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$`)
+	labelKeyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
 )
 
 // ParseLabels parses "k=v,k2=v2" as given to --labels.

@@ -161,3 +161,38 @@ func TestParseLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadFileWrongKinds: a value of the wrong kind is refused with the
+// file, its line and its key.
+func TestLoadFileWrongKinds(t *testing.T) {
+	dir := t.TempDir()
+	for body, want := range map[string]string{
+		"name: db7\nparallel: many\n":         `line 2: key parallel: "many": expected a whole number`,
+		"\nlabels: [a, b]\n":                  "line 2: key labels: expected name: value pairs, got a list",
+		"name: [a, b]\n":                      "line 1: key name: expected one value, got a list",
+		"insecure: maybe\n":                   `line 1: key insecure: "maybe": expected true or false`,
+		"controllers:\n  a: b\n":              "line 1: key controllers: expected a list, got a mapping",
+		"instances:\n  x: [a]\n":              "line 2: key instances: expected name: value pairs of plain values",
+		"name: a\nname: b\n":                  "line 2: key name: given twice (first on line 1)",
+		"name: a\nlabels: {x: 1}\nrepoo: b\n": `line 3: unknown key "repoo"`,
+	} {
+		p := filepath.Join(dir, "agent.yaml")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := DefaultConfig()
+		if err := c.LoadFile(p); err == nil || !strings.Contains(err.Error(), "config file "+p+": "+want) {
+			t.Errorf("%q: %v; want %q", body, err, want)
+		}
+	}
+	// Empty values set nothing; a comma-separated string is a list.
+	p := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(p, []byte("name: \"\"\nheartbeat_interval:\ncontrollers: a:1, b:2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := DefaultConfig()
+	if err := c.LoadFile(p); err != nil || c.Name != DefaultConfig().Name || c.HeartbeatInterval != DefaultConfig().HeartbeatInterval ||
+		strings.Join(c.Controllers, ",") != "a:1,b:2" {
+		t.Errorf("empty values: %v %+v", err, c)
+	}
+}

@@ -103,7 +103,7 @@ stops running jobs (they fail with "agent shutting down") and exits.`,
 			}
 			cfg.Logger = log
 			if err := cfg.Validate(); err != nil {
-				return &UserError{Msg: "invalid agent configuration: " + strings.ReplaceAll(err.Error(), "\n", "; "), Err: err}
+				return &UserError{Code: ExitUsage, Msg: "invalid agent configuration: " + strings.ReplaceAll(err.Error(), "\n", "; "), Err: err}
 			}
 			if err := agent.Run(cmd.Context(), cfg); err != nil {
 				var fe *agent.FatalError
@@ -134,7 +134,7 @@ stops running jobs (they fail with "agent shutting down") and exits.`,
 func newLogger(s *streams, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, &UserError{Msg: fmt.Sprintf("--log-level %q: use debug, info, warn or error", level)}
+		return nil, &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--log-level %q: use debug, info, warn or error", level)}
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
@@ -143,5 +143,5 @@ func newLogger(s *streams, level, format string) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(s.err, opts)), nil
 	}
-	return nil, &UserError{Msg: fmt.Sprintf("--log-format %q: use text or json", format)}
+	return nil, &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--log-format %q: use text or json", format)}
 }

@@ -29,10 +29,7 @@ func newAuditCmd(s *streams) *cobra.Command {
 (backups, restores, cancellations, streams, members, join tokens, revocations)
 with the caller's identity, its target and flags, and its outcome. Restores,
 member removals and revocations are recorded before they run ("started") and
-do not run when that record cannot be written.
-
-  tidemark audit --since 24h
-  tidemark audit --since '2026-12-03 10:00:00' -o json`,
+do not run when that record cannot be written.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req := &v1.ListAuditRequest{}
@@ -85,7 +82,7 @@ func parseSince(v string) (time.Time, error) {
 			return t, nil
 		}
 	}
-	return time.Time{}, &UserError{Msg: fmt.Sprintf("--since %q: a duration (24h) or a UTC time 'YYYY-MM-DD HH:MM:SS'", v)}
+	return time.Time{}, &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--since %q: a duration (24h) or a UTC time 'YYYY-MM-DD HH:MM:SS'", v)}
 }
 
 func orDash(s string) string {

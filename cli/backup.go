@@ -87,15 +87,15 @@ exit status is non-zero, with the reason, when the job failed.`,
 			}
 			if viaController(controller, dsn == "" && instance != "") {
 				if dsn != "" {
-					return &UserError{Msg: "--mysql is for a standalone backup; through a controller name the catalog instance with --instance"}
+					return &UserError{Code: ExitUsage, Msg: "--mysql is for a standalone backup; through a controller name the catalog instance with --instance"}
 				}
 				if !cmd.Flags().Changed("engine") {
 					engine = "auto"
 				}
-				return controllerBackup(ctx, s, controller, instance, engine, parallel, wait)
+				return controllerBackup(ctx, s, controller, instance, engine, parallel, wait, output)
 			}
 			if dsn == "" {
-				return &UserError{Msg: "--mysql DSN is required, e.g. --mysql 'user@tcp(127.0.0.1:3306)/' (password in TIDEMARK_MYSQL_PASSWORD)"}
+				return &UserError{Code: ExitUsage, Msg: "--mysql DSN is required, e.g. --mysql 'user@tcp(127.0.0.1:3306)/' (password in TIDEMARK_MYSQL_PASSWORD)"}
 			}
 			if err := refuseArgvDSN(cmd, "mysql", dsn); err != nil {
 				return err
@@ -105,12 +105,12 @@ exit status is non-zero, with the reason, when the job failed.`,
 				return userErr(err)
 			}
 			if parallel < 0 {
-				return &UserError{Msg: "--parallel must be at least 1"}
+				return &UserError{Code: ExitUsage, Msg: "--parallel must be at least 1"}
 			}
 			switch compress {
 			case "zstd", "none":
 			default:
-				return &UserError{Msg: fmt.Sprintf("--compress %q: use zstd or none", compress)}
+				return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--compress %q: use zstd or none", compress)}
 			}
 			eng, err := s.engineByName(engine)
 			if err != nil {
@@ -314,10 +314,12 @@ func newRestoreCmd(s *streams) *cobra.Command {
 		mysqld      string
 		mariabackup string
 		mysqldArgs  []string
+		output      string
 	)
 	cmd := &cobra.Command{
-		Use:   "restore [BACKUP_ID]",
-		Short: "Restore a backup into a MySQL or MariaDB server",
+		Use:               "restore [BACKUP_ID]",
+		ValidArgsFunction: completeBackupIDs(s),
+		Short:             "Restore a backup into a MySQL or MariaDB server",
 		Long: `Restore a backup into a server (--to-mysql DSN), reading the repository here.
 
 Through a controller: --to-instance NAME submits a restore job that the
@@ -362,10 +364,18 @@ until it is ready. With --to-time, --to-gtid or --to-position (and
 --instance NAME, or BACKUP_ID as the base) the temporary server (no TCP
 port, a private socket) is rolled forward from the backup's point before
 its shutdown. --to-instance NAME --to-datadir DIR runs the same as a
-restore job on NAME's agent, writing DIR on that agent's host.`,
+restore job on NAME's agent, writing DIR on that agent's host.
+
+-o json: a restore run here prints one object (backup_id, tables and rows,
+or files and bytes, the durations in seconds, the point reached); a restore
+job prints the final job as "jobs -o json" does (also when it failed), or
+{"job_id": ...} with --no-wait.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			pitr := &v1.RestoreParams{SourceInstance: source, TargetInstance: toInstance}
 			isPITR, err := pitrTarget(pitr, toTime, toGTID, toPosition)
 			if err != nil {
@@ -373,37 +383,37 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 			}
 			if len(args) == 1 {
 				if fromBackup != "" && fromBackup != args[0] {
-					return &UserError{Msg: fmt.Sprintf("give the base backup once: %s or --from-backup %s", args[0], fromBackup)}
+					return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("give the base backup once: %s or --from-backup %s", args[0], fromBackup)}
 				}
 				fromBackup = args[0]
 			}
 			if toDatadir != "" {
 				if dsn != "" {
-					return &UserError{Msg: "give --to-datadir DIR (a physical backup written into a new datadir) or --to-mysql DSN (a logical backup loaded into a running server), not both"}
+					return &UserError{Code: ExitUsage, Msg: "give --to-datadir DIR (a physical backup written into a new datadir) or --to-mysql DSN (a logical backup loaded into a running server), not both"}
 				}
 				if databases != "" || tables != "" || len(renames) > 0 || includeUsers || dropExisting || thenReplicate != "" || noBinlog || verify {
-					return &UserError{Msg: "a physical restore writes the whole server's files: --databases, --tables, --rename-db, --include-users, --drop-existing, --no-binlog, --verify and --then-replicate-from do not apply to --to-datadir"}
+					return &UserError{Code: ExitUsage, Msg: "a physical restore writes the whole server's files: --databases, --tables, --rename-db, --include-users, --drop-existing, --no-binlog, --verify and --then-replicate-from do not apply to --to-datadir"}
 				}
 				if !isPITR && source != "" {
-					return &UserError{Msg: "--instance NAME restores NAME to a point in time: give --to-time, --to-gtid or --to-position"}
+					return &UserError{Code: ExitUsage, Msg: "--instance NAME restores NAME to a point in time: give --to-time, --to-gtid or --to-position"}
 				}
 				if !isPITR && fromBackup == "" {
-					return &UserError{Msg: "BACKUP_ID is required (or --instance NAME with --to-time, --to-gtid or --to-position)"}
+					return &UserError{Code: ExitUsage, Msg: "BACKUP_ID is required (or --instance NAME with --to-time, --to-gtid or --to-position)"}
 				}
 				if isPITR && source == "" && fromBackup == "" {
-					return &UserError{Msg: "--instance NAME or BACKUP_ID is required: the instance whose backup and binlog archive to restore"}
+					return &UserError{Code: ExitUsage, Msg: "--instance NAME or BACKUP_ID is required: the instance whose backup and binlog archive to restore"}
 				}
 				if toInstance != "" {
 					if !filepath.IsAbs(toDatadir) {
-						return &UserError{Msg: fmt.Sprintf("--to-datadir %q: give an absolute path; the agent writes it on its own host", toDatadir)}
+						return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--to-datadir %q: give an absolute path; the agent writes it on its own host", toDatadir)}
 					}
 					if mysqld != "" || mariabackup != "" || len(mysqldArgs) > 0 {
-						return &UserError{Msg: "--mysqld, --mariabackup and --mysqld-arg are for a restore run here; the agent uses the programs on its host's PATH"}
+						return &UserError{Code: ExitUsage, Msg: "--mysqld, --mariabackup and --mysqld-arg are for a restore run here; the agent uses the programs on its host's PATH"}
 					}
 					params := pitr
 					params.BackupId, params.TargetDatadir = fromBackup, toDatadir
 					params.Parallelism = uint32(max(parallel, 0))
-					return controllerRestore(ctx, s, controller, toInstance, !noWait, params)
+					return controllerRestore(ctx, s, controller, toInstance, !noWait, params, output)
 				}
 				if controller != "" && rf.uri == "" && fromBackup != "" {
 					uri, err := backupRepo(ctx, s, controller, fromBackup)
@@ -413,7 +423,7 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 					rf.uri = uri
 				}
 				dp := datadirParams{backupID: fromBackup, instance: source, dir: toDatadir, mysqld: mysqld, mariabackup: mariabackup,
-					serverArgs: mysqldArgs, parallel: parallel, applyParallel: applyParallel, method: applyMethod, serveAddr: serveAddr}
+					serverArgs: mysqldArgs, parallel: parallel, applyParallel: applyParallel, method: applyMethod, serveAddr: serveAddr, output: output}
 				if isPITR {
 					dp.stop = pitr
 				}
@@ -424,24 +434,24 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 					return &UserError{Msg: "--verify compares a restore with its backup's row checksums; a point-in-time restore goes on past the backup, so there is nothing to compare it with"}
 				}
 				if !isPITR {
-					return &UserError{Msg: "--instance NAME restores NAME to a point in time: give --to-time, --to-gtid or --to-position"}
+					return &UserError{Code: ExitUsage, Msg: "--instance NAME restores NAME to a point in time: give --to-time, --to-gtid or --to-position"}
 				}
 				if toInstance != "" && dsn != "" {
-					return &UserError{Msg: "give --to-instance TARGET (a restore job on its agent) or --to-mysql DSN (a restore run here), not both"}
+					return &UserError{Code: ExitUsage, Msg: "give --to-instance TARGET (a restore job on its agent) or --to-mysql DSN (a restore run here), not both"}
 				}
 				if dsn != "" {
 					return localPITR(ctx, s, &rf, localPITRParams{
 						dsn: dsn, instance: source, fromBackup: fromBackup, stop: pitr,
 						parallel: parallel, applyParallel: applyParallel, dropExisting: dropExisting, noBinlog: noBinlog,
-						method: applyMethod, serveAddr: serveAddr, thenReplicate: thenReplicate,
+						method: applyMethod, serveAddr: serveAddr, thenReplicate: thenReplicate, output: output,
 						filtered: databases != "" || tables != "" || len(renames) > 0 || includeUsers,
 					})
 				}
 				if toInstance == "" {
-					return &UserError{Msg: "give --to-mysql DSN (restore here from --repo) or --to-instance TARGET (a restore job through the controller)"}
+					return &UserError{Code: ExitUsage, Msg: "give --to-mysql DSN (restore here from --repo) or --to-instance TARGET (a restore job through the controller)"}
 				}
 				if source == "" && fromBackup == "" {
-					return &UserError{Msg: "--instance NAME is required: the instance whose backup and binlog archive to restore"}
+					return &UserError{Code: ExitUsage, Msg: "--instance NAME is required: the instance whose backup and binlog archive to restore"}
 				}
 				rename, err := parseRenames(renames)
 				if err != nil {
@@ -451,17 +461,17 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 				pitr.Parallelism = uint32(max(parallel, 0))
 				pitr.Databases, pitr.Tables, pitr.RenameDatabases = splitList(databases), splitList(tables), rename
 				pitr.DropExisting, pitr.IncludeUsers, pitr.NoBinlog = dropExisting, includeUsers, noBinlog
-				return controllerRestore(ctx, s, controller, toInstance, !noWait, pitr)
+				return controllerRestore(ctx, s, controller, toInstance, !noWait, pitr, output)
 			}
 			if len(args) == 0 && fromBackup != "" {
 				args = []string{fromBackup}
 			}
 			if len(args) == 0 {
-				return &UserError{Msg: "BACKUP_ID is required (or --instance NAME with --to-time, --to-gtid or --to-position for a point-in-time restore)"}
+				return &UserError{Code: ExitUsage, Msg: "BACKUP_ID is required (or --instance NAME with --to-time, --to-gtid or --to-position for a point-in-time restore)"}
 			}
 			if toInstance != "" {
 				if dsn != "" {
-					return &UserError{Msg: "give --to-instance NAME (a restore job on its agent) or --to-mysql DSN (a restore run here), not both"}
+					return &UserError{Code: ExitUsage, Msg: "give --to-instance NAME (a restore job on its agent) or --to-mysql DSN (a restore run here), not both"}
 				}
 				rename, err := parseRenames(renames)
 				if err != nil {
@@ -471,10 +481,10 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 					BackupId: args[0], TargetInstance: toInstance, Parallelism: uint32(max(parallel, 0)),
 					Databases: splitList(databases), Tables: splitList(tables), RenameDatabases: rename,
 					DropExisting: dropExisting, IncludeUsers: includeUsers, NoBinlog: noBinlog, Verify: verify,
-				})
+				}, output)
 			}
 			if dsn == "" {
-				return &UserError{Msg: "--to-mysql DSN (restore here) or --to-instance NAME (restore job through the controller) is required"}
+				return &UserError{Code: ExitUsage, Msg: "--to-mysql DSN (restore here) or --to-instance NAME (restore job through the controller) is required"}
 			}
 			if controller != "" && rf.uri == "" {
 				uri, err := backupRepo(ctx, s, controller, args[0])
@@ -527,13 +537,30 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 			for _, w := range res.Warnings {
 				fmt.Fprintln(s.err, "warning:", w)
 			}
-			if _, err = fmt.Fprintf(s.out, "restored backup %s: %d tables, %d rows in %s\n", m.BackupId, res.Tables, res.Rows, time.Since(start).Round(time.Millisecond)); err != nil || !verify {
-				return err
-			}
-			return verifyRestore(ctx, s, eng, m.BackupId, engines.VerifyParams{
+			took := time.Since(start)
+			vp := engines.VerifyParams{
 				DSN: dsn, Parallel: parallel, Source: engines.ArchiveSource(repo, m),
 				Databases: splitList(databases), Tables: splitList(tables), RenameDB: rename,
-			})
+			}
+			if output == "json" {
+				out := map[string]any{
+					"backup_id": m.BackupId, "instance": m.Instance, "engine": m.Engine,
+					"tables": res.Tables, "rows": res.Rows, "duration_seconds": took.Seconds(), "warnings": nonNilStrings(res.Warnings),
+				}
+				if verify {
+					v, err := verifyRestore(ctx, s, eng, m.BackupId, vp, true)
+					if err != nil {
+						return err
+					}
+					out["verified"] = map[string]any{"tables": v.Tables, "rows": v.Rows}
+				}
+				return json.NewEncoder(s.out).Encode(out)
+			}
+			if _, err = fmt.Fprintf(s.out, "restored backup %s: %d tables, %d rows in %s\n", m.BackupId, res.Tables, res.Rows, took.Round(time.Millisecond)); err != nil || !verify {
+				return err
+			}
+			_, err = verifyRestore(ctx, s, eng, m.BackupId, vp, false)
+			return err
 		},
 	}
 	rf.register(cmd)
@@ -561,6 +588,7 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 	cmd.Flags().StringVar(&mysqld, "mysqld", "", "with --to-datadir: the server binary that will run the datadir (default: mariadbd, else mysqld, from PATH); the backup must be of its flavor and major version")
 	cmd.Flags().StringVar(&mariabackup, "mariabackup", "", "with --to-datadir: mariabackup for backups it must prepare (default: from PATH)")
 	cmd.Flags().StringArrayVar(&mysqldArgs, "mysqld-arg", nil, "with --to-datadir: an extra argument of the temporary server (repeatable), e.g. --mysqld-arg=--innodb-buffer-pool-size=4G")
+	outputFlag(cmd, &output)
 	cmd.Flags().StringVar(&thenReplicate, "then-replicate-from", "", "point in time, here: afterwards, replicate from this live source (DSN) from the restored GTID position")
 	return cmd
 }
@@ -573,7 +601,7 @@ func parseRenames(renames []string) (map[string]string, error) {
 		for _, pair := range splitList(r) {
 			from, to, ok := strings.Cut(pair, ":")
 			if !ok || from == "" || to == "" {
-				return nil, &UserError{Msg: fmt.Sprintf("--rename-db %q: use old:new", pair)}
+				return nil, &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--rename-db %q: use old:new", pair)}
 			}
 			rename[from] = to
 		}

@@ -94,7 +94,7 @@ func TestBackupRestoreCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errs = run(t, "verify-restore", id, "--repo", repo, "--to-mysql", dst.DSN, "--rename-db", "shop:shop2")
-	if code == 0 || !strings.Contains(errs, "shop.customers (restored as shop2.customers): backup ") || !strings.Contains(errs, "1 of ") {
+	if code != ExitDamaged || !strings.Contains(errs, "shop.customers (restored as shop2.customers): backup ") || !strings.Contains(errs, "1 of ") {
 		t.Fatalf("verify-restore after a change: %d %q", code, errs)
 	}
 	if code, _, errs = run(t, "restore", "20990101T000000Z-00000000", "--repo", repo, "--to-mysql", dst.DSN); code == 0 || !strings.Contains(errs, "not found") {

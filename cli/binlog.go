@@ -57,7 +57,7 @@ again, it resumes where the archive ends, with no gap and no duplicate.`,
 			}
 			p.DSNs = splitList(dsns)
 			if len(p.DSNs) == 0 {
-				return &UserError{Msg: "--mysql is required: one DSN, or the replication group's DSNs separated by commas"}
+				return &UserError{Code: ExitUsage, Msg: "--mysql is required: one DSN, or the replication group's DSNs separated by commas"}
 			}
 			if instance == "" {
 				d, err := mysqlx.ParseDSN(p.DSNs[0])
@@ -168,7 +168,7 @@ when this tidemark can open the stream's repository.`,
 			ctx := cmd.Context()
 			if rf.uri == "" {
 				if f.controller == "" && os.Getenv(client.EnvController) == "" {
-					return &UserError{Msg: "give --repo URI (read the archive directly) or --controller ADDR / TIDEMARK_CONTROLLER (ask the fleet)"}
+					return &UserError{Code: ExitUsage, Msg: "give --repo URI (read the archive directly) or --controller ADDR / TIDEMARK_CONTROLLER (ask the fleet)"}
 				}
 				return fleetBinlogStatus(ctx, s, &f, instance)
 			}
@@ -252,7 +252,7 @@ func newBinlogFetchCmd(s *streams) *cobra.Command {
 				return err
 			}
 			if instance == "" || to == "" {
-				return &UserError{Msg: "--instance and --to are required"}
+				return &UserError{Code: ExitUsage, Msg: "--instance and --to are required"}
 			}
 			from, err := parseTimeFlag("--from", fromS)
 			if err != nil {

@@ -87,10 +87,10 @@ runs beside backups. Prints the job id.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if instance == "" {
-				return &UserError{Msg: "--instance NAME is required: the catalog instance to stream (see tidemark instances)"}
+				return &UserError{Code: ExitUsage, Msg: "--instance NAME is required: the catalog instance to stream (see tidemark instances)"}
 			}
 			if flush < 10*time.Millisecond || flush > 10*time.Minute {
-				return &UserError{Msg: fmt.Sprintf("--flush %s: must be between 10ms and 10m (how often the stream makes what it received durable)", flush)}
+				return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--flush %s: must be between 10ms and 10m (how often the stream makes what it received durable)", flush)}
 			}
 			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
 				r, err := c.Control.StartBinlogStream(ctx, &v1.StartBinlogStreamRequest{
@@ -133,7 +133,7 @@ func newBinlogStopCmd(s *streams) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if instance == "" {
-				return &UserError{Msg: "--instance NAME is required: the instance (or any member of its cluster group) whose stream to stop"}
+				return &UserError{Code: ExitUsage, Msg: "--instance NAME is required: the instance (or any member of its cluster group) whose stream to stop"}
 			}
 			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
 				r, err := c.Control.StopBinlogStream(ctx, &v1.StopBinlogStreamRequest{Instance: instance, Reason: "binlog stream stopped with tidemark binlog stop"})
@@ -225,7 +225,7 @@ func timeJSON(t time.Time) any {
 // what the agents reported is shown.
 func fleetBinlogStatus(ctx context.Context, s *streams, f *fleetFlags, instance string) error {
 	if instance == "" {
-		return &UserError{Msg: "--instance NAME is required through the controller (or give --repo URI to read the archive directly)"}
+		return &UserError{Code: ExitUsage, Msg: "--instance NAME is required through the controller (or give --repo URI to read the archive directly)"}
 	}
 	return f.call(ctx, func(ctx context.Context, c *client.Conn) error {
 		r, err := c.Control.GetBinlogStatus(ctx, &v1.GetBinlogStatusRequest{Instance: instance})

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -37,6 +38,7 @@ func newDevCmd(s *streams) *cobra.Command {
 		parallel  int
 		heartbeat time.Duration
 		lease     time.Duration
+		output    string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -57,13 +59,19 @@ Every connection is mutual TLS under a CA the dev cluster makes on first
 start (its key sealed with DATA_DIR/ca.key); --insecure runs plaintext
 instead (loopback only). A restart with the same --data-dir keeps the
 catalog, the CA and the repository.
-SIGINT or SIGTERM stops the agent, then the controller.`,
+SIGINT or SIGTERM stops the agent, then the controller. -o json prints one
+object instead: "controller" (the address), "credentials" (the admin
+credential's directory; null with --insecure), "repository", "data_dir" and
+"agent".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			tuneControllerGC()
 			ctx := cmd.Context()
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if dsn == "" {
-				return &UserError{Msg: "--mysql DSN is required: the server the local agent backs up, e.g. --mysql 'root@tcp(127.0.0.1:3306)/'"}
+				return &UserError{Code: ExitUsage, Msg: "--mysql DSN is required: the server the local agent backs up, e.g. --mysql 'root@tcp(127.0.0.1:3306)/'"}
 			}
 			if err := refuseArgvDSN(cmd, "mysql", dsn); err != nil {
 				return err
@@ -117,11 +125,26 @@ SIGINT or SIGTERM stops the agent, then the controller.`,
 			}
 			defer srv.Shutdown()
 			fmt.Fprintf(s.err, "tidemark dev: controller %s, repository %s, agent %q serving %s\n", srv.Addr(), repoURI, devAgentName, redactDSN(dsn))
-			fmt.Fprintf(s.out, "controller %s\n", srv.Addr())
-			fmt.Fprintf(s.out, "export %s=%s\n", "TIDEMARK_CONTROLLER", srv.Addr())
+			var adminCreds any // JSON null with --insecure
+			if !s.tls.insecure {
+				adminCreds = controller.AdminCredentials(cfg.DataDir)
+			}
+			if output == "json" {
+				if err := json.NewEncoder(s.out).Encode(map[string]any{
+					"controller": srv.Addr(), "credentials": adminCreds, "repository": repoURI,
+					"data_dir": dataDir, "agent": devAgentName,
+				}); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(s.out, "controller %s\n", srv.Addr())
+				fmt.Fprintf(s.out, "export %s=%s\n", "TIDEMARK_CONTROLLER", srv.Addr())
+				if adminCreds != nil {
+					fmt.Fprintf(s.out, "export %s=%s\n", envCredentials, adminCreds)
+				}
+			}
 			var agentCreds tlsx.Files
 			if !s.tls.insecure {
-				fmt.Fprintf(s.out, "export %s=%s\n", envCredentials, controller.AdminCredentials(cfg.DataDir))
 				// The local agent's credential, issued afresh at every start.
 				cred, err := srv.Issue(tlsx.Identity{Kind: tlsx.KindAgent, Name: devAgentName}, devAgentCertValidity)
 				if err != nil {
@@ -166,6 +189,7 @@ SIGINT or SIGTERM stops the agent, then the controller.`,
 	f.DurationVar(&lease, "lease-duration", 10*time.Second, "how long a job lease lives without a heartbeat")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	outputFlag(cmd, &output)
 	return cmd
 }
 

@@ -29,7 +29,7 @@ func dialLeader(ctx context.Context, s *streams, flag string) (*client.Conn, err
 	addrs := client.Addrs(flag)
 	if len(addrs) == 0 {
 		_, err := client.DialAny(ctx, nil, client.Options{})
-		return nil, &UserError{Msg: err.Error(), Err: err}
+		return nil, &UserError{Msg: err.Error(), Err: err, Code: ExitUsage}
 	}
 	opts, err := s.tls.clientOptions(addrs)
 	if err != nil {
@@ -68,6 +68,22 @@ func (f *fleetFlags) call(ctx context.Context, fn func(context.Context, *client.
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	c, err := dialController(ctx, f.s, f.controller)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = c.Close() }()
+	return fn(ctx, c)
+}
+
+// callLeader is call through the leader (writes: a follower would forward
+// them anyway; the leader answers them first hand).
+func (f *fleetFlags) callLeader(ctx context.Context, fn func(context.Context, *client.Conn) error) error {
+	if err := checkOutput(f.output); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	c, err := dialLeader(ctx, f.s, f.controller)
 	if err != nil {
 		return err
 	}
@@ -373,43 +389,125 @@ func newJobCmd(s *streams) *cobra.Command {
 		Use:   "job",
 		Short: "Follow one controller job",
 	}
-	cmd.AddCommand(newJobWatchCmd(s))
+	cmd.AddCommand(newJobWatchCmd(s), newJobCancelCmd(s))
+	return cmd
+}
+
+func newJobCancelCmd(s *streams) *cobra.Command {
+	var (
+		f      fleetFlags
+		reason string
+	)
+	cmd := &cobra.Command{
+		Use:   "cancel JOB_ID",
+		Short: "Cancel a pending or running job (operator)",
+		Long: `Cancel a job: a pending one never starts; a running one is stopped by its
+agent (a backup leaves no manifest: the repository holds no backup from it,
+and its uploaded chunks are collected by repo gc). The reason is recorded
+with the job. A job that already ended is refused, saying how and when it
+ended. -o json prints the job after the cancellation, as "jobs -o json"
+prints it.`,
+		Example: `  tidemark job cancel 20261203T100000Z-c81e49ce --reason "maintenance window"
+  tidemark jobs --instance db7 -o json | jq -r '.[] | select(.state=="running") | .id' | xargs -n1 tidemark job cancel`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeJobIDs(s),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return f.callLeader(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				r, err := c.Control.CancelJob(ctx, &v1.CancelJobRequest{Id: args[0], Reason: reason})
+				if err != nil {
+					return rpcErr(err)
+				}
+				if f.output == "json" {
+					return json.NewEncoder(s.out).Encode(jobJSON(r.GetJob()))
+				}
+				_, err = fmt.Fprintf(s.out, "job %s cancelled\n", r.GetJob().GetId())
+				return err
+			})
+		},
+	}
+	f.register(s, cmd)
+	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded with the job (default \"cancelled\")")
 	return cmd
 }
 
 func newJobWatchCmd(s *streams) *cobra.Command {
-	var controller string
+	var controller, output string
 	cmd := &cobra.Command{
 		Use:   "watch JOB_ID",
 		Short: "Stream a job's state and progress until it ends",
 		Long: `Stream a job's state changes and progress on stderr until it ends. A backup
 job's backup id is printed alone on stdout when it succeeds. Exits non-zero,
 with the reason, when the job failed or was cancelled. A controller that goes
-away mid-watch (a leader change) is replaced by another of --controller.`,
-		Args: cobra.ExactArgs(1),
+away mid-watch (a leader change) is replaced by another of --controller.
+
+-o json prints JSON lines on stdout, one object per update the controller
+sends (the job's fields, as in "tidemark jobs -o json"), the last one the job
+in its final state; nothing is drawn on stderr.`,
+		Example: `  tidemark job watch 20261203T100000Z-c81e49ce
+  tidemark job watch 20261203T100000Z-c81e49ce -o json | jq -c '{state, progress}'`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeJobIDs(s),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			j, err := watchJob(cmd.Context(), s, controller, args[0])
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			var each func(*v1.Job)
+			if output == "json" {
+				enc := json.NewEncoder(s.out)
+				each = func(j *v1.Job) { _ = enc.Encode(jobJSON(j)) }
+			}
+			j, err := watchJob(cmd.Context(), s, controller, args[0], each)
 			if err != nil {
 				return err
 			}
-			return jobOutcome(s, j)
+			if output == "json" {
+				// Every update, the final one included, is printed.
+				return jobFailure(j)
+			}
+			return jobOutcome(s, j, output)
 		},
 	}
 	controllerFlag(cmd, &controller)
+	outputFlag(cmd, &output)
 	return cmd
 }
 
+// printJobID prints a submitted job's id: alone on a line, or with -o json
+// as {"job_id": ID}.
+func printJobID(s *streams, id, output string) error {
+	if output == "json" {
+		return json.NewEncoder(s.out).Encode(map[string]any{"job_id": id})
+	}
+	_, err := fmt.Fprintln(s.out, id)
+	return err
+}
+
 // jobOutcome prints a finished job's result (the backup id of a backup
-// job) or returns its failure.
-func jobOutcome(s *streams, j *v1.Job) error {
-	switch j.GetState() {
-	case v1.JobState_JOB_STATE_SUCCEEDED:
+// job; with -o json the whole job, also when it failed) and returns its
+// failure.
+func jobOutcome(s *streams, j *v1.Job, output string) error {
+	if output == "json" {
+		if err := json.NewEncoder(s.out).Encode(jobJSON(j)); err != nil {
+			return err
+		}
+		return jobFailure(j)
+	}
+	if j.GetState() == v1.JobState_JOB_STATE_SUCCEEDED {
 		if id := j.GetResult().GetBackupId(); id != "" && j.GetKind() == v1.JobKind_JOB_KIND_BACKUP {
 			_, err := fmt.Fprintln(s.out, id)
 			return err
 		}
 		_, err := fmt.Fprintf(s.out, "job %s succeeded\n", j.GetId())
 		return err
+	}
+	return jobFailure(j)
+}
+
+// jobFailure is nil for a job that succeeded, else its failure.
+func jobFailure(j *v1.Job) error {
+	switch j.GetState() {
+	case v1.JobState_JOB_STATE_SUCCEEDED:
+		return nil
 	default:
 		reason := j.GetReason()
 		if reason == "" {
@@ -429,8 +527,15 @@ const watchGrace = 30 * time.Second
 // watchJob follows a job through WatchJob until it reaches a final state,
 // drawing progress on stderr, and returns the final job. It redials (any
 // of the addresses, preferring the leader) when the stream breaks.
-func watchJob(ctx context.Context, s *streams, controller, id string) (*v1.Job, error) {
-	p := newProgress(s.err, "job "+id)
+//
+// each, when set, gets every update instead (JSON lines), and nothing is
+// drawn.
+func watchJob(ctx context.Context, s *streams, controller, id string, each func(*v1.Job)) (*v1.Job, error) {
+	errw := s.err
+	if each != nil {
+		errw = io.Discard
+	}
+	p := newProgress(errw, "job "+id)
 	defer p.done()
 	var (
 		last      *v1.Job
@@ -438,6 +543,9 @@ func watchJob(ctx context.Context, s *streams, controller, id string) (*v1.Job, 
 	)
 	for {
 		j, err := watchOnce(ctx, s, controller, id, func(j *v1.Job) {
+			if each != nil {
+				each(j)
+			}
 			if last == nil || last.GetState() != j.GetState() || last.GetAttempt() != j.GetAttempt() {
 				p.done()
 				line := fmt.Sprintf("job %s: %s", id, jobState(j.GetState()))
@@ -447,7 +555,7 @@ func watchJob(ctx context.Context, s *streams, controller, id string) (*v1.Job, 
 				if n := len(j.GetPreviousAttempts()); n > 0 && (last == nil || len(last.GetPreviousAttempts()) != n) {
 					line += "; previous attempt ended: " + j.GetPreviousAttempts()[n-1].GetError()
 				}
-				fmt.Fprintln(s.err, line)
+				fmt.Fprintln(errw, line)
 			}
 			if pr := j.GetProgress(); pr != nil && j.GetState() == v1.JobState_JOB_STATE_RUNNING && (pr.GetBytesDone() > 0 || pr.GetRowsDone() > 0) {
 				p.bytes(pr.GetPhase(), int64(pr.GetBytesDone()), int64(pr.GetBytesTotal()), int64(pr.GetRowsDone()))
@@ -543,19 +651,22 @@ func backupJSON(b *v1.Backup) map[string]any {
 
 // controllerBackup submits a backup job and, with wait, follows it to its
 // end: the route of `tidemark backup --instance NAME` with a controller.
-func controllerBackup(ctx context.Context, s *streams, controller, instance, engine string, parallel int, wait bool) error {
+//
+// -o json: without wait {"job_id": ID}; with wait the final job (jobJSON),
+// printed also when the job failed.
+func controllerBackup(ctx context.Context, s *streams, controller, instance, engine string, parallel int, wait bool, output string) error {
 	if instance == "" {
-		return &UserError{Msg: "--instance NAME is required with a controller: the catalog's instance to back up (see tidemark instances)"}
+		return &UserError{Code: ExitUsage, Msg: "--instance NAME is required with a controller: the catalog's instance to back up (see tidemark instances)"}
 	}
 	if engine != "" && engine != "auto" {
 		// The agent runs the job with its own registry; an engine this
 		// binary does not know is refused here rather than as a failed job.
 		if _, err := s.engineByName(engine); err != nil {
-			return &UserError{Msg: fmt.Sprintf("--engine %q: use auto or one of %s", engine, strings.Join(s.engines().Names(), ", "))}
+			return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--engine %q: use auto or one of %s", engine, strings.Join(s.engines().Names(), ", "))}
 		}
 	}
 	if parallel < 0 {
-		return &UserError{Msg: "--parallel must be at least 1"}
+		return &UserError{Code: ExitUsage, Msg: "--parallel must be at least 1"}
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -570,15 +681,14 @@ func controllerBackup(ctx context.Context, s *streams, controller, instance, eng
 	}
 	id := r.GetJob().GetId()
 	if !wait {
-		_, err := fmt.Fprintln(s.out, id)
-		return err
+		return printJobID(s, id, output)
 	}
 	fmt.Fprintf(s.err, "backup job %s submitted for instance %s\n", id, instance)
-	j, err := watchJob(ctx, s, controller, id)
+	j, err := watchJob(ctx, s, controller, id, nil)
 	if err != nil {
 		return err
 	}
-	return jobOutcome(s, j)
+	return jobOutcome(s, j, output)
 }
 
 // controllerBackups lists the catalog's backups of an instance.
@@ -619,7 +729,7 @@ func controllerBackups(ctx context.Context, s *streams, controller, instance, ou
 
 // controllerRestore submits a restore job onto a catalog instance and
 // follows it to its end.
-func controllerRestore(ctx context.Context, s *streams, controller, instance string, wait bool, params *v1.RestoreParams) error {
+func controllerRestore(ctx context.Context, s *streams, controller, instance string, wait bool, params *v1.RestoreParams, output string) error {
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	c, err := dialLeader(sctx, s, controller)
@@ -633,8 +743,7 @@ func controllerRestore(ctx context.Context, s *streams, controller, instance str
 	}
 	id := r.GetJob().GetId()
 	if !wait {
-		_, err := fmt.Fprintln(s.out, id)
-		return err
+		return printJobID(s, id, output)
 	}
 	if params.GetStopAt() != nil {
 		rp := r.GetJob().GetRestore()
@@ -642,11 +751,11 @@ func controllerRestore(ctx context.Context, s *streams, controller, instance str
 	} else {
 		fmt.Fprintf(s.err, "restore job %s submitted: backup %s onto instance %s\n", id, params.GetBackupId(), instance)
 	}
-	j, err := watchJob(ctx, s, controller, id)
+	j, err := watchJob(ctx, s, controller, id, nil)
 	if err != nil {
 		return err
 	}
-	return jobOutcome(s, j)
+	return jobOutcome(s, j, output)
 }
 
 // viaController decides whether a command goes through a controller: when

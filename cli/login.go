@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ func newLoginCmd(s *streams) *cobra.Command {
 	var (
 		tokenFile  string
 		controller string
+		output     string
 	)
 	cmd := &cobra.Command{
 		Use:   "login",
@@ -29,12 +31,15 @@ certificate (--credentials, --tls-*), $TIDEMARK_TOKEN_FILE, the saved login.
 The token pins the cluster's CA: the CLI checks the controller against it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			raw, err := readTokenFile("--token-file", tokenFile)
 			if err != nil {
 				return err
 			}
 			if raw == "" {
-				return &UserError{Msg: "--token-file FILE is required"}
+				return &UserError{Code: ExitUsage, Msg: "--token-file FILE is required"}
 			}
 			tok, err := tlsx.ParseAccessToken(raw)
 			if err != nil {
@@ -62,11 +67,15 @@ The token pins the cluster's CA: the CLI checks the controller against it.`,
 			if err := os.WriteFile(path, []byte(raw+"\n"), 0o600); err != nil {
 				return userErr(err)
 			}
+			if output == "json" {
+				return json.NewEncoder(s.out).Encode(map[string]any{"token_id": tok.ID, "path": path})
+			}
 			fmt.Fprintf(s.out, "access token %s saved in %s\n", tok.ID, path)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the access token")
 	controllerFlag(cmd, &controller)
+	outputFlag(cmd, &output)
 	return cmd
 }

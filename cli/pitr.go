@@ -46,7 +46,7 @@ func parseToTime(s string) (time.Time, error) {
 			return t, nil
 		}
 	}
-	return time.Time{}, &UserError{Msg: fmt.Sprintf("--to-time %q: expected 'YYYY-MM-DD HH:MM:SS' (UTC), or with an offset "+
+	return time.Time{}, &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--to-time %q: expected 'YYYY-MM-DD HH:MM:SS' (UTC), or with an offset "+
 		"('2026-12-03 10:00:00+02:00'), or RFC 3339 ('2026-12-03T10:00:00Z')", s)}
 }
 
@@ -57,15 +57,15 @@ func parseToPosition(s string) (*v1.BinlogPosition, error) {
 	file, pos, ok := strings.Cut(at, ":")
 	n, err := strconv.ParseUint(pos, 10, 64)
 	if !ok || file == "" || err != nil {
-		return nil, &UserError{Msg: fmt.Sprintf("--to-position %q: expected FILE:POS or FILE:POS@SERVER_ID, e.g. mysql-bin.000042:1234", s)}
+		return nil, &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--to-position %q: expected FILE:POS or FILE:POS@SERVER_ID, e.g. mysql-bin.000042:1234", s)}
 	}
 	if n < 4 {
-		return nil, &UserError{Msg: fmt.Sprintf("--to-position %q: a binlog event starts at position 4 or later", s)}
+		return nil, &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--to-position %q: a binlog event starts at position 4 or later", s)}
 	}
 	var id uint64
 	if hasServer {
 		if id, err = strconv.ParseUint(server, 10, 32); err != nil || id == 0 {
-			return nil, &UserError{Msg: fmt.Sprintf("--to-position %q: %q after @ is not a server id (1 to 4294967295)", s, server)}
+			return nil, &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--to-position %q: %q after @ is not a server id (1 to 4294967295)", s, server)}
 		}
 	}
 	return &v1.BinlogPosition{File: file, Position: n, ServerId: uint32(id)}, nil
@@ -93,7 +93,7 @@ func pitrTarget(p *v1.RestoreParams, toTime, toGTID, toPosition string) (bool, e
 	case n == 0:
 		return false, nil
 	case n > 1:
-		return false, &UserError{Msg: "give one of --to-time, --to-gtid and --to-position: the point to restore to"}
+		return false, &UserError{Code: ExitUsage, Msg: "give one of --to-time, --to-gtid and --to-position: the point to restore to"}
 	}
 	switch {
 	case toTime != "":
@@ -104,7 +104,7 @@ func pitrTarget(p *v1.RestoreParams, toTime, toGTID, toPosition string) (bool, e
 		p.StopAt = &v1.RestoreParams_StopAtTime{StopAtTime: timestamppb.New(t)}
 	case toGTID != "":
 		if !controller.ValidGTID(toGTID) {
-			return false, &UserError{Msg: fmt.Sprintf("--to-gtid %q: expected a MariaDB GTID position such as 0-1-100 (domain-server-sequence, one per domain, comma-separated) or a MySQL GTID set such as 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-77", toGTID)}
+			return false, &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--to-gtid %q: expected a MariaDB GTID position such as 0-1-100 (domain-server-sequence, one per domain, comma-separated) or a MySQL GTID set such as 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-77", toGTID)}
 		}
 		p.StopAt = &v1.RestoreParams_StopAtGtidSet{StopAtGtidSet: strings.TrimSpace(toGTID)}
 	default:

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -23,6 +24,7 @@ type localPITRParams struct {
 	noBinlog                  bool
 	method, serveAddr         string
 	thenReplicate             string
+	output                    string
 }
 
 // stopTarget converts a restore job's stop point to the engine's form.
@@ -43,15 +45,15 @@ func stopTarget(p *v1.RestoreParams) pitr.Target {
 // --to-time|--to-gtid|--to-position`, run here.
 func localPITR(ctx context.Context, s *streams, rf *repoFlags, lp localPITRParams) error {
 	if lp.instance == "" {
-		return &UserError{Msg: "--instance NAME is required: the instance whose backup and archived binlog to restore (`tidemark binlog status --repo URI` lists them)"}
+		return &UserError{Code: ExitUsage, Msg: "--instance NAME is required: the instance whose backup and archived binlog to restore (`tidemark binlog status --repo URI` lists them)"}
 	}
 	if lp.filtered {
-		return &UserError{Msg: "a point-in-time restore brings back the whole instance: --databases, --tables, --rename-db and --include-users cannot be combined with --to-time, --to-gtid or --to-position (the binlog replays every database)"}
+		return &UserError{Code: ExitUsage, Msg: "a point-in-time restore brings back the whole instance: --databases, --tables, --rename-db and --include-users cannot be combined with --to-time, --to-gtid or --to-position (the binlog replays every database)"}
 	}
 	switch lp.method {
 	case apply.MethodAuto, apply.MethodReplication, apply.MethodSQL:
 	default:
-		return &UserError{Msg: fmt.Sprintf("--apply-method %q: use replication or sql", lp.method)}
+		return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--apply-method %q: use replication or sql", lp.method)}
 	}
 	if _, err := mysqlx.ParseDSN(lp.dsn); err != nil {
 		return userErr(err)
@@ -101,8 +103,24 @@ func localPITR(ctx context.Context, s *streams, rf *repoFlags, lp localPITRParam
 		}
 	}
 	a := res.Applied
+	if lp.output == "json" {
+		return json.NewEncoder(s.out).Encode(map[string]any{
+			"instance": lp.instance, "target": stopTarget(lp.stop).String(), "backup_id": res.Base.BackupId,
+			"base_restore_seconds": res.BaseRestore.Seconds(), "transactions": a.Transactions, "apply_method": a.Method,
+			"roll_forward_seconds": res.RollForward.Seconds(), "last": pointJSON(a.Last), "duration_seconds": time.Since(start).Seconds(),
+		})
+	}
 	_, err = fmt.Fprintf(s.out, "restored %s to %s: backup %s (%s) then %d transactions through %s (%s), ending at %s; total %s\n",
 		lp.instance, stopTarget(lp.stop), res.Base.BackupId, res.BaseRestore.Round(time.Millisecond),
 		a.Transactions, a.Method, res.RollForward.Round(time.Millisecond), a.Last, time.Since(start).Round(time.Millisecond))
 	return err
+}
+
+// pointJSON is the last transaction a roll-forward applied, or null when
+// it applied none.
+func pointJSON(p apply.Point) any {
+	if p.FileIndex == 0 {
+		return nil
+	}
+	return map[string]any{"gtid": p.GTID, "file": p.File, "position": p.Pos, "time": p.Time.UTC().Format(time.RFC3339Nano)}
 }

@@ -41,7 +41,7 @@ func (f *repoFlags) secret() (archive.Secret, error) {
 
 func (f *repoFlags) store(ctx context.Context, create bool) (storage.Storage, error) {
 	if f.uri == "" {
-		return nil, &UserError{Msg: "--repo is required (or set TIDEMARK_REPO): file:///path or s3://bucket/prefix?endpoint=host:port"}
+		return nil, &UserError{Code: ExitUsage, Msg: "--repo is required (or set TIDEMARK_REPO): file:///path or s3://bucket/prefix?endpoint=host:port"}
 	}
 	st, err := location.Open(ctx, f.uri, location.Options{Create: create})
 	if err != nil {
@@ -128,16 +128,16 @@ func newRepoInitCmd(s *streams) *cobra.Command {
 				return err
 			}
 			if encrypt && sec.KeyFile.IsZero() && sec.Passphrase.IsZero() {
-				return &UserError{Msg: "--encrypt needs --key-file or --passphrase-file"}
+				return &UserError{Code: ExitUsage, Msg: "--encrypt needs --key-file or --passphrase-file"}
 			}
 			opts.Encrypt, opts.Secret = encrypt, sec
 			if lockDays < 0 {
-				return &UserError{Msg: "--object-lock must be a number of days, at least 1"}
+				return &UserError{Code: ExitUsage, Msg: "--object-lock must be a number of days, at least 1"}
 			}
 			if lockDays > 0 {
 				opts.ObjectLock = &archive.ObjectLock{Days: lockDays, Mode: lockMode}
 			} else if cmd.Flags().Changed("object-lock-mode") {
-				return &UserError{Msg: "--object-lock-mode needs --object-lock DAYS"}
+				return &UserError{Code: ExitUsage, Msg: "--object-lock-mode needs --object-lock DAYS"}
 			}
 			st, err := rf.store(cmd.Context(), true)
 			if err != nil {
@@ -226,7 +226,7 @@ func newRepoVerifyCmd(s *streams) *cobra.Command {
 				}
 			}
 			if !rep.OK() {
-				return &UserError{Msg: fmt.Sprintf("repository damaged: %d chunk problems, backups affected: %s; %d damaged binlog objects", len(rep.Problems), strings.Join(rep.DamagedBackup, ", "), len(rep.BadObjects))}
+				return &UserError{Code: ExitDamaged, Msg: fmt.Sprintf("repository damaged: %d chunk problems, backups affected: %s; %d damaged binlog objects", len(rep.Problems), strings.Join(rep.DamagedBackup, ", "), len(rep.BadObjects))}
 			}
 			if output != "json" {
 				fmt.Fprintln(s.out, "no problems found")
@@ -264,10 +264,10 @@ waits for and when it becomes deletable.`,
 				return err
 			}
 			if opts.Grace < 0 {
-				return &UserError{Msg: "--grace must not be negative"}
+				return &UserError{Code: ExitUsage, Msg: "--grace must not be negative"}
 			}
 			if opts.Workers < 1 {
-				return &UserError{Msg: "--workers must be at least 1"}
+				return &UserError{Code: ExitUsage, Msg: "--workers must be at least 1"}
 			}
 			repo, closeRepo, err := rf.open(cmd.Context())
 			if err != nil {
@@ -336,7 +336,7 @@ func newRepoStatsCmd(s *streams) *cobra.Command {
 
 func checkOutput(o string) error {
 	if o != "text" && o != "json" {
-		return &UserError{Msg: fmt.Sprintf("unknown output format %q: use text or json", o)}
+		return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("unknown output format %q: use text or json", o)}
 	}
 	return nil
 }

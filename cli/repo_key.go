@@ -96,7 +96,7 @@ func newRepoKeyAddCmd(s *streams) *cobra.Command {
 				return err
 			}
 			if nf.keyFile == "" && nf.passphraseFile == "" {
-				return &UserError{Msg: "give the key to add: --new-key-file or --new-passphrase-file"}
+				return &UserError{Code: ExitUsage, Msg: "give the key to add: --new-key-file or --new-passphrase-file"}
 			}
 			sec, err := nf.secret()
 			if err != nil {
@@ -126,7 +126,10 @@ func newRepoKeyAddCmd(s *streams) *cobra.Command {
 }
 
 func newRepoKeyRemoveCmd(s *streams) *cobra.Command {
-	var rf repoFlags
+	var (
+		rf     repoFlags
+		output string
+	)
 	cmd := &cobra.Command{
 		Use:   "remove KEY-ID",
 		Short: "Remove a key (the last one is refused); `repo key list` shows the ids",
@@ -137,6 +140,9 @@ those added later (one root key wraps them all). For an exposed key, start a new
 repository.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			repo, closeRepo, err := rf.open(cmd.Context())
 			if err != nil {
 				return err
@@ -145,11 +151,15 @@ repository.`,
 			if err := repo.RemoveKey(cmd.Context(), args[0]); err != nil {
 				return userErr(err)
 			}
+			if output == "json" {
+				return json.NewEncoder(s.out).Encode(map[string]any{"removed": args[0]})
+			}
 			_, err = fmt.Fprintf(s.out, "removed key %s\n", args[0])
 			return err
 		},
 	}
 	rf.register(cmd)
+	outputFlag(cmd, &output)
 	return cmd
 }
 

@@ -184,8 +184,10 @@ func TestRepoKeyCommands(t *testing.T) {
 			passID = k.ID
 		}
 	}
-	if code, _, errs = run(t, "repo", "key", "remove", passID, "--repo", repo, "--key-file", key); code != 0 {
-		t.Fatalf("remove: %s", errs)
+	code, out, errs = run(t, "repo", "key", "remove", passID, "--repo", repo, "--key-file", key, "-o", "json")
+	var removed map[string]string
+	if code != 0 || json.Unmarshal([]byte(out), &removed) != nil || removed["removed"] != passID {
+		t.Fatalf("remove: %d %q %s", code, out, errs)
 	}
 	code, _, errs = run(t, "repo", "stats", "--repo", repo, "--passphrase-file", pass)
 	if code == 0 || !strings.Contains(errs, "wrong key or passphrase") || !strings.Contains(errs, filepath.Join(dir, "repo")) {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -24,6 +25,7 @@ type datadirParams struct {
 	parallel            int
 	applyParallel       int
 	method, serveAddr   string
+	output              string
 }
 
 // physicalUsage is the error for a physical backup given to a restore onto
@@ -57,7 +59,7 @@ func restoreDatadir(ctx context.Context, s *streams, rf *repoFlags, dp datadirPa
 	switch dp.method {
 	case apply.MethodAuto, apply.MethodReplication, apply.MethodSQL:
 	default:
-		return &UserError{Msg: fmt.Sprintf("--apply-method %q: use replication or sql", dp.method)}
+		return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--apply-method %q: use replication or sql", dp.method)}
 	}
 	repo, closeRepo, err := rf.open(ctx)
 	if err != nil {
@@ -101,6 +103,15 @@ func restoreDatadir(ctx context.Context, s *streams, rf *repoFlags, dp datadirPa
 		for _, w := range a.Warnings {
 			fmt.Fprintln(s.err, "warning:", w)
 		}
+		if dp.output == "json" {
+			return json.NewEncoder(s.out).Encode(map[string]any{
+				"instance": res.Base.Instance, "target": stopTarget(dp.stop).String(), "datadir": dp.dir,
+				"backup_id": res.Base.BackupId, "engine": res.Base.Engine, "files": r.Files, "bytes": r.Bytes,
+				"extract_seconds": r.Extract.Seconds(), "prepare_seconds": r.Prepare.Seconds(),
+				"transactions": a.Transactions, "apply_method": a.Method, "roll_forward_seconds": r.RollForward.Seconds(),
+				"last": pointJSON(a.Last), "duration_seconds": time.Since(start).Seconds(), "warnings": nonNilStrings(a.Warnings),
+			})
+		}
 		_, err = fmt.Fprintf(s.out, "restored %s to %s into %s: backup %s (%s; %d files, %s, written in %s, prepared in %s) then %d transactions through %s (%s), ending at %s; total %s\n",
 			res.Base.Instance, stopTarget(dp.stop), dp.dir, res.Base.BackupId, res.Base.Engine, r.Files, humanBytes(r.Bytes),
 			r.Extract.Round(time.Millisecond), r.Prepare.Round(time.Millisecond), a.Transactions, a.Method,
@@ -122,6 +133,17 @@ func restoreDatadir(ctx context.Context, s *streams, rf *repoFlags, dp datadirPa
 	p.done()
 	if err != nil {
 		return datadirErr(err)
+	}
+	if dp.output == "json" {
+		out := map[string]any{
+			"backup_id": m.BackupId, "engine": m.Engine, "datadir": dp.dir, "files": r.Files, "bytes": r.Bytes,
+			"extract_seconds": r.Extract.Seconds(), "prepare_seconds": r.Prepare.Seconds(),
+			"server": r.Mysqld.Flavor + " " + r.Mysqld.Major, "consistency": nil,
+		}
+		if c := m.Consistency; c != nil {
+			out["consistency"] = map[string]any{"binlog_file": c.BinlogFile, "binlog_position": c.BinlogPosition, "gtid_set": c.GtidSet, "time": tsJSON(c.Time)}
+		}
+		return json.NewEncoder(s.out).Encode(out)
 	}
 	_, err = fmt.Fprintf(s.out, "restored backup %s (%s) into %s: %d files, %s, written in %s, prepared in %s; start %s on it (the files belong to the user that ran the restore)\n",
 		m.BackupId, m.Engine, dp.dir, r.Files, humanBytes(r.Bytes), r.Extract.Round(time.Millisecond), r.Prepare.Round(time.Millisecond),

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -88,9 +89,10 @@ func TestRestoreDatadirCommand(t *testing.T) {
 			t.Fatalf("restore %v created %s (%v)", c.args, dir, err)
 		}
 	}
-	code, out, errs = run(t, "restore", m.BackupId, "--repo", repoURI, "--to-datadir", dir)
-	if code != 0 || !strings.Contains(out, "restored backup "+m.BackupId) {
-		t.Fatalf("restore --to-datadir: %d %q %q", code, out, errs)
+	code, out, errs = run(t, "restore", m.BackupId, "--repo", repoURI, "--to-datadir", dir, "-o", "json")
+	var res map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res["backup_id"] != m.BackupId || res["datadir"] != dir || res["files"].(float64) == 0 {
+		t.Fatalf("restore --to-datadir -o json: %d %q %q", code, out, errs)
 	}
 	if physical.Unfinished(dir) {
 		t.Fatal("marker left")

@@ -16,6 +16,9 @@ import (
 type UserError struct {
 	Msg string
 	Err error
+	// Code is the process's exit code for this error (ExitUsage,
+	// ExitDamaged, ...); 0 leaves it to exitCode, which looks at Err.
+	Code int
 }
 
 func (e *UserError) Error() string { return e.Msg }
@@ -44,7 +47,12 @@ func NewRootWith(w Wiring, in io.Reader, out, errw io.Writer) *cobra.Command {
 		Use:   "tidemark",
 		Short: "Backup and point-in-time recovery for fleets of MySQL and MariaDB servers",
 		Long: `Tidemark backs up MySQL and MariaDB servers into a content-addressed,
-deduplicated, optionally encrypted repository on S3, MinIO or a local directory.`,
+deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
+
+Every command that prints data takes -o json: one JSON document per run
+(JSON lines for job watch), snake_case field names, RFC 3339 UTC times.
+
+` + exitCodesHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -73,7 +81,14 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newTokenCmd(s),
 		newAuditCmd(s),
 		newLoginCmd(s),
+		newCompletionCmd(s),
 	)
+	// Our own completion command (with an Example, like every command)
+	// replaces cobra's default one.
+	root.CompletionOptions.DisableDefaultCmd = true
+	registerCompletions(s, root)
+	applyExamples(root)
+	markUsageErrors(root)
 	return root
 }
 
@@ -96,7 +111,10 @@ func MainWith(w Wiring, args []string, in io.Reader, out, errw io.Writer) int {
 		} else {
 			fmt.Fprintln(errw, "error:", err)
 		}
-		return 1
+		if !errors.As(err, &ue) && isUnknownCommand(err) {
+			return ExitUsage
+		}
+		return exitCode(err)
 	}
-	return 0
+	return ExitOK
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -51,16 +52,25 @@ cluster before it sends the token.`,
 			_, uerr := tlsx.ParseRole(role)
 			switch {
 			case role != "agent" && role != "controller" && uerr != nil:
-				return &UserError{Msg: fmt.Sprintf("--role %q: use agent or controller (a join token), or viewer, operator or admin (a user's access token, with --user)", role)}
+				return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--role %q: use agent or controller (a join token), or viewer, operator or admin (a user's access token, with --user)", role)}
 			case uerr == nil && user == "":
-				return &UserError{Msg: fmt.Sprintf("--role %s makes a CLI user's access token: give --user NAME", role)}
+				return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--role %s makes a CLI user's access token: give --user NAME", role)}
 			case uerr != nil && user != "":
-				return &UserError{Msg: "--user is for access tokens (--role viewer, operator or admin)"}
+				return &UserError{Code: ExitUsage, Msg: "--user is for access tokens (--role viewer, operator or admin)"}
 			}
 			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
 				r, err := c.Control.CreateJoinToken(ctx, &v1.CreateJoinTokenRequest{Role: role, Ttl: durationpb.New(ttl), Uses: uses, User: user})
 				if err != nil {
 					return rpcErr(err)
+				}
+				if f.output == "json" {
+					out := map[string]any{"token": r.GetToken(), "role": role, "expires_at": tsJSON(r.GetExpiresAt())}
+					if user != "" {
+						out["user"] = user
+					} else {
+						out["uses"] = max(uses, 1)
+					}
+					return json.NewEncoder(s.out).Encode(out)
 				}
 				fmt.Fprintln(s.out, r.GetToken())
 				if user != "" {
@@ -104,6 +114,9 @@ func newAgentRevokeCmd(s *streams) *cobra.Command {
 				r, err := c.Control.RevokeAgent(ctx, &v1.RevokeAgentRequest{Name: args[0]})
 				if err != nil {
 					return rpcErr(err)
+				}
+				if f.output == "json" {
+					return json.NewEncoder(s.out).Encode(map[string]any{"agent": args[0], "revoked": true, "was_connected": r.GetWasConnected()})
 				}
 				if r.GetWasConnected() {
 					fmt.Fprintf(s.out, "agent %s revoked; its stream was cut\n", args[0])

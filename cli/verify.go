@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -14,11 +15,12 @@ import (
 )
 
 // verifyRestore compares what a restore of backup id wrote on p.DSN with
-// the row checksums the backup recorded, and prints the outcome.
-func verifyRestore(ctx context.Context, s *streams, eng engines.Engine, id string, p engines.VerifyParams) error {
+// the row checksums the backup recorded, and prints the outcome unless
+// quiet. A difference is ExitDamaged.
+func verifyRestore(ctx context.Context, s *streams, eng engines.Engine, id string, p engines.VerifyParams, quiet bool) (*engines.VerifyResult, error) {
 	v, ok := eng.(engines.Verifier)
 	if !ok {
-		return &UserError{Msg: fmt.Sprintf("backup %s was written by engine %q, which records no row checksums to verify a restore against", id, eng.Name())}
+		return nil, &UserError{Msg: fmt.Sprintf("backup %s was written by engine %q, which records no row checksums to verify a restore against", id, eng.Name())}
 	}
 	pr := newProgress(s.err, "verify")
 	p.Progress = func(x engines.Progress) { pr.bytes(x.Phase, x.BytesDone, x.BytesTotal, x.RowsDone) }
@@ -26,16 +28,19 @@ func verifyRestore(ctx context.Context, s *streams, eng engines.Engine, id strin
 	res, err := v.Verify(ctx, p)
 	pr.done()
 	if errors.Is(err, engines.ErrMismatch) {
-		return &UserError{Msg: fmt.Sprintf("verify of the restore of backup %s: %v", id, err), Err: err}
+		return nil, &UserError{Code: ExitDamaged, Msg: fmt.Sprintf("verify of the restore of backup %s: %v", id, err), Err: err}
 	}
 	if err != nil {
-		return userErr(fmt.Errorf("verify of the restore of backup %s: %w", id, err))
+		return nil, userErr(fmt.Errorf("verify of the restore of backup %s: %w", id, err))
 	}
 	for _, w := range res.Warnings {
 		fmt.Fprintln(s.err, "warning:", w)
 	}
+	if quiet {
+		return res, nil
+	}
 	_, err = fmt.Fprintf(s.out, "verified: %d tables, %d rows equal to backup %s's row checksums in %s\n", res.Tables, res.Rows, id, time.Since(start).Round(time.Millisecond))
-	return err
+	return res, err
 }
 
 func newVerifyRestoreCmd(s *streams) *cobra.Command {
@@ -44,6 +49,7 @@ func newVerifyRestoreCmd(s *streams) *cobra.Command {
 		dsn, databases, tables string
 		renames                []string
 		parallel               int
+		output                 string
 	)
 	cmd := &cobra.Command{
 		Use:   "verify-restore BACKUP_ID --to-mysql DSN",
@@ -54,12 +60,17 @@ reader, and compares every table's row count and order-independent row checksum
 with those recorded at backup time. Every table that differs is named with both
 counts and checksums. Run it before the restored server takes writes: a changed
 row is reported like a damaged one.`,
-		Example: `  tidemark verify-restore 20261203T101500Z-1a2b3c4d --repo s3://backups/prod --to-mysql 'restore@tcp(10.0.0.7:3306)/'`,
-		Args:    cobra.ExactArgs(1),
+		Example: `  TIDEMARK_MYSQL_PASSWORD_FILE=/etc/tidemark/restore.pass \
+      tidemark verify-restore 20261203T101500Z-1a2b3c4d --repo s3://backups/prod --to-mysql 'restore@tcp(10.0.0.7:3306)/'
+  tidemark verify-restore 20261203T101500Z-1a2b3c4d --repo file:///srv/backups --to-mysql 'root@tcp(127.0.0.1:3307)/' --rename-db shop:shop_copy -o json`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if dsn == "" {
-				return &UserError{Msg: "--to-mysql DSN is required: the server the backup was restored into"}
+				return &UserError{Code: ExitUsage, Msg: "--to-mysql DSN is required: the server the backup was restored into"}
 			}
 			if err := refuseArgvDSN(cmd, "to-mysql", dsn); err != nil {
 				return err
@@ -87,10 +98,14 @@ row is reported like a damaged one.`,
 			if err != nil {
 				return &UserError{Msg: fmt.Sprintf("backup %s was written by engine %q, which this tidemark cannot read", m.BackupId, m.Engine)}
 			}
-			return verifyRestore(ctx, s, eng, m.BackupId, engines.VerifyParams{
+			res, err := verifyRestore(ctx, s, eng, m.BackupId, engines.VerifyParams{
 				DSN: dsn, Parallel: parallel, Source: engines.ArchiveSource(repo, m),
 				Databases: splitList(databases), Tables: splitList(tables), RenameDB: rename,
-			})
+			}, output == "json")
+			if err != nil || output != "json" {
+				return err
+			}
+			return json.NewEncoder(s.out).Encode(map[string]any{"backup_id": m.BackupId, "tables": res.Tables, "rows": res.Rows, "warnings": nonNilStrings(res.Warnings)})
 		},
 	}
 	rf.register(cmd)
@@ -99,5 +114,6 @@ row is reported like a damaged one.`,
 	cmd.Flags().StringVar(&databases, "databases", "", "the restore's --databases")
 	cmd.Flags().StringVar(&tables, "tables", "", "the restore's --tables")
 	cmd.Flags().StringArrayVar(&renames, "rename-db", nil, "the restore's --rename-db (old:new; repeatable)")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
 }

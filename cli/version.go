@@ -65,7 +65,7 @@ func newVersionCmd(s *streams) *cobra.Command {
 				_, err := fmt.Fprintf(s.out, "tidemark %s\ncommit: %s\ngo: %s\nzstd: %s\n", out.Version, out.Commit, out.GoVersion, out.zstdText())
 				return err
 			default:
-				return &UserError{Msg: fmt.Sprintf("unknown output format %q: use text or json", output)}
+				return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("unknown output format %q: use text or json", output)}
 			}
 		},
 	}

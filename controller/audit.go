@@ -49,6 +49,9 @@ var audited = map[string]func(req any) (target string, flags map[string]string){
 	v1.ControlService_RemoveMember_FullMethodName: func(r any) (string, map[string]string) {
 		return r.(*v1.RemoveMemberRequest).GetId(), nil
 	},
+	v1.ControlService_TransferLeadership_FullMethodName: func(r any) (string, map[string]string) {
+		return r.(*v1.TransferLeadershipRequest).GetTargetId(), nil
+	},
 	v1.ControlService_CreateJoinToken_FullMethodName: func(r any) (string, map[string]string) {
 		q := r.(*v1.CreateJoinTokenRequest)
 		f := map[string]string{"role": q.GetRole(), "uses": strconv.Itoa(int(q.GetUses())), "ttl": q.GetTtl().AsDuration().String()}
@@ -74,6 +77,8 @@ var auditFirst = map[string]bool{
 	v1.ControlService_SubmitRestore_FullMethodName: true,
 	v1.ControlService_RemoveMember_FullMethodName:  true,
 	v1.ControlService_RevokeAgent_FullMethodName:   true,
+	// Recorded while this node still leads: afterwards it cannot write.
+	v1.ControlService_TransferLeadership_FullMethodName: true,
 }
 
 // audit runs a mutating call h with its audit records: on the leader only
@@ -106,6 +111,12 @@ func (s *Server) audit(ctx context.Context, method string, req any, h func(conte
 	outcome := "ok"
 	if err != nil {
 		outcome = "error: " + status.Convert(toStatus(err)).Message()
+	}
+	if !s.isLeader() {
+		// The call moved leadership away (TransferLeadership): the
+		// "started" record is the trail's entry.
+		s.log.Info("audit outcome not recorded: this node no longer leads", "rpc", method, "target", target, "who", who(ctx), "outcome", outcome)
+		return resp, err
 	}
 	if aerr := rec(outcome); aerr != nil {
 		s.log.Error("audit record not written", "rpc", method, "target", target, "who", who(ctx), "outcome", outcome, "err", aerr)

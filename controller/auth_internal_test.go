@@ -87,7 +87,7 @@ func TestRolesTable(t *testing.T) {
 		// A node's own status is also how agents and nodes probe an address.
 		"probe":      {"NodeStatus"},
 		"operate":    {"SubmitBackup", "SubmitRestore", "CancelJob", "StartBinlogStream", "StopBinlogStream"},
-		"administer": {"AddMember", "RemoveMember", "CreateJoinToken", "RevokeAgent", "ListAudit", "TakeSnapshot"},
+		"administer": {"AddMember", "RemoveMember", "TransferLeadership", "CreateJoinToken", "RevokeAgent", "ListAudit", "TakeSnapshot"},
 		"agent":      {"Connect", "Put", "Get", "Stat", "List", "Delete", "RenewCertificate"},
 		"join":       {"Join"},
 	}

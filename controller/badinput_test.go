@@ -64,31 +64,32 @@ func TestBadInput(t *testing.T) {
 		name string
 		args []string
 		want string
+		code int // the exit code: 1 failed, 2 usage, 4 credential refused, 5 nothing reachable
 	}{
-		{"NeitherBootstrapNorJoin", fresh(), "is new: give --bootstrap to start a new cluster, or --join GRPC_ADDR"},
-		{"BootstrapAndJoin", append(fresh(), "--bootstrap", "--join", srv.Addr()), "give --bootstrap (start a new cluster) or --join ADDR (join an existing one), not both"},
-		{"NoIdentityOnNewDir", []string{"controller", "--data-dir", t.TempDir(), "--bootstrap", "--insecure"}, "a new node needs --node-id, --grpc-addr, --raft-addr"},
-		{"JoinNothing", append(fresh(), "--join", testenv.FreeAddr(t), "--join-timeout", "1s"), "could not join the cluster via 127.0.0.1:"},
-		{"JoinNodeWithoutCluster", append(fresh(), "--join", lonely.grpcAddr, "--join-timeout", "1s"), "cannot add this node: it is not part of a bootstrapped cluster, or its cluster has no leader"},
-		{"JoinHTTPServer", append(fresh(), "--join", strings.TrimPrefix(httpSrv.URL, "http://")), "TLS handshake failed: it does not speak TLS"},
-		{"JoinRaftPort", append(fresh(), "--join", raftAddr, "--join-timeout", "3s"), "not a tidemark controller: it does not speak gRPC"},
-		{"JoinOtherGRPC", append(fresh(), "--join", lis.Addr().String()), "not a tidemark controller: it serves gRPC but not the controller API"},
-		{"OtherNodeID", append([]string{"controller", "--data-dir", used.dataDir, "--node-id", "u2"}, used.tls...), "belongs to node u1"},
-		{"NoTLS", bare1(), "no TLS: give --ca-key-file FILE"},
-		{"UnreadableTLSKey", append(bare1(), "--tls-ca", x1[1], "--tls-cert", x1[3], "--tls-key", filepath.Join(t.TempDir(), "missing.pem"), "--bootstrap"), "reading --tls-key: open "},
-		{"CertOfOtherNode", append(append(bare1(), testenv.Args(testCA(t).Files(t, testenv.Controller("x2")))...), "--bootstrap"), "names controller x2, but this node is controller x1"},
-		{"AgentCertAsNode", append(append(bare1(), testenv.Args(testCA(t).Files(t, testenv.Agent("x1")))...), "--bootstrap"), "names agent x1, but this node is controller x1"},
-		{"CertOfOtherCA", append(append(bare1(), testenv.Args(strangers.Files(t, testenv.Controller("x1")))...), "--join", srv.Addr()), "TLS handshake failed: tls: failed to verify certificate: x509: certificate signed by unknown authority"},
-		{"WrongCAKeyFile", []string{"controller", "--data-dir", own.dataDir, "--ca-key-file", otherKey}, "does not open the cluster's CA key"},
-		{"InsecureNotLoopback", []string{"controller", "--node-id", "x", "--data-dir", t.TempDir(), "--grpc-addr", "0.0.0.0:" + strings.Split(testenv.FreeAddr(t), ":")[1], "--raft-addr", testenv.FreeAddr(t), "--bootstrap", "--insecure"}, "--insecure (plaintext) is only allowed on loopback addresses"},
-		{"WildcardRaftAddr", []string{"controller", "--node-id", "x", "--data-dir", t.TempDir(), "--grpc-addr", testenv.FreeAddr(t), "--raft-addr", "0.0.0.0:7401", "--bootstrap", "--insecure"}, "needs a concrete host"},
+		{"NeitherBootstrapNorJoin", fresh(), "is new: give --bootstrap to start a new cluster, or --join GRPC_ADDR", 1},
+		{"BootstrapAndJoin", append(fresh(), "--bootstrap", "--join", srv.Addr()), "give --bootstrap (start a new cluster) or --join ADDR (join an existing one), not both", 2},
+		{"NoIdentityOnNewDir", []string{"controller", "--data-dir", t.TempDir(), "--bootstrap", "--insecure"}, "a new node needs --node-id, --grpc-addr, --raft-addr", 1},
+		{"JoinNothing", append(fresh(), "--join", testenv.FreeAddr(t), "--join-timeout", "1s"), "could not join the cluster via 127.0.0.1:", 5},
+		{"JoinNodeWithoutCluster", append(fresh(), "--join", lonely.grpcAddr, "--join-timeout", "1s"), "cannot add this node: it is not part of a bootstrapped cluster, or its cluster has no leader", 1},
+		{"JoinHTTPServer", append(fresh(), "--join", strings.TrimPrefix(httpSrv.URL, "http://")), "TLS handshake failed: it does not speak TLS", 5},
+		{"JoinRaftPort", append(fresh(), "--join", raftAddr, "--join-timeout", "3s"), "not a tidemark controller: it does not speak gRPC", 5},
+		{"JoinOtherGRPC", append(fresh(), "--join", lis.Addr().String()), "not a tidemark controller: it serves gRPC but not the controller API", 5},
+		{"OtherNodeID", append([]string{"controller", "--data-dir", used.dataDir, "--node-id", "u2"}, used.tls...), "belongs to node u1", 1},
+		{"NoTLS", bare1(), "no TLS: give --ca-key-file FILE", 2},
+		{"UnreadableTLSKey", append(bare1(), "--tls-ca", x1[1], "--tls-cert", x1[3], "--tls-key", filepath.Join(t.TempDir(), "missing.pem"), "--bootstrap"), "reading --tls-key: open ", 1},
+		{"CertOfOtherNode", append(append(bare1(), testenv.Args(testCA(t).Files(t, testenv.Controller("x2")))...), "--bootstrap"), "names controller x2, but this node is controller x1", 1},
+		{"AgentCertAsNode", append(append(bare1(), testenv.Args(testCA(t).Files(t, testenv.Agent("x1")))...), "--bootstrap"), "names agent x1, but this node is controller x1", 1},
+		{"CertOfOtherCA", append(append(bare1(), testenv.Args(strangers.Files(t, testenv.Controller("x1")))...), "--join", srv.Addr()), "TLS handshake failed: tls: failed to verify certificate: x509: certificate signed by unknown authority", 4},
+		{"WrongCAKeyFile", []string{"controller", "--data-dir", own.dataDir, "--ca-key-file", otherKey}, "does not open the cluster's CA key", 1},
+		{"InsecureNotLoopback", []string{"controller", "--node-id", "x", "--data-dir", t.TempDir(), "--grpc-addr", "0.0.0.0:" + strings.Split(testenv.FreeAddr(t), ":")[1], "--raft-addr", testenv.FreeAddr(t), "--bootstrap", "--insecure"}, "--insecure (plaintext) is only allowed on loopback addresses", 1},
+		{"WildcardRaftAddr", []string{"controller", "--node-id", "x", "--data-dir", t.TempDir(), "--grpc-addr", testenv.FreeAddr(t), "--raft-addr", "0.0.0.0:7401", "--bootstrap", "--insecure"}, "needs a concrete host", 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t0 := time.Now()
 			_, errOut, code := run(t, 20*time.Second, c.args...)
-			if code != 1 || !strings.Contains(errOut, c.want) || strings.Count(strings.TrimSpace(lastLines(errOut)), "\n") > 0 {
-				t.Fatalf("exit %d, stderr:\n%s\nwant one line containing %q", code, errOut, c.want)
+			if code != c.code || !strings.Contains(errOut, c.want) || strings.Count(strings.TrimSpace(lastLines(errOut)), "\n") > 0 {
+				t.Fatalf("exit %d, stderr:\n%s\nwant exit %d and one line containing %q", code, errOut, c.code, c.want)
 			}
 			t.Logf("%s: %s", time.Since(t0).Round(time.Millisecond), lastLines(errOut))
 		})

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"strconv"
@@ -449,6 +450,9 @@ func (s *Server) cancelJob(ctx context.Context, id, reason string) (*v1.Job, err
 	if err != nil {
 		return nil, err
 	}
+	if done := finishedJob(old); done != "" {
+		return nil, catalog.Errorf(catalog.ErrConflict, "%s; nothing to cancel", done)
+	}
 	if reason == "" {
 		reason = "cancelled"
 	}
@@ -510,4 +514,25 @@ func (c *controlService) ClusterStatus(ctx context.Context, _ *v1.ClusterStatusR
 		Members: s.members(ctx), LeaderId: local.GetLeaderId(), Term: local.GetTerm(),
 		CommitIndex: local.GetCommitIndex(), AppliedIndex: local.GetAppliedIndex(), NodeId: s.id.NodeID,
 	}, nil
+}
+
+// finishedJob says how a job in a final state ended ("job X already
+// succeeded at T"), or "" for a job still pending or running.
+func finishedJob(j *v1.Job) string {
+	var how string
+	switch j.GetState() {
+	case v1.JobState_JOB_STATE_SUCCEEDED:
+		how = "succeeded"
+	case v1.JobState_JOB_STATE_FAILED:
+		how = "failed"
+	case v1.JobState_JOB_STATE_CANCELLED:
+		how = "cancelled"
+	default:
+		return ""
+	}
+	msg := fmt.Sprintf("job %s already %s at %s", j.GetId(), how, j.GetUpdatedAt().AsTime().UTC().Format(time.RFC3339))
+	if r := j.GetReason(); r != "" && j.GetState() != v1.JobState_JOB_STATE_SUCCEEDED {
+		msg += " (" + r + ")"
+	}
+	return msg
 }

@@ -89,7 +89,7 @@ func TestJoinRevokeAuditProcesses(t *testing.T) {
 	if out, errOut, code := run(t, 20*time.Second, "agents", "--controller", n.grpcAddr); code != 0 || !strings.Contains(out, "a1") {
 		t.Fatalf("agents as vera: %s %s", out, errOut)
 	}
-	if _, errOut, code := run(t, 20*time.Second, "agent", "revoke", "a1", "--controller", n.grpcAddr); code != 1 || !strings.Contains(errOut, "user vera (viewer) may not call /tidemark.v1.ControlService/RevokeAgent: it needs the admin role") {
+	if _, errOut, code := run(t, 20*time.Second, "agent", "revoke", "a1", "--controller", n.grpcAddr); code != 4 || !strings.Contains(errOut, "user vera (viewer) may not call /tidemark.v1.ControlService/RevokeAgent: it needs the admin role") {
 		t.Fatalf("revoke as vera: exit %d %s", code, errOut)
 	}
 

@@ -208,7 +208,7 @@ func Classify(err error) error {
 			return fmt.Errorf("%w: it does not speak gRPC (a TLS server without HTTP/2: a Raft port?)", ErrNotController)
 		}
 		if strings.Contains(msg, "first record does not look like a TLS handshake") {
-			return fmt.Errorf("%w: it does not speak TLS (plaintext: a controller started with --insecure? then dial it with --insecure too)", ErrTLS)
+			return notTLSError{fmt.Errorf("%w: it does not speak TLS (plaintext: a controller started with --insecure? then dial it with --insecure too)", ErrTLS)}
 		}
 		if i := strings.Index(msg, "tls: "); i >= 0 || strings.Contains(msg, "x509: ") {
 			if i < 0 {
@@ -300,3 +300,13 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 }
 
 func (bearer) RequireTransportSecurity() bool { return true }
+
+// ErrNotTLS: the address answered in plaintext (a controller started with
+// --insecure, or not a controller at all): no credential was refused. Such
+// an error is also ErrTLS, with the same message.
+var ErrNotTLS = errors.New("the peer does not speak TLS")
+
+type notTLSError struct{ error }
+
+func (e notTLSError) Unwrap() error      { return e.error }
+func (notTLSError) Is(target error) bool { return target == ErrNotTLS }

@@ -403,6 +403,9 @@ func readSchema(ctx context.Context, q *sql.Conn, dbs []string, tables []*tableI
 
 	type obj struct{ db, name, typ, table string }
 	list := func(query, what string) ([]obj, error) {
+		if len(dbs) == 0 {
+			return nil, nil // a server with no database to back up: "IN ()" is a syntax error
+		}
 		rows, err := q.QueryContext(ctx, query, args...)
 		if err != nil {
 			return nil, mysqlx.Translate("listing "+what, err)

@@ -1611,6 +1611,113 @@ func (x *RemoveMemberResponse) GetMembers() []*Member {
 	return nil
 }
 
+type TransferLeadershipRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The voter to hand leadership to; empty: Raft picks the most
+	// up-to-date voter.
+	TargetId      string `protobuf:"bytes,1,opt,name=target_id,json=targetId,proto3" json:"target_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipRequest) Reset() {
+	*x = TransferLeadershipRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipRequest) ProtoMessage() {}
+
+func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *TransferLeadershipRequest) GetTargetId() string {
+	if x != nil {
+		return x.TargetId
+	}
+	return ""
+}
+
+type TransferLeadershipResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node that led before and the one that leads after the transfer.
+	PreviousLeaderId string `protobuf:"bytes,1,opt,name=previous_leader_id,json=previousLeaderId,proto3" json:"previous_leader_id,omitempty"`
+	LeaderId         string `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Term             uint64 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipResponse) Reset() {
+	*x = TransferLeadershipResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipResponse) ProtoMessage() {}
+
+func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *TransferLeadershipResponse) GetPreviousLeaderId() string {
+	if x != nil {
+		return x.PreviousLeaderId
+	}
+	return ""
+}
+
+func (x *TransferLeadershipResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *TransferLeadershipResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
 type StartBinlogStreamRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
@@ -1627,7 +1734,7 @@ type StartBinlogStreamRequest struct {
 
 func (x *StartBinlogStreamRequest) Reset() {
 	*x = StartBinlogStreamRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1746,7 @@ func (x *StartBinlogStreamRequest) String() string {
 func (*StartBinlogStreamRequest) ProtoMessage() {}
 
 func (x *StartBinlogStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1759,7 @@ func (x *StartBinlogStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBinlogStreamRequest.ProtoReflect.Descriptor instead.
 func (*StartBinlogStreamRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StartBinlogStreamRequest) GetInstance() string {
@@ -1700,7 +1807,7 @@ type StartBinlogStreamResponse struct {
 
 func (x *StartBinlogStreamResponse) Reset() {
 	*x = StartBinlogStreamResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +1819,7 @@ func (x *StartBinlogStreamResponse) String() string {
 func (*StartBinlogStreamResponse) ProtoMessage() {}
 
 func (x *StartBinlogStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +1832,7 @@ func (x *StartBinlogStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBinlogStreamResponse.ProtoReflect.Descriptor instead.
 func (*StartBinlogStreamResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StartBinlogStreamResponse) GetJob() *Job {
@@ -1746,7 +1853,7 @@ type StopBinlogStreamRequest struct {
 
 func (x *StopBinlogStreamRequest) Reset() {
 	*x = StopBinlogStreamRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1865,7 @@ func (x *StopBinlogStreamRequest) String() string {
 func (*StopBinlogStreamRequest) ProtoMessage() {}
 
 func (x *StopBinlogStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1878,7 @@ func (x *StopBinlogStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopBinlogStreamRequest.ProtoReflect.Descriptor instead.
 func (*StopBinlogStreamRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StopBinlogStreamRequest) GetInstance() string {
@@ -1798,7 +1905,7 @@ type StopBinlogStreamResponse struct {
 
 func (x *StopBinlogStreamResponse) Reset() {
 	*x = StopBinlogStreamResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1810,7 +1917,7 @@ func (x *StopBinlogStreamResponse) String() string {
 func (*StopBinlogStreamResponse) ProtoMessage() {}
 
 func (x *StopBinlogStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1823,7 +1930,7 @@ func (x *StopBinlogStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopBinlogStreamResponse.ProtoReflect.Descriptor instead.
 func (*StopBinlogStreamResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StopBinlogStreamResponse) GetJob() *Job {
@@ -1844,7 +1951,7 @@ type GetBinlogStatusRequest struct {
 
 func (x *GetBinlogStatusRequest) Reset() {
 	*x = GetBinlogStatusRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +1963,7 @@ func (x *GetBinlogStatusRequest) String() string {
 func (*GetBinlogStatusRequest) ProtoMessage() {}
 
 func (x *GetBinlogStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +1976,7 @@ func (x *GetBinlogStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBinlogStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetBinlogStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetBinlogStatusRequest) GetInstance() string {
@@ -1902,7 +2009,7 @@ type GetBinlogStatusResponse struct {
 
 func (x *GetBinlogStatusResponse) Reset() {
 	*x = GetBinlogStatusResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +2021,7 @@ func (x *GetBinlogStatusResponse) String() string {
 func (*GetBinlogStatusResponse) ProtoMessage() {}
 
 func (x *GetBinlogStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2034,7 @@ func (x *GetBinlogStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBinlogStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetBinlogStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetBinlogStatusResponse) GetStream() *BinlogStream {
@@ -1968,7 +2075,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2087,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2100,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateJoinTokenRequest) GetRole() string {
@@ -2035,7 +2142,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2154,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2167,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{34}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2093,7 +2200,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2212,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2225,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{35}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -2163,7 +2270,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2175,7 +2282,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2188,7 +2295,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{36}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *JoinResponse) GetCaPem() []byte {
@@ -2221,7 +2328,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2340,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2353,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{37}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RevokeAgentRequest) GetName() string {
@@ -2266,7 +2373,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2278,7 +2385,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2291,7 +2398,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{38}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RevokeAgentResponse) GetWasConnected() bool {
@@ -2311,7 +2418,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2323,7 +2430,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2336,7 +2443,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{39}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
@@ -2355,7 +2462,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2474,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2487,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{40}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -2401,7 +2508,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	mi := &file_tidemark_v1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2413,7 +2520,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	mi := &file_tidemark_v1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2426,7 +2533,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RenewCertificateRequest) GetCsr() []byte {
@@ -2445,7 +2552,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	mi := &file_tidemark_v1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +2564,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	mi := &file_tidemark_v1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +2577,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RenewCertificateResponse) GetCertPem() []byte {
@@ -2602,7 +2709,13 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"E\n" +
 	"\x14RemoveMemberResponse\x12-\n" +
-	"\amembers\x18\x01 \x03(\v2\x13.tidemark.v1.MemberR\amembers\"\xd2\x01\n" +
+	"\amembers\x18\x01 \x03(\v2\x13.tidemark.v1.MemberR\amembers\"8\n" +
+	"\x19TransferLeadershipRequest\x12\x1b\n" +
+	"\ttarget_id\x18\x01 \x01(\tR\btargetId\"{\n" +
+	"\x1aTransferLeadershipResponse\x12,\n" +
+	"\x12previous_leader_id\x18\x01 \x01(\tR\x10previousLeaderId\x12\x1b\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\"\xd2\x01\n" +
 	"\x18StartBinlogStreamRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12/\n" +
 	"\x05flush\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05flush\x12%\n" +
@@ -2660,7 +2773,7 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x13MEMBER_STATE_LEADER\x10\x01\x12\x19\n" +
 	"\x15MEMBER_STATE_FOLLOWER\x10\x02\x12\x1a\n" +
 	"\x16MEMBER_STATE_CANDIDATE\x10\x03\x12\x1c\n" +
-	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xdb\r\n" +
+	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xc2\x0e\n" +
 	"\x0eControlService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.tidemark.v1.ListAgentsRequest\x1a\x1f.tidemark.v1.ListAgentsResponse\x12V\n" +
@@ -2678,7 +2791,8 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x0fGetBinlogStatus\x12#.tidemark.v1.GetBinlogStatusRequest\x1a$.tidemark.v1.GetBinlogStatusResponse\x12V\n" +
 	"\rClusterStatus\x12!.tidemark.v1.ClusterStatusRequest\x1a\".tidemark.v1.ClusterStatusResponse\x12J\n" +
 	"\tAddMember\x12\x1d.tidemark.v1.AddMemberRequest\x1a\x1e.tidemark.v1.AddMemberResponse\x12S\n" +
-	"\fRemoveMember\x12 .tidemark.v1.RemoveMemberRequest\x1a!.tidemark.v1.RemoveMemberResponse\x12\\\n" +
+	"\fRemoveMember\x12 .tidemark.v1.RemoveMemberRequest\x1a!.tidemark.v1.RemoveMemberResponse\x12e\n" +
+	"\x12TransferLeadership\x12&.tidemark.v1.TransferLeadershipRequest\x1a'.tidemark.v1.TransferLeadershipResponse\x12\\\n" +
 	"\x0fCreateJoinToken\x12#.tidemark.v1.CreateJoinTokenRequest\x1a$.tidemark.v1.CreateJoinTokenResponse\x12;\n" +
 	"\x04Join\x12\x18.tidemark.v1.JoinRequest\x1a\x19.tidemark.v1.JoinResponse\x12P\n" +
 	"\vRevokeAgent\x12\x1f.tidemark.v1.RevokeAgentRequest\x1a .tidemark.v1.RevokeAgentResponse\x12_\n" +
@@ -2698,102 +2812,104 @@ func file_tidemark_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_tidemark_v1_control_proto_goTypes = []any{
-	(MemberState)(0),                  // 0: tidemark.v1.MemberState
-	(*ListAgentsRequest)(nil),         // 1: tidemark.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),        // 2: tidemark.v1.ListAgentsResponse
-	(*ListInstancesRequest)(nil),      // 3: tidemark.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),     // 4: tidemark.v1.ListInstancesResponse
-	(*ListBackupsRequest)(nil),        // 5: tidemark.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),       // 6: tidemark.v1.ListBackupsResponse
-	(*GetBackupRequest)(nil),          // 7: tidemark.v1.GetBackupRequest
-	(*GetBackupResponse)(nil),         // 8: tidemark.v1.GetBackupResponse
-	(*ListJobsRequest)(nil),           // 9: tidemark.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),          // 10: tidemark.v1.ListJobsResponse
-	(*GetJobRequest)(nil),             // 11: tidemark.v1.GetJobRequest
-	(*GetJobResponse)(nil),            // 12: tidemark.v1.GetJobResponse
-	(*WatchJobRequest)(nil),           // 13: tidemark.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),          // 14: tidemark.v1.WatchJobResponse
-	(*SubmitBackupRequest)(nil),       // 15: tidemark.v1.SubmitBackupRequest
-	(*SubmitBackupResponse)(nil),      // 16: tidemark.v1.SubmitBackupResponse
-	(*SubmitRestoreRequest)(nil),      // 17: tidemark.v1.SubmitRestoreRequest
-	(*SubmitRestoreResponse)(nil),     // 18: tidemark.v1.SubmitRestoreResponse
-	(*CancelJobRequest)(nil),          // 19: tidemark.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),         // 20: tidemark.v1.CancelJobResponse
-	(*Member)(nil),                    // 21: tidemark.v1.Member
-	(*ClusterStatusRequest)(nil),      // 22: tidemark.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),     // 23: tidemark.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),          // 24: tidemark.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),         // 25: tidemark.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),       // 26: tidemark.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),      // 27: tidemark.v1.RemoveMemberResponse
-	(*StartBinlogStreamRequest)(nil),  // 28: tidemark.v1.StartBinlogStreamRequest
-	(*StartBinlogStreamResponse)(nil), // 29: tidemark.v1.StartBinlogStreamResponse
-	(*StopBinlogStreamRequest)(nil),   // 30: tidemark.v1.StopBinlogStreamRequest
-	(*StopBinlogStreamResponse)(nil),  // 31: tidemark.v1.StopBinlogStreamResponse
-	(*GetBinlogStatusRequest)(nil),    // 32: tidemark.v1.GetBinlogStatusRequest
-	(*GetBinlogStatusResponse)(nil),   // 33: tidemark.v1.GetBinlogStatusResponse
-	(*CreateJoinTokenRequest)(nil),    // 34: tidemark.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 35: tidemark.v1.CreateJoinTokenResponse
-	(*JoinRequest)(nil),               // 36: tidemark.v1.JoinRequest
-	(*JoinResponse)(nil),              // 37: tidemark.v1.JoinResponse
-	(*RevokeAgentRequest)(nil),        // 38: tidemark.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),       // 39: tidemark.v1.RevokeAgentResponse
-	(*ListAuditRequest)(nil),          // 40: tidemark.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),         // 41: tidemark.v1.ListAuditResponse
-	(*RenewCertificateRequest)(nil),   // 42: tidemark.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),  // 43: tidemark.v1.RenewCertificateResponse
-	nil,                               // 44: tidemark.v1.ListAgentsRequest.LabelsEntry
-	nil,                               // 45: tidemark.v1.ListInstancesRequest.LabelsEntry
-	nil,                               // 46: tidemark.v1.SubmitBackupRequest.LabelsEntry
-	(*Agent)(nil),                     // 47: tidemark.v1.Agent
-	(*Instance)(nil),                  // 48: tidemark.v1.Instance
-	(BackupStatus)(0),                 // 49: tidemark.v1.BackupStatus
-	(*Backup)(nil),                    // 50: tidemark.v1.Backup
-	(JobState)(0),                     // 51: tidemark.v1.JobState
-	(JobKind)(0),                      // 52: tidemark.v1.JobKind
-	(*Job)(nil),                       // 53: tidemark.v1.Job
-	(*RestoreParams)(nil),             // 54: tidemark.v1.RestoreParams
-	(*timestamppb.Timestamp)(nil),     // 55: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 56: google.protobuf.Duration
-	(*BinlogStream)(nil),              // 57: tidemark.v1.BinlogStream
-	(*BinlogSource)(nil),              // 58: tidemark.v1.BinlogSource
-	(*AuditRecord)(nil),               // 59: tidemark.v1.AuditRecord
+	(MemberState)(0),                   // 0: tidemark.v1.MemberState
+	(*ListAgentsRequest)(nil),          // 1: tidemark.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 2: tidemark.v1.ListAgentsResponse
+	(*ListInstancesRequest)(nil),       // 3: tidemark.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),      // 4: tidemark.v1.ListInstancesResponse
+	(*ListBackupsRequest)(nil),         // 5: tidemark.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),        // 6: tidemark.v1.ListBackupsResponse
+	(*GetBackupRequest)(nil),           // 7: tidemark.v1.GetBackupRequest
+	(*GetBackupResponse)(nil),          // 8: tidemark.v1.GetBackupResponse
+	(*ListJobsRequest)(nil),            // 9: tidemark.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),           // 10: tidemark.v1.ListJobsResponse
+	(*GetJobRequest)(nil),              // 11: tidemark.v1.GetJobRequest
+	(*GetJobResponse)(nil),             // 12: tidemark.v1.GetJobResponse
+	(*WatchJobRequest)(nil),            // 13: tidemark.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),           // 14: tidemark.v1.WatchJobResponse
+	(*SubmitBackupRequest)(nil),        // 15: tidemark.v1.SubmitBackupRequest
+	(*SubmitBackupResponse)(nil),       // 16: tidemark.v1.SubmitBackupResponse
+	(*SubmitRestoreRequest)(nil),       // 17: tidemark.v1.SubmitRestoreRequest
+	(*SubmitRestoreResponse)(nil),      // 18: tidemark.v1.SubmitRestoreResponse
+	(*CancelJobRequest)(nil),           // 19: tidemark.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),          // 20: tidemark.v1.CancelJobResponse
+	(*Member)(nil),                     // 21: tidemark.v1.Member
+	(*ClusterStatusRequest)(nil),       // 22: tidemark.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),      // 23: tidemark.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),           // 24: tidemark.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),          // 25: tidemark.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),        // 26: tidemark.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),       // 27: tidemark.v1.RemoveMemberResponse
+	(*TransferLeadershipRequest)(nil),  // 28: tidemark.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 29: tidemark.v1.TransferLeadershipResponse
+	(*StartBinlogStreamRequest)(nil),   // 30: tidemark.v1.StartBinlogStreamRequest
+	(*StartBinlogStreamResponse)(nil),  // 31: tidemark.v1.StartBinlogStreamResponse
+	(*StopBinlogStreamRequest)(nil),    // 32: tidemark.v1.StopBinlogStreamRequest
+	(*StopBinlogStreamResponse)(nil),   // 33: tidemark.v1.StopBinlogStreamResponse
+	(*GetBinlogStatusRequest)(nil),     // 34: tidemark.v1.GetBinlogStatusRequest
+	(*GetBinlogStatusResponse)(nil),    // 35: tidemark.v1.GetBinlogStatusResponse
+	(*CreateJoinTokenRequest)(nil),     // 36: tidemark.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),    // 37: tidemark.v1.CreateJoinTokenResponse
+	(*JoinRequest)(nil),                // 38: tidemark.v1.JoinRequest
+	(*JoinResponse)(nil),               // 39: tidemark.v1.JoinResponse
+	(*RevokeAgentRequest)(nil),         // 40: tidemark.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),        // 41: tidemark.v1.RevokeAgentResponse
+	(*ListAuditRequest)(nil),           // 42: tidemark.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 43: tidemark.v1.ListAuditResponse
+	(*RenewCertificateRequest)(nil),    // 44: tidemark.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),   // 45: tidemark.v1.RenewCertificateResponse
+	nil,                                // 46: tidemark.v1.ListAgentsRequest.LabelsEntry
+	nil,                                // 47: tidemark.v1.ListInstancesRequest.LabelsEntry
+	nil,                                // 48: tidemark.v1.SubmitBackupRequest.LabelsEntry
+	(*Agent)(nil),                      // 49: tidemark.v1.Agent
+	(*Instance)(nil),                   // 50: tidemark.v1.Instance
+	(BackupStatus)(0),                  // 51: tidemark.v1.BackupStatus
+	(*Backup)(nil),                     // 52: tidemark.v1.Backup
+	(JobState)(0),                      // 53: tidemark.v1.JobState
+	(JobKind)(0),                       // 54: tidemark.v1.JobKind
+	(*Job)(nil),                        // 55: tidemark.v1.Job
+	(*RestoreParams)(nil),              // 56: tidemark.v1.RestoreParams
+	(*timestamppb.Timestamp)(nil),      // 57: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 58: google.protobuf.Duration
+	(*BinlogStream)(nil),               // 59: tidemark.v1.BinlogStream
+	(*BinlogSource)(nil),               // 60: tidemark.v1.BinlogSource
+	(*AuditRecord)(nil),                // 61: tidemark.v1.AuditRecord
 }
 var file_tidemark_v1_control_proto_depIdxs = []int32{
-	44, // 0: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
-	47, // 1: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
-	45, // 2: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
-	48, // 3: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
-	49, // 4: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
-	50, // 5: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
-	50, // 6: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
-	51, // 7: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
-	52, // 8: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
-	53, // 9: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
-	53, // 10: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
-	53, // 11: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
-	46, // 12: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
-	53, // 13: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
-	54, // 14: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
-	53, // 15: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
-	53, // 16: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
+	46, // 0: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
+	49, // 1: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
+	47, // 2: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
+	50, // 3: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
+	51, // 4: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
+	52, // 5: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
+	52, // 6: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
+	53, // 7: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
+	54, // 8: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
+	55, // 9: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
+	55, // 10: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
+	55, // 11: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
+	48, // 12: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
+	55, // 13: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
+	56, // 14: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
+	55, // 15: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
+	55, // 16: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
 	0,  // 17: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
-	55, // 18: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
+	57, // 18: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
 	21, // 19: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
 	21, // 20: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
 	21, // 21: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
-	56, // 22: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
-	53, // 23: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	53, // 24: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	57, // 25: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
-	53, // 26: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
-	58, // 27: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
-	56, // 28: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	55, // 29: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	55, // 30: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	59, // 31: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
+	58, // 22: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
+	55, // 23: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	55, // 24: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	59, // 25: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
+	55, // 26: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
+	60, // 27: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
+	58, // 28: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	57, // 29: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	57, // 30: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	61, // 31: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
 	1,  // 32: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
 	3,  // 33: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
 	5,  // 34: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
@@ -2804,40 +2920,42 @@ var file_tidemark_v1_control_proto_depIdxs = []int32{
 	15, // 39: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
 	17, // 40: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
 	19, // 41: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
-	28, // 42: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
-	30, // 43: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
-	32, // 44: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
+	30, // 42: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
+	32, // 43: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
+	34, // 44: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
 	22, // 45: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
 	24, // 46: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
 	26, // 47: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
-	34, // 48: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
-	36, // 49: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
-	38, // 50: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
-	42, // 51: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
-	40, // 52: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
-	2,  // 53: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
-	4,  // 54: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
-	6,  // 55: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
-	8,  // 56: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
-	10, // 57: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
-	12, // 58: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
-	14, // 59: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
-	16, // 60: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
-	18, // 61: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
-	20, // 62: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
-	29, // 63: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
-	31, // 64: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
-	33, // 65: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
-	23, // 66: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
-	25, // 67: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
-	27, // 68: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
-	35, // 69: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
-	37, // 70: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
-	39, // 71: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
-	43, // 72: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
-	41, // 73: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
-	53, // [53:74] is the sub-list for method output_type
-	32, // [32:53] is the sub-list for method input_type
+	28, // 48: tidemark.v1.ControlService.TransferLeadership:input_type -> tidemark.v1.TransferLeadershipRequest
+	36, // 49: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
+	38, // 50: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
+	40, // 51: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
+	44, // 52: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
+	42, // 53: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
+	2,  // 54: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
+	4,  // 55: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
+	6,  // 56: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
+	8,  // 57: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
+	10, // 58: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
+	12, // 59: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
+	14, // 60: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
+	16, // 61: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
+	18, // 62: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
+	20, // 63: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
+	31, // 64: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
+	33, // 65: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
+	35, // 66: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
+	23, // 67: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
+	25, // 68: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
+	27, // 69: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
+	29, // 70: tidemark.v1.ControlService.TransferLeadership:output_type -> tidemark.v1.TransferLeadershipResponse
+	37, // 71: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
+	39, // 72: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
+	41, // 73: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
+	45, // 74: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
+	43, // 75: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
+	54, // [54:76] is the sub-list for method output_type
+	32, // [32:54] is the sub-list for method input_type
 	32, // [32:32] is the sub-list for extension type_name
 	32, // [32:32] is the sub-list for extension extendee
 	0,  // [0:32] is the sub-list for field type_name
@@ -2855,7 +2973,7 @@ func file_tidemark_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_control_proto_rawDesc), len(file_tidemark_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   46,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

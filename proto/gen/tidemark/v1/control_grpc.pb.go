@@ -19,27 +19,28 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ControlService_ListAgents_FullMethodName        = "/tidemark.v1.ControlService/ListAgents"
-	ControlService_ListInstances_FullMethodName     = "/tidemark.v1.ControlService/ListInstances"
-	ControlService_ListBackups_FullMethodName       = "/tidemark.v1.ControlService/ListBackups"
-	ControlService_GetBackup_FullMethodName         = "/tidemark.v1.ControlService/GetBackup"
-	ControlService_ListJobs_FullMethodName          = "/tidemark.v1.ControlService/ListJobs"
-	ControlService_GetJob_FullMethodName            = "/tidemark.v1.ControlService/GetJob"
-	ControlService_WatchJob_FullMethodName          = "/tidemark.v1.ControlService/WatchJob"
-	ControlService_SubmitBackup_FullMethodName      = "/tidemark.v1.ControlService/SubmitBackup"
-	ControlService_SubmitRestore_FullMethodName     = "/tidemark.v1.ControlService/SubmitRestore"
-	ControlService_CancelJob_FullMethodName         = "/tidemark.v1.ControlService/CancelJob"
-	ControlService_StartBinlogStream_FullMethodName = "/tidemark.v1.ControlService/StartBinlogStream"
-	ControlService_StopBinlogStream_FullMethodName  = "/tidemark.v1.ControlService/StopBinlogStream"
-	ControlService_GetBinlogStatus_FullMethodName   = "/tidemark.v1.ControlService/GetBinlogStatus"
-	ControlService_ClusterStatus_FullMethodName     = "/tidemark.v1.ControlService/ClusterStatus"
-	ControlService_AddMember_FullMethodName         = "/tidemark.v1.ControlService/AddMember"
-	ControlService_RemoveMember_FullMethodName      = "/tidemark.v1.ControlService/RemoveMember"
-	ControlService_CreateJoinToken_FullMethodName   = "/tidemark.v1.ControlService/CreateJoinToken"
-	ControlService_Join_FullMethodName              = "/tidemark.v1.ControlService/Join"
-	ControlService_RevokeAgent_FullMethodName       = "/tidemark.v1.ControlService/RevokeAgent"
-	ControlService_RenewCertificate_FullMethodName  = "/tidemark.v1.ControlService/RenewCertificate"
-	ControlService_ListAudit_FullMethodName         = "/tidemark.v1.ControlService/ListAudit"
+	ControlService_ListAgents_FullMethodName         = "/tidemark.v1.ControlService/ListAgents"
+	ControlService_ListInstances_FullMethodName      = "/tidemark.v1.ControlService/ListInstances"
+	ControlService_ListBackups_FullMethodName        = "/tidemark.v1.ControlService/ListBackups"
+	ControlService_GetBackup_FullMethodName          = "/tidemark.v1.ControlService/GetBackup"
+	ControlService_ListJobs_FullMethodName           = "/tidemark.v1.ControlService/ListJobs"
+	ControlService_GetJob_FullMethodName             = "/tidemark.v1.ControlService/GetJob"
+	ControlService_WatchJob_FullMethodName           = "/tidemark.v1.ControlService/WatchJob"
+	ControlService_SubmitBackup_FullMethodName       = "/tidemark.v1.ControlService/SubmitBackup"
+	ControlService_SubmitRestore_FullMethodName      = "/tidemark.v1.ControlService/SubmitRestore"
+	ControlService_CancelJob_FullMethodName          = "/tidemark.v1.ControlService/CancelJob"
+	ControlService_StartBinlogStream_FullMethodName  = "/tidemark.v1.ControlService/StartBinlogStream"
+	ControlService_StopBinlogStream_FullMethodName   = "/tidemark.v1.ControlService/StopBinlogStream"
+	ControlService_GetBinlogStatus_FullMethodName    = "/tidemark.v1.ControlService/GetBinlogStatus"
+	ControlService_ClusterStatus_FullMethodName      = "/tidemark.v1.ControlService/ClusterStatus"
+	ControlService_AddMember_FullMethodName          = "/tidemark.v1.ControlService/AddMember"
+	ControlService_RemoveMember_FullMethodName       = "/tidemark.v1.ControlService/RemoveMember"
+	ControlService_TransferLeadership_FullMethodName = "/tidemark.v1.ControlService/TransferLeadership"
+	ControlService_CreateJoinToken_FullMethodName    = "/tidemark.v1.ControlService/CreateJoinToken"
+	ControlService_Join_FullMethodName               = "/tidemark.v1.ControlService/Join"
+	ControlService_RevokeAgent_FullMethodName        = "/tidemark.v1.ControlService/RevokeAgent"
+	ControlService_RenewCertificate_FullMethodName   = "/tidemark.v1.ControlService/RenewCertificate"
+	ControlService_ListAudit_FullMethodName          = "/tidemark.v1.ControlService/ListAudit"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -75,6 +76,10 @@ type ControlServiceClient interface {
 	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
 	AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*AddMemberResponse, error)
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
+	// TransferLeadership makes the leader hand leadership to another voter
+	// (target_id, or the most up-to-date one when empty) and waits until that
+	// node leads, so a planned restart costs no election timeout.
+	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
 	// CreateJoinToken makes a join token for an agent or a controller node.
 	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
 	// Join exchanges a join token for a certificate. It is the one call that
@@ -268,6 +273,16 @@ func (c *controlServiceClient) RemoveMember(ctx context.Context, in *RemoveMembe
 	return out, nil
 }
 
+func (c *controlServiceClient) TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransferLeadershipResponse)
+	err := c.cc.Invoke(ctx, ControlService_TransferLeadership_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *controlServiceClient) CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateJoinTokenResponse)
@@ -351,6 +366,10 @@ type ControlServiceServer interface {
 	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
 	AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error)
 	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
+	// TransferLeadership makes the leader hand leadership to another voter
+	// (target_id, or the most up-to-date one when empty) and waits until that
+	// node leads, so a planned restart costs no election timeout.
+	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
 	// CreateJoinToken makes a join token for an agent or a controller node.
 	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
 	// Join exchanges a join token for a certificate. It is the one call that
@@ -422,6 +441,9 @@ func (UnimplementedControlServiceServer) AddMember(context.Context, *AddMemberRe
 }
 func (UnimplementedControlServiceServer) RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
+}
+func (UnimplementedControlServiceServer) TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TransferLeadership not implemented")
 }
 func (UnimplementedControlServiceServer) CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateJoinToken not implemented")
@@ -740,6 +762,24 @@ func _ControlService_RemoveMember_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_TransferLeadership_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferLeadershipRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).TransferLeadership(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_TransferLeadership_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).TransferLeadership(ctx, req.(*TransferLeadershipRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ControlService_CreateJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateJoinTokenRequest)
 	if err := dec(in); err != nil {
@@ -896,6 +936,10 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveMember",
 			Handler:    _ControlService_RemoveMember_Handler,
+		},
+		{
+			MethodName: "TransferLeadership",
+			Handler:    _ControlService_TransferLeadership_Handler,
 		},
 		{
 			MethodName: "CreateJoinToken",
