@@ -23,7 +23,6 @@ import (
 var pendingFlags = map[string]string{
 	"controller --metrics-addr": "ops-metrics",
 	"agent --metrics-addr":      "ops-metrics",
-	"controller --config":       "ops-cli",
 }
 
 func root() *cobra.Command {
