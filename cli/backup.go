@@ -174,7 +174,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 	}
 	rf.register(cmd)
 	cmd.Flags().StringVar(&dsn, "mysql", "", "server to back up, go-sql-driver DSN: user:pass@tcp(host:port)/ or user@unix(/path)/ (password may come from TIDEMARK_MYSQL_PASSWORD)")
-	cmd.Flags().StringVar(&engine, "engine", "logical", "backup engine: logical; snapshot (a filesystem snapshot of the server's Btrfs/LVM/ZFS volume) or mariabackup (mariabackup/xtrabackup streamed), both run on the server's host (through a controller: auto, the default, or an engine name)")
+	cmd.Flags().StringVar(&engine, "engine", "logical", "backup engine: logical; snapshot (a filesystem snapshot of the server's Btrfs/LVM/ZFS volume) mariabackup (mariabackup/xtrabackup streamed) or clone (MySQL ≥ 8.0.17's clone plugin, CLONE LOCAL), all run on the server's host (through a controller: auto, the default, or an engine name)")
 	cmd.Flags().StringVar(&instance, "instance", "", "instance name recorded in the backup (default: the server's address); through a controller: the catalog instance to back up")
 	controllerFlag(cmd, &controller)
 	cmd.Flags().BoolVar(&wait, "wait", false, "through a controller: follow the job to its end and print the backup id")

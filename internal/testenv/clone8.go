@@ -443,7 +443,9 @@ func (c *CloneDouble) copyLocked(dir string, run *cloneRun) *DoubleError {
 	for i, rel := range files {
 		if i == 1 && hold != nil {
 			close(held)
-			<-hold
+			if e := c.waitHold(hold, run); e != nil {
+				return e
+			}
 		}
 		in, err := os.Open(filepath.Join(src, rel))
 		if err != nil {
@@ -499,6 +501,23 @@ func (c *CloneDouble) copyLocked(dir string, run *cloneRun) *DoubleError {
 		}
 	}
 	return nil
+}
+
+// waitHold waits for Release, or for a KILL QUERY of the held clone.
+func (c *CloneDouble) waitHold(hold <-chan struct{}, run *cloneRun) *DoubleError {
+	for {
+		select {
+		case <-hold:
+			return nil
+		case <-time.After(10 * time.Millisecond):
+		}
+		c.mu.Lock()
+		killed := run.killed
+		c.mu.Unlock()
+		if killed {
+			return &DoubleError{Number: 1317, SQLState: "70100", Message: "Query execution was interrupted"}
+		}
+	}
 }
 
 // MySQLdDouble writes a script that says it is MySQL 8.0.36's mysqld when
