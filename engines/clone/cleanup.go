@@ -64,12 +64,14 @@ func (e *Engine) cleanup(ctx context.Context, s *session) (*CleanupResult, error
 		cloning = filepath.Clean(dest.String)
 	}
 	res := &CleanupResult{}
+	listed := map[string]bool{}
+	for _, m := range matches {
+		listed[m] = true
+	}
 	for _, m := range matches {
 		dir := strings.TrimSuffix(m, ".lock")
-		if m != dir {
-			if _, err := os.Lstat(dir); err == nil {
-				continue // handled with its directory
-			}
+		if m != dir && listed[dir] {
+			continue // handled with its directory
 		}
 		if dir == cloning {
 			res.Busy = append(res.Busy, dir)

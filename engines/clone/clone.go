@@ -485,7 +485,10 @@ func (e *Engine) runClone(ctx context.Context, s *session, dir string, estimate 
 			return
 		}
 		if done, total, ok := readProgress(ctx, s.mon); ok {
-			progress(engines.Progress{Phase: "clone", BytesDone: done, BytesTotal: max(total, estimate)})
+			if total == 0 { // before the clone has estimated: our measure of the datadir
+				total = estimate
+			}
+			progress(engines.Progress{Phase: "clone", BytesDone: done, BytesTotal: total})
 		}
 	}
 	for {
@@ -503,10 +506,11 @@ func (e *Engine) runClone(ctx context.Context, s *session, dir string, estimate 
 			_, kerr := s.mon.ExecContext(kctx, "KILL QUERY "+strconv.FormatInt(thread, 10))
 			cancel()
 			if kerr != nil {
-				return false, fmt.Errorf("%w; stopping the clone (KILL QUERY %d) failed too, its directory %s is left for the agent's cleanup: %v", ctx.Err(), thread, dir, kerr)
+				return false, errors.Join(ctx.Err(), fmt.Errorf("stopping the clone (KILL QUERY %d) failed, its directory %s is left for the agent's cleanup: %w", thread, dir, kerr))
 			}
 			select {
-			case <-result:
+			case cerr := <-result:
+				_ = cerr // ER_QUERY_INTERRUPTED, or success just before the kill: canceled either way
 				return true, ctx.Err()
 			case <-time.After(e.killWait()):
 				return false, fmt.Errorf("%w; the killed clone did not end within %v, its directory %s is left for the agent's cleanup", ctx.Err(), e.killWait(), dir)
