@@ -242,6 +242,10 @@ func tag(datadir string) string {
 	return fmt.Sprintf("%08x", h.Sum32())
 }
 
+// ScratchDirPrefix is how the names of the scratch directories of the
+// server whose datadir is datadir (symlinks resolved) begin.
+func ScratchDirPrefix(datadir string) string { return ScratchPrefix + tag(datadir) + "-" }
+
 func (e *Engine) scratchParent(datadir string) (string, error) {
 	p := e.ScratchParent
 	if p == "" {
