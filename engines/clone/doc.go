@@ -16,9 +16,12 @@
 // into a directory that must not exist, must not lie inside the datadir
 // (ER_PATH_IN_DATADIR) and that mysqld must be able to create. The engine
 // uses <parent>/.tidemark-clone-<tag>-<time>, where parent is
-// Engine.ScratchParent or, by default, the datadir's parent directory (the
-// same filesystem in the usual layout, outside what other tools read as
-// the datadir); tag is a hash of the datadir path, so two servers sharing
+// Engine.ScratchParent (the CLI sets it from TIDEMARK_CLONE_SCRATCH_DIR)
+// or, by default, the datadir's parent directory (the same filesystem in
+// the usual layout, outside what other tools read as the datadir; a
+// packaged /var/lib/mysql has a root-owned parent mysqld cannot write, so
+// such hosts need the setting: a mysql-owned directory on the datadir's
+// filesystem); tag is a hash of the datadir path, so two servers sharing
 // a parent never touch each other's directories. A lock file next to it
 // (<name>.lock, flock) is held for the whole backup. The directory is
 // removed after success, failure and cancellation; CleanLeftovers (the
@@ -44,7 +47,11 @@
 // needs no recovery, but the backup is marked physical.prepare=
 // crash-recovery: the restore starts a server on it once, which checks the
 // files and is a no-op recovery on a clean clone. A clone holds no
-// binlogs.
+// binlogs (the restore's temporary server runs without one, and a
+// point-in-time restore records the reached GTID position as for
+// mariabackup's output). The #clone directory MySQL writes into a clone
+// (its clone_status and clone_progress rows, plugin/clone/src/
+// clone_status.cc) is kept: a server started on the files reads it.
 //
 // Verified only against testenv.CloneDouble: no MySQL runs where this was
 // written.
