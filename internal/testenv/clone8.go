@@ -124,7 +124,9 @@ func StartCloneDouble(t testing.TB, m *MariaDB) *CloneDouble {
 	for i := range c.progress {
 		c.progress[i].state = "Not Started"
 	}
+	c.MySQL8Double.mu.Lock()
 	c.hook = c.answer
+	c.MySQL8Double.mu.Unlock()
 	return c
 }
 

@@ -184,8 +184,11 @@ func (d *MySQL8Double) clientToServer(id int, c, b net.Conn, wmu *sync.Mutex) er
 		}
 		query := string(payload[1:])
 		rewritten, failWith := d.rewrite(id, query)
-		if failWith == nil && d.hook != nil {
-			if sql, fail, ok := d.hook(id, query); ok {
+		d.mu.Lock()
+		hook := d.hook
+		d.mu.Unlock()
+		if failWith == nil && hook != nil {
+			if sql, fail, ok := hook(id, query); ok {
 				rewritten, failWith = sql, fail
 			}
 		}
