@@ -323,6 +323,48 @@ func human(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
+// preflight runs the checks that need no scratch directory: server,
+// plugin, privilege, where to clone; it returns the scratch parent and the
+// size to expect.
+func (e *Engine) preflight(ctx context.Context, s *session) (parent string, size int64, err error) {
+	if err := checkServer(s.srv); err != nil {
+		return "", 0, err
+	}
+	if err := checkPlugin(ctx, s.clone, s.srv); err != nil {
+		return "", 0, err
+	}
+	if err := checkGrants(ctx, s.clone, s.dsn.User()); err != nil {
+		return "", 0, err
+	}
+	if err := s.readDirs(ctx); err != nil {
+		return "", 0, err
+	}
+	if parent, err = e.scratchParent(s.datadir); err != nil {
+		return "", 0, err
+	}
+	if size, err = dataSize(s.datadir, s.binPrefix); err != nil {
+		return "", 0, err
+	}
+	return parent, size, nil
+}
+
+// Check says whether a backup of the server at dsn could run now, without
+// starting one: nil, or the first refusal Backup would give (errors.Is
+// ErrUnsupported, ErrPluginMissing, mysqlx.ErrPrivilege, ErrNoSpace, or a
+// scratch-directory problem), with its reason. For engine selection.
+func (e *Engine) Check(ctx context.Context, dsn string) error {
+	s, err := connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	parent, size, err := e.preflight(ctx, s)
+	if err != nil {
+		return err
+	}
+	return checkSpace(parent, size)
+}
+
 // Backup implements engines.Engine: check, clone into a scratch directory
 // while following clone_progress, read the coordinates from clone_status,
 // copy the clone into the archive, remove the scratch directory (also on
@@ -339,23 +381,7 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 		return nil, err
 	}
 	defer s.close()
-	if err := checkServer(s.srv); err != nil {
-		return nil, err
-	}
-	if err := checkPlugin(ctx, s.clone, s.srv); err != nil {
-		return nil, err
-	}
-	if err := checkGrants(ctx, s.clone, s.dsn.User()); err != nil {
-		return nil, err
-	}
-	if err := s.readDirs(ctx); err != nil {
-		return nil, err
-	}
-	parent, err := e.scratchParent(s.datadir)
-	if err != nil {
-		return nil, err
-	}
-	size, err := dataSize(s.datadir, s.binPrefix)
+	parent, size, err := e.preflight(ctx, s)
 	if err != nil {
 		return nil, err
 	}

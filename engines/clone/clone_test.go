@@ -267,6 +267,9 @@ func TestBadInput(t *testing.T) {
 	t.Run("plugin missing", func(t *testing.T) {
 		d.SetPlugin("")
 		defer d.SetPlugin("ACTIVE")
+		if err := (&Engine{}).Check(ctx, d.DSN); !errors.Is(err, ErrPluginMissing) {
+			t.Errorf("Check: %v", err)
+		}
 		_, _, err := backup(ctx, t, r, &Engine{}, d.DSN, nil)
 		if !errors.Is(err, ErrPluginMissing) || !strings.Contains(fmt.Sprint(err), "INSTALL PLUGIN clone SONAME 'mysql_clone.so'") || !strings.Contains(fmt.Sprint(err), "--plugin-load-add=mysql_clone.so") {
 			t.Errorf("err = %v", err)
@@ -292,6 +295,9 @@ func TestBadInput(t *testing.T) {
 		noClone(t)
 	})
 	t.Run("MariaDB", func(t *testing.T) {
+		if err := (&Engine{}).Check(ctx, src.RootDSN); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("Check: %v", err)
+		}
 		_, _, err := backup(ctx, t, r, &Engine{}, src.RootDSN, nil)
 		if !errors.Is(err, ErrUnsupported) || !strings.Contains(fmt.Sprint(err), "--engine mariabackup") || !strings.Contains(fmt.Sprint(err), "--engine snapshot") {
 			t.Errorf("err = %v", err)
@@ -300,6 +306,12 @@ func TestBadInput(t *testing.T) {
 	})
 	t.Run("no space", func(t *testing.T) {
 		small := testenv.Tmpfs(t, "4m")
+		if err := (&Engine{ScratchParent: small}).Check(ctx, d.DSN); !errors.Is(err, ErrNoSpace) {
+			t.Errorf("Check: %v", err)
+		}
+		if err := (&Engine{}).Check(ctx, d.DSN); err != nil {
+			t.Errorf("Check with room: %v", err)
+		}
 		_, _, err := backup(ctx, t, r, &Engine{ScratchParent: small}, d.DSN, nil)
 		if !errors.Is(err, ErrNoSpace) || !strings.Contains(fmt.Sprint(err), small) {
 			t.Errorf("err = %v", err)
