@@ -437,6 +437,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	id := lines[len(lines)-1]
+	t.Logf("backup: %s", out)
 	target := filepath.Join(t.TempDir(), "restored")
 	out, err = exec.Command(bin, "restore", id, "--repo", "file://"+repoDir, "--to-datadir", target, "--mysqld", testenv.MySQLdDouble(t)).CombinedOutput()
 	if err != nil {
