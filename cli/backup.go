@@ -174,7 +174,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 	}
 	rf.register(cmd)
 	cmd.Flags().StringVar(&dsn, "mysql", "", "server to back up, go-sql-driver DSN: user:pass@tcp(host:port)/ or user@unix(/path)/ (password may come from TIDEMARK_MYSQL_PASSWORD)")
-	cmd.Flags().StringVar(&engine, "engine", "logical", "backup engine: logical; snapshot (a filesystem snapshot of the server's Btrfs/LVM/ZFS volume) or mariabackup (mariabackup/xtrabackup streamed), both run on the server's host (through a controller: auto, the default, or an engine name)")
+	cmd.Flags().StringVar(&engine, "engine", "logical", "backup engine: logical; snapshot (a filesystem snapshot of the server's Btrfs/LVM/ZFS volume), mariabackup (mariabackup/xtrabackup streamed) or clone (MySQL ≥ 8.0.17's clone plugin, CLONE LOCAL), all run on the server's host (through a controller: auto, the default, or an engine name)")
 	cmd.Flags().StringVar(&instance, "instance", "", "instance name recorded in the backup (default: the server's address); through a controller: the catalog instance to back up")
 	controllerFlag(cmd, &controller)
 	cmd.Flags().BoolVar(&wait, "wait", false, "through a controller: follow the job to its end and print the backup id")
@@ -352,14 +352,14 @@ that position. After a failover two servers may have written files of the
 same name: the restore then asks for FILE:POS@SERVER_ID (the server id that
 wrote the file, as mariadb-binlog prints it).
 
-Physical backups (engines snapshot, mariabackup) restore into a directory,
-not onto a running server: BACKUP_ID --repo URI --to-datadir DIR writes the
-server's files into DIR (new or empty; refused if non-empty, used by a
-running process, holding an unfinished restore, or too small), after
+Physical backups (engines snapshot, mariabackup, clone) restore into a
+directory, not onto a running server: BACKUP_ID --repo URI --to-datadir DIR
+writes the server's files into DIR (new or empty; refused if non-empty, used
+by a running process, holding an unfinished restore, or too small), after
 checking that the backup is of the flavor and major version of --mysqld
 (default mariadbd from PATH), then prepares it: mariabackup --prepare, or,
-for a crash-consistent snapshot, one start of a temporary server (crash
-recovery) and a clean shutdown. DIR holds .tidemark-restore-in-progress
+for a crash-consistent snapshot (and a clone, where it is a check), one
+start of a temporary server (crash recovery) and a clean shutdown. DIR holds .tidemark-restore-in-progress
 until it is ready. With --to-time, --to-gtid or --to-position (and
 --instance NAME, or BACKUP_ID as the base) the temporary server (no TCP
 port, a private socket) is rolled forward from the backup's point before

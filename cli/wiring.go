@@ -8,6 +8,7 @@ import (
 	"github.com/tidemark-backup/tidemark/agent"
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/binlog"
+	"github.com/tidemark-backup/tidemark/engines/clone"
 	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/engines/mariabackup"
 	"github.com/tidemark-backup/tidemark/engines/physical"
@@ -19,7 +20,12 @@ import (
 // stream and point-in-time jobs and behind `binlog status` through the
 // controller.
 func EngineWiring() Wiring {
-	reg := engines.NewRegistry(logical.New(), snapshot.New(), mariabackup.New())
+	// The clone engine's scratch parent comes from the environment for
+	// now (TIDEMARK_CLONE_SCRATCH_DIR, default the datadir's parent): an
+	// agent or a standalone run on the server's host reads it.
+	cl := clone.New()
+	cl.ScratchParent = os.Getenv("TIDEMARK_CLONE_SCRATCH_DIR")
+	reg := engines.NewRegistry(logical.New(), snapshot.New(), mariabackup.New(), cl)
 	return Wiring{
 		Engines: reg,
 		BinlogStreamer: func(ctx context.Context, p agent.BinlogStreamParams) error {

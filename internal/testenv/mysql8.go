@@ -39,6 +39,13 @@ type MySQL8Double struct {
 	conns   map[net.Conn]bool
 	nextID  int
 	closing bool
+	// hook answers statements of a personality layered on the double
+	// (CloneDouble); it runs outside mu, on the client's goroutine, so a
+	// long statement blocks only its connection.
+	hook func(conn int, query string) (sql string, fail *DoubleError, handled bool)
+	// threads maps a client connection to the backend's connection id
+	// (what CONNECTION_ID() returns through the proxy).
+	threads map[int]uint32
 }
 
 // Statement is one COM_QUERY or COM_STMT_PREPARE the double saw.
@@ -66,7 +73,7 @@ func StartMySQL8Double(t testing.TB, m *MariaDB) *MySQL8Double {
 	d := &MySQL8Double{
 		DSN: "root@tcp(" + ln.Addr().String() + ")/", Version: "8.0.36",
 		ln: ln, backend: fmt.Sprintf("127.0.0.1:%d", m.Port),
-		fail: map[string]*DoubleError{}, conns: map[net.Conn]bool{},
+		fail: map[string]*DoubleError{}, conns: map[net.Conn]bool{}, threads: map[int]uint32{},
 	}
 	go d.accept()
 	t.Cleanup(d.Close)
@@ -117,8 +124,17 @@ func (d *MySQL8Double) accept() {
 		var wmu sync.Mutex // client writes: the server's bytes and our ERR packets
 		go func() {
 			buf := make([]byte, 64<<10)
+			first := true
 			for {
 				n, err := b.Read(buf)
+				if first && n > 0 {
+					first = false
+					if tid, ok := handshakeThreadID(buf[:n]); ok {
+						d.mu.Lock()
+						d.threads[id] = tid
+						d.mu.Unlock()
+					}
+				}
 				if n > 0 {
 					wmu.Lock()
 					_, werr := c.Write(buf[:n])
@@ -168,6 +184,14 @@ func (d *MySQL8Double) clientToServer(id int, c, b net.Conn, wmu *sync.Mutex) er
 		}
 		query := string(payload[1:])
 		rewritten, failWith := d.rewrite(id, query)
+		d.mu.Lock()
+		hook := d.hook
+		d.mu.Unlock()
+		if failWith == nil && hook != nil {
+			if sql, fail, ok := hook(id, query); ok {
+				rewritten, failWith = sql, fail
+			}
+		}
 		if failWith != nil {
 			wmu.Lock()
 			err := writePacket(c, 1, errPacket(failWith))
@@ -181,6 +205,33 @@ func (d *MySQL8Double) clientToServer(id int, c, b net.Conn, wmu *sync.Mutex) er
 			return err
 		}
 	}
+}
+
+// handshakeThreadID reads the connection id from the server's first
+// packet, the Protocol::HandshakeV10 (protocol version 10, the server
+// version NUL-terminated, then the 4-byte connection id).
+func handshakeThreadID(b []byte) (uint32, bool) {
+	if len(b) < 5 || b[4] != 10 {
+		return 0, false
+	}
+	p := b[5:]
+	i := 0
+	for i < len(p) && p[i] != 0 {
+		i++
+	}
+	if i+5 > len(p) {
+		return 0, false
+	}
+	p = p[i+1:]
+	return uint32(p[0]) | uint32(p[1])<<8 | uint32(p[2])<<16 | uint32(p[3])<<24, true
+}
+
+// threadOf returns the backend connection id of the client connection
+// that issued a statement, or 0.
+func (d *MySQL8Double) threadOf(conn int) uint32 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.threads[conn]
 }
 
 func writePacket(w io.Writer, seq byte, payload []byte) error {
