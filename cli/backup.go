@@ -295,6 +295,7 @@ func newRestoreCmd(s *streams) *cobra.Command {
 		dropExisting bool
 		noBinlog     bool
 		verify       bool
+		resume       bool
 		includeUsers bool
 		controller   string
 		toInstance   string
@@ -391,8 +392,8 @@ job prints the final job as "jobs -o json" does (also when it failed), or
 				if dsn != "" {
 					return &UserError{Code: ExitUsage, Msg: "give --to-datadir DIR (a physical backup written into a new datadir) or --to-mysql DSN (a logical backup loaded into a running server), not both"}
 				}
-				if databases != "" || tables != "" || len(renames) > 0 || includeUsers || dropExisting || thenReplicate != "" || noBinlog || verify {
-					return &UserError{Code: ExitUsage, Msg: "a physical restore writes the whole server's files: --databases, --tables, --rename-db, --include-users, --drop-existing, --no-binlog, --verify and --then-replicate-from do not apply to --to-datadir"}
+				if databases != "" || tables != "" || len(renames) > 0 || includeUsers || dropExisting || thenReplicate != "" || noBinlog || verify || resume {
+					return &UserError{Code: ExitUsage, Msg: "a physical restore writes the whole server's files: --databases, --tables, --rename-db, --include-users, --drop-existing, --no-binlog, --verify, --resume and --then-replicate-from do not apply to --to-datadir"}
 				}
 				if !isPITR && source != "" {
 					return &UserError{Code: ExitUsage, Msg: "--instance NAME restores NAME to a point in time: give --to-time, --to-gtid or --to-position"}
@@ -431,7 +432,10 @@ job prints the final job as "jobs -o json" does (also when it failed), or
 			}
 			if isPITR || source != "" {
 				if verify {
-					return &UserError{Msg: "--verify compares a restore with its backup's row checksums; a point-in-time restore goes on past the backup, so there is nothing to compare it with"}
+					return &UserError{Code: ExitUsage, Msg: "--verify compares a restore with its backup's row checksums; a point-in-time restore goes on past the backup, so there is nothing to compare it with"}
+				}
+				if resume {
+					return &UserError{Code: ExitUsage, Msg: "--resume goes on with an interrupted plain restore; a point-in-time restore starts over (drop what the interrupted one created, or restore with --drop-existing)"}
 				}
 				if !isPITR {
 					return &UserError{Code: ExitUsage, Msg: "--instance NAME restores NAME to a point in time: give --to-time, --to-gtid or --to-position"}
@@ -524,7 +528,7 @@ job prints the final job as "jobs -o json" does (also when it failed), or
 			res, err := eng.Restore(ctx, engines.RestoreParams{
 				DSN: dsn, Parallel: parallel, Source: engines.ArchiveSource(repo, m),
 				Databases: splitList(databases), Tables: splitList(tables), RenameDB: rename,
-				DropExisting: dropExisting, IncludeUsers: includeUsers, NoBinlog: noBinlog,
+				DropExisting: dropExisting, IncludeUsers: includeUsers, NoBinlog: noBinlog, Resume: resume,
 				Progress: func(pr engines.Progress) { p.bytes(pr.Phase, pr.BytesDone, pr.BytesTotal, pr.RowsDone) },
 			})
 			p.done()
@@ -570,6 +574,7 @@ job prints the final job as "jobs -o json" does (also when it failed), or
 	cmd.Flags().StringVar(&tables, "tables", "", "only these tables, comma-separated db.table")
 	cmd.Flags().StringArrayVar(&renames, "rename-db", nil, "restore database old as new (old:new; repeatable)")
 	cmd.Flags().BoolVar(&dropExisting, "drop-existing", false, "drop tables on the target that the restore would create")
+	cmd.Flags().BoolVar(&resume, "resume", false, "logical restores here: go on with an interrupted restore of the same backup, selection and renames (its progress is recorded on the target in _tidemark_restore)")
 	cmd.Flags().BoolVar(&verify, "verify", false, "logical restores: afterwards read the restored tables back and compare them with the backup's row checksums (see verify-restore)")
 	cmd.Flags().BoolVar(&noBinlog, "no-binlog", false, "keep the restore out of the target's binary log (sql_log_bin=0; needs BINLOG ADMIN): for a target without replicas, faster")
 	cmd.Flags().BoolVar(&includeUsers, "include-users", false, "also restore accounts and grants")

@@ -82,7 +82,7 @@ func TestFleetCommandsBadInput(t *testing.T) {
 		{[]string{"restore", "--instance", "db", "--to-time", "2026-12-03 10:00:00", "--to-instance", "t", "--controller", closed}, "no Tidemark controller answers"},
 		{[]string{"restore"}, "BACKUP_ID is required"},
 		{[]string{"restore", "--to-datadir", "/srv/new"}, "BACKUP_ID is required"},
-		{[]string{"restore", "b1", "--to-datadir", "/srv/new", "--no-binlog"}, "--no-binlog, --verify and --then-replicate-from do not apply to --to-datadir"},
+		{[]string{"restore", "b1", "--to-datadir", "/srv/new", "--no-binlog"}, "--no-binlog, --verify, --resume and --then-replicate-from do not apply to --to-datadir"},
 		{[]string{"restore", "--to-datadir", "/srv/new", "--to-gtid", "0-1-5"}, "--instance NAME or BACKUP_ID is required"},
 		{[]string{"restore", "--to-datadir", "/srv/new", "--instance", "db"}, "give --to-time, --to-gtid or --to-position"},
 		{[]string{"restore", "b1", "--to-datadir", "/srv/new", "--to-instance", "db", "--mysqld", "/opt/mariadbd"}, "the agent uses the programs on its host's PATH"},

@@ -82,6 +82,10 @@ type RestoreParams struct {
 	// (sql_log_bin=0 on every connection), for a target without replicas:
 	// faster, and needs the privilege to set sql_log_bin.
 	NoBinlog bool
+	// Resume goes on with an interrupted restore of the same backup with
+	// the same selection and renames: what it recorded as done on the
+	// target is skipped, and the target is not refused for holding it.
+	Resume   bool
 	Progress func(Progress)
 }
 
@@ -137,6 +141,10 @@ type VerifyResult struct {
 // ErrMismatch is returned (wrapped, naming every table) when a restored
 // table's rows differ from what the backup recorded.
 var ErrMismatch = errors.New("restored data differs from the backup")
+
+// ErrNothingToResume is returned (wrapped) by a restore with Resume when the
+// target holds no record of an interrupted run of it.
+var ErrNothingToResume = errors.New("nothing to resume")
 
 // Verifier is an engine that can check a restore of its own backups
 // against what the backup recorded.

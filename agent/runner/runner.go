@@ -201,12 +201,20 @@ func restore(ctx context.Context, p Params) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backup %s was written by engine %q: %w", m.GetBackupId(), m.GetEngine(), err)
 	}
-	res, err := eng.Restore(ctx, engines.RestoreParams{
+	params := engines.RestoreParams{
 		DSN: p.DSN, Parallel: parallel(rp.GetParallelism(), p.Parallel),
 		Source: engines.ArchiveSource(repo, m), Progress: progress(p),
 		Databases: rp.GetDatabases(), Tables: rp.GetTables(), RenameDB: rp.GetRenameDatabases(),
 		DropExisting: rp.GetDropExisting(), IncludeUsers: rp.GetIncludeUsers(), NoBinlog: rp.GetNoBinlog(),
-	})
+		// A later attempt goes on with what an interrupted one left (an
+		// agent killed, a lease lost), rather than refusing its tables.
+		Resume: p.Job.GetAttempt() > 1,
+	}
+	res, err := eng.Restore(ctx, params)
+	if params.Resume && errors.Is(err, engines.ErrNothingToResume) {
+		params.Resume = false
+		res, err = eng.Restore(ctx, params)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("restore of backup %s onto %s: %w", m.GetBackupId(), p.Job.GetInstance(), err)
 	}

@@ -180,6 +180,10 @@ func (r *restoreRun) loadRows(ctx context.Context, c *sql.Conn, t *tableMeta, pc
 		rollback(ctx, c)
 		return err
 	}
+	if err := r.state.mark(ctx, c, pieceStep(pc.Stream)); err != nil {
+		rollback(ctx, c)
+		return err
+	}
 	if _, err := c.ExecContext(ctx, "COMMIT"); err != nil {
 		return mysqlx.Translate(op, err)
 	}
@@ -298,6 +302,9 @@ func (r *restoreRun) insertPiece(ctx context.Context, c *sql.Conn, t *tableMeta,
 		}
 	}
 	if err := flush(); err != nil {
+		return err
+	}
+	if err := r.state.mark(ctx, c, pieceStep(pc.Stream)); err != nil {
 		return err
 	}
 	if _, err := c.ExecContext(ctx, "COMMIT"); err != nil {

@@ -48,7 +48,8 @@ type restoreRun struct {
 	done      atomic.Int64
 	warnMu    sync.Mutex
 	warnings  []string
-	noHistory sync.Map // "db.table" of History tables loaded without their history
+	noHistory sync.Map      // "db.table" of History tables loaded without their history
+	state     *restoreState // progress on the target; nil: not recorded
 }
 
 func (r *restoreRun) warn(format string, args ...any) {
@@ -184,9 +185,23 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 	if err := r.checkViews(sel, posts); err != nil {
 		return nil, err
 	}
-	if err := r.checkTarget(ctx, ctl, sel, schemas, posts); err != nil {
+	var targets []string
+	for _, d := range sel.dbs {
+		targets = append(targets, r.target(d))
+	}
+	key := stateKey(m.GetBackupId(), targets)
+	if !p.Resume {
+		if err := r.checkTarget(ctx, ctl, sel, schemas, posts); err != nil {
+			if errors.Is(err, ErrTargetNotEmpty) && hasRecord(ctx, ctl, key) {
+				return nil, fmt.Errorf("%w (an interrupted restore of this backup left them: go on with it with resume)", err)
+			}
+			return nil, err
+		}
+	}
+	if r.state, err = r.openState(ctx, ctl, key, p.Resume); err != nil {
 		return nil, err
 	}
+	st := r.state
 
 	// Schema: databases and tables, with secondary indexes held back.
 	r.progress("schema")
@@ -203,12 +218,14 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 		}
 	}
 	// Sequences before any table: a column default may draw from one
-	// (DEFAULT NEXTVAL(s)), and the server checks that it exists.
+	// (DEFAULT NEXTVAL(s)), and the server checks that it exists. A resumed
+	// restore creates only what is missing.
 	indexes := map[string][]string{} // "db.table" (original) → ADD clauses
+	schemaDone := st.has(stepSchema)
 	for _, seqPass := range []bool{true, false} {
 		for _, d := range sel.dbs {
 			td := r.target(d)
-			if seqPass {
+			if seqPass && !schemaDone {
 				if _, err := ctl.ExecContext(ctx, createDatabaseSQL(schemas[d].Create, d, td)); err != nil {
 					return nil, mysqlx.TranslateNeed("creating database "+td, err, "CREATE on "+qi(td)+".*")
 				}
@@ -220,10 +237,24 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 				if !sel.table(d, t.Name) || (t.Kind == "sequence") != seqPass {
 					continue
 				}
-				if err := r.createTable(ctx, ctl, d, t, referenced[d+"."+t.Name], indexes); err != nil {
+				create := !schemaDone
+				if create && st.resuming() {
+					exists, err := tableExists(ctx, ctl, td, t.Name)
+					if err != nil {
+						return nil, err
+					}
+					create = !exists
+				}
+				if err := r.createTable(ctx, ctl, d, t, referenced[d+"."+t.Name], indexes, create); err != nil {
 					return nil, err
 				}
 			}
+		}
+	}
+
+	if !schemaDone {
+		if err := st.mark(ctx, ctl, stepSchema); err != nil {
+			return nil, err
 		}
 	}
 
@@ -251,21 +282,37 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 	}
 
 	r.progress("post")
-	if err := r.createPostObjects(ctx, ctl, sel, posts); err != nil {
-		return nil, err
+	if !st.has(stepPost) {
+		if st.resuming() {
+			if err := r.dropPostObjects(ctx, ctl, sel, posts); err != nil {
+				return nil, err
+			}
+		}
+		if err := r.createPostObjects(ctx, ctl, sel, posts); err != nil {
+			return nil, err
+		}
+		if err := st.mark(ctx, ctl, stepPost); err != nil {
+			return nil, err
+		}
 	}
-	if p.IncludeUsers && r.meta.Users {
+	if p.IncludeUsers && r.meta.Users && !st.has(stepUsers) {
 		var u usersDoc
 		if err := r.readJSON(ctx, streamUsers, &u); err != nil {
 			return nil, err
 		}
 		for _, s := range u.Statements {
-			if _, err := ctl.ExecContext(ctx, s); err != nil {
+			if _, err := ctl.ExecContext(ctx, s); err != nil && !(st.resuming() && errUserExists(err)) {
 				return nil, mysqlx.TranslateNeed("restoring accounts ("+statementHead(s)+")", err, "CREATE USER and the granted privileges WITH GRANT OPTION")
 			}
 		}
-	} else if p.IncludeUsers {
+		if err := st.mark(ctx, ctl, stepUsers); err != nil {
+			return nil, err
+		}
+	} else if p.IncludeUsers && !r.meta.Users {
 		r.warn("the backup holds no users and grants (it was taken without IncludeUsers)")
+	}
+	if err := st.finish(ctx, ctl); err != nil {
+		return nil, err
 	}
 	r.progress("done")
 	return &engines.RestoreResult{Tables: len(tables), Rows: r.rows.Load(), Warnings: r.warnings}, nil
@@ -274,7 +321,7 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 // createTable creates one table or sequence of database d in the session's
 // current database (its target), recording the secondary indexes it holds
 // back in indexes.
-func (r *restoreRun) createTable(ctx context.Context, ctl *sql.Conn, d string, t tableDDL, referenced bool, indexes map[string][]string) error {
+func (r *restoreRun) createTable(ctx context.Context, ctl *sql.Conn, d string, t tableDDL, referenced bool, indexes map[string][]string, exec bool) error {
 	td := r.target(d)
 	create, adds := t.Create, []string(nil)
 	switch {
@@ -284,6 +331,10 @@ func (r *restoreRun) createTable(ctx context.Context, ctl *sql.Conn, d string, t
 	case !strings.HasPrefix(create, "CREATE SEQUENCE"):
 		r.warn("sequence %s.%s: the backup holds its columns but not its options (it was taken by a tidemark before sequences were exact): "+
 			"it is restored with the default start, increment, bounds and cache, and its next value", td, t.Name)
+	}
+	if !exec {
+		indexes[d+"."+t.Name] = adds // the resumed table exists: only its indexes
+		return nil
 	}
 	if _, err := ctl.ExecContext(ctx, create); err != nil {
 		if mysqlx.ServerErrorNumber(err) == 1146 && strings.Contains(create, "nextval(") {
@@ -592,27 +643,52 @@ func (r *restoreRun) loadTables(ctx context.Context, n int, tables []*tableMeta,
 	}
 	sorted := append([]*tableMeta(nil), tables...)
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Rows > sorted[j].Rows })
+	st := r.state
 	var jobs []job
 	remaining := map[*tableMeta]*atomic.Int64{}
+	var finishLater []*tableMeta // resumed tables whose pieces are all in
 	for _, t := range sorted {
+		td := r.target(t.DB)
 		remaining[t] = new(atomic.Int64)
-		remaining[t].Store(int64(len(t.Pieces)))
-		for _, pc := range t.Pieces {
+		if st.has(tableStep(td, t.Name)) {
+			r.done.Add(1)
+			continue
+		}
+		todo := t.Pieces
+		if st.resuming() {
+			if t.Locked {
+				// Not transactional: a piece cut off by the interruption
+				// left part of its rows, recorded or not. Load the table
+				// again whole.
+				if _, err := r.db.ExecContext(ctx, "TRUNCATE TABLE "+qname(td, t.Name)); err != nil {
+					return mysqlx.Translate("resuming: emptying "+td+"."+t.Name+" to load it again", err)
+				}
+			} else {
+				todo = slices.DeleteFunc(slices.Clone(todo), func(pc pieceMeta) bool { return st.has(pieceStep(pc.Stream)) })
+			}
+		}
+		remaining[t].Store(int64(len(todo)))
+		if len(todo) == 0 && len(t.Pieces) > 0 {
+			finishLater = append(finishLater, t)
+		}
+		for _, pc := range todo {
 			jobs = append(jobs, job{t, pc})
 		}
 	}
 	finish := func(ctx context.Context, c *sql.Conn, t *tableMeta) error {
 		r.done.Add(1)
-		adds := indexes[t.DB+"."+t.Name]
-		if len(adds) == 0 {
-			return nil
-		}
-		r.progress("indexes")
 		td := r.target(t.DB)
-		if _, err := c.ExecContext(ctx, "ALTER TABLE "+qname(td, t.Name)+" "+strings.Join(adds, ", ")); err != nil {
-			return mysqlx.Translate("adding the secondary indexes of "+td+"."+t.Name, err)
+		if adds := indexes[t.DB+"."+t.Name]; len(adds) > 0 {
+			r.progress("indexes")
+			if st.resuming() {
+				if err := addIndexesAgain(ctx, c, td, t.Name, adds); err != nil {
+					return err
+				}
+			} else if _, err := c.ExecContext(ctx, "ALTER TABLE "+qname(td, t.Name)+" "+strings.Join(adds, ", ")); err != nil {
+				return mysqlx.Translate("adding the secondary indexes of "+td+"."+t.Name, err)
+			}
 		}
-		return nil
+		return st.mark(ctx, c, tableStep(td, t.Name))
 	}
 	// Tables with no piece (no columns to dump) only need their indexes.
 	next := make(chan job)
@@ -656,7 +732,7 @@ func (r *restoreRun) loadTables(ctx context.Context, n int, tables []*tableMeta,
 		return err
 	}
 	for _, t := range sorted {
-		if len(t.Pieces) == 0 {
+		if (len(t.Pieces) == 0 && !st.has(tableStep(r.target(t.DB), t.Name))) || slices.Contains(finishLater, t) {
 			c, err := r.db.Conn(ctx)
 			if err != nil {
 				return mysqlx.Translate("connecting", err)
