@@ -80,6 +80,582 @@ func (MemberState) EnumDescriptor() ([]byte, []int) {
 	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
 }
 
+type PinBackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PinBackupRequest) Reset() {
+	*x = PinBackupRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PinBackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PinBackupRequest) ProtoMessage() {}
+
+func (x *PinBackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PinBackupRequest.ProtoReflect.Descriptor instead.
+func (*PinBackupRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PinBackupRequest) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *PinBackupRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type PinBackupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backup        *Backup                `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PinBackupResponse) Reset() {
+	*x = PinBackupResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PinBackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PinBackupResponse) ProtoMessage() {}
+
+func (x *PinBackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PinBackupResponse.ProtoReflect.Descriptor instead.
+func (*PinBackupResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PinBackupResponse) GetBackup() *Backup {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
+type UnpinBackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpinBackupRequest) Reset() {
+	*x = UnpinBackupRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpinBackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpinBackupRequest) ProtoMessage() {}
+
+func (x *UnpinBackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpinBackupRequest.ProtoReflect.Descriptor instead.
+func (*UnpinBackupRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UnpinBackupRequest) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+type UnpinBackupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backup        *Backup                `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpinBackupResponse) Reset() {
+	*x = UnpinBackupResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpinBackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpinBackupResponse) ProtoMessage() {}
+
+func (x *UnpinBackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpinBackupResponse.ProtoReflect.Descriptor instead.
+func (*UnpinBackupResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UnpinBackupResponse) GetBackup() *Backup {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
+type PlanRetentionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this instance; empty: every instance with backups.
+	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// The rules to plan with. (Policies' rules are wired in when policies
+	// exist; until then the caller gives them.)
+	Rules         *RetentionRules `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	Consistent    bool            `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanRetentionRequest) Reset() {
+	*x = PlanRetentionRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanRetentionRequest) ProtoMessage() {}
+
+func (x *PlanRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanRetentionRequest.ProtoReflect.Descriptor instead.
+func (*PlanRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PlanRetentionRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *PlanRetentionRequest) GetRules() *RetentionRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *PlanRetentionRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
+}
+
+type PlanRetentionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per instance, by name.
+	Plans []*RetentionInstancePlan `protobuf:"bytes,1,rep,name=plans,proto3" json:"plans,omitempty"`
+	// The time the plan was made for (the leader's clock).
+	Now           *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=now,proto3" json:"now,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanRetentionResponse) Reset() {
+	*x = PlanRetentionResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanRetentionResponse) ProtoMessage() {}
+
+func (x *PlanRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanRetentionResponse.ProtoReflect.Descriptor instead.
+func (*PlanRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PlanRetentionResponse) GetPlans() []*RetentionInstancePlan {
+	if x != nil {
+		return x.Plans
+	}
+	return nil
+}
+
+func (x *PlanRetentionResponse) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
+type ApplyRetentionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Instance      string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Rules         *RetentionRules        `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyRetentionRequest) Reset() {
+	*x = ApplyRetentionRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyRetentionRequest) ProtoMessage() {}
+
+func (x *ApplyRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyRetentionRequest.ProtoReflect.Descriptor instead.
+func (*ApplyRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ApplyRetentionRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *ApplyRetentionRequest) GetRules() *RetentionRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+type ApplyRetentionResponse struct {
+	state protoimpl.MessageState   `protogen:"open.v1"`
+	Plans []*RetentionInstancePlan `protobuf:"bytes,1,rep,name=plans,proto3" json:"plans,omitempty"`
+	Now   *timestamppb.Timestamp   `protobuf:"bytes,2,opt,name=now,proto3" json:"now,omitempty"`
+	// The expire jobs submitted, one per instance that had anything to
+	// delete.
+	JobIds        []string `protobuf:"bytes,3,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyRetentionResponse) Reset() {
+	*x = ApplyRetentionResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyRetentionResponse) ProtoMessage() {}
+
+func (x *ApplyRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyRetentionResponse.ProtoReflect.Descriptor instead.
+func (*ApplyRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ApplyRetentionResponse) GetPlans() []*RetentionInstancePlan {
+	if x != nil {
+		return x.Plans
+	}
+	return nil
+}
+
+func (x *ApplyRetentionResponse) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
+func (x *ApplyRetentionResponse) GetJobIds() []string {
+	if x != nil {
+		return x.JobIds
+	}
+	return nil
+}
+
+// RetentionInstancePlan is retention's verdict on one instance.
+type RetentionInstancePlan struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Backups  []*RetentionVerdict    `protobuf:"bytes,2,rep,name=backups,proto3" json:"backups,omitempty"`
+	// The base of the PITR window: the newest complete backup at or before
+	// now - pitr_window; empty when the window has none (every backup and
+	// segment is then kept for it).
+	PitrBaseBackupId string `protobuf:"bytes,3,opt,name=pitr_base_backup_id,json=pitrBaseBackupId,proto3" json:"pitr_base_backup_id,omitempty"`
+	// Binlog segments whose last event is before this time may be deleted;
+	// unset: none may.
+	BinlogBefore  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=binlog_before,json=binlogBefore,proto3" json:"binlog_before,omitempty"`
+	BinlogReason  string                 `protobuf:"bytes,5,opt,name=binlog_reason,json=binlogReason,proto3" json:"binlog_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionInstancePlan) Reset() {
+	*x = RetentionInstancePlan{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionInstancePlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionInstancePlan) ProtoMessage() {}
+
+func (x *RetentionInstancePlan) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionInstancePlan.ProtoReflect.Descriptor instead.
+func (*RetentionInstancePlan) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RetentionInstancePlan) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *RetentionInstancePlan) GetBackups() []*RetentionVerdict {
+	if x != nil {
+		return x.Backups
+	}
+	return nil
+}
+
+func (x *RetentionInstancePlan) GetPitrBaseBackupId() string {
+	if x != nil {
+		return x.PitrBaseBackupId
+	}
+	return ""
+}
+
+func (x *RetentionInstancePlan) GetBinlogBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BinlogBefore
+	}
+	return nil
+}
+
+func (x *RetentionInstancePlan) GetBinlogReason() string {
+	if x != nil {
+		return x.BinlogReason
+	}
+	return ""
+}
+
+// RetentionVerdict is one backup's fate and every reason for it.
+type RetentionVerdict struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	Keep     bool                   `protobuf:"varint,2,opt,name=keep,proto3" json:"keep,omitempty"`
+	// "keep: daily 2026-12-01", "keep: pinned (audit)", "expire: outside
+	// every rule", ...
+	Reasons       []string               `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	Status        BackupStatus           `protobuf:"varint,5,opt,name=status,proto3,enum=tidemark.v1.BackupStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionVerdict) Reset() {
+	*x = RetentionVerdict{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionVerdict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionVerdict) ProtoMessage() {}
+
+func (x *RetentionVerdict) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionVerdict.ProtoReflect.Descriptor instead.
+func (*RetentionVerdict) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RetentionVerdict) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *RetentionVerdict) GetKeep() bool {
+	if x != nil {
+		return x.Keep
+	}
+	return false
+}
+
+func (x *RetentionVerdict) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *RetentionVerdict) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *RetentionVerdict) GetStatus() BackupStatus {
+	if x != nil {
+		return x.Status
+	}
+	return BackupStatus_BACKUP_STATUS_UNSPECIFIED
+}
+
 type ListAgentsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only agents whose labels include all of these.
@@ -93,7 +669,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	mi := &file_tidemark_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +681,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	mi := &file_tidemark_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +694,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListAgentsRequest) GetLabels() map[string]string {
@@ -159,7 +735,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	mi := &file_tidemark_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -171,7 +747,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	mi := &file_tidemark_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -184,7 +760,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -216,7 +792,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	mi := &file_tidemark_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -228,7 +804,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	mi := &file_tidemark_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -241,7 +817,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListInstancesRequest) GetLabels() map[string]string {
@@ -289,7 +865,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	mi := &file_tidemark_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -301,7 +877,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	mi := &file_tidemark_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -314,7 +890,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*Instance {
@@ -346,7 +922,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	mi := &file_tidemark_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +934,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	mi := &file_tidemark_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +947,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListBackupsRequest) GetInstance() string {
@@ -420,7 +996,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	mi := &file_tidemark_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +1008,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	mi := &file_tidemark_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +1021,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
@@ -472,7 +1048,7 @@ type GetBackupRequest struct {
 
 func (x *GetBackupRequest) Reset() {
 	*x = GetBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	mi := &file_tidemark_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +1060,7 @@ func (x *GetBackupRequest) String() string {
 func (*GetBackupRequest) ProtoMessage() {}
 
 func (x *GetBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	mi := &file_tidemark_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +1073,7 @@ func (x *GetBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackupRequest.ProtoReflect.Descriptor instead.
 func (*GetBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetBackupRequest) GetId() string {
@@ -523,7 +1099,7 @@ type GetBackupResponse struct {
 
 func (x *GetBackupResponse) Reset() {
 	*x = GetBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	mi := &file_tidemark_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +1111,7 @@ func (x *GetBackupResponse) String() string {
 func (*GetBackupResponse) ProtoMessage() {}
 
 func (x *GetBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	mi := &file_tidemark_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +1124,7 @@ func (x *GetBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackupResponse.ProtoReflect.Descriptor instead.
 func (*GetBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetBackupResponse) GetBackup() *Backup {
@@ -575,7 +1151,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	mi := &file_tidemark_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +1163,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	mi := &file_tidemark_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +1176,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListJobsRequest) GetInstance() string {
@@ -656,7 +1232,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	mi := &file_tidemark_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +1244,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	mi := &file_tidemark_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +1257,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -708,7 +1284,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[10]
+	mi := &file_tidemark_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +1296,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[10]
+	mi := &file_tidemark_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +1309,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -759,7 +1335,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[11]
+	mi := &file_tidemark_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +1347,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[11]
+	mi := &file_tidemark_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +1360,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -803,7 +1379,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[12]
+	mi := &file_tidemark_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +1391,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[12]
+	mi := &file_tidemark_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +1404,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -847,7 +1423,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[13]
+	mi := &file_tidemark_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +1435,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[13]
+	mi := &file_tidemark_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1448,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WatchJobResponse) GetJob() *Job {
@@ -898,7 +1474,7 @@ type SubmitBackupRequest struct {
 
 func (x *SubmitBackupRequest) Reset() {
 	*x = SubmitBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[14]
+	mi := &file_tidemark_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1486,7 @@ func (x *SubmitBackupRequest) String() string {
 func (*SubmitBackupRequest) ProtoMessage() {}
 
 func (x *SubmitBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[14]
+	mi := &file_tidemark_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1499,7 @@ func (x *SubmitBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBackupRequest.ProtoReflect.Descriptor instead.
 func (*SubmitBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SubmitBackupRequest) GetInstance() string {
@@ -971,7 +1547,7 @@ type SubmitBackupResponse struct {
 
 func (x *SubmitBackupResponse) Reset() {
 	*x = SubmitBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[15]
+	mi := &file_tidemark_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1559,7 @@ func (x *SubmitBackupResponse) String() string {
 func (*SubmitBackupResponse) ProtoMessage() {}
 
 func (x *SubmitBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[15]
+	mi := &file_tidemark_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1572,7 @@ func (x *SubmitBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBackupResponse.ProtoReflect.Descriptor instead.
 func (*SubmitBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SubmitBackupResponse) GetJob() *Job {
@@ -1016,7 +1592,7 @@ type SubmitRestoreRequest struct {
 
 func (x *SubmitRestoreRequest) Reset() {
 	*x = SubmitRestoreRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[16]
+	mi := &file_tidemark_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1604,7 @@ func (x *SubmitRestoreRequest) String() string {
 func (*SubmitRestoreRequest) ProtoMessage() {}
 
 func (x *SubmitRestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[16]
+	mi := &file_tidemark_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1617,7 @@ func (x *SubmitRestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRestoreRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRestoreRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SubmitRestoreRequest) GetParams() *RestoreParams {
@@ -1061,7 +1637,7 @@ type SubmitRestoreResponse struct {
 
 func (x *SubmitRestoreResponse) Reset() {
 	*x = SubmitRestoreResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[17]
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1649,7 @@ func (x *SubmitRestoreResponse) String() string {
 func (*SubmitRestoreResponse) ProtoMessage() {}
 
 func (x *SubmitRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[17]
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1662,7 @@ func (x *SubmitRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SubmitRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SubmitRestoreResponse) GetJob() *Job {
@@ -1107,7 +1683,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[18]
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1695,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[18]
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1708,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -1159,7 +1735,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[19]
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1747,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[19]
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1760,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -1214,7 +1790,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[20]
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1802,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[20]
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1815,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Member) GetId() string {
@@ -1292,7 +1868,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[21]
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1880,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[21]
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1893,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 type ClusterStatusResponse struct {
@@ -1335,7 +1911,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[22]
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1923,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[22]
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1936,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ClusterStatusResponse) GetMembers() []*Member {
@@ -1421,7 +1997,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[23]
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +2009,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[23]
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +2022,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -1487,7 +2063,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[24]
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +2075,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[24]
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +2088,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AddMemberResponse) GetMembers() []*Member {
@@ -1531,7 +2107,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[25]
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +2119,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[25]
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +2132,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -1576,7 +2152,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[26]
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +2164,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[26]
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +2177,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RemoveMemberResponse) GetMembers() []*Member {
@@ -1627,7 +2203,7 @@ type StartBinlogStreamRequest struct {
 
 func (x *StartBinlogStreamRequest) Reset() {
 	*x = StartBinlogStreamRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +2215,7 @@ func (x *StartBinlogStreamRequest) String() string {
 func (*StartBinlogStreamRequest) ProtoMessage() {}
 
 func (x *StartBinlogStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +2228,7 @@ func (x *StartBinlogStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBinlogStreamRequest.ProtoReflect.Descriptor instead.
 func (*StartBinlogStreamRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *StartBinlogStreamRequest) GetInstance() string {
@@ -1700,7 +2276,7 @@ type StartBinlogStreamResponse struct {
 
 func (x *StartBinlogStreamResponse) Reset() {
 	*x = StartBinlogStreamResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +2288,7 @@ func (x *StartBinlogStreamResponse) String() string {
 func (*StartBinlogStreamResponse) ProtoMessage() {}
 
 func (x *StartBinlogStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +2301,7 @@ func (x *StartBinlogStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBinlogStreamResponse.ProtoReflect.Descriptor instead.
 func (*StartBinlogStreamResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *StartBinlogStreamResponse) GetJob() *Job {
@@ -1746,7 +2322,7 @@ type StopBinlogStreamRequest struct {
 
 func (x *StopBinlogStreamRequest) Reset() {
 	*x = StopBinlogStreamRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +2334,7 @@ func (x *StopBinlogStreamRequest) String() string {
 func (*StopBinlogStreamRequest) ProtoMessage() {}
 
 func (x *StopBinlogStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +2347,7 @@ func (x *StopBinlogStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopBinlogStreamRequest.ProtoReflect.Descriptor instead.
 func (*StopBinlogStreamRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *StopBinlogStreamRequest) GetInstance() string {
@@ -1798,7 +2374,7 @@ type StopBinlogStreamResponse struct {
 
 func (x *StopBinlogStreamResponse) Reset() {
 	*x = StopBinlogStreamResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1810,7 +2386,7 @@ func (x *StopBinlogStreamResponse) String() string {
 func (*StopBinlogStreamResponse) ProtoMessage() {}
 
 func (x *StopBinlogStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1823,7 +2399,7 @@ func (x *StopBinlogStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopBinlogStreamResponse.ProtoReflect.Descriptor instead.
 func (*StopBinlogStreamResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *StopBinlogStreamResponse) GetJob() *Job {
@@ -1844,7 +2420,7 @@ type GetBinlogStatusRequest struct {
 
 func (x *GetBinlogStatusRequest) Reset() {
 	*x = GetBinlogStatusRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +2432,7 @@ func (x *GetBinlogStatusRequest) String() string {
 func (*GetBinlogStatusRequest) ProtoMessage() {}
 
 func (x *GetBinlogStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +2445,7 @@ func (x *GetBinlogStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBinlogStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetBinlogStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetBinlogStatusRequest) GetInstance() string {
@@ -1902,7 +2478,7 @@ type GetBinlogStatusResponse struct {
 
 func (x *GetBinlogStatusResponse) Reset() {
 	*x = GetBinlogStatusResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +2490,7 @@ func (x *GetBinlogStatusResponse) String() string {
 func (*GetBinlogStatusResponse) ProtoMessage() {}
 
 func (x *GetBinlogStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2503,7 @@ func (x *GetBinlogStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBinlogStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetBinlogStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetBinlogStatusResponse) GetStream() *BinlogStream {
@@ -1968,7 +2544,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	mi := &file_tidemark_v1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2556,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	mi := &file_tidemark_v1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2569,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreateJoinTokenRequest) GetRole() string {
@@ -2035,7 +2611,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	mi := &file_tidemark_v1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2623,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	mi := &file_tidemark_v1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2636,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{34}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2093,7 +2669,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	mi := &file_tidemark_v1_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2681,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	mi := &file_tidemark_v1_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2694,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{35}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -2163,7 +2739,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	mi := &file_tidemark_v1_control_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2175,7 +2751,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	mi := &file_tidemark_v1_control_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2188,7 +2764,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{36}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *JoinResponse) GetCaPem() []byte {
@@ -2221,7 +2797,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	mi := &file_tidemark_v1_control_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2809,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	mi := &file_tidemark_v1_control_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2822,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{37}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RevokeAgentRequest) GetName() string {
@@ -2266,7 +2842,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	mi := &file_tidemark_v1_control_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2278,7 +2854,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	mi := &file_tidemark_v1_control_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2291,7 +2867,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{38}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RevokeAgentResponse) GetWasConnected() bool {
@@ -2311,7 +2887,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	mi := &file_tidemark_v1_control_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2323,7 +2899,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	mi := &file_tidemark_v1_control_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2336,7 +2912,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{39}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
@@ -2355,7 +2931,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	mi := &file_tidemark_v1_control_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2943,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	mi := &file_tidemark_v1_control_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2956,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{40}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -2401,7 +2977,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	mi := &file_tidemark_v1_control_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2413,7 +2989,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	mi := &file_tidemark_v1_control_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2426,7 +3002,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RenewCertificateRequest) GetCsr() []byte {
@@ -2445,7 +3021,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	mi := &file_tidemark_v1_control_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +3033,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	mi := &file_tidemark_v1_control_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +3046,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RenewCertificateResponse) GetCertPem() []byte {
@@ -2484,7 +3060,44 @@ var File_tidemark_v1_control_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\"\xee\x01\n" +
+	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x1btidemark/v1/retention.proto\"G\n" +
+	"\x10PinBackupRequest\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"@\n" +
+	"\x11PinBackupResponse\x12+\n" +
+	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"1\n" +
+	"\x12UnpinBackupRequest\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\"B\n" +
+	"\x13UnpinBackupResponse\x12+\n" +
+	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"\x85\x01\n" +
+	"\x14PlanRetentionRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x121\n" +
+	"\x05rules\x18\x02 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\x05rules\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x03 \x01(\bR\n" +
+	"consistent\"\x7f\n" +
+	"\x15PlanRetentionResponse\x128\n" +
+	"\x05plans\x18\x01 \x03(\v2\".tidemark.v1.RetentionInstancePlanR\x05plans\x12,\n" +
+	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"f\n" +
+	"\x15ApplyRetentionRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x121\n" +
+	"\x05rules\x18\x02 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\x05rules\"\x99\x01\n" +
+	"\x16ApplyRetentionResponse\x128\n" +
+	"\x05plans\x18\x01 \x03(\v2\".tidemark.v1.RetentionInstancePlanR\x05plans\x12,\n" +
+	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12\x17\n" +
+	"\ajob_ids\x18\x03 \x03(\tR\x06jobIds\"\x81\x02\n" +
+	"\x15RetentionInstancePlan\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x127\n" +
+	"\abackups\x18\x02 \x03(\v2\x1d.tidemark.v1.RetentionVerdictR\abackups\x12-\n" +
+	"\x13pitr_base_backup_id\x18\x03 \x01(\tR\x10pitrBaseBackupId\x12?\n" +
+	"\rbinlog_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fbinlogBefore\x12#\n" +
+	"\rbinlog_reason\x18\x05 \x01(\tR\fbinlogReason\"\xc0\x01\n" +
+	"\x10RetentionVerdict\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x12\n" +
+	"\x04keep\x18\x02 \x01(\bR\x04keep\x12\x18\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
+	"\x06status\x18\x05 \x01(\x0e2\x19.tidemark.v1.BackupStatusR\x06status\"\xee\x01\n" +
 	"\x11ListAgentsRequest\x12B\n" +
 	"\x06labels\x18\x01 \x03(\v2*.tidemark.v1.ListAgentsRequest.LabelsEntryR\x06labels\x12\x1e\n" +
 	"\n" +
@@ -2660,7 +3273,7 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x13MEMBER_STATE_LEADER\x10\x01\x12\x19\n" +
 	"\x15MEMBER_STATE_FOLLOWER\x10\x02\x12\x1a\n" +
 	"\x16MEMBER_STATE_CANDIDATE\x10\x03\x12\x1c\n" +
-	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xdb\r\n" +
+	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xac\x10\n" +
 	"\x0eControlService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.tidemark.v1.ListAgentsRequest\x1a\x1f.tidemark.v1.ListAgentsResponse\x12V\n" +
@@ -2683,7 +3296,11 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x04Join\x12\x18.tidemark.v1.JoinRequest\x1a\x19.tidemark.v1.JoinResponse\x12P\n" +
 	"\vRevokeAgent\x12\x1f.tidemark.v1.RevokeAgentRequest\x1a .tidemark.v1.RevokeAgentResponse\x12_\n" +
 	"\x10RenewCertificate\x12$.tidemark.v1.RenewCertificateRequest\x1a%.tidemark.v1.RenewCertificateResponse\x12J\n" +
-	"\tListAudit\x12\x1d.tidemark.v1.ListAuditRequest\x1a\x1e.tidemark.v1.ListAuditResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
+	"\tListAudit\x12\x1d.tidemark.v1.ListAuditRequest\x1a\x1e.tidemark.v1.ListAuditResponse\x12J\n" +
+	"\tPinBackup\x12\x1d.tidemark.v1.PinBackupRequest\x1a\x1e.tidemark.v1.PinBackupResponse\x12P\n" +
+	"\vUnpinBackup\x12\x1f.tidemark.v1.UnpinBackupRequest\x1a .tidemark.v1.UnpinBackupResponse\x12V\n" +
+	"\rPlanRetention\x12!.tidemark.v1.PlanRetentionRequest\x1a\".tidemark.v1.PlanRetentionResponse\x12Y\n" +
+	"\x0eApplyRetention\x12\".tidemark.v1.ApplyRetentionRequest\x1a#.tidemark.v1.ApplyRetentionResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
 	file_tidemark_v1_control_proto_rawDescOnce sync.Once
@@ -2698,149 +3315,180 @@ func file_tidemark_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_tidemark_v1_control_proto_goTypes = []any{
 	(MemberState)(0),                  // 0: tidemark.v1.MemberState
-	(*ListAgentsRequest)(nil),         // 1: tidemark.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),        // 2: tidemark.v1.ListAgentsResponse
-	(*ListInstancesRequest)(nil),      // 3: tidemark.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),     // 4: tidemark.v1.ListInstancesResponse
-	(*ListBackupsRequest)(nil),        // 5: tidemark.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),       // 6: tidemark.v1.ListBackupsResponse
-	(*GetBackupRequest)(nil),          // 7: tidemark.v1.GetBackupRequest
-	(*GetBackupResponse)(nil),         // 8: tidemark.v1.GetBackupResponse
-	(*ListJobsRequest)(nil),           // 9: tidemark.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),          // 10: tidemark.v1.ListJobsResponse
-	(*GetJobRequest)(nil),             // 11: tidemark.v1.GetJobRequest
-	(*GetJobResponse)(nil),            // 12: tidemark.v1.GetJobResponse
-	(*WatchJobRequest)(nil),           // 13: tidemark.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),          // 14: tidemark.v1.WatchJobResponse
-	(*SubmitBackupRequest)(nil),       // 15: tidemark.v1.SubmitBackupRequest
-	(*SubmitBackupResponse)(nil),      // 16: tidemark.v1.SubmitBackupResponse
-	(*SubmitRestoreRequest)(nil),      // 17: tidemark.v1.SubmitRestoreRequest
-	(*SubmitRestoreResponse)(nil),     // 18: tidemark.v1.SubmitRestoreResponse
-	(*CancelJobRequest)(nil),          // 19: tidemark.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),         // 20: tidemark.v1.CancelJobResponse
-	(*Member)(nil),                    // 21: tidemark.v1.Member
-	(*ClusterStatusRequest)(nil),      // 22: tidemark.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),     // 23: tidemark.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),          // 24: tidemark.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),         // 25: tidemark.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),       // 26: tidemark.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),      // 27: tidemark.v1.RemoveMemberResponse
-	(*StartBinlogStreamRequest)(nil),  // 28: tidemark.v1.StartBinlogStreamRequest
-	(*StartBinlogStreamResponse)(nil), // 29: tidemark.v1.StartBinlogStreamResponse
-	(*StopBinlogStreamRequest)(nil),   // 30: tidemark.v1.StopBinlogStreamRequest
-	(*StopBinlogStreamResponse)(nil),  // 31: tidemark.v1.StopBinlogStreamResponse
-	(*GetBinlogStatusRequest)(nil),    // 32: tidemark.v1.GetBinlogStatusRequest
-	(*GetBinlogStatusResponse)(nil),   // 33: tidemark.v1.GetBinlogStatusResponse
-	(*CreateJoinTokenRequest)(nil),    // 34: tidemark.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 35: tidemark.v1.CreateJoinTokenResponse
-	(*JoinRequest)(nil),               // 36: tidemark.v1.JoinRequest
-	(*JoinResponse)(nil),              // 37: tidemark.v1.JoinResponse
-	(*RevokeAgentRequest)(nil),        // 38: tidemark.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),       // 39: tidemark.v1.RevokeAgentResponse
-	(*ListAuditRequest)(nil),          // 40: tidemark.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),         // 41: tidemark.v1.ListAuditResponse
-	(*RenewCertificateRequest)(nil),   // 42: tidemark.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),  // 43: tidemark.v1.RenewCertificateResponse
-	nil,                               // 44: tidemark.v1.ListAgentsRequest.LabelsEntry
-	nil,                               // 45: tidemark.v1.ListInstancesRequest.LabelsEntry
-	nil,                               // 46: tidemark.v1.SubmitBackupRequest.LabelsEntry
-	(*Agent)(nil),                     // 47: tidemark.v1.Agent
-	(*Instance)(nil),                  // 48: tidemark.v1.Instance
-	(BackupStatus)(0),                 // 49: tidemark.v1.BackupStatus
-	(*Backup)(nil),                    // 50: tidemark.v1.Backup
-	(JobState)(0),                     // 51: tidemark.v1.JobState
-	(JobKind)(0),                      // 52: tidemark.v1.JobKind
-	(*Job)(nil),                       // 53: tidemark.v1.Job
-	(*RestoreParams)(nil),             // 54: tidemark.v1.RestoreParams
-	(*timestamppb.Timestamp)(nil),     // 55: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 56: google.protobuf.Duration
-	(*BinlogStream)(nil),              // 57: tidemark.v1.BinlogStream
-	(*BinlogSource)(nil),              // 58: tidemark.v1.BinlogSource
-	(*AuditRecord)(nil),               // 59: tidemark.v1.AuditRecord
+	(*PinBackupRequest)(nil),          // 1: tidemark.v1.PinBackupRequest
+	(*PinBackupResponse)(nil),         // 2: tidemark.v1.PinBackupResponse
+	(*UnpinBackupRequest)(nil),        // 3: tidemark.v1.UnpinBackupRequest
+	(*UnpinBackupResponse)(nil),       // 4: tidemark.v1.UnpinBackupResponse
+	(*PlanRetentionRequest)(nil),      // 5: tidemark.v1.PlanRetentionRequest
+	(*PlanRetentionResponse)(nil),     // 6: tidemark.v1.PlanRetentionResponse
+	(*ApplyRetentionRequest)(nil),     // 7: tidemark.v1.ApplyRetentionRequest
+	(*ApplyRetentionResponse)(nil),    // 8: tidemark.v1.ApplyRetentionResponse
+	(*RetentionInstancePlan)(nil),     // 9: tidemark.v1.RetentionInstancePlan
+	(*RetentionVerdict)(nil),          // 10: tidemark.v1.RetentionVerdict
+	(*ListAgentsRequest)(nil),         // 11: tidemark.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),        // 12: tidemark.v1.ListAgentsResponse
+	(*ListInstancesRequest)(nil),      // 13: tidemark.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),     // 14: tidemark.v1.ListInstancesResponse
+	(*ListBackupsRequest)(nil),        // 15: tidemark.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),       // 16: tidemark.v1.ListBackupsResponse
+	(*GetBackupRequest)(nil),          // 17: tidemark.v1.GetBackupRequest
+	(*GetBackupResponse)(nil),         // 18: tidemark.v1.GetBackupResponse
+	(*ListJobsRequest)(nil),           // 19: tidemark.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 20: tidemark.v1.ListJobsResponse
+	(*GetJobRequest)(nil),             // 21: tidemark.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 22: tidemark.v1.GetJobResponse
+	(*WatchJobRequest)(nil),           // 23: tidemark.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),          // 24: tidemark.v1.WatchJobResponse
+	(*SubmitBackupRequest)(nil),       // 25: tidemark.v1.SubmitBackupRequest
+	(*SubmitBackupResponse)(nil),      // 26: tidemark.v1.SubmitBackupResponse
+	(*SubmitRestoreRequest)(nil),      // 27: tidemark.v1.SubmitRestoreRequest
+	(*SubmitRestoreResponse)(nil),     // 28: tidemark.v1.SubmitRestoreResponse
+	(*CancelJobRequest)(nil),          // 29: tidemark.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),         // 30: tidemark.v1.CancelJobResponse
+	(*Member)(nil),                    // 31: tidemark.v1.Member
+	(*ClusterStatusRequest)(nil),      // 32: tidemark.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),     // 33: tidemark.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),          // 34: tidemark.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),         // 35: tidemark.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),       // 36: tidemark.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),      // 37: tidemark.v1.RemoveMemberResponse
+	(*StartBinlogStreamRequest)(nil),  // 38: tidemark.v1.StartBinlogStreamRequest
+	(*StartBinlogStreamResponse)(nil), // 39: tidemark.v1.StartBinlogStreamResponse
+	(*StopBinlogStreamRequest)(nil),   // 40: tidemark.v1.StopBinlogStreamRequest
+	(*StopBinlogStreamResponse)(nil),  // 41: tidemark.v1.StopBinlogStreamResponse
+	(*GetBinlogStatusRequest)(nil),    // 42: tidemark.v1.GetBinlogStatusRequest
+	(*GetBinlogStatusResponse)(nil),   // 43: tidemark.v1.GetBinlogStatusResponse
+	(*CreateJoinTokenRequest)(nil),    // 44: tidemark.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 45: tidemark.v1.CreateJoinTokenResponse
+	(*JoinRequest)(nil),               // 46: tidemark.v1.JoinRequest
+	(*JoinResponse)(nil),              // 47: tidemark.v1.JoinResponse
+	(*RevokeAgentRequest)(nil),        // 48: tidemark.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),       // 49: tidemark.v1.RevokeAgentResponse
+	(*ListAuditRequest)(nil),          // 50: tidemark.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),         // 51: tidemark.v1.ListAuditResponse
+	(*RenewCertificateRequest)(nil),   // 52: tidemark.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),  // 53: tidemark.v1.RenewCertificateResponse
+	nil,                               // 54: tidemark.v1.ListAgentsRequest.LabelsEntry
+	nil,                               // 55: tidemark.v1.ListInstancesRequest.LabelsEntry
+	nil,                               // 56: tidemark.v1.SubmitBackupRequest.LabelsEntry
+	(*Backup)(nil),                    // 57: tidemark.v1.Backup
+	(*RetentionRules)(nil),            // 58: tidemark.v1.RetentionRules
+	(*timestamppb.Timestamp)(nil),     // 59: google.protobuf.Timestamp
+	(BackupStatus)(0),                 // 60: tidemark.v1.BackupStatus
+	(*Agent)(nil),                     // 61: tidemark.v1.Agent
+	(*Instance)(nil),                  // 62: tidemark.v1.Instance
+	(JobState)(0),                     // 63: tidemark.v1.JobState
+	(JobKind)(0),                      // 64: tidemark.v1.JobKind
+	(*Job)(nil),                       // 65: tidemark.v1.Job
+	(*RestoreParams)(nil),             // 66: tidemark.v1.RestoreParams
+	(*durationpb.Duration)(nil),       // 67: google.protobuf.Duration
+	(*BinlogStream)(nil),              // 68: tidemark.v1.BinlogStream
+	(*BinlogSource)(nil),              // 69: tidemark.v1.BinlogSource
+	(*AuditRecord)(nil),               // 70: tidemark.v1.AuditRecord
 }
 var file_tidemark_v1_control_proto_depIdxs = []int32{
-	44, // 0: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
-	47, // 1: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
-	45, // 2: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
-	48, // 3: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
-	49, // 4: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
-	50, // 5: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
-	50, // 6: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
-	51, // 7: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
-	52, // 8: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
-	53, // 9: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
-	53, // 10: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
-	53, // 11: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
-	46, // 12: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
-	53, // 13: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
-	54, // 14: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
-	53, // 15: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
-	53, // 16: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
-	0,  // 17: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
-	55, // 18: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
-	21, // 19: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
-	21, // 20: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
-	21, // 21: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
-	56, // 22: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
-	53, // 23: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	53, // 24: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	57, // 25: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
-	53, // 26: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
-	58, // 27: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
-	56, // 28: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	55, // 29: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	55, // 30: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	59, // 31: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
-	1,  // 32: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
-	3,  // 33: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
-	5,  // 34: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
-	7,  // 35: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
-	9,  // 36: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
-	11, // 37: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
-	13, // 38: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
-	15, // 39: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
-	17, // 40: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
-	19, // 41: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
-	28, // 42: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
-	30, // 43: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
-	32, // 44: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
-	22, // 45: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
-	24, // 46: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
-	26, // 47: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
-	34, // 48: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
-	36, // 49: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
-	38, // 50: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
-	42, // 51: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
-	40, // 52: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
-	2,  // 53: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
-	4,  // 54: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
-	6,  // 55: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
-	8,  // 56: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
-	10, // 57: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
-	12, // 58: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
-	14, // 59: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
-	16, // 60: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
-	18, // 61: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
-	20, // 62: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
-	29, // 63: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
-	31, // 64: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
-	33, // 65: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
-	23, // 66: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
-	25, // 67: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
-	27, // 68: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
-	35, // 69: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
-	37, // 70: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
-	39, // 71: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
-	43, // 72: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
-	41, // 73: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
-	53, // [53:74] is the sub-list for method output_type
-	32, // [32:53] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	57, // 0: tidemark.v1.PinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	57, // 1: tidemark.v1.UnpinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	58, // 2: tidemark.v1.PlanRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	9,  // 3: tidemark.v1.PlanRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
+	59, // 4: tidemark.v1.PlanRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	58, // 5: tidemark.v1.ApplyRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	9,  // 6: tidemark.v1.ApplyRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
+	59, // 7: tidemark.v1.ApplyRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	10, // 8: tidemark.v1.RetentionInstancePlan.backups:type_name -> tidemark.v1.RetentionVerdict
+	59, // 9: tidemark.v1.RetentionInstancePlan.binlog_before:type_name -> google.protobuf.Timestamp
+	59, // 10: tidemark.v1.RetentionVerdict.time:type_name -> google.protobuf.Timestamp
+	60, // 11: tidemark.v1.RetentionVerdict.status:type_name -> tidemark.v1.BackupStatus
+	54, // 12: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
+	61, // 13: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
+	55, // 14: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
+	62, // 15: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
+	60, // 16: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
+	57, // 17: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
+	57, // 18: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
+	63, // 19: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
+	64, // 20: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
+	65, // 21: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
+	65, // 22: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
+	65, // 23: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
+	56, // 24: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
+	65, // 25: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
+	66, // 26: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
+	65, // 27: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
+	65, // 28: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
+	0,  // 29: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
+	59, // 30: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
+	31, // 31: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
+	31, // 32: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
+	31, // 33: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
+	67, // 34: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
+	65, // 35: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	65, // 36: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	68, // 37: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
+	65, // 38: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
+	69, // 39: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
+	67, // 40: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	59, // 41: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	59, // 42: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	70, // 43: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
+	11, // 44: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
+	13, // 45: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
+	15, // 46: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
+	17, // 47: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
+	19, // 48: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
+	21, // 49: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
+	23, // 50: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
+	25, // 51: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
+	27, // 52: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
+	29, // 53: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
+	38, // 54: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
+	40, // 55: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
+	42, // 56: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
+	32, // 57: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
+	34, // 58: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
+	36, // 59: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
+	44, // 60: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
+	46, // 61: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
+	48, // 62: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
+	52, // 63: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
+	50, // 64: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
+	1,  // 65: tidemark.v1.ControlService.PinBackup:input_type -> tidemark.v1.PinBackupRequest
+	3,  // 66: tidemark.v1.ControlService.UnpinBackup:input_type -> tidemark.v1.UnpinBackupRequest
+	5,  // 67: tidemark.v1.ControlService.PlanRetention:input_type -> tidemark.v1.PlanRetentionRequest
+	7,  // 68: tidemark.v1.ControlService.ApplyRetention:input_type -> tidemark.v1.ApplyRetentionRequest
+	12, // 69: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
+	14, // 70: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
+	16, // 71: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
+	18, // 72: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
+	20, // 73: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
+	22, // 74: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
+	24, // 75: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
+	26, // 76: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
+	28, // 77: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
+	30, // 78: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
+	39, // 79: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
+	41, // 80: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
+	43, // 81: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
+	33, // 82: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
+	35, // 83: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
+	37, // 84: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
+	45, // 85: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
+	47, // 86: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
+	49, // 87: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
+	53, // 88: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
+	51, // 89: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
+	2,  // 90: tidemark.v1.ControlService.PinBackup:output_type -> tidemark.v1.PinBackupResponse
+	4,  // 91: tidemark.v1.ControlService.UnpinBackup:output_type -> tidemark.v1.UnpinBackupResponse
+	6,  // 92: tidemark.v1.ControlService.PlanRetention:output_type -> tidemark.v1.PlanRetentionResponse
+	8,  // 93: tidemark.v1.ControlService.ApplyRetention:output_type -> tidemark.v1.ApplyRetentionResponse
+	69, // [69:94] is the sub-list for method output_type
+	44, // [44:69] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_control_proto_init() }
@@ -2849,13 +3497,14 @@ func file_tidemark_v1_control_proto_init() {
 		return
 	}
 	file_tidemark_v1_catalog_proto_init()
+	file_tidemark_v1_retention_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_control_proto_rawDesc), len(file_tidemark_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   46,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
