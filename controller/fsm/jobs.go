@@ -78,6 +78,19 @@ func applySubmitJob(w *catalog.Write, c *v1.SubmitJob) (proto.Message, error) {
 		if b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE {
 			return nil, catalog.Errorf(catalog.ErrConflict, "backup %q is %s, not complete", b.GetId(), b.GetStatus())
 		}
+		if b.GetExpiredAt() != nil {
+			return nil, catalog.Errorf(catalog.ErrConflict, "backup %q is marked expired (%s): its manifest is being deleted; restore another backup", b.GetId(), b.GetExpireReason())
+		}
+	}
+	if cp := j.GetCopy(); cp != nil {
+		b, err := w.Backup(cp.GetBackupId())
+		if err != nil {
+			return nil, err
+		}
+		if b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE || b.GetExpiredAt() != nil {
+			return nil, catalog.Errorf(catalog.ErrConflict, "backup %q is %s%s: only a complete backup is copied", b.GetId(), b.GetStatus(),
+				map[bool]string{true: " and marked expired"}[b.GetExpiredAt() != nil])
+		}
 	}
 	if err := w.PutJob(j); err != nil {
 		return nil, err

@@ -1,0 +1,165 @@
+package fsm
+
+import (
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tidemark-backup/tidemark/controller/catalog"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// applyPinBackup pins a complete or failed backup that is not marked
+// expired; a new pin replaces the old one.
+func applyPinBackup(w *catalog.Write, c *v1.PinBackup) (proto.Message, error) {
+	old, err := w.Backup(c.GetBackupId())
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case c.GetPin() == nil:
+		return nil, catalog.Errorf(catalog.ErrInvalid, "PinBackup of %s without a pin", c.GetBackupId())
+	case old.GetStatus() == v1.BackupStatus_BACKUP_STATUS_DELETED:
+		return nil, catalog.Errorf(catalog.ErrConflict, "backup %s is deleted: there is nothing left to pin", old.GetId())
+	case old.GetExpiredAt() != nil:
+		return nil, catalog.Errorf(catalog.ErrConflict, "backup %s was marked expired at %s (%s): its manifest is being deleted; pin another backup",
+			old.GetId(), old.GetExpiredAt().AsTime().UTC().Format("2006-01-02T15:04:05Z"), old.GetExpireReason())
+	}
+	b := proto.CloneOf(old)
+	b.Pin = c.GetPin()
+	if err := w.PutBackup(b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// applyUnpinBackup removes a pin; a backup without one is left unchanged.
+func applyUnpinBackup(w *catalog.Write, c *v1.UnpinBackup) (proto.Message, error) {
+	old, err := w.Backup(c.GetBackupId())
+	if err != nil {
+		return nil, err
+	}
+	if old.GetPin() == nil {
+		return old, errUnchanged
+	}
+	b := proto.CloneOf(old)
+	b.Pin = nil
+	if err := w.PutBackup(b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// applyMarkBackupsExpired marks backups expired and submits the expire job
+// that deletes them, all or nothing: a backup that is pinned, running,
+// deleted or already marked means the leader planned from a state that is
+// gone, and nothing is marked.
+func applyMarkBackupsExpired(w *catalog.Write, c *v1.MarkBackupsExpired) (proto.Message, error) {
+	j := c.GetJob()
+	if j.GetKind() != v1.JobKind_JOB_KIND_EXPIRE || j.GetExpire() == nil {
+		return nil, catalog.Errorf(catalog.ErrInvalid, "MarkBackupsExpired needs an expire job, not %s", kindName(j.GetKind()))
+	}
+	if len(c.GetReasons()) != len(c.GetBackupIds()) {
+		return nil, catalog.Errorf(catalog.ErrInvalid, "MarkBackupsExpired: %d backups but %d reasons", len(c.GetBackupIds()), len(c.GetReasons()))
+	}
+	var targets []string
+	for _, t := range j.GetExpire().GetBackups() {
+		targets = append(targets, t.GetBackupId())
+	}
+	marked := make([]*v1.Backup, 0, len(c.GetBackupIds()))
+	for i, id := range c.GetBackupIds() {
+		old, err := w.Backup(id)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case old.GetInstance() != j.GetInstance():
+			return nil, catalog.Errorf(catalog.ErrInvalid, "backup %s is of instance %q, the expire job of %q", id, old.GetInstance(), j.GetInstance())
+		case old.GetPin() != nil:
+			return nil, catalog.Errorf(catalog.ErrConflict, "backup %s is pinned (%s): it is never expired; unpin it first", id, old.GetPin().GetReason())
+		case old.GetExpiredAt() != nil:
+			return nil, catalog.Errorf(catalog.ErrConflict, "backup %s is already marked expired (job %s)", id, old.GetExpireJobId())
+		case old.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE && old.GetStatus() != v1.BackupStatus_BACKUP_STATUS_FAILED:
+			return nil, catalog.Errorf(catalog.ErrConflict, "backup %s is %s: only a complete or failed backup is expired", id, old.GetStatus())
+		case !slices.Contains(targets, id):
+			return nil, catalog.Errorf(catalog.ErrInvalid, "backup %s is marked but its expire job %s does not delete it", id, j.GetId())
+		}
+		for _, a := range w.ActiveJobsOf(old.GetInstance()) {
+			if r := a.GetRestore(); r != nil && r.GetBackupId() == id {
+				return nil, catalog.Errorf(catalog.ErrConflict, "backup %s is being restored by job %s: it expires after the restore", id, a.GetId())
+			}
+			if cp := a.GetCopy(); cp != nil && cp.GetBackupId() == id {
+				return nil, catalog.Errorf(catalog.ErrConflict, "backup %s is being copied by job %s: it expires after the copy", id, a.GetId())
+			}
+		}
+		b := proto.CloneOf(old)
+		b.ExpiredAt, b.ExpireReason, b.ExpireJobId = c.GetExpiredAt(), c.GetReasons()[i], j.GetId()
+		marked = append(marked, b)
+	}
+	if _, err := applySubmitJob(w, &v1.SubmitJob{Job: j}); err != nil {
+		return nil, err
+	}
+	for _, b := range marked {
+		if err := w.PutBackup(b); err != nil {
+			return nil, err
+		}
+	}
+	return j, nil
+}
+
+// applyFinishExpiry records that an expire job deleted the listed backups'
+// manifests: they become DELETED. Each must have been marked for that job;
+// one already DELETED is left as it is (a retried report).
+func applyFinishExpiry(w *catalog.Write, c *v1.FinishExpiry) (proto.Message, error) {
+	if _, err := w.Job(c.GetJobId()); err != nil {
+		return nil, err
+	}
+	changed := 0
+	for _, id := range c.GetDeletedBackupIds() {
+		old, err := w.Backup(id)
+		if err != nil {
+			return nil, err
+		}
+		if old.GetExpireJobId() != c.GetJobId() {
+			return nil, catalog.Errorf(catalog.ErrInvalid, "backup %s was not marked for expire job %s (its job: %q)", id, c.GetJobId(), old.GetExpireJobId())
+		}
+		if old.GetStatus() == v1.BackupStatus_BACKUP_STATUS_DELETED {
+			continue
+		}
+		b := proto.CloneOf(old)
+		b.Status, b.DeletedAt = v1.BackupStatus_BACKUP_STATUS_DELETED, c.GetDeletedAt()
+		if err := w.PutBackup(b); err != nil {
+			return nil, err
+		}
+		changed++
+	}
+	if changed == 0 {
+		return nil, errUnchanged
+	}
+	return nil, nil
+}
+
+// applyRecordBackupCopy adds a verified copy to a complete backup; a copy
+// in the same repository replaces the earlier entry.
+func applyRecordBackupCopy(w *catalog.Write, c *v1.RecordBackupCopy) (proto.Message, error) {
+	old, err := w.Backup(c.GetBackupId())
+	if err != nil {
+		return nil, err
+	}
+	cp := c.GetCopy()
+	switch {
+	case cp.GetRepositoryUri() == "":
+		return nil, catalog.Errorf(catalog.ErrInvalid, "a copy of backup %s needs its repository", old.GetId())
+	case cp.GetRepositoryUri() == old.GetRepositoryUri():
+		return nil, catalog.Errorf(catalog.ErrInvalid, "backup %s is itself in %s: a copy goes to another repository", old.GetId(), cp.GetRepositoryUri())
+	case old.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE:
+		return nil, catalog.Errorf(catalog.ErrConflict, "backup %s is %s: only a complete backup has copies", old.GetId(), old.GetStatus())
+	}
+	b := proto.CloneOf(old)
+	b.Copies = slices.DeleteFunc(slices.Clone(b.Copies), func(o *v1.BackupCopy) bool { return o.GetRepositoryUri() == cp.GetRepositoryUri() })
+	b.Copies = append(b.Copies, cp)
+	if err := w.PutBackup(b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
