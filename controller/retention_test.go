@@ -1,0 +1,171 @@
+package controller_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tidemark-backup/tidemark/controller"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// testClock is the leader's clock in a test: moved by hand.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *testClock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+// TestRetentionInProcess drives retention through a controller and a fake
+// agent: backups a day apart, one pinned; the plan explains each verdict;
+// applying it marks the expired ones and hands the agent one expire job
+// naming them with their fences; the job's success makes them DELETED,
+// and the pinned one and the last one stay whatever the rules say.
+func TestRetentionInProcess(t *testing.T) {
+	clk := &testClock{t: time.Date(2026, 12, 10, 12, 0, 0, 0, time.UTC)}
+	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.Clock = clk.now })
+	ctx := context.Background()
+	a, err := connectAgent(t, []string{srv.Addr()}, "db1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+
+	var ids []string
+	for i := range 5 {
+		job := submitBackup(t, c, "db1")
+		asg := a.assignment(5 * time.Second)
+		at := clk.now().Add(time.Duration(i-5) * 24 * time.Hour)
+		bid := asg.GetJob().GetBackup().GetBackupId()
+		seq := a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{
+			JobId: job.GetId(), Lease: asg.GetLease(), Ok: true, BackupId: bid, ManifestKey: "manifests/" + bid, RepositoryUri: "file:///backups",
+			Manifest: &v1.Manifest{BackupId: bid, Instance: "db1", Engine: "logical", Fence: asg.GetLease(),
+				StartedAt: timestamppb.New(at), FinishedAt: timestamppb.New(at.Add(time.Minute)),
+				Consistency: &v1.ConsistencyPoint{Time: timestamppb.New(at)}},
+		}}})
+		if m := a.answer(seq); m.GetAck() == nil {
+			t.Fatalf("result of %s: %v", bid, m)
+		}
+		ids = append(ids, bid)
+	}
+	// ids: oldest first.
+	pinned, err := c.Control.PinBackup(ctx, &v1.PinBackupRequest{BackupId: ids[1], Reason: "audit 2026"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := pinned.GetBackup().GetPin(); p.GetReason() != "audit 2026" || p.GetBy() == "" || !p.GetAt().AsTime().Equal(clk.now()) {
+		t.Fatalf("pin = %v (want the reason, who, and the leader's clock)", p)
+	}
+	_, err = c.Control.PinBackup(ctx, &v1.PinBackupRequest{BackupId: "nope"})
+	wantCode(t, err, codes.NotFound, `backup "nope" not found`)
+	_, err = c.Control.PlanRetention(ctx, &v1.PlanRetentionRequest{Rules: &v1.RetentionRules{}})
+	wantCode(t, err, codes.InvalidArgument, "no retention rule")
+
+	rules := &v1.RetentionRules{KeepLast: 1, PitrWindow: durationpb.New(36 * time.Hour)}
+	plan, err := c.Control.PlanRetention(ctx, &v1.PlanRetentionRequest{Instance: "db1", Rules: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.GetPlans()) != 1 {
+		t.Fatalf("plans = %v", plan)
+	}
+	p := plan.GetPlans()[0]
+	// 36 h back from the newest (1 day old) reaches ids[3] (2 days old) as the base.
+	want := map[string]string{
+		ids[4]: "keep: last complete backup", ids[3]: "keep: base of PITR window",
+		ids[1]: "keep: pinned (audit 2026)", ids[2]: "expire: outside every rule", ids[0]: "expire: outside every rule",
+	}
+	for _, v := range p.GetBackups() {
+		w := want[v.GetBackupId()]
+		if !slices.ContainsFunc(v.GetReasons(), func(r string) bool { return strings.HasPrefix(r, w) }) || v.GetKeep() != strings.HasPrefix(w, "keep") {
+			t.Errorf("%s: keep=%v %q, want %q", v.GetBackupId(), v.GetKeep(), v.GetReasons(), w)
+		}
+	}
+	if p.GetPitrBaseBackupId() != ids[3] {
+		t.Errorf("PITR base %s, want %s", p.GetPitrBaseBackupId(), ids[3])
+	}
+	// Planning changed nothing.
+	if b, _ := c.Control.GetBackup(ctx, &v1.GetBackupRequest{Id: ids[0]}); b.GetBackup().GetExpiredAt() != nil {
+		t.Fatal("PlanRetention marked a backup")
+	}
+
+	applied, err := c.Control.ApplyRetention(ctx, &v1.ApplyRetentionRequest{Instance: "db1", Rules: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(applied.GetJobIds()) != 1 {
+		t.Fatalf("expire jobs = %v", applied.GetJobIds())
+	}
+	asg := a.assignment(5 * time.Second)
+	ep := asg.GetJob().GetExpire()
+	if asg.GetJob().GetKind() != v1.JobKind_JOB_KIND_EXPIRE || ep == nil || len(ep.GetBackups()) != 2 {
+		t.Fatalf("expire assignment = %v", asg.GetJob())
+	}
+	var targets []string
+	for _, tg := range ep.GetBackups() {
+		targets = append(targets, tg.GetBackupId())
+		if tg.GetFence() == nil {
+			t.Errorf("target %s has no fence", tg.GetBackupId())
+		}
+	}
+	slices.Sort(targets)
+	if !slices.Equal(targets, []string{ids[0], ids[2]}) {
+		t.Fatalf("expire targets %v, want %v", targets, []string{ids[0], ids[2]})
+	}
+	// Marked, not yet deleted: a restore of it is refused, a pin too.
+	_, err = c.Control.PinBackup(ctx, &v1.PinBackupRequest{BackupId: ids[0]})
+	wantCode(t, err, codes.FailedPrecondition, "marked expired")
+	// Applying again while the job runs submits nothing new.
+	again, err := c.Control.ApplyRetention(ctx, &v1.ApplyRetentionRequest{Instance: "db1", Rules: rules})
+	if err != nil || len(again.GetJobIds()) != 0 {
+		t.Fatalf("second apply: %v, %v", again.GetJobIds(), err)
+	}
+	seq := a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{JobId: asg.GetJob().GetId(), Lease: asg.GetLease(), Ok: true}}})
+	if m := a.answer(seq); m.GetAck() == nil {
+		t.Fatalf("expire result: %v", m)
+	}
+	waitJobState(t, c, asg.GetJob().GetId(), v1.JobState_JOB_STATE_SUCCEEDED, 5*time.Second)
+	for _, id := range ids {
+		b, err := c.Control.GetBackup(ctx, &v1.GetBackupRequest{Id: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gone := id == ids[0] || id == ids[2]
+		if (b.GetBackup().GetStatus() == v1.BackupStatus_BACKUP_STATUS_DELETED) != gone {
+			t.Errorf("%s: status %s", id, b.GetBackup().GetStatus())
+		}
+	}
+	list, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: "db1"})
+	if err != nil || len(list.GetBackups()) != 3 {
+		t.Fatalf("backups listed after expiry: %d, %v", len(list.GetBackups()), err)
+	}
+
+	// Unpinned and a week later: only the last complete backup and the
+	// window's base remain kept.
+	if _, err := c.Control.UnpinBackup(ctx, &v1.UnpinBackupRequest{BackupId: ids[1]}); err != nil {
+		t.Fatal(err)
+	}
+	clk.set(clk.now().Add(7 * 24 * time.Hour))
+	plan, err = c.Control.PlanRetention(ctx, &v1.PlanRetentionRequest{Instance: "db1", Rules: rules, Consistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, v := range plan.GetPlans()[0].GetBackups() {
+		if v.GetKeep() {
+			keep = append(keep, v.GetBackupId())
+		}
+	}
+	if !slices.Equal(keep, []string{ids[4]}) {
+		t.Errorf("a week later kept %v, want only the last %s (also the base: no backup inside the window)", keep, ids[4])
+	}
+}
