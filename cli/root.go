@@ -57,7 +57,7 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 	root.AddCommand(
 		newVersionCmd(s),
 		newRepoCmd(s),
-		newBackupCmd(s),
+		withSubcommands(newBackupCmd(s), newBackupPinCmd(s), newBackupUnpinCmd(s)),
 		newBackupsCmd(s),
 		newRestoreCmd(s),
 		newAgentCmd(s),
@@ -72,6 +72,7 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newTokenCmd(s),
 		newAuditCmd(s),
 		newLoginCmd(s),
+		newRetentionCmd(s),
 	)
 	return root
 }
