@@ -13,7 +13,9 @@ import (
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
-func otherSecret() Secret { return Secret{Passphrase: secret.NewBytes([]byte("another repository's passphrase"))} }
+func otherSecret() Secret {
+	return Secret{Passphrase: secret.NewBytes([]byte("another repository's passphrase"))}
+}
 
 func initRepoWith(t *testing.T, st storage.Storage, s *Secret) *Repo {
 	t.Helper()
