@@ -11,13 +11,15 @@ import (
 	"github.com/tidemark-backup/tidemark/internal/archive"
 )
 
-func TestPrune(t *testing.T) {
+// synthArchive stores n closed segments of inst an hour apart, as the
+// streamer leaves them (segment, then index entry), the first with a
+// leftover piece.
+func synthArchive(t *testing.T, repo *archive.Repo, inst string, n int) (time.Time, []string) {
+	t.Helper()
 	ctx := context.Background()
-	repo, _ := fileRepo(t)
-	const inst = "db1"
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	var names []string
-	for i := range 4 {
+	for i := range n {
 		name := segKey(uint64(i+1), 1, fmt.Sprintf("bin.%06d", i+1), 4)
 		names = append(names, name)
 		meta := segmentMeta{Version: layoutVersion, Instance: inst, Seq: uint64(i + 1), SegmentInfo: SegmentInfo{
@@ -28,7 +30,7 @@ func TestPrune(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := repo.PutObject(ctx, segmentName(inst, name), []byte("segment bytes"), objOpts()); err != nil {
+		if err := repo.PutObject(ctx, segmentName(inst, name), []byte("segment bytes "+name), objOpts()); err != nil {
 			t.Fatal(err)
 		}
 		if err := repo.PutObject(ctx, indexName(inst, name), b, objOpts()); err != nil {
@@ -40,6 +42,14 @@ func TestPrune(t *testing.T) {
 			}
 		}
 	}
+	return t0, names
+}
+
+func TestPrune(t *testing.T) {
+	ctx := context.Background()
+	repo, _ := fileRepo(t)
+	const inst = "db1"
+	t0, names := synthArchive(t, repo, inst, 4)
 	objects := func() []string {
 		var out []string
 		if err := repo.ListObjects(ctx, instancePrefix(inst), func(oi archive.ObjectInfo) error {
