@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
@@ -233,4 +234,57 @@ func (r *Repo) checkPresent(ctx context.Context, m *v1.Manifest) (int, error) {
 		})
 	}
 	return len(want), g.Wait()
+}
+
+// CopyRetry says how CopyWithRetry retries.
+type CopyRetry struct {
+	// Attempts in all; 0 or 1: one.
+	Attempts int
+	// Backoff before the second attempt, doubled before each next one up
+	// to MaxBackoff (0: 5 minutes).
+	Backoff, MaxBackoff time.Duration
+	// OnRetry, when set, is told of each failed attempt about to be
+	// retried.
+	OnRetry func(attempt int, err error, wait time.Duration)
+}
+
+// CopyWithRetry runs Copy until it succeeds, fails for a reason another
+// attempt cannot change (a damaged or missing source backup, a wrong key,
+// a clashing id), or runs out of attempts: a destination that is down for
+// a while. Each storage request is already retried briefly by the store's
+// own wrapper; this is the longer outage. A failed attempt leaves no
+// manifest; the next stores only what is still missing. The source is
+// only ever read.
+func CopyWithRetry(ctx context.Context, src, dst *Repo, p CopyParams, r CopyRetry) (*CopyResult, error) {
+	wait, limit := r.Backoff, r.MaxBackoff
+	if limit <= 0 {
+		limit = 5 * time.Minute
+	}
+	for attempt := 1; ; attempt++ {
+		res, err := Copy(ctx, src, dst, p)
+		if err == nil || attempt >= r.Attempts || permanentCopyError(err) || ctx.Err() != nil {
+			if err != nil && attempt > 1 {
+				err = fmt.Errorf("after %d attempts: %w", attempt, err)
+			}
+			return res, err
+		}
+		if r.OnRetry != nil {
+			r.OnRetry(attempt, err, wait)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("copy of backup %s: %w (after %d attempts, the last: %w)", p.BackupID, ctx.Err(), attempt, err)
+		}
+		wait = min(2*wait, limit)
+	}
+}
+
+func permanentCopyError(err error) bool {
+	for _, e := range []error{ErrDamaged, ErrBackupMissing, ErrBadFormat, ErrWrongKey, ErrNeedKey, ErrNoRepository} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -3,13 +3,16 @@ package archive
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
+	"github.com/tidemark-backup/tidemark/internal/storage/faulty"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -175,5 +178,56 @@ func TestCopyToS3(t *testing.T) {
 		if got, err := readStreamSum(t, dst, id, name); err != nil || got != want {
 			t.Errorf("stream %s from MinIO: %x, %v; want %x", name, got, err, want)
 		}
+	}
+}
+
+// TestCopyWithRetry: a destination that fails for a while is retried with
+// backoff until the copy goes through; one that stays down is reported
+// after the last attempt; the source never changes; a missing source
+// backup is not retried at all.
+func TestCopyWithRetry(t *testing.T) {
+	ctx := context.Background()
+	srcSt := openFileStore(t, t.TempDir())
+	src := initRepo(t, srcSt, false)
+	f := faulty.New(openFileStore(t, t.TempDir()))
+	dst := initRepo(t, f, false)
+	id, sums := writeStreams(t, src, map[string]int64{"t1": 3 << 20}, 5)
+	before := countKeys(t, srcSt, "")
+
+	f.Inject(faulty.Fault{Op: faulty.Put, KeyPrefix: chunkPrefix, Times: 1, Err: storage.ErrUnavailable})
+	var waits []time.Duration
+	res, err := CopyWithRetry(ctx, src, dst, CopyParams{BackupID: id}, CopyRetry{Attempts: 3, Backoff: 10 * time.Millisecond,
+		OnRetry: func(_ int, err error, wait time.Duration) { waits = append(waits, wait) }})
+	if err != nil || res.ChunksVerified == 0 {
+		t.Fatalf("copy through a short outage: %+v, %v", res, err)
+	}
+	if len(waits) != 1 || waits[0] != 10*time.Millisecond {
+		t.Errorf("retries waited %v, want one of 10ms", waits)
+	}
+	if got, err := readStreamSum(t, dst, id, "t1"); err != nil || got != sums["t1"] {
+		t.Errorf("copy reads %x, %v", got, err)
+	}
+
+	id2, _ := writeStreams(t, src, map[string]int64{"t1": 3 << 20}, 6)
+	before = countKeys(t, srcSt, "")
+	f.Inject(faulty.Fault{Op: faulty.Put, Err: storage.ErrUnavailable})
+	waits = nil
+	_, err = CopyWithRetry(ctx, src, dst, CopyParams{BackupID: id2}, CopyRetry{Attempts: 3, Backoff: 5 * time.Millisecond,
+		OnRetry: func(_ int, err error, wait time.Duration) { waits = append(waits, wait) }})
+	if err == nil || !strings.Contains(err.Error(), "after 3 attempts") || !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("destination down: %v", err)
+	}
+	if !slices.Equal(waits, []time.Duration{5 * time.Millisecond, 10 * time.Millisecond}) {
+		t.Errorf("backoff %v, want 5ms then 10ms", waits)
+	}
+	if after := countKeys(t, srcSt, ""); after != before {
+		t.Errorf("the source changed: %d objects, was %d", after, before)
+	}
+	f.Reset()
+	calls := 0
+	_, err = CopyWithRetry(ctx, src, dst, CopyParams{BackupID: "20260101T000000Z-00000000"}, CopyRetry{Attempts: 5, Backoff: time.Hour,
+		OnRetry: func(int, error, time.Duration) { calls++ }})
+	if !errors.Is(err, ErrBackupMissing) || calls != 0 {
+		t.Errorf("missing source backup: %v after %d retries", err, calls)
 	}
 }
