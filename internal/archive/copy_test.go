@@ -192,8 +192,6 @@ func TestCopyWithRetry(t *testing.T) {
 	f := faulty.New(openFileStore(t, t.TempDir()))
 	dst := initRepo(t, f, false)
 	id, sums := writeStreams(t, src, map[string]int64{"t1": 3 << 20}, 5)
-	before := countKeys(t, srcSt, "")
-
 	f.Inject(faulty.Fault{Op: faulty.Put, KeyPrefix: chunkPrefix, Times: 1, Err: storage.ErrUnavailable})
 	var waits []time.Duration
 	res, err := CopyWithRetry(ctx, src, dst, CopyParams{BackupID: id}, CopyRetry{Attempts: 3, Backoff: 10 * time.Millisecond,
@@ -209,7 +207,7 @@ func TestCopyWithRetry(t *testing.T) {
 	}
 
 	id2, _ := writeStreams(t, src, map[string]int64{"t1": 3 << 20}, 6)
-	before = countKeys(t, srcSt, "")
+	before := countKeys(t, srcSt, "")
 	f.Inject(faulty.Fault{Op: faulty.Put, Err: storage.ErrUnavailable})
 	waits = nil
 	_, err = CopyWithRetry(ctx, src, dst, CopyParams{BackupID: id2}, CopyRetry{Attempts: 3, Backoff: 5 * time.Millisecond,
