@@ -275,3 +275,57 @@ func withSubcommands(cmd *cobra.Command, subs ...*cobra.Command) *cobra.Command 
 	cmd.AddCommand(subs...)
 	return cmd
 }
+
+// newBackupCopyCmd is `tidemark backup copy ID --to URI`: a copy job
+// through the controller.
+func newBackupCopyCmd(s *streams) *cobra.Command {
+	var (
+		f          fleetFlags
+		to         string
+		withBinlog bool
+		wait       bool
+	)
+	cmd := &cobra.Command{
+		Use:   "copy BACKUP_ID --to URI",
+		Short: "Copy a catalog backup to another repository (a copy job on its instance's agent)",
+		Long: `Submit a copy job: the agent of the backup's instance copies it (with
+--with-binlog, also the binlog from its consistency point) to the repository
+--to, opened with the agent's own repository key and credentials, storing
+only what that repository lacks and verifying what it wrote. The catalog
+then lists the copy on the backup (tidemark backups). Without --wait the job
+id is printed. For a copy with no controller: tidemark repo copy.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if to == "" {
+				return &UserError{Msg: "--to URI is required: the repository to copy to"}
+			}
+			var id string
+			err := f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				r, err := c.Control.SubmitCopy(ctx, &v1.SubmitCopyRequest{BackupId: args[0], DestinationRepositoryUri: to, WithBinlog: withBinlog})
+				if err != nil {
+					return rpcErr(err)
+				}
+				id = r.GetJob().GetId()
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if !wait {
+				_, err := fmt.Fprintln(s.out, id)
+				return err
+			}
+			fmt.Fprintf(s.err, "copy job %s submitted for backup %s\n", id, args[0])
+			j, err := watchJob(cmd.Context(), s, f.controller, id)
+			if err != nil {
+				return err
+			}
+			return jobOutcome(s, j)
+		},
+	}
+	f.register(s, cmd)
+	cmd.Flags().StringVar(&to, "to", "", "repository to copy to (no credentials in the URI)")
+	cmd.Flags().BoolVar(&withBinlog, "with-binlog", false, "also copy the binlog a point-in-time restore from the backup needs")
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job to its end")
+	return cmd
+}

@@ -27,6 +27,8 @@ func TestRetentionCommandsBadInput(t *testing.T) {
 		{[]string{"backup", "pin", "--controller", closed}, "accepts 1 arg(s), received 0"},
 		{[]string{"backup", "pin", "b1", "--controller", closed, "--reason", "audit"}, "no Tidemark controller answers"},
 		{[]string{"backup", "unpin", "b1", "b2", "--controller", closed}, "accepts 1 arg(s), received 2"},
+		{[]string{"backup", "copy", "b1", "--controller", closed}, "--to URI is required"},
+		{[]string{"backup", "copy", "b1", "--to", "s3://b/x", "--controller", closed}, "no Tidemark controller answers"},
 	} {
 		code, _, errs := run(t, tc.args...)
 		if code == 0 || !strings.Contains(errs, tc.want) {

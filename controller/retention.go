@@ -199,3 +199,41 @@ func expireCommands(r *catalog.Read, ip instancePlan, t time.Time, maxAttempts u
 	}
 	return out
 }
+
+func (c *controlService) SubmitCopy(ctx context.Context, req *v1.SubmitCopyRequest) (*v1.SubmitCopyResponse, error) {
+	s := c.s
+	if !s.isLeader() {
+		return forward(ctx, s, req, v1.ControlServiceClient.SubmitCopy)
+	}
+	dest := req.GetDestinationRepositoryUri()
+	if req.GetBackupId() == "" || dest == "" {
+		return nil, invalid("backup_id and destination_repository_uri are required")
+	}
+	if err := checkRepo(dest); err != nil {
+		return nil, err
+	}
+	b, err := s.fsm.Store().Read().Backup(req.GetBackupId())
+	if err != nil {
+		return nil, err
+	}
+	src := b.GetRepositoryUri()
+	if src == "" {
+		src = s.cfg.Repo
+	}
+	if src == dest {
+		return nil, invalid("backup %s is in %s already: a copy goes to another repository", b.GetId(), dest)
+	}
+	t := time.Now()
+	job := &v1.Job{
+		Id: "copy-" + newJobID(t), Kind: v1.JobKind_JOB_KIND_COPY, Instance: b.GetInstance(), State: v1.JobState_JOB_STATE_PENDING,
+		CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t), MaxAttempts: s.cfg.MaxAttempts,
+		Params: &v1.Job_Copy{Copy: &v1.CopyParams{BackupId: b.GetId(), SourceRepositoryUri: src, DestinationRepositoryUri: dest, WithBinlog: req.GetWithBinlog()}},
+	}
+	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
+	if err != nil {
+		return nil, err
+	}
+	s.agents.kickAssigner()
+	s.log.Info("copy submitted", "job", job.GetId(), "backup", b.GetId(), "to", dest)
+	return &v1.SubmitCopyResponse{Job: resp.Value.(*v1.Job)}, nil
+}

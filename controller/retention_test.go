@@ -58,6 +58,30 @@ func TestRetentionInProcess(t *testing.T) {
 		ids = append(ids, bid)
 	}
 	// ids: oldest first.
+	t.Run("Copy", func(t *testing.T) {
+		_, err := c.Control.SubmitCopy(ctx, &v1.SubmitCopyRequest{BackupId: ids[4], DestinationRepositoryUri: "file:///backups"})
+		wantCode(t, err, codes.InvalidArgument, "is in file:///backups already")
+		_, err = c.Control.SubmitCopy(ctx, &v1.SubmitCopyRequest{BackupId: ids[4], DestinationRepositoryUri: "s3://u:p@b/x"})
+		wantCode(t, err, codes.InvalidArgument, "credentials in the URI are not accepted")
+		r, err := c.Control.SubmitCopy(ctx, &v1.SubmitCopyRequest{BackupId: ids[4], DestinationRepositoryUri: "s3://second/copies", WithBinlog: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		asg := a.assignment(5 * time.Second)
+		cp := asg.GetJob().GetCopy()
+		if asg.GetJob().GetId() != r.GetJob().GetId() || cp.GetSourceRepositoryUri() != "file:///backups" || !cp.GetWithBinlog() {
+			t.Fatalf("copy assignment = %v", asg.GetJob())
+		}
+		seq := a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{JobId: asg.GetJob().GetId(), Lease: asg.GetLease(), Ok: true, BackupId: ids[4]}}})
+		if m := a.answer(seq); m.GetAck() == nil {
+			t.Fatalf("copy result: %v", m)
+		}
+		b, err := c.Control.GetBackup(ctx, &v1.GetBackupRequest{Id: ids[4]})
+		if err != nil || len(b.GetBackup().GetCopies()) != 1 || b.GetBackup().GetCopies()[0].GetRepositoryUri() != "s3://second/copies" ||
+			b.GetBackup().GetCopies()[0].GetJobId() != asg.GetJob().GetId() {
+			t.Fatalf("copies after the job: %v, %v", b.GetBackup().GetCopies(), err)
+		}
+	})
 	pinned, err := c.Control.PinBackup(ctx, &v1.PinBackupRequest{BackupId: ids[1], Reason: "audit 2026"})
 	if err != nil {
 		t.Fatal(err)

@@ -80,6 +80,112 @@ func (MemberState) EnumDescriptor() ([]byte, []int) {
 	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
 }
 
+type SubmitCopyRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	// No credentials: the agent takes them from its environment, and opens
+	// the destination with its own repository key.
+	DestinationRepositoryUri string `protobuf:"bytes,2,opt,name=destination_repository_uri,json=destinationRepositoryUri,proto3" json:"destination_repository_uri,omitempty"`
+	WithBinlog               bool   `protobuf:"varint,3,opt,name=with_binlog,json=withBinlog,proto3" json:"with_binlog,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
+}
+
+func (x *SubmitCopyRequest) Reset() {
+	*x = SubmitCopyRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitCopyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitCopyRequest) ProtoMessage() {}
+
+func (x *SubmitCopyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitCopyRequest.ProtoReflect.Descriptor instead.
+func (*SubmitCopyRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SubmitCopyRequest) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *SubmitCopyRequest) GetDestinationRepositoryUri() string {
+	if x != nil {
+		return x.DestinationRepositoryUri
+	}
+	return ""
+}
+
+func (x *SubmitCopyRequest) GetWithBinlog() bool {
+	if x != nil {
+		return x.WithBinlog
+	}
+	return false
+}
+
+type SubmitCopyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitCopyResponse) Reset() {
+	*x = SubmitCopyResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitCopyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitCopyResponse) ProtoMessage() {}
+
+func (x *SubmitCopyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitCopyResponse.ProtoReflect.Descriptor instead.
+func (*SubmitCopyResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SubmitCopyResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 type PinBackupRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
@@ -90,7 +196,7 @@ type PinBackupRequest struct {
 
 func (x *PinBackupRequest) Reset() {
 	*x = PinBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	mi := &file_tidemark_v1_control_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -102,7 +208,7 @@ func (x *PinBackupRequest) String() string {
 func (*PinBackupRequest) ProtoMessage() {}
 
 func (x *PinBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	mi := &file_tidemark_v1_control_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -115,7 +221,7 @@ func (x *PinBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinBackupRequest.ProtoReflect.Descriptor instead.
 func (*PinBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PinBackupRequest) GetBackupId() string {
@@ -141,7 +247,7 @@ type PinBackupResponse struct {
 
 func (x *PinBackupResponse) Reset() {
 	*x = PinBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	mi := &file_tidemark_v1_control_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -153,7 +259,7 @@ func (x *PinBackupResponse) String() string {
 func (*PinBackupResponse) ProtoMessage() {}
 
 func (x *PinBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	mi := &file_tidemark_v1_control_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -166,7 +272,7 @@ func (x *PinBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinBackupResponse.ProtoReflect.Descriptor instead.
 func (*PinBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PinBackupResponse) GetBackup() *Backup {
@@ -185,7 +291,7 @@ type UnpinBackupRequest struct {
 
 func (x *UnpinBackupRequest) Reset() {
 	*x = UnpinBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	mi := &file_tidemark_v1_control_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +303,7 @@ func (x *UnpinBackupRequest) String() string {
 func (*UnpinBackupRequest) ProtoMessage() {}
 
 func (x *UnpinBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	mi := &file_tidemark_v1_control_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +316,7 @@ func (x *UnpinBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinBackupRequest.ProtoReflect.Descriptor instead.
 func (*UnpinBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UnpinBackupRequest) GetBackupId() string {
@@ -229,7 +335,7 @@ type UnpinBackupResponse struct {
 
 func (x *UnpinBackupResponse) Reset() {
 	*x = UnpinBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	mi := &file_tidemark_v1_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +347,7 @@ func (x *UnpinBackupResponse) String() string {
 func (*UnpinBackupResponse) ProtoMessage() {}
 
 func (x *UnpinBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	mi := &file_tidemark_v1_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +360,7 @@ func (x *UnpinBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinBackupResponse.ProtoReflect.Descriptor instead.
 func (*UnpinBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UnpinBackupResponse) GetBackup() *Backup {
@@ -278,7 +384,7 @@ type PlanRetentionRequest struct {
 
 func (x *PlanRetentionRequest) Reset() {
 	*x = PlanRetentionRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	mi := &file_tidemark_v1_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -290,7 +396,7 @@ func (x *PlanRetentionRequest) String() string {
 func (*PlanRetentionRequest) ProtoMessage() {}
 
 func (x *PlanRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	mi := &file_tidemark_v1_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -303,7 +409,7 @@ func (x *PlanRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRetentionRequest.ProtoReflect.Descriptor instead.
 func (*PlanRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PlanRetentionRequest) GetInstance() string {
@@ -339,7 +445,7 @@ type PlanRetentionResponse struct {
 
 func (x *PlanRetentionResponse) Reset() {
 	*x = PlanRetentionResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	mi := &file_tidemark_v1_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +457,7 @@ func (x *PlanRetentionResponse) String() string {
 func (*PlanRetentionResponse) ProtoMessage() {}
 
 func (x *PlanRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	mi := &file_tidemark_v1_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +470,7 @@ func (x *PlanRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRetentionResponse.ProtoReflect.Descriptor instead.
 func (*PlanRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PlanRetentionResponse) GetPlans() []*RetentionInstancePlan {
@@ -391,7 +497,7 @@ type ApplyRetentionRequest struct {
 
 func (x *ApplyRetentionRequest) Reset() {
 	*x = ApplyRetentionRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	mi := &file_tidemark_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +509,7 @@ func (x *ApplyRetentionRequest) String() string {
 func (*ApplyRetentionRequest) ProtoMessage() {}
 
 func (x *ApplyRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	mi := &file_tidemark_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +522,7 @@ func (x *ApplyRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRetentionRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ApplyRetentionRequest) GetInstance() string {
@@ -446,7 +552,7 @@ type ApplyRetentionResponse struct {
 
 func (x *ApplyRetentionResponse) Reset() {
 	*x = ApplyRetentionResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	mi := &file_tidemark_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -458,7 +564,7 @@ func (x *ApplyRetentionResponse) String() string {
 func (*ApplyRetentionResponse) ProtoMessage() {}
 
 func (x *ApplyRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	mi := &file_tidemark_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -471,7 +577,7 @@ func (x *ApplyRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRetentionResponse.ProtoReflect.Descriptor instead.
 func (*ApplyRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ApplyRetentionResponse) GetPlans() []*RetentionInstancePlan {
@@ -514,7 +620,7 @@ type RetentionInstancePlan struct {
 
 func (x *RetentionInstancePlan) Reset() {
 	*x = RetentionInstancePlan{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	mi := &file_tidemark_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -526,7 +632,7 @@ func (x *RetentionInstancePlan) String() string {
 func (*RetentionInstancePlan) ProtoMessage() {}
 
 func (x *RetentionInstancePlan) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	mi := &file_tidemark_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -539,7 +645,7 @@ func (x *RetentionInstancePlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionInstancePlan.ProtoReflect.Descriptor instead.
 func (*RetentionInstancePlan) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RetentionInstancePlan) GetInstance() string {
@@ -593,7 +699,7 @@ type RetentionVerdict struct {
 
 func (x *RetentionVerdict) Reset() {
 	*x = RetentionVerdict{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	mi := &file_tidemark_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +711,7 @@ func (x *RetentionVerdict) String() string {
 func (*RetentionVerdict) ProtoMessage() {}
 
 func (x *RetentionVerdict) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	mi := &file_tidemark_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +724,7 @@ func (x *RetentionVerdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionVerdict.ProtoReflect.Descriptor instead.
 func (*RetentionVerdict) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RetentionVerdict) GetBackupId() string {
@@ -669,7 +775,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[10]
+	mi := &file_tidemark_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +787,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[10]
+	mi := &file_tidemark_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +800,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListAgentsRequest) GetLabels() map[string]string {
@@ -735,7 +841,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[11]
+	mi := &file_tidemark_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +853,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[11]
+	mi := &file_tidemark_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +866,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -792,7 +898,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[12]
+	mi := &file_tidemark_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +910,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[12]
+	mi := &file_tidemark_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +923,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListInstancesRequest) GetLabels() map[string]string {
@@ -865,7 +971,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[13]
+	mi := &file_tidemark_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +983,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[13]
+	mi := &file_tidemark_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +996,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*Instance {
@@ -922,7 +1028,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[14]
+	mi := &file_tidemark_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1040,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[14]
+	mi := &file_tidemark_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1053,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListBackupsRequest) GetInstance() string {
@@ -996,7 +1102,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[15]
+	mi := &file_tidemark_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1114,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[15]
+	mi := &file_tidemark_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1127,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
@@ -1048,7 +1154,7 @@ type GetBackupRequest struct {
 
 func (x *GetBackupRequest) Reset() {
 	*x = GetBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[16]
+	mi := &file_tidemark_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1166,7 @@ func (x *GetBackupRequest) String() string {
 func (*GetBackupRequest) ProtoMessage() {}
 
 func (x *GetBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[16]
+	mi := &file_tidemark_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1179,7 @@ func (x *GetBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackupRequest.ProtoReflect.Descriptor instead.
 func (*GetBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetBackupRequest) GetId() string {
@@ -1099,7 +1205,7 @@ type GetBackupResponse struct {
 
 func (x *GetBackupResponse) Reset() {
 	*x = GetBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[17]
+	mi := &file_tidemark_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1217,7 @@ func (x *GetBackupResponse) String() string {
 func (*GetBackupResponse) ProtoMessage() {}
 
 func (x *GetBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[17]
+	mi := &file_tidemark_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1230,7 @@ func (x *GetBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackupResponse.ProtoReflect.Descriptor instead.
 func (*GetBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetBackupResponse) GetBackup() *Backup {
@@ -1151,7 +1257,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[18]
+	mi := &file_tidemark_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1269,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[18]
+	mi := &file_tidemark_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1282,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListJobsRequest) GetInstance() string {
@@ -1232,7 +1338,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[19]
+	mi := &file_tidemark_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1350,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[19]
+	mi := &file_tidemark_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1363,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1284,7 +1390,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[20]
+	mi := &file_tidemark_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1402,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[20]
+	mi := &file_tidemark_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1415,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -1335,7 +1441,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[21]
+	mi := &file_tidemark_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1453,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[21]
+	mi := &file_tidemark_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1466,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -1379,7 +1485,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[22]
+	mi := &file_tidemark_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1497,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[22]
+	mi := &file_tidemark_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1510,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -1423,7 +1529,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[23]
+	mi := &file_tidemark_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1541,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[23]
+	mi := &file_tidemark_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1554,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchJobResponse) GetJob() *Job {
@@ -1474,7 +1580,7 @@ type SubmitBackupRequest struct {
 
 func (x *SubmitBackupRequest) Reset() {
 	*x = SubmitBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[24]
+	mi := &file_tidemark_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1592,7 @@ func (x *SubmitBackupRequest) String() string {
 func (*SubmitBackupRequest) ProtoMessage() {}
 
 func (x *SubmitBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[24]
+	mi := &file_tidemark_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1605,7 @@ func (x *SubmitBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBackupRequest.ProtoReflect.Descriptor instead.
 func (*SubmitBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SubmitBackupRequest) GetInstance() string {
@@ -1547,7 +1653,7 @@ type SubmitBackupResponse struct {
 
 func (x *SubmitBackupResponse) Reset() {
 	*x = SubmitBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[25]
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1665,7 @@ func (x *SubmitBackupResponse) String() string {
 func (*SubmitBackupResponse) ProtoMessage() {}
 
 func (x *SubmitBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[25]
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1678,7 @@ func (x *SubmitBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBackupResponse.ProtoReflect.Descriptor instead.
 func (*SubmitBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SubmitBackupResponse) GetJob() *Job {
@@ -1592,7 +1698,7 @@ type SubmitRestoreRequest struct {
 
 func (x *SubmitRestoreRequest) Reset() {
 	*x = SubmitRestoreRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[26]
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1710,7 @@ func (x *SubmitRestoreRequest) String() string {
 func (*SubmitRestoreRequest) ProtoMessage() {}
 
 func (x *SubmitRestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[26]
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1723,7 @@ func (x *SubmitRestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRestoreRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRestoreRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SubmitRestoreRequest) GetParams() *RestoreParams {
@@ -1637,7 +1743,7 @@ type SubmitRestoreResponse struct {
 
 func (x *SubmitRestoreResponse) Reset() {
 	*x = SubmitRestoreResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1755,7 @@ func (x *SubmitRestoreResponse) String() string {
 func (*SubmitRestoreResponse) ProtoMessage() {}
 
 func (x *SubmitRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1768,7 @@ func (x *SubmitRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SubmitRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SubmitRestoreResponse) GetJob() *Job {
@@ -1683,7 +1789,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1801,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +1814,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -1735,7 +1841,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +1853,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +1866,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -1790,7 +1896,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1908,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1921,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Member) GetId() string {
@@ -1868,7 +1974,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +1986,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +1999,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 type ClusterStatusResponse struct {
@@ -1911,7 +2017,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2029,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2042,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ClusterStatusResponse) GetMembers() []*Member {
@@ -1997,7 +2103,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2115,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2128,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -2063,7 +2169,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2181,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2194,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{34}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AddMemberResponse) GetMembers() []*Member {
@@ -2107,7 +2213,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2225,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2238,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{35}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -2152,7 +2258,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2270,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2283,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{36}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RemoveMemberResponse) GetMembers() []*Member {
@@ -2203,7 +2309,7 @@ type StartBinlogStreamRequest struct {
 
 func (x *StartBinlogStreamRequest) Reset() {
 	*x = StartBinlogStreamRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2215,7 +2321,7 @@ func (x *StartBinlogStreamRequest) String() string {
 func (*StartBinlogStreamRequest) ProtoMessage() {}
 
 func (x *StartBinlogStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2228,7 +2334,7 @@ func (x *StartBinlogStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBinlogStreamRequest.ProtoReflect.Descriptor instead.
 func (*StartBinlogStreamRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{37}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *StartBinlogStreamRequest) GetInstance() string {
@@ -2276,7 +2382,7 @@ type StartBinlogStreamResponse struct {
 
 func (x *StartBinlogStreamResponse) Reset() {
 	*x = StartBinlogStreamResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2288,7 +2394,7 @@ func (x *StartBinlogStreamResponse) String() string {
 func (*StartBinlogStreamResponse) ProtoMessage() {}
 
 func (x *StartBinlogStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2301,7 +2407,7 @@ func (x *StartBinlogStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBinlogStreamResponse.ProtoReflect.Descriptor instead.
 func (*StartBinlogStreamResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{38}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *StartBinlogStreamResponse) GetJob() *Job {
@@ -2322,7 +2428,7 @@ type StopBinlogStreamRequest struct {
 
 func (x *StopBinlogStreamRequest) Reset() {
 	*x = StopBinlogStreamRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2334,7 +2440,7 @@ func (x *StopBinlogStreamRequest) String() string {
 func (*StopBinlogStreamRequest) ProtoMessage() {}
 
 func (x *StopBinlogStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2347,7 +2453,7 @@ func (x *StopBinlogStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopBinlogStreamRequest.ProtoReflect.Descriptor instead.
 func (*StopBinlogStreamRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{39}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *StopBinlogStreamRequest) GetInstance() string {
@@ -2374,7 +2480,7 @@ type StopBinlogStreamResponse struct {
 
 func (x *StopBinlogStreamResponse) Reset() {
 	*x = StopBinlogStreamResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2386,7 +2492,7 @@ func (x *StopBinlogStreamResponse) String() string {
 func (*StopBinlogStreamResponse) ProtoMessage() {}
 
 func (x *StopBinlogStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2399,7 +2505,7 @@ func (x *StopBinlogStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopBinlogStreamResponse.ProtoReflect.Descriptor instead.
 func (*StopBinlogStreamResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{40}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *StopBinlogStreamResponse) GetJob() *Job {
@@ -2420,7 +2526,7 @@ type GetBinlogStatusRequest struct {
 
 func (x *GetBinlogStatusRequest) Reset() {
 	*x = GetBinlogStatusRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	mi := &file_tidemark_v1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2432,7 +2538,7 @@ func (x *GetBinlogStatusRequest) String() string {
 func (*GetBinlogStatusRequest) ProtoMessage() {}
 
 func (x *GetBinlogStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	mi := &file_tidemark_v1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2445,7 +2551,7 @@ func (x *GetBinlogStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBinlogStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetBinlogStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetBinlogStatusRequest) GetInstance() string {
@@ -2478,7 +2584,7 @@ type GetBinlogStatusResponse struct {
 
 func (x *GetBinlogStatusResponse) Reset() {
 	*x = GetBinlogStatusResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	mi := &file_tidemark_v1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +2596,7 @@ func (x *GetBinlogStatusResponse) String() string {
 func (*GetBinlogStatusResponse) ProtoMessage() {}
 
 func (x *GetBinlogStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	mi := &file_tidemark_v1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +2609,7 @@ func (x *GetBinlogStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBinlogStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetBinlogStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetBinlogStatusResponse) GetStream() *BinlogStream {
@@ -2544,7 +2650,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[43]
+	mi := &file_tidemark_v1_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2662,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[43]
+	mi := &file_tidemark_v1_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2675,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{43}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateJoinTokenRequest) GetRole() string {
@@ -2611,7 +2717,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[44]
+	mi := &file_tidemark_v1_control_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2623,7 +2729,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[44]
+	mi := &file_tidemark_v1_control_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2636,7 +2742,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{44}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2669,7 +2775,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[45]
+	mi := &file_tidemark_v1_control_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2681,7 +2787,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[45]
+	mi := &file_tidemark_v1_control_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2694,7 +2800,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{45}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -2739,7 +2845,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[46]
+	mi := &file_tidemark_v1_control_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2751,7 +2857,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[46]
+	mi := &file_tidemark_v1_control_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2764,7 +2870,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{46}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *JoinResponse) GetCaPem() []byte {
@@ -2797,7 +2903,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[47]
+	mi := &file_tidemark_v1_control_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2809,7 +2915,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[47]
+	mi := &file_tidemark_v1_control_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2822,7 +2928,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{47}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RevokeAgentRequest) GetName() string {
@@ -2842,7 +2948,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[48]
+	mi := &file_tidemark_v1_control_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +2960,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[48]
+	mi := &file_tidemark_v1_control_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +2973,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{48}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RevokeAgentResponse) GetWasConnected() bool {
@@ -2887,7 +2993,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[49]
+	mi := &file_tidemark_v1_control_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3005,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[49]
+	mi := &file_tidemark_v1_control_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3018,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{49}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
@@ -2931,7 +3037,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[50]
+	mi := &file_tidemark_v1_control_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2943,7 +3049,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[50]
+	mi := &file_tidemark_v1_control_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2956,7 +3062,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{50}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -2977,7 +3083,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[51]
+	mi := &file_tidemark_v1_control_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2989,7 +3095,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[51]
+	mi := &file_tidemark_v1_control_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3002,7 +3108,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{51}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RenewCertificateRequest) GetCsr() []byte {
@@ -3021,7 +3127,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[52]
+	mi := &file_tidemark_v1_control_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3139,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[52]
+	mi := &file_tidemark_v1_control_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3152,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{52}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RenewCertificateResponse) GetCertPem() []byte {
@@ -3060,7 +3166,14 @@ var File_tidemark_v1_control_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x1btidemark/v1/retention.proto\"G\n" +
+	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x1btidemark/v1/retention.proto\"\x8f\x01\n" +
+	"\x11SubmitCopyRequest\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12<\n" +
+	"\x1adestination_repository_uri\x18\x02 \x01(\tR\x18destinationRepositoryUri\x12\x1f\n" +
+	"\vwith_binlog\x18\x03 \x01(\bR\n" +
+	"withBinlog\"8\n" +
+	"\x12SubmitCopyResponse\x12\"\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"G\n" +
 	"\x10PinBackupRequest\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"@\n" +
@@ -3273,7 +3386,7 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x13MEMBER_STATE_LEADER\x10\x01\x12\x19\n" +
 	"\x15MEMBER_STATE_FOLLOWER\x10\x02\x12\x1a\n" +
 	"\x16MEMBER_STATE_CANDIDATE\x10\x03\x12\x1c\n" +
-	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xac\x10\n" +
+	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xfb\x10\n" +
 	"\x0eControlService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.tidemark.v1.ListAgentsRequest\x1a\x1f.tidemark.v1.ListAgentsResponse\x12V\n" +
@@ -3300,7 +3413,9 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\tPinBackup\x12\x1d.tidemark.v1.PinBackupRequest\x1a\x1e.tidemark.v1.PinBackupResponse\x12P\n" +
 	"\vUnpinBackup\x12\x1f.tidemark.v1.UnpinBackupRequest\x1a .tidemark.v1.UnpinBackupResponse\x12V\n" +
 	"\rPlanRetention\x12!.tidemark.v1.PlanRetentionRequest\x1a\".tidemark.v1.PlanRetentionResponse\x12Y\n" +
-	"\x0eApplyRetention\x12\".tidemark.v1.ApplyRetentionRequest\x1a#.tidemark.v1.ApplyRetentionResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
+	"\x0eApplyRetention\x12\".tidemark.v1.ApplyRetentionRequest\x1a#.tidemark.v1.ApplyRetentionResponse\x12M\n" +
+	"\n" +
+	"SubmitCopy\x12\x1e.tidemark.v1.SubmitCopyRequest\x1a\x1f.tidemark.v1.SubmitCopyResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
 	file_tidemark_v1_control_proto_rawDescOnce sync.Once
@@ -3315,180 +3430,185 @@ func file_tidemark_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_tidemark_v1_control_proto_goTypes = []any{
 	(MemberState)(0),                  // 0: tidemark.v1.MemberState
-	(*PinBackupRequest)(nil),          // 1: tidemark.v1.PinBackupRequest
-	(*PinBackupResponse)(nil),         // 2: tidemark.v1.PinBackupResponse
-	(*UnpinBackupRequest)(nil),        // 3: tidemark.v1.UnpinBackupRequest
-	(*UnpinBackupResponse)(nil),       // 4: tidemark.v1.UnpinBackupResponse
-	(*PlanRetentionRequest)(nil),      // 5: tidemark.v1.PlanRetentionRequest
-	(*PlanRetentionResponse)(nil),     // 6: tidemark.v1.PlanRetentionResponse
-	(*ApplyRetentionRequest)(nil),     // 7: tidemark.v1.ApplyRetentionRequest
-	(*ApplyRetentionResponse)(nil),    // 8: tidemark.v1.ApplyRetentionResponse
-	(*RetentionInstancePlan)(nil),     // 9: tidemark.v1.RetentionInstancePlan
-	(*RetentionVerdict)(nil),          // 10: tidemark.v1.RetentionVerdict
-	(*ListAgentsRequest)(nil),         // 11: tidemark.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),        // 12: tidemark.v1.ListAgentsResponse
-	(*ListInstancesRequest)(nil),      // 13: tidemark.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),     // 14: tidemark.v1.ListInstancesResponse
-	(*ListBackupsRequest)(nil),        // 15: tidemark.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),       // 16: tidemark.v1.ListBackupsResponse
-	(*GetBackupRequest)(nil),          // 17: tidemark.v1.GetBackupRequest
-	(*GetBackupResponse)(nil),         // 18: tidemark.v1.GetBackupResponse
-	(*ListJobsRequest)(nil),           // 19: tidemark.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),          // 20: tidemark.v1.ListJobsResponse
-	(*GetJobRequest)(nil),             // 21: tidemark.v1.GetJobRequest
-	(*GetJobResponse)(nil),            // 22: tidemark.v1.GetJobResponse
-	(*WatchJobRequest)(nil),           // 23: tidemark.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),          // 24: tidemark.v1.WatchJobResponse
-	(*SubmitBackupRequest)(nil),       // 25: tidemark.v1.SubmitBackupRequest
-	(*SubmitBackupResponse)(nil),      // 26: tidemark.v1.SubmitBackupResponse
-	(*SubmitRestoreRequest)(nil),      // 27: tidemark.v1.SubmitRestoreRequest
-	(*SubmitRestoreResponse)(nil),     // 28: tidemark.v1.SubmitRestoreResponse
-	(*CancelJobRequest)(nil),          // 29: tidemark.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),         // 30: tidemark.v1.CancelJobResponse
-	(*Member)(nil),                    // 31: tidemark.v1.Member
-	(*ClusterStatusRequest)(nil),      // 32: tidemark.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),     // 33: tidemark.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),          // 34: tidemark.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),         // 35: tidemark.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),       // 36: tidemark.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),      // 37: tidemark.v1.RemoveMemberResponse
-	(*StartBinlogStreamRequest)(nil),  // 38: tidemark.v1.StartBinlogStreamRequest
-	(*StartBinlogStreamResponse)(nil), // 39: tidemark.v1.StartBinlogStreamResponse
-	(*StopBinlogStreamRequest)(nil),   // 40: tidemark.v1.StopBinlogStreamRequest
-	(*StopBinlogStreamResponse)(nil),  // 41: tidemark.v1.StopBinlogStreamResponse
-	(*GetBinlogStatusRequest)(nil),    // 42: tidemark.v1.GetBinlogStatusRequest
-	(*GetBinlogStatusResponse)(nil),   // 43: tidemark.v1.GetBinlogStatusResponse
-	(*CreateJoinTokenRequest)(nil),    // 44: tidemark.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 45: tidemark.v1.CreateJoinTokenResponse
-	(*JoinRequest)(nil),               // 46: tidemark.v1.JoinRequest
-	(*JoinResponse)(nil),              // 47: tidemark.v1.JoinResponse
-	(*RevokeAgentRequest)(nil),        // 48: tidemark.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),       // 49: tidemark.v1.RevokeAgentResponse
-	(*ListAuditRequest)(nil),          // 50: tidemark.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),         // 51: tidemark.v1.ListAuditResponse
-	(*RenewCertificateRequest)(nil),   // 52: tidemark.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),  // 53: tidemark.v1.RenewCertificateResponse
-	nil,                               // 54: tidemark.v1.ListAgentsRequest.LabelsEntry
-	nil,                               // 55: tidemark.v1.ListInstancesRequest.LabelsEntry
-	nil,                               // 56: tidemark.v1.SubmitBackupRequest.LabelsEntry
-	(*Backup)(nil),                    // 57: tidemark.v1.Backup
-	(*RetentionRules)(nil),            // 58: tidemark.v1.RetentionRules
-	(*timestamppb.Timestamp)(nil),     // 59: google.protobuf.Timestamp
-	(BackupStatus)(0),                 // 60: tidemark.v1.BackupStatus
-	(*Agent)(nil),                     // 61: tidemark.v1.Agent
-	(*Instance)(nil),                  // 62: tidemark.v1.Instance
-	(JobState)(0),                     // 63: tidemark.v1.JobState
-	(JobKind)(0),                      // 64: tidemark.v1.JobKind
-	(*Job)(nil),                       // 65: tidemark.v1.Job
-	(*RestoreParams)(nil),             // 66: tidemark.v1.RestoreParams
-	(*durationpb.Duration)(nil),       // 67: google.protobuf.Duration
-	(*BinlogStream)(nil),              // 68: tidemark.v1.BinlogStream
-	(*BinlogSource)(nil),              // 69: tidemark.v1.BinlogSource
-	(*AuditRecord)(nil),               // 70: tidemark.v1.AuditRecord
+	(*SubmitCopyRequest)(nil),         // 1: tidemark.v1.SubmitCopyRequest
+	(*SubmitCopyResponse)(nil),        // 2: tidemark.v1.SubmitCopyResponse
+	(*PinBackupRequest)(nil),          // 3: tidemark.v1.PinBackupRequest
+	(*PinBackupResponse)(nil),         // 4: tidemark.v1.PinBackupResponse
+	(*UnpinBackupRequest)(nil),        // 5: tidemark.v1.UnpinBackupRequest
+	(*UnpinBackupResponse)(nil),       // 6: tidemark.v1.UnpinBackupResponse
+	(*PlanRetentionRequest)(nil),      // 7: tidemark.v1.PlanRetentionRequest
+	(*PlanRetentionResponse)(nil),     // 8: tidemark.v1.PlanRetentionResponse
+	(*ApplyRetentionRequest)(nil),     // 9: tidemark.v1.ApplyRetentionRequest
+	(*ApplyRetentionResponse)(nil),    // 10: tidemark.v1.ApplyRetentionResponse
+	(*RetentionInstancePlan)(nil),     // 11: tidemark.v1.RetentionInstancePlan
+	(*RetentionVerdict)(nil),          // 12: tidemark.v1.RetentionVerdict
+	(*ListAgentsRequest)(nil),         // 13: tidemark.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),        // 14: tidemark.v1.ListAgentsResponse
+	(*ListInstancesRequest)(nil),      // 15: tidemark.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),     // 16: tidemark.v1.ListInstancesResponse
+	(*ListBackupsRequest)(nil),        // 17: tidemark.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),       // 18: tidemark.v1.ListBackupsResponse
+	(*GetBackupRequest)(nil),          // 19: tidemark.v1.GetBackupRequest
+	(*GetBackupResponse)(nil),         // 20: tidemark.v1.GetBackupResponse
+	(*ListJobsRequest)(nil),           // 21: tidemark.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 22: tidemark.v1.ListJobsResponse
+	(*GetJobRequest)(nil),             // 23: tidemark.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 24: tidemark.v1.GetJobResponse
+	(*WatchJobRequest)(nil),           // 25: tidemark.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),          // 26: tidemark.v1.WatchJobResponse
+	(*SubmitBackupRequest)(nil),       // 27: tidemark.v1.SubmitBackupRequest
+	(*SubmitBackupResponse)(nil),      // 28: tidemark.v1.SubmitBackupResponse
+	(*SubmitRestoreRequest)(nil),      // 29: tidemark.v1.SubmitRestoreRequest
+	(*SubmitRestoreResponse)(nil),     // 30: tidemark.v1.SubmitRestoreResponse
+	(*CancelJobRequest)(nil),          // 31: tidemark.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),         // 32: tidemark.v1.CancelJobResponse
+	(*Member)(nil),                    // 33: tidemark.v1.Member
+	(*ClusterStatusRequest)(nil),      // 34: tidemark.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),     // 35: tidemark.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),          // 36: tidemark.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),         // 37: tidemark.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),       // 38: tidemark.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),      // 39: tidemark.v1.RemoveMemberResponse
+	(*StartBinlogStreamRequest)(nil),  // 40: tidemark.v1.StartBinlogStreamRequest
+	(*StartBinlogStreamResponse)(nil), // 41: tidemark.v1.StartBinlogStreamResponse
+	(*StopBinlogStreamRequest)(nil),   // 42: tidemark.v1.StopBinlogStreamRequest
+	(*StopBinlogStreamResponse)(nil),  // 43: tidemark.v1.StopBinlogStreamResponse
+	(*GetBinlogStatusRequest)(nil),    // 44: tidemark.v1.GetBinlogStatusRequest
+	(*GetBinlogStatusResponse)(nil),   // 45: tidemark.v1.GetBinlogStatusResponse
+	(*CreateJoinTokenRequest)(nil),    // 46: tidemark.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 47: tidemark.v1.CreateJoinTokenResponse
+	(*JoinRequest)(nil),               // 48: tidemark.v1.JoinRequest
+	(*JoinResponse)(nil),              // 49: tidemark.v1.JoinResponse
+	(*RevokeAgentRequest)(nil),        // 50: tidemark.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),       // 51: tidemark.v1.RevokeAgentResponse
+	(*ListAuditRequest)(nil),          // 52: tidemark.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),         // 53: tidemark.v1.ListAuditResponse
+	(*RenewCertificateRequest)(nil),   // 54: tidemark.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),  // 55: tidemark.v1.RenewCertificateResponse
+	nil,                               // 56: tidemark.v1.ListAgentsRequest.LabelsEntry
+	nil,                               // 57: tidemark.v1.ListInstancesRequest.LabelsEntry
+	nil,                               // 58: tidemark.v1.SubmitBackupRequest.LabelsEntry
+	(*Job)(nil),                       // 59: tidemark.v1.Job
+	(*Backup)(nil),                    // 60: tidemark.v1.Backup
+	(*RetentionRules)(nil),            // 61: tidemark.v1.RetentionRules
+	(*timestamppb.Timestamp)(nil),     // 62: google.protobuf.Timestamp
+	(BackupStatus)(0),                 // 63: tidemark.v1.BackupStatus
+	(*Agent)(nil),                     // 64: tidemark.v1.Agent
+	(*Instance)(nil),                  // 65: tidemark.v1.Instance
+	(JobState)(0),                     // 66: tidemark.v1.JobState
+	(JobKind)(0),                      // 67: tidemark.v1.JobKind
+	(*RestoreParams)(nil),             // 68: tidemark.v1.RestoreParams
+	(*durationpb.Duration)(nil),       // 69: google.protobuf.Duration
+	(*BinlogStream)(nil),              // 70: tidemark.v1.BinlogStream
+	(*BinlogSource)(nil),              // 71: tidemark.v1.BinlogSource
+	(*AuditRecord)(nil),               // 72: tidemark.v1.AuditRecord
 }
 var file_tidemark_v1_control_proto_depIdxs = []int32{
-	57, // 0: tidemark.v1.PinBackupResponse.backup:type_name -> tidemark.v1.Backup
-	57, // 1: tidemark.v1.UnpinBackupResponse.backup:type_name -> tidemark.v1.Backup
-	58, // 2: tidemark.v1.PlanRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
-	9,  // 3: tidemark.v1.PlanRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
-	59, // 4: tidemark.v1.PlanRetentionResponse.now:type_name -> google.protobuf.Timestamp
-	58, // 5: tidemark.v1.ApplyRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
-	9,  // 6: tidemark.v1.ApplyRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
-	59, // 7: tidemark.v1.ApplyRetentionResponse.now:type_name -> google.protobuf.Timestamp
-	10, // 8: tidemark.v1.RetentionInstancePlan.backups:type_name -> tidemark.v1.RetentionVerdict
-	59, // 9: tidemark.v1.RetentionInstancePlan.binlog_before:type_name -> google.protobuf.Timestamp
-	59, // 10: tidemark.v1.RetentionVerdict.time:type_name -> google.protobuf.Timestamp
-	60, // 11: tidemark.v1.RetentionVerdict.status:type_name -> tidemark.v1.BackupStatus
-	54, // 12: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
-	61, // 13: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
-	55, // 14: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
-	62, // 15: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
-	60, // 16: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
-	57, // 17: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
-	57, // 18: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
-	63, // 19: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
-	64, // 20: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
-	65, // 21: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
-	65, // 22: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
-	65, // 23: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
-	56, // 24: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
-	65, // 25: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
-	66, // 26: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
-	65, // 27: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
-	65, // 28: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
-	0,  // 29: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
-	59, // 30: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
-	31, // 31: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
-	31, // 32: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
-	31, // 33: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
-	67, // 34: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
-	65, // 35: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	65, // 36: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	68, // 37: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
-	65, // 38: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
-	69, // 39: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
-	67, // 40: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	59, // 41: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	59, // 42: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	70, // 43: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
-	11, // 44: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
-	13, // 45: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
-	15, // 46: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
-	17, // 47: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
-	19, // 48: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
-	21, // 49: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
-	23, // 50: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
-	25, // 51: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
-	27, // 52: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
-	29, // 53: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
-	38, // 54: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
-	40, // 55: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
-	42, // 56: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
-	32, // 57: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
-	34, // 58: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
-	36, // 59: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
-	44, // 60: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
-	46, // 61: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
-	48, // 62: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
-	52, // 63: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
-	50, // 64: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
-	1,  // 65: tidemark.v1.ControlService.PinBackup:input_type -> tidemark.v1.PinBackupRequest
-	3,  // 66: tidemark.v1.ControlService.UnpinBackup:input_type -> tidemark.v1.UnpinBackupRequest
-	5,  // 67: tidemark.v1.ControlService.PlanRetention:input_type -> tidemark.v1.PlanRetentionRequest
-	7,  // 68: tidemark.v1.ControlService.ApplyRetention:input_type -> tidemark.v1.ApplyRetentionRequest
-	12, // 69: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
-	14, // 70: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
-	16, // 71: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
-	18, // 72: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
-	20, // 73: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
-	22, // 74: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
-	24, // 75: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
-	26, // 76: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
-	28, // 77: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
-	30, // 78: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
-	39, // 79: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
-	41, // 80: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
-	43, // 81: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
-	33, // 82: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
-	35, // 83: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
-	37, // 84: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
-	45, // 85: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
-	47, // 86: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
-	49, // 87: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
-	53, // 88: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
-	51, // 89: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
-	2,  // 90: tidemark.v1.ControlService.PinBackup:output_type -> tidemark.v1.PinBackupResponse
-	4,  // 91: tidemark.v1.ControlService.UnpinBackup:output_type -> tidemark.v1.UnpinBackupResponse
-	6,  // 92: tidemark.v1.ControlService.PlanRetention:output_type -> tidemark.v1.PlanRetentionResponse
-	8,  // 93: tidemark.v1.ControlService.ApplyRetention:output_type -> tidemark.v1.ApplyRetentionResponse
-	69, // [69:94] is the sub-list for method output_type
-	44, // [44:69] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	59, // 0: tidemark.v1.SubmitCopyResponse.job:type_name -> tidemark.v1.Job
+	60, // 1: tidemark.v1.PinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	60, // 2: tidemark.v1.UnpinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	61, // 3: tidemark.v1.PlanRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	11, // 4: tidemark.v1.PlanRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
+	62, // 5: tidemark.v1.PlanRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	61, // 6: tidemark.v1.ApplyRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	11, // 7: tidemark.v1.ApplyRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
+	62, // 8: tidemark.v1.ApplyRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	12, // 9: tidemark.v1.RetentionInstancePlan.backups:type_name -> tidemark.v1.RetentionVerdict
+	62, // 10: tidemark.v1.RetentionInstancePlan.binlog_before:type_name -> google.protobuf.Timestamp
+	62, // 11: tidemark.v1.RetentionVerdict.time:type_name -> google.protobuf.Timestamp
+	63, // 12: tidemark.v1.RetentionVerdict.status:type_name -> tidemark.v1.BackupStatus
+	56, // 13: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
+	64, // 14: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
+	57, // 15: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
+	65, // 16: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
+	63, // 17: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
+	60, // 18: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
+	60, // 19: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
+	66, // 20: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
+	67, // 21: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
+	59, // 22: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
+	59, // 23: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
+	59, // 24: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
+	58, // 25: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
+	59, // 26: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
+	68, // 27: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
+	59, // 28: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
+	59, // 29: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
+	0,  // 30: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
+	62, // 31: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
+	33, // 32: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
+	33, // 33: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
+	33, // 34: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
+	69, // 35: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
+	59, // 36: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	59, // 37: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	70, // 38: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
+	59, // 39: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
+	71, // 40: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
+	69, // 41: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	62, // 42: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	62, // 43: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	72, // 44: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
+	13, // 45: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
+	15, // 46: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
+	17, // 47: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
+	19, // 48: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
+	21, // 49: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
+	23, // 50: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
+	25, // 51: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
+	27, // 52: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
+	29, // 53: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
+	31, // 54: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
+	40, // 55: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
+	42, // 56: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
+	44, // 57: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
+	34, // 58: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
+	36, // 59: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
+	38, // 60: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
+	46, // 61: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
+	48, // 62: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
+	50, // 63: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
+	54, // 64: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
+	52, // 65: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
+	3,  // 66: tidemark.v1.ControlService.PinBackup:input_type -> tidemark.v1.PinBackupRequest
+	5,  // 67: tidemark.v1.ControlService.UnpinBackup:input_type -> tidemark.v1.UnpinBackupRequest
+	7,  // 68: tidemark.v1.ControlService.PlanRetention:input_type -> tidemark.v1.PlanRetentionRequest
+	9,  // 69: tidemark.v1.ControlService.ApplyRetention:input_type -> tidemark.v1.ApplyRetentionRequest
+	1,  // 70: tidemark.v1.ControlService.SubmitCopy:input_type -> tidemark.v1.SubmitCopyRequest
+	14, // 71: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
+	16, // 72: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
+	18, // 73: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
+	20, // 74: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
+	22, // 75: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
+	24, // 76: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
+	26, // 77: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
+	28, // 78: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
+	30, // 79: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
+	32, // 80: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
+	41, // 81: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
+	43, // 82: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
+	45, // 83: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
+	35, // 84: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
+	37, // 85: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
+	39, // 86: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
+	47, // 87: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
+	49, // 88: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
+	51, // 89: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
+	55, // 90: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
+	53, // 91: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
+	4,  // 92: tidemark.v1.ControlService.PinBackup:output_type -> tidemark.v1.PinBackupResponse
+	6,  // 93: tidemark.v1.ControlService.UnpinBackup:output_type -> tidemark.v1.UnpinBackupResponse
+	8,  // 94: tidemark.v1.ControlService.PlanRetention:output_type -> tidemark.v1.PlanRetentionResponse
+	10, // 95: tidemark.v1.ControlService.ApplyRetention:output_type -> tidemark.v1.ApplyRetentionResponse
+	2,  // 96: tidemark.v1.ControlService.SubmitCopy:output_type -> tidemark.v1.SubmitCopyResponse
+	71, // [71:97] is the sub-list for method output_type
+	45, // [45:71] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_control_proto_init() }
@@ -3504,7 +3624,7 @@ func file_tidemark_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_control_proto_rawDesc), len(file_tidemark_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   56,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,7 @@ const (
 	ControlService_UnpinBackup_FullMethodName       = "/tidemark.v1.ControlService/UnpinBackup"
 	ControlService_PlanRetention_FullMethodName     = "/tidemark.v1.ControlService/PlanRetention"
 	ControlService_ApplyRetention_FullMethodName    = "/tidemark.v1.ControlService/ApplyRetention"
+	ControlService_SubmitCopy_FullMethodName        = "/tidemark.v1.ControlService/SubmitCopy"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -102,6 +103,10 @@ type ControlServiceClient interface {
 	// ApplyRetention plans as PlanRetention does on the leader, marks what
 	// the plan expires and submits one expire job per instance.
 	ApplyRetention(ctx context.Context, in *ApplyRetentionRequest, opts ...grpc.CallOption) (*ApplyRetentionResponse, error)
+	// SubmitCopy submits a copy job: the agent of the backup's instance
+	// copies it (and, with with_binlog, the binlog it needs) to another
+	// repository; on success the catalog lists the copy on the backup.
+	SubmitCopy(ctx context.Context, in *SubmitCopyRequest, opts ...grpc.CallOption) (*SubmitCopyResponse, error)
 }
 
 type controlServiceClient struct {
@@ -371,6 +376,16 @@ func (c *controlServiceClient) ApplyRetention(ctx context.Context, in *ApplyRete
 	return out, nil
 }
 
+func (c *controlServiceClient) SubmitCopy(ctx context.Context, in *SubmitCopyRequest, opts ...grpc.CallOption) (*SubmitCopyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubmitCopyResponse)
+	err := c.cc.Invoke(ctx, ControlService_SubmitCopy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -427,6 +442,10 @@ type ControlServiceServer interface {
 	// ApplyRetention plans as PlanRetention does on the leader, marks what
 	// the plan expires and submits one expire job per instance.
 	ApplyRetention(context.Context, *ApplyRetentionRequest) (*ApplyRetentionResponse, error)
+	// SubmitCopy submits a copy job: the agent of the backup's instance
+	// copies it (and, with with_binlog, the binlog it needs) to another
+	// repository; on success the catalog lists the copy on the backup.
+	SubmitCopy(context.Context, *SubmitCopyRequest) (*SubmitCopyResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -511,6 +530,9 @@ func (UnimplementedControlServiceServer) PlanRetention(context.Context, *PlanRet
 }
 func (UnimplementedControlServiceServer) ApplyRetention(context.Context, *ApplyRetentionRequest) (*ApplyRetentionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ApplyRetention not implemented")
+}
+func (UnimplementedControlServiceServer) SubmitCopy(context.Context, *SubmitCopyRequest) (*SubmitCopyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SubmitCopy not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -976,6 +998,24 @@ func _ControlService_ApplyRetention_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_SubmitCopy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubmitCopyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).SubmitCopy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_SubmitCopy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).SubmitCopy(ctx, req.(*SubmitCopyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1078,6 +1118,10 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ApplyRetention",
 			Handler:    _ControlService_ApplyRetention_Handler,
+		},
+		{
+			MethodName: "SubmitCopy",
+			Handler:    _ControlService_SubmitCopy_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
