@@ -310,6 +310,7 @@ func newRestoreCmd(s *streams) *cobra.Command {
 		mysqld      string
 		mariabackup string
 		mysqldArgs  []string
+		repoPref    string
 	)
 	cmd := &cobra.Command{
 		Use:   "restore [BACKUP_ID]",
@@ -458,8 +459,12 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 				if err != nil {
 					return err
 				}
+				repo, err := restoreRepoThere(ctx, s, controller, args[0], splitList(repoPref))
+				if err != nil {
+					return err
+				}
 				return controllerRestore(ctx, s, controller, toInstance, !noWait, &v1.RestoreParams{
-					BackupId: args[0], TargetInstance: toInstance, Parallelism: uint32(max(parallel, 0)),
+					BackupId: args[0], TargetInstance: toInstance, Parallelism: uint32(max(parallel, 0)), RepositoryUri: repo,
 					Databases: splitList(databases), Tables: splitList(tables), RenameDatabases: rename,
 					DropExisting: dropExisting, IncludeUsers: includeUsers,
 				})
@@ -467,12 +472,8 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 			if dsn == "" {
 				return &UserError{Msg: "--to-mysql DSN (restore here) or --to-instance NAME (restore job through the controller) is required"}
 			}
-			if controller != "" && rf.uri == "" {
-				uri, err := backupRepo(ctx, s, controller, args[0])
-				if err != nil {
-					return err
-				}
-				rf.uri = uri
+			if err := restoreRepoHere(ctx, s, &rf, controller, args[0], splitList(repoPref)); err != nil {
+				return err
 			}
 			warnArgvDSN(s, cmd, "to-mysql", dsn)
 			if _, err := mysqlx.ParseDSN(dsn); err != nil {
@@ -543,6 +544,7 @@ restore job on NAME's agent, writing DIR on that agent's host.`,
 	cmd.Flags().StringVar(&mysqld, "mysqld", "", "with --to-datadir: the server binary that will run the datadir (default: mariadbd, else mysqld, from PATH); the backup must be of its flavor and major version")
 	cmd.Flags().StringVar(&mariabackup, "mariabackup", "", "with --to-datadir: mariabackup for backups it must prepare (default: from PATH)")
 	cmd.Flags().StringArrayVar(&mysqldArgs, "mysqld-arg", nil, "with --to-datadir: an extra argument of the temporary server (repeatable), e.g. --mysqld-arg=--innodb-buffer-pool-size=4G")
+	cmd.Flags().StringVar(&repoPref, "repo-preference", "", "repositories to restore BACKUP_ID from, in order (URI,URI): the first that opens and holds it is used, so a copy serves when the primary is unreachable; through a controller: the first the catalog lists the backup in (its own or a copy)")
 	cmd.Flags().StringVar(&thenReplicate, "then-replicate-from", "", "point in time, here: afterwards, replicate from this live source (DSN) from the restored GTID position")
 	return cmd
 }

@@ -14,8 +14,9 @@ import (
 
 // TestRepoCopyRestoreFromCopy: a backup in an encrypted file repository is
 // copied to an encrypted MinIO bucket under another key; the primary
-// repository is then removed, and a restore from the copy gives exactly the
-// source's checksums.
+// repository is then removed, and a restore with --repo-preference
+// primary,copy skips the primary and gives exactly the source's checksums
+// from the copy.
 func TestRepoCopyRestoreFromCopy(t *testing.T) {
 	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "copy-src"})
 	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "copy-dst"})
@@ -87,8 +88,15 @@ func TestRepoCopyRestoreFromCopy(t *testing.T) {
 	if err := os.RemoveAll(primaryDir); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, errs := run(t, "restore", id, "--repo", second, "--passphrase-file", passB, "--to-mysql", dst.DSN); code != 0 {
+	if code, _, errs := run(t, "restore", id, "--repo", primary, "--repo-preference", primary+","+second, "--to-mysql", dst.DSN); code == 0 || !strings.Contains(errs, "not both") {
+		t.Fatalf("--repo with --repo-preference: %d %q", code, errs)
+	}
+	code, _, errs = run(t, "restore", id, "--repo-preference", primary+","+second, "--passphrase-file", passB, "--to-mysql", dst.DSN)
+	if code != 0 {
 		t.Fatalf("restore from the copy: %s", errs)
+	}
+	if !strings.Contains(errs, "skipping "+primary) || !strings.Contains(errs, "restoring backup "+id+" from s3://") {
+		t.Errorf("restore did not say which repository it used: %q", errs)
 	}
 	if got := testenv.Checksums(t, dstDB, "shop"); !reflect.DeepEqual(got, want) {
 		t.Fatalf("restored from the copy:\n%v\nsource:\n%v", got, want)
