@@ -160,9 +160,11 @@ func (c *controlService) ApplyRetention(ctx context.Context, req *v1.ApplyRetent
 }
 
 // expireCommands builds, for one instance's plan, one MarkBackupsExpired
-// per repository its newly expired backups are in. The job also prunes the
-// instance's own binlog stream when the stream writes to that repository.
-// Backups already marked are left to the job that marked them.
+// per repository its newly expired backups are in; the first also prunes
+// the instance's own binlog stream (in the stream's repository) up to the
+// plan's cutoff. Backups already marked are left to the job that marked
+// them. A stream of a `cluster` group is named after the instance it was
+// started for; it is pruned with that instance's retention only.
 func expireCommands(r *catalog.Read, ip instancePlan, t time.Time, maxAttempts uint32) []*v1.MarkBackupsExpired {
 	byRepo := map[string]*v1.MarkBackupsExpired{}
 	var repos []string
@@ -190,12 +192,13 @@ func expireCommands(r *catalog.Read, ip instancePlan, t time.Time, maxAttempts u
 	}
 	out := make([]*v1.MarkBackupsExpired, 0, len(repos))
 	for _, repo := range repos {
-		cmd := byRepo[repo]
-		if st, err := r.BinlogStream(ip.instance); err == nil && st.GetRepositoryUri() == repo && !ip.res.BinlogBefore.IsZero() {
-			ep := cmd.GetJob().GetExpire()
-			ep.BinlogInstance, ep.BinlogBefore = ip.instance, timestamppb.New(ip.res.BinlogBefore)
-		}
-		out = append(out, cmd)
+		out = append(out, byRepo[repo])
+	}
+	// The instance's own binlog stream is pruned by the first of its
+	// expire jobs, in the stream's repository.
+	if st, err := r.BinlogStream(ip.instance); err == nil && len(out) > 0 && !ip.res.BinlogBefore.IsZero() {
+		ep := out[0].GetJob().GetExpire()
+		ep.BinlogInstance, ep.BinlogBefore, ep.BinlogRepositoryUri = ip.instance, timestamppb.New(ip.res.BinlogBefore), st.GetRepositoryUri()
 	}
 	return out
 }

@@ -142,8 +142,10 @@ func TestRetentionInProcess(t *testing.T) {
 		}
 	}
 	slices.Sort(targets)
-	if !slices.Equal(targets, []string{ids[0], ids[2]}) {
-		t.Fatalf("expire targets %v, want %v", targets, []string{ids[0], ids[2]})
+	wantTargets := []string{ids[0], ids[2]}
+	slices.Sort(wantTargets)
+	if !slices.Equal(targets, wantTargets) {
+		t.Fatalf("expire targets %v, want %v", targets, wantTargets)
 	}
 	// Marked, not yet deleted: a restore of it is refused, a pin too.
 	_, err = c.Control.PinBackup(ctx, &v1.PinBackupRequest{BackupId: ids[0]})

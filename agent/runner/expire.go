@@ -60,7 +60,15 @@ func expire(ctx context.Context, p Params) (*Result, error) {
 		if p.Progress != nil {
 			p.Progress(&v1.JobProgress{Phase: "pruning binlog segments", UpdatedAt: timestamppb.Now()})
 		}
-		res, err := binlog.Prune(ctx, repo, binlog.PruneParams{Instance: inst, Before: ep.GetBinlogBefore().AsTime()})
+		brepo, closeB := repo, func() {}
+		if ep.GetBinlogRepositoryUri() != ep.GetRepositoryUri() {
+			brepo, closeB, err = p.OpenRepo(ctx, ep.GetBinlogRepositoryUri())
+			if err != nil {
+				return nil, fmt.Errorf("expire job %s: opening the binlog repository: %w", p.Job.GetId(), err)
+			}
+		}
+		res, err := binlog.Prune(ctx, brepo, binlog.PruneParams{Instance: inst, Before: ep.GetBinlogBefore().AsTime()})
+		closeB()
 		switch {
 		case errors.Is(err, binlog.ErrUnknownInstance):
 			warnings = append(warnings, fmt.Sprintf("no binlog archive of %s in the repository: no segment to prune", inst))

@@ -2414,8 +2414,11 @@ type ExpireParams struct {
 	// empty: no segment goes.
 	BinlogInstance string                 `protobuf:"bytes,3,opt,name=binlog_instance,json=binlogInstance,proto3" json:"binlog_instance,omitempty"`
 	BinlogBefore   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=binlog_before,json=binlogBefore,proto3" json:"binlog_before,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Repository the binlog stream writes to (BinlogStream.repository_uri);
+	// empty: the agent's own.
+	BinlogRepositoryUri string `protobuf:"bytes,5,opt,name=binlog_repository_uri,json=binlogRepositoryUri,proto3" json:"binlog_repository_uri,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ExpireParams) Reset() {
@@ -2474,6 +2477,13 @@ func (x *ExpireParams) GetBinlogBefore() *timestamppb.Timestamp {
 		return x.BinlogBefore
 	}
 	return nil
+}
+
+func (x *ExpireParams) GetBinlogRepositoryUri() string {
+	if x != nil {
+		return x.BinlogRepositoryUri
+	}
+	return ""
 }
 
 // ExpireTarget is one backup an expire job deletes.
@@ -3360,12 +3370,13 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x15source_repository_uri\x18\x02 \x01(\tR\x13sourceRepositoryUri\x12<\n" +
 	"\x1adestination_repository_uri\x18\x03 \x01(\tR\x18destinationRepositoryUri\x12\x1f\n" +
 	"\vwith_binlog\x18\x04 \x01(\bR\n" +
-	"withBinlog\"\xd4\x01\n" +
+	"withBinlog\"\x88\x02\n" +
 	"\fExpireParams\x12%\n" +
 	"\x0erepository_uri\x18\x01 \x01(\tR\rrepositoryUri\x123\n" +
 	"\abackups\x18\x02 \x03(\v2\x19.tidemark.v1.ExpireTargetR\abackups\x12'\n" +
 	"\x0fbinlog_instance\x18\x03 \x01(\tR\x0ebinlogInstance\x12?\n" +
-	"\rbinlog_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fbinlogBefore\"Z\n" +
+	"\rbinlog_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fbinlogBefore\x122\n" +
+	"\x15binlog_repository_uri\x18\x05 \x01(\tR\x13binlogRepositoryUri\"Z\n" +
 	"\fExpireTarget\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12-\n" +
 	"\x05fence\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05fence\"\x96\x01\n" +
