@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/storage"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -44,5 +45,62 @@ func TestExpire(t *testing.T) {
 	_, err := Run(ctx, Params{Job: job, Lease: lease("e1", 1, 9), OpenRepo: open})
 	if err == nil || !strings.Contains(err.Error(), "backup foreign: the manifest in the repository is fenced by lease j9@2/2") || !exists(t, repo, "foreign") {
 		t.Fatalf("foreign fence: %v, exists %v", err, exists(t, repo, "foreign"))
+	}
+}
+
+// TestExpireThenGC: expiry deletes manifests only; the chunks only the
+// expired backup referred to are freed by gc's two runs afterwards (never
+// by the expiry), and the kept backup still reads back whole.
+func TestExpireThenGC(t *testing.T) {
+	ctx := context.Background()
+	repo := newRepo(t)
+	open := func(context.Context, string) (*archive.Repo, func(), error) { return repo, func() {}, nil }
+	write := func(id, body string) {
+		_, err := repo.WithBackup(ctx, archive.BackupOptions{ID: id, Engine: "logical"}, func(_ context.Context, b *archive.Backup) error {
+			w, err := b.Stream("data", nil)
+			if err != nil {
+				return err
+			}
+			if _, err := w.Write([]byte(body)); err != nil {
+				return err
+			}
+			return w.Close()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("old", "data only the old backup has")
+	write("new", "data of the new backup")
+	chunks := func() int {
+		n := 0
+		if err := repo.Store().List(ctx, "chunks/", func(storage.ObjectInfo) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if chunks() != 2 {
+		t.Fatalf("%d chunks before, want 2", chunks())
+	}
+	job := &v1.Job{Id: "e1", Kind: v1.JobKind_JOB_KIND_EXPIRE, Params: &v1.Job_Expire{Expire: &v1.ExpireParams{
+		Backups: []*v1.ExpireTarget{{BackupId: "old"}},
+	}}}
+	if _, err := Run(ctx, Params{Job: job, Lease: lease("e1", 1, 1), OpenRepo: open}); err != nil {
+		t.Fatal(err)
+	}
+	if chunks() != 2 {
+		t.Fatal("the expiry deleted chunks itself")
+	}
+	for range 2 { // condemn, then sweep
+		if _, err := repo.GC(ctx, archive.GCOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if chunks() != 1 {
+		t.Errorf("%d chunks after gc, want 1 (the new backup's)", chunks())
+	}
+	rep, err := repo.Verify(ctx, archive.VerifyOptions{ReadData: true})
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify after gc: %+v, %v", rep, err)
 	}
 }
