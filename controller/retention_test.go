@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -194,4 +195,120 @@ func TestRetentionInProcess(t *testing.T) {
 	if !slices.Equal(keep, []string{ids[4]}) {
 		t.Errorf("a week later kept %v, want only the last %s (also the base: no backup inside the window)", keep, ids[4])
 	}
+}
+
+// TestRetentionMonthInProcess is the simulated month through the
+// controller: a backup every 12 hours of a test clock the leader reads
+// (never the FSM), retention applied after each with the expire jobs run
+// by a fake agent. At every step the last complete backup and the pinned
+// one stay; at the end exactly the GFS set of every backup ever taken is
+// left, the rest DELETED.
+func TestRetentionMonthInProcess(t *testing.T) {
+	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	clk := &testClock{t: start}
+	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.Clock = clk.now })
+	ctx := context.Background()
+	a, err := connectAgent(t, []string{srv.Addr()}, "db1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	rules := &v1.RetentionRules{KeepLast: 2, KeepDaily: 5, KeepWeekly: 3, KeepMonthly: 2, PitrWindow: durationpb.New(36 * time.Hour)}
+	type taken struct {
+		id string
+		at time.Time
+	}
+	var all []taken
+	var pinned string
+	for n := 0; n < 62; n++ {
+		at := clk.now()
+		job := submitBackup(t, c, "db1")
+		asg := a.assignment(5 * time.Second)
+		bid := asg.GetJob().GetBackup().GetBackupId()
+		seq := a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{
+			JobId: job.GetId(), Lease: asg.GetLease(), Ok: true, BackupId: bid, ManifestKey: "manifests/" + bid, RepositoryUri: "file:///backups",
+			Manifest: &v1.Manifest{BackupId: bid, Instance: "db1", Engine: "logical", Fence: asg.GetLease(),
+				StartedAt: timestamppb.New(at), FinishedAt: timestamppb.New(at.Add(time.Minute)), Consistency: &v1.ConsistencyPoint{Time: timestamppb.New(at)}},
+		}}})
+		if m := a.answer(seq); m.GetAck() == nil {
+			t.Fatalf("result of %s: %v", bid, m)
+		}
+		all = append(all, taken{bid, at})
+		if n == 9 {
+			pinned = bid
+			if _, err := c.Control.PinBackup(ctx, &v1.PinBackupRequest{BackupId: bid, Reason: "legal hold"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clk.set(at.Add(12 * time.Hour))
+		r, err := c.Control.ApplyRetention(ctx, &v1.ApplyRetentionRequest{Instance: "db1", Rules: rules})
+		if err != nil {
+			t.Fatalf("step %d: %v", n, err)
+		}
+		for range r.GetJobIds() {
+			asg := a.assignment(5 * time.Second)
+			for _, tg := range asg.GetJob().GetExpire().GetBackups() {
+				if tg.GetBackupId() == bid || tg.GetBackupId() == pinned {
+					t.Fatalf("step %d: the expire job deletes %s (last %s, pinned %s)", n, tg.GetBackupId(), bid, pinned)
+				}
+			}
+			seq := a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{JobId: asg.GetJob().GetId(), Lease: asg.GetLease(), Ok: true}}})
+			if m := a.answer(seq); m.GetAck() == nil {
+				t.Fatalf("expire result: %v", m)
+			}
+		}
+	}
+	// What the rules keep out of every backup taken, computed here by
+	// grouping: the newest per bucket, the newest buckets first.
+	now := clk.now()
+	want := map[string]bool{all[len(all)-1].id: true, all[len(all)-2].id: true, pinned: true}
+	for _, g := range []struct {
+		n   int
+		key func(time.Time) string
+	}{
+		{5, func(t time.Time) string { return t.Format("2006-01-02") }},
+		{3, func(t time.Time) string { y, w := t.ISOWeek(); return fmt.Sprint(y, w) }},
+		{2, func(t time.Time) string { return t.Format("2006-01") }},
+	} {
+		var keys []string
+		newest := map[string]string{}
+		for i := len(all) - 1; i >= 0; i-- {
+			k := g.key(all[i].at)
+			if _, ok := newest[k]; !ok {
+				newest[k] = all[i].id
+				keys = append(keys, k)
+			}
+		}
+		for _, k := range keys[:g.n] {
+			want[newest[k]] = true
+		}
+	}
+	cutoff := now.Add(-36 * time.Hour)
+	for i := len(all) - 1; i >= 0; i-- {
+		want[all[i].id] = true
+		if !all[i].at.After(cutoff) {
+			break // the window's base
+		}
+	}
+	list, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: "db1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, wantIDs []string
+	for _, b := range list.GetBackups() {
+		got = append(got, b.GetId())
+	}
+	for id := range want {
+		wantIDs = append(wantIDs, id)
+	}
+	slices.Sort(got)
+	slices.Sort(wantIDs)
+	if !slices.Equal(got, wantIDs) {
+		t.Errorf("after a month, the catalog lists %d backups %v\nthe rules keep %d: %v", len(got), got, len(wantIDs), wantIDs)
+	}
+	deleted, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: "db1", Status: v1.BackupStatus_BACKUP_STATUS_DELETED})
+	if err != nil || len(deleted.GetBackups())+len(got) != len(all) {
+		t.Errorf("%d deleted + %d kept, %d taken (%v)", len(deleted.GetBackups()), len(got), len(all), err)
+	}
+	t.Logf("after 31 days: %d of %d backups kept", len(got), len(all))
 }
