@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
+	"github.com/tidemark-backup/tidemark/controller/retention"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -52,8 +53,9 @@ func applyUnpinBackup(w *catalog.Write, c *v1.UnpinBackup) (proto.Message, error
 
 // applyMarkBackupsExpired marks backups expired and submits the expire job
 // that deletes them, all or nothing: a backup that is pinned, running,
-// deleted or already marked means the leader planned from a state that is
-// gone, and nothing is marked.
+// deleted, already marked, being restored or copied, or the instance's
+// last complete one means the leader planned from a state that is gone (or
+// an operator asked for what is never done), and nothing is marked.
 func applyMarkBackupsExpired(w *catalog.Write, c *v1.MarkBackupsExpired) (proto.Message, error) {
 	j := c.GetJob()
 	if j.GetKind() != v1.JobKind_JOB_KIND_EXPIRE || j.GetExpire() == nil {
@@ -95,6 +97,23 @@ func applyMarkBackupsExpired(w *catalog.Write, c *v1.MarkBackupsExpired) (proto.
 		b := proto.CloneOf(old)
 		b.ExpiredAt, b.ExpireReason, b.ExpireJobId = c.GetExpiredAt(), c.GetReasons()[i], j.GetId()
 		marked = append(marked, b)
+	}
+	// The last complete backup of an instance is never expired, whoever
+	// asks: checked here, where no concurrent entry can slip between the
+	// check and the mark. "Last" is by the time its data corresponds to,
+	// as retention orders backups.
+	var newest *v1.Backup
+	for _, b := range w.Backups(j.GetInstance()) {
+		if b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE || b.GetExpiredAt() != nil {
+			continue
+		}
+		if newest == nil || retention.BackupTime(b).After(retention.BackupTime(newest)) ||
+			(retention.BackupTime(b).Equal(retention.BackupTime(newest)) && b.GetId() > newest.GetId()) {
+			newest = b
+		}
+	}
+	if newest != nil && slices.Contains(c.GetBackupIds(), newest.GetId()) {
+		return nil, catalog.Errorf(catalog.ErrConflict, "backup %s is the last complete backup of instance %q: it is never expired", newest.GetId(), j.GetInstance())
 	}
 	if _, err := applySubmitJob(w, &v1.SubmitJob{Job: j}); err != nil {
 		return nil, err

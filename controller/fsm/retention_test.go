@@ -67,7 +67,11 @@ func TestPinsAndExpiry(t *testing.T) {
 	if r := n.apply(&v1.Command{Cmd: &v1.Command_UnpinBackup{UnpinBackup: &v1.UnpinBackup{BackupId: "b1"}}}); r.Err != nil || !r.Unchanged {
 		t.Fatalf("second unpin = %+v", r)
 	}
+	// b1 and b2 start at the same time: the last is the greater id, b2.
+	n.fails(markCmd("e1", "db1", "b1", "b2"), catalog.ErrConflict, `backup b2 is the last complete backup of instance "db1"`)
+	n.ok(recordCmd("b4", "db1"))
 	n.ok(markCmd("e1", "db1", "b1", "b2"))
+	n.fails(markCmd("e3", "db1", "b4"), catalog.ErrConflict, "b4 is the last complete backup")
 	for _, id := range []string{"b1", "b2"} {
 		if b := n.backup(id); b.GetExpiredAt() == nil || b.GetExpireJobId() != "e1" || b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE {
 			t.Fatalf("%s after mark = %v", id, b)
