@@ -329,3 +329,49 @@ id is printed. For a copy with no controller: tidemark repo copy.`,
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job to its end")
 	return cmd
 }
+
+// newBackupExpireCmd is `tidemark backup expire ID`: expiry by hand.
+func newBackupExpireCmd(s *streams) *cobra.Command {
+	var (
+		f      fleetFlags
+		reason string
+		wait   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "expire BACKUP_ID",
+		Short: "Expire one backup now, as retention would (never a pinned one, never the instance's last complete one)",
+		Long: `Mark a backup expired and submit the expire job that deletes its manifest
+(the instance's agent runs it); its chunks are freed by tidemark repo gc
+after its grace period. Refused for a pinned backup (unpin it first) and for
+the instance's last complete backup. Without --wait the job id is printed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var id string
+			err := f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				r, err := c.Control.ExpireBackup(ctx, &v1.ExpireBackupRequest{BackupId: args[0], Reason: reason})
+				if err != nil {
+					return rpcErr(err)
+				}
+				id = r.GetJob().GetId()
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if !wait {
+				_, err := fmt.Fprintln(s.out, id)
+				return err
+			}
+			fmt.Fprintf(s.err, "expire job %s submitted for backup %s\n", id, args[0])
+			j, err := watchJob(cmd.Context(), s, f.controller, id)
+			if err != nil {
+				return err
+			}
+			return jobOutcome(s, j)
+		},
+	}
+	f.register(s, cmd)
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded with the expiry)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job to its end")
+	return cmd
+}

@@ -28,6 +28,8 @@ func TestRetentionCommandsBadInput(t *testing.T) {
 		{[]string{"backup", "pin", "b1", "--controller", closed, "--reason", "audit"}, "no Tidemark controller answers"},
 		{[]string{"backup", "unpin", "b1", "b2", "--controller", closed}, "accepts 1 arg(s), received 2"},
 		{[]string{"backup", "copy", "b1", "--controller", closed}, "--to URI is required"},
+		{[]string{"backup", "expire", "--controller", closed}, "accepts 1 arg(s), received 0"},
+		{[]string{"backup", "expire", "b1", "--controller", closed}, "no Tidemark controller answers"},
 		{[]string{"backup", "copy", "b1", "--to", "s3://b/x", "--controller", closed}, "no Tidemark controller answers"},
 	} {
 		code, _, errs := run(t, tc.args...)

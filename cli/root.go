@@ -57,7 +57,7 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 	root.AddCommand(
 		newVersionCmd(s),
 		newRepoCmd(s),
-		withSubcommands(newBackupCmd(s), newBackupPinCmd(s), newBackupUnpinCmd(s), newBackupCopyCmd(s)),
+		withSubcommands(newBackupCmd(s), newBackupPinCmd(s), newBackupUnpinCmd(s), newBackupCopyCmd(s), newBackupExpireCmd(s)),
 		newBackupsCmd(s),
 		newRestoreCmd(s),
 		newAgentCmd(s),

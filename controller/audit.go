@@ -70,6 +70,10 @@ var audited = map[string]func(req any) (target string, flags map[string]string){
 	v1.ControlService_UnpinBackup_FullMethodName: func(r any) (string, map[string]string) {
 		return r.(*v1.UnpinBackupRequest).GetBackupId(), nil
 	},
+	v1.ControlService_ExpireBackup_FullMethodName: func(r any) (string, map[string]string) {
+		q := r.(*v1.ExpireBackupRequest)
+		return q.GetBackupId(), map[string]string{"reason": q.GetReason()}
+	},
 	v1.ControlService_SubmitCopy_FullMethodName: func(r any) (string, map[string]string) {
 		q := r.(*v1.SubmitCopyRequest)
 		return q.GetBackupId(), map[string]string{"to": q.GetDestinationRepositoryUri(), "with_binlog": strconv.FormatBool(q.GetWithBinlog())}

@@ -68,6 +68,7 @@ var accessTable = map[string]access{
 	v1.ControlService_UnpinBackup_FullMethodName:       operator(),
 	v1.ControlService_ApplyRetention_FullMethodName:    operator(),
 	v1.ControlService_SubmitCopy_FullMethodName:        operator(),
+	v1.ControlService_ExpireBackup_FullMethodName:      operator(),
 	// An agent renews its own certificate (the name is its certificate's).
 	v1.ControlService_RenewCertificate_FullMethodName: {agent: true},
 	// A joining host has no certificate yet; the token is its credential.

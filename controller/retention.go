@@ -240,3 +240,32 @@ func (c *controlService) SubmitCopy(ctx context.Context, req *v1.SubmitCopyReque
 	s.log.Info("copy submitted", "job", job.GetId(), "backup", b.GetId(), "to", dest)
 	return &v1.SubmitCopyResponse{Job: resp.Value.(*v1.Job)}, nil
 }
+
+func (c *controlService) ExpireBackup(ctx context.Context, req *v1.ExpireBackupRequest) (*v1.ExpireBackupResponse, error) {
+	s := c.s
+	if !s.isLeader() {
+		return forward(ctx, s, req, v1.ControlServiceClient.ExpireBackup)
+	}
+	b, err := s.fsm.Store().Read().Backup(req.GetBackupId())
+	if err != nil {
+		return nil, err
+	}
+	t := s.clock()
+	why := "expire: by " + who(ctx)
+	if req.GetReason() != "" {
+		why += " (" + req.GetReason() + ")"
+	}
+	cmd := &v1.MarkBackupsExpired{BackupIds: []string{b.GetId()}, Reasons: []string{why}, ExpiredAt: timestamppb.New(t), Job: &v1.Job{
+		Id: "expire-" + newJobID(t), Kind: v1.JobKind_JOB_KIND_EXPIRE, Instance: b.GetInstance(), State: v1.JobState_JOB_STATE_PENDING,
+		CreatedAt: timestamppb.New(t), UpdatedAt: timestamppb.New(t), MaxAttempts: s.cfg.MaxAttempts,
+		Params: &v1.Job_Expire{Expire: &v1.ExpireParams{RepositoryUri: b.GetRepositoryUri(),
+			Backups: []*v1.ExpireTarget{{BackupId: b.GetId(), Fence: proto.CloneOf(b.GetFence())}}}},
+	}}
+	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_MarkBackupsExpired{MarkBackupsExpired: cmd}})
+	if err != nil {
+		return nil, err
+	}
+	s.agents.kickAssigner()
+	s.log.Info("backup expired by hand", "backup", b.GetId(), "job", cmd.GetJob().GetId(), "reason", why)
+	return &v1.ExpireBackupResponse{Job: resp.Value.(*v1.Job)}, nil
+}

@@ -176,6 +176,28 @@ func TestRetentionInProcess(t *testing.T) {
 		t.Fatalf("backups listed after expiry: %d, %v", len(list.GetBackups()), err)
 	}
 
+	// By hand: the last complete backup is refused, a pinned one too.
+	_, err = c.Control.ExpireBackup(ctx, &v1.ExpireBackupRequest{BackupId: ids[4]})
+	wantCode(t, err, codes.FailedPrecondition, "is the last complete backup of instance")
+	_, err = c.Control.ExpireBackup(ctx, &v1.ExpireBackupRequest{BackupId: ids[1]})
+	wantCode(t, err, codes.FailedPrecondition, "is pinned (audit 2026)")
+	byHand, err := c.Control.ExpireBackup(ctx, &v1.ExpireBackupRequest{BackupId: ids[3], Reason: "bad data"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asg = a.assignment(5 * time.Second)
+	if asg.GetJob().GetId() != byHand.GetJob().GetId() || len(asg.GetJob().GetExpire().GetBackups()) != 1 {
+		t.Fatalf("hand expiry assignment = %v", asg.GetJob())
+	}
+	if b, _ := c.Control.GetBackup(ctx, &v1.GetBackupRequest{Id: ids[3]}); !strings.HasPrefix(b.GetBackup().GetExpireReason(), "expire: by ") ||
+		!strings.HasSuffix(b.GetBackup().GetExpireReason(), "(bad data)") {
+		t.Errorf("hand expiry reason %q", b.GetBackup().GetExpireReason())
+	}
+	seq = a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{JobId: asg.GetJob().GetId(), Lease: asg.GetLease(), Ok: true}}})
+	if m := a.answer(seq); m.GetAck() == nil {
+		t.Fatalf("expire result: %v", m)
+	}
+
 	// Unpinned and a week later: only the last complete backup and the
 	// window's base remain kept.
 	if _, err := c.Control.UnpinBackup(ctx, &v1.UnpinBackupRequest{BackupId: ids[1]}); err != nil {

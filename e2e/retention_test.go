@@ -135,5 +135,8 @@ func TestRetentionFleet(t *testing.T) {
 		t.Errorf("the restore did not start from the window's base %s:\n%s", b2, r.err)
 	}
 	sameAs(t, "restore --to-time "+p.time.Format(time.DateTime)+" after retention", dst, "shop", p.sums)
+	if r := tm(t, 10*time.Second, append([]string{"backup", "expire", b3}, ctl...)...); r.code == 0 || !strings.Contains(r.err, "is the last complete backup") {
+		t.Errorf("backup expire of the last backup: exit %d, %q", r.code, r.err)
+	}
 	must(t, 10*time.Second, append([]string{"binlog", "stop", "--instance", "local"}, ctl...)...)
 }

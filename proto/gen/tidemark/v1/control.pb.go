@@ -80,6 +80,103 @@ func (MemberState) EnumDescriptor() ([]byte, []int) {
 	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
 }
 
+type ExpireBackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireBackupRequest) Reset() {
+	*x = ExpireBackupRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireBackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireBackupRequest) ProtoMessage() {}
+
+func (x *ExpireBackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireBackupRequest.ProtoReflect.Descriptor instead.
+func (*ExpireBackupRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ExpireBackupRequest) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *ExpireBackupRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ExpireBackupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The expire job.
+	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireBackupResponse) Reset() {
+	*x = ExpireBackupResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireBackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireBackupResponse) ProtoMessage() {}
+
+func (x *ExpireBackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireBackupResponse.ProtoReflect.Descriptor instead.
+func (*ExpireBackupResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ExpireBackupResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 type SubmitCopyRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
@@ -93,7 +190,7 @@ type SubmitCopyRequest struct {
 
 func (x *SubmitCopyRequest) Reset() {
 	*x = SubmitCopyRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	mi := &file_tidemark_v1_control_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +202,7 @@ func (x *SubmitCopyRequest) String() string {
 func (*SubmitCopyRequest) ProtoMessage() {}
 
 func (x *SubmitCopyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	mi := &file_tidemark_v1_control_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +215,7 @@ func (x *SubmitCopyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitCopyRequest.ProtoReflect.Descriptor instead.
 func (*SubmitCopyRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SubmitCopyRequest) GetBackupId() string {
@@ -151,7 +248,7 @@ type SubmitCopyResponse struct {
 
 func (x *SubmitCopyResponse) Reset() {
 	*x = SubmitCopyResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	mi := &file_tidemark_v1_control_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -163,7 +260,7 @@ func (x *SubmitCopyResponse) String() string {
 func (*SubmitCopyResponse) ProtoMessage() {}
 
 func (x *SubmitCopyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	mi := &file_tidemark_v1_control_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -176,7 +273,7 @@ func (x *SubmitCopyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitCopyResponse.ProtoReflect.Descriptor instead.
 func (*SubmitCopyResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SubmitCopyResponse) GetJob() *Job {
@@ -196,7 +293,7 @@ type PinBackupRequest struct {
 
 func (x *PinBackupRequest) Reset() {
 	*x = PinBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	mi := &file_tidemark_v1_control_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -208,7 +305,7 @@ func (x *PinBackupRequest) String() string {
 func (*PinBackupRequest) ProtoMessage() {}
 
 func (x *PinBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	mi := &file_tidemark_v1_control_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -221,7 +318,7 @@ func (x *PinBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinBackupRequest.ProtoReflect.Descriptor instead.
 func (*PinBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PinBackupRequest) GetBackupId() string {
@@ -247,7 +344,7 @@ type PinBackupResponse struct {
 
 func (x *PinBackupResponse) Reset() {
 	*x = PinBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	mi := &file_tidemark_v1_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -259,7 +356,7 @@ func (x *PinBackupResponse) String() string {
 func (*PinBackupResponse) ProtoMessage() {}
 
 func (x *PinBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	mi := &file_tidemark_v1_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -272,7 +369,7 @@ func (x *PinBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinBackupResponse.ProtoReflect.Descriptor instead.
 func (*PinBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PinBackupResponse) GetBackup() *Backup {
@@ -291,7 +388,7 @@ type UnpinBackupRequest struct {
 
 func (x *UnpinBackupRequest) Reset() {
 	*x = UnpinBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	mi := &file_tidemark_v1_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +400,7 @@ func (x *UnpinBackupRequest) String() string {
 func (*UnpinBackupRequest) ProtoMessage() {}
 
 func (x *UnpinBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	mi := &file_tidemark_v1_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +413,7 @@ func (x *UnpinBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinBackupRequest.ProtoReflect.Descriptor instead.
 func (*UnpinBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *UnpinBackupRequest) GetBackupId() string {
@@ -335,7 +432,7 @@ type UnpinBackupResponse struct {
 
 func (x *UnpinBackupResponse) Reset() {
 	*x = UnpinBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	mi := &file_tidemark_v1_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +444,7 @@ func (x *UnpinBackupResponse) String() string {
 func (*UnpinBackupResponse) ProtoMessage() {}
 
 func (x *UnpinBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	mi := &file_tidemark_v1_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +457,7 @@ func (x *UnpinBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinBackupResponse.ProtoReflect.Descriptor instead.
 func (*UnpinBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UnpinBackupResponse) GetBackup() *Backup {
@@ -384,7 +481,7 @@ type PlanRetentionRequest struct {
 
 func (x *PlanRetentionRequest) Reset() {
 	*x = PlanRetentionRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	mi := &file_tidemark_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +493,7 @@ func (x *PlanRetentionRequest) String() string {
 func (*PlanRetentionRequest) ProtoMessage() {}
 
 func (x *PlanRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	mi := &file_tidemark_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +506,7 @@ func (x *PlanRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRetentionRequest.ProtoReflect.Descriptor instead.
 func (*PlanRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PlanRetentionRequest) GetInstance() string {
@@ -445,7 +542,7 @@ type PlanRetentionResponse struct {
 
 func (x *PlanRetentionResponse) Reset() {
 	*x = PlanRetentionResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	mi := &file_tidemark_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +554,7 @@ func (x *PlanRetentionResponse) String() string {
 func (*PlanRetentionResponse) ProtoMessage() {}
 
 func (x *PlanRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	mi := &file_tidemark_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +567,7 @@ func (x *PlanRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRetentionResponse.ProtoReflect.Descriptor instead.
 func (*PlanRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PlanRetentionResponse) GetPlans() []*RetentionInstancePlan {
@@ -497,7 +594,7 @@ type ApplyRetentionRequest struct {
 
 func (x *ApplyRetentionRequest) Reset() {
 	*x = ApplyRetentionRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	mi := &file_tidemark_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +606,7 @@ func (x *ApplyRetentionRequest) String() string {
 func (*ApplyRetentionRequest) ProtoMessage() {}
 
 func (x *ApplyRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	mi := &file_tidemark_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +619,7 @@ func (x *ApplyRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRetentionRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ApplyRetentionRequest) GetInstance() string {
@@ -552,7 +649,7 @@ type ApplyRetentionResponse struct {
 
 func (x *ApplyRetentionResponse) Reset() {
 	*x = ApplyRetentionResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	mi := &file_tidemark_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +661,7 @@ func (x *ApplyRetentionResponse) String() string {
 func (*ApplyRetentionResponse) ProtoMessage() {}
 
 func (x *ApplyRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	mi := &file_tidemark_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +674,7 @@ func (x *ApplyRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRetentionResponse.ProtoReflect.Descriptor instead.
 func (*ApplyRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ApplyRetentionResponse) GetPlans() []*RetentionInstancePlan {
@@ -620,7 +717,7 @@ type RetentionInstancePlan struct {
 
 func (x *RetentionInstancePlan) Reset() {
 	*x = RetentionInstancePlan{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[10]
+	mi := &file_tidemark_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +729,7 @@ func (x *RetentionInstancePlan) String() string {
 func (*RetentionInstancePlan) ProtoMessage() {}
 
 func (x *RetentionInstancePlan) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[10]
+	mi := &file_tidemark_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +742,7 @@ func (x *RetentionInstancePlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionInstancePlan.ProtoReflect.Descriptor instead.
 func (*RetentionInstancePlan) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RetentionInstancePlan) GetInstance() string {
@@ -699,7 +796,7 @@ type RetentionVerdict struct {
 
 func (x *RetentionVerdict) Reset() {
 	*x = RetentionVerdict{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[11]
+	mi := &file_tidemark_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +808,7 @@ func (x *RetentionVerdict) String() string {
 func (*RetentionVerdict) ProtoMessage() {}
 
 func (x *RetentionVerdict) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[11]
+	mi := &file_tidemark_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +821,7 @@ func (x *RetentionVerdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionVerdict.ProtoReflect.Descriptor instead.
 func (*RetentionVerdict) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RetentionVerdict) GetBackupId() string {
@@ -775,7 +872,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[12]
+	mi := &file_tidemark_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +884,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[12]
+	mi := &file_tidemark_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +897,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListAgentsRequest) GetLabels() map[string]string {
@@ -841,7 +938,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[13]
+	mi := &file_tidemark_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +950,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[13]
+	mi := &file_tidemark_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +963,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -898,7 +995,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[14]
+	mi := &file_tidemark_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1007,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[14]
+	mi := &file_tidemark_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1020,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListInstancesRequest) GetLabels() map[string]string {
@@ -971,7 +1068,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[15]
+	mi := &file_tidemark_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1080,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[15]
+	mi := &file_tidemark_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1093,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*Instance {
@@ -1028,7 +1125,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[16]
+	mi := &file_tidemark_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1137,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[16]
+	mi := &file_tidemark_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1150,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListBackupsRequest) GetInstance() string {
@@ -1102,7 +1199,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[17]
+	mi := &file_tidemark_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1211,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[17]
+	mi := &file_tidemark_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1224,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
@@ -1154,7 +1251,7 @@ type GetBackupRequest struct {
 
 func (x *GetBackupRequest) Reset() {
 	*x = GetBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[18]
+	mi := &file_tidemark_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1263,7 @@ func (x *GetBackupRequest) String() string {
 func (*GetBackupRequest) ProtoMessage() {}
 
 func (x *GetBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[18]
+	mi := &file_tidemark_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1276,7 @@ func (x *GetBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackupRequest.ProtoReflect.Descriptor instead.
 func (*GetBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetBackupRequest) GetId() string {
@@ -1205,7 +1302,7 @@ type GetBackupResponse struct {
 
 func (x *GetBackupResponse) Reset() {
 	*x = GetBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[19]
+	mi := &file_tidemark_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1314,7 @@ func (x *GetBackupResponse) String() string {
 func (*GetBackupResponse) ProtoMessage() {}
 
 func (x *GetBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[19]
+	mi := &file_tidemark_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1327,7 @@ func (x *GetBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackupResponse.ProtoReflect.Descriptor instead.
 func (*GetBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetBackupResponse) GetBackup() *Backup {
@@ -1257,7 +1354,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[20]
+	mi := &file_tidemark_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1366,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[20]
+	mi := &file_tidemark_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1379,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListJobsRequest) GetInstance() string {
@@ -1338,7 +1435,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[21]
+	mi := &file_tidemark_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1447,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[21]
+	mi := &file_tidemark_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1460,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1390,7 +1487,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[22]
+	mi := &file_tidemark_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1499,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[22]
+	mi := &file_tidemark_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1512,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -1441,7 +1538,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[23]
+	mi := &file_tidemark_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1550,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[23]
+	mi := &file_tidemark_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1563,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -1485,7 +1582,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[24]
+	mi := &file_tidemark_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1594,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[24]
+	mi := &file_tidemark_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1607,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -1529,7 +1626,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[25]
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1638,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[25]
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1651,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchJobResponse) GetJob() *Job {
@@ -1580,7 +1677,7 @@ type SubmitBackupRequest struct {
 
 func (x *SubmitBackupRequest) Reset() {
 	*x = SubmitBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[26]
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1689,7 @@ func (x *SubmitBackupRequest) String() string {
 func (*SubmitBackupRequest) ProtoMessage() {}
 
 func (x *SubmitBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[26]
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1702,7 @@ func (x *SubmitBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBackupRequest.ProtoReflect.Descriptor instead.
 func (*SubmitBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SubmitBackupRequest) GetInstance() string {
@@ -1653,7 +1750,7 @@ type SubmitBackupResponse struct {
 
 func (x *SubmitBackupResponse) Reset() {
 	*x = SubmitBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1762,7 @@ func (x *SubmitBackupResponse) String() string {
 func (*SubmitBackupResponse) ProtoMessage() {}
 
 func (x *SubmitBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1775,7 @@ func (x *SubmitBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBackupResponse.ProtoReflect.Descriptor instead.
 func (*SubmitBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SubmitBackupResponse) GetJob() *Job {
@@ -1698,7 +1795,7 @@ type SubmitRestoreRequest struct {
 
 func (x *SubmitRestoreRequest) Reset() {
 	*x = SubmitRestoreRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1807,7 @@ func (x *SubmitRestoreRequest) String() string {
 func (*SubmitRestoreRequest) ProtoMessage() {}
 
 func (x *SubmitRestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1820,7 @@ func (x *SubmitRestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRestoreRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRestoreRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SubmitRestoreRequest) GetParams() *RestoreParams {
@@ -1743,7 +1840,7 @@ type SubmitRestoreResponse struct {
 
 func (x *SubmitRestoreResponse) Reset() {
 	*x = SubmitRestoreResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +1852,7 @@ func (x *SubmitRestoreResponse) String() string {
 func (*SubmitRestoreResponse) ProtoMessage() {}
 
 func (x *SubmitRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +1865,7 @@ func (x *SubmitRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SubmitRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SubmitRestoreResponse) GetJob() *Job {
@@ -1789,7 +1886,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +1898,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +1911,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -1841,7 +1938,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1853,7 +1950,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1866,7 +1963,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -1896,7 +1993,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +2005,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,7 +2018,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Member) GetId() string {
@@ -1974,7 +2071,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2083,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2096,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 type ClusterStatusResponse struct {
@@ -2017,7 +2114,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2126,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2139,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{34}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ClusterStatusResponse) GetMembers() []*Member {
@@ -2103,7 +2200,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2115,7 +2212,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2128,7 +2225,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{35}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -2169,7 +2266,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2181,7 +2278,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2194,7 +2291,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{36}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *AddMemberResponse) GetMembers() []*Member {
@@ -2213,7 +2310,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2322,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2335,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{37}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -2258,7 +2355,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2367,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2380,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{38}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RemoveMemberResponse) GetMembers() []*Member {
@@ -2309,7 +2406,7 @@ type StartBinlogStreamRequest struct {
 
 func (x *StartBinlogStreamRequest) Reset() {
 	*x = StartBinlogStreamRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2418,7 @@ func (x *StartBinlogStreamRequest) String() string {
 func (*StartBinlogStreamRequest) ProtoMessage() {}
 
 func (x *StartBinlogStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2431,7 @@ func (x *StartBinlogStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBinlogStreamRequest.ProtoReflect.Descriptor instead.
 func (*StartBinlogStreamRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{39}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *StartBinlogStreamRequest) GetInstance() string {
@@ -2382,7 +2479,7 @@ type StartBinlogStreamResponse struct {
 
 func (x *StartBinlogStreamResponse) Reset() {
 	*x = StartBinlogStreamResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2394,7 +2491,7 @@ func (x *StartBinlogStreamResponse) String() string {
 func (*StartBinlogStreamResponse) ProtoMessage() {}
 
 func (x *StartBinlogStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2407,7 +2504,7 @@ func (x *StartBinlogStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBinlogStreamResponse.ProtoReflect.Descriptor instead.
 func (*StartBinlogStreamResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{40}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *StartBinlogStreamResponse) GetJob() *Job {
@@ -2428,7 +2525,7 @@ type StopBinlogStreamRequest struct {
 
 func (x *StopBinlogStreamRequest) Reset() {
 	*x = StopBinlogStreamRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	mi := &file_tidemark_v1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2537,7 @@ func (x *StopBinlogStreamRequest) String() string {
 func (*StopBinlogStreamRequest) ProtoMessage() {}
 
 func (x *StopBinlogStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	mi := &file_tidemark_v1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2550,7 @@ func (x *StopBinlogStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopBinlogStreamRequest.ProtoReflect.Descriptor instead.
 func (*StopBinlogStreamRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *StopBinlogStreamRequest) GetInstance() string {
@@ -2480,7 +2577,7 @@ type StopBinlogStreamResponse struct {
 
 func (x *StopBinlogStreamResponse) Reset() {
 	*x = StopBinlogStreamResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	mi := &file_tidemark_v1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2589,7 @@ func (x *StopBinlogStreamResponse) String() string {
 func (*StopBinlogStreamResponse) ProtoMessage() {}
 
 func (x *StopBinlogStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	mi := &file_tidemark_v1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2602,7 @@ func (x *StopBinlogStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopBinlogStreamResponse.ProtoReflect.Descriptor instead.
 func (*StopBinlogStreamResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *StopBinlogStreamResponse) GetJob() *Job {
@@ -2526,7 +2623,7 @@ type GetBinlogStatusRequest struct {
 
 func (x *GetBinlogStatusRequest) Reset() {
 	*x = GetBinlogStatusRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[43]
+	mi := &file_tidemark_v1_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2538,7 +2635,7 @@ func (x *GetBinlogStatusRequest) String() string {
 func (*GetBinlogStatusRequest) ProtoMessage() {}
 
 func (x *GetBinlogStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[43]
+	mi := &file_tidemark_v1_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2551,7 +2648,7 @@ func (x *GetBinlogStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBinlogStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetBinlogStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{43}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetBinlogStatusRequest) GetInstance() string {
@@ -2584,7 +2681,7 @@ type GetBinlogStatusResponse struct {
 
 func (x *GetBinlogStatusResponse) Reset() {
 	*x = GetBinlogStatusResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[44]
+	mi := &file_tidemark_v1_control_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2596,7 +2693,7 @@ func (x *GetBinlogStatusResponse) String() string {
 func (*GetBinlogStatusResponse) ProtoMessage() {}
 
 func (x *GetBinlogStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[44]
+	mi := &file_tidemark_v1_control_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2609,7 +2706,7 @@ func (x *GetBinlogStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBinlogStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetBinlogStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{44}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetBinlogStatusResponse) GetStream() *BinlogStream {
@@ -2650,7 +2747,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[45]
+	mi := &file_tidemark_v1_control_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2662,7 +2759,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[45]
+	mi := &file_tidemark_v1_control_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2675,7 +2772,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{45}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreateJoinTokenRequest) GetRole() string {
@@ -2717,7 +2814,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[46]
+	mi := &file_tidemark_v1_control_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2729,7 +2826,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[46]
+	mi := &file_tidemark_v1_control_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2742,7 +2839,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{46}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2775,7 +2872,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[47]
+	mi := &file_tidemark_v1_control_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2787,7 +2884,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[47]
+	mi := &file_tidemark_v1_control_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2800,7 +2897,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{47}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -2845,7 +2942,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[48]
+	mi := &file_tidemark_v1_control_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2857,7 +2954,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[48]
+	mi := &file_tidemark_v1_control_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2870,7 +2967,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{48}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *JoinResponse) GetCaPem() []byte {
@@ -2903,7 +3000,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[49]
+	mi := &file_tidemark_v1_control_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2915,7 +3012,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[49]
+	mi := &file_tidemark_v1_control_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2928,7 +3025,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{49}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RevokeAgentRequest) GetName() string {
@@ -2948,7 +3045,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[50]
+	mi := &file_tidemark_v1_control_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2960,7 +3057,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[50]
+	mi := &file_tidemark_v1_control_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2973,7 +3070,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{50}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RevokeAgentResponse) GetWasConnected() bool {
@@ -2993,7 +3090,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[51]
+	mi := &file_tidemark_v1_control_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3005,7 +3102,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[51]
+	mi := &file_tidemark_v1_control_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3018,7 +3115,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{51}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
@@ -3037,7 +3134,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[52]
+	mi := &file_tidemark_v1_control_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3049,7 +3146,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[52]
+	mi := &file_tidemark_v1_control_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3062,7 +3159,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{52}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -3083,7 +3180,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[53]
+	mi := &file_tidemark_v1_control_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3095,7 +3192,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[53]
+	mi := &file_tidemark_v1_control_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3108,7 +3205,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{53}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RenewCertificateRequest) GetCsr() []byte {
@@ -3127,7 +3224,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[54]
+	mi := &file_tidemark_v1_control_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3139,7 +3236,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[54]
+	mi := &file_tidemark_v1_control_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3152,7 +3249,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{54}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RenewCertificateResponse) GetCertPem() []byte {
@@ -3166,7 +3263,12 @@ var File_tidemark_v1_control_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x1btidemark/v1/retention.proto\"\x8f\x01\n" +
+	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x1btidemark/v1/retention.proto\"J\n" +
+	"\x13ExpireBackupRequest\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\":\n" +
+	"\x14ExpireBackupResponse\x12\"\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"\x8f\x01\n" +
 	"\x11SubmitCopyRequest\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12<\n" +
 	"\x1adestination_repository_uri\x18\x02 \x01(\tR\x18destinationRepositoryUri\x12\x1f\n" +
@@ -3386,7 +3488,7 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x13MEMBER_STATE_LEADER\x10\x01\x12\x19\n" +
 	"\x15MEMBER_STATE_FOLLOWER\x10\x02\x12\x1a\n" +
 	"\x16MEMBER_STATE_CANDIDATE\x10\x03\x12\x1c\n" +
-	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xfb\x10\n" +
+	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xd0\x11\n" +
 	"\x0eControlService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.tidemark.v1.ListAgentsRequest\x1a\x1f.tidemark.v1.ListAgentsResponse\x12V\n" +
@@ -3415,7 +3517,8 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\rPlanRetention\x12!.tidemark.v1.PlanRetentionRequest\x1a\".tidemark.v1.PlanRetentionResponse\x12Y\n" +
 	"\x0eApplyRetention\x12\".tidemark.v1.ApplyRetentionRequest\x1a#.tidemark.v1.ApplyRetentionResponse\x12M\n" +
 	"\n" +
-	"SubmitCopy\x12\x1e.tidemark.v1.SubmitCopyRequest\x1a\x1f.tidemark.v1.SubmitCopyResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
+	"SubmitCopy\x12\x1e.tidemark.v1.SubmitCopyRequest\x1a\x1f.tidemark.v1.SubmitCopyResponse\x12S\n" +
+	"\fExpireBackup\x12 .tidemark.v1.ExpireBackupRequest\x1a!.tidemark.v1.ExpireBackupResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
 	file_tidemark_v1_control_proto_rawDescOnce sync.Once
@@ -3430,185 +3533,190 @@ func file_tidemark_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_tidemark_v1_control_proto_goTypes = []any{
 	(MemberState)(0),                  // 0: tidemark.v1.MemberState
-	(*SubmitCopyRequest)(nil),         // 1: tidemark.v1.SubmitCopyRequest
-	(*SubmitCopyResponse)(nil),        // 2: tidemark.v1.SubmitCopyResponse
-	(*PinBackupRequest)(nil),          // 3: tidemark.v1.PinBackupRequest
-	(*PinBackupResponse)(nil),         // 4: tidemark.v1.PinBackupResponse
-	(*UnpinBackupRequest)(nil),        // 5: tidemark.v1.UnpinBackupRequest
-	(*UnpinBackupResponse)(nil),       // 6: tidemark.v1.UnpinBackupResponse
-	(*PlanRetentionRequest)(nil),      // 7: tidemark.v1.PlanRetentionRequest
-	(*PlanRetentionResponse)(nil),     // 8: tidemark.v1.PlanRetentionResponse
-	(*ApplyRetentionRequest)(nil),     // 9: tidemark.v1.ApplyRetentionRequest
-	(*ApplyRetentionResponse)(nil),    // 10: tidemark.v1.ApplyRetentionResponse
-	(*RetentionInstancePlan)(nil),     // 11: tidemark.v1.RetentionInstancePlan
-	(*RetentionVerdict)(nil),          // 12: tidemark.v1.RetentionVerdict
-	(*ListAgentsRequest)(nil),         // 13: tidemark.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),        // 14: tidemark.v1.ListAgentsResponse
-	(*ListInstancesRequest)(nil),      // 15: tidemark.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),     // 16: tidemark.v1.ListInstancesResponse
-	(*ListBackupsRequest)(nil),        // 17: tidemark.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),       // 18: tidemark.v1.ListBackupsResponse
-	(*GetBackupRequest)(nil),          // 19: tidemark.v1.GetBackupRequest
-	(*GetBackupResponse)(nil),         // 20: tidemark.v1.GetBackupResponse
-	(*ListJobsRequest)(nil),           // 21: tidemark.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),          // 22: tidemark.v1.ListJobsResponse
-	(*GetJobRequest)(nil),             // 23: tidemark.v1.GetJobRequest
-	(*GetJobResponse)(nil),            // 24: tidemark.v1.GetJobResponse
-	(*WatchJobRequest)(nil),           // 25: tidemark.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),          // 26: tidemark.v1.WatchJobResponse
-	(*SubmitBackupRequest)(nil),       // 27: tidemark.v1.SubmitBackupRequest
-	(*SubmitBackupResponse)(nil),      // 28: tidemark.v1.SubmitBackupResponse
-	(*SubmitRestoreRequest)(nil),      // 29: tidemark.v1.SubmitRestoreRequest
-	(*SubmitRestoreResponse)(nil),     // 30: tidemark.v1.SubmitRestoreResponse
-	(*CancelJobRequest)(nil),          // 31: tidemark.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),         // 32: tidemark.v1.CancelJobResponse
-	(*Member)(nil),                    // 33: tidemark.v1.Member
-	(*ClusterStatusRequest)(nil),      // 34: tidemark.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),     // 35: tidemark.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),          // 36: tidemark.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),         // 37: tidemark.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),       // 38: tidemark.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),      // 39: tidemark.v1.RemoveMemberResponse
-	(*StartBinlogStreamRequest)(nil),  // 40: tidemark.v1.StartBinlogStreamRequest
-	(*StartBinlogStreamResponse)(nil), // 41: tidemark.v1.StartBinlogStreamResponse
-	(*StopBinlogStreamRequest)(nil),   // 42: tidemark.v1.StopBinlogStreamRequest
-	(*StopBinlogStreamResponse)(nil),  // 43: tidemark.v1.StopBinlogStreamResponse
-	(*GetBinlogStatusRequest)(nil),    // 44: tidemark.v1.GetBinlogStatusRequest
-	(*GetBinlogStatusResponse)(nil),   // 45: tidemark.v1.GetBinlogStatusResponse
-	(*CreateJoinTokenRequest)(nil),    // 46: tidemark.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),   // 47: tidemark.v1.CreateJoinTokenResponse
-	(*JoinRequest)(nil),               // 48: tidemark.v1.JoinRequest
-	(*JoinResponse)(nil),              // 49: tidemark.v1.JoinResponse
-	(*RevokeAgentRequest)(nil),        // 50: tidemark.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),       // 51: tidemark.v1.RevokeAgentResponse
-	(*ListAuditRequest)(nil),          // 52: tidemark.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),         // 53: tidemark.v1.ListAuditResponse
-	(*RenewCertificateRequest)(nil),   // 54: tidemark.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),  // 55: tidemark.v1.RenewCertificateResponse
-	nil,                               // 56: tidemark.v1.ListAgentsRequest.LabelsEntry
-	nil,                               // 57: tidemark.v1.ListInstancesRequest.LabelsEntry
-	nil,                               // 58: tidemark.v1.SubmitBackupRequest.LabelsEntry
-	(*Job)(nil),                       // 59: tidemark.v1.Job
-	(*Backup)(nil),                    // 60: tidemark.v1.Backup
-	(*RetentionRules)(nil),            // 61: tidemark.v1.RetentionRules
-	(*timestamppb.Timestamp)(nil),     // 62: google.protobuf.Timestamp
-	(BackupStatus)(0),                 // 63: tidemark.v1.BackupStatus
-	(*Agent)(nil),                     // 64: tidemark.v1.Agent
-	(*Instance)(nil),                  // 65: tidemark.v1.Instance
-	(JobState)(0),                     // 66: tidemark.v1.JobState
-	(JobKind)(0),                      // 67: tidemark.v1.JobKind
-	(*RestoreParams)(nil),             // 68: tidemark.v1.RestoreParams
-	(*durationpb.Duration)(nil),       // 69: google.protobuf.Duration
-	(*BinlogStream)(nil),              // 70: tidemark.v1.BinlogStream
-	(*BinlogSource)(nil),              // 71: tidemark.v1.BinlogSource
-	(*AuditRecord)(nil),               // 72: tidemark.v1.AuditRecord
+	(*ExpireBackupRequest)(nil),       // 1: tidemark.v1.ExpireBackupRequest
+	(*ExpireBackupResponse)(nil),      // 2: tidemark.v1.ExpireBackupResponse
+	(*SubmitCopyRequest)(nil),         // 3: tidemark.v1.SubmitCopyRequest
+	(*SubmitCopyResponse)(nil),        // 4: tidemark.v1.SubmitCopyResponse
+	(*PinBackupRequest)(nil),          // 5: tidemark.v1.PinBackupRequest
+	(*PinBackupResponse)(nil),         // 6: tidemark.v1.PinBackupResponse
+	(*UnpinBackupRequest)(nil),        // 7: tidemark.v1.UnpinBackupRequest
+	(*UnpinBackupResponse)(nil),       // 8: tidemark.v1.UnpinBackupResponse
+	(*PlanRetentionRequest)(nil),      // 9: tidemark.v1.PlanRetentionRequest
+	(*PlanRetentionResponse)(nil),     // 10: tidemark.v1.PlanRetentionResponse
+	(*ApplyRetentionRequest)(nil),     // 11: tidemark.v1.ApplyRetentionRequest
+	(*ApplyRetentionResponse)(nil),    // 12: tidemark.v1.ApplyRetentionResponse
+	(*RetentionInstancePlan)(nil),     // 13: tidemark.v1.RetentionInstancePlan
+	(*RetentionVerdict)(nil),          // 14: tidemark.v1.RetentionVerdict
+	(*ListAgentsRequest)(nil),         // 15: tidemark.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),        // 16: tidemark.v1.ListAgentsResponse
+	(*ListInstancesRequest)(nil),      // 17: tidemark.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),     // 18: tidemark.v1.ListInstancesResponse
+	(*ListBackupsRequest)(nil),        // 19: tidemark.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),       // 20: tidemark.v1.ListBackupsResponse
+	(*GetBackupRequest)(nil),          // 21: tidemark.v1.GetBackupRequest
+	(*GetBackupResponse)(nil),         // 22: tidemark.v1.GetBackupResponse
+	(*ListJobsRequest)(nil),           // 23: tidemark.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 24: tidemark.v1.ListJobsResponse
+	(*GetJobRequest)(nil),             // 25: tidemark.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 26: tidemark.v1.GetJobResponse
+	(*WatchJobRequest)(nil),           // 27: tidemark.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),          // 28: tidemark.v1.WatchJobResponse
+	(*SubmitBackupRequest)(nil),       // 29: tidemark.v1.SubmitBackupRequest
+	(*SubmitBackupResponse)(nil),      // 30: tidemark.v1.SubmitBackupResponse
+	(*SubmitRestoreRequest)(nil),      // 31: tidemark.v1.SubmitRestoreRequest
+	(*SubmitRestoreResponse)(nil),     // 32: tidemark.v1.SubmitRestoreResponse
+	(*CancelJobRequest)(nil),          // 33: tidemark.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),         // 34: tidemark.v1.CancelJobResponse
+	(*Member)(nil),                    // 35: tidemark.v1.Member
+	(*ClusterStatusRequest)(nil),      // 36: tidemark.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),     // 37: tidemark.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),          // 38: tidemark.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),         // 39: tidemark.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),       // 40: tidemark.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),      // 41: tidemark.v1.RemoveMemberResponse
+	(*StartBinlogStreamRequest)(nil),  // 42: tidemark.v1.StartBinlogStreamRequest
+	(*StartBinlogStreamResponse)(nil), // 43: tidemark.v1.StartBinlogStreamResponse
+	(*StopBinlogStreamRequest)(nil),   // 44: tidemark.v1.StopBinlogStreamRequest
+	(*StopBinlogStreamResponse)(nil),  // 45: tidemark.v1.StopBinlogStreamResponse
+	(*GetBinlogStatusRequest)(nil),    // 46: tidemark.v1.GetBinlogStatusRequest
+	(*GetBinlogStatusResponse)(nil),   // 47: tidemark.v1.GetBinlogStatusResponse
+	(*CreateJoinTokenRequest)(nil),    // 48: tidemark.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),   // 49: tidemark.v1.CreateJoinTokenResponse
+	(*JoinRequest)(nil),               // 50: tidemark.v1.JoinRequest
+	(*JoinResponse)(nil),              // 51: tidemark.v1.JoinResponse
+	(*RevokeAgentRequest)(nil),        // 52: tidemark.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),       // 53: tidemark.v1.RevokeAgentResponse
+	(*ListAuditRequest)(nil),          // 54: tidemark.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),         // 55: tidemark.v1.ListAuditResponse
+	(*RenewCertificateRequest)(nil),   // 56: tidemark.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),  // 57: tidemark.v1.RenewCertificateResponse
+	nil,                               // 58: tidemark.v1.ListAgentsRequest.LabelsEntry
+	nil,                               // 59: tidemark.v1.ListInstancesRequest.LabelsEntry
+	nil,                               // 60: tidemark.v1.SubmitBackupRequest.LabelsEntry
+	(*Job)(nil),                       // 61: tidemark.v1.Job
+	(*Backup)(nil),                    // 62: tidemark.v1.Backup
+	(*RetentionRules)(nil),            // 63: tidemark.v1.RetentionRules
+	(*timestamppb.Timestamp)(nil),     // 64: google.protobuf.Timestamp
+	(BackupStatus)(0),                 // 65: tidemark.v1.BackupStatus
+	(*Agent)(nil),                     // 66: tidemark.v1.Agent
+	(*Instance)(nil),                  // 67: tidemark.v1.Instance
+	(JobState)(0),                     // 68: tidemark.v1.JobState
+	(JobKind)(0),                      // 69: tidemark.v1.JobKind
+	(*RestoreParams)(nil),             // 70: tidemark.v1.RestoreParams
+	(*durationpb.Duration)(nil),       // 71: google.protobuf.Duration
+	(*BinlogStream)(nil),              // 72: tidemark.v1.BinlogStream
+	(*BinlogSource)(nil),              // 73: tidemark.v1.BinlogSource
+	(*AuditRecord)(nil),               // 74: tidemark.v1.AuditRecord
 }
 var file_tidemark_v1_control_proto_depIdxs = []int32{
-	59, // 0: tidemark.v1.SubmitCopyResponse.job:type_name -> tidemark.v1.Job
-	60, // 1: tidemark.v1.PinBackupResponse.backup:type_name -> tidemark.v1.Backup
-	60, // 2: tidemark.v1.UnpinBackupResponse.backup:type_name -> tidemark.v1.Backup
-	61, // 3: tidemark.v1.PlanRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
-	11, // 4: tidemark.v1.PlanRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
-	62, // 5: tidemark.v1.PlanRetentionResponse.now:type_name -> google.protobuf.Timestamp
-	61, // 6: tidemark.v1.ApplyRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
-	11, // 7: tidemark.v1.ApplyRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
-	62, // 8: tidemark.v1.ApplyRetentionResponse.now:type_name -> google.protobuf.Timestamp
-	12, // 9: tidemark.v1.RetentionInstancePlan.backups:type_name -> tidemark.v1.RetentionVerdict
-	62, // 10: tidemark.v1.RetentionInstancePlan.binlog_before:type_name -> google.protobuf.Timestamp
-	62, // 11: tidemark.v1.RetentionVerdict.time:type_name -> google.protobuf.Timestamp
-	63, // 12: tidemark.v1.RetentionVerdict.status:type_name -> tidemark.v1.BackupStatus
-	56, // 13: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
-	64, // 14: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
-	57, // 15: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
-	65, // 16: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
-	63, // 17: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
-	60, // 18: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
-	60, // 19: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
-	66, // 20: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
-	67, // 21: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
-	59, // 22: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
-	59, // 23: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
-	59, // 24: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
-	58, // 25: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
-	59, // 26: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
-	68, // 27: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
-	59, // 28: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
-	59, // 29: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
-	0,  // 30: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
-	62, // 31: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
-	33, // 32: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
-	33, // 33: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
-	33, // 34: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
-	69, // 35: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
-	59, // 36: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	59, // 37: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	70, // 38: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
-	59, // 39: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
-	71, // 40: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
-	69, // 41: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	62, // 42: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	62, // 43: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	72, // 44: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
-	13, // 45: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
-	15, // 46: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
-	17, // 47: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
-	19, // 48: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
-	21, // 49: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
-	23, // 50: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
-	25, // 51: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
-	27, // 52: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
-	29, // 53: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
-	31, // 54: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
-	40, // 55: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
-	42, // 56: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
-	44, // 57: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
-	34, // 58: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
-	36, // 59: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
-	38, // 60: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
-	46, // 61: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
-	48, // 62: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
-	50, // 63: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
-	54, // 64: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
-	52, // 65: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
-	3,  // 66: tidemark.v1.ControlService.PinBackup:input_type -> tidemark.v1.PinBackupRequest
-	5,  // 67: tidemark.v1.ControlService.UnpinBackup:input_type -> tidemark.v1.UnpinBackupRequest
-	7,  // 68: tidemark.v1.ControlService.PlanRetention:input_type -> tidemark.v1.PlanRetentionRequest
-	9,  // 69: tidemark.v1.ControlService.ApplyRetention:input_type -> tidemark.v1.ApplyRetentionRequest
-	1,  // 70: tidemark.v1.ControlService.SubmitCopy:input_type -> tidemark.v1.SubmitCopyRequest
-	14, // 71: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
-	16, // 72: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
-	18, // 73: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
-	20, // 74: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
-	22, // 75: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
-	24, // 76: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
-	26, // 77: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
-	28, // 78: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
-	30, // 79: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
-	32, // 80: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
-	41, // 81: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
-	43, // 82: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
-	45, // 83: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
-	35, // 84: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
-	37, // 85: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
-	39, // 86: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
-	47, // 87: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
-	49, // 88: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
-	51, // 89: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
-	55, // 90: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
-	53, // 91: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
-	4,  // 92: tidemark.v1.ControlService.PinBackup:output_type -> tidemark.v1.PinBackupResponse
-	6,  // 93: tidemark.v1.ControlService.UnpinBackup:output_type -> tidemark.v1.UnpinBackupResponse
-	8,  // 94: tidemark.v1.ControlService.PlanRetention:output_type -> tidemark.v1.PlanRetentionResponse
-	10, // 95: tidemark.v1.ControlService.ApplyRetention:output_type -> tidemark.v1.ApplyRetentionResponse
-	2,  // 96: tidemark.v1.ControlService.SubmitCopy:output_type -> tidemark.v1.SubmitCopyResponse
-	71, // [71:97] is the sub-list for method output_type
-	45, // [45:71] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	61, // 0: tidemark.v1.ExpireBackupResponse.job:type_name -> tidemark.v1.Job
+	61, // 1: tidemark.v1.SubmitCopyResponse.job:type_name -> tidemark.v1.Job
+	62, // 2: tidemark.v1.PinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	62, // 3: tidemark.v1.UnpinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	63, // 4: tidemark.v1.PlanRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	13, // 5: tidemark.v1.PlanRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
+	64, // 6: tidemark.v1.PlanRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	63, // 7: tidemark.v1.ApplyRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	13, // 8: tidemark.v1.ApplyRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
+	64, // 9: tidemark.v1.ApplyRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	14, // 10: tidemark.v1.RetentionInstancePlan.backups:type_name -> tidemark.v1.RetentionVerdict
+	64, // 11: tidemark.v1.RetentionInstancePlan.binlog_before:type_name -> google.protobuf.Timestamp
+	64, // 12: tidemark.v1.RetentionVerdict.time:type_name -> google.protobuf.Timestamp
+	65, // 13: tidemark.v1.RetentionVerdict.status:type_name -> tidemark.v1.BackupStatus
+	58, // 14: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
+	66, // 15: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
+	59, // 16: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
+	67, // 17: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
+	65, // 18: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
+	62, // 19: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
+	62, // 20: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
+	68, // 21: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
+	69, // 22: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
+	61, // 23: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
+	61, // 24: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
+	61, // 25: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
+	60, // 26: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
+	61, // 27: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
+	70, // 28: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
+	61, // 29: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
+	61, // 30: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
+	0,  // 31: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
+	64, // 32: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
+	35, // 33: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
+	35, // 34: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
+	35, // 35: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
+	71, // 36: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
+	61, // 37: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	61, // 38: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	72, // 39: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
+	61, // 40: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
+	73, // 41: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
+	71, // 42: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	64, // 43: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	64, // 44: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	74, // 45: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
+	15, // 46: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
+	17, // 47: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
+	19, // 48: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
+	21, // 49: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
+	23, // 50: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
+	25, // 51: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
+	27, // 52: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
+	29, // 53: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
+	31, // 54: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
+	33, // 55: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
+	42, // 56: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
+	44, // 57: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
+	46, // 58: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
+	36, // 59: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
+	38, // 60: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
+	40, // 61: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
+	48, // 62: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
+	50, // 63: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
+	52, // 64: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
+	56, // 65: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
+	54, // 66: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
+	5,  // 67: tidemark.v1.ControlService.PinBackup:input_type -> tidemark.v1.PinBackupRequest
+	7,  // 68: tidemark.v1.ControlService.UnpinBackup:input_type -> tidemark.v1.UnpinBackupRequest
+	9,  // 69: tidemark.v1.ControlService.PlanRetention:input_type -> tidemark.v1.PlanRetentionRequest
+	11, // 70: tidemark.v1.ControlService.ApplyRetention:input_type -> tidemark.v1.ApplyRetentionRequest
+	3,  // 71: tidemark.v1.ControlService.SubmitCopy:input_type -> tidemark.v1.SubmitCopyRequest
+	1,  // 72: tidemark.v1.ControlService.ExpireBackup:input_type -> tidemark.v1.ExpireBackupRequest
+	16, // 73: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
+	18, // 74: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
+	20, // 75: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
+	22, // 76: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
+	24, // 77: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
+	26, // 78: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
+	28, // 79: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
+	30, // 80: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
+	32, // 81: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
+	34, // 82: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
+	43, // 83: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
+	45, // 84: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
+	47, // 85: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
+	37, // 86: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
+	39, // 87: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
+	41, // 88: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
+	49, // 89: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
+	51, // 90: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
+	53, // 91: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
+	57, // 92: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
+	55, // 93: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
+	6,  // 94: tidemark.v1.ControlService.PinBackup:output_type -> tidemark.v1.PinBackupResponse
+	8,  // 95: tidemark.v1.ControlService.UnpinBackup:output_type -> tidemark.v1.UnpinBackupResponse
+	10, // 96: tidemark.v1.ControlService.PlanRetention:output_type -> tidemark.v1.PlanRetentionResponse
+	12, // 97: tidemark.v1.ControlService.ApplyRetention:output_type -> tidemark.v1.ApplyRetentionResponse
+	4,  // 98: tidemark.v1.ControlService.SubmitCopy:output_type -> tidemark.v1.SubmitCopyResponse
+	2,  // 99: tidemark.v1.ControlService.ExpireBackup:output_type -> tidemark.v1.ExpireBackupResponse
+	73, // [73:100] is the sub-list for method output_type
+	46, // [46:73] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_control_proto_init() }
@@ -3624,7 +3732,7 @@ func file_tidemark_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_control_proto_rawDesc), len(file_tidemark_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   58,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

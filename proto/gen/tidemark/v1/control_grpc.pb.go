@@ -45,6 +45,7 @@ const (
 	ControlService_PlanRetention_FullMethodName     = "/tidemark.v1.ControlService/PlanRetention"
 	ControlService_ApplyRetention_FullMethodName    = "/tidemark.v1.ControlService/ApplyRetention"
 	ControlService_SubmitCopy_FullMethodName        = "/tidemark.v1.ControlService/SubmitCopy"
+	ControlService_ExpireBackup_FullMethodName      = "/tidemark.v1.ControlService/ExpireBackup"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -107,6 +108,10 @@ type ControlServiceClient interface {
 	// copies it (and, with with_binlog, the binlog it needs) to another
 	// repository; on success the catalog lists the copy on the backup.
 	SubmitCopy(ctx context.Context, in *SubmitCopyRequest, opts ...grpc.CallOption) (*SubmitCopyResponse, error)
+	// ExpireBackup expires one backup by hand: marked and its expire job
+	// submitted, as retention would. Refused for a pinned backup and for the
+	// instance's last complete backup.
+	ExpireBackup(ctx context.Context, in *ExpireBackupRequest, opts ...grpc.CallOption) (*ExpireBackupResponse, error)
 }
 
 type controlServiceClient struct {
@@ -386,6 +391,16 @@ func (c *controlServiceClient) SubmitCopy(ctx context.Context, in *SubmitCopyReq
 	return out, nil
 }
 
+func (c *controlServiceClient) ExpireBackup(ctx context.Context, in *ExpireBackupRequest, opts ...grpc.CallOption) (*ExpireBackupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExpireBackupResponse)
+	err := c.cc.Invoke(ctx, ControlService_ExpireBackup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -446,6 +461,10 @@ type ControlServiceServer interface {
 	// copies it (and, with with_binlog, the binlog it needs) to another
 	// repository; on success the catalog lists the copy on the backup.
 	SubmitCopy(context.Context, *SubmitCopyRequest) (*SubmitCopyResponse, error)
+	// ExpireBackup expires one backup by hand: marked and its expire job
+	// submitted, as retention would. Refused for a pinned backup and for the
+	// instance's last complete backup.
+	ExpireBackup(context.Context, *ExpireBackupRequest) (*ExpireBackupResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -533,6 +552,9 @@ func (UnimplementedControlServiceServer) ApplyRetention(context.Context, *ApplyR
 }
 func (UnimplementedControlServiceServer) SubmitCopy(context.Context, *SubmitCopyRequest) (*SubmitCopyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SubmitCopy not implemented")
+}
+func (UnimplementedControlServiceServer) ExpireBackup(context.Context, *ExpireBackupRequest) (*ExpireBackupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExpireBackup not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -1016,6 +1038,24 @@ func _ControlService_SubmitCopy_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_ExpireBackup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExpireBackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ExpireBackup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ExpireBackup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ExpireBackup(ctx, req.(*ExpireBackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1122,6 +1162,10 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SubmitCopy",
 			Handler:    _ControlService_SubmitCopy_Handler,
+		},
+		{
+			MethodName: "ExpireBackup",
+			Handler:    _ControlService_ExpireBackup_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
