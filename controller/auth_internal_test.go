@@ -83,10 +83,11 @@ func TestRolesTable(t *testing.T) {
 			State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf, ca.Cert}}}}})
 	}
 	classes := map[string][]string{
-		"read": {"ListAgents", "ListInstances", "ListBackups", "GetBackup", "ListJobs", "GetJob", "WatchJob", "GetBinlogStatus", "ClusterStatus"},
+		"read": {"ListAgents", "ListInstances", "ListBackups", "GetBackup", "ListJobs", "GetJob", "WatchJob", "GetBinlogStatus", "ClusterStatus", "PlanRetention"},
 		// A node's own status is also how agents and nodes probe an address.
-		"probe":      {"NodeStatus"},
-		"operate":    {"SubmitBackup", "SubmitRestore", "CancelJob", "StartBinlogStream", "StopBinlogStream"},
+		"probe": {"NodeStatus"},
+		"operate": {"SubmitBackup", "SubmitRestore", "CancelJob", "StartBinlogStream", "StopBinlogStream",
+			"PinBackup", "UnpinBackup", "ApplyRetention", "ExpireBackup", "SubmitCopy"},
 		"administer": {"AddMember", "RemoveMember", "CreateJoinToken", "RevokeAgent", "ListAudit", "TakeSnapshot"},
 		"agent":      {"Connect", "Put", "Get", "Stat", "List", "Delete", "RenewCertificate"},
 		"join":       {"Join"},
