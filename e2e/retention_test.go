@@ -17,7 +17,9 @@ import (
 // apply` with keep-last 1 and a PITR window whose base is the second backup
 // expires the first: its manifest leaves the repository, the binlog segment
 // that ends before the base goes, and a point-in-time restore to a point
-// inside the window still equals the source exactly.
+// inside the window still equals the source exactly, from the primary
+// repository and from a copy of the base with its binlog
+// (repo copy --with-binlog).
 func TestRetentionFleet(t *testing.T) {
 	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "ret-src"})
 	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "ret-dst"})
@@ -135,6 +137,18 @@ func TestRetentionFleet(t *testing.T) {
 		t.Errorf("the restore did not start from the window's base %s:\n%s", b2, r.err)
 	}
 	sameAs(t, "restore --to-time "+p.time.Format(time.DateTime)+" after retention", dst, "shop", p.sums)
+	// A copy of the base with its binlog serves the same point in time
+	// from the copy alone.
+	second := "file://" + filepath.Join(dir, "second")
+	must(t, 20*time.Second, "repo", "init", "--repo", second)
+	cp := decode[map[string]any](t, must(t, 60*time.Second, "repo", "copy", b2, "--from", repo, "--to", second, "--with-binlog", "-o", "json"))
+	if bl, _ := cp["binlog"].(map[string]any); bl == nil || bl["segments"].(float64) < 2 {
+		t.Errorf("copy with binlog: %v", cp)
+	}
+	dst2 := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "ret-dst2"})
+	must(t, 120*time.Second, "restore", "--repo", second, "--instance", "local", "--to-time", p.time.Format(time.DateTime), "--to-mysql", dst2.DSN)
+	sameAs(t, "point-in-time restore from the copy", dst2, "shop", p.sums)
+
 	if r := tm(t, 10*time.Second, append([]string{"backup", "expire", b3}, ctl...)...); r.code == 0 || !strings.Contains(r.err, "is the last complete backup") {
 		t.Errorf("backup expire of the last backup: exit %d, %q", r.code, r.err)
 	}
