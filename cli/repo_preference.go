@@ -92,7 +92,9 @@ func holders(b *v1.Backup) []string {
 		out = append(out, b.GetRepositoryUri())
 	}
 	for _, c := range b.GetCopies() {
-		out = append(out, c.GetRepositoryUri())
+		if c.GetExpiredAt() == nil { // a copy being expired is not offered
+			out = append(out, c.GetRepositoryUri())
+		}
 	}
 	return out
 }

@@ -175,6 +175,7 @@ func newRetentionPlanCmd(s *streams, apply bool) *cobra.Command {
 		rf       rulesFlags
 		instance string
 		policy   string
+		copies   string
 	)
 	use, short := "plan", "Show what retention would keep and expire, and why; changes nothing"
 	if apply {
@@ -198,13 +199,13 @@ func newRetentionPlanCmd(s *streams, apply bool) *cobra.Command {
 					jobs  []string
 				)
 				if apply {
-					r, err := c.Control.ApplyRetention(ctx, &v1.ApplyRetentionRequest{Instance: instance, Rules: rules})
+					r, err := c.Control.ApplyRetention(ctx, &v1.ApplyRetentionRequest{Instance: instance, Rules: rules, CopyRepositoryUri: copies})
 					if err != nil {
 						return rpcErr(err)
 					}
 					plans, jobs = r.GetPlans(), r.GetJobIds()
 				} else {
-					r, err := c.Control.PlanRetention(ctx, &v1.PlanRetentionRequest{Instance: instance, Rules: rules})
+					r, err := c.Control.PlanRetention(ctx, &v1.PlanRetentionRequest{Instance: instance, Rules: rules, CopyRepositoryUri: copies})
 					if err != nil {
 						return rpcErr(err)
 					}
@@ -218,6 +219,7 @@ func newRetentionPlanCmd(s *streams, apply bool) *cobra.Command {
 	rf.register(cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "only this instance (default: every instance with backups)")
 	cmd.Flags().StringVar(&policy, "policy", "", "take the rules from this policy (when policies exist)")
+	cmd.Flags().StringVar(&copies, "copies", "", "plan the copies in this repository (their own retention) instead of the backups: an expired copy is deleted there and leaves the catalog, the backup stays")
 	return cmd
 }
 

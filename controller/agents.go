@@ -654,7 +654,11 @@ func jobOutcome(j *v1.Job, t *timestamppb.Timestamp) *v1.Command {
 		for _, b := range j.GetExpire().GetBackups() {
 			ids = append(ids, b.GetBackupId())
 		}
-		return &v1.Command{Cmd: &v1.Command_FinishExpiry{FinishExpiry: &v1.FinishExpiry{JobId: j.GetId(), DeletedBackupIds: ids, DeletedAt: t}}}
+		fe := &v1.FinishExpiry{JobId: j.GetId(), DeletedBackupIds: ids, DeletedAt: t}
+		if j.GetExpire().GetCopies() {
+			fe.CopyRepositoryUri = j.GetExpire().GetRepositoryUri()
+		}
+		return &v1.Command{Cmd: &v1.Command_FinishExpiry{FinishExpiry: fe}}
 	case j.GetCopy() != nil:
 		cp := j.GetCopy()
 		return &v1.Command{Cmd: &v1.Command_RecordBackupCopy{RecordBackupCopy: &v1.RecordBackupCopy{BackupId: cp.GetBackupId(),

@@ -72,7 +72,7 @@ func (c *controlService) PlanRetention(ctx context.Context, req *v1.PlanRetentio
 		return nil, err
 	}
 	t := c.s.clock()
-	plans, _, err := planRetention(c.s.fsm.Store().Read(), req.GetInstance(), req.GetRules(), t)
+	plans, _, err := planRetention(c.s.fsm.Store().Read(), req.GetInstance(), req.GetRules(), t, req.GetCopyRepositoryUri())
 	if err != nil {
 		return nil, err
 	}
@@ -83,10 +83,14 @@ func (c *controlService) PlanRetention(ctx context.Context, req *v1.PlanRetentio
 type instancePlan struct {
 	instance string
 	res      *retention.Result
+	copyRepo string // the plan is of the copies in this repository
 }
 
-// planRetention plans every instance with backups (or the one named).
-func planRetention(r *catalog.Read, instance string, rules *v1.RetentionRules, t time.Time) ([]*v1.RetentionInstancePlan, []instancePlan, error) {
+// planRetention plans every instance with backups (or the one named). With
+// copyRepo it plans the copies in that repository instead: each copy
+// stands for its backup (same id, time and pin), complete, marked when the
+// copy is marked.
+func planRetention(r *catalog.Read, instance string, rules *v1.RetentionRules, t time.Time, copyRepo string) ([]*v1.RetentionInstancePlan, []instancePlan, error) {
 	if err := retention.Validate(rules); err != nil {
 		return nil, nil, invalid("%v", err)
 	}
@@ -98,6 +102,11 @@ func planRetention(r *catalog.Read, instance string, rules *v1.RetentionRules, t
 		byInstance[instance] = nil
 	}
 	for _, b := range r.Backups(instance) {
+		if copyRepo != "" {
+			if b = copyAsBackup(b, copyRepo); b == nil {
+				continue
+			}
+		}
 		byInstance[b.GetInstance()] = append(byInstance[b.GetInstance()], b)
 	}
 	names := make([]string, 0, len(byInstance))
@@ -125,9 +134,24 @@ func planRetention(r *catalog.Read, instance string, rules *v1.RetentionRules, t
 			})
 		}
 		out = append(out, p)
-		raw = append(raw, instancePlan{instance: n, res: res})
+		raw = append(raw, instancePlan{instance: n, res: res, copyRepo: copyRepo})
 	}
 	return out, raw, nil
+}
+
+// copyAsBackup is backup b's copy in repo as retention sees it, or nil
+// when b has none there.
+func copyAsBackup(b *v1.Backup, repo string) *v1.Backup {
+	for _, cp := range b.GetCopies() {
+		if cp.GetRepositoryUri() != repo {
+			continue
+		}
+		c := proto.CloneOf(b)
+		c.Status, c.RepositoryUri, c.Copies = v1.BackupStatus_BACKUP_STATUS_COMPLETE, repo, nil
+		c.ExpiredAt, c.ExpireReason, c.ExpireJobId = cp.GetExpiredAt(), cp.GetExpireReason(), cp.GetExpireJobId()
+		return c
+	}
+	return nil
 }
 
 func (c *controlService) ApplyRetention(ctx context.Context, req *v1.ApplyRetentionRequest) (*v1.ApplyRetentionResponse, error) {
@@ -137,7 +161,7 @@ func (c *controlService) ApplyRetention(ctx context.Context, req *v1.ApplyRetent
 	}
 	t := s.clock()
 	r := s.fsm.Store().Read()
-	plans, raw, err := planRetention(r, req.GetInstance(), req.GetRules(), t)
+	plans, raw, err := planRetention(r, req.GetInstance(), req.GetRules(), t, req.GetCopyRepositoryUri())
 	if err != nil {
 		return nil, err
 	}
@@ -177,10 +201,10 @@ func expireCommands(r *catalog.Read, ip instancePlan, t time.Time, maxAttempts u
 		cmd := byRepo[repo]
 		if cmd == nil {
 			id := "expire-" + newJobID(t)
-			cmd = &v1.MarkBackupsExpired{ExpiredAt: timestamppb.New(t), Job: &v1.Job{
+			cmd = &v1.MarkBackupsExpired{ExpiredAt: timestamppb.New(t), CopyRepositoryUri: ip.copyRepo, Job: &v1.Job{
 				Id: id, Kind: v1.JobKind_JOB_KIND_EXPIRE, Instance: ip.instance, State: v1.JobState_JOB_STATE_PENDING,
 				CreatedAt: timestamppb.New(t), UpdatedAt: timestamppb.New(t), MaxAttempts: maxAttempts,
-				Params: &v1.Job_Expire{Expire: &v1.ExpireParams{RepositoryUri: repo}},
+				Params: &v1.Job_Expire{Expire: &v1.ExpireParams{RepositoryUri: repo, Copies: ip.copyRepo != ""}},
 			}}
 			byRepo[repo] = cmd
 			repos = append(repos, repo)
@@ -199,6 +223,11 @@ func expireCommands(r *catalog.Read, ip instancePlan, t time.Time, maxAttempts u
 	if st, err := r.BinlogStream(ip.instance); err == nil && len(out) > 0 && !ip.res.BinlogBefore.IsZero() {
 		ep := out[0].GetJob().GetExpire()
 		ep.BinlogInstance, ep.BinlogBefore, ep.BinlogRepositoryUri = ip.instance, timestamppb.New(ip.res.BinlogBefore), st.GetRepositoryUri()
+		if ip.copyRepo != "" {
+			// The binlog copied with the backups (repo copy
+			// --with-binlog), pruned by the copies' own plan.
+			ep.BinlogRepositoryUri = ip.copyRepo
+		}
 	}
 	return out
 }

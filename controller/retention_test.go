@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidemark-backup/tidemark/controller"
+	"github.com/tidemark-backup/tidemark/controller/client"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -333,4 +334,82 @@ func TestRetentionMonthInProcess(t *testing.T) {
 		t.Errorf("%d deleted + %d kept, %d taken (%v)", len(deleted.GetBackups()), len(got), len(all), err)
 	}
 	t.Logf("after 31 days: %d of %d backups kept", len(got), len(all))
+}
+
+// fakeBackup runs one backup job of db1 through fake agent a, consistent
+// at at, and returns the backup id.
+func fakeBackup(t *testing.T, c *client.Conn, a *fakeAgent, at time.Time) string {
+	t.Helper()
+	job := submitBackup(t, c, "db1")
+	asg := a.assignment(5 * time.Second)
+	bid := asg.GetJob().GetBackup().GetBackupId()
+	seq := a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{
+		JobId: job.GetId(), Lease: asg.GetLease(), Ok: true, BackupId: bid, ManifestKey: "manifests/" + bid, RepositoryUri: "file:///backups",
+		Manifest: &v1.Manifest{BackupId: bid, Instance: "db1", Engine: "logical", Fence: asg.GetLease(),
+			StartedAt: timestamppb.New(at), FinishedAt: timestamppb.New(at.Add(time.Minute)), Consistency: &v1.ConsistencyPoint{Time: timestamppb.New(at)}},
+	}}})
+	if m := a.answer(seq); m.GetAck() == nil {
+		t.Fatalf("result of %s: %v", bid, m)
+	}
+	return bid
+}
+
+// finishJob reports the next assignment of a as succeeded and returns it.
+func finishJob(t *testing.T, a *fakeAgent) *v1.JobAssignment {
+	t.Helper()
+	asg := a.assignment(5 * time.Second)
+	seq := a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{JobId: asg.GetJob().GetId(), Lease: asg.GetLease(), Ok: true}}})
+	if m := a.answer(seq); m.GetAck() == nil {
+		t.Fatalf("result of %s: %v", asg.GetJob().GetId(), m)
+	}
+	return asg
+}
+
+// TestCopyRetentionInProcess: the copies in a second repository follow
+// their own rules: applying keep-last 1 there sends the agent an expire job
+// of copies in that repository, after which the older copies leave the
+// catalog and every backup stays complete.
+func TestCopyRetentionInProcess(t *testing.T) {
+	clk := &testClock{t: time.Date(2026, 12, 10, 0, 0, 0, 0, time.UTC)}
+	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.Clock = clk.now })
+	ctx := context.Background()
+	a, err := connectAgent(t, []string{srv.Addr()}, "db1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	const second = "s3://dr-site/copies"
+	var ids []string
+	for i := range 3 {
+		id := fakeBackup(t, c, a, clk.now().Add(time.Duration(i-3)*time.Hour))
+		ids = append(ids, id)
+		if _, err := c.Control.SubmitCopy(ctx, &v1.SubmitCopyRequest{BackupId: id, DestinationRepositoryUri: second}); err != nil {
+			t.Fatal(err)
+		}
+		finishJob(t, a)
+	}
+	rules := &v1.RetentionRules{KeepLast: 1}
+	plan, err := c.Control.PlanRetention(ctx, &v1.PlanRetentionRequest{Instance: "db1", Rules: rules, CopyRepositoryUri: second})
+	if err != nil || len(plan.GetPlans()) != 1 || len(plan.GetPlans()[0].GetBackups()) != 3 {
+		t.Fatalf("plan of the copies: %v, %v", plan, err)
+	}
+	applied, err := c.Control.ApplyRetention(ctx, &v1.ApplyRetentionRequest{Instance: "db1", Rules: rules, CopyRepositoryUri: second})
+	if err != nil || len(applied.GetJobIds()) != 1 {
+		t.Fatalf("apply to the copies: %v, %v", applied, err)
+	}
+	asg := finishJob(t, a)
+	ep := asg.GetJob().GetExpire()
+	if !ep.GetCopies() || ep.GetRepositoryUri() != second || len(ep.GetBackups()) != 2 {
+		t.Fatalf("expire job of copies: %v", asg.GetJob())
+	}
+	waitJobState(t, c, asg.GetJob().GetId(), v1.JobState_JOB_STATE_SUCCEEDED, 5*time.Second)
+	for i, id := range ids {
+		b, err := c.Control.GetBackup(ctx, &v1.GetBackupRequest{Id: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.GetBackup().GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE || (len(b.GetBackup().GetCopies()) == 1) != (i == 2) {
+			t.Errorf("backup %d after the copies' expiry: %v", i, b.GetBackup())
+		}
+	}
 }

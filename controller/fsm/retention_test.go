@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -119,4 +121,55 @@ func TestRecordBackupCopy(t *testing.T) {
 	}
 	n.fails(cp("file:///primary", time.Minute), catalog.ErrInvalid, "is itself in file:///primary")
 	n.fails(cp("", time.Minute), catalog.ErrInvalid, "needs its repository")
+}
+
+// TestCopyRetention: a copy repository's own expiry marks and then removes
+// copy entries, never the backups; the newest copy there and a pinned
+// backup's copy are refused; a copy being expired is not copied again nor
+// restored from.
+func TestCopyRetention(t *testing.T) {
+	n := newNode(t)
+	n.ok(register("db1", "db1"))
+	const repo = "s3://dr/copies"
+	for i, id := range []string{"b1", "b2", "b3"} {
+		n.ok(recordCmd(id, "db1"))
+		b := proto.CloneOf(n.backup(id))
+		b.StartedAt = ts(time.Duration(i) * time.Hour)
+		n.ok(&v1.Command{Cmd: &v1.Command_RecordBackup{RecordBackup: &v1.RecordBackup{Backup: b}}})
+		n.ok(&v1.Command{Cmd: &v1.Command_RecordBackupCopy{RecordBackupCopy: &v1.RecordBackupCopy{BackupId: id,
+			Copy: &v1.BackupCopy{RepositoryUri: repo, CopiedAt: ts(time.Hour)}}}})
+	}
+	mark := func(job string, ids ...string) *v1.Command {
+		c := markCmd(job, "db1", ids...)
+		c.GetMarkBackupsExpired().CopyRepositoryUri = repo
+		c.GetMarkBackupsExpired().GetJob().GetExpire().RepositoryUri = repo
+		c.GetMarkBackupsExpired().GetJob().GetExpire().Copies = true
+		return c
+	}
+	n.fails(mark("e1", "b3"), catalog.ErrConflict, "the copy of backup b3 is the newest in s3://dr/copies")
+	n.ok(pinCmd("b2", "keep"))
+	n.fails(mark("e1", "b1", "b2"), catalog.ErrConflict, "backup b2 is pinned (keep): none of its copies is expired")
+	n.ok(&v1.Command{Cmd: &v1.Command_UnpinBackup{UnpinBackup: &v1.UnpinBackup{BackupId: "b2"}}})
+	bad := mark("e1", "b1")
+	bad.GetMarkBackupsExpired().GetJob().GetExpire().Copies = false
+	n.fails(bad, catalog.ErrInvalid, "needs an expire job of copies")
+	n.ok(mark("e1", "b1", "b2"))
+	if b := n.backup("b1"); b.GetExpiredAt() != nil || b.GetCopies()[0].GetExpireJobId() != "e1" {
+		t.Fatalf("b1 after marking its copy: %v", b)
+	}
+	n.fails(&v1.Command{Cmd: &v1.Command_RecordBackupCopy{RecordBackupCopy: &v1.RecordBackupCopy{BackupId: "b1",
+		Copy: &v1.BackupCopy{RepositoryUri: repo, CopiedAt: ts(2 * time.Hour)}}}}, catalog.ErrConflict, "is being expired (job e1)")
+	n.fails(&v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: &v1.Job{
+		Id: "r1", Kind: v1.JobKind_JOB_KIND_RESTORE, Instance: "db1", State: v1.JobState_JOB_STATE_PENDING,
+		Params: &v1.Job_Restore{Restore: &v1.RestoreParams{BackupId: "b1", RepositoryUri: repo}},
+	}}}}, catalog.ErrConflict, "is being expired by job e1")
+	n.ok(&v1.Command{Cmd: &v1.Command_FinishExpiry{FinishExpiry: &v1.FinishExpiry{JobId: "e1", DeletedBackupIds: []string{"b1", "b2"}, CopyRepositoryUri: repo}}})
+	for _, id := range []string{"b1", "b2"} {
+		if b := n.backup(id); len(b.GetCopies()) != 0 || b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE {
+			t.Fatalf("%s after its copy's expiry: %v", id, b)
+		}
+	}
+	if len(n.backup("b3").GetCopies()) != 1 {
+		t.Fatal("b3's copy went too")
+	}
 }

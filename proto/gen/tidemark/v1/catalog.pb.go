@@ -1001,6 +1001,11 @@ type BackupCopy struct {
 	JobId string `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	// Stored bytes the copy uploaded (chunks the destination lacked).
 	UploadedBytes uint64 `protobuf:"varint,4,opt,name=uploaded_bytes,json=uploadedBytes,proto3" json:"uploaded_bytes,omitempty"`
+	// When the copy's retention marked it for expiry, why, and the expire
+	// job deleting it; the entry is removed once that job succeeds.
+	ExpiredAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expired_at,json=expiredAt,proto3" json:"expired_at,omitempty"`
+	ExpireReason  string                 `protobuf:"bytes,6,opt,name=expire_reason,json=expireReason,proto3" json:"expire_reason,omitempty"`
+	ExpireJobId   string                 `protobuf:"bytes,7,opt,name=expire_job_id,json=expireJobId,proto3" json:"expire_job_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1061,6 +1066,27 @@ func (x *BackupCopy) GetUploadedBytes() uint64 {
 		return x.UploadedBytes
 	}
 	return 0
+}
+
+func (x *BackupCopy) GetExpiredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiredAt
+	}
+	return nil
+}
+
+func (x *BackupCopy) GetExpireReason() string {
+	if x != nil {
+		return x.ExpireReason
+	}
+	return ""
+}
+
+func (x *BackupCopy) GetExpireJobId() string {
+	if x != nil {
+		return x.ExpireJobId
+	}
+	return ""
 }
 
 // BackupParams are the inputs of a backup job.
@@ -2417,8 +2443,11 @@ type ExpireParams struct {
 	// Repository the binlog stream writes to (BinlogStream.repository_uri);
 	// empty: the agent's own.
 	BinlogRepositoryUri string `protobuf:"bytes,5,opt,name=binlog_repository_uri,json=binlogRepositoryUri,proto3" json:"binlog_repository_uri,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The targets are copies of the backups in repository_uri (a copy
+	// repository's own retention), not the backups themselves.
+	Copies        bool `protobuf:"varint,6,opt,name=copies,proto3" json:"copies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExpireParams) Reset() {
@@ -2484,6 +2513,13 @@ func (x *ExpireParams) GetBinlogRepositoryUri() string {
 		return x.BinlogRepositoryUri
 	}
 	return ""
+}
+
+func (x *ExpireParams) GetCopies() bool {
+	if x != nil {
+		return x.Copies
+	}
+	return false
 }
 
 // ExpireTarget is one backup an expire job deletes.
@@ -3239,13 +3275,17 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\tBackupPin\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x0e\n" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12*\n" +
-	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xaa\x01\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xae\x02\n" +
 	"\n" +
 	"BackupCopy\x12%\n" +
 	"\x0erepository_uri\x18\x01 \x01(\tR\rrepositoryUri\x127\n" +
 	"\tcopied_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bcopiedAt\x12\x15\n" +
 	"\x06job_id\x18\x03 \x01(\tR\x05jobId\x12%\n" +
-	"\x0euploaded_bytes\x18\x04 \x01(\x04R\ruploadedBytes\"\x9e\x02\n" +
+	"\x0euploaded_bytes\x18\x04 \x01(\x04R\ruploadedBytes\x129\n" +
+	"\n" +
+	"expired_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAt\x12#\n" +
+	"\rexpire_reason\x18\x06 \x01(\tR\fexpireReason\x12\"\n" +
+	"\rexpire_job_id\x18\a \x01(\tR\vexpireJobId\"\x9e\x02\n" +
 	"\fBackupParams\x12\x16\n" +
 	"\x06engine\x18\x01 \x01(\tR\x06engine\x12%\n" +
 	"\x0erepository_uri\x18\x02 \x01(\tR\rrepositoryUri\x12=\n" +
@@ -3370,13 +3410,14 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x15source_repository_uri\x18\x02 \x01(\tR\x13sourceRepositoryUri\x12<\n" +
 	"\x1adestination_repository_uri\x18\x03 \x01(\tR\x18destinationRepositoryUri\x12\x1f\n" +
 	"\vwith_binlog\x18\x04 \x01(\bR\n" +
-	"withBinlog\"\x88\x02\n" +
+	"withBinlog\"\xa0\x02\n" +
 	"\fExpireParams\x12%\n" +
 	"\x0erepository_uri\x18\x01 \x01(\tR\rrepositoryUri\x123\n" +
 	"\abackups\x18\x02 \x03(\v2\x19.tidemark.v1.ExpireTargetR\abackups\x12'\n" +
 	"\x0fbinlog_instance\x18\x03 \x01(\tR\x0ebinlogInstance\x12?\n" +
 	"\rbinlog_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fbinlogBefore\x122\n" +
-	"\x15binlog_repository_uri\x18\x05 \x01(\tR\x13binlogRepositoryUri\"Z\n" +
+	"\x15binlog_repository_uri\x18\x05 \x01(\tR\x13binlogRepositoryUri\x12\x16\n" +
+	"\x06copies\x18\x06 \x01(\bR\x06copies\"Z\n" +
 	"\fExpireTarget\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12-\n" +
 	"\x05fence\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05fence\"\x96\x01\n" +
@@ -3563,64 +3604,65 @@ var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	37, // 20: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
 	37, // 21: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
 	37, // 22: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
-	34, // 23: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	37, // 24: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
-	11, // 25: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	35, // 26: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
-	41, // 27: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
-	14, // 28: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
-	37, // 29: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
-	37, // 30: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
-	40, // 31: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
-	15, // 32: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
-	37, // 33: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
-	37, // 34: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
-	37, // 35: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	40, // 36: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
-	37, // 37: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
-	37, // 38: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
-	2,  // 39: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
-	3,  // 40: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	40, // 41: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	37, // 42: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	37, // 43: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	37, // 44: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	17, // 45: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
-	18, // 46: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
-	19, // 47: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
-	37, // 48: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
-	10, // 49: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
-	12, // 50: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
-	13, // 51: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
-	21, // 52: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
-	22, // 53: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
-	23, // 54: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
-	37, // 55: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
-	40, // 56: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
-	37, // 57: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
-	5,  // 58: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
-	6,  // 59: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
-	7,  // 60: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
-	20, // 61: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
-	24, // 62: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
-	16, // 63: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
-	27, // 64: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
-	28, // 65: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
-	29, // 66: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
-	30, // 67: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
-	26, // 68: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
-	37, // 69: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
-	37, // 70: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 71: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	37, // 72: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 73: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	37, // 74: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
-	36, // 75: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
-	76, // [76:76] is the sub-list for method output_type
-	76, // [76:76] is the sub-list for method input_type
-	76, // [76:76] is the sub-list for extension type_name
-	76, // [76:76] is the sub-list for extension extendee
-	0,  // [0:76] is the sub-list for field type_name
+	37, // 23: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
+	34, // 24: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
+	37, // 25: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	11, // 26: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
+	35, // 27: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
+	41, // 28: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
+	14, // 29: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
+	37, // 30: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
+	37, // 31: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
+	40, // 32: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
+	15, // 33: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
+	37, // 34: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
+	37, // 35: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
+	37, // 36: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	40, // 37: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	37, // 38: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	37, // 39: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	2,  // 40: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
+	3,  // 41: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
+	40, // 42: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	37, // 43: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	37, // 44: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	37, // 45: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 46: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
+	18, // 47: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
+	19, // 48: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
+	37, // 49: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	10, // 50: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
+	12, // 51: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
+	13, // 52: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
+	21, // 53: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
+	22, // 54: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
+	23, // 55: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
+	37, // 56: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
+	40, // 57: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
+	37, // 58: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	5,  // 59: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
+	6,  // 60: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
+	7,  // 61: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
+	20, // 62: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
+	24, // 63: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
+	16, // 64: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
+	27, // 65: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
+	28, // 66: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
+	29, // 67: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
+	30, // 68: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
+	26, // 69: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
+	37, // 70: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
+	37, // 71: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 72: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	37, // 73: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 74: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	37, // 75: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	36, // 76: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
+	77, // [77:77] is the sub-list for method output_type
+	77, // [77:77] is the sub-list for method input_type
+	77, // [77:77] is the sub-list for extension type_name
+	77, // [77:77] is the sub-list for extension extendee
+	0,  // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }

@@ -527,9 +527,12 @@ type MarkBackupsExpired struct {
 	Reasons   []string               `protobuf:"bytes,2,rep,name=reasons,proto3" json:"reasons,omitempty"`
 	ExpiredAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expired_at,json=expiredAt,proto3" json:"expired_at,omitempty"`
 	// The expire job (kind JOB_KIND_EXPIRE, PENDING), stamped by the leader.
-	Job           *Job `protobuf:"bytes,4,opt,name=job,proto3" json:"job,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Job *Job `protobuf:"bytes,4,opt,name=job,proto3" json:"job,omitempty"`
+	// Set: what is marked is each backup's copy in this repository (the
+	// copy repository's own retention), not the backup.
+	CopyRepositoryUri string `protobuf:"bytes,5,opt,name=copy_repository_uri,json=copyRepositoryUri,proto3" json:"copy_repository_uri,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *MarkBackupsExpired) Reset() {
@@ -590,15 +593,26 @@ func (x *MarkBackupsExpired) GetJob() *Job {
 	return nil
 }
 
+func (x *MarkBackupsExpired) GetCopyRepositoryUri() string {
+	if x != nil {
+		return x.CopyRepositoryUri
+	}
+	return ""
+}
+
 // FinishExpiry records an expire job's outcome: the backups whose
-// manifests it deleted (or found gone) become DELETED.
+// manifests it deleted (or found gone) become DELETED, or, for a copy
+// repository's expiry, their copy entries are removed.
 type FinishExpiry struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	JobId            string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	DeletedBackupIds []string               `protobuf:"bytes,2,rep,name=deleted_backup_ids,json=deletedBackupIds,proto3" json:"deleted_backup_ids,omitempty"`
 	DeletedAt        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deleted_at,json=deletedAt,proto3" json:"deleted_at,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Set: the backups' copies in this repository were deleted; their
+	// entries are removed, the backups stay.
+	CopyRepositoryUri string `protobuf:"bytes,4,opt,name=copy_repository_uri,json=copyRepositoryUri,proto3" json:"copy_repository_uri,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *FinishExpiry) Reset() {
@@ -650,6 +664,13 @@ func (x *FinishExpiry) GetDeletedAt() *timestamppb.Timestamp {
 		return x.DeletedAt
 	}
 	return nil
+}
+
+func (x *FinishExpiry) GetCopyRepositoryUri() string {
+	if x != nil {
+		return x.CopyRepositoryUri
+	}
+	return ""
 }
 
 // RecordBackupCopy adds a verified copy to a backup's record; the same
@@ -1684,19 +1705,21 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12(\n" +
 	"\x03pin\x18\x02 \x01(\v2\x16.tidemark.v1.BackupPinR\x03pin\"*\n" +
 	"\vUnpinBackup\x12\x1b\n" +
-	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\"\xac\x01\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\"\xdc\x01\n" +
 	"\x12MarkBackupsExpired\x12\x1d\n" +
 	"\n" +
 	"backup_ids\x18\x01 \x03(\tR\tbackupIds\x12\x18\n" +
 	"\areasons\x18\x02 \x03(\tR\areasons\x129\n" +
 	"\n" +
 	"expired_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAt\x12\"\n" +
-	"\x03job\x18\x04 \x01(\v2\x10.tidemark.v1.JobR\x03job\"\x8e\x01\n" +
+	"\x03job\x18\x04 \x01(\v2\x10.tidemark.v1.JobR\x03job\x12.\n" +
+	"\x13copy_repository_uri\x18\x05 \x01(\tR\x11copyRepositoryUri\"\xbe\x01\n" +
 	"\fFinishExpiry\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12,\n" +
 	"\x12deleted_backup_ids\x18\x02 \x03(\tR\x10deletedBackupIds\x129\n" +
 	"\n" +
-	"deleted_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt\"\\\n" +
+	"deleted_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt\x12.\n" +
+	"\x13copy_repository_uri\x18\x04 \x01(\tR\x11copyRepositoryUri\"\\\n" +
 	"\x10RecordBackupCopy\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12+\n" +
 	"\x04copy\x18\x02 \x01(\v2\x17.tidemark.v1.BackupCopyR\x04copy\"?\n" +

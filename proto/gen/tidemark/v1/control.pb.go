@@ -473,10 +473,13 @@ type PlanRetentionRequest struct {
 	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
 	// The rules to plan with. (Policies' rules are wired in when policies
 	// exist; until then the caller gives them.)
-	Rules         *RetentionRules `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
-	Consistent    bool            `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Rules      *RetentionRules `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	Consistent bool            `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	// Plan the copies in this repository (with the copy's own rules)
+	// instead of the backups.
+	CopyRepositoryUri string `protobuf:"bytes,4,opt,name=copy_repository_uri,json=copyRepositoryUri,proto3" json:"copy_repository_uri,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *PlanRetentionRequest) Reset() {
@@ -528,6 +531,13 @@ func (x *PlanRetentionRequest) GetConsistent() bool {
 		return x.Consistent
 	}
 	return false
+}
+
+func (x *PlanRetentionRequest) GetCopyRepositoryUri() string {
+	if x != nil {
+		return x.CopyRepositoryUri
+	}
+	return ""
 }
 
 type PlanRetentionResponse struct {
@@ -585,11 +595,13 @@ func (x *PlanRetentionResponse) GetNow() *timestamppb.Timestamp {
 }
 
 type ApplyRetentionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Instance      string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
-	Rules         *RetentionRules        `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Rules    *RetentionRules        `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	// Expire copies in this repository instead of backups.
+	CopyRepositoryUri string `protobuf:"bytes,3,opt,name=copy_repository_uri,json=copyRepositoryUri,proto3" json:"copy_repository_uri,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ApplyRetentionRequest) Reset() {
@@ -634,6 +646,13 @@ func (x *ApplyRetentionRequest) GetRules() *RetentionRules {
 		return x.Rules
 	}
 	return nil
+}
+
+func (x *ApplyRetentionRequest) GetCopyRepositoryUri() string {
+	if x != nil {
+		return x.CopyRepositoryUri
+	}
+	return ""
 }
 
 type ApplyRetentionResponse struct {
@@ -3284,19 +3303,21 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x12UnpinBackupRequest\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\"B\n" +
 	"\x13UnpinBackupResponse\x12+\n" +
-	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"\x85\x01\n" +
+	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"\xb5\x01\n" +
 	"\x14PlanRetentionRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x121\n" +
 	"\x05rules\x18\x02 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\x05rules\x12\x1e\n" +
 	"\n" +
 	"consistent\x18\x03 \x01(\bR\n" +
-	"consistent\"\x7f\n" +
+	"consistent\x12.\n" +
+	"\x13copy_repository_uri\x18\x04 \x01(\tR\x11copyRepositoryUri\"\x7f\n" +
 	"\x15PlanRetentionResponse\x128\n" +
 	"\x05plans\x18\x01 \x03(\v2\".tidemark.v1.RetentionInstancePlanR\x05plans\x12,\n" +
-	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"f\n" +
+	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\x96\x01\n" +
 	"\x15ApplyRetentionRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x121\n" +
-	"\x05rules\x18\x02 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\x05rules\"\x99\x01\n" +
+	"\x05rules\x18\x02 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\x05rules\x12.\n" +
+	"\x13copy_repository_uri\x18\x03 \x01(\tR\x11copyRepositoryUri\"\x99\x01\n" +
 	"\x16ApplyRetentionResponse\x128\n" +
 	"\x05plans\x18\x01 \x03(\v2\".tidemark.v1.RetentionInstancePlanR\x05plans\x12,\n" +
 	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12\x17\n" +
