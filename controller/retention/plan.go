@@ -3,7 +3,8 @@ package retention
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
@@ -99,24 +100,29 @@ func BackupTime(b *v1.Backup) time.Time {
 	}
 }
 
-// bucket is one GFS rule: how many buckets it keeps and how a time names
-// its bucket.
+// bucket is one GFS rule: how many buckets it keeps, how a time names its
+// bucket (key, cheap: compared for every backup) and how the bucket reads
+// in a reason (label: made only for a kept backup).
 type bucket struct {
 	name  string
 	count uint32
-	key   func(time.Time) string
+	key   func(time.Time) int64
+	label func(time.Time) string
 }
+
+func dayKey(t time.Time) int64 { y, m, d := t.Date(); return int64(y)*10000 + int64(m)*100 + int64(d) }
 
 func buckets(r *v1.RetentionRules) []bucket {
 	return []bucket{
-		{"hourly", r.GetKeepHourly(), func(t time.Time) string { return t.Format("2006-01-02 15h") }},
-		{"daily", r.GetKeepDaily(), func(t time.Time) string { return t.Format("2006-01-02") }},
-		{"weekly", r.GetKeepWeekly(), func(t time.Time) string {
-			y, w := t.ISOWeek()
-			return fmt.Sprintf("%04d-W%02d", y, w)
-		}},
-		{"monthly", r.GetKeepMonthly(), func(t time.Time) string { return t.Format("2006-01") }},
-		{"yearly", r.GetKeepYearly(), func(t time.Time) string { return t.Format("2006") }},
+		{"hourly", r.GetKeepHourly(), func(t time.Time) int64 { return dayKey(t)*100 + int64(t.Hour()) },
+			func(t time.Time) string { return t.Format("2006-01-02 15h") }},
+		{"daily", r.GetKeepDaily(), dayKey, func(t time.Time) string { return t.Format("2006-01-02") }},
+		{"weekly", r.GetKeepWeekly(), func(t time.Time) int64 { y, w := t.ISOWeek(); return int64(y)*100 + int64(w) },
+			func(t time.Time) string { y, w := t.ISOWeek(); return fmt.Sprintf("%04d-W%02d", y, w) }},
+		{"monthly", r.GetKeepMonthly(), func(t time.Time) int64 { return int64(t.Year())*100 + int64(t.Month()) },
+			func(t time.Time) string { return t.Format("2006-01") }},
+		{"yearly", r.GetKeepYearly(), func(t time.Time) int64 { return int64(t.Year()) },
+			func(t time.Time) string { return t.Format("2006") }},
 	}
 }
 
@@ -156,12 +162,13 @@ func Plan(p Params) (*Result, error) {
 		}
 		vs = append(vs, Verdict{Backup: b, Time: BackupTime(b)})
 	}
-	// Newest first; equal times by id, so the plan is deterministic.
-	sort.SliceStable(vs, func(i, j int) bool {
-		if !vs[i].Time.Equal(vs[j].Time) {
-			return vs[i].Time.After(vs[j].Time)
+	// Newest first; equal times by id (ids are unique: a total order, so
+	// the plan is deterministic).
+	slices.SortFunc(vs, func(a, b Verdict) int {
+		if c := b.Time.Compare(a.Time); c != 0 {
+			return c
 		}
-		return vs[i].Backup.GetId() > vs[j].Backup.GetId()
+		return strings.Compare(b.Backup.GetId(), a.Backup.GetId())
 	})
 	complete := func(v *Verdict) bool {
 		return v.Backup.GetStatus() == v1.BackupStatus_BACKUP_STATUS_COMPLETE && v.Backup.GetExpiredAt() == nil
@@ -183,14 +190,15 @@ func Plan(p Params) (*Result, error) {
 	// keep_last and the GFS buckets, over complete backups only.
 	last := p.Rules.GetKeepLast()
 	bs := buckets(p.Rules)
-	seen := make([]string, len(bs))
+	seen := make([]int64, len(bs))
+	lastWhy := fmt.Sprintf("last %d", p.Rules.GetKeepLast())
 	for i := range vs {
 		v := &vs[i]
 		if !complete(v) {
 			continue
 		}
 		if last > 0 {
-			keep(v, fmt.Sprintf("last %d", p.Rules.GetKeepLast()))
+			keep(v, lastWhy)
 			last--
 		}
 		t := v.Time.In(loc)
@@ -200,7 +208,7 @@ func Plan(p Params) (*Result, error) {
 			}
 			if key := bs[k].key(t); key != seen[k] {
 				seen[k] = key
-				keep(v, bs[k].name+" "+key)
+				keep(v, bs[k].name+" "+bs[k].label(t))
 				bs[k].count--
 			}
 		}

@@ -232,7 +232,7 @@ func gfsSet(backups []*v1.Backup, r *v1.RetentionRules, now time.Time) map[strin
 		want[cs[i].GetId()] = true
 	}
 	for _, b := range buckets(r) {
-		newest := map[string]*v1.Backup{}
+		newest := map[int64]*v1.Backup{}
 		for _, c := range cs {
 			k := b.key(BackupTime(c))
 			if n, ok := newest[k]; !ok || BackupTime(c).After(BackupTime(n)) {
@@ -407,4 +407,21 @@ func TestSimulatedMonth(t *testing.T) {
 		t.Errorf("kept %d backups: retention kept too much", len(got))
 	}
 	t.Logf("after 31 days: %d of %d backups kept", len(got), len(all))
+}
+
+// BenchmarkPlan plans one instance with 200 backups (about two months of
+// 8-hourly backups with a year of monthlies): the leader runs this once per
+// instance per apply.
+func BenchmarkPlan(b *testing.B) {
+	var bs []*v1.Backup
+	for i := range 200 {
+		bs = append(bs, complete(fmt.Sprintf("b%04d", i), t0.Add(time.Duration(i)*8*time.Hour)))
+	}
+	rules := &v1.RetentionRules{KeepLast: 3, KeepDaily: 14, KeepWeekly: 8, KeepMonthly: 12, PitrWindow: durationpb.New(7 * 24 * time.Hour)}
+	now := t0.Add(200 * 8 * time.Hour)
+	for b.Loop() {
+		if _, err := Plan(Params{Backups: bs, Rules: rules, Now: now}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
