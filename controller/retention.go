@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
+	"github.com/tidemark-backup/tidemark/controller/fsm"
 	"github.com/tidemark-backup/tidemark/controller/retention"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -187,15 +188,20 @@ func (c *controlService) ApplyRetention(ctx context.Context, req *v1.ApplyRetent
 // per repository its newly expired backups are in; the first also prunes
 // the instance's own binlog stream (in the stream's repository) up to the
 // plan's cutoff. Backups already marked are left to the job that marked
-// them. A stream of a `cluster` group is named after the instance it was
-// started for; it is pruned with that instance's retention only.
+// them, unless it failed or was cancelled: then a new job takes them. A
+// stream of a `cluster` group is named after the instance it was started
+// for; it is pruned with that instance's retention only.
 func expireCommands(r *catalog.Read, ip instancePlan, t time.Time, maxAttempts uint32) []*v1.MarkBackupsExpired {
 	byRepo := map[string]*v1.MarkBackupsExpired{}
 	var repos []string
 	for _, v := range ip.res.Expired() {
 		b := v.Backup
+		why := v.Reasons[0]
 		if b.GetExpiredAt() != nil {
-			continue
+			if !fsm.ExpiryFailed(r, b.GetExpireJobId()) {
+				continue // its job is running, or succeeded
+			}
+			why = b.GetExpireReason() // handed to a new job
 		}
 		repo := b.GetRepositoryUri()
 		cmd := byRepo[repo]
@@ -210,7 +216,7 @@ func expireCommands(r *catalog.Read, ip instancePlan, t time.Time, maxAttempts u
 			repos = append(repos, repo)
 		}
 		cmd.BackupIds = append(cmd.BackupIds, b.GetId())
-		cmd.Reasons = append(cmd.Reasons, v.Reasons[0])
+		cmd.Reasons = append(cmd.Reasons, why)
 		ep := cmd.GetJob().GetExpire()
 		ep.Backups = append(ep.Backups, &v1.ExpireTarget{BackupId: b.GetId(), Fence: proto.CloneOf(b.GetFence())})
 	}

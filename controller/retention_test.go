@@ -413,3 +413,43 @@ func TestCopyRetentionInProcess(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedExpiryIsRetried: an expire job that fails leaves its backups
+// marked; the next apply hands them to a new job, which deletes them.
+func TestFailedExpiryIsRetried(t *testing.T) {
+	clk := &testClock{t: time.Date(2026, 12, 10, 0, 0, 0, 0, time.UTC)}
+	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.Clock = clk.now })
+	ctx := context.Background()
+	a, err := connectAgent(t, []string{srv.Addr()}, "db1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	for i := range 3 {
+		fakeBackup(t, c, a, clk.now().Add(time.Duration(i-3)*time.Hour))
+	}
+	rules := &v1.RetentionRules{KeepLast: 1}
+	if r, err := c.Control.ApplyRetention(ctx, &v1.ApplyRetentionRequest{Instance: "db1", Rules: rules}); err != nil || len(r.GetJobIds()) != 1 {
+		t.Fatalf("apply: %v, %v", r, err)
+	}
+	asg := a.assignment(5 * time.Second)
+	seq := a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{
+		JobId: asg.GetJob().GetId(), Lease: asg.GetLease(), Error: "repository unreachable"}}})
+	if m := a.answer(seq); m.GetAck() == nil {
+		t.Fatalf("failure report: %v", m)
+	}
+	waitJobState(t, c, asg.GetJob().GetId(), v1.JobState_JOB_STATE_FAILED, 5*time.Second)
+	r, err := c.Control.ApplyRetention(ctx, &v1.ApplyRetentionRequest{Instance: "db1", Rules: rules})
+	if err != nil || len(r.GetJobIds()) != 1 || r.GetJobIds()[0] == asg.GetJob().GetId() {
+		t.Fatalf("apply after the failure: %v, %v", r, err)
+	}
+	again := finishJob(t, a)
+	if len(again.GetJob().GetExpire().GetBackups()) != 2 {
+		t.Fatalf("the new job takes %v", again.GetJob().GetExpire().GetBackups())
+	}
+	waitJobState(t, c, again.GetJob().GetId(), v1.JobState_JOB_STATE_SUCCEEDED, 5*time.Second)
+	list, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: "db1"})
+	if err != nil || len(list.GetBackups()) != 1 {
+		t.Fatalf("backups left: %v, %v", list.GetBackups(), err)
+	}
+}

@@ -82,7 +82,7 @@ func applyMarkBackupsExpired(w *catalog.Write, c *v1.MarkBackupsExpired) (proto.
 			return nil, catalog.Errorf(catalog.ErrInvalid, "backup %s is of instance %q, the expire job of %q", id, old.GetInstance(), j.GetInstance())
 		case old.GetPin() != nil:
 			return nil, catalog.Errorf(catalog.ErrConflict, "backup %s is pinned (%s): it is never expired; unpin it first", id, old.GetPin().GetReason())
-		case old.GetExpiredAt() != nil:
+		case old.GetExpiredAt() != nil && !expiryFailed(w, old.GetExpireJobId()):
 			return nil, catalog.Errorf(catalog.ErrConflict, "backup %s is already marked expired (job %s)", id, old.GetExpireJobId())
 		case old.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE && old.GetStatus() != v1.BackupStatus_BACKUP_STATUS_FAILED:
 			return nil, catalog.Errorf(catalog.ErrConflict, "backup %s is %s: only a complete or failed backup is expired", id, old.GetStatus())
@@ -256,7 +256,7 @@ func applyMarkCopiesExpired(w *catalog.Write, c *v1.MarkBackupsExpired) (proto.M
 			return nil, catalog.Errorf(catalog.ErrConflict, "backup %s has no copy in %s", id, repo)
 		case old.GetPin() != nil:
 			return nil, catalog.Errorf(catalog.ErrConflict, "backup %s is pinned (%s): none of its copies is expired; unpin it first", id, old.GetPin().GetReason())
-		case old.GetCopies()[i].GetExpiredAt() != nil:
+		case old.GetCopies()[i].GetExpiredAt() != nil && !expiryFailed(w, old.GetCopies()[i].GetExpireJobId()):
 			return nil, catalog.Errorf(catalog.ErrConflict, "the copy of backup %s in %s is already marked expired (job %s)", id, repo, old.GetCopies()[i].GetExpireJobId())
 		case newest != nil && newest.GetId() == id:
 			return nil, catalog.Errorf(catalog.ErrConflict, "the copy of backup %s is the newest in %s: it is never expired", id, repo)
@@ -288,3 +288,17 @@ func applyMarkCopiesExpired(w *catalog.Write, c *v1.MarkBackupsExpired) (proto.M
 	}
 	return j, nil
 }
+
+// ExpiryFailed reports whether the expire job that marked a backup (or a
+// copy) ended without deleting it (failed or cancelled): the mark stays,
+// and a later MarkBackupsExpired may hand the backup to a new job.
+func ExpiryFailed(r *catalog.Read, jobID string) bool {
+	j, err := r.Job(jobID)
+	if err != nil {
+		return false
+	}
+	st := j.GetState()
+	return st == v1.JobState_JOB_STATE_FAILED || st == v1.JobState_JOB_STATE_CANCELLED
+}
+
+func expiryFailed(w *catalog.Write, jobID string) bool { return ExpiryFailed(&w.Read, jobID) }

@@ -84,12 +84,18 @@ func TestPinsAndExpiry(t *testing.T) {
 	}
 	n.fails(pinCmd("b1", "too late"), catalog.ErrConflict, "marked expired")
 	n.fails(markCmd("e2", "db1", "b2"), catalog.ErrConflict, "already marked expired (job e1)")
+	// A failed expire job leaves its marks; a new job may take them over.
+	n.ok(updateCmd(&v1.UpdateJobState{JobId: "e1", State: v1.JobState_JOB_STATE_FAILED, Reason: "repository down", UpdatedAt: ts(90 * time.Minute)}))
+	n.ok(markCmd("e2", "db1", "b1", "b2"))
+	if b := n.backup("b2"); b.GetExpireJobId() != "e2" {
+		t.Fatalf("b2 after re-marking: %v", b)
+	}
 	n.fails(&v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: &v1.Job{
 		Id: "r1", Kind: v1.JobKind_JOB_KIND_RESTORE, Instance: "db1", State: v1.JobState_JOB_STATE_PENDING,
 		Params: &v1.Job_Restore{Restore: &v1.RestoreParams{BackupId: "b2"}},
 	}}}}, catalog.ErrConflict, "marked expired")
 
-	finish := &v1.Command{Cmd: &v1.Command_FinishExpiry{FinishExpiry: &v1.FinishExpiry{JobId: "e1", DeletedBackupIds: []string{"b1", "b2"}, DeletedAt: ts(2 * time.Hour)}}}
+	finish := &v1.Command{Cmd: &v1.Command_FinishExpiry{FinishExpiry: &v1.FinishExpiry{JobId: "e2", DeletedBackupIds: []string{"b1", "b2"}, DeletedAt: ts(2 * time.Hour)}}}
 	n.ok(finish)
 	for _, id := range []string{"b1", "b2"} {
 		if b := n.backup(id); b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_DELETED || !b.GetDeletedAt().AsTime().Equal(t0.Add(2*time.Hour)) {
@@ -99,8 +105,8 @@ func TestPinsAndExpiry(t *testing.T) {
 	if r := n.apply(finish); r.Err != nil || !r.Unchanged {
 		t.Fatalf("repeated finish = %+v", r)
 	}
-	n.fails(&v1.Command{Cmd: &v1.Command_FinishExpiry{FinishExpiry: &v1.FinishExpiry{JobId: "e1", DeletedBackupIds: []string{"b3"}}}},
-		catalog.ErrInvalid, "b3 was not marked for expire job e1")
+	n.fails(&v1.Command{Cmd: &v1.Command_FinishExpiry{FinishExpiry: &v1.FinishExpiry{JobId: "e2", DeletedBackupIds: []string{"b3"}}}},
+		catalog.ErrInvalid, "b3 was not marked for expire job e2")
 	n.fails(pinCmd("b2", "x"), catalog.ErrConflict, "deleted")
 }
 
