@@ -50,6 +50,7 @@ func TestRetentionFleet(t *testing.T) {
 	p := markPoint(t, src, "shop")
 	src.Exec(t, "DROP TABLE shop.notes", "FLUSH BINARY LOGS")
 	b3 := backup()
+	atB3 := testenv.Checksums(t, src.DB(t), "shop")
 	src.Exec(t, "DELETE FROM shop.orders WHERE id % 2 = 0")
 	var gtid string
 	if err := src.DB(t).QueryRow("SELECT @@gtid_binlog_pos").Scan(&gtid); err != nil {
@@ -148,6 +149,29 @@ func TestRetentionFleet(t *testing.T) {
 	dst2 := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "ret-dst2"})
 	must(t, 120*time.Second, "restore", "--repo", second, "--instance", "local", "--to-time", p.time.Format(time.DateTime), "--to-mysql", dst2.DSN)
 	sameAs(t, "point-in-time restore from the copy", dst2, "shop", p.sums)
+
+	// A copy job through the controller, then a restore job from the copy
+	// (--repo-preference) into another database name on the other agent.
+	must(t, 60*time.Second, append([]string{"backup", "copy", b3, "--to", second, "--wait"}, ctl...)...)
+	var copies []any
+	for _, b := range decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"backups", "--instance", "local", "-o", "json"}, ctl...)...)) {
+		if b["id"] == b3 {
+			copies, _ = b["copies"].([]any)
+		}
+	}
+	if len(copies) != 1 || copies[0].(map[string]any)["repository_uri"] != second {
+		t.Fatalf("catalog copies of %s: %v", b3, copies)
+	}
+	must(t, 120*time.Second, append([]string{"restore", b3, "--to-instance", "other", "--repo-preference", "file:///nonexistent," + second, "--rename-db", "shop:shop_b3"}, ctl...)...)
+	got := testenv.Checksums(t, dst.DB(t), "shop_b3")
+	if len(got) != len(atB3) {
+		t.Errorf("restored from the copy: %v, want %v", got, atB3)
+	}
+	for k, v := range atB3 {
+		if got["shop_b3"+strings.TrimPrefix(k, "shop")] != v {
+			t.Errorf("restored from the copy: %s = %v, want %v", k, got["shop_b3"+strings.TrimPrefix(k, "shop")], v)
+		}
+	}
 
 	if r := tm(t, 10*time.Second, append([]string{"backup", "expire", b3}, ctl...)...); r.code == 0 || !strings.Contains(r.err, "is the last complete backup") {
 		t.Errorf("backup expire of the last backup: exit %d, %q", r.code, r.err)
