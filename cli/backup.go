@@ -316,6 +316,7 @@ func newRestoreCmd(s *streams) *cobra.Command {
 		mariabackup string
 		mysqldArgs  []string
 		output      string
+		repoPref    string
 	)
 	cmd := &cobra.Command{
 		Use:               "restore [BACKUP_ID]",
@@ -481,8 +482,12 @@ job prints the final job as "jobs -o json" does (also when it failed), or
 				if err != nil {
 					return err
 				}
+				repo, err := restoreRepoThere(ctx, s, controller, args[0], splitList(repoPref))
+				if err != nil {
+					return err
+				}
 				return controllerRestore(ctx, s, controller, toInstance, !noWait, &v1.RestoreParams{
-					BackupId: args[0], TargetInstance: toInstance, Parallelism: uint32(max(parallel, 0)),
+					BackupId: args[0], TargetInstance: toInstance, Parallelism: uint32(max(parallel, 0)), RepositoryUri: repo,
 					Databases: splitList(databases), Tables: splitList(tables), RenameDatabases: rename,
 					DropExisting: dropExisting, IncludeUsers: includeUsers, NoBinlog: noBinlog, Verify: verify,
 				}, output)
@@ -490,12 +495,8 @@ job prints the final job as "jobs -o json" does (also when it failed), or
 			if dsn == "" {
 				return &UserError{Code: ExitUsage, Msg: "--to-mysql DSN (restore here) or --to-instance NAME (restore job through the controller) is required"}
 			}
-			if controller != "" && rf.uri == "" {
-				uri, err := backupRepo(ctx, s, controller, args[0])
-				if err != nil {
-					return err
-				}
-				rf.uri = uri
+			if err := restoreRepoHere(ctx, s, &rf, controller, args[0], splitList(repoPref)); err != nil {
+				return err
 			}
 			if err := refuseArgvDSN(cmd, "to-mysql", dsn); err != nil {
 				return err
@@ -594,6 +595,7 @@ job prints the final job as "jobs -o json" does (also when it failed), or
 	cmd.Flags().StringVar(&mariabackup, "mariabackup", "", "with --to-datadir: mariabackup for backups it must prepare (default: from PATH)")
 	cmd.Flags().StringArrayVar(&mysqldArgs, "mysqld-arg", nil, "with --to-datadir: an extra argument of the temporary server (repeatable), e.g. --mysqld-arg=--innodb-buffer-pool-size=4G")
 	outputFlag(cmd, &output)
+	cmd.Flags().StringVar(&repoPref, "repo-preference", "", "repositories to restore BACKUP_ID from, in order (URI,URI): the first that opens and holds it is used, so a copy serves when the primary is unreachable; through a controller: the first the catalog lists the backup in (its own or a copy)")
 	cmd.Flags().StringVar(&thenReplicate, "then-replicate-from", "", "point in time, here: afterwards, replicate from this live source (DSN) from the restored GTID position")
 	return cmd
 }

@@ -6,6 +6,18 @@ import "github.com/spf13/cobra"
 // own, by command path. TestEveryCommandHasExample fails when a command of
 // the tree has neither, so a new command cannot ship without one.
 var examples = map[string]string{
+	"tidemark backup copy":   `  tidemark backup copy 20261203T101500Z-1a2b3c4d --to s3://backups-dr/prod?endpoint=minio-dr:9000 --with-binlog --wait`,
+	"tidemark backup expire": `  tidemark backup expire 20261203T101500Z-1a2b3c4d --reason 'taken with the wrong settings'`,
+	"tidemark backup pin":    `  tidemark backup pin 20261203T101500Z-1a2b3c4d --reason 'before the schema migration'`,
+	"tidemark backup unpin":  `  tidemark backup unpin 20261203T101500Z-1a2b3c4d`,
+	"tidemark repo copy": `  tidemark repo copy 20261203T101500Z-1a2b3c4d --from file:///srv/backups --to s3://backups-dr/prod?endpoint=minio-dr:9000 \
+      --from-key-file /etc/tidemark/repo.key --to-key-file /etc/tidemark/dr.key --with-binlog`,
+	"tidemark retention": `  tidemark retention plan --instance db7 --keep-daily 7 --keep-weekly 4 --pitr-window 72h
+  tidemark retention apply --keep-daily 7 --keep-weekly 4 --pitr-window 72h`,
+	"tidemark retention apply": `  tidemark retention apply --keep-last 3 --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --pitr-window 168h
+  tidemark retention apply --copies s3://backups-dr/prod?endpoint=minio-dr:9000 --keep-weekly 8 -o json`,
+	"tidemark retention plan": `  tidemark retention plan --keep-daily 7 --keep-weekly 4 --pitr-window 72h
+  tidemark retention plan --instance db7 --keep-last 5 -o json`,
 	"tidemark": `  tidemark repo init --repo file:///srv/backups
   tidemark backup --mysql 'root@tcp(127.0.0.1:3306)/' --repo file:///srv/backups
   tidemark backups --controller c1:7400,c2:7400,c3:7400 --instance db7 -o json`,

@@ -640,6 +640,7 @@ func backupJSON(b *v1.Backup) map[string]any {
 	if r := b.GetFailureReason(); r != "" {
 		out["failure_reason"] = r
 	}
+	retentionJSON(b, out)
 	if c := b.GetConsistency(); c != nil {
 		out["consistency"] = map[string]any{
 			"binlog_file": c.GetBinlogFile(), "binlog_position": c.GetBinlogPosition(),
@@ -710,7 +711,7 @@ func controllerBackups(ctx context.Context, s *streams, controller, instance, ou
 			return json.NewEncoder(s.out).Encode(out)
 		}
 		tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tINSTANCE\tENGINE\tSTATUS\tSTARTED\tDURATION\tSIZE\tSTORED\tBINLOG POSITION\tGTID")
+		fmt.Fprintln(tw, "ID\tINSTANCE\tENGINE\tSTATUS\tSTARTED\tDURATION\tSIZE\tSTORED\tBINLOG POSITION\tGTID\tNOTE")
 		for _, b := range list {
 			pos, gtid, dur := "", "", "-"
 			if c := b.GetConsistency(); c != nil {
@@ -719,9 +720,9 @@ func controllerBackups(ctx context.Context, s *streams, controller, instance, ou
 			if b.GetStartedAt() != nil && b.GetFinishedAt() != nil {
 				dur = b.GetFinishedAt().AsTime().Sub(b.GetStartedAt().AsTime()).Round(time.Second).String()
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.GetId(), b.GetInstance(), b.GetEngine(),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.GetId(), b.GetInstance(), b.GetEngine(),
 				lower(b.GetStatus().String(), "BACKUP_STATUS_"), tsText(b.GetStartedAt()), dur,
-				humanBytes(int64(b.GetSizeBytes())), humanBytes(int64(b.GetStoredBytes())), pos, gtid)
+				humanBytes(int64(b.GetSizeBytes())), humanBytes(int64(b.GetStoredBytes())), pos, gtid, backupNote(b))
 		}
 		return tw.Flush()
 	})

@@ -65,7 +65,7 @@ Every command that prints data takes -o json: one JSON document per run
 	root.AddCommand(
 		newVersionCmd(s),
 		newRepoCmd(s),
-		newBackupCmd(s),
+		withSubcommands(newBackupCmd(s), newBackupPinCmd(s), newBackupUnpinCmd(s), newBackupCopyCmd(s), newBackupExpireCmd(s)),
 		newBackupsCmd(s),
 		newRestoreCmd(s),
 		newVerifyRestoreCmd(s),
@@ -82,6 +82,7 @@ Every command that prints data takes -o json: one JSON document per run
 		newAuditCmd(s),
 		newLoginCmd(s),
 		newCompletionCmd(s),
+		newRetentionCmd(s),
 	)
 	// Our own completion command (with an Example, like every command)
 	// replaces cobra's default one.

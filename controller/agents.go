@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/fsm"
@@ -606,6 +607,18 @@ func (h *agentHub) handleResult(ss *session, seq uint64, rep *v1.JobResultReport
 		ss.send(errorMsg(seq, codeOf(err), err.Error(), "", ""))
 		return
 	}
+	// What a successful expire or copy job did to backups is recorded
+	// before the job's success: if the leader fails between the two, the
+	// job's lease expires and the rerun (which finds the work done) reports
+	// again; the record is never claimed by a job that did not succeed.
+	if rep.GetOk() {
+		if cmd := jobOutcome(j, now()); cmd != nil {
+			if _, err := h.node.apply(ss.ctx, cmd); err != nil {
+				ss.send(errorMsg(seq, codeOf(err), err.Error(), "", ""))
+				return
+			}
+		}
+	}
 	// The last progress, kept only in memory until now, goes into the
 	// record with the outcome.
 	h.mu.Lock()
@@ -628,6 +641,30 @@ func (h *agentHub) handleResult(ss *session, seq uint64, rep *v1.JobResultReport
 			"backup", nj.GetResult().GetBackupId(), "reason", nj.GetReason())
 	}
 	h.kickAssigner()
+}
+
+// jobOutcome is the command that records what a successful expire or copy
+// job did to backups, or nil for other kinds. An expire job succeeds only
+// when every manifest it was given is gone from the repository; a copy job
+// only after it verified the copy.
+func jobOutcome(j *v1.Job, t *timestamppb.Timestamp) *v1.Command {
+	switch {
+	case j.GetExpire() != nil:
+		ids := make([]string, 0, len(j.GetExpire().GetBackups()))
+		for _, b := range j.GetExpire().GetBackups() {
+			ids = append(ids, b.GetBackupId())
+		}
+		fe := &v1.FinishExpiry{JobId: j.GetId(), DeletedBackupIds: ids, DeletedAt: t}
+		if j.GetExpire().GetCopies() {
+			fe.CopyRepositoryUri = j.GetExpire().GetRepositoryUri()
+		}
+		return &v1.Command{Cmd: &v1.Command_FinishExpiry{FinishExpiry: fe}}
+	case j.GetCopy() != nil:
+		cp := j.GetCopy()
+		return &v1.Command{Cmd: &v1.Command_RecordBackupCopy{RecordBackupCopy: &v1.RecordBackupCopy{BackupId: cp.GetBackupId(),
+			Copy: &v1.BackupCopy{RepositoryUri: cp.GetDestinationRepositoryUri(), CopiedAt: t, JobId: j.GetId()}}}}
+	}
+	return nil
 }
 
 // resultUpdate builds the UpdateJobState for a result: SUCCEEDED with the

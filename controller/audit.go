@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -68,6 +69,27 @@ var audited = map[string]func(req any) (target string, flags map[string]string){
 		return r.(*v1.RevokeAgentRequest).GetName(), nil
 	},
 	v1.ClusterService_TakeSnapshot_FullMethodName: func(any) (string, map[string]string) { return "", nil },
+	v1.ControlService_PinBackup_FullMethodName: func(r any) (string, map[string]string) {
+		q := r.(*v1.PinBackupRequest)
+		return q.GetBackupId(), map[string]string{"reason": q.GetReason()}
+	},
+	v1.ControlService_UnpinBackup_FullMethodName: func(r any) (string, map[string]string) {
+		return r.(*v1.UnpinBackupRequest).GetBackupId(), nil
+	},
+	v1.ControlService_ExpireBackup_FullMethodName: func(r any) (string, map[string]string) {
+		q := r.(*v1.ExpireBackupRequest)
+		return q.GetBackupId(), map[string]string{"reason": q.GetReason()}
+	},
+	v1.ControlService_SubmitCopy_FullMethodName: func(r any) (string, map[string]string) {
+		q := r.(*v1.SubmitCopyRequest)
+		return q.GetBackupId(), map[string]string{"to": q.GetDestinationRepositoryUri(), "with_binlog": strconv.FormatBool(q.GetWithBinlog())}
+	},
+	v1.ControlService_ApplyRetention_FullMethodName: func(r any) (string, map[string]string) {
+		q := r.(*v1.ApplyRetentionRequest)
+		ru := q.GetRules()
+		return q.GetInstance(), map[string]string{"rules": fmt.Sprintf("last=%d hourly=%d daily=%d weekly=%d monthly=%d yearly=%d pitr_window=%s",
+			ru.GetKeepLast(), ru.GetKeepHourly(), ru.GetKeepDaily(), ru.GetKeepWeekly(), ru.GetKeepMonthly(), ru.GetKeepYearly(), ru.GetPitrWindow().AsDuration())}
+	},
 }
 
 // auditFirst are the RPCs whose intent is recorded before they run: if it

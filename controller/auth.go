@@ -64,6 +64,13 @@ var accessTable = map[string]access{
 	v1.ControlService_CreateJoinToken_FullMethodName:    admin(),
 	v1.ControlService_RevokeAgent_FullMethodName:        admin(),
 	v1.ControlService_ListAudit_FullMethodName:          admin(),
+	v1.ControlService_PlanRetention_FullMethodName:      viewer(),
+	v1.ControlService_SubmitCopy_FullMethodName:         operator(),
+	// Pins and expiry decide what is deleted: admin, like deletes.
+	v1.ControlService_PinBackup_FullMethodName:      admin(),
+	v1.ControlService_UnpinBackup_FullMethodName:    admin(),
+	v1.ControlService_ApplyRetention_FullMethodName: admin(),
+	v1.ControlService_ExpireBackup_FullMethodName:   admin(),
 	// An agent renews its own certificate (the name is its certificate's).
 	v1.ControlService_RenewCertificate_FullMethodName: {agent: true},
 	// A joining host has no certificate yet; the token is its credential.

@@ -83,13 +83,14 @@ func TestRolesTable(t *testing.T) {
 			State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf, ca.Cert}}}}})
 	}
 	classes := map[string][]string{
-		"read": {"ListAgents", "ListInstances", "ListBackups", "GetBackup", "ListJobs", "GetJob", "WatchJob", "GetBinlogStatus", "ClusterStatus"},
+		"read": {"ListAgents", "ListInstances", "ListBackups", "GetBackup", "ListJobs", "GetJob", "WatchJob", "GetBinlogStatus", "ClusterStatus", "PlanRetention"},
 		// A node's own status is also how agents and nodes probe an address.
-		"probe":      {"NodeStatus"},
-		"operate":    {"SubmitBackup", "SubmitRestore", "CancelJob", "StartBinlogStream", "StopBinlogStream"},
-		"administer": {"AddMember", "RemoveMember", "TransferLeadership", "CreateJoinToken", "RevokeAgent", "ListAudit", "TakeSnapshot"},
-		"agent":      {"Connect", "Put", "Get", "Stat", "List", "Delete", "RenewCertificate"},
-		"join":       {"Join"},
+		"probe":   {"NodeStatus"},
+		"operate": {"SubmitBackup", "SubmitRestore", "CancelJob", "StartBinlogStream", "StopBinlogStream", "SubmitCopy"},
+		"administer": {"AddMember", "RemoveMember", "TransferLeadership", "CreateJoinToken", "RevokeAgent", "ListAudit", "TakeSnapshot",
+			"PinBackup", "UnpinBackup", "ApplyRetention", "ExpireBackup"},
+		"agent": {"Connect", "Put", "Get", "Stat", "List", "Delete", "RenewCertificate"},
+		"join":  {"Join"},
 	}
 	// who may call each class: viewer, operator, admin, agent, controller, no certificate.
 	allowed := map[string][6]bool{

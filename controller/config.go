@@ -64,6 +64,11 @@ type Config struct {
 	// its commit. With no quorum a write fails after at most this long.
 	ApplyTimeout time.Duration
 
+	// Clock is the time retention plans with; nil is the system clock. A
+	// test gives the leader a clock it moves (the FSM never reads one: the
+	// leader stamps what it read into the commands).
+	Clock func() time.Time
+
 	// Logger receives the controller's structured logs; nil discards them.
 	Logger *slog.Logger
 	// RaftLogOutput receives hashicorp/raft's own log lines (nil: none), at

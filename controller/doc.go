@@ -8,5 +8,7 @@
 // (auth.go) checks every call against the access table and maps errors to
 // gRPC statuses; the leader writes an audit record of every mutating call
 // (audit.go); join tokens, revocations and certificate renewal are in
-// enroll.go.
+// enroll.go. Retention (retention.go) plans on the leader with
+// controller/retention and expires through Raft entries and expire jobs
+// the agents run; copies are copy jobs.
 package controller

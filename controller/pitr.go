@@ -90,8 +90,8 @@ func pitrParams(r *catalog.Read, p *v1.RestoreParams) (*v1.RestoreParams, error)
 		return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q not found: see `tidemark instances`", p.GetSourceInstance())
 	}
 	for _, b := range r.Backups(p.GetSourceInstance()) { // newest first
-		if b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE {
-			continue
+		if b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE || b.GetExpiredAt() != nil {
+			continue // marked expired: its manifest is being deleted
 		}
 		if !target.IsZero() && backupPoint(b).After(target) {
 			continue

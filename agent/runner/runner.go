@@ -70,6 +70,10 @@ func Run(ctx context.Context, p Params) (*Result, error) {
 		return backup(ctx, p)
 	case v1.JobKind_JOB_KIND_RESTORE:
 		return restore(ctx, p)
+	case v1.JobKind_JOB_KIND_EXPIRE:
+		return expire(ctx, p)
+	case v1.JobKind_JOB_KIND_COPY:
+		return copyBackup(ctx, p)
 	default:
 		return nil, fmt.Errorf("job %s: kind %s is not supported by this agent", p.Job.GetId(), p.Job.GetKind())
 	}

@@ -113,6 +113,16 @@ func dispatch(w *catalog.Write, e entry, cmd *v1.Command) (proto.Message, error)
 		return applyRecordAudit(w, c.RecordAudit)
 	case *v1.Command_CreateAccessToken:
 		return applyCreateAccessToken(w, c.CreateAccessToken)
+	case *v1.Command_PinBackup:
+		return applyPinBackup(w, c.PinBackup)
+	case *v1.Command_UnpinBackup:
+		return applyUnpinBackup(w, c.UnpinBackup)
+	case *v1.Command_MarkBackupsExpired:
+		return applyMarkBackupsExpired(w, c.MarkBackupsExpired)
+	case *v1.Command_FinishExpiry:
+		return applyFinishExpiry(w, c.FinishExpiry)
+	case *v1.Command_RecordBackupCopy:
+		return applyRecordBackupCopy(w, c.RecordBackupCopy)
 	default:
 		panic(fmt.Sprintf("fsm: command %T has no applier (entry %d)", c, e.Index))
 	}

@@ -78,6 +78,29 @@ func applySubmitJob(w *catalog.Write, c *v1.SubmitJob) (proto.Message, error) {
 		if b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE {
 			return nil, catalog.Errorf(catalog.ErrConflict, "backup %q is %s, not complete", b.GetId(), b.GetStatus())
 		}
+		if b.GetExpiredAt() != nil {
+			return nil, catalog.Errorf(catalog.ErrConflict, "backup %q is marked expired (%s): its manifest is being deleted; restore another backup", b.GetId(), b.GetExpireReason())
+		}
+		for _, o := range b.GetCopies() {
+			if o.GetRepositoryUri() == r.GetRepositoryUri() && o.GetExpiredAt() != nil {
+				return nil, catalog.Errorf(catalog.ErrConflict, "the copy of backup %q in %s is being expired by job %s: restore from another repository", b.GetId(), o.GetRepositoryUri(), o.GetExpireJobId())
+			}
+		}
+	}
+	if cp := j.GetCopy(); cp != nil {
+		b, err := w.Backup(cp.GetBackupId())
+		if err != nil {
+			return nil, err
+		}
+		if b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE || b.GetExpiredAt() != nil {
+			return nil, catalog.Errorf(catalog.ErrConflict, "backup %q is %s%s: only a complete backup is copied", b.GetId(), b.GetStatus(),
+				map[bool]string{true: " and marked expired"}[b.GetExpiredAt() != nil])
+		}
+		for _, o := range b.GetCopies() {
+			if o.GetRepositoryUri() == cp.GetDestinationRepositoryUri() && o.GetExpiredAt() != nil {
+				return nil, catalog.Errorf(catalog.ErrConflict, "the copy of backup %q in %s is being expired by job %s: copy it again after that job", b.GetId(), o.GetRepositoryUri(), o.GetExpireJobId())
+			}
+		}
 	}
 	if err := w.PutJob(j); err != nil {
 		return nil, err

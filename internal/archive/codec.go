@@ -99,6 +99,10 @@ type codec struct {
 	// with data key 0, whose GCM tag still binds them to their name.
 	legacy bool
 	repoID string
+	// idKey keys chunk ids (HMAC-SHA256); nil: plain SHA-256. Two
+	// repositories give a plaintext the same chunk id exactly when their
+	// idKeys are equal (Copy skips reading what the destination holds).
+	idKey []byte
 
 	zstd   zstdImpl // libzstd with cgo, klauspost without: codec_zstd*.go
 	hashes sync.Pool
@@ -130,6 +134,7 @@ func newCodec(keys *codecKeys) (*codec, error) {
 			return nil, fmt.Errorf("data key %d is missing", keys.current)
 		}
 		c.gen, c.v2, c.authKey, c.legacy, c.repoID = keys.current, keys.v2, keys.auth, keys.legacy, keys.repoID
+		c.idKey = keys.id
 	}
 	c.hashes.New = func() any {
 		if keys != nil {

@@ -87,6 +87,10 @@ type Backup struct {
 	inflightMu sync.Mutex
 	inflight   map[ChunkID]*inflight
 
+	// copyOf is the source manifest when the backup is a Copy: its
+	// times, server, consistency point and engine facts are kept.
+	copyOf *v1.Manifest
+
 	logical, uploaded, newChunks, reused atomic.Int64
 	retained                             atomic.Int64 // reused chunks whose retention was extended
 }
@@ -323,6 +327,10 @@ func (b *Backup) commit(ctx context.Context) (*v1.Manifest, error) {
 	}
 	m.LogicalBytes, m.StoredBytes, m.NewStoredBytes = logical, stored, uint64(b.uploaded.Load())
 	m.FinishedAt = timestamppb.Now()
+	if src := b.copyOf; src != nil {
+		m.StartedAt, m.FinishedAt, m.Server, m.Consistency = src.GetStartedAt(), src.GetFinishedAt(), src.GetServer(), src.GetConsistency()
+		m.LockDuration, m.EngineMetadata = src.GetLockDuration(), src.GetEngineMetadata()
+	}
 	if err := b.repo.putManifest(ctx, m); err != nil {
 		if errors.Is(err, storage.ErrExists) {
 			if tomb, terr := b.repo.readTombstone(ctx, manifestKey(m.BackupId)); terr == nil && tomb {

@@ -237,6 +237,20 @@ func commandArms() map[string]*tidemarkv1.Command {
 		"create_access_token": {Cmd: &tidemarkv1.Command_CreateAccessToken{CreateAccessToken: &tidemarkv1.CreateAccessToken{Token: &tidemarkv1.AccessToken{
 			Id: "tok2", SecretHash: []byte{4, 5}, User: "alice", Role: "operator", CreatedAt: ts(0), ExpiresAt: ts(8 * time.Hour), CreatedBy: "user admin (admin)",
 		}}}},
+		"pin_backup": {Cmd: &tidemarkv1.Command_PinBackup{PinBackup: &tidemarkv1.PinBackup{
+			BackupId: "bk-1", Pin: &tidemarkv1.BackupPin{Reason: "legal hold", By: "user alice (operator)", At: ts(0)},
+		}}},
+		"unpin_backup": {Cmd: &tidemarkv1.Command_UnpinBackup{UnpinBackup: &tidemarkv1.UnpinBackup{BackupId: "bk-1"}}},
+		"mark_backups_expired": {Cmd: &tidemarkv1.Command_MarkBackupsExpired{MarkBackupsExpired: &tidemarkv1.MarkBackupsExpired{
+			BackupIds: []string{"bk-0"}, Reasons: []string{"expire: outside every rule"}, ExpiredAt: ts(0),
+			Job: &tidemarkv1.Job{Id: "expire-1", Kind: tidemarkv1.JobKind_JOB_KIND_EXPIRE, Instance: "db-eu-1/main", State: tidemarkv1.JobState_JOB_STATE_PENDING,
+				Params: &tidemarkv1.Job_Expire{Expire: &tidemarkv1.ExpireParams{RepositoryUri: "file:///var/lib/tidemark/repo",
+					Backups:        []*tidemarkv1.ExpireTarget{{BackupId: "bk-0", Fence: &tidemarkv1.LeaseToken{Term: 2, Index: 17, JobId: "job-0"}}},
+					BinlogInstance: "db-eu-1/main", BinlogBefore: ts(0)}}},
+		}}},
+		"finish_expiry": {Cmd: &tidemarkv1.Command_FinishExpiry{FinishExpiry: &tidemarkv1.FinishExpiry{JobId: "expire-1", DeletedBackupIds: []string{"bk-0"}, DeletedAt: ts(time.Minute)}}},
+		"record_backup_copy": {Cmd: &tidemarkv1.Command_RecordBackupCopy{RecordBackupCopy: &tidemarkv1.RecordBackupCopy{BackupId: "bk-1",
+			Copy: &tidemarkv1.BackupCopy{RepositoryUri: "s3://dr-bucket/copies", CopiedAt: ts(time.Hour), JobId: "copy-1", UploadedBytes: 1 << 20}}}},
 		"record_audit": {Cmd: &tidemarkv1.Command_RecordAudit{RecordAudit: &tidemarkv1.RecordAudit{Record: &tidemarkv1.AuditRecord{
 			Id: "20261203T150000Z-00000001", At: ts(0), Who: "user alice (operator)", Rpc: "/tidemark.v1.ControlService/SubmitRestore",
 			Target: "db-eu-1/main", Flags: map[string]string{"backup_id": "bk-1", "drop_existing": "false"}, Outcome: "ok",

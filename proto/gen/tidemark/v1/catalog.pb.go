@@ -159,6 +159,12 @@ const (
 	JobKind_JOB_KIND_BINLOG_STREAM JobKind = 3
 	JobKind_JOB_KIND_DRILL         JobKind = 4
 	JobKind_JOB_KIND_GC            JobKind = 5
+	// Copy a complete backup (and the binlog segments it needs) to another
+	// repository (CopyParams).
+	JobKind_JOB_KIND_COPY JobKind = 6
+	// Delete the manifests of backups retention marked expired, and the
+	// binlog segments no kept backup needs (ExpireParams).
+	JobKind_JOB_KIND_EXPIRE JobKind = 7
 )
 
 // Enum value maps for JobKind.
@@ -170,6 +176,8 @@ var (
 		3: "JOB_KIND_BINLOG_STREAM",
 		4: "JOB_KIND_DRILL",
 		5: "JOB_KIND_GC",
+		6: "JOB_KIND_COPY",
+		7: "JOB_KIND_EXPIRE",
 	}
 	JobKind_value = map[string]int32{
 		"JOB_KIND_UNSPECIFIED":   0,
@@ -178,6 +186,8 @@ var (
 		"JOB_KIND_BINLOG_STREAM": 3,
 		"JOB_KIND_DRILL":         4,
 		"JOB_KIND_GC":            5,
+		"JOB_KIND_COPY":          6,
+		"JOB_KIND_EXPIRE":        7,
 	}
 )
 
@@ -716,8 +726,22 @@ type Backup struct {
 	// Manifest.parent_backup_id.
 	ParentBackupId string            `protobuf:"bytes,15,opt,name=parent_backup_id,json=parentBackupId,proto3" json:"parent_backup_id,omitempty"`
 	Labels         map[string]string `protobuf:"bytes,16,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set while the backup is pinned: retention never expires it.
+	Pin *BackupPin `protobuf:"bytes,17,opt,name=pin,proto3" json:"pin,omitempty"`
+	// When retention (or an operator) marked the backup for expiry; its
+	// manifest is then deleted by an expire job, after which the status is
+	// DELETED. Unset: not marked.
+	ExpiredAt *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=expired_at,json=expiredAt,proto3" json:"expired_at,omitempty"`
+	// Why it was marked ("expire: outside every rule", "by alice").
+	ExpireReason string `protobuf:"bytes,19,opt,name=expire_reason,json=expireReason,proto3" json:"expire_reason,omitempty"`
+	// The expire job that deletes (or deleted) its manifest.
+	ExpireJobId string `protobuf:"bytes,20,opt,name=expire_job_id,json=expireJobId,proto3" json:"expire_job_id,omitempty"`
+	// Copies of the backup in other repositories, oldest first.
+	Copies []*BackupCopy `protobuf:"bytes,21,rep,name=copies,proto3" json:"copies,omitempty"`
+	// When its manifest was deleted (status DELETED by an expire job).
+	DeletedAt     *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=deleted_at,json=deletedAt,proto3" json:"deleted_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Backup) Reset() {
@@ -862,6 +886,209 @@ func (x *Backup) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Backup) GetPin() *BackupPin {
+	if x != nil {
+		return x.Pin
+	}
+	return nil
+}
+
+func (x *Backup) GetExpiredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiredAt
+	}
+	return nil
+}
+
+func (x *Backup) GetExpireReason() string {
+	if x != nil {
+		return x.ExpireReason
+	}
+	return ""
+}
+
+func (x *Backup) GetExpireJobId() string {
+	if x != nil {
+		return x.ExpireJobId
+	}
+	return ""
+}
+
+func (x *Backup) GetCopies() []*BackupCopy {
+	if x != nil {
+		return x.Copies
+	}
+	return nil
+}
+
+func (x *Backup) GetDeletedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeletedAt
+	}
+	return nil
+}
+
+// BackupPin keeps a backup from retention until it is unpinned.
+type BackupPin struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Reason string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Who pinned it (the caller's identity).
+	By            string                 `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupPin) Reset() {
+	*x = BackupPin{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupPin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupPin) ProtoMessage() {}
+
+func (x *BackupPin) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupPin.ProtoReflect.Descriptor instead.
+func (*BackupPin) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BackupPin) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *BackupPin) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *BackupPin) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+// BackupCopy is one complete copy of a backup (manifest and every chunk,
+// verified after writing) in another repository.
+type BackupCopy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Repository URI, no credentials.
+	RepositoryUri string                 `protobuf:"bytes,1,opt,name=repository_uri,json=repositoryUri,proto3" json:"repository_uri,omitempty"`
+	CopiedAt      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=copied_at,json=copiedAt,proto3" json:"copied_at,omitempty"`
+	// The copy job that wrote it.
+	JobId string `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Stored bytes the copy uploaded (chunks the destination lacked).
+	UploadedBytes uint64 `protobuf:"varint,4,opt,name=uploaded_bytes,json=uploadedBytes,proto3" json:"uploaded_bytes,omitempty"`
+	// When the copy's retention marked it for expiry, why, and the expire
+	// job deleting it; the entry is removed once that job succeeds.
+	ExpiredAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expired_at,json=expiredAt,proto3" json:"expired_at,omitempty"`
+	ExpireReason  string                 `protobuf:"bytes,6,opt,name=expire_reason,json=expireReason,proto3" json:"expire_reason,omitempty"`
+	ExpireJobId   string                 `protobuf:"bytes,7,opt,name=expire_job_id,json=expireJobId,proto3" json:"expire_job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupCopy) Reset() {
+	*x = BackupCopy{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupCopy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupCopy) ProtoMessage() {}
+
+func (x *BackupCopy) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupCopy.ProtoReflect.Descriptor instead.
+func (*BackupCopy) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BackupCopy) GetRepositoryUri() string {
+	if x != nil {
+		return x.RepositoryUri
+	}
+	return ""
+}
+
+func (x *BackupCopy) GetCopiedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CopiedAt
+	}
+	return nil
+}
+
+func (x *BackupCopy) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *BackupCopy) GetUploadedBytes() uint64 {
+	if x != nil {
+		return x.UploadedBytes
+	}
+	return 0
+}
+
+func (x *BackupCopy) GetExpiredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiredAt
+	}
+	return nil
+}
+
+func (x *BackupCopy) GetExpireReason() string {
+	if x != nil {
+		return x.ExpireReason
+	}
+	return ""
+}
+
+func (x *BackupCopy) GetExpireJobId() string {
+	if x != nil {
+		return x.ExpireJobId
+	}
+	return ""
+}
+
 // BackupParams are the inputs of a backup job.
 type BackupParams struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -886,7 +1113,7 @@ type BackupParams struct {
 
 func (x *BackupParams) Reset() {
 	*x = BackupParams{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[4]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +1125,7 @@ func (x *BackupParams) String() string {
 func (*BackupParams) ProtoMessage() {}
 
 func (x *BackupParams) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[4]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1138,7 @@ func (x *BackupParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupParams.ProtoReflect.Descriptor instead.
 func (*BackupParams) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BackupParams) GetEngine() string {
@@ -970,7 +1197,7 @@ type BinlogPosition struct {
 
 func (x *BinlogPosition) Reset() {
 	*x = BinlogPosition{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[5]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1209,7 @@ func (x *BinlogPosition) String() string {
 func (*BinlogPosition) ProtoMessage() {}
 
 func (x *BinlogPosition) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[5]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1222,7 @@ func (x *BinlogPosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BinlogPosition.ProtoReflect.Descriptor instead.
 func (*BinlogPosition) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BinlogPosition) GetFile() string {
@@ -1070,7 +1297,7 @@ type RestoreParams struct {
 
 func (x *RestoreParams) Reset() {
 	*x = RestoreParams{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[6]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1309,7 @@ func (x *RestoreParams) String() string {
 func (*RestoreParams) ProtoMessage() {}
 
 func (x *RestoreParams) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[6]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1322,7 @@ func (x *RestoreParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreParams.ProtoReflect.Descriptor instead.
 func (*RestoreParams) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RestoreParams) GetBackupId() string {
@@ -1277,7 +1504,7 @@ type BinlogStreamParams struct {
 
 func (x *BinlogStreamParams) Reset() {
 	*x = BinlogStreamParams{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[7]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1516,7 @@ func (x *BinlogStreamParams) String() string {
 func (*BinlogStreamParams) ProtoMessage() {}
 
 func (x *BinlogStreamParams) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[7]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1529,7 @@ func (x *BinlogStreamParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BinlogStreamParams.ProtoReflect.Descriptor instead.
 func (*BinlogStreamParams) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BinlogStreamParams) GetFlush() *durationpb.Duration {
@@ -1363,7 +1590,7 @@ type BinlogSource struct {
 
 func (x *BinlogSource) Reset() {
 	*x = BinlogSource{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[8]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1602,7 @@ func (x *BinlogSource) String() string {
 func (*BinlogSource) ProtoMessage() {}
 
 func (x *BinlogSource) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[8]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1615,7 @@ func (x *BinlogSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BinlogSource.ProtoReflect.Descriptor instead.
 func (*BinlogSource) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BinlogSource) GetInstance() string {
@@ -1432,7 +1659,7 @@ type StreamWatermark struct {
 
 func (x *StreamWatermark) Reset() {
 	*x = StreamWatermark{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1671,7 @@ func (x *StreamWatermark) String() string {
 func (*StreamWatermark) ProtoMessage() {}
 
 func (x *StreamWatermark) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1684,7 @@ func (x *StreamWatermark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamWatermark.ProtoReflect.Descriptor instead.
 func (*StreamWatermark) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StreamWatermark) GetInstance() string {
@@ -1531,7 +1758,7 @@ type BinlogStream struct {
 
 func (x *BinlogStream) Reset() {
 	*x = BinlogStream{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1770,7 @@ func (x *BinlogStream) String() string {
 func (*BinlogStream) ProtoMessage() {}
 
 func (x *BinlogStream) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1783,7 @@ func (x *BinlogStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BinlogStream.ProtoReflect.Descriptor instead.
 func (*BinlogStream) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BinlogStream) GetInstance() string {
@@ -1647,7 +1874,7 @@ type JobProgress struct {
 
 func (x *JobProgress) Reset() {
 	*x = JobProgress{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1886,7 @@ func (x *JobProgress) String() string {
 func (*JobProgress) ProtoMessage() {}
 
 func (x *JobProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1899,7 @@ func (x *JobProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobProgress.ProtoReflect.Descriptor instead.
 func (*JobProgress) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JobProgress) GetBytesDone() uint64 {
@@ -1725,7 +1952,7 @@ type JobResult struct {
 
 func (x *JobResult) Reset() {
 	*x = JobResult{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1737,7 +1964,7 @@ func (x *JobResult) String() string {
 func (*JobResult) ProtoMessage() {}
 
 func (x *JobResult) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1750,7 +1977,7 @@ func (x *JobResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobResult.ProtoReflect.Descriptor instead.
 func (*JobResult) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JobResult) GetBackupId() string {
@@ -1792,7 +2019,7 @@ type JobAttempt struct {
 
 func (x *JobAttempt) Reset() {
 	*x = JobAttempt{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[13]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1804,7 +2031,7 @@ func (x *JobAttempt) String() string {
 func (*JobAttempt) ProtoMessage() {}
 
 func (x *JobAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[13]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1817,7 +2044,7 @@ func (x *JobAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAttempt.ProtoReflect.Descriptor instead.
 func (*JobAttempt) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *JobAttempt) GetAttempt() uint32 {
@@ -1913,6 +2140,8 @@ type Job struct {
 	//	*Job_Backup
 	//	*Job_Restore
 	//	*Job_BinlogStream
+	//	*Job_Copy
+	//	*Job_Expire
 	Params        isJob_Params `protobuf_oneof:"params"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1920,7 +2149,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[14]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +2161,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[14]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2174,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Job) GetId() string {
@@ -2101,6 +2330,24 @@ func (x *Job) GetBinlogStream() *BinlogStreamParams {
 	return nil
 }
 
+func (x *Job) GetCopy() *CopyParams {
+	if x != nil {
+		if x, ok := x.Params.(*Job_Copy); ok {
+			return x.Copy
+		}
+	}
+	return nil
+}
+
+func (x *Job) GetExpire() *ExpireParams {
+	if x != nil {
+		if x, ok := x.Params.(*Job_Expire); ok {
+			return x.Expire
+		}
+	}
+	return nil
+}
+
 type isJob_Params interface {
 	isJob_Params()
 }
@@ -2117,11 +2364,247 @@ type Job_BinlogStream struct {
 	BinlogStream *BinlogStreamParams `protobuf:"bytes,22,opt,name=binlog_stream,json=binlogStream,proto3,oneof"`
 }
 
+type Job_Copy struct {
+	Copy *CopyParams `protobuf:"bytes,26,opt,name=copy,proto3,oneof"`
+}
+
+type Job_Expire struct {
+	Expire *ExpireParams `protobuf:"bytes,27,opt,name=expire,proto3,oneof"`
+}
+
 func (*Job_Backup) isJob_Params() {}
 
 func (*Job_Restore) isJob_Params() {}
 
 func (*Job_BinlogStream) isJob_Params() {}
+
+func (*Job_Copy) isJob_Params() {}
+
+func (*Job_Expire) isJob_Params() {}
+
+// CopyParams are the inputs of a copy job (JOB_KIND_COPY), run by the
+// agent of the backup's instance, which holds both repositories' keys.
+type CopyParams struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	// Repository the backup is in; empty: the backup's own.
+	SourceRepositoryUri      string `protobuf:"bytes,2,opt,name=source_repository_uri,json=sourceRepositoryUri,proto3" json:"source_repository_uri,omitempty"`
+	DestinationRepositoryUri string `protobuf:"bytes,3,opt,name=destination_repository_uri,json=destinationRepositoryUri,proto3" json:"destination_repository_uri,omitempty"`
+	// Also copy the instance's binlog segments from the backup's consistency
+	// point on, so a point-in-time restore works from the copy.
+	WithBinlog    bool `protobuf:"varint,4,opt,name=with_binlog,json=withBinlog,proto3" json:"with_binlog,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyParams) Reset() {
+	*x = CopyParams{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyParams) ProtoMessage() {}
+
+func (x *CopyParams) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyParams.ProtoReflect.Descriptor instead.
+func (*CopyParams) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CopyParams) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *CopyParams) GetSourceRepositoryUri() string {
+	if x != nil {
+		return x.SourceRepositoryUri
+	}
+	return ""
+}
+
+func (x *CopyParams) GetDestinationRepositoryUri() string {
+	if x != nil {
+		return x.DestinationRepositoryUri
+	}
+	return ""
+}
+
+func (x *CopyParams) GetWithBinlog() bool {
+	if x != nil {
+		return x.WithBinlog
+	}
+	return false
+}
+
+// ExpireParams are the inputs of an expire job (JOB_KIND_EXPIRE), run by
+// the agent of the instance: it can open the repository (the controller
+// holds no repository key) and deletes only what the leader decided.
+type ExpireParams struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Repository the backups are in; empty: the agent's own.
+	RepositoryUri string `protobuf:"bytes,1,opt,name=repository_uri,json=repositoryUri,proto3" json:"repository_uri,omitempty"`
+	// Backups whose manifests are deleted, each only if its manifest is
+	// fenced by the lease the catalog recorded (a stale or foreign manifest
+	// is left alone).
+	Backups []*ExpireTarget `protobuf:"bytes,2,rep,name=backups,proto3" json:"backups,omitempty"`
+	// Binlog segments of this stream name that end before
+	// binlog_before may be deleted (oldest first, never the open segment);
+	// empty: no segment goes.
+	BinlogInstance string                 `protobuf:"bytes,3,opt,name=binlog_instance,json=binlogInstance,proto3" json:"binlog_instance,omitempty"`
+	BinlogBefore   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=binlog_before,json=binlogBefore,proto3" json:"binlog_before,omitempty"`
+	// Repository the binlog stream writes to (BinlogStream.repository_uri);
+	// empty: the agent's own.
+	BinlogRepositoryUri string `protobuf:"bytes,5,opt,name=binlog_repository_uri,json=binlogRepositoryUri,proto3" json:"binlog_repository_uri,omitempty"`
+	// The targets are copies of the backups in repository_uri (a copy
+	// repository's own retention), not the backups themselves.
+	Copies        bool `protobuf:"varint,6,opt,name=copies,proto3" json:"copies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireParams) Reset() {
+	*x = ExpireParams{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireParams) ProtoMessage() {}
+
+func (x *ExpireParams) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireParams.ProtoReflect.Descriptor instead.
+func (*ExpireParams) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ExpireParams) GetRepositoryUri() string {
+	if x != nil {
+		return x.RepositoryUri
+	}
+	return ""
+}
+
+func (x *ExpireParams) GetBackups() []*ExpireTarget {
+	if x != nil {
+		return x.Backups
+	}
+	return nil
+}
+
+func (x *ExpireParams) GetBinlogInstance() string {
+	if x != nil {
+		return x.BinlogInstance
+	}
+	return ""
+}
+
+func (x *ExpireParams) GetBinlogBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BinlogBefore
+	}
+	return nil
+}
+
+func (x *ExpireParams) GetBinlogRepositoryUri() string {
+	if x != nil {
+		return x.BinlogRepositoryUri
+	}
+	return ""
+}
+
+func (x *ExpireParams) GetCopies() bool {
+	if x != nil {
+		return x.Copies
+	}
+	return false
+}
+
+// ExpireTarget is one backup an expire job deletes.
+type ExpireTarget struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	Fence         *LeaseToken            `protobuf:"bytes,2,opt,name=fence,proto3" json:"fence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireTarget) Reset() {
+	*x = ExpireTarget{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireTarget) ProtoMessage() {}
+
+func (x *ExpireTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireTarget.ProtoReflect.Descriptor instead.
+func (*ExpireTarget) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ExpireTarget) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *ExpireTarget) GetFence() *LeaseToken {
+	if x != nil {
+		return x.Fence
+	}
+	return nil
+}
 
 // MemberRecord is the catalog's record of one controller node: what Raft's
 // configuration does not hold (the gRPC address agents and the CLI use).
@@ -2140,7 +2623,7 @@ type MemberRecord struct {
 
 func (x *MemberRecord) Reset() {
 	*x = MemberRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[15]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2152,7 +2635,7 @@ func (x *MemberRecord) String() string {
 func (*MemberRecord) ProtoMessage() {}
 
 func (x *MemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[15]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2165,7 +2648,7 @@ func (x *MemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
 func (*MemberRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MemberRecord) GetId() string {
@@ -2218,7 +2701,7 @@ type CatalogSnapshot struct {
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[16]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2230,7 +2713,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[16]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2243,7 +2726,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CatalogSnapshot) GetAgents() []*Agent {
@@ -2342,7 +2825,7 @@ type AccessToken struct {
 
 func (x *AccessToken) Reset() {
 	*x = AccessToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2837,7 @@ func (x *AccessToken) String() string {
 func (*AccessToken) ProtoMessage() {}
 
 func (x *AccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2850,7 @@ func (x *AccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessToken.ProtoReflect.Descriptor instead.
 func (*AccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AccessToken) GetId() string {
@@ -2441,7 +2924,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2453,7 +2936,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2466,7 +2949,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JoinToken) GetId() string {
@@ -2532,7 +3015,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2544,7 +3027,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2557,7 +3040,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Revocation) GetName() string {
@@ -2593,7 +3076,7 @@ type ClusterCA struct {
 
 func (x *ClusterCA) Reset() {
 	*x = ClusterCA{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2605,7 +3088,7 @@ func (x *ClusterCA) String() string {
 func (*ClusterCA) ProtoMessage() {}
 
 func (x *ClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2618,7 +3101,7 @@ func (x *ClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCA.ProtoReflect.Descriptor instead.
 func (*ClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClusterCA) GetCertPem() []byte {
@@ -2658,7 +3141,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2670,7 +3153,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2683,7 +3166,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AuditRecord) GetId() string {
@@ -2787,7 +3270,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x06binlog\x18\b \x01(\v2\x19.tidemark.v1.BinlogStreamR\x06binlog\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcf\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe9\a\n" +
 	"\x06Backup\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\binstance\x18\x02 \x01(\tR\binstance\x12\x16\n" +
@@ -2808,10 +3291,32 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x06job_id\x18\r \x01(\tR\x05jobId\x12-\n" +
 	"\x05fence\x18\x0e \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05fence\x12(\n" +
 	"\x10parent_backup_id\x18\x0f \x01(\tR\x0eparentBackupId\x127\n" +
-	"\x06labels\x18\x10 \x03(\v2\x1f.tidemark.v1.Backup.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x10 \x03(\v2\x1f.tidemark.v1.Backup.LabelsEntryR\x06labels\x12(\n" +
+	"\x03pin\x18\x11 \x01(\v2\x16.tidemark.v1.BackupPinR\x03pin\x129\n" +
+	"\n" +
+	"expired_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAt\x12#\n" +
+	"\rexpire_reason\x18\x13 \x01(\tR\fexpireReason\x12\"\n" +
+	"\rexpire_job_id\x18\x14 \x01(\tR\vexpireJobId\x12/\n" +
+	"\x06copies\x18\x15 \x03(\v2\x17.tidemark.v1.BackupCopyR\x06copies\x129\n" +
+	"\n" +
+	"deleted_at\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9e\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"_\n" +
+	"\tBackupPin\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x0e\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xae\x02\n" +
+	"\n" +
+	"BackupCopy\x12%\n" +
+	"\x0erepository_uri\x18\x01 \x01(\tR\rrepositoryUri\x127\n" +
+	"\tcopied_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bcopiedAt\x12\x15\n" +
+	"\x06job_id\x18\x03 \x01(\tR\x05jobId\x12%\n" +
+	"\x0euploaded_bytes\x18\x04 \x01(\x04R\ruploadedBytes\x129\n" +
+	"\n" +
+	"expired_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAt\x12#\n" +
+	"\rexpire_reason\x18\x06 \x01(\tR\fexpireReason\x12\"\n" +
+	"\rexpire_job_id\x18\a \x01(\tR\vexpireJobId\"\x9e\x02\n" +
 	"\fBackupParams\x12\x16\n" +
 	"\x06engine\x18\x01 \x01(\tR\x06engine\x12%\n" +
 	"\x0erepository_uri\x18\x02 \x01(\tR\rrepositoryUri\x12=\n" +
@@ -2904,7 +3409,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\vassigned_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"assignedAt\x125\n" +
 	"\bended_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error\"\x9b\a\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"\xff\a\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.tidemark.v1.JobKindR\x04kind\x12\x1a\n" +
@@ -2929,8 +3434,27 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"assignedAt\x123\n" +
 	"\x06backup\x18\x14 \x01(\v2\x19.tidemark.v1.BackupParamsH\x00R\x06backup\x126\n" +
 	"\arestore\x18\x15 \x01(\v2\x1a.tidemark.v1.RestoreParamsH\x00R\arestore\x12F\n" +
-	"\rbinlog_stream\x18\x16 \x01(\v2\x1f.tidemark.v1.BinlogStreamParamsH\x00R\fbinlogStreamB\b\n" +
-	"\x06params\"\x96\x01\n" +
+	"\rbinlog_stream\x18\x16 \x01(\v2\x1f.tidemark.v1.BinlogStreamParamsH\x00R\fbinlogStream\x12-\n" +
+	"\x04copy\x18\x1a \x01(\v2\x17.tidemark.v1.CopyParamsH\x00R\x04copy\x123\n" +
+	"\x06expire\x18\x1b \x01(\v2\x19.tidemark.v1.ExpireParamsH\x00R\x06expireB\b\n" +
+	"\x06params\"\xbc\x01\n" +
+	"\n" +
+	"CopyParams\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x122\n" +
+	"\x15source_repository_uri\x18\x02 \x01(\tR\x13sourceRepositoryUri\x12<\n" +
+	"\x1adestination_repository_uri\x18\x03 \x01(\tR\x18destinationRepositoryUri\x12\x1f\n" +
+	"\vwith_binlog\x18\x04 \x01(\bR\n" +
+	"withBinlog\"\xa0\x02\n" +
+	"\fExpireParams\x12%\n" +
+	"\x0erepository_uri\x18\x01 \x01(\tR\rrepositoryUri\x123\n" +
+	"\abackups\x18\x02 \x03(\v2\x19.tidemark.v1.ExpireTargetR\abackups\x12'\n" +
+	"\x0fbinlog_instance\x18\x03 \x01(\tR\x0ebinlogInstance\x12?\n" +
+	"\rbinlog_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fbinlogBefore\x122\n" +
+	"\x15binlog_repository_uri\x18\x05 \x01(\tR\x13binlogRepositoryUri\x12\x16\n" +
+	"\x06copies\x18\x06 \x01(\bR\x06copies\"Z\n" +
+	"\fExpireTarget\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12-\n" +
+	"\x05fence\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05fence\"\x96\x01\n" +
 	"\fMemberRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
@@ -3013,14 +3537,16 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x15BACKUP_STATUS_RUNNING\x10\x01\x12\x1a\n" +
 	"\x16BACKUP_STATUS_COMPLETE\x10\x02\x12\x18\n" +
 	"\x14BACKUP_STATUS_FAILED\x10\x03\x12\x19\n" +
-	"\x15BACKUP_STATUS_DELETED\x10\x04*\x8f\x01\n" +
+	"\x15BACKUP_STATUS_DELETED\x10\x04*\xb7\x01\n" +
 	"\aJobKind\x12\x18\n" +
 	"\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fJOB_KIND_BACKUP\x10\x01\x12\x14\n" +
 	"\x10JOB_KIND_RESTORE\x10\x02\x12\x1a\n" +
 	"\x16JOB_KIND_BINLOG_STREAM\x10\x03\x12\x12\n" +
 	"\x0eJOB_KIND_DRILL\x10\x04\x12\x0f\n" +
-	"\vJOB_KIND_GC\x10\x05*\xb3\x01\n" +
+	"\vJOB_KIND_GC\x10\x05\x12\x11\n" +
+	"\rJOB_KIND_COPY\x10\x06\x12\x13\n" +
+	"\x0fJOB_KIND_EXPIRE\x10\a*\xb3\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x16\n" +
@@ -3043,7 +3569,7 @@ func file_tidemark_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(Filesystem)(0),               // 0: tidemark.v1.Filesystem
 	(BackupStatus)(0),             // 1: tidemark.v1.BackupStatus
@@ -3053,107 +3579,124 @@ var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(*Agent)(nil),                 // 5: tidemark.v1.Agent
 	(*Instance)(nil),              // 6: tidemark.v1.Instance
 	(*Backup)(nil),                // 7: tidemark.v1.Backup
-	(*BackupParams)(nil),          // 8: tidemark.v1.BackupParams
-	(*BinlogPosition)(nil),        // 9: tidemark.v1.BinlogPosition
-	(*RestoreParams)(nil),         // 10: tidemark.v1.RestoreParams
-	(*BinlogStreamParams)(nil),    // 11: tidemark.v1.BinlogStreamParams
-	(*BinlogSource)(nil),          // 12: tidemark.v1.BinlogSource
-	(*StreamWatermark)(nil),       // 13: tidemark.v1.StreamWatermark
-	(*BinlogStream)(nil),          // 14: tidemark.v1.BinlogStream
-	(*JobProgress)(nil),           // 15: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 16: tidemark.v1.JobResult
-	(*JobAttempt)(nil),            // 17: tidemark.v1.JobAttempt
-	(*Job)(nil),                   // 18: tidemark.v1.Job
-	(*MemberRecord)(nil),          // 19: tidemark.v1.MemberRecord
-	(*CatalogSnapshot)(nil),       // 20: tidemark.v1.CatalogSnapshot
-	(*AccessToken)(nil),           // 21: tidemark.v1.AccessToken
-	(*JoinToken)(nil),             // 22: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 23: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 24: tidemark.v1.ClusterCA
-	(*AuditRecord)(nil),           // 25: tidemark.v1.AuditRecord
-	nil,                           // 26: tidemark.v1.Agent.LabelsEntry
-	nil,                           // 27: tidemark.v1.Instance.LabelsEntry
-	nil,                           // 28: tidemark.v1.Backup.LabelsEntry
-	nil,                           // 29: tidemark.v1.BackupParams.LabelsEntry
-	nil,                           // 30: tidemark.v1.RestoreParams.RenameDatabasesEntry
-	nil,                           // 31: tidemark.v1.AuditRecord.FlagsEntry
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
-	(*ServerInfo)(nil),            // 33: tidemark.v1.ServerInfo
-	(*ConsistencyPoint)(nil),      // 34: tidemark.v1.ConsistencyPoint
-	(*LeaseToken)(nil),            // 35: tidemark.v1.LeaseToken
-	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
+	(*BackupPin)(nil),             // 8: tidemark.v1.BackupPin
+	(*BackupCopy)(nil),            // 9: tidemark.v1.BackupCopy
+	(*BackupParams)(nil),          // 10: tidemark.v1.BackupParams
+	(*BinlogPosition)(nil),        // 11: tidemark.v1.BinlogPosition
+	(*RestoreParams)(nil),         // 12: tidemark.v1.RestoreParams
+	(*BinlogStreamParams)(nil),    // 13: tidemark.v1.BinlogStreamParams
+	(*BinlogSource)(nil),          // 14: tidemark.v1.BinlogSource
+	(*StreamWatermark)(nil),       // 15: tidemark.v1.StreamWatermark
+	(*BinlogStream)(nil),          // 16: tidemark.v1.BinlogStream
+	(*JobProgress)(nil),           // 17: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 18: tidemark.v1.JobResult
+	(*JobAttempt)(nil),            // 19: tidemark.v1.JobAttempt
+	(*Job)(nil),                   // 20: tidemark.v1.Job
+	(*CopyParams)(nil),            // 21: tidemark.v1.CopyParams
+	(*ExpireParams)(nil),          // 22: tidemark.v1.ExpireParams
+	(*ExpireTarget)(nil),          // 23: tidemark.v1.ExpireTarget
+	(*MemberRecord)(nil),          // 24: tidemark.v1.MemberRecord
+	(*CatalogSnapshot)(nil),       // 25: tidemark.v1.CatalogSnapshot
+	(*AccessToken)(nil),           // 26: tidemark.v1.AccessToken
+	(*JoinToken)(nil),             // 27: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 28: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 29: tidemark.v1.ClusterCA
+	(*AuditRecord)(nil),           // 30: tidemark.v1.AuditRecord
+	nil,                           // 31: tidemark.v1.Agent.LabelsEntry
+	nil,                           // 32: tidemark.v1.Instance.LabelsEntry
+	nil,                           // 33: tidemark.v1.Backup.LabelsEntry
+	nil,                           // 34: tidemark.v1.BackupParams.LabelsEntry
+	nil,                           // 35: tidemark.v1.RestoreParams.RenameDatabasesEntry
+	nil,                           // 36: tidemark.v1.AuditRecord.FlagsEntry
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(*ServerInfo)(nil),            // 38: tidemark.v1.ServerInfo
+	(*ConsistencyPoint)(nil),      // 39: tidemark.v1.ConsistencyPoint
+	(*LeaseToken)(nil),            // 40: tidemark.v1.LeaseToken
+	(*durationpb.Duration)(nil),   // 41: google.protobuf.Duration
 }
 var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	0,  // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
-	32, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
-	26, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
+	37, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
+	31, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
 	4,  // 3: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
-	32, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	32, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
-	27, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
+	37, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	37, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
+	32, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
 	4,  // 7: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
-	33, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
-	32, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
-	14, // 10: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
+	38, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
+	37, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	16, // 10: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
 	1,  // 11: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
-	32, // 12: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	32, // 13: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	34, // 14: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
-	35, // 15: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
-	28, // 16: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
-	29, // 17: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	32, // 18: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
-	9,  // 19: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	30, // 20: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
-	36, // 21: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
-	12, // 22: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
-	32, // 23: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
-	32, // 24: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
-	35, // 25: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
-	13, // 26: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
-	32, // 27: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
-	32, // 28: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
-	32, // 29: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	35, // 30: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
-	32, // 31: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
-	32, // 32: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
-	2,  // 33: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
-	3,  // 34: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	35, // 35: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	32, // 36: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	32, // 37: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	32, // 38: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	15, // 39: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
-	16, // 40: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
-	17, // 41: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
-	32, // 42: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
-	8,  // 43: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
-	10, // 44: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
-	11, // 45: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
-	32, // 46: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
-	5,  // 47: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
-	6,  // 48: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
-	7,  // 49: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
-	18, // 50: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
-	19, // 51: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
-	14, // 52: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
-	22, // 53: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
-	23, // 54: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
-	24, // 55: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
-	25, // 56: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
-	21, // 57: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
-	32, // 58: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
-	32, // 59: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
-	32, // 60: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	32, // 61: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	32, // 62: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	32, // 63: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
-	31, // 64: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
-	65, // [65:65] is the sub-list for method output_type
-	65, // [65:65] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	37, // 12: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	37, // 13: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	39, // 14: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
+	40, // 15: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
+	33, // 16: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
+	8,  // 17: tidemark.v1.Backup.pin:type_name -> tidemark.v1.BackupPin
+	37, // 18: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
+	9,  // 19: tidemark.v1.Backup.copies:type_name -> tidemark.v1.BackupCopy
+	37, // 20: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
+	37, // 21: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
+	37, // 22: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
+	37, // 23: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
+	34, // 24: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
+	37, // 25: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	11, // 26: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
+	35, // 27: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
+	41, // 28: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
+	14, // 29: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
+	37, // 30: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
+	37, // 31: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
+	40, // 32: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
+	15, // 33: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
+	37, // 34: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
+	37, // 35: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
+	37, // 36: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	40, // 37: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	37, // 38: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	37, // 39: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	2,  // 40: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
+	3,  // 41: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
+	40, // 42: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	37, // 43: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	37, // 44: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	37, // 45: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 46: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
+	18, // 47: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
+	19, // 48: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
+	37, // 49: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	10, // 50: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
+	12, // 51: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
+	13, // 52: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
+	21, // 53: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
+	22, // 54: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
+	23, // 55: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
+	37, // 56: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
+	40, // 57: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
+	37, // 58: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	5,  // 59: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
+	6,  // 60: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
+	7,  // 61: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
+	20, // 62: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
+	24, // 63: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
+	16, // 64: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
+	27, // 65: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
+	28, // 66: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
+	29, // 67: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
+	30, // 68: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
+	26, // 69: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
+	37, // 70: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
+	37, // 71: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 72: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	37, // 73: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 74: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	37, // 75: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	36, // 76: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
+	77, // [77:77] is the sub-list for method output_type
+	77, // [77:77] is the sub-list for method input_type
+	77, // [77:77] is the sub-list for extension type_name
+	77, // [77:77] is the sub-list for extension extendee
+	0,  // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }
@@ -3162,15 +3705,17 @@ func file_tidemark_v1_catalog_proto_init() {
 		return
 	}
 	file_tidemark_v1_common_proto_init()
-	file_tidemark_v1_catalog_proto_msgTypes[6].OneofWrappers = []any{
+	file_tidemark_v1_catalog_proto_msgTypes[8].OneofWrappers = []any{
 		(*RestoreParams_StopAtTime)(nil),
 		(*RestoreParams_StopAtGtidSet)(nil),
 		(*RestoreParams_StopAtPosition)(nil),
 	}
-	file_tidemark_v1_catalog_proto_msgTypes[14].OneofWrappers = []any{
+	file_tidemark_v1_catalog_proto_msgTypes[16].OneofWrappers = []any{
 		(*Job_Backup)(nil),
 		(*Job_Restore)(nil),
 		(*Job_BinlogStream)(nil),
+		(*Job_Copy)(nil),
+		(*Job_Expire)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3178,7 +3723,7 @@ func file_tidemark_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_catalog_proto_rawDesc), len(file_tidemark_v1_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   28,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -50,6 +50,11 @@ type Command struct {
 	//	*Command_SetClusterCa
 	//	*Command_RecordAudit
 	//	*Command_CreateAccessToken
+	//	*Command_PinBackup
+	//	*Command_UnpinBackup
+	//	*Command_MarkBackupsExpired
+	//	*Command_FinishExpiry
+	//	*Command_RecordBackupCopy
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -236,6 +241,51 @@ func (x *Command) GetCreateAccessToken() *CreateAccessToken {
 	return nil
 }
 
+func (x *Command) GetPinBackup() *PinBackup {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_PinBackup); ok {
+			return x.PinBackup
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetUnpinBackup() *UnpinBackup {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_UnpinBackup); ok {
+			return x.UnpinBackup
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMarkBackupsExpired() *MarkBackupsExpired {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_MarkBackupsExpired); ok {
+			return x.MarkBackupsExpired
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetFinishExpiry() *FinishExpiry {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_FinishExpiry); ok {
+			return x.FinishExpiry
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRecordBackupCopy() *RecordBackupCopy {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RecordBackupCopy); ok {
+			return x.RecordBackupCopy
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -304,6 +354,26 @@ type Command_CreateAccessToken struct {
 	CreateAccessToken *CreateAccessToken `protobuf:"bytes,16,opt,name=create_access_token,json=createAccessToken,proto3,oneof"`
 }
 
+type Command_PinBackup struct {
+	PinBackup *PinBackup `protobuf:"bytes,30,opt,name=pin_backup,json=pinBackup,proto3,oneof"`
+}
+
+type Command_UnpinBackup struct {
+	UnpinBackup *UnpinBackup `protobuf:"bytes,31,opt,name=unpin_backup,json=unpinBackup,proto3,oneof"`
+}
+
+type Command_MarkBackupsExpired struct {
+	MarkBackupsExpired *MarkBackupsExpired `protobuf:"bytes,32,opt,name=mark_backups_expired,json=markBackupsExpired,proto3,oneof"`
+}
+
+type Command_FinishExpiry struct {
+	FinishExpiry *FinishExpiry `protobuf:"bytes,33,opt,name=finish_expiry,json=finishExpiry,proto3,oneof"`
+}
+
+type Command_RecordBackupCopy struct {
+	RecordBackupCopy *RecordBackupCopy `protobuf:"bytes,34,opt,name=record_backup_copy,json=recordBackupCopy,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -336,6 +406,327 @@ func (*Command_RecordAudit) isCommand_Cmd() {}
 
 func (*Command_CreateAccessToken) isCommand_Cmd() {}
 
+func (*Command_PinBackup) isCommand_Cmd() {}
+
+func (*Command_UnpinBackup) isCommand_Cmd() {}
+
+func (*Command_MarkBackupsExpired) isCommand_Cmd() {}
+
+func (*Command_FinishExpiry) isCommand_Cmd() {}
+
+func (*Command_RecordBackupCopy) isCommand_Cmd() {}
+
+// PinBackup pins a backup (again: the new pin replaces the old). A deleted
+// backup or one already marked expired cannot be pinned.
+type PinBackup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	Pin           *BackupPin             `protobuf:"bytes,2,opt,name=pin,proto3" json:"pin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PinBackup) Reset() {
+	*x = PinBackup{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PinBackup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PinBackup) ProtoMessage() {}
+
+func (x *PinBackup) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PinBackup.ProtoReflect.Descriptor instead.
+func (*PinBackup) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PinBackup) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *PinBackup) GetPin() *BackupPin {
+	if x != nil {
+		return x.Pin
+	}
+	return nil
+}
+
+// UnpinBackup removes a backup's pin; unpinning one not pinned changes
+// nothing.
+type UnpinBackup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpinBackup) Reset() {
+	*x = UnpinBackup{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpinBackup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpinBackup) ProtoMessage() {}
+
+func (x *UnpinBackup) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpinBackup.ProtoReflect.Descriptor instead.
+func (*UnpinBackup) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UnpinBackup) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+// MarkBackupsExpired marks backups for expiry, as retention (or an
+// operator) decided on the leader, and submits the expire job that deletes
+// them, in one entry. A pinned backup, one not COMPLETE or FAILED, or one
+// already marked fails the whole entry: the leader's plan was stale.
+type MarkBackupsExpired struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	BackupIds []string               `protobuf:"bytes,1,rep,name=backup_ids,json=backupIds,proto3" json:"backup_ids,omitempty"`
+	// Same reason order as backup_ids.
+	Reasons   []string               `protobuf:"bytes,2,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	ExpiredAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expired_at,json=expiredAt,proto3" json:"expired_at,omitempty"`
+	// The expire job (kind JOB_KIND_EXPIRE, PENDING), stamped by the leader.
+	Job *Job `protobuf:"bytes,4,opt,name=job,proto3" json:"job,omitempty"`
+	// Set: what is marked is each backup's copy in this repository (the
+	// copy repository's own retention), not the backup.
+	CopyRepositoryUri string `protobuf:"bytes,5,opt,name=copy_repository_uri,json=copyRepositoryUri,proto3" json:"copy_repository_uri,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *MarkBackupsExpired) Reset() {
+	*x = MarkBackupsExpired{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkBackupsExpired) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkBackupsExpired) ProtoMessage() {}
+
+func (x *MarkBackupsExpired) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkBackupsExpired.ProtoReflect.Descriptor instead.
+func (*MarkBackupsExpired) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MarkBackupsExpired) GetBackupIds() []string {
+	if x != nil {
+		return x.BackupIds
+	}
+	return nil
+}
+
+func (x *MarkBackupsExpired) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *MarkBackupsExpired) GetExpiredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiredAt
+	}
+	return nil
+}
+
+func (x *MarkBackupsExpired) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *MarkBackupsExpired) GetCopyRepositoryUri() string {
+	if x != nil {
+		return x.CopyRepositoryUri
+	}
+	return ""
+}
+
+// FinishExpiry records an expire job's outcome: the backups whose
+// manifests it deleted (or found gone) become DELETED, or, for a copy
+// repository's expiry, their copy entries are removed.
+type FinishExpiry struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	JobId            string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	DeletedBackupIds []string               `protobuf:"bytes,2,rep,name=deleted_backup_ids,json=deletedBackupIds,proto3" json:"deleted_backup_ids,omitempty"`
+	DeletedAt        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deleted_at,json=deletedAt,proto3" json:"deleted_at,omitempty"`
+	// Set: the backups' copies in this repository were deleted; their
+	// entries are removed, the backups stay.
+	CopyRepositoryUri string `protobuf:"bytes,4,opt,name=copy_repository_uri,json=copyRepositoryUri,proto3" json:"copy_repository_uri,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *FinishExpiry) Reset() {
+	*x = FinishExpiry{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishExpiry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishExpiry) ProtoMessage() {}
+
+func (x *FinishExpiry) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishExpiry.ProtoReflect.Descriptor instead.
+func (*FinishExpiry) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *FinishExpiry) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *FinishExpiry) GetDeletedBackupIds() []string {
+	if x != nil {
+		return x.DeletedBackupIds
+	}
+	return nil
+}
+
+func (x *FinishExpiry) GetDeletedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeletedAt
+	}
+	return nil
+}
+
+func (x *FinishExpiry) GetCopyRepositoryUri() string {
+	if x != nil {
+		return x.CopyRepositoryUri
+	}
+	return ""
+}
+
+// RecordBackupCopy adds a verified copy to a backup's record; the same
+// repository twice replaces the earlier entry.
+type RecordBackupCopy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	Copy          *BackupCopy            `protobuf:"bytes,2,opt,name=copy,proto3" json:"copy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordBackupCopy) Reset() {
+	*x = RecordBackupCopy{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordBackupCopy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordBackupCopy) ProtoMessage() {}
+
+func (x *RecordBackupCopy) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordBackupCopy.ProtoReflect.Descriptor instead.
+func (*RecordBackupCopy) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RecordBackupCopy) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *RecordBackupCopy) GetCopy() *BackupCopy {
+	if x != nil {
+		return x.Copy
+	}
+	return nil
+}
+
 // CreateJoinToken stores a new join token (hashed).
 type CreateJoinToken struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -346,7 +737,7 @@ type CreateJoinToken struct {
 
 func (x *CreateJoinToken) Reset() {
 	*x = CreateJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +749,7 @@ func (x *CreateJoinToken) String() string {
 func (*CreateJoinToken) ProtoMessage() {}
 
 func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +762,7 @@ func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
 func (*CreateJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{1}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateJoinToken) GetToken() *JoinToken {
@@ -399,7 +790,7 @@ type ConsumeJoinToken struct {
 
 func (x *ConsumeJoinToken) Reset() {
 	*x = ConsumeJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +802,7 @@ func (x *ConsumeJoinToken) String() string {
 func (*ConsumeJoinToken) ProtoMessage() {}
 
 func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +815,7 @@ func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeJoinToken.ProtoReflect.Descriptor instead.
 func (*ConsumeJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{2}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConsumeJoinToken) GetId() string {
@@ -472,7 +863,7 @@ type RevokeAgent struct {
 
 func (x *RevokeAgent) Reset() {
 	*x = RevokeAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +875,7 @@ func (x *RevokeAgent) String() string {
 func (*RevokeAgent) ProtoMessage() {}
 
 func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +888,7 @@ func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
 func (*RevokeAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RevokeAgent) GetRevocation() *Revocation {
@@ -517,7 +908,7 @@ type SetClusterCA struct {
 
 func (x *SetClusterCA) Reset() {
 	*x = SetClusterCA{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +920,7 @@ func (x *SetClusterCA) String() string {
 func (*SetClusterCA) ProtoMessage() {}
 
 func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +933,7 @@ func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterCA.ProtoReflect.Descriptor instead.
 func (*SetClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SetClusterCA) GetCa() *ClusterCA {
@@ -562,7 +953,7 @@ type CreateAccessToken struct {
 
 func (x *CreateAccessToken) Reset() {
 	*x = CreateAccessToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +965,7 @@ func (x *CreateAccessToken) String() string {
 func (*CreateAccessToken) ProtoMessage() {}
 
 func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +978,7 @@ func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessToken.ProtoReflect.Descriptor instead.
 func (*CreateAccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateAccessToken) GetToken() *AccessToken {
@@ -607,7 +998,7 @@ type RecordAudit struct {
 
 func (x *RecordAudit) Reset() {
 	*x = RecordAudit{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +1010,7 @@ func (x *RecordAudit) String() string {
 func (*RecordAudit) ProtoMessage() {}
 
 func (x *RecordAudit) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +1023,7 @@ func (x *RecordAudit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAudit.ProtoReflect.Descriptor instead.
 func (*RecordAudit) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RecordAudit) GetRecord() *AuditRecord {
@@ -659,7 +1050,7 @@ type RegisterAgent struct {
 
 func (x *RegisterAgent) Reset() {
 	*x = RegisterAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +1062,7 @@ func (x *RegisterAgent) String() string {
 func (*RegisterAgent) ProtoMessage() {}
 
 func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +1075,7 @@ func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgent.ProtoReflect.Descriptor instead.
 func (*RegisterAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RegisterAgent) GetAgent() *Agent {
@@ -720,7 +1111,7 @@ type UpsertInstance struct {
 
 func (x *UpsertInstance) Reset() {
 	*x = UpsertInstance{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +1123,7 @@ func (x *UpsertInstance) String() string {
 func (*UpsertInstance) ProtoMessage() {}
 
 func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +1136,7 @@ func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertInstance.ProtoReflect.Descriptor instead.
 func (*UpsertInstance) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UpsertInstance) GetInstance() *Instance {
@@ -775,7 +1166,7 @@ type SubmitJob struct {
 
 func (x *SubmitJob) Reset() {
 	*x = SubmitJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +1178,7 @@ func (x *SubmitJob) String() string {
 func (*SubmitJob) ProtoMessage() {}
 
 func (x *SubmitJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +1191,7 @@ func (x *SubmitJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJob.ProtoReflect.Descriptor instead.
 func (*SubmitJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SubmitJob) GetJob() *Job {
@@ -828,7 +1219,7 @@ type AssignJob struct {
 
 func (x *AssignJob) Reset() {
 	*x = AssignJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1231,7 @@ func (x *AssignJob) String() string {
 func (*AssignJob) ProtoMessage() {}
 
 func (x *AssignJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +1244,7 @@ func (x *AssignJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignJob.ProtoReflect.Descriptor instead.
 func (*AssignJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AssignJob) GetJobId() string {
@@ -918,7 +1309,7 @@ type UpdateJobState struct {
 
 func (x *UpdateJobState) Reset() {
 	*x = UpdateJobState{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1321,7 @@ func (x *UpdateJobState) String() string {
 func (*UpdateJobState) ProtoMessage() {}
 
 func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1334,7 @@ func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateJobState.ProtoReflect.Descriptor instead.
 func (*UpdateJobState) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateJobState) GetJobId() string {
@@ -1018,7 +1409,7 @@ type ExpireLease struct {
 
 func (x *ExpireLease) Reset() {
 	*x = ExpireLease{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1421,7 @@ func (x *ExpireLease) String() string {
 func (*ExpireLease) ProtoMessage() {}
 
 func (x *ExpireLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1434,7 @@ func (x *ExpireLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireLease.ProtoReflect.Descriptor instead.
 func (*ExpireLease) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExpireLease) GetJobId() string {
@@ -1086,7 +1477,7 @@ type RecordBackup struct {
 
 func (x *RecordBackup) Reset() {
 	*x = RecordBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1489,7 @@ func (x *RecordBackup) String() string {
 func (*RecordBackup) ProtoMessage() {}
 
 func (x *RecordBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1502,7 @@ func (x *RecordBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackup.ProtoReflect.Descriptor instead.
 func (*RecordBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RecordBackup) GetBackup() *Backup {
@@ -1139,7 +1530,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1542,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1555,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpsertMember) GetMember() *MemberRecord {
@@ -1184,7 +1575,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1587,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1600,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -1236,7 +1627,7 @@ type RecordWatermarks struct {
 
 func (x *RecordWatermarks) Reset() {
 	*x = RecordWatermarks{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1639,7 @@ func (x *RecordWatermarks) String() string {
 func (*RecordWatermarks) ProtoMessage() {}
 
 func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1652,7 @@ func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordWatermarks.ProtoReflect.Descriptor instead.
 func (*RecordWatermarks) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RecordWatermarks) GetStreams() []*BinlogStream {
@@ -1282,7 +1673,7 @@ var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xd9\b\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xb7\v\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -1302,8 +1693,36 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\frevoke_agent\x18\r \x01(\v2\x18.tidemark.v1.RevokeAgentH\x00R\vrevokeAgent\x12A\n" +
 	"\x0eset_cluster_ca\x18\x0e \x01(\v2\x19.tidemark.v1.SetClusterCAH\x00R\fsetClusterCa\x12=\n" +
 	"\frecord_audit\x18\x0f \x01(\v2\x18.tidemark.v1.RecordAuditH\x00R\vrecordAudit\x12P\n" +
-	"\x13create_access_token\x18\x10 \x01(\v2\x1e.tidemark.v1.CreateAccessTokenH\x00R\x11createAccessTokenB\x05\n" +
-	"\x03cmd\"?\n" +
+	"\x13create_access_token\x18\x10 \x01(\v2\x1e.tidemark.v1.CreateAccessTokenH\x00R\x11createAccessToken\x127\n" +
+	"\n" +
+	"pin_backup\x18\x1e \x01(\v2\x16.tidemark.v1.PinBackupH\x00R\tpinBackup\x12=\n" +
+	"\funpin_backup\x18\x1f \x01(\v2\x18.tidemark.v1.UnpinBackupH\x00R\vunpinBackup\x12S\n" +
+	"\x14mark_backups_expired\x18  \x01(\v2\x1f.tidemark.v1.MarkBackupsExpiredH\x00R\x12markBackupsExpired\x12@\n" +
+	"\rfinish_expiry\x18! \x01(\v2\x19.tidemark.v1.FinishExpiryH\x00R\ffinishExpiry\x12M\n" +
+	"\x12record_backup_copy\x18\" \x01(\v2\x1d.tidemark.v1.RecordBackupCopyH\x00R\x10recordBackupCopyB\x05\n" +
+	"\x03cmd\"R\n" +
+	"\tPinBackup\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12(\n" +
+	"\x03pin\x18\x02 \x01(\v2\x16.tidemark.v1.BackupPinR\x03pin\"*\n" +
+	"\vUnpinBackup\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\"\xdc\x01\n" +
+	"\x12MarkBackupsExpired\x12\x1d\n" +
+	"\n" +
+	"backup_ids\x18\x01 \x03(\tR\tbackupIds\x12\x18\n" +
+	"\areasons\x18\x02 \x03(\tR\areasons\x129\n" +
+	"\n" +
+	"expired_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAt\x12\"\n" +
+	"\x03job\x18\x04 \x01(\v2\x10.tidemark.v1.JobR\x03job\x12.\n" +
+	"\x13copy_repository_uri\x18\x05 \x01(\tR\x11copyRepositoryUri\"\xbe\x01\n" +
+	"\fFinishExpiry\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12,\n" +
+	"\x12deleted_backup_ids\x18\x02 \x03(\tR\x10deletedBackupIds\x129\n" +
+	"\n" +
+	"deleted_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt\x12.\n" +
+	"\x13copy_repository_uri\x18\x04 \x01(\tR\x11copyRepositoryUri\"\\\n" +
+	"\x10RecordBackupCopy\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12+\n" +
+	"\x04copy\x18\x02 \x01(\v2\x17.tidemark.v1.BackupCopyR\x04copy\"?\n" +
 	"\x0fCreateJoinToken\x12,\n" +
 	"\x05token\x18\x01 \x01(\v2\x16.tidemark.v1.JoinTokenR\x05token\"\x99\x01\n" +
 	"\x10ConsumeJoinToken\x12\x0e\n" +
@@ -1381,92 +1800,109 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
-	(*CreateJoinToken)(nil),       // 1: tidemark.v1.CreateJoinToken
-	(*ConsumeJoinToken)(nil),      // 2: tidemark.v1.ConsumeJoinToken
-	(*RevokeAgent)(nil),           // 3: tidemark.v1.RevokeAgent
-	(*SetClusterCA)(nil),          // 4: tidemark.v1.SetClusterCA
-	(*CreateAccessToken)(nil),     // 5: tidemark.v1.CreateAccessToken
-	(*RecordAudit)(nil),           // 6: tidemark.v1.RecordAudit
-	(*RegisterAgent)(nil),         // 7: tidemark.v1.RegisterAgent
-	(*UpsertInstance)(nil),        // 8: tidemark.v1.UpsertInstance
-	(*SubmitJob)(nil),             // 9: tidemark.v1.SubmitJob
-	(*AssignJob)(nil),             // 10: tidemark.v1.AssignJob
-	(*UpdateJobState)(nil),        // 11: tidemark.v1.UpdateJobState
-	(*ExpireLease)(nil),           // 12: tidemark.v1.ExpireLease
-	(*RecordBackup)(nil),          // 13: tidemark.v1.RecordBackup
-	(*UpsertMember)(nil),          // 14: tidemark.v1.UpsertMember
-	(*RemoveMember)(nil),          // 15: tidemark.v1.RemoveMember
-	(*RecordWatermarks)(nil),      // 16: tidemark.v1.RecordWatermarks
-	(*JoinToken)(nil),             // 17: tidemark.v1.JoinToken
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*Revocation)(nil),            // 19: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 20: tidemark.v1.ClusterCA
-	(*AccessToken)(nil),           // 21: tidemark.v1.AccessToken
-	(*AuditRecord)(nil),           // 22: tidemark.v1.AuditRecord
-	(*Agent)(nil),                 // 23: tidemark.v1.Agent
-	(*Instance)(nil),              // 24: tidemark.v1.Instance
-	(*Job)(nil),                   // 25: tidemark.v1.Job
-	(*LeaseToken)(nil),            // 26: tidemark.v1.LeaseToken
-	(JobState)(0),                 // 27: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 28: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 29: tidemark.v1.JobResult
-	(*Backup)(nil),                // 30: tidemark.v1.Backup
-	(*MemberRecord)(nil),          // 31: tidemark.v1.MemberRecord
-	(*BinlogStream)(nil),          // 32: tidemark.v1.BinlogStream
+	(*PinBackup)(nil),             // 1: tidemark.v1.PinBackup
+	(*UnpinBackup)(nil),           // 2: tidemark.v1.UnpinBackup
+	(*MarkBackupsExpired)(nil),    // 3: tidemark.v1.MarkBackupsExpired
+	(*FinishExpiry)(nil),          // 4: tidemark.v1.FinishExpiry
+	(*RecordBackupCopy)(nil),      // 5: tidemark.v1.RecordBackupCopy
+	(*CreateJoinToken)(nil),       // 6: tidemark.v1.CreateJoinToken
+	(*ConsumeJoinToken)(nil),      // 7: tidemark.v1.ConsumeJoinToken
+	(*RevokeAgent)(nil),           // 8: tidemark.v1.RevokeAgent
+	(*SetClusterCA)(nil),          // 9: tidemark.v1.SetClusterCA
+	(*CreateAccessToken)(nil),     // 10: tidemark.v1.CreateAccessToken
+	(*RecordAudit)(nil),           // 11: tidemark.v1.RecordAudit
+	(*RegisterAgent)(nil),         // 12: tidemark.v1.RegisterAgent
+	(*UpsertInstance)(nil),        // 13: tidemark.v1.UpsertInstance
+	(*SubmitJob)(nil),             // 14: tidemark.v1.SubmitJob
+	(*AssignJob)(nil),             // 15: tidemark.v1.AssignJob
+	(*UpdateJobState)(nil),        // 16: tidemark.v1.UpdateJobState
+	(*ExpireLease)(nil),           // 17: tidemark.v1.ExpireLease
+	(*RecordBackup)(nil),          // 18: tidemark.v1.RecordBackup
+	(*UpsertMember)(nil),          // 19: tidemark.v1.UpsertMember
+	(*RemoveMember)(nil),          // 20: tidemark.v1.RemoveMember
+	(*RecordWatermarks)(nil),      // 21: tidemark.v1.RecordWatermarks
+	(*BackupPin)(nil),             // 22: tidemark.v1.BackupPin
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*Job)(nil),                   // 24: tidemark.v1.Job
+	(*BackupCopy)(nil),            // 25: tidemark.v1.BackupCopy
+	(*JoinToken)(nil),             // 26: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 27: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 28: tidemark.v1.ClusterCA
+	(*AccessToken)(nil),           // 29: tidemark.v1.AccessToken
+	(*AuditRecord)(nil),           // 30: tidemark.v1.AuditRecord
+	(*Agent)(nil),                 // 31: tidemark.v1.Agent
+	(*Instance)(nil),              // 32: tidemark.v1.Instance
+	(*LeaseToken)(nil),            // 33: tidemark.v1.LeaseToken
+	(JobState)(0),                 // 34: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 35: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 36: tidemark.v1.JobResult
+	(*Backup)(nil),                // 37: tidemark.v1.Backup
+	(*MemberRecord)(nil),          // 38: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 39: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
-	7,  // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
-	8,  // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
-	9,  // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
-	10, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
-	11, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
-	12, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
-	13, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
-	14, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
-	15, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
-	16, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
-	1,  // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
-	2,  // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
-	3,  // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
-	4,  // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
-	6,  // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
-	5,  // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
-	17, // 16: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
-	18, // 17: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
-	19, // 18: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
-	20, // 19: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
-	21, // 20: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
-	22, // 21: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
-	23, // 22: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	24, // 23: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	18, // 24: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	24, // 25: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	18, // 26: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	25, // 27: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	26, // 28: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	18, // 29: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	18, // 30: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	27, // 31: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	26, // 32: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	28, // 33: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	29, // 34: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	18, // 35: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	30, // 36: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	26, // 37: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	18, // 38: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	30, // 39: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	18, // 40: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	31, // 41: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	32, // 42: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
-	18, // 43: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	12, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
+	13, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
+	14, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
+	15, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
+	16, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
+	17, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
+	18, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
+	19, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
+	20, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
+	21, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
+	6,  // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
+	7,  // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
+	8,  // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
+	9,  // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
+	11, // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
+	10, // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
+	1,  // 16: tidemark.v1.Command.pin_backup:type_name -> tidemark.v1.PinBackup
+	2,  // 17: tidemark.v1.Command.unpin_backup:type_name -> tidemark.v1.UnpinBackup
+	3,  // 18: tidemark.v1.Command.mark_backups_expired:type_name -> tidemark.v1.MarkBackupsExpired
+	4,  // 19: tidemark.v1.Command.finish_expiry:type_name -> tidemark.v1.FinishExpiry
+	5,  // 20: tidemark.v1.Command.record_backup_copy:type_name -> tidemark.v1.RecordBackupCopy
+	22, // 21: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
+	23, // 22: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
+	24, // 23: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
+	23, // 24: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
+	25, // 25: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
+	26, // 26: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
+	23, // 27: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
+	27, // 28: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
+	28, // 29: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
+	29, // 30: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
+	30, // 31: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
+	31, // 32: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	32, // 33: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	23, // 34: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	32, // 35: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	23, // 36: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	24, // 37: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	33, // 38: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	23, // 39: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	23, // 40: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	34, // 41: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	33, // 42: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	35, // 43: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	36, // 44: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	23, // 45: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	37, // 46: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	33, // 47: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	23, // 48: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	37, // 49: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	23, // 50: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	38, // 51: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	39, // 52: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	23, // 53: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	54, // [54:54] is the sub-list for method output_type
+	54, // [54:54] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -1493,6 +1929,11 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_SetClusterCa)(nil),
 		(*Command_RecordAudit)(nil),
 		(*Command_CreateAccessToken)(nil),
+		(*Command_PinBackup)(nil),
+		(*Command_UnpinBackup)(nil),
+		(*Command_MarkBackupsExpired)(nil),
+		(*Command_FinishExpiry)(nil),
+		(*Command_RecordBackupCopy)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1500,7 +1941,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

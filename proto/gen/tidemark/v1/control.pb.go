@@ -80,6 +80,804 @@ func (MemberState) EnumDescriptor() ([]byte, []int) {
 	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
 }
 
+type ExpireBackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireBackupRequest) Reset() {
+	*x = ExpireBackupRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireBackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireBackupRequest) ProtoMessage() {}
+
+func (x *ExpireBackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireBackupRequest.ProtoReflect.Descriptor instead.
+func (*ExpireBackupRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ExpireBackupRequest) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *ExpireBackupRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ExpireBackupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The expire job.
+	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireBackupResponse) Reset() {
+	*x = ExpireBackupResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireBackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireBackupResponse) ProtoMessage() {}
+
+func (x *ExpireBackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireBackupResponse.ProtoReflect.Descriptor instead.
+func (*ExpireBackupResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ExpireBackupResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type SubmitCopyRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	// No credentials: the agent takes them from its environment, and opens
+	// the destination with its own repository key.
+	DestinationRepositoryUri string `protobuf:"bytes,2,opt,name=destination_repository_uri,json=destinationRepositoryUri,proto3" json:"destination_repository_uri,omitempty"`
+	WithBinlog               bool   `protobuf:"varint,3,opt,name=with_binlog,json=withBinlog,proto3" json:"with_binlog,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
+}
+
+func (x *SubmitCopyRequest) Reset() {
+	*x = SubmitCopyRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitCopyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitCopyRequest) ProtoMessage() {}
+
+func (x *SubmitCopyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitCopyRequest.ProtoReflect.Descriptor instead.
+func (*SubmitCopyRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SubmitCopyRequest) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *SubmitCopyRequest) GetDestinationRepositoryUri() string {
+	if x != nil {
+		return x.DestinationRepositoryUri
+	}
+	return ""
+}
+
+func (x *SubmitCopyRequest) GetWithBinlog() bool {
+	if x != nil {
+		return x.WithBinlog
+	}
+	return false
+}
+
+type SubmitCopyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitCopyResponse) Reset() {
+	*x = SubmitCopyResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitCopyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitCopyResponse) ProtoMessage() {}
+
+func (x *SubmitCopyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitCopyResponse.ProtoReflect.Descriptor instead.
+func (*SubmitCopyResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SubmitCopyResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type PinBackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PinBackupRequest) Reset() {
+	*x = PinBackupRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PinBackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PinBackupRequest) ProtoMessage() {}
+
+func (x *PinBackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PinBackupRequest.ProtoReflect.Descriptor instead.
+func (*PinBackupRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PinBackupRequest) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *PinBackupRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type PinBackupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backup        *Backup                `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PinBackupResponse) Reset() {
+	*x = PinBackupResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PinBackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PinBackupResponse) ProtoMessage() {}
+
+func (x *PinBackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PinBackupResponse.ProtoReflect.Descriptor instead.
+func (*PinBackupResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PinBackupResponse) GetBackup() *Backup {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
+type UnpinBackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpinBackupRequest) Reset() {
+	*x = UnpinBackupRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpinBackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpinBackupRequest) ProtoMessage() {}
+
+func (x *UnpinBackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpinBackupRequest.ProtoReflect.Descriptor instead.
+func (*UnpinBackupRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UnpinBackupRequest) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+type UnpinBackupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backup        *Backup                `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpinBackupResponse) Reset() {
+	*x = UnpinBackupResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpinBackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpinBackupResponse) ProtoMessage() {}
+
+func (x *UnpinBackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpinBackupResponse.ProtoReflect.Descriptor instead.
+func (*UnpinBackupResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UnpinBackupResponse) GetBackup() *Backup {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
+type PlanRetentionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this instance; empty: every instance with backups.
+	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// The rules to plan with. (Policies' rules are wired in when policies
+	// exist; until then the caller gives them.)
+	Rules      *RetentionRules `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	Consistent bool            `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	// Plan the copies in this repository (with the copy's own rules)
+	// instead of the backups.
+	CopyRepositoryUri string `protobuf:"bytes,4,opt,name=copy_repository_uri,json=copyRepositoryUri,proto3" json:"copy_repository_uri,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *PlanRetentionRequest) Reset() {
+	*x = PlanRetentionRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanRetentionRequest) ProtoMessage() {}
+
+func (x *PlanRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanRetentionRequest.ProtoReflect.Descriptor instead.
+func (*PlanRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PlanRetentionRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *PlanRetentionRequest) GetRules() *RetentionRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *PlanRetentionRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
+}
+
+func (x *PlanRetentionRequest) GetCopyRepositoryUri() string {
+	if x != nil {
+		return x.CopyRepositoryUri
+	}
+	return ""
+}
+
+type PlanRetentionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per instance, by name.
+	Plans []*RetentionInstancePlan `protobuf:"bytes,1,rep,name=plans,proto3" json:"plans,omitempty"`
+	// The time the plan was made for (the leader's clock).
+	Now           *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=now,proto3" json:"now,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanRetentionResponse) Reset() {
+	*x = PlanRetentionResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanRetentionResponse) ProtoMessage() {}
+
+func (x *PlanRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanRetentionResponse.ProtoReflect.Descriptor instead.
+func (*PlanRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PlanRetentionResponse) GetPlans() []*RetentionInstancePlan {
+	if x != nil {
+		return x.Plans
+	}
+	return nil
+}
+
+func (x *PlanRetentionResponse) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
+type ApplyRetentionRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Rules    *RetentionRules        `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	// Expire copies in this repository instead of backups.
+	CopyRepositoryUri string `protobuf:"bytes,3,opt,name=copy_repository_uri,json=copyRepositoryUri,proto3" json:"copy_repository_uri,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ApplyRetentionRequest) Reset() {
+	*x = ApplyRetentionRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyRetentionRequest) ProtoMessage() {}
+
+func (x *ApplyRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyRetentionRequest.ProtoReflect.Descriptor instead.
+func (*ApplyRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ApplyRetentionRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *ApplyRetentionRequest) GetRules() *RetentionRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *ApplyRetentionRequest) GetCopyRepositoryUri() string {
+	if x != nil {
+		return x.CopyRepositoryUri
+	}
+	return ""
+}
+
+type ApplyRetentionResponse struct {
+	state protoimpl.MessageState   `protogen:"open.v1"`
+	Plans []*RetentionInstancePlan `protobuf:"bytes,1,rep,name=plans,proto3" json:"plans,omitempty"`
+	Now   *timestamppb.Timestamp   `protobuf:"bytes,2,opt,name=now,proto3" json:"now,omitempty"`
+	// The expire jobs submitted, one per instance that had anything to
+	// delete.
+	JobIds        []string `protobuf:"bytes,3,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyRetentionResponse) Reset() {
+	*x = ApplyRetentionResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyRetentionResponse) ProtoMessage() {}
+
+func (x *ApplyRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyRetentionResponse.ProtoReflect.Descriptor instead.
+func (*ApplyRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ApplyRetentionResponse) GetPlans() []*RetentionInstancePlan {
+	if x != nil {
+		return x.Plans
+	}
+	return nil
+}
+
+func (x *ApplyRetentionResponse) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
+func (x *ApplyRetentionResponse) GetJobIds() []string {
+	if x != nil {
+		return x.JobIds
+	}
+	return nil
+}
+
+// RetentionInstancePlan is retention's verdict on one instance.
+type RetentionInstancePlan struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Backups  []*RetentionVerdict    `protobuf:"bytes,2,rep,name=backups,proto3" json:"backups,omitempty"`
+	// The base of the PITR window: the newest complete backup at or before
+	// now - pitr_window; empty when the window has none (every backup and
+	// segment is then kept for it).
+	PitrBaseBackupId string `protobuf:"bytes,3,opt,name=pitr_base_backup_id,json=pitrBaseBackupId,proto3" json:"pitr_base_backup_id,omitempty"`
+	// Binlog segments whose last event is before this time may be deleted;
+	// unset: none may.
+	BinlogBefore  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=binlog_before,json=binlogBefore,proto3" json:"binlog_before,omitempty"`
+	BinlogReason  string                 `protobuf:"bytes,5,opt,name=binlog_reason,json=binlogReason,proto3" json:"binlog_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionInstancePlan) Reset() {
+	*x = RetentionInstancePlan{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionInstancePlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionInstancePlan) ProtoMessage() {}
+
+func (x *RetentionInstancePlan) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionInstancePlan.ProtoReflect.Descriptor instead.
+func (*RetentionInstancePlan) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RetentionInstancePlan) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *RetentionInstancePlan) GetBackups() []*RetentionVerdict {
+	if x != nil {
+		return x.Backups
+	}
+	return nil
+}
+
+func (x *RetentionInstancePlan) GetPitrBaseBackupId() string {
+	if x != nil {
+		return x.PitrBaseBackupId
+	}
+	return ""
+}
+
+func (x *RetentionInstancePlan) GetBinlogBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BinlogBefore
+	}
+	return nil
+}
+
+func (x *RetentionInstancePlan) GetBinlogReason() string {
+	if x != nil {
+		return x.BinlogReason
+	}
+	return ""
+}
+
+// RetentionVerdict is one backup's fate and every reason for it.
+type RetentionVerdict struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	Keep     bool                   `protobuf:"varint,2,opt,name=keep,proto3" json:"keep,omitempty"`
+	// "keep: daily 2026-12-01", "keep: pinned (audit)", "expire: outside
+	// every rule", ...
+	Reasons       []string               `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	Status        BackupStatus           `protobuf:"varint,5,opt,name=status,proto3,enum=tidemark.v1.BackupStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionVerdict) Reset() {
+	*x = RetentionVerdict{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionVerdict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionVerdict) ProtoMessage() {}
+
+func (x *RetentionVerdict) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionVerdict.ProtoReflect.Descriptor instead.
+func (*RetentionVerdict) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RetentionVerdict) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *RetentionVerdict) GetKeep() bool {
+	if x != nil {
+		return x.Keep
+	}
+	return false
+}
+
+func (x *RetentionVerdict) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *RetentionVerdict) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *RetentionVerdict) GetStatus() BackupStatus {
+	if x != nil {
+		return x.Status
+	}
+	return BackupStatus_BACKUP_STATUS_UNSPECIFIED
+}
+
 type ListAgentsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only agents whose labels include all of these.
@@ -93,7 +891,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	mi := &file_tidemark_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +903,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	mi := &file_tidemark_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +916,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListAgentsRequest) GetLabels() map[string]string {
@@ -159,7 +957,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	mi := &file_tidemark_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -171,7 +969,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	mi := &file_tidemark_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -184,7 +982,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -216,7 +1014,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	mi := &file_tidemark_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -228,7 +1026,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	mi := &file_tidemark_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -241,7 +1039,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListInstancesRequest) GetLabels() map[string]string {
@@ -289,7 +1087,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	mi := &file_tidemark_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -301,7 +1099,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	mi := &file_tidemark_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -314,7 +1112,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*Instance {
@@ -346,7 +1144,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	mi := &file_tidemark_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +1156,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	mi := &file_tidemark_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +1169,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListBackupsRequest) GetInstance() string {
@@ -420,7 +1218,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	mi := &file_tidemark_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +1230,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	mi := &file_tidemark_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +1243,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
@@ -472,7 +1270,7 @@ type GetBackupRequest struct {
 
 func (x *GetBackupRequest) Reset() {
 	*x = GetBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	mi := &file_tidemark_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +1282,7 @@ func (x *GetBackupRequest) String() string {
 func (*GetBackupRequest) ProtoMessage() {}
 
 func (x *GetBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	mi := &file_tidemark_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +1295,7 @@ func (x *GetBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackupRequest.ProtoReflect.Descriptor instead.
 func (*GetBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetBackupRequest) GetId() string {
@@ -523,7 +1321,7 @@ type GetBackupResponse struct {
 
 func (x *GetBackupResponse) Reset() {
 	*x = GetBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	mi := &file_tidemark_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +1333,7 @@ func (x *GetBackupResponse) String() string {
 func (*GetBackupResponse) ProtoMessage() {}
 
 func (x *GetBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	mi := &file_tidemark_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +1346,7 @@ func (x *GetBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackupResponse.ProtoReflect.Descriptor instead.
 func (*GetBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetBackupResponse) GetBackup() *Backup {
@@ -575,7 +1373,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	mi := &file_tidemark_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +1385,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	mi := &file_tidemark_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +1398,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListJobsRequest) GetInstance() string {
@@ -656,7 +1454,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	mi := &file_tidemark_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +1466,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	mi := &file_tidemark_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +1479,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -708,7 +1506,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[10]
+	mi := &file_tidemark_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +1518,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[10]
+	mi := &file_tidemark_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +1531,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -759,7 +1557,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[11]
+	mi := &file_tidemark_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +1569,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[11]
+	mi := &file_tidemark_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +1582,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -803,7 +1601,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[12]
+	mi := &file_tidemark_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +1613,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[12]
+	mi := &file_tidemark_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +1626,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -847,7 +1645,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[13]
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +1657,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[13]
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1670,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchJobResponse) GetJob() *Job {
@@ -898,7 +1696,7 @@ type SubmitBackupRequest struct {
 
 func (x *SubmitBackupRequest) Reset() {
 	*x = SubmitBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[14]
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1708,7 @@ func (x *SubmitBackupRequest) String() string {
 func (*SubmitBackupRequest) ProtoMessage() {}
 
 func (x *SubmitBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[14]
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1721,7 @@ func (x *SubmitBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBackupRequest.ProtoReflect.Descriptor instead.
 func (*SubmitBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SubmitBackupRequest) GetInstance() string {
@@ -971,7 +1769,7 @@ type SubmitBackupResponse struct {
 
 func (x *SubmitBackupResponse) Reset() {
 	*x = SubmitBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[15]
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1781,7 @@ func (x *SubmitBackupResponse) String() string {
 func (*SubmitBackupResponse) ProtoMessage() {}
 
 func (x *SubmitBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[15]
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1794,7 @@ func (x *SubmitBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBackupResponse.ProtoReflect.Descriptor instead.
 func (*SubmitBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SubmitBackupResponse) GetJob() *Job {
@@ -1016,7 +1814,7 @@ type SubmitRestoreRequest struct {
 
 func (x *SubmitRestoreRequest) Reset() {
 	*x = SubmitRestoreRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[16]
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1826,7 @@ func (x *SubmitRestoreRequest) String() string {
 func (*SubmitRestoreRequest) ProtoMessage() {}
 
 func (x *SubmitRestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[16]
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1839,7 @@ func (x *SubmitRestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRestoreRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRestoreRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SubmitRestoreRequest) GetParams() *RestoreParams {
@@ -1061,7 +1859,7 @@ type SubmitRestoreResponse struct {
 
 func (x *SubmitRestoreResponse) Reset() {
 	*x = SubmitRestoreResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[17]
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1871,7 @@ func (x *SubmitRestoreResponse) String() string {
 func (*SubmitRestoreResponse) ProtoMessage() {}
 
 func (x *SubmitRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[17]
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1884,7 @@ func (x *SubmitRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SubmitRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SubmitRestoreResponse) GetJob() *Job {
@@ -1107,7 +1905,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[18]
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1917,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[18]
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1930,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -1159,7 +1957,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[19]
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1969,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[19]
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1982,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -1214,7 +2012,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[20]
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +2024,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[20]
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +2037,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Member) GetId() string {
@@ -1292,7 +2090,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[21]
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +2102,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[21]
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +2115,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 type ClusterStatusResponse struct {
@@ -1335,7 +2133,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[22]
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +2145,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[22]
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +2158,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ClusterStatusResponse) GetMembers() []*Member {
@@ -1421,7 +2219,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[23]
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +2231,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[23]
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +2244,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -1487,7 +2285,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[24]
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +2297,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[24]
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +2310,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *AddMemberResponse) GetMembers() []*Member {
@@ -1531,7 +2329,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[25]
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +2341,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[25]
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +2354,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -1576,7 +2374,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[26]
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +2386,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[26]
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +2399,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RemoveMemberResponse) GetMembers() []*Member {
@@ -1622,7 +2420,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +2432,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +2445,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TransferLeadershipRequest) GetTargetId() string {
@@ -1669,7 +2467,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +2479,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +2492,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TransferLeadershipResponse) GetPreviousLeaderId() string {
@@ -1734,7 +2532,7 @@ type StartBinlogStreamRequest struct {
 
 func (x *StartBinlogStreamRequest) Reset() {
 	*x = StartBinlogStreamRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	mi := &file_tidemark_v1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +2544,7 @@ func (x *StartBinlogStreamRequest) String() string {
 func (*StartBinlogStreamRequest) ProtoMessage() {}
 
 func (x *StartBinlogStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	mi := &file_tidemark_v1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +2557,7 @@ func (x *StartBinlogStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBinlogStreamRequest.ProtoReflect.Descriptor instead.
 func (*StartBinlogStreamRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *StartBinlogStreamRequest) GetInstance() string {
@@ -1807,7 +2605,7 @@ type StartBinlogStreamResponse struct {
 
 func (x *StartBinlogStreamResponse) Reset() {
 	*x = StartBinlogStreamResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	mi := &file_tidemark_v1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1819,7 +2617,7 @@ func (x *StartBinlogStreamResponse) String() string {
 func (*StartBinlogStreamResponse) ProtoMessage() {}
 
 func (x *StartBinlogStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	mi := &file_tidemark_v1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1832,7 +2630,7 @@ func (x *StartBinlogStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBinlogStreamResponse.ProtoReflect.Descriptor instead.
 func (*StartBinlogStreamResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *StartBinlogStreamResponse) GetJob() *Job {
@@ -1853,7 +2651,7 @@ type StopBinlogStreamRequest struct {
 
 func (x *StopBinlogStreamRequest) Reset() {
 	*x = StopBinlogStreamRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	mi := &file_tidemark_v1_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +2663,7 @@ func (x *StopBinlogStreamRequest) String() string {
 func (*StopBinlogStreamRequest) ProtoMessage() {}
 
 func (x *StopBinlogStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	mi := &file_tidemark_v1_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +2676,7 @@ func (x *StopBinlogStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopBinlogStreamRequest.ProtoReflect.Descriptor instead.
 func (*StopBinlogStreamRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *StopBinlogStreamRequest) GetInstance() string {
@@ -1905,7 +2703,7 @@ type StopBinlogStreamResponse struct {
 
 func (x *StopBinlogStreamResponse) Reset() {
 	*x = StopBinlogStreamResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	mi := &file_tidemark_v1_control_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +2715,7 @@ func (x *StopBinlogStreamResponse) String() string {
 func (*StopBinlogStreamResponse) ProtoMessage() {}
 
 func (x *StopBinlogStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	mi := &file_tidemark_v1_control_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +2728,7 @@ func (x *StopBinlogStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopBinlogStreamResponse.ProtoReflect.Descriptor instead.
 func (*StopBinlogStreamResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *StopBinlogStreamResponse) GetJob() *Job {
@@ -1951,7 +2749,7 @@ type GetBinlogStatusRequest struct {
 
 func (x *GetBinlogStatusRequest) Reset() {
 	*x = GetBinlogStatusRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	mi := &file_tidemark_v1_control_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2761,7 @@ func (x *GetBinlogStatusRequest) String() string {
 func (*GetBinlogStatusRequest) ProtoMessage() {}
 
 func (x *GetBinlogStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	mi := &file_tidemark_v1_control_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2774,7 @@ func (x *GetBinlogStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBinlogStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetBinlogStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetBinlogStatusRequest) GetInstance() string {
@@ -2009,7 +2807,7 @@ type GetBinlogStatusResponse struct {
 
 func (x *GetBinlogStatusResponse) Reset() {
 	*x = GetBinlogStatusResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	mi := &file_tidemark_v1_control_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2819,7 @@ func (x *GetBinlogStatusResponse) String() string {
 func (*GetBinlogStatusResponse) ProtoMessage() {}
 
 func (x *GetBinlogStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	mi := &file_tidemark_v1_control_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2832,7 @@ func (x *GetBinlogStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBinlogStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetBinlogStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{34}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetBinlogStatusResponse) GetStream() *BinlogStream {
@@ -2075,7 +2873,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	mi := &file_tidemark_v1_control_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2087,7 +2885,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	mi := &file_tidemark_v1_control_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2100,7 +2898,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{35}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CreateJoinTokenRequest) GetRole() string {
@@ -2142,7 +2940,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	mi := &file_tidemark_v1_control_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2952,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	mi := &file_tidemark_v1_control_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2965,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{36}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -2200,7 +2998,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	mi := &file_tidemark_v1_control_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +3010,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	mi := &file_tidemark_v1_control_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +3023,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{37}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -2270,7 +3068,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	mi := &file_tidemark_v1_control_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +3080,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	mi := &file_tidemark_v1_control_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +3093,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{38}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *JoinResponse) GetCaPem() []byte {
@@ -2328,7 +3126,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	mi := &file_tidemark_v1_control_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +3138,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	mi := &file_tidemark_v1_control_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +3151,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{39}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RevokeAgentRequest) GetName() string {
@@ -2373,7 +3171,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	mi := &file_tidemark_v1_control_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +3183,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	mi := &file_tidemark_v1_control_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +3196,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{40}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RevokeAgentResponse) GetWasConnected() bool {
@@ -2418,7 +3216,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	mi := &file_tidemark_v1_control_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2430,7 +3228,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	mi := &file_tidemark_v1_control_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2443,7 +3241,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
@@ -2462,7 +3260,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	mi := &file_tidemark_v1_control_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2474,7 +3272,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	mi := &file_tidemark_v1_control_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2487,7 +3285,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -2508,7 +3306,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[43]
+	mi := &file_tidemark_v1_control_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +3318,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[43]
+	mi := &file_tidemark_v1_control_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +3331,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{43}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RenewCertificateRequest) GetCsr() []byte {
@@ -2552,7 +3350,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[44]
+	mi := &file_tidemark_v1_control_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2564,7 +3362,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[44]
+	mi := &file_tidemark_v1_control_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2577,7 +3375,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{44}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RenewCertificateResponse) GetCertPem() []byte {
@@ -2591,7 +3389,58 @@ var File_tidemark_v1_control_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\"\xee\x01\n" +
+	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x1btidemark/v1/retention.proto\"J\n" +
+	"\x13ExpireBackupRequest\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\":\n" +
+	"\x14ExpireBackupResponse\x12\"\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"\x8f\x01\n" +
+	"\x11SubmitCopyRequest\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12<\n" +
+	"\x1adestination_repository_uri\x18\x02 \x01(\tR\x18destinationRepositoryUri\x12\x1f\n" +
+	"\vwith_binlog\x18\x03 \x01(\bR\n" +
+	"withBinlog\"8\n" +
+	"\x12SubmitCopyResponse\x12\"\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"G\n" +
+	"\x10PinBackupRequest\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"@\n" +
+	"\x11PinBackupResponse\x12+\n" +
+	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"1\n" +
+	"\x12UnpinBackupRequest\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\"B\n" +
+	"\x13UnpinBackupResponse\x12+\n" +
+	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"\xb5\x01\n" +
+	"\x14PlanRetentionRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x121\n" +
+	"\x05rules\x18\x02 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\x05rules\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x03 \x01(\bR\n" +
+	"consistent\x12.\n" +
+	"\x13copy_repository_uri\x18\x04 \x01(\tR\x11copyRepositoryUri\"\x7f\n" +
+	"\x15PlanRetentionResponse\x128\n" +
+	"\x05plans\x18\x01 \x03(\v2\".tidemark.v1.RetentionInstancePlanR\x05plans\x12,\n" +
+	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\x96\x01\n" +
+	"\x15ApplyRetentionRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x121\n" +
+	"\x05rules\x18\x02 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\x05rules\x12.\n" +
+	"\x13copy_repository_uri\x18\x03 \x01(\tR\x11copyRepositoryUri\"\x99\x01\n" +
+	"\x16ApplyRetentionResponse\x128\n" +
+	"\x05plans\x18\x01 \x03(\v2\".tidemark.v1.RetentionInstancePlanR\x05plans\x12,\n" +
+	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12\x17\n" +
+	"\ajob_ids\x18\x03 \x03(\tR\x06jobIds\"\x81\x02\n" +
+	"\x15RetentionInstancePlan\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x127\n" +
+	"\abackups\x18\x02 \x03(\v2\x1d.tidemark.v1.RetentionVerdictR\abackups\x12-\n" +
+	"\x13pitr_base_backup_id\x18\x03 \x01(\tR\x10pitrBaseBackupId\x12?\n" +
+	"\rbinlog_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fbinlogBefore\x12#\n" +
+	"\rbinlog_reason\x18\x05 \x01(\tR\fbinlogReason\"\xc0\x01\n" +
+	"\x10RetentionVerdict\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x12\n" +
+	"\x04keep\x18\x02 \x01(\bR\x04keep\x12\x18\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
+	"\x06status\x18\x05 \x01(\x0e2\x19.tidemark.v1.BackupStatusR\x06status\"\xee\x01\n" +
 	"\x11ListAgentsRequest\x12B\n" +
 	"\x06labels\x18\x01 \x03(\v2*.tidemark.v1.ListAgentsRequest.LabelsEntryR\x06labels\x12\x1e\n" +
 	"\n" +
@@ -2773,7 +3622,7 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x13MEMBER_STATE_LEADER\x10\x01\x12\x19\n" +
 	"\x15MEMBER_STATE_FOLLOWER\x10\x02\x12\x1a\n" +
 	"\x16MEMBER_STATE_CANDIDATE\x10\x03\x12\x1c\n" +
-	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xc2\x0e\n" +
+	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xb7\x12\n" +
 	"\x0eControlService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.tidemark.v1.ListAgentsRequest\x1a\x1f.tidemark.v1.ListAgentsResponse\x12V\n" +
@@ -2797,7 +3646,14 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x04Join\x12\x18.tidemark.v1.JoinRequest\x1a\x19.tidemark.v1.JoinResponse\x12P\n" +
 	"\vRevokeAgent\x12\x1f.tidemark.v1.RevokeAgentRequest\x1a .tidemark.v1.RevokeAgentResponse\x12_\n" +
 	"\x10RenewCertificate\x12$.tidemark.v1.RenewCertificateRequest\x1a%.tidemark.v1.RenewCertificateResponse\x12J\n" +
-	"\tListAudit\x12\x1d.tidemark.v1.ListAuditRequest\x1a\x1e.tidemark.v1.ListAuditResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
+	"\tListAudit\x12\x1d.tidemark.v1.ListAuditRequest\x1a\x1e.tidemark.v1.ListAuditResponse\x12J\n" +
+	"\tPinBackup\x12\x1d.tidemark.v1.PinBackupRequest\x1a\x1e.tidemark.v1.PinBackupResponse\x12P\n" +
+	"\vUnpinBackup\x12\x1f.tidemark.v1.UnpinBackupRequest\x1a .tidemark.v1.UnpinBackupResponse\x12V\n" +
+	"\rPlanRetention\x12!.tidemark.v1.PlanRetentionRequest\x1a\".tidemark.v1.PlanRetentionResponse\x12Y\n" +
+	"\x0eApplyRetention\x12\".tidemark.v1.ApplyRetentionRequest\x1a#.tidemark.v1.ApplyRetentionResponse\x12M\n" +
+	"\n" +
+	"SubmitCopy\x12\x1e.tidemark.v1.SubmitCopyRequest\x1a\x1f.tidemark.v1.SubmitCopyResponse\x12S\n" +
+	"\fExpireBackup\x12 .tidemark.v1.ExpireBackupRequest\x1a!.tidemark.v1.ExpireBackupResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
 	file_tidemark_v1_control_proto_rawDescOnce sync.Once
@@ -2812,153 +3668,194 @@ func file_tidemark_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_tidemark_v1_control_proto_goTypes = []any{
 	(MemberState)(0),                   // 0: tidemark.v1.MemberState
-	(*ListAgentsRequest)(nil),          // 1: tidemark.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),         // 2: tidemark.v1.ListAgentsResponse
-	(*ListInstancesRequest)(nil),       // 3: tidemark.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),      // 4: tidemark.v1.ListInstancesResponse
-	(*ListBackupsRequest)(nil),         // 5: tidemark.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),        // 6: tidemark.v1.ListBackupsResponse
-	(*GetBackupRequest)(nil),           // 7: tidemark.v1.GetBackupRequest
-	(*GetBackupResponse)(nil),          // 8: tidemark.v1.GetBackupResponse
-	(*ListJobsRequest)(nil),            // 9: tidemark.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),           // 10: tidemark.v1.ListJobsResponse
-	(*GetJobRequest)(nil),              // 11: tidemark.v1.GetJobRequest
-	(*GetJobResponse)(nil),             // 12: tidemark.v1.GetJobResponse
-	(*WatchJobRequest)(nil),            // 13: tidemark.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),           // 14: tidemark.v1.WatchJobResponse
-	(*SubmitBackupRequest)(nil),        // 15: tidemark.v1.SubmitBackupRequest
-	(*SubmitBackupResponse)(nil),       // 16: tidemark.v1.SubmitBackupResponse
-	(*SubmitRestoreRequest)(nil),       // 17: tidemark.v1.SubmitRestoreRequest
-	(*SubmitRestoreResponse)(nil),      // 18: tidemark.v1.SubmitRestoreResponse
-	(*CancelJobRequest)(nil),           // 19: tidemark.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),          // 20: tidemark.v1.CancelJobResponse
-	(*Member)(nil),                     // 21: tidemark.v1.Member
-	(*ClusterStatusRequest)(nil),       // 22: tidemark.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),      // 23: tidemark.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),           // 24: tidemark.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),          // 25: tidemark.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),        // 26: tidemark.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),       // 27: tidemark.v1.RemoveMemberResponse
-	(*TransferLeadershipRequest)(nil),  // 28: tidemark.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 29: tidemark.v1.TransferLeadershipResponse
-	(*StartBinlogStreamRequest)(nil),   // 30: tidemark.v1.StartBinlogStreamRequest
-	(*StartBinlogStreamResponse)(nil),  // 31: tidemark.v1.StartBinlogStreamResponse
-	(*StopBinlogStreamRequest)(nil),    // 32: tidemark.v1.StopBinlogStreamRequest
-	(*StopBinlogStreamResponse)(nil),   // 33: tidemark.v1.StopBinlogStreamResponse
-	(*GetBinlogStatusRequest)(nil),     // 34: tidemark.v1.GetBinlogStatusRequest
-	(*GetBinlogStatusResponse)(nil),    // 35: tidemark.v1.GetBinlogStatusResponse
-	(*CreateJoinTokenRequest)(nil),     // 36: tidemark.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),    // 37: tidemark.v1.CreateJoinTokenResponse
-	(*JoinRequest)(nil),                // 38: tidemark.v1.JoinRequest
-	(*JoinResponse)(nil),               // 39: tidemark.v1.JoinResponse
-	(*RevokeAgentRequest)(nil),         // 40: tidemark.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),        // 41: tidemark.v1.RevokeAgentResponse
-	(*ListAuditRequest)(nil),           // 42: tidemark.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),          // 43: tidemark.v1.ListAuditResponse
-	(*RenewCertificateRequest)(nil),    // 44: tidemark.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),   // 45: tidemark.v1.RenewCertificateResponse
-	nil,                                // 46: tidemark.v1.ListAgentsRequest.LabelsEntry
-	nil,                                // 47: tidemark.v1.ListInstancesRequest.LabelsEntry
-	nil,                                // 48: tidemark.v1.SubmitBackupRequest.LabelsEntry
-	(*Agent)(nil),                      // 49: tidemark.v1.Agent
-	(*Instance)(nil),                   // 50: tidemark.v1.Instance
-	(BackupStatus)(0),                  // 51: tidemark.v1.BackupStatus
-	(*Backup)(nil),                     // 52: tidemark.v1.Backup
-	(JobState)(0),                      // 53: tidemark.v1.JobState
-	(JobKind)(0),                       // 54: tidemark.v1.JobKind
-	(*Job)(nil),                        // 55: tidemark.v1.Job
-	(*RestoreParams)(nil),              // 56: tidemark.v1.RestoreParams
-	(*timestamppb.Timestamp)(nil),      // 57: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 58: google.protobuf.Duration
-	(*BinlogStream)(nil),               // 59: tidemark.v1.BinlogStream
-	(*BinlogSource)(nil),               // 60: tidemark.v1.BinlogSource
-	(*AuditRecord)(nil),                // 61: tidemark.v1.AuditRecord
+	(*ExpireBackupRequest)(nil),        // 1: tidemark.v1.ExpireBackupRequest
+	(*ExpireBackupResponse)(nil),       // 2: tidemark.v1.ExpireBackupResponse
+	(*SubmitCopyRequest)(nil),          // 3: tidemark.v1.SubmitCopyRequest
+	(*SubmitCopyResponse)(nil),         // 4: tidemark.v1.SubmitCopyResponse
+	(*PinBackupRequest)(nil),           // 5: tidemark.v1.PinBackupRequest
+	(*PinBackupResponse)(nil),          // 6: tidemark.v1.PinBackupResponse
+	(*UnpinBackupRequest)(nil),         // 7: tidemark.v1.UnpinBackupRequest
+	(*UnpinBackupResponse)(nil),        // 8: tidemark.v1.UnpinBackupResponse
+	(*PlanRetentionRequest)(nil),       // 9: tidemark.v1.PlanRetentionRequest
+	(*PlanRetentionResponse)(nil),      // 10: tidemark.v1.PlanRetentionResponse
+	(*ApplyRetentionRequest)(nil),      // 11: tidemark.v1.ApplyRetentionRequest
+	(*ApplyRetentionResponse)(nil),     // 12: tidemark.v1.ApplyRetentionResponse
+	(*RetentionInstancePlan)(nil),      // 13: tidemark.v1.RetentionInstancePlan
+	(*RetentionVerdict)(nil),           // 14: tidemark.v1.RetentionVerdict
+	(*ListAgentsRequest)(nil),          // 15: tidemark.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 16: tidemark.v1.ListAgentsResponse
+	(*ListInstancesRequest)(nil),       // 17: tidemark.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),      // 18: tidemark.v1.ListInstancesResponse
+	(*ListBackupsRequest)(nil),         // 19: tidemark.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),        // 20: tidemark.v1.ListBackupsResponse
+	(*GetBackupRequest)(nil),           // 21: tidemark.v1.GetBackupRequest
+	(*GetBackupResponse)(nil),          // 22: tidemark.v1.GetBackupResponse
+	(*ListJobsRequest)(nil),            // 23: tidemark.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),           // 24: tidemark.v1.ListJobsResponse
+	(*GetJobRequest)(nil),              // 25: tidemark.v1.GetJobRequest
+	(*GetJobResponse)(nil),             // 26: tidemark.v1.GetJobResponse
+	(*WatchJobRequest)(nil),            // 27: tidemark.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),           // 28: tidemark.v1.WatchJobResponse
+	(*SubmitBackupRequest)(nil),        // 29: tidemark.v1.SubmitBackupRequest
+	(*SubmitBackupResponse)(nil),       // 30: tidemark.v1.SubmitBackupResponse
+	(*SubmitRestoreRequest)(nil),       // 31: tidemark.v1.SubmitRestoreRequest
+	(*SubmitRestoreResponse)(nil),      // 32: tidemark.v1.SubmitRestoreResponse
+	(*CancelJobRequest)(nil),           // 33: tidemark.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),          // 34: tidemark.v1.CancelJobResponse
+	(*Member)(nil),                     // 35: tidemark.v1.Member
+	(*ClusterStatusRequest)(nil),       // 36: tidemark.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),      // 37: tidemark.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),           // 38: tidemark.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),          // 39: tidemark.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),        // 40: tidemark.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),       // 41: tidemark.v1.RemoveMemberResponse
+	(*TransferLeadershipRequest)(nil),  // 42: tidemark.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 43: tidemark.v1.TransferLeadershipResponse
+	(*StartBinlogStreamRequest)(nil),   // 44: tidemark.v1.StartBinlogStreamRequest
+	(*StartBinlogStreamResponse)(nil),  // 45: tidemark.v1.StartBinlogStreamResponse
+	(*StopBinlogStreamRequest)(nil),    // 46: tidemark.v1.StopBinlogStreamRequest
+	(*StopBinlogStreamResponse)(nil),   // 47: tidemark.v1.StopBinlogStreamResponse
+	(*GetBinlogStatusRequest)(nil),     // 48: tidemark.v1.GetBinlogStatusRequest
+	(*GetBinlogStatusResponse)(nil),    // 49: tidemark.v1.GetBinlogStatusResponse
+	(*CreateJoinTokenRequest)(nil),     // 50: tidemark.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),    // 51: tidemark.v1.CreateJoinTokenResponse
+	(*JoinRequest)(nil),                // 52: tidemark.v1.JoinRequest
+	(*JoinResponse)(nil),               // 53: tidemark.v1.JoinResponse
+	(*RevokeAgentRequest)(nil),         // 54: tidemark.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),        // 55: tidemark.v1.RevokeAgentResponse
+	(*ListAuditRequest)(nil),           // 56: tidemark.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 57: tidemark.v1.ListAuditResponse
+	(*RenewCertificateRequest)(nil),    // 58: tidemark.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),   // 59: tidemark.v1.RenewCertificateResponse
+	nil,                                // 60: tidemark.v1.ListAgentsRequest.LabelsEntry
+	nil,                                // 61: tidemark.v1.ListInstancesRequest.LabelsEntry
+	nil,                                // 62: tidemark.v1.SubmitBackupRequest.LabelsEntry
+	(*Job)(nil),                        // 63: tidemark.v1.Job
+	(*Backup)(nil),                     // 64: tidemark.v1.Backup
+	(*RetentionRules)(nil),             // 65: tidemark.v1.RetentionRules
+	(*timestamppb.Timestamp)(nil),      // 66: google.protobuf.Timestamp
+	(BackupStatus)(0),                  // 67: tidemark.v1.BackupStatus
+	(*Agent)(nil),                      // 68: tidemark.v1.Agent
+	(*Instance)(nil),                   // 69: tidemark.v1.Instance
+	(JobState)(0),                      // 70: tidemark.v1.JobState
+	(JobKind)(0),                       // 71: tidemark.v1.JobKind
+	(*RestoreParams)(nil),              // 72: tidemark.v1.RestoreParams
+	(*durationpb.Duration)(nil),        // 73: google.protobuf.Duration
+	(*BinlogStream)(nil),               // 74: tidemark.v1.BinlogStream
+	(*BinlogSource)(nil),               // 75: tidemark.v1.BinlogSource
+	(*AuditRecord)(nil),                // 76: tidemark.v1.AuditRecord
 }
 var file_tidemark_v1_control_proto_depIdxs = []int32{
-	46, // 0: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
-	49, // 1: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
-	47, // 2: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
-	50, // 3: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
-	51, // 4: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
-	52, // 5: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
-	52, // 6: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
-	53, // 7: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
-	54, // 8: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
-	55, // 9: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
-	55, // 10: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
-	55, // 11: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
-	48, // 12: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
-	55, // 13: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
-	56, // 14: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
-	55, // 15: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
-	55, // 16: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
-	0,  // 17: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
-	57, // 18: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
-	21, // 19: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
-	21, // 20: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
-	21, // 21: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
-	58, // 22: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
-	55, // 23: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	55, // 24: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	59, // 25: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
-	55, // 26: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
-	60, // 27: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
-	58, // 28: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	57, // 29: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	57, // 30: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	61, // 31: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
-	1,  // 32: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
-	3,  // 33: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
-	5,  // 34: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
-	7,  // 35: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
-	9,  // 36: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
-	11, // 37: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
-	13, // 38: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
-	15, // 39: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
-	17, // 40: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
-	19, // 41: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
-	30, // 42: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
-	32, // 43: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
-	34, // 44: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
-	22, // 45: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
-	24, // 46: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
-	26, // 47: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
-	28, // 48: tidemark.v1.ControlService.TransferLeadership:input_type -> tidemark.v1.TransferLeadershipRequest
-	36, // 49: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
-	38, // 50: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
-	40, // 51: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
-	44, // 52: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
-	42, // 53: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
-	2,  // 54: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
-	4,  // 55: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
-	6,  // 56: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
-	8,  // 57: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
-	10, // 58: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
-	12, // 59: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
-	14, // 60: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
-	16, // 61: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
-	18, // 62: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
-	20, // 63: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
-	31, // 64: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
-	33, // 65: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
-	35, // 66: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
-	23, // 67: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
-	25, // 68: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
-	27, // 69: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
-	29, // 70: tidemark.v1.ControlService.TransferLeadership:output_type -> tidemark.v1.TransferLeadershipResponse
-	37, // 71: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
-	39, // 72: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
-	41, // 73: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
-	45, // 74: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
-	43, // 75: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
-	54, // [54:76] is the sub-list for method output_type
-	32, // [32:54] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	63, // 0: tidemark.v1.ExpireBackupResponse.job:type_name -> tidemark.v1.Job
+	63, // 1: tidemark.v1.SubmitCopyResponse.job:type_name -> tidemark.v1.Job
+	64, // 2: tidemark.v1.PinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	64, // 3: tidemark.v1.UnpinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	65, // 4: tidemark.v1.PlanRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	13, // 5: tidemark.v1.PlanRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
+	66, // 6: tidemark.v1.PlanRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	65, // 7: tidemark.v1.ApplyRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	13, // 8: tidemark.v1.ApplyRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
+	66, // 9: tidemark.v1.ApplyRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	14, // 10: tidemark.v1.RetentionInstancePlan.backups:type_name -> tidemark.v1.RetentionVerdict
+	66, // 11: tidemark.v1.RetentionInstancePlan.binlog_before:type_name -> google.protobuf.Timestamp
+	66, // 12: tidemark.v1.RetentionVerdict.time:type_name -> google.protobuf.Timestamp
+	67, // 13: tidemark.v1.RetentionVerdict.status:type_name -> tidemark.v1.BackupStatus
+	60, // 14: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
+	68, // 15: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
+	61, // 16: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
+	69, // 17: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
+	67, // 18: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
+	64, // 19: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
+	64, // 20: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
+	70, // 21: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
+	71, // 22: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
+	63, // 23: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
+	63, // 24: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
+	63, // 25: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
+	62, // 26: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
+	63, // 27: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
+	72, // 28: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
+	63, // 29: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
+	63, // 30: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
+	0,  // 31: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
+	66, // 32: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
+	35, // 33: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
+	35, // 34: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
+	35, // 35: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
+	73, // 36: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
+	63, // 37: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	63, // 38: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	74, // 39: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
+	63, // 40: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
+	75, // 41: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
+	73, // 42: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	66, // 43: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	66, // 44: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	76, // 45: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
+	15, // 46: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
+	17, // 47: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
+	19, // 48: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
+	21, // 49: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
+	23, // 50: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
+	25, // 51: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
+	27, // 52: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
+	29, // 53: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
+	31, // 54: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
+	33, // 55: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
+	44, // 56: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
+	46, // 57: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
+	48, // 58: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
+	36, // 59: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
+	38, // 60: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
+	40, // 61: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
+	42, // 62: tidemark.v1.ControlService.TransferLeadership:input_type -> tidemark.v1.TransferLeadershipRequest
+	50, // 63: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
+	52, // 64: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
+	54, // 65: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
+	58, // 66: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
+	56, // 67: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
+	5,  // 68: tidemark.v1.ControlService.PinBackup:input_type -> tidemark.v1.PinBackupRequest
+	7,  // 69: tidemark.v1.ControlService.UnpinBackup:input_type -> tidemark.v1.UnpinBackupRequest
+	9,  // 70: tidemark.v1.ControlService.PlanRetention:input_type -> tidemark.v1.PlanRetentionRequest
+	11, // 71: tidemark.v1.ControlService.ApplyRetention:input_type -> tidemark.v1.ApplyRetentionRequest
+	3,  // 72: tidemark.v1.ControlService.SubmitCopy:input_type -> tidemark.v1.SubmitCopyRequest
+	1,  // 73: tidemark.v1.ControlService.ExpireBackup:input_type -> tidemark.v1.ExpireBackupRequest
+	16, // 74: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
+	18, // 75: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
+	20, // 76: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
+	22, // 77: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
+	24, // 78: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
+	26, // 79: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
+	28, // 80: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
+	30, // 81: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
+	32, // 82: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
+	34, // 83: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
+	45, // 84: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
+	47, // 85: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
+	49, // 86: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
+	37, // 87: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
+	39, // 88: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
+	41, // 89: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
+	43, // 90: tidemark.v1.ControlService.TransferLeadership:output_type -> tidemark.v1.TransferLeadershipResponse
+	51, // 91: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
+	53, // 92: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
+	55, // 93: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
+	59, // 94: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
+	57, // 95: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
+	6,  // 96: tidemark.v1.ControlService.PinBackup:output_type -> tidemark.v1.PinBackupResponse
+	8,  // 97: tidemark.v1.ControlService.UnpinBackup:output_type -> tidemark.v1.UnpinBackupResponse
+	10, // 98: tidemark.v1.ControlService.PlanRetention:output_type -> tidemark.v1.PlanRetentionResponse
+	12, // 99: tidemark.v1.ControlService.ApplyRetention:output_type -> tidemark.v1.ApplyRetentionResponse
+	4,  // 100: tidemark.v1.ControlService.SubmitCopy:output_type -> tidemark.v1.SubmitCopyResponse
+	2,  // 101: tidemark.v1.ControlService.ExpireBackup:output_type -> tidemark.v1.ExpireBackupResponse
+	74, // [74:102] is the sub-list for method output_type
+	46, // [46:74] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_control_proto_init() }
@@ -2967,13 +3864,14 @@ func file_tidemark_v1_control_proto_init() {
 		return
 	}
 	file_tidemark_v1_catalog_proto_init()
+	file_tidemark_v1_retention_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_control_proto_rawDesc), len(file_tidemark_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   48,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,12 @@ const (
 	ControlService_RevokeAgent_FullMethodName        = "/tidemark.v1.ControlService/RevokeAgent"
 	ControlService_RenewCertificate_FullMethodName   = "/tidemark.v1.ControlService/RenewCertificate"
 	ControlService_ListAudit_FullMethodName          = "/tidemark.v1.ControlService/ListAudit"
+	ControlService_PinBackup_FullMethodName          = "/tidemark.v1.ControlService/PinBackup"
+	ControlService_UnpinBackup_FullMethodName        = "/tidemark.v1.ControlService/UnpinBackup"
+	ControlService_PlanRetention_FullMethodName      = "/tidemark.v1.ControlService/PlanRetention"
+	ControlService_ApplyRetention_FullMethodName     = "/tidemark.v1.ControlService/ApplyRetention"
+	ControlService_SubmitCopy_FullMethodName         = "/tidemark.v1.ControlService/SubmitCopy"
+	ControlService_ExpireBackup_FullMethodName       = "/tidemark.v1.ControlService/ExpireBackup"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -94,6 +100,23 @@ type ControlServiceClient interface {
 	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
 	// ListAudit lists audit records, oldest first.
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	// PinBackup keeps a backup from retention until UnpinBackup.
+	PinBackup(ctx context.Context, in *PinBackupRequest, opts ...grpc.CallOption) (*PinBackupResponse, error)
+	UnpinBackup(ctx context.Context, in *UnpinBackupRequest, opts ...grpc.CallOption) (*UnpinBackupResponse, error)
+	// PlanRetention says, per backup, what retention would keep or expire
+	// and why, and which binlog segments may go; it changes nothing.
+	PlanRetention(ctx context.Context, in *PlanRetentionRequest, opts ...grpc.CallOption) (*PlanRetentionResponse, error)
+	// ApplyRetention plans as PlanRetention does on the leader, marks what
+	// the plan expires and submits one expire job per instance.
+	ApplyRetention(ctx context.Context, in *ApplyRetentionRequest, opts ...grpc.CallOption) (*ApplyRetentionResponse, error)
+	// SubmitCopy submits a copy job: the agent of the backup's instance
+	// copies it (and, with with_binlog, the binlog it needs) to another
+	// repository; on success the catalog lists the copy on the backup.
+	SubmitCopy(ctx context.Context, in *SubmitCopyRequest, opts ...grpc.CallOption) (*SubmitCopyResponse, error)
+	// ExpireBackup expires one backup by hand: marked and its expire job
+	// submitted, as retention would. Refused for a pinned backup and for the
+	// instance's last complete backup.
+	ExpireBackup(ctx context.Context, in *ExpireBackupRequest, opts ...grpc.CallOption) (*ExpireBackupResponse, error)
 }
 
 type controlServiceClient struct {
@@ -333,6 +356,66 @@ func (c *controlServiceClient) ListAudit(ctx context.Context, in *ListAuditReque
 	return out, nil
 }
 
+func (c *controlServiceClient) PinBackup(ctx context.Context, in *PinBackupRequest, opts ...grpc.CallOption) (*PinBackupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PinBackupResponse)
+	err := c.cc.Invoke(ctx, ControlService_PinBackup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) UnpinBackup(ctx context.Context, in *UnpinBackupRequest, opts ...grpc.CallOption) (*UnpinBackupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnpinBackupResponse)
+	err := c.cc.Invoke(ctx, ControlService_UnpinBackup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) PlanRetention(ctx context.Context, in *PlanRetentionRequest, opts ...grpc.CallOption) (*PlanRetentionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanRetentionResponse)
+	err := c.cc.Invoke(ctx, ControlService_PlanRetention_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) ApplyRetention(ctx context.Context, in *ApplyRetentionRequest, opts ...grpc.CallOption) (*ApplyRetentionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyRetentionResponse)
+	err := c.cc.Invoke(ctx, ControlService_ApplyRetention_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) SubmitCopy(ctx context.Context, in *SubmitCopyRequest, opts ...grpc.CallOption) (*SubmitCopyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubmitCopyResponse)
+	err := c.cc.Invoke(ctx, ControlService_SubmitCopy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) ExpireBackup(ctx context.Context, in *ExpireBackupRequest, opts ...grpc.CallOption) (*ExpireBackupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExpireBackupResponse)
+	err := c.cc.Invoke(ctx, ControlService_ExpireBackup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -384,6 +467,23 @@ type ControlServiceServer interface {
 	RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
 	// ListAudit lists audit records, oldest first.
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	// PinBackup keeps a backup from retention until UnpinBackup.
+	PinBackup(context.Context, *PinBackupRequest) (*PinBackupResponse, error)
+	UnpinBackup(context.Context, *UnpinBackupRequest) (*UnpinBackupResponse, error)
+	// PlanRetention says, per backup, what retention would keep or expire
+	// and why, and which binlog segments may go; it changes nothing.
+	PlanRetention(context.Context, *PlanRetentionRequest) (*PlanRetentionResponse, error)
+	// ApplyRetention plans as PlanRetention does on the leader, marks what
+	// the plan expires and submits one expire job per instance.
+	ApplyRetention(context.Context, *ApplyRetentionRequest) (*ApplyRetentionResponse, error)
+	// SubmitCopy submits a copy job: the agent of the backup's instance
+	// copies it (and, with with_binlog, the binlog it needs) to another
+	// repository; on success the catalog lists the copy on the backup.
+	SubmitCopy(context.Context, *SubmitCopyRequest) (*SubmitCopyResponse, error)
+	// ExpireBackup expires one backup by hand: marked and its expire job
+	// submitted, as retention would. Refused for a pinned backup and for the
+	// instance's last complete backup.
+	ExpireBackup(context.Context, *ExpireBackupRequest) (*ExpireBackupResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -459,6 +559,24 @@ func (UnimplementedControlServiceServer) RenewCertificate(context.Context, *Rene
 }
 func (UnimplementedControlServiceServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedControlServiceServer) PinBackup(context.Context, *PinBackupRequest) (*PinBackupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PinBackup not implemented")
+}
+func (UnimplementedControlServiceServer) UnpinBackup(context.Context, *UnpinBackupRequest) (*UnpinBackupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnpinBackup not implemented")
+}
+func (UnimplementedControlServiceServer) PlanRetention(context.Context, *PlanRetentionRequest) (*PlanRetentionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PlanRetention not implemented")
+}
+func (UnimplementedControlServiceServer) ApplyRetention(context.Context, *ApplyRetentionRequest) (*ApplyRetentionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyRetention not implemented")
+}
+func (UnimplementedControlServiceServer) SubmitCopy(context.Context, *SubmitCopyRequest) (*SubmitCopyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SubmitCopy not implemented")
+}
+func (UnimplementedControlServiceServer) ExpireBackup(context.Context, *ExpireBackupRequest) (*ExpireBackupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExpireBackup not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -870,6 +988,114 @@ func _ControlService_ListAudit_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_PinBackup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PinBackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).PinBackup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_PinBackup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).PinBackup(ctx, req.(*PinBackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_UnpinBackup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnpinBackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).UnpinBackup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_UnpinBackup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).UnpinBackup(ctx, req.(*UnpinBackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_PlanRetention_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanRetentionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).PlanRetention(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_PlanRetention_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).PlanRetention(ctx, req.(*PlanRetentionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_ApplyRetention_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyRetentionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ApplyRetention(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ApplyRetention_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ApplyRetention(ctx, req.(*ApplyRetentionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_SubmitCopy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubmitCopyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).SubmitCopy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_SubmitCopy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).SubmitCopy(ctx, req.(*SubmitCopyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_ExpireBackup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExpireBackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ExpireBackup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ExpireBackup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ExpireBackup(ctx, req.(*ExpireBackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -960,6 +1186,30 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAudit",
 			Handler:    _ControlService_ListAudit_Handler,
+		},
+		{
+			MethodName: "PinBackup",
+			Handler:    _ControlService_PinBackup_Handler,
+		},
+		{
+			MethodName: "UnpinBackup",
+			Handler:    _ControlService_UnpinBackup_Handler,
+		},
+		{
+			MethodName: "PlanRetention",
+			Handler:    _ControlService_PlanRetention_Handler,
+		},
+		{
+			MethodName: "ApplyRetention",
+			Handler:    _ControlService_ApplyRetention_Handler,
+		},
+		{
+			MethodName: "SubmitCopy",
+			Handler:    _ControlService_SubmitCopy_Handler,
+		},
+		{
+			MethodName: "ExpireBackup",
+			Handler:    _ControlService_ExpireBackup_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
