@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
@@ -93,6 +94,19 @@ type Config struct {
 
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
+
+	// Metrics is the process's metrics registry: the agent records its
+	// jobs and repository operations there and adds its readiness check.
+	// Nil with MetricsAddr set: the agent makes one. Nil without: none.
+	Metrics *metrics.Registry
+	// MetricsAddr, when set, serves the metrics on HOST:PORT (/metrics,
+	// /healthz, /readyz; /debug/pprof with Pprof), HTTPS with the agent's
+	// certificate, plain HTTP under Insecure.
+	MetricsAddr string
+	Pprof       bool
+	// RepoCheckInterval is how often readiness re-checks that the
+	// repository is reachable (with MetricsAddr or Metrics set).
+	RepoCheckInterval time.Duration
 }
 
 // DefaultConfig is the start of the configuration chain.
@@ -110,6 +124,7 @@ func DefaultConfig() Config {
 		RenewCheckInterval: renewCheckInterval,
 		StreamBackoffMin:   time.Second,
 		StreamBackoffMax:   time.Minute,
+		RepoCheckInterval:  30 * time.Second,
 	}
 }
 
@@ -180,6 +195,8 @@ type fileConfig struct {
 	ShutdownTimeout   string            `json:"shutdown_timeout" yaml:"shutdown_timeout"`
 	StreamBackoffMin  string            `json:"stream_backoff_min" yaml:"stream_backoff_min"`
 	StreamBackoffMax  string            `json:"stream_backoff_max" yaml:"stream_backoff_max"`
+	MetricsAddr       string            `json:"metrics_addr" yaml:"metrics_addr"`
+	Pprof             bool              `json:"pprof" yaml:"pprof"`
 }
 
 // LoadFile applies a YAML or JSON config file (JSON when the name ends in
@@ -230,6 +247,10 @@ func (c *Config) LoadFile(path string) error {
 	setStr(&c.TLS.CA, f.TLSCA)
 	setStr(&c.TLS.Cert, f.TLSCert)
 	setStr(&c.TLS.Key, f.TLSKey)
+	setStr(&c.MetricsAddr, f.MetricsAddr)
+	if f.Pprof {
+		c.Pprof = true
+	}
 	if f.Insecure {
 		c.Insecure = true
 	}
@@ -382,6 +403,14 @@ func (c Config) Validate() error {
 			bad("%s: %w", flag, err)
 		}
 	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			bad("--metrics-addr (metrics_addr) %q: want HOST:PORT (%v)", c.MetricsAddr, err)
+		}
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		bad("--pprof needs --metrics-addr (metrics_addr): the profiles are served there")
+	}
 	if c.Parallel < 0 {
 		bad("--parallel %d: must be 0 (the engine's default) or more", c.Parallel)
 	}
@@ -393,7 +422,7 @@ func (c Config) Validate() error {
 		{"backoff_min", c.BackoffMin}, {"backoff_max", c.BackoffMax}, {"progress_interval", c.ProgressInterval},
 		{"probe_timeout", c.ProbeTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
 		{"stream_backoff_min", c.StreamBackoffMin}, {"stream_backoff_max", c.StreamBackoffMax},
-		{"renew check interval", c.RenewCheckInterval},
+		{"renew check interval", c.RenewCheckInterval}, {"repo check interval", c.RepoCheckInterval},
 	} {
 		if d.v <= 0 {
 			bad("%s %s: must be positive", d.name, d.v)

@@ -6,9 +6,12 @@ import (
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/controller/client"
+	"github.com/tidemark-backup/tidemark/internal/logadapt"
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 )
 
 func newControllerCmd(s *streams) *cobra.Command {
@@ -64,7 +67,11 @@ RemoveMember).`,
 				return err
 			}
 			cfg.Logger = log
-			cfg.RaftLogOutput = s.err
+			logadapt.RouteGRPC(log)
+			// Raft's lines go through log (cfg.RaftLogOutput unset).
+			if cfg.MetricsAddr != "" {
+				cfg.Metrics = metrics.New()
+			}
 			if err := cfg.Validate(); err != nil {
 				return userErr(err)
 			}
@@ -73,6 +80,9 @@ RemoveMember).`,
 				return userErr(err)
 			}
 			fmt.Fprintf(s.err, "controller %s serving on %s\n", srv.NodeID(), srv.Addr())
+			if a := srv.MetricsAddr(); a != "" {
+				fmt.Fprintf(s.err, "controller %s metrics on %s\n", srv.NodeID(), a)
+			}
 			<-cmd.Context().Done()
 			srv.Shutdown()
 			return nil
@@ -107,7 +117,15 @@ RemoveMember).`,
 	f.DurationVar(&cfg.TLS.CertValidity, "cert-validity", cfg.TLS.CertValidity, "life of the node certificates the cluster CA issues (renewed two thirds in)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	addMetricsFlags(f, &cfg.MetricsAddr, &cfg.Pprof)
 	return cmd
+}
+
+// addMetricsFlags registers --metrics-addr and --pprof (controller, agent,
+// dev).
+func addMetricsFlags(f *pflag.FlagSet, addr *string, pprof *bool) {
+	f.StringVar(addr, "metrics-addr", "", "HOST:PORT serving /metrics, /healthz and /readyz (HTTPS with the daemon's certificate; /metrics needs a client certificate of the cluster CA; plain HTTP under --insecure)")
+	f.BoolVar(pprof, "pprof", false, "also serve Go's profiler on --metrics-addr under /debug/pprof/ (needs a client certificate too)")
 }
 
 // controllerGCPercent is the controller's GOGC unless the environment sets

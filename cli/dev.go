@@ -15,6 +15,8 @@ import (
 	"github.com/tidemark-backup/tidemark/agent"
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/logadapt"
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
@@ -37,6 +39,8 @@ func newDevCmd(s *streams) *cobra.Command {
 		parallel  int
 		heartbeat time.Duration
 		lease     time.Duration
+		metrAddr  string
+		pprof     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -89,7 +93,16 @@ SIGINT or SIGTERM stops the agent, then the controller.`,
 			// Loopback-fast Raft: one node elects itself at once.
 			cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout, cfg.Raft.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 			cfg.Raft.CommitTimeout = 10 * time.Millisecond
-			cfg.Logger, cfg.RaftLogOutput, cfg.RaftLogLevel = log, s.err, "warn"
+			cfg.Logger, cfg.RaftLogLevel = log, "warn"
+			logadapt.RouteGRPC(log)
+			// One registry for the controller and the agent of this
+			// process, served by the controller on --metrics-addr;
+			// /readyz checks both.
+			var reg *metrics.Registry
+			if metrAddr != "" {
+				reg = metrics.New()
+			}
+			cfg.Metrics, cfg.MetricsAddr, cfg.Pprof = reg, metrAddr, pprof
 			// The dev cluster makes its own CA; its key is sealed with a
 			// file beside the controller's data.
 			if s.tls.insecure {
@@ -117,6 +130,9 @@ SIGINT or SIGTERM stops the agent, then the controller.`,
 			fmt.Fprintf(s.err, "tidemark dev: controller %s, repository %s, agent %q serving %s\n", srv.Addr(), repoURI, devAgentName, redactDSN(dsn))
 			fmt.Fprintf(s.out, "controller %s\n", srv.Addr())
 			fmt.Fprintf(s.out, "export %s=%s\n", "TIDEMARK_CONTROLLER", srv.Addr())
+			if a := srv.MetricsAddr(); a != "" {
+				fmt.Fprintf(s.out, "metrics %s\n", a)
+			}
 			var agentCreds tlsx.Files
 			if !s.tls.insecure {
 				fmt.Fprintf(s.out, "export %s=%s\n", envCredentials, controller.AdminCredentials(cfg.DataDir))
@@ -141,6 +157,7 @@ SIGINT or SIGTERM stops the agent, then the controller.`,
 			acfg.HeartbeatInterval = heartbeat
 			acfg.BackoffMin, acfg.BackoffMax = 100*time.Millisecond, 2*time.Second
 			acfg.Logger = log
+			acfg.Metrics = reg
 			acfg.BinlogStreamer, acfg.PITRRestorer, acfg.Engines = s.wiring.BinlogStreamer, s.wiring.PITRRestorer, s.wiring.Engines
 			if err := acfg.Validate(); err != nil {
 				return userErr(err)
@@ -164,6 +181,7 @@ SIGINT or SIGTERM stops the agent, then the controller.`,
 	f.DurationVar(&lease, "lease-duration", 10*time.Second, "how long a job lease lives without a heartbeat")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	addMetricsFlags(f, &metrAddr, &pprof)
 	return cmd
 }
 

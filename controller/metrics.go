@@ -85,6 +85,9 @@ func (s *Server) healthLoop() {
 // setupMetrics registers the node's collector, readiness check and raft's
 // go-metrics sink in cfg.Metrics, and starts the --metrics-addr listener.
 func (s *Server) setupMetrics() error {
+	if s.cfg.Metrics == nil && s.cfg.MetricsAddr != "" {
+		s.cfg.Metrics = metrics.New()
+	}
 	m := s.cfg.Metrics
 	if m == nil {
 		return nil

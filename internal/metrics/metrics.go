@@ -18,7 +18,7 @@ import (
 // outcome or a backend outside its set is folded into "other", so a
 // mistyped engine in a job cannot grow a series per typo.
 var (
-	knownEngines  = set("logical", "mariabackup", "snapshot", "clone", "binlog", "auto")
+	knownEngines  = set("logical", "mariabackup", "snapshot", "clone", "binlog", "auto", "unknown")
 	knownBackends = set("file", "s3", "relay")
 )
 
@@ -199,7 +199,7 @@ type Job struct {
 	// Kind is "backup" or "restore".
 	Kind string
 	// Engine is the engine that ran it (for a failed backup, the one the
-	// job asked for; "" is "auto").
+	// job asked for, "" being "auto"; for a failed restore "unknown").
 	Engine string
 	// Err is how it ended; Canceled says the cancellation was the cause.
 	Err      error
