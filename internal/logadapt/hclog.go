@@ -2,6 +2,7 @@ package logadapt
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -67,8 +68,18 @@ func fixArgs(args []any) []any {
 		args = append(args, "(missing)")
 	}
 	for i := 1; i < len(args); i += 2 {
-		if err, ok := args[i].(error); ok && err != nil {
-			args[i] = err.Error()
+		switch v := args[i].(type) {
+		case error:
+			if v != nil {
+				args[i] = v.Error()
+			}
+		case hclog.Format:
+			// hclog.Fmt("%+v", x): formatted when logged.
+			if len(v) > 0 {
+				if f, ok := v[0].(string); ok {
+					args[i] = fmt.Sprintf(f, v[1:]...)
+				}
+			}
 		}
 	}
 	return args

@@ -1,0 +1,311 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/grpc"
+	grpccreds "google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/tidemark-backup/tidemark/internal/testenv"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// scraper reads a daemon's metrics listener as Prometheus would: HTTPS,
+// verifying the daemon under serverName, presenting a certificate of the
+// cluster CA (here the admin's; any identity of the CA will do).
+type scraper struct {
+	t      *testing.T
+	client *http.Client
+}
+
+func newScraper(t *testing.T, c *cluster, serverName string) *scraper {
+	src := c.ca.Source(t, testenv.Admin())
+	return &scraper{t: t, client: &http.Client{Timeout: testenv.Wait(10 * time.Second), Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: src.Roots(), ServerName: serverName, MinVersion: tls.VersionTLS13,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return src.Current() },
+	}}}}
+}
+
+func (s *scraper) get(addr, path string) (int, string, error) {
+	resp, err := s.client.Get("https://" + addr + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// metrics scrapes addr and parses the text format.
+func (s *scraper) metrics(addr string) map[string]*dto.MetricFamily {
+	s.t.Helper()
+	code, body, err := s.get(addr, "/metrics")
+	if err != nil || code != 200 {
+		s.t.Fatalf("scraping %s: %d %v\n%s", addr, code, err, body)
+	}
+	// A zero TextParser panics: it needs a validation scheme.
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		s.t.Fatalf("parsing the metrics of %s: %v", addr, err)
+	}
+	return fams
+}
+
+// series returns the series of fam whose labels include want, or nil.
+func series(fams map[string]*dto.MetricFamily, name string, want map[string]string) *dto.Metric {
+	mf := fams[name]
+	if mf == nil {
+		return nil
+	}
+next:
+	for _, m := range mf.GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if have[k] != v {
+				continue next
+			}
+		}
+		return m
+	}
+	return nil
+}
+
+func valueOf(m *dto.Metric) float64 {
+	switch {
+	case m == nil:
+		return -1
+	case m.GetCounter() != nil:
+		return m.GetCounter().GetValue()
+	case m.GetGauge() != nil:
+		return m.GetGauge().GetValue()
+	case m.GetHistogram() != nil:
+		return float64(m.GetHistogram().GetSampleCount())
+	}
+	return -1
+}
+
+// TestMetricsProcesses: three controllers and an agent with
+// --metrics-addr; after a backup and a failed backup their /metrics show
+// it with the right labels; /readyz of a follower turns 503 while the
+// cluster has no leader and 200 again once it has; grpc.health.v1 answers
+// without a client certificate.
+func TestMetricsProcesses(t *testing.T) {
+	db := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "metrics"})
+	loadBig(t, db, 2000)
+	c := startCluster(t, db, clusterOpts{metrics: true})
+	agentScr := newScraper(t, c, tlsx.AgentServerName)
+	ctlScr := newScraper(t, c, tlsx.ControllerServerName)
+
+	ok := c.submit()
+	c.waitState(ok, 60*time.Second, v1.JobState_JOB_STATE_SUCCEEDED)
+	// The CLI refuses an unknown engine; the API takes it (engines are the
+	// agent's to know), so the agent's attempt fails.
+	sr, err := c.leader().conn.Control.SubmitBackup(t.Context(), &v1.SubmitBackupRequest{Instance: "db", Engine: "no-such-engine"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.waitState(sr.GetJob().GetId(), 60*time.Second, v1.JobState_JOB_STATE_FAILED)
+
+	t.Run("agent", func(t *testing.T) {
+		// The agent counts a job before it reports the result, so the
+		// scrape after the job's end sees it.
+		fams := agentScr.metrics(c.agentMetrics)
+		for _, w := range []struct {
+			name   string
+			labels map[string]string
+			min    float64
+		}{
+			{"tidemark_jobs_total", map[string]string{"kind": "backup", "engine": "logical", "outcome": "ok"}, 1},
+			// An engine name the agent does not know is folded into
+			// "other": a typo cannot grow a series.
+			{"tidemark_jobs_total", map[string]string{"kind": "backup", "engine": "other", "outcome": "failed"}, 1},
+			{"tidemark_job_duration_seconds", map[string]string{"kind": "backup", "engine": "logical", "outcome": "ok"}, 1},
+			{"tidemark_job_duration_seconds", map[string]string{"kind": "backup", "engine": "other", "outcome": "failed"}, 1},
+			{"tidemark_backup_bytes_total", map[string]string{"engine": "logical", "state": "logical"}, 100_000},
+			{"tidemark_backup_bytes_total", map[string]string{"engine": "logical", "state": "stored"}, 1},
+			{"tidemark_backup_lock_seconds", map[string]string{"engine": "logical"}, 1},
+			{"tidemark_storage_operations_total", map[string]string{"backend": "file", "op": "put", "outcome": "ok"}, 2},
+			{"tidemark_storage_operation_duration_seconds", map[string]string{"backend": "file", "op": "put"}, 2},
+		} {
+			if v := valueOf(series(fams, w.name, w.labels)); v < w.min {
+				t.Errorf("agent: %s%v = %v, want at least %v", w.name, w.labels, v, w.min)
+			}
+		}
+		if v := valueOf(series(fams, "tidemark_jobs_total", map[string]string{"kind": "backup", "engine": "logical", "outcome": "failed"})); v > 0 {
+			t.Errorf("a logical backup counted as failed: %v", v)
+		}
+		if code, body, err := agentScr.get(c.agentMetrics, "/readyz"); err != nil || code != 200 {
+			t.Errorf("agent /readyz: %d %v %s", code, err, body)
+		}
+	})
+
+	leader := c.leader()
+	t.Run("leader", func(t *testing.T) {
+		fams := ctlScr.metrics(leader.metrics)
+		for _, w := range []struct {
+			name   string
+			labels map[string]string
+			want   func(float64) bool
+		}{
+			{"tidemark_catalog_jobs", map[string]string{"kind": "backup", "state": "succeeded"}, func(v float64) bool { return v == 1 }},
+			{"tidemark_catalog_jobs", map[string]string{"kind": "backup", "state": "failed"}, func(v float64) bool { return v == 1 }},
+			{"tidemark_agents_connected", nil, func(v float64) bool { return v == 1 }},
+			{"tidemark_catalog_instances", nil, func(v float64) bool { return v == 1 }},
+			{"tidemark_instance_last_backup_timestamp_seconds", map[string]string{"instance": "db"}, func(v float64) bool {
+				return v > float64(time.Now().Add(-10*time.Minute).Unix()) && v <= float64(time.Now().Unix()+1)
+			}},
+			{"tidemark_raft_node_state", map[string]string{"state": "leader"}, func(v float64) bool { return v == 1 }},
+			{"tidemark_raft_node_applied_index", nil, func(v float64) bool { return v > 0 }},
+		} {
+			if v := valueOf(series(fams, w.name, w.labels)); !w.want(v) {
+				t.Errorf("leader: %s%v = %v", w.name, w.labels, v)
+			}
+		}
+		// hashicorp/raft's own metrics, through the go-metrics sink.
+		if series(fams, "tidemark_raft_commitTime", nil) == nil && series(fams, "tidemark_raft_fsm_apply", nil) == nil {
+			var names []string
+			for n := range fams {
+				if strings.HasPrefix(n, "tidemark_raft") {
+					names = append(names, n)
+				}
+			}
+			t.Errorf("raft's go-metrics are missing; tidemark_raft* families: %v", names)
+		}
+	})
+
+	t.Run("follower readiness", func(t *testing.T) {
+		var follower *ctlNode
+		for _, n := range c.nodes {
+			if n != leader {
+				follower = n
+				break
+			}
+		}
+		fams := ctlScr.metrics(follower.metrics)
+		if series(fams, "tidemark_catalog_jobs", nil) != nil || series(fams, "tidemark_agents_connected", nil) != nil {
+			t.Error("a follower exports the leader-only gauges (dashboards would count them twice)")
+		}
+		if v := valueOf(series(fams, "tidemark_raft_node_state", map[string]string{"state": "follower"})); v != 1 {
+			t.Errorf("follower state gauge %v", v)
+		}
+		// /readyz and /healthz answer without a client certificate (a
+		// kubelet's probe has none); /metrics does not.
+		anon := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs: c.ca.Source(t, testenv.Admin()).Roots(), ServerName: tlsx.ControllerServerName}}}
+		for path, want := range map[string]int{"/readyz": 200, "/healthz": 200, "/metrics": 401} {
+			resp, err := anon.Get("https://" + follower.metrics + path)
+			if err != nil {
+				t.Fatalf("%s without a certificate: %v", path, err)
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("%s without a certificate: %d, want %d", path, resp.StatusCode, want)
+			}
+		}
+		health := healthClient(t, c, follower.addr)
+		if st := healthStatus(t, health); st != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("follower health before the kill: %s", st)
+		}
+
+		leader.Kill()
+		sawNotReady := ""
+		testenv.WaitFor(t, "the follower's /readyz to turn 503", 15*time.Second, func() error {
+			code, body, err := ctlScr.get(follower.metrics, "/readyz")
+			if err == nil && code == http.StatusServiceUnavailable {
+				sawNotReady = body
+				return nil
+			}
+			return fmt.Errorf("/readyz: %d %v", code, err)
+		})
+		if !strings.Contains(sawNotReady, "leader") && !strings.Contains(sawNotReady, "candidate") {
+			t.Errorf("not-ready body does not say why: %q", sawNotReady)
+		}
+		testenv.WaitFor(t, "the follower's /readyz to be 200 under a new leader", 20*time.Second, func() error {
+			code, body, err := ctlScr.get(follower.metrics, "/readyz")
+			if err == nil && code == 200 {
+				return nil
+			}
+			return fmt.Errorf("/readyz: %d %v %s", code, err, body)
+		})
+		testenv.WaitFor(t, "grpc.health.v1 to answer SERVING again", 10*time.Second, func() error {
+			if st := healthStatus(t, health); st != healthpb.HealthCheckResponse_SERVING {
+				return fmt.Errorf("health %s", st)
+			}
+			return nil
+		})
+	})
+}
+
+// healthClient dials a controller for grpc.health.v1 with the CA only, no
+// client certificate, as grpc_health_probe -tls -tls-ca-cert would.
+func healthClient(t *testing.T, c *cluster, addr string) healthpb.HealthClient {
+	t.Helper()
+	tc := &tls.Config{RootCAs: c.ca.Source(t, testenv.Admin()).Roots(), ServerName: tlsx.ControllerServerName, MinVersion: tls.VersionTLS13}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(grpccreds.NewTLS(tc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return healthpb.NewHealthClient(cc)
+}
+
+func healthStatus(t *testing.T, h healthpb.HealthClient) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	ctx, cancel := contextWithTimeout(t, 5*time.Second)
+	defer cancel()
+	r, err := h.Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatalf("grpc.health.v1 Check: %v", err)
+	}
+	return r.GetStatus()
+}
+
+// TestMetricsAddrInUse: a daemon whose --metrics-addr is taken fails at
+// start, naming the address and the flag.
+func TestMetricsAddrInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	busy := l.Addr().String()
+	dir := t.TempDir()
+	r := tm(t, 30*time.Second, "controller", "--insecure", "--data-dir", filepath.Join(dir, "c"), "--node-id", "c1", "--bootstrap",
+		"--grpc-addr", testenv.FreeAddr(t), "--raft-addr", testenv.FreeAddr(t), "--metrics-addr", busy)
+	if r.code == 0 || !strings.Contains(r.err, "--metrics-addr "+busy) || !strings.Contains(r.err, "already in use") {
+		t.Errorf("controller with --metrics-addr in use: exit %d, stderr %q", r.code, r.err)
+	}
+
+	cfg := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(cfg, []byte("metrics_addr: "+busy+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = tm(t, 30*time.Second, "agent", "--insecure", "--config", cfg, "--controller", testenv.FreeAddr(t), "--name", "a1",
+		"--mysql", "root@tcp(127.0.0.1:1)/")
+	if r.code == 0 || !strings.Contains(r.err, "metrics_addr") || !strings.Contains(r.err, busy) || !strings.Contains(r.err, "already in use") {
+		t.Errorf("agent with metrics_addr in use: exit %d, stderr %q", r.code, r.err)
+	}
+}
+
+func contextWithTimeout(t *testing.T, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(t.Context(), testenv.Wait(d))
+}
