@@ -3,12 +3,15 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +23,7 @@ import (
 	grpccreds "google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
@@ -192,6 +196,33 @@ func TestMetricsProcesses(t *testing.T) {
 		}
 	})
 
+	// The dashboard's expressions name only metrics the daemons export:
+	// seen in these scrapes, or defined (a vector with no series yet, such
+	// as retries, is not in a scrape).
+	t.Run("dashboard", func(t *testing.T) {
+		known := map[string]bool{}
+		for _, n := range controller.DefinedMetrics() {
+			known[n] = true
+		}
+		for _, addr := range []string{c.agentMetrics} {
+			for n := range agentScr.metrics(addr) {
+				known[n] = true
+			}
+		}
+		for n := range ctlScr.metrics(leader.metrics) {
+			known[n] = true
+		}
+		names := dashboardMetrics(t)
+		if len(names) < 10 {
+			t.Fatalf("only %d metric names found in the dashboard: %v", len(names), names)
+		}
+		for _, n := range names {
+			if !known[n] {
+				t.Errorf("deploy/grafana/tidemark.json uses %s, which no daemon exports", n)
+			}
+		}
+	})
+
 	t.Run("follower readiness", func(t *testing.T) {
 		var follower *ctlNode
 		for _, n := range c.nodes {
@@ -253,6 +284,90 @@ func TestMetricsProcesses(t *testing.T) {
 			return nil
 		})
 	})
+}
+
+// metricRE finds metric names in PromQL.
+var metricRE = regexp.MustCompile(`\btidemark_[A-Za-z0-9_]+`)
+
+// dashboardMetrics returns the metric names the dashboard's expressions
+// use, with a histogram's or summary's _bucket, _sum and _count suffixes
+// taken off.
+func dashboardMetrics(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "deploy", "grafana", "tidemark.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("deploy/grafana/tidemark.json: %v", err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, n := range metricRE.FindAllString(tg.Expr, -1) {
+				for _, suf := range []string{"_bucket", "_sum", "_count"} {
+					n = strings.TrimSuffix(n, suf)
+				}
+				if !seen[n] {
+					seen[n] = true
+					out = append(out, n)
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestMetricsReadme: the README's metrics table lists exactly the metrics
+// the code defines (its tidemark_raft_* row stands for raft's own).
+func TestMetricsReadme(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(b), "| metric | type | labels | meaning |")
+	if !ok {
+		t.Fatal("README.md has no metrics table (header | metric | type | labels | meaning |)")
+	}
+	table, _, _ = strings.Cut(table, "\n\n")
+	listed := map[string]bool{}
+	for _, line := range strings.Split(table, "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 3 {
+			continue
+		}
+		name := strings.Trim(strings.TrimSpace(cells[1]), "`")
+		if !strings.HasPrefix(name, "tidemark_") || strings.Contains(name, "*") {
+			continue
+		}
+		if listed[name] {
+			t.Errorf("README lists %s twice", name)
+		}
+		listed[name] = true
+	}
+	defined := controller.DefinedMetrics()
+	for _, n := range defined {
+		if !listed[n] {
+			t.Errorf("metric %s is not in the README's table", n)
+		}
+		delete(listed, n)
+	}
+	for n := range listed {
+		t.Errorf("the README's table lists %s, which the code does not define", n)
+	}
+	if len(defined) < 15 {
+		t.Errorf("only %d metrics defined: %v", len(defined), defined)
+	}
 }
 
 // healthClient dials a controller for grpc.health.v1 with the CA only, no
