@@ -124,38 +124,42 @@ func (s *Server) MetricsAddr() string {
 }
 
 // nodeCollector computes the controller's gauges at scrape time from Raft
-// and, on the leader, from the catalog and the agent hub: nothing is
-// counted twice, and a scrape of 2,000 instances is one pass over the
-// backups, jobs and binlog streams of one read snapshot.
+// and, on the leader, from the catalog (CatalogCollector) and the agent
+// hub: nothing is counted twice.
 type nodeCollector struct {
-	s *Server
+	s   *Server
+	cat *CatalogCollector
 
-	raftState, raftTerm, raftCommit, raftApplied, raftLast *prometheus.Desc
-	jobs, agents, lastBackup, rpo, instances               *prometheus.Desc
+	raftState, raftTerm, raftCommit, raftApplied, raftLast, agents *prometheus.Desc
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
 }
 
 func newNodeCollector(s *Server) *nodeCollector {
-	d := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(name, help, labels, nil)
+	c := &nodeCollector{s: s,
+		raftState:   desc("tidemark_raft_node_state", "1 for the Raft state this node is in (follower, candidate, leader, shutdown), 0 for the others.", "state"),
+		raftTerm:    desc("tidemark_raft_node_term", "This node's current Raft term."),
+		raftCommit:  desc("tidemark_raft_node_commit_index", "The highest Raft log index this node knows is committed."),
+		raftApplied: desc("tidemark_raft_node_applied_index", "The highest Raft log index this node applied to its catalog."),
+		raftLast:    desc("tidemark_raft_node_last_index", "The last index in this node's Raft log."),
+		agents:      desc("tidemark_agents_connected", "Agents holding a session with this leader (leader only)."),
 	}
-	return &nodeCollector{s: s,
-		raftState:   d("tidemark_raft_node_state", "1 for the Raft state this node is in (follower, candidate, leader, shutdown), 0 for the others.", "state"),
-		raftTerm:    d("tidemark_raft_node_term", "This node's current Raft term."),
-		raftCommit:  d("tidemark_raft_node_commit_index", "The highest Raft log index this node knows is committed."),
-		raftApplied: d("tidemark_raft_node_applied_index", "The highest Raft log index this node applied to its catalog."),
-		raftLast:    d("tidemark_raft_node_last_index", "The last index in this node's Raft log."),
-		jobs:        d("tidemark_catalog_jobs", "Jobs in the catalog by kind and state (leader only).", "kind", "state"),
-		agents:      d("tidemark_agents_connected", "Agents holding a session with this leader (leader only)."),
-		instances:   d("tidemark_catalog_instances", "Instances in the catalog (leader only)."),
-		lastBackup:  d("tidemark_instance_last_backup_timestamp_seconds", "Unix time the newest complete backup of the instance finished (leader only; absent for an instance with none).", "instance"),
-		rpo:         d("tidemark_instance_binlog_rpo_seconds", "Seconds since the last binlog event the instance's stream made durable, as of its last committed watermark (leader only; absent without a stream).", "instance"),
-	}
+	c.cat = NewCatalogCollector(func() *catalog.Read {
+		if s == nil || s.raft.State() != raft.Leader {
+			return nil
+		}
+		return s.fsm.Store().Read()
+	})
+	return c
 }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.raftState, c.raftTerm, c.raftCommit, c.raftApplied, c.raftLast, c.jobs, c.agents, c.instances, c.lastBackup, c.rpo} {
+	for _, d := range []*prometheus.Desc{c.raftState, c.raftTerm, c.raftCommit, c.raftApplied, c.raftLast, c.agents} {
 		ch <- d
 	}
+	c.cat.Describe(ch)
 }
 
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -172,15 +176,49 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.raftCommit, prometheus.GaugeValue, float64(r.CommitIndex()))
 	ch <- prometheus.MustNewConstMetric(c.raftApplied, prometheus.GaugeValue, float64(r.AppliedIndex()))
 	ch <- prometheus.MustNewConstMetric(c.raftLast, prometheus.GaugeValue, float64(r.LastIndex()))
-	if state != raft.Leader {
-		return
+	if state == raft.Leader {
+		ch <- prometheus.MustNewConstMetric(c.agents, prometheus.GaugeValue, float64(c.s.agents.sessionCount()))
 	}
-	ch <- prometheus.MustNewConstMetric(c.agents, prometheus.GaugeValue, float64(c.s.agents.sessionCount()))
-	collectCatalog(c, c.s.fsm.Store().Read(), time.Now(), ch)
+	c.cat.Collect(ch)
 }
 
-// collectCatalog emits the catalog's gauges from one read snapshot.
-func collectCatalog(c *nodeCollector, rd *catalog.Read, now time.Time, ch chan<- prometheus.Metric) {
+// CatalogCollector emits the leader's catalog gauges (jobs by kind and
+// state, instances, each instance's last complete backup time and binlog
+// RPO) from one read snapshot per scrape: one pass over the jobs, the
+// backups and the binlog streams, so 2,000 instances cost one scan each.
+type CatalogCollector struct {
+	read func() *catalog.Read
+	// Now is the clock RPO is measured against (time.Now by default).
+	Now func() time.Time
+
+	jobs, instances, lastBackup, rpo *prometheus.Desc
+}
+
+// NewCatalogCollector collects from the catalog read returns at each
+// scrape; a nil read (a follower) emits nothing.
+func NewCatalogCollector(read func() *catalog.Read) *CatalogCollector {
+	return &CatalogCollector{read: read, Now: time.Now,
+		jobs:       desc("tidemark_catalog_jobs", "Jobs in the catalog by kind and state (leader only).", "kind", "state"),
+		instances:  desc("tidemark_catalog_instances", "Instances in the catalog (leader only)."),
+		lastBackup: desc("tidemark_instance_last_backup_timestamp_seconds", "Unix time the newest complete backup of the instance finished (leader only; absent for an instance with none).", "instance"),
+		rpo:        desc("tidemark_instance_binlog_rpo_seconds", "Seconds since the last binlog event the instance's stream made durable, as of its last committed watermark (leader only; absent without a stream).", "instance"),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *CatalogCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.jobs, c.instances, c.lastBackup, c.rpo} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *CatalogCollector) Collect(ch chan<- prometheus.Metric) {
+	rd := c.read()
+	if rd == nil {
+		return
+	}
+	now := c.Now()
 	type ks struct {
 		kind  v1.JobKind
 		state v1.JobState
@@ -190,8 +228,7 @@ func collectCatalog(c *nodeCollector, rd *catalog.Read, now time.Time, ch chan<-
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(n), kindName(k.kind), catalog.StateName(k.state))
 	}
-	instances := rd.Instances()
-	ch <- prometheus.MustNewConstMetric(c.instances, prometheus.GaugeValue, float64(len(instances)))
+	ch <- prometheus.MustNewConstMetric(c.instances, prometheus.GaugeValue, float64(len(rd.Instances())))
 	last := map[string]time.Time{}
 	rd.EachBackup(func(b *v1.Backup) {
 		if b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE || b.GetFinishedAt() == nil {
