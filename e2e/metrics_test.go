@@ -288,7 +288,7 @@ func TestMetricsProcesses(t *testing.T) {
 				if err == nil && code == 200 {
 					return nil
 				}
-				return fmt.Errorf("/readyz: %d %v %s", code, err, body)
+				return fmt.Errorf("/readyz: %d %w %s", code, err, body)
 			})
 		}
 		testenv.WaitFor(t, "grpc.health.v1 to answer SERVING again", 10*time.Second, func() error {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,9 +32,13 @@ func get(t *testing.T, c *http.Client, url string) (int, string) {
 
 func TestServePlain(t *testing.T) {
 	r := New()
-	notReady := errors.New("no leader known")
-	var state error = notReady
-	r.AddReadyCheck("controller", func() error { return state })
+	var ready atomic.Bool
+	r.AddReadyCheck("controller", func() error {
+		if ready.Load() {
+			return nil
+		}
+		return errors.New("no leader known")
+	})
 	s, err := Serve(r, ServeParams{Addr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +54,7 @@ func TestServePlain(t *testing.T) {
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "controller: no leader known") {
 		t.Errorf("/readyz while not ready: %d %q, want 503 naming the check and its reason", code, body)
 	}
-	state = nil
+	ready.Store(true)
 	if code, body := get(t, c, base+"/readyz"); code != 200 {
 		t.Errorf("/readyz when ready: %d %q", code, body)
 	}
