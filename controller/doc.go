@@ -9,4 +9,8 @@
 // gRPC statuses; the leader writes an audit record of every mutating call
 // (audit.go); join tokens, revocations and certificate renewal are in
 // enroll.go.
+//
+// metrics.go exports the node's gauges (Raft, and on the leader the
+// catalog's and the agent hub's, computed at scrape time), its readiness
+// (Ready, also answered as grpc.health.v1) and the --metrics-addr listener.
 package controller

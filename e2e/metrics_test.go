@@ -160,9 +160,22 @@ func TestMetricsProcesses(t *testing.T) {
 		if code, body, err := agentScr.get(c.agentMetrics, "/readyz"); err != nil || code != 200 {
 			t.Errorf("agent /readyz: %d %v %s", code, err, body)
 		}
+		// Every line of a job carries its id, instance and attempt.
+		for _, l := range strings.Split(c.agent.Log(), "\n") {
+			if strings.Contains(l, `msg="job succeeded"`) && !(strings.Contains(l, "job="+ok) && strings.Contains(l, "instance=db") && strings.Contains(l, "attempt=1")) {
+				t.Errorf("job line without job, instance or attempt: %s", l)
+			}
+		}
+		if !strings.Contains(c.agent.Log(), `msg="job succeeded" agent=db job=`+ok) {
+			t.Errorf("no success line for job %s in the agent's log", ok)
+		}
 	})
 
 	leader := c.leader()
+	// hashicorp/raft's lines go through the node's slog handler.
+	if !strings.Contains(leader.Log(), `msg="entering leader state" node=`) || !strings.Contains(leader.Log(), "logger=raft") {
+		t.Errorf("raft's lines are not in the node's slog format:\n%s", leader.LogTail())
+	}
 	t.Run("leader", func(t *testing.T) {
 		fams := ctlScr.metrics(leader.metrics)
 		for _, w := range []struct {
@@ -406,6 +419,72 @@ func healthStatus(t *testing.T, h healthpb.HealthClient) healthpb.HealthCheckRes
 		t.Fatalf("grpc.health.v1 Check: %v", err)
 	}
 	return r.GetStatus()
+}
+
+// TestDevMetrics: `tidemark dev --metrics-addr` serves the controller's and
+// the agent's metrics from one registry on one address, over the dev
+// cluster's TLS, and /readyz waits for both; its logs are JSON with
+// --log-format json, raft's and gRPC's lines included.
+func TestDevMetrics(t *testing.T) {
+	db := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "devmetrics"})
+	testenv.LoadSample(t, db.DB(t), "shop", 500)
+	dir := filepath.Join(t.TempDir(), "dev")
+	addr, maddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	dev := startDev(t, dir, db.DSN, addr, "--metrics-addr", maddr, "--log-format", "json", "--log-level", "debug")
+	if !strings.Contains(dev.Log(), "metrics "+maddr+"\n") {
+		t.Errorf("tidemark dev does not print its metrics address:\n%s", dev.LogTail())
+	}
+	admin := filepath.Join(dir, "controller", "tls", "admin")
+	src, err := tlsx.FromFiles(tlsx.Files{CA: filepath.Join(admin, "ca.pem"), Cert: filepath.Join(admin, "cert.pem"), Key: filepath.Join(admin, "key.pem")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scr := &scraper{t: t, client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: src.Roots(), ServerName: tlsx.ControllerServerName,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return src.Current() },
+	}}}}
+	testenv.WaitFor(t, "dev's /readyz", 20*time.Second, func() error {
+		code, body, err := scr.get(maddr, "/readyz")
+		if err != nil || code != 200 {
+			return fmt.Errorf("%d %v %s", code, err, body)
+		}
+		return nil
+	})
+	must(t, 60*time.Second, "backup", "--instance", "local", "--wait", "--controller", addr)
+	fams := scr.metrics(maddr)
+	if v := valueOf(series(fams, "tidemark_jobs_total", map[string]string{"kind": "backup", "engine": "logical", "outcome": "ok"})); v != 1 {
+		t.Errorf("agent side: tidemark_jobs_total{backup,logical,ok} = %v, want 1", v)
+	}
+	if v := valueOf(series(fams, "tidemark_catalog_jobs", map[string]string{"kind": "backup", "state": "succeeded"})); v != 1 {
+		t.Errorf("controller side: tidemark_catalog_jobs{backup,succeeded} = %v, want 1", v)
+	}
+	if v := valueOf(series(fams, "tidemark_agents_connected", nil)); v != 1 {
+		t.Errorf("tidemark_agents_connected = %v, want 1", v)
+	}
+	var logLines, raftLines int
+	for _, l := range strings.Split(dev.Log(), "\n") {
+		if !strings.HasPrefix(l, "{") {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Errorf("a log line is not JSON: %s", l)
+			continue
+		}
+		logLines++
+		if m["logger"] == "raft" {
+			raftLines++
+		}
+	}
+	if logLines == 0 {
+		t.Errorf("no JSON log lines:\n%s", dev.LogTail())
+	}
+	for _, l := range strings.Split(dev.Log(), "\n") {
+		if strings.Contains(l, "level=") && strings.Contains(l, "msg=") {
+			t.Errorf("a text log line under --log-format json: %s", l)
+		}
+	}
+	t.Logf("%d JSON log lines, %d from raft", logLines, raftLines)
 }
 
 // TestMetricsAddrInUse: a daemon whose --metrics-addr is taken fails at
