@@ -64,14 +64,21 @@ func (s *Server) isMember() bool {
 func (s *Server) healthLoop() {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
-	last := healthpb.HealthCheckResponse_UNKNOWN
+	// Start set NOT_SERVING: a node starting without a leader is no news.
+	last := healthpb.HealthCheckResponse_NOT_SERVING
 	for {
 		st := healthpb.HealthCheckResponse_SERVING
-		if err := s.Ready(); err != nil {
+		err := s.Ready()
+		if err != nil {
 			st = healthpb.HealthCheckResponse_NOT_SERVING
 		}
 		if st != last {
 			s.health.SetServingStatus("", st)
+			if err != nil {
+				s.log.Warn("node not ready", "reason", err.Error())
+			} else {
+				s.log.Info("node ready")
+			}
 			last = st
 		}
 		select {

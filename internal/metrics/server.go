@@ -85,10 +85,16 @@ func Serve(r *Registry, p ServeParams) (*Server, error) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := r.Ready(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
+			if secure && (req.TLS == nil || len(req.TLS.VerifiedChains) == 0) {
+				// The reasons name repositories and nodes: only for
+				// callers of the cluster; a probe needs the code alone.
+				_, _ = w.Write([]byte("not ready (the reasons are shown to a client certificate of the cluster CA, and logged)\n"))
+				return
+			}
 			_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
 			return
 		}

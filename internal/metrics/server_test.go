@@ -171,6 +171,13 @@ func TestServeTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := New()
+	var ready atomic.Bool
+	r.AddReadyCheck("agent", func() error {
+		if ready.Load() {
+			return nil
+		}
+		return errors.New("repository s3://bucket unreachable")
+	})
 	s, err := Serve(r, ServeParams{Addr: "127.0.0.1:0", TLS: src.ServerConfig(), Pprof: true})
 	if err != nil {
 		t.Fatal(err)
@@ -183,6 +190,11 @@ func TestServeTLS(t *testing.T) {
 	if code, _ := get(t, anon, base+"/healthz"); code != 200 {
 		t.Errorf("/healthz without a client certificate: %d", code)
 	}
+	// Not ready: the code for anyone, the reasons for the cluster's callers.
+	if code, body := get(t, anon, base+"/readyz"); code != http.StatusServiceUnavailable || strings.Contains(body, "s3://") {
+		t.Errorf("/readyz without a client certificate while not ready: %d %q, want 503 without the reasons", code, body)
+	}
+	ready.Store(true)
 	if code, _ := get(t, anon, base+"/readyz"); code != 200 {
 		t.Errorf("/readyz without a client certificate: %d", code)
 	}
@@ -202,6 +214,10 @@ func TestServeTLS(t *testing.T) {
 	withCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: tlsx.AgentServerName, Certificates: []tls.Certificate{cert}}}}
 	if code, body := get(t, withCert, base+"/metrics"); code != 200 || !strings.Contains(body, "tidemark_jobs_total") {
 		t.Errorf("/metrics with a client certificate: %d", code)
+	}
+	ready.Store(false)
+	if code, body := get(t, withCert, base+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "agent: repository s3://bucket unreachable") {
+		t.Errorf("/readyz with a client certificate while not ready: %d %q, want the reasons", code, body)
 	}
 	if code, _ := get(t, withCert, base+"/debug/pprof/"); code != 200 {
 		t.Errorf("/debug/pprof/ with a client certificate: %d", code)
