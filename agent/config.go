@@ -140,6 +140,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("labels", c.Labels),
 		slog.Any("instances", inst),
 		slog.String("repo", location.Redact(c.Repo)),
+		slog.String("metrics_addr", c.MetricsAddr),
 	)
 }
 
