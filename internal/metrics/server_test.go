@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -97,7 +98,7 @@ func TestServePlain(t *testing.T) {
 }
 
 // value is the value of the counter or gauge series of mf with labels.
-func value(mf *dto_MetricFamily, labels map[string]string) float64 {
+func value(mf *dto.MetricFamily, labels map[string]string) float64 {
 	if mf == nil {
 		return -1
 	}
@@ -114,7 +115,7 @@ func value(mf *dto_MetricFamily, labels map[string]string) float64 {
 	return -1
 }
 
-func histCount(mf *dto_MetricFamily, labels map[string]string) uint64 {
+func histCount(mf *dto.MetricFamily, labels map[string]string) uint64 {
 	if mf == nil {
 		return 0
 	}
@@ -126,7 +127,7 @@ func histCount(mf *dto_MetricFamily, labels map[string]string) uint64 {
 	return 0
 }
 
-func matches(have []*dto_LabelPair, want map[string]string) bool {
+func matches(have []*dto.LabelPair, want map[string]string) bool {
 	n := 0
 	for _, l := range have {
 		if v, ok := want[l.GetName()]; ok {
