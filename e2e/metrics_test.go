@@ -162,7 +162,8 @@ func TestMetricsProcesses(t *testing.T) {
 		}
 		// Every line of a job carries its id, instance and attempt.
 		for _, l := range strings.Split(c.agent.Log(), "\n") {
-			if strings.Contains(l, `msg="job succeeded"`) && !(strings.Contains(l, "job="+ok) && strings.Contains(l, "instance=db") && strings.Contains(l, "attempt=1")) {
+			tagged := strings.Contains(l, "job="+ok) && strings.Contains(l, "instance=db") && strings.Contains(l, "attempt=1")
+			if strings.Contains(l, `msg="job succeeded"`) && !tagged {
 				t.Errorf("job line without job, instance or attempt: %s", l)
 			}
 		}
@@ -446,7 +447,7 @@ func TestDevMetrics(t *testing.T) {
 	testenv.WaitFor(t, "dev's /readyz", 20*time.Second, func() error {
 		code, body, err := scr.get(maddr, "/readyz")
 		if err != nil || code != 200 {
-			return fmt.Errorf("%d %v %s", code, err, body)
+			return fmt.Errorf("%d %w %s", code, err, body)
 		}
 		return nil
 	})
