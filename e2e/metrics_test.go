@@ -24,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tidemark-backup/tidemark/controller"
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
@@ -383,7 +384,7 @@ func TestMetricsReadme(t *testing.T) {
 		}
 		listed[name] = true
 	}
-	defined := controller.DefinedMetrics()
+	defined := append(controller.DefinedMetrics(), metrics.StandaloneNames()...)
 	for _, n := range defined {
 		if !listed[n] {
 			t.Errorf("metric %s is not in the README's table", n)

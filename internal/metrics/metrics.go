@@ -215,18 +215,7 @@ func (r *Registry) JobDone(j Job) {
 	if r == nil {
 		return
 	}
-	outcome := OutcomeOK
-	switch {
-	case j.Canceled:
-		outcome = OutcomeCanceled
-	case j.Err != nil:
-		outcome = OutcomeFailed
-	}
-	kind := j.Kind
-	if kind != "backup" && kind != "restore" {
-		kind = "other"
-	}
-	e := engineLabel(j.Engine)
+	kind, outcome, e := jobLabels(j)
 	r.jobs.WithLabelValues(kind, e, outcome).Inc()
 	r.jobSeconds.WithLabelValues(kind, e, outcome).Observe(j.Took.Seconds())
 	if kind == "backup" && outcome == OutcomeOK {
