@@ -3,6 +3,7 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/internal/metrics"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -113,6 +115,20 @@ func (s *Server) setupMetrics() error {
 		tc := s.tls.ServerConfig()
 		tc.NextProtos = []string{"h2", "http/1.1"}
 		p.TLS = tc
+		// A scraper may also present a CLI access token (viewer or
+		// above) instead of a certificate.
+		p.Authorize = func(r *http.Request) error {
+			id, err := s.bearerFromHeader(r.Header.Get("Authorization"))
+			switch {
+			case err != nil:
+				return err
+			case s.revoked(id):
+				return fmt.Errorf("%s is revoked", id)
+			case !id.Role.Allows(tlsx.RoleViewer):
+				return fmt.Errorf("%s may not read metrics: it needs the viewer role", id)
+			}
+			return nil
+		}
 	}
 	srv, err := metrics.Serve(m, p)
 	if err != nil {

@@ -452,6 +452,22 @@ func TestDevMetrics(t *testing.T) {
 		}
 		return nil
 	})
+	// A viewer's access token stands in for a client certificate.
+	tok := strings.TrimSpace(lastLine(must(t, 20*time.Second, "token", "create", "--role", "viewer", "--user", "prometheus", "--controller", addr).out))
+	anon := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: src.Roots(), ServerName: tlsx.ControllerServerName}}}
+	for bearer, want := range map[string]int{tok: 200, tok + "x": http.StatusForbidden} {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+maddr+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+bearer)
+		resp, err := anon.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("dev /metrics with an access token: %d, want %d", resp.StatusCode, want)
+		}
+	}
 	must(t, 60*time.Second, "backup", "--instance", "local", "--wait", "--controller", addr)
 	fams := scr.metrics(maddr)
 	if v := valueOf(series(fams, "tidemark_jobs_total", map[string]string{"kind": "backup", "engine": "logical", "outcome": "ok"})); v != 1 {

@@ -27,6 +27,10 @@ type ServeParams struct {
 	// /readyz do not (a kubelet's HTTPS probe presents none). Nil serves
 	// plain HTTP (a daemon run with --insecure).
 	TLS *tls.Config
+	// Authorize, when set, may admit a TLS request without a client
+	// certificate to /metrics and /debug/pprof (a controller checks a
+	// bearer access token); nil or an error refuses it.
+	Authorize func(*http.Request) error
 	// Pprof serves /debug/pprof/*.
 	Pprof bool
 	// Logger receives the listener's errors; nil discards them.
@@ -71,11 +75,23 @@ func Serve(r *Registry, p ServeParams) (*Server, error) {
 			return h
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			if req.TLS == nil || len(req.TLS.VerifiedChains) == 0 {
-				http.Error(w, "this endpoint needs a client certificate of the cluster CA (Prometheus: tls_config with cert_file and key_file)", http.StatusUnauthorized)
+			if req.TLS != nil && len(req.TLS.VerifiedChains) > 0 {
+				h.ServeHTTP(w, req)
 				return
 			}
-			h.ServeHTTP(w, req)
+			if p.Authorize != nil && req.Header.Get("Authorization") != "" {
+				if err := p.Authorize(req); err != nil {
+					http.Error(w, err.Error(), http.StatusForbidden)
+					return
+				}
+				h.ServeHTTP(w, req)
+				return
+			}
+			msg := "this endpoint needs a client certificate of the cluster CA (Prometheus: tls_config with cert_file and key_file)"
+			if p.Authorize != nil {
+				msg += ", or an access token of the viewer role or above (Prometheus: authorization with credentials_file)"
+			}
+			http.Error(w, msg, http.StatusUnauthorized)
 		})
 	}
 	mux.Handle("/metrics", guard(promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{

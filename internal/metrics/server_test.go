@@ -179,7 +179,13 @@ func TestServeTLS(t *testing.T) {
 		}
 		return errors.New("repository s3://bucket unreachable")
 	})
-	s, err := Serve(r, ServeParams{Addr: "127.0.0.1:0", TLS: src.ServerConfig(), Pprof: true})
+	authorize := func(req *http.Request) error {
+		if req.Header.Get("Authorization") == "Bearer good" {
+			return nil
+		}
+		return errors.New("access token not valid here")
+	}
+	s, err := Serve(r, ServeParams{Addr: "127.0.0.1:0", TLS: src.ServerConfig(), Pprof: true, Authorize: authorize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,6 +208,21 @@ func TestServeTLS(t *testing.T) {
 	for _, p := range []string{"/metrics", "/debug/pprof/"} {
 		if code, body := get(t, anon, base+p); code != http.StatusUnauthorized || !strings.Contains(body, "client certificate") {
 			t.Errorf("%s without a client certificate: %d %q, want 401 saying what is needed", p, code, body)
+		}
+	}
+	// A bearer credential the daemon's Authorize accepts stands in for the
+	// certificate; one it refuses is 403 with its reason.
+	for tok, want := range map[string]int{"good": 200, "bad": http.StatusForbidden} {
+		req, _ := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := anon.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != want || (want != 200 && !strings.Contains(string(b), "not valid here")) {
+			t.Errorf("/metrics with bearer %q: %d %q, want %d", tok, resp.StatusCode, b, want)
 		}
 	}
 	certPEM, keyPEM, err := ca.IssueKeyPair(tlsx.Identity{Kind: tlsx.KindUser, Name: "prometheus", Role: tlsx.RoleViewer}, time.Hour)
