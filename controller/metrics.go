@@ -116,7 +116,7 @@ func (s *Server) setupMetrics() error {
 		tc.NextProtos = []string{"h2", "http/1.1"}
 		p.TLS = tc
 		// A scraper may also present a CLI access token (viewer or
-		// above) instead of a certificate.
+		// above; the profiler: admin) instead of a certificate.
 		p.Authorize = func(r *http.Request) error {
 			id, err := s.bearerFromHeader(r.Header.Get("Authorization"))
 			switch {
@@ -124,6 +124,8 @@ func (s *Server) setupMetrics() error {
 				return err
 			case s.revoked(id):
 				return fmt.Errorf("%s is revoked", id)
+			case strings.HasPrefix(r.URL.Path, "/debug/pprof") && !id.Role.Allows(tlsx.RoleAdmin):
+				return fmt.Errorf("%s may not profile the process: it needs the admin role", id)
 			case !id.Role.Allows(tlsx.RoleViewer):
 				return fmt.Errorf("%s may not read metrics: it needs the viewer role", id)
 			}
