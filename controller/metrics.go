@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -115,6 +116,16 @@ func (s *Server) setupMetrics() error {
 		tc := s.tls.ServerConfig()
 		tc.NextProtos = []string{"h2", "http/1.1"}
 		p.TLS = tc
+		p.CheckPeer = func(cert *x509.Certificate) error {
+			id, err := tlsx.IdentityOf(cert)
+			switch {
+			case err != nil:
+				return err
+			case s.revoked(id):
+				return fmt.Errorf("%s is revoked", id)
+			}
+			return nil
+		}
 		// A scraper may also present a CLI access token (viewer or
 		// above; the profiler: admin) instead of a certificate.
 		p.Authorize = func(r *http.Request) error {

@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,9 @@ type ServeParams struct {
 	// /readyz do not (a kubelet's HTTPS probe presents none). Nil serves
 	// plain HTTP (a daemon run with --insecure).
 	TLS *tls.Config
+	// CheckPeer, when set, may refuse a verified client certificate (a
+	// controller refuses a revoked agent's).
+	CheckPeer func(*x509.Certificate) error
 	// Authorize, when set, may admit a TLS request without a client
 	// certificate to /metrics and /debug/pprof (a controller checks a
 	// bearer access token); nil or an error refuses it.
@@ -76,6 +80,12 @@ func Serve(r *Registry, p ServeParams) (*Server, error) {
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			if req.TLS != nil && len(req.TLS.VerifiedChains) > 0 {
+				if p.CheckPeer != nil {
+					if err := p.CheckPeer(req.TLS.VerifiedChains[0][0]); err != nil {
+						http.Error(w, err.Error(), http.StatusForbidden)
+						return
+					}
+				}
 				h.ServeHTTP(w, req)
 				return
 			}

@@ -185,7 +185,13 @@ func TestServeTLS(t *testing.T) {
 		}
 		return errors.New("access token not valid here")
 	}
-	s, err := Serve(r, ServeParams{Addr: "127.0.0.1:0", TLS: src.ServerConfig(), Pprof: true, Authorize: authorize})
+	checkPeer := func(cert *x509.Certificate) error {
+		if cert.Subject.CommonName == "revoked" {
+			return errors.New("revoked")
+		}
+		return nil
+	}
+	s, err := Serve(r, ServeParams{Addr: "127.0.0.1:0", TLS: src.ServerConfig(), Pprof: true, Authorize: authorize, CheckPeer: checkPeer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,6 +249,19 @@ func TestServeTLS(t *testing.T) {
 	}
 	if code, _ := get(t, withCert, base+"/debug/pprof/"); code != 200 {
 		t.Errorf("/debug/pprof/ with a client certificate: %d", code)
+	}
+	// A certificate the daemon refuses (revoked) is 403.
+	rPEM, rKey, err := ca.IssueKeyPair(tlsx.Identity{Kind: tlsx.KindAgent, Name: "revoked"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rCert, err := tls.X509KeyPair(rPEM, rKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: tlsx.AgentServerName, Certificates: []tls.Certificate{rCert}}}}
+	if code, body := get(t, revoked, base+"/metrics"); code != http.StatusForbidden || !strings.Contains(body, "revoked") {
+		t.Errorf("/metrics with a refused certificate: %d %q", code, body)
 	}
 }
 
