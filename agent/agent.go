@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/credentials"
@@ -17,9 +18,11 @@ import (
 	"github.com/tidemark-backup/tidemark/agent/probe"
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/storage/relay"
+	"github.com/tidemark-backup/tidemark/internal/storage/retry"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	"github.com/tidemark-backup/tidemark/internal/version"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
@@ -56,6 +59,11 @@ type Agent struct {
 	relayRepo    string          // the controller's --repo, from Registered
 	shuttingDown bool
 	probed       *probed
+
+	// metrics is cfg.Metrics (or the agent's own, with MetricsAddr);
+	// repoState is the last repository check readiness reports.
+	metrics   *metrics.Registry
+	repoState atomic.Pointer[repoCheck]
 }
 
 // Run runs the agent until ctx ends, then stops its jobs (they fail with
@@ -75,6 +83,11 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stop()
 	a.runCtx = runCtx
 	a.log.Info("agent starting", "config", cfg, "version", version.Get().String())
+	stopMetrics, err := a.startMetrics(runCtx)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 
 	a.bg.Add(1)
 	go func() {
@@ -156,6 +169,10 @@ func newAgent(ctx context.Context, cfg Config) (*Agent, error) {
 		dsns:      map[string]string{},
 		wake:      make(chan struct{}, 1),
 		jobs:      map[string]*job{},
+		metrics:   cfg.Metrics,
+	}
+	if a.metrics == nil && cfg.MetricsAddr != "" {
+		a.metrics = metrics.New()
 	}
 	for _, n := range cfg.instanceNames() {
 		d, err := mysqlx.ParseDSN(cfg.instanceDSN(n))
@@ -248,7 +265,8 @@ func (a *Agent) openRepo(ctx context.Context, uri string) (*archive.Repo, func()
 	if uri == "" {
 		return nil, nil, errors.New("the job names no repository and the agent has none: start it with --repo")
 	}
-	st, err := location.Open(ctx, uri, location.Options{Relay: a.relayOptions()})
+	st, err := location.Open(ctx, uri, location.Options{Relay: a.relayOptions(), Metrics: a.metrics,
+		Retry: retry.Options{Logger: a.log.With("repo", location.Redact(uri))}})
 	if err != nil {
 		return nil, nil, err
 	}

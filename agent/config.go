@@ -15,6 +15,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/internal/configfile"
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
@@ -88,6 +89,19 @@ type Config struct {
 
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
+
+	// Metrics is the process's metrics registry: the agent records its
+	// jobs and repository operations there and adds its readiness check.
+	// Nil with MetricsAddr set: the agent makes one. Nil without: none.
+	Metrics *metrics.Registry
+	// MetricsAddr, when set, serves the metrics on HOST:PORT (/metrics,
+	// /healthz, /readyz; /debug/pprof with Pprof), HTTPS with the agent's
+	// certificate, plain HTTP under Insecure.
+	MetricsAddr string
+	Pprof       bool
+	// RepoCheckInterval is how often readiness re-checks that the
+	// repository is reachable (with MetricsAddr or Metrics set).
+	RepoCheckInterval time.Duration
 }
 
 // DefaultConfig is the start of the configuration chain.
@@ -105,6 +119,7 @@ func DefaultConfig() Config {
 		RenewCheckInterval: renewCheckInterval,
 		StreamBackoffMin:   time.Second,
 		StreamBackoffMax:   time.Minute,
+		RepoCheckInterval:  30 * time.Second,
 	}
 }
 
@@ -120,6 +135,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("labels", c.Labels),
 		slog.Any("instances", inst),
 		slog.String("repo", location.Redact(c.Repo)),
+		slog.String("metrics_addr", c.MetricsAddr),
 	)
 }
 
@@ -190,6 +206,14 @@ var fileKeys = map[string]func(c *Config, e configfile.Entry) string{
 	"shutdown_timeout":   func(c *Config, e configfile.Entry) string { return setDuration(&c.ShutdownTimeout, e) },
 	"stream_backoff_min": func(c *Config, e configfile.Entry) string { return setDuration(&c.StreamBackoffMin, e) },
 	"stream_backoff_max": func(c *Config, e configfile.Entry) string { return setDuration(&c.StreamBackoffMax, e) },
+	"metrics_addr":       func(c *Config, e configfile.Entry) string { return setString(&c.MetricsAddr, e) },
+	"pprof": func(c *Config, e configfile.Entry) string {
+		return setScalar(e, "true or false", func(v string) bool {
+			b, err := strconv.ParseBool(v)
+			c.Pprof = c.Pprof || b
+			return err == nil
+		})
+	},
 }
 
 // setScalar checks e holds one value and parses it with set (false: not
@@ -386,6 +410,14 @@ func (c Config) Validate() error {
 			bad("%s: %w", flag, err)
 		}
 	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			bad("--metrics-addr (metrics_addr) %q: want HOST:PORT (%v)", c.MetricsAddr, err)
+		}
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		bad("--pprof needs --metrics-addr (metrics_addr): the profiles are served there")
+	}
 	if c.Parallel < 0 {
 		bad("--parallel %d: must be 0 (the engine's default) or more", c.Parallel)
 	}
@@ -397,7 +429,7 @@ func (c Config) Validate() error {
 		{"backoff_min", c.BackoffMin}, {"backoff_max", c.BackoffMax}, {"progress_interval", c.ProgressInterval},
 		{"probe_timeout", c.ProbeTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
 		{"stream_backoff_min", c.StreamBackoffMin}, {"stream_backoff_max", c.StreamBackoffMax},
-		{"renew check interval", c.RenewCheckInterval},
+		{"renew check interval", c.RenewCheckInterval}, {"repo check interval", c.RepoCheckInterval},
 	} {
 		if d.v <= 0 {
 			bad("%s %s: must be positive", d.name, d.v)

@@ -102,6 +102,8 @@ parallel: 4
 tls_ca: /etc/tidemark/ca.pem
 tls_cert: /etc/tidemark/cert.pem
 tls_key: /etc/tidemark/key.pem
+metrics_addr: 127.0.0.1:9464
+pprof: true
 `)
 	c := DefaultConfig()
 	c.Repo = "file:///kept"
@@ -113,8 +115,20 @@ tls_key: /etc/tidemark/key.pem
 		c.TLS != (tlsx.Files{CA: "/etc/tidemark/ca.pem", Cert: "/etc/tidemark/cert.pem", Key: "/etc/tidemark/key.pem"}) {
 		t.Fatalf("config %+v", c)
 	}
+	if c.MetricsAddr != "127.0.0.1:9464" || !c.Pprof {
+		t.Fatalf("metrics_addr/pprof not loaded: %q %v", c.MetricsAddr, c.Pprof)
+	}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	bad := c
+	bad.MetricsAddr = "9464"
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "metrics_addr") {
+		t.Errorf("metrics_addr without a host: %v", err)
+	}
+	bad.MetricsAddr, bad.Pprof = "", true
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "--pprof needs --metrics-addr") {
+		t.Errorf("pprof without metrics_addr: %v", err)
 	}
 	if names := c.instanceNames(); strings.Join(names, ",") != "db-7/main,db-7/reports" {
 		t.Fatalf("instances %v", names)

@@ -2,5 +2,7 @@
 // capabilities, keeps one stream to the controller and runs assigned jobs
 // through the engines. It presents a certificate naming it (mutual TLS),
 // gets one with a join token when it has none (enroll.go), and renews it two
-// thirds into its life (renew.go).
+// thirds into its life (renew.go). metrics.go records its jobs in the
+// process's metrics and serves --metrics-addr with its readiness
+// (registered, repository reachable).
 package agent

@@ -77,7 +77,8 @@ func (a *Agent) assign(m *v1.JobAssignment) {
 		a.log.Error("controller sent a job assignment without a job id or lease; ignored", "job", jb.GetId())
 		return
 	}
-	log := a.log.With("job", jb.GetId(), "lease", leaseString(lease))
+	// Every line of the attempt says which job, instance and attempt.
+	log := a.log.With("job", jb.GetId(), "instance", jb.GetInstance(), "attempt", jb.GetAttempt(), "lease", leaseString(lease))
 	ctx, cancel := context.WithCancelCause(a.runCtx)
 	j := &job{id: jb.GetId(), job: jb, lease: lease, cancel: cancel, done: make(chan struct{}),
 		started: time.Now(), progressKick: make(chan struct{}, 1)}
@@ -145,7 +146,7 @@ func (a *Agent) runJob(ctx context.Context, j *job, log *slog.Logger) {
 	case ctx.Err() != nil:
 		err = context.Cause(ctx)
 	default:
-		log.Info("job starting", "kind", j.job.GetKind().String(), "instance", inst)
+		log.Info("job starting", "kind", j.job.GetKind().String())
 		stopProgress := a.reportProgress(ctx, j)
 		progress := func(p *v1.JobProgress) {
 			j.progress.Store(p)
@@ -168,6 +169,7 @@ func (a *Agent) runJob(ctx context.Context, j *job, log *slog.Logger) {
 		// The engine's error says "context canceled"; the cause says why.
 		err = context.Cause(ctx)
 	}
+	a.recordJob(j, res, err, ctx.Err() != nil)
 	if err != nil {
 		rep.Error = err.Error()
 		log.Warn("job failed", "err", err, "took", time.Since(j.started).Round(time.Millisecond))

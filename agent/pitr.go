@@ -112,7 +112,7 @@ func (a *Agent) runPITR(ctx context.Context, j *job, dsn string, progress func(*
 	}
 	log.Info("point-in-time restore done", "backup", res.BackupID, "transactions", res.Transactions,
 		"reached_gtid", res.ReachedGTID, "reached_time", res.ReachedTime)
-	return &runner.Result{BackupID: res.BackupID, Tables: res.Tables, Rows: res.Rows, Warnings: res.Warnings}, nil
+	return &runner.Result{BackupID: res.BackupID, Engine: "binlog", Tables: res.Tables, Rows: res.Rows, Warnings: res.Warnings}, nil
 }
 
 func parallel(job uint32, dflt int) int {

@@ -2,9 +2,12 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,6 +50,7 @@ func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
 // ctlNode is one controller process.
 type ctlNode struct {
 	id, grpcAddr, raftAddr string
+	metricsAddr            string // --metrics-addr; "" without
 	child                  *testenv.Child
 	conn                   *client.Conn
 }
@@ -93,8 +97,11 @@ func buildTidemark(b *testing.B) string {
 // each with a data directory under the benchmark's temporary directory.
 // Cleanups kill the processes (SIGKILL, process group) and remove the
 // directories.
-func startCluster(b *testing.B, bin string, secure bool) *ctlCluster {
+//
+// With metrics, every node also serves --metrics-addr.
+func startCluster(b *testing.B, bin string, secure bool, metrics ...bool) *ctlCluster {
 	b.Helper()
+	withMetrics := len(metrics) > 0 && metrics[0]
 	c := &ctlCluster{}
 	if secure {
 		c.ca = testenv.NewTestCA(b)
@@ -107,6 +114,10 @@ func startCluster(b *testing.B, bin string, secure bool) *ctlCluster {
 			args = append(args, "--bootstrap")
 		} else {
 			args = append(args, "--join", strings.Join(c.addrs(), ","))
+		}
+		if withMetrics {
+			n.metricsAddr = testenv.FreeAddr(b)
+			args = append(args, "--metrics-addr", n.metricsAddr)
 		}
 		if secure {
 			args = append(args, testenv.Args(c.ca.Files(b, testenv.Controller(n.id)))...)
@@ -267,19 +278,101 @@ func simRegister(prefix string, i int, instances int) *v1.Register {
 // TIDEMARK_BENCH_WRITE_INSTANCES taken in turn), so writers never
 // conflict. Both calls count as one write each; the latency is the gRPC
 // call as the client sees it.
+//
+// metrics=true runs the same with --metrics-addr on every node and the
+// leader scraped every TIDEMARK_BENCH_SCRAPE_INTERVAL (default 1s, a
+// busy Prometheus) while the writers run: the metrics' cost is the
+// difference between the two rows. TIDEMARK_BENCH_WRITE_METRICS=off|on
+// runs only one of them.
 func BenchmarkCatalogWrite(b *testing.B) {
 	dur := envDuration(b, "TIDEMARK_BENCH_WRITE_TIME", 20*time.Second)
 	spread := envInt(b, "TIDEMARK_BENCH_WRITE_INSTANCES", 1)
+	every := envDuration(b, "TIDEMARK_BENCH_SCRAPE_INTERVAL", time.Second)
+	toggles := []bool{false, true}
+	switch os.Getenv("TIDEMARK_BENCH_WRITE_METRICS") {
+	case "off":
+		toggles = []bool{false}
+	case "on":
+		toggles = []bool{true}
+	}
 	bin := buildTidemark(b)
 	for _, secure := range []bool{true, false} {
 		for _, writers := range []int{1, 16} {
-			b.Run(fmt.Sprintf("tls=%t/writers=%d", secure, writers), func(b *testing.B) {
-				for range b.N {
-					c := startCluster(b, bin, secure)
-					measureWrites(b, c, writerInstances(b, c, writers, spread), dur)
-				}
-			})
+			for _, metrics := range toggles {
+				b.Run(fmt.Sprintf("tls=%t/writers=%d/metrics=%t", secure, writers, metrics), func(b *testing.B) {
+					for range b.N {
+						c := startCluster(b, bin, secure, metrics)
+						instances := writerInstances(b, c, writers, spread)
+						stop := func() {}
+						if metrics {
+							stop = c.scrapeLeader(b, every)
+						}
+						measureWrites(b, c, instances, dur)
+						stop()
+					}
+				})
+			}
 		}
+	}
+}
+
+// scrapeLeader scrapes the leader's /metrics every interval until the
+// returned function is called, which reports the scrapes' count, median
+// and worst time and body size.
+func (c *ctlCluster) scrapeLeader(b *testing.B, every time.Duration) func() {
+	url := "http://" + c.leader.metricsAddr + "/metrics"
+	hc := &http.Client{Timeout: 10 * time.Second}
+	if c.ca != nil {
+		src := c.ca.Source(b, testenv.Admin())
+		url = "https://" + c.leader.metricsAddr + "/metrics"
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: src.Roots(), ServerName: tlsx.ControllerServerName,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return src.Current() }}}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var (
+		took  []time.Duration
+		size  int
+		fails int
+	)
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			start := time.Now()
+			resp, err := hc.Get(url)
+			if err != nil {
+				fails++
+				continue
+			}
+			n, _ := io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				fails++
+				continue
+			}
+			took = append(took, time.Since(start))
+			size = int(n)
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+		slices.Sort(took)
+		if fails > 0 || len(took) == 0 {
+			b.Errorf("scrapes: %d failed, %d succeeded", fails, len(took))
+			return
+		}
+		b.ReportMetric(float64(len(took)), "scrapes")
+		b.ReportMetric(percentileMs(took, 0.5), "scrape-p50-ms")
+		b.ReportMetric(percentileMs(took, 1), "scrape-max-ms")
+		b.ReportMetric(float64(size)/1024, "scrape-KiB")
 	}
 }
 

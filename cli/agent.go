@@ -10,6 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tidemark-backup/tidemark/agent"
+	"github.com/tidemark-backup/tidemark/internal/logadapt"
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 )
 
 func newAgentCmd(s *streams) *cobra.Command {
@@ -24,6 +26,8 @@ func newAgentCmd(s *streams) *cobra.Command {
 		joinToken   string
 		logLevel    string
 		logFormat   string
+		metricsAddr string
+		pprof       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -97,11 +101,21 @@ stops running jobs (they fail with "agent shutting down") and exits.`,
 			if flags.Changed("parallel") {
 				cfg.Parallel = parallel
 			}
+			if flags.Changed("metrics-addr") {
+				cfg.MetricsAddr = metricsAddr
+			}
+			if flags.Changed("pprof") {
+				cfg.Pprof = pprof
+			}
 			log, err := newLogger(s, logLevel, logFormat)
 			if err != nil {
 				return err
 			}
 			cfg.Logger = log
+			logadapt.RouteGRPC(log)
+			if cfg.MetricsAddr != "" {
+				cfg.Metrics = metrics.New()
+			}
 			if err := cfg.Validate(); err != nil {
 				return &UserError{Code: ExitUsage, Msg: "invalid agent configuration: " + strings.ReplaceAll(err.Error(), "\n", "; "), Err: err}
 			}
@@ -123,10 +137,11 @@ stops running jobs (they fail with "agent shutting down") and exits.`,
 	cmd.Flags().StringVar(&name, "name", "", "unique agent name in the fleet; also names the --mysql instance (default: the host name)")
 	cmd.Flags().StringVar(&labels, "labels", "", "agent labels, k=v[,k=v...], matched by policy selectors")
 	cmd.Flags().StringVar(&dsn, "mysql", "", "server to back up, go-sql-driver DSN: user:pass@tcp(host:port)/ or user@unix(/path)/ (password may come from TIDEMARK_MYSQL_PASSWORD)")
-	cmd.Flags().StringVar(&configFile, "config", "", "config file (YAML or JSON): controllers, name, labels, mysql, instances (name: DSN), repo, timers")
+	cmd.Flags().StringVar(&configFile, "config", "", "config file (YAML or JSON): controllers, name, labels, mysql, instances (name: DSN), repo, timers, metrics_addr, pprof")
 	cmd.Flags().IntVar(&parallel, "parallel", 0, "engine workers per job when the job does not say (default: engine's choice)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	addMetricsFlags(cmd.Flags(), &metricsAddr, &pprof)
 	return cmd
 }
 

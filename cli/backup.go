@@ -67,6 +67,7 @@ func newBackupCmd(s *streams) *cobra.Command {
 		output       string
 		controller   string
 		wait         bool
+		textfile     string
 	)
 	cmd := &cobra.Command{
 		Use:   "backup",
@@ -80,10 +81,13 @@ Without --wait the job id is printed; with --wait the job's progress is drawn
 on stderr and the backup id printed alone on the last line of stdout, and the
 exit status is non-zero, with the reason, when the job failed.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			ctx := cmd.Context()
 			if err := checkOutput(output); err != nil {
 				return err
+			}
+			if textfile != "" && viaController(controller, dsn == "" && instance != "") {
+				return &UserError{Msg: "--metrics-textfile is for a standalone backup (--mysql); through a controller the agent's metrics count the job"}
 			}
 			if viaController(controller, dsn == "" && instance != "") {
 				if dsn != "" {
@@ -119,6 +123,14 @@ exit status is non-zero, with the reason, when the job failed.`,
 			if instance == "" {
 				instance = parsed.Addr()
 			}
+			var (
+				res *engines.BackupResult
+				m   *v1.Manifest
+			)
+			if textfile != "" {
+				start := time.Now()
+				defer func() { recordStandaloneBackup(s, textfile, instance, eng.Name(), start, m, err) }()
+			}
 			repo, closeRepo, err := rf.open(ctx)
 			if err != nil {
 				return err
@@ -126,8 +138,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 			defer closeRepo()
 
 			p := newProgress(s.err, "backup")
-			var res *engines.BackupResult
-			m, err := repo.WithBackup(ctx, archive.BackupOptions{
+			m, err = repo.WithBackup(ctx, archive.BackupOptions{
 				Instance: instance, Engine: eng.Name(), Compression: compress, CompressionLevel: level,
 			}, func(ctx context.Context, b *archive.Backup) error {
 				fmt.Fprintf(s.err, "backup %s of %s (%s) into %s\n", b.ID(), instance, parsed, rf.redacted())
@@ -185,6 +196,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 	cmd.Flags().BoolVar(&includeUsers, "include-users", false, "also back up accounts and grants")
 	cmd.Flags().BoolVar(&includeSys, "include-system", false, "also back up the mysql and sys schemas")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVar(&textfile, "metrics-textfile", "", "standalone: record the run (end time, duration, outcome, last success, sizes) in this Prometheus text file, for node_exporter's textfile collector")
 	return cmd
 }
 

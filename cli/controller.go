@@ -9,9 +9,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/controller/client"
+	"github.com/tidemark-backup/tidemark/internal/logadapt"
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 )
 
 func newControllerCmd(s *streams) *cobra.Command {
@@ -81,7 +84,11 @@ that is gone for good with tidemark cluster remove-member.`,
 				return err
 			}
 			cfg.Logger = log
-			cfg.RaftLogOutput = s.err
+			logadapt.RouteGRPC(log)
+			// Raft's lines go through log (cfg.RaftLogOutput unset).
+			if cfg.MetricsAddr != "" {
+				cfg.Metrics = metrics.New()
+			}
 			if err := cfg.Validate(); err != nil {
 				return &UserError{Msg: err.Error(), Err: err, Code: ExitUsage}
 			}
@@ -90,6 +97,9 @@ that is gone for good with tidemark cluster remove-member.`,
 				return userErr(err)
 			}
 			fmt.Fprintf(s.err, "controller %s serving on %s\n", srv.NodeID(), srv.Addr())
+			if a := srv.MetricsAddr(); a != "" {
+				fmt.Fprintf(s.err, "controller %s metrics on %s\n", srv.NodeID(), a)
+			}
 			<-cmd.Context().Done()
 			// A leader hands its leadership to another voter before it
 			// goes, so the cluster accepts writes again within a round
@@ -135,12 +145,20 @@ that is gone for good with tidemark cluster remove-member.`,
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&cfgFile, "config", "", "config file (YAML or JSON): every flag as a key, its name with _ for - (flags and TIDEMARK_* environment override it)")
+	addMetricsFlags(f, &cfg.MetricsAddr, &cfg.Pprof)
 	return cmd
 }
 
 // handOffTimeout bounds the leadership transfer of a stopping leader: a
 // service manager's stop timeout (systemd: 90 s) must not be reached.
 const handOffTimeout = 5 * time.Second
+
+// addMetricsFlags registers --metrics-addr and --pprof (controller, agent,
+// dev).
+func addMetricsFlags(f *pflag.FlagSet, addr *string, pprof *bool) {
+	f.StringVar(addr, "metrics-addr", "", "HOST:PORT serving /metrics, /healthz and /readyz (HTTPS with the daemon's certificate; /metrics needs a client certificate of the cluster CA; plain HTTP under --insecure)")
+	f.BoolVar(pprof, "pprof", false, "also serve Go's profiler on --metrics-addr under /debug/pprof/ (needs a client certificate too)")
+}
 
 // controllerGCPercent is the controller's GOGC unless the environment sets
 // one. A controller's heap is mostly the long-lived catalog, and every

@@ -16,6 +16,8 @@ import (
 	"github.com/tidemark-backup/tidemark/agent"
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/logadapt"
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
@@ -39,6 +41,8 @@ func newDevCmd(s *streams) *cobra.Command {
 		heartbeat time.Duration
 		lease     time.Duration
 		output    string
+		metrAddr  string
+		pprof     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -99,7 +103,16 @@ credential's directory; null with --insecure), "repository", "data_dir" and
 			// Loopback-fast Raft: one node elects itself at once.
 			cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout, cfg.Raft.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 			cfg.Raft.CommitTimeout = 10 * time.Millisecond
-			cfg.Logger, cfg.RaftLogOutput, cfg.RaftLogLevel = log, s.err, "warn"
+			cfg.Logger, cfg.RaftLogLevel = log, "warn"
+			logadapt.RouteGRPC(log)
+			// One registry for the controller and the agent of this
+			// process, served by the controller on --metrics-addr;
+			// /readyz checks both.
+			var reg *metrics.Registry
+			if metrAddr != "" {
+				reg = metrics.New()
+			}
+			cfg.Metrics, cfg.MetricsAddr, cfg.Pprof = reg, metrAddr, pprof
 			// The dev cluster makes its own CA; its key is sealed with a
 			// file beside the controller's data.
 			if s.tls.insecure {
@@ -132,7 +145,7 @@ credential's directory; null with --insecure), "repository", "data_dir" and
 			if output == "json" {
 				if err := json.NewEncoder(s.out).Encode(map[string]any{
 					"controller": srv.Addr(), "credentials": adminCreds, "repository": repoURI,
-					"data_dir": dataDir, "agent": devAgentName,
+					"data_dir": dataDir, "agent": devAgentName, "metrics": srv.MetricsAddr(),
 				}); err != nil {
 					return err
 				}
@@ -141,6 +154,9 @@ credential's directory; null with --insecure), "repository", "data_dir" and
 				fmt.Fprintf(s.out, "export %s=%s\n", "TIDEMARK_CONTROLLER", srv.Addr())
 				if adminCreds != nil {
 					fmt.Fprintf(s.out, "export %s=%s\n", envCredentials, adminCreds)
+				}
+				if a := srv.MetricsAddr(); a != "" {
+					fmt.Fprintf(s.out, "metrics %s\n", a)
 				}
 			}
 			var agentCreds tlsx.Files
@@ -166,6 +182,7 @@ credential's directory; null with --insecure), "repository", "data_dir" and
 			acfg.HeartbeatInterval = heartbeat
 			acfg.BackoffMin, acfg.BackoffMax = 100*time.Millisecond, 2*time.Second
 			acfg.Logger = log
+			acfg.Metrics = reg
 			acfg.BinlogStreamer, acfg.PITRRestorer, acfg.Engines = s.wiring.BinlogStreamer, s.wiring.PITRRestorer, s.wiring.Engines
 			if err := acfg.Validate(); err != nil {
 				return userErr(err)
@@ -190,6 +207,7 @@ credential's directory; null with --insecure), "repository", "data_dir" and
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	outputFlag(cmd, &output)
+	addMetricsFlags(f, &metrAddr, &pprof)
 	return cmd
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -23,9 +24,12 @@ type repoFlags struct {
 	uri            string
 	keyFile        string
 	passphraseFile string
+	// cmd is where storage retries are reported (its stderr).
+	cmd *cobra.Command
 }
 
 func (f *repoFlags) register(cmd *cobra.Command) {
+	f.cmd = cmd
 	cmd.Flags().StringVar(&f.uri, "repo", os.Getenv("TIDEMARK_REPO"), "repository URI: file:///path or s3://bucket/prefix?endpoint=host:port (env TIDEMARK_REPO)")
 	cmd.Flags().StringVar(&f.keyFile, "key-file", os.Getenv("TIDEMARK_KEY_FILE"), "file holding the repository key (at least 32 random bytes) (env TIDEMARK_KEY_FILE)")
 	cmd.Flags().StringVar(&f.passphraseFile, "passphrase-file", os.Getenv("TIDEMARK_PASSPHRASE_FILE"), "file holding the repository passphrase (env TIDEMARK_PASSPHRASE_FILE)")
@@ -43,7 +47,13 @@ func (f *repoFlags) store(ctx context.Context, create bool) (storage.Storage, er
 	if f.uri == "" {
 		return nil, &UserError{Code: ExitUsage, Msg: "--repo is required (or set TIDEMARK_REPO): file:///path or s3://bucket/prefix?endpoint=host:port"}
 	}
-	st, err := location.Open(ctx, f.uri, location.Options{Create: create})
+	opts := location.Options{Create: create}
+	if f.cmd != nil {
+		// A standalone run has no daemon log: each retry of the store is
+		// one warning line on stderr, with its reason.
+		opts.Retry.Logger = slog.New(slog.NewTextHandler(f.cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	st, err := location.Open(ctx, f.uri, opts)
 	if err != nil {
 		if !create && errors.Is(err, storage.ErrNotFound) {
 			return nil, &UserError{Msg: err.Error() + "; to create a repository there: tidemark repo init --repo " + location.Redact(f.uri), Err: err}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/fsm"
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -34,6 +35,7 @@ type agentHub struct {
 	ttl       time.Duration // lease duration: of job leases and of silent sessions
 	heartbeat time.Duration
 	relayRepo string // this node's --repo, told to agents in Registered
+	metrics   *metrics.Registry
 
 	mu       sync.Mutex
 	leading  bool
@@ -66,7 +68,7 @@ type hubNode interface {
 func newAgentHub(node hubNode, nodeID string, cfg Config) *agentHub {
 	return &agentHub{
 		node: node, log: cfg.Logger.With("node", nodeID), nodeID: nodeID, ttl: cfg.LeaseDuration, heartbeat: cfg.HeartbeatInterval,
-		relayRepo: cfg.Repo, sessions: map[string]*session{}, leases: map[string]*lease{}, progress: map[string]*v1.JobProgress{},
+		relayRepo: cfg.Repo, metrics: cfg.Metrics, sessions: map[string]*session{}, leases: map[string]*lease{}, progress: map[string]*v1.JobProgress{},
 		streams: map[string]*streamLatest{}, commitEvery: cfg.WatermarkCommitInterval,
 		progressed: make(chan struct{}), kick: make(chan struct{}, 1),
 	}
@@ -117,6 +119,13 @@ func (h *agentHub) isLeading() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.leading
+}
+
+// sessionCount is the number of live agent sessions.
+func (h *agentHub) sessionCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.sessions)
 }
 
 // session returns the live session of an agent, or nil.

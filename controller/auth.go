@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
@@ -36,6 +37,9 @@ type access struct {
 	escalate func(s *Server, req any) (tlsx.Role, string)
 }
 
+func healthAccess() access {
+	return access{user: tlsx.RoleViewer, agent: true, controller: true, anonymous: true}
+}
 func viewer() access   { return access{user: tlsx.RoleViewer, controller: true} }
 func operator() access { return access{user: tlsx.RoleOperator, controller: true} }
 func admin() access    { return access{user: tlsx.RoleAdmin, controller: true} }
@@ -80,6 +84,17 @@ var accessTable = map[string]access{
 	v1.ClusterService_TakeSnapshot_FullMethodName: admin(),
 
 	v1.AgentService_Connect_FullMethodName: {agent: true},
+
+	// grpc.health.v1 answers everyone, a caller without a certificate
+	// included: a probe (kubelet, grpc_health_probe, a load balancer)
+	// holds no credential of the cluster. On a TLS node it still needs the
+	// cluster CA to verify the server (grpc_health_probe -tls
+	// -tls-ca-cert CA -tls-server-name controller.tidemark.internal);
+	// Kubernetes' built-in grpc probe speaks no TLS, so use /readyz of
+	// --metrics-addr there. It tells only SERVING or NOT_SERVING.
+	healthpb.Health_Check_FullMethodName: healthAccess(),
+	healthpb.Health_Watch_FullMethodName: healthAccess(),
+	healthpb.Health_List_FullMethodName:  healthAccess(),
 
 	// The relay serves the controller's repository to agents only.
 	v1.RelayService_Put_FullMethodName:    {agent: true},

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -26,6 +27,7 @@ func TestAccessTable(t *testing.T) {
 	seen := map[string]bool{}
 	for _, fd := range []protoreflect.FileDescriptor{
 		v1.File_tidemark_v1_control_proto, v1.File_tidemark_v1_cluster_proto, v1.File_tidemark_v1_agent_proto, v1.File_tidemark_v1_relay_proto,
+		healthpb.File_grpc_health_v1_health_proto,
 	} {
 		for i := range fd.Services().Len() {
 			svc := fd.Services().Get(i)
@@ -89,8 +91,9 @@ func TestRolesTable(t *testing.T) {
 		"operate": {"SubmitBackup", "SubmitRestore", "CancelJob", "StartBinlogStream", "StopBinlogStream", "SubmitCopy"},
 		"administer": {"AddMember", "RemoveMember", "TransferLeadership", "CreateJoinToken", "RevokeAgent", "ListAudit", "TakeSnapshot",
 			"PinBackup", "UnpinBackup", "ApplyRetention", "ExpireBackup"},
-		"agent": {"Connect", "Put", "Get", "Stat", "List", "Delete", "RenewCertificate"},
-		"join":  {"Join"},
+		"agent":  {"Connect", "Put", "Get", "Stat", "List", "Delete", "RenewCertificate"},
+		"join":   {"Join"},
+		"health": {healthpb.Health_Check_FullMethodName, healthpb.Health_Watch_FullMethodName, healthpb.Health_List_FullMethodName},
 	}
 	// who may call each class: viewer, operator, admin, agent, controller, no certificate.
 	allowed := map[string][6]bool{
@@ -100,6 +103,7 @@ func TestRolesTable(t *testing.T) {
 		"agent":      {false, false, false, true, false, false},
 		"join":       {false, false, false, false, true, true},
 		"probe":      {true, true, true, true, true, false},
+		"health":     {true, true, true, true, true, true},
 	}
 	callers := []*tlsx.Identity{
 		{Kind: tlsx.KindUser, Name: "v", Role: tlsx.RoleViewer}, {Kind: tlsx.KindUser, Name: "o", Role: tlsx.RoleOperator},
@@ -108,9 +112,12 @@ func TestRolesTable(t *testing.T) {
 	covered := map[string]bool{}
 	for class, rpcs := range classes {
 		for _, rpc := range rpcs {
-			var full string
+			full := ""
+			if strings.HasPrefix(rpc, "/") {
+				full = rpc // a full name: short names collide (Health/List, RelayService/List)
+			}
 			for m := range accessTable {
-				if strings.HasSuffix(m, "/"+rpc) {
+				if full == "" && strings.HasSuffix(m, "/"+rpc) && !strings.HasPrefix(m, "/grpc.health.v1.") {
 					full = m
 				}
 			}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 )
 
@@ -71,10 +72,22 @@ type Config struct {
 
 	// Logger receives the controller's structured logs; nil discards them.
 	Logger *slog.Logger
-	// RaftLogOutput receives hashicorp/raft's own log lines (nil: none), at
-	// RaftLogLevel ("debug", "info", "warn", "error").
+	// RaftLogOutput, when set, receives hashicorp/raft's own log lines as
+	// plain text (tests). Unset, they go through Logger (same handler, so
+	// JSON under --log-format json). Either way at RaftLogLevel ("debug",
+	// "info", "warn", "error").
 	RaftLogOutput io.Writer
 	RaftLogLevel  string
+
+	// Metrics is the process's metrics registry: the node registers its
+	// collectors (Raft, jobs, agents, per-instance backup age and RPO) and
+	// its readiness check there. Nil: no metrics.
+	Metrics *metrics.Registry
+	// MetricsAddr, when set, serves Metrics on HOST:PORT (/metrics,
+	// /healthz, /readyz, and /debug/pprof with Pprof) with the node's TLS
+	// (plain HTTP under --insecure). It needs Metrics.
+	MetricsAddr string
+	Pprof       bool
 }
 
 // RaftConfig tunes hashicorp/raft. The defaults are raft's own, fit for a
@@ -181,6 +194,17 @@ func (c *Config) Validate() error {
 	}
 	if c.ApplyTimeout <= 0 {
 		bad("--apply-timeout must be positive")
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			bad("--metrics-addr %q: want HOST:PORT (%v)", c.MetricsAddr, err)
+		}
+		if c.MetricsAddr == c.GRPCAddr || c.MetricsAddr == c.RaftAddr {
+			bad("--metrics-addr %s must differ from --grpc-addr and --raft-addr", c.MetricsAddr)
+		}
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		bad("--pprof needs --metrics-addr: the profiles are served there")
 	}
 	if c.JoinTimeout <= 0 {
 		bad("--join-timeout must be positive")

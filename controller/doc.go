@@ -11,4 +11,8 @@
 // enroll.go. Retention (retention.go) plans on the leader with
 // controller/retention and expires through Raft entries and expire jobs
 // the agents run; copies are copy jobs.
+//
+// metrics.go exports the node's gauges (Raft, and on the leader the
+// catalog's and the agent hub's, computed at scrape time), its readiness
+// (Ready, also answered as grpc.health.v1) and the --metrics-addr listener.
 package controller

@@ -123,23 +123,30 @@ func (s *Server) bearerIdentity(ctx context.Context) (id tlsx.Identity, ok bool,
 	if len(v) == 0 {
 		return tlsx.Identity{}, false, nil
 	}
-	raw, found := strings.CutPrefix(v[0], "Bearer ")
+	id, err = s.bearerFromHeader(v[0])
+	return id, true, err
+}
+
+// bearerFromHeader checks an authorization header's access token (gRPC
+// metadata, or HTTP on --metrics-addr) and returns its user.
+func (s *Server) bearerFromHeader(header string) (tlsx.Identity, error) {
+	raw, found := strings.CutPrefix(header, "Bearer ")
 	if !found {
-		return tlsx.Identity{}, true, errors.New("the authorization header is not a bearer token")
+		return tlsx.Identity{}, errors.New("the authorization header is not a bearer token")
 	}
 	tok, err := tlsx.ParseAccessToken(raw)
 	if err != nil {
-		return tlsx.Identity{}, true, err
+		return tlsx.Identity{}, err
 	}
 	rec, err := s.fsm.Store().Read().AccessToken(tok.ID)
 	if err != nil || subtle.ConstantTimeCompare(rec.GetSecretHash(), tok.SecretHash()) != 1 {
-		return tlsx.Identity{}, true, fmt.Errorf("access token %s is not valid here (unknown, or not this cluster's)", tok.ID)
+		return tlsx.Identity{}, fmt.Errorf("access token %s is not valid here (unknown, or not this cluster's)", tok.ID)
 	}
 	if exp := rec.GetExpiresAt().AsTime(); !time.Now().Before(exp) {
-		return tlsx.Identity{}, true, fmt.Errorf("access token %s of user %s expired at %s: ask an admin for a new one (tidemark token create --role %s --user %s)",
+		return tlsx.Identity{}, fmt.Errorf("access token %s of user %s expired at %s: ask an admin for a new one (tidemark token create --role %s --user %s)",
 			tok.ID, rec.GetUser(), exp.UTC().Format(time.RFC3339), rec.GetRole(), rec.GetUser())
 	}
-	return tlsx.Identity{Kind: tlsx.KindUser, Name: rec.GetUser(), Role: tlsx.Role(rec.GetRole())}, true, nil
+	return tlsx.Identity{Kind: tlsx.KindUser, Name: rec.GetUser(), Role: tlsx.Role(rec.GetRole())}, nil
 }
 
 func (c *controlService) Join(ctx context.Context, req *v1.JoinRequest) (*v1.JoinResponse, error) {

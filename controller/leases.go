@@ -99,6 +99,7 @@ func (h *agentHub) expire(jobID string, token *v1.LeaseToken) {
 		return
 	}
 	nj, _ := resp.Value.(*v1.Job)
+	h.metrics.LeaseExpired()
 	h.log.Warn("lease expired", "job", jobID, "agent", agent, "lease", catalog.LeaseString(token),
 		"attempt", j.GetAttempt(), "now", catalog.StateName(nj.GetState()))
 	h.dropLease(jobID)

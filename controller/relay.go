@@ -10,9 +10,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/storage/relay"
+	"github.com/tidemark-backup/tidemark/internal/storage/retry"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -27,6 +29,8 @@ type RelayServer struct {
 
 	// open opens the backend; nil: the node has no --repo.
 	open func(ctx context.Context) (storage.Storage, error)
+	// metrics counts the bytes relayed (nil: not counted).
+	metrics *metrics.Registry
 
 	mu     sync.Mutex
 	store  storage.Storage
@@ -48,11 +52,12 @@ func NewRelayServer(store storage.Storage) *RelayServer {
 // not stop the node from starting) and again after a failed open; close
 // closes it.
 func newRepoRelay(cfg Config) *RelayServer {
-	r := &RelayServer{}
+	r := &RelayServer{metrics: cfg.Metrics}
 	if cfg.Repo != "" {
 		uri := cfg.Repo
 		r.open = func(ctx context.Context) (storage.Storage, error) {
-			st, err := location.Open(ctx, uri, location.Options{Create: true})
+			st, err := location.Open(ctx, uri, location.Options{Create: true, Metrics: cfg.Metrics,
+				Retry: retry.Options{Logger: cfg.Logger}})
 			if err != nil {
 				return nil, fmt.Errorf("opening --repo %s: %w", location.Redact(uri), err)
 			}
@@ -131,6 +136,7 @@ func (r *RelayServer) Put(stream v1.RelayService_PutServer) error {
 	}
 	body := &putBody{stream: stream, key: h.GetKey(), size: size}
 	err = st.Put(stream.Context(), h.GetKey(), body, size, storage.PutOptions{IfNotExists: h.GetIfNotExists()})
+	r.metrics.RelayBytes("in", int(body.got))
 	if err != nil {
 		if body.err != nil && !errors.Is(err, body.err) {
 			// The stream's failure is the cause (and sets the code); the
@@ -237,6 +243,7 @@ func (r *RelayServer) Get(req *v1.RelayServiceGetRequest, stream v1.RelayService
 			if err := stream.Send(&v1.RelayServiceGetResponse{Data: buf[:n]}); err != nil {
 				return err
 			}
+			r.metrics.RelayBytes("out", n)
 		}
 		if errors.Is(rerr, io.EOF) {
 			return nil

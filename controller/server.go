@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -16,8 +15,12 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tidemark-backup/tidemark/controller/fsm"
+	"github.com/tidemark-backup/tidemark/internal/logadapt"
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -47,6 +50,13 @@ type Server struct {
 	agents *agentHub
 	// relay serves the --repo backend to relay:// agents.
 	relay *RelayServer
+
+	// health answers grpc.health.v1 from Ready; metricsSrv serves
+	// --metrics-addr (nil without); collector is registered in
+	// cfg.Metrics (nil without).
+	health     *health.Server
+	metricsSrv *metrics.Server
+	collector  *nodeCollector
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -124,7 +134,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	v1.RegisterAgentServiceServer(s.grpc, &agentService{s: s})
 	v1.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})
 	v1.RegisterRelayServiceServer(s.grpc, s.relay)
-	s.done.Add(2)
+	s.health = health.NewServer()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	if err := s.setupMetrics(); err != nil {
+		return nil, err
+	}
+	s.done.Add(3)
 	go func() {
 		defer s.done.Done()
 		if err := s.grpc.Serve(lis); err != nil {
@@ -134,6 +150,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	go func() {
 		defer s.done.Done()
 		s.monitorLeadership()
+	}()
+	go func() {
+		defer s.done.Done()
+		s.healthLoop()
 	}()
 
 	if fresh && !existing && len(cfg.Join) > 0 {
@@ -159,11 +179,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 func (s *Server) openRaft() error {
 	cfg := s.cfg
 	level := hclog.LevelFromString(cfg.RaftLogLevel)
-	out := cfg.RaftLogOutput
-	if out == nil {
-		out = io.Discard
+	var logger hclog.Logger
+	if cfg.RaftLogOutput != nil {
+		logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: level, Output: cfg.RaftLogOutput})
+	} else {
+		// Through the node's slog handler: one format for every line.
+		logger = logadapt.NewHclog(s.log, "raft", level)
 	}
-	logger := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: level, Output: out})
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(s.id.NodeID)
@@ -258,6 +280,13 @@ func (s *Server) Shutdown() {
 func (s *Server) close() {
 	s.stopOnce.Do(func() {
 		close(s.stop)
+		if s.health != nil {
+			s.health.Shutdown() // NOT_SERVING to watchers before the server goes
+		}
+		s.metricsSrv.Close()
+		if s.collector != nil {
+			s.cfg.Metrics.Unregister(s.collector)
+		}
 		if s.grpc != nil {
 			// GracefulStop would wait for every agent stream to end.
 			s.grpc.Stop()

@@ -20,10 +20,7 @@ import (
 // agent; ops-cli: the controller's --config). A missing one is logged, not
 // failed, until they are merged; a flag present in the binary is checked
 // like any other. Remove the entries once both branches have landed.
-var pendingFlags = map[string]string{
-	"controller --metrics-addr": "ops-metrics",
-	"agent --metrics-addr":      "ops-metrics",
-}
+var pendingFlags = map[string]string{}
 
 func root() *cobra.Command {
 	var b bytes.Buffer

@@ -35,9 +35,11 @@ type cluster struct {
 	t     *testing.T
 	nodes []*ctlNode
 	agent *testenv.Child
-	repo  string
-	addrs string // every node's gRPC address, comma-separated
-	ca    *testenv.TestCA
+	// agentMetrics is the agent's --metrics-addr (clusterOpts.metrics).
+	agentMetrics string
+	repo         string
+	addrs        string // every node's gRPC address, comma-separated
+	ca           *testenv.TestCA
 }
 
 type ctlNode struct {
@@ -47,6 +49,7 @@ type ctlNode struct {
 	dataDir string
 	conn    *client.Conn
 	tls     []string // the node's --tls-* flags, given at every start
+	metrics string   // --metrics-addr (clusterOpts.metrics)
 }
 
 func (c *cluster) ctl() []string { return []string{"--controller", c.addrs} }
@@ -58,6 +61,8 @@ type clusterOpts struct {
 	// --repo, and the agent's repository relay:// to the controllers. The
 	// agent gets no S3 credentials: only the relay can reach the bucket.
 	relayTo *testenv.MinIO
+	// metrics gives every node and the agent a --metrics-addr.
+	metrics bool
 }
 
 // startCluster starts the cluster.
@@ -92,7 +97,12 @@ func startCluster(t *testing.T, db *testenv.MariaDB, opts clusterOpts) *cluster 
 			args = append(args, "--join", addrs[0])
 		}
 		tlsArgs := testenv.Args(c.ca.Files(t, testenv.Controller(id)))
-		n := &ctlNode{Child: startProc(t, id, append(append(append(args, timing...), extra...), tlsArgs...)...), id: id, addr: grpc, dataDir: dataDir, tls: tlsArgs}
+		var metricsAddr string
+		if opts.metrics {
+			metricsAddr = testenv.FreeAddr(t)
+			args = append(args, "--metrics-addr", metricsAddr)
+		}
+		n := &ctlNode{Child: startProc(t, id, append(append(append(args, timing...), extra...), tlsArgs...)...), id: id, addr: grpc, dataDir: dataDir, tls: tlsArgs, metrics: metricsAddr}
 		testenv.WaitFor(t, id+" to serve", 15*time.Second, func() error {
 			if n.Exited() {
 				t.Fatalf("%s exited:\n%s", id, n.LogTail())
@@ -121,8 +131,12 @@ func startCluster(t *testing.T, db *testenv.MariaDB, opts clusterOpts) *cluster 
 	if opts.relayTo != nil {
 		agentRepo = "relay://" + c.addrs
 	}
-	c.agent = newProc(t, "agent", append([]string{"agent", "--controller", c.addrs, "--name", "db", "--mysql", db.DSN, "--repo", agentRepo,
-		"--parallel", "1", "--log-level", "debug"}, testenv.Args(c.ca.Files(t, testenv.Agent("db")))...)...)
+	agentArgs := []string{"agent", "--controller", c.addrs, "--name", "db", "--mysql", db.DSN, "--repo", agentRepo, "--parallel", "1", "--log-level", "debug"}
+	if opts.metrics {
+		c.agentMetrics = testenv.FreeAddr(t)
+		agentArgs = append(agentArgs, "--metrics-addr", c.agentMetrics)
+	}
+	c.agent = newProc(t, "agent", append(agentArgs, testenv.Args(c.ca.Files(t, testenv.Agent("db")))...)...)
 	c.agent.Env = append(c.agent.Env, agentEnv...)
 	c.agent.Start()
 	testenv.WaitFor(t, "the agent to connect", 20*time.Second, func() error {

@@ -39,7 +39,9 @@ type Params struct {
 
 // Result is how a job that ran to the end went.
 type Result struct {
-	BackupID    string
+	BackupID string
+	// Engine ran the backup, or wrote the backup a restore read.
+	Engine      string
 	ManifestKey string
 	// Manifest is the stored manifest of a backup job.
 	Manifest *v1.Manifest
@@ -138,7 +140,7 @@ func backup(ctx context.Context, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{BackupID: m.GetBackupId(), ManifestKey: archive.ManifestKey(m.GetBackupId()), Manifest: m,
+	return &Result{BackupID: m.GetBackupId(), Engine: m.GetEngine(), ManifestKey: archive.ManifestKey(m.GetBackupId()), Manifest: m,
 		Tables: res.Tables, Rows: res.Rows, Warnings: res.Warnings}, nil
 }
 
@@ -157,7 +159,7 @@ func claimBackupID(ctx context.Context, repo *archive.Repo, id string, lease *v1
 		return nil, fmt.Errorf("backup %s: checking for an earlier run: %w", id, err)
 	}
 	if proto.Equal(m.GetFence(), lease) {
-		return &Result{BackupID: id, ManifestKey: archive.ManifestKey(id), Manifest: m}, nil
+		return &Result{BackupID: id, Engine: m.GetEngine(), ManifestKey: archive.ManifestKey(id), Manifest: m}, nil
 	}
 	return nil, fmt.Errorf("backup %s already exists in the repository (written under lease %s, this job holds %s)", id, fenceString(m.GetFence()), fenceString(lease))
 }
@@ -236,7 +238,7 @@ func restore(ctx context.Context, p Params) (*Result, error) {
 		}
 		res.Warnings = append(res.Warnings, vr.Warnings...)
 	}
-	return &Result{BackupID: m.GetBackupId(), Tables: res.Tables, Rows: res.Rows, Warnings: res.Warnings}, nil
+	return &Result{BackupID: m.GetBackupId(), Engine: m.GetEngine(), Tables: res.Tables, Rows: res.Rows, Warnings: res.Warnings}, nil
 }
 
 // restoreDatadir writes a physical backup into a new datadir on this host
@@ -263,5 +265,5 @@ func restoreDatadir(ctx context.Context, p Params, repo *archive.Repo, m *v1.Man
 	if err != nil {
 		return nil, fmt.Errorf("restore of backup %s into %s on the host of %s: %w", m.GetBackupId(), rp.GetTargetDatadir(), p.Job.GetInstance(), err)
 	}
-	return &Result{BackupID: m.GetBackupId()}, nil
+	return &Result{BackupID: m.GetBackupId(), Engine: m.GetEngine()}, nil
 }

@@ -25,6 +25,12 @@ import (
 // of this CA", and the identity in the certificate tells which.
 const ControllerServerName = "controller.tidemark.internal"
 
+// AgentServerName is the DNS name every agent certificate the cluster CA
+// issues carries, for a Prometheus scraping an agent's --metrics-addr over
+// HTTPS (tls_config server_name). Agent certificates issued before it was
+// added lack it until their next renewal.
+const AgentServerName = "agent.tidemark.internal"
+
 // CA is a certificate authority: the cluster's own or one an operator
 // supplied.
 type CA struct {
@@ -115,8 +121,13 @@ func (ca *CA) Issue(p IssueParams) ([]byte, error) {
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 		URIs:        []*url.URL{p.Identity.URI()},
 	}
-	if p.Identity.Kind == KindController {
+	switch p.Identity.Kind {
+	case KindController:
 		tmpl.DNSNames = []string{ControllerServerName}
+	case KindAgent:
+		// The agent's metrics listener serves HTTPS with this
+		// certificate; a scraper verifies it under this name.
+		tmpl.DNSNames = []string{AgentServerName}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, p.PublicKey, ca.Key)
 	if err != nil {

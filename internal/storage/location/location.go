@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/file"
 	"github.com/tidemark-backup/tidemark/internal/storage/relay"
@@ -28,6 +29,9 @@ type Options struct {
 	Relay relay.Options
 	// Retry tunes the retry wrapper every opened store gets.
 	Retry retry.Options
+	// Metrics, when set, records the store's operations and retries
+	// (tidemark_storage_*) under the URI's scheme as backend.
+	Metrics *metrics.Registry
 }
 
 // Location is a parsed storage URI. Exactly the field of its scheme is set.
@@ -135,7 +139,11 @@ func Open(ctx context.Context, uri string, opts Options) (storage.Storage, error
 			if err != nil {
 				return nil, err
 			}
-			return retry.Wrap(st, opts.Retry), nil
+			ro := opts.Retry
+			if ro.Observer == nil && opts.Metrics != nil {
+				ro.Observer = opts.Metrics.StorageObserver(loc.Scheme)
+			}
+			return retry.Wrap(st, ro), nil
 		}
 	}
 	return nil, fmt.Errorf("no backend for scheme %q", loc.Scheme) // Parse accepted it: a registry bug

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -29,6 +30,21 @@ type Options struct {
 	// failed together do not retry together. Defaults DefaultBase and
 	// DefaultCap.
 	Base, Cap time.Duration
+	// Observer, when set, sees every operation once it ended (all its
+	// attempts) and every retry.
+	Observer Observer
+	// Logger, when set, gets one warning per retry with its reason.
+	Logger *slog.Logger
+}
+
+// Observer is told about the Store's operations, from the goroutine that
+// ran each; it must be cheap and safe for concurrent use. op is one of
+// "get", "stat", "list", "put", "delete", "retention". Op is called once
+// per call of the Store's method with its final error (Get: the opening of
+// the body only); Retry once per retry, before its wait.
+type Observer interface {
+	Op(op string, took time.Duration, err error)
+	Retry(op string)
 }
 
 // Store retries the operations of the store it wraps that fail with
@@ -79,7 +95,7 @@ func (s *Store) Close() error { return s.inner.Close() }
 
 // Get retries opening key.
 func (s *Store) Get(ctx context.Context, key string, offset, length int64) (rc io.ReadCloser, err error) {
-	err = s.do(ctx, nil, func() error {
+	err = s.do(ctx, "get", key, nil, func() error {
 		rc, err = s.inner.Get(ctx, key, offset, length)
 		return err
 	})
@@ -88,7 +104,7 @@ func (s *Store) Get(ctx context.Context, key string, offset, length int64) (rc i
 
 // Stat retries.
 func (s *Store) Stat(ctx context.Context, key string) (oi storage.ObjectInfo, err error) {
-	err = s.do(ctx, nil, func() error {
+	err = s.do(ctx, "stat", key, nil, func() error {
 		oi, err = s.inner.Stat(ctx, key)
 		return err
 	})
@@ -98,7 +114,7 @@ func (s *Store) Stat(ctx context.Context, key string) (oi storage.ObjectInfo, er
 // List retries while fn has not been called yet.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
 	delivered := false
-	return s.do(ctx, func() bool { return !delivered }, func() error {
+	return s.do(ctx, "list", prefix, func() bool { return !delivered }, func() error {
 		return s.inner.List(ctx, prefix, func(oi storage.ObjectInfo) error {
 			delivered = true
 			return fn(oi)
@@ -113,7 +129,7 @@ func (s *Store) Sync(ctx context.Context) error { return storage.Sync(ctx, s.inn
 
 // Delete retries (deleting is idempotent).
 func (s *Store) Delete(ctx context.Context, key string) error {
-	return s.do(ctx, nil, func() error { return s.inner.Delete(ctx, key) })
+	return s.do(ctx, "delete", key, nil, func() error { return s.inner.Delete(ctx, key) })
 }
 
 // Put retries a seekable body. A create-only put that failed in a way that
@@ -123,14 +139,15 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, opts storage.PutOptions) error {
 	seeker, ok := r.(io.Seeker)
 	if !ok {
-		return s.inner.Put(ctx, key, r, size, opts)
+		return s.once(ctx, "put", func() error { return s.inner.Put(ctx, key, r, size, opts) })
 	}
 	start, err := seeker.Seek(0, io.SeekCurrent)
 	if err != nil {
-		return s.inner.Put(ctx, key, r, size, opts) // cannot rewind: one attempt
+		// cannot rewind: one attempt
+		return s.once(ctx, "put", func() error { return s.inner.Put(ctx, key, r, size, opts) })
 	}
 	attempts := 0
-	err = s.do(ctx, nil, func() error {
+	err = s.do(ctx, "put", key, nil, func() error {
 		if attempts > 0 {
 			if _, err := seeker.Seek(start, io.SeekStart); err != nil {
 				return fmt.Errorf("put %s: rewinding the body to retry: %w", key, err)
@@ -180,11 +197,26 @@ func (s *Store) storedEquals(ctx context.Context, key string, r io.Reader, seeke
 	}
 }
 
-// do runs op until it succeeds, fails with an error that is not transient,
-// runs out of attempts, or ctx ends. canRetry, if set, can veto a retry.
-func (s *Store) do(ctx context.Context, canRetry func() bool, op func() error) error {
+// once runs fn a single time, observed as op.
+func (s *Store) once(_ context.Context, op string, fn func() error) error {
+	start := time.Now()
+	err := fn()
+	if s.opts.Observer != nil {
+		s.opts.Observer.Op(op, time.Since(start), err)
+	}
+	return err
+}
+
+// do runs fn until it succeeds, fails with an error that is not transient,
+// runs out of attempts, or ctx ends. canRetry, if set, can veto a retry. op
+// and key name the operation for the observer and the retry log.
+func (s *Store) do(ctx context.Context, op, key string, canRetry func() bool, fn func() error) (err error) {
+	if s.opts.Observer != nil {
+		start := time.Now()
+		defer func() { s.opts.Observer.Op(op, time.Since(start), err) }()
+	}
 	for attempt := 1; ; attempt++ {
-		err := op()
+		err := fn()
 		if err == nil || !storage.IsTransient(err) || (canRetry != nil && !canRetry()) {
 			return err
 		}
@@ -194,7 +226,15 @@ func (s *Store) do(ctx context.Context, canRetry func() bool, op func() error) e
 			}
 			return fmt.Errorf("%w (gave up after %d attempts)", err, attempt)
 		}
-		t := time.NewTimer(s.backoff(attempt))
+		wait := s.backoff(attempt)
+		if s.opts.Observer != nil {
+			s.opts.Observer.Retry(op)
+		}
+		if s.opts.Logger != nil {
+			s.opts.Logger.Warn("storage operation failed; retrying", "store", s.inner.String(), "op", op, "key", key,
+				"attempt", attempt, "of", s.opts.Attempts, "wait", wait.Round(time.Millisecond), "reason", err.Error())
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -219,13 +259,13 @@ func (s *Store) backoff(n int) time.Duration {
 // ExtendRetention passes the wrapped store's storage.Retainer through,
 // retried like any idempotent call.
 func (s *Store) ExtendRetention(ctx context.Context, key string, until time.Time, mode string) error {
-	return s.do(ctx, nil, func() error { return storage.ExtendRetention(ctx, s.inner, key, until, mode) })
+	return s.do(ctx, "retention", key, nil, func() error { return storage.ExtendRetention(ctx, s.inner, key, until, mode) })
 }
 
 // PurgeOldVersions passes the wrapped store's storage.VersionPurger
 // through, retried like any idempotent call.
 func (s *Store) PurgeOldVersions(ctx context.Context, key string) error {
-	return s.do(ctx, nil, func() error { return storage.PurgeOldVersions(ctx, s.inner, key) })
+	return s.do(ctx, "delete", key, nil, func() error { return storage.PurgeOldVersions(ctx, s.inner, key) })
 }
 
 // CheckRetention passes the wrapped store's storage.Retainer through.

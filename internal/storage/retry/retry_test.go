@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,5 +211,60 @@ func TestBackoff(t *testing.T) {
 	d := Wrap(nil, Options{})
 	if d.opts != (Options{Attempts: DefaultAttempts, Base: DefaultBase, Cap: DefaultCap}) {
 		t.Errorf("defaults: %+v", d.opts)
+	}
+}
+
+type recorder struct {
+	mu      sync.Mutex
+	ops     []string
+	retries []string
+}
+
+func (r *recorder) Op(op string, _ time.Duration, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ops = append(r.ops, fmt.Sprintf("%s:%v", op, err == nil))
+}
+
+func (r *recorder) Retry(op string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.retries = append(r.retries, op)
+}
+
+// TestObserverAndRetryLog: every operation is observed once with its final
+// outcome, every retry is counted and logged with its reason.
+func TestObserverAndRetryLog(t *testing.T) {
+	ctx := context.Background()
+	f := newFaulty(t)
+	rec := &recorder{}
+	var logs bytes.Buffer
+	opts := fast
+	opts.Observer = rec
+	opts.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	st := Wrap(f, opts)
+	f.Inject(faulty.Fault{Op: faulty.Put, Times: 2, Err: fmt.Errorf("s3 said 503: %w", storage.ErrUnavailable)})
+	if err := st.Put(ctx, "k", bytes.NewReader([]byte("x")), 1, storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Stat(ctx, "missing"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("stat of a missing key: %v", err)
+	}
+	if got := strings.Join(rec.ops, ","); got != "put:true,stat:false" {
+		t.Errorf("observed ops %s, want put:true,stat:false", got)
+	}
+	if got := strings.Join(rec.retries, ","); got != "put,put" {
+		t.Errorf("observed retries %s, want put,put", got)
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want one log line per retry, got %q", logs.String())
+	}
+	for _, l := range lines {
+		for _, w := range []string{`"op":"put"`, `"key":"k"`, `s3 said 503`, `"level":"WARN"`} {
+			if !strings.Contains(l, w) {
+				t.Errorf("retry log line %s lacks %s", l, w)
+			}
+		}
 	}
 }

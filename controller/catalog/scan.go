@@ -1,0 +1,20 @@
+package catalog
+
+import v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+
+// EachJob calls fn for every job, in id order, without collecting or
+// sorting them (metrics read the whole table at every scrape).
+func (r *Read) EachJob(fn func(*v1.Job)) { each(r, jobsTableName, fn) }
+
+// EachBackup calls fn for every backup, in id order, unsorted.
+func (r *Read) EachBackup(fn func(*v1.Backup)) { each(r, backupsTableName, fn) }
+
+func each[T any](r *Read, table string, fn func(T)) {
+	it, err := r.txn.Get(table, "id")
+	if err != nil {
+		panic("catalog: " + table + " scan: " + err.Error())
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		fn(obj.(T))
+	}
+}
