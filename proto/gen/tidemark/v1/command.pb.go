@@ -50,6 +50,9 @@ type Command struct {
 	//	*Command_SetClusterCa
 	//	*Command_RecordAudit
 	//	*Command_CreateAccessToken
+	//	*Command_ApplyPolicies
+	//	*Command_DeletePolicy
+	//	*Command_RecordScheduleSkips
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -236,6 +239,33 @@ func (x *Command) GetCreateAccessToken() *CreateAccessToken {
 	return nil
 }
 
+func (x *Command) GetApplyPolicies() *ApplyPolicies {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_ApplyPolicies); ok {
+			return x.ApplyPolicies
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeletePolicy() *DeletePolicy {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_DeletePolicy); ok {
+			return x.DeletePolicy
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRecordScheduleSkips() *RecordScheduleSkips {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RecordScheduleSkips); ok {
+			return x.RecordScheduleSkips
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -304,6 +334,18 @@ type Command_CreateAccessToken struct {
 	CreateAccessToken *CreateAccessToken `protobuf:"bytes,16,opt,name=create_access_token,json=createAccessToken,proto3,oneof"`
 }
 
+type Command_ApplyPolicies struct {
+	ApplyPolicies *ApplyPolicies `protobuf:"bytes,17,opt,name=apply_policies,json=applyPolicies,proto3,oneof"`
+}
+
+type Command_DeletePolicy struct {
+	DeletePolicy *DeletePolicy `protobuf:"bytes,18,opt,name=delete_policy,json=deletePolicy,proto3,oneof"`
+}
+
+type Command_RecordScheduleSkips struct {
+	RecordScheduleSkips *RecordScheduleSkips `protobuf:"bytes,19,opt,name=record_schedule_skips,json=recordScheduleSkips,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -336,6 +378,186 @@ func (*Command_RecordAudit) isCommand_Cmd() {}
 
 func (*Command_CreateAccessToken) isCommand_Cmd() {}
 
+func (*Command_ApplyPolicies) isCommand_Cmd() {}
+
+func (*Command_DeletePolicy) isCommand_Cmd() {}
+
+func (*Command_RecordScheduleSkips) isCommand_Cmd() {}
+
+// ApplyPolicies creates or replaces every listed policy, all in one entry:
+// a file of several documents is applied whole or not at all. The leader
+// validated them; the FSM numbers the versions (previous + 1) and keeps the
+// replaced version as Policy.previous. A policy whose spec is unchanged
+// keeps its version.
+type ApplyPolicies struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Specs []*PolicySpec          `protobuf:"bytes,1,rep,name=specs,proto3" json:"specs,omitempty"`
+	// The document of each spec, same order.
+	Sources       []string               `protobuf:"bytes,2,rep,name=sources,proto3" json:"sources,omitempty"`
+	AppliedBy     string                 `protobuf:"bytes,3,opt,name=applied_by,json=appliedBy,proto3" json:"applied_by,omitempty"`
+	AppliedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=applied_at,json=appliedAt,proto3" json:"applied_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyPolicies) Reset() {
+	*x = ApplyPolicies{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyPolicies) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyPolicies) ProtoMessage() {}
+
+func (x *ApplyPolicies) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyPolicies.ProtoReflect.Descriptor instead.
+func (*ApplyPolicies) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ApplyPolicies) GetSpecs() []*PolicySpec {
+	if x != nil {
+		return x.Specs
+	}
+	return nil
+}
+
+func (x *ApplyPolicies) GetSources() []string {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+func (x *ApplyPolicies) GetAppliedBy() string {
+	if x != nil {
+		return x.AppliedBy
+	}
+	return ""
+}
+
+func (x *ApplyPolicies) GetAppliedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AppliedAt
+	}
+	return nil
+}
+
+// DeletePolicy removes a policy. Its jobs stay; its continuous binlog
+// streams are stopped by the leader.
+type DeletePolicy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	DeletedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=deleted_at,json=deletedAt,proto3" json:"deleted_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePolicy) Reset() {
+	*x = DeletePolicy{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePolicy) ProtoMessage() {}
+
+func (x *DeletePolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePolicy.ProtoReflect.Descriptor instead.
+func (*DeletePolicy) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DeletePolicy) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeletePolicy) GetDeletedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeletedAt
+	}
+	return nil
+}
+
+// RecordScheduleSkips records scheduled runs that will not start. A record
+// whose id exists is kept as it is.
+type RecordScheduleSkips struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Skips         []*ScheduleSkip        `protobuf:"bytes,1,rep,name=skips,proto3" json:"skips,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordScheduleSkips) Reset() {
+	*x = RecordScheduleSkips{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordScheduleSkips) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordScheduleSkips) ProtoMessage() {}
+
+func (x *RecordScheduleSkips) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordScheduleSkips.ProtoReflect.Descriptor instead.
+func (*RecordScheduleSkips) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RecordScheduleSkips) GetSkips() []*ScheduleSkip {
+	if x != nil {
+		return x.Skips
+	}
+	return nil
+}
+
 // CreateJoinToken stores a new join token (hashed).
 type CreateJoinToken struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -346,7 +568,7 @@ type CreateJoinToken struct {
 
 func (x *CreateJoinToken) Reset() {
 	*x = CreateJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	mi := &file_tidemark_v1_command_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +580,7 @@ func (x *CreateJoinToken) String() string {
 func (*CreateJoinToken) ProtoMessage() {}
 
 func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	mi := &file_tidemark_v1_command_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +593,7 @@ func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
 func (*CreateJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{1}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateJoinToken) GetToken() *JoinToken {
@@ -399,7 +621,7 @@ type ConsumeJoinToken struct {
 
 func (x *ConsumeJoinToken) Reset() {
 	*x = ConsumeJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +633,7 @@ func (x *ConsumeJoinToken) String() string {
 func (*ConsumeJoinToken) ProtoMessage() {}
 
 func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +646,7 @@ func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeJoinToken.ProtoReflect.Descriptor instead.
 func (*ConsumeJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{2}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ConsumeJoinToken) GetId() string {
@@ -472,7 +694,7 @@ type RevokeAgent struct {
 
 func (x *RevokeAgent) Reset() {
 	*x = RevokeAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +706,7 @@ func (x *RevokeAgent) String() string {
 func (*RevokeAgent) ProtoMessage() {}
 
 func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +719,7 @@ func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
 func (*RevokeAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RevokeAgent) GetRevocation() *Revocation {
@@ -517,7 +739,7 @@ type SetClusterCA struct {
 
 func (x *SetClusterCA) Reset() {
 	*x = SetClusterCA{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +751,7 @@ func (x *SetClusterCA) String() string {
 func (*SetClusterCA) ProtoMessage() {}
 
 func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +764,7 @@ func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterCA.ProtoReflect.Descriptor instead.
 func (*SetClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SetClusterCA) GetCa() *ClusterCA {
@@ -562,7 +784,7 @@ type CreateAccessToken struct {
 
 func (x *CreateAccessToken) Reset() {
 	*x = CreateAccessToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +796,7 @@ func (x *CreateAccessToken) String() string {
 func (*CreateAccessToken) ProtoMessage() {}
 
 func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +809,7 @@ func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessToken.ProtoReflect.Descriptor instead.
 func (*CreateAccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateAccessToken) GetToken() *AccessToken {
@@ -607,7 +829,7 @@ type RecordAudit struct {
 
 func (x *RecordAudit) Reset() {
 	*x = RecordAudit{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +841,7 @@ func (x *RecordAudit) String() string {
 func (*RecordAudit) ProtoMessage() {}
 
 func (x *RecordAudit) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +854,7 @@ func (x *RecordAudit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAudit.ProtoReflect.Descriptor instead.
 func (*RecordAudit) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RecordAudit) GetRecord() *AuditRecord {
@@ -659,7 +881,7 @@ type RegisterAgent struct {
 
 func (x *RegisterAgent) Reset() {
 	*x = RegisterAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +893,7 @@ func (x *RegisterAgent) String() string {
 func (*RegisterAgent) ProtoMessage() {}
 
 func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +906,7 @@ func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgent.ProtoReflect.Descriptor instead.
 func (*RegisterAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegisterAgent) GetAgent() *Agent {
@@ -720,7 +942,7 @@ type UpsertInstance struct {
 
 func (x *UpsertInstance) Reset() {
 	*x = UpsertInstance{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +954,7 @@ func (x *UpsertInstance) String() string {
 func (*UpsertInstance) ProtoMessage() {}
 
 func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +967,7 @@ func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertInstance.ProtoReflect.Descriptor instead.
 func (*UpsertInstance) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpsertInstance) GetInstance() *Instance {
@@ -775,7 +997,7 @@ type SubmitJob struct {
 
 func (x *SubmitJob) Reset() {
 	*x = SubmitJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +1009,7 @@ func (x *SubmitJob) String() string {
 func (*SubmitJob) ProtoMessage() {}
 
 func (x *SubmitJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +1022,7 @@ func (x *SubmitJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJob.ProtoReflect.Descriptor instead.
 func (*SubmitJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SubmitJob) GetJob() *Job {
@@ -828,7 +1050,7 @@ type AssignJob struct {
 
 func (x *AssignJob) Reset() {
 	*x = AssignJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1062,7 @@ func (x *AssignJob) String() string {
 func (*AssignJob) ProtoMessage() {}
 
 func (x *AssignJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +1075,7 @@ func (x *AssignJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignJob.ProtoReflect.Descriptor instead.
 func (*AssignJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AssignJob) GetJobId() string {
@@ -918,7 +1140,7 @@ type UpdateJobState struct {
 
 func (x *UpdateJobState) Reset() {
 	*x = UpdateJobState{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1152,7 @@ func (x *UpdateJobState) String() string {
 func (*UpdateJobState) ProtoMessage() {}
 
 func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1165,7 @@ func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateJobState.ProtoReflect.Descriptor instead.
 func (*UpdateJobState) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateJobState) GetJobId() string {
@@ -1018,7 +1240,7 @@ type ExpireLease struct {
 
 func (x *ExpireLease) Reset() {
 	*x = ExpireLease{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1252,7 @@ func (x *ExpireLease) String() string {
 func (*ExpireLease) ProtoMessage() {}
 
 func (x *ExpireLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1265,7 @@ func (x *ExpireLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireLease.ProtoReflect.Descriptor instead.
 func (*ExpireLease) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ExpireLease) GetJobId() string {
@@ -1086,7 +1308,7 @@ type RecordBackup struct {
 
 func (x *RecordBackup) Reset() {
 	*x = RecordBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1320,7 @@ func (x *RecordBackup) String() string {
 func (*RecordBackup) ProtoMessage() {}
 
 func (x *RecordBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1333,7 @@ func (x *RecordBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackup.ProtoReflect.Descriptor instead.
 func (*RecordBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RecordBackup) GetBackup() *Backup {
@@ -1139,7 +1361,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1373,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1386,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpsertMember) GetMember() *MemberRecord {
@@ -1184,7 +1406,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1418,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1431,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -1236,7 +1458,7 @@ type RecordWatermarks struct {
 
 func (x *RecordWatermarks) Reset() {
 	*x = RecordWatermarks{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1470,7 @@ func (x *RecordWatermarks) String() string {
 func (*RecordWatermarks) ProtoMessage() {}
 
 func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1483,7 @@ func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordWatermarks.ProtoReflect.Descriptor instead.
 func (*RecordWatermarks) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RecordWatermarks) GetStreams() []*BinlogStream {
@@ -1282,7 +1504,8 @@ var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xd9\b\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xb8\n" +
+	"\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -1302,8 +1525,24 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\frevoke_agent\x18\r \x01(\v2\x18.tidemark.v1.RevokeAgentH\x00R\vrevokeAgent\x12A\n" +
 	"\x0eset_cluster_ca\x18\x0e \x01(\v2\x19.tidemark.v1.SetClusterCAH\x00R\fsetClusterCa\x12=\n" +
 	"\frecord_audit\x18\x0f \x01(\v2\x18.tidemark.v1.RecordAuditH\x00R\vrecordAudit\x12P\n" +
-	"\x13create_access_token\x18\x10 \x01(\v2\x1e.tidemark.v1.CreateAccessTokenH\x00R\x11createAccessTokenB\x05\n" +
-	"\x03cmd\"?\n" +
+	"\x13create_access_token\x18\x10 \x01(\v2\x1e.tidemark.v1.CreateAccessTokenH\x00R\x11createAccessToken\x12C\n" +
+	"\x0eapply_policies\x18\x11 \x01(\v2\x1a.tidemark.v1.ApplyPoliciesH\x00R\rapplyPolicies\x12@\n" +
+	"\rdelete_policy\x18\x12 \x01(\v2\x19.tidemark.v1.DeletePolicyH\x00R\fdeletePolicy\x12V\n" +
+	"\x15record_schedule_skips\x18\x13 \x01(\v2 .tidemark.v1.RecordScheduleSkipsH\x00R\x13recordScheduleSkipsB\x05\n" +
+	"\x03cmd\"\xb2\x01\n" +
+	"\rApplyPolicies\x12-\n" +
+	"\x05specs\x18\x01 \x03(\v2\x17.tidemark.v1.PolicySpecR\x05specs\x12\x18\n" +
+	"\asources\x18\x02 \x03(\tR\asources\x12\x1d\n" +
+	"\n" +
+	"applied_by\x18\x03 \x01(\tR\tappliedBy\x129\n" +
+	"\n" +
+	"applied_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tappliedAt\"]\n" +
+	"\fDeletePolicy\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"deleted_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt\"F\n" +
+	"\x13RecordScheduleSkips\x12/\n" +
+	"\x05skips\x18\x01 \x03(\v2\x19.tidemark.v1.ScheduleSkipR\x05skips\"?\n" +
 	"\x0fCreateJoinToken\x12,\n" +
 	"\x05token\x18\x01 \x01(\v2\x16.tidemark.v1.JoinTokenR\x05token\"\x99\x01\n" +
 	"\x10ConsumeJoinToken\x12\x0e\n" +
@@ -1381,92 +1620,104 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
-	(*CreateJoinToken)(nil),       // 1: tidemark.v1.CreateJoinToken
-	(*ConsumeJoinToken)(nil),      // 2: tidemark.v1.ConsumeJoinToken
-	(*RevokeAgent)(nil),           // 3: tidemark.v1.RevokeAgent
-	(*SetClusterCA)(nil),          // 4: tidemark.v1.SetClusterCA
-	(*CreateAccessToken)(nil),     // 5: tidemark.v1.CreateAccessToken
-	(*RecordAudit)(nil),           // 6: tidemark.v1.RecordAudit
-	(*RegisterAgent)(nil),         // 7: tidemark.v1.RegisterAgent
-	(*UpsertInstance)(nil),        // 8: tidemark.v1.UpsertInstance
-	(*SubmitJob)(nil),             // 9: tidemark.v1.SubmitJob
-	(*AssignJob)(nil),             // 10: tidemark.v1.AssignJob
-	(*UpdateJobState)(nil),        // 11: tidemark.v1.UpdateJobState
-	(*ExpireLease)(nil),           // 12: tidemark.v1.ExpireLease
-	(*RecordBackup)(nil),          // 13: tidemark.v1.RecordBackup
-	(*UpsertMember)(nil),          // 14: tidemark.v1.UpsertMember
-	(*RemoveMember)(nil),          // 15: tidemark.v1.RemoveMember
-	(*RecordWatermarks)(nil),      // 16: tidemark.v1.RecordWatermarks
-	(*JoinToken)(nil),             // 17: tidemark.v1.JoinToken
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*Revocation)(nil),            // 19: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 20: tidemark.v1.ClusterCA
-	(*AccessToken)(nil),           // 21: tidemark.v1.AccessToken
-	(*AuditRecord)(nil),           // 22: tidemark.v1.AuditRecord
-	(*Agent)(nil),                 // 23: tidemark.v1.Agent
-	(*Instance)(nil),              // 24: tidemark.v1.Instance
-	(*Job)(nil),                   // 25: tidemark.v1.Job
-	(*LeaseToken)(nil),            // 26: tidemark.v1.LeaseToken
-	(JobState)(0),                 // 27: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 28: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 29: tidemark.v1.JobResult
-	(*Backup)(nil),                // 30: tidemark.v1.Backup
-	(*MemberRecord)(nil),          // 31: tidemark.v1.MemberRecord
-	(*BinlogStream)(nil),          // 32: tidemark.v1.BinlogStream
+	(*ApplyPolicies)(nil),         // 1: tidemark.v1.ApplyPolicies
+	(*DeletePolicy)(nil),          // 2: tidemark.v1.DeletePolicy
+	(*RecordScheduleSkips)(nil),   // 3: tidemark.v1.RecordScheduleSkips
+	(*CreateJoinToken)(nil),       // 4: tidemark.v1.CreateJoinToken
+	(*ConsumeJoinToken)(nil),      // 5: tidemark.v1.ConsumeJoinToken
+	(*RevokeAgent)(nil),           // 6: tidemark.v1.RevokeAgent
+	(*SetClusterCA)(nil),          // 7: tidemark.v1.SetClusterCA
+	(*CreateAccessToken)(nil),     // 8: tidemark.v1.CreateAccessToken
+	(*RecordAudit)(nil),           // 9: tidemark.v1.RecordAudit
+	(*RegisterAgent)(nil),         // 10: tidemark.v1.RegisterAgent
+	(*UpsertInstance)(nil),        // 11: tidemark.v1.UpsertInstance
+	(*SubmitJob)(nil),             // 12: tidemark.v1.SubmitJob
+	(*AssignJob)(nil),             // 13: tidemark.v1.AssignJob
+	(*UpdateJobState)(nil),        // 14: tidemark.v1.UpdateJobState
+	(*ExpireLease)(nil),           // 15: tidemark.v1.ExpireLease
+	(*RecordBackup)(nil),          // 16: tidemark.v1.RecordBackup
+	(*UpsertMember)(nil),          // 17: tidemark.v1.UpsertMember
+	(*RemoveMember)(nil),          // 18: tidemark.v1.RemoveMember
+	(*RecordWatermarks)(nil),      // 19: tidemark.v1.RecordWatermarks
+	(*PolicySpec)(nil),            // 20: tidemark.v1.PolicySpec
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*ScheduleSkip)(nil),          // 22: tidemark.v1.ScheduleSkip
+	(*JoinToken)(nil),             // 23: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 24: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 25: tidemark.v1.ClusterCA
+	(*AccessToken)(nil),           // 26: tidemark.v1.AccessToken
+	(*AuditRecord)(nil),           // 27: tidemark.v1.AuditRecord
+	(*Agent)(nil),                 // 28: tidemark.v1.Agent
+	(*Instance)(nil),              // 29: tidemark.v1.Instance
+	(*Job)(nil),                   // 30: tidemark.v1.Job
+	(*LeaseToken)(nil),            // 31: tidemark.v1.LeaseToken
+	(JobState)(0),                 // 32: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 33: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 34: tidemark.v1.JobResult
+	(*Backup)(nil),                // 35: tidemark.v1.Backup
+	(*MemberRecord)(nil),          // 36: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 37: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
-	7,  // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
-	8,  // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
-	9,  // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
-	10, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
-	11, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
-	12, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
-	13, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
-	14, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
-	15, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
-	16, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
-	1,  // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
-	2,  // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
-	3,  // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
-	4,  // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
-	6,  // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
-	5,  // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
-	17, // 16: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
-	18, // 17: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
-	19, // 18: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
-	20, // 19: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
-	21, // 20: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
-	22, // 21: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
-	23, // 22: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	24, // 23: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	18, // 24: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	24, // 25: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	18, // 26: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	25, // 27: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	26, // 28: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	18, // 29: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	18, // 30: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	27, // 31: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	26, // 32: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	28, // 33: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	29, // 34: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	18, // 35: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	30, // 36: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	26, // 37: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	18, // 38: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	30, // 39: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	18, // 40: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	31, // 41: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	32, // 42: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
-	18, // 43: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	10, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
+	11, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
+	12, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
+	13, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
+	14, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
+	15, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
+	16, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
+	17, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
+	18, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
+	19, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
+	4,  // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
+	5,  // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
+	6,  // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
+	7,  // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
+	9,  // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
+	8,  // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
+	1,  // 16: tidemark.v1.Command.apply_policies:type_name -> tidemark.v1.ApplyPolicies
+	2,  // 17: tidemark.v1.Command.delete_policy:type_name -> tidemark.v1.DeletePolicy
+	3,  // 18: tidemark.v1.Command.record_schedule_skips:type_name -> tidemark.v1.RecordScheduleSkips
+	20, // 19: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
+	21, // 20: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
+	21, // 21: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
+	22, // 22: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
+	23, // 23: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
+	21, // 24: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
+	24, // 25: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
+	25, // 26: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
+	26, // 27: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
+	27, // 28: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
+	28, // 29: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	29, // 30: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	21, // 31: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	29, // 32: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	21, // 33: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	30, // 34: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	31, // 35: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	21, // 36: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	21, // 37: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	32, // 38: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	31, // 39: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	33, // 40: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	34, // 41: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	21, // 42: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	35, // 43: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	31, // 44: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	21, // 45: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	35, // 46: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	21, // 47: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	36, // 48: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	37, // 49: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	21, // 50: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -1493,6 +1744,9 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_SetClusterCa)(nil),
 		(*Command_RecordAudit)(nil),
 		(*Command_CreateAccessToken)(nil),
+		(*Command_ApplyPolicies)(nil),
+		(*Command_DeletePolicy)(nil),
+		(*Command_RecordScheduleSkips)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1500,7 +1754,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
