@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -17,12 +16,11 @@ import (
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
+	"github.com/tidemark-backup/tidemark/internal/yamlx"
 )
 
 // Config is everything the agent runs with. It flows one way: DefaultConfig,
@@ -196,22 +194,9 @@ func (c *Config) LoadFile(path string) error {
 		dec.DisallowUnknownFields()
 		err = dec.Decode(&f)
 	} else {
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err = dec.Decode(&f); errors.Is(err, io.EOF) {
-			err = nil // an empty file sets nothing
-		}
+		err = yamlx.Decode(data, &f)
 	}
 	if err != nil {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			// yaml names our Go type; say what the operator wrote instead.
-			msgs := make([]string, len(te.Errors))
-			for i, m := range te.Errors {
-				msgs[i] = unknownKeyRE.ReplaceAllString(m, "unknown key $1")
-			}
-			return fmt.Errorf("config file %s: %s", path, strings.Join(msgs, "; "))
-		}
 		return fmt.Errorf("config file %s: %w", path, err)
 	}
 	if f.Controllers != nil {
@@ -272,10 +257,9 @@ func (c *Config) LoadFile(path string) error {
 }
 
 var (
-	unknownKeyRE = regexp.MustCompile(`field (\S+) not found in type \S+`)
-	nameRE       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-	instanceRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$`)
-	labelKeyRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
+	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	instanceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$`)
+	labelKeyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
 )
 
 // ParseLabels parses "k=v,k2=v2" as given to --labels.
