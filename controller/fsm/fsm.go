@@ -113,6 +113,12 @@ func dispatch(w *catalog.Write, e entry, cmd *v1.Command) (proto.Message, error)
 		return applyRecordAudit(w, c.RecordAudit)
 	case *v1.Command_CreateAccessToken:
 		return applyCreateAccessToken(w, c.CreateAccessToken)
+	case *v1.Command_ApplyPolicies:
+		return applyApplyPolicies(w, c.ApplyPolicies)
+	case *v1.Command_DeletePolicy:
+		return applyDeletePolicy(w, c.DeletePolicy)
+	case *v1.Command_RecordScheduleSkips:
+		return applyRecordScheduleSkips(w, c.RecordScheduleSkips)
 	default:
 		panic(fmt.Sprintf("fsm: command %T has no applier (entry %d)", c, e.Index))
 	}
