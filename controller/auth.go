@@ -63,6 +63,12 @@ var accessTable = map[string]access{
 	v1.ControlService_CreateJoinToken_FullMethodName:   admin(),
 	v1.ControlService_RevokeAgent_FullMethodName:       admin(),
 	v1.ControlService_ListAudit_FullMethodName:         admin(),
+	v1.ControlService_ListPolicies_FullMethodName:      viewer(),
+	v1.ControlService_GetPolicy_FullMethodName:         viewer(),
+	v1.ControlService_GetSchedule_FullMethodName:       viewer(),
+	v1.ControlService_GetPolicyStatus_FullMethodName:   viewer(),
+	v1.ControlService_ApplyPolicies_FullMethodName:     operator(),
+	v1.ControlService_DeletePolicy_FullMethodName:      operator(),
 	// An agent renews its own certificate (the name is its certificate's).
 	v1.ControlService_RenewCertificate_FullMethodName: {agent: true},
 	// A joining host has no certificate yet; the token is its credential.

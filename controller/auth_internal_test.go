@@ -83,10 +83,12 @@ func TestRolesTable(t *testing.T) {
 			State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf, ca.Cert}}}}})
 	}
 	classes := map[string][]string{
-		"read": {"ListAgents", "ListInstances", "ListBackups", "GetBackup", "ListJobs", "GetJob", "WatchJob", "GetBinlogStatus", "ClusterStatus"},
+		"read": {"ListAgents", "ListInstances", "ListBackups", "GetBackup", "ListJobs", "GetJob", "WatchJob", "GetBinlogStatus", "ClusterStatus",
+			"ListPolicies", "GetPolicy", "GetSchedule", "GetPolicyStatus"},
 		// A node's own status is also how agents and nodes probe an address.
-		"probe":      {"NodeStatus"},
-		"operate":    {"SubmitBackup", "SubmitRestore", "CancelJob", "StartBinlogStream", "StopBinlogStream"},
+		"probe": {"NodeStatus"},
+		"operate": {"SubmitBackup", "SubmitRestore", "CancelJob", "StartBinlogStream", "StopBinlogStream",
+			"ApplyPolicies", "DeletePolicy"},
 		"administer": {"AddMember", "RemoveMember", "CreateJoinToken", "RevokeAgent", "ListAudit", "TakeSnapshot"},
 		"agent":      {"Connect", "Put", "Get", "Stat", "List", "Delete", "RenewCertificate"},
 		"join":       {"Join"},

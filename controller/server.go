@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/tidemark-backup/tidemark/controller/fsm"
+	"github.com/tidemark-backup/tidemark/controller/scheduler"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -48,6 +50,12 @@ type Server struct {
 	agents *agentHub
 	// relay serves the --repo backend to relay:// agents.
 	relay *RelayServer
+	// sched is the leader's scheduler (nil when not leading); schedKick
+	// makes it tick now.
+	sched     atomic.Pointer[scheduler.Scheduler]
+	schedKick chan struct{}
+	// hooks posts alerts to the --webhook URLs.
+	hooks *webhooks
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -78,7 +86,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if saved == nil && !cfg.Bootstrap && len(cfg.Join) == 0 {
 		return nil, fmt.Errorf("data dir %s is new: give --bootstrap to start a new cluster, or --join GRPC_ADDR to join an existing one", cfg.DataDir)
 	}
-	s := &Server{cfg: cfg, id: *id, log: cfg.Logger.With("node", id.NodeID), fsm: fsm.New(), stop: make(chan struct{})}
+	s := &Server{cfg: cfg, id: *id, log: cfg.Logger.With("node", id.NodeID), fsm: fsm.New(), stop: make(chan struct{}), schedKick: make(chan struct{}, 1)}
+	s.hooks = newWebhooks(cfg.Webhooks, s.log)
 	s.agents = newAgentHub(s, id.NodeID, cfg)
 	s.relay = newRepoRelay(cfg)
 	fresh := saved == nil

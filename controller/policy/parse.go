@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
@@ -70,7 +71,11 @@ type Parsed struct {
 	Source string
 	// Line is its first line in the file.
 	Line int
+	node *yaml.Node
 }
+
+// LineOf is the line of a key of the document (see yamlx.Line).
+func (p Parsed) LineOf(path ...string) int { return yamlx.Line(p.node, path...) }
 
 // Engines are the engine names a schedule may ask for.
 var Engines = []string{"auto", "logical", "snapshot", "mariabackup", "clone"}
@@ -116,7 +121,7 @@ func Parse(file string, data []byte) ([]Parsed, error) {
 			bad([]string{"name"}, "policy %q is also defined at line %d of this file", spec.GetName(), l)
 		}
 		seen[spec.GetName()] = d.Line
-		out = append(out, Parsed{Spec: spec, Source: d.Source, Line: d.Line})
+		out = append(out, Parsed{Spec: spec, Source: d.Source, Line: d.Line, node: d.Node})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

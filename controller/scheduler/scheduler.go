@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,24 @@ type RealClock struct{}
 
 // Now returns time.Now().
 func (RealClock) Now() time.Time { return time.Now() }
+
+// FileClock is a test clock for controller processes: the time written in
+// the file (RFC 3339), read at every call; the wall clock while the file is
+// missing or unreadable. Only the hidden --test-clock-file flag makes one.
+type FileClock string
+
+// Now returns the file's time, or time.Now().
+func (f FileClock) Now() time.Time {
+	b, err := os.ReadFile(string(f))
+	if err != nil {
+		return time.Now()
+	}
+	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
+	if err != nil {
+		return time.Now()
+	}
+	return t
+}
 
 // Catalog gives the scheduler consistent snapshots of the catalog. Each
 // Read is one snapshot that later writes do not change.
