@@ -72,6 +72,10 @@ deduplicated, optionally encrypted repository on S3, MinIO or a local directory.
 		newTokenCmd(s),
 		newAuditCmd(s),
 		newLoginCmd(s),
+		newPolicyCmd(s),
+		newPoliciesCmd(s),
+		newScheduleCmd(s),
+		newStatusCmd(s),
 	)
 	return root
 }
