@@ -217,12 +217,12 @@ func lineDiff(a, b string) string {
 		case i < n && j < m && x[i] == y[j]:
 			sb.WriteString("  " + x[i] + "\n")
 			i, j = i+1, j+1
-		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-			sb.WriteString("+ " + y[j] + "\n")
-			j++
-		default:
+		case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
 			sb.WriteString("- " + x[i] + "\n")
 			i++
+		default:
+			sb.WriteString("+ " + y[j] + "\n")
+			j++
 		}
 	}
 	return sb.String()

@@ -1,0 +1,252 @@
+package controller_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/tidemark-backup/tidemark/controller"
+	"github.com/tidemark-backup/tidemark/controller/policy"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// testClock is a settable clock for an in-process controller's scheduler.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *testClock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+// hookSink is an httptest webhook receiver that fails its first call, so
+// the sender's retry is exercised.
+type hookSink struct {
+	mu     sync.Mutex
+	calls  int
+	alerts []controller.Alert
+}
+
+func (h *hookSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.calls++
+	if h.calls == 1 {
+		http.Error(w, "not yet", http.StatusServiceUnavailable)
+		return
+	}
+	var a controller.Alert
+	if err := json.NewDecoder(r.Body).Decode(&a); err != nil || r.Header.Get("Content-Type") != "application/json" {
+		http.Error(w, "bad body", http.StatusBadRequest)
+		return
+	}
+	h.alerts = append(h.alerts, a)
+}
+
+func (h *hookSink) find(kind, instance string) *controller.Alert {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, a := range h.alerts {
+		if a.Kind == kind && a.Instance == instance {
+			return &a
+		}
+	}
+	return nil
+}
+
+// TestPolicies (in-process, fake clock): bad files are refused with the
+// line and nothing is half-applied; conflicts and unusable repositories
+// are refused; dry-run applies nothing; versions; the scheduler submits
+// the runs of the selected instances only, with derived ids; status shows
+// a failed run; a webhook gets the failure (after one retry).
+func TestPolicies(t *testing.T) {
+	clock := &testClock{t: time.Now().UTC().Truncate(time.Minute).Add(-time.Hour)}
+	sink := &hookSink{}
+	hook := httptest.NewServer(sink)
+	t.Cleanup(hook.Close)
+	srv, c := startInProcess(t, func(cfg *controller.Config) {
+		cfg.Clock = clock
+		cfg.ScheduleInterval = 50 * time.Millisecond
+		cfg.StatusInterval = 100 * time.Millisecond
+		cfg.Webhooks = []string{hook.URL}
+	})
+	ctx := context.Background()
+	var agents []*fakeAgent
+	for name, labels := range map[string]map[string]string{
+		"db1": {"env": "prod", "dc": "a"}, "db2": {"env": "prod", "dc": "b"}, "db3": {"env": "dev"},
+	} {
+		a, err := connectAgentLabeled(t, []string{srv.Addr()}, name, labels)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(a.close)
+		agents = append(agents, a)
+	}
+	agent := func(name string) *fakeAgent {
+		for _, a := range agents {
+			if a.name == name {
+				return a
+			}
+		}
+		return nil
+	}
+	apply := func(doc string, dry bool) (*v1.ApplyPoliciesResponse, error) {
+		return c.Control.ApplyPolicies(ctx, &v1.ApplyPoliciesRequest{Yaml: doc, FileName: "p.yaml", DryRun: dry})
+	}
+	noPolicies := func(when string) {
+		t.Helper()
+		l, err := c.Control.ListPolicies(ctx, &v1.ListPoliciesRequest{})
+		if err != nil || len(l.GetPolicies()) != 0 {
+			t.Fatalf("%s: policies %v, %v", when, l.GetPolicies(), err)
+		}
+	}
+
+	// A file of three whose third is bad: none applied, the line named.
+	_, err := apply(`name: a
+selector: env=prod
+binlog: {enabled: true}
+---
+name: b
+selector: env=dev
+binlog: {enabled: true}
+---
+name: c
+selector: env=prod
+backups:
+  - schedule: "*/5 * * *"
+`, false)
+	wantCode(t, err, codes.InvalidArgument, `p.yaml:12: policy c: backups.0.schedule: schedule "*/5 * * *"`)
+	noPolicies("after a bad file")
+	_, err = apply("name: a\nselector: env=prod\nbinlog: {enabled: true}\ncolour: blue\n", false)
+	wantCode(t, err, codes.InvalidArgument, "p.yaml: document 1: line 4: unknown key colour")
+	// Two policies giving db1 and db2 backups at one priority.
+	_, err = apply(`name: daily
+selector: env=prod
+backups: [{schedule: "@daily"}]
+---
+name: hourly
+selector: dc in (a,b)
+backups: [{schedule: "@hourly"}]
+`, false)
+	wantCode(t, err, codes.InvalidArgument, "p.yaml:2: policy daily: selector: instance db1 is also selected by policy hourly, both with backups at priority 0")
+	noPolicies("after a conflict")
+	// A repository the controller cannot use.
+	empty := t.TempDir()
+	_, err = apply(fmt.Sprintf("name: a\nselector: env=prod\nbinlog: {enabled: true}\nrepository: file://%s\n", empty), false)
+	wantCode(t, err, codes.FailedPrecondition, "p.yaml:4: policy a: repository: file://"+empty+" holds no Tidemark repository")
+	noPolicies("after a bad repository")
+
+	repo := t.TempDir()
+	if err := os.WriteFile(filepath.Join(repo, "config"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := fmt.Sprintf(`name: prod
+selector: env=prod
+repository: file://%s
+backups:
+  - schedule: "@every 1m"
+    catch_up: 1m
+`, repo)
+	dry, err := apply(good, true)
+	if err != nil || dry.GetApplied() || len(dry.GetChanges()) != 1 || dry.GetChanges()[0].GetAction() != "create" ||
+		!slices.Equal(dry.GetChanges()[0].GetInstances(), []string{"db1", "db2"}) || !strings.Contains(dry.GetChanges()[0].GetDiff(), "+ name: prod") {
+		t.Fatalf("dry run: %v, %v", dry, err)
+	}
+	noPolicies("after a dry run")
+	// Applied at the fake clock's time: the first run is a minute later.
+	if r, err := apply(good, false); err != nil || !r.GetApplied() {
+		t.Fatalf("apply: %v, %v", r, err)
+	}
+	if r, err := apply(good, false); err != nil || r.GetChanges()[0].GetAction() != "unchanged" || r.GetChanges()[0].GetVersion() != 1 {
+		t.Fatalf("apply again: %v, %v", r, err)
+	}
+	upd := strings.Replace(good, "catch_up: 1m", "catch_up: 2m", 1)
+	if r, err := apply(upd, true); err != nil || !strings.Contains(r.GetChanges()[0].GetDiff(), "-       catch_up: 1m\n+       catch_up: 2m") {
+		t.Fatalf("dry-run diff: %v, %v", r.GetChanges(), err)
+	}
+	if _, err := apply(upd, false); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Control.GetPolicy(ctx, &v1.GetPolicyRequest{Name: "prod"})
+	if err != nil || got.GetPolicy().GetVersion() != 2 || got.GetPolicy().GetPrevious().GetVersion() != 1 ||
+		got.GetPolicy().GetPrevious().GetSpec().GetBackups()[0].GetCatchUp().AsDuration() != time.Minute {
+		t.Fatalf("policy after an update: %v, %v", got, err)
+	}
+	applied := got.GetPolicy().GetCreatedAt().AsTime()
+
+	// Due: a minute after the apply, plus at most 6s of spread.
+	clock.set(applied.Add(time.Minute + 7*time.Second))
+	want := map[string]string{}
+	for _, in := range []string{"db1", "db2"} {
+		want[in] = policy.RunID("prod", 0, in, applied.Add(time.Minute))
+	}
+	for _, in := range []string{"db1", "db2"} {
+		asg := agent(in).assignment(testenv.Wait(10 * time.Second))
+		j := asg.GetJob()
+		if j.GetId() != want[in] || j.GetPolicy() != "prod" || !j.GetScheduledFor().AsTime().Equal(applied.Add(time.Minute)) ||
+			j.GetBackup().GetRepositoryUri() != "file://"+repo {
+			t.Fatalf("%s assigned %v", in, j)
+		}
+		if in == "db1" {
+			seq := agent(in).send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{
+				JobId: j.GetId(), Lease: asg.GetLease(), Error: "disk full"}}})
+			if ans := agent(in).answer(seq); ans.GetAck() == nil {
+				t.Fatalf("failure report answered %v", ans)
+			}
+		} else if ans := agent(in).succeed(asg, asg.GetLease()); ans.GetAck() == nil {
+			t.Fatalf("result answered %v", ans)
+		}
+	}
+	if _, err := agent("db3").wait(300*time.Millisecond, func(m *v1.ControllerMessage) bool { return m.GetAssignJob() != nil }); err == nil {
+		t.Fatal("db3 (env=dev) got a scheduled job")
+	}
+	// The job failed for good after its attempts: one job per run, and the
+	// backup of db2 carries its policy and scheduled time.
+	waitJobState(t, c, want["db1"], v1.JobState_JOB_STATE_FAILED, testenv.Wait(10*time.Second))
+	bs, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: "db2"})
+	if err != nil || len(bs.GetBackups()) != 1 || bs.GetBackups()[0].GetPolicy() != "prod" ||
+		!bs.GetBackups()[0].GetScheduledFor().AsTime().Equal(applied.Add(time.Minute)) {
+		t.Fatalf("backups of db2: %v, %v", bs, err)
+	}
+	testenv.WaitFor(t, "a job_failed webhook for db1", testenv.Wait(10*time.Second), func() error {
+		if a := sink.find(controller.AlertJobFailed, "db1"); a == nil || !strings.Contains(a.Message, "disk full") || a.Job != want["db1"] {
+			return fmt.Errorf("alerts so far: %+v", sink.alerts)
+		}
+		return nil
+	})
+	st, err := c.Control.GetPolicyStatus(ctx, &v1.GetPolicyStatusRequest{})
+	if err != nil || len(st.GetPolicies()) != 1 || st.GetPolicies()[0].GetUnmet() != 1 {
+		t.Fatalf("status: %v, %v", st, err)
+	}
+	for _, in := range st.GetPolicies()[0].GetInstances() {
+		if in.GetInstance() == "db1" && (in.GetMet() || !strings.Contains(strings.Join(in.GetReasons(), ";"), "last scheduled backup failed: job "+want["db1"])) {
+			t.Fatalf("db1 status %v", in)
+		}
+	}
+	sch, err := c.Control.GetSchedule(ctx, &v1.GetScheduleRequest{Instance: "db2"})
+	if err != nil || len(sch.GetRuns()) != 1 || !sch.GetRuns()[0].GetScheduledFor().AsTime().Equal(applied.Add(2*time.Minute)) ||
+		sch.GetRuns()[0].GetJobId() != policy.RunID("prod", 0, "db2", applied.Add(2*time.Minute)) {
+		t.Fatalf("schedule of db2: %v, %v", sch, err)
+	}
+	// Deleted: no more runs.
+	if _, err := c.Control.DeletePolicy(ctx, &v1.DeletePolicyRequest{Name: "prod"}); err != nil {
+		t.Fatal(err)
+	}
+	clock.set(applied.Add(3 * time.Minute))
+	if _, err := agent("db2").wait(500*time.Millisecond, func(m *v1.ControllerMessage) bool { return m.GetAssignJob() != nil }); err == nil {
+		t.Fatal("a deleted policy scheduled a run")
+	}
+}
