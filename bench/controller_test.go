@@ -93,7 +93,7 @@ func buildTidemark(b *testing.B) string {
 // each with a data directory under the benchmark's temporary directory.
 // Cleanups kill the processes (SIGKILL, process group) and remove the
 // directories.
-func startCluster(b *testing.B, bin string, secure bool) *ctlCluster {
+func startCluster(b *testing.B, bin string, secure bool, extra ...string) *ctlCluster {
 	b.Helper()
 	c := &ctlCluster{}
 	if secure {
@@ -113,6 +113,7 @@ func startCluster(b *testing.B, bin string, secure bool) *ctlCluster {
 		} else {
 			args = append(args, "--insecure")
 		}
+		args = append(args, extra...)
 		n.child = testenv.NewChild(b, n.id, bin, args...)
 		n.child.Start()
 		testenv.WaitFor(b, n.id+" to serve gRPC", 20*time.Second, func() error {

@@ -121,7 +121,7 @@ func DefaultConfig() Config {
 		MaxAttempts:             2,
 		WatermarkCommitInterval: 5 * time.Second,
 		ApplyTimeout:            10 * time.Second,
-		ScheduleInterval:        time.Second,
+		ScheduleInterval:        500 * time.Millisecond,
 		StatusInterval:          15 * time.Second,
 		RaftLogLevel:            "info",
 		TLS:                     TLSConfig{CertValidity: 30 * 24 * time.Hour, AgentCertValidity: 90 * 24 * time.Hour},
