@@ -69,6 +69,10 @@ type Config struct {
 	DefaultRepo string
 	// MaxAttempts of a scheduled backup job.
 	MaxAttempts uint32
+	// Connected reports whether an agent has a live session with the
+	// leader (for the reason a scheduled job that never started fails
+	// with); nil: unknown.
+	Connected func(agent string) bool
 	// Parallel bounds the writes of one Tick in flight at once.
 	Parallel int
 	Logger   *slog.Logger
@@ -135,6 +139,9 @@ func (s *Scheduler) Recompute() int {
 // TickResult counts what one Tick did.
 type TickResult struct {
 	Submitted, Skipped, Held, StreamsStarted, StreamsStopped int
+	// Expired counts scheduled jobs failed because no agent started them
+	// within their catch-up window.
+	Expired int
 	// Delays are, per submitted job, how long after its due time it was
 	// committed.
 	Delays []time.Duration
@@ -224,6 +231,23 @@ func (s *Scheduler) Tick(ctx context.Context) TickResult {
 			return nil
 		})
 	}
+	for _, f := range p.fail {
+		g.Go(func() error {
+			err := s.apply.Apply(gctx, &v1.Command{Cmd: &v1.Command_UpdateJobState{UpdateJobState: &v1.UpdateJobState{
+				JobId: f.id, State: v1.JobState_JOB_STATE_FAILED, Reason: f.reason, UpdatedAt: timestamppb.New(now),
+				Result: &v1.JobResult{Error: f.reason},
+			}}})
+			if err != nil && !errors.Is(err, catalog.ErrConflict) {
+				fail(fmt.Errorf("failing scheduled job %s: %w", f.id, err))
+				return nil
+			}
+			mu.Lock()
+			res.Expired++
+			mu.Unlock()
+			s.cfg.Logger.Warn("scheduled job not started in time", "job", f.id, "reason", f.reason)
+			return nil
+		})
+	}
 	for _, st := range p.stop {
 		g.Go(func() error {
 			if err := s.apply.Cancel(gctx, st.id, st.reason); err != nil && !errors.Is(err, catalog.ErrConflict) {
@@ -256,6 +280,7 @@ type submission struct {
 type stopStream struct{ id, reason string }
 
 type plan struct {
+	fail    []stopStream
 	submit  []submission
 	skips   []*v1.ScheduleSkip
 	held    map[Key]string
@@ -351,6 +376,7 @@ func (s *Scheduler) plan(r *catalog.Read, now time.Time) plan {
 			}
 		}
 	}
+	s.planExpiry(&p, r, now, byName)
 	for _, t := range Targets(policies, sel) {
 		s.planTarget(&p, t, now, busy, running)
 	}
@@ -423,6 +449,47 @@ func (s *Scheduler) planTarget(p *plan, t Target, now time.Time, busy map[string
 			Engine: engine, RepositoryUri: repo, Policy: name, Labels: map[string]string{"policy": name},
 		}},
 	}})
+}
+
+// planExpiry fails the scheduled backup jobs still pending beyond their
+// catch-up window (their agent offline, or busy with a job of its own
+// that outlasted it): the run is over, and status and alerts say why,
+// instead of a backup starting hours late.
+func (s *Scheduler) planExpiry(p *plan, r *catalog.Read, now time.Time, byName map[string]*v1.Instance) {
+	for _, j := range r.JobsInState(v1.JobState_JOB_STATE_PENDING) {
+		if j.GetKind() != v1.JobKind_JOB_KIND_BACKUP || j.GetRunKey() == "" || j.GetScheduledFor() == nil {
+			continue
+		}
+		pol, err := r.Policy(j.GetPolicy())
+		catchUp := policy.DefaultCatchUp
+		window := ""
+		if err == nil {
+			window = pol.GetSpec().GetWindow()
+			if bs := pol.GetSpec().GetBackups(); int(j.GetScheduleIndex()) < len(bs) {
+				catchUp = CatchUp(bs[j.GetScheduleIndex()])
+			}
+		}
+		sched := j.GetScheduledFor().AsTime()
+		period := time.Hour
+		if err == nil && int(j.GetScheduleIndex()) < len(pol.GetSpec().GetBackups()) {
+			if cs, err := policy.ParseSchedule(pol.GetSpec().GetBackups()[j.GetScheduleIndex()].GetCron()); err == nil {
+				period = policy.Period(cs, sched)
+			}
+		}
+		due := policy.DueAt(j.GetPolicy(), j.GetRunKey(), sched, period, window)
+		if late := now.Sub(due); late <= catchUp {
+			continue
+		}
+		agent := byName[j.GetInstance()].GetAgent()
+		why := fmt.Sprintf("not started within the catch-up window (%s) of its due time %s", catchUp, due.UTC().Format(time.RFC3339))
+		switch {
+		case s.cfg.Connected != nil && agent != "" && !s.cfg.Connected(agent):
+			why += fmt.Sprintf(": agent %s is not connected", agent)
+		case len(j.GetPreviousAttempts()) > 0:
+			why += ": its last attempt ended: " + j.GetPreviousAttempts()[len(j.GetPreviousAttempts())-1].GetError()
+		}
+		p.fail = append(p.fail, stopStream{id: j.GetId(), reason: why})
+	}
 }
 
 // StoppedByHand reports whether stream job j was cancelled by someone
