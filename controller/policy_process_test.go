@@ -80,7 +80,7 @@ func TestScheduleFailover(t *testing.T) {
 	testenv.WaitFor(t, "four agents", testenv.Wait(15*time.Second), func() error {
 		r, err := leader.conn.Control.ListAgents(ctx, &v1.ListAgentsRequest{})
 		if err != nil || len(r.GetAgents()) != 4 {
-			return fmt.Errorf("%d agents, %v", len(r.GetAgents()), err)
+			return fmt.Errorf("%d agents, %w", len(r.GetAgents()), err)
 		}
 		return nil
 	})

@@ -109,7 +109,7 @@ func TestScheduleMath(t *testing.T) {
 	if d1 != DueAt("p", "db1", t0, time.Hour, "") || d1.Before(t0) || d1.After(t0.Add(6*time.Minute)) {
 		t.Fatalf("due %v", d1)
 	}
-	if DueAt("p", "db2", t0, time.Hour, "") == d1 {
+	if DueAt("p", "db2", t0, time.Hour, "").Equal(d1) {
 		t.Fatalf("two instances got one start time")
 	}
 	// Window: a run at 12:00 with window 22:00-04:00 (wrapping) starts in
@@ -127,8 +127,9 @@ func TestScheduleMath(t *testing.T) {
 	if d.Before(t0.Add(time.Hour)) || !d.Before(t0.Add(4*time.Hour)) {
 		t.Fatalf("due %v", d)
 	}
-	if RunID("p", 0, "db1", t0) != RunID("p", 0, "db1", t0) || RunID("p", 0, "db1", t0) == RunID("p", 1, "db1", t0) ||
-		RunID("p", 0, "db1", t0) == RunID("p", 0, "db1", t0.Add(time.Second)) {
+	id := RunID("p", 0, "db1", t0)
+	if id != RunID("p", 0, "db1", t0.UTC()) || !strings.HasPrefix(id, "sched-") || id == RunID("p", 1, "db1", t0) ||
+		id == RunID("p", 0, "db1", t0.Add(time.Second)) || id == RunID("p", 0, "db2", t0) {
 		t.Fatal("run ids")
 	}
 }
