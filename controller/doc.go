@@ -9,4 +9,8 @@
 // gRPC statuses; the leader writes an audit record of every mutating call
 // (audit.go); join tokens, revocations and certificate renewal are in
 // enroll.go.
+//
+// While it leads, the node also runs the policy scheduler
+// (controller/scheduler, wired in schedule.go) and the webhook alerts
+// (webhook.go); policies are applied and listed through policies.go.
 package controller
