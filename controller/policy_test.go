@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/controller/policy"
@@ -54,6 +55,12 @@ func (h *hookSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.alerts = append(h.alerts, a)
+}
+
+func (h *hookSink) all() []controller.Alert {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.alerts)
 }
 
 func (h *hookSink) find(kind, instance string) *controller.Alert {
@@ -223,7 +230,7 @@ backups:
 	}
 	testenv.WaitFor(t, "a job_failed webhook for db1", testenv.Wait(10*time.Second), func() error {
 		if a := sink.find(controller.AlertJobFailed, "db1"); a == nil || !strings.Contains(a.Message, "disk full") || a.Job != want["db1"] {
-			return fmt.Errorf("alerts so far: %+v", sink.alerts)
+			return fmt.Errorf("alerts so far: %+v", sink.all())
 		}
 		return nil
 	})
@@ -248,5 +255,106 @@ backups:
 	clock.set(applied.Add(3 * time.Minute))
 	if _, err := agent("db2").wait(500*time.Millisecond, func(m *v1.ControllerMessage) bool { return m.GetAssignJob() != nil }); err == nil {
 		t.Fatal("a deleted policy scheduled a run")
+	}
+}
+
+// TestPolicyStreams (in-process): a policy with binlog on starts one
+// stream per instance and one per `cluster` group (on its first member);
+// a stream whose RPO passes the target and whose runs fail raises
+// rpo_breach, binlog_gap and policy_unmet webhooks and shows in status; a
+// stream stopped by hand stays stopped and status says so.
+func TestPolicyStreams(t *testing.T) {
+	sink := &hookSink{}
+	hook := httptest.NewServer(sink)
+	t.Cleanup(hook.Close)
+	srv, c := startInProcess(t, func(cfg *controller.Config) {
+		cfg.ScheduleInterval = 50 * time.Millisecond
+		cfg.StatusInterval = 100 * time.Millisecond
+		cfg.Webhooks = []string{hook.URL}
+	})
+	ctx := context.Background()
+	agents := map[string]*fakeAgent{}
+	for name, labels := range map[string]map[string]string{
+		"db1": {"env": "prod"}, "pg-a": {"env": "prod", "cluster": "pg"}, "pg-b": {"env": "prod", "cluster": "pg"}, "dev1": {"env": "dev"},
+	} {
+		a, err := connectAgentLabeled(t, []string{srv.Addr()}, name, labels)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(a.close)
+		agents[name] = a
+	}
+	if _, err := c.Control.ApplyPolicies(ctx, &v1.ApplyPoliciesRequest{FileName: "wal.yaml",
+		Yaml: "name: wal\nselector: env=prod\nbinlog: {enabled: true, flush: 500ms, rpo_target: 30s}\n"}); err != nil {
+		t.Fatal(err)
+	}
+	streams := map[string]*v1.JobAssignment{}
+	for _, name := range []string{"db1", "pg-a"} {
+		asg := agents[name].assignment(testenv.Wait(10 * time.Second))
+		if asg.GetJob().GetKind() != v1.JobKind_JOB_KIND_BINLOG_STREAM || asg.GetJob().GetPolicy() != "wal" ||
+			asg.GetJob().GetBinlogStream().GetFlush().AsDuration() != 500*time.Millisecond {
+			t.Fatalf("%s assigned %v", name, asg.GetJob())
+		}
+		streams[name] = asg
+	}
+	if g := streams["pg-a"].GetJob().GetBinlogStream(); g.GetCluster() != "pg" || len(g.GetSources()) != 2 {
+		t.Fatalf("group stream %v", g)
+	}
+	for _, name := range []string{"pg-b", "dev1"} {
+		if m, err := agents[name].wait(300*time.Millisecond, func(m *v1.ControllerMessage) bool { return m.GetAssignJob() != nil }); err == nil {
+			t.Fatalf("%s got %v", name, m.GetAssignJob().GetJob())
+		}
+	}
+	now := time.Now()
+	agents["pg-a"].setStream(streams["pg-a"].GetJob().GetId(), &v1.StreamReport{Watermark: &v1.StreamWatermark{
+		Instance: "pg-a", File: "bin.000001", Position: 100, LastEventTime: timestamppb.New(now), DurableAt: timestamppb.New(now)}})
+	agents["db1"].setStream(streams["db1"].GetJob().GetId(), &v1.StreamReport{Watermark: &v1.StreamWatermark{
+		Instance: "db1", File: "bin.000001", Position: 100, LastEventTime: timestamppb.New(now.Add(-2 * time.Minute)), DurableAt: timestamppb.New(now)},
+		Failures: 3, LastError: "connection reset by peer", LastErrorAt: timestamppb.New(now)})
+	testenv.WaitFor(t, "rpo_breach, binlog_gap and policy_unmet alerts for db1", testenv.Wait(10*time.Second), func() error {
+		for _, k := range []string{controller.AlertRPOBreach, controller.AlertBinlogGap, controller.AlertPolicyUnmet} {
+			if sink.find(k, "db1") == nil {
+				return fmt.Errorf("no %s yet; alerts %+v", k, sink.all())
+			}
+		}
+		return nil
+	})
+	if a := sink.find(controller.AlertBinlogGap, "db1"); !strings.Contains(a.Message, "connection reset by peer") {
+		t.Fatalf("binlog gap alert %+v", a)
+	}
+	st, err := c.Control.GetPolicyStatus(ctx, &v1.GetPolicyStatusRequest{Policy: "wal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range st.GetPolicies()[0].GetInstances() {
+		why := strings.Join(in.GetReasons(), "; ")
+		switch in.GetInstance() {
+		case "db1":
+			if in.GetMet() || !strings.Contains(why, "RPO 2m0s above the target 30s") || !strings.Contains(why, "binlog stream failing (3 failed run(s) in a row)") {
+				t.Errorf("db1: %v", in)
+			}
+		case "pg-a", "pg-b":
+			if !in.GetMet() || in.GetRpo() == nil {
+				t.Errorf("%s (covered by the group's stream): %v", in.GetInstance(), in)
+			}
+		default:
+			t.Errorf("status lists %s", in.GetInstance())
+		}
+	}
+	// Stopped by hand: stays stopped.
+	if _, err := c.Control.StopBinlogStream(ctx, &v1.StopBinlogStreamRequest{Instance: "db1"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // ten scheduler ticks
+	js, err := c.Control.ListJobs(ctx, &v1.ListJobsRequest{Instance: "db1", States: []v1.JobState{v1.JobState_JOB_STATE_PENDING, v1.JobState_JOB_STATE_ASSIGNED, v1.JobState_JOB_STATE_RUNNING}})
+	if err != nil || len(js.GetJobs()) != 0 {
+		t.Fatalf("db1's stream came back: %v, %v", js, err)
+	}
+	st, err = c.Control.GetPolicyStatus(ctx, &v1.GetPolicyStatusRequest{Policy: "wal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := st.GetPolicies()[0].GetInstances()[0]; in.GetInstance() != "db1" || !strings.Contains(strings.Join(in.GetReasons(), ";"), "was stopped (binlog stream stopped)") {
+		t.Fatalf("db1 after a stop: %v", in)
 	}
 }

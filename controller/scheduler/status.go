@@ -54,7 +54,8 @@ const (
 func Evaluate(r *catalog.Read, p StatusParams) []*v1.PolicyStatus {
 	now := p.Now
 	policies := r.Policies()
-	sel := Select(policies, r.Instances())
+	instances := r.Instances()
+	sel := Select(policies, instances)
 	conflicts := map[string]string{}
 	for _, c := range sel.Conflicts {
 		conflicts[c.Instance] = c.String()
@@ -69,6 +70,28 @@ func Evaluate(r *catalog.Read, p StatusParams) []*v1.PolicyStatus {
 			}
 		}
 	}
+	// One pass over the instances and each policy's jobs, not one per
+	// selected instance: the cost stays linear in the fleet.
+	clusters := map[string][]*v1.Instance{}
+	for _, in := range instances {
+		if c := in.GetLabels()[catalog.ClusterLabel]; c != "" {
+			clusters[c] = append(clusters[c], in)
+		}
+	}
+	lastComplete := map[string]time.Time{}
+	lastBackupOf := func(name string) time.Time {
+		if t, ok := lastComplete[name]; ok {
+			return t
+		}
+		var last time.Time
+		for _, b := range r.Backups(name) {
+			if b.GetStatus() == v1.BackupStatus_BACKUP_STATUS_COMPLETE && b.GetFinishedAt().AsTime().After(last) {
+				last = b.GetFinishedAt().AsTime()
+			}
+		}
+		lastComplete[name] = last
+		return last
+	}
 	var out []*v1.PolicyStatus
 	for _, pol := range policies {
 		if p.Policy != "" && pol.GetName() != p.Policy {
@@ -76,15 +99,17 @@ func Evaluate(r *catalog.Read, p StatusParams) []*v1.PolicyStatus {
 		}
 		spec := pol.GetSpec()
 		ps := &v1.PolicyStatus{Policy: pol.GetName(), Version: pol.GetVersion()}
+		latest := latestRuns(r, pol.GetName())
 		for _, in := range sel.Selected[pol.GetName()] {
 			st := &v1.PolicyInstanceStatus{Instance: in.GetName()}
-			group := r.Group(in)
+			group := []*v1.Instance{in}
+			if c := in.GetLabels()[catalog.ClusterLabel]; c != "" {
+				group = clusters[c]
+			}
 			var lastBackup time.Time
 			for _, m := range group {
-				for _, b := range r.Backups(m.GetName()) {
-					if b.GetStatus() == v1.BackupStatus_BACKUP_STATUS_COMPLETE && b.GetFinishedAt().AsTime().After(lastBackup) {
-						lastBackup = b.GetFinishedAt().AsTime()
-					}
+				if t := lastBackupOf(m.GetName()); t.After(lastBackup) {
+					lastBackup = t
 				}
 			}
 			if !lastBackup.IsZero() {
@@ -94,7 +119,7 @@ func Evaluate(r *catalog.Read, p StatusParams) []*v1.PolicyStatus {
 				st.Reasons = append(st.Reasons, ReasonConflict+": "+c)
 			}
 			if sel.Owner[in.GetName()] == pol.GetName() {
-				st.Reasons = append(st.Reasons, backupReasons(r, pol, in, lastBackup, now)...)
+				st.Reasons = append(st.Reasons, backupReasons(pol, in, latest, lastBackup, now)...)
 			}
 			if spec.GetBinlog().GetEnabled() {
 				st.Reasons = append(st.Reasons, streamReasons(r, p, pol, in, streams, clusterStreams, st, now)...)
@@ -118,7 +143,23 @@ func Evaluate(r *catalog.Read, p StatusParams) []*v1.PolicyStatus {
 	return out
 }
 
-func backupReasons(r *catalog.Read, pol *v1.Policy, in *v1.Instance, lastBackup, now time.Time) []string {
+// latestRuns is the latest scheduled backup job of a policy per
+// (schedule index, run key).
+func latestRuns(r *catalog.Read, policy string) map[Key]*v1.Job {
+	out := map[Key]*v1.Job{}
+	for _, j := range r.JobsOfPolicy(policy) {
+		if j.GetKind() != v1.JobKind_JOB_KIND_BACKUP || j.GetRunKey() == "" {
+			continue
+		}
+		k := Key{Policy: policy, Index: j.GetScheduleIndex(), RunKey: j.GetRunKey()}
+		if o := out[k]; o == nil || j.GetScheduledFor().AsTime().After(o.GetScheduledFor().AsTime()) {
+			out[k] = j
+		}
+	}
+	return out
+}
+
+func backupReasons(pol *v1.Policy, in *v1.Instance, latestRuns map[Key]*v1.Job, lastBackup, now time.Time) []string {
 	var out []string
 	runKey := in.GetName()
 	if c := in.GetLabels()[catalog.ClusterLabel]; c != "" {
@@ -141,13 +182,7 @@ func backupReasons(r *catalog.Read, pol *v1.Policy, in *v1.Instance, lastBackup,
 			}
 			out = append(out, fmt.Sprintf("%s within %s (schedule %d %q; %s)", ReasonNoBackup, allowed, i, sc.GetCron(), last))
 		}
-		var latest *v1.Job
-		for _, j := range r.JobsOfPolicy(pol.GetName()) {
-			if j.GetRunKey() == runKey && j.GetScheduleIndex() == uint32(i) && j.GetKind() == v1.JobKind_JOB_KIND_BACKUP &&
-				(latest == nil || j.GetScheduledFor().AsTime().After(latest.GetScheduledFor().AsTime())) {
-				latest = j
-			}
-		}
+		latest := latestRuns[Key{Policy: pol.GetName(), Index: uint32(i), RunKey: runKey}]
 		if latest != nil && latest.GetState() == v1.JobState_JOB_STATE_FAILED {
 			why := latest.GetResult().GetError()
 			if why == "" {
@@ -169,7 +204,8 @@ func streamReasons(r *catalog.Read, p StatusParams, pol *v1.Policy, in *v1.Insta
 	if j == nil {
 		if rec, err := r.BinlogStream(in.GetName()); err == nil {
 			if old, err := r.Job(rec.GetJobId()); err == nil && StoppedByHand(old, pol) {
-				return []string{fmt.Sprintf("%s: job %s was stopped (%s); apply the policy again to restart it", ReasonNoStream, old.GetId(), old.GetReason())}
+				return []string{fmt.Sprintf("%s: job %s was stopped (%s); `tidemark binlog start --instance %s` starts it again, or a new version of the policy does",
+					ReasonNoStream, old.GetId(), old.GetReason(), in.GetName())}
 			}
 		}
 		return []string{ReasonNoStream + " running"}
