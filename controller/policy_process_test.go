@@ -222,6 +222,14 @@ func TestScheduleFailover(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"policy":"prod"`) || !strings.Contains(out, `"scheduled_for":"`) {
 		t.Fatalf("jobs -o json: exit %d: %s%s", code, out, errOut)
 	}
+	out, errOut, code = cli("policies", "-o", "json")
+	if code != 0 || !strings.Contains(out, `"name":"prod"`) || !strings.Contains(out, `"cron":"@every 2s"`) {
+		t.Fatalf("policies -o json: exit %d: %s%s", code, out, errOut)
+	}
+	out, errOut, code = cli("policy", "show", "prod")
+	if code != 0 || !strings.Contains(out, "policy prod, version 1") || !strings.Contains(out, "selects 2 instance(s): db1, db2") {
+		t.Fatalf("policy show: exit %d: %s%s", code, out, errOut)
+	}
 	out, _, code = cli("status")
 	if code != 0 || !strings.Contains(out, "policy prod (version 1)") {
 		t.Fatalf("status: exit %d: %s", code, out)

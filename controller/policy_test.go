@@ -193,6 +193,19 @@ backups:
 		t.Fatalf("policy after an update: %v, %v", got, err)
 	}
 	applied := got.GetPolicy().GetCreatedAt().AsTime()
+	if got.GetPolicy().GetUpdatedBy() != "user admin (admin)" || !slices.Equal(got.GetInstances(), []string{"db1", "db2"}) {
+		t.Fatalf("policy record: by %q, instances %v", got.GetPolicy().GetUpdatedBy(), got.GetInstances())
+	}
+	// A policy that selects nothing is applied, with a warning.
+	if r, err := apply("name: empty\nselector: env=nowhere\nbinlog: {enabled: true}\n", false); err != nil || !r.GetApplied() ||
+		len(r.GetChanges()[0].GetWarnings()) != 1 || !strings.Contains(r.GetChanges()[0].GetWarnings()[0], `p.yaml:2: policy empty: selector "env=nowhere" selects no instance now`) {
+		t.Fatalf("a policy selecting nothing: %v, %v", r, err)
+	}
+	if _, err := c.Control.DeletePolicy(ctx, &v1.DeletePolicyRequest{Name: "empty"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Control.DeletePolicy(ctx, &v1.DeletePolicyRequest{Name: "empty"})
+	wantCode(t, err, codes.NotFound, `policy "empty" not found`)
 
 	// Due: a minute after the apply, plus at most 6s of spread.
 	clock.set(applied.Add(time.Minute + 7*time.Second))

@@ -3,6 +3,8 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -334,5 +336,19 @@ binlog: {enabled: true, rpo_target: 30s}
 		if !strings.Contains(db2, want) {
 			t.Errorf("db2 reasons lack %q:\n%s", want, db2)
 		}
+	}
+}
+
+func TestFileClock(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "clock")
+	c := FileClock(f)
+	if d := time.Since(c.Now()); d < 0 || d > time.Minute {
+		t.Fatalf("without a file: %v", c.Now())
+	}
+	if err := os.WriteFile(f, []byte(t0.Format(time.RFC3339Nano)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Now().Equal(t0) {
+		t.Fatalf("with a file: %v", c.Now())
 	}
 }
