@@ -324,22 +324,37 @@ func dueRuns(t Target, floor, now time.Time) (first, prev, last time.Time, n int
 	return first, prev, last, n
 }
 
+// since is when target t's schedule took its current form: the policy's
+// creation, or the version that added or changed this schedule. Runs
+// before it are not the schedule's (a policy deleted and created again, a
+// cron changed) and are neither started nor recorded as skipped.
+func since(t Target) time.Time {
+	pol := t.Policy
+	if prev := pol.GetPrevious(); prev != nil {
+		pb := prev.GetSpec().GetBackups()
+		if int(t.Index) >= len(pb) || pb[t.Index].GetCron() != t.Sched.GetCron() {
+			return pol.GetUpdatedAt().AsTime()
+		}
+	}
+	return pol.GetCreatedAt().AsTime()
+}
+
 func (s *Scheduler) floor(t Target, now time.Time) (time.Time, bool) {
 	s.mu.Lock()
 	last, ok := s.last[t.Key()]
 	s.mu.Unlock()
-	if ok {
+	from := since(t)
+	if ok && last.After(from) {
 		return last, true
 	}
-	// Never run: from the policy's version time, but not further back
-	// than a period before the catch-up window (an instance that joins an old policy
-	// starts with the run that is due now, not with a record of every
-	// run before it joined).
-	floor := t.Policy.GetUpdatedAt().AsTime()
-	if f := now.Add(-CatchUp(t.Sched) - policy.Period(t.Cron, now)); f.After(floor) {
-		floor = f
+	// Never run in this form: from when it took it, but not further back
+	// than a period before the catch-up window (an instance that joins an
+	// old policy starts with the run that is due now, not with a record of
+	// every run before it joined).
+	if f := now.Add(-CatchUp(t.Sched) - policy.Period(t.Cron, now)); f.After(from) {
+		from = f
 	}
-	return floor, false
+	return from, false
 }
 
 // plan works out what a Tick does at now from one catalog snapshot.

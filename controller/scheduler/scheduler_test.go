@@ -352,3 +352,40 @@ func TestFileClock(t *testing.T) {
 		t.Fatalf("with a file: %v", c.Now())
 	}
 }
+
+// TestPolicyRecreated: runs of a deleted policy's time and of a changed
+// schedule's old form are not caught up nor recorded as skipped.
+func TestPolicyRecreated(t *testing.T) {
+	f, clock := newEnv(t)
+	doc := "name: p\nselector: env=dev\nbackups:\n  - schedule: \"@every 1m\"\n    catch_up: 1h\n"
+	f.applyYAML(doc)
+	s := New(Config{Clock: clock}, f, f)
+	s.Recompute()
+	clock.add(time.Minute + 7*time.Second)
+	if res := s.Tick(context.Background()); res.Submitted != 1 {
+		t.Fatalf("first run: %+v", res)
+	}
+	f.finishAll()
+	f.must(&v1.Command{Cmd: &v1.Command_DeletePolicy{DeletePolicy: &v1.DeletePolicy{Name: "p"}}})
+	clock.add(10 * time.Minute)
+	f.applyYAML(doc)
+	s.Tick(context.Background())
+	clock.add(30 * time.Second)
+	if res := s.Tick(context.Background()); res.Submitted != 0 || res.Skipped != 0 {
+		t.Fatalf("right after re-creation: %+v", res)
+	}
+	clock.add(40 * time.Second)
+	if res := s.Tick(context.Background()); res.Submitted != 1 || res.Skipped != 0 {
+		t.Fatalf("first run of the new policy: %+v", res)
+	}
+	f.finishAll()
+	// The cron changes: the old form's runs are not the new one's.
+	clock.add(5 * time.Minute)
+	f.applyYAML(strings.Replace(doc, "@every 1m", "@every 2m", 1))
+	if res := s.Tick(context.Background()); res.Submitted != 0 || res.Skipped != 0 {
+		t.Fatalf("right after a cron change: %+v", res)
+	}
+	if n := len(f.Read().ScheduleSkips("p")); n != 0 {
+		t.Fatalf("%d skip records", n)
+	}
+}
