@@ -371,3 +371,19 @@ func TestPolicyStreams(t *testing.T) {
 		t.Fatalf("db1 after a stop: %v", in)
 	}
 }
+
+func TestPolicyConfig(t *testing.T) {
+	cfg := controller.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Webhooks = []string{"https://alerts.example/hook", "ftp://alerts.example/x", "http://"}
+	cfg.ScheduleInterval = 0
+	err := cfg.Validate()
+	for _, want := range []string{"--webhook ftp://alerts.example/x: want an http:// or https:// URL", "--webhook http://: no host", "--schedule-interval 0s: must be at least 10ms"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %v; want %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "alerts.example/hook") {
+		t.Errorf("a good URL refused: %v", err)
+	}
+}

@@ -262,7 +262,7 @@ func (s *Scheduler) Tick(ctx context.Context) TickResult {
 	}
 	_ = g.Wait()
 	s.mu.Lock()
-	maps.Copy(s.held, p.held)
+	s.held = p.held
 	s.mu.Unlock()
 	return res
 }
@@ -429,7 +429,11 @@ func (s *Scheduler) planTarget(p *plan, t Target, now time.Time, busy map[string
 		return
 	}
 	if n > 1 {
-		skip(first, prev, n-1, fmt.Sprintf("superseded: %d earlier run(s) were missed; only the latest (%s) starts, late", n-1, last.UTC().Format(time.RFC3339)))
+		why := fmt.Sprintf("superseded: %d earlier run(s) were missed; only the latest (%s) starts, late", n-1, last.UTC().Format(time.RFC3339))
+		if w := t.Policy.GetSpec().GetWindow(); w != "" {
+			why = fmt.Sprintf("superseded: %d earlier run(s) were missed or fell outside the window %s; only the latest (%s) starts", n-1, w, last.UTC().Format(time.RFC3339))
+		}
+		skip(first, prev, n-1, why)
 	}
 	if j := busy[t.Instance.GetName()]; j != nil {
 		p.held[key] = fmt.Sprintf("instance %s is busy with %s job %s", t.Instance.GetName(), catalog.KindName(j.GetKind()), j.GetId())
