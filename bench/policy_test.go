@@ -36,6 +36,9 @@ import (
 // than a real hour's. Reported:
 //   - leader-cpu-% and leader RSS/HWM over the window from the apply to
 //     the last backup of the hour succeeding (wall time);
+//   - steady-cpu-%: the leader over TIDEMARK_BENCH_STEADY (default 20s)
+//     after that, every stream running and no run due: heartbeats, lease
+//     renewals, scheduler ticks and status evaluations;
 //   - delay-p50/p99-ms: per run, job creation minus its due time, in
 //     real milliseconds (fake time divided by the speed-up; the clock file
 //     is rewritten every 20ms, so figures below ~20 ms are noise);
@@ -137,6 +140,12 @@ func measurePolicies(b *testing.B, bin string, agents, policies, speed int) {
 	cpu1 := c.cpu()
 	pid := c.leader.child.Pid()
 	rss, hwm := procStatusMiB(pid, "VmRSS:"), procStatusMiB(pid, "VmHWM:")
+	// Steady state: every stream running, no run due (the next hour is
+	// 50 fake minutes away), the scheduler ticking and evaluating.
+	steady := envDuration(b, "TIDEMARK_BENCH_STEADY", 20*time.Second)
+	cpuS0, steady0 := c.cpu(), time.Now()
+	time.Sleep(steady)
+	steadyCPU := pctOfCore(c.cpu()[c.leader.id]-cpuS0[c.leader.id], time.Since(steady0))
 
 	// Delays, from the catalog: created_at - due, in real time.
 	var delays []time.Duration
@@ -186,6 +195,7 @@ func measurePolicies(b *testing.B, bin string, agents, policies, speed int) {
 	})
 
 	b.ReportMetric(pctOfCore(cpu1[old.id]-cpu0[old.id], wall), "leader-cpu-%")
+	b.ReportMetric(steadyCPU, "steady-cpu-%")
 	b.ReportMetric(rss, "leader-RSS-MiB")
 	b.ReportMetric(hwm, "leader-HWM-MiB")
 	b.ReportMetric(percentileMs(delays, 0.5), "delay-p50-ms")
