@@ -278,6 +278,7 @@ RFC 3339.`,
 							"policy": r.GetPolicy(), "schedule_index": r.GetScheduleIndex(), "schedule": r.GetCron(), "run_key": r.GetRunKey(),
 							"instance": r.GetInstance(), "scheduled_for": tsRFC3339(r.GetScheduledFor().AsTime()),
 							"due_at": tsRFC3339(r.GetDueAt().AsTime()), "job_id": r.GetJobId(), "engine": r.GetEngine(),
+							"held": r.GetHeld(),
 						})
 					}
 					skipped := make([]map[string]any, 0, len(resp.GetSkipped()))
@@ -291,10 +292,10 @@ RFC 3339.`,
 					return json.NewEncoder(s.out).Encode(map[string]any{"runs": runs, "skipped": skipped})
 				}
 				tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "DUE\tSCHEDULED FOR\tPOLICY\tSCHEDULE\tRUN\tINSTANCE\tJOB")
+				fmt.Fprintln(tw, "DUE\tSCHEDULED FOR\tPOLICY\tSCHEDULE\tRUN\tINSTANCE\tJOB\tHELD")
 				for _, r := range resp.GetRuns() {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d %s\t%s\t%s\t%s\n", tsText(r.GetDueAt()), tsText(r.GetScheduledFor()), r.GetPolicy(),
-						r.GetScheduleIndex(), r.GetCron(), r.GetRunKey(), r.GetInstance(), r.GetJobId())
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d %s\t%s\t%s\t%s\t%s\n", tsText(r.GetDueAt()), tsText(r.GetScheduledFor()), r.GetPolicy(),
+						r.GetScheduleIndex(), r.GetCron(), r.GetRunKey(), r.GetInstance(), r.GetJobId(), dash(r.GetHeld()))
 				}
 				if err := tw.Flush(); err != nil {
 					return err

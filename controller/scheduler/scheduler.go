@@ -587,6 +587,7 @@ func (s *Scheduler) Upcoming(instance string, n int) []*v1.ScheduledRun {
 	now := s.cfg.Clock.Now()
 	r := s.catalog.Read()
 	policies := r.Policies()
+	held := s.Held()
 	var out []*v1.ScheduledRun
 	for _, t := range Targets(policies, Select(policies, r.Instances())) {
 		if instance != "" && !containsInstance(t.Members, instance) {
@@ -594,7 +595,7 @@ func (s *Scheduler) Upcoming(instance string, n int) []*v1.ScheduledRun {
 		}
 		floor, _ := s.floor(t, now)
 		x := floor
-		for range n {
+		for i := range n {
 			x = t.Cron.Next(x)
 			if x.IsZero() {
 				break
@@ -605,6 +606,9 @@ func (s *Scheduler) Upcoming(instance string, n int) []*v1.ScheduledRun {
 				DueAt: timestamppb.New(policy.DueAt(t.Policy.GetName(), t.RunKey, x, policy.Period(t.Cron, x), t.Policy.GetSpec().GetWindow())),
 				JobId: policy.RunID(t.Policy.GetName(), t.Index, t.RunKey, x),
 			})
+			if i == 0 {
+				out[len(out)-1].Held = held[t.Key()]
+			}
 		}
 	}
 	return out

@@ -262,6 +262,15 @@ binlog: {enabled: true, flush: 2s}
 			t.Fatalf("%s held: %s", k, why)
 		}
 	}
+	heldRuns := 0
+	for _, r := range s.Upcoming("", 2) {
+		if r.GetHeld() != "" {
+			heldRuns++
+		}
+	}
+	if heldRuns != 2 {
+		t.Fatalf("schedule shows %d held runs, want 2", heldRuns)
+	}
 	f.finishAll()
 	if res := s.Tick(context.Background()); res.Submitted != 2 {
 		t.Fatalf("held runs after the others ended: %+v", res)

@@ -3033,8 +3033,11 @@ type ScheduledRun struct {
 	// When it starts: scheduled_for moved into the window and spread.
 	DueAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=due_at,json=dueAt,proto3" json:"due_at,omitempty"`
 	// The job id it gets.
-	JobId         string `protobuf:"bytes,8,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Engine        string `protobuf:"bytes,9,opt,name=engine,proto3" json:"engine,omitempty"`
+	JobId  string `protobuf:"bytes,8,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Engine string `protobuf:"bytes,9,opt,name=engine,proto3" json:"engine,omitempty"`
+	// Why a run that is due waits (max_concurrent, the instance busy);
+	// empty otherwise.
+	Held          string `protobuf:"bytes,10,opt,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3128,6 +3131,13 @@ func (x *ScheduledRun) GetJobId() string {
 func (x *ScheduledRun) GetEngine() string {
 	if x != nil {
 		return x.Engine
+	}
+	return ""
+}
+
+func (x *ScheduledRun) GetHeld() string {
+	if x != nil {
+		return x.Held
 	}
 	return ""
 }
@@ -3645,7 +3655,7 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x06policy\x18\x01 \x01(\v2\x13.tidemark.v1.PolicyR\x06policy\"P\n" +
 	"\x12GetScheduleRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x1e\n" +
-	"\vper_run_key\x18\x02 \x01(\rR\tperRunKey\"\xb9\x02\n" +
+	"\vper_run_key\x18\x02 \x01(\rR\tperRunKey\"\xcd\x02\n" +
 	"\fScheduledRun\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12%\n" +
 	"\x0eschedule_index\x18\x02 \x01(\rR\rscheduleIndex\x12\x12\n" +
@@ -3655,7 +3665,9 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\rscheduled_for\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fscheduledFor\x121\n" +
 	"\x06due_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05dueAt\x12\x15\n" +
 	"\x06job_id\x18\b \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06engine\x18\t \x01(\tR\x06engine\"y\n" +
+	"\x06engine\x18\t \x01(\tR\x06engine\x12\x12\n" +
+	"\x04held\x18\n" +
+	" \x01(\tR\x04held\"y\n" +
 	"\x13GetScheduleResponse\x12-\n" +
 	"\x04runs\x18\x01 \x03(\v2\x19.tidemark.v1.ScheduledRunR\x04runs\x123\n" +
 	"\askipped\x18\x02 \x03(\v2\x19.tidemark.v1.ScheduleSkipR\askipped\"0\n" +
