@@ -367,21 +367,27 @@ func (s *Scheduler) plan(r *catalog.Read, now time.Time) plan {
 	for _, in := range instances {
 		byName[in.GetName()] = in
 	}
-	busy := map[string]*v1.Job{}           // instance -> active backup/restore
-	running := map[string]map[string]int{} // policy -> label value -> active scheduled backups
+	busy := map[string]*v1.Job{} // instance -> active backup/restore
+	// running counts the active backups (scheduled or by hand, whatever
+	// policy) per label key a max_concurrent names, per value: the limit
+	// is about what one link or storage target carries.
+	running := map[string]map[string]int{}
+	for _, pl := range policies {
+		if by := pl.GetSpec().GetMaxConcurrent().GetBy(); by != "" {
+			running[by] = map[string]int{}
+		}
+	}
 	streamByInstance := map[string]*v1.Job{}
 	streamByCluster := map[string]*v1.Job{}
 	for _, j := range r.ActiveJobs() {
 		switch j.GetKind() {
 		case v1.JobKind_JOB_KIND_BACKUP, v1.JobKind_JOB_KIND_RESTORE:
 			busy[j.GetInstance()] = j
-			if pol := j.GetPolicy(); pol != "" {
-				if pl, err := r.Policy(pol); err == nil && pl.GetSpec().GetMaxConcurrent() != nil {
-					v := byName[j.GetInstance()].GetLabels()[pl.GetSpec().GetMaxConcurrent().GetBy()]
-					if running[pol] == nil {
-						running[pol] = map[string]int{}
+			if j.GetKind() == v1.JobKind_JOB_KIND_BACKUP {
+				for by, count := range running {
+					if v, ok := byName[j.GetInstance()].GetLabels()[by]; ok {
+						count[v]++
 					}
-					running[pol][v]++
 				}
 			}
 		case v1.JobKind_JOB_KIND_BINLOG_STREAM:
@@ -440,15 +446,17 @@ func (s *Scheduler) planTarget(p *plan, t Target, now time.Time, busy map[string
 		return
 	}
 	if mc := t.Policy.GetSpec().GetMaxConcurrent(); mc != nil {
-		v := t.Instance.GetLabels()[mc.GetBy()]
-		if running[name] == nil {
-			running[name] = map[string]int{}
-		}
-		if running[name][v] >= int(mc.GetLimit()) {
-			p.held[key] = fmt.Sprintf("max_concurrent: %d scheduled backups already run for %s=%s (limit %d)", running[name][v], mc.GetBy(), v, mc.GetLimit())
+		by := mc.GetBy()
+		v := t.Instance.GetLabels()[by]
+		if running[by][v] >= int(mc.GetLimit()) {
+			p.held[key] = fmt.Sprintf("max_concurrent: %d backups already active on instances with %s=%s (limit %d)", running[by][v], by, v, mc.GetLimit())
 			return
 		}
-		running[name][v]++
+		for b, count := range running {
+			if x, ok := t.Instance.GetLabels()[b]; ok {
+				count[x]++
+			}
+		}
 	}
 	busy[t.Instance.GetName()] = &v1.Job{Id: policy.RunID(name, t.Index, t.RunKey, last), Kind: v1.JobKind_JOB_KIND_BACKUP}
 	repo := t.Policy.GetSpec().GetRepositoryUri()

@@ -2647,8 +2647,10 @@ func (x *PolicyBinlog) GetRpoTarget() *durationpb.Duration {
 	return nil
 }
 
-// PolicyConcurrency bounds the scheduled backups of a policy running at
-// once per value of an instance label (e.g. by dc, limit 2).
+// PolicyConcurrency holds a policy's scheduled runs while `limit` backups
+// (of any policy, or by hand) are active on instances with the same value
+// of the label `by` (e.g. by dc, limit 2). Instances without the label are
+// not limited.
 type PolicyConcurrency struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	By            string                 `protobuf:"bytes,1,opt,name=by,proto3" json:"by,omitempty"`
