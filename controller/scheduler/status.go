@@ -143,12 +143,12 @@ func Evaluate(r *catalog.Read, p StatusParams) []*v1.PolicyStatus {
 	return out
 }
 
-// latestRuns is the latest scheduled backup job of a policy per
-// (schedule index, run key).
+// latestRuns is the latest finished scheduled backup job of a policy per
+// (schedule index, run key): whether the last run that ended failed.
 func latestRuns(r *catalog.Read, policy string) map[Key]*v1.Job {
 	out := map[Key]*v1.Job{}
 	for _, j := range r.JobsOfPolicy(policy) {
-		if j.GetKind() != v1.JobKind_JOB_KIND_BACKUP || j.GetRunKey() == "" {
+		if j.GetKind() != v1.JobKind_JOB_KIND_BACKUP || j.GetRunKey() == "" || !catalog.Terminal(j.GetState()) {
 			continue
 		}
 		k := Key{Policy: policy, Index: j.GetScheduleIndex(), RunKey: j.GetRunKey()}
