@@ -16,10 +16,16 @@ import (
 // our Go type, which means nothing to the operator.
 var unknownKeyRE = regexp.MustCompile(`field (\S+) not found in type \S+`)
 
+// Go type names in yaml's type errors, said in YAML's words instead.
+var (
+	listTypeRE    = regexp.MustCompile(`into \[\][\w.*]+`)
+	mappingTypeRE = regexp.MustCompile(`into (map\[[^\]]+\][\w.*]+|\*?[a-z]\w*\.[A-Za-z]\w*|struct \{.*\})`)
+)
+
 // Clean rewrites a yaml decoding error for the operator: "line 3: unknown
-// key foo" instead of yaml's "field foo not found in type main.doc", all
-// the type errors of a document joined with "; ". Other errors pass
-// through unchanged.
+// key foo" instead of yaml's "field foo not found in type main.doc", "where
+// a list is expected" instead of "into []main.item", all the type errors
+// of a document joined with "; ". Other errors pass through unchanged.
 func Clean(err error) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
@@ -27,7 +33,9 @@ func Clean(err error) error {
 	}
 	msgs := make([]string, len(te.Errors))
 	for i, m := range te.Errors {
-		msgs[i] = unknownKeyRE.ReplaceAllString(m, "unknown key $1")
+		m = unknownKeyRE.ReplaceAllString(m, "unknown key $1")
+		m = listTypeRE.ReplaceAllString(m, "where a list is expected")
+		msgs[i] = mappingTypeRE.ReplaceAllString(m, "where a mapping (key: value) is expected")
 	}
 	return errors.New(strings.Join(msgs, "; "))
 }

@@ -37,6 +37,9 @@ func TestStrict(t *testing.T) {
 		{"name: a\ncolour: red\n", "document 1: line 2: unknown key colour"},
 		{"name: a\n---\nname: b\ncount: many\n", "document 2: line 4: cannot unmarshal !!str `many` into int"},
 		{"name: [\n", "document 1: yaml: line 1"},
+		{"- a\n", "document 1: line 1: cannot unmarshal !!seq where a mapping (key: value) is expected"},
+		{"name: a\nlist: {key: x}\n", "document 1: line 2: cannot unmarshal !!map where a list is expected"},
+		{"name: a\nlist:\n  - 5\n", "document 1: line 3: cannot unmarshal !!int `5` where a mapping (key: value) is expected"},
 	} {
 		_, err := DecodeAll[item]([]byte(c.in))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
