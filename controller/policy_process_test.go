@@ -15,8 +15,8 @@ import (
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
-// busyAgent runs a fake agent that completes every job it is assigned,
-// and registers again (with whichever node leads) whenever its session
+// busyAgent runs a fake agent that completes every backup it is assigned
+// at once, keeps every binlog stream running, and registers again (with whichever node leads) whenever its session
 // ends, until ctx ends.
 func busyAgent(ctx context.Context, t *testing.T, wg *sync.WaitGroup, addrs []string, name string, labels map[string]string) {
 	wg.Go(func() {
@@ -34,6 +34,10 @@ func busyAgent(ctx context.Context, t *testing.T, wg *sync.WaitGroup, addrs []st
 					continue
 				}
 				asg := m.GetAssignJob()
+				if asg.GetJob().GetKind() == v1.JobKind_JOB_KIND_BINLOG_STREAM {
+					a.setRunning(asg.GetJob().GetId(), asg.GetLease()) // runs until cancelled
+					continue
+				}
 				bid := asg.GetJob().GetBackup().GetBackupId()
 				a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{
 					JobId: asg.GetJob().GetId(), Lease: asg.GetLease(), Ok: true, BackupId: bid, ManifestKey: "manifests/" + bid,
