@@ -398,3 +398,33 @@ func TestPolicyRecreated(t *testing.T) {
 		t.Fatalf("%d skip records", n)
 	}
 }
+
+// TestMaxConcurrentCountsEveryBackup: a backup by hand on an instance of
+// dc=a uses dc=a's slot too.
+func TestMaxConcurrentCountsEveryBackup(t *testing.T) {
+	f, clock := newEnv(t)
+	f.applyYAML("name: p\nselector: dc=a\nbackups:\n  - schedule: \"@every 1m\"\nmax_concurrent: {by: dc, limit: 1}\n")
+	f.must(&v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: &v1.Job{
+		Id: "by-hand", Kind: v1.JobKind_JOB_KIND_BACKUP, Instance: "db3", State: v1.JobState_JOB_STATE_PENDING,
+		Params: &v1.Job_Backup{Backup: &v1.BackupParams{}}}}}})
+	// db3 is dc=b: no effect on dc=a.
+	s := New(Config{Clock: clock}, f, f)
+	s.Recompute()
+	clock.add(time.Minute + 7*time.Second)
+	if res := s.Tick(context.Background()); res.Submitted != 1 || res.Held != 1 {
+		t.Fatalf("dc=a with one slot: %+v", res)
+	}
+	f.finishAll()
+	f.must(&v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: &v1.Job{
+		Id: "by-hand-2", Kind: v1.JobKind_JOB_KIND_BACKUP, Instance: "db1", State: v1.JobState_JOB_STATE_PENDING,
+		Params: &v1.Job_Backup{Backup: &v1.BackupParams{}}}}}})
+	res := s.Tick(context.Background())
+	if res.Submitted != 0 || res.Held != 1 {
+		t.Fatalf("dc=a's slot taken by a backup by hand: %+v", res)
+	}
+	for _, why := range s.Held() {
+		if !strings.Contains(why, "1 backups already active on instances with dc=a (limit 1)") {
+			t.Fatalf("held: %s", why)
+		}
+	}
+}
