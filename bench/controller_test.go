@@ -98,10 +98,11 @@ func buildTidemark(b *testing.B) string {
 // Cleanups kill the processes (SIGKILL, process group) and remove the
 // directories.
 //
-// With metrics, every node also serves --metrics-addr.
-func startCluster(b *testing.B, bin string, secure bool, metrics ...bool) *ctlCluster {
+// With metrics, every node also serves --metrics-addr; extra are more
+// arguments of every node.
+func startCluster(b *testing.B, bin string, secure, metrics bool, extra ...string) *ctlCluster {
 	b.Helper()
-	withMetrics := len(metrics) > 0 && metrics[0]
+	withMetrics := metrics
 	c := &ctlCluster{}
 	if secure {
 		c.ca = testenv.NewTestCA(b)
@@ -124,6 +125,7 @@ func startCluster(b *testing.B, bin string, secure bool, metrics ...bool) *ctlCl
 		} else {
 			args = append(args, "--insecure")
 		}
+		args = append(args, extra...)
 		n.child = testenv.NewChild(b, n.id, bin, args...)
 		n.child.Start()
 		testenv.WaitFor(b, n.id+" to serve gRPC", 20*time.Second, func() error {
@@ -591,7 +593,7 @@ func BenchmarkAgents(b *testing.B) {
 	for range b.N {
 		// Plaintext: thousands of simulated agents share a few
 		// connections, which one agent certificate each cannot.
-		measureAgents(b, startCluster(b, bin, false), agents, window, settle)
+		measureAgents(b, startCluster(b, bin, false, false), agents, window, settle)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/controller/client"
+	"github.com/tidemark-backup/tidemark/controller/scheduler"
 	"github.com/tidemark-backup/tidemark/internal/logadapt"
 	"github.com/tidemark-backup/tidemark/internal/metrics"
 )
@@ -25,6 +26,8 @@ func newControllerCmd(s *streams) *cobra.Command {
 		logLevel  string
 		logFormat string
 		cfgFile   string
+		// testClockFile: the hidden --test-clock-file.
+		testClockFile string
 	)
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -86,6 +89,10 @@ that is gone for good with tidemark cluster remove-member.`,
 			cfg.Logger = log
 			logadapt.RouteGRPC(log)
 			// Raft's lines go through log (cfg.RaftLogOutput unset).
+			if testClockFile != "" {
+				cfg.Clock = scheduler.FileClock(testClockFile)
+				log.Warn("the scheduler reads its time from --test-clock-file: for tests only", "file", testClockFile)
+			}
 			if cfg.MetricsAddr != "" {
 				cfg.Metrics = metrics.New()
 			}
@@ -137,6 +144,11 @@ that is gone for good with tidemark cluster remove-member.`,
 	f.Uint64Var(&cfg.Raft.SnapshotThreshold, "raft-snapshot-threshold", cfg.Raft.SnapshotThreshold, "Raft: snapshot after this many new log entries")
 	f.DurationVar(&cfg.Raft.SnapshotInterval, "raft-snapshot-interval", cfg.Raft.SnapshotInterval, "Raft: how often to check the snapshot threshold")
 	f.Uint64Var(&cfg.Raft.TrailingLogs, "raft-trailing-logs", cfg.Raft.TrailingLogs, "Raft: log entries kept after a snapshot")
+	f.StringArrayVar(&cfg.Webhooks, "webhook", nil, "URL the leader POSTs a JSON alert to on a job failure, an RPO breach, a binlog gap and a policy newly unmet (repeatable; retried with backoff)")
+	f.DurationVar(&cfg.ScheduleInterval, "schedule-interval", cfg.ScheduleInterval, "how often the leader's scheduler looks for due policy runs")
+	f.DurationVar(&cfg.StatusInterval, "status-interval", cfg.StatusInterval, "how often the leader evaluates the policies for webhook alerts")
+	f.StringVar(&testClockFile, "test-clock-file", "", "TESTS ONLY: the scheduler reads the time from this file (RFC 3339) instead of the wall clock")
+	_ = f.MarkHidden("test-clock-file")
 	f.StringVar(&cfg.RaftLogLevel, "raft-log-level", cfg.RaftLogLevel, "level of hashicorp/raft's own log lines: debug, info, warn or error")
 	f.StringVar(&cfg.TLS.CAKeyFile, "ca-key-file", "", "file sealing the cluster CA's key (at least 32 random bytes; created at --bootstrap when missing); the same on every node")
 	f.StringVar(&joinToken, "join-token", "", "file holding a join token (tidemark token create --role controller): with --join, fetches the cluster's CA (opened with --ca-key-file)")

@@ -6,6 +6,19 @@ import "github.com/spf13/cobra"
 // own, by command path. TestEveryCommandHasExample fails when a command of
 // the tree has neither, so a new command cannot ship without one.
 var examples = map[string]string{
+	"tidemark policies": `  tidemark policies
+  tidemark policies -o json`,
+	"tidemark policy": `  tidemark policy apply -f /etc/tidemark/policies.yaml --dry-run
+  tidemark policy show prod-db`,
+	"tidemark policy apply": `  tidemark policy apply -f /etc/tidemark/policies.yaml --dry-run
+  tidemark policy apply -f /etc/tidemark/policies.yaml`,
+	"tidemark policy delete": `  tidemark policy delete scratch-nightly`,
+	"tidemark policy show": `  tidemark policy show prod-db
+  tidemark policy show prod-db -o json`,
+	"tidemark schedule": `  tidemark schedule
+  tidemark schedule --instance db7 --next 3 -o json`,
+	"tidemark status": `  tidemark status
+  tidemark status --policy prod-db -o json`,
 	"tidemark backup copy":   `  tidemark backup copy 20261203T101500Z-1a2b3c4d --to s3://backups-dr/prod?endpoint=minio-dr:9000 --with-binlog --wait`,
 	"tidemark backup expire": `  tidemark backup expire 20261203T101500Z-1a2b3c4d --reason 'taken with the wrong settings'`,
 	"tidemark backup pin":    `  tidemark backup pin 20261203T101500Z-1a2b3c4d --reason 'before the schema migration'`,

@@ -293,6 +293,12 @@ func jobJSON(j *v1.Job) map[string]any {
 		"updated_at": tsJSON(j.GetUpdatedAt()), "reason": j.GetReason(), "backup_id": j.GetResult().GetBackupId(),
 		"error": j.GetResult().GetError(),
 	}
+	if j.GetPolicy() != "" {
+		out["policy"] = j.GetPolicy()
+	}
+	if t := j.GetScheduledFor(); t != nil {
+		out["scheduled_for"] = tsRFC3339(t.AsTime())
+	}
 	if b := j.GetBackup(); b != nil {
 		out["engine"] = b.GetEngine()
 	}
@@ -636,6 +642,12 @@ func backupJSON(b *v1.Backup) map[string]any {
 		"started_at": tsJSON(b.GetStartedAt()), "finished_at": tsJSON(b.GetFinishedAt()),
 		"size_bytes": b.GetSizeBytes(), "stored_bytes": b.GetStoredBytes(),
 		"job_id": b.GetJobId(), "repository_uri": b.GetRepositoryUri(), "manifest_key": b.GetManifestKey(),
+	}
+	if b.GetPolicy() != "" {
+		out["policy"] = b.GetPolicy()
+	}
+	if t := b.GetScheduledFor(); t != nil {
+		out["scheduled_for"] = tsRFC3339(t.AsTime())
 	}
 	if r := b.GetFailureReason(); r != "" {
 		out["failure_reason"] = r

@@ -83,6 +83,10 @@ Every command that prints data takes -o json: one JSON document per run
 		newLoginCmd(s),
 		newCompletionCmd(s),
 		newRetentionCmd(s),
+		newPolicyCmd(s),
+		newPoliciesCmd(s),
+		newScheduleCmd(s),
+		newStatusCmd(s),
 	)
 	// Our own completion command (with an Example, like every command)
 	// replaces cobra's default one.

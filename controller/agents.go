@@ -714,6 +714,7 @@ func resultUpdate(j *v1.Job, rep *v1.JobResultReport, agent string) (*v1.UpdateJ
 		Id: p.GetBackupId(), Instance: j.GetInstance(), Engine: p.GetEngine(), Status: v1.BackupStatus_BACKUP_STATUS_COMPLETE,
 		ManifestKey: rep.GetManifestKey(), RepositoryUri: rep.GetRepositoryUri(), StartedAt: j.GetAssignedAt(), FinishedAt: t,
 		JobId: j.GetId(), Fence: j.GetLease(), Labels: p.GetLabels(),
+		Policy: j.GetPolicy(), ScheduledFor: j.GetScheduledFor(),
 	}
 	if b.RepositoryUri == "" {
 		b.RepositoryUri = p.GetRepositoryUri()

@@ -17,6 +17,16 @@ import (
 // target it names and its notable flags. RPCs without an entry are not
 // audited (reads, agents' own traffic).
 var audited = map[string]func(req any) (target string, flags map[string]string){
+	v1.ControlService_ApplyPolicies_FullMethodName: func(r any) (string, map[string]string) {
+		req := r.(*v1.ApplyPoliciesRequest)
+		if req.GetDryRun() {
+			return req.GetFileName(), map[string]string{"dry_run": "true"}
+		}
+		return req.GetFileName(), nil
+	},
+	v1.ControlService_DeletePolicy_FullMethodName: func(r any) (string, map[string]string) {
+		return r.(*v1.DeletePolicyRequest).GetName(), nil
+	},
 	v1.ControlService_SubmitBackup_FullMethodName: func(r any) (string, map[string]string) {
 		q := r.(*v1.SubmitBackupRequest)
 		return q.GetInstance(), map[string]string{"engine": q.GetEngine()}

@@ -71,10 +71,17 @@ var accessTable = map[string]access{
 	v1.ControlService_PlanRetention_FullMethodName:      viewer(),
 	v1.ControlService_SubmitCopy_FullMethodName:         operator(),
 	// Pins and expiry decide what is deleted: admin, like deletes.
-	v1.ControlService_PinBackup_FullMethodName:      admin(),
-	v1.ControlService_UnpinBackup_FullMethodName:    admin(),
-	v1.ControlService_ApplyRetention_FullMethodName: admin(),
-	v1.ControlService_ExpireBackup_FullMethodName:   admin(),
+	v1.ControlService_PinBackup_FullMethodName:       admin(),
+	v1.ControlService_UnpinBackup_FullMethodName:     admin(),
+	v1.ControlService_ApplyRetention_FullMethodName:  admin(),
+	v1.ControlService_ExpireBackup_FullMethodName:    admin(),
+	v1.ControlService_ListPolicies_FullMethodName:    viewer(),
+	v1.ControlService_GetPolicy_FullMethodName:       viewer(),
+	v1.ControlService_GetSchedule_FullMethodName:     viewer(),
+	v1.ControlService_GetPolicyStatus_FullMethodName: viewer(),
+	// Policies decide what is backed up and kept, fleet-wide: admin.
+	v1.ControlService_ApplyPolicies_FullMethodName: admin(),
+	v1.ControlService_DeletePolicy_FullMethodName:  admin(),
 	// An agent renews its own certificate (the name is its certificate's).
 	v1.ControlService_RenewCertificate_FullMethodName: {agent: true},
 	// A joining host has no certificate yet; the token is its credential.

@@ -85,12 +85,13 @@ func TestRolesTable(t *testing.T) {
 			State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf, ca.Cert}}}}})
 	}
 	classes := map[string][]string{
-		"read": {"ListAgents", "ListInstances", "ListBackups", "GetBackup", "ListJobs", "GetJob", "WatchJob", "GetBinlogStatus", "ClusterStatus", "PlanRetention"},
+		"read": {"ListAgents", "ListInstances", "ListBackups", "GetBackup", "ListJobs", "GetJob", "WatchJob", "GetBinlogStatus", "ClusterStatus", "PlanRetention",
+			"ListPolicies", "GetPolicy", "GetSchedule", "GetPolicyStatus"},
 		// A node's own status is also how agents and nodes probe an address.
 		"probe":   {"NodeStatus"},
 		"operate": {"SubmitBackup", "SubmitRestore", "CancelJob", "StartBinlogStream", "StopBinlogStream", "SubmitCopy"},
 		"administer": {"AddMember", "RemoveMember", "TransferLeadership", "CreateJoinToken", "RevokeAgent", "ListAudit", "TakeSnapshot",
-			"PinBackup", "UnpinBackup", "ApplyRetention", "ExpireBackup"},
+			"PinBackup", "UnpinBackup", "ApplyRetention", "ExpireBackup", "ApplyPolicies", "DeletePolicy"},
 		"agent":  {"Connect", "Put", "Get", "Stat", "List", "Delete", "RenewCertificate"},
 		"join":   {"Join"},
 		"health": {healthpb.Health_Check_FullMethodName, healthpb.Health_Watch_FullMethodName, healthpb.Health_List_FullMethodName},

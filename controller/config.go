@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidemark-backup/tidemark/controller/scheduler"
 	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 )
@@ -65,10 +66,20 @@ type Config struct {
 	// its commit. With no quorum a write fails after at most this long.
 	ApplyTimeout time.Duration
 
-	// Clock is the time retention plans with; nil is the system clock. A
-	// test gives the leader a clock it moves (the FSM never reads one: the
-	// leader stamps what it read into the commands).
-	Clock func() time.Time
+	// ScheduleInterval is how often the leader's scheduler looks for due
+	// runs (and a policy change makes it look at once).
+	ScheduleInterval time.Duration
+	// StatusInterval is how often the leader evaluates the policies for
+	// alerts (Webhooks).
+	StatusInterval time.Duration
+	// Webhooks are URLs the leader POSTs a JSON alert to on a job failure,
+	// an RPO breach, a binlog gap and a policy newly unmet.
+	Webhooks []string
+	// Clock is the leader's time for the scheduler and retention; nil is
+	// the wall clock. Tests set a fake one (in-process), or
+	// --test-clock-file (processes). The FSM never reads one: the leader
+	// stamps what it read into the commands.
+	Clock scheduler.Clock
 
 	// Logger receives the controller's structured logs; nil discards them.
 	Logger *slog.Logger
@@ -125,6 +136,8 @@ func DefaultConfig() Config {
 		MaxAttempts:             2,
 		WatermarkCommitInterval: 5 * time.Second,
 		ApplyTimeout:            10 * time.Second,
+		ScheduleInterval:        500 * time.Millisecond,
+		StatusInterval:          15 * time.Second,
 		RaftLogLevel:            "info",
 		TLS:                     TLSConfig{CertValidity: 30 * 24 * time.Hour, AgentCertValidity: 90 * 24 * time.Hour},
 		Raft: RaftConfig{
@@ -205,6 +218,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Pprof && c.MetricsAddr == "" {
 		bad("--pprof needs --metrics-addr: the profiles are served there")
+	}
+	if c.ScheduleInterval < 10*time.Millisecond {
+		bad("--schedule-interval %s: must be at least 10ms", c.ScheduleInterval)
+	}
+	if c.StatusInterval < 10*time.Millisecond {
+		bad("--status-interval %s: must be at least 10ms", c.StatusInterval)
+	}
+	for _, u := range c.Webhooks {
+		if err := checkWebhookURL(u); err != nil {
+			bad("--webhook %s: %v", u, err)
+		}
 	}
 	if c.JoinTimeout <= 0 {
 		bad("--join-timeout must be positive")

@@ -15,4 +15,8 @@
 // metrics.go exports the node's gauges (Raft, and on the leader the
 // catalog's and the agent hub's, computed at scrape time), its readiness
 // (Ready, also answered as grpc.health.v1) and the --metrics-addr listener.
+//
+// While it leads, the node also runs the policy scheduler
+// (controller/scheduler, wired in schedule.go) and the webhook alerts
+// (webhook.go); policies are applied and listed through policies.go.
 package controller

@@ -80,6 +80,8 @@ func (s *Server) lead(ctx context.Context) {
 	s.publishCA(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.agents.commitLoop(ctx) })
+	wg.Go(func() { s.scheduleLoop(ctx) })
+	wg.Go(func() { s.alertLoop(ctx) })
 	defer wg.Wait()
 	s.agents.assignLoop(ctx)
 }

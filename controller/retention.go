@@ -25,14 +25,6 @@ import (
 // FinishExpiry entry makes the backups DELETED; their chunks are freed
 // later by `repo gc`, under its grace period, never by the expiry.
 
-// clock is the leader's time for retention.
-func (s *Server) clock() time.Time {
-	if s.cfg.Clock != nil {
-		return s.cfg.Clock()
-	}
-	return time.Now()
-}
-
 func (c *controlService) PinBackup(ctx context.Context, req *v1.PinBackupRequest) (*v1.PinBackupResponse, error) {
 	s := c.s
 	if !s.isLeader() {
@@ -42,7 +34,7 @@ func (c *controlService) PinBackup(ctx context.Context, req *v1.PinBackupRequest
 		return nil, invalid("backup_id is required")
 	}
 	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_PinBackup{PinBackup: &v1.PinBackup{
-		BackupId: req.GetBackupId(), Pin: &v1.BackupPin{Reason: req.GetReason(), By: who(ctx), At: timestamppb.New(s.clock())},
+		BackupId: req.GetBackupId(), Pin: &v1.BackupPin{Reason: req.GetReason(), By: who(ctx), At: timestamppb.New(s.clock().Now())},
 	}}})
 	if err != nil {
 		return nil, err
@@ -72,7 +64,7 @@ func (c *controlService) PlanRetention(ctx context.Context, req *v1.PlanRetentio
 		}
 		return nil, err
 	}
-	t := c.s.clock()
+	t := c.s.clock().Now()
 	plans, _, err := planRetention(c.s.fsm.Store().Read(), req.GetInstance(), req.GetRules(), t, req.GetCopyRepositoryUri())
 	if err != nil {
 		return nil, err
@@ -160,7 +152,7 @@ func (c *controlService) ApplyRetention(ctx context.Context, req *v1.ApplyRetent
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.ApplyRetention)
 	}
-	t := s.clock()
+	t := s.clock().Now()
 	r := s.fsm.Store().Read()
 	plans, raw, err := planRetention(r, req.GetInstance(), req.GetRules(), t, req.GetCopyRepositoryUri())
 	if err != nil {
@@ -285,7 +277,7 @@ func (c *controlService) ExpireBackup(ctx context.Context, req *v1.ExpireBackupR
 	if err != nil {
 		return nil, err
 	}
-	t := s.clock()
+	t := s.clock().Now()
 	why := "expire: by " + who(ctx)
 	if req.GetReason() != "" {
 		why += " (" + req.GetReason() + ")"

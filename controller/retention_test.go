@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,15 +17,6 @@ import (
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
-// testClock is the leader's clock in a test: moved by hand.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
-
 // TestRetentionInProcess drives retention through a controller and a fake
 // agent: backups a day apart, one pinned; the plan explains each verdict;
 // applying it marks the expired ones and hands the agent one expire job
@@ -34,7 +24,7 @@ func (c *testClock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 // and the pinned one and the last one stay whatever the rules say.
 func TestRetentionInProcess(t *testing.T) {
 	clk := &testClock{t: time.Date(2026, 12, 10, 12, 0, 0, 0, time.UTC)}
-	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.Clock = clk.now })
+	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.Clock = clk })
 	ctx := context.Background()
 	a, err := connectAgent(t, []string{srv.Addr()}, "db1")
 	if err != nil {
@@ -46,7 +36,7 @@ func TestRetentionInProcess(t *testing.T) {
 	for i := range 5 {
 		job := submitBackup(t, c, "db1")
 		asg := a.assignment(5 * time.Second)
-		at := clk.now().Add(time.Duration(i-5) * 24 * time.Hour)
+		at := clk.Now().Add(time.Duration(i-5) * 24 * time.Hour)
 		bid := asg.GetJob().GetBackup().GetBackupId()
 		seq := a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{
 			JobId: job.GetId(), Lease: asg.GetLease(), Ok: true, BackupId: bid, ManifestKey: "manifests/" + bid, RepositoryUri: "file:///backups",
@@ -88,7 +78,7 @@ func TestRetentionInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := pinned.GetBackup().GetPin(); p.GetReason() != "audit 2026" || p.GetBy() == "" || !p.GetAt().AsTime().Equal(clk.now()) {
+	if p := pinned.GetBackup().GetPin(); p.GetReason() != "audit 2026" || p.GetBy() == "" || !p.GetAt().AsTime().Equal(clk.Now()) {
 		t.Fatalf("pin = %v (want the reason, who, and the leader's clock)", p)
 	}
 	_, err = c.Control.PinBackup(ctx, &v1.PinBackupRequest{BackupId: "nope"})
@@ -204,7 +194,7 @@ func TestRetentionInProcess(t *testing.T) {
 	if _, err := c.Control.UnpinBackup(ctx, &v1.UnpinBackupRequest{BackupId: ids[1]}); err != nil {
 		t.Fatal(err)
 	}
-	clk.set(clk.now().Add(7 * 24 * time.Hour))
+	clk.set(clk.Now().Add(7 * 24 * time.Hour))
 	plan, err = c.Control.PlanRetention(ctx, &v1.PlanRetentionRequest{Instance: "db1", Rules: rules, Consistent: true})
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +219,7 @@ func TestRetentionInProcess(t *testing.T) {
 func TestRetentionMonthInProcess(t *testing.T) {
 	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	clk := &testClock{t: start}
-	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.Clock = clk.now })
+	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.Clock = clk })
 	ctx := context.Background()
 	a, err := connectAgent(t, []string{srv.Addr()}, "db1")
 	if err != nil {
@@ -244,7 +234,7 @@ func TestRetentionMonthInProcess(t *testing.T) {
 	var all []taken
 	var pinned string
 	for n := 0; n < 62; n++ {
-		at := clk.now()
+		at := clk.Now()
 		job := submitBackup(t, c, "db1")
 		asg := a.assignment(5 * time.Second)
 		bid := asg.GetJob().GetBackup().GetBackupId()
@@ -283,7 +273,7 @@ func TestRetentionMonthInProcess(t *testing.T) {
 	}
 	// What the rules keep out of every backup taken, computed here by
 	// grouping: the newest per bucket, the newest buckets first.
-	now := clk.now()
+	now := clk.Now()
 	want := map[string]bool{all[len(all)-1].id: true, all[len(all)-2].id: true, pinned: true}
 	for _, g := range []struct {
 		n   int
@@ -371,7 +361,7 @@ func finishJob(t *testing.T, a *fakeAgent) *v1.JobAssignment {
 // catalog and every backup stays complete.
 func TestCopyRetentionInProcess(t *testing.T) {
 	clk := &testClock{t: time.Date(2026, 12, 10, 0, 0, 0, 0, time.UTC)}
-	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.Clock = clk.now })
+	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.Clock = clk })
 	ctx := context.Background()
 	a, err := connectAgent(t, []string{srv.Addr()}, "db1")
 	if err != nil {
@@ -381,7 +371,7 @@ func TestCopyRetentionInProcess(t *testing.T) {
 	const second = "s3://dr-site/copies"
 	var ids []string
 	for i := range 3 {
-		id := fakeBackup(t, c, a, clk.now().Add(time.Duration(i-3)*time.Hour))
+		id := fakeBackup(t, c, a, clk.Now().Add(time.Duration(i-3)*time.Hour))
 		ids = append(ids, id)
 		if _, err := c.Control.SubmitCopy(ctx, &v1.SubmitCopyRequest{BackupId: id, DestinationRepositoryUri: second}); err != nil {
 			t.Fatal(err)
@@ -418,7 +408,7 @@ func TestCopyRetentionInProcess(t *testing.T) {
 // marked; the next apply hands them to a new job, which deletes them.
 func TestFailedExpiryIsRetried(t *testing.T) {
 	clk := &testClock{t: time.Date(2026, 12, 10, 0, 0, 0, 0, time.UTC)}
-	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.Clock = clk.now })
+	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.Clock = clk })
 	ctx := context.Background()
 	a, err := connectAgent(t, []string{srv.Addr()}, "db1")
 	if err != nil {
@@ -426,7 +416,7 @@ func TestFailedExpiryIsRetried(t *testing.T) {
 	}
 	defer a.close()
 	for i := range 3 {
-		fakeBackup(t, c, a, clk.now().Add(time.Duration(i-3)*time.Hour))
+		fakeBackup(t, c, a, clk.Now().Add(time.Duration(i-3)*time.Hour))
 	}
 	rules := &v1.RetentionRules{KeepLast: 1}
 	if r, err := c.Control.ApplyRetention(ctx, &v1.ApplyRetentionRequest{Instance: "db1", Rules: rules}); err != nil || len(r.GetJobIds()) != 1 {

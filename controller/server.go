@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -19,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tidemark-backup/tidemark/controller/fsm"
+	"github.com/tidemark-backup/tidemark/controller/scheduler"
 	"github.com/tidemark-backup/tidemark/internal/logadapt"
 	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
@@ -50,6 +52,12 @@ type Server struct {
 	agents *agentHub
 	// relay serves the --repo backend to relay:// agents.
 	relay *RelayServer
+	// sched is the leader's scheduler (nil when not leading); schedKick
+	// makes it tick now.
+	sched     atomic.Pointer[scheduler.Scheduler]
+	schedKick chan struct{}
+	// hooks posts alerts to the --webhook URLs.
+	hooks *webhooks
 
 	// health answers grpc.health.v1 from Ready; metricsSrv serves
 	// --metrics-addr (nil without); collector is registered in
@@ -87,7 +95,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if saved == nil && !cfg.Bootstrap && len(cfg.Join) == 0 {
 		return nil, fmt.Errorf("data dir %s is new: give --bootstrap to start a new cluster, or --join GRPC_ADDR to join an existing one", cfg.DataDir)
 	}
-	s := &Server{cfg: cfg, id: *id, log: cfg.Logger.With("node", id.NodeID), fsm: fsm.New(), stop: make(chan struct{})}
+	s := &Server{cfg: cfg, id: *id, log: cfg.Logger.With("node", id.NodeID), fsm: fsm.New(), stop: make(chan struct{}), schedKick: make(chan struct{}, 1)}
+	s.hooks = newWebhooks(cfg.Webhooks, s.log)
 	s.agents = newAgentHub(s, id.NodeID, cfg)
 	s.relay = newRepoRelay(cfg)
 	fresh := saved == nil

@@ -23,6 +23,8 @@ func jobsTable() *memdb.TableSchema {
 			"id":       {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
 			"instance": {Name: "instance", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Instance"}},
 			"state":    {Name: "state", Indexer: &memdb.IntFieldIndex{Field: "State"}},
+			// The scheduler rebuilds its last runs from a policy's jobs.
+			"policy": {Name: "policy", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Policy"}},
 			// The one-backup-per-instance check on every submit reads the
 			// instance's active jobs here, not its whole history.
 			"instance_state": {Name: "instance_state", AllowMissing: true, Indexer: &memdb.CompoundIndex{
@@ -106,6 +108,11 @@ func (r *Read) ActiveJobsOf(instance string) []*v1.Job {
 		js = append(js, all[*v1.Job](r, jobsTableName, "instance_state", instance, s)...)
 	}
 	return js
+}
+
+// JobsOfPolicy returns the jobs policy scheduled, in no particular order.
+func (r *Read) JobsOfPolicy(policy string) []*v1.Job {
+	return all[*v1.Job](r, jobsTableName, "policy", policy)
 }
 
 // PutJob creates or replaces a job. j must not change afterwards.

@@ -22,6 +22,8 @@ func (r *Read) Dump() *v1.CatalogSnapshot {
 		ClusterCa:     r.ClusterCA(),
 		Audit:         r.Audit(),
 		AccessTokens:  all[*v1.AccessToken](r, accessTokensTable, "id"),
+		Policies:      r.Policies(),
+		ScheduleSkips: r.ScheduleSkips(""),
 	}
 }
 
@@ -67,6 +69,12 @@ func Load(snap *v1.CatalogSnapshot) (*Store, error) {
 		return nil, err
 	}
 	if err := put("access tokens", len(snap.GetAccessTokens()), func(i int) error { return w.PutAccessToken(snap.AccessTokens[i]) }); err != nil {
+		return nil, err
+	}
+	if err := put("policies", len(snap.GetPolicies()), func(i int) error { return w.PutPolicy(snap.Policies[i]) }); err != nil {
+		return nil, err
+	}
+	if err := put("schedule skips", len(snap.GetScheduleSkips()), func(i int) error { return w.PutScheduleSkip(snap.ScheduleSkips[i]) }); err != nil {
 		return nil, err
 	}
 	if ca := snap.GetClusterCa(); ca != nil {

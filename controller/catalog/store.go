@@ -19,6 +19,7 @@ type Store struct {
 var tables = []func() *memdb.TableSchema{
 	agentsTable, instancesTable, backupsTable, jobsTable, membersTable, binlogStreamsTable,
 	joinTokensTable, revocationsTable, clusterCATable, auditTable, accessTokensTableSchema,
+	policiesTable, scheduleSkipsTable,
 }
 
 func schema() *memdb.DBSchema {

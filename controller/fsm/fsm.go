@@ -123,6 +123,12 @@ func dispatch(w *catalog.Write, e entry, cmd *v1.Command) (proto.Message, error)
 		return applyFinishExpiry(w, c.FinishExpiry)
 	case *v1.Command_RecordBackupCopy:
 		return applyRecordBackupCopy(w, c.RecordBackupCopy)
+	case *v1.Command_ApplyPolicies:
+		return applyApplyPolicies(w, c.ApplyPolicies)
+	case *v1.Command_DeletePolicy:
+		return applyDeletePolicy(w, c.DeletePolicy)
+	case *v1.Command_RecordScheduleSkips:
+		return applyRecordScheduleSkips(w, c.RecordScheduleSkips)
 	default:
 		panic(fmt.Sprintf("fsm: command %T has no applier (entry %d)", c, e.Index))
 	}

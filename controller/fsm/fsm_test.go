@@ -169,7 +169,63 @@ func script(t *testing.T) *node {
 	n.ok(submitStream("s1", "db2", 11*time.Second))
 	s1 := n.ok(assign("s1", "db2", 12*time.Second)).(*v1.Job)
 	n.ok(watermarks(13*time.Second, wm(s1, "0-1-10", 12*time.Second, "")))
+	n.ok(applyPolicies(14*time.Second, spec("p1", "@hourly"), spec("p2", "@daily")))
+	n.ok(&v1.Command{Cmd: &v1.Command_DeletePolicy{DeletePolicy: &v1.DeletePolicy{Name: "p2", DeletedAt: ts(15 * time.Second)}}})
+	n.ok(&v1.Command{Cmd: &v1.Command_RecordScheduleSkips{RecordScheduleSkips: &v1.RecordScheduleSkips{Skips: []*v1.ScheduleSkip{
+		{Id: "skip-1", Policy: "p1", RunKey: "db1", First: ts(0), Last: ts(time.Hour), Count: 2, Reason: "missed", RecordedAt: ts(16 * time.Second)},
+	}}}})
 	return n
+}
+
+func spec(name, cron string) *v1.PolicySpec {
+	return &v1.PolicySpec{Name: name, Selector: "env=prod", Backups: []*v1.PolicySchedule{{Cron: cron, Engine: "auto", Prefer: "any"}}}
+}
+
+func applyPolicies(at time.Duration, specs ...*v1.PolicySpec) *v1.Command {
+	c := &v1.ApplyPolicies{Specs: specs, AppliedBy: "user alice", AppliedAt: ts(at)}
+	for _, s := range specs {
+		c.Sources = append(c.Sources, "name: "+s.GetName()+"\n")
+	}
+	return &v1.Command{Cmd: &v1.Command_ApplyPolicies{ApplyPolicies: c}}
+}
+
+// TestPolicies: versions count changes only, keep the replaced version, a
+// bad command applies none of its policies, skips are recorded once.
+func TestPolicies(t *testing.T) {
+	n := newNode(t)
+	n.ok(applyPolicies(0, spec("a", "@hourly"), spec("b", "@daily")))
+	n.ok(applyPolicies(time.Second, spec("a", "@hourly"), spec("b", "@every 1h")))
+	r := n.fsm.Store().Read()
+	a, _ := r.Policy("a")
+	b, _ := r.Policy("b")
+	if a.GetVersion() != 1 || !a.GetUpdatedAt().AsTime().Equal(t0) {
+		t.Fatalf("unchanged a = %v", a)
+	}
+	if b.GetVersion() != 2 || b.GetPrevious().GetVersion() != 1 || b.GetPrevious().GetSpec().GetBackups()[0].GetCron() != "@daily" ||
+		!b.GetCreatedAt().AsTime().Equal(t0) || !b.GetUpdatedAt().AsTime().Equal(t0.Add(time.Second)) || b.GetUpdatedBy() != "user alice" {
+		t.Fatalf("changed b = %v", b)
+	}
+	// All or nothing: c is valid, the unnamed one is not.
+	n.fails(applyPolicies(2*time.Second, spec("c", "@hourly"), spec("", "@hourly")), catalog.ErrInvalid, "policy 2 has no name")
+	n.fails(applyPolicies(2*time.Second, spec("c", "@hourly"), spec("c", "@daily")), catalog.ErrInvalid, `"c" given twice`)
+	if _, err := n.fsm.Store().Read().Policy("c"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("half-applied: c = %v", err)
+	}
+	n.fails(&v1.Command{Cmd: &v1.Command_DeletePolicy{DeletePolicy: &v1.DeletePolicy{Name: "zz"}}}, catalog.ErrNotFound, `policy "zz"`)
+	skip := func(reason string) *v1.Command {
+		return &v1.Command{Cmd: &v1.Command_RecordScheduleSkips{RecordScheduleSkips: &v1.RecordScheduleSkips{Skips: []*v1.ScheduleSkip{
+			{Id: "s1", Policy: "a", RunKey: "db1", Count: 1, Reason: reason}}}}}
+	}
+	n.ok(skip("first"))
+	n.ok(skip("second"))
+	if s, _ := n.fsm.Store().Read().ScheduleSkip("s1"); s.GetReason() != "first" {
+		t.Fatalf("skip recorded twice: %v", s)
+	}
+	// A scheduled job id submitted again is refused as existing, the first
+	// kept.
+	n.ok(register("db1", "db1"))
+	n.ok(submitBackup("sched-1", "db1", 0))
+	n.fails(submitBackup("sched-1", "db1", time.Second), catalog.ErrAlreadyExists, `job "sched-1" already exists`)
 }
 
 func submitStream(id, instance string, at time.Duration) *v1.Command {

@@ -241,6 +241,16 @@ func commandArms() map[string]*tidemarkv1.Command {
 			BackupId: "bk-1", Pin: &tidemarkv1.BackupPin{Reason: "legal hold", By: "user alice (operator)", At: ts(0)},
 		}}},
 		"unpin_backup": {Cmd: &tidemarkv1.Command_UnpinBackup{UnpinBackup: &tidemarkv1.UnpinBackup{BackupId: "bk-1"}}},
+		"apply_policies": {Cmd: &tidemarkv1.Command_ApplyPolicies{ApplyPolicies: &tidemarkv1.ApplyPolicies{
+			Specs: []*tidemarkv1.PolicySpec{{Name: "prod-db", Selector: "env=prod,dc in (a,b)",
+				Backups:   []*tidemarkv1.PolicySchedule{{Cron: "@every 30s", Engine: "auto", Prefer: "replica"}},
+				Retention: &tidemarkv1.RetentionRules{KeepLast: 3, KeepDaily: 7}}},
+			Sources: []string{"name: prod-db\n"}, AppliedBy: "user alice (admin)", AppliedAt: ts(0),
+		}}},
+		"delete_policy": {Cmd: &tidemarkv1.Command_DeletePolicy{DeletePolicy: &tidemarkv1.DeletePolicy{Name: "prod-db", DeletedAt: ts(time.Hour)}}},
+		"record_schedule_skips": {Cmd: &tidemarkv1.Command_RecordScheduleSkips{RecordScheduleSkips: &tidemarkv1.RecordScheduleSkips{
+			Skips: []*tidemarkv1.ScheduleSkip{{Id: "skip-1", Policy: "prod-db", RunKey: "db-eu-1/main", First: ts(0), Last: ts(time.Minute), Count: 2, Reason: "no leader"}},
+		}}},
 		"mark_backups_expired": {Cmd: &tidemarkv1.Command_MarkBackupsExpired{MarkBackupsExpired: &tidemarkv1.MarkBackupsExpired{
 			BackupIds: []string{"bk-0"}, Reasons: []string{"expire: outside every rule"}, ExpiredAt: ts(0),
 			Job: &tidemarkv1.Job{Id: "expire-1", Kind: tidemarkv1.JobKind_JOB_KIND_EXPIRE, Instance: "db-eu-1/main", State: tidemarkv1.JobState_JOB_STATE_PENDING,

@@ -739,7 +739,11 @@ type Backup struct {
 	// Copies of the backup in other repositories, oldest first.
 	Copies []*BackupCopy `protobuf:"bytes,21,rep,name=copies,proto3" json:"copies,omitempty"`
 	// When its manifest was deleted (status DELETED by an expire job).
-	DeletedAt     *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=deleted_at,json=deletedAt,proto3" json:"deleted_at,omitempty"`
+	DeletedAt *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=deleted_at,json=deletedAt,proto3" json:"deleted_at,omitempty"`
+	// Policy that scheduled the backup's job; empty for one asked for by hand.
+	Policy string `protobuf:"bytes,25,opt,name=policy,proto3" json:"policy,omitempty"`
+	// The scheduled time of that run (Job.scheduled_for).
+	ScheduledFor  *timestamppb.Timestamp `protobuf:"bytes,26,opt,name=scheduled_for,json=scheduledFor,proto3" json:"scheduled_for,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -924,6 +928,20 @@ func (x *Backup) GetCopies() []*BackupCopy {
 func (x *Backup) GetDeletedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.DeletedAt
+	}
+	return nil
+}
+
+func (x *Backup) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *Backup) GetScheduledFor() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScheduledFor
 	}
 	return nil
 }
@@ -2132,6 +2150,17 @@ type Job struct {
 	Reason string `protobuf:"bytes,16,opt,name=reason,proto3" json:"reason,omitempty"`
 	// When the current attempt was assigned; unset while pending.
 	AssignedAt *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=assigned_at,json=assignedAt,proto3" json:"assigned_at,omitempty"`
+	// For a scheduled job: the run's scheduled time (the cron fire time,
+	// before the per-instance spread and the window move it); unset for a job
+	// submitted by hand.
+	ScheduledFor *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=scheduled_for,json=scheduledFor,proto3" json:"scheduled_for,omitempty"`
+	// For a scheduled job: the index of the schedule in the policy's
+	// `backups` list.
+	ScheduleIndex uint32 `protobuf:"varint,19,opt,name=schedule_index,json=scheduleIndex,proto3" json:"schedule_index,omitempty"`
+	// For a scheduled job: the run's key, the instance or, for a `cluster`
+	// group, "cluster:<name>" (the member that runs it is chosen by `prefer`).
+	// (policy, schedule_index, run_key, scheduled_for) derive the job id.
+	RunKey string `protobuf:"bytes,23,opt,name=run_key,json=runKey,proto3" json:"run_key,omitempty"`
 	// Kind-specific inputs. Numbers 20-39 are kept for further arms (binlog
 	// stream, drill, gc).
 	//
@@ -2294,6 +2323,27 @@ func (x *Job) GetAssignedAt() *timestamppb.Timestamp {
 		return x.AssignedAt
 	}
 	return nil
+}
+
+func (x *Job) GetScheduledFor() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScheduledFor
+	}
+	return nil
+}
+
+func (x *Job) GetScheduleIndex() uint32 {
+	if x != nil {
+		return x.ScheduleIndex
+	}
+	return 0
+}
+
+func (x *Job) GetRunKey() string {
+	if x != nil {
+		return x.RunKey
+	}
+	return ""
 }
 
 func (x *Job) GetParams() isJob_Params {
@@ -2695,6 +2745,8 @@ type CatalogSnapshot struct {
 	ClusterCa     *ClusterCA             `protobuf:"bytes,9,opt,name=cluster_ca,json=clusterCa,proto3" json:"cluster_ca,omitempty"`
 	Audit         []*AuditRecord         `protobuf:"bytes,10,rep,name=audit,proto3" json:"audit,omitempty"`
 	AccessTokens  []*AccessToken         `protobuf:"bytes,11,rep,name=access_tokens,json=accessTokens,proto3" json:"access_tokens,omitempty"`
+	Policies      []*Policy              `protobuf:"bytes,12,rep,name=policies,proto3" json:"policies,omitempty"`
+	ScheduleSkips []*ScheduleSkip        `protobuf:"bytes,13,rep,name=schedule_skips,json=scheduleSkips,proto3" json:"schedule_skips,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2806,6 +2858,711 @@ func (x *CatalogSnapshot) GetAccessTokens() []*AccessToken {
 	return nil
 }
 
+func (x *CatalogSnapshot) GetPolicies() []*Policy {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *CatalogSnapshot) GetScheduleSkips() []*ScheduleSkip {
+	if x != nil {
+		return x.ScheduleSkips
+	}
+	return nil
+}
+
+// RetentionRules is a policy's (or a copy's) retention: GFS counts and the
+// point-in-time window. Zero counts keep nothing by that rule. Parsed and
+// validated at `policy apply`; applied by the retention planner.
+type RetentionRules struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeepLast      uint32                 `protobuf:"varint,1,opt,name=keep_last,json=keepLast,proto3" json:"keep_last,omitempty"`
+	KeepHourly    uint32                 `protobuf:"varint,2,opt,name=keep_hourly,json=keepHourly,proto3" json:"keep_hourly,omitempty"`
+	KeepDaily     uint32                 `protobuf:"varint,3,opt,name=keep_daily,json=keepDaily,proto3" json:"keep_daily,omitempty"`
+	KeepWeekly    uint32                 `protobuf:"varint,4,opt,name=keep_weekly,json=keepWeekly,proto3" json:"keep_weekly,omitempty"`
+	KeepMonthly   uint32                 `protobuf:"varint,5,opt,name=keep_monthly,json=keepMonthly,proto3" json:"keep_monthly,omitempty"`
+	KeepYearly    uint32                 `protobuf:"varint,6,opt,name=keep_yearly,json=keepYearly,proto3" json:"keep_yearly,omitempty"`
+	PitrWindow    *durationpb.Duration   `protobuf:"bytes,7,opt,name=pitr_window,json=pitrWindow,proto3" json:"pitr_window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionRules) Reset() {
+	*x = RetentionRules{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionRules) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionRules) ProtoMessage() {}
+
+func (x *RetentionRules) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionRules.ProtoReflect.Descriptor instead.
+func (*RetentionRules) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RetentionRules) GetKeepLast() uint32 {
+	if x != nil {
+		return x.KeepLast
+	}
+	return 0
+}
+
+func (x *RetentionRules) GetKeepHourly() uint32 {
+	if x != nil {
+		return x.KeepHourly
+	}
+	return 0
+}
+
+func (x *RetentionRules) GetKeepDaily() uint32 {
+	if x != nil {
+		return x.KeepDaily
+	}
+	return 0
+}
+
+func (x *RetentionRules) GetKeepWeekly() uint32 {
+	if x != nil {
+		return x.KeepWeekly
+	}
+	return 0
+}
+
+func (x *RetentionRules) GetKeepMonthly() uint32 {
+	if x != nil {
+		return x.KeepMonthly
+	}
+	return 0
+}
+
+func (x *RetentionRules) GetKeepYearly() uint32 {
+	if x != nil {
+		return x.KeepYearly
+	}
+	return 0
+}
+
+func (x *RetentionRules) GetPitrWindow() *durationpb.Duration {
+	if x != nil {
+		return x.PitrWindow
+	}
+	return nil
+}
+
+// CopyTarget is another repository a policy's backups are copied to, with
+// its own retention.
+type CopyTarget struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RepositoryUri string                 `protobuf:"bytes,1,opt,name=repository_uri,json=repositoryUri,proto3" json:"repository_uri,omitempty"`
+	Retention     *RetentionRules        `protobuf:"bytes,2,opt,name=retention,proto3" json:"retention,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyTarget) Reset() {
+	*x = CopyTarget{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyTarget) ProtoMessage() {}
+
+func (x *CopyTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyTarget.ProtoReflect.Descriptor instead.
+func (*CopyTarget) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CopyTarget) GetRepositoryUri() string {
+	if x != nil {
+		return x.RepositoryUri
+	}
+	return ""
+}
+
+func (x *CopyTarget) GetRetention() *RetentionRules {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+// PolicySchedule is one entry of a policy's `backups` list.
+type PolicySchedule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As written: a cron expression with an optional seconds field, or a
+	// descriptor (@hourly, @every 30s, ...).
+	Cron string `protobuf:"bytes,1,opt,name=cron,proto3" json:"cron,omitempty"`
+	// "auto" (selection chooses), "logical", "snapshot" or "mariabackup".
+	Engine string `protobuf:"bytes,2,opt,name=engine,proto3" json:"engine,omitempty"`
+	// For instances sharing a `cluster` label: "replica", "primary" or
+	// "any" (one run per group, on the member this picks).
+	Prefer string `protobuf:"bytes,3,opt,name=prefer,proto3" json:"prefer,omitempty"`
+	// How late a run missed while there was no leader (or held back by
+	// max_concurrent) may still start; later it is recorded as skipped.
+	CatchUp       *durationpb.Duration `protobuf:"bytes,4,opt,name=catch_up,json=catchUp,proto3" json:"catch_up,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicySchedule) Reset() {
+	*x = PolicySchedule{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicySchedule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicySchedule) ProtoMessage() {}
+
+func (x *PolicySchedule) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicySchedule.ProtoReflect.Descriptor instead.
+func (*PolicySchedule) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PolicySchedule) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *PolicySchedule) GetEngine() string {
+	if x != nil {
+		return x.Engine
+	}
+	return ""
+}
+
+func (x *PolicySchedule) GetPrefer() string {
+	if x != nil {
+		return x.Prefer
+	}
+	return ""
+}
+
+func (x *PolicySchedule) GetCatchUp() *durationpb.Duration {
+	if x != nil {
+		return x.CatchUp
+	}
+	return nil
+}
+
+// PolicyBinlog asks for continuous binlog streaming of the selected
+// instances.
+type PolicyBinlog struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Enabled bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// The stream's flush interval; unset: 1s.
+	Flush *durationpb.Duration `protobuf:"bytes,2,opt,name=flush,proto3" json:"flush,omitempty"`
+	// Largest acceptable RPO (now - last durable event); unset: not checked.
+	RpoTarget     *durationpb.Duration `protobuf:"bytes,3,opt,name=rpo_target,json=rpoTarget,proto3" json:"rpo_target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyBinlog) Reset() {
+	*x = PolicyBinlog{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyBinlog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyBinlog) ProtoMessage() {}
+
+func (x *PolicyBinlog) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyBinlog.ProtoReflect.Descriptor instead.
+func (*PolicyBinlog) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PolicyBinlog) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *PolicyBinlog) GetFlush() *durationpb.Duration {
+	if x != nil {
+		return x.Flush
+	}
+	return nil
+}
+
+func (x *PolicyBinlog) GetRpoTarget() *durationpb.Duration {
+	if x != nil {
+		return x.RpoTarget
+	}
+	return nil
+}
+
+// PolicyConcurrency holds a policy's scheduled runs while `limit` backups
+// (of any policy, or by hand) are active on instances with the same value
+// of the label `by` (e.g. by dc, limit 2). Instances without the label are
+// not limited.
+type PolicyConcurrency struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	By            string                 `protobuf:"bytes,1,opt,name=by,proto3" json:"by,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyConcurrency) Reset() {
+	*x = PolicyConcurrency{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyConcurrency) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyConcurrency) ProtoMessage() {}
+
+func (x *PolicyConcurrency) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyConcurrency.ProtoReflect.Descriptor instead.
+func (*PolicyConcurrency) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PolicyConcurrency) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *PolicyConcurrency) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// PolicySpec is one policy document as applied (validated).
+type PolicySpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Label selector, Kubernetes style: k=v, k!=v, k in (a,b), k notin (a,b),
+	// k, !k; commas AND them. Empty selects every instance.
+	Selector  string            `protobuf:"bytes,2,opt,name=selector,proto3" json:"selector,omitempty"`
+	Backups   []*PolicySchedule `protobuf:"bytes,3,rep,name=backups,proto3" json:"backups,omitempty"`
+	Binlog    *PolicyBinlog     `protobuf:"bytes,4,opt,name=binlog,proto3" json:"binlog,omitempty"`
+	Retention *RetentionRules   `protobuf:"bytes,5,opt,name=retention,proto3" json:"retention,omitempty"`
+	// Repository scheduled backups and streams write to; empty: the
+	// controller's --repo.
+	RepositoryUri string        `protobuf:"bytes,6,opt,name=repository_uri,json=repositoryUri,proto3" json:"repository_uri,omitempty"`
+	Copies        []*CopyTarget `protobuf:"bytes,7,rep,name=copies,proto3" json:"copies,omitempty"`
+	// Daily UTC hours when scheduled backups may start, "HH:MM-HH:MM" (may
+	// wrap midnight); empty: any time.
+	Window        string             `protobuf:"bytes,8,opt,name=window,proto3" json:"window,omitempty"`
+	MaxConcurrent *PolicyConcurrency `protobuf:"bytes,9,opt,name=max_concurrent,json=maxConcurrent,proto3" json:"max_concurrent,omitempty"`
+	// When two policies with backups select one instance, the higher
+	// priority schedules it; equal priorities are a conflict refused at
+	// apply.
+	Priority      int32 `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicySpec) Reset() {
+	*x = PolicySpec{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicySpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicySpec) ProtoMessage() {}
+
+func (x *PolicySpec) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicySpec.ProtoReflect.Descriptor instead.
+func (*PolicySpec) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PolicySpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PolicySpec) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *PolicySpec) GetBackups() []*PolicySchedule {
+	if x != nil {
+		return x.Backups
+	}
+	return nil
+}
+
+func (x *PolicySpec) GetBinlog() *PolicyBinlog {
+	if x != nil {
+		return x.Binlog
+	}
+	return nil
+}
+
+func (x *PolicySpec) GetRetention() *RetentionRules {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+func (x *PolicySpec) GetRepositoryUri() string {
+	if x != nil {
+		return x.RepositoryUri
+	}
+	return ""
+}
+
+func (x *PolicySpec) GetCopies() []*CopyTarget {
+	if x != nil {
+		return x.Copies
+	}
+	return nil
+}
+
+func (x *PolicySpec) GetWindow() string {
+	if x != nil {
+		return x.Window
+	}
+	return ""
+}
+
+func (x *PolicySpec) GetMaxConcurrent() *PolicyConcurrency {
+	if x != nil {
+		return x.MaxConcurrent
+	}
+	return nil
+}
+
+func (x *PolicySpec) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+// Policy is the catalog's record of a policy: its current version and the
+// one before it.
+type Policy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// 1 on creation, +1 on every change.
+	Version uint64      `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Spec    *PolicySpec `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The document as applied (YAML), for `policy show`.
+	Source    string                 `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	UpdatedBy string                 `protobuf:"bytes,5,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// The version this one replaced (without its own previous); unset for
+	// version 1.
+	Previous      *Policy `protobuf:"bytes,8,opt,name=previous,proto3" json:"previous,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Policy) Reset() {
+	*x = Policy{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Policy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Policy) ProtoMessage() {}
+
+func (x *Policy) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Policy.ProtoReflect.Descriptor instead.
+func (*Policy) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *Policy) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Policy) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Policy) GetSpec() *PolicySpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *Policy) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Policy) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
+func (x *Policy) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Policy) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Policy) GetPrevious() *Policy {
+	if x != nil {
+		return x.Previous
+	}
+	return nil
+}
+
+// ScheduleSkip records scheduled runs that did not start: missed beyond
+// the catch-up window, superseded by a later run, or refused.
+type ScheduleSkip struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Derived like a job id from the first skipped run: recording it twice
+	// changes nothing.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Policy        string `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	ScheduleIndex uint32 `protobuf:"varint,3,opt,name=schedule_index,json=scheduleIndex,proto3" json:"schedule_index,omitempty"`
+	// Job.run_key.
+	RunKey string `protobuf:"bytes,4,opt,name=run_key,json=runKey,proto3" json:"run_key,omitempty"`
+	// The first and last skipped scheduled times, and how many runs.
+	First         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=first,proto3" json:"first,omitempty"`
+	Last          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last,proto3" json:"last,omitempty"`
+	Count         uint32                 `protobuf:"varint,7,opt,name=count,proto3" json:"count,omitempty"`
+	Reason        string                 `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	RecordedAt    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScheduleSkip) Reset() {
+	*x = ScheduleSkip{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScheduleSkip) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScheduleSkip) ProtoMessage() {}
+
+func (x *ScheduleSkip) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScheduleSkip.ProtoReflect.Descriptor instead.
+func (*ScheduleSkip) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ScheduleSkip) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ScheduleSkip) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *ScheduleSkip) GetScheduleIndex() uint32 {
+	if x != nil {
+		return x.ScheduleIndex
+	}
+	return 0
+}
+
+func (x *ScheduleSkip) GetRunKey() string {
+	if x != nil {
+		return x.RunKey
+	}
+	return ""
+}
+
+func (x *ScheduleSkip) GetFirst() *timestamppb.Timestamp {
+	if x != nil {
+		return x.First
+	}
+	return nil
+}
+
+func (x *ScheduleSkip) GetLast() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Last
+	}
+	return nil
+}
+
+func (x *ScheduleSkip) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ScheduleSkip) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ScheduleSkip) GetRecordedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedAt
+	}
+	return nil
+}
+
 // AccessToken is a CLI user's bearer credential (tidemark login): a name,
 // a role and an expiry. Only a hash of its secret is stored.
 type AccessToken struct {
@@ -2825,7 +3582,7 @@ type AccessToken struct {
 
 func (x *AccessToken) Reset() {
 	*x = AccessToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2837,7 +3594,7 @@ func (x *AccessToken) String() string {
 func (*AccessToken) ProtoMessage() {}
 
 func (x *AccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2850,7 +3607,7 @@ func (x *AccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessToken.ProtoReflect.Descriptor instead.
 func (*AccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{22}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AccessToken) GetId() string {
@@ -2924,7 +3681,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2936,7 +3693,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2949,7 +3706,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *JoinToken) GetId() string {
@@ -3015,7 +3772,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3027,7 +3784,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3040,7 +3797,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Revocation) GetName() string {
@@ -3076,7 +3833,7 @@ type ClusterCA struct {
 
 func (x *ClusterCA) Reset() {
 	*x = ClusterCA{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3088,7 +3845,7 @@ func (x *ClusterCA) String() string {
 func (*ClusterCA) ProtoMessage() {}
 
 func (x *ClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3101,7 +3858,7 @@ func (x *ClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCA.ProtoReflect.Descriptor instead.
 func (*ClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{25}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ClusterCA) GetCertPem() []byte {
@@ -3141,7 +3898,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3153,7 +3910,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3166,7 +3923,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{26}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AuditRecord) GetId() string {
@@ -3270,7 +4027,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x06binlog\x18\b \x01(\v2\x19.tidemark.v1.BinlogStreamR\x06binlog\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe9\a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc2\b\n" +
 	"\x06Backup\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\binstance\x18\x02 \x01(\tR\binstance\x12\x16\n" +
@@ -3299,7 +4056,9 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\rexpire_job_id\x18\x14 \x01(\tR\vexpireJobId\x12/\n" +
 	"\x06copies\x18\x15 \x03(\v2\x17.tidemark.v1.BackupCopyR\x06copies\x129\n" +
 	"\n" +
-	"deleted_at\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt\x1a9\n" +
+	"deleted_at\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt\x12\x16\n" +
+	"\x06policy\x18\x19 \x01(\tR\x06policy\x12?\n" +
+	"\rscheduled_for\x18\x1a \x01(\v2\x1a.google.protobuf.TimestampR\fscheduledFor\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"_\n" +
@@ -3409,7 +4168,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\vassigned_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"assignedAt\x125\n" +
 	"\bended_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error\"\xff\a\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"\x80\t\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.tidemark.v1.JobKindR\x04kind\x12\x1a\n" +
@@ -3431,7 +4190,10 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x11previous_attempts\x18\x0f \x03(\v2\x17.tidemark.v1.JobAttemptR\x10previousAttempts\x12\x16\n" +
 	"\x06reason\x18\x10 \x01(\tR\x06reason\x12;\n" +
 	"\vassigned_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"assignedAt\x123\n" +
+	"assignedAt\x12?\n" +
+	"\rscheduled_for\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\fscheduledFor\x12%\n" +
+	"\x0eschedule_index\x18\x13 \x01(\rR\rscheduleIndex\x12\x17\n" +
+	"\arun_key\x18\x17 \x01(\tR\x06runKey\x123\n" +
 	"\x06backup\x18\x14 \x01(\v2\x19.tidemark.v1.BackupParamsH\x00R\x06backup\x126\n" +
 	"\arestore\x18\x15 \x01(\v2\x1a.tidemark.v1.RestoreParamsH\x00R\arestore\x12F\n" +
 	"\rbinlog_stream\x18\x16 \x01(\v2\x1f.tidemark.v1.BinlogStreamParamsH\x00R\fbinlogStream\x12-\n" +
@@ -3460,7 +4222,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x129\n" +
 	"\n" +
-	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xd8\x04\n" +
+	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xcb\x05\n" +
 	"\x0fCatalogSnapshot\x12*\n" +
 	"\x06agents\x18\x01 \x03(\v2\x12.tidemark.v1.AgentR\x06agents\x123\n" +
 	"\tinstances\x18\x02 \x03(\v2\x15.tidemark.v1.InstanceR\tinstances\x12-\n" +
@@ -3475,7 +4237,75 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"cluster_ca\x18\t \x01(\v2\x16.tidemark.v1.ClusterCAR\tclusterCa\x12.\n" +
 	"\x05audit\x18\n" +
 	" \x03(\v2\x18.tidemark.v1.AuditRecordR\x05audit\x12=\n" +
-	"\raccess_tokens\x18\v \x03(\v2\x18.tidemark.v1.AccessTokenR\faccessTokens\"\xfb\x01\n" +
+	"\raccess_tokens\x18\v \x03(\v2\x18.tidemark.v1.AccessTokenR\faccessTokens\x12/\n" +
+	"\bpolicies\x18\f \x03(\v2\x13.tidemark.v1.PolicyR\bpolicies\x12@\n" +
+	"\x0eschedule_skips\x18\r \x03(\v2\x19.tidemark.v1.ScheduleSkipR\rscheduleSkips\"\x8e\x02\n" +
+	"\x0eRetentionRules\x12\x1b\n" +
+	"\tkeep_last\x18\x01 \x01(\rR\bkeepLast\x12\x1f\n" +
+	"\vkeep_hourly\x18\x02 \x01(\rR\n" +
+	"keepHourly\x12\x1d\n" +
+	"\n" +
+	"keep_daily\x18\x03 \x01(\rR\tkeepDaily\x12\x1f\n" +
+	"\vkeep_weekly\x18\x04 \x01(\rR\n" +
+	"keepWeekly\x12!\n" +
+	"\fkeep_monthly\x18\x05 \x01(\rR\vkeepMonthly\x12\x1f\n" +
+	"\vkeep_yearly\x18\x06 \x01(\rR\n" +
+	"keepYearly\x12:\n" +
+	"\vpitr_window\x18\a \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"pitrWindow\"n\n" +
+	"\n" +
+	"CopyTarget\x12%\n" +
+	"\x0erepository_uri\x18\x01 \x01(\tR\rrepositoryUri\x129\n" +
+	"\tretention\x18\x02 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\tretention\"\x8a\x01\n" +
+	"\x0ePolicySchedule\x12\x12\n" +
+	"\x04cron\x18\x01 \x01(\tR\x04cron\x12\x16\n" +
+	"\x06engine\x18\x02 \x01(\tR\x06engine\x12\x16\n" +
+	"\x06prefer\x18\x03 \x01(\tR\x06prefer\x124\n" +
+	"\bcatch_up\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\acatchUp\"\x93\x01\n" +
+	"\fPolicyBinlog\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12/\n" +
+	"\x05flush\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05flush\x128\n" +
+	"\n" +
+	"rpo_target\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\trpoTarget\"9\n" +
+	"\x11PolicyConcurrency\x12\x0e\n" +
+	"\x02by\x18\x01 \x01(\tR\x02by\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xb4\x03\n" +
+	"\n" +
+	"PolicySpec\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bselector\x18\x02 \x01(\tR\bselector\x125\n" +
+	"\abackups\x18\x03 \x03(\v2\x1b.tidemark.v1.PolicyScheduleR\abackups\x121\n" +
+	"\x06binlog\x18\x04 \x01(\v2\x19.tidemark.v1.PolicyBinlogR\x06binlog\x129\n" +
+	"\tretention\x18\x05 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\tretention\x12%\n" +
+	"\x0erepository_uri\x18\x06 \x01(\tR\rrepositoryUri\x12/\n" +
+	"\x06copies\x18\a \x03(\v2\x17.tidemark.v1.CopyTargetR\x06copies\x12\x16\n" +
+	"\x06window\x18\b \x01(\tR\x06window\x12E\n" +
+	"\x0emax_concurrent\x18\t \x01(\v2\x1e.tidemark.v1.PolicyConcurrencyR\rmaxConcurrent\x12\x1a\n" +
+	"\bpriority\x18\n" +
+	" \x01(\x05R\bpriority\"\xc1\x02\n" +
+	"\x06Policy\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12+\n" +
+	"\x04spec\x18\x03 \x01(\v2\x17.tidemark.v1.PolicySpecR\x04spec\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\x05 \x01(\tR\tupdatedBy\x129\n" +
+	"\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x129\n" +
+	"\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12/\n" +
+	"\bprevious\x18\b \x01(\v2\x13.tidemark.v1.PolicyR\bprevious\"\xc3\x02\n" +
+	"\fScheduleSkip\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06policy\x18\x02 \x01(\tR\x06policy\x12%\n" +
+	"\x0eschedule_index\x18\x03 \x01(\rR\rscheduleIndex\x12\x17\n" +
+	"\arun_key\x18\x04 \x01(\tR\x06runKey\x120\n" +
+	"\x05first\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05first\x12.\n" +
+	"\x04last\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04last\x12\x14\n" +
+	"\x05count\x18\a \x01(\rR\x05count\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12;\n" +
+	"\vrecorded_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordedAt\"\xfb\x01\n" +
 	"\vAccessToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vsecret_hash\x18\x02 \x01(\fR\n" +
@@ -3569,7 +4399,7 @@ func file_tidemark_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(Filesystem)(0),               // 0: tidemark.v1.Filesystem
 	(BackupStatus)(0),             // 1: tidemark.v1.BackupStatus
@@ -3597,106 +4427,135 @@ var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(*ExpireTarget)(nil),          // 23: tidemark.v1.ExpireTarget
 	(*MemberRecord)(nil),          // 24: tidemark.v1.MemberRecord
 	(*CatalogSnapshot)(nil),       // 25: tidemark.v1.CatalogSnapshot
-	(*AccessToken)(nil),           // 26: tidemark.v1.AccessToken
-	(*JoinToken)(nil),             // 27: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 28: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 29: tidemark.v1.ClusterCA
-	(*AuditRecord)(nil),           // 30: tidemark.v1.AuditRecord
-	nil,                           // 31: tidemark.v1.Agent.LabelsEntry
-	nil,                           // 32: tidemark.v1.Instance.LabelsEntry
-	nil,                           // 33: tidemark.v1.Backup.LabelsEntry
-	nil,                           // 34: tidemark.v1.BackupParams.LabelsEntry
-	nil,                           // 35: tidemark.v1.RestoreParams.RenameDatabasesEntry
-	nil,                           // 36: tidemark.v1.AuditRecord.FlagsEntry
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
-	(*ServerInfo)(nil),            // 38: tidemark.v1.ServerInfo
-	(*ConsistencyPoint)(nil),      // 39: tidemark.v1.ConsistencyPoint
-	(*LeaseToken)(nil),            // 40: tidemark.v1.LeaseToken
-	(*durationpb.Duration)(nil),   // 41: google.protobuf.Duration
+	(*RetentionRules)(nil),        // 26: tidemark.v1.RetentionRules
+	(*CopyTarget)(nil),            // 27: tidemark.v1.CopyTarget
+	(*PolicySchedule)(nil),        // 28: tidemark.v1.PolicySchedule
+	(*PolicyBinlog)(nil),          // 29: tidemark.v1.PolicyBinlog
+	(*PolicyConcurrency)(nil),     // 30: tidemark.v1.PolicyConcurrency
+	(*PolicySpec)(nil),            // 31: tidemark.v1.PolicySpec
+	(*Policy)(nil),                // 32: tidemark.v1.Policy
+	(*ScheduleSkip)(nil),          // 33: tidemark.v1.ScheduleSkip
+	(*AccessToken)(nil),           // 34: tidemark.v1.AccessToken
+	(*JoinToken)(nil),             // 35: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 36: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 37: tidemark.v1.ClusterCA
+	(*AuditRecord)(nil),           // 38: tidemark.v1.AuditRecord
+	nil,                           // 39: tidemark.v1.Agent.LabelsEntry
+	nil,                           // 40: tidemark.v1.Instance.LabelsEntry
+	nil,                           // 41: tidemark.v1.Backup.LabelsEntry
+	nil,                           // 42: tidemark.v1.BackupParams.LabelsEntry
+	nil,                           // 43: tidemark.v1.RestoreParams.RenameDatabasesEntry
+	nil,                           // 44: tidemark.v1.AuditRecord.FlagsEntry
+	(*timestamppb.Timestamp)(nil), // 45: google.protobuf.Timestamp
+	(*ServerInfo)(nil),            // 46: tidemark.v1.ServerInfo
+	(*ConsistencyPoint)(nil),      // 47: tidemark.v1.ConsistencyPoint
+	(*LeaseToken)(nil),            // 48: tidemark.v1.LeaseToken
+	(*durationpb.Duration)(nil),   // 49: google.protobuf.Duration
 }
 var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	0,  // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
-	37, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
-	31, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
+	45, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
+	39, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
 	4,  // 3: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
-	37, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	37, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
-	32, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
+	45, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	45, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
+	40, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
 	4,  // 7: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
-	38, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
-	37, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	46, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
+	45, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
 	16, // 10: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
 	1,  // 11: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
-	37, // 12: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	37, // 13: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	39, // 14: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
-	40, // 15: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
-	33, // 16: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
+	45, // 12: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	45, // 13: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	47, // 14: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
+	48, // 15: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
+	41, // 16: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
 	8,  // 17: tidemark.v1.Backup.pin:type_name -> tidemark.v1.BackupPin
-	37, // 18: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
+	45, // 18: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
 	9,  // 19: tidemark.v1.Backup.copies:type_name -> tidemark.v1.BackupCopy
-	37, // 20: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
-	37, // 21: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
-	37, // 22: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
-	37, // 23: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
-	34, // 24: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	37, // 25: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
-	11, // 26: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	35, // 27: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
-	41, // 28: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
-	14, // 29: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
-	37, // 30: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
-	37, // 31: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
-	40, // 32: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
-	15, // 33: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
-	37, // 34: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
-	37, // 35: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
-	37, // 36: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	40, // 37: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
-	37, // 38: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
-	37, // 39: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
-	2,  // 40: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
-	3,  // 41: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	40, // 42: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	37, // 43: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	37, // 44: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	37, // 45: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	17, // 46: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
-	18, // 47: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
-	19, // 48: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
-	37, // 49: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
-	10, // 50: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
-	12, // 51: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
-	13, // 52: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
-	21, // 53: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
-	22, // 54: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
-	23, // 55: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
-	37, // 56: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
-	40, // 57: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
-	37, // 58: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
-	5,  // 59: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
-	6,  // 60: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
-	7,  // 61: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
-	20, // 62: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
-	24, // 63: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
-	16, // 64: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
-	27, // 65: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
-	28, // 66: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
-	29, // 67: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
-	30, // 68: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
-	26, // 69: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
-	37, // 70: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
-	37, // 71: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 72: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	37, // 73: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 74: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	37, // 75: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
-	36, // 76: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
-	77, // [77:77] is the sub-list for method output_type
-	77, // [77:77] is the sub-list for method input_type
-	77, // [77:77] is the sub-list for extension type_name
-	77, // [77:77] is the sub-list for extension extendee
-	0,  // [0:77] is the sub-list for field type_name
+	45, // 20: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
+	45, // 21: tidemark.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
+	45, // 22: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
+	45, // 23: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
+	45, // 24: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
+	42, // 25: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
+	45, // 26: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	11, // 27: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
+	43, // 28: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
+	49, // 29: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
+	14, // 30: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
+	45, // 31: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
+	45, // 32: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
+	48, // 33: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
+	15, // 34: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
+	45, // 35: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
+	45, // 36: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
+	45, // 37: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	48, // 38: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	45, // 39: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	45, // 40: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	2,  // 41: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
+	3,  // 42: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
+	48, // 43: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	45, // 44: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	45, // 45: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	45, // 46: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 47: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
+	18, // 48: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
+	19, // 49: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
+	45, // 50: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	45, // 51: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
+	10, // 52: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
+	12, // 53: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
+	13, // 54: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
+	21, // 55: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
+	22, // 56: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
+	23, // 57: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
+	45, // 58: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
+	48, // 59: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
+	45, // 60: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	5,  // 61: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
+	6,  // 62: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
+	7,  // 63: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
+	20, // 64: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
+	24, // 65: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
+	16, // 66: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
+	35, // 67: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
+	36, // 68: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
+	37, // 69: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
+	38, // 70: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
+	34, // 71: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
+	32, // 72: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
+	33, // 73: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
+	49, // 74: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
+	26, // 75: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
+	49, // 76: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
+	49, // 77: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
+	49, // 78: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
+	28, // 79: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
+	29, // 80: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
+	26, // 81: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
+	27, // 82: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
+	30, // 83: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
+	31, // 84: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
+	45, // 85: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	45, // 86: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
+	32, // 87: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
+	45, // 88: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
+	45, // 89: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
+	45, // 90: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
+	45, // 91: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
+	45, // 92: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 93: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	45, // 94: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 95: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	45, // 96: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	44, // 97: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
+	98, // [98:98] is the sub-list for method output_type
+	98, // [98:98] is the sub-list for method input_type
+	98, // [98:98] is the sub-list for extension type_name
+	98, // [98:98] is the sub-list for extension extendee
+	0,  // [0:98] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }
@@ -3723,7 +4582,7 @@ func file_tidemark_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_catalog_proto_rawDesc), len(file_tidemark_v1_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   33,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -55,6 +55,9 @@ type Command struct {
 	//	*Command_MarkBackupsExpired
 	//	*Command_FinishExpiry
 	//	*Command_RecordBackupCopy
+	//	*Command_ApplyPolicies
+	//	*Command_DeletePolicy
+	//	*Command_RecordScheduleSkips
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -286,6 +289,33 @@ func (x *Command) GetRecordBackupCopy() *RecordBackupCopy {
 	return nil
 }
 
+func (x *Command) GetApplyPolicies() *ApplyPolicies {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_ApplyPolicies); ok {
+			return x.ApplyPolicies
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeletePolicy() *DeletePolicy {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_DeletePolicy); ok {
+			return x.DeletePolicy
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRecordScheduleSkips() *RecordScheduleSkips {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RecordScheduleSkips); ok {
+			return x.RecordScheduleSkips
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -374,6 +404,18 @@ type Command_RecordBackupCopy struct {
 	RecordBackupCopy *RecordBackupCopy `protobuf:"bytes,34,opt,name=record_backup_copy,json=recordBackupCopy,proto3,oneof"`
 }
 
+type Command_ApplyPolicies struct {
+	ApplyPolicies *ApplyPolicies `protobuf:"bytes,17,opt,name=apply_policies,json=applyPolicies,proto3,oneof"`
+}
+
+type Command_DeletePolicy struct {
+	DeletePolicy *DeletePolicy `protobuf:"bytes,18,opt,name=delete_policy,json=deletePolicy,proto3,oneof"`
+}
+
+type Command_RecordScheduleSkips struct {
+	RecordScheduleSkips *RecordScheduleSkips `protobuf:"bytes,19,opt,name=record_schedule_skips,json=recordScheduleSkips,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -415,6 +457,12 @@ func (*Command_MarkBackupsExpired) isCommand_Cmd() {}
 func (*Command_FinishExpiry) isCommand_Cmd() {}
 
 func (*Command_RecordBackupCopy) isCommand_Cmd() {}
+
+func (*Command_ApplyPolicies) isCommand_Cmd() {}
+
+func (*Command_DeletePolicy) isCommand_Cmd() {}
+
+func (*Command_RecordScheduleSkips) isCommand_Cmd() {}
 
 // PinBackup pins a backup (again: the new pin replaces the old). A deleted
 // backup or one already marked expired cannot be pinned.
@@ -727,6 +775,180 @@ func (x *RecordBackupCopy) GetCopy() *BackupCopy {
 	return nil
 }
 
+// ApplyPolicies creates or replaces every listed policy, all in one entry:
+// a file of several documents is applied whole or not at all. The leader
+// validated them; the FSM numbers the versions (previous + 1) and keeps the
+// replaced version as Policy.previous. A policy whose spec is unchanged
+// keeps its version.
+type ApplyPolicies struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Specs []*PolicySpec          `protobuf:"bytes,1,rep,name=specs,proto3" json:"specs,omitempty"`
+	// The document of each spec, same order.
+	Sources       []string               `protobuf:"bytes,2,rep,name=sources,proto3" json:"sources,omitempty"`
+	AppliedBy     string                 `protobuf:"bytes,3,opt,name=applied_by,json=appliedBy,proto3" json:"applied_by,omitempty"`
+	AppliedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=applied_at,json=appliedAt,proto3" json:"applied_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyPolicies) Reset() {
+	*x = ApplyPolicies{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyPolicies) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyPolicies) ProtoMessage() {}
+
+func (x *ApplyPolicies) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyPolicies.ProtoReflect.Descriptor instead.
+func (*ApplyPolicies) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ApplyPolicies) GetSpecs() []*PolicySpec {
+	if x != nil {
+		return x.Specs
+	}
+	return nil
+}
+
+func (x *ApplyPolicies) GetSources() []string {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+func (x *ApplyPolicies) GetAppliedBy() string {
+	if x != nil {
+		return x.AppliedBy
+	}
+	return ""
+}
+
+func (x *ApplyPolicies) GetAppliedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AppliedAt
+	}
+	return nil
+}
+
+// DeletePolicy removes a policy. Its jobs stay; its continuous binlog
+// streams are stopped by the leader.
+type DeletePolicy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	DeletedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=deleted_at,json=deletedAt,proto3" json:"deleted_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePolicy) Reset() {
+	*x = DeletePolicy{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePolicy) ProtoMessage() {}
+
+func (x *DeletePolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePolicy.ProtoReflect.Descriptor instead.
+func (*DeletePolicy) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DeletePolicy) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeletePolicy) GetDeletedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeletedAt
+	}
+	return nil
+}
+
+// RecordScheduleSkips records scheduled runs that will not start. A record
+// whose id exists is kept as it is.
+type RecordScheduleSkips struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Skips         []*ScheduleSkip        `protobuf:"bytes,1,rep,name=skips,proto3" json:"skips,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordScheduleSkips) Reset() {
+	*x = RecordScheduleSkips{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordScheduleSkips) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordScheduleSkips) ProtoMessage() {}
+
+func (x *RecordScheduleSkips) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordScheduleSkips.ProtoReflect.Descriptor instead.
+func (*RecordScheduleSkips) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RecordScheduleSkips) GetSkips() []*ScheduleSkip {
+	if x != nil {
+		return x.Skips
+	}
+	return nil
+}
+
 // CreateJoinToken stores a new join token (hashed).
 type CreateJoinToken struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -737,7 +959,7 @@ type CreateJoinToken struct {
 
 func (x *CreateJoinToken) Reset() {
 	*x = CreateJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +971,7 @@ func (x *CreateJoinToken) String() string {
 func (*CreateJoinToken) ProtoMessage() {}
 
 func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +984,7 @@ func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
 func (*CreateJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateJoinToken) GetToken() *JoinToken {
@@ -790,7 +1012,7 @@ type ConsumeJoinToken struct {
 
 func (x *ConsumeJoinToken) Reset() {
 	*x = ConsumeJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +1024,7 @@ func (x *ConsumeJoinToken) String() string {
 func (*ConsumeJoinToken) ProtoMessage() {}
 
 func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +1037,7 @@ func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeJoinToken.ProtoReflect.Descriptor instead.
 func (*ConsumeJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ConsumeJoinToken) GetId() string {
@@ -863,7 +1085,7 @@ type RevokeAgent struct {
 
 func (x *RevokeAgent) Reset() {
 	*x = RevokeAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1097,7 @@ func (x *RevokeAgent) String() string {
 func (*RevokeAgent) ProtoMessage() {}
 
 func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1110,7 @@ func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
 func (*RevokeAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RevokeAgent) GetRevocation() *Revocation {
@@ -908,7 +1130,7 @@ type SetClusterCA struct {
 
 func (x *SetClusterCA) Reset() {
 	*x = SetClusterCA{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1142,7 @@ func (x *SetClusterCA) String() string {
 func (*SetClusterCA) ProtoMessage() {}
 
 func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1155,7 @@ func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterCA.ProtoReflect.Descriptor instead.
 func (*SetClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetClusterCA) GetCa() *ClusterCA {
@@ -953,7 +1175,7 @@ type CreateAccessToken struct {
 
 func (x *CreateAccessToken) Reset() {
 	*x = CreateAccessToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1187,7 @@ func (x *CreateAccessToken) String() string {
 func (*CreateAccessToken) ProtoMessage() {}
 
 func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1200,7 @@ func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessToken.ProtoReflect.Descriptor instead.
 func (*CreateAccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateAccessToken) GetToken() *AccessToken {
@@ -998,7 +1220,7 @@ type RecordAudit struct {
 
 func (x *RecordAudit) Reset() {
 	*x = RecordAudit{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1232,7 @@ func (x *RecordAudit) String() string {
 func (*RecordAudit) ProtoMessage() {}
 
 func (x *RecordAudit) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1245,7 @@ func (x *RecordAudit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAudit.ProtoReflect.Descriptor instead.
 func (*RecordAudit) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RecordAudit) GetRecord() *AuditRecord {
@@ -1050,7 +1272,7 @@ type RegisterAgent struct {
 
 func (x *RegisterAgent) Reset() {
 	*x = RegisterAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1284,7 @@ func (x *RegisterAgent) String() string {
 func (*RegisterAgent) ProtoMessage() {}
 
 func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1297,7 @@ func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgent.ProtoReflect.Descriptor instead.
 func (*RegisterAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RegisterAgent) GetAgent() *Agent {
@@ -1111,7 +1333,7 @@ type UpsertInstance struct {
 
 func (x *UpsertInstance) Reset() {
 	*x = UpsertInstance{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1345,7 @@ func (x *UpsertInstance) String() string {
 func (*UpsertInstance) ProtoMessage() {}
 
 func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1358,7 @@ func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertInstance.ProtoReflect.Descriptor instead.
 func (*UpsertInstance) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpsertInstance) GetInstance() *Instance {
@@ -1166,7 +1388,7 @@ type SubmitJob struct {
 
 func (x *SubmitJob) Reset() {
 	*x = SubmitJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1400,7 @@ func (x *SubmitJob) String() string {
 func (*SubmitJob) ProtoMessage() {}
 
 func (x *SubmitJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1413,7 @@ func (x *SubmitJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJob.ProtoReflect.Descriptor instead.
 func (*SubmitJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SubmitJob) GetJob() *Job {
@@ -1219,7 +1441,7 @@ type AssignJob struct {
 
 func (x *AssignJob) Reset() {
 	*x = AssignJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1453,7 @@ func (x *AssignJob) String() string {
 func (*AssignJob) ProtoMessage() {}
 
 func (x *AssignJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1466,7 @@ func (x *AssignJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignJob.ProtoReflect.Descriptor instead.
 func (*AssignJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AssignJob) GetJobId() string {
@@ -1309,7 +1531,7 @@ type UpdateJobState struct {
 
 func (x *UpdateJobState) Reset() {
 	*x = UpdateJobState{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1543,7 @@ func (x *UpdateJobState) String() string {
 func (*UpdateJobState) ProtoMessage() {}
 
 func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1556,7 @@ func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateJobState.ProtoReflect.Descriptor instead.
 func (*UpdateJobState) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateJobState) GetJobId() string {
@@ -1409,7 +1631,7 @@ type ExpireLease struct {
 
 func (x *ExpireLease) Reset() {
 	*x = ExpireLease{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[17]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1643,7 @@ func (x *ExpireLease) String() string {
 func (*ExpireLease) ProtoMessage() {}
 
 func (x *ExpireLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[17]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1656,7 @@ func (x *ExpireLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireLease.ProtoReflect.Descriptor instead.
 func (*ExpireLease) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExpireLease) GetJobId() string {
@@ -1477,7 +1699,7 @@ type RecordBackup struct {
 
 func (x *RecordBackup) Reset() {
 	*x = RecordBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[18]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1711,7 @@ func (x *RecordBackup) String() string {
 func (*RecordBackup) ProtoMessage() {}
 
 func (x *RecordBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[18]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1724,7 @@ func (x *RecordBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackup.ProtoReflect.Descriptor instead.
 func (*RecordBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RecordBackup) GetBackup() *Backup {
@@ -1530,7 +1752,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[19]
+	mi := &file_tidemark_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1764,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[19]
+	mi := &file_tidemark_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1777,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpsertMember) GetMember() *MemberRecord {
@@ -1575,7 +1797,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[20]
+	mi := &file_tidemark_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1809,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[20]
+	mi := &file_tidemark_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1822,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -1627,7 +1849,7 @@ type RecordWatermarks struct {
 
 func (x *RecordWatermarks) Reset() {
 	*x = RecordWatermarks{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[21]
+	mi := &file_tidemark_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1861,7 @@ func (x *RecordWatermarks) String() string {
 func (*RecordWatermarks) ProtoMessage() {}
 
 func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[21]
+	mi := &file_tidemark_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1874,7 @@ func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordWatermarks.ProtoReflect.Descriptor instead.
 func (*RecordWatermarks) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RecordWatermarks) GetStreams() []*BinlogStream {
@@ -1673,7 +1895,7 @@ var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xb7\v\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\x96\r\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -1699,7 +1921,10 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\funpin_backup\x18\x1f \x01(\v2\x18.tidemark.v1.UnpinBackupH\x00R\vunpinBackup\x12S\n" +
 	"\x14mark_backups_expired\x18  \x01(\v2\x1f.tidemark.v1.MarkBackupsExpiredH\x00R\x12markBackupsExpired\x12@\n" +
 	"\rfinish_expiry\x18! \x01(\v2\x19.tidemark.v1.FinishExpiryH\x00R\ffinishExpiry\x12M\n" +
-	"\x12record_backup_copy\x18\" \x01(\v2\x1d.tidemark.v1.RecordBackupCopyH\x00R\x10recordBackupCopyB\x05\n" +
+	"\x12record_backup_copy\x18\" \x01(\v2\x1d.tidemark.v1.RecordBackupCopyH\x00R\x10recordBackupCopy\x12C\n" +
+	"\x0eapply_policies\x18\x11 \x01(\v2\x1a.tidemark.v1.ApplyPoliciesH\x00R\rapplyPolicies\x12@\n" +
+	"\rdelete_policy\x18\x12 \x01(\v2\x19.tidemark.v1.DeletePolicyH\x00R\fdeletePolicy\x12V\n" +
+	"\x15record_schedule_skips\x18\x13 \x01(\v2 .tidemark.v1.RecordScheduleSkipsH\x00R\x13recordScheduleSkipsB\x05\n" +
 	"\x03cmd\"R\n" +
 	"\tPinBackup\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12(\n" +
@@ -1722,7 +1947,20 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x13copy_repository_uri\x18\x04 \x01(\tR\x11copyRepositoryUri\"\\\n" +
 	"\x10RecordBackupCopy\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12+\n" +
-	"\x04copy\x18\x02 \x01(\v2\x17.tidemark.v1.BackupCopyR\x04copy\"?\n" +
+	"\x04copy\x18\x02 \x01(\v2\x17.tidemark.v1.BackupCopyR\x04copy\"\xb2\x01\n" +
+	"\rApplyPolicies\x12-\n" +
+	"\x05specs\x18\x01 \x03(\v2\x17.tidemark.v1.PolicySpecR\x05specs\x12\x18\n" +
+	"\asources\x18\x02 \x03(\tR\asources\x12\x1d\n" +
+	"\n" +
+	"applied_by\x18\x03 \x01(\tR\tappliedBy\x129\n" +
+	"\n" +
+	"applied_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tappliedAt\"]\n" +
+	"\fDeletePolicy\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"deleted_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt\"F\n" +
+	"\x13RecordScheduleSkips\x12/\n" +
+	"\x05skips\x18\x01 \x03(\v2\x19.tidemark.v1.ScheduleSkipR\x05skips\"?\n" +
 	"\x0fCreateJoinToken\x12,\n" +
 	"\x05token\x18\x01 \x01(\v2\x16.tidemark.v1.JoinTokenR\x05token\"\x99\x01\n" +
 	"\x10ConsumeJoinToken\x12\x0e\n" +
@@ -1800,7 +2038,7 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
 	(*PinBackup)(nil),             // 1: tidemark.v1.PinBackup
@@ -1808,101 +2046,113 @@ var file_tidemark_v1_command_proto_goTypes = []any{
 	(*MarkBackupsExpired)(nil),    // 3: tidemark.v1.MarkBackupsExpired
 	(*FinishExpiry)(nil),          // 4: tidemark.v1.FinishExpiry
 	(*RecordBackupCopy)(nil),      // 5: tidemark.v1.RecordBackupCopy
-	(*CreateJoinToken)(nil),       // 6: tidemark.v1.CreateJoinToken
-	(*ConsumeJoinToken)(nil),      // 7: tidemark.v1.ConsumeJoinToken
-	(*RevokeAgent)(nil),           // 8: tidemark.v1.RevokeAgent
-	(*SetClusterCA)(nil),          // 9: tidemark.v1.SetClusterCA
-	(*CreateAccessToken)(nil),     // 10: tidemark.v1.CreateAccessToken
-	(*RecordAudit)(nil),           // 11: tidemark.v1.RecordAudit
-	(*RegisterAgent)(nil),         // 12: tidemark.v1.RegisterAgent
-	(*UpsertInstance)(nil),        // 13: tidemark.v1.UpsertInstance
-	(*SubmitJob)(nil),             // 14: tidemark.v1.SubmitJob
-	(*AssignJob)(nil),             // 15: tidemark.v1.AssignJob
-	(*UpdateJobState)(nil),        // 16: tidemark.v1.UpdateJobState
-	(*ExpireLease)(nil),           // 17: tidemark.v1.ExpireLease
-	(*RecordBackup)(nil),          // 18: tidemark.v1.RecordBackup
-	(*UpsertMember)(nil),          // 19: tidemark.v1.UpsertMember
-	(*RemoveMember)(nil),          // 20: tidemark.v1.RemoveMember
-	(*RecordWatermarks)(nil),      // 21: tidemark.v1.RecordWatermarks
-	(*BackupPin)(nil),             // 22: tidemark.v1.BackupPin
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*Job)(nil),                   // 24: tidemark.v1.Job
-	(*BackupCopy)(nil),            // 25: tidemark.v1.BackupCopy
-	(*JoinToken)(nil),             // 26: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 27: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 28: tidemark.v1.ClusterCA
-	(*AccessToken)(nil),           // 29: tidemark.v1.AccessToken
-	(*AuditRecord)(nil),           // 30: tidemark.v1.AuditRecord
-	(*Agent)(nil),                 // 31: tidemark.v1.Agent
-	(*Instance)(nil),              // 32: tidemark.v1.Instance
-	(*LeaseToken)(nil),            // 33: tidemark.v1.LeaseToken
-	(JobState)(0),                 // 34: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 35: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 36: tidemark.v1.JobResult
-	(*Backup)(nil),                // 37: tidemark.v1.Backup
-	(*MemberRecord)(nil),          // 38: tidemark.v1.MemberRecord
-	(*BinlogStream)(nil),          // 39: tidemark.v1.BinlogStream
+	(*ApplyPolicies)(nil),         // 6: tidemark.v1.ApplyPolicies
+	(*DeletePolicy)(nil),          // 7: tidemark.v1.DeletePolicy
+	(*RecordScheduleSkips)(nil),   // 8: tidemark.v1.RecordScheduleSkips
+	(*CreateJoinToken)(nil),       // 9: tidemark.v1.CreateJoinToken
+	(*ConsumeJoinToken)(nil),      // 10: tidemark.v1.ConsumeJoinToken
+	(*RevokeAgent)(nil),           // 11: tidemark.v1.RevokeAgent
+	(*SetClusterCA)(nil),          // 12: tidemark.v1.SetClusterCA
+	(*CreateAccessToken)(nil),     // 13: tidemark.v1.CreateAccessToken
+	(*RecordAudit)(nil),           // 14: tidemark.v1.RecordAudit
+	(*RegisterAgent)(nil),         // 15: tidemark.v1.RegisterAgent
+	(*UpsertInstance)(nil),        // 16: tidemark.v1.UpsertInstance
+	(*SubmitJob)(nil),             // 17: tidemark.v1.SubmitJob
+	(*AssignJob)(nil),             // 18: tidemark.v1.AssignJob
+	(*UpdateJobState)(nil),        // 19: tidemark.v1.UpdateJobState
+	(*ExpireLease)(nil),           // 20: tidemark.v1.ExpireLease
+	(*RecordBackup)(nil),          // 21: tidemark.v1.RecordBackup
+	(*UpsertMember)(nil),          // 22: tidemark.v1.UpsertMember
+	(*RemoveMember)(nil),          // 23: tidemark.v1.RemoveMember
+	(*RecordWatermarks)(nil),      // 24: tidemark.v1.RecordWatermarks
+	(*BackupPin)(nil),             // 25: tidemark.v1.BackupPin
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*Job)(nil),                   // 27: tidemark.v1.Job
+	(*BackupCopy)(nil),            // 28: tidemark.v1.BackupCopy
+	(*PolicySpec)(nil),            // 29: tidemark.v1.PolicySpec
+	(*ScheduleSkip)(nil),          // 30: tidemark.v1.ScheduleSkip
+	(*JoinToken)(nil),             // 31: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 32: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 33: tidemark.v1.ClusterCA
+	(*AccessToken)(nil),           // 34: tidemark.v1.AccessToken
+	(*AuditRecord)(nil),           // 35: tidemark.v1.AuditRecord
+	(*Agent)(nil),                 // 36: tidemark.v1.Agent
+	(*Instance)(nil),              // 37: tidemark.v1.Instance
+	(*LeaseToken)(nil),            // 38: tidemark.v1.LeaseToken
+	(JobState)(0),                 // 39: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 40: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 41: tidemark.v1.JobResult
+	(*Backup)(nil),                // 42: tidemark.v1.Backup
+	(*MemberRecord)(nil),          // 43: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 44: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
-	12, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
-	13, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
-	14, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
-	15, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
-	16, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
-	17, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
-	18, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
-	19, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
-	20, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
-	21, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
-	6,  // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
-	7,  // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
-	8,  // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
-	9,  // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
-	11, // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
-	10, // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
+	15, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
+	16, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
+	17, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
+	18, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
+	19, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
+	20, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
+	21, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
+	22, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
+	23, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
+	24, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
+	9,  // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
+	10, // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
+	11, // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
+	12, // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
+	14, // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
+	13, // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
 	1,  // 16: tidemark.v1.Command.pin_backup:type_name -> tidemark.v1.PinBackup
 	2,  // 17: tidemark.v1.Command.unpin_backup:type_name -> tidemark.v1.UnpinBackup
 	3,  // 18: tidemark.v1.Command.mark_backups_expired:type_name -> tidemark.v1.MarkBackupsExpired
 	4,  // 19: tidemark.v1.Command.finish_expiry:type_name -> tidemark.v1.FinishExpiry
 	5,  // 20: tidemark.v1.Command.record_backup_copy:type_name -> tidemark.v1.RecordBackupCopy
-	22, // 21: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
-	23, // 22: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
-	24, // 23: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
-	23, // 24: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
-	25, // 25: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
-	26, // 26: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
-	23, // 27: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
-	27, // 28: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
-	28, // 29: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
-	29, // 30: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
-	30, // 31: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
-	31, // 32: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	32, // 33: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	23, // 34: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	32, // 35: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	23, // 36: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	24, // 37: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	33, // 38: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	23, // 39: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	23, // 40: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	34, // 41: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	33, // 42: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	35, // 43: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	36, // 44: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	23, // 45: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	37, // 46: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	33, // 47: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	23, // 48: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	37, // 49: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	23, // 50: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	38, // 51: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	39, // 52: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
-	23, // 53: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
-	54, // [54:54] is the sub-list for method output_type
-	54, // [54:54] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	6,  // 21: tidemark.v1.Command.apply_policies:type_name -> tidemark.v1.ApplyPolicies
+	7,  // 22: tidemark.v1.Command.delete_policy:type_name -> tidemark.v1.DeletePolicy
+	8,  // 23: tidemark.v1.Command.record_schedule_skips:type_name -> tidemark.v1.RecordScheduleSkips
+	25, // 24: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
+	26, // 25: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
+	27, // 26: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
+	26, // 27: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
+	28, // 28: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
+	29, // 29: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
+	26, // 30: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
+	26, // 31: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
+	30, // 32: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
+	31, // 33: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
+	26, // 34: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
+	32, // 35: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
+	33, // 36: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
+	34, // 37: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
+	35, // 38: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
+	36, // 39: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	37, // 40: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	26, // 41: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	37, // 42: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	26, // 43: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	27, // 44: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	38, // 45: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	26, // 46: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	26, // 47: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	39, // 48: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	38, // 49: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	40, // 50: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	41, // 51: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	26, // 52: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	42, // 53: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	38, // 54: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	26, // 55: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	42, // 56: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	26, // 57: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	43, // 58: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	44, // 59: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	26, // 60: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	61, // [61:61] is the sub-list for method output_type
+	61, // [61:61] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -1934,6 +2184,9 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_MarkBackupsExpired)(nil),
 		(*Command_FinishExpiry)(nil),
 		(*Command_RecordBackupCopy)(nil),
+		(*Command_ApplyPolicies)(nil),
+		(*Command_DeletePolicy)(nil),
+		(*Command_RecordScheduleSkips)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1941,7 +2194,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

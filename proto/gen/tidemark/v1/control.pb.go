@@ -3385,11 +3385,977 @@ func (x *RenewCertificateResponse) GetCertPem() []byte {
 	return nil
 }
 
+type ApplyPoliciesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One or more YAML policy documents separated by `---`.
+	Yaml string `protobuf:"bytes,1,opt,name=yaml,proto3" json:"yaml,omitempty"`
+	// The file's name, for messages.
+	FileName      string `protobuf:"bytes,2,opt,name=file_name,json=fileName,proto3" json:"file_name,omitempty"`
+	DryRun        bool   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyPoliciesRequest) Reset() {
+	*x = ApplyPoliciesRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyPoliciesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyPoliciesRequest) ProtoMessage() {}
+
+func (x *ApplyPoliciesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyPoliciesRequest.ProtoReflect.Descriptor instead.
+func (*ApplyPoliciesRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ApplyPoliciesRequest) GetYaml() string {
+	if x != nil {
+		return x.Yaml
+	}
+	return ""
+}
+
+func (x *ApplyPoliciesRequest) GetFileName() string {
+	if x != nil {
+		return x.FileName
+	}
+	return ""
+}
+
+func (x *ApplyPoliciesRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// PolicyChange is what applying one document does (or would do).
+type PolicyChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "create", "update" or "unchanged".
+	Action string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	// The version after the apply.
+	Version uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// The instances the policy selects now, by name.
+	Instances []string `protobuf:"bytes,4,rep,name=instances,proto3" json:"instances,omitempty"`
+	// Unified-style diff of the document against the stored one.
+	Diff          string   `protobuf:"bytes,5,opt,name=diff,proto3" json:"diff,omitempty"`
+	Warnings      []string `protobuf:"bytes,6,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyChange) Reset() {
+	*x = PolicyChange{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyChange) ProtoMessage() {}
+
+func (x *PolicyChange) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyChange.ProtoReflect.Descriptor instead.
+func (*PolicyChange) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *PolicyChange) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PolicyChange) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *PolicyChange) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *PolicyChange) GetInstances() []string {
+	if x != nil {
+		return x.Instances
+	}
+	return nil
+}
+
+func (x *PolicyChange) GetDiff() string {
+	if x != nil {
+		return x.Diff
+	}
+	return ""
+}
+
+func (x *PolicyChange) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+type ApplyPoliciesResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Changes []*PolicyChange        `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	// False for a dry run.
+	Applied       bool `protobuf:"varint,2,opt,name=applied,proto3" json:"applied,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyPoliciesResponse) Reset() {
+	*x = ApplyPoliciesResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyPoliciesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyPoliciesResponse) ProtoMessage() {}
+
+func (x *ApplyPoliciesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyPoliciesResponse.ProtoReflect.Descriptor instead.
+func (*ApplyPoliciesResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ApplyPoliciesResponse) GetChanges() []*PolicyChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *ApplyPoliciesResponse) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+type ListPoliciesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Consistent    bool                   `protobuf:"varint,1,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPoliciesRequest) Reset() {
+	*x = ListPoliciesRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPoliciesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPoliciesRequest) ProtoMessage() {}
+
+func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPoliciesRequest.ProtoReflect.Descriptor instead.
+func (*ListPoliciesRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ListPoliciesRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
+}
+
+type ListPoliciesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policies      []*Policy              `protobuf:"bytes,1,rep,name=policies,proto3" json:"policies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPoliciesResponse) Reset() {
+	*x = ListPoliciesResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPoliciesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPoliciesResponse) ProtoMessage() {}
+
+func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPoliciesResponse.ProtoReflect.Descriptor instead.
+func (*ListPoliciesResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ListPoliciesResponse) GetPolicies() []*Policy {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+type GetPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Consistent    bool                   `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicyRequest) Reset() {
+	*x = GetPolicyRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicyRequest) ProtoMessage() {}
+
+func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
+func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *GetPolicyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetPolicyRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
+}
+
+type GetPolicyResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Policy *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// The instances it selects now.
+	Instances     []string `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicyResponse) Reset() {
+	*x = GetPolicyResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicyResponse) ProtoMessage() {}
+
+func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
+func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *GetPolicyResponse) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *GetPolicyResponse) GetInstances() []string {
+	if x != nil {
+		return x.Instances
+	}
+	return nil
+}
+
+type DeletePolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePolicyRequest) Reset() {
+	*x = DeletePolicyRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePolicyRequest) ProtoMessage() {}
+
+func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePolicyRequest.ProtoReflect.Descriptor instead.
+func (*DeletePolicyRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *DeletePolicyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeletePolicyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy as it was.
+	Policy        *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePolicyResponse) Reset() {
+	*x = DeletePolicyResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePolicyResponse) ProtoMessage() {}
+
+func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePolicyResponse.ProtoReflect.Descriptor instead.
+func (*DeletePolicyResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *DeletePolicyResponse) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+type GetScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only runs on this instance; empty: all.
+	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Runs per (policy, schedule, run key); 0: 1.
+	PerRunKey     uint32 `protobuf:"varint,2,opt,name=per_run_key,json=perRunKey,proto3" json:"per_run_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetScheduleRequest) Reset() {
+	*x = GetScheduleRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetScheduleRequest) ProtoMessage() {}
+
+func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
+func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *GetScheduleRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *GetScheduleRequest) GetPerRunKey() uint32 {
+	if x != nil {
+		return x.PerRunKey
+	}
+	return 0
+}
+
+// ScheduledRun is one upcoming (or due, not yet submitted) scheduled run.
+type ScheduledRun struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policy        string                 `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	ScheduleIndex uint32                 `protobuf:"varint,2,opt,name=schedule_index,json=scheduleIndex,proto3" json:"schedule_index,omitempty"`
+	Cron          string                 `protobuf:"bytes,3,opt,name=cron,proto3" json:"cron,omitempty"`
+	RunKey        string                 `protobuf:"bytes,4,opt,name=run_key,json=runKey,proto3" json:"run_key,omitempty"`
+	// The member that would run it now.
+	Instance     string                 `protobuf:"bytes,5,opt,name=instance,proto3" json:"instance,omitempty"`
+	ScheduledFor *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=scheduled_for,json=scheduledFor,proto3" json:"scheduled_for,omitempty"`
+	// When it starts: scheduled_for moved into the window and spread.
+	DueAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=due_at,json=dueAt,proto3" json:"due_at,omitempty"`
+	// The job id it gets.
+	JobId  string `protobuf:"bytes,8,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Engine string `protobuf:"bytes,9,opt,name=engine,proto3" json:"engine,omitempty"`
+	// Why a run that is due waits (max_concurrent, the instance busy);
+	// empty otherwise.
+	Held          string `protobuf:"bytes,10,opt,name=held,proto3" json:"held,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScheduledRun) Reset() {
+	*x = ScheduledRun{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScheduledRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScheduledRun) ProtoMessage() {}
+
+func (x *ScheduledRun) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScheduledRun.ProtoReflect.Descriptor instead.
+func (*ScheduledRun) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *ScheduledRun) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *ScheduledRun) GetScheduleIndex() uint32 {
+	if x != nil {
+		return x.ScheduleIndex
+	}
+	return 0
+}
+
+func (x *ScheduledRun) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *ScheduledRun) GetRunKey() string {
+	if x != nil {
+		return x.RunKey
+	}
+	return ""
+}
+
+func (x *ScheduledRun) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *ScheduledRun) GetScheduledFor() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScheduledFor
+	}
+	return nil
+}
+
+func (x *ScheduledRun) GetDueAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DueAt
+	}
+	return nil
+}
+
+func (x *ScheduledRun) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ScheduledRun) GetEngine() string {
+	if x != nil {
+		return x.Engine
+	}
+	return ""
+}
+
+func (x *ScheduledRun) GetHeld() string {
+	if x != nil {
+		return x.Held
+	}
+	return ""
+}
+
+type GetScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Runs          []*ScheduledRun        `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	Skipped       []*ScheduleSkip        `protobuf:"bytes,2,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetScheduleResponse) Reset() {
+	*x = GetScheduleResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetScheduleResponse) ProtoMessage() {}
+
+func (x *GetScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetScheduleResponse.ProtoReflect.Descriptor instead.
+func (*GetScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *GetScheduleResponse) GetRuns() []*ScheduledRun {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+func (x *GetScheduleResponse) GetSkipped() []*ScheduleSkip {
+	if x != nil {
+		return x.Skipped
+	}
+	return nil
+}
+
+type GetPolicyStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this policy; empty: all.
+	Policy        string `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicyStatusRequest) Reset() {
+	*x = GetPolicyStatusRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicyStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicyStatusRequest) ProtoMessage() {}
+
+func (x *GetPolicyStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicyStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetPolicyStatusRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *GetPolicyStatusRequest) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+// PolicyInstanceStatus is whether one instance meets a policy.
+type PolicyInstanceStatus struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Met      bool                   `protobuf:"varint,2,opt,name=met,proto3" json:"met,omitempty"`
+	// Why not, one reason per unmet promise.
+	Reasons    []string               `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	LastBackup *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_backup,json=lastBackup,proto3" json:"last_backup,omitempty"`
+	// now - the binlog stream's last durable event; unset without one.
+	Rpo           *durationpb.Duration `protobuf:"bytes,5,opt,name=rpo,proto3" json:"rpo,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyInstanceStatus) Reset() {
+	*x = PolicyInstanceStatus{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyInstanceStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyInstanceStatus) ProtoMessage() {}
+
+func (x *PolicyInstanceStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyInstanceStatus.ProtoReflect.Descriptor instead.
+func (*PolicyInstanceStatus) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *PolicyInstanceStatus) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *PolicyInstanceStatus) GetMet() bool {
+	if x != nil {
+		return x.Met
+	}
+	return false
+}
+
+func (x *PolicyInstanceStatus) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *PolicyInstanceStatus) GetLastBackup() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastBackup
+	}
+	return nil
+}
+
+func (x *PolicyInstanceStatus) GetRpo() *durationpb.Duration {
+	if x != nil {
+		return x.Rpo
+	}
+	return nil
+}
+
+type PolicyStatus struct {
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	Policy        string                  `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Version       uint64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Instances     []*PolicyInstanceStatus `protobuf:"bytes,3,rep,name=instances,proto3" json:"instances,omitempty"`
+	Met           uint32                  `protobuf:"varint,4,opt,name=met,proto3" json:"met,omitempty"`
+	Unmet         uint32                  `protobuf:"varint,5,opt,name=unmet,proto3" json:"unmet,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyStatus) Reset() {
+	*x = PolicyStatus{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyStatus) ProtoMessage() {}
+
+func (x *PolicyStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyStatus.ProtoReflect.Descriptor instead.
+func (*PolicyStatus) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *PolicyStatus) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *PolicyStatus) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *PolicyStatus) GetInstances() []*PolicyInstanceStatus {
+	if x != nil {
+		return x.Instances
+	}
+	return nil
+}
+
+func (x *PolicyStatus) GetMet() uint32 {
+	if x != nil {
+		return x.Met
+	}
+	return 0
+}
+
+func (x *PolicyStatus) GetUnmet() uint32 {
+	if x != nil {
+		return x.Unmet
+	}
+	return 0
+}
+
+type GetPolicyStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policies      []*PolicyStatus        `protobuf:"bytes,1,rep,name=policies,proto3" json:"policies,omitempty"`
+	EvaluatedAt   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=evaluated_at,json=evaluatedAt,proto3" json:"evaluated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicyStatusResponse) Reset() {
+	*x = GetPolicyStatusResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicyStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicyStatusResponse) ProtoMessage() {}
+
+func (x *GetPolicyStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicyStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetPolicyStatusResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *GetPolicyStatusResponse) GetPolicies() []*PolicyStatus {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *GetPolicyStatusResponse) GetEvaluatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EvaluatedAt
+	}
+	return nil
+}
+
 var File_tidemark_v1_control_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x1btidemark/v1/retention.proto\"J\n" +
+	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\"J\n" +
 	"\x13ExpireBackupRequest\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\":\n" +
@@ -3616,13 +4582,81 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x17RenewCertificateRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"5\n" +
 	"\x18RenewCertificateResponse\x12\x19\n" +
-	"\bcert_pem\x18\x01 \x01(\fR\acertPem*\x99\x01\n" +
+	"\bcert_pem\x18\x01 \x01(\fR\acertPem\"`\n" +
+	"\x14ApplyPoliciesRequest\x12\x12\n" +
+	"\x04yaml\x18\x01 \x01(\tR\x04yaml\x12\x1b\n" +
+	"\tfile_name\x18\x02 \x01(\tR\bfileName\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"\xa2\x01\n" +
+	"\fPolicyChange\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x1c\n" +
+	"\tinstances\x18\x04 \x03(\tR\tinstances\x12\x12\n" +
+	"\x04diff\x18\x05 \x01(\tR\x04diff\x12\x1a\n" +
+	"\bwarnings\x18\x06 \x03(\tR\bwarnings\"f\n" +
+	"\x15ApplyPoliciesResponse\x123\n" +
+	"\achanges\x18\x01 \x03(\v2\x19.tidemark.v1.PolicyChangeR\achanges\x12\x18\n" +
+	"\aapplied\x18\x02 \x01(\bR\aapplied\"5\n" +
+	"\x13ListPoliciesRequest\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x01 \x01(\bR\n" +
+	"consistent\"G\n" +
+	"\x14ListPoliciesResponse\x12/\n" +
+	"\bpolicies\x18\x01 \x03(\v2\x13.tidemark.v1.PolicyR\bpolicies\"F\n" +
+	"\x10GetPolicyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x02 \x01(\bR\n" +
+	"consistent\"^\n" +
+	"\x11GetPolicyResponse\x12+\n" +
+	"\x06policy\x18\x01 \x01(\v2\x13.tidemark.v1.PolicyR\x06policy\x12\x1c\n" +
+	"\tinstances\x18\x02 \x03(\tR\tinstances\")\n" +
+	"\x13DeletePolicyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"C\n" +
+	"\x14DeletePolicyResponse\x12+\n" +
+	"\x06policy\x18\x01 \x01(\v2\x13.tidemark.v1.PolicyR\x06policy\"P\n" +
+	"\x12GetScheduleRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x1e\n" +
+	"\vper_run_key\x18\x02 \x01(\rR\tperRunKey\"\xcd\x02\n" +
+	"\fScheduledRun\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12%\n" +
+	"\x0eschedule_index\x18\x02 \x01(\rR\rscheduleIndex\x12\x12\n" +
+	"\x04cron\x18\x03 \x01(\tR\x04cron\x12\x17\n" +
+	"\arun_key\x18\x04 \x01(\tR\x06runKey\x12\x1a\n" +
+	"\binstance\x18\x05 \x01(\tR\binstance\x12?\n" +
+	"\rscheduled_for\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fscheduledFor\x121\n" +
+	"\x06due_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05dueAt\x12\x15\n" +
+	"\x06job_id\x18\b \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06engine\x18\t \x01(\tR\x06engine\x12\x12\n" +
+	"\x04held\x18\n" +
+	" \x01(\tR\x04held\"y\n" +
+	"\x13GetScheduleResponse\x12-\n" +
+	"\x04runs\x18\x01 \x03(\v2\x19.tidemark.v1.ScheduledRunR\x04runs\x123\n" +
+	"\askipped\x18\x02 \x03(\v2\x19.tidemark.v1.ScheduleSkipR\askipped\"0\n" +
+	"\x16GetPolicyStatusRequest\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\"\xc8\x01\n" +
+	"\x14PolicyInstanceStatus\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x10\n" +
+	"\x03met\x18\x02 \x01(\bR\x03met\x12\x18\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\x12;\n" +
+	"\vlast_backup\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastBackup\x12+\n" +
+	"\x03rpo\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03rpo\"\xa9\x01\n" +
+	"\fPolicyStatus\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12?\n" +
+	"\tinstances\x18\x03 \x03(\v2!.tidemark.v1.PolicyInstanceStatusR\tinstances\x12\x10\n" +
+	"\x03met\x18\x04 \x01(\rR\x03met\x12\x14\n" +
+	"\x05unmet\x18\x05 \x01(\rR\x05unmet\"\x8f\x01\n" +
+	"\x17GetPolicyStatusResponse\x125\n" +
+	"\bpolicies\x18\x01 \x03(\v2\x19.tidemark.v1.PolicyStatusR\bpolicies\x12=\n" +
+	"\fevaluated_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vevaluatedAt*\x99\x01\n" +
 	"\vMemberState\x12\x1c\n" +
 	"\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MEMBER_STATE_LEADER\x10\x01\x12\x19\n" +
 	"\x15MEMBER_STATE_FOLLOWER\x10\x02\x12\x1a\n" +
 	"\x16MEMBER_STATE_CANDIDATE\x10\x03\x12\x1c\n" +
-	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xb7\x12\n" +
+	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xb5\x16\n" +
 	"\x0eControlService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.tidemark.v1.ListAgentsRequest\x1a\x1f.tidemark.v1.ListAgentsResponse\x12V\n" +
@@ -3653,7 +4687,13 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x0eApplyRetention\x12\".tidemark.v1.ApplyRetentionRequest\x1a#.tidemark.v1.ApplyRetentionResponse\x12M\n" +
 	"\n" +
 	"SubmitCopy\x12\x1e.tidemark.v1.SubmitCopyRequest\x1a\x1f.tidemark.v1.SubmitCopyResponse\x12S\n" +
-	"\fExpireBackup\x12 .tidemark.v1.ExpireBackupRequest\x1a!.tidemark.v1.ExpireBackupResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
+	"\fExpireBackup\x12 .tidemark.v1.ExpireBackupRequest\x1a!.tidemark.v1.ExpireBackupResponse\x12V\n" +
+	"\rApplyPolicies\x12!.tidemark.v1.ApplyPoliciesRequest\x1a\".tidemark.v1.ApplyPoliciesResponse\x12S\n" +
+	"\fListPolicies\x12 .tidemark.v1.ListPoliciesRequest\x1a!.tidemark.v1.ListPoliciesResponse\x12J\n" +
+	"\tGetPolicy\x12\x1d.tidemark.v1.GetPolicyRequest\x1a\x1e.tidemark.v1.GetPolicyResponse\x12S\n" +
+	"\fDeletePolicy\x12 .tidemark.v1.DeletePolicyRequest\x1a!.tidemark.v1.DeletePolicyResponse\x12P\n" +
+	"\vGetSchedule\x12\x1f.tidemark.v1.GetScheduleRequest\x1a .tidemark.v1.GetScheduleResponse\x12\\\n" +
+	"\x0fGetPolicyStatus\x12#.tidemark.v1.GetPolicyStatusRequest\x1a$.tidemark.v1.GetPolicyStatusResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
 	file_tidemark_v1_control_proto_rawDescOnce sync.Once
@@ -3668,7 +4708,7 @@ func file_tidemark_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_tidemark_v1_control_proto_goTypes = []any{
 	(MemberState)(0),                   // 0: tidemark.v1.MemberState
 	(*ExpireBackupRequest)(nil),        // 1: tidemark.v1.ExpireBackupRequest
@@ -3730,132 +4770,175 @@ var file_tidemark_v1_control_proto_goTypes = []any{
 	(*ListAuditResponse)(nil),          // 57: tidemark.v1.ListAuditResponse
 	(*RenewCertificateRequest)(nil),    // 58: tidemark.v1.RenewCertificateRequest
 	(*RenewCertificateResponse)(nil),   // 59: tidemark.v1.RenewCertificateResponse
-	nil,                                // 60: tidemark.v1.ListAgentsRequest.LabelsEntry
-	nil,                                // 61: tidemark.v1.ListInstancesRequest.LabelsEntry
-	nil,                                // 62: tidemark.v1.SubmitBackupRequest.LabelsEntry
-	(*Job)(nil),                        // 63: tidemark.v1.Job
-	(*Backup)(nil),                     // 64: tidemark.v1.Backup
-	(*RetentionRules)(nil),             // 65: tidemark.v1.RetentionRules
-	(*timestamppb.Timestamp)(nil),      // 66: google.protobuf.Timestamp
-	(BackupStatus)(0),                  // 67: tidemark.v1.BackupStatus
-	(*Agent)(nil),                      // 68: tidemark.v1.Agent
-	(*Instance)(nil),                   // 69: tidemark.v1.Instance
-	(JobState)(0),                      // 70: tidemark.v1.JobState
-	(JobKind)(0),                       // 71: tidemark.v1.JobKind
-	(*RestoreParams)(nil),              // 72: tidemark.v1.RestoreParams
-	(*durationpb.Duration)(nil),        // 73: google.protobuf.Duration
-	(*BinlogStream)(nil),               // 74: tidemark.v1.BinlogStream
-	(*BinlogSource)(nil),               // 75: tidemark.v1.BinlogSource
-	(*AuditRecord)(nil),                // 76: tidemark.v1.AuditRecord
+	(*ApplyPoliciesRequest)(nil),       // 60: tidemark.v1.ApplyPoliciesRequest
+	(*PolicyChange)(nil),               // 61: tidemark.v1.PolicyChange
+	(*ApplyPoliciesResponse)(nil),      // 62: tidemark.v1.ApplyPoliciesResponse
+	(*ListPoliciesRequest)(nil),        // 63: tidemark.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),       // 64: tidemark.v1.ListPoliciesResponse
+	(*GetPolicyRequest)(nil),           // 65: tidemark.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),          // 66: tidemark.v1.GetPolicyResponse
+	(*DeletePolicyRequest)(nil),        // 67: tidemark.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),       // 68: tidemark.v1.DeletePolicyResponse
+	(*GetScheduleRequest)(nil),         // 69: tidemark.v1.GetScheduleRequest
+	(*ScheduledRun)(nil),               // 70: tidemark.v1.ScheduledRun
+	(*GetScheduleResponse)(nil),        // 71: tidemark.v1.GetScheduleResponse
+	(*GetPolicyStatusRequest)(nil),     // 72: tidemark.v1.GetPolicyStatusRequest
+	(*PolicyInstanceStatus)(nil),       // 73: tidemark.v1.PolicyInstanceStatus
+	(*PolicyStatus)(nil),               // 74: tidemark.v1.PolicyStatus
+	(*GetPolicyStatusResponse)(nil),    // 75: tidemark.v1.GetPolicyStatusResponse
+	nil,                                // 76: tidemark.v1.ListAgentsRequest.LabelsEntry
+	nil,                                // 77: tidemark.v1.ListInstancesRequest.LabelsEntry
+	nil,                                // 78: tidemark.v1.SubmitBackupRequest.LabelsEntry
+	(*Job)(nil),                        // 79: tidemark.v1.Job
+	(*Backup)(nil),                     // 80: tidemark.v1.Backup
+	(*RetentionRules)(nil),             // 81: tidemark.v1.RetentionRules
+	(*timestamppb.Timestamp)(nil),      // 82: google.protobuf.Timestamp
+	(BackupStatus)(0),                  // 83: tidemark.v1.BackupStatus
+	(*Agent)(nil),                      // 84: tidemark.v1.Agent
+	(*Instance)(nil),                   // 85: tidemark.v1.Instance
+	(JobState)(0),                      // 86: tidemark.v1.JobState
+	(JobKind)(0),                       // 87: tidemark.v1.JobKind
+	(*RestoreParams)(nil),              // 88: tidemark.v1.RestoreParams
+	(*durationpb.Duration)(nil),        // 89: google.protobuf.Duration
+	(*BinlogStream)(nil),               // 90: tidemark.v1.BinlogStream
+	(*BinlogSource)(nil),               // 91: tidemark.v1.BinlogSource
+	(*AuditRecord)(nil),                // 92: tidemark.v1.AuditRecord
+	(*Policy)(nil),                     // 93: tidemark.v1.Policy
+	(*ScheduleSkip)(nil),               // 94: tidemark.v1.ScheduleSkip
 }
 var file_tidemark_v1_control_proto_depIdxs = []int32{
-	63, // 0: tidemark.v1.ExpireBackupResponse.job:type_name -> tidemark.v1.Job
-	63, // 1: tidemark.v1.SubmitCopyResponse.job:type_name -> tidemark.v1.Job
-	64, // 2: tidemark.v1.PinBackupResponse.backup:type_name -> tidemark.v1.Backup
-	64, // 3: tidemark.v1.UnpinBackupResponse.backup:type_name -> tidemark.v1.Backup
-	65, // 4: tidemark.v1.PlanRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	79, // 0: tidemark.v1.ExpireBackupResponse.job:type_name -> tidemark.v1.Job
+	79, // 1: tidemark.v1.SubmitCopyResponse.job:type_name -> tidemark.v1.Job
+	80, // 2: tidemark.v1.PinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	80, // 3: tidemark.v1.UnpinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	81, // 4: tidemark.v1.PlanRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
 	13, // 5: tidemark.v1.PlanRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
-	66, // 6: tidemark.v1.PlanRetentionResponse.now:type_name -> google.protobuf.Timestamp
-	65, // 7: tidemark.v1.ApplyRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	82, // 6: tidemark.v1.PlanRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	81, // 7: tidemark.v1.ApplyRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
 	13, // 8: tidemark.v1.ApplyRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
-	66, // 9: tidemark.v1.ApplyRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	82, // 9: tidemark.v1.ApplyRetentionResponse.now:type_name -> google.protobuf.Timestamp
 	14, // 10: tidemark.v1.RetentionInstancePlan.backups:type_name -> tidemark.v1.RetentionVerdict
-	66, // 11: tidemark.v1.RetentionInstancePlan.binlog_before:type_name -> google.protobuf.Timestamp
-	66, // 12: tidemark.v1.RetentionVerdict.time:type_name -> google.protobuf.Timestamp
-	67, // 13: tidemark.v1.RetentionVerdict.status:type_name -> tidemark.v1.BackupStatus
-	60, // 14: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
-	68, // 15: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
-	61, // 16: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
-	69, // 17: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
-	67, // 18: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
-	64, // 19: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
-	64, // 20: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
-	70, // 21: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
-	71, // 22: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
-	63, // 23: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
-	63, // 24: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
-	63, // 25: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
-	62, // 26: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
-	63, // 27: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
-	72, // 28: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
-	63, // 29: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
-	63, // 30: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
+	82, // 11: tidemark.v1.RetentionInstancePlan.binlog_before:type_name -> google.protobuf.Timestamp
+	82, // 12: tidemark.v1.RetentionVerdict.time:type_name -> google.protobuf.Timestamp
+	83, // 13: tidemark.v1.RetentionVerdict.status:type_name -> tidemark.v1.BackupStatus
+	76, // 14: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
+	84, // 15: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
+	77, // 16: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
+	85, // 17: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
+	83, // 18: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
+	80, // 19: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
+	80, // 20: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
+	86, // 21: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
+	87, // 22: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
+	79, // 23: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
+	79, // 24: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
+	79, // 25: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
+	78, // 26: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
+	79, // 27: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
+	88, // 28: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
+	79, // 29: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
+	79, // 30: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
 	0,  // 31: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
-	66, // 32: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
+	82, // 32: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
 	35, // 33: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
 	35, // 34: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
 	35, // 35: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
-	73, // 36: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
-	63, // 37: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	63, // 38: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	74, // 39: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
-	63, // 40: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
-	75, // 41: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
-	73, // 42: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	66, // 43: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	66, // 44: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	76, // 45: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
-	15, // 46: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
-	17, // 47: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
-	19, // 48: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
-	21, // 49: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
-	23, // 50: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
-	25, // 51: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
-	27, // 52: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
-	29, // 53: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
-	31, // 54: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
-	33, // 55: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
-	44, // 56: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
-	46, // 57: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
-	48, // 58: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
-	36, // 59: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
-	38, // 60: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
-	40, // 61: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
-	42, // 62: tidemark.v1.ControlService.TransferLeadership:input_type -> tidemark.v1.TransferLeadershipRequest
-	50, // 63: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
-	52, // 64: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
-	54, // 65: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
-	58, // 66: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
-	56, // 67: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
-	5,  // 68: tidemark.v1.ControlService.PinBackup:input_type -> tidemark.v1.PinBackupRequest
-	7,  // 69: tidemark.v1.ControlService.UnpinBackup:input_type -> tidemark.v1.UnpinBackupRequest
-	9,  // 70: tidemark.v1.ControlService.PlanRetention:input_type -> tidemark.v1.PlanRetentionRequest
-	11, // 71: tidemark.v1.ControlService.ApplyRetention:input_type -> tidemark.v1.ApplyRetentionRequest
-	3,  // 72: tidemark.v1.ControlService.SubmitCopy:input_type -> tidemark.v1.SubmitCopyRequest
-	1,  // 73: tidemark.v1.ControlService.ExpireBackup:input_type -> tidemark.v1.ExpireBackupRequest
-	16, // 74: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
-	18, // 75: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
-	20, // 76: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
-	22, // 77: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
-	24, // 78: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
-	26, // 79: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
-	28, // 80: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
-	30, // 81: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
-	32, // 82: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
-	34, // 83: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
-	45, // 84: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
-	47, // 85: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
-	49, // 86: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
-	37, // 87: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
-	39, // 88: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
-	41, // 89: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
-	43, // 90: tidemark.v1.ControlService.TransferLeadership:output_type -> tidemark.v1.TransferLeadershipResponse
-	51, // 91: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
-	53, // 92: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
-	55, // 93: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
-	59, // 94: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
-	57, // 95: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
-	6,  // 96: tidemark.v1.ControlService.PinBackup:output_type -> tidemark.v1.PinBackupResponse
-	8,  // 97: tidemark.v1.ControlService.UnpinBackup:output_type -> tidemark.v1.UnpinBackupResponse
-	10, // 98: tidemark.v1.ControlService.PlanRetention:output_type -> tidemark.v1.PlanRetentionResponse
-	12, // 99: tidemark.v1.ControlService.ApplyRetention:output_type -> tidemark.v1.ApplyRetentionResponse
-	4,  // 100: tidemark.v1.ControlService.SubmitCopy:output_type -> tidemark.v1.SubmitCopyResponse
-	2,  // 101: tidemark.v1.ControlService.ExpireBackup:output_type -> tidemark.v1.ExpireBackupResponse
-	74, // [74:102] is the sub-list for method output_type
-	46, // [46:74] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	89, // 36: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
+	79, // 37: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	79, // 38: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	90, // 39: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
+	79, // 40: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
+	91, // 41: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
+	89, // 42: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	82, // 43: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	82, // 44: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	92, // 45: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
+	61, // 46: tidemark.v1.ApplyPoliciesResponse.changes:type_name -> tidemark.v1.PolicyChange
+	93, // 47: tidemark.v1.ListPoliciesResponse.policies:type_name -> tidemark.v1.Policy
+	93, // 48: tidemark.v1.GetPolicyResponse.policy:type_name -> tidemark.v1.Policy
+	93, // 49: tidemark.v1.DeletePolicyResponse.policy:type_name -> tidemark.v1.Policy
+	82, // 50: tidemark.v1.ScheduledRun.scheduled_for:type_name -> google.protobuf.Timestamp
+	82, // 51: tidemark.v1.ScheduledRun.due_at:type_name -> google.protobuf.Timestamp
+	70, // 52: tidemark.v1.GetScheduleResponse.runs:type_name -> tidemark.v1.ScheduledRun
+	94, // 53: tidemark.v1.GetScheduleResponse.skipped:type_name -> tidemark.v1.ScheduleSkip
+	82, // 54: tidemark.v1.PolicyInstanceStatus.last_backup:type_name -> google.protobuf.Timestamp
+	89, // 55: tidemark.v1.PolicyInstanceStatus.rpo:type_name -> google.protobuf.Duration
+	73, // 56: tidemark.v1.PolicyStatus.instances:type_name -> tidemark.v1.PolicyInstanceStatus
+	74, // 57: tidemark.v1.GetPolicyStatusResponse.policies:type_name -> tidemark.v1.PolicyStatus
+	82, // 58: tidemark.v1.GetPolicyStatusResponse.evaluated_at:type_name -> google.protobuf.Timestamp
+	15, // 59: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
+	17, // 60: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
+	19, // 61: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
+	21, // 62: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
+	23, // 63: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
+	25, // 64: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
+	27, // 65: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
+	29, // 66: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
+	31, // 67: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
+	33, // 68: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
+	44, // 69: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
+	46, // 70: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
+	48, // 71: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
+	36, // 72: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
+	38, // 73: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
+	40, // 74: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
+	42, // 75: tidemark.v1.ControlService.TransferLeadership:input_type -> tidemark.v1.TransferLeadershipRequest
+	50, // 76: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
+	52, // 77: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
+	54, // 78: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
+	58, // 79: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
+	56, // 80: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
+	5,  // 81: tidemark.v1.ControlService.PinBackup:input_type -> tidemark.v1.PinBackupRequest
+	7,  // 82: tidemark.v1.ControlService.UnpinBackup:input_type -> tidemark.v1.UnpinBackupRequest
+	9,  // 83: tidemark.v1.ControlService.PlanRetention:input_type -> tidemark.v1.PlanRetentionRequest
+	11, // 84: tidemark.v1.ControlService.ApplyRetention:input_type -> tidemark.v1.ApplyRetentionRequest
+	3,  // 85: tidemark.v1.ControlService.SubmitCopy:input_type -> tidemark.v1.SubmitCopyRequest
+	1,  // 86: tidemark.v1.ControlService.ExpireBackup:input_type -> tidemark.v1.ExpireBackupRequest
+	60, // 87: tidemark.v1.ControlService.ApplyPolicies:input_type -> tidemark.v1.ApplyPoliciesRequest
+	63, // 88: tidemark.v1.ControlService.ListPolicies:input_type -> tidemark.v1.ListPoliciesRequest
+	65, // 89: tidemark.v1.ControlService.GetPolicy:input_type -> tidemark.v1.GetPolicyRequest
+	67, // 90: tidemark.v1.ControlService.DeletePolicy:input_type -> tidemark.v1.DeletePolicyRequest
+	69, // 91: tidemark.v1.ControlService.GetSchedule:input_type -> tidemark.v1.GetScheduleRequest
+	72, // 92: tidemark.v1.ControlService.GetPolicyStatus:input_type -> tidemark.v1.GetPolicyStatusRequest
+	16, // 93: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
+	18, // 94: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
+	20, // 95: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
+	22, // 96: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
+	24, // 97: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
+	26, // 98: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
+	28, // 99: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
+	30, // 100: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
+	32, // 101: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
+	34, // 102: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
+	45, // 103: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
+	47, // 104: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
+	49, // 105: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
+	37, // 106: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
+	39, // 107: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
+	41, // 108: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
+	43, // 109: tidemark.v1.ControlService.TransferLeadership:output_type -> tidemark.v1.TransferLeadershipResponse
+	51, // 110: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
+	53, // 111: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
+	55, // 112: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
+	59, // 113: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
+	57, // 114: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
+	6,  // 115: tidemark.v1.ControlService.PinBackup:output_type -> tidemark.v1.PinBackupResponse
+	8,  // 116: tidemark.v1.ControlService.UnpinBackup:output_type -> tidemark.v1.UnpinBackupResponse
+	10, // 117: tidemark.v1.ControlService.PlanRetention:output_type -> tidemark.v1.PlanRetentionResponse
+	12, // 118: tidemark.v1.ControlService.ApplyRetention:output_type -> tidemark.v1.ApplyRetentionResponse
+	4,  // 119: tidemark.v1.ControlService.SubmitCopy:output_type -> tidemark.v1.SubmitCopyResponse
+	2,  // 120: tidemark.v1.ControlService.ExpireBackup:output_type -> tidemark.v1.ExpireBackupResponse
+	62, // 121: tidemark.v1.ControlService.ApplyPolicies:output_type -> tidemark.v1.ApplyPoliciesResponse
+	64, // 122: tidemark.v1.ControlService.ListPolicies:output_type -> tidemark.v1.ListPoliciesResponse
+	66, // 123: tidemark.v1.ControlService.GetPolicy:output_type -> tidemark.v1.GetPolicyResponse
+	68, // 124: tidemark.v1.ControlService.DeletePolicy:output_type -> tidemark.v1.DeletePolicyResponse
+	71, // 125: tidemark.v1.ControlService.GetSchedule:output_type -> tidemark.v1.GetScheduleResponse
+	75, // 126: tidemark.v1.ControlService.GetPolicyStatus:output_type -> tidemark.v1.GetPolicyStatusResponse
+	93, // [93:127] is the sub-list for method output_type
+	59, // [59:93] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_control_proto_init() }
@@ -3864,14 +4947,13 @@ func file_tidemark_v1_control_proto_init() {
 		return
 	}
 	file_tidemark_v1_catalog_proto_init()
-	file_tidemark_v1_retention_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_control_proto_rawDesc), len(file_tidemark_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   62,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,235 @@
+package scheduler
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tidemark-backup/tidemark/controller/catalog"
+	"github.com/tidemark-backup/tidemark/controller/policy"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// StatusParams are the inputs of Evaluate besides the catalog.
+type StatusParams struct {
+	Now time.Time
+	// Only this policy; empty: every one.
+	Policy string
+	// Stream returns the leader's latest view of a stream record (its
+	// in-memory watermark, newer than the committed one); nil uses the
+	// committed record.
+	Stream func(rec *v1.BinlogStream, j *v1.Job) *v1.BinlogStream
+	// CopyBehind says why an instance's copies under a policy are behind
+	// ("" when they are not). The copy engine plugs in here; nil: copies
+	// are not checked.
+	CopyBehind func(p *v1.Policy, instance string) string
+}
+
+// Unmet-reason prefixes, so alerts can tell the kinds apart.
+const (
+	ReasonNoBackup   = "no backup"
+	ReasonFailed     = "last scheduled backup failed"
+	ReasonNoStream   = "no binlog stream"
+	ReasonRPO        = "RPO"
+	ReasonBinlogGap  = "binlog stream failing"
+	ReasonConflict   = "conflict"
+	ReasonCopyBehind = "copy behind"
+)
+
+// Evaluate says, per policy, which selected instances meet it and why the
+// others do not:
+//   - backups: a complete backup of the instance (or of its `cluster`
+//     group, whose runs go to one member) finished within two periods of
+//     each schedule (plus the window's day when it has one), once the
+//     policy has existed that long; the latest scheduled run failed;
+//   - binlog: no stream running (or stopped by hand); RPO (now - last
+//     durable event) above rpo_target; the stream's runs failing (a gap
+//     grows while it fails);
+//   - copies: through CopyBehind.
+func Evaluate(r *catalog.Read, p StatusParams) []*v1.PolicyStatus {
+	now := p.Now
+	policies := r.Policies()
+	instances := r.Instances()
+	sel := Select(policies, instances)
+	conflicts := map[string]string{}
+	for _, c := range sel.Conflicts {
+		conflicts[c.Instance] = c.String()
+	}
+	streams := map[string]*v1.Job{}
+	clusterStreams := map[string]*v1.Job{}
+	for _, j := range r.ActiveJobs() {
+		if j.GetKind() == v1.JobKind_JOB_KIND_BINLOG_STREAM {
+			streams[j.GetInstance()] = j
+			if c := j.GetBinlogStream().GetCluster(); c != "" {
+				clusterStreams[c] = j
+			}
+		}
+	}
+	// One pass over the instances and each policy's jobs, not one per
+	// selected instance: the cost stays linear in the fleet.
+	clusters := map[string][]*v1.Instance{}
+	for _, in := range instances {
+		if c := in.GetLabels()[catalog.ClusterLabel]; c != "" {
+			clusters[c] = append(clusters[c], in)
+		}
+	}
+	lastComplete := map[string]time.Time{}
+	lastBackupOf := func(name string) time.Time {
+		if t, ok := lastComplete[name]; ok {
+			return t
+		}
+		var last time.Time
+		for _, b := range r.Backups(name) {
+			if b.GetStatus() == v1.BackupStatus_BACKUP_STATUS_COMPLETE && b.GetFinishedAt().AsTime().After(last) {
+				last = b.GetFinishedAt().AsTime()
+			}
+		}
+		lastComplete[name] = last
+		return last
+	}
+	var out []*v1.PolicyStatus
+	for _, pol := range policies {
+		if p.Policy != "" && pol.GetName() != p.Policy {
+			continue
+		}
+		spec := pol.GetSpec()
+		ps := &v1.PolicyStatus{Policy: pol.GetName(), Version: pol.GetVersion()}
+		latest := latestRuns(r, pol.GetName())
+		for _, in := range sel.Selected[pol.GetName()] {
+			st := &v1.PolicyInstanceStatus{Instance: in.GetName()}
+			group := []*v1.Instance{in}
+			if c := in.GetLabels()[catalog.ClusterLabel]; c != "" {
+				group = clusters[c]
+			}
+			var lastBackup time.Time
+			for _, m := range group {
+				if t := lastBackupOf(m.GetName()); t.After(lastBackup) {
+					lastBackup = t
+				}
+			}
+			if !lastBackup.IsZero() {
+				st.LastBackup = timestamppb.New(lastBackup)
+			}
+			if c := conflicts[in.GetName()]; c != "" {
+				st.Reasons = append(st.Reasons, ReasonConflict+": "+c)
+			}
+			if sel.Owner[in.GetName()] == pol.GetName() {
+				st.Reasons = append(st.Reasons, backupReasons(pol, in, latest, lastBackup, now)...)
+			}
+			if spec.GetBinlog().GetEnabled() {
+				st.Reasons = append(st.Reasons, streamReasons(r, p, pol, in, streams, clusterStreams, st, now)...)
+			}
+			if p.CopyBehind != nil && len(spec.GetCopies()) > 0 {
+				if why := p.CopyBehind(pol, in.GetName()); why != "" {
+					st.Reasons = append(st.Reasons, ReasonCopyBehind+": "+why)
+				}
+			}
+			st.Met = len(st.Reasons) == 0
+			if st.Met {
+				ps.Met++
+			} else {
+				ps.Unmet++
+			}
+			ps.Instances = append(ps.Instances, st)
+		}
+		slices.SortFunc(ps.Instances, func(a, b *v1.PolicyInstanceStatus) int { return cmp.Compare(a.GetInstance(), b.GetInstance()) })
+		out = append(out, ps)
+	}
+	return out
+}
+
+// latestRuns is the latest finished scheduled backup job of a policy per
+// (schedule index, run key): whether the last run that ended failed.
+func latestRuns(r *catalog.Read, policy string) map[Key]*v1.Job {
+	out := map[Key]*v1.Job{}
+	for _, j := range r.JobsOfPolicy(policy) {
+		if j.GetKind() != v1.JobKind_JOB_KIND_BACKUP || j.GetRunKey() == "" || !catalog.Terminal(j.GetState()) {
+			continue
+		}
+		k := Key{Policy: policy, Index: j.GetScheduleIndex(), RunKey: j.GetRunKey()}
+		if o := out[k]; o == nil || j.GetScheduledFor().AsTime().After(o.GetScheduledFor().AsTime()) {
+			out[k] = j
+		}
+	}
+	return out
+}
+
+func backupReasons(pol *v1.Policy, in *v1.Instance, latestRuns map[Key]*v1.Job, lastBackup, now time.Time) []string {
+	var out []string
+	runKey := in.GetName()
+	if c := in.GetLabels()[catalog.ClusterLabel]; c != "" {
+		runKey = "cluster:" + c
+	}
+	since := pol.GetCreatedAt().AsTime()
+	for i, sc := range pol.GetSpec().GetBackups() {
+		cs, err := policy.ParseSchedule(sc.GetCron())
+		if err != nil {
+			continue
+		}
+		allowed := 2 * policy.Period(cs, now)
+		if pol.GetSpec().GetWindow() != "" {
+			allowed += 24 * time.Hour
+		}
+		if now.Sub(since) > allowed && now.Sub(lastBackup) > allowed {
+			last := "never"
+			if !lastBackup.IsZero() {
+				last = "the last at " + lastBackup.UTC().Format(time.RFC3339)
+			}
+			out = append(out, fmt.Sprintf("%s within %s (schedule %d %q; %s)", ReasonNoBackup, allowed, i, sc.GetCron(), last))
+		}
+		latest := latestRuns[Key{Policy: pol.GetName(), Index: uint32(i), RunKey: runKey}]
+		if latest != nil && latest.GetState() == v1.JobState_JOB_STATE_FAILED {
+			why := latest.GetResult().GetError()
+			if why == "" {
+				why = latest.GetReason()
+			}
+			out = append(out, fmt.Sprintf("%s: job %s (scheduled for %s): %s", ReasonFailed, latest.GetId(),
+				latest.GetScheduledFor().AsTime().UTC().Format(time.RFC3339), why))
+		}
+	}
+	return out
+}
+
+func streamReasons(r *catalog.Read, p StatusParams, pol *v1.Policy, in *v1.Instance, streams, clusterStreams map[string]*v1.Job,
+	st *v1.PolicyInstanceStatus, now time.Time) []string {
+	j := streams[in.GetName()]
+	if c := in.GetLabels()[catalog.ClusterLabel]; c != "" && j == nil {
+		j = clusterStreams[c]
+	}
+	if j == nil {
+		if rec, err := r.BinlogStream(in.GetName()); err == nil {
+			if old, err := r.Job(rec.GetJobId()); err == nil && StoppedByHand(old, pol) {
+				return []string{fmt.Sprintf("%s: job %s was stopped (%s); `tidemark binlog start --instance %s` starts it again, or a new version of the policy does",
+					ReasonNoStream, old.GetId(), old.GetReason(), in.GetName())}
+			}
+		}
+		return []string{ReasonNoStream + " running"}
+	}
+	rec, err := r.BinlogStream(j.GetInstance())
+	if err != nil {
+		rec = &v1.BinlogStream{Instance: j.GetInstance(), JobId: j.GetId()}
+	}
+	if p.Stream != nil {
+		rec = p.Stream(rec, j)
+	}
+	var out []string
+	target := pol.GetSpec().GetBinlog().GetRpoTarget().AsDuration()
+	if ev := rec.GetWatermark().GetLastEventTime(); ev != nil {
+		rpo := max(now.Sub(ev.AsTime()), 0)
+		st.Rpo = durationpb.New(rpo)
+		if target > 0 && rpo > target {
+			out = append(out, fmt.Sprintf("%s %s above the target %s (stream %s)", ReasonRPO, rpo.Round(time.Second), target, j.GetId()))
+		}
+	} else if age := now.Sub(j.GetCreatedAt().AsTime()); target > 0 && age > target {
+		out = append(out, fmt.Sprintf("%s unknown: stream %s has made nothing durable in %s (target %s)", ReasonRPO, j.GetId(), age.Round(time.Second), target))
+	}
+	if rec.GetFailures() > 0 {
+		out = append(out, fmt.Sprintf("%s (%d failed run(s) in a row): %s", ReasonBinlogGap, rec.GetFailures(), strings.TrimSpace(rec.GetLastError())))
+	}
+	return out
+}
