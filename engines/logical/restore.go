@@ -301,7 +301,7 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 			return nil, err
 		}
 		for _, s := range u.Statements {
-			if _, err := ctl.ExecContext(ctx, s); err != nil && !(st.resuming() && errUserExists(err)) {
+			if _, err := ctl.ExecContext(ctx, s); err != nil && (!st.resuming() || !errUserExists(err)) {
 				return nil, mysqlx.TranslateNeed("restoring accounts ("+statementHead(s)+")", err, "CREATE USER and the granted privileges WITH GRANT OPTION")
 			}
 		}
