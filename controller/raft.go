@@ -96,6 +96,10 @@ func (s *Server) addMember(ctx context.Context, req *v1.AddMemberRequest) error 
 	if !validNodeID(req.GetId()) || req.GetRaftAddress() == "" || req.GetAddress() == "" {
 		return invalid("AddMember needs a valid id, raft_address and address")
 	}
+	if theirs, ours := req.GetRepositoryId(), s.relay.repositoryID(ctx); theirs != "" && ours != "" && theirs != ours {
+		return catalog.Errorf(catalog.ErrConflict, "node %s's --repo holds repository %s, this cluster's holds %s: give every controller the same --repo (one bucket and prefix), or agents relaying through them would split backups between repositories",
+			req.GetId(), theirs, ours)
+	}
 	cf := s.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return catalog.Errorf(ErrNoLeader, "reading the Raft configuration: %v", err)

@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
@@ -36,6 +40,53 @@ type RelayServer struct {
 	store  storage.Storage
 	owned  bool // store was opened here, and close closes it
 	closed bool
+
+	// The repository the store holds, named in every answer's header
+	// (relay.RepositoryHeader), and when it was read.
+	idMu sync.Mutex
+	id   string
+	idAt time.Time
+}
+
+// idRefresh is how long a read repository id is trusted: an id, once a
+// store has one, does not change (a store emptied and initialized again
+// does), and a store without one is read again soon, as `repo init` may
+// run through this very relay.
+const (
+	idRefresh   = time.Minute
+	noIDRefresh = time.Second
+)
+
+// repositoryID is the repository the node's --repo holds ("" when it has
+// none, holds none yet, or cannot be read now).
+func (r *RelayServer) repositoryID(ctx context.Context) string {
+	if r.open == nil {
+		return ""
+	}
+	st, err := r.backend(ctx)
+	if err != nil {
+		return ""
+	}
+	return r.header(ctx, st).Get(relay.RepositoryHeader)[0]
+}
+
+// header names the repository st holds, for a client that compares the
+// controllers it fails over between. An unreadable config names none: the
+// call itself then meets the same trouble and says so.
+func (r *RelayServer) header(ctx context.Context, st storage.Storage) metadata.MD {
+	r.idMu.Lock()
+	defer r.idMu.Unlock()
+	wait := idRefresh
+	if r.id == "" {
+		wait = noIDRefresh
+	}
+	if r.idAt.IsZero() || time.Since(r.idAt) > wait {
+		if id, err := archive.RepositoryID(ctx, st); err == nil {
+			r.id = id
+		}
+		r.idAt = time.Now()
+	}
+	return metadata.Pairs(relay.RepositoryHeader, r.id)
 }
 
 // NewRelayServer serves store (nil: FailedPrecondition for every call, as a
@@ -116,6 +167,7 @@ func (r *RelayServer) Put(stream v1.RelayService_PutServer) error {
 	if err != nil {
 		return err
 	}
+	_ = stream.SetHeader(r.header(stream.Context(), st))
 	first, err := stream.Recv()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -221,6 +273,7 @@ func (r *RelayServer) Get(req *v1.RelayServiceGetRequest, stream v1.RelayService
 	if err != nil {
 		return err
 	}
+	_ = stream.SetHeader(r.header(ctx, st))
 	if err := storage.CheckKey(req.GetKey()); err != nil {
 		return badRelayArg(err)
 	}
@@ -260,6 +313,7 @@ func (r *RelayServer) Stat(ctx context.Context, req *v1.RelayServiceStatRequest)
 	if err != nil {
 		return nil, err
 	}
+	_ = grpc.SetHeader(ctx, r.header(ctx, st))
 	if err := storage.CheckKey(req.GetKey()); err != nil {
 		return nil, badRelayArg(err)
 	}
@@ -277,6 +331,7 @@ func (r *RelayServer) List(req *v1.RelayServiceListRequest, stream v1.RelayServi
 	if err != nil {
 		return err
 	}
+	_ = stream.SetHeader(r.header(ctx, st))
 	if err := storage.CheckPrefix(req.GetPrefix()); err != nil {
 		return badRelayArg(err)
 	}
@@ -308,6 +363,7 @@ func (r *RelayServer) Delete(ctx context.Context, req *v1.RelayServiceDeleteRequ
 	if err != nil {
 		return nil, err
 	}
+	_ = grpc.SetHeader(ctx, r.header(ctx, st))
 	if err := storage.CheckKey(req.GetKey()); err != nil {
 		return nil, badRelayArg(err)
 	}

@@ -474,3 +474,69 @@ func TestRelaySentinels(t *testing.T) {
 		t.Errorf("backend failure with no sentinel: got %v, want a permanent error with its message", err)
 	}
 }
+
+// TestRelayUnlikeRepositories: a relay client that fails over from a
+// controller serving one repository to one serving another refuses, naming
+// both, rather than split a backup between them; between controllers
+// sharing a repository it fails over as before.
+func TestRelayUnlikeRepositories(t *testing.T) {
+	ctx := context.Background()
+	initRepo := func(st storage.Storage) {
+		r, err := archive.Init(ctx, st, archive.InitOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+	}
+	// serve starts a relay over st that the test can stop.
+	serve := func(st storage.Storage) (string, func()) {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(testCA(t).Source(t, testenv.Controller("relay")).ServerConfig())))
+		v1.RegisterRelayServiceServer(gs, controller.NewRelayServer(st))
+		go func() { _ = gs.Serve(lis) }()
+		t.Cleanup(gs.Stop)
+		return lis.Addr().String(), gs.Stop
+	}
+	// afterFailover retries while the client is still reconnecting.
+	afterFailover := func(op func() error) error {
+		var err error
+		deadline := time.Now().Add(testenv.Wait(10 * time.Second))
+		for time.Now().Before(deadline) {
+			if err = op(); err == nil || !storage.IsTransient(err) {
+				return err
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return err
+	}
+
+	a, b := newFileStore(t), newFileStore(t)
+	initRepo(a)
+	initRepo(b)
+	idA, _ := archive.RepositoryID(ctx, a)
+	idB, _ := archive.RepositoryID(ctx, b)
+	addrA, stopA := serve(a)
+	addrB, _ := serve(b)
+	st := openRelay(t, addrA, addrB)
+	storagetest.Put(t, st, "chunks/aa/one", []byte("1"))
+	stopA()
+	err := afterFailover(func() error { _, err := st.Stat(ctx, "chunks/aa/one"); return err })
+	if err == nil || !strings.Contains(err.Error(), "serves repository "+idB) || !strings.Contains(err.Error(), "served repository "+idA) ||
+		!strings.Contains(err.Error(), "same --repo") || storage.IsTransient(err) {
+		t.Fatalf("failover to a controller of another repository: %v", err)
+	}
+
+	shared := newFileStore(t)
+	initRepo(shared)
+	addrC, stopC := serve(shared)
+	addrD, _ := serve(shared)
+	st2 := openRelay(t, addrC, addrD)
+	storagetest.Put(t, st2, "chunks/aa/two", []byte("2"))
+	stopC()
+	if err := afterFailover(func() error { _, err := st2.Stat(ctx, "chunks/aa/two"); return err }); err != nil {
+		t.Fatalf("failover between controllers of one repository: %v", err)
+	}
+}

@@ -19,6 +19,8 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/controller/client"
+	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/storage/file"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
@@ -394,4 +396,55 @@ func TestAddMemberOwnName(t *testing.T) {
 	defer func() { _ = cc.Close() }()
 	_, err = cc.Control.AddMember(context.Background(), &v1.AddMemberRequest{Id: "n8", Address: "127.0.0.1:1", RaftAddress: "127.0.0.1:2"})
 	wantCode(t, err, codes.PermissionDenied, `controller n7 may not add node "n8"`)
+}
+
+// TestJoinUnlikeRepository: a node whose --repo holds another repository
+// than the cluster's is refused at join, naming both; one with the same
+// repository joins.
+func TestJoinUnlikeRepository(t *testing.T) {
+	ctx := context.Background()
+	repo := func() (string, string) {
+		dir := t.TempDir()
+		st, err := file.Open(dir, file.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = st.Close() }()
+		r, err := archive.Init(ctx, st, archive.InitOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		id, err := archive.RepositoryID(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "file://" + dir, id
+	}
+	clusterRepo, clusterID := repo()
+	otherRepo, otherID := repo()
+	keyFile := filepath.Join(t.TempDir(), "ca.key")
+	first, c := startInProcess(t, func(cfg *controller.Config) { ownCA(keyFile)(cfg); cfg.Repo = clusterRepo })
+	tok, err := c.Control.CreateJoinToken(ctx, &v1.CreateJoinTokenRequest{Role: "controller", Uses: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := controller.DefaultConfig()
+	cfg.NodeID, cfg.DataDir, cfg.Join, cfg.Repo = "n2", t.TempDir(), []string{first.Addr()}, otherRepo
+	cfg.GRPCAddr, cfg.RaftAddr = testenv.FreeAddr(t), testenv.FreeAddr(t)
+	cfg.TLS.CAKeyFile, cfg.TLS.JoinToken = keyFile, tok.GetToken()
+	cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout, cfg.Raft.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+	if srv, err := controller.Start(ctx, cfg); err == nil {
+		srv.Shutdown()
+		t.Fatal("a node with another repository joined")
+	} else if !strings.Contains(err.Error(), "holds repository "+otherID) || !strings.Contains(err.Error(), "this cluster's holds "+clusterID) {
+		t.Fatalf("join with another repository: %v", err)
+	}
+	cfg.DataDir, cfg.Repo = t.TempDir(), clusterRepo
+	cfg.GRPCAddr, cfg.RaftAddr = testenv.FreeAddr(t), testenv.FreeAddr(t)
+	second, err := controller.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("join with the cluster's repository: %v", err)
+	}
+	second.Shutdown()
 }

@@ -340,6 +340,17 @@ func Open(ctx context.Context, store storage.Storage, secret Secret) (*Repo, err
 	return r, nil
 }
 
+// RepositoryID reads the id of the repository in store without opening it
+// (no key needed): "" when store holds no repository yet. Controllers use
+// it to tell whether two stores hold the same repository.
+func RepositoryID(ctx context.Context, store storage.Storage) (string, error) {
+	cfg, _, err := readConfig(ctx, store)
+	if errors.Is(err, ErrNoRepository) {
+		return "", nil
+	}
+	return cfg.ID, err
+}
+
 // readConfig reads and parses the config, refusing a format this code does
 // not know.
 func readConfig(ctx context.Context, store storage.Storage) (Config, []byte, error) {

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
@@ -68,13 +70,97 @@ func ParseAddrs(hosts string) ([]string, error) {
 	return addrs, nil
 }
 
+// RepositoryHeader is the response header in which a controller names the
+// repository its --repo holds (archive.RepositoryID; absent or empty before
+// `repo init`).
+const RepositoryHeader = "tidemark-repository-id"
+
 // Store is a storage.Storage served by a controller's RelayService. It
 // dials lazily; the connection tries the addresses in order and moves on to
 // the next when one cannot be reached (any controller node serves relay).
+// Every answer names the repository the controller serves: once one has,
+// an answer from a controller serving another fails, so a backup is never
+// split across controllers given different --repo.
 type Store struct {
 	addrs  []string
 	cc     *grpc.ClientConn
 	client v1.RelayServiceClient
+	repo   *repoCheck
+}
+
+// repoCheck remembers the first repository a controller named.
+type repoCheck struct {
+	mu         sync.Mutex
+	id, served string // the repository, and the controller that named it first
+}
+
+// check compares the repository a controller at addr names in md.
+func (c *repoCheck) check(md metadata.MD, addr string) error {
+	ids := md.Get(RepositoryHeader)
+	if len(ids) == 0 || ids[0] == "" {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.id == "":
+		c.id, c.served = ids[0], addr
+	case ids[0] != c.id:
+		return status.Errorf(codes.FailedPrecondition,
+			"controller %s serves repository %s, but controller %s served repository %s: every controller must be given the same --repo (one bucket and prefix); what was written through %s is not in this repository",
+			addr, ids[0], c.served, c.id, c.served)
+	}
+	return nil
+}
+
+func (c *repoCheck) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	var md metadata.MD
+	var p peer.Peer
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Header(&md), grpc.Peer(&p))...)
+	if cerr := c.check(md, peerAddr(&p)); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+func (c *repoCheck) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	cs, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &checkedStream{ClientStream: cs, c: c}, nil
+}
+
+// checkedStream checks the header with the first message received (a Put's
+// only one, at its end: the put then fails, and nothing is complete).
+type checkedStream struct {
+	grpc.ClientStream
+	c       *repoCheck
+	checked bool
+}
+
+func (s *checkedStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if !s.checked {
+		s.checked = true
+		if md, herr := s.ClientStream.Header(); herr == nil {
+			addr := ""
+			if p, ok := peer.FromContext(s.ClientStream.Context()); ok {
+				addr = peerAddr(p)
+			}
+			if cerr := s.c.check(md, addr); cerr != nil {
+				return cerr
+			}
+		}
+	}
+	return err
+}
+
+func peerAddr(p *peer.Peer) string {
+	if p == nil || p.Addr == nil {
+		return "?"
+	}
+	return p.Addr.String()
 }
 
 var _ storage.Storage = (*Store)(nil)
@@ -100,8 +186,11 @@ func Open(addrs []string, opts Options) (*Store, error) {
 	default:
 		return nil, errors.New("relay: give the agent's TLS credentials or --insecure (exactly one)")
 	}
+	check := &repoCheck{}
 	dopts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
+		grpc.WithChainUnaryInterceptor(check.unary),
+		grpc.WithChainStreamInterceptor(check.stream),
 		grpc.WithResolvers(r),
 		// pick_first walks the list until one address connects.
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"pick_first":{}}]}`),
@@ -110,7 +199,7 @@ func Open(addrs []string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay %s: %w", strings.Join(addrs, ","), err)
 	}
-	return &Store{addrs: addrs, cc: cc, client: v1.NewRelayServiceClient(cc)}, nil
+	return &Store{addrs: addrs, cc: cc, client: v1.NewRelayServiceClient(cc), repo: check}, nil
 }
 
 // String names the store by its URI.

@@ -2212,7 +2212,12 @@ type AddMemberRequest struct {
 	// Its gRPC address.
 	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	// Join as a non-voter (e.g. to catch up before a promotion).
-	Nonvoter      bool `protobuf:"varint,4,opt,name=nonvoter,proto3" json:"nonvoter,omitempty"`
+	Nonvoter bool `protobuf:"varint,4,opt,name=nonvoter,proto3" json:"nonvoter,omitempty"`
+	// The repository the new node's --repo holds (empty: none, or not read):
+	// a cluster whose nodes serve different repositories to relay agents
+	// would split backups between them, so the leader refuses one unlike its
+	// own.
+	RepositoryId  string `protobuf:"bytes,5,opt,name=repository_id,json=repositoryId,proto3" json:"repository_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2273,6 +2278,13 @@ func (x *AddMemberRequest) GetNonvoter() bool {
 		return x.Nonvoter
 	}
 	return false
+}
+
+func (x *AddMemberRequest) GetRepositoryId() string {
+	if x != nil {
+		return x.RepositoryId
+	}
+	return ""
 }
 
 type AddMemberResponse struct {
@@ -4513,12 +4525,13 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x04term\x18\x03 \x01(\x04R\x04term\x12!\n" +
 	"\fcommit_index\x18\x04 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x17\n" +
-	"\anode_id\x18\x06 \x01(\tR\x06nodeId\"{\n" +
+	"\anode_id\x18\x06 \x01(\tR\x06nodeId\"\xa0\x01\n" +
 	"\x10AddMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x1a\n" +
-	"\bnonvoter\x18\x04 \x01(\bR\bnonvoter\"B\n" +
+	"\bnonvoter\x18\x04 \x01(\bR\bnonvoter\x12#\n" +
+	"\rrepository_id\x18\x05 \x01(\tR\frepositoryId\"B\n" +
 	"\x11AddMemberResponse\x12-\n" +
 	"\amembers\x18\x01 \x03(\v2\x13.tidemark.v1.MemberR\amembers\"%\n" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
