@@ -113,6 +113,8 @@ func dispatch(w *catalog.Write, e entry, cmd *v1.Command) (proto.Message, error)
 		return applyRecordAudit(w, c.RecordAudit)
 	case *v1.Command_CreateAccessToken:
 		return applyCreateAccessToken(w, c.CreateAccessToken)
+	case *v1.Command_RecordEngineDecision:
+		return applyRecordEngineDecision(w, c.RecordEngineDecision)
 	default:
 		panic(fmt.Sprintf("fsm: command %T has no applier (entry %d)", c, e.Index))
 	}

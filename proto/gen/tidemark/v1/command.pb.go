@@ -50,6 +50,7 @@ type Command struct {
 	//	*Command_SetClusterCa
 	//	*Command_RecordAudit
 	//	*Command_CreateAccessToken
+	//	*Command_RecordEngineDecision
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -236,6 +237,15 @@ func (x *Command) GetCreateAccessToken() *CreateAccessToken {
 	return nil
 }
 
+func (x *Command) GetRecordEngineDecision() *RecordEngineDecision {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RecordEngineDecision); ok {
+			return x.RecordEngineDecision
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -304,6 +314,10 @@ type Command_CreateAccessToken struct {
 	CreateAccessToken *CreateAccessToken `protobuf:"bytes,16,opt,name=create_access_token,json=createAccessToken,proto3,oneof"`
 }
 
+type Command_RecordEngineDecision struct {
+	RecordEngineDecision *RecordEngineDecision `protobuf:"bytes,50,opt,name=record_engine_decision,json=recordEngineDecision,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -336,6 +350,71 @@ func (*Command_RecordAudit) isCommand_Cmd() {}
 
 func (*Command_CreateAccessToken) isCommand_Cmd() {}
 
+func (*Command_RecordEngineDecision) isCommand_Cmd() {}
+
+// RecordEngineDecision stores an instance's engine decision and, when the
+// chosen engine changed, appends the change event (the last 20 are kept).
+type RecordEngineDecision struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Decision *EngineDecision        `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
+	// Nil when the choice did not change.
+	Change        *EngineChange `protobuf:"bytes,3,opt,name=change,proto3" json:"change,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordEngineDecision) Reset() {
+	*x = RecordEngineDecision{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordEngineDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordEngineDecision) ProtoMessage() {}
+
+func (x *RecordEngineDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordEngineDecision.ProtoReflect.Descriptor instead.
+func (*RecordEngineDecision) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RecordEngineDecision) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *RecordEngineDecision) GetDecision() *EngineDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *RecordEngineDecision) GetChange() *EngineChange {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
 // CreateJoinToken stores a new join token (hashed).
 type CreateJoinToken struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -346,7 +425,7 @@ type CreateJoinToken struct {
 
 func (x *CreateJoinToken) Reset() {
 	*x = CreateJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	mi := &file_tidemark_v1_command_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +437,7 @@ func (x *CreateJoinToken) String() string {
 func (*CreateJoinToken) ProtoMessage() {}
 
 func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	mi := &file_tidemark_v1_command_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +450,7 @@ func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
 func (*CreateJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{1}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateJoinToken) GetToken() *JoinToken {
@@ -399,7 +478,7 @@ type ConsumeJoinToken struct {
 
 func (x *ConsumeJoinToken) Reset() {
 	*x = ConsumeJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	mi := &file_tidemark_v1_command_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +490,7 @@ func (x *ConsumeJoinToken) String() string {
 func (*ConsumeJoinToken) ProtoMessage() {}
 
 func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	mi := &file_tidemark_v1_command_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +503,7 @@ func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeJoinToken.ProtoReflect.Descriptor instead.
 func (*ConsumeJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{2}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ConsumeJoinToken) GetId() string {
@@ -472,7 +551,7 @@ type RevokeAgent struct {
 
 func (x *RevokeAgent) Reset() {
 	*x = RevokeAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	mi := &file_tidemark_v1_command_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +563,7 @@ func (x *RevokeAgent) String() string {
 func (*RevokeAgent) ProtoMessage() {}
 
 func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	mi := &file_tidemark_v1_command_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +576,7 @@ func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
 func (*RevokeAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RevokeAgent) GetRevocation() *Revocation {
@@ -517,7 +596,7 @@ type SetClusterCA struct {
 
 func (x *SetClusterCA) Reset() {
 	*x = SetClusterCA{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +608,7 @@ func (x *SetClusterCA) String() string {
 func (*SetClusterCA) ProtoMessage() {}
 
 func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +621,7 @@ func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterCA.ProtoReflect.Descriptor instead.
 func (*SetClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SetClusterCA) GetCa() *ClusterCA {
@@ -562,7 +641,7 @@ type CreateAccessToken struct {
 
 func (x *CreateAccessToken) Reset() {
 	*x = CreateAccessToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +653,7 @@ func (x *CreateAccessToken) String() string {
 func (*CreateAccessToken) ProtoMessage() {}
 
 func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +666,7 @@ func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessToken.ProtoReflect.Descriptor instead.
 func (*CreateAccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateAccessToken) GetToken() *AccessToken {
@@ -607,7 +686,7 @@ type RecordAudit struct {
 
 func (x *RecordAudit) Reset() {
 	*x = RecordAudit{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +698,7 @@ func (x *RecordAudit) String() string {
 func (*RecordAudit) ProtoMessage() {}
 
 func (x *RecordAudit) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +711,7 @@ func (x *RecordAudit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAudit.ProtoReflect.Descriptor instead.
 func (*RecordAudit) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RecordAudit) GetRecord() *AuditRecord {
@@ -659,7 +738,7 @@ type RegisterAgent struct {
 
 func (x *RegisterAgent) Reset() {
 	*x = RegisterAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +750,7 @@ func (x *RegisterAgent) String() string {
 func (*RegisterAgent) ProtoMessage() {}
 
 func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +763,7 @@ func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgent.ProtoReflect.Descriptor instead.
 func (*RegisterAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RegisterAgent) GetAgent() *Agent {
@@ -720,7 +799,7 @@ type UpsertInstance struct {
 
 func (x *UpsertInstance) Reset() {
 	*x = UpsertInstance{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +811,7 @@ func (x *UpsertInstance) String() string {
 func (*UpsertInstance) ProtoMessage() {}
 
 func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +824,7 @@ func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertInstance.ProtoReflect.Descriptor instead.
 func (*UpsertInstance) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpsertInstance) GetInstance() *Instance {
@@ -775,7 +854,7 @@ type SubmitJob struct {
 
 func (x *SubmitJob) Reset() {
 	*x = SubmitJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +866,7 @@ func (x *SubmitJob) String() string {
 func (*SubmitJob) ProtoMessage() {}
 
 func (x *SubmitJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +879,7 @@ func (x *SubmitJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJob.ProtoReflect.Descriptor instead.
 func (*SubmitJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SubmitJob) GetJob() *Job {
@@ -828,7 +907,7 @@ type AssignJob struct {
 
 func (x *AssignJob) Reset() {
 	*x = AssignJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +919,7 @@ func (x *AssignJob) String() string {
 func (*AssignJob) ProtoMessage() {}
 
 func (x *AssignJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +932,7 @@ func (x *AssignJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignJob.ProtoReflect.Descriptor instead.
 func (*AssignJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AssignJob) GetJobId() string {
@@ -918,7 +997,7 @@ type UpdateJobState struct {
 
 func (x *UpdateJobState) Reset() {
 	*x = UpdateJobState{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1009,7 @@ func (x *UpdateJobState) String() string {
 func (*UpdateJobState) ProtoMessage() {}
 
 func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1022,7 @@ func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateJobState.ProtoReflect.Descriptor instead.
 func (*UpdateJobState) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpdateJobState) GetJobId() string {
@@ -1018,7 +1097,7 @@ type ExpireLease struct {
 
 func (x *ExpireLease) Reset() {
 	*x = ExpireLease{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1109,7 @@ func (x *ExpireLease) String() string {
 func (*ExpireLease) ProtoMessage() {}
 
 func (x *ExpireLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1122,7 @@ func (x *ExpireLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireLease.ProtoReflect.Descriptor instead.
 func (*ExpireLease) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExpireLease) GetJobId() string {
@@ -1086,7 +1165,7 @@ type RecordBackup struct {
 
 func (x *RecordBackup) Reset() {
 	*x = RecordBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1177,7 @@ func (x *RecordBackup) String() string {
 func (*RecordBackup) ProtoMessage() {}
 
 func (x *RecordBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1190,7 @@ func (x *RecordBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackup.ProtoReflect.Descriptor instead.
 func (*RecordBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RecordBackup) GetBackup() *Backup {
@@ -1139,7 +1218,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1230,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1243,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpsertMember) GetMember() *MemberRecord {
@@ -1184,7 +1263,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1275,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1288,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -1236,7 +1315,7 @@ type RecordWatermarks struct {
 
 func (x *RecordWatermarks) Reset() {
 	*x = RecordWatermarks{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1327,7 @@ func (x *RecordWatermarks) String() string {
 func (*RecordWatermarks) ProtoMessage() {}
 
 func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1340,7 @@ func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordWatermarks.ProtoReflect.Descriptor instead.
 func (*RecordWatermarks) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RecordWatermarks) GetStreams() []*BinlogStream {
@@ -1282,7 +1361,7 @@ var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xd9\b\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xb4\t\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -1302,8 +1381,13 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\frevoke_agent\x18\r \x01(\v2\x18.tidemark.v1.RevokeAgentH\x00R\vrevokeAgent\x12A\n" +
 	"\x0eset_cluster_ca\x18\x0e \x01(\v2\x19.tidemark.v1.SetClusterCAH\x00R\fsetClusterCa\x12=\n" +
 	"\frecord_audit\x18\x0f \x01(\v2\x18.tidemark.v1.RecordAuditH\x00R\vrecordAudit\x12P\n" +
-	"\x13create_access_token\x18\x10 \x01(\v2\x1e.tidemark.v1.CreateAccessTokenH\x00R\x11createAccessTokenB\x05\n" +
-	"\x03cmd\"?\n" +
+	"\x13create_access_token\x18\x10 \x01(\v2\x1e.tidemark.v1.CreateAccessTokenH\x00R\x11createAccessToken\x12Y\n" +
+	"\x16record_engine_decision\x182 \x01(\v2!.tidemark.v1.RecordEngineDecisionH\x00R\x14recordEngineDecisionB\x05\n" +
+	"\x03cmd\"\x9e\x01\n" +
+	"\x14RecordEngineDecision\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x127\n" +
+	"\bdecision\x18\x02 \x01(\v2\x1b.tidemark.v1.EngineDecisionR\bdecision\x121\n" +
+	"\x06change\x18\x03 \x01(\v2\x19.tidemark.v1.EngineChangeR\x06change\"?\n" +
 	"\x0fCreateJoinToken\x12,\n" +
 	"\x05token\x18\x01 \x01(\v2\x16.tidemark.v1.JoinTokenR\x05token\"\x99\x01\n" +
 	"\x10ConsumeJoinToken\x12\x0e\n" +
@@ -1381,92 +1465,98 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
-	(*CreateJoinToken)(nil),       // 1: tidemark.v1.CreateJoinToken
-	(*ConsumeJoinToken)(nil),      // 2: tidemark.v1.ConsumeJoinToken
-	(*RevokeAgent)(nil),           // 3: tidemark.v1.RevokeAgent
-	(*SetClusterCA)(nil),          // 4: tidemark.v1.SetClusterCA
-	(*CreateAccessToken)(nil),     // 5: tidemark.v1.CreateAccessToken
-	(*RecordAudit)(nil),           // 6: tidemark.v1.RecordAudit
-	(*RegisterAgent)(nil),         // 7: tidemark.v1.RegisterAgent
-	(*UpsertInstance)(nil),        // 8: tidemark.v1.UpsertInstance
-	(*SubmitJob)(nil),             // 9: tidemark.v1.SubmitJob
-	(*AssignJob)(nil),             // 10: tidemark.v1.AssignJob
-	(*UpdateJobState)(nil),        // 11: tidemark.v1.UpdateJobState
-	(*ExpireLease)(nil),           // 12: tidemark.v1.ExpireLease
-	(*RecordBackup)(nil),          // 13: tidemark.v1.RecordBackup
-	(*UpsertMember)(nil),          // 14: tidemark.v1.UpsertMember
-	(*RemoveMember)(nil),          // 15: tidemark.v1.RemoveMember
-	(*RecordWatermarks)(nil),      // 16: tidemark.v1.RecordWatermarks
-	(*JoinToken)(nil),             // 17: tidemark.v1.JoinToken
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*Revocation)(nil),            // 19: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 20: tidemark.v1.ClusterCA
-	(*AccessToken)(nil),           // 21: tidemark.v1.AccessToken
-	(*AuditRecord)(nil),           // 22: tidemark.v1.AuditRecord
-	(*Agent)(nil),                 // 23: tidemark.v1.Agent
-	(*Instance)(nil),              // 24: tidemark.v1.Instance
-	(*Job)(nil),                   // 25: tidemark.v1.Job
-	(*LeaseToken)(nil),            // 26: tidemark.v1.LeaseToken
-	(JobState)(0),                 // 27: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 28: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 29: tidemark.v1.JobResult
-	(*Backup)(nil),                // 30: tidemark.v1.Backup
-	(*MemberRecord)(nil),          // 31: tidemark.v1.MemberRecord
-	(*BinlogStream)(nil),          // 32: tidemark.v1.BinlogStream
+	(*RecordEngineDecision)(nil),  // 1: tidemark.v1.RecordEngineDecision
+	(*CreateJoinToken)(nil),       // 2: tidemark.v1.CreateJoinToken
+	(*ConsumeJoinToken)(nil),      // 3: tidemark.v1.ConsumeJoinToken
+	(*RevokeAgent)(nil),           // 4: tidemark.v1.RevokeAgent
+	(*SetClusterCA)(nil),          // 5: tidemark.v1.SetClusterCA
+	(*CreateAccessToken)(nil),     // 6: tidemark.v1.CreateAccessToken
+	(*RecordAudit)(nil),           // 7: tidemark.v1.RecordAudit
+	(*RegisterAgent)(nil),         // 8: tidemark.v1.RegisterAgent
+	(*UpsertInstance)(nil),        // 9: tidemark.v1.UpsertInstance
+	(*SubmitJob)(nil),             // 10: tidemark.v1.SubmitJob
+	(*AssignJob)(nil),             // 11: tidemark.v1.AssignJob
+	(*UpdateJobState)(nil),        // 12: tidemark.v1.UpdateJobState
+	(*ExpireLease)(nil),           // 13: tidemark.v1.ExpireLease
+	(*RecordBackup)(nil),          // 14: tidemark.v1.RecordBackup
+	(*UpsertMember)(nil),          // 15: tidemark.v1.UpsertMember
+	(*RemoveMember)(nil),          // 16: tidemark.v1.RemoveMember
+	(*RecordWatermarks)(nil),      // 17: tidemark.v1.RecordWatermarks
+	(*EngineDecision)(nil),        // 18: tidemark.v1.EngineDecision
+	(*EngineChange)(nil),          // 19: tidemark.v1.EngineChange
+	(*JoinToken)(nil),             // 20: tidemark.v1.JoinToken
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*Revocation)(nil),            // 22: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 23: tidemark.v1.ClusterCA
+	(*AccessToken)(nil),           // 24: tidemark.v1.AccessToken
+	(*AuditRecord)(nil),           // 25: tidemark.v1.AuditRecord
+	(*Agent)(nil),                 // 26: tidemark.v1.Agent
+	(*Instance)(nil),              // 27: tidemark.v1.Instance
+	(*Job)(nil),                   // 28: tidemark.v1.Job
+	(*LeaseToken)(nil),            // 29: tidemark.v1.LeaseToken
+	(JobState)(0),                 // 30: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 31: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 32: tidemark.v1.JobResult
+	(*Backup)(nil),                // 33: tidemark.v1.Backup
+	(*MemberRecord)(nil),          // 34: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 35: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
-	7,  // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
-	8,  // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
-	9,  // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
-	10, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
-	11, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
-	12, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
-	13, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
-	14, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
-	15, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
-	16, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
-	1,  // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
-	2,  // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
-	3,  // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
-	4,  // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
-	6,  // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
-	5,  // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
-	17, // 16: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
-	18, // 17: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
-	19, // 18: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
-	20, // 19: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
-	21, // 20: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
-	22, // 21: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
-	23, // 22: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	24, // 23: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	18, // 24: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	24, // 25: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	18, // 26: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	25, // 27: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	26, // 28: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	18, // 29: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	18, // 30: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	27, // 31: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	26, // 32: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	28, // 33: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	29, // 34: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	18, // 35: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	30, // 36: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	26, // 37: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	18, // 38: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	30, // 39: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	18, // 40: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	31, // 41: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	32, // 42: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
-	18, // 43: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	8,  // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
+	9,  // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
+	10, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
+	11, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
+	12, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
+	13, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
+	14, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
+	15, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
+	16, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
+	17, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
+	2,  // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
+	3,  // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
+	4,  // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
+	5,  // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
+	7,  // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
+	6,  // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
+	1,  // 16: tidemark.v1.Command.record_engine_decision:type_name -> tidemark.v1.RecordEngineDecision
+	18, // 17: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
+	19, // 18: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
+	20, // 19: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
+	21, // 20: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
+	22, // 21: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
+	23, // 22: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
+	24, // 23: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
+	25, // 24: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
+	26, // 25: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	27, // 26: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	21, // 27: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	27, // 28: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	21, // 29: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	28, // 30: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	29, // 31: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	21, // 32: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	21, // 33: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	30, // 34: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	29, // 35: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	31, // 36: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	32, // 37: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	21, // 38: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	33, // 39: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	29, // 40: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	21, // 41: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	33, // 42: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	21, // 43: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	34, // 44: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	35, // 45: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	21, // 46: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -1493,6 +1583,7 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_SetClusterCa)(nil),
 		(*Command_RecordAudit)(nil),
 		(*Command_CreateAccessToken)(nil),
+		(*Command_RecordEngineDecision)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1500,7 +1591,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

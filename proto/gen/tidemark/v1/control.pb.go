@@ -2587,6 +2587,128 @@ func (x *RenewCertificateResponse) GetCertPem() []byte {
 	return nil
 }
 
+type ExplainEnginesRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Preferences (a policy's `engine:` and `portable:`); empty means auto.
+	Engines       []string `protobuf:"bytes,2,rep,name=engines,proto3" json:"engines,omitempty"`
+	Portable      bool     `protobuf:"varint,3,opt,name=portable,proto3" json:"portable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainEnginesRequest) Reset() {
+	*x = ExplainEnginesRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainEnginesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainEnginesRequest) ProtoMessage() {}
+
+func (x *ExplainEnginesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainEnginesRequest.ProtoReflect.Descriptor instead.
+func (*ExplainEnginesRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ExplainEnginesRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *ExplainEnginesRequest) GetEngines() []string {
+	if x != nil {
+		return x.Engines
+	}
+	return nil
+}
+
+func (x *ExplainEnginesRequest) GetPortable() bool {
+	if x != nil {
+		return x.Portable
+	}
+	return false
+}
+
+type ExplainEnginesResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Decision *EngineDecision        `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
+	// What the decision was made from.
+	Capabilities  *Capabilities `protobuf:"bytes,3,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainEnginesResponse) Reset() {
+	*x = ExplainEnginesResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainEnginesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainEnginesResponse) ProtoMessage() {}
+
+func (x *ExplainEnginesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainEnginesResponse.ProtoReflect.Descriptor instead.
+func (*ExplainEnginesResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ExplainEnginesResponse) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *ExplainEnginesResponse) GetDecision() *EngineDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *ExplainEnginesResponse) GetCapabilities() *Capabilities {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
 var File_tidemark_v1_control_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_control_proto_rawDesc = "" +
@@ -2767,13 +2889,21 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x17RenewCertificateRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"5\n" +
 	"\x18RenewCertificateResponse\x12\x19\n" +
-	"\bcert_pem\x18\x01 \x01(\fR\acertPem*\x99\x01\n" +
+	"\bcert_pem\x18\x01 \x01(\fR\acertPem\"i\n" +
+	"\x15ExplainEnginesRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
+	"\aengines\x18\x02 \x03(\tR\aengines\x12\x1a\n" +
+	"\bportable\x18\x03 \x01(\bR\bportable\"\xac\x01\n" +
+	"\x16ExplainEnginesResponse\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x127\n" +
+	"\bdecision\x18\x02 \x01(\v2\x1b.tidemark.v1.EngineDecisionR\bdecision\x12=\n" +
+	"\fcapabilities\x18\x03 \x01(\v2\x19.tidemark.v1.CapabilitiesR\fcapabilities*\x99\x01\n" +
 	"\vMemberState\x12\x1c\n" +
 	"\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MEMBER_STATE_LEADER\x10\x01\x12\x19\n" +
 	"\x15MEMBER_STATE_FOLLOWER\x10\x02\x12\x1a\n" +
 	"\x16MEMBER_STATE_CANDIDATE\x10\x03\x12\x1c\n" +
-	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xc2\x0e\n" +
+	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\x9d\x0f\n" +
 	"\x0eControlService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.tidemark.v1.ListAgentsRequest\x1a\x1f.tidemark.v1.ListAgentsResponse\x12V\n" +
@@ -2797,7 +2927,8 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x04Join\x12\x18.tidemark.v1.JoinRequest\x1a\x19.tidemark.v1.JoinResponse\x12P\n" +
 	"\vRevokeAgent\x12\x1f.tidemark.v1.RevokeAgentRequest\x1a .tidemark.v1.RevokeAgentResponse\x12_\n" +
 	"\x10RenewCertificate\x12$.tidemark.v1.RenewCertificateRequest\x1a%.tidemark.v1.RenewCertificateResponse\x12J\n" +
-	"\tListAudit\x12\x1d.tidemark.v1.ListAuditRequest\x1a\x1e.tidemark.v1.ListAuditResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
+	"\tListAudit\x12\x1d.tidemark.v1.ListAuditRequest\x1a\x1e.tidemark.v1.ListAuditResponse\x12Y\n" +
+	"\x0eExplainEngines\x12\".tidemark.v1.ExplainEnginesRequest\x1a#.tidemark.v1.ExplainEnginesResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
 	file_tidemark_v1_control_proto_rawDescOnce sync.Once
@@ -2812,7 +2943,7 @@ func file_tidemark_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_tidemark_v1_control_proto_goTypes = []any{
 	(MemberState)(0),                   // 0: tidemark.v1.MemberState
 	(*ListAgentsRequest)(nil),          // 1: tidemark.v1.ListAgentsRequest
@@ -2860,105 +2991,113 @@ var file_tidemark_v1_control_proto_goTypes = []any{
 	(*ListAuditResponse)(nil),          // 43: tidemark.v1.ListAuditResponse
 	(*RenewCertificateRequest)(nil),    // 44: tidemark.v1.RenewCertificateRequest
 	(*RenewCertificateResponse)(nil),   // 45: tidemark.v1.RenewCertificateResponse
-	nil,                                // 46: tidemark.v1.ListAgentsRequest.LabelsEntry
-	nil,                                // 47: tidemark.v1.ListInstancesRequest.LabelsEntry
-	nil,                                // 48: tidemark.v1.SubmitBackupRequest.LabelsEntry
-	(*Agent)(nil),                      // 49: tidemark.v1.Agent
-	(*Instance)(nil),                   // 50: tidemark.v1.Instance
-	(BackupStatus)(0),                  // 51: tidemark.v1.BackupStatus
-	(*Backup)(nil),                     // 52: tidemark.v1.Backup
-	(JobState)(0),                      // 53: tidemark.v1.JobState
-	(JobKind)(0),                       // 54: tidemark.v1.JobKind
-	(*Job)(nil),                        // 55: tidemark.v1.Job
-	(*RestoreParams)(nil),              // 56: tidemark.v1.RestoreParams
-	(*timestamppb.Timestamp)(nil),      // 57: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 58: google.protobuf.Duration
-	(*BinlogStream)(nil),               // 59: tidemark.v1.BinlogStream
-	(*BinlogSource)(nil),               // 60: tidemark.v1.BinlogSource
-	(*AuditRecord)(nil),                // 61: tidemark.v1.AuditRecord
+	(*ExplainEnginesRequest)(nil),      // 46: tidemark.v1.ExplainEnginesRequest
+	(*ExplainEnginesResponse)(nil),     // 47: tidemark.v1.ExplainEnginesResponse
+	nil,                                // 48: tidemark.v1.ListAgentsRequest.LabelsEntry
+	nil,                                // 49: tidemark.v1.ListInstancesRequest.LabelsEntry
+	nil,                                // 50: tidemark.v1.SubmitBackupRequest.LabelsEntry
+	(*Agent)(nil),                      // 51: tidemark.v1.Agent
+	(*Instance)(nil),                   // 52: tidemark.v1.Instance
+	(BackupStatus)(0),                  // 53: tidemark.v1.BackupStatus
+	(*Backup)(nil),                     // 54: tidemark.v1.Backup
+	(JobState)(0),                      // 55: tidemark.v1.JobState
+	(JobKind)(0),                       // 56: tidemark.v1.JobKind
+	(*Job)(nil),                        // 57: tidemark.v1.Job
+	(*RestoreParams)(nil),              // 58: tidemark.v1.RestoreParams
+	(*timestamppb.Timestamp)(nil),      // 59: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 60: google.protobuf.Duration
+	(*BinlogStream)(nil),               // 61: tidemark.v1.BinlogStream
+	(*BinlogSource)(nil),               // 62: tidemark.v1.BinlogSource
+	(*AuditRecord)(nil),                // 63: tidemark.v1.AuditRecord
+	(*EngineDecision)(nil),             // 64: tidemark.v1.EngineDecision
+	(*Capabilities)(nil),               // 65: tidemark.v1.Capabilities
 }
 var file_tidemark_v1_control_proto_depIdxs = []int32{
-	46, // 0: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
-	49, // 1: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
-	47, // 2: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
-	50, // 3: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
-	51, // 4: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
-	52, // 5: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
-	52, // 6: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
-	53, // 7: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
-	54, // 8: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
-	55, // 9: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
-	55, // 10: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
-	55, // 11: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
-	48, // 12: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
-	55, // 13: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
-	56, // 14: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
-	55, // 15: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
-	55, // 16: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
+	48, // 0: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
+	51, // 1: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
+	49, // 2: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
+	52, // 3: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
+	53, // 4: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
+	54, // 5: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
+	54, // 6: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
+	55, // 7: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
+	56, // 8: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
+	57, // 9: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
+	57, // 10: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
+	57, // 11: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
+	50, // 12: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
+	57, // 13: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
+	58, // 14: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
+	57, // 15: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
+	57, // 16: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
 	0,  // 17: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
-	57, // 18: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
+	59, // 18: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
 	21, // 19: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
 	21, // 20: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
 	21, // 21: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
-	58, // 22: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
-	55, // 23: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	55, // 24: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	59, // 25: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
-	55, // 26: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
-	60, // 27: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
-	58, // 28: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	57, // 29: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	57, // 30: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	61, // 31: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
-	1,  // 32: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
-	3,  // 33: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
-	5,  // 34: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
-	7,  // 35: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
-	9,  // 36: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
-	11, // 37: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
-	13, // 38: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
-	15, // 39: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
-	17, // 40: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
-	19, // 41: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
-	30, // 42: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
-	32, // 43: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
-	34, // 44: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
-	22, // 45: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
-	24, // 46: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
-	26, // 47: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
-	28, // 48: tidemark.v1.ControlService.TransferLeadership:input_type -> tidemark.v1.TransferLeadershipRequest
-	36, // 49: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
-	38, // 50: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
-	40, // 51: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
-	44, // 52: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
-	42, // 53: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
-	2,  // 54: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
-	4,  // 55: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
-	6,  // 56: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
-	8,  // 57: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
-	10, // 58: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
-	12, // 59: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
-	14, // 60: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
-	16, // 61: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
-	18, // 62: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
-	20, // 63: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
-	31, // 64: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
-	33, // 65: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
-	35, // 66: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
-	23, // 67: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
-	25, // 68: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
-	27, // 69: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
-	29, // 70: tidemark.v1.ControlService.TransferLeadership:output_type -> tidemark.v1.TransferLeadershipResponse
-	37, // 71: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
-	39, // 72: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
-	41, // 73: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
-	45, // 74: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
-	43, // 75: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
-	54, // [54:76] is the sub-list for method output_type
-	32, // [32:54] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	60, // 22: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
+	57, // 23: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	57, // 24: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	61, // 25: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
+	57, // 26: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
+	62, // 27: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
+	60, // 28: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	59, // 29: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	59, // 30: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	63, // 31: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
+	64, // 32: tidemark.v1.ExplainEnginesResponse.decision:type_name -> tidemark.v1.EngineDecision
+	65, // 33: tidemark.v1.ExplainEnginesResponse.capabilities:type_name -> tidemark.v1.Capabilities
+	1,  // 34: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
+	3,  // 35: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
+	5,  // 36: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
+	7,  // 37: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
+	9,  // 38: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
+	11, // 39: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
+	13, // 40: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
+	15, // 41: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
+	17, // 42: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
+	19, // 43: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
+	30, // 44: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
+	32, // 45: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
+	34, // 46: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
+	22, // 47: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
+	24, // 48: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
+	26, // 49: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
+	28, // 50: tidemark.v1.ControlService.TransferLeadership:input_type -> tidemark.v1.TransferLeadershipRequest
+	36, // 51: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
+	38, // 52: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
+	40, // 53: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
+	44, // 54: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
+	42, // 55: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
+	46, // 56: tidemark.v1.ControlService.ExplainEngines:input_type -> tidemark.v1.ExplainEnginesRequest
+	2,  // 57: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
+	4,  // 58: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
+	6,  // 59: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
+	8,  // 60: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
+	10, // 61: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
+	12, // 62: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
+	14, // 63: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
+	16, // 64: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
+	18, // 65: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
+	20, // 66: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
+	31, // 67: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
+	33, // 68: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
+	35, // 69: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
+	23, // 70: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
+	25, // 71: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
+	27, // 72: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
+	29, // 73: tidemark.v1.ControlService.TransferLeadership:output_type -> tidemark.v1.TransferLeadershipResponse
+	37, // 74: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
+	39, // 75: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
+	41, // 76: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
+	45, // 77: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
+	43, // 78: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
+	47, // 79: tidemark.v1.ControlService.ExplainEngines:output_type -> tidemark.v1.ExplainEnginesResponse
+	57, // [57:80] is the sub-list for method output_type
+	34, // [34:57] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_control_proto_init() }
@@ -2973,7 +3112,7 @@ func file_tidemark_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_control_proto_rawDesc), len(file_tidemark_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   48,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,7 @@ const (
 	ControlService_RevokeAgent_FullMethodName        = "/tidemark.v1.ControlService/RevokeAgent"
 	ControlService_RenewCertificate_FullMethodName   = "/tidemark.v1.ControlService/RenewCertificate"
 	ControlService_ListAudit_FullMethodName          = "/tidemark.v1.ControlService/ListAudit"
+	ControlService_ExplainEngines_FullMethodName     = "/tidemark.v1.ControlService/ExplainEngines"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -94,6 +95,9 @@ type ControlServiceClient interface {
 	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
 	// ListAudit lists audit records, oldest first.
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	// ExplainEngines ranks the engines for an instance from its last probed
+	// capabilities: `tidemark engines explain`.
+	ExplainEngines(ctx context.Context, in *ExplainEnginesRequest, opts ...grpc.CallOption) (*ExplainEnginesResponse, error)
 }
 
 type controlServiceClient struct {
@@ -333,6 +337,16 @@ func (c *controlServiceClient) ListAudit(ctx context.Context, in *ListAuditReque
 	return out, nil
 }
 
+func (c *controlServiceClient) ExplainEngines(ctx context.Context, in *ExplainEnginesRequest, opts ...grpc.CallOption) (*ExplainEnginesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainEnginesResponse)
+	err := c.cc.Invoke(ctx, ControlService_ExplainEngines_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -384,6 +398,9 @@ type ControlServiceServer interface {
 	RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
 	// ListAudit lists audit records, oldest first.
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	// ExplainEngines ranks the engines for an instance from its last probed
+	// capabilities: `tidemark engines explain`.
+	ExplainEngines(context.Context, *ExplainEnginesRequest) (*ExplainEnginesResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -459,6 +476,9 @@ func (UnimplementedControlServiceServer) RenewCertificate(context.Context, *Rene
 }
 func (UnimplementedControlServiceServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedControlServiceServer) ExplainEngines(context.Context, *ExplainEnginesRequest) (*ExplainEnginesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExplainEngines not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -870,6 +890,24 @@ func _ControlService_ListAudit_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_ExplainEngines_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainEnginesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ExplainEngines(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ExplainEngines_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ExplainEngines(ctx, req.(*ExplainEnginesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -960,6 +998,10 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAudit",
 			Handler:    _ControlService_ListAudit_Handler,
+		},
+		{
+			MethodName: "ExplainEngines",
+			Handler:    _ControlService_ExplainEngines_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
