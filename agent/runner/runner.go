@@ -120,23 +120,63 @@ func backup(ctx context.Context, p Params) (*Result, error) {
 	if p.Progress != nil {
 		p.Progress(&v1.JobProgress{Phase: "starting", UpdatedAt: timestamppb.Now()})
 	}
-	var res *engines.BackupResult
-	m, err := repo.WithBackup(ctx, archive.BackupOptions{
-		ID: id, Instance: p.Job.GetInstance(), Engine: eng.Name(), Labels: bp.GetLabels(), Fence: p.Lease,
-	}, func(ctx context.Context, b *archive.Backup) error {
-		var err error
-		res, err = eng.Backup(ctx, engines.BackupParams{
-			DSN: p.DSN, Parallel: parallel(bp.GetParallelism(), p.Parallel),
-			Sink: engines.ArchiveSink(b), Progress: progress(p),
+	run := func(eng engines.Engine, meta map[string]string) (*v1.Manifest, *engines.BackupResult, error) {
+		var res *engines.BackupResult
+		m, err := repo.WithBackup(ctx, archive.BackupOptions{
+			ID: id, Instance: p.Job.GetInstance(), Engine: eng.Name(), Labels: bp.GetLabels(), Fence: p.Lease,
+		}, func(ctx context.Context, b *archive.Backup) error {
+			sink := engines.ArchiveSink(b)
+			for k, v := range meta {
+				sink.SetEngineMetadata(k, v)
+			}
+			var err error
+			res, err = eng.Backup(ctx, engines.BackupParams{
+				DSN: p.DSN, Parallel: parallel(bp.GetParallelism(), p.Parallel),
+				Sink: sink, Progress: progress(p),
+			})
+			return err
 		})
-		return err
-	})
+		return m, res, err
+	}
+	meta := map[string]string{}
+	if r := bp.GetEngineReason(); r != "" {
+		meta[MetaSelectionReason] = r
+	}
+	m, res, err := run(eng, meta)
+	if err != nil && errors.Is(err, engines.ErrCapability) && len(bp.GetFallbackEngines()) > 0 && ctx.Err() == nil {
+		// Engine selection's fallback: the chosen engine found it cannot
+		// run here after all (its volume full, its tool mismatched). One
+		// retry with the next usable engine, under the same backup id (the
+		// failed run wrote no manifest); any other failure keeps its engine.
+		next, ferr := engineFor(p, bp.GetFallbackEngines()[0])
+		if ferr != nil {
+			return nil, errors.Join(err, fmt.Errorf("fallback: %w", ferr))
+		}
+		why := fmt.Sprintf("%s failed for a capability reason, fell back to %s: %v", eng.Name(), next.Name(), err)
+		meta[MetaSelectionFallback] = why
+		var ferr2 error
+		m, res, ferr2 = run(next, meta)
+		if ferr2 != nil {
+			return nil, fmt.Errorf("%s; the fallback %s failed too: %w", why, next.Name(), ferr2)
+		}
+		res.Warnings = append(res.Warnings, why)
+		err = nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	return &Result{BackupID: m.GetBackupId(), ManifestKey: archive.ManifestKey(m.GetBackupId()), Manifest: m,
 		Tables: res.Tables, Rows: res.Rows, Warnings: res.Warnings}, nil
 }
+
+// Engine metadata keys engine selection records in a manifest.
+const (
+	// MetaSelectionReason: why selection chose the engine (engine auto).
+	MetaSelectionReason = "selection.reason"
+	// MetaSelectionFallback: the engine that failed for a capability reason
+	// and why, when the backup was written by the fallback engine.
+	MetaSelectionFallback = "selection.fallback"
+)
 
 // claimBackupID looks for a manifest already stored under the job's backup
 // id. The controller gives each attempt its own id, so one written under
