@@ -444,6 +444,13 @@ func (h *agentHub) register(ctx context.Context, seq uint64, reg *v1.Register, a
 		return nil, err
 	}
 	ok = true
+	names := make([]string, len(ins))
+	for i, in := range ins {
+		names[i] = in.GetName()
+	}
+	if err := h.recordEngineDecisions(ctx, names); err != nil {
+		h.log.Warn("engine selection after registration", "agent", name, "err", err)
+	}
 	ss.touch()
 	ss.send(&v1.ControllerMessage{Msg: &v1.ControllerMessage_Registered{Registered: &v1.Registered{
 		AgentId: id, HeartbeatInterval: durationpb.New(h.heartbeat),

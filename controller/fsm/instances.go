@@ -23,20 +23,27 @@ func applyUpsertInstance(w *catalog.Write, c *v1.UpsertInstance) (proto.Message,
 	if c.GetUpdatedAt() != nil {
 		in.UpdatedAt = c.GetUpdatedAt()
 	}
-	// The engine decision and its history are RecordEngineDecision's: an
-	// agent's re-registration carries neither and must not erase them.
-	if old, err := w.Instance(in.GetName()); err == nil {
-		if in.EngineDecision == nil {
-			in.EngineDecision = old.GetEngineDecision()
-		}
-		if len(in.EngineChanges) == 0 {
-			in.EngineChanges = old.GetEngineChanges()
-		}
-	}
+	keepEngineDecision(w, in)
 	if err := w.PutInstance(in); err != nil {
 		return nil, err
 	}
 	return in, nil
+}
+
+// keepEngineDecision carries the stored engine decision and its history
+// over to a new record of the instance: they are RecordEngineDecision's,
+// and an agent's (re-)registration carries neither.
+func keepEngineDecision(w *catalog.Write, in *v1.Instance) {
+	old, err := w.Instance(in.GetName())
+	if err != nil {
+		return
+	}
+	if in.EngineDecision == nil {
+		in.EngineDecision = old.GetEngineDecision()
+	}
+	if len(in.EngineChanges) == 0 {
+		in.EngineChanges = old.GetEngineChanges()
+	}
 }
 
 // maxEngineChanges is how many engine change events an instance keeps.
