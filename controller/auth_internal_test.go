@@ -83,7 +83,7 @@ func TestRolesTable(t *testing.T) {
 			State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf, ca.Cert}}}}})
 	}
 	classes := map[string][]string{
-		"read": {"ListAgents", "ListInstances", "ListBackups", "GetBackup", "ListJobs", "GetJob", "WatchJob", "GetBinlogStatus", "ClusterStatus"},
+		"read": {"ListAgents", "ListInstances", "ListBackups", "GetBackup", "ListJobs", "GetJob", "WatchJob", "GetBinlogStatus", "ClusterStatus", "ExplainEngines"},
 		// A node's own status is also how agents and nodes probe an address.
 		"probe":      {"NodeStatus"},
 		"operate":    {"SubmitBackup", "SubmitRestore", "CancelJob", "StartBinlogStream", "StopBinlogStream"},
