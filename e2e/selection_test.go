@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -141,7 +142,12 @@ func TestSelectionFleet(t *testing.T) {
 	backupAuto("snapshot")
 
 	// The server moves to a plain directory: a new datadir, restarted.
-	dev.Stop()
+	dev.Signal(syscall.SIGTERM)
+	select {
+	case <-dev.Done():
+	case <-time.After(testenv.Wait(20 * time.Second)):
+		dev.Kill()
+	}
 	moved := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "self-plain"})
 	testenv.LoadSample(t, moved.DB(t), "shop", 100)
 	startDev(t, dir, moved.DSN, addr, "--heartbeat-interval", "200ms")
