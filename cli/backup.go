@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/tidemark-backup/tidemark/agent/runner"
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/engines/physical"
@@ -140,7 +139,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 				if eng, err = s.engineByName(v.Engine); err != nil {
 					return err
 				}
-				fallbacks, meta[runner.MetaSelectionReason] = rest, v.Reason
+				fallbacks, meta[selection.MetaReason] = rest, v.Reason
 			} else if eng, err = s.engineByName(engine); err != nil {
 				return err
 			}
@@ -185,7 +184,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 				}
 				why := fmt.Sprintf("%s failed for a capability reason, fell back to %s: %v", eng.Name(), next.Name(), err)
 				fmt.Fprintln(s.err, "warning:", why)
-				meta[runner.MetaSelectionFallback] = why
+				meta[selection.MetaFallback] = why
 				m, err = run(next)
 			}
 			p.done()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/fsm"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -680,6 +681,11 @@ func resultUpdate(j *v1.Job, rep *v1.JobResultReport, agent string) (*v1.UpdateJ
 		b.RepositoryUri = p.GetRepositoryUri()
 	}
 	if m != nil {
+		if fb := m.GetEngineMetadata()[selection.MetaFallback]; fb != "" {
+			// The job's record of why its backup is not by the engine
+			// it was given.
+			u.Reason = fb
+		}
 		b.Engine = m.GetEngine()
 		b.StartedAt, b.FinishedAt = m.GetStartedAt(), m.GetFinishedAt()
 		b.SizeBytes, b.StoredBytes = m.GetLogicalBytes(), m.GetStoredBytes()

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -78,8 +79,8 @@ func TestFallback(t *testing.T) {
 		}
 		md := m.GetEngineMetadata()
 		if m.GetEngine() != "mariabackup" || res.BackupID != "job-1-a1" ||
-			!strings.Contains(md[MetaSelectionFallback], "snapshot failed for a capability reason, fell back to mariabackup: ") || !strings.Contains(md[MetaSelectionFallback], "the instance cannot run this engine: the Btrfs filesystem of /data has no room") ||
-			md[MetaSelectionReason] != "snapshot: datadir on a btrfs subvolume /data" {
+			!strings.Contains(md[selection.MetaFallback], "snapshot failed for a capability reason, fell back to mariabackup: ") || !strings.Contains(md[selection.MetaFallback], "the instance cannot run this engine: the Btrfs filesystem of /data has no room") ||
+			md[selection.MetaReason] != "snapshot: datadir on a btrfs subvolume /data" {
 			t.Fatalf("manifest engine %q metadata %v", m.GetEngine(), md)
 		}
 		var names []string

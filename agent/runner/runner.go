@@ -11,6 +11,7 @@ import (
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/engines/physical"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
@@ -140,7 +141,7 @@ func backup(ctx context.Context, p Params) (*Result, error) {
 	}
 	meta := map[string]string{}
 	if r := bp.GetEngineReason(); r != "" {
-		meta[MetaSelectionReason] = r
+		meta[selection.MetaReason] = r
 	}
 	m, res, err := run(eng, meta)
 	if err != nil && errors.Is(err, engines.ErrCapability) && len(bp.GetFallbackEngines()) > 0 && ctx.Err() == nil {
@@ -153,7 +154,7 @@ func backup(ctx context.Context, p Params) (*Result, error) {
 			return nil, errors.Join(err, fmt.Errorf("fallback: %w", ferr))
 		}
 		why := fmt.Sprintf("%s failed for a capability reason, fell back to %s: %v", eng.Name(), next.Name(), err)
-		meta[MetaSelectionFallback] = why
+		meta[selection.MetaFallback] = why
 		var ferr2 error
 		m, res, ferr2 = run(next, meta)
 		if ferr2 != nil {
@@ -168,15 +169,6 @@ func backup(ctx context.Context, p Params) (*Result, error) {
 	return &Result{BackupID: m.GetBackupId(), ManifestKey: archive.ManifestKey(m.GetBackupId()), Manifest: m,
 		Tables: res.Tables, Rows: res.Rows, Warnings: res.Warnings}, nil
 }
-
-// Engine metadata keys engine selection records in a manifest.
-const (
-	// MetaSelectionReason: why selection chose the engine (engine auto).
-	MetaSelectionReason = "selection.reason"
-	// MetaSelectionFallback: the engine that failed for a capability reason
-	// and why, when the backup was written by the fallback engine.
-	MetaSelectionFallback = "selection.fallback"
-)
 
 // claimBackupID looks for a manifest already stored under the job's backup
 // id. The controller gives each attempt its own id, so one written under

@@ -4,6 +4,15 @@ import (
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
+// Engine metadata keys selection's users record in a manifest.
+const (
+	// MetaReason: why selection chose the engine (engine auto).
+	MetaReason = "selection.reason"
+	// MetaFallback: the engine that failed for a capability reason and
+	// why, when the backup was written by the fallback engine.
+	MetaFallback = "selection.fallback"
+)
+
 // Proto is d as the catalog stores it (times are the caller's to stamp).
 func (d *Decision) Proto() *v1.EngineDecision {
 	out := &v1.EngineDecision{Chosen: d.Chosen(), Notes: d.Notes}
