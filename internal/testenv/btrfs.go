@@ -27,15 +27,6 @@ type Btrfs struct {
 // fails in CI (which runs as root).
 func StartBtrfs(t testing.TB, size string) *Btrfs {
 	t.Helper()
-	return StartBtrfsWith(t, size)
-}
-
-// StartBtrfsWith is StartBtrfs with extra mkfs.btrfs arguments, e.g.
-// "--mixed": data and metadata share block groups, so a full volume has no
-// room left for a snapshot either (on a default volume, metadata keeps a
-// reserve and a snapshot of a full filesystem still succeeds).
-func StartBtrfsWith(t testing.TB, size string, mkfsArgs ...string) *Btrfs {
-	t.Helper()
 	need := func(msg string) {
 		t.Helper()
 		if CI() {
@@ -72,7 +63,7 @@ func StartBtrfsWith(t testing.TB, size string, mkfsArgs ...string) *Btrfs {
 			t.Logf("testenv: losetup -d %s: %v: %s", b.Dev, err, out)
 		}
 	})
-	if out, err := exec.Command(mkfs, append(append([]string{"-q", "-f"}, mkfsArgs...), b.Dev)...).CombinedOutput(); err != nil {
+	if out, err := exec.Command(mkfs, "-q", "-f", b.Dev).CombinedOutput(); err != nil {
 		t.Fatalf("testenv: mkfs.btrfs %s: %v: %s", b.Dev, err, out)
 	}
 	if err := os.Mkdir(b.Mount, 0o755); err != nil {
