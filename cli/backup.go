@@ -68,6 +68,7 @@ func newBackupCmd(s *streams) *cobra.Command {
 		output       string
 		controller   string
 		wait         bool
+		logicalBelow uint64
 	)
 	cmd := &cobra.Command{
 		Use:   "backup",
@@ -127,7 +128,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 				for _, w := range warnings {
 					fmt.Fprintln(s.err, "warning: probe:", w)
 				}
-				d, err := selection.Decide(caps, selection.Preferences{Available: s.engines().Names()})
+				d, err := selection.Decide(caps, selection.Preferences{Available: s.engines().Names(), SmallBytes: logicalBelow})
 				if err != nil {
 					return userErr(err)
 				}
@@ -230,6 +231,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 	cmd.Flags().BoolVar(&includeUsers, "include-users", false, "also back up accounts and grants")
 	cmd.Flags().BoolVar(&includeSys, "include-system", false, "also back up the mysql and sys schemas")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	logicalBelowFlag(cmd, &logicalBelow)
 	return cmd
 }
 

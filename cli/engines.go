@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -33,6 +36,7 @@ func newEnginesExplainCmd(s *streams) *cobra.Command {
 		dsn      string
 		prefer   string
 		portable bool
+		small    uint64
 	)
 	cmd := &cobra.Command{
 		Use:   "explain [INSTANCE]",
@@ -43,7 +47,7 @@ the first usable one is what a backup with --engine auto runs, and the ones
 after it are the fallbacks when it fails for a capability reason.
 
 Through a controller: INSTANCE is a catalog instance, ranked from its
-agent's last probe. Standalone (--mysql DSN): the server is probed from
+agent's last probe, with the controller's --logical-below. Standalone (--mysql DSN): the server is probed from
 here, which must be its host for the filesystem and tool probes to mean
 anything.
 
@@ -56,7 +60,7 @@ order) and --portable a policy's portable: true. -o json prints
 			if err := checkOutput(f.output); err != nil {
 				return err
 			}
-			pref := selection.Preferences{Engines: splitList(prefer), Portable: portable}
+			pref := selection.Preferences{Engines: splitList(prefer), Portable: portable, SmallBytes: small}
 			if err := selection.CheckNames(pref.Engines); err != nil {
 				return &UserError{Code: ExitUsage, Msg: "--engine: " + err.Error()}
 			}
@@ -102,6 +106,7 @@ order) and --portable a policy's portable: true. -o json prints
 	cmd.Flags().StringVar(&dsn, "mysql", "", "standalone: probe this server from here, go-sql-driver DSN (password in TIDEMARK_MYSQL_PASSWORD)")
 	cmd.Flags().StringVar(&prefer, "engine", "auto", "preferred engines: auto, or a comma-separated list in order (a policy's engine:)")
 	cmd.Flags().BoolVar(&portable, "portable", false, "backups must restore onto another version or flavor (a policy's portable: true): logical only")
+	logicalBelowFlag(cmd, &small)
 	return cmd
 }
 
@@ -173,4 +178,58 @@ func writeExplain(w io.Writer, instance string, d *v1.EngineDecision) error {
 		fmt.Fprintln(w, "note:", n)
 	}
 	return nil
+}
+
+// sizeFlag is a byte size flag: "0", "1073741824", "512MiB", "1GiB", "2G".
+type sizeFlag uint64
+
+func (f *sizeFlag) String() string { return bytesFlagText(uint64(*f)) }
+func (f *sizeFlag) Type() string   { return "size" }
+
+func (f *sizeFlag) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*f = sizeFlag(n)
+	return nil
+}
+
+// parseSize reads a byte count with an optional binary unit.
+func parseSize(v string) (uint64, error) {
+	s := strings.TrimSpace(v)
+	units := []struct {
+		suffix string
+		mult   uint64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}}
+	mult := uint64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || (mult > 1 && n > math.MaxUint64/mult) {
+		return 0, fmt.Errorf("size %q: use a byte count with an optional unit, e.g. 0, 512MiB, 1GiB", v)
+	}
+	return n * mult, nil
+}
+
+func bytesFlagText(n uint64) string {
+	for _, u := range []struct {
+		suffix string
+		mult   uint64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.mult && n%u.mult == 0 {
+			return strconv.FormatUint(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatUint(n, 10)
+}
+
+// logicalBelowFlag registers --logical-below on cmd.
+func logicalBelowFlag(cmd *cobra.Command, v *uint64) {
+	*v = selection.DefaultSmallBytes
+	cmd.Flags().Var((*sizeFlag)(v), "logical-below", "engine selection ranks the logical engine first for an instance with less data than this (0: rank by engine alone)")
 }

@@ -34,6 +34,9 @@ type agentHub struct {
 	ttl       time.Duration // lease duration: of job leases and of silent sessions
 	heartbeat time.Duration
 	relayRepo string // this node's --repo, told to agents in Registered
+	// logicalBelow is Config.LogicalBelow, for the decisions recorded at
+	// registration.
+	logicalBelow uint64
 
 	mu       sync.Mutex
 	leading  bool
@@ -66,7 +69,7 @@ type hubNode interface {
 func newAgentHub(node hubNode, nodeID string, cfg Config) *agentHub {
 	return &agentHub{
 		node: node, log: cfg.Logger.With("node", nodeID), nodeID: nodeID, ttl: cfg.LeaseDuration, heartbeat: cfg.HeartbeatInterval,
-		relayRepo: cfg.Repo, sessions: map[string]*session{}, leases: map[string]*lease{}, progress: map[string]*v1.JobProgress{},
+		relayRepo: cfg.Repo, logicalBelow: cfg.LogicalBelow, sessions: map[string]*session{}, leases: map[string]*lease{}, progress: map[string]*v1.JobProgress{},
 		streams: map[string]*streamLatest{}, commitEvery: cfg.WatermarkCommitInterval,
 		progressed: make(chan struct{}), kick: make(chan struct{}, 1),
 	}

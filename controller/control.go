@@ -364,7 +364,7 @@ func (c *controlService) SubmitBackup(ctx context.Context, req *v1.SubmitBackupR
 	}
 	var sel resolvedEngine
 	if in, err := s.fsm.Store().Read().Instance(req.GetInstance()); err == nil {
-		if sel, err = resolveEngine(in, req.GetEngine()); err != nil {
+		if sel, err = resolveEngine(in, req.GetEngine(), s.cfg.LogicalBelow); err != nil {
 			return nil, err
 		}
 	} else if req.GetEngine() != "auto" && req.GetEngine() != "" {
@@ -395,7 +395,7 @@ func (c *controlService) SubmitBackup(ctx context.Context, req *v1.SubmitBackupR
 }
 
 func (c *controlService) ExplainEngines(ctx context.Context, req *v1.ExplainEnginesRequest) (*v1.ExplainEnginesResponse, error) {
-	return explainEngines(c.s.fsm.Store().Read(), req)
+	return explainEngines(c.s.fsm.Store().Read(), req, c.s.cfg.LogicalBelow)
 }
 
 func (c *controlService) SubmitRestore(ctx context.Context, req *v1.SubmitRestoreRequest) (*v1.SubmitRestoreResponse, error) {

@@ -27,10 +27,10 @@ type resolvedEngine struct {
 }
 
 // resolveEngine decides the engine of a backup of in. requested is "",
-// "auto" or an engine name. An instance whose agent reported no
+// "auto" or an engine name; small is Config.LogicalBelow. An instance whose agent reported no
 // capabilities (older agents, a server it could not query) keeps the old
 // behaviour: a named engine as asked, auto the agent's default.
-func resolveEngine(in *v1.Instance, requested string) (resolvedEngine, error) {
+func resolveEngine(in *v1.Instance, requested string, small uint64) (resolvedEngine, error) {
 	if requested == "auto" {
 		requested = ""
 	}
@@ -47,7 +47,7 @@ func resolveEngine(in *v1.Instance, requested string) (resolvedEngine, error) {
 		return resolvedEngine{engine: requested}, nil
 	}
 	if requested != "" {
-		d, err := selection.Decide(caps, selection.Preferences{Engines: []string{requested}})
+		d, err := selection.Decide(caps, selection.Preferences{Engines: []string{requested}, SmallBytes: small})
 		if err != nil {
 			return resolvedEngine{}, invalid("engine: %v", err)
 		}
@@ -57,7 +57,7 @@ func resolveEngine(in *v1.Instance, requested string) (resolvedEngine, error) {
 		// A forced engine never switches: no fallbacks.
 		return resolvedEngine{engine: requested}, nil
 	}
-	d, err := selection.Decide(caps, selection.Preferences{})
+	d, err := selection.Decide(caps, selection.Preferences{SmallBytes: small})
 	if err != nil {
 		return resolvedEngine{}, err
 	}
@@ -69,7 +69,7 @@ func resolveEngine(in *v1.Instance, requested string) (resolvedEngine, error) {
 }
 
 // explainEngines answers ExplainEngines from the local catalog.
-func explainEngines(r *catalog.Read, req *v1.ExplainEnginesRequest) (*v1.ExplainEnginesResponse, error) {
+func explainEngines(r *catalog.Read, req *v1.ExplainEnginesRequest, small uint64) (*v1.ExplainEnginesResponse, error) {
 	if req.GetInstance() == "" {
 		return nil, invalid("instance is required")
 	}
@@ -77,7 +77,7 @@ func explainEngines(r *catalog.Read, req *v1.ExplainEnginesRequest) (*v1.Explain
 	if err != nil {
 		return nil, err
 	}
-	d, err := selection.Decide(in.GetCapabilities(), selection.Preferences{Engines: req.GetEngines(), Portable: req.GetPortable()})
+	d, err := selection.Decide(in.GetCapabilities(), selection.Preferences{Engines: req.GetEngines(), Portable: req.GetPortable(), SmallBytes: small})
 	if err != nil {
 		return nil, invalid("engines: %v", err)
 	}
@@ -107,7 +107,7 @@ func (h *agentHub) recordEngineDecisions(ctx context.Context, names []string) er
 			errs = append(errs, err)
 			continue
 		}
-		d, err := selection.Decide(in.GetCapabilities(), selection.Preferences{})
+		d, err := selection.Decide(in.GetCapabilities(), selection.Preferences{SmallBytes: h.logicalBelow})
 		if err != nil {
 			errs = append(errs, err)
 			continue

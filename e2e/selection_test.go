@@ -29,7 +29,7 @@ func explain(t *testing.T, args ...string) (chosen string, order []string, reaso
 }
 
 // TestSelectionStandalone: explain and backup --engine auto with no
-// controller, on MariaDB in a plain directory (mariabackup: Debian's
+// controller (--logical-below 0: the test servers are small), on MariaDB in a plain directory (mariabackup: Debian's
 // mariadb-backup is of the server's series) and on a Btrfs subvolume
 // (snapshot); portable gives logical; bad engine names and a forced engine
 // the server cannot run are refused with explain's reason, and nothing is
@@ -40,17 +40,22 @@ func TestSelectionStandalone(t *testing.T) {
 	repo := "file://" + filepath.Join(t.TempDir(), "repo")
 	must(t, 20*time.Second, "repo", "init", "--repo", repo)
 
-	chosen, order, reasons, ok := explain(t, "--mysql", plain.DSN)
+	// The test servers hold a few MiB: below the default --logical-below
+	// (1 GiB), logical comes first.
+	if chosen, _, reasons, _ := explain(t, "--mysql", plain.DSN); chosen != "logical" || !strings.Contains(reasons["logical"], "under the 1 GiB small-instance threshold") {
+		t.Fatalf("default threshold: chosen %s %v", chosen, reasons)
+	}
+	chosen, order, reasons, ok := explain(t, "--mysql", plain.DSN, "--logical-below", "0")
 	if chosen != "mariabackup" || strings.Join(order, ",") != "mariabackup,logical,snapshot,clone" ||
 		!strings.HasPrefix(reasons["mariabackup"], "mariabackup: mariabackup 10.11.") ||
 		!strings.Contains(reasons["snapshot"], "not on Btrfs, LVM or ZFS") ||
 		!strings.HasPrefix(reasons["clone"], "clone: server is MariaDB 10.11, clone needs MySQL ≥ 8.0.17") || ok["clone"] {
 		t.Fatalf("plain dir: chosen %s order %v reasons %v", chosen, order, reasons)
 	}
-	if chosen, _, _, _ := explain(t, "--mysql", plain.DSN, "--portable"); chosen != "logical" {
+	if chosen, _, _, _ := explain(t, "--mysql", plain.DSN, "--portable", "--logical-below", "0"); chosen != "logical" {
 		t.Fatalf("portable: chosen %s", chosen)
 	}
-	text := must(t, 60*time.Second, "engines", "explain", "--mysql", plain.DSN).out
+	text := must(t, 60*time.Second, "engines", "explain", "--mysql", plain.DSN, "--logical-below", "0").out
 	if !strings.Contains(text, "(auto runs mariabackup)") || !strings.Contains(text, "clone        no   clone: server is MariaDB") {
 		t.Errorf("text explain:\n%s", text)
 	}
@@ -64,7 +69,7 @@ func TestSelectionStandalone(t *testing.T) {
 		t.Errorf("explain --engine xtrabackupp: exit %d %q", r.code, r.err)
 	}
 
-	r = must(t, 180*time.Second, "backup", "--engine", "auto", "--mysql", plain.DSN, "--repo", repo)
+	r = must(t, 180*time.Second, "backup", "--engine", "auto", "--logical-below", "0", "--mysql", plain.DSN, "--repo", repo)
 	if !strings.Contains(r.err, "engine auto: mariabackup: mariabackup 10.11.") {
 		t.Errorf("backup --engine auto did not say why:\n%s", r.err)
 	}
@@ -75,12 +80,12 @@ func TestSelectionStandalone(t *testing.T) {
 
 	vol := testenv.StartBtrfs(t, "1G")
 	btr := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "sel-btrfs", DataDir: filepath.Join(vol.Subvolume(t, "mysql"), "data")})
-	chosen, order, reasons, _ = explain(t, "--mysql", btr.DSN)
+	chosen, order, reasons, _ = explain(t, "--mysql", btr.DSN, "--logical-below", "0")
 	if chosen != "snapshot" || order[1] != "mariabackup" ||
 		!strings.HasPrefix(reasons["snapshot"], "snapshot: datadir on a btrfs subvolume "+btr.DataDir+", ") {
 		t.Fatalf("btrfs: chosen %s order %v reasons %v", chosen, order, reasons)
 	}
-	must(t, 180*time.Second, "backup", "--engine", "auto", "--mysql", btr.DSN, "--repo", repo)
+	must(t, 180*time.Second, "backup", "--engine", "auto", "--logical-below", "0", "--mysql", btr.DSN, "--repo", repo)
 	list = decode[[]map[string]any](t, must(t, 20*time.Second, "backups", "--repo", repo, "-o", "json"))
 	if len(list) != 2 || list[1]["engine"] != "snapshot" {
 		t.Fatalf("backups %v", list)
@@ -99,7 +104,7 @@ func TestSelectionFleet(t *testing.T) {
 	testenv.LoadSample(t, src.DB(t), "shop", 100)
 	dir := filepath.Join(t.TempDir(), "dev")
 	addr := testenv.FreeAddr(t)
-	dev := startDev(t, dir, src.DSN, addr, "--heartbeat-interval", "200ms")
+	dev := startDev(t, dir, src.DSN, addr, "--heartbeat-interval", "200ms", "--logical-below", "0")
 	ctl := []string{"--controller", addr}
 	testenv.WaitFor(t, "the dev agent's instance", 20*time.Second, func() error {
 		if r := tm(t, 10*time.Second, append([]string{"instances"}, ctl...)...); !strings.Contains(r.out, "local") {
@@ -152,7 +157,7 @@ func TestSelectionFleet(t *testing.T) {
 	}
 	moved := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "self-plain"})
 	testenv.LoadSample(t, moved.DB(t), "shop", 100)
-	startDev(t, dir, moved.DSN, addr, "--heartbeat-interval", "200ms")
+	startDev(t, dir, moved.DSN, addr, "--heartbeat-interval", "200ms", "--logical-below", "0")
 	var in map[string]any
 	testenv.WaitFor(t, "the change of engine to be recorded", 30*time.Second, func() error {
 		for _, i := range decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"instances", "-o", "json"}, ctl...)...)) {
@@ -218,7 +223,7 @@ exec %[2]s "$@"
 	at := markPoint(t, src, "shop")
 	dir := filepath.Join(t.TempDir(), "dev")
 	addr := testenv.FreeAddr(t)
-	startDevEnv(t, dir, src.DSN, addr, []string{"PATH=" + bin + ":" + os.Getenv("PATH")}, "--heartbeat-interval", "200ms")
+	startDevEnv(t, dir, src.DSN, addr, []string{"PATH=" + bin + ":" + os.Getenv("PATH")}, "--heartbeat-interval", "200ms", "--logical-below", "0")
 	ctl := []string{"--controller", addr}
 	testenv.WaitFor(t, "the dev agent's instance", 20*time.Second, func() error {
 		if r := tm(t, 10*time.Second, append([]string{"instances"}, ctl...)...); !strings.Contains(r.out, "local") {

@@ -30,12 +30,19 @@ type Preferences struct {
 	// only the logical engine gives.
 	Portable bool
 	// SmallBytes: an instance with less data than this (and a known size)
-	// ranks logical first. 0 turns the rule off.
+	// ranks logical first. 0 turns the rule off; the controller and the CLI
+	// default to DefaultSmallBytes (--logical-below).
 	SmallBytes uint64
 	// Available, when set, lists the engines the binary that will run the
 	// backup has; any other is refused as not built in.
 	Available []string
 }
+
+// DefaultSmallBytes is the size below which the controller and the CLI
+// rank logical first: a dump of less than 1 GiB takes seconds to a minute,
+// and it restores onto a running server of any version or flavor, which a
+// physical copy does not.
+const DefaultSmallBytes = 1 << 30
 
 // Verdict is one engine's place in a decision.
 type Verdict struct {
