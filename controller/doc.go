@@ -8,5 +8,8 @@
 // (auth.go) checks every call against the access table and maps errors to
 // gRPC statuses; the leader writes an audit record of every mutating call
 // (audit.go); join tokens, revocations and certificate renewal are in
-// enroll.go.
+// enroll.go. Engine selection (selection.go) resolves a backup's engine
+// auto from the instance's probed capabilities at submission, refuses an
+// engine the instance cannot run, and re-decides at every registration,
+// recording a change of choice on the instance.
 package controller

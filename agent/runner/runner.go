@@ -49,8 +49,10 @@ type Result struct {
 	Warnings []string
 }
 
-// engineFor returns the engine a job asks for. "auto" and "" mean engine
-// selection, which for now is the registry's default.
+// engineFor returns the engine a job asks for. The controller resolves
+// "auto" by engine selection before it assigns a backup; "" (or "auto")
+// reaching here means it had no capabilities to decide from, and the
+// registry's default runs.
 func engineFor(p Params, name string) (engines.Engine, error) {
 	reg := p.Engines
 	if reg == nil {
