@@ -506,10 +506,48 @@ func (h *agentHub) handle(ss *session, m *v1.AgentMessage) {
 	case *v1.AgentMessage_JobResult:
 		h.handleResult(ss, m.GetSeq(), msg.JobResult)
 	case *v1.AgentMessage_Register:
-		ss.send(errorMsg(m.GetSeq(), codes.InvalidArgument, "already registered on this stream", "", ""))
+		// On a registered stream: the agent's periodic re-probe found a
+		// change.
+		if err := h.reprobed(ss, msg.Register); err != nil {
+			ss.send(errorMsg(m.GetSeq(), codeOf(err), err.Error(), "", ""))
+		}
 	default:
 		ss.send(errorMsg(m.GetSeq(), codes.InvalidArgument, fmt.Sprintf("unknown agent message %T", msg), "", ""))
 	}
+}
+
+// reprobed records the capabilities an agent's re-probe reported on its
+// live session, for the instances the catalog already gives it (a new
+// instance needs a new registration: the agent's config changed, so it
+// restarted), and re-decides their engines.
+func (h *agentHub) reprobed(ss *session, reg *v1.Register) error {
+	if reg.GetName() != ss.name {
+		return invalid("session of agent %q cannot report for agent %q", ss.name, reg.GetName())
+	}
+	t := now()
+	var names []string
+	for _, in := range reg.GetInstances() {
+		name := in.GetName()
+		if name == "" {
+			name = ss.name
+		}
+		old, err := h.node.catalog().Read().Instance(name)
+		if err != nil || old.GetAgent() != ss.name {
+			h.log.Warn("re-probe reports an instance this agent did not register; it is taken at the next registration", "agent", ss.name, "instance", name)
+			continue
+		}
+		up := proto.CloneOf(old)
+		up.Capabilities, up.Server, up.UpdatedAt = in.GetCapabilities(), in.GetServer(), t
+		if up.Capabilities == nil {
+			up.Capabilities = reg.GetCapabilities()
+		}
+		if _, err := h.node.apply(ss.ctx, &v1.Command{Cmd: &v1.Command_UpsertInstance{UpsertInstance: &v1.UpsertInstance{Instance: up, UpdatedAt: t}}}); err != nil {
+			return fmt.Errorf("instance %s: recording its re-probe: %w", name, err)
+		}
+		names = append(names, name)
+	}
+	h.log.Info("agent re-probed", "agent", ss.name, "instances", len(names))
+	return h.recordEngineDecisions(ss.ctx, names)
 }
 
 // checkRunning renews the leases an agent lists under their current token

@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +129,26 @@ func TestEngineSelection(t *testing.T) {
 		})
 		if n := len(instance(t, c.Control, "db1").GetEngineChanges()); n != 1 {
 			t.Fatalf("%d changes after an unchanged reconnect", n)
+		}
+
+		// A periodic re-probe reports on the live stream: the datadir is
+		// on an LVM volume now.
+		lvm := btrfsCaps(v1.Filesystem_FILESYSTEM_LVM)
+		b.send(&v1.AgentMessage{Msg: &v1.AgentMessage_Register{Register: &v1.Register{
+			Name: "db1", Capabilities: lvm, Instances: []*v1.Instance{{Name: "db1", Capabilities: lvm}},
+		}}})
+		testenv.WaitFor(t, "the re-probe's change to be recorded", 10*time.Second, func() error {
+			in := instance(t, c.Control, "db1")
+			if chs := in.GetEngineChanges(); len(chs) != 2 || chs[1].GetNewEngine() != "snapshot" ||
+				!strings.Contains(chs[1].GetNewReason(), "an LVM logical volume /srv/db/data") || in.GetCapabilities().GetFilesystem() != v1.Filesystem_FILESYSTEM_LVM {
+				return fmt.Errorf("instance %v", in)
+			}
+			return nil
+		})
+		// Another agent's name on this stream is refused.
+		seq := b.send(&v1.AgentMessage{Msg: &v1.AgentMessage_Register{Register: &v1.Register{Name: "db2"}}})
+		if e := b.answer(seq).GetError(); !strings.Contains(e.GetMessage(), `session of agent "db1" cannot report for agent "db2"`) {
+			t.Fatalf("answer %v", e)
 		}
 	})
 }
