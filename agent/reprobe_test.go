@@ -1,11 +1,18 @@
 package agent
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tidemark-backup/tidemark/internal/testenv"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -45,5 +52,50 @@ func TestChanged(t *testing.T) {
 	}
 	if !changed(nil, base()) {
 		t.Error("no earlier report: must report")
+	}
+}
+
+// TestReprobe: a connected agent probes again every ReprobeInterval and
+// reports on its live stream only what changed: here the host's
+// mariabackup is replaced by one of another series.
+func TestReprobe(t *testing.T) {
+	real, err := exec.LookPath("mariabackup")
+	if err != nil {
+		if testenv.CI() {
+			t.Fatal("mariabackup is not installed (apt-get install mariadb-backup)")
+		}
+		t.Skip("mariabackup is not installed (apt-get install mariadb-backup)")
+	}
+	bin := t.TempDir()
+	upgraded := filepath.Join(bin, "upgraded")
+	script := fmt.Sprintf("#!/bin/sh\nif [ -e %s ]; then echo 'mariabackup based on MariaDB server 11.4.2-MariaDB' >&2; exit 0; fi\nexec %s \"$@\"\n", upgraded, real)
+	if err := os.WriteFile(filepath.Join(bin, "mariabackup"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+
+	m := testenv.StartMariaDB(t)
+	fc := startFake(t)
+	cfg := testConfig(t, "db-1", fc.addr)
+	cfg.MySQL = m.DSN
+	cfg.ReprobeInterval = 200 * time.Millisecond
+	runAgent(t, cfg)
+	s := fc.next(t, 10*time.Second)
+	if v := s.reg.GetInstances()[0].GetCapabilities().GetBackupToolVersion(); !strings.HasPrefix(v, "10.11.") {
+		t.Fatalf("registered with mariabackup %q", v)
+	}
+	select {
+	case r := <-s.reprobes:
+		t.Fatalf("re-probe reported with nothing changed: %v", r.AgentMessage)
+	case <-time.After(testenv.Wait(time.Second)):
+	}
+
+	if err := os.WriteFile(upgraded, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := s.await(t, s.reprobes, 10*time.Second, "a re-probe report", func(*v1.AgentMessage) bool { return true })
+	reg := r.GetRegister()
+	if reg.GetName() != "db-1" || len(reg.GetInstances()) != 1 || reg.GetInstances()[0].GetCapabilities().GetBackupToolVersion() != "11.4.2" {
+		t.Fatalf("re-probe report %v", reg)
 	}
 }
