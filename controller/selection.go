@@ -107,6 +107,12 @@ func (h *agentHub) recordEngineDecisions(ctx context.Context, names []string) er
 			errs = append(errs, err)
 			continue
 		}
+		if in.GetCapabilities().GetFlavor() == "" {
+			// The agent could not query the server (down, restarting):
+			// that says nothing about the host, so the last decision
+			// stands rather than an event per server restart.
+			continue
+		}
 		d, err := selection.Decide(in.GetCapabilities(), selection.Preferences{SmallBytes: h.logicalBelow})
 		if err != nil {
 			errs = append(errs, err)
