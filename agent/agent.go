@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tidemark-backup/tidemark/agent/probe"
 	"github.com/tidemark-backup/tidemark/engines"
@@ -287,6 +288,54 @@ type probed struct {
 }
 
 const probeMaxAge = time.Minute
+
+// reprobe probes every instance again, whatever the age of the last probe.
+func (a *Agent) reprobe(ctx context.Context) *probed {
+	a.mu.Lock()
+	a.probed = nil
+	a.mu.Unlock()
+	return a.probeAll(ctx)
+}
+
+// changed reports whether a re-probe found anything engine selection would
+// read differently from what was reported: the capabilities or server of
+// an instance, apart from when the probe ran. Data size and free space
+// count only when they moved by a tenth, or a busy server would be
+// re-reported at every probe.
+func changed(old, cur *probed) bool {
+	if old == nil || len(old.instances) != len(cur.instances) {
+		return true
+	}
+	for i, in := range cur.instances {
+		o := old.instances[i]
+		if o.GetName() != in.GetName() || !proto.Equal(o.GetServer(), in.GetServer()) {
+			return true
+		}
+		a, b := proto.CloneOf(o.GetCapabilities()), proto.CloneOf(in.GetCapabilities())
+		if a == nil || b == nil {
+			if a != b {
+				return true
+			}
+			continue
+		}
+		if moved(a.DataBytes, b.DataBytes) || moved(a.SnapshotFreeBytes, b.SnapshotFreeBytes) {
+			return true
+		}
+		a.ProbedAt, b.ProbedAt = nil, nil
+		a.DataBytes, b.DataBytes = 0, 0
+		a.SnapshotFreeBytes, b.SnapshotFreeBytes = 0, 0
+		if !proto.Equal(a, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// moved: b differs from a by more than a tenth of a.
+func moved(a, b uint64) bool {
+	d := max(a, b) - min(a, b)
+	return d > a/10
+}
 
 // probeAll probes every instance, in parallel.
 func (a *Agent) probeAll(ctx context.Context) *probed {

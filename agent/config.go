@@ -65,6 +65,10 @@ type Config struct {
 	ProgressInterval time.Duration
 	// ProbeTimeout bounds each capability probe.
 	ProbeTimeout time.Duration
+	// ReprobeInterval is how often the agent probes its instances again
+	// while connected; a change is reported to the controller, whose
+	// engine selection re-decides (an agent also probes at every connect).
+	ReprobeInterval time.Duration
 	// RenewCheckInterval is how often the agent checks whether its
 	// certificate is due for renewal (two thirds into its life).
 	RenewCheckInterval time.Duration
@@ -115,6 +119,7 @@ func DefaultConfig() Config {
 		BackoffMax:         30 * time.Second,
 		ProgressInterval:   time.Second,
 		ProbeTimeout:       15 * time.Second,
+		ReprobeInterval:    10 * time.Minute,
 		ShutdownTimeout:    30 * time.Second,
 		RenewCheckInterval: renewCheckInterval,
 		StreamBackoffMin:   time.Second,
@@ -203,6 +208,7 @@ var fileKeys = map[string]func(c *Config, e configfile.Entry) string{
 	"backoff_max":        func(c *Config, e configfile.Entry) string { return setDuration(&c.BackoffMax, e) },
 	"progress_interval":  func(c *Config, e configfile.Entry) string { return setDuration(&c.ProgressInterval, e) },
 	"probe_timeout":      func(c *Config, e configfile.Entry) string { return setDuration(&c.ProbeTimeout, e) },
+	"reprobe_interval":   func(c *Config, e configfile.Entry) string { return setDuration(&c.ReprobeInterval, e) },
 	"shutdown_timeout":   func(c *Config, e configfile.Entry) string { return setDuration(&c.ShutdownTimeout, e) },
 	"stream_backoff_min": func(c *Config, e configfile.Entry) string { return setDuration(&c.StreamBackoffMin, e) },
 	"stream_backoff_max": func(c *Config, e configfile.Entry) string { return setDuration(&c.StreamBackoffMax, e) },
@@ -427,7 +433,7 @@ func (c Config) Validate() error {
 	}{
 		{"heartbeat_interval", c.HeartbeatInterval}, {"connect_timeout", c.ConnectTimeout},
 		{"backoff_min", c.BackoffMin}, {"backoff_max", c.BackoffMax}, {"progress_interval", c.ProgressInterval},
-		{"probe_timeout", c.ProbeTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
+		{"probe_timeout", c.ProbeTimeout}, {"reprobe_interval", c.ReprobeInterval}, {"shutdown_timeout", c.ShutdownTimeout},
 		{"stream_backoff_min", c.StreamBackoffMin}, {"stream_backoff_max", c.StreamBackoffMax},
 		{"renew check interval", c.RenewCheckInterval}, {"repo check interval", c.RepoCheckInterval},
 	} {

@@ -42,6 +42,7 @@ type fakeStream struct {
 	heartbeats chan received
 	progress   chan received
 	results    chan received
+	reprobes   chan received // Registers on the open stream: re-probes
 	out        chan *v1.ControllerMessage
 	cut        chan struct{}
 	seq        uint64
@@ -92,7 +93,7 @@ func (f *fakeController) Connect(stream v1.AgentService_ConnectServer) error {
 		return nil
 	}
 	fs := &fakeStream{reg: reg, heartbeats: make(chan received, 1000), progress: make(chan received, 1000),
-		results: make(chan received, 1000), out: make(chan *v1.ControllerMessage, 100), cut: make(chan struct{}), seq: 1}
+		results: make(chan received, 1000), reprobes: make(chan received, 100), out: make(chan *v1.ControllerMessage, 100), cut: make(chan struct{}), seq: 1}
 	f.streams <- fs
 	recvErr := make(chan error, 1)
 	go func() {
@@ -110,6 +111,8 @@ func (f *fakeController) Connect(stream v1.AgentService_ConnectServer) error {
 				fs.progress <- r
 			case m.GetJobResult() != nil:
 				fs.results <- r
+			case m.GetRegister() != nil:
+				fs.reprobes <- r
 			default:
 				f.t.Errorf("fake controller: unexpected message %v", m)
 			}

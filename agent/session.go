@@ -39,6 +39,11 @@ type session struct {
 	progressOf  map[*job]uint64
 
 	leader atomic.Pointer[string] // set when the controller points elsewhere
+
+	// registered is what the session last reported of the instances (at
+	// Register, then at each re-probe that found a change); only the
+	// serve goroutine touches it.
+	registered *probed
 }
 
 // send stamps m with the stream's next seq and sends it. before, when set,
@@ -222,6 +227,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	default:
 		return fmt.Errorf("%s answered Register with %T instead of Registered", addr, first.GetMsg())
 	}
+	s.registered = p
 	a.mu.Lock()
 	a.sess = s
 	a.mu.Unlock()
@@ -313,9 +319,33 @@ func (a *Agent) serve(ctx context.Context, cancel context.CancelFunc, s *session
 	defer func() { cancel(); <-recvDone }()
 	hb := time.NewTicker(s.heartbeat)
 	defer hb.Stop()
+	// Periodic re-probe: a change (datadir moved, plugin installed, server
+	// upgraded, tool replaced) is reported with a Register on the live
+	// stream, so engine selection re-decides without a reconnect. The
+	// probe runs beside the loop: it queries the servers and may be slow.
+	rp := time.NewTicker(a.cfg.ReprobeInterval)
+	defer rp.Stop()
+	reprobed := make(chan *probed, 1)
+	probing := false
 	err := a.flushResults(s)
 	for err == nil {
 		select {
+		case <-rp.C:
+			if !probing {
+				probing = true
+				go func() { reprobed <- a.reprobe(ctx) }()
+			}
+		case p := <-reprobed:
+			probing = false
+			if changed(s.registered, p) {
+				_, err = s.send(&v1.AgentMessage{Msg: &v1.AgentMessage_Register{Register: &v1.Register{
+					Name: a.cfg.Name, Labels: a.cfg.Labels, Capabilities: p.host, Instances: p.instances, AgentVersion: version.Get().Version,
+				}}}, nil)
+				if err == nil {
+					s.registered = p
+					a.log.Info("capabilities changed; reported to the controller", "controller", s.addr)
+				}
+			}
 		case <-ctx.Done():
 			_ = s.stream.CloseSend()
 			return ctx.Err()

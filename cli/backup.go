@@ -17,6 +17,7 @@ import (
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/engines/physical"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
@@ -68,6 +69,7 @@ func newBackupCmd(s *streams) *cobra.Command {
 		controller   string
 		wait         bool
 		textfile     string
+		logicalBelow uint64
 	)
 	cmd := &cobra.Command{
 		Use:   "backup",
@@ -116,8 +118,34 @@ exit status is non-zero, with the reason, when the job failed.`,
 			default:
 				return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--compress %q: use zstd or none", compress)}
 			}
-			eng, err := s.engineByName(engine)
-			if err != nil {
+			var (
+				eng       engines.Engine
+				fallbacks []string
+				meta      = map[string]string{}
+			)
+			if engine == "auto" {
+				// Engine selection from a probe of the server from here.
+				caps, warnings, err := probeLocal(ctx, dsn, 15*time.Second)
+				if err != nil {
+					return err
+				}
+				for _, w := range warnings {
+					fmt.Fprintln(s.err, "warning: probe:", w)
+				}
+				d, err := selection.Decide(caps, selection.Preferences{Available: s.engines().Names(), SmallBytes: logicalBelow})
+				if err != nil {
+					return userErr(err)
+				}
+				v, rest, err := d.Choose()
+				if err != nil {
+					return &UserError{Msg: fmt.Sprintf("--engine auto: %v", err)}
+				}
+				fmt.Fprintf(s.err, "engine auto: %s\n", v.Reason)
+				if eng, err = s.engineByName(v.Engine); err != nil {
+					return err
+				}
+				fallbacks, meta[selection.MetaReason] = rest, v.Reason
+			} else if eng, err = s.engineByName(engine); err != nil {
 				return err
 			}
 			if instance == "" {
@@ -138,21 +166,40 @@ exit status is non-zero, with the reason, when the job failed.`,
 			defer closeRepo()
 
 			p := newProgress(s.err, "backup")
-			m, err = repo.WithBackup(ctx, archive.BackupOptions{
-				Instance: instance, Engine: eng.Name(), Compression: compress, CompressionLevel: level,
-			}, func(ctx context.Context, b *archive.Backup) error {
-				fmt.Fprintf(s.err, "backup %s of %s (%s) into %s\n", b.ID(), instance, parsed, rf.redacted())
-				var err error
-				res, err = eng.Backup(ctx, engines.BackupParams{
-					DSN: dsn, Parallel: parallel, Databases: splitList(databases),
-					IncludeUsers: includeUsers, IncludeSystem: includeSys,
-					Sink: engines.ArchiveSink(b),
-					Progress: func(pr engines.Progress) {
-						p.bytes(pr.Phase, pr.BytesDone, pr.BytesTotal, pr.RowsDone)
-					},
+			run := func(eng engines.Engine) (*v1.Manifest, error) {
+				return repo.WithBackup(ctx, archive.BackupOptions{
+					Instance: instance, Engine: eng.Name(), Compression: compress, CompressionLevel: level,
+				}, func(ctx context.Context, b *archive.Backup) error {
+					fmt.Fprintf(s.err, "backup %s of %s (%s) into %s with engine %s\n", b.ID(), instance, parsed, rf.redacted(), eng.Name())
+					sink := engines.ArchiveSink(b)
+					for k, v := range meta {
+						sink.SetEngineMetadata(k, v)
+					}
+					var err error
+					res, err = eng.Backup(ctx, engines.BackupParams{
+						DSN: dsn, Parallel: parallel, Databases: splitList(databases),
+						IncludeUsers: includeUsers, IncludeSystem: includeSys,
+						Sink: sink,
+						Progress: func(pr engines.Progress) {
+							p.bytes(pr.Phase, pr.BytesDone, pr.BytesTotal, pr.RowsDone)
+						},
+					})
+					return err
 				})
-				return err
-			})
+			}
+			m, err = run(eng)
+			if err != nil && errors.Is(err, engines.ErrCapability) && len(fallbacks) > 0 && ctx.Err() == nil {
+				// As the agent does: one retry with the next usable engine.
+				next, nerr := s.engineByName(fallbacks[0])
+				if nerr != nil {
+					return nerr
+				}
+				why := fmt.Sprintf("%s failed for a capability reason, fell back to %s: %v", eng.Name(), next.Name(), err)
+				fmt.Fprintln(s.err, "warning:", why)
+				meta[selection.MetaFallback] = why
+				eng = next
+				m, err = run(next)
+			}
 			p.done()
 			if err != nil {
 				return userErr(err)
@@ -185,7 +232,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 	}
 	rf.register(cmd)
 	cmd.Flags().StringVar(&dsn, "mysql", "", "server to back up, go-sql-driver DSN: user:pass@tcp(host:port)/ or user@unix(/path)/ (password may come from TIDEMARK_MYSQL_PASSWORD)")
-	cmd.Flags().StringVar(&engine, "engine", "logical", "backup engine: logical; snapshot (a filesystem snapshot of the server's Btrfs/LVM/ZFS volume), mariabackup (mariabackup/xtrabackup streamed) or clone (MySQL ≥ 8.0.17's clone plugin, CLONE LOCAL), all run on the server's host (through a controller: auto, the default, or an engine name)")
+	cmd.Flags().StringVar(&engine, "engine", "logical", "backup engine: logical; snapshot (a filesystem snapshot of the server's Btrfs/LVM/ZFS volume), mariabackup (mariabackup/xtrabackup streamed) or clone (MySQL ≥ 8.0.17's clone plugin, CLONE LOCAL), all run on the server's host; auto: the first usable engine that 'tidemark engines explain --mysql DSN' ranks (through a controller auto is the default)")
 	cmd.Flags().StringVar(&instance, "instance", "", "instance name recorded in the backup (default: the server's address); through a controller: the catalog instance to back up")
 	controllerFlag(cmd, &controller)
 	cmd.Flags().BoolVar(&wait, "wait", false, "through a controller: follow the job to its end and print the backup id")
@@ -197,6 +244,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 	cmd.Flags().BoolVar(&includeSys, "include-system", false, "also back up the mysql and sys schemas")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	cmd.Flags().StringVar(&textfile, "metrics-textfile", "", "standalone: record the run (end time, duration, outcome, last success, sizes) in this Prometheus text file, for node_exporter's textfile collector")
+	logicalBelowFlag(cmd, &logicalBelow)
 	return cmd
 }
 

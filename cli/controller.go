@@ -136,6 +136,7 @@ that is gone for good with tidemark cluster remove-member.`,
 	f.Uint32Var(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts per job (a lost lease starts the next one)")
 	f.DurationVar(&cfg.WatermarkCommitInterval, "watermark-commit-interval", cfg.WatermarkCommitInterval,
 		"least time between two Raft commits of the binlog streams' watermarks (agents report them with every heartbeat)")
+	f.Var((*sizeFlag)(&cfg.LogicalBelow), "logical-below", "engine selection ranks the logical engine first for an instance with less data than this (0: rank by engine alone)")
 	f.DurationVar(&cfg.ApplyTimeout, "apply-timeout", cfg.ApplyTimeout, "longest a write waits for a Raft commit before it fails as unavailable")
 	f.DurationVar(&cfg.Raft.HeartbeatTimeout, "raft-heartbeat-timeout", cfg.Raft.HeartbeatTimeout, "Raft: follower timeout before an election")
 	f.DurationVar(&cfg.Raft.ElectionTimeout, "raft-election-timeout", cfg.Raft.ElectionTimeout, "Raft: candidate timeout before a new election")

@@ -32,17 +32,18 @@ const devAgentCertValidity = 30 * 24 * time.Hour
 
 func newDevCmd(s *streams) *cobra.Command {
 	var (
-		dataDir   string
-		dsn       string
-		grpcAddr  string
-		logLevel  string
-		logFormat string
-		parallel  int
-		heartbeat time.Duration
-		lease     time.Duration
-		output    string
-		metrAddr  string
-		pprof     bool
+		dataDir      string
+		dsn          string
+		grpcAddr     string
+		logLevel     string
+		logFormat    string
+		parallel     int
+		heartbeat    time.Duration
+		lease        time.Duration
+		output       string
+		logicalBelow uint64
+		metrAddr     string
+		pprof        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -100,6 +101,7 @@ credential's directory; null with --insecure), "repository", "data_dir" and
 			cfg.DataDir = filepath.Join(dataDir, "controller")
 			cfg.Repo = repoURI
 			cfg.HeartbeatInterval, cfg.LeaseDuration = heartbeat, lease
+			cfg.LogicalBelow = logicalBelow
 			// Loopback-fast Raft: one node elects itself at once.
 			cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout, cfg.Raft.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 			cfg.Raft.CommitTimeout = 10 * time.Millisecond
@@ -204,6 +206,7 @@ credential's directory; null with --insecure), "repository", "data_dir" and
 	f.IntVar(&parallel, "parallel", 0, "engine workers per job (default: engine's choice)")
 	f.DurationVar(&heartbeat, "heartbeat-interval", time.Second, "how often the agent heartbeats")
 	f.DurationVar(&lease, "lease-duration", 10*time.Second, "how long a job lease lives without a heartbeat")
+	logicalBelowFlag(cmd, &logicalBelow)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	outputFlag(cmd, &output)

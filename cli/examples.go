@@ -46,6 +46,11 @@ var examples = map[string]string{
 	"tidemark backup": `  tidemark backup --mysql 'root@tcp(127.0.0.1:3306)/' --repo file:///srv/backups --parallel 4
   tidemark backup --engine mariabackup --mysql 'backup@unix(/run/mysqld/mysqld.sock)/' --repo s3://backups/prod?endpoint=minio:9000
   tidemark backup --instance db7 --wait -o json      # through TIDEMARK_CONTROLLER`,
+	"tidemark engines": `  tidemark engines explain db7
+  tidemark engines explain --mysql 'backup@unix(/run/mysqld/mysqld.sock)/'`,
+	"tidemark engines explain": `  tidemark engines explain db7                      # through TIDEMARK_CONTROLLER
+  tidemark engines explain db7 --engine snapshot,logical --portable -o json
+  tidemark engines explain --mysql 'backup@unix(/run/mysqld/mysqld.sock)/'`,
 	"tidemark backups": `  tidemark backups --repo file:///srv/backups
   tidemark backups --instance db7 -o json | jq -r '.[-1].id'   # through TIDEMARK_CONTROLLER`,
 	"tidemark binlog": `  tidemark binlog start --instance db7

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidemark-backup/tidemark/controller/client"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -213,9 +214,15 @@ func newInstancesCmd(s *streams) *cobra.Command {
 format, role, labels and RPO: how far behind now the binlog stream's last
 durable event is ("no stream" without one; "pending" before its first flush).
 -o json prints a list of objects with "name", "agent", "labels",
-"capabilities", "updated_at" and "binlog" (null without a stream, else
+"capabilities", "updated_at", "binlog" (null without a stream, else
 "stream", "job_id", "rpo_seconds", "last_event_time", "gtid_position",
-"file", "position", "durable_at", "last_error").`,
+"file", "position", "durable_at", "last_error"), "engine" (engine
+selection's decision: "chosen", "verdicts", "notes", "decided_at"; null
+before the first) and "engine_changes" (the latest changes of choice, oldest
+first: "at", "old_engine", "new_engine", "old_reason", "new_reason").
+
+The ENGINE column is what a backup with engine auto runs; after a re-probe
+changed it, the latest change is listed under the table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
@@ -234,12 +241,13 @@ durable event is ("no stream" without one; "pending" before its first flush).
 							"name": in.GetName(), "agent": in.GetAgent(), "labels": nonNilLabels(in.GetLabels()),
 							"capabilities": capsJSON(in.GetCapabilities()), "updated_at": tsJSON(in.GetUpdatedAt()),
 							"address": in.GetAddress(), "binlog": instanceStreamJSON(in.GetBinlog(), now),
+							"engine": decisionJSON(in.GetEngineDecision()), "engine_changes": changesJSON(in.GetEngineChanges()),
 						})
 					}
 					return json.NewEncoder(s.out).Encode(out)
 				}
 				tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tAGENT\tSERVER\tBINLOG\tREPLICA\tRPO\tLABELS")
+				fmt.Fprintln(tw, "NAME\tAGENT\tSERVER\tBINLOG\tREPLICA\tENGINE\tRPO\tLABELS")
 				for _, in := range list {
 					cp := in.GetCapabilities()
 					binlog := "off"
@@ -250,10 +258,28 @@ durable event is ("no stream" without one; "pending" before its first flush).
 					if e := in.GetBinlog().GetLastError(); e != "" && in.GetBinlog().GetFailures() > 0 {
 						r += " (failing)"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\t%s\n", in.GetName(), in.GetAgent(),
-						strings.TrimSpace(cp.GetFlavor()+" "+cp.GetVersion()), binlog, cp.GetIsReplica(), r, labelsText(in.GetLabels()))
+					eng := "-"
+					if d := in.GetEngineDecision(); d != nil {
+						eng = d.GetChosen()
+						if eng == "" {
+							eng = "none usable"
+						}
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\t%s\t%s\n", in.GetName(), in.GetAgent(),
+						strings.TrimSpace(cp.GetFlavor()+" "+cp.GetVersion()), binlog, cp.GetIsReplica(), eng, r, labelsText(in.GetLabels()))
 				}
-				return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				for _, in := range list {
+					chs := in.GetEngineChanges()
+					if len(chs) == 0 {
+						continue
+					}
+					ch := chs[len(chs)-1]
+					fmt.Fprintf(s.out, "%s: engine %s → %s at %s: %s\n", in.GetName(), orDash(ch.GetOldEngine()), orDash(ch.GetNewEngine()), tsText(ch.GetAt()), ch.GetOldReason())
+				}
+				return nil
 			})
 		},
 	}
@@ -301,6 +327,8 @@ func jobJSON(j *v1.Job) map[string]any {
 	}
 	if b := j.GetBackup(); b != nil {
 		out["engine"] = b.GetEngine()
+		out["engine_reason"] = b.GetEngineReason()
+		out["fallback_engines"] = nonNilList(b.GetFallbackEngines())
 	}
 	if r := j.GetRestore(); r != nil {
 		out["restore_backup_id"] = r.GetBackupId()
@@ -672,10 +700,11 @@ func controllerBackup(ctx context.Context, s *streams, controller, instance, eng
 		return &UserError{Code: ExitUsage, Msg: "--instance NAME is required with a controller: the catalog's instance to back up (see tidemark instances)"}
 	}
 	if engine != "" && engine != "auto" {
-		// The agent runs the job with its own registry; an engine this
-		// binary does not know is refused here rather than as a failed job.
-		if _, err := s.engineByName(engine); err != nil {
-			return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--engine %q: use auto or one of %s", engine, strings.Join(s.engines().Names(), ", "))}
+		// The agent runs the job with its own registry and the controller
+		// refuses an engine the instance cannot run; a name no engine has
+		// is refused here rather than as a failed job.
+		if err := selection.CheckNames([]string{engine}); err != nil {
+			return &UserError{Code: ExitUsage, Msg: "--engine: " + err.Error()}
 		}
 	}
 	if parallel < 0 {
@@ -799,4 +828,34 @@ func backupRepo(ctx context.Context, s *streams, controller, id string) (string,
 		return "", &UserError{Msg: fmt.Sprintf("the catalog does not record backup %s's repository (the agent used its own --repo); give --repo", id)}
 	}
 	return b.GetRepositoryUri(), nil
+}
+
+func nonNilList(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
+}
+
+// decisionJSON is an instance's engine decision in JSON, null before one.
+func decisionJSON(d *v1.EngineDecision) any {
+	if d == nil {
+		return nil
+	}
+	verdicts := make([]map[string]any, 0, len(d.GetVerdicts()))
+	for _, v := range d.GetVerdicts() {
+		verdicts = append(verdicts, map[string]any{"engine": v.GetEngine(), "ok": v.GetOk(), "reason": v.GetReason()})
+	}
+	return map[string]any{"chosen": d.GetChosen(), "verdicts": verdicts, "notes": nonNilList(d.GetNotes()),
+		"decided_at": tsJSON(d.GetDecidedAt()), "probed_at": tsJSON(d.GetProbedAt())}
+}
+
+// changesJSON lists an instance's engine change events.
+func changesJSON(chs []*v1.EngineChange) []map[string]any {
+	out := make([]map[string]any, 0, len(chs))
+	for _, ch := range chs {
+		out = append(out, map[string]any{"at": tsJSON(ch.GetAt()), "old_engine": ch.GetOldEngine(), "new_engine": ch.GetNewEngine(),
+			"old_reason": ch.GetOldReason(), "new_reason": ch.GetNewReason()})
+	}
+	return out
 }

@@ -50,7 +50,7 @@ func TestFleetCommandsBadInput(t *testing.T) {
 		{[]string{"instances", "--controller", closed, "-o", "yaml"}, "yaml"},
 		{[]string{"job", "watch", "j1", "--controller", closed}, "no Tidemark controller answers"},
 		{[]string{"backup", "--controller", closed}, "--instance NAME is required"},
-		{[]string{"backup", "--controller", closed, "--instance", "db", "--engine", "xtrabackup"}, `--engine "xtrabackup": use auto or one of`},
+		{[]string{"backup", "--controller", closed, "--instance", "db", "--engine", "clonee"}, `--engine: unknown engine "clonee": use auto or one of snapshot, clone, mariabackup, logical`},
 		{[]string{"backup", "--controller", closed, "--instance", "db", "--mysql", "root@tcp(127.0.0.1:1)/"}, "--mysql is for a standalone backup"},
 		{[]string{"backup", "--controller", closed, "--instance", "db", "--wait"}, "no Tidemark controller answers"},
 		{[]string{"backups", "--controller", closed}, "no Tidemark controller answers"},

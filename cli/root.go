@@ -74,6 +74,7 @@ Every command that prints data takes -o json: one JSON document per run
 		newClusterCmd(s),
 		newAgentsCmd(s),
 		newInstancesCmd(s),
+		newEnginesCmd(s),
 		newJobsCmd(s),
 		newJobCmd(s),
 		newBinlogCmd(s),

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/fsm"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
@@ -36,6 +37,9 @@ type agentHub struct {
 	heartbeat time.Duration
 	relayRepo string // this node's --repo, told to agents in Registered
 	metrics   *metrics.Registry
+	// logicalBelow is Config.LogicalBelow, for the decisions recorded at
+	// registration.
+	logicalBelow uint64
 
 	mu       sync.Mutex
 	leading  bool
@@ -68,7 +72,7 @@ type hubNode interface {
 func newAgentHub(node hubNode, nodeID string, cfg Config) *agentHub {
 	return &agentHub{
 		node: node, log: cfg.Logger.With("node", nodeID), nodeID: nodeID, ttl: cfg.LeaseDuration, heartbeat: cfg.HeartbeatInterval,
-		relayRepo: cfg.Repo, metrics: cfg.Metrics, sessions: map[string]*session{}, leases: map[string]*lease{}, progress: map[string]*v1.JobProgress{},
+		relayRepo: cfg.Repo, metrics: cfg.Metrics, logicalBelow: cfg.LogicalBelow, sessions: map[string]*session{}, leases: map[string]*lease{}, progress: map[string]*v1.JobProgress{},
 		streams: map[string]*streamLatest{}, commitEvery: cfg.WatermarkCommitInterval,
 		progressed: make(chan struct{}), kick: make(chan struct{}, 1),
 	}
@@ -454,6 +458,13 @@ func (h *agentHub) register(ctx context.Context, seq uint64, reg *v1.Register, a
 		return nil, err
 	}
 	ok = true
+	names := make([]string, len(ins))
+	for i, in := range ins {
+		names[i] = in.GetName()
+	}
+	if err := h.recordEngineDecisions(ctx, names); err != nil {
+		h.log.Warn("engine selection after registration", "agent", name, "err", err)
+	}
 	ss.touch()
 	ss.send(&v1.ControllerMessage{Msg: &v1.ControllerMessage_Registered{Registered: &v1.Registered{
 		AgentId: id, HeartbeatInterval: durationpb.New(h.heartbeat),
@@ -505,10 +516,48 @@ func (h *agentHub) handle(ss *session, m *v1.AgentMessage) {
 	case *v1.AgentMessage_JobResult:
 		h.handleResult(ss, m.GetSeq(), msg.JobResult)
 	case *v1.AgentMessage_Register:
-		ss.send(errorMsg(m.GetSeq(), codes.InvalidArgument, "already registered on this stream", "", ""))
+		// On a registered stream: the agent's periodic re-probe found a
+		// change.
+		if err := h.reprobed(ss, msg.Register); err != nil {
+			ss.send(errorMsg(m.GetSeq(), codeOf(err), err.Error(), "", ""))
+		}
 	default:
 		ss.send(errorMsg(m.GetSeq(), codes.InvalidArgument, fmt.Sprintf("unknown agent message %T", msg), "", ""))
 	}
+}
+
+// reprobed records the capabilities an agent's re-probe reported on its
+// live session, for the instances the catalog already gives it (a new
+// instance needs a new registration: the agent's config changed, so it
+// restarted), and re-decides their engines.
+func (h *agentHub) reprobed(ss *session, reg *v1.Register) error {
+	if reg.GetName() != ss.name {
+		return invalid("session of agent %q cannot report for agent %q", ss.name, reg.GetName())
+	}
+	t := now()
+	var names []string
+	for _, in := range reg.GetInstances() {
+		name := in.GetName()
+		if name == "" {
+			name = ss.name
+		}
+		old, err := h.node.catalog().Read().Instance(name)
+		if err != nil || old.GetAgent() != ss.name {
+			h.log.Warn("re-probe reports an instance this agent did not register; it is taken at the next registration", "agent", ss.name, "instance", name)
+			continue
+		}
+		up := proto.CloneOf(old)
+		up.Capabilities, up.Server, up.UpdatedAt = in.GetCapabilities(), in.GetServer(), t
+		if up.Capabilities == nil {
+			up.Capabilities = reg.GetCapabilities()
+		}
+		if _, err := h.node.apply(ss.ctx, &v1.Command{Cmd: &v1.Command_UpsertInstance{UpsertInstance: &v1.UpsertInstance{Instance: up, UpdatedAt: t}}}); err != nil {
+			return fmt.Errorf("instance %s: recording its re-probe: %w", name, err)
+		}
+		names = append(names, name)
+	}
+	h.log.Info("agent re-probed", "agent", ss.name, "instances", len(names))
+	return h.recordEngineDecisions(ss.ctx, names)
 }
 
 // checkRunning renews the leases an agent lists under their current token
@@ -720,6 +769,11 @@ func resultUpdate(j *v1.Job, rep *v1.JobResultReport, agent string) (*v1.UpdateJ
 		b.RepositoryUri = p.GetRepositoryUri()
 	}
 	if m != nil {
+		if fb := m.GetEngineMetadata()[selection.MetaFallback]; fb != "" {
+			// The job's record of why its backup is not by the engine
+			// it was given.
+			u.Reason = fb
+		}
 		b.Engine = m.GetEngine()
 		b.StartedAt, b.FinishedAt = m.GetStartedAt(), m.GetFinishedAt()
 		b.SizeBytes, b.StoredBytes = m.GetLogicalBytes(), m.GetStoredBytes()

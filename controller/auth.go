@@ -57,6 +57,7 @@ var accessTable = map[string]access{
 	v1.ControlService_WatchJob_FullMethodName:           viewer(),
 	v1.ControlService_GetBinlogStatus_FullMethodName:    viewer(),
 	v1.ControlService_ClusterStatus_FullMethodName:      viewer(),
+	v1.ControlService_ExplainEngines_FullMethodName:     viewer(),
 	v1.ControlService_SubmitBackup_FullMethodName:       operator(),
 	v1.ControlService_SubmitRestore_FullMethodName:      {user: tlsx.RoleOperator, controller: true, escalate: restoreNeeds},
 	v1.ControlService_CancelJob_FullMethodName:          operator(),

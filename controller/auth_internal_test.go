@@ -86,7 +86,7 @@ func TestRolesTable(t *testing.T) {
 	}
 	classes := map[string][]string{
 		"read": {"ListAgents", "ListInstances", "ListBackups", "GetBackup", "ListJobs", "GetJob", "WatchJob", "GetBinlogStatus", "ClusterStatus", "PlanRetention",
-			"ListPolicies", "GetPolicy", "GetSchedule", "GetPolicyStatus"},
+			"ListPolicies", "GetPolicy", "GetSchedule", "GetPolicyStatus", "ExplainEngines"},
 		// A node's own status is also how agents and nodes probe an address.
 		"probe":   {"NodeStatus"},
 		"operate": {"SubmitBackup", "SubmitRestore", "CancelJob", "StartBinlogStream", "StopBinlogStream", "SubmitCopy"},

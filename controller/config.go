@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tidemark-backup/tidemark/controller/scheduler"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 )
@@ -62,6 +63,10 @@ type Config struct {
 	// leader change loses at most this much of the committed RPO history
 	// (the agents report the latest again at once).
 	WatermarkCommitInterval time.Duration
+	// LogicalBelow: engine selection ranks the logical engine first for an
+	// instance with less data than this (selection.Preferences.SmallBytes);
+	// 0 ranks by engine alone.
+	LogicalBelow uint64
 	// ApplyTimeout bounds a write: enqueueing it into Raft and waiting for
 	// its commit. With no quorum a write fails after at most this long.
 	ApplyTimeout time.Duration
@@ -135,6 +140,7 @@ func DefaultConfig() Config {
 		LeaseDuration:           20 * time.Second,
 		MaxAttempts:             2,
 		WatermarkCommitInterval: 5 * time.Second,
+		LogicalBelow:            selection.DefaultSmallBytes,
 		ApplyTimeout:            10 * time.Second,
 		ScheduleInterval:        500 * time.Millisecond,
 		StatusInterval:          15 * time.Second,

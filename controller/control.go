@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
@@ -361,16 +362,27 @@ func (c *controlService) SubmitBackup(ctx context.Context, req *v1.SubmitBackupR
 	if repo == "" {
 		repo = s.cfg.Repo
 	}
-	engine := req.GetEngine()
-	if engine == "auto" {
-		engine = ""
+	var sel resolvedEngine
+	if in, err := s.fsm.Store().Read().Instance(req.GetInstance()); err == nil {
+		if sel, err = resolveEngine(in, req.GetEngine(), s.cfg.LogicalBelow); err != nil {
+			return nil, err
+		}
+	} else if req.GetEngine() != "auto" && req.GetEngine() != "" {
+		// An unknown instance is refused when the job is applied; an
+		// unknown engine is named first.
+		if err := selection.CheckNames([]string{req.GetEngine()}); err != nil {
+			return nil, invalid("engine: %v", err)
+		}
+		sel.engine = req.GetEngine()
 	}
+	engine := sel.engine
 	t := time.Now()
 	job := &v1.Job{
 		Id: newJobID(t), Kind: v1.JobKind_JOB_KIND_BACKUP, Instance: req.GetInstance(), State: v1.JobState_JOB_STATE_PENDING,
 		CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t), MaxAttempts: s.cfg.MaxAttempts,
 		Params: &v1.Job_Backup{Backup: &v1.BackupParams{
 			Engine: engine, RepositoryUri: repo, Labels: maps.Clone(req.GetLabels()), Parallelism: req.GetParallelism(),
+			EngineReason: sel.reason, FallbackEngines: sel.fallbacks,
 		}},
 	}
 	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
@@ -378,8 +390,12 @@ func (c *controlService) SubmitBackup(ctx context.Context, req *v1.SubmitBackupR
 		return nil, err
 	}
 	s.agents.kickAssigner()
-	s.log.Info("backup submitted", "job", job.GetId(), "instance", job.GetInstance())
+	s.log.Info("backup submitted", "job", job.GetId(), "instance", job.GetInstance(), "engine", engine, "why", sel.reason)
 	return &v1.SubmitBackupResponse{Job: resp.Value.(*v1.Job)}, nil
+}
+
+func (c *controlService) ExplainEngines(ctx context.Context, req *v1.ExplainEnginesRequest) (*v1.ExplainEnginesResponse, error) {
+	return explainEngines(c.s.fsm.Store().Read(), req, c.s.cfg.LogicalBelow)
 }
 
 func (c *controlService) SubmitRestore(ctx context.Context, req *v1.SubmitRestoreRequest) (*v1.SubmitRestoreResponse, error) {

@@ -8,7 +8,10 @@
 // (auth.go) checks every call against the access table and maps errors to
 // gRPC statuses; the leader writes an audit record of every mutating call
 // (audit.go); join tokens, revocations and certificate renewal are in
-// enroll.go. Retention (retention.go) plans on the leader with
+// enroll.go. Engine selection (selection.go) resolves a backup's engine
+// auto from the instance's probed capabilities at submission, refuses an
+// engine the instance cannot run, and re-decides at every registration,
+// recording a change of choice on the instance. Retention (retention.go) plans on the leader with
 // controller/retention and expires through Raft entries and expire jobs
 // the agents run; copies are copy jobs.
 //

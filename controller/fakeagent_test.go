@@ -94,6 +94,11 @@ func tryAgent(t *testing.T, addr, name string, labels map[string]string, running
 
 // tryAgentWith is tryAgent presenting creds.
 func tryAgentWith(t *testing.T, addr, name string, creds credentials.TransportCredentials, labels map[string]string, running []*v1.RunningJob) (*fakeAgent, string, error) {
+	return tryAgentCaps(t, addr, name, creds, labels, running, &v1.Capabilities{Flavor: "mariadb", Version: "10.11.6"})
+}
+
+// tryAgentCaps is tryAgentWith reporting caps.
+func tryAgentCaps(t *testing.T, addr, name string, creds credentials.TransportCredentials, labels map[string]string, running []*v1.RunningJob, caps *v1.Capabilities) (*fakeAgent, string, error) {
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, "", err
@@ -114,7 +119,7 @@ func tryAgentWith(t *testing.T, addr, name string, creds credentials.TransportCr
 	maps.Copy(all, labels)
 	a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_Register{Register: &v1.Register{
 		Name: name, Labels: all, Running: running,
-		Capabilities: &v1.Capabilities{Flavor: "mariadb", Version: "10.11.6"},
+		Capabilities: caps,
 	}}})
 	first, err := stream.Recv()
 	if err != nil {

@@ -146,6 +146,14 @@ var ErrMismatch = errors.New("restored data differs from the backup")
 // target holds no record of an interrupted run of it.
 var ErrNothingToResume = errors.New("nothing to resume")
 
+// ErrCapability marks a backup that failed because the instance cannot run
+// this engine after all: the snapshot volume ran out of space, the backup
+// tool is missing or of another series than the server. The job runner
+// retries such a backup once with the next usable engine (engine
+// selection's fallback); any other failure keeps the engine. Engines wrap
+// it together with the cause: fmt.Errorf("%w: ...: %w", ErrCapability, err).
+var ErrCapability = errors.New("the instance cannot run this engine")
+
 // Verifier is an engine that can check a restore of its own backups
 // against what the backup recorded.
 type Verifier interface {

@@ -9,8 +9,9 @@ import (
 // Registry names the engines one binary has. It replaces hand-written
 // switches in the agent's job runner and the standalone commands: a backup
 // names its engine, a manifest records it, and both look it up here.
-// Selection (which engine suits an instance) will ask each engine for a
-// verdict; for now "auto" means the registry's default.
+// Which engine suits an instance is engines/selection's question, answered
+// from probed capabilities before a backup starts; "auto" here is the
+// registry's default, for a caller with no capabilities to decide from.
 //
 // A Registry is built once at start and only read afterwards, so it needs
 // no lock.

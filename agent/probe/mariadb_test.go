@@ -55,6 +55,16 @@ func TestMariaDB(t *testing.T) {
 	if c.SnapshotFreeBytes == 0 || c.DataBytes == 0 || c.IsReplica || !c.StorageReachable || !reached {
 		t.Errorf("free %d data %d replica %v storage %v", c.SnapshotFreeBytes, c.DataBytes, c.IsReplica, c.StorageReachable)
 	}
+	// Debian's mariadb-backup is of the server's series; redo and binlog
+	// live in the datadir.
+	if c.BackupTool != "mariabackup" || !strings.HasPrefix(res.Server.Version, c.BackupToolVersion) || !c.SelectionProbed {
+		t.Errorf("tool %q version %q error %q", c.BackupTool, c.BackupToolVersion, c.BackupToolError)
+	}
+	for _, v := range c.Volumes {
+		if !v.SameAsDatadir {
+			t.Errorf("volume %v apart from the datadir", v)
+		}
+	}
 
 	// A configured replication source makes it a replica, running or not.
 	m.Exec(t, "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=1, MASTER_USER='repl'")

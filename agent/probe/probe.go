@@ -99,6 +99,9 @@ var probes = []probe{
 	{"data size", probeDataSize},
 	{"replication", probeReplica},
 	{"storage", probeStorage},
+	{"backup tool", probeBackupTool},
+	{"privileges", probePrivileges},
+	{"volumes", probeVolumes},
 }
 
 // Run runs every probe. It never fails: a probe that fails adds a warning

@@ -429,18 +429,22 @@ func TestRunServerDown(t *testing.T) {
 // TestRunAll runs every probe over one captured MySQL 8.0 host.
 func TestRunAll(t *testing.T) {
 	q := fakeQuerier{
-		qVersion:              rows(Row{"version": "8.0.36", "comment": "MySQL Community Server - GPL", "hostname": "db1", "server_id": "1"}),
-		qUUID:                 rows(Row{"uuid": "u"}),
-		"SELECT PLUGIN_NAME":  rows(Row{"name": "clone"}),
-		"SELECT @@log_bin":    rows(Row{"log_bin": "1", "format": "ROW"}),
-		"SELECT @@gtid_mode":  rows(Row{"mode": "ON"}),
-		"SELECT @@datadir":    rows(Row{"datadir": "/var/lib/mysql/"}),
-		"SELECT COALESCE":     rows(Row{"bytes": "1000"}),
-		"SHOW REPLICA STATUS": rows(),
+		qVersion:                             rows(Row{"version": "8.0.36", "comment": "MySQL Community Server - GPL", "hostname": "db1", "server_id": "1"}),
+		qUUID:                                rows(Row{"uuid": "u"}),
+		"SELECT PLUGIN_NAME":                 rows(Row{"name": "clone"}),
+		"SELECT @@log_bin":                   rows(Row{"log_bin": "1", "format": "ROW"}),
+		"SELECT @@gtid_mode":                 rows(Row{"mode": "ON"}),
+		"SELECT @@datadir":                   rows(Row{"datadir": "/var/lib/mysql/"}),
+		"SELECT COALESCE":                    rows(Row{"bytes": "1000"}),
+		"SHOW REPLICA STATUS":                rows(),
+		"SHOW GRANTS":                        rows(Row{"grants for tm@%": "GRANT BACKUP_ADMIN,CLONE_ADMIN ON *.* TO `tm`@`%`"}),
+		"SELECT @@innodb_log_group_home_dir": rows(Row{"redo": "./", "binlog": "/var/log/mysql/bin"}),
 	}
 	h := fakeHost{
-		statfs: map[string]FS{dd: {Magic: magicBtrfs, AvailBytes: 1 << 40}},
-		dev:    map[string][2]uint32{dd: {0, 40}},
+		statfs: map[string]FS{dd: {Magic: magicBtrfs, AvailBytes: 1 << 40}, "/var/log/mysql": {Magic: magicExt4}},
+		dev:    map[string][2]uint32{dd: {0, 40}, "/var/log/mysql": {8, 1}},
+		files:  map[string]string{"/sys/dev/block/8:1/dev": "8:1"},
+		cmds:   map[string]answer{"sh -c " + versionScript + " xtrabackup": {out: "xtrabackup version 8.0.35-30 based on MySQL server 8.0.35 Linux (x86_64) (revision id: 6beb4b49)\n"}},
 	}
 	res := Run(context.Background(), Deps{Querier: q, Host: h, Storage: func(context.Context) error { return nil }})
 	if len(res.Warnings) > 0 {
@@ -452,7 +456,42 @@ func TestRunAll(t *testing.T) {
 		c.SnapshotFreeBytes != 1<<40 || c.DataBytes != 1000 || c.IsReplica || !c.StorageReachable {
 		t.Fatalf("capabilities %v", c)
 	}
+	if !c.SelectionProbed || c.BackupTool != "xtrabackup" || c.BackupToolVersion != "8.0.35" || c.BackupToolError != "" || !c.BackupAdmin ||
+		len(c.Volumes) != 2 || !c.Volumes[0].SameAsDatadir || c.Volumes[0].Path != dd || c.Volumes[0].Filesystem != v1.Filesystem_FILESYSTEM_BTRFS ||
+		c.Volumes[1].SameAsDatadir || c.Volumes[1].Role != "binlog" || c.Volumes[1].Filesystem != v1.Filesystem_FILESYSTEM_EXT4 {
+		t.Fatalf("selection inputs %v", c)
+	}
 	if res.Server.ServerUuid != "u" {
 		t.Fatalf("server %v", res.Server)
+	}
+}
+
+// TestProbeBackupTool: missing, broken, unreadable and good tools.
+func TestProbeBackupTool(t *testing.T) {
+	key := "sh -c " + versionScript + " mariabackup"
+	for _, tc := range []struct {
+		name             string
+		cmd              *answer
+		tool, ver, error string
+	}{
+		{"missing", nil, "", "", "mariabackup is not in the agent's PATH; install mariadb-backup"},
+		{"broken", &answer{err: errors.New("sh: exit status 2: segfault")}, "mariabackup", "", "mariabackup --version failed: sh: exit status 2"},
+		{"unreadable", &answer{out: "mariabackup 1.0\n"}, "mariabackup", "", `cannot read the server version mariabackup was built from in "mariabackup 1.0"`},
+		{"good", &answer{out: "mariabackup based on MariaDB server 10.11.19-MariaDB debian-linux-gnu (x86_64)\n"}, "mariabackup", "10.11.19", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := fakeHost{cmds: map[string]answer{}}
+			if tc.cmd != nil {
+				h.cmds[key] = *tc.cmd
+			}
+			c := &v1.Capabilities{}
+			s := &state{Deps: Deps{Host: h, Querier: fakeQuerier{}}, server: maria}
+			if err := probeBackupTool(context.Background(), s, c); err != nil {
+				t.Fatal(err)
+			}
+			if !c.SelectionProbed || c.BackupTool != tc.tool || c.BackupToolVersion != tc.ver || !strings.Contains(c.BackupToolError, tc.error) || (tc.error == "") != (c.BackupToolError == "") {
+				t.Fatalf("tool %q version %q error %q", c.BackupTool, c.BackupToolVersion, c.BackupToolError)
+			}
+		})
 	}
 }

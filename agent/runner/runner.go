@@ -11,6 +11,7 @@ import (
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/engines/physical"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
@@ -50,8 +51,10 @@ type Result struct {
 	Warnings []string
 }
 
-// engineFor returns the engine a job asks for. "auto" and "" mean engine
-// selection, which for now is the registry's default.
+// engineFor returns the engine a job asks for. The controller resolves
+// "auto" by engine selection before it assigns a backup; "" (or "auto")
+// reaching here means it had no capabilities to decide from, and the
+// registry's default runs.
 func engineFor(p Params, name string) (engines.Engine, error) {
 	reg := p.Engines
 	if reg == nil {
@@ -126,17 +129,48 @@ func backup(ctx context.Context, p Params) (*Result, error) {
 	if p.Progress != nil {
 		p.Progress(&v1.JobProgress{Phase: "starting", UpdatedAt: timestamppb.Now()})
 	}
-	var res *engines.BackupResult
-	m, err := repo.WithBackup(ctx, archive.BackupOptions{
-		ID: id, Instance: p.Job.GetInstance(), Engine: eng.Name(), Labels: bp.GetLabels(), Fence: p.Lease,
-	}, func(ctx context.Context, b *archive.Backup) error {
-		var err error
-		res, err = eng.Backup(ctx, engines.BackupParams{
-			DSN: p.DSN, Parallel: parallel(bp.GetParallelism(), p.Parallel),
-			Sink: engines.ArchiveSink(b), Progress: progress(p),
+	run := func(eng engines.Engine, meta map[string]string) (*v1.Manifest, *engines.BackupResult, error) {
+		var res *engines.BackupResult
+		m, err := repo.WithBackup(ctx, archive.BackupOptions{
+			ID: id, Instance: p.Job.GetInstance(), Engine: eng.Name(), Labels: bp.GetLabels(), Fence: p.Lease,
+		}, func(ctx context.Context, b *archive.Backup) error {
+			sink := engines.ArchiveSink(b)
+			for k, v := range meta {
+				sink.SetEngineMetadata(k, v)
+			}
+			var err error
+			res, err = eng.Backup(ctx, engines.BackupParams{
+				DSN: p.DSN, Parallel: parallel(bp.GetParallelism(), p.Parallel),
+				Sink: sink, Progress: progress(p),
+			})
+			return err
 		})
-		return err
-	})
+		return m, res, err
+	}
+	meta := map[string]string{}
+	if r := bp.GetEngineReason(); r != "" {
+		meta[selection.MetaReason] = r
+	}
+	m, res, err := run(eng, meta)
+	if err != nil && errors.Is(err, engines.ErrCapability) && len(bp.GetFallbackEngines()) > 0 && ctx.Err() == nil {
+		// Engine selection's fallback: the chosen engine found it cannot
+		// run here after all (its volume full, its tool mismatched). One
+		// retry with the next usable engine, under the same backup id (the
+		// failed run wrote no manifest); any other failure keeps its engine.
+		next, ferr := engineFor(p, bp.GetFallbackEngines()[0])
+		if ferr != nil {
+			return nil, errors.Join(err, fmt.Errorf("fallback: %w", ferr))
+		}
+		why := fmt.Sprintf("%s failed for a capability reason, fell back to %s: %v", eng.Name(), next.Name(), err)
+		meta[selection.MetaFallback] = why
+		var ferr2 error
+		m, res, ferr2 = run(next, meta)
+		if ferr2 != nil {
+			return nil, fmt.Errorf("%s; the fallback %s failed too: %w", why, next.Name(), ferr2)
+		}
+		res.Warnings = append(res.Warnings, why)
+		err = nil
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,7 @@ func applyRegisterAgent(w *catalog.Write, c *v1.RegisterAgent) (proto.Message, e
 		return nil, err
 	}
 	for _, in := range c.GetInstances() {
+		keepEngineDecision(w, in)
 		if err := w.PutInstance(in); err != nil {
 			return nil, err
 		}

@@ -129,6 +129,8 @@ func dispatch(w *catalog.Write, e entry, cmd *v1.Command) (proto.Message, error)
 		return applyDeletePolicy(w, c.DeletePolicy)
 	case *v1.Command_RecordScheduleSkips:
 		return applyRecordScheduleSkips(w, c.RecordScheduleSkips)
+	case *v1.Command_RecordEngineDecision:
+		return applyRecordEngineDecision(w, c.RecordEngineDecision)
 	default:
 		panic(fmt.Sprintf("fsm: command %T has no applier (entry %d)", c, e.Index))
 	}

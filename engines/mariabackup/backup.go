@@ -74,7 +74,9 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (*engines.B
 	}
 	t, err := e.toolFor(ctx, srv)
 	if err != nil {
-		return nil, err
+		// Missing or of another series: the host cannot run this engine,
+		// which lets a backup with engine auto fall back.
+		return nil, fmt.Errorf("%w: %w", engines.ErrCapability, err)
 	}
 	if err := checkPrivileges(ctx, db, srv); err != nil {
 		return nil, err

@@ -123,7 +123,7 @@ func TestBadInput(t *testing.T) {
 		marker := filepath.Join(t.TempDir(), "ran")
 		d := double(t, "mariabackup based on MariaDB server 11.4.2-MariaDB debian-linux-gnu (x86_64)", "touch "+marker)
 		_, _, err := backup(t, repo, &Engine{MariaBackup: d}, src.DSN)
-		if err == nil || !strings.Contains(err.Error(), "11.4.2-MariaDB") || !strings.Contains(err.Error(), "series 10.11") {
+		if !errors.Is(err, engines.ErrCapability) || !strings.Contains(err.Error(), "11.4.2-MariaDB") || !strings.Contains(err.Error(), "series 10.11") {
 			t.Errorf("got %v", err)
 		}
 		if _, serr := os.Stat(marker); serr == nil {
@@ -191,6 +191,10 @@ exec %[2]s "$@"`, rec, real))
 		d := double(t, version, "cat "+pf+"; echo '[00] FATAL ERROR: InnoDB: the redo log was overwritten' >&2; exit 1")
 		_, _, err := backup(t, repo, &Engine{MariaBackup: d}, src.DSN)
 		if err == nil || !strings.Contains(err.Error(), "exit status 1") || !strings.Contains(err.Error(), "redo log was overwritten") {
+			t.Errorf("got %v", err)
+		}
+		// A tool that ran and failed is no capability failure: no fallback.
+		if errors.Is(err, engines.ErrCapability) {
 			t.Errorf("got %v", err)
 		}
 	})

@@ -9,6 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+
+	"github.com/tidemark-backup/tidemark/engines"
 )
 
 // Runner runs the volume managers' commands (btrfs, lvcreate, mount, zfs,
@@ -80,7 +83,26 @@ func (v *btrfsVolume) create(ctx context.Context, name string) error {
 		return fmt.Errorf("snapshot: %w", err)
 	}
 	_, err := v.run.Run(ctx, "btrfs", "subvolume", "snapshot", "-r", v.root, filepath.Join(v.dir(), name))
+	if err != nil && noSpace(err) {
+		return fmt.Errorf("%w: the Btrfs filesystem of %s has no room for a snapshot (%w); free space in it or use --engine mariabackup", engines.ErrCapability, v.root, err)
+	}
 	return err
+}
+
+// noSpace tells a volume manager's "out of space" from its other failures:
+// that one is a capability failure (engines.ErrCapability), which lets a
+// backup with engine auto fall back to the next engine.
+func noSpace(err error) bool {
+	if errors.Is(err, syscall.ENOSPC) {
+		return true
+	}
+	m := strings.ToLower(err.Error())
+	for _, s := range []string{"no space left", "insufficient free space", "out of space", "no space"} {
+		if strings.Contains(m, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *btrfsVolume) open(_ context.Context, name string) (string, error) {
@@ -132,8 +154,8 @@ func (v *lvmVolume) Root() string { return v.root }
 
 func (v *lvmVolume) create(ctx context.Context, name string) error {
 	_, err := v.run.Run(ctx, "lvcreate", "--snapshot", "--size", v.size, "-n", name, v.vg+"/"+v.lv)
-	if err != nil && strings.Contains(err.Error(), "insufficient free space") {
-		return fmt.Errorf("%w: the volume group %s has no room for a %s snapshot of %s; free space in it (vgextend, lvreduce of another volume) or use --engine mariabackup", err, v.vg, v.size, v.lv)
+	if err != nil && noSpace(err) {
+		return fmt.Errorf("%w: %w: the volume group %s has no room for a %s snapshot of %s; free space in it (vgextend, lvreduce of another volume) or use --engine mariabackup", engines.ErrCapability, err, v.vg, v.size, v.lv)
 	}
 	return err
 }
@@ -197,8 +219,8 @@ func (v *zfsVolume) Root() string   { return v.root }
 
 func (v *zfsVolume) create(ctx context.Context, name string) error {
 	_, err := v.run.Run(ctx, "zfs", "snapshot", v.dataset+"@"+name)
-	if err != nil && (strings.Contains(err.Error(), "out of space") || strings.Contains(err.Error(), "no space")) {
-		return fmt.Errorf("%w: the pool holding %s has no room for a snapshot; free space in it or use --engine mariabackup", err, v.dataset)
+	if err != nil && noSpace(err) {
+		return fmt.Errorf("%w: %w: the pool holding %s has no room for a snapshot; free space in it or use --engine mariabackup", engines.ErrCapability, err, v.dataset)
 	}
 	return err
 }

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
@@ -123,7 +124,7 @@ func TestLVMAndZFSThroughDouble(t *testing.T) {
 		e, d, v := lvm(t)
 		d.vgFree = 100 << 20
 		_, _, err := backup(t, r, e, src.DSN)
-		if err == nil || !strings.Contains(err.Error(), "insufficient free space") || !strings.Contains(err.Error(), "volume group vg0") || !strings.Contains(err.Error(), "mariabackup") {
+		if !errors.Is(err, engines.ErrCapability) || !strings.Contains(err.Error(), "insufficient free space") || !strings.Contains(err.Error(), "volume group vg0") || !strings.Contains(err.Error(), "mariabackup") {
 			t.Errorf("full VG: %v", err)
 		}
 		nothingLeft(t, d, v)
@@ -203,7 +204,7 @@ func TestLVMAndZFSThroughDouble(t *testing.T) {
 		e, d := zfs(t)
 		d.pool = 0
 		_, _, err := backup(t, r, e, src.DSN)
-		if err == nil || !strings.Contains(err.Error(), "out of space") || !strings.Contains(err.Error(), "pool holding tank/mysql") {
+		if !errors.Is(err, engines.ErrCapability) || !strings.Contains(err.Error(), "out of space") || !strings.Contains(err.Error(), "pool holding tank/mysql") {
 			t.Errorf("full pool: %v", err)
 		}
 		if len(d.zsnaps) != 0 {

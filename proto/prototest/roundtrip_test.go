@@ -247,6 +247,12 @@ func commandArms() map[string]*tidemarkv1.Command {
 				Retention: &tidemarkv1.RetentionRules{KeepLast: 3, KeepDaily: 7}}},
 			Sources: []string{"name: prod-db\n"}, AppliedBy: "user alice (admin)", AppliedAt: ts(0),
 		}}},
+		"record_engine_decision": {Cmd: &tidemarkv1.Command_RecordEngineDecision{RecordEngineDecision: &tidemarkv1.RecordEngineDecision{
+			Instance: "db-eu-1/main",
+			Decision: &tidemarkv1.EngineDecision{Chosen: "snapshot", DecidedAt: ts(0), ProbedAt: ts(-time.Minute),
+				Verdicts: []*tidemarkv1.EngineVerdict{{Engine: "snapshot", Ok: true, Reason: "datadir on a btrfs subvolume"}, {Engine: "logical", Ok: true, Reason: "always"}}},
+			Change: &tidemarkv1.EngineChange{OldEngine: "mariabackup", NewEngine: "snapshot", OldReason: "plain dir", NewReason: "btrfs", At: ts(0)},
+		}}},
 		"delete_policy": {Cmd: &tidemarkv1.Command_DeletePolicy{DeletePolicy: &tidemarkv1.DeletePolicy{Name: "prod-db", DeletedAt: ts(time.Hour)}}},
 		"record_schedule_skips": {Cmd: &tidemarkv1.Command_RecordScheduleSkips{RecordScheduleSkips: &tidemarkv1.RecordScheduleSkips{
 			Skips: []*tidemarkv1.ScheduleSkip{{Id: "skip-1", Policy: "prod-db", RunKey: "db-eu-1/main", First: ts(0), Last: ts(time.Minute), Count: 2, Reason: "no leader"}},

@@ -320,9 +320,28 @@ type Capabilities struct {
 	// Version of the tidemark agent that probed.
 	AgentVersion string `protobuf:"bytes,15,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// When the probe ran, by the agent's clock.
-	ProbedAt      *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=probed_at,json=probedAt,proto3" json:"probed_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ProbedAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=probed_at,json=probedAt,proto3" json:"probed_at,omitempty"`
+	// The volumes of the server's other directories (redo log, binary log)
+	// when the probe could place them; a directory on the datadir's
+	// filesystem is listed too, with same_as_datadir set.
+	Volumes []*EngineVolume `protobuf:"bytes,80,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	// The physical backup tool for this server on the agent's host:
+	// "mariabackup" (MariaDB) or "xtrabackup" (MySQL, Percona); empty when it
+	// is not installed or was not probed.
+	BackupTool string `protobuf:"bytes,81,opt,name=backup_tool,json=backupTool,proto3" json:"backup_tool,omitempty"`
+	// The server version the tool was built from (its --version: "based on
+	// MariaDB server 10.11.19"), which must be of the server's series.
+	BackupToolVersion string `protobuf:"bytes,82,opt,name=backup_tool_version,json=backupToolVersion,proto3" json:"backup_tool_version,omitempty"`
+	// Why the tool is unusable or its version unknown; empty otherwise.
+	BackupToolError string `protobuf:"bytes,83,opt,name=backup_tool_error,json=backupToolError,proto3" json:"backup_tool_error,omitempty"`
+	// The agent's account holds BACKUP_ADMIN (the clone engine needs it).
+	BackupAdmin bool `protobuf:"varint,84,opt,name=backup_admin,json=backupAdmin,proto3" json:"backup_admin,omitempty"`
+	// The tool and privilege probes ran: an agent older than engine
+	// selection leaves this false, and selection then says "not reported"
+	// rather than "not installed".
+	SelectionProbed bool `protobuf:"varint,85,opt,name=selection_probed,json=selectionProbed,proto3" json:"selection_probed,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Capabilities) Reset() {
@@ -467,6 +486,340 @@ func (x *Capabilities) GetProbedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Capabilities) GetVolumes() []*EngineVolume {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+func (x *Capabilities) GetBackupTool() string {
+	if x != nil {
+		return x.BackupTool
+	}
+	return ""
+}
+
+func (x *Capabilities) GetBackupToolVersion() string {
+	if x != nil {
+		return x.BackupToolVersion
+	}
+	return ""
+}
+
+func (x *Capabilities) GetBackupToolError() string {
+	if x != nil {
+		return x.BackupToolError
+	}
+	return ""
+}
+
+func (x *Capabilities) GetBackupAdmin() bool {
+	if x != nil {
+		return x.BackupAdmin
+	}
+	return false
+}
+
+func (x *Capabilities) GetSelectionProbed() bool {
+	if x != nil {
+		return x.SelectionProbed
+	}
+	return false
+}
+
+// EngineVolume is where one of the server's directories lives.
+type EngineVolume struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "redo" or "binlog".
+	Role       string     `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Path       string     `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Filesystem Filesystem `protobuf:"varint,3,opt,name=filesystem,proto3,enum=tidemark.v1.Filesystem" json:"filesystem,omitempty"`
+	// The directory is on the same filesystem (device) as the datadir.
+	SameAsDatadir bool `protobuf:"varint,4,opt,name=same_as_datadir,json=sameAsDatadir,proto3" json:"same_as_datadir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EngineVolume) Reset() {
+	*x = EngineVolume{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EngineVolume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EngineVolume) ProtoMessage() {}
+
+func (x *EngineVolume) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EngineVolume.ProtoReflect.Descriptor instead.
+func (*EngineVolume) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EngineVolume) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *EngineVolume) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *EngineVolume) GetFilesystem() Filesystem {
+	if x != nil {
+		return x.Filesystem
+	}
+	return Filesystem_FILESYSTEM_UNSPECIFIED
+}
+
+func (x *EngineVolume) GetSameAsDatadir() bool {
+	if x != nil {
+		return x.SameAsDatadir
+	}
+	return false
+}
+
+// EngineVerdict is selection's verdict on one engine for one instance.
+type EngineVerdict struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Engine string                 `protobuf:"bytes,1,opt,name=engine,proto3" json:"engine,omitempty"`
+	Ok     bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	// For a person: why the engine can or cannot run, naming the input.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EngineVerdict) Reset() {
+	*x = EngineVerdict{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EngineVerdict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EngineVerdict) ProtoMessage() {}
+
+func (x *EngineVerdict) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EngineVerdict.ProtoReflect.Descriptor instead.
+func (*EngineVerdict) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *EngineVerdict) GetEngine() string {
+	if x != nil {
+		return x.Engine
+	}
+	return ""
+}
+
+func (x *EngineVerdict) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *EngineVerdict) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// EngineDecision is selection's ranked verdicts for one instance.
+type EngineDecision struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Best first; the first ok one is chosen.
+	Verdicts []*EngineVerdict `protobuf:"bytes,1,rep,name=verdicts,proto3" json:"verdicts,omitempty"`
+	// The chosen engine; empty when none is usable.
+	Chosen string `protobuf:"bytes,2,opt,name=chosen,proto3" json:"chosen,omitempty"`
+	// Remarks that change no verdict (binary log off, relayed storage, ...).
+	Notes []string `protobuf:"bytes,3,rep,name=notes,proto3" json:"notes,omitempty"`
+	// When the leader decided, from capabilities probed at probed_at.
+	DecidedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=decided_at,json=decidedAt,proto3" json:"decided_at,omitempty"`
+	ProbedAt      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=probed_at,json=probedAt,proto3" json:"probed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EngineDecision) Reset() {
+	*x = EngineDecision{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EngineDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EngineDecision) ProtoMessage() {}
+
+func (x *EngineDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EngineDecision.ProtoReflect.Descriptor instead.
+func (*EngineDecision) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *EngineDecision) GetVerdicts() []*EngineVerdict {
+	if x != nil {
+		return x.Verdicts
+	}
+	return nil
+}
+
+func (x *EngineDecision) GetChosen() string {
+	if x != nil {
+		return x.Chosen
+	}
+	return ""
+}
+
+func (x *EngineDecision) GetNotes() []string {
+	if x != nil {
+		return x.Notes
+	}
+	return nil
+}
+
+func (x *EngineDecision) GetDecidedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DecidedAt
+	}
+	return nil
+}
+
+func (x *EngineDecision) GetProbedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ProbedAt
+	}
+	return nil
+}
+
+// EngineChange is an event: a re-probe changed an instance's chosen engine.
+type EngineChange struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	OldEngine string                 `protobuf:"bytes,1,opt,name=old_engine,json=oldEngine,proto3" json:"old_engine,omitempty"`
+	NewEngine string                 `protobuf:"bytes,2,opt,name=new_engine,json=newEngine,proto3" json:"new_engine,omitempty"`
+	// The verdicts' reasons for the old engine now, and for the new one.
+	OldReason     string                 `protobuf:"bytes,3,opt,name=old_reason,json=oldReason,proto3" json:"old_reason,omitempty"`
+	NewReason     string                 `protobuf:"bytes,4,opt,name=new_reason,json=newReason,proto3" json:"new_reason,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EngineChange) Reset() {
+	*x = EngineChange{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EngineChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EngineChange) ProtoMessage() {}
+
+func (x *EngineChange) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EngineChange.ProtoReflect.Descriptor instead.
+func (*EngineChange) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EngineChange) GetOldEngine() string {
+	if x != nil {
+		return x.OldEngine
+	}
+	return ""
+}
+
+func (x *EngineChange) GetNewEngine() string {
+	if x != nil {
+		return x.NewEngine
+	}
+	return ""
+}
+
+func (x *EngineChange) GetOldReason() string {
+	if x != nil {
+		return x.OldReason
+	}
+	return ""
+}
+
+func (x *EngineChange) GetNewReason() string {
+	if x != nil {
+		return x.NewReason
+	}
+	return ""
+}
+
+func (x *EngineChange) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 // Agent is one registered agent daemon.
 type Agent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -495,7 +848,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[1]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +860,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[1]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +873,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{1}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Agent) GetId() string {
@@ -605,14 +958,20 @@ type Instance struct {
 	// The binlog stream that covers this instance (its own, or its `cluster`
 	// group's), with the latest watermark the leader knows. Never stored: the
 	// controller fills it when it answers ListInstances.
-	Binlog        *BinlogStream `protobuf:"bytes,8,opt,name=binlog,proto3" json:"binlog,omitempty"`
+	Binlog *BinlogStream `protobuf:"bytes,8,opt,name=binlog,proto3" json:"binlog,omitempty"`
+	// Engine selection's latest decision for the instance with no policy
+	// preferences (numbers 40-44 are engine selection's).
+	EngineDecision *EngineDecision `protobuf:"bytes,40,opt,name=engine_decision,json=engineDecision,proto3" json:"engine_decision,omitempty"`
+	// The latest changes of the chosen engine, oldest first; the catalog
+	// keeps the last 20.
+	EngineChanges []*EngineChange `protobuf:"bytes,41,rep,name=engine_changes,json=engineChanges,proto3" json:"engine_changes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[2]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +983,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[2]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +996,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{2}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Instance) GetName() string {
@@ -696,6 +1055,20 @@ func (x *Instance) GetBinlog() *BinlogStream {
 	return nil
 }
 
+func (x *Instance) GetEngineDecision() *EngineDecision {
+	if x != nil {
+		return x.EngineDecision
+	}
+	return nil
+}
+
+func (x *Instance) GetEngineChanges() []*EngineChange {
+	if x != nil {
+		return x.EngineChanges
+	}
+	return nil
+}
+
 // Backup is the catalog's record of one backup.
 type Backup struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -750,7 +1123,7 @@ type Backup struct {
 
 func (x *Backup) Reset() {
 	*x = Backup{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[3]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +1135,7 @@ func (x *Backup) String() string {
 func (*Backup) ProtoMessage() {}
 
 func (x *Backup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[3]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +1148,7 @@ func (x *Backup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backup.ProtoReflect.Descriptor instead.
 func (*Backup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{3}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Backup) GetId() string {
@@ -959,7 +1332,7 @@ type BackupPin struct {
 
 func (x *BackupPin) Reset() {
 	*x = BackupPin{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[4]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1344,7 @@ func (x *BackupPin) String() string {
 func (*BackupPin) ProtoMessage() {}
 
 func (x *BackupPin) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[4]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1357,7 @@ func (x *BackupPin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupPin.ProtoReflect.Descriptor instead.
 func (*BackupPin) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BackupPin) GetReason() string {
@@ -1030,7 +1403,7 @@ type BackupCopy struct {
 
 func (x *BackupCopy) Reset() {
 	*x = BackupCopy{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[5]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1415,7 @@ func (x *BackupCopy) String() string {
 func (*BackupCopy) ProtoMessage() {}
 
 func (x *BackupCopy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[5]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1428,7 @@ func (x *BackupCopy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupCopy.ProtoReflect.Descriptor instead.
 func (*BackupCopy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BackupCopy) GetRepositoryUri() string {
@@ -1124,14 +1497,22 @@ type BackupParams struct {
 	// the chunks the repository lacks.
 	BackupId string `protobuf:"bytes,5,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
 	// Parallel workers (connections, uploads); 0 means the engine's default.
-	Parallelism   uint32 `protobuf:"varint,6,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Parallelism uint32 `protobuf:"varint,6,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	// Engine selection (numbers 80-89): why engine was chosen when the job
+	// asked for auto, empty when it named the engine.
+	EngineReason string `protobuf:"bytes,80,opt,name=engine_reason,json=engineReason,proto3" json:"engine_reason,omitempty"`
+	// The next usable engines, in order: a backup that fails for a
+	// capability reason (engines.ErrCapability) retries once with the first.
+	FallbackEngines []string `protobuf:"bytes,81,rep,name=fallback_engines,json=fallbackEngines,proto3" json:"fallback_engines,omitempty"`
+	// Set by the agent when it fell back: the engine that failed and why.
+	FallbackReason string `protobuf:"bytes,82,opt,name=fallback_reason,json=fallbackReason,proto3" json:"fallback_reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BackupParams) Reset() {
 	*x = BackupParams{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[6]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1524,7 @@ func (x *BackupParams) String() string {
 func (*BackupParams) ProtoMessage() {}
 
 func (x *BackupParams) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[6]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1537,7 @@ func (x *BackupParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupParams.ProtoReflect.Descriptor instead.
 func (*BackupParams) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BackupParams) GetEngine() string {
@@ -1201,6 +1582,27 @@ func (x *BackupParams) GetParallelism() uint32 {
 	return 0
 }
 
+func (x *BackupParams) GetEngineReason() string {
+	if x != nil {
+		return x.EngineReason
+	}
+	return ""
+}
+
+func (x *BackupParams) GetFallbackEngines() []string {
+	if x != nil {
+		return x.FallbackEngines
+	}
+	return nil
+}
+
+func (x *BackupParams) GetFallbackReason() string {
+	if x != nil {
+		return x.FallbackReason
+	}
+	return ""
+}
+
 // BinlogPosition is a position in a server's binary log.
 type BinlogPosition struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1215,7 +1617,7 @@ type BinlogPosition struct {
 
 func (x *BinlogPosition) Reset() {
 	*x = BinlogPosition{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[7]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1629,7 @@ func (x *BinlogPosition) String() string {
 func (*BinlogPosition) ProtoMessage() {}
 
 func (x *BinlogPosition) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[7]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1642,7 @@ func (x *BinlogPosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BinlogPosition.ProtoReflect.Descriptor instead.
 func (*BinlogPosition) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BinlogPosition) GetFile() string {
@@ -1315,7 +1717,7 @@ type RestoreParams struct {
 
 func (x *RestoreParams) Reset() {
 	*x = RestoreParams{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[8]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1729,7 @@ func (x *RestoreParams) String() string {
 func (*RestoreParams) ProtoMessage() {}
 
 func (x *RestoreParams) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[8]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1742,7 @@ func (x *RestoreParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreParams.ProtoReflect.Descriptor instead.
 func (*RestoreParams) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RestoreParams) GetBackupId() string {
@@ -1522,7 +1924,7 @@ type BinlogStreamParams struct {
 
 func (x *BinlogStreamParams) Reset() {
 	*x = BinlogStreamParams{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1936,7 @@ func (x *BinlogStreamParams) String() string {
 func (*BinlogStreamParams) ProtoMessage() {}
 
 func (x *BinlogStreamParams) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[9]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1949,7 @@ func (x *BinlogStreamParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BinlogStreamParams.ProtoReflect.Descriptor instead.
 func (*BinlogStreamParams) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BinlogStreamParams) GetFlush() *durationpb.Duration {
@@ -1608,7 +2010,7 @@ type BinlogSource struct {
 
 func (x *BinlogSource) Reset() {
 	*x = BinlogSource{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1620,7 +2022,7 @@ func (x *BinlogSource) String() string {
 func (*BinlogSource) ProtoMessage() {}
 
 func (x *BinlogSource) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[10]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1633,7 +2035,7 @@ func (x *BinlogSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BinlogSource.ProtoReflect.Descriptor instead.
 func (*BinlogSource) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BinlogSource) GetInstance() string {
@@ -1677,7 +2079,7 @@ type StreamWatermark struct {
 
 func (x *StreamWatermark) Reset() {
 	*x = StreamWatermark{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1689,7 +2091,7 @@ func (x *StreamWatermark) String() string {
 func (*StreamWatermark) ProtoMessage() {}
 
 func (x *StreamWatermark) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[11]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1702,7 +2104,7 @@ func (x *StreamWatermark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamWatermark.ProtoReflect.Descriptor instead.
 func (*StreamWatermark) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StreamWatermark) GetInstance() string {
@@ -1776,7 +2178,7 @@ type BinlogStream struct {
 
 func (x *BinlogStream) Reset() {
 	*x = BinlogStream{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1788,7 +2190,7 @@ func (x *BinlogStream) String() string {
 func (*BinlogStream) ProtoMessage() {}
 
 func (x *BinlogStream) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[12]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1801,7 +2203,7 @@ func (x *BinlogStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BinlogStream.ProtoReflect.Descriptor instead.
 func (*BinlogStream) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BinlogStream) GetInstance() string {
@@ -1892,7 +2294,7 @@ type JobProgress struct {
 
 func (x *JobProgress) Reset() {
 	*x = JobProgress{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[13]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +2306,7 @@ func (x *JobProgress) String() string {
 func (*JobProgress) ProtoMessage() {}
 
 func (x *JobProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[13]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +2319,7 @@ func (x *JobProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobProgress.ProtoReflect.Descriptor instead.
 func (*JobProgress) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *JobProgress) GetBytesDone() uint64 {
@@ -1970,7 +2372,7 @@ type JobResult struct {
 
 func (x *JobResult) Reset() {
 	*x = JobResult{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[14]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2384,7 @@ func (x *JobResult) String() string {
 func (*JobResult) ProtoMessage() {}
 
 func (x *JobResult) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[14]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2397,7 @@ func (x *JobResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobResult.ProtoReflect.Descriptor instead.
 func (*JobResult) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JobResult) GetBackupId() string {
@@ -2037,7 +2439,7 @@ type JobAttempt struct {
 
 func (x *JobAttempt) Reset() {
 	*x = JobAttempt{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[15]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2451,7 @@ func (x *JobAttempt) String() string {
 func (*JobAttempt) ProtoMessage() {}
 
 func (x *JobAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[15]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2464,7 @@ func (x *JobAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAttempt.ProtoReflect.Descriptor instead.
 func (*JobAttempt) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JobAttempt) GetAttempt() uint32 {
@@ -2178,7 +2580,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[16]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2190,7 +2592,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[16]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2203,7 +2605,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Job) GetId() string {
@@ -2449,7 +2851,7 @@ type CopyParams struct {
 
 func (x *CopyParams) Reset() {
 	*x = CopyParams{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2461,7 +2863,7 @@ func (x *CopyParams) String() string {
 func (*CopyParams) ProtoMessage() {}
 
 func (x *CopyParams) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2474,7 +2876,7 @@ func (x *CopyParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyParams.ProtoReflect.Descriptor instead.
 func (*CopyParams) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CopyParams) GetBackupId() string {
@@ -2533,7 +2935,7 @@ type ExpireParams struct {
 
 func (x *ExpireParams) Reset() {
 	*x = ExpireParams{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +2947,7 @@ func (x *ExpireParams) String() string {
 func (*ExpireParams) ProtoMessage() {}
 
 func (x *ExpireParams) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +2960,7 @@ func (x *ExpireParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireParams.ProtoReflect.Descriptor instead.
 func (*ExpireParams) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExpireParams) GetRepositoryUri() string {
@@ -2614,7 +3016,7 @@ type ExpireTarget struct {
 
 func (x *ExpireTarget) Reset() {
 	*x = ExpireTarget{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2626,7 +3028,7 @@ func (x *ExpireTarget) String() string {
 func (*ExpireTarget) ProtoMessage() {}
 
 func (x *ExpireTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2639,7 +3041,7 @@ func (x *ExpireTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireTarget.ProtoReflect.Descriptor instead.
 func (*ExpireTarget) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExpireTarget) GetBackupId() string {
@@ -2673,7 +3075,7 @@ type MemberRecord struct {
 
 func (x *MemberRecord) Reset() {
 	*x = MemberRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2685,7 +3087,7 @@ func (x *MemberRecord) String() string {
 func (*MemberRecord) ProtoMessage() {}
 
 func (x *MemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2698,7 +3100,7 @@ func (x *MemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
 func (*MemberRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MemberRecord) GetId() string {
@@ -2753,7 +3155,7 @@ type CatalogSnapshot struct {
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2765,7 +3167,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2778,7 +3180,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CatalogSnapshot) GetAgents() []*Agent {
@@ -2890,7 +3292,7 @@ type RetentionRules struct {
 
 func (x *RetentionRules) Reset() {
 	*x = RetentionRules{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2902,7 +3304,7 @@ func (x *RetentionRules) String() string {
 func (*RetentionRules) ProtoMessage() {}
 
 func (x *RetentionRules) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2915,7 +3317,7 @@ func (x *RetentionRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionRules.ProtoReflect.Descriptor instead.
 func (*RetentionRules) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{22}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RetentionRules) GetKeepLast() uint32 {
@@ -2979,7 +3381,7 @@ type CopyTarget struct {
 
 func (x *CopyTarget) Reset() {
 	*x = CopyTarget{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2991,7 +3393,7 @@ func (x *CopyTarget) String() string {
 func (*CopyTarget) ProtoMessage() {}
 
 func (x *CopyTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3004,7 +3406,7 @@ func (x *CopyTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyTarget.ProtoReflect.Descriptor instead.
 func (*CopyTarget) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CopyTarget) GetRepositoryUri() string {
@@ -3041,7 +3443,7 @@ type PolicySchedule struct {
 
 func (x *PolicySchedule) Reset() {
 	*x = PolicySchedule{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3053,7 +3455,7 @@ func (x *PolicySchedule) String() string {
 func (*PolicySchedule) ProtoMessage() {}
 
 func (x *PolicySchedule) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3066,7 +3468,7 @@ func (x *PolicySchedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicySchedule.ProtoReflect.Descriptor instead.
 func (*PolicySchedule) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PolicySchedule) GetCron() string {
@@ -3112,7 +3514,7 @@ type PolicyBinlog struct {
 
 func (x *PolicyBinlog) Reset() {
 	*x = PolicyBinlog{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3124,7 +3526,7 @@ func (x *PolicyBinlog) String() string {
 func (*PolicyBinlog) ProtoMessage() {}
 
 func (x *PolicyBinlog) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3137,7 +3539,7 @@ func (x *PolicyBinlog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBinlog.ProtoReflect.Descriptor instead.
 func (*PolicyBinlog) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{25}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PolicyBinlog) GetEnabled() bool {
@@ -3175,7 +3577,7 @@ type PolicyConcurrency struct {
 
 func (x *PolicyConcurrency) Reset() {
 	*x = PolicyConcurrency{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3187,7 +3589,7 @@ func (x *PolicyConcurrency) String() string {
 func (*PolicyConcurrency) ProtoMessage() {}
 
 func (x *PolicyConcurrency) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3200,7 +3602,7 @@ func (x *PolicyConcurrency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyConcurrency.ProtoReflect.Descriptor instead.
 func (*PolicyConcurrency) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{26}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PolicyConcurrency) GetBy() string {
@@ -3245,7 +3647,7 @@ type PolicySpec struct {
 
 func (x *PolicySpec) Reset() {
 	*x = PolicySpec{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3257,7 +3659,7 @@ func (x *PolicySpec) String() string {
 func (*PolicySpec) ProtoMessage() {}
 
 func (x *PolicySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3270,7 +3672,7 @@ func (x *PolicySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicySpec.ProtoReflect.Descriptor instead.
 func (*PolicySpec) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{27}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PolicySpec) GetName() string {
@@ -3365,7 +3767,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3377,7 +3779,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3390,7 +3792,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{28}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Policy) GetName() string {
@@ -3472,7 +3874,7 @@ type ScheduleSkip struct {
 
 func (x *ScheduleSkip) Reset() {
 	*x = ScheduleSkip{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3484,7 +3886,7 @@ func (x *ScheduleSkip) String() string {
 func (*ScheduleSkip) ProtoMessage() {}
 
 func (x *ScheduleSkip) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3497,7 +3899,7 @@ func (x *ScheduleSkip) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleSkip.ProtoReflect.Descriptor instead.
 func (*ScheduleSkip) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{29}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ScheduleSkip) GetId() string {
@@ -3582,7 +3984,7 @@ type AccessToken struct {
 
 func (x *AccessToken) Reset() {
 	*x = AccessToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3594,7 +3996,7 @@ func (x *AccessToken) String() string {
 func (*AccessToken) ProtoMessage() {}
 
 func (x *AccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3607,7 +4009,7 @@ func (x *AccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessToken.ProtoReflect.Descriptor instead.
 func (*AccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{30}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AccessToken) GetId() string {
@@ -3681,7 +4083,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3693,7 +4095,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3706,7 +4108,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{31}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *JoinToken) GetId() string {
@@ -3772,7 +4174,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3784,7 +4186,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3797,7 +4199,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{32}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Revocation) GetName() string {
@@ -3833,7 +4235,7 @@ type ClusterCA struct {
 
 func (x *ClusterCA) Reset() {
 	*x = ClusterCA{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3845,7 +4247,7 @@ func (x *ClusterCA) String() string {
 func (*ClusterCA) ProtoMessage() {}
 
 func (x *ClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3858,7 +4260,7 @@ func (x *ClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCA.ProtoReflect.Descriptor instead.
 func (*ClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{33}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ClusterCA) GetCertPem() []byte {
@@ -3898,7 +4300,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3910,7 +4312,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3923,7 +4325,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{34}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *AuditRecord) GetId() string {
@@ -3979,7 +4381,7 @@ var File_tidemark_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/catalog.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tidemark/v1/common.proto\"\xce\x04\n" +
+	"\x19tidemark/v1/catalog.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tidemark/v1/common.proto\"\xce\x06\n" +
 	"\fCapabilities\x12\x16\n" +
 	"\x06flavor\x18\x01 \x01(\tR\x06flavor\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
@@ -4001,7 +4403,42 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x11storage_reachable\x18\r \x01(\bR\x10storageReachable\x12#\n" +
 	"\rstorage_error\x18\x0e \x01(\tR\fstorageError\x12#\n" +
 	"\ragent_version\x18\x0f \x01(\tR\fagentVersion\x127\n" +
-	"\tprobed_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\bprobedAt\"\xb8\x03\n" +
+	"\tprobed_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\bprobedAt\x123\n" +
+	"\avolumes\x18P \x03(\v2\x19.tidemark.v1.EngineVolumeR\avolumes\x12\x1f\n" +
+	"\vbackup_tool\x18Q \x01(\tR\n" +
+	"backupTool\x12.\n" +
+	"\x13backup_tool_version\x18R \x01(\tR\x11backupToolVersion\x12*\n" +
+	"\x11backup_tool_error\x18S \x01(\tR\x0fbackupToolError\x12!\n" +
+	"\fbackup_admin\x18T \x01(\bR\vbackupAdmin\x12)\n" +
+	"\x10selection_probed\x18U \x01(\bR\x0fselectionProbed\"\x97\x01\n" +
+	"\fEngineVolume\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x127\n" +
+	"\n" +
+	"filesystem\x18\x03 \x01(\x0e2\x17.tidemark.v1.FilesystemR\n" +
+	"filesystem\x12&\n" +
+	"\x0fsame_as_datadir\x18\x04 \x01(\bR\rsameAsDatadir\"O\n" +
+	"\rEngineVerdict\x12\x16\n" +
+	"\x06engine\x18\x01 \x01(\tR\x06engine\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xea\x01\n" +
+	"\x0eEngineDecision\x126\n" +
+	"\bverdicts\x18\x01 \x03(\v2\x1a.tidemark.v1.EngineVerdictR\bverdicts\x12\x16\n" +
+	"\x06chosen\x18\x02 \x01(\tR\x06chosen\x12\x14\n" +
+	"\x05notes\x18\x03 \x03(\tR\x05notes\x129\n" +
+	"\n" +
+	"decided_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tdecidedAt\x127\n" +
+	"\tprobed_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bprobedAt\"\xb6\x01\n" +
+	"\fEngineChange\x12\x1d\n" +
+	"\n" +
+	"old_engine\x18\x01 \x01(\tR\toldEngine\x12\x1d\n" +
+	"\n" +
+	"new_engine\x18\x02 \x01(\tR\tnewEngine\x12\x1d\n" +
+	"\n" +
+	"old_reason\x18\x03 \x01(\tR\toldReason\x12\x1d\n" +
+	"\n" +
+	"new_reason\x18\x04 \x01(\tR\tnewReason\x12*\n" +
+	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xb8\x03\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x126\n" +
@@ -4014,7 +4451,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\tconnected\x18\t \x01(\bR\tconnected\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x04\n" +
 	"\bInstance\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05agent\x18\x02 \x01(\tR\x05agent\x129\n" +
@@ -4024,7 +4461,9 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
 	"\aaddress\x18\a \x01(\tR\aaddress\x121\n" +
-	"\x06binlog\x18\b \x01(\v2\x19.tidemark.v1.BinlogStreamR\x06binlog\x1a9\n" +
+	"\x06binlog\x18\b \x01(\v2\x19.tidemark.v1.BinlogStreamR\x06binlog\x12D\n" +
+	"\x0fengine_decision\x18( \x01(\v2\x1b.tidemark.v1.EngineDecisionR\x0eengineDecision\x12@\n" +
+	"\x0eengine_changes\x18) \x03(\v2\x19.tidemark.v1.EngineChangeR\rengineChanges\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc2\b\n" +
@@ -4075,14 +4514,17 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\n" +
 	"expired_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAt\x12#\n" +
 	"\rexpire_reason\x18\x06 \x01(\tR\fexpireReason\x12\"\n" +
-	"\rexpire_job_id\x18\a \x01(\tR\vexpireJobId\"\x9e\x02\n" +
+	"\rexpire_job_id\x18\a \x01(\tR\vexpireJobId\"\x97\x03\n" +
 	"\fBackupParams\x12\x16\n" +
 	"\x06engine\x18\x01 \x01(\tR\x06engine\x12%\n" +
 	"\x0erepository_uri\x18\x02 \x01(\tR\rrepositoryUri\x12=\n" +
 	"\x06labels\x18\x03 \x03(\v2%.tidemark.v1.BackupParams.LabelsEntryR\x06labels\x12\x16\n" +
 	"\x06policy\x18\x04 \x01(\tR\x06policy\x12\x1b\n" +
 	"\tbackup_id\x18\x05 \x01(\tR\bbackupId\x12 \n" +
-	"\vparallelism\x18\x06 \x01(\rR\vparallelism\x1a9\n" +
+	"\vparallelism\x18\x06 \x01(\rR\vparallelism\x12#\n" +
+	"\rengine_reason\x18P \x01(\tR\fengineReason\x12)\n" +
+	"\x10fallback_engines\x18Q \x03(\tR\x0ffallbackEngines\x12'\n" +
+	"\x0ffallback_reason\x18R \x01(\tR\x0efallbackReason\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"]\n" +
@@ -4399,163 +4841,175 @@ func file_tidemark_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(Filesystem)(0),               // 0: tidemark.v1.Filesystem
 	(BackupStatus)(0),             // 1: tidemark.v1.BackupStatus
 	(JobKind)(0),                  // 2: tidemark.v1.JobKind
 	(JobState)(0),                 // 3: tidemark.v1.JobState
 	(*Capabilities)(nil),          // 4: tidemark.v1.Capabilities
-	(*Agent)(nil),                 // 5: tidemark.v1.Agent
-	(*Instance)(nil),              // 6: tidemark.v1.Instance
-	(*Backup)(nil),                // 7: tidemark.v1.Backup
-	(*BackupPin)(nil),             // 8: tidemark.v1.BackupPin
-	(*BackupCopy)(nil),            // 9: tidemark.v1.BackupCopy
-	(*BackupParams)(nil),          // 10: tidemark.v1.BackupParams
-	(*BinlogPosition)(nil),        // 11: tidemark.v1.BinlogPosition
-	(*RestoreParams)(nil),         // 12: tidemark.v1.RestoreParams
-	(*BinlogStreamParams)(nil),    // 13: tidemark.v1.BinlogStreamParams
-	(*BinlogSource)(nil),          // 14: tidemark.v1.BinlogSource
-	(*StreamWatermark)(nil),       // 15: tidemark.v1.StreamWatermark
-	(*BinlogStream)(nil),          // 16: tidemark.v1.BinlogStream
-	(*JobProgress)(nil),           // 17: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 18: tidemark.v1.JobResult
-	(*JobAttempt)(nil),            // 19: tidemark.v1.JobAttempt
-	(*Job)(nil),                   // 20: tidemark.v1.Job
-	(*CopyParams)(nil),            // 21: tidemark.v1.CopyParams
-	(*ExpireParams)(nil),          // 22: tidemark.v1.ExpireParams
-	(*ExpireTarget)(nil),          // 23: tidemark.v1.ExpireTarget
-	(*MemberRecord)(nil),          // 24: tidemark.v1.MemberRecord
-	(*CatalogSnapshot)(nil),       // 25: tidemark.v1.CatalogSnapshot
-	(*RetentionRules)(nil),        // 26: tidemark.v1.RetentionRules
-	(*CopyTarget)(nil),            // 27: tidemark.v1.CopyTarget
-	(*PolicySchedule)(nil),        // 28: tidemark.v1.PolicySchedule
-	(*PolicyBinlog)(nil),          // 29: tidemark.v1.PolicyBinlog
-	(*PolicyConcurrency)(nil),     // 30: tidemark.v1.PolicyConcurrency
-	(*PolicySpec)(nil),            // 31: tidemark.v1.PolicySpec
-	(*Policy)(nil),                // 32: tidemark.v1.Policy
-	(*ScheduleSkip)(nil),          // 33: tidemark.v1.ScheduleSkip
-	(*AccessToken)(nil),           // 34: tidemark.v1.AccessToken
-	(*JoinToken)(nil),             // 35: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 36: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 37: tidemark.v1.ClusterCA
-	(*AuditRecord)(nil),           // 38: tidemark.v1.AuditRecord
-	nil,                           // 39: tidemark.v1.Agent.LabelsEntry
-	nil,                           // 40: tidemark.v1.Instance.LabelsEntry
-	nil,                           // 41: tidemark.v1.Backup.LabelsEntry
-	nil,                           // 42: tidemark.v1.BackupParams.LabelsEntry
-	nil,                           // 43: tidemark.v1.RestoreParams.RenameDatabasesEntry
-	nil,                           // 44: tidemark.v1.AuditRecord.FlagsEntry
-	(*timestamppb.Timestamp)(nil), // 45: google.protobuf.Timestamp
-	(*ServerInfo)(nil),            // 46: tidemark.v1.ServerInfo
-	(*ConsistencyPoint)(nil),      // 47: tidemark.v1.ConsistencyPoint
-	(*LeaseToken)(nil),            // 48: tidemark.v1.LeaseToken
-	(*durationpb.Duration)(nil),   // 49: google.protobuf.Duration
+	(*EngineVolume)(nil),          // 5: tidemark.v1.EngineVolume
+	(*EngineVerdict)(nil),         // 6: tidemark.v1.EngineVerdict
+	(*EngineDecision)(nil),        // 7: tidemark.v1.EngineDecision
+	(*EngineChange)(nil),          // 8: tidemark.v1.EngineChange
+	(*Agent)(nil),                 // 9: tidemark.v1.Agent
+	(*Instance)(nil),              // 10: tidemark.v1.Instance
+	(*Backup)(nil),                // 11: tidemark.v1.Backup
+	(*BackupPin)(nil),             // 12: tidemark.v1.BackupPin
+	(*BackupCopy)(nil),            // 13: tidemark.v1.BackupCopy
+	(*BackupParams)(nil),          // 14: tidemark.v1.BackupParams
+	(*BinlogPosition)(nil),        // 15: tidemark.v1.BinlogPosition
+	(*RestoreParams)(nil),         // 16: tidemark.v1.RestoreParams
+	(*BinlogStreamParams)(nil),    // 17: tidemark.v1.BinlogStreamParams
+	(*BinlogSource)(nil),          // 18: tidemark.v1.BinlogSource
+	(*StreamWatermark)(nil),       // 19: tidemark.v1.StreamWatermark
+	(*BinlogStream)(nil),          // 20: tidemark.v1.BinlogStream
+	(*JobProgress)(nil),           // 21: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 22: tidemark.v1.JobResult
+	(*JobAttempt)(nil),            // 23: tidemark.v1.JobAttempt
+	(*Job)(nil),                   // 24: tidemark.v1.Job
+	(*CopyParams)(nil),            // 25: tidemark.v1.CopyParams
+	(*ExpireParams)(nil),          // 26: tidemark.v1.ExpireParams
+	(*ExpireTarget)(nil),          // 27: tidemark.v1.ExpireTarget
+	(*MemberRecord)(nil),          // 28: tidemark.v1.MemberRecord
+	(*CatalogSnapshot)(nil),       // 29: tidemark.v1.CatalogSnapshot
+	(*RetentionRules)(nil),        // 30: tidemark.v1.RetentionRules
+	(*CopyTarget)(nil),            // 31: tidemark.v1.CopyTarget
+	(*PolicySchedule)(nil),        // 32: tidemark.v1.PolicySchedule
+	(*PolicyBinlog)(nil),          // 33: tidemark.v1.PolicyBinlog
+	(*PolicyConcurrency)(nil),     // 34: tidemark.v1.PolicyConcurrency
+	(*PolicySpec)(nil),            // 35: tidemark.v1.PolicySpec
+	(*Policy)(nil),                // 36: tidemark.v1.Policy
+	(*ScheduleSkip)(nil),          // 37: tidemark.v1.ScheduleSkip
+	(*AccessToken)(nil),           // 38: tidemark.v1.AccessToken
+	(*JoinToken)(nil),             // 39: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 40: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 41: tidemark.v1.ClusterCA
+	(*AuditRecord)(nil),           // 42: tidemark.v1.AuditRecord
+	nil,                           // 43: tidemark.v1.Agent.LabelsEntry
+	nil,                           // 44: tidemark.v1.Instance.LabelsEntry
+	nil,                           // 45: tidemark.v1.Backup.LabelsEntry
+	nil,                           // 46: tidemark.v1.BackupParams.LabelsEntry
+	nil,                           // 47: tidemark.v1.RestoreParams.RenameDatabasesEntry
+	nil,                           // 48: tidemark.v1.AuditRecord.FlagsEntry
+	(*timestamppb.Timestamp)(nil), // 49: google.protobuf.Timestamp
+	(*ServerInfo)(nil),            // 50: tidemark.v1.ServerInfo
+	(*ConsistencyPoint)(nil),      // 51: tidemark.v1.ConsistencyPoint
+	(*LeaseToken)(nil),            // 52: tidemark.v1.LeaseToken
+	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
 }
 var file_tidemark_v1_catalog_proto_depIdxs = []int32{
-	0,  // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
-	45, // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
-	39, // 2: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
-	4,  // 3: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
-	45, // 4: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	45, // 5: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
-	40, // 6: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
-	4,  // 7: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
-	46, // 8: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
-	45, // 9: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
-	16, // 10: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
-	1,  // 11: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
-	45, // 12: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	45, // 13: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	47, // 14: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
-	48, // 15: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
-	41, // 16: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
-	8,  // 17: tidemark.v1.Backup.pin:type_name -> tidemark.v1.BackupPin
-	45, // 18: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
-	9,  // 19: tidemark.v1.Backup.copies:type_name -> tidemark.v1.BackupCopy
-	45, // 20: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
-	45, // 21: tidemark.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
-	45, // 22: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
-	45, // 23: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
-	45, // 24: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
-	42, // 25: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	45, // 26: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
-	11, // 27: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	43, // 28: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
-	49, // 29: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
-	14, // 30: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
-	45, // 31: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
-	45, // 32: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
-	48, // 33: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
-	15, // 34: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
-	45, // 35: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
-	45, // 36: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
-	45, // 37: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	48, // 38: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
-	45, // 39: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
-	45, // 40: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
-	2,  // 41: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
-	3,  // 42: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	48, // 43: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	45, // 44: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	45, // 45: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	45, // 46: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	17, // 47: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
-	18, // 48: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
-	19, // 49: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
-	45, // 50: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
-	45, // 51: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
-	10, // 52: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
-	12, // 53: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
-	13, // 54: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
-	21, // 55: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
-	22, // 56: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
-	23, // 57: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
-	45, // 58: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
-	48, // 59: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
-	45, // 60: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
-	5,  // 61: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
-	6,  // 62: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
-	7,  // 63: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
-	20, // 64: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
-	24, // 65: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
-	16, // 66: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
-	35, // 67: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
-	36, // 68: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
-	37, // 69: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
-	38, // 70: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
-	34, // 71: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
-	32, // 72: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
-	33, // 73: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
-	49, // 74: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
-	26, // 75: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
-	49, // 76: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
-	49, // 77: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
-	49, // 78: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
-	28, // 79: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
-	29, // 80: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
-	26, // 81: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
-	27, // 82: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
-	30, // 83: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
-	31, // 84: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
-	45, // 85: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	45, // 86: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
-	32, // 87: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
-	45, // 88: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
-	45, // 89: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
-	45, // 90: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
-	45, // 91: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
-	45, // 92: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
-	45, // 93: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	45, // 94: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	45, // 95: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	45, // 96: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
-	44, // 97: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
-	98, // [98:98] is the sub-list for method output_type
-	98, // [98:98] is the sub-list for method input_type
-	98, // [98:98] is the sub-list for extension type_name
-	98, // [98:98] is the sub-list for extension extendee
-	0,  // [0:98] is the sub-list for field type_name
+	0,   // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
+	49,  // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
+	5,   // 2: tidemark.v1.Capabilities.volumes:type_name -> tidemark.v1.EngineVolume
+	0,   // 3: tidemark.v1.EngineVolume.filesystem:type_name -> tidemark.v1.Filesystem
+	6,   // 4: tidemark.v1.EngineDecision.verdicts:type_name -> tidemark.v1.EngineVerdict
+	49,  // 5: tidemark.v1.EngineDecision.decided_at:type_name -> google.protobuf.Timestamp
+	49,  // 6: tidemark.v1.EngineDecision.probed_at:type_name -> google.protobuf.Timestamp
+	49,  // 7: tidemark.v1.EngineChange.at:type_name -> google.protobuf.Timestamp
+	43,  // 8: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
+	4,   // 9: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
+	49,  // 10: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	49,  // 11: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
+	44,  // 12: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
+	4,   // 13: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
+	50,  // 14: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
+	49,  // 15: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	20,  // 16: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
+	7,   // 17: tidemark.v1.Instance.engine_decision:type_name -> tidemark.v1.EngineDecision
+	8,   // 18: tidemark.v1.Instance.engine_changes:type_name -> tidemark.v1.EngineChange
+	1,   // 19: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
+	49,  // 20: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	49,  // 21: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	51,  // 22: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
+	52,  // 23: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
+	45,  // 24: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
+	12,  // 25: tidemark.v1.Backup.pin:type_name -> tidemark.v1.BackupPin
+	49,  // 26: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
+	13,  // 27: tidemark.v1.Backup.copies:type_name -> tidemark.v1.BackupCopy
+	49,  // 28: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
+	49,  // 29: tidemark.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
+	49,  // 30: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
+	49,  // 31: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
+	49,  // 32: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
+	46,  // 33: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
+	49,  // 34: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	15,  // 35: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
+	47,  // 36: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
+	53,  // 37: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
+	18,  // 38: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
+	49,  // 39: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
+	49,  // 40: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
+	52,  // 41: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
+	19,  // 42: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
+	49,  // 43: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
+	49,  // 44: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
+	49,  // 45: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	52,  // 46: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	49,  // 47: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	49,  // 48: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	2,   // 49: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
+	3,   // 50: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
+	52,  // 51: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	49,  // 52: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	49,  // 53: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	49,  // 54: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	21,  // 55: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
+	22,  // 56: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
+	23,  // 57: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
+	49,  // 58: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	49,  // 59: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
+	14,  // 60: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
+	16,  // 61: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
+	17,  // 62: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
+	25,  // 63: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
+	26,  // 64: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
+	27,  // 65: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
+	49,  // 66: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
+	52,  // 67: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
+	49,  // 68: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	9,   // 69: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
+	10,  // 70: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
+	11,  // 71: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
+	24,  // 72: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
+	28,  // 73: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
+	20,  // 74: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
+	39,  // 75: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
+	40,  // 76: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
+	41,  // 77: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
+	42,  // 78: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
+	38,  // 79: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
+	36,  // 80: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
+	37,  // 81: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
+	53,  // 82: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
+	30,  // 83: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
+	53,  // 84: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
+	53,  // 85: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
+	53,  // 86: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
+	32,  // 87: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
+	33,  // 88: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
+	30,  // 89: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
+	31,  // 90: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
+	34,  // 91: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
+	35,  // 92: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
+	49,  // 93: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	49,  // 94: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
+	36,  // 95: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
+	49,  // 96: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
+	49,  // 97: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
+	49,  // 98: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
+	49,  // 99: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
+	49,  // 100: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
+	49,  // 101: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	49,  // 102: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	49,  // 103: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	49,  // 104: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	48,  // 105: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
+	106, // [106:106] is the sub-list for method output_type
+	106, // [106:106] is the sub-list for method input_type
+	106, // [106:106] is the sub-list for extension type_name
+	106, // [106:106] is the sub-list for extension extendee
+	0,   // [0:106] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }
@@ -4564,12 +5018,12 @@ func file_tidemark_v1_catalog_proto_init() {
 		return
 	}
 	file_tidemark_v1_common_proto_init()
-	file_tidemark_v1_catalog_proto_msgTypes[8].OneofWrappers = []any{
+	file_tidemark_v1_catalog_proto_msgTypes[12].OneofWrappers = []any{
 		(*RestoreParams_StopAtTime)(nil),
 		(*RestoreParams_StopAtGtidSet)(nil),
 		(*RestoreParams_StopAtPosition)(nil),
 	}
-	file_tidemark_v1_catalog_proto_msgTypes[16].OneofWrappers = []any{
+	file_tidemark_v1_catalog_proto_msgTypes[20].OneofWrappers = []any{
 		(*Job_Backup)(nil),
 		(*Job_Restore)(nil),
 		(*Job_BinlogStream)(nil),
@@ -4582,7 +5036,7 @@ func file_tidemark_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_catalog_proto_rawDesc), len(file_tidemark_v1_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   41,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

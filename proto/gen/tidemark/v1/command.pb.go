@@ -58,6 +58,7 @@ type Command struct {
 	//	*Command_ApplyPolicies
 	//	*Command_DeletePolicy
 	//	*Command_RecordScheduleSkips
+	//	*Command_RecordEngineDecision
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -316,6 +317,15 @@ func (x *Command) GetRecordScheduleSkips() *RecordScheduleSkips {
 	return nil
 }
 
+func (x *Command) GetRecordEngineDecision() *RecordEngineDecision {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RecordEngineDecision); ok {
+			return x.RecordEngineDecision
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -416,6 +426,10 @@ type Command_RecordScheduleSkips struct {
 	RecordScheduleSkips *RecordScheduleSkips `protobuf:"bytes,19,opt,name=record_schedule_skips,json=recordScheduleSkips,proto3,oneof"`
 }
 
+type Command_RecordEngineDecision struct {
+	RecordEngineDecision *RecordEngineDecision `protobuf:"bytes,50,opt,name=record_engine_decision,json=recordEngineDecision,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -463,6 +477,8 @@ func (*Command_ApplyPolicies) isCommand_Cmd() {}
 func (*Command_DeletePolicy) isCommand_Cmd() {}
 
 func (*Command_RecordScheduleSkips) isCommand_Cmd() {}
+
+func (*Command_RecordEngineDecision) isCommand_Cmd() {}
 
 // PinBackup pins a backup (again: the new pin replaces the old). A deleted
 // backup or one already marked expired cannot be pinned.
@@ -949,6 +965,69 @@ func (x *RecordScheduleSkips) GetSkips() []*ScheduleSkip {
 	return nil
 }
 
+// RecordEngineDecision stores an instance's engine decision and, when the
+// chosen engine changed, appends the change event (the last 20 are kept).
+type RecordEngineDecision struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Decision *EngineDecision        `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
+	// Nil when the choice did not change.
+	Change        *EngineChange `protobuf:"bytes,3,opt,name=change,proto3" json:"change,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordEngineDecision) Reset() {
+	*x = RecordEngineDecision{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordEngineDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordEngineDecision) ProtoMessage() {}
+
+func (x *RecordEngineDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordEngineDecision.ProtoReflect.Descriptor instead.
+func (*RecordEngineDecision) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RecordEngineDecision) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *RecordEngineDecision) GetDecision() *EngineDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *RecordEngineDecision) GetChange() *EngineChange {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
 // CreateJoinToken stores a new join token (hashed).
 type CreateJoinToken struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -959,7 +1038,7 @@ type CreateJoinToken struct {
 
 func (x *CreateJoinToken) Reset() {
 	*x = CreateJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1050,7 @@ func (x *CreateJoinToken) String() string {
 func (*CreateJoinToken) ProtoMessage() {}
 
 func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1063,7 @@ func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
 func (*CreateJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateJoinToken) GetToken() *JoinToken {
@@ -1012,7 +1091,7 @@ type ConsumeJoinToken struct {
 
 func (x *ConsumeJoinToken) Reset() {
 	*x = ConsumeJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1103,7 @@ func (x *ConsumeJoinToken) String() string {
 func (*ConsumeJoinToken) ProtoMessage() {}
 
 func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1116,7 @@ func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeJoinToken.ProtoReflect.Descriptor instead.
 func (*ConsumeJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ConsumeJoinToken) GetId() string {
@@ -1085,7 +1164,7 @@ type RevokeAgent struct {
 
 func (x *RevokeAgent) Reset() {
 	*x = RevokeAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1176,7 @@ func (x *RevokeAgent) String() string {
 func (*RevokeAgent) ProtoMessage() {}
 
 func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1189,7 @@ func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
 func (*RevokeAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RevokeAgent) GetRevocation() *Revocation {
@@ -1130,7 +1209,7 @@ type SetClusterCA struct {
 
 func (x *SetClusterCA) Reset() {
 	*x = SetClusterCA{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1221,7 @@ func (x *SetClusterCA) String() string {
 func (*SetClusterCA) ProtoMessage() {}
 
 func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1234,7 @@ func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterCA.ProtoReflect.Descriptor instead.
 func (*SetClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetClusterCA) GetCa() *ClusterCA {
@@ -1175,7 +1254,7 @@ type CreateAccessToken struct {
 
 func (x *CreateAccessToken) Reset() {
 	*x = CreateAccessToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1266,7 @@ func (x *CreateAccessToken) String() string {
 func (*CreateAccessToken) ProtoMessage() {}
 
 func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1279,7 @@ func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessToken.ProtoReflect.Descriptor instead.
 func (*CreateAccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateAccessToken) GetToken() *AccessToken {
@@ -1220,7 +1299,7 @@ type RecordAudit struct {
 
 func (x *RecordAudit) Reset() {
 	*x = RecordAudit{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1311,7 @@ func (x *RecordAudit) String() string {
 func (*RecordAudit) ProtoMessage() {}
 
 func (x *RecordAudit) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1324,7 @@ func (x *RecordAudit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAudit.ProtoReflect.Descriptor instead.
 func (*RecordAudit) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RecordAudit) GetRecord() *AuditRecord {
@@ -1272,7 +1351,7 @@ type RegisterAgent struct {
 
 func (x *RegisterAgent) Reset() {
 	*x = RegisterAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1363,7 @@ func (x *RegisterAgent) String() string {
 func (*RegisterAgent) ProtoMessage() {}
 
 func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1376,7 @@ func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgent.ProtoReflect.Descriptor instead.
 func (*RegisterAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RegisterAgent) GetAgent() *Agent {
@@ -1333,7 +1412,7 @@ type UpsertInstance struct {
 
 func (x *UpsertInstance) Reset() {
 	*x = UpsertInstance{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1424,7 @@ func (x *UpsertInstance) String() string {
 func (*UpsertInstance) ProtoMessage() {}
 
 func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1437,7 @@ func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertInstance.ProtoReflect.Descriptor instead.
 func (*UpsertInstance) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpsertInstance) GetInstance() *Instance {
@@ -1388,7 +1467,7 @@ type SubmitJob struct {
 
 func (x *SubmitJob) Reset() {
 	*x = SubmitJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[17]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1479,7 @@ func (x *SubmitJob) String() string {
 func (*SubmitJob) ProtoMessage() {}
 
 func (x *SubmitJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[17]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1492,7 @@ func (x *SubmitJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJob.ProtoReflect.Descriptor instead.
 func (*SubmitJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SubmitJob) GetJob() *Job {
@@ -1441,7 +1520,7 @@ type AssignJob struct {
 
 func (x *AssignJob) Reset() {
 	*x = AssignJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[18]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1532,7 @@ func (x *AssignJob) String() string {
 func (*AssignJob) ProtoMessage() {}
 
 func (x *AssignJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[18]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1545,7 @@ func (x *AssignJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignJob.ProtoReflect.Descriptor instead.
 func (*AssignJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AssignJob) GetJobId() string {
@@ -1531,7 +1610,7 @@ type UpdateJobState struct {
 
 func (x *UpdateJobState) Reset() {
 	*x = UpdateJobState{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[19]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1622,7 @@ func (x *UpdateJobState) String() string {
 func (*UpdateJobState) ProtoMessage() {}
 
 func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[19]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1635,7 @@ func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateJobState.ProtoReflect.Descriptor instead.
 func (*UpdateJobState) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateJobState) GetJobId() string {
@@ -1631,7 +1710,7 @@ type ExpireLease struct {
 
 func (x *ExpireLease) Reset() {
 	*x = ExpireLease{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[20]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1722,7 @@ func (x *ExpireLease) String() string {
 func (*ExpireLease) ProtoMessage() {}
 
 func (x *ExpireLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[20]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1735,7 @@ func (x *ExpireLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireLease.ProtoReflect.Descriptor instead.
 func (*ExpireLease) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ExpireLease) GetJobId() string {
@@ -1699,7 +1778,7 @@ type RecordBackup struct {
 
 func (x *RecordBackup) Reset() {
 	*x = RecordBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[21]
+	mi := &file_tidemark_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1790,7 @@ func (x *RecordBackup) String() string {
 func (*RecordBackup) ProtoMessage() {}
 
 func (x *RecordBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[21]
+	mi := &file_tidemark_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1803,7 @@ func (x *RecordBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackup.ProtoReflect.Descriptor instead.
 func (*RecordBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RecordBackup) GetBackup() *Backup {
@@ -1752,7 +1831,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[22]
+	mi := &file_tidemark_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1843,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[22]
+	mi := &file_tidemark_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1856,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpsertMember) GetMember() *MemberRecord {
@@ -1797,7 +1876,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[23]
+	mi := &file_tidemark_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1809,7 +1888,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[23]
+	mi := &file_tidemark_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1822,7 +1901,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -1849,7 +1928,7 @@ type RecordWatermarks struct {
 
 func (x *RecordWatermarks) Reset() {
 	*x = RecordWatermarks{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[24]
+	mi := &file_tidemark_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +1940,7 @@ func (x *RecordWatermarks) String() string {
 func (*RecordWatermarks) ProtoMessage() {}
 
 func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[24]
+	mi := &file_tidemark_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +1953,7 @@ func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordWatermarks.ProtoReflect.Descriptor instead.
 func (*RecordWatermarks) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RecordWatermarks) GetStreams() []*BinlogStream {
@@ -1895,7 +1974,7 @@ var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\x96\r\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xf1\r\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -1924,7 +2003,8 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x12record_backup_copy\x18\" \x01(\v2\x1d.tidemark.v1.RecordBackupCopyH\x00R\x10recordBackupCopy\x12C\n" +
 	"\x0eapply_policies\x18\x11 \x01(\v2\x1a.tidemark.v1.ApplyPoliciesH\x00R\rapplyPolicies\x12@\n" +
 	"\rdelete_policy\x18\x12 \x01(\v2\x19.tidemark.v1.DeletePolicyH\x00R\fdeletePolicy\x12V\n" +
-	"\x15record_schedule_skips\x18\x13 \x01(\v2 .tidemark.v1.RecordScheduleSkipsH\x00R\x13recordScheduleSkipsB\x05\n" +
+	"\x15record_schedule_skips\x18\x13 \x01(\v2 .tidemark.v1.RecordScheduleSkipsH\x00R\x13recordScheduleSkips\x12Y\n" +
+	"\x16record_engine_decision\x182 \x01(\v2!.tidemark.v1.RecordEngineDecisionH\x00R\x14recordEngineDecisionB\x05\n" +
 	"\x03cmd\"R\n" +
 	"\tPinBackup\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12(\n" +
@@ -1960,7 +2040,11 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"deleted_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt\"F\n" +
 	"\x13RecordScheduleSkips\x12/\n" +
-	"\x05skips\x18\x01 \x03(\v2\x19.tidemark.v1.ScheduleSkipR\x05skips\"?\n" +
+	"\x05skips\x18\x01 \x03(\v2\x19.tidemark.v1.ScheduleSkipR\x05skips\"\x9e\x01\n" +
+	"\x14RecordEngineDecision\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x127\n" +
+	"\bdecision\x18\x02 \x01(\v2\x1b.tidemark.v1.EngineDecisionR\bdecision\x121\n" +
+	"\x06change\x18\x03 \x01(\v2\x19.tidemark.v1.EngineChangeR\x06change\"?\n" +
 	"\x0fCreateJoinToken\x12,\n" +
 	"\x05token\x18\x01 \x01(\v2\x16.tidemark.v1.JoinTokenR\x05token\"\x99\x01\n" +
 	"\x10ConsumeJoinToken\x12\x0e\n" +
@@ -2038,7 +2122,7 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
 	(*PinBackup)(nil),             // 1: tidemark.v1.PinBackup
@@ -2049,60 +2133,63 @@ var file_tidemark_v1_command_proto_goTypes = []any{
 	(*ApplyPolicies)(nil),         // 6: tidemark.v1.ApplyPolicies
 	(*DeletePolicy)(nil),          // 7: tidemark.v1.DeletePolicy
 	(*RecordScheduleSkips)(nil),   // 8: tidemark.v1.RecordScheduleSkips
-	(*CreateJoinToken)(nil),       // 9: tidemark.v1.CreateJoinToken
-	(*ConsumeJoinToken)(nil),      // 10: tidemark.v1.ConsumeJoinToken
-	(*RevokeAgent)(nil),           // 11: tidemark.v1.RevokeAgent
-	(*SetClusterCA)(nil),          // 12: tidemark.v1.SetClusterCA
-	(*CreateAccessToken)(nil),     // 13: tidemark.v1.CreateAccessToken
-	(*RecordAudit)(nil),           // 14: tidemark.v1.RecordAudit
-	(*RegisterAgent)(nil),         // 15: tidemark.v1.RegisterAgent
-	(*UpsertInstance)(nil),        // 16: tidemark.v1.UpsertInstance
-	(*SubmitJob)(nil),             // 17: tidemark.v1.SubmitJob
-	(*AssignJob)(nil),             // 18: tidemark.v1.AssignJob
-	(*UpdateJobState)(nil),        // 19: tidemark.v1.UpdateJobState
-	(*ExpireLease)(nil),           // 20: tidemark.v1.ExpireLease
-	(*RecordBackup)(nil),          // 21: tidemark.v1.RecordBackup
-	(*UpsertMember)(nil),          // 22: tidemark.v1.UpsertMember
-	(*RemoveMember)(nil),          // 23: tidemark.v1.RemoveMember
-	(*RecordWatermarks)(nil),      // 24: tidemark.v1.RecordWatermarks
-	(*BackupPin)(nil),             // 25: tidemark.v1.BackupPin
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(*Job)(nil),                   // 27: tidemark.v1.Job
-	(*BackupCopy)(nil),            // 28: tidemark.v1.BackupCopy
-	(*PolicySpec)(nil),            // 29: tidemark.v1.PolicySpec
-	(*ScheduleSkip)(nil),          // 30: tidemark.v1.ScheduleSkip
-	(*JoinToken)(nil),             // 31: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 32: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 33: tidemark.v1.ClusterCA
-	(*AccessToken)(nil),           // 34: tidemark.v1.AccessToken
-	(*AuditRecord)(nil),           // 35: tidemark.v1.AuditRecord
-	(*Agent)(nil),                 // 36: tidemark.v1.Agent
-	(*Instance)(nil),              // 37: tidemark.v1.Instance
-	(*LeaseToken)(nil),            // 38: tidemark.v1.LeaseToken
-	(JobState)(0),                 // 39: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 40: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 41: tidemark.v1.JobResult
-	(*Backup)(nil),                // 42: tidemark.v1.Backup
-	(*MemberRecord)(nil),          // 43: tidemark.v1.MemberRecord
-	(*BinlogStream)(nil),          // 44: tidemark.v1.BinlogStream
+	(*RecordEngineDecision)(nil),  // 9: tidemark.v1.RecordEngineDecision
+	(*CreateJoinToken)(nil),       // 10: tidemark.v1.CreateJoinToken
+	(*ConsumeJoinToken)(nil),      // 11: tidemark.v1.ConsumeJoinToken
+	(*RevokeAgent)(nil),           // 12: tidemark.v1.RevokeAgent
+	(*SetClusterCA)(nil),          // 13: tidemark.v1.SetClusterCA
+	(*CreateAccessToken)(nil),     // 14: tidemark.v1.CreateAccessToken
+	(*RecordAudit)(nil),           // 15: tidemark.v1.RecordAudit
+	(*RegisterAgent)(nil),         // 16: tidemark.v1.RegisterAgent
+	(*UpsertInstance)(nil),        // 17: tidemark.v1.UpsertInstance
+	(*SubmitJob)(nil),             // 18: tidemark.v1.SubmitJob
+	(*AssignJob)(nil),             // 19: tidemark.v1.AssignJob
+	(*UpdateJobState)(nil),        // 20: tidemark.v1.UpdateJobState
+	(*ExpireLease)(nil),           // 21: tidemark.v1.ExpireLease
+	(*RecordBackup)(nil),          // 22: tidemark.v1.RecordBackup
+	(*UpsertMember)(nil),          // 23: tidemark.v1.UpsertMember
+	(*RemoveMember)(nil),          // 24: tidemark.v1.RemoveMember
+	(*RecordWatermarks)(nil),      // 25: tidemark.v1.RecordWatermarks
+	(*BackupPin)(nil),             // 26: tidemark.v1.BackupPin
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*Job)(nil),                   // 28: tidemark.v1.Job
+	(*BackupCopy)(nil),            // 29: tidemark.v1.BackupCopy
+	(*PolicySpec)(nil),            // 30: tidemark.v1.PolicySpec
+	(*ScheduleSkip)(nil),          // 31: tidemark.v1.ScheduleSkip
+	(*EngineDecision)(nil),        // 32: tidemark.v1.EngineDecision
+	(*EngineChange)(nil),          // 33: tidemark.v1.EngineChange
+	(*JoinToken)(nil),             // 34: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 35: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 36: tidemark.v1.ClusterCA
+	(*AccessToken)(nil),           // 37: tidemark.v1.AccessToken
+	(*AuditRecord)(nil),           // 38: tidemark.v1.AuditRecord
+	(*Agent)(nil),                 // 39: tidemark.v1.Agent
+	(*Instance)(nil),              // 40: tidemark.v1.Instance
+	(*LeaseToken)(nil),            // 41: tidemark.v1.LeaseToken
+	(JobState)(0),                 // 42: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 43: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 44: tidemark.v1.JobResult
+	(*Backup)(nil),                // 45: tidemark.v1.Backup
+	(*MemberRecord)(nil),          // 46: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 47: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
-	15, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
-	16, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
-	17, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
-	18, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
-	19, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
-	20, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
-	21, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
-	22, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
-	23, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
-	24, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
-	9,  // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
-	10, // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
-	11, // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
-	12, // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
-	14, // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
-	13, // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
+	16, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
+	17, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
+	18, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
+	19, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
+	20, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
+	21, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
+	22, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
+	23, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
+	24, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
+	25, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
+	10, // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
+	11, // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
+	12, // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
+	13, // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
+	15, // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
+	14, // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
 	1,  // 16: tidemark.v1.Command.pin_backup:type_name -> tidemark.v1.PinBackup
 	2,  // 17: tidemark.v1.Command.unpin_backup:type_name -> tidemark.v1.UnpinBackup
 	3,  // 18: tidemark.v1.Command.mark_backups_expired:type_name -> tidemark.v1.MarkBackupsExpired
@@ -2111,48 +2198,51 @@ var file_tidemark_v1_command_proto_depIdxs = []int32{
 	6,  // 21: tidemark.v1.Command.apply_policies:type_name -> tidemark.v1.ApplyPolicies
 	7,  // 22: tidemark.v1.Command.delete_policy:type_name -> tidemark.v1.DeletePolicy
 	8,  // 23: tidemark.v1.Command.record_schedule_skips:type_name -> tidemark.v1.RecordScheduleSkips
-	25, // 24: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
-	26, // 25: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
-	27, // 26: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
-	26, // 27: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
-	28, // 28: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
-	29, // 29: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
-	26, // 30: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
-	26, // 31: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
-	30, // 32: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
-	31, // 33: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
-	26, // 34: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
-	32, // 35: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
-	33, // 36: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
-	34, // 37: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
-	35, // 38: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
-	36, // 39: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	37, // 40: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	26, // 41: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	37, // 42: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	26, // 43: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	27, // 44: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	38, // 45: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	26, // 46: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	26, // 47: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	39, // 48: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	38, // 49: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	40, // 50: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	41, // 51: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	26, // 52: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	42, // 53: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	38, // 54: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	26, // 55: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	42, // 56: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	26, // 57: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	43, // 58: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	44, // 59: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
-	26, // 60: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
-	61, // [61:61] is the sub-list for method output_type
-	61, // [61:61] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	9,  // 24: tidemark.v1.Command.record_engine_decision:type_name -> tidemark.v1.RecordEngineDecision
+	26, // 25: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
+	27, // 26: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
+	28, // 27: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
+	27, // 28: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
+	29, // 29: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
+	30, // 30: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
+	27, // 31: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
+	27, // 32: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
+	31, // 33: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
+	32, // 34: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
+	33, // 35: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
+	34, // 36: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
+	27, // 37: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
+	35, // 38: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
+	36, // 39: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
+	37, // 40: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
+	38, // 41: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
+	39, // 42: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	40, // 43: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	27, // 44: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	40, // 45: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	27, // 46: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	28, // 47: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	41, // 48: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	27, // 49: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	27, // 50: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	42, // 51: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	41, // 52: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	43, // 53: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	44, // 54: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	27, // 55: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	45, // 56: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	41, // 57: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	27, // 58: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	45, // 59: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	27, // 60: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	46, // 61: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	47, // 62: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	27, // 63: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	64, // [64:64] is the sub-list for method output_type
+	64, // [64:64] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -2187,6 +2277,7 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_ApplyPolicies)(nil),
 		(*Command_DeletePolicy)(nil),
 		(*Command_RecordScheduleSkips)(nil),
+		(*Command_RecordEngineDecision)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2194,7 +2285,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -4363,6 +4363,128 @@ func (x *GetPolicyStatusResponse) GetEvaluatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type ExplainEnginesRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Preferences (a policy's `engine:` and `portable:`); empty means auto.
+	Engines       []string `protobuf:"bytes,2,rep,name=engines,proto3" json:"engines,omitempty"`
+	Portable      bool     `protobuf:"varint,3,opt,name=portable,proto3" json:"portable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainEnginesRequest) Reset() {
+	*x = ExplainEnginesRequest{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainEnginesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainEnginesRequest) ProtoMessage() {}
+
+func (x *ExplainEnginesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainEnginesRequest.ProtoReflect.Descriptor instead.
+func (*ExplainEnginesRequest) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *ExplainEnginesRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *ExplainEnginesRequest) GetEngines() []string {
+	if x != nil {
+		return x.Engines
+	}
+	return nil
+}
+
+func (x *ExplainEnginesRequest) GetPortable() bool {
+	if x != nil {
+		return x.Portable
+	}
+	return false
+}
+
+type ExplainEnginesResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Decision *EngineDecision        `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
+	// What the decision was made from.
+	Capabilities  *Capabilities `protobuf:"bytes,3,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainEnginesResponse) Reset() {
+	*x = ExplainEnginesResponse{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainEnginesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainEnginesResponse) ProtoMessage() {}
+
+func (x *ExplainEnginesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainEnginesResponse.ProtoReflect.Descriptor instead.
+func (*ExplainEnginesResponse) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *ExplainEnginesResponse) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *ExplainEnginesResponse) GetDecision() *EngineDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *ExplainEnginesResponse) GetCapabilities() *Capabilities {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
 var File_tidemark_v1_control_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_control_proto_rawDesc = "" +
@@ -4663,13 +4785,21 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x05unmet\x18\x05 \x01(\rR\x05unmet\"\x8f\x01\n" +
 	"\x17GetPolicyStatusResponse\x125\n" +
 	"\bpolicies\x18\x01 \x03(\v2\x19.tidemark.v1.PolicyStatusR\bpolicies\x12=\n" +
-	"\fevaluated_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vevaluatedAt*\x99\x01\n" +
+	"\fevaluated_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vevaluatedAt\"i\n" +
+	"\x15ExplainEnginesRequest\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
+	"\aengines\x18\x02 \x03(\tR\aengines\x12\x1a\n" +
+	"\bportable\x18\x03 \x01(\bR\bportable\"\xac\x01\n" +
+	"\x16ExplainEnginesResponse\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x127\n" +
+	"\bdecision\x18\x02 \x01(\v2\x1b.tidemark.v1.EngineDecisionR\bdecision\x12=\n" +
+	"\fcapabilities\x18\x03 \x01(\v2\x19.tidemark.v1.CapabilitiesR\fcapabilities*\x99\x01\n" +
 	"\vMemberState\x12\x1c\n" +
 	"\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MEMBER_STATE_LEADER\x10\x01\x12\x19\n" +
 	"\x15MEMBER_STATE_FOLLOWER\x10\x02\x12\x1a\n" +
 	"\x16MEMBER_STATE_CANDIDATE\x10\x03\x12\x1c\n" +
-	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\xb5\x16\n" +
+	"\x18MEMBER_STATE_UNREACHABLE\x10\x042\x90\x17\n" +
 	"\x0eControlService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.tidemark.v1.ListAgentsRequest\x1a\x1f.tidemark.v1.ListAgentsResponse\x12V\n" +
@@ -4706,7 +4836,8 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\tGetPolicy\x12\x1d.tidemark.v1.GetPolicyRequest\x1a\x1e.tidemark.v1.GetPolicyResponse\x12S\n" +
 	"\fDeletePolicy\x12 .tidemark.v1.DeletePolicyRequest\x1a!.tidemark.v1.DeletePolicyResponse\x12P\n" +
 	"\vGetSchedule\x12\x1f.tidemark.v1.GetScheduleRequest\x1a .tidemark.v1.GetScheduleResponse\x12\\\n" +
-	"\x0fGetPolicyStatus\x12#.tidemark.v1.GetPolicyStatusRequest\x1a$.tidemark.v1.GetPolicyStatusResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
+	"\x0fGetPolicyStatus\x12#.tidemark.v1.GetPolicyStatusRequest\x1a$.tidemark.v1.GetPolicyStatusResponse\x12Y\n" +
+	"\x0eExplainEngines\x12\".tidemark.v1.ExplainEnginesRequest\x1a#.tidemark.v1.ExplainEnginesResponseBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
 	file_tidemark_v1_control_proto_rawDescOnce sync.Once
@@ -4721,7 +4852,7 @@ func file_tidemark_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
 var file_tidemark_v1_control_proto_goTypes = []any{
 	(MemberState)(0),                   // 0: tidemark.v1.MemberState
 	(*ExpireBackupRequest)(nil),        // 1: tidemark.v1.ExpireBackupRequest
@@ -4799,159 +4930,167 @@ var file_tidemark_v1_control_proto_goTypes = []any{
 	(*PolicyInstanceStatus)(nil),       // 73: tidemark.v1.PolicyInstanceStatus
 	(*PolicyStatus)(nil),               // 74: tidemark.v1.PolicyStatus
 	(*GetPolicyStatusResponse)(nil),    // 75: tidemark.v1.GetPolicyStatusResponse
-	nil,                                // 76: tidemark.v1.ListAgentsRequest.LabelsEntry
-	nil,                                // 77: tidemark.v1.ListInstancesRequest.LabelsEntry
-	nil,                                // 78: tidemark.v1.SubmitBackupRequest.LabelsEntry
-	(*Job)(nil),                        // 79: tidemark.v1.Job
-	(*Backup)(nil),                     // 80: tidemark.v1.Backup
-	(*RetentionRules)(nil),             // 81: tidemark.v1.RetentionRules
-	(*timestamppb.Timestamp)(nil),      // 82: google.protobuf.Timestamp
-	(BackupStatus)(0),                  // 83: tidemark.v1.BackupStatus
-	(*Agent)(nil),                      // 84: tidemark.v1.Agent
-	(*Instance)(nil),                   // 85: tidemark.v1.Instance
-	(JobState)(0),                      // 86: tidemark.v1.JobState
-	(JobKind)(0),                       // 87: tidemark.v1.JobKind
-	(*RestoreParams)(nil),              // 88: tidemark.v1.RestoreParams
-	(*durationpb.Duration)(nil),        // 89: google.protobuf.Duration
-	(*BinlogStream)(nil),               // 90: tidemark.v1.BinlogStream
-	(*BinlogSource)(nil),               // 91: tidemark.v1.BinlogSource
-	(*AuditRecord)(nil),                // 92: tidemark.v1.AuditRecord
-	(*Policy)(nil),                     // 93: tidemark.v1.Policy
-	(*ScheduleSkip)(nil),               // 94: tidemark.v1.ScheduleSkip
+	(*ExplainEnginesRequest)(nil),      // 76: tidemark.v1.ExplainEnginesRequest
+	(*ExplainEnginesResponse)(nil),     // 77: tidemark.v1.ExplainEnginesResponse
+	nil,                                // 78: tidemark.v1.ListAgentsRequest.LabelsEntry
+	nil,                                // 79: tidemark.v1.ListInstancesRequest.LabelsEntry
+	nil,                                // 80: tidemark.v1.SubmitBackupRequest.LabelsEntry
+	(*Job)(nil),                        // 81: tidemark.v1.Job
+	(*Backup)(nil),                     // 82: tidemark.v1.Backup
+	(*RetentionRules)(nil),             // 83: tidemark.v1.RetentionRules
+	(*timestamppb.Timestamp)(nil),      // 84: google.protobuf.Timestamp
+	(BackupStatus)(0),                  // 85: tidemark.v1.BackupStatus
+	(*Agent)(nil),                      // 86: tidemark.v1.Agent
+	(*Instance)(nil),                   // 87: tidemark.v1.Instance
+	(JobState)(0),                      // 88: tidemark.v1.JobState
+	(JobKind)(0),                       // 89: tidemark.v1.JobKind
+	(*RestoreParams)(nil),              // 90: tidemark.v1.RestoreParams
+	(*durationpb.Duration)(nil),        // 91: google.protobuf.Duration
+	(*BinlogStream)(nil),               // 92: tidemark.v1.BinlogStream
+	(*BinlogSource)(nil),               // 93: tidemark.v1.BinlogSource
+	(*AuditRecord)(nil),                // 94: tidemark.v1.AuditRecord
+	(*Policy)(nil),                     // 95: tidemark.v1.Policy
+	(*ScheduleSkip)(nil),               // 96: tidemark.v1.ScheduleSkip
+	(*EngineDecision)(nil),             // 97: tidemark.v1.EngineDecision
+	(*Capabilities)(nil),               // 98: tidemark.v1.Capabilities
 }
 var file_tidemark_v1_control_proto_depIdxs = []int32{
-	79, // 0: tidemark.v1.ExpireBackupResponse.job:type_name -> tidemark.v1.Job
-	79, // 1: tidemark.v1.SubmitCopyResponse.job:type_name -> tidemark.v1.Job
-	80, // 2: tidemark.v1.PinBackupResponse.backup:type_name -> tidemark.v1.Backup
-	80, // 3: tidemark.v1.UnpinBackupResponse.backup:type_name -> tidemark.v1.Backup
-	81, // 4: tidemark.v1.PlanRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	81, // 0: tidemark.v1.ExpireBackupResponse.job:type_name -> tidemark.v1.Job
+	81, // 1: tidemark.v1.SubmitCopyResponse.job:type_name -> tidemark.v1.Job
+	82, // 2: tidemark.v1.PinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	82, // 3: tidemark.v1.UnpinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	83, // 4: tidemark.v1.PlanRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
 	13, // 5: tidemark.v1.PlanRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
-	82, // 6: tidemark.v1.PlanRetentionResponse.now:type_name -> google.protobuf.Timestamp
-	81, // 7: tidemark.v1.ApplyRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	84, // 6: tidemark.v1.PlanRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	83, // 7: tidemark.v1.ApplyRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
 	13, // 8: tidemark.v1.ApplyRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
-	82, // 9: tidemark.v1.ApplyRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	84, // 9: tidemark.v1.ApplyRetentionResponse.now:type_name -> google.protobuf.Timestamp
 	14, // 10: tidemark.v1.RetentionInstancePlan.backups:type_name -> tidemark.v1.RetentionVerdict
-	82, // 11: tidemark.v1.RetentionInstancePlan.binlog_before:type_name -> google.protobuf.Timestamp
-	82, // 12: tidemark.v1.RetentionVerdict.time:type_name -> google.protobuf.Timestamp
-	83, // 13: tidemark.v1.RetentionVerdict.status:type_name -> tidemark.v1.BackupStatus
-	76, // 14: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
-	84, // 15: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
-	77, // 16: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
-	85, // 17: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
-	83, // 18: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
-	80, // 19: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
-	80, // 20: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
-	86, // 21: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
-	87, // 22: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
-	79, // 23: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
-	79, // 24: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
-	79, // 25: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
-	78, // 26: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
-	79, // 27: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
-	88, // 28: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
-	79, // 29: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
-	79, // 30: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
+	84, // 11: tidemark.v1.RetentionInstancePlan.binlog_before:type_name -> google.protobuf.Timestamp
+	84, // 12: tidemark.v1.RetentionVerdict.time:type_name -> google.protobuf.Timestamp
+	85, // 13: tidemark.v1.RetentionVerdict.status:type_name -> tidemark.v1.BackupStatus
+	78, // 14: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
+	86, // 15: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
+	79, // 16: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
+	87, // 17: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
+	85, // 18: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
+	82, // 19: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
+	82, // 20: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
+	88, // 21: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
+	89, // 22: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
+	81, // 23: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
+	81, // 24: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
+	81, // 25: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
+	80, // 26: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
+	81, // 27: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
+	90, // 28: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
+	81, // 29: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
+	81, // 30: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
 	0,  // 31: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
-	82, // 32: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
+	84, // 32: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
 	35, // 33: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
 	35, // 34: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
 	35, // 35: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
-	89, // 36: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
-	79, // 37: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	79, // 38: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	90, // 39: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
-	79, // 40: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
-	91, // 41: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
-	89, // 42: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	82, // 43: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	82, // 44: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	92, // 45: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
+	91, // 36: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
+	81, // 37: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	81, // 38: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	92, // 39: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
+	81, // 40: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
+	93, // 41: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
+	91, // 42: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	84, // 43: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	84, // 44: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	94, // 45: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
 	61, // 46: tidemark.v1.ApplyPoliciesResponse.changes:type_name -> tidemark.v1.PolicyChange
-	93, // 47: tidemark.v1.ListPoliciesResponse.policies:type_name -> tidemark.v1.Policy
-	93, // 48: tidemark.v1.GetPolicyResponse.policy:type_name -> tidemark.v1.Policy
-	93, // 49: tidemark.v1.DeletePolicyResponse.policy:type_name -> tidemark.v1.Policy
-	82, // 50: tidemark.v1.ScheduledRun.scheduled_for:type_name -> google.protobuf.Timestamp
-	82, // 51: tidemark.v1.ScheduledRun.due_at:type_name -> google.protobuf.Timestamp
+	95, // 47: tidemark.v1.ListPoliciesResponse.policies:type_name -> tidemark.v1.Policy
+	95, // 48: tidemark.v1.GetPolicyResponse.policy:type_name -> tidemark.v1.Policy
+	95, // 49: tidemark.v1.DeletePolicyResponse.policy:type_name -> tidemark.v1.Policy
+	84, // 50: tidemark.v1.ScheduledRun.scheduled_for:type_name -> google.protobuf.Timestamp
+	84, // 51: tidemark.v1.ScheduledRun.due_at:type_name -> google.protobuf.Timestamp
 	70, // 52: tidemark.v1.GetScheduleResponse.runs:type_name -> tidemark.v1.ScheduledRun
-	94, // 53: tidemark.v1.GetScheduleResponse.skipped:type_name -> tidemark.v1.ScheduleSkip
-	82, // 54: tidemark.v1.PolicyInstanceStatus.last_backup:type_name -> google.protobuf.Timestamp
-	89, // 55: tidemark.v1.PolicyInstanceStatus.rpo:type_name -> google.protobuf.Duration
+	96, // 53: tidemark.v1.GetScheduleResponse.skipped:type_name -> tidemark.v1.ScheduleSkip
+	84, // 54: tidemark.v1.PolicyInstanceStatus.last_backup:type_name -> google.protobuf.Timestamp
+	91, // 55: tidemark.v1.PolicyInstanceStatus.rpo:type_name -> google.protobuf.Duration
 	73, // 56: tidemark.v1.PolicyStatus.instances:type_name -> tidemark.v1.PolicyInstanceStatus
 	74, // 57: tidemark.v1.GetPolicyStatusResponse.policies:type_name -> tidemark.v1.PolicyStatus
-	82, // 58: tidemark.v1.GetPolicyStatusResponse.evaluated_at:type_name -> google.protobuf.Timestamp
-	15, // 59: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
-	17, // 60: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
-	19, // 61: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
-	21, // 62: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
-	23, // 63: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
-	25, // 64: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
-	27, // 65: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
-	29, // 66: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
-	31, // 67: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
-	33, // 68: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
-	44, // 69: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
-	46, // 70: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
-	48, // 71: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
-	36, // 72: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
-	38, // 73: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
-	40, // 74: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
-	42, // 75: tidemark.v1.ControlService.TransferLeadership:input_type -> tidemark.v1.TransferLeadershipRequest
-	50, // 76: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
-	52, // 77: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
-	54, // 78: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
-	58, // 79: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
-	56, // 80: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
-	5,  // 81: tidemark.v1.ControlService.PinBackup:input_type -> tidemark.v1.PinBackupRequest
-	7,  // 82: tidemark.v1.ControlService.UnpinBackup:input_type -> tidemark.v1.UnpinBackupRequest
-	9,  // 83: tidemark.v1.ControlService.PlanRetention:input_type -> tidemark.v1.PlanRetentionRequest
-	11, // 84: tidemark.v1.ControlService.ApplyRetention:input_type -> tidemark.v1.ApplyRetentionRequest
-	3,  // 85: tidemark.v1.ControlService.SubmitCopy:input_type -> tidemark.v1.SubmitCopyRequest
-	1,  // 86: tidemark.v1.ControlService.ExpireBackup:input_type -> tidemark.v1.ExpireBackupRequest
-	60, // 87: tidemark.v1.ControlService.ApplyPolicies:input_type -> tidemark.v1.ApplyPoliciesRequest
-	63, // 88: tidemark.v1.ControlService.ListPolicies:input_type -> tidemark.v1.ListPoliciesRequest
-	65, // 89: tidemark.v1.ControlService.GetPolicy:input_type -> tidemark.v1.GetPolicyRequest
-	67, // 90: tidemark.v1.ControlService.DeletePolicy:input_type -> tidemark.v1.DeletePolicyRequest
-	69, // 91: tidemark.v1.ControlService.GetSchedule:input_type -> tidemark.v1.GetScheduleRequest
-	72, // 92: tidemark.v1.ControlService.GetPolicyStatus:input_type -> tidemark.v1.GetPolicyStatusRequest
-	16, // 93: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
-	18, // 94: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
-	20, // 95: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
-	22, // 96: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
-	24, // 97: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
-	26, // 98: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
-	28, // 99: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
-	30, // 100: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
-	32, // 101: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
-	34, // 102: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
-	45, // 103: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
-	47, // 104: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
-	49, // 105: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
-	37, // 106: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
-	39, // 107: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
-	41, // 108: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
-	43, // 109: tidemark.v1.ControlService.TransferLeadership:output_type -> tidemark.v1.TransferLeadershipResponse
-	51, // 110: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
-	53, // 111: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
-	55, // 112: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
-	59, // 113: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
-	57, // 114: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
-	6,  // 115: tidemark.v1.ControlService.PinBackup:output_type -> tidemark.v1.PinBackupResponse
-	8,  // 116: tidemark.v1.ControlService.UnpinBackup:output_type -> tidemark.v1.UnpinBackupResponse
-	10, // 117: tidemark.v1.ControlService.PlanRetention:output_type -> tidemark.v1.PlanRetentionResponse
-	12, // 118: tidemark.v1.ControlService.ApplyRetention:output_type -> tidemark.v1.ApplyRetentionResponse
-	4,  // 119: tidemark.v1.ControlService.SubmitCopy:output_type -> tidemark.v1.SubmitCopyResponse
-	2,  // 120: tidemark.v1.ControlService.ExpireBackup:output_type -> tidemark.v1.ExpireBackupResponse
-	62, // 121: tidemark.v1.ControlService.ApplyPolicies:output_type -> tidemark.v1.ApplyPoliciesResponse
-	64, // 122: tidemark.v1.ControlService.ListPolicies:output_type -> tidemark.v1.ListPoliciesResponse
-	66, // 123: tidemark.v1.ControlService.GetPolicy:output_type -> tidemark.v1.GetPolicyResponse
-	68, // 124: tidemark.v1.ControlService.DeletePolicy:output_type -> tidemark.v1.DeletePolicyResponse
-	71, // 125: tidemark.v1.ControlService.GetSchedule:output_type -> tidemark.v1.GetScheduleResponse
-	75, // 126: tidemark.v1.ControlService.GetPolicyStatus:output_type -> tidemark.v1.GetPolicyStatusResponse
-	93, // [93:127] is the sub-list for method output_type
-	59, // [59:93] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	84, // 58: tidemark.v1.GetPolicyStatusResponse.evaluated_at:type_name -> google.protobuf.Timestamp
+	97, // 59: tidemark.v1.ExplainEnginesResponse.decision:type_name -> tidemark.v1.EngineDecision
+	98, // 60: tidemark.v1.ExplainEnginesResponse.capabilities:type_name -> tidemark.v1.Capabilities
+	15, // 61: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
+	17, // 62: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
+	19, // 63: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
+	21, // 64: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
+	23, // 65: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
+	25, // 66: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
+	27, // 67: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
+	29, // 68: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
+	31, // 69: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
+	33, // 70: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
+	44, // 71: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
+	46, // 72: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
+	48, // 73: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
+	36, // 74: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
+	38, // 75: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
+	40, // 76: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
+	42, // 77: tidemark.v1.ControlService.TransferLeadership:input_type -> tidemark.v1.TransferLeadershipRequest
+	50, // 78: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
+	52, // 79: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
+	54, // 80: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
+	58, // 81: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
+	56, // 82: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
+	5,  // 83: tidemark.v1.ControlService.PinBackup:input_type -> tidemark.v1.PinBackupRequest
+	7,  // 84: tidemark.v1.ControlService.UnpinBackup:input_type -> tidemark.v1.UnpinBackupRequest
+	9,  // 85: tidemark.v1.ControlService.PlanRetention:input_type -> tidemark.v1.PlanRetentionRequest
+	11, // 86: tidemark.v1.ControlService.ApplyRetention:input_type -> tidemark.v1.ApplyRetentionRequest
+	3,  // 87: tidemark.v1.ControlService.SubmitCopy:input_type -> tidemark.v1.SubmitCopyRequest
+	1,  // 88: tidemark.v1.ControlService.ExpireBackup:input_type -> tidemark.v1.ExpireBackupRequest
+	60, // 89: tidemark.v1.ControlService.ApplyPolicies:input_type -> tidemark.v1.ApplyPoliciesRequest
+	63, // 90: tidemark.v1.ControlService.ListPolicies:input_type -> tidemark.v1.ListPoliciesRequest
+	65, // 91: tidemark.v1.ControlService.GetPolicy:input_type -> tidemark.v1.GetPolicyRequest
+	67, // 92: tidemark.v1.ControlService.DeletePolicy:input_type -> tidemark.v1.DeletePolicyRequest
+	69, // 93: tidemark.v1.ControlService.GetSchedule:input_type -> tidemark.v1.GetScheduleRequest
+	72, // 94: tidemark.v1.ControlService.GetPolicyStatus:input_type -> tidemark.v1.GetPolicyStatusRequest
+	76, // 95: tidemark.v1.ControlService.ExplainEngines:input_type -> tidemark.v1.ExplainEnginesRequest
+	16, // 96: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
+	18, // 97: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
+	20, // 98: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
+	22, // 99: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
+	24, // 100: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
+	26, // 101: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
+	28, // 102: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
+	30, // 103: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
+	32, // 104: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
+	34, // 105: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
+	45, // 106: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
+	47, // 107: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
+	49, // 108: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
+	37, // 109: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
+	39, // 110: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
+	41, // 111: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
+	43, // 112: tidemark.v1.ControlService.TransferLeadership:output_type -> tidemark.v1.TransferLeadershipResponse
+	51, // 113: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
+	53, // 114: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
+	55, // 115: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
+	59, // 116: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
+	57, // 117: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
+	6,  // 118: tidemark.v1.ControlService.PinBackup:output_type -> tidemark.v1.PinBackupResponse
+	8,  // 119: tidemark.v1.ControlService.UnpinBackup:output_type -> tidemark.v1.UnpinBackupResponse
+	10, // 120: tidemark.v1.ControlService.PlanRetention:output_type -> tidemark.v1.PlanRetentionResponse
+	12, // 121: tidemark.v1.ControlService.ApplyRetention:output_type -> tidemark.v1.ApplyRetentionResponse
+	4,  // 122: tidemark.v1.ControlService.SubmitCopy:output_type -> tidemark.v1.SubmitCopyResponse
+	2,  // 123: tidemark.v1.ControlService.ExpireBackup:output_type -> tidemark.v1.ExpireBackupResponse
+	62, // 124: tidemark.v1.ControlService.ApplyPolicies:output_type -> tidemark.v1.ApplyPoliciesResponse
+	64, // 125: tidemark.v1.ControlService.ListPolicies:output_type -> tidemark.v1.ListPoliciesResponse
+	66, // 126: tidemark.v1.ControlService.GetPolicy:output_type -> tidemark.v1.GetPolicyResponse
+	68, // 127: tidemark.v1.ControlService.DeletePolicy:output_type -> tidemark.v1.DeletePolicyResponse
+	71, // 128: tidemark.v1.ControlService.GetSchedule:output_type -> tidemark.v1.GetScheduleResponse
+	75, // 129: tidemark.v1.ControlService.GetPolicyStatus:output_type -> tidemark.v1.GetPolicyStatusResponse
+	77, // 130: tidemark.v1.ControlService.ExplainEngines:output_type -> tidemark.v1.ExplainEnginesResponse
+	96, // [96:131] is the sub-list for method output_type
+	61, // [61:96] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_control_proto_init() }
@@ -4966,7 +5105,7 @@ func file_tidemark_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_control_proto_rawDesc), len(file_tidemark_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   78,
+			NumMessages:   80,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -53,6 +53,7 @@ const (
 	ControlService_DeletePolicy_FullMethodName       = "/tidemark.v1.ControlService/DeletePolicy"
 	ControlService_GetSchedule_FullMethodName        = "/tidemark.v1.ControlService/GetSchedule"
 	ControlService_GetPolicyStatus_FullMethodName    = "/tidemark.v1.ControlService/GetPolicyStatus"
+	ControlService_ExplainEngines_FullMethodName     = "/tidemark.v1.ControlService/ExplainEngines"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -134,6 +135,9 @@ type ControlServiceClient interface {
 	GetSchedule(ctx context.Context, in *GetScheduleRequest, opts ...grpc.CallOption) (*GetScheduleResponse, error)
 	// Per policy, the instances meeting it and those not, with the reasons.
 	GetPolicyStatus(ctx context.Context, in *GetPolicyStatusRequest, opts ...grpc.CallOption) (*GetPolicyStatusResponse, error)
+	// ExplainEngines ranks the engines for an instance from its last probed
+	// capabilities: `tidemark engines explain`.
+	ExplainEngines(ctx context.Context, in *ExplainEnginesRequest, opts ...grpc.CallOption) (*ExplainEnginesResponse, error)
 }
 
 type controlServiceClient struct {
@@ -493,6 +497,16 @@ func (c *controlServiceClient) GetPolicyStatus(ctx context.Context, in *GetPolic
 	return out, nil
 }
 
+func (c *controlServiceClient) ExplainEngines(ctx context.Context, in *ExplainEnginesRequest, opts ...grpc.CallOption) (*ExplainEnginesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainEnginesResponse)
+	err := c.cc.Invoke(ctx, ControlService_ExplainEngines_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -572,6 +586,9 @@ type ControlServiceServer interface {
 	GetSchedule(context.Context, *GetScheduleRequest) (*GetScheduleResponse, error)
 	// Per policy, the instances meeting it and those not, with the reasons.
 	GetPolicyStatus(context.Context, *GetPolicyStatusRequest) (*GetPolicyStatusResponse, error)
+	// ExplainEngines ranks the engines for an instance from its last probed
+	// capabilities: `tidemark engines explain`.
+	ExplainEngines(context.Context, *ExplainEnginesRequest) (*ExplainEnginesResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -683,6 +700,9 @@ func (UnimplementedControlServiceServer) GetSchedule(context.Context, *GetSchedu
 }
 func (UnimplementedControlServiceServer) GetPolicyStatus(context.Context, *GetPolicyStatusRequest) (*GetPolicyStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPolicyStatus not implemented")
+}
+func (UnimplementedControlServiceServer) ExplainEngines(context.Context, *ExplainEnginesRequest) (*ExplainEnginesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExplainEngines not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -1310,6 +1330,24 @@ func _ControlService_GetPolicyStatus_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_ExplainEngines_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainEnginesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ExplainEngines(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ExplainEngines_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ExplainEngines(ctx, req.(*ExplainEnginesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1448,6 +1486,10 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPolicyStatus",
 			Handler:    _ControlService_GetPolicyStatus_Handler,
+		},
+		{
+			MethodName: "ExplainEngines",
+			Handler:    _ControlService_ExplainEngines_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,258 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tidemark-backup/tidemark/internal/testenv"
+)
+
+// verdicts reads `engines explain -o json`: chosen and engine → reason, ok.
+func explain(t *testing.T, args ...string) (chosen string, order []string, reasons map[string]string, ok map[string]bool) {
+	t.Helper()
+	out := decode[map[string]any](t, must(t, 60*time.Second, append([]string{"engines", "explain", "-o", "json"}, args...)...))
+	reasons, ok = map[string]string{}, map[string]bool{}
+	vs, _ := out["verdicts"].([]any)
+	for _, v := range vs {
+		m := v.(map[string]any)
+		e := fmt.Sprint(m["engine"])
+		order = append(order, e)
+		reasons[e], ok[e] = fmt.Sprint(m["reason"]), m["ok"] == true
+	}
+	return fmt.Sprint(out["chosen"]), order, reasons, ok
+}
+
+// TestSelectionStandalone: explain and backup --engine auto with no
+// controller (--logical-below 0: the test servers are small), on MariaDB in a plain directory (mariabackup: Debian's
+// mariadb-backup is of the server's series) and on a Btrfs subvolume
+// (snapshot); portable gives logical; bad engine names and a forced engine
+// the server cannot run are refused with explain's reason, and nothing is
+// written.
+func TestSelectionStandalone(t *testing.T) {
+	plain := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "sel-plain"})
+	testenv.LoadSample(t, plain.DB(t), "shop", 100)
+	repo := "file://" + filepath.Join(t.TempDir(), "repo")
+	must(t, 20*time.Second, "repo", "init", "--repo", repo)
+
+	// The test servers hold a few MiB: below the default --logical-below
+	// (1 GiB), logical comes first.
+	if chosen, _, reasons, _ := explain(t, "--mysql", plain.DSN); chosen != "logical" || !strings.Contains(reasons["logical"], "under the 1 GiB small-instance threshold") {
+		t.Fatalf("default threshold: chosen %s %v", chosen, reasons)
+	}
+	chosen, order, reasons, ok := explain(t, "--mysql", plain.DSN, "--logical-below", "0")
+	if chosen != "mariabackup" || strings.Join(order, ",") != "mariabackup,logical,snapshot,clone" ||
+		!strings.HasPrefix(reasons["mariabackup"], "mariabackup: mariabackup 10.11.") ||
+		!strings.Contains(reasons["snapshot"], "not on Btrfs, LVM or ZFS") ||
+		!strings.HasPrefix(reasons["clone"], "clone: server is MariaDB 10.11, clone needs MySQL ≥ 8.0.17") || ok["clone"] {
+		t.Fatalf("plain dir: chosen %s order %v reasons %v", chosen, order, reasons)
+	}
+	if chosen, _, _, _ := explain(t, "--mysql", plain.DSN, "--portable", "--logical-below", "0"); chosen != "logical" {
+		t.Fatalf("portable: chosen %s", chosen)
+	}
+	text := must(t, 60*time.Second, "engines", "explain", "--mysql", plain.DSN, "--logical-below", "0").out
+	if !strings.Contains(text, "(auto runs mariabackup)") || !strings.Contains(text, "clone        no   clone: server is MariaDB") {
+		t.Errorf("text explain:\n%s", text)
+	}
+
+	r := tm(t, 60*time.Second, "engines", "explain", "--mysql", plain.DSN, "--engine", "clone")
+	if r.code != 1 || !strings.Contains(r.out, "clone: server is MariaDB 10.11, clone needs MySQL ≥ 8.0.17") || !strings.Contains(r.err, "no engine can back up") {
+		t.Errorf("explain --engine clone: exit %d\n%s\n%s", r.code, r.out, r.err)
+	}
+	r = tm(t, 30*time.Second, "engines", "explain", "--mysql", plain.DSN, "--engine", "xtrabackupp")
+	if r.code != 2 || !strings.Contains(r.err, `unknown engine "xtrabackupp": use auto or one of snapshot, clone, mariabackup, logical`) {
+		t.Errorf("explain --engine xtrabackupp: exit %d %q", r.code, r.err)
+	}
+
+	r = must(t, 180*time.Second, "backup", "--engine", "auto", "--logical-below", "0", "--mysql", plain.DSN, "--repo", repo)
+	if !strings.Contains(r.err, "engine auto: mariabackup: mariabackup 10.11.") {
+		t.Errorf("backup --engine auto did not say why:\n%s", r.err)
+	}
+	list := decode[[]map[string]any](t, must(t, 20*time.Second, "backups", "--repo", repo, "-o", "json"))
+	if len(list) != 1 || list[0]["engine"] != "mariabackup" {
+		t.Fatalf("backups %v", list)
+	}
+
+	vol := testenv.StartBtrfs(t, "1G")
+	btr := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "sel-btrfs", DataDir: filepath.Join(vol.Subvolume(t, "mysql"), "data")})
+	chosen, order, reasons, _ = explain(t, "--mysql", btr.DSN, "--logical-below", "0")
+	if chosen != "snapshot" || order[1] != "mariabackup" ||
+		!strings.HasPrefix(reasons["snapshot"], "snapshot: datadir on a btrfs subvolume "+btr.DataDir+", ") {
+		t.Fatalf("btrfs: chosen %s order %v reasons %v", chosen, order, reasons)
+	}
+	must(t, 180*time.Second, "backup", "--engine", "auto", "--logical-below", "0", "--mysql", btr.DSN, "--repo", repo)
+	list = decode[[]map[string]any](t, must(t, 20*time.Second, "backups", "--repo", repo, "-o", "json"))
+	if len(list) != 2 || list[1]["engine"] != "snapshot" {
+		t.Fatalf("backups %v", list)
+	}
+}
+
+// TestSelectionFleet: through the controller with a real agent (tidemark
+// dev): explain for MariaDB on Btrfs, an auto backup runs snapshot and the
+// job records why; a forced clone is refused with explain's reason and
+// starts nothing; then the server moves to a plain datadir, the agent
+// re-probes on reconnect, the change is an event on the instance, and the
+// next auto backup runs mariabackup.
+func TestSelectionFleet(t *testing.T) {
+	vol := testenv.StartBtrfs(t, "1G")
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "self-btrfs", DataDir: filepath.Join(vol.Subvolume(t, "mysql"), "data")})
+	testenv.LoadSample(t, src.DB(t), "shop", 100)
+	dir := filepath.Join(t.TempDir(), "dev")
+	addr := testenv.FreeAddr(t)
+	dev := startDev(t, dir, src.DSN, addr, "--heartbeat-interval", "200ms", "--logical-below", "0")
+	ctl := []string{"--controller", addr}
+	testenv.WaitFor(t, "the dev agent's instance", 20*time.Second, func() error {
+		if r := tm(t, 10*time.Second, append([]string{"instances"}, ctl...)...); !strings.Contains(r.out, "local") {
+			return fmt.Errorf("instances: %s", r.out)
+		}
+		return nil
+	})
+
+	chosen, _, reasons, _ := explain(t, append([]string{"local"}, ctl...)...)
+	if chosen != "snapshot" || !strings.Contains(reasons["snapshot"], "btrfs subvolume "+src.DataDir) {
+		t.Fatalf("explain local: %s %v", chosen, reasons)
+	}
+	if chosen, _, _, _ := explain(t, append([]string{"local", "--portable"}, ctl...)...); chosen != "logical" {
+		t.Fatalf("explain --portable: %s", chosen)
+	}
+
+	r := tm(t, 20*time.Second, append([]string{"backup", "--instance", "local", "--engine", "clone"}, ctl...)...)
+	if r.code == 0 || !strings.Contains(r.err, "clone: server is MariaDB 10.11, clone needs MySQL ≥ 8.0.17") {
+		t.Fatalf("backup --engine clone: exit %d %q", r.code, r.err)
+	}
+	r = tm(t, 20*time.Second, append([]string{"backup", "--instance", "local", "--engine", "clonee"}, ctl...)...)
+	if r.code != 2 || !strings.Contains(r.err, "use auto or one of snapshot, clone, mariabackup, logical") {
+		t.Fatalf("backup --engine clonee: exit %d %q", r.code, r.err)
+	}
+	if jobs := decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"jobs", "-o", "json"}, ctl...)...)); len(jobs) != 0 {
+		t.Fatalf("refused backups started jobs: %v", jobs)
+	}
+
+	backupAuto := func(want string) {
+		t.Helper()
+		job := decode[map[string]any](t, must(t, 180*time.Second, append([]string{"backup", "--instance", "local", "--wait", "-o", "json"}, ctl...)...))
+		if job["state"] != "succeeded" || job["engine"] != want || !strings.HasPrefix(fmt.Sprint(job["engine_reason"]), want+": ") {
+			t.Fatalf("auto backup: want %s, job %v", want, job)
+		}
+		backups := decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"backups", "--instance", "local", "-o", "json"}, ctl...)...))
+		for _, b := range backups {
+			if b["id"] == job["backup_id"] && b["engine"] != want {
+				t.Fatalf("catalog backup %v, want engine %s", b, want)
+			}
+		}
+	}
+	backupAuto("snapshot")
+
+	// The server moves to a plain directory: a new datadir, restarted.
+	dev.Signal(syscall.SIGTERM)
+	select {
+	case <-dev.Done():
+	case <-time.After(testenv.Wait(20 * time.Second)):
+		dev.Kill()
+	}
+	moved := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "self-plain"})
+	testenv.LoadSample(t, moved.DB(t), "shop", 100)
+	startDev(t, dir, moved.DSN, addr, "--heartbeat-interval", "200ms", "--logical-below", "0")
+	var in map[string]any
+	testenv.WaitFor(t, "the change of engine to be recorded", 30*time.Second, func() error {
+		for _, i := range decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"instances", "-o", "json"}, ctl...)...)) {
+			if i["name"] == "local" {
+				in = i
+			}
+		}
+		if chs, _ := in["engine_changes"].([]any); len(chs) == 1 {
+			return nil
+		}
+		return fmt.Errorf("instance %v", in)
+	})
+	ch := in["engine_changes"].([]any)[0].(map[string]any)
+	if ch["old_engine"] != "snapshot" || ch["new_engine"] != "mariabackup" ||
+		!strings.Contains(fmt.Sprint(ch["old_reason"]), "snapshot: datadir "+moved.DataDir+" is on ") {
+		t.Fatalf("change %v", ch)
+	}
+	if txt := must(t, 10*time.Second, append([]string{"instances"}, ctl...)...).out; !strings.Contains(txt, "local: engine snapshot → mariabackup at ") {
+		t.Errorf("instances text does not show the change:\n%s", txt)
+	}
+	backupAuto("mariabackup")
+}
+
+// TestSelectionFallback: the agent probed a mariabackup of the server's
+// series and selection chose it (the datadir is not on a snapshot volume);
+// by the time the backup runs the tool on the host is of another series (a
+// package upgrade in between), which the engine refuses as a capability
+// failure, and the job retries once with the next usable engine, logical:
+// a complete backup, restorable, and the job says why. A failure for any
+// other reason does not switch engines (agent/runner's TestFallback).
+//
+// Why not an exhausted Btrfs volume: a snapshot of a Btrfs filesystem
+// fails for space only when it is completely full, and then the server's
+// own BACKUP STAGE fails first (it writes ddl.log), so no engine can run;
+// the snapshot engine's out-of-space errors are classified as capability
+// failures in engines/snapshot's LVM and ZFS double tests.
+func TestSelectionFallback(t *testing.T) {
+	real, err := exec.LookPath("mariabackup")
+	if err != nil {
+		if testenv.CI() {
+			t.Fatal("mariabackup is not installed (apt-get install mariadb-backup)")
+		}
+		t.Skip("mariabackup is not installed (apt-get install mariadb-backup)")
+	}
+	// A mariabackup that is the real one until "upgraded" exists, then
+	// reports another series.
+	bin := t.TempDir()
+	upgraded := filepath.Join(bin, "upgraded")
+	script := fmt.Sprintf(`#!/bin/sh
+if [ -e %[1]s ]; then
+  echo "mariabackup based on MariaDB server 11.4.2-MariaDB debian-linux-gnu (x86_64)" >&2
+  [ "$1" = --version ] && exit 0
+  exit 1
+fi
+exec %[2]s "$@"
+`, upgraded, real)
+	if err := os.WriteFile(filepath.Join(bin, "mariabackup"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "selfb-src"})
+	testenv.LoadSample(t, src.DB(t), "shop", 100)
+	at := markPoint(t, src, "shop")
+	dir := filepath.Join(t.TempDir(), "dev")
+	addr := testenv.FreeAddr(t)
+	startDevEnv(t, dir, src.DSN, addr, []string{"PATH=" + bin + ":" + os.Getenv("PATH")}, "--heartbeat-interval", "200ms", "--logical-below", "0")
+	ctl := []string{"--controller", addr}
+	testenv.WaitFor(t, "the dev agent's instance", 20*time.Second, func() error {
+		if r := tm(t, 10*time.Second, append([]string{"instances"}, ctl...)...); !strings.Contains(r.out, "local") {
+			return fmt.Errorf("instances: %s", r.out)
+		}
+		return nil
+	})
+	if chosen, _, reasons, _ := explain(t, append([]string{"local"}, ctl...)...); chosen != "mariabackup" {
+		t.Fatalf("explain before the upgrade: %s %v", chosen, reasons)
+	}
+
+	if err := os.WriteFile(upgraded, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	job := decode[map[string]any](t, must(t, 180*time.Second, append([]string{"backup", "--instance", "local", "--wait", "-o", "json"}, ctl...)...))
+	why := fmt.Sprint(job["reason"])
+	if job["state"] != "succeeded" || job["engine"] != "mariabackup" ||
+		!strings.Contains(why, "mariabackup failed for a capability reason, fell back to logical") || !strings.Contains(why, "series 10.11") {
+		t.Fatalf("job %v", job)
+	}
+	id := fmt.Sprint(job["backup_id"])
+	backups := decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"backups", "--instance", "local", "-o", "json"}, ctl...)...))
+	if len(backups) != 1 || backups[0]["id"] != id || backups[0]["engine"] != "logical" || backups[0]["status"] != "complete" {
+		t.Fatalf("backups %v", backups)
+	}
+
+	// Complete: it restores onto a fresh server, equal to the source.
+	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "selfb-dst"})
+	repo := "file://" + filepath.Join(dir, "repo")
+	must(t, 120*time.Second, "restore", id, "--repo", repo, "--to-mysql", dst.DSN)
+	sameAs(t, "restore of the fallback backup", dst, "shop", at.sums)
+}
