@@ -60,7 +60,7 @@ func (a leaderApplier) Cancel(ctx context.Context, id, reason string) error {
 // scheduleLoop runs the scheduler while the node leads.
 func (s *Server) scheduleLoop(ctx context.Context) {
 	sch := scheduler.New(scheduler.Config{
-		Clock: s.clock(), DefaultRepo: s.cfg.Repo, MaxAttempts: s.cfg.MaxAttempts, Logger: s.log,
+		Clock: s.clock(), DefaultRepo: s.cfg.Repo, MaxAttempts: s.cfg.MaxAttempts, Logger: s.log, LogicalBelow: s.cfg.LogicalBelow,
 		Connected: func(agent string) bool { return s.agents.session(agent) != nil },
 	}, storeCatalog{s}, leaderApplier{s})
 	start := time.Now()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/policy"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -76,6 +77,9 @@ type Config struct {
 	// Parallel bounds the writes of one Tick in flight at once.
 	Parallel int
 	Logger   *slog.Logger
+	// LogicalBelow is engine selection's small-instance threshold, for a
+	// schedule whose engine is auto.
+	LogicalBelow uint64
 }
 
 // Scheduler turns policies into jobs on the leader. A new leader makes a
@@ -463,9 +467,19 @@ func (s *Scheduler) planTarget(p *plan, t Target, now time.Time, busy map[string
 	if repo == "" {
 		repo = s.cfg.DefaultRepo
 	}
-	engine := t.Sched.GetEngine()
-	if engine == "auto" {
+	engine, reason, fallbacks := t.Sched.GetEngine(), "", []string(nil)
+	if engine == "auto" || engine == "" {
+		// As a backup asked for by hand: the first engine selection finds
+		// usable, the rest to fall back to; without probed capabilities
+		// the agent's default engine.
 		engine = ""
+		if caps := t.Instance.GetCapabilities(); caps.GetFlavor() != "" {
+			if d, err := selection.Decide(caps, selection.Preferences{SmallBytes: s.cfg.LogicalBelow}); err == nil {
+				if v, rest, err := d.Choose(); err == nil {
+					engine, reason, fallbacks = v.Engine, v.Reason, rest
+				}
+			}
+		}
 	}
 	stamp := timestamppb.New(now)
 	p.submit = append(p.submit, submission{key: key, due: due, job: &v1.Job{
@@ -474,6 +488,7 @@ func (s *Scheduler) planTarget(p *plan, t Target, now time.Time, busy map[string
 		Policy: name, ScheduledFor: timestamppb.New(last), ScheduleIndex: t.Index, RunKey: t.RunKey,
 		Params: &v1.Job_Backup{Backup: &v1.BackupParams{
 			Engine: engine, RepositoryUri: repo, Policy: name, Labels: map[string]string{"policy": name},
+			EngineReason: reason, FallbackEngines: fallbacks,
 		}},
 	}})
 }

@@ -428,3 +428,37 @@ func TestMaxConcurrentCountsEveryBackup(t *testing.T) {
 		}
 	}
 }
+
+// TestScheduledEngineAuto: a schedule with engine auto takes engine
+// selection's first usable engine from the instance's probed capabilities,
+// with its reason and fallbacks, as a backup asked for by hand does; an
+// instance not probed yet leaves the choice to its agent.
+func TestScheduledEngineAuto(t *testing.T) {
+	f, clock := newEnv(t)
+	reg := &v1.RegisterAgent{Agent: &v1.Agent{Id: "a2", Name: "a2"}, Instances: []*v1.Instance{{Name: "small", Agent: "a2",
+		Labels:       map[string]string{"env": "auto"},
+		Capabilities: &v1.Capabilities{Flavor: "mariadb", Version: "10.11.6", DataBytes: 64 << 20, BinlogEnabled: true}}}}
+	f.must(&v1.Command{Cmd: &v1.Command_RegisterAgent{RegisterAgent: reg}})
+	f.applyYAML(`name: auto
+selector: env in (auto, dev)
+backups:
+  - schedule: "@every 1m"
+    engine: auto
+`)
+	s := New(Config{Clock: clock, DefaultRepo: "file:///repo", LogicalBelow: 1 << 30}, f, f)
+	s.Recompute()
+	clock.add(time.Minute + 7*time.Second) // past the largest spread
+	if res := s.Tick(context.Background()); res.Submitted != 2 || len(res.Errors) > 0 {
+		t.Fatalf("tick: %+v", res)
+	}
+	byInstance := map[string]*v1.BackupParams{}
+	for _, j := range jobsOf(f, v1.JobKind_JOB_KIND_BACKUP) {
+		byInstance[j.GetInstance()] = j.GetBackup()
+	}
+	if p := byInstance["small"]; p.GetEngine() != "logical" || !strings.Contains(p.GetEngineReason(), "logical") {
+		t.Errorf("probed small instance: engine %q, reason %q", p.GetEngine(), p.GetEngineReason())
+	}
+	if p, ok := byInstance["dev1"]; !ok || p.GetEngine() != "" || p.GetEngineReason() != "" {
+		t.Errorf("instance without capabilities: %v %+v", ok, p)
+	}
+}
