@@ -143,9 +143,9 @@ func (s *checkedStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
 	if !s.checked {
 		s.checked = true
-		if md, herr := s.ClientStream.Header(); herr == nil {
+		if md, herr := s.Header(); herr == nil {
 			addr := ""
-			if p, ok := peer.FromContext(s.ClientStream.Context()); ok {
+			if p, ok := peer.FromContext(s.Context()); ok {
 				addr = peerAddr(p)
 			}
 			if cerr := s.c.check(md, addr); cerr != nil {
