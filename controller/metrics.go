@@ -38,6 +38,14 @@ func (s *Server) Ready() error {
 	if addr == "" || id == "" {
 		return fmt.Errorf("node %s knows no leader", s.id.NodeID)
 	}
+	// A follower still names a leader that died until its own heartbeat
+	// timeout: silence for half of it is already not ready (leaders send
+	// heartbeats ten times per timeout).
+	if s.raft.State() == raft.Follower {
+		if lc := s.raft.LastContact(); !lc.IsZero() && time.Since(lc) > s.cfg.Raft.HeartbeatTimeout/2 {
+			return fmt.Errorf("node %s has not heard from leader %s for %s: it may be gone (an election follows)", s.id.NodeID, id, time.Since(lc).Round(time.Millisecond))
+		}
+	}
 	if !s.isMember() {
 		return fmt.Errorf("node %s is not a member of the cluster's configuration", s.id.NodeID)
 	}

@@ -36,7 +36,9 @@ func TestCloneFleet(t *testing.T) {
 
 	dir := t.TempDir()
 	addr := testenv.FreeAddr(t)
-	startDev(t, filepath.Join(dir, "dev"), d.DSN, addr, "--heartbeat-interval", "200ms")
+	// --logical-below 0: selection ranks by engine alone, not by this
+	// small instance's size.
+	startDev(t, filepath.Join(dir, "dev"), d.DSN, addr, "--heartbeat-interval", "200ms", "--logical-below", "0")
 	ctl := []string{"--controller", addr}
 	testenv.WaitFor(t, "the agent's cleanup of "+leftover, 30*time.Second, func() error {
 		if _, err := os.Stat(leftover); err == nil {
@@ -50,6 +52,11 @@ func TestCloneFleet(t *testing.T) {
 		}
 		return nil
 	})
+	// Selection, from what the agent probed through the double: clone.
+	explain := decode[map[string]any](t, must(t, 10*time.Second, append([]string{"engines", "explain", "local", "-o", "json"}, ctl...)...))
+	if chosen := fmt.Sprint(explain["chosen"]); chosen != clone.Name {
+		t.Errorf("engines explain chose %q, want clone: %v", chosen, explain)
+	}
 	r := must(t, 120*time.Second, append([]string{"backup", "--instance", "local", "--engine", "clone", "--wait"}, ctl...)...)
 	id := lastLine(r.out)
 	var engine string

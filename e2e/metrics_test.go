@@ -122,13 +122,14 @@ func TestMetricsProcesses(t *testing.T) {
 
 	ok := c.submit()
 	c.waitState(ok, 60*time.Second, v1.JobState_JOB_STATE_SUCCEEDED)
-	// The CLI refuses an unknown engine; the API takes it (engines are the
-	// agent's to know), so the agent's attempt fails.
-	sr, err := c.leader().conn.Control.SubmitBackup(t.Context(), &v1.SubmitBackupRequest{Instance: "db", Engine: "no-such-engine"})
+	// A backup that fails: the server is down while it runs.
+	db.Stop()
+	sr, err := c.leader().conn.Control.SubmitBackup(t.Context(), &v1.SubmitBackupRequest{Instance: "db", Engine: "logical"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.waitState(sr.GetJob().GetId(), 60*time.Second, v1.JobState_JOB_STATE_FAILED)
+	db.Restart(t)
 
 	t.Run("agent", func(t *testing.T) {
 		// The agent counts a job before it reports the result, so the
@@ -141,10 +142,9 @@ func TestMetricsProcesses(t *testing.T) {
 		}{
 			{"tidemark_jobs_total", map[string]string{"kind": "backup", "engine": "logical", "outcome": "ok"}, 1},
 			// An engine name the agent does not know is folded into
-			// "other": a typo cannot grow a series.
-			{"tidemark_jobs_total", map[string]string{"kind": "backup", "engine": "other", "outcome": "failed"}, 1},
+			{"tidemark_jobs_total", map[string]string{"kind": "backup", "engine": "logical", "outcome": "failed"}, 1},
 			{"tidemark_job_duration_seconds", map[string]string{"kind": "backup", "engine": "logical", "outcome": "ok"}, 1},
-			{"tidemark_job_duration_seconds", map[string]string{"kind": "backup", "engine": "other", "outcome": "failed"}, 1},
+			{"tidemark_job_duration_seconds", map[string]string{"kind": "backup", "engine": "logical", "outcome": "failed"}, 1},
 			{"tidemark_backup_bytes_total", map[string]string{"engine": "logical", "state": "logical"}, 100_000},
 			{"tidemark_backup_bytes_total", map[string]string{"engine": "logical", "state": "stored"}, 1},
 			{"tidemark_backup_lock_seconds", map[string]string{"engine": "logical"}, 1},
@@ -155,8 +155,8 @@ func TestMetricsProcesses(t *testing.T) {
 				t.Errorf("agent: %s%v = %v, want at least %v", w.name, w.labels, v, w.min)
 			}
 		}
-		if v := valueOf(series(fams, "tidemark_jobs_total", map[string]string{"kind": "backup", "engine": "logical", "outcome": "failed"})); v > 0 {
-			t.Errorf("a logical backup counted as failed: %v", v)
+		if v := valueOf(series(fams, "tidemark_jobs_total", map[string]string{"kind": "backup", "engine": "logical", "outcome": "failed"})); v != 1 {
+			t.Errorf("failed logical backups counted: %v, want 1", v)
 		}
 		if code, body, err := agentScr.get(c.agentMetrics, "/readyz"); err != nil || code != 200 {
 			t.Errorf("agent /readyz: %d %v %s", code, err, body)

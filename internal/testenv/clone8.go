@@ -195,6 +195,10 @@ func (c *CloneDouble) answer(conn int, query string) (string, *DoubleError, bool
 		return c.grants(), nil, true
 	case strings.Contains(upper, "INFORMATION_SCHEMA.PLUGINS") && strings.Contains(upper, "'CLONE'"):
 		return replaceFold(query, "information_schema.PLUGINS", c.pluginsTable()), nil, true
+	case strings.Contains(upper, "INFORMATION_SCHEMA.PLUGINS"):
+		// Any other look at the plugins (the agent's probe lists the
+		// active ones): the backend's, with the clone plugin's row.
+		return replaceFold(query, "information_schema.PLUGINS", c.allPluginsTable()), nil, true
 	case strings.Contains(upper, "PERFORMANCE_SCHEMA.CLONE_STATUS"), strings.Contains(upper, "PERFORMANCE_SCHEMA.CLONE_PROGRESS"):
 		c.mu.Lock()
 		installed := c.plugin == "ACTIVE"
@@ -231,6 +235,18 @@ func (c *CloneDouble) pluginsTable() string {
 		return "(SELECT 'x' AS PLUGIN_NAME, 'x' AS PLUGIN_STATUS, 'x' AS PLUGIN_LIBRARY FROM DUAL WHERE 0) AS PLUGINS"
 	}
 	return "(SELECT 'clone' AS PLUGIN_NAME, " + sqlLit(c.plugin) + " AS PLUGIN_STATUS, 'mysql_clone.so' AS PLUGIN_LIBRARY) AS PLUGINS"
+}
+
+// allPluginsTable is the backend's information_schema.PLUGINS with the
+// clone plugin's row added (when it is installed), as a derived table.
+func (c *CloneDouble) allPluginsTable() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := "(SELECT PLUGIN_NAME, PLUGIN_STATUS, PLUGIN_LIBRARY FROM information_schema.PLUGINS"
+	if c.plugin != "" {
+		t += " UNION ALL SELECT 'clone', " + sqlLit(c.plugin) + ", 'mysql_clone.so'"
+	}
+	return t + ") AS PLUGINS"
 }
 
 // statusTable is clone_status as a derived table; c.mu is held.
