@@ -338,5 +338,5 @@ func (c *controlService) GetPolicyStatus(ctx context.Context, req *v1.GetPolicyS
 
 // evaluate is scheduler.Evaluate with the leader's latest watermarks.
 func (s *Server) evaluate(r *catalog.Read, now time.Time, only string) []*v1.PolicyStatus {
-	return scheduler.Evaluate(r, scheduler.StatusParams{Now: now, Policy: only, Stream: s.agents.streamView})
+	return scheduler.Evaluate(r, scheduler.StatusParams{Now: now, Policy: only, Stream: s.agents.streamView, CopyBehind: s.copyBehind(r, now)})
 }

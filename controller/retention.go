@@ -114,22 +114,27 @@ func planRetention(r *catalog.Read, instance string, rules *v1.RetentionRules, t
 		if err != nil {
 			return nil, nil, invalid("instance %s: %v", n, err)
 		}
-		p := &v1.RetentionInstancePlan{Instance: n, BinlogReason: res.BinlogReason}
-		if res.PITRBase != nil {
-			p.PitrBaseBackupId = res.PITRBase.GetId()
-		}
-		if !res.BinlogBefore.IsZero() {
-			p.BinlogBefore = timestamppb.New(res.BinlogBefore)
-		}
-		for _, v := range res.Verdicts {
-			p.Backups = append(p.Backups, &v1.RetentionVerdict{
-				BackupId: v.Backup.GetId(), Keep: v.Keep, Reasons: v.Reasons, Time: timestamppb.New(v.Time), Status: v.Backup.GetStatus(),
-			})
-		}
-		out = append(out, p)
+		out = append(out, planMessage(n, res))
 		raw = append(raw, instancePlan{instance: n, res: res, copyRepo: copyRepo})
 	}
 	return out, raw, nil
+}
+
+// planMessage is one instance's plan as the RPCs answer it.
+func planMessage(instance string, res *retention.Result) *v1.RetentionInstancePlan {
+	p := &v1.RetentionInstancePlan{Instance: instance, BinlogReason: res.BinlogReason}
+	if res.PITRBase != nil {
+		p.PitrBaseBackupId = res.PITRBase.GetId()
+	}
+	if !res.BinlogBefore.IsZero() {
+		p.BinlogBefore = timestamppb.New(res.BinlogBefore)
+	}
+	for _, v := range res.Verdicts {
+		p.Backups = append(p.Backups, &v1.RetentionVerdict{
+			BackupId: v.Backup.GetId(), Keep: v.Keep, Reasons: v.Reasons, Time: timestamppb.New(v.Time), Status: v.Backup.GetStatus(),
+		})
+	}
+	return p
 }
 
 // copyAsBackup is backup b's copy in repo as retention sees it, or nil
