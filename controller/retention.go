@@ -65,7 +65,18 @@ func (c *controlService) PlanRetention(ctx context.Context, req *v1.PlanRetentio
 		return nil, err
 	}
 	t := c.s.clock().Now()
-	plans, _, err := planRetention(c.s.fsm.Store().Read(), req.GetInstance(), req.GetRules(), t, req.GetCopyRepositoryUri())
+	var (
+		plans []*v1.RetentionInstancePlan
+		err   error
+	)
+	if req.GetPolicy() != "" {
+		if req.GetRules() != nil {
+			return nil, invalid("give a policy or rules, not both: with a policy its retention (and that of every policy selecting the same instances) is planned")
+		}
+		plans, _, err = planPolicies(c.s.fsm.Store().Read(), req.GetPolicy(), req.GetInstance(), req.GetCopyRepositoryUri(), false, t)
+	} else {
+		plans, _, err = planRetention(c.s.fsm.Store().Read(), req.GetInstance(), req.GetRules(), t, req.GetCopyRepositoryUri())
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +167,21 @@ func (c *controlService) ApplyRetention(ctx context.Context, req *v1.ApplyRetent
 	s := c.s
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.ApplyRetention)
+	}
+	if req.GetPolicy() != "" {
+		if req.GetRules() != nil || req.GetCopyRepositoryUri() != "" {
+			return nil, invalid("give a policy, or rules (and copies): with a policy its retention and its copies' retention are applied")
+		}
+		t := s.clock().Now()
+		plans, _, err := planPolicies(s.fsm.Store().Read(), req.GetPolicy(), req.GetInstance(), "", true, t)
+		if err != nil {
+			return nil, err
+		}
+		jobs, err := s.applyPolicyRetention(ctx, req.GetPolicy(), req.GetInstance())
+		if len(jobs) > 0 {
+			s.agents.kickAssigner()
+		}
+		return &v1.ApplyRetentionResponse{Plans: plans, Now: timestamppb.New(t), JobIds: jobs}, err
 	}
 	t := s.clock().Now()
 	r := s.fsm.Store().Read()
