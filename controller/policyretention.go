@@ -40,12 +40,12 @@ import (
 // leader repeating a pass whose entry the old one committed gets
 // ErrAlreadyExists and moves on, never a second job. A failed copy job is
 // retried with a new derived id (attempt n+1) after a backoff that doubles
-// up to copyRetryMax.
+// from CopyInterval up to copyRetryMax.
 
 const (
-	// copyRetryMin and copyRetryMax bound the wait before a failed policy
-	// copy is submitted again (wall clock: job records carry wall time).
-	copyRetryMin = 30 * time.Second
+	// copyRetryMax bounds the wait before a failed policy copy is
+	// submitted again; the first wait is CopyInterval, doubled per failed
+	// attempt (wall clock: job records carry wall time).
 	copyRetryMax = time.Hour
 )
 
@@ -401,7 +401,7 @@ func (s *Server) submitPolicyCopies(ctx context.Context) (int, error) {
 						if !catalog.Terminal(last.GetState()) || last.GetState() == v1.JobState_JOB_STATE_SUCCEEDED {
 							continue
 						}
-						wait := min(copyRetryMin<<min(next-1, 10), copyRetryMax)
+						wait := min(s.cfg.CopyInterval<<min(next-1, 10), copyRetryMax)
 						if wallNow.Sub(last.GetUpdatedAt().AsTime()) < wait {
 							continue
 						}
