@@ -120,7 +120,7 @@ func TestPolicyRetentionFailover(t *testing.T) {
 	const hours = 4
 	for h := 1; h <= hours; h++ {
 		setClock(t0.Add(time.Duration(h)*time.Hour + 7*time.Minute)) // past the spread (at most 6 min)
-		time.Sleep(150 * time.Millisecond)                            // the run is submitted, the copy and retention about to be
+		time.Sleep(150 * time.Millisecond)                           // the run is submitted, the copy and retention about to be
 		leader = leaderOf(t, all, 3, testenv.Wait(10*time.Second))
 		leader.Kill()
 		live := slices.DeleteFunc(slices.Clone(all), func(n *node) bool { return n == leader })
