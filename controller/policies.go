@@ -73,6 +73,10 @@ func (c *controlService) ApplyPolicies(ctx context.Context, req *v1.ApplyPolicie
 		if len(ch.Instances) == 0 {
 			ch.Warnings = append(ch.Warnings, fmt.Sprintf("%s:%d: policy %s: selector %q selects no instance now (applied anyway: instances that register later with matching labels are covered)",
 				file, p.LineOf("selector"), p.Spec.GetName(), p.Spec.GetSelector()))
+			if p.Spec.GetRetention() != nil || len(p.Spec.GetCopies()) > 0 {
+				ch.Warnings = append(ch.Warnings, fmt.Sprintf("%s:%d: policy %s: its retention and copies apply to no instance until one matches",
+					file, p.LineOf("selector"), p.Spec.GetName()))
+			}
 		}
 		resp.Changes = append(resp.Changes, ch)
 		cmd.Specs = append(cmd.Specs, p.Spec)

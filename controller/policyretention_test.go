@@ -140,13 +140,18 @@ copies:
   - repository: file://%s
     retention: {keep_last: 3}
 `, primary, second)
+	// A copy repository the controller cannot open is refused, naming the
+	// line.
+	_, err = c.Control.ApplyPolicies(ctx, &v1.ApplyPoliciesRequest{Yaml: strings.Replace(doc, "file://"+second, "file://"+t.TempDir(), 1), FileName: "gold.yaml"})
+	wantCode(t, err, codes.FailedPrecondition, "gold.yaml:7: policy gold: copies.0.repository: file://")
 	if r, err := c.Control.ApplyPolicies(ctx, &v1.ApplyPoliciesRequest{Yaml: doc, FileName: "gold.yaml"}); err != nil || !r.GetApplied() {
 		t.Fatalf("apply: %v, %v", r, err)
 	}
 	// A policy with retention selecting nothing is warned about, and
 	// --policy with rules is refused.
 	if r, err := c.Control.ApplyPolicies(ctx, &v1.ApplyPoliciesRequest{Yaml: "name: none\nselector: env=nowhere\nretention: {keep_last: 1}\n", FileName: "none.yaml"}); err != nil ||
-		len(r.GetChanges()) != 1 || len(r.GetChanges()[0].GetWarnings()) == 0 || !strings.Contains(r.GetChanges()[0].GetWarnings()[0], "selects no instance") {
+		len(r.GetChanges()) != 1 || len(r.GetChanges()[0].GetWarnings()) != 2 || !strings.Contains(r.GetChanges()[0].GetWarnings()[0], "selects no instance") ||
+		!strings.Contains(r.GetChanges()[0].GetWarnings()[1], "none.yaml:2: policy none: its retention and copies apply to no instance") {
 		t.Fatalf("policy selecting nothing: %v, %v", r, err)
 	}
 	_, err = c.Control.PlanRetention(ctx, &v1.PlanRetentionRequest{Policy: "gold", Rules: &v1.RetentionRules{KeepLast: 1}})
