@@ -203,6 +203,12 @@ func TestPolicyRetentionFailover(t *testing.T) {
 	if nb != hours-2 || nc != hours-1 {
 		t.Errorf("%d backups and %d copies expired, want %d and %d", nb, nc, hours-2, hours-1)
 	}
+	// The CLI's plan by policy: the two kept, nothing left to expire.
+	admin := testenv.Args(testCA(t).Files(t, testenv.Admin()))
+	out, errOut, code := run(t, 30*time.Second, append([]string{"retention", "plan", "--policy", "gold", "-o", "json", "--controller", strings.Join(addrsOf(all...), ",")}, admin...)...)
+	if code != 0 || strings.Count(out, `"keep":true`) != 2 || strings.Count(out, `"keep":false`) != 0 || !strings.Contains(out, `"keep: last complete backup"`) {
+		t.Fatalf("retention plan --policy gold: exit %d: %s%s", code, out, errOut)
+	}
 }
 
 func catalogTerminal(s v1.JobState) bool {
