@@ -371,15 +371,16 @@ func hasCopy(b *v1.Backup, repo string) bool {
 	return slices.ContainsFunc(b.GetCopies(), func(c *v1.BackupCopy) bool { return c.GetRepositoryUri() == repo })
 }
 
-// submitPolicyCopies submits the copy jobs the policies' copies call for
-// and returns how many it submitted.
-func (s *Server) submitPolicyCopies(ctx context.Context) (int, error) {
-	r := s.fsm.Store().Read()
+// copiesDue are the copy jobs the policies' copies call for now: per
+// selected instance, per candidate backup, per copy repository it is not
+// in, unless a policy copy job of it is running or succeeded, or the last
+// one failed less than its backoff ago (retryMin doubling per attempt, up
+// to copyRetryMax, by wallNow). defaultRepo stands for a backup with no
+// repository recorded.
+func copiesDue(r *catalog.Read, defaultRepo string, wallNow time.Time, retryMin time.Duration, maxAttempts uint32) []*v1.Job {
 	policies := r.Policies()
 	sel := scheduler.Select(policies, r.Instances())
-	wallNow := time.Now()
-	n := 0
-	var errs []error
+	var out []*v1.Job
 	for _, p := range policies {
 		copies := p.GetSpec().GetCopies()
 		if len(copies) == 0 {
@@ -389,7 +390,7 @@ func (s *Server) submitPolicyCopies(ctx context.Context) (int, error) {
 			for _, b := range copyCandidates(r, in.GetName(), p.GetCreatedAt().AsTime()) {
 				src := b.GetRepositoryUri()
 				if src == "" {
-					src = s.cfg.Repo
+					src = defaultRepo
 				}
 				for _, ct := range copies {
 					dest := ct.GetRepositoryUri()
@@ -401,31 +402,42 @@ func (s *Server) submitPolicyCopies(ctx context.Context) (int, error) {
 						if !catalog.Terminal(last.GetState()) || last.GetState() == v1.JobState_JOB_STATE_SUCCEEDED {
 							continue
 						}
-						wait := min(s.cfg.CopyInterval<<min(next-1, 10), copyRetryMax)
+						wait := min(retryMin<<min(next-1, 10), copyRetryMax)
 						if wallNow.Sub(last.GetUpdatedAt().AsTime()) < wait {
 							continue
 						}
 					}
-					job := &v1.Job{
+					out = append(out, &v1.Job{
 						Id: copyJobID(b.GetId(), dest, next), Kind: v1.JobKind_JOB_KIND_COPY, Instance: b.GetInstance(),
 						State: v1.JobState_JOB_STATE_PENDING, Policy: p.GetName(),
-						CreatedAt: timestampOf(wallNow), UpdatedAt: timestampOf(wallNow), MaxAttempts: s.cfg.MaxAttempts,
+						CreatedAt: timestampOf(wallNow), UpdatedAt: timestampOf(wallNow), MaxAttempts: maxAttempts,
 						Params: &v1.Job_Copy{Copy: &v1.CopyParams{BackupId: b.GetId(), SourceRepositoryUri: src, DestinationRepositoryUri: dest,
 							WithBinlog: p.GetSpec().GetBinlog().GetEnabled()}},
-					}
-					_, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
-					if errors.Is(err, catalog.ErrAlreadyExists) {
-						continue
-					}
-					if err != nil {
-						errs = append(errs, fmt.Errorf("policy %s: copy of backup %s to %s: %w", p.GetName(), b.GetId(), dest, err))
-						continue
-					}
-					n++
-					s.log.Info("policy copy submitted", "policy", p.GetName(), "job", job.GetId(), "backup", b.GetId(), "to", dest)
+					})
 				}
 			}
 		}
+	}
+	return out
+}
+
+// submitPolicyCopies submits the copy jobs the policies' copies call for
+// and returns how many it submitted.
+func (s *Server) submitPolicyCopies(ctx context.Context) (int, error) {
+	n := 0
+	var errs []error
+	for _, job := range copiesDue(s.fsm.Store().Read(), s.cfg.Repo, time.Now(), s.cfg.CopyInterval, s.cfg.MaxAttempts) {
+		cp := job.GetCopy()
+		_, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
+		if errors.Is(err, catalog.ErrAlreadyExists) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policy %s: copy of backup %s to %s: %w", job.GetPolicy(), cp.GetBackupId(), cp.GetDestinationRepositoryUri(), err))
+			continue
+		}
+		n++
+		s.log.Info("policy copy submitted", "policy", job.GetPolicy(), "job", job.GetId(), "backup", cp.GetBackupId(), "to", cp.GetDestinationRepositoryUri())
 	}
 	return n, errors.Join(errs...)
 }
