@@ -78,6 +78,11 @@ func (c *controlService) ApplyPolicies(ctx context.Context, req *v1.ApplyPolicie
 					file, p.LineOf("selector"), p.Spec.GetName()))
 			}
 		}
+		if ch.Action != "unchanged" && (p.Spec.GetRetention() != nil || len(p.Spec.GetCopies()) > 0) {
+			if why := retentionPreview(r, merged, p.Spec.GetName(), s.clock().Now()); why != "" {
+				ch.Warnings = append(ch.Warnings, fmt.Sprintf("%s:%d: policy %s: %s", file, p.LineOf("retention"), p.Spec.GetName(), why))
+			}
+		}
 		resp.Changes = append(resp.Changes, ch)
 		cmd.Specs = append(cmd.Specs, p.Spec)
 		cmd.Sources = append(cmd.Sources, p.Source)

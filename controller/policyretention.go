@@ -107,8 +107,7 @@ type retentionKey struct{ instance, copyRepo string }
 // policy with retention that selects the instance. With only set, just the
 // instances that policy selects (every policy's rules for them still
 // count: that is what the leader applies).
-func policyRuleSets(r *catalog.Read, only string) (map[retentionKey][]ruleSet, error) {
-	policies := r.Policies()
+func policyRuleSets(r *catalog.Read, policies []*v1.Policy, only string) (map[retentionKey][]ruleSet, error) {
 	if only != "" && !slices.ContainsFunc(policies, func(p *v1.Policy) bool { return p.GetName() == only }) {
 		return nil, catalog.Errorf(catalog.ErrNotFound, "policy %q not found: see `tidemark policies`", only)
 	}
@@ -218,9 +217,13 @@ func mergedPlan(backups []*v1.Backup, sets []ruleSet, t time.Time) (*retention.R
 // repository) some policy's retention covers, or only those of the
 // instances policy `only` selects; with instance, only that instance;
 // with copyRepo, only the copies there (else only the backups, unless all
-// is set: both).
-func planPolicies(r *catalog.Read, only, instance, copyRepo string, all bool, t time.Time) ([]*v1.RetentionInstancePlan, []instancePlan, error) {
-	sets, err := policyRuleSets(r, only)
+// is set: both). policies are the catalog's (nil) or those about to be
+// applied.
+func planPolicies(r *catalog.Read, policies []*v1.Policy, only, instance, copyRepo string, all bool, t time.Time) ([]*v1.RetentionInstancePlan, []instancePlan, error) {
+	if policies == nil {
+		policies = r.Policies()
+	}
+	sets, err := policyRuleSets(r, policies, only)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -272,7 +275,7 @@ func planPolicies(r *catalog.Read, only, instance, copyRepo string, all bool, t 
 func (s *Server) applyPolicyRetention(ctx context.Context, only, instance string) ([]string, error) {
 	t := s.clock().Now()
 	r := s.fsm.Store().Read()
-	_, raw, err := planPolicies(r, only, instance, "", true, t)
+	_, raw, err := planPolicies(r, nil, only, instance, "", true, t)
 	if err != nil {
 		return nil, err
 	}
@@ -480,4 +483,33 @@ func (s *Server) copyBehind(r *catalog.Read, now time.Time) func(p *v1.Policy, i
 		}
 		return strings.Join(behind, "; ")
 	}
+}
+
+// retentionPreview says what a policy's retention (with every other
+// policy's, as applied) expires at once on being applied: "" when nothing.
+func retentionPreview(r *catalog.Read, policies []*v1.Policy, name string, t time.Time) string {
+	_, raw, err := planPolicies(r, policies, name, "", "", true, t)
+	if err != nil {
+		return ""
+	}
+	var backups, copies int
+	instances := map[string]bool{}
+	for _, ip := range raw {
+		for _, v := range ip.res.Expired() {
+			if v.Backup.GetExpiredAt() != nil {
+				continue // marked already
+			}
+			instances[ip.instance] = true
+			if ip.copyRepo != "" {
+				copies++
+			} else {
+				backups++
+			}
+		}
+	}
+	if backups+copies == 0 {
+		return ""
+	}
+	return fmt.Sprintf("retention expires %d backup(s) and %d copy(ies) of %d instance(s) as soon as applied (`tidemark retention plan --policy %s` then lists them)",
+		backups, copies, len(instances), name)
 }

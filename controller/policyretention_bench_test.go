@@ -50,7 +50,7 @@ func BenchmarkPolicyRetentionPass(b *testing.B) {
 	s, now := benchFleet(b)
 	r := s.Read()
 	for b.Loop() {
-		_, raw, err := planPolicies(r, "", "", "", true, now)
+		_, raw, err := planPolicies(r, nil, "", "", "", true, now)
 		if err != nil || len(raw) != 4000 {
 			b.Fatalf("%d plans, %v", len(raw), err)
 		}

@@ -321,6 +321,14 @@ copies:
 		}
 	}
 	pa.mu.Unlock()
+	// A dry run of tighter rules says what they would expire at once;
+	// nothing changes.
+	tighter := strings.Replace(doc, "retention: {keep_last: 2, keep_daily: 5, keep_weekly: 3, keep_monthly: 2}", "retention: {keep_last: 2}", 1)
+	dry, err := c.Control.ApplyPolicies(ctx, &v1.ApplyPoliciesRequest{Yaml: tighter, FileName: "gold.yaml", DryRun: true})
+	wantWarn := fmt.Sprintf("gold.yaml:5: policy gold: retention expires %d backup(s) and 0 copy(ies) of 1 instance(s) as soon as applied", len(wantKept)-3)
+	if err != nil || dry.GetApplied() || !slices.ContainsFunc(dry.GetChanges()[0].GetWarnings(), func(w string) bool { return strings.HasPrefix(w, wantWarn) }) {
+		t.Fatalf("dry run of tighter retention: %v, %v; want %q", dry.GetChanges(), err, wantWarn)
+	}
 	// The plan --policy shows the same verdicts, and nothing is left to
 	// expire.
 	plan, err := c.Control.PlanRetention(ctx, &v1.PlanRetentionRequest{Policy: "gold", Consistent: true})

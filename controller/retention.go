@@ -73,7 +73,7 @@ func (c *controlService) PlanRetention(ctx context.Context, req *v1.PlanRetentio
 		if req.GetRules() != nil {
 			return nil, invalid("give a policy or rules, not both: with a policy its retention (and that of every policy selecting the same instances) is planned")
 		}
-		plans, _, err = planPolicies(c.s.fsm.Store().Read(), req.GetPolicy(), req.GetInstance(), req.GetCopyRepositoryUri(), false, t)
+		plans, _, err = planPolicies(c.s.fsm.Store().Read(), nil, req.GetPolicy(), req.GetInstance(), req.GetCopyRepositoryUri(), false, t)
 	} else {
 		plans, _, err = planRetention(c.s.fsm.Store().Read(), req.GetInstance(), req.GetRules(), t, req.GetCopyRepositoryUri())
 	}
@@ -173,7 +173,7 @@ func (c *controlService) ApplyRetention(ctx context.Context, req *v1.ApplyRetent
 			return nil, invalid("give a policy, or rules (and copies): with a policy its retention and its copies' retention are applied")
 		}
 		t := s.clock().Now()
-		plans, _, err := planPolicies(s.fsm.Store().Read(), req.GetPolicy(), req.GetInstance(), "", true, t)
+		plans, _, err := planPolicies(s.fsm.Store().Read(), nil, req.GetPolicy(), req.GetInstance(), "", true, t)
 		if err != nil {
 			return nil, err
 		}
