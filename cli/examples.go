@@ -28,9 +28,11 @@ var examples = map[string]string{
 	"tidemark retention": `  tidemark retention plan --instance db7 --keep-daily 7 --keep-weekly 4 --pitr-window 72h
   tidemark retention apply --keep-daily 7 --keep-weekly 4 --pitr-window 72h`,
 	"tidemark retention apply": `  tidemark retention apply --keep-last 3 --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --pitr-window 168h
-  tidemark retention apply --copies s3://backups-dr/prod?endpoint=minio-dr:9000 --keep-weekly 8 -o json`,
+  tidemark retention apply --copies s3://backups-dr/prod?endpoint=minio-dr:9000 --keep-weekly 8 -o json
+  tidemark retention apply --policy prod-db`,
 	"tidemark retention plan": `  tidemark retention plan --keep-daily 7 --keep-weekly 4 --pitr-window 72h
-  tidemark retention plan --instance db7 --keep-last 5 -o json`,
+  tidemark retention plan --instance db7 --keep-last 5 -o json
+  tidemark retention plan --policy prod-db -o json`,
 	"tidemark": `  tidemark repo init --repo file:///srv/backups
   tidemark backup --mysql 'root@tcp(127.0.0.1:3306)/' --repo file:///srv/backups
   tidemark backups --controller c1:7400,c2:7400,c3:7400 --instance db7 -o json`,

@@ -55,7 +55,12 @@ limit per label group. Several documents in one file are separated by ---.
     - repository: s3://backups-dr/prod?endpoint=minio-dr:9000
       retention: {keep_daily: 30}
   window: "01:00-05:00"         # UTC hours when scheduled backups may start
-  max_concurrent: {by: dc, limit: 2}`,
+  max_concurrent: {by: dc, limit: 2}
+
+The leader applies retention (and each copy's own) every --retention-interval
+and copies every complete backup to each copies repository (--copy-interval);
+several policies selecting one instance keep the union of what each keeps.
+A policy may have only retention or copies.`,
 	}
 	cmd.AddCommand(newPolicyApplyCmd(s), newPolicyShowCmd(s), newPolicyDeleteCmd(s))
 	return cmd

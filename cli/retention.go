@@ -136,6 +136,16 @@ func (r *rulesFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&r.pitr, "pitr-window", 0, "keep what a point-in-time restore to any moment of this last stretch needs (e.g. 168h): its base backup, every backup after it, and the binlog from the base on")
 }
 
+// set says whether any rule flag was given.
+func (r *rulesFlags) set(cmd *cobra.Command) bool {
+	for _, n := range []string{"keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly", "pitr-window"} {
+		if cmd.Flags().Changed(n) {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *rulesFlags) rules() (*v1.RetentionRules, error) {
 	if r.pitr < 0 {
 		return nil, &UserError{Msg: fmt.Sprintf("--pitr-window %s is negative", r.pitr)}
@@ -186,12 +196,19 @@ func newRetentionPlanCmd(s *streams, apply bool) *cobra.Command {
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var rules *v1.RetentionRules
 			if policy != "" {
-				return &UserError{Msg: "--policy: policies are not in this build's catalog yet; give the rules with --keep-* and --pitr-window"}
-			}
-			rules, err := rf.rules()
-			if err != nil {
-				return err
+				if rf.set(cmd) {
+					return &UserError{Msg: "--policy takes the rules from the policy: drop --keep-* and --pitr-window, or --policy"}
+				}
+				if apply && copies != "" {
+					return &UserError{Msg: "--policy applies the policy's retention to its backups and to its copies: drop --copies"}
+				}
+			} else {
+				var err error
+				if rules, err = rf.rules(); err != nil {
+					return err
+				}
 			}
 			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
 				var (
@@ -199,13 +216,13 @@ func newRetentionPlanCmd(s *streams, apply bool) *cobra.Command {
 					jobs  []string
 				)
 				if apply {
-					r, err := c.Control.ApplyRetention(ctx, &v1.ApplyRetentionRequest{Instance: instance, Rules: rules, CopyRepositoryUri: copies})
+					r, err := c.Control.ApplyRetention(ctx, &v1.ApplyRetentionRequest{Instance: instance, Rules: rules, CopyRepositoryUri: copies, Policy: policy})
 					if err != nil {
 						return rpcErr(err)
 					}
 					plans, jobs = r.GetPlans(), r.GetJobIds()
 				} else {
-					r, err := c.Control.PlanRetention(ctx, &v1.PlanRetentionRequest{Instance: instance, Rules: rules, CopyRepositoryUri: copies})
+					r, err := c.Control.PlanRetention(ctx, &v1.PlanRetentionRequest{Instance: instance, Rules: rules, CopyRepositoryUri: copies, Policy: policy})
 					if err != nil {
 						return rpcErr(err)
 					}
@@ -218,7 +235,7 @@ func newRetentionPlanCmd(s *streams, apply bool) *cobra.Command {
 	f.register(s, cmd)
 	rf.register(cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "only this instance (default: every instance with backups)")
-	cmd.Flags().StringVar(&policy, "policy", "", "take the rules from this policy (when policies exist)")
+	cmd.Flags().StringVar(&policy, "policy", "", "use the retention of this policy (and of every other policy selecting the same instances: a backup expires only when each one's rules expire it), on the instances it selects; what the leader applies every --retention-interval")
 	cmd.Flags().StringVar(&copies, "copies", "", "plan the copies in this repository (their own retention) instead of the backups: an expired copy is deleted there and leaves the catalog, the backup stays")
 	return cmd
 }

@@ -22,7 +22,8 @@ func TestRetentionCommandsBadInput(t *testing.T) {
 	}{
 		{[]string{"retention", "plan", "--controller", closed}, "no retention rule: give at least one of --keep-last"},
 		{[]string{"retention", "apply", "--controller", closed, "--pitr-window", "-1h"}, "--pitr-window -1h0m0s is negative"},
-		{[]string{"retention", "plan", "--controller", closed, "--policy", "gold", "--keep-daily", "7"}, "--policy: policies are not in this build's catalog yet"},
+		{[]string{"retention", "plan", "--controller", closed, "--policy", "gold", "--keep-daily", "7"}, "--policy takes the rules from the policy"},
+		{[]string{"retention", "apply", "--controller", closed, "--policy", "gold", "--copies", "s3://b/c"}, "--policy applies the policy's retention to its backups and to its copies"},
 		{[]string{"retention", "plan", "--controller", closed, "--keep-daily", "7"}, "no Tidemark controller answers"},
 		{[]string{"backup", "pin", "--controller", closed}, "accepts 1 arg(s), received 0"},
 		{[]string{"backup", "pin", "b1", "--controller", closed, "--reason", "audit"}, "no Tidemark controller answers"},

@@ -77,6 +77,16 @@ type Config struct {
 	// StatusInterval is how often the leader evaluates the policies for
 	// alerts (Webhooks).
 	StatusInterval time.Duration
+	// RetentionInterval is how often the leader applies the policies'
+	// retention (and their copies' retention); a policy change makes it
+	// apply at once.
+	RetentionInterval time.Duration
+	// CopyInterval is how often the leader looks for complete backups a
+	// policy's copies still lack and submits their copy jobs.
+	CopyInterval time.Duration
+	// CopyGrace is how long after a backup finished its missing copy is
+	// reported as "copy behind" by the policy status.
+	CopyGrace time.Duration
 	// Webhooks are URLs the leader POSTs a JSON alert to on a job failure,
 	// an RPO breach, a binlog gap and a policy newly unmet.
 	Webhooks []string
@@ -144,6 +154,9 @@ func DefaultConfig() Config {
 		ApplyTimeout:            10 * time.Second,
 		ScheduleInterval:        500 * time.Millisecond,
 		StatusInterval:          15 * time.Second,
+		RetentionInterval:       10 * time.Minute,
+		CopyInterval:            30 * time.Second,
+		CopyGrace:               time.Hour,
 		RaftLogLevel:            "info",
 		TLS:                     TLSConfig{CertValidity: 30 * 24 * time.Hour, AgentCertValidity: 90 * 24 * time.Hour},
 		Raft: RaftConfig{
@@ -227,6 +240,15 @@ func (c *Config) Validate() error {
 	}
 	if c.ScheduleInterval < 10*time.Millisecond {
 		bad("--schedule-interval %s: must be at least 10ms", c.ScheduleInterval)
+	}
+	if c.RetentionInterval < 10*time.Millisecond {
+		bad("--retention-interval %s: must be at least 10ms", c.RetentionInterval)
+	}
+	if c.CopyInterval < 10*time.Millisecond {
+		bad("--copy-interval %s: must be at least 10ms", c.CopyInterval)
+	}
+	if c.CopyGrace < 0 {
+		bad("--copy-grace %s: must not be negative", c.CopyGrace)
 	}
 	if c.StatusInterval < 10*time.Millisecond {
 		bad("--status-interval %s: must be at least 10ms", c.StatusInterval)

@@ -21,5 +21,8 @@
 //
 // While it leads, the node also runs the policy scheduler
 // (controller/scheduler, wired in schedule.go) and the webhook alerts
-// (webhook.go); policies are applied and listed through policies.go.
+// (webhook.go); policies are applied and listed through policies.go. The
+// policy loop (policyretention.go) applies the policies' retention and
+// their copies' retention, and submits their copy jobs, with ids derived
+// from what they act on so that a new leader never doubles one.
 package controller

@@ -81,6 +81,7 @@ func (s *Server) lead(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.agents.commitLoop(ctx) })
 	wg.Go(func() { s.scheduleLoop(ctx) })
+	wg.Go(func() { s.policyLoop(ctx) })
 	wg.Go(func() { s.alertLoop(ctx) })
 	defer wg.Wait()
 	s.agents.assignLoop(ctx)

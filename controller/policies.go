@@ -73,6 +73,15 @@ func (c *controlService) ApplyPolicies(ctx context.Context, req *v1.ApplyPolicie
 		if len(ch.Instances) == 0 {
 			ch.Warnings = append(ch.Warnings, fmt.Sprintf("%s:%d: policy %s: selector %q selects no instance now (applied anyway: instances that register later with matching labels are covered)",
 				file, p.LineOf("selector"), p.Spec.GetName(), p.Spec.GetSelector()))
+			if p.Spec.GetRetention() != nil || len(p.Spec.GetCopies()) > 0 {
+				ch.Warnings = append(ch.Warnings, fmt.Sprintf("%s:%d: policy %s: its retention and copies apply to no instance until one matches",
+					file, p.LineOf("selector"), p.Spec.GetName()))
+			}
+		}
+		if ch.Action != "unchanged" && (p.Spec.GetRetention() != nil || len(p.Spec.GetCopies()) > 0) {
+			if why := retentionPreview(r, merged, p.Spec.GetName(), s.clock().Now()); why != "" {
+				ch.Warnings = append(ch.Warnings, fmt.Sprintf("%s:%d: policy %s: %s", file, p.LineOf("retention"), p.Spec.GetName(), why))
+			}
 		}
 		resp.Changes = append(resp.Changes, ch)
 		cmd.Specs = append(cmd.Specs, p.Spec)
@@ -338,5 +347,5 @@ func (c *controlService) GetPolicyStatus(ctx context.Context, req *v1.GetPolicyS
 
 // evaluate is scheduler.Evaluate with the leader's latest watermarks.
 func (s *Server) evaluate(r *catalog.Read, now time.Time, only string) []*v1.PolicyStatus {
-	return scheduler.Evaluate(r, scheduler.StatusParams{Now: now, Policy: only, Stream: s.agents.streamView})
+	return scheduler.Evaluate(r, scheduler.StatusParams{Now: now, Policy: only, Stream: s.agents.streamView, CopyBehind: s.copyBehind(r, now)})
 }

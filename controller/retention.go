@@ -65,7 +65,18 @@ func (c *controlService) PlanRetention(ctx context.Context, req *v1.PlanRetentio
 		return nil, err
 	}
 	t := c.s.clock().Now()
-	plans, _, err := planRetention(c.s.fsm.Store().Read(), req.GetInstance(), req.GetRules(), t, req.GetCopyRepositoryUri())
+	var (
+		plans []*v1.RetentionInstancePlan
+		err   error
+	)
+	if req.GetPolicy() != "" {
+		if req.GetRules() != nil {
+			return nil, invalid("give a policy or rules, not both: with a policy its retention (and that of every policy selecting the same instances) is planned")
+		}
+		plans, _, err = planPolicies(c.s.fsm.Store().Read(), nil, req.GetPolicy(), req.GetInstance(), req.GetCopyRepositoryUri(), false, t)
+	} else {
+		plans, _, err = planRetention(c.s.fsm.Store().Read(), req.GetInstance(), req.GetRules(), t, req.GetCopyRepositoryUri())
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -114,22 +125,27 @@ func planRetention(r *catalog.Read, instance string, rules *v1.RetentionRules, t
 		if err != nil {
 			return nil, nil, invalid("instance %s: %v", n, err)
 		}
-		p := &v1.RetentionInstancePlan{Instance: n, BinlogReason: res.BinlogReason}
-		if res.PITRBase != nil {
-			p.PitrBaseBackupId = res.PITRBase.GetId()
-		}
-		if !res.BinlogBefore.IsZero() {
-			p.BinlogBefore = timestamppb.New(res.BinlogBefore)
-		}
-		for _, v := range res.Verdicts {
-			p.Backups = append(p.Backups, &v1.RetentionVerdict{
-				BackupId: v.Backup.GetId(), Keep: v.Keep, Reasons: v.Reasons, Time: timestamppb.New(v.Time), Status: v.Backup.GetStatus(),
-			})
-		}
-		out = append(out, p)
+		out = append(out, planMessage(n, res))
 		raw = append(raw, instancePlan{instance: n, res: res, copyRepo: copyRepo})
 	}
 	return out, raw, nil
+}
+
+// planMessage is one instance's plan as the RPCs answer it.
+func planMessage(instance string, res *retention.Result) *v1.RetentionInstancePlan {
+	p := &v1.RetentionInstancePlan{Instance: instance, BinlogReason: res.BinlogReason}
+	if res.PITRBase != nil {
+		p.PitrBaseBackupId = res.PITRBase.GetId()
+	}
+	if !res.BinlogBefore.IsZero() {
+		p.BinlogBefore = timestamppb.New(res.BinlogBefore)
+	}
+	for _, v := range res.Verdicts {
+		p.Backups = append(p.Backups, &v1.RetentionVerdict{
+			BackupId: v.Backup.GetId(), Keep: v.Keep, Reasons: v.Reasons, Time: timestamppb.New(v.Time), Status: v.Backup.GetStatus(),
+		})
+	}
+	return p
 }
 
 // copyAsBackup is backup b's copy in repo as retention sees it, or nil
@@ -151,6 +167,21 @@ func (c *controlService) ApplyRetention(ctx context.Context, req *v1.ApplyRetent
 	s := c.s
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.ApplyRetention)
+	}
+	if req.GetPolicy() != "" {
+		if req.GetRules() != nil || req.GetCopyRepositoryUri() != "" {
+			return nil, invalid("give a policy, or rules (and copies): with a policy its retention and its copies' retention are applied")
+		}
+		t := s.clock().Now()
+		plans, _, err := planPolicies(s.fsm.Store().Read(), nil, req.GetPolicy(), req.GetInstance(), "", true, t)
+		if err != nil {
+			return nil, err
+		}
+		jobs, err := s.applyPolicyRetention(ctx, req.GetPolicy(), req.GetInstance())
+		if len(jobs) > 0 {
+			s.agents.kickAssigner()
+		}
+		return &v1.ApplyRetentionResponse{Plans: plans, Now: timestamppb.New(t), JobIds: jobs}, err
 	}
 	t := s.clock().Now()
 	r := s.fsm.Store().Read()

@@ -29,12 +29,14 @@ func (s *Server) clock() scheduler.Clock {
 // currentScheduler is the running scheduler; nil when not leading.
 func (s *Server) currentScheduler() *scheduler.Scheduler { return s.sched.Load() }
 
-// kickScheduler makes the scheduler tick now (a policy changed).
+// kickScheduler makes the scheduler tick now (a policy changed), and the
+// policy loop apply retention and copies.
 func (s *Server) kickScheduler() {
 	select {
 	case s.schedKick <- struct{}{}:
 	default:
 	}
+	s.kickPolicies()
 }
 
 // storeCatalog is the FSM's current store, fetched per read (a snapshot

@@ -56,6 +56,8 @@ type Server struct {
 	// makes it tick now.
 	sched     atomic.Pointer[scheduler.Scheduler]
 	schedKick chan struct{}
+	// polKick makes the policy loop (retention, copies) run now.
+	polKick chan struct{}
 	// hooks posts alerts to the --webhook URLs.
 	hooks *webhooks
 
@@ -95,7 +97,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if saved == nil && !cfg.Bootstrap && len(cfg.Join) == 0 {
 		return nil, fmt.Errorf("data dir %s is new: give --bootstrap to start a new cluster, or --join GRPC_ADDR to join an existing one", cfg.DataDir)
 	}
-	s := &Server{cfg: cfg, id: *id, log: cfg.Logger.With("node", id.NodeID), fsm: fsm.New(), stop: make(chan struct{}), schedKick: make(chan struct{}, 1)}
+	s := &Server{cfg: cfg, id: *id, log: cfg.Logger.With("node", id.NodeID), fsm: fsm.New(), stop: make(chan struct{}), schedKick: make(chan struct{}, 1), polKick: make(chan struct{}, 1)}
 	s.hooks = newWebhooks(cfg.Webhooks, s.log)
 	s.agents = newAgentHub(s, id.NodeID, cfg)
 	s.relay = newRepoRelay(cfg)

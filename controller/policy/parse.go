@@ -219,8 +219,10 @@ func build(d document, bad badFunc) *v1.PolicySpec {
 		}
 		s.MaxConcurrent = &v1.PolicyConcurrency{By: m.By, Limit: m.Limit}
 	}
-	if len(s.Backups) == 0 && !s.GetBinlog().GetEnabled() {
-		bad(path("backups"), "the policy asks for nothing: give backups (schedules) or binlog: {enabled: true}")
+	// Retention or copies alone are a policy too: they apply to backups
+	// taken by hand or by another policy's schedules.
+	if len(s.Backups) == 0 && !s.GetBinlog().GetEnabled() && s.Retention == nil && len(s.Copies) == 0 {
+		bad(path("backups"), "the policy asks for nothing: give backups (schedules), binlog: {enabled: true}, retention or copies")
 	}
 	return s
 }

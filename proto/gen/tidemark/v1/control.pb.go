@@ -471,15 +471,18 @@ type PlanRetentionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only this instance; empty: every instance with backups.
 	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
-	// The rules to plan with. (Policies' rules are wired in when policies
-	// exist; until then the caller gives them.)
+	// The rules to plan with; or policy.
 	Rules      *RetentionRules `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
 	Consistent bool            `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	// Plan the copies in this repository (with the copy's own rules)
 	// instead of the backups.
 	CopyRepositoryUri string `protobuf:"bytes,4,opt,name=copy_repository_uri,json=copyRepositoryUri,proto3" json:"copy_repository_uri,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Plan what the leader's policy retention would expire on the instances
+	// this policy selects (every policy selecting them counts: a backup
+	// expires only when each one's rules expire it). Excludes rules.
+	Policy        string `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PlanRetentionRequest) Reset() {
@@ -536,6 +539,13 @@ func (x *PlanRetentionRequest) GetConsistent() bool {
 func (x *PlanRetentionRequest) GetCopyRepositoryUri() string {
 	if x != nil {
 		return x.CopyRepositoryUri
+	}
+	return ""
+}
+
+func (x *PlanRetentionRequest) GetPolicy() string {
+	if x != nil {
+		return x.Policy
 	}
 	return ""
 }
@@ -600,8 +610,12 @@ type ApplyRetentionRequest struct {
 	Rules    *RetentionRules        `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
 	// Expire copies in this repository instead of backups.
 	CopyRepositoryUri string `protobuf:"bytes,3,opt,name=copy_repository_uri,json=copyRepositoryUri,proto3" json:"copy_repository_uri,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Apply the policies' retention now on the instances this policy
+	// selects (backups and copies), as the leader does every
+	// --retention-interval. Excludes rules and copy_repository_uri.
+	Policy        string `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApplyRetentionRequest) Reset() {
@@ -651,6 +665,13 @@ func (x *ApplyRetentionRequest) GetRules() *RetentionRules {
 func (x *ApplyRetentionRequest) GetCopyRepositoryUri() string {
 	if x != nil {
 		return x.CopyRepositoryUri
+	}
+	return ""
+}
+
+func (x *ApplyRetentionRequest) GetPolicy() string {
+	if x != nil {
+		return x.Policy
 	}
 	return ""
 }
@@ -4510,21 +4531,23 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x12UnpinBackupRequest\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\"B\n" +
 	"\x13UnpinBackupResponse\x12+\n" +
-	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"\xb5\x01\n" +
+	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"\xcd\x01\n" +
 	"\x14PlanRetentionRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x121\n" +
 	"\x05rules\x18\x02 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\x05rules\x12\x1e\n" +
 	"\n" +
 	"consistent\x18\x03 \x01(\bR\n" +
 	"consistent\x12.\n" +
-	"\x13copy_repository_uri\x18\x04 \x01(\tR\x11copyRepositoryUri\"\x7f\n" +
+	"\x13copy_repository_uri\x18\x04 \x01(\tR\x11copyRepositoryUri\x12\x16\n" +
+	"\x06policy\x18\x05 \x01(\tR\x06policy\"\x7f\n" +
 	"\x15PlanRetentionResponse\x128\n" +
 	"\x05plans\x18\x01 \x03(\v2\".tidemark.v1.RetentionInstancePlanR\x05plans\x12,\n" +
-	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\x96\x01\n" +
+	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\xae\x01\n" +
 	"\x15ApplyRetentionRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x121\n" +
 	"\x05rules\x18\x02 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\x05rules\x12.\n" +
-	"\x13copy_repository_uri\x18\x03 \x01(\tR\x11copyRepositoryUri\"\x99\x01\n" +
+	"\x13copy_repository_uri\x18\x03 \x01(\tR\x11copyRepositoryUri\x12\x16\n" +
+	"\x06policy\x18\x04 \x01(\tR\x06policy\"\x99\x01\n" +
 	"\x16ApplyRetentionResponse\x128\n" +
 	"\x05plans\x18\x01 \x03(\v2\".tidemark.v1.RetentionInstancePlanR\x05plans\x12,\n" +
 	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12\x17\n" +
