@@ -558,25 +558,11 @@ job prints the final job as "jobs -o json" does (also when it failed), or
 			if err := restoreRepoHere(ctx, s, &rf, controller, args[0], splitList(repoPref)); err != nil {
 				return err
 			}
-			if err := refuseArgvDSN(cmd, "to-mysql", dsn); err != nil {
-				return err
-			}
-			if _, err := mysqlx.ParseDSN(dsn); err != nil {
-				return userErr(err)
-			}
-			rename, err := parseRenames(renames)
-			if err != nil {
-				return err
-			}
-			repo, closeRepo, err := rf.open(ctx)
+			repo, closeRepo, m, rename, err := openForTarget(ctx, cmd, &rf, dsn, args[0], renames)
 			if err != nil {
 				return err
 			}
 			defer closeRepo()
-			m, err := repo.LoadManifest(ctx, args[0])
-			if err != nil {
-				return userErr(err)
-			}
 			if physical.IsPhysical(m) {
 				return physicalUsage(m)
 			}

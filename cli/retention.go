@@ -318,31 +318,10 @@ id is printed. For a copy with no controller: tidemark repo copy.`,
 			if to == "" {
 				return &UserError{Msg: "--to URI is required: the repository to copy to"}
 			}
-			var id string
-			err := f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+			return f.submitJob(cmd.Context(), "copy job", args[0], wait, func(ctx context.Context, c *client.Conn) (*v1.Job, error) {
 				r, err := c.Control.SubmitCopy(ctx, &v1.SubmitCopyRequest{BackupId: args[0], DestinationRepositoryUri: to, WithBinlog: withBinlog})
-				if err != nil {
-					return rpcErr(err)
-				}
-				id = r.GetJob().GetId()
-				return nil
+				return r.GetJob(), err
 			})
-			if err != nil {
-				return err
-			}
-			if !wait {
-				if f.output == "json" {
-					return json.NewEncoder(s.out).Encode(map[string]string{"job_id": id})
-				}
-				_, err := fmt.Fprintln(s.out, id)
-				return err
-			}
-			fmt.Fprintf(s.err, "copy job %s submitted for backup %s\n", id, args[0])
-			j, err := watchJob(cmd.Context(), s, f.controller, id, nil)
-			if err != nil {
-				return err
-			}
-			return jobOutcome(s, j, f.output)
 		},
 	}
 	f.register(s, cmd)
@@ -368,35 +347,44 @@ after its grace period. Refused for a pinned backup (unpin it first) and for
 the instance's last complete backup. Without --wait the job id is printed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var id string
-			err := f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+			return f.submitJob(cmd.Context(), "expire job", args[0], wait, func(ctx context.Context, c *client.Conn) (*v1.Job, error) {
 				r, err := c.Control.ExpireBackup(ctx, &v1.ExpireBackupRequest{BackupId: args[0], Reason: reason})
-				if err != nil {
-					return rpcErr(err)
-				}
-				id = r.GetJob().GetId()
-				return nil
+				return r.GetJob(), err
 			})
-			if err != nil {
-				return err
-			}
-			if !wait {
-				if f.output == "json" {
-					return json.NewEncoder(s.out).Encode(map[string]string{"job_id": id})
-				}
-				_, err := fmt.Fprintln(s.out, id)
-				return err
-			}
-			fmt.Fprintf(s.err, "expire job %s submitted for backup %s\n", id, args[0])
-			j, err := watchJob(cmd.Context(), s, f.controller, id, nil)
-			if err != nil {
-				return err
-			}
-			return jobOutcome(s, j, f.output)
 		},
 	}
 	f.register(s, cmd)
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded with the expiry)")
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job to its end")
 	return cmd
+}
+
+// submitJob submits a job for backup with submit, then prints its id
+// ({"job_id"} with -o json) or, with wait, follows it to its end.
+func (f *fleetFlags) submitJob(ctx context.Context, what, backup string, wait bool, submit func(context.Context, *client.Conn) (*v1.Job, error)) error {
+	var id string
+	err := f.call(ctx, func(ctx context.Context, c *client.Conn) error {
+		j, err := submit(ctx, c)
+		if err != nil {
+			return rpcErr(err)
+		}
+		id = j.GetId()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if !wait {
+		if f.output == "json" {
+			return json.NewEncoder(f.s.out).Encode(map[string]string{"job_id": id})
+		}
+		_, err := fmt.Fprintln(f.s.out, id)
+		return err
+	}
+	fmt.Fprintf(f.s.err, "%s %s submitted for backup %s\n", what, id, backup)
+	j, err := watchJob(ctx, f.s, f.controller, id, nil)
+	if err != nil {
+		return err
+	}
+	return jobOutcome(f.s, j, f.output)
 }

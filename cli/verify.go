@@ -11,7 +11,9 @@ import (
 
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/physical"
+	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
 // verifyRestore compares what a restore of backup id wrote on p.DSN with
@@ -72,25 +74,11 @@ row is reported like a damaged one.`,
 			if dsn == "" {
 				return &UserError{Code: ExitUsage, Msg: "--to-mysql DSN is required: the server the backup was restored into"}
 			}
-			if err := refuseArgvDSN(cmd, "to-mysql", dsn); err != nil {
-				return err
-			}
-			if _, err := mysqlx.ParseDSN(dsn); err != nil {
-				return userErr(err)
-			}
-			rename, err := parseRenames(renames)
-			if err != nil {
-				return err
-			}
-			repo, closeRepo, err := rf.open(ctx)
+			repo, closeRepo, m, rename, err := openForTarget(ctx, cmd, &rf, dsn, args[0], renames)
 			if err != nil {
 				return err
 			}
 			defer closeRepo()
-			m, err := repo.LoadManifest(ctx, args[0])
-			if err != nil {
-				return userErr(err)
-			}
 			if physical.IsPhysical(m) {
 				return &UserError{Msg: fmt.Sprintf("backup %s is a physical (%s) backup: its restore is checked by the server's own recovery when it starts, not by row checksums", m.BackupId, m.Engine)}
 			}
@@ -116,4 +104,27 @@ row is reported like a damaged one.`,
 	cmd.Flags().StringArrayVar(&renames, "rename-db", nil, "the restore's --rename-db (old:new; repeatable)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
+}
+
+// openForTarget checks --to-mysql DSN and the renames of a restore (or its
+// verification) run here, then opens the repository and backup id's
+// manifest. closeRepo must be called unless err.
+func openForTarget(ctx context.Context, cmd *cobra.Command, rf *repoFlags, dsn, id string, renames []string) (repo *archive.Repo, closeRepo func(), m *v1.Manifest, rename map[string]string, err error) {
+	if err := refuseArgvDSN(cmd, "to-mysql", dsn); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if _, err := mysqlx.ParseDSN(dsn); err != nil {
+		return nil, nil, nil, nil, userErr(err)
+	}
+	if rename, err = parseRenames(renames); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if repo, closeRepo, err = rf.open(ctx); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if m, err = repo.LoadManifest(ctx, id); err != nil {
+		closeRepo()
+		return nil, nil, nil, nil, userErr(err)
+	}
+	return repo, closeRepo, m, rename, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/physical"
+	"github.com/tidemark-backup/tidemark/internal/humanize"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -305,22 +306,9 @@ func checkSpace(parent string, need int64) error {
 	free := int64(st.Bavail) * st.Bsize
 	want := need + need/20
 	if free < want {
-		return fmt.Errorf("%w in %s: %s free, the clone needs about %s (the datadir without binlogs, plus 5%%): free space there or set the clone scratch directory to a larger filesystem", ErrNoSpace, parent, human(free), human(want))
+		return fmt.Errorf("%w in %s: %s free, the clone needs about %s (the datadir without binlogs, plus 5%%): free space there or set the clone scratch directory to a larger filesystem", ErrNoSpace, parent, humanize.Bytes(free), humanize.Bytes(want))
 	}
 	return nil
-}
-
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // preflight runs the checks that need no scratch directory: server,
