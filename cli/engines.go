@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -37,6 +38,7 @@ func newEnginesExplainCmd(s *streams) *cobra.Command {
 		prefer   string
 		portable bool
 		small    uint64
+		policy   string
 	)
 	cmd := &cobra.Command{
 		Use:   "explain [INSTANCE]",
@@ -51,8 +53,10 @@ agent's last probe, with the controller's --logical-below. Standalone (--mysql D
 here, which must be its host for the filesystem and tool probes to mean
 anything.
 
---engine takes a policy's preference (auto, or a comma-separated list in
-order) and --portable a policy's portable: true. -o json prints
+--engine takes a preference (auto, or a comma-separated list in order) and
+--portable a requirement that backups restore onto another version or
+flavor; --policy NAME takes the engines the policy's schedules name instead
+(all auto: auto). -o json prints
 {"instance", "chosen", "verdicts": [{"engine", "ok", "reason"}], "notes",
 "capabilities"}. The exit status is 1 when no engine is usable.`,
 		Args: cobra.MaximumNArgs(1),
@@ -93,7 +97,17 @@ order) and --portable a policy's portable: true. -o json prints
 			if len(args) == 0 {
 				return &UserError{Code: ExitUsage, Msg: "name the instance (tidemark engines explain db7, see tidemark instances) or probe a server from here with --mysql DSN"}
 			}
+			if policy != "" && cmd.Flags().Changed("engine") {
+				return &UserError{Code: ExitUsage, Msg: "give --policy NAME (its schedules' engines) or --engine LIST, not both"}
+			}
 			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				if policy != "" {
+					p, err := c.Control.GetPolicy(ctx, &v1.GetPolicyRequest{Name: policy})
+					if err != nil {
+						return rpcErr(err)
+					}
+					pref.Engines = policyEngines(p.GetPolicy().GetSpec())
+				}
 				r, err := c.Control.ExplainEngines(ctx, &v1.ExplainEnginesRequest{Instance: args[0], Engines: pref.Engines, Portable: portable})
 				if err != nil {
 					return rpcErr(err)
@@ -105,6 +119,7 @@ order) and --portable a policy's portable: true. -o json prints
 	f.register(s, cmd)
 	cmd.Flags().StringVar(&dsn, "mysql", "", "standalone: probe this server from here, go-sql-driver DSN (password in TIDEMARK_MYSQL_PASSWORD)")
 	cmd.Flags().StringVar(&prefer, "engine", "auto", "preferred engines: auto, or a comma-separated list in order (a policy's engine:)")
+	cmd.Flags().StringVar(&policy, "policy", "", "through a controller: prefer the engines this policy's schedules name (all auto: auto)")
 	cmd.Flags().BoolVar(&portable, "portable", false, "backups must restore onto another version or flavor (a policy's portable: true): logical only")
 	logicalBelowFlag(cmd, &small)
 	return cmd
@@ -232,4 +247,16 @@ func bytesFlagText(n uint64) string {
 func logicalBelowFlag(cmd *cobra.Command, v *uint64) {
 	*v = selection.DefaultSmallBytes
 	cmd.Flags().Var((*sizeFlag)(v), "logical-below", "engine selection ranks the logical engine first for an instance with less data than this (0: rank by engine alone)")
+}
+
+// policyEngines is the preference a policy's schedules give: the engines
+// they name, in order, once each; none (every schedule auto) is auto.
+func policyEngines(spec *v1.PolicySpec) []string {
+	var out []string
+	for _, b := range spec.GetBackups() {
+		if e := b.GetEngine(); e != "" && e != "auto" && !slices.Contains(out, e) {
+			out = append(out, e)
+		}
+	}
+	return out
 }

@@ -120,6 +120,16 @@ func TestSelectionFleet(t *testing.T) {
 	if chosen, _, _, _ := explain(t, append([]string{"local", "--portable"}, ctl...)...); chosen != "logical" {
 		t.Fatalf("explain --portable: %s", chosen)
 	}
+	// A policy's schedules give the preference: mariabackup first.
+	policyFile := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(policyFile, []byte("name: physical-first\nselector: nosuchlabel=x\nbackups:\n  - schedule: \"@daily\"\n    engine: mariabackup\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must(t, 20*time.Second, append([]string{"policy", "apply", "-f", policyFile}, ctl...)...)
+	if chosen, order, _, _ := explain(t, append([]string{"local", "--policy", "physical-first"}, ctl...)...); chosen != "mariabackup" || order[0] != "mariabackup" {
+		t.Fatalf("explain --policy physical-first: chosen %s, order %v", chosen, order)
+	}
+	must(t, 20*time.Second, append([]string{"policy", "delete", "physical-first"}, ctl...)...)
 
 	r := tm(t, 20*time.Second, append([]string{"backup", "--instance", "local", "--engine", "clone"}, ctl...)...)
 	if r.code == 0 || !strings.Contains(r.err, "clone: server is MariaDB 10.11, clone needs MySQL ≥ 8.0.17") {
