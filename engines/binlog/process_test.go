@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,35 +22,7 @@ import (
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	tidemark  string
-	buildErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// tidemarkBin builds the tidemark binary once, for the tests that run it.
-func tidemarkBin(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "tidemark-bin-")
-		if buildErr == nil {
-			tidemark, buildErr = testenv.BuildTidemark(binDir)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return tidemark
-}
+func TestMain(m *testing.M) { testenv.MainWithLazyTidemark(m) }
 
 // minioRepo initialises a repository in MinIO and returns it with its URI
 // and the environment a tidemark process needs to open it.
@@ -75,7 +46,7 @@ func minioRepo(t *testing.T) (*archive.Repo, string, []string) {
 
 func runTidemark(t *testing.T, env []string, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := exec.Command(tidemarkBin(t), args...)
+	cmd := exec.Command(testenv.TidemarkBinary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -97,7 +68,7 @@ func runTidemark(t *testing.T, env []string, args ...string) (int, string, strin
 // reports the server's GTID position, and `binlog fetch` writes files
 // mariadb-binlog reads.
 func TestStreamKill9(t *testing.T) {
-	bin := tidemarkBin(t)
+	bin := testenv.TidemarkBinary(t)
 	m := testenv.StartMariaDB(t)
 	db := m.DB(t)
 	m.Exec(t, "CREATE DATABASE test")

@@ -394,41 +394,13 @@ func TestFailureCleanup(t *testing.T) {
 	}
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		_ = os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
-
-func tidemarkBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "tidemark-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath, binErr = testenv.BuildTidemark(dir)
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+func TestMain(m *testing.M) { testenv.MainWithLazyTidemark(m) }
 
 // TestRoundTrip: `tidemark backup --engine clone` against the double,
 // `tidemark restore --to-datadir` with a mysqld double (the files are
 // MariaDB's), a server started on the result has the source's tables.
 func TestRoundTrip(t *testing.T) {
-	bin := tidemarkBinary(t)
+	bin := testenv.TidemarkBinary(t)
 	src, d := source(t)
 	_, repoDir := newRepo(t)
 	out, err := exec.Command(bin, "backup", "--engine", "clone", "--mysql", d.DSN, "--repo", "file://"+repoDir).CombinedOutput()
@@ -456,7 +428,7 @@ func TestRoundTrip(t *testing.T) {
 // 'In Progress' into it, and removes it (and its lock file) once the clone
 // has ended.
 func TestKilledChild(t *testing.T) {
-	bin := tidemarkBinary(t)
+	bin := testenv.TidemarkBinary(t)
 	src, d := source(t)
 	_, repoDir := newRepo(t)
 	held := d.Hold()

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -190,37 +189,7 @@ func TestRefusesWithoutSnapshots(t *testing.T) {
 	}
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		_ = os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
-
-// tidemarkBinary builds the binary once per test process, only for the
-// test that runs it.
-func tidemarkBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "tidemark-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath, binErr = testenv.BuildTidemark(dir)
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+func TestMain(m *testing.M) { testenv.MainWithLazyTidemark(m) }
 
 // TestKilledBackup: `tidemark backup --engine snapshot` killed with
 // SIGKILL while it copies leaves its (read-only) snapshot and no complete
@@ -228,7 +197,7 @@ func tidemarkBinary(t *testing.T) string {
 // the next backup of the instance removes the snapshot (and says so) and
 // leaves none of its own.
 func TestKilledBackup(t *testing.T) {
-	bin := tidemarkBinary(t)
+	bin := testenv.TidemarkBinary(t)
 	src, sub := btrfsServer(t)
 	rows := 30000
 	if testing.Short() {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +24,41 @@ func BuildTidemark(dir string) (string, error) {
 		return "", fmt.Errorf("building tidemark: %w\n%s", err, out)
 	}
 	return bin, nil
+}
+
+// The tidemark binary of TidemarkBinary, built on first use.
+var (
+	lazyOnce sync.Once
+	lazyDir  string
+	lazyBin  string
+	lazyErr  error
+)
+
+// TidemarkBinary returns the tidemark binary, built at most once per test
+// process and only when a test asks for it: a package whose process tests
+// are few does not pay the build for the rest. Its TestMain runs
+// MainWithLazyTidemark, which removes it afterwards.
+func TidemarkBinary(t testing.TB) string {
+	t.Helper()
+	lazyOnce.Do(func() {
+		if lazyDir, lazyErr = os.MkdirTemp("", "tidemark-bin-"); lazyErr == nil {
+			lazyBin, lazyErr = BuildTidemark(lazyDir)
+		}
+	})
+	if lazyErr != nil {
+		t.Fatal(lazyErr)
+	}
+	return lazyBin
+}
+
+// MainWithLazyTidemark runs the tests, then removes the binary
+// TidemarkBinary built, if any.
+func MainWithLazyTidemark(m *testing.M) {
+	code := m.Run()
+	if lazyDir != "" {
+		_ = os.RemoveAll(lazyDir)
+	}
+	os.Exit(code)
 }
 
 // Child is a long-running program a test runs (a tidemark controller or
