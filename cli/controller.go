@@ -90,7 +90,7 @@ that is gone for good with tidemark cluster remove-member.`,
 			logadapt.RouteGRPC(log)
 			// Raft's lines go through log (cfg.RaftLogOutput unset).
 			if testClockFile != "" {
-				cfg.Clock = scheduler.FileClock(testClockFile)
+				cfg.Clock = scheduler.NewFileClock(testClockFile)
 				log.Warn("the scheduler reads its time from --test-clock-file: for tests only", "file", testClockFile)
 			}
 			if cfg.MetricsAddr != "" {

@@ -260,11 +260,7 @@ func nlOrAny(nodes []*node) *node {
 func TestScheduleClockProcess(t *testing.T) {
 	clockFile := filepath.Join(t.TempDir(), "clock")
 	t0 := time.Now().UTC().Truncate(time.Minute).Add(-24 * time.Hour)
-	setClock := func(at time.Time) {
-		if err := os.WriteFile(clockFile, []byte(at.Format(time.RFC3339Nano)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	setClock := func(at time.Time) { writeClock(t, clockFile, at) }
 	setClock(t0)
 	n := newNode(t, "s1")
 	flags := []string{"--test-clock-file", clockFile, "--schedule-interval", "100ms"}

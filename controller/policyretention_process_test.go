@@ -56,6 +56,20 @@ func clockAgent(ctx context.Context, t *testing.T, wg *sync.WaitGroup, addrs []s
 	})
 }
 
+// writeClock sets the --test-clock-file time: written aside and renamed
+// into place, so neither the controllers nor the test's agents ever read a
+// half-written file.
+func writeClock(t *testing.T, path string, at time.Time) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(at.Format(time.RFC3339Nano)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestPolicyRetentionFailover: three controller processes on one test
 // clock; a policy with an hourly schedule, retention and a copy
 // repository. Each simulated hour the clock moves on and the leader is
@@ -70,11 +84,7 @@ func TestPolicyRetentionFailover(t *testing.T) {
 	dir := t.TempDir()
 	clockFile := filepath.Join(dir, "clock")
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	setClock := func(at time.Time) {
-		if err := os.WriteFile(clockFile, []byte(at.Format(time.RFC3339Nano)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	setClock := func(at time.Time) { writeClock(t, clockFile, at) }
 	setClock(t0)
 	c1, c2, c3 := newNode(t, "c1"), newNode(t, "c2"), newNode(t, "c3")
 	fast := []string{"--schedule-interval", "100ms", "--retention-interval", "200ms", "--copy-interval", "100ms", "--test-clock-file", clockFile}

@@ -32,21 +32,34 @@ type RealClock struct{}
 func (RealClock) Now() time.Time { return time.Now() }
 
 // FileClock is a test clock for controller processes: the time written in
-// the file (RFC 3339), read at every call; the wall clock while the file is
-// missing or unreadable. Only the hidden --test-clock-file flag makes one.
-type FileClock string
+// the file (RFC 3339), read at every call. Before the file was ever read
+// it is the wall clock; after that, a file that is missing, half written
+// or unparsable gives the last good reading, never the wall clock: a test
+// that rewrites the file in place must not make the scheduler jump to
+// today and record every run since as missed. Only the hidden
+// --test-clock-file flag makes one.
+type FileClock struct {
+	path string
+	mu   sync.Mutex
+	last time.Time
+}
 
-// Now returns the file's time, or time.Now().
-func (f FileClock) Now() time.Time {
-	b, err := os.ReadFile(string(f))
-	if err != nil {
+// NewFileClock returns the clock of the file at path.
+func NewFileClock(path string) *FileClock { return &FileClock{path: path} }
+
+// Now returns the file's time, or the last good one, or time.Now().
+func (f *FileClock) Now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if b, err := os.ReadFile(f.path); err == nil {
+		if t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b))); err == nil {
+			f.last = t
+		}
+	}
+	if f.last.IsZero() {
 		return time.Now()
 	}
-	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
-	if err != nil {
-		return time.Now()
-	}
-	return t
+	return f.last
 }
 
 // Catalog gives the scheduler consistent snapshots of the catalog. Each

@@ -350,7 +350,7 @@ binlog: {enabled: true, rpo_target: 30s}
 
 func TestFileClock(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "clock")
-	c := FileClock(f)
+	c := NewFileClock(f)
 	if d := time.Since(c.Now()); d < 0 || d > time.Minute {
 		t.Fatalf("without a file: %v", c.Now())
 	}
@@ -359,6 +359,22 @@ func TestFileClock(t *testing.T) {
 	}
 	if !c.Now().Equal(t0) {
 		t.Fatalf("with a file: %v", c.Now())
+	}
+	// A rewrite in place is seen half done (empty, then partial): the
+	// clock stays at its last reading instead of jumping to the wall clock.
+	for _, half := range []string{"", "2026-11-0"} {
+		if err := os.WriteFile(f, []byte(half), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Now(); !got.Equal(t0) {
+			t.Fatalf("file holding %q: %v, want the last good reading %v", half, got, t0)
+		}
+	}
+	if err := os.Remove(f); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Now(); !got.Equal(t0) {
+		t.Fatalf("file removed: %v, want the last good reading %v", got, t0)
 	}
 }
 
