@@ -2,6 +2,7 @@ package binlog
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -32,6 +33,9 @@ type server struct {
 	format   string
 	binlogs  []string // SHOW BINARY LOGS, oldest first
 	gtidMode bool     // MySQL gtid_mode=ON; MariaDB always has GTIDs
+	// tls is the replication connection's TLS (nil: plain text): the
+	// DSN's, or nil under ssl-mode=preferred when the server offers none.
+	tls *tls.Config
 }
 
 func openDB(dsn *mysqlx.DSN) (*sql.DB, error) {
@@ -58,6 +62,9 @@ func probe(ctx context.Context, dsn *mysqlx.DSN, ownID uint32, reportHost string
 	defer cancel()
 	det, err := mysqlx.Detect(ctx, db)
 	if err != nil {
+		if terr := mysqlx.TLSVerifyError(err, dsn); terr != nil {
+			return nil, fmt.Errorf("%w: %w", ErrServer, terr)
+		}
 		return nil, fmt.Errorf("server %s: %w", dsn, err)
 	}
 	s := &server{dsn: dsn, flavor: "mysql", version: det.Version}
@@ -72,6 +79,9 @@ func probe(ctx context.Context, dsn *mysqlx.DSN, ownID uint32, reportHost string
 		return nil, fmt.Errorf("%w: %s has binary logging off (log_bin=OFF): start it with --log-bin (log_bin = ON or a base name under [mysqld]) and a unique --server-id, then restart", ErrServer, dsn)
 	}
 	if err := checkGrants(ctx, db, dsn); err != nil {
+		return nil, err
+	}
+	if s.tls, err = replicationTLS(ctx, db, dsn); err != nil {
 		return nil, err
 	}
 	if s.serverID == ownID {
@@ -96,6 +106,24 @@ func probe(ctx context.Context, dsn *mysqlx.DSN, ownID uint32, reportHost string
 		_ = rows.Close()
 	}
 	return s, nil
+}
+
+// replicationTLS is the TLS the replication connection uses: the DSN's,
+// except that under ssl-mode=preferred the SQL connection tells whether the
+// server offered TLS (go-mysql's client has no plain-text fallback).
+func replicationTLS(ctx context.Context, db *sql.DB, dsn *mysqlx.DSN) (*tls.Config, error) {
+	cfg, fallback := dsn.TLS()
+	if cfg == nil || !fallback {
+		return cfg, nil
+	}
+	var name, cipher string
+	if err := db.QueryRowContext(ctx, "SHOW SESSION STATUS LIKE 'Ssl_cipher'").Scan(&name, &cipher); err != nil {
+		return nil, fmt.Errorf("server %s: reading Ssl_cipher: %w", dsn, err)
+	}
+	if cipher == "" {
+		return nil, nil
+	}
+	return cfg, nil
 }
 
 func binaryLogs(ctx context.Context, db *sql.DB) ([]string, error) {

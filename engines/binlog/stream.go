@@ -447,6 +447,7 @@ func (s *streamer) session(ctx context.Context, srv *server) error {
 		Localhost:        s.reportHost,
 		User:             srv.dsn.User(),
 		Password:         srv.dsn.Config().Passwd,
+		TLSConfig:        srv.tls,
 		RawModeEnabled:   true,
 		DisableRetrySync: true, // reconnects are ours
 		HeartbeatPeriod:  s.p.Heartbeat,

@@ -18,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidemark-backup/tidemark/engines"
@@ -88,7 +87,7 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (*engines.B
 		return nil, fmt.Errorf("%s: private temporary directory: %w", Name, err)
 	}
 	defer func() { _ = os.RemoveAll(priv) }() // the credentials and the tool's target dir
-	cnf, err := writeDefaults(priv, dsn.Config())
+	cnf, err := writeDefaults(priv, dsn)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +190,34 @@ func innodbArgs(ctx context.Context, db *sql.DB) ([]string, error) {
 
 // writeDefaults writes the connection options into an option file only
 // the agent's user can read, in a directory only it can list.
-func writeDefaults(dir string, c *mysql.Config) (string, error) {
+// writeSSLOptions gives mariabackup the DSN's TLS settings. MariaDB's
+// client has no verify-ca: ssl-verify-server-cert checks the chain and the
+// name together, and without it nothing is checked. verify-ca therefore
+// encrypts mariabackup's connection without checking it; the engine's own
+// connections to the same server, opened first, do check the chain.
+func writeSSLOptions(b *strings.Builder, dsn *mysqlx.DSN) {
+	mode, ca, cert, key := dsn.SSL()
+	switch mode {
+	case "":
+		return // mariabackup's default
+	case mysqlx.SSLDisabled:
+		b.WriteString("skip-ssl\n")
+		return
+	}
+	b.WriteString("ssl\n")
+	if ca != "" {
+		fmt.Fprintf(b, "ssl-ca=%s\n", quoteOption(ca))
+	}
+	if cert != "" {
+		fmt.Fprintf(b, "ssl-cert=%s\nssl-key=%s\n", quoteOption(cert), quoteOption(key))
+	}
+	if mode == mysqlx.SSLVerifyIdentity {
+		b.WriteString("ssl-verify-server-cert\n")
+	}
+}
+
+func writeDefaults(dir string, dsn *mysqlx.DSN) (string, error) {
+	c := dsn.Config()
 	var b strings.Builder
 	b.WriteString("# written by tidemark for one backup; removed when it ends\n[client]\n")
 	fmt.Fprintf(&b, "user=%s\n", quoteOption(c.User))
@@ -212,6 +238,7 @@ func writeDefaults(dir string, c *mysql.Config) (string, error) {
 		}
 		fmt.Fprintf(&b, "host=%s\nport=%s\nprotocol=TCP\n", quoteOption(host), port)
 	}
+	writeSSLOptions(&b, dsn)
 	path := filepath.Join(dir, "client.cnf")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {

@@ -1,6 +1,7 @@
 package mysqlx
 
 import (
+	"crypto/tls"
 	"database/sql"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,7 @@ const redacted = secret.Placeholder
 type DSN struct {
 	cfg      *mysql.Config
 	password secret.String
+	ssl      *sslParams // the ssl-* parameters, nil when the DSN has none
 }
 
 // defaultDialTimeout bounds the connect of an unreachable host; the driver
@@ -34,10 +36,24 @@ const defaultDialTimeout = 10 * time.Second
 // or "user@unix(/path)/"). When the DSN has no password, PasswordEnv
 // supplies it. A dial timeout of 10 s is set unless the DSN names one.
 func ParseDSN(dsn string) (*DSN, error) {
-	cfg, err := mysql.ParseDSN(dsn)
+	rest, ssl, err := splitSSLParams(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("invalid MySQL DSN: %s", redactErr(err, dsn))
+	}
+	cfg, err := mysql.ParseDSN(rest)
 	if err != nil {
 		// The driver's message may quote the DSN, password included.
 		return nil, fmt.Errorf("invalid MySQL DSN (expected user:password@tcp(host:port)/ or user@unix(/path/to/socket)/): %s", redactErr(err, dsn))
+	}
+	if ssl != nil {
+		t, fallback, err := ssl.config(cfg.Addr, cfg.TLSConfig)
+		if err != nil {
+			return nil, fmt.Errorf("MySQL DSN for %s: %w", cfg.Addr, err)
+		}
+		cfg.TLS, cfg.AllowFallbackToPlaintext = t, fallback
+		if t == nil {
+			cfg.TLSConfig = "false"
+		}
 	}
 	if cfg.Passwd == "" {
 		pw, _, err := secret.FromEnv(PasswordEnv)
@@ -49,7 +65,7 @@ func ParseDSN(dsn string) (*DSN, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = defaultDialTimeout
 	}
-	return &DSN{cfg: cfg, password: secret.NewString(cfg.Passwd)}, nil
+	return &DSN{cfg: cfg, password: secret.NewString(cfg.Passwd), ssl: ssl}, nil
 }
 
 // HasPassword reports whether dsn carries a password itself. Given on a
@@ -95,7 +111,44 @@ func (d *DSN) String() string {
 	if c.Passwd != "" {
 		c.Passwd = secret.Placeholder
 	}
-	return c.FormatDSN()
+	s := c.FormatDSN()
+	if d.ssl != nil {
+		sep := "?"
+		if strings.Contains(s, "?") {
+			sep = "&"
+		}
+		s += sep + d.ssl.String()
+	}
+	return s
+}
+
+// TLS is the TLS configuration connections to the server use (nil: none),
+// and whether a server without TLS is accepted in plain text (preferred).
+func (d *DSN) TLS() (cfg *tls.Config, fallback bool) {
+	c := d.cfg.Clone()
+	return c.TLS, c.AllowFallbackToPlaintext
+}
+
+// SSL describes the DSN's TLS settings in the MySQL client's terms, for
+// tools run as programs (mariabackup): the mode and the files, empty when
+// not given. A DSN without any TLS setting gives mode "": the tool's own
+// default.
+func (d *DSN) SSL() (mode SSLMode, ca, cert, key string) {
+	if d.ssl != nil {
+		return d.ssl.effectiveMode(), d.ssl.ca, d.ssl.cert, d.ssl.key
+	}
+	switch d.cfg.TLSConfig {
+	case "":
+		return "", "", "", ""
+	case "false":
+		return SSLDisabled, "", "", ""
+	case "skip-verify":
+		return SSLRequired, "", "", ""
+	case "preferred":
+		return SSLPreferred, "", "", ""
+	default: // true, or a name registered in code: the host name is checked
+		return SSLVerifyIdentity, "", "", ""
+	}
 }
 
 // LogValue keeps the password out of structured logs.
