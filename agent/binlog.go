@@ -8,10 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -184,23 +184,16 @@ func (a *Agent) streamDSNs(inst string, sources []*v1.BinlogSource, log *slog.Lo
 
 // withAddr is dsn with its server address replaced by addr (TCP).
 func withAddr(dsn, addr string) (string, error) {
-	c, err := mysql.ParseDSN(dsn)
+	d, err := mysqlx.WithAddr(dsn, addr)
 	if err != nil {
 		return "", errors.New("the instance's DSN does not parse")
 	}
-	c.Net, c.Addr = "tcp", addr
-	return c.FormatDSN(), nil
+	return d, nil
 }
 
 // tcpAddr is the host:port of a TCP DSN, "" for a unix socket: what the
 // agent reports as Instance.address for other agents' streams.
-func tcpAddr(dsn string) string {
-	c, err := mysql.ParseDSN(dsn)
-	if err != nil || c.Net != "tcp" {
-		return ""
-	}
-	return c.Addr
-}
+func tcpAddr(dsn string) string { return mysqlx.TCPAddr(dsn) }
 
 // setWatermark records a durable flush; the next heartbeat carries it.
 func (j *job) setWatermark(w BinlogWatermark) {

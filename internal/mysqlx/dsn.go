@@ -3,6 +3,7 @@ package mysqlx
 import (
 	"crypto/tls"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -166,4 +167,42 @@ func (d *DSN) Open(adjust func(*mysql.Config)) (*sql.DB, error) {
 		return nil, fmt.Errorf("MySQL DSN %s: %w", d, err)
 	}
 	return sql.OpenDB(conn), nil
+}
+
+// WithAddr is dsn with its server address replaced by addr (TCP), its
+// other settings (TLS parameters included) kept: the DSN of another member
+// of the same replication group. The password stays in the result.
+func WithAddr(dsn, addr string) (string, error) {
+	rest, ssl, err := splitSSLParams(dsn)
+	if err != nil {
+		return "", err
+	}
+	c, err := mysql.ParseDSN(rest)
+	if err != nil {
+		return "", errors.New("the DSN does not parse")
+	}
+	c.Net, c.Addr = "tcp", addr
+	out := c.FormatDSN()
+	if ssl != nil {
+		sep := "?"
+		if strings.Contains(out, "?") {
+			sep = "&"
+		}
+		out += sep + ssl.String()
+	}
+	return out, nil
+}
+
+// TCPAddr is the host:port of a TCP DSN, "" for a unix socket or a DSN
+// that does not parse.
+func TCPAddr(dsn string) string {
+	rest, _, err := splitSSLParams(dsn)
+	if err != nil {
+		return ""
+	}
+	c, err := mysql.ParseDSN(rest)
+	if err != nil || c.Net != "tcp" {
+		return ""
+	}
+	return c.Addr
 }

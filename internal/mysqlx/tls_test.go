@@ -130,3 +130,22 @@ func TestTLSModes(t *testing.T) {
 		})
 	}
 }
+
+// TestWithAddrKeepsSSL: the DSN of another group member keeps the TLS
+// parameters (a CA path's slashes would break the driver's parser).
+func TestWithAddrKeepsSSL(t *testing.T) {
+	in := "repl@tcp(db1:3306)/?ssl-ca=/etc/mysql/ca.pem&ssl-mode=verify-ca&parseTime=true"
+	out, err := WithAddr(in, "db2:3307")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if TCPAddr(out) != "db2:3307" || TCPAddr(in) != "db1:3306" {
+		t.Fatalf("addresses: %q -> %q", TCPAddr(in), TCPAddr(out))
+	}
+	if !strings.Contains(out, "ssl-ca=%2Fetc%2Fmysql%2Fca.pem") || !strings.Contains(out, "ssl-mode=verify-ca") || !strings.Contains(out, "parseTime=true") {
+		t.Fatalf("WithAddr = %q", out)
+	}
+	if TCPAddr("u@unix(/run/mysqld.sock)/?ssl-mode=required") != "" {
+		t.Fatal("a socket DSN has a TCP address")
+	}
+}
