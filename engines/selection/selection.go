@@ -38,6 +38,10 @@ type Preferences struct {
 	Available []string
 }
 
+// PortableReason is why portable preferences (a policy's portable: true,
+// --portable) leave the logical engine alone usable.
+const PortableReason = "portable: only a logical backup restores onto another version or flavor"
+
 // DefaultSmallBytes is the size below which the controller and the CLI
 // rank logical first: a dump of less than 1 GiB takes seconds to a minute,
 // and it restores onto a running server of any version or flavor, which a
@@ -148,9 +152,12 @@ func Decide(c *v1.Capabilities, p Preferences) (*Decision, error) {
 	if p.Portable {
 		for _, e := range []string{Snapshot, Clone, MariaBackup} {
 			if v := all[e]; v.OK {
-				all[e] = Verdict{Engine: e, Reason: fmt.Sprintf("%s: the policy wants portable backups and a physical copy restores only onto %s %s", e, in.flavorName, in.series())}
+				all[e] = Verdict{Engine: e, Reason: fmt.Sprintf("%s: %s (a physical copy restores only onto %s %s)", e, PortableReason, in.flavorName, in.series())}
 			}
 		}
+		v := all[Logical]
+		v.Reason += "; ranked first: " + PortableReason
+		all[Logical] = v
 	}
 	if p.Available != nil {
 		for e, v := range all {
