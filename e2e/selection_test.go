@@ -94,7 +94,8 @@ func TestSelectionStandalone(t *testing.T) {
 
 // TestSelectionFleet: through the controller with a real agent (tidemark
 // dev): explain for MariaDB on Btrfs, an auto backup runs snapshot and the
-// job records why; a forced clone is refused with explain's reason and
+// job records why; a portable policy's explain and scheduled run are
+// logical (portablePolicy); a forced clone is refused with explain's reason and
 // starts nothing; then the server moves to a plain datadir, the agent
 // re-probes on reconnect, the change is an event on the instance, and the
 // next auto backup runs mariabackup.
@@ -157,6 +158,7 @@ func TestSelectionFleet(t *testing.T) {
 		}
 	}
 	backupAuto("snapshot")
+	portablePolicy(t, ctl)
 
 	// The server moves to a plain directory: a new datadir, restarted.
 	dev.Signal(syscall.SIGTERM)
@@ -265,4 +267,73 @@ exec %[2]s "$@"
 	repo := "file://" + filepath.Join(dir, "repo")
 	must(t, 120*time.Second, "restore", id, "--repo", repo, "--to-mysql", dst.DSN)
 	sameAs(t, "restore of the fallback backup", dst, "shop", at.sums)
+}
+
+// portablePolicy applies a policy with portable: true selecting the dev
+// agent's instance "local" (MariaDB on Btrfs, where auto runs snapshot):
+// explain --policy ranks logical alone usable with portable's reason,
+// policy show and status say it is portable, and a scheduled run is a
+// complete logical backup whose job records why. The policy is deleted and
+// its jobs finish before it returns.
+func portablePolicy(t *testing.T, ctl []string) {
+	t.Helper()
+	const why = "portable: only a logical backup restores onto another version or flavor"
+	file := filepath.Join(t.TempDir(), "portable.yaml")
+	doc := "name: portable\nselector: env=dev\nportable: true\nbackups:\n  - schedule: \"@every 3s\"\n    catch_up: 1m\n"
+	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must(t, 20*time.Second, append([]string{"policy", "apply", "-f", file}, ctl...)...)
+	chosen, order, reasons, ok := explain(t, append([]string{"local", "--policy", "portable"}, ctl...)...)
+	if chosen != "logical" || order[0] != "logical" || ok["snapshot"] || ok["mariabackup"] ||
+		!strings.HasSuffix(reasons["logical"], "; ranked first: "+why) ||
+		!strings.HasPrefix(reasons["snapshot"], "snapshot: "+why+" (a physical copy restores only onto MariaDB 10.11)") {
+		t.Fatalf("explain --policy portable: chosen %s, order %v, reasons %v", chosen, order, reasons)
+	}
+	if out := must(t, 10*time.Second, append([]string{"policy", "show", "portable"}, ctl...)...).out; !strings.Contains(out, "portable: scheduled backups use the logical engine") {
+		t.Errorf("policy show:\n%s", out)
+	}
+	if out := must(t, 10*time.Second, append([]string{"status", "--policy", "portable"}, ctl...)...).out; !strings.Contains(out, "policy portable (version 1, portable: logical backups only)") {
+		t.Errorf("status:\n%s", out)
+	}
+	st := decode[map[string]any](t, must(t, 10*time.Second, append([]string{"status", "--policy", "portable", "-o", "json"}, ctl...)...))
+	if pols, _ := st["policies"].([]any); len(pols) != 1 || pols[0].(map[string]any)["portable"] != true {
+		t.Errorf("status -o json: %v", st)
+	}
+
+	var job map[string]any
+	testenv.WaitFor(t, "a scheduled run of the portable policy", testenv.Wait(60*time.Second), func() error {
+		for _, j := range decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"jobs", "-o", "json"}, ctl...)...)) {
+			if j["policy"] == "portable" && j["state"] == "succeeded" {
+				job = j
+				return nil
+			}
+			if j["policy"] == "portable" && j["state"] == "failed" {
+				t.Fatalf("scheduled run failed: %v", j)
+			}
+		}
+		return fmt.Errorf("no succeeded run yet")
+	})
+	if job["engine"] != "logical" || !strings.Contains(fmt.Sprint(job["engine_reason"]), why) || len(job["fallback_engines"].([]any)) != 0 {
+		t.Fatalf("scheduled run: %v", job)
+	}
+	backups := decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"backups", "--instance", "local", "-o", "json"}, ctl...)...))
+	found := false
+	for _, b := range backups {
+		if b["id"] == job["backup_id"] {
+			found = b["engine"] == "logical" && b["status"] == "complete" && b["policy"] == "portable"
+		}
+	}
+	if !found {
+		t.Fatalf("backup %v of the scheduled run not a complete logical one: %v", job["backup_id"], backups)
+	}
+	must(t, 20*time.Second, append([]string{"policy", "delete", "portable"}, ctl...)...)
+	testenv.WaitFor(t, "the portable policy's runs to end", testenv.Wait(60*time.Second), func() error {
+		for _, j := range decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"jobs", "-o", "json"}, ctl...)...)) {
+			if st := j["state"]; st == "pending" || st == "assigned" || st == "running" {
+				return fmt.Errorf("job %v is %v", j["id"], st)
+			}
+		}
+		return nil
+	})
 }
