@@ -270,11 +270,12 @@ func snapshotCapable(fs v1.Filesystem) bool {
 // volume: below it the copy-on-write space runs out under any write load.
 const MinSnapshotFree = 64 << 20
 
-// snapshotFreeNeeded is the free space a snapshot of size bytes asks for:
+// SnapshotFreeNeeded is the free space a snapshot of size bytes asks for:
 // a tenth of the data (the copy-on-write growth of a busy hour on most
-// fleets), at least MinSnapshotFree. Running out later is a capability
-// failure that falls back to the next engine.
-func snapshotFreeNeeded(size uint64) uint64 { return max(size/10, MinSnapshotFree) }
+// fleets), at least MinSnapshotFree. The snapshot engine checks the same
+// rule on the volume before it snapshots (its capability failure falls
+// back to the next engine).
+func SnapshotFreeNeeded(size uint64) uint64 { return max(size/10, MinSnapshotFree) }
 
 func snapshot(f in) Verdict {
 	c := f.c
@@ -295,7 +296,7 @@ func snapshot(f in) Verdict {
 			return no("the %s directory %s is on another volume (%s) than the datadir: two snapshots are not taken at one instant", v.GetRole(), v.GetPath(), fsText(v.GetFilesystem()))
 		}
 	}
-	need := snapshotFreeNeeded(c.GetDataBytes())
+	need := SnapshotFreeNeeded(c.GetDataBytes())
 	if c.GetSnapshotFreeBytes() < need {
 		return no("datadir on %s %s, %s free for a %s instance (needs %s for the snapshot's copy-on-write space)",
 			fsText(c.GetFilesystem()), c.GetDatadir(), bytesText(c.GetSnapshotFreeBytes()), bytesText(c.GetDataBytes()), bytesText(need))

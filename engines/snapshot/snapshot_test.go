@@ -14,6 +14,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/physical"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/storage/file"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
@@ -402,3 +403,49 @@ func TestLayouts(t *testing.T) {
 }
 
 type nopSink struct{ engines.Sink }
+
+// TestBtrfsSpaceExhausted: a real Btrfs volume with less free space than a
+// snapshot needs for the server's writes while it is held (a ballast file
+// leaves 32 MiB, under selection's 64 MiB floor): the backup is refused
+// before the lock as a capability failure (engines.ErrCapability, which
+// lets engine auto fall back) saying the snapshot space is exhausted, with
+// no snapshot and no manifest left, and the server still takes writes.
+// With the ballast gone the same engine backs up.
+func TestBtrfsSpaceExhausted(t *testing.T) {
+	b := testenv.StartBtrfs(t, "1G")
+	sub := b.Subvolume(t, "mysql")
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{DataDir: filepath.Join(sub, "data"), Name: "snap-full"})
+	src.Exec(t, "CREATE DATABASE shop", "CREATE TABLE shop.t (id INT PRIMARY KEY, b VARBINARY(1000))")
+	r, _ := newRepo(t)
+	e := New()
+	e.StateDir = t.TempDir()
+
+	release := b.Fill(t, 32<<20)
+	if free := b.Free(t); free >= selection.MinSnapshotFree {
+		t.Fatalf("%d bytes free after the fill: the test needs less than %d", free, selection.MinSnapshotFree)
+	}
+	_, _, err := backup(t, r, e, src.DSN)
+	if !errors.Is(err, engines.ErrCapability) || !strings.Contains(err.Error(), "snapshot space exhausted: Btrfs subvolume "+sub+" has ") ||
+		!strings.Contains(err.Error(), "use --engine mariabackup") {
+		t.Fatalf("backup on a full volume: %v, want a capability failure saying the snapshot space is exhausted", err)
+	}
+	t.Logf("refused: %v", err)
+	if left := leftSnapshots(t, sub); len(left) != 0 {
+		t.Errorf("snapshots left after the refusal: %v", left)
+	}
+	if ms, err := r.Manifests(context.Background()); err != nil || len(ms) != 0 {
+		t.Errorf("manifests after the refusal: %v %v", ms, err)
+	}
+	src.Exec(t, "INSERT INTO shop.t SELECT seq, RANDOM_BYTES(1000) FROM shop.seq_1_to_1000")
+
+	release()
+	if free := b.Free(t); free < 2*selection.MinSnapshotFree {
+		t.Fatalf("%d bytes free after the ballast is gone", free)
+	}
+	m, _, err := backup(t, r, e, src.DSN)
+	if err != nil {
+		t.Fatalf("backup with the space back: %v", err)
+	}
+	out := restoreAndStart(t, r, m, "snap-full-restored")
+	testenv.Compare(t, src.DB(t), out.DB(t), "shop")
+}

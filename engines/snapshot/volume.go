@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tidemark-backup/tidemark/engines"
 )
 
@@ -103,6 +105,17 @@ func noSpace(err error) bool {
 		}
 	}
 	return false
+}
+
+// freeBytes is the space left on the Btrfs filesystem for new data (statfs
+// f_bavail: unallocated space plus what data chunks have free), which is
+// where the copy-on-write of every write made while a snapshot is held goes.
+func (v *btrfsVolume) freeBytes() (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(v.root, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", v.root, err)
+	}
+	return st.Bavail * uint64(st.Bsize), nil
 }
 
 func (v *btrfsVolume) open(_ context.Context, name string) (string, error) {
