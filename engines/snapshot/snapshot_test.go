@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -448,4 +449,81 @@ func TestBtrfsSpaceExhausted(t *testing.T) {
 	}
 	out := restoreAndStart(t, r, m, "snap-full-restored")
 	testenv.Compare(t, src.DB(t), out.DB(t), "shop")
+}
+
+// TestBtrfsQgroupExhausted: the datadir is a subvolume's top, so its
+// snapshots go to .tidemark-snapshots in the parent subvolume, which is at
+// its Btrfs qgroup limit (quota enabled, a ballast filling the limit). The
+// filesystem has plenty of free space and the server's own subvolume no
+// limit, so the free-space check passes and the server keeps writing, but
+// `btrfs subvolume snapshot` fails with EDQUOT (its metadata is charged to
+// the parent): a capability failure (snapshot space exhausted) that
+// engine auto falls back from, with no snapshot and no manifest left.
+func TestBtrfsQgroupExhausted(t *testing.T) {
+	b := testenv.StartBtrfs(t, "1G")
+	outer := b.Subvolume(t, "outer")
+	datadir := filepath.Join(outer, "mysql")
+	if out, err := exec.Command("btrfs", "subvolume", "create", datadir).CombinedOutput(); err != nil {
+		t.Fatalf("btrfs subvolume create: %v: %s", err, out)
+	}
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{DataDir: datadir, Name: "snap-quota"})
+	src.Exec(t, "CREATE DATABASE shop", "CREATE TABLE shop.t (id INT PRIMARY KEY, b VARBINARY(1000))")
+	btrfs := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("btrfs", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("btrfs %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	btrfs("quota", "enable", b.Mount)
+	btrfs("quota", "rescan", "-w", b.Mount)
+	var id string
+	for _, l := range strings.Split(btrfs("subvolume", "show", outer), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "Subvolume" && f[1] == "ID:" {
+			id = f[2]
+		}
+	}
+	if id == "" {
+		t.Fatal("no subvolume id for " + outer)
+	}
+	// The snapshot directory exists (a previous backup made it); then the
+	// parent subvolume's qgroup is filled to its limit.
+	if err := os.Mkdir(filepath.Join(outer, SnapshotDirName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ballast, err := os.Create(filepath.Join(outer, "ballast"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	btrfs("qgroup", "limit", "4M", "0/"+id, b.Mount)
+	chunk := make([]byte, 64<<10)
+	var full error
+	for i := 0; i < 128 && full == nil; i++ { // up to 8 MiB: past the 4 MiB limit
+		if _, full = ballast.Write(chunk); full == nil {
+			full = ballast.Sync()
+		}
+	}
+	_ = ballast.Close()
+	if !errors.Is(full, syscall.EDQUOT) {
+		t.Fatalf("8 MiB written into a subvolume limited to 4 MiB: %v, want EDQUOT", full)
+	}
+	btrfs("filesystem", "sync", b.Mount)
+
+	r, _ := newRepo(t)
+	e := New()
+	e.StateDir = t.TempDir()
+	_, _, err = backup(t, r, e, src.DSN)
+	t.Logf("refused: %v", err)
+	if !errors.Is(err, engines.ErrCapability) || !strings.Contains(err.Error(), "snapshot space exhausted: no room for a snapshot of "+datadir+" in "+filepath.Join(outer, SnapshotDirName)) ||
+		!strings.Contains(strings.ToLower(err.Error()), "quota exceeded") {
+		t.Fatalf("backup into a parent at its qgroup limit: %v, want a capability failure saying the snapshot space is exhausted", err)
+	}
+	if left := leftSnapshots(t, outer); len(left) != 0 {
+		t.Errorf("snapshots left after the refusal: %v", left)
+	}
+	if ms, err := r.Manifests(context.Background()); err != nil || len(ms) != 0 {
+		t.Errorf("manifests after the refusal: %v %v", ms, err)
+	}
+	src.Exec(t, "INSERT INTO shop.t SELECT seq, RANDOM_BYTES(1000) FROM shop.seq_1_to_5000")
 }
