@@ -499,3 +499,35 @@ backups:
 		t.Fatalf("without portable: %v %v", d, err)
 	}
 }
+
+// TestStatusEngine: a schedule naming an engine the instance's probe
+// refuses makes the instance unmet with explain's reason; an instance not
+// probed yet and an auto schedule are no such verdict.
+func TestStatusEngine(t *testing.T) {
+	f, clock := newEnv(t)
+	reg := &v1.RegisterAgent{Agent: &v1.Agent{Id: "a2", Name: "a2"}, Instances: []*v1.Instance{{Name: "plain", Agent: "a2",
+		Labels: map[string]string{"env": "eng"},
+		Capabilities: &v1.Capabilities{Flavor: "mariadb", Version: "10.11.6", DataBytes: 12 << 30, BinlogEnabled: true,
+			Datadir: "/var/lib/mysql", Filesystem: v1.Filesystem_FILESYSTEM_EXT4, StorageReachable: true}}}}
+	f.must(&v1.Command{Cmd: &v1.Command_RegisterAgent{RegisterAgent: reg}})
+	f.applyYAML(`name: snap
+selector: env in (eng, dev)
+backups:
+  - schedule: "@every 1m"
+    engine: snapshot
+  - schedule: "@every 1h"
+`)
+	clock.add(time.Second)
+	st := Evaluate(f.Read(), StatusParams{Now: clock.Now()})
+	reasons := map[string]string{}
+	for _, in := range st[0].GetInstances() {
+		reasons[in.GetInstance()] = strings.Join(in.GetReasons(), "\n")
+	}
+	want := `engine: schedule 0 "@every 1m" names snapshot, which plain cannot run: snapshot: datadir /var/lib/mysql is on ext4, not on Btrfs, LVM or ZFS (tidemark engines explain plain --policy snap)`
+	if reasons["plain"] != want {
+		t.Errorf("plain:\n got %q\nwant %q", reasons["plain"], want)
+	}
+	if r, ok := reasons["dev1"]; !ok || r != "" {
+		t.Errorf("dev1 (not probed): %q", reasons["dev1"])
+	}
+}
