@@ -56,7 +56,7 @@ anything.
 --engine takes a preference (auto, or a comma-separated list in order) and
 --portable a requirement that backups restore onto another version or
 flavor; --policy NAME takes the engines the policy's schedules name instead
-(all auto: auto). -o json prints
+(all auto: auto), and its portable: true. -o json prints
 {"instance", "chosen", "verdicts": [{"engine", "ok", "reason"}], "notes",
 "capabilities"}. The exit status is 1 when no engine is usable.`,
 		Args: cobra.MaximumNArgs(1),
@@ -107,8 +107,9 @@ flavor; --policy NAME takes the engines the policy's schedules name instead
 						return rpcErr(err)
 					}
 					pref.Engines = policyEngines(p.GetPolicy().GetSpec())
+					pref.Portable = pref.Portable || p.GetPolicy().GetSpec().GetPortable()
 				}
-				r, err := c.Control.ExplainEngines(ctx, &v1.ExplainEnginesRequest{Instance: args[0], Engines: pref.Engines, Portable: portable})
+				r, err := c.Control.ExplainEngines(ctx, &v1.ExplainEnginesRequest{Instance: args[0], Engines: pref.Engines, Portable: pref.Portable})
 				if err != nil {
 					return rpcErr(err)
 				}
@@ -119,7 +120,7 @@ flavor; --policy NAME takes the engines the policy's schedules name instead
 	f.register(s, cmd)
 	cmd.Flags().StringVar(&dsn, "mysql", "", "standalone: probe this server from here, go-sql-driver DSN (password in TIDEMARK_MYSQL_PASSWORD)")
 	cmd.Flags().StringVar(&prefer, "engine", "auto", "preferred engines: auto, or a comma-separated list in order (a policy's engine:)")
-	cmd.Flags().StringVar(&policy, "policy", "", "through a controller: prefer the engines this policy's schedules name (all auto: auto)")
+	cmd.Flags().StringVar(&policy, "policy", "", "through a controller: prefer the engines this policy's schedules name (all auto: auto), portable when it is")
 	cmd.Flags().BoolVar(&portable, "portable", false, "backups must restore onto another version or flavor (a policy's portable: true): logical only")
 	logicalBelowFlag(cmd, &small)
 	return cmd

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tidemark-backup/tidemark/controller/client"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -56,6 +57,8 @@ limit per label group. Several documents in one file are separated by ---.
       retention: {keep_daily: 30}
   window: "01:00-05:00"         # UTC hours when scheduled backups may start
   max_concurrent: {by: dc, limit: 2}
+  portable: false               # true: backups must restore onto another version
+                                # or flavor: logical only (engine auto or logical)
 
 The leader applies retention (and each copy's own) every --retention-interval
 and copies every complete backup to each copies repository (--copy-interval);
@@ -165,6 +168,9 @@ func newPolicyShowCmd(s *streams) *cobra.Command {
 					tsText(p.GetUpdatedAt()), dash(p.GetUpdatedBy()), tsText(p.GetCreatedAt()))
 				if prev := p.GetPrevious(); prev != nil {
 					fmt.Fprintf(s.out, "previous version %d, applied %s by %s\n", prev.GetVersion(), tsText(prev.GetUpdatedAt()), dash(prev.GetUpdatedBy()))
+				}
+				if p.GetSpec().GetPortable() {
+					fmt.Fprintf(s.out, "portable: scheduled backups use the logical engine (%s)\n", selection.PortableReason)
 				}
 				fmt.Fprintf(s.out, "selects %d instance(s): %s\n---\n%s", len(resp.GetInstances()), dash(strings.Join(resp.GetInstances(), ", ")), p.GetSource())
 				return nil
@@ -330,7 +336,7 @@ fails it when it has no backup within two periods of a schedule, its last
 scheduled backup failed, it has no binlog stream, its RPO (now - the stream's
 last durable event) is above the target, its stream keeps failing, or a copy
 is behind. -o json prints {"evaluated_at", "policies": [{"policy", "version",
-"met", "unmet", "instances": [{"instance", "met", "reasons", "last_backup",
+"portable", "met", "unmet", "instances": [{"instance", "met", "reasons", "last_backup",
 "rpo_seconds"}]}]}. The exit code is 0 either way; use -o json to act on it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -338,6 +344,16 @@ is behind. -o json prints {"evaluated_at", "policies": [{"policy", "version",
 				resp, err := c.Control.GetPolicyStatus(ctx, &v1.GetPolicyStatusRequest{Policy: pol})
 				if err != nil {
 					return rpcErr(err)
+				}
+				// Whether each policy is portable (which engine its runs
+				// may use) is in its spec, not in the evaluation.
+				pols, err := c.Control.ListPolicies(ctx, &v1.ListPoliciesRequest{})
+				if err != nil {
+					return rpcErr(err)
+				}
+				portable := map[string]bool{}
+				for _, p := range pols.GetPolicies() {
+					portable[p.GetName()] = p.GetSpec().GetPortable()
 				}
 				if f.output == "json" {
 					list := make([]map[string]any, 0, len(resp.GetPolicies()))
@@ -351,12 +367,17 @@ is behind. -o json prints {"evaluated_at", "policies": [{"policy", "version",
 							}
 							ins = append(ins, m)
 						}
-						list = append(list, map[string]any{"policy": p.GetPolicy(), "version": p.GetVersion(), "met": p.GetMet(), "unmet": p.GetUnmet(), "instances": ins})
+						list = append(list, map[string]any{"policy": p.GetPolicy(), "version": p.GetVersion(), "portable": portable[p.GetPolicy()],
+							"met": p.GetMet(), "unmet": p.GetUnmet(), "instances": ins})
 					}
 					return json.NewEncoder(s.out).Encode(map[string]any{"evaluated_at": tsJSON(resp.GetEvaluatedAt()), "policies": list})
 				}
 				for _, p := range resp.GetPolicies() {
-					fmt.Fprintf(s.out, "policy %s (version %d): %d met, %d not met\n", p.GetPolicy(), p.GetVersion(), p.GetMet(), p.GetUnmet())
+					kind := ""
+					if portable[p.GetPolicy()] {
+						kind = ", portable: logical backups only"
+					}
+					fmt.Fprintf(s.out, "policy %s (version %d%s): %d met, %d not met\n", p.GetPolicy(), p.GetVersion(), kind, p.GetMet(), p.GetUnmet())
 					for _, in := range p.GetInstances() {
 						if in.GetMet() {
 							fmt.Fprintf(s.out, "  ok    %s\n", in.GetInstance())

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/tidemark-backup/tidemark/engines/selection"
+	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/storage/file"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
@@ -94,7 +101,8 @@ func TestSelectionStandalone(t *testing.T) {
 
 // TestSelectionFleet: through the controller with a real agent (tidemark
 // dev): explain for MariaDB on Btrfs, an auto backup runs snapshot and the
-// job records why; a forced clone is refused with explain's reason and
+// job records why; a portable policy's explain and scheduled run are
+// logical (portablePolicy); a forced clone is refused with explain's reason and
 // starts nothing; then the server moves to a plain datadir, the agent
 // re-probes on reconnect, the change is an event on the instance, and the
 // next auto backup runs mariabackup.
@@ -157,6 +165,7 @@ func TestSelectionFleet(t *testing.T) {
 		}
 	}
 	backupAuto("snapshot")
+	portablePolicy(t, ctl)
 
 	// The server moves to a plain directory: a new datadir, restarted.
 	dev.Signal(syscall.SIGTERM)
@@ -196,14 +205,9 @@ func TestSelectionFleet(t *testing.T) {
 // by the time the backup runs the tool on the host is of another series (a
 // package upgrade in between), which the engine refuses as a capability
 // failure, and the job retries once with the next usable engine, logical:
-// a complete backup, restorable, and the job says why. A failure for any
-// other reason does not switch engines (agent/runner's TestFallback).
-//
-// Why not an exhausted Btrfs volume: a snapshot of a Btrfs filesystem
-// fails for space only when it is completely full, and then the server's
-// own BACKUP STAGE fails first (it writes ddl.log), so no engine can run;
-// the snapshot engine's out-of-space errors are classified as capability
-// failures in engines/snapshot's LVM and ZFS double tests.
+// a complete backup, restorable, and the job says why. The snapshot
+// engine's own capability failure, an exhausted volume, is
+// TestSelectionFallbackSnapshotSpace.
 func TestSelectionFallback(t *testing.T) {
 	real, err := exec.LookPath("mariabackup")
 	if err != nil {
@@ -265,4 +269,211 @@ exec %[2]s "$@"
 	repo := "file://" + filepath.Join(dir, "repo")
 	must(t, 120*time.Second, "restore", id, "--repo", repo, "--to-mysql", dst.DSN)
 	sameAs(t, "restore of the fallback backup", dst, "shop", at.sums)
+}
+
+// portablePolicy applies a policy with portable: true selecting the dev
+// agent's instance "local" (MariaDB on Btrfs, where auto runs snapshot):
+// explain --policy ranks logical alone usable with portable's reason,
+// policy show and status say it is portable, and a scheduled run is a
+// complete logical backup whose job records why. The policy is deleted and
+// its jobs finish before it returns.
+func portablePolicy(t *testing.T, ctl []string) {
+	t.Helper()
+	const why = "portable: only a logical backup restores onto another version or flavor"
+	file := filepath.Join(t.TempDir(), "portable.yaml")
+	doc := "name: portable\nselector: env=dev\nportable: true\nbackups:\n  - schedule: \"@every 3s\"\n    catch_up: 1m\n"
+	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must(t, 20*time.Second, append([]string{"policy", "apply", "-f", file}, ctl...)...)
+	chosen, order, reasons, ok := explain(t, append([]string{"local", "--policy", "portable"}, ctl...)...)
+	if chosen != "logical" || order[0] != "logical" || ok["snapshot"] || ok["mariabackup"] ||
+		!strings.HasSuffix(reasons["logical"], "; ranked first: "+why) ||
+		!strings.HasPrefix(reasons["snapshot"], "snapshot: "+why+" (a physical copy restores only onto MariaDB 10.11)") {
+		t.Fatalf("explain --policy portable: chosen %s, order %v, reasons %v", chosen, order, reasons)
+	}
+	if out := must(t, 10*time.Second, append([]string{"policy", "show", "portable"}, ctl...)...).out; !strings.Contains(out, "portable: scheduled backups use the logical engine") {
+		t.Errorf("policy show:\n%s", out)
+	}
+	if out := must(t, 10*time.Second, append([]string{"status", "--policy", "portable"}, ctl...)...).out; !strings.Contains(out, "policy portable (version 1, portable: logical backups only)") {
+		t.Errorf("status:\n%s", out)
+	}
+	st := decode[map[string]any](t, must(t, 10*time.Second, append([]string{"status", "--policy", "portable", "-o", "json"}, ctl...)...))
+	if pols, _ := st["policies"].([]any); len(pols) != 1 || pols[0].(map[string]any)["portable"] != true {
+		t.Errorf("status -o json: %v", st)
+	}
+
+	var job map[string]any
+	testenv.WaitFor(t, "a scheduled run of the portable policy", testenv.Wait(60*time.Second), func() error {
+		for _, j := range decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"jobs", "-o", "json"}, ctl...)...)) {
+			if j["policy"] == "portable" && j["state"] == "succeeded" {
+				job = j
+				return nil
+			}
+			if j["policy"] == "portable" && j["state"] == "failed" {
+				t.Fatalf("scheduled run failed: %v", j)
+			}
+		}
+		return fmt.Errorf("no succeeded run yet")
+	})
+	if job["engine"] != "logical" || !strings.Contains(fmt.Sprint(job["engine_reason"]), why) || len(job["fallback_engines"].([]any)) != 0 {
+		t.Fatalf("scheduled run: %v", job)
+	}
+	backups := decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"backups", "--instance", "local", "-o", "json"}, ctl...)...))
+	found := false
+	for _, b := range backups {
+		if b["id"] == job["backup_id"] {
+			found = b["engine"] == "logical" && b["status"] == "complete" && b["policy"] == "portable"
+		}
+	}
+	if !found {
+		t.Fatalf("backup %v of the scheduled run not a complete logical one: %v", job["backup_id"], backups)
+	}
+	must(t, 20*time.Second, append([]string{"policy", "delete", "portable"}, ctl...)...)
+	testenv.WaitFor(t, "the portable policy's runs to end", testenv.Wait(60*time.Second), func() error {
+		for _, j := range decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"jobs", "-o", "json"}, ctl...)...)) {
+			if st := j["state"]; st == "pending" || st == "assigned" || st == "running" {
+				return fmt.Errorf("job %v is %v", j["id"], st)
+			}
+		}
+		return nil
+	})
+}
+
+// TestSelectionFallbackSnapshotSpace: MariaDB on a Btrfs subvolume of a
+// real 1 GiB loop device, through the controller with a real agent
+// (tidemark dev): selection chose snapshot from the probe (the volume was
+// empty then); by the time a backup runs, a ballast file on the same
+// filesystem leaves 32 MiB free, under the 64 MiB a snapshot asks for its
+// copy-on-write space. The snapshot engine refuses before it locks the
+// server (snapshot space exhausted, a capability failure) and the job
+// retries once with the next usable engine: a complete backup that
+// restores equal to the source, whose manifest (selection.fallback) and
+// job record why. The server keeps its 32 MiB for its own writes
+// throughout. Before that, a snapshot failure for another reason (another
+// run holds the instance's snapshot lock) fails the job on snapshot alone:
+// no engine switch, no backup.
+func TestSelectionFallbackSnapshotSpace(t *testing.T) {
+	vol := testenv.StartBtrfs(t, "1G")
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "selsp-src", DataDir: filepath.Join(vol.Subvolume(t, "mysql"), "data")})
+	testenv.LoadSample(t, src.DB(t), "shop", 100)
+	dir := filepath.Join(t.TempDir(), "dev")
+	addr := testenv.FreeAddr(t)
+	startDev(t, dir, src.DSN, addr, "--heartbeat-interval", "200ms", "--logical-below", "0")
+	ctl := []string{"--controller", addr}
+	testenv.WaitFor(t, "the dev agent's instance", 20*time.Second, func() error {
+		if r := tm(t, 10*time.Second, append([]string{"instances"}, ctl...)...); !strings.Contains(r.out, "local") {
+			return fmt.Errorf("instances: %s", r.out)
+		}
+		return nil
+	})
+	if chosen, _, reasons, _ := explain(t, append([]string{"local"}, ctl...)...); chosen != "snapshot" {
+		t.Fatalf("explain before the volume fills: %s %v", chosen, reasons)
+	}
+	backup := func() map[string]any {
+		t.Helper()
+		r := tm(t, 180*time.Second, append([]string{"backup", "--instance", "local", "--wait", "-o", "json"}, ctl...)...)
+		return decode[map[string]any](t, r)
+	}
+	backups := func() []map[string]any {
+		t.Helper()
+		return decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"backups", "--instance", "local", "-o", "json"}, ctl...)...))
+	}
+
+	// Another reason: the instance lock the snapshot engine takes
+	// (/run/tidemark-snapshot/<fnv32a of the datadir>.lock) is held.
+	lockFile := filepath.Join("/run/tidemark-snapshot", fmt.Sprintf("%08x.lock", fnv32a(filepath.Clean(src.DataDir))))
+	if err := os.MkdirAll(filepath.Dir(lockFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	lk, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(lk.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	job := backup()
+	_ = lk.Close()
+	if job["state"] != "failed" || job["engine"] != "snapshot" || !strings.Contains(fmt.Sprint(job["error"]), "another snapshot backup of the server") ||
+		strings.Contains(fmt.Sprint(job["reason"])+fmt.Sprint(job["error"]), "fell back") {
+		t.Fatalf("backup while the snapshot lock is held: want a failed snapshot job, no fallback: %v", job)
+	}
+	if bs := backups(); len(bs) != 0 {
+		for _, b := range bs {
+			if b["status"] == "complete" {
+				t.Fatalf("a backup completed although the snapshot engine failed for a reason other than capability: %v", bs)
+			}
+		}
+	}
+
+	at := markPoint(t, src, "shop")
+	release := vol.Fill(t, 32<<20)
+	defer release()
+	if free := vol.Free(t); free >= selection.MinSnapshotFree {
+		t.Fatalf("%d bytes free after the fill: the test needs less than %d", free, selection.MinSnapshotFree)
+	}
+	job = backup()
+	why, fallbacks := fmt.Sprint(job["reason"]), job["fallback_engines"].([]any)
+	if job["state"] != "succeeded" || job["engine"] != "snapshot" || len(fallbacks) == 0 ||
+		!strings.Contains(why, fmt.Sprintf("snapshot failed for a capability reason, fell back to %s: ", fallbacks[0])) ||
+		!strings.Contains(why, "snapshot space exhausted: Btrfs subvolume ") {
+		t.Fatalf("backup on the full volume: %v", job)
+	}
+	next, id := fmt.Sprint(fallbacks[0]), fmt.Sprint(job["backup_id"])
+	var got map[string]any
+	for _, b := range backups() {
+		if b["id"] == id {
+			got = b
+		}
+	}
+	if got["engine"] != next || got["status"] != "complete" {
+		t.Fatalf("backup %s: %v, want a complete %s backup", id, got, next)
+	}
+	st, err := file.Open(filepath.Join(dir, "repo"), file.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = st.Close() }()
+	repo, err := archive.Open(context.Background(), st, archive.Secret{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repo.Close()
+	m, err := repo.LoadManifest(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md := m.GetEngineMetadata(); m.GetEngine() != next || md[selection.MetaFallback] != why ||
+		!strings.HasPrefix(md[selection.MetaReason], "snapshot: datadir on a btrfs subvolume ") {
+		t.Fatalf("manifest: engine %s, metadata %v", m.GetEngine(), md)
+	}
+	t.Logf("fell back to %s: %s", next, why)
+	src.Exec(t, "CREATE TABLE shop.after_fallback (id INT PRIMARY KEY, b VARBINARY(1000))",
+		"INSERT INTO shop.after_fallback SELECT seq, RANDOM_BYTES(1000) FROM shop.seq_1_to_5000")
+
+	// Complete: it restores equal to the source at the backup.
+	restored := restoreBackup(t, next, id, "file://"+filepath.Join(dir, "repo"), "selsp-dst")
+	sameAs(t, "restore of the fallback backup", restored, "shop", at.sums)
+}
+
+// restoreBackup restores backup id of repo by its engine's path: a
+// physical one into a new datadir started by a server, a logical one onto
+// a fresh server.
+func restoreBackup(t *testing.T, engine, id, repo, name string) *testenv.MariaDB {
+	t.Helper()
+	if engine == "logical" {
+		dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: name})
+		must(t, 120*time.Second, "restore", id, "--repo", repo, "--to-mysql", dst.DSN)
+		return dst
+	}
+	datadir := filepath.Join(t.TempDir(), "restored")
+	must(t, 180*time.Second, "restore", id, "--repo", repo, "--to-datadir", datadir)
+	return testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: name, DataDir: datadir})
+}
+
+func fnv32a(s string) uint32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(s))
+	return h.Sum32()
 }

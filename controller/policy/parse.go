@@ -29,6 +29,7 @@ type document struct {
 	Copies        []copyDoc       `yaml:"copies"`
 	Window        string          `yaml:"window"`
 	MaxConcurrent *concurrencyDoc `yaml:"max_concurrent"`
+	Portable      bool            `yaml:"portable"`
 }
 
 type scheduleDoc struct {
@@ -134,7 +135,7 @@ type badFunc func(path []string, format string, args ...any)
 func path(p ...string) []string { return p }
 
 func build(d document, bad badFunc) *v1.PolicySpec {
-	s := &v1.PolicySpec{Name: d.Name, Selector: d.Selector, Priority: d.Priority, RepositoryUri: d.Repository, Window: d.Window}
+	s := &v1.PolicySpec{Name: d.Name, Selector: d.Selector, Priority: d.Priority, RepositoryUri: d.Repository, Window: d.Window, Portable: d.Portable}
 	switch {
 	case d.Name == "":
 		bad(path("name"), "is required")
@@ -159,6 +160,8 @@ func build(d document, bad badFunc) *v1.PolicySpec {
 		}
 		if !contains(Engines, ps.Engine) {
 			bad(at("engine"), "%q: use one of %s", b.Engine, strings.Join(Engines, ", "))
+		} else if d.Portable && ps.Engine != "auto" && ps.Engine != "logical" {
+			bad(at("engine"), "%s with portable: true: a physical copy restores only onto the server's own flavor and version; use engine auto or logical, or drop portable", ps.Engine)
 		}
 		if ps.Prefer == "" {
 			ps.Prefer = "any"
@@ -218,6 +221,9 @@ func build(d document, bad badFunc) *v1.PolicySpec {
 			bad(path("max_concurrent"), "needs by (a label key, e.g. dc) and a limit of at least 1")
 		}
 		s.MaxConcurrent = &v1.PolicyConcurrency{By: m.By, Limit: m.Limit}
+	}
+	if d.Portable && len(s.Backups) == 0 {
+		bad(path("portable"), "applies to the policy's scheduled backups, and it has none: add backups, or drop portable")
 	}
 	// Retention or copies alone are a policy too: they apply to backups
 	// taken by hand or by another policy's schedules.

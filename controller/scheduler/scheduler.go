@@ -481,13 +481,18 @@ func (s *Scheduler) planTarget(p *plan, t Target, now time.Time, busy map[string
 		repo = s.cfg.DefaultRepo
 	}
 	engine, reason, fallbacks := t.Sched.GetEngine(), "", []string(nil)
+	portable := t.Policy.GetSpec().GetPortable()
 	if engine == "auto" || engine == "" {
 		// As a backup asked for by hand: the first engine selection finds
 		// usable, the rest to fall back to; without probed capabilities
-		// the agent's default engine.
+		// the agent's default engine, or logical for a portable policy
+		// (the only engine whose backups it accepts).
 		engine = ""
+		if portable {
+			engine, reason = selection.Logical, selection.PortableReason
+		}
 		if caps := t.Instance.GetCapabilities(); caps.GetFlavor() != "" {
-			if d, err := selection.Decide(caps, selection.Preferences{SmallBytes: s.cfg.LogicalBelow}); err == nil {
+			if d, err := selection.Decide(caps, selection.Preferences{Portable: portable, SmallBytes: s.cfg.LogicalBelow}); err == nil {
 				if v, rest, err := d.Choose(); err == nil {
 					engine, reason, fallbacks = v.Engine, v.Reason, rest
 				}

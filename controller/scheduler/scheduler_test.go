@@ -17,6 +17,7 @@ import (
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/fsm"
 	"github.com/tidemark-backup/tidemark/controller/policy"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -476,5 +477,73 @@ backups:
 	}
 	if p, ok := byInstance["dev1"]; !ok || p.GetEngine() != "" || p.GetEngineReason() != "" {
 		t.Errorf("instance without capabilities: %v %+v", ok, p)
+	}
+}
+
+// TestScheduledEnginePortable: a portable policy's auto schedule runs the
+// logical engine with portable's reason and no physical fallback, on an
+// instance whose capabilities rank snapshot first and on one not probed
+// yet (whose agent would otherwise pick its default engine).
+func TestScheduledEnginePortable(t *testing.T) {
+	f, clock := newEnv(t)
+	reg := &v1.RegisterAgent{Agent: &v1.Agent{Id: "a2", Name: "a2"}, Instances: []*v1.Instance{{Name: "big", Agent: "a2",
+		Labels: map[string]string{"env": "auto"},
+		Capabilities: &v1.Capabilities{Flavor: "mariadb", Version: "10.11.6", DataBytes: 12 << 30, BinlogEnabled: true,
+			Datadir: "/var/lib/mysql", Filesystem: v1.Filesystem_FILESYSTEM_BTRFS, SnapshotFreeBytes: 40 << 30, StorageReachable: true}}}}
+	f.must(&v1.Command{Cmd: &v1.Command_RegisterAgent{RegisterAgent: reg}})
+	f.applyYAML(`name: portable
+selector: env in (auto, dev)
+portable: true
+backups:
+  - schedule: "@every 1m"
+`)
+	s := New(Config{Clock: clock, DefaultRepo: "file:///repo", LogicalBelow: 1 << 30}, f, f)
+	s.Recompute()
+	clock.add(time.Minute + 7*time.Second)
+	if res := s.Tick(context.Background()); res.Submitted != 2 || len(res.Errors) > 0 {
+		t.Fatalf("tick: %+v", res)
+	}
+	for _, j := range jobsOf(f, v1.JobKind_JOB_KIND_BACKUP) {
+		p := j.GetBackup()
+		if p.GetEngine() != "logical" || !strings.Contains(p.GetEngineReason(), selection.PortableReason) || len(p.GetFallbackEngines()) != 0 {
+			t.Errorf("instance %s: engine %q, reason %q, fallbacks %v", j.GetInstance(), p.GetEngine(), p.GetEngineReason(), p.GetFallbackEngines())
+		}
+	}
+	// Without portable the same capabilities would run snapshot.
+	d, err := selection.Decide(reg.GetInstances()[0].GetCapabilities(), selection.Preferences{SmallBytes: 1 << 30})
+	if err != nil || d.Chosen() != "snapshot" {
+		t.Fatalf("without portable: %v %v", d, err)
+	}
+}
+
+// TestStatusEngine: a schedule naming an engine the instance's probe
+// refuses makes the instance unmet with explain's reason; an instance not
+// probed yet and an auto schedule are no such verdict.
+func TestStatusEngine(t *testing.T) {
+	f, clock := newEnv(t)
+	reg := &v1.RegisterAgent{Agent: &v1.Agent{Id: "a2", Name: "a2"}, Instances: []*v1.Instance{{Name: "plain", Agent: "a2",
+		Labels: map[string]string{"env": "eng"},
+		Capabilities: &v1.Capabilities{Flavor: "mariadb", Version: "10.11.6", DataBytes: 12 << 30, BinlogEnabled: true,
+			Datadir: "/var/lib/mysql", Filesystem: v1.Filesystem_FILESYSTEM_EXT4, StorageReachable: true}}}}
+	f.must(&v1.Command{Cmd: &v1.Command_RegisterAgent{RegisterAgent: reg}})
+	f.applyYAML(`name: snap
+selector: env in (eng, dev)
+backups:
+  - schedule: "@every 1m"
+    engine: snapshot
+  - schedule: "@every 1h"
+`)
+	clock.add(time.Second)
+	st := Evaluate(f.Read(), StatusParams{Now: clock.Now()})
+	reasons := map[string]string{}
+	for _, in := range st[0].GetInstances() {
+		reasons[in.GetInstance()] = strings.Join(in.GetReasons(), "\n")
+	}
+	want := `engine: schedule 0 "@every 1m" names snapshot, which plain cannot run: snapshot: datadir /var/lib/mysql is on ext4, not on Btrfs, LVM or ZFS (tidemark engines explain plain --policy snap)`
+	if reasons["plain"] != want {
+		t.Errorf("plain:\n got %q\nwant %q", reasons["plain"], want)
+	}
+	if r, ok := reasons["dev1"]; !ok || r != "" {
+		t.Errorf("dev1 (not probed): %q", reasons["dev1"])
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/policy"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -39,6 +40,7 @@ const (
 	ReasonBinlogGap  = "binlog stream failing"
 	ReasonConflict   = "conflict"
 	ReasonCopyBehind = "copy behind"
+	ReasonEngine     = "engine"
 )
 
 // Evaluate says, per policy, which selected instances meet it and why the
@@ -50,7 +52,9 @@ const (
 //   - binlog: no stream running (or stopped by hand); RPO (now - last
 //     durable event) above rpo_target; the stream's runs failing (a gap
 //     grows while it fails);
-//   - copies: through CopyBehind.
+//   - copies: through CopyBehind;
+//   - engine: a schedule names an engine the instance's last probe
+//     refuses (its scheduled runs would fail).
 func Evaluate(r *catalog.Read, p StatusParams) []*v1.PolicyStatus {
 	now := p.Now
 	policies := r.Policies()
@@ -182,6 +186,9 @@ func backupReasons(pol *v1.Policy, in *v1.Instance, latestRuns map[Key]*v1.Job, 
 			}
 			out = append(out, fmt.Sprintf("%s within %s (schedule %d %q; %s)", ReasonNoBackup, allowed, i, sc.GetCron(), last))
 		}
+		if why := engineReason(pol, i, sc, in); why != "" {
+			out = append(out, why)
+		}
 		latest := latestRuns[Key{Policy: pol.GetName(), Index: uint32(i), RunKey: runKey}]
 		if latest != nil && latest.GetState() == v1.JobState_JOB_STATE_FAILED {
 			why := latest.GetResult().GetError()
@@ -193,6 +200,26 @@ func backupReasons(pol *v1.Policy, in *v1.Instance, latestRuns map[Key]*v1.Job, 
 		}
 	}
 	return out
+}
+
+// engineReason says why schedule i of pol cannot back in up: it names an
+// engine the instance's last probe refuses. An auto schedule always has
+// logical (portable or not), and an instance not probed yet is no
+// verdict: both give "".
+func engineReason(pol *v1.Policy, i int, sc *v1.PolicySchedule, in *v1.Instance) string {
+	e := sc.GetEngine()
+	if e == "" || e == "auto" || in.GetCapabilities().GetFlavor() == "" {
+		return ""
+	}
+	d, err := selection.Decide(in.GetCapabilities(), selection.Preferences{Engines: []string{e}, Portable: pol.GetSpec().GetPortable()})
+	if err != nil {
+		return fmt.Sprintf("%s: schedule %d %q: %v", ReasonEngine, i, sc.GetCron(), err)
+	}
+	if v, _ := d.Verdict(e); !v.OK {
+		return fmt.Sprintf("%s: schedule %d %q names %s, which %s cannot run: %s (tidemark engines explain %s --policy %s)",
+			ReasonEngine, i, sc.GetCron(), e, in.GetName(), v.Reason, in.GetName(), pol.GetName())
+	}
+	return ""
 }
 
 func streamReasons(r *catalog.Read, p StatusParams, pol *v1.Policy, in *v1.Instance, streams, clusterStreams map[string]*v1.Job,

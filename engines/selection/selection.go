@@ -38,6 +38,10 @@ type Preferences struct {
 	Available []string
 }
 
+// PortableReason is why portable preferences (a policy's portable: true,
+// --portable) leave the logical engine alone usable.
+const PortableReason = "portable: only a logical backup restores onto another version or flavor"
+
 // DefaultSmallBytes is the size below which the controller and the CLI
 // rank logical first: a dump of less than 1 GiB takes seconds to a minute,
 // and it restores onto a running server of any version or flavor, which a
@@ -148,9 +152,12 @@ func Decide(c *v1.Capabilities, p Preferences) (*Decision, error) {
 	if p.Portable {
 		for _, e := range []string{Snapshot, Clone, MariaBackup} {
 			if v := all[e]; v.OK {
-				all[e] = Verdict{Engine: e, Reason: fmt.Sprintf("%s: the policy wants portable backups and a physical copy restores only onto %s %s", e, in.flavorName, in.series())}
+				all[e] = Verdict{Engine: e, Reason: fmt.Sprintf("%s: %s (a physical copy restores only onto %s %s)", e, PortableReason, in.flavorName, in.series())}
 			}
 		}
+		v := all[Logical]
+		v.Reason += "; ranked first: " + PortableReason
+		all[Logical] = v
 	}
 	if p.Available != nil {
 		for e, v := range all {
@@ -263,11 +270,12 @@ func snapshotCapable(fs v1.Filesystem) bool {
 // volume: below it the copy-on-write space runs out under any write load.
 const MinSnapshotFree = 64 << 20
 
-// snapshotFreeNeeded is the free space a snapshot of size bytes asks for:
+// SnapshotFreeNeeded is the free space a snapshot of size bytes asks for:
 // a tenth of the data (the copy-on-write growth of a busy hour on most
-// fleets), at least MinSnapshotFree. Running out later is a capability
-// failure that falls back to the next engine.
-func snapshotFreeNeeded(size uint64) uint64 { return max(size/10, MinSnapshotFree) }
+// fleets), at least MinSnapshotFree. The snapshot engine checks the same
+// rule on the volume before it snapshots (its capability failure falls
+// back to the next engine).
+func SnapshotFreeNeeded(size uint64) uint64 { return max(size/10, MinSnapshotFree) }
 
 func snapshot(f in) Verdict {
 	c := f.c
@@ -288,7 +296,7 @@ func snapshot(f in) Verdict {
 			return no("the %s directory %s is on another volume (%s) than the datadir: two snapshots are not taken at one instant", v.GetRole(), v.GetPath(), fsText(v.GetFilesystem()))
 		}
 	}
-	need := snapshotFreeNeeded(c.GetDataBytes())
+	need := SnapshotFreeNeeded(c.GetDataBytes())
 	if c.GetSnapshotFreeBytes() < need {
 		return no("datadir on %s %s, %s free for a %s instance (needs %s for the snapshot's copy-on-write space)",
 			fsText(c.GetFilesystem()), c.GetDatadir(), bytesText(c.GetSnapshotFreeBytes()), bytesText(c.GetDataBytes()), bytesText(need))

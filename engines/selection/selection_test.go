@@ -137,8 +137,8 @@ func TestDecide(t *testing.T) {
 			{Clone, true, ""}, {Logical, true, ""}, {MariaBackup, false, "xtrabackup is not installed on the agent's host: install it next to the server"},
 		}, ""},
 		{"portable: logical first, physical refused", mariadbBtrfs(), Preferences{Portable: true}, []want{
-			{Logical, true, "restores onto any version or flavor"},
-			{Snapshot, false, "snapshot: the policy wants portable backups and a physical copy restores only onto MariaDB 10.11"},
+			{Logical, true, "restores onto any version or flavor; dumps 12 GiB row by row with a brief global lock to read the coordinates; ranked first: portable: only a logical backup restores onto another version or flavor"},
+			{Snapshot, false, "snapshot: portable: only a logical backup restores onto another version or flavor (a physical copy restores only onto MariaDB 10.11)"},
 			{Clone, false, "clone needs MySQL"},
 			{MariaBackup, false, "portable"},
 		}, ""},

@@ -36,6 +36,19 @@
 // backup or by Cleanup (the agent calls it for every instance when it
 // starts: engines.Cleaner), never one without our prefix and tag.
 //
+// Space. A snapshot pins the blocks it shares with the live files, so every
+// page the server writes while it is held takes new space; on a volume
+// that runs out, the server's own writes fail (Btrfs creates the snapshot
+// itself almost for free). On Btrfs the engine therefore refuses, before it
+// locks the server, a volume with less free space (statfs f_bavail) than
+// engine selection asks for: selection.SnapshotFreeNeeded of the files to
+// copy, a tenth of them and at least 64 MiB. The refusal ("snapshot space
+// exhausted") and a volume manager's own out-of-space error (Btrfs ENOSPC,
+// LVM "insufficient free space", ZFS "out of space") are capability
+// failures (engines.ErrCapability): engine auto falls back to the next
+// engine. LVM reserves the space at lvcreate (LVMSnapshotSize); ZFS free
+// space is not checked before the snapshot.
+//
 // Copy. Every file of the snapshot is streamed with physical.CopyTree in
 // fixed blocks (DefaultBlock) into the physical layout; the backup is
 // crash-consistent (physical.prepare=crash-recovery): a server started on

@@ -97,8 +97,7 @@ func locate(ctx context.Context, run Runner, dir, lvmSize, mountBase string) (vo
 		}
 		v := &btrfsVolume{run: run, root: top, snapDir: filepath.Join(top, SnapshotDirName)}
 		if filepath.Clean(dir) == top {
-			var psf unix.Statfs_t
-			if parent := filepath.Dir(top); parent != top && unix.Statfs(parent, &psf) == nil && psf.Fsid == sfs.Fsid {
+			if parent := filepath.Dir(top); parent != top && sameMount(parent, top) {
 				v.snapDir = filepath.Join(parent, SnapshotDirName)
 			}
 		}
@@ -144,4 +143,15 @@ var ErrNotSnapshottable = fmt.Errorf("cannot take a filesystem snapshot")
 
 func notSnapshottable(dir, what string) error {
 	return fmt.Errorf("%w of %s: it is on %s; the snapshot engine needs Btrfs, LVM or ZFS: back this server up with --engine mariabackup (physical, streamed) or --engine logical", ErrNotSnapshottable, dir, what)
+}
+
+// sameMount says whether a and b are in one mount, hence on one
+// filesystem, where a Btrfs snapshot of one can be made in the other.
+// statfs cannot tell: Btrfs mixes each subvolume's id into its f_fsid.
+func sameMount(a, b string) bool {
+	var sa, sb unix.Statx_t
+	if unix.Statx(unix.AT_FDCWD, a, 0, unix.STATX_MNT_ID, &sa) != nil || unix.Statx(unix.AT_FDCWD, b, 0, unix.STATX_MNT_ID, &sb) != nil {
+		return false
+	}
+	return sa.Mask&sb.Mask&unix.STATX_MNT_ID != 0 && sa.Mnt_id == sb.Mnt_id
 }

@@ -18,6 +18,8 @@ import (
 
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/physical"
+	"github.com/tidemark-backup/tidemark/engines/selection"
+	"github.com/tidemark-backup/tidemark/internal/humanize"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -239,6 +241,69 @@ func (e *Engine) discover(ctx context.Context, s *session) (*layout, error) {
 	return l, nil
 }
 
+// freeSpacer is a volume whose snapshots take their copy-on-write space
+// from the volume's own free space (Btrfs). LVM reserves it at lvcreate
+// (--size, refused there when the volume group lacks it); ZFS is not
+// checked yet.
+type freeSpacer interface {
+	freeBytes() (uint64, error)
+}
+
+// checkSpace refuses, as a capability failure, a snapshot of a volume with
+// less free space than engine selection asks for (SnapshotFreeNeeded of
+// the files to copy): every page the server writes while the snapshot is
+// held takes new space, and on a volume that runs out the server's own
+// writes fail, not the snapshot's. Refused before the lock, the backup can
+// fall back to the next engine with the server untouched.
+func checkSpace(l *layout) error {
+	fsp, ok := l.vol.(freeSpacer)
+	if !ok {
+		return nil
+	}
+	free, err := fsp.freeBytes()
+	if err != nil {
+		return fmt.Errorf("free space of %s: %w", l.vol, err)
+	}
+	var size uint64
+	for _, r := range l.roots {
+		n, err := treeBytes(r.Dir)
+		if err != nil {
+			return fmt.Errorf("sizing the %s directory %s: %w", r.Name, r.Dir, err)
+		}
+		size += n
+	}
+	if need := selection.SnapshotFreeNeeded(size); free < need {
+		hb := func(n uint64) string { return humanize.Bytes(int64(n)) }
+		return fmt.Errorf("%w: snapshot space exhausted: %s has %s free, and a snapshot of %s of server files needs %s for what the server writes while it is held (a tenth of the files, at least %s); free space on the filesystem or use --engine mariabackup",
+			engines.ErrCapability, l.vol, hb(free), hb(size), hb(need), hb(selection.MinSnapshotFree))
+	}
+	return nil
+}
+
+// treeBytes is the size of the regular files under dir (our snapshot
+// directory excluded).
+func treeBytes(dir string) (uint64, error) {
+	var n uint64
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // a file removed while we walk
+			}
+			return err
+		}
+		if d.IsDir() && d.Name() == SnapshotDirName {
+			return filepath.SkipDir
+		}
+		if d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += uint64(fi.Size())
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
 // refuseRemoteTablespaces: a table created WITH DATA DIRECTORY has an
 // .isl file in its database directory naming where its .ibd lives; such
 // files are outside every root a physical backup stores.
@@ -373,6 +438,10 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 	}
 	if len(removed) > 0 {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("removed %d snapshot(s) an earlier, interrupted backup left on %s: %s", len(removed), l.vol, strings.Join(removed, ", ")))
+	}
+
+	if err := checkSpace(l); err != nil {
+		return nil, err
 	}
 
 	name := l.prefix() + time.Now().UTC().Format("20060102T150405.000Z")

@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/physical"
+	"github.com/tidemark-backup/tidemark/engines/selection"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/storage/file"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
@@ -402,3 +404,126 @@ func TestLayouts(t *testing.T) {
 }
 
 type nopSink struct{ engines.Sink }
+
+// TestBtrfsSpaceExhausted: a real Btrfs volume with less free space than a
+// snapshot needs for the server's writes while it is held (a ballast file
+// leaves 32 MiB, under selection's 64 MiB floor): the backup is refused
+// before the lock as a capability failure (engines.ErrCapability, which
+// lets engine auto fall back) saying the snapshot space is exhausted, with
+// no snapshot and no manifest left, and the server still takes writes.
+// With the ballast gone the same engine backs up.
+func TestBtrfsSpaceExhausted(t *testing.T) {
+	b := testenv.StartBtrfs(t, "1G")
+	sub := b.Subvolume(t, "mysql")
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{DataDir: filepath.Join(sub, "data"), Name: "snap-full"})
+	src.Exec(t, "CREATE DATABASE shop", "CREATE TABLE shop.t (id INT PRIMARY KEY, b VARBINARY(1000))")
+	r, _ := newRepo(t)
+	e := New()
+	e.StateDir = t.TempDir()
+
+	release := b.Fill(t, 32<<20)
+	if free := b.Free(t); free >= selection.MinSnapshotFree {
+		t.Fatalf("%d bytes free after the fill: the test needs less than %d", free, selection.MinSnapshotFree)
+	}
+	_, _, err := backup(t, r, e, src.DSN)
+	if !errors.Is(err, engines.ErrCapability) || !strings.Contains(err.Error(), "snapshot space exhausted: Btrfs subvolume "+sub+" has ") ||
+		!strings.Contains(err.Error(), "use --engine mariabackup") {
+		t.Fatalf("backup on a full volume: %v, want a capability failure saying the snapshot space is exhausted", err)
+	}
+	t.Logf("refused: %v", err)
+	if left := leftSnapshots(t, sub); len(left) != 0 {
+		t.Errorf("snapshots left after the refusal: %v", left)
+	}
+	if ms, err := r.Manifests(context.Background()); err != nil || len(ms) != 0 {
+		t.Errorf("manifests after the refusal: %v %v", ms, err)
+	}
+	src.Exec(t, "INSERT INTO shop.t SELECT seq, RANDOM_BYTES(1000) FROM shop.seq_1_to_1000")
+
+	release()
+	if free := b.Free(t); free < 2*selection.MinSnapshotFree {
+		t.Fatalf("%d bytes free after the ballast is gone", free)
+	}
+	m, _, err := backup(t, r, e, src.DSN)
+	if err != nil {
+		t.Fatalf("backup with the space back: %v", err)
+	}
+	out := restoreAndStart(t, r, m, "snap-full-restored")
+	testenv.Compare(t, src.DB(t), out.DB(t), "shop")
+}
+
+// TestBtrfsQgroupExhausted: the datadir is a subvolume's top, so its
+// snapshots go to .tidemark-snapshots in the parent subvolume, which is at
+// its Btrfs qgroup limit (quota enabled, a ballast filling the limit). The
+// filesystem has plenty of free space and the server's own subvolume no
+// limit, so the free-space check passes and the server keeps writing, but
+// `btrfs subvolume snapshot` fails with EDQUOT (its metadata is charged to
+// the parent): a capability failure (snapshot space exhausted) that
+// engine auto falls back from, with no snapshot and no manifest left.
+func TestBtrfsQgroupExhausted(t *testing.T) {
+	b := testenv.StartBtrfs(t, "1G")
+	outer := b.Subvolume(t, "outer")
+	datadir := filepath.Join(outer, "mysql")
+	if out, err := exec.Command("btrfs", "subvolume", "create", datadir).CombinedOutput(); err != nil {
+		t.Fatalf("btrfs subvolume create: %v: %s", err, out)
+	}
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{DataDir: datadir, Name: "snap-quota"})
+	src.Exec(t, "CREATE DATABASE shop", "CREATE TABLE shop.t (id INT PRIMARY KEY, b VARBINARY(1000))")
+	btrfs := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("btrfs", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("btrfs %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	btrfs("quota", "enable", b.Mount)
+	btrfs("quota", "rescan", "-w", b.Mount)
+	var id string
+	for _, l := range strings.Split(btrfs("subvolume", "show", outer), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "Subvolume" && f[1] == "ID:" {
+			id = f[2]
+		}
+	}
+	if id == "" {
+		t.Fatal("no subvolume id for " + outer)
+	}
+	// The snapshot directory exists (a previous backup made it); then the
+	// parent subvolume's qgroup is filled to its limit.
+	if err := os.Mkdir(filepath.Join(outer, SnapshotDirName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ballast, err := os.Create(filepath.Join(outer, "ballast"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	btrfs("qgroup", "limit", "4M", "0/"+id, b.Mount)
+	chunk := make([]byte, 64<<10)
+	var full error
+	for i := 0; i < 128 && full == nil; i++ { // up to 8 MiB: past the 4 MiB limit
+		if _, full = ballast.Write(chunk); full == nil {
+			full = ballast.Sync()
+		}
+	}
+	_ = ballast.Close()
+	if !errors.Is(full, syscall.EDQUOT) {
+		t.Fatalf("8 MiB written into a subvolume limited to 4 MiB: %v, want EDQUOT", full)
+	}
+	btrfs("filesystem", "sync", b.Mount)
+
+	r, _ := newRepo(t)
+	e := New()
+	e.StateDir = t.TempDir()
+	_, _, err = backup(t, r, e, src.DSN)
+	t.Logf("refused: %v", err)
+	if !errors.Is(err, engines.ErrCapability) || !strings.Contains(err.Error(), "snapshot space exhausted: no room for a snapshot of "+datadir+" in "+filepath.Join(outer, SnapshotDirName)) ||
+		!strings.Contains(strings.ToLower(err.Error()), "quota exceeded") {
+		t.Fatalf("backup into a parent at its qgroup limit: %v, want a capability failure saying the snapshot space is exhausted", err)
+	}
+	if left := leftSnapshots(t, outer); len(left) != 0 {
+		t.Errorf("snapshots left after the refusal: %v", left)
+	}
+	if ms, err := r.Manifests(context.Background()); err != nil || len(ms) != 0 {
+		t.Errorf("manifests after the refusal: %v %v", ms, err)
+	}
+	src.Exec(t, "INSERT INTO shop.t SELECT seq, RANDOM_BYTES(1000) FROM shop.seq_1_to_5000")
+}

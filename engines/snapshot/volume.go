@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tidemark-backup/tidemark/engines"
 )
 
@@ -79,12 +81,18 @@ func (v *btrfsVolume) Root() string   { return v.root }
 func (v *btrfsVolume) dir() string    { return v.snapDir }
 
 func (v *btrfsVolume) create(ctx context.Context, name string) error {
-	if err := os.MkdirAll(v.dir(), 0o700); err != nil {
+	err := os.MkdirAll(v.dir(), 0o700)
+	if err != nil && !noSpace(err) {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	_, err := v.run.Run(ctx, "btrfs", "subvolume", "snapshot", "-r", v.root, filepath.Join(v.dir(), name))
+	if err == nil {
+		_, err = v.run.Run(ctx, "btrfs", "subvolume", "snapshot", "-r", v.root, filepath.Join(v.dir(), name))
+	}
 	if err != nil && noSpace(err) {
-		return fmt.Errorf("%w: the Btrfs filesystem of %s has no room for a snapshot (%w); free space in it or use --engine mariabackup", engines.ErrCapability, v.root, err)
+		// ENOSPC: the filesystem is full; EDQUOT: the subvolume holding
+		// the snapshot directory is at its qgroup limit (the snapshot's
+		// metadata is charged to it, not to the server's subvolume).
+		return fmt.Errorf("%w: snapshot space exhausted: no room for a snapshot of %s in %s (%w); free space on the filesystem (or raise the qgroup limit of the subvolume holding %s), or use --engine mariabackup", engines.ErrCapability, v.root, v.dir(), err, v.dir())
 	}
 	return err
 }
@@ -93,16 +101,27 @@ func (v *btrfsVolume) create(ctx context.Context, name string) error {
 // that one is a capability failure (engines.ErrCapability), which lets a
 // backup with engine auto fall back to the next engine.
 func noSpace(err error) bool {
-	if errors.Is(err, syscall.ENOSPC) {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		return true
 	}
 	m := strings.ToLower(err.Error())
-	for _, s := range []string{"no space left", "insufficient free space", "out of space", "no space"} {
+	for _, s := range []string{"no space left", "insufficient free space", "out of space", "no space", "quota exceeded"} {
 		if strings.Contains(m, s) {
 			return true
 		}
 	}
 	return false
+}
+
+// freeBytes is the space left on the Btrfs filesystem for new data (statfs
+// f_bavail: unallocated space plus what data chunks have free), which is
+// where the copy-on-write of every write made while a snapshot is held goes.
+func (v *btrfsVolume) freeBytes() (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(v.root, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", v.root, err)
+	}
+	return st.Bavail * uint64(st.Bsize), nil
 }
 
 func (v *btrfsVolume) open(_ context.Context, name string) (string, error) {

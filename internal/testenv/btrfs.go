@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // BtrfsInstallHint is quoted when mkfs.btrfs or btrfs is missing.
@@ -90,4 +92,54 @@ func (b *Btrfs) Subvolume(t testing.TB, name string) string {
 		t.Fatalf("testenv: btrfs subvolume create %s: %v: %s", p, err, out)
 	}
 	return p
+}
+
+// Free is the space the filesystem has left for new data (statfs
+// f_bavail), as df's "Available" and the agent's probe see it.
+func (b *Btrfs) Free(t testing.TB) uint64 {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(b.Mount, &st); err != nil {
+		t.Fatalf("testenv: statfs %s: %v", b.Mount, err)
+	}
+	return st.Bavail * uint64(st.Bsize)
+}
+
+// Fill leaves about leave bytes free on the filesystem: it preallocates a
+// ballast file at the top of the volume (outside every subvolume) for the
+// rest. A server with its datadir on the volume keeps the space left for
+// its own writes. release removes the ballast and commits the filesystem,
+// so that the space is free when it returns (a removed file's extents are
+// freed only when Btrfs commits its transaction, up to 30 s later).
+func (b *Btrfs) Fill(t testing.TB, leave uint64) (release func()) {
+	t.Helper()
+	free := b.Free(t)
+	if free <= leave {
+		t.Fatalf("testenv: %s has %d bytes free, not more than the %d to leave", b.Mount, free, leave)
+	}
+	p := filepath.Join(b.Mount, fmt.Sprintf("ballast-%d", free))
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, int64(free-leave)); err != nil {
+		t.Fatalf("testenv: fallocate %d bytes in %s: %v", free-leave, p, err)
+	}
+	b.sync(t)
+	return func() {
+		t.Helper()
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		b.sync(t)
+	}
+}
+
+// sync commits the filesystem's transaction (btrfs filesystem sync).
+func (b *Btrfs) sync(t testing.TB) {
+	t.Helper()
+	if out, err := exec.Command("btrfs", "filesystem", "sync", b.Mount).CombinedOutput(); err != nil {
+		t.Fatalf("testenv: btrfs filesystem sync %s: %v: %s", b.Mount, err, out)
+	}
 }

@@ -137,7 +137,7 @@ func StartMariaDB(t testing.TB, opts ...MariaDBOptions) *MariaDB {
 			}
 		}
 	}
-	existing := false
+	existing, emptyDir := false, false
 	if o.DataDir != "" {
 		m.DataDir = o.DataDir
 		ents, err := os.ReadDir(o.DataDir)
@@ -145,10 +145,10 @@ func StartMariaDB(t testing.TB, opts ...MariaDBOptions) *MariaDB {
 		case err == nil && len(ents) > 0:
 			existing = true
 		case err == nil:
-			// cp -a copies into an existing directory; let it create it.
-			if err := os.Remove(o.DataDir); err != nil {
-				t.Fatal(err)
-			}
+			// Kept, and the template copied into it: the directory may
+			// be a Btrfs subvolume or a mount point, which a new
+			// directory in its place would not be.
+			emptyDir = true
 		case !errors.Is(err, os.ErrNotExist):
 			t.Fatal(err)
 		}
@@ -167,7 +167,7 @@ func StartMariaDB(t testing.TB, opts ...MariaDBOptions) *MariaDB {
 	defer m.mu.Unlock()
 	for attempt := 1; ; attempt++ {
 		if !existing {
-			if err := copyDatadir(tmpl, m.DataDir); err != nil {
+			if err := copyDatadir(tmpl, m.DataDir, emptyDir); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -185,7 +185,7 @@ func StartMariaDB(t testing.TB, opts ...MariaDBOptions) *MariaDB {
 			// start again from a pristine datadir on another port.
 			t.Logf("testenv: mariadbd %s: port %d was taken, retrying on another", m.name, port)
 			if !existing {
-				if err := os.RemoveAll(m.DataDir); err != nil {
+				if err := emptyOrRemove(m.DataDir, emptyDir); err != nil {
 					t.Fatal(err)
 				}
 			}

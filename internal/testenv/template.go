@@ -154,10 +154,33 @@ func templateReady(base string) bool {
 
 // copyDatadir copies the template's datadir to dst, sharing extents where the
 // file system can (reflink) and keeping the mostly zero redo log sparse.
-func copyDatadir(template, dst string) error {
-	out, err := exec.Command("cp", "-a", "--reflink=auto", "--sparse=always", filepath.Join(template, "data"), dst).CombinedOutput()
+// copyDatadir copies the template's datadir to dst, a new directory, or,
+// with into, into dst, an existing empty one.
+func copyDatadir(template, dst string, into bool) error {
+	src := filepath.Join(template, "data")
+	if into {
+		src += "/."
+	}
+	out, err := exec.Command("cp", "-a", "--reflink=auto", "--sparse=always", src, dst).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("testenv: copy template datadir: %w: %s", err, out)
+	}
+	return nil
+}
+
+// emptyOrRemove removes dir, or, with keep, everything in it.
+func emptyOrRemove(dir string, keep bool) error {
+	if !keep {
+		return os.RemoveAll(dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
 	}
 	return nil
 }

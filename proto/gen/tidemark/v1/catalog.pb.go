@@ -3640,7 +3640,11 @@ type PolicySpec struct {
 	// When two policies with backups select one instance, the higher
 	// priority schedules it; equal priorities are a conflict refused at
 	// apply.
-	Priority      int32 `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
+	Priority int32 `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
+	// Backups must restore onto another server version or flavor: only the
+	// logical engine gives that, so engine selection refuses every physical
+	// engine for the policy's scheduled runs (`portable: true`).
+	Portable      bool `protobuf:"varint,25,opt,name=portable,proto3" json:"portable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3743,6 +3747,13 @@ func (x *PolicySpec) GetPriority() int32 {
 		return x.Priority
 	}
 	return 0
+}
+
+func (x *PolicySpec) GetPortable() bool {
+	if x != nil {
+		return x.Portable
+	}
+	return false
 }
 
 // Policy is the catalog's record of a policy: its current version and the
@@ -4711,7 +4722,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"rpo_target\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\trpoTarget\"9\n" +
 	"\x11PolicyConcurrency\x12\x0e\n" +
 	"\x02by\x18\x01 \x01(\tR\x02by\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xb4\x03\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xd0\x03\n" +
 	"\n" +
 	"PolicySpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
@@ -4724,7 +4735,8 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x06window\x18\b \x01(\tR\x06window\x12E\n" +
 	"\x0emax_concurrent\x18\t \x01(\v2\x1e.tidemark.v1.PolicyConcurrencyR\rmaxConcurrent\x12\x1a\n" +
 	"\bpriority\x18\n" +
-	" \x01(\x05R\bpriority\"\xc1\x02\n" +
+	" \x01(\x05R\bpriority\x12\x1a\n" +
+	"\bportable\x18\x19 \x01(\bR\bportable\"\xc1\x02\n" +
 	"\x06Policy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12+\n" +
