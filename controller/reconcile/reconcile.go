@@ -40,7 +40,7 @@ func (s State) String() string {
 	case Superseded:
 		return "superseded"
 	case Grace:
-		return "superseded (in grace)"
+		return "grace"
 	case Unknown:
 		return "unknown"
 	}
