@@ -222,6 +222,11 @@ func TestOrphanManifestReconcile(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(repoDir, archive.ManifestKey(a1))); err != nil {
 		t.Fatalf("after the dry run: %v", err)
 	}
+	// Within the grace period a superseded manifest is kept.
+	graced := decode[[]entry](t, must(t, 20*time.Second, append([]string{"repo", "reconcile", "--repo", repo, "--grace", "1h", "-o", "json"}, ctlFlags...)...))
+	if got := states(graced); got[a1] != "grace/kept" {
+		t.Errorf("reconcile --grace 1h: %v", got)
+	}
 
 	// The chunks only a1 references.
 	unique := uniqueChunks(t, repoDir, a1, a2, standalone)
@@ -263,6 +268,18 @@ func TestOrphanManifestReconcile(t *testing.T) {
 		t.Errorf("reconcile after the sweep: %v\nwant %v", got, want)
 	}
 
+	// A partitioned agent that stores its manifest after the sweep (and
+	// then dies) leaves it again: the job is swept, so `repo reconcile`
+	// removes that one.
+	storeManifest(t, repoDir, a1, swept.GetPreviousAttempts()[0].GetLease())
+	late := decode[[]entry](t, must(t, 20*time.Second, append([]string{"repo", "reconcile", "--repo", repo, "--grace", "0s", "-o", "json"}, ctlFlags...)...))
+	if got, want := states(late), map[string]string{a1: "superseded/deleted", a2: "catalog/kept", standalone: "unknown/kept"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("reconcile of a late manifest: %v\nwant %v", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(repoDir, archive.ManifestKey(a1))); err == nil {
+		t.Errorf("the late manifest %s is still stored after reconcile", a1)
+	}
+
 	// gc frees what only a1 held (the second run deletes what the first
 	// condemned), and nothing a2 or the standalone backup needs.
 	for range 2 {
@@ -278,6 +295,36 @@ func TestOrphanManifestReconcile(t *testing.T) {
 		t.Errorf("%d of the %d chunks only a1 referenced are still stored after two gc runs", left, len(unique))
 	}
 	must(t, 120*time.Second, "repo", "verify", "--repo", repo)
+}
+
+// storeManifest writes a small backup id under fence, as an attempt
+// holding that lease would.
+func storeManifest(t *testing.T, repoDir, id string, fence *v1.LeaseToken) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := file.Open(repoDir, file.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = st.Close() }()
+	r, err := archive.Open(ctx, st, archive.Secret{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	_, err = r.WithBackup(ctx, archive.BackupOptions{ID: id, Engine: "logical", Fence: fence}, func(_ context.Context, b *archive.Backup) error {
+		w, err := b.Stream("meta", nil)
+		if err != nil {
+			return err
+		}
+		if _, err := io.WriteString(w, "{}"); err != nil {
+			return err
+		}
+		return w.Close()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // uniqueChunks returns the store keys of the chunks backup only

@@ -173,7 +173,10 @@ func Judge(p Params) Verdict {
 	case n > j.GetAttempt():
 		v.State, v.Reason = Live, fmt.Sprintf("attempt %d is newer than the catalog's attempt %d of job %s", n, j.GetAttempt(), jobID)
 		return v
-	case n == j.GetAttempt() && catalog.Active(j.GetState()):
+	case n == j.GetAttempt() && catalog.Active(j.GetState()) && j.GetLease() != nil:
+		// Assigned or running: its agent may be storing the manifest right
+		// now. (A pending job holds no lease: its last attempt is in the
+		// history, over, and judged below.)
 		v.State, v.Reason = Live, fmt.Sprintf("attempt %d of job %s is %s", n, jobID, catalog.StateName(j.GetState()))
 		return v
 	case n == j.GetAttempt() && j.GetState() == v1.JobState_JOB_STATE_SUCCEEDED && j.GetResult().GetBackupId() == m.ID:

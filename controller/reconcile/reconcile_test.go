@@ -105,6 +105,7 @@ func TestJudge(t *testing.T) {
 		{"a running attempt", Params{Manifest: Manifest{"j1-a2", lease("j1", 20)}, Job: running}, Live, "running"},
 		{"an attempt newer than the read", Params{Manifest: Manifest{"j1-a3", lease("j1", 30)}, Job: running}, Live, "newer"},
 		{"superseded while the job runs", Params{Manifest: Manifest{"j1-a1", lease("j1", 10)}, Job: running}, Superseded, "attempt 1"},
+		{"the lost attempt of a job pending again", Params{Manifest: Manifest{"j1-a1", lease("j1", 10)}, Job: pendingAgain()}, Superseded, "attempt 1 of job j1 (pending)"},
 		{"a standalone backup", Params{Manifest: Manifest{"20261203T120000Z", nil}}, Unknown, "standalone"},
 		{"another cluster's job", Params{Manifest: Manifest{"j9-a1", lease("j9", 10)}}, Unknown, "no job j9"},
 		{"same job id, another cluster's fence", Params{Manifest: Manifest{"j1-a1", &v1.LeaseToken{Term: 7, Index: 10, JobId: "j1"}}, Job: succeeded}, Unknown, "not this catalog's attempt"},
@@ -123,4 +124,12 @@ func TestJudge(t *testing.T) {
 			t.Errorf("%s: removable at %s, want %s", c.name, v.RemovableAt, t0.Add(time.Hour))
 		}
 	}
+}
+
+// pendingAgain is j1 after its first attempt lost its lease, before the
+// second is assigned: attempt 1 is in the history and no lease is held.
+func pendingAgain() *v1.Job {
+	return &v1.Job{Id: "j1", Kind: v1.JobKind_JOB_KIND_BACKUP, State: v1.JobState_JOB_STATE_PENDING, Attempt: 1,
+		Params: &v1.Job_Backup{Backup: &v1.BackupParams{}},
+		PreviousAttempts: []*v1.JobAttempt{{Attempt: 1, Lease: lease("j1", 10), BackupId: "j1-a1", EndedAt: timestamppb.New(t0.Add(-time.Hour))}}}
 }
