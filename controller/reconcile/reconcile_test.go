@@ -130,6 +130,6 @@ func TestJudge(t *testing.T) {
 // second is assigned: attempt 1 is in the history and no lease is held.
 func pendingAgain() *v1.Job {
 	return &v1.Job{Id: "j1", Kind: v1.JobKind_JOB_KIND_BACKUP, State: v1.JobState_JOB_STATE_PENDING, Attempt: 1,
-		Params: &v1.Job_Backup{Backup: &v1.BackupParams{}},
+		Params:           &v1.Job_Backup{Backup: &v1.BackupParams{}},
 		PreviousAttempts: []*v1.JobAttempt{{Attempt: 1, Lease: lease("j1", 10), BackupId: "j1-a1", EndedAt: timestamppb.New(t0.Add(-time.Hour))}}}
 }
