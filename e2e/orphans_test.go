@@ -84,7 +84,9 @@ func TestOrphanManifestReconcile(t *testing.T) {
 	ca := testenv.NewTestCA(t)
 	setCredentials(t, filepath.Dir(ca.Files(t, testenv.Admin()).CA))
 
-	const leaseDur = 6 * time.Second
+	// Long enough for the live check below on a loaded machine (the
+	// manifest came about 1s after the job started running here).
+	leaseDur := testenv.Wait(8 * time.Second)
 	addr, dataDir := testenv.FreeAddr(t), filepath.Join(dir, "c1")
 	ctlArgs := func(extra ...string) []string {
 		a := []string{"controller", "--data-dir", dataDir, "--grpc-addr", addr,
@@ -139,6 +141,7 @@ func TestOrphanManifestReconcile(t *testing.T) {
 	waitConnected(true)
 	jobID := lastLine(must(t, 20*time.Second, append([]string{"backup", "--instance", "db"}, ctlFlags...)...).out)
 	a1, a2 := jobID+"-a1", jobID+"-a2"
+	var running time.Time
 	testenv.WaitFor(t, "attempt 1 to run", 30*time.Second, func() error {
 		r, err := conn.Control.GetJob(t.Context(), &v1.GetJobRequest{Id: jobID, Consistent: true})
 		if err != nil {
@@ -151,6 +154,7 @@ func TestOrphanManifestReconcile(t *testing.T) {
 			return fmt.Errorf("job is %s", st)
 		}
 		proxy.muted.Store(true)
+		running = time.Now()
 		return nil
 	})
 	testenv.WaitFor(t, "attempt 1's manifest", 60*time.Second, func() error {
@@ -158,6 +162,7 @@ func TestOrphanManifestReconcile(t *testing.T) {
 		return err
 	})
 	muted := time.Now()
+	t.Logf("attempt 1's manifest stored %s after the job started running", time.Since(running).Round(time.Millisecond))
 	// The catalog still holds attempt 1 (its lease has not run out): its
 	// manifest is live and must not be touched.
 	type entry = map[string]any
