@@ -33,6 +33,11 @@ import (
 // no record of (another cluster's, standalone backups) are listed as
 // unknown by `tidemark repo reconcile`, never deleted.
 
+// reconcileRetryAfter is how long the jobs of a reconcile job that failed
+// (an agent too old for the kind, a repository it cannot open) wait before
+// a pass names them again: not a new failing job every pass.
+const reconcileRetryAfter = time.Hour
+
 // maxReconcileTargets bounds one reconcile job's targets (and the Raft
 // entry that submits it); the rest wait for the next pass.
 const maxReconcileTargets = 1000
@@ -77,7 +82,8 @@ func (s *Server) submitReconciles(ctx context.Context) (int, error) {
 
 // reconcileJobs builds the reconcile jobs due at t: one per (instance,
 // repository) of the backup jobs that ended at least grace before t, are
-// not swept, are not held by an active reconcile job, and have attempts
+// not swept, are not held by an active reconcile job nor by one that
+// failed less than reconcileRetryAfter ago, and have attempts
 // that did not become their backup. Jobs whose instance is gone from the
 // catalog are left (a job cannot be submitted for it).
 func reconcileJobs(r *catalog.Read, t time.Time, grace time.Duration, maxAttempts uint32) []*v1.Job {
@@ -85,6 +91,14 @@ func reconcileJobs(r *catalog.Read, t time.Time, grace time.Duration, maxAttempt
 	for _, rj := range r.ActiveJobs() {
 		for _, id := range rj.GetReconcile().GetJobIds() {
 			held[id] = true
+		}
+	}
+	failed := []v1.JobState{v1.JobState_JOB_STATE_FAILED, v1.JobState_JOB_STATE_CANCELLED}
+	for _, rj := range r.Jobs(catalog.JobFilter{Kind: v1.JobKind_JOB_KIND_RECONCILE, States: failed}) {
+		if rj.GetUpdatedAt().AsTime().Add(reconcileRetryAfter).After(t) {
+			for _, id := range rj.GetReconcile().GetJobIds() {
+				held[id] = true
+			}
 		}
 	}
 	type key struct{ instance, repo string }

@@ -158,6 +158,18 @@ func TestReconcileSweep(t *testing.T) {
 	if len(again) != 1 || slices.Contains(again[0].GetReconcile().GetJobIds(), "j1") {
 		t.Fatalf("after j1 was swept: %v", again)
 	}
+	// The reconcile job of j3 fails (say, an agent too old for the kind):
+	// j3 waits reconcileRetryAfter before a pass names it again.
+	rj3 := l.ok(&v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: again[0]}}}).(*v1.Job)
+	rj3 = assignAs(l, rj3.GetId(), at(2*time.Hour))
+	l.ok(&v1.Command{Cmd: &v1.Command_UpdateJobState{UpdateJobState: &v1.UpdateJobState{JobId: rj3.GetId(), Lease: rj3.GetLease(),
+		State: v1.JobState_JOB_STATE_FAILED, UpdatedAt: at(2 * time.Hour), Result: &v1.JobResult{Error: "kind reconcile is not supported by this agent"}}}})
+	if soon := reconcileJobs(l.f.Store().Read(), t0.Add(2*time.Hour+30*time.Minute), 15*time.Minute, 2); len(soon) != 0 {
+		t.Errorf("30 minutes after a failed reconcile job: %v", soon)
+	}
+	if later := reconcileJobs(l.f.Store().Read(), t0.Add(3*time.Hour+time.Minute), 15*time.Minute, 2); len(later) != 1 || later[0].GetReconcile().GetJobIds()[0] != "j3" {
+		t.Errorf("an hour after a failed reconcile job: %v", later)
+	}
 	// A FinishReconcile naming a job its reconcile job was not given is
 	// refused.
 	if _, err := l.apply(&v1.Command{Cmd: &v1.Command_FinishReconcile{FinishReconcile: &v1.FinishReconcile{JobId: rj.GetId(), SweptJobIds: []string{"j4"}}}}); err == nil ||
