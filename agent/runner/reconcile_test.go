@@ -2,20 +2,41 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/storage/location"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
-// TestReconcile: a reconcile job deletes the orphan manifests it names
+// TestReconcile (on a file repository and a MinIO bucket): a reconcile job deletes the orphan manifests it names
 // under their attempts' fences, succeeds again when they are gone, leaves a
 // manifest under another fence (named in a warning, not an error) and
 // never touches the job's recorded backup or a standalone one.
 func TestReconcile(t *testing.T) {
+	t.Run("file", func(t *testing.T) { testReconcile(t, newRepo(t)) })
+	t.Run("minio", func(t *testing.T) {
+		m := testenv.StartMinIO(t)
+		t.Setenv("AWS_ACCESS_KEY_ID", m.AccessKey)
+		t.Setenv("AWS_SECRET_ACCESS_KEY", m.SecretKey)
+		st, err := location.Open(context.Background(), fmt.Sprintf("s3://%s/reconcile?endpoint=%s&tls=false", m.Bucket, m.Endpoint), location.Options{Create: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		repo, err := archive.Init(context.Background(), st, archive.InitOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { repo.Close(); _ = st.Close() })
+		testReconcile(t, repo)
+	})
+}
+
+func testReconcile(t *testing.T, repo *archive.Repo) {
 	ctx := context.Background()
-	repo := newRepo(t)
 	open := func(context.Context, string) (*archive.Repo, func(), error) { return repo, func() {}, nil }
 	store(t, repo, "j1-a1", lease("j1", 2, 10))
 	store(t, repo, "j1-a2", lease("j1", 2, 20))
