@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tidemark-backup/tidemark/controller/reconcile"
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/engines/physical"
@@ -297,13 +298,20 @@ func newBackupsCmd(s *streams) *cobra.Command {
 		Short: "List the complete backups in a repository",
 		Long: `List the complete backups in a repository (--repo), or, through a controller
 (--controller, or TIDEMARK_CONTROLLER without --repo), the catalog's backups
-with their status. -o json gives the same fields either way.`,
+with their status. -o json gives the same fields either way.
+
+With --repo and a controller (--controller or TIDEMARK_CONTROLLER), each manifest
+also says what it is to the catalog (column CATALOG; json "catalog" and
+"catalog_note"): the catalog's backup, a live attempt, a superseded attempt
+("status": "superseded" until 'tidemark repo reconcile' removes it) or unknown
+to the catalog. A controller that does not answer is a warning; the listing
+goes on without it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			if viaController(controller, rf.uri == "") {
+			if rf.uri == "" && viaController(controller, true) {
 				return controllerBackups(cmd.Context(), s, controller, instance, output)
 			}
 			repo, closeRepo, err := rf.open(cmd.Context())
@@ -316,23 +324,43 @@ with their status. -o json gives the same fields either way.`,
 				return userErr(err)
 			}
 			ms = slices.DeleteFunc(ms, func(m *v1.Manifest) bool { return instance != "" && m.Instance != instance })
+			// With a controller at hand, each manifest says what it is to
+			// the catalog: a superseded attempt's lists as such until
+			// `repo reconcile` (or the leader's sweep) removes it.
+			verdicts := catalogVerdicts(cmd.Context(), s, controller, ms)
 			if output == "json" {
 				list := make([]map[string]any, 0, len(ms))
-				for _, m := range ms {
-					list = append(list, summarize(m))
+				for i, m := range ms {
+					e := summarize(m)
+					if verdicts != nil {
+						v := verdicts[i]
+						if v.State == reconcile.Superseded || v.State == reconcile.Grace {
+							e["status"] = "superseded"
+						}
+						e["catalog"], e["catalog_note"] = v.State.String(), v.Reason
+					}
+					list = append(list, e)
 				}
 				return json.NewEncoder(s.out).Encode(list)
 			}
 			tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tINSTANCE\tENGINE\tSTARTED\tDURATION\tSIZE\tSTORED\tBINLOG POSITION\tGTID")
-			for _, m := range ms {
+			head := "ID\tINSTANCE\tENGINE\tSTARTED\tDURATION\tSIZE\tSTORED\tBINLOG POSITION\tGTID"
+			if verdicts != nil {
+				head += "\tCATALOG"
+			}
+			fmt.Fprintln(tw, head)
+			for i, m := range ms {
 				pos, gtid := "", ""
 				if c := m.Consistency; c != nil {
 					pos, gtid = fmt.Sprintf("%s:%d", c.BinlogFile, c.BinlogPosition), c.GtidSet
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.BackupId, m.Instance, m.Engine,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", m.BackupId, m.Instance, m.Engine,
 					m.StartedAt.AsTime().UTC().Format(time.DateTime), m.FinishedAt.AsTime().Sub(m.StartedAt.AsTime()).Round(time.Second),
 					humanBytes(int64(m.LogicalBytes)), humanBytes(int64(m.StoredBytes)), pos, gtid)
+				if verdicts != nil {
+					fmt.Fprintf(tw, "\t%s", verdicts[i].State)
+				}
+				fmt.Fprintln(tw)
 			}
 			return tw.Flush()
 		},

@@ -148,6 +148,8 @@ that is gone for good with tidemark cluster remove-member.`,
 	f.StringArrayVar(&cfg.Webhooks, "webhook", nil, "URL the leader POSTs a JSON alert to on a job failure, an RPO breach, a binlog gap and a policy newly unmet (repeatable; retried with backoff)")
 	f.DurationVar(&cfg.ScheduleInterval, "schedule-interval", cfg.ScheduleInterval, "how often the leader's scheduler looks for due policy runs")
 	f.DurationVar(&cfg.RetentionInterval, "retention-interval", cfg.RetentionInterval, "how often the leader applies the policies' retention and their copies' retention (and at once when a policy changes)")
+	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", cfg.ReconcileInterval, "how often the leader submits reconcile jobs deleting the manifests that refused or superseded backup attempts left (0: never)")
+	f.DurationVar(&cfg.ReconcileGrace, "reconcile-grace", cfg.ReconcileGrace, "how long after a backup job ended its attempts' manifests are left alone by the reconcile sweep")
 	f.DurationVar(&cfg.CopyInterval, "copy-interval", cfg.CopyInterval, "how often the leader submits the copy jobs the policies' copies still need")
 	f.DurationVar(&cfg.CopyGrace, "copy-grace", cfg.CopyGrace, "how long after a backup finished `tidemark status` reports its missing policy copy as \"copy behind\"")
 	f.DurationVar(&cfg.StatusInterval, "status-interval", cfg.StatusInterval, "how often the leader evaluates the policies for webhook alerts")

@@ -86,6 +86,8 @@ var examples = map[string]string{
   tidemark login --token-file alice.token -o json`,
 	"tidemark repo": `  tidemark repo init --repo file:///srv/backups
   tidemark repo verify --repo file:///srv/backups --read-data`,
+	"tidemark repo reconcile": `  tidemark repo reconcile --repo s3://backups/prod?endpoint=minio:9000 --controller c1:7400,c2:7400 --dry-run
+  tidemark repo reconcile --repo s3://backups/prod?endpoint=minio:9000 --controller c1:7400 --grace 1h -o json`,
 	"tidemark repo gc": `  tidemark repo gc --repo file:///srv/backups
   tidemark repo gc --repo file:///srv/backups --dry-run -o json`,
 	"tidemark repo init": `  tidemark repo init --repo file:///srv/backups

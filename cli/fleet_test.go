@@ -89,11 +89,24 @@ func TestFleetCommandsBadInput(t *testing.T) {
 		{[]string{"restore", "b1", "--to-datadir", "/srv/new", "--to-instance", "db", "--controller", closed}, "no Tidemark controller answers"},
 		{[]string{"restore", "b1", "--to-datadir", "/srv/new", "--tables", "a.b"}, "do not apply to --to-datadir"},
 		{[]string{"restore", "b1", "--to-datadir", "srv/new", "--to-instance", "db"}, "give an absolute path"},
+		{[]string{"repo", "reconcile", "--repo", "file:///nonexistent"}, "reconcile needs the catalog: give --controller HOST:PORT"},
+		{[]string{"repo", "reconcile", "--controller", closed, "--grace", "-1s"}, "--grace must not be negative"},
+		{[]string{"repo", "reconcile", "--controller", closed, "--dry-run"}, "--repo is required"},
 	} {
 		code, _, errs := run(t, tc.args...)
 		if code == 0 || !strings.Contains(errs, tc.want) {
 			t.Errorf("tidemark %s: exit %d, stderr %q, want %q", strings.Join(tc.args, " "), code, errs, tc.want)
 		}
+	}
+	// The repository listing never depends on the controller: one that
+	// does not answer is a warning, and the manifests are listed.
+	repo := "file://" + filepath.Join(t.TempDir(), "repo")
+	if code, _, errs := run(t, "repo", "init", "--repo", repo); code != 0 {
+		t.Fatalf("repo init: %s", errs)
+	}
+	if code, out, errs := run(t, "backups", "--repo", repo, "--controller", closed, "-o", "json"); code != 0 || strings.TrimSpace(out) != "[]" ||
+		!strings.Contains(errs, "warning: listing without the catalog's view (superseded attempts are not marked): no Tidemark controller answers") {
+		t.Errorf("backups --repo with a dead controller: exit %d, stdout %q, stderr %q", code, out, errs)
 	}
 }
 

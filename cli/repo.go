@@ -113,7 +113,7 @@ func newRepoCmd(s *streams) *cobra.Command {
 		Use:   "repo",
 		Short: "Create, verify, clean and inspect backup repositories",
 	}
-	cmd.AddCommand(newRepoInitCmd(s), newRepoVerifyCmd(s), newRepoGCCmd(s), newRepoStatsCmd(s), newRepoKeyCmd(s), newRepoCopyCmd(s))
+	cmd.AddCommand(newRepoInitCmd(s), newRepoVerifyCmd(s), newRepoGCCmd(s), newRepoStatsCmd(s), newRepoKeyCmd(s), newRepoCopyCmd(s), newRepoReconcileCmd(s))
 	return cmd
 }
 

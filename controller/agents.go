@@ -701,8 +701,8 @@ func (h *agentHub) handleResult(ss *session, seq uint64, rep *v1.JobResultReport
 	h.kickAssigner()
 }
 
-// jobOutcome is the command that records what a successful expire or copy
-// job did to backups, or nil for other kinds. An expire job succeeds only
+// jobOutcome is the command that records what a successful expire, copy
+// or reconcile job did, or nil for other kinds. An expire job succeeds only
 // when every manifest it was given is gone from the repository; a copy job
 // only after it verified the copy.
 func jobOutcome(j *v1.Job, t *timestamppb.Timestamp) *v1.Command {
@@ -717,6 +717,9 @@ func jobOutcome(j *v1.Job, t *timestamppb.Timestamp) *v1.Command {
 			fe.CopyRepositoryUri = j.GetExpire().GetRepositoryUri()
 		}
 		return &v1.Command{Cmd: &v1.Command_FinishExpiry{FinishExpiry: fe}}
+	case j.GetReconcile() != nil:
+		return &v1.Command{Cmd: &v1.Command_FinishReconcile{FinishReconcile: &v1.FinishReconcile{
+			JobId: j.GetId(), SweptJobIds: j.GetReconcile().GetJobIds(), SweptAt: t}}}
 	case j.GetCopy() != nil:
 		cp := j.GetCopy()
 		return &v1.Command{Cmd: &v1.Command_RecordBackupCopy{RecordBackupCopy: &v1.RecordBackupCopy{BackupId: cp.GetBackupId(),

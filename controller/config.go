@@ -84,6 +84,13 @@ type Config struct {
 	// CopyInterval is how often the leader looks for complete backups a
 	// policy's copies still lack and submits their copy jobs.
 	CopyInterval time.Duration
+	// ReconcileInterval is how often the leader looks for backup jobs whose
+	// refused or superseded attempts may have left a manifest and submits
+	// the reconcile jobs that delete them; 0 turns the sweep off.
+	ReconcileInterval time.Duration
+	// ReconcileGrace is how long after a backup job ended the sweep leaves
+	// its attempts' manifests alone.
+	ReconcileGrace time.Duration
 	// CopyGrace is how long after a backup finished its missing copy is
 	// reported as "copy behind" by the policy status.
 	CopyGrace time.Duration
@@ -157,6 +164,8 @@ func DefaultConfig() Config {
 		RetentionInterval:       10 * time.Minute,
 		CopyInterval:            30 * time.Second,
 		CopyGrace:               time.Hour,
+		ReconcileInterval:       10 * time.Minute,
+		ReconcileGrace:          15 * time.Minute,
 		RaftLogLevel:            "info",
 		TLS:                     TLSConfig{CertValidity: 30 * 24 * time.Hour, AgentCertValidity: 90 * 24 * time.Hour},
 		Raft: RaftConfig{
@@ -246,6 +255,12 @@ func (c *Config) Validate() error {
 	}
 	if c.CopyInterval < 10*time.Millisecond {
 		bad("--copy-interval %s: must be at least 10ms", c.CopyInterval)
+	}
+	if c.ReconcileInterval != 0 && c.ReconcileInterval < 10*time.Millisecond {
+		bad("--reconcile-interval %s: must be at least 10ms, or 0 to turn the sweep off", c.ReconcileInterval)
+	}
+	if c.ReconcileGrace < 0 {
+		bad("--reconcile-grace %s: must not be negative", c.ReconcileGrace)
 	}
 	if c.CopyGrace < 0 {
 		bad("--copy-grace %s: must not be negative", c.CopyGrace)

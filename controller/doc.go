@@ -13,7 +13,9 @@
 // engine the instance cannot run, and re-decides at every registration,
 // recording a change of choice on the instance. Retention (retention.go) plans on the leader with
 // controller/retention and expires through Raft entries and expire jobs
-// the agents run; copies are copy jobs.
+// the agents run; copies are copy jobs. The reconcile sweep
+// (reconciler.go, judged by controller/reconcile) submits reconcile jobs
+// that delete the manifests refused or superseded backup attempts left.
 //
 // metrics.go exports the node's gauges (Raft, and on the leader the
 // catalog's and the agent hub's, computed at scrape time), its readiness

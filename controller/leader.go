@@ -82,6 +82,7 @@ func (s *Server) lead(ctx context.Context) {
 	wg.Go(func() { s.agents.commitLoop(ctx) })
 	wg.Go(func() { s.scheduleLoop(ctx) })
 	wg.Go(func() { s.policyLoop(ctx) })
+	wg.Go(func() { s.reconcileLoop(ctx) })
 	wg.Go(func() { s.alertLoop(ctx) })
 	defer wg.Wait()
 	s.agents.assignLoop(ctx)

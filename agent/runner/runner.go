@@ -79,6 +79,8 @@ func Run(ctx context.Context, p Params) (*Result, error) {
 		return expire(ctx, p)
 	case v1.JobKind_JOB_KIND_COPY:
 		return copyBackup(ctx, p)
+	case v1.JobKind_JOB_KIND_RECONCILE:
+		return reconcile(ctx, p)
 	default:
 		return nil, fmt.Errorf("job %s: kind %s is not supported by this agent", p.Job.GetId(), p.Job.GetKind())
 	}

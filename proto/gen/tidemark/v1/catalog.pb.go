@@ -165,6 +165,10 @@ const (
 	// Delete the manifests of backups retention marked expired, and the
 	// binlog segments no kept backup needs (ExpireParams).
 	JobKind_JOB_KIND_EXPIRE JobKind = 7
+	// Delete the manifests that attempts the catalog refused or superseded
+	// left in a repository (ReconcileParams): an agent that died after
+	// storing its manifest but before its result was recorded.
+	JobKind_JOB_KIND_RECONCILE JobKind = 8
 )
 
 // Enum value maps for JobKind.
@@ -178,6 +182,7 @@ var (
 		5: "JOB_KIND_GC",
 		6: "JOB_KIND_COPY",
 		7: "JOB_KIND_EXPIRE",
+		8: "JOB_KIND_RECONCILE",
 	}
 	JobKind_value = map[string]int32{
 		"JOB_KIND_UNSPECIFIED":   0,
@@ -188,6 +193,7 @@ var (
 		"JOB_KIND_GC":            5,
 		"JOB_KIND_COPY":          6,
 		"JOB_KIND_EXPIRE":        7,
+		"JOB_KIND_RECONCILE":     8,
 	}
 )
 
@@ -2573,9 +2579,16 @@ type Job struct {
 	//	*Job_BinlogStream
 	//	*Job_Copy
 	//	*Job_Expire
-	Params        isJob_Params `protobuf_oneof:"params"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	//	*Job_Reconcile
+	Params isJob_Params `protobuf_oneof:"params"`
+	// Set once a reconcile job removed (or found gone) the manifests of this
+	// backup job's attempts that did not become its backup: the periodic
+	// sweep does not name the job again.
+	OrphansSweptAt *timestamppb.Timestamp `protobuf:"bytes,53,opt,name=orphans_swept_at,json=orphansSweptAt,proto3" json:"orphans_swept_at,omitempty"`
+	// The reconcile job that swept them.
+	OrphansSweptBy string `protobuf:"bytes,54,opt,name=orphans_swept_by,json=orphansSweptBy,proto3" json:"orphans_swept_by,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -2800,6 +2813,29 @@ func (x *Job) GetExpire() *ExpireParams {
 	return nil
 }
 
+func (x *Job) GetReconcile() *ReconcileParams {
+	if x != nil {
+		if x, ok := x.Params.(*Job_Reconcile); ok {
+			return x.Reconcile
+		}
+	}
+	return nil
+}
+
+func (x *Job) GetOrphansSweptAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OrphansSweptAt
+	}
+	return nil
+}
+
+func (x *Job) GetOrphansSweptBy() string {
+	if x != nil {
+		return x.OrphansSweptBy
+	}
+	return ""
+}
+
 type isJob_Params interface {
 	isJob_Params()
 }
@@ -2824,6 +2860,10 @@ type Job_Expire struct {
 	Expire *ExpireParams `protobuf:"bytes,27,opt,name=expire,proto3,oneof"`
 }
 
+type Job_Reconcile struct {
+	Reconcile *ReconcileParams `protobuf:"bytes,56,opt,name=reconcile,proto3,oneof"`
+}
+
 func (*Job_Backup) isJob_Params() {}
 
 func (*Job_Restore) isJob_Params() {}
@@ -2833,6 +2873,8 @@ func (*Job_BinlogStream) isJob_Params() {}
 func (*Job_Copy) isJob_Params() {}
 
 func (*Job_Expire) isJob_Params() {}
+
+func (*Job_Reconcile) isJob_Params() {}
 
 // CopyParams are the inputs of a copy job (JOB_KIND_COPY), run by the
 // agent of the backup's instance, which holds both repositories' keys.
@@ -3005,6 +3047,136 @@ func (x *ExpireParams) GetCopies() bool {
 	return false
 }
 
+// ReconcileParams are the inputs of a reconcile job (JOB_KIND_RECONCILE),
+// run by an agent of the jobs' instance (it holds the repository key).
+type ReconcileParams struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Repository the attempts wrote to; empty: the agent's own.
+	RepositoryUri string `protobuf:"bytes,1,opt,name=repository_uri,json=repositoryUri,proto3" json:"repository_uri,omitempty"`
+	// Manifests to delete, each only if it is fenced by the lease of the
+	// attempt that wrote it (one under another fence is left alone).
+	Targets []*ReconcileTarget `protobuf:"bytes,2,rep,name=targets,proto3" json:"targets,omitempty"`
+	// The backup jobs whose attempts these are; marked swept
+	// (Job.orphans_swept_at) when the reconcile job succeeds.
+	JobIds        []string `protobuf:"bytes,3,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReconcileParams) Reset() {
+	*x = ReconcileParams{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReconcileParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReconcileParams) ProtoMessage() {}
+
+func (x *ReconcileParams) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReconcileParams.ProtoReflect.Descriptor instead.
+func (*ReconcileParams) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ReconcileParams) GetRepositoryUri() string {
+	if x != nil {
+		return x.RepositoryUri
+	}
+	return ""
+}
+
+func (x *ReconcileParams) GetTargets() []*ReconcileTarget {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *ReconcileParams) GetJobIds() []string {
+	if x != nil {
+		return x.JobIds
+	}
+	return nil
+}
+
+// ReconcileTarget is one refused or superseded attempt's manifest.
+type ReconcileTarget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// <job id>-a<attempt>.
+	BackupId string `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	// The attempt's lease, as the catalog recorded it.
+	Fence         *LeaseToken `protobuf:"bytes,2,opt,name=fence,proto3" json:"fence,omitempty"`
+	JobId         string      `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReconcileTarget) Reset() {
+	*x = ReconcileTarget{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReconcileTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReconcileTarget) ProtoMessage() {}
+
+func (x *ReconcileTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReconcileTarget.ProtoReflect.Descriptor instead.
+func (*ReconcileTarget) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ReconcileTarget) GetBackupId() string {
+	if x != nil {
+		return x.BackupId
+	}
+	return ""
+}
+
+func (x *ReconcileTarget) GetFence() *LeaseToken {
+	if x != nil {
+		return x.Fence
+	}
+	return nil
+}
+
+func (x *ReconcileTarget) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
 // ExpireTarget is one backup an expire job deletes.
 type ExpireTarget struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3016,7 +3188,7 @@ type ExpireTarget struct {
 
 func (x *ExpireTarget) Reset() {
 	*x = ExpireTarget{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3028,7 +3200,7 @@ func (x *ExpireTarget) String() string {
 func (*ExpireTarget) ProtoMessage() {}
 
 func (x *ExpireTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3041,7 +3213,7 @@ func (x *ExpireTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireTarget.ProtoReflect.Descriptor instead.
 func (*ExpireTarget) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ExpireTarget) GetBackupId() string {
@@ -3075,7 +3247,7 @@ type MemberRecord struct {
 
 func (x *MemberRecord) Reset() {
 	*x = MemberRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3087,7 +3259,7 @@ func (x *MemberRecord) String() string {
 func (*MemberRecord) ProtoMessage() {}
 
 func (x *MemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3100,7 +3272,7 @@ func (x *MemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
 func (*MemberRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MemberRecord) GetId() string {
@@ -3155,7 +3327,7 @@ type CatalogSnapshot struct {
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3167,7 +3339,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3180,7 +3352,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{25}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CatalogSnapshot) GetAgents() []*Agent {
@@ -3292,7 +3464,7 @@ type RetentionRules struct {
 
 func (x *RetentionRules) Reset() {
 	*x = RetentionRules{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3304,7 +3476,7 @@ func (x *RetentionRules) String() string {
 func (*RetentionRules) ProtoMessage() {}
 
 func (x *RetentionRules) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3317,7 +3489,7 @@ func (x *RetentionRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionRules.ProtoReflect.Descriptor instead.
 func (*RetentionRules) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{26}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RetentionRules) GetKeepLast() uint32 {
@@ -3381,7 +3553,7 @@ type CopyTarget struct {
 
 func (x *CopyTarget) Reset() {
 	*x = CopyTarget{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3393,7 +3565,7 @@ func (x *CopyTarget) String() string {
 func (*CopyTarget) ProtoMessage() {}
 
 func (x *CopyTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3406,7 +3578,7 @@ func (x *CopyTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyTarget.ProtoReflect.Descriptor instead.
 func (*CopyTarget) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{27}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CopyTarget) GetRepositoryUri() string {
@@ -3443,7 +3615,7 @@ type PolicySchedule struct {
 
 func (x *PolicySchedule) Reset() {
 	*x = PolicySchedule{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3455,7 +3627,7 @@ func (x *PolicySchedule) String() string {
 func (*PolicySchedule) ProtoMessage() {}
 
 func (x *PolicySchedule) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3468,7 +3640,7 @@ func (x *PolicySchedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicySchedule.ProtoReflect.Descriptor instead.
 func (*PolicySchedule) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{28}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PolicySchedule) GetCron() string {
@@ -3514,7 +3686,7 @@ type PolicyBinlog struct {
 
 func (x *PolicyBinlog) Reset() {
 	*x = PolicyBinlog{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3526,7 +3698,7 @@ func (x *PolicyBinlog) String() string {
 func (*PolicyBinlog) ProtoMessage() {}
 
 func (x *PolicyBinlog) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3539,7 +3711,7 @@ func (x *PolicyBinlog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBinlog.ProtoReflect.Descriptor instead.
 func (*PolicyBinlog) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{29}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PolicyBinlog) GetEnabled() bool {
@@ -3577,7 +3749,7 @@ type PolicyConcurrency struct {
 
 func (x *PolicyConcurrency) Reset() {
 	*x = PolicyConcurrency{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3589,7 +3761,7 @@ func (x *PolicyConcurrency) String() string {
 func (*PolicyConcurrency) ProtoMessage() {}
 
 func (x *PolicyConcurrency) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3602,7 +3774,7 @@ func (x *PolicyConcurrency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyConcurrency.ProtoReflect.Descriptor instead.
 func (*PolicyConcurrency) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{30}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PolicyConcurrency) GetBy() string {
@@ -3651,7 +3823,7 @@ type PolicySpec struct {
 
 func (x *PolicySpec) Reset() {
 	*x = PolicySpec{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3663,7 +3835,7 @@ func (x *PolicySpec) String() string {
 func (*PolicySpec) ProtoMessage() {}
 
 func (x *PolicySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3676,7 +3848,7 @@ func (x *PolicySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicySpec.ProtoReflect.Descriptor instead.
 func (*PolicySpec) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{31}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PolicySpec) GetName() string {
@@ -3778,7 +3950,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3790,7 +3962,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3803,7 +3975,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{32}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Policy) GetName() string {
@@ -3885,7 +4057,7 @@ type ScheduleSkip struct {
 
 func (x *ScheduleSkip) Reset() {
 	*x = ScheduleSkip{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3897,7 +4069,7 @@ func (x *ScheduleSkip) String() string {
 func (*ScheduleSkip) ProtoMessage() {}
 
 func (x *ScheduleSkip) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3910,7 +4082,7 @@ func (x *ScheduleSkip) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleSkip.ProtoReflect.Descriptor instead.
 func (*ScheduleSkip) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{33}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ScheduleSkip) GetId() string {
@@ -3995,7 +4167,7 @@ type AccessToken struct {
 
 func (x *AccessToken) Reset() {
 	*x = AccessToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4007,7 +4179,7 @@ func (x *AccessToken) String() string {
 func (*AccessToken) ProtoMessage() {}
 
 func (x *AccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4020,7 +4192,7 @@ func (x *AccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessToken.ProtoReflect.Descriptor instead.
 func (*AccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{34}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AccessToken) GetId() string {
@@ -4094,7 +4266,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4106,7 +4278,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4119,7 +4291,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{35}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *JoinToken) GetId() string {
@@ -4185,7 +4357,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4197,7 +4369,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4210,7 +4382,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{36}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Revocation) GetName() string {
@@ -4246,7 +4418,7 @@ type ClusterCA struct {
 
 func (x *ClusterCA) Reset() {
 	*x = ClusterCA{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4258,7 +4430,7 @@ func (x *ClusterCA) String() string {
 func (*ClusterCA) ProtoMessage() {}
 
 func (x *ClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4271,7 +4443,7 @@ func (x *ClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCA.ProtoReflect.Descriptor instead.
 func (*ClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{37}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ClusterCA) GetCertPem() []byte {
@@ -4311,7 +4483,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4323,7 +4495,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4336,7 +4508,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{38}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AuditRecord) GetId() string {
@@ -4621,7 +4793,8 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\vassigned_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"assignedAt\x125\n" +
 	"\bended_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error\"\x80\t\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"\xae\n" +
+	"\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.tidemark.v1.JobKindR\x04kind\x12\x1a\n" +
@@ -4651,7 +4824,10 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\arestore\x18\x15 \x01(\v2\x1a.tidemark.v1.RestoreParamsH\x00R\arestore\x12F\n" +
 	"\rbinlog_stream\x18\x16 \x01(\v2\x1f.tidemark.v1.BinlogStreamParamsH\x00R\fbinlogStream\x12-\n" +
 	"\x04copy\x18\x1a \x01(\v2\x17.tidemark.v1.CopyParamsH\x00R\x04copy\x123\n" +
-	"\x06expire\x18\x1b \x01(\v2\x19.tidemark.v1.ExpireParamsH\x00R\x06expireB\b\n" +
+	"\x06expire\x18\x1b \x01(\v2\x19.tidemark.v1.ExpireParamsH\x00R\x06expire\x12<\n" +
+	"\treconcile\x188 \x01(\v2\x1c.tidemark.v1.ReconcileParamsH\x00R\treconcile\x12D\n" +
+	"\x10orphans_swept_at\x185 \x01(\v2\x1a.google.protobuf.TimestampR\x0eorphansSweptAt\x12(\n" +
+	"\x10orphans_swept_by\x186 \x01(\tR\x0eorphansSweptByB\b\n" +
 	"\x06params\"\xbc\x01\n" +
 	"\n" +
 	"CopyParams\x12\x1b\n" +
@@ -4666,7 +4842,15 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x0fbinlog_instance\x18\x03 \x01(\tR\x0ebinlogInstance\x12?\n" +
 	"\rbinlog_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fbinlogBefore\x122\n" +
 	"\x15binlog_repository_uri\x18\x05 \x01(\tR\x13binlogRepositoryUri\x12\x16\n" +
-	"\x06copies\x18\x06 \x01(\bR\x06copies\"Z\n" +
+	"\x06copies\x18\x06 \x01(\bR\x06copies\"\x89\x01\n" +
+	"\x0fReconcileParams\x12%\n" +
+	"\x0erepository_uri\x18\x01 \x01(\tR\rrepositoryUri\x126\n" +
+	"\atargets\x18\x02 \x03(\v2\x1c.tidemark.v1.ReconcileTargetR\atargets\x12\x17\n" +
+	"\ajob_ids\x18\x03 \x03(\tR\x06jobIds\"t\n" +
+	"\x0fReconcileTarget\x12\x1b\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12-\n" +
+	"\x05fence\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05fence\x12\x15\n" +
+	"\x06job_id\x18\x03 \x01(\tR\x05jobId\"Z\n" +
 	"\fExpireTarget\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12-\n" +
 	"\x05fence\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05fence\"\x96\x01\n" +
@@ -4821,7 +5005,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x15BACKUP_STATUS_RUNNING\x10\x01\x12\x1a\n" +
 	"\x16BACKUP_STATUS_COMPLETE\x10\x02\x12\x18\n" +
 	"\x14BACKUP_STATUS_FAILED\x10\x03\x12\x19\n" +
-	"\x15BACKUP_STATUS_DELETED\x10\x04*\xb7\x01\n" +
+	"\x15BACKUP_STATUS_DELETED\x10\x04*\xcf\x01\n" +
 	"\aJobKind\x12\x18\n" +
 	"\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fJOB_KIND_BACKUP\x10\x01\x12\x14\n" +
@@ -4830,7 +5014,8 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x0eJOB_KIND_DRILL\x10\x04\x12\x0f\n" +
 	"\vJOB_KIND_GC\x10\x05\x12\x11\n" +
 	"\rJOB_KIND_COPY\x10\x06\x12\x13\n" +
-	"\x0fJOB_KIND_EXPIRE\x10\a*\xb3\x01\n" +
+	"\x0fJOB_KIND_EXPIRE\x10\a\x12\x16\n" +
+	"\x12JOB_KIND_RECONCILE\x10\b*\xb3\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x16\n" +
@@ -4853,7 +5038,7 @@ func file_tidemark_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(Filesystem)(0),               // 0: tidemark.v1.Filesystem
 	(BackupStatus)(0),             // 1: tidemark.v1.BackupStatus
@@ -4882,146 +5067,152 @@ var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(*Job)(nil),                   // 24: tidemark.v1.Job
 	(*CopyParams)(nil),            // 25: tidemark.v1.CopyParams
 	(*ExpireParams)(nil),          // 26: tidemark.v1.ExpireParams
-	(*ExpireTarget)(nil),          // 27: tidemark.v1.ExpireTarget
-	(*MemberRecord)(nil),          // 28: tidemark.v1.MemberRecord
-	(*CatalogSnapshot)(nil),       // 29: tidemark.v1.CatalogSnapshot
-	(*RetentionRules)(nil),        // 30: tidemark.v1.RetentionRules
-	(*CopyTarget)(nil),            // 31: tidemark.v1.CopyTarget
-	(*PolicySchedule)(nil),        // 32: tidemark.v1.PolicySchedule
-	(*PolicyBinlog)(nil),          // 33: tidemark.v1.PolicyBinlog
-	(*PolicyConcurrency)(nil),     // 34: tidemark.v1.PolicyConcurrency
-	(*PolicySpec)(nil),            // 35: tidemark.v1.PolicySpec
-	(*Policy)(nil),                // 36: tidemark.v1.Policy
-	(*ScheduleSkip)(nil),          // 37: tidemark.v1.ScheduleSkip
-	(*AccessToken)(nil),           // 38: tidemark.v1.AccessToken
-	(*JoinToken)(nil),             // 39: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 40: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 41: tidemark.v1.ClusterCA
-	(*AuditRecord)(nil),           // 42: tidemark.v1.AuditRecord
-	nil,                           // 43: tidemark.v1.Agent.LabelsEntry
-	nil,                           // 44: tidemark.v1.Instance.LabelsEntry
-	nil,                           // 45: tidemark.v1.Backup.LabelsEntry
-	nil,                           // 46: tidemark.v1.BackupParams.LabelsEntry
-	nil,                           // 47: tidemark.v1.RestoreParams.RenameDatabasesEntry
-	nil,                           // 48: tidemark.v1.AuditRecord.FlagsEntry
-	(*timestamppb.Timestamp)(nil), // 49: google.protobuf.Timestamp
-	(*ServerInfo)(nil),            // 50: tidemark.v1.ServerInfo
-	(*ConsistencyPoint)(nil),      // 51: tidemark.v1.ConsistencyPoint
-	(*LeaseToken)(nil),            // 52: tidemark.v1.LeaseToken
-	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
+	(*ReconcileParams)(nil),       // 27: tidemark.v1.ReconcileParams
+	(*ReconcileTarget)(nil),       // 28: tidemark.v1.ReconcileTarget
+	(*ExpireTarget)(nil),          // 29: tidemark.v1.ExpireTarget
+	(*MemberRecord)(nil),          // 30: tidemark.v1.MemberRecord
+	(*CatalogSnapshot)(nil),       // 31: tidemark.v1.CatalogSnapshot
+	(*RetentionRules)(nil),        // 32: tidemark.v1.RetentionRules
+	(*CopyTarget)(nil),            // 33: tidemark.v1.CopyTarget
+	(*PolicySchedule)(nil),        // 34: tidemark.v1.PolicySchedule
+	(*PolicyBinlog)(nil),          // 35: tidemark.v1.PolicyBinlog
+	(*PolicyConcurrency)(nil),     // 36: tidemark.v1.PolicyConcurrency
+	(*PolicySpec)(nil),            // 37: tidemark.v1.PolicySpec
+	(*Policy)(nil),                // 38: tidemark.v1.Policy
+	(*ScheduleSkip)(nil),          // 39: tidemark.v1.ScheduleSkip
+	(*AccessToken)(nil),           // 40: tidemark.v1.AccessToken
+	(*JoinToken)(nil),             // 41: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 42: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 43: tidemark.v1.ClusterCA
+	(*AuditRecord)(nil),           // 44: tidemark.v1.AuditRecord
+	nil,                           // 45: tidemark.v1.Agent.LabelsEntry
+	nil,                           // 46: tidemark.v1.Instance.LabelsEntry
+	nil,                           // 47: tidemark.v1.Backup.LabelsEntry
+	nil,                           // 48: tidemark.v1.BackupParams.LabelsEntry
+	nil,                           // 49: tidemark.v1.RestoreParams.RenameDatabasesEntry
+	nil,                           // 50: tidemark.v1.AuditRecord.FlagsEntry
+	(*timestamppb.Timestamp)(nil), // 51: google.protobuf.Timestamp
+	(*ServerInfo)(nil),            // 52: tidemark.v1.ServerInfo
+	(*ConsistencyPoint)(nil),      // 53: tidemark.v1.ConsistencyPoint
+	(*LeaseToken)(nil),            // 54: tidemark.v1.LeaseToken
+	(*durationpb.Duration)(nil),   // 55: google.protobuf.Duration
 }
 var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	0,   // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
-	49,  // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
+	51,  // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
 	5,   // 2: tidemark.v1.Capabilities.volumes:type_name -> tidemark.v1.EngineVolume
 	0,   // 3: tidemark.v1.EngineVolume.filesystem:type_name -> tidemark.v1.Filesystem
 	6,   // 4: tidemark.v1.EngineDecision.verdicts:type_name -> tidemark.v1.EngineVerdict
-	49,  // 5: tidemark.v1.EngineDecision.decided_at:type_name -> google.protobuf.Timestamp
-	49,  // 6: tidemark.v1.EngineDecision.probed_at:type_name -> google.protobuf.Timestamp
-	49,  // 7: tidemark.v1.EngineChange.at:type_name -> google.protobuf.Timestamp
-	43,  // 8: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
+	51,  // 5: tidemark.v1.EngineDecision.decided_at:type_name -> google.protobuf.Timestamp
+	51,  // 6: tidemark.v1.EngineDecision.probed_at:type_name -> google.protobuf.Timestamp
+	51,  // 7: tidemark.v1.EngineChange.at:type_name -> google.protobuf.Timestamp
+	45,  // 8: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
 	4,   // 9: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
-	49,  // 10: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	49,  // 11: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
-	44,  // 12: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
+	51,  // 10: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	51,  // 11: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
+	46,  // 12: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
 	4,   // 13: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
-	50,  // 14: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
-	49,  // 15: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	52,  // 14: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
+	51,  // 15: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
 	20,  // 16: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
 	7,   // 17: tidemark.v1.Instance.engine_decision:type_name -> tidemark.v1.EngineDecision
 	8,   // 18: tidemark.v1.Instance.engine_changes:type_name -> tidemark.v1.EngineChange
 	1,   // 19: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
-	49,  // 20: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	49,  // 21: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	51,  // 22: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
-	52,  // 23: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
-	45,  // 24: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
+	51,  // 20: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	51,  // 21: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	53,  // 22: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
+	54,  // 23: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
+	47,  // 24: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
 	12,  // 25: tidemark.v1.Backup.pin:type_name -> tidemark.v1.BackupPin
-	49,  // 26: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
+	51,  // 26: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
 	13,  // 27: tidemark.v1.Backup.copies:type_name -> tidemark.v1.BackupCopy
-	49,  // 28: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
-	49,  // 29: tidemark.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
-	49,  // 30: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
-	49,  // 31: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
-	49,  // 32: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
-	46,  // 33: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	49,  // 34: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	51,  // 28: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
+	51,  // 29: tidemark.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
+	51,  // 30: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
+	51,  // 31: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
+	51,  // 32: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
+	48,  // 33: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
+	51,  // 34: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
 	15,  // 35: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	47,  // 36: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
-	53,  // 37: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
+	49,  // 36: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
+	55,  // 37: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
 	18,  // 38: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
-	49,  // 39: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
-	49,  // 40: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
-	52,  // 41: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
+	51,  // 39: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
+	51,  // 40: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
+	54,  // 41: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
 	19,  // 42: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
-	49,  // 43: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
-	49,  // 44: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
-	49,  // 45: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	52,  // 46: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
-	49,  // 47: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
-	49,  // 48: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	51,  // 43: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
+	51,  // 44: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
+	51,  // 45: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	54,  // 46: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	51,  // 47: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	51,  // 48: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
 	2,   // 49: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
 	3,   // 50: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	52,  // 51: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	49,  // 52: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	49,  // 53: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	49,  // 54: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	54,  // 51: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	51,  // 52: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	51,  // 53: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	51,  // 54: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
 	21,  // 55: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
 	22,  // 56: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
 	23,  // 57: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
-	49,  // 58: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
-	49,  // 59: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
+	51,  // 58: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	51,  // 59: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
 	14,  // 60: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
 	16,  // 61: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
 	17,  // 62: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
 	25,  // 63: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
 	26,  // 64: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
-	27,  // 65: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
-	49,  // 66: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
-	52,  // 67: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
-	49,  // 68: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
-	9,   // 69: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
-	10,  // 70: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
-	11,  // 71: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
-	24,  // 72: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
-	28,  // 73: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
-	20,  // 74: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
-	39,  // 75: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
-	40,  // 76: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
-	41,  // 77: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
-	42,  // 78: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
-	38,  // 79: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
-	36,  // 80: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
-	37,  // 81: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
-	53,  // 82: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
-	30,  // 83: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
-	53,  // 84: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
-	53,  // 85: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
-	53,  // 86: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
-	32,  // 87: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
-	33,  // 88: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
-	30,  // 89: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
-	31,  // 90: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
-	34,  // 91: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
-	35,  // 92: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
-	49,  // 93: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	49,  // 94: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
-	36,  // 95: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
-	49,  // 96: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
-	49,  // 97: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
-	49,  // 98: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
-	49,  // 99: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
-	49,  // 100: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
-	49,  // 101: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	49,  // 102: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	49,  // 103: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	49,  // 104: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
-	48,  // 105: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
-	106, // [106:106] is the sub-list for method output_type
-	106, // [106:106] is the sub-list for method input_type
-	106, // [106:106] is the sub-list for extension type_name
-	106, // [106:106] is the sub-list for extension extendee
-	0,   // [0:106] is the sub-list for field type_name
+	27,  // 65: tidemark.v1.Job.reconcile:type_name -> tidemark.v1.ReconcileParams
+	51,  // 66: tidemark.v1.Job.orphans_swept_at:type_name -> google.protobuf.Timestamp
+	29,  // 67: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
+	51,  // 68: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
+	28,  // 69: tidemark.v1.ReconcileParams.targets:type_name -> tidemark.v1.ReconcileTarget
+	54,  // 70: tidemark.v1.ReconcileTarget.fence:type_name -> tidemark.v1.LeaseToken
+	54,  // 71: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
+	51,  // 72: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	9,   // 73: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
+	10,  // 74: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
+	11,  // 75: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
+	24,  // 76: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
+	30,  // 77: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
+	20,  // 78: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
+	41,  // 79: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
+	42,  // 80: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
+	43,  // 81: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
+	44,  // 82: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
+	40,  // 83: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
+	38,  // 84: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
+	39,  // 85: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
+	55,  // 86: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
+	32,  // 87: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
+	55,  // 88: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
+	55,  // 89: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
+	55,  // 90: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
+	34,  // 91: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
+	35,  // 92: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
+	32,  // 93: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
+	33,  // 94: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
+	36,  // 95: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
+	37,  // 96: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
+	51,  // 97: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	51,  // 98: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
+	38,  // 99: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
+	51,  // 100: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
+	51,  // 101: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
+	51,  // 102: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
+	51,  // 103: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
+	51,  // 104: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
+	51,  // 105: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	51,  // 106: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	51,  // 107: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	51,  // 108: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	50,  // 109: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
+	110, // [110:110] is the sub-list for method output_type
+	110, // [110:110] is the sub-list for method input_type
+	110, // [110:110] is the sub-list for extension type_name
+	110, // [110:110] is the sub-list for extension extendee
+	0,   // [0:110] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }
@@ -5041,6 +5232,7 @@ func file_tidemark_v1_catalog_proto_init() {
 		(*Job_BinlogStream)(nil),
 		(*Job_Copy)(nil),
 		(*Job_Expire)(nil),
+		(*Job_Reconcile)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -5048,7 +5240,7 @@ func file_tidemark_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_catalog_proto_rawDesc), len(file_tidemark_v1_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
