@@ -54,6 +54,11 @@ type agentHub struct {
 	// WatchJob wakes up without polling.
 	progressed chan struct{}
 	kick       chan struct{}
+
+	// afterExpire, when set (tests only), runs in expire between the
+	// ExpireLease entry and the dropping of the expired lease's timer:
+	// where a reassignment can slip in.
+	afterExpire func(jobID string)
 }
 
 // hubNode is what the agent hub needs of its node. apply is called from
@@ -691,7 +696,9 @@ func (h *agentHub) handleResult(ss *session, seq uint64, rep *v1.JobResultReport
 		}
 		return
 	}
-	h.dropLease(j.GetId())
+	// A stream job's result sends it back to pending, and the assigner
+	// may already have armed its next lease: drop only this one's timer.
+	h.dropLeaseOf(j.GetId(), rep.GetLease())
 	h.setProgress(j.GetId(), nil)
 	ss.send(ack)
 	if nj, _ := resp.Value.(*v1.Job); nj != nil {
