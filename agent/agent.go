@@ -287,14 +287,34 @@ type probed struct {
 	instances []*v1.Instance
 }
 
-const probeMaxAge = time.Minute
+// probeMaxAge is how old a probe a Register may reuse (a variable for
+// tests).
+var probeMaxAge = time.Minute
 
 // reprobe probes every instance again, whatever the age of the last probe.
+// The last probe stays in place meanwhile, for a Register that cannot wait.
 func (a *Agent) reprobe(ctx context.Context) *probed {
+	return a.probeNow(ctx)
+}
+
+// registrationProbe is what a Register reports: the last probe if it is
+// recent, else a new one, except while the agent holds leases. Then the
+// Register goes out at once with the last probe (reprobe is true: the
+// session probes again beside its work and reports a change), because a
+// probe can take ProbeTimeout and a new leader keeps the inherited leases
+// only for so long after its takeover (issue 20 item 2).
+func (a *Agent) registrationProbe(ctx context.Context) (p *probed, reprobe bool) {
 	a.mu.Lock()
-	a.probed = nil
+	p = a.probed
+	holding := len(a.jobs) > 0
 	a.mu.Unlock()
-	return a.probeAll(ctx)
+	switch {
+	case p != nil && time.Since(p.at) < probeMaxAge:
+		return p, false
+	case p != nil && holding:
+		return p, true
+	}
+	return a.probeNow(ctx), false
 }
 
 // changed reports whether a re-probe found anything engine selection would
@@ -337,14 +357,9 @@ func moved(a, b uint64) bool {
 	return d > a/10
 }
 
-// probeAll probes every instance, in parallel.
-func (a *Agent) probeAll(ctx context.Context) *probed {
-	a.mu.Lock()
-	p := a.probed
-	a.mu.Unlock()
-	if p != nil && time.Since(p.at) < probeMaxAge {
-		return p
-	}
+// probeNow probes every instance, in parallel, and keeps the result as
+// the last probe.
+func (a *Agent) probeNow(ctx context.Context) *probed {
 	names := a.cfg.instanceNames()
 	insts := make([]*v1.Instance, len(names))
 	var wg sync.WaitGroup
@@ -359,7 +374,7 @@ func (a *Agent) probeAll(ctx context.Context) *probed {
 		})
 	}
 	wg.Wait()
-	p = &probed{at: time.Now(), instances: insts}
+	p := &probed{at: time.Now(), instances: insts}
 	// Host-level capabilities are the agent's own instance's when it has
 	// one (the common single-instance host), else what is not per-server.
 	if a.cfg.MySQL != "" {

@@ -14,8 +14,9 @@ import (
 // spirit): a heartbeat that lists a job under its current lease resets the
 // job's timer, which costs no Raft entry; only an expiry is written
 // (ExpireLease). A new leader rebuilds every timer from the catalog with a
-// full lease from the moment it took over, so a leader change never expires
-// a lease early.
+// full lease plus Config.TakeoverGrace from the moment it took over, so a
+// leader change never expires the lease of an agent that reconnects within
+// the time PROTOCOL.md works out.
 
 // lease is the timer of one job's current lease.
 type lease struct {
