@@ -287,9 +287,15 @@ type probed struct {
 	instances []*v1.Instance
 }
 
-// probeMaxAge is how old a probe a Register may reuse (a variable for
-// tests).
-var probeMaxAge = time.Minute
+// defaultProbeMaxAge is how old a probe a Register reuses.
+const defaultProbeMaxAge = time.Minute
+
+func (a *Agent) probeMaxAge() time.Duration {
+	if a.cfg.probeMaxAge > 0 {
+		return a.cfg.probeMaxAge
+	}
+	return defaultProbeMaxAge
+}
 
 // reprobe probes every instance again, whatever the age of the last probe.
 // The last probe stays in place meanwhile, for a Register that cannot wait.
@@ -298,18 +304,19 @@ func (a *Agent) reprobe(ctx context.Context) *probed {
 }
 
 // registrationProbe is what a Register reports: the last probe if it is
-// recent, else a new one, except while the agent holds leases. Then the
-// Register goes out at once with the last probe (reprobe is true: the
-// session probes again beside its work and reports a change), because a
-// probe can take ProbeTimeout and a new leader keeps the inherited leases
-// only for so long after its takeover (issue 20 item 2).
+// recent (Config.probeMaxAge), else a new one, except while the agent
+// holds leases. Then the Register goes out at once with the last probe
+// (reprobe is true: the session probes again beside its work and reports a
+// change), because a probe can take ProbeTimeout and a new leader keeps
+// the inherited leases only for so long after its takeover (issue 20
+// item 2).
 func (a *Agent) registrationProbe(ctx context.Context) (p *probed, reprobe bool) {
 	a.mu.Lock()
 	p = a.probed
 	holding := len(a.jobs) > 0
 	a.mu.Unlock()
 	switch {
-	case p != nil && time.Since(p.at) < probeMaxAge:
+	case p != nil && time.Since(p.at) < a.probeMaxAge():
 		return p, false
 	case p != nil && holding:
 		return p, true

@@ -110,6 +110,10 @@ type Config struct {
 	// RepoCheckInterval is how often readiness re-checks that the
 	// repository is reachable (with MetricsAddr or Metrics set).
 	RepoCheckInterval time.Duration
+
+	// probeMaxAge is how old a probe a Register reuses; 0 means
+	// defaultProbeMaxAge (tests shorten it).
+	probeMaxAge time.Duration
 }
 
 // DefaultConfig is the start of the configuration chain.
