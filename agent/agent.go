@@ -18,6 +18,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/agent/probe"
 	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/internal/agentlink"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
@@ -84,6 +85,12 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stop()
 	a.runCtx = runCtx
 	a.log.Info("agent starting", "config", cfg, "version", version.Get().String())
+	if cfg.ConnectTimeout > agentlink.ConnectTimeout {
+		// The controllers' default --takeover-grace counts one connect
+		// timeout of agentlink's length (PROTOCOL.md, "Leadership change").
+		a.log.Warn("connect_timeout is longer than the controllers' takeover grace allows for: after a silent leader death this agent's jobs may lose their leases; raise the controllers' --takeover-grace by the difference",
+			"connect_timeout", cfg.ConnectTimeout, "allowed_for", agentlink.ConnectTimeout)
+	}
 	stopMetrics, err := a.startMetrics(runCtx)
 	if err != nil {
 		return err
