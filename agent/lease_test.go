@@ -13,7 +13,8 @@ import (
 // TestReregisterBeforeReprobe: an agent that holds a lease and lost its
 // controller registers with the next one at once, with its last probe,
 // instead of probing its (here hanging) server first for up to
-// ProbeTimeout while the new leader's lease window runs.
+// ProbeTimeout while the new leader's lease window runs; and it sends the
+// running job's latest progress again on the new session.
 func TestReregisterBeforeReprobe(t *testing.T) {
 	t.Parallel()
 	f1, f2 := startFake(t), startFake(t)
@@ -42,6 +43,11 @@ func TestReregisterBeforeReprobe(t *testing.T) {
 	}
 	if len(s2.reg.GetInstances()) != 1 || s2.reg.GetInstances()[0].GetName() != "db-11" {
 		t.Errorf("Register reports instances %v, want the last probe's", s2.reg.GetInstances())
+	}
+	// The job's progress, unchanged since the first session, is sent again
+	// on the new one: the new leader learns the job runs.
+	if p := s2.progressOf(t, "job-p"); !proto.Equal(p.GetLease(), l) || p.GetProgress().GetPhase() == "" {
+		t.Errorf("progress on the new session: %v", p)
 	}
 	s2.send(&v1.ControllerMessage{Msg: &v1.ControllerMessage_CancelJob{CancelJob: &v1.JobCancellation{JobId: "job-p", Lease: l, Reason: "test over"}}})
 	s2.ack(s2.result(t, "job-p").GetSeq())

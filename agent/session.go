@@ -350,6 +350,7 @@ func (a *Agent) serve(ctx context.Context, cancel context.CancelFunc, s *session
 		probing = true
 		go func() { reprobed <- a.reprobe(ctx) }()
 	}
+	a.resendProgress()
 	err := a.flushResults(s)
 	for err == nil {
 		select {
@@ -387,6 +388,25 @@ func (a *Agent) serve(ctx context.Context, cancel context.CancelFunc, s *session
 		}
 	}
 	return err
+}
+
+// resendProgress sends, on a new session, the latest progress of every job
+// still running: progress is sent only when it changes, and a new leader
+// knows none of it (nor, if the old leader died before committing it, that
+// the job started), so the job's state resumes at once instead of at its
+// next change.
+func (a *Agent) resendProgress() {
+	a.mu.Lock()
+	var running []*job
+	for _, j := range a.jobs {
+		if j.result == nil && !j.superseded && j.progress.Load() != nil {
+			running = append(running, j)
+		}
+	}
+	a.mu.Unlock()
+	for _, j := range running {
+		a.sendProgress(j, j.progress.Load())
+	}
 }
 
 // flushResults sends every result that is ready and not yet sent on s.
