@@ -21,7 +21,7 @@ import (
 // lease again: the same agent gone for good loses its next job's lease
 // on time.
 func TestTakeoverGrace(t *testing.T) {
-	grace := func(cfg *controller.Config) { cfg.TakeoverGrace = 4 * testLease }
+	grace := func(cfg *controller.Config) { cfg.TakeoverGrace = 8 * testLease }
 	first, c := startInProcess(t, grace)
 	servers := []*controller.Server{first}
 	for _, id := range []string{"n2", "n3"} {
@@ -52,7 +52,7 @@ func TestTakeoverGrace(t *testing.T) {
 	time.Sleep(away)
 	if j := getJob(t, cn, job.GetId()); j.GetAttempt() != 1 || len(j.GetPreviousAttempts()) != 0 {
 		t.Fatalf("after the agent was away %s (lease %s, grace %s): attempt %d, earlier attempts %v",
-			away, testLease, 4*testLease, j.GetAttempt(), j.GetPreviousAttempts())
+			away, testLease, 8*testLease, j.GetAttempt(), j.GetPreviousAttempts())
 	}
 	b, err := connectAgent(t, addrs[:2], "db1", &v1.RunningJob{JobId: job.GetId(), Lease: asg.GetLease()})
 	if err != nil {
