@@ -18,6 +18,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/agent/probe"
 	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/internal/agentlink"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
@@ -84,6 +85,12 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stop()
 	a.runCtx = runCtx
 	a.log.Info("agent starting", "config", cfg, "version", version.Get().String())
+	if cfg.ConnectTimeout > agentlink.ConnectTimeout {
+		// The controllers' default --takeover-grace counts one connect
+		// timeout of agentlink's length (PROTOCOL.md, "Leadership change").
+		a.log.Warn("connect_timeout is longer than the controllers' takeover grace allows for: after a silent leader death this agent's jobs may lose their leases; raise the controllers' --takeover-grace by the difference",
+			"connect_timeout", cfg.ConnectTimeout, "allowed_for", agentlink.ConnectTimeout)
+	}
 	stopMetrics, err := a.startMetrics(runCtx)
 	if err != nil {
 		return err
@@ -287,14 +294,41 @@ type probed struct {
 	instances []*v1.Instance
 }
 
-const probeMaxAge = time.Minute
+// defaultProbeMaxAge is how old a probe a Register reuses.
+const defaultProbeMaxAge = time.Minute
+
+func (a *Agent) probeMaxAge() time.Duration {
+	if a.cfg.probeMaxAge > 0 {
+		return a.cfg.probeMaxAge
+	}
+	return defaultProbeMaxAge
+}
 
 // reprobe probes every instance again, whatever the age of the last probe.
+// The last probe stays in place meanwhile, for a Register that cannot wait.
 func (a *Agent) reprobe(ctx context.Context) *probed {
+	return a.probeNow(ctx)
+}
+
+// registrationProbe is what a Register reports: the last probe if it is
+// recent (Config.probeMaxAge), else a new one, except while the agent
+// holds leases. Then the Register goes out at once with the last probe
+// (reprobe is true: the session probes again beside its work and reports a
+// change), because a probe can take ProbeTimeout and a new leader keeps
+// the inherited leases only for so long after its takeover (issue 20
+// item 2).
+func (a *Agent) registrationProbe(ctx context.Context) (p *probed, reprobe bool) {
 	a.mu.Lock()
-	a.probed = nil
+	p = a.probed
+	holding := len(a.jobs) > 0
 	a.mu.Unlock()
-	return a.probeAll(ctx)
+	switch {
+	case p != nil && time.Since(p.at) < a.probeMaxAge():
+		return p, false
+	case p != nil && holding:
+		return p, true
+	}
+	return a.probeNow(ctx), false
 }
 
 // changed reports whether a re-probe found anything engine selection would
@@ -337,14 +371,9 @@ func moved(a, b uint64) bool {
 	return d > a/10
 }
 
-// probeAll probes every instance, in parallel.
-func (a *Agent) probeAll(ctx context.Context) *probed {
-	a.mu.Lock()
-	p := a.probed
-	a.mu.Unlock()
-	if p != nil && time.Since(p.at) < probeMaxAge {
-		return p
-	}
+// probeNow probes every instance, in parallel, and keeps the result as
+// the last probe.
+func (a *Agent) probeNow(ctx context.Context) *probed {
 	names := a.cfg.instanceNames()
 	insts := make([]*v1.Instance, len(names))
 	var wg sync.WaitGroup
@@ -359,7 +388,7 @@ func (a *Agent) probeAll(ctx context.Context) *probed {
 		})
 	}
 	wg.Wait()
-	p = &probed{at: time.Now(), instances: insts}
+	p := &probed{at: time.Now(), instances: insts}
 	// Host-level capabilities are the agent's own instance's when it has
 	// one (the common single-instance host), else what is not per-server.
 	if a.cfg.MySQL != "" {

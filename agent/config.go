@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/internal/agentlink"
 	"github.com/tidemark-backup/tidemark/internal/configfile"
 	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
@@ -58,7 +59,10 @@ type Config struct {
 	// ConnectTimeout bounds one attempt to reach a controller and register.
 	ConnectTimeout time.Duration
 	// BackoffMin and BackoffMax bound the wait between rounds of attempts
-	// over every controller (doubling, with jitter).
+	// over every controller (doubling, with jitter). While the agent holds
+	// a lease the wait never exceeds agentlink.BackoffMax, whatever
+	// BackoffMax says: the new leader keeps inherited leases only for the
+	// time PROTOCOL.md works out from that cap.
 	BackoffMin, BackoffMax time.Duration
 	// ProgressInterval is the least time between two progress reports of
 	// one job.
@@ -106,6 +110,10 @@ type Config struct {
 	// RepoCheckInterval is how often readiness re-checks that the
 	// repository is reachable (with MetricsAddr or Metrics set).
 	RepoCheckInterval time.Duration
+
+	// probeMaxAge is how old a probe a Register reuses; 0 means
+	// defaultProbeMaxAge (tests shorten it).
+	probeMaxAge time.Duration
 }
 
 // DefaultConfig is the start of the configuration chain.
@@ -114,9 +122,9 @@ func DefaultConfig() Config {
 	return Config{
 		Name:               host,
 		HeartbeatInterval:  5 * time.Second,
-		ConnectTimeout:     10 * time.Second,
+		ConnectTimeout:     agentlink.ConnectTimeout,
 		BackoffMin:         500 * time.Millisecond,
-		BackoffMax:         30 * time.Second,
+		BackoffMax:         agentlink.BackoffMax,
 		ProgressInterval:   time.Second,
 		ProbeTimeout:       15 * time.Second,
 		ReprobeInterval:    10 * time.Minute,

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tidemark-backup/tidemark/internal/agentlink"
 	"github.com/tidemark-backup/tidemark/internal/version"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -44,6 +45,9 @@ type session struct {
 	// Register, then at each re-probe that found a change); only the
 	// serve goroutine touches it.
 	registered *probed
+	// reprobe: the Register carried an old probe (the agent held leases
+	// and would not make them wait for a new one); probe at once.
+	reprobe bool
 }
 
 // send stamps m with the stream's next seq and sends it. before, when set,
@@ -156,6 +160,7 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 		}
 		// Jitter spreads the reconnects of a whole fleet after a controller
 		// restart: wait between half and all of the backoff.
+		backoff = min(backoff, a.backoffMax())
 		wait := backoff/2 + rand.N(backoff/2+1)
 		select {
 		case <-ctx.Done():
@@ -163,17 +168,31 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 		if !established {
-			backoff = min(2*backoff, a.cfg.BackoffMax)
+			backoff = min(2*backoff, a.backoffMax())
 		}
 	}
+}
+
+// backoffMax is the longest wait between two rounds of reconnect attempts:
+// the configured one, capped at agentlink.BackoffMax while the agent holds
+// a lease (a running job, or a result not acknowledged yet), so that it is
+// back well within the first lease window a new leader gives it.
+func (a *Agent) backoffMax() time.Duration {
+	if a.runningCount() > 0 {
+		return min(a.cfg.BackoffMax, agentlink.BackoffMax)
+	}
+	return a.cfg.BackoffMax
 }
 
 // session connects to addr, registers, and serves the stream until it ends.
 // It returns a *lostError if it was registered, else why registration
 // failed.
 func (a *Agent) session(ctx context.Context, addr string) error {
-	p := a.probeAll(ctx)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(a.transport()))
+	p, reprobe := a.registrationProbe(ctx)
+	// Keepalive: a leader that dies silently (power loss, a frozen VM)
+	// leaves the connection open; its unanswered ping ends the session
+	// within agentlink.Detection instead of when TCP gives up.
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(a.transport()), grpc.WithKeepaliveParams(agentlink.ClientParameters()))
 	if err != nil {
 		return &notControllerError{addr, err}
 	}
@@ -194,7 +213,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		return fail(err)
 	}
 	s := &session{addr: addr, stream: stream, results: map[uint64]*job{}, sent: map[*job]bool{},
-		progressSeq: map[uint64]*job{}, progressOf: map[*job]uint64{}}
+		progressSeq: map[uint64]*job{}, progressOf: map[*job]uint64{}, reprobe: reprobe}
 	reg := &v1.Register{
 		Name: a.cfg.Name, Labels: a.cfg.Labels, Capabilities: p.host, Instances: p.instances,
 		AgentVersion: version.Get().Version, Running: a.runningJobs(),
@@ -327,6 +346,11 @@ func (a *Agent) serve(ctx context.Context, cancel context.CancelFunc, s *session
 	defer rp.Stop()
 	reprobed := make(chan *probed, 1)
 	probing := false
+	if s.reprobe {
+		probing = true
+		go func() { reprobed <- a.reprobe(ctx) }()
+	}
+	a.resendProgress()
 	err := a.flushResults(s)
 	for err == nil {
 		select {
@@ -364,6 +388,25 @@ func (a *Agent) serve(ctx context.Context, cancel context.CancelFunc, s *session
 		}
 	}
 	return err
+}
+
+// resendProgress sends, on a new session, the latest progress of every job
+// still running: progress is sent only when it changes, and a new leader
+// knows none of it (nor, if the old leader died before committing it, that
+// the job started), so the job's state resumes at once instead of at its
+// next change.
+func (a *Agent) resendProgress() {
+	a.mu.Lock()
+	var running []*job
+	for _, j := range a.jobs {
+		if j.result == nil && !j.superseded && j.progress.Load() != nil {
+			running = append(running, j)
+		}
+	}
+	a.mu.Unlock()
+	for _, j := range running {
+		a.sendProgress(j, j.progress.Load())
+	}
 }
 
 // flushResults sends every result that is ready and not yet sent on s.

@@ -133,6 +133,8 @@ that is gone for good with tidemark cluster remove-member.`,
 	f.StringVar(&cfg.Repo, "repo", "", "default repository URI for backups, sent to agents (no credentials), and served to relay:// agents; give every node the same; empty: each agent's own --repo")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often agents heartbeat")
 	f.DurationVar(&cfg.LeaseDuration, "lease-duration", cfg.LeaseDuration, "how long a job lease and an agent session live without a heartbeat")
+	f.DurationVar(&cfg.TakeoverGrace, "takeover-grace", cfg.TakeoverGrace,
+		"added to --lease-duration for the leases a new leader inherits: the time agents may need to notice the old leader's death and reconnect")
 	f.Uint32Var(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts per job (a lost lease starts the next one)")
 	f.DurationVar(&cfg.WatermarkCommitInterval, "watermark-commit-interval", cfg.WatermarkCommitInterval,
 		"least time between two Raft commits of the binlog streams' watermarks (agents report them with every heartbeat)")

@@ -34,6 +34,7 @@ type agentHub struct {
 	log       *slog.Logger
 	nodeID    string
 	ttl       time.Duration // lease duration: of job leases and of silent sessions
+	grace     time.Duration // Config.TakeoverGrace: added to the inherited leases' first window
 	heartbeat time.Duration
 	relayRepo string // this node's --repo, told to agents in Registered
 	metrics   *metrics.Registry
@@ -54,6 +55,11 @@ type agentHub struct {
 	// WatchJob wakes up without polling.
 	progressed chan struct{}
 	kick       chan struct{}
+
+	// afterExpire, when set (tests only), runs in expire between the
+	// ExpireLease entry and the dropping of the expired lease's timer:
+	// where a reassignment can slip in.
+	afterExpire func(jobID string)
 }
 
 // hubNode is what the agent hub needs of its node. apply is called from
@@ -71,7 +77,7 @@ type hubNode interface {
 
 func newAgentHub(node hubNode, nodeID string, cfg Config) *agentHub {
 	return &agentHub{
-		node: node, log: cfg.Logger.With("node", nodeID), nodeID: nodeID, ttl: cfg.LeaseDuration, heartbeat: cfg.HeartbeatInterval,
+		node: node, log: cfg.Logger.With("node", nodeID), nodeID: nodeID, ttl: cfg.LeaseDuration, grace: cfg.TakeoverGrace, heartbeat: cfg.HeartbeatInterval,
 		relayRepo: cfg.Repo, metrics: cfg.Metrics, logicalBelow: cfg.LogicalBelow, sessions: map[string]*session{}, leases: map[string]*lease{}, progress: map[string]*v1.JobProgress{},
 		streams: map[string]*streamLatest{}, commitEvery: cfg.WatermarkCommitInterval,
 		progressed: make(chan struct{}), kick: make(chan struct{}, 1),
@@ -79,8 +85,9 @@ func newAgentHub(node hubNode, nodeID string, cfg Config) *agentHub {
 }
 
 // establish starts the leader's work on agents: every assigned or running
-// job gets a lease timer of one full lease from now, so agents have the
-// time to reconnect to the new leader and renew.
+// job gets a lease timer of one full lease plus the takeover grace from
+// now, so agents have the time to notice the old leader is gone (keepalive),
+// reconnect to this one and renew (PROTOCOL.md, "Leadership change").
 func (h *agentHub) establish() {
 	jobs := h.node.catalog().Read().ActiveJobs()
 	h.mu.Lock()
@@ -89,11 +96,11 @@ func (h *agentHub) establish() {
 	n := 0
 	for _, j := range jobs {
 		if j.GetLease() != nil && j.GetState() != v1.JobState_JOB_STATE_PENDING {
-			h.armLease(j.GetId(), j.GetLease(), j.GetAgent(), h.ttl)
+			h.armLease(j.GetId(), j.GetLease(), j.GetAgent(), h.ttl+h.grace)
 			n++
 		}
 	}
-	h.log.Info("leadership established", "leases", n)
+	h.log.Info("leadership established", "leases", n, "first_window", h.ttl+h.grace)
 }
 
 // revoke ends the leader's work: lease timers stop and every agent session
@@ -651,7 +658,19 @@ func (h *agentHub) handleResult(ss *session, seq uint64, rep *v1.JobResultReport
 	}
 	ack := &v1.ControllerMessage{Msg: &v1.ControllerMessage_Ack{Ack: &v1.Ack{Seq: seq}}}
 	if catalog.SameLease(rep.GetLease(), j.GetLease()) && catalog.Terminal(j.GetState()) {
-		ss.send(ack) // recorded before; the first Ack was lost
+		if sameOutcome(j, rep) {
+			// Recorded before: the first Ack was lost, or the result went
+			// to a leader that died before it answered (and the entry
+			// committed). The agent re-sends it on its next session.
+			ss.send(ack)
+			return
+		}
+		// Only a result under this lease ends a job with its lease kept, so
+		// a different one is an agent bug; the record stands.
+		h.log.Warn("refused a second, different result for an ended attempt", "job", j.GetId(), "agent", ss.name,
+			"lease", catalog.LeaseString(rep.GetLease()), "state", catalog.StateName(j.GetState()), "ok", rep.GetOk(), "backup", rep.GetBackupId())
+		ss.send(errorMsg(seq, codes.FailedPrecondition, fmt.Sprintf("job %s already ended %s under lease %s with another result (backup %q); this one (ok=%v, backup %q) is not recorded",
+			j.GetId(), catalog.StateName(j.GetState()), catalog.LeaseString(j.GetLease()), j.GetResult().GetBackupId(), rep.GetOk(), rep.GetBackupId()), "", ""))
 		return
 	}
 	if !catalog.SameLease(rep.GetLease(), j.GetLease()) || !catalog.Active(j.GetState()) {
@@ -691,7 +710,9 @@ func (h *agentHub) handleResult(ss *session, seq uint64, rep *v1.JobResultReport
 		}
 		return
 	}
-	h.dropLease(j.GetId())
+	// A stream job's result sends it back to pending, and the assigner
+	// may already have armed its next lease: drop only this one's timer.
+	h.dropLeaseOf(j.GetId(), rep.GetLease())
 	h.setProgress(j.GetId(), nil)
 	ss.send(ack)
 	if nj, _ := resp.Value.(*v1.Job); nj != nil {
@@ -699,6 +720,18 @@ func (h *agentHub) handleResult(ss *session, seq uint64, rep *v1.JobResultReport
 			"backup", nj.GetResult().GetBackupId(), "reason", nj.GetReason())
 	}
 	h.kickAssigner()
+}
+
+// sameOutcome reports whether rep is the result that ended j: success
+// with the same backup for a SUCCEEDED job, failure for a FAILED one.
+func sameOutcome(j *v1.Job, rep *v1.JobResultReport) bool {
+	switch j.GetState() {
+	case v1.JobState_JOB_STATE_SUCCEEDED:
+		return rep.GetOk() && rep.GetBackupId() == j.GetResult().GetBackupId()
+	case v1.JobState_JOB_STATE_FAILED:
+		return !rep.GetOk()
+	}
+	return false
 }
 
 // jobOutcome is the command that records what a successful expire, copy

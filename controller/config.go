@@ -11,6 +11,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/scheduler"
 	"github.com/tidemark-backup/tidemark/engines/selection"
+	"github.com/tidemark-backup/tidemark/internal/agentlink"
 	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/storage/location"
 )
@@ -54,6 +55,12 @@ type Config struct {
 	// LeaseDuration is how long a job lease, and an agent session, lives
 	// without a heartbeat.
 	LeaseDuration time.Duration
+	// TakeoverGrace is added to LeaseDuration for the first lease window of
+	// every job a new leader inherits: the time its agent may need to
+	// notice the old leader is gone and register with the new one
+	// (agentlink.ReconnectAllowance: keepalive detection, one connect
+	// timeout, one capped backoff). Later windows are LeaseDuration again.
+	TakeoverGrace time.Duration
 	// MaxAttempts is the attempts a job gets (one more per lost lease).
 	MaxAttempts uint32
 	// WatermarkCommitInterval is the least time between two commits of the
@@ -155,6 +162,7 @@ func DefaultConfig() Config {
 		JoinTimeout:             30 * time.Second,
 		HeartbeatInterval:       5 * time.Second,
 		LeaseDuration:           20 * time.Second,
+		TakeoverGrace:           agentlink.ReconnectAllowance(),
 		MaxAttempts:             2,
 		WatermarkCommitInterval: 5 * time.Second,
 		LogicalBelow:            selection.DefaultSmallBytes,
@@ -226,6 +234,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LeaseDuration < 2*c.HeartbeatInterval {
 		bad("--lease-duration %s must be at least twice --heartbeat-interval %s, or one late heartbeat loses a lease", c.LeaseDuration, c.HeartbeatInterval)
+	}
+	if c.TakeoverGrace < 0 {
+		bad("--takeover-grace %s must not be negative", c.TakeoverGrace)
 	}
 	if c.MaxAttempts < 1 {
 		bad("--max-attempts must be at least 1")

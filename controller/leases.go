@@ -14,8 +14,9 @@ import (
 // spirit): a heartbeat that lists a job under its current lease resets the
 // job's timer, which costs no Raft entry; only an expiry is written
 // (ExpireLease). A new leader rebuilds every timer from the catalog with a
-// full lease from the moment it took over, so a leader change never expires
-// a lease early.
+// full lease plus Config.TakeoverGrace from the moment it took over, so a
+// leader change never expires the lease of an agent that reconnects within
+// the time PROTOCOL.md works out.
 
 // lease is the timer of one job's current lease.
 type lease struct {
@@ -63,6 +64,21 @@ func (h *agentHub) dropLease(jobID string) {
 	}
 }
 
+// dropLeaseOf stops a job's timer only if it runs for token. Whoever ends
+// one attempt (an expiry, a result) calls it after its Raft entry, and by
+// then the assigner may already have given the job its next attempt and
+// armed that lease's timer: dropping by job id alone would delete the new
+// timer, and an agent that then vanished would leave the job ASSIGNED
+// until the next leader change (issue 20 item 6).
+func (h *agentHub) dropLeaseOf(jobID string, token *v1.LeaseToken) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if l := h.leases[jobID]; l != nil && catalog.SameLease(l.token, token) {
+		l.timer.Stop()
+		delete(h.leases, jobID)
+	}
+}
+
 // expire runs on a lease timer's goroutine: it writes ExpireLease for the
 // job's attempt, which retries it (back to pending) while attempts remain.
 func (h *agentHub) expire(jobID string, token *v1.LeaseToken) {
@@ -77,7 +93,7 @@ func (h *agentHub) expire(jobID string, token *v1.LeaseToken) {
 
 	j, err := h.node.catalog().Read().Job(jobID)
 	if err != nil || !catalog.SameLease(j.GetLease(), token) || !catalog.Active(j.GetState()) {
-		h.dropLease(jobID)
+		h.dropLeaseOf(jobID, token)
 		return
 	}
 	retry := j.GetAttempt() < fsm.MaxAttempts(j) || fsm.Continuous(j.GetKind())
@@ -86,7 +102,7 @@ func (h *agentHub) expire(jobID string, token *v1.LeaseToken) {
 	}}})
 	if err != nil {
 		if errors.Is(err, catalog.ErrStaleLease) || errors.Is(err, catalog.ErrNotFound) {
-			h.dropLease(jobID)
+			h.dropLeaseOf(jobID, token)
 			return
 		}
 		// No quorum or lost leadership: try again soon if still leader.
@@ -99,10 +115,13 @@ func (h *agentHub) expire(jobID string, token *v1.LeaseToken) {
 		return
 	}
 	nj, _ := resp.Value.(*v1.Job)
+	if h.afterExpire != nil {
+		h.afterExpire(jobID)
+	}
 	h.metrics.LeaseExpired()
 	h.log.Warn("lease expired", "job", jobID, "agent", agent, "lease", catalog.LeaseString(token),
 		"attempt", j.GetAttempt(), "now", catalog.StateName(nj.GetState()))
-	h.dropLease(jobID)
+	h.dropLeaseOf(jobID, token)
 	h.setProgress(jobID, nil)
 	// If the agent is still connected (alive but not listing the job),
 	// tell it to stop the attempt.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/fsm"
 	"github.com/tidemark-backup/tidemark/controller/scheduler"
+	"github.com/tidemark-backup/tidemark/internal/agentlink"
 	"github.com/tidemark-backup/tidemark/internal/logadapt"
 	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/tlsx"
@@ -136,7 +137,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("listening on --grpc-addr %s: %w", id.GRPCAddr, err)
 	}
 	s.lis = lis
-	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.unaryInterceptor), grpc.ChainStreamInterceptor(s.streamInterceptor)}
+	// Keepalive on the agents' Connect streams (internal/agentlink): both
+	// ends notice a silently dead peer in seconds, not when TCP gives up.
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.unaryInterceptor), grpc.ChainStreamInterceptor(s.streamInterceptor),
+		grpc.KeepaliveParams(agentlink.ServerParameters()), grpc.KeepaliveEnforcementPolicy(agentlink.EnforcementPolicy())}
 	if s.tls != nil {
 		opts = append(opts, grpc.Creds(tlsx.GRPC(s.tls.ServerConfig())))
 	}
