@@ -54,10 +54,13 @@ type Agent struct {
 	wake chan struct{} // a result is ready to send
 	bg   sync.WaitGroup
 
-	mu           sync.Mutex
-	jobs         map[string]*job // running, or ended with a result not yet acknowledged
-	sess         *session        // the live session, if any
-	relayRepo    string          // the controller's --repo, from Registered
+	mu   sync.Mutex
+	jobs map[string]*job // running, or ended with a result not yet acknowledged
+	// onInstance lists, per instance, the exclusive jobs (backups and
+	// restores) that have not ended, in the order they were assigned.
+	onInstance   map[string][]*job
+	sess         *session // the live session, if any
+	relayRepo    string   // the controller's --repo, from Registered
 	shuttingDown bool
 	probed       *probed
 
@@ -164,13 +167,14 @@ func newAgent(ctx context.Context, cfg Config) (*Agent, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	a := &Agent{
-		cfg:       cfg,
-		log:       log.With("agent", cfg.Name),
-		instances: map[string]*mysqlx.DSN{},
-		dsns:      map[string]string{},
-		wake:      make(chan struct{}, 1),
-		jobs:      map[string]*job{},
-		metrics:   cfg.Metrics,
+		cfg:        cfg,
+		log:        log.With("agent", cfg.Name),
+		instances:  map[string]*mysqlx.DSN{},
+		dsns:       map[string]string{},
+		wake:       make(chan struct{}, 1),
+		jobs:       map[string]*job{},
+		onInstance: map[string][]*job{},
+		metrics:    cfg.Metrics,
 	}
 	if a.metrics == nil && cfg.MetricsAddr != "" {
 		a.metrics = metrics.New()

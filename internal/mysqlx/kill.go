@@ -103,6 +103,10 @@ func (s *Sessions) IDs() []uint64 {
 	return append([]uint64(nil), s.ids...)
 }
 
+// ErrStatementsLeft marks an error of Kill: the server may still run
+// statements of the pool, so the instance is not known to be quiet.
+var ErrStatementsLeft = errors.New("statements may still run on the server")
+
 // errUnknownThread is the server's answer to KILL of a connection that is
 // gone (ER_NO_SUCH_THREAD).
 const errUnknownThread = 1094
@@ -173,12 +177,12 @@ func (s *Sessions) Kill(ctx context.Context) error {
 
 func (s *Sessions) killErr(ctx context.Context, running []string, err error) error {
 	if len(running) == 0 {
-		return fmt.Errorf("stopping the statements of %s: %w", s.dsn.Addr(), err)
+		return fmt.Errorf("%w: stopping the statements of %s: %w", ErrStatementsLeft, s.dsn.Addr(), err)
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("statements on %s still run after KILL QUERY: %s: %w", s.dsn.Addr(), strings.Join(running, "; "), err)
+		return fmt.Errorf("%w: on %s after KILL QUERY: %s: %w", ErrStatementsLeft, s.dsn.Addr(), strings.Join(running, "; "), err)
 	}
-	return fmt.Errorf("killing %s on %s: %w", strings.Join(running, "; "), s.dsn.Addr(), err)
+	return fmt.Errorf("%w: killing %s on %s: %w", ErrStatementsLeft, strings.Join(running, "; "), s.dsn.Addr(), err)
 }
 
 // KillTimeout bounds the kills of KillOnCancel.

@@ -1,0 +1,201 @@
+package agent
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tidemark-backup/tidemark/internal/testenv"
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+func restoreJob(id, instance, backupID string, drop bool) *v1.Job {
+	return &v1.Job{Id: id, Kind: v1.JobKind_JOB_KIND_RESTORE, Instance: instance, Attempt: 1,
+		Params: &v1.Job_Restore{Restore: &v1.RestoreParams{BackupId: backupID, TargetInstance: instance, DropExisting: drop}}}
+}
+
+// serialFixture is an agent on a real MariaDB holding two backups of
+// table serial.t that differ in every row, and whose server logs every
+// statement (mysql.general_log) so a test can order them.
+type serialFixture struct {
+	m  *testenv.MariaDB
+	db *sql.DB
+	s  *fakeStream
+}
+
+func newSerialFixture(t *testing.T, name string, configure func(*Config)) *serialFixture {
+	t.Helper()
+	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: name})
+	rows := 200000
+	if testing.Short() {
+		rows = 100000
+	}
+	m.Exec(t, "CREATE DATABASE serial", "CREATE TABLE serial.t (id INT PRIMARY KEY, v INT NOT NULL, KEY v (v))",
+		fmt.Sprintf("INSERT INTO serial.t SELECT seq, seq %% 1000 FROM serial.seq_1_to_%d", rows))
+	fc := startFake(t)
+	cfg := testConfig(t, name, fc.addr)
+	cfg.MySQL = m.DSN
+	cfg.Repo = newRepo(t)
+	cfg.Parallel = 2
+	if configure != nil {
+		configure(&cfg)
+	}
+	runAgent(t, cfg)
+	f := &serialFixture{m: m, db: m.DB(t), s: fc.next(t, 10*time.Second)}
+	f.backup(t, "job-ba", "backup-a")
+	// Backup b: every row differs, and there are more of them.
+	m.Exec(t, "UPDATE serial.t SET v = v + 5000", fmt.Sprintf("INSERT INTO serial.t SELECT seq, 7 FROM serial.seq_%d_to_%d", rows+1, rows+100))
+	f.backup(t, "job-bb", "backup-b")
+	return f
+}
+
+func (f *serialFixture) backup(t *testing.T, job, id string) {
+	t.Helper()
+	f.s.assign(backupJob(job, f.s.reg.GetName(), id), lease(job, 1, 1))
+	msg := f.s.result(t, job)
+	if !msg.GetJobResult().GetOk() {
+		t.Fatalf("backup %s: %v", id, msg.GetJobResult())
+	}
+	f.s.ack(msg.GetSeq())
+}
+
+// summary is what tells the two backups apart.
+func (f *serialFixture) summary(t *testing.T) string {
+	t.Helper()
+	var n, sum int64
+	if err := f.db.QueryRow("SELECT COUNT(*), SUM(v) FROM serial.t").Scan(&n, &sum); err != nil {
+		t.Fatal(err)
+	}
+	var idx int
+	if err := f.db.QueryRow("SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = 'serial' AND TABLE_NAME = 't' AND INDEX_NAME = 'v'").Scan(&idx); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%d rows, sum %d, index v: %d", n, sum, idx)
+}
+
+// blockALTER starts a reader that takes serial.t's metadata lock the moment
+// the restore creates the table, and holds it until release is called, so
+// the restore's ALTER TABLE ... ADD INDEX (run once the table's data is in)
+// waits on the server: a long-running statement at a known place, without
+// a big table.
+func (f *serialFixture) blockALTER(t *testing.T) (release func()) {
+	t.Helper()
+	conn, err := f.db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked := make(chan error, 1)
+	go func() {
+		deadline := time.Now().Add(testenv.Wait(60 * time.Second))
+		for time.Now().Before(deadline) {
+			if _, err := conn.ExecContext(context.Background(), "START TRANSACTION"); err != nil {
+				locked <- err
+				return
+			}
+			if _, err := conn.ExecContext(context.Background(), "SELECT 1 FROM serial.t LIMIT 0"); err == nil {
+				locked <- nil
+				return
+			}
+			_, _ = conn.ExecContext(context.Background(), "ROLLBACK")
+		}
+		locked <- fmt.Errorf("serial.t not created within a minute")
+	}()
+	return func() {
+		if err := <-locked; err != nil {
+			t.Error(err)
+		}
+		_, _ = conn.ExecContext(context.Background(), "COMMIT")
+		_ = conn.Close()
+	}
+}
+
+// alterID waits for the restore's ALTER TABLE to wait on the server and
+// returns its connection id.
+func (f *serialFixture) alterID(t *testing.T) int64 {
+	t.Helper()
+	var id int64
+	testenv.WaitFor(t, "the restore's ALTER TABLE waiting for the metadata lock", 60*time.Second, func() error {
+		err := f.db.QueryRow("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'ALTER TABLE%' AND STATE LIKE '%metadata lock%'").Scan(&id)
+		return err
+	})
+	return id
+}
+
+// TestCancelledRestoreStopsBeforeTheNext: a restore is cancelled while its
+// ALTER TABLE ... ADD INDEX waits on the server, and the instance's next
+// restore is assigned at once (as the controller did before it waited for
+// the agent). The next restore's first DROP reaches the server only after
+// the first restore's ALTER is gone from the processlist: the agent killed
+// it and waited. The data is then exactly the second backup's.
+//
+// Before the fix the agent started the second restore at once and
+// cancelling only dropped the driver's socket: its DROP ran while the ALTER
+// still waited (this test failed with "restore 2 started while ...").
+func TestCancelledRestoreStopsBeforeTheNext(t *testing.T) {
+	t.Parallel()
+	f := newSerialFixture(t, "serial-1", nil)
+	inst := f.s.reg.GetName()
+	want := f.summary(t)
+
+	f.m.Exec(t, "DROP DATABASE serial", "TRUNCATE mysql.general_log", "SET GLOBAL log_output = 'TABLE'", "SET GLOBAL general_log = ON")
+	release := f.blockALTER(t)
+	f.s.assign(restoreJob("job-r1", inst, "backup-a", false), lease("job-r1", 1, 10))
+	alter := f.alterID(t)
+
+	f.s.send(&v1.ControllerMessage{Msg: &v1.ControllerMessage_CancelJob{CancelJob: &v1.JobCancellation{
+		JobId: "job-r1", Lease: lease("job-r1", 1, 10), Reason: "operator asked"}}})
+	f.s.assign(restoreJob("job-r2", inst, "backup-b", true), lease("job-r2", 1, 11))
+
+	// Watch the ALTER and the second restore's first DROP, by the server's
+	// clock.
+	// Both are DATETIME(6) text, which sorts as the times do.
+	var alterGone, firstDrop sql.NullString
+	deadline := time.Now().Add(testenv.Wait(60 * time.Second))
+	for !alterGone.Valid {
+		if time.Now().After(deadline) {
+			t.Fatal("restore 1's ALTER still runs a minute after the cancel")
+		}
+		var now string
+		var n int
+		if err := f.db.QueryRow("SELECT NOW(6), COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?", alter).Scan(&now, &n); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.db.QueryRow("SELECT MIN(event_time) FROM mysql.general_log WHERE argument LIKE 'DROP %'").Scan(&firstDrop); err != nil {
+			t.Fatal(err)
+		}
+		if firstDrop.Valid {
+			t.Fatalf("restore 2 started (its DROP at %s) while restore 1's ALTER (connection %d) still ran", firstDrop.String, alter)
+		}
+		if n == 0 {
+			alterGone = sql.NullString{String: now, Valid: true}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The first restore reports its cancellation; the second waits at most
+	// for the reader, then runs.
+	msg := f.s.result(t, "job-r1")
+	if r := msg.GetJobResult(); r.GetOk() || !strings.Contains(r.GetError(), "cancelled by the controller: operator asked") {
+		t.Fatalf("restore 1 result %v", r)
+	}
+	f.s.ack(msg.GetSeq())
+	release()
+	msg = f.s.result(t, "job-r2")
+	if r := msg.GetJobResult(); !r.GetOk() {
+		t.Fatalf("restore 2 result %v", r)
+	}
+	f.s.ack(msg.GetSeq())
+	if err := f.db.QueryRow("SELECT MIN(event_time) FROM mysql.general_log WHERE argument LIKE 'DROP %'").Scan(&firstDrop); err != nil || !firstDrop.Valid {
+		t.Fatalf("no DROP by restore 2 in the general log: %v", err)
+	}
+	f.m.Exec(t, "SET GLOBAL general_log = OFF")
+	if firstDrop.String <= alterGone.String {
+		t.Errorf("restore 2's first DROP at %s, restore 1's ALTER gone at %s", firstDrop.String, alterGone.String)
+	}
+	t.Logf("restore 1's ALTER gone at %s, restore 2's first DROP at %s", alterGone.String, firstDrop.String)
+	if got := f.summary(t); got != want {
+		t.Errorf("after restore 2: %s, want backup b's %s", got, want)
+	}
+}
