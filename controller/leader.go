@@ -122,6 +122,12 @@ func (h *agentHub) assignLoop(ctx context.Context) {
 	}
 }
 
+// exclusiveKind: jobs of kind k need their instance to themselves (one
+// backup or restore at a time).
+func exclusiveKind(k v1.JobKind) bool {
+	return k == v1.JobKind_JOB_KIND_BACKUP || k == v1.JobKind_JOB_KIND_RESTORE
+}
+
 // assignPending hands every pending job whose instance's agent has a live
 // session to that agent, oldest first, each under a new lease.
 func (h *agentHub) assignPending(ctx context.Context) {
@@ -137,6 +143,15 @@ func (h *agentHub) assignPending(ctx context.Context) {
 		ss := h.session(in.GetAgent())
 		if ss == nil {
 			continue
+		}
+		if exclusiveKind(j.GetKind()) {
+			// An instance is busy until its last backup or restore has
+			// stopped on the agent, not just been cancelled.
+			if b := h.instanceBusy(ctx, r, in); b != nil {
+				h.log.Debug("job waits for the instance's cancelled job to stop", "job", j.GetId(), "instance", in.GetName(),
+					"stopping", b.GetId(), "until", b.GetStoppingUntil().AsTime())
+				continue
+			}
 		}
 		t := time.Now()
 		resp, err := h.node.apply(ctx, &v1.Command{Cmd: &v1.Command_AssignJob{AssignJob: &v1.AssignJob{
