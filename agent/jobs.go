@@ -37,6 +37,13 @@ type job struct {
 	streamMu sync.Mutex
 	stream   v1.StreamReport
 
+	// Guarded by Agent.mu: when the agent sent the last Heartbeat (or
+	// Register) whose lease renewal for this job the controller
+	// acknowledged (lease.go), and whether the job was stopped because
+	// that is over a lease ago.
+	renewedAt   time.Time
+	selfExpired bool
+
 	// waitFor are the instance's exclusive jobs that had not ended when
 	// this one was assigned: it starts once every one of them has.
 	waitFor []*job
@@ -124,6 +131,7 @@ func (a *Agent) assign(m *v1.JobAssignment) {
 		log.Warn("job reassigned under a newer lease; stopping the old attempt", "old_lease", leaseString(old.lease))
 	}
 	a.jobs[j.id] = j
+	j.renewedAt = a.renewalAnchor()
 	if exclusive(jb.GetKind()) {
 		// One job at a time per instance: a job the controller cancelled
 		// (or whose lease ran out) may still be stopping here, its

@@ -4,7 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +29,7 @@ type serialFixture struct {
 	s  *fakeStream
 }
 
-func newSerialFixture(t *testing.T, name string, configure func(*Config)) *serialFixture {
+func newSerialFixture(t *testing.T, name string, fake func(*fakeController), front func(addr string) string) *serialFixture {
 	t.Helper()
 	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: name})
 	rows := 200000
@@ -35,14 +38,20 @@ func newSerialFixture(t *testing.T, name string, configure func(*Config)) *seria
 	}
 	m.Exec(t, "CREATE DATABASE serial", "CREATE TABLE serial.t (id INT PRIMARY KEY, v INT NOT NULL, KEY v (v))",
 		fmt.Sprintf("INSERT INTO serial.t SELECT seq, seq %% 1000 FROM serial.seq_1_to_%d", rows))
-	fc := startFake(t)
-	cfg := testConfig(t, name, fc.addr)
+	var fc *fakeController
+	if fake != nil {
+		fc = startFake(t, fake)
+	} else {
+		fc = startFake(t)
+	}
+	addr := fc.addr
+	if front != nil {
+		addr = front(addr)
+	}
+	cfg := testConfig(t, name, addr)
 	cfg.MySQL = m.DSN
 	cfg.Repo = newRepo(t)
 	cfg.Parallel = 2
-	if configure != nil {
-		configure(&cfg)
-	}
 	runAgent(t, cfg)
 	f := &serialFixture{m: m, db: m.DB(t), s: fc.next(t, 10*time.Second)}
 	f.backup(t, "job-ba", "backup-a")
@@ -136,7 +145,7 @@ func (f *serialFixture) alterID(t *testing.T) int64 {
 // still waited (this test failed with "restore 2 started while ...").
 func TestCancelledRestoreStopsBeforeTheNext(t *testing.T) {
 	t.Parallel()
-	f := newSerialFixture(t, "serial-1", nil)
+	f := newSerialFixture(t, "serial-1", nil, nil)
 	inst := f.s.reg.GetName()
 	want := f.summary(t)
 
@@ -197,5 +206,144 @@ func TestCancelledRestoreStopsBeforeTheNext(t *testing.T) {
 	t.Logf("restore 1's ALTER gone at %s, restore 2's first DROP at %s", alterGone.String, firstDrop.String)
 	if got := f.summary(t); got != want {
 		t.Errorf("after restore 2: %s, want backup b's %s", got, want)
+	}
+}
+
+// freezeProxy forwards TCP connections to a target until frozen: then it
+// holds every byte (without closing anything), like a network partition
+// that neither side's TCP notices.
+type freezeProxy struct {
+	addr   string
+	mu     sync.Mutex
+	frozen bool
+	thawed chan struct{}
+}
+
+func startFreezeProxy(t *testing.T, target string) *freezeProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{addr: l.Addr().String(), thawed: make(chan struct{})}
+	close(p.thawed)
+	var conns []net.Conn
+	var cmu sync.Mutex
+	t.Cleanup(func() {
+		_ = l.Close()
+		p.freeze(false)
+		cmu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		cmu.Unlock()
+	})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			cmu.Lock()
+			conns = append(conns, c, u)
+			cmu.Unlock()
+			go p.pipe(u, c)
+			go p.pipe(c, u)
+		}
+	}()
+	return p
+}
+
+func (p *freezeProxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			thawed := p.thawed
+			p.mu.Unlock()
+			<-thawed
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if err != io.EOF {
+				_ = dst.Close()
+			}
+			return
+		}
+	}
+}
+
+func (p *freezeProxy) freeze(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if on == p.frozen {
+		return
+	}
+	p.frozen = on
+	if on {
+		p.thawed = make(chan struct{})
+	} else {
+		close(p.thawed)
+	}
+}
+
+// TestPartitionedAgentStopsItsJob: the agent's session is cut silently (a
+// proxy holds every byte) while its restore's ALTER TABLE waits on the
+// server. Nothing can reach the agent, yet once a lease has passed since
+// the last renewal the controller acknowledged, the agent cancels the job
+// and kills the ALTER: the server is quiet by the time the leader may give
+// the instance to another job. Before the fix the job ran on until the
+// network came back (and its ALTER after that).
+func TestPartitionedAgentStopsItsJob(t *testing.T) {
+	t.Parallel()
+	const hb, leaseTTL = 200 * time.Millisecond, 2 * time.Second
+	var proxy *freezeProxy
+	f := newSerialFixture(t, "serial-2", func(fc *fakeController) { fc.heartbeat, fc.lease, fc.acks = hb, leaseTTL, true },
+		func(addr string) string { proxy = startFreezeProxy(t, addr); return proxy.addr })
+	inst := f.s.reg.GetName()
+
+	f.m.Exec(t, "DROP DATABASE serial")
+	release := f.blockALTER(t)
+	defer release()
+	f.s.assign(restoreJob("job-p", inst, "backup-a", false), lease("job-p", 1, 20))
+	alter := f.alterID(t)
+	// Let a renewal of the job's lease be acknowledged, then cut.
+	f.s.heartbeat(t, "heartbeat listing job-p", func(h *v1.Heartbeat) bool { return len(h.GetRunning()) == 1 })
+	time.Sleep(2 * hb)
+	frozen := time.Now()
+	proxy.freeze(true)
+
+	var gone time.Duration
+	testenv.WaitFor(t, "the agent to kill its ALTER by itself", leaseTTL+30*time.Second, func() error {
+		var n int
+		if err := f.db.QueryRow("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?", alter).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("ALTER (connection %d) still runs %s after the cut", alter, time.Since(frozen).Round(time.Millisecond))
+		}
+		gone = time.Since(frozen)
+		return nil
+	})
+	t.Logf("ALTER killed %s after the cut (lease %s, heartbeat %s)", gone.Round(time.Millisecond), leaseTTL, hb)
+	// Not before the lease could have run out on the leader: the last
+	// acknowledged heartbeat left at most about two heartbeats before the
+	// cut (one interval, plus the ack's way back).
+	if gone < leaseTTL-3*hb {
+		t.Errorf("the agent stopped its job %s after the cut, before the lease (%s) could have run out", gone, leaseTTL)
+	}
+	// The network comes back: the agent reports why it stopped.
+	proxy.freeze(false)
+	msg := f.s.result(t, "job-p")
+	if r := msg.GetJobResult(); r.GetOk() || !strings.Contains(r.GetError(), "the agent stopped the job by itself") {
+		t.Fatalf("result %v", r)
 	}
 }
