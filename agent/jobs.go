@@ -242,7 +242,7 @@ func (a *Agent) runJob(ctx context.Context, j *job, log *slog.Logger) {
 		// The engine's error says "context canceled"; the cause says why
 		// (and a failed kill, what may still run on the server).
 		if errors.Is(err, mysqlx.ErrStatementsLeft) {
-			err = fmt.Errorf("%w; %v", context.Cause(ctx), err)
+			err = fmt.Errorf("%w; %w", context.Cause(ctx), err)
 		} else {
 			err = context.Cause(ctx)
 		}
