@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -148,8 +150,8 @@ func (h *agentHub) assignPending(ctx context.Context) {
 			// An instance is busy until its last backup or restore has
 			// stopped on the agent, not just been cancelled.
 			if b := h.instanceBusy(ctx, r, in); b != nil {
-				h.log.Debug("job waits for the instance's cancelled job to stop", "job", j.GetId(), "instance", in.GetName(),
-					"stopping", b.GetId(), "until", b.GetStoppingUntil().AsTime())
+				h.noteWaiting(j.GetId(), fmt.Sprintf("waiting for job %s to stop on instance %s (at the latest %s)",
+					b.GetId(), in.GetName(), b.GetStoppingUntil().AsTime().UTC().Format(time.RFC3339)))
 				continue
 			}
 		}
@@ -169,6 +171,7 @@ func (h *agentHub) assignPending(ctx context.Context) {
 			continue
 		}
 		nj := resp.Value.(*v1.Job)
+		h.clearWaiting(nj.GetId())
 		h.mu.Lock()
 		if h.leading {
 			h.armLease(nj.GetId(), nj.GetLease(), ss.name, h.ttl)
@@ -176,5 +179,27 @@ func (h *agentHub) assignPending(ctx context.Context) {
 		h.mu.Unlock()
 		ss.send(h.assignmentMsg(h.node.catalog().Read(), nj))
 		h.log.Info("job assigned", "job", nj.GetId(), "agent", ss.name, "attempt", nj.GetAttempt(), "lease", catalog.LeaseString(nj.GetLease()))
+	}
+}
+
+// noteWaiting shows why a pending job is not assigned (GetJob, WatchJob
+// show it as the job's progress), waking watchers only when it changed.
+func (h *agentHub) noteWaiting(jobID, why string) {
+	h.mu.Lock()
+	same := h.progress[jobID].GetPhase() == why
+	h.mu.Unlock()
+	if !same {
+		h.log.Info("job waits for its instance", "job", jobID, "why", why)
+		h.setProgress(jobID, &v1.JobProgress{Phase: why, UpdatedAt: now()})
+	}
+}
+
+// clearWaiting drops what noteWaiting said once the job is assigned.
+func (h *agentHub) clearWaiting(jobID string) {
+	h.mu.Lock()
+	p := h.progress[jobID]
+	h.mu.Unlock()
+	if p != nil && strings.HasPrefix(p.GetPhase(), "waiting for job ") {
+		h.setProgress(jobID, nil)
 	}
 }

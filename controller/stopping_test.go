@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,8 +46,10 @@ func TestCancelledJobKeepsInstanceBusy(t *testing.T) {
 		if m, err := a.wait(10*testHeartbeat, func(m *v1.ControllerMessage) bool { return m.GetAssignJob() != nil }); err == nil {
 			t.Fatalf("job %s assigned while the cancelled attempt still stops on the agent", m.GetAssignJob().GetJob().GetId())
 		}
-		if s := getJob(t, c, next.GetId()).GetState(); s != v1.JobState_JOB_STATE_PENDING {
-			t.Fatalf("next job is %s", s)
+		// It says what it waits for.
+		if nj := getJob(t, c, next.GetId()); nj.GetState() != v1.JobState_JOB_STATE_PENDING ||
+			!strings.Contains(nj.GetProgress().GetPhase(), "waiting for job "+j.GetId()+" to stop on instance db1") {
+			t.Fatalf("next job is %s, progress %v", nj.GetState(), nj.GetProgress())
 		}
 		return next
 	}
