@@ -155,6 +155,7 @@ func TestCancelledRestoreStopsBeforeTheNext(t *testing.T) {
 	f.s.assign(restoreJob("job-r1", inst, "backup-a", false), lease("job-r1", 1, 10))
 	alter := f.alterID(t)
 
+	cancelled := time.Now()
 	f.s.send(&v1.ControllerMessage{Msg: &v1.ControllerMessage_CancelJob{CancelJob: &v1.JobCancellation{
 		JobId: "job-r1", Lease: lease("job-r1", 1, 10), Reason: "operator asked"}}})
 	f.s.assign(restoreJob("job-r2", inst, "backup-b", true), lease("job-r2", 1, 11))
@@ -181,6 +182,7 @@ func TestCancelledRestoreStopsBeforeTheNext(t *testing.T) {
 		}
 		if n == 0 {
 			alterGone = sql.NullString{String: now, Valid: true}
+			t.Logf("restore 1's ALTER gone %s after the cancellation was sent", time.Since(cancelled).Round(time.Millisecond))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
