@@ -30,6 +30,10 @@ import (
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
+// leaseWatchTick is how often the agent looks for jobs whose lease has run
+// out (lease.go): late by at most this much.
+const leaseWatchTick = 50 * time.Millisecond
+
 // ErrShutdown is the cause of every job the agent stops because it is
 // shutting down; its text is the failure reason the controller records.
 var ErrShutdown = errors.New("agent shutting down")
@@ -55,10 +59,18 @@ type Agent struct {
 	wake chan struct{} // a result is ready to send
 	bg   sync.WaitGroup
 
-	mu           sync.Mutex
-	jobs         map[string]*job // running, or ended with a result not yet acknowledged
-	sess         *session        // the live session, if any
-	relayRepo    string          // the controller's --repo, from Registered
+	mu   sync.Mutex
+	jobs map[string]*job // running, or ended with a result not yet acknowledged
+	// onInstance lists, per instance, the exclusive jobs (backups and
+	// restores) that have not ended, in the order they were assigned.
+	onInstance map[string][]*job
+	sess       *session // the live session, if any
+	relayRepo  string   // the controller's --repo, from Registered
+	// The lease terms of the last Registered: lease_duration, and whether
+	// the controller acknowledges renewals (lease.go).
+	leaseTTL     time.Duration
+	leaseGrace   time.Duration // Registered.takeover_grace
+	renewalAcks  bool
 	shuttingDown bool
 	probed       *probed
 
@@ -101,6 +113,11 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() {
 		defer a.bg.Done()
 		a.cleanLeftovers(runCtx)
+	}()
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		a.leaseWatch(runCtx, leaseWatchTick)
 	}()
 	loopDone := make(chan error, 1)
 	go func() { loopDone <- a.connectLoop(runCtx) }()
@@ -171,13 +188,14 @@ func newAgent(ctx context.Context, cfg Config) (*Agent, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	a := &Agent{
-		cfg:       cfg,
-		log:       log.With("agent", cfg.Name),
-		instances: map[string]*mysqlx.DSN{},
-		dsns:      map[string]string{},
-		wake:      make(chan struct{}, 1),
-		jobs:      map[string]*job{},
-		metrics:   cfg.Metrics,
+		cfg:        cfg,
+		log:        log.With("agent", cfg.Name),
+		instances:  map[string]*mysqlx.DSN{},
+		dsns:       map[string]string{},
+		wake:       make(chan struct{}, 1),
+		jobs:       map[string]*job{},
+		onInstance: map[string][]*job{},
+		metrics:    cfg.Metrics,
 	}
 	if a.metrics == nil && cfg.MetricsAddr != "" {
 		a.metrics = metrics.New()

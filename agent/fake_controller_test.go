@@ -31,6 +31,12 @@ type fakeController struct {
 	// answer decides the reply to a Register; nil accepts with Registered.
 	answer    func(*v1.Register) *v1.ControllerMessage
 	heartbeat time.Duration
+	// lease is Registered.lease_duration (0: three heartbeats); with acks
+	// the fake answers every Heartbeat and the Register with
+	// LeasesRenewed for every job listed, as a leader does.
+	lease     time.Duration
+	grace     time.Duration // Registered.takeover_grace
+	acks      bool
 	streams   chan *fakeStream
 	registers chan *v1.Register // every Register received, accepted or not
 }
@@ -81,9 +87,14 @@ func (f *fakeController) Connect(stream v1.AgentService_ConnectServer) error {
 		ans = f.answer(reg)
 	}
 	if ans == nil {
+		lease := f.lease
+		if lease == 0 {
+			lease = 3 * f.heartbeat
+		}
 		ans = &v1.ControllerMessage{Msg: &v1.ControllerMessage_Registered{Registered: &v1.Registered{
 			AgentId: "agent-" + reg.GetName(), HeartbeatInterval: durationpb.New(f.heartbeat),
-			LeaseDuration: durationpb.New(3 * f.heartbeat), ControllerNode: f.addr}}}
+			LeaseDuration: durationpb.New(lease), ControllerNode: f.addr, RenewalAcks: f.acks && reg.GetRenewalAcks(),
+			TakeoverGrace: durationpb.New(f.grace)}}}
 	}
 	ans.Seq = 1
 	if err := stream.Send(ans); err != nil {
@@ -95,6 +106,17 @@ func (f *fakeController) Connect(stream v1.AgentService_ConnectServer) error {
 	fs := &fakeStream{reg: reg, heartbeats: make(chan received, 1000), progress: make(chan received, 1000),
 		results: make(chan received, 1000), reprobes: make(chan received, 100), out: make(chan *v1.ControllerMessage, 100), cut: make(chan struct{}), seq: 1}
 	f.streams <- fs
+	renewed := func(seq uint64, running []*v1.RunningJob) {
+		if !f.acks {
+			return
+		}
+		var ids []string
+		for _, r := range running {
+			ids = append(ids, r.GetJobId())
+		}
+		fs.send(&v1.ControllerMessage{Msg: &v1.ControllerMessage_LeasesRenewed{LeasesRenewed: &v1.LeasesRenewed{Seq: seq, JobIds: ids}}})
+	}
+	renewed(first.GetSeq(), reg.GetRunning())
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -106,6 +128,7 @@ func (f *fakeController) Connect(stream v1.AgentService_ConnectServer) error {
 			r := received{m, time.Now()}
 			switch {
 			case m.GetHeartbeat() != nil:
+				renewed(m.GetSeq(), m.GetHeartbeat().GetRunning())
 				fs.heartbeats <- r
 			case m.GetJobProgress() != nil:
 				fs.progress <- r

@@ -2,15 +2,19 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidemark-backup/tidemark/agent/runner"
+	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -33,9 +37,29 @@ type job struct {
 	streamMu sync.Mutex
 	stream   v1.StreamReport
 
+	// Guarded by Agent.mu: when the agent sent the last Heartbeat (or
+	// Register) whose lease renewal for this job the controller
+	// acknowledged (lease.go), and whether the job was stopped because
+	// that is over a lease ago.
+	renewedAt   time.Time
+	selfExpired bool
+
+	// waitFor are the instance's exclusive jobs that had not ended when
+	// this one was assigned: it starts once every one of them has.
+	waitFor []*job
+
 	// Guarded by Agent.mu.
 	result     *v1.JobResultReport // set once the attempt ended
 	superseded bool                // a newer lease replaced it: never report
+}
+
+// exclusive reports whether jobs of kind k need their instance to
+// themselves on the agent: backups and restores, the kinds the
+// controller allows one of per instance. A binlog stream runs beside
+// them (PROTOCOL.md), and so do copy and expire jobs, which touch only
+// repositories, never the server.
+func exclusive(k v1.JobKind) bool {
+	return k == v1.JobKind_JOB_KIND_BACKUP || k == v1.JobKind_JOB_KIND_RESTORE
 }
 
 func (j *job) running() *v1.RunningJob {
@@ -107,6 +131,16 @@ func (a *Agent) assign(m *v1.JobAssignment) {
 		log.Warn("job reassigned under a newer lease; stopping the old attempt", "old_lease", leaseString(old.lease))
 	}
 	a.jobs[j.id] = j
+	j.renewedAt = a.renewalAnchor()
+	if exclusive(jb.GetKind()) {
+		// One job at a time per instance: a job the controller cancelled
+		// (or whose lease ran out) may still be stopping here, its
+		// statements being killed, when the controller hands out the
+		// instance's next one. The new one waits for it.
+		inst := jb.GetInstance()
+		j.waitFor = slices.Clone(a.onInstance[inst])
+		a.onInstance[inst] = append(a.onInstance[inst], j)
+	}
 	shutting := a.shuttingDown
 	a.mu.Unlock()
 	if shutting {
@@ -131,30 +165,69 @@ func (a *Agent) assign(m *v1.JobAssignment) {
 	}()
 }
 
+// leaveInstance takes an ended job off its instance's list.
+func (a *Agent) leaveInstance(j *job) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	inst := j.job.GetInstance()
+	a.onInstance[inst] = slices.DeleteFunc(a.onInstance[inst], func(o *job) bool { return o == j })
+	if len(a.onInstance[inst]) == 0 {
+		delete(a.onInstance, inst)
+	}
+}
+
+// awaitInstance waits until every job j waits for has ended, reporting
+// which one it waits for in j's progress. It returns ctx's cause if j is
+// cancelled first: j then never started, so it may end at once (a job
+// queued behind j waits for the same ones itself).
+func (a *Agent) awaitInstance(ctx context.Context, j *job, progress func(*v1.JobProgress), log *slog.Logger) error {
+	for _, o := range j.waitFor {
+		select {
+		case <-o.done:
+			continue
+		default:
+		}
+		log.Info("waiting for the instance's previous job to stop", "previous_job", o.id, "previous_lease", leaseString(o.lease))
+		progress(&v1.JobProgress{Phase: fmt.Sprintf("waiting for job %s to stop on instance %s", o.id, j.job.GetInstance()),
+			UpdatedAt: timestamppb.Now()})
+		select {
+		case <-o.done:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	return nil
+}
+
 // runJob runs one attempt and queues its result.
 func (a *Agent) runJob(ctx context.Context, j *job, log *slog.Logger) {
 	defer close(j.done)
+	defer a.leaveInstance(j)
 	defer j.cancel(nil)
 	rep := &v1.JobResultReport{JobId: j.id, Lease: j.lease}
 	inst := j.job.GetInstance()
 	dsn, ok := a.dsns[inst]
 	var res *runner.Result
 	var err error
+	progress := func(p *v1.JobProgress) {
+		j.progress.Store(p)
+		select {
+		case j.progressKick <- struct{}{}:
+		default:
+		}
+	}
 	switch {
 	case !ok:
 		err = fmt.Errorf("instance %q is not served by agent %s (it serves: %s)", inst, a.cfg.Name, a.instanceNames())
 	case ctx.Err() != nil:
 		err = context.Cause(ctx)
 	default:
-		log.Info("job starting", "kind", j.job.GetKind().String())
 		stopProgress := a.reportProgress(ctx, j)
-		progress := func(p *v1.JobProgress) {
-			j.progress.Store(p)
-			select {
-			case j.progressKick <- struct{}{}:
-			default:
-			}
+		if err = a.awaitInstance(ctx, j, progress, log); err != nil {
+			stopProgress()
+			break
 		}
+		log.Info("job starting", "kind", j.job.GetKind().String())
 		if rp := j.job.GetRestore(); rp != nil && rp.GetStopAt() != nil {
 			res, err = a.runPITR(ctx, j, dsn, progress, log)
 		} else {
@@ -166,8 +239,13 @@ func (a *Agent) runJob(ctx context.Context, j *job, log *slog.Logger) {
 		stopProgress()
 	}
 	if err != nil && ctx.Err() != nil {
-		// The engine's error says "context canceled"; the cause says why.
-		err = context.Cause(ctx)
+		// The engine's error says "context canceled"; the cause says why
+		// (and a failed kill, what may still run on the server).
+		if errors.Is(err, mysqlx.ErrStatementsLeft) {
+			err = fmt.Errorf("%w; %w", context.Cause(ctx), err)
+		} else {
+			err = context.Cause(ctx)
+		}
 	}
 	a.recordJob(j, res, err, ctx.Err() != nil)
 	if err != nil {

@@ -41,6 +41,12 @@ type session struct {
 
 	leader atomic.Pointer[string] // set when the controller points elsewhere
 
+	// Guarded by Agent.mu: when each Heartbeat (and the Register) was sent,
+	// until the controller answers it with LeasesRenewed (lease.go), and
+	// the send time of the last one answered.
+	sentAt      map[uint64]time.Time
+	lastRenewal time.Time
+
 	// registered is what the session last reported of the instances (at
 	// Register, then at each re-probe that found a change); only the
 	// serve goroutine touches it.
@@ -213,12 +219,12 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		return fail(err)
 	}
 	s := &session{addr: addr, stream: stream, results: map[uint64]*job{}, sent: map[*job]bool{},
-		progressSeq: map[uint64]*job{}, progressOf: map[*job]uint64{}, reprobe: reprobe}
+		progressSeq: map[uint64]*job{}, progressOf: map[*job]uint64{}, reprobe: reprobe, sentAt: map[uint64]time.Time{}}
 	reg := &v1.Register{
 		Name: a.cfg.Name, Labels: a.cfg.Labels, Capabilities: p.host, Instances: p.instances,
-		AgentVersion: version.Get().Version, Running: a.runningJobs(),
+		AgentVersion: version.Get().Version, Running: a.runningJobs(), RenewalAcks: true,
 	}
-	if _, err := s.send(&v1.AgentMessage{Msg: &v1.AgentMessage_Register{Register: reg}}, nil); err != nil {
+	if _, err := s.send(&v1.AgentMessage{Msg: &v1.AgentMessage_Register{Register: reg}}, a.noteSent(s)); err != nil {
 		return fail(err)
 	}
 	first, err := stream.Recv()
@@ -236,6 +242,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		a.mu.Lock()
 		a.relayRepo = m.Registered.GetRelayRepositoryUri()
 		a.mu.Unlock()
+		a.setLeaseTerms(s, m.Registered)
 		if s.heartbeat <= 0 {
 			s.heartbeat = a.cfg.HeartbeatInterval
 		}
@@ -376,7 +383,7 @@ func (a *Agent) serve(ctx context.Context, cancel context.CancelFunc, s *session
 		case err = <-recvErr:
 			return err
 		case <-hb.C:
-			_, err = s.send(&v1.AgentMessage{Msg: &v1.AgentMessage_Heartbeat{Heartbeat: &v1.Heartbeat{Running: a.runningJobs()}}}, nil)
+			_, err = s.send(&v1.AgentMessage{Msg: &v1.AgentMessage_Heartbeat{Heartbeat: &v1.Heartbeat{Running: a.runningJobs()}}}, a.noteSent(s))
 			if err == nil {
 				err = a.flushResults(s)
 			}
@@ -451,6 +458,8 @@ func (a *Agent) handle(s *session, m *v1.ControllerMessage) {
 		}
 	case *v1.ControllerMessage_Error:
 		a.handleError(s, msg.Error)
+	case *v1.ControllerMessage_LeasesRenewed:
+		a.leasesRenewed(s, msg.LeasesRenewed)
 	case *v1.ControllerMessage_Registered:
 		a.log.Warn("controller sent Registered again; ignored", "controller", s.addr)
 	default:

@@ -221,6 +221,8 @@ type session struct {
 	drainOnce sync.Once
 	cause     error
 	watchdog  *time.Timer
+	// renewalAcks: the agent asked for LeasesRenewed (Register).
+	renewalAcks bool
 }
 
 func (h *agentHub) newSession(ctx context.Context, name, addr string) *session {
@@ -412,6 +414,7 @@ func (h *agentHub) register(ctx context.Context, seq uint64, reg *v1.Register, a
 		old.closeWith(errorMsg(0, codes.AlreadyExists, "replaced by a newer session of agent "+name, "", ""), errors.New("replaced by a newer session"))
 	}
 	ss := h.newSession(ctx, name, addr)
+	ss.renewalAcks = reg.GetRenewalAcks()
 	h.sessions[name] = ss
 	h.mu.Unlock()
 
@@ -476,10 +479,12 @@ func (h *agentHub) register(ctx context.Context, seq uint64, reg *v1.Register, a
 	ss.send(&v1.ControllerMessage{Msg: &v1.ControllerMessage_Registered{Registered: &v1.Registered{
 		AgentId: id, HeartbeatInterval: durationpb.New(h.heartbeat),
 		LeaseDuration: durationpb.New(h.ttl), ControllerNode: h.nodeID, RelayRepositoryUri: h.relayRepo,
+		RenewalAcks: true, TakeoverGrace: durationpb.New(h.grace),
 	}}})
 	h.log.Info("agent registered", "agent", name, "addr", addr, "instances", len(ins), "running", len(reg.GetRunning()))
 
-	h.checkRunning(ss, reg.GetRunning())
+	h.ackRenewals(ss, seq, h.checkRunning(ss, reg.GetRunning()))
+	h.stoppedUnlisted(ss, reg.GetRunning(), "register")
 	listed := map[string]bool{}
 	for _, rj := range reg.GetRunning() {
 		listed[rj.GetJobId()] = true
@@ -517,7 +522,9 @@ func (h *agentHub) assignmentMsg(r *catalog.Read, j *v1.Job) *v1.ControllerMessa
 func (h *agentHub) handle(ss *session, m *v1.AgentMessage) {
 	switch msg := m.GetMsg().(type) {
 	case *v1.AgentMessage_Heartbeat:
-		h.checkRunning(ss, msg.Heartbeat.GetRunning())
+		renewed := h.checkRunning(ss, msg.Heartbeat.GetRunning())
+		h.ackRenewals(ss, m.GetSeq(), renewed)
+		h.stoppedUnlisted(ss, msg.Heartbeat.GetRunning(), "heartbeat")
 	case *v1.AgentMessage_JobProgress:
 		h.handleProgress(ss, m.GetSeq(), msg.JobProgress)
 	case *v1.AgentMessage_JobResult:
@@ -568,8 +575,9 @@ func (h *agentHub) reprobed(ss *session, reg *v1.Register) error {
 }
 
 // checkRunning renews the leases an agent lists under their current token
-// and tells it to stop attempts whose lease the job no longer holds.
-func (h *agentHub) checkRunning(ss *session, running []*v1.RunningJob) {
+// and tells it to stop attempts whose lease the job no longer holds. It
+// returns the jobs whose leases it renewed.
+func (h *agentHub) checkRunning(ss *session, running []*v1.RunningJob) (renewed []string) {
 	r := h.node.catalog().Read()
 	for _, rj := range running {
 		j, err := r.Job(rj.GetJobId())
@@ -592,6 +600,7 @@ func (h *agentHub) checkRunning(ss *session, running []*v1.RunningJob) {
 				}
 				h.mu.Unlock()
 			}
+			renewed = append(renewed, j.GetId())
 			continue
 		default:
 			why = fmt.Sprintf("lease %s is no longer the job's (job is %s under lease %s)",
@@ -601,6 +610,17 @@ func (h *agentHub) checkRunning(ss *session, running []*v1.RunningJob) {
 			JobId: rj.GetJobId(), Lease: rj.GetLease(), Reason: why,
 		}}})
 	}
+	return renewed
+}
+
+// ackRenewals answers a Heartbeat or Register (seq) with the leases it
+// renewed, so the agent knows from when to count them (it stops a job
+// whose lease it has not seen renewed for a lease_duration).
+func (h *agentHub) ackRenewals(ss *session, seq uint64, renewed []string) {
+	if !ss.renewalAcks {
+		return // an older agent, which would log every one as unknown
+	}
+	ss.send(&v1.ControllerMessage{Msg: &v1.ControllerMessage_LeasesRenewed{LeasesRenewed: &v1.LeasesRenewed{Seq: seq, JobIds: renewed}}})
 }
 
 // staleMsg is the Error that refuses a report under a lease the job does
@@ -674,6 +694,11 @@ func (h *agentHub) handleResult(ss *session, seq uint64, rep *v1.JobResultReport
 		return
 	}
 	if !catalog.SameLease(rep.GetLease(), j.GetLease()) || !catalog.Active(j.GetState()) {
+		if catalog.SameLease(rep.GetLease(), j.GetStoppingLease()) {
+			// A result is sent once the attempt ended, its statements
+			// killed: the instance is free.
+			h.attemptStopped(ss.ctx, j, "result")
+		}
 		h.log.Warn("refused a result under a stale lease", "job", j.GetId(), "agent", ss.name,
 			"lease", catalog.LeaseString(rep.GetLease()), "current", catalog.LeaseString(j.GetLease()))
 		ss.send(staleMsg(seq, j, rep.GetLease()))
@@ -828,4 +853,60 @@ func resultUpdate(j *v1.Job, rep *v1.JobResultReport, agent string) (*v1.UpdateJ
 	}
 	u.Backup = b
 	return u, nil
+}
+
+// stoppedUnlisted records as stopped the attempts an agent was stopping
+// (Job.stopping_lease) that its Heartbeat or Register (how) no longer
+// lists: the agent lists an attempt until the controller took its result,
+// so one missing from the list has ended there.
+func (h *agentHub) stoppedUnlisted(ss *session, running []*v1.RunningJob, how string) {
+	stopping := h.node.catalog().Read().StoppingJobsOf(ss.name)
+	if len(stopping) == 0 {
+		return
+	}
+	listed := map[string]*v1.LeaseToken{}
+	for _, rj := range running {
+		listed[rj.GetJobId()] = rj.GetLease()
+	}
+	for _, j := range stopping {
+		if !catalog.SameLease(listed[j.GetId()], j.GetStoppingLease()) {
+			h.attemptStopped(ss.ctx, j, how)
+		}
+	}
+}
+
+// attemptStopped writes that j's stopping attempt is over (how: "result",
+// "heartbeat", "register", "timeout") and wakes the assigner: the
+// instance may have a job waiting for it.
+func (h *agentHub) attemptStopped(ctx context.Context, j *v1.Job, how string) {
+	_, err := h.node.apply(ctx, &v1.Command{Cmd: &v1.Command_AttemptStopped{AttemptStopped: &v1.AttemptStopped{
+		JobId: j.GetId(), Lease: j.GetStoppingLease(), Reason: how, StoppedAt: now(),
+	}}})
+	if err != nil {
+		h.log.Warn("could not record that a stopping attempt ended; the instance stays busy until it is seen again or its time passes",
+			"job", j.GetId(), "lease", catalog.LeaseString(j.GetStoppingLease()), "err", err)
+		return
+	}
+	h.log.Info("stopping attempt ended; its instance is free", "job", j.GetId(), "instance", j.GetInstance(),
+		"lease", catalog.LeaseString(j.GetStoppingLease()), "seen_by", how)
+	h.kickAssigner()
+}
+
+// instanceBusy returns the job whose cancelled or expired attempt may still
+// be stopping on instance in (nil when none). One whose stopping_until
+// passed is recorded as stopped on the way: its agent has stopped it by
+// itself.
+func (h *agentHub) instanceBusy(ctx context.Context, r *catalog.Read, in *v1.Instance) *v1.Job {
+	var busy *v1.Job
+	for _, j := range r.StoppingJobsOf(in.GetAgent()) {
+		if j.GetInstance() != in.GetName() {
+			continue
+		}
+		if !time.Now().Before(j.GetStoppingUntil().AsTime()) {
+			h.attemptStopped(ctx, j, "timeout")
+			continue
+		}
+		busy = j
+	}
+	return busy
 }

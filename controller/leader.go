@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -123,6 +125,12 @@ func (h *agentHub) assignLoop(ctx context.Context) {
 	}
 }
 
+// exclusiveKind: jobs of kind k need their instance to themselves (one
+// backup or restore at a time).
+func exclusiveKind(k v1.JobKind) bool {
+	return k == v1.JobKind_JOB_KIND_BACKUP || k == v1.JobKind_JOB_KIND_RESTORE
+}
+
 // assignPending hands every pending job whose instance's agent has a live
 // session to that agent, oldest first, each under a new lease.
 func (h *agentHub) assignPending(ctx context.Context) {
@@ -138,6 +146,15 @@ func (h *agentHub) assignPending(ctx context.Context) {
 		ss := h.session(in.GetAgent())
 		if ss == nil {
 			continue
+		}
+		if exclusiveKind(j.GetKind()) {
+			// An instance is busy until its last backup or restore has
+			// stopped on the agent, not just been cancelled.
+			if b := h.instanceBusy(ctx, r, in); b != nil {
+				h.noteWaiting(j.GetId(), fmt.Sprintf("waiting for job %s to stop on instance %s (at the latest %s)",
+					b.GetId(), in.GetName(), b.GetStoppingUntil().AsTime().UTC().Format(time.RFC3339)))
+				continue
+			}
 		}
 		t := time.Now()
 		resp, err := h.node.apply(ctx, &v1.Command{Cmd: &v1.Command_AssignJob{AssignJob: &v1.AssignJob{
@@ -155,6 +172,7 @@ func (h *agentHub) assignPending(ctx context.Context) {
 			continue
 		}
 		nj := resp.Value.(*v1.Job)
+		h.clearWaiting(nj.GetId())
 		h.mu.Lock()
 		if h.leading {
 			h.armLease(nj.GetId(), nj.GetLease(), ss.name, h.ttl)
@@ -162,5 +180,27 @@ func (h *agentHub) assignPending(ctx context.Context) {
 		h.mu.Unlock()
 		ss.send(h.assignmentMsg(h.node.catalog().Read(), nj))
 		h.log.Info("job assigned", "job", nj.GetId(), "agent", ss.name, "attempt", nj.GetAttempt(), "lease", catalog.LeaseString(nj.GetLease()))
+	}
+}
+
+// noteWaiting shows why a pending job is not assigned (GetJob, WatchJob
+// show it as the job's progress), waking watchers only when it changed.
+func (h *agentHub) noteWaiting(jobID, why string) {
+	h.mu.Lock()
+	same := h.progress[jobID].GetPhase() == why
+	h.mu.Unlock()
+	if !same {
+		h.log.Info("job waits for its instance", "job", jobID, "why", why)
+		h.setProgress(jobID, &v1.JobProgress{Phase: why, UpdatedAt: now()})
+	}
+}
+
+// clearWaiting drops what noteWaiting said once the job is assigned.
+func (h *agentHub) clearWaiting(jobID string) {
+	h.mu.Lock()
+	p := h.progress[jobID]
+	h.mu.Unlock()
+	if p != nil && strings.HasPrefix(p.GetPhase(), "waiting for job ") {
+		h.setProgress(jobID, nil)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/fsm"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
@@ -98,7 +100,7 @@ func (h *agentHub) expire(jobID string, token *v1.LeaseToken) {
 	}
 	retry := j.GetAttempt() < fsm.MaxAttempts(j) || fsm.Continuous(j.GetKind())
 	resp, err := h.node.apply(context.Background(), &v1.Command{Cmd: &v1.Command_ExpireLease{ExpireLease: &v1.ExpireLease{
-		JobId: jobID, Lease: token, ExpiredAt: now(), Retry: retry,
+		JobId: jobID, Lease: token, ExpiredAt: now(), Retry: retry, AgentGrace: durationpb.New(h.grace),
 	}}})
 	if err != nil {
 		if errors.Is(err, catalog.ErrStaleLease) || errors.Is(err, catalog.ErrNotFound) {

@@ -23,6 +23,9 @@ func jobsTable() *memdb.TableSchema {
 			"id":       {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
 			"instance": {Name: "instance", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Instance"}},
 			"state":    {Name: "state", Indexer: &memdb.IntFieldIndex{Field: "State"}},
+			// The leader finds an agent's stopping attempts (to clear them
+			// from its heartbeats, and to keep their instances busy).
+			"stopping_agent": {Name: "stopping_agent", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "StoppingAgent"}},
 			// The scheduler rebuilds its last runs from a policy's jobs.
 			"policy": {Name: "policy", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Policy"}},
 			// The one-backup-per-instance check on every submit reads the
@@ -108,6 +111,12 @@ func (r *Read) ActiveJobsOf(instance string) []*v1.Job {
 		js = append(js, all[*v1.Job](r, jobsTableName, "instance_state", instance, s)...)
 	}
 	return js
+}
+
+// StoppingJobsOf returns the jobs whose cancelled or expired attempt may
+// still be stopping on agent (Job.stopping_lease), in no particular order.
+func (r *Read) StoppingJobsOf(agent string) []*v1.Job {
+	return all[*v1.Job](r, jobsTableName, "stopping_agent", agent)
 }
 
 // JobsOfPolicy returns the jobs policy scheduled, in no particular order.

@@ -133,6 +133,8 @@ func dispatch(w *catalog.Write, e entry, cmd *v1.Command) (proto.Message, error)
 		return applyRecordEngineDecision(w, c.RecordEngineDecision)
 	case *v1.Command_FinishReconcile:
 		return applyFinishReconcile(w, c.FinishReconcile)
+	case *v1.Command_AttemptStopped:
+		return applyAttemptStopped(w, c.AttemptStopped)
 	default:
 		panic(fmt.Sprintf("fsm: command %T has no applier (entry %d)", c, e.Index))
 	}

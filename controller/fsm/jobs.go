@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -238,6 +239,14 @@ func applyUpdateJobState(w *catalog.Write, c *v1.UpdateJobState) (proto.Message,
 			return nil, catalog.Errorf(catalog.ErrInvalid, "the controller can only cancel or fail job %s, not move it to %s", old.GetId(), stateName(to))
 		}
 		// The attempt loses its lease: whatever it reports later is stale.
+		// Its agent may still be stopping it: the instance stays busy.
+		if old.GetLease() != nil && old.GetAgent() != "" && old.GetState() != v1.JobState_JOB_STATE_PENDING {
+			ttl := old.GetLeaseDeadline().AsTime().Sub(old.GetAssignedAt().AsTime())
+			if old.GetLeaseDeadline() == nil || old.GetAssignedAt() == nil || ttl <= 0 {
+				ttl = fallbackLease
+			}
+			markStopping(j, old, c.GetUpdatedAt().AsTime().Add(ttl+StopGrace))
+		}
 		endAttempt(j, c.GetUpdatedAt(), c.GetReason())
 		j.State = to
 	}
@@ -301,6 +310,12 @@ func applyExpireLease(w *catalog.Write, c *v1.ExpireLease) (proto.Message, error
 	}
 	j := proto.CloneOf(old)
 	reason := fmt.Sprintf("lease expired: agent %s stopped heartbeating", old.GetAgent())
+	if old.GetAgent() != "" {
+		// The agent stops the attempt by itself when the lease runs out
+		// on its side, at most agent_grace after here; its kills get
+		// StopGrace.
+		markStopping(j, old, c.GetExpiredAt().AsTime().Add(c.GetAgentGrace().AsDuration()+StopGrace))
+	}
 	endAttempt(j, c.GetExpiredAt(), reason)
 	j.UpdatedAt = c.GetExpiredAt()
 	if c.GetRetry() && (Continuous(j.GetKind()) || j.GetAttempt() < MaxAttempts(j)) {
@@ -311,6 +326,43 @@ func applyExpireLease(w *catalog.Write, c *v1.ExpireLease) (proto.Message, error
 		j.Reason = fmt.Sprintf("%s (attempt %d of %d)", reason, j.GetAttempt(), MaxAttempts(j))
 		j.Result = &v1.JobResult{Error: j.Reason}
 	}
+	if err := w.PutJob(j); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// StopGrace is how long an agent may take to stop an attempt once it knows
+// to (its cancellation arrived, or its lease ran out on its side): the
+// engines' kills of their statements are bounded by 30 s
+// (mysqlx.KillTimeout).
+const StopGrace = 30 * time.Second
+
+// fallbackLease stands for the lease of an attempt whose record has no
+// deadline (written by an older leader).
+const fallbackLease = time.Minute
+
+// markStopping records that old's current attempt may still be stopping on
+// its agent until until, for a job that needs the instance to itself.
+func markStopping(j, old *v1.Job, until time.Time) {
+	if !exclusive(old.GetKind()) {
+		return
+	}
+	j.StoppingLease, j.StoppingAgent, j.StoppingUntil = old.GetLease(), old.GetAgent(), timestamppb.New(until)
+}
+
+// applyAttemptStopped clears a job's stopping attempt: the leader learnt
+// it is over. Another lease than the stopping one changes nothing.
+func applyAttemptStopped(w *catalog.Write, c *v1.AttemptStopped) (proto.Message, error) {
+	old, err := w.Job(c.GetJobId())
+	if err != nil {
+		return nil, err
+	}
+	if !catalog.SameLease(c.GetLease(), old.GetStoppingLease()) {
+		return old, errUnchanged
+	}
+	j := proto.CloneOf(old)
+	j.StoppingLease, j.StoppingAgent, j.StoppingUntil = nil, "", nil
 	if err := w.PutJob(j); err != nil {
 		return nil, err
 	}

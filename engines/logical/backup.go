@@ -101,6 +101,11 @@ func (e *Engine) backup(ctx context.Context, p engines.BackupParams, keep func(d
 		return nil, err
 	}
 	defer func() { _ = db.Close() }() // also ends every session, so a lock never outlives us
+	// Closing a socket does not stop a statement the server is busy with
+	// (a FLUSH TABLES WITH READ LOCK waiting behind a long query blocks
+	// every write meanwhile): kill them before returning.
+	stopKill := tap.Sessions().KillOnCancel(ctx)
+	defer func() { err = mysqlx.JoinKill(err, stopKill(err)) }()
 	db.SetMaxOpenConns(n + 1)
 	db.SetMaxIdleConns(n + 1)
 

@@ -97,7 +97,11 @@ func (s *selection) table(db, name string) bool {
 // triggers and events, and
 // with IncludeUsers the accounts and grants. Foreign-key checks are off in
 // the load sessions (pieces arrive in any order); the binlog stays on.
-func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines.RestoreResult, error) {
+//
+// Cancelled, or failing, it kills what its connections still run on the
+// server (mysqlx.Sessions) before it returns: an ALTER TABLE left running
+// would go on beside the instance's next restore.
+func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (_ *engines.RestoreResult, err error) {
 	if p.Source == nil {
 		return nil, errors.New("logical restore: no source")
 	}
@@ -127,7 +131,7 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 	}
 	// sql_log_bin is set as the driver opens each connection, so no
 	// connection of the pool can write to the binlog.
-	db, err := dsn.Open(func(c *mysql.Config) {
+	db, sessions, err := dsn.OpenSessions(func(c *mysql.Config) {
 		if p.NoBinlog {
 			c.Params = maps.Clone(c.Params)
 			if c.Params == nil {
@@ -140,6 +144,8 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (*engines
 		return nil, err
 	}
 	defer func() { _ = db.Close() }()
+	stopKill := sessions.KillOnCancel(ctx)
+	defer func() { err = mysqlx.JoinKill(err, stopKill(err)) }()
 	db.SetMaxOpenConns(n + 1)
 	db.SetMaxIdleConns(n + 1)
 	r.db = db

@@ -126,10 +126,11 @@ func (l *layout) prefix() string { return "tidemark-" + l.tag + "-" }
 
 // session is one pinned connection to the server.
 type session struct {
-	db   *sql.DB
-	conn *sql.Conn
-	srv  *mysqlx.Server
-	dsn  *mysqlx.DSN
+	db       *sql.DB
+	conn     *sql.Conn
+	srv      *mysqlx.Server
+	dsn      *mysqlx.DSN
+	sessions *mysqlx.Sessions // the connections' ids, to kill their statements
 }
 
 func (s *session) close() {
@@ -144,12 +145,12 @@ func connect(ctx context.Context, dsnStr string) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := dsn.Open(func(c *mysql.Config) { c.InterpolateParams = true })
+	db, sessions, err := dsn.OpenSessions(func(c *mysql.Config) { c.InterpolateParams = true })
 	if err != nil {
 		return nil, err
 	}
 	db.SetMaxOpenConns(2) // the pinned one, and one to name a blocking query
-	s := &session{db: db, dsn: dsn}
+	s := &session{db: db, dsn: dsn, sessions: sessions}
 	op := "connecting to " + dsn.Addr() + " as " + dsn.User()
 	if s.conn, err = db.Conn(ctx); err != nil {
 		s.close()
@@ -421,6 +422,11 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 		return nil, err
 	}
 	defer s.close()
+	// A cancelled backup's lock statement waiting on the server
+	// (FLUSH TABLES WITH READ LOCK queues every write behind it) is killed
+	// before Backup returns, not left to lock_wait_timeout.
+	stopKill := s.sessions.KillOnCancel(ctx)
+	defer func() { err = mysqlx.JoinKill(err, stopKill(err)) }()
 	p.Sink.SetServer(s.srv.Proto())
 	l, err := e.discover(ctx, s)
 	if err != nil {

@@ -41,16 +41,21 @@ const (
 // compression); the caller goes through the driver instead.
 var ErrNotTapped = errors.New("connection cannot be read on the wire (TLS or compression on)")
 
-// Tap records the sockets a pool dials.
+// Tap records the sockets a pool dials, and the connection ids (Sessions).
 type Tap struct {
-	mu    sync.Mutex
-	conns []*tapConn
+	mu       sync.Mutex
+	conns    []*tapConn
+	sessions *Sessions
 }
+
+// Sessions are the connection ids of the tapped pool, to kill its
+// statements with.
+func (t *Tap) Sessions() *Sessions { return t.sessions }
 
 // OpenTapped is Open with every dialed socket recorded in the returned Tap.
 func (d *DSN) OpenTapped(adjust func(*mysql.Config)) (*sql.DB, *Tap, error) {
 	t := &Tap{}
-	db, err := d.Open(func(c *mysql.Config) {
+	db, sessions, err := d.OpenSessions(func(c *mysql.Config) {
 		if adjust != nil {
 			adjust(c)
 		}
@@ -77,6 +82,7 @@ func (d *DSN) OpenTapped(adjust func(*mysql.Config)) (*sql.DB, *Tap, error) {
 			return tc, nil
 		}
 	})
+	t.sessions = sessions
 	return db, t, err
 }
 

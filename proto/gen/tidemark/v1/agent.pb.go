@@ -163,7 +163,10 @@ type Register struct {
 	JoinToken *string `protobuf:"bytes,6,opt,name=join_token,json=joinToken,proto3,oneof" json:"join_token,omitempty"`
 	// Jobs the agent is still running from an earlier session, so the
 	// controller can keep their leases instead of expiring them.
-	Running       []*RunningJob `protobuf:"bytes,7,rep,name=running,proto3" json:"running,omitempty"`
+	Running []*RunningJob `protobuf:"bytes,7,rep,name=running,proto3" json:"running,omitempty"`
+	// The agent understands LeasesRenewed: the leader answers its Heartbeats
+	// (and this Register) with one.
+	RenewalAcks   bool `protobuf:"varint,15,opt,name=renewal_acks,json=renewalAcks,proto3" json:"renewal_acks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -245,6 +248,13 @@ func (x *Register) GetRunning() []*RunningJob {
 		return x.Running
 	}
 	return nil
+}
+
+func (x *Register) GetRenewalAcks() bool {
+	if x != nil {
+		return x.RenewalAcks
+	}
+	return false
 }
 
 // RunningJob is a job an agent is running, under the lease it was given.
@@ -622,6 +632,7 @@ type ControllerMessage struct {
 	//	*ControllerMessage_CancelJob
 	//	*ControllerMessage_Ack
 	//	*ControllerMessage_Error
+	//	*ControllerMessage_LeasesRenewed
 	Msg           isControllerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -716,6 +727,15 @@ func (x *ControllerMessage) GetError() *Error {
 	return nil
 }
 
+func (x *ControllerMessage) GetLeasesRenewed() *LeasesRenewed {
+	if x != nil {
+		if x, ok := x.Msg.(*ControllerMessage_LeasesRenewed); ok {
+			return x.LeasesRenewed
+		}
+	}
+	return nil
+}
+
 type isControllerMessage_Msg interface {
 	isControllerMessage_Msg()
 }
@@ -740,6 +760,11 @@ type ControllerMessage_Error struct {
 	Error *Error `protobuf:"bytes,14,opt,name=error,proto3,oneof"`
 }
 
+type ControllerMessage_LeasesRenewed struct {
+	// 25-29: the serial branch.
+	LeasesRenewed *LeasesRenewed `protobuf:"bytes,25,opt,name=leases_renewed,json=leasesRenewed,proto3,oneof"`
+}
+
 func (*ControllerMessage_Registered) isControllerMessage_Msg() {}
 
 func (*ControllerMessage_AssignJob) isControllerMessage_Msg() {}
@@ -749,6 +774,68 @@ func (*ControllerMessage_CancelJob) isControllerMessage_Msg() {}
 func (*ControllerMessage_Ack) isControllerMessage_Msg() {}
 
 func (*ControllerMessage_Error) isControllerMessage_Msg() {}
+
+func (*ControllerMessage_LeasesRenewed) isControllerMessage_Msg() {}
+
+// LeasesRenewed answers a Heartbeat (or the Register) of a session whose
+// Registered.renewal_acks is set: the leases of job_ids, as listed in the
+// message seq, were renewed when the leader received it. The agent counts
+// each job's lease from the time it sent the last such message: once
+// lease_duration has passed since, the lease has certainly run out on the
+// leader too, and the agent stops the job by itself (a partition the
+// stream does not notice).
+type LeasesRenewed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// seq of the Heartbeat or Register answered.
+	Seq           uint64   `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	JobIds        []string `protobuf:"bytes,2,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeasesRenewed) Reset() {
+	*x = LeasesRenewed{}
+	mi := &file_tidemark_v1_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeasesRenewed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeasesRenewed) ProtoMessage() {}
+
+func (x *LeasesRenewed) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeasesRenewed.ProtoReflect.Descriptor instead.
+func (*LeasesRenewed) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *LeasesRenewed) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *LeasesRenewed) GetJobIds() []string {
+	if x != nil {
+		return x.JobIds
+	}
+	return nil
+}
 
 // Registered accepts a Register.
 type Registered struct {
@@ -765,13 +852,23 @@ type Registered struct {
 	// repository is relay:// sends the jobs that name this repository through
 	// the relay; every controller node must be started with the same --repo.
 	RelayRepositoryUri string `protobuf:"bytes,5,opt,name=relay_repository_uri,json=relayRepositoryUri,proto3" json:"relay_repository_uri,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The leader answers every Heartbeat (and the Register) with
+	// LeasesRenewed; an agent stops jobs whose lease renewal it has not
+	// seen for lease_duration + takeover_grace. Unset (an older
+	// controller): the agent never stops jobs by itself.
+	RenewalAcks bool `protobuf:"varint,15,opt,name=renewal_acks,json=renewalAcks,proto3" json:"renewal_acks,omitempty"`
+	// What a new leader adds to the first lease window of the jobs it
+	// inherits (--takeover-grace): a lease has certainly run out only
+	// lease_duration + takeover_grace after its last renewal, so an agent
+	// whose leader died silently keeps its jobs while it reconnects.
+	TakeoverGrace *durationpb.Duration `protobuf:"bytes,10,opt,name=takeover_grace,json=takeoverGrace,proto3" json:"takeover_grace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[8]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +880,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[8]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +893,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Registered) GetAgentId() string {
@@ -834,6 +931,20 @@ func (x *Registered) GetRelayRepositoryUri() string {
 	return ""
 }
 
+func (x *Registered) GetRenewalAcks() bool {
+	if x != nil {
+		return x.RenewalAcks
+	}
+	return false
+}
+
+func (x *Registered) GetTakeoverGrace() *durationpb.Duration {
+	if x != nil {
+		return x.TakeoverGrace
+	}
+	return nil
+}
+
 // JobAssignment tells the agent to run a job.
 type JobAssignment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -847,7 +958,7 @@ type JobAssignment struct {
 
 func (x *JobAssignment) Reset() {
 	*x = JobAssignment{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[9]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +970,7 @@ func (x *JobAssignment) String() string {
 func (*JobAssignment) ProtoMessage() {}
 
 func (x *JobAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[9]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +983,7 @@ func (x *JobAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAssignment.ProtoReflect.Descriptor instead.
 func (*JobAssignment) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JobAssignment) GetJob() *Job {
@@ -901,7 +1012,7 @@ type JobCancellation struct {
 
 func (x *JobCancellation) Reset() {
 	*x = JobCancellation{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[10]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1024,7 @@ func (x *JobCancellation) String() string {
 func (*JobCancellation) ProtoMessage() {}
 
 func (x *JobCancellation) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[10]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1037,7 @@ func (x *JobCancellation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobCancellation.ProtoReflect.Descriptor instead.
 func (*JobCancellation) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JobCancellation) GetJobId() string {
@@ -962,7 +1073,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[11]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1085,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[11]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1098,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -1016,7 +1127,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_tidemark_v1_agent_proto_msgTypes[12]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1139,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_agent_proto_msgTypes[12]
+	mi := &file_tidemark_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1152,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Error) GetSeq() uint64 {
@@ -1092,7 +1203,7 @@ const file_tidemark_v1_agent_proto_rawDesc = "" +
 	"\fjob_progress\x18\f \x01(\v2\x1e.tidemark.v1.JobProgressReportH\x00R\vjobProgress\x12=\n" +
 	"\n" +
 	"job_result\x18\r \x01(\v2\x1c.tidemark.v1.JobResultReportH\x00R\tjobResultB\x05\n" +
-	"\x03msg\"\x93\x03\n" +
+	"\x03msg\"\xb6\x03\n" +
 	"\bRegister\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\x06labels\x18\x02 \x03(\v2!.tidemark.v1.Register.LabelsEntryR\x06labels\x12=\n" +
@@ -1101,7 +1212,8 @@ const file_tidemark_v1_agent_proto_rawDesc = "" +
 	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\x12\"\n" +
 	"\n" +
 	"join_token\x18\x06 \x01(\tH\x00R\tjoinToken\x88\x01\x01\x121\n" +
-	"\arunning\x18\a \x03(\v2\x17.tidemark.v1.RunningJobR\arunning\x1a9\n" +
+	"\arunning\x18\a \x03(\v2\x17.tidemark.v1.RunningJobR\arunning\x12!\n" +
+	"\frenewal_acks\x18\x0f \x01(\bR\vrenewalAcks\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n" +
@@ -1132,7 +1244,7 @@ const file_tidemark_v1_agent_proto_rawDesc = "" +
 	"\tbackup_id\x18\x05 \x01(\tR\bbackupId\x12!\n" +
 	"\fmanifest_key\x18\x06 \x01(\tR\vmanifestKey\x121\n" +
 	"\bmanifest\x18\a \x01(\v2\x15.tidemark.v1.ManifestR\bmanifest\x12%\n" +
-	"\x0erepository_uri\x18\b \x01(\tR\rrepositoryUri\"\xb5\x02\n" +
+	"\x0erepository_uri\x18\b \x01(\tR\rrepositoryUri\"\xfa\x02\n" +
 	"\x11ControllerMessage\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x129\n" +
 	"\n" +
@@ -1144,15 +1256,22 @@ const file_tidemark_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"cancel_job\x18\f \x01(\v2\x1c.tidemark.v1.JobCancellationH\x00R\tcancelJob\x12$\n" +
 	"\x03ack\x18\r \x01(\v2\x10.tidemark.v1.AckH\x00R\x03ack\x12*\n" +
-	"\x05error\x18\x0e \x01(\v2\x12.tidemark.v1.ErrorH\x00R\x05errorB\x05\n" +
-	"\x03msg\"\x8e\x02\n" +
+	"\x05error\x18\x0e \x01(\v2\x12.tidemark.v1.ErrorH\x00R\x05error\x12C\n" +
+	"\x0eleases_renewed\x18\x19 \x01(\v2\x1a.tidemark.v1.LeasesRenewedH\x00R\rleasesRenewedB\x05\n" +
+	"\x03msg\":\n" +
+	"\rLeasesRenewed\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
+	"\ajob_ids\x18\x02 \x03(\tR\x06jobIds\"\xf3\x02\n" +
 	"\n" +
 	"Registered\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12H\n" +
 	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12@\n" +
 	"\x0elease_duration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12'\n" +
 	"\x0fcontroller_node\x18\x04 \x01(\tR\x0econtrollerNode\x120\n" +
-	"\x14relay_repository_uri\x18\x05 \x01(\tR\x12relayRepositoryUri\"b\n" +
+	"\x14relay_repository_uri\x18\x05 \x01(\tR\x12relayRepositoryUri\x12!\n" +
+	"\frenewal_acks\x18\x0f \x01(\bR\vrenewalAcks\x12@\n" +
+	"\x0etakeover_grace\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\rtakeoverGrace\"b\n" +
 	"\rJobAssignment\x12\"\n" +
 	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\x12-\n" +
 	"\x05lease\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\"o\n" +
@@ -1183,7 +1302,7 @@ func file_tidemark_v1_agent_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_agent_proto_rawDescData
 }
 
-var file_tidemark_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_tidemark_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_tidemark_v1_agent_proto_goTypes = []any{
 	(*AgentMessage)(nil),          // 0: tidemark.v1.AgentMessage
 	(*Register)(nil),              // 1: tidemark.v1.Register
@@ -1193,58 +1312,61 @@ var file_tidemark_v1_agent_proto_goTypes = []any{
 	(*JobProgressReport)(nil),     // 5: tidemark.v1.JobProgressReport
 	(*JobResultReport)(nil),       // 6: tidemark.v1.JobResultReport
 	(*ControllerMessage)(nil),     // 7: tidemark.v1.ControllerMessage
-	(*Registered)(nil),            // 8: tidemark.v1.Registered
-	(*JobAssignment)(nil),         // 9: tidemark.v1.JobAssignment
-	(*JobCancellation)(nil),       // 10: tidemark.v1.JobCancellation
-	(*Ack)(nil),                   // 11: tidemark.v1.Ack
-	(*Error)(nil),                 // 12: tidemark.v1.Error
-	nil,                           // 13: tidemark.v1.Register.LabelsEntry
-	(*Capabilities)(nil),          // 14: tidemark.v1.Capabilities
-	(*Instance)(nil),              // 15: tidemark.v1.Instance
-	(*LeaseToken)(nil),            // 16: tidemark.v1.LeaseToken
-	(*StreamWatermark)(nil),       // 17: tidemark.v1.StreamWatermark
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*JobProgress)(nil),           // 19: tidemark.v1.JobProgress
-	(*Manifest)(nil),              // 20: tidemark.v1.Manifest
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
-	(*Job)(nil),                   // 22: tidemark.v1.Job
+	(*LeasesRenewed)(nil),         // 8: tidemark.v1.LeasesRenewed
+	(*Registered)(nil),            // 9: tidemark.v1.Registered
+	(*JobAssignment)(nil),         // 10: tidemark.v1.JobAssignment
+	(*JobCancellation)(nil),       // 11: tidemark.v1.JobCancellation
+	(*Ack)(nil),                   // 12: tidemark.v1.Ack
+	(*Error)(nil),                 // 13: tidemark.v1.Error
+	nil,                           // 14: tidemark.v1.Register.LabelsEntry
+	(*Capabilities)(nil),          // 15: tidemark.v1.Capabilities
+	(*Instance)(nil),              // 16: tidemark.v1.Instance
+	(*LeaseToken)(nil),            // 17: tidemark.v1.LeaseToken
+	(*StreamWatermark)(nil),       // 18: tidemark.v1.StreamWatermark
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*JobProgress)(nil),           // 20: tidemark.v1.JobProgress
+	(*Manifest)(nil),              // 21: tidemark.v1.Manifest
+	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
+	(*Job)(nil),                   // 23: tidemark.v1.Job
 }
 var file_tidemark_v1_agent_proto_depIdxs = []int32{
 	1,  // 0: tidemark.v1.AgentMessage.register:type_name -> tidemark.v1.Register
 	4,  // 1: tidemark.v1.AgentMessage.heartbeat:type_name -> tidemark.v1.Heartbeat
 	5,  // 2: tidemark.v1.AgentMessage.job_progress:type_name -> tidemark.v1.JobProgressReport
 	6,  // 3: tidemark.v1.AgentMessage.job_result:type_name -> tidemark.v1.JobResultReport
-	13, // 4: tidemark.v1.Register.labels:type_name -> tidemark.v1.Register.LabelsEntry
-	14, // 5: tidemark.v1.Register.capabilities:type_name -> tidemark.v1.Capabilities
-	15, // 6: tidemark.v1.Register.instances:type_name -> tidemark.v1.Instance
+	14, // 4: tidemark.v1.Register.labels:type_name -> tidemark.v1.Register.LabelsEntry
+	15, // 5: tidemark.v1.Register.capabilities:type_name -> tidemark.v1.Capabilities
+	16, // 6: tidemark.v1.Register.instances:type_name -> tidemark.v1.Instance
 	2,  // 7: tidemark.v1.Register.running:type_name -> tidemark.v1.RunningJob
-	16, // 8: tidemark.v1.RunningJob.lease:type_name -> tidemark.v1.LeaseToken
+	17, // 8: tidemark.v1.RunningJob.lease:type_name -> tidemark.v1.LeaseToken
 	3,  // 9: tidemark.v1.RunningJob.stream:type_name -> tidemark.v1.StreamReport
-	17, // 10: tidemark.v1.StreamReport.watermark:type_name -> tidemark.v1.StreamWatermark
-	18, // 11: tidemark.v1.StreamReport.last_error_at:type_name -> google.protobuf.Timestamp
-	18, // 12: tidemark.v1.StreamReport.retry_at:type_name -> google.protobuf.Timestamp
+	18, // 10: tidemark.v1.StreamReport.watermark:type_name -> tidemark.v1.StreamWatermark
+	19, // 11: tidemark.v1.StreamReport.last_error_at:type_name -> google.protobuf.Timestamp
+	19, // 12: tidemark.v1.StreamReport.retry_at:type_name -> google.protobuf.Timestamp
 	2,  // 13: tidemark.v1.Heartbeat.running:type_name -> tidemark.v1.RunningJob
-	16, // 14: tidemark.v1.JobProgressReport.lease:type_name -> tidemark.v1.LeaseToken
-	19, // 15: tidemark.v1.JobProgressReport.progress:type_name -> tidemark.v1.JobProgress
-	16, // 16: tidemark.v1.JobResultReport.lease:type_name -> tidemark.v1.LeaseToken
-	20, // 17: tidemark.v1.JobResultReport.manifest:type_name -> tidemark.v1.Manifest
-	8,  // 18: tidemark.v1.ControllerMessage.registered:type_name -> tidemark.v1.Registered
-	9,  // 19: tidemark.v1.ControllerMessage.assign_job:type_name -> tidemark.v1.JobAssignment
-	10, // 20: tidemark.v1.ControllerMessage.cancel_job:type_name -> tidemark.v1.JobCancellation
-	11, // 21: tidemark.v1.ControllerMessage.ack:type_name -> tidemark.v1.Ack
-	12, // 22: tidemark.v1.ControllerMessage.error:type_name -> tidemark.v1.Error
-	21, // 23: tidemark.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	21, // 24: tidemark.v1.Registered.lease_duration:type_name -> google.protobuf.Duration
-	22, // 25: tidemark.v1.JobAssignment.job:type_name -> tidemark.v1.Job
-	16, // 26: tidemark.v1.JobAssignment.lease:type_name -> tidemark.v1.LeaseToken
-	16, // 27: tidemark.v1.JobCancellation.lease:type_name -> tidemark.v1.LeaseToken
-	0,  // 28: tidemark.v1.AgentService.Connect:input_type -> tidemark.v1.AgentMessage
-	7,  // 29: tidemark.v1.AgentService.Connect:output_type -> tidemark.v1.ControllerMessage
-	29, // [29:30] is the sub-list for method output_type
-	28, // [28:29] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	17, // 14: tidemark.v1.JobProgressReport.lease:type_name -> tidemark.v1.LeaseToken
+	20, // 15: tidemark.v1.JobProgressReport.progress:type_name -> tidemark.v1.JobProgress
+	17, // 16: tidemark.v1.JobResultReport.lease:type_name -> tidemark.v1.LeaseToken
+	21, // 17: tidemark.v1.JobResultReport.manifest:type_name -> tidemark.v1.Manifest
+	9,  // 18: tidemark.v1.ControllerMessage.registered:type_name -> tidemark.v1.Registered
+	10, // 19: tidemark.v1.ControllerMessage.assign_job:type_name -> tidemark.v1.JobAssignment
+	11, // 20: tidemark.v1.ControllerMessage.cancel_job:type_name -> tidemark.v1.JobCancellation
+	12, // 21: tidemark.v1.ControllerMessage.ack:type_name -> tidemark.v1.Ack
+	13, // 22: tidemark.v1.ControllerMessage.error:type_name -> tidemark.v1.Error
+	8,  // 23: tidemark.v1.ControllerMessage.leases_renewed:type_name -> tidemark.v1.LeasesRenewed
+	22, // 24: tidemark.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	22, // 25: tidemark.v1.Registered.lease_duration:type_name -> google.protobuf.Duration
+	22, // 26: tidemark.v1.Registered.takeover_grace:type_name -> google.protobuf.Duration
+	23, // 27: tidemark.v1.JobAssignment.job:type_name -> tidemark.v1.Job
+	17, // 28: tidemark.v1.JobAssignment.lease:type_name -> tidemark.v1.LeaseToken
+	17, // 29: tidemark.v1.JobCancellation.lease:type_name -> tidemark.v1.LeaseToken
+	0,  // 30: tidemark.v1.AgentService.Connect:input_type -> tidemark.v1.AgentMessage
+	7,  // 31: tidemark.v1.AgentService.Connect:output_type -> tidemark.v1.ControllerMessage
+	31, // [31:32] is the sub-list for method output_type
+	30, // [30:31] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_agent_proto_init() }
@@ -1268,6 +1390,7 @@ func file_tidemark_v1_agent_proto_init() {
 		(*ControllerMessage_CancelJob)(nil),
 		(*ControllerMessage_Ack)(nil),
 		(*ControllerMessage_Error)(nil),
+		(*ControllerMessage_LeasesRenewed)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1275,7 +1398,7 @@ func file_tidemark_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_agent_proto_rawDesc), len(file_tidemark_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

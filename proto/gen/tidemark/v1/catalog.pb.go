@@ -2569,6 +2569,17 @@ type Job struct {
 	// group, "cluster:<name>" (the member that runs it is chosen by `prefer`).
 	// (policy, schedule_index, run_key, scheduled_for) derive the job id.
 	RunKey string `protobuf:"bytes,23,opt,name=run_key,json=runKey,proto3" json:"run_key,omitempty"`
+	// A cancelled or expired attempt of a backup or restore that may still
+	// be stopping on its agent (killing its statements on the server): until
+	// the agent reports it ended (AttemptStopped) or stopping_until passes,
+	// the instance gets no other backup or restore. Unset otherwise.
+	StoppingLease *LeaseToken `protobuf:"bytes,46,opt,name=stopping_lease,json=stoppingLease,proto3" json:"stopping_lease,omitempty"`
+	StoppingAgent string      `protobuf:"bytes,47,opt,name=stopping_agent,json=stoppingAgent,proto3" json:"stopping_agent,omitempty"`
+	// By then the agent has stopped the attempt by itself even if it never
+	// heard of the cancellation: its lease had run out (the agent stops work
+	// lease_duration after its last acknowledged heartbeat) and its kills
+	// had their time (controller/PROTOCOL.md, "Stopping").
+	StoppingUntil *timestamppb.Timestamp `protobuf:"bytes,48,opt,name=stopping_until,json=stoppingUntil,proto3" json:"stopping_until,omitempty"`
 	// Kind-specific inputs. Numbers 20-39 are kept for further arms (binlog
 	// stream, drill, gc).
 	//
@@ -2759,6 +2770,27 @@ func (x *Job) GetRunKey() string {
 		return x.RunKey
 	}
 	return ""
+}
+
+func (x *Job) GetStoppingLease() *LeaseToken {
+	if x != nil {
+		return x.StoppingLease
+	}
+	return nil
+}
+
+func (x *Job) GetStoppingAgent() string {
+	if x != nil {
+		return x.StoppingAgent
+	}
+	return ""
+}
+
+func (x *Job) GetStoppingUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StoppingUntil
+	}
+	return nil
 }
 
 func (x *Job) GetParams() isJob_Params {
@@ -4793,8 +4825,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\vassigned_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"assignedAt\x125\n" +
 	"\bended_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error\"\xae\n" +
-	"\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"\xd8\v\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.tidemark.v1.JobKindR\x04kind\x12\x1a\n" +
@@ -4819,7 +4850,10 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"assignedAt\x12?\n" +
 	"\rscheduled_for\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\fscheduledFor\x12%\n" +
 	"\x0eschedule_index\x18\x13 \x01(\rR\rscheduleIndex\x12\x17\n" +
-	"\arun_key\x18\x17 \x01(\tR\x06runKey\x123\n" +
+	"\arun_key\x18\x17 \x01(\tR\x06runKey\x12>\n" +
+	"\x0estopping_lease\x18. \x01(\v2\x17.tidemark.v1.LeaseTokenR\rstoppingLease\x12%\n" +
+	"\x0estopping_agent\x18/ \x01(\tR\rstoppingAgent\x12A\n" +
+	"\x0estopping_until\x180 \x01(\v2\x1a.google.protobuf.TimestampR\rstoppingUntil\x123\n" +
 	"\x06backup\x18\x14 \x01(\v2\x19.tidemark.v1.BackupParamsH\x00R\x06backup\x126\n" +
 	"\arestore\x18\x15 \x01(\v2\x1a.tidemark.v1.RestoreParamsH\x00R\arestore\x12F\n" +
 	"\rbinlog_stream\x18\x16 \x01(\v2\x1f.tidemark.v1.BinlogStreamParamsH\x00R\fbinlogStream\x12-\n" +
@@ -5158,61 +5192,63 @@ var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	23,  // 57: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
 	51,  // 58: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
 	51,  // 59: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
-	14,  // 60: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
-	16,  // 61: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
-	17,  // 62: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
-	25,  // 63: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
-	26,  // 64: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
-	27,  // 65: tidemark.v1.Job.reconcile:type_name -> tidemark.v1.ReconcileParams
-	51,  // 66: tidemark.v1.Job.orphans_swept_at:type_name -> google.protobuf.Timestamp
-	29,  // 67: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
-	51,  // 68: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
-	28,  // 69: tidemark.v1.ReconcileParams.targets:type_name -> tidemark.v1.ReconcileTarget
-	54,  // 70: tidemark.v1.ReconcileTarget.fence:type_name -> tidemark.v1.LeaseToken
-	54,  // 71: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
-	51,  // 72: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
-	9,   // 73: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
-	10,  // 74: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
-	11,  // 75: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
-	24,  // 76: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
-	30,  // 77: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
-	20,  // 78: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
-	41,  // 79: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
-	42,  // 80: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
-	43,  // 81: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
-	44,  // 82: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
-	40,  // 83: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
-	38,  // 84: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
-	39,  // 85: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
-	55,  // 86: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
-	32,  // 87: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
-	55,  // 88: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
-	55,  // 89: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
-	55,  // 90: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
-	34,  // 91: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
-	35,  // 92: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
-	32,  // 93: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
-	33,  // 94: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
-	36,  // 95: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
-	37,  // 96: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
-	51,  // 97: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	51,  // 98: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
-	38,  // 99: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
-	51,  // 100: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
-	51,  // 101: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
-	51,  // 102: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
-	51,  // 103: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
-	51,  // 104: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
-	51,  // 105: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	51,  // 106: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	51,  // 107: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	51,  // 108: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
-	50,  // 109: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
-	110, // [110:110] is the sub-list for method output_type
-	110, // [110:110] is the sub-list for method input_type
-	110, // [110:110] is the sub-list for extension type_name
-	110, // [110:110] is the sub-list for extension extendee
-	0,   // [0:110] is the sub-list for field type_name
+	54,  // 60: tidemark.v1.Job.stopping_lease:type_name -> tidemark.v1.LeaseToken
+	51,  // 61: tidemark.v1.Job.stopping_until:type_name -> google.protobuf.Timestamp
+	14,  // 62: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
+	16,  // 63: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
+	17,  // 64: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
+	25,  // 65: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
+	26,  // 66: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
+	27,  // 67: tidemark.v1.Job.reconcile:type_name -> tidemark.v1.ReconcileParams
+	51,  // 68: tidemark.v1.Job.orphans_swept_at:type_name -> google.protobuf.Timestamp
+	29,  // 69: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
+	51,  // 70: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
+	28,  // 71: tidemark.v1.ReconcileParams.targets:type_name -> tidemark.v1.ReconcileTarget
+	54,  // 72: tidemark.v1.ReconcileTarget.fence:type_name -> tidemark.v1.LeaseToken
+	54,  // 73: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
+	51,  // 74: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	9,   // 75: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
+	10,  // 76: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
+	11,  // 77: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
+	24,  // 78: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
+	30,  // 79: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
+	20,  // 80: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
+	41,  // 81: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
+	42,  // 82: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
+	43,  // 83: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
+	44,  // 84: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
+	40,  // 85: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
+	38,  // 86: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
+	39,  // 87: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
+	55,  // 88: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
+	32,  // 89: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
+	55,  // 90: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
+	55,  // 91: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
+	55,  // 92: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
+	34,  // 93: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
+	35,  // 94: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
+	32,  // 95: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
+	33,  // 96: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
+	36,  // 97: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
+	37,  // 98: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
+	51,  // 99: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	51,  // 100: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
+	38,  // 101: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
+	51,  // 102: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
+	51,  // 103: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
+	51,  // 104: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
+	51,  // 105: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
+	51,  // 106: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
+	51,  // 107: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	51,  // 108: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	51,  // 109: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	51,  // 110: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	50,  // 111: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
+	112, // [112:112] is the sub-list for method output_type
+	112, // [112:112] is the sub-list for method input_type
+	112, // [112:112] is the sub-list for extension type_name
+	112, // [112:112] is the sub-list for extension extendee
+	0,   // [0:112] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }

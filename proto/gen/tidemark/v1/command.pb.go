@@ -9,6 +9,7 @@ package tidemarkv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -60,6 +61,7 @@ type Command struct {
 	//	*Command_RecordScheduleSkips
 	//	*Command_RecordEngineDecision
 	//	*Command_FinishReconcile
+	//	*Command_AttemptStopped
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -336,6 +338,15 @@ func (x *Command) GetFinishReconcile() *FinishReconcile {
 	return nil
 }
 
+func (x *Command) GetAttemptStopped() *AttemptStopped {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_AttemptStopped); ok {
+			return x.AttemptStopped
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -444,6 +455,11 @@ type Command_FinishReconcile struct {
 	FinishReconcile *FinishReconcile `protobuf:"bytes,80,opt,name=finish_reconcile,json=finishReconcile,proto3,oneof"`
 }
 
+type Command_AttemptStopped struct {
+	// 75-79: the serial branch (an instance's stopping attempts).
+	AttemptStopped *AttemptStopped `protobuf:"bytes,75,opt,name=attempt_stopped,json=attemptStopped,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -496,6 +512,84 @@ func (*Command_RecordEngineDecision) isCommand_Cmd() {}
 
 func (*Command_FinishReconcile) isCommand_Cmd() {}
 
+func (*Command_AttemptStopped) isCommand_Cmd() {}
+
+// AttemptStopped records that a cancelled or expired attempt of an
+// exclusive job (Job.stopping_lease) is over on its agent: its result
+// arrived (refused as stale), its agent's heartbeat or Register no longer
+// lists it, or the leader saw Job.stopping_until pass. The job's instance
+// is then free for its next backup or restore. A lease that is not the
+// job's stopping one changes nothing.
+type AttemptStopped struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Lease *LeaseToken            `protobuf:"bytes,2,opt,name=lease,proto3" json:"lease,omitempty"`
+	// How the leader knows, for the log: "result", "heartbeat", "register",
+	// "timeout".
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	StoppedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=stopped_at,json=stoppedAt,proto3" json:"stopped_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttemptStopped) Reset() {
+	*x = AttemptStopped{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttemptStopped) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttemptStopped) ProtoMessage() {}
+
+func (x *AttemptStopped) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttemptStopped.ProtoReflect.Descriptor instead.
+func (*AttemptStopped) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AttemptStopped) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *AttemptStopped) GetLease() *LeaseToken {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+func (x *AttemptStopped) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AttemptStopped) GetStoppedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StoppedAt
+	}
+	return nil
+}
+
 // PinBackup pins a backup (again: the new pin replaces the old). A deleted
 // backup or one already marked expired cannot be pinned.
 type PinBackup struct {
@@ -508,7 +602,7 @@ type PinBackup struct {
 
 func (x *PinBackup) Reset() {
 	*x = PinBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	mi := &file_tidemark_v1_command_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +614,7 @@ func (x *PinBackup) String() string {
 func (*PinBackup) ProtoMessage() {}
 
 func (x *PinBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	mi := &file_tidemark_v1_command_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +627,7 @@ func (x *PinBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinBackup.ProtoReflect.Descriptor instead.
 func (*PinBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{1}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PinBackup) GetBackupId() string {
@@ -561,7 +655,7 @@ type UnpinBackup struct {
 
 func (x *UnpinBackup) Reset() {
 	*x = UnpinBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	mi := &file_tidemark_v1_command_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +667,7 @@ func (x *UnpinBackup) String() string {
 func (*UnpinBackup) ProtoMessage() {}
 
 func (x *UnpinBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	mi := &file_tidemark_v1_command_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +680,7 @@ func (x *UnpinBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinBackup.ProtoReflect.Descriptor instead.
 func (*UnpinBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{2}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *UnpinBackup) GetBackupId() string {
@@ -617,7 +711,7 @@ type MarkBackupsExpired struct {
 
 func (x *MarkBackupsExpired) Reset() {
 	*x = MarkBackupsExpired{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	mi := &file_tidemark_v1_command_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +723,7 @@ func (x *MarkBackupsExpired) String() string {
 func (*MarkBackupsExpired) ProtoMessage() {}
 
 func (x *MarkBackupsExpired) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	mi := &file_tidemark_v1_command_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +736,7 @@ func (x *MarkBackupsExpired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkBackupsExpired.ProtoReflect.Descriptor instead.
 func (*MarkBackupsExpired) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *MarkBackupsExpired) GetBackupIds() []string {
@@ -697,7 +791,7 @@ type FinishExpiry struct {
 
 func (x *FinishExpiry) Reset() {
 	*x = FinishExpiry{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +803,7 @@ func (x *FinishExpiry) String() string {
 func (*FinishExpiry) ProtoMessage() {}
 
 func (x *FinishExpiry) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +816,7 @@ func (x *FinishExpiry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishExpiry.ProtoReflect.Descriptor instead.
 func (*FinishExpiry) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FinishExpiry) GetJobId() string {
@@ -767,7 +861,7 @@ type FinishReconcile struct {
 
 func (x *FinishReconcile) Reset() {
 	*x = FinishReconcile{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +873,7 @@ func (x *FinishReconcile) String() string {
 func (*FinishReconcile) ProtoMessage() {}
 
 func (x *FinishReconcile) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +886,7 @@ func (x *FinishReconcile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishReconcile.ProtoReflect.Descriptor instead.
 func (*FinishReconcile) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FinishReconcile) GetJobId() string {
@@ -828,7 +922,7 @@ type RecordBackupCopy struct {
 
 func (x *RecordBackupCopy) Reset() {
 	*x = RecordBackupCopy{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +934,7 @@ func (x *RecordBackupCopy) String() string {
 func (*RecordBackupCopy) ProtoMessage() {}
 
 func (x *RecordBackupCopy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +947,7 @@ func (x *RecordBackupCopy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackupCopy.ProtoReflect.Descriptor instead.
 func (*RecordBackupCopy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RecordBackupCopy) GetBackupId() string {
@@ -888,7 +982,7 @@ type ApplyPolicies struct {
 
 func (x *ApplyPolicies) Reset() {
 	*x = ApplyPolicies{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +994,7 @@ func (x *ApplyPolicies) String() string {
 func (*ApplyPolicies) ProtoMessage() {}
 
 func (x *ApplyPolicies) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1007,7 @@ func (x *ApplyPolicies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicies.ProtoReflect.Descriptor instead.
 func (*ApplyPolicies) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ApplyPolicies) GetSpecs() []*PolicySpec {
@@ -956,7 +1050,7 @@ type DeletePolicy struct {
 
 func (x *DeletePolicy) Reset() {
 	*x = DeletePolicy{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1062,7 @@ func (x *DeletePolicy) String() string {
 func (*DeletePolicy) ProtoMessage() {}
 
 func (x *DeletePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1075,7 @@ func (x *DeletePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicy.ProtoReflect.Descriptor instead.
 func (*DeletePolicy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeletePolicy) GetName() string {
@@ -1009,7 +1103,7 @@ type RecordScheduleSkips struct {
 
 func (x *RecordScheduleSkips) Reset() {
 	*x = RecordScheduleSkips{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1115,7 @@ func (x *RecordScheduleSkips) String() string {
 func (*RecordScheduleSkips) ProtoMessage() {}
 
 func (x *RecordScheduleSkips) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1128,7 @@ func (x *RecordScheduleSkips) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordScheduleSkips.ProtoReflect.Descriptor instead.
 func (*RecordScheduleSkips) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RecordScheduleSkips) GetSkips() []*ScheduleSkip {
@@ -1058,7 +1152,7 @@ type RecordEngineDecision struct {
 
 func (x *RecordEngineDecision) Reset() {
 	*x = RecordEngineDecision{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1164,7 @@ func (x *RecordEngineDecision) String() string {
 func (*RecordEngineDecision) ProtoMessage() {}
 
 func (x *RecordEngineDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1177,7 @@ func (x *RecordEngineDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordEngineDecision.ProtoReflect.Descriptor instead.
 func (*RecordEngineDecision) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RecordEngineDecision) GetInstance() string {
@@ -1117,7 +1211,7 @@ type CreateJoinToken struct {
 
 func (x *CreateJoinToken) Reset() {
 	*x = CreateJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1223,7 @@ func (x *CreateJoinToken) String() string {
 func (*CreateJoinToken) ProtoMessage() {}
 
 func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1236,7 @@ func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
 func (*CreateJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateJoinToken) GetToken() *JoinToken {
@@ -1170,7 +1264,7 @@ type ConsumeJoinToken struct {
 
 func (x *ConsumeJoinToken) Reset() {
 	*x = ConsumeJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1182,7 +1276,7 @@ func (x *ConsumeJoinToken) String() string {
 func (*ConsumeJoinToken) ProtoMessage() {}
 
 func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1195,7 +1289,7 @@ func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeJoinToken.ProtoReflect.Descriptor instead.
 func (*ConsumeJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ConsumeJoinToken) GetId() string {
@@ -1243,7 +1337,7 @@ type RevokeAgent struct {
 
 func (x *RevokeAgent) Reset() {
 	*x = RevokeAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +1349,7 @@ func (x *RevokeAgent) String() string {
 func (*RevokeAgent) ProtoMessage() {}
 
 func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +1362,7 @@ func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
 func (*RevokeAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevokeAgent) GetRevocation() *Revocation {
@@ -1288,7 +1382,7 @@ type SetClusterCA struct {
 
 func (x *SetClusterCA) Reset() {
 	*x = SetClusterCA{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1394,7 @@ func (x *SetClusterCA) String() string {
 func (*SetClusterCA) ProtoMessage() {}
 
 func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1407,7 @@ func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterCA.ProtoReflect.Descriptor instead.
 func (*SetClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetClusterCA) GetCa() *ClusterCA {
@@ -1333,7 +1427,7 @@ type CreateAccessToken struct {
 
 func (x *CreateAccessToken) Reset() {
 	*x = CreateAccessToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1439,7 @@ func (x *CreateAccessToken) String() string {
 func (*CreateAccessToken) ProtoMessage() {}
 
 func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1452,7 @@ func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessToken.ProtoReflect.Descriptor instead.
 func (*CreateAccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateAccessToken) GetToken() *AccessToken {
@@ -1378,7 +1472,7 @@ type RecordAudit struct {
 
 func (x *RecordAudit) Reset() {
 	*x = RecordAudit{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1484,7 @@ func (x *RecordAudit) String() string {
 func (*RecordAudit) ProtoMessage() {}
 
 func (x *RecordAudit) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1497,7 @@ func (x *RecordAudit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAudit.ProtoReflect.Descriptor instead.
 func (*RecordAudit) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RecordAudit) GetRecord() *AuditRecord {
@@ -1430,7 +1524,7 @@ type RegisterAgent struct {
 
 func (x *RegisterAgent) Reset() {
 	*x = RegisterAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[17]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1536,7 @@ func (x *RegisterAgent) String() string {
 func (*RegisterAgent) ProtoMessage() {}
 
 func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[17]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1549,7 @@ func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgent.ProtoReflect.Descriptor instead.
 func (*RegisterAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RegisterAgent) GetAgent() *Agent {
@@ -1491,7 +1585,7 @@ type UpsertInstance struct {
 
 func (x *UpsertInstance) Reset() {
 	*x = UpsertInstance{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[18]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1597,7 @@ func (x *UpsertInstance) String() string {
 func (*UpsertInstance) ProtoMessage() {}
 
 func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[18]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1610,7 @@ func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertInstance.ProtoReflect.Descriptor instead.
 func (*UpsertInstance) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpsertInstance) GetInstance() *Instance {
@@ -1546,7 +1640,7 @@ type SubmitJob struct {
 
 func (x *SubmitJob) Reset() {
 	*x = SubmitJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[19]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1652,7 @@ func (x *SubmitJob) String() string {
 func (*SubmitJob) ProtoMessage() {}
 
 func (x *SubmitJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[19]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1665,7 @@ func (x *SubmitJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJob.ProtoReflect.Descriptor instead.
 func (*SubmitJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubmitJob) GetJob() *Job {
@@ -1599,7 +1693,7 @@ type AssignJob struct {
 
 func (x *AssignJob) Reset() {
 	*x = AssignJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[20]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1705,7 @@ func (x *AssignJob) String() string {
 func (*AssignJob) ProtoMessage() {}
 
 func (x *AssignJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[20]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1718,7 @@ func (x *AssignJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignJob.ProtoReflect.Descriptor instead.
 func (*AssignJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AssignJob) GetJobId() string {
@@ -1689,7 +1783,7 @@ type UpdateJobState struct {
 
 func (x *UpdateJobState) Reset() {
 	*x = UpdateJobState{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[21]
+	mi := &file_tidemark_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +1795,7 @@ func (x *UpdateJobState) String() string {
 func (*UpdateJobState) ProtoMessage() {}
 
 func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[21]
+	mi := &file_tidemark_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +1808,7 @@ func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateJobState.ProtoReflect.Descriptor instead.
 func (*UpdateJobState) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpdateJobState) GetJobId() string {
@@ -1782,14 +1876,18 @@ type ExpireLease struct {
 	ExpiredAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expired_at,json=expiredAt,proto3" json:"expired_at,omitempty"`
 	// Whether the job goes back to PENDING for another attempt (true) or
 	// fails for good (false); decided by the leader.
-	Retry         bool `protobuf:"varint,4,opt,name=retry,proto3" json:"retry,omitempty"`
+	Retry bool `protobuf:"varint,4,opt,name=retry,proto3" json:"retry,omitempty"`
+	// How much later than the leader the agent may take the lease for run
+	// out (Registered.takeover_grace): the instance stays busy for it and
+	// StopGrace after expired_at.
+	AgentGrace    *durationpb.Duration `protobuf:"bytes,5,opt,name=agent_grace,json=agentGrace,proto3" json:"agent_grace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExpireLease) Reset() {
 	*x = ExpireLease{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[22]
+	mi := &file_tidemark_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +1899,7 @@ func (x *ExpireLease) String() string {
 func (*ExpireLease) ProtoMessage() {}
 
 func (x *ExpireLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[22]
+	mi := &file_tidemark_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +1912,7 @@ func (x *ExpireLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireLease.ProtoReflect.Descriptor instead.
 func (*ExpireLease) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExpireLease) GetJobId() string {
@@ -1845,6 +1943,13 @@ func (x *ExpireLease) GetRetry() bool {
 	return false
 }
 
+func (x *ExpireLease) GetAgentGrace() *durationpb.Duration {
+	if x != nil {
+		return x.AgentGrace
+	}
+	return nil
+}
+
 // RecordBackup creates or updates a backup record.
 type RecordBackup struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1857,7 +1962,7 @@ type RecordBackup struct {
 
 func (x *RecordBackup) Reset() {
 	*x = RecordBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[23]
+	mi := &file_tidemark_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1869,7 +1974,7 @@ func (x *RecordBackup) String() string {
 func (*RecordBackup) ProtoMessage() {}
 
 func (x *RecordBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[23]
+	mi := &file_tidemark_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1882,7 +1987,7 @@ func (x *RecordBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackup.ProtoReflect.Descriptor instead.
 func (*RecordBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RecordBackup) GetBackup() *Backup {
@@ -1910,7 +2015,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[24]
+	mi := &file_tidemark_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2027,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[24]
+	mi := &file_tidemark_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2040,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpsertMember) GetMember() *MemberRecord {
@@ -1955,7 +2060,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[25]
+	mi := &file_tidemark_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1967,7 +2072,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[25]
+	mi := &file_tidemark_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1980,7 +2085,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -2007,7 +2112,7 @@ type RecordWatermarks struct {
 
 func (x *RecordWatermarks) Reset() {
 	*x = RecordWatermarks{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[26]
+	mi := &file_tidemark_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2124,7 @@ func (x *RecordWatermarks) String() string {
 func (*RecordWatermarks) ProtoMessage() {}
 
 func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[26]
+	mi := &file_tidemark_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2137,7 @@ func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordWatermarks.ProtoReflect.Descriptor instead.
 func (*RecordWatermarks) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RecordWatermarks) GetStreams() []*BinlogStream {
@@ -2053,7 +2158,7 @@ var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xbc\x0e\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\x84\x0f\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -2084,8 +2189,15 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\rdelete_policy\x18\x12 \x01(\v2\x19.tidemark.v1.DeletePolicyH\x00R\fdeletePolicy\x12V\n" +
 	"\x15record_schedule_skips\x18\x13 \x01(\v2 .tidemark.v1.RecordScheduleSkipsH\x00R\x13recordScheduleSkips\x12Y\n" +
 	"\x16record_engine_decision\x182 \x01(\v2!.tidemark.v1.RecordEngineDecisionH\x00R\x14recordEngineDecision\x12I\n" +
-	"\x10finish_reconcile\x18P \x01(\v2\x1c.tidemark.v1.FinishReconcileH\x00R\x0ffinishReconcileB\x05\n" +
-	"\x03cmd\"R\n" +
+	"\x10finish_reconcile\x18P \x01(\v2\x1c.tidemark.v1.FinishReconcileH\x00R\x0ffinishReconcile\x12F\n" +
+	"\x0fattempt_stopped\x18K \x01(\v2\x1b.tidemark.v1.AttemptStoppedH\x00R\x0eattemptStoppedB\x05\n" +
+	"\x03cmd\"\xa9\x01\n" +
+	"\x0eAttemptStopped\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12-\n" +
+	"\x05lease\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x129\n" +
+	"\n" +
+	"stopped_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstoppedAt\"R\n" +
 	"\tPinBackup\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12(\n" +
 	"\x03pin\x18\x02 \x01(\v2\x16.tidemark.v1.BackupPinR\x03pin\"*\n" +
@@ -2174,13 +2286,15 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12+\n" +
-	"\x06backup\x18\b \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"\xa4\x01\n" +
+	"\x06backup\x18\b \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"\xe0\x01\n" +
 	"\vExpireLease\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12-\n" +
 	"\x05lease\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\x129\n" +
 	"\n" +
 	"expired_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAt\x12\x14\n" +
-	"\x05retry\x18\x04 \x01(\bR\x05retry\"x\n" +
+	"\x05retry\x18\x04 \x01(\bR\x05retry\x12:\n" +
+	"\vagent_grace\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"agentGrace\"x\n" +
 	"\fRecordBackup\x12+\n" +
 	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\x12;\n" +
 	"\vrecorded_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -2206,130 +2320,136 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
-	(*PinBackup)(nil),             // 1: tidemark.v1.PinBackup
-	(*UnpinBackup)(nil),           // 2: tidemark.v1.UnpinBackup
-	(*MarkBackupsExpired)(nil),    // 3: tidemark.v1.MarkBackupsExpired
-	(*FinishExpiry)(nil),          // 4: tidemark.v1.FinishExpiry
-	(*FinishReconcile)(nil),       // 5: tidemark.v1.FinishReconcile
-	(*RecordBackupCopy)(nil),      // 6: tidemark.v1.RecordBackupCopy
-	(*ApplyPolicies)(nil),         // 7: tidemark.v1.ApplyPolicies
-	(*DeletePolicy)(nil),          // 8: tidemark.v1.DeletePolicy
-	(*RecordScheduleSkips)(nil),   // 9: tidemark.v1.RecordScheduleSkips
-	(*RecordEngineDecision)(nil),  // 10: tidemark.v1.RecordEngineDecision
-	(*CreateJoinToken)(nil),       // 11: tidemark.v1.CreateJoinToken
-	(*ConsumeJoinToken)(nil),      // 12: tidemark.v1.ConsumeJoinToken
-	(*RevokeAgent)(nil),           // 13: tidemark.v1.RevokeAgent
-	(*SetClusterCA)(nil),          // 14: tidemark.v1.SetClusterCA
-	(*CreateAccessToken)(nil),     // 15: tidemark.v1.CreateAccessToken
-	(*RecordAudit)(nil),           // 16: tidemark.v1.RecordAudit
-	(*RegisterAgent)(nil),         // 17: tidemark.v1.RegisterAgent
-	(*UpsertInstance)(nil),        // 18: tidemark.v1.UpsertInstance
-	(*SubmitJob)(nil),             // 19: tidemark.v1.SubmitJob
-	(*AssignJob)(nil),             // 20: tidemark.v1.AssignJob
-	(*UpdateJobState)(nil),        // 21: tidemark.v1.UpdateJobState
-	(*ExpireLease)(nil),           // 22: tidemark.v1.ExpireLease
-	(*RecordBackup)(nil),          // 23: tidemark.v1.RecordBackup
-	(*UpsertMember)(nil),          // 24: tidemark.v1.UpsertMember
-	(*RemoveMember)(nil),          // 25: tidemark.v1.RemoveMember
-	(*RecordWatermarks)(nil),      // 26: tidemark.v1.RecordWatermarks
-	(*BackupPin)(nil),             // 27: tidemark.v1.BackupPin
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
-	(*Job)(nil),                   // 29: tidemark.v1.Job
-	(*BackupCopy)(nil),            // 30: tidemark.v1.BackupCopy
-	(*PolicySpec)(nil),            // 31: tidemark.v1.PolicySpec
-	(*ScheduleSkip)(nil),          // 32: tidemark.v1.ScheduleSkip
-	(*EngineDecision)(nil),        // 33: tidemark.v1.EngineDecision
-	(*EngineChange)(nil),          // 34: tidemark.v1.EngineChange
-	(*JoinToken)(nil),             // 35: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 36: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 37: tidemark.v1.ClusterCA
-	(*AccessToken)(nil),           // 38: tidemark.v1.AccessToken
-	(*AuditRecord)(nil),           // 39: tidemark.v1.AuditRecord
-	(*Agent)(nil),                 // 40: tidemark.v1.Agent
-	(*Instance)(nil),              // 41: tidemark.v1.Instance
-	(*LeaseToken)(nil),            // 42: tidemark.v1.LeaseToken
-	(JobState)(0),                 // 43: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 44: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 45: tidemark.v1.JobResult
-	(*Backup)(nil),                // 46: tidemark.v1.Backup
-	(*MemberRecord)(nil),          // 47: tidemark.v1.MemberRecord
-	(*BinlogStream)(nil),          // 48: tidemark.v1.BinlogStream
+	(*AttemptStopped)(nil),        // 1: tidemark.v1.AttemptStopped
+	(*PinBackup)(nil),             // 2: tidemark.v1.PinBackup
+	(*UnpinBackup)(nil),           // 3: tidemark.v1.UnpinBackup
+	(*MarkBackupsExpired)(nil),    // 4: tidemark.v1.MarkBackupsExpired
+	(*FinishExpiry)(nil),          // 5: tidemark.v1.FinishExpiry
+	(*FinishReconcile)(nil),       // 6: tidemark.v1.FinishReconcile
+	(*RecordBackupCopy)(nil),      // 7: tidemark.v1.RecordBackupCopy
+	(*ApplyPolicies)(nil),         // 8: tidemark.v1.ApplyPolicies
+	(*DeletePolicy)(nil),          // 9: tidemark.v1.DeletePolicy
+	(*RecordScheduleSkips)(nil),   // 10: tidemark.v1.RecordScheduleSkips
+	(*RecordEngineDecision)(nil),  // 11: tidemark.v1.RecordEngineDecision
+	(*CreateJoinToken)(nil),       // 12: tidemark.v1.CreateJoinToken
+	(*ConsumeJoinToken)(nil),      // 13: tidemark.v1.ConsumeJoinToken
+	(*RevokeAgent)(nil),           // 14: tidemark.v1.RevokeAgent
+	(*SetClusterCA)(nil),          // 15: tidemark.v1.SetClusterCA
+	(*CreateAccessToken)(nil),     // 16: tidemark.v1.CreateAccessToken
+	(*RecordAudit)(nil),           // 17: tidemark.v1.RecordAudit
+	(*RegisterAgent)(nil),         // 18: tidemark.v1.RegisterAgent
+	(*UpsertInstance)(nil),        // 19: tidemark.v1.UpsertInstance
+	(*SubmitJob)(nil),             // 20: tidemark.v1.SubmitJob
+	(*AssignJob)(nil),             // 21: tidemark.v1.AssignJob
+	(*UpdateJobState)(nil),        // 22: tidemark.v1.UpdateJobState
+	(*ExpireLease)(nil),           // 23: tidemark.v1.ExpireLease
+	(*RecordBackup)(nil),          // 24: tidemark.v1.RecordBackup
+	(*UpsertMember)(nil),          // 25: tidemark.v1.UpsertMember
+	(*RemoveMember)(nil),          // 26: tidemark.v1.RemoveMember
+	(*RecordWatermarks)(nil),      // 27: tidemark.v1.RecordWatermarks
+	(*LeaseToken)(nil),            // 28: tidemark.v1.LeaseToken
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(*BackupPin)(nil),             // 30: tidemark.v1.BackupPin
+	(*Job)(nil),                   // 31: tidemark.v1.Job
+	(*BackupCopy)(nil),            // 32: tidemark.v1.BackupCopy
+	(*PolicySpec)(nil),            // 33: tidemark.v1.PolicySpec
+	(*ScheduleSkip)(nil),          // 34: tidemark.v1.ScheduleSkip
+	(*EngineDecision)(nil),        // 35: tidemark.v1.EngineDecision
+	(*EngineChange)(nil),          // 36: tidemark.v1.EngineChange
+	(*JoinToken)(nil),             // 37: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 38: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 39: tidemark.v1.ClusterCA
+	(*AccessToken)(nil),           // 40: tidemark.v1.AccessToken
+	(*AuditRecord)(nil),           // 41: tidemark.v1.AuditRecord
+	(*Agent)(nil),                 // 42: tidemark.v1.Agent
+	(*Instance)(nil),              // 43: tidemark.v1.Instance
+	(JobState)(0),                 // 44: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 45: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 46: tidemark.v1.JobResult
+	(*Backup)(nil),                // 47: tidemark.v1.Backup
+	(*durationpb.Duration)(nil),   // 48: google.protobuf.Duration
+	(*MemberRecord)(nil),          // 49: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 50: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
-	17, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
-	18, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
-	19, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
-	20, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
-	21, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
-	22, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
-	23, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
-	24, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
-	25, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
-	26, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
-	11, // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
-	12, // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
-	13, // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
-	14, // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
-	16, // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
-	15, // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
-	1,  // 16: tidemark.v1.Command.pin_backup:type_name -> tidemark.v1.PinBackup
-	2,  // 17: tidemark.v1.Command.unpin_backup:type_name -> tidemark.v1.UnpinBackup
-	3,  // 18: tidemark.v1.Command.mark_backups_expired:type_name -> tidemark.v1.MarkBackupsExpired
-	4,  // 19: tidemark.v1.Command.finish_expiry:type_name -> tidemark.v1.FinishExpiry
-	6,  // 20: tidemark.v1.Command.record_backup_copy:type_name -> tidemark.v1.RecordBackupCopy
-	7,  // 21: tidemark.v1.Command.apply_policies:type_name -> tidemark.v1.ApplyPolicies
-	8,  // 22: tidemark.v1.Command.delete_policy:type_name -> tidemark.v1.DeletePolicy
-	9,  // 23: tidemark.v1.Command.record_schedule_skips:type_name -> tidemark.v1.RecordScheduleSkips
-	10, // 24: tidemark.v1.Command.record_engine_decision:type_name -> tidemark.v1.RecordEngineDecision
-	5,  // 25: tidemark.v1.Command.finish_reconcile:type_name -> tidemark.v1.FinishReconcile
-	27, // 26: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
-	28, // 27: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
-	29, // 28: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
-	28, // 29: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
-	28, // 30: tidemark.v1.FinishReconcile.swept_at:type_name -> google.protobuf.Timestamp
-	30, // 31: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
-	31, // 32: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
-	28, // 33: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
-	28, // 34: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
-	32, // 35: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
-	33, // 36: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
-	34, // 37: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
-	35, // 38: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
-	28, // 39: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
-	36, // 40: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
-	37, // 41: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
-	38, // 42: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
-	39, // 43: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
-	40, // 44: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	41, // 45: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	28, // 46: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	41, // 47: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	28, // 48: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	29, // 49: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	42, // 50: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	28, // 51: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	28, // 52: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	43, // 53: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	42, // 54: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	44, // 55: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	45, // 56: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	28, // 57: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	46, // 58: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	42, // 59: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	28, // 60: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	46, // 61: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	28, // 62: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	47, // 63: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	48, // 64: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
-	28, // 65: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
-	66, // [66:66] is the sub-list for method output_type
-	66, // [66:66] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	18, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
+	19, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
+	20, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
+	21, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
+	22, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
+	23, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
+	24, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
+	25, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
+	26, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
+	27, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
+	12, // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
+	13, // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
+	14, // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
+	15, // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
+	17, // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
+	16, // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
+	2,  // 16: tidemark.v1.Command.pin_backup:type_name -> tidemark.v1.PinBackup
+	3,  // 17: tidemark.v1.Command.unpin_backup:type_name -> tidemark.v1.UnpinBackup
+	4,  // 18: tidemark.v1.Command.mark_backups_expired:type_name -> tidemark.v1.MarkBackupsExpired
+	5,  // 19: tidemark.v1.Command.finish_expiry:type_name -> tidemark.v1.FinishExpiry
+	7,  // 20: tidemark.v1.Command.record_backup_copy:type_name -> tidemark.v1.RecordBackupCopy
+	8,  // 21: tidemark.v1.Command.apply_policies:type_name -> tidemark.v1.ApplyPolicies
+	9,  // 22: tidemark.v1.Command.delete_policy:type_name -> tidemark.v1.DeletePolicy
+	10, // 23: tidemark.v1.Command.record_schedule_skips:type_name -> tidemark.v1.RecordScheduleSkips
+	11, // 24: tidemark.v1.Command.record_engine_decision:type_name -> tidemark.v1.RecordEngineDecision
+	6,  // 25: tidemark.v1.Command.finish_reconcile:type_name -> tidemark.v1.FinishReconcile
+	1,  // 26: tidemark.v1.Command.attempt_stopped:type_name -> tidemark.v1.AttemptStopped
+	28, // 27: tidemark.v1.AttemptStopped.lease:type_name -> tidemark.v1.LeaseToken
+	29, // 28: tidemark.v1.AttemptStopped.stopped_at:type_name -> google.protobuf.Timestamp
+	30, // 29: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
+	29, // 30: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
+	31, // 31: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
+	29, // 32: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
+	29, // 33: tidemark.v1.FinishReconcile.swept_at:type_name -> google.protobuf.Timestamp
+	32, // 34: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
+	33, // 35: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
+	29, // 36: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
+	29, // 37: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
+	34, // 38: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
+	35, // 39: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
+	36, // 40: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
+	37, // 41: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
+	29, // 42: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
+	38, // 43: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
+	39, // 44: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
+	40, // 45: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
+	41, // 46: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
+	42, // 47: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	43, // 48: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	29, // 49: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	43, // 50: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	29, // 51: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	31, // 52: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	28, // 53: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	29, // 54: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	29, // 55: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	44, // 56: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	28, // 57: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	45, // 58: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	46, // 59: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	29, // 60: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	47, // 61: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	28, // 62: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	29, // 63: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	48, // 64: tidemark.v1.ExpireLease.agent_grace:type_name -> google.protobuf.Duration
+	47, // 65: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	29, // 66: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	49, // 67: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	50, // 68: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	29, // 69: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	70, // [70:70] is the sub-list for method output_type
+	70, // [70:70] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -2366,6 +2486,7 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_RecordScheduleSkips)(nil),
 		(*Command_RecordEngineDecision)(nil),
 		(*Command_FinishReconcile)(nil),
+		(*Command_AttemptStopped)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2373,7 +2494,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
