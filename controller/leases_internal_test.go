@@ -82,9 +82,18 @@ func TestExpireKeepsTheNextLeasesTimer(t *testing.T) {
 		once.Do(func() {
 			// The interleaving: the assigner runs between ExpireLease
 			// and the timer's removal (the session still looks live).
+			// The expired attempt keeps its instance busy until its
+			// agent is known to have stopped it: say so first, as a
+			// heartbeat that no longer lists it would.
 			ss.lastSeen.Store(time.Now().UnixNano())
-			h.assignPending(ctx)
 			j, _ := node.catalog().Read().Job(jobID)
+			if _, err := node.apply(ctx, &v1.Command{Cmd: &v1.Command_AttemptStopped{AttemptStopped: &v1.AttemptStopped{
+				JobId: jobID, Lease: j.GetStoppingLease(), Reason: "heartbeat", StoppedAt: now(),
+			}}}); err != nil {
+				t.Errorf("AttemptStopped: %v", err)
+			}
+			h.assignPending(ctx)
+			j, _ = node.catalog().Read().Job(jobID)
 			reassigned <- j.GetLease()
 		})
 	}
