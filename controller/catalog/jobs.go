@@ -1,7 +1,6 @@
 package catalog
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -13,26 +12,59 @@ import (
 
 const jobsTableName = "jobs"
 
-// jobsTable: one row per job, keyed by job id, indexed by instance, by
-// state and by both (the leader scans PENDING jobs to assign and ASSIGNED/RUNNING ones
-// to rebuild leases).
+// jobsTable: one row per job, keyed by job id. The ordered indexes (keys
+// in order.go) serve the listings newest first and the leader's scans: by
+// creation time, by instance, by state and by both (the one-backup-per-
+// instance check on every submit reads the instance's active jobs there,
+// not its whole history); finished jobs by the time they ended (history
+// pruning, oldest first); scheduled runs by (policy, schedule, run key,
+// scheduled time) (the scheduler's memory of its last runs).
 func jobsTable() *memdb.TableSchema {
 	return &memdb.TableSchema{
 		Name: jobsTableName,
 		Indexes: map[string]*memdb.IndexSchema{
-			"id":       {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
-			"instance": {Name: "instance", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Instance"}},
-			"state":    {Name: "state", Indexer: &memdb.IntFieldIndex{Field: "State"}},
+			"id":      {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
+			"created": {Name: "created", Indexer: keyIndex{key: jobKey(func(j *v1.Job) []byte { return nil })}},
+			"instance": {Name: "instance", AllowMissing: true, Indexer: keyIndex{key: jobKey(func(j *v1.Job) []byte {
+				return appendStr(nil, j.GetInstance())
+			})}},
+			"state": {Name: "state", Indexer: keyIndex{key: jobKey(func(j *v1.Job) []byte {
+				return appendU32(nil, uint32(j.GetState()))
+			})}},
+			"instance_state": {Name: "instance_state", AllowMissing: true, Indexer: keyIndex{key: jobKey(func(j *v1.Job) []byte {
+				return appendU32(appendStr(nil, j.GetInstance()), uint32(j.GetState()))
+			})}},
 			// The scheduler rebuilds its last runs from a policy's jobs.
 			"policy": {Name: "policy", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Policy"}},
-			// The one-backup-per-instance check on every submit reads the
-			// instance's active jobs here, not its whole history.
-			"instance_state": {Name: "instance_state", AllowMissing: true, Indexer: &memdb.CompoundIndex{
-				AllowMissing: true,
-				Indexes:      []memdb.Indexer{&memdb.StringFieldIndex{Field: "Instance"}, &memdb.IntFieldIndex{Field: "State"}},
-			}},
+			"finished": {Name: "finished", AllowMissing: true, Indexer: keyIndex{key: func(obj any) ([]byte, bool) {
+				j := obj.(*v1.Job)
+				if !Terminal(j.GetState()) {
+					return nil, false
+				}
+				return appendTime(nil, j.GetUpdatedAt()), true
+			}}},
+			"run": {Name: "run", AllowMissing: true, Indexer: keyIndex{key: func(obj any) ([]byte, bool) {
+				j := obj.(*v1.Job)
+				if j.GetPolicy() == "" || j.GetRunKey() == "" {
+					return nil, false
+				}
+				return appendTime(runPrefix(j.GetPolicy(), j.GetScheduleIndex(), j.GetRunKey()), j.GetScheduledFor()), true
+			}}},
 		},
 	}
+}
+
+// jobKey is an ordered job index: prefix(j) then the creation time. An
+// empty instance is not indexed by instance.
+func jobKey(prefix func(*v1.Job) []byte) func(any) ([]byte, bool) {
+	return func(obj any) ([]byte, bool) {
+		j := obj.(*v1.Job)
+		return appendTime(prefix(j), j.GetCreatedAt()), true
+	}
+}
+
+func runPrefix(policy string, index uint32, runKey string) []byte {
+	return appendStr(appendU32(appendStr(nil, policy), index), runKey)
 }
 
 // Job returns the job with id, or ErrNotFound.
@@ -55,38 +87,59 @@ type JobFilter struct {
 	Kind     v1.JobKind
 }
 
-// Jobs returns the jobs that match f, newest first: by creation time, then
-// id.
+// Jobs returns every job that matches f, newest first: by creation time,
+// then id. It walks the whole range (tests and small tables); listings use
+// JobsPage.
 func (r *Read) Jobs(f JobFilter) []*v1.Job {
-	var js []*v1.Job
-	if f.Instance != "" {
-		js = all[*v1.Job](r, jobsTableName, "instance", f.Instance)
-	} else {
-		js = all[*v1.Job](r, jobsTableName, "id")
-	}
-	js = slices.DeleteFunc(js, func(j *v1.Job) bool {
-		return (len(f.States) > 0 && !slices.Contains(f.States, j.GetState())) ||
-			(f.Kind != v1.JobKind_JOB_KIND_UNSPECIFIED && j.GetKind() != f.Kind)
-	})
-	slices.SortStableFunc(js, func(a, b *v1.Job) int {
-		if c := b.GetCreatedAt().AsTime().Compare(a.GetCreatedAt().AsTime()); c != 0 {
-			return c
+	var out []*v1.Job
+	var after *Cursor
+	for {
+		p, next := r.JobsPage(f, after, maxScan)
+		out = append(out, p...)
+		if next == nil {
+			return out
 		}
-		return cmp.Compare(b.GetId(), a.GetId())
-	})
-	return js
+		after = next
+	}
 }
+
+// JobsPage returns up to limit jobs that match f, newest first (creation
+// time, then id), strictly after `after` (nil: from the newest), and the
+// cursor of the next page (nil at the end). The instance and states are
+// walked on their indexes; a kind is filtered during the walk, which is
+// bounded (maxScan): a page may come back short, with a cursor, when the
+// kind is rare.
+func (r *Read) JobsPage(f JobFilter, after *Cursor, limit int) ([]*v1.Job, *Cursor) {
+	var srcs []source
+	states := slices.Clone(f.States)
+	slices.Sort(states)
+	states = slices.Compact(states)
+	switch {
+	case f.Instance != "" && len(states) > 0:
+		for _, st := range states {
+			srcs = append(srcs, source{index: "instance_state", prefix: appendU32(appendStr(nil, f.Instance), uint32(st))})
+		}
+	case f.Instance != "":
+		srcs = []source{{index: "instance", prefix: appendStr(nil, f.Instance)}}
+	case len(states) > 0:
+		for _, st := range states {
+			srcs = append(srcs, source{index: "state", prefix: appendU32(nil, uint32(st))})
+		}
+	default:
+		srcs = []source{{index: "created"}}
+	}
+	match := func(j *v1.Job) bool {
+		return f.Kind == v1.JobKind_JOB_KIND_UNSPECIFIED || j.GetKind() == f.Kind
+	}
+	return pageScan(r, jobsTableName, srcs, jobPos, match, after, limit)
+}
+
+func jobPos(j *v1.Job) Cursor { return CursorOf(j.GetCreatedAt(), j.GetId()) }
 
 // JobsInState returns the jobs in state, oldest first (by creation time,
 // then id): the order the leader assigns pending jobs in.
 func (r *Read) JobsInState(state v1.JobState) []*v1.Job {
-	js := all[*v1.Job](r, jobsTableName, "state", state)
-	slices.SortStableFunc(js, func(a, b *v1.Job) int {
-		if c := a.GetCreatedAt().AsTime().Compare(b.GetCreatedAt().AsTime()); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.GetId(), b.GetId())
-	})
+	js := all[*v1.Job](r, jobsTableName, "state", appendU32(nil, uint32(state)))
 	return js
 }
 
@@ -105,7 +158,7 @@ func (r *Read) ActiveJobs() []*v1.Job {
 func (r *Read) ActiveJobsOf(instance string) []*v1.Job {
 	var js []*v1.Job
 	for _, s := range []v1.JobState{v1.JobState_JOB_STATE_PENDING, v1.JobState_JOB_STATE_ASSIGNED, v1.JobState_JOB_STATE_RUNNING} {
-		js = append(js, all[*v1.Job](r, jobsTableName, "instance_state", instance, s)...)
+		js = append(js, all[*v1.Job](r, jobsTableName, "instance_state", appendU32(appendStr(nil, instance), uint32(s)))...)
 	}
 	return js
 }

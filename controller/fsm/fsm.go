@@ -131,6 +131,8 @@ func dispatch(w *catalog.Write, e entry, cmd *v1.Command) (proto.Message, error)
 		return applyRecordScheduleSkips(w, c.RecordScheduleSkips)
 	case *v1.Command_RecordEngineDecision:
 		return applyRecordEngineDecision(w, c.RecordEngineDecision)
+	case *v1.Command_PruneCatalog:
+		return applyPruneCatalog(w, c.PruneCatalog)
 	default:
 		panic(fmt.Sprintf("fsm: command %T has no applier (entry %d)", c, e.Index))
 	}

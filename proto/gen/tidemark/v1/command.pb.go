@@ -59,6 +59,7 @@ type Command struct {
 	//	*Command_DeletePolicy
 	//	*Command_RecordScheduleSkips
 	//	*Command_RecordEngineDecision
+	//	*Command_PruneCatalog
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -326,6 +327,15 @@ func (x *Command) GetRecordEngineDecision() *RecordEngineDecision {
 	return nil
 }
 
+func (x *Command) GetPruneCatalog() *PruneCatalog {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_PruneCatalog); ok {
+			return x.PruneCatalog
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -430,6 +440,10 @@ type Command_RecordEngineDecision struct {
 	RecordEngineDecision *RecordEngineDecision `protobuf:"bytes,50,opt,name=record_engine_decision,json=recordEngineDecision,proto3,oneof"`
 }
 
+type Command_PruneCatalog struct {
+	PruneCatalog *PruneCatalog `protobuf:"bytes,65,opt,name=prune_catalog,json=pruneCatalog,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -479,6 +493,8 @@ func (*Command_DeletePolicy) isCommand_Cmd() {}
 func (*Command_RecordScheduleSkips) isCommand_Cmd() {}
 
 func (*Command_RecordEngineDecision) isCommand_Cmd() {}
+
+func (*Command_PruneCatalog) isCommand_Cmd() {}
 
 // PinBackup pins a backup (again: the new pin replaces the old). A deleted
 // backup or one already marked expired cannot be pinned.
@@ -737,6 +753,157 @@ func (x *FinishExpiry) GetCopyRepositoryUri() string {
 	return ""
 }
 
+// PruneCatalog bounds the catalog's history, as of `at` (the leader's
+// clock, stamped here: every node prunes the same records). Finished jobs
+// beyond the newest max_jobs, or that finished before at - job_age, are
+// removed oldest finished first, except a job that a backup which is not
+// DELETED refers to (it wrote it, or marked it expired), the latest run of
+// each (policy, schedule, run key) (the scheduler's memory), and the job
+// a binlog stream record names. DELETED backup records whose deletion is
+// older than at - tombstone_age are removed. At most `batch` records go
+// per entry; the result says whether more remain.
+type PruneCatalog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	// 0: no bound by count.
+	MaxJobs uint32 `protobuf:"varint,2,opt,name=max_jobs,json=maxJobs,proto3" json:"max_jobs,omitempty"`
+	// Seconds; 0: no bound by age.
+	JobAgeSeconds int64 `protobuf:"varint,3,opt,name=job_age_seconds,json=jobAgeSeconds,proto3" json:"job_age_seconds,omitempty"`
+	// Seconds; 0: DELETED records are removed at once.
+	TombstoneAgeSeconds int64 `protobuf:"varint,4,opt,name=tombstone_age_seconds,json=tombstoneAgeSeconds,proto3" json:"tombstone_age_seconds,omitempty"`
+	// 0: 10000.
+	Batch         uint32 `protobuf:"varint,5,opt,name=batch,proto3" json:"batch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneCatalog) Reset() {
+	*x = PruneCatalog{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneCatalog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneCatalog) ProtoMessage() {}
+
+func (x *PruneCatalog) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneCatalog.ProtoReflect.Descriptor instead.
+func (*PruneCatalog) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PruneCatalog) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *PruneCatalog) GetMaxJobs() uint32 {
+	if x != nil {
+		return x.MaxJobs
+	}
+	return 0
+}
+
+func (x *PruneCatalog) GetJobAgeSeconds() int64 {
+	if x != nil {
+		return x.JobAgeSeconds
+	}
+	return 0
+}
+
+func (x *PruneCatalog) GetTombstoneAgeSeconds() int64 {
+	if x != nil {
+		return x.TombstoneAgeSeconds
+	}
+	return 0
+}
+
+func (x *PruneCatalog) GetBatch() uint32 {
+	if x != nil {
+		return x.Batch
+	}
+	return 0
+}
+
+// PruneCatalogResult is what one PruneCatalog entry removed.
+type PruneCatalogResult struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	JobsRemoved    uint32                 `protobuf:"varint,1,opt,name=jobs_removed,json=jobsRemoved,proto3" json:"jobs_removed,omitempty"`
+	BackupsRemoved uint32                 `protobuf:"varint,2,opt,name=backups_removed,json=backupsRemoved,proto3" json:"backups_removed,omitempty"`
+	// The batch was full: the leader proposes another entry at once.
+	More          bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneCatalogResult) Reset() {
+	*x = PruneCatalogResult{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneCatalogResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneCatalogResult) ProtoMessage() {}
+
+func (x *PruneCatalogResult) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneCatalogResult.ProtoReflect.Descriptor instead.
+func (*PruneCatalogResult) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PruneCatalogResult) GetJobsRemoved() uint32 {
+	if x != nil {
+		return x.JobsRemoved
+	}
+	return 0
+}
+
+func (x *PruneCatalogResult) GetBackupsRemoved() uint32 {
+	if x != nil {
+		return x.BackupsRemoved
+	}
+	return 0
+}
+
+func (x *PruneCatalogResult) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 // RecordBackupCopy adds a verified copy to a backup's record; the same
 // repository twice replaces the earlier entry.
 type RecordBackupCopy struct {
@@ -749,7 +916,7 @@ type RecordBackupCopy struct {
 
 func (x *RecordBackupCopy) Reset() {
 	*x = RecordBackupCopy{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +928,7 @@ func (x *RecordBackupCopy) String() string {
 func (*RecordBackupCopy) ProtoMessage() {}
 
 func (x *RecordBackupCopy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +941,7 @@ func (x *RecordBackupCopy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackupCopy.ProtoReflect.Descriptor instead.
 func (*RecordBackupCopy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RecordBackupCopy) GetBackupId() string {
@@ -809,7 +976,7 @@ type ApplyPolicies struct {
 
 func (x *ApplyPolicies) Reset() {
 	*x = ApplyPolicies{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +988,7 @@ func (x *ApplyPolicies) String() string {
 func (*ApplyPolicies) ProtoMessage() {}
 
 func (x *ApplyPolicies) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +1001,7 @@ func (x *ApplyPolicies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicies.ProtoReflect.Descriptor instead.
 func (*ApplyPolicies) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ApplyPolicies) GetSpecs() []*PolicySpec {
@@ -877,7 +1044,7 @@ type DeletePolicy struct {
 
 func (x *DeletePolicy) Reset() {
 	*x = DeletePolicy{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1056,7 @@ func (x *DeletePolicy) String() string {
 func (*DeletePolicy) ProtoMessage() {}
 
 func (x *DeletePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1069,7 @@ func (x *DeletePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicy.ProtoReflect.Descriptor instead.
 func (*DeletePolicy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeletePolicy) GetName() string {
@@ -930,7 +1097,7 @@ type RecordScheduleSkips struct {
 
 func (x *RecordScheduleSkips) Reset() {
 	*x = RecordScheduleSkips{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1109,7 @@ func (x *RecordScheduleSkips) String() string {
 func (*RecordScheduleSkips) ProtoMessage() {}
 
 func (x *RecordScheduleSkips) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1122,7 @@ func (x *RecordScheduleSkips) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordScheduleSkips.ProtoReflect.Descriptor instead.
 func (*RecordScheduleSkips) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RecordScheduleSkips) GetSkips() []*ScheduleSkip {
@@ -979,7 +1146,7 @@ type RecordEngineDecision struct {
 
 func (x *RecordEngineDecision) Reset() {
 	*x = RecordEngineDecision{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1158,7 @@ func (x *RecordEngineDecision) String() string {
 func (*RecordEngineDecision) ProtoMessage() {}
 
 func (x *RecordEngineDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1171,7 @@ func (x *RecordEngineDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordEngineDecision.ProtoReflect.Descriptor instead.
 func (*RecordEngineDecision) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RecordEngineDecision) GetInstance() string {
@@ -1038,7 +1205,7 @@ type CreateJoinToken struct {
 
 func (x *CreateJoinToken) Reset() {
 	*x = CreateJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1217,7 @@ func (x *CreateJoinToken) String() string {
 func (*CreateJoinToken) ProtoMessage() {}
 
 func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1230,7 @@ func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
 func (*CreateJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateJoinToken) GetToken() *JoinToken {
@@ -1091,7 +1258,7 @@ type ConsumeJoinToken struct {
 
 func (x *ConsumeJoinToken) Reset() {
 	*x = ConsumeJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1270,7 @@ func (x *ConsumeJoinToken) String() string {
 func (*ConsumeJoinToken) ProtoMessage() {}
 
 func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1283,7 @@ func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeJoinToken.ProtoReflect.Descriptor instead.
 func (*ConsumeJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ConsumeJoinToken) GetId() string {
@@ -1164,7 +1331,7 @@ type RevokeAgent struct {
 
 func (x *RevokeAgent) Reset() {
 	*x = RevokeAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1343,7 @@ func (x *RevokeAgent) String() string {
 func (*RevokeAgent) ProtoMessage() {}
 
 func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1356,7 @@ func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
 func (*RevokeAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevokeAgent) GetRevocation() *Revocation {
@@ -1209,7 +1376,7 @@ type SetClusterCA struct {
 
 func (x *SetClusterCA) Reset() {
 	*x = SetClusterCA{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1388,7 @@ func (x *SetClusterCA) String() string {
 func (*SetClusterCA) ProtoMessage() {}
 
 func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1401,7 @@ func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterCA.ProtoReflect.Descriptor instead.
 func (*SetClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetClusterCA) GetCa() *ClusterCA {
@@ -1254,7 +1421,7 @@ type CreateAccessToken struct {
 
 func (x *CreateAccessToken) Reset() {
 	*x = CreateAccessToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1433,7 @@ func (x *CreateAccessToken) String() string {
 func (*CreateAccessToken) ProtoMessage() {}
 
 func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1446,7 @@ func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessToken.ProtoReflect.Descriptor instead.
 func (*CreateAccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateAccessToken) GetToken() *AccessToken {
@@ -1299,7 +1466,7 @@ type RecordAudit struct {
 
 func (x *RecordAudit) Reset() {
 	*x = RecordAudit{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1478,7 @@ func (x *RecordAudit) String() string {
 func (*RecordAudit) ProtoMessage() {}
 
 func (x *RecordAudit) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1491,7 @@ func (x *RecordAudit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAudit.ProtoReflect.Descriptor instead.
 func (*RecordAudit) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RecordAudit) GetRecord() *AuditRecord {
@@ -1351,7 +1518,7 @@ type RegisterAgent struct {
 
 func (x *RegisterAgent) Reset() {
 	*x = RegisterAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1530,7 @@ func (x *RegisterAgent) String() string {
 func (*RegisterAgent) ProtoMessage() {}
 
 func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1543,7 @@ func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgent.ProtoReflect.Descriptor instead.
 func (*RegisterAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RegisterAgent) GetAgent() *Agent {
@@ -1412,7 +1579,7 @@ type UpsertInstance struct {
 
 func (x *UpsertInstance) Reset() {
 	*x = UpsertInstance{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[17]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1591,7 @@ func (x *UpsertInstance) String() string {
 func (*UpsertInstance) ProtoMessage() {}
 
 func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[17]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1604,7 @@ func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertInstance.ProtoReflect.Descriptor instead.
 func (*UpsertInstance) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpsertInstance) GetInstance() *Instance {
@@ -1467,7 +1634,7 @@ type SubmitJob struct {
 
 func (x *SubmitJob) Reset() {
 	*x = SubmitJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[18]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1646,7 @@ func (x *SubmitJob) String() string {
 func (*SubmitJob) ProtoMessage() {}
 
 func (x *SubmitJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[18]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1659,7 @@ func (x *SubmitJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJob.ProtoReflect.Descriptor instead.
 func (*SubmitJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubmitJob) GetJob() *Job {
@@ -1520,7 +1687,7 @@ type AssignJob struct {
 
 func (x *AssignJob) Reset() {
 	*x = AssignJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[19]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1699,7 @@ func (x *AssignJob) String() string {
 func (*AssignJob) ProtoMessage() {}
 
 func (x *AssignJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[19]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1712,7 @@ func (x *AssignJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignJob.ProtoReflect.Descriptor instead.
 func (*AssignJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AssignJob) GetJobId() string {
@@ -1610,7 +1777,7 @@ type UpdateJobState struct {
 
 func (x *UpdateJobState) Reset() {
 	*x = UpdateJobState{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[20]
+	mi := &file_tidemark_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1789,7 @@ func (x *UpdateJobState) String() string {
 func (*UpdateJobState) ProtoMessage() {}
 
 func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[20]
+	mi := &file_tidemark_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1802,7 @@ func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateJobState.ProtoReflect.Descriptor instead.
 func (*UpdateJobState) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpdateJobState) GetJobId() string {
@@ -1710,7 +1877,7 @@ type ExpireLease struct {
 
 func (x *ExpireLease) Reset() {
 	*x = ExpireLease{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[21]
+	mi := &file_tidemark_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1889,7 @@ func (x *ExpireLease) String() string {
 func (*ExpireLease) ProtoMessage() {}
 
 func (x *ExpireLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[21]
+	mi := &file_tidemark_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1902,7 @@ func (x *ExpireLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireLease.ProtoReflect.Descriptor instead.
 func (*ExpireLease) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExpireLease) GetJobId() string {
@@ -1778,7 +1945,7 @@ type RecordBackup struct {
 
 func (x *RecordBackup) Reset() {
 	*x = RecordBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[22]
+	mi := &file_tidemark_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +1957,7 @@ func (x *RecordBackup) String() string {
 func (*RecordBackup) ProtoMessage() {}
 
 func (x *RecordBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[22]
+	mi := &file_tidemark_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +1970,7 @@ func (x *RecordBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackup.ProtoReflect.Descriptor instead.
 func (*RecordBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RecordBackup) GetBackup() *Backup {
@@ -1831,7 +1998,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[23]
+	mi := &file_tidemark_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +2010,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[23]
+	mi := &file_tidemark_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +2023,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpsertMember) GetMember() *MemberRecord {
@@ -1876,7 +2043,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[24]
+	mi := &file_tidemark_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2055,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[24]
+	mi := &file_tidemark_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2068,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -1928,7 +2095,7 @@ type RecordWatermarks struct {
 
 func (x *RecordWatermarks) Reset() {
 	*x = RecordWatermarks{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[25]
+	mi := &file_tidemark_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +2107,7 @@ func (x *RecordWatermarks) String() string {
 func (*RecordWatermarks) ProtoMessage() {}
 
 func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[25]
+	mi := &file_tidemark_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +2120,7 @@ func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordWatermarks.ProtoReflect.Descriptor instead.
 func (*RecordWatermarks) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RecordWatermarks) GetStreams() []*BinlogStream {
@@ -1974,7 +2141,7 @@ var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xf1\r\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xb3\x0e\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -2004,7 +2171,8 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x0eapply_policies\x18\x11 \x01(\v2\x1a.tidemark.v1.ApplyPoliciesH\x00R\rapplyPolicies\x12@\n" +
 	"\rdelete_policy\x18\x12 \x01(\v2\x19.tidemark.v1.DeletePolicyH\x00R\fdeletePolicy\x12V\n" +
 	"\x15record_schedule_skips\x18\x13 \x01(\v2 .tidemark.v1.RecordScheduleSkipsH\x00R\x13recordScheduleSkips\x12Y\n" +
-	"\x16record_engine_decision\x182 \x01(\v2!.tidemark.v1.RecordEngineDecisionH\x00R\x14recordEngineDecisionB\x05\n" +
+	"\x16record_engine_decision\x182 \x01(\v2!.tidemark.v1.RecordEngineDecisionH\x00R\x14recordEngineDecision\x12@\n" +
+	"\rprune_catalog\x18A \x01(\v2\x19.tidemark.v1.PruneCatalogH\x00R\fpruneCatalogB\x05\n" +
 	"\x03cmd\"R\n" +
 	"\tPinBackup\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12(\n" +
@@ -2024,7 +2192,17 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x12deleted_backup_ids\x18\x02 \x03(\tR\x10deletedBackupIds\x129\n" +
 	"\n" +
 	"deleted_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt\x12.\n" +
-	"\x13copy_repository_uri\x18\x04 \x01(\tR\x11copyRepositoryUri\"\\\n" +
+	"\x13copy_repository_uri\x18\x04 \x01(\tR\x11copyRepositoryUri\"\xc7\x01\n" +
+	"\fPruneCatalog\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x19\n" +
+	"\bmax_jobs\x18\x02 \x01(\rR\amaxJobs\x12&\n" +
+	"\x0fjob_age_seconds\x18\x03 \x01(\x03R\rjobAgeSeconds\x122\n" +
+	"\x15tombstone_age_seconds\x18\x04 \x01(\x03R\x13tombstoneAgeSeconds\x12\x14\n" +
+	"\x05batch\x18\x05 \x01(\rR\x05batch\"t\n" +
+	"\x12PruneCatalogResult\x12!\n" +
+	"\fjobs_removed\x18\x01 \x01(\rR\vjobsRemoved\x12'\n" +
+	"\x0fbackups_removed\x18\x02 \x01(\rR\x0ebackupsRemoved\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\\\n" +
 	"\x10RecordBackupCopy\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12+\n" +
 	"\x04copy\x18\x02 \x01(\v2\x17.tidemark.v1.BackupCopyR\x04copy\"\xb2\x01\n" +
@@ -2122,127 +2300,131 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
 	(*PinBackup)(nil),             // 1: tidemark.v1.PinBackup
 	(*UnpinBackup)(nil),           // 2: tidemark.v1.UnpinBackup
 	(*MarkBackupsExpired)(nil),    // 3: tidemark.v1.MarkBackupsExpired
 	(*FinishExpiry)(nil),          // 4: tidemark.v1.FinishExpiry
-	(*RecordBackupCopy)(nil),      // 5: tidemark.v1.RecordBackupCopy
-	(*ApplyPolicies)(nil),         // 6: tidemark.v1.ApplyPolicies
-	(*DeletePolicy)(nil),          // 7: tidemark.v1.DeletePolicy
-	(*RecordScheduleSkips)(nil),   // 8: tidemark.v1.RecordScheduleSkips
-	(*RecordEngineDecision)(nil),  // 9: tidemark.v1.RecordEngineDecision
-	(*CreateJoinToken)(nil),       // 10: tidemark.v1.CreateJoinToken
-	(*ConsumeJoinToken)(nil),      // 11: tidemark.v1.ConsumeJoinToken
-	(*RevokeAgent)(nil),           // 12: tidemark.v1.RevokeAgent
-	(*SetClusterCA)(nil),          // 13: tidemark.v1.SetClusterCA
-	(*CreateAccessToken)(nil),     // 14: tidemark.v1.CreateAccessToken
-	(*RecordAudit)(nil),           // 15: tidemark.v1.RecordAudit
-	(*RegisterAgent)(nil),         // 16: tidemark.v1.RegisterAgent
-	(*UpsertInstance)(nil),        // 17: tidemark.v1.UpsertInstance
-	(*SubmitJob)(nil),             // 18: tidemark.v1.SubmitJob
-	(*AssignJob)(nil),             // 19: tidemark.v1.AssignJob
-	(*UpdateJobState)(nil),        // 20: tidemark.v1.UpdateJobState
-	(*ExpireLease)(nil),           // 21: tidemark.v1.ExpireLease
-	(*RecordBackup)(nil),          // 22: tidemark.v1.RecordBackup
-	(*UpsertMember)(nil),          // 23: tidemark.v1.UpsertMember
-	(*RemoveMember)(nil),          // 24: tidemark.v1.RemoveMember
-	(*RecordWatermarks)(nil),      // 25: tidemark.v1.RecordWatermarks
-	(*BackupPin)(nil),             // 26: tidemark.v1.BackupPin
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
-	(*Job)(nil),                   // 28: tidemark.v1.Job
-	(*BackupCopy)(nil),            // 29: tidemark.v1.BackupCopy
-	(*PolicySpec)(nil),            // 30: tidemark.v1.PolicySpec
-	(*ScheduleSkip)(nil),          // 31: tidemark.v1.ScheduleSkip
-	(*EngineDecision)(nil),        // 32: tidemark.v1.EngineDecision
-	(*EngineChange)(nil),          // 33: tidemark.v1.EngineChange
-	(*JoinToken)(nil),             // 34: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 35: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 36: tidemark.v1.ClusterCA
-	(*AccessToken)(nil),           // 37: tidemark.v1.AccessToken
-	(*AuditRecord)(nil),           // 38: tidemark.v1.AuditRecord
-	(*Agent)(nil),                 // 39: tidemark.v1.Agent
-	(*Instance)(nil),              // 40: tidemark.v1.Instance
-	(*LeaseToken)(nil),            // 41: tidemark.v1.LeaseToken
-	(JobState)(0),                 // 42: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 43: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 44: tidemark.v1.JobResult
-	(*Backup)(nil),                // 45: tidemark.v1.Backup
-	(*MemberRecord)(nil),          // 46: tidemark.v1.MemberRecord
-	(*BinlogStream)(nil),          // 47: tidemark.v1.BinlogStream
+	(*PruneCatalog)(nil),          // 5: tidemark.v1.PruneCatalog
+	(*PruneCatalogResult)(nil),    // 6: tidemark.v1.PruneCatalogResult
+	(*RecordBackupCopy)(nil),      // 7: tidemark.v1.RecordBackupCopy
+	(*ApplyPolicies)(nil),         // 8: tidemark.v1.ApplyPolicies
+	(*DeletePolicy)(nil),          // 9: tidemark.v1.DeletePolicy
+	(*RecordScheduleSkips)(nil),   // 10: tidemark.v1.RecordScheduleSkips
+	(*RecordEngineDecision)(nil),  // 11: tidemark.v1.RecordEngineDecision
+	(*CreateJoinToken)(nil),       // 12: tidemark.v1.CreateJoinToken
+	(*ConsumeJoinToken)(nil),      // 13: tidemark.v1.ConsumeJoinToken
+	(*RevokeAgent)(nil),           // 14: tidemark.v1.RevokeAgent
+	(*SetClusterCA)(nil),          // 15: tidemark.v1.SetClusterCA
+	(*CreateAccessToken)(nil),     // 16: tidemark.v1.CreateAccessToken
+	(*RecordAudit)(nil),           // 17: tidemark.v1.RecordAudit
+	(*RegisterAgent)(nil),         // 18: tidemark.v1.RegisterAgent
+	(*UpsertInstance)(nil),        // 19: tidemark.v1.UpsertInstance
+	(*SubmitJob)(nil),             // 20: tidemark.v1.SubmitJob
+	(*AssignJob)(nil),             // 21: tidemark.v1.AssignJob
+	(*UpdateJobState)(nil),        // 22: tidemark.v1.UpdateJobState
+	(*ExpireLease)(nil),           // 23: tidemark.v1.ExpireLease
+	(*RecordBackup)(nil),          // 24: tidemark.v1.RecordBackup
+	(*UpsertMember)(nil),          // 25: tidemark.v1.UpsertMember
+	(*RemoveMember)(nil),          // 26: tidemark.v1.RemoveMember
+	(*RecordWatermarks)(nil),      // 27: tidemark.v1.RecordWatermarks
+	(*BackupPin)(nil),             // 28: tidemark.v1.BackupPin
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(*Job)(nil),                   // 30: tidemark.v1.Job
+	(*BackupCopy)(nil),            // 31: tidemark.v1.BackupCopy
+	(*PolicySpec)(nil),            // 32: tidemark.v1.PolicySpec
+	(*ScheduleSkip)(nil),          // 33: tidemark.v1.ScheduleSkip
+	(*EngineDecision)(nil),        // 34: tidemark.v1.EngineDecision
+	(*EngineChange)(nil),          // 35: tidemark.v1.EngineChange
+	(*JoinToken)(nil),             // 36: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 37: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 38: tidemark.v1.ClusterCA
+	(*AccessToken)(nil),           // 39: tidemark.v1.AccessToken
+	(*AuditRecord)(nil),           // 40: tidemark.v1.AuditRecord
+	(*Agent)(nil),                 // 41: tidemark.v1.Agent
+	(*Instance)(nil),              // 42: tidemark.v1.Instance
+	(*LeaseToken)(nil),            // 43: tidemark.v1.LeaseToken
+	(JobState)(0),                 // 44: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 45: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 46: tidemark.v1.JobResult
+	(*Backup)(nil),                // 47: tidemark.v1.Backup
+	(*MemberRecord)(nil),          // 48: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 49: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
-	16, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
-	17, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
-	18, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
-	19, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
-	20, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
-	21, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
-	22, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
-	23, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
-	24, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
-	25, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
-	10, // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
-	11, // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
-	12, // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
-	13, // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
-	15, // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
-	14, // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
+	18, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
+	19, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
+	20, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
+	21, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
+	22, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
+	23, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
+	24, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
+	25, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
+	26, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
+	27, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
+	12, // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
+	13, // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
+	14, // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
+	15, // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
+	17, // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
+	16, // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
 	1,  // 16: tidemark.v1.Command.pin_backup:type_name -> tidemark.v1.PinBackup
 	2,  // 17: tidemark.v1.Command.unpin_backup:type_name -> tidemark.v1.UnpinBackup
 	3,  // 18: tidemark.v1.Command.mark_backups_expired:type_name -> tidemark.v1.MarkBackupsExpired
 	4,  // 19: tidemark.v1.Command.finish_expiry:type_name -> tidemark.v1.FinishExpiry
-	5,  // 20: tidemark.v1.Command.record_backup_copy:type_name -> tidemark.v1.RecordBackupCopy
-	6,  // 21: tidemark.v1.Command.apply_policies:type_name -> tidemark.v1.ApplyPolicies
-	7,  // 22: tidemark.v1.Command.delete_policy:type_name -> tidemark.v1.DeletePolicy
-	8,  // 23: tidemark.v1.Command.record_schedule_skips:type_name -> tidemark.v1.RecordScheduleSkips
-	9,  // 24: tidemark.v1.Command.record_engine_decision:type_name -> tidemark.v1.RecordEngineDecision
-	26, // 25: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
-	27, // 26: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
-	28, // 27: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
-	27, // 28: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
-	29, // 29: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
-	30, // 30: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
-	27, // 31: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
-	27, // 32: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
-	31, // 33: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
-	32, // 34: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
-	33, // 35: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
-	34, // 36: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
-	27, // 37: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
-	35, // 38: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
-	36, // 39: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
-	37, // 40: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
-	38, // 41: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
-	39, // 42: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	40, // 43: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	27, // 44: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	40, // 45: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	27, // 46: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	28, // 47: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	41, // 48: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	27, // 49: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	27, // 50: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	42, // 51: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	41, // 52: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	43, // 53: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	44, // 54: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	27, // 55: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	45, // 56: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	41, // 57: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	27, // 58: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	45, // 59: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	27, // 60: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	46, // 61: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	47, // 62: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
-	27, // 63: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
-	64, // [64:64] is the sub-list for method output_type
-	64, // [64:64] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	7,  // 20: tidemark.v1.Command.record_backup_copy:type_name -> tidemark.v1.RecordBackupCopy
+	8,  // 21: tidemark.v1.Command.apply_policies:type_name -> tidemark.v1.ApplyPolicies
+	9,  // 22: tidemark.v1.Command.delete_policy:type_name -> tidemark.v1.DeletePolicy
+	10, // 23: tidemark.v1.Command.record_schedule_skips:type_name -> tidemark.v1.RecordScheduleSkips
+	11, // 24: tidemark.v1.Command.record_engine_decision:type_name -> tidemark.v1.RecordEngineDecision
+	5,  // 25: tidemark.v1.Command.prune_catalog:type_name -> tidemark.v1.PruneCatalog
+	28, // 26: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
+	29, // 27: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
+	30, // 28: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
+	29, // 29: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
+	29, // 30: tidemark.v1.PruneCatalog.at:type_name -> google.protobuf.Timestamp
+	31, // 31: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
+	32, // 32: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
+	29, // 33: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
+	29, // 34: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
+	33, // 35: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
+	34, // 36: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
+	35, // 37: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
+	36, // 38: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
+	29, // 39: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
+	37, // 40: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
+	38, // 41: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
+	39, // 42: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
+	40, // 43: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
+	41, // 44: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	42, // 45: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	29, // 46: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	42, // 47: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	29, // 48: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	30, // 49: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	43, // 50: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	29, // 51: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	29, // 52: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	44, // 53: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	43, // 54: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	45, // 55: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	46, // 56: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	29, // 57: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	47, // 58: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	43, // 59: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	29, // 60: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	47, // 61: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	29, // 62: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	48, // 63: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	49, // 64: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	29, // 65: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	66, // [66:66] is the sub-list for method output_type
+	66, // [66:66] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -2278,6 +2460,7 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_DeletePolicy)(nil),
 		(*Command_RecordScheduleSkips)(nil),
 		(*Command_RecordEngineDecision)(nil),
+		(*Command_PruneCatalog)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2285,7 +2468,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
