@@ -291,20 +291,28 @@ func newBackupsCmd(s *streams) *cobra.Command {
 		instance   string
 		output     string
 		controller string
+		pg         pageFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "backups",
 		Short: "List the complete backups in a repository",
 		Long: `List the complete backups in a repository (--repo), or, through a controller
 (--controller, or TIDEMARK_CONTROLLER without --repo), the catalog's backups
-with their status. -o json gives the same fields either way.`,
+with their status. -o json gives the same fields either way.
+
+Through a controller, every page of the listing is fetched unless --limit
+bounds it; when more remain, the token that continues the listing is printed
+on stderr for --page-token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
 			if viaController(controller, rf.uri == "") {
-				return controllerBackups(cmd.Context(), s, controller, instance, output)
+				return controllerBackups(cmd.Context(), s, controller, instance, output, pg)
+			}
+			if pg.limit > 0 || pg.token != "" {
+				return userErr(fmt.Errorf("--limit and --page-token page through the controller's catalog: not with --repo"))
 			}
 			repo, closeRepo, err := rf.open(cmd.Context())
 			if err != nil {
@@ -340,6 +348,7 @@ with their status. -o json gives the same fields either way.`,
 	rf.register(cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "only backups of this instance")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	pg.register(cmd, "backups")
 	controllerFlag(cmd, &controller)
 	return cmd
 }
