@@ -114,9 +114,11 @@ func (r *Read) BackupsPage(f BackupFilter, after *Cursor, limit int) ([]*v1.Back
 	src := source{index: "started"}
 	switch {
 	case f.Instance != "":
-		src = source{index: "instance", prefix: appendStr(nil, f.Instance)}
+		src = source{index: "instance", prefix: appendStr(nil, f.Instance),
+			in: func(o any) bool { return o.(*v1.Backup).GetInstance() == f.Instance }}
 	case f.Status != v1.BackupStatus_BACKUP_STATUS_UNSPECIFIED:
-		src = source{index: "status", prefix: appendU32(nil, uint32(f.Status))}
+		src = source{index: "status", prefix: appendU32(nil, uint32(f.Status)),
+			in: func(o any) bool { return o.(*v1.Backup).GetStatus() == f.Status }}
 	}
 	match := func(b *v1.Backup) bool {
 		if f.Status == v1.BackupStatus_BACKUP_STATUS_UNSPECIFIED {

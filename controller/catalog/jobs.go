@@ -117,13 +117,16 @@ func (r *Read) JobsPage(f JobFilter, after *Cursor, limit int) ([]*v1.Job, *Curs
 	switch {
 	case f.Instance != "" && len(states) > 0:
 		for _, st := range states {
-			srcs = append(srcs, source{index: "instance_state", prefix: appendU32(appendStr(nil, f.Instance), uint32(st))})
+			srcs = append(srcs, source{index: "instance_state", prefix: appendU32(appendStr(nil, f.Instance), uint32(st)),
+				in: func(o any) bool { j := o.(*v1.Job); return j.GetInstance() == f.Instance && j.GetState() == st }})
 		}
 	case f.Instance != "":
-		srcs = []source{{index: "instance", prefix: appendStr(nil, f.Instance)}}
+		srcs = []source{{index: "instance", prefix: appendStr(nil, f.Instance),
+			in: func(o any) bool { return o.(*v1.Job).GetInstance() == f.Instance }}}
 	case len(states) > 0:
 		for _, st := range states {
-			srcs = append(srcs, source{index: "state", prefix: appendU32(nil, uint32(st))})
+			srcs = append(srcs, source{index: "state", prefix: appendU32(nil, uint32(st)),
+				in: func(o any) bool { return o.(*v1.Job).GetState() == st }})
 		}
 	default:
 		srcs = []source{{index: "created"}}

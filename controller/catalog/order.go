@@ -110,12 +110,15 @@ func (c Cursor) OlderThan(o Cursor) bool {
 	return c.ID < o.ID
 }
 
-// source is one ordered index range a listing merges: the index and the
-// prefix all its records' keys share (the walk stops at the first key
-// without it).
+// source is one ordered index range a listing merges: the index, the
+// prefix all its records' keys share, and in, which tells from the record
+// whether it is in the range (the walk stops at the first that is not;
+// nil: the whole index). in reads the record's fields instead of building
+// its key again: it runs for every record walked.
 type source struct {
 	index  string
 	prefix []byte
+	in     func(any) bool
 }
 
 // maxScan bounds the index entries one source walks for one page when a
@@ -123,7 +126,7 @@ type source struct {
 // most of them: the page then comes back short, or empty, with a cursor
 // where the walk stopped, and the caller asks again from there. It keeps
 // every call's cost bounded, whatever the filter.
-const maxScan = 20000
+const maxScan = 5000
 
 // pageScan returns up to limit records of table that match, newest first,
 // strictly after `after` (nil: from the newest), merged from sources, and
@@ -156,8 +159,7 @@ func pageScan[T any](r *Read, table string, sources []source, pos func(T) Cursor
 		var last *Cursor
 		exhausted := true
 		for obj := it.Next(); obj != nil; obj = it.Next() {
-			k, ok, err := r.indexKey(table, s.index, obj)
-			if err != nil || !ok || !bytes.HasPrefix(k, s.prefix) {
+			if s.in != nil && !s.in(obj) {
 				break
 			}
 			t := obj.(T)
@@ -206,15 +208,4 @@ func sortNewestFirst[T any](ts []T, pos func(T) Cursor) {
 		}
 		return 0
 	})
-}
-
-// indexKey recomputes a record's key in one of the table's key indexes.
-func (r *Read) indexKey(table, index string, obj any) ([]byte, bool, error) {
-	ix := dbSchema.Tables[table].Indexes[index]
-	switch x := ix.Indexer.(type) {
-	case keyIndex:
-		k, ok := x.key(obj)
-		return k, ok, nil
-	}
-	return nil, false, fmt.Errorf("index %s.%s is not a key index", table, index)
 }
