@@ -14,28 +14,33 @@ const jobsTableName = "jobs"
 
 // jobsTable: one row per job, keyed by job id. The ordered indexes (keys
 // in order.go) serve the listings newest first and the leader's scans: by
-// creation time, by instance, by state and by both (the one-backup-per-
-// instance check on every submit reads the instance's active jobs there,
-// not its whole history); finished jobs by the time they ended (history
-// pruning, oldest first); scheduled runs by (policy, schedule, run key,
-// scheduled time) (the scheduler's memory of its last runs).
+// creation time and by instance (every job); active jobs by state and by
+// instance and state (the leader assigns pending jobs, and the
+// one-backup-per-instance check on every submit reads the instance's
+// active jobs, not its whole history); finished jobs by the time they
+// ended (history pruning, oldest first; the alert loop's new failures);
+// scheduled runs by (policy, schedule, run key, scheduled time) (the
+// scheduler's memory of its last runs).
+//
+// Every index entry costs about 450 bytes of radix tree (go-memdb), more
+// than a typical job record: a finished job is in five indexes, not
+// eight, which is what keeps a catalog of a million jobs within a few GiB
+// (bench/README.md, BenchmarkCatalog).
 func jobsTable() *memdb.TableSchema {
 	return &memdb.TableSchema{
 		Name: jobsTableName,
 		Indexes: map[string]*memdb.IndexSchema{
 			"id":      {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
 			"created": {Name: "created", Indexer: keyIndex{key: jobKey(func(j *v1.Job) []byte { return nil })}},
-			"instance": {Name: "instance", AllowMissing: true, Indexer: keyIndex{key: jobKey(func(j *v1.Job) []byte {
+			"instance": {Name: "instance", Indexer: keyIndex{key: jobKey(func(j *v1.Job) []byte {
 				return appendStr(nil, j.GetInstance())
 			})}},
-			"state": {Name: "state", Indexer: keyIndex{key: jobKey(func(j *v1.Job) []byte {
+			"state": {Name: "state", AllowMissing: true, Indexer: keyIndex{key: activeJobKey(func(j *v1.Job) []byte {
 				return appendU32(nil, uint32(j.GetState()))
 			})}},
-			"instance_state": {Name: "instance_state", AllowMissing: true, Indexer: keyIndex{key: jobKey(func(j *v1.Job) []byte {
+			"instance_state": {Name: "instance_state", AllowMissing: true, Indexer: keyIndex{key: activeJobKey(func(j *v1.Job) []byte {
 				return appendU32(appendStr(nil, j.GetInstance()), uint32(j.GetState()))
 			})}},
-			// The scheduler rebuilds its last runs from a policy's jobs.
-			"policy": {Name: "policy", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Policy"}},
 			"finished": {Name: "finished", AllowMissing: true, Indexer: keyIndex{key: func(obj any) ([]byte, bool) {
 				j := obj.(*v1.Job)
 				if !Terminal(j.GetState()) {
@@ -51,6 +56,17 @@ func jobsTable() *memdb.TableSchema {
 				return appendTime(runPrefix(j.GetPolicy(), j.GetScheduleIndex(), j.GetRunKey()), j.GetScheduledFor()), true
 			}}},
 		},
+	}
+}
+
+// activeJobKey is jobKey for active jobs only.
+func activeJobKey(prefix func(*v1.Job) []byte) func(any) ([]byte, bool) {
+	k := jobKey(prefix)
+	return func(obj any) ([]byte, bool) {
+		if !Active(obj.(*v1.Job).GetState()) {
+			return nil, false
+		}
+		return k(obj)
 	}
 }
 
@@ -114,8 +130,11 @@ func (r *Read) JobsPage(f JobFilter, after *Cursor, limit int) ([]*v1.Job, *Curs
 	states := slices.Clone(f.States)
 	slices.Sort(states)
 	states = slices.Compact(states)
+	// Only active jobs are indexed by state: other states are filtered
+	// while walking by time or instance.
+	byState := len(states) > 0 && !slices.ContainsFunc(states, func(s v1.JobState) bool { return !Active(s) })
 	switch {
-	case f.Instance != "" && len(states) > 0:
+	case f.Instance != "" && byState:
 		for _, st := range states {
 			srcs = append(srcs, source{index: "instance_state", prefix: appendU32(appendStr(nil, f.Instance), uint32(st)),
 				in: func(o any) bool { j := o.(*v1.Job); return j.GetInstance() == f.Instance && j.GetState() == st }})
@@ -123,7 +142,7 @@ func (r *Read) JobsPage(f JobFilter, after *Cursor, limit int) ([]*v1.Job, *Curs
 	case f.Instance != "":
 		srcs = []source{{index: "instance", prefix: appendStr(nil, f.Instance),
 			in: func(o any) bool { return o.(*v1.Job).GetInstance() == f.Instance }}}
-	case len(states) > 0:
+	case byState:
 		for _, st := range states {
 			srcs = append(srcs, source{index: "state", prefix: appendU32(nil, uint32(st)),
 				in: func(o any) bool { return o.(*v1.Job).GetState() == st }})
@@ -132,18 +151,23 @@ func (r *Read) JobsPage(f JobFilter, after *Cursor, limit int) ([]*v1.Job, *Curs
 		srcs = []source{{index: "created"}}
 	}
 	match := func(j *v1.Job) bool {
-		return f.Kind == v1.JobKind_JOB_KIND_UNSPECIFIED || j.GetKind() == f.Kind
+		return (f.Kind == v1.JobKind_JOB_KIND_UNSPECIFIED || j.GetKind() == f.Kind) &&
+			(len(states) == 0 || slices.Contains(states, j.GetState()))
 	}
 	return pageScan(r, jobsTableName, srcs, jobPos, match, after, limit)
 }
 
 func jobPos(j *v1.Job) Cursor { return CursorOf(j.GetCreatedAt(), j.GetId()) }
 
-// JobsInState returns the jobs in state, oldest first (by creation time,
-// then id): the order the leader assigns pending jobs in.
+// JobsInState returns the jobs in active state, oldest first (by creation
+// time, then id): the order the leader assigns pending jobs in. Finished
+// jobs are not indexed by state: a finished state panics (a programming
+// error; walk EachFinishedJob or JobsPage).
 func (r *Read) JobsInState(state v1.JobState) []*v1.Job {
-	js := all[*v1.Job](r, jobsTableName, "state", appendU32(nil, uint32(state)))
-	return js
+	if !Active(state) {
+		panic("catalog: JobsInState(" + state.String() + "): only active states are indexed")
+	}
+	return all[*v1.Job](r, jobsTableName, "state", appendU32(nil, uint32(state)))
 }
 
 // ActiveJobs returns the jobs that are pending, assigned or running.
@@ -166,9 +190,10 @@ func (r *Read) ActiveJobsOf(instance string) []*v1.Job {
 	return js
 }
 
-// JobsOfPolicy returns the jobs policy scheduled, in no particular order.
+// JobsOfPolicy returns the scheduled runs of policy (its jobs with a run
+// key), by schedule index, run key and scheduled time.
 func (r *Read) JobsOfPolicy(policy string) []*v1.Job {
-	return all[*v1.Job](r, jobsTableName, "policy", policy)
+	return all[*v1.Job](r, jobsTableName, "run", appendStr(nil, policy))
 }
 
 // PutJob creates or replaces a job. j must not change afterwards.

@@ -48,6 +48,21 @@ func (r *Read) EachFinishedJob(fn func(*v1.Job) bool) {
 	}
 }
 
+// EachFinishedSince calls fn for the jobs that finished at or after
+// `since` (Unix nanoseconds of updated_at), oldest finish first, until fn
+// returns false. fn must not change the catalog.
+func (r *Read) EachFinishedSince(since int64, fn func(*v1.Job) bool) {
+	it, err := r.txn.LowerBound(jobsTableName, "finished", appendNanos(nil, since))
+	if err != nil {
+		panic(fmt.Sprintf("catalog: finished jobs walk: %v", err))
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if !fn(obj.(*v1.Job)) {
+			return
+		}
+	}
+}
+
 // JobReferenced reports whether a backup that is not DELETED refers to
 // job id: it wrote the backup, or marked it or one of its copies expired
 // (retention asks whether that expire job failed before marking again).
