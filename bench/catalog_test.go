@@ -57,7 +57,7 @@ func BenchmarkCatalog(b *testing.B) {
 		dir := b.TempDir()
 		grpcAddr, raftAddr, metricsAddr := testenv.FreeAddr(b), testenv.FreeAddr(b), testenv.FreeAddr(b)
 		args := []string{"controller", "--node-id", "c1", "--data-dir", filepath.Join(dir, "data"), "--grpc-addr", grpcAddr,
-			"--raft-addr", raftAddr, "--insecure", "--metrics-addr", metricsAddr, "--job-history-max", "0", "--job-history-age", "0"}
+			"--raft-addr", raftAddr, "--insecure", "--metrics-addr", metricsAddr, "--pprof", "--job-history-max", "0", "--job-history-age", "0"}
 		child := testenv.NewChild(b, "c1", bin, append(args, "--bootstrap")...)
 		child.Start()
 		waitServing(b, child, grpcAddr)
@@ -111,6 +111,14 @@ func BenchmarkCatalog(b *testing.B) {
 		b.ReportMetric(procStatusMiB(child.Pid(), "VmRSS:"), "leader_RSS_MiB")
 		b.ReportMetric(procStatusMiB(child.Pid(), "VmHWM:"), "leader_peak_RSS_MiB")
 		b.ReportMetric(scrapeGauge(b, metricsAddr, "go_memstats_heap_inuse_bytes")/(1<<20), "leader_heap_inuse_MiB")
+		// The live heap: a heap profile with gc=1 collects first.
+		if resp, err := http.Get("http://" + metricsAddr + "/debug/pprof/heap?gc=1"); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		}
+		live := scrapeGauge(b, metricsAddr, "go_memstats_heap_inuse_bytes")
+		b.ReportMetric(live/(1<<20), "leader_heap_after_gc_MiB")
+		b.ReportMetric(live/float64(jobs), "heap_B_per_job_with_backups")
 		_ = conn.Close()
 		child.Kill()
 

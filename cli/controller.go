@@ -151,7 +151,7 @@ that is gone for good with tidemark cluster remove-member.`,
 	f.DurationVar(&cfg.CopyInterval, "copy-interval", cfg.CopyInterval, "how often the leader submits the copy jobs the policies' copies still need")
 	f.Uint32Var(&cfg.JobHistoryMax, "job-history-max", cfg.JobHistoryMax, "finished job records the catalog keeps, newest first (0: no bound); jobs a live backup or a binlog stream refers to and each schedule's last run are kept beyond it")
 	f.DurationVar(&cfg.JobHistoryAge, "job-history-age", cfg.JobHistoryAge, "remove finished job records older than this (2160h: 90 days; 0: no bound by age), with the same exceptions as --job-history-max")
-	f.DurationVar(&cfg.BackupTombstoneAge, "backup-tombstone-age", cfg.BackupTombstoneAge, "how long the record of a deleted backup (its manifest expired) stays listed by `backups --status deleted` (720h: 30 days; 0: removed at once)")
+	f.DurationVar(&cfg.BackupTombstoneAge, "backup-tombstone-age", cfg.BackupTombstoneAge, "how long the record of a deleted backup (its manifest expired) stays in the catalog, listed by ListBackups with status DELETED (720h: 30 days; 0: removed at once)")
 	f.DurationVar(&cfg.PruneInterval, "prune-interval", cfg.PruneInterval, "how often the leader applies --job-history-max, --job-history-age and --backup-tombstone-age")
 	f.DurationVar(&cfg.CopyGrace, "copy-grace", cfg.CopyGrace, "how long after a backup finished `tidemark status` reports its missing policy copy as \"copy behind\"")
 	f.DurationVar(&cfg.StatusInterval, "status-interval", cfg.StatusInterval, "how often the leader evaluates the policies for webhook alerts")

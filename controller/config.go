@@ -84,8 +84,8 @@ type Config struct {
 	// JobHistoryMax bounds the finished job records the catalog keeps (0:
 	// no bound by count); JobHistoryAge drops those that finished longer
 	// ago (0: no bound by age). BackupTombstoneAge is how long a DELETED
-	// backup record (its manifest is gone) stays listed (`backups --status
-	// deleted`) before it is removed. The leader applies them every
+	// backup record (its manifest is gone) stays in the catalog (ListBackups
+	// with status DELETED) before it is removed. The leader applies them every
 	// PruneInterval, in PruneCatalog entries stamped with its clock.
 	JobHistoryMax      uint32
 	JobHistoryAge      time.Duration

@@ -11,9 +11,12 @@ import (
 
 // defaultPruneBatch bounds the records one PruneCatalog entry removes, so
 // that the first pass over a catalog that grew for years does not stall
-// every node's apply loop at once: the leader proposes entries until one
-// reports nothing more.
-const defaultPruneBatch = 10000
+// every node's apply loop: the leader proposes entries until one reports
+// nothing more. Removing a job costs its five index entries and its
+// checks: 10,000 per entry blocked the apply loop for seconds on a busy
+// 2-core machine (bench/README.md, BenchmarkCatalog), 1,000 for a tenth
+// of that.
+const defaultPruneBatch = 1000
 
 // applyPruneCatalog removes finished jobs beyond the history bounds and
 // DELETED backup records past their tombstone window, oldest first, as of

@@ -771,7 +771,7 @@ type PruneCatalog struct {
 	JobAgeSeconds int64 `protobuf:"varint,3,opt,name=job_age_seconds,json=jobAgeSeconds,proto3" json:"job_age_seconds,omitempty"`
 	// Seconds; 0: DELETED records are removed at once.
 	TombstoneAgeSeconds int64 `protobuf:"varint,4,opt,name=tombstone_age_seconds,json=tombstoneAgeSeconds,proto3" json:"tombstone_age_seconds,omitempty"`
-	// 0: 10000.
+	// 0: 1000.
 	Batch         uint32 `protobuf:"varint,5,opt,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
