@@ -40,7 +40,8 @@ import (
 // Restore does) and the restarted process's time to serve, the jobs and
 // backups listings over gRPC (first pages, deep pages followed by token,
 // filtered pages; p50/p99), the leader's RSS and Go heap, and, in this
-// process, the first history pruning down to the default 100,000 jobs.
+// process, the first history pruning down to the default 100,000 jobs (half
+// the jobs in a smaller catalog).
 //
 // The process runs with --job-history-max 0 --job-history-age 0 (no
 // pruning) so that the listings see the whole catalog.
@@ -122,7 +123,7 @@ func BenchmarkCatalog(b *testing.B) {
 		_ = conn.Close()
 		child.Kill()
 
-		measurePrune(b, f)
+		measurePrune(b, f, min(100000, jobs/2))
 	}
 }
 
@@ -310,10 +311,12 @@ func measureListings(b *testing.B, conn *client.Conn, instances, calls int) {
 	inst := fmt.Sprintf("db%04d", instances/2)
 	for _, q := range []query{
 		{"jobs", jobs(&v1.ListJobsRequest{})},
+		{"jobs_page100", jobs(&v1.ListJobsRequest{PageSize: 100})},
 		{"jobs_instance", jobs(&v1.ListJobsRequest{Instance: inst})},
 		{"jobs_failed", jobs(&v1.ListJobsRequest{States: []v1.JobState{v1.JobState_JOB_STATE_FAILED}})},
 		{"jobs_kind_restore", jobs(&v1.ListJobsRequest{Kind: v1.JobKind_JOB_KIND_RESTORE})},
 		{"backups", backupsQ(&v1.ListBackupsRequest{})},
+		{"backups_page100", backupsQ(&v1.ListBackupsRequest{PageSize: 100})},
 		{"backups_instance", backupsQ(&v1.ListBackupsRequest{Instance: inst})},
 	} {
 		// Follow the listing page by page, back to the newest page when it
@@ -339,16 +342,17 @@ func measureListings(b *testing.B, conn *client.Conn, instances, calls int) {
 }
 
 // measurePrune applies PruneCatalog entries to the benchmark's own FSM,
-// as the leader's first pass after an upgrade would, down to the default
-// 100,000 finished jobs: entries, the slowest entry's apply time (every
-// node's apply loop is blocked that long), total time, snapshot after.
-func measurePrune(b *testing.B, f *fsm.FSM) {
+// as the leader's first pass after an upgrade would, down to keep finished
+// jobs (the default 100,000, or half the catalog when smaller): entries,
+// the slowest entry's apply time (every node's apply loop is blocked that
+// long), total time, snapshot after.
+func measurePrune(b *testing.B, f *fsm.FSM, keep int) {
 	b.Helper()
 	at := timestamppb.New(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
 	var worst, total time.Duration
 	entries, removed := 0, 0
 	for i := uint64(1); ; i++ {
-		data, _ := fsm.Encode(&v1.Command{Cmd: &v1.Command_PruneCatalog{PruneCatalog: &v1.PruneCatalog{At: at, MaxJobs: 100000}}})
+		data, _ := fsm.Encode(&v1.Command{Cmd: &v1.Command_PruneCatalog{PruneCatalog: &v1.PruneCatalog{At: at, MaxJobs: uint32(keep)}}})
 		t0 := time.Now()
 		r := f.Apply(&raft.Log{Index: 1<<40 + i, Term: 99, Type: raft.LogCommand, Data: data}).(*fsm.Response)
 		d := time.Since(t0)
