@@ -282,7 +282,7 @@ func generate(b *testing.B, f *fsm.FSM, jobs, backups, instances int) {
 }
 
 // measureListings times ListJobs and ListBackups calls of the default page
-// size (1000) against the leader: the newest page, pages deep into the
+// size (100; and 1000) against the leader: the newest page, pages deep into the
 // listing (followed by token from the newest), one instance's pages, one
 // state's, and a kind filter that matches nothing (the bounded walk).
 func measureListings(b *testing.B, conn *client.Conn, instances, calls int) {
@@ -311,12 +311,12 @@ func measureListings(b *testing.B, conn *client.Conn, instances, calls int) {
 	inst := fmt.Sprintf("db%04d", instances/2)
 	for _, q := range []query{
 		{"jobs", jobs(&v1.ListJobsRequest{})},
-		{"jobs_page100", jobs(&v1.ListJobsRequest{PageSize: 100})},
+		{"jobs_page1000", jobs(&v1.ListJobsRequest{PageSize: 1000})},
 		{"jobs_instance", jobs(&v1.ListJobsRequest{Instance: inst})},
 		{"jobs_failed", jobs(&v1.ListJobsRequest{States: []v1.JobState{v1.JobState_JOB_STATE_FAILED}})},
 		{"jobs_kind_restore", jobs(&v1.ListJobsRequest{Kind: v1.JobKind_JOB_KIND_RESTORE})},
 		{"backups", backupsQ(&v1.ListBackupsRequest{})},
-		{"backups_page100", backupsQ(&v1.ListBackupsRequest{PageSize: 100})},
+		{"backups_page1000", backupsQ(&v1.ListBackupsRequest{PageSize: 1000})},
 		{"backups_instance", backupsQ(&v1.ListBackupsRequest{Instance: inst})},
 	} {
 		// Follow the listing page by page, back to the newest page when it

@@ -158,7 +158,7 @@ type pageFlags struct {
 func (p *pageFlags) register(cmd *cobra.Command, what string) {
 	cmd.Flags().Uint32Var(&p.limit, "limit", 0, "list at most this many "+what+" (0: all); the token to continue is printed on stderr")
 	cmd.Flags().StringVar(&p.token, "page-token", "", "continue a listing where a --limit run stopped (the token it printed)")
-	cmd.Flags().Uint32Var(&p.size, "page-size", 0, "records per call to the controller (0: its default, 1000); the listing is the same")
+	cmd.Flags().Uint32Var(&p.size, "page-size", 0, "records per call to the controller (0: its default, 100); the listing is the same")
 }
 
 // list follows a List call's pages from --page-token until --limit items

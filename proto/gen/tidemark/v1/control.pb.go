@@ -1157,7 +1157,7 @@ type ListBackupsRequest struct {
 	// Only backups in this status; UNSPECIFIED for all but DELETED.
 	Status     BackupStatus `protobuf:"varint,2,opt,name=status,proto3,enum=tidemark.v1.BackupStatus" json:"status,omitempty"`
 	Consistent bool         `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
-	// Backups per page; 0: 1000, at most 10000.
+	// Backups per page; 0: 100, at most 10000.
 	PageSize uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The previous page's next_page_token; empty for the first page. Tokens
 	// are keyset positions (start time and id of the page's last backup):
@@ -1393,7 +1393,7 @@ type ListJobsRequest struct {
 	// Only jobs of this kind; UNSPECIFIED for all.
 	Kind       JobKind `protobuf:"varint,3,opt,name=kind,proto3,enum=tidemark.v1.JobKind" json:"kind,omitempty"`
 	Consistent bool    `protobuf:"varint,4,opt,name=consistent,proto3" json:"consistent,omitempty"`
-	// Jobs per page; 0: 1000, at most 10000.
+	// Jobs per page; 0: 100, at most 10000.
 	PageSize uint32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The previous page's next_page_token; empty for the first page. Tokens
 	// are keyset positions (creation time and id of the page's last job):
