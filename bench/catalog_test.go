@@ -91,7 +91,6 @@ func BenchmarkCatalog(b *testing.B) {
 		b.ReportMetric(enc.Seconds(), "snapshot_encode_s")
 		b.ReportMetric(dec.Seconds(), "restore_s")
 		writeSnapshot(b, filepath.Join(dir, "data"), last, conf, snap)
-		snap = nil
 
 		// The catalog stays in this process for the pruning at the end;
 		// the controller restarts on the snapshot.
@@ -102,7 +101,7 @@ func BenchmarkCatalog(b *testing.B) {
 		testenv.WaitFor(b, "c1 to lead again", 5*time.Minute, func() error {
 			st, err := conn.Control.ClusterStatus(context.Background(), &v1.ClusterStatusRequest{})
 			if err != nil || st.GetLeaderId() != "c1" {
-				return fmt.Errorf("leader %q, %v", st.GetLeaderId(), err)
+				return fmt.Errorf("leader %q: %w", st.GetLeaderId(), err)
 			}
 			return nil
 		})

@@ -163,7 +163,7 @@ func (s *Server) alertLoop(ctx context.Context) {
 	}
 	var prev map[string][]string // policy/instance -> reasons, nil before the baseline
 	failed := map[string]int64{} // job id -> finish time, within the slack
-	var since int64 = math.MinInt64 + int64(failedSlack)
+	since := math.MinInt64 + int64(failedSlack)
 	t := time.NewTicker(s.cfg.StatusInterval)
 	defer t.Stop()
 	for {

@@ -155,7 +155,6 @@ func TestJobsPageScanBound(t *testing.T) {
 func TestBackupsPages(t *testing.T) {
 	s := New()
 	w := s.Write()
-	var all []*v1.Backup
 	for i := range 50 {
 		st := v1.BackupStatus_BACKUP_STATUS_COMPLETE
 		if i%5 == 0 {
@@ -163,7 +162,6 @@ func TestBackupsPages(t *testing.T) {
 		}
 		b := &v1.Backup{Id: fmt.Sprintf("b%02d", i), Instance: fmt.Sprintf("db%d", i%2), Status: st,
 			StartedAt: timestamppb.New(t0.Add(time.Duration(i%25) * time.Minute))}
-		all = append(all, b)
 		if err := w.PutBackup(b); err != nil {
 			t.Fatal(err)
 		}

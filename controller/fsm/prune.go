@@ -69,7 +69,7 @@ func applyPruneCatalog(w *catalog.Write, c *v1.PruneCatalog) (proto.Message, err
 	var jobs []string
 	w.EachFinishedJob(func(j *v1.Job) bool {
 		p := catalog.FinishedPos(j)
-		if !(p.At < ageCut || (rankCut != nil && p.OlderThan(*rankCut))) {
+		if p.At >= ageCut && (rankCut == nil || !p.OlderThan(*rankCut)) {
 			return false // this one and every later one stays
 		}
 		if len(jobs) >= batch {
