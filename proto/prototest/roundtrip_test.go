@@ -253,6 +253,9 @@ func commandArms() map[string]*tidemarkv1.Command {
 				Verdicts: []*tidemarkv1.EngineVerdict{{Engine: "snapshot", Ok: true, Reason: "datadir on a btrfs subvolume"}, {Engine: "logical", Ok: true, Reason: "always"}}},
 			Change: &tidemarkv1.EngineChange{OldEngine: "mariabackup", NewEngine: "snapshot", OldReason: "plain dir", NewReason: "btrfs", At: ts(0)},
 		}}},
+		"prune_catalog": {Cmd: &tidemarkv1.Command_PruneCatalog{PruneCatalog: &tidemarkv1.PruneCatalog{
+			At: ts(0), MaxJobs: 100000, JobAgeSeconds: 90 * 86400, TombstoneAgeSeconds: 30 * 86400, Batch: 1000,
+		}}},
 		"delete_policy": {Cmd: &tidemarkv1.Command_DeletePolicy{DeletePolicy: &tidemarkv1.DeletePolicy{Name: "prod-db", DeletedAt: ts(time.Hour)}}},
 		"record_schedule_skips": {Cmd: &tidemarkv1.Command_RecordScheduleSkips{RecordScheduleSkips: &tidemarkv1.RecordScheduleSkips{
 			Skips: []*tidemarkv1.ScheduleSkip{{Id: "skip-1", Policy: "prod-db", RunKey: "db-eu-1/main", First: ts(0), Last: ts(time.Minute), Count: 2, Reason: "no leader"}},
