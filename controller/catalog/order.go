@@ -133,11 +133,11 @@ const maxScan = 5000
 // the cursor of the next page (nil when there is none).
 //
 // Each source is walked backwards from the cursor until it yielded limit+1
-// matches, ran out, or walked maxScan entries. Everything newer than the
-// deepest stop of the sources that did not run out has then been seen in
-// every source, so the page is the newest limit matches at or above that
-// bound; a page shorter than limit but with more to walk gets the bound as
-// its cursor.
+// matches, ran out, or walked maxScan entries. Everything at or above the
+// newest of the stops of the sources that did not run out has then been
+// seen in every source, so the page is the newest limit matches at or
+// above that bound; a page shorter than limit but with more to walk gets
+// the bound as its cursor.
 func pageScan[T any](r *Read, table string, sources []source, pos func(T) Cursor, match func(T) bool, after *Cursor, limit int) ([]T, *Cursor) {
 	if limit <= 0 {
 		limit = 1
