@@ -292,6 +292,7 @@ func newBackupsCmd(s *streams) *cobra.Command {
 		instance   string
 		output     string
 		controller string
+		pg         pageFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "backups",
@@ -305,14 +306,21 @@ also says what it is to the catalog (column CATALOG; json "catalog" and
 "catalog_note"): the catalog's backup, a live attempt, a superseded attempt
 ("status": "superseded" until 'tidemark repo reconcile' removes it) or unknown
 to the catalog. A controller that does not answer is a warning; the listing
-goes on without it.`,
+goes on without it.
+
+Through a controller, every page of the listing is fetched unless --limit
+bounds it; when more remain, the token that continues the listing is printed
+on stderr for --page-token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
 			if rf.uri == "" && viaController(controller, true) {
-				return controllerBackups(cmd.Context(), s, controller, instance, output)
+				return controllerBackups(cmd.Context(), s, controller, instance, output, pg)
+			}
+			if pg.limit > 0 || pg.token != "" {
+				return userErr(fmt.Errorf("--limit and --page-token page through the controller's catalog: not with --repo"))
 			}
 			repo, closeRepo, err := rf.open(cmd.Context())
 			if err != nil {
@@ -368,6 +376,7 @@ goes on without it.`,
 	rf.register(cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "only backups of this instance")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	pg.register(cmd, "backups")
 	controllerFlag(cmd, &controller)
 	return cmd
 }

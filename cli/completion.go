@@ -91,19 +91,18 @@ func completeInstances(s *streams) cobra.CompletionFunc {
 	})
 }
 
-// completeBackupIDs completes the ids of complete catalog backups, each
+// completeBackupIDs completes the ids of the newest complete catalog
+// backups (completionMax), each
 // with its instance and time as the description (zsh and fish show it).
 func completeBackupIDs(s *streams) cobra.CompletionFunc {
 	inner := completeFrom(s, func(ctx context.Context, c v1.ControlServiceClient) ([]string, error) {
-		list, err := listAll(func(tok string) ([]*v1.Backup, string, error) {
-			r, err := c.ListBackups(ctx, &v1.ListBackupsRequest{PageToken: tok})
+		list, err := newest(completionMax, func(tok string, size uint32) ([]*v1.Backup, string, error) {
+			r, err := c.ListBackups(ctx, &v1.ListBackupsRequest{Status: v1.BackupStatus_BACKUP_STATUS_COMPLETE, PageToken: tok, PageSize: size})
 			return r.GetBackups(), r.GetNextPageToken(), err
 		})
 		ids := make([]string, 0, len(list))
 		for _, b := range list {
-			if b.GetStatus() == v1.BackupStatus_BACKUP_STATUS_COMPLETE {
-				ids = append(ids, fmt.Sprintf("%s\t%s %s", b.GetId(), b.GetInstance(), tsText(b.GetStartedAt())))
-			}
+			ids = append(ids, fmt.Sprintf("%s\t%s %s", b.GetId(), b.GetInstance(), tsText(b.GetStartedAt())))
 		}
 		return ids, err
 	})
@@ -115,12 +114,34 @@ func completeBackupIDs(s *streams) cobra.CompletionFunc {
 	}
 }
 
-// completeJobIDs completes job ids, with kind, instance and state as the
+// completionMax bounds the job and backup ids a completion offers: the
+// newest ones, the ones typed; a catalog keeps up to 100,000 jobs.
+const completionMax = 1000
+
+// newest follows a newest-first listing's pages until n items or its end.
+func newest[T any](n int, page func(tok string, size uint32) ([]T, string, error)) ([]T, error) {
+	var out []T
+	tok := ""
+	for len(out) < n {
+		items, next, err := page(tok, uint32(n-len(out)))
+		if err != nil {
+			return out, err
+		}
+		out = append(out, items...)
+		if next == "" {
+			break
+		}
+		tok = next
+	}
+	return out, nil
+}
+
+// completeJobIDs completes the newest job ids (completionMax), with kind, instance and state as the
 // description.
 func completeJobIDs(s *streams) cobra.CompletionFunc {
 	inner := completeFrom(s, func(ctx context.Context, c v1.ControlServiceClient) ([]string, error) {
-		list, err := listAll(func(tok string) ([]*v1.Job, string, error) {
-			r, err := c.ListJobs(ctx, &v1.ListJobsRequest{PageToken: tok})
+		list, err := newest(completionMax, func(tok string, size uint32) ([]*v1.Job, string, error) {
+			r, err := c.ListJobs(ctx, &v1.ListJobsRequest{PageToken: tok, PageSize: size})
 			return r.GetJobs(), r.GetNextPageToken(), err
 		})
 		ids := make([]string, 0, len(list))

@@ -34,6 +34,8 @@ func TestControllerConfigBadInput(t *testing.T) {
 		{"node-id: c1\n", "", `line 1: unknown key "node-id"`},
 		{"node_id: c1\nconfig: other.yaml\n", "", `line 2: unknown key "config"`},
 		{"node_id: c1\nmax_attempts: many\n", "", `line 2: key max_attempts: "many": expected a whole number`},
+		{"node_id: c1\njob_history_max: lots\n", "", `line 2: key job_history_max: "lots": expected a whole number`},
+		{"job_history_age: 90\n", "", `line 1: key job_history_age: "90": expected a duration`},
 		{"\n\nheartbeat_interval: 5\n", "", `line 3: key heartbeat_interval: "5": expected a duration such as 500ms, 5s or 1m`},
 		{"bootstrap: yes please\n", "", `line 1: key bootstrap: "yes please": expected true or false`},
 		{"node_id: [c1, c2]\n", "", "line 1: key node_id: expected one value, got a list"},

@@ -149,6 +149,47 @@ func listAll[T any](page func(tok string) ([]T, string, error)) ([]T, error) {
 	}
 }
 
+// pageFlags are a listing's --limit and --page-token.
+type pageFlags struct {
+	limit, size uint32
+	token       string
+}
+
+func (p *pageFlags) register(cmd *cobra.Command, what string) {
+	cmd.Flags().Uint32Var(&p.limit, "limit", 0, "list at most this many "+what+" (0: all); the token to continue is printed on stderr")
+	cmd.Flags().StringVar(&p.token, "page-token", "", "continue a listing where a --limit run stopped (the token it printed)")
+	cmd.Flags().Uint32Var(&p.size, "page-size", 0, "records per call to the controller (0: its default, 100); the listing is the same")
+}
+
+// list follows a List call's pages from --page-token until --limit items
+// (all of them without one). Pages may be short (the controller bounds the
+// records one call walks), so it asks for exactly what is still wanted and
+// stops only on the limit or an empty next token; a stop on the limit with
+// more to come prints the token that continues on stderr.
+func listPages[T any](s *streams, p pageFlags, page func(tok string, size uint32) ([]T, string, error)) ([]T, error) {
+	var all []T
+	tok := p.token
+	for {
+		size := p.size // 0: the controller's default
+		if p.limit > 0 && (size == 0 || size > p.limit-uint32(len(all))) {
+			size = p.limit - uint32(len(all))
+		}
+		items, next, err := page(tok, size)
+		if err != nil {
+			return nil, rpcErr(err)
+		}
+		all = append(all, items...)
+		if next == "" {
+			return all, nil
+		}
+		if p.limit > 0 && uint32(len(all)) >= p.limit {
+			fmt.Fprintf(s.err, "more: continue with --page-token %s\n", next)
+			return all, nil
+		}
+		tok = next
+	}
+}
+
 func nonNilLabels(l map[string]string) map[string]string {
 	if l == nil {
 		return map[string]string{}
@@ -364,15 +405,20 @@ func newJobsCmd(s *streams) *cobra.Command {
 	var (
 		f        fleetFlags
 		instance string
+		pg       pageFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "jobs",
 		Short: "List the controller's jobs, newest first",
-		Args:  cobra.NoArgs,
+		Long: `List the controller's jobs, newest first (by creation time). Every page is
+fetched unless --limit bounds the listing; when more remain, the token that
+continues it is printed on stderr for --page-token. Finished jobs are kept
+within the controller's --job-history-max and --job-history-age.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
-				jobs, err := listAll(func(tok string) ([]*v1.Job, string, error) {
-					r, err := c.Control.ListJobs(ctx, &v1.ListJobsRequest{Instance: instance, PageToken: tok})
+				jobs, err := listPages(s, pg, func(tok string, size uint32) ([]*v1.Job, string, error) {
+					r, err := c.Control.ListJobs(ctx, &v1.ListJobsRequest{Instance: instance, PageToken: tok, PageSize: size})
 					return r.GetJobs(), r.GetNextPageToken(), err
 				})
 				if err != nil {
@@ -398,6 +444,7 @@ func newJobsCmd(s *streams) *cobra.Command {
 	}
 	f.register(s, cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "only jobs on this instance")
+	pg.register(cmd, "jobs")
 	return cmd
 }
 
@@ -734,11 +781,11 @@ func controllerBackup(ctx context.Context, s *streams, controller, instance, eng
 }
 
 // controllerBackups lists the catalog's backups of an instance.
-func controllerBackups(ctx context.Context, s *streams, controller, instance, output string) error {
+func controllerBackups(ctx context.Context, s *streams, controller, instance, output string, pg pageFlags) error {
 	f := fleetFlags{s: s, controller: controller, output: output, timeout: 10 * time.Second}
 	return f.call(ctx, func(ctx context.Context, c *client.Conn) error {
-		list, err := listAll(func(tok string) ([]*v1.Backup, string, error) {
-			r, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: instance, PageToken: tok})
+		list, err := listPages(s, pg, func(tok string, size uint32) ([]*v1.Backup, string, error) {
+			r, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: instance, PageToken: tok, PageSize: size})
 			return r.GetBackups(), r.GetNextPageToken(), err
 		})
 		if err != nil {

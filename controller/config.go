@@ -88,6 +88,16 @@ type Config struct {
 	// retention (and their copies' retention); a policy change makes it
 	// apply at once.
 	RetentionInterval time.Duration
+	// JobHistoryMax bounds the finished job records the catalog keeps (0:
+	// no bound by count); JobHistoryAge drops those that finished longer
+	// ago (0: no bound by age). BackupTombstoneAge is how long a DELETED
+	// backup record (its manifest is gone) stays in the catalog (ListBackups
+	// with status DELETED) before it is removed. The leader applies them every
+	// PruneInterval, in PruneCatalog entries stamped with its clock.
+	JobHistoryMax      uint32
+	JobHistoryAge      time.Duration
+	BackupTombstoneAge time.Duration
+	PruneInterval      time.Duration
 	// CopyInterval is how often the leader looks for complete backups a
 	// policy's copies still lack and submits their copy jobs.
 	CopyInterval time.Duration
@@ -171,6 +181,10 @@ func DefaultConfig() Config {
 		StatusInterval:          15 * time.Second,
 		RetentionInterval:       10 * time.Minute,
 		CopyInterval:            30 * time.Second,
+		JobHistoryMax:           100000,
+		JobHistoryAge:           90 * 24 * time.Hour,
+		BackupTombstoneAge:      30 * 24 * time.Hour,
+		PruneInterval:           10 * time.Minute,
 		CopyGrace:               time.Hour,
 		ReconcileInterval:       10 * time.Minute,
 		ReconcileGrace:          15 * time.Minute,
@@ -272,6 +286,15 @@ func (c *Config) Validate() error {
 	}
 	if c.ReconcileGrace < 0 {
 		bad("--reconcile-grace %s: must not be negative", c.ReconcileGrace)
+	}
+	if c.JobHistoryAge < 0 {
+		bad("--job-history-age %s: must not be negative (0 keeps finished jobs of any age)", c.JobHistoryAge)
+	}
+	if c.BackupTombstoneAge < 0 {
+		bad("--backup-tombstone-age %s: must not be negative (0 removes a deleted backup's record at once)", c.BackupTombstoneAge)
+	}
+	if c.PruneInterval < 10*time.Millisecond {
+		bad("--prune-interval %s: must be at least 10ms", c.PruneInterval)
 	}
 	if c.CopyGrace < 0 {
 		bad("--copy-grace %s: must not be negative", c.CopyGrace)

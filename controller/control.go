@@ -194,17 +194,13 @@ func (c *controlService) ListBackups(ctx context.Context, req *v1.ListBackupsReq
 		}
 		return nil, err
 	}
-	var out []*v1.Backup
-	for _, b := range c.s.fsm.Store().Read().Backups(req.GetInstance()) {
-		want := req.GetStatus()
-		if (want == v1.BackupStatus_BACKUP_STATUS_UNSPECIFIED && b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_DELETED) || b.GetStatus() == want {
-			out = append(out, b)
-		}
-	}
-	p, next, err := page(out, req.GetPageSize(), req.GetPageToken())
+	// Keyset pages over the catalog's ordered indexes (history.go).
+	after, err := decodeCursor(req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
+	p, cur := c.s.fsm.Store().Read().BackupsPage(catalog.BackupFilter{Instance: req.GetInstance(), Status: req.GetStatus()}, after, pageSize(req.GetPageSize()))
+	next := encodeCursor(cur)
 	return &v1.ListBackupsResponse{Backups: p, NextPageToken: next}, nil
 }
 
@@ -229,11 +225,14 @@ func (c *controlService) ListJobs(ctx context.Context, req *v1.ListJobsRequest) 
 		}
 		return nil, err
 	}
-	js := c.s.fsm.Store().Read().Jobs(catalog.JobFilter{Instance: req.GetInstance(), States: req.GetStates(), Kind: req.GetKind()})
-	p, next, err := page(js, req.GetPageSize(), req.GetPageToken())
+	// Keyset pages over the catalog's ordered indexes (history.go).
+	after, err := decodeCursor(req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
+	p, cur := c.s.fsm.Store().Read().JobsPage(catalog.JobFilter{Instance: req.GetInstance(), States: req.GetStates(), Kind: req.GetKind()},
+		after, pageSize(req.GetPageSize()))
+	next := encodeCursor(cur)
 	if c.s.agents.isLeading() {
 		for i, j := range p {
 			p[i], _ = c.s.agents.overlay(j)

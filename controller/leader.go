@@ -86,6 +86,7 @@ func (s *Server) lead(ctx context.Context) {
 	wg.Go(func() { s.policyLoop(ctx) })
 	wg.Go(func() { s.reconcileLoop(ctx) })
 	wg.Go(func() { s.alertLoop(ctx) })
+	wg.Go(func() { s.pruneLoop(ctx) })
 	defer wg.Wait()
 	s.agents.assignLoop(ctx)
 }

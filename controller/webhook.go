@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -127,6 +129,12 @@ func (w *webhooks) post(ctx context.Context, u string, body []byte) error {
 }
 
 // alertLoop evaluates the policies and sends alerts while the node leads.
+// failedSlack is how far before the newest finish time seen the alert
+// loop looks again for failed jobs: a job's finish time is stamped by the
+// leader that proposed it, and an entry stamped a little earlier can be
+// applied after one stamped later.
+const failedSlack = 5 * time.Minute
+
 func (s *Server) alertLoop(ctx context.Context) {
 	if len(s.cfg.Webhooks) == 0 {
 		return
@@ -154,7 +162,8 @@ func (s *Server) alertLoop(ctx context.Context) {
 		}
 	}
 	var prev map[string][]string // policy/instance -> reasons, nil before the baseline
-	failed := map[string]bool{}
+	failed := map[string]int64{} // job id -> finish time, within the slack
+	since := math.MinInt64 + int64(failedSlack)
 	t := time.NewTicker(s.cfg.StatusInterval)
 	defer t.Stop()
 	for {
@@ -167,11 +176,23 @@ func (s *Server) alertLoop(ctx context.Context) {
 			}
 		}
 		baseline := prev == nil
-		for _, j := range r.JobsInState(v1.JobState_JOB_STATE_FAILED) {
-			if failed[j.GetId()] {
-				continue
+		// New failures: the jobs that finished since the last pass, walked
+		// on the finished index from the newest finish time seen, less a
+		// slack for finish times stamped out of order (two leaders'
+		// clocks); `failed` only remembers the jobs within that slack.
+		if baseline {
+			// Start at the newest finish: the history before it is not new.
+			if p, ok := r.NthNewestFinished(1); ok {
+				since = p.At
 			}
-			failed[j.GetId()] = true
+		}
+		newest := since
+		r.EachFinishedSince(since-int64(failedSlack), func(j *v1.Job) bool {
+			newest = max(newest, j.GetUpdatedAt().AsTime().UnixNano())
+			if _, seen := failed[j.GetId()]; seen || j.GetState() != v1.JobState_JOB_STATE_FAILED {
+				return true
+			}
+			failed[j.GetId()] = j.GetUpdatedAt().AsTime().UnixNano()
 			if !baseline {
 				why := j.GetResult().GetError()
 				if why == "" {
@@ -180,7 +201,10 @@ func (s *Server) alertLoop(ctx context.Context) {
 				emit(Alert{Kind: AlertJobFailed, Policy: j.GetPolicy(), Instance: j.GetInstance(), Job: j.GetId(), At: now,
 					Message: fmt.Sprintf("%s job %s on %s failed: %s", catalog.KindName(j.GetKind()), j.GetId(), j.GetInstance(), why)})
 			}
-		}
+			return true
+		})
+		since = newest
+		maps.DeleteFunc(failed, func(_ string, at int64) bool { return at < since-int64(failedSlack) })
 		if !baseline {
 			for key, reasons := range cur {
 				pol, inst, _ := strings.Cut(key, "/")

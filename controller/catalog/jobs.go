@@ -1,7 +1,6 @@
 package catalog
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -13,29 +12,78 @@ import (
 
 const jobsTableName = "jobs"
 
-// jobsTable: one row per job, keyed by job id, indexed by instance, by
-// state and by both (the leader scans PENDING jobs to assign and ASSIGNED/RUNNING ones
-// to rebuild leases).
+// jobsTable: one row per job, keyed by job id. The ordered indexes (keys
+// in order.go) serve the listings newest first and the leader's scans: by
+// creation time and by instance (every job); active jobs by state and by
+// instance and state (the leader assigns pending jobs, and the
+// one-backup-per-instance check on every submit reads the instance's
+// active jobs, not its whole history); finished jobs by the time they
+// ended (history pruning, oldest first; the alert loop's new failures);
+// scheduled runs by (policy, schedule, run key, scheduled time) (the
+// scheduler's memory of its last runs).
+//
+// Every index entry costs about 450 bytes of radix tree (go-memdb), more
+// than a typical job record: a finished job is in five indexes, not
+// eight, which is what keeps a catalog of a million jobs within a few GiB
+// (bench/README.md, BenchmarkCatalog).
 func jobsTable() *memdb.TableSchema {
 	return &memdb.TableSchema{
 		Name: jobsTableName,
 		Indexes: map[string]*memdb.IndexSchema{
-			"id":       {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
-			"instance": {Name: "instance", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Instance"}},
-			"state":    {Name: "state", Indexer: &memdb.IntFieldIndex{Field: "State"}},
+			"id":      {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Id"}},
+			"created": {Name: "created", Indexer: keyIndex{key: jobKey(func(j *v1.Job) []byte { return nil })}},
+			"instance": {Name: "instance", Indexer: keyIndex{key: jobKey(func(j *v1.Job) []byte {
+				return appendStr(nil, j.GetInstance())
+			})}},
+			"state": {Name: "state", AllowMissing: true, Indexer: keyIndex{key: activeJobKey(func(j *v1.Job) []byte {
+				return appendU32(nil, uint32(j.GetState()))
+			})}},
+			"instance_state": {Name: "instance_state", AllowMissing: true, Indexer: keyIndex{key: activeJobKey(func(j *v1.Job) []byte {
+				return appendU32(appendStr(nil, j.GetInstance()), uint32(j.GetState()))
+			})}},
+			"finished": {Name: "finished", AllowMissing: true, Indexer: keyIndex{key: func(obj any) ([]byte, bool) {
+				j := obj.(*v1.Job)
+				if !Terminal(j.GetState()) {
+					return nil, false
+				}
+				return appendTime(nil, j.GetUpdatedAt()), true
+			}}},
+			"run": {Name: "run", AllowMissing: true, Indexer: keyIndex{key: func(obj any) ([]byte, bool) {
+				j := obj.(*v1.Job)
+				if j.GetPolicy() == "" || j.GetRunKey() == "" {
+					return nil, false
+				}
+				return appendTime(runPrefix(j.GetPolicy(), j.GetScheduleIndex(), j.GetRunKey()), j.GetScheduledFor()), true
+			}}},
 			// The leader finds an agent's stopping attempts (to clear them
 			// from its heartbeats, and to keep their instances busy).
 			"stopping_agent": {Name: "stopping_agent", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "StoppingAgent"}},
-			// The scheduler rebuilds its last runs from a policy's jobs.
-			"policy": {Name: "policy", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Policy"}},
-			// The one-backup-per-instance check on every submit reads the
-			// instance's active jobs here, not its whole history.
-			"instance_state": {Name: "instance_state", AllowMissing: true, Indexer: &memdb.CompoundIndex{
-				AllowMissing: true,
-				Indexes:      []memdb.Indexer{&memdb.StringFieldIndex{Field: "Instance"}, &memdb.IntFieldIndex{Field: "State"}},
-			}},
 		},
 	}
+}
+
+// activeJobKey is jobKey for active jobs only.
+func activeJobKey(prefix func(*v1.Job) []byte) func(any) ([]byte, bool) {
+	k := jobKey(prefix)
+	return func(obj any) ([]byte, bool) {
+		if !Active(obj.(*v1.Job).GetState()) {
+			return nil, false
+		}
+		return k(obj)
+	}
+}
+
+// jobKey is an ordered job index: prefix(j) then the creation time. An
+// empty instance is not indexed by instance.
+func jobKey(prefix func(*v1.Job) []byte) func(any) ([]byte, bool) {
+	return func(obj any) ([]byte, bool) {
+		j := obj.(*v1.Job)
+		return appendTime(prefix(j), j.GetCreatedAt()), true
+	}
+}
+
+func runPrefix(policy string, index uint32, runKey string) []byte {
+	return appendStr(appendU32(appendStr(nil, policy), index), runKey)
 }
 
 // Job returns the job with id, or ErrNotFound.
@@ -58,39 +106,71 @@ type JobFilter struct {
 	Kind     v1.JobKind
 }
 
-// Jobs returns the jobs that match f, newest first: by creation time, then
-// id.
+// Jobs returns every job that matches f, newest first: by creation time,
+// then id. It walks the whole range (tests and small tables); listings use
+// JobsPage.
 func (r *Read) Jobs(f JobFilter) []*v1.Job {
-	var js []*v1.Job
-	if f.Instance != "" {
-		js = all[*v1.Job](r, jobsTableName, "instance", f.Instance)
-	} else {
-		js = all[*v1.Job](r, jobsTableName, "id")
-	}
-	js = slices.DeleteFunc(js, func(j *v1.Job) bool {
-		return (len(f.States) > 0 && !slices.Contains(f.States, j.GetState())) ||
-			(f.Kind != v1.JobKind_JOB_KIND_UNSPECIFIED && j.GetKind() != f.Kind)
-	})
-	slices.SortStableFunc(js, func(a, b *v1.Job) int {
-		if c := b.GetCreatedAt().AsTime().Compare(a.GetCreatedAt().AsTime()); c != 0 {
-			return c
+	var out []*v1.Job
+	var after *Cursor
+	for {
+		p, next := r.JobsPage(f, after, maxScan)
+		out = append(out, p...)
+		if next == nil {
+			return out
 		}
-		return cmp.Compare(b.GetId(), a.GetId())
-	})
-	return js
+		after = next
+	}
 }
 
-// JobsInState returns the jobs in state, oldest first (by creation time,
-// then id): the order the leader assigns pending jobs in.
-func (r *Read) JobsInState(state v1.JobState) []*v1.Job {
-	js := all[*v1.Job](r, jobsTableName, "state", state)
-	slices.SortStableFunc(js, func(a, b *v1.Job) int {
-		if c := a.GetCreatedAt().AsTime().Compare(b.GetCreatedAt().AsTime()); c != 0 {
-			return c
+// JobsPage returns up to limit jobs that match f, newest first (creation
+// time, then id), strictly after `after` (nil: from the newest), and the
+// cursor of the next page (nil at the end). The instance and states are
+// walked on their indexes; a kind is filtered during the walk, which is
+// bounded (maxScan): a page may come back short, with a cursor, when the
+// kind is rare.
+func (r *Read) JobsPage(f JobFilter, after *Cursor, limit int) ([]*v1.Job, *Cursor) {
+	var srcs []source
+	states := slices.Clone(f.States)
+	slices.Sort(states)
+	states = slices.Compact(states)
+	// Only active jobs are indexed by state: other states are filtered
+	// while walking by time or instance.
+	byState := len(states) > 0 && !slices.ContainsFunc(states, func(s v1.JobState) bool { return !Active(s) })
+	switch {
+	case f.Instance != "" && byState:
+		for _, st := range states {
+			srcs = append(srcs, source{index: "instance_state", prefix: appendU32(appendStr(nil, f.Instance), uint32(st)),
+				in: func(o any) bool { j := o.(*v1.Job); return j.GetInstance() == f.Instance && j.GetState() == st }})
 		}
-		return cmp.Compare(a.GetId(), b.GetId())
-	})
-	return js
+	case f.Instance != "":
+		srcs = []source{{index: "instance", prefix: appendStr(nil, f.Instance),
+			in: func(o any) bool { return o.(*v1.Job).GetInstance() == f.Instance }}}
+	case byState:
+		for _, st := range states {
+			srcs = append(srcs, source{index: "state", prefix: appendU32(nil, uint32(st)),
+				in: func(o any) bool { return o.(*v1.Job).GetState() == st }})
+		}
+	default:
+		srcs = []source{{index: "created"}}
+	}
+	match := func(j *v1.Job) bool {
+		return (f.Kind == v1.JobKind_JOB_KIND_UNSPECIFIED || j.GetKind() == f.Kind) &&
+			(len(states) == 0 || slices.Contains(states, j.GetState()))
+	}
+	return pageScan(r, jobsTableName, srcs, jobPos, match, after, limit)
+}
+
+func jobPos(j *v1.Job) Cursor { return CursorOf(j.GetCreatedAt(), j.GetId()) }
+
+// JobsInState returns the jobs in active state, oldest first (by creation
+// time, then id): the order the leader assigns pending jobs in. Finished
+// jobs are not indexed by state: a finished state panics (a programming
+// error; walk EachFinishedJob or JobsPage).
+func (r *Read) JobsInState(state v1.JobState) []*v1.Job {
+	if !Active(state) {
+		panic("catalog: JobsInState(" + state.String() + "): only active states are indexed")
+	}
+	return all[*v1.Job](r, jobsTableName, "state", appendU32(nil, uint32(state)))
 }
 
 // ActiveJobs returns the jobs that are pending, assigned or running.
@@ -108,7 +188,7 @@ func (r *Read) ActiveJobs() []*v1.Job {
 func (r *Read) ActiveJobsOf(instance string) []*v1.Job {
 	var js []*v1.Job
 	for _, s := range []v1.JobState{v1.JobState_JOB_STATE_PENDING, v1.JobState_JOB_STATE_ASSIGNED, v1.JobState_JOB_STATE_RUNNING} {
-		js = append(js, all[*v1.Job](r, jobsTableName, "instance_state", instance, s)...)
+		js = append(js, all[*v1.Job](r, jobsTableName, "instance_state", appendU32(appendStr(nil, instance), uint32(s)))...)
 	}
 	return js
 }
@@ -119,9 +199,10 @@ func (r *Read) StoppingJobsOf(agent string) []*v1.Job {
 	return all[*v1.Job](r, jobsTableName, "stopping_agent", agent)
 }
 
-// JobsOfPolicy returns the jobs policy scheduled, in no particular order.
+// JobsOfPolicy returns the scheduled runs of policy (its jobs with a run
+// key), by schedule index, run key and scheduled time.
 func (r *Read) JobsOfPolicy(policy string) []*v1.Job {
-	return all[*v1.Job](r, jobsTableName, "policy", policy)
+	return all[*v1.Job](r, jobsTableName, "run", appendStr(nil, policy))
 }
 
 // PutJob creates or replaces a job. j must not change afterwards.

@@ -22,6 +22,9 @@ var tables = []func() *memdb.TableSchema{
 	policiesTable, scheduleSkipsTable,
 }
 
+// dbSchema is built once: the key indexes' helpers read it too.
+var dbSchema = schema()
+
 func schema() *memdb.DBSchema {
 	s := &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{}}
 	for _, t := range tables {
@@ -33,7 +36,7 @@ func schema() *memdb.DBSchema {
 
 // New returns an empty catalog.
 func New() *Store {
-	db, err := memdb.NewMemDB(schema())
+	db, err := memdb.NewMemDB(dbSchema)
 	if err != nil {
 		// The schema is static; an error is a programming error.
 		panic(fmt.Sprintf("catalog: bad schema: %v", err))

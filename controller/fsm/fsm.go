@@ -135,6 +135,8 @@ func dispatch(w *catalog.Write, e entry, cmd *v1.Command) (proto.Message, error)
 		return applyFinishReconcile(w, c.FinishReconcile)
 	case *v1.Command_AttemptStopped:
 		return applyAttemptStopped(w, c.AttemptStopped)
+	case *v1.Command_PruneCatalog:
+		return applyPruneCatalog(w, c.PruneCatalog)
 	default:
 		panic(fmt.Sprintf("fsm: command %T has no applier (entry %d)", c, e.Index))
 	}

@@ -35,8 +35,10 @@ func exclusive(k v1.JobKind) bool {
 // max_attempts.
 func Continuous(k v1.JobKind) bool { return k == v1.JobKind_JOB_KIND_BINLOG_STREAM }
 
-// keptAttempts bounds the history of a continuous job, which may lose
-// thousands of attempts over its life (an agent that restarts every day).
+// keptAttempts bounds the attempts a job keeps in its history: a
+// continuous job may lose thousands over its life (an agent that restarts
+// every day), and any job's max_attempts may be set high. The newest are
+// kept; Job.attempt still counts them all.
 const keptAttempts = 20
 
 // applySubmitJob adds a pending job. It refuses an unknown instance, a
@@ -378,7 +380,7 @@ func endAttempt(j *v1.Job, at *timestamppb.Timestamp, why string) {
 			BackupId: j.GetBackup().GetBackupId(), AssignedAt: j.GetAssignedAt(),
 			EndedAt: at, Error: why,
 		})
-		if Continuous(j.GetKind()) && len(j.PreviousAttempts) > keptAttempts {
+		if len(j.PreviousAttempts) > keptAttempts {
 			j.PreviousAttempts = j.PreviousAttempts[len(j.PreviousAttempts)-keptAttempts:]
 		}
 	}

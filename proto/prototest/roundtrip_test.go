@@ -259,6 +259,9 @@ func commandArms() map[string]*tidemarkv1.Command {
 		"attempt_stopped": {Cmd: &tidemarkv1.Command_AttemptStopped{AttemptStopped: &tidemarkv1.AttemptStopped{
 			JobId: "job-7", Lease: &tidemarkv1.LeaseToken{JobId: "job-7", Term: 3, Index: 41}, Reason: "heartbeat", StoppedAt: ts(0),
 		}}},
+		"prune_catalog": {Cmd: &tidemarkv1.Command_PruneCatalog{PruneCatalog: &tidemarkv1.PruneCatalog{
+			At: ts(0), MaxJobs: 100000, JobAgeSeconds: 90 * 86400, TombstoneAgeSeconds: 30 * 86400, Batch: 1000,
+		}}},
 		"delete_policy": {Cmd: &tidemarkv1.Command_DeletePolicy{DeletePolicy: &tidemarkv1.DeletePolicy{Name: "prod-db", DeletedAt: ts(time.Hour)}}},
 		"record_schedule_skips": {Cmd: &tidemarkv1.Command_RecordScheduleSkips{RecordScheduleSkips: &tidemarkv1.RecordScheduleSkips{
 			Skips: []*tidemarkv1.ScheduleSkip{{Id: "skip-1", Policy: "prod-db", RunKey: "db-eu-1/main", First: ts(0), Last: ts(time.Minute), Count: 2, Reason: "no leader"}},

@@ -62,6 +62,7 @@ type Command struct {
 	//	*Command_RecordEngineDecision
 	//	*Command_FinishReconcile
 	//	*Command_AttemptStopped
+	//	*Command_PruneCatalog
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -347,6 +348,15 @@ func (x *Command) GetAttemptStopped() *AttemptStopped {
 	return nil
 }
 
+func (x *Command) GetPruneCatalog() *PruneCatalog {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_PruneCatalog); ok {
+			return x.PruneCatalog
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -460,6 +470,10 @@ type Command_AttemptStopped struct {
 	AttemptStopped *AttemptStopped `protobuf:"bytes,75,opt,name=attempt_stopped,json=attemptStopped,proto3,oneof"`
 }
 
+type Command_PruneCatalog struct {
+	PruneCatalog *PruneCatalog `protobuf:"bytes,65,opt,name=prune_catalog,json=pruneCatalog,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -513,6 +527,8 @@ func (*Command_RecordEngineDecision) isCommand_Cmd() {}
 func (*Command_FinishReconcile) isCommand_Cmd() {}
 
 func (*Command_AttemptStopped) isCommand_Cmd() {}
+
+func (*Command_PruneCatalog) isCommand_Cmd() {}
 
 // AttemptStopped records that a cancelled or expired attempt of an
 // exclusive job (Job.stopping_lease) is over on its agent: its result
@@ -910,6 +926,157 @@ func (x *FinishReconcile) GetSweptAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// PruneCatalog bounds the catalog's history, as of `at` (the leader's
+// clock, stamped here: every node prunes the same records). Finished jobs
+// beyond the newest max_jobs, or that finished before at - job_age, are
+// removed oldest finished first, except a job that a backup which is not
+// DELETED refers to (it wrote it, or marked it expired), the latest run of
+// each (policy, schedule, run key) (the scheduler's memory), and the job
+// a binlog stream record names. DELETED backup records whose deletion is
+// older than at - tombstone_age are removed. At most `batch` records go
+// per entry; the result says whether more remain.
+type PruneCatalog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	// 0: no bound by count.
+	MaxJobs uint32 `protobuf:"varint,2,opt,name=max_jobs,json=maxJobs,proto3" json:"max_jobs,omitempty"`
+	// Seconds; 0: no bound by age.
+	JobAgeSeconds int64 `protobuf:"varint,3,opt,name=job_age_seconds,json=jobAgeSeconds,proto3" json:"job_age_seconds,omitempty"`
+	// Seconds; 0: DELETED records are removed at once.
+	TombstoneAgeSeconds int64 `protobuf:"varint,4,opt,name=tombstone_age_seconds,json=tombstoneAgeSeconds,proto3" json:"tombstone_age_seconds,omitempty"`
+	// 0: 1000.
+	Batch         uint32 `protobuf:"varint,5,opt,name=batch,proto3" json:"batch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneCatalog) Reset() {
+	*x = PruneCatalog{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneCatalog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneCatalog) ProtoMessage() {}
+
+func (x *PruneCatalog) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneCatalog.ProtoReflect.Descriptor instead.
+func (*PruneCatalog) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PruneCatalog) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *PruneCatalog) GetMaxJobs() uint32 {
+	if x != nil {
+		return x.MaxJobs
+	}
+	return 0
+}
+
+func (x *PruneCatalog) GetJobAgeSeconds() int64 {
+	if x != nil {
+		return x.JobAgeSeconds
+	}
+	return 0
+}
+
+func (x *PruneCatalog) GetTombstoneAgeSeconds() int64 {
+	if x != nil {
+		return x.TombstoneAgeSeconds
+	}
+	return 0
+}
+
+func (x *PruneCatalog) GetBatch() uint32 {
+	if x != nil {
+		return x.Batch
+	}
+	return 0
+}
+
+// PruneCatalogResult is what one PruneCatalog entry removed.
+type PruneCatalogResult struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	JobsRemoved    uint32                 `protobuf:"varint,1,opt,name=jobs_removed,json=jobsRemoved,proto3" json:"jobs_removed,omitempty"`
+	BackupsRemoved uint32                 `protobuf:"varint,2,opt,name=backups_removed,json=backupsRemoved,proto3" json:"backups_removed,omitempty"`
+	// The batch was full: the leader proposes another entry at once.
+	More          bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneCatalogResult) Reset() {
+	*x = PruneCatalogResult{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneCatalogResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneCatalogResult) ProtoMessage() {}
+
+func (x *PruneCatalogResult) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneCatalogResult.ProtoReflect.Descriptor instead.
+func (*PruneCatalogResult) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PruneCatalogResult) GetJobsRemoved() uint32 {
+	if x != nil {
+		return x.JobsRemoved
+	}
+	return 0
+}
+
+func (x *PruneCatalogResult) GetBackupsRemoved() uint32 {
+	if x != nil {
+		return x.BackupsRemoved
+	}
+	return 0
+}
+
+func (x *PruneCatalogResult) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 // RecordBackupCopy adds a verified copy to a backup's record; the same
 // repository twice replaces the earlier entry.
 type RecordBackupCopy struct {
@@ -922,7 +1089,7 @@ type RecordBackupCopy struct {
 
 func (x *RecordBackupCopy) Reset() {
 	*x = RecordBackupCopy{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1101,7 @@ func (x *RecordBackupCopy) String() string {
 func (*RecordBackupCopy) ProtoMessage() {}
 
 func (x *RecordBackupCopy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1114,7 @@ func (x *RecordBackupCopy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackupCopy.ProtoReflect.Descriptor instead.
 func (*RecordBackupCopy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RecordBackupCopy) GetBackupId() string {
@@ -982,7 +1149,7 @@ type ApplyPolicies struct {
 
 func (x *ApplyPolicies) Reset() {
 	*x = ApplyPolicies{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1161,7 @@ func (x *ApplyPolicies) String() string {
 func (*ApplyPolicies) ProtoMessage() {}
 
 func (x *ApplyPolicies) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1174,7 @@ func (x *ApplyPolicies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicies.ProtoReflect.Descriptor instead.
 func (*ApplyPolicies) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ApplyPolicies) GetSpecs() []*PolicySpec {
@@ -1050,7 +1217,7 @@ type DeletePolicy struct {
 
 func (x *DeletePolicy) Reset() {
 	*x = DeletePolicy{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1229,7 @@ func (x *DeletePolicy) String() string {
 func (*DeletePolicy) ProtoMessage() {}
 
 func (x *DeletePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1242,7 @@ func (x *DeletePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicy.ProtoReflect.Descriptor instead.
 func (*DeletePolicy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeletePolicy) GetName() string {
@@ -1103,7 +1270,7 @@ type RecordScheduleSkips struct {
 
 func (x *RecordScheduleSkips) Reset() {
 	*x = RecordScheduleSkips{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1282,7 @@ func (x *RecordScheduleSkips) String() string {
 func (*RecordScheduleSkips) ProtoMessage() {}
 
 func (x *RecordScheduleSkips) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1295,7 @@ func (x *RecordScheduleSkips) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordScheduleSkips.ProtoReflect.Descriptor instead.
 func (*RecordScheduleSkips) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RecordScheduleSkips) GetSkips() []*ScheduleSkip {
@@ -1152,7 +1319,7 @@ type RecordEngineDecision struct {
 
 func (x *RecordEngineDecision) Reset() {
 	*x = RecordEngineDecision{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1164,7 +1331,7 @@ func (x *RecordEngineDecision) String() string {
 func (*RecordEngineDecision) ProtoMessage() {}
 
 func (x *RecordEngineDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1177,7 +1344,7 @@ func (x *RecordEngineDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordEngineDecision.ProtoReflect.Descriptor instead.
 func (*RecordEngineDecision) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RecordEngineDecision) GetInstance() string {
@@ -1211,7 +1378,7 @@ type CreateJoinToken struct {
 
 func (x *CreateJoinToken) Reset() {
 	*x = CreateJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1390,7 @@ func (x *CreateJoinToken) String() string {
 func (*CreateJoinToken) ProtoMessage() {}
 
 func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1403,7 @@ func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
 func (*CreateJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateJoinToken) GetToken() *JoinToken {
@@ -1264,7 +1431,7 @@ type ConsumeJoinToken struct {
 
 func (x *ConsumeJoinToken) Reset() {
 	*x = ConsumeJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1443,7 @@ func (x *ConsumeJoinToken) String() string {
 func (*ConsumeJoinToken) ProtoMessage() {}
 
 func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1456,7 @@ func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeJoinToken.ProtoReflect.Descriptor instead.
 func (*ConsumeJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ConsumeJoinToken) GetId() string {
@@ -1337,7 +1504,7 @@ type RevokeAgent struct {
 
 func (x *RevokeAgent) Reset() {
 	*x = RevokeAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1516,7 @@ func (x *RevokeAgent) String() string {
 func (*RevokeAgent) ProtoMessage() {}
 
 func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1529,7 @@ func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
 func (*RevokeAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RevokeAgent) GetRevocation() *Revocation {
@@ -1382,7 +1549,7 @@ type SetClusterCA struct {
 
 func (x *SetClusterCA) Reset() {
 	*x = SetClusterCA{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1561,7 @@ func (x *SetClusterCA) String() string {
 func (*SetClusterCA) ProtoMessage() {}
 
 func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1574,7 @@ func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterCA.ProtoReflect.Descriptor instead.
 func (*SetClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetClusterCA) GetCa() *ClusterCA {
@@ -1427,7 +1594,7 @@ type CreateAccessToken struct {
 
 func (x *CreateAccessToken) Reset() {
 	*x = CreateAccessToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1606,7 @@ func (x *CreateAccessToken) String() string {
 func (*CreateAccessToken) ProtoMessage() {}
 
 func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1619,7 @@ func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessToken.ProtoReflect.Descriptor instead.
 func (*CreateAccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateAccessToken) GetToken() *AccessToken {
@@ -1472,7 +1639,7 @@ type RecordAudit struct {
 
 func (x *RecordAudit) Reset() {
 	*x = RecordAudit{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[17]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1651,7 @@ func (x *RecordAudit) String() string {
 func (*RecordAudit) ProtoMessage() {}
 
 func (x *RecordAudit) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[17]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1664,7 @@ func (x *RecordAudit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAudit.ProtoReflect.Descriptor instead.
 func (*RecordAudit) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RecordAudit) GetRecord() *AuditRecord {
@@ -1524,7 +1691,7 @@ type RegisterAgent struct {
 
 func (x *RegisterAgent) Reset() {
 	*x = RegisterAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[18]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1703,7 @@ func (x *RegisterAgent) String() string {
 func (*RegisterAgent) ProtoMessage() {}
 
 func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[18]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1716,7 @@ func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgent.ProtoReflect.Descriptor instead.
 func (*RegisterAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RegisterAgent) GetAgent() *Agent {
@@ -1585,7 +1752,7 @@ type UpsertInstance struct {
 
 func (x *UpsertInstance) Reset() {
 	*x = UpsertInstance{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[19]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1764,7 @@ func (x *UpsertInstance) String() string {
 func (*UpsertInstance) ProtoMessage() {}
 
 func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[19]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1777,7 @@ func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertInstance.ProtoReflect.Descriptor instead.
 func (*UpsertInstance) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UpsertInstance) GetInstance() *Instance {
@@ -1640,7 +1807,7 @@ type SubmitJob struct {
 
 func (x *SubmitJob) Reset() {
 	*x = SubmitJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[20]
+	mi := &file_tidemark_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1819,7 @@ func (x *SubmitJob) String() string {
 func (*SubmitJob) ProtoMessage() {}
 
 func (x *SubmitJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[20]
+	mi := &file_tidemark_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1832,7 @@ func (x *SubmitJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJob.ProtoReflect.Descriptor instead.
 func (*SubmitJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SubmitJob) GetJob() *Job {
@@ -1693,7 +1860,7 @@ type AssignJob struct {
 
 func (x *AssignJob) Reset() {
 	*x = AssignJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[21]
+	mi := &file_tidemark_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1872,7 @@ func (x *AssignJob) String() string {
 func (*AssignJob) ProtoMessage() {}
 
 func (x *AssignJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[21]
+	mi := &file_tidemark_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1885,7 @@ func (x *AssignJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignJob.ProtoReflect.Descriptor instead.
 func (*AssignJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AssignJob) GetJobId() string {
@@ -1783,7 +1950,7 @@ type UpdateJobState struct {
 
 func (x *UpdateJobState) Reset() {
 	*x = UpdateJobState{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[22]
+	mi := &file_tidemark_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +1962,7 @@ func (x *UpdateJobState) String() string {
 func (*UpdateJobState) ProtoMessage() {}
 
 func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[22]
+	mi := &file_tidemark_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +1975,7 @@ func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateJobState.ProtoReflect.Descriptor instead.
 func (*UpdateJobState) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateJobState) GetJobId() string {
@@ -1887,7 +2054,7 @@ type ExpireLease struct {
 
 func (x *ExpireLease) Reset() {
 	*x = ExpireLease{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[23]
+	mi := &file_tidemark_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1899,7 +2066,7 @@ func (x *ExpireLease) String() string {
 func (*ExpireLease) ProtoMessage() {}
 
 func (x *ExpireLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[23]
+	mi := &file_tidemark_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1912,7 +2079,7 @@ func (x *ExpireLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireLease.ProtoReflect.Descriptor instead.
 func (*ExpireLease) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ExpireLease) GetJobId() string {
@@ -1962,7 +2129,7 @@ type RecordBackup struct {
 
 func (x *RecordBackup) Reset() {
 	*x = RecordBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[24]
+	mi := &file_tidemark_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2141,7 @@ func (x *RecordBackup) String() string {
 func (*RecordBackup) ProtoMessage() {}
 
 func (x *RecordBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[24]
+	mi := &file_tidemark_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2154,7 @@ func (x *RecordBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackup.ProtoReflect.Descriptor instead.
 func (*RecordBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RecordBackup) GetBackup() *Backup {
@@ -2015,7 +2182,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[25]
+	mi := &file_tidemark_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2194,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[25]
+	mi := &file_tidemark_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2207,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpsertMember) GetMember() *MemberRecord {
@@ -2060,7 +2227,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[26]
+	mi := &file_tidemark_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2239,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[26]
+	mi := &file_tidemark_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2252,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -2112,7 +2279,7 @@ type RecordWatermarks struct {
 
 func (x *RecordWatermarks) Reset() {
 	*x = RecordWatermarks{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[27]
+	mi := &file_tidemark_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2291,7 @@ func (x *RecordWatermarks) String() string {
 func (*RecordWatermarks) ProtoMessage() {}
 
 func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[27]
+	mi := &file_tidemark_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2304,7 @@ func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordWatermarks.ProtoReflect.Descriptor instead.
 func (*RecordWatermarks) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RecordWatermarks) GetStreams() []*BinlogStream {
@@ -2158,7 +2325,7 @@ var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\x84\x0f\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xc6\x0f\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -2190,7 +2357,8 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x15record_schedule_skips\x18\x13 \x01(\v2 .tidemark.v1.RecordScheduleSkipsH\x00R\x13recordScheduleSkips\x12Y\n" +
 	"\x16record_engine_decision\x182 \x01(\v2!.tidemark.v1.RecordEngineDecisionH\x00R\x14recordEngineDecision\x12I\n" +
 	"\x10finish_reconcile\x18P \x01(\v2\x1c.tidemark.v1.FinishReconcileH\x00R\x0ffinishReconcile\x12F\n" +
-	"\x0fattempt_stopped\x18K \x01(\v2\x1b.tidemark.v1.AttemptStoppedH\x00R\x0eattemptStoppedB\x05\n" +
+	"\x0fattempt_stopped\x18K \x01(\v2\x1b.tidemark.v1.AttemptStoppedH\x00R\x0eattemptStopped\x12@\n" +
+	"\rprune_catalog\x18A \x01(\v2\x19.tidemark.v1.PruneCatalogH\x00R\fpruneCatalogB\x05\n" +
 	"\x03cmd\"\xa9\x01\n" +
 	"\x0eAttemptStopped\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12-\n" +
@@ -2220,7 +2388,17 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x0fFinishReconcile\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\"\n" +
 	"\rswept_job_ids\x18\x02 \x03(\tR\vsweptJobIds\x125\n" +
-	"\bswept_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\asweptAt\"\\\n" +
+	"\bswept_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\asweptAt\"\xc7\x01\n" +
+	"\fPruneCatalog\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x19\n" +
+	"\bmax_jobs\x18\x02 \x01(\rR\amaxJobs\x12&\n" +
+	"\x0fjob_age_seconds\x18\x03 \x01(\x03R\rjobAgeSeconds\x122\n" +
+	"\x15tombstone_age_seconds\x18\x04 \x01(\x03R\x13tombstoneAgeSeconds\x12\x14\n" +
+	"\x05batch\x18\x05 \x01(\rR\x05batch\"t\n" +
+	"\x12PruneCatalogResult\x12!\n" +
+	"\fjobs_removed\x18\x01 \x01(\rR\vjobsRemoved\x12'\n" +
+	"\x0fbackups_removed\x18\x02 \x01(\rR\x0ebackupsRemoved\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\\\n" +
 	"\x10RecordBackupCopy\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12+\n" +
 	"\x04copy\x18\x02 \x01(\v2\x17.tidemark.v1.BackupCopyR\x04copy\"\xb2\x01\n" +
@@ -2320,7 +2498,7 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
 	(*AttemptStopped)(nil),        // 1: tidemark.v1.AttemptStopped
@@ -2329,127 +2507,131 @@ var file_tidemark_v1_command_proto_goTypes = []any{
 	(*MarkBackupsExpired)(nil),    // 4: tidemark.v1.MarkBackupsExpired
 	(*FinishExpiry)(nil),          // 5: tidemark.v1.FinishExpiry
 	(*FinishReconcile)(nil),       // 6: tidemark.v1.FinishReconcile
-	(*RecordBackupCopy)(nil),      // 7: tidemark.v1.RecordBackupCopy
-	(*ApplyPolicies)(nil),         // 8: tidemark.v1.ApplyPolicies
-	(*DeletePolicy)(nil),          // 9: tidemark.v1.DeletePolicy
-	(*RecordScheduleSkips)(nil),   // 10: tidemark.v1.RecordScheduleSkips
-	(*RecordEngineDecision)(nil),  // 11: tidemark.v1.RecordEngineDecision
-	(*CreateJoinToken)(nil),       // 12: tidemark.v1.CreateJoinToken
-	(*ConsumeJoinToken)(nil),      // 13: tidemark.v1.ConsumeJoinToken
-	(*RevokeAgent)(nil),           // 14: tidemark.v1.RevokeAgent
-	(*SetClusterCA)(nil),          // 15: tidemark.v1.SetClusterCA
-	(*CreateAccessToken)(nil),     // 16: tidemark.v1.CreateAccessToken
-	(*RecordAudit)(nil),           // 17: tidemark.v1.RecordAudit
-	(*RegisterAgent)(nil),         // 18: tidemark.v1.RegisterAgent
-	(*UpsertInstance)(nil),        // 19: tidemark.v1.UpsertInstance
-	(*SubmitJob)(nil),             // 20: tidemark.v1.SubmitJob
-	(*AssignJob)(nil),             // 21: tidemark.v1.AssignJob
-	(*UpdateJobState)(nil),        // 22: tidemark.v1.UpdateJobState
-	(*ExpireLease)(nil),           // 23: tidemark.v1.ExpireLease
-	(*RecordBackup)(nil),          // 24: tidemark.v1.RecordBackup
-	(*UpsertMember)(nil),          // 25: tidemark.v1.UpsertMember
-	(*RemoveMember)(nil),          // 26: tidemark.v1.RemoveMember
-	(*RecordWatermarks)(nil),      // 27: tidemark.v1.RecordWatermarks
-	(*LeaseToken)(nil),            // 28: tidemark.v1.LeaseToken
-	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
-	(*BackupPin)(nil),             // 30: tidemark.v1.BackupPin
-	(*Job)(nil),                   // 31: tidemark.v1.Job
-	(*BackupCopy)(nil),            // 32: tidemark.v1.BackupCopy
-	(*PolicySpec)(nil),            // 33: tidemark.v1.PolicySpec
-	(*ScheduleSkip)(nil),          // 34: tidemark.v1.ScheduleSkip
-	(*EngineDecision)(nil),        // 35: tidemark.v1.EngineDecision
-	(*EngineChange)(nil),          // 36: tidemark.v1.EngineChange
-	(*JoinToken)(nil),             // 37: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 38: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 39: tidemark.v1.ClusterCA
-	(*AccessToken)(nil),           // 40: tidemark.v1.AccessToken
-	(*AuditRecord)(nil),           // 41: tidemark.v1.AuditRecord
-	(*Agent)(nil),                 // 42: tidemark.v1.Agent
-	(*Instance)(nil),              // 43: tidemark.v1.Instance
-	(JobState)(0),                 // 44: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 45: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 46: tidemark.v1.JobResult
-	(*Backup)(nil),                // 47: tidemark.v1.Backup
-	(*durationpb.Duration)(nil),   // 48: google.protobuf.Duration
-	(*MemberRecord)(nil),          // 49: tidemark.v1.MemberRecord
-	(*BinlogStream)(nil),          // 50: tidemark.v1.BinlogStream
+	(*PruneCatalog)(nil),          // 7: tidemark.v1.PruneCatalog
+	(*PruneCatalogResult)(nil),    // 8: tidemark.v1.PruneCatalogResult
+	(*RecordBackupCopy)(nil),      // 9: tidemark.v1.RecordBackupCopy
+	(*ApplyPolicies)(nil),         // 10: tidemark.v1.ApplyPolicies
+	(*DeletePolicy)(nil),          // 11: tidemark.v1.DeletePolicy
+	(*RecordScheduleSkips)(nil),   // 12: tidemark.v1.RecordScheduleSkips
+	(*RecordEngineDecision)(nil),  // 13: tidemark.v1.RecordEngineDecision
+	(*CreateJoinToken)(nil),       // 14: tidemark.v1.CreateJoinToken
+	(*ConsumeJoinToken)(nil),      // 15: tidemark.v1.ConsumeJoinToken
+	(*RevokeAgent)(nil),           // 16: tidemark.v1.RevokeAgent
+	(*SetClusterCA)(nil),          // 17: tidemark.v1.SetClusterCA
+	(*CreateAccessToken)(nil),     // 18: tidemark.v1.CreateAccessToken
+	(*RecordAudit)(nil),           // 19: tidemark.v1.RecordAudit
+	(*RegisterAgent)(nil),         // 20: tidemark.v1.RegisterAgent
+	(*UpsertInstance)(nil),        // 21: tidemark.v1.UpsertInstance
+	(*SubmitJob)(nil),             // 22: tidemark.v1.SubmitJob
+	(*AssignJob)(nil),             // 23: tidemark.v1.AssignJob
+	(*UpdateJobState)(nil),        // 24: tidemark.v1.UpdateJobState
+	(*ExpireLease)(nil),           // 25: tidemark.v1.ExpireLease
+	(*RecordBackup)(nil),          // 26: tidemark.v1.RecordBackup
+	(*UpsertMember)(nil),          // 27: tidemark.v1.UpsertMember
+	(*RemoveMember)(nil),          // 28: tidemark.v1.RemoveMember
+	(*RecordWatermarks)(nil),      // 29: tidemark.v1.RecordWatermarks
+	(*LeaseToken)(nil),            // 30: tidemark.v1.LeaseToken
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*BackupPin)(nil),             // 32: tidemark.v1.BackupPin
+	(*Job)(nil),                   // 33: tidemark.v1.Job
+	(*BackupCopy)(nil),            // 34: tidemark.v1.BackupCopy
+	(*PolicySpec)(nil),            // 35: tidemark.v1.PolicySpec
+	(*ScheduleSkip)(nil),          // 36: tidemark.v1.ScheduleSkip
+	(*EngineDecision)(nil),        // 37: tidemark.v1.EngineDecision
+	(*EngineChange)(nil),          // 38: tidemark.v1.EngineChange
+	(*JoinToken)(nil),             // 39: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 40: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 41: tidemark.v1.ClusterCA
+	(*AccessToken)(nil),           // 42: tidemark.v1.AccessToken
+	(*AuditRecord)(nil),           // 43: tidemark.v1.AuditRecord
+	(*Agent)(nil),                 // 44: tidemark.v1.Agent
+	(*Instance)(nil),              // 45: tidemark.v1.Instance
+	(JobState)(0),                 // 46: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 47: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 48: tidemark.v1.JobResult
+	(*Backup)(nil),                // 49: tidemark.v1.Backup
+	(*durationpb.Duration)(nil),   // 50: google.protobuf.Duration
+	(*MemberRecord)(nil),          // 51: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 52: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
-	18, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
-	19, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
-	20, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
-	21, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
-	22, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
-	23, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
-	24, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
-	25, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
-	26, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
-	27, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
-	12, // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
-	13, // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
-	14, // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
-	15, // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
-	17, // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
-	16, // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
+	20, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
+	21, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
+	22, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
+	23, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
+	24, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
+	25, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
+	26, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
+	27, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
+	28, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
+	29, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
+	14, // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
+	15, // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
+	16, // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
+	17, // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
+	19, // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
+	18, // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
 	2,  // 16: tidemark.v1.Command.pin_backup:type_name -> tidemark.v1.PinBackup
 	3,  // 17: tidemark.v1.Command.unpin_backup:type_name -> tidemark.v1.UnpinBackup
 	4,  // 18: tidemark.v1.Command.mark_backups_expired:type_name -> tidemark.v1.MarkBackupsExpired
 	5,  // 19: tidemark.v1.Command.finish_expiry:type_name -> tidemark.v1.FinishExpiry
-	7,  // 20: tidemark.v1.Command.record_backup_copy:type_name -> tidemark.v1.RecordBackupCopy
-	8,  // 21: tidemark.v1.Command.apply_policies:type_name -> tidemark.v1.ApplyPolicies
-	9,  // 22: tidemark.v1.Command.delete_policy:type_name -> tidemark.v1.DeletePolicy
-	10, // 23: tidemark.v1.Command.record_schedule_skips:type_name -> tidemark.v1.RecordScheduleSkips
-	11, // 24: tidemark.v1.Command.record_engine_decision:type_name -> tidemark.v1.RecordEngineDecision
+	9,  // 20: tidemark.v1.Command.record_backup_copy:type_name -> tidemark.v1.RecordBackupCopy
+	10, // 21: tidemark.v1.Command.apply_policies:type_name -> tidemark.v1.ApplyPolicies
+	11, // 22: tidemark.v1.Command.delete_policy:type_name -> tidemark.v1.DeletePolicy
+	12, // 23: tidemark.v1.Command.record_schedule_skips:type_name -> tidemark.v1.RecordScheduleSkips
+	13, // 24: tidemark.v1.Command.record_engine_decision:type_name -> tidemark.v1.RecordEngineDecision
 	6,  // 25: tidemark.v1.Command.finish_reconcile:type_name -> tidemark.v1.FinishReconcile
 	1,  // 26: tidemark.v1.Command.attempt_stopped:type_name -> tidemark.v1.AttemptStopped
-	28, // 27: tidemark.v1.AttemptStopped.lease:type_name -> tidemark.v1.LeaseToken
-	29, // 28: tidemark.v1.AttemptStopped.stopped_at:type_name -> google.protobuf.Timestamp
-	30, // 29: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
-	29, // 30: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
-	31, // 31: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
-	29, // 32: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
-	29, // 33: tidemark.v1.FinishReconcile.swept_at:type_name -> google.protobuf.Timestamp
-	32, // 34: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
-	33, // 35: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
-	29, // 36: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
-	29, // 37: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
-	34, // 38: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
-	35, // 39: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
-	36, // 40: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
-	37, // 41: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
-	29, // 42: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
-	38, // 43: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
-	39, // 44: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
-	40, // 45: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
-	41, // 46: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
-	42, // 47: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	43, // 48: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	29, // 49: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	43, // 50: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	29, // 51: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	31, // 52: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	28, // 53: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	29, // 54: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	29, // 55: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	44, // 56: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	28, // 57: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	45, // 58: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	46, // 59: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	29, // 60: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	47, // 61: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	28, // 62: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	29, // 63: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	48, // 64: tidemark.v1.ExpireLease.agent_grace:type_name -> google.protobuf.Duration
-	47, // 65: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	29, // 66: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	49, // 67: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	50, // 68: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
-	29, // 69: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
-	70, // [70:70] is the sub-list for method output_type
-	70, // [70:70] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	7,  // 27: tidemark.v1.Command.prune_catalog:type_name -> tidemark.v1.PruneCatalog
+	30, // 28: tidemark.v1.AttemptStopped.lease:type_name -> tidemark.v1.LeaseToken
+	31, // 29: tidemark.v1.AttemptStopped.stopped_at:type_name -> google.protobuf.Timestamp
+	32, // 30: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
+	31, // 31: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
+	33, // 32: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
+	31, // 33: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
+	31, // 34: tidemark.v1.FinishReconcile.swept_at:type_name -> google.protobuf.Timestamp
+	31, // 35: tidemark.v1.PruneCatalog.at:type_name -> google.protobuf.Timestamp
+	34, // 36: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
+	35, // 37: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
+	31, // 38: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
+	31, // 39: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
+	36, // 40: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
+	37, // 41: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
+	38, // 42: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
+	39, // 43: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
+	31, // 44: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
+	40, // 45: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
+	41, // 46: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
+	42, // 47: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
+	43, // 48: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
+	44, // 49: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	45, // 50: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	31, // 51: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	45, // 52: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	31, // 53: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	33, // 54: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	30, // 55: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	31, // 56: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	31, // 57: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	46, // 58: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	30, // 59: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	47, // 60: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	48, // 61: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	31, // 62: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	49, // 63: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	30, // 64: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	31, // 65: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	50, // 66: tidemark.v1.ExpireLease.agent_grace:type_name -> google.protobuf.Duration
+	49, // 67: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	31, // 68: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	51, // 69: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	52, // 70: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	31, // 71: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	72, // [72:72] is the sub-list for method output_type
+	72, // [72:72] is the sub-list for method input_type
+	72, // [72:72] is the sub-list for extension type_name
+	72, // [72:72] is the sub-list for extension extendee
+	0,  // [0:72] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -2487,6 +2669,7 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_RecordEngineDecision)(nil),
 		(*Command_FinishReconcile)(nil),
 		(*Command_AttemptStopped)(nil),
+		(*Command_PruneCatalog)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2494,7 +2677,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

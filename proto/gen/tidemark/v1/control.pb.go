@@ -1155,10 +1155,14 @@ type ListBackupsRequest struct {
 	// Only backups of this instance; empty for all.
 	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
 	// Only backups in this status; UNSPECIFIED for all but DELETED.
-	Status        BackupStatus `protobuf:"varint,2,opt,name=status,proto3,enum=tidemark.v1.BackupStatus" json:"status,omitempty"`
-	Consistent    bool         `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
-	PageSize      uint32       `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string       `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Status     BackupStatus `protobuf:"varint,2,opt,name=status,proto3,enum=tidemark.v1.BackupStatus" json:"status,omitempty"`
+	Consistent bool         `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	// Backups per page; 0: 100, at most 10000.
+	PageSize uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The previous page's next_page_token; empty for the first page. Tokens
+	// are keyset positions (start time and id of the page's last backup):
+	// backups recorded meanwhile never make a page repeat or skip one.
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1230,9 +1234,12 @@ func (x *ListBackupsRequest) GetPageToken() string {
 
 type ListBackupsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Newest first.
-	Backups       []*Backup `protobuf:"bytes,1,rep,name=backups,proto3" json:"backups,omitempty"`
-	NextPageToken string    `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Newest first: by start time, then id.
+	Backups []*Backup `protobuf:"bytes,1,rep,name=backups,proto3" json:"backups,omitempty"`
+	// Empty at the end. A page may hold fewer than page_size backups, even
+	// none, and still have a next page: a call walks a bounded part of the
+	// catalog when the filter is not indexed (a status with an instance).
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1384,10 +1391,14 @@ type ListJobsRequest struct {
 	// Only jobs in these states; empty for all.
 	States []JobState `protobuf:"varint,2,rep,packed,name=states,proto3,enum=tidemark.v1.JobState" json:"states,omitempty"`
 	// Only jobs of this kind; UNSPECIFIED for all.
-	Kind          JobKind `protobuf:"varint,3,opt,name=kind,proto3,enum=tidemark.v1.JobKind" json:"kind,omitempty"`
-	Consistent    bool    `protobuf:"varint,4,opt,name=consistent,proto3" json:"consistent,omitempty"`
-	PageSize      uint32  `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string  `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Kind       JobKind `protobuf:"varint,3,opt,name=kind,proto3,enum=tidemark.v1.JobKind" json:"kind,omitempty"`
+	Consistent bool    `protobuf:"varint,4,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	// Jobs per page; 0: 100, at most 10000.
+	PageSize uint32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The previous page's next_page_token; empty for the first page. Tokens
+	// are keyset positions (creation time and id of the page's last job):
+	// jobs submitted meanwhile never make a page repeat or skip one.
+	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1466,8 +1477,12 @@ func (x *ListJobsRequest) GetPageToken() string {
 
 type ListJobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Newest first.
-	Jobs          []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Newest first: by creation time, then id. Finished jobs are kept within
+	// the controller's --job-history-max and --job-history-age.
+	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Empty at the end. A page may hold fewer than page_size jobs, even none,
+	// and still have a next page: a call walks a bounded part of the catalog
+	// when the filter is not indexed (a kind, a finished state).
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

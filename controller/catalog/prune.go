@@ -1,0 +1,140 @@
+package catalog
+
+import (
+	"bytes"
+	"fmt"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// What history pruning reads and removes. The decisions (which records
+// may go) are the FSM's; these are the index walks they need.
+
+// NthNewestFinished returns the finish time (updated_at, Unix nanoseconds)
+// and id of the n-th most recently finished job (1 is the newest), and
+// false when fewer than n jobs are finished. It walks n index entries.
+func (r *Read) NthNewestFinished(n int) (Cursor, bool) {
+	it, err := r.txn.ReverseLowerBound(jobsTableName, "finished", bytes.Repeat([]byte{0xff}, 9))
+	if err != nil {
+		panic(fmt.Sprintf("catalog: finished jobs walk: %v", err))
+	}
+	i := 0
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if i++; i == n {
+			j := obj.(*v1.Job)
+			return CursorOf(j.GetUpdatedAt(), j.GetId()), true
+		}
+	}
+	return Cursor{}, false
+}
+
+// FinishedPos is a finished job's position in the finished index: its
+// finish time (updated_at) and id.
+func FinishedPos(j *v1.Job) Cursor { return CursorOf(j.GetUpdatedAt(), j.GetId()) }
+
+// EachFinishedJob calls fn for the finished jobs, oldest finish first, until
+// fn returns false. fn must not change the catalog (collect, then delete).
+func (r *Read) EachFinishedJob(fn func(*v1.Job) bool) {
+	it, err := r.txn.Get(jobsTableName, "finished", []byte{})
+	if err != nil {
+		panic(fmt.Sprintf("catalog: finished jobs walk: %v", err))
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if !fn(obj.(*v1.Job)) {
+			return
+		}
+	}
+}
+
+// EachFinishedSince calls fn for the jobs that finished at or after
+// `since` (Unix nanoseconds of updated_at), oldest finish first, until fn
+// returns false. fn must not change the catalog.
+func (r *Read) EachFinishedSince(since int64, fn func(*v1.Job) bool) {
+	it, err := r.txn.LowerBound(jobsTableName, "finished", appendNanos(nil, since))
+	if err != nil {
+		panic(fmt.Sprintf("catalog: finished jobs walk: %v", err))
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if !fn(obj.(*v1.Job)) {
+			return
+		}
+	}
+}
+
+// JobReferenced reports whether a backup that is not DELETED refers to
+// job id: it wrote the backup, or marked it or one of its copies expired
+// (retention asks whether that expire job failed before marking again).
+func (r *Read) JobReferenced(id string) bool {
+	it, err := r.txn.Get(backupsTableName, "refs", appendStr(nil, id))
+	if err != nil {
+		panic(fmt.Sprintf("catalog: backup refs lookup: %v", err))
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if obj.(*v1.Backup).GetStatus() != v1.BackupStatus_BACKUP_STATUS_DELETED {
+			return true
+		}
+	}
+	return false
+}
+
+// LatestRun returns the job of (policy, schedule index, run key) with the
+// latest scheduled time, or nil: the run the scheduler remembers.
+func (r *Read) LatestRun(policy string, index uint32, runKey string) *v1.Job {
+	prefix := runPrefix(policy, index, runKey)
+	it, err := r.txn.ReverseLowerBound(jobsTableName, "run", append(bytes.Clone(prefix), bytes.Repeat([]byte{0xff}, 9)...))
+	if err != nil {
+		panic(fmt.Sprintf("catalog: scheduled runs lookup: %v", err))
+	}
+	obj := it.Next()
+	if obj == nil {
+		return nil
+	}
+	j := obj.(*v1.Job)
+	if j.GetPolicy() != policy || j.GetScheduleIndex() != index || j.GetRunKey() != runKey {
+		return nil
+	}
+	return j
+}
+
+// EachDeletedBackup calls fn for the DELETED backup records, oldest
+// deletion first, until fn returns false. fn must not change the catalog.
+func (r *Read) EachDeletedBackup(fn func(*v1.Backup) bool) {
+	it, err := r.txn.Get(backupsTableName, "deleted", []byte{})
+	if err != nil {
+		panic(fmt.Sprintf("catalog: deleted backups walk: %v", err))
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if !fn(obj.(*v1.Backup)) {
+			return
+		}
+	}
+}
+
+// DeleteJob removes a job record; a missing one is ErrNotFound.
+func (w *Write) DeleteJob(id string) error {
+	n, err := w.txn.DeleteAll(jobsTableName, "id", id)
+	if err != nil {
+		return fmt.Errorf("deleting job %q: %w", id, err)
+	}
+	if n == 0 {
+		return Errorf(ErrNotFound, "job %q not found", id)
+	}
+	return nil
+}
+
+// DeleteBackup removes a backup record; a missing one is ErrNotFound.
+func (w *Write) DeleteBackup(id string) error {
+	n, err := w.txn.DeleteAll(backupsTableName, "id", id)
+	if err != nil {
+		return fmt.Errorf("deleting backup %q: %w", id, err)
+	}
+	if n == 0 {
+		return Errorf(ErrNotFound, "backup %q not found", id)
+	}
+	return nil
+}
+
+// Before reports whether t is earlier than the cursor's time.
+func Before(t *timestamppb.Timestamp, c int64) bool { return nanos(t) < c }
