@@ -9,6 +9,7 @@ package tidemarkv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -3149,8 +3150,10 @@ type CatalogSnapshot struct {
 	AccessTokens  []*AccessToken         `protobuf:"bytes,11,rep,name=access_tokens,json=accessTokens,proto3" json:"access_tokens,omitempty"`
 	Policies      []*Policy              `protobuf:"bytes,12,rep,name=policies,proto3" json:"policies,omitempty"`
 	ScheduleSkips []*ScheduleSkip        `protobuf:"bytes,13,rep,name=schedule_skips,json=scheduleSkips,proto3" json:"schedule_skips,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The idempotency keys still in their window, oldest first.
+	IdempotencyKeys []*IdempotencyRecord `protobuf:"bytes,40,rep,name=idempotency_keys,json=idempotencyKeys,proto3" json:"idempotency_keys,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CatalogSnapshot) Reset() {
@@ -3274,6 +3277,102 @@ func (x *CatalogSnapshot) GetScheduleSkips() []*ScheduleSkip {
 	return nil
 }
 
+func (x *CatalogSnapshot) GetIdempotencyKeys() []*IdempotencyRecord {
+	if x != nil {
+		return x.IdempotencyKeys
+	}
+	return nil
+}
+
+// IdempotencyRecord is a client's idempotency key and the result of the
+// first command applied under it (see the Idempotent command).
+type IdempotencyRecord struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Key         string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Fingerprint []byte                 `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	Method      string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	RecordedAt  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	// The Raft index of the entry that recorded it: orders the records for
+	// pruning, the same on every node.
+	LogIndex uint64 `protobuf:"varint,5,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The command's result as stored then (a Job, a Backup, ...).
+	Result        *anypb.Any `protobuf:"bytes,6,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdempotencyRecord) Reset() {
+	*x = IdempotencyRecord{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdempotencyRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdempotencyRecord) ProtoMessage() {}
+
+func (x *IdempotencyRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdempotencyRecord.ProtoReflect.Descriptor instead.
+func (*IdempotencyRecord) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *IdempotencyRecord) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *IdempotencyRecord) GetFingerprint() []byte {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return nil
+}
+
+func (x *IdempotencyRecord) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *IdempotencyRecord) GetRecordedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedAt
+	}
+	return nil
+}
+
+func (x *IdempotencyRecord) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+func (x *IdempotencyRecord) GetResult() *anypb.Any {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
 // RetentionRules is a policy's (or a copy's) retention: GFS counts and the
 // point-in-time window. Zero counts keep nothing by that rule. Parsed and
 // validated at `policy apply`; applied by the retention planner.
@@ -3292,7 +3391,7 @@ type RetentionRules struct {
 
 func (x *RetentionRules) Reset() {
 	*x = RetentionRules{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3304,7 +3403,7 @@ func (x *RetentionRules) String() string {
 func (*RetentionRules) ProtoMessage() {}
 
 func (x *RetentionRules) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3317,7 +3416,7 @@ func (x *RetentionRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionRules.ProtoReflect.Descriptor instead.
 func (*RetentionRules) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{26}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RetentionRules) GetKeepLast() uint32 {
@@ -3381,7 +3480,7 @@ type CopyTarget struct {
 
 func (x *CopyTarget) Reset() {
 	*x = CopyTarget{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3393,7 +3492,7 @@ func (x *CopyTarget) String() string {
 func (*CopyTarget) ProtoMessage() {}
 
 func (x *CopyTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3406,7 +3505,7 @@ func (x *CopyTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyTarget.ProtoReflect.Descriptor instead.
 func (*CopyTarget) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{27}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CopyTarget) GetRepositoryUri() string {
@@ -3443,7 +3542,7 @@ type PolicySchedule struct {
 
 func (x *PolicySchedule) Reset() {
 	*x = PolicySchedule{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3455,7 +3554,7 @@ func (x *PolicySchedule) String() string {
 func (*PolicySchedule) ProtoMessage() {}
 
 func (x *PolicySchedule) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3468,7 +3567,7 @@ func (x *PolicySchedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicySchedule.ProtoReflect.Descriptor instead.
 func (*PolicySchedule) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{28}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PolicySchedule) GetCron() string {
@@ -3514,7 +3613,7 @@ type PolicyBinlog struct {
 
 func (x *PolicyBinlog) Reset() {
 	*x = PolicyBinlog{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3526,7 +3625,7 @@ func (x *PolicyBinlog) String() string {
 func (*PolicyBinlog) ProtoMessage() {}
 
 func (x *PolicyBinlog) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3539,7 +3638,7 @@ func (x *PolicyBinlog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBinlog.ProtoReflect.Descriptor instead.
 func (*PolicyBinlog) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{29}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PolicyBinlog) GetEnabled() bool {
@@ -3577,7 +3676,7 @@ type PolicyConcurrency struct {
 
 func (x *PolicyConcurrency) Reset() {
 	*x = PolicyConcurrency{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3589,7 +3688,7 @@ func (x *PolicyConcurrency) String() string {
 func (*PolicyConcurrency) ProtoMessage() {}
 
 func (x *PolicyConcurrency) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3602,7 +3701,7 @@ func (x *PolicyConcurrency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyConcurrency.ProtoReflect.Descriptor instead.
 func (*PolicyConcurrency) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{30}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PolicyConcurrency) GetBy() string {
@@ -3647,7 +3746,7 @@ type PolicySpec struct {
 
 func (x *PolicySpec) Reset() {
 	*x = PolicySpec{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3659,7 +3758,7 @@ func (x *PolicySpec) String() string {
 func (*PolicySpec) ProtoMessage() {}
 
 func (x *PolicySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3672,7 +3771,7 @@ func (x *PolicySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicySpec.ProtoReflect.Descriptor instead.
 func (*PolicySpec) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{31}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PolicySpec) GetName() string {
@@ -3767,7 +3866,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3779,7 +3878,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3792,7 +3891,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{32}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Policy) GetName() string {
@@ -3874,7 +3973,7 @@ type ScheduleSkip struct {
 
 func (x *ScheduleSkip) Reset() {
 	*x = ScheduleSkip{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3886,7 +3985,7 @@ func (x *ScheduleSkip) String() string {
 func (*ScheduleSkip) ProtoMessage() {}
 
 func (x *ScheduleSkip) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3899,7 +3998,7 @@ func (x *ScheduleSkip) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleSkip.ProtoReflect.Descriptor instead.
 func (*ScheduleSkip) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{33}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ScheduleSkip) GetId() string {
@@ -3984,7 +4083,7 @@ type AccessToken struct {
 
 func (x *AccessToken) Reset() {
 	*x = AccessToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3996,7 +4095,7 @@ func (x *AccessToken) String() string {
 func (*AccessToken) ProtoMessage() {}
 
 func (x *AccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4009,7 +4108,7 @@ func (x *AccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessToken.ProtoReflect.Descriptor instead.
 func (*AccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{34}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AccessToken) GetId() string {
@@ -4083,7 +4182,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4095,7 +4194,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4108,7 +4207,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{35}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *JoinToken) GetId() string {
@@ -4174,7 +4273,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4186,7 +4285,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4199,7 +4298,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{36}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Revocation) GetName() string {
@@ -4235,7 +4334,7 @@ type ClusterCA struct {
 
 func (x *ClusterCA) Reset() {
 	*x = ClusterCA{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4247,7 +4346,7 @@ func (x *ClusterCA) String() string {
 func (*ClusterCA) ProtoMessage() {}
 
 func (x *ClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4260,7 +4359,7 @@ func (x *ClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCA.ProtoReflect.Descriptor instead.
 func (*ClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{37}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ClusterCA) GetCertPem() []byte {
@@ -4300,7 +4399,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4312,7 +4411,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4325,7 +4424,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{38}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AuditRecord) GetId() string {
@@ -4381,7 +4480,7 @@ var File_tidemark_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/catalog.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tidemark/v1/common.proto\"\xce\x06\n" +
+	"\x19tidemark/v1/catalog.proto\x12\vtidemark.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tidemark/v1/common.proto\"\xce\x06\n" +
 	"\fCapabilities\x12\x16\n" +
 	"\x06flavor\x18\x01 \x01(\tR\x06flavor\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
@@ -4664,7 +4763,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x129\n" +
 	"\n" +
-	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xcb\x05\n" +
+	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x96\x06\n" +
 	"\x0fCatalogSnapshot\x12*\n" +
 	"\x06agents\x18\x01 \x03(\v2\x12.tidemark.v1.AgentR\x06agents\x123\n" +
 	"\tinstances\x18\x02 \x03(\v2\x15.tidemark.v1.InstanceR\tinstances\x12-\n" +
@@ -4681,7 +4780,16 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	" \x03(\v2\x18.tidemark.v1.AuditRecordR\x05audit\x12=\n" +
 	"\raccess_tokens\x18\v \x03(\v2\x18.tidemark.v1.AccessTokenR\faccessTokens\x12/\n" +
 	"\bpolicies\x18\f \x03(\v2\x13.tidemark.v1.PolicyR\bpolicies\x12@\n" +
-	"\x0eschedule_skips\x18\r \x03(\v2\x19.tidemark.v1.ScheduleSkipR\rscheduleSkips\"\x8e\x02\n" +
+	"\x0eschedule_skips\x18\r \x03(\v2\x19.tidemark.v1.ScheduleSkipR\rscheduleSkips\x12I\n" +
+	"\x10idempotency_keys\x18( \x03(\v2\x1e.tidemark.v1.IdempotencyRecordR\x0fidempotencyKeys\"\xe7\x01\n" +
+	"\x11IdempotencyRecord\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12 \n" +
+	"\vfingerprint\x18\x02 \x01(\fR\vfingerprint\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12;\n" +
+	"\vrecorded_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordedAt\x12\x1b\n" +
+	"\tlog_index\x18\x05 \x01(\x04R\blogIndex\x12,\n" +
+	"\x06result\x18\x06 \x01(\v2\x14.google.protobuf.AnyR\x06result\"\x8e\x02\n" +
 	"\x0eRetentionRules\x12\x1b\n" +
 	"\tkeep_last\x18\x01 \x01(\rR\bkeepLast\x12\x1f\n" +
 	"\vkeep_hourly\x18\x02 \x01(\rR\n" +
@@ -4841,7 +4949,7 @@ func file_tidemark_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(Filesystem)(0),               // 0: tidemark.v1.Filesystem
 	(BackupStatus)(0),             // 1: tidemark.v1.BackupStatus
@@ -4873,143 +4981,148 @@ var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(*ExpireTarget)(nil),          // 27: tidemark.v1.ExpireTarget
 	(*MemberRecord)(nil),          // 28: tidemark.v1.MemberRecord
 	(*CatalogSnapshot)(nil),       // 29: tidemark.v1.CatalogSnapshot
-	(*RetentionRules)(nil),        // 30: tidemark.v1.RetentionRules
-	(*CopyTarget)(nil),            // 31: tidemark.v1.CopyTarget
-	(*PolicySchedule)(nil),        // 32: tidemark.v1.PolicySchedule
-	(*PolicyBinlog)(nil),          // 33: tidemark.v1.PolicyBinlog
-	(*PolicyConcurrency)(nil),     // 34: tidemark.v1.PolicyConcurrency
-	(*PolicySpec)(nil),            // 35: tidemark.v1.PolicySpec
-	(*Policy)(nil),                // 36: tidemark.v1.Policy
-	(*ScheduleSkip)(nil),          // 37: tidemark.v1.ScheduleSkip
-	(*AccessToken)(nil),           // 38: tidemark.v1.AccessToken
-	(*JoinToken)(nil),             // 39: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 40: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 41: tidemark.v1.ClusterCA
-	(*AuditRecord)(nil),           // 42: tidemark.v1.AuditRecord
-	nil,                           // 43: tidemark.v1.Agent.LabelsEntry
-	nil,                           // 44: tidemark.v1.Instance.LabelsEntry
-	nil,                           // 45: tidemark.v1.Backup.LabelsEntry
-	nil,                           // 46: tidemark.v1.BackupParams.LabelsEntry
-	nil,                           // 47: tidemark.v1.RestoreParams.RenameDatabasesEntry
-	nil,                           // 48: tidemark.v1.AuditRecord.FlagsEntry
-	(*timestamppb.Timestamp)(nil), // 49: google.protobuf.Timestamp
-	(*ServerInfo)(nil),            // 50: tidemark.v1.ServerInfo
-	(*ConsistencyPoint)(nil),      // 51: tidemark.v1.ConsistencyPoint
-	(*LeaseToken)(nil),            // 52: tidemark.v1.LeaseToken
-	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
+	(*IdempotencyRecord)(nil),     // 30: tidemark.v1.IdempotencyRecord
+	(*RetentionRules)(nil),        // 31: tidemark.v1.RetentionRules
+	(*CopyTarget)(nil),            // 32: tidemark.v1.CopyTarget
+	(*PolicySchedule)(nil),        // 33: tidemark.v1.PolicySchedule
+	(*PolicyBinlog)(nil),          // 34: tidemark.v1.PolicyBinlog
+	(*PolicyConcurrency)(nil),     // 35: tidemark.v1.PolicyConcurrency
+	(*PolicySpec)(nil),            // 36: tidemark.v1.PolicySpec
+	(*Policy)(nil),                // 37: tidemark.v1.Policy
+	(*ScheduleSkip)(nil),          // 38: tidemark.v1.ScheduleSkip
+	(*AccessToken)(nil),           // 39: tidemark.v1.AccessToken
+	(*JoinToken)(nil),             // 40: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 41: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 42: tidemark.v1.ClusterCA
+	(*AuditRecord)(nil),           // 43: tidemark.v1.AuditRecord
+	nil,                           // 44: tidemark.v1.Agent.LabelsEntry
+	nil,                           // 45: tidemark.v1.Instance.LabelsEntry
+	nil,                           // 46: tidemark.v1.Backup.LabelsEntry
+	nil,                           // 47: tidemark.v1.BackupParams.LabelsEntry
+	nil,                           // 48: tidemark.v1.RestoreParams.RenameDatabasesEntry
+	nil,                           // 49: tidemark.v1.AuditRecord.FlagsEntry
+	(*timestamppb.Timestamp)(nil), // 50: google.protobuf.Timestamp
+	(*ServerInfo)(nil),            // 51: tidemark.v1.ServerInfo
+	(*ConsistencyPoint)(nil),      // 52: tidemark.v1.ConsistencyPoint
+	(*LeaseToken)(nil),            // 53: tidemark.v1.LeaseToken
+	(*durationpb.Duration)(nil),   // 54: google.protobuf.Duration
+	(*anypb.Any)(nil),             // 55: google.protobuf.Any
 }
 var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	0,   // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
-	49,  // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
+	50,  // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
 	5,   // 2: tidemark.v1.Capabilities.volumes:type_name -> tidemark.v1.EngineVolume
 	0,   // 3: tidemark.v1.EngineVolume.filesystem:type_name -> tidemark.v1.Filesystem
 	6,   // 4: tidemark.v1.EngineDecision.verdicts:type_name -> tidemark.v1.EngineVerdict
-	49,  // 5: tidemark.v1.EngineDecision.decided_at:type_name -> google.protobuf.Timestamp
-	49,  // 6: tidemark.v1.EngineDecision.probed_at:type_name -> google.protobuf.Timestamp
-	49,  // 7: tidemark.v1.EngineChange.at:type_name -> google.protobuf.Timestamp
-	43,  // 8: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
+	50,  // 5: tidemark.v1.EngineDecision.decided_at:type_name -> google.protobuf.Timestamp
+	50,  // 6: tidemark.v1.EngineDecision.probed_at:type_name -> google.protobuf.Timestamp
+	50,  // 7: tidemark.v1.EngineChange.at:type_name -> google.protobuf.Timestamp
+	44,  // 8: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
 	4,   // 9: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
-	49,  // 10: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	49,  // 11: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
-	44,  // 12: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
+	50,  // 10: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	50,  // 11: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
+	45,  // 12: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
 	4,   // 13: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
-	50,  // 14: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
-	49,  // 15: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	51,  // 14: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
+	50,  // 15: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
 	20,  // 16: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
 	7,   // 17: tidemark.v1.Instance.engine_decision:type_name -> tidemark.v1.EngineDecision
 	8,   // 18: tidemark.v1.Instance.engine_changes:type_name -> tidemark.v1.EngineChange
 	1,   // 19: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
-	49,  // 20: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	49,  // 21: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	51,  // 22: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
-	52,  // 23: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
-	45,  // 24: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
+	50,  // 20: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	50,  // 21: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	52,  // 22: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
+	53,  // 23: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
+	46,  // 24: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
 	12,  // 25: tidemark.v1.Backup.pin:type_name -> tidemark.v1.BackupPin
-	49,  // 26: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
+	50,  // 26: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
 	13,  // 27: tidemark.v1.Backup.copies:type_name -> tidemark.v1.BackupCopy
-	49,  // 28: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
-	49,  // 29: tidemark.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
-	49,  // 30: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
-	49,  // 31: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
-	49,  // 32: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
-	46,  // 33: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	49,  // 34: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	50,  // 28: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
+	50,  // 29: tidemark.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
+	50,  // 30: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
+	50,  // 31: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
+	50,  // 32: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
+	47,  // 33: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
+	50,  // 34: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
 	15,  // 35: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	47,  // 36: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
-	53,  // 37: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
+	48,  // 36: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
+	54,  // 37: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
 	18,  // 38: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
-	49,  // 39: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
-	49,  // 40: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
-	52,  // 41: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
+	50,  // 39: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
+	50,  // 40: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
+	53,  // 41: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
 	19,  // 42: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
-	49,  // 43: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
-	49,  // 44: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
-	49,  // 45: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	52,  // 46: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
-	49,  // 47: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
-	49,  // 48: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	50,  // 43: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
+	50,  // 44: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
+	50,  // 45: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	53,  // 46: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	50,  // 47: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	50,  // 48: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
 	2,   // 49: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
 	3,   // 50: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	52,  // 51: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	49,  // 52: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	49,  // 53: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	49,  // 54: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	53,  // 51: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	50,  // 52: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	50,  // 53: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	50,  // 54: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
 	21,  // 55: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
 	22,  // 56: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
 	23,  // 57: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
-	49,  // 58: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
-	49,  // 59: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
+	50,  // 58: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	50,  // 59: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
 	14,  // 60: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
 	16,  // 61: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
 	17,  // 62: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
 	25,  // 63: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
 	26,  // 64: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
 	27,  // 65: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
-	49,  // 66: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
-	52,  // 67: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
-	49,  // 68: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	50,  // 66: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
+	53,  // 67: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
+	50,  // 68: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
 	9,   // 69: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
 	10,  // 70: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
 	11,  // 71: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
 	24,  // 72: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
 	28,  // 73: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
 	20,  // 74: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
-	39,  // 75: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
-	40,  // 76: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
-	41,  // 77: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
-	42,  // 78: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
-	38,  // 79: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
-	36,  // 80: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
-	37,  // 81: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
-	53,  // 82: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
-	30,  // 83: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
-	53,  // 84: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
-	53,  // 85: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
-	53,  // 86: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
-	32,  // 87: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
-	33,  // 88: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
-	30,  // 89: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
-	31,  // 90: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
-	34,  // 91: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
-	35,  // 92: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
-	49,  // 93: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	49,  // 94: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
-	36,  // 95: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
-	49,  // 96: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
-	49,  // 97: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
-	49,  // 98: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
-	49,  // 99: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
-	49,  // 100: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
-	49,  // 101: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	49,  // 102: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	49,  // 103: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	49,  // 104: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
-	48,  // 105: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
-	106, // [106:106] is the sub-list for method output_type
-	106, // [106:106] is the sub-list for method input_type
-	106, // [106:106] is the sub-list for extension type_name
-	106, // [106:106] is the sub-list for extension extendee
-	0,   // [0:106] is the sub-list for field type_name
+	40,  // 75: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
+	41,  // 76: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
+	42,  // 77: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
+	43,  // 78: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
+	39,  // 79: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
+	37,  // 80: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
+	38,  // 81: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
+	30,  // 82: tidemark.v1.CatalogSnapshot.idempotency_keys:type_name -> tidemark.v1.IdempotencyRecord
+	50,  // 83: tidemark.v1.IdempotencyRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	55,  // 84: tidemark.v1.IdempotencyRecord.result:type_name -> google.protobuf.Any
+	54,  // 85: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
+	31,  // 86: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
+	54,  // 87: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
+	54,  // 88: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
+	54,  // 89: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
+	33,  // 90: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
+	34,  // 91: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
+	31,  // 92: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
+	32,  // 93: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
+	35,  // 94: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
+	36,  // 95: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
+	50,  // 96: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	50,  // 97: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
+	37,  // 98: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
+	50,  // 99: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
+	50,  // 100: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
+	50,  // 101: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
+	50,  // 102: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
+	50,  // 103: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
+	50,  // 104: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	50,  // 105: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	50,  // 106: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	50,  // 107: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	49,  // 108: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
+	109, // [109:109] is the sub-list for method output_type
+	109, // [109:109] is the sub-list for method input_type
+	109, // [109:109] is the sub-list for extension type_name
+	109, // [109:109] is the sub-list for extension extendee
+	0,   // [0:109] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }
@@ -5036,7 +5149,7 @@ func file_tidemark_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_catalog_proto_rawDesc), len(file_tidemark_v1_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   45,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -59,6 +59,7 @@ type Command struct {
 	//	*Command_DeletePolicy
 	//	*Command_RecordScheduleSkips
 	//	*Command_RecordEngineDecision
+	//	*Command_Idempotent
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -326,6 +327,15 @@ func (x *Command) GetRecordEngineDecision() *RecordEngineDecision {
 	return nil
 }
 
+func (x *Command) GetIdempotent() *Idempotent {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_Idempotent); ok {
+			return x.Idempotent
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -430,6 +440,10 @@ type Command_RecordEngineDecision struct {
 	RecordEngineDecision *RecordEngineDecision `protobuf:"bytes,50,opt,name=record_engine_decision,json=recordEngineDecision,proto3,oneof"`
 }
 
+type Command_Idempotent struct {
+	Idempotent *Idempotent `protobuf:"bytes,60,opt,name=idempotent,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -479,6 +493,8 @@ func (*Command_DeletePolicy) isCommand_Cmd() {}
 func (*Command_RecordScheduleSkips) isCommand_Cmd() {}
 
 func (*Command_RecordEngineDecision) isCommand_Cmd() {}
+
+func (*Command_Idempotent) isCommand_Cmd() {}
 
 // PinBackup pins a backup (again: the new pin replaces the old). A deleted
 // backup or one already marked expired cannot be pinned.
@@ -1970,11 +1986,99 @@ func (x *RecordWatermarks) GetRecordedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// Idempotent carries a command under a client's idempotency key, so the key
+// and the change it guards are one entry: either both are applied or
+// neither. The FSM first prunes the keys older than the window (from
+// recorded_at, the leader's clock stamped here, never a node's) and beyond
+// the count; then a key it holds with the same fingerprint returns the
+// recorded result and applies nothing, a key it holds with another
+// fingerprint is refused (invalid), and a new key applies cmd and, when cmd
+// succeeds, records its result. A failed cmd records nothing: it changed
+// nothing, so a retry may act.
+type Idempotent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// SHA-256 of the RPC's full method name and its request without the key
+	// (deterministic marshalling).
+	Fingerprint []byte `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// The RPC's full method name, for the refusal's message.
+	Method        string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	RecordedAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	Cmd           *Command               `protobuf:"bytes,5,opt,name=cmd,proto3" json:"cmd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Idempotent) Reset() {
+	*x = Idempotent{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Idempotent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Idempotent) ProtoMessage() {}
+
+func (x *Idempotent) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Idempotent.ProtoReflect.Descriptor instead.
+func (*Idempotent) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Idempotent) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Idempotent) GetFingerprint() []byte {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return nil
+}
+
+func (x *Idempotent) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Idempotent) GetRecordedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedAt
+	}
+	return nil
+}
+
+func (x *Idempotent) GetCmd() *Command {
+	if x != nil {
+		return x.Cmd
+	}
+	return nil
+}
+
 var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xf1\r\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xac\x0e\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -2004,7 +2108,10 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x0eapply_policies\x18\x11 \x01(\v2\x1a.tidemark.v1.ApplyPoliciesH\x00R\rapplyPolicies\x12@\n" +
 	"\rdelete_policy\x18\x12 \x01(\v2\x19.tidemark.v1.DeletePolicyH\x00R\fdeletePolicy\x12V\n" +
 	"\x15record_schedule_skips\x18\x13 \x01(\v2 .tidemark.v1.RecordScheduleSkipsH\x00R\x13recordScheduleSkips\x12Y\n" +
-	"\x16record_engine_decision\x182 \x01(\v2!.tidemark.v1.RecordEngineDecisionH\x00R\x14recordEngineDecisionB\x05\n" +
+	"\x16record_engine_decision\x182 \x01(\v2!.tidemark.v1.RecordEngineDecisionH\x00R\x14recordEngineDecision\x129\n" +
+	"\n" +
+	"idempotent\x18< \x01(\v2\x17.tidemark.v1.IdempotentH\x00R\n" +
+	"idempotentB\x05\n" +
 	"\x03cmd\"R\n" +
 	"\tPinBackup\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12(\n" +
@@ -2108,7 +2215,15 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x10RecordWatermarks\x123\n" +
 	"\astreams\x18\x01 \x03(\v2\x19.tidemark.v1.BinlogStreamR\astreams\x12;\n" +
 	"\vrecorded_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"recordedAtBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
+	"recordedAt\"\xbd\x01\n" +
+	"\n" +
+	"Idempotent\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12 \n" +
+	"\vfingerprint\x18\x02 \x01(\fR\vfingerprint\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12;\n" +
+	"\vrecorded_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordedAt\x12&\n" +
+	"\x03cmd\x18\x05 \x01(\v2\x14.tidemark.v1.CommandR\x03cmdBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
 	file_tidemark_v1_command_proto_rawDescOnce sync.Once
@@ -2122,7 +2237,7 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
 	(*PinBackup)(nil),             // 1: tidemark.v1.PinBackup
@@ -2150,28 +2265,29 @@ var file_tidemark_v1_command_proto_goTypes = []any{
 	(*UpsertMember)(nil),          // 23: tidemark.v1.UpsertMember
 	(*RemoveMember)(nil),          // 24: tidemark.v1.RemoveMember
 	(*RecordWatermarks)(nil),      // 25: tidemark.v1.RecordWatermarks
-	(*BackupPin)(nil),             // 26: tidemark.v1.BackupPin
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
-	(*Job)(nil),                   // 28: tidemark.v1.Job
-	(*BackupCopy)(nil),            // 29: tidemark.v1.BackupCopy
-	(*PolicySpec)(nil),            // 30: tidemark.v1.PolicySpec
-	(*ScheduleSkip)(nil),          // 31: tidemark.v1.ScheduleSkip
-	(*EngineDecision)(nil),        // 32: tidemark.v1.EngineDecision
-	(*EngineChange)(nil),          // 33: tidemark.v1.EngineChange
-	(*JoinToken)(nil),             // 34: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 35: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 36: tidemark.v1.ClusterCA
-	(*AccessToken)(nil),           // 37: tidemark.v1.AccessToken
-	(*AuditRecord)(nil),           // 38: tidemark.v1.AuditRecord
-	(*Agent)(nil),                 // 39: tidemark.v1.Agent
-	(*Instance)(nil),              // 40: tidemark.v1.Instance
-	(*LeaseToken)(nil),            // 41: tidemark.v1.LeaseToken
-	(JobState)(0),                 // 42: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 43: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 44: tidemark.v1.JobResult
-	(*Backup)(nil),                // 45: tidemark.v1.Backup
-	(*MemberRecord)(nil),          // 46: tidemark.v1.MemberRecord
-	(*BinlogStream)(nil),          // 47: tidemark.v1.BinlogStream
+	(*Idempotent)(nil),            // 26: tidemark.v1.Idempotent
+	(*BackupPin)(nil),             // 27: tidemark.v1.BackupPin
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*Job)(nil),                   // 29: tidemark.v1.Job
+	(*BackupCopy)(nil),            // 30: tidemark.v1.BackupCopy
+	(*PolicySpec)(nil),            // 31: tidemark.v1.PolicySpec
+	(*ScheduleSkip)(nil),          // 32: tidemark.v1.ScheduleSkip
+	(*EngineDecision)(nil),        // 33: tidemark.v1.EngineDecision
+	(*EngineChange)(nil),          // 34: tidemark.v1.EngineChange
+	(*JoinToken)(nil),             // 35: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 36: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 37: tidemark.v1.ClusterCA
+	(*AccessToken)(nil),           // 38: tidemark.v1.AccessToken
+	(*AuditRecord)(nil),           // 39: tidemark.v1.AuditRecord
+	(*Agent)(nil),                 // 40: tidemark.v1.Agent
+	(*Instance)(nil),              // 41: tidemark.v1.Instance
+	(*LeaseToken)(nil),            // 42: tidemark.v1.LeaseToken
+	(JobState)(0),                 // 43: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 44: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 45: tidemark.v1.JobResult
+	(*Backup)(nil),                // 46: tidemark.v1.Backup
+	(*MemberRecord)(nil),          // 47: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 48: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
 	16, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
@@ -2199,50 +2315,53 @@ var file_tidemark_v1_command_proto_depIdxs = []int32{
 	7,  // 22: tidemark.v1.Command.delete_policy:type_name -> tidemark.v1.DeletePolicy
 	8,  // 23: tidemark.v1.Command.record_schedule_skips:type_name -> tidemark.v1.RecordScheduleSkips
 	9,  // 24: tidemark.v1.Command.record_engine_decision:type_name -> tidemark.v1.RecordEngineDecision
-	26, // 25: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
-	27, // 26: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
-	28, // 27: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
-	27, // 28: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
-	29, // 29: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
-	30, // 30: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
-	27, // 31: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
-	27, // 32: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
-	31, // 33: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
-	32, // 34: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
-	33, // 35: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
-	34, // 36: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
-	27, // 37: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
-	35, // 38: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
-	36, // 39: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
-	37, // 40: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
-	38, // 41: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
-	39, // 42: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	40, // 43: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	27, // 44: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	40, // 45: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	27, // 46: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	28, // 47: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	41, // 48: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	27, // 49: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	27, // 50: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	42, // 51: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	41, // 52: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	43, // 53: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	44, // 54: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	27, // 55: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	45, // 56: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	41, // 57: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	27, // 58: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	45, // 59: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	27, // 60: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	46, // 61: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	47, // 62: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
-	27, // 63: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
-	64, // [64:64] is the sub-list for method output_type
-	64, // [64:64] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	26, // 25: tidemark.v1.Command.idempotent:type_name -> tidemark.v1.Idempotent
+	27, // 26: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
+	28, // 27: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
+	29, // 28: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
+	28, // 29: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
+	30, // 30: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
+	31, // 31: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
+	28, // 32: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
+	28, // 33: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
+	32, // 34: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
+	33, // 35: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
+	34, // 36: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
+	35, // 37: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
+	28, // 38: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
+	36, // 39: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
+	37, // 40: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
+	38, // 41: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
+	39, // 42: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
+	40, // 43: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	41, // 44: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	28, // 45: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	41, // 46: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	28, // 47: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	29, // 48: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	42, // 49: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	28, // 50: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	28, // 51: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	43, // 52: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	42, // 53: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	44, // 54: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	45, // 55: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	28, // 56: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	46, // 57: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	42, // 58: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	28, // 59: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	46, // 60: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	28, // 61: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	47, // 62: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	48, // 63: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	28, // 64: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	28, // 65: tidemark.v1.Idempotent.recorded_at:type_name -> google.protobuf.Timestamp
+	0,  // 66: tidemark.v1.Idempotent.cmd:type_name -> tidemark.v1.Command
+	67, // [67:67] is the sub-list for method output_type
+	67, // [67:67] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -2278,6 +2397,7 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_DeletePolicy)(nil),
 		(*Command_RecordScheduleSkips)(nil),
 		(*Command_RecordEngineDecision)(nil),
+		(*Command_Idempotent)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2285,7 +2405,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
