@@ -23,6 +23,9 @@ const (
 	IdempotencyMaxKeys = 10000
 )
 
+// maxKeys is IdempotencyMaxKeys; a test lowers it.
+var maxKeys = IdempotencyMaxKeys
+
 // errReplayed is returned by applyIdempotent for a key it already holds
 // with the same request: the recorded result, nothing applied.
 var errReplayed = errors.New("replayed")
@@ -66,7 +69,7 @@ func applyIdempotent(w *catalog.Write, e entry, c *v1.Idempotent) (proto.Message
 		return nil, catalog.Errorf(catalog.ErrInvalid, "Idempotent command for key %q wraps another Idempotent command", c.GetKey())
 	}
 	at := c.GetRecordedAt().AsTime()
-	if err := pruneKeys(w, at, IdempotencyMaxKeys-1); err != nil {
+	if err := pruneKeys(w, at, maxKeys-1); err != nil {
 		return nil, err
 	}
 	if rec, err := w.IdempotencyKey(c.GetKey()); err == nil && LiveKey(rec, at) {
