@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/tidemark-backup/tidemark/controller/client"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
@@ -425,5 +428,46 @@ func TestWritesRideOutElections(t *testing.T) {
 			t.Fatalf("jobs of db4 after one `tidemark backup`: %v, printed %s", l.GetJobs(), id)
 		}
 		step("tidemark backup right after kill -9 of " + killed.id + ": " + id)
+	})
+
+	t.Run("NoQuorum", func(t *testing.T) {
+		// One node left of three: the write fails at the deadline, naming
+		// every address and what each said.
+		var last *node
+		for _, n := range all {
+			if !n.Exited() {
+				if last == nil {
+					last = n
+				} else {
+					n.Kill()
+				}
+			}
+		}
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		t0 := time.Now()
+		_, err := conn1.Control.SubmitBackup(sctx, &v1.SubmitBackupRequest{Instance: "db4", Engine: "logical"})
+		took := time.Since(t0)
+		var ce *client.CallError
+		if !errors.As(err, &ce) {
+			t.Fatalf("write without a quorum: %v (%T), want a *client.CallError", err, err)
+		}
+		msg := status.Convert(err).Message()
+		if status.Code(err) != codes.Unavailable || !strings.HasPrefix(msg, "SubmitBackup failed at every controller tried within 3") {
+			t.Fatalf("write without a quorum: %v", err)
+		}
+		for _, n := range all {
+			want := "): unreachable: dial tcp " + n.grpcAddr + ": connect: connection refused"
+			if n == last {
+				want = "): node " + n.id + " knows no leader"
+			}
+			if !strings.Contains(msg, n.grpcAddr+" (") || !strings.Contains(msg, want) {
+				t.Errorf("the error does not name %s (%s) with %q: %s", n.id, n.grpcAddr, want, msg)
+			}
+		}
+		if took > testenv.Wait(5*time.Second) {
+			t.Errorf("a call with a 3 s deadline took %s", took)
+		}
+		t.Logf("without a quorum, after %s: %s", took.Round(time.Millisecond), msg)
 	})
 }

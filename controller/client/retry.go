@@ -91,8 +91,13 @@ func (e *CallError) GRPCStatus() *status.Status {
 	return status.New(status.Code(e.last), e.Error())
 }
 
-// describe is an attempt's error in one clause.
+// describe is an attempt's error in one clause: a controller's own answer
+// as it gave it (its messages name the node: "node c2 knows no leader
+// ..."), a transport failure as Classify words it.
 func describe(err error) string {
+	if st, ok := status.FromError(err); ok && (strings.HasPrefix(st.Message(), "node ") || strings.HasPrefix(st.Message(), "the leader ")) {
+		return st.Message()
+	}
 	c := Classify(err)
 	if st, ok := status.FromError(c); ok {
 		return st.Message()
