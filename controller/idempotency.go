@@ -57,7 +57,7 @@ func keyed[Resp any](ctx context.Context, s *Server, req keyedRequest, replay fu
 		return zero, invalid("idempotency_key is %d bytes long; at most %d (a UUID is 36)", len(key), maxKeyLen)
 	}
 	method, _ := grpc.Method(ctx)
-	fp, err := fingerprint(method, req)
+	fp, err := fingerprint(method, who(ctx), req)
 	if err != nil {
 		return zero, err
 	}
@@ -81,8 +81,10 @@ func keyed[Resp any](ctx context.Context, s *Server, req keyedRequest, replay fu
 	return replay(call.value)
 }
 
-// fingerprint identifies a request: its method and its fields but the key.
-func fingerprint(method string, req keyedRequest) ([]byte, error) {
+// fingerprint identifies a request: its method, its caller (keys are not
+// shared between callers: another's key is refused, never replayed) and
+// its fields but the key.
+func fingerprint(method, caller string, req keyedRequest) ([]byte, error) {
 	m := proto.Clone(req)
 	fd := m.ProtoReflect().Descriptor().Fields().ByName("idempotency_key")
 	if fd != nil {
@@ -93,9 +95,9 @@ func fingerprint(method string, req keyedRequest) ([]byte, error) {
 		return nil, fmt.Errorf("fingerprinting the %s request: %w", method, err)
 	}
 	h := sha256.New()
-	h.Write([]byte(method))
-	h.Write([]byte{0})
-	h.Write(b)
+	for _, part := range [][]byte{[]byte(method), {0}, []byte(caller), {0}, b} {
+		h.Write(part)
+	}
 	return h.Sum(nil), nil
 }
 

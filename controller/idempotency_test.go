@@ -7,6 +7,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/tidemark-backup/tidemark/controller/client"
+	"github.com/tidemark-backup/tidemark/internal/testenv"
+	"github.com/tidemark-backup/tidemark/internal/tlsx"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -38,7 +41,15 @@ func TestIdempotencyKeyInProcess(t *testing.T) {
 	// The same key with other parameters (another engine) is refused.
 	_, err = c.Control.SubmitBackup(ctx, &v1.SubmitBackupRequest{Instance: "db1", Engine: "physical", IdempotencyKey: "key-1"})
 	wantCode(t, err, codes.InvalidArgument, `idempotency key "key-1" was first used at`)
-	wantCode(t, err, codes.InvalidArgument, "for /tidemark.v1.ControlService/SubmitBackup with other parameters: a key names one request; send a new key for a new request")
+	wantCode(t, err, codes.InvalidArgument, "for /tidemark.v1.ControlService/SubmitBackup with other parameters or by another caller: a key names one request; send a new key for a new request")
+	// Or by another caller: keys are not shared.
+	otto, err := client.DialAny(ctx, []string{srv.Addr()}, client.Options{TLS: testCA(t).Source(t, testenv.User("otto", tlsx.RoleOperator)).ClientConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = otto.Close() }()
+	_, err = otto.Control.SubmitBackup(ctx, req)
+	wantCode(t, err, codes.InvalidArgument, "with other parameters or by another caller")
 	// Or with another method.
 	_, err = c.Control.CancelJob(ctx, &v1.CancelJobRequest{Id: r1.GetJob().GetId(), IdempotencyKey: "key-1"})
 	wantCode(t, err, codes.InvalidArgument, "for /tidemark.v1.ControlService/SubmitBackup with other parameters")

@@ -38,7 +38,7 @@ func LiveKey(rec *v1.IdempotencyRecord, t time.Time) bool {
 
 // KeyMismatch is the error for a key reused with another request.
 func KeyMismatch(rec *v1.IdempotencyRecord) error {
-	return catalog.Errorf(catalog.ErrInvalid, "idempotency key %q was first used at %s for %s with other parameters: a key names one request; send a new key for a new request",
+	return catalog.Errorf(catalog.ErrInvalid, "idempotency key %q was first used at %s for %s with other parameters or by another caller: a key names one request; send a new key for a new request",
 		rec.GetKey(), rec.GetRecordedAt().AsTime().UTC().Format(time.RFC3339), rec.GetMethod())
 }
 

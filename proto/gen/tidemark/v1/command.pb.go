@@ -1998,8 +1998,8 @@ func (x *RecordWatermarks) GetRecordedAt() *timestamppb.Timestamp {
 type Idempotent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// SHA-256 of the RPC's full method name and its request without the key
-	// (deterministic marshalling).
+	// SHA-256 of the RPC's full method name, the caller and the request
+	// without the key (deterministic marshalling).
 	Fingerprint []byte `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	// The RPC's full method name, for the refusal's message.
 	Method        string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
