@@ -27,7 +27,7 @@
 // from what they act on so that a new leader never doubles one.
 //
 // Mutating calls that may be retried (submit, restore, cancel, copy,
-// expire, pin, unpin, binlog start and stop) carry a client's idempotency
+// expire, pin, unpin, binlog start and stop, policy delete) carry a client's idempotency
 // key (idempotency.go): the leader wraps the call's one write in an
 // Idempotent command, so the key and the change commit together; a retry
 // with the same key and request gets the recorded result (replayed), the

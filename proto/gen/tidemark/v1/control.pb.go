@@ -4032,10 +4032,12 @@ func (x *GetPolicyResponse) GetInstances() []string {
 }
 
 type DeletePolicyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// See SubmitBackupRequest.idempotency_key.
+	IdempotencyKey string `protobuf:"bytes,21,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DeletePolicyRequest) Reset() {
@@ -4075,10 +4077,19 @@ func (x *DeletePolicyRequest) GetName() string {
 	return ""
 }
 
+func (x *DeletePolicyRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type DeletePolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The policy as it was.
-	Policy        *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// See SubmitBackupResponse.replayed.
+	Replayed      bool `protobuf:"varint,21,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4118,6 +4129,13 @@ func (x *DeletePolicyResponse) GetPolicy() *Policy {
 		return x.Policy
 	}
 	return nil
+}
+
+func (x *DeletePolicyResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
 }
 
 type GetScheduleRequest struct {
@@ -5002,11 +5020,13 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"consistent\"^\n" +
 	"\x11GetPolicyResponse\x12+\n" +
 	"\x06policy\x18\x01 \x01(\v2\x13.tidemark.v1.PolicyR\x06policy\x12\x1c\n" +
-	"\tinstances\x18\x02 \x03(\tR\tinstances\")\n" +
+	"\tinstances\x18\x02 \x03(\tR\tinstances\"R\n" +
 	"\x13DeletePolicyRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"C\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
+	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\"_\n" +
 	"\x14DeletePolicyResponse\x12+\n" +
-	"\x06policy\x18\x01 \x01(\v2\x13.tidemark.v1.PolicyR\x06policy\"P\n" +
+	"\x06policy\x18\x01 \x01(\v2\x13.tidemark.v1.PolicyR\x06policy\x12\x1a\n" +
+	"\breplayed\x18\x15 \x01(\bR\breplayed\"P\n" +
 	"\x12GetScheduleRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x1e\n" +
 	"\vper_run_key\x18\x02 \x01(\rR\tperRunKey\"\xcd\x02\n" +
