@@ -76,7 +76,8 @@ type Options struct {
 	// ProbeTimeout bounds the check of one address (default 3s).
 	ProbeTimeout time.Duration
 	// AttemptTimeout bounds one attempt of a retried call at one address
-	// (default DefaultAttemptTimeout).
+	// (default: a third of the call's time, between MinAttemptTimeout and
+	// DefaultAttemptTimeout).
 	AttemptTimeout time.Duration
 	// RetryBudget bounds the retries of a call whose context has no
 	// deadline (default DefaultRetryBudget).

@@ -22,10 +22,13 @@ import (
 const (
 	// DefaultAttemptTimeout bounds one attempt at one address, so a node
 	// that hangs (SIGSTOPped, or cut off without a reset) costs this much,
-	// not the call's whole budget. A controller answers a read or commits a
-	// write in milliseconds; an attempt that takes longer is retried (a
-	// write under its idempotency key, so it takes effect once).
+	// not the call's whole budget: a third of the time left when the call
+	// starts, between MinAttemptTimeout and this. A controller answers a
+	// read or commits a write in milliseconds; an attempt that takes longer
+	// is retried (a write under its idempotency key, so it takes effect
+	// once).
 	DefaultAttemptTimeout = 5 * time.Second
+	MinAttemptTimeout     = time.Second
 	// DefaultRetryBudget is how long a call without a deadline keeps
 	// retrying.
 	DefaultRetryBudget = 30 * time.Second
@@ -280,12 +283,17 @@ func (p *pool) retry(ctx context.Context, home, method string, req, reply any, c
 		ctx, cancel = context.WithTimeout(ctx, p.budget())
 		defer cancel()
 	}
+	attemptTimeout := p.opts.AttemptTimeout
+	if attemptTimeout <= 0 {
+		dl, _ := ctx.Deadline()
+		attemptTimeout = min(DefaultAttemptTimeout, max(MinAttemptTimeout, time.Until(dl)/3))
+	}
 	ce := &CallError{Method: method, Attempts: map[string]int{}}
 	seen := map[string]*AddrError{}
 	backoff := 50 * time.Millisecond
 	for {
 		for _, addr := range p.order(home) {
-			err := p.attempt(ctx, addr, home, method, req, reply, cc, invoker, opts)
+			err := p.attempt(ctx, attemptTimeout, addr, home, method, req, reply, cc, invoker, opts)
 			if err == nil {
 				p.answered(addr)
 				return nil
@@ -329,8 +337,8 @@ func (p *pool) retry(ctx context.Context, home, method string, req, reply any, c
 }
 
 // attempt sends the call once to addr, bounded by the attempt timeout.
-func (p *pool) attempt(ctx context.Context, addr, home, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
-	actx, cancel := context.WithTimeout(ctx, p.attemptTimeout())
+func (p *pool) attempt(ctx context.Context, timeout time.Duration, addr, home, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
+	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if addr == home {
 		return invoker(actx, method, req, reply, cc, opts...)
@@ -340,13 +348,6 @@ func (p *pool) attempt(ctx context.Context, addr, home, method string, req, repl
 		return err
 	}
 	return occ.Invoke(actx, method, req, reply, opts...)
-}
-
-func (p *pool) attemptTimeout() time.Duration {
-	if p.opts.AttemptTimeout > 0 {
-		return p.opts.AttemptTimeout
-	}
-	return DefaultAttemptTimeout
 }
 
 func (p *pool) budget() time.Duration {
