@@ -28,7 +28,12 @@ const (
 	// is retried (a write under its idempotency key, so it takes effect
 	// once).
 	DefaultAttemptTimeout = 5 * time.Second
-	MinAttemptTimeout     = time.Second
+	// MinAttemptTimeout leaves room for the controller's own bounded
+	// waits, which must end inside one attempt or the call never gets
+	// their answer: a second per unreachable peer in ClusterStatus, two
+	// for a follower asking the leader before it answers ListAgents,
+	// ListInstances or GetBinlogStatus from its own catalog.
+	MinAttemptTimeout = 3 * time.Second
 	// DefaultRetryBudget is how long a call without a deadline keeps
 	// retrying.
 	DefaultRetryBudget = 30 * time.Second
