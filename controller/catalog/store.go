@@ -19,7 +19,7 @@ type Store struct {
 var tables = []func() *memdb.TableSchema{
 	agentsTable, instancesTable, backupsTable, jobsTable, membersTable, binlogStreamsTable,
 	joinTokensTable, revocationsTable, clusterCATable, auditTable, accessTokensTableSchema,
-	policiesTable, scheduleSkipsTable, idempotencyTable,
+	policiesTable, scheduleSkipsTable, idempotencyTable, idempotencyCountTable,
 }
 
 func schema() *memdb.DBSchema {

@@ -104,18 +104,17 @@ func applyIdempotent(w *catalog.Write, e entry, c *v1.Idempotent) (proto.Message
 }
 
 // pruneKeys deletes the keys recorded before at minus the window, then the
-// oldest until at most keep remain. It goes by the entry's own time, so
-// every node prunes the same keys.
+// oldest until at most keep remain, oldest (lowest log index) first. It
+// goes by the entry's own time, so every node prunes the same keys; it
+// stops at the first record it keeps, so a write costs what it prunes.
 func pruneKeys(w *catalog.Write, at time.Time, keep int) error {
-	all := w.IdempotencyKeys()
-	over := len(all) - keep
-	for i, rec := range all {
-		if i >= over && LiveKey(rec, at) {
-			break // ordered by log index, and recorded_at grows with it
+	for {
+		rec := w.OldestIdempotencyKey()
+		if rec == nil || (w.IdempotencyKeyCount() <= keep && LiveKey(rec, at)) {
+			return nil
 		}
 		if err := w.DeleteIdempotencyKey(rec.GetKey()); err != nil {
 			return err
 		}
 	}
-	return nil
 }

@@ -92,8 +92,8 @@ func TestIdempotencyWindow(t *testing.T) {
 	for _, rec := range n.fsm.Store().Read().IdempotencyKeys() {
 		keys = append(keys, rec.GetKey())
 	}
-	if strings.Join(keys, ",") != "a,b,c" {
-		t.Fatalf("keys with a bound of 3: %v, want a,b,c", keys)
+	if strings.Join(keys, ",") != "a,b,c" || n.fsm.Store().Read().IdempotencyKeyCount() != 3 {
+		t.Fatalf("keys with a bound of 3: %v (count %d), want a,b,c", keys, n.fsm.Store().Read().IdempotencyKeyCount())
 	}
 }
 
@@ -112,6 +112,9 @@ func TestIdempotencyKeysSurviveSnapshotRestore(t *testing.T) {
 	m := &node{t: t, fsm: New(), index: n.index, term: 2}
 	if err := m.fsm.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
+	}
+	if c := m.fsm.Store().Read().IdempotencyKeyCount(); c != 1 {
+		t.Fatalf("restored key count %d, want 1", c)
 	}
 	r := m.apply(keyed("k1", "fp", time.Hour, submitBackup("j2", "db1", time.Hour)))
 	if r.Err != nil || !r.Replayed || r.Value.(*v1.Job).GetId() != "j1" {
