@@ -46,8 +46,8 @@ type Response struct {
 	// The command changed nothing because it was already applied (a
 	// repeated job result, or a replayed idempotency key).
 	Unchanged bool
-	// Value is the result recorded for the command's idempotency key by an
-	// earlier entry; this one applied nothing.
+	// Replayed: Value is the result an earlier entry recorded for the
+	// command's idempotency key; this entry applied nothing.
 	Replayed bool
 	Err      error
 }
