@@ -91,11 +91,11 @@ func applyIdempotent(w *catalog.Write, e entry, c *v1.Idempotent) (proto.Message
 		RecordedAt: timestamppb.New(at), LogIndex: e.Index,
 	}
 	if val != nil {
-		a, aerr := anypb.New(val)
-		if aerr != nil {
+		// Deterministic, as the snapshot: every node stores the same bytes.
+		rec.Result = &anypb.Any{}
+		if aerr := anypb.MarshalFrom(rec.Result, val, proto.MarshalOptions{Deterministic: true}); aerr != nil {
 			return nil, fmt.Errorf("idempotency key %q: encoding the result: %w", c.GetKey(), aerr)
 		}
-		rec.Result = a
 	}
 	if perr := w.PutIdempotencyKey(rec); perr != nil {
 		return nil, perr

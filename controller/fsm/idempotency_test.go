@@ -122,3 +122,30 @@ func TestIdempotencyKeysSurviveSnapshotRestore(t *testing.T) {
 	}
 	m.fails(keyed("k1", "other", time.Hour, submitBackup("j2", "db1", time.Hour)), catalog.ErrInvalid, "other parameters")
 }
+
+// TestIdempotencyDeterminism: a recorded result with a map (a backup's
+// labels) is stored as the same bytes on every node.
+func TestIdempotencyDeterminism(t *testing.T) {
+	var snaps [][]byte
+	for range 5 {
+		n := newNode(t)
+		n.ok(register("db1", "db1"))
+		cmd := submitBackup("j1", "db1", 0)
+		labels := map[string]string{}
+		for i := range 20 {
+			labels[string(rune('a'+i))] = "v"
+		}
+		cmd.GetSubmitJob().GetJob().GetBackup().Labels = labels
+		n.ok(keyed("k1", "fp", 0, cmd))
+		b, err := Marshal(n.fsm.Store())
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, b)
+	}
+	for i := 1; i < len(snaps); i++ {
+		if !bytes.Equal(snaps[0], snaps[i]) {
+			t.Fatalf("snapshot %d differs from the first", i)
+		}
+	}
+}
