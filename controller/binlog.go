@@ -191,45 +191,49 @@ func (c *controlService) StartBinlogStream(ctx context.Context, req *v1.StartBin
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.StartBinlogStream)
 	}
-	if req.GetInstance() == "" {
-		return nil, invalid("instance is required")
-	}
-	if f := req.GetFlush(); f != nil {
-		if d := f.AsDuration(); d < minFlush || d > maxFlush {
-			return nil, invalid("flush %s: must be between %s and %s", d, minFlush, maxFlush)
+	return keyed(ctx, s, req, replayed("job", func(v *v1.Job) *v1.StartBinlogStreamResponse {
+		return &v1.StartBinlogStreamResponse{Job: v, Replayed: true}
+	}), func(ctx context.Context) (*v1.StartBinlogStreamResponse, error) {
+		if req.GetInstance() == "" {
+			return nil, invalid("instance is required")
 		}
-	}
-	if err := checkRepo(req.GetRepositoryUri()); err != nil {
-		return nil, err
-	}
-	in, err := s.fsm.Store().Read().Instance(req.GetInstance())
-	if err != nil {
-		return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q not found: see `tidemark instances`", req.GetInstance())
-	}
-	repo := req.GetRepositoryUri()
-	if repo == "" {
-		repo = s.cfg.Repo
-	}
-	flush := req.GetFlush()
-	if flush == nil {
-		flush = durationpb.New(time.Second)
-	}
-	t := time.Now()
-	job := &v1.Job{
-		Id: newJobID(t), Kind: v1.JobKind_JOB_KIND_BINLOG_STREAM, Instance: in.GetName(), State: v1.JobState_JOB_STATE_PENDING,
-		CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t),
-		Params: &v1.Job_BinlogStream{BinlogStream: &v1.BinlogStreamParams{
-			Flush: flush, RepositoryUri: repo, Cluster: in.GetLabels()[catalog.ClusterLabel],
-			ServerId: req.GetServerId(), PurgeArchived: req.GetPurgeArchived(),
-		}},
-	}
-	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
-	if err != nil {
-		return nil, err
-	}
-	s.agents.kickAssigner()
-	s.log.Info("binlog stream submitted", "job", job.GetId(), "instance", job.GetInstance(), "cluster", job.GetBinlogStream().GetCluster())
-	return &v1.StartBinlogStreamResponse{Job: resp.Value.(*v1.Job)}, nil
+		if f := req.GetFlush(); f != nil {
+			if d := f.AsDuration(); d < minFlush || d > maxFlush {
+				return nil, invalid("flush %s: must be between %s and %s", d, minFlush, maxFlush)
+			}
+		}
+		if err := checkRepo(req.GetRepositoryUri()); err != nil {
+			return nil, err
+		}
+		in, err := s.fsm.Store().Read().Instance(req.GetInstance())
+		if err != nil {
+			return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q not found: see `tidemark instances`", req.GetInstance())
+		}
+		repo := req.GetRepositoryUri()
+		if repo == "" {
+			repo = s.cfg.Repo
+		}
+		flush := req.GetFlush()
+		if flush == nil {
+			flush = durationpb.New(time.Second)
+		}
+		t := time.Now()
+		job := &v1.Job{
+			Id: newJobID(t), Kind: v1.JobKind_JOB_KIND_BINLOG_STREAM, Instance: in.GetName(), State: v1.JobState_JOB_STATE_PENDING,
+			CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t),
+			Params: &v1.Job_BinlogStream{BinlogStream: &v1.BinlogStreamParams{
+				Flush: flush, RepositoryUri: repo, Cluster: in.GetLabels()[catalog.ClusterLabel],
+				ServerId: req.GetServerId(), PurgeArchived: req.GetPurgeArchived(),
+			}},
+		}
+		resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
+		if err != nil {
+			return nil, err
+		}
+		s.agents.kickAssigner()
+		s.log.Info("binlog stream submitted", "job", job.GetId(), "instance", job.GetInstance(), "cluster", job.GetBinlogStream().GetCluster())
+		return &v1.StartBinlogStreamResponse{Job: resp.Value.(*v1.Job)}, nil
+	})
 }
 
 func (c *controlService) StopBinlogStream(ctx context.Context, req *v1.StopBinlogStreamRequest) (*v1.StopBinlogStreamResponse, error) {
@@ -237,24 +241,28 @@ func (c *controlService) StopBinlogStream(ctx context.Context, req *v1.StopBinlo
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.StopBinlogStream)
 	}
-	r := s.fsm.Store().Read()
-	in, err := r.Instance(req.GetInstance())
-	if err != nil {
-		return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q not found: see `tidemark instances`", req.GetInstance())
-	}
-	j := r.ActiveStreamOf(in)
-	if j == nil {
-		return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q has no binlog stream running (start one with `tidemark binlog start --instance %s`)", in.GetName(), in.GetName())
-	}
-	reason := req.GetReason()
-	if reason == "" {
-		reason = "binlog stream stopped"
-	}
-	nj, err := s.cancelJob(ctx, j.GetId(), reason)
-	if err != nil {
-		return nil, err
-	}
-	return &v1.StopBinlogStreamResponse{Job: nj}, nil
+	return keyed(ctx, s, req, replayed("job", func(v *v1.Job) *v1.StopBinlogStreamResponse {
+		return &v1.StopBinlogStreamResponse{Job: v, Replayed: true}
+	}), func(ctx context.Context) (*v1.StopBinlogStreamResponse, error) {
+		r := s.fsm.Store().Read()
+		in, err := r.Instance(req.GetInstance())
+		if err != nil {
+			return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q not found: see `tidemark instances`", req.GetInstance())
+		}
+		j := r.ActiveStreamOf(in)
+		if j == nil {
+			return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q has no binlog stream running (start one with `tidemark binlog start --instance %s`)", in.GetName(), in.GetName())
+		}
+		reason := req.GetReason()
+		if reason == "" {
+			reason = "binlog stream stopped"
+		}
+		nj, err := s.cancelJob(ctx, j.GetId(), reason)
+		if err != nil {
+			return nil, err
+		}
+		return &v1.StopBinlogStreamResponse{Job: nj}, nil
+	})
 }
 
 func (c *controlService) GetBinlogStatus(ctx context.Context, req *v1.GetBinlogStatusRequest) (*v1.GetBinlogStatusResponse, error) {

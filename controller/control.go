@@ -351,46 +351,50 @@ func (c *controlService) SubmitBackup(ctx context.Context, req *v1.SubmitBackupR
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.SubmitBackup)
 	}
-	if req.GetInstance() == "" {
-		return nil, invalid("instance is required")
-	}
-	if err := checkRepo(req.GetRepositoryUri()); err != nil {
-		return nil, err
-	}
-	repo := req.GetRepositoryUri()
-	if repo == "" {
-		repo = s.cfg.Repo
-	}
-	var sel resolvedEngine
-	if in, err := s.fsm.Store().Read().Instance(req.GetInstance()); err == nil {
-		if sel, err = resolveEngine(in, req.GetEngine(), s.cfg.LogicalBelow); err != nil {
+	return keyed(ctx, s, req, replayed("job", func(v *v1.Job) *v1.SubmitBackupResponse {
+		return &v1.SubmitBackupResponse{Job: v, Replayed: true}
+	}), func(ctx context.Context) (*v1.SubmitBackupResponse, error) {
+		if req.GetInstance() == "" {
+			return nil, invalid("instance is required")
+		}
+		if err := checkRepo(req.GetRepositoryUri()); err != nil {
 			return nil, err
 		}
-	} else if req.GetEngine() != "auto" && req.GetEngine() != "" {
-		// An unknown instance is refused when the job is applied; an
-		// unknown engine is named first.
-		if err := selection.CheckNames([]string{req.GetEngine()}); err != nil {
-			return nil, invalid("engine: %v", err)
+		repo := req.GetRepositoryUri()
+		if repo == "" {
+			repo = s.cfg.Repo
 		}
-		sel.engine = req.GetEngine()
-	}
-	engine := sel.engine
-	t := time.Now()
-	job := &v1.Job{
-		Id: newJobID(t), Kind: v1.JobKind_JOB_KIND_BACKUP, Instance: req.GetInstance(), State: v1.JobState_JOB_STATE_PENDING,
-		CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t), MaxAttempts: s.cfg.MaxAttempts,
-		Params: &v1.Job_Backup{Backup: &v1.BackupParams{
-			Engine: engine, RepositoryUri: repo, Labels: maps.Clone(req.GetLabels()), Parallelism: req.GetParallelism(),
-			EngineReason: sel.reason, FallbackEngines: sel.fallbacks,
-		}},
-	}
-	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
-	if err != nil {
-		return nil, err
-	}
-	s.agents.kickAssigner()
-	s.log.Info("backup submitted", "job", job.GetId(), "instance", job.GetInstance(), "engine", engine, "why", sel.reason)
-	return &v1.SubmitBackupResponse{Job: resp.Value.(*v1.Job)}, nil
+		var sel resolvedEngine
+		if in, err := s.fsm.Store().Read().Instance(req.GetInstance()); err == nil {
+			if sel, err = resolveEngine(in, req.GetEngine(), s.cfg.LogicalBelow); err != nil {
+				return nil, err
+			}
+		} else if req.GetEngine() != "auto" && req.GetEngine() != "" {
+			// An unknown instance is refused when the job is applied; an
+			// unknown engine is named first.
+			if err := selection.CheckNames([]string{req.GetEngine()}); err != nil {
+				return nil, invalid("engine: %v", err)
+			}
+			sel.engine = req.GetEngine()
+		}
+		engine := sel.engine
+		t := time.Now()
+		job := &v1.Job{
+			Id: newJobID(t), Kind: v1.JobKind_JOB_KIND_BACKUP, Instance: req.GetInstance(), State: v1.JobState_JOB_STATE_PENDING,
+			CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t), MaxAttempts: s.cfg.MaxAttempts,
+			Params: &v1.Job_Backup{Backup: &v1.BackupParams{
+				Engine: engine, RepositoryUri: repo, Labels: maps.Clone(req.GetLabels()), Parallelism: req.GetParallelism(),
+				EngineReason: sel.reason, FallbackEngines: sel.fallbacks,
+			}},
+		}
+		resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
+		if err != nil {
+			return nil, err
+		}
+		s.agents.kickAssigner()
+		s.log.Info("backup submitted", "job", job.GetId(), "instance", job.GetInstance(), "engine", engine, "why", sel.reason)
+		return &v1.SubmitBackupResponse{Job: resp.Value.(*v1.Job)}, nil
+	})
 }
 
 func (c *controlService) ExplainEngines(ctx context.Context, req *v1.ExplainEnginesRequest) (*v1.ExplainEnginesResponse, error) {
@@ -402,48 +406,52 @@ func (c *controlService) SubmitRestore(ctx context.Context, req *v1.SubmitRestor
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.SubmitRestore)
 	}
-	p := req.GetParams()
-	if p.GetTargetInstance() == "" {
-		return nil, invalid("params.target_instance is required")
-	}
-	if p.GetBackupId() == "" && p.GetStopAt() == nil {
-		return nil, invalid("params.backup_id is required (or a point-in-time target with params.source_instance)")
-	}
-	if err := checkRepo(p.GetRepositoryUri()); err != nil {
-		return nil, err
-	}
-	r := s.fsm.Store().Read()
-	if p.GetStopAt() != nil {
-		var err error
-		if p, err = pitrParams(r, p); err != nil {
+	return keyed(ctx, s, req, replayed("job", func(v *v1.Job) *v1.SubmitRestoreResponse {
+		return &v1.SubmitRestoreResponse{Job: v, Replayed: true}
+	}), func(ctx context.Context) (*v1.SubmitRestoreResponse, error) {
+		p := req.GetParams()
+		if p.GetTargetInstance() == "" {
+			return nil, invalid("params.target_instance is required")
+		}
+		if p.GetBackupId() == "" && p.GetStopAt() == nil {
+			return nil, invalid("params.backup_id is required (or a point-in-time target with params.source_instance)")
+		}
+		if err := checkRepo(p.GetRepositoryUri()); err != nil {
 			return nil, err
 		}
-	}
-	// Only a complete backup the catalog knows is restored, from where it
-	// was written: the target's agent may use another repository.
-	b, err := completeBackup(r, p.GetBackupId())
-	if err != nil {
-		return nil, err
-	}
-	if err := checkDatadir(b, p); err != nil {
-		return nil, toStatus(err)
-	}
-	p = proto.CloneOf(p)
-	if p.RepositoryUri == "" {
-		p.RepositoryUri = b.GetRepositoryUri()
-	}
-	t := time.Now()
-	job := &v1.Job{
-		Id: newJobID(t), Kind: v1.JobKind_JOB_KIND_RESTORE, Instance: p.GetTargetInstance(), State: v1.JobState_JOB_STATE_PENDING,
-		CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t), MaxAttempts: s.cfg.MaxAttempts,
-		Params: &v1.Job_Restore{Restore: p},
-	}
-	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
-	if err != nil {
-		return nil, err
-	}
-	s.agents.kickAssigner()
-	return &v1.SubmitRestoreResponse{Job: resp.Value.(*v1.Job)}, nil
+		r := s.fsm.Store().Read()
+		if p.GetStopAt() != nil {
+			var err error
+			if p, err = pitrParams(r, p); err != nil {
+				return nil, err
+			}
+		}
+		// Only a complete backup the catalog knows is restored, from where it
+		// was written: the target's agent may use another repository.
+		b, err := completeBackup(r, p.GetBackupId())
+		if err != nil {
+			return nil, err
+		}
+		if err := checkDatadir(b, p); err != nil {
+			return nil, toStatus(err)
+		}
+		p = proto.CloneOf(p)
+		if p.RepositoryUri == "" {
+			p.RepositoryUri = b.GetRepositoryUri()
+		}
+		t := time.Now()
+		job := &v1.Job{
+			Id: newJobID(t), Kind: v1.JobKind_JOB_KIND_RESTORE, Instance: p.GetTargetInstance(), State: v1.JobState_JOB_STATE_PENDING,
+			CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t), MaxAttempts: s.cfg.MaxAttempts,
+			Params: &v1.Job_Restore{Restore: p},
+		}
+		resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
+		if err != nil {
+			return nil, err
+		}
+		s.agents.kickAssigner()
+		return &v1.SubmitRestoreResponse{Job: resp.Value.(*v1.Job)}, nil
+	})
 }
 
 func (c *controlService) CancelJob(ctx context.Context, req *v1.CancelJobRequest) (*v1.CancelJobResponse, error) {
@@ -451,11 +459,15 @@ func (c *controlService) CancelJob(ctx context.Context, req *v1.CancelJobRequest
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.CancelJob)
 	}
-	j, err := s.cancelJob(ctx, req.GetId(), req.GetReason())
-	if err != nil {
-		return nil, err
-	}
-	return &v1.CancelJobResponse{Job: j}, nil
+	return keyed(ctx, s, req, replayed("job", func(v *v1.Job) *v1.CancelJobResponse {
+		return &v1.CancelJobResponse{Job: v, Replayed: true}
+	}), func(ctx context.Context) (*v1.CancelJobResponse, error) {
+		j, err := s.cancelJob(ctx, req.GetId(), req.GetReason())
+		if err != nil {
+			return nil, err
+		}
+		return &v1.CancelJobResponse{Job: j}, nil
+	})
 }
 
 // cancelJob cancels a job on the leader and tells its agent to stop the

@@ -27,4 +27,11 @@
 // policy loop (policyretention.go) applies the policies' retention and
 // their copies' retention, and submits their copy jobs, with ids derived
 // from what they act on so that a new leader never doubles one.
+//
+// Mutating calls that may be retried (submit, restore, cancel, copy,
+// expire, pin, unpin, binlog start and stop, policy delete) carry a client's idempotency
+// key (idempotency.go): the leader wraps the call's one write in an
+// Idempotent command, so the key and the change commit together; a retry
+// with the same key and request gets the recorded result (replayed), the
+// same key with another request is refused.
 package controller

@@ -279,18 +279,22 @@ func (c *controlService) DeletePolicy(ctx context.Context, req *v1.DeletePolicyR
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.DeletePolicy)
 	}
-	if req.GetName() == "" {
-		return nil, invalid("name is required")
-	}
-	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_DeletePolicy{DeletePolicy: &v1.DeletePolicy{Name: req.GetName(), DeletedAt: timestampOf(s.clock().Now())}}})
-	if err != nil {
-		if errors.Is(err, catalog.ErrNotFound) {
-			return nil, catalog.Errorf(catalog.ErrNotFound, "policy %q not found: see `tidemark policies`", req.GetName())
+	return keyed(ctx, s, req, replayed("policy", func(v *v1.Policy) *v1.DeletePolicyResponse {
+		return &v1.DeletePolicyResponse{Policy: v, Replayed: true}
+	}), func(ctx context.Context) (*v1.DeletePolicyResponse, error) {
+		if req.GetName() == "" {
+			return nil, invalid("name is required")
 		}
-		return nil, err
-	}
-	s.kickScheduler()
-	return &v1.DeletePolicyResponse{Policy: resp.Value.(*v1.Policy)}, nil
+		resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_DeletePolicy{DeletePolicy: &v1.DeletePolicy{Name: req.GetName(), DeletedAt: timestampOf(s.clock().Now())}}})
+		if err != nil {
+			if errors.Is(err, catalog.ErrNotFound) {
+				return nil, catalog.Errorf(catalog.ErrNotFound, "policy %q not found: see `tidemark policies`", req.GetName())
+			}
+			return nil, err
+		}
+		s.kickScheduler()
+		return &v1.DeletePolicyResponse{Policy: resp.Value.(*v1.Policy)}, nil
+	})
 }
 
 // GetSchedule is answered by the leader, whose scheduler knows the last

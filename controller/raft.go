@@ -39,6 +39,7 @@ func (s *Server) leader() (id, addr string) {
 // committed, or its fate is unknown because leadership was lost); a
 // business error from the FSM comes back as is, with the response.
 func (s *Server) apply(ctx context.Context, cmd *v1.Command) (*fsm.Response, error) {
+	cmd, call := s.guard(ctx, cmd)
 	b, err := fsm.Encode(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("encoding command: %w", err)
@@ -67,6 +68,9 @@ func (s *Server) apply(ctx context.Context, cmd *v1.Command) (*fsm.Response, err
 	resp, ok := f.Response().(*fsm.Response)
 	if !ok {
 		return nil, fmt.Errorf("raft apply returned %T", f.Response())
+	}
+	if call != nil && resp.Replayed {
+		call.replayed, call.value = true, resp.Value
 	}
 	return resp, resp.Err
 }

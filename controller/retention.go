@@ -30,16 +30,20 @@ func (c *controlService) PinBackup(ctx context.Context, req *v1.PinBackupRequest
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.PinBackup)
 	}
-	if req.GetBackupId() == "" {
-		return nil, invalid("backup_id is required")
-	}
-	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_PinBackup{PinBackup: &v1.PinBackup{
-		BackupId: req.GetBackupId(), Pin: &v1.BackupPin{Reason: req.GetReason(), By: who(ctx), At: timestamppb.New(s.clock().Now())},
-	}}})
-	if err != nil {
-		return nil, err
-	}
-	return &v1.PinBackupResponse{Backup: resp.Value.(*v1.Backup)}, nil
+	return keyed(ctx, s, req, replayed("backup", func(v *v1.Backup) *v1.PinBackupResponse {
+		return &v1.PinBackupResponse{Backup: v, Replayed: true}
+	}), func(ctx context.Context) (*v1.PinBackupResponse, error) {
+		if req.GetBackupId() == "" {
+			return nil, invalid("backup_id is required")
+		}
+		resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_PinBackup{PinBackup: &v1.PinBackup{
+			BackupId: req.GetBackupId(), Pin: &v1.BackupPin{Reason: req.GetReason(), By: who(ctx), At: timestamppb.New(s.clock().Now())},
+		}}})
+		if err != nil {
+			return nil, err
+		}
+		return &v1.PinBackupResponse{Backup: resp.Value.(*v1.Backup)}, nil
+	})
 }
 
 func (c *controlService) UnpinBackup(ctx context.Context, req *v1.UnpinBackupRequest) (*v1.UnpinBackupResponse, error) {
@@ -47,14 +51,18 @@ func (c *controlService) UnpinBackup(ctx context.Context, req *v1.UnpinBackupReq
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.UnpinBackup)
 	}
-	if req.GetBackupId() == "" {
-		return nil, invalid("backup_id is required")
-	}
-	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_UnpinBackup{UnpinBackup: &v1.UnpinBackup{BackupId: req.GetBackupId()}}})
-	if err != nil {
-		return nil, err
-	}
-	return &v1.UnpinBackupResponse{Backup: resp.Value.(*v1.Backup)}, nil
+	return keyed(ctx, s, req, replayed("backup", func(v *v1.Backup) *v1.UnpinBackupResponse {
+		return &v1.UnpinBackupResponse{Backup: v, Replayed: true}
+	}), func(ctx context.Context) (*v1.UnpinBackupResponse, error) {
+		if req.GetBackupId() == "" {
+			return nil, invalid("backup_id is required")
+		}
+		resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_UnpinBackup{UnpinBackup: &v1.UnpinBackup{BackupId: req.GetBackupId()}}})
+		if err != nil {
+			return nil, err
+		}
+		return &v1.UnpinBackupResponse{Backup: resp.Value.(*v1.Backup)}, nil
+	})
 }
 
 func (c *controlService) PlanRetention(ctx context.Context, req *v1.PlanRetentionRequest) (*v1.PlanRetentionResponse, error) {
@@ -266,37 +274,41 @@ func (c *controlService) SubmitCopy(ctx context.Context, req *v1.SubmitCopyReque
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.SubmitCopy)
 	}
-	dest := req.GetDestinationRepositoryUri()
-	if req.GetBackupId() == "" || dest == "" {
-		return nil, invalid("backup_id and destination_repository_uri are required")
-	}
-	if err := checkRepo(dest); err != nil {
-		return nil, err
-	}
-	b, err := s.fsm.Store().Read().Backup(req.GetBackupId())
-	if err != nil {
-		return nil, err
-	}
-	src := b.GetRepositoryUri()
-	if src == "" {
-		src = s.cfg.Repo
-	}
-	if src == dest {
-		return nil, invalid("backup %s is in %s already: a copy goes to another repository", b.GetId(), dest)
-	}
-	t := time.Now()
-	job := &v1.Job{
-		Id: "copy-" + newJobID(t), Kind: v1.JobKind_JOB_KIND_COPY, Instance: b.GetInstance(), State: v1.JobState_JOB_STATE_PENDING,
-		CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t), MaxAttempts: s.cfg.MaxAttempts,
-		Params: &v1.Job_Copy{Copy: &v1.CopyParams{BackupId: b.GetId(), SourceRepositoryUri: src, DestinationRepositoryUri: dest, WithBinlog: req.GetWithBinlog()}},
-	}
-	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
-	if err != nil {
-		return nil, err
-	}
-	s.agents.kickAssigner()
-	s.log.Info("copy submitted", "job", job.GetId(), "backup", b.GetId(), "to", dest)
-	return &v1.SubmitCopyResponse{Job: resp.Value.(*v1.Job)}, nil
+	return keyed(ctx, s, req, replayed("job", func(v *v1.Job) *v1.SubmitCopyResponse {
+		return &v1.SubmitCopyResponse{Job: v, Replayed: true}
+	}), func(ctx context.Context) (*v1.SubmitCopyResponse, error) {
+		dest := req.GetDestinationRepositoryUri()
+		if req.GetBackupId() == "" || dest == "" {
+			return nil, invalid("backup_id and destination_repository_uri are required")
+		}
+		if err := checkRepo(dest); err != nil {
+			return nil, err
+		}
+		b, err := s.fsm.Store().Read().Backup(req.GetBackupId())
+		if err != nil {
+			return nil, err
+		}
+		src := b.GetRepositoryUri()
+		if src == "" {
+			src = s.cfg.Repo
+		}
+		if src == dest {
+			return nil, invalid("backup %s is in %s already: a copy goes to another repository", b.GetId(), dest)
+		}
+		t := time.Now()
+		job := &v1.Job{
+			Id: "copy-" + newJobID(t), Kind: v1.JobKind_JOB_KIND_COPY, Instance: b.GetInstance(), State: v1.JobState_JOB_STATE_PENDING,
+			CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t), MaxAttempts: s.cfg.MaxAttempts,
+			Params: &v1.Job_Copy{Copy: &v1.CopyParams{BackupId: b.GetId(), SourceRepositoryUri: src, DestinationRepositoryUri: dest, WithBinlog: req.GetWithBinlog()}},
+		}
+		resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})
+		if err != nil {
+			return nil, err
+		}
+		s.agents.kickAssigner()
+		s.log.Info("copy submitted", "job", job.GetId(), "backup", b.GetId(), "to", dest)
+		return &v1.SubmitCopyResponse{Job: resp.Value.(*v1.Job)}, nil
+	})
 }
 
 func (c *controlService) ExpireBackup(ctx context.Context, req *v1.ExpireBackupRequest) (*v1.ExpireBackupResponse, error) {
@@ -304,26 +316,30 @@ func (c *controlService) ExpireBackup(ctx context.Context, req *v1.ExpireBackupR
 	if !s.isLeader() {
 		return forward(ctx, s, req, v1.ControlServiceClient.ExpireBackup)
 	}
-	b, err := s.fsm.Store().Read().Backup(req.GetBackupId())
-	if err != nil {
-		return nil, err
-	}
-	t := s.clock().Now()
-	why := "expire: by " + who(ctx)
-	if req.GetReason() != "" {
-		why += " (" + req.GetReason() + ")"
-	}
-	cmd := &v1.MarkBackupsExpired{BackupIds: []string{b.GetId()}, Reasons: []string{why}, ExpiredAt: timestamppb.New(t), Job: &v1.Job{
-		Id: "expire-" + newJobID(t), Kind: v1.JobKind_JOB_KIND_EXPIRE, Instance: b.GetInstance(), State: v1.JobState_JOB_STATE_PENDING,
-		CreatedAt: timestamppb.New(t), UpdatedAt: timestamppb.New(t), MaxAttempts: s.cfg.MaxAttempts,
-		Params: &v1.Job_Expire{Expire: &v1.ExpireParams{RepositoryUri: b.GetRepositoryUri(),
-			Backups: []*v1.ExpireTarget{{BackupId: b.GetId(), Fence: proto.CloneOf(b.GetFence())}}}},
-	}}
-	resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_MarkBackupsExpired{MarkBackupsExpired: cmd}})
-	if err != nil {
-		return nil, err
-	}
-	s.agents.kickAssigner()
-	s.log.Info("backup expired by hand", "backup", b.GetId(), "job", cmd.GetJob().GetId(), "reason", why)
-	return &v1.ExpireBackupResponse{Job: resp.Value.(*v1.Job)}, nil
+	return keyed(ctx, s, req, replayed("job", func(v *v1.Job) *v1.ExpireBackupResponse {
+		return &v1.ExpireBackupResponse{Job: v, Replayed: true}
+	}), func(ctx context.Context) (*v1.ExpireBackupResponse, error) {
+		b, err := s.fsm.Store().Read().Backup(req.GetBackupId())
+		if err != nil {
+			return nil, err
+		}
+		t := s.clock().Now()
+		why := "expire: by " + who(ctx)
+		if req.GetReason() != "" {
+			why += " (" + req.GetReason() + ")"
+		}
+		cmd := &v1.MarkBackupsExpired{BackupIds: []string{b.GetId()}, Reasons: []string{why}, ExpiredAt: timestamppb.New(t), Job: &v1.Job{
+			Id: "expire-" + newJobID(t), Kind: v1.JobKind_JOB_KIND_EXPIRE, Instance: b.GetInstance(), State: v1.JobState_JOB_STATE_PENDING,
+			CreatedAt: timestamppb.New(t), UpdatedAt: timestamppb.New(t), MaxAttempts: s.cfg.MaxAttempts,
+			Params: &v1.Job_Expire{Expire: &v1.ExpireParams{RepositoryUri: b.GetRepositoryUri(),
+				Backups: []*v1.ExpireTarget{{BackupId: b.GetId(), Fence: proto.CloneOf(b.GetFence())}}}},
+		}}
+		resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_MarkBackupsExpired{MarkBackupsExpired: cmd}})
+		if err != nil {
+			return nil, err
+		}
+		s.agents.kickAssigner()
+		s.log.Info("backup expired by hand", "backup", b.GetId(), "job", cmd.GetJob().GetId(), "reason", why)
+		return &v1.ExpireBackupResponse{Job: resp.Value.(*v1.Job)}, nil
+	})
 }

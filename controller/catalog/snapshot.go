@@ -11,19 +11,20 @@ import (
 // The records are shared with the store and must not be changed.
 func (r *Read) Dump() *v1.CatalogSnapshot {
 	return &v1.CatalogSnapshot{
-		Agents:        r.Agents(),
-		Instances:     r.Instances(),
-		Backups:       all[*v1.Backup](r, backupsTableName, "id"),
-		Jobs:          all[*v1.Job](r, jobsTableName, "id"),
-		Members:       r.Members(),
-		BinlogStreams: r.BinlogStreams(),
-		JoinTokens:    all[*v1.JoinToken](r, joinTokensTableName, "id"),
-		Revocations:   all[*v1.Revocation](r, revocationsTableName, "id"),
-		ClusterCa:     r.ClusterCA(),
-		Audit:         r.Audit(),
-		AccessTokens:  all[*v1.AccessToken](r, accessTokensTable, "id"),
-		Policies:      r.Policies(),
-		ScheduleSkips: r.ScheduleSkips(""),
+		Agents:          r.Agents(),
+		Instances:       r.Instances(),
+		Backups:         all[*v1.Backup](r, backupsTableName, "id"),
+		Jobs:            all[*v1.Job](r, jobsTableName, "id"),
+		Members:         r.Members(),
+		BinlogStreams:   r.BinlogStreams(),
+		JoinTokens:      all[*v1.JoinToken](r, joinTokensTableName, "id"),
+		Revocations:     all[*v1.Revocation](r, revocationsTableName, "id"),
+		ClusterCa:       r.ClusterCA(),
+		Audit:           r.Audit(),
+		AccessTokens:    all[*v1.AccessToken](r, accessTokensTable, "id"),
+		Policies:        r.Policies(),
+		ScheduleSkips:   r.ScheduleSkips(""),
+		IdempotencyKeys: r.IdempotencyKeys(),
 	}
 }
 
@@ -75,6 +76,9 @@ func Load(snap *v1.CatalogSnapshot) (*Store, error) {
 		return nil, err
 	}
 	if err := put("schedule skips", len(snap.GetScheduleSkips()), func(i int) error { return w.PutScheduleSkip(snap.ScheduleSkips[i]) }); err != nil {
+		return nil, err
+	}
+	if err := put("idempotency keys", len(snap.GetIdempotencyKeys()), func(i int) error { return w.PutIdempotencyKey(snap.IdempotencyKeys[i]) }); err != nil {
 		return nil, err
 	}
 	if ca := snap.GetClusterCa(); ca != nil {

@@ -19,7 +19,7 @@ type Store struct {
 var tables = []func() *memdb.TableSchema{
 	agentsTable, instancesTable, backupsTable, jobsTable, membersTable, binlogStreamsTable,
 	joinTokensTable, revocationsTable, clusterCATable, auditTable, accessTokensTableSchema,
-	policiesTable, scheduleSkipsTable,
+	policiesTable, scheduleSkipsTable, idempotencyTable, idempotencyCountTable,
 }
 
 // dbSchema is built once: the key indexes' helpers read it too.

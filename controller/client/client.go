@@ -36,6 +36,15 @@ var (
 
 // Conn is a connection to one controller node. Any node serves reads and
 // forwards writes to the leader; DialLeader saves that hop.
+//
+// Unary calls ride out elections and dead nodes: a read, or a write whose
+// request has an idempotency_key field (filled with a new key when empty),
+// that fails because nothing answers, no leader is known, the leader steps
+// down or an attempt times out, is sent again to the other addresses the
+// Conn was dialled with (and the cluster's members), with backoff, until
+// the call's deadline; it then fails with a *CallError naming every
+// address tried and what each said. Any other write is sent once. Streams
+// (WatchJob, Connect) are not retried here.
 type Conn struct {
 	// Addr is the address dialled.
 	Addr string
@@ -45,10 +54,14 @@ type Conn struct {
 	Cluster v1.ClusterServiceClient
 	Agent   v1.AgentServiceClient
 	cc      *grpc.ClientConn
+	pool    *pool
 }
 
 // Close closes the connection.
-func (c *Conn) Close() error { return c.cc.Close() }
+func (c *Conn) Close() error {
+	c.pool.release()
+	return c.cc.Close()
+}
 
 // Options tune dialling. One of TLS and Insecure must be set: there is
 // no default transport, so nothing dials plaintext by accident.
@@ -62,6 +75,13 @@ type Options struct {
 	Bearer string
 	// ProbeTimeout bounds the check of one address (default 3s).
 	ProbeTimeout time.Duration
+	// AttemptTimeout bounds one attempt of a retried call at one address
+	// (default: a third of the call's time, between MinAttemptTimeout and
+	// DefaultAttemptTimeout).
+	AttemptTimeout time.Duration
+	// RetryBudget bounds the retries of a call whose context has no
+	// deadline (default DefaultRetryBudget).
+	RetryBudget time.Duration
 	// DialOptions are added to the defaults.
 	DialOptions []grpc.DialOption
 }
@@ -117,9 +137,10 @@ func DialAny(ctx context.Context, addrs []string, opts Options) (*Conn, error) {
 	if _, err := opts.Credentials(); err != nil {
 		return nil, err
 	}
+	p := newPool(addrs, opts)
 	var errs []error
 	for _, a := range addrs {
-		c, err := dial(ctx, a, opts)
+		c, err := dial(ctx, a, opts, p)
 		if err == nil {
 			return c, nil
 		}
@@ -141,17 +162,21 @@ func DialLeader(ctx context.Context, addrs []string, opts Options) (*Conn, error
 	}
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout(opts))
 	defer cancel()
-	st, err := c.Cluster.NodeStatus(pctx, &v1.NodeStatusRequest{})
-	if err != nil || st.GetLeaderId() == "" || st.GetLeaderId() == c.NodeID {
-		return c, nil //nolint:nilerr // the node found is a fine fallback
-	}
+	pctx = Direct(pctx)
 	cs, err := c.Control.ClusterStatus(pctx, &v1.ClusterStatusRequest{})
 	if err != nil {
 		return c, nil //nolint:nilerr // the node found is a fine fallback
 	}
+	// The members' addresses join the ones given, for retries.
 	for _, m := range cs.GetMembers() {
-		if m.GetId() == st.GetLeaderId() && m.GetAddress() != "" && m.GetAddress() != c.Addr {
-			if l, err := dial(ctx, m.GetAddress(), opts); err == nil {
+		c.pool.add(m.GetAddress())
+	}
+	if cs.GetLeaderId() == "" || cs.GetLeaderId() == c.NodeID {
+		return c, nil
+	}
+	for _, m := range cs.GetMembers() {
+		if m.GetId() == cs.GetLeaderId() && m.GetAddress() != "" && m.GetAddress() != c.Addr {
+			if l, err := dial(ctx, m.GetAddress(), opts, c.pool); err == nil {
 				_ = c.Close()
 				return l, nil
 			}
@@ -167,29 +192,41 @@ func probeTimeout(o Options) time.Duration {
 	return 3 * time.Second
 }
 
-// dial connects to addr and checks, with NodeStatus, that a controller
-// answers there.
-func dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
-	creds, err := opts.Credentials()
+// dialOptions are the transport, the bearer token and the caller's
+// options, without the retry interceptor.
+func (o Options) dialOptions() ([]grpc.DialOption, error) {
+	creds, err := o.Credentials()
 	if err != nil {
 		return nil, err
 	}
-	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts.DialOptions...)
-	if opts.Bearer != "" {
-		dopts = append(dopts, grpc.WithPerRPCCredentials(bearer(opts.Bearer)))
+	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, o.DialOptions...)
+	if o.Bearer != "" {
+		dopts = append(dopts, grpc.WithPerRPCCredentials(bearer(o.Bearer)))
 	}
+	return dopts, nil
+}
+
+// dial connects to addr and checks, with NodeStatus, that a controller
+// answers there. The Conn retries through p.
+func dial(ctx context.Context, addr string, opts Options, p *pool) (*Conn, error) {
+	dopts, err := opts.dialOptions()
+	if err != nil {
+		return nil, err
+	}
+	dopts = append(dopts, grpc.WithChainUnaryInterceptor(p.interceptor(addr)))
 	cc, err := grpc.NewClient(addr, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: bad address: %w", ErrUnreachable, err)
 	}
-	c := &Conn{Addr: addr, cc: cc, Control: v1.NewControlServiceClient(cc), Cluster: v1.NewClusterServiceClient(cc), Agent: v1.NewAgentServiceClient(cc)}
-	pctx, cancel := context.WithTimeout(ctx, probeTimeout(opts))
+	c := &Conn{Addr: addr, cc: cc, pool: p, Control: v1.NewControlServiceClient(cc), Cluster: v1.NewClusterServiceClient(cc), Agent: v1.NewAgentServiceClient(cc)}
+	pctx, cancel := context.WithTimeout(Direct(ctx), probeTimeout(opts))
 	defer cancel()
 	st, err := c.Cluster.NodeStatus(pctx, &v1.NodeStatusRequest{})
 	if err != nil {
 		_ = cc.Close()
 		return nil, Classify(err)
 	}
+	p.ref()
 	c.NodeID = st.GetNodeId()
 	return c, nil
 }

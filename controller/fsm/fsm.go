@@ -44,9 +44,12 @@ type Response struct {
 	// modified.
 	Value proto.Message
 	// The command changed nothing because it was already applied (a
-	// repeated job result).
+	// repeated job result, or a replayed idempotency key).
 	Unchanged bool
-	Err       error
+	// Replayed: Value is the result an earlier entry recorded for the
+	// command's idempotency key; this entry applied nothing.
+	Replayed bool
+	Err      error
 }
 
 // entry is what an applier may use of the log entry besides the command:
@@ -64,13 +67,14 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	w := f.Store().Write()
 	val, err := dispatch(w, entry{Index: l.Index, Term: l.Term}, cmd)
-	unchanged := errors.Is(err, errUnchanged)
+	replayed := errors.Is(err, errReplayed)
+	unchanged := errors.Is(err, errUnchanged) || replayed
 	if err != nil && !unchanged {
 		w.Abort()
 		return &Response{Err: err}
 	}
 	w.Commit()
-	return &Response{Value: val, Unchanged: unchanged}
+	return &Response{Value: val, Unchanged: unchanged, Replayed: replayed}
 }
 
 // errUnchanged is returned by an applier that found its change already made.
@@ -137,6 +141,8 @@ func dispatch(w *catalog.Write, e entry, cmd *v1.Command) (proto.Message, error)
 		return applyAttemptStopped(w, c.AttemptStopped)
 	case *v1.Command_PruneCatalog:
 		return applyPruneCatalog(w, c.PruneCatalog)
+	case *v1.Command_Idempotent:
+		return applyIdempotent(w, e, c.Idempotent)
 	default:
 		panic(fmt.Sprintf("fsm: command %T has no applier (entry %d)", c, e.Index))
 	}

@@ -262,6 +262,10 @@ func commandArms() map[string]*tidemarkv1.Command {
 		"prune_catalog": {Cmd: &tidemarkv1.Command_PruneCatalog{PruneCatalog: &tidemarkv1.PruneCatalog{
 			At: ts(0), MaxJobs: 100000, JobAgeSeconds: 90 * 86400, TombstoneAgeSeconds: 30 * 86400, Batch: 1000,
 		}}},
+		"idempotent": {Cmd: &tidemarkv1.Command_Idempotent{Idempotent: &tidemarkv1.Idempotent{
+			Key: "7f3c9a51e2b44d0c8a6e1f2d3c4b5a69", Fingerprint: []byte{0x12, 0x34, 0x56}, Method: "/tidemark.v1.ControlService/SubmitBackup",
+			RecordedAt: ts(0), Cmd: &tidemarkv1.Command{Cmd: &tidemarkv1.Command_SubmitJob{SubmitJob: &tidemarkv1.SubmitJob{Job: restore}}},
+		}}},
 		"delete_policy": {Cmd: &tidemarkv1.Command_DeletePolicy{DeletePolicy: &tidemarkv1.DeletePolicy{Name: "prod-db", DeletedAt: ts(time.Hour)}}},
 		"record_schedule_skips": {Cmd: &tidemarkv1.Command_RecordScheduleSkips{RecordScheduleSkips: &tidemarkv1.RecordScheduleSkips{
 			Skips: []*tidemarkv1.ScheduleSkip{{Id: "skip-1", Policy: "prod-db", RunKey: "db-eu-1/main", First: ts(0), Last: ts(time.Minute), Count: 2, Reason: "no leader"}},
@@ -477,6 +481,17 @@ func fill(m protoreflect.Message, variant, depth int) {
 	case "google.protobuf.Duration":
 		m.Set(md.Fields().ByName("seconds"), protoreflect.ValueOfInt64(90))
 		m.Set(md.Fields().ByName("nanos"), protoreflect.ValueOfInt32(5))
+		return
+	case "google.protobuf.Any":
+		// A resolvable type (JSON needs one): a job, as an idempotency
+		// record holds.
+		job := &tidemarkv1.Job{Id: "job-1", Kind: tidemarkv1.JobKind_JOB_KIND_BACKUP, Instance: "db-eu-1/main", CreatedAt: timestamppb.New(t0)}
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(job)
+		if err != nil {
+			panic(err)
+		}
+		m.Set(md.Fields().ByName("type_url"), protoreflect.ValueOfString("type.googleapis.com/tidemark.v1.Job"))
+		m.Set(md.Fields().ByName("value"), protoreflect.ValueOfBytes(b))
 		return
 	}
 	if depth > 8 {

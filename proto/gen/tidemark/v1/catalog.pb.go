@@ -9,6 +9,7 @@ package tidemarkv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -3353,8 +3354,10 @@ type CatalogSnapshot struct {
 	AccessTokens  []*AccessToken         `protobuf:"bytes,11,rep,name=access_tokens,json=accessTokens,proto3" json:"access_tokens,omitempty"`
 	Policies      []*Policy              `protobuf:"bytes,12,rep,name=policies,proto3" json:"policies,omitempty"`
 	ScheduleSkips []*ScheduleSkip        `protobuf:"bytes,13,rep,name=schedule_skips,json=scheduleSkips,proto3" json:"schedule_skips,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The idempotency keys still in their window, oldest first.
+	IdempotencyKeys []*IdempotencyRecord `protobuf:"bytes,40,rep,name=idempotency_keys,json=idempotencyKeys,proto3" json:"idempotency_keys,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CatalogSnapshot) Reset() {
@@ -3478,6 +3481,102 @@ func (x *CatalogSnapshot) GetScheduleSkips() []*ScheduleSkip {
 	return nil
 }
 
+func (x *CatalogSnapshot) GetIdempotencyKeys() []*IdempotencyRecord {
+	if x != nil {
+		return x.IdempotencyKeys
+	}
+	return nil
+}
+
+// IdempotencyRecord is a client's idempotency key and the result of the
+// first command applied under it (see the Idempotent command).
+type IdempotencyRecord struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Key         string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Fingerprint []byte                 `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	Method      string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	RecordedAt  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	// The Raft index of the entry that recorded it: orders the records for
+	// pruning, the same on every node.
+	LogIndex uint64 `protobuf:"varint,5,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The command's result as stored then (a Job, a Backup, ...).
+	Result        *anypb.Any `protobuf:"bytes,6,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdempotencyRecord) Reset() {
+	*x = IdempotencyRecord{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdempotencyRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdempotencyRecord) ProtoMessage() {}
+
+func (x *IdempotencyRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdempotencyRecord.ProtoReflect.Descriptor instead.
+func (*IdempotencyRecord) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *IdempotencyRecord) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *IdempotencyRecord) GetFingerprint() []byte {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return nil
+}
+
+func (x *IdempotencyRecord) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *IdempotencyRecord) GetRecordedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedAt
+	}
+	return nil
+}
+
+func (x *IdempotencyRecord) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+func (x *IdempotencyRecord) GetResult() *anypb.Any {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
 // RetentionRules is a policy's (or a copy's) retention: GFS counts and the
 // point-in-time window. Zero counts keep nothing by that rule. Parsed and
 // validated at `policy apply`; applied by the retention planner.
@@ -3496,7 +3595,7 @@ type RetentionRules struct {
 
 func (x *RetentionRules) Reset() {
 	*x = RetentionRules{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3508,7 +3607,7 @@ func (x *RetentionRules) String() string {
 func (*RetentionRules) ProtoMessage() {}
 
 func (x *RetentionRules) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3521,7 +3620,7 @@ func (x *RetentionRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionRules.ProtoReflect.Descriptor instead.
 func (*RetentionRules) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{28}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RetentionRules) GetKeepLast() uint32 {
@@ -3585,7 +3684,7 @@ type CopyTarget struct {
 
 func (x *CopyTarget) Reset() {
 	*x = CopyTarget{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3597,7 +3696,7 @@ func (x *CopyTarget) String() string {
 func (*CopyTarget) ProtoMessage() {}
 
 func (x *CopyTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3610,7 +3709,7 @@ func (x *CopyTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyTarget.ProtoReflect.Descriptor instead.
 func (*CopyTarget) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{29}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CopyTarget) GetRepositoryUri() string {
@@ -3647,7 +3746,7 @@ type PolicySchedule struct {
 
 func (x *PolicySchedule) Reset() {
 	*x = PolicySchedule{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3659,7 +3758,7 @@ func (x *PolicySchedule) String() string {
 func (*PolicySchedule) ProtoMessage() {}
 
 func (x *PolicySchedule) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3672,7 +3771,7 @@ func (x *PolicySchedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicySchedule.ProtoReflect.Descriptor instead.
 func (*PolicySchedule) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{30}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PolicySchedule) GetCron() string {
@@ -3718,7 +3817,7 @@ type PolicyBinlog struct {
 
 func (x *PolicyBinlog) Reset() {
 	*x = PolicyBinlog{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3730,7 +3829,7 @@ func (x *PolicyBinlog) String() string {
 func (*PolicyBinlog) ProtoMessage() {}
 
 func (x *PolicyBinlog) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3743,7 +3842,7 @@ func (x *PolicyBinlog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBinlog.ProtoReflect.Descriptor instead.
 func (*PolicyBinlog) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{31}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PolicyBinlog) GetEnabled() bool {
@@ -3781,7 +3880,7 @@ type PolicyConcurrency struct {
 
 func (x *PolicyConcurrency) Reset() {
 	*x = PolicyConcurrency{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3793,7 +3892,7 @@ func (x *PolicyConcurrency) String() string {
 func (*PolicyConcurrency) ProtoMessage() {}
 
 func (x *PolicyConcurrency) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3806,7 +3905,7 @@ func (x *PolicyConcurrency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyConcurrency.ProtoReflect.Descriptor instead.
 func (*PolicyConcurrency) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{32}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PolicyConcurrency) GetBy() string {
@@ -3855,7 +3954,7 @@ type PolicySpec struct {
 
 func (x *PolicySpec) Reset() {
 	*x = PolicySpec{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3867,7 +3966,7 @@ func (x *PolicySpec) String() string {
 func (*PolicySpec) ProtoMessage() {}
 
 func (x *PolicySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3880,7 +3979,7 @@ func (x *PolicySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicySpec.ProtoReflect.Descriptor instead.
 func (*PolicySpec) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{33}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PolicySpec) GetName() string {
@@ -3982,7 +4081,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3994,7 +4093,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4007,7 +4106,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{34}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Policy) GetName() string {
@@ -4089,7 +4188,7 @@ type ScheduleSkip struct {
 
 func (x *ScheduleSkip) Reset() {
 	*x = ScheduleSkip{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4101,7 +4200,7 @@ func (x *ScheduleSkip) String() string {
 func (*ScheduleSkip) ProtoMessage() {}
 
 func (x *ScheduleSkip) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4114,7 +4213,7 @@ func (x *ScheduleSkip) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleSkip.ProtoReflect.Descriptor instead.
 func (*ScheduleSkip) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{35}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ScheduleSkip) GetId() string {
@@ -4199,7 +4298,7 @@ type AccessToken struct {
 
 func (x *AccessToken) Reset() {
 	*x = AccessToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4211,7 +4310,7 @@ func (x *AccessToken) String() string {
 func (*AccessToken) ProtoMessage() {}
 
 func (x *AccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4224,7 +4323,7 @@ func (x *AccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessToken.ProtoReflect.Descriptor instead.
 func (*AccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{36}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AccessToken) GetId() string {
@@ -4298,7 +4397,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4310,7 +4409,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4323,7 +4422,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{37}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *JoinToken) GetId() string {
@@ -4389,7 +4488,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4401,7 +4500,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4414,7 +4513,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{38}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Revocation) GetName() string {
@@ -4450,7 +4549,7 @@ type ClusterCA struct {
 
 func (x *ClusterCA) Reset() {
 	*x = ClusterCA{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[39]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4462,7 +4561,7 @@ func (x *ClusterCA) String() string {
 func (*ClusterCA) ProtoMessage() {}
 
 func (x *ClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[39]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4475,7 +4574,7 @@ func (x *ClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCA.ProtoReflect.Descriptor instead.
 func (*ClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{39}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ClusterCA) GetCertPem() []byte {
@@ -4515,7 +4614,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[40]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4527,7 +4626,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[40]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4540,7 +4639,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{40}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AuditRecord) GetId() string {
@@ -4596,7 +4695,7 @@ var File_tidemark_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/catalog.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tidemark/v1/common.proto\"\xce\x06\n" +
+	"\x19tidemark/v1/catalog.proto\x12\vtidemark.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18tidemark/v1/common.proto\"\xce\x06\n" +
 	"\fCapabilities\x12\x16\n" +
 	"\x06flavor\x18\x01 \x01(\tR\x06flavor\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
@@ -4893,7 +4992,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x129\n" +
 	"\n" +
-	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xcb\x05\n" +
+	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x96\x06\n" +
 	"\x0fCatalogSnapshot\x12*\n" +
 	"\x06agents\x18\x01 \x03(\v2\x12.tidemark.v1.AgentR\x06agents\x123\n" +
 	"\tinstances\x18\x02 \x03(\v2\x15.tidemark.v1.InstanceR\tinstances\x12-\n" +
@@ -4910,7 +5009,16 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	" \x03(\v2\x18.tidemark.v1.AuditRecordR\x05audit\x12=\n" +
 	"\raccess_tokens\x18\v \x03(\v2\x18.tidemark.v1.AccessTokenR\faccessTokens\x12/\n" +
 	"\bpolicies\x18\f \x03(\v2\x13.tidemark.v1.PolicyR\bpolicies\x12@\n" +
-	"\x0eschedule_skips\x18\r \x03(\v2\x19.tidemark.v1.ScheduleSkipR\rscheduleSkips\"\x8e\x02\n" +
+	"\x0eschedule_skips\x18\r \x03(\v2\x19.tidemark.v1.ScheduleSkipR\rscheduleSkips\x12I\n" +
+	"\x10idempotency_keys\x18( \x03(\v2\x1e.tidemark.v1.IdempotencyRecordR\x0fidempotencyKeys\"\xe7\x01\n" +
+	"\x11IdempotencyRecord\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12 \n" +
+	"\vfingerprint\x18\x02 \x01(\fR\vfingerprint\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12;\n" +
+	"\vrecorded_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordedAt\x12\x1b\n" +
+	"\tlog_index\x18\x05 \x01(\x04R\blogIndex\x12,\n" +
+	"\x06result\x18\x06 \x01(\v2\x14.google.protobuf.AnyR\x06result\"\x8e\x02\n" +
 	"\x0eRetentionRules\x12\x1b\n" +
 	"\tkeep_last\x18\x01 \x01(\rR\bkeepLast\x12\x1f\n" +
 	"\vkeep_hourly\x18\x02 \x01(\rR\n" +
@@ -5072,7 +5180,7 @@ func file_tidemark_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(Filesystem)(0),               // 0: tidemark.v1.Filesystem
 	(BackupStatus)(0),             // 1: tidemark.v1.BackupStatus
@@ -5106,149 +5214,154 @@ var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(*ExpireTarget)(nil),          // 29: tidemark.v1.ExpireTarget
 	(*MemberRecord)(nil),          // 30: tidemark.v1.MemberRecord
 	(*CatalogSnapshot)(nil),       // 31: tidemark.v1.CatalogSnapshot
-	(*RetentionRules)(nil),        // 32: tidemark.v1.RetentionRules
-	(*CopyTarget)(nil),            // 33: tidemark.v1.CopyTarget
-	(*PolicySchedule)(nil),        // 34: tidemark.v1.PolicySchedule
-	(*PolicyBinlog)(nil),          // 35: tidemark.v1.PolicyBinlog
-	(*PolicyConcurrency)(nil),     // 36: tidemark.v1.PolicyConcurrency
-	(*PolicySpec)(nil),            // 37: tidemark.v1.PolicySpec
-	(*Policy)(nil),                // 38: tidemark.v1.Policy
-	(*ScheduleSkip)(nil),          // 39: tidemark.v1.ScheduleSkip
-	(*AccessToken)(nil),           // 40: tidemark.v1.AccessToken
-	(*JoinToken)(nil),             // 41: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 42: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 43: tidemark.v1.ClusterCA
-	(*AuditRecord)(nil),           // 44: tidemark.v1.AuditRecord
-	nil,                           // 45: tidemark.v1.Agent.LabelsEntry
-	nil,                           // 46: tidemark.v1.Instance.LabelsEntry
-	nil,                           // 47: tidemark.v1.Backup.LabelsEntry
-	nil,                           // 48: tidemark.v1.BackupParams.LabelsEntry
-	nil,                           // 49: tidemark.v1.RestoreParams.RenameDatabasesEntry
-	nil,                           // 50: tidemark.v1.AuditRecord.FlagsEntry
-	(*timestamppb.Timestamp)(nil), // 51: google.protobuf.Timestamp
-	(*ServerInfo)(nil),            // 52: tidemark.v1.ServerInfo
-	(*ConsistencyPoint)(nil),      // 53: tidemark.v1.ConsistencyPoint
-	(*LeaseToken)(nil),            // 54: tidemark.v1.LeaseToken
-	(*durationpb.Duration)(nil),   // 55: google.protobuf.Duration
+	(*IdempotencyRecord)(nil),     // 32: tidemark.v1.IdempotencyRecord
+	(*RetentionRules)(nil),        // 33: tidemark.v1.RetentionRules
+	(*CopyTarget)(nil),            // 34: tidemark.v1.CopyTarget
+	(*PolicySchedule)(nil),        // 35: tidemark.v1.PolicySchedule
+	(*PolicyBinlog)(nil),          // 36: tidemark.v1.PolicyBinlog
+	(*PolicyConcurrency)(nil),     // 37: tidemark.v1.PolicyConcurrency
+	(*PolicySpec)(nil),            // 38: tidemark.v1.PolicySpec
+	(*Policy)(nil),                // 39: tidemark.v1.Policy
+	(*ScheduleSkip)(nil),          // 40: tidemark.v1.ScheduleSkip
+	(*AccessToken)(nil),           // 41: tidemark.v1.AccessToken
+	(*JoinToken)(nil),             // 42: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 43: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 44: tidemark.v1.ClusterCA
+	(*AuditRecord)(nil),           // 45: tidemark.v1.AuditRecord
+	nil,                           // 46: tidemark.v1.Agent.LabelsEntry
+	nil,                           // 47: tidemark.v1.Instance.LabelsEntry
+	nil,                           // 48: tidemark.v1.Backup.LabelsEntry
+	nil,                           // 49: tidemark.v1.BackupParams.LabelsEntry
+	nil,                           // 50: tidemark.v1.RestoreParams.RenameDatabasesEntry
+	nil,                           // 51: tidemark.v1.AuditRecord.FlagsEntry
+	(*timestamppb.Timestamp)(nil), // 52: google.protobuf.Timestamp
+	(*ServerInfo)(nil),            // 53: tidemark.v1.ServerInfo
+	(*ConsistencyPoint)(nil),      // 54: tidemark.v1.ConsistencyPoint
+	(*LeaseToken)(nil),            // 55: tidemark.v1.LeaseToken
+	(*durationpb.Duration)(nil),   // 56: google.protobuf.Duration
+	(*anypb.Any)(nil),             // 57: google.protobuf.Any
 }
 var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	0,   // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
-	51,  // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
+	52,  // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
 	5,   // 2: tidemark.v1.Capabilities.volumes:type_name -> tidemark.v1.EngineVolume
 	0,   // 3: tidemark.v1.EngineVolume.filesystem:type_name -> tidemark.v1.Filesystem
 	6,   // 4: tidemark.v1.EngineDecision.verdicts:type_name -> tidemark.v1.EngineVerdict
-	51,  // 5: tidemark.v1.EngineDecision.decided_at:type_name -> google.protobuf.Timestamp
-	51,  // 6: tidemark.v1.EngineDecision.probed_at:type_name -> google.protobuf.Timestamp
-	51,  // 7: tidemark.v1.EngineChange.at:type_name -> google.protobuf.Timestamp
-	45,  // 8: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
+	52,  // 5: tidemark.v1.EngineDecision.decided_at:type_name -> google.protobuf.Timestamp
+	52,  // 6: tidemark.v1.EngineDecision.probed_at:type_name -> google.protobuf.Timestamp
+	52,  // 7: tidemark.v1.EngineChange.at:type_name -> google.protobuf.Timestamp
+	46,  // 8: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
 	4,   // 9: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
-	51,  // 10: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	51,  // 11: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
-	46,  // 12: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
+	52,  // 10: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	52,  // 11: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
+	47,  // 12: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
 	4,   // 13: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
-	52,  // 14: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
-	51,  // 15: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	53,  // 14: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
+	52,  // 15: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
 	20,  // 16: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
 	7,   // 17: tidemark.v1.Instance.engine_decision:type_name -> tidemark.v1.EngineDecision
 	8,   // 18: tidemark.v1.Instance.engine_changes:type_name -> tidemark.v1.EngineChange
 	1,   // 19: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
-	51,  // 20: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	51,  // 21: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	53,  // 22: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
-	54,  // 23: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
-	47,  // 24: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
+	52,  // 20: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	52,  // 21: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	54,  // 22: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
+	55,  // 23: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
+	48,  // 24: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
 	12,  // 25: tidemark.v1.Backup.pin:type_name -> tidemark.v1.BackupPin
-	51,  // 26: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
+	52,  // 26: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
 	13,  // 27: tidemark.v1.Backup.copies:type_name -> tidemark.v1.BackupCopy
-	51,  // 28: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
-	51,  // 29: tidemark.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
-	51,  // 30: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
-	51,  // 31: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
-	51,  // 32: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
-	48,  // 33: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	51,  // 34: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	52,  // 28: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
+	52,  // 29: tidemark.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
+	52,  // 30: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
+	52,  // 31: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
+	52,  // 32: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
+	49,  // 33: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
+	52,  // 34: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
 	15,  // 35: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	49,  // 36: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
-	55,  // 37: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
+	50,  // 36: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
+	56,  // 37: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
 	18,  // 38: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
-	51,  // 39: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
-	51,  // 40: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
-	54,  // 41: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
+	52,  // 39: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
+	52,  // 40: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
+	55,  // 41: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
 	19,  // 42: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
-	51,  // 43: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
-	51,  // 44: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
-	51,  // 45: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	54,  // 46: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
-	51,  // 47: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
-	51,  // 48: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	52,  // 43: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
+	52,  // 44: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
+	52,  // 45: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	55,  // 46: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	52,  // 47: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	52,  // 48: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
 	2,   // 49: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
 	3,   // 50: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	54,  // 51: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	51,  // 52: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	51,  // 53: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	51,  // 54: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	55,  // 51: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	52,  // 52: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	52,  // 53: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	52,  // 54: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
 	21,  // 55: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
 	22,  // 56: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
 	23,  // 57: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
-	51,  // 58: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
-	51,  // 59: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
-	54,  // 60: tidemark.v1.Job.stopping_lease:type_name -> tidemark.v1.LeaseToken
-	51,  // 61: tidemark.v1.Job.stopping_until:type_name -> google.protobuf.Timestamp
+	52,  // 58: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	52,  // 59: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
+	55,  // 60: tidemark.v1.Job.stopping_lease:type_name -> tidemark.v1.LeaseToken
+	52,  // 61: tidemark.v1.Job.stopping_until:type_name -> google.protobuf.Timestamp
 	14,  // 62: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
 	16,  // 63: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
 	17,  // 64: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
 	25,  // 65: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
 	26,  // 66: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
 	27,  // 67: tidemark.v1.Job.reconcile:type_name -> tidemark.v1.ReconcileParams
-	51,  // 68: tidemark.v1.Job.orphans_swept_at:type_name -> google.protobuf.Timestamp
+	52,  // 68: tidemark.v1.Job.orphans_swept_at:type_name -> google.protobuf.Timestamp
 	29,  // 69: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
-	51,  // 70: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
+	52,  // 70: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
 	28,  // 71: tidemark.v1.ReconcileParams.targets:type_name -> tidemark.v1.ReconcileTarget
-	54,  // 72: tidemark.v1.ReconcileTarget.fence:type_name -> tidemark.v1.LeaseToken
-	54,  // 73: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
-	51,  // 74: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	55,  // 72: tidemark.v1.ReconcileTarget.fence:type_name -> tidemark.v1.LeaseToken
+	55,  // 73: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
+	52,  // 74: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
 	9,   // 75: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
 	10,  // 76: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
 	11,  // 77: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
 	24,  // 78: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
 	30,  // 79: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
 	20,  // 80: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
-	41,  // 81: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
-	42,  // 82: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
-	43,  // 83: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
-	44,  // 84: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
-	40,  // 85: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
-	38,  // 86: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
-	39,  // 87: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
-	55,  // 88: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
-	32,  // 89: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
-	55,  // 90: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
-	55,  // 91: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
-	55,  // 92: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
-	34,  // 93: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
-	35,  // 94: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
-	32,  // 95: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
-	33,  // 96: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
-	36,  // 97: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
-	37,  // 98: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
-	51,  // 99: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	51,  // 100: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
-	38,  // 101: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
-	51,  // 102: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
-	51,  // 103: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
-	51,  // 104: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
-	51,  // 105: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
-	51,  // 106: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
-	51,  // 107: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	51,  // 108: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	51,  // 109: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	51,  // 110: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
-	50,  // 111: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
-	112, // [112:112] is the sub-list for method output_type
-	112, // [112:112] is the sub-list for method input_type
-	112, // [112:112] is the sub-list for extension type_name
-	112, // [112:112] is the sub-list for extension extendee
-	0,   // [0:112] is the sub-list for field type_name
+	42,  // 81: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
+	43,  // 82: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
+	44,  // 83: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
+	45,  // 84: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
+	41,  // 85: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
+	39,  // 86: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
+	40,  // 87: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
+	32,  // 88: tidemark.v1.CatalogSnapshot.idempotency_keys:type_name -> tidemark.v1.IdempotencyRecord
+	52,  // 89: tidemark.v1.IdempotencyRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	57,  // 90: tidemark.v1.IdempotencyRecord.result:type_name -> google.protobuf.Any
+	56,  // 91: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
+	33,  // 92: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
+	56,  // 93: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
+	56,  // 94: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
+	56,  // 95: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
+	35,  // 96: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
+	36,  // 97: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
+	33,  // 98: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
+	34,  // 99: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
+	37,  // 100: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
+	38,  // 101: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
+	52,  // 102: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	52,  // 103: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
+	39,  // 104: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
+	52,  // 105: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
+	52,  // 106: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
+	52,  // 107: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
+	52,  // 108: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
+	52,  // 109: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
+	52,  // 110: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	52,  // 111: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	52,  // 112: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	52,  // 113: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	51,  // 114: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
+	115, // [115:115] is the sub-list for method output_type
+	115, // [115:115] is the sub-list for method input_type
+	115, // [115:115] is the sub-list for extension type_name
+	115, // [115:115] is the sub-list for extension extendee
+	0,   // [0:115] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }
@@ -5276,7 +5389,7 @@ func file_tidemark_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_catalog_proto_rawDesc), len(file_tidemark_v1_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   47,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

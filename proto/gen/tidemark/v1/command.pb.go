@@ -63,6 +63,7 @@ type Command struct {
 	//	*Command_FinishReconcile
 	//	*Command_AttemptStopped
 	//	*Command_PruneCatalog
+	//	*Command_Idempotent
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -357,6 +358,15 @@ func (x *Command) GetPruneCatalog() *PruneCatalog {
 	return nil
 }
 
+func (x *Command) GetIdempotent() *Idempotent {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_Idempotent); ok {
+			return x.Idempotent
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -474,6 +484,10 @@ type Command_PruneCatalog struct {
 	PruneCatalog *PruneCatalog `protobuf:"bytes,65,opt,name=prune_catalog,json=pruneCatalog,proto3,oneof"`
 }
 
+type Command_Idempotent struct {
+	Idempotent *Idempotent `protobuf:"bytes,60,opt,name=idempotent,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -529,6 +543,8 @@ func (*Command_FinishReconcile) isCommand_Cmd() {}
 func (*Command_AttemptStopped) isCommand_Cmd() {}
 
 func (*Command_PruneCatalog) isCommand_Cmd() {}
+
+func (*Command_Idempotent) isCommand_Cmd() {}
 
 // AttemptStopped records that a cancelled or expired attempt of an
 // exclusive job (Job.stopping_lease) is over on its agent: its result
@@ -2321,11 +2337,99 @@ func (x *RecordWatermarks) GetRecordedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// Idempotent carries a command under a client's idempotency key, so the key
+// and the change it guards are one entry: either both are applied or
+// neither. The FSM first prunes the keys older than the window (from
+// recorded_at, the leader's clock stamped here, never a node's) and beyond
+// the count; then a key it holds with the same fingerprint returns the
+// recorded result and applies nothing, a key it holds with another
+// fingerprint is refused (invalid), and a new key applies cmd and, when cmd
+// succeeds, records its result. A failed cmd records nothing: it changed
+// nothing, so a retry may act.
+type Idempotent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// SHA-256 of the RPC's full method name, the caller and the request
+	// without the key (deterministic marshalling).
+	Fingerprint []byte `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// The RPC's full method name, for the refusal's message.
+	Method        string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	RecordedAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	Cmd           *Command               `protobuf:"bytes,5,opt,name=cmd,proto3" json:"cmd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Idempotent) Reset() {
+	*x = Idempotent{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Idempotent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Idempotent) ProtoMessage() {}
+
+func (x *Idempotent) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Idempotent.ProtoReflect.Descriptor instead.
+func (*Idempotent) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *Idempotent) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Idempotent) GetFingerprint() []byte {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return nil
+}
+
+func (x *Idempotent) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Idempotent) GetRecordedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedAt
+	}
+	return nil
+}
+
+func (x *Idempotent) GetCmd() *Command {
+	if x != nil {
+		return x.Cmd
+	}
+	return nil
+}
+
 var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xc6\x0f\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\x81\x10\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -2358,7 +2462,10 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x16record_engine_decision\x182 \x01(\v2!.tidemark.v1.RecordEngineDecisionH\x00R\x14recordEngineDecision\x12I\n" +
 	"\x10finish_reconcile\x18P \x01(\v2\x1c.tidemark.v1.FinishReconcileH\x00R\x0ffinishReconcile\x12F\n" +
 	"\x0fattempt_stopped\x18K \x01(\v2\x1b.tidemark.v1.AttemptStoppedH\x00R\x0eattemptStopped\x12@\n" +
-	"\rprune_catalog\x18A \x01(\v2\x19.tidemark.v1.PruneCatalogH\x00R\fpruneCatalogB\x05\n" +
+	"\rprune_catalog\x18A \x01(\v2\x19.tidemark.v1.PruneCatalogH\x00R\fpruneCatalog\x129\n" +
+	"\n" +
+	"idempotent\x18< \x01(\v2\x17.tidemark.v1.IdempotentH\x00R\n" +
+	"idempotentB\x05\n" +
 	"\x03cmd\"\xa9\x01\n" +
 	"\x0eAttemptStopped\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12-\n" +
@@ -2484,7 +2591,15 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x10RecordWatermarks\x123\n" +
 	"\astreams\x18\x01 \x03(\v2\x19.tidemark.v1.BinlogStreamR\astreams\x12;\n" +
 	"\vrecorded_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"recordedAtBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
+	"recordedAt\"\xbd\x01\n" +
+	"\n" +
+	"Idempotent\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12 \n" +
+	"\vfingerprint\x18\x02 \x01(\fR\vfingerprint\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12;\n" +
+	"\vrecorded_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordedAt\x12&\n" +
+	"\x03cmd\x18\x05 \x01(\v2\x14.tidemark.v1.CommandR\x03cmdBFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
 	file_tidemark_v1_command_proto_rawDescOnce sync.Once
@@ -2498,7 +2613,7 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
 	(*AttemptStopped)(nil),        // 1: tidemark.v1.AttemptStopped
@@ -2530,29 +2645,30 @@ var file_tidemark_v1_command_proto_goTypes = []any{
 	(*UpsertMember)(nil),          // 27: tidemark.v1.UpsertMember
 	(*RemoveMember)(nil),          // 28: tidemark.v1.RemoveMember
 	(*RecordWatermarks)(nil),      // 29: tidemark.v1.RecordWatermarks
-	(*LeaseToken)(nil),            // 30: tidemark.v1.LeaseToken
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
-	(*BackupPin)(nil),             // 32: tidemark.v1.BackupPin
-	(*Job)(nil),                   // 33: tidemark.v1.Job
-	(*BackupCopy)(nil),            // 34: tidemark.v1.BackupCopy
-	(*PolicySpec)(nil),            // 35: tidemark.v1.PolicySpec
-	(*ScheduleSkip)(nil),          // 36: tidemark.v1.ScheduleSkip
-	(*EngineDecision)(nil),        // 37: tidemark.v1.EngineDecision
-	(*EngineChange)(nil),          // 38: tidemark.v1.EngineChange
-	(*JoinToken)(nil),             // 39: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 40: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 41: tidemark.v1.ClusterCA
-	(*AccessToken)(nil),           // 42: tidemark.v1.AccessToken
-	(*AuditRecord)(nil),           // 43: tidemark.v1.AuditRecord
-	(*Agent)(nil),                 // 44: tidemark.v1.Agent
-	(*Instance)(nil),              // 45: tidemark.v1.Instance
-	(JobState)(0),                 // 46: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 47: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 48: tidemark.v1.JobResult
-	(*Backup)(nil),                // 49: tidemark.v1.Backup
-	(*durationpb.Duration)(nil),   // 50: google.protobuf.Duration
-	(*MemberRecord)(nil),          // 51: tidemark.v1.MemberRecord
-	(*BinlogStream)(nil),          // 52: tidemark.v1.BinlogStream
+	(*Idempotent)(nil),            // 30: tidemark.v1.Idempotent
+	(*LeaseToken)(nil),            // 31: tidemark.v1.LeaseToken
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*BackupPin)(nil),             // 33: tidemark.v1.BackupPin
+	(*Job)(nil),                   // 34: tidemark.v1.Job
+	(*BackupCopy)(nil),            // 35: tidemark.v1.BackupCopy
+	(*PolicySpec)(nil),            // 36: tidemark.v1.PolicySpec
+	(*ScheduleSkip)(nil),          // 37: tidemark.v1.ScheduleSkip
+	(*EngineDecision)(nil),        // 38: tidemark.v1.EngineDecision
+	(*EngineChange)(nil),          // 39: tidemark.v1.EngineChange
+	(*JoinToken)(nil),             // 40: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 41: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 42: tidemark.v1.ClusterCA
+	(*AccessToken)(nil),           // 43: tidemark.v1.AccessToken
+	(*AuditRecord)(nil),           // 44: tidemark.v1.AuditRecord
+	(*Agent)(nil),                 // 45: tidemark.v1.Agent
+	(*Instance)(nil),              // 46: tidemark.v1.Instance
+	(JobState)(0),                 // 47: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 48: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 49: tidemark.v1.JobResult
+	(*Backup)(nil),                // 50: tidemark.v1.Backup
+	(*durationpb.Duration)(nil),   // 51: google.protobuf.Duration
+	(*MemberRecord)(nil),          // 52: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 53: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
 	20, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
@@ -2583,55 +2699,58 @@ var file_tidemark_v1_command_proto_depIdxs = []int32{
 	6,  // 25: tidemark.v1.Command.finish_reconcile:type_name -> tidemark.v1.FinishReconcile
 	1,  // 26: tidemark.v1.Command.attempt_stopped:type_name -> tidemark.v1.AttemptStopped
 	7,  // 27: tidemark.v1.Command.prune_catalog:type_name -> tidemark.v1.PruneCatalog
-	30, // 28: tidemark.v1.AttemptStopped.lease:type_name -> tidemark.v1.LeaseToken
-	31, // 29: tidemark.v1.AttemptStopped.stopped_at:type_name -> google.protobuf.Timestamp
-	32, // 30: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
-	31, // 31: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
-	33, // 32: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
-	31, // 33: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
-	31, // 34: tidemark.v1.FinishReconcile.swept_at:type_name -> google.protobuf.Timestamp
-	31, // 35: tidemark.v1.PruneCatalog.at:type_name -> google.protobuf.Timestamp
-	34, // 36: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
-	35, // 37: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
-	31, // 38: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
-	31, // 39: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
-	36, // 40: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
-	37, // 41: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
-	38, // 42: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
-	39, // 43: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
-	31, // 44: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
-	40, // 45: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
-	41, // 46: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
-	42, // 47: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
-	43, // 48: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
-	44, // 49: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	45, // 50: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	31, // 51: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	45, // 52: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	31, // 53: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	33, // 54: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	30, // 55: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	31, // 56: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	31, // 57: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	46, // 58: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	30, // 59: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	47, // 60: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	48, // 61: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	31, // 62: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	49, // 63: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	30, // 64: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	31, // 65: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	50, // 66: tidemark.v1.ExpireLease.agent_grace:type_name -> google.protobuf.Duration
-	49, // 67: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	31, // 68: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	51, // 69: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	52, // 70: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
-	31, // 71: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
-	72, // [72:72] is the sub-list for method output_type
-	72, // [72:72] is the sub-list for method input_type
-	72, // [72:72] is the sub-list for extension type_name
-	72, // [72:72] is the sub-list for extension extendee
-	0,  // [0:72] is the sub-list for field type_name
+	30, // 28: tidemark.v1.Command.idempotent:type_name -> tidemark.v1.Idempotent
+	31, // 29: tidemark.v1.AttemptStopped.lease:type_name -> tidemark.v1.LeaseToken
+	32, // 30: tidemark.v1.AttemptStopped.stopped_at:type_name -> google.protobuf.Timestamp
+	33, // 31: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
+	32, // 32: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
+	34, // 33: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
+	32, // 34: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
+	32, // 35: tidemark.v1.FinishReconcile.swept_at:type_name -> google.protobuf.Timestamp
+	32, // 36: tidemark.v1.PruneCatalog.at:type_name -> google.protobuf.Timestamp
+	35, // 37: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
+	36, // 38: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
+	32, // 39: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
+	32, // 40: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
+	37, // 41: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
+	38, // 42: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
+	39, // 43: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
+	40, // 44: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
+	32, // 45: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
+	41, // 46: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
+	42, // 47: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
+	43, // 48: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
+	44, // 49: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
+	45, // 50: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	46, // 51: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	32, // 52: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	46, // 53: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	32, // 54: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	34, // 55: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	31, // 56: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	32, // 57: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	32, // 58: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	47, // 59: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	31, // 60: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	48, // 61: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	49, // 62: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	32, // 63: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	50, // 64: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	31, // 65: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	32, // 66: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	51, // 67: tidemark.v1.ExpireLease.agent_grace:type_name -> google.protobuf.Duration
+	50, // 68: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	32, // 69: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	52, // 70: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	53, // 71: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	32, // 72: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	32, // 73: tidemark.v1.Idempotent.recorded_at:type_name -> google.protobuf.Timestamp
+	0,  // 74: tidemark.v1.Idempotent.cmd:type_name -> tidemark.v1.Command
+	75, // [75:75] is the sub-list for method output_type
+	75, // [75:75] is the sub-list for method input_type
+	75, // [75:75] is the sub-list for extension type_name
+	75, // [75:75] is the sub-list for extension extendee
+	0,  // [0:75] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -2670,6 +2789,7 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_FinishReconcile)(nil),
 		(*Command_AttemptStopped)(nil),
 		(*Command_PruneCatalog)(nil),
+		(*Command_Idempotent)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2677,7 +2797,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

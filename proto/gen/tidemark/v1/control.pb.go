@@ -81,11 +81,18 @@ func (MemberState) EnumDescriptor() ([]byte, []int) {
 }
 
 type ExpireBackupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	Reason   string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// A client-generated key (any unique string, e.g. a random UUID) that
+	// makes the call safe to retry: the first call with a key records its
+	// result in the same Raft entry as its change, and a later call with the
+	// same key and the same request returns that result instead of acting
+	// again (for 24 h and the last 10000 keys). The same key with a
+	// different request is refused (InvalidArgument). Empty: no protection.
+	IdempotencyKey string `protobuf:"bytes,21,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ExpireBackupRequest) Reset() {
@@ -132,10 +139,20 @@ func (x *ExpireBackupRequest) GetReason() string {
 	return ""
 }
 
+func (x *ExpireBackupRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type ExpireBackupResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The expire job.
-	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Job *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// The result is the one recorded for the request's idempotency_key by
+	// an earlier call: this call changed nothing.
+	Replayed      bool `protobuf:"varint,21,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -177,6 +194,13 @@ func (x *ExpireBackupResponse) GetJob() *Job {
 	return nil
 }
 
+func (x *ExpireBackupResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 type SubmitCopyRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
@@ -184,8 +208,15 @@ type SubmitCopyRequest struct {
 	// the destination with its own repository key.
 	DestinationRepositoryUri string `protobuf:"bytes,2,opt,name=destination_repository_uri,json=destinationRepositoryUri,proto3" json:"destination_repository_uri,omitempty"`
 	WithBinlog               bool   `protobuf:"varint,3,opt,name=with_binlog,json=withBinlog,proto3" json:"with_binlog,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// A client-generated key (any unique string, e.g. a random UUID) that
+	// makes the call safe to retry: the first call with a key records its
+	// result in the same Raft entry as its change, and a later call with the
+	// same key and the same request returns that result instead of acting
+	// again (for 24 h and the last 10000 keys). The same key with a
+	// different request is refused (InvalidArgument). Empty: no protection.
+	IdempotencyKey string `protobuf:"bytes,21,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SubmitCopyRequest) Reset() {
@@ -239,9 +270,19 @@ func (x *SubmitCopyRequest) GetWithBinlog() bool {
 	return false
 }
 
+func (x *SubmitCopyRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type SubmitCopyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// The result is the one recorded for the request's idempotency_key by
+	// an earlier call: this call changed nothing.
+	Replayed      bool `protobuf:"varint,21,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -283,12 +324,26 @@ func (x *SubmitCopyResponse) GetJob() *Job {
 	return nil
 }
 
+func (x *SubmitCopyResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 type PinBackupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	Reason   string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// A client-generated key (any unique string, e.g. a random UUID) that
+	// makes the call safe to retry: the first call with a key records its
+	// result in the same Raft entry as its change, and a later call with the
+	// same key and the same request returns that result instead of acting
+	// again (for 24 h and the last 10000 keys). The same key with a
+	// different request is refused (InvalidArgument). Empty: no protection.
+	IdempotencyKey string `protobuf:"bytes,21,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PinBackupRequest) Reset() {
@@ -335,9 +390,19 @@ func (x *PinBackupRequest) GetReason() string {
 	return ""
 }
 
+func (x *PinBackupRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type PinBackupResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Backup        *Backup                `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Backup *Backup                `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	// The result is the one recorded for the request's idempotency_key by
+	// an earlier call: this call changed nothing.
+	Replayed      bool `protobuf:"varint,21,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -379,11 +444,25 @@ func (x *PinBackupResponse) GetBackup() *Backup {
 	return nil
 }
 
+func (x *PinBackupResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 type UnpinBackupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BackupId      string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	// A client-generated key (any unique string, e.g. a random UUID) that
+	// makes the call safe to retry: the first call with a key records its
+	// result in the same Raft entry as its change, and a later call with the
+	// same key and the same request returns that result instead of acting
+	// again (for 24 h and the last 10000 keys). The same key with a
+	// different request is refused (InvalidArgument). Empty: no protection.
+	IdempotencyKey string `protobuf:"bytes,21,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *UnpinBackupRequest) Reset() {
@@ -423,9 +502,19 @@ func (x *UnpinBackupRequest) GetBackupId() string {
 	return ""
 }
 
+func (x *UnpinBackupRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type UnpinBackupResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Backup        *Backup                `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Backup *Backup                `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	// The result is the one recorded for the request's idempotency_key by
+	// an earlier call: this call changed nothing.
+	Replayed      bool `protobuf:"varint,21,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -465,6 +554,13 @@ func (x *UnpinBackupResponse) GetBackup() *Backup {
 		return x.Backup
 	}
 	return nil
+}
+
+func (x *UnpinBackupResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
 }
 
 type PlanRetentionRequest struct {
@@ -1725,9 +1821,16 @@ type SubmitBackupRequest struct {
 	RepositoryUri string            `protobuf:"bytes,3,opt,name=repository_uri,json=repositoryUri,proto3" json:"repository_uri,omitempty"`
 	Labels        map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Parallel workers; 0 for the engine's default.
-	Parallelism   uint32 `protobuf:"varint,5,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Parallelism uint32 `protobuf:"varint,5,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	// A client-generated key (any unique string, e.g. a random UUID) that
+	// makes the call safe to retry: the first call with a key records its
+	// result in the same Raft entry as its change, and a later call with the
+	// same key and the same request returns that result instead of acting
+	// again (for 24 h and the last 10000 keys). The same key with a
+	// different request is refused (InvalidArgument). Empty: no protection.
+	IdempotencyKey string `protobuf:"bytes,21,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SubmitBackupRequest) Reset() {
@@ -1795,10 +1898,20 @@ func (x *SubmitBackupRequest) GetParallelism() uint32 {
 	return 0
 }
 
+func (x *SubmitBackupRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type SubmitBackupResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The pending job.
-	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Job *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// The result is the one recorded for the request's idempotency_key by
+	// an earlier call: this call changed nothing.
+	Replayed      bool `protobuf:"varint,21,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1840,12 +1953,26 @@ func (x *SubmitBackupResponse) GetJob() *Job {
 	return nil
 }
 
+func (x *SubmitBackupResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 type SubmitRestoreRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// backup_id and target_instance are required; the rest are optional.
-	Params        *RestoreParams `protobuf:"bytes,1,opt,name=params,proto3" json:"params,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Params *RestoreParams `protobuf:"bytes,1,opt,name=params,proto3" json:"params,omitempty"`
+	// A client-generated key (any unique string, e.g. a random UUID) that
+	// makes the call safe to retry: the first call with a key records its
+	// result in the same Raft entry as its change, and a later call with the
+	// same key and the same request returns that result instead of acting
+	// again (for 24 h and the last 10000 keys). The same key with a
+	// different request is refused (InvalidArgument). Empty: no protection.
+	IdempotencyKey string `protobuf:"bytes,21,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SubmitRestoreRequest) Reset() {
@@ -1885,10 +2012,20 @@ func (x *SubmitRestoreRequest) GetParams() *RestoreParams {
 	return nil
 }
 
+func (x *SubmitRestoreRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type SubmitRestoreResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The pending job.
-	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Job *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// The result is the one recorded for the request's idempotency_key by
+	// an earlier call: this call changed nothing.
+	Replayed      bool `protobuf:"varint,21,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1930,13 +2067,27 @@ func (x *SubmitRestoreResponse) GetJob() *Job {
 	return nil
 }
 
+func (x *SubmitRestoreResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 type CancelJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Recorded with the job, e.g. who cancelled and why.
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// A client-generated key (any unique string, e.g. a random UUID) that
+	// makes the call safe to retry: the first call with a key records its
+	// result in the same Raft entry as its change, and a later call with the
+	// same key and the same request returns that result instead of acting
+	// again (for 24 h and the last 10000 keys). The same key with a
+	// different request is refused (InvalidArgument). Empty: no protection.
+	IdempotencyKey string `protobuf:"bytes,21,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CancelJobRequest) Reset() {
@@ -1983,10 +2134,20 @@ func (x *CancelJobRequest) GetReason() string {
 	return ""
 }
 
+func (x *CancelJobRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type CancelJobResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The job after cancellation.
-	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Job *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// The result is the one recorded for the request's idempotency_key by
+	// an earlier call: this call changed nothing.
+	Replayed      bool `protobuf:"varint,21,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2026,6 +2187,13 @@ func (x *CancelJobResponse) GetJob() *Job {
 		return x.Job
 	}
 	return nil
+}
+
+func (x *CancelJobResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
 }
 
 // Member is one controller node of the Raft cluster.
@@ -2574,8 +2742,15 @@ type StartBinlogStreamRequest struct {
 	RepositoryUri string `protobuf:"bytes,3,opt,name=repository_uri,json=repositoryUri,proto3" json:"repository_uri,omitempty"`
 	ServerId      uint32 `protobuf:"varint,4,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
 	PurgeArchived bool   `protobuf:"varint,5,opt,name=purge_archived,json=purgeArchived,proto3" json:"purge_archived,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// A client-generated key (any unique string, e.g. a random UUID) that
+	// makes the call safe to retry: the first call with a key records its
+	// result in the same Raft entry as its change, and a later call with the
+	// same key and the same request returns that result instead of acting
+	// again (for 24 h and the last 10000 keys). The same key with a
+	// different request is refused (InvalidArgument). Empty: no protection.
+	IdempotencyKey string `protobuf:"bytes,21,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StartBinlogStreamRequest) Reset() {
@@ -2643,10 +2818,20 @@ func (x *StartBinlogStreamRequest) GetPurgeArchived() bool {
 	return false
 }
 
+func (x *StartBinlogStreamRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type StartBinlogStreamResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The pending stream job.
-	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Job *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// The result is the one recorded for the request's idempotency_key by
+	// an earlier call: this call changed nothing.
+	Replayed      bool `protobuf:"varint,21,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2688,13 +2873,27 @@ func (x *StartBinlogStreamResponse) GetJob() *Job {
 	return nil
 }
 
+func (x *StartBinlogStreamResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 type StopBinlogStreamRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The instance, or any member of its `cluster` group.
-	Instance      string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Reason   string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// A client-generated key (any unique string, e.g. a random UUID) that
+	// makes the call safe to retry: the first call with a key records its
+	// result in the same Raft entry as its change, and a later call with the
+	// same key and the same request returns that result instead of acting
+	// again (for 24 h and the last 10000 keys). The same key with a
+	// different request is refused (InvalidArgument). Empty: no protection.
+	IdempotencyKey string `protobuf:"bytes,21,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StopBinlogStreamRequest) Reset() {
@@ -2741,10 +2940,20 @@ func (x *StopBinlogStreamRequest) GetReason() string {
 	return ""
 }
 
+func (x *StopBinlogStreamRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type StopBinlogStreamResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The stream job, cancelled.
-	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Job *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// The result is the one recorded for the request's idempotency_key by
+	// an earlier call: this call changed nothing.
+	Replayed      bool `protobuf:"varint,21,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2784,6 +2993,13 @@ func (x *StopBinlogStreamResponse) GetJob() *Job {
 		return x.Job
 	}
 	return nil
+}
+
+func (x *StopBinlogStreamResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
 }
 
 type GetBinlogStatusRequest struct {
@@ -3831,10 +4047,12 @@ func (x *GetPolicyResponse) GetInstances() []string {
 }
 
 type DeletePolicyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// See SubmitBackupRequest.idempotency_key.
+	IdempotencyKey string `protobuf:"bytes,21,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DeletePolicyRequest) Reset() {
@@ -3874,10 +4092,19 @@ func (x *DeletePolicyRequest) GetName() string {
 	return ""
 }
 
+func (x *DeletePolicyRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type DeletePolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The policy as it was.
-	Policy        *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// See SubmitBackupResponse.replayed.
+	Replayed      bool `protobuf:"varint,21,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3917,6 +4144,13 @@ func (x *DeletePolicyResponse) GetPolicy() *Policy {
 		return x.Policy
 	}
 	return nil
+}
+
+func (x *DeletePolicyResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
 }
 
 type GetScheduleRequest struct {
@@ -4525,28 +4759,36 @@ var File_tidemark_v1_control_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\"J\n" +
+	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\"s\n" +
 	"\x13ExpireBackupRequest\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\":\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12'\n" +
+	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\"V\n" +
 	"\x14ExpireBackupResponse\x12\"\n" +
-	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"\x8f\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\x12\x1a\n" +
+	"\breplayed\x18\x15 \x01(\bR\breplayed\"\xb8\x01\n" +
 	"\x11SubmitCopyRequest\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12<\n" +
 	"\x1adestination_repository_uri\x18\x02 \x01(\tR\x18destinationRepositoryUri\x12\x1f\n" +
 	"\vwith_binlog\x18\x03 \x01(\bR\n" +
-	"withBinlog\"8\n" +
+	"withBinlog\x12'\n" +
+	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\"T\n" +
 	"\x12SubmitCopyResponse\x12\"\n" +
-	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"G\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\x12\x1a\n" +
+	"\breplayed\x18\x15 \x01(\bR\breplayed\"p\n" +
 	"\x10PinBackupRequest\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"@\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12'\n" +
+	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\"\\\n" +
 	"\x11PinBackupResponse\x12+\n" +
-	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"1\n" +
+	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\x12\x1a\n" +
+	"\breplayed\x18\x15 \x01(\bR\breplayed\"Z\n" +
 	"\x12UnpinBackupRequest\x12\x1b\n" +
-	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\"B\n" +
+	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12'\n" +
+	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\"^\n" +
 	"\x13UnpinBackupResponse\x12+\n" +
-	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"\xcd\x01\n" +
+	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\x12\x1a\n" +
+	"\breplayed\x18\x15 \x01(\bR\breplayed\"\xcd\x01\n" +
 	"\x14PlanRetentionRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x121\n" +
 	"\x05rules\x18\x02 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\x05rules\x12\x1e\n" +
@@ -4650,27 +4892,33 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x0fWatchJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"6\n" +
 	"\x10WatchJobResponse\x12\"\n" +
-	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"\x93\x02\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"\xbc\x02\n" +
 	"\x13SubmitBackupRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x16\n" +
 	"\x06engine\x18\x02 \x01(\tR\x06engine\x12%\n" +
 	"\x0erepository_uri\x18\x03 \x01(\tR\rrepositoryUri\x12D\n" +
 	"\x06labels\x18\x04 \x03(\v2,.tidemark.v1.SubmitBackupRequest.LabelsEntryR\x06labels\x12 \n" +
-	"\vparallelism\x18\x05 \x01(\rR\vparallelism\x1a9\n" +
+	"\vparallelism\x18\x05 \x01(\rR\vparallelism\x12'\n" +
+	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\":\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"V\n" +
 	"\x14SubmitBackupResponse\x12\"\n" +
-	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"J\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\x12\x1a\n" +
+	"\breplayed\x18\x15 \x01(\bR\breplayed\"s\n" +
 	"\x14SubmitRestoreRequest\x122\n" +
-	"\x06params\x18\x01 \x01(\v2\x1a.tidemark.v1.RestoreParamsR\x06params\";\n" +
+	"\x06params\x18\x01 \x01(\v2\x1a.tidemark.v1.RestoreParamsR\x06params\x12'\n" +
+	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\"W\n" +
 	"\x15SubmitRestoreResponse\x12\"\n" +
-	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\":\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\x12\x1a\n" +
+	"\breplayed\x18\x15 \x01(\bR\breplayed\"c\n" +
 	"\x10CancelJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"7\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12'\n" +
+	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\"S\n" +
 	"\x11CancelJobResponse\x12\"\n" +
-	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"\xda\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\x12\x1a\n" +
+	"\breplayed\x18\x15 \x01(\bR\breplayed\"\xda\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
@@ -4703,20 +4951,24 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x1aTransferLeadershipResponse\x12,\n" +
 	"\x12previous_leader_id\x18\x01 \x01(\tR\x10previousLeaderId\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x12\n" +
-	"\x04term\x18\x03 \x01(\x04R\x04term\"\xd2\x01\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\"\xfb\x01\n" +
 	"\x18StartBinlogStreamRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12/\n" +
 	"\x05flush\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05flush\x12%\n" +
 	"\x0erepository_uri\x18\x03 \x01(\tR\rrepositoryUri\x12\x1b\n" +
 	"\tserver_id\x18\x04 \x01(\rR\bserverId\x12%\n" +
-	"\x0epurge_archived\x18\x05 \x01(\bR\rpurgeArchived\"?\n" +
+	"\x0epurge_archived\x18\x05 \x01(\bR\rpurgeArchived\x12'\n" +
+	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\"[\n" +
 	"\x19StartBinlogStreamResponse\x12\"\n" +
-	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"M\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\x12\x1a\n" +
+	"\breplayed\x18\x15 \x01(\bR\breplayed\"v\n" +
 	"\x17StopBinlogStreamRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\">\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12'\n" +
+	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\"Z\n" +
 	"\x18StopBinlogStreamResponse\x12\"\n" +
-	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"T\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\x12\x1a\n" +
+	"\breplayed\x18\x15 \x01(\bR\breplayed\"T\n" +
 	"\x16GetBinlogStatusRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x1e\n" +
 	"\n" +
@@ -4783,11 +5035,13 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"consistent\"^\n" +
 	"\x11GetPolicyResponse\x12+\n" +
 	"\x06policy\x18\x01 \x01(\v2\x13.tidemark.v1.PolicyR\x06policy\x12\x1c\n" +
-	"\tinstances\x18\x02 \x03(\tR\tinstances\")\n" +
+	"\tinstances\x18\x02 \x03(\tR\tinstances\"R\n" +
 	"\x13DeletePolicyRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"C\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
+	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\"_\n" +
 	"\x14DeletePolicyResponse\x12+\n" +
-	"\x06policy\x18\x01 \x01(\v2\x13.tidemark.v1.PolicyR\x06policy\"P\n" +
+	"\x06policy\x18\x01 \x01(\v2\x13.tidemark.v1.PolicyR\x06policy\x12\x1a\n" +
+	"\breplayed\x18\x15 \x01(\bR\breplayed\"P\n" +
 	"\x12GetScheduleRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x1e\n" +
 	"\vper_run_key\x18\x02 \x01(\rR\tperRunKey\"\xcd\x02\n" +
