@@ -87,9 +87,27 @@ func TestHistoryPruned(t *testing.T) {
 		cfg.JobHistoryMax = 3
 		cfg.PruneInterval = 50 * time.Millisecond
 	})
-	if _, err := connectAgent(t, []string{srv.Addr()}, "db1"); err != nil {
+	// The agent registers db1 and leaves: the jobs are cancelled while
+	// pending, never assigned (an assigned-then-cancelled backup's dead
+	// attempt is kept for the reconcile sweep, which this test is not
+	// about), and the active one stays pending.
+	a, err := connectAgent(t, []string{srv.Addr()}, "db1")
+	if err != nil {
 		t.Fatal(err)
 	}
+	a.close()
+	testenv.WaitFor(t, "the agent's session gone", 10*time.Second, func() error {
+		r, err := c.Control.ListAgents(context.Background(), &v1.ListAgentsRequest{})
+		if err != nil {
+			return err
+		}
+		for _, ag := range r.GetAgents() {
+			if ag.GetConnected() {
+				return fmt.Errorf("agent %s still connected", ag.GetName())
+			}
+		}
+		return nil
+	})
 	var ids []string
 	for range 6 {
 		ids = append(ids, finishedJob(t, c, "db1"))

@@ -338,7 +338,9 @@ func TestWritesRideOutElections(t *testing.T) {
 	// No job twice: each instance has exactly the jobs its writer was
 	// told about, all distinct.
 	for _, w := range []*writer{w1, w2} {
-		l, err := conn1.Control.ListJobs(ctx, &v1.ListJobsRequest{Instance: w.instance, Consistent: true})
+		// One page holds them all (a run makes a few hundred; the
+		// default page is 100).
+		l, err := conn1.Control.ListJobs(ctx, &v1.ListJobsRequest{Instance: w.instance, Consistent: true, PageSize: 10000})
 		if err != nil {
 			t.Fatal(err)
 		}
