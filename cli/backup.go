@@ -291,6 +291,7 @@ func newBackupsCmd(s *streams) *cobra.Command {
 		instance   string
 		output     string
 		controller string
+		stale      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "backups",
@@ -304,7 +305,10 @@ with their status. -o json gives the same fields either way.`,
 				return err
 			}
 			if viaController(controller, rf.uri == "") {
-				return controllerBackups(cmd.Context(), s, controller, instance, output)
+				return controllerBackups(cmd.Context(), s, controller, instance, output, stale)
+			}
+			if stale {
+				return &UserError{Code: ExitUsage, Msg: "--stale is for a listing through a controller; a repository (--repo) is read as it is"}
 			}
 			repo, closeRepo, err := rf.open(cmd.Context())
 			if err != nil {
@@ -341,6 +345,7 @@ with their status. -o json gives the same fields either way.`,
 	cmd.Flags().StringVar(&instance, "instance", "", "only backups of this instance")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	controllerFlag(cmd, &controller)
+	cmd.Flags().BoolVar(&stale, "stale", false, "through a controller: read the catalog of the first controller that answers, without going through the leader (it may miss recent writes; a line on stderr says how far behind it was)")
 	return cmd
 }
 

@@ -52,6 +52,8 @@ type fleetFlags struct {
 	controller string
 	output     string
 	timeout    time.Duration
+	// stale: reads go to any node (registerRead's --stale).
+	stale bool
 }
 
 func (f *fleetFlags) register(s *streams, cmd *cobra.Command) {
@@ -167,14 +169,17 @@ a list of objects with "name", "labels", "capabilities", "last_seen" and
 "connected".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+			return f.read(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				var info *v1.ReadInfo
 				agents, err := listAll(func(tok string) ([]*v1.Agent, string, error) {
-					r, err := c.Control.ListAgents(ctx, &v1.ListAgentsRequest{PageToken: tok})
+					r, err := c.Control.ListAgents(ctx, &v1.ListAgentsRequest{PageToken: tok, Stale: f.stale})
+					info = r.GetRead()
 					return r.GetAgents(), r.GetNextPageToken(), err
 				})
 				if err != nil {
 					return err
 				}
+				f.noteRead(info)
 				if f.output == "json" {
 					list := make([]map[string]any, 0, len(agents))
 					for _, a := range agents {
@@ -201,7 +206,7 @@ a list of objects with "name", "labels", "capabilities", "last_seen" and
 			})
 		},
 	}
-	f.register(s, cmd)
+	f.registerRead(s, cmd)
 	return cmd
 }
 
@@ -225,14 +230,17 @@ The ENGINE column is what a backup with engine auto runs; after a re-probe
 changed it, the latest change is listed under the table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+			return f.read(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				var info *v1.ReadInfo
 				list, err := listAll(func(tok string) ([]*v1.Instance, string, error) {
-					r, err := c.Control.ListInstances(ctx, &v1.ListInstancesRequest{PageToken: tok})
+					r, err := c.Control.ListInstances(ctx, &v1.ListInstancesRequest{PageToken: tok, Stale: f.stale})
+					info = r.GetRead()
 					return r.GetInstances(), r.GetNextPageToken(), err
 				})
 				if err != nil {
 					return err
 				}
+				f.noteRead(info)
 				now := time.Now()
 				if f.output == "json" {
 					out := make([]map[string]any, 0, len(list))
@@ -283,7 +291,7 @@ changed it, the latest change is listed under the table.`,
 			})
 		},
 	}
-	f.register(s, cmd)
+	f.registerRead(s, cmd)
 	return cmd
 }
 
@@ -370,14 +378,17 @@ func newJobsCmd(s *streams) *cobra.Command {
 		Short: "List the controller's jobs, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+			return f.read(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				var info *v1.ReadInfo
 				jobs, err := listAll(func(tok string) ([]*v1.Job, string, error) {
-					r, err := c.Control.ListJobs(ctx, &v1.ListJobsRequest{Instance: instance, PageToken: tok})
+					r, err := c.Control.ListJobs(ctx, &v1.ListJobsRequest{Instance: instance, PageToken: tok, Stale: f.stale})
+					info = r.GetRead()
 					return r.GetJobs(), r.GetNextPageToken(), err
 				})
 				if err != nil {
 					return err
 				}
+				f.noteRead(info)
 				if f.output == "json" {
 					out := make([]map[string]any, 0, len(jobs))
 					for _, j := range jobs {
@@ -396,7 +407,7 @@ func newJobsCmd(s *streams) *cobra.Command {
 			})
 		},
 	}
-	f.register(s, cmd)
+	f.registerRead(s, cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "only jobs on this instance")
 	return cmd
 }
@@ -734,16 +745,19 @@ func controllerBackup(ctx context.Context, s *streams, controller, instance, eng
 }
 
 // controllerBackups lists the catalog's backups of an instance.
-func controllerBackups(ctx context.Context, s *streams, controller, instance, output string) error {
-	f := fleetFlags{s: s, controller: controller, output: output, timeout: 10 * time.Second}
-	return f.call(ctx, func(ctx context.Context, c *client.Conn) error {
+func controllerBackups(ctx context.Context, s *streams, controller, instance, output string, stale bool) error {
+	f := fleetFlags{s: s, controller: controller, output: output, timeout: 10 * time.Second, stale: stale}
+	return f.read(ctx, func(ctx context.Context, c *client.Conn) error {
+		var info *v1.ReadInfo
 		list, err := listAll(func(tok string) ([]*v1.Backup, string, error) {
-			r, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: instance, PageToken: tok})
+			r, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: instance, PageToken: tok, Stale: stale})
+			info = r.GetRead()
 			return r.GetBackups(), r.GetNextPageToken(), err
 		})
 		if err != nil {
 			return err
 		}
+		f.noteRead(info)
 		if output == "json" {
 			out := make([]map[string]any, 0, len(list))
 			for _, b := range list {

@@ -64,8 +64,13 @@ func (s *Server) startLeading() func() {
 func (s *Server) lead(ctx context.Context) {
 	s.log.Info("elected leader; waiting for the barrier")
 	for {
+		// The term before the barrier: a barrier that commits commits an
+		// entry of this term or of a later one, which also cannot end
+		// until this one's entries are in.
+		term := s.raft.CurrentTerm()
 		err := s.raft.Barrier(s.cfg.ApplyTimeout).Error()
 		if err == nil {
+			s.establishedTerm.Store(term)
 			break
 		}
 		s.log.Warn("barrier failed", "err", err)
