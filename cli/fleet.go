@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidemark-backup/tidemark/controller/client"
@@ -476,14 +477,20 @@ prints it.`,
 }
 
 func newJobWatchCmd(s *streams) *cobra.Command {
-	var controller, output string
+	var (
+		controller, output string
+		timeout            time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "watch JOB_ID",
 		Short: "Stream a job's state and progress until it ends",
 		Long: `Stream a job's state changes and progress on stderr until it ends. A backup
 job's backup id is printed alone on stdout when it succeeds. Exits non-zero,
 with the reason, when the job failed or was cancelled. A controller that goes
-away mid-watch (a leader change) is replaced by another of --controller.
+away mid-watch (killed, a leader change, an election) is replaced by the
+leader among --controller, with backoff, until the job ends or --timeout:
+a leader change never ends the watch early, and the final state printed is
+the committed one.
 
 -o json prints JSON lines on stdout, one object per update the controller
 sends (the job's fields, as in "tidemark jobs -o json"), the last one the job
@@ -501,7 +508,13 @@ in its final state; nothing is drawn on stderr.`,
 				enc := json.NewEncoder(s.out)
 				each = func(j *v1.Job) { _ = enc.Encode(jobJSON(j)) }
 			}
-			j, err := watchJob(cmd.Context(), s, controller, args[0], each)
+			ctx := cmd.Context()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			j, err := watchJob(ctx, s, controller, args[0], each)
 			if err != nil {
 				return err
 			}
@@ -514,6 +527,7 @@ in its final state; nothing is drawn on stderr.`,
 	}
 	controllerFlag(cmd, &controller)
 	outputFlag(cmd, &output)
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after this long, with exit code 5 (0: follow until the job ends; without a controller to serve the watch for 2m, give up then)")
 	return cmd
 }
 
@@ -565,16 +579,24 @@ func jobFailure(j *v1.Job) error {
 	}
 }
 
-// watchGrace is how long a watch keeps trying other controllers after the
-// one it watched through went away (a leader election takes seconds).
-const watchGrace = 30 * time.Second
+// watchLost is how long a watch without a --timeout keeps trying after no
+// controller served it: far longer than an election (seconds), so a leader
+// change never ends a watch, yet a cluster that stays without a quorum does
+// not hold a script forever.
+const watchLost = 2 * time.Minute
 
 // watchJob follows a job through WatchJob until it reaches a final state,
-// drawing progress on stderr, and returns the final job. It redials (any
-// of the addresses, preferring the leader) when the stream breaks.
+// drawing progress on stderr, and returns the final job. When the stream
+// breaks (the node killed, the leader stepping down, an election) it dials
+// the leader among the addresses again, with backoff, and watches again,
+// until ctx ends or, when ctx has no deadline, until no controller served
+// the watch for watchLost. The final job is as the catalog committed it:
+// WatchJob sends the catalog's job (with the leader's progress overlaid),
+// and a catalog holds only committed entries, so a final state seen is
+// final for every node.
 //
-// each, when set, gets every update instead (JSON lines), and nothing is
-// drawn.
+// each, when set, gets every update instead (JSON lines; an update a new
+// stream repeats is not passed again), and nothing is drawn.
 func watchJob(ctx context.Context, s *streams, controller, id string, each func(*v1.Job)) (*v1.Job, error) {
 	errw := s.err
 	if each != nil {
@@ -585,9 +607,15 @@ func watchJob(ctx context.Context, s *streams, controller, id string, each func(
 	var (
 		last      *v1.Job
 		failSince time.Time
+		lostNoted bool
 	)
+	backoff := 200 * time.Millisecond
+	_, bounded := ctx.Deadline()
 	for {
 		j, err := watchOnce(ctx, s, controller, id, func(j *v1.Job) {
+			if last != nil && proto.Equal(j, last) {
+				return // a new stream starts with the job as it is
+			}
 			if each != nil {
 				each(j)
 			}
@@ -606,31 +634,52 @@ func watchJob(ctx context.Context, s *streams, controller, id string, each func(
 				p.bytes(pr.GetPhase(), int64(pr.GetBytesDone()), int64(pr.GetBytesTotal()), int64(pr.GetRowsDone()))
 			}
 			last = j
-			failSince = time.Time{}
+			failSince, lostNoted, backoff = time.Time{}, false, 200*time.Millisecond
 		})
 		if err == nil {
 			return j, nil
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, watchEnded(ctx, id, last, err)
 		}
 		var ue *UserError
 		if st, ok := status.FromError(err); ok && st.Code() == codes.NotFound {
 			return nil, rpcErr(err)
+		} else if errors.As(err, &ue) && ue.Code == ExitUsage {
+			return nil, err
 		} else if errors.As(err, &ue) && failSince.IsZero() && last == nil {
 			return nil, err // no controller answered at all
 		}
 		if failSince.IsZero() {
 			failSince = time.Now()
-		} else if time.Since(failSince) > watchGrace {
-			return nil, &UserError{Msg: fmt.Sprintf("lost the watch of job %s for %s: %v", id, watchGrace, status.Convert(err).Message()), Err: err}
+		} else if !bounded && time.Since(failSince) > watchLost {
+			return nil, &UserError{Msg: fmt.Sprintf("lost the watch of job %s: no controller served it for %s (last: %v); the job goes on: tidemark job watch %s", id, watchLost, status.Convert(err).Message(), id), Err: err}
+		}
+		if !lostNoted && last != nil {
+			p.done()
+			fmt.Fprintf(errw, "job %s: the watch broke (%s); watching again through the leader\n", id, status.Convert(err).Message())
+			lostNoted = true
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(300 * time.Millisecond):
+			return nil, watchEnded(ctx, id, last, err)
+		case <-time.After(backoff):
+			backoff = min(2*backoff, 2*time.Second)
 		}
 	}
+}
+
+// watchEnded is the error of a watch whose context ended (--timeout, or
+// interrupted): what it last saw of the job, which goes on.
+func watchEnded(ctx context.Context, id string, last *v1.Job, err error) error {
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return ctx.Err()
+	}
+	seen := "never saw it"
+	if last != nil {
+		seen = "last saw it " + jobState(last.GetState())
+	}
+	return &UserError{Msg: fmt.Sprintf("job %s did not end within --timeout (%s; last error: %s); the job goes on: tidemark job watch %s", id, seen, status.Convert(err).Message(), id), Err: ctx.Err(), Code: ExitUnreachable}
 }
 
 // watchOnce runs one WatchJob stream; it returns the job once it is final.
