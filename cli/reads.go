@@ -28,7 +28,8 @@ func (f *fleetFlags) registerRead(s *streams, cmd *cobra.Command) {
 // command started: the read goes to the leader directly, and when a node
 // answers Unavailable (an election, a leader just killed, no quorum) it is
 // tried again, on whichever node leads then, with backoff until --timeout;
-// the error then names every node tried and what it said. With --stale,
+// the error then names every node tried and what it said. When no address
+// answers at all the first time, that is the error at once. With --stale,
 // fn runs once against the first node that answers.
 //
 // fn must print nothing before its last call succeeded: it may run more
@@ -62,6 +63,10 @@ func (f *fleetFlags) read(ctx context.Context, fn func(context.Context, *client.
 			}
 			what += ": " + status.Convert(err).Message()
 		} else {
+			if len(tried) == 0 {
+				// No node answers at all: no election explains that.
+				return err
+			}
 			what = strings.TrimPrefix(err.Error(), "no Tidemark controller answers: ")
 		}
 		if !retryableRead(err) {
