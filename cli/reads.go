@@ -84,11 +84,11 @@ func (f *fleetFlags) read(ctx context.Context, fn func(context.Context, *client.
 		}
 		break
 	}
-	return &UserError{
-		Msg: fmt.Sprintf("no consistent read within %s (the cluster has no leader, or it cannot reach a quorum): %s; --stale reads one node's catalog as it is",
-			f.timeout, strings.Join(tried, "; ")),
-		Err: last,
+	msg := fmt.Sprintf("no consistent read within %s (the cluster has no leader, or it cannot reach a quorum): %s", f.timeout, strings.Join(tried, "; "))
+	if !strings.Contains(msg, "--stale") {
+		msg += "; --stale reads one node's catalog as it is"
 	}
+	return &UserError{Msg: msg, Err: last}
 }
 
 // appendTried keeps one entry per distinct failure, in order.
