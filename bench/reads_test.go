@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -26,7 +27,8 @@ import (
 // and cancelled by 16 writers before the measurement, so the followers
 // have applied them all). A read is, in turn, ListJobs' first page (50
 // jobs, newest first, of every job: the catalog filters and sorts them all)
-// and GetJob of a random job. Each mode runs TIDEMARK_BENCH_READ_TIME
+// and GetJob of a random job (TIDEMARK_BENCH_READ_OPS=list or get: only
+// that one). Each mode runs TIDEMARK_BENCH_READ_TIME
 // (default 4s) after a 1 s warm-up. The modes:
 //
 //   - consistent: connections to the leader (what the CLI does: it dials
@@ -40,6 +42,12 @@ import (
 func BenchmarkReads(b *testing.B) {
 	jobs := envInt(b, "TIDEMARK_BENCH_READ_JOBS", 3000)
 	dur := envDuration(b, "TIDEMARK_BENCH_READ_TIME", 4*time.Second)
+	ops := os.Getenv("TIDEMARK_BENCH_READ_OPS")
+	switch ops {
+	case "", "both", "list", "get":
+	default:
+		b.Fatalf("TIDEMARK_BENCH_READ_OPS=%q: want list, get or both", ops)
+	}
 	bin := buildTidemark(b)
 	c := startCluster(b, bin, true, false)
 	ids := fillJobs(b, c, jobs)
@@ -48,7 +56,7 @@ func BenchmarkReads(b *testing.B) {
 		for _, mode := range []string{"consistent", "consistent-via-follower", "stale"} {
 			b.Run(fmt.Sprintf("readers=%d/mode=%s", readers, mode), func(b *testing.B) {
 				for range b.N {
-					measureReads(b, c, ids, readers, mode, dur)
+					measureReads(b, c, ids, readers, mode, ops, dur)
 				}
 			})
 		}
@@ -112,7 +120,7 @@ type readSample struct {
 	lat  time.Duration
 }
 
-func measureReads(b *testing.B, c *ctlCluster, ids []string, readers int, mode string, dur time.Duration) {
+func measureReads(b *testing.B, c *ctlCluster, ids []string, readers int, mode, ops string, dur time.Duration) {
 	const warmup = time.Second
 	var followers []*ctlNode
 	for _, nd := range c.nodes {
@@ -150,7 +158,7 @@ func measureReads(b *testing.B, c *ctlCluster, ids []string, readers int, mode s
 			ctx := context.Background()
 			rng := rand.New(rand.NewPCG(uint64(r), 7))
 			for k := 0; time.Now().Before(end); k++ {
-				list := k%2 == 0
+				list := ops == "list" || (ops != "get" && k%2 == 0)
 				t := time.Now()
 				var (
 					read *v1.ReadInfo
