@@ -578,8 +578,8 @@ type PlanRetentionRequest struct {
 	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
 	// The rules to plan with; or policy.
 	Rules *RetentionRules `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
-	// Deprecated: reads are consistent by default; set stale for a local
-	// read. Kept for compatibility; it changes nothing.
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
 	Consistent bool `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	// Plan the copies in this repository (with the copy's own rules)
 	// instead of the backups.
@@ -1031,8 +1031,8 @@ type ListAgentsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only agents whose labels include all of these.
 	Labels map[string]string `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Deprecated: reads are consistent by default; set stale for a local
-	// read. Kept for compatibility; it changes nothing.
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
 	Consistent bool   `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	PageSize   uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	PageToken  string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
@@ -1177,8 +1177,8 @@ type ListInstancesRequest struct {
 	Labels map[string]string `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Only instances of this agent.
 	Agent string `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
-	// Deprecated: reads are consistent by default; set stale for a local
-	// read. Kept for compatibility; it changes nothing.
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
 	Consistent bool   `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	PageSize   uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	PageToken  string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
@@ -1330,8 +1330,8 @@ type ListBackupsRequest struct {
 	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
 	// Only backups in this status; UNSPECIFIED for all but DELETED.
 	Status BackupStatus `protobuf:"varint,2,opt,name=status,proto3,enum=tidemark.v1.BackupStatus" json:"status,omitempty"`
-	// Deprecated: reads are consistent by default; set stale for a local
-	// read. Kept for compatibility; it changes nothing.
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
 	Consistent bool   `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	PageSize   uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	PageToken  string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
@@ -1481,8 +1481,8 @@ func (x *ListBackupsResponse) GetRead() *ReadInfo {
 type GetBackupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Deprecated: reads are consistent by default; set stale for a local
-	// read. Kept for compatibility; it changes nothing.
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
 	Consistent bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	// Read from the catalog of the node asked, without going through the
 	// leader: faster and available without a quorum, but it may miss writes
@@ -1605,8 +1605,8 @@ type ListJobsRequest struct {
 	States []JobState `protobuf:"varint,2,rep,packed,name=states,proto3,enum=tidemark.v1.JobState" json:"states,omitempty"`
 	// Only jobs of this kind; UNSPECIFIED for all.
 	Kind JobKind `protobuf:"varint,3,opt,name=kind,proto3,enum=tidemark.v1.JobKind" json:"kind,omitempty"`
-	// Deprecated: reads are consistent by default; set stale for a local
-	// read. Kept for compatibility; it changes nothing.
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
 	Consistent bool   `protobuf:"varint,4,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	PageSize   uint32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	PageToken  string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
@@ -1763,8 +1763,8 @@ func (x *ListJobsResponse) GetRead() *ReadInfo {
 type GetJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Deprecated: reads are consistent by default; set stale for a local
-	// read. Kept for compatibility; it changes nothing.
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
 	Consistent bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	// Read from the catalog of the node asked, without going through the
 	// leader: faster and available without a quorum, but it may miss writes
@@ -3041,8 +3041,8 @@ type GetBinlogStatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The instance, or any member of its `cluster` group.
 	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
-	// Deprecated: reads are consistent by default; set stale for a local
-	// read. Kept for compatibility; it changes nothing.
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
 	Consistent bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	// Read from the catalog of the node asked, without going through the
 	// leader: faster and available without a quorum, but it may miss writes
@@ -3934,8 +3934,8 @@ func (x *ApplyPoliciesResponse) GetApplied() bool {
 
 type ListPoliciesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Deprecated: reads are consistent by default; set stale for a local
-	// read. Kept for compatibility; it changes nothing.
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
 	Consistent bool `protobuf:"varint,1,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	// Read from the catalog of the node asked, without going through the
 	// leader: faster and available without a quorum, but it may miss writes
@@ -4046,8 +4046,8 @@ func (x *ListPoliciesResponse) GetRead() *ReadInfo {
 type GetPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Deprecated: reads are consistent by default; set stale for a local
-	// read. Kept for compatibility; it changes nothing.
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
 	Consistent bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	// Read from the catalog of the node asked, without going through the
 	// leader: faster and available without a quorum, but it may miss writes
