@@ -613,6 +613,7 @@ func watchJob(ctx context.Context, s *streams, controller, id string, each func(
 	_, bounded := ctx.Deadline()
 	for {
 		j, err := watchOnce(ctx, s, controller, id, func(j *v1.Job) {
+			failSince, lostNoted, backoff = time.Time{}, false, 200*time.Millisecond
 			if last != nil && proto.Equal(j, last) {
 				return // a new stream starts with the job as it is
 			}
@@ -634,7 +635,6 @@ func watchJob(ctx context.Context, s *streams, controller, id string, each func(
 				p.bytes(pr.GetPhase(), int64(pr.GetBytesDone()), int64(pr.GetBytesTotal()), int64(pr.GetRowsDone()))
 			}
 			last = j
-			failSince, lostNoted, backoff = time.Time{}, false, 200*time.Millisecond
 		})
 		if err == nil {
 			return j, nil
@@ -682,6 +682,10 @@ func watchEnded(ctx context.Context, id string, last *v1.Job, err error) error {
 	return &UserError{Msg: fmt.Sprintf("job %s did not end within --timeout (%s; last error: %s); the job goes on: tidemark job watch %s", id, seen, status.Convert(err).Message(), id), Err: ctx.Err(), Code: ExitUnreachable}
 }
 
+// watchProbe is how often a quiet watch checks that its node still
+// answers, and how long it waits for the answer.
+const watchProbe = 2 * time.Second
+
 // watchOnce runs one WatchJob stream; it returns the job once it is final.
 func watchOnce(ctx context.Context, s *streams, controller, id string, seen func(*v1.Job)) (*v1.Job, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -691,18 +695,43 @@ func watchOnce(ctx context.Context, s *streams, controller, id string, seen func
 		return nil, err
 	}
 	defer func() { _ = c.Close() }()
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
+	wctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	stream, err := c.Control.WatchJob(wctx, &v1.WatchJobRequest{Id: id})
 	if err != nil {
 		return nil, err
 	}
+	// The stream says nothing while the job does not change, and a node
+	// that is stopped (SIGSTOP, a hung host) keeps its connections open:
+	// ask it how it is every watchProbe, and watch elsewhere when it does
+	// not answer.
+	go func() {
+		t := time.NewTicker(watchProbe)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+			pctx, cancel := context.WithTimeout(wctx, watchProbe)
+			_, err := c.Cluster.NodeStatus(pctx, &v1.NodeStatusRequest{})
+			cancel()
+			if err != nil && wctx.Err() == nil {
+				stop(status.Errorf(codes.Unavailable, "node %s (%s) did not answer within %s", c.NodeID, c.Addr, watchProbe))
+				return
+			}
+		}
+	}()
 	for {
 		m, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return nil, status.Error(codes.Unavailable, "watch ended before the job did")
 		}
 		if err != nil {
+			if cause := context.Cause(wctx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+				return nil, cause
+			}
 			return nil, err
 		}
 		j := m.GetJob()

@@ -215,9 +215,10 @@ func (s *syncBuffer) String() string {
 }
 
 // TestJobWatchAcrossLeaderChanges follows a running backup with `tidemark
-// job watch` while the leader is killed -9 twice (the first one restarted
-// in between, to keep a quorum); the agent reconnects to each new leader
-// with its running attempt and finishes it after the second change. The
+// job watch` while the leader is killed -9 twice (each restarted
+// afterwards, to keep a quorum), then SIGSTOPped (its connections stay
+// open, silent); the agent reconnects to each new leader with its running
+// attempt and finishes it after the third change. The
 // watch neither ends early nor reports anything but the committed end: the
 // backup id on stdout, exit 0.
 func TestJobWatchAcrossLeaderChanges(t *testing.T) {
@@ -252,16 +253,21 @@ func TestJobWatchAcrossLeaderChanges(t *testing.T) {
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 
-	// killLeader kill -9s the leader, waits for another, and brings the
-	// agent back with its running attempt.
-	killLeader := func(live []*node) *node {
+	// changeLeader kill -9s (or SIGSTOPs) the leader, waits for another,
+	// and brings the agent back with its running attempt.
+	changeLeader := func(live []*node, stopOnly bool) *node {
 		t.Helper()
 		old := leaderOf(t, live, 3, 15*time.Second)
-		old.Kill()
+		if stopOnly {
+			old.Stop()
+			t.Cleanup(func() { old.Signal(syscall.SIGCONT) })
+		} else {
+			old.Kill()
+		}
 		a.close()
 		nl := leaderOf(t, others(live, old), 3, 15*time.Second)
-		t.Logf("killed leader %s; %s leads", old.id, nl.id)
-		a, err = connectAgent(t, addrs, "db1", &v1.RunningJob{JobId: job.GetId(), Lease: asg.GetLease()})
+		t.Logf("leader %s %s; %s leads", old.id, map[bool]string{true: "SIGSTOPped", false: "killed -9"}[stopOnly], nl.id)
+		a, err = connectAgent(t, addrsOf(others(live, old)...), "db1", &v1.RunningJob{JobId: job.GetId(), Lease: asg.GetLease()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -273,21 +279,34 @@ func TestJobWatchAcrossLeaderChanges(t *testing.T) {
 		}
 		return old
 	}
-	first := killLeader(all)
+	first := changeLeader(all, false)
 	first.start(false)
 	leaderOf(t, all, 3, 15*time.Second)
-	killLeader(others(all))
+	second := changeLeader(all, false)
+	second.start(false)
+	leaderOf(t, all, 3, 15*time.Second)
+	// A stopped leader keeps its connections open: the watch notices that
+	// it no longer answers.
+	changeLeader(all, true)
 	defer a.close()
 	a.progress(asg, 20)
+	final := asg
 	if ans := a.succeed(asg, asg.GetLease()); ans.GetAck() == nil {
-		t.Fatalf("the result after two leader changes answered %v", ans)
+		// The attempt's lease (2 s here) can run out across three
+		// changes: the job is then pending again and the agent runs the
+		// next attempt. The watch must report that one's end.
+		t.Logf("the first attempt's result after the changes answered %v; running the next attempt", ans)
+		final = a.assignment(15 * time.Second)
+		if ans := a.succeed(final, final.GetLease()); ans.GetAck() == nil {
+			t.Fatalf("the second attempt's result answered %v", ans)
+		}
 	}
 	select {
 	case <-done:
 	case <-time.After(testenv.Wait(30 * time.Second)):
 		t.Fatalf("the watch did not end after the job did; stderr:\n%s", errb.String())
 	}
-	bid := asg.GetJob().GetBackup().GetBackupId()
+	bid := final.GetJob().GetBackup().GetBackupId()
 	if code := cmd.ProcessState.ExitCode(); code != 0 || strings.TrimSpace(out.String()) != bid {
 		t.Fatalf("job watch: exit %d, stdout %q (want the backup id %s), stderr:\n%s", code, out.String(), bid, errb.String())
 	}
