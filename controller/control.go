@@ -311,6 +311,27 @@ func (c *controlService) proxyWatch(ctx context.Context, req *v1.WatchJobRequest
 	if err != nil {
 		return false, err
 	}
+	// A leader that is stopped (not killed) keeps the stream open and
+	// silent: end the proxy once another node leads, so that the client
+	// watches again through it.
+	proxied, _ := c.s.leader()
+	fctx, cancel := context.WithCancel(fctx)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-fctx.Done():
+				return
+			case <-t.C:
+			}
+			if id, _ := c.s.leader(); id != proxied {
+				cancel()
+				return
+			}
+		}
+	}()
 	up, err := cl.WatchJob(fctx, req)
 	if err != nil {
 		return false, err
@@ -323,6 +344,10 @@ func (c *controlService) proxyWatch(ctx context.Context, req *v1.WatchJobRequest
 		if err != nil {
 			if st := status.Convert(err); st.Code() == codes.NotFound {
 				return sent, err
+			}
+			if ctx.Err() == nil && fctx.Err() != nil {
+				now, _ := c.s.leader()
+				return true, status.Errorf(codes.Unavailable, "node %s proxied the watch of job %s to the leader %s, but now sees %q as leader; watch again", c.s.id.NodeID, req.GetId(), proxied, now)
 			}
 			if sent {
 				return true, status.Errorf(codes.Unavailable, "watch of job %s through the leader ended: %s; watch again", req.GetId(), status.Convert(err).Message())
