@@ -265,9 +265,12 @@ func TestJobWatchAcrossLeaderChanges(t *testing.T) {
 			old.Kill()
 		}
 		a.close()
-		nl := leaderOf(t, others(live, old), 3, 15*time.Second)
-		t.Logf("leader %s %s; %s leads", old.id, map[bool]string{true: "SIGSTOPped", false: "killed -9"}[stopOnly], nl.id)
-		a, err = connectAgent(t, addrsOf(others(live, old)...), "db1", &v1.RunningJob{JobId: job.GetId(), Lease: asg.GetLease()})
+		// The new leader gives running attempts one lease (2 s here) from
+		// its election to come back: reconnect as soon as it leads, to it
+		// first (a follower may still hint the old one).
+		nl, took := newLeaderAfter(t, others(live, old), old.id, time.Now(), 15*time.Second)
+		t.Logf("leader %s %s; %s leads after %s", old.id, map[bool]string{true: "SIGSTOPped", false: "killed -9"}[stopOnly], nl.id, took.Round(time.Millisecond))
+		a, err = connectAgent(t, []string{nl.grpcAddr}, "db1", &v1.RunningJob{JobId: job.GetId(), Lease: asg.GetLease()})
 		if err != nil {
 			t.Fatal(err)
 		}
