@@ -29,7 +29,8 @@ func (f *fleetFlags) registerRead(s *streams, cmd *cobra.Command) {
 // answers Unavailable (an election, a leader just killed, no quorum) it is
 // tried again, on whichever node leads then, with backoff until --timeout;
 // the error then names every node tried and what it said. When no address
-// answers at all the first time, that is the error at once. With --stale,
+// answers at all the first time, that is the error at once. One attempt
+// gets at most half of --timeout (at least 3 s). With --stale,
 // fn runs once against the first node that answers.
 //
 // fn must print nothing before its last call succeeded: it may run more
@@ -52,7 +53,11 @@ func (f *fleetFlags) read(ctx context.Context, fn func(context.Context, *client.
 		c, err := dialLeader(ctx, f.s, f.controller)
 		what := ""
 		if err == nil {
-			err = fn(ctx, c)
+			// One attempt may not use all of --timeout: a leader stopped
+			// mid-read keeps the connection open and silent.
+			actx, cancel := context.WithTimeout(ctx, max(f.timeout/2, 3*time.Second))
+			err = fn(actx, c)
+			cancel()
 			what = c.Addr
 			if c.NodeID != "" {
 				what = c.NodeID + " (" + c.Addr + ")"

@@ -55,9 +55,15 @@ func (c *controlService) readPrep(ctx context.Context, stale bool) (fwd bool, in
 		return false, s.staleInfo(), nil
 	}
 	if !s.isLeader() {
+		id, _ := s.leader()
 		if wasForwarded(ctx) {
-			id, _ := s.leader()
 			return false, nil, catalog.Errorf(ErrNotLeader, "node %s received a forwarded read but is not the leader (it knows %q as leader); retry", s.id.NodeID, id)
+		}
+		// A leader silent for a heartbeat timeout is gone or cut off (an
+		// election is due): forwarding to it would wait out the caller's
+		// deadline instead of letting it retry on the next leader.
+		if lc := s.raft.LastContact(); id != "" && !lc.IsZero() && time.Since(lc) > s.cfg.Raft.HeartbeatTimeout {
+			return false, nil, catalog.Errorf(ErrNoLeader, "node %s has not heard from the leader %s for %s (an election is due); retry", s.id.NodeID, id, time.Since(lc).Round(time.Millisecond))
 		}
 		return true, nil, nil
 	}

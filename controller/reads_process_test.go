@@ -55,7 +55,8 @@ func parkedInstance(t *testing.T, all []*node, name string) {
 
 // TestReadYourWrites: a write acknowledged through one follower is seen by
 // the very next read through the other follower (gRPC, no flags), and by
-// the CLI pointed at a follower only, every time.
+// the CLI pointed at a follower only, every time; and by the CLI's next read
+// after the leader is SIGSTOPped, answered by the next leader.
 func TestReadYourWrites(t *testing.T) {
 	all, leader := startThree(t)
 	fs := others(all, leader)
@@ -122,6 +123,19 @@ func TestReadYourWrites(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+
+	// A write, then the leader SIGSTOPped (its connections stay open and
+	// silent): the next read, given every address, waits out the election
+	// and is answered by the new leader, with the write.
+	j := submitBackup(t, fs[0].conn, "db2")
+	leader.Stop()
+	t.Cleanup(func() { leader.Signal(syscall.SIGCONT) })
+	t0 := time.Now()
+	out, errOut, code := run(t, 30*time.Second, append([]string{"jobs", "--instance", "db2", "-o", "json", "--controller", strings.Join(addrsOf(all...), ",")}, creds...)...)
+	if code != 0 || !strings.Contains(out, j.GetId()) {
+		t.Fatalf("read after the leader was stopped: exit %d after %s, stderr %q, stdout:\n%s", code, time.Since(t0), errOut, out)
+	}
+	t.Logf("read after the leader was stopped answered in %s", time.Since(t0).Round(time.Millisecond))
 }
 
 // TestStaleAndNoQuorumReads cuts a follower off (its two peers SIGSTOPped):
