@@ -40,11 +40,13 @@ do not run when that record cannot be written.`,
 				}
 				req.Since = timestamppb.New(t)
 			}
-			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+			return f.read(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				req.Stale = f.stale
 				r, err := c.Control.ListAudit(ctx, req)
 				if err != nil {
 					return rpcErr(err)
 				}
+				f.noteRead(r.GetRead())
 				if f.output == "json" {
 					out := make([]map[string]any, 0, len(r.GetRecords()))
 					for _, a := range r.GetRecords() {
@@ -67,7 +69,7 @@ do not run when that record cannot be written.`,
 			})
 		},
 	}
-	f.register(s, cmd)
+	f.registerRead(s, cmd)
 	cmd.Flags().StringVar(&since, "since", "", "only records from this long ago (24h) or this UTC time ('YYYY-MM-DD HH:MM:SS')")
 	return cmd
 }

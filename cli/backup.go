@@ -293,6 +293,7 @@ func newBackupsCmd(s *streams) *cobra.Command {
 		output     string
 		controller string
 		pg         pageFlags
+		stale      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "backups",
@@ -317,10 +318,13 @@ on stderr for --page-token.`,
 				return err
 			}
 			if rf.uri == "" && viaController(controller, true) {
-				return controllerBackups(cmd.Context(), s, controller, instance, output, pg)
+				return controllerBackups(cmd.Context(), s, controller, instance, output, pg, stale)
 			}
 			if pg.limit > 0 || pg.token != "" {
 				return userErr(fmt.Errorf("--limit and --page-token page through the controller's catalog: not with --repo"))
+			}
+			if stale {
+				return &UserError{Code: ExitUsage, Msg: "--stale is for a listing through a controller; a repository (--repo) is read as it is"}
 			}
 			repo, closeRepo, err := rf.open(cmd.Context())
 			if err != nil {
@@ -378,6 +382,7 @@ on stderr for --page-token.`,
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	pg.register(cmd, "backups")
 	controllerFlag(cmd, &controller)
+	cmd.Flags().BoolVar(&stale, "stale", false, "through a controller: read the catalog of the first controller that answers, without going through the leader (it may miss recent writes; a line on stderr says how far behind it was)")
 	return cmd
 }
 

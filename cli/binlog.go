@@ -203,7 +203,7 @@ when this tidemark can open the stream's repository.`,
 	}
 	rf.register(cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "only this instance (default with --repo: every instance in the repository)")
-	f.register(s, cmd)
+	f.registerRead(s, cmd)
 	return cmd
 }
 

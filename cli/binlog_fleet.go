@@ -227,11 +227,12 @@ func fleetBinlogStatus(ctx context.Context, s *streams, f *fleetFlags, instance 
 	if instance == "" {
 		return &UserError{Code: ExitUsage, Msg: "--instance NAME is required through the controller (or give --repo URI to read the archive directly)"}
 	}
-	return f.call(ctx, func(ctx context.Context, c *client.Conn) error {
-		r, err := c.Control.GetBinlogStatus(ctx, &v1.GetBinlogStatusRequest{Instance: instance})
+	return f.read(ctx, func(ctx context.Context, c *client.Conn) error {
+		r, err := c.Control.GetBinlogStatus(ctx, &v1.GetBinlogStatusRequest{Instance: instance, Stale: f.stale})
 		if err != nil {
 			return rpcErr(err)
 		}
+		f.noteRead(r.GetRead())
 		if r.GetStream() == nil && r.GetJob() == nil {
 			return &UserError{Msg: fmt.Sprintf("instance %s has never streamed its binlog: start with tidemark binlog start --instance %s", instance, instance)}
 		}

@@ -100,24 +100,25 @@ flavor; --policy NAME takes the engines the policy's schedules name instead
 			if policy != "" && cmd.Flags().Changed("engine") {
 				return &UserError{Code: ExitUsage, Msg: "give --policy NAME (its schedules' engines) or --engine LIST, not both"}
 			}
-			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+			return f.read(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
 				if policy != "" {
-					p, err := c.Control.GetPolicy(ctx, &v1.GetPolicyRequest{Name: policy})
+					p, err := c.Control.GetPolicy(ctx, &v1.GetPolicyRequest{Name: policy, Stale: f.stale})
 					if err != nil {
 						return rpcErr(err)
 					}
 					pref.Engines = policyEngines(p.GetPolicy().GetSpec())
 					pref.Portable = pref.Portable || p.GetPolicy().GetSpec().GetPortable()
 				}
-				r, err := c.Control.ExplainEngines(ctx, &v1.ExplainEnginesRequest{Instance: args[0], Engines: pref.Engines, Portable: pref.Portable})
+				r, err := c.Control.ExplainEngines(ctx, &v1.ExplainEnginesRequest{Instance: args[0], Engines: pref.Engines, Portable: pref.Portable, Stale: f.stale})
 				if err != nil {
 					return rpcErr(err)
 				}
+				f.noteRead(r.GetRead())
 				return printExplain(s, f.output, r.GetInstance(), r.GetDecision(), r.GetCapabilities())
 			})
 		},
 	}
-	f.register(s, cmd)
+	f.registerRead(s, cmd)
 	cmd.Flags().StringVar(&dsn, "mysql", "", "standalone: probe this server from here, go-sql-driver DSN (password in TIDEMARK_MYSQL_PASSWORD)")
 	cmd.Flags().StringVar(&prefer, "engine", "auto", "preferred engines: auto, or a comma-separated list in order (a policy's engine:)")
 	cmd.Flags().StringVar(&policy, "policy", "", "through a controller: prefer the engines this policy's schedules name (all auto: auto), portable when it is")

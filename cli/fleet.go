@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidemark-backup/tidemark/controller/client"
@@ -52,6 +53,8 @@ type fleetFlags struct {
 	controller string
 	output     string
 	timeout    time.Duration
+	// stale: reads go to any node (registerRead's --stale).
+	stale bool
 }
 
 func (f *fleetFlags) register(s *streams, cmd *cobra.Command) {
@@ -208,14 +211,17 @@ a list of objects with "name", "labels", "capabilities", "last_seen" and
 "connected".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+			return f.read(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				var info *v1.ReadInfo
 				agents, err := listAll(func(tok string) ([]*v1.Agent, string, error) {
-					r, err := c.Control.ListAgents(ctx, &v1.ListAgentsRequest{PageToken: tok})
+					r, err := c.Control.ListAgents(ctx, &v1.ListAgentsRequest{PageToken: tok, Stale: f.stale})
+					info = r.GetRead()
 					return r.GetAgents(), r.GetNextPageToken(), err
 				})
 				if err != nil {
 					return err
 				}
+				f.noteRead(info)
 				if f.output == "json" {
 					list := make([]map[string]any, 0, len(agents))
 					for _, a := range agents {
@@ -242,7 +248,7 @@ a list of objects with "name", "labels", "capabilities", "last_seen" and
 			})
 		},
 	}
-	f.register(s, cmd)
+	f.registerRead(s, cmd)
 	return cmd
 }
 
@@ -266,14 +272,17 @@ The ENGINE column is what a backup with engine auto runs; after a re-probe
 changed it, the latest change is listed under the table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+			return f.read(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				var info *v1.ReadInfo
 				list, err := listAll(func(tok string) ([]*v1.Instance, string, error) {
-					r, err := c.Control.ListInstances(ctx, &v1.ListInstancesRequest{PageToken: tok})
+					r, err := c.Control.ListInstances(ctx, &v1.ListInstancesRequest{PageToken: tok, Stale: f.stale})
+					info = r.GetRead()
 					return r.GetInstances(), r.GetNextPageToken(), err
 				})
 				if err != nil {
 					return err
 				}
+				f.noteRead(info)
 				now := time.Now()
 				if f.output == "json" {
 					out := make([]map[string]any, 0, len(list))
@@ -324,7 +333,7 @@ changed it, the latest change is listed under the table.`,
 			})
 		},
 	}
-	f.register(s, cmd)
+	f.registerRead(s, cmd)
 	return cmd
 }
 
@@ -416,14 +425,17 @@ continues it is printed on stderr for --page-token. Finished jobs are kept
 within the controller's --job-history-max and --job-history-age.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+			return f.read(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				var info *v1.ReadInfo
 				jobs, err := listPages(s, pg, func(tok string, size uint32) ([]*v1.Job, string, error) {
-					r, err := c.Control.ListJobs(ctx, &v1.ListJobsRequest{Instance: instance, PageToken: tok, PageSize: size})
+					r, err := c.Control.ListJobs(ctx, &v1.ListJobsRequest{Instance: instance, PageToken: tok, PageSize: size, Stale: f.stale})
+					info = r.GetRead()
 					return r.GetJobs(), r.GetNextPageToken(), err
 				})
 				if err != nil {
 					return err
 				}
+				f.noteRead(info)
 				if f.output == "json" {
 					out := make([]map[string]any, 0, len(jobs))
 					for _, j := range jobs {
@@ -442,7 +454,7 @@ within the controller's --job-history-max and --job-history-age.`,
 			})
 		},
 	}
-	f.register(s, cmd)
+	f.registerRead(s, cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "only jobs on this instance")
 	pg.register(cmd, "jobs")
 	return cmd
@@ -512,14 +524,20 @@ prints it.`,
 }
 
 func newJobWatchCmd(s *streams) *cobra.Command {
-	var controller, output string
+	var (
+		controller, output string
+		timeout            time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "watch JOB_ID",
 		Short: "Stream a job's state and progress until it ends",
 		Long: `Stream a job's state changes and progress on stderr until it ends. A backup
 job's backup id is printed alone on stdout when it succeeds. Exits non-zero,
 with the reason, when the job failed or was cancelled. A controller that goes
-away mid-watch (a leader change) is replaced by another of --controller.
+away mid-watch (killed, a leader change, an election) is replaced by the
+leader among --controller, with backoff, until the job ends or --timeout:
+a leader change never ends the watch early, and the final state printed is
+the committed one.
 
 -o json prints JSON lines on stdout, one object per update the controller
 sends (the job's fields, as in "tidemark jobs -o json"), the last one the job
@@ -537,7 +555,13 @@ in its final state; nothing is drawn on stderr.`,
 				enc := json.NewEncoder(s.out)
 				each = func(j *v1.Job) { _ = enc.Encode(jobJSON(j)) }
 			}
-			j, err := watchJob(cmd.Context(), s, controller, args[0], each)
+			ctx := cmd.Context()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			j, err := watchJob(ctx, s, controller, args[0], each)
 			if err != nil {
 				return err
 			}
@@ -550,6 +574,7 @@ in its final state; nothing is drawn on stderr.`,
 	}
 	controllerFlag(cmd, &controller)
 	outputFlag(cmd, &output)
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after this long, with exit code 5 (0: follow until the job ends; without a controller to serve the watch for 2m, give up then)")
 	return cmd
 }
 
@@ -601,16 +626,24 @@ func jobFailure(j *v1.Job) error {
 	}
 }
 
-// watchGrace is how long a watch keeps trying other controllers after the
-// one it watched through went away (a leader election takes seconds).
-const watchGrace = 30 * time.Second
+// watchLost is how long a watch without a --timeout keeps trying after no
+// controller served it: far longer than an election (seconds), so a leader
+// change never ends a watch, yet a cluster that stays without a quorum does
+// not hold a script forever.
+const watchLost = 2 * time.Minute
 
 // watchJob follows a job through WatchJob until it reaches a final state,
-// drawing progress on stderr, and returns the final job. It redials (any
-// of the addresses, preferring the leader) when the stream breaks.
+// drawing progress on stderr, and returns the final job. When the stream
+// breaks (the node killed, the leader stepping down, an election) it dials
+// the leader among the addresses again, with backoff, and watches again,
+// until ctx ends or, when ctx has no deadline, until no controller served
+// the watch for watchLost. The final job is as the catalog committed it:
+// WatchJob sends the catalog's job (with the leader's progress overlaid),
+// and a catalog holds only committed entries, so a final state seen is
+// final for every node.
 //
-// each, when set, gets every update instead (JSON lines), and nothing is
-// drawn.
+// each, when set, gets every update instead (JSON lines; an update a new
+// stream repeats is not passed again), and nothing is drawn.
 func watchJob(ctx context.Context, s *streams, controller, id string, each func(*v1.Job)) (*v1.Job, error) {
 	errw := s.err
 	if each != nil {
@@ -621,9 +654,16 @@ func watchJob(ctx context.Context, s *streams, controller, id string, each func(
 	var (
 		last      *v1.Job
 		failSince time.Time
+		lostNoted bool
 	)
+	backoff := 200 * time.Millisecond
+	_, bounded := ctx.Deadline()
 	for {
 		j, err := watchOnce(ctx, s, controller, id, func(j *v1.Job) {
+			failSince, lostNoted, backoff = time.Time{}, false, 200*time.Millisecond
+			if last != nil && proto.Equal(j, last) {
+				return // a new stream starts with the job as it is
+			}
 			if each != nil {
 				each(j)
 			}
@@ -642,32 +682,56 @@ func watchJob(ctx context.Context, s *streams, controller, id string, each func(
 				p.bytes(pr.GetPhase(), int64(pr.GetBytesDone()), int64(pr.GetBytesTotal()), int64(pr.GetRowsDone()))
 			}
 			last = j
-			failSince = time.Time{}
 		})
 		if err == nil {
 			return j, nil
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, watchEnded(ctx, id, last, err)
 		}
 		var ue *UserError
 		if st, ok := status.FromError(err); ok && st.Code() == codes.NotFound {
 			return nil, rpcErr(err)
+		} else if errors.As(err, &ue) && ue.Code == ExitUsage {
+			return nil, err
 		} else if errors.As(err, &ue) && failSince.IsZero() && last == nil {
 			return nil, err // no controller answered at all
 		}
 		if failSince.IsZero() {
 			failSince = time.Now()
-		} else if time.Since(failSince) > watchGrace {
-			return nil, &UserError{Msg: fmt.Sprintf("lost the watch of job %s for %s: %v", id, watchGrace, status.Convert(err).Message()), Err: err}
+		} else if !bounded && time.Since(failSince) > watchLost {
+			return nil, &UserError{Msg: fmt.Sprintf("lost the watch of job %s: no controller served it for %s (last: %v); the job goes on: tidemark job watch %s", id, watchLost, status.Convert(err).Message(), id), Err: err}
+		}
+		if !lostNoted && last != nil {
+			p.done()
+			fmt.Fprintf(errw, "job %s: the watch broke (%s); watching again through the leader\n", id, status.Convert(err).Message())
+			lostNoted = true
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(300 * time.Millisecond):
+			return nil, watchEnded(ctx, id, last, err)
+		case <-time.After(backoff):
+			backoff = min(2*backoff, 2*time.Second)
 		}
 	}
 }
+
+// watchEnded is the error of a watch whose context ended (--timeout, or
+// interrupted): what it last saw of the job, which goes on.
+func watchEnded(ctx context.Context, id string, last *v1.Job, err error) error {
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return ctx.Err()
+	}
+	seen := "never saw it"
+	if last != nil {
+		seen = "last saw it " + jobState(last.GetState())
+	}
+	return &UserError{Msg: fmt.Sprintf("job %s did not end within --timeout (%s; last error: %s); the job goes on: tidemark job watch %s", id, seen, status.Convert(err).Message(), id), Err: ctx.Err(), Code: ExitUnreachable}
+}
+
+// watchProbe is how often a quiet watch checks that its node still
+// answers, and how long it waits for the answer.
+const watchProbe = 2 * time.Second
 
 // watchOnce runs one WatchJob stream; it returns the job once it is final.
 func watchOnce(ctx context.Context, s *streams, controller, id string, seen func(*v1.Job)) (*v1.Job, error) {
@@ -678,18 +742,43 @@ func watchOnce(ctx context.Context, s *streams, controller, id string, seen func
 		return nil, err
 	}
 	defer func() { _ = c.Close() }()
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
+	wctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	stream, err := c.Control.WatchJob(wctx, &v1.WatchJobRequest{Id: id})
 	if err != nil {
 		return nil, err
 	}
+	// The stream says nothing while the job does not change, and a node
+	// that is stopped (SIGSTOP, a hung host) keeps its connections open:
+	// ask it how it is every watchProbe, and watch elsewhere when it does
+	// not answer.
+	go func() {
+		t := time.NewTicker(watchProbe)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+			pctx, cancel := context.WithTimeout(wctx, watchProbe)
+			_, err := c.Cluster.NodeStatus(pctx, &v1.NodeStatusRequest{})
+			cancel()
+			if err != nil && wctx.Err() == nil {
+				stop(status.Errorf(codes.Unavailable, "node %s (%s) did not answer within %s", c.NodeID, c.Addr, watchProbe))
+				return
+			}
+		}
+	}()
 	for {
 		m, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return nil, status.Error(codes.Unavailable, "watch ended before the job did")
 		}
 		if err != nil {
+			if cause := context.Cause(wctx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+				return nil, cause
+			}
 			return nil, err
 		}
 		j := m.GetJob()
@@ -781,16 +870,19 @@ func controllerBackup(ctx context.Context, s *streams, controller, instance, eng
 }
 
 // controllerBackups lists the catalog's backups of an instance.
-func controllerBackups(ctx context.Context, s *streams, controller, instance, output string, pg pageFlags) error {
-	f := fleetFlags{s: s, controller: controller, output: output, timeout: 10 * time.Second}
-	return f.call(ctx, func(ctx context.Context, c *client.Conn) error {
+func controllerBackups(ctx context.Context, s *streams, controller, instance, output string, pg pageFlags, stale bool) error {
+	f := fleetFlags{s: s, controller: controller, output: output, timeout: 10 * time.Second, stale: stale}
+	return f.read(ctx, func(ctx context.Context, c *client.Conn) error {
+		var info *v1.ReadInfo
 		list, err := listPages(s, pg, func(tok string, size uint32) ([]*v1.Backup, string, error) {
-			r, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: instance, PageToken: tok, PageSize: size})
+			r, err := c.Control.ListBackups(ctx, &v1.ListBackupsRequest{Instance: instance, PageToken: tok, PageSize: size, Stale: stale})
+			info = r.GetRead()
 			return r.GetBackups(), r.GetNextPageToken(), err
 		})
 		if err != nil {
 			return err
 		}
+		f.noteRead(info)
 		if output == "json" {
 			out := make([]map[string]any, 0, len(list))
 			for _, b := range list {

@@ -155,11 +155,12 @@ func newPolicyShowCmd(s *streams) *cobra.Command {
 		Short: "Show a policy: its document, version, history and the instances it selects",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
-				resp, err := c.Control.GetPolicy(ctx, &v1.GetPolicyRequest{Name: args[0]})
+			return f.read(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				resp, err := c.Control.GetPolicy(ctx, &v1.GetPolicyRequest{Name: args[0], Stale: f.stale})
 				if err != nil {
 					return rpcErr(err)
 				}
+				f.noteRead(resp.GetRead())
 				p := resp.GetPolicy()
 				if f.output == "json" {
 					return json.NewEncoder(s.out).Encode(map[string]any{"policy": protoJSON(p), "instances": nonNilStrings(resp.GetInstances())})
@@ -177,7 +178,7 @@ func newPolicyShowCmd(s *streams) *cobra.Command {
 			})
 		},
 	}
-	f.register(s, cmd)
+	f.registerRead(s, cmd)
 	return cmd
 }
 
@@ -215,11 +216,12 @@ were last changed. -o json prints a list of the policy records (proto field
 names: name, version, spec, source, updated_by, updated_at, previous).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
-				resp, err := c.Control.ListPolicies(ctx, &v1.ListPoliciesRequest{})
+			return f.read(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				resp, err := c.Control.ListPolicies(ctx, &v1.ListPoliciesRequest{Stale: f.stale})
 				if err != nil {
 					return rpcErr(err)
 				}
+				f.noteRead(resp.GetRead())
 				if f.output == "json" {
 					list := make([]json.RawMessage, 0, len(resp.GetPolicies()))
 					for _, p := range resp.GetPolicies() {
@@ -248,7 +250,7 @@ names: name, version, spec, source, updated_by, updated_at, previous).`,
 			})
 		},
 	}
-	f.register(s, cmd)
+	f.registerRead(s, cmd)
 	return cmd
 }
 
@@ -340,14 +342,15 @@ is behind. -o json prints {"evaluated_at", "policies": [{"policy", "version",
 "rpo_seconds"}]}]}. The exit code is 0 either way; use -o json to act on it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
-				resp, err := c.Control.GetPolicyStatus(ctx, &v1.GetPolicyStatusRequest{Policy: pol})
+			return f.read(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+				resp, err := c.Control.GetPolicyStatus(ctx, &v1.GetPolicyStatusRequest{Policy: pol, Stale: f.stale})
 				if err != nil {
 					return rpcErr(err)
 				}
+				f.noteRead(resp.GetRead())
 				// Whether each policy is portable (which engine its runs
 				// may use) is in its spec, not in the evaluation.
-				pols, err := c.Control.ListPolicies(ctx, &v1.ListPoliciesRequest{})
+				pols, err := c.Control.ListPolicies(ctx, &v1.ListPoliciesRequest{Stale: f.stale})
 				if err != nil {
 					return rpcErr(err)
 				}
@@ -396,7 +399,7 @@ is behind. -o json prints {"evaluated_at", "policies": [{"policy", "version",
 			})
 		},
 	}
-	f.register(s, cmd)
+	f.registerRead(s, cmd)
 	cmd.Flags().StringVar(&pol, "policy", "", "only this policy")
 	return cmd
 }

@@ -210,7 +210,11 @@ func newRetentionPlanCmd(s *streams, apply bool) *cobra.Command {
 					return err
 				}
 			}
-			return f.call(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
+			run := f.call
+			if !apply {
+				run = f.read
+			}
+			return run(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
 				var (
 					plans []*v1.RetentionInstancePlan
 					jobs  []string
@@ -222,17 +226,22 @@ func newRetentionPlanCmd(s *streams, apply bool) *cobra.Command {
 					}
 					plans, jobs = r.GetPlans(), r.GetJobIds()
 				} else {
-					r, err := c.Control.PlanRetention(ctx, &v1.PlanRetentionRequest{Instance: instance, Rules: rules, CopyRepositoryUri: copies, Policy: policy})
+					r, err := c.Control.PlanRetention(ctx, &v1.PlanRetentionRequest{Instance: instance, Rules: rules, CopyRepositoryUri: copies, Policy: policy, Stale: f.stale})
 					if err != nil {
 						return rpcErr(err)
 					}
 					plans = r.GetPlans()
+					f.noteRead(r.GetRead())
 				}
 				return printPlans(s, f.output, plans, jobs, apply)
 			})
 		},
 	}
-	f.register(s, cmd)
+	if apply {
+		f.register(s, cmd)
+	} else {
+		f.registerRead(s, cmd)
+	}
 	rf.register(cmd)
 	cmd.Flags().StringVar(&instance, "instance", "", "only this instance (default: every instance with backups)")
 	cmd.Flags().StringVar(&policy, "policy", "", "use the retention of this policy (and of every other policy selecting the same instances: a backup expires only when each one's rules expire it), on the instances it selects; what the leader applies every --retention-interval")

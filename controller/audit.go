@@ -157,6 +157,13 @@ func (s *Server) audit(ctx context.Context, method string, req any, h func(conte
 }
 
 func (c *controlService) ListAudit(ctx context.Context, req *v1.ListAuditRequest) (*v1.ListAuditResponse, error) {
+	fwd, info, err := c.readPrep(ctx, req.GetStale())
+	if fwd {
+		return forwardRead(ctx, c.s, req, v1.ControlServiceClient.ListAudit)
+	}
+	if err != nil {
+		return nil, err
+	}
 	var out []*v1.AuditRecord
 	for _, r := range c.s.fsm.Store().Read().Audit() {
 		if req.GetSince() == nil || !r.GetAt().AsTime().Before(req.GetSince().AsTime()) {
@@ -166,7 +173,7 @@ func (c *controlService) ListAudit(ctx context.Context, req *v1.ListAuditRequest
 	if len(out) > maxAuditList {
 		return nil, invalid("%d audit records since %s: more than %d; give a later --since", len(out), req.GetSince().AsTime().UTC().Format(time.RFC3339), maxAuditList)
 	}
-	return &v1.ListAuditResponse{Records: out}, nil
+	return &v1.ListAuditResponse{Records: out, Read: info}, nil
 }
 
 // maxAuditList bounds one ListAudit answer (gRPC's default message limit

@@ -267,13 +267,14 @@ func (c *controlService) StopBinlogStream(ctx context.Context, req *v1.StopBinlo
 
 func (c *controlService) GetBinlogStatus(ctx context.Context, req *v1.GetBinlogStatusRequest) (*v1.GetBinlogStatusResponse, error) {
 	s := c.s
-	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
-		if fwd {
-			return forward(ctx, s, req, v1.ControlServiceClient.GetBinlogStatus)
-		}
+	fwd, info, err := c.readPrep(ctx, req.GetStale())
+	if fwd {
+		return forwardRead(ctx, s, req, v1.ControlServiceClient.GetBinlogStatus)
+	}
+	if err != nil {
 		return nil, err
 	}
-	if !s.isLeader() && !wasForwarded(ctx) {
+	if req.GetStale() && !s.isLeader() && !wasForwarded(ctx) {
 		// The latest watermark is in the leader's memory: ask it, and
 		// answer from the committed record when it cannot be reached.
 		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -288,7 +289,7 @@ func (c *controlService) GetBinlogStatus(ctx context.Context, req *v1.GetBinlogS
 	if err != nil {
 		return nil, catalog.Errorf(catalog.ErrNotFound, "instance %q not found: see `tidemark instances`", req.GetInstance())
 	}
-	out := &v1.GetBinlogStatusResponse{}
+	out := &v1.GetBinlogStatusResponse{Read: info}
 	name := in.GetName()
 	if j := r.ActiveStreamOf(in); j != nil {
 		if s.agents.isLeading() {

@@ -89,9 +89,10 @@ func runBackup(t *testing.T, via *node, a *fakeAgent, instance string) *v1.Job {
 	return job
 }
 
-// jobsOn lists the jobs in a node's local catalog, "id=state" sorted.
+// jobsOn lists the jobs in a node's local catalog (a stale read),
+// "id=state" sorted.
 func jobsOn(n *node) ([]string, error) {
-	r, err := n.conn.Control.ListJobs(context.Background(), &v1.ListJobsRequest{})
+	r, err := n.conn.Control.ListJobs(context.Background(), &v1.ListJobsRequest{Stale: true})
 	if err != nil {
 		return nil, err
 	}

@@ -23,12 +23,14 @@ import (
 
 // controlService is ControlService on every node. Writes run on the leader
 // (a follower forwards the whole call, so the leader stamps times and ids);
-// reads are served from the local catalog unless the request asks for
-// consistency, which reads on the leader after raft.VerifyLeader.
+// reads are consistent (reads.go: through the leader, after it confirmed
+// its leadership and applied what was committed) unless the request is
+// stale, which reads the local catalog.
 //
-// ListAgents and WatchJob are forwarded to the leader when it can be
-// reached, because only it knows which agents are connected, when they
-// last spoke, and the jobs' progress; a follower that cannot reach it
+// A stale ListAgents, ListInstances or GetBinlogStatus, and every WatchJob,
+// are still forwarded to the leader when it can be reached, because only
+// it knows which agents are connected, when they last spoke, the streams'
+// watermarks and the jobs' progress; a follower that cannot reach it
 // answers from its catalog (connected false, last_seen the registration
 // time, progress as last written).
 type controlService struct {
@@ -55,18 +57,6 @@ func forward[Req, Resp any](ctx context.Context, s *Server, req Req, call rpc[Re
 		return zero, err
 	}
 	return resp, nil
-}
-
-// consistentRead prepares a read: it tells the caller to forward (a
-// consistent read on a follower) or confirms the leadership first.
-func (c *controlService) consistentRead(ctx context.Context, consistent bool) (fwd bool, err error) {
-	if !consistent {
-		return false, nil
-	}
-	if !c.s.isLeader() {
-		return true, nil
-	}
-	return false, c.s.verifyLeader(ctx)
 }
 
 const (
@@ -111,21 +101,22 @@ func hasLabels(have, want map[string]string) bool {
 
 func (c *controlService) ListAgents(ctx context.Context, req *v1.ListAgentsRequest) (*v1.ListAgentsResponse, error) {
 	s := c.s
-	if !s.isLeader() && !wasForwarded(ctx) {
+	if req.GetStale() && !s.isLeader() && !wasForwarded(ctx) {
 		// Bounded: a leader that does not answer quickly is no better than
 		// the local catalog.
 		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		resp, err := forward(fctx, s, req, v1.ControlServiceClient.ListAgents)
 		cancel()
-		if err == nil || req.GetConsistent() {
-			return resp, err
+		if err == nil {
+			return resp, nil
 		}
 		s.log.Debug("ListAgents answered locally: leader unreachable", "err", err)
 	}
-	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
-		if fwd {
-			return forward(ctx, s, req, v1.ControlServiceClient.ListAgents)
-		}
+	fwd, info, err := c.readPrep(ctx, req.GetStale())
+	if fwd {
+		return forwardRead(ctx, s, req, v1.ControlServiceClient.ListAgents)
+	}
+	if err != nil {
 		return nil, err
 	}
 	var out []*v1.Agent
@@ -148,11 +139,11 @@ func (c *controlService) ListAgents(ctx context.Context, req *v1.ListAgentsReque
 	if err != nil {
 		return nil, err
 	}
-	return &v1.ListAgentsResponse{Agents: p, NextPageToken: next}, nil
+	return &v1.ListAgentsResponse{Agents: p, NextPageToken: next, Read: info}, nil
 }
 
 func (c *controlService) ListInstances(ctx context.Context, req *v1.ListInstancesRequest) (*v1.ListInstancesResponse, error) {
-	if !c.s.isLeader() && !wasForwarded(ctx) && !req.GetConsistent() {
+	if req.GetStale() && !c.s.isLeader() && !wasForwarded(ctx) {
 		// The binlog streams' latest watermarks (the RPO) are in the
 		// leader's memory; a follower that cannot reach it answers with the
 		// committed ones.
@@ -163,10 +154,11 @@ func (c *controlService) ListInstances(ctx context.Context, req *v1.ListInstance
 			return resp, nil
 		}
 	}
-	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
-		if fwd {
-			return forward(ctx, c.s, req, v1.ControlServiceClient.ListInstances)
-		}
+	fwd, info, err := c.readPrep(ctx, req.GetStale())
+	if fwd {
+		return forwardRead(ctx, c.s, req, v1.ControlServiceClient.ListInstances)
+	}
+	if err != nil {
 		return nil, err
 	}
 	r := c.s.fsm.Store().Read()
@@ -184,14 +176,15 @@ func (c *controlService) ListInstances(ctx context.Context, req *v1.ListInstance
 	if err != nil {
 		return nil, err
 	}
-	return &v1.ListInstancesResponse{Instances: c.s.fillStreams(r, p), NextPageToken: next}, nil
+	return &v1.ListInstancesResponse{Instances: c.s.fillStreams(r, p), NextPageToken: next, Read: info}, nil
 }
 
 func (c *controlService) ListBackups(ctx context.Context, req *v1.ListBackupsRequest) (*v1.ListBackupsResponse, error) {
-	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
-		if fwd {
-			return forward(ctx, c.s, req, v1.ControlServiceClient.ListBackups)
-		}
+	fwd, info, err := c.readPrep(ctx, req.GetStale())
+	if fwd {
+		return forwardRead(ctx, c.s, req, v1.ControlServiceClient.ListBackups)
+	}
+	if err != nil {
 		return nil, err
 	}
 	// Keyset pages over the catalog's ordered indexes (history.go).
@@ -201,28 +194,30 @@ func (c *controlService) ListBackups(ctx context.Context, req *v1.ListBackupsReq
 	}
 	p, cur := c.s.fsm.Store().Read().BackupsPage(catalog.BackupFilter{Instance: req.GetInstance(), Status: req.GetStatus()}, after, pageSize(req.GetPageSize()))
 	next := encodeCursor(cur)
-	return &v1.ListBackupsResponse{Backups: p, NextPageToken: next}, nil
+	return &v1.ListBackupsResponse{Backups: p, NextPageToken: next, Read: info}, nil
 }
 
 func (c *controlService) GetBackup(ctx context.Context, req *v1.GetBackupRequest) (*v1.GetBackupResponse, error) {
-	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
-		if fwd {
-			return forward(ctx, c.s, req, v1.ControlServiceClient.GetBackup)
-		}
+	fwd, info, err := c.readPrep(ctx, req.GetStale())
+	if fwd {
+		return forwardRead(ctx, c.s, req, v1.ControlServiceClient.GetBackup)
+	}
+	if err != nil {
 		return nil, err
 	}
 	b, err := c.s.fsm.Store().Read().Backup(req.GetId())
 	if err != nil {
 		return nil, err
 	}
-	return &v1.GetBackupResponse{Backup: b}, nil
+	return &v1.GetBackupResponse{Backup: b, Read: info}, nil
 }
 
 func (c *controlService) ListJobs(ctx context.Context, req *v1.ListJobsRequest) (*v1.ListJobsResponse, error) {
-	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
-		if fwd {
-			return forward(ctx, c.s, req, v1.ControlServiceClient.ListJobs)
-		}
+	fwd, info, err := c.readPrep(ctx, req.GetStale())
+	if fwd {
+		return forwardRead(ctx, c.s, req, v1.ControlServiceClient.ListJobs)
+	}
+	if err != nil {
 		return nil, err
 	}
 	// Keyset pages over the catalog's ordered indexes (history.go).
@@ -238,14 +233,15 @@ func (c *controlService) ListJobs(ctx context.Context, req *v1.ListJobsRequest) 
 			p[i], _ = c.s.agents.overlay(j)
 		}
 	}
-	return &v1.ListJobsResponse{Jobs: p, NextPageToken: next}, nil
+	return &v1.ListJobsResponse{Jobs: p, NextPageToken: next, Read: info}, nil
 }
 
 func (c *controlService) GetJob(ctx context.Context, req *v1.GetJobRequest) (*v1.GetJobResponse, error) {
-	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
-		if fwd {
-			return forward(ctx, c.s, req, v1.ControlServiceClient.GetJob)
-		}
+	fwd, info, err := c.readPrep(ctx, req.GetStale())
+	if fwd {
+		return forwardRead(ctx, c.s, req, v1.ControlServiceClient.GetJob)
+	}
+	if err != nil {
 		return nil, err
 	}
 	j, err := c.s.fsm.Store().Read().Job(req.GetId())
@@ -255,7 +251,7 @@ func (c *controlService) GetJob(ctx context.Context, req *v1.GetJobRequest) (*v1
 	if c.s.agents.isLeading() {
 		j, _ = c.s.agents.overlay(j)
 	}
-	return &v1.GetJobResponse{Job: j}, nil
+	return &v1.GetJobResponse{Job: j, Read: info}, nil
 }
 
 // WatchJob streams a job until it ends: from the leader (which has the
@@ -270,8 +266,15 @@ func (c *controlService) WatchJob(req *v1.WatchJobRequest, stream v1.ControlServ
 		}
 		s.log.Debug("WatchJob served locally: leader unreachable", "err", err)
 	}
+	// A watch the leader serves ends when it stops leading: the client
+	// watches again through the new leader, which has the progress (and
+	// a deposed leader cut off from the others would never see the end).
+	leading := s.isLeader()
 	var last *v1.Job
 	for {
+		if leading && !s.isLeader() {
+			return status.Errorf(codes.Unavailable, "node %s stopped leading while serving the watch of job %s; watch again through the new leader", s.id.NodeID, req.GetId())
+		}
 		w := catalog.NewWatch()
 		j, err := s.fsm.Store().Read().JobWatch(req.GetId(), w)
 		if err != nil {
@@ -307,6 +310,27 @@ func (c *controlService) proxyWatch(ctx context.Context, req *v1.WatchJobRequest
 	if err != nil {
 		return false, err
 	}
+	// A leader that is stopped (not killed) keeps the stream open and
+	// silent: end the proxy once another node leads, so that the client
+	// watches again through it.
+	proxied, _ := c.s.leader()
+	fctx, cancel := context.WithCancel(fctx)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-fctx.Done():
+				return
+			case <-t.C:
+			}
+			if id, _ := c.s.leader(); id != proxied {
+				cancel()
+				return
+			}
+		}
+	}()
 	up, err := cl.WatchJob(fctx, req)
 	if err != nil {
 		return false, err
@@ -319,6 +343,10 @@ func (c *controlService) proxyWatch(ctx context.Context, req *v1.WatchJobRequest
 		if err != nil {
 			if st := status.Convert(err); st.Code() == codes.NotFound {
 				return sent, err
+			}
+			if ctx.Err() == nil && fctx.Err() != nil {
+				now, _ := c.s.leader()
+				return true, status.Errorf(codes.Unavailable, "node %s proxied the watch of job %s to the leader %s, but now sees %q as leader; watch again", c.s.id.NodeID, req.GetId(), proxied, now)
 			}
 			if sent {
 				return true, status.Errorf(codes.Unavailable, "watch of job %s through the leader ended: %s; watch again", req.GetId(), status.Convert(err).Message())
@@ -398,7 +426,19 @@ func (c *controlService) SubmitBackup(ctx context.Context, req *v1.SubmitBackupR
 }
 
 func (c *controlService) ExplainEngines(ctx context.Context, req *v1.ExplainEnginesRequest) (*v1.ExplainEnginesResponse, error) {
-	return explainEngines(c.s.fsm.Store().Read(), req, c.s.cfg.LogicalBelow)
+	fwd, info, err := c.readPrep(ctx, req.GetStale())
+	if fwd {
+		return forwardRead(ctx, c.s, req, v1.ControlServiceClient.ExplainEngines)
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp, err := explainEngines(c.s.fsm.Store().Read(), req, c.s.cfg.LogicalBelow)
+	if err != nil {
+		return nil, err
+	}
+	resp.Read = info
+	return resp, nil
 }
 
 func (c *controlService) SubmitRestore(ctx context.Context, req *v1.SubmitRestoreRequest) (*v1.SubmitRestoreResponse, error) {

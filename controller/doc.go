@@ -3,6 +3,12 @@
 // AgentService and ClusterService, and, while it leads, holds the agent
 // sessions, the lease timers and job assignment.
 //
+// Reads are consistent by default (reads.go): a follower forwards them to
+// the leader, which answers after confirming its leadership with a quorum
+// and applying everything committed before the read arrived; a stale read
+// is served from the local catalog, and every read answer says how it was
+// served (ReadInfo).
+//
 // Every connection is mutual TLS (tls.go: the cluster CA or an operator's
 // certificates; the Raft transport too). One pair of interceptors
 // (auth.go) checks every call against the access table and maps errors to

@@ -82,6 +82,12 @@ func startInProcess(t *testing.T, mut func(*controller.Config)) (*controller.Ser
 		if (cfg.Bootstrap && st.GetState() != v1.MemberState_MEMBER_STATE_LEADER) || st.GetLeaderId() == "" {
 			return status.Errorf(codes.Unavailable, "state %s, leader %q", st.GetState(), st.GetLeaderId())
 		}
+		if cfg.Bootstrap {
+			// A consistent read answers once the leader has taken over
+			// (barrier, agent hub): before, agents are refused.
+			_, err := c.Control.ListAgents(context.Background(), &v1.ListAgentsRequest{})
+			return err
+		}
 		return nil
 	})
 	return srv, c

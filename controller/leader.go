@@ -65,7 +65,12 @@ func (s *Server) startLeading() func() {
 // timers, and assigns pending jobs until ctx ends.
 func (s *Server) lead(ctx context.Context) {
 	s.log.Info("elected leader; waiting for the barrier")
+	var term uint64
 	for {
+		// The term before the barrier: a barrier that commits commits an
+		// entry of this term or of a later one, which also cannot end
+		// until this one's entries are in.
+		term = s.raft.CurrentTerm()
 		err := s.raft.Barrier(s.cfg.ApplyTimeout).Error()
 		if err == nil {
 			break
@@ -78,6 +83,9 @@ func (s *Server) lead(ctx context.Context) {
 		}
 	}
 	s.agents.establish()
+	// Consistent reads may be served from here on: the catalog holds every
+	// earlier entry and the hub knows the sessions (reads.go).
+	s.establishedTerm.Store(term)
 	s.publishAddress(ctx)
 	s.publishCA(ctx)
 	var wg sync.WaitGroup

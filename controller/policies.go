@@ -246,20 +246,22 @@ func splitLines(s string) []string {
 }
 
 func (c *controlService) ListPolicies(ctx context.Context, req *v1.ListPoliciesRequest) (*v1.ListPoliciesResponse, error) {
-	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
-		if fwd {
-			return forward(ctx, c.s, req, v1.ControlServiceClient.ListPolicies)
-		}
+	fwd, info, err := c.readPrep(ctx, req.GetStale())
+	if fwd {
+		return forwardRead(ctx, c.s, req, v1.ControlServiceClient.ListPolicies)
+	}
+	if err != nil {
 		return nil, err
 	}
-	return &v1.ListPoliciesResponse{Policies: c.s.fsm.Store().Read().Policies()}, nil
+	return &v1.ListPoliciesResponse{Policies: c.s.fsm.Store().Read().Policies(), Read: info}, nil
 }
 
 func (c *controlService) GetPolicy(ctx context.Context, req *v1.GetPolicyRequest) (*v1.GetPolicyResponse, error) {
-	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
-		if fwd {
-			return forward(ctx, c.s, req, v1.ControlServiceClient.GetPolicy)
-		}
+	fwd, info, err := c.readPrep(ctx, req.GetStale())
+	if fwd {
+		return forwardRead(ctx, c.s, req, v1.ControlServiceClient.GetPolicy)
+	}
+	if err != nil {
 		return nil, err
 	}
 	r := c.s.fsm.Store().Read()
@@ -267,7 +269,7 @@ func (c *controlService) GetPolicy(ctx context.Context, req *v1.GetPolicyRequest
 	if err != nil {
 		return nil, catalog.Errorf(catalog.ErrNotFound, "policy %q not found: see `tidemark policies`", req.GetName())
 	}
-	out := &v1.GetPolicyResponse{Policy: p}
+	out := &v1.GetPolicyResponse{Policy: p, Read: info}
 	for _, in := range scheduler.Select([]*v1.Policy{p}, r.Instances()).Selected[p.GetName()] {
 		out.Instances = append(out.Instances, in.GetName())
 	}
@@ -327,17 +329,25 @@ func (c *controlService) GetSchedule(ctx context.Context, req *v1.GetScheduleReq
 	return out, nil
 }
 
-// GetPolicyStatus is answered by the leader when it can be reached (it
-// has the streams' latest watermarks), else from the local catalog.
+// GetPolicyStatus is answered by the leader (it has the streams' latest
+// watermarks); a stale one by the leader when it can be reached, else from
+// the local catalog.
 func (c *controlService) GetPolicyStatus(ctx context.Context, req *v1.GetPolicyStatusRequest) (*v1.GetPolicyStatusResponse, error) {
 	s := c.s
-	if !s.isLeader() && !wasForwarded(ctx) {
+	if req.GetStale() && !s.isLeader() && !wasForwarded(ctx) {
 		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		resp, err := forward(fctx, s, req, v1.ControlServiceClient.GetPolicyStatus)
 		cancel()
 		if err == nil {
 			return resp, nil
 		}
+	}
+	fwd, info, err := c.readPrep(ctx, req.GetStale())
+	if fwd {
+		return forwardRead(ctx, s, req, v1.ControlServiceClient.GetPolicyStatus)
+	}
+	if err != nil {
+		return nil, err
 	}
 	r := s.fsm.Store().Read()
 	if req.GetPolicy() != "" {
@@ -346,7 +356,7 @@ func (c *controlService) GetPolicyStatus(ctx context.Context, req *v1.GetPolicyS
 		}
 	}
 	now := s.clock().Now()
-	return &v1.GetPolicyStatusResponse{Policies: s.evaluate(r, now, req.GetPolicy()), EvaluatedAt: timestampOf(now)}, nil
+	return &v1.GetPolicyStatusResponse{Policies: s.evaluate(r, now, req.GetPolicy()), EvaluatedAt: timestampOf(now), Read: info}, nil
 }
 
 // evaluate is scheduler.Evaluate with the leader's latest watermarks.

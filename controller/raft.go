@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -73,24 +72,6 @@ func (s *Server) apply(ctx context.Context, cmd *v1.Command) (*fsm.Response, err
 		call.replayed, call.value = true, resp.Value
 	}
 	return resp, resp.Err
-}
-
-// verifyLeader confirms with a quorum that this node is still the leader,
-// then waits until everything committed before the check is applied here,
-// so a read after it sees every write acknowledged before it.
-func (s *Server) verifyLeader(ctx context.Context) error {
-	commit := s.raft.CommitIndex()
-	if err := s.raft.VerifyLeader().Error(); err != nil {
-		return catalog.Errorf(ErrNoLeader, "node %s could not confirm its leadership: %v", s.id.NodeID, err)
-	}
-	for s.raft.AppliedIndex() < commit {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Millisecond):
-		}
-	}
-	return nil
 }
 
 // addMember adds a node to the Raft configuration and records its gRPC

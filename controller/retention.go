@@ -66,17 +66,15 @@ func (c *controlService) UnpinBackup(ctx context.Context, req *v1.UnpinBackupReq
 }
 
 func (c *controlService) PlanRetention(ctx context.Context, req *v1.PlanRetentionRequest) (*v1.PlanRetentionResponse, error) {
-	if fwd, err := c.consistentRead(ctx, req.GetConsistent()); err != nil || fwd {
-		if fwd {
-			return forward(ctx, c.s, req, v1.ControlServiceClient.PlanRetention)
-		}
+	fwd, info, err := c.readPrep(ctx, req.GetStale())
+	if fwd {
+		return forwardRead(ctx, c.s, req, v1.ControlServiceClient.PlanRetention)
+	}
+	if err != nil {
 		return nil, err
 	}
 	t := c.s.clock().Now()
-	var (
-		plans []*v1.RetentionInstancePlan
-		err   error
-	)
+	var plans []*v1.RetentionInstancePlan
 	if req.GetPolicy() != "" {
 		if req.GetRules() != nil {
 			return nil, invalid("give a policy or rules, not both: with a policy its retention (and that of every policy selecting the same instances) is planned")
@@ -88,7 +86,7 @@ func (c *controlService) PlanRetention(ctx context.Context, req *v1.PlanRetentio
 	if err != nil {
 		return nil, err
 	}
-	return &v1.PlanRetentionResponse{Plans: plans, Now: timestamppb.New(t)}, nil
+	return &v1.PlanRetentionResponse{Plans: plans, Now: timestamppb.New(t), Read: info}, nil
 }
 
 // instancePlan is one instance's plan with what the RPC answer leaves out.

@@ -69,6 +69,10 @@ type Server struct {
 	metricsSrv *metrics.Server
 	collector  *nodeCollector
 
+	// establishedTerm is the term in which this node, leading, committed
+	// its barrier: consistent reads wait for it (reads.go).
+	establishedTerm atomic.Uint64
+
 	stop     chan struct{}
 	stopOnce sync.Once
 	done     sync.WaitGroup

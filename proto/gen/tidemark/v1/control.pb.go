@@ -80,6 +80,111 @@ func (MemberState) EnumDescriptor() ([]byte, []int) {
 	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
 }
 
+// ReadInfo is how a read was served.
+type ReadInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node whose catalog answered (the leader, for a consistent read).
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// True: a stale read, served from node_id's catalog without asking the
+	// leader. False: a consistent read.
+	Stale bool `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	// The leader as node_id knows it; empty during an election.
+	LeaderId string `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	// Stale reads on a follower: when node_id last heard from the leader
+	// (unset when it never has), and how long before the answer that was by
+	// its clock.
+	LastLeaderContact  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_leader_contact,json=lastLeaderContact,proto3" json:"last_leader_contact,omitempty"`
+	SinceLeaderContact *durationpb.Duration   `protobuf:"bytes,5,opt,name=since_leader_contact,json=sinceLeaderContact,proto3" json:"since_leader_contact,omitempty"`
+	// The last Raft index applied to node_id's catalog when it answered, and
+	// the commit index it knew (on a follower, the leader's as last heard):
+	// commit_index - applied_index entries were committed but not yet in
+	// the answer. Entries the leader committed since last_leader_contact
+	// are not counted.
+	AppliedIndex  uint64 `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	CommitIndex   uint64 `protobuf:"varint,7,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadInfo) Reset() {
+	*x = ReadInfo{}
+	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadInfo) ProtoMessage() {}
+
+func (x *ReadInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadInfo.ProtoReflect.Descriptor instead.
+func (*ReadInfo) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReadInfo) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ReadInfo) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *ReadInfo) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *ReadInfo) GetLastLeaderContact() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastLeaderContact
+	}
+	return nil
+}
+
+func (x *ReadInfo) GetSinceLeaderContact() *durationpb.Duration {
+	if x != nil {
+		return x.SinceLeaderContact
+	}
+	return nil
+}
+
+func (x *ReadInfo) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *ReadInfo) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
 type ExpireBackupRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
@@ -97,7 +202,7 @@ type ExpireBackupRequest struct {
 
 func (x *ExpireBackupRequest) Reset() {
 	*x = ExpireBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	mi := &file_tidemark_v1_control_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -109,7 +214,7 @@ func (x *ExpireBackupRequest) String() string {
 func (*ExpireBackupRequest) ProtoMessage() {}
 
 func (x *ExpireBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[0]
+	mi := &file_tidemark_v1_control_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -122,7 +227,7 @@ func (x *ExpireBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireBackupRequest.ProtoReflect.Descriptor instead.
 func (*ExpireBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *ExpireBackupRequest) GetBackupId() string {
@@ -159,7 +264,7 @@ type ExpireBackupResponse struct {
 
 func (x *ExpireBackupResponse) Reset() {
 	*x = ExpireBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	mi := &file_tidemark_v1_control_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -171,7 +276,7 @@ func (x *ExpireBackupResponse) String() string {
 func (*ExpireBackupResponse) ProtoMessage() {}
 
 func (x *ExpireBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[1]
+	mi := &file_tidemark_v1_control_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -184,7 +289,7 @@ func (x *ExpireBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireBackupResponse.ProtoReflect.Descriptor instead.
 func (*ExpireBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ExpireBackupResponse) GetJob() *Job {
@@ -221,7 +326,7 @@ type SubmitCopyRequest struct {
 
 func (x *SubmitCopyRequest) Reset() {
 	*x = SubmitCopyRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	mi := &file_tidemark_v1_control_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +338,7 @@ func (x *SubmitCopyRequest) String() string {
 func (*SubmitCopyRequest) ProtoMessage() {}
 
 func (x *SubmitCopyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[2]
+	mi := &file_tidemark_v1_control_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +351,7 @@ func (x *SubmitCopyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitCopyRequest.ProtoReflect.Descriptor instead.
 func (*SubmitCopyRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SubmitCopyRequest) GetBackupId() string {
@@ -289,7 +394,7 @@ type SubmitCopyResponse struct {
 
 func (x *SubmitCopyResponse) Reset() {
 	*x = SubmitCopyResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	mi := &file_tidemark_v1_control_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -301,7 +406,7 @@ func (x *SubmitCopyResponse) String() string {
 func (*SubmitCopyResponse) ProtoMessage() {}
 
 func (x *SubmitCopyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[3]
+	mi := &file_tidemark_v1_control_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -314,7 +419,7 @@ func (x *SubmitCopyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitCopyResponse.ProtoReflect.Descriptor instead.
 func (*SubmitCopyResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SubmitCopyResponse) GetJob() *Job {
@@ -348,7 +453,7 @@ type PinBackupRequest struct {
 
 func (x *PinBackupRequest) Reset() {
 	*x = PinBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	mi := &file_tidemark_v1_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +465,7 @@ func (x *PinBackupRequest) String() string {
 func (*PinBackupRequest) ProtoMessage() {}
 
 func (x *PinBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[4]
+	mi := &file_tidemark_v1_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +478,7 @@ func (x *PinBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinBackupRequest.ProtoReflect.Descriptor instead.
 func (*PinBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PinBackupRequest) GetBackupId() string {
@@ -409,7 +514,7 @@ type PinBackupResponse struct {
 
 func (x *PinBackupResponse) Reset() {
 	*x = PinBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	mi := &file_tidemark_v1_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -421,7 +526,7 @@ func (x *PinBackupResponse) String() string {
 func (*PinBackupResponse) ProtoMessage() {}
 
 func (x *PinBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[5]
+	mi := &file_tidemark_v1_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -434,7 +539,7 @@ func (x *PinBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinBackupResponse.ProtoReflect.Descriptor instead.
 func (*PinBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PinBackupResponse) GetBackup() *Backup {
@@ -467,7 +572,7 @@ type UnpinBackupRequest struct {
 
 func (x *UnpinBackupRequest) Reset() {
 	*x = UnpinBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	mi := &file_tidemark_v1_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +584,7 @@ func (x *UnpinBackupRequest) String() string {
 func (*UnpinBackupRequest) ProtoMessage() {}
 
 func (x *UnpinBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[6]
+	mi := &file_tidemark_v1_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +597,7 @@ func (x *UnpinBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinBackupRequest.ProtoReflect.Descriptor instead.
 func (*UnpinBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UnpinBackupRequest) GetBackupId() string {
@@ -521,7 +626,7 @@ type UnpinBackupResponse struct {
 
 func (x *UnpinBackupResponse) Reset() {
 	*x = UnpinBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	mi := &file_tidemark_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +638,7 @@ func (x *UnpinBackupResponse) String() string {
 func (*UnpinBackupResponse) ProtoMessage() {}
 
 func (x *UnpinBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[7]
+	mi := &file_tidemark_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +651,7 @@ func (x *UnpinBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinBackupResponse.ProtoReflect.Descriptor instead.
 func (*UnpinBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UnpinBackupResponse) GetBackup() *Backup {
@@ -568,22 +673,28 @@ type PlanRetentionRequest struct {
 	// Only this instance; empty: every instance with backups.
 	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
 	// The rules to plan with; or policy.
-	Rules      *RetentionRules `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
-	Consistent bool            `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	Rules *RetentionRules `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
+	Consistent bool `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	// Plan the copies in this repository (with the copy's own rules)
 	// instead of the backups.
 	CopyRepositoryUri string `protobuf:"bytes,4,opt,name=copy_repository_uri,json=copyRepositoryUri,proto3" json:"copy_repository_uri,omitempty"`
 	// Plan what the leader's policy retention would expire on the instances
 	// this policy selects (every policy selecting them counts: a backup
 	// expires only when each one's rules expire it). Excludes rules.
-	Policy        string `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy string `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Read from the catalog of the node asked, without going through the
+	// leader: faster and available without a quorum, but it may miss writes
+	// that finished before the call (the answer's read says by how much).
+	Stale         bool `protobuf:"varint,20,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PlanRetentionRequest) Reset() {
 	*x = PlanRetentionRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	mi := &file_tidemark_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +706,7 @@ func (x *PlanRetentionRequest) String() string {
 func (*PlanRetentionRequest) ProtoMessage() {}
 
 func (x *PlanRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[8]
+	mi := &file_tidemark_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +719,7 @@ func (x *PlanRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRetentionRequest.ProtoReflect.Descriptor instead.
 func (*PlanRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PlanRetentionRequest) GetInstance() string {
@@ -646,19 +757,29 @@ func (x *PlanRetentionRequest) GetPolicy() string {
 	return ""
 }
 
+func (x *PlanRetentionRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type PlanRetentionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One per instance, by name.
 	Plans []*RetentionInstancePlan `protobuf:"bytes,1,rep,name=plans,proto3" json:"plans,omitempty"`
 	// The time the plan was made for (the leader's clock).
-	Now           *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=now,proto3" json:"now,omitempty"`
+	Now *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=now,proto3" json:"now,omitempty"`
+	// How the read was served: by which node, and for a stale read how far
+	// behind the leader that node may be.
+	Read          *ReadInfo `protobuf:"bytes,20,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PlanRetentionResponse) Reset() {
 	*x = PlanRetentionResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	mi := &file_tidemark_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +791,7 @@ func (x *PlanRetentionResponse) String() string {
 func (*PlanRetentionResponse) ProtoMessage() {}
 
 func (x *PlanRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[9]
+	mi := &file_tidemark_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +804,7 @@ func (x *PlanRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRetentionResponse.ProtoReflect.Descriptor instead.
 func (*PlanRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PlanRetentionResponse) GetPlans() []*RetentionInstancePlan {
@@ -696,6 +817,13 @@ func (x *PlanRetentionResponse) GetPlans() []*RetentionInstancePlan {
 func (x *PlanRetentionResponse) GetNow() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Now
+	}
+	return nil
+}
+
+func (x *PlanRetentionResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
 	}
 	return nil
 }
@@ -716,7 +844,7 @@ type ApplyRetentionRequest struct {
 
 func (x *ApplyRetentionRequest) Reset() {
 	*x = ApplyRetentionRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[10]
+	mi := &file_tidemark_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +856,7 @@ func (x *ApplyRetentionRequest) String() string {
 func (*ApplyRetentionRequest) ProtoMessage() {}
 
 func (x *ApplyRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[10]
+	mi := &file_tidemark_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +869,7 @@ func (x *ApplyRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRetentionRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ApplyRetentionRequest) GetInstance() string {
@@ -785,7 +913,7 @@ type ApplyRetentionResponse struct {
 
 func (x *ApplyRetentionResponse) Reset() {
 	*x = ApplyRetentionResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[11]
+	mi := &file_tidemark_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +925,7 @@ func (x *ApplyRetentionResponse) String() string {
 func (*ApplyRetentionResponse) ProtoMessage() {}
 
 func (x *ApplyRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[11]
+	mi := &file_tidemark_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +938,7 @@ func (x *ApplyRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRetentionResponse.ProtoReflect.Descriptor instead.
 func (*ApplyRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ApplyRetentionResponse) GetPlans() []*RetentionInstancePlan {
@@ -853,7 +981,7 @@ type RetentionInstancePlan struct {
 
 func (x *RetentionInstancePlan) Reset() {
 	*x = RetentionInstancePlan{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[12]
+	mi := &file_tidemark_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +993,7 @@ func (x *RetentionInstancePlan) String() string {
 func (*RetentionInstancePlan) ProtoMessage() {}
 
 func (x *RetentionInstancePlan) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[12]
+	mi := &file_tidemark_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +1006,7 @@ func (x *RetentionInstancePlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionInstancePlan.ProtoReflect.Descriptor instead.
 func (*RetentionInstancePlan) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RetentionInstancePlan) GetInstance() string {
@@ -932,7 +1060,7 @@ type RetentionVerdict struct {
 
 func (x *RetentionVerdict) Reset() {
 	*x = RetentionVerdict{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[13]
+	mi := &file_tidemark_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1072,7 @@ func (x *RetentionVerdict) String() string {
 func (*RetentionVerdict) ProtoMessage() {}
 
 func (x *RetentionVerdict) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[13]
+	mi := &file_tidemark_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1085,7 @@ func (x *RetentionVerdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionVerdict.ProtoReflect.Descriptor instead.
 func (*RetentionVerdict) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RetentionVerdict) GetBackupId() string {
@@ -998,17 +1126,23 @@ func (x *RetentionVerdict) GetStatus() BackupStatus {
 type ListAgentsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only agents whose labels include all of these.
-	Labels        map[string]string `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Consistent    bool              `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
-	PageSize      uint32            `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string            `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Labels map[string]string `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
+	Consistent bool   `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	PageSize   uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken  string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Read from the catalog of the node asked, without going through the
+	// leader: faster and available without a quorum, but it may miss writes
+	// that finished before the call (the answer's read says by how much).
+	Stale         bool `protobuf:"varint,20,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[14]
+	mi := &file_tidemark_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1154,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[14]
+	mi := &file_tidemark_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1167,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListAgentsRequest) GetLabels() map[string]string {
@@ -1064,17 +1198,27 @@ func (x *ListAgentsRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListAgentsRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type ListAgentsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Agents        []*Agent               `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
 	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// How the read was served: by which node, and for a stale read how far
+	// behind the leader that node may be.
+	Read          *ReadInfo `protobuf:"bytes,20,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[15]
+	mi := &file_tidemark_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1230,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[15]
+	mi := &file_tidemark_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1243,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -1116,22 +1260,35 @@ func (x *ListAgentsResponse) GetNextPageToken() string {
 	return ""
 }
 
+func (x *ListAgentsResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
 type ListInstancesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only instances whose labels include all of these.
 	Labels map[string]string `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Only instances of this agent.
-	Agent         string `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
-	Consistent    bool   `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
-	PageSize      uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Agent string `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
+	Consistent bool   `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	PageSize   uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken  string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Read from the catalog of the node asked, without going through the
+	// leader: faster and available without a quorum, but it may miss writes
+	// that finished before the call (the answer's read says by how much).
+	Stale         bool `protobuf:"varint,20,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[16]
+	mi := &file_tidemark_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1300,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[16]
+	mi := &file_tidemark_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1313,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListInstancesRequest) GetLabels() map[string]string {
@@ -1194,17 +1351,27 @@ func (x *ListInstancesRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListInstancesRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type ListInstancesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Instances     []*Instance            `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
 	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// How the read was served: by which node, and for a stale read how far
+	// behind the leader that node may be.
+	Read          *ReadInfo `protobuf:"bytes,20,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[17]
+	mi := &file_tidemark_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1383,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[17]
+	mi := &file_tidemark_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1396,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*Instance {
@@ -1246,26 +1413,39 @@ func (x *ListInstancesResponse) GetNextPageToken() string {
 	return ""
 }
 
+func (x *ListInstancesResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
 type ListBackupsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only backups of this instance; empty for all.
 	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
 	// Only backups in this status; UNSPECIFIED for all but DELETED.
-	Status     BackupStatus `protobuf:"varint,2,opt,name=status,proto3,enum=tidemark.v1.BackupStatus" json:"status,omitempty"`
-	Consistent bool         `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	Status BackupStatus `protobuf:"varint,2,opt,name=status,proto3,enum=tidemark.v1.BackupStatus" json:"status,omitempty"`
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
+	Consistent bool `protobuf:"varint,3,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	// Backups per page; 0: 100, at most 10000.
 	PageSize uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The previous page's next_page_token; empty for the first page. Tokens
 	// are keyset positions (start time and id of the page's last backup):
 	// backups recorded meanwhile never make a page repeat or skip one.
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Read from the catalog of the node asked, without going through the
+	// leader: faster and available without a quorum, but it may miss writes
+	// that finished before the call (the answer's read says by how much).
+	Stale         bool `protobuf:"varint,20,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[18]
+	mi := &file_tidemark_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1457,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[18]
+	mi := &file_tidemark_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1470,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListBackupsRequest) GetInstance() string {
@@ -1328,6 +1508,13 @@ func (x *ListBackupsRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListBackupsRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type ListBackupsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Newest first: by start time, then id.
@@ -1336,13 +1523,16 @@ type ListBackupsResponse struct {
 	// none, and still have a next page: a call walks a bounded part of the
 	// catalog when the filter is not indexed (a status with an instance).
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// How the read was served: by which node, and for a stale read how far
+	// behind the leader that node may be.
+	Read          *ReadInfo `protobuf:"bytes,20,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[19]
+	mi := &file_tidemark_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1544,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[19]
+	mi := &file_tidemark_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1557,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
@@ -1384,17 +1574,30 @@ func (x *ListBackupsResponse) GetNextPageToken() string {
 	return ""
 }
 
+func (x *ListBackupsResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
 type GetBackupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Consistent    bool                   `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
+	Consistent bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	// Read from the catalog of the node asked, without going through the
+	// leader: faster and available without a quorum, but it may miss writes
+	// that finished before the call (the answer's read says by how much).
+	Stale         bool `protobuf:"varint,20,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetBackupRequest) Reset() {
 	*x = GetBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[20]
+	mi := &file_tidemark_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1609,7 @@ func (x *GetBackupRequest) String() string {
 func (*GetBackupRequest) ProtoMessage() {}
 
 func (x *GetBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[20]
+	mi := &file_tidemark_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1622,7 @@ func (x *GetBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackupRequest.ProtoReflect.Descriptor instead.
 func (*GetBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetBackupRequest) GetId() string {
@@ -1436,16 +1639,26 @@ func (x *GetBackupRequest) GetConsistent() bool {
 	return false
 }
 
+func (x *GetBackupRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type GetBackupResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Backup        *Backup                `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Backup *Backup                `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	// How the read was served: by which node, and for a stale read how far
+	// behind the leader that node may be.
+	Read          *ReadInfo `protobuf:"bytes,20,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetBackupResponse) Reset() {
 	*x = GetBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[21]
+	mi := &file_tidemark_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1670,7 @@ func (x *GetBackupResponse) String() string {
 func (*GetBackupResponse) ProtoMessage() {}
 
 func (x *GetBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[21]
+	mi := &file_tidemark_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,12 +1683,19 @@ func (x *GetBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackupResponse.ProtoReflect.Descriptor instead.
 func (*GetBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetBackupResponse) GetBackup() *Backup {
 	if x != nil {
 		return x.Backup
+	}
+	return nil
+}
+
+func (x *GetBackupResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
 	}
 	return nil
 }
@@ -1487,21 +1707,27 @@ type ListJobsRequest struct {
 	// Only jobs in these states; empty for all.
 	States []JobState `protobuf:"varint,2,rep,packed,name=states,proto3,enum=tidemark.v1.JobState" json:"states,omitempty"`
 	// Only jobs of this kind; UNSPECIFIED for all.
-	Kind       JobKind `protobuf:"varint,3,opt,name=kind,proto3,enum=tidemark.v1.JobKind" json:"kind,omitempty"`
-	Consistent bool    `protobuf:"varint,4,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	Kind JobKind `protobuf:"varint,3,opt,name=kind,proto3,enum=tidemark.v1.JobKind" json:"kind,omitempty"`
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
+	Consistent bool `protobuf:"varint,4,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	// Jobs per page; 0: 100, at most 10000.
 	PageSize uint32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The previous page's next_page_token; empty for the first page. Tokens
 	// are keyset positions (creation time and id of the page's last job):
 	// jobs submitted meanwhile never make a page repeat or skip one.
-	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Read from the catalog of the node asked, without going through the
+	// leader: faster and available without a quorum, but it may miss writes
+	// that finished before the call (the answer's read says by how much).
+	Stale         bool `protobuf:"varint,20,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[22]
+	mi := &file_tidemark_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1513,7 +1739,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[22]
+	mi := &file_tidemark_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1526,7 +1752,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListJobsRequest) GetInstance() string {
@@ -1571,6 +1797,13 @@ func (x *ListJobsRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListJobsRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type ListJobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Newest first: by creation time, then id. Finished jobs are kept within
@@ -1580,13 +1813,16 @@ type ListJobsResponse struct {
 	// and still have a next page: a call walks a bounded part of the catalog
 	// when the filter is not indexed (a kind, a finished state).
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// How the read was served: by which node, and for a stale read how far
+	// behind the leader that node may be.
+	Read          *ReadInfo `protobuf:"bytes,20,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[23]
+	mi := &file_tidemark_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1598,7 +1834,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[23]
+	mi := &file_tidemark_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1611,7 +1847,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1628,17 +1864,30 @@ func (x *ListJobsResponse) GetNextPageToken() string {
 	return ""
 }
 
+func (x *ListJobsResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
 type GetJobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Consistent    bool                   `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
+	Consistent bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	// Read from the catalog of the node asked, without going through the
+	// leader: faster and available without a quorum, but it may miss writes
+	// that finished before the call (the answer's read says by how much).
+	Stale         bool `protobuf:"varint,20,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[24]
+	mi := &file_tidemark_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1899,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[24]
+	mi := &file_tidemark_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1912,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -1680,16 +1929,26 @@ func (x *GetJobRequest) GetConsistent() bool {
 	return false
 }
 
+func (x *GetJobRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type GetJobResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// How the read was served: by which node, and for a stale read how far
+	// behind the leader that node may be.
+	Read          *ReadInfo `protobuf:"bytes,20,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[25]
+	mi := &file_tidemark_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +1960,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[25]
+	mi := &file_tidemark_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,12 +1973,19 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
 	if x != nil {
 		return x.Job
+	}
+	return nil
+}
+
+func (x *GetJobResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
 	}
 	return nil
 }
@@ -1733,7 +1999,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[26]
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +2011,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[26]
+	mi := &file_tidemark_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +2024,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -1777,7 +2043,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +2055,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[27]
+	mi := &file_tidemark_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +2068,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchJobResponse) GetJob() *Job {
@@ -1835,7 +2101,7 @@ type SubmitBackupRequest struct {
 
 func (x *SubmitBackupRequest) Reset() {
 	*x = SubmitBackupRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +2113,7 @@ func (x *SubmitBackupRequest) String() string {
 func (*SubmitBackupRequest) ProtoMessage() {}
 
 func (x *SubmitBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[28]
+	mi := &file_tidemark_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +2126,7 @@ func (x *SubmitBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBackupRequest.ProtoReflect.Descriptor instead.
 func (*SubmitBackupRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SubmitBackupRequest) GetInstance() string {
@@ -1918,7 +2184,7 @@ type SubmitBackupResponse struct {
 
 func (x *SubmitBackupResponse) Reset() {
 	*x = SubmitBackupResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +2196,7 @@ func (x *SubmitBackupResponse) String() string {
 func (*SubmitBackupResponse) ProtoMessage() {}
 
 func (x *SubmitBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[29]
+	mi := &file_tidemark_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +2209,7 @@ func (x *SubmitBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBackupResponse.ProtoReflect.Descriptor instead.
 func (*SubmitBackupResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SubmitBackupResponse) GetJob() *Job {
@@ -1977,7 +2243,7 @@ type SubmitRestoreRequest struct {
 
 func (x *SubmitRestoreRequest) Reset() {
 	*x = SubmitRestoreRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2255,7 @@ func (x *SubmitRestoreRequest) String() string {
 func (*SubmitRestoreRequest) ProtoMessage() {}
 
 func (x *SubmitRestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[30]
+	mi := &file_tidemark_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2268,7 @@ func (x *SubmitRestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRestoreRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRestoreRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{30}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SubmitRestoreRequest) GetParams() *RestoreParams {
@@ -2032,7 +2298,7 @@ type SubmitRestoreResponse struct {
 
 func (x *SubmitRestoreResponse) Reset() {
 	*x = SubmitRestoreResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2310,7 @@ func (x *SubmitRestoreResponse) String() string {
 func (*SubmitRestoreResponse) ProtoMessage() {}
 
 func (x *SubmitRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[31]
+	mi := &file_tidemark_v1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2323,7 @@ func (x *SubmitRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SubmitRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{31}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SubmitRestoreResponse) GetJob() *Job {
@@ -2092,7 +2358,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2104,7 +2370,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[32]
+	mi := &file_tidemark_v1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2117,7 +2383,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{32}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -2154,7 +2420,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2166,7 +2432,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[33]
+	mi := &file_tidemark_v1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2179,7 +2445,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{33}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -2216,7 +2482,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2228,7 +2494,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[34]
+	mi := &file_tidemark_v1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2241,7 +2507,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{34}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Member) GetId() string {
@@ -2294,7 +2560,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2306,7 +2572,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[35]
+	mi := &file_tidemark_v1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2319,7 +2585,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{35}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 type ClusterStatusResponse struct {
@@ -2337,7 +2603,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2349,7 +2615,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[36]
+	mi := &file_tidemark_v1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2362,7 +2628,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{36}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ClusterStatusResponse) GetMembers() []*Member {
@@ -2428,7 +2694,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2706,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[37]
+	mi := &file_tidemark_v1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2719,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{37}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -2501,7 +2767,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2779,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[38]
+	mi := &file_tidemark_v1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2792,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{38}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AddMemberResponse) GetMembers() []*Member {
@@ -2545,7 +2811,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +2823,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[39]
+	mi := &file_tidemark_v1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +2836,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{39}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -2590,7 +2856,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2602,7 +2868,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[40]
+	mi := &file_tidemark_v1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2615,7 +2881,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{40}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RemoveMemberResponse) GetMembers() []*Member {
@@ -2636,7 +2902,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2648,7 +2914,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[41]
+	mi := &file_tidemark_v1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2661,7 +2927,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{41}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TransferLeadershipRequest) GetTargetId() string {
@@ -2683,7 +2949,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	mi := &file_tidemark_v1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2695,7 +2961,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[42]
+	mi := &file_tidemark_v1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2708,7 +2974,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{42}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TransferLeadershipResponse) GetPreviousLeaderId() string {
@@ -2755,7 +3021,7 @@ type StartBinlogStreamRequest struct {
 
 func (x *StartBinlogStreamRequest) Reset() {
 	*x = StartBinlogStreamRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[43]
+	mi := &file_tidemark_v1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2767,7 +3033,7 @@ func (x *StartBinlogStreamRequest) String() string {
 func (*StartBinlogStreamRequest) ProtoMessage() {}
 
 func (x *StartBinlogStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[43]
+	mi := &file_tidemark_v1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2780,7 +3046,7 @@ func (x *StartBinlogStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBinlogStreamRequest.ProtoReflect.Descriptor instead.
 func (*StartBinlogStreamRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{43}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *StartBinlogStreamRequest) GetInstance() string {
@@ -2838,7 +3104,7 @@ type StartBinlogStreamResponse struct {
 
 func (x *StartBinlogStreamResponse) Reset() {
 	*x = StartBinlogStreamResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[44]
+	mi := &file_tidemark_v1_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2850,7 +3116,7 @@ func (x *StartBinlogStreamResponse) String() string {
 func (*StartBinlogStreamResponse) ProtoMessage() {}
 
 func (x *StartBinlogStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[44]
+	mi := &file_tidemark_v1_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2863,7 +3129,7 @@ func (x *StartBinlogStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBinlogStreamResponse.ProtoReflect.Descriptor instead.
 func (*StartBinlogStreamResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{44}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *StartBinlogStreamResponse) GetJob() *Job {
@@ -2898,7 +3164,7 @@ type StopBinlogStreamRequest struct {
 
 func (x *StopBinlogStreamRequest) Reset() {
 	*x = StopBinlogStreamRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[45]
+	mi := &file_tidemark_v1_control_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2910,7 +3176,7 @@ func (x *StopBinlogStreamRequest) String() string {
 func (*StopBinlogStreamRequest) ProtoMessage() {}
 
 func (x *StopBinlogStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[45]
+	mi := &file_tidemark_v1_control_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2923,7 +3189,7 @@ func (x *StopBinlogStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopBinlogStreamRequest.ProtoReflect.Descriptor instead.
 func (*StopBinlogStreamRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{45}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *StopBinlogStreamRequest) GetInstance() string {
@@ -2960,7 +3226,7 @@ type StopBinlogStreamResponse struct {
 
 func (x *StopBinlogStreamResponse) Reset() {
 	*x = StopBinlogStreamResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[46]
+	mi := &file_tidemark_v1_control_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2972,7 +3238,7 @@ func (x *StopBinlogStreamResponse) String() string {
 func (*StopBinlogStreamResponse) ProtoMessage() {}
 
 func (x *StopBinlogStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[46]
+	mi := &file_tidemark_v1_control_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2985,7 +3251,7 @@ func (x *StopBinlogStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopBinlogStreamResponse.ProtoReflect.Descriptor instead.
 func (*StopBinlogStreamResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{46}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StopBinlogStreamResponse) GetJob() *Job {
@@ -3005,15 +3271,21 @@ func (x *StopBinlogStreamResponse) GetReplayed() bool {
 type GetBinlogStatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The instance, or any member of its `cluster` group.
-	Instance      string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
-	Consistent    bool   `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
+	Consistent bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	// Read from the catalog of the node asked, without going through the
+	// leader: faster and available without a quorum, but it may miss writes
+	// that finished before the call (the answer's read says by how much).
+	Stale         bool `protobuf:"varint,20,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetBinlogStatusRequest) Reset() {
 	*x = GetBinlogStatusRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[47]
+	mi := &file_tidemark_v1_control_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3025,7 +3297,7 @@ func (x *GetBinlogStatusRequest) String() string {
 func (*GetBinlogStatusRequest) ProtoMessage() {}
 
 func (x *GetBinlogStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[47]
+	mi := &file_tidemark_v1_control_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3038,7 +3310,7 @@ func (x *GetBinlogStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBinlogStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetBinlogStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{47}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetBinlogStatusRequest) GetInstance() string {
@@ -3055,6 +3327,13 @@ func (x *GetBinlogStatusRequest) GetConsistent() bool {
 	return false
 }
 
+func (x *GetBinlogStatusRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type GetBinlogStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The stream record, with the latest watermark the leader holds (unset
@@ -3064,14 +3343,17 @@ type GetBinlogStatusResponse struct {
 	Job *Job `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
 	// The servers the stream follows (its `cluster` group), job's instance
 	// first.
-	Sources       []*BinlogSource `protobuf:"bytes,3,rep,name=sources,proto3" json:"sources,omitempty"`
+	Sources []*BinlogSource `protobuf:"bytes,3,rep,name=sources,proto3" json:"sources,omitempty"`
+	// How the read was served: by which node, and for a stale read how far
+	// behind the leader that node may be.
+	Read          *ReadInfo `protobuf:"bytes,20,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetBinlogStatusResponse) Reset() {
 	*x = GetBinlogStatusResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[48]
+	mi := &file_tidemark_v1_control_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3083,7 +3365,7 @@ func (x *GetBinlogStatusResponse) String() string {
 func (*GetBinlogStatusResponse) ProtoMessage() {}
 
 func (x *GetBinlogStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[48]
+	mi := &file_tidemark_v1_control_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3096,7 +3378,7 @@ func (x *GetBinlogStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBinlogStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetBinlogStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{48}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetBinlogStatusResponse) GetStream() *BinlogStream {
@@ -3120,6 +3402,13 @@ func (x *GetBinlogStatusResponse) GetSources() []*BinlogSource {
 	return nil
 }
 
+func (x *GetBinlogStatusResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
 type CreateJoinTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "agent" or "controller" (a join token); or "viewer", "operator" or
@@ -3137,7 +3426,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[49]
+	mi := &file_tidemark_v1_control_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3149,7 +3438,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[49]
+	mi := &file_tidemark_v1_control_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3162,7 +3451,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{49}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *CreateJoinTokenRequest) GetRole() string {
@@ -3204,7 +3493,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[50]
+	mi := &file_tidemark_v1_control_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3216,7 +3505,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[50]
+	mi := &file_tidemark_v1_control_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3229,7 +3518,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{50}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -3262,7 +3551,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[51]
+	mi := &file_tidemark_v1_control_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3274,7 +3563,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[51]
+	mi := &file_tidemark_v1_control_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3287,7 +3576,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{51}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -3332,7 +3621,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[52]
+	mi := &file_tidemark_v1_control_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3344,7 +3633,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[52]
+	mi := &file_tidemark_v1_control_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3357,7 +3646,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{52}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *JoinResponse) GetCaPem() []byte {
@@ -3390,7 +3679,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[53]
+	mi := &file_tidemark_v1_control_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3402,7 +3691,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[53]
+	mi := &file_tidemark_v1_control_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3415,7 +3704,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{53}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RevokeAgentRequest) GetName() string {
@@ -3435,7 +3724,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[54]
+	mi := &file_tidemark_v1_control_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3447,7 +3736,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[54]
+	mi := &file_tidemark_v1_control_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3460,7 +3749,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{54}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RevokeAgentResponse) GetWasConnected() bool {
@@ -3473,14 +3762,18 @@ func (x *RevokeAgentResponse) GetWasConnected() bool {
 type ListAuditRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only records at or after this time.
-	Since         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	// Read from the catalog of the node asked, without going through the
+	// leader: faster and available without a quorum, but it may miss writes
+	// that finished before the call (the answer's read says by how much).
+	Stale         bool `protobuf:"varint,20,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[55]
+	mi := &file_tidemark_v1_control_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3492,7 +3785,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[55]
+	mi := &file_tidemark_v1_control_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3505,7 +3798,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{55}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
@@ -3515,16 +3808,26 @@ func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ListAuditRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type ListAuditResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Records       []*AuditRecord         `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Records []*AuditRecord         `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// How the read was served: by which node, and for a stale read how far
+	// behind the leader that node may be.
+	Read          *ReadInfo `protobuf:"bytes,20,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[56]
+	mi := &file_tidemark_v1_control_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3536,7 +3839,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[56]
+	mi := &file_tidemark_v1_control_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3549,12 +3852,19 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{56}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
 	if x != nil {
 		return x.Records
+	}
+	return nil
+}
+
+func (x *ListAuditResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
 	}
 	return nil
 }
@@ -3570,7 +3880,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[57]
+	mi := &file_tidemark_v1_control_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3582,7 +3892,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[57]
+	mi := &file_tidemark_v1_control_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3595,7 +3905,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{57}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RenewCertificateRequest) GetCsr() []byte {
@@ -3614,7 +3924,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[58]
+	mi := &file_tidemark_v1_control_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3626,7 +3936,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[58]
+	mi := &file_tidemark_v1_control_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3639,7 +3949,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{58}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RenewCertificateResponse) GetCertPem() []byte {
@@ -3662,7 +3972,7 @@ type ApplyPoliciesRequest struct {
 
 func (x *ApplyPoliciesRequest) Reset() {
 	*x = ApplyPoliciesRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[59]
+	mi := &file_tidemark_v1_control_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3674,7 +3984,7 @@ func (x *ApplyPoliciesRequest) String() string {
 func (*ApplyPoliciesRequest) ProtoMessage() {}
 
 func (x *ApplyPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[59]
+	mi := &file_tidemark_v1_control_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3687,7 +3997,7 @@ func (x *ApplyPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{59}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ApplyPoliciesRequest) GetYaml() string {
@@ -3730,7 +4040,7 @@ type PolicyChange struct {
 
 func (x *PolicyChange) Reset() {
 	*x = PolicyChange{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[60]
+	mi := &file_tidemark_v1_control_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3742,7 +4052,7 @@ func (x *PolicyChange) String() string {
 func (*PolicyChange) ProtoMessage() {}
 
 func (x *PolicyChange) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[60]
+	mi := &file_tidemark_v1_control_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3755,7 +4065,7 @@ func (x *PolicyChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyChange.ProtoReflect.Descriptor instead.
 func (*PolicyChange) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{60}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *PolicyChange) GetName() string {
@@ -3811,7 +4121,7 @@ type ApplyPoliciesResponse struct {
 
 func (x *ApplyPoliciesResponse) Reset() {
 	*x = ApplyPoliciesResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[61]
+	mi := &file_tidemark_v1_control_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3823,7 +4133,7 @@ func (x *ApplyPoliciesResponse) String() string {
 func (*ApplyPoliciesResponse) ProtoMessage() {}
 
 func (x *ApplyPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[61]
+	mi := &file_tidemark_v1_control_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3836,7 +4146,7 @@ func (x *ApplyPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{61}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ApplyPoliciesResponse) GetChanges() []*PolicyChange {
@@ -3854,15 +4164,21 @@ func (x *ApplyPoliciesResponse) GetApplied() bool {
 }
 
 type ListPoliciesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Consistent    bool                   `protobuf:"varint,1,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
+	Consistent bool `protobuf:"varint,1,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	// Read from the catalog of the node asked, without going through the
+	// leader: faster and available without a quorum, but it may miss writes
+	// that finished before the call (the answer's read says by how much).
+	Stale         bool `protobuf:"varint,20,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListPoliciesRequest) Reset() {
 	*x = ListPoliciesRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[62]
+	mi := &file_tidemark_v1_control_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3874,7 +4190,7 @@ func (x *ListPoliciesRequest) String() string {
 func (*ListPoliciesRequest) ProtoMessage() {}
 
 func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[62]
+	mi := &file_tidemark_v1_control_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3887,7 +4203,7 @@ func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*ListPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{62}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListPoliciesRequest) GetConsistent() bool {
@@ -3897,16 +4213,26 @@ func (x *ListPoliciesRequest) GetConsistent() bool {
 	return false
 }
 
+func (x *ListPoliciesRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type ListPoliciesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Policies      []*Policy              `protobuf:"bytes,1,rep,name=policies,proto3" json:"policies,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Policies []*Policy              `protobuf:"bytes,1,rep,name=policies,proto3" json:"policies,omitempty"`
+	// How the read was served: by which node, and for a stale read how far
+	// behind the leader that node may be.
+	Read          *ReadInfo `protobuf:"bytes,20,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListPoliciesResponse) Reset() {
 	*x = ListPoliciesResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[63]
+	mi := &file_tidemark_v1_control_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3918,7 +4244,7 @@ func (x *ListPoliciesResponse) String() string {
 func (*ListPoliciesResponse) ProtoMessage() {}
 
 func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[63]
+	mi := &file_tidemark_v1_control_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3931,7 +4257,7 @@ func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*ListPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{63}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListPoliciesResponse) GetPolicies() []*Policy {
@@ -3941,17 +4267,30 @@ func (x *ListPoliciesResponse) GetPolicies() []*Policy {
 	return nil
 }
 
+func (x *ListPoliciesResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
 type GetPolicyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Consistent    bool                   `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Obsolete, kept for compatibility: reads are consistent by default
+	// (set stale for a local read); it changes nothing.
+	Consistent bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	// Read from the catalog of the node asked, without going through the
+	// leader: faster and available without a quorum, but it may miss writes
+	// that finished before the call (the answer's read says by how much).
+	Stale         bool `protobuf:"varint,20,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[64]
+	mi := &file_tidemark_v1_control_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3963,7 +4302,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[64]
+	mi := &file_tidemark_v1_control_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3976,7 +4315,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{64}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *GetPolicyRequest) GetName() string {
@@ -3993,18 +4332,28 @@ func (x *GetPolicyRequest) GetConsistent() bool {
 	return false
 }
 
+func (x *GetPolicyRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type GetPolicyResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Policy *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
 	// The instances it selects now.
-	Instances     []string `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
+	Instances []string `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
+	// How the read was served: by which node, and for a stale read how far
+	// behind the leader that node may be.
+	Read          *ReadInfo `protobuf:"bytes,20,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[65]
+	mi := &file_tidemark_v1_control_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4016,7 +4365,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[65]
+	mi := &file_tidemark_v1_control_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4029,7 +4378,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{65}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *Policy {
@@ -4046,6 +4395,13 @@ func (x *GetPolicyResponse) GetInstances() []string {
 	return nil
 }
 
+func (x *GetPolicyResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
 type DeletePolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -4057,7 +4413,7 @@ type DeletePolicyRequest struct {
 
 func (x *DeletePolicyRequest) Reset() {
 	*x = DeletePolicyRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[66]
+	mi := &file_tidemark_v1_control_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4069,7 +4425,7 @@ func (x *DeletePolicyRequest) String() string {
 func (*DeletePolicyRequest) ProtoMessage() {}
 
 func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[66]
+	mi := &file_tidemark_v1_control_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4082,7 +4438,7 @@ func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicyRequest.ProtoReflect.Descriptor instead.
 func (*DeletePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{66}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *DeletePolicyRequest) GetName() string {
@@ -4111,7 +4467,7 @@ type DeletePolicyResponse struct {
 
 func (x *DeletePolicyResponse) Reset() {
 	*x = DeletePolicyResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[67]
+	mi := &file_tidemark_v1_control_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4123,7 +4479,7 @@ func (x *DeletePolicyResponse) String() string {
 func (*DeletePolicyResponse) ProtoMessage() {}
 
 func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[67]
+	mi := &file_tidemark_v1_control_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4136,7 +4492,7 @@ func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicyResponse.ProtoReflect.Descriptor instead.
 func (*DeletePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{67}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *DeletePolicyResponse) GetPolicy() *Policy {
@@ -4165,7 +4521,7 @@ type GetScheduleRequest struct {
 
 func (x *GetScheduleRequest) Reset() {
 	*x = GetScheduleRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[68]
+	mi := &file_tidemark_v1_control_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4177,7 +4533,7 @@ func (x *GetScheduleRequest) String() string {
 func (*GetScheduleRequest) ProtoMessage() {}
 
 func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[68]
+	mi := &file_tidemark_v1_control_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4190,7 +4546,7 @@ func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
 func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{68}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetScheduleRequest) GetInstance() string {
@@ -4231,7 +4587,7 @@ type ScheduledRun struct {
 
 func (x *ScheduledRun) Reset() {
 	*x = ScheduledRun{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[69]
+	mi := &file_tidemark_v1_control_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4243,7 +4599,7 @@ func (x *ScheduledRun) String() string {
 func (*ScheduledRun) ProtoMessage() {}
 
 func (x *ScheduledRun) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[69]
+	mi := &file_tidemark_v1_control_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4256,7 +4612,7 @@ func (x *ScheduledRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduledRun.ProtoReflect.Descriptor instead.
 func (*ScheduledRun) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{69}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ScheduledRun) GetPolicy() string {
@@ -4339,7 +4695,7 @@ type GetScheduleResponse struct {
 
 func (x *GetScheduleResponse) Reset() {
 	*x = GetScheduleResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[70]
+	mi := &file_tidemark_v1_control_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4351,7 +4707,7 @@ func (x *GetScheduleResponse) String() string {
 func (*GetScheduleResponse) ProtoMessage() {}
 
 func (x *GetScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[70]
+	mi := &file_tidemark_v1_control_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4364,7 +4720,7 @@ func (x *GetScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScheduleResponse.ProtoReflect.Descriptor instead.
 func (*GetScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{70}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *GetScheduleResponse) GetRuns() []*ScheduledRun {
@@ -4384,14 +4740,18 @@ func (x *GetScheduleResponse) GetSkipped() []*ScheduleSkip {
 type GetPolicyStatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only this policy; empty: all.
-	Policy        string `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy string `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Read from the catalog of the node asked, without going through the
+	// leader: faster and available without a quorum, but it may miss writes
+	// that finished before the call (the answer's read says by how much).
+	Stale         bool `protobuf:"varint,20,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetPolicyStatusRequest) Reset() {
 	*x = GetPolicyStatusRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[71]
+	mi := &file_tidemark_v1_control_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4403,7 +4763,7 @@ func (x *GetPolicyStatusRequest) String() string {
 func (*GetPolicyStatusRequest) ProtoMessage() {}
 
 func (x *GetPolicyStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[71]
+	mi := &file_tidemark_v1_control_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4416,7 +4776,7 @@ func (x *GetPolicyStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{71}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetPolicyStatusRequest) GetPolicy() string {
@@ -4424,6 +4784,13 @@ func (x *GetPolicyStatusRequest) GetPolicy() string {
 		return x.Policy
 	}
 	return ""
+}
+
+func (x *GetPolicyStatusRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
 }
 
 // PolicyInstanceStatus is whether one instance meets a policy.
@@ -4442,7 +4809,7 @@ type PolicyInstanceStatus struct {
 
 func (x *PolicyInstanceStatus) Reset() {
 	*x = PolicyInstanceStatus{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[72]
+	mi := &file_tidemark_v1_control_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4454,7 +4821,7 @@ func (x *PolicyInstanceStatus) String() string {
 func (*PolicyInstanceStatus) ProtoMessage() {}
 
 func (x *PolicyInstanceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[72]
+	mi := &file_tidemark_v1_control_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4467,7 +4834,7 @@ func (x *PolicyInstanceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyInstanceStatus.ProtoReflect.Descriptor instead.
 func (*PolicyInstanceStatus) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{72}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *PolicyInstanceStatus) GetInstance() string {
@@ -4518,7 +4885,7 @@ type PolicyStatus struct {
 
 func (x *PolicyStatus) Reset() {
 	*x = PolicyStatus{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[73]
+	mi := &file_tidemark_v1_control_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4530,7 +4897,7 @@ func (x *PolicyStatus) String() string {
 func (*PolicyStatus) ProtoMessage() {}
 
 func (x *PolicyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[73]
+	mi := &file_tidemark_v1_control_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4543,7 +4910,7 @@ func (x *PolicyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyStatus.ProtoReflect.Descriptor instead.
 func (*PolicyStatus) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{73}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *PolicyStatus) GetPolicy() string {
@@ -4582,16 +4949,19 @@ func (x *PolicyStatus) GetUnmet() uint32 {
 }
 
 type GetPolicyStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Policies      []*PolicyStatus        `protobuf:"bytes,1,rep,name=policies,proto3" json:"policies,omitempty"`
-	EvaluatedAt   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=evaluated_at,json=evaluatedAt,proto3" json:"evaluated_at,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Policies    []*PolicyStatus        `protobuf:"bytes,1,rep,name=policies,proto3" json:"policies,omitempty"`
+	EvaluatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=evaluated_at,json=evaluatedAt,proto3" json:"evaluated_at,omitempty"`
+	// How the read was served: by which node, and for a stale read how far
+	// behind the leader that node may be.
+	Read          *ReadInfo `protobuf:"bytes,20,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetPolicyStatusResponse) Reset() {
 	*x = GetPolicyStatusResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[74]
+	mi := &file_tidemark_v1_control_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4603,7 +4973,7 @@ func (x *GetPolicyStatusResponse) String() string {
 func (*GetPolicyStatusResponse) ProtoMessage() {}
 
 func (x *GetPolicyStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[74]
+	mi := &file_tidemark_v1_control_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4616,7 +4986,7 @@ func (x *GetPolicyStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{74}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *GetPolicyStatusResponse) GetPolicies() []*PolicyStatus {
@@ -4633,19 +5003,30 @@ func (x *GetPolicyStatusResponse) GetEvaluatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *GetPolicyStatusResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
 type ExplainEnginesRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
 	// Preferences (a policy's `engine:` and `portable:`); empty means auto.
-	Engines       []string `protobuf:"bytes,2,rep,name=engines,proto3" json:"engines,omitempty"`
-	Portable      bool     `protobuf:"varint,3,opt,name=portable,proto3" json:"portable,omitempty"`
+	Engines  []string `protobuf:"bytes,2,rep,name=engines,proto3" json:"engines,omitempty"`
+	Portable bool     `protobuf:"varint,3,opt,name=portable,proto3" json:"portable,omitempty"`
+	// Read from the catalog of the node asked, without going through the
+	// leader: faster and available without a quorum, but it may miss writes
+	// that finished before the call (the answer's read says by how much).
+	Stale         bool `protobuf:"varint,20,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExplainEnginesRequest) Reset() {
 	*x = ExplainEnginesRequest{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[75]
+	mi := &file_tidemark_v1_control_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4657,7 +5038,7 @@ func (x *ExplainEnginesRequest) String() string {
 func (*ExplainEnginesRequest) ProtoMessage() {}
 
 func (x *ExplainEnginesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[75]
+	mi := &file_tidemark_v1_control_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4670,7 +5051,7 @@ func (x *ExplainEnginesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainEnginesRequest.ProtoReflect.Descriptor instead.
 func (*ExplainEnginesRequest) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{75}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ExplainEnginesRequest) GetInstance() string {
@@ -4694,19 +5075,29 @@ func (x *ExplainEnginesRequest) GetPortable() bool {
 	return false
 }
 
+func (x *ExplainEnginesRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 type ExplainEnginesResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
 	Decision *EngineDecision        `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
 	// What the decision was made from.
-	Capabilities  *Capabilities `protobuf:"bytes,3,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
+	Capabilities *Capabilities `protobuf:"bytes,3,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// How the read was served: by which node, and for a stale read how far
+	// behind the leader that node may be.
+	Read          *ReadInfo `protobuf:"bytes,20,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExplainEnginesResponse) Reset() {
 	*x = ExplainEnginesResponse{}
-	mi := &file_tidemark_v1_control_proto_msgTypes[76]
+	mi := &file_tidemark_v1_control_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4718,7 +5109,7 @@ func (x *ExplainEnginesResponse) String() string {
 func (*ExplainEnginesResponse) ProtoMessage() {}
 
 func (x *ExplainEnginesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_control_proto_msgTypes[76]
+	mi := &file_tidemark_v1_control_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4731,7 +5122,7 @@ func (x *ExplainEnginesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainEnginesResponse.ProtoReflect.Descriptor instead.
 func (*ExplainEnginesResponse) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{76}
+	return file_tidemark_v1_control_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ExplainEnginesResponse) GetInstance() string {
@@ -4755,11 +5146,26 @@ func (x *ExplainEnginesResponse) GetCapabilities() *Capabilities {
 	return nil
 }
 
+func (x *ExplainEnginesResponse) GetRead() *ReadInfo {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
 var File_tidemark_v1_control_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\"s\n" +
+	"\x19tidemark/v1/control.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\"\xb7\x02\n" +
+	"\bReadInfo\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x1b\n" +
+	"\tleader_id\x18\x03 \x01(\tR\bleaderId\x12J\n" +
+	"\x13last_leader_contact\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x11lastLeaderContact\x12K\n" +
+	"\x14since_leader_contact\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x12sinceLeaderContact\x12#\n" +
+	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\x12!\n" +
+	"\fcommit_index\x18\a \x01(\x04R\vcommitIndex\"s\n" +
 	"\x13ExpireBackupRequest\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12'\n" +
@@ -4788,7 +5194,7 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\"^\n" +
 	"\x13UnpinBackupResponse\x12+\n" +
 	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\x12\x1a\n" +
-	"\breplayed\x18\x15 \x01(\bR\breplayed\"\xcd\x01\n" +
+	"\breplayed\x18\x15 \x01(\bR\breplayed\"\xe3\x01\n" +
 	"\x14PlanRetentionRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x121\n" +
 	"\x05rules\x18\x02 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\x05rules\x12\x1e\n" +
@@ -4796,10 +5202,12 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"consistent\x18\x03 \x01(\bR\n" +
 	"consistent\x12.\n" +
 	"\x13copy_repository_uri\x18\x04 \x01(\tR\x11copyRepositoryUri\x12\x16\n" +
-	"\x06policy\x18\x05 \x01(\tR\x06policy\"\x7f\n" +
+	"\x06policy\x18\x05 \x01(\tR\x06policy\x12\x14\n" +
+	"\x05stale\x18\x14 \x01(\bR\x05stale\"\xaa\x01\n" +
 	"\x15PlanRetentionResponse\x128\n" +
 	"\x05plans\x18\x01 \x03(\v2\".tidemark.v1.RetentionInstancePlanR\x05plans\x12,\n" +
-	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\xae\x01\n" +
+	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12)\n" +
+	"\x04read\x18\x14 \x01(\v2\x15.tidemark.v1.ReadInfoR\x04read\"\xae\x01\n" +
 	"\x15ApplyRetentionRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x121\n" +
 	"\x05rules\x18\x02 \x01(\v2\x1b.tidemark.v1.RetentionRulesR\x05rules\x12.\n" +
@@ -4820,7 +5228,7 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x04keep\x18\x02 \x01(\bR\x04keep\x12\x18\n" +
 	"\areasons\x18\x03 \x03(\tR\areasons\x12.\n" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
-	"\x06status\x18\x05 \x01(\x0e2\x19.tidemark.v1.BackupStatusR\x06status\"\xee\x01\n" +
+	"\x06status\x18\x05 \x01(\x0e2\x19.tidemark.v1.BackupStatusR\x06status\"\x84\x02\n" +
 	"\x11ListAgentsRequest\x12B\n" +
 	"\x06labels\x18\x01 \x03(\v2*.tidemark.v1.ListAgentsRequest.LabelsEntryR\x06labels\x12\x1e\n" +
 	"\n" +
@@ -4828,13 +5236,15 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"consistent\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\x1a9\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12\x14\n" +
+	"\x05stale\x18\x14 \x01(\bR\x05stale\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x01\n" +
 	"\x12ListAgentsResponse\x12*\n" +
 	"\x06agents\x18\x01 \x03(\v2\x12.tidemark.v1.AgentR\x06agents\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8a\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n" +
+	"\x04read\x18\x14 \x01(\v2\x15.tidemark.v1.ReadInfoR\x04read\"\xa0\x02\n" +
 	"\x14ListInstancesRequest\x12E\n" +
 	"\x06labels\x18\x01 \x03(\v2-.tidemark.v1.ListInstancesRequest.LabelsEntryR\x06labels\x12\x14\n" +
 	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x1e\n" +
@@ -4843,13 +5253,15 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"consistent\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\x1a9\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12\x14\n" +
+	"\x05stale\x18\x14 \x01(\bR\x05stale\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"t\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x01\n" +
 	"\x15ListInstancesResponse\x123\n" +
 	"\tinstances\x18\x01 \x03(\v2\x15.tidemark.v1.InstanceR\tinstances\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xbf\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n" +
+	"\x04read\x18\x14 \x01(\v2\x15.tidemark.v1.ReadInfoR\x04read\"\xd5\x01\n" +
 	"\x12ListBackupsRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x121\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x19.tidemark.v1.BackupStatusR\x06status\x12\x1e\n" +
@@ -4858,17 +5270,21 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"consistent\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"l\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12\x14\n" +
+	"\x05stale\x18\x14 \x01(\bR\x05stale\"\x97\x01\n" +
 	"\x13ListBackupsResponse\x12-\n" +
 	"\abackups\x18\x01 \x03(\v2\x13.tidemark.v1.BackupR\abackups\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"B\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n" +
+	"\x04read\x18\x14 \x01(\v2\x15.tidemark.v1.ReadInfoR\x04read\"X\n" +
 	"\x10GetBackupRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
 	"consistent\x18\x02 \x01(\bR\n" +
-	"consistent\"@\n" +
+	"consistent\x12\x14\n" +
+	"\x05stale\x18\x14 \x01(\bR\x05stale\"k\n" +
 	"\x11GetBackupResponse\x12+\n" +
-	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\"\xe2\x01\n" +
+	"\x06backup\x18\x01 \x01(\v2\x13.tidemark.v1.BackupR\x06backup\x12)\n" +
+	"\x04read\x18\x14 \x01(\v2\x15.tidemark.v1.ReadInfoR\x04read\"\xf8\x01\n" +
 	"\x0fListJobsRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12-\n" +
 	"\x06states\x18\x02 \x03(\x0e2\x15.tidemark.v1.JobStateR\x06states\x12(\n" +
@@ -4878,17 +5294,21 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"consistent\x12\x1b\n" +
 	"\tpage_size\x18\x05 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x06 \x01(\tR\tpageToken\"`\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\x12\x14\n" +
+	"\x05stale\x18\x14 \x01(\bR\x05stale\"\x8b\x01\n" +
 	"\x10ListJobsResponse\x12$\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x10.tidemark.v1.JobR\x04jobs\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"?\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n" +
+	"\x04read\x18\x14 \x01(\v2\x15.tidemark.v1.ReadInfoR\x04read\"U\n" +
 	"\rGetJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
 	"consistent\x18\x02 \x01(\bR\n" +
-	"consistent\"4\n" +
+	"consistent\x12\x14\n" +
+	"\x05stale\x18\x14 \x01(\bR\x05stale\"_\n" +
 	"\x0eGetJobResponse\x12\"\n" +
-	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"!\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\x12)\n" +
+	"\x04read\x18\x14 \x01(\v2\x15.tidemark.v1.ReadInfoR\x04read\"!\n" +
 	"\x0fWatchJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"6\n" +
 	"\x10WatchJobResponse\x12\"\n" +
@@ -4968,16 +5388,18 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\"Z\n" +
 	"\x18StopBinlogStreamResponse\x12\"\n" +
 	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\x12\x1a\n" +
-	"\breplayed\x18\x15 \x01(\bR\breplayed\"T\n" +
+	"\breplayed\x18\x15 \x01(\bR\breplayed\"j\n" +
 	"\x16GetBinlogStatusRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x1e\n" +
 	"\n" +
 	"consistent\x18\x02 \x01(\bR\n" +
-	"consistent\"\xa5\x01\n" +
+	"consistent\x12\x14\n" +
+	"\x05stale\x18\x14 \x01(\bR\x05stale\"\xd0\x01\n" +
 	"\x17GetBinlogStatusResponse\x121\n" +
 	"\x06stream\x18\x01 \x01(\v2\x19.tidemark.v1.BinlogStreamR\x06stream\x12\"\n" +
 	"\x03job\x18\x02 \x01(\v2\x10.tidemark.v1.JobR\x03job\x123\n" +
-	"\asources\x18\x03 \x03(\v2\x19.tidemark.v1.BinlogSourceR\asources\"\x81\x01\n" +
+	"\asources\x18\x03 \x03(\v2\x19.tidemark.v1.BinlogSourceR\asources\x12)\n" +
+	"\x04read\x18\x14 \x01(\v2\x15.tidemark.v1.ReadInfoR\x04read\"\x81\x01\n" +
 	"\x16CreateJoinTokenRequest\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x12\n" +
@@ -4999,11 +5421,13 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x12RevokeAgentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
 	"\x13RevokeAgentResponse\x12#\n" +
-	"\rwas_connected\x18\x01 \x01(\bR\fwasConnected\"D\n" +
+	"\rwas_connected\x18\x01 \x01(\bR\fwasConnected\"Z\n" +
 	"\x10ListAuditRequest\x120\n" +
-	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"G\n" +
+	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05stale\x18\x14 \x01(\bR\x05stale\"r\n" +
 	"\x11ListAuditResponse\x122\n" +
-	"\arecords\x18\x01 \x03(\v2\x18.tidemark.v1.AuditRecordR\arecords\"+\n" +
+	"\arecords\x18\x01 \x03(\v2\x18.tidemark.v1.AuditRecordR\arecords\x12)\n" +
+	"\x04read\x18\x14 \x01(\v2\x15.tidemark.v1.ReadInfoR\x04read\"+\n" +
 	"\x17RenewCertificateRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"5\n" +
 	"\x18RenewCertificateResponse\x12\x19\n" +
@@ -5021,21 +5445,25 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\bwarnings\x18\x06 \x03(\tR\bwarnings\"f\n" +
 	"\x15ApplyPoliciesResponse\x123\n" +
 	"\achanges\x18\x01 \x03(\v2\x19.tidemark.v1.PolicyChangeR\achanges\x12\x18\n" +
-	"\aapplied\x18\x02 \x01(\bR\aapplied\"5\n" +
+	"\aapplied\x18\x02 \x01(\bR\aapplied\"K\n" +
 	"\x13ListPoliciesRequest\x12\x1e\n" +
 	"\n" +
 	"consistent\x18\x01 \x01(\bR\n" +
-	"consistent\"G\n" +
+	"consistent\x12\x14\n" +
+	"\x05stale\x18\x14 \x01(\bR\x05stale\"r\n" +
 	"\x14ListPoliciesResponse\x12/\n" +
-	"\bpolicies\x18\x01 \x03(\v2\x13.tidemark.v1.PolicyR\bpolicies\"F\n" +
+	"\bpolicies\x18\x01 \x03(\v2\x13.tidemark.v1.PolicyR\bpolicies\x12)\n" +
+	"\x04read\x18\x14 \x01(\v2\x15.tidemark.v1.ReadInfoR\x04read\"\\\n" +
 	"\x10GetPolicyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +
 	"consistent\x18\x02 \x01(\bR\n" +
-	"consistent\"^\n" +
+	"consistent\x12\x14\n" +
+	"\x05stale\x18\x14 \x01(\bR\x05stale\"\x89\x01\n" +
 	"\x11GetPolicyResponse\x12+\n" +
 	"\x06policy\x18\x01 \x01(\v2\x13.tidemark.v1.PolicyR\x06policy\x12\x1c\n" +
-	"\tinstances\x18\x02 \x03(\tR\tinstances\"R\n" +
+	"\tinstances\x18\x02 \x03(\tR\tinstances\x12)\n" +
+	"\x04read\x18\x14 \x01(\v2\x15.tidemark.v1.ReadInfoR\x04read\"R\n" +
 	"\x13DeletePolicyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\"_\n" +
@@ -5059,9 +5487,10 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	" \x01(\tR\x04held\"y\n" +
 	"\x13GetScheduleResponse\x12-\n" +
 	"\x04runs\x18\x01 \x03(\v2\x19.tidemark.v1.ScheduledRunR\x04runs\x123\n" +
-	"\askipped\x18\x02 \x03(\v2\x19.tidemark.v1.ScheduleSkipR\askipped\"0\n" +
+	"\askipped\x18\x02 \x03(\v2\x19.tidemark.v1.ScheduleSkipR\askipped\"F\n" +
 	"\x16GetPolicyStatusRequest\x12\x16\n" +
-	"\x06policy\x18\x01 \x01(\tR\x06policy\"\xc8\x01\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x14\n" +
+	"\x05stale\x18\x14 \x01(\bR\x05stale\"\xc8\x01\n" +
 	"\x14PolicyInstanceStatus\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x10\n" +
 	"\x03met\x18\x02 \x01(\bR\x03met\x12\x18\n" +
@@ -5074,18 +5503,21 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12?\n" +
 	"\tinstances\x18\x03 \x03(\v2!.tidemark.v1.PolicyInstanceStatusR\tinstances\x12\x10\n" +
 	"\x03met\x18\x04 \x01(\rR\x03met\x12\x14\n" +
-	"\x05unmet\x18\x05 \x01(\rR\x05unmet\"\x8f\x01\n" +
+	"\x05unmet\x18\x05 \x01(\rR\x05unmet\"\xba\x01\n" +
 	"\x17GetPolicyStatusResponse\x125\n" +
 	"\bpolicies\x18\x01 \x03(\v2\x19.tidemark.v1.PolicyStatusR\bpolicies\x12=\n" +
-	"\fevaluated_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vevaluatedAt\"i\n" +
+	"\fevaluated_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vevaluatedAt\x12)\n" +
+	"\x04read\x18\x14 \x01(\v2\x15.tidemark.v1.ReadInfoR\x04read\"\x7f\n" +
 	"\x15ExplainEnginesRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x18\n" +
 	"\aengines\x18\x02 \x03(\tR\aengines\x12\x1a\n" +
-	"\bportable\x18\x03 \x01(\bR\bportable\"\xac\x01\n" +
+	"\bportable\x18\x03 \x01(\bR\bportable\x12\x14\n" +
+	"\x05stale\x18\x14 \x01(\bR\x05stale\"\xd7\x01\n" +
 	"\x16ExplainEnginesResponse\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x127\n" +
 	"\bdecision\x18\x02 \x01(\v2\x1b.tidemark.v1.EngineDecisionR\bdecision\x12=\n" +
-	"\fcapabilities\x18\x03 \x01(\v2\x19.tidemark.v1.CapabilitiesR\fcapabilities*\x99\x01\n" +
+	"\fcapabilities\x18\x03 \x01(\v2\x19.tidemark.v1.CapabilitiesR\fcapabilities\x12)\n" +
+	"\x04read\x18\x14 \x01(\v2\x15.tidemark.v1.ReadInfoR\x04read*\x99\x01\n" +
 	"\vMemberState\x12\x1c\n" +
 	"\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MEMBER_STATE_LEADER\x10\x01\x12\x19\n" +
@@ -5144,245 +5576,261 @@ func file_tidemark_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
+var file_tidemark_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_tidemark_v1_control_proto_goTypes = []any{
 	(MemberState)(0),                   // 0: tidemark.v1.MemberState
-	(*ExpireBackupRequest)(nil),        // 1: tidemark.v1.ExpireBackupRequest
-	(*ExpireBackupResponse)(nil),       // 2: tidemark.v1.ExpireBackupResponse
-	(*SubmitCopyRequest)(nil),          // 3: tidemark.v1.SubmitCopyRequest
-	(*SubmitCopyResponse)(nil),         // 4: tidemark.v1.SubmitCopyResponse
-	(*PinBackupRequest)(nil),           // 5: tidemark.v1.PinBackupRequest
-	(*PinBackupResponse)(nil),          // 6: tidemark.v1.PinBackupResponse
-	(*UnpinBackupRequest)(nil),         // 7: tidemark.v1.UnpinBackupRequest
-	(*UnpinBackupResponse)(nil),        // 8: tidemark.v1.UnpinBackupResponse
-	(*PlanRetentionRequest)(nil),       // 9: tidemark.v1.PlanRetentionRequest
-	(*PlanRetentionResponse)(nil),      // 10: tidemark.v1.PlanRetentionResponse
-	(*ApplyRetentionRequest)(nil),      // 11: tidemark.v1.ApplyRetentionRequest
-	(*ApplyRetentionResponse)(nil),     // 12: tidemark.v1.ApplyRetentionResponse
-	(*RetentionInstancePlan)(nil),      // 13: tidemark.v1.RetentionInstancePlan
-	(*RetentionVerdict)(nil),           // 14: tidemark.v1.RetentionVerdict
-	(*ListAgentsRequest)(nil),          // 15: tidemark.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),         // 16: tidemark.v1.ListAgentsResponse
-	(*ListInstancesRequest)(nil),       // 17: tidemark.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),      // 18: tidemark.v1.ListInstancesResponse
-	(*ListBackupsRequest)(nil),         // 19: tidemark.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),        // 20: tidemark.v1.ListBackupsResponse
-	(*GetBackupRequest)(nil),           // 21: tidemark.v1.GetBackupRequest
-	(*GetBackupResponse)(nil),          // 22: tidemark.v1.GetBackupResponse
-	(*ListJobsRequest)(nil),            // 23: tidemark.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),           // 24: tidemark.v1.ListJobsResponse
-	(*GetJobRequest)(nil),              // 25: tidemark.v1.GetJobRequest
-	(*GetJobResponse)(nil),             // 26: tidemark.v1.GetJobResponse
-	(*WatchJobRequest)(nil),            // 27: tidemark.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),           // 28: tidemark.v1.WatchJobResponse
-	(*SubmitBackupRequest)(nil),        // 29: tidemark.v1.SubmitBackupRequest
-	(*SubmitBackupResponse)(nil),       // 30: tidemark.v1.SubmitBackupResponse
-	(*SubmitRestoreRequest)(nil),       // 31: tidemark.v1.SubmitRestoreRequest
-	(*SubmitRestoreResponse)(nil),      // 32: tidemark.v1.SubmitRestoreResponse
-	(*CancelJobRequest)(nil),           // 33: tidemark.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),          // 34: tidemark.v1.CancelJobResponse
-	(*Member)(nil),                     // 35: tidemark.v1.Member
-	(*ClusterStatusRequest)(nil),       // 36: tidemark.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),      // 37: tidemark.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),           // 38: tidemark.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),          // 39: tidemark.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),        // 40: tidemark.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),       // 41: tidemark.v1.RemoveMemberResponse
-	(*TransferLeadershipRequest)(nil),  // 42: tidemark.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 43: tidemark.v1.TransferLeadershipResponse
-	(*StartBinlogStreamRequest)(nil),   // 44: tidemark.v1.StartBinlogStreamRequest
-	(*StartBinlogStreamResponse)(nil),  // 45: tidemark.v1.StartBinlogStreamResponse
-	(*StopBinlogStreamRequest)(nil),    // 46: tidemark.v1.StopBinlogStreamRequest
-	(*StopBinlogStreamResponse)(nil),   // 47: tidemark.v1.StopBinlogStreamResponse
-	(*GetBinlogStatusRequest)(nil),     // 48: tidemark.v1.GetBinlogStatusRequest
-	(*GetBinlogStatusResponse)(nil),    // 49: tidemark.v1.GetBinlogStatusResponse
-	(*CreateJoinTokenRequest)(nil),     // 50: tidemark.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),    // 51: tidemark.v1.CreateJoinTokenResponse
-	(*JoinRequest)(nil),                // 52: tidemark.v1.JoinRequest
-	(*JoinResponse)(nil),               // 53: tidemark.v1.JoinResponse
-	(*RevokeAgentRequest)(nil),         // 54: tidemark.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),        // 55: tidemark.v1.RevokeAgentResponse
-	(*ListAuditRequest)(nil),           // 56: tidemark.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),          // 57: tidemark.v1.ListAuditResponse
-	(*RenewCertificateRequest)(nil),    // 58: tidemark.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),   // 59: tidemark.v1.RenewCertificateResponse
-	(*ApplyPoliciesRequest)(nil),       // 60: tidemark.v1.ApplyPoliciesRequest
-	(*PolicyChange)(nil),               // 61: tidemark.v1.PolicyChange
-	(*ApplyPoliciesResponse)(nil),      // 62: tidemark.v1.ApplyPoliciesResponse
-	(*ListPoliciesRequest)(nil),        // 63: tidemark.v1.ListPoliciesRequest
-	(*ListPoliciesResponse)(nil),       // 64: tidemark.v1.ListPoliciesResponse
-	(*GetPolicyRequest)(nil),           // 65: tidemark.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),          // 66: tidemark.v1.GetPolicyResponse
-	(*DeletePolicyRequest)(nil),        // 67: tidemark.v1.DeletePolicyRequest
-	(*DeletePolicyResponse)(nil),       // 68: tidemark.v1.DeletePolicyResponse
-	(*GetScheduleRequest)(nil),         // 69: tidemark.v1.GetScheduleRequest
-	(*ScheduledRun)(nil),               // 70: tidemark.v1.ScheduledRun
-	(*GetScheduleResponse)(nil),        // 71: tidemark.v1.GetScheduleResponse
-	(*GetPolicyStatusRequest)(nil),     // 72: tidemark.v1.GetPolicyStatusRequest
-	(*PolicyInstanceStatus)(nil),       // 73: tidemark.v1.PolicyInstanceStatus
-	(*PolicyStatus)(nil),               // 74: tidemark.v1.PolicyStatus
-	(*GetPolicyStatusResponse)(nil),    // 75: tidemark.v1.GetPolicyStatusResponse
-	(*ExplainEnginesRequest)(nil),      // 76: tidemark.v1.ExplainEnginesRequest
-	(*ExplainEnginesResponse)(nil),     // 77: tidemark.v1.ExplainEnginesResponse
-	nil,                                // 78: tidemark.v1.ListAgentsRequest.LabelsEntry
-	nil,                                // 79: tidemark.v1.ListInstancesRequest.LabelsEntry
-	nil,                                // 80: tidemark.v1.SubmitBackupRequest.LabelsEntry
-	(*Job)(nil),                        // 81: tidemark.v1.Job
-	(*Backup)(nil),                     // 82: tidemark.v1.Backup
-	(*RetentionRules)(nil),             // 83: tidemark.v1.RetentionRules
-	(*timestamppb.Timestamp)(nil),      // 84: google.protobuf.Timestamp
-	(BackupStatus)(0),                  // 85: tidemark.v1.BackupStatus
-	(*Agent)(nil),                      // 86: tidemark.v1.Agent
-	(*Instance)(nil),                   // 87: tidemark.v1.Instance
-	(JobState)(0),                      // 88: tidemark.v1.JobState
-	(JobKind)(0),                       // 89: tidemark.v1.JobKind
-	(*RestoreParams)(nil),              // 90: tidemark.v1.RestoreParams
-	(*durationpb.Duration)(nil),        // 91: google.protobuf.Duration
-	(*BinlogStream)(nil),               // 92: tidemark.v1.BinlogStream
-	(*BinlogSource)(nil),               // 93: tidemark.v1.BinlogSource
-	(*AuditRecord)(nil),                // 94: tidemark.v1.AuditRecord
-	(*Policy)(nil),                     // 95: tidemark.v1.Policy
-	(*ScheduleSkip)(nil),               // 96: tidemark.v1.ScheduleSkip
-	(*EngineDecision)(nil),             // 97: tidemark.v1.EngineDecision
-	(*Capabilities)(nil),               // 98: tidemark.v1.Capabilities
+	(*ReadInfo)(nil),                   // 1: tidemark.v1.ReadInfo
+	(*ExpireBackupRequest)(nil),        // 2: tidemark.v1.ExpireBackupRequest
+	(*ExpireBackupResponse)(nil),       // 3: tidemark.v1.ExpireBackupResponse
+	(*SubmitCopyRequest)(nil),          // 4: tidemark.v1.SubmitCopyRequest
+	(*SubmitCopyResponse)(nil),         // 5: tidemark.v1.SubmitCopyResponse
+	(*PinBackupRequest)(nil),           // 6: tidemark.v1.PinBackupRequest
+	(*PinBackupResponse)(nil),          // 7: tidemark.v1.PinBackupResponse
+	(*UnpinBackupRequest)(nil),         // 8: tidemark.v1.UnpinBackupRequest
+	(*UnpinBackupResponse)(nil),        // 9: tidemark.v1.UnpinBackupResponse
+	(*PlanRetentionRequest)(nil),       // 10: tidemark.v1.PlanRetentionRequest
+	(*PlanRetentionResponse)(nil),      // 11: tidemark.v1.PlanRetentionResponse
+	(*ApplyRetentionRequest)(nil),      // 12: tidemark.v1.ApplyRetentionRequest
+	(*ApplyRetentionResponse)(nil),     // 13: tidemark.v1.ApplyRetentionResponse
+	(*RetentionInstancePlan)(nil),      // 14: tidemark.v1.RetentionInstancePlan
+	(*RetentionVerdict)(nil),           // 15: tidemark.v1.RetentionVerdict
+	(*ListAgentsRequest)(nil),          // 16: tidemark.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 17: tidemark.v1.ListAgentsResponse
+	(*ListInstancesRequest)(nil),       // 18: tidemark.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),      // 19: tidemark.v1.ListInstancesResponse
+	(*ListBackupsRequest)(nil),         // 20: tidemark.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),        // 21: tidemark.v1.ListBackupsResponse
+	(*GetBackupRequest)(nil),           // 22: tidemark.v1.GetBackupRequest
+	(*GetBackupResponse)(nil),          // 23: tidemark.v1.GetBackupResponse
+	(*ListJobsRequest)(nil),            // 24: tidemark.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),           // 25: tidemark.v1.ListJobsResponse
+	(*GetJobRequest)(nil),              // 26: tidemark.v1.GetJobRequest
+	(*GetJobResponse)(nil),             // 27: tidemark.v1.GetJobResponse
+	(*WatchJobRequest)(nil),            // 28: tidemark.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),           // 29: tidemark.v1.WatchJobResponse
+	(*SubmitBackupRequest)(nil),        // 30: tidemark.v1.SubmitBackupRequest
+	(*SubmitBackupResponse)(nil),       // 31: tidemark.v1.SubmitBackupResponse
+	(*SubmitRestoreRequest)(nil),       // 32: tidemark.v1.SubmitRestoreRequest
+	(*SubmitRestoreResponse)(nil),      // 33: tidemark.v1.SubmitRestoreResponse
+	(*CancelJobRequest)(nil),           // 34: tidemark.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),          // 35: tidemark.v1.CancelJobResponse
+	(*Member)(nil),                     // 36: tidemark.v1.Member
+	(*ClusterStatusRequest)(nil),       // 37: tidemark.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),      // 38: tidemark.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),           // 39: tidemark.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),          // 40: tidemark.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),        // 41: tidemark.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),       // 42: tidemark.v1.RemoveMemberResponse
+	(*TransferLeadershipRequest)(nil),  // 43: tidemark.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 44: tidemark.v1.TransferLeadershipResponse
+	(*StartBinlogStreamRequest)(nil),   // 45: tidemark.v1.StartBinlogStreamRequest
+	(*StartBinlogStreamResponse)(nil),  // 46: tidemark.v1.StartBinlogStreamResponse
+	(*StopBinlogStreamRequest)(nil),    // 47: tidemark.v1.StopBinlogStreamRequest
+	(*StopBinlogStreamResponse)(nil),   // 48: tidemark.v1.StopBinlogStreamResponse
+	(*GetBinlogStatusRequest)(nil),     // 49: tidemark.v1.GetBinlogStatusRequest
+	(*GetBinlogStatusResponse)(nil),    // 50: tidemark.v1.GetBinlogStatusResponse
+	(*CreateJoinTokenRequest)(nil),     // 51: tidemark.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),    // 52: tidemark.v1.CreateJoinTokenResponse
+	(*JoinRequest)(nil),                // 53: tidemark.v1.JoinRequest
+	(*JoinResponse)(nil),               // 54: tidemark.v1.JoinResponse
+	(*RevokeAgentRequest)(nil),         // 55: tidemark.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),        // 56: tidemark.v1.RevokeAgentResponse
+	(*ListAuditRequest)(nil),           // 57: tidemark.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 58: tidemark.v1.ListAuditResponse
+	(*RenewCertificateRequest)(nil),    // 59: tidemark.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),   // 60: tidemark.v1.RenewCertificateResponse
+	(*ApplyPoliciesRequest)(nil),       // 61: tidemark.v1.ApplyPoliciesRequest
+	(*PolicyChange)(nil),               // 62: tidemark.v1.PolicyChange
+	(*ApplyPoliciesResponse)(nil),      // 63: tidemark.v1.ApplyPoliciesResponse
+	(*ListPoliciesRequest)(nil),        // 64: tidemark.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),       // 65: tidemark.v1.ListPoliciesResponse
+	(*GetPolicyRequest)(nil),           // 66: tidemark.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),          // 67: tidemark.v1.GetPolicyResponse
+	(*DeletePolicyRequest)(nil),        // 68: tidemark.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),       // 69: tidemark.v1.DeletePolicyResponse
+	(*GetScheduleRequest)(nil),         // 70: tidemark.v1.GetScheduleRequest
+	(*ScheduledRun)(nil),               // 71: tidemark.v1.ScheduledRun
+	(*GetScheduleResponse)(nil),        // 72: tidemark.v1.GetScheduleResponse
+	(*GetPolicyStatusRequest)(nil),     // 73: tidemark.v1.GetPolicyStatusRequest
+	(*PolicyInstanceStatus)(nil),       // 74: tidemark.v1.PolicyInstanceStatus
+	(*PolicyStatus)(nil),               // 75: tidemark.v1.PolicyStatus
+	(*GetPolicyStatusResponse)(nil),    // 76: tidemark.v1.GetPolicyStatusResponse
+	(*ExplainEnginesRequest)(nil),      // 77: tidemark.v1.ExplainEnginesRequest
+	(*ExplainEnginesResponse)(nil),     // 78: tidemark.v1.ExplainEnginesResponse
+	nil,                                // 79: tidemark.v1.ListAgentsRequest.LabelsEntry
+	nil,                                // 80: tidemark.v1.ListInstancesRequest.LabelsEntry
+	nil,                                // 81: tidemark.v1.SubmitBackupRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),      // 82: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 83: google.protobuf.Duration
+	(*Job)(nil),                        // 84: tidemark.v1.Job
+	(*Backup)(nil),                     // 85: tidemark.v1.Backup
+	(*RetentionRules)(nil),             // 86: tidemark.v1.RetentionRules
+	(BackupStatus)(0),                  // 87: tidemark.v1.BackupStatus
+	(*Agent)(nil),                      // 88: tidemark.v1.Agent
+	(*Instance)(nil),                   // 89: tidemark.v1.Instance
+	(JobState)(0),                      // 90: tidemark.v1.JobState
+	(JobKind)(0),                       // 91: tidemark.v1.JobKind
+	(*RestoreParams)(nil),              // 92: tidemark.v1.RestoreParams
+	(*BinlogStream)(nil),               // 93: tidemark.v1.BinlogStream
+	(*BinlogSource)(nil),               // 94: tidemark.v1.BinlogSource
+	(*AuditRecord)(nil),                // 95: tidemark.v1.AuditRecord
+	(*Policy)(nil),                     // 96: tidemark.v1.Policy
+	(*ScheduleSkip)(nil),               // 97: tidemark.v1.ScheduleSkip
+	(*EngineDecision)(nil),             // 98: tidemark.v1.EngineDecision
+	(*Capabilities)(nil),               // 99: tidemark.v1.Capabilities
 }
 var file_tidemark_v1_control_proto_depIdxs = []int32{
-	81, // 0: tidemark.v1.ExpireBackupResponse.job:type_name -> tidemark.v1.Job
-	81, // 1: tidemark.v1.SubmitCopyResponse.job:type_name -> tidemark.v1.Job
-	82, // 2: tidemark.v1.PinBackupResponse.backup:type_name -> tidemark.v1.Backup
-	82, // 3: tidemark.v1.UnpinBackupResponse.backup:type_name -> tidemark.v1.Backup
-	83, // 4: tidemark.v1.PlanRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
-	13, // 5: tidemark.v1.PlanRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
-	84, // 6: tidemark.v1.PlanRetentionResponse.now:type_name -> google.protobuf.Timestamp
-	83, // 7: tidemark.v1.ApplyRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
-	13, // 8: tidemark.v1.ApplyRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
-	84, // 9: tidemark.v1.ApplyRetentionResponse.now:type_name -> google.protobuf.Timestamp
-	14, // 10: tidemark.v1.RetentionInstancePlan.backups:type_name -> tidemark.v1.RetentionVerdict
-	84, // 11: tidemark.v1.RetentionInstancePlan.binlog_before:type_name -> google.protobuf.Timestamp
-	84, // 12: tidemark.v1.RetentionVerdict.time:type_name -> google.protobuf.Timestamp
-	85, // 13: tidemark.v1.RetentionVerdict.status:type_name -> tidemark.v1.BackupStatus
-	78, // 14: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
-	86, // 15: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
-	79, // 16: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
-	87, // 17: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
-	85, // 18: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
-	82, // 19: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
-	82, // 20: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
-	88, // 21: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
-	89, // 22: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
-	81, // 23: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
-	81, // 24: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
-	81, // 25: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
-	80, // 26: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
-	81, // 27: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
-	90, // 28: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
-	81, // 29: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
-	81, // 30: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
-	0,  // 31: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
-	84, // 32: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
-	35, // 33: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
-	35, // 34: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
-	35, // 35: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
-	91, // 36: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
-	81, // 37: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	81, // 38: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
-	92, // 39: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
-	81, // 40: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
-	93, // 41: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
-	91, // 42: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	84, // 43: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	84, // 44: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	94, // 45: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
-	61, // 46: tidemark.v1.ApplyPoliciesResponse.changes:type_name -> tidemark.v1.PolicyChange
-	95, // 47: tidemark.v1.ListPoliciesResponse.policies:type_name -> tidemark.v1.Policy
-	95, // 48: tidemark.v1.GetPolicyResponse.policy:type_name -> tidemark.v1.Policy
-	95, // 49: tidemark.v1.DeletePolicyResponse.policy:type_name -> tidemark.v1.Policy
-	84, // 50: tidemark.v1.ScheduledRun.scheduled_for:type_name -> google.protobuf.Timestamp
-	84, // 51: tidemark.v1.ScheduledRun.due_at:type_name -> google.protobuf.Timestamp
-	70, // 52: tidemark.v1.GetScheduleResponse.runs:type_name -> tidemark.v1.ScheduledRun
-	96, // 53: tidemark.v1.GetScheduleResponse.skipped:type_name -> tidemark.v1.ScheduleSkip
-	84, // 54: tidemark.v1.PolicyInstanceStatus.last_backup:type_name -> google.protobuf.Timestamp
-	91, // 55: tidemark.v1.PolicyInstanceStatus.rpo:type_name -> google.protobuf.Duration
-	73, // 56: tidemark.v1.PolicyStatus.instances:type_name -> tidemark.v1.PolicyInstanceStatus
-	74, // 57: tidemark.v1.GetPolicyStatusResponse.policies:type_name -> tidemark.v1.PolicyStatus
-	84, // 58: tidemark.v1.GetPolicyStatusResponse.evaluated_at:type_name -> google.protobuf.Timestamp
-	97, // 59: tidemark.v1.ExplainEnginesResponse.decision:type_name -> tidemark.v1.EngineDecision
-	98, // 60: tidemark.v1.ExplainEnginesResponse.capabilities:type_name -> tidemark.v1.Capabilities
-	15, // 61: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
-	17, // 62: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
-	19, // 63: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
-	21, // 64: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
-	23, // 65: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
-	25, // 66: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
-	27, // 67: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
-	29, // 68: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
-	31, // 69: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
-	33, // 70: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
-	44, // 71: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
-	46, // 72: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
-	48, // 73: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
-	36, // 74: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
-	38, // 75: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
-	40, // 76: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
-	42, // 77: tidemark.v1.ControlService.TransferLeadership:input_type -> tidemark.v1.TransferLeadershipRequest
-	50, // 78: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
-	52, // 79: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
-	54, // 80: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
-	58, // 81: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
-	56, // 82: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
-	5,  // 83: tidemark.v1.ControlService.PinBackup:input_type -> tidemark.v1.PinBackupRequest
-	7,  // 84: tidemark.v1.ControlService.UnpinBackup:input_type -> tidemark.v1.UnpinBackupRequest
-	9,  // 85: tidemark.v1.ControlService.PlanRetention:input_type -> tidemark.v1.PlanRetentionRequest
-	11, // 86: tidemark.v1.ControlService.ApplyRetention:input_type -> tidemark.v1.ApplyRetentionRequest
-	3,  // 87: tidemark.v1.ControlService.SubmitCopy:input_type -> tidemark.v1.SubmitCopyRequest
-	1,  // 88: tidemark.v1.ControlService.ExpireBackup:input_type -> tidemark.v1.ExpireBackupRequest
-	60, // 89: tidemark.v1.ControlService.ApplyPolicies:input_type -> tidemark.v1.ApplyPoliciesRequest
-	63, // 90: tidemark.v1.ControlService.ListPolicies:input_type -> tidemark.v1.ListPoliciesRequest
-	65, // 91: tidemark.v1.ControlService.GetPolicy:input_type -> tidemark.v1.GetPolicyRequest
-	67, // 92: tidemark.v1.ControlService.DeletePolicy:input_type -> tidemark.v1.DeletePolicyRequest
-	69, // 93: tidemark.v1.ControlService.GetSchedule:input_type -> tidemark.v1.GetScheduleRequest
-	72, // 94: tidemark.v1.ControlService.GetPolicyStatus:input_type -> tidemark.v1.GetPolicyStatusRequest
-	76, // 95: tidemark.v1.ControlService.ExplainEngines:input_type -> tidemark.v1.ExplainEnginesRequest
-	16, // 96: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
-	18, // 97: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
-	20, // 98: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
-	22, // 99: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
-	24, // 100: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
-	26, // 101: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
-	28, // 102: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
-	30, // 103: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
-	32, // 104: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
-	34, // 105: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
-	45, // 106: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
-	47, // 107: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
-	49, // 108: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
-	37, // 109: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
-	39, // 110: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
-	41, // 111: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
-	43, // 112: tidemark.v1.ControlService.TransferLeadership:output_type -> tidemark.v1.TransferLeadershipResponse
-	51, // 113: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
-	53, // 114: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
-	55, // 115: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
-	59, // 116: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
-	57, // 117: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
-	6,  // 118: tidemark.v1.ControlService.PinBackup:output_type -> tidemark.v1.PinBackupResponse
-	8,  // 119: tidemark.v1.ControlService.UnpinBackup:output_type -> tidemark.v1.UnpinBackupResponse
-	10, // 120: tidemark.v1.ControlService.PlanRetention:output_type -> tidemark.v1.PlanRetentionResponse
-	12, // 121: tidemark.v1.ControlService.ApplyRetention:output_type -> tidemark.v1.ApplyRetentionResponse
-	4,  // 122: tidemark.v1.ControlService.SubmitCopy:output_type -> tidemark.v1.SubmitCopyResponse
-	2,  // 123: tidemark.v1.ControlService.ExpireBackup:output_type -> tidemark.v1.ExpireBackupResponse
-	62, // 124: tidemark.v1.ControlService.ApplyPolicies:output_type -> tidemark.v1.ApplyPoliciesResponse
-	64, // 125: tidemark.v1.ControlService.ListPolicies:output_type -> tidemark.v1.ListPoliciesResponse
-	66, // 126: tidemark.v1.ControlService.GetPolicy:output_type -> tidemark.v1.GetPolicyResponse
-	68, // 127: tidemark.v1.ControlService.DeletePolicy:output_type -> tidemark.v1.DeletePolicyResponse
-	71, // 128: tidemark.v1.ControlService.GetSchedule:output_type -> tidemark.v1.GetScheduleResponse
-	75, // 129: tidemark.v1.ControlService.GetPolicyStatus:output_type -> tidemark.v1.GetPolicyStatusResponse
-	77, // 130: tidemark.v1.ControlService.ExplainEngines:output_type -> tidemark.v1.ExplainEnginesResponse
-	96, // [96:131] is the sub-list for method output_type
-	61, // [61:96] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	82,  // 0: tidemark.v1.ReadInfo.last_leader_contact:type_name -> google.protobuf.Timestamp
+	83,  // 1: tidemark.v1.ReadInfo.since_leader_contact:type_name -> google.protobuf.Duration
+	84,  // 2: tidemark.v1.ExpireBackupResponse.job:type_name -> tidemark.v1.Job
+	84,  // 3: tidemark.v1.SubmitCopyResponse.job:type_name -> tidemark.v1.Job
+	85,  // 4: tidemark.v1.PinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	85,  // 5: tidemark.v1.UnpinBackupResponse.backup:type_name -> tidemark.v1.Backup
+	86,  // 6: tidemark.v1.PlanRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	14,  // 7: tidemark.v1.PlanRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
+	82,  // 8: tidemark.v1.PlanRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	1,   // 9: tidemark.v1.PlanRetentionResponse.read:type_name -> tidemark.v1.ReadInfo
+	86,  // 10: tidemark.v1.ApplyRetentionRequest.rules:type_name -> tidemark.v1.RetentionRules
+	14,  // 11: tidemark.v1.ApplyRetentionResponse.plans:type_name -> tidemark.v1.RetentionInstancePlan
+	82,  // 12: tidemark.v1.ApplyRetentionResponse.now:type_name -> google.protobuf.Timestamp
+	15,  // 13: tidemark.v1.RetentionInstancePlan.backups:type_name -> tidemark.v1.RetentionVerdict
+	82,  // 14: tidemark.v1.RetentionInstancePlan.binlog_before:type_name -> google.protobuf.Timestamp
+	82,  // 15: tidemark.v1.RetentionVerdict.time:type_name -> google.protobuf.Timestamp
+	87,  // 16: tidemark.v1.RetentionVerdict.status:type_name -> tidemark.v1.BackupStatus
+	79,  // 17: tidemark.v1.ListAgentsRequest.labels:type_name -> tidemark.v1.ListAgentsRequest.LabelsEntry
+	88,  // 18: tidemark.v1.ListAgentsResponse.agents:type_name -> tidemark.v1.Agent
+	1,   // 19: tidemark.v1.ListAgentsResponse.read:type_name -> tidemark.v1.ReadInfo
+	80,  // 20: tidemark.v1.ListInstancesRequest.labels:type_name -> tidemark.v1.ListInstancesRequest.LabelsEntry
+	89,  // 21: tidemark.v1.ListInstancesResponse.instances:type_name -> tidemark.v1.Instance
+	1,   // 22: tidemark.v1.ListInstancesResponse.read:type_name -> tidemark.v1.ReadInfo
+	87,  // 23: tidemark.v1.ListBackupsRequest.status:type_name -> tidemark.v1.BackupStatus
+	85,  // 24: tidemark.v1.ListBackupsResponse.backups:type_name -> tidemark.v1.Backup
+	1,   // 25: tidemark.v1.ListBackupsResponse.read:type_name -> tidemark.v1.ReadInfo
+	85,  // 26: tidemark.v1.GetBackupResponse.backup:type_name -> tidemark.v1.Backup
+	1,   // 27: tidemark.v1.GetBackupResponse.read:type_name -> tidemark.v1.ReadInfo
+	90,  // 28: tidemark.v1.ListJobsRequest.states:type_name -> tidemark.v1.JobState
+	91,  // 29: tidemark.v1.ListJobsRequest.kind:type_name -> tidemark.v1.JobKind
+	84,  // 30: tidemark.v1.ListJobsResponse.jobs:type_name -> tidemark.v1.Job
+	1,   // 31: tidemark.v1.ListJobsResponse.read:type_name -> tidemark.v1.ReadInfo
+	84,  // 32: tidemark.v1.GetJobResponse.job:type_name -> tidemark.v1.Job
+	1,   // 33: tidemark.v1.GetJobResponse.read:type_name -> tidemark.v1.ReadInfo
+	84,  // 34: tidemark.v1.WatchJobResponse.job:type_name -> tidemark.v1.Job
+	81,  // 35: tidemark.v1.SubmitBackupRequest.labels:type_name -> tidemark.v1.SubmitBackupRequest.LabelsEntry
+	84,  // 36: tidemark.v1.SubmitBackupResponse.job:type_name -> tidemark.v1.Job
+	92,  // 37: tidemark.v1.SubmitRestoreRequest.params:type_name -> tidemark.v1.RestoreParams
+	84,  // 38: tidemark.v1.SubmitRestoreResponse.job:type_name -> tidemark.v1.Job
+	84,  // 39: tidemark.v1.CancelJobResponse.job:type_name -> tidemark.v1.Job
+	0,   // 40: tidemark.v1.Member.state:type_name -> tidemark.v1.MemberState
+	82,  // 41: tidemark.v1.Member.last_contact:type_name -> google.protobuf.Timestamp
+	36,  // 42: tidemark.v1.ClusterStatusResponse.members:type_name -> tidemark.v1.Member
+	36,  // 43: tidemark.v1.AddMemberResponse.members:type_name -> tidemark.v1.Member
+	36,  // 44: tidemark.v1.RemoveMemberResponse.members:type_name -> tidemark.v1.Member
+	83,  // 45: tidemark.v1.StartBinlogStreamRequest.flush:type_name -> google.protobuf.Duration
+	84,  // 46: tidemark.v1.StartBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	84,  // 47: tidemark.v1.StopBinlogStreamResponse.job:type_name -> tidemark.v1.Job
+	93,  // 48: tidemark.v1.GetBinlogStatusResponse.stream:type_name -> tidemark.v1.BinlogStream
+	84,  // 49: tidemark.v1.GetBinlogStatusResponse.job:type_name -> tidemark.v1.Job
+	94,  // 50: tidemark.v1.GetBinlogStatusResponse.sources:type_name -> tidemark.v1.BinlogSource
+	1,   // 51: tidemark.v1.GetBinlogStatusResponse.read:type_name -> tidemark.v1.ReadInfo
+	83,  // 52: tidemark.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	82,  // 53: tidemark.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	82,  // 54: tidemark.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	95,  // 55: tidemark.v1.ListAuditResponse.records:type_name -> tidemark.v1.AuditRecord
+	1,   // 56: tidemark.v1.ListAuditResponse.read:type_name -> tidemark.v1.ReadInfo
+	62,  // 57: tidemark.v1.ApplyPoliciesResponse.changes:type_name -> tidemark.v1.PolicyChange
+	96,  // 58: tidemark.v1.ListPoliciesResponse.policies:type_name -> tidemark.v1.Policy
+	1,   // 59: tidemark.v1.ListPoliciesResponse.read:type_name -> tidemark.v1.ReadInfo
+	96,  // 60: tidemark.v1.GetPolicyResponse.policy:type_name -> tidemark.v1.Policy
+	1,   // 61: tidemark.v1.GetPolicyResponse.read:type_name -> tidemark.v1.ReadInfo
+	96,  // 62: tidemark.v1.DeletePolicyResponse.policy:type_name -> tidemark.v1.Policy
+	82,  // 63: tidemark.v1.ScheduledRun.scheduled_for:type_name -> google.protobuf.Timestamp
+	82,  // 64: tidemark.v1.ScheduledRun.due_at:type_name -> google.protobuf.Timestamp
+	71,  // 65: tidemark.v1.GetScheduleResponse.runs:type_name -> tidemark.v1.ScheduledRun
+	97,  // 66: tidemark.v1.GetScheduleResponse.skipped:type_name -> tidemark.v1.ScheduleSkip
+	82,  // 67: tidemark.v1.PolicyInstanceStatus.last_backup:type_name -> google.protobuf.Timestamp
+	83,  // 68: tidemark.v1.PolicyInstanceStatus.rpo:type_name -> google.protobuf.Duration
+	74,  // 69: tidemark.v1.PolicyStatus.instances:type_name -> tidemark.v1.PolicyInstanceStatus
+	75,  // 70: tidemark.v1.GetPolicyStatusResponse.policies:type_name -> tidemark.v1.PolicyStatus
+	82,  // 71: tidemark.v1.GetPolicyStatusResponse.evaluated_at:type_name -> google.protobuf.Timestamp
+	1,   // 72: tidemark.v1.GetPolicyStatusResponse.read:type_name -> tidemark.v1.ReadInfo
+	98,  // 73: tidemark.v1.ExplainEnginesResponse.decision:type_name -> tidemark.v1.EngineDecision
+	99,  // 74: tidemark.v1.ExplainEnginesResponse.capabilities:type_name -> tidemark.v1.Capabilities
+	1,   // 75: tidemark.v1.ExplainEnginesResponse.read:type_name -> tidemark.v1.ReadInfo
+	16,  // 76: tidemark.v1.ControlService.ListAgents:input_type -> tidemark.v1.ListAgentsRequest
+	18,  // 77: tidemark.v1.ControlService.ListInstances:input_type -> tidemark.v1.ListInstancesRequest
+	20,  // 78: tidemark.v1.ControlService.ListBackups:input_type -> tidemark.v1.ListBackupsRequest
+	22,  // 79: tidemark.v1.ControlService.GetBackup:input_type -> tidemark.v1.GetBackupRequest
+	24,  // 80: tidemark.v1.ControlService.ListJobs:input_type -> tidemark.v1.ListJobsRequest
+	26,  // 81: tidemark.v1.ControlService.GetJob:input_type -> tidemark.v1.GetJobRequest
+	28,  // 82: tidemark.v1.ControlService.WatchJob:input_type -> tidemark.v1.WatchJobRequest
+	30,  // 83: tidemark.v1.ControlService.SubmitBackup:input_type -> tidemark.v1.SubmitBackupRequest
+	32,  // 84: tidemark.v1.ControlService.SubmitRestore:input_type -> tidemark.v1.SubmitRestoreRequest
+	34,  // 85: tidemark.v1.ControlService.CancelJob:input_type -> tidemark.v1.CancelJobRequest
+	45,  // 86: tidemark.v1.ControlService.StartBinlogStream:input_type -> tidemark.v1.StartBinlogStreamRequest
+	47,  // 87: tidemark.v1.ControlService.StopBinlogStream:input_type -> tidemark.v1.StopBinlogStreamRequest
+	49,  // 88: tidemark.v1.ControlService.GetBinlogStatus:input_type -> tidemark.v1.GetBinlogStatusRequest
+	37,  // 89: tidemark.v1.ControlService.ClusterStatus:input_type -> tidemark.v1.ClusterStatusRequest
+	39,  // 90: tidemark.v1.ControlService.AddMember:input_type -> tidemark.v1.AddMemberRequest
+	41,  // 91: tidemark.v1.ControlService.RemoveMember:input_type -> tidemark.v1.RemoveMemberRequest
+	43,  // 92: tidemark.v1.ControlService.TransferLeadership:input_type -> tidemark.v1.TransferLeadershipRequest
+	51,  // 93: tidemark.v1.ControlService.CreateJoinToken:input_type -> tidemark.v1.CreateJoinTokenRequest
+	53,  // 94: tidemark.v1.ControlService.Join:input_type -> tidemark.v1.JoinRequest
+	55,  // 95: tidemark.v1.ControlService.RevokeAgent:input_type -> tidemark.v1.RevokeAgentRequest
+	59,  // 96: tidemark.v1.ControlService.RenewCertificate:input_type -> tidemark.v1.RenewCertificateRequest
+	57,  // 97: tidemark.v1.ControlService.ListAudit:input_type -> tidemark.v1.ListAuditRequest
+	6,   // 98: tidemark.v1.ControlService.PinBackup:input_type -> tidemark.v1.PinBackupRequest
+	8,   // 99: tidemark.v1.ControlService.UnpinBackup:input_type -> tidemark.v1.UnpinBackupRequest
+	10,  // 100: tidemark.v1.ControlService.PlanRetention:input_type -> tidemark.v1.PlanRetentionRequest
+	12,  // 101: tidemark.v1.ControlService.ApplyRetention:input_type -> tidemark.v1.ApplyRetentionRequest
+	4,   // 102: tidemark.v1.ControlService.SubmitCopy:input_type -> tidemark.v1.SubmitCopyRequest
+	2,   // 103: tidemark.v1.ControlService.ExpireBackup:input_type -> tidemark.v1.ExpireBackupRequest
+	61,  // 104: tidemark.v1.ControlService.ApplyPolicies:input_type -> tidemark.v1.ApplyPoliciesRequest
+	64,  // 105: tidemark.v1.ControlService.ListPolicies:input_type -> tidemark.v1.ListPoliciesRequest
+	66,  // 106: tidemark.v1.ControlService.GetPolicy:input_type -> tidemark.v1.GetPolicyRequest
+	68,  // 107: tidemark.v1.ControlService.DeletePolicy:input_type -> tidemark.v1.DeletePolicyRequest
+	70,  // 108: tidemark.v1.ControlService.GetSchedule:input_type -> tidemark.v1.GetScheduleRequest
+	73,  // 109: tidemark.v1.ControlService.GetPolicyStatus:input_type -> tidemark.v1.GetPolicyStatusRequest
+	77,  // 110: tidemark.v1.ControlService.ExplainEngines:input_type -> tidemark.v1.ExplainEnginesRequest
+	17,  // 111: tidemark.v1.ControlService.ListAgents:output_type -> tidemark.v1.ListAgentsResponse
+	19,  // 112: tidemark.v1.ControlService.ListInstances:output_type -> tidemark.v1.ListInstancesResponse
+	21,  // 113: tidemark.v1.ControlService.ListBackups:output_type -> tidemark.v1.ListBackupsResponse
+	23,  // 114: tidemark.v1.ControlService.GetBackup:output_type -> tidemark.v1.GetBackupResponse
+	25,  // 115: tidemark.v1.ControlService.ListJobs:output_type -> tidemark.v1.ListJobsResponse
+	27,  // 116: tidemark.v1.ControlService.GetJob:output_type -> tidemark.v1.GetJobResponse
+	29,  // 117: tidemark.v1.ControlService.WatchJob:output_type -> tidemark.v1.WatchJobResponse
+	31,  // 118: tidemark.v1.ControlService.SubmitBackup:output_type -> tidemark.v1.SubmitBackupResponse
+	33,  // 119: tidemark.v1.ControlService.SubmitRestore:output_type -> tidemark.v1.SubmitRestoreResponse
+	35,  // 120: tidemark.v1.ControlService.CancelJob:output_type -> tidemark.v1.CancelJobResponse
+	46,  // 121: tidemark.v1.ControlService.StartBinlogStream:output_type -> tidemark.v1.StartBinlogStreamResponse
+	48,  // 122: tidemark.v1.ControlService.StopBinlogStream:output_type -> tidemark.v1.StopBinlogStreamResponse
+	50,  // 123: tidemark.v1.ControlService.GetBinlogStatus:output_type -> tidemark.v1.GetBinlogStatusResponse
+	38,  // 124: tidemark.v1.ControlService.ClusterStatus:output_type -> tidemark.v1.ClusterStatusResponse
+	40,  // 125: tidemark.v1.ControlService.AddMember:output_type -> tidemark.v1.AddMemberResponse
+	42,  // 126: tidemark.v1.ControlService.RemoveMember:output_type -> tidemark.v1.RemoveMemberResponse
+	44,  // 127: tidemark.v1.ControlService.TransferLeadership:output_type -> tidemark.v1.TransferLeadershipResponse
+	52,  // 128: tidemark.v1.ControlService.CreateJoinToken:output_type -> tidemark.v1.CreateJoinTokenResponse
+	54,  // 129: tidemark.v1.ControlService.Join:output_type -> tidemark.v1.JoinResponse
+	56,  // 130: tidemark.v1.ControlService.RevokeAgent:output_type -> tidemark.v1.RevokeAgentResponse
+	60,  // 131: tidemark.v1.ControlService.RenewCertificate:output_type -> tidemark.v1.RenewCertificateResponse
+	58,  // 132: tidemark.v1.ControlService.ListAudit:output_type -> tidemark.v1.ListAuditResponse
+	7,   // 133: tidemark.v1.ControlService.PinBackup:output_type -> tidemark.v1.PinBackupResponse
+	9,   // 134: tidemark.v1.ControlService.UnpinBackup:output_type -> tidemark.v1.UnpinBackupResponse
+	11,  // 135: tidemark.v1.ControlService.PlanRetention:output_type -> tidemark.v1.PlanRetentionResponse
+	13,  // 136: tidemark.v1.ControlService.ApplyRetention:output_type -> tidemark.v1.ApplyRetentionResponse
+	5,   // 137: tidemark.v1.ControlService.SubmitCopy:output_type -> tidemark.v1.SubmitCopyResponse
+	3,   // 138: tidemark.v1.ControlService.ExpireBackup:output_type -> tidemark.v1.ExpireBackupResponse
+	63,  // 139: tidemark.v1.ControlService.ApplyPolicies:output_type -> tidemark.v1.ApplyPoliciesResponse
+	65,  // 140: tidemark.v1.ControlService.ListPolicies:output_type -> tidemark.v1.ListPoliciesResponse
+	67,  // 141: tidemark.v1.ControlService.GetPolicy:output_type -> tidemark.v1.GetPolicyResponse
+	69,  // 142: tidemark.v1.ControlService.DeletePolicy:output_type -> tidemark.v1.DeletePolicyResponse
+	72,  // 143: tidemark.v1.ControlService.GetSchedule:output_type -> tidemark.v1.GetScheduleResponse
+	76,  // 144: tidemark.v1.ControlService.GetPolicyStatus:output_type -> tidemark.v1.GetPolicyStatusResponse
+	78,  // 145: tidemark.v1.ControlService.ExplainEngines:output_type -> tidemark.v1.ExplainEnginesResponse
+	111, // [111:146] is the sub-list for method output_type
+	76,  // [76:111] is the sub-list for method input_type
+	76,  // [76:76] is the sub-list for extension type_name
+	76,  // [76:76] is the sub-list for extension extendee
+	0,   // [0:76] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_control_proto_init() }
@@ -5397,7 +5845,7 @@ func file_tidemark_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_control_proto_rawDesc), len(file_tidemark_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   80,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

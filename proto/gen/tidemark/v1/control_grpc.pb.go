@@ -61,9 +61,13 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // ControlService is what the tidemark CLI talks to on any controller node.
-// Writes go to the leader (a follower forwards them); reads are served by the
-// node asked unless the request sets consistent, which reads through the
-// leader.
+// Writes go to the leader (a follower forwards them). Reads are consistent
+// by default: a follower forwards them to the leader, which confirms its
+// leadership with a quorum and waits until it has applied every entry
+// committed before the read arrived, so a read sees every write that
+// finished before it started. A read request's stale field opts into a
+// local read from the node asked; every read response's read field
+// (ReadInfo) says how it was served.
 type ControlServiceClient interface {
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
 	ListInstances(ctx context.Context, in *ListInstancesRequest, opts ...grpc.CallOption) (*ListInstancesResponse, error)
@@ -512,9 +516,13 @@ func (c *controlServiceClient) ExplainEngines(ctx context.Context, in *ExplainEn
 // for forward compatibility.
 //
 // ControlService is what the tidemark CLI talks to on any controller node.
-// Writes go to the leader (a follower forwards them); reads are served by the
-// node asked unless the request sets consistent, which reads through the
-// leader.
+// Writes go to the leader (a follower forwards them). Reads are consistent
+// by default: a follower forwards them to the leader, which confirms its
+// leadership with a quorum and waits until it has applied every entry
+// committed before the read arrived, so a read sees every write that
+// finished before it started. A read request's stale field opts into a
+// local read from the node asked; every read response's read field
+// (ReadInfo) says how it was served.
 type ControlServiceServer interface {
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
 	ListInstances(context.Context, *ListInstancesRequest) (*ListInstancesResponse, error)
