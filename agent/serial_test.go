@@ -241,24 +241,14 @@ func startFreezeProxy(t *testing.T, target string) *freezeProxy {
 		}
 		cmu.Unlock()
 	})
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			cmu.Lock()
-			conns = append(conns, c, u)
-			cmu.Unlock()
-			go p.pipe(u, c)
-			go p.pipe(c, u)
-		}
-	}()
+	go testenv.ProxyAccept(l, target, func(c, u net.Conn) bool {
+		cmu.Lock()
+		conns = append(conns, c, u)
+		cmu.Unlock()
+		go p.pipe(u, c)
+		go p.pipe(c, u)
+		return true
+	})
 	return p
 }
 

@@ -170,3 +170,22 @@ func submitBackup(t testing.TB, c *client.Conn, instance string) *v1.Job {
 	}
 	return r.GetJob()
 }
+
+// startInProcessCluster starts three in-process nodes (n1 bootstraps, n2
+// and n3 join it), each adjusted by adjust (which may be nil), and returns
+// them in that order with an admin client of n1.
+func startInProcessCluster(t *testing.T, adjust func(*controller.Config)) ([]*controller.Server, *client.Conn) {
+	t.Helper()
+	first, c := startInProcess(t, adjust)
+	servers := []*controller.Server{first}
+	for _, id := range []string{"n2", "n3"} {
+		srv, _ := startInProcess(t, func(cfg *controller.Config) {
+			if adjust != nil {
+				adjust(cfg)
+			}
+			cfg.NodeID, cfg.Bootstrap, cfg.Join = id, false, []string{first.Addr()}
+		})
+		servers = append(servers, srv)
+	}
+	return servers, c
+}

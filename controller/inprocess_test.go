@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/client"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
@@ -241,14 +240,8 @@ func TestJobs(t *testing.T) {
 // over, rebuilds the leases of running jobs, and the reconnected agent
 // finishes its attempt under the lease it had.
 func TestFailoverInProcess(t *testing.T) {
-	first, c := startInProcess(t, nil)
-	servers := []*controller.Server{first}
-	for _, id := range []string{"n2", "n3"} {
-		srv, _ := startInProcess(t, func(cfg *controller.Config) {
-			cfg.NodeID, cfg.Bootstrap, cfg.Join = id, false, []string{first.Addr()}
-		})
-		servers = append(servers, srv)
-	}
+	servers, c := startInProcessCluster(t, nil)
+	first := servers[0]
 	addrs := []string{servers[1].Addr(), servers[2].Addr(), first.Addr()}
 	a, err := connectAgent(t, addrs, "db1")
 	if err != nil {

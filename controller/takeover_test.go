@@ -22,15 +22,8 @@ import (
 // on time.
 func TestTakeoverGrace(t *testing.T) {
 	grace := func(cfg *controller.Config) { cfg.TakeoverGrace = 8 * testLease }
-	first, c := startInProcess(t, grace)
-	servers := []*controller.Server{first}
-	for _, id := range []string{"n2", "n3"} {
-		srv, _ := startInProcess(t, func(cfg *controller.Config) {
-			grace(cfg)
-			cfg.NodeID, cfg.Bootstrap, cfg.Join = id, false, []string{first.Addr()}
-		})
-		servers = append(servers, srv)
-	}
+	servers, c := startInProcessCluster(t, grace)
+	first := servers[0]
 	addrs := []string{servers[1].Addr(), servers[2].Addr(), first.Addr()}
 	a, err := connectAgent(t, addrs, "db1")
 	if err != nil {
