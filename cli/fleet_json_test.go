@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,6 +40,9 @@ func (s *syncBuffer) String() string {
 type devFleet struct {
 	addr, creds, repo string
 	db                *testenv.MariaDB
+	// revoked is set by a test that revokes the agent: dev then ends with
+	// the agent's refusal, which is no failure.
+	revoked *atomic.Bool
 }
 
 // startDevInProcess runs `tidemark dev -o json` in a goroutine until the
@@ -60,11 +64,12 @@ func startDevInProcess(t *testing.T, db *testenv.MariaDB) *devFleet {
 		"--heartbeat-interval", "200ms", "--lease-duration", "5s", "--log-level", "warn", "-o", "json"})
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()
+	revoked := new(atomic.Bool)
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case err := <-done:
-			if err != nil {
+			if err != nil && !(revoked.Load() && strings.Contains(err.Error(), "is revoked")) {
 				t.Errorf("tidemark dev: %v", err)
 			}
 		case <-time.After(testenv.Wait(30 * time.Second)):
@@ -92,7 +97,7 @@ func startDevInProcess(t *testing.T, db *testenv.MariaDB) *devFleet {
 			t.Fatalf("dev -o json: %q is %v in %v", k, info[k], info)
 		}
 	}
-	f := &devFleet{addr: info["controller"].(string), creds: info["credentials"].(string), repo: info["repository"].(string), db: db}
+	f := &devFleet{addr: info["controller"].(string), creds: info["credentials"].(string), repo: info["repository"].(string), db: db, revoked: revoked}
 	t.Setenv("TIDEMARK_CONTROLLER", f.addr)
 	t.Setenv("TIDEMARK_CREDENTIALS", f.creds)
 	testenv.WaitFor(t, "agent local to connect", 30*time.Second, func() error {
@@ -279,6 +284,7 @@ func TestFleetJSON(t *testing.T) {
 		t.Errorf("remove-member of a stranger: exit %d, %q", code, errs)
 	}
 
+	f.revoked.Store(true) // dev's agent is refused from now on, and dev says so when it ends
 	mustJSON(t, &obj, "agent", "revoke", "local", "-o", "json")
 	if obj["agent"] != "local" || obj["revoked"] != true {
 		t.Errorf("agent revoke -o json: %v", obj)
