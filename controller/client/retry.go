@@ -256,7 +256,9 @@ func transient(ctx context.Context, err error) bool {
 // when the request has the field and it is empty), is retried at every
 // address of the pool, home (or the address that answered last) first,
 // with backoff, each attempt bounded by the attempt timeout, until the
-// call's deadline; any other call goes once to home, as it is.
+// call's deadline; a write without the field (policy apply, agent revoke,
+// member changes) the same way, but only after failures that prove it was
+// not applied (notApplied).
 func (p *pool) interceptor(home string) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		if direct, _ := ctx.Value(directKey{}).(bool); direct {
@@ -275,13 +277,44 @@ func (p *pool) interceptor(home string) grpc.UnaryClientInterceptor {
 				req = m
 			}
 		} else if !readOnly(method) {
-			return invoker(ctx, method, req, reply, cc, opts...)
+			// A write without a key: retried only where the failure
+			// proves it was not applied.
+			return p.retry(ctx, home, method, req, reply, cc, invoker, opts, true)
 		}
-		return p.retry(ctx, home, method, req, reply, cc, invoker, opts)
+		return p.retry(ctx, home, method, req, reply, cc, invoker, opts, false)
 	}
 }
 
-func (p *pool) retry(ctx context.Context, home, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
+// notApplied reports whether an attempt's failure proves that a write was
+// not applied, so that one without an idempotency key may be sent again:
+// nothing was sent (the address did not answer), or the node it reached
+// knew no leader, or was asked as leader and is not. A leader that dies or
+// steps down after it received the write, or an attempt's deadline, may
+// hide a write that commits: those are final for such a write.
+func notApplied(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	if errors.Is(err, ErrUnreachable) {
+		return true
+	}
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	m := st.Message()
+	if strings.Contains(m, "knows no leader") || strings.Contains(m, "but is not the leader") {
+		return true
+	}
+	// A connection refused before anything was sent.
+	return strings.Contains(m, "connection refused") || strings.Contains(m, "no such host")
+}
+
+// retry sends the call until it succeeds, fails for the request's own
+// sake, or the call's deadline passes. unkeyed: a write that must not be
+// sent twice: retried only when notApplied, and each attempt may use the
+// whole remaining time (a slow write cut short could still commit).
+func (p *pool) retry(ctx context.Context, home, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption, unkeyed bool) error {
 	start := time.Now()
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -289,9 +322,13 @@ func (p *pool) retry(ctx context.Context, home, method string, req, reply any, c
 		defer cancel()
 	}
 	attemptTimeout := p.opts.AttemptTimeout
+	dl, _ := ctx.Deadline()
 	if attemptTimeout <= 0 {
-		dl, _ := ctx.Deadline()
 		attemptTimeout = min(DefaultAttemptTimeout, max(MinAttemptTimeout, time.Until(dl)/3))
+	}
+	retryable := transient
+	if unkeyed {
+		attemptTimeout, retryable = time.Until(dl), notApplied
 	}
 	ce := &CallError{Method: method, Attempts: map[string]int{}}
 	seen := map[string]*AddrError{}
@@ -303,7 +340,7 @@ func (p *pool) retry(ctx context.Context, home, method string, req, reply any, c
 				p.answered(addr)
 				return nil
 			}
-			if ctx.Err() == nil && !transient(ctx, err) {
+			if ctx.Err() == nil && !retryable(ctx, err) {
 				return err // the answer to the request: not the node's state
 			}
 			ce.Attempts[addr]++

@@ -1,13 +1,17 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
 func TestReadOnly(t *testing.T) {
@@ -66,5 +70,54 @@ func TestCallError(t *testing.T) {
 	var ae *AddrError
 	if !errors.As(e, &ae) || ae.Addr != "h1:1" {
 		t.Fatalf("errors.As AddrError: %v", ae)
+	}
+}
+
+// TestUnkeyedWriteRetry: a write without an idempotency key (here an
+// ApplyPolicies request) is sent again after a failure that proves it was
+// not applied (no leader; nothing answered), and never after one that may
+// hide a commit (a leader stepping down, an attempt's deadline).
+func TestUnkeyedWriteRetry(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{status.Error(codes.Unavailable, "node c2 knows no leader (an election is under way or the cluster has no quorum); retry"), true},
+		{status.Error(codes.Unavailable, `node c3 received a forwarded request but is not the leader (it knows "c1" as leader); retry`), true},
+		{status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`), true},
+		{&AddrError{Addr: "h:1", Err: ErrUnreachable}, true},
+		{status.Error(codes.Unavailable, "leadership lost while committing log"), false},
+		{status.Error(codes.DeadlineExceeded, "context deadline exceeded"), false},
+		{status.Error(codes.InvalidArgument, "bad policy"), false},
+	} {
+		if got := notApplied(ctx, tc.err); got != tc.want {
+			t.Errorf("notApplied(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+
+	// Through the interceptor, one address: it first knows no leader,
+	// then applies; a lost leadership instead is final.
+	p := newPool([]string{"a"}, Options{})
+	calls := 0
+	invoke := func(answers ...error) error {
+		calls = 0
+		ic := p.interceptor("a")
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return ic(cctx, "/tidemark.v1.ControlService/ApplyPolicies", &v1.ApplyPoliciesRequest{Yaml: "x"}, &v1.ApplyPoliciesResponse{}, nil,
+			func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error {
+				calls++
+				if calls <= len(answers) {
+					return answers[calls-1]
+				}
+				return nil
+			})
+	}
+	if err := invoke(status.Error(codes.Unavailable, "node a knows no leader; retry")); err != nil || calls != 2 {
+		t.Fatalf("after no leader: err %v after %d calls, want success on the second", err, calls)
+	}
+	if err := invoke(status.Error(codes.Unavailable, "leadership lost while committing log")); err == nil || calls != 1 {
+		t.Fatalf("after a lost leadership: err %v after %d calls, want that error after one", err, calls)
 	}
 }
