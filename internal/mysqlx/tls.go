@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -73,21 +74,26 @@ func splitSSLParams(dsn string) (string, *sslParams, error) {
 	if i < 0 {
 		return dsn, nil, nil
 	}
-	q, err := url.ParseQuery(dsn[i+1:])
-	if err != nil {
-		return dsn, nil, fmt.Errorf("the DSN's parameters after '?': %w", err)
-	}
-	var p *sslParams
-	for _, k := range sslKeys {
-		if _, ok := q[k]; !ok {
+	// The other parameters stay as written: the driver reads some of them
+	// unescaped (charset=a,b), so they must not be re-encoded.
+	var (
+		p    *sslParams
+		kept []string
+	)
+	for _, kv := range strings.Split(dsn[i+1:], "&") {
+		k, raw, _ := strings.Cut(kv, "=")
+		if !slices.Contains(sslKeys, k) {
+			kept = append(kept, kv)
 			continue
+		}
+		v, err := url.QueryUnescape(raw)
+		if err != nil {
+			return dsn, nil, fmt.Errorf("the DSN's %s: %w", k, err)
 		}
 		if p == nil {
 			p = &sslParams{raw: url.Values{}}
 		}
-		v := q.Get(k)
 		p.raw.Set(k, v)
-		q.Del(k)
 		switch k {
 		case "ssl-mode":
 			p.mode = SSLMode(strings.ReplaceAll(strings.ToLower(v), "_", "-"))
@@ -103,8 +109,8 @@ func splitSSLParams(dsn string) (string, *sslParams, error) {
 		return dsn, nil, nil
 	}
 	rest := dsn[:i]
-	if len(q) > 0 {
-		rest += "?" + q.Encode()
+	if len(kept) > 0 {
+		rest += "?" + strings.Join(kept, "&")
 	}
 	return rest, p, nil
 }

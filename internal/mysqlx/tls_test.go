@@ -34,6 +34,15 @@ func TestSSLParamsParse(t *testing.T) {
 	if m, _, _, _ := d.SSL(); m != SSLRequired {
 		t.Fatalf("SSL mode %q", m)
 	}
+	// The other parameters reach the driver as written (it reads
+	// charset's list unescaped).
+	d, err = ParseDSN("u@tcp(db1:3306)/shop?charset=utf8mb4,utf8&ssl-mode=required")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := d.Config(); c.DBName != "shop" || c.TLS == nil || !strings.Contains(c.FormatDSN(), "charset=utf8mb4,utf8") {
+		t.Fatalf("charset list with ssl-mode: %s", c.FormatDSN())
+	}
 	d, err = ParseDSN("u@tcp(db1:3306)/?ssl-mode=DISABLED")
 	if err != nil {
 		t.Fatal(err)
