@@ -781,9 +781,9 @@ func (*ControllerMessage_LeasesRenewed) isControllerMessage_Msg() {}
 // Registered.renewal_acks is set: the leases of job_ids, as listed in the
 // message seq, were renewed when the leader received it. The agent counts
 // each job's lease from the time it sent the last such message: once
-// lease_duration has passed since, the lease has certainly run out on the
-// leader too, and the agent stops the job by itself (a partition the
-// stream does not notice).
+// lease_duration + Registered.takeover_grace has passed since, the lease
+// has certainly run out on whichever node leads, and the agent stops the
+// job by itself (a partition the stream does not notice).
 type LeasesRenewed struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// seq of the Heartbeat or Register answered.
