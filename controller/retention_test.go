@@ -235,17 +235,7 @@ func TestRetentionMonthInProcess(t *testing.T) {
 	var pinned string
 	for n := 0; n < 62; n++ {
 		at := clk.Now()
-		job := submitBackup(t, c, "db1")
-		asg := a.assignment(5 * time.Second)
-		bid := asg.GetJob().GetBackup().GetBackupId()
-		seq := a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{
-			JobId: job.GetId(), Lease: asg.GetLease(), Ok: true, BackupId: bid, ManifestKey: "manifests/" + bid, RepositoryUri: "file:///backups",
-			Manifest: &v1.Manifest{BackupId: bid, Instance: "db1", Engine: "logical", Fence: asg.GetLease(),
-				StartedAt: timestamppb.New(at), FinishedAt: timestamppb.New(at.Add(time.Minute)), Consistency: &v1.ConsistencyPoint{Time: timestamppb.New(at)}},
-		}}})
-		if m := a.answer(seq); m.GetAck() == nil {
-			t.Fatalf("result of %s: %v", bid, m)
-		}
+		bid := fakeBackup(t, c, a, at)
 		all = append(all, taken{bid, at})
 		if n == 9 {
 			pinned = bid
