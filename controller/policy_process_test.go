@@ -15,10 +15,12 @@ import (
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
-// busyAgent runs a fake agent that completes every backup it is assigned
-// at once, keeps every binlog stream running, and registers again (with whichever node leads) whenever its session
-// ends, until ctx ends.
-func busyAgent(ctx context.Context, t *testing.T, wg *sync.WaitGroup, addrs []string, name string, labels map[string]string) {
+// answeringAgent runs a fake agent that answers every assignment at once
+// with answer's report (nil: the job keeps running, listed in the
+// heartbeats, until cancelled), and registers again (with whichever node
+// leads) whenever its session ends, until ctx ends.
+func answeringAgent(ctx context.Context, t *testing.T, wg *sync.WaitGroup, addrs []string, name string, labels map[string]string,
+	answer func(*v1.JobAssignment) *v1.JobResultReport) {
 	wg.Go(func() {
 		for ctx.Err() == nil {
 			a, err := connectAgentLabeled(t, addrs, name, labels)
@@ -34,18 +36,30 @@ func busyAgent(ctx context.Context, t *testing.T, wg *sync.WaitGroup, addrs []st
 					continue
 				}
 				asg := m.GetAssignJob()
-				if asg.GetJob().GetKind() == v1.JobKind_JOB_KIND_BINLOG_STREAM {
-					a.setRunning(asg.GetJob().GetId(), asg.GetLease()) // runs until cancelled
+				rep := answer(asg)
+				if rep == nil {
+					a.setRunning(asg.GetJob().GetId(), asg.GetLease())
 					continue
 				}
-				bid := asg.GetJob().GetBackup().GetBackupId()
-				a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{
-					JobId: asg.GetJob().GetId(), Lease: asg.GetLease(), Ok: true, BackupId: bid, ManifestKey: "manifests/" + bid,
-					RepositoryUri: "file:///backups",
-					Manifest:      &v1.Manifest{BackupId: bid, Instance: name, Engine: "logical", Fence: asg.GetLease()},
-				}}})
+				a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: rep}})
 			}
 			a.close()
+		}
+	})
+}
+
+// busyAgent is an answeringAgent that completes every backup it is
+// assigned and keeps every binlog stream running.
+func busyAgent(ctx context.Context, t *testing.T, wg *sync.WaitGroup, addrs []string, name string, labels map[string]string) {
+	answeringAgent(ctx, t, wg, addrs, name, labels, func(asg *v1.JobAssignment) *v1.JobResultReport {
+		if asg.GetJob().GetKind() == v1.JobKind_JOB_KIND_BINLOG_STREAM {
+			return nil // runs until cancelled
+		}
+		bid := asg.GetJob().GetBackup().GetBackupId()
+		return &v1.JobResultReport{
+			JobId: asg.GetJob().GetId(), Lease: asg.GetLease(), Ok: true, BackupId: bid, ManifestKey: "manifests/" + bid,
+			RepositoryUri: "file:///backups",
+			Manifest:      &v1.Manifest{BackupId: bid, Instance: name, Engine: "logical", Fence: asg.GetLease()},
 		}
 	})
 }

@@ -18,41 +18,23 @@ import (
 )
 
 // clockAgent is busyAgent for every job kind: backups finish at the test
-// clock's time (read from the file), copies and expiries succeed. It
-// registers again with whichever node leads when its session ends.
+// clock's time (read from the file), copies and expiries succeed.
 func clockAgent(ctx context.Context, t *testing.T, wg *sync.WaitGroup, addrs []string, name string, labels map[string]string, clockFile string) {
-	wg.Go(func() {
-		for ctx.Err() == nil {
-			a, err := connectAgentLabeled(t, addrs, name, labels)
-			if err != nil {
-				continue
-			}
-			for ctx.Err() == nil {
-				m, err := a.wait(200*time.Millisecond, func(m *v1.ControllerMessage) bool { return m.GetAssignJob() != nil })
-				if err != nil {
-					if strings.Contains(err.Error(), "stream ended") {
-						break
-					}
-					continue
-				}
-				asg := m.GetAssignJob()
-				j := asg.GetJob()
-				rep := &v1.JobResultReport{JobId: j.GetId(), Lease: asg.GetLease(), Ok: true}
-				switch j.GetKind() {
-				case v1.JobKind_JOB_KIND_BACKUP:
-					raw, _ := os.ReadFile(clockFile)
-					at, _ := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(raw)))
-					bid := j.GetBackup().GetBackupId()
-					rep.BackupId, rep.ManifestKey, rep.RepositoryUri = bid, "manifests/"+bid, j.GetBackup().GetRepositoryUri()
-					rep.Manifest = &v1.Manifest{BackupId: bid, Instance: name, Engine: "logical", Fence: asg.GetLease(),
-						StartedAt: timestamppb.New(at), FinishedAt: timestamppb.New(at), Consistency: &v1.ConsistencyPoint{Time: timestamppb.New(at)}}
-				case v1.JobKind_JOB_KIND_COPY:
-					rep.BackupId = j.GetCopy().GetBackupId()
-				}
-				a.send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: rep}})
-			}
-			a.close()
+	answeringAgent(ctx, t, wg, addrs, name, labels, func(asg *v1.JobAssignment) *v1.JobResultReport {
+		j := asg.GetJob()
+		rep := &v1.JobResultReport{JobId: j.GetId(), Lease: asg.GetLease(), Ok: true}
+		switch j.GetKind() {
+		case v1.JobKind_JOB_KIND_BACKUP:
+			raw, _ := os.ReadFile(clockFile)
+			at, _ := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(raw)))
+			bid := j.GetBackup().GetBackupId()
+			rep.BackupId, rep.ManifestKey, rep.RepositoryUri = bid, "manifests/"+bid, j.GetBackup().GetRepositoryUri()
+			rep.Manifest = &v1.Manifest{BackupId: bid, Instance: name, Engine: "logical", Fence: asg.GetLease(),
+				StartedAt: timestamppb.New(at), FinishedAt: timestamppb.New(at), Consistency: &v1.ConsistencyPoint{Time: timestamppb.New(at)}}
+		case v1.JobKind_JOB_KIND_COPY:
+			rep.BackupId = j.GetCopy().GetBackupId()
 		}
+		return rep
 	})
 }
 
