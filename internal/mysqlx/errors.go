@@ -22,6 +22,7 @@ var (
 	ErrConnectionLost = errors.New("connection to the server lost")
 	ErrTableChanged   = errors.New("table changed during the backup")
 	ErrLocalInfile    = errors.New("LOAD DATA LOCAL INFILE refused")
+	ErrTLSVerify      = errors.New("the server's TLS certificate failed verification")
 )
 
 // Error is a translated server or driver error: one sentence for the user
@@ -122,6 +123,9 @@ func TranslateNeed(op string, err error, need string) error {
 			return mk(ErrDiskFull, diskFullMsg(me.Message))
 		}
 		return fmt.Errorf("%s: %w", op, err)
+	}
+	if msg, ok := tlsVerifyMsg(err); ok {
+		return mk(ErrTLSVerify, msg)
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {

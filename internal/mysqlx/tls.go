@@ -220,6 +220,16 @@ func (p *sslParams) String() string { return p.raw.Encode() }
 // mends, so callers stop on it instead of retrying as if the server were
 // unreachable.
 func TLSVerifyError(err error, d *DSN) error {
+	if msg, ok := tlsVerifyMsg(err); ok {
+		return fmt.Errorf("TLS to %s: %s", d.Addr(), msg)
+	}
+	return nil
+}
+
+// tlsVerifyMsg is what err, a certificate failing the DSN's checks, means
+// and what to do (false: err is something else). Translate and
+// TLSVerifyError both word it so.
+func tlsVerifyMsg(err error) (string, bool) {
 	var (
 		verr *tls.CertificateVerificationError
 		unk  x509.UnknownAuthorityError
@@ -228,11 +238,9 @@ func TLSVerifyError(err error, d *DSN) error {
 	)
 	switch {
 	case errors.As(err, &host):
-		return fmt.Errorf("TLS to %s: the server's certificate is not for this host name (%w): connect by a name the certificate holds, or use ssl-mode=verify-ca", d.Addr(), err)
-	case errors.As(err, &verr), errors.As(err, &unk), errors.As(err, &inv):
-		return fmt.Errorf("TLS to %s: the server's certificate failed verification (%w): give the CA that signed it as ssl-ca=PATH in the DSN", d.Addr(), err)
-	case strings.Contains(err.Error(), "does not chain to ssl-ca"):
-		return fmt.Errorf("TLS to %s: %w: give the CA that signed it as ssl-ca=PATH in the DSN", d.Addr(), err)
+		return "the server's certificate is not for this host name (" + err.Error() + "): connect by a name the certificate holds, or use ssl-mode=verify-ca", true
+	case errors.As(err, &verr), errors.As(err, &unk), errors.As(err, &inv), strings.Contains(err.Error(), "does not chain to ssl-ca"):
+		return "the server's certificate failed verification (" + err.Error() + "): give the CA that signed it as ssl-ca=PATH in the DSN", true
 	}
-	return nil
+	return "", false
 }
