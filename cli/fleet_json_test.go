@@ -284,12 +284,6 @@ func TestFleetJSON(t *testing.T) {
 		t.Errorf("remove-member of a stranger: exit %d, %q", code, errs)
 	}
 
-	f.revoked.Store(true) // dev's agent is refused from now on, and dev says so when it ends
-	mustJSON(t, &obj, "agent", "revoke", "local", "-o", "json")
-	if obj["agent"] != "local" || obj["revoked"] != true {
-		t.Errorf("agent revoke -o json: %v", obj)
-	}
-
 	// A viewer may read but not cancel: exit code 4.
 	mustJSON(t, &obj, "token", "create", "--role", "viewer", "--user", "bob", "-o", "json")
 	tokFile := filepath.Join(t.TempDir(), "bob.token")
@@ -303,6 +297,16 @@ func TestFleetJSON(t *testing.T) {
 	code, _, errs = run(t, "job", "cancel", backupJob)
 	if code != ExitUnauthorized || !strings.Contains(errs, "viewer") {
 		t.Errorf("a viewer's cancel: exit %d, %q; want %d", code, errs, ExitUnauthorized)
+	}
+
+	// Last: revoking dev's own agent ends dev (it says why), so nothing
+	// may ask dev's controller anything after this. An admin revokes;
+	// the viewer's credentials are set aside first.
+	t.Setenv("TIDEMARK_CREDENTIALS", f.creds)
+	f.revoked.Store(true)
+	mustJSON(t, &obj, "agent", "revoke", "local", "-o", "json")
+	if obj["agent"] != "local" || obj["revoked"] != true {
+		t.Errorf("agent revoke -o json: %v", obj)
 	}
 }
 
