@@ -37,6 +37,16 @@ func newControllerCmd(s *streams) *cobra.Command {
 directory remembers the node's id and addresses, so a restart needs only
 --data-dir. Three or five nodes tolerate the loss of one or two.
 
+--raft-addr is where the Raft transport listens and, by default, the
+address the other nodes dial. Where they must dial another one (NAT, a
+container's published port, a proxy in front of the node), give it as
+--raft-advertise-addr; --raft-addr may then be a wildcard (0.0.0.0:7401).
+The advertised address is in the cluster's configuration: changing it
+later is a membership change (tidemark cluster remove-member, then join
+from an empty --data-dir), not a flag. --grpc-addr is both where the node
+listens and what the cluster tells agents and the CLI (the leader's
+address), so it must be one they can dial.
+
   tidemark controller --node-id c1 --data-dir /var/lib/tidemark/c1 \
       --grpc-addr 10.0.0.1:7400 --raft-addr 10.0.0.1:7401 --bootstrap
   tidemark controller --node-id c2 --data-dir /var/lib/tidemark/c2 \
@@ -126,7 +136,9 @@ that is gone for good with tidemark cluster remove-member.`,
 	f.StringVar(&cfg.NodeID, "node-id", "", "this node's id, unique in the cluster (remembered in --data-dir)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log, snapshots and the node's identity")
 	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "", "HOST:PORT for agents, the CLI and other nodes (remembered)")
-	f.StringVar(&cfg.RaftAddr, "raft-addr", "", "HOST:PORT of the Raft transport, reachable by the other nodes (remembered)")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", "", "HOST:PORT the Raft transport listens on, and the address the other nodes dial unless --raft-advertise-addr is given (remembered)")
+	f.StringVar(&cfg.RaftAdvertiseAddr, "raft-advertise-addr", "",
+		"HOST:PORT the other nodes dial for Raft when it is not --raft-addr (NAT, a published container port, a proxy; --raft-addr may then be a wildcard such as 0.0.0.0:7401); not a wildcard (remembered; default: --raft-addr)")
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "start a new cluster with this node as its first member (new data dir only)")
 	f.StringVar(&join, "join", "", "join the cluster through this gRPC address (comma-separated list: tried in turn; new data dir only)")
 	f.DurationVar(&cfg.JoinTimeout, "join-timeout", cfg.JoinTimeout, "how long --join keeps trying while the cluster has no leader or cannot be reached")

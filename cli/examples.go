@@ -73,7 +73,9 @@ var examples = map[string]string{
   tidemark cluster status -o json | jq -r .leader`,
 	"tidemark controller": `  tidemark controller --config /etc/tidemark/controller.yaml
   tidemark controller --node-id c1 --data-dir /var/lib/tidemark/c1 --grpc-addr 10.0.0.1:7400 \
-      --raft-addr 10.0.0.1:7401 --bootstrap --ca-key-file /etc/tidemark/ca.key`,
+      --raft-addr 10.0.0.1:7401 --bootstrap --ca-key-file /etc/tidemark/ca.key
+  tidemark controller --node-id c2 --data-dir /var/lib/tidemark/c2 --grpc-addr 10.0.0.2:7400 \
+      --raft-addr 0.0.0.0:7401 --raft-advertise-addr 10.0.0.2:7401 --join 10.0.0.1:7400 --join-token /etc/tidemark/join.token --ca-key-file /etc/tidemark/ca.key`,
 	"tidemark dev": `  tidemark dev --mysql 'root@tcp(127.0.0.1:3306)/'
   tidemark dev --mysql 'root@tcp(127.0.0.1:3306)/' --data-dir /tmp/tm -o json`,
 	"tidemark instances": `  tidemark instances

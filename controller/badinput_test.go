@@ -82,7 +82,12 @@ func TestBadInput(t *testing.T) {
 		{"CertOfOtherCA", append(append(bare1(), testenv.Args(strangers.Files(t, testenv.Controller("x1")))...), "--join", srv.Addr()), "TLS handshake failed: tls: failed to verify certificate: x509: certificate signed by unknown authority", 4},
 		{"WrongCAKeyFile", []string{"controller", "--data-dir", own.dataDir, "--ca-key-file", otherKey}, "does not open the cluster's CA key", 1},
 		{"InsecureNotLoopback", []string{"controller", "--node-id", "x", "--data-dir", t.TempDir(), "--grpc-addr", "0.0.0.0:" + strings.Split(testenv.FreeAddr(t), ":")[1], "--raft-addr", testenv.FreeAddr(t), "--bootstrap", "--insecure"}, "--insecure (plaintext) is only allowed on loopback addresses", 1},
-		{"WildcardRaftAddr", []string{"controller", "--node-id", "x", "--data-dir", t.TempDir(), "--grpc-addr", testenv.FreeAddr(t), "--raft-addr", "0.0.0.0:7401", "--bootstrap", "--insecure"}, "needs a concrete host", 2},
+		{"WildcardRaftAddr", []string{"controller", "--node-id", "x", "--data-dir", t.TempDir(), "--grpc-addr", testenv.FreeAddr(t), "--raft-addr", "0.0.0.0:7401", "--bootstrap", "--insecure"}, `--raft-addr "0.0.0.0:7401": a wildcard needs --raft-advertise-addr HOST:PORT`, 2},
+		{"WildcardRaftAdvertiseAddr", append(fresh(), "--raft-advertise-addr", "[::]:7401", "--bootstrap"), `--raft-advertise-addr "[::]:7401": needs a concrete host, not a wildcard`, 2},
+		{"RaftAdvertiseAddrWithoutPort", append(fresh(), "--raft-advertise-addr", "10.0.0.1", "--bootstrap"), `--raft-advertise-addr "10.0.0.1": want HOST:PORT`, 2},
+		{"RaftAdvertiseAddrPortZero", append(fresh(), "--raft-advertise-addr", "10.0.0.1:0", "--bootstrap"), `--raft-advertise-addr "10.0.0.1:0": needs a fixed port`, 2},
+		{"RaftAdvertiseAddrIsGRPCAddr", []string{"controller", "--node-id", "x", "--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:7400", "--raft-addr", "127.0.0.1:7401", "--raft-advertise-addr", "127.0.0.1:7400", "--bootstrap", "--insecure"}, "--grpc-addr and --raft-advertise-addr must differ (both are 127.0.0.1:7400)", 2},
+		{"OtherRaftAdvertiseAddr", append([]string{"controller", "--data-dir", used.dataDir, "--raft-advertise-addr", "127.0.0.1:1"}, used.tls...), "--raft-advertise-addr 127.0.0.1:1 contradicts it", 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -42,7 +42,7 @@ func (c *clusterService) TakeSnapshot(context.Context, *v1.TakeSnapshotRequest) 
 // nodeStatus is this node's local Raft state.
 func (s *Server) nodeStatus() *v1.NodeStatusResponse {
 	st := &v1.NodeStatusResponse{
-		NodeId: s.id.NodeID, Address: s.id.GRPCAddr, RaftAddress: s.id.RaftAddr,
+		NodeId: s.id.NodeID, Address: s.id.GRPCAddr, RaftAddress: s.id.raftAdvertise(),
 		Term: s.raft.CurrentTerm(), CommitIndex: s.raft.CommitIndex(), AppliedIndex: s.raft.AppliedIndex(),
 		LastLogIndex: s.raft.LastIndex(),
 	}

@@ -28,9 +28,16 @@ type Config struct {
 	// GRPCAddr is the address agents, the CLI and other nodes dial
 	// (host:port; also the listen address).
 	GRPCAddr string
-	// RaftAddr is the Raft transport's address (host:port, advertised to
-	// the other nodes, so not 0.0.0.0).
+	// RaftAddr is the Raft transport's listen address (host:port). It is
+	// also the address the other nodes are told to dial unless
+	// RaftAdvertiseAddr is set, and then it must not be a wildcard.
 	RaftAddr string
+	// RaftAdvertiseAddr, when set, is the Raft address the other nodes are
+	// told to dial (it goes into the Raft configuration and the member
+	// record) while the transport listens on RaftAddr: a NAT, a container's
+	// published port, a proxy in front of the node, or a wildcard bind.
+	// Empty: RaftAddr.
+	RaftAdvertiseAddr string
 	// Bootstrap starts a new cluster with this node as its only member.
 	Bootstrap bool
 	// Join lists gRPC addresses of existing members; a fresh node asks them
@@ -217,22 +224,28 @@ func (c *Config) Validate() error {
 	if c.NodeID != "" && !validNodeID(c.NodeID) {
 		bad("--node-id %q: use letters, digits, '.', '_' and '-' (at most 64)", c.NodeID)
 	}
-	for _, a := range []struct{ flag, v string }{{"--grpc-addr", c.GRPCAddr}, {"--raft-addr", c.RaftAddr}} {
+	for _, a := range []struct{ flag, v string }{{"--grpc-addr", c.GRPCAddr}, {"--raft-addr", c.RaftAddr}, {"--raft-advertise-addr", c.RaftAdvertiseAddr}} {
 		if a.v == "" {
 			continue
 		}
 		host, port, err := net.SplitHostPort(a.v)
+		wildcard := err == nil && (host == "" || net.ParseIP(host).IsUnspecified())
 		switch {
 		case err != nil:
 			bad("%s %q: want HOST:PORT (%v)", a.flag, a.v, err)
 		case port == "" || port == "0":
 			bad("%s %q: needs a fixed port: other nodes and agents dial it", a.flag, a.v)
-		case a.flag == "--raft-addr" && (host == "" || net.ParseIP(host).IsUnspecified()):
-			bad("--raft-addr %q: needs a concrete host, not a wildcard: it is advertised to the other nodes", a.v)
+		case a.flag == "--raft-advertise-addr" && wildcard:
+			bad("--raft-advertise-addr %q: needs a concrete host, not a wildcard: the other nodes dial it", a.v)
+		case a.flag == "--raft-addr" && wildcard && c.RaftAdvertiseAddr == "":
+			bad("--raft-addr %q: a wildcard needs --raft-advertise-addr HOST:PORT, the address the other nodes dial (without it --raft-addr is advertised)", a.v)
 		}
 	}
 	if c.GRPCAddr != "" && c.GRPCAddr == c.RaftAddr {
 		bad("--grpc-addr and --raft-addr must differ (both are %s)", c.GRPCAddr)
+	}
+	if c.GRPCAddr != "" && c.GRPCAddr == c.RaftAdvertiseAddr {
+		bad("--grpc-addr and --raft-advertise-addr must differ (both are %s): the other nodes would send Raft traffic to the gRPC listener", c.GRPCAddr)
 	}
 	if c.Repo != "" {
 		if loc, err := location.Parse(c.Repo); err != nil {

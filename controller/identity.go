@@ -16,7 +16,20 @@ import (
 type identity struct {
 	NodeID   string `json:"node_id"`
 	GRPCAddr string `json:"grpc_addr"`
-	RaftAddr string `json:"raft_addr"`
+	// RaftAddr is where the Raft transport listens; RaftAdvertiseAddr,
+	// where the other nodes dial it (absent in files written before
+	// --raft-advertise-addr, and when the two are equal: RaftAddr).
+	RaftAddr          string `json:"raft_addr"`
+	RaftAdvertiseAddr string `json:"raft_advertise_addr,omitempty"`
+}
+
+// raftAdvertise is the Raft address the other nodes dial: the one in the
+// Raft configuration and the member record.
+func (id *identity) raftAdvertise() string {
+	if id.RaftAdvertiseAddr != "" {
+		return id.RaftAdvertiseAddr
+	}
+	return id.RaftAddr
 }
 
 const identityFile = "node.json"
@@ -84,14 +97,25 @@ func resolveIdentity(cfg *Config, saved *identity) (*identity, error) {
 			return nil, fmt.Errorf("data dir %s is new: a new node needs %s, and --bootstrap (new cluster) or --join GRPC_ADDR (existing cluster)",
 				cfg.DataDir, strings.Join(missing, ", "))
 		}
-		return &identity{NodeID: cfg.NodeID, GRPCAddr: cfg.GRPCAddr, RaftAddr: cfg.RaftAddr}, nil
+		id := &identity{NodeID: cfg.NodeID, GRPCAddr: cfg.GRPCAddr, RaftAddr: cfg.RaftAddr}
+		if cfg.RaftAdvertiseAddr != cfg.RaftAddr {
+			id.RaftAdvertiseAddr = cfg.RaftAdvertiseAddr
+		}
+		return id, nil
 	}
+	// The advertised address is in the other nodes' Raft configuration:
+	// changing it is a membership change (remove-member, then join anew).
 	for _, f := range []struct{ name, flag, saved string }{
 		{"--node-id", cfg.NodeID, saved.NodeID}, {"--grpc-addr", cfg.GRPCAddr, saved.GRPCAddr}, {"--raft-addr", cfg.RaftAddr, saved.RaftAddr},
+		{"--raft-advertise-addr", cfg.RaftAdvertiseAddr, saved.raftAdvertise()},
 	} {
 		if f.flag != "" && f.flag != f.saved {
+			raft := saved.RaftAddr
+			if saved.RaftAdvertiseAddr != "" {
+				raft += ", advertised as " + saved.RaftAdvertiseAddr
+			}
 			return nil, fmt.Errorf("data dir %s belongs to node %s (grpc %s, raft %s): %s %s contradicts it; leave the flag out, or use another --data-dir",
-				cfg.DataDir, saved.NodeID, saved.GRPCAddr, saved.RaftAddr, f.name, f.flag)
+				cfg.DataDir, saved.NodeID, saved.GRPCAddr, raft, f.name, f.flag)
 		}
 	}
 	return saved, nil

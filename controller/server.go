@@ -130,7 +130,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			s.log.Info("data dir already holds a cluster member; ignoring --bootstrap/--join")
 		}
 	case cfg.Bootstrap:
-		conf := raft.Configuration{Servers: []raft.Server{{ID: raft.ServerID(id.NodeID), Address: raft.ServerAddress(id.RaftAddr), Suffrage: raft.Voter}}}
+		conf := raft.Configuration{Servers: []raft.Server{{ID: raft.ServerID(id.NodeID), Address: raft.ServerAddress(id.raftAdvertise()), Suffrage: raft.Voter}}}
 		if err := s.raft.BootstrapCluster(conf).Error(); err != nil {
 			return nil, fmt.Errorf("bootstrapping the cluster: %w", err)
 		}
@@ -190,7 +190,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
-	s.log.Info("controller node started", "grpc", id.GRPCAddr, "raft", id.RaftAddr, "data_dir", cfg.DataDir)
+	s.log.Info("controller node started", "grpc", id.GRPCAddr, "raft", id.RaftAddr, "raft_advertised", id.raftAdvertise(), "data_dir", cfg.DataDir)
 	return s, nil
 }
 
@@ -233,9 +233,15 @@ func (s *Server) openRaft() error {
 		return fmt.Errorf("opening the snapshot store in %s: %w", cfg.DataDir, err)
 	}
 	s.snaps = snaps
-	adv, err := net.ResolveTCPAddr("tcp", s.id.RaftAddr)
+	// The transport listens on RaftAddr and tells the other nodes
+	// (RequestVote, the configuration) to dial the advertised address.
+	adv, err := net.ResolveTCPAddr("tcp", s.id.raftAdvertise())
 	if err != nil {
-		return fmt.Errorf("--raft-addr %s: %w", s.id.RaftAddr, err)
+		flag := "--raft-addr"
+		if s.id.RaftAdvertiseAddr != "" {
+			flag = "--raft-advertise-addr"
+		}
+		return fmt.Errorf("%s %s: %w", flag, s.id.raftAdvertise(), err)
 	}
 	var trans *raft.NetworkTransport
 	var stream *tlsx.StreamLayer
