@@ -327,64 +327,68 @@ func TestLeaderPartitioned(t *testing.T) {
 	// Cut the leader off from both peers.
 	old := leader
 	live := slices.DeleteFunc(slices.Clone(all), func(n *node) bool { return n == old })
+	// Calls sent to the old leader itself (Direct: no retry elsewhere), a
+	// write and a consistent read at once, each must be refused
+	// (Unavailable), never answered: the write may go into the old
+	// leader's log, but no quorum hears of it.
+	callOld := func(when, key string) {
+		t.Helper()
+		var errs [2]error
+		var took [2]time.Duration
+		var cw sync.WaitGroup
+		for i, do := range []func(context.Context) error{
+			func(ctx context.Context) error {
+				_, err := old.conn.Control.SubmitBackup(ctx, &v1.SubmitBackupRequest{Instance: "db3", Engine: "logical", IdempotencyKey: key})
+				return err
+			},
+			func(ctx context.Context) error {
+				_, err := old.conn.Control.ListJobs(ctx, &v1.ListJobsRequest{Instance: "db1"})
+				return err
+			},
+		} {
+			cw.Go(func() {
+				ctx, cancel := context.WithTimeout(client.Direct(ctx), testenv.Wait(8*time.Second))
+				defer cancel()
+				t0 := time.Now()
+				errs[i] = do(ctx)
+				took[i] = time.Since(t0)
+			})
+		}
+		cw.Wait()
+		for i, what := range []string{"a write", "a consistent read"} {
+			if status.Code(errs[i]) != codes.Unavailable {
+				t.Fatalf("%s on %s %s: %v, want Unavailable", what, when, old.id, errs[i])
+			}
+			step(fmt.Sprintf("%s on %s %s refused after %s: %s", what, when, old.id, took[i].Round(time.Millisecond), status.Convert(errs[i]).Message()))
+		}
+	}
+
 	rn.isolate(old)
 	cutAt := time.Now()
 	for _, a := range sent {
 		a.reset()
 	}
-	// A write sent to the old leader itself (Direct: no retry elsewhere)
-	// right after the cut: it may go into its log, but no quorum hears of
-	// it, so it must be refused, not acknowledged.
-	lostKey := &v1.SubmitBackupRequest{Instance: "db3", Engine: "logical", IdempotencyKey: "sent-to-the-deposed-leader"}
-	dctx, cancel := context.WithTimeout(client.Direct(ctx), testenv.Wait(8*time.Second))
-	_, err = old.conn.Control.SubmitBackup(dctx, lostKey)
-	cancel()
-	if status.Code(err) != codes.Unavailable {
-		t.Fatalf("a write on the cut-off leader %s: %v, want Unavailable", old.id, err)
+	stepped := make(chan time.Duration, 1)
+	go func() {
+		for time.Since(cutAt) < testenv.Wait(10*time.Second) {
+			if st, err := directStatus(old); err == nil && st.GetState() != v1.MemberState_MEMBER_STATE_LEADER {
+				stepped <- time.Since(cutAt)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		close(stepped)
+	}()
+	firstKey := "sent-to-the-cut-off-leader"
+	callOld("the cut-off leader", firstKey)
+	down, ok := <-stepped
+	if !ok {
+		t.Fatalf("%s still says it leads 10 s after it was cut off", old.id)
 	}
-	step(fmt.Sprintf("a write straight to the cut-off leader %s was refused after %s: %s", old.id, time.Since(cutAt).Round(time.Millisecond), status.Convert(err).Message()))
-
 	leader = leaderOf(t, live, 3, 10*time.Second)
-	elected := time.Since(cutAt)
-	var stepped time.Duration
-	testenv.WaitFor(t, old.id+" to step down", 10*time.Second, func() error {
-		st, err := directStatus(old)
-		if err != nil {
-			return err
-		}
-		if st.GetState() == v1.MemberState_MEMBER_STATE_LEADER {
-			return fmt.Errorf("%s still says it leads (term %d)", old.id, st.GetTerm())
-		}
-		stepped = time.Since(cutAt)
-		return nil
-	})
-	step(fmt.Sprintf("new leader %s after %s; %s says it no longer leads after %s", leader.id, elected.Round(time.Millisecond), old.id, stepped.Round(time.Millisecond)))
-
-	// The deposed leader refuses writes and consistent reads of its own;
-	// a stale read it answers, and says so.
-	for _, call := range []struct {
-		what string
-		do   func(context.Context) error
-	}{
-		{"a write", func(ctx context.Context) error {
-			_, err := old.conn.Control.SubmitBackup(ctx, &v1.SubmitBackupRequest{Instance: "db3", Engine: "logical", IdempotencyKey: "second-to-the-deposed-leader"})
-			return err
-		}},
-		{"a consistent read", func(ctx context.Context) error {
-			_, err := old.conn.Control.ListJobs(ctx, &v1.ListJobsRequest{Instance: "db1"})
-			return err
-		}},
-	} {
-		dctx, cancel := context.WithTimeout(client.Direct(ctx), testenv.Wait(5*time.Second))
-		t0 := time.Now()
-		err := call.do(dctx)
-		cancel()
-		if status.Code(err) != codes.Unavailable {
-			t.Fatalf("%s on the deposed leader %s: %v, want Unavailable", call.what, old.id, err)
-		}
-		step(fmt.Sprintf("%s on the deposed leader refused after %s: %s", call.what, time.Since(t0).Round(time.Millisecond), status.Convert(err).Message()))
-	}
-	dctx, cancel = context.WithTimeout(client.Direct(ctx), testenv.Wait(5*time.Second))
+	step(fmt.Sprintf("%s stepped down %s after the cut; new leader %s after %s", old.id, down.Round(time.Millisecond), leader.id, time.Since(cutAt).Round(time.Millisecond)))
+	callOld("the deposed leader", "sent-to-the-deposed-leader")
+	dctx, cancel := context.WithTimeout(client.Direct(ctx), testenv.Wait(5*time.Second))
 	sr, err := old.conn.Control.ListJobs(dctx, &v1.ListJobsRequest{Instance: "db1", Stale: true})
 	cancel()
 	if err != nil || !sr.GetRead().GetStale() || sr.GetRead().GetNodeId() != old.id {
@@ -464,7 +468,7 @@ func TestLeaderPartitioned(t *testing.T) {
 	if err != nil || len(l.GetJobs()) != 0 {
 		t.Fatalf("jobs of db3 after the refused writes: %v, %v; want none", l.GetJobs(), err)
 	}
-	again, err := conn2.Control.SubmitBackup(ctx, lostKey)
+	again, err := conn2.Control.SubmitBackup(ctx, &v1.SubmitBackupRequest{Instance: "db3", Engine: "logical", IdempotencyKey: firstKey})
 	if err != nil || again.GetReplayed() {
 		t.Fatalf("the refused write's key sent again: %v, %v; want a new job, not a replay", again, err)
 	}
