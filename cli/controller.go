@@ -43,9 +43,11 @@ container's published port, a proxy in front of the node), give it as
 --raft-advertise-addr; --raft-addr may then be a wildcard (0.0.0.0:7401).
 The advertised address is in the cluster's configuration: changing it
 later is a membership change (tidemark cluster remove-member, then join
-from an empty --data-dir), not a flag. --grpc-addr is both where the node
-listens and what the cluster tells agents and the CLI (the leader's
-address), so it must be one they can dial.
+from an empty --data-dir), not a flag. Likewise --grpc-addr is where the
+gRPC server listens and, by default, the address the cluster tells agents,
+the CLI and the other nodes (a follower names the leader's); give
+--grpc-advertise-addr when they must dial another one, and always with a
+wildcard --grpc-addr.
 
   tidemark controller --node-id c1 --data-dir /var/lib/tidemark/c1 \
       --grpc-addr 10.0.0.1:7400 --raft-addr 10.0.0.1:7401 --bootstrap
@@ -135,7 +137,9 @@ that is gone for good with tidemark cluster remove-member.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.NodeID, "node-id", "", "this node's id, unique in the cluster (remembered in --data-dir)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log, snapshots and the node's identity")
-	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "", "HOST:PORT for agents, the CLI and other nodes (remembered)")
+	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "", "HOST:PORT the gRPC server listens on, for agents, the CLI and other nodes; also the address the cluster tells them unless --grpc-advertise-addr is given (remembered)")
+	f.StringVar(&cfg.GRPCAdvertiseAddr, "grpc-advertise-addr", "",
+		"HOST:PORT the cluster tells agents, the CLI and the other nodes to dial for this node when it is not --grpc-addr (NAT, a proxy; needed when --grpc-addr is a wildcard); not a wildcard (remembered; default: --grpc-addr)")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", "", "HOST:PORT the Raft transport listens on, and the address the other nodes dial unless --raft-advertise-addr is given (remembered)")
 	f.StringVar(&cfg.RaftAdvertiseAddr, "raft-advertise-addr", "",
 		"HOST:PORT the other nodes dial for Raft when it is not --raft-addr (NAT, a published container port, a proxy; --raft-addr may then be a wildcard such as 0.0.0.0:7401); not a wildcard (remembered; default: --raft-addr)")

@@ -70,11 +70,17 @@ func TestControllerConfigBadInput(t *testing.T) {
 func TestControllerConfigPrecedence(t *testing.T) {
 	dir := t.TempDir()
 	fileAddr, envAddr, raftAddr := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
+	// The advertised addresses: Raft's from the file (a one-node cluster
+	// never dials it), gRPC's from the environment (another name for
+	// envAddr).
+	raftAdvertised := testenv.FreeAddr(t)
+	grpcAdvertised := "localhost:" + envAddr[strings.LastIndexByte(envAddr, ':')+1:]
 	cfgPath := writeFile(t, "controller.yaml", fmt.Sprintf(`# a controller node
 node_id: from-file
 data_dir: %s
 grpc_addr: %s
 raft_addr: %s
+raft_advertise_addr: %s
 bootstrap: true
 ca_key_file: %s
 raft_heartbeat_timeout: 200ms
@@ -82,9 +88,10 @@ raft_election_timeout: 200ms
 raft_leader_lease_timeout: 100ms
 max_attempts: 7
 log_level: warn
-`, filepath.Join(dir, "data"), fileAddr, raftAddr, filepath.Join(dir, "ca.key")))
+`, filepath.Join(dir, "data"), fileAddr, raftAddr, raftAdvertised, filepath.Join(dir, "ca.key")))
 	t.Setenv("TIDEMARK_GRPC_ADDR", envAddr)  // environment over file
 	t.Setenv("TIDEMARK_NODE_ID", "from-env") // flag over environment
+	t.Setenv("TIDEMARK_GRPC_ADVERTISE_ADDR", grpcAdvertised)
 	t.Setenv("TIDEMARK_MAX_ATTEMPTS", "")    // empty: not set
 	t.Setenv("TIDEMARK_CONTROLLER", "")
 	t.Setenv("TIDEMARK_CREDENTIALS", "")
@@ -130,7 +137,7 @@ log_level: warn
 		t.Fatalf("cluster status: %v", st)
 	}
 	m := members[0].(map[string]any)
-	if m["address"] != envAddr || m["raft_address"] != raftAddr {
-		t.Errorf("member %v: want address %s (environment) and raft address %s (file)", m, envAddr, raftAddr)
+	if m["address"] != grpcAdvertised || m["raft_address"] != raftAdvertised {
+		t.Errorf("member %v: want address %s (advertised, environment) and raft address %s (advertised, file)", m, grpcAdvertised, raftAdvertised)
 	}
 }

@@ -128,6 +128,12 @@ credential's directory; null with --insecure), "repository", "data_dir" and
 					return userErr(err)
 				}
 				cfg.NodeID, cfg.GRPCAddr, cfg.RaftAddr, cfg.Bootstrap = "dev", grpcAddr, raftAddr, true
+				// A wildcard --grpc-addr (agents elsewhere may dial in)
+				// still needs an address to publish: this machine's
+				// loopback, what the CLI beside it dials.
+				if host, port, err := net.SplitHostPort(grpcAddr); err == nil && (host == "" || net.ParseIP(host).IsUnspecified()) {
+					cfg.GRPCAdvertiseAddr = net.JoinHostPort("127.0.0.1", port)
+				}
 			} else if cmd.Flags().Changed("grpc-addr") {
 				cfg.GRPCAddr = grpcAddr // a different address is refused with the remembered one
 			}

@@ -42,7 +42,7 @@ func (c *clusterService) TakeSnapshot(context.Context, *v1.TakeSnapshotRequest) 
 // nodeStatus is this node's local Raft state.
 func (s *Server) nodeStatus() *v1.NodeStatusResponse {
 	st := &v1.NodeStatusResponse{
-		NodeId: s.id.NodeID, Address: s.id.GRPCAddr, RaftAddress: s.id.raftAdvertise(),
+		NodeId: s.id.NodeID, Address: s.id.grpcAdvertise(), RaftAddress: s.id.raftAdvertise(),
 		Term: s.raft.CurrentTerm(), CommitIndex: s.raft.CommitIndex(), AppliedIndex: s.raft.AppliedIndex(),
 		LastLogIndex: s.raft.LastIndex(),
 	}
@@ -82,7 +82,7 @@ func (s *Server) members(ctx context.Context) []*v1.Member {
 		}
 		out[i] = m
 		if m.Id == s.id.NodeID {
-			m.Address = s.id.GRPCAddr
+			m.Address = s.id.grpcAdvertise()
 			st := s.nodeStatus()
 			m.State, m.LastContact = st.GetState(), st.GetLastContact()
 			continue

@@ -25,9 +25,14 @@ type Config struct {
 	NodeID string
 	// DataDir holds the Raft log, stable store, snapshots and node.json.
 	DataDir string
-	// GRPCAddr is the address agents, the CLI and other nodes dial
-	// (host:port; also the listen address).
+	// GRPCAddr is the gRPC listen address (host:port), and the address
+	// agents, the CLI and the other nodes are told to dial (the member
+	// record, a follower's leader hint) unless GRPCAdvertiseAddr is set.
 	GRPCAddr string
+	// GRPCAdvertiseAddr, when set, is the gRPC address published in the
+	// cluster instead of GRPCAddr (NAT, a proxy, a wildcard bind). A new
+	// node whose GRPCAddr is a wildcard needs it.
+	GRPCAdvertiseAddr string
 	// RaftAddr is the Raft transport's listen address (host:port). It is
 	// also the address the other nodes are told to dial unless
 	// RaftAdvertiseAddr is set, and then it must not be a wildcard.
@@ -224,7 +229,7 @@ func (c *Config) Validate() error {
 	if c.NodeID != "" && !validNodeID(c.NodeID) {
 		bad("--node-id %q: use letters, digits, '.', '_' and '-' (at most 64)", c.NodeID)
 	}
-	for _, a := range []struct{ flag, v string }{{"--grpc-addr", c.GRPCAddr}, {"--raft-addr", c.RaftAddr}, {"--raft-advertise-addr", c.RaftAdvertiseAddr}} {
+	for _, a := range []struct{ flag, v string }{{"--grpc-addr", c.GRPCAddr}, {"--grpc-advertise-addr", c.GRPCAdvertiseAddr}, {"--raft-addr", c.RaftAddr}, {"--raft-advertise-addr", c.RaftAdvertiseAddr}} {
 		if a.v == "" {
 			continue
 		}
@@ -237,6 +242,8 @@ func (c *Config) Validate() error {
 			bad("%s %q: needs a fixed port: other nodes and agents dial it", a.flag, a.v)
 		case a.flag == "--raft-advertise-addr" && wildcard:
 			bad("--raft-advertise-addr %q: needs a concrete host, not a wildcard: the other nodes dial it", a.v)
+		case a.flag == "--grpc-advertise-addr" && wildcard:
+			bad("--grpc-advertise-addr %q: needs a concrete host, not a wildcard: agents, the CLI and the other nodes dial it", a.v)
 		case a.flag == "--raft-addr" && wildcard && c.RaftAdvertiseAddr == "":
 			bad("--raft-addr %q: a wildcard needs --raft-advertise-addr HOST:PORT, the address the other nodes dial (without it --raft-addr is advertised)", a.v)
 		}
@@ -244,8 +251,8 @@ func (c *Config) Validate() error {
 	if c.GRPCAddr != "" && c.GRPCAddr == c.RaftAddr {
 		bad("--grpc-addr and --raft-addr must differ (both are %s)", c.GRPCAddr)
 	}
-	if c.GRPCAddr != "" && c.GRPCAddr == c.RaftAdvertiseAddr {
-		bad("--grpc-addr and --raft-advertise-addr must differ (both are %s): the other nodes would send Raft traffic to the gRPC listener", c.GRPCAddr)
+	if grpc := c.grpcAdvertise(); grpc != "" && grpc == c.RaftAdvertiseAddr {
+		bad("the advertised gRPC and Raft addresses must differ (both are %s): the other nodes would send Raft traffic to the gRPC listener", grpc)
 	}
 	if c.Repo != "" {
 		if loc, err := location.Parse(c.Repo); err != nil {
@@ -350,6 +357,14 @@ func (c *Config) Validate() error {
 		bad("--raft-log-level %q: use debug, info, warn or error", c.RaftLogLevel)
 	}
 	return errors.Join(errs...)
+}
+
+// grpcAdvertise is the gRPC address the flags publish.
+func (c *Config) grpcAdvertise() string {
+	if c.GRPCAdvertiseAddr != "" {
+		return c.GRPCAdvertiseAddr
+	}
+	return c.GRPCAddr
 }
 
 func validNodeID(id string) bool {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,13 +15,26 @@ import (
 // needs no flags: who it is and where it listens. Raft's own state holds
 // the cluster; this file holds the node.
 type identity struct {
-	NodeID   string `json:"node_id"`
-	GRPCAddr string `json:"grpc_addr"`
+	NodeID string `json:"node_id"`
+	// GRPCAddr is where the gRPC server listens; GRPCAdvertiseAddr, the
+	// address published to agents, the CLI and the other nodes (absent:
+	// GRPCAddr).
+	GRPCAddr          string `json:"grpc_addr"`
+	GRPCAdvertiseAddr string `json:"grpc_advertise_addr,omitempty"`
 	// RaftAddr is where the Raft transport listens; RaftAdvertiseAddr,
 	// where the other nodes dial it (absent in files written before
 	// --raft-advertise-addr, and when the two are equal: RaftAddr).
 	RaftAddr          string `json:"raft_addr"`
 	RaftAdvertiseAddr string `json:"raft_advertise_addr,omitempty"`
+}
+
+// grpcAdvertise is the gRPC address the cluster publishes for this node:
+// in its member record, a follower's leader hint, NodeStatus.
+func (id *identity) grpcAdvertise() string {
+	if id.GRPCAdvertiseAddr != "" {
+		return id.GRPCAdvertiseAddr
+	}
+	return id.GRPCAddr
 }
 
 // raftAdvertise is the Raft address the other nodes dial: the one in the
@@ -97,25 +111,38 @@ func resolveIdentity(cfg *Config, saved *identity) (*identity, error) {
 			return nil, fmt.Errorf("data dir %s is new: a new node needs %s, and --bootstrap (new cluster) or --join GRPC_ADDR (existing cluster)",
 				cfg.DataDir, strings.Join(missing, ", "))
 		}
+		// A wildcard cannot be published: checked here, for a new node
+		// only, as data directories made before --grpc-advertise-addr may
+		// hold one (a single-node tidemark dev, which no one is told of).
+		if host, _, err := net.SplitHostPort(cfg.GRPCAddr); err == nil && cfg.GRPCAdvertiseAddr == "" && (host == "" || net.ParseIP(host).IsUnspecified()) {
+			return nil, fmt.Errorf("--grpc-addr %s is a wildcard, and the cluster tells agents, the CLI and the other nodes this node's gRPC address: give --grpc-advertise-addr HOST:PORT, the address they dial", cfg.GRPCAddr)
+		}
 		id := &identity{NodeID: cfg.NodeID, GRPCAddr: cfg.GRPCAddr, RaftAddr: cfg.RaftAddr}
+		if cfg.GRPCAdvertiseAddr != cfg.GRPCAddr {
+			id.GRPCAdvertiseAddr = cfg.GRPCAdvertiseAddr
+		}
 		if cfg.RaftAdvertiseAddr != cfg.RaftAddr {
 			id.RaftAdvertiseAddr = cfg.RaftAdvertiseAddr
 		}
 		return id, nil
 	}
-	// The advertised address is in the other nodes' Raft configuration:
-	// changing it is a membership change (remove-member, then join anew).
+	// The advertised addresses are in the other nodes' Raft configuration
+	// and catalog: changing one is a membership change (remove-member,
+	// then join anew).
 	for _, f := range []struct{ name, flag, saved string }{
 		{"--node-id", cfg.NodeID, saved.NodeID}, {"--grpc-addr", cfg.GRPCAddr, saved.GRPCAddr}, {"--raft-addr", cfg.RaftAddr, saved.RaftAddr},
-		{"--raft-advertise-addr", cfg.RaftAdvertiseAddr, saved.raftAdvertise()},
+		{"--grpc-advertise-addr", cfg.GRPCAdvertiseAddr, saved.grpcAdvertise()}, {"--raft-advertise-addr", cfg.RaftAdvertiseAddr, saved.raftAdvertise()},
 	} {
 		if f.flag != "" && f.flag != f.saved {
-			raft := saved.RaftAddr
+			grpc, raft := saved.GRPCAddr, saved.RaftAddr
+			if saved.GRPCAdvertiseAddr != "" {
+				grpc += ", advertised as " + saved.GRPCAdvertiseAddr
+			}
 			if saved.RaftAdvertiseAddr != "" {
 				raft += ", advertised as " + saved.RaftAdvertiseAddr
 			}
-			return nil, fmt.Errorf("data dir %s belongs to node %s (grpc %s, raft %s): %s %s contradicts it; leave the flag out, or use another --data-dir",
-				cfg.DataDir, saved.NodeID, saved.GRPCAddr, raft, f.name, f.flag)
+			return nil, fmt.Errorf("data dir %s belongs to node %s (grpc %s; raft %s): %s %s contradicts it; leave the flag out, or use another --data-dir",
+				cfg.DataDir, saved.NodeID, grpc, raft, f.name, f.flag)
 		}
 	}
 	return saved, nil

@@ -20,7 +20,7 @@ import (
 func (s *Server) join(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.JoinTimeout)
 	defer cancel()
-	req := &v1.AddMemberRequest{Id: s.id.NodeID, RaftAddress: s.id.raftAdvertise(), Address: s.id.GRPCAddr,
+	req := &v1.AddMemberRequest{Id: s.id.NodeID, RaftAddress: s.id.raftAdvertise(), Address: s.id.grpcAdvertise(),
 		RepositoryId: s.relay.repositoryID(ctx)}
 	var last error
 	for {

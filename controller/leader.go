@@ -103,12 +103,12 @@ func (s *Server) lead(ctx context.Context) {
 // followers forward to and tell agents about.
 func (s *Server) publishAddress(ctx context.Context) {
 	m, err := s.fsm.Store().Read().Member(s.id.NodeID)
-	if err == nil && m.GetAddress() == s.id.GRPCAddr && m.GetRaftAddress() == s.id.raftAdvertise() {
+	if err == nil && m.GetAddress() == s.id.grpcAdvertise() && m.GetRaftAddress() == s.id.raftAdvertise() {
 		return
 	}
 	for ctx.Err() == nil {
 		_, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_UpsertMember{UpsertMember: &v1.UpsertMember{Member: &v1.MemberRecord{
-			Id: s.id.NodeID, Address: s.id.GRPCAddr, RaftAddress: s.id.raftAdvertise(), UpdatedAt: now(),
+			Id: s.id.NodeID, Address: s.id.grpcAdvertise(), RaftAddress: s.id.raftAdvertise(), UpdatedAt: now(),
 		}}}})
 		if err == nil || !errors.Is(err, ErrNoLeader) {
 			return

@@ -258,7 +258,10 @@ func TestLeaderPartitioned(t *testing.T) {
 	rn := newRaftNet(t, all)
 	c1.start(true, "--bootstrap", "--raft-advertise-addr", rn.addr(c1))
 	c2.start(true, "--join", c1.grpcAddr, "--raft-advertise-addr", rn.addr(c2))
-	c3.start(true, "--join", c1.grpcAddr+","+c2.grpcAddr, "--raft-advertise-addr", rn.addr(c3))
+	// c3 also publishes its gRPC address under another name
+	// (--grpc-advertise-addr), which the clients learn from the members.
+	published := map[*node]string{c1: c1.grpcAddr, c2: c2.grpcAddr, c3: "localhost:" + c3.grpcAddr[strings.LastIndexByte(c3.grpcAddr, ':')+1:]}
+	c3.start(true, "--join", c1.grpcAddr+","+c2.grpcAddr, "--raft-advertise-addr", rn.addr(c3), "--grpc-advertise-addr", published[c3])
 	leader := leaderOf(t, all, 3, 10*time.Second)
 	byID := map[string]*node{}
 	for _, n := range all {
@@ -270,13 +273,13 @@ func TestLeaderPartitioned(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range st.GetMembers() {
-		if n := byID[m.GetId()]; n == nil || m.GetRaftAddress() != rn.addr(n) || m.GetAddress() != n.grpcAddr {
-			t.Fatalf("member %v: want raft address %s (its proxy), gRPC %s", m, rn.addr(n), n.grpcAddr)
+		if n := byID[m.GetId()]; n == nil || m.GetRaftAddress() != rn.addr(n) || m.GetAddress() != published[n] {
+			t.Fatalf("member %v: want raft address %s (its proxy), gRPC %s", m, rn.addr(n), published[n])
 		}
 	}
 	for _, n := range all {
-		if st := n.nodeStatus(t); st.GetRaftAddress() != rn.addr(n) {
-			t.Fatalf("%s says its raft address is %s, want its proxy %s", n.id, st.GetRaftAddress(), rn.addr(n))
+		if st := n.nodeStatus(t); st.GetRaftAddress() != rn.addr(n) || st.GetAddress() != published[n] {
+			t.Fatalf("%s says its addresses are %s and raft %s, want %s and its proxy %s", n.id, st.GetAddress(), st.GetRaftAddress(), published[n], rn.addr(n))
 		}
 		if n == leader {
 			continue

@@ -25,7 +25,7 @@ func (s *Server) leader() (id, addr string) {
 	}
 	id = string(lid)
 	if id == s.id.NodeID {
-		return id, s.id.GRPCAddr
+		return id, s.id.grpcAdvertise()
 	}
 	if m, err := s.fsm.Store().Read().Member(id); err == nil {
 		addr = m.GetAddress()

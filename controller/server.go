@@ -190,7 +190,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
-	s.log.Info("controller node started", "grpc", id.GRPCAddr, "raft", id.RaftAddr, "raft_advertised", id.raftAdvertise(), "data_dir", cfg.DataDir)
+	s.log.Info("controller node started", "grpc", id.GRPCAddr, "grpc_advertised", id.grpcAdvertise(), "raft", id.RaftAddr, "raft_advertised", id.raftAdvertise(), "data_dir", cfg.DataDir)
 	return s, nil
 }
 

@@ -84,7 +84,7 @@ const caValidity = 10 * 365 * 24 * time.Hour
 func (s *Server) setupTLS(ctx context.Context, fresh bool) error {
 	t := s.cfg.TLS
 	if t.Insecure {
-		addrs := append([]string{s.id.GRPCAddr, s.id.RaftAddr, s.id.raftAdvertise()}, s.cfg.Join...)
+		addrs := append([]string{s.id.GRPCAddr, s.id.grpcAdvertise(), s.id.RaftAddr, s.id.raftAdvertise()}, s.cfg.Join...)
 		return tlsx.RequireLoopback("address", addrs...)
 	}
 	self := tlsx.Identity{Kind: tlsx.KindController, Name: s.id.NodeID}
