@@ -92,7 +92,7 @@ log_level: warn
 	t.Setenv("TIDEMARK_GRPC_ADDR", envAddr)  // environment over file
 	t.Setenv("TIDEMARK_NODE_ID", "from-env") // flag over environment
 	t.Setenv("TIDEMARK_GRPC_ADVERTISE_ADDR", grpcAdvertised)
-	t.Setenv("TIDEMARK_MAX_ATTEMPTS", "")    // empty: not set
+	t.Setenv("TIDEMARK_MAX_ATTEMPTS", "") // empty: not set
 	t.Setenv("TIDEMARK_CONTROLLER", "")
 	t.Setenv("TIDEMARK_CREDENTIALS", "")
 	var out, errb syncBuffer
