@@ -3269,9 +3269,10 @@ type MemberRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Raft server id (the node id).
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// gRPC address.
+	// gRPC address, as published (what agents, the CLI and the other nodes
+	// dial).
 	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	// Raft transport address.
+	// Raft transport address, as advertised to the other nodes.
 	RaftAddress   string                 `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
 	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -61,7 +61,8 @@ func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
 type NodeStatusResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	// gRPC and Raft addresses the node serves on.
+	// gRPC and Raft addresses the node publishes (--grpc-advertise-addr and
+	// --raft-advertise-addr, or else the addresses it listens on).
 	Address     string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
 	RaftAddress string `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
 	// LEADER, FOLLOWER or CANDIDATE.

@@ -2467,9 +2467,9 @@ type Member struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Raft server id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// gRPC address for agents and the CLI.
+	// gRPC address for agents and the CLI (the one the node publishes).
 	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	// Raft transport address.
+	// Raft transport address the other nodes dial (the advertised one).
 	RaftAddress string      `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
 	State       MemberState `protobuf:"varint,4,opt,name=state,proto3,enum=tidemark.v1.MemberState" json:"state,omitempty"`
 	// When the leader last heard from the member (the member's own view of the
@@ -2677,9 +2677,9 @@ type AddMemberRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Raft server id of the new node.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Its Raft transport address.
+	// Its Raft transport address, as the other nodes dial it.
 	RaftAddress string `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	// Its gRPC address.
+	// Its gRPC address, as agents, the CLI and the other nodes dial it.
 	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	// Join as a non-voter (e.g. to catch up before a promotion).
 	Nonvoter bool `protobuf:"varint,4,opt,name=nonvoter,proto3" json:"nonvoter,omitempty"`
