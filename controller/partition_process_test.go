@@ -366,6 +366,10 @@ func TestLeaderPartitioned(t *testing.T) {
 		}
 	}
 
+	before, err := directStatus(old)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rn.isolate(old)
 	cutAt := time.Now()
 	for _, a := range sent {
@@ -421,22 +425,37 @@ func TestLeaderPartitioned(t *testing.T) {
 	}
 	step("writers on with the leader cut off")
 
+	// Cut off, the old leader campaigned only in pre-votes, which raise no
+	// term: its return cannot depose the new leader with a higher term.
+	if st, err := directStatus(old); err != nil || st.GetTerm() != before.GetTerm() {
+		t.Errorf("the cut-off %s went from term %d to %v (%v): its return would force an election", old.id, before.GetTerm(), st.GetTerm(), err)
+	}
+
 	// Heal: the old leader follows the new one.
 	rn.heal()
 	healed := time.Now()
-	testenv.WaitFor(t, old.id+" to follow "+leader.id, 15*time.Second, func() error {
-		st, err := directStatus(old)
-		if err != nil {
-			return err
+	follows := func(what string) {
+		t.Helper()
+		testenv.WaitFor(t, what, 15*time.Second, func() error {
+			st, err := directStatus(old)
+			if err != nil {
+				return err
+			}
+			if st.GetState() != v1.MemberState_MEMBER_STATE_FOLLOWER || st.GetLeaderId() == "" || st.GetLeaderId() == old.id {
+				return fmt.Errorf("%s is %s and knows %q as leader (term %d)", old.id, st.GetState(), st.GetLeaderId(), st.GetTerm())
+			}
+			return nil
+		})
+		// On this loaded 2-core machine with a 150 ms leader lease, the
+		// leader may step down for a slow heartbeat now and then; that
+		// is no failure here, a deposed leader's return raising the term
+		// (checked above) would be.
+		if l := leaderOf(t, all, 3, 10*time.Second); l != leader {
+			t.Logf("the leadership moved from %s to %s", leader.id, l.id)
+			leader = l
 		}
-		if st.GetState() != v1.MemberState_MEMBER_STATE_FOLLOWER || st.GetLeaderId() != leader.id {
-			return fmt.Errorf("%s is %s and knows %q as leader (term %d)", old.id, st.GetState(), st.GetLeaderId(), st.GetTerm())
-		}
-		return nil
-	})
-	if l := leaderOf(t, all, 3, 10*time.Second); l != leader {
-		t.Errorf("after healing %s leads, want %s still: the returning node disrupted the leader", l.id, leader.id)
 	}
+	follows(old.id + " to follow a leader")
 	step(fmt.Sprintf("healed: %s follows %s after %s", old.id, leader.id, time.Since(healed).Round(time.Millisecond)))
 	progressed(t, "writes after healing", 2, w1, w2)
 	stopWriters()
@@ -511,11 +530,9 @@ func TestLeaderPartitioned(t *testing.T) {
 		if st.GetRaftAddress() != rn.addr(old) {
 			t.Fatalf("restarted %s advertises %s, want its proxy %s", old.id, st.GetRaftAddress(), rn.addr(old))
 		}
-		if st.GetLeaderId() != leader.id {
-			return fmt.Errorf("%s knows %q as leader", old.id, st.GetLeaderId())
-		}
 		return nil
 	})
+	follows(old.id + " to follow a leader after its restart")
 	sameCatalogs(old.id + " to catch up after its restart")
 	rn.mu.Lock()
 	orphans := rn.orphans
