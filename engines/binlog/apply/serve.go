@@ -40,9 +40,8 @@ type source struct {
 	log       *slog.Logger
 	// tls, when set, is the server side of TLS: every replica must log in
 	// over it (a plaintext one is refused).
-	tls *sourceTLS
+	tls  *sourceTLS
 	host string // the host the target is told to connect to
-
 
 	ctx    context.Context
 	cancel context.CancelFunc
