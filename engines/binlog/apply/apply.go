@@ -53,7 +53,10 @@ var errCannotReplicate = errors.New("the target cannot replicate from the Tidema
 // loopback port as a primary would and points a named replication
 // connection, tidemark_pitr, at it (file/position mode, the files renamed
 // tidemark-pitr.NNNNNN by their index); the server's own applier applies
-// rows directly, in parallel with Parallel > 1. Apply waits until the
+// rows directly, in parallel with Parallel > 1. The connection is TLS when
+// the target's DSN uses TLS or Params.TLS asks (see SourceTLS); a replica
+// that cannot connect over it ends the apply at once with what the target
+// said. Apply waits until the
 // applier has executed the last planned event, then removes the
 // connection and puts back what it changed: slave_parallel_threads,
 // gtid_strict_mode (off while the target binlogs applied transactions

@@ -239,6 +239,11 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 	if len(p.Files) == 0 {
 		return nil, errors.New("roll forward: no binlog files given")
 	}
+	// Refused here too, so that a caller that plans before writing a base
+	// (pitr) refuses bad TLS settings before anything is written.
+	if err := validateTLS(p); err != nil {
+		return nil, err
+	}
 	start, err := ParsePosition(p.StartGTID)
 	if err != nil {
 		return nil, fmt.Errorf("roll forward: start position: %w", err)

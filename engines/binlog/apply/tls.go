@@ -81,6 +81,21 @@ type TLSUsed struct {
 	Ephemeral bool
 }
 
+// String describes the TLS in a few words; "" for nil (none).
+func (u *TLSUsed) String() string {
+	if u == nil {
+		return ""
+	}
+	v := u.Version
+	if v == "" {
+		v = "TLS"
+	}
+	if u.Verified {
+		return v + ", source certificate verified by the target"
+	}
+	return v + ", source certificate not verified by the target"
+}
+
 // sourceTLS is the resolved TLS of one apply's source: the server side
 // and what the target is told.
 type sourceTLS struct {
@@ -116,6 +131,11 @@ func validateTLS(p Params) error {
 		return errors.New("roll forward: serve TLS is off but a certificate, key or CA is given: drop them, or turn TLS on")
 	case strings.EqualFold(st.Mode, TLSOn) && p.Method == MethodSQL:
 		return errors.New("roll forward: serve TLS is on, but the sql method opens no replication connection to serve: drop one of them")
+	}
+	if st.CertFile != "" {
+		if _, err := tls.LoadX509KeyPair(st.CertFile, st.KeyFile); err != nil {
+			return fmt.Errorf("roll forward: serve TLS certificate %s / key %s: %w", st.CertFile, st.KeyFile, err)
+		}
 	}
 	return nil
 }
