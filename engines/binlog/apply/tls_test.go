@@ -2,6 +2,8 @@ package apply
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -165,4 +167,52 @@ func TestServeTLSSettings(t *testing.T) {
 	if _, err := newSourceTLS(SourceTLS{CertFile: "/nonexistent/c.pem", KeyFile: "/nonexistent/k.pem"}, "127.0.0.1"); err == nil || !strings.Contains(err.Error(), "/nonexistent/c.pem") {
 		t.Errorf("a missing certificate file: %v", err)
 	}
+}
+
+// TestSourceTLSRemote: an ephemeral certificate for a serve address that
+// is not loopback (a target on another host) writes no CA file and tells
+// the target to encrypt without verifying; on loopback the certificate
+// names the host and is written for the target to verify with.
+func TestSourceTLSRemote(t *testing.T) {
+	st, err := newSourceTLS(SourceTLS{}, "192.0.2.7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	if st.verify || st.caFile != "" || st.tmpDir != "" || !st.ephemeral {
+		t.Errorf("remote ephemeral: %+v, want unverified, no CA file", st)
+	}
+	if got := st.changeMasterTLS(); got != "MASTER_SSL=1, MASTER_SSL_CA='', MASTER_SSL_VERIFY_SERVER_CERT=0" {
+		t.Errorf("remote ephemeral: %s", got)
+	}
+	leaf, err := x509.ParseCertificate(st.cfg.Certificates[0].Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaf.IPAddresses) != 1 || leaf.IPAddresses[0].String() != "192.0.2.7" {
+		t.Errorf("certificate names %v, want the serve host", leaf.IPAddresses)
+	}
+	if _, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || leaf.PublicKey.(*ecdsa.PublicKey).Curve.Params().Name != "P-256" {
+		t.Errorf("ephemeral key %T, want ECDSA P-256", leaf.PublicKey)
+	}
+
+	local, err := newSourceTLS(SourceTLS{}, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !local.verify || !strings.Contains(local.changeMasterTLS(), "MASTER_SSL_VERIFY_SERVER_CERT=1") {
+		t.Errorf("loopback ephemeral: %+v %s", local, local.changeMasterTLS())
+	}
+	local.close()
+	if fileExists(local.caFile) {
+		t.Errorf("the CA file %s outlives close", local.caFile)
+	}
+	if (*sourceTLS)(nil).changeMasterTLS() != "MASTER_SSL=0" {
+		t.Error("no TLS must say MASTER_SSL=0")
+	}
+}
+
+func fileExists(p string) bool {
+	m, _ := filepath.Glob(p)
+	return len(m) > 0
 }
