@@ -320,7 +320,7 @@ func applyReplication(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DS
 	var st *sourceTLS
 	if wantTLS(p, dsn) {
 		if strings.EqualFold(t.haveSSL, "NO") {
-			return fmt.Errorf("the replication source is to speak TLS, but the target has no TLS support (have_ssl=NO): its replica could not connect; turn serve TLS off (on a trusted network only) or use a target built with TLS")
+			return fmt.Errorf("%w: the replication source is to speak TLS, but the target has no TLS support (have_ssl=NO), so its replica could not connect; turn serve TLS off (on a trusted network only) or use a target built with TLS", errCannotReplicate)
 		}
 		if st, err = newSourceTLS(p.TLS, host); err != nil {
 			return err
@@ -482,6 +482,9 @@ func tlsFailure(ctx context.Context, conn *sql.Conn, s *source, st map[string]st
 	msg += "; the target says: " + said
 	if s.tls.verify && !errors.Is(refused, errPlainReplica) {
 		msg += fmt.Sprintf(" (the target checks that the source's certificate chains to MASTER_SSL_CA %s, a file its server must be able to read on its own host, and that it names %s)", s.tls.caFile, s.host)
+		if s.tls.ephemeral {
+			msg += "; that file is in the temporary directory: if the server cannot see it (a TMPDIR under /home with systemd's ProtectHome, PrivateTmp, a container), set TMPDIR to a directory it can read"
+		}
 	}
 	return errors.New(msg)
 }
