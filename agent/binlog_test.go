@@ -221,7 +221,8 @@ func TestBinlogStreamWithoutEngine(t *testing.T) {
 }
 
 // TestPITRJob: a restore job with a stop point goes to the PITRRestorer
-// with the target DSN, base backup, source archive and stop point; without
+// with the target DSN, base backup, source archive, stop point and serve
+// TLS settings; without
 // one wired in it fails with a clear error.
 func TestPITRJob(t *testing.T) {
 	t.Parallel()
@@ -241,7 +242,8 @@ func TestPITRJob(t *testing.T) {
 	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
 	job := &v1.Job{Id: "r-1", Kind: v1.JobKind_JOB_KIND_RESTORE, Instance: "db-p", Attempt: 1,
 		Params: &v1.Job_Restore{Restore: &v1.RestoreParams{BackupId: "b-1", TargetInstance: "db-p", SourceInstance: "db-src", TargetDatadir: "/srv/new",
-			StopAt: &v1.RestoreParams_StopAtTime{StopAtTime: timestamppb.New(at)}}}}
+			StopAt:   &v1.RestoreParams_StopAtTime{StopAtTime: timestamppb.New(at)},
+			ServeTls: v1.ServeTLS_SERVE_TLS_ON, ServeTlsCertFile: "/etc/t/c.pem", ServeTlsKeyFile: "/etc/t/k.pem", ServeTlsCaFile: "/etc/mysql/ca.pem"}}}
 	s.assign(job, lease("r-1", 1, 2))
 	msg := s.result(t, "r-1")
 	if res := msg.GetJobResult(); !res.GetOk() || res.GetBackupId() != "b-1" {
@@ -249,7 +251,8 @@ func TestPITRJob(t *testing.T) {
 	}
 	s.ack(msg.GetSeq())
 	if got.DSN != cfg.MySQL || got.BackupID != "b-1" || got.SourceInstance != "db-src" || !got.StopTime.Equal(at) ||
-		got.StopGTID != "" || got.StopFile != "" || got.Repo == nil || got.Datadir != "/srv/new" {
+		got.StopGTID != "" || got.StopFile != "" || got.Repo == nil || got.Datadir != "/srv/new" ||
+		got.ServeTLS != "on" || got.ServeTLSCert != "/etc/t/c.pem" || got.ServeTLSKey != "/etc/t/k.pem" || got.ServeTLSCAFile != "/etc/mysql/ca.pem" {
 		t.Fatalf("PITR params %+v", got)
 	}
 

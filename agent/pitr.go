@@ -54,8 +54,14 @@ type PITRParams struct {
 	RenameDB     map[string]string
 	DropExisting bool
 	NoBinlog     bool // keep the restore out of the target's binlog
-	Progress     func(phase string, done, total int64)
-	Logger       *slog.Logger
+	// ServeTLS is TLS on the target's connection to the roll-forward's
+	// replication source: "" (auto: when DSN uses TLS), "on" or "off";
+	// the certificate and key are paths here, the CA a path on the
+	// target's host (apply.SourceTLS).
+	ServeTLS                                  string
+	ServeTLSCert, ServeTLSKey, ServeTLSCAFile string
+	Progress                                  func(phase string, done, total int64)
+	Logger                                    *slog.Logger
 }
 
 // PITRResult is how a point-in-time restore went.
@@ -68,6 +74,10 @@ type PITRResult struct {
 	ReachedGTID  string
 	ReachedTime  time.Time
 	Warnings     []string
+	// ServeTLS describes the roll-forward's replication connection when
+	// it ran over TLS (e.g. "TLS 1.3, source verified by the target"), ""
+	// otherwise.
+	ServeTLS string
 }
 
 // ErrNoPITR is the error of a point-in-time restore job on an agent built
@@ -85,6 +95,7 @@ func (a *Agent) runPITR(ctx context.Context, j *job, dsn string, progress func(*
 		DSN: dsn, BackupID: rp.GetBackupId(), SourceInstance: rp.GetSourceInstance(),
 		Parallel: parallel(rp.GetParallelism(), a.cfg.Parallel), Databases: rp.GetDatabases(), Tables: rp.GetTables(),
 		RenameDB: rp.GetRenameDatabases(), DropExisting: rp.GetDropExisting(), NoBinlog: rp.GetNoBinlog(), Logger: log, Datadir: rp.GetTargetDatadir(),
+		ServeTLS: serveTLSMode(rp.GetServeTls()), ServeTLSCert: rp.GetServeTlsCertFile(), ServeTLSKey: rp.GetServeTlsKeyFile(), ServeTLSCAFile: rp.GetServeTlsCaFile(),
 		Progress: func(phase string, done, total int64) {
 			progress(&v1.JobProgress{Phase: phase, BytesDone: uint64(max(done, 0)), BytesTotal: uint64(max(total, 0)), UpdatedAt: timestamppb.Now()})
 		},
@@ -111,8 +122,19 @@ func (a *Agent) runPITR(ctx context.Context, j *job, dsn string, progress func(*
 		return nil, fmt.Errorf("point-in-time restore of %s (backup %s) onto %s: %w", p.SourceInstance, p.BackupID, j.job.GetInstance(), err)
 	}
 	log.Info("point-in-time restore done", "backup", res.BackupID, "transactions", res.Transactions,
-		"reached_gtid", res.ReachedGTID, "reached_time", res.ReachedTime)
+		"reached_gtid", res.ReachedGTID, "reached_time", res.ReachedTime, "serve_tls", res.ServeTLS)
 	return &runner.Result{BackupID: res.BackupID, Engine: "binlog", Tables: res.Tables, Rows: res.Rows, Warnings: res.Warnings}, nil
+}
+
+// serveTLSMode is a job's serve TLS mode in PITRParams' terms.
+func serveTLSMode(m v1.ServeTLS) string {
+	switch m {
+	case v1.ServeTLS_SERVE_TLS_ON:
+		return "on"
+	case v1.ServeTLS_SERVE_TLS_OFF:
+		return "off"
+	}
+	return ""
 }
 
 func parallel(job uint32, dflt int) int {

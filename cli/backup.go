@@ -16,6 +16,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/reconcile"
 	"github.com/tidemark-backup/tidemark/engines"
+	"github.com/tidemark-backup/tidemark/engines/binlog/apply"
 	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/engines/physical"
 	"github.com/tidemark-backup/tidemark/engines/selection"
@@ -412,6 +413,7 @@ func newRestoreCmd(s *streams) *cobra.Command {
 		applyMethod   string
 		serveAddr     string
 		thenReplicate string
+		serveTLS      apply.SourceTLS // point in time, here or through the controller
 		// physical, into a datadir
 		toDatadir   string
 		mysqld      string
@@ -485,6 +487,9 @@ job prints the final job as "jobs -o json" does (also when it failed), or
 			if err != nil {
 				return err
 			}
+			if err := serveTLSParams(pitr, serveTLS, isPITR, toInstance != ""); err != nil {
+				return err
+			}
 			if len(args) == 1 {
 				if fromBackup != "" && fromBackup != args[0] {
 					return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("give the base backup once: %s or --from-backup %s", args[0], fromBackup)}
@@ -527,7 +532,7 @@ job prints the final job as "jobs -o json" does (also when it failed), or
 					rf.uri = uri
 				}
 				dp := datadirParams{backupID: fromBackup, instance: source, dir: toDatadir, mysqld: mysqld, mariabackup: mariabackup,
-					serverArgs: mysqldArgs, parallel: parallel, applyParallel: applyParallel, method: applyMethod, serveAddr: serveAddr, output: output}
+					serverArgs: mysqldArgs, parallel: parallel, applyParallel: applyParallel, method: applyMethod, serveAddr: serveAddr, serveTLS: serveTLS, output: output}
 				if isPITR {
 					dp.stop = pitr
 				}
@@ -550,7 +555,7 @@ job prints the final job as "jobs -o json" does (also when it failed), or
 					return localPITR(ctx, s, &rf, localPITRParams{
 						dsn: dsn, instance: source, fromBackup: fromBackup, stop: pitr,
 						parallel: parallel, applyParallel: applyParallel, dropExisting: dropExisting, noBinlog: noBinlog,
-						method: applyMethod, serveAddr: serveAddr, thenReplicate: thenReplicate, output: output,
+						method: applyMethod, serveAddr: serveAddr, serveTLS: serveTLS, thenReplicate: thenReplicate, output: output,
 						filtered: databases != "" || tables != "" || len(renames) > 0 || includeUsers,
 					})
 				}
@@ -678,6 +683,10 @@ job prints the final job as "jobs -o json" does (also when it failed), or
 	cmd.Flags().IntVar(&applyParallel, "apply-parallel", 0, "point in time, here: replication applier threads on the target during the roll-forward (default: the server's setting)")
 	cmd.Flags().StringVar(&applyMethod, "apply-method", "", "point in time, here: replication (the target's applier, fed by Tidemark) or sql (mariadb-binlog | mariadb); default: replication, sql if the target refuses")
 	cmd.Flags().StringVar(&serveAddr, "serve-addr", "", "point in time, here: HOST:PORT the target connects to for the archived binlog (default 127.0.0.1:0, a target on this host)")
+	cmd.Flags().StringVar(&serveTLS.Mode, "serve-tls", "auto", "point in time: TLS on the target's connection to --serve-addr: auto (when the target's DSN uses TLS, or a certificate is given), on (a plaintext replica is refused) or off")
+	cmd.Flags().StringVar(&serveTLS.CertFile, "serve-tls-cert", "", "point in time: the replication source's certificate (PEM, leaf first; default: an ephemeral self-signed one per restore)")
+	cmd.Flags().StringVar(&serveTLS.KeyFile, "serve-tls-key", "", "point in time: the private key of --serve-tls-cert")
+	cmd.Flags().StringVar(&serveTLS.CAFile, "serve-tls-ca", "", "point in time: path ON THE TARGET'S HOST of the CA that signed --serve-tls-cert; the target then verifies the source (chain and host name); default: an ephemeral certificate is verified when --serve-addr is loopback, else not")
 	cmd.Flags().StringVar(&toDatadir, "to-datadir", "", "physical backups: write the server's files into this new or empty directory and prepare it as a datadir (with --to-time/--to-gtid/--to-position: rolled forward on a temporary server)")
 	cmd.Flags().StringVar(&mysqld, "mysqld", "", "with --to-datadir: the server binary that will run the datadir (default: mariadbd, else mysqld, from PATH); the backup must be of its flavor and major version")
 	cmd.Flags().StringVar(&mariabackup, "mariabackup", "", "with --to-datadir: mariabackup for backups it must prepare (default: from PATH)")

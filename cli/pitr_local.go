@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/tidemark-backup/tidemark/engines"
@@ -23,6 +25,7 @@ type localPITRParams struct {
 	dropExisting, filtered    bool
 	noBinlog                  bool
 	method, serveAddr         string
+	serveTLS                  apply.SourceTLS
 	thenReplicate             string
 	output                    string
 }
@@ -73,7 +76,7 @@ func localPITR(ctx context.Context, s *streams, rf *repoFlags, lp localPITRParam
 	res, err := pitr.Restore(ctx, pitr.Params{
 		Repo: repo, Instance: lp.instance, DSN: lp.dsn, Target: stopTarget(lp.stop), FromBackup: lp.fromBackup,
 		Parallel: lp.parallel, ApplyParallel: lp.applyParallel, DropExisting: lp.dropExisting, NoBinlog: lp.noBinlog,
-		Method: lp.method, ServeAddr: lp.serveAddr, ThenReplicateFrom: lp.thenReplicate,
+		Method: lp.method, ServeAddr: lp.serveAddr, ServeTLS: lp.serveTLS, ThenReplicateFrom: lp.thenReplicate,
 		Engine: s.engineByName,
 		Progress: func(phase string, pr engines.Progress) {
 			p.bytes(phase, pr.BytesDone, pr.BytesTotal, pr.RowsDone)
@@ -108,11 +111,12 @@ func localPITR(ctx context.Context, s *streams, rf *repoFlags, lp localPITRParam
 			"instance": lp.instance, "target": stopTarget(lp.stop).String(), "backup_id": res.Base.BackupId,
 			"base_restore_seconds": res.BaseRestore.Seconds(), "transactions": a.Transactions, "apply_method": a.Method,
 			"roll_forward_seconds": res.RollForward.Seconds(), "last": pointJSON(a.Last), "duration_seconds": time.Since(start).Seconds(),
+			"serve_tls": serveTLSJSON(a.TLS),
 		})
 	}
 	_, err = fmt.Fprintf(s.out, "restored %s to %s: backup %s (%s) then %d transactions through %s (%s), ending at %s; total %s\n",
 		lp.instance, stopTarget(lp.stop), res.Base.BackupId, res.BaseRestore.Round(time.Millisecond),
-		a.Transactions, a.Method, res.RollForward.Round(time.Millisecond), a.Last, time.Since(start).Round(time.Millisecond))
+		a.Transactions, methodText(a), res.RollForward.Round(time.Millisecond), a.Last, time.Since(start).Round(time.Millisecond))
 	return err
 }
 
@@ -123,4 +127,50 @@ func pointJSON(p apply.Point) any {
 		return nil
 	}
 	return map[string]any{"gtid": p.GTID, "file": p.File, "position": p.Pos, "time": p.Time.UTC().Format(time.RFC3339Nano)}
+}
+
+// methodText names the roll-forward's method and, for a replication
+// connection over TLS, its TLS.
+func methodText(a *apply.Result) string {
+	if a.TLS == nil {
+		return a.Method
+	}
+	return a.Method + " over " + a.TLS.String()
+}
+
+// serveTLSJSON is the roll-forward's replication TLS in -o json, null when
+// none was used.
+func serveTLSJSON(u *apply.TLSUsed) any {
+	if u == nil {
+		return nil
+	}
+	return map[string]any{"version": u.Version, "sessions": u.Sessions, "verified": u.Verified, "ca_file": u.CAFile, "ephemeral": u.Ephemeral}
+}
+
+// serveTLSParams checks the --serve-tls* flags and puts them into a
+// restore job's params (used by a job through the controller).
+func serveTLSParams(p *v1.RestoreParams, st apply.SourceTLS, isPITR, job bool) error {
+	given := st.CertFile != "" || st.KeyFile != "" || st.CAFile != ""
+	mode := strings.ToLower(st.Mode)
+	switch mode {
+	case "auto", "":
+	case apply.TLSOn:
+		p.ServeTls = v1.ServeTLS_SERVE_TLS_ON
+	case apply.TLSOff:
+		p.ServeTls = v1.ServeTLS_SERVE_TLS_OFF
+	default:
+		return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--serve-tls %q: use auto, on or off", st.Mode)}
+	}
+	if !isPITR && (given || (mode != "auto" && mode != "")) {
+		return &UserError{Code: ExitUsage, Msg: "--serve-tls, --serve-tls-cert, --serve-tls-key and --serve-tls-ca protect a point-in-time restore's roll-forward: give --to-time, --to-gtid or --to-position, or leave them out"}
+	}
+	if job {
+		for _, f := range []struct{ flag, path string }{{"--serve-tls-cert", st.CertFile}, {"--serve-tls-key", st.KeyFile}, {"--serve-tls-ca", st.CAFile}} {
+			if f.path != "" && !filepath.IsAbs(f.path) {
+				return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("%s %q: give an absolute path; the agent reads the certificate and key on its own host, and the target the CA on its", f.flag, f.path)}
+			}
+		}
+	}
+	p.ServeTlsCertFile, p.ServeTlsKeyFile, p.ServeTlsCaFile = st.CertFile, st.KeyFile, st.CAFile
+	return nil
 }

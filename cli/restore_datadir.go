@@ -25,6 +25,7 @@ type datadirParams struct {
 	parallel            int
 	applyParallel       int
 	method, serveAddr   string
+	serveTLS            apply.SourceTLS
 	output              string
 }
 
@@ -87,7 +88,7 @@ func restoreDatadir(ctx context.Context, s *streams, rf *repoFlags, dp datadirPa
 		res, err := pitr.RestoreDatadir(ctx, pitr.DatadirParams{
 			Repo: repo, Instance: dp.instance, Dirs: dirs, Target: stopTarget(dp.stop), FromBackup: dp.backupID,
 			Mysqld: dp.mysqld, Mariabackup: dp.mariabackup, ServerArgs: dp.serverArgs, Parallel: dp.parallel,
-			ApplyParallel: dp.applyParallel, Method: dp.method, ServeAddr: dp.serveAddr,
+			ApplyParallel: dp.applyParallel, Method: dp.method, ServeAddr: dp.serveAddr, ServeTLS: dp.serveTLS,
 			Progress: func(phase string, pr engines.Progress) { progress(phase, pr.BytesDone, pr.BytesTotal) },
 		})
 		p.done()
@@ -108,13 +109,13 @@ func restoreDatadir(ctx context.Context, s *streams, rf *repoFlags, dp datadirPa
 				"instance": res.Base.Instance, "target": stopTarget(dp.stop).String(), "datadir": dp.dir,
 				"backup_id": res.Base.BackupId, "engine": res.Base.Engine, "files": r.Files, "bytes": r.Bytes,
 				"extract_seconds": r.Extract.Seconds(), "prepare_seconds": r.Prepare.Seconds(),
-				"transactions": a.Transactions, "apply_method": a.Method, "roll_forward_seconds": r.RollForward.Seconds(),
+				"transactions": a.Transactions, "apply_method": a.Method, "roll_forward_seconds": r.RollForward.Seconds(), "serve_tls": serveTLSJSON(a.TLS),
 				"last": pointJSON(a.Last), "duration_seconds": time.Since(start).Seconds(), "warnings": nonNilStrings(a.Warnings),
 			})
 		}
 		_, err = fmt.Fprintf(s.out, "restored %s to %s into %s: backup %s (%s; %d files, %s, written in %s, prepared in %s) then %d transactions through %s (%s), ending at %s; total %s\n",
 			res.Base.Instance, stopTarget(dp.stop), dp.dir, res.Base.BackupId, res.Base.Engine, r.Files, humanBytes(r.Bytes),
-			r.Extract.Round(time.Millisecond), r.Prepare.Round(time.Millisecond), a.Transactions, a.Method,
+			r.Extract.Round(time.Millisecond), r.Prepare.Round(time.Millisecond), a.Transactions, methodText(a),
 			r.RollForward.Round(time.Millisecond), a.Last, time.Since(start).Round(time.Millisecond))
 		return err
 	}

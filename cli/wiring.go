@@ -8,6 +8,7 @@ import (
 	"github.com/tidemark-backup/tidemark/agent"
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/binlog"
+	"github.com/tidemark-backup/tidemark/engines/binlog/apply"
 	"github.com/tidemark-backup/tidemark/engines/clone"
 	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/engines/mariabackup"
@@ -53,6 +54,7 @@ func EngineWiring() Wiring {
 				Repo: p.Repo, Instance: p.SourceInstance, DSN: p.DSN, FromBackup: p.BackupID,
 				Target:   pitr.Target{Time: p.StopTime, GTID: p.StopGTID, File: p.StopFile, Pos: p.StopPos, ServerID: p.StopServerID},
 				Parallel: p.Parallel, DropExisting: p.DropExisting, NoBinlog: p.NoBinlog, Engine: reg.Get, Logger: p.Logger,
+				ServeTLS: agentServeTLS(p),
 				Progress: func(phase string, pr engines.Progress) {
 					if p.Progress != nil {
 						p.Progress(phase, pr.BytesDone, pr.BytesTotal)
@@ -67,6 +69,7 @@ func EngineWiring() Wiring {
 				out.Transactions = int64(a.Transactions)
 				out.ReachedGTID, out.ReachedTime = a.EndGTID, a.Last.Time
 				out.Warnings = append(out.Warnings, a.Warnings...)
+				out.ServeTLS = a.TLS.String()
 			}
 			return out, nil
 		},
@@ -101,7 +104,7 @@ func datadirPITR(ctx context.Context, p agent.PITRParams) (*agent.PITRResult, er
 	res, err := pitr.RestoreDatadir(ctx, pitr.DatadirParams{
 		Repo: p.Repo, Instance: p.SourceInstance, FromBackup: p.BackupID, Dirs: map[string]string{physical.RootDatadir: p.Datadir},
 		Target:   pitr.Target{Time: p.StopTime, GTID: p.StopGTID, File: p.StopFile, Pos: p.StopPos, ServerID: p.StopServerID},
-		Parallel: p.Parallel, Logger: p.Logger,
+		Parallel: p.Parallel, Logger: p.Logger, ServeTLS: agentServeTLS(p),
 		Progress: func(phase string, pr engines.Progress) {
 			if p.Progress != nil {
 				p.Progress(phase, pr.BytesDone, pr.BytesTotal)
@@ -116,6 +119,12 @@ func datadirPITR(ctx context.Context, p agent.PITRParams) (*agent.PITRResult, er
 		out.Transactions = int64(a.Transactions)
 		out.ReachedGTID, out.ReachedTime = a.EndGTID, a.Last.Time
 		out.Warnings = append(out.Warnings, a.Warnings...)
+		out.ServeTLS = a.TLS.String()
 	}
 	return out, nil
+}
+
+// agentServeTLS is a restore job's serve TLS settings in the engine's form.
+func agentServeTLS(p agent.PITRParams) apply.SourceTLS {
+	return apply.SourceTLS{Mode: p.ServeTLS, CertFile: p.ServeTLSCert, KeyFile: p.ServeTLSKey, CAFile: p.ServeTLSCAFile}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -42,6 +43,9 @@ var audited = map[string]func(req any) (target string, flags map[string]string){
 		}
 		if p.GetStopAt() != nil {
 			f["point_in_time"] = "true"
+		}
+		if m := p.GetServeTls(); m != v1.ServeTLS_SERVE_TLS_UNSPECIFIED {
+			f["serve_tls"] = strings.ToLower(strings.TrimPrefix(m.String(), "SERVE_TLS_"))
 		}
 		return p.GetTargetInstance(), f
 	},

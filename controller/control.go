@@ -459,6 +459,9 @@ func (c *controlService) SubmitRestore(ctx context.Context, req *v1.SubmitRestor
 		if err := checkRepo(p.GetRepositoryUri()); err != nil {
 			return nil, err
 		}
+		if err := checkServeTLS(p); err != nil {
+			return nil, err
+		}
 		r := s.fsm.Store().Read()
 		if p.GetStopAt() != nil {
 			var err error

@@ -160,3 +160,28 @@ func checkDatadir(b *v1.Backup, p *v1.RestoreParams) error {
 	}
 	return nil
 }
+
+// checkServeTLS refuses serve TLS settings that cannot apply: without a
+// stop point there is no roll-forward; the agent reads the certificate and
+// key on its host, so relative paths would depend on its working
+// directory. The agent checks the files themselves.
+func checkServeTLS(p *v1.RestoreParams) error {
+	cert, key, ca := p.GetServeTlsCertFile(), p.GetServeTlsKeyFile(), p.GetServeTlsCaFile()
+	set := p.GetServeTls() != v1.ServeTLS_SERVE_TLS_UNSPECIFIED || cert != "" || key != "" || ca != ""
+	switch {
+	case set && p.GetStopAt() == nil:
+		return invalid("params.serve_tls*: TLS of the roll-forward's replication connection applies to a point-in-time restore only; give a stop point or leave out --serve-tls*")
+	case (cert == "") != (key == ""):
+		return invalid("params.serve_tls_cert_file and serve_tls_key_file go together: give both, or neither for an ephemeral pair")
+	case ca != "" && cert == "":
+		return invalid("params.serve_tls_ca_file names the CA that signed serve_tls_cert_file: give the certificate and key too")
+	case p.GetServeTls() == v1.ServeTLS_SERVE_TLS_OFF && cert != "":
+		return invalid("params.serve_tls is off but a certificate is given: drop it, or turn TLS on")
+	}
+	for _, f := range []struct{ name, path string }{{"serve_tls_cert_file", cert}, {"serve_tls_key_file", key}, {"serve_tls_ca_file", ca}} {
+		if f.path != "" && !path.IsAbs(f.path) {
+			return invalid("params.%s %q: an absolute path is required (the certificate and key on the agent's host, the CA on the target's)", f.name, f.path)
+		}
+	}
+	return nil
+}

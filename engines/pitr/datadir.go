@@ -34,10 +34,13 @@ type DatadirParams struct {
 	Mariabackup string
 	ServerArgs  []string
 	Parallel    int // files written at once
-	// ApplyParallel, Method, ServeAddr: see Params.
+	// ApplyParallel, Method, ServeAddr, ServeTLS: see Params. The
+	// temporary server's DSN is a socket without TLS, so ServeTLS is off
+	// unless asked for.
 	ApplyParallel int
 	Method        string
 	ServeAddr     string
+	ServeTLS      apply.SourceTLS
 	Progress      func(phase string, p engines.Progress)
 	Logger        *slog.Logger
 }
@@ -105,7 +108,7 @@ func RestoreDatadir(ctx context.Context, p DatadirParams) (*DatadirResult, error
 	ap := apply.Params{
 		Files: files, StartGTID: base.Consistency.GtidSet, StartTime: base.Consistency.Time.AsTime().Truncate(time.Second),
 		Stop:   apply.Stop{GTID: p.Target.GTID, File: p.Target.File, ServerID: p.Target.ServerID, Pos: p.Target.Pos, Time: p.Target.Time},
-		Method: p.Method, Parallel: p.ApplyParallel, ServeAddr: p.ServeAddr, Logger: p.Logger,
+		Method: p.Method, Parallel: p.ApplyParallel, ServeAddr: p.ServeAddr, TLS: p.ServeTLS, Logger: p.Logger,
 		Progress: func(pr apply.Progress) {
 			if p.Progress != nil {
 				p.Progress("roll-forward", engines.Progress{Phase: pr.Phase, BytesDone: pr.BytesSent, BytesTotal: pr.Bytes})

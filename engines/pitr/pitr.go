@@ -85,6 +85,9 @@ type Params struct {
 	Method            string
 	ServeAddr         string
 	ThenReplicateFrom string
+	// ServeTLS protects the target's connection to the roll-forward's
+	// source (see apply.SourceTLS): by default TLS when DSN uses TLS.
+	ServeTLS apply.SourceTLS
 	// Engine returns the engine that restores a base backup.
 	Engine   func(name string) (engines.Engine, error)
 	Progress func(phase string, p engines.Progress)
@@ -137,7 +140,7 @@ func Restore(ctx context.Context, p Params) (*Result, error) {
 	ap := apply.Params{
 		DSN: p.DSN, Files: files, StartGTID: base.Consistency.GtidSet, StartTime: base.Consistency.Time.AsTime().Truncate(time.Second),
 		Stop:   apply.Stop{GTID: p.Target.GTID, File: p.Target.File, ServerID: p.Target.ServerID, Pos: p.Target.Pos, Time: p.Target.Time},
-		Method: p.Method, Parallel: p.ApplyParallel, ServeAddr: p.ServeAddr, ThenReplicateFrom: p.ThenReplicateFrom,
+		Method: p.Method, Parallel: p.ApplyParallel, ServeAddr: p.ServeAddr, ThenReplicateFrom: p.ThenReplicateFrom, TLS: p.ServeTLS,
 		NoBinlog: p.NoBinlog, Logger: p.Logger,
 		Progress: func(pr apply.Progress) {
 			if p.Progress != nil {

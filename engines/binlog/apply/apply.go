@@ -26,6 +26,9 @@ type Result struct {
 	EndGTID      string // the target's data is at this GTID position
 	Duration     time.Duration
 	Warnings     []string
+	// TLS is the replication connection's TLS; nil when it ran in plain
+	// text or no replication connection was made (the sql method).
+	TLS *TLSUsed
 }
 
 // ioGrace is how long the target's receiver may fail to connect to the
@@ -50,7 +53,10 @@ var errCannotReplicate = errors.New("the target cannot replicate from the Tidema
 // loopback port as a primary would and points a named replication
 // connection, tidemark_pitr, at it (file/position mode, the files renamed
 // tidemark-pitr.NNNNNN by their index); the server's own applier applies
-// rows directly, in parallel with Parallel > 1. Apply waits until the
+// rows directly, in parallel with Parallel > 1. The connection is TLS when
+// the target's DSN uses TLS or Params.TLS asks (see SourceTLS); a replica
+// that cannot connect over it ends the apply at once with what the target
+// said. Apply waits until the
 // applier has executed the last planned event, then removes the
 // connection and puts back what it changed: slave_parallel_threads,
 // gtid_strict_mode (off while the target binlogs applied transactions
@@ -73,6 +79,9 @@ func Apply(ctx context.Context, p Params) (*Result, error) {
 	case MethodAuto, MethodReplication, MethodSQL:
 	default:
 		return nil, fmt.Errorf("roll forward: unknown method %q (use %q or %q)", p.Method, MethodReplication, MethodSQL)
+	}
+	if err := validateTLS(p); err != nil {
+		return nil, err
 	}
 	var src *mysqlx.DSN
 	if p.ThenReplicateFrom != "" {
@@ -133,7 +142,7 @@ func Apply(ctx context.Context, p Params) (*Result, error) {
 		}
 		if method != MethodSQL {
 			method = MethodReplication
-			err = applyReplication(ctx, db, t, p, plan, res, log, progress)
+			err = applyReplication(ctx, db, t, dsn, p, plan, res, log, progress)
 			if errors.Is(err, errCannotReplicate) && p.Method == MethodAuto {
 				res.Warnings = append(res.Warnings, fmt.Sprintf("%v; applying through mariadb-binlog | mariadb instead, which is several times slower", err))
 				method = MethodSQL
@@ -165,6 +174,7 @@ type target struct {
 	serverID        uint32
 	logBin          bool
 	logSlaveUpdates bool
+	haveSSL         string // @@have_ssl: YES, DISABLED (built with TLS, serves none), NO
 	strict          bool
 	parallel        int
 	idempotent      bool     // slave_exec_mode is not STRICT
@@ -174,7 +184,7 @@ type target struct {
 func probeTarget(ctx context.Context, db *sql.DB) (*target, error) {
 	t := &target{}
 	var comment string
-	if err := db.QueryRowContext(ctx, "SELECT @@version, @@version_comment, @@server_id, @@log_bin").Scan(&t.version, &comment, &t.serverID, &t.logBin); err != nil {
+	if err := db.QueryRowContext(ctx, "SELECT @@version, @@version_comment, @@server_id, @@log_bin, @@have_ssl").Scan(&t.version, &comment, &t.serverID, &t.logBin, &t.haveSSL); err != nil {
 		return nil, mysqlx.Translate("reading the server's version", err)
 	}
 	t.mariadb = strings.Contains(strings.ToLower(t.version+" "+comment), "mariadb")
@@ -247,7 +257,7 @@ func relaxStrict(ctx context.Context, g *globals, t *target, binlogs bool, res *
 
 // applyReplication serves the files as a replication source and lets the
 // target's replication applier apply them.
-func applyReplication(ctx context.Context, db *sql.DB, t *target, p Params, plan *PlanResult, res *Result, log *slog.Logger, progress func(Progress)) (err error) {
+func applyReplication(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DSN, p Params, plan *PlanResult, res *Result, log *slog.Logger, progress func(Progress)) (err error) {
 	if !t.mariadb {
 		return fmt.Errorf("%w: the replication method needs a MariaDB target (this is %s)", errCannotReplicate, t.version)
 	}
@@ -307,18 +317,38 @@ func applyReplication(ctx context.Context, db *sql.DB, t *target, p Params, plan
 	} else {
 		return fmt.Errorf("serve address %q: name the address the target connects to, not a wildcard", addr)
 	}
-	s, err := newSource(ctx, addr, p.Files, plan, free(), log)
+	var st *sourceTLS
+	if wantTLS(p, dsn) {
+		if strings.EqualFold(t.haveSSL, "NO") {
+			return fmt.Errorf("%w: the replication source is to speak TLS, but the target has no TLS support (have_ssl=NO), so its replica could not connect; turn serve TLS off (on a trusted network only) or use a target built with TLS", errCannotReplicate)
+		}
+		if st, err = newSourceTLS(p.TLS, host); err != nil {
+			return err
+		}
+		defer st.close()
+		switch {
+		case !st.verify && st.ephemeral:
+			res.Warnings = append(res.Warnings, fmt.Sprintf("the replication connection is encrypted, but the target does not verify the source's certificate: it is ephemeral, and with the serve address %s not on loopback the target is taken to be on another host, which cannot read a CA file written here; to verify, give a certificate and key and the path of their CA on the target's host", addr))
+		case !st.verify:
+			res.Warnings = append(res.Warnings, "the replication connection is encrypted, but the target does not verify the source's certificate: give the path of its CA on the target's host to verify")
+		}
+	}
+	s, err := newSource(ctx, addr, p.Files, plan, free(), st, log)
 	if err != nil {
 		return err
 	}
+	s.host = host
 	defer func() {
 		if serr := s.close(); serr != nil && err == nil {
 			err = serr
 		}
 	}()
 
-	change := fmt.Sprintf("CHANGE MASTER %s TO MASTER_HOST=%s, MASTER_PORT=%d, MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_LOG_FILE=%s, MASTER_LOG_POS=4, MASTER_USE_GTID=no, MASTER_HEARTBEAT_PERIOD=1, MASTER_CONNECT_RETRY=1, MASTER_SSL=0",
-		quote(pitrConnection), quote(host), s.addr().Port, quote(s.user), quote(s.password), quote(sourceFileName(plan.firstFile)))
+	change := fmt.Sprintf("CHANGE MASTER %s TO MASTER_HOST=%s, MASTER_PORT=%d, MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_LOG_FILE=%s, MASTER_LOG_POS=4, MASTER_USE_GTID=no, MASTER_HEARTBEAT_PERIOD=1, MASTER_CONNECT_RETRY=1, %s",
+		quote(pitrConnection), quote(host), s.addr().Port, quote(s.user), quote(s.password), quote(sourceFileName(plan.firstFile)), st.changeMasterTLS())
+	if testHookPlainReplica {
+		change = strings.Replace(change, st.changeMasterTLS(), "MASTER_SSL=0", 1)
+	}
 	if _, err := conn.ExecContext(ctx, change); err != nil {
 		if n := mysqlx.ServerErrorNumber(err); n == 1227 || n == 1044 || n == 1045 {
 			return fmt.Errorf("%w: CHANGE MASTER refused: %w", errCannotReplicate, err)
@@ -350,12 +380,21 @@ func applyReplication(ctx context.Context, db *sql.DB, t *target, p Params, plan
 	if _, err := conn.ExecContext(ctx, "START SLAVE "+quote(pitrConnection)); err != nil {
 		return mysqlx.Translate("START SLAVE", err)
 	}
-	return waitApplied(ctx, conn, s, plan, progress)
+	if st != nil {
+		res.TLS = &TLSUsed{Ephemeral: st.ephemeral}
+		defer func() {
+			res.TLS.Sessions = s.tlsSessions.Load()
+			if v := s.tlsVersion.Load(); v != 0 {
+				res.TLS.Version = tlsVersionName(uint16(v))
+			}
+		}()
+	}
+	return waitApplied(ctx, conn, s, plan, res, progress)
 }
 
 // waitApplied polls the replication connection until the last planned
 // transaction is applied, the applier fails, or ctx ends.
-func waitApplied(ctx context.Context, conn *sql.Conn, s *source, plan *PlanResult, progress func(Progress)) error {
+func waitApplied(ctx context.Context, conn *sql.Conn, s *source, plan *PlanResult, res *Result, progress func(Progress)) error {
 	lastName := sourceFileName(plan.lastFile)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -390,6 +429,14 @@ func waitApplied(ctx context.Context, conn *sql.Conn, s *source, plan *PlanResul
 		if err := s.failed(); err != nil {
 			return fmt.Errorf("serving the binlog files: %w", err)
 		}
+		if res.TLS != nil && st["Master_SSL_Allowed"] == "Yes" {
+			// What the target says it does, not what it was told.
+			res.TLS.Verified = st["Master_SSL_Verify_Server_Cert"] == "Yes" && st["Master_SSL_CA_File"] != ""
+			res.TLS.CAFile = st["Master_SSL_CA_File"]
+		}
+		if err := tlsFailure(ctx, conn, s, st); err != nil {
+			return err
+		}
 		pos, _ := strconv.ParseUint(st["Exec_Master_Log_Pos"], 10, 64)
 		if st["Relay_Master_Log_File"] == lastName && pos >= plan.lastEnd {
 			return nil
@@ -401,6 +448,63 @@ func waitApplied(ctx context.Context, conn *sql.Conn, s *source, plan *PlanResul
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
+		}
+	}
+}
+
+// tlsFailure returns the error that ends an apply whose target cannot
+// connect to the source over TLS: a login the source refused (no TLS, a
+// failed handshake), or the target's own TLS error (a certificate that
+// fails its checks, a CA file it cannot read). Neither mends on a retry,
+// and the receiver would retry for ever. A refusal alone may be another
+// client's: it counts only while the target's receiver is failing too.
+func tlsFailure(ctx context.Context, conn *sql.Conn, s *source, st map[string]string) error {
+	if s.tls == nil || st["Slave_IO_Running"] == "Yes" {
+		return nil
+	}
+	refused := s.refusal()
+	said := st["Last_IO_Error"]
+	if st["Last_IO_Errno"] == "0" || st["Last_IO_Errno"] == "" {
+		if refused == nil {
+			return nil
+		}
+		if said = ioErrorSoon(ctx, conn, st); said == "" {
+			return nil
+		}
+	}
+	if refused == nil && !strings.Contains(said, "SSL") {
+		return nil // not TLS: the caller's ioGrace handles it
+	}
+	msg := "the target's replication receiver cannot connect to the source over TLS"
+	if refused != nil {
+		msg += ": " + refused.Error()
+	}
+	msg += "; the target says: " + said
+	if s.tls.verify && !errors.Is(refused, errPlainReplica) {
+		msg += fmt.Sprintf(" (the target checks that the source's certificate chains to MASTER_SSL_CA %s, a file its server must be able to read on its own host, and that it names %s)", s.tls.caFile, s.host)
+		if s.tls.ephemeral {
+			msg += "; that file is in the temporary directory: if the server cannot see it (a TMPDIR under /home with systemd's ProtectHome, PrivateTmp, a container), set TMPDIR to a directory it can read"
+		}
+	}
+	return errors.New(msg)
+}
+
+// ioErrorSoon returns the receiver's last error, waiting up to a few
+// seconds for the target to record it (the source sees a refusal before
+// the target has written it down); "" when there is none.
+func ioErrorSoon(ctx context.Context, conn *sql.Conn, st map[string]string) string {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if st["Last_IO_Errno"] != "0" && st["Last_IO_Errno"] != "" {
+			return st["Last_IO_Error"]
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return ""
+		}
+		time.Sleep(200 * time.Millisecond)
+		var err error
+		if st, err = slaveStatus(ctx, conn, pitrConnection); err != nil {
+			return ""
 		}
 	}
 }

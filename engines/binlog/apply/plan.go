@@ -64,6 +64,9 @@ type Params struct {
 	// ServeAddr is where the replication source listens; the target
 	// connects to it. Default 127.0.0.1:0 (the target is on this host).
 	ServeAddr string
+	// TLS protects the target's connection to the source (see SourceTLS):
+	// by default TLS when the target's DSN uses TLS.
+	TLS SourceTLS
 	// ThenReplicateFrom is the DSN of a live source: afterwards the target
 	// replicates from it (default connection, MASTER_USE_GTID=slave_pos)
 	// from the restored GTID position.
@@ -235,6 +238,11 @@ type scanned struct {
 func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 	if len(p.Files) == 0 {
 		return nil, errors.New("roll forward: no binlog files given")
+	}
+	// Refused here too, so that a caller that plans before writing a base
+	// (pitr) refuses bad TLS settings before anything is written.
+	if err := validateTLS(p); err != nil {
+		return nil, err
 	}
 	start, err := ParsePosition(p.StartGTID)
 	if err != nil {

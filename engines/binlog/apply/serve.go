@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha1" // mysql_native_password is SHA-1 by definition
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -37,6 +38,10 @@ type source struct {
 	password  string
 	heartbeat time.Duration
 	log       *slog.Logger
+	// tls, when set, is the server side of TLS: every replica must log in
+	// over it (a plaintext one is refused).
+	tls  *sourceTLS
+	host string // the host the target is told to connect to
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -46,6 +51,11 @@ type source struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
 	err    error // first serving failure that is ours (a file that cannot be read)
+	// refused is the first replica refused for its TLS (none, or a failed
+	// handshake): the target will retry for ever, so Apply ends on it.
+	refused     error
+	tlsSessions atomic.Int64  // replica logins served over TLS
+	tlsVersion  atomic.Uint32 // of the last one
 }
 
 const sourceFilePrefix = "tidemark-pitr."
@@ -58,13 +68,17 @@ var testHookCut func() bool
 // testHookRefuseLogin makes the source refuse every login (tests only).
 var testHookRefuseLogin bool
 
+// testHookPlainReplica makes Apply tell the target MASTER_SSL=0 while
+// the source requires TLS (tests only).
+var testHookPlainReplica bool
+
 // testHookDumps, when set, receives the number of dumps a source served
 // when it closes.
 var testHookDumps func(int64)
 
 func sourceFileName(i int) string { return fmt.Sprintf("%s%06d", sourceFilePrefix, i+1) }
 
-func newSource(ctx context.Context, addr string, files []File, plan *PlanResult, serverID uint32, log *slog.Logger) (*source, error) {
+func newSource(ctx context.Context, addr string, files []File, plan *PlanResult, serverID uint32, st *sourceTLS, log *slog.Logger) (*source, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("replication source: listen on %s: %w", addr, err)
@@ -77,7 +91,7 @@ func newSource(ctx context.Context, addr string, files []File, plan *PlanResult,
 	s := &source{
 		ln: ln, files: files, plan: plan, serverID: serverID,
 		user: "tidemark_pitr", password: fmt.Sprintf("%x", pw),
-		heartbeat: time.Second, log: log, conns: map[net.Conn]bool{},
+		heartbeat: time.Second, log: log, conns: map[net.Conn]bool{}, tls: st,
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	s.wg.Add(1)
@@ -109,6 +123,22 @@ func (s *source) failed() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.err
+}
+
+// refusal returns the first replica refused for its TLS, or nil.
+func (s *source) refusal() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
+}
+
+func (s *source) refuse(err error) error {
+	s.mu.Lock()
+	if s.refused == nil {
+		s.refused = err
+	}
+	s.mu.Unlock()
+	return err
 }
 
 func (s *source) accept() {
@@ -147,6 +177,7 @@ const (
 	capLongFlag       = 4
 	capConnectWithDB  = 8
 	capProtocol41     = 0x200
+	capSSL            = 0x800
 	capTransactions   = 0x2000
 	capSecureConn     = 0x8000
 	capPluginAuth     = 0x80000
@@ -322,10 +353,14 @@ func (s *source) serve(c net.Conn) error {
 	hs = binary.LittleEndian.AppendUint32(hs, 1)
 	hs = append(hs, scramble[:8]...)
 	hs = append(hs, 0)
-	hs = binary.LittleEndian.AppendUint16(hs, uint16(serverCaps&0xffff))
+	caps := uint32(serverCaps)
+	if s.tls != nil {
+		caps |= capSSL
+	}
+	hs = binary.LittleEndian.AppendUint16(hs, uint16(caps&0xffff))
 	hs = append(hs, utf8GeneralCI)
 	hs = binary.LittleEndian.AppendUint16(hs, statusAutocommit)
-	hs = binary.LittleEndian.AppendUint16(hs, uint16(serverCaps>>16))
+	hs = binary.LittleEndian.AppendUint16(hs, uint16(caps>>16))
 	hs = append(hs, 21)
 	hs = append(hs, make([]byte, 10)...)
 	hs = append(hs, scramble[8:]...)
@@ -340,6 +375,9 @@ func (s *source) serve(c net.Conn) error {
 	}
 	resp, err := p.readPacket()
 	if err != nil {
+		return err
+	}
+	if resp, err = s.startTLS(p, resp); err != nil {
 		return err
 	}
 	user, auth, err := parseHandshakeResponse(resp)
@@ -384,6 +422,63 @@ func (s *source) serve(c net.Conn) error {
 		}
 	}
 }
+
+// errPlainReplica: a replica logged in without TLS while the source
+// requires it.
+var errPlainReplica = errors.New("a replica logged in without TLS, which the source requires (the target was told MASTER_SSL=1: is its server built without TLS, or is another client connecting?)")
+
+// sslRequestLen is the length of the SSL request packet: the handshake
+// response's fixed part (capabilities, max packet, charset, filler) alone.
+const sslRequestLen = 32
+
+// startTLS handles the client's first packet when the source speaks TLS:
+// an SSL request (CLIENT_SSL, 32 bytes) is followed by the TLS handshake on
+// the connection and then the real handshake response, which it returns.
+// A full handshake response instead (a replica told MASTER_SSL=0, or a
+// client without TLS) is refused with an error packet and recorded. With
+// no TLS it returns resp as it is.
+func (s *source) startTLS(p *pconn, resp []byte) ([]byte, error) {
+	if s.tls == nil {
+		return resp, nil
+	}
+	if len(resp) < 4 || binary.LittleEndian.Uint32(resp)&capSSL == 0 || len(resp) != sslRequestLen {
+		err := s.refuse(errPlainReplica)
+		return nil, errors.Join(err, p.errPacket(erAccessDeniedNum, "Access denied: the Tidemark replication source requires TLS (CHANGE MASTER ... MASTER_SSL=1)"))
+	}
+	// The client sends its TLS ClientHello right after the SSL request,
+	// so the reader may hold some of it already: TLS reads through it.
+	raw := &bufferedConn{Conn: p.c, r: p.r}
+	tc := tls.Server(raw, s.tls.cfg)
+	_ = p.c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := tc.HandshakeContext(s.ctx); err != nil {
+		if s.ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, s.refuse(fmt.Errorf("the TLS handshake with the target's replica failed on the source's side: %w", err))
+	}
+	_ = p.c.SetDeadline(time.Time{})
+	s.tlsSessions.Add(1)
+	s.tlsVersion.Store(uint32(tc.ConnectionState().Version))
+	p.r = bufio.NewReader(tc)
+	p.w = bufio.NewWriterSize(tc, 256<<10)
+	resp, err := p.readPacket()
+	if err != nil {
+		return nil, err
+	}
+	if len(resp) < 4 || binary.LittleEndian.Uint32(resp)&capSSL == 0 {
+		return nil, p.errPacket(erAccessDeniedNum, "bad handshake: CLIENT_SSL dropped after the TLS handshake")
+	}
+	return resp, nil
+}
+
+// bufferedConn reads a connection through the bufio.Reader that already
+// holds its next bytes.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 func parseHandshakeResponse(b []byte) (user string, auth []byte, err error) {
 	if len(b) < 32 {

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -377,25 +378,43 @@ func TestReceiverReconnects(t *testing.T) {
 	src.Exec(t, "FLUSH BINARY LOGS", "UPDATE b.n SET v = v + 1", "INSERT INTO b.n SELECT v FROM b.n WHERE v < 10")
 	end := record(t, "end", src.DB(t))
 	files := snapshotFiles(t, binlogFiles(t, src), "")
-	var sent, cuts atomic.Int64
-	testHookCut = func() bool {
-		// Cut twice: inside a transaction of the first file, and again
-		// right after the reconnect.
-		n := sent.Add(1)
-		if n == 101 || n == 140 {
-			cuts.Add(1)
-			return true
-		}
-		return false
-	}
-	var dumps atomic.Int64
-	testHookDumps = func(n int64) { dumps.Store(n) }
 	defer func() { testHookCut, testHookDumps = nil, nil }()
-	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "reconnect-dst"})
-	apply(t, Params{DSN: dst.DSN, Files: files, Method: MethodReplication, Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	sumsEqual(t, "after reconnects", testenv.Checksums(t, dst.DB(t)), end.sums)
-	if cuts.Load() != 2 || dumps.Load() < 3 {
-		t.Errorf("%d cuts, %d dumps served; want 2 cuts and 3 dumps", cuts.Load(), dumps.Load())
+	// Over TLS too: a cut TLS session is a network failure to reconnect
+	// from, not a TLS refusal that ends the apply.
+	for _, useTLS := range []bool{false, true} {
+		var sent, cuts atomic.Int64
+		testHookCut = func() bool {
+			// Cut twice: inside a transaction of the first file, and again
+			// right after the reconnect.
+			n := sent.Add(1)
+			if n == 101 || n == 140 {
+				cuts.Add(1)
+				return true
+			}
+			return false
+		}
+		var dumps atomic.Int64
+		testHookDumps = func(n int64) { dumps.Store(n) }
+		p := Params{Files: files, Method: MethodReplication, Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		if useTLS {
+			dst, _ := testenv.StartMariaDBTLS(t, testenv.MariaDBOptions{Name: "reconnect-tls-dst"})
+			p.DSN, p.TLS = dst.DSN, SourceTLS{Mode: TLSOn}
+		} else {
+			p.DSN = testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "reconnect-dst"}).DSN
+		}
+		res := apply(t, p)
+		db, err := sql.Open("mysql", p.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sumsEqual(t, fmt.Sprintf("after reconnects (TLS %v)", useTLS), testenv.Checksums(t, db), end.sums)
+		_ = db.Close()
+		if cuts.Load() != 2 || dumps.Load() < 3 {
+			t.Errorf("TLS %v: %d cuts, %d dumps served; want 2 cuts and 3 dumps", useTLS, cuts.Load(), dumps.Load())
+		}
+		if useTLS && (res.TLS == nil || res.TLS.Sessions < 3) {
+			t.Errorf("TLS: %+v, want a TLS session per dump", res.TLS)
+		}
 	}
 }
 

@@ -290,6 +290,60 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{3}
 }
 
+// ServeTLS is whether the roll-forward's replication source speaks TLS.
+type ServeTLS int32
+
+const (
+	// Auto: TLS when the target's DSN uses TLS (an ssl-mode other than
+	// disabled), or when a certificate is given.
+	ServeTLS_SERVE_TLS_UNSPECIFIED ServeTLS = 0
+	// Always; a replica that logs in without TLS is refused.
+	ServeTLS_SERVE_TLS_ON ServeTLS = 1
+	// Plain text (a trusted network only).
+	ServeTLS_SERVE_TLS_OFF ServeTLS = 2
+)
+
+// Enum value maps for ServeTLS.
+var (
+	ServeTLS_name = map[int32]string{
+		0: "SERVE_TLS_UNSPECIFIED",
+		1: "SERVE_TLS_ON",
+		2: "SERVE_TLS_OFF",
+	}
+	ServeTLS_value = map[string]int32{
+		"SERVE_TLS_UNSPECIFIED": 0,
+		"SERVE_TLS_ON":          1,
+		"SERVE_TLS_OFF":         2,
+	}
+)
+
+func (x ServeTLS) Enum() *ServeTLS {
+	p := new(ServeTLS)
+	*p = x
+	return p
+}
+
+func (x ServeTLS) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ServeTLS) Descriptor() protoreflect.EnumDescriptor {
+	return file_tidemark_v1_catalog_proto_enumTypes[4].Descriptor()
+}
+
+func (ServeTLS) Type() protoreflect.EnumType {
+	return &file_tidemark_v1_catalog_proto_enumTypes[4]
+}
+
+func (x ServeTLS) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ServeTLS.Descriptor instead.
+func (ServeTLS) EnumDescriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{4}
+}
+
 // Capabilities is what an agent's probes found about one server and its host:
 // the input of engine selection.
 type Capabilities struct {
@@ -1717,9 +1771,23 @@ type RestoreParams struct {
 	// Logical restores: afterwards read the restored tables back and compare
 	// them with the backup's row checksums; the job fails naming every table
 	// that differs.
-	Verify        bool `protobuf:"varint,21,opt,name=verify,proto3" json:"verify,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Verify bool `protobuf:"varint,21,opt,name=verify,proto3" json:"verify,omitempty"`
+	// Point-in-time restores: TLS on the connection the target's replica
+	// opens to the agent's replication source during the roll-forward.
+	// Unspecified is auto: TLS when the instance's DSN uses TLS.
+	ServeTls ServeTLS `protobuf:"varint,40,opt,name=serve_tls,json=serveTls,proto3,enum=tidemark.v1.ServeTLS" json:"serve_tls,omitempty"`
+	// The source's certificate (PEM, leaf first) and key: absolute paths on
+	// the agent's host. Empty: an ephemeral self-signed pair per restore.
+	ServeTlsCertFile string `protobuf:"bytes,41,opt,name=serve_tls_cert_file,json=serveTlsCertFile,proto3" json:"serve_tls_cert_file,omitempty"`
+	ServeTlsKeyFile  string `protobuf:"bytes,42,opt,name=serve_tls_key_file,json=serveTlsKeyFile,proto3" json:"serve_tls_key_file,omitempty"`
+	// The CA that signed serve_tls_cert_file: an absolute path on the
+	// target server's host, which the target verifies the source by (chain
+	// and host name). Empty with a certificate given: encrypted, the source
+	// not verified. An ephemeral certificate needs none: the agent writes
+	// it to a file the target on its loopback reads.
+	ServeTlsCaFile string `protobuf:"bytes,43,opt,name=serve_tls_ca_file,json=serveTlsCaFile,proto3" json:"serve_tls_ca_file,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RestoreParams) Reset() {
@@ -1875,6 +1943,34 @@ func (x *RestoreParams) GetVerify() bool {
 		return x.Verify
 	}
 	return false
+}
+
+func (x *RestoreParams) GetServeTls() ServeTLS {
+	if x != nil {
+		return x.ServeTls
+	}
+	return ServeTLS_SERVE_TLS_UNSPECIFIED
+}
+
+func (x *RestoreParams) GetServeTlsCertFile() string {
+	if x != nil {
+		return x.ServeTlsCertFile
+	}
+	return ""
+}
+
+func (x *RestoreParams) GetServeTlsKeyFile() string {
+	if x != nil {
+		return x.ServeTlsKeyFile
+	}
+	return ""
+}
+
+func (x *RestoreParams) GetServeTlsCaFile() string {
+	if x != nil {
+		return x.ServeTlsCaFile
+	}
+	return ""
 }
 
 type isRestoreParams_StopAt interface {
@@ -4846,7 +4942,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x0eBinlogPosition\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x1a\n" +
 	"\bposition\x18\x02 \x01(\x04R\bposition\x12\x1b\n" +
-	"\tserver_id\x18\x03 \x01(\rR\bserverId\"\x82\x06\n" +
+	"\tserver_id\x18\x03 \x01(\rR\bserverId\"\xbd\a\n" +
 	"\rRestoreParams\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12'\n" +
 	"\x0ftarget_instance\x18\x02 \x01(\tR\x0etargetInstance\x12%\n" +
@@ -4865,7 +4961,11 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\rinclude_users\x18\r \x01(\bR\fincludeUsers\x12'\n" +
 	"\x0fsource_instance\x18\x0e \x01(\tR\x0esourceInstance\x12\x1b\n" +
 	"\tno_binlog\x18\x14 \x01(\bR\bnoBinlog\x12\x16\n" +
-	"\x06verify\x18\x15 \x01(\bR\x06verify\x1aB\n" +
+	"\x06verify\x18\x15 \x01(\bR\x06verify\x122\n" +
+	"\tserve_tls\x18( \x01(\x0e2\x15.tidemark.v1.ServeTLSR\bserveTls\x12-\n" +
+	"\x13serve_tls_cert_file\x18) \x01(\tR\x10serveTlsCertFile\x12+\n" +
+	"\x12serve_tls_key_file\x18* \x01(\tR\x0fserveTlsKeyFile\x12)\n" +
+	"\x11serve_tls_ca_file\x18+ \x01(\tR\x0eserveTlsCaFile\x1aB\n" +
 	"\x14RenameDatabasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
@@ -5166,7 +5266,11 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n" +
 	"\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n" +
 	"\x10JOB_STATE_FAILED\x10\x05\x12\x17\n" +
-	"\x13JOB_STATE_CANCELLED\x10\x06BFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
+	"\x13JOB_STATE_CANCELLED\x10\x06*J\n" +
+	"\bServeTLS\x12\x19\n" +
+	"\x15SERVE_TLS_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fSERVE_TLS_ON\x10\x01\x12\x11\n" +
+	"\rSERVE_TLS_OFF\x10\x02BFZDgithub.com/tidemark-backup/tidemark/proto/gen/tidemark/v1;tidemarkv1b\x06proto3"
 
 var (
 	file_tidemark_v1_catalog_proto_rawDescOnce sync.Once
@@ -5180,189 +5284,191 @@ func file_tidemark_v1_catalog_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_catalog_proto_rawDescData
 }
 
-var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(Filesystem)(0),               // 0: tidemark.v1.Filesystem
 	(BackupStatus)(0),             // 1: tidemark.v1.BackupStatus
 	(JobKind)(0),                  // 2: tidemark.v1.JobKind
 	(JobState)(0),                 // 3: tidemark.v1.JobState
-	(*Capabilities)(nil),          // 4: tidemark.v1.Capabilities
-	(*EngineVolume)(nil),          // 5: tidemark.v1.EngineVolume
-	(*EngineVerdict)(nil),         // 6: tidemark.v1.EngineVerdict
-	(*EngineDecision)(nil),        // 7: tidemark.v1.EngineDecision
-	(*EngineChange)(nil),          // 8: tidemark.v1.EngineChange
-	(*Agent)(nil),                 // 9: tidemark.v1.Agent
-	(*Instance)(nil),              // 10: tidemark.v1.Instance
-	(*Backup)(nil),                // 11: tidemark.v1.Backup
-	(*BackupPin)(nil),             // 12: tidemark.v1.BackupPin
-	(*BackupCopy)(nil),            // 13: tidemark.v1.BackupCopy
-	(*BackupParams)(nil),          // 14: tidemark.v1.BackupParams
-	(*BinlogPosition)(nil),        // 15: tidemark.v1.BinlogPosition
-	(*RestoreParams)(nil),         // 16: tidemark.v1.RestoreParams
-	(*BinlogStreamParams)(nil),    // 17: tidemark.v1.BinlogStreamParams
-	(*BinlogSource)(nil),          // 18: tidemark.v1.BinlogSource
-	(*StreamWatermark)(nil),       // 19: tidemark.v1.StreamWatermark
-	(*BinlogStream)(nil),          // 20: tidemark.v1.BinlogStream
-	(*JobProgress)(nil),           // 21: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 22: tidemark.v1.JobResult
-	(*JobAttempt)(nil),            // 23: tidemark.v1.JobAttempt
-	(*Job)(nil),                   // 24: tidemark.v1.Job
-	(*CopyParams)(nil),            // 25: tidemark.v1.CopyParams
-	(*ExpireParams)(nil),          // 26: tidemark.v1.ExpireParams
-	(*ReconcileParams)(nil),       // 27: tidemark.v1.ReconcileParams
-	(*ReconcileTarget)(nil),       // 28: tidemark.v1.ReconcileTarget
-	(*ExpireTarget)(nil),          // 29: tidemark.v1.ExpireTarget
-	(*MemberRecord)(nil),          // 30: tidemark.v1.MemberRecord
-	(*CatalogSnapshot)(nil),       // 31: tidemark.v1.CatalogSnapshot
-	(*IdempotencyRecord)(nil),     // 32: tidemark.v1.IdempotencyRecord
-	(*RetentionRules)(nil),        // 33: tidemark.v1.RetentionRules
-	(*CopyTarget)(nil),            // 34: tidemark.v1.CopyTarget
-	(*PolicySchedule)(nil),        // 35: tidemark.v1.PolicySchedule
-	(*PolicyBinlog)(nil),          // 36: tidemark.v1.PolicyBinlog
-	(*PolicyConcurrency)(nil),     // 37: tidemark.v1.PolicyConcurrency
-	(*PolicySpec)(nil),            // 38: tidemark.v1.PolicySpec
-	(*Policy)(nil),                // 39: tidemark.v1.Policy
-	(*ScheduleSkip)(nil),          // 40: tidemark.v1.ScheduleSkip
-	(*AccessToken)(nil),           // 41: tidemark.v1.AccessToken
-	(*JoinToken)(nil),             // 42: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 43: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 44: tidemark.v1.ClusterCA
-	(*AuditRecord)(nil),           // 45: tidemark.v1.AuditRecord
-	nil,                           // 46: tidemark.v1.Agent.LabelsEntry
-	nil,                           // 47: tidemark.v1.Instance.LabelsEntry
-	nil,                           // 48: tidemark.v1.Backup.LabelsEntry
-	nil,                           // 49: tidemark.v1.BackupParams.LabelsEntry
-	nil,                           // 50: tidemark.v1.RestoreParams.RenameDatabasesEntry
-	nil,                           // 51: tidemark.v1.AuditRecord.FlagsEntry
-	(*timestamppb.Timestamp)(nil), // 52: google.protobuf.Timestamp
-	(*ServerInfo)(nil),            // 53: tidemark.v1.ServerInfo
-	(*ConsistencyPoint)(nil),      // 54: tidemark.v1.ConsistencyPoint
-	(*LeaseToken)(nil),            // 55: tidemark.v1.LeaseToken
-	(*durationpb.Duration)(nil),   // 56: google.protobuf.Duration
-	(*anypb.Any)(nil),             // 57: google.protobuf.Any
+	(ServeTLS)(0),                 // 4: tidemark.v1.ServeTLS
+	(*Capabilities)(nil),          // 5: tidemark.v1.Capabilities
+	(*EngineVolume)(nil),          // 6: tidemark.v1.EngineVolume
+	(*EngineVerdict)(nil),         // 7: tidemark.v1.EngineVerdict
+	(*EngineDecision)(nil),        // 8: tidemark.v1.EngineDecision
+	(*EngineChange)(nil),          // 9: tidemark.v1.EngineChange
+	(*Agent)(nil),                 // 10: tidemark.v1.Agent
+	(*Instance)(nil),              // 11: tidemark.v1.Instance
+	(*Backup)(nil),                // 12: tidemark.v1.Backup
+	(*BackupPin)(nil),             // 13: tidemark.v1.BackupPin
+	(*BackupCopy)(nil),            // 14: tidemark.v1.BackupCopy
+	(*BackupParams)(nil),          // 15: tidemark.v1.BackupParams
+	(*BinlogPosition)(nil),        // 16: tidemark.v1.BinlogPosition
+	(*RestoreParams)(nil),         // 17: tidemark.v1.RestoreParams
+	(*BinlogStreamParams)(nil),    // 18: tidemark.v1.BinlogStreamParams
+	(*BinlogSource)(nil),          // 19: tidemark.v1.BinlogSource
+	(*StreamWatermark)(nil),       // 20: tidemark.v1.StreamWatermark
+	(*BinlogStream)(nil),          // 21: tidemark.v1.BinlogStream
+	(*JobProgress)(nil),           // 22: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 23: tidemark.v1.JobResult
+	(*JobAttempt)(nil),            // 24: tidemark.v1.JobAttempt
+	(*Job)(nil),                   // 25: tidemark.v1.Job
+	(*CopyParams)(nil),            // 26: tidemark.v1.CopyParams
+	(*ExpireParams)(nil),          // 27: tidemark.v1.ExpireParams
+	(*ReconcileParams)(nil),       // 28: tidemark.v1.ReconcileParams
+	(*ReconcileTarget)(nil),       // 29: tidemark.v1.ReconcileTarget
+	(*ExpireTarget)(nil),          // 30: tidemark.v1.ExpireTarget
+	(*MemberRecord)(nil),          // 31: tidemark.v1.MemberRecord
+	(*CatalogSnapshot)(nil),       // 32: tidemark.v1.CatalogSnapshot
+	(*IdempotencyRecord)(nil),     // 33: tidemark.v1.IdempotencyRecord
+	(*RetentionRules)(nil),        // 34: tidemark.v1.RetentionRules
+	(*CopyTarget)(nil),            // 35: tidemark.v1.CopyTarget
+	(*PolicySchedule)(nil),        // 36: tidemark.v1.PolicySchedule
+	(*PolicyBinlog)(nil),          // 37: tidemark.v1.PolicyBinlog
+	(*PolicyConcurrency)(nil),     // 38: tidemark.v1.PolicyConcurrency
+	(*PolicySpec)(nil),            // 39: tidemark.v1.PolicySpec
+	(*Policy)(nil),                // 40: tidemark.v1.Policy
+	(*ScheduleSkip)(nil),          // 41: tidemark.v1.ScheduleSkip
+	(*AccessToken)(nil),           // 42: tidemark.v1.AccessToken
+	(*JoinToken)(nil),             // 43: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 44: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 45: tidemark.v1.ClusterCA
+	(*AuditRecord)(nil),           // 46: tidemark.v1.AuditRecord
+	nil,                           // 47: tidemark.v1.Agent.LabelsEntry
+	nil,                           // 48: tidemark.v1.Instance.LabelsEntry
+	nil,                           // 49: tidemark.v1.Backup.LabelsEntry
+	nil,                           // 50: tidemark.v1.BackupParams.LabelsEntry
+	nil,                           // 51: tidemark.v1.RestoreParams.RenameDatabasesEntry
+	nil,                           // 52: tidemark.v1.AuditRecord.FlagsEntry
+	(*timestamppb.Timestamp)(nil), // 53: google.protobuf.Timestamp
+	(*ServerInfo)(nil),            // 54: tidemark.v1.ServerInfo
+	(*ConsistencyPoint)(nil),      // 55: tidemark.v1.ConsistencyPoint
+	(*LeaseToken)(nil),            // 56: tidemark.v1.LeaseToken
+	(*durationpb.Duration)(nil),   // 57: google.protobuf.Duration
+	(*anypb.Any)(nil),             // 58: google.protobuf.Any
 }
 var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	0,   // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
-	52,  // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
-	5,   // 2: tidemark.v1.Capabilities.volumes:type_name -> tidemark.v1.EngineVolume
+	53,  // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
+	6,   // 2: tidemark.v1.Capabilities.volumes:type_name -> tidemark.v1.EngineVolume
 	0,   // 3: tidemark.v1.EngineVolume.filesystem:type_name -> tidemark.v1.Filesystem
-	6,   // 4: tidemark.v1.EngineDecision.verdicts:type_name -> tidemark.v1.EngineVerdict
-	52,  // 5: tidemark.v1.EngineDecision.decided_at:type_name -> google.protobuf.Timestamp
-	52,  // 6: tidemark.v1.EngineDecision.probed_at:type_name -> google.protobuf.Timestamp
-	52,  // 7: tidemark.v1.EngineChange.at:type_name -> google.protobuf.Timestamp
-	46,  // 8: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
-	4,   // 9: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
-	52,  // 10: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	52,  // 11: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
-	47,  // 12: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
-	4,   // 13: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
-	53,  // 14: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
-	52,  // 15: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
-	20,  // 16: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
-	7,   // 17: tidemark.v1.Instance.engine_decision:type_name -> tidemark.v1.EngineDecision
-	8,   // 18: tidemark.v1.Instance.engine_changes:type_name -> tidemark.v1.EngineChange
+	7,   // 4: tidemark.v1.EngineDecision.verdicts:type_name -> tidemark.v1.EngineVerdict
+	53,  // 5: tidemark.v1.EngineDecision.decided_at:type_name -> google.protobuf.Timestamp
+	53,  // 6: tidemark.v1.EngineDecision.probed_at:type_name -> google.protobuf.Timestamp
+	53,  // 7: tidemark.v1.EngineChange.at:type_name -> google.protobuf.Timestamp
+	47,  // 8: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
+	5,   // 9: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
+	53,  // 10: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	53,  // 11: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
+	48,  // 12: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
+	5,   // 13: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
+	54,  // 14: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
+	53,  // 15: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	21,  // 16: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
+	8,   // 17: tidemark.v1.Instance.engine_decision:type_name -> tidemark.v1.EngineDecision
+	9,   // 18: tidemark.v1.Instance.engine_changes:type_name -> tidemark.v1.EngineChange
 	1,   // 19: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
-	52,  // 20: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	52,  // 21: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	54,  // 22: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
-	55,  // 23: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
-	48,  // 24: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
-	12,  // 25: tidemark.v1.Backup.pin:type_name -> tidemark.v1.BackupPin
-	52,  // 26: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
-	13,  // 27: tidemark.v1.Backup.copies:type_name -> tidemark.v1.BackupCopy
-	52,  // 28: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
-	52,  // 29: tidemark.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
-	52,  // 30: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
-	52,  // 31: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
-	52,  // 32: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
-	49,  // 33: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	52,  // 34: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
-	15,  // 35: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	50,  // 36: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
-	56,  // 37: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
-	18,  // 38: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
-	52,  // 39: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
-	52,  // 40: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
-	55,  // 41: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
-	19,  // 42: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
-	52,  // 43: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
-	52,  // 44: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
-	52,  // 45: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	55,  // 46: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
-	52,  // 47: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
-	52,  // 48: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
-	2,   // 49: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
-	3,   // 50: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	55,  // 51: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	52,  // 52: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	52,  // 53: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	52,  // 54: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	21,  // 55: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
-	22,  // 56: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
-	23,  // 57: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
-	52,  // 58: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
-	52,  // 59: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
-	55,  // 60: tidemark.v1.Job.stopping_lease:type_name -> tidemark.v1.LeaseToken
-	52,  // 61: tidemark.v1.Job.stopping_until:type_name -> google.protobuf.Timestamp
-	14,  // 62: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
-	16,  // 63: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
-	17,  // 64: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
-	25,  // 65: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
-	26,  // 66: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
-	27,  // 67: tidemark.v1.Job.reconcile:type_name -> tidemark.v1.ReconcileParams
-	52,  // 68: tidemark.v1.Job.orphans_swept_at:type_name -> google.protobuf.Timestamp
-	29,  // 69: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
-	52,  // 70: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
-	28,  // 71: tidemark.v1.ReconcileParams.targets:type_name -> tidemark.v1.ReconcileTarget
-	55,  // 72: tidemark.v1.ReconcileTarget.fence:type_name -> tidemark.v1.LeaseToken
-	55,  // 73: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
-	52,  // 74: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
-	9,   // 75: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
-	10,  // 76: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
-	11,  // 77: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
-	24,  // 78: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
-	30,  // 79: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
-	20,  // 80: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
-	42,  // 81: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
-	43,  // 82: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
-	44,  // 83: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
-	45,  // 84: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
-	41,  // 85: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
-	39,  // 86: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
-	40,  // 87: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
-	32,  // 88: tidemark.v1.CatalogSnapshot.idempotency_keys:type_name -> tidemark.v1.IdempotencyRecord
-	52,  // 89: tidemark.v1.IdempotencyRecord.recorded_at:type_name -> google.protobuf.Timestamp
-	57,  // 90: tidemark.v1.IdempotencyRecord.result:type_name -> google.protobuf.Any
-	56,  // 91: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
-	33,  // 92: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
-	56,  // 93: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
-	56,  // 94: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
-	56,  // 95: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
-	35,  // 96: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
-	36,  // 97: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
-	33,  // 98: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
-	34,  // 99: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
-	37,  // 100: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
-	38,  // 101: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
-	52,  // 102: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	52,  // 103: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
-	39,  // 104: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
-	52,  // 105: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
-	52,  // 106: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
-	52,  // 107: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
-	52,  // 108: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
-	52,  // 109: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
-	52,  // 110: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	52,  // 111: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	52,  // 112: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	52,  // 113: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
-	51,  // 114: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
-	115, // [115:115] is the sub-list for method output_type
-	115, // [115:115] is the sub-list for method input_type
-	115, // [115:115] is the sub-list for extension type_name
-	115, // [115:115] is the sub-list for extension extendee
-	0,   // [0:115] is the sub-list for field type_name
+	53,  // 20: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	53,  // 21: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	55,  // 22: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
+	56,  // 23: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
+	49,  // 24: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
+	13,  // 25: tidemark.v1.Backup.pin:type_name -> tidemark.v1.BackupPin
+	53,  // 26: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
+	14,  // 27: tidemark.v1.Backup.copies:type_name -> tidemark.v1.BackupCopy
+	53,  // 28: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
+	53,  // 29: tidemark.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
+	53,  // 30: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
+	53,  // 31: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
+	53,  // 32: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
+	50,  // 33: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
+	53,  // 34: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	16,  // 35: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
+	51,  // 36: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
+	4,   // 37: tidemark.v1.RestoreParams.serve_tls:type_name -> tidemark.v1.ServeTLS
+	57,  // 38: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
+	19,  // 39: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
+	53,  // 40: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
+	53,  // 41: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
+	56,  // 42: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
+	20,  // 43: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
+	53,  // 44: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
+	53,  // 45: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
+	53,  // 46: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	56,  // 47: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	53,  // 48: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	53,  // 49: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	2,   // 50: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
+	3,   // 51: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
+	56,  // 52: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	53,  // 53: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	53,  // 54: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	53,  // 55: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	22,  // 56: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
+	23,  // 57: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
+	24,  // 58: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
+	53,  // 59: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	53,  // 60: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
+	56,  // 61: tidemark.v1.Job.stopping_lease:type_name -> tidemark.v1.LeaseToken
+	53,  // 62: tidemark.v1.Job.stopping_until:type_name -> google.protobuf.Timestamp
+	15,  // 63: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
+	17,  // 64: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
+	18,  // 65: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
+	26,  // 66: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
+	27,  // 67: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
+	28,  // 68: tidemark.v1.Job.reconcile:type_name -> tidemark.v1.ReconcileParams
+	53,  // 69: tidemark.v1.Job.orphans_swept_at:type_name -> google.protobuf.Timestamp
+	30,  // 70: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
+	53,  // 71: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
+	29,  // 72: tidemark.v1.ReconcileParams.targets:type_name -> tidemark.v1.ReconcileTarget
+	56,  // 73: tidemark.v1.ReconcileTarget.fence:type_name -> tidemark.v1.LeaseToken
+	56,  // 74: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
+	53,  // 75: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	10,  // 76: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
+	11,  // 77: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
+	12,  // 78: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
+	25,  // 79: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
+	31,  // 80: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
+	21,  // 81: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
+	43,  // 82: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
+	44,  // 83: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
+	45,  // 84: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
+	46,  // 85: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
+	42,  // 86: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
+	40,  // 87: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
+	41,  // 88: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
+	33,  // 89: tidemark.v1.CatalogSnapshot.idempotency_keys:type_name -> tidemark.v1.IdempotencyRecord
+	53,  // 90: tidemark.v1.IdempotencyRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	58,  // 91: tidemark.v1.IdempotencyRecord.result:type_name -> google.protobuf.Any
+	57,  // 92: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
+	34,  // 93: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
+	57,  // 94: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
+	57,  // 95: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
+	57,  // 96: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
+	36,  // 97: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
+	37,  // 98: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
+	34,  // 99: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
+	35,  // 100: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
+	38,  // 101: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
+	39,  // 102: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
+	53,  // 103: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	53,  // 104: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
+	40,  // 105: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
+	53,  // 106: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
+	53,  // 107: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
+	53,  // 108: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
+	53,  // 109: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
+	53,  // 110: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
+	53,  // 111: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	53,  // 112: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	53,  // 113: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	53,  // 114: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	52,  // 115: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
+	116, // [116:116] is the sub-list for method output_type
+	116, // [116:116] is the sub-list for method input_type
+	116, // [116:116] is the sub-list for extension type_name
+	116, // [116:116] is the sub-list for extension extendee
+	0,   // [0:116] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }
@@ -5389,7 +5495,7 @@ func file_tidemark_v1_catalog_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_catalog_proto_rawDesc), len(file_tidemark_v1_catalog_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   0,
