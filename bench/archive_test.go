@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -54,6 +55,21 @@ func resetPeakRSS(b *testing.B) {
 	runtime.GC()
 	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
 		b.Logf("cannot reset peak RSS (%v); figures include earlier runs", err)
+	}
+}
+
+// reportCPU reports this process's CPU-seconds per GB moved since before
+// (every thread: on the relay that is the agent's and the controller's
+// side together) and what the rest of the machine used meanwhile, in CPUs.
+// On a shared machine the MB/s of one run swing with other work; the
+// CPU-seconds per GB hardly do, so a change's cost is read from them.
+func reportCPU(b *testing.B, before cpuSnapshot, start time.Time, bytes int64) {
+	after := takeCPUSnapshot(0)
+	self := (after.self - before.self).Seconds()
+	b.ReportMetric(self/(float64(bytes)/1e9), "cpu-s/GB")
+	if wall := time.Since(start).Seconds(); wall > 0 {
+		others := (after.busy - before.busy).Seconds() - self
+		b.ReportMetric(max(0, others)/wall, "others-CPUs")
 	}
 }
 
@@ -131,6 +147,7 @@ func BenchmarkArchive(b *testing.B) {
 			b.ReportAllocs()
 			resetPeakRSS(b)
 			b.ResetTimer()
+			cpu0, start := takeCPUSnapshot(0), time.Now()
 			for i := 0; i < b.N; i++ {
 				_, err := r.WithBackup(ctx, archive.BackupOptions{Engine: "bench", Compression: "none"}, func(ctx context.Context, bk *archive.Backup) error {
 					w, err := bk.Stream("data", nil)
@@ -147,6 +164,7 @@ func BenchmarkArchive(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			reportCPU(b, cpu0, start, int64(b.N)*size)
 			b.ReportMetric(peakRSSMiB(b), "peak-RSS-MiB")
 		})
 		b.Run("write/"+tg.name, func(b *testing.B) {
@@ -164,6 +182,7 @@ func BenchmarkArchive(b *testing.B) {
 			b.ReportAllocs()
 			resetPeakRSS(b)
 			b.ResetTimer()
+			cpu0, start := takeCPUSnapshot(0), time.Now()
 			for i := 0; i < b.N; i++ {
 				m, err := repo.WithBackup(ctx, archive.BackupOptions{Engine: "bench"}, func(ctx context.Context, bk *archive.Backup) error {
 					w, err := bk.Stream("data", nil)
@@ -183,6 +202,7 @@ func BenchmarkArchive(b *testing.B) {
 				b.ReportMetric(float64(m.LogicalBytes)/float64(m.StoredBytes), "ratio")
 			}
 			b.StopTimer()
+			reportCPU(b, cpu0, start, int64(b.N)*size)
 			b.ReportMetric(peakRSSMiB(b), "peak-RSS-MiB")
 		})
 		b.Run("read/"+tg.name, func(b *testing.B) {
@@ -203,6 +223,7 @@ func BenchmarkArchive(b *testing.B) {
 			b.ReportAllocs()
 			resetPeakRSS(b)
 			b.ResetTimer()
+			cpu0, start := takeCPUSnapshot(0), time.Now()
 			for i := 0; i < b.N; i++ {
 				rc, err := fresh.OpenStream(ctx, m, "data", archive.ReadOptions{})
 				if err != nil {
@@ -215,6 +236,7 @@ func BenchmarkArchive(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			reportCPU(b, cpu0, start, int64(b.N)*int64(m.LogicalBytes))
 			b.ReportMetric(peakRSSMiB(b), "peak-RSS-MiB")
 		})
 		if repo != nil {
