@@ -87,7 +87,9 @@ func BenchmarkTLSCost(b *testing.B) {
 	}
 }
 
-// push writes size bytes into w in 32 KiB writes and reads them from r.
+// push writes size bytes into w in 32 KiB writes and reads them from r. A
+// failing end closes its connection, so the other one fails too instead of
+// waiting for bytes that will not come.
 func push(w, r net.Conn, size int64) error {
 	errc := make(chan error, 1)
 	go func() {
@@ -95,6 +97,7 @@ func push(w, r net.Conn, size int64) error {
 		for n := int64(0); n < size; {
 			m := min(int64(len(buf)), size-n)
 			if _, err := w.Write(buf[:m]); err != nil {
+				_ = w.Close()
 				errc <- fmt.Errorf("writing: %w", err)
 				return
 			}
@@ -103,6 +106,10 @@ func push(w, r net.Conn, size int64) error {
 		errc <- nil
 	}()
 	got, rerr := io.CopyBuffer(io.Discard, io.LimitReader(r, size), make([]byte, 32<<10))
+	if rerr != nil {
+		_ = r.Close()
+		rerr = fmt.Errorf("reading: %w", rerr)
+	}
 	werr := <-errc
 	if rerr == nil && got != size {
 		rerr = fmt.Errorf("read %d of %d bytes", got, size)
