@@ -10,7 +10,9 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -57,6 +59,21 @@ func resetPeakRSS(b *testing.B) {
 	}
 }
 
+// reportCPU reports this process's CPU-seconds per GB moved since before
+// (every thread: on the relay that is the agent's and the controller's
+// side together) and what the rest of the machine used meanwhile, in CPUs.
+// On a shared machine the MB/s of one run swing with other work; the
+// CPU-seconds per GB hardly do, so a change's cost is read from them.
+func reportCPU(b *testing.B, before cpuSnapshot, start time.Time, bytes int64) {
+	after := takeCPUSnapshot(0)
+	self := (after.self - before.self).Seconds()
+	b.ReportMetric(self/(float64(bytes)/1e9), "cpu-s/GB")
+	if wall := time.Since(start).Seconds(); wall > 0 {
+		others := (after.busy - before.busy).Seconds() - self
+		b.ReportMetric(max(0, others)/wall, "others-CPUs")
+	}
+}
+
 func peakRSSMiB(b *testing.B) float64 {
 	data, err := os.ReadFile("/proc/self/status")
 	if err != nil {
@@ -71,6 +88,16 @@ func peakRSSMiB(b *testing.B) float64 {
 	}
 	return 0
 }
+
+// passes counts the streams written in this process: each gets its own
+// dumpgen pass, so nothing deduplicates against an earlier one, also with
+// -count N (which repeats a sub-benchmark on the same repository; seeded
+// by the iteration alone, every repeat after the first stored nothing).
+var passes atomic.Uint64
+
+// nextPass is a dumpgen pass not used before in this process (dumpgen
+// stamps 16 bits of it).
+func nextPass() uint64 { return 7777 + passes.Add(1) }
 
 type target struct {
 	name string
@@ -131,13 +158,14 @@ func BenchmarkArchive(b *testing.B) {
 			b.ReportAllocs()
 			resetPeakRSS(b)
 			b.ResetTimer()
+			cpu0, start := takeCPUSnapshot(0), time.Now()
 			for i := 0; i < b.N; i++ {
 				_, err := r.WithBackup(ctx, archive.BackupOptions{Engine: "bench", Compression: "none"}, func(ctx context.Context, bk *archive.Backup) error {
 					w, err := bk.Stream("data", nil)
 					if err != nil {
 						return err
 					}
-					if _, err := io.Copy(w, dumpgen.NewReader(tmpl, size, 7777+uint64(i))); err != nil {
+					if _, err := io.Copy(w, dumpgen.NewReader(tmpl, size, nextPass())); err != nil {
 						return err
 					}
 					return w.Close()
@@ -147,6 +175,7 @@ func BenchmarkArchive(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			reportCPU(b, cpu0, start, int64(b.N)*size)
 			b.ReportMetric(peakRSSMiB(b), "peak-RSS-MiB")
 		})
 		b.Run("write/"+tg.name, func(b *testing.B) {
@@ -164,14 +193,14 @@ func BenchmarkArchive(b *testing.B) {
 			b.ReportAllocs()
 			resetPeakRSS(b)
 			b.ResetTimer()
+			cpu0, start := takeCPUSnapshot(0), time.Now()
 			for i := 0; i < b.N; i++ {
 				m, err := repo.WithBackup(ctx, archive.BackupOptions{Engine: "bench"}, func(ctx context.Context, bk *archive.Backup) error {
 					w, err := bk.Stream("data", nil)
 					if err != nil {
 						return err
 					}
-					// A new pass per iteration: nothing deduplicates.
-					if _, err := io.Copy(w, dumpgen.NewReader(tmpl, size, uint64(i)+uint64(b.N)<<20)); err != nil {
+					if _, err := io.Copy(w, dumpgen.NewReader(tmpl, size, nextPass())); err != nil {
 						return err
 					}
 					return w.Close()
@@ -183,6 +212,7 @@ func BenchmarkArchive(b *testing.B) {
 				b.ReportMetric(float64(m.LogicalBytes)/float64(m.StoredBytes), "ratio")
 			}
 			b.StopTimer()
+			reportCPU(b, cpu0, start, int64(b.N)*size)
 			b.ReportMetric(peakRSSMiB(b), "peak-RSS-MiB")
 		})
 		b.Run("read/"+tg.name, func(b *testing.B) {
@@ -203,6 +233,7 @@ func BenchmarkArchive(b *testing.B) {
 			b.ReportAllocs()
 			resetPeakRSS(b)
 			b.ResetTimer()
+			cpu0, start := takeCPUSnapshot(0), time.Now()
 			for i := 0; i < b.N; i++ {
 				rc, err := fresh.OpenStream(ctx, m, "data", archive.ReadOptions{})
 				if err != nil {
@@ -215,6 +246,7 @@ func BenchmarkArchive(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			reportCPU(b, cpu0, start, int64(b.N)*int64(m.LogicalBytes))
 			b.ReportMetric(peakRSSMiB(b), "peak-RSS-MiB")
 		})
 		if repo != nil {
