@@ -161,7 +161,8 @@ func fakeBackup(t *testing.T) *memArchive {
 	return a
 }
 
-// TestServerKilled kills the source mid-dump and the target mid-load.
+// TestServerKilled kills the source mid-dump and the target mid-load, then
+// restarts the target and resumes the restore.
 func TestServerKilled(t *testing.T) {
 	t.Parallel()
 	src := startMariaDB(t, "kill-src")
@@ -207,6 +208,29 @@ func TestServerKilled(t *testing.T) {
 		t.Fatalf("restore with the target killed: %v", err)
 	}
 	t.Logf("restore error: %v", err)
+
+	// The target restarted (crash recovery): the piece that was loading
+	// rolled back together with its record, the record of what committed
+	// is there, so a fresh restore is refused and Resume ends with the
+	// source's rows, checksums equal.
+	dst.Restart(t)
+	src.Restart(t)
+	ctx := context.Background()
+	if _, err := (&Engine{}).Restore(ctx, engines.RestoreParams{DSN: dst.DSN, Source: full}); !errors.Is(err, ErrTargetNotEmpty) {
+		t.Fatalf("a fresh restore onto the restarted target: %v, want it refused pointing at resume", err)
+	}
+	res, err := (&Engine{}).Restore(ctx, engines.RestoreParams{DSN: dst.DSN, Source: full, Parallel: 1, Resume: true})
+	if err != nil {
+		t.Fatalf("resume after the target's restart: %v", err)
+	}
+	testenv.Compare(t, src.DB(t), dst.DB(t), "k")
+	if vr, err := (&Engine{}).Verify(ctx, engines.VerifyParams{DSN: dst.DSN, Source: full}); err != nil || vr.Tables != 1 || len(vr.Mismatches) != 0 {
+		t.Errorf("verify of the resumed restore: %+v, %v", vr, err)
+	}
+	if got := queryStrings(t, dst.DB(t), "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '"+stateDB+"'"); len(got) != 0 {
+		t.Errorf("the restore's record is left: %v", got)
+	}
+	t.Logf("resumed after the target's restart: %d rows loaded", res.Rows)
 }
 
 // slowSource stalls data streams after their first MiB until unblocked.
