@@ -20,8 +20,12 @@ import (
 // cli: copy the fields, convert the Watermark).
 //
 // Contract: it streams until ctx is cancelled, then flushes what it holds
-// and returns nil; it returns an error when the stream cannot go on (server
-// unreachable, repository failing, binlog purged before it was archived).
+// and returns nil; it returns an error when the stream cannot go on (no
+// server reachable at the start, a server refusing it, the repository
+// failing). engines/binlog.Stream retries a lost connection itself, and
+// records binlog purged before it was archived as a gap in the archive and
+// goes on from the server's oldest binlog, with no error: the agent does
+// not learn of such a gap.
 // The agent then calls it again, after a backoff, with the same params: a
 // new call resumes from what the repository holds, with no gap and no
 // duplicate. OnWatermark is called after each durable flush from the

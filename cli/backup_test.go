@@ -90,6 +90,11 @@ func TestBackupRestoreCommands(t *testing.T) {
 	if code, out, errs = run(t, "verify-restore", id, "--repo", repo, "--to-mysql", dst.DSN, "--rename-db", "shop:shop2"); code != 0 || !strings.Contains(out, "verified: ") {
 		t.Fatalf("verify-restore of an exact restore: %d %q %q", code, out, errs)
 	}
+	var vr map[string]any
+	if code, out, errs = run(t, "verify-restore", id, "--repo", repo, "--to-mysql", dst.DSN, "--rename-db", "shop:shop2", "-o", "json"); code != 0 ||
+		json.Unmarshal([]byte(out), &vr) != nil || vr["backup_id"] != id || vr["tables"] == float64(0) {
+		t.Fatalf("verify-restore -o json of an exact restore: %d %q %q", code, out, errs)
+	}
 	if _, err := dstDB.Exec("UPDATE shop2.customers SET name = CONCAT(name, '!') WHERE id = 7"); err != nil {
 		t.Fatal(err)
 	}

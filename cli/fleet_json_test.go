@@ -97,6 +97,7 @@ func startDevInProcess(t *testing.T, db *testenv.MariaDB) *devFleet {
 			t.Fatalf("dev -o json: %q is %v in %v", k, info[k], info)
 		}
 	}
+	jsonRuns.Store("tidemark dev", true) // its first line parsed above
 	f := &devFleet{addr: info["controller"].(string), creds: info["credentials"].(string), repo: info["repository"].(string), db: db, revoked: revoked}
 	t.Setenv("TIDEMARK_CONTROLLER", f.addr)
 	t.Setenv("TIDEMARK_CREDENTIALS", f.creds)
@@ -273,6 +274,8 @@ func TestFleetJSON(t *testing.T) {
 	mustJSON(t, &obj, "token", "create", "--role", "agent", "-o", "json")
 	wantKeys(t, "token create", obj, "token", "role", "expires_at", "uses")
 	wantRFC3339(t, "token create", obj, "expires_at")
+
+	t.Run("PoliciesRetentionCopies", func(t *testing.T) { testPolicyRetentionJSON(t, f, backupID) })
 
 	// Cluster maintenance on a single node: refused, with the reason.
 	code, _, errs = run(t, "cluster", "transfer-leadership")
@@ -478,5 +481,116 @@ func TestCompletion(t *testing.T) {
 	got, _, _ = complete(t, "backup", "--controller", "10.255.255.1:7400", "--insecure=false", "--instance", "")
 	if took := time.Since(start); len(got) != 0 || took > 3*time.Second {
 		t.Errorf("blackholed controller: candidates %q, took %s", got, took)
+	}
+}
+
+// testPolicyRetentionJSON runs, with -o json, the commands of policies,
+// schedules, status, retention, pins, copies and expiry, engine selection
+// and reconcile against the dev fleet, and checks what each printed.
+// backupID is the fleet's one complete backup so far.
+func testPolicyRetentionJSON(t *testing.T, f *devFleet, backupID string) {
+	// Each command decodes into a new value: json.Unmarshal into a map
+	// keeps the keys an earlier document left.
+	var obj map[string]any
+	var list []map[string]any
+	one := func(args ...string) {
+		t.Helper()
+		obj = nil
+		mustJSON(t, &obj, args...)
+	}
+	many := func(args ...string) {
+		t.Helper()
+		list = nil
+		mustJSON(t, &list, args...)
+	}
+
+	one("engines", "explain", "local", "-o", "json")
+	if obj["instance"] != "local" || obj["chosen"] != "logical" {
+		t.Errorf("engines explain -o json: %v", obj)
+	}
+
+	// A policy selecting the dev agent (env=dev): a daily schedule, so no
+	// run falls due during the test, and a retention that keeps all.
+	file := filepath.Join(t.TempDir(), "json.yaml")
+	if err := os.WriteFile(file, []byte("name: json\nselector: env=dev\nbackups:\n  - schedule: \"@daily\"\nretention: {keep_last: 10}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	one("policy", "apply", "-f", file, "--dry-run", "-o", "json")
+	if chs, _ := obj["changes"].([]any); obj["applied"] != false || len(chs) != 1 {
+		t.Fatalf("policy apply --dry-run -o json: %v", obj)
+	}
+	one("policy", "apply", "-f", file, "-o", "json")
+	if obj["applied"] != true {
+		t.Fatalf("policy apply -o json: %v", obj)
+	}
+	many("policies", "-o", "json")
+	if len(list) != 1 || list[0]["name"] != "json" {
+		t.Errorf("policies -o json: %v", list)
+	}
+	one("policy", "show", "json", "-o", "json")
+	if ins, _ := obj["instances"].([]any); len(ins) != 1 || ins[0] != "local" {
+		t.Errorf("policy show -o json: %v", obj)
+	}
+	one("schedule", "-o", "json")
+	if runs, _ := obj["runs"].([]any); len(runs) == 0 {
+		t.Errorf("schedule -o json: no runs in %v", obj)
+	} else if r, _ := runs[0].(map[string]any); r == nil || r["policy"] != "json" {
+		t.Errorf("schedule -o json: first run %v", runs[0])
+	} else {
+		wantRFC3339(t, "schedule run", r, "scheduled_for")
+	}
+	one("status", "-o", "json")
+	if ps, _ := obj["policies"].([]any); len(ps) != 1 {
+		t.Errorf("status -o json: %v", obj)
+	}
+	many("retention", "plan", "--instance", "local", "--keep-last", "1", "-o", "json")
+	if len(list) != 1 || list[0]["instance"] != "local" {
+		t.Errorf("retention plan -o json: %v", list)
+	}
+	many("retention", "plan", "--policy", "json", "-o", "json")
+	if len(list) != 1 || list[0]["instance"] != "local" {
+		t.Errorf("retention plan --policy -o json: %v", list)
+	}
+	one("retention", "apply", "--policy", "json", "-o", "json")
+	if jobs, ok := obj["job_ids"].([]any); !ok || len(jobs) != 0 {
+		t.Errorf("retention apply -o json (keep_last 10: nothing expires): %v", obj)
+	}
+	one("policy", "delete", "json", "-o", "json")
+	if _, ok := obj["deleted"].(map[string]any); !ok {
+		t.Errorf("policy delete -o json: %v", obj)
+	}
+
+	one("backup", "pin", backupID, "--reason", "audit", "-o", "json")
+	if pin, _ := obj["pin"].(map[string]any); obj["id"] != backupID || pin == nil {
+		t.Errorf("backup pin -o json: %v", obj)
+	}
+	one("backup", "unpin", backupID, "-o", "json")
+	if obj["id"] != backupID || obj["pin"] != nil {
+		t.Errorf("backup unpin -o json: %v", obj)
+	}
+
+	second := "file://" + filepath.Join(t.TempDir(), "second")
+	if code, _, errs := run(t, "repo", "init", "--repo", second); code != 0 {
+		t.Fatalf("repo init %s: %s", second, errs)
+	}
+	one("backup", "copy", backupID, "--to", second, "--wait", "-o", "json")
+	if obj["state"] != "succeeded" || obj["kind"] != "copy" {
+		t.Errorf("backup copy --wait -o json: %v", obj)
+	}
+	many("repo", "reconcile", "--repo", f.repo, "--controller", f.addr, "--dry-run", "-o", "json")
+	for _, e := range list {
+		if e["state"] != "catalog" {
+			t.Errorf("repo reconcile -o json: a manifest not in the catalog: %v", e)
+		}
+	}
+
+	// Expiry needs a newer complete backup (the last one is never expired).
+	one("backup", "--instance", "local", "--wait", "-o", "json")
+	if obj["state"] != "succeeded" {
+		t.Fatalf("second backup: %v", obj)
+	}
+	one("backup", "expire", backupID, "--reason", "json test", "--wait", "-o", "json")
+	if obj["state"] != "succeeded" || obj["kind"] != "expire" {
+		t.Errorf("backup expire --wait -o json: %v", obj)
 	}
 }

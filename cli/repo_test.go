@@ -20,6 +20,7 @@ func run(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := Main(args, strings.NewReader(""), &out, &errb)
+	recordJSON(t, args, code, out.String())
 	return code, out.String(), errb.String()
 }
 

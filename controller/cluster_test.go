@@ -301,11 +301,24 @@ func TestCluster(t *testing.T) {
 	runBackup(t, leader, reconnect(t, a, all), "db1")
 	step("cut-off node refused writes; cluster recovered with leader " + leader.id)
 
-	// Remove a follower through another follower.
+	// Remove a follower through another follower, with the CLI.
 	gone := slices.DeleteFunc(slices.Clone(all), func(n *node) bool { return n == leader })
-	rm, err := gone[1].conn.Control.RemoveMember(context.Background(), &v1.RemoveMemberRequest{Id: gone[0].id})
-	if err != nil || len(rm.GetMembers()) != 2 {
-		t.Fatalf("RemoveMember: %v, %v", rm, err)
+	admin := testCA(t).Files(t, testenv.Admin())
+	out, errOut, code := run(t, 20*time.Second, "cluster", "remove-member", gone[0].id, "--controller", gone[1].grpcAddr, "-o", "json",
+		"--tls-ca", admin.CA, "--tls-cert", admin.Cert, "--tls-key", admin.Key)
+	var rm struct {
+		Removed string `json:"removed"`
+		Members []struct {
+			ID string `json:"id"`
+		} `json:"members"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &rm) != nil || rm.Removed != gone[0].id || len(rm.Members) != 2 {
+		t.Fatalf("cluster remove-member %s -o json: exit %d: %q %s", gone[0].id, code, out, errOut)
+	}
+	for _, m := range rm.Members {
+		if m.ID == gone[0].id {
+			t.Fatalf("cluster remove-member %s -o json: still a member: %q", gone[0].id, out)
+		}
 	}
 	gone[0].Kill()
 	leaderOf(t, []*node{leader, gone[1]}, 2, 10*time.Second)

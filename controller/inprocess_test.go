@@ -13,8 +13,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/client"
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -24,7 +26,8 @@ import (
 // and backup id; when the paused agent wakes up, its old attempt is told to
 // stop and its result is refused, and exactly one backup is recorded.
 func TestLeaseFencing(t *testing.T) {
-	srv, c := startInProcess(t, nil)
+	reg := metrics.New()
+	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.Metrics = reg })
 	a, err := connectAgent(t, []string{srv.Addr()}, "db1")
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +58,14 @@ func TestLeaseFencing(t *testing.T) {
 	if pa := j.GetPreviousAttempts(); len(pa) != 1 || pa[0].GetError() != "lease expired: agent db1 stopped heartbeating" {
 		t.Fatalf("previous attempts %v", pa)
 	}
+	// The leader counts the expiry (tidemark_lease_expiries_total), right
+	// after the entry that a client may see applied first.
+	testenv.WaitFor(t, "the lease expiry counted", 5*time.Second, func() error {
+		if n := counterValue(t, reg, "tidemark_lease_expiries_total"); n != 1 {
+			return fmt.Errorf("tidemark_lease_expiries_total = %v after one expiry, want 1", n)
+		}
+		return nil
+	})
 
 	// It wakes up, reconnects and says it still runs attempt 1.
 	a.close()
@@ -274,4 +285,24 @@ func TestFailoverInProcess(t *testing.T) {
 	if j.GetAttempt() != 1 {
 		t.Fatalf("job needed %d attempts across the failover", j.GetAttempt())
 	}
+}
+
+// counterValue is the sum of the series of the counter name in reg, or -1
+// when reg has no such metric.
+func counterValue(t *testing.T, reg *metrics.Registry, name string) float64 {
+	t.Helper()
+	fams, err := reg.Prometheus().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name {
+			var sum float64
+			for _, m := range f.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+			return sum
+		}
+	}
+	return -1
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller"
 	"github.com/tidemark-backup/tidemark/internal/archive"
+	"github.com/tidemark-backup/tidemark/internal/metrics"
 	"github.com/tidemark-backup/tidemark/internal/secret"
 	"github.com/tidemark-backup/tidemark/internal/storage"
 	"github.com/tidemark-backup/tidemark/internal/storage/file"
@@ -365,7 +366,8 @@ func TestRelayController(t *testing.T) {
 	})
 	t.Run("Repo", func(t *testing.T) {
 		dir := t.TempDir() + "/repo" // created by the controller on first use
-		srv, _ := startInProcess(t, func(c *controller.Config) { c.Repo = "file://" + dir })
+		reg := metrics.New()
+		srv, _ := startInProcess(t, func(c *controller.Config) { c.Repo, c.Metrics = "file://"+dir, reg })
 		st, err := location.Open(context.Background(), "relay://"+srv.Addr(), location.Options{Relay: agentRelay(t)})
 		if err != nil {
 			t.Fatal(err)
@@ -383,6 +385,12 @@ func TestRelayController(t *testing.T) {
 		defer func() { _ = backend.Close() }()
 		if !bytes.Equal(storagetest.Get(t, backend, "chunks/ab/x"), data) {
 			t.Error("the object in the controller's --repo differs")
+		}
+		// The bytes relayed each way are counted (tidemark_relay_bytes_total).
+		for _, direction := range []string{"in", "out"} {
+			if n := labeledCounter(t, reg, "tidemark_relay_bytes_total", "direction", direction); n < float64(len(data)) {
+				t.Errorf("tidemark_relay_bytes_total{direction=%q} = %v, want at least the %d bytes put and got", direction, n, len(data))
+			}
 		}
 	})
 	t.Run("RelayRepoRefused", func(t *testing.T) {
@@ -539,4 +547,27 @@ func TestRelayUnlikeRepositories(t *testing.T) {
 	if err := afterFailover(func() error { _, err := st2.Stat(ctx, "chunks/aa/two"); return err }); err != nil {
 		t.Fatalf("failover between controllers of one repository: %v", err)
 	}
+}
+
+// labeledCounter is the value of the counter name's series whose label
+// key is value in reg, or -1 when there is none.
+func labeledCounter(t *testing.T, reg *metrics.Registry, name, key, value string) float64 {
+	t.Helper()
+	fams, err := reg.Prometheus().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == key && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }

@@ -26,7 +26,9 @@ packages() {
 	# curl: deploy/local/fleet.sh creates its MinIO bucket with it.
 	# gcc and libc6-dev: cgo builds libzstd (github.com/DataDog/zstd) into
 	# the archive's codec; without them the build falls back to pure Go.
-	local want=(mariadb-server mariadb-client mariadb-backup btrfs-progs mydumper sysbench zstd gcc libc6-dev curl)
+	# systemd: deploy's tests run systemd-analyze verify and security on the
+	# units (only the tool is used; nothing is started under systemd).
+	local want=(mariadb-server mariadb-client mariadb-backup btrfs-progs mydumper sysbench zstd gcc libc6-dev curl systemd)
 	local missing=()
 	for p in "${want[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
