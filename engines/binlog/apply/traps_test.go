@@ -479,3 +479,21 @@ func TestReceiverCannotConnect(t *testing.T) {
 		t.Errorf("tables on the target: %v", sums)
 	}
 }
+
+// TestServeAddrLocalhost: a serve address named "localhost" must still
+// reach Tidemark's source over TCP. The server's replica, given
+// MASTER_HOST='localhost', would take its own Unix socket (the client
+// library's rule for that name) and replicate from itself.
+func TestServeAddrLocalhost(t *testing.T) {
+	t.Parallel()
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "lh-src"})
+	src.Exec(t, baseSQL...)
+	base := record(t, "base", src.DB(t))
+	src.Exec(t, afterBaseSQL...)
+	end := record(t, "end", src.DB(t))
+	files := snapshotFiles(t, binlogFiles(t, src), "")
+	dst := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "lh-dst"})
+	dst.Exec(t, baseSQL...)
+	apply(t, Params{DSN: dst.DSN, Files: files, StartGTID: base.gtid, Method: MethodReplication, ServeAddr: "localhost:0"})
+	sumsEqual(t, "serve address localhost", testenv.Checksums(t, dst.DB(t)), end.sums)
+}
