@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -43,6 +44,9 @@ const (
 	// previous backup (the manifest's parent) because they had not
 	// changed.
 	MetaReused = "snapshot.reused"
+	// MetaRedo says what of the InnoDB redo log was stored: the live
+	// window (checkpoint to end), or the whole file and why.
+	MetaRedo = "snapshot.redo"
 )
 
 // Engine takes backups from a filesystem snapshot of the server's
@@ -69,6 +73,9 @@ type Engine struct {
 	// statements; 0: 30 s. MySQL: also how long a query already running
 	// may keep FLUSH TABLES WITH READ LOCK from being tried.
 	LockWait time.Duration
+	// WholeRedo stores the whole redo log rather than only the part crash
+	// recovery reads (physical.RedoLive); for comparisons.
+	WholeRedo bool
 
 	locate locateFunc // tests: a volume behind a command double
 }
@@ -502,12 +509,18 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 		}
 		roots = append(roots, physical.Root{Name: r.Name, Dir: filepath.Join(dir, rel)})
 	}
-	p.Sink.SetEngineMetadata(physical.MetaFormat, physical.FormatVersion)
+	// The end of the redo log in the snapshot is at or before the LSN the
+	// server reports now, after the snapshot was taken.
+	live := e.redoLive(ctx, s, l, p.Sink)
+	p.Sink.SetEngineMetadata(physical.MetaFormat, physical.FormatSparse)
 	p.Sink.SetEngineMetadata(physical.MetaBlock, strconv.Itoa(block))
 	p.Sink.SetEngineMetadata(physical.MetaPrepare, physical.PrepareCrashRecovery)
 	p.Sink.SetEngineMetadata(MetaVolume, l.vol.String())
 	cres, err := physical.CopyTree(ctx, physical.CopyParams{
 		Sink: p.Sink, Roots: roots, Skip: skip, Parallel: p.Parallel, Block: block,
+		// All-zero blocks (never-written pages) and the redo log outside
+		// what recovery reads are holes: not read, hashed or stored.
+		Sparse: true, Live: live,
 		// A snapshot's files keep their inode and times until they change:
 		// the previous backup's copy of an unchanged one is taken over.
 		Reuse: true, TakenAt: takenAt,
@@ -528,6 +541,47 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 		p.Sink.SetEngineMetadata(MetaReused, fmt.Sprintf("%d files, %d bytes, from %s", cres.Reused, cres.ReusedBytes, cres.Parent))
 	}
 	return res, nil
+}
+
+// redoLive returns CopyParams.Live for the snapshot's redo log: the
+// header and the window from the checkpoint to the server's current LSN
+// (read now, after the snapshot, so at or beyond the end of the log in
+// it). A log it cannot read with certainty (physical.RedoLive: MySQL's,
+// an encrypted one, a bad checksum, ...) is kept whole; the manifest's
+// snapshot.redo says which, and why.
+func (e *Engine) redoLive(ctx context.Context, s *session, l *layout, sink engines.Sink) func(physical.File, string) []physical.Extent {
+	note := func(msg string) {
+		sink.SetEngineMetadata(MetaRedo, msg)
+		slog.Info("snapshot backup: redo log", "datadir", l.datadir, "stored", msg)
+	}
+	if e.WholeRedo {
+		note("whole file: asked for (Engine.WholeRedo)")
+		return nil
+	}
+	var name string
+	var lsn uint64
+	if err := s.conn.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Innodb_lsn_current'").Scan(&name, &lsn); err != nil {
+		note("whole file: the server's current LSN is unknown (Innodb_lsn_current: " + err.Error() + ")")
+		return nil
+	}
+	redoRoot := physical.RootDatadir
+	for _, r := range l.roots {
+		if r.Name == physical.RootRedo {
+			redoRoot = physical.RootRedo
+		}
+	}
+	return func(f physical.File, path string) []physical.Extent {
+		if f.Root != redoRoot || f.Path != physical.RedoLogName {
+			return nil
+		}
+		w, err := physical.RedoLive(path, lsn)
+		if err != nil {
+			note("whole file: " + err.Error())
+			return nil
+		}
+		note(fmt.Sprintf("%d of %d bytes: checkpoint LSN %d to LSN %d + %d", w.LiveBytes(), w.FileSize, w.CheckpointLSN, w.EndLSN, physical.RedoMargin))
+		return w.Live
+	}
 }
 
 // syncVolume is syncfs(2) on the filesystem holding dir; best effort (the

@@ -108,6 +108,7 @@ func TestBtrfs(t *testing.T) {
 	r, _ := newRepo(t)
 	e := New()
 	e.StateDir = t.TempDir()
+	e.WholeRedo = os.Getenv("XWHOLE") != ""
 
 	// 1. Under writes.
 	writers := bank.Transfers(t, db, 2)
@@ -121,7 +122,7 @@ func TestBtrfs(t *testing.T) {
 		t.Errorf("lock time %v, manifest %v: not recorded", res1.LockDuration, m1.LockDuration.AsDuration())
 	}
 	md := m1.EngineMetadata
-	if md[physical.MetaPrepare] != physical.PrepareCrashRecovery || md[physical.MetaFormat] != physical.FormatVersion || md[physical.MetaBlock] != strconv.Itoa(DefaultBlock) || !strings.Contains(md[MetaVolume], "Btrfs subvolume") {
+	if md[physical.MetaPrepare] != physical.PrepareCrashRecovery || md[physical.MetaFormat] != physical.FormatSparse || md[physical.MetaBlock] != strconv.Itoa(DefaultBlock) || !strings.Contains(md[MetaVolume], "Btrfs subvolume") {
 		t.Errorf("engine metadata %v", md)
 	}
 	if ddl, err := time.ParseDuration(md[MetaDDLBlocked]); err != nil || ddl < res1.LockDuration {
