@@ -23,6 +23,12 @@ import (
 // zeros, at the file's full size; a reused file keeps its holes; a
 // stream whose holes do not add up is refused naming it.
 func TestSparseCopy(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run("direct="+strconv.FormatBool(direct), func(t *testing.T) { sparseCopy(t, direct) })
+	}
+}
+
+func sparseCopy(t *testing.T, direct bool) {
 	ctx := context.Background()
 	r := newRepo(t)
 	const block = 256 << 10
@@ -59,7 +65,7 @@ func TestSparseCopy(t *testing.T) {
 		var res *CopyResult
 		m, err := r.WithBackup(ctx, archive.BackupOptions{Engine: "test", Instance: "i"}, func(ctx context.Context, b *archive.Backup) error {
 			var err error
-			res, err = CopyTree(ctx, CopyParams{Sink: engines.ArchiveSink(b), Roots: []Root{{RootDatadir, dir}}, Block: block, Sparse: true, Live: live, Reuse: true, TakenAt: later})
+			res, err = CopyTree(ctx, CopyParams{Sink: engines.ArchiveSink(b), Roots: []Root{{RootDatadir, dir}}, Block: block, Sparse: true, Direct: direct, Live: live, Reuse: true, TakenAt: later})
 			return err
 		})
 		if err != nil {

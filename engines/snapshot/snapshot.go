@@ -521,6 +521,8 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 		// All-zero blocks (never-written pages) and the redo log outside
 		// what recovery reads are holes: not read, hashed or stored.
 		Sparse: true, Live: live,
+		// The snapshot's files are read once: not through the page cache.
+		Direct: true,
 		// A snapshot's files keep their inode and times until they change:
 		// the previous backup's copy of an unchanged one is taken over.
 		Reuse: true, TakenAt: takenAt,
