@@ -97,7 +97,7 @@ type File struct {
 	Mode    fs.FileMode
 	ModTime time.Time
 	Target  string // KindSymlink only
-	Size    int64  // from the stream when read back; ignored when writing
+	Size    int64  // the file's size (read back: the stream's, plus its holes); ignored when writing
 	// CTime and Ino identify a regular file's content with its size and
 	// ModTime: a file whose four are those of the previous backup's copy
 	// is that copy (CopyParams.Reuse). Zero when unknown.
