@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -282,4 +284,24 @@ func equalExtents(a, b []Extent) bool {
 		}
 	}
 	return true
+}
+
+type manifestOnly struct{ m *v1.Manifest }
+
+func (s manifestOnly) Manifest() *v1.Manifest { return s.m }
+func (s manifestOnly) OpenStream(context.Context, string) (io.ReadCloser, error) {
+	return nil, errors.New("not read")
+}
+
+// TestLayoutVersions: versions 1 and 2 (holes) pass the version check; an
+// unknown one is refused before anything else, naming both it knows.
+func TestLayoutVersions(t *testing.T) {
+	for _, v := range []string{FormatVersion, FormatSparse, "3"} {
+		m := &v1.Manifest{BackupId: "b1", Engine: "snapshot", EngineMetadata: map[string]string{MetaFormat: v, MetaPrepare: PrepareCrashRecovery}}
+		err := Check(context.Background(), RestoreParams{Source: manifestOnly{m}, Dirs: map[string]string{RootDatadir: t.TempDir()}, Mysqld: "/nonexistent/mysqld"})
+		refused := err != nil && strings.Contains(err.Error(), "layout version")
+		if refused != (v == "3") {
+			t.Errorf("layout version %s: %v", v, err)
+		}
+	}
 }
