@@ -123,9 +123,13 @@ func (e *Engine) Restore(context.Context, engines.RestoreParams) (*engines.Resto
 // holding them.
 type layout struct {
 	datadir string
-	roots   []physical.Root // paths on the live server
-	vol     volume
-	tag     string
+	// redoRoot and redoPath name the redo log file in the copy (root,
+	// slash path below it): innodb_log_group_home_dir may be the datadir,
+	// a directory inside it, or its own root.
+	redoRoot, redoPath string
+	roots              []physical.Root // paths on the live server
+	vol                volume
+	tag                string
 }
 
 // prefix begins the name of every snapshot of this instance.
@@ -201,6 +205,14 @@ func (e *Engine) discover(ctx context.Context, s *session) (*layout, error) {
 	inside := func(p string) bool { return p == datadir || strings.HasPrefix(p, datadir+"/") }
 	if p := abs(dataHome); !inside(p) {
 		return nil, fmt.Errorf("the system tablespace lives in %s (innodb_data_home_dir), outside the datadir %s: the snapshot engine copies only the datadir, redo, undo and binlog directories; use --engine mariabackup", p, datadir)
+	}
+	l.redoRoot, l.redoPath = physical.RootRedo, physical.RedoLogName
+	if rd := abs(redo); inside(rd) {
+		rel, err := filepath.Rel(datadir, filepath.Join(rd, physical.RedoLogName))
+		if err != nil {
+			return nil, fmt.Errorf("snapshot: %w", err)
+		}
+		l.redoRoot, l.redoPath = physical.RootDatadir, filepath.ToSlash(rel)
 	}
 	for _, r := range []struct{ name, dir string }{
 		{physical.RootRedo, abs(redo)}, {physical.RootUndo, abs(undo)},
@@ -566,14 +578,8 @@ func (e *Engine) redoLive(ctx context.Context, s *session, l *layout, sink engin
 		note("whole file: the server's current LSN is unknown (Innodb_lsn_current: " + err.Error() + ")")
 		return nil
 	}
-	redoRoot := physical.RootDatadir
-	for _, r := range l.roots {
-		if r.Name == physical.RootRedo {
-			redoRoot = physical.RootRedo
-		}
-	}
 	return func(f physical.File, path string) []physical.Extent {
-		if f.Root != redoRoot || f.Path != physical.RedoLogName {
+		if f.Root != l.redoRoot || f.Path != l.redoPath {
 			return nil
 		}
 		w, err := physical.RedoLive(path, lsn)
