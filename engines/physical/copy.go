@@ -1,7 +1,9 @@
 package physical
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -12,6 +14,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -48,6 +51,24 @@ type CopyParams struct {
 	// TakenAt is when the tree was frozen (the snapshot); zero: when
 	// CopyTree starts, which is later and so only more careful.
 	TakenAt time.Time
+	// Sparse stores a file's all-zero blocks, and the blocks outside what
+	// Live says is needed, as holes (File.Holes): not hashed, compressed
+	// or stored, and zeros when restored. Only when the sink's streams
+	// take metadata once written (SetMetadata, as the archive's do);
+	// otherwise every block is stored. The backup's layout version must
+	// then be FormatSparse.
+	Sparse bool
+	// Direct, with Sparse, reads files with O_DIRECT where the
+	// filesystem allows it (else through the page cache, as without it):
+	// a frozen tree's files are read once and never cached, and bypassing
+	// the cache saves the kernel's copy and its cache upkeep, most of the
+	// reading's CPU (see bench/README.md).
+	Direct bool
+	// Live, with Sparse, names the ranges of a file that must be stored
+	// (read from path, the file in the tree); the blocks that overlap none
+	// of them are holes and are not even read. nil, or a nil result:
+	// the whole file.
+	Live func(f File, path string) []Extent
 }
 
 // racyWindow is how close to the snapshot a file's last change may be
@@ -200,7 +221,14 @@ func reuse(ctx context.Context, sink engines.Sink, data []File, res *CopyResult)
 	for _, f := range data {
 		name := StreamName(f)
 		if ref := refs[name]; ref != nil && sameFile(f, ref) {
-			ok, err := rs.ReuseStream(ctx, name, f.metadata(), prev.GetBackupId(), ref)
+			md := f.metadata()
+			// The previous copy's holes are this file's: same content.
+			for _, k := range []string{metaSize, metaHoles} {
+				if v, ok := ref.GetMetadata()[k]; ok {
+					md[k] = v
+				}
+			}
+			ok, err := rs.ReuseStream(ctx, name, md, prev.GetBackupId(), ref)
 			if err != nil {
 				return nil, fmt.Errorf("physical: %s: %w", name, err)
 			}
@@ -274,6 +302,9 @@ func copyFile(ctx context.Context, p CopyParams, full string, f File, progress f
 			err = fmt.Errorf("physical: storing %s: %w", full, cerr)
 		}
 	}()
+	if ms, ok := w.(metadataSetter); ok && p.Sparse {
+		return copySparse(ctx, p, in, full, f, w, ms, progress)
+	}
 	n, err := io.Copy(w, &ctxReader{ctx: ctx, r: in, progress: progress})
 	if err != nil {
 		return fmt.Errorf("physical: copying %s: %w", full, err)
@@ -300,4 +331,184 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 		c.progress(int64(n))
 	}
 	return n, err
+}
+
+// metadataSetter is a stream that takes metadata after it was opened,
+// before it is closed (archive.StreamWriter).
+type metadataSetter interface {
+	SetMetadata(key, value string) error
+}
+
+// availableBuffer is a stream that lends the unused rest of its current
+// chunk to be filled in place (archive.StreamWriter.AvailableBuffer).
+type availableBuffer interface {
+	AvailableBuffer() []byte
+}
+
+// copySparse stores in's blocks (at file offsets multiple of the block
+// size) except those outside p.Live's ranges, which are not read, and
+// those that are all zeros: both become holes, recorded in the stream's
+// metadata. Every stored block is a whole block of the file (the last may
+// be shorter), so the stream's chunks stay at file-aligned offsets and
+// deduplicate against earlier backups as they would without holes.
+func copySparse(ctx context.Context, p CopyParams, in *os.File, full string, f File, w io.Writer, ms metadataSetter, progress func(int64)) error {
+	block := int64(p.Block)
+	if block == 0 {
+		block = DefaultBlock
+	}
+	var live []Extent
+	if p.Live != nil {
+		live = p.Live(f, full)
+	}
+	var (
+		holes []Extent
+		own   []byte
+	)
+	ab, _ := w.(availableBuffer)
+	var direct *os.File
+	if p.Direct && block%directAlign == 0 {
+		if d, err := os.OpenFile(full, os.O_RDONLY|unix.O_DIRECT, 0); err == nil {
+			direct = d
+		}
+	}
+	defer func() {
+		if direct != nil {
+			_ = direct.Close()
+		}
+	}()
+	for off := int64(0); off < f.Size; off += block {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(block, f.Size-off)
+		if live != nil && !overlaps(live, off, n) {
+			holes = addHole(holes, off, n)
+			progress(n)
+			continue
+		}
+		// Read into the stream's own chunk buffer when it lends one: a
+		// stored block is then never copied.
+		// O_DIRECT reads whole 4 KiB units into 4 KiB-aligned memory: the
+		// file's last block is read rounded up (the file ends it short).
+		span := n
+		if direct != nil {
+			span = (n + directAlign - 1) &^ (directAlign - 1)
+		}
+		var buf []byte
+		if ab != nil {
+			if b := ab.AvailableBuffer(); int64(cap(b)) >= span && (direct == nil || aligned(b[:1])) {
+				buf = b[:span]
+			}
+		}
+		if buf == nil {
+			if int64(len(own)) < span {
+				own = alignedBuf(int(max(block, span)))
+			}
+			buf = own[:span]
+		}
+		if direct != nil {
+			k, err := direct.ReadAt(buf, off)
+			if errors.Is(err, unix.EINVAL) {
+				// Not for this file after all (e.g. an inline extent):
+				// the page cache, from here on.
+				_ = direct.Close()
+				direct = nil
+				k, err = in.ReadAt(buf[:n], off)
+			}
+			if int64(k) >= n {
+				err = nil
+			}
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("physical: reading %s: %w", full, err)
+			}
+			if int64(k) < n {
+				return fmt.Errorf("physical: %s changed while it was copied (shorter than the %d bytes listed): the tree must not change during a copy", full, f.Size)
+			}
+			buf = buf[:n]
+		} else if _, err := in.ReadAt(buf, off); err != nil {
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("physical: %s changed while it was copied (shorter than the %d bytes listed): the tree must not change during a copy", full, f.Size)
+			}
+			return fmt.Errorf("physical: reading %s: %w", full, err)
+		}
+		progress(n)
+		if allZero(buf) {
+			holes = addHole(holes, off, n)
+			continue
+		}
+		if _, err := w.Write(buf); err != nil {
+			return fmt.Errorf("physical: storing %s: %w", full, err)
+		}
+	}
+	if st, err := in.Stat(); err != nil {
+		return fmt.Errorf("physical: %w", err)
+	} else if st.Size() != f.Size {
+		return fmt.Errorf("physical: %s changed while it was copied (%d bytes, %d when listed): the tree must not change during a copy", full, st.Size(), f.Size)
+	}
+	if len(holes) > 0 {
+		g := f
+		g.Holes = holes
+		md := g.metadata()
+		for _, k := range []string{metaSize, metaHoles} {
+			if err := ms.SetMetadata(k, md[k]); err != nil {
+				return fmt.Errorf("physical: storing %s: %w", full, err)
+			}
+		}
+	}
+	return nil
+}
+
+// directAlign is the alignment of O_DIRECT reads: offset, length and
+// memory. 4096 covers every logical block size in use (512 and 4096).
+const directAlign = 4096
+
+func aligned(b []byte) bool {
+	return uintptr(unsafe.Pointer(unsafe.SliceData(b)))%directAlign == 0
+}
+
+// alignedBuf returns n bytes starting at a directAlign boundary.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+directAlign)
+	k := int(uintptr(unsafe.Pointer(unsafe.SliceData(b))) % directAlign)
+	if k != 0 {
+		k = directAlign - k
+	}
+	return b[k : k+n : k+n]
+}
+
+// overlaps reports whether [off, off+n) meets any of the sorted extents.
+func overlaps(es []Extent, off, n int64) bool {
+	for _, e := range es {
+		if e.Off < off+n && off < e.End() {
+			return true
+		}
+	}
+	return false
+}
+
+// addHole appends [off, off+n) to holes, merging it with the last one when
+// they touch.
+func addHole(holes []Extent, off, n int64) []Extent {
+	if k := len(holes); k > 0 && holes[k-1].End() == off {
+		holes[k-1].Len += n
+		return holes
+	}
+	return append(holes, Extent{off, n})
+}
+
+// zeros is compared against, a slice at a time.
+var zeros [64 << 10]byte
+
+// allZero reports whether b holds only zero bytes. The comparison stops
+// at the first 32-byte word that differs, so a block of data costs almost
+// nothing; a block of zeros costs a memory-speed read.
+func allZero(b []byte) bool {
+	for len(b) > 0 {
+		k := min(len(b), len(zeros))
+		if !bytes.Equal(b[:k], zeros[:k]) {
+			return false
+		}
+		b = b[k:]
+	}
+	return true
 }

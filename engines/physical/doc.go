@@ -14,6 +14,15 @@
 // unchanged chunk the repository already holds and a second backup of a
 // mostly unchanged instance uploads only what changed.
 //
+// Holes (layout version 2, FormatSparse). A file may leave blocks out of
+// its stream: all-zero blocks, and blocks the engine knows are never read
+// (the redo log outside the window crash recovery reads, RedoLive). The
+// stream's metadata then holds the file's size and the holes' byte ranges;
+// the stream is the other blocks in file order, each still a whole,
+// file-aligned block. Extract writes the data between the holes and
+// allocates the holes (fallocate), which read as zeros. A backup that may
+// hold holes says version 2, which readers of version 1 refuse.
+//
 // Restore. Extract writes every stream into the directory of its root.
 // The target must be empty or absent and have room for the data (checked
 // before the first byte is written); a marker file (InProgressMarker) is

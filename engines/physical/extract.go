@@ -325,15 +325,21 @@ func writeFile(ctx context.Context, src engines.Source, stream, full string, f F
 			err = fmt.Errorf("physical: %w", cerr)
 		}
 	}()
-	n, err := io.Copy(&progressWriter{w: out, progress: progress}, rc)
+	pw := &progressWriter{w: out, progress: progress}
+	var n int64
+	if len(f.Holes) == 0 {
+		n, err = io.Copy(pw, rc)
+	} else {
+		n, err = writeSparse(out, pw, rc, f)
+	}
 	if err != nil {
 		if errors.Is(err, unix.ENOSPC) {
 			return fmt.Errorf("%w: writing %s: %w", ErrNoSpace, full, err)
 		}
 		return fmt.Errorf("physical: writing %s: %w", full, err)
 	}
-	if n != f.Size {
-		return fmt.Errorf("physical: %s: stream %s gave %d bytes, the manifest says %d", full, stream, n, f.Size)
+	if want := f.Size - holeBytes(f.Holes); n != want {
+		return fmt.Errorf("physical: %s: stream %s gave %d bytes, the manifest says %d", full, stream, n, want)
 	}
 	if err := out.Sync(); err != nil {
 		return fmt.Errorf("physical: syncing %s: %w", full, err)
@@ -365,4 +371,56 @@ func syncDir(d string) error {
 		return fmt.Errorf("physical: syncing %s: %w", d, err)
 	}
 	return nil
+}
+
+// writeSparse writes a file with holes: the stream's bytes go between the
+// holes; each hole is allocated (fallocate, so the restored file takes its
+// full space now, as the backed-up one did, rather than failing a later
+// write of the server for want of space) and reads as zeros. A filesystem
+// without fallocate leaves it sparse. n counts the stream's bytes.
+func writeSparse(out *os.File, w io.Writer, rc io.Reader, f File) (n int64, err error) {
+	var pos int64
+	data := func(end int64) error {
+		if end <= pos {
+			return nil
+		}
+		if _, err := out.Seek(pos, io.SeekStart); err != nil {
+			return err
+		}
+		k, err := io.CopyN(w, rc, end-pos)
+		n += k
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("the stream ended after %d bytes, before the data at offset %d of the file", n, pos+k)
+		}
+		return err
+	}
+	for _, h := range f.Holes {
+		if err := data(h.Off); err != nil {
+			return n, err
+		}
+		pos = h.End()
+	}
+	if err := data(f.Size); err != nil {
+		return n, err
+	}
+	if err := out.Truncate(f.Size); err != nil {
+		return n, err
+	}
+	for _, h := range f.Holes {
+		if err := unix.Fallocate(int(out.Fd()), 0, h.Off, h.Len); err != nil {
+			if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+				break // stays sparse: zeros all the same
+			}
+			return n, fmt.Errorf("allocating %d bytes at offset %d: %w", h.Len, h.Off, err)
+		}
+	}
+	// Holes count as written for progress: they are part of the total.
+	if p, ok := w.(*progressWriter); ok {
+		p.progress(holeBytes(f.Holes))
+	}
+	// Anything after the last data is not part of the file.
+	if k, _ := io.Copy(io.Discard, rc); k > 0 {
+		return n + k, nil
+	}
+	return n, nil
 }

@@ -41,6 +41,12 @@ const (
 	// that a later change could leave its times as they are (timestamps
 	// are coarser than writes): it is never reused, always read.
 	metaRacy = "racy"
+	// metaSize is a file's size when it has holes (the stream holds less).
+	metaSize = "size"
+	// metaHoles lists a file's holes as "offset+length" byte ranges,
+	// comma-separated, in order: ranges whose data is not in the stream
+	// and that are zeros in the restored file.
+	metaHoles = "holes"
 )
 
 // StreamPrefix begins the name of every file stream.
@@ -59,6 +65,12 @@ const (
 
 // FormatVersion is the version of this layout.
 const FormatVersion = "1"
+
+// FormatSparse is the layout version of a backup whose files may have
+// holes (File.Holes): ranges stored as no data at all and restored as
+// zeros. A reader of version 1 only would restore such a file short, so a
+// backup that may hold holes says so and older readers refuse it.
+const FormatSparse = "2"
 
 // Ways a restored datadir is made consistent.
 const (
@@ -85,13 +97,67 @@ type File struct {
 	Mode    fs.FileMode
 	ModTime time.Time
 	Target  string // KindSymlink only
-	Size    int64  // from the stream when read back; ignored when writing
+	Size    int64  // the file's size (read back: the stream's, plus its holes); ignored when writing
 	// CTime and Ino identify a regular file's content with its size and
 	// ModTime: a file whose four are those of the previous backup's copy
 	// is that copy (CopyParams.Reuse). Zero when unknown.
 	CTime time.Time
 	Ino   uint64
 	Racy  bool
+	// Holes are ranges of the file not in its stream: restored as zeros.
+	// Sorted, disjoint, within Size. The stream holds the other bytes in
+	// file order, so it is Size minus the holes long.
+	Holes []Extent
+}
+
+// Extent is a byte range of a file.
+type Extent struct{ Off, Len int64 }
+
+// End is the offset just after e.
+func (e Extent) End() int64 { return e.Off + e.Len }
+
+// holesString is Holes as metaHoles stores them.
+func holesString(hs []Extent) string {
+	var b strings.Builder
+	for i, h := range hs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(h.Off, 10))
+		b.WriteByte('+')
+		b.WriteString(strconv.FormatInt(h.Len, 10))
+	}
+	return b.String()
+}
+
+// parseHoles reads metaHoles back and checks that the holes are sorted,
+// disjoint, non-empty and within a file of size bytes.
+func parseHoles(s string, size int64) ([]Extent, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []Extent
+	var end int64
+	for _, part := range strings.Split(s, ",") {
+		o, l, ok := strings.Cut(part, "+")
+		off, err1 := strconv.ParseInt(o, 10, 64)
+		n, err2 := strconv.ParseInt(l, 10, 64)
+		if !ok || err1 != nil || err2 != nil || off < end || n <= 0 || off > size || n > size-off {
+			return nil, fmt.Errorf("hole %q is not a range within the file's %d bytes after %d", part, size, end)
+		}
+		out = append(out, Extent{off, n})
+		end = off + n
+	}
+	return out, nil
+}
+
+// holeBytes is the sum of the holes' lengths.
+func holeBytes(hs []Extent) int64 {
+	var n int64
+	for _, h := range hs {
+		n += h.Len
+	}
+	return n
 }
 
 // StreamName is the stream f is stored as.
@@ -113,7 +179,23 @@ func (f File) metadata() map[string]string {
 	if f.Racy {
 		md[metaRacy] = "1"
 	}
+	if len(f.Holes) > 0 {
+		md[metaSize] = strconv.FormatInt(f.Size, 10)
+		md[metaHoles] = holesString(f.Holes)
+	}
 	return md
+}
+
+// fileSize is the size of the file a stream holds: its own size, or the
+// recorded size of a file with holes.
+func fileSize(ref *v1.StreamRef) int64 {
+	if s, ok := ref.GetMetadata()[metaSize]; ok {
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return n
+		}
+		return -1 // never equal to a real size
+	}
+	return int64(ref.GetSize())
 }
 
 // sameFile reports whether the file a (as now) is the file b (as a
@@ -121,7 +203,7 @@ func (f File) metadata() map[string]string {
 // b was not racy.
 func sameFile(a File, prev *v1.StreamRef) bool {
 	md := prev.GetMetadata()
-	if a.Ino == 0 || md[metaRacy] != "" || md[metaKind] != KindFile || int64(prev.GetSize()) != a.Size {
+	if a.Ino == 0 || md[metaRacy] != "" || md[metaKind] != KindFile || fileSize(prev) != a.Size {
 		return false
 	}
 	return md[metaIno] == strconv.FormatUint(a.Ino, 10) &&
@@ -179,6 +261,19 @@ func FileOf(ref *v1.StreamRef) (f File, ok bool, err error) {
 	}
 	if f.Kind != KindFile && f.Size != 0 {
 		return File{}, true, fmt.Errorf("stream %q: a %s with %d bytes of data", ref.GetName(), f.Kind, f.Size)
+	}
+	if hs, ok := md[metaHoles]; ok && f.Kind == KindFile {
+		size, err := strconv.ParseInt(md[metaSize], 10, 64)
+		if err != nil || size < 0 {
+			return File{}, true, fmt.Errorf("stream %q: a file with holes and size %q", ref.GetName(), md[metaSize])
+		}
+		if f.Holes, err = parseHoles(hs, size); err != nil {
+			return File{}, true, fmt.Errorf("stream %q: %w", ref.GetName(), err)
+		}
+		if data := size - holeBytes(f.Holes); data != f.Size {
+			return File{}, true, fmt.Errorf("stream %q: %d bytes of data, but a file of %d bytes with %d bytes of holes holds %d", ref.GetName(), f.Size, size, size-data, data)
+		}
+		f.Size = size
 	}
 	return f, true, nil
 }

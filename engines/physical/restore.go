@@ -97,8 +97,8 @@ func check(ctx context.Context, p RestoreParams) (*checked, error) {
 	if md[MetaFormat] == "" {
 		return nil, fmt.Errorf("backup %s is a %s backup, not a physical one: restore it onto a running server with `tidemark restore %s --to-mysql DSN`", m.GetBackupId(), m.GetEngine(), m.GetBackupId())
 	}
-	if md[MetaFormat] != FormatVersion {
-		return nil, fmt.Errorf("backup %s has physical layout version %q; this tidemark reads version %s: use a newer tidemark", m.GetBackupId(), md[MetaFormat], FormatVersion)
+	if md[MetaFormat] != FormatVersion && md[MetaFormat] != FormatSparse {
+		return nil, fmt.Errorf("backup %s has physical layout version %q; this tidemark reads versions %s and %s: use a newer tidemark", m.GetBackupId(), md[MetaFormat], FormatVersion, FormatSparse)
 	}
 	c := &checked{prepare: md[MetaPrepare]}
 	switch c.prepare {

@@ -50,9 +50,17 @@
 // space is not checked before the snapshot.
 //
 // Copy. Every file of the snapshot is streamed with physical.CopyTree in
-// fixed blocks (DefaultBlock) into the physical layout; the backup is
-// crash-consistent (physical.prepare=crash-recovery): a server started on
-// the restored files finishes it with its own crash recovery.
+// fixed blocks (DefaultBlock) into the physical layout, read with O_DIRECT
+// (the snapshot's files are read once; the page cache would only cost a
+// copy); the backup is crash-consistent (physical.prepare=crash-recovery):
+// a server started on the restored files finishes it with its own crash
+// recovery. All-zero blocks are holes (physical layout version 2). Of the
+// redo log only the header and the window from the latest checkpoint to
+// the server's Innodb_lsn_current, read after the snapshot was taken (so
+// at or past the end of the log in it), are stored (physical.RedoLive):
+// recovery reads nothing else, and zeros elsewhere read as the log's end.
+// A log RedoLive cannot read with certainty is stored whole; the engine
+// metadata snapshot.redo says what was kept, or why all of it.
 //
 // LVM and ZFS run through Runner; their tests use a command-level double
 // (commandDouble in the tests), not real volumes.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -43,6 +44,9 @@ const (
 	// previous backup (the manifest's parent) because they had not
 	// changed.
 	MetaReused = "snapshot.reused"
+	// MetaRedo says what of the InnoDB redo log was stored: the live
+	// window (checkpoint to end), or the whole file and why.
+	MetaRedo = "snapshot.redo"
 )
 
 // Engine takes backups from a filesystem snapshot of the server's
@@ -69,6 +73,9 @@ type Engine struct {
 	// statements; 0: 30 s. MySQL: also how long a query already running
 	// may keep FLUSH TABLES WITH READ LOCK from being tried.
 	LockWait time.Duration
+	// WholeRedo stores the whole redo log rather than only the part crash
+	// recovery reads (physical.RedoLive); for comparisons.
+	WholeRedo bool
 
 	locate locateFunc // tests: a volume behind a command double
 }
@@ -116,9 +123,13 @@ func (e *Engine) Restore(context.Context, engines.RestoreParams) (*engines.Resto
 // holding them.
 type layout struct {
 	datadir string
-	roots   []physical.Root // paths on the live server
-	vol     volume
-	tag     string
+	// redoRoot and redoPath name the redo log file in the copy (root,
+	// slash path below it): innodb_log_group_home_dir may be the datadir,
+	// a directory inside it, or its own root.
+	redoRoot, redoPath string
+	roots              []physical.Root // paths on the live server
+	vol                volume
+	tag                string
 }
 
 // prefix begins the name of every snapshot of this instance.
@@ -194,6 +205,14 @@ func (e *Engine) discover(ctx context.Context, s *session) (*layout, error) {
 	inside := func(p string) bool { return p == datadir || strings.HasPrefix(p, datadir+"/") }
 	if p := abs(dataHome); !inside(p) {
 		return nil, fmt.Errorf("the system tablespace lives in %s (innodb_data_home_dir), outside the datadir %s: the snapshot engine copies only the datadir, redo, undo and binlog directories; use --engine mariabackup", p, datadir)
+	}
+	l.redoRoot, l.redoPath = physical.RootRedo, physical.RedoLogName
+	if rd := abs(redo); inside(rd) {
+		rel, err := filepath.Rel(datadir, filepath.Join(rd, physical.RedoLogName))
+		if err != nil {
+			return nil, fmt.Errorf("snapshot: %w", err)
+		}
+		l.redoRoot, l.redoPath = physical.RootDatadir, filepath.ToSlash(rel)
 	}
 	for _, r := range []struct{ name, dir string }{
 		{physical.RootRedo, abs(redo)}, {physical.RootUndo, abs(undo)},
@@ -502,12 +521,20 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 		}
 		roots = append(roots, physical.Root{Name: r.Name, Dir: filepath.Join(dir, rel)})
 	}
-	p.Sink.SetEngineMetadata(physical.MetaFormat, physical.FormatVersion)
+	// The end of the redo log in the snapshot is at or before the LSN the
+	// server reports now, after the snapshot was taken.
+	live := e.redoLive(ctx, s, l, p.Sink)
+	p.Sink.SetEngineMetadata(physical.MetaFormat, physical.FormatSparse)
 	p.Sink.SetEngineMetadata(physical.MetaBlock, strconv.Itoa(block))
 	p.Sink.SetEngineMetadata(physical.MetaPrepare, physical.PrepareCrashRecovery)
 	p.Sink.SetEngineMetadata(MetaVolume, l.vol.String())
 	cres, err := physical.CopyTree(ctx, physical.CopyParams{
 		Sink: p.Sink, Roots: roots, Skip: skip, Parallel: p.Parallel, Block: block,
+		// All-zero blocks (never-written pages) and the redo log outside
+		// what recovery reads are holes: not read, hashed or stored.
+		Sparse: true, Live: live,
+		// The snapshot's files are read once: not through the page cache.
+		Direct: true,
 		// A snapshot's files keep their inode and times until they change:
 		// the previous backup's copy of an unchanged one is taken over.
 		Reuse: true, TakenAt: takenAt,
@@ -528,6 +555,41 @@ func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engin
 		p.Sink.SetEngineMetadata(MetaReused, fmt.Sprintf("%d files, %d bytes, from %s", cres.Reused, cres.ReusedBytes, cres.Parent))
 	}
 	return res, nil
+}
+
+// redoLive returns CopyParams.Live for the snapshot's redo log: the
+// header and the window from the checkpoint to the server's current LSN
+// (read now, after the snapshot, so at or beyond the end of the log in
+// it). A log it cannot read with certainty (physical.RedoLive: MySQL's,
+// an encrypted one, a bad checksum, ...) is kept whole; the manifest's
+// snapshot.redo says which, and why.
+func (e *Engine) redoLive(ctx context.Context, s *session, l *layout, sink engines.Sink) func(physical.File, string) []physical.Extent {
+	note := func(msg string) {
+		sink.SetEngineMetadata(MetaRedo, msg)
+		slog.Info("snapshot backup: redo log", "datadir", l.datadir, "stored", msg)
+	}
+	if e.WholeRedo {
+		note("whole file: asked for (Engine.WholeRedo)")
+		return nil
+	}
+	var name string
+	var lsn uint64
+	if err := s.conn.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Innodb_lsn_current'").Scan(&name, &lsn); err != nil {
+		note("whole file: the server's current LSN is unknown (Innodb_lsn_current: " + err.Error() + ")")
+		return nil
+	}
+	return func(f physical.File, path string) []physical.Extent {
+		if f.Root != l.redoRoot || f.Path != l.redoPath {
+			return nil
+		}
+		w, err := physical.RedoLive(path, lsn)
+		if err != nil {
+			note("whole file: " + err.Error())
+			return nil
+		}
+		note(fmt.Sprintf("%d of %d bytes: checkpoint LSN %d to LSN %d + %d", w.LiveBytes(), w.FileSize, w.CheckpointLSN, w.EndLSN, physical.RedoMargin))
+		return w.Live
+	}
 }
 
 // syncVolume is syncfs(2) on the filesystem holding dir; best effort (the

@@ -108,6 +108,7 @@ func TestBtrfs(t *testing.T) {
 	r, _ := newRepo(t)
 	e := New()
 	e.StateDir = t.TempDir()
+	e.WholeRedo = os.Getenv("XWHOLE") != ""
 
 	// 1. Under writes.
 	writers := bank.Transfers(t, db, 2)
@@ -121,7 +122,7 @@ func TestBtrfs(t *testing.T) {
 		t.Errorf("lock time %v, manifest %v: not recorded", res1.LockDuration, m1.LockDuration.AsDuration())
 	}
 	md := m1.EngineMetadata
-	if md[physical.MetaPrepare] != physical.PrepareCrashRecovery || md[physical.MetaFormat] != physical.FormatVersion || md[physical.MetaBlock] != strconv.Itoa(DefaultBlock) || !strings.Contains(md[MetaVolume], "Btrfs subvolume") {
+	if md[physical.MetaPrepare] != physical.PrepareCrashRecovery || md[physical.MetaFormat] != physical.FormatSparse || md[physical.MetaBlock] != strconv.Itoa(DefaultBlock) || !strings.Contains(md[MetaVolume], "Btrfs subvolume") {
 		t.Errorf("engine metadata %v", md)
 	}
 	if ddl, err := time.ParseDuration(md[MetaDDLBlocked]); err != nil || ddl < res1.LockDuration {
@@ -340,8 +341,9 @@ func TestLockGuards(t *testing.T) {
 	}
 }
 
-// TestLayouts: binlogs outside the datadir on the same subvolume are a
-// root of their own; a datadir that is the subvolume's top gets its
+// TestLayouts: binlogs and the redo log outside the datadir on the same
+// subvolume are roots of their own (the redo log still cut to its live
+// window); a datadir that is the subvolume's top gets its
 // snapshots beside it (a directory in it would show as a database);
 // an undo directory on another subvolume is refused with the reason.
 func TestLayouts(t *testing.T) {
@@ -350,15 +352,25 @@ func TestLayouts(t *testing.T) {
 	e := &Engine{StateDir: t.TempDir()}
 
 	a := vol.Subvolume(t, "a")
-	if err := os.Mkdir(filepath.Join(a, "binlogs"), 0o750); err != nil {
+	for _, d := range []string{"binlogs", "redo"} {
+		if err := os.Mkdir(filepath.Join(a, d), 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The redo log moves out of a datadir made by a first start (a
+	// server does not create a missing one).
+	testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "snap-a0", DataDir: filepath.Join(a, "data"), ExtraArgs: []string{"--log-bin=" + filepath.Join(a, "binlogs", "binlog")}}).Stop()
+	if err := os.Rename(filepath.Join(a, "data", physical.RedoLogName), filepath.Join(a, "redo", physical.RedoLogName)); err != nil {
 		t.Fatal(err)
 	}
-	srvA := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "snap-a", DataDir: filepath.Join(a, "data"), ExtraArgs: []string{"--log-bin=" + filepath.Join(a, "binlogs", "binlog")}})
+	srvA := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "snap-a", DataDir: filepath.Join(a, "data"), ExtraArgs: []string{
+		"--log-bin=" + filepath.Join(a, "binlogs", "binlog"), "--innodb-log-group-home-dir=" + filepath.Join(a, "redo")}})
 	m, _, err := backup(t, r, e, srvA.DSN)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var binlogs, inData int
+	var redoHoles bool
 	for _, s := range m.Streams {
 		if strings.HasPrefix(s.Name, "files/binlog/binlog.0") {
 			binlogs++
@@ -366,9 +378,16 @@ func TestLayouts(t *testing.T) {
 		if strings.HasPrefix(s.Name, "files/datadir/binlog.0") {
 			inData++
 		}
+		if s.Name == "files/redo/"+physical.RedoLogName {
+			redoHoles = s.GetMetadata()["holes"] != ""
+		}
 	}
 	if binlogs == 0 || inData != 0 {
 		t.Errorf("%d binlog files in the binlog root, %d in the datadir", binlogs, inData)
+	}
+	// The redo log in its own root is still found, and cut to its window.
+	if note := m.EngineMetadata[MetaRedo]; !redoHoles || strings.HasPrefix(note, "whole") || note == "" {
+		t.Errorf("redo log in its own directory: holes %v, %s %q", redoHoles, MetaRedo, note)
 	}
 	srvA.Stop()
 

@@ -137,3 +137,37 @@ func TestStreamReadCancelled(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamSetMetadata: metadata set while a stream is open reaches the
+// manifest beside what it was opened with; after Close it is refused.
+func TestStreamSetMetadata(t *testing.T) {
+	r := initRepo(t, openFileStore(t, t.TempDir()), false)
+	var late error
+	m, err := r.WithBackup(context.Background(), BackupOptions{Engine: "test"}, func(_ context.Context, b *Backup) error {
+		w, err := b.StreamBlocks("files/a", map[string]string{"kind": "file"}, 0)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write([]byte("data")); err != nil {
+			return err
+		}
+		if err := w.SetMetadata("holes", "0+10"); err != nil {
+			return err
+		}
+		if err := w.Close(); err != nil {
+			return err
+		}
+		late = w.SetMetadata("size", "14")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := m.Streams[0].GetMetadata()
+	if md["kind"] != "file" || md["holes"] != "0+10" || md["size"] != "" {
+		t.Errorf("metadata %v, want kind and holes only", md)
+	}
+	if late == nil {
+		t.Error("metadata set after Close was accepted")
+	}
+}

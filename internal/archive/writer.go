@@ -715,6 +715,22 @@ func (s *StreamWriter) flush() error {
 	}
 }
 
+// SetMetadata sets one key of the stream's metadata after it was opened:
+// for what is known only once its data is written (a physical file's
+// holes, physical.File). Call it from the writing goroutine, before Close.
+func (s *StreamWriter) SetMetadata(key, value string) error {
+	if s.closed {
+		return fmt.Errorf("stream %s: metadata set after close", s.name)
+	}
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	if s.ref.Metadata == nil {
+		s.ref.Metadata = map[string]string{}
+	}
+	s.ref.Metadata[key] = value
+	return nil
+}
+
 // Close flushes the last partial chunk and waits until every chunk of the
 // stream is stored. A stream that was never closed fails the backup.
 func (s *StreamWriter) Close() error {
