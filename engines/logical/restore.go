@@ -421,7 +421,7 @@ func initRestoreSession(ctx context.Context, c *sql.Conn, srv *mysqlx.Server) er
 func (r *restoreRun) checkHistoryTarget(ctx context.Context, ctl *sql.Conn, sel *selection, user string) error {
 	var tables []string
 	for _, t := range r.meta.Tables {
-		if t.History && t.Rows > 0 && sel.table(t.DB, t.Name) {
+		if t.History && sel.table(t.DB, t.Name) {
 			tables = append(tables, r.target(t.DB)+"."+t.Name)
 		}
 	}
