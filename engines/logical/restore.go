@@ -453,20 +453,20 @@ func historyRefusal(ctx context.Context, ctl *sql.Conn, srv *mysqlx.Server, user
 		_, _ = ctl.ExecContext(context.WithoutCancel(ctx), "SET SESSION system_versioning_insert_history = OFF")
 	}()
 	_, err := ctl.ExecContext(ctx, "SET SESSION timestamp = UNIX_TIMESTAMP()")
-	switch mysqlx.ServerErrorNumber(err) {
-	case 0:
-		if err != nil {
-			return "", mysqlx.Translate(op, err)
-		}
-		_, err := ctl.ExecContext(ctx, "SET SESSION timestamp = DEFAULT")
+	if err == nil {
+		_, err = ctl.ExecContext(ctx, "SET SESSION timestamp = DEFAULT")
 		return "", mysqlx.Translate(op, err)
+	}
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) {
+		return "", mysqlx.Translate(op, err)
+	}
+	switch me.Number {
 	case 1290: // --secure-timestamp=YES
 		return "the target runs with secure_timestamp=YES, which lets nobody write a row's time (it needs secure_timestamp NO, or SUPER with a user that has SUPER or BINLOG REPLAY; the option is set at server start)", nil
-	case 1227: // access denied: the server names the privileges
+	case 1227: // access denied; the server's message names the privileges
 		var mode string
 		_ = ctl.QueryRowContext(ctx, "SELECT @@GLOBAL.secure_timestamp").Scan(&mode)
-		var me *mysql.MySQLError
-		_ = errors.As(err, &me)
 		return fmt.Sprintf("under the target's secure_timestamp=%s, %s may not write a row's time (%s): grant it one of those", mode, user, me.Message), nil
 	}
 	return "", mysqlx.Translate(op, err)
