@@ -72,6 +72,7 @@ func newBackupCmd(s *streams) *cobra.Command {
 		wait         bool
 		textfile     string
 		logicalBelow uint64
+		history      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "backup",
@@ -83,7 +84,15 @@ Through a controller (--controller, or TIDEMARK_CONTROLLER with --instance
 and no --mysql): submit a backup job for the catalog instance --instance.
 Without --wait the job id is printed; with --wait the job's progress is drawn
 on stderr and the backup id printed alone on the last line of stdout, and the
-exit status is non-zero, with the reason, when the job failed.`,
+exit status is non-zero, with the reason, when the job failed.
+
+System-versioned tables (MariaDB): a logical backup holds their current rows
+only, with a warning naming each, unless --history, which keeps every row
+version with its period. Restoring that history needs MariaDB ≥ 10.11 with
+a secure_timestamp that lets the restoring user set a row's time (NO; or
+SUPER/REPLICATION and a user with SUPER or BINLOG REPLAY); a restore onto
+any other server is refused before it writes anything. Physical engines copy
+the history with the data files either way.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			ctx := cmd.Context()
@@ -100,7 +109,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 				if !cmd.Flags().Changed("engine") {
 					engine = "auto"
 				}
-				return controllerBackup(ctx, s, controller, instance, engine, parallel, wait, output)
+				return controllerBackup(ctx, s, controller, instance, engine, parallel, history, wait, output)
 			}
 			if dsn == "" {
 				return &UserError{Code: ExitUsage, Msg: "--mysql DSN is required, e.g. --mysql 'user@tcp(127.0.0.1:3306)/' (password in TIDEMARK_MYSQL_PASSWORD)"}
@@ -180,7 +189,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 					var err error
 					res, err = eng.Backup(ctx, engines.BackupParams{
 						DSN: dsn, Parallel: parallel, Databases: splitList(databases),
-						IncludeUsers: includeUsers, IncludeSystem: includeSys,
+						IncludeUsers: includeUsers, IncludeSystem: includeSys, History: history,
 						Sink: sink,
 						Progress: func(pr engines.Progress) {
 							p.bytes(pr.Phase, pr.BytesDone, pr.BytesTotal, pr.RowsDone)
@@ -244,6 +253,7 @@ exit status is non-zero, with the reason, when the job failed.`,
 	cmd.Flags().StringVar(&databases, "databases", "", "only these databases, comma-separated (default: all but system schemas)")
 	cmd.Flags().BoolVar(&includeUsers, "include-users", false, "also back up accounts and grants")
 	cmd.Flags().BoolVar(&includeSys, "include-system", false, "also back up the mysql and sys schemas")
+	cmd.Flags().BoolVar(&history, "history", false, "logical engine: keep the whole history of system-versioned tables (every row version and its period; restores onto MariaDB ≥ 10.11 only); default: their current rows, with a warning")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	cmd.Flags().StringVar(&textfile, "metrics-textfile", "", "standalone: record the run (end time, duration, outcome, last success, sizes) in this Prometheus text file, for node_exporter's textfile collector")
 	logicalBelowFlag(cmd, &logicalBelow)

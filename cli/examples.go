@@ -46,8 +46,9 @@ var examples = map[string]string{
 	"tidemark audit": `  tidemark audit --since 24h
   tidemark audit --since '2026-12-03 10:00:00' -o json`,
 	"tidemark backup": `  tidemark backup --mysql 'root@tcp(127.0.0.1:3306)/' --repo file:///srv/backups --parallel 4
+  tidemark backup --mysql 'root@tcp(127.0.0.1:3306)/' --repo file:///srv/backups --history   # system-versioned tables with every row version
   tidemark backup --engine mariabackup --mysql 'backup@unix(/run/mysqld/mysqld.sock)/' --repo s3://backups/prod?endpoint=minio:9000
-  tidemark backup --instance db7 --wait -o json      # through TIDEMARK_CONTROLLER`,
+  tidemark backup --instance db7 --history --wait -o json      # through TIDEMARK_CONTROLLER`,
 	"tidemark engines": `  tidemark engines explain db7
   tidemark engines explain --mysql 'backup@unix(/run/mysqld/mysqld.sock)/'`,
 	"tidemark engines explain": `  tidemark engines explain db7                      # through TIDEMARK_CONTROLLER

@@ -831,7 +831,7 @@ func backupJSON(b *v1.Backup) map[string]any {
 //
 // -o json: without wait {"job_id": ID}; with wait the final job (jobJSON),
 // printed also when the job failed.
-func controllerBackup(ctx context.Context, s *streams, controller, instance, engine string, parallel int, wait bool, output string) error {
+func controllerBackup(ctx context.Context, s *streams, controller, instance, engine string, parallel int, history, wait bool, output string) error {
 	if instance == "" {
 		return &UserError{Code: ExitUsage, Msg: "--instance NAME is required with a controller: the catalog's instance to back up (see tidemark instances)"}
 	}
@@ -852,7 +852,7 @@ func controllerBackup(ctx context.Context, s *streams, controller, instance, eng
 	if err != nil {
 		return err
 	}
-	r, err := c.Control.SubmitBackup(sctx, &v1.SubmitBackupRequest{Instance: instance, Engine: engine, Parallelism: uint32(parallel)})
+	r, err := c.Control.SubmitBackup(sctx, &v1.SubmitBackupRequest{Instance: instance, Engine: engine, Parallelism: uint32(parallel), History: history})
 	_ = c.Close()
 	if err != nil {
 		return rpcErr(err)

@@ -59,6 +59,9 @@ limit per label group. Several documents in one file are separated by ---.
   max_concurrent: {by: dc, limit: 2}
   portable: false               # true: backups must restore onto another version
                                 # or flavor: logical only (engine auto or logical)
+  history: false                # true: logical backups keep the whole history of
+                                # system-versioned tables (restores onto MariaDB
+                                # >= 10.11 only); false: their current rows
 
 The leader applies retention (and each copy's own) every --retention-interval
 and copies every complete backup to each copies repository (--copy-interval);
@@ -172,6 +175,9 @@ func newPolicyShowCmd(s *streams) *cobra.Command {
 				}
 				if p.GetSpec().GetPortable() {
 					fmt.Fprintf(s.out, "portable: scheduled backups use the logical engine (%s)\n", selection.PortableReason)
+				}
+				if p.GetSpec().GetHistory() {
+					fmt.Fprintln(s.out, "history: scheduled logical backups keep the history of system-versioned tables")
 				}
 				fmt.Fprintf(s.out, "selects %d instance(s): %s\n---\n%s", len(resp.GetInstances()), dash(strings.Join(resp.GetInstances(), ", ")), p.GetSource())
 				return nil

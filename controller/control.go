@@ -412,7 +412,7 @@ func (c *controlService) SubmitBackup(ctx context.Context, req *v1.SubmitBackupR
 			CreatedAt: timestampOf(t), UpdatedAt: timestampOf(t), MaxAttempts: s.cfg.MaxAttempts,
 			Params: &v1.Job_Backup{Backup: &v1.BackupParams{
 				Engine: engine, RepositoryUri: repo, Labels: maps.Clone(req.GetLabels()), Parallelism: req.GetParallelism(),
-				EngineReason: sel.reason, FallbackEngines: sel.fallbacks,
+				EngineReason: sel.reason, FallbackEngines: sel.fallbacks, History: req.GetHistory(),
 			}},
 		}
 		resp, err := s.apply(ctx, &v1.Command{Cmd: &v1.Command_SubmitJob{SubmitJob: &v1.SubmitJob{Job: job}}})

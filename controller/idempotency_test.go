@@ -15,7 +15,8 @@ import (
 
 // TestIdempotencyKeyInProcess: a keyed submit or cancel sent again returns
 // the first result and acts once; the same key with another request is
-// refused with a message that says why; a key too long is refused.
+// refused with a message that says why; a key too long is refused. (The
+// request's history reaches the job's backup params.)
 func TestIdempotencyKeyInProcess(t *testing.T) {
 	srv, c := startInProcess(t, nil)
 	a, err := connectAgent(t, []string{srv.Addr()}, "db1")
@@ -24,9 +25,9 @@ func TestIdempotencyKeyInProcess(t *testing.T) {
 	}
 	a.close() // jobs stay pending
 	ctx := context.Background()
-	req := &v1.SubmitBackupRequest{Instance: "db1", Engine: "logical", IdempotencyKey: "key-1"}
+	req := &v1.SubmitBackupRequest{Instance: "db1", Engine: "logical", IdempotencyKey: "key-1", History: true}
 	r1, err := c.Control.SubmitBackup(ctx, req)
-	if err != nil || r1.GetReplayed() {
+	if err != nil || r1.GetReplayed() || !r1.GetJob().GetBackup().GetHistory() {
 		t.Fatalf("first submit: %v, %v", r1, err)
 	}
 	r2, err := c.Control.SubmitBackup(ctx, req)

@@ -55,8 +55,14 @@ type BackupParams struct {
 	IncludeSystem bool
 	// IncludeUsers dumps accounts and grants.
 	IncludeUsers bool
-	Sink         Sink
-	Progress     func(Progress)
+	// History: the logical engine dumps system-versioned tables with every
+	// row version and its period, which only a target that can write row
+	// history (MariaDB ≥ 10.11, secure_timestamp permitting) restores;
+	// without it, their current rows only. Physical engines copy the
+	// history with the data files either way.
+	History  bool
+	Sink     Sink
+	Progress func(Progress)
 }
 
 // BackupResult summarises a backup an engine wrote into its Sink.

@@ -142,7 +142,7 @@ func backup(ctx context.Context, p Params) (*Result, error) {
 			}
 			var err error
 			res, err = eng.Backup(ctx, engines.BackupParams{
-				DSN: p.DSN, Parallel: parallel(bp.GetParallelism(), p.Parallel),
+				DSN: p.DSN, Parallel: parallel(bp.GetParallelism(), p.Parallel), History: bp.GetHistory(),
 				Sink: sink, Progress: progress(p),
 			})
 			return err

@@ -30,6 +30,7 @@ type document struct {
 	Window        string          `yaml:"window"`
 	MaxConcurrent *concurrencyDoc `yaml:"max_concurrent"`
 	Portable      bool            `yaml:"portable"`
+	History       bool            `yaml:"history"`
 }
 
 type scheduleDoc struct {
@@ -135,7 +136,7 @@ type badFunc func(path []string, format string, args ...any)
 func path(p ...string) []string { return p }
 
 func build(d document, bad badFunc) *v1.PolicySpec {
-	s := &v1.PolicySpec{Name: d.Name, Selector: d.Selector, Priority: d.Priority, RepositoryUri: d.Repository, Window: d.Window, Portable: d.Portable}
+	s := &v1.PolicySpec{Name: d.Name, Selector: d.Selector, Priority: d.Priority, RepositoryUri: d.Repository, Window: d.Window, Portable: d.Portable, History: d.History}
 	switch {
 	case d.Name == "":
 		bad(path("name"), "is required")
@@ -224,6 +225,9 @@ func build(d document, bad badFunc) *v1.PolicySpec {
 	}
 	if d.Portable && len(s.Backups) == 0 {
 		bad(path("portable"), "applies to the policy's scheduled backups, and it has none: add backups, or drop portable")
+	}
+	if d.History && len(s.Backups) == 0 {
+		bad(path("history"), "applies to the policy's scheduled backups, and it has none: add backups, or drop history")
 	}
 	// Retention or copies alone are a policy too: they apply to backups
 	// taken by hand or by another policy's schedules.

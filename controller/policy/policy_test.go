@@ -27,6 +27,7 @@ copies:
 window: "22:00-04:00"
 max_concurrent: {by: dc, limit: 2}
 portable: true
+history: true
 ---
 name: staging
 selector: env=staging
@@ -47,10 +48,10 @@ func TestParse(t *testing.T) {
 		s.GetBackups()[1].GetPrefer() != "any" || s.GetBinlog().GetRpoTarget().AsDuration() != time.Minute ||
 		s.GetRetention().GetPitrWindow().AsDuration() != 7*24*time.Hour || s.GetRetention().GetKeepDaily() != 7 ||
 		s.GetCopies()[0].GetRetention().GetKeepDaily() != 30 || s.GetMaxConcurrent().GetLimit() != 2 || s.GetWindow() != "22:00-04:00" ||
-		!s.GetPortable() || ps[1].Spec.GetPortable() {
+		!s.GetPortable() || ps[1].Spec.GetPortable() || !s.GetHistory() || ps[1].Spec.GetHistory() {
 		t.Fatalf("spec %v", s)
 	}
-	if ps[1].Line != 23 || !strings.Contains(ps[1].Source, "env=staging") {
+	if ps[1].Line != 24 || !strings.Contains(ps[1].Source, "env=staging") {
 		t.Fatalf("second document line %d source %q", ps[1].Line, ps[1].Source)
 	}
 }
@@ -77,6 +78,7 @@ func TestParseErrors(t *testing.T) {
 		{"name: a\nportable: true\nbackups:\n  - schedule: '@hourly'\n    engine: snapshot\n", "f.yaml:5: policy a: backups.0.engine: snapshot with portable: true: a physical copy restores only onto the server's own flavor and version; use engine auto or logical, or drop portable"},
 		{"name: a\nportable: true\nbinlog: {enabled: true}\n", "f.yaml:2: policy a: portable: applies to the policy's scheduled backups, and it has none"},
 		{"name: a\nportable: yes please\nbackups:\n  - schedule: '@hourly'\n", "line 2: cannot unmarshal"},
+		{"name: a\nhistory: true\nretention: {keep_last: 3}\n", "f.yaml:2: policy a: history: applies to the policy's scheduled backups, and it has none: add backups, or drop history"},
 	} {
 		_, err := Parse("f.yaml", []byte(c.doc))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

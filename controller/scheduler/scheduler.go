@@ -506,7 +506,7 @@ func (s *Scheduler) planTarget(p *plan, t Target, now time.Time, busy map[string
 		Policy: name, ScheduledFor: timestamppb.New(last), ScheduleIndex: t.Index, RunKey: t.RunKey,
 		Params: &v1.Job_Backup{Backup: &v1.BackupParams{
 			Engine: engine, RepositoryUri: repo, Policy: name, Labels: map[string]string{"policy": name},
-			EngineReason: reason, FallbackEngines: fallbacks,
+			EngineReason: reason, FallbackEngines: fallbacks, History: t.Policy.GetSpec().GetHistory(),
 		}},
 	}})
 }

@@ -478,12 +478,18 @@ backups:
 	if p, ok := byInstance["dev1"]; !ok || p.GetEngine() != "" || p.GetEngineReason() != "" {
 		t.Errorf("instance without capabilities: %v %+v", ok, p)
 	}
+	for name, p := range byInstance {
+		if p.GetHistory() {
+			t.Errorf("instance %s: a policy without history: true asks for history", name)
+		}
+	}
 }
 
 // TestScheduledEnginePortable: a portable policy's auto schedule runs the
 // logical engine with portable's reason and no physical fallback, on an
 // instance whose capabilities rank snapshot first and on one not probed
-// yet (whose agent would otherwise pick its default engine).
+// yet (whose agent would otherwise pick its default engine); its
+// history: true reaches every job.
 func TestScheduledEnginePortable(t *testing.T) {
 	f, clock := newEnv(t)
 	reg := &v1.RegisterAgent{Agent: &v1.Agent{Id: "a2", Name: "a2"}, Instances: []*v1.Instance{{Name: "big", Agent: "a2",
@@ -494,6 +500,7 @@ func TestScheduledEnginePortable(t *testing.T) {
 	f.applyYAML(`name: portable
 selector: env in (auto, dev)
 portable: true
+history: true
 backups:
   - schedule: "@every 1m"
 `)
@@ -505,8 +512,8 @@ backups:
 	}
 	for _, j := range jobsOf(f, v1.JobKind_JOB_KIND_BACKUP) {
 		p := j.GetBackup()
-		if p.GetEngine() != "logical" || !strings.Contains(p.GetEngineReason(), selection.PortableReason) || len(p.GetFallbackEngines()) != 0 {
-			t.Errorf("instance %s: engine %q, reason %q, fallbacks %v", j.GetInstance(), p.GetEngine(), p.GetEngineReason(), p.GetFallbackEngines())
+		if p.GetEngine() != "logical" || !strings.Contains(p.GetEngineReason(), selection.PortableReason) || len(p.GetFallbackEngines()) != 0 || !p.GetHistory() {
+			t.Errorf("instance %s: engine %q, reason %q, fallbacks %v, history %v", j.GetInstance(), p.GetEngine(), p.GetEngineReason(), p.GetFallbackEngines(), p.GetHistory())
 		}
 	}
 	// Without portable the same capabilities would run snapshot.

@@ -79,12 +79,14 @@ func (r *backupRun) progress(phase string) {
 // again. DDL run after the lock is released is not blocked on MariaDB: a
 // table rebuilt meanwhile fails the backup with ErrTableChanged.
 func (e *Engine) Backup(ctx context.Context, p engines.BackupParams) (res *engines.BackupResult, err error) {
-	return e.backup(ctx, p, nil)
+	return e.backup(ctx, p, nil, nil)
 }
 
-// backup is Backup of only the tables keep accepts (nil: all); Verify
-// reads a restore's tables back through it.
-func (e *Engine) backup(ctx context.Context, p engines.BackupParams, keep func(db, name string) bool) (res *engines.BackupResult, err error) {
+// backup is Backup of only the tables keep accepts (nil: all), with the
+// history of the system-versioned ones history accepts (nil: all when
+// p.History); Verify reads a restore's tables back through it, each as
+// its backup read it.
+func (e *Engine) backup(ctx context.Context, p engines.BackupParams, keep, history func(db, name string) bool) (res *engines.BackupResult, err error) {
 	if p.Sink == nil {
 		return nil, errors.New("logical backup: no sink")
 	}
@@ -131,6 +133,12 @@ func (e *Engine) backup(ctx context.Context, p engines.BackupParams, keep func(d
 		// must know a base holds only some.
 		p.Sink.SetEngineMetadata(MetaDatabases, strings.Join(p.Databases, ","))
 	}
+	if p.History {
+		p.Sink.SetEngineMetadata(MetaHistory, "true")
+	}
+	if history == nil {
+		history = func(string, string) bool { return p.History }
+	}
 
 	// UTC, as restore creates the schema: SHOW CREATE TABLE prints a
 	// TIMESTAMP default (and a SYSTEM_TIME partitioning's STARTS), points
@@ -151,6 +159,11 @@ func (e *Engine) backup(ctx context.Context, p engines.BackupParams, keep func(d
 	}
 	if keep != nil {
 		all = slices.DeleteFunc(all, func(t *tableInfo) bool { return !keep(t.DB, t.Name) })
+	}
+	for _, t := range all {
+		if history(t.DB, t.Name) {
+			t.setHistory()
+		}
 	}
 	schemas, posts, err := readSchema(ctx, ctl, dbs, all)
 	if err != nil {
@@ -210,10 +223,19 @@ func (e *Engine) backup(ctx context.Context, p engines.BackupParams, keep func(d
 	for _, t := range locked {
 		r.warn("%s.%s uses %s, which has no snapshots: it was dumped while writes were blocked, which lengthens the lock", t.DB, t.Name, t.Engine)
 	}
+	var current []string
 	for _, t := range tables {
-		if t.Type == "SYSTEM VERSIONED" && !t.History {
+		switch {
+		case !t.versioned() || t.History:
+		case history(t.DB, t.Name):
 			r.warn("%s.%s is system-versioned by transaction id: only its current rows are backed up, not its history (a period in transaction ids cannot be written back)", t.DB, t.Name)
+		default:
+			current = append(current, t.DB+"."+t.Name)
 		}
+	}
+	if len(current) > 0 {
+		r.warn("system-versioned tables backed up with their current rows only, not their history: %s; back up with --history (a policy's history: true) to keep it, which restores onto MariaDB ≥ 10.11",
+			strings.Join(current, ", "))
 	}
 	if !srv.LogBin {
 		r.warn("the server's binary log is off: the backup records no binlog position, so it cannot be the base of a point-in-time recovery")
@@ -271,7 +293,7 @@ func (e *Engine) backup(ctx context.Context, p engines.BackupParams, keep func(d
 		}
 	}
 
-	meta := metaDoc{Format: formatVersion, Flavor: srv.Flavor, Version: srv.Version, Databases: dbs, Users: p.IncludeUsers}
+	meta := metaDoc{Format: formatVersion, Flavor: srv.Flavor, Version: srv.Version, Databases: dbs, Users: p.IncludeUsers, History: p.History}
 	for _, t := range tables {
 		meta.Tables = append(meta.Tables, t.meta(r.noSums))
 	}
@@ -290,7 +312,8 @@ func (e *Engine) backup(ctx context.Context, p engines.BackupParams, keep func(d
 }
 
 func (t *tableInfo) meta(noSums bool) tableMeta {
-	tm := tableMeta{DB: t.DB, Name: t.Name, Engine: t.Engine, SplitKey: t.SplitKey, Locked: !t.transactional(), History: t.History}
+	tm := tableMeta{DB: t.DB, Name: t.Name, Engine: t.Engine, SplitKey: t.SplitKey, Locked: !t.transactional(),
+		History: t.History, CurrentOnly: t.versioned() && !t.History}
 	for _, c := range t.dumpColumns() {
 		tm.Columns = append(tm.Columns, c.Name)
 		tm.Types = append(tm.Types, c.DataType)

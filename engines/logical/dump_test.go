@@ -55,7 +55,7 @@ func TestMariaDBDumpSame(t *testing.T) {
 	src := startMariaDB(t, "dump-src", "--default-time-zone=+03:00")
 	dst := startMariaDB(t, "dump-dst")
 	loadTypes(t, src)
-	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN, Parallel: 2, IncludeUsers: true})
+	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN, History: true, Parallel: 2, IncludeUsers: true})
 	restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN, Parallel: 2, IncludeUsers: true})
 
 	if d := lineDiff(mariadbDump(t, src, append(dataDump, "rt", "rt2")...), mariadbDump(t, dst, append(dataDump, "rt", "rt2")...)); d != "" {

@@ -113,12 +113,12 @@ func TestWireDumpsWhatTheDriverDumps(t *testing.T) {
 		`INSERT INTO rt.zf VALUES (1, 0, 0, 0), (2, 4294967295, 18446744073709551615, 2155), (3, 42, 42, NULL), (4, NULL, NULL, 1901)`)
 
 	before := wirePieces.Load()
-	wire, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: m.DSN, Databases: []string{"rt"}, Parallel: 2})
+	wire, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: m.DSN, History: true, Databases: []string{"rt"}, Parallel: 2})
 	if wirePieces.Load() == before {
 		t.Fatal("the default backup did not read off the wire")
 	}
 	before = wirePieces.Load()
-	drv, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: m.DSN + "?compress=true", Databases: []string{"rt"}, Parallel: 2})
+	drv, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: m.DSN + "?compress=true", History: true, Databases: []string{"rt"}, Parallel: 2})
 	if n := wirePieces.Load() - before; n != 0 {
 		t.Fatalf("a compressed connection read %d pieces off the wire", n)
 	}
@@ -187,7 +187,7 @@ func TestBackupWithoutPreparedStatements(t *testing.T) {
 	loadTypes(t, m)
 	m.Exec(t, "SET GLOBAL max_prepared_stmt_count = 0")
 	before := wirePieces.Load()
-	a, res := backupMem(t, smallPieces, engines.BackupParams{DSN: m.DSN, Databases: []string{"rt"}, Parallel: 2})
+	a, res := backupMem(t, smallPieces, engines.BackupParams{DSN: m.DSN, History: true, Databases: []string{"rt"}, Parallel: 2})
 	if wirePieces.Load() == before {
 		t.Fatal("the backup did not read off the wire")
 	}

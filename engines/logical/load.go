@@ -117,34 +117,21 @@ func (r *restoreRun) loadPiece(ctx context.Context, c *sql.Conn, t *tableMeta, p
 	if len(t.Columns) == 0 {
 		return nil
 	}
-	if !t.History {
-		return r.loadRows(ctx, c, t, pc)
-	}
-	// A system-versioned table with its history: written through
-	// system_versioning_insert_history, or, where the target refuses it
-	// (MariaDB < 10.11 refuses the variable, secure_timestamp YES the
-	// rows: error 1290), its current rows alone.
-	if _, refused := r.noHistory.Load(t.DB + "." + t.Name); refused {
-		return r.insertPiece(ctx, c, t, pc, true)
-	}
-	_, err := c.ExecContext(ctx, "SET SESSION system_versioning_insert_history = ON")
-	if err == nil {
-		err = r.loadRows(ctx, c, t, pc)
-		if mysqlx.ServerErrorNumber(err) != 1290 {
-			return err
+	if t.History {
+		// A system-versioned table with its history: its period columns
+		// are written as dumped. Restore checked that the target takes
+		// them (checkHistoryTarget) before it wrote anything.
+		if _, err := c.ExecContext(ctx, "SET SESSION system_versioning_insert_history = ON"); err != nil {
+			return mysqlx.Translate("loading "+r.target(t.DB)+"."+t.Name+" with its history", err)
 		}
 	}
-	if _, loaded := r.noHistory.LoadOrStore(t.DB+"."+t.Name, true); !loaded {
-		r.warn("%s.%s: the target cannot take row history (%v; it needs MariaDB ≥ 10.11 with secure_timestamp NO, or SUPER with secure_timestamp SUPER): "+
-			"only its current rows are restored, with the restore's time as their start, and its history is not", r.target(t.DB), t.Name, err)
-	}
-	return r.insertPiece(ctx, c, t, pc, true)
+	return r.loadRows(ctx, c, t, pc)
 }
 
 // loadRows loads a piece's rows as they are in the stream.
 func (r *restoreRun) loadRows(ctx context.Context, c *sql.Conn, t *tableMeta, pc pieceMeta) error {
 	if r.useInsert.Load() {
-		return r.insertPiece(ctx, c, t, pc, false)
+		return r.insertPiece(ctx, c, t, pc)
 	}
 	td := r.target(t.DB)
 	op := "loading " + td + "." + t.Name + " from stream " + pc.Stream
@@ -172,7 +159,7 @@ func (r *restoreRun) loadRows(ctx context.Context, c *sql.Conn, t *tableMeta, pc
 			if !r.useInsert.Swap(true) {
 				r.warn("the target refused LOAD DATA LOCAL INFILE (%v): loading with batched INSERTs, which is slower; SET GLOBAL local_infile=ON for LOAD DATA", err)
 			}
-			return r.insertPiece(ctx, c, t, pc, false)
+			return r.insertPiece(ctx, c, t, pc)
 		}
 		return mysqlx.TranslateNeed(op, err, "INSERT on "+qi(td)+".*")
 	}
@@ -195,12 +182,6 @@ func (r *restoreRun) loadRows(ctx context.Context, c *sql.Conn, t *tableMeta, pc
 	return nil
 }
 
-// currentRowEnd is where a current row's period ends in a dump (UTC, as the
-// dump session reads it): the largest TIMESTAMP(6), which MariaDB ≥ 11.5
-// moved from 2038 to 2106. Row ends are compared as text, which orders
-// this format as time.
-const currentRowEnd = "2038-01-19 03:14:07.999999"
-
 func rollback(ctx context.Context, c *sql.Conn) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -210,16 +191,9 @@ func rollback(ctx context.Context, c *sql.Conn) {
 // insertPiece is the path for servers with local_infile=OFF: the stream is
 // parsed back and sent as multi-row INSERTs of hex literals (pure ASCII, so
 // no character set conversion can touch the bytes).
-//
-// currentOnly loads a History table's current rows without their period
-// columns (the last two), for a target that cannot take row history.
-func (r *restoreRun) insertPiece(ctx context.Context, c *sql.Conn, t *tableMeta, pc pieceMeta, currentOnly bool) (err error) {
+func (r *restoreRun) insertPiece(ctx context.Context, c *sql.Conn, t *tableMeta, pc pieceMeta) (err error) {
 	td := r.target(t.DB)
 	op := "loading " + td + "." + t.Name + " from stream " + pc.Stream + " with INSERT"
-	columns := t.Columns
-	if currentOnly {
-		columns = columns[:len(columns)-2]
-	}
 	rc, err := r.p.Source.OpenStream(ctx, pc.Stream)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -228,8 +202,8 @@ func (r *restoreRun) insertPiece(ctx context.Context, c *sql.Conn, t *tableMeta,
 	src := &countingReader{r: rc, total: &r.bytes}
 	rr := newRowReader(src)
 	mysqlFlavor := !r.srv.IsMariaDB()
-	cols := make([]string, len(columns))
-	for i, col := range columns {
+	cols := make([]string, len(t.Columns))
+	for i, col := range t.Columns {
 		cols[i] = qi(col)
 	}
 	prefix := "INSERT INTO " + qname(td, t.Name) + " (" + strings.Join(cols, ", ") + ") VALUES "
@@ -269,12 +243,6 @@ func (r *restoreRun) insertPiece(ctx context.Context, c *sql.Conn, t *tableMeta,
 			return fmt.Errorf("%s: row %d has %d fields, the table %d columns", op, rows+1, len(fields), len(t.Columns))
 		}
 		rows++
-		if currentOnly {
-			if string(fields[len(fields)-1]) < currentRowEnd {
-				continue // a past version
-			}
-			fields = fields[:len(fields)-2]
-		}
 		if batch > 0 {
 			buf = append(buf, ',')
 		}

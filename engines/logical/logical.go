@@ -18,6 +18,12 @@ const Name = "logical"
 // forward onto such a base.
 const MetaDatabases = "logical.databases"
 
+// MetaHistory is the manifest's engine metadata key set to "true" for a
+// backup taken with history (BackupParams.History): its system-versioned
+// tables hold every row version, which only a target that can write row
+// history restores. Absent: their current rows only.
+const MetaHistory = "logical.history"
+
 // formatVersion is the version of the stream layout below; Restore rejects
 // backups written with a newer one. 2: a system-versioned table's pieces
 // may hold its history and period columns (tableMeta.History), which a
@@ -66,6 +72,9 @@ type metaDoc struct {
 	Databases []string    `json:"databases"`
 	Tables    []tableMeta `json:"tables"`
 	Users     bool        `json:"users"`
+	// History: the backup was asked for the history of system-versioned
+	// tables (BackupParams.History); tableMeta.History says which have it.
+	History bool `json:"history,omitempty"`
 }
 
 // tableMeta describes one table's data. Columns lists the dumped columns in
@@ -81,9 +90,13 @@ type tableMeta struct {
 	Locked   bool     `json:"dumped_under_lock,omitempty"` // non-transactional: dumped while writes were blocked
 	// History: a system-versioned table dumped with every row version,
 	// its last two columns the period's start and end.
-	History bool        `json:"history,omitempty"`
-	Pieces  []pieceMeta `json:"pieces"`
-	Rows    int64       `json:"rows"`
+	History bool `json:"history,omitempty"`
+	// CurrentOnly: a system-versioned table dumped with its current rows
+	// only (a backup without history, or a period in transaction ids).
+	// Backups taken before this was recorded leave it false.
+	CurrentOnly bool        `json:"current_rows_only,omitempty"`
+	Pieces      []pieceMeta `json:"pieces"`
+	Rows        int64       `json:"rows"`
 	// Checksum is the order-independent checksum of all its rows (the sum
 	// of its pieces'), hex; "" before checksums were recorded.
 	Checksum string `json:"checksum,omitempty"`

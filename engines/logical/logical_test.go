@@ -266,7 +266,7 @@ func TestRoundTripEveryType(t *testing.T) {
 
 	var phases sync.Map
 	progress := func(p engines.Progress) { phases.Store(p.Phase, p) }
-	a, res := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN, Parallel: 3, Progress: progress})
+	a, res := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN, History: true, Parallel: 3, Progress: progress})
 	if v, ok := phases.Load("done"); !ok || v.(engines.Progress).RowsDone != res.Rows || v.(engines.Progress).TablesDone != res.Tables {
 		t.Errorf("backup progress at the end: %+v, result %+v", v, res)
 	}

@@ -99,6 +99,18 @@ func TestMySQL8LockProtocol(t *testing.T) {
 	if indexOf(dd.Log(), 0, "LOAD DATA LOCAL INFILE") < 0 {
 		t.Errorf("restore did not load with LOAD DATA:\n%s", dump(dd.Log()))
 	}
+
+	// A MariaDB backup with row history is refused by MySQL, which has no
+	// system-versioned tables, before anything is created.
+	m.Exec(t, "CREATE DATABASE hv", "CREATE TABLE hv.v (id INT PRIMARY KEY) WITH SYSTEM VERSIONING", "INSERT INTO hv.v VALUES (1)", "DELETE FROM hv.v")
+	h, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: m.DSN, Databases: []string{"hv"}, History: true})
+	_, err := smallPieces.Restore(context.Background(), engines.RestoreParams{DSN: dd.DSN, Source: h})
+	if !errors.Is(err, ErrHistoryRefused) || !strings.Contains(err.Error(), "hv.v") || !strings.Contains(err.Error(), mysqlx.MySQL+" "+dd.Version+", has no system-versioned tables") {
+		t.Errorf("history restored onto MySQL: %v", err)
+	}
+	if i := indexOf(dd.Log(), 0, "CREATE DATABASE IF NOT EXISTS `hv`"); i >= 0 || strings.Contains(dump(dd.Log()), "`hv`") {
+		t.Errorf("the refused restore created hv:\n%s", dump(dd.Log()))
+	}
 }
 
 // TestMySQL8LockErrors: without RELOAD, FLUSH TABLES WITH READ LOCK fails,

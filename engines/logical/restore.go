@@ -26,6 +26,10 @@ import (
 // already holds objects the restore would create and DropExisting is off.
 var ErrTargetNotEmpty = errors.New("target already holds objects to restore")
 
+// ErrHistoryRefused is returned (wrapped, with the tables and the reason)
+// when a backup holds row history the target cannot write.
+var ErrHistoryRefused = errors.New("the target cannot write row history")
+
 // restoreSessionSQL makes a load session read values exactly as they were
 // dumped: TIMESTAMPs in UTC, 0 kept in AUTO_INCREMENT columns, and no
 // foreign-key checks, because tables load in parallel in no particular
@@ -48,7 +52,6 @@ type restoreRun struct {
 	done      atomic.Int64
 	warnMu    sync.Mutex
 	warnings  []string
-	noHistory sync.Map      // "db.table" of History tables loaded without their history
 	state     *restoreState // progress on the target; nil: not recorded
 }
 
@@ -169,6 +172,10 @@ func (e *Engine) Restore(ctx context.Context, p engines.RestoreParams) (_ *engin
 	if err := initRestoreSession(ctx, ctl, r.srv); err != nil {
 		return nil, err
 	}
+	if err := r.checkHistoryTarget(ctx, ctl, sel, dsn.User()); err != nil {
+		return nil, err
+	}
+	r.noteCurrentOnly(sel)
 	var localInfile int
 	if err := ctl.QueryRowContext(ctx, "SELECT @@GLOBAL.local_infile").Scan(&localInfile); err == nil && localInfile == 0 {
 		r.useInsert.Store(true)
@@ -402,6 +409,88 @@ func initRestoreSession(ctx context.Context, c *sql.Conn, srv *mysqlx.Server) er
 		}
 	}
 	return nil
+}
+
+// checkHistoryTarget refuses, before anything is written, a restore of
+// tables with their row history (tableMeta.History) onto a target that
+// cannot write it. MariaDB ≥ 10.11 writes a row's period as given under
+// system_versioning_insert_history, where secure_timestamp lets the
+// session set its time: NO, anyone; SUPER or REPLICATION, a user with
+// SUPER or BINLOG REPLAY; YES, nobody. The server checks the rows exactly
+// as it checks SET timestamp, so that is the probe.
+func (r *restoreRun) checkHistoryTarget(ctx context.Context, ctl *sql.Conn, sel *selection, user string) error {
+	var tables []string
+	for _, t := range r.meta.Tables {
+		if t.History && sel.table(t.DB, t.Name) {
+			tables = append(tables, r.target(t.DB)+"."+t.Name)
+		}
+	}
+	if len(tables) == 0 {
+		return nil
+	}
+	why, err := historyRefusal(ctx, ctl, r.srv, user)
+	if err != nil || why == "" {
+		return err
+	}
+	return fmt.Errorf("%w: backup %s holds the row history of %s (it was taken with --history), and %s; restore onto a server that can write it, or leave these tables out (--tables)",
+		ErrHistoryRefused, r.p.Source.Manifest().GetBackupId(), strings.Join(tables, ", "), why)
+}
+
+// historyRefusal says why the session on ctl cannot write row history, or
+// "" when it can. It leaves the session as it found it.
+func historyRefusal(ctx context.Context, ctl *sql.Conn, srv *mysqlx.Server, user string) (string, error) {
+	const op = "checking that the target can write row history"
+	if !srv.IsMariaDB() {
+		return "the target, " + srv.String() + ", has no system-versioned tables", nil
+	}
+	if _, err := ctl.ExecContext(ctx, "SET SESSION system_versioning_insert_history = ON"); err != nil {
+		if mysqlx.ServerErrorNumber(err) == 1193 { // unknown system variable
+			return "the target, " + srv.String() + ", cannot write it (system_versioning_insert_history came in MariaDB 10.11)", nil
+		}
+		return "", mysqlx.Translate(op, err)
+	}
+	defer func() {
+		_, _ = ctl.ExecContext(context.WithoutCancel(ctx), "SET SESSION system_versioning_insert_history = OFF")
+	}()
+	_, err := ctl.ExecContext(ctx, "SET SESSION timestamp = UNIX_TIMESTAMP()")
+	if err == nil {
+		_, err = ctl.ExecContext(ctx, "SET SESSION timestamp = DEFAULT")
+		return "", mysqlx.Translate(op, err)
+	}
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) {
+		return "", mysqlx.Translate(op, err)
+	}
+	switch me.Number {
+	case 1290: // --secure-timestamp=YES
+		return "the target runs with secure_timestamp=YES, which lets nobody write a row's time (it needs secure_timestamp NO, or SUPER with a user that has SUPER or BINLOG REPLAY; the option is set at server start)", nil
+	case 1227: // access denied; the server's message names the privileges
+		var mode string
+		_ = ctl.QueryRowContext(ctx, "SELECT @@GLOBAL.secure_timestamp").Scan(&mode)
+		return fmt.Sprintf("under the target's secure_timestamp=%s, %s may not write a row's time (%s): grant it one of those", mode, user, me.Message), nil
+	}
+	return "", mysqlx.Translate(op, err)
+}
+
+// noteCurrentOnly warns about system-versioned tables the backup holds
+// with their current rows only: restored, their history starts at the
+// restore.
+func (r *restoreRun) noteCurrentOnly(sel *selection) {
+	var tables []string
+	for _, t := range r.meta.Tables {
+		if t.CurrentOnly && sel.table(t.DB, t.Name) {
+			tables = append(tables, r.target(t.DB)+"."+t.Name)
+		}
+	}
+	if len(tables) == 0 {
+		return
+	}
+	why := "it was taken without --history"
+	if r.meta.History {
+		why = "their periods are in transaction ids, which cannot be written back"
+	}
+	r.warn("the backup holds only the current rows of the system-versioned %s (%s): they are restored with the restore's time as their start, and no history",
+		strings.Join(tables, ", "), why)
 }
 
 // selectObjects applies Databases, Tables and RenameDB, naming whatever

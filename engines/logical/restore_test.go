@@ -2,7 +2,9 @@ package logical
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -21,7 +23,7 @@ func TestPartialRenameAndExisting(t *testing.T) {
 	src := startMariaDB(t, "part-src")
 	dst := startMariaDB(t, "part-dst")
 	loadTypes(t, src)
-	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN})
+	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN, History: true})
 	srcDB, dstDB := src.DB(t), dst.DB(t)
 
 	// Whole databases under new names: views, triggers and routines follow.
@@ -96,7 +98,7 @@ func TestInsertFallback(t *testing.T) {
 	src := startMariaDB(t, "ins-src")
 	dst := startMariaDB(t, "ins-dst", "--local-infile=0")
 	loadTypes(t, src)
-	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN})
+	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN, History: true})
 	res := restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN})
 	if len(res.Warnings) == 0 || !strings.Contains(res.Warnings[0], "local_infile") {
 		t.Errorf("no warning about local_infile: %v", res.Warnings)
@@ -274,37 +276,64 @@ func TestTargetFull(t *testing.T) {
 	t.Logf("error reads: %v", err)
 }
 
-// TestSecureTimestampTarget restores into a server that refuses to set the
-// time (secure_timestamp=YES): a system-versioned table comes back with
-// its current rows only and an event is created with the target's time,
-// each with a warning, instead of failing the restore.
-func TestSecureTimestampTarget(t *testing.T) {
+// TestHistoryTargetRefused: a backup with history is refused, before
+// anything is written, by a target that cannot write row history: one
+// with secure_timestamp=YES (the reason named), and under
+// secure_timestamp=SUPER a user without SUPER or BINLOG REPLAY (the
+// privileges named), whom the grant then lets restore the whole history.
+// A backup without history restores onto the YES target: its current rows,
+// with warnings for them and for the event created with the target's time.
+func TestHistoryTargetRefused(t *testing.T) {
 	t.Parallel()
-	src := startMariaDB(t, "sects-src")
+	src := startMariaDB(t, "sects-src", "--secure-timestamp=SUPER")
 	dst := startMariaDB(t, "sects-dst", "--secure-timestamp=YES")
 	src.Exec(t, "CREATE DATABASE h", "USE h", "CREATE TABLE h.v (id INT PRIMARY KEY, n INT) WITH SYSTEM VERSIONING",
 		"INSERT INTO h.v SELECT seq, 0 FROM seq_1_to_50", "UPDATE h.v SET n = n + 1 WHERE id <= 10", "UPDATE h.v SET n = n + 1 WHERE id <= 5",
 		"CREATE EVENT h.ev ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00' DISABLE DO DELETE FROM h.v WHERE id < 0")
-	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN})
-	for _, useInsert := range []bool{false, true} {
-		target := "h"
-		if useInsert { // the INSERT path, as with local_infile=OFF
-			target = "h_ins"
-			dst.Exec(t, "SET GLOBAL local_infile = 0")
+	withHistory, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN, History: true})
+	dstDB := dst.DB(t)
+	noDatabase := func(db *sql.DB, name string) {
+		t.Helper()
+		if got := queryStrings(t, db, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", name); len(got) != 0 {
+			t.Errorf("the refused restore created database %s", name)
 		}
-		res := restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN, RenameDB: map[string]string{"h": target}})
-		w := strings.Join(res.Warnings, "\n")
-		if !strings.Contains(w, target+".v: the target cannot take row history") || !strings.Contains(w, "event "+target+".ev is created with the target's time") {
-			t.Errorf("restore into %s: warnings %q", target, res.Warnings)
-		}
-		if res.Rows != 50 {
-			t.Errorf("restore into %s: %d rows, want the 50 current ones", target, res.Rows)
-		}
-		want := queryStrings(t, src.DB(t), "SELECT id, n FROM h.v")
-		got := queryStrings(t, dst.DB(t), "SELECT id, n FROM "+target+".v")
-		if strings.Join(want, ",") != strings.Join(got, ",") {
-			t.Errorf("current rows in %s: %v, want %v", target, got, want)
-		}
+	}
+
+	_, err := smallPieces.Restore(context.Background(), engines.RestoreParams{DSN: dst.DSN, Source: withHistory})
+	if !errors.Is(err, ErrHistoryRefused) || !strings.Contains(err.Error(), "h.v") || !strings.Contains(err.Error(), "secure_timestamp=YES") {
+		t.Fatalf("restoring history onto secure_timestamp=YES: %v", err)
+	}
+	t.Logf("refusal reads: %v", err)
+	noDatabase(dstDB, "h")
+
+	src.Exec(t, "CREATE USER loader@'%'", "GRANT ALL PRIVILEGES ON h_x.* TO loader@'%'", "GRANT SELECT ON *.* TO loader@'%'")
+	loader := engines.RestoreParams{DSN: strings.Replace(src.DSN, "tidemark@", "loader@", 1), Source: withHistory, Tables: []string{"h.v"}, RenameDB: map[string]string{"h": "h_x"}}
+	_, err = smallPieces.Restore(context.Background(), loader)
+	if !errors.Is(err, ErrHistoryRefused) || !strings.Contains(err.Error(), "secure_timestamp=SUPER") || !strings.Contains(err.Error(), "BINLOG REPLAY") {
+		t.Fatalf("restoring history as a user without BINLOG REPLAY: %v", err)
+	}
+	t.Logf("refusal reads: %v", err)
+	srcDB := src.DB(t)
+	noDatabase(srcDB, "h_x")
+	src.Exec(t, "GRANT BINLOG REPLAY ON *.* TO loader@'%'")
+	restoreMem(t, smallPieces, withHistory, loader)
+	const all = "SELECT id, n, CONCAT(row_start), CONCAT(row_end) FROM %s.v FOR SYSTEM_TIME ALL"
+	want, got := queryStrings(t, srcDB, fmt.Sprintf(all, "h")), queryStrings(t, srcDB, fmt.Sprintf(all, "h_x"))
+	if len(want) != 65 || strings.Join(want, "\n") != strings.Join(got, "\n") {
+		t.Errorf("history restored with BINLOG REPLAY: %d row versions, the source %d (want 65, equal)", len(got), len(want))
+	}
+
+	current, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN, Databases: []string{"h"}})
+	res := restoreMem(t, smallPieces, current, engines.RestoreParams{DSN: dst.DSN})
+	w := strings.Join(res.Warnings, "\n")
+	if !strings.Contains(w, "only the current rows of the system-versioned h.v (it was taken without --history)") || !strings.Contains(w, "event h.ev is created with the target's time") {
+		t.Errorf("restore without history: warnings %q", res.Warnings)
+	}
+	if res.Rows != 50 {
+		t.Errorf("restore without history: %d rows, want the 50 current ones", res.Rows)
+	}
+	if want, got := queryStrings(t, srcDB, "SELECT id, n FROM h.v"), queryStrings(t, dstDB, "SELECT id, n FROM h.v FOR SYSTEM_TIME ALL"); strings.Join(want, ",") != strings.Join(got, ",") {
+		t.Errorf("restored rows, history included: %v, want the current ones %v", got, want)
 	}
 }
 
@@ -317,7 +346,7 @@ func TestNoBinlog(t *testing.T) {
 	src := startMariaDB(t, "nobin-src")
 	dst := startMariaDB(t, "nobin-dst")
 	loadTypes(t, src)
-	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN})
+	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN, History: true})
 	dstDB := dst.DB(t)
 	pos := func() string {
 		var p string
@@ -365,11 +394,14 @@ func TestHistoryByTransactionID(t *testing.T) {
 		"INSERT INTO hv.tv VALUES (1, 1), (2, 2), (3, 3)",
 		"UPDATE hv.tv SET v = v + 10 WHERE id <= 2",
 		"DELETE FROM hv.tv WHERE id = 3")
-	a, res := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN})
+	a, res := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN, History: true})
 	if w := strings.Join(res.Warnings, "\n"); !strings.Contains(w, "hv.tv is system-versioned by transaction id: only its current rows are backed up") {
 		t.Errorf("backup warnings: %q", res.Warnings)
 	}
-	restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN})
+	rres := restoreMem(t, smallPieces, a, engines.RestoreParams{DSN: dst.DSN})
+	if w := strings.Join(rres.Warnings, "\n"); !strings.Contains(w, "only the current rows of the system-versioned hv.tv (their periods are in transaction ids") {
+		t.Errorf("restore warnings: %q", rres.Warnings)
+	}
 	const q = "SELECT CONCAT(id, '=', v) FROM hv.tv FOR SYSTEM_TIME ALL ORDER BY id, v"
 	if got := strings.Join(queryStrings(t, dst.DB(t), q), " "); got != "1=11 2=12" {
 		t.Errorf("restored rows, history included: %q, want the current rows 1=11 2=12", got)

@@ -21,7 +21,7 @@ func TestResume(t *testing.T) {
 	src := startMariaDB(t, "resume-src")
 	loadTypes(t, src)
 	testenv.LoadSample(t, src.DB(t), "shop", 6000)
-	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN})
+	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN, History: true})
 	var total int64
 	for _, tm := range readMeta(t, a).Tables {
 		total += tm.Rows

@@ -20,7 +20,8 @@ type tableInfo struct {
 	SplitUnsigned               bool
 	// History: a system-versioned table whose rows are dumped with their
 	// history (FOR SYSTEM_TIME ALL) and period columns, which restore
-	// writes through system_versioning_insert_history.
+	// writes through system_versioning_insert_history. Set by setHistory,
+	// when the backup asks for history.
 	History bool
 	period  []columnInfo // ROW START and ROW END, when History
 	pieces  []piece
@@ -53,13 +54,16 @@ func (t *tableInfo) dumpColumns() []columnInfo {
 	return append(out, t.period...)
 }
 
-// setHistory decides whether a system-versioned table's history travels:
-// when its period is kept in timestamps. The period columns are the named
+func (t *tableInfo) versioned() bool { return t.Type == "SYSTEM VERSIONED" }
+
+// setHistory is called for a backup with history (BackupParams.History)
+// and decides whether a system-versioned table's history travels: when
+// its period is kept in timestamps. The period columns are the named
 // ones (GENERATED ALWAYS AS ROW START/END) or the implicit row_start and
 // row_end. Periods in transaction ids (InnoDB's BIGINT UNSIGNED) cannot be
 // written back, so such a table keeps only its current rows.
 func (t *tableInfo) setHistory() {
-	if t.Type != "SYSTEM VERSIONED" {
+	if !t.versioned() {
 		return
 	}
 	var start, end *columnInfo
@@ -282,12 +286,12 @@ func listTables(ctx context.Context, q *sql.Conn, dbs []string) ([]*tableInfo, e
 
 // readPeriods finds the period columns of system-versioned tables (named
 // ones are GENERATED ALWAYS AS ROW START/END; the server reports them as
-// stored generated columns) and decides whose history travels. Only
-// MariaDB has such tables, and only it is asked.
+// stored generated columns), which setHistory looks at. Only MariaDB has
+// such tables, and only it is asked.
 func readPeriods(ctx context.Context, q *sql.Conn, args []any, dbs []string, tables []*tableInfo, byName map[[2]string]*tableInfo) error {
 	versioned := false
 	for _, t := range tables {
-		versioned = versioned || t.Type == "SYSTEM VERSIONED"
+		versioned = versioned || t.versioned()
 	}
 	if !versioned {
 		return nil
@@ -314,9 +318,6 @@ func readPeriods(ctx context.Context, q *sql.Conn, args []any, dbs []string, tab
 	_ = rows.Close()
 	if err := rows.Err(); err != nil {
 		return mysqlx.Translate("listing period columns", err)
-	}
-	for _, t := range tables {
-		t.setHistory()
 	}
 	return nil
 }

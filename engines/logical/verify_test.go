@@ -30,7 +30,7 @@ func TestVerify(t *testing.T) {
 			fmt.Sprintf("INSERT INTO vf.dup VALUES ('row %d')", i),
 			fmt.Sprintf("INSERT INTO vf.same VALUES (%d, REPEAT('x', %d))", i, i*50))
 	}
-	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN})
+	a, _ := backupMem(t, smallPieces, engines.BackupParams{DSN: src.DSN, History: true})
 	ctx := context.Background()
 	verify := func(p engines.VerifyParams) (*engines.VerifyResult, error) {
 		p.DSN, p.Source = dst.DSN, a

@@ -1567,8 +1567,13 @@ type BackupParams struct {
 	FallbackEngines []string `protobuf:"bytes,81,rep,name=fallback_engines,json=fallbackEngines,proto3" json:"fallback_engines,omitempty"`
 	// Set by the agent when it fell back: the engine that failed and why.
 	FallbackReason string `protobuf:"bytes,82,opt,name=fallback_reason,json=fallbackReason,proto3" json:"fallback_reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Logical engine: dump system-versioned tables with their whole history
+	// (every row version and its period), which restores only onto MariaDB
+	// >= 10.11 able to write it; unset: their current rows only, with a
+	// warning. Physical engines copy the history either way.
+	History       bool `protobuf:"varint,98,opt,name=history,proto3" json:"history,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BackupParams) Reset() {
@@ -1662,6 +1667,13 @@ func (x *BackupParams) GetFallbackReason() string {
 		return x.FallbackReason
 	}
 	return ""
+}
+
+func (x *BackupParams) GetHistory() bool {
+	if x != nil {
+		return x.History
+	}
+	return false
 }
 
 // BinlogPosition is a position in a server's binary log.
@@ -4044,7 +4056,10 @@ type PolicySpec struct {
 	// Backups must restore onto another server version or flavor: only the
 	// logical engine gives that, so engine selection refuses every physical
 	// engine for the policy's scheduled runs (`portable: true`).
-	Portable      bool `protobuf:"varint,25,opt,name=portable,proto3" json:"portable,omitempty"`
+	Portable bool `protobuf:"varint,25,opt,name=portable,proto3" json:"portable,omitempty"`
+	// Scheduled logical backups keep the history of system-versioned tables
+	// (BackupParams.history; `history: true`).
+	History       bool `protobuf:"varint,30,opt,name=history,proto3" json:"history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4152,6 +4167,13 @@ func (x *PolicySpec) GetPriority() int32 {
 func (x *PolicySpec) GetPortable() bool {
 	if x != nil {
 		return x.Portable
+	}
+	return false
+}
+
+func (x *PolicySpec) GetHistory() bool {
+	if x != nil {
+		return x.History
 	}
 	return false
 }
@@ -4925,7 +4947,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\n" +
 	"expired_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAt\x12#\n" +
 	"\rexpire_reason\x18\x06 \x01(\tR\fexpireReason\x12\"\n" +
-	"\rexpire_job_id\x18\a \x01(\tR\vexpireJobId\"\x97\x03\n" +
+	"\rexpire_job_id\x18\a \x01(\tR\vexpireJobId\"\xb1\x03\n" +
 	"\fBackupParams\x12\x16\n" +
 	"\x06engine\x18\x01 \x01(\tR\x06engine\x12%\n" +
 	"\x0erepository_uri\x18\x02 \x01(\tR\rrepositoryUri\x12=\n" +
@@ -4935,7 +4957,8 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\vparallelism\x18\x06 \x01(\rR\vparallelism\x12#\n" +
 	"\rengine_reason\x18P \x01(\tR\fengineReason\x12)\n" +
 	"\x10fallback_engines\x18Q \x03(\tR\x0ffallbackEngines\x12'\n" +
-	"\x0ffallback_reason\x18R \x01(\tR\x0efallbackReason\x1a9\n" +
+	"\x0ffallback_reason\x18R \x01(\tR\x0efallbackReason\x12\x18\n" +
+	"\ahistory\x18b \x01(\bR\ahistory\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"]\n" +
@@ -5149,7 +5172,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"rpo_target\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\trpoTarget\"9\n" +
 	"\x11PolicyConcurrency\x12\x0e\n" +
 	"\x02by\x18\x01 \x01(\tR\x02by\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xd0\x03\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xea\x03\n" +
 	"\n" +
 	"PolicySpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
@@ -5163,7 +5186,8 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\x0emax_concurrent\x18\t \x01(\v2\x1e.tidemark.v1.PolicyConcurrencyR\rmaxConcurrent\x12\x1a\n" +
 	"\bpriority\x18\n" +
 	" \x01(\x05R\bpriority\x12\x1a\n" +
-	"\bportable\x18\x19 \x01(\bR\bportable\"\xc1\x02\n" +
+	"\bportable\x18\x19 \x01(\bR\bportable\x12\x18\n" +
+	"\ahistory\x18\x1e \x01(\bR\ahistory\"\xc1\x02\n" +
 	"\x06Policy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12+\n" +

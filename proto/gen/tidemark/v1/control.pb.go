@@ -2088,6 +2088,9 @@ type SubmitBackupRequest struct {
 	Labels        map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Parallel workers; 0 for the engine's default.
 	Parallelism uint32 `protobuf:"varint,5,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	// Logical engine: keep the history of system-versioned tables
+	// (BackupParams.history).
+	History bool `protobuf:"varint,98,opt,name=history,proto3" json:"history,omitempty"`
 	// A client-generated key (any unique string, e.g. a random UUID) that
 	// makes the call safe to retry: the first call with a key records its
 	// result in the same Raft entry as its change, and a later call with the
@@ -2162,6 +2165,13 @@ func (x *SubmitBackupRequest) GetParallelism() uint32 {
 		return x.Parallelism
 	}
 	return 0
+}
+
+func (x *SubmitBackupRequest) GetHistory() bool {
+	if x != nil {
+		return x.History
+	}
+	return false
 }
 
 func (x *SubmitBackupRequest) GetIdempotencyKey() string {
@@ -5312,13 +5322,14 @@ const file_tidemark_v1_control_proto_rawDesc = "" +
 	"\x0fWatchJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"6\n" +
 	"\x10WatchJobResponse\x12\"\n" +
-	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"\xbc\x02\n" +
+	"\x03job\x18\x01 \x01(\v2\x10.tidemark.v1.JobR\x03job\"\xd6\x02\n" +
 	"\x13SubmitBackupRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x16\n" +
 	"\x06engine\x18\x02 \x01(\tR\x06engine\x12%\n" +
 	"\x0erepository_uri\x18\x03 \x01(\tR\rrepositoryUri\x12D\n" +
 	"\x06labels\x18\x04 \x03(\v2,.tidemark.v1.SubmitBackupRequest.LabelsEntryR\x06labels\x12 \n" +
-	"\vparallelism\x18\x05 \x01(\rR\vparallelism\x12'\n" +
+	"\vparallelism\x18\x05 \x01(\rR\vparallelism\x12\x18\n" +
+	"\ahistory\x18b \x01(\bR\ahistory\x12'\n" +
 	"\x0fidempotency_key\x18\x15 \x01(\tR\x0eidempotencyKey\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
