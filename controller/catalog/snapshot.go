@@ -2,15 +2,25 @@ package catalog
 
 import (
 	"fmt"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
 // Dump returns the whole catalog as one message, each table in key order,
 // so equal catalogs dump to equal bytes (with deterministic marshalling).
-// The records are shared with the store and must not be changed.
+// The records are shared with the store and must not be changed. Finished
+// jobs are in FinishedJobs, as the bytes the store keeps.
 func (r *Read) Dump() *v1.CatalogSnapshot {
+	fin := make([][]byte, 0, r.fin.byID.Len())
+	r.fin.byID.Scan(func(e *fjob) bool {
+		fin = append(fin, e.data)
+		return true
+	})
 	return &v1.CatalogSnapshot{
+		FinishedJobs:    fin,
 		Agents:          r.Agents(),
 		Instances:       r.Instances(),
 		Backups:         all[*v1.Backup](r, backupsTableName, "id"),
@@ -29,7 +39,8 @@ func (r *Read) Dump() *v1.CatalogSnapshot {
 }
 
 // Load builds a store holding exactly the records of snap, which it takes
-// ownership of.
+// ownership of. The finished jobs of a snapshot written before the
+// finished store (in jobs) move to it, as PutJob moves any job.
 func Load(snap *v1.CatalogSnapshot) (*Store, error) {
 	s := New()
 	w := s.Write()
@@ -54,6 +65,10 @@ func Load(snap *v1.CatalogSnapshot) (*Store, error) {
 	if err := put("jobs", len(snap.GetJobs()), func(i int) error { return w.PutJob(snap.Jobs[i]) }); err != nil {
 		return nil, err
 	}
+	if err := loadFinished(w, snap.GetFinishedJobs()); err != nil {
+		return nil, err
+	}
+	snap.FinishedJobs = nil
 	if err := put("members", len(snap.GetMembers()), func(i int) error { return w.PutMember(snap.Members[i]) }); err != nil {
 		return nil, err
 	}
@@ -88,4 +103,32 @@ func Load(snap *v1.CatalogSnapshot) (*Store, error) {
 	}
 	w.Commit()
 	return s, nil
+}
+
+// loadFinished adds a snapshot's finished jobs: each is decoded once, to
+// check it and to index it, and kept as the bytes it came as. The list is
+// sorted by id (Dump's order), which the id tree appends (another order
+// is inserted); a repeated id, or a job that is not finished after all,
+// goes through PutJob.
+func loadFinished(w *Write, list [][]byte) error {
+	t := w.finMut()
+	for i, b := range list {
+		j := &v1.Job{}
+		if err := proto.Unmarshal(b, j); err != nil {
+			return fmt.Errorf("loading finished job %d of %d: %w", i+1, len(list), err)
+		}
+		_, dup := t.get(j.GetId())
+		if !finished(j) || dup {
+			if err := w.PutJob(j); err != nil {
+				return fmt.Errorf("loading finished job %q: %w", j.GetId(), err)
+			}
+			continue
+		}
+		if _, err := w.txn.DeleteAll(jobsTableName, "id", j.GetId()); err != nil {
+			return fmt.Errorf("loading finished job %q: %w", j.GetId(), err)
+		}
+		// A copy: the snapshot's buffer is dropped after loading.
+		t.load(newFjob(j, slices.Clone(b)))
+	}
+	return nil
 }

@@ -68,8 +68,8 @@ func applyPruneCatalog(w *catalog.Write, c *v1.PruneCatalog) (proto.Message, err
 		streamJobs[s.GetJobId()] = true
 	}
 	var jobs []string
-	w.EachFinishedJob(func(j *v1.Job) bool {
-		p := catalog.FinishedPos(j)
+	w.EachFinishedJob(func(f catalog.FinishedJob) bool {
+		p := f.Pos
 		if p.At >= ageCut && (rankCut == nil || !p.OlderThan(*rankCut)) {
 			return false // this one and every later one stays
 		}
@@ -77,14 +77,22 @@ func applyPruneCatalog(w *catalog.Write, c *v1.PruneCatalog) (proto.Message, err
 			res.More = true
 			return false
 		}
+		// The checks that need only the index fields come first: most
+		// jobs kept are kept by a backup, and decoding them at every
+		// entry would cost more than the rest of the walk.
+		if keepJob(&w.Read, f, streamJobs) {
+			return true
+		}
 		// A backup job whose dead attempts may have left manifests stays
 		// until the reconcile sweep has judged them (without its record an
 		// orphan is "unknown" and kept for ever), bounded by the age limit
 		// alone, so a cluster with the sweep off still forgets it.
-		unswept := j.GetOrphansSweptAt() == nil && p.At >= ageCut && len(reconcile.DeadAttempts(j)) > 0
-		if !unswept && !keepJob(&w.Read, j, streamJobs) {
-			jobs = append(jobs, j.GetId())
+		if p.At >= ageCut {
+			if j := f.Job(); j.GetOrphansSweptAt() == nil && len(reconcile.DeadAttempts(j)) > 0 {
+				return true
+			}
 		}
+		jobs = append(jobs, f.ID)
 		return true
 	})
 	for _, id := range jobs {
@@ -121,12 +129,12 @@ func applyPruneCatalog(w *catalog.Write, c *v1.PruneCatalog) (proto.Message, err
 }
 
 // keepJob reports whether a finished job must stay (applyPruneCatalog).
-func keepJob(r *catalog.Read, j *v1.Job, streamJobs map[string]bool) bool {
-	if streamJobs[j.GetId()] || r.JobReferenced(j.GetId()) {
+func keepJob(r *catalog.Read, f catalog.FinishedJob, streamJobs map[string]bool) bool {
+	if streamJobs[f.ID] || r.JobReferenced(f.ID) {
 		return true
 	}
-	if j.GetPolicy() != "" && j.GetRunKey() != "" {
-		if l := r.LatestRun(j.GetPolicy(), j.GetScheduleIndex(), j.GetRunKey()); l != nil && l.GetId() == j.GetId() {
+	if f.Policy != "" && f.RunKey != "" {
+		if r.LatestRunID(f.Policy, f.ScheduleIndex, f.RunKey) == f.ID {
 			return true
 		}
 	}

@@ -1,0 +1,363 @@
+package catalog
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/tidwall/btree"
+	"google.golang.org/protobuf/proto"
+
+	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
+)
+
+// The finished jobs live outside go-memdb. A catalog that keeps a year of
+// history holds a million of them, and in go-memdb each cost its 1.3 KB
+// record plus about 450 bytes per index entry (every radix node carries
+// watch channels): 4.7 KB a job, 4.5 GiB at a million (bench/README.md,
+// BenchmarkCatalog). Nothing watches a finished job for long (a job watch
+// ends at the terminal state) and the leader's loops only read active
+// ones, so finished jobs need neither watches nor go-memdb's radix trees.
+//
+// Here a finished job is its deterministic marshalling (about 300 bytes)
+// plus the few fields the listings and pruning order and filter by (an
+// fjob), in copy-on-write B-trees of pointers (about 10 bytes an entry):
+// by id, by creation (the listing's order), by instance, by state and by
+// kind (the listing's filters), by finish time (pruning, oldest first; the
+// alert loop's new failures) and by scheduled run (the scheduler's memory
+// of its last runs). A page decodes only the jobs it returns.
+//
+// "Finished" is a terminal state with no attempt still stopping
+// (Job.stopping_agent empty): a cancelled job whose agent has not
+// confirmed the stop stays in go-memdb, indexed by that agent, until
+// AttemptStopped clears it. Write.PutJob moves a job at that point, in the
+// FSM's apply, so every node holds the same jobs in the same place.
+//
+// Versions: a Write copies the trees (O(1); the nodes it changes are
+// copied on first write) and Commit publishes the copy, together with
+// go-memdb's new root, under Store.mu; a Read keeps the trees it started
+// with, unchanged by later commits, like a go-memdb snapshot.
+
+// fjob is a finished job: the fields the trees order by, and the record.
+type fjob struct {
+	id, instance, policy, runKey string
+	created, finished, scheduled int64 // Unix nanoseconds
+	scheduleIndex                uint32
+	state                        v1.JobState
+	kind                         v1.JobKind
+	// The Job, marshalled deterministically; never changed.
+	data []byte
+}
+
+// finished reports whether j belongs in the finished store.
+func finished(j *v1.Job) bool { return Terminal(j.GetState()) && j.GetStoppingAgent() == "" }
+
+var marshalJob = proto.MarshalOptions{Deterministic: true}
+
+func newFjob(j *v1.Job, data []byte) *fjob {
+	return &fjob{
+		id: j.GetId(), instance: j.GetInstance(), policy: j.GetPolicy(), runKey: j.GetRunKey(),
+		created: nanos(j.GetCreatedAt()), finished: nanos(j.GetUpdatedAt()), scheduled: nanos(j.GetScheduledFor()),
+		scheduleIndex: j.GetScheduleIndex(), state: j.GetState(), kind: j.GetKind(), data: data,
+	}
+}
+
+// job decodes the record. The bytes were marshalled by this package or
+// decoded once already when a snapshot was loaded: an error is a bug.
+func (e *fjob) job() *v1.Job {
+	j := &v1.Job{}
+	if err := proto.Unmarshal(e.data, j); err != nil {
+		panic(fmt.Sprintf("catalog: finished job %q does not decode: %v", e.id, err))
+	}
+	return j
+}
+
+func (e *fjob) pos() Cursor         { return Cursor{At: e.created, ID: e.id} }
+func (e *fjob) finishedPos() Cursor { return Cursor{At: e.finished, ID: e.id} }
+func (e *fjob) hasRun() bool        { return e.policy != "" && e.runKey != "" }
+
+// The orders. byCreated and its prefixed variants end with (created, id),
+// the listing's key.
+func cmpCreated(a, b *fjob) int {
+	if c := cmp.Compare(a.created, b.created); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.id, b.id)
+}
+
+func lessID(a, b *fjob) bool      { return a.id < b.id }
+func lessCreated(a, b *fjob) bool { return cmpCreated(a, b) < 0 }
+func lessInstance(a, b *fjob) bool {
+	if a.instance != b.instance {
+		return a.instance < b.instance
+	}
+	return cmpCreated(a, b) < 0
+}
+func lessState(a, b *fjob) bool {
+	if a.state != b.state {
+		return a.state < b.state
+	}
+	return cmpCreated(a, b) < 0
+}
+func lessKind(a, b *fjob) bool {
+	if a.kind != b.kind {
+		return a.kind < b.kind
+	}
+	return cmpCreated(a, b) < 0
+}
+func lessFinished(a, b *fjob) bool {
+	if a.finished != b.finished {
+		return a.finished < b.finished
+	}
+	return a.id < b.id
+}
+func lessRun(a, b *fjob) bool {
+	switch {
+	case a.policy != b.policy:
+		return a.policy < b.policy
+	case a.scheduleIndex != b.scheduleIndex:
+		return a.scheduleIndex < b.scheduleIndex
+	case a.runKey != b.runKey:
+		return a.runKey < b.runKey
+	case a.scheduled != b.scheduled:
+		return a.scheduled < b.scheduled
+	}
+	return a.id < b.id
+}
+
+// topID sorts after every job id: ids are proto strings, valid UTF-8,
+// which never holds the byte 0xff.
+const topID = "\xff"
+
+type tree = btree.BTreeG[*fjob]
+
+// finTrees is one version of the finished store. A published version is
+// never changed; Write changes a copy.
+type finTrees struct {
+	byID, byCreated, byInstance, byState, byKind, byFinished, byRun *tree
+}
+
+func newFinTrees() *finTrees {
+	n := func(less func(a, b *fjob) bool) *tree {
+		return btree.NewBTreeGOptions(less, btree.Options{NoLocks: true})
+	}
+	return &finTrees{byID: n(lessID), byCreated: n(lessCreated), byInstance: n(lessInstance), byState: n(lessState),
+		byKind: n(lessKind), byFinished: n(lessFinished), byRun: n(lessRun)}
+}
+
+// copy is a new version sharing every node with t until written.
+func (t *finTrees) copy() *finTrees {
+	return &finTrees{byID: t.byID.Copy(), byCreated: t.byCreated.Copy(), byInstance: t.byInstance.Copy(),
+		byState: t.byState.Copy(), byKind: t.byKind.Copy(), byFinished: t.byFinished.Copy(), byRun: t.byRun.Copy()}
+}
+
+func (t *finTrees) get(id string) (*fjob, bool) { return t.byID.Get(&fjob{id: id}) }
+
+func (t *finTrees) set(e *fjob) {
+	t.delete(e.id)
+	t.byID.Set(e)
+	t.index(e)
+}
+
+// load adds e, whose id sorts after every id in t (a snapshot's sorted
+// list): the id tree appends instead of searching.
+func (t *finTrees) load(e *fjob) {
+	t.byID.Load(e)
+	t.index(e)
+}
+
+func (t *finTrees) index(e *fjob) {
+	t.byCreated.Set(e)
+	t.byInstance.Set(e)
+	t.byState.Set(e)
+	t.byKind.Set(e)
+	t.byFinished.Set(e)
+	if e.hasRun() {
+		t.byRun.Set(e)
+	}
+}
+
+func (t *finTrees) delete(id string) bool {
+	old, ok := t.byID.Delete(&fjob{id: id})
+	if !ok {
+		return false
+	}
+	t.byCreated.Delete(old)
+	t.byInstance.Delete(old)
+	t.byState.Delete(old)
+	t.byKind.Delete(old)
+	t.byFinished.Delete(old)
+	if old.hasRun() {
+		t.byRun.Delete(old)
+	}
+	return true
+}
+
+// finPut stores a finished job, replacing any record of its id in either
+// place.
+func (w *Write) finPut(j *v1.Job) error {
+	data, err := marshalJob.Marshal(j)
+	if err != nil {
+		return Errorf(ErrInvalid, "job %q: %v", j.GetId(), err)
+	}
+	if _, err := w.txn.DeleteAll(jobsTableName, "id", j.GetId()); err != nil {
+		return fmt.Errorf("moving job %q out of the active table: %w", j.GetId(), err)
+	}
+	w.finMut().set(newFjob(j, data))
+	return nil
+}
+
+// finLane walks one finished tree newest first for a job listing, from
+// the listing's cursor, while in (nil: always) holds; only the entries
+// that match are decoded.
+func finLane(t *tree, prefix fjob, in, match func(*fjob) bool) lane[*v1.Job] {
+	return func(after *Cursor, visit func(Cursor, *v1.Job, bool) bool) {
+		pivot := prefix
+		pivot.created, pivot.id = math.MaxInt64, topID
+		if after != nil {
+			pivot.created, pivot.id = after.At, after.ID
+		}
+		t.Descend(&pivot, func(e *fjob) bool {
+			if in != nil && !in(e) {
+				return false
+			}
+			p := e.pos()
+			if after != nil && !p.OlderThan(*after) {
+				return true // the cursor's own record
+			}
+			if match(e) {
+				return visit(p, e.job(), true)
+			}
+			return visit(p, nil, false)
+		})
+	}
+}
+
+// finLanes are the lanes of the finished store for a job listing: the
+// instance's tree, else one state tree per finished state asked, else the
+// kind's, else all by creation. states is sorted and without duplicates.
+func (r *Read) finLanes(instance string, states []v1.JobState, kind v1.JobKind) []lane[*v1.Job] {
+	match := func(e *fjob) bool {
+		return (kind == v1.JobKind_JOB_KIND_UNSPECIFIED || e.kind == kind) &&
+			(len(states) == 0 || slices.Contains(states, e.state))
+	}
+	switch {
+	case instance != "":
+		return []lane[*v1.Job]{finLane(r.fin.byInstance, fjob{instance: instance}, func(e *fjob) bool { return e.instance == instance }, match)}
+	case len(states) > 0:
+		var lanes []lane[*v1.Job]
+		for _, st := range states {
+			if Terminal(st) {
+				lanes = append(lanes, finLane(r.fin.byState, fjob{state: st}, func(e *fjob) bool { return e.state == st }, match))
+			}
+		}
+		return lanes
+	case kind != v1.JobKind_JOB_KIND_UNSPECIFIED:
+		return []lane[*v1.Job]{finLane(r.fin.byKind, fjob{kind: kind}, func(e *fjob) bool { return e.kind == kind }, match)}
+	}
+	return []lane[*v1.Job]{finLane(r.fin.byCreated, fjob{}, nil, match)}
+}
+
+// FinishedJob is a finished job met by EachFinishedJob: where it is in the
+// finish order and the fields pruning checks first, with the record
+// decoded only when asked for.
+type FinishedJob struct {
+	// Finish time (updated_at) and id.
+	Pos                          Cursor
+	ID, Instance, Policy, RunKey string
+	ScheduleIndex                uint32
+	job                          func() *v1.Job
+}
+
+// Job returns the record (decoded on each call for a job in the finished
+// store); it must not be changed.
+func (f FinishedJob) Job() *v1.Job { return f.job() }
+
+func finishedJobOf(j *v1.Job) FinishedJob {
+	return FinishedJob{Pos: FinishedPos(j), ID: j.GetId(), Instance: j.GetInstance(), Policy: j.GetPolicy(),
+		RunKey: j.GetRunKey(), ScheduleIndex: j.GetScheduleIndex(), job: func() *v1.Job { return j }}
+}
+
+func finishedJobOfEntry(e *fjob) FinishedJob {
+	return FinishedJob{Pos: e.finishedPos(), ID: e.id, Instance: e.instance, Policy: e.policy, RunKey: e.runKey,
+		ScheduleIndex: e.scheduleIndex, job: e.job}
+}
+
+// memFinished returns the terminal jobs still in go-memdb (their attempt
+// is stopping), by finish time and id: a handful at any time.
+func (r *Read) memFinished() []*v1.Job {
+	return all[*v1.Job](r, jobsTableName, "finished", []byte{})
+}
+
+// eachFinished calls fn for every finished job, in either place, from
+// the finish position `from` (inclusive; nil: the oldest) up, oldest
+// first, until fn returns false.
+func (r *Read) eachFinished(from *Cursor, fn func(FinishedJob) bool) {
+	mem := r.memFinished()
+	pivot := &fjob{finished: math.MinInt64}
+	if from != nil {
+		pivot = &fjob{finished: from.At, id: from.ID}
+		mem = slices.DeleteFunc(mem, func(j *v1.Job) bool { return FinishedPos(j).OlderThan(*from) })
+	}
+	stopped := false
+	r.fin.byFinished.Ascend(pivot, func(e *fjob) bool {
+		p := e.finishedPos()
+		for len(mem) > 0 && FinishedPos(mem[0]).OlderThan(p) {
+			if !fn(finishedJobOf(mem[0])) {
+				stopped = true
+				return false
+			}
+			mem = mem[1:]
+		}
+		if !fn(finishedJobOfEntry(e)) {
+			stopped = true
+			return false
+		}
+		return true
+	})
+	for _, j := range mem {
+		if stopped || !fn(finishedJobOf(j)) {
+			return
+		}
+	}
+}
+
+// finishedDescending calls fn for the finished jobs, in either place,
+// newest finish first, until fn returns false.
+func (r *Read) finishedDescending(fn func(Cursor) bool) {
+	mem := r.memFinished()
+	stopped := false
+	r.fin.byFinished.Reverse(func(e *fjob) bool {
+		p := e.finishedPos()
+		for len(mem) > 0 && p.OlderThan(FinishedPos(mem[len(mem)-1])) {
+			if !fn(FinishedPos(mem[len(mem)-1])) {
+				stopped = true
+				return false
+			}
+			mem = mem[:len(mem)-1]
+		}
+		if !fn(p) {
+			stopped = true
+			return false
+		}
+		return true
+	})
+	for i := len(mem) - 1; i >= 0 && !stopped; i-- {
+		stopped = !fn(FinishedPos(mem[i]))
+	}
+}
+
+// FinishedCount is the number of jobs in the finished store (not those
+// whose attempt is still stopping).
+func (r *Read) FinishedCount() int { return r.fin.byID.Len() }
+
+// EachJobKindState calls fn with the kind and state of every job, without
+// decoding the finished ones (metrics count them at every scrape).
+func (r *Read) EachJobKindState(fn func(v1.JobKind, v1.JobState)) {
+	each(r, jobsTableName, func(j *v1.Job) { fn(j.GetKind(), j.GetState()) })
+	r.fin.byID.Scan(func(e *fjob) bool {
+		fn(e.kind, e.state)
+		return true
+	})
+}
