@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"unsafe"
 
 	"github.com/tidwall/btree"
 	"google.golang.org/protobuf/proto"
@@ -20,9 +21,11 @@ import (
 // ends at the terminal state) and the leader's loops only read active
 // ones, so finished jobs need neither watches nor go-memdb's radix trees.
 //
-// Here a finished job is its deterministic marshalling (about 300 bytes)
+// Here a finished job is its deterministic marshalling (about 320 bytes)
 // plus the few fields the listings and pruning order and filter by (an
-// fjob), in copy-on-write B-trees of pointers (about 10 bytes an entry):
+// fjob of 80 bytes: the id is a substring of the record, names are
+// numbers into a table of the distinct instance, policy and run key
+// names), in copy-on-write B-trees of pointers (about 10 bytes an entry):
 // by id, by creation (the listing's order), by instance, by state and by
 // kind (the listing's filters), by finish time (pruning, oldest first; the
 // alert loop's new failures) and by scheduled run (the scheduler's memory
@@ -41,13 +44,16 @@ import (
 
 // fjob is a finished job: the fields the trees order by, and the record.
 type fjob struct {
-	id, instance, policy, runKey string
-	created, finished, scheduled int64 // Unix nanoseconds
-	scheduleIndex                uint32
-	state                        v1.JobState
-	kind                         v1.JobKind
 	// The Job, marshalled deterministically; never changed.
-	data []byte
+	data string
+	// Job.id: a substring of data (the first field) when it can be.
+	id                           string
+	created, finished, scheduled int64 // Unix nanoseconds
+	// Numbers of names in finTrees.names; 0 is "".
+	instance, policy, runKey uint32
+	scheduleIndex            uint32
+	state                    v1.JobState
+	kind                     v1.JobKind
 }
 
 // finished reports whether j belongs in the finished store.
@@ -55,19 +61,32 @@ func finished(j *v1.Job) bool { return Terminal(j.GetState()) && j.GetStoppingAg
 
 var marshalJob = proto.MarshalOptions{Deterministic: true}
 
-func newFjob(j *v1.Job, data []byte) *fjob {
-	return &fjob{
-		id: j.GetId(), instance: j.GetInstance(), policy: j.GetPolicy(), runKey: j.GetRunKey(),
+// newFjob builds the entry of j, whose marshalling is data, naming its
+// names in t (a Write's copy).
+func (t *finTrees) newFjob(j *v1.Job, data string) *fjob {
+	e := &fjob{
+		data: data, id: j.GetId(),
+		instance: t.intern(j.GetInstance()), policy: t.intern(j.GetPolicy()), runKey: t.intern(j.GetRunKey()),
 		created: nanos(j.GetCreatedAt()), finished: nanos(j.GetUpdatedAt()), scheduled: nanos(j.GetScheduledFor()),
-		scheduleIndex: j.GetScheduleIndex(), state: j.GetState(), kind: j.GetKind(), data: data,
+		scheduleIndex: j.GetScheduleIndex(), state: j.GetState(), kind: j.GetKind(),
 	}
+	// Field 1 (id) comes first: tag 0x0a, a one-byte length.
+	if n := len(e.id); n < 128 && len(data) >= 2+n && data[0] == 0x0a && int(data[1]) == n && data[2:2+n] == e.id {
+		e.id = data[2 : 2+n]
+	}
+	return e
 }
+
+// bytesOf is the record as bytes for reading only (decoding, marshalling
+// a snapshot), without copying it.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // job decodes the record. The bytes were marshalled by this package or
 // decoded once already when a snapshot was loaded: an error is a bug.
+// Unmarshal copies what it keeps, so the record's memory stays read-only.
 func (e *fjob) job() *v1.Job {
 	j := &v1.Job{}
-	if err := proto.Unmarshal(e.data, j); err != nil {
+	if err := proto.Unmarshal(bytesOf(e.data), j); err != nil {
 		panic(fmt.Sprintf("catalog: finished job %q does not decode: %v", e.id, err))
 	}
 	return j
@@ -75,7 +94,7 @@ func (e *fjob) job() *v1.Job {
 
 func (e *fjob) pos() Cursor         { return Cursor{At: e.created, ID: e.id} }
 func (e *fjob) finishedPos() Cursor { return Cursor{At: e.finished, ID: e.id} }
-func (e *fjob) hasRun() bool        { return e.policy != "" && e.runKey != "" }
+func (e *fjob) hasRun() bool        { return e.policy != 0 && e.runKey != 0 }
 
 // The orders. byCreated and its prefixed variants end with (created, id),
 // the listing's key.
@@ -136,6 +155,16 @@ type tree = btree.BTreeG[*fjob]
 // never changed; Write changes a copy.
 type finTrees struct {
 	byID, byCreated, byInstance, byState, byKind, byFinished, byRun *tree
+	// names[i] is name number i (0 is ""); nameIDs finds the number of a
+	// name. A new name is appended: a version only reads up to its own
+	// length, so the versions share the array.
+	names   []string
+	nameIDs *btree.BTreeG[nameID]
+}
+
+type nameID struct {
+	name string
+	id   uint32
 }
 
 func newFinTrees() *finTrees {
@@ -143,13 +172,39 @@ func newFinTrees() *finTrees {
 		return btree.NewBTreeGOptions(less, btree.Options{NoLocks: true})
 	}
 	return &finTrees{byID: n(lessID), byCreated: n(lessCreated), byInstance: n(lessInstance), byState: n(lessState),
-		byKind: n(lessKind), byFinished: n(lessFinished), byRun: n(lessRun)}
+		byKind: n(lessKind), byFinished: n(lessFinished), byRun: n(lessRun), names: []string{""},
+		nameIDs: btree.NewBTreeGOptions(func(a, b nameID) bool { return a.name < b.name }, btree.Options{NoLocks: true})}
+}
+
+// lookup is the number of name, false when no finished job has it.
+func (t *finTrees) lookup(name string) (uint32, bool) {
+	if name == "" {
+		return 0, true
+	}
+	n, ok := t.nameIDs.Get(nameID{name: name})
+	return n.id, ok
+}
+
+// intern numbers name (t is a Write's copy). Names are not forgotten when
+// their last job goes: there are as many as instances and policies.
+func (t *finTrees) intern(name string) uint32 {
+	if id, ok := t.lookup(name); ok {
+		return id
+	}
+	// The append writes past the end of every published version (their
+	// lengths bound what they read); an aborted Write's name is
+	// overwritten by the next Write's.
+	t.names = append(t.names, name)
+	id := uint32(len(t.names) - 1)
+	t.nameIDs.Set(nameID{name: name, id: id})
+	return id
 }
 
 // copy is a new version sharing every node with t until written.
 func (t *finTrees) copy() *finTrees {
 	return &finTrees{byID: t.byID.Copy(), byCreated: t.byCreated.Copy(), byInstance: t.byInstance.Copy(),
-		byState: t.byState.Copy(), byKind: t.byKind.Copy(), byFinished: t.byFinished.Copy(), byRun: t.byRun.Copy()}
+		byState: t.byState.Copy(), byKind: t.byKind.Copy(), byFinished: t.byFinished.Copy(), byRun: t.byRun.Copy(),
+		names: t.names, nameIDs: t.nameIDs.Copy()}
 }
 
 func (t *finTrees) get(id string) (*fjob, bool) { return t.byID.Get(&fjob{id: id}) }
@@ -204,7 +259,8 @@ func (w *Write) finPut(j *v1.Job) error {
 	if _, err := w.txn.DeleteAll(jobsTableName, "id", j.GetId()); err != nil {
 		return fmt.Errorf("moving job %q out of the active table: %w", j.GetId(), err)
 	}
-	w.finMut().set(newFjob(j, data))
+	t := w.finMut()
+	t.set(t.newFjob(j, string(data)))
 	return nil
 }
 
@@ -238,25 +294,30 @@ func finLane(t *tree, prefix fjob, in, match func(*fjob) bool) lane[*v1.Job] {
 // instance's tree, else one state tree per finished state asked, else the
 // kind's, else all by creation. states is sorted and without duplicates.
 func (r *Read) finLanes(instance string, states []v1.JobState, kind v1.JobKind) []lane[*v1.Job] {
+	t := r.fin
 	match := func(e *fjob) bool {
 		return (kind == v1.JobKind_JOB_KIND_UNSPECIFIED || e.kind == kind) &&
 			(len(states) == 0 || slices.Contains(states, e.state))
 	}
 	switch {
 	case instance != "":
-		return []lane[*v1.Job]{finLane(r.fin.byInstance, fjob{instance: instance}, func(e *fjob) bool { return e.instance == instance }, match)}
+		in, ok := t.lookup(instance)
+		if !ok {
+			return nil // no finished job of that instance
+		}
+		return []lane[*v1.Job]{finLane(t.byInstance, fjob{instance: in}, func(e *fjob) bool { return e.instance == in }, match)}
 	case len(states) > 0:
 		var lanes []lane[*v1.Job]
 		for _, st := range states {
 			if Terminal(st) {
-				lanes = append(lanes, finLane(r.fin.byState, fjob{state: st}, func(e *fjob) bool { return e.state == st }, match))
+				lanes = append(lanes, finLane(t.byState, fjob{state: st}, func(e *fjob) bool { return e.state == st }, match))
 			}
 		}
 		return lanes
 	case kind != v1.JobKind_JOB_KIND_UNSPECIFIED:
-		return []lane[*v1.Job]{finLane(r.fin.byKind, fjob{kind: kind}, func(e *fjob) bool { return e.kind == kind }, match)}
+		return []lane[*v1.Job]{finLane(t.byKind, fjob{kind: kind}, func(e *fjob) bool { return e.kind == kind }, match)}
 	}
-	return []lane[*v1.Job]{finLane(r.fin.byCreated, fjob{}, nil, match)}
+	return []lane[*v1.Job]{finLane(t.byCreated, fjob{}, nil, match)}
 }
 
 // FinishedJob is a finished job met by EachFinishedJob: where it is in the
@@ -279,8 +340,8 @@ func finishedJobOf(j *v1.Job) FinishedJob {
 		RunKey: j.GetRunKey(), ScheduleIndex: j.GetScheduleIndex(), job: func() *v1.Job { return j }}
 }
 
-func finishedJobOfEntry(e *fjob) FinishedJob {
-	return FinishedJob{Pos: e.finishedPos(), ID: e.id, Instance: e.instance, Policy: e.policy, RunKey: e.runKey,
+func (t *finTrees) finishedJobOf(e *fjob) FinishedJob {
+	return FinishedJob{Pos: e.finishedPos(), ID: e.id, Instance: t.names[e.instance], Policy: t.names[e.policy], RunKey: t.names[e.runKey],
 		ScheduleIndex: e.scheduleIndex, job: e.job}
 }
 
@@ -310,7 +371,7 @@ func (r *Read) eachFinished(from *Cursor, fn func(FinishedJob) bool) {
 			}
 			mem = mem[1:]
 		}
-		if !fn(finishedJobOfEntry(e)) {
+		if !fn(r.fin.finishedJobOf(e)) {
 			stopped = true
 			return false
 		}

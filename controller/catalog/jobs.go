@@ -221,13 +221,15 @@ func (r *Read) StoppingJobsOf(agent string) []*v1.Job {
 // ones are decoded: a policy's whole history.
 func (r *Read) JobsOfPolicy(policy string) []*v1.Job {
 	js := all[*v1.Job](r, jobsTableName, "run", appendStr(nil, policy))
-	r.fin.byRun.Ascend(&fjob{policy: policy}, func(e *fjob) bool {
-		if e.policy != policy {
-			return false
-		}
-		js = append(js, e.job())
-		return true
-	})
+	if p, ok := r.fin.lookup(policy); ok && policy != "" {
+		r.fin.byRun.Ascend(&fjob{policy: p}, func(e *fjob) bool {
+			if e.policy != p {
+				return false
+			}
+			js = append(js, e.job())
+			return true
+		})
+	}
 	slices.SortFunc(js, func(a, b *v1.Job) int {
 		return cmp.Or(cmp.Compare(a.GetScheduleIndex(), b.GetScheduleIndex()), strings.Compare(a.GetRunKey(), b.GetRunKey()),
 			cmp.Compare(nanos(a.GetScheduledFor()), nanos(b.GetScheduledFor())), strings.Compare(a.GetId(), b.GetId()))

@@ -98,12 +98,16 @@ func (r *Read) latestRun(policy string, index uint32, runKey string) (mem *v1.Jo
 			mem = j
 		}
 	}
-	r.fin.byRun.Descend(&fjob{policy: policy, scheduleIndex: index, runKey: runKey, scheduled: math.MaxInt64, id: topID}, func(e *fjob) bool {
-		if e.policy == policy && e.scheduleIndex == index && e.runKey == runKey {
-			fin = e
-		}
-		return false
-	})
+	p, okP := r.fin.lookup(policy)
+	k, okK := r.fin.lookup(runKey)
+	if okP && okK && p != 0 && k != 0 {
+		r.fin.byRun.Descend(&fjob{policy: p, scheduleIndex: index, runKey: k, scheduled: math.MaxInt64, id: topID}, func(e *fjob) bool {
+			if e.policy == p && e.scheduleIndex == index && e.runKey == k {
+				fin = e
+			}
+			return false
+		})
+	}
 	switch {
 	case fin == nil:
 		return mem, nil

@@ -2,7 +2,7 @@ package catalog
 
 import (
 	"fmt"
-	"slices"
+	"unsafe"
 
 	"google.golang.org/protobuf/proto"
 
@@ -16,7 +16,7 @@ import (
 func (r *Read) Dump() *v1.CatalogSnapshot {
 	fin := make([][]byte, 0, r.fin.byID.Len())
 	r.fin.byID.Scan(func(e *fjob) bool {
-		fin = append(fin, e.data)
+		fin = append(fin, bytesOf(e.data)) // read only: marshalled into the snapshot
 		return true
 	})
 	return &v1.CatalogSnapshot{
@@ -127,8 +127,10 @@ func loadFinished(w *Write, list [][]byte) error {
 		if _, err := w.txn.DeleteAll(jobsTableName, "id", j.GetId()); err != nil {
 			return fmt.Errorf("loading finished job %q: %w", j.GetId(), err)
 		}
-		// A copy: the snapshot's buffer is dropped after loading.
-		t.load(newFjob(j, slices.Clone(b)))
+		// b is Unmarshal's own copy of the snapshot's bytes, and Load owns
+		// snap: the record keeps it without copying, and nothing else
+		// writes it.
+		t.load(t.newFjob(j, unsafe.String(unsafe.SliceData(b), len(b))))
 	}
 	return nil
 }
