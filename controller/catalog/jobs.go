@@ -98,16 +98,23 @@ func (r *Read) Job(id string) (*v1.Job, error) { return r.JobWatch(id, nil) }
 // store's channel, which fires at every commit that changes a finished job:
 // a watcher may wake for another job's change, and reads again.
 func (r *Read) JobWatch(id string, watch *Watch) (*v1.Job, error) {
-	obj, _ := r.first(jobsTableName, id, watch)
+	ch, obj, err := r.txn.FirstWatch(jobsTableName, "id", id)
+	if err != nil {
+		panic(fmt.Sprintf("catalog: %s lookup: %v", jobsTableName, err))
+	}
 	if obj != nil {
+		watch.add(ch)
 		return obj.(*v1.Job), nil
 	}
 	if r.finCh != nil {
 		watch.add(r.finCh)
 	}
 	if e, ok := r.fin.get(id); ok {
+		// Going back to go-memdb also changes the finished store.
 		return e.job(), nil
 	}
+	// Missing: created either way.
+	watch.add(ch)
 	return nil, Errorf(ErrNotFound, "job %q not found", id)
 }
 
