@@ -105,7 +105,8 @@ func reconcileJobs(r *catalog.Read, t time.Time, grace time.Duration, maxAttempt
 	groups := map[key]*v1.ReconcileParams{}
 	var keys []key
 	done := []v1.JobState{v1.JobState_JOB_STATE_SUCCEEDED, v1.JobState_JOB_STATE_FAILED, v1.JobState_JOB_STATE_CANCELLED}
-	for _, j := range r.Jobs(catalog.JobFilter{Kind: v1.JobKind_JOB_KIND_BACKUP, States: done}) {
+	// Unswept: the finished history is decoded only for the candidates.
+	for _, j := range r.Jobs(catalog.JobFilter{Kind: v1.JobKind_JOB_KIND_BACKUP, States: done, Unswept: true}) {
 		if j.GetOrphansSweptAt() != nil || held[j.GetId()] || j.GetUpdatedAt().AsTime().Add(grace).After(t) {
 			continue
 		}

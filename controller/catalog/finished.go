@@ -52,8 +52,29 @@ type fjob struct {
 	// Numbers of names in finTrees.names; 0 is "".
 	instance, policy, runKey uint32
 	scheduleIndex            uint32
-	state                    v1.JobState
-	kind                     v1.JobKind
+	// JobState and JobKind, in 16 bits (finPut refuses a kind beyond).
+	state, kind int16
+	// unswept: Unswept(job), kept so that the reconcile sweep and pruning
+	// decode only the jobs that may need the sweep.
+	unswept bool
+}
+
+// Unswept reports whether j is a backup job the reconcile sweep has not
+// swept that has an attempt which may have left a manifest: one that wrote
+// to a backup id under a lease and did not end as the job's success. It is
+// a superset of the jobs with reconcile.DeadAttempts (which also leaves
+// out an attempt whose backup is the job's result), cheap enough to be
+// kept per finished job.
+func Unswept(j *v1.Job) bool {
+	if j.GetKind() != v1.JobKind_JOB_KIND_BACKUP || j.GetOrphansSweptAt() != nil {
+		return false
+	}
+	for _, a := range j.GetPreviousAttempts() {
+		if a.GetBackupId() != "" && a.GetLease() != nil {
+			return true
+		}
+	}
+	return Terminal(j.GetState()) && j.GetState() != v1.JobState_JOB_STATE_SUCCEEDED && j.GetLease() != nil && j.GetBackup().GetBackupId() != ""
 }
 
 // finished reports whether j belongs in the finished store.
@@ -68,7 +89,7 @@ func (t *finTrees) newFjob(j *v1.Job, data string) *fjob {
 		data: data, id: j.GetId(),
 		instance: t.intern(j.GetInstance()), policy: t.intern(j.GetPolicy()), runKey: t.intern(j.GetRunKey()),
 		created: nanos(j.GetCreatedAt()), finished: nanos(j.GetUpdatedAt()), scheduled: nanos(j.GetScheduledFor()),
-		scheduleIndex: j.GetScheduleIndex(), state: j.GetState(), kind: j.GetKind(),
+		scheduleIndex: j.GetScheduleIndex(), state: int16(j.GetState()), kind: int16(j.GetKind()), unswept: Unswept(j),
 	}
 	// Field 1 (id) comes first: tag 0x0a, a one-byte length.
 	if n := len(e.id); n < 128 && len(data) >= 2+n && data[0] == 0x0a && int(data[1]) == n && data[2:2+n] == e.id {
@@ -252,6 +273,9 @@ func (t *finTrees) delete(id string) bool {
 // finPut stores a finished job, replacing any record of its id in either
 // place.
 func (w *Write) finPut(j *v1.Job) error {
+	if k := j.GetKind(); k != v1.JobKind(int16(k)) {
+		return Errorf(ErrInvalid, "job %q: kind %d out of range", j.GetId(), k)
+	}
 	data, err := marshalJob.Marshal(j)
 	if err != nil {
 		return Errorf(ErrInvalid, "job %q: %v", j.GetId(), err)
@@ -293,11 +317,11 @@ func finLane(t *tree, prefix fjob, in, match func(*fjob) bool) lane[*v1.Job] {
 // finLanes are the lanes of the finished store for a job listing: the
 // instance's tree, else one state tree per finished state asked, else the
 // kind's, else all by creation. states is sorted and without duplicates.
-func (r *Read) finLanes(instance string, states []v1.JobState, kind v1.JobKind) []lane[*v1.Job] {
+func (r *Read) finLanes(instance string, states []v1.JobState, kind v1.JobKind, unswept bool) []lane[*v1.Job] {
 	t := r.fin
 	match := func(e *fjob) bool {
-		return (kind == v1.JobKind_JOB_KIND_UNSPECIFIED || e.kind == kind) &&
-			(len(states) == 0 || slices.Contains(states, e.state))
+		return (!unswept || e.unswept) && (kind == v1.JobKind_JOB_KIND_UNSPECIFIED || v1.JobKind(e.kind) == kind) &&
+			(len(states) == 0 || slices.Contains(states, v1.JobState(e.state)))
 	}
 	switch {
 	case instance != "":
@@ -310,12 +334,15 @@ func (r *Read) finLanes(instance string, states []v1.JobState, kind v1.JobKind) 
 		var lanes []lane[*v1.Job]
 		for _, st := range states {
 			if Terminal(st) {
-				lanes = append(lanes, finLane(t.byState, fjob{state: st}, func(e *fjob) bool { return e.state == st }, match))
+				lanes = append(lanes, finLane(t.byState, fjob{state: int16(st)}, func(e *fjob) bool { return v1.JobState(e.state) == st }, match))
 			}
 		}
 		return lanes
 	case kind != v1.JobKind_JOB_KIND_UNSPECIFIED:
-		return []lane[*v1.Job]{finLane(t.byKind, fjob{kind: kind}, func(e *fjob) bool { return e.kind == kind }, match)}
+		if kind != v1.JobKind(int16(kind)) {
+			return nil // no such kind is stored
+		}
+		return []lane[*v1.Job]{finLane(t.byKind, fjob{kind: int16(kind)}, func(e *fjob) bool { return v1.JobKind(e.kind) == kind }, match)}
 	}
 	return []lane[*v1.Job]{finLane(t.byCreated, fjob{}, nil, match)}
 }
@@ -328,7 +355,9 @@ type FinishedJob struct {
 	Pos                          Cursor
 	ID, Instance, Policy, RunKey string
 	ScheduleIndex                uint32
-	job                          func() *v1.Job
+	// Unswept(Job()).
+	Unswept bool
+	job     func() *v1.Job
 }
 
 // Job returns the record (decoded on each call for a job in the finished
@@ -337,12 +366,12 @@ func (f FinishedJob) Job() *v1.Job { return f.job() }
 
 func finishedJobOf(j *v1.Job) FinishedJob {
 	return FinishedJob{Pos: FinishedPos(j), ID: j.GetId(), Instance: j.GetInstance(), Policy: j.GetPolicy(),
-		RunKey: j.GetRunKey(), ScheduleIndex: j.GetScheduleIndex(), job: func() *v1.Job { return j }}
+		RunKey: j.GetRunKey(), ScheduleIndex: j.GetScheduleIndex(), Unswept: Unswept(j), job: func() *v1.Job { return j }}
 }
 
 func (t *finTrees) finishedJobOf(e *fjob) FinishedJob {
 	return FinishedJob{Pos: e.finishedPos(), ID: e.id, Instance: t.names[e.instance], Policy: t.names[e.policy], RunKey: t.names[e.runKey],
-		ScheduleIndex: e.scheduleIndex, job: e.job}
+		ScheduleIndex: e.scheduleIndex, Unswept: e.unswept, job: e.job}
 }
 
 // memFinished returns the terminal jobs still in go-memdb (their attempt
@@ -418,7 +447,7 @@ func (r *Read) FinishedCount() int { return r.fin.byID.Len() }
 func (r *Read) EachJobKindState(fn func(v1.JobKind, v1.JobState)) {
 	each(r, jobsTableName, func(j *v1.Job) { fn(j.GetKind(), j.GetState()) })
 	r.fin.byID.Scan(func(e *fjob) bool {
-		fn(e.kind, e.state)
+		fn(v1.JobKind(e.kind), v1.JobState(e.state))
 		return true
 	})
 }

@@ -123,6 +123,9 @@ type JobFilter struct {
 	Instance string
 	States   []v1.JobState
 	Kind     v1.JobKind
+	// Unswept: only the jobs Unswept reports (the reconcile sweep's
+	// candidates); finished jobs are filtered without being decoded.
+	Unswept bool
 }
 
 // Jobs returns every job that matches f, newest first: by creation time,
@@ -174,12 +177,12 @@ func (r *Read) JobsPage(f JobFilter, after *Cursor, limit int) ([]*v1.Job, *Curs
 		srcs = []source{{index: "created"}}
 	}
 	match := func(j *v1.Job) bool {
-		return (f.Kind == v1.JobKind_JOB_KIND_UNSPECIFIED || j.GetKind() == f.Kind) &&
+		return (!f.Unswept || Unswept(j)) && (f.Kind == v1.JobKind_JOB_KIND_UNSPECIFIED || j.GetKind() == f.Kind) &&
 			(len(states) == 0 || slices.Contains(states, j.GetState()))
 	}
 	lanes := memLanes(r, jobsTableName, srcs, jobPos, match)
 	if !byState {
-		lanes = append(lanes, r.finLanes(f.Instance, states, f.Kind)...)
+		lanes = append(lanes, r.finLanes(f.Instance, states, f.Kind, f.Unswept)...)
 	}
 	return pageScan(lanes, jobPos, after, limit)
 }

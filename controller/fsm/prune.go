@@ -87,7 +87,7 @@ func applyPruneCatalog(w *catalog.Write, c *v1.PruneCatalog) (proto.Message, err
 		// until the reconcile sweep has judged them (without its record an
 		// orphan is "unknown" and kept for ever), bounded by the age limit
 		// alone, so a cluster with the sweep off still forgets it.
-		if p.At >= ageCut {
+		if p.At >= ageCut && f.Unswept {
 			if j := f.Job(); j.GetOrphansSweptAt() == nil && len(reconcile.DeadAttempts(j)) > 0 {
 				return true
 			}
