@@ -60,17 +60,21 @@ type fjob struct {
 }
 
 // Unswept reports whether j is a backup job the reconcile sweep has not
-// swept that has an attempt which may have left a manifest: one that wrote
-// to a backup id under a lease and did not end as the job's success. It is
-// a superset of the jobs with reconcile.DeadAttempts (which also leaves
-// out an attempt whose backup is the job's result), cheap enough to be
-// kept per finished job.
+// swept (orphans_swept_at unset) that has dead attempts: attempts that
+// wrote to a backup id under a lease and did not become the job's backup
+// (reconcile.DeadAttempts lists them; a test there keeps the two in
+// step). Finished jobs keep it in their entry, so that the sweep and
+// pruning decode only those.
 func Unswept(j *v1.Job) bool {
 	if j.GetKind() != v1.JobKind_JOB_KIND_BACKUP || j.GetOrphansSweptAt() != nil {
 		return false
 	}
+	var recorded string
+	if j.GetState() == v1.JobState_JOB_STATE_SUCCEEDED {
+		recorded = j.GetResult().GetBackupId()
+	}
 	for _, a := range j.GetPreviousAttempts() {
-		if a.GetBackupId() != "" && a.GetLease() != nil {
+		if a.GetBackupId() != "" && a.GetLease() != nil && a.GetBackupId() != recorded {
 			return true
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
-	"github.com/tidemark-backup/tidemark/controller/reconcile"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -77,20 +76,14 @@ func applyPruneCatalog(w *catalog.Write, c *v1.PruneCatalog) (proto.Message, err
 			res.More = true
 			return false
 		}
-		// The checks that need only the index fields come first: most
-		// jobs kept are kept by a backup, and decoding them at every
-		// entry would cost more than the rest of the walk.
-		if keepJob(&w.Read, f, streamJobs) {
-			return true
-		}
 		// A backup job whose dead attempts may have left manifests stays
 		// until the reconcile sweep has judged them (without its record an
 		// orphan is "unknown" and kept for ever), bounded by the age limit
-		// alone, so a cluster with the sweep off still forgets it.
-		if p.At >= ageCut && f.Unswept {
-			if j := f.Job(); j.GetOrphansSweptAt() == nil && len(reconcile.DeadAttempts(j)) > 0 {
-				return true
-			}
+		// alone, so a cluster with the sweep off still forgets it. The
+		// walk reads the finished store's index fields only: no job is
+		// decoded.
+		if f.Unswept && p.At >= ageCut || keepJob(&w.Read, f, streamJobs) {
+			return true
 		}
 		jobs = append(jobs, f.ID)
 		return true
