@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -171,6 +172,14 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.store = s
 	f.mu.Unlock()
+	// Decoding took about three times the snapshot's size on top of the
+	// catalog (the bytes read, the decoded message, each job decoded once
+	// to index it), all garbage now: hand it back to the OS at once
+	// instead of carrying it as resident memory (BenchmarkCatalog: a
+	// leader restored from a 68 MiB snapshot sat at 745 MiB RSS for a
+	// heap of 264 MiB). Restores are rare (start, a snapshot installed).
+	b, snap = nil, nil
+	debug.FreeOSMemory()
 	return nil
 }
 
