@@ -269,6 +269,11 @@ func generate(b *testing.B, f *fsm.FSM, jobs, backups, instances int) {
 		default:
 			j.Reason = "cancelled by alice"
 		}
+		if st != states[0] {
+			// The attempt may have left a manifest: the reconcile sweep,
+			// which runs every hour, has looked at it since.
+			j.OrphansSweptAt, j.OrphansSweptBy = timestamppb.New(created.Add(2*time.Hour)), "reconcile-"+id
+		}
 		if i%10 == 5 {
 			j.PreviousAttempts = []*v1.JobAttempt{{Attempt: 1, Agent: in, Lease: &v1.LeaseToken{Term: 2, Index: uint64(900 + i), JobId: id},
 				AssignedAt: timestamppb.New(created), EndedAt: timestamppb.New(created.Add(20 * time.Second)),
