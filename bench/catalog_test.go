@@ -115,7 +115,7 @@ func BenchmarkCatalog(b *testing.B) {
 		// The live heap: a heap profile with gc=1 collects first
 		// (TIDEMARK_BENCH_HEAP_PROFILE: a file to keep it in).
 		if resp, err := http.Get("http://" + metricsAddr + "/debug/pprof/heap?gc=1"); err == nil {
-			var out io.Writer = io.Discard
+			out := io.Writer(io.Discard)
 			if p := os.Getenv("TIDEMARK_BENCH_HEAP_PROFILE"); p != "" {
 				f, err := os.Create(p)
 				if err != nil {
