@@ -88,8 +88,8 @@ var marshalJob = proto.MarshalOptions{Deterministic: true}
 
 // newFjob builds the entry of j, whose marshalling is data, naming its
 // names in t (a Write's copy).
-func (t *finTrees) newFjob(j *v1.Job, data string) *fjob {
-	e := &fjob{
+func (t *finTrees) newFjob(j *v1.Job, data string) fjob {
+	e := fjob{
 		data: data, id: j.GetId(),
 		instance: t.intern(j.GetInstance()), policy: t.intern(j.GetPolicy()), runKey: t.intern(j.GetRunKey()),
 		created: nanos(j.GetCreatedAt()), finished: nanos(j.GetUpdatedAt()), scheduled: nanos(j.GetScheduledFor()),
@@ -288,7 +288,8 @@ func (w *Write) finPut(j *v1.Job) error {
 		return fmt.Errorf("moving job %q out of the active table: %w", j.GetId(), err)
 	}
 	t := w.finMut()
-	t.set(t.newFjob(j, string(data)))
+	e := t.newFjob(j, string(data))
+	t.set(&e)
 	return nil
 }
 

@@ -110,27 +110,35 @@ func Load(snap *v1.CatalogSnapshot) (*Store, error) {
 // sorted by id (Dump's order), which the id tree appends (another order
 // is inserted); a repeated id, or a job that is not finished after all,
 // goes through PutJob.
+//
+// Two passes: the decoding's garbage (every job's sub-messages) comes
+// first and the entries and tree nodes, which stay, after it. Allocated
+// in turn with the garbage they shared its spans, which stayed part used
+// after the collection: 320 MiB of heap in use over the live heap at a
+// million jobs (bench/README.md).
 func loadFinished(w *Write, list [][]byte) error {
 	t := w.finMut()
+	vals := make([]fjob, 0, len(list))
+	j := &v1.Job{}
 	for i, b := range list {
-		j := &v1.Job{}
 		if err := proto.Unmarshal(b, j); err != nil {
 			return fmt.Errorf("loading finished job %d of %d: %w", i+1, len(list), err)
 		}
-		_, dup := t.get(j.GetId())
-		if !finished(j) || dup {
-			if err := w.PutJob(j); err != nil {
+		if _, dup := t.get(j.GetId()); dup || !finished(j) || len(vals) > 0 && j.GetId() <= vals[len(vals)-1].id {
+			if err := w.PutJob(proto.CloneOf(j)); err != nil {
 				return fmt.Errorf("loading finished job %q: %w", j.GetId(), err)
 			}
 			continue
 		}
-		if _, err := w.txn.DeleteAll(jobsTableName, "id", j.GetId()); err != nil {
-			return fmt.Errorf("loading finished job %q: %w", j.GetId(), err)
-		}
 		// b is Unmarshal's own copy of the snapshot's bytes, and Load owns
 		// snap: the record keeps it without copying, and nothing else
-		// writes it.
-		t.load(t.newFjob(j, unsafe.String(unsafe.SliceData(b), len(b))))
+		// writes it. The id is a substring of it, not of j.
+		vals = append(vals, t.newFjob(j, unsafe.String(unsafe.SliceData(b), len(b))))
+	}
+	for i := range vals {
+		e := new(fjob)
+		*e = vals[i]
+		t.load(e)
 	}
 	return nil
 }
