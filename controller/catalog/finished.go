@@ -456,3 +456,60 @@ func (r *Read) EachJobKindState(fn func(v1.JobKind, v1.JobState)) {
 		return true
 	})
 }
+
+// LatestRunsOf returns, for each (schedule index, run key) of policy, the
+// run with the latest scheduled time among the jobs keep accepts (ties:
+// the smallest id), ordered by schedule index and run key. Finished runs
+// are compared on their entries and only each key's winner is decoded:
+// the scheduler reads this at every leader change, and a policy's history
+// may be a million jobs.
+func (r *Read) LatestRunsOf(policy string, keep func(v1.JobKind, v1.JobState) bool) []*v1.Job {
+	type key struct {
+		index  uint32
+		runKey string
+	}
+	type best struct {
+		at  int64
+		id  string
+		mem *v1.Job
+		fin *fjob
+	}
+	found := map[key]*best{}
+	var keys []key
+	consider := func(k key, b best) {
+		o := found[k]
+		switch {
+		case o == nil:
+			found[k] = &b
+			keys = append(keys, k)
+		case b.at > o.at || b.at == o.at && b.id < o.id:
+			*o = b
+		}
+	}
+	for _, j := range all[*v1.Job](r, jobsTableName, "run", appendStr(nil, policy)) {
+		if keep(j.GetKind(), j.GetState()) {
+			consider(key{j.GetScheduleIndex(), j.GetRunKey()}, best{at: nanos(j.GetScheduledFor()), id: j.GetId(), mem: j})
+		}
+	}
+	if p, ok := r.fin.lookup(policy); ok && policy != "" {
+		r.fin.byRun.Ascend(&fjob{policy: p}, func(e *fjob) bool {
+			if e.policy != p {
+				return false
+			}
+			if keep(v1.JobKind(e.kind), v1.JobState(e.state)) {
+				consider(key{e.scheduleIndex, r.fin.names[e.runKey]}, best{at: e.scheduled, id: e.id, fin: e})
+			}
+			return true
+		})
+	}
+	slices.SortFunc(keys, func(a, b key) int { return cmp.Or(cmp.Compare(a.index, b.index), cmp.Compare(a.runKey, b.runKey)) })
+	out := make([]*v1.Job, len(keys))
+	for i, k := range keys {
+		if b := found[k]; b.fin != nil {
+			out[i] = b.fin.job()
+		} else {
+			out[i] = b.mem
+		}
+	}
+	return out
+}

@@ -383,6 +383,32 @@ func TestFinishedWalks(t *testing.T) {
 	}) {
 		t.Fatalf("JobsOfPolicy: %d runs, or out of order: %v", len(runs), ids(runs))
 	}
+	// LatestRunsOf: per key, the brute-force latest of JobsOfPolicy among
+	// the jobs kept, in key order.
+	for name, keep := range map[string]func(v1.JobKind, v1.JobState) bool{
+		"all":      func(v1.JobKind, v1.JobState) bool { return true },
+		"finished": func(_ v1.JobKind, s v1.JobState) bool { return Terminal(s) },
+		"none":     func(v1.JobKind, v1.JobState) bool { return false },
+	} {
+		var want []*v1.Job
+		for _, j := range runs { // by run key, then scheduled time
+			if !keep(j.GetKind(), j.GetState()) {
+				continue
+			}
+			if n := len(want); n > 0 && want[n-1].GetRunKey() == j.GetRunKey() {
+				want[n-1] = j
+			} else {
+				want = append(want, j)
+			}
+		}
+		got := r.LatestRunsOf("nightly", keep)
+		if !slices.EqualFunc(got, want, func(a, b *v1.Job) bool { return proto.Equal(a, b) }) {
+			t.Fatalf("LatestRunsOf(%s): %v, want %v", name, ids(got), ids(want))
+		}
+	}
+	if got := r.LatestRunsOf("nosuch", func(v1.JobKind, v1.JobState) bool { return true }); len(got) != 0 {
+		t.Fatalf("LatestRunsOf of a policy with no runs: %v", ids(got))
+	}
 	counts := map[v1.JobState]int{}
 	r.EachJobKindState(func(_ v1.JobKind, st v1.JobState) { counts[st]++ })
 	if counts[v1.JobState_JOB_STATE_SUCCEEDED] != 50 || counts[v1.JobState_JOB_STATE_PENDING] != 1 {
