@@ -517,3 +517,65 @@ func TestFinishedSnapshot(t *testing.T) {
 		t.Fatal("the same jobs put in another order dump differently")
 	}
 }
+
+// TestFinishedConcurrentReads: while a writer moves jobs back and forth
+// between go-memdb and the finished store (and replaces finished ones),
+// every Read and every Snapshot sees each of the N jobs exactly once: the
+// two places are published together. Run with -race it also checks that
+// readers of a published version never touch what the writer changes.
+func TestFinishedConcurrentReads(t *testing.T) {
+	const n = 200
+	s := New()
+	var js []*v1.Job
+	for i := range n {
+		js = append(js, finishedJob(i, v1.JobState_JOB_STATE_SUCCEEDED))
+	}
+	put(t, s, js...)
+	stop := make(chan struct{})
+	done := make(chan error, 3)
+	for r := range 3 {
+		go func() {
+			for reads := 0; ; reads++ {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+				var got []string
+				if r == 2 {
+					got = ids(s.Snapshot().Read().Jobs(JobFilter{}))
+				} else {
+					got = ids(s.Read().Jobs(JobFilter{}))
+				}
+				slices.Sort(got)
+				if len(slices.Compact(got)) != n || len(got) != n {
+					done <- fmt.Errorf("read %d saw %d distinct jobs of %d", reads, len(slices.Compact(got)), n)
+					return
+				}
+			}
+		}()
+	}
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for step := 0; time.Now().Before(deadline); step++ {
+		w := s.Write()
+		for k := range 10 {
+			j := proto.CloneOf(js[(step*10+k)%n])
+			if step%2 == 0 {
+				j.State = v1.JobState_JOB_STATE_RUNNING
+			} else {
+				j.Reason = fmt.Sprintf("step %d", step)
+			}
+			if err := w.PutJob(j); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w.Commit()
+	}
+	close(stop)
+	for range 3 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
