@@ -268,7 +268,7 @@ func (c *CatalogCollector) Collect(ch chan<- prometheus.Metric) {
 		state v1.JobState
 	}
 	counts := map[ks]int{}
-	rd.EachJob(func(j *v1.Job) { counts[ks{j.GetKind(), j.GetState()}]++ })
+	rd.EachJobKindState(func(k v1.JobKind, s v1.JobState) { counts[ks{k, s}]++ })
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(n), kindName(k.kind), catalog.StateName(k.state))
 	}

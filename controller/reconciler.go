@@ -105,31 +105,43 @@ func reconcileJobs(r *catalog.Read, t time.Time, grace time.Duration, maxAttempt
 	groups := map[key]*v1.ReconcileParams{}
 	var keys []key
 	done := []v1.JobState{v1.JobState_JOB_STATE_SUCCEEDED, v1.JobState_JOB_STATE_FAILED, v1.JobState_JOB_STATE_CANCELLED}
-	for _, j := range r.Jobs(catalog.JobFilter{Kind: v1.JobKind_JOB_KIND_BACKUP, States: done}) {
-		if j.GetOrphansSweptAt() != nil || held[j.GetId()] || j.GetUpdatedAt().AsTime().Add(grace).After(t) {
-			continue
+	// Page by page: only the candidates (Unswept) are decoded, and only a
+	// page of them is held at a time (a catalog that was never swept has
+	// one in five of its finished jobs here).
+	f := catalog.JobFilter{Kind: v1.JobKind_JOB_KIND_BACKUP, States: done, Unswept: true}
+	var after *catalog.Cursor
+	for {
+		page, next := r.JobsPage(f, after, 1000)
+		for _, j := range page {
+			if j.GetOrphansSweptAt() != nil || held[j.GetId()] || j.GetUpdatedAt().AsTime().Add(grace).After(t) {
+				continue
+			}
+			dead := reconcile.DeadAttempts(j)
+			if len(dead) == 0 {
+				continue
+			}
+			if _, err := r.Instance(j.GetInstance()); err != nil {
+				continue
+			}
+			k := key{j.GetInstance(), j.GetBackup().GetRepositoryUri()}
+			rp := groups[k]
+			if rp == nil {
+				rp = &v1.ReconcileParams{RepositoryUri: k.repo}
+				groups[k] = rp
+				keys = append(keys, k)
+			}
+			if len(rp.Targets)+len(dead) > maxReconcileTargets && len(rp.Targets) > 0 {
+				continue
+			}
+			for _, a := range dead {
+				rp.Targets = append(rp.Targets, &v1.ReconcileTarget{BackupId: a.BackupID, Fence: proto.CloneOf(a.Fence), JobId: a.JobID})
+			}
+			rp.JobIds = append(rp.JobIds, j.GetId())
 		}
-		dead := reconcile.DeadAttempts(j)
-		if len(dead) == 0 {
-			continue
+		if next == nil {
+			break
 		}
-		if _, err := r.Instance(j.GetInstance()); err != nil {
-			continue
-		}
-		k := key{j.GetInstance(), j.GetBackup().GetRepositoryUri()}
-		rp := groups[k]
-		if rp == nil {
-			rp = &v1.ReconcileParams{RepositoryUri: k.repo}
-			groups[k] = rp
-			keys = append(keys, k)
-		}
-		if len(rp.Targets)+len(dead) > maxReconcileTargets && len(rp.Targets) > 0 {
-			continue
-		}
-		for _, a := range dead {
-			rp.Targets = append(rp.Targets, &v1.ReconcileTarget{BackupId: a.BackupID, Fence: proto.CloneOf(a.Fence), JobId: a.JobID})
-		}
-		rp.JobIds = append(rp.JobIds, j.GetId())
+		after = next
 	}
 	sort.Slice(keys, func(a, b int) bool {
 		if keys[a].instance != keys[b].instance {

@@ -126,7 +126,7 @@ func (r *Read) BackupsPage(f BackupFilter, after *Cursor, limit int) ([]*v1.Back
 		}
 		return b.GetStatus() == f.Status
 	}
-	return pageScan(r, backupsTableName, []source{src}, backupPos, match, after, limit)
+	return pageScan(memLanes(r, backupsTableName, []source{src}, backupPos, match), backupPos, after, limit)
 }
 
 func backupPos(b *v1.Backup) Cursor { return CursorOf(b.GetStartedAt(), b.GetId()) }

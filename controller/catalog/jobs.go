@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,7 +13,8 @@ import (
 
 const jobsTableName = "jobs"
 
-// jobsTable: one row per job, keyed by job id. The ordered indexes (keys
+// jobsTable: one row per job that is not finished (finished.go keeps
+// those), keyed by job id. The ordered indexes (keys
 // in order.go) serve the listings newest first and the leader's scans: by
 // creation time and by instance (every job); active jobs by state and by
 // instance and state (the leader assigns pending jobs, and the
@@ -23,9 +25,9 @@ const jobsTableName = "jobs"
 // scheduler's memory of its last runs).
 //
 // Every index entry costs about 450 bytes of radix tree (go-memdb), more
-// than a typical job record: a finished job is in five indexes, not
-// eight, which is what keeps a catalog of a million jobs within a few GiB
-// (bench/README.md, BenchmarkCatalog).
+// than a typical job record: that is why finished jobs, the bulk of a
+// catalog, move out of this table (finished.go). The terminal jobs still
+// here are those whose attempt is stopping.
 func jobsTable() *memdb.TableSchema {
 	return &memdb.TableSchema{
 		Name: jobsTableName,
@@ -91,12 +93,29 @@ func (r *Read) Job(id string) (*v1.Job, error) { return r.JobWatch(id, nil) }
 
 // JobWatch is Job that also adds the job's record to watch (when not nil),
 // so that watch.Wait returns once the job changes, or is created.
+//
+// A job that is finished (or missing) is watched through the finished
+// store's channel, which fires at every commit that changes a finished job:
+// a watcher may wake for another job's change, and reads again.
 func (r *Read) JobWatch(id string, watch *Watch) (*v1.Job, error) {
-	obj, _ := r.first(jobsTableName, id, watch)
-	if obj == nil {
-		return nil, Errorf(ErrNotFound, "job %q not found", id)
+	ch, obj, err := r.txn.FirstWatch(jobsTableName, "id", id)
+	if err != nil {
+		panic(fmt.Sprintf("catalog: %s lookup: %v", jobsTableName, err))
 	}
-	return obj.(*v1.Job), nil
+	if obj != nil {
+		watch.add(ch)
+		return obj.(*v1.Job), nil
+	}
+	if r.finCh != nil {
+		watch.add(r.finCh)
+	}
+	if e, ok := r.fin.get(id); ok {
+		// Going back to go-memdb also changes the finished store.
+		return e.job(), nil
+	}
+	// Missing: created either way.
+	watch.add(ch)
+	return nil, Errorf(ErrNotFound, "job %q not found", id)
 }
 
 // JobFilter selects jobs; zero fields match everything.
@@ -104,6 +123,9 @@ type JobFilter struct {
 	Instance string
 	States   []v1.JobState
 	Kind     v1.JobKind
+	// Unswept: only the jobs Unswept reports (the reconcile sweep's
+	// candidates); finished jobs are filtered without being decoded.
+	Unswept bool
 }
 
 // Jobs returns every job that matches f, newest first: by creation time,
@@ -124,10 +146,11 @@ func (r *Read) Jobs(f JobFilter) []*v1.Job {
 
 // JobsPage returns up to limit jobs that match f, newest first (creation
 // time, then id), strictly after `after` (nil: from the newest), and the
-// cursor of the next page (nil at the end). The instance and states are
-// walked on their indexes; a kind is filtered during the walk, which is
-// bounded (maxScan): a page may come back short, with a cursor, when the
-// kind is rare.
+// cursor of the next page (nil at the end). The jobs of go-memdb and of
+// the finished store are merged. The instance and states are walked on
+// their indexes (finished jobs also on a kind index); a filter an index
+// does not cover is applied during the walk, which is bounded (maxScan):
+// a page may come back short, with a cursor, when matches are rare.
 func (r *Read) JobsPage(f JobFilter, after *Cursor, limit int) ([]*v1.Job, *Cursor) {
 	var srcs []source
 	states := slices.Clone(f.States)
@@ -154,10 +177,14 @@ func (r *Read) JobsPage(f JobFilter, after *Cursor, limit int) ([]*v1.Job, *Curs
 		srcs = []source{{index: "created"}}
 	}
 	match := func(j *v1.Job) bool {
-		return (f.Kind == v1.JobKind_JOB_KIND_UNSPECIFIED || j.GetKind() == f.Kind) &&
+		return (!f.Unswept || Unswept(j)) && (f.Kind == v1.JobKind_JOB_KIND_UNSPECIFIED || j.GetKind() == f.Kind) &&
 			(len(states) == 0 || slices.Contains(states, j.GetState()))
 	}
-	return pageScan(r, jobsTableName, srcs, jobPos, match, after, limit)
+	lanes := memLanes(r, jobsTableName, srcs, jobPos, match)
+	if !byState {
+		lanes = append(lanes, r.finLanes(f.Instance, states, f.Kind, f.Unswept)...)
+	}
+	return pageScan(lanes, jobPos, after, limit)
 }
 
 func jobPos(j *v1.Job) Cursor { return CursorOf(j.GetCreatedAt(), j.GetId()) }
@@ -200,13 +227,41 @@ func (r *Read) StoppingJobsOf(agent string) []*v1.Job {
 }
 
 // JobsOfPolicy returns the scheduled runs of policy (its jobs with a run
-// key), by schedule index, run key and scheduled time.
+// key), by schedule index, run key, scheduled time and id. The finished
+// ones are decoded: a policy's whole history.
 func (r *Read) JobsOfPolicy(policy string) []*v1.Job {
-	return all[*v1.Job](r, jobsTableName, "run", appendStr(nil, policy))
+	js := all[*v1.Job](r, jobsTableName, "run", appendStr(nil, policy))
+	if p, ok := r.fin.lookup(policy); ok && policy != "" {
+		r.fin.byRun.Ascend(&fjob{policy: p}, func(e *fjob) bool {
+			if e.policy != p {
+				return false
+			}
+			js = append(js, e.job())
+			return true
+		})
+	}
+	slices.SortFunc(js, func(a, b *v1.Job) int {
+		return cmp.Or(cmp.Compare(a.GetScheduleIndex(), b.GetScheduleIndex()), strings.Compare(a.GetRunKey(), b.GetRunKey()),
+			cmp.Compare(nanos(a.GetScheduledFor()), nanos(b.GetScheduledFor())), strings.Compare(a.GetId(), b.GetId()))
+	})
+	return js
 }
 
-// PutJob creates or replaces a job. j must not change afterwards.
-func (w *Write) PutJob(j *v1.Job) error { return w.insert(jobsTableName, j) }
+// PutJob creates or replaces a job. j must not change afterwards. A
+// finished job (finished.go) goes to the finished store, any other to the
+// jobs table, leaving the other place.
+func (w *Write) PutJob(j *v1.Job) error {
+	if j.GetId() == "" {
+		return Errorf(ErrInvalid, "%s record: a job without an id", jobsTableName)
+	}
+	if finished(j) {
+		return w.finPut(j)
+	}
+	if _, ok := w.fin.get(j.GetId()); ok {
+		w.finMut().delete(j.GetId())
+	}
+	return w.insert(jobsTableName, j)
+}
 
 // Terminal reports whether a job in state s is over.
 func Terminal(s v1.JobState) bool {

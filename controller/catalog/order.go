@@ -128,25 +128,16 @@ type source struct {
 // every call's cost bounded, whatever the filter.
 const maxScan = 5000
 
-// pageScan returns up to limit records of table that match, newest first,
-// strictly after `after` (nil: from the newest), merged from sources, and
-// the cursor of the next page (nil when there is none).
-//
-// Each source is walked backwards from the cursor until it yielded limit+1
-// matches, ran out, or walked maxScan entries. Everything at or above the
-// newest of the stops of the sources that did not run out has then been
-// seen in every source, so the page is the newest limit matches at or
-// above that bound; a page shorter than limit but with more to walk gets
-// the bound as its cursor.
-func pageScan[T any](r *Read, table string, sources []source, pos func(T) Cursor, match func(T) bool, after *Cursor, limit int) ([]T, *Cursor) {
-	if limit <= 0 {
-		limit = 1
-	}
-	var (
-		found []T
-		bound *Cursor // the newest stop of a source that did not run out
-	)
-	for _, s := range sources {
+// lane is one ordered run of records a listing merges: walk calls visit
+// for its records strictly older than after (all of them when after is
+// nil), newest first, until visit returns false. visit gets the record's
+// position, and the record when it matches the listing's filter (ok);
+// a lane may leave a record that does not match undecoded.
+type lane[T any] func(after *Cursor, visit func(p Cursor, rec T, ok bool) bool)
+
+// memLane is the lane of one go-memdb index range.
+func memLane[T any](r *Read, table string, s source, pos func(T) Cursor, match func(T) bool) lane[T] {
+	return func(after *Cursor, visit func(Cursor, T, bool) bool) {
 		start := append(bytes.Clone(s.prefix), bytes.Repeat([]byte{0xff}, 9)...)
 		if after != nil {
 			start = appendStr(appendNanos(bytes.Clone(s.prefix), after.At), after.ID)
@@ -155,29 +146,65 @@ func pageScan[T any](r *Read, table string, sources []source, pos func(T) Cursor
 		if err != nil {
 			panic(fmt.Sprintf("catalog: %s walk by %s: %v", table, s.index, err))
 		}
-		n, scanned := 0, 0
-		var last *Cursor
-		exhausted := true
 		for obj := it.Next(); obj != nil; obj = it.Next() {
 			if s.in != nil && !s.in(obj) {
-				break
+				return
 			}
 			t := obj.(T)
 			p := pos(t)
 			if after != nil && !p.OlderThan(*after) {
 				continue // the cursor's own record
 			}
+			if !visit(p, t, match(t)) {
+				return
+			}
+		}
+	}
+}
+
+func memLanes[T any](r *Read, table string, sources []source, pos func(T) Cursor, match func(T) bool) []lane[T] {
+	lanes := make([]lane[T], len(sources))
+	for i, s := range sources {
+		lanes[i] = memLane(r, table, s, pos, match)
+	}
+	return lanes
+}
+
+// pageScan returns up to limit records that match, newest first, strictly
+// after `after` (nil: from the newest), merged from lanes, and the cursor
+// of the next page (nil when there is none).
+//
+// Each lane is walked backwards from the cursor until it yielded limit+1
+// matches, ran out, or walked maxScan entries. Everything at or above the
+// newest of the stops of the lanes that did not run out has then been
+// seen in every lane, so the page is the newest limit matches at or above
+// that bound; a page shorter than limit but with more to walk gets the
+// bound as its cursor.
+func pageScan[T any](lanes []lane[T], pos func(T) Cursor, after *Cursor, limit int) ([]T, *Cursor) {
+	if limit <= 0 {
+		limit = 1
+	}
+	var (
+		found []T
+		bound *Cursor // the newest stop of a lane that did not run out
+	)
+	for _, walk := range lanes {
+		n, scanned := 0, 0
+		var last *Cursor
+		exhausted := true
+		walk(after, func(p Cursor, t T, ok bool) bool {
 			if scanned >= maxScan || n > limit {
 				exhausted = false
-				break
+				return false
 			}
 			scanned++
 			last = &p
-			if match(t) {
+			if ok {
 				found = append(found, t)
 				n++
 			}
-		}
+			return true
+		})
 		if !exhausted && last != nil && (bound == nil || bound.OlderThan(*last)) {
 			bound = last
 		}

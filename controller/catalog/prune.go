@@ -3,6 +3,7 @@ package catalog
 import (
 	"bytes"
 	"fmt"
+	"math"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -16,51 +17,34 @@ import (
 // and id of the n-th most recently finished job (1 is the newest), and
 // false when fewer than n jobs are finished. It walks n index entries.
 func (r *Read) NthNewestFinished(n int) (Cursor, bool) {
-	it, err := r.txn.ReverseLowerBound(jobsTableName, "finished", bytes.Repeat([]byte{0xff}, 9))
-	if err != nil {
-		panic(fmt.Sprintf("catalog: finished jobs walk: %v", err))
-	}
+	var out Cursor
 	i := 0
-	for obj := it.Next(); obj != nil; obj = it.Next() {
+	r.finishedDescending(func(p Cursor) bool {
 		if i++; i == n {
-			j := obj.(*v1.Job)
-			return CursorOf(j.GetUpdatedAt(), j.GetId()), true
+			out = p
+			return false
 		}
-	}
-	return Cursor{}, false
+		return true
+	})
+	return out, i == n && n > 0
 }
 
 // FinishedPos is a finished job's position in the finished index: its
 // finish time (updated_at) and id.
 func FinishedPos(j *v1.Job) Cursor { return CursorOf(j.GetUpdatedAt(), j.GetId()) }
 
-// EachFinishedJob calls fn for the finished jobs, oldest finish first, until
-// fn returns false. fn must not change the catalog (collect, then delete).
-func (r *Read) EachFinishedJob(fn func(*v1.Job) bool) {
-	it, err := r.txn.Get(jobsTableName, "finished", []byte{})
-	if err != nil {
-		panic(fmt.Sprintf("catalog: finished jobs walk: %v", err))
-	}
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		if !fn(obj.(*v1.Job)) {
-			return
-		}
-	}
-}
+// EachFinishedJob calls fn for the finished jobs (every terminal job, its
+// attempt stopped or not), oldest finish first, until fn returns false.
+// fn gets the fields pruning checks first and decodes the record only if
+// it asks (FinishedJob.Job). fn must not change the catalog (collect,
+// then delete).
+func (r *Read) EachFinishedJob(fn func(FinishedJob) bool) { r.eachFinished(nil, fn) }
 
 // EachFinishedSince calls fn for the jobs that finished at or after
 // `since` (Unix nanoseconds of updated_at), oldest finish first, until fn
 // returns false. fn must not change the catalog.
 func (r *Read) EachFinishedSince(since int64, fn func(*v1.Job) bool) {
-	it, err := r.txn.LowerBound(jobsTableName, "finished", appendNanos(nil, since))
-	if err != nil {
-		panic(fmt.Sprintf("catalog: finished jobs walk: %v", err))
-	}
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		if !fn(obj.(*v1.Job)) {
-			return
-		}
-	}
+	r.eachFinished(&Cursor{At: since}, func(f FinishedJob) bool { return fn(f.Job()) })
 }
 
 // JobReferenced reports whether a backup that is not DELETED refers to
@@ -80,22 +64,58 @@ func (r *Read) JobReferenced(id string) bool {
 }
 
 // LatestRun returns the job of (policy, schedule index, run key) with the
-// latest scheduled time, or nil: the run the scheduler remembers.
+// latest scheduled time (then the greatest id), or nil: the run the
+// scheduler remembers.
 func (r *Read) LatestRun(policy string, index uint32, runKey string) *v1.Job {
+	mem, fin := r.latestRun(policy, index, runKey)
+	if fin != nil {
+		return fin.job()
+	}
+	return mem
+}
+
+// LatestRunID is the id of LatestRun's job ("" for none), without
+// decoding a finished one.
+func (r *Read) LatestRunID(policy string, index uint32, runKey string) string {
+	mem, fin := r.latestRun(policy, index, runKey)
+	if fin != nil {
+		return fin.id
+	}
+	return mem.GetId()
+}
+
+// latestRun is LatestRun's job: in go-memdb (mem) or finished (fin), at
+// most one of them set.
+func (r *Read) latestRun(policy string, index uint32, runKey string) (mem *v1.Job, fin *fjob) {
 	prefix := runPrefix(policy, index, runKey)
 	it, err := r.txn.ReverseLowerBound(jobsTableName, "run", append(bytes.Clone(prefix), bytes.Repeat([]byte{0xff}, 9)...))
 	if err != nil {
 		panic(fmt.Sprintf("catalog: scheduled runs lookup: %v", err))
 	}
-	obj := it.Next()
-	if obj == nil {
-		return nil
+	if obj := it.Next(); obj != nil {
+		j := obj.(*v1.Job)
+		if j.GetPolicy() == policy && j.GetScheduleIndex() == index && j.GetRunKey() == runKey {
+			mem = j
+		}
 	}
-	j := obj.(*v1.Job)
-	if j.GetPolicy() != policy || j.GetScheduleIndex() != index || j.GetRunKey() != runKey {
-		return nil
+	p, okP := r.fin.lookup(policy)
+	k, okK := r.fin.lookup(runKey)
+	if okP && okK && p != 0 && k != 0 {
+		r.fin.byRun.Descend(&fjob{policy: p, scheduleIndex: index, runKey: k, scheduled: math.MaxInt64, id: topID}, func(e *fjob) bool {
+			if e.policy == p && e.scheduleIndex == index && e.runKey == k {
+				fin = e
+			}
+			return false
+		})
 	}
-	return j
+	switch {
+	case fin == nil:
+		return mem, nil
+	case mem != nil && (nanos(mem.GetScheduledFor()) > fin.scheduled ||
+		nanos(mem.GetScheduledFor()) == fin.scheduled && mem.GetId() > fin.id):
+		return mem, nil
+	}
+	return nil, fin
 }
 
 // EachDeletedBackup calls fn for the DELETED backup records, oldest
@@ -119,6 +139,10 @@ func (w *Write) DeleteJob(id string) error {
 		return fmt.Errorf("deleting job %q: %w", id, err)
 	}
 	if n == 0 {
+		if _, ok := w.fin.get(id); ok {
+			w.finMut().delete(id)
+			return nil
+		}
 		return Errorf(ErrNotFound, "job %q not found", id)
 	}
 	return nil

@@ -2,9 +2,16 @@ package catalog
 
 import v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 
-// EachJob calls fn for every job, in id order, without collecting or
-// sorting them (metrics read the whole table at every scrape).
-func (r *Read) EachJob(fn func(*v1.Job)) { each(r, jobsTableName, fn) }
+// EachJob calls fn for every job, those of the jobs table in id order and
+// then the finished ones in id order (decoded one by one), without
+// collecting them. Metrics count jobs with EachJobKindState instead.
+func (r *Read) EachJob(fn func(*v1.Job)) {
+	each(r, jobsTableName, fn)
+	r.fin.byID.Scan(func(e *fjob) bool {
+		fn(e.job())
+		return true
+	})
+}
 
 // EachBackup calls fn for every backup, in id order, unsorted.
 func (r *Read) EachBackup(fn func(*v1.Backup)) { each(r, backupsTableName, fn) }

@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/hashicorp/go-memdb"
 )
@@ -11,8 +12,18 @@ import (
 // the stored pointer and must clone it (proto.Clone) before changing it, and
 // writers put a fresh object. That is what makes reads lock-free and Raft
 // snapshots a cheap memdb snapshot.
+//
+// Finished jobs are kept apart, in copy-on-write trees (finished.go); a
+// commit publishes go-memdb's new root and the new trees together under
+// mu, so a Read never sees a job in both places or in neither.
 type Store struct {
 	db *memdb.MemDB
+
+	mu  sync.RWMutex
+	fin *finTrees
+	// finCh is closed when a commit changes the finished store: a watch on
+	// a finished (or missing) job waits on it.
+	finCh chan struct{}
 }
 
 // tables lists every table's schema; each lives in the file of its table.
@@ -41,34 +52,76 @@ func New() *Store {
 		// The schema is static; an error is a programming error.
 		panic(fmt.Sprintf("catalog: bad schema: %v", err))
 	}
-	return &Store{db: db}
+	return &Store{db: db, fin: newFinTrees(), finCh: make(chan struct{})}
 }
 
 // Read opens a read transaction: a consistent snapshot of every table that
 // later writes do not change. It needs no closing.
-func (s *Store) Read() *Read { return &Read{txn: s.db.Txn(false)} }
+func (s *Store) Read() *Read {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return &Read{txn: s.db.Txn(false), fin: s.fin, finCh: s.finCh}
+}
 
 // Write opens the write transaction. There is at most one at a time (memdb
 // serialises them); the FSM is the only writer. Call Commit or Abort.
-func (s *Store) Write() *Write { return &Write{Read{txn: s.db.Txn(true)}} }
+func (s *Store) Write() *Write {
+	txn := s.db.Txn(true) // first: it serialises the writers
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return &Write{Read: Read{txn: txn, fin: s.fin}, s: s}
+}
 
 // Snapshot returns a frozen copy of the store, for a Raft snapshot to
 // persist while the FSM goes on applying.
-func (s *Store) Snapshot() *Store { return &Store{db: s.db.Snapshot()} }
+func (s *Store) Snapshot() *Store {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return &Store{db: s.db.Snapshot(), fin: s.fin, finCh: make(chan struct{})}
+}
 
 // Read is a read transaction over the catalog.
 type Read struct {
 	txn *memdb.Txn
+	fin *finTrees
+	// finCh is the store's at the time of the Read (nil in a Write).
+	finCh <-chan struct{}
 }
 
 // Write is the write transaction.
 type Write struct {
 	Read
+	s *Store
+	// finCopied: Read.fin is this transaction's own copy of the finished
+	// trees, to publish at Commit.
+	finCopied bool
+}
+
+// finMut returns the finished trees to change, copying the published
+// ones on first use.
+func (w *Write) finMut() *finTrees {
+	if !w.finCopied {
+		w.fin = w.fin.copy()
+		w.finCopied = true
+	}
+	return w.fin
 }
 
 // Commit publishes the changes and fires the watch channels of the records
-// they touched.
-func (w *Write) Commit() { w.txn.Commit() }
+// they touched (and, when finished jobs changed, the finished store's).
+func (w *Write) Commit() {
+	if !w.finCopied {
+		w.txn.Commit()
+		return
+	}
+	s := w.s
+	s.mu.Lock()
+	w.txn.Commit()
+	s.fin = w.fin
+	close(s.finCh)
+	s.finCh = make(chan struct{})
+	s.mu.Unlock()
+}
 
 // Abort drops the changes.
 func (w *Write) Abort() { w.txn.Abort() }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -156,22 +157,39 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 // Restore replaces the whole catalog with a persisted snapshot.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer func() { _ = rc.Close() }()
-	b, err := io.ReadAll(rc)
+	s, err := load(rc)
 	if err != nil {
-		return fmt.Errorf("reading catalog snapshot: %w", err)
-	}
-	snap := &v1.CatalogSnapshot{}
-	if err := proto.Unmarshal(b, snap); err != nil {
-		return fmt.Errorf("decoding catalog snapshot: %w", err)
-	}
-	s, err := catalog.Load(snap)
-	if err != nil {
-		return fmt.Errorf("restoring catalog snapshot: %w", err)
+		return err
 	}
 	f.mu.Lock()
 	f.store = s
 	f.mu.Unlock()
+	// Decoding took about three times the snapshot's size on top of the
+	// catalog (the bytes read, the decoded message, each job decoded once
+	// to index it), all garbage now that load returned: hand it back to
+	// the OS at once instead of carrying it as resident memory
+	// (BenchmarkCatalog: a leader restored from a 68 MiB snapshot sat at
+	// 745 MiB RSS for a heap of 264 MiB). Restores are rare (start, a
+	// snapshot installed by the leader).
+	debug.FreeOSMemory()
 	return nil
+}
+
+// load decodes a persisted snapshot into a new store.
+func load(rc io.Reader) (*catalog.Store, error) {
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, fmt.Errorf("reading catalog snapshot: %w", err)
+	}
+	snap := &v1.CatalogSnapshot{}
+	if err := proto.Unmarshal(b, snap); err != nil {
+		return nil, fmt.Errorf("decoding catalog snapshot: %w", err)
+	}
+	s, err := catalog.Load(snap)
+	if err != nil {
+		return nil, fmt.Errorf("restoring catalog snapshot: %w", err)
+	}
+	return s, nil
 }
 
 type snapshot struct {

@@ -6,7 +6,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
-	"github.com/tidemark-backup/tidemark/controller/reconcile"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -68,8 +67,8 @@ func applyPruneCatalog(w *catalog.Write, c *v1.PruneCatalog) (proto.Message, err
 		streamJobs[s.GetJobId()] = true
 	}
 	var jobs []string
-	w.EachFinishedJob(func(j *v1.Job) bool {
-		p := catalog.FinishedPos(j)
+	w.EachFinishedJob(func(f catalog.FinishedJob) bool {
+		p := f.Pos
 		if p.At >= ageCut && (rankCut == nil || !p.OlderThan(*rankCut)) {
 			return false // this one and every later one stays
 		}
@@ -80,11 +79,13 @@ func applyPruneCatalog(w *catalog.Write, c *v1.PruneCatalog) (proto.Message, err
 		// A backup job whose dead attempts may have left manifests stays
 		// until the reconcile sweep has judged them (without its record an
 		// orphan is "unknown" and kept for ever), bounded by the age limit
-		// alone, so a cluster with the sweep off still forgets it.
-		unswept := j.GetOrphansSweptAt() == nil && p.At >= ageCut && len(reconcile.DeadAttempts(j)) > 0
-		if !unswept && !keepJob(&w.Read, j, streamJobs) {
-			jobs = append(jobs, j.GetId())
+		// alone, so a cluster with the sweep off still forgets it. The
+		// walk reads the finished store's index fields only: no job is
+		// decoded.
+		if f.Unswept && p.At >= ageCut || keepJob(&w.Read, f, streamJobs) {
+			return true
 		}
+		jobs = append(jobs, f.ID)
 		return true
 	})
 	for _, id := range jobs {
@@ -121,12 +122,12 @@ func applyPruneCatalog(w *catalog.Write, c *v1.PruneCatalog) (proto.Message, err
 }
 
 // keepJob reports whether a finished job must stay (applyPruneCatalog).
-func keepJob(r *catalog.Read, j *v1.Job, streamJobs map[string]bool) bool {
-	if streamJobs[j.GetId()] || r.JobReferenced(j.GetId()) {
+func keepJob(r *catalog.Read, f catalog.FinishedJob, streamJobs map[string]bool) bool {
+	if streamJobs[f.ID] || r.JobReferenced(f.ID) {
 		return true
 	}
-	if j.GetPolicy() != "" && j.GetRunKey() != "" {
-		if l := r.LatestRun(j.GetPolicy(), j.GetScheduleIndex(), j.GetRunKey()); l != nil && l.GetId() == j.GetId() {
+	if f.Policy != "" && f.RunKey != "" {
+		if r.LatestRunID(f.Policy, f.ScheduleIndex, f.RunKey) == f.ID {
 			return true
 		}
 	}

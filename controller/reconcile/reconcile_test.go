@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tidemark-backup/tidemark/controller/catalog"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
 
@@ -132,4 +133,51 @@ func pendingAgain() *v1.Job {
 	return &v1.Job{Id: "j1", Kind: v1.JobKind_JOB_KIND_BACKUP, State: v1.JobState_JOB_STATE_PENDING, Attempt: 1,
 		Params:           &v1.Job_Backup{Backup: &v1.BackupParams{}},
 		PreviousAttempts: []*v1.JobAttempt{{Attempt: 1, Lease: lease("j1", 10), BackupId: "j1-a1", EndedAt: timestamppb.New(t0.Add(-time.Hour))}}}
+}
+
+// TestUnsweptMatchesDeadAttempts: catalog.Unswept, which the finished
+// store keeps per job so that pruning and the sweep need not decode the
+// history, is exactly "not swept and DeadAttempts is not empty", over
+// every combination of state, kind, attempts, lease, backup ids and result.
+func TestUnsweptMatchesDeadAttempts(t *testing.T) {
+	states := []v1.JobState{v1.JobState_JOB_STATE_PENDING, v1.JobState_JOB_STATE_RUNNING, v1.JobState_JOB_STATE_SUCCEEDED,
+		v1.JobState_JOB_STATE_FAILED, v1.JobState_JOB_STATE_CANCELLED}
+	n := 0
+	for _, st := range states {
+		for _, kind := range []v1.JobKind{v1.JobKind_JOB_KIND_BACKUP, v1.JobKind_JOB_KIND_RESTORE} {
+			for mask := range 1 << 6 {
+				bit := func(i int) bool { return mask&(1<<i) != 0 }
+				j := twoAttempts(st)
+				j.Kind = kind
+				if bit(0) {
+					j.PreviousAttempts = nil
+				}
+				if bit(1) && len(j.PreviousAttempts) > 0 {
+					j.PreviousAttempts[0].Lease = nil
+				}
+				if bit(2) && len(j.PreviousAttempts) > 0 {
+					j.PreviousAttempts[0].BackupId = "j1-a2" // the job's own result when it succeeded
+				}
+				if bit(3) {
+					j.Lease = nil
+				}
+				if bit(4) {
+					j.GetBackup().BackupId = ""
+				}
+				if bit(5) {
+					j.OrphansSweptAt = timestamppb.New(t0)
+				}
+				want := j.GetOrphansSweptAt() == nil && len(DeadAttempts(j)) > 0
+				if got := catalog.Unswept(j); got != want {
+					t.Errorf("state %s, kind %s, variant %06b: Unswept %v, DeadAttempts %v", st, kind, mask, got, DeadAttempts(j))
+				}
+				if want {
+					n++
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no combination has dead attempts: the test checks nothing")
+	}
 }

@@ -137,7 +137,9 @@ func (s *Scheduler) Recompute() int {
 		}
 	}
 	for _, p := range r.Policies() {
-		for _, j := range r.JobsOfPolicy(p.GetName()) {
+		// The latest run per key is all it needs: a policy's whole history
+		// would be decoded otherwise.
+		for _, j := range r.LatestRunsOf(p.GetName(), func(v1.JobKind, v1.JobState) bool { return true }) {
 			if j.GetRunKey() == "" || j.GetScheduledFor() == nil {
 				continue
 			}

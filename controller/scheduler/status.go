@@ -151,14 +151,9 @@ func Evaluate(r *catalog.Read, p StatusParams) []*v1.PolicyStatus {
 // (schedule index, run key): whether the last run that ended failed.
 func latestRuns(r *catalog.Read, policy string) map[Key]*v1.Job {
 	out := map[Key]*v1.Job{}
-	for _, j := range r.JobsOfPolicy(policy) {
-		if j.GetKind() != v1.JobKind_JOB_KIND_BACKUP || j.GetRunKey() == "" || !catalog.Terminal(j.GetState()) {
-			continue
-		}
-		k := Key{Policy: policy, Index: j.GetScheduleIndex(), RunKey: j.GetRunKey()}
-		if o := out[k]; o == nil || j.GetScheduledFor().AsTime().After(o.GetScheduledFor().AsTime()) {
-			out[k] = j
-		}
+	finishedBackup := func(k v1.JobKind, s v1.JobState) bool { return k == v1.JobKind_JOB_KIND_BACKUP && catalog.Terminal(s) }
+	for _, j := range r.LatestRunsOf(policy, finishedBackup) {
+		out[Key{Policy: policy, Index: j.GetScheduleIndex(), RunKey: j.GetRunKey()}] = j
 	}
 	return out
 }

@@ -3465,8 +3465,15 @@ type CatalogSnapshot struct {
 	ScheduleSkips []*ScheduleSkip        `protobuf:"bytes,13,rep,name=schedule_skips,json=scheduleSkips,proto3" json:"schedule_skips,omitempty"`
 	// The idempotency keys still in their window, oldest first.
 	IdempotencyKeys []*IdempotencyRecord `protobuf:"bytes,40,rep,name=idempotency_keys,json=idempotencyKeys,proto3" json:"idempotency_keys,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The finished jobs (a terminal state, no attempt still stopping), each
+	// a Job marshalled deterministically, sorted by id: the catalog keeps
+	// them in that form (controller/catalog/finished.go) and a snapshot
+	// copies the bytes instead of encoding a million messages again. A
+	// snapshot written before this field has them in jobs; loading it moves
+	// them here.
+	FinishedJobs  [][]byte `protobuf:"bytes,60,rep,name=finished_jobs,json=finishedJobs,proto3" json:"finished_jobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CatalogSnapshot) Reset() {
@@ -3593,6 +3600,13 @@ func (x *CatalogSnapshot) GetScheduleSkips() []*ScheduleSkip {
 func (x *CatalogSnapshot) GetIdempotencyKeys() []*IdempotencyRecord {
 	if x != nil {
 		return x.IdempotencyKeys
+	}
+	return nil
+}
+
+func (x *CatalogSnapshot) GetFinishedJobs() [][]byte {
+	if x != nil {
+		return x.FinishedJobs
 	}
 	return nil
 }
@@ -5116,7 +5130,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x129\n" +
 	"\n" +
-	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x96\x06\n" +
+	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xbb\x06\n" +
 	"\x0fCatalogSnapshot\x12*\n" +
 	"\x06agents\x18\x01 \x03(\v2\x12.tidemark.v1.AgentR\x06agents\x123\n" +
 	"\tinstances\x18\x02 \x03(\v2\x15.tidemark.v1.InstanceR\tinstances\x12-\n" +
@@ -5134,7 +5148,8 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\raccess_tokens\x18\v \x03(\v2\x18.tidemark.v1.AccessTokenR\faccessTokens\x12/\n" +
 	"\bpolicies\x18\f \x03(\v2\x13.tidemark.v1.PolicyR\bpolicies\x12@\n" +
 	"\x0eschedule_skips\x18\r \x03(\v2\x19.tidemark.v1.ScheduleSkipR\rscheduleSkips\x12I\n" +
-	"\x10idempotency_keys\x18( \x03(\v2\x1e.tidemark.v1.IdempotencyRecordR\x0fidempotencyKeys\"\xe7\x01\n" +
+	"\x10idempotency_keys\x18( \x03(\v2\x1e.tidemark.v1.IdempotencyRecordR\x0fidempotencyKeys\x12#\n" +
+	"\rfinished_jobs\x18< \x03(\fR\ffinishedJobs\"\xe7\x01\n" +
 	"\x11IdempotencyRecord\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12 \n" +
 	"\vfingerprint\x18\x02 \x01(\fR\vfingerprint\x12\x16\n" +
