@@ -463,3 +463,48 @@ type memSink struct {
 func (s *memSink) ID() string    { return "mem" }
 func (s *memSink) Cancel() error { return nil }
 func (s *memSink) Close() error  { return nil }
+
+// TestBinlogGaps: a gap an agent reports with every heartbeat (and again
+// after a restart) is recorded once, stamped with the batch's time; a new
+// one is appended; alerted_at is stamped once and survives later reports;
+// a stream without a record changes nothing.
+func TestBinlogGaps(t *testing.T) {
+	n := newNode(t)
+	n.ok(register("a1", "db1"))
+	n.ok(submitStream("s1", "db1", time.Second))
+	s1 := n.ok(assign("s1", "a1", 2*time.Second)).(*v1.Job)
+	gap := func(after, before string) *v1.BinlogGap {
+		return &v1.BinlogGap{After: after, Before: before, AfterGtid: "0-1-5", Reason: "purged", DetectedAt: ts(3 * time.Second),
+			AlertedAt: ts(time.Hour)} // an agent's stamp, never taken
+	}
+	withGaps := func(e *v1.BinlogStream, gs ...*v1.BinlogGap) *v1.BinlogStream { e.Gaps = gs; return e }
+	g1 := gap("GTID 0-1-5 (bin.000001:900)", "GTID 0-1-9 (bin.000003:4)")
+	n.ok(watermarks(5*time.Second, withGaps(wm(s1, "0-1-10", 5*time.Second, ""), g1)))
+	n.ok(watermarks(6*time.Second, withGaps(wm(s1, "0-1-11", 6*time.Second, ""), g1)))
+	rec, _ := n.fsm.Store().Read().BinlogStream("db1")
+	if gs := rec.GetGaps(); len(gs) != 1 || !gs[0].GetRecordedAt().AsTime().Equal(ts(5*time.Second).AsTime()) || gs[0].GetAlertedAt() != nil ||
+		gs[0].GetReason() != "purged" || !gs[0].GetDetectedAt().AsTime().Equal(ts(3*time.Second).AsTime()) {
+		t.Fatalf("gaps after two reports of one gap: %v", gs)
+	}
+	mark := func(at time.Duration, gs ...*v1.BinlogGap) *v1.Command {
+		return &v1.Command{Cmd: &v1.Command_MarkBinlogGapsAlerted{MarkBinlogGapsAlerted: &v1.MarkBinlogGapsAlerted{Instance: "db1", Gaps: gs, AlertedAt: ts(at)}}}
+	}
+	if got := n.ok(mark(7*time.Second, g1)).(*v1.MarkBinlogGapsAlerted); len(got.GetGaps()) != 1 {
+		t.Fatalf("marked %v", got)
+	}
+	if got := n.ok(mark(8*time.Second, g1)).(*v1.MarkBinlogGapsAlerted); len(got.GetGaps()) != 0 {
+		t.Fatalf("marked twice: %v", got)
+	}
+	g2 := gap("GTID 0-1-20 (bin.000004:700)", "GTID 0-1-30 (bin.000006:4)")
+	n.ok(watermarks(9*time.Second, withGaps(wm(s1, "0-1-31", 9*time.Second, ""), g1, g2)))
+	rec, _ = n.fsm.Store().Read().BinlogStream("db1")
+	gs := rec.GetGaps()
+	if len(gs) != 2 || !gs[0].GetAlertedAt().AsTime().Equal(ts(7*time.Second).AsTime()) || gs[1].GetAlertedAt() != nil ||
+		gs[1].GetAfter() != g2.GetAfter() || !gs[1].GetRecordedAt().AsTime().Equal(ts(9*time.Second).AsTime()) {
+		t.Fatalf("gaps after a second gap: %v", gs)
+	}
+	if got := n.ok(&v1.Command{Cmd: &v1.Command_MarkBinlogGapsAlerted{MarkBinlogGapsAlerted: &v1.MarkBinlogGapsAlerted{
+		Instance: "nope", Gaps: []*v1.BinlogGap{g1}, AlertedAt: ts(10 * time.Second)}}}).(*v1.MarkBinlogGapsAlerted); len(got.GetGaps()) != 0 {
+		t.Fatalf("marked a gap of an unknown stream: %v", got)
+	}
+}
