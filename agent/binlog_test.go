@@ -93,7 +93,13 @@ func TestBinlogStreamJob(t *testing.T) {
 			return errors.New("connection refused")
 		},
 		func(ctx context.Context, p BinlogStreamParams) error {
+			// A gap the archive holds (reported at the start) and then
+			// again: the heartbeat carries it once.
+			g := BinlogGap{After: "GTID 0-1-3 (bin.000001:900)", Before: "GTID 0-1-4 (bin.000003:4)", AfterGTID: "0-1-3",
+				Reason: "purged", DetectedAt: time.Now()}
+			p.OnGap(g)
 			emit(p, 4, 2)
+			p.OnGap(g)
 			<-ctx.Done()
 			return nil
 		},
@@ -132,10 +138,14 @@ func TestBinlogStreamJob(t *testing.T) {
 	if !strings.Contains(r.GetLastError(), "connection refused") || r.GetFailures() != 1 || r.GetLastErrorAt() == nil {
 		t.Fatalf("report after the failure %v", r)
 	}
-	s.heartbeat(t, "the second run's watermark", func(h *v1.Heartbeat) bool {
+	hb = s.heartbeat(t, "the second run's watermark", func(h *v1.Heartbeat) bool {
 		r := streamOf(h, "stream-1")
 		return r.GetWatermark().GetGtid() == "0-1-5" && r.GetFailures() == 0 && r.GetRetryAt() == nil
 	})
+	if gs := streamOf(hb.GetHeartbeat(), "stream-1").GetGaps(); len(gs) != 1 || gs[0].GetAfterGtid() != "0-1-3" ||
+		gs[0].GetBefore() != "GTID 0-1-4 (bin.000003:4)" || gs[0].GetReason() != "purged" || gs[0].GetDetectedAt() == nil {
+		t.Fatalf("heartbeat gaps %v, want the reported gap once", gs)
+	}
 	fs.mu.Lock()
 	gap := fs.callAt[1].Sub(fs.callAt[0])
 	p0 := fs.calls[0]

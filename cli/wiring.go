@@ -33,6 +33,14 @@ func EngineWiring() Wiring {
 			return binlog.Stream(ctx, binlog.StreamParams{
 				DSNs: p.DSNs, Repo: p.Repo, Instance: p.Instance, Flush: p.Flush,
 				ServerID: p.ServerID, PurgeArchived: p.PurgeArchived, Logger: p.Logger,
+				OnGap: func(g binlog.Gap) {
+					if p.OnGap != nil {
+						p.OnGap(agent.BinlogGap{
+							After: g.After, Before: g.Before, AfterGTID: g.AfterGTID, BeforeGTID: g.BeforeGTID,
+							FromTime: g.FromTime, ToTime: g.ToTime, Reason: g.Reason, DetectedAt: g.DetectedAt,
+						})
+					}
+				},
 				OnWatermark: func(w binlog.Watermark) {
 					if p.OnWatermark != nil {
 						p.OnWatermark(agent.BinlogWatermark{
