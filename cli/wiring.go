@@ -98,7 +98,7 @@ func EngineWiring() Wiring {
 				GTIDPosition: st.GTIDPosition, File: st.File, Position: st.Position, Segments: st.Segments, Bytes: st.Bytes,
 			}
 			for _, g := range st.Gaps {
-				out.Gaps = append(out.Gaps, ArchiveGap{After: g.After, Before: g.Before, FromTime: g.FromTime, ToTime: g.ToTime, Reason: g.Reason})
+				out.Gaps = append(out.Gaps, ArchiveGap{After: g.After, Before: g.Before, FromTime: g.FromTime, ToTime: g.ToTime, Reason: g.Reason, DetectedAt: g.DetectedAt})
 			}
 			return out, nil
 		},
