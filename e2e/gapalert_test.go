@@ -49,6 +49,15 @@ func (s *alertSink) of(kind string) []map[string]any {
 // serving db, and returns the CLI's --controller flags.
 func startOne(t *testing.T, db *testenv.MariaDB, repo, labels string, extra ...string) []string {
 	t.Helper()
+	ctl, ca := startSoloController(t, repo, extra...)
+	startAgentProc(t, ctl, ca, "db", db.DSN, repo, labels)
+	return ctl
+}
+
+// startSoloController starts one `tidemark controller` (a cluster of one)
+// and returns the CLI's --controller flags and the CA its peers use.
+func startSoloController(t *testing.T, repo string, extra ...string) ([]string, *testenv.TestCA) {
+	t.Helper()
 	dir := t.TempDir()
 	must(t, 20*time.Second, "repo", "init", "--repo", repo)
 	ca := testenv.NewTestCA(t)
@@ -67,15 +76,25 @@ func startOne(t *testing.T, db *testenv.MariaDB, repo, labels string, extra ...s
 		}
 		return nil
 	})
-	startProc(t, "agent", append([]string{"agent", "--controller", grpc, "--name", "db", "--mysql", db.DSN, "--repo", repo,
-		"--labels", labels, "--log-level", "debug"}, testenv.Args(ca.Files(t, testenv.Agent("db")))...)...)
-	testenv.WaitFor(t, "the agent to connect", 20*time.Second, func() error {
-		if r := tm(t, 10*time.Second, append([]string{"agents", "-o", "json"}, ctl...)...); !strings.Contains(r.out, `"connected":true`) {
-			return fmt.Errorf("agents: %s %s", r.out, r.err)
+	return ctl, ca
+}
+
+// startAgentProc starts `tidemark agent` name serving dsn and waits until
+// the controller lists it connected.
+func startAgentProc(t *testing.T, ctl []string, ca *testenv.TestCA, name, dsn, repo, labels string) *testenv.Child {
+	t.Helper()
+	a := startProc(t, "agent-"+name, append([]string{"agent", ctl[0], ctl[1], "--name", name, "--mysql", dsn, "--repo", repo,
+		"--labels", labels, "--log-level", "debug"}, testenv.Args(ca.Files(t, testenv.Agent(name)))...)...)
+	testenv.WaitFor(t, "agent "+name+" to connect", 20*time.Second, func() error {
+		list := decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"agents", "-o", "json"}, ctl...)...))
+		for _, x := range list {
+			if x["name"] == name && x["connected"] == true {
+				return nil
+			}
 		}
-		return nil
+		return fmt.Errorf("agents: %v", list)
 	})
-	return ctl
+	return a
 }
 
 // dbStatus is instance db's line of `tidemark status --policy wal -o json`.
