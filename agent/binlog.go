@@ -178,16 +178,28 @@ func (a *Agent) streamOnce(ctx context.Context, j *job, p *v1.BinlogStreamParams
 // streamDSNs turns a stream job's sources into DSNs: an instance this agent
 // serves by its own DSN; another agent's instance by this agent's DSN for
 // the job's instance with the address replaced (a replication group shares
-// its replication account). A source without an address is skipped.
+// its replication account). A source without an address is skipped. A
+// group's stream moved here because the agent of its instance is lost
+// (the job's instance is another agent's) starts from the first member
+// this agent serves, and reaches the others, the job's instance included,
+// the same way.
 func (a *Agent) streamDSNs(inst string, sources []*v1.BinlogSource, log *slog.Logger) ([]string, error) {
-	own, ok := a.dsns[inst]
-	if !ok {
-		return nil, fmt.Errorf("instance %q is not served by agent %s (it serves: %s)", inst, a.cfg.Name, a.instanceNames())
+	base, own := inst, a.dsns[inst]
+	if own == "" {
+		for _, s := range sources {
+			if d := a.dsns[s.GetInstance()]; d != "" {
+				base, own = s.GetInstance(), d
+				break
+			}
+		}
+	}
+	if own == "" {
+		return nil, fmt.Errorf("instance %q is not served by agent %s (it serves: %s), nor is any member of its group", inst, a.cfg.Name, a.instanceNames())
 	}
 	out := []string{own}
 	for _, s := range sources {
 		switch {
-		case s.GetInstance() == inst:
+		case s.GetInstance() == base:
 			continue
 		case a.dsns[s.GetInstance()] != "":
 			out = append(out, a.dsns[s.GetInstance()])

@@ -508,3 +508,29 @@ func TestBinlogGaps(t *testing.T) {
 		t.Fatalf("marked a gap of an unknown stream: %v", got)
 	}
 }
+
+// TestGroupStreamOnAnotherMember: a `cluster` group's stream job may be
+// assigned to the agent of any member of its group (the leader does so
+// when the agent of the job's instance is lost), never to another agent;
+// a stream of one instance and a backup only to their instance's agent.
+func TestGroupStreamOnAnotherMember(t *testing.T) {
+	n := newNode(t)
+	n.ok(register("a1", "pa"))
+	n.ok(register("a2", "pb"))
+	n.ok(register("a3", "other"))
+	for _, name := range []string{"pa", "pb"} {
+		n.ok(&v1.Command{Cmd: &v1.Command_UpsertInstance{UpsertInstance: &v1.UpsertInstance{
+			Instance: &v1.Instance{Name: name, Agent: map[string]string{"pa": "a1", "pb": "a2"}[name], Labels: map[string]string{"cluster": "pg"}}, UpdatedAt: ts(0)}}})
+	}
+	grp := submitStream("s1", "pa", time.Second)
+	grp.GetSubmitJob().GetJob().GetBinlogStream().Cluster = "pg"
+	n.ok(grp)
+	n.fails(assign("s1", "a3", 2*time.Second), catalog.ErrConflict, `job s1 runs on instance "pa" of agent "a1", not "a3"`)
+	if j := n.ok(assign("s1", "a2", 2*time.Second)).(*v1.Job); j.GetAgent() != "a2" || j.GetInstance() != "pa" {
+		t.Fatalf("group stream on another member's agent: %v", j)
+	}
+	n.ok(submitStream("s2", "other", 3*time.Second))
+	n.fails(assign("s2", "a2", 4*time.Second), catalog.ErrConflict, `job s2 runs on instance "other" of agent "a3", not "a2"`)
+	n.ok(submitBackup("b1", "pa", 5*time.Second))
+	n.fails(assign("b1", "a2", 6*time.Second), catalog.ErrConflict, `job b1 runs on instance "pa" of agent "a1", not "a2"`)
+}
