@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -24,13 +25,14 @@ import (
 // server reachable at the start, a server refusing it, the repository
 // failing). engines/binlog.Stream retries a lost connection itself, and
 // records binlog purged before it was archived as a gap in the archive and
-// goes on from the server's oldest binlog, with no error: the agent does
-// not learn of such a gap.
+// goes on from the server's oldest binlog, with no error; it calls OnGap
+// for that gap once it is durable, and for every gap the archive holds
+// when it starts (so the same gap comes again from every call).
 // The agent then calls it again, after a backoff, with the same params: a
 // new call resumes from what the repository holds, with no gap and no
-// duplicate. OnWatermark is called after each durable flush from the
-// streamer's goroutine; it is cheap and never blocks. A streamer must not
-// call OnWatermark after it returned.
+// duplicate. OnWatermark is called after each durable flush, and OnGap,
+// from the streamer's goroutine; both are cheap and never block. A
+// streamer must not call either after it returned.
 type BinlogStreamer func(ctx context.Context, p BinlogStreamParams) error
 
 // BinlogStreamParams are a stream's inputs, shaped after
@@ -47,8 +49,25 @@ type BinlogStreamParams struct {
 	ServerID      uint32
 	PurgeArchived bool
 	OnWatermark   func(BinlogWatermark)
+	OnGap         func(BinlogGap)
 	Logger        *slog.Logger
 }
+
+// BinlogGap is engines/binlog.Gap: a stretch of the server's binlog the
+// archive lacks, after After up to Before (the same two points every time
+// the gap is reported).
+type BinlogGap struct {
+	After, Before         string
+	AfterGTID, BeforeGTID string
+	FromTime, ToTime      time.Time // server times of the last event before and the first after
+	Reason                string
+	DetectedAt            time.Time // when the streamer recorded it; zero when unknown
+}
+
+// maxReportedGaps bounds the gaps a stream's heartbeat carries: the newest
+// are kept (the leader records each once, so older ones already reached it
+// unless a run reported more than this many at once).
+const maxReportedGaps = 64
 
 // BinlogWatermark is engines/binlog.Watermark: how far the stream is
 // durable in the repository.
@@ -103,7 +122,7 @@ func (a *Agent) runStream(ctx context.Context, j *job, log *slog.Logger) {
 		err := a.streamOnce(ctx, j, p, inst, log, func(w BinlogWatermark) {
 			progressed.Store(true)
 			j.setWatermark(w)
-		})
+		}, j.addGap)
 		if ctx.Err() != nil {
 			break
 		}
@@ -129,7 +148,7 @@ func (a *Agent) runStream(ctx context.Context, j *job, log *slog.Logger) {
 }
 
 // streamOnce runs the streamer once with the repository opened for it.
-func (a *Agent) streamOnce(ctx context.Context, j *job, p *v1.BinlogStreamParams, inst string, log *slog.Logger, onWM func(BinlogWatermark)) error {
+func (a *Agent) streamOnce(ctx context.Context, j *job, p *v1.BinlogStreamParams, inst string, log *slog.Logger, onWM func(BinlogWatermark), onGap func(BinlogGap)) error {
 	if a.cfg.BinlogStreamer == nil {
 		return ErrNoStreamer
 	}
@@ -148,7 +167,7 @@ func (a *Agent) streamOnce(ctx context.Context, j *job, p *v1.BinlogStreamParams
 	}
 	err = a.cfg.BinlogStreamer(ctx, BinlogStreamParams{
 		DSNs: dsns, Repo: repo, Instance: inst, Flush: flush, ServerID: p.GetServerId(),
-		PurgeArchived: p.GetPurgeArchived(), OnWatermark: onWM, Logger: log,
+		PurgeArchived: p.GetPurgeArchived(), OnWatermark: onWM, OnGap: onGap, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("binlog stream of %s: %w", inst, err)
@@ -159,16 +178,28 @@ func (a *Agent) streamOnce(ctx context.Context, j *job, p *v1.BinlogStreamParams
 // streamDSNs turns a stream job's sources into DSNs: an instance this agent
 // serves by its own DSN; another agent's instance by this agent's DSN for
 // the job's instance with the address replaced (a replication group shares
-// its replication account). A source without an address is skipped.
+// its replication account). A source without an address is skipped. A
+// group's stream moved here because the agent of its instance is lost
+// (the job's instance is another agent's) starts from the first member
+// this agent serves, and reaches the others, the job's instance included,
+// the same way.
 func (a *Agent) streamDSNs(inst string, sources []*v1.BinlogSource, log *slog.Logger) ([]string, error) {
-	own, ok := a.dsns[inst]
-	if !ok {
-		return nil, fmt.Errorf("instance %q is not served by agent %s (it serves: %s)", inst, a.cfg.Name, a.instanceNames())
+	base, own := inst, a.dsns[inst]
+	if own == "" {
+		for _, s := range sources {
+			if d := a.dsns[s.GetInstance()]; d != "" {
+				base, own = s.GetInstance(), d
+				break
+			}
+		}
+	}
+	if own == "" {
+		return nil, fmt.Errorf("instance %q is not served by agent %s (it serves: %s), nor is any member of its group", inst, a.cfg.Name, a.instanceNames())
 	}
 	out := []string{own}
 	for _, s := range sources {
 		switch {
-		case s.GetInstance() == inst:
+		case s.GetInstance() == base:
 			continue
 		case a.dsns[s.GetInstance()] != "":
 			out = append(out, a.dsns[s.GetInstance()])
@@ -210,6 +241,25 @@ func (j *job) setWatermark(w BinlogWatermark) {
 	j.stream.Failures = 0
 }
 
+// addGap keeps a gap the streamer reported, once (by After and Before);
+// every heartbeat carries the list.
+func (j *job) addGap(g BinlogGap) {
+	j.streamMu.Lock()
+	defer j.streamMu.Unlock()
+	for _, o := range j.stream.Gaps {
+		if o.GetAfter() == g.After && o.GetBefore() == g.Before {
+			return
+		}
+	}
+	j.stream.Gaps = append(j.stream.Gaps, &v1.BinlogGap{
+		After: g.After, Before: g.Before, AfterGtid: g.AfterGTID, BeforeGtid: g.BeforeGTID,
+		FromTime: timeOrNil(g.FromTime), ToTime: timeOrNil(g.ToTime), Reason: g.Reason, DetectedAt: timeOrNil(g.DetectedAt),
+	})
+	if n := len(j.stream.Gaps); n > maxReportedGaps {
+		j.stream.Gaps = slices.Delete(j.stream.Gaps, 0, n-maxReportedGaps)
+	}
+}
+
 func (j *job) setFailure(err error, failures uint32, retryAt time.Time) {
 	j.streamMu.Lock()
 	defer j.streamMu.Unlock()
@@ -233,7 +283,7 @@ func (j *job) streamReport() *v1.StreamReport {
 	defer j.streamMu.Unlock()
 	return &v1.StreamReport{
 		Watermark: j.stream.Watermark, LastError: j.stream.LastError, LastErrorAt: j.stream.LastErrorAt,
-		Failures: j.stream.Failures, RetryAt: j.stream.RetryAt,
+		Failures: j.stream.Failures, RetryAt: j.stream.RetryAt, Gaps: slices.Clone(j.stream.Gaps),
 	}
 }
 

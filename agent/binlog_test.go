@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -93,7 +94,13 @@ func TestBinlogStreamJob(t *testing.T) {
 			return errors.New("connection refused")
 		},
 		func(ctx context.Context, p BinlogStreamParams) error {
+			// A gap the archive holds (reported at the start) and then
+			// again: the heartbeat carries it once.
+			g := BinlogGap{After: "GTID 0-1-3 (bin.000001:900)", Before: "GTID 0-1-4 (bin.000003:4)", AfterGTID: "0-1-3",
+				Reason: "purged", DetectedAt: time.Now()}
+			p.OnGap(g)
 			emit(p, 4, 2)
+			p.OnGap(g)
 			<-ctx.Done()
 			return nil
 		},
@@ -132,10 +139,14 @@ func TestBinlogStreamJob(t *testing.T) {
 	if !strings.Contains(r.GetLastError(), "connection refused") || r.GetFailures() != 1 || r.GetLastErrorAt() == nil {
 		t.Fatalf("report after the failure %v", r)
 	}
-	s.heartbeat(t, "the second run's watermark", func(h *v1.Heartbeat) bool {
+	hb = s.heartbeat(t, "the second run's watermark", func(h *v1.Heartbeat) bool {
 		r := streamOf(h, "stream-1")
 		return r.GetWatermark().GetGtid() == "0-1-5" && r.GetFailures() == 0 && r.GetRetryAt() == nil
 	})
+	if gs := streamOf(hb.GetHeartbeat(), "stream-1").GetGaps(); len(gs) != 1 || gs[0].GetAfterGtid() != "0-1-3" ||
+		gs[0].GetBefore() != "GTID 0-1-4 (bin.000003:4)" || gs[0].GetReason() != "purged" || gs[0].GetDetectedAt() == nil {
+		t.Fatalf("heartbeat gaps %v, want the reported gap once", gs)
+	}
 	fs.mu.Lock()
 	gap := fs.callAt[1].Sub(fs.callAt[0])
 	p0 := fs.calls[0]
@@ -267,5 +278,24 @@ func TestPITRJob(t *testing.T) {
 	msg = s2.result(t, "r-1")
 	if res := msg.GetJobResult(); res.GetOk() || !strings.Contains(res.GetError(), "no binlog engine wired in for point-in-time restores") {
 		t.Fatalf("result without a restorer %v", res)
+	}
+}
+
+// TestStreamDSNsMovedStream: a group's stream moved to this agent (the
+// job's instance is another agent's) starts from the member this agent
+// serves and reaches the job's instance by its address; a stream none of
+// whose members this agent serves is refused naming what it serves.
+func TestStreamDSNsMovedStream(t *testing.T) {
+	a := &Agent{cfg: Config{Name: "b", MySQL: "repl:pw@tcp(10.0.0.2:3306)/"}, dsns: map[string]string{"pb": "repl:pw@tcp(10.0.0.2:3306)/"}}
+	log := slog.New(slog.DiscardHandler)
+	got, err := a.streamDSNs("pa", []*v1.BinlogSource{
+		{Instance: "pa", Agent: "a", Address: "10.0.0.1:3306"}, {Instance: "pb", Agent: "b", Address: "10.0.0.2:3306"},
+	}, log)
+	if err != nil || len(got) != 2 || got[0] != "repl:pw@tcp(10.0.0.2:3306)/" || !strings.Contains(got[1], "repl:pw@tcp(10.0.0.1:3306)/") {
+		t.Fatalf("moved stream DSNs %v, %v", got, err)
+	}
+	if _, err := a.streamDSNs("pz", []*v1.BinlogSource{{Instance: "pz", Agent: "z", Address: "10.0.0.9:3306"}}, log); err == nil ||
+		!strings.Contains(err.Error(), `instance "pz" is not served by agent b`) || !strings.Contains(err.Error(), "nor is any member of its group") {
+		t.Fatalf("a stream of no member here: %v", err)
 	}
 }

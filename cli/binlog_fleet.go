@@ -35,6 +35,7 @@ type ArchiveGap struct {
 	After, Before    string
 	FromTime, ToTime time.Time
 	Reason           string
+	DetectedAt       time.Time
 }
 
 // Wiring is the engine code the binary links into the command tree
@@ -180,6 +181,17 @@ func binlogStatusJSON(instance string, r *v1.GetBinlogStatusResponse, arch *Arch
 		"last_error": st.GetLastError(), "last_error_at": tsJSON(st.GetLastErrorAt()), "failures": st.GetFailures(),
 		"range": nil, "gaps": nil, "source": "controller",
 	}
+	// The gaps the agents reported, as the controller recorded them (with
+	// when, and whether the binlog_gap alert went out); the repository's
+	// own list replaces them below when this tidemark can read it.
+	reported := make([]map[string]any, 0, len(st.GetGaps()))
+	for _, g := range st.GetGaps() {
+		reported = append(reported, map[string]any{"after": g.GetAfter(), "before": g.GetBefore(),
+			"after_gtid": g.GetAfterGtid(), "before_gtid": g.GetBeforeGtid(),
+			"from_time": tsJSON(g.GetFromTime()), "to_time": tsJSON(g.GetToTime()), "reason": g.GetReason(),
+			"detected_at": tsJSON(g.GetDetectedAt()), "recorded_at": tsJSON(g.GetRecordedAt()), "alerted_at": tsJSON(g.GetAlertedAt())})
+	}
+	out["gaps"], out["reported_gaps"] = reported, reported
 	if j := r.GetJob(); j != nil {
 		out["job_id"], out["state"], out["agent"], out["attempt"] = j.GetId(), jobState(j.GetState()), j.GetAgent(), j.GetAttempt()
 	}
@@ -196,7 +208,8 @@ func binlogStatusJSON(instance string, r *v1.GetBinlogStatusResponse, arch *Arch
 		out["range"] = map[string]any{"from": timeJSON(arch.FirstEventTime), "to": timeJSON(arch.LastEventTime), "first_gtid": arch.FirstGTID}
 		gaps := make([]map[string]any, 0, len(arch.Gaps))
 		for _, g := range arch.Gaps {
-			gaps = append(gaps, map[string]any{"after": g.After, "before": g.Before, "from_time": timeJSON(g.FromTime), "to_time": timeJSON(g.ToTime), "reason": g.Reason})
+			gaps = append(gaps, map[string]any{"after": g.After, "before": g.Before, "from_time": timeJSON(g.FromTime), "to_time": timeJSON(g.ToTime),
+				"reason": g.Reason, "detected_at": timeJSON(g.DetectedAt)})
 		}
 		out["gaps"] = gaps
 		out["segments"], out["bytes"] = arch.Segments, arch.Bytes
@@ -276,16 +289,27 @@ func printBinlogStatus(s *streams, r *v1.GetBinlogStatusResponse, out map[string
 		row("file/position", nil)
 	}
 	row("durable at", out["durable_at"])
+	gaps, _ := out["gaps"].([]map[string]any)
 	if rg, ok := out["range"].(map[string]any); ok {
 		row("archived range", fmt.Sprintf("%v .. %v", rg["from"], rg["to"]))
-		gaps, _ := out["gaps"].([]map[string]any)
-		if len(gaps) == 0 {
-			row("gaps", "none")
+	}
+	orDash := func(v any) any {
+		if v == nil {
+			return "-"
 		}
-		for _, g := range gaps {
-			row("gap", fmt.Sprintf("after %v, before %v (%v .. %v): %v", g["after"], g["before"], g["from_time"], g["to_time"], g["reason"]))
-		}
-	} else {
+		return v
+	}
+	switch {
+	case len(gaps) > 0:
+	case out["source"] == "repository":
+		row("gaps", "none")
+	default:
+		row("gaps", "none reported by the agents")
+	}
+	for _, g := range gaps {
+		row("gap", fmt.Sprintf("after %v, before %v (%v .. %v): %v", g["after"], g["before"], orDash(g["from_time"]), orDash(g["to_time"]), g["reason"]))
+	}
+	if _, ok := out["range"].(map[string]any); !ok {
 		why := "the binlog engine is not linked into this tidemark"
 		if e, ok := out["repository_error"].(string); ok {
 			why = "repository: " + e

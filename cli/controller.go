@@ -163,7 +163,7 @@ that is gone for good with tidemark cluster remove-member.`,
 	f.Uint64Var(&cfg.Raft.SnapshotThreshold, "raft-snapshot-threshold", cfg.Raft.SnapshotThreshold, "Raft: snapshot after this many new log entries")
 	f.DurationVar(&cfg.Raft.SnapshotInterval, "raft-snapshot-interval", cfg.Raft.SnapshotInterval, "Raft: how often to check the snapshot threshold")
 	f.Uint64Var(&cfg.Raft.TrailingLogs, "raft-trailing-logs", cfg.Raft.TrailingLogs, "Raft: log entries kept after a snapshot")
-	f.StringArrayVar(&cfg.Webhooks, "webhook", nil, "URL the leader POSTs a JSON alert to on a job failure, an RPO breach, a binlog gap and a policy newly unmet (repeatable; retried with backoff)")
+	f.StringArrayVar(&cfg.Webhooks, "webhook", nil, "URL the leader POSTs a JSON alert to on a job failure, an RPO breach, a binlog gap (once per gap, with its range), a binlog stream newly failing and a policy newly unmet (repeatable; retried with backoff)")
 	f.DurationVar(&cfg.ScheduleInterval, "schedule-interval", cfg.ScheduleInterval, "how often the leader's scheduler looks for due policy runs")
 	f.DurationVar(&cfg.RetentionInterval, "retention-interval", cfg.RetentionInterval, "how often the leader applies the policies' retention and their copies' retention (and at once when a policy changes)")
 	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", cfg.ReconcileInterval, "how often the leader submits reconcile jobs deleting the manifests that refused or superseded backup attempts left (0: never)")

@@ -33,6 +33,14 @@ func EngineWiring() Wiring {
 			return binlog.Stream(ctx, binlog.StreamParams{
 				DSNs: p.DSNs, Repo: p.Repo, Instance: p.Instance, Flush: p.Flush,
 				ServerID: p.ServerID, PurgeArchived: p.PurgeArchived, Logger: p.Logger,
+				OnGap: func(g binlog.Gap) {
+					if p.OnGap != nil {
+						p.OnGap(agent.BinlogGap{
+							After: g.After, Before: g.Before, AfterGTID: g.AfterGTID, BeforeGTID: g.BeforeGTID,
+							FromTime: g.FromTime, ToTime: g.ToTime, Reason: g.Reason, DetectedAt: g.DetectedAt,
+						})
+					}
+				},
 				OnWatermark: func(w binlog.Watermark) {
 					if p.OnWatermark != nil {
 						p.OnWatermark(agent.BinlogWatermark{
@@ -90,7 +98,7 @@ func EngineWiring() Wiring {
 				GTIDPosition: st.GTIDPosition, File: st.File, Position: st.Position, Segments: st.Segments, Bytes: st.Bytes,
 			}
 			for _, g := range st.Gaps {
-				out.Gaps = append(out.Gaps, ArchiveGap{After: g.After, Before: g.Before, FromTime: g.FromTime, ToTime: g.ToTime, Reason: g.Reason})
+				out.Gaps = append(out.Gaps, ArchiveGap{After: g.After, Before: g.Before, FromTime: g.FromTime, ToTime: g.ToTime, Reason: g.Reason, DetectedAt: g.DetectedAt})
 			}
 			return out, nil
 		},

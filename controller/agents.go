@@ -42,11 +42,19 @@ type agentHub struct {
 	// registration.
 	logicalBelow uint64
 
-	mu       sync.Mutex
-	leading  bool
-	sessions map[string]*session // by agent name
-	leases   map[string]*lease   // by job id
-	progress map[string]*v1.JobProgress
+	mu      sync.Mutex
+	leading bool
+	// leadingSince is when this node's leadership was established: agents
+	// get one lease and the takeover grace from then to reconnect before a
+	// group's stream moves off theirs (streamStandIn).
+	leadingSince time.Time
+	// streamExpired: stream jobs whose lease ran out on this leader, with
+	// the agent that held it: that agent had its full window, so the
+	// stream may move at once.
+	streamExpired map[string]string
+	sessions      map[string]*session // by agent name
+	leases        map[string]*lease   // by job id
+	progress      map[string]*v1.JobProgress
 	// streams holds the latest report of every binlog stream job, by job
 	// id, as heartbeats bring it; commitStreams writes the ones that moved.
 	streams     map[string]*streamLatest
@@ -79,7 +87,7 @@ func newAgentHub(node hubNode, nodeID string, cfg Config) *agentHub {
 	return &agentHub{
 		node: node, log: cfg.Logger.With("node", nodeID), nodeID: nodeID, ttl: cfg.LeaseDuration, grace: cfg.TakeoverGrace, heartbeat: cfg.HeartbeatInterval,
 		relayRepo: cfg.Repo, metrics: cfg.Metrics, logicalBelow: cfg.LogicalBelow, sessions: map[string]*session{}, leases: map[string]*lease{}, progress: map[string]*v1.JobProgress{},
-		streams: map[string]*streamLatest{}, commitEvery: cfg.WatermarkCommitInterval,
+		streams: map[string]*streamLatest{}, streamExpired: map[string]string{}, commitEvery: cfg.WatermarkCommitInterval,
 		progressed: make(chan struct{}), kick: make(chan struct{}, 1),
 	}
 }
@@ -93,6 +101,7 @@ func (h *agentHub) establish() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.leading = true
+	h.leadingSince = time.Now()
 	n := 0
 	for _, j := range jobs {
 		if j.GetLease() != nil && j.GetState() != v1.JobState_JOB_STATE_PENDING {
@@ -115,6 +124,7 @@ func (h *agentHub) revoke(leaderID string) {
 	}
 	clear(h.progress)
 	clear(h.streams)
+	clear(h.streamExpired)
 	addr := ""
 	if leaderID != "" && leaderID != h.nodeID {
 		addr = h.node.memberAddr(leaderID)

@@ -24,6 +24,9 @@ import (
 // never reach the Raft log: the leader keeps the latest report per job
 // (streamLatest) and commitLoop writes the streams that moved in one
 // RecordWatermarks entry at most every Config.WatermarkCommitInterval.
+// The reports also carry the gaps the stream's archive records; the FSM
+// adds each to the stream record once, status shows it until a full backup
+// after it, and alertLoop sends its binlog_gap webhook once.
 
 // streamLatest is the latest report of one stream job's attempt.
 type streamLatest struct {
@@ -95,7 +98,7 @@ func (h *agentHub) commitStreams(ctx context.Context) {
 		r := st.report
 		entries = append(entries, &v1.BinlogStream{
 			Instance: st.instance, JobId: id, Lease: st.lease, Watermark: r.GetWatermark(),
-			LastError: r.GetLastError(), LastErrorAt: r.GetLastErrorAt(), Failures: r.GetFailures(),
+			LastError: r.GetLastError(), LastErrorAt: r.GetLastErrorAt(), Failures: r.GetFailures(), Gaps: r.GetGaps(),
 		})
 		taken = append(taken, st)
 		st.dirty = false

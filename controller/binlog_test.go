@@ -339,3 +339,58 @@ func TestPITRRestoreSubmit(t *testing.T) {
 		t.Fatalf("assignment %v", pitr)
 	}
 }
+
+// TestGroupStreamStandIn (in-process): a `cluster` group's stream whose
+// instance's agent this leader has never seen stays pending for the
+// leader's first lease and takeover grace (the agent may be reconnecting
+// after a leader change), then moves to the live agent of another member;
+// a stream of one instance never moves.
+func TestGroupStreamStandIn(t *testing.T) {
+	const grace = 2 * time.Second
+	start := time.Now()
+	srv, c := startInProcess(t, func(cfg *controller.Config) { cfg.TakeoverGrace = grace })
+	ctx := context.Background()
+	pa, err := connectAgentLabeled(t, []string{srv.Addr()}, "pg-a", map[string]string{"cluster": "pg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	solo, err := connectAgentLabeled(t, []string{srv.Addr()}, "solo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa.close()
+	solo.close()
+	pb, err := connectAgentLabeled(t, []string{srv.Addr()}, "pg-b", map[string]string{"cluster": "pg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pb.close)
+	testenv.WaitFor(t, "pg-a's session to end", testenv.Wait(5*time.Second), func() error {
+		as, err := c.Control.ListAgents(ctx, &v1.ListAgentsRequest{})
+		if err != nil {
+			return err
+		}
+		for _, a := range as.GetAgents() {
+			if a.GetName() != "pg-b" && a.GetConnected() {
+				return fmt.Errorf("%s still connected", a.GetName())
+			}
+		}
+		return nil
+	})
+	for _, in := range []string{"pg-a", "solo"} {
+		if _, err := c.Control.StartBinlogStream(ctx, &v1.StartBinlogStreamRequest{Instance: in}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	asg := pb.assignment(testenv.Wait(10*time.Second) + testLease + grace)
+	waited := time.Since(start)
+	if j := asg.GetJob(); j.GetInstance() != "pg-a" || j.GetKind() != v1.JobKind_JOB_KIND_BINLOG_STREAM || j.GetBinlogStream().GetCluster() != "pg" {
+		t.Fatalf("pg-b's agent was assigned %v", j)
+	}
+	if waited < testLease+grace {
+		t.Fatalf("the stream moved %s after the leader started, within its first lease and grace (%s)", waited, testLease+grace)
+	}
+	if m, err := pb.wait(500*time.Millisecond, func(m *v1.ControllerMessage) bool { return m.GetAssignJob() != nil }); err == nil {
+		t.Fatalf("pg-b's agent was also assigned %v", m.GetAssignJob().GetJob())
+	}
+}

@@ -124,7 +124,8 @@ type Config struct {
 	// reported as "copy behind" by the policy status.
 	CopyGrace time.Duration
 	// Webhooks are URLs the leader POSTs a JSON alert to on a job failure,
-	// an RPO breach, a binlog gap and a policy newly unmet.
+	// an RPO breach, a binlog gap (once per gap), a binlog stream newly
+	// failing and a policy newly unmet.
 	Webhooks []string
 	// Clock is the leader's time for the scheduler and retention; nil is
 	// the wall clock. Tests set a fake one (in-process), or

@@ -153,6 +153,9 @@ func (h *agentHub) assignPending(ctx context.Context) {
 			continue
 		}
 		ss := h.session(in.GetAgent())
+		if ss == nil && j.GetKind() == v1.JobKind_JOB_KIND_BINLOG_STREAM {
+			ss = h.streamStandIn(r, in, j)
+		}
 		if ss == nil {
 			continue
 		}
@@ -183,6 +186,7 @@ func (h *agentHub) assignPending(ctx context.Context) {
 		nj := resp.Value.(*v1.Job)
 		h.clearWaiting(nj.GetId())
 		h.mu.Lock()
+		delete(h.streamExpired, nj.GetId())
 		if h.leading {
 			h.armLease(nj.GetId(), nj.GetLease(), ss.name, h.ttl)
 		}
@@ -190,6 +194,50 @@ func (h *agentHub) assignPending(ctx context.Context) {
 		ss.send(h.assignmentMsg(h.node.catalog().Read(), nj))
 		h.log.Info("job assigned", "job", nj.GetId(), "agent", ss.name, "attempt", nj.GetAttempt(), "lease", catalog.LeaseString(nj.GetLease()))
 	}
+}
+
+// streamStandIn is the agent to run a `cluster` group's stream job j on
+// while the agent of its instance in is lost: the live agent of another
+// member of the group, one whose server was a primary when last probed
+// first, else the first by name. The stream keeps its name (the job's
+// instance), so it continues the same archive; the streamer follows the
+// group's primary by the members' addresses whatever agent runs it. Nil
+// for a stream of one instance, when no other member's agent is live, or
+// while this leader is within its first lease and takeover grace (the
+// instance's own agent may still reconnect: a leader change alone never
+// moves a stream), unless the job's lease ran out on this leader while
+// the instance's agent held it (that agent had its full window then). The
+// FSM accepts such an assignment only for a member of the job's group.
+func (h *agentHub) streamStandIn(r *catalog.Read, in *v1.Instance, j *v1.Job) *session {
+	cluster := j.GetBinlogStream().GetCluster()
+	if cluster == "" {
+		return nil
+	}
+	h.mu.Lock()
+	early := time.Since(h.leadingSince) < h.ttl+h.grace && h.streamExpired[j.GetId()] != in.GetAgent()
+	h.mu.Unlock()
+	if early {
+		return nil
+	}
+	var pick *session
+	for _, m := range groupOf(r, in, cluster)[1:] {
+		ss := h.session(m.GetAgent())
+		if ss == nil || m.GetAgent() == in.GetAgent() {
+			continue
+		}
+		if !m.GetCapabilities().GetIsReplica() {
+			pick = ss
+			break
+		}
+		if pick == nil {
+			pick = ss
+		}
+	}
+	if pick != nil {
+		h.log.Warn("the agent of a group's binlog stream is lost; moving the stream to another member's agent",
+			"job", j.GetId(), "stream", j.GetInstance(), "lost_agent", in.GetAgent(), "agent", pick.name, "cluster", cluster)
+	}
+	return pick
 }
 
 // noteWaiting shows why a pending job is not assigned (GetJob, WatchJob

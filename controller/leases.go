@@ -125,6 +125,11 @@ func (h *agentHub) expire(jobID string, token *v1.LeaseToken) {
 		"attempt", j.GetAttempt(), "now", catalog.StateName(nj.GetState()))
 	h.dropLeaseOf(jobID, token)
 	h.setProgress(jobID, nil)
+	if nj.GetKind() == v1.JobKind_JOB_KIND_BINLOG_STREAM {
+		h.mu.Lock()
+		h.streamExpired[jobID] = agent
+		h.mu.Unlock()
+	}
 	// If the agent is still connected (alive but not listing the job),
 	// tell it to stop the attempt.
 	if ss := h.session(agent); ss != nil {

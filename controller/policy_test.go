@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidemark-backup/tidemark/controller"
+	"github.com/tidemark-backup/tidemark/controller/client"
 	"github.com/tidemark-backup/tidemark/controller/policy"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
@@ -274,8 +275,12 @@ backups:
 // TestPolicyStreams (in-process): a policy with binlog on starts one
 // stream per instance and one per `cluster` group (on its first member);
 // a stream whose RPO passes the target and whose runs fail raises
-// rpo_breach, binlog_gap and policy_unmet webhooks and shows in status; a
-// stream stopped by hand stays stopped and status says so.
+// rpo_breach, binlog_stream_failing and policy_unmet webhooks and shows in
+// status; a gap the group's stream reports (with every heartbeat) raises
+// one binlog_gap webhook with its range and makes the group unmet until a
+// backup of a member at or after the gap's end completes (one before it
+// does not count); a stream stopped by hand stays stopped and status says
+// so.
 func TestPolicyStreams(t *testing.T) {
 	sink := &hookSink{}
 	hook := httptest.NewServer(sink)
@@ -324,16 +329,19 @@ func TestPolicyStreams(t *testing.T) {
 	agents["db1"].setStream(streams["db1"].GetJob().GetId(), &v1.StreamReport{Watermark: &v1.StreamWatermark{
 		Instance: "db1", File: "bin.000001", Position: 100, LastEventTime: timestamppb.New(now.Add(-2 * time.Minute)), DurableAt: timestamppb.New(now)},
 		Failures: 3, LastError: "connection reset by peer", LastErrorAt: timestamppb.New(now)})
-	testenv.WaitFor(t, "rpo_breach, binlog_gap and policy_unmet alerts for db1", testenv.Wait(10*time.Second), func() error {
-		for _, k := range []string{controller.AlertRPOBreach, controller.AlertBinlogGap, controller.AlertPolicyUnmet} {
+	testenv.WaitFor(t, "rpo_breach, binlog_stream_failing and policy_unmet alerts for db1", testenv.Wait(10*time.Second), func() error {
+		for _, k := range []string{controller.AlertRPOBreach, controller.AlertStreamFailing, controller.AlertPolicyUnmet} {
 			if sink.find(k, "db1") == nil {
 				return fmt.Errorf("no %s yet; alerts %+v", k, sink.all())
 			}
 		}
 		return nil
 	})
-	if a := sink.find(controller.AlertBinlogGap, "db1"); !strings.Contains(a.Message, "connection reset by peer") {
-		t.Fatalf("binlog gap alert %+v", a)
+	if a := sink.find(controller.AlertStreamFailing, "db1"); !strings.Contains(a.Message, "connection reset by peer") {
+		t.Fatalf("stream failing alert %+v", a)
+	}
+	if a := sink.find(controller.AlertBinlogGap, "db1"); a != nil {
+		t.Fatalf("a failing stream was alerted as a gap: %+v", a)
 	}
 	st, err := c.Control.GetPolicyStatus(ctx, &v1.GetPolicyStatusRequest{Policy: "wal"})
 	if err != nil {
@@ -354,6 +362,7 @@ func TestPolicyStreams(t *testing.T) {
 			t.Errorf("status lists %s", in.GetInstance())
 		}
 	}
+	testPolicyStreamGap(t, c, sink, agents, streams["pg-a"].GetJob(), now)
 	// Stopped by hand: stays stopped.
 	if _, err := c.Control.StopBinlogStream(ctx, &v1.StopBinlogStreamRequest{Instance: "db1"}); err != nil {
 		t.Fatal(err)
@@ -385,5 +394,104 @@ func TestPolicyConfig(t *testing.T) {
 	}
 	if err != nil && strings.Contains(err.Error(), "alerts.example/hook") {
 		t.Errorf("a good URL refused: %v", err)
+	}
+}
+
+// testPolicyStreamGap is TestPolicyStreams' gap part, on the group pg
+// (pg-a streams it, pg-b is the other member).
+func testPolicyStreamGap(t *testing.T, c *client.Conn, sink *hookSink, agents map[string]*fakeAgent, stream *v1.Job, now time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	gap := &v1.BinlogGap{After: "GTID 0-1-20 (bin.000001:900)", Before: "GTID 0-1-30 (bin.000003:4)", AfterGtid: "0-1-20", BeforeGtid: "0-1-30",
+		FromTime: timestamppb.New(now.Add(-time.Hour)), ToTime: timestamppb.New(now.Add(-50 * time.Minute)),
+		DetectedAt: timestamppb.New(now), Reason: "server 10.0.0.1:3306 (server_id 1) no longer has the binlog after the archive's end (purged before it was archived)"}
+	agents["pg-a"].setStream(stream.GetId(), &v1.StreamReport{Watermark: &v1.StreamWatermark{
+		Instance: "pg-a", Gtid: "0-1-35", File: "bin.000003", Position: 700, LastEventTime: timestamppb.New(now), DurableAt: timestamppb.New(now)},
+		Gaps: []*v1.BinlogGap{gap}})
+	var alert *controller.Alert
+	testenv.WaitFor(t, "a binlog_gap alert for pg-a", testenv.Wait(10*time.Second), func() error {
+		if alert = sink.find(controller.AlertBinlogGap, "pg-a"); alert == nil {
+			return fmt.Errorf("none yet; alerts %+v", sink.all())
+		}
+		return nil
+	})
+	if g := alert.Gap; g == nil || g.After != gap.GetAfter() || g.Before != gap.GetBefore() || g.AfterGTID != "0-1-20" || g.BeforeGTID != "0-1-30" ||
+		g.FromTime == nil || !g.FromTime.Equal(gap.GetFromTime().AsTime()) || g.DetectedAt == nil || !strings.Contains(g.Reason, "purged") ||
+		!strings.Contains(alert.Message, "binlog after GTID 0-1-20 (bin.000001:900) up to GTID 0-1-30 (bin.000003:4) is not archived") {
+		t.Fatalf("binlog_gap alert %+v (gap %+v)", alert, alert.Gap)
+	}
+	unmetWhy := func(name string) (bool, string) {
+		st, err := c.Control.GetPolicyStatus(ctx, &v1.GetPolicyStatusRequest{Policy: "wal"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range st.GetPolicies()[0].GetInstances() {
+			if in.GetInstance() == name {
+				return in.GetMet(), strings.Join(in.GetReasons(), "; ")
+			}
+		}
+		t.Fatalf("status does not list %s", name)
+		return false, ""
+	}
+	for _, name := range []string{"pg-a", "pg-b"} {
+		met, why := unmetWhy(name)
+		if met || !strings.Contains(why, "binlog gap in stream pg-a: binlog after GTID 0-1-20 (bin.000001:900) up to GTID 0-1-30 (bin.000003:4) is not archived") ||
+			!strings.Contains(why, "until a full backup taken after it completes") {
+			t.Fatalf("%s with a gap: met %v, %s", name, met, why)
+		}
+	}
+	bs, err := c.Control.GetBinlogStatus(ctx, &v1.GetBinlogStatusRequest{Instance: "pg-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gs := bs.GetStream().GetGaps(); len(gs) != 1 || gs[0].GetRecordedAt() == nil || gs[0].GetBefore() != gap.GetBefore() {
+		t.Fatalf("binlog status gaps %v", gs)
+	}
+	testenv.WaitFor(t, "the gap marked alerted", testenv.Wait(5*time.Second), func() error {
+		bs, err := c.Control.GetBinlogStatus(ctx, &v1.GetBinlogStatusRequest{Instance: "pg-a"})
+		if err != nil {
+			return err
+		}
+		if gs := bs.GetStream().GetGaps(); len(gs) != 1 || gs[0].GetAlertedAt() == nil {
+			return fmt.Errorf("gaps %v", gs)
+		}
+		return nil
+	})
+	// Backups of the other member: one whose position is inside the gap's
+	// history (before its end) leaves it unmet, one after the gap meets it.
+	backup := func(gtidSet string) {
+		job := submitBackup(t, c, "pg-b")
+		asg := agents["pg-b"].assignment(testenv.Wait(5 * time.Second))
+		bid := asg.GetJob().GetBackup().GetBackupId()
+		seq := agents["pg-b"].send(&v1.AgentMessage{Msg: &v1.AgentMessage_JobResult{JobResult: &v1.JobResultReport{
+			JobId: job.GetId(), Lease: asg.GetLease(), Ok: true, BackupId: bid, ManifestKey: "manifests/" + bid, RepositoryUri: "file:///backups",
+			Manifest: &v1.Manifest{BackupId: bid, Instance: "pg-b", Engine: "logical", Fence: asg.GetLease(),
+				Consistency: &v1.ConsistencyPoint{BinlogFile: "bin.000003", BinlogPosition: 42, GtidSet: gtidSet, Time: timestamppb.New(now)}},
+		}}})
+		if ans := agents["pg-b"].answer(seq); ans.GetAck() == nil {
+			t.Fatalf("backup result answered %v", ans)
+		}
+		waitJobState(t, c, job.GetId(), v1.JobState_JOB_STATE_SUCCEEDED, testenv.Wait(5*time.Second))
+	}
+	backup("0-1-25")
+	if met, why := unmetWhy("pg-b"); met || !strings.Contains(why, "binlog gap in stream pg-a") {
+		t.Fatalf("pg-b after a backup inside the gap: met %v, %s", met, why)
+	}
+	backup("0-1-31")
+	for _, name := range []string{"pg-a", "pg-b"} {
+		if met, why := unmetWhy(name); !met {
+			t.Fatalf("%s after a backup past the gap: unmet: %s", name, why)
+		}
+	}
+	// Reported with every heartbeat, alerted once.
+	time.Sleep(500 * time.Millisecond) // five status intervals
+	n := 0
+	for _, a := range sink.all() {
+		if a.Kind == controller.AlertBinlogGap {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d binlog_gap alerts, want 1: %+v", n, sink.all())
 	}
 }

@@ -144,6 +144,8 @@ func dispatch(w *catalog.Write, e entry, cmd *v1.Command) (proto.Message, error)
 		return applyPruneCatalog(w, c.PruneCatalog)
 	case *v1.Command_Idempotent:
 		return applyIdempotent(w, e, c.Idempotent)
+	case *v1.Command_MarkBinlogGapsAlerted:
+		return applyMarkBinlogGapsAlerted(w, c.MarkBinlogGapsAlerted)
 	default:
 		panic(fmt.Sprintf("fsm: command %T has no applier (entry %d)", c, e.Index))
 	}

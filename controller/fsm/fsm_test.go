@@ -463,3 +463,74 @@ type memSink struct {
 func (s *memSink) ID() string    { return "mem" }
 func (s *memSink) Cancel() error { return nil }
 func (s *memSink) Close() error  { return nil }
+
+// TestBinlogGaps: a gap an agent reports with every heartbeat (and again
+// after a restart) is recorded once, stamped with the batch's time; a new
+// one is appended; alerted_at is stamped once and survives later reports;
+// a stream without a record changes nothing.
+func TestBinlogGaps(t *testing.T) {
+	n := newNode(t)
+	n.ok(register("a1", "db1"))
+	n.ok(submitStream("s1", "db1", time.Second))
+	s1 := n.ok(assign("s1", "a1", 2*time.Second)).(*v1.Job)
+	gap := func(after, before string) *v1.BinlogGap {
+		return &v1.BinlogGap{After: after, Before: before, AfterGtid: "0-1-5", Reason: "purged", DetectedAt: ts(3 * time.Second),
+			AlertedAt: ts(time.Hour)} // an agent's stamp, never taken
+	}
+	withGaps := func(e *v1.BinlogStream, gs ...*v1.BinlogGap) *v1.BinlogStream { e.Gaps = gs; return e }
+	g1 := gap("GTID 0-1-5 (bin.000001:900)", "GTID 0-1-9 (bin.000003:4)")
+	n.ok(watermarks(5*time.Second, withGaps(wm(s1, "0-1-10", 5*time.Second, ""), g1)))
+	n.ok(watermarks(6*time.Second, withGaps(wm(s1, "0-1-11", 6*time.Second, ""), g1)))
+	rec, _ := n.fsm.Store().Read().BinlogStream("db1")
+	if gs := rec.GetGaps(); len(gs) != 1 || !gs[0].GetRecordedAt().AsTime().Equal(ts(5*time.Second).AsTime()) || gs[0].GetAlertedAt() != nil ||
+		gs[0].GetReason() != "purged" || !gs[0].GetDetectedAt().AsTime().Equal(ts(3*time.Second).AsTime()) {
+		t.Fatalf("gaps after two reports of one gap: %v", gs)
+	}
+	mark := func(at time.Duration, gs ...*v1.BinlogGap) *v1.Command {
+		return &v1.Command{Cmd: &v1.Command_MarkBinlogGapsAlerted{MarkBinlogGapsAlerted: &v1.MarkBinlogGapsAlerted{Instance: "db1", Gaps: gs, AlertedAt: ts(at)}}}
+	}
+	if got := n.ok(mark(7*time.Second, g1)).(*v1.MarkBinlogGapsAlerted); len(got.GetGaps()) != 1 {
+		t.Fatalf("marked %v", got)
+	}
+	if got := n.ok(mark(8*time.Second, g1)).(*v1.MarkBinlogGapsAlerted); len(got.GetGaps()) != 0 {
+		t.Fatalf("marked twice: %v", got)
+	}
+	g2 := gap("GTID 0-1-20 (bin.000004:700)", "GTID 0-1-30 (bin.000006:4)")
+	n.ok(watermarks(9*time.Second, withGaps(wm(s1, "0-1-31", 9*time.Second, ""), g1, g2)))
+	rec, _ = n.fsm.Store().Read().BinlogStream("db1")
+	gs := rec.GetGaps()
+	if len(gs) != 2 || !gs[0].GetAlertedAt().AsTime().Equal(ts(7*time.Second).AsTime()) || gs[1].GetAlertedAt() != nil ||
+		gs[1].GetAfter() != g2.GetAfter() || !gs[1].GetRecordedAt().AsTime().Equal(ts(9*time.Second).AsTime()) {
+		t.Fatalf("gaps after a second gap: %v", gs)
+	}
+	if got := n.ok(&v1.Command{Cmd: &v1.Command_MarkBinlogGapsAlerted{MarkBinlogGapsAlerted: &v1.MarkBinlogGapsAlerted{
+		Instance: "nope", Gaps: []*v1.BinlogGap{g1}, AlertedAt: ts(10 * time.Second)}}}).(*v1.MarkBinlogGapsAlerted); len(got.GetGaps()) != 0 {
+		t.Fatalf("marked a gap of an unknown stream: %v", got)
+	}
+}
+
+// TestGroupStreamOnAnotherMember: a `cluster` group's stream job may be
+// assigned to the agent of any member of its group (the leader does so
+// when the agent of the job's instance is lost), never to another agent;
+// a stream of one instance and a backup only to their instance's agent.
+func TestGroupStreamOnAnotherMember(t *testing.T) {
+	n := newNode(t)
+	n.ok(register("a1", "pa"))
+	n.ok(register("a2", "pb"))
+	n.ok(register("a3", "other"))
+	for _, name := range []string{"pa", "pb"} {
+		n.ok(&v1.Command{Cmd: &v1.Command_UpsertInstance{UpsertInstance: &v1.UpsertInstance{
+			Instance: &v1.Instance{Name: name, Agent: map[string]string{"pa": "a1", "pb": "a2"}[name], Labels: map[string]string{"cluster": "pg"}}, UpdatedAt: ts(0)}}})
+	}
+	grp := submitStream("s1", "pa", time.Second)
+	grp.GetSubmitJob().GetJob().GetBinlogStream().Cluster = "pg"
+	n.ok(grp)
+	n.fails(assign("s1", "a3", 2*time.Second), catalog.ErrConflict, `job s1 runs on instance "pa" of agent "a1", not "a3"`)
+	if j := n.ok(assign("s1", "a2", 2*time.Second)).(*v1.Job); j.GetAgent() != "a2" || j.GetInstance() != "pa" {
+		t.Fatalf("group stream on another member's agent: %v", j)
+	}
+	n.ok(submitStream("s2", "other", 3*time.Second))
+	n.fails(assign("s2", "a2", 4*time.Second), catalog.ErrConflict, `job s2 runs on instance "other" of agent "a3", not "a2"`)
+	n.ok(submitBackup("b1", "pa", 5*time.Second))
+	n.fails(assign("b1", "a2", 6*time.Second), catalog.ErrConflict, `job b1 runs on instance "pa" of agent "a1", not "a2"`)
+}

@@ -159,7 +159,7 @@ func applyAssignJob(w *catalog.Write, e entry, c *v1.AssignJob) (proto.Message, 
 	if err != nil {
 		return nil, fmt.Errorf("assigning job %s: %w", old.GetId(), err)
 	}
-	if in.GetAgent() != c.GetAgent() {
+	if in.GetAgent() != c.GetAgent() && !groupAgent(w, old, c.GetAgent()) {
 		return nil, catalog.Errorf(catalog.ErrConflict, "job %s runs on instance %q of agent %q, not %q", old.GetId(), in.GetName(), in.GetAgent(), c.GetAgent())
 	}
 	j := proto.CloneOf(old)
@@ -181,6 +181,23 @@ func applyAssignJob(w *catalog.Write, e entry, c *v1.AssignJob) (proto.Message, 
 		return nil, err
 	}
 	return j, nil
+}
+
+// groupAgent says whether agent serves a member of the `cluster` group of
+// binlog stream job j (by the cluster label value the job recorded): a
+// group's stream may run on any member's agent, which the leader uses when
+// the agent of the job's instance is lost.
+func groupAgent(r *catalog.Write, j *v1.Job, agent string) bool {
+	c := j.GetBinlogStream().GetCluster()
+	if j.GetKind() != v1.JobKind_JOB_KIND_BINLOG_STREAM || c == "" {
+		return false
+	}
+	for _, m := range r.Instances() {
+		if m.GetAgent() == agent && m.GetLabels()[catalog.ClusterLabel] == c {
+			return true
+		}
+	}
+	return false
 }
 
 // applyUpdateJobState applies an agent's report (under a lease) or a

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tidemark-backup/tidemark/controller/catalog"
 	"github.com/tidemark-backup/tidemark/controller/policy"
+	"github.com/tidemark-backup/tidemark/engines/binlog/gtid"
 	"github.com/tidemark-backup/tidemark/engines/selection"
 	v1 "github.com/tidemark-backup/tidemark/proto/gen/tidemark/v1"
 )
@@ -33,11 +34,17 @@ type StatusParams struct {
 
 // Unmet-reason prefixes, so alerts can tell the kinds apart.
 const (
-	ReasonNoBackup   = "no backup"
-	ReasonFailed     = "last scheduled backup failed"
-	ReasonNoStream   = "no binlog stream"
-	ReasonRPO        = "RPO"
-	ReasonBinlogGap  = "binlog stream failing"
+	ReasonNoBackup = "no backup"
+	ReasonFailed   = "last scheduled backup failed"
+	ReasonNoStream = "no binlog stream"
+	ReasonRPO      = "RPO"
+	// ReasonStreamFailing: the stream's runs fail (the agent retries); a
+	// gap follows only if the server purges what was not archived.
+	ReasonStreamFailing = "binlog stream failing"
+	// ReasonBinlogGap: the archive records a stretch of binlog it lacks,
+	// newer than every full backup, so point-in-time restore cannot reach
+	// past it.
+	ReasonBinlogGap  = "binlog gap"
 	ReasonConflict   = "conflict"
 	ReasonCopyBehind = "copy behind"
 	ReasonEngine     = "engine"
@@ -50,8 +57,11 @@ const (
 //     each schedule (plus the window's day when it has one), once the
 //     policy has existed that long; the latest scheduled run failed;
 //   - binlog: no stream running (or stopped by hand); RPO (now - last
-//     durable event) above rpo_target; the stream's runs failing (a gap
-//     grows while it fails);
+//     durable event) above rpo_target; the stream's runs failing; a gap
+//     the stream's archive records (binlog purged before it was archived)
+//     that no complete full backup of the instance or its group is at or
+//     after (a backup after the gap restores point-in-time coverage from
+//     it on);
 //   - copies: through CopyBehind;
 //   - engine: a schedule names an engine the instance's last probe
 //     refuses (its scheduled runs would fail).
@@ -251,7 +261,75 @@ func streamReasons(r *catalog.Read, p StatusParams, pol *v1.Policy, in *v1.Insta
 		out = append(out, fmt.Sprintf("%s unknown: stream %s has made nothing durable in %s (target %s)", ReasonRPO, j.GetId(), age.Round(time.Second), target))
 	}
 	if rec.GetFailures() > 0 {
-		out = append(out, fmt.Sprintf("%s (%d failed run(s) in a row): %s", ReasonBinlogGap, rec.GetFailures(), strings.TrimSpace(rec.GetLastError())))
+		out = append(out, fmt.Sprintf("%s (%d failed run(s) in a row): %s", ReasonStreamFailing, rec.GetFailures(), strings.TrimSpace(rec.GetLastError())))
+	}
+	for _, g := range rec.GetGaps() {
+		if !gapCovered(r, in, g) {
+			out = append(out, fmt.Sprintf("%s in stream %s: %s; point-in-time restore cannot cross it until a full backup taken after it completes",
+				ReasonBinlogGap, rec.GetInstance(), GapText(g)))
+		}
 	}
 	return out
+}
+
+// GapText describes a binlog gap for status lines and alerts: the missing
+// range, its server times, when it was detected and why.
+func GapText(g *v1.BinlogGap) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "binlog after %s up to %s is not archived", g.GetAfter(), g.GetBefore())
+	if g.GetFromTime() != nil && g.GetToTime() != nil {
+		fmt.Fprintf(&b, " (events from %s to %s)", rfc3339(g.GetFromTime()), rfc3339(g.GetToTime()))
+	}
+	if d := g.GetDetectedAt(); d != nil {
+		fmt.Fprintf(&b, ", detected at %s", rfc3339(d))
+	} else if d := g.GetRecordedAt(); d != nil {
+		fmt.Fprintf(&b, ", recorded at %s", rfc3339(d))
+	}
+	if g.GetReason() != "" {
+		b.WriteString(": " + g.GetReason())
+	}
+	return b.String()
+}
+
+func rfc3339(t *timestamppb.Timestamp) string { return t.AsTime().UTC().Format(time.RFC3339) }
+
+// gapCovered says whether a complete full backup of in or of its `cluster`
+// group is at or after the end of gap g, so point-in-time restore from that
+// backup on does not cross the gap. Compared by GTID position when both
+// have a MariaDB one (every domain of the gap's end included), else by
+// server time (the backup's consistency point against the first archived
+// event after the gap), else by the controller's times (the backup's start
+// against when the gap was detected or recorded).
+func gapCovered(r *catalog.Read, in *v1.Instance, g *v1.BinlogGap) bool {
+	end, gerr := gtid.ParsePosition(g.GetBeforeGtid())
+	for _, m := range r.Group(in) {
+		for _, b := range r.Backups(m.GetName()) {
+			if b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE || b.GetEngine() == "binlog" {
+				continue
+			}
+			c := b.GetConsistency()
+			if gerr == nil && len(end) > 0 && c.GetGtidSet() != "" {
+				if pos, err := gtid.ParsePosition(c.GetGtidSet()); err == nil {
+					if !end.Beyond(pos) {
+						return true
+					}
+					continue
+				}
+			}
+			if c.GetTime() != nil && g.GetToTime() != nil {
+				if !c.GetTime().AsTime().Before(g.GetToTime().AsTime()) {
+					return true
+				}
+				continue
+			}
+			at := g.GetDetectedAt()
+			if at == nil {
+				at = g.GetRecordedAt()
+			}
+			if at != nil && b.GetStartedAt() != nil && !b.GetStartedAt().AsTime().Before(at.AsTime()) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -101,6 +101,23 @@ type Gap struct {
 	// positions ("" when the source has no GTIDs), for code that compares.
 	AfterGTID  string `json:"after_gtid,omitempty"`
 	BeforeGTID string `json:"before_gtid,omitempty"`
+	// DetectedAt is when the streamer recorded the gap (its clock); zero
+	// for a break in the chain found on reading, and in archives written
+	// before it was recorded.
+	DetectedAt time.Time `json:"detected_at,omitzero"`
+}
+
+// completeGap is g as the archive reports it once the segment after it
+// (meta) is known: where the archive starts again.
+func completeGap(g Gap, meta SegmentInfo) Gap {
+	if g.Before == "" {
+		g.Before = pointOf(meta, true)
+		g.ToTime = meta.FirstTime
+	}
+	if g.BeforeGTID == "" {
+		g.BeforeGTID = meta.GTIDStart
+	}
+	return g
 }
 
 // segmentMeta is what the index entry and each piece header record about a
@@ -299,15 +316,7 @@ func OpenArchive(ctx context.Context, repo *archive.Repo, instance string) (*Arc
 func (a *Archive) checkChain() {
 	for i, s := range a.segs {
 		if g := s.meta.GapBefore; g != nil {
-			gg := *g
-			if gg.Before == "" {
-				gg.Before = pointOf(s.meta.SegmentInfo, true)
-				gg.ToTime = s.meta.FirstTime
-			}
-			if gg.BeforeGTID == "" {
-				gg.BeforeGTID = s.meta.GTIDStart
-			}
-			a.gaps = append(a.gaps, gg)
+			a.gaps = append(a.gaps, completeGap(*g, s.meta.SegmentInfo))
 			continue
 		}
 		if i == 0 {

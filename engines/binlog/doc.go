@@ -55,7 +55,8 @@
 // segment is cut at its watermark and the stream resumes by GTID. A server
 // that no longer holds what the archive needs answers error 1236; that is
 // recorded as a Gap on the next segment, logged, and streaming restarts at
-// the server's oldest binlog. MariaDB GTID sequence numbers may jump (they
+// the server's oldest binlog; OnGap reports it once that segment is
+// durable, and every start reports the gaps the archive already holds. MariaDB GTID sequence numbers may jump (they
 // are per domain and shared by servers), so a jump is not taken as a gap:
 // continuity is the binlog chain (same server and file: positions meet; next
 // file after a Rotate or Stop; another server: the GTID position carries

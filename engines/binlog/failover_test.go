@@ -7,8 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,18 +157,30 @@ func firstDiff(a, b []string) int {
 
 // TestPurgedGap stops the streamer, lets the server purge binlog it had not
 // archived, and starts it again: the missing stretch is reported as a gap
-// with its range, and streaming continues from the server's oldest binlog.
+// with its range, through OnGap once it is durable (the same gap the
+// archive lists, with the time it was detected), and again by the next
+// start; streaming continues from the server's oldest binlog.
 func TestPurgedGap(t *testing.T) {
 	m := testenv.StartMariaDB(t)
 	db := m.DB(t)
 	m.Exec(t, "CREATE DATABASE test", "CREATE TABLE test.t (id INT PRIMARY KEY)", "INSERT INTO test.t VALUES (1)")
 	repo, _ := fileRepo(t)
-	p := StreamParams{DSNs: []string{m.DSN}, Repo: repo, Instance: "db", Flush: 100 * time.Millisecond, Logger: testLogger(t)}
+	var (
+		mu       sync.Mutex
+		reported []Gap
+	)
+	onGap := func(g Gap) { mu.Lock(); reported = append(reported, g); mu.Unlock() }
+	takeReported := func() []Gap { mu.Lock(); defer mu.Unlock(); r := reported; reported = nil; return r }
+	p := StreamParams{DSNs: []string{m.DSN}, Repo: repo, Instance: "db", Flush: 100 * time.Millisecond, Logger: testLogger(t), OnGap: onGap}
 	stop := runStream(t, p)
 	waitCaughtUp(t, repo, "db", db)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+	if r := takeReported(); len(r) != 0 {
+		t.Fatalf("gaps reported without a purge: %+v", r)
+	}
+	detectFrom := time.Now()
 	before := gtidPos(t, db)
 	m.Exec(t, "INSERT INTO test.t VALUES (2)", "FLUSH BINARY LOGS", "INSERT INTO test.t VALUES (3)")
 	cur := m.PurgeBinlogs(t)
@@ -194,4 +208,26 @@ func TestPurgedGap(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 	t.Logf("gap: %+v", g)
+	if g.DetectedAt.Before(detectFrom) || g.DetectedAt.After(time.Now()) {
+		t.Errorf("gap detected at %s, want within the second run (from %s)", g.DetectedAt, detectFrom)
+	}
+	if r := takeReported(); len(r) != 1 || !reflect.DeepEqual(r[0], g) {
+		t.Errorf("OnGap reported %+v, want once the archive's gap %+v", r, g)
+	}
+	// The next start reports the gap the archive holds again.
+	stop = runStream(t, p)
+	testenv.WaitFor(t, "the gap reported again at the next start", testenv.Wait(10*time.Second), func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(reported) == 0 {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if r := takeReported(); len(r) != 1 || !reflect.DeepEqual(r[0], g) {
+		t.Errorf("OnGap at the next start reported %+v, want once %+v", r, g)
+	}
 }

@@ -50,7 +50,15 @@ type StreamParams struct {
 	// OnWatermark is called after each durable flush, from the streamer's
 	// goroutine; it must be cheap.
 	OnWatermark func(Watermark)
-	Logger      *slog.Logger
+	// OnGap is called from the streamer's goroutine for each gap the
+	// archive holds when Stream starts, and for each gap it records (binlog
+	// the server purged before it was archived) once the segment after the
+	// gap is durable, so the gap is complete (Before set) and a reader of
+	// the archive sees it too. A gap is thus reported again by every later
+	// Stream call: consumers tell gaps apart by (After, Before), which
+	// never change. It must be cheap.
+	OnGap  func(Gap)
+	Logger *slog.Logger
 
 	// SegmentSize closes a segment (at a transaction boundary) once it holds
 	// this many bytes; default 16 MiB. SegmentAge closes one that has been
@@ -225,6 +233,13 @@ func (s *streamer) load(ctx context.Context) error {
 	}
 	if err != nil {
 		return err
+	}
+	if s.p.OnGap != nil {
+		// Again at every start: a gap whose report was lost (the process
+		// died before anyone heard of it) is not lost for good.
+		for _, g := range a.Gaps() {
+			s.p.OnGap(g)
+		}
 	}
 	for i, st := range a.segs {
 		m := st.meta
@@ -767,7 +782,7 @@ func (s *streamer) recordPurgeGap(ctx context.Context, ss *sessionState, msg str
 		}
 	}
 	m := s.last
-	g := &Gap{After: pointOf(m.SegmentInfo, false), AfterGTID: m.GTIDEnd, FromTime: m.LastTime,
+	g := &Gap{After: pointOf(m.SegmentInfo, false), AfterGTID: m.GTIDEnd, FromTime: m.LastTime, DetectedAt: time.Now().UTC(),
 		Reason: fmt.Sprintf("server %s (server_id %d) no longer has the binlog after the archive's end (purged before it was archived): %s", ss.srv.dsn.Addr(), ss.srv.serverID, msg)}
 	s.log.Error("binlog gap: the server purged binlog the archive does not hold; continuing from its oldest binlog", "after", g.After, "reason", msg)
 	s.pendingGap = g
@@ -1185,6 +1200,10 @@ func (s *streamer) finishPiece(j *pieceJob) error {
 		return j.err
 	}
 	c.retry = nil
+	if c.pieces == 0 && j.meta.GapBefore != nil && s.p.OnGap != nil {
+		// The segment after a gap is durable: the gap is in the archive.
+		s.p.OnGap(completeGap(*j.meta.GapBefore, j.meta.SegmentInfo))
+	}
 	// A decaying maximum: one slow PUT moves the next flushes earlier for a
 	// while, which is what keeps the tail of the RPO within Flush.
 	s.putTime = max(j.took, s.putTime*7/8)
@@ -1270,7 +1289,11 @@ func (s *streamer) closeSegment(ctx context.Context, truncate bool) error {
 	m.Closed = true
 	s.last = &m
 	if c.header && c.pieces == 0 {
-		// Only the file's header events, never stored: nothing to keep.
+		// Only the file's header events, never stored: nothing to keep but
+		// a gap it was to record, which goes to the next segment.
+		if c.meta.GapBefore != nil && s.pendingGap == nil {
+			s.pendingGap = c.meta.GapBefore
+		}
 		return nil
 	}
 	names := make([]string, c.pieces)

@@ -163,6 +163,15 @@ func job() *tidemarkv1.Job {
 	}
 }
 
+// binlogGap is a gap as an agent reports it and the catalog stores it.
+func binlogGap() *tidemarkv1.BinlogGap {
+	return &tidemarkv1.BinlogGap{
+		After: "GTID 0-1-90 (bin.000001:900)", Before: "GTID 0-1-95 (bin.000003:4)", AfterGtid: "0-1-90", BeforeGtid: "0-1-95",
+		FromTime: ts(10 * time.Second), ToTime: ts(20 * time.Second), Reason: "purged before it was archived",
+		DetectedAt: ts(30 * time.Second), RecordedAt: ts(31 * time.Second), AlertedAt: ts(32 * time.Second),
+	}
+}
+
 // commandArms holds one Command per arm of Command.cmd, keyed by the arm's
 // field name. TestCommandArmsCovered fails when an arm is missing here.
 func commandArms() map[string]*tidemarkv1.Command {
@@ -290,8 +299,12 @@ func commandArms() map[string]*tidemarkv1.Command {
 				LastError: "connection refused", LastErrorAt: ts(40 * time.Second),
 				Watermark: &tidemarkv1.StreamWatermark{Instance: "db-eu-1/main", Gtid: "0-1-100", File: "bin.000003", Position: 4711,
 					LastEventTime: ts(41 * time.Second), DurableAt: ts(42 * time.Second)},
+				Gaps: []*tidemarkv1.BinlogGap{binlogGap()},
 			}},
 			RecordedAt: ts(43 * time.Second),
+		}}},
+		"mark_binlog_gaps_alerted": {Cmd: &tidemarkv1.Command_MarkBinlogGapsAlerted{MarkBinlogGapsAlerted: &tidemarkv1.MarkBinlogGapsAlerted{
+			Instance: "db-eu-1/main", Gaps: []*tidemarkv1.BinlogGap{binlogGap()}, AlertedAt: ts(44 * time.Second),
 		}}},
 		"record_backup": {Cmd: &tidemarkv1.Command_RecordBackup{RecordBackup: &tidemarkv1.RecordBackup{
 			Backup: &tidemarkv1.Backup{

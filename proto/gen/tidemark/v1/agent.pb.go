@@ -332,7 +332,14 @@ type StreamReport struct {
 	// Runs that failed in a row since the last one that made progress.
 	Failures uint32 `protobuf:"varint,4,opt,name=failures,proto3" json:"failures,omitempty"`
 	// When the next run starts (set while waiting after a failure).
-	RetryAt       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=retry_at,json=retryAt,proto3" json:"retry_at,omitempty"`
+	RetryAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=retry_at,json=retryAt,proto3" json:"retry_at,omitempty"`
+	// Gaps in the stream's archive: each one the streamer recorded (binlog
+	// the server purged before it was archived) once the segment after it is
+	// durable, and those the archive already held when a run started (so a
+	// gap whose report was lost with its agent is reported again). Sent with
+	// every heartbeat of the attempt; the leader records each once (by after
+	// and before).
+	Gaps          []*BinlogGap `protobuf:"bytes,20,rep,name=gaps,proto3" json:"gaps,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -398,6 +405,13 @@ func (x *StreamReport) GetFailures() uint32 {
 func (x *StreamReport) GetRetryAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.RetryAt
+	}
+	return nil
+}
+
+func (x *StreamReport) GetGaps() []*BinlogGap {
+	if x != nil {
+		return x.Gaps
 	}
 	return nil
 }
@@ -1222,14 +1236,15 @@ const file_tidemark_v1_agent_proto_rawDesc = "" +
 	"RunningJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12-\n" +
 	"\x05lease\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\x121\n" +
-	"\x06stream\x18\x03 \x01(\v2\x19.tidemark.v1.StreamReportR\x06stream\"\xfc\x01\n" +
+	"\x06stream\x18\x03 \x01(\v2\x19.tidemark.v1.StreamReportR\x06stream\"\xa8\x02\n" +
 	"\fStreamReport\x12:\n" +
 	"\twatermark\x18\x01 \x01(\v2\x1c.tidemark.v1.StreamWatermarkR\twatermark\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x02 \x01(\tR\tlastError\x12>\n" +
 	"\rlast_error_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\x12\x1a\n" +
 	"\bfailures\x18\x04 \x01(\rR\bfailures\x125\n" +
-	"\bretry_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aretryAt\">\n" +
+	"\bretry_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aretryAt\x12*\n" +
+	"\x04gaps\x18\x14 \x03(\v2\x16.tidemark.v1.BinlogGapR\x04gaps\">\n" +
 	"\tHeartbeat\x121\n" +
 	"\arunning\x18\x01 \x03(\v2\x17.tidemark.v1.RunningJobR\arunning\"\x8f\x01\n" +
 	"\x11JobProgressReport\x12\x15\n" +
@@ -1324,10 +1339,11 @@ var file_tidemark_v1_agent_proto_goTypes = []any{
 	(*LeaseToken)(nil),            // 17: tidemark.v1.LeaseToken
 	(*StreamWatermark)(nil),       // 18: tidemark.v1.StreamWatermark
 	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*JobProgress)(nil),           // 20: tidemark.v1.JobProgress
-	(*Manifest)(nil),              // 21: tidemark.v1.Manifest
-	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
-	(*Job)(nil),                   // 23: tidemark.v1.Job
+	(*BinlogGap)(nil),             // 20: tidemark.v1.BinlogGap
+	(*JobProgress)(nil),           // 21: tidemark.v1.JobProgress
+	(*Manifest)(nil),              // 22: tidemark.v1.Manifest
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*Job)(nil),                   // 24: tidemark.v1.Job
 }
 var file_tidemark_v1_agent_proto_depIdxs = []int32{
 	1,  // 0: tidemark.v1.AgentMessage.register:type_name -> tidemark.v1.Register
@@ -1343,30 +1359,31 @@ var file_tidemark_v1_agent_proto_depIdxs = []int32{
 	18, // 10: tidemark.v1.StreamReport.watermark:type_name -> tidemark.v1.StreamWatermark
 	19, // 11: tidemark.v1.StreamReport.last_error_at:type_name -> google.protobuf.Timestamp
 	19, // 12: tidemark.v1.StreamReport.retry_at:type_name -> google.protobuf.Timestamp
-	2,  // 13: tidemark.v1.Heartbeat.running:type_name -> tidemark.v1.RunningJob
-	17, // 14: tidemark.v1.JobProgressReport.lease:type_name -> tidemark.v1.LeaseToken
-	20, // 15: tidemark.v1.JobProgressReport.progress:type_name -> tidemark.v1.JobProgress
-	17, // 16: tidemark.v1.JobResultReport.lease:type_name -> tidemark.v1.LeaseToken
-	21, // 17: tidemark.v1.JobResultReport.manifest:type_name -> tidemark.v1.Manifest
-	9,  // 18: tidemark.v1.ControllerMessage.registered:type_name -> tidemark.v1.Registered
-	10, // 19: tidemark.v1.ControllerMessage.assign_job:type_name -> tidemark.v1.JobAssignment
-	11, // 20: tidemark.v1.ControllerMessage.cancel_job:type_name -> tidemark.v1.JobCancellation
-	12, // 21: tidemark.v1.ControllerMessage.ack:type_name -> tidemark.v1.Ack
-	13, // 22: tidemark.v1.ControllerMessage.error:type_name -> tidemark.v1.Error
-	8,  // 23: tidemark.v1.ControllerMessage.leases_renewed:type_name -> tidemark.v1.LeasesRenewed
-	22, // 24: tidemark.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	22, // 25: tidemark.v1.Registered.lease_duration:type_name -> google.protobuf.Duration
-	22, // 26: tidemark.v1.Registered.takeover_grace:type_name -> google.protobuf.Duration
-	23, // 27: tidemark.v1.JobAssignment.job:type_name -> tidemark.v1.Job
-	17, // 28: tidemark.v1.JobAssignment.lease:type_name -> tidemark.v1.LeaseToken
-	17, // 29: tidemark.v1.JobCancellation.lease:type_name -> tidemark.v1.LeaseToken
-	0,  // 30: tidemark.v1.AgentService.Connect:input_type -> tidemark.v1.AgentMessage
-	7,  // 31: tidemark.v1.AgentService.Connect:output_type -> tidemark.v1.ControllerMessage
-	31, // [31:32] is the sub-list for method output_type
-	30, // [30:31] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	20, // 13: tidemark.v1.StreamReport.gaps:type_name -> tidemark.v1.BinlogGap
+	2,  // 14: tidemark.v1.Heartbeat.running:type_name -> tidemark.v1.RunningJob
+	17, // 15: tidemark.v1.JobProgressReport.lease:type_name -> tidemark.v1.LeaseToken
+	21, // 16: tidemark.v1.JobProgressReport.progress:type_name -> tidemark.v1.JobProgress
+	17, // 17: tidemark.v1.JobResultReport.lease:type_name -> tidemark.v1.LeaseToken
+	22, // 18: tidemark.v1.JobResultReport.manifest:type_name -> tidemark.v1.Manifest
+	9,  // 19: tidemark.v1.ControllerMessage.registered:type_name -> tidemark.v1.Registered
+	10, // 20: tidemark.v1.ControllerMessage.assign_job:type_name -> tidemark.v1.JobAssignment
+	11, // 21: tidemark.v1.ControllerMessage.cancel_job:type_name -> tidemark.v1.JobCancellation
+	12, // 22: tidemark.v1.ControllerMessage.ack:type_name -> tidemark.v1.Ack
+	13, // 23: tidemark.v1.ControllerMessage.error:type_name -> tidemark.v1.Error
+	8,  // 24: tidemark.v1.ControllerMessage.leases_renewed:type_name -> tidemark.v1.LeasesRenewed
+	23, // 25: tidemark.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	23, // 26: tidemark.v1.Registered.lease_duration:type_name -> google.protobuf.Duration
+	23, // 27: tidemark.v1.Registered.takeover_grace:type_name -> google.protobuf.Duration
+	24, // 28: tidemark.v1.JobAssignment.job:type_name -> tidemark.v1.Job
+	17, // 29: tidemark.v1.JobAssignment.lease:type_name -> tidemark.v1.LeaseToken
+	17, // 30: tidemark.v1.JobCancellation.lease:type_name -> tidemark.v1.LeaseToken
+	0,  // 31: tidemark.v1.AgentService.Connect:input_type -> tidemark.v1.AgentMessage
+	7,  // 32: tidemark.v1.AgentService.Connect:output_type -> tidemark.v1.ControllerMessage
+	32, // [32:33] is the sub-list for method output_type
+	31, // [31:32] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_agent_proto_init() }

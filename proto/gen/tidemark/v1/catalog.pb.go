@@ -2287,6 +2287,9 @@ type BinlogStream struct {
 	Cluster string `protobuf:"bytes,9,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	// Repository the segments go to (no credentials); empty: the agent's own.
 	RepositoryUri string `protobuf:"bytes,10,opt,name=repository_uri,json=repositoryUri,proto3" json:"repository_uri,omitempty"`
+	// The gaps the stream's agents reported, oldest first, one per (after,
+	// before); kept after the job ends, like the record.
+	Gaps          []*BinlogGap `protobuf:"bytes,20,rep,name=gaps,proto3" json:"gaps,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2391,6 +2394,142 @@ func (x *BinlogStream) GetRepositoryUri() string {
 	return ""
 }
 
+func (x *BinlogStream) GetGaps() []*BinlogGap {
+	if x != nil {
+		return x.Gaps
+	}
+	return nil
+}
+
+// BinlogGap is a stretch of the source's binlog the archive does not hold
+// (engines/binlog.Gap): the transactions after `after` up to `before`.
+type BinlogGap struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the archive stops before the gap and where it starts again, as
+	// the engine prints them: "GTID 0-1-42 (binlog.000003:1234)", or
+	// "file:pos" without GTIDs.
+	After  string `protobuf:"bytes,1,opt,name=after,proto3" json:"after,omitempty"`
+	Before string `protobuf:"bytes,2,opt,name=before,proto3" json:"before,omitempty"`
+	// after and before as bare GTID positions; empty without GTIDs.
+	AfterGtid  string `protobuf:"bytes,3,opt,name=after_gtid,json=afterGtid,proto3" json:"after_gtid,omitempty"`
+	BeforeGtid string `protobuf:"bytes,4,opt,name=before_gtid,json=beforeGtid,proto3" json:"before_gtid,omitempty"`
+	// Server times of the last event before the gap and the first after it.
+	FromTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=from_time,json=fromTime,proto3" json:"from_time,omitempty"`
+	ToTime   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=to_time,json=toTime,proto3" json:"to_time,omitempty"`
+	// Why the archive lacks it (e.g. the server purged the binlog first).
+	Reason string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the streamer recorded it (its clock); unset for a gap recorded by
+	// a tidemark that did not stamp it.
+	DetectedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=detected_at,json=detectedAt,proto3" json:"detected_at,omitempty"`
+	// When the leader first committed it (RecordWatermarks.recorded_at).
+	RecordedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	// When the binlog_gap webhook alert for it was handed over
+	// (MarkBinlogGapsAlerted); unset: not alerted yet.
+	AlertedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=alerted_at,json=alertedAt,proto3" json:"alerted_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BinlogGap) Reset() {
+	*x = BinlogGap{}
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BinlogGap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BinlogGap) ProtoMessage() {}
+
+func (x *BinlogGap) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BinlogGap.ProtoReflect.Descriptor instead.
+func (*BinlogGap) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *BinlogGap) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *BinlogGap) GetBefore() string {
+	if x != nil {
+		return x.Before
+	}
+	return ""
+}
+
+func (x *BinlogGap) GetAfterGtid() string {
+	if x != nil {
+		return x.AfterGtid
+	}
+	return ""
+}
+
+func (x *BinlogGap) GetBeforeGtid() string {
+	if x != nil {
+		return x.BeforeGtid
+	}
+	return ""
+}
+
+func (x *BinlogGap) GetFromTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FromTime
+	}
+	return nil
+}
+
+func (x *BinlogGap) GetToTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ToTime
+	}
+	return nil
+}
+
+func (x *BinlogGap) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *BinlogGap) GetDetectedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DetectedAt
+	}
+	return nil
+}
+
+func (x *BinlogGap) GetRecordedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedAt
+	}
+	return nil
+}
+
+func (x *BinlogGap) GetAlertedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AlertedAt
+	}
+	return nil
+}
+
 // JobProgress is a job's latest progress as the agent reported it.
 type JobProgress struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -2409,7 +2548,7 @@ type JobProgress struct {
 
 func (x *JobProgress) Reset() {
 	*x = JobProgress{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2421,7 +2560,7 @@ func (x *JobProgress) String() string {
 func (*JobProgress) ProtoMessage() {}
 
 func (x *JobProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[17]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2434,7 +2573,7 @@ func (x *JobProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobProgress.ProtoReflect.Descriptor instead.
 func (*JobProgress) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JobProgress) GetBytesDone() uint64 {
@@ -2487,7 +2626,7 @@ type JobResult struct {
 
 func (x *JobResult) Reset() {
 	*x = JobResult{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2499,7 +2638,7 @@ func (x *JobResult) String() string {
 func (*JobResult) ProtoMessage() {}
 
 func (x *JobResult) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[18]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2512,7 +2651,7 @@ func (x *JobResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobResult.ProtoReflect.Descriptor instead.
 func (*JobResult) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JobResult) GetBackupId() string {
@@ -2554,7 +2693,7 @@ type JobAttempt struct {
 
 func (x *JobAttempt) Reset() {
 	*x = JobAttempt{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2566,7 +2705,7 @@ func (x *JobAttempt) String() string {
 func (*JobAttempt) ProtoMessage() {}
 
 func (x *JobAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[19]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2579,7 +2718,7 @@ func (x *JobAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAttempt.ProtoReflect.Descriptor instead.
 func (*JobAttempt) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JobAttempt) GetAttempt() uint32 {
@@ -2713,7 +2852,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2725,7 +2864,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[20]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2738,7 +2877,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Job) GetId() string {
@@ -3034,7 +3173,7 @@ type CopyParams struct {
 
 func (x *CopyParams) Reset() {
 	*x = CopyParams{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3046,7 +3185,7 @@ func (x *CopyParams) String() string {
 func (*CopyParams) ProtoMessage() {}
 
 func (x *CopyParams) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[21]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3059,7 +3198,7 @@ func (x *CopyParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyParams.ProtoReflect.Descriptor instead.
 func (*CopyParams) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CopyParams) GetBackupId() string {
@@ -3118,7 +3257,7 @@ type ExpireParams struct {
 
 func (x *ExpireParams) Reset() {
 	*x = ExpireParams{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3130,7 +3269,7 @@ func (x *ExpireParams) String() string {
 func (*ExpireParams) ProtoMessage() {}
 
 func (x *ExpireParams) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[22]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3143,7 +3282,7 @@ func (x *ExpireParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireParams.ProtoReflect.Descriptor instead.
 func (*ExpireParams) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{22}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExpireParams) GetRepositoryUri() string {
@@ -3206,7 +3345,7 @@ type ReconcileParams struct {
 
 func (x *ReconcileParams) Reset() {
 	*x = ReconcileParams{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3218,7 +3357,7 @@ func (x *ReconcileParams) String() string {
 func (*ReconcileParams) ProtoMessage() {}
 
 func (x *ReconcileParams) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[23]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3231,7 +3370,7 @@ func (x *ReconcileParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconcileParams.ProtoReflect.Descriptor instead.
 func (*ReconcileParams) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReconcileParams) GetRepositoryUri() string {
@@ -3269,7 +3408,7 @@ type ReconcileTarget struct {
 
 func (x *ReconcileTarget) Reset() {
 	*x = ReconcileTarget{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3281,7 +3420,7 @@ func (x *ReconcileTarget) String() string {
 func (*ReconcileTarget) ProtoMessage() {}
 
 func (x *ReconcileTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[24]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3294,7 +3433,7 @@ func (x *ReconcileTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconcileTarget.ProtoReflect.Descriptor instead.
 func (*ReconcileTarget) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReconcileTarget) GetBackupId() string {
@@ -3329,7 +3468,7 @@ type ExpireTarget struct {
 
 func (x *ExpireTarget) Reset() {
 	*x = ExpireTarget{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3341,7 +3480,7 @@ func (x *ExpireTarget) String() string {
 func (*ExpireTarget) ProtoMessage() {}
 
 func (x *ExpireTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[25]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3354,7 +3493,7 @@ func (x *ExpireTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireTarget.ProtoReflect.Descriptor instead.
 func (*ExpireTarget) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{25}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ExpireTarget) GetBackupId() string {
@@ -3389,7 +3528,7 @@ type MemberRecord struct {
 
 func (x *MemberRecord) Reset() {
 	*x = MemberRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3401,7 +3540,7 @@ func (x *MemberRecord) String() string {
 func (*MemberRecord) ProtoMessage() {}
 
 func (x *MemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[26]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3414,7 +3553,7 @@ func (x *MemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
 func (*MemberRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{26}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MemberRecord) GetId() string {
@@ -3478,7 +3617,7 @@ type CatalogSnapshot struct {
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3490,7 +3629,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[27]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3503,7 +3642,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{27}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CatalogSnapshot) GetAgents() []*Agent {
@@ -3630,7 +3769,7 @@ type IdempotencyRecord struct {
 
 func (x *IdempotencyRecord) Reset() {
 	*x = IdempotencyRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3642,7 +3781,7 @@ func (x *IdempotencyRecord) String() string {
 func (*IdempotencyRecord) ProtoMessage() {}
 
 func (x *IdempotencyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[28]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3655,7 +3794,7 @@ func (x *IdempotencyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdempotencyRecord.ProtoReflect.Descriptor instead.
 func (*IdempotencyRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{28}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *IdempotencyRecord) GetKey() string {
@@ -3718,7 +3857,7 @@ type RetentionRules struct {
 
 func (x *RetentionRules) Reset() {
 	*x = RetentionRules{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3730,7 +3869,7 @@ func (x *RetentionRules) String() string {
 func (*RetentionRules) ProtoMessage() {}
 
 func (x *RetentionRules) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[29]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3743,7 +3882,7 @@ func (x *RetentionRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetentionRules.ProtoReflect.Descriptor instead.
 func (*RetentionRules) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{29}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RetentionRules) GetKeepLast() uint32 {
@@ -3807,7 +3946,7 @@ type CopyTarget struct {
 
 func (x *CopyTarget) Reset() {
 	*x = CopyTarget{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3819,7 +3958,7 @@ func (x *CopyTarget) String() string {
 func (*CopyTarget) ProtoMessage() {}
 
 func (x *CopyTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[30]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3832,7 +3971,7 @@ func (x *CopyTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyTarget.ProtoReflect.Descriptor instead.
 func (*CopyTarget) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{30}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CopyTarget) GetRepositoryUri() string {
@@ -3869,7 +4008,7 @@ type PolicySchedule struct {
 
 func (x *PolicySchedule) Reset() {
 	*x = PolicySchedule{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3881,7 +4020,7 @@ func (x *PolicySchedule) String() string {
 func (*PolicySchedule) ProtoMessage() {}
 
 func (x *PolicySchedule) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[31]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3894,7 +4033,7 @@ func (x *PolicySchedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicySchedule.ProtoReflect.Descriptor instead.
 func (*PolicySchedule) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{31}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PolicySchedule) GetCron() string {
@@ -3940,7 +4079,7 @@ type PolicyBinlog struct {
 
 func (x *PolicyBinlog) Reset() {
 	*x = PolicyBinlog{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3952,7 +4091,7 @@ func (x *PolicyBinlog) String() string {
 func (*PolicyBinlog) ProtoMessage() {}
 
 func (x *PolicyBinlog) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[32]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3965,7 +4104,7 @@ func (x *PolicyBinlog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBinlog.ProtoReflect.Descriptor instead.
 func (*PolicyBinlog) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{32}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PolicyBinlog) GetEnabled() bool {
@@ -4003,7 +4142,7 @@ type PolicyConcurrency struct {
 
 func (x *PolicyConcurrency) Reset() {
 	*x = PolicyConcurrency{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4015,7 +4154,7 @@ func (x *PolicyConcurrency) String() string {
 func (*PolicyConcurrency) ProtoMessage() {}
 
 func (x *PolicyConcurrency) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[33]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4028,7 +4167,7 @@ func (x *PolicyConcurrency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyConcurrency.ProtoReflect.Descriptor instead.
 func (*PolicyConcurrency) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{33}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PolicyConcurrency) GetBy() string {
@@ -4080,7 +4219,7 @@ type PolicySpec struct {
 
 func (x *PolicySpec) Reset() {
 	*x = PolicySpec{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4092,7 +4231,7 @@ func (x *PolicySpec) String() string {
 func (*PolicySpec) ProtoMessage() {}
 
 func (x *PolicySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[34]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4105,7 +4244,7 @@ func (x *PolicySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicySpec.ProtoReflect.Descriptor instead.
 func (*PolicySpec) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{34}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PolicySpec) GetName() string {
@@ -4214,7 +4353,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4226,7 +4365,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[35]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4239,7 +4378,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{35}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Policy) GetName() string {
@@ -4321,7 +4460,7 @@ type ScheduleSkip struct {
 
 func (x *ScheduleSkip) Reset() {
 	*x = ScheduleSkip{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4333,7 +4472,7 @@ func (x *ScheduleSkip) String() string {
 func (*ScheduleSkip) ProtoMessage() {}
 
 func (x *ScheduleSkip) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[36]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4346,7 +4485,7 @@ func (x *ScheduleSkip) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleSkip.ProtoReflect.Descriptor instead.
 func (*ScheduleSkip) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{36}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ScheduleSkip) GetId() string {
@@ -4431,7 +4570,7 @@ type AccessToken struct {
 
 func (x *AccessToken) Reset() {
 	*x = AccessToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4443,7 +4582,7 @@ func (x *AccessToken) String() string {
 func (*AccessToken) ProtoMessage() {}
 
 func (x *AccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[37]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4456,7 +4595,7 @@ func (x *AccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessToken.ProtoReflect.Descriptor instead.
 func (*AccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{37}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *AccessToken) GetId() string {
@@ -4530,7 +4669,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4542,7 +4681,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[38]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4555,7 +4694,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{38}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *JoinToken) GetId() string {
@@ -4621,7 +4760,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[39]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4633,7 +4772,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[39]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4646,7 +4785,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{39}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Revocation) GetName() string {
@@ -4682,7 +4821,7 @@ type ClusterCA struct {
 
 func (x *ClusterCA) Reset() {
 	*x = ClusterCA{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[40]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4694,7 +4833,7 @@ func (x *ClusterCA) String() string {
 func (*ClusterCA) ProtoMessage() {}
 
 func (x *ClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[40]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4707,7 +4846,7 @@ func (x *ClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCA.ProtoReflect.Descriptor instead.
 func (*ClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{40}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ClusterCA) GetCertPem() []byte {
@@ -4747,7 +4886,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[41]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4759,7 +4898,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_catalog_proto_msgTypes[41]
+	mi := &file_tidemark_v1_catalog_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4772,7 +4911,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{41}
+	return file_tidemark_v1_catalog_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AuditRecord) GetId() string {
@@ -5025,7 +5164,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\bposition\x18\x04 \x01(\x04R\bposition\x12B\n" +
 	"\x0flast_event_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rlastEventTime\x129\n" +
 	"\n" +
-	"durable_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tdurableAt\"\xa3\x03\n" +
+	"durable_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tdurableAt\"\xcf\x03\n" +
 	"\fBinlogStream\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12-\n" +
@@ -5039,7 +5178,25 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
 	"\acluster\x18\t \x01(\tR\acluster\x12%\n" +
 	"\x0erepository_uri\x18\n" +
-	" \x01(\tR\rrepositoryUri\"\xbb\x01\n" +
+	" \x01(\tR\rrepositoryUri\x12*\n" +
+	"\x04gaps\x18\x14 \x03(\v2\x16.tidemark.v1.BinlogGapR\x04gaps\"\xb4\x03\n" +
+	"\tBinlogGap\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\tR\x05after\x12\x16\n" +
+	"\x06before\x18\x02 \x01(\tR\x06before\x12\x1d\n" +
+	"\n" +
+	"after_gtid\x18\x03 \x01(\tR\tafterGtid\x12\x1f\n" +
+	"\vbefore_gtid\x18\x04 \x01(\tR\n" +
+	"beforeGtid\x127\n" +
+	"\tfrom_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bfromTime\x123\n" +
+	"\ato_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06toTime\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12;\n" +
+	"\vdetected_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"detectedAt\x12;\n" +
+	"\vrecorded_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordedAt\x129\n" +
+	"\n" +
+	"alerted_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\talertedAt\"\xbb\x01\n" +
 	"\vJobProgress\x12\x1d\n" +
 	"\n" +
 	"bytes_done\x18\x01 \x01(\x04R\tbytesDone\x12\x1f\n" +
@@ -5324,7 +5481,7 @@ func file_tidemark_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_tidemark_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_tidemark_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(Filesystem)(0),               // 0: tidemark.v1.Filesystem
 	(BackupStatus)(0),             // 1: tidemark.v1.BackupStatus
@@ -5348,166 +5505,173 @@ var file_tidemark_v1_catalog_proto_goTypes = []any{
 	(*BinlogSource)(nil),          // 19: tidemark.v1.BinlogSource
 	(*StreamWatermark)(nil),       // 20: tidemark.v1.StreamWatermark
 	(*BinlogStream)(nil),          // 21: tidemark.v1.BinlogStream
-	(*JobProgress)(nil),           // 22: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 23: tidemark.v1.JobResult
-	(*JobAttempt)(nil),            // 24: tidemark.v1.JobAttempt
-	(*Job)(nil),                   // 25: tidemark.v1.Job
-	(*CopyParams)(nil),            // 26: tidemark.v1.CopyParams
-	(*ExpireParams)(nil),          // 27: tidemark.v1.ExpireParams
-	(*ReconcileParams)(nil),       // 28: tidemark.v1.ReconcileParams
-	(*ReconcileTarget)(nil),       // 29: tidemark.v1.ReconcileTarget
-	(*ExpireTarget)(nil),          // 30: tidemark.v1.ExpireTarget
-	(*MemberRecord)(nil),          // 31: tidemark.v1.MemberRecord
-	(*CatalogSnapshot)(nil),       // 32: tidemark.v1.CatalogSnapshot
-	(*IdempotencyRecord)(nil),     // 33: tidemark.v1.IdempotencyRecord
-	(*RetentionRules)(nil),        // 34: tidemark.v1.RetentionRules
-	(*CopyTarget)(nil),            // 35: tidemark.v1.CopyTarget
-	(*PolicySchedule)(nil),        // 36: tidemark.v1.PolicySchedule
-	(*PolicyBinlog)(nil),          // 37: tidemark.v1.PolicyBinlog
-	(*PolicyConcurrency)(nil),     // 38: tidemark.v1.PolicyConcurrency
-	(*PolicySpec)(nil),            // 39: tidemark.v1.PolicySpec
-	(*Policy)(nil),                // 40: tidemark.v1.Policy
-	(*ScheduleSkip)(nil),          // 41: tidemark.v1.ScheduleSkip
-	(*AccessToken)(nil),           // 42: tidemark.v1.AccessToken
-	(*JoinToken)(nil),             // 43: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 44: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 45: tidemark.v1.ClusterCA
-	(*AuditRecord)(nil),           // 46: tidemark.v1.AuditRecord
-	nil,                           // 47: tidemark.v1.Agent.LabelsEntry
-	nil,                           // 48: tidemark.v1.Instance.LabelsEntry
-	nil,                           // 49: tidemark.v1.Backup.LabelsEntry
-	nil,                           // 50: tidemark.v1.BackupParams.LabelsEntry
-	nil,                           // 51: tidemark.v1.RestoreParams.RenameDatabasesEntry
-	nil,                           // 52: tidemark.v1.AuditRecord.FlagsEntry
-	(*timestamppb.Timestamp)(nil), // 53: google.protobuf.Timestamp
-	(*ServerInfo)(nil),            // 54: tidemark.v1.ServerInfo
-	(*ConsistencyPoint)(nil),      // 55: tidemark.v1.ConsistencyPoint
-	(*LeaseToken)(nil),            // 56: tidemark.v1.LeaseToken
-	(*durationpb.Duration)(nil),   // 57: google.protobuf.Duration
-	(*anypb.Any)(nil),             // 58: google.protobuf.Any
+	(*BinlogGap)(nil),             // 22: tidemark.v1.BinlogGap
+	(*JobProgress)(nil),           // 23: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 24: tidemark.v1.JobResult
+	(*JobAttempt)(nil),            // 25: tidemark.v1.JobAttempt
+	(*Job)(nil),                   // 26: tidemark.v1.Job
+	(*CopyParams)(nil),            // 27: tidemark.v1.CopyParams
+	(*ExpireParams)(nil),          // 28: tidemark.v1.ExpireParams
+	(*ReconcileParams)(nil),       // 29: tidemark.v1.ReconcileParams
+	(*ReconcileTarget)(nil),       // 30: tidemark.v1.ReconcileTarget
+	(*ExpireTarget)(nil),          // 31: tidemark.v1.ExpireTarget
+	(*MemberRecord)(nil),          // 32: tidemark.v1.MemberRecord
+	(*CatalogSnapshot)(nil),       // 33: tidemark.v1.CatalogSnapshot
+	(*IdempotencyRecord)(nil),     // 34: tidemark.v1.IdempotencyRecord
+	(*RetentionRules)(nil),        // 35: tidemark.v1.RetentionRules
+	(*CopyTarget)(nil),            // 36: tidemark.v1.CopyTarget
+	(*PolicySchedule)(nil),        // 37: tidemark.v1.PolicySchedule
+	(*PolicyBinlog)(nil),          // 38: tidemark.v1.PolicyBinlog
+	(*PolicyConcurrency)(nil),     // 39: tidemark.v1.PolicyConcurrency
+	(*PolicySpec)(nil),            // 40: tidemark.v1.PolicySpec
+	(*Policy)(nil),                // 41: tidemark.v1.Policy
+	(*ScheduleSkip)(nil),          // 42: tidemark.v1.ScheduleSkip
+	(*AccessToken)(nil),           // 43: tidemark.v1.AccessToken
+	(*JoinToken)(nil),             // 44: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 45: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 46: tidemark.v1.ClusterCA
+	(*AuditRecord)(nil),           // 47: tidemark.v1.AuditRecord
+	nil,                           // 48: tidemark.v1.Agent.LabelsEntry
+	nil,                           // 49: tidemark.v1.Instance.LabelsEntry
+	nil,                           // 50: tidemark.v1.Backup.LabelsEntry
+	nil,                           // 51: tidemark.v1.BackupParams.LabelsEntry
+	nil,                           // 52: tidemark.v1.RestoreParams.RenameDatabasesEntry
+	nil,                           // 53: tidemark.v1.AuditRecord.FlagsEntry
+	(*timestamppb.Timestamp)(nil), // 54: google.protobuf.Timestamp
+	(*ServerInfo)(nil),            // 55: tidemark.v1.ServerInfo
+	(*ConsistencyPoint)(nil),      // 56: tidemark.v1.ConsistencyPoint
+	(*LeaseToken)(nil),            // 57: tidemark.v1.LeaseToken
+	(*durationpb.Duration)(nil),   // 58: google.protobuf.Duration
+	(*anypb.Any)(nil),             // 59: google.protobuf.Any
 }
 var file_tidemark_v1_catalog_proto_depIdxs = []int32{
 	0,   // 0: tidemark.v1.Capabilities.filesystem:type_name -> tidemark.v1.Filesystem
-	53,  // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
+	54,  // 1: tidemark.v1.Capabilities.probed_at:type_name -> google.protobuf.Timestamp
 	6,   // 2: tidemark.v1.Capabilities.volumes:type_name -> tidemark.v1.EngineVolume
 	0,   // 3: tidemark.v1.EngineVolume.filesystem:type_name -> tidemark.v1.Filesystem
 	7,   // 4: tidemark.v1.EngineDecision.verdicts:type_name -> tidemark.v1.EngineVerdict
-	53,  // 5: tidemark.v1.EngineDecision.decided_at:type_name -> google.protobuf.Timestamp
-	53,  // 6: tidemark.v1.EngineDecision.probed_at:type_name -> google.protobuf.Timestamp
-	53,  // 7: tidemark.v1.EngineChange.at:type_name -> google.protobuf.Timestamp
-	47,  // 8: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
+	54,  // 5: tidemark.v1.EngineDecision.decided_at:type_name -> google.protobuf.Timestamp
+	54,  // 6: tidemark.v1.EngineDecision.probed_at:type_name -> google.protobuf.Timestamp
+	54,  // 7: tidemark.v1.EngineChange.at:type_name -> google.protobuf.Timestamp
+	48,  // 8: tidemark.v1.Agent.labels:type_name -> tidemark.v1.Agent.LabelsEntry
 	5,   // 9: tidemark.v1.Agent.capabilities:type_name -> tidemark.v1.Capabilities
-	53,  // 10: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	53,  // 11: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
-	48,  // 12: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
+	54,  // 10: tidemark.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	54,  // 11: tidemark.v1.Agent.registered_at:type_name -> google.protobuf.Timestamp
+	49,  // 12: tidemark.v1.Instance.labels:type_name -> tidemark.v1.Instance.LabelsEntry
 	5,   // 13: tidemark.v1.Instance.capabilities:type_name -> tidemark.v1.Capabilities
-	54,  // 14: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
-	53,  // 15: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
+	55,  // 14: tidemark.v1.Instance.server:type_name -> tidemark.v1.ServerInfo
+	54,  // 15: tidemark.v1.Instance.updated_at:type_name -> google.protobuf.Timestamp
 	21,  // 16: tidemark.v1.Instance.binlog:type_name -> tidemark.v1.BinlogStream
 	8,   // 17: tidemark.v1.Instance.engine_decision:type_name -> tidemark.v1.EngineDecision
 	9,   // 18: tidemark.v1.Instance.engine_changes:type_name -> tidemark.v1.EngineChange
 	1,   // 19: tidemark.v1.Backup.status:type_name -> tidemark.v1.BackupStatus
-	53,  // 20: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	53,  // 21: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	55,  // 22: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
-	56,  // 23: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
-	49,  // 24: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
+	54,  // 20: tidemark.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	54,  // 21: tidemark.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	56,  // 22: tidemark.v1.Backup.consistency:type_name -> tidemark.v1.ConsistencyPoint
+	57,  // 23: tidemark.v1.Backup.fence:type_name -> tidemark.v1.LeaseToken
+	50,  // 24: tidemark.v1.Backup.labels:type_name -> tidemark.v1.Backup.LabelsEntry
 	13,  // 25: tidemark.v1.Backup.pin:type_name -> tidemark.v1.BackupPin
-	53,  // 26: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
+	54,  // 26: tidemark.v1.Backup.expired_at:type_name -> google.protobuf.Timestamp
 	14,  // 27: tidemark.v1.Backup.copies:type_name -> tidemark.v1.BackupCopy
-	53,  // 28: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
-	53,  // 29: tidemark.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
-	53,  // 30: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
-	53,  // 31: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
-	53,  // 32: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
-	50,  // 33: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
-	53,  // 34: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
+	54,  // 28: tidemark.v1.Backup.deleted_at:type_name -> google.protobuf.Timestamp
+	54,  // 29: tidemark.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
+	54,  // 30: tidemark.v1.BackupPin.at:type_name -> google.protobuf.Timestamp
+	54,  // 31: tidemark.v1.BackupCopy.copied_at:type_name -> google.protobuf.Timestamp
+	54,  // 32: tidemark.v1.BackupCopy.expired_at:type_name -> google.protobuf.Timestamp
+	51,  // 33: tidemark.v1.BackupParams.labels:type_name -> tidemark.v1.BackupParams.LabelsEntry
+	54,  // 34: tidemark.v1.RestoreParams.stop_at_time:type_name -> google.protobuf.Timestamp
 	16,  // 35: tidemark.v1.RestoreParams.stop_at_position:type_name -> tidemark.v1.BinlogPosition
-	51,  // 36: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
+	52,  // 36: tidemark.v1.RestoreParams.rename_databases:type_name -> tidemark.v1.RestoreParams.RenameDatabasesEntry
 	4,   // 37: tidemark.v1.RestoreParams.serve_tls:type_name -> tidemark.v1.ServeTLS
-	57,  // 38: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
+	58,  // 38: tidemark.v1.BinlogStreamParams.flush:type_name -> google.protobuf.Duration
 	19,  // 39: tidemark.v1.BinlogStreamParams.sources:type_name -> tidemark.v1.BinlogSource
-	53,  // 40: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
-	53,  // 41: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
-	56,  // 42: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
+	54,  // 40: tidemark.v1.StreamWatermark.last_event_time:type_name -> google.protobuf.Timestamp
+	54,  // 41: tidemark.v1.StreamWatermark.durable_at:type_name -> google.protobuf.Timestamp
+	57,  // 42: tidemark.v1.BinlogStream.lease:type_name -> tidemark.v1.LeaseToken
 	20,  // 43: tidemark.v1.BinlogStream.watermark:type_name -> tidemark.v1.StreamWatermark
-	53,  // 44: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
-	53,  // 45: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
-	53,  // 46: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
-	56,  // 47: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
-	53,  // 48: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
-	53,  // 49: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
-	2,   // 50: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
-	3,   // 51: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
-	56,  // 52: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
-	53,  // 53: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
-	53,  // 54: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	53,  // 55: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	22,  // 56: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
-	23,  // 57: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
-	24,  // 58: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
-	53,  // 59: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
-	53,  // 60: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
-	56,  // 61: tidemark.v1.Job.stopping_lease:type_name -> tidemark.v1.LeaseToken
-	53,  // 62: tidemark.v1.Job.stopping_until:type_name -> google.protobuf.Timestamp
-	15,  // 63: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
-	17,  // 64: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
-	18,  // 65: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
-	26,  // 66: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
-	27,  // 67: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
-	28,  // 68: tidemark.v1.Job.reconcile:type_name -> tidemark.v1.ReconcileParams
-	53,  // 69: tidemark.v1.Job.orphans_swept_at:type_name -> google.protobuf.Timestamp
-	30,  // 70: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
-	53,  // 71: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
-	29,  // 72: tidemark.v1.ReconcileParams.targets:type_name -> tidemark.v1.ReconcileTarget
-	56,  // 73: tidemark.v1.ReconcileTarget.fence:type_name -> tidemark.v1.LeaseToken
-	56,  // 74: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
-	53,  // 75: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
-	10,  // 76: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
-	11,  // 77: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
-	12,  // 78: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
-	25,  // 79: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
-	31,  // 80: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
-	21,  // 81: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
-	43,  // 82: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
-	44,  // 83: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
-	45,  // 84: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
-	46,  // 85: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
-	42,  // 86: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
-	40,  // 87: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
-	41,  // 88: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
-	33,  // 89: tidemark.v1.CatalogSnapshot.idempotency_keys:type_name -> tidemark.v1.IdempotencyRecord
-	53,  // 90: tidemark.v1.IdempotencyRecord.recorded_at:type_name -> google.protobuf.Timestamp
-	58,  // 91: tidemark.v1.IdempotencyRecord.result:type_name -> google.protobuf.Any
-	57,  // 92: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
-	34,  // 93: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
-	57,  // 94: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
-	57,  // 95: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
-	57,  // 96: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
-	36,  // 97: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
-	37,  // 98: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
-	34,  // 99: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
-	35,  // 100: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
-	38,  // 101: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
-	39,  // 102: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
-	53,  // 103: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	53,  // 104: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
-	40,  // 105: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
-	53,  // 106: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
-	53,  // 107: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
-	53,  // 108: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
-	53,  // 109: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
-	53,  // 110: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
-	53,  // 111: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	53,  // 112: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	53,  // 113: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	53,  // 114: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
-	52,  // 115: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
-	116, // [116:116] is the sub-list for method output_type
-	116, // [116:116] is the sub-list for method input_type
-	116, // [116:116] is the sub-list for extension type_name
-	116, // [116:116] is the sub-list for extension extendee
-	0,   // [0:116] is the sub-list for field type_name
+	54,  // 44: tidemark.v1.BinlogStream.last_error_at:type_name -> google.protobuf.Timestamp
+	54,  // 45: tidemark.v1.BinlogStream.updated_at:type_name -> google.protobuf.Timestamp
+	22,  // 46: tidemark.v1.BinlogStream.gaps:type_name -> tidemark.v1.BinlogGap
+	54,  // 47: tidemark.v1.BinlogGap.from_time:type_name -> google.protobuf.Timestamp
+	54,  // 48: tidemark.v1.BinlogGap.to_time:type_name -> google.protobuf.Timestamp
+	54,  // 49: tidemark.v1.BinlogGap.detected_at:type_name -> google.protobuf.Timestamp
+	54,  // 50: tidemark.v1.BinlogGap.recorded_at:type_name -> google.protobuf.Timestamp
+	54,  // 51: tidemark.v1.BinlogGap.alerted_at:type_name -> google.protobuf.Timestamp
+	54,  // 52: tidemark.v1.JobProgress.updated_at:type_name -> google.protobuf.Timestamp
+	57,  // 53: tidemark.v1.JobAttempt.lease:type_name -> tidemark.v1.LeaseToken
+	54,  // 54: tidemark.v1.JobAttempt.assigned_at:type_name -> google.protobuf.Timestamp
+	54,  // 55: tidemark.v1.JobAttempt.ended_at:type_name -> google.protobuf.Timestamp
+	2,   // 56: tidemark.v1.Job.kind:type_name -> tidemark.v1.JobKind
+	3,   // 57: tidemark.v1.Job.state:type_name -> tidemark.v1.JobState
+	57,  // 58: tidemark.v1.Job.lease:type_name -> tidemark.v1.LeaseToken
+	54,  // 59: tidemark.v1.Job.lease_deadline:type_name -> google.protobuf.Timestamp
+	54,  // 60: tidemark.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	54,  // 61: tidemark.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	23,  // 62: tidemark.v1.Job.progress:type_name -> tidemark.v1.JobProgress
+	24,  // 63: tidemark.v1.Job.result:type_name -> tidemark.v1.JobResult
+	25,  // 64: tidemark.v1.Job.previous_attempts:type_name -> tidemark.v1.JobAttempt
+	54,  // 65: tidemark.v1.Job.assigned_at:type_name -> google.protobuf.Timestamp
+	54,  // 66: tidemark.v1.Job.scheduled_for:type_name -> google.protobuf.Timestamp
+	57,  // 67: tidemark.v1.Job.stopping_lease:type_name -> tidemark.v1.LeaseToken
+	54,  // 68: tidemark.v1.Job.stopping_until:type_name -> google.protobuf.Timestamp
+	15,  // 69: tidemark.v1.Job.backup:type_name -> tidemark.v1.BackupParams
+	17,  // 70: tidemark.v1.Job.restore:type_name -> tidemark.v1.RestoreParams
+	18,  // 71: tidemark.v1.Job.binlog_stream:type_name -> tidemark.v1.BinlogStreamParams
+	27,  // 72: tidemark.v1.Job.copy:type_name -> tidemark.v1.CopyParams
+	28,  // 73: tidemark.v1.Job.expire:type_name -> tidemark.v1.ExpireParams
+	29,  // 74: tidemark.v1.Job.reconcile:type_name -> tidemark.v1.ReconcileParams
+	54,  // 75: tidemark.v1.Job.orphans_swept_at:type_name -> google.protobuf.Timestamp
+	31,  // 76: tidemark.v1.ExpireParams.backups:type_name -> tidemark.v1.ExpireTarget
+	54,  // 77: tidemark.v1.ExpireParams.binlog_before:type_name -> google.protobuf.Timestamp
+	30,  // 78: tidemark.v1.ReconcileParams.targets:type_name -> tidemark.v1.ReconcileTarget
+	57,  // 79: tidemark.v1.ReconcileTarget.fence:type_name -> tidemark.v1.LeaseToken
+	57,  // 80: tidemark.v1.ExpireTarget.fence:type_name -> tidemark.v1.LeaseToken
+	54,  // 81: tidemark.v1.MemberRecord.updated_at:type_name -> google.protobuf.Timestamp
+	10,  // 82: tidemark.v1.CatalogSnapshot.agents:type_name -> tidemark.v1.Agent
+	11,  // 83: tidemark.v1.CatalogSnapshot.instances:type_name -> tidemark.v1.Instance
+	12,  // 84: tidemark.v1.CatalogSnapshot.backups:type_name -> tidemark.v1.Backup
+	26,  // 85: tidemark.v1.CatalogSnapshot.jobs:type_name -> tidemark.v1.Job
+	32,  // 86: tidemark.v1.CatalogSnapshot.members:type_name -> tidemark.v1.MemberRecord
+	21,  // 87: tidemark.v1.CatalogSnapshot.binlog_streams:type_name -> tidemark.v1.BinlogStream
+	44,  // 88: tidemark.v1.CatalogSnapshot.join_tokens:type_name -> tidemark.v1.JoinToken
+	45,  // 89: tidemark.v1.CatalogSnapshot.revocations:type_name -> tidemark.v1.Revocation
+	46,  // 90: tidemark.v1.CatalogSnapshot.cluster_ca:type_name -> tidemark.v1.ClusterCA
+	47,  // 91: tidemark.v1.CatalogSnapshot.audit:type_name -> tidemark.v1.AuditRecord
+	43,  // 92: tidemark.v1.CatalogSnapshot.access_tokens:type_name -> tidemark.v1.AccessToken
+	41,  // 93: tidemark.v1.CatalogSnapshot.policies:type_name -> tidemark.v1.Policy
+	42,  // 94: tidemark.v1.CatalogSnapshot.schedule_skips:type_name -> tidemark.v1.ScheduleSkip
+	34,  // 95: tidemark.v1.CatalogSnapshot.idempotency_keys:type_name -> tidemark.v1.IdempotencyRecord
+	54,  // 96: tidemark.v1.IdempotencyRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	59,  // 97: tidemark.v1.IdempotencyRecord.result:type_name -> google.protobuf.Any
+	58,  // 98: tidemark.v1.RetentionRules.pitr_window:type_name -> google.protobuf.Duration
+	35,  // 99: tidemark.v1.CopyTarget.retention:type_name -> tidemark.v1.RetentionRules
+	58,  // 100: tidemark.v1.PolicySchedule.catch_up:type_name -> google.protobuf.Duration
+	58,  // 101: tidemark.v1.PolicyBinlog.flush:type_name -> google.protobuf.Duration
+	58,  // 102: tidemark.v1.PolicyBinlog.rpo_target:type_name -> google.protobuf.Duration
+	37,  // 103: tidemark.v1.PolicySpec.backups:type_name -> tidemark.v1.PolicySchedule
+	38,  // 104: tidemark.v1.PolicySpec.binlog:type_name -> tidemark.v1.PolicyBinlog
+	35,  // 105: tidemark.v1.PolicySpec.retention:type_name -> tidemark.v1.RetentionRules
+	36,  // 106: tidemark.v1.PolicySpec.copies:type_name -> tidemark.v1.CopyTarget
+	39,  // 107: tidemark.v1.PolicySpec.max_concurrent:type_name -> tidemark.v1.PolicyConcurrency
+	40,  // 108: tidemark.v1.Policy.spec:type_name -> tidemark.v1.PolicySpec
+	54,  // 109: tidemark.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	54,  // 110: tidemark.v1.Policy.created_at:type_name -> google.protobuf.Timestamp
+	41,  // 111: tidemark.v1.Policy.previous:type_name -> tidemark.v1.Policy
+	54,  // 112: tidemark.v1.ScheduleSkip.first:type_name -> google.protobuf.Timestamp
+	54,  // 113: tidemark.v1.ScheduleSkip.last:type_name -> google.protobuf.Timestamp
+	54,  // 114: tidemark.v1.ScheduleSkip.recorded_at:type_name -> google.protobuf.Timestamp
+	54,  // 115: tidemark.v1.AccessToken.created_at:type_name -> google.protobuf.Timestamp
+	54,  // 116: tidemark.v1.AccessToken.expires_at:type_name -> google.protobuf.Timestamp
+	54,  // 117: tidemark.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	54,  // 118: tidemark.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	54,  // 119: tidemark.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	54,  // 120: tidemark.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	53,  // 121: tidemark.v1.AuditRecord.flags:type_name -> tidemark.v1.AuditRecord.FlagsEntry
+	122, // [122:122] is the sub-list for method output_type
+	122, // [122:122] is the sub-list for method input_type
+	122, // [122:122] is the sub-list for extension type_name
+	122, // [122:122] is the sub-list for extension extendee
+	0,   // [0:122] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_catalog_proto_init() }
@@ -5521,7 +5685,7 @@ func file_tidemark_v1_catalog_proto_init() {
 		(*RestoreParams_StopAtGtidSet)(nil),
 		(*RestoreParams_StopAtPosition)(nil),
 	}
-	file_tidemark_v1_catalog_proto_msgTypes[20].OneofWrappers = []any{
+	file_tidemark_v1_catalog_proto_msgTypes[21].OneofWrappers = []any{
 		(*Job_Backup)(nil),
 		(*Job_Restore)(nil),
 		(*Job_BinlogStream)(nil),
@@ -5535,7 +5699,7 @@ func file_tidemark_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_catalog_proto_rawDesc), len(file_tidemark_v1_catalog_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   48,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -64,6 +64,7 @@ type Command struct {
 	//	*Command_AttemptStopped
 	//	*Command_PruneCatalog
 	//	*Command_Idempotent
+	//	*Command_MarkBinlogGapsAlerted
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -367,6 +368,15 @@ func (x *Command) GetIdempotent() *Idempotent {
 	return nil
 }
 
+func (x *Command) GetMarkBinlogGapsAlerted() *MarkBinlogGapsAlerted {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_MarkBinlogGapsAlerted); ok {
+			return x.MarkBinlogGapsAlerted
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -488,6 +498,11 @@ type Command_Idempotent struct {
 	Idempotent *Idempotent `protobuf:"bytes,60,opt,name=idempotent,proto3,oneof"`
 }
 
+type Command_MarkBinlogGapsAlerted struct {
+	// 95-99: the gapalert branch.
+	MarkBinlogGapsAlerted *MarkBinlogGapsAlerted `protobuf:"bytes,95,opt,name=mark_binlog_gaps_alerted,json=markBinlogGapsAlerted,proto3,oneof"`
+}
+
 func (*Command_RegisterAgent) isCommand_Cmd() {}
 
 func (*Command_UpsertInstance) isCommand_Cmd() {}
@@ -546,6 +561,73 @@ func (*Command_PruneCatalog) isCommand_Cmd() {}
 
 func (*Command_Idempotent) isCommand_Cmd() {}
 
+func (*Command_MarkBinlogGapsAlerted) isCommand_Cmd() {}
+
+// MarkBinlogGapsAlerted records that the leader has sent the binlog_gap
+// webhook alert of these gaps of a stream (identified by after and
+// before), so no later leader sends it again. Gaps the record does not
+// hold, or holds as alerted already, are left as they are.
+type MarkBinlogGapsAlerted struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Only after and before are read.
+	Gaps          []*BinlogGap           `protobuf:"bytes,2,rep,name=gaps,proto3" json:"gaps,omitempty"`
+	AlertedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=alerted_at,json=alertedAt,proto3" json:"alerted_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkBinlogGapsAlerted) Reset() {
+	*x = MarkBinlogGapsAlerted{}
+	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkBinlogGapsAlerted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkBinlogGapsAlerted) ProtoMessage() {}
+
+func (x *MarkBinlogGapsAlerted) ProtoReflect() protoreflect.Message {
+	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkBinlogGapsAlerted.ProtoReflect.Descriptor instead.
+func (*MarkBinlogGapsAlerted) Descriptor() ([]byte, []int) {
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *MarkBinlogGapsAlerted) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *MarkBinlogGapsAlerted) GetGaps() []*BinlogGap {
+	if x != nil {
+		return x.Gaps
+	}
+	return nil
+}
+
+func (x *MarkBinlogGapsAlerted) GetAlertedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AlertedAt
+	}
+	return nil
+}
+
 // AttemptStopped records that a cancelled or expired attempt of an
 // exclusive job (Job.stopping_lease) is over on its agent: its result
 // arrived (refused as stale), its agent's heartbeat or Register no longer
@@ -566,7 +648,7 @@ type AttemptStopped struct {
 
 func (x *AttemptStopped) Reset() {
 	*x = AttemptStopped{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	mi := &file_tidemark_v1_command_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +660,7 @@ func (x *AttemptStopped) String() string {
 func (*AttemptStopped) ProtoMessage() {}
 
 func (x *AttemptStopped) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[1]
+	mi := &file_tidemark_v1_command_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +673,7 @@ func (x *AttemptStopped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttemptStopped.ProtoReflect.Descriptor instead.
 func (*AttemptStopped) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{1}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AttemptStopped) GetJobId() string {
@@ -634,7 +716,7 @@ type PinBackup struct {
 
 func (x *PinBackup) Reset() {
 	*x = PinBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	mi := &file_tidemark_v1_command_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +728,7 @@ func (x *PinBackup) String() string {
 func (*PinBackup) ProtoMessage() {}
 
 func (x *PinBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[2]
+	mi := &file_tidemark_v1_command_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +741,7 @@ func (x *PinBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinBackup.ProtoReflect.Descriptor instead.
 func (*PinBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{2}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PinBackup) GetBackupId() string {
@@ -687,7 +769,7 @@ type UnpinBackup struct {
 
 func (x *UnpinBackup) Reset() {
 	*x = UnpinBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	mi := &file_tidemark_v1_command_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +781,7 @@ func (x *UnpinBackup) String() string {
 func (*UnpinBackup) ProtoMessage() {}
 
 func (x *UnpinBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[3]
+	mi := &file_tidemark_v1_command_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +794,7 @@ func (x *UnpinBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinBackup.ProtoReflect.Descriptor instead.
 func (*UnpinBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UnpinBackup) GetBackupId() string {
@@ -743,7 +825,7 @@ type MarkBackupsExpired struct {
 
 func (x *MarkBackupsExpired) Reset() {
 	*x = MarkBackupsExpired{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +837,7 @@ func (x *MarkBackupsExpired) String() string {
 func (*MarkBackupsExpired) ProtoMessage() {}
 
 func (x *MarkBackupsExpired) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[4]
+	mi := &file_tidemark_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +850,7 @@ func (x *MarkBackupsExpired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkBackupsExpired.ProtoReflect.Descriptor instead.
 func (*MarkBackupsExpired) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MarkBackupsExpired) GetBackupIds() []string {
@@ -823,7 +905,7 @@ type FinishExpiry struct {
 
 func (x *FinishExpiry) Reset() {
 	*x = FinishExpiry{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +917,7 @@ func (x *FinishExpiry) String() string {
 func (*FinishExpiry) ProtoMessage() {}
 
 func (x *FinishExpiry) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[5]
+	mi := &file_tidemark_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +930,7 @@ func (x *FinishExpiry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishExpiry.ProtoReflect.Descriptor instead.
 func (*FinishExpiry) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FinishExpiry) GetJobId() string {
@@ -893,7 +975,7 @@ type FinishReconcile struct {
 
 func (x *FinishReconcile) Reset() {
 	*x = FinishReconcile{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +987,7 @@ func (x *FinishReconcile) String() string {
 func (*FinishReconcile) ProtoMessage() {}
 
 func (x *FinishReconcile) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[6]
+	mi := &file_tidemark_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1000,7 @@ func (x *FinishReconcile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishReconcile.ProtoReflect.Descriptor instead.
 func (*FinishReconcile) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FinishReconcile) GetJobId() string {
@@ -968,7 +1050,7 @@ type PruneCatalog struct {
 
 func (x *PruneCatalog) Reset() {
 	*x = PruneCatalog{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1062,7 @@ func (x *PruneCatalog) String() string {
 func (*PruneCatalog) ProtoMessage() {}
 
 func (x *PruneCatalog) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[7]
+	mi := &file_tidemark_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1075,7 @@ func (x *PruneCatalog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneCatalog.ProtoReflect.Descriptor instead.
 func (*PruneCatalog) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PruneCatalog) GetAt() *timestamppb.Timestamp {
@@ -1044,7 +1126,7 @@ type PruneCatalogResult struct {
 
 func (x *PruneCatalogResult) Reset() {
 	*x = PruneCatalogResult{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1138,7 @@ func (x *PruneCatalogResult) String() string {
 func (*PruneCatalogResult) ProtoMessage() {}
 
 func (x *PruneCatalogResult) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[8]
+	mi := &file_tidemark_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1151,7 @@ func (x *PruneCatalogResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneCatalogResult.ProtoReflect.Descriptor instead.
 func (*PruneCatalogResult) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PruneCatalogResult) GetJobsRemoved() uint32 {
@@ -1105,7 +1187,7 @@ type RecordBackupCopy struct {
 
 func (x *RecordBackupCopy) Reset() {
 	*x = RecordBackupCopy{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1199,7 @@ func (x *RecordBackupCopy) String() string {
 func (*RecordBackupCopy) ProtoMessage() {}
 
 func (x *RecordBackupCopy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[9]
+	mi := &file_tidemark_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1212,7 @@ func (x *RecordBackupCopy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackupCopy.ProtoReflect.Descriptor instead.
 func (*RecordBackupCopy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RecordBackupCopy) GetBackupId() string {
@@ -1165,7 +1247,7 @@ type ApplyPolicies struct {
 
 func (x *ApplyPolicies) Reset() {
 	*x = ApplyPolicies{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1259,7 @@ func (x *ApplyPolicies) String() string {
 func (*ApplyPolicies) ProtoMessage() {}
 
 func (x *ApplyPolicies) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[10]
+	mi := &file_tidemark_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1272,7 @@ func (x *ApplyPolicies) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPolicies.ProtoReflect.Descriptor instead.
 func (*ApplyPolicies) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ApplyPolicies) GetSpecs() []*PolicySpec {
@@ -1233,7 +1315,7 @@ type DeletePolicy struct {
 
 func (x *DeletePolicy) Reset() {
 	*x = DeletePolicy{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1327,7 @@ func (x *DeletePolicy) String() string {
 func (*DeletePolicy) ProtoMessage() {}
 
 func (x *DeletePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[11]
+	mi := &file_tidemark_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1340,7 @@ func (x *DeletePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicy.ProtoReflect.Descriptor instead.
 func (*DeletePolicy) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeletePolicy) GetName() string {
@@ -1286,7 +1368,7 @@ type RecordScheduleSkips struct {
 
 func (x *RecordScheduleSkips) Reset() {
 	*x = RecordScheduleSkips{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1380,7 @@ func (x *RecordScheduleSkips) String() string {
 func (*RecordScheduleSkips) ProtoMessage() {}
 
 func (x *RecordScheduleSkips) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[12]
+	mi := &file_tidemark_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1393,7 @@ func (x *RecordScheduleSkips) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordScheduleSkips.ProtoReflect.Descriptor instead.
 func (*RecordScheduleSkips) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RecordScheduleSkips) GetSkips() []*ScheduleSkip {
@@ -1335,7 +1417,7 @@ type RecordEngineDecision struct {
 
 func (x *RecordEngineDecision) Reset() {
 	*x = RecordEngineDecision{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1429,7 @@ func (x *RecordEngineDecision) String() string {
 func (*RecordEngineDecision) ProtoMessage() {}
 
 func (x *RecordEngineDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[13]
+	mi := &file_tidemark_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1442,7 @@ func (x *RecordEngineDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordEngineDecision.ProtoReflect.Descriptor instead.
 func (*RecordEngineDecision) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RecordEngineDecision) GetInstance() string {
@@ -1394,7 +1476,7 @@ type CreateJoinToken struct {
 
 func (x *CreateJoinToken) Reset() {
 	*x = CreateJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1488,7 @@ func (x *CreateJoinToken) String() string {
 func (*CreateJoinToken) ProtoMessage() {}
 
 func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[14]
+	mi := &file_tidemark_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1501,7 @@ func (x *CreateJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinToken.ProtoReflect.Descriptor instead.
 func (*CreateJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateJoinToken) GetToken() *JoinToken {
@@ -1447,7 +1529,7 @@ type ConsumeJoinToken struct {
 
 func (x *ConsumeJoinToken) Reset() {
 	*x = ConsumeJoinToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1459,7 +1541,7 @@ func (x *ConsumeJoinToken) String() string {
 func (*ConsumeJoinToken) ProtoMessage() {}
 
 func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[15]
+	mi := &file_tidemark_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1472,7 +1554,7 @@ func (x *ConsumeJoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeJoinToken.ProtoReflect.Descriptor instead.
 func (*ConsumeJoinToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ConsumeJoinToken) GetId() string {
@@ -1520,7 +1602,7 @@ type RevokeAgent struct {
 
 func (x *RevokeAgent) Reset() {
 	*x = RevokeAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1614,7 @@ func (x *RevokeAgent) String() string {
 func (*RevokeAgent) ProtoMessage() {}
 
 func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[16]
+	mi := &file_tidemark_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1627,7 @@ func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
 func (*RevokeAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RevokeAgent) GetRevocation() *Revocation {
@@ -1565,7 +1647,7 @@ type SetClusterCA struct {
 
 func (x *SetClusterCA) Reset() {
 	*x = SetClusterCA{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[17]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1659,7 @@ func (x *SetClusterCA) String() string {
 func (*SetClusterCA) ProtoMessage() {}
 
 func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[17]
+	mi := &file_tidemark_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1672,7 @@ func (x *SetClusterCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterCA.ProtoReflect.Descriptor instead.
 func (*SetClusterCA) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetClusterCA) GetCa() *ClusterCA {
@@ -1610,7 +1692,7 @@ type CreateAccessToken struct {
 
 func (x *CreateAccessToken) Reset() {
 	*x = CreateAccessToken{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[18]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1704,7 @@ func (x *CreateAccessToken) String() string {
 func (*CreateAccessToken) ProtoMessage() {}
 
 func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[18]
+	mi := &file_tidemark_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1717,7 @@ func (x *CreateAccessToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessToken.ProtoReflect.Descriptor instead.
 func (*CreateAccessToken) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateAccessToken) GetToken() *AccessToken {
@@ -1655,7 +1737,7 @@ type RecordAudit struct {
 
 func (x *RecordAudit) Reset() {
 	*x = RecordAudit{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[19]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1749,7 @@ func (x *RecordAudit) String() string {
 func (*RecordAudit) ProtoMessage() {}
 
 func (x *RecordAudit) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[19]
+	mi := &file_tidemark_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1762,7 @@ func (x *RecordAudit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAudit.ProtoReflect.Descriptor instead.
 func (*RecordAudit) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RecordAudit) GetRecord() *AuditRecord {
@@ -1707,7 +1789,7 @@ type RegisterAgent struct {
 
 func (x *RegisterAgent) Reset() {
 	*x = RegisterAgent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[20]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1801,7 @@ func (x *RegisterAgent) String() string {
 func (*RegisterAgent) ProtoMessage() {}
 
 func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[20]
+	mi := &file_tidemark_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1814,7 @@ func (x *RegisterAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgent.ProtoReflect.Descriptor instead.
 func (*RegisterAgent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RegisterAgent) GetAgent() *Agent {
@@ -1768,7 +1850,7 @@ type UpsertInstance struct {
 
 func (x *UpsertInstance) Reset() {
 	*x = UpsertInstance{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[21]
+	mi := &file_tidemark_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +1862,7 @@ func (x *UpsertInstance) String() string {
 func (*UpsertInstance) ProtoMessage() {}
 
 func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[21]
+	mi := &file_tidemark_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +1875,7 @@ func (x *UpsertInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertInstance.ProtoReflect.Descriptor instead.
 func (*UpsertInstance) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpsertInstance) GetInstance() *Instance {
@@ -1823,7 +1905,7 @@ type SubmitJob struct {
 
 func (x *SubmitJob) Reset() {
 	*x = SubmitJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[22]
+	mi := &file_tidemark_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +1917,7 @@ func (x *SubmitJob) String() string {
 func (*SubmitJob) ProtoMessage() {}
 
 func (x *SubmitJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[22]
+	mi := &file_tidemark_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +1930,7 @@ func (x *SubmitJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJob.ProtoReflect.Descriptor instead.
 func (*SubmitJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SubmitJob) GetJob() *Job {
@@ -1876,7 +1958,7 @@ type AssignJob struct {
 
 func (x *AssignJob) Reset() {
 	*x = AssignJob{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[23]
+	mi := &file_tidemark_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +1970,7 @@ func (x *AssignJob) String() string {
 func (*AssignJob) ProtoMessage() {}
 
 func (x *AssignJob) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[23]
+	mi := &file_tidemark_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +1983,7 @@ func (x *AssignJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignJob.ProtoReflect.Descriptor instead.
 func (*AssignJob) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AssignJob) GetJobId() string {
@@ -1966,7 +2048,7 @@ type UpdateJobState struct {
 
 func (x *UpdateJobState) Reset() {
 	*x = UpdateJobState{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[24]
+	mi := &file_tidemark_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1978,7 +2060,7 @@ func (x *UpdateJobState) String() string {
 func (*UpdateJobState) ProtoMessage() {}
 
 func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[24]
+	mi := &file_tidemark_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1991,7 +2073,7 @@ func (x *UpdateJobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateJobState.ProtoReflect.Descriptor instead.
 func (*UpdateJobState) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpdateJobState) GetJobId() string {
@@ -2070,7 +2152,7 @@ type ExpireLease struct {
 
 func (x *ExpireLease) Reset() {
 	*x = ExpireLease{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[25]
+	mi := &file_tidemark_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2082,7 +2164,7 @@ func (x *ExpireLease) String() string {
 func (*ExpireLease) ProtoMessage() {}
 
 func (x *ExpireLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[25]
+	mi := &file_tidemark_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2095,7 +2177,7 @@ func (x *ExpireLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireLease.ProtoReflect.Descriptor instead.
 func (*ExpireLease) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ExpireLease) GetJobId() string {
@@ -2145,7 +2227,7 @@ type RecordBackup struct {
 
 func (x *RecordBackup) Reset() {
 	*x = RecordBackup{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[26]
+	mi := &file_tidemark_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2157,7 +2239,7 @@ func (x *RecordBackup) String() string {
 func (*RecordBackup) ProtoMessage() {}
 
 func (x *RecordBackup) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[26]
+	mi := &file_tidemark_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2170,7 +2252,7 @@ func (x *RecordBackup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackup.ProtoReflect.Descriptor instead.
 func (*RecordBackup) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RecordBackup) GetBackup() *Backup {
@@ -2198,7 +2280,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[27]
+	mi := &file_tidemark_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2292,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[27]
+	mi := &file_tidemark_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2305,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UpsertMember) GetMember() *MemberRecord {
@@ -2243,7 +2325,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[28]
+	mi := &file_tidemark_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2337,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[28]
+	mi := &file_tidemark_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2350,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -2295,7 +2377,7 @@ type RecordWatermarks struct {
 
 func (x *RecordWatermarks) Reset() {
 	*x = RecordWatermarks{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[29]
+	mi := &file_tidemark_v1_command_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2307,7 +2389,7 @@ func (x *RecordWatermarks) String() string {
 func (*RecordWatermarks) ProtoMessage() {}
 
 func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[29]
+	mi := &file_tidemark_v1_command_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2320,7 +2402,7 @@ func (x *RecordWatermarks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordWatermarks.ProtoReflect.Descriptor instead.
 func (*RecordWatermarks) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{29}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RecordWatermarks) GetStreams() []*BinlogStream {
@@ -2362,7 +2444,7 @@ type Idempotent struct {
 
 func (x *Idempotent) Reset() {
 	*x = Idempotent{}
-	mi := &file_tidemark_v1_command_proto_msgTypes[30]
+	mi := &file_tidemark_v1_command_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2456,7 @@ func (x *Idempotent) String() string {
 func (*Idempotent) ProtoMessage() {}
 
 func (x *Idempotent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidemark_v1_command_proto_msgTypes[30]
+	mi := &file_tidemark_v1_command_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2469,7 @@ func (x *Idempotent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Idempotent.ProtoReflect.Descriptor instead.
 func (*Idempotent) Descriptor() ([]byte, []int) {
-	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{30}
+	return file_tidemark_v1_command_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Idempotent) GetKey() string {
@@ -2429,7 +2511,7 @@ var File_tidemark_v1_command_proto protoreflect.FileDescriptor
 
 const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\x81\x10\n" +
+	"\x19tidemark/v1/command.proto\x12\vtidemark.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidemark/v1/catalog.proto\x1a\x18tidemark/v1/common.proto\"\xe0\x10\n" +
 	"\aCommand\x12C\n" +
 	"\x0eregister_agent\x18\x01 \x01(\v2\x1a.tidemark.v1.RegisterAgentH\x00R\rregisterAgent\x12F\n" +
 	"\x0fupsert_instance\x18\x02 \x01(\v2\x1b.tidemark.v1.UpsertInstanceH\x00R\x0eupsertInstance\x127\n" +
@@ -2465,8 +2547,14 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\rprune_catalog\x18A \x01(\v2\x19.tidemark.v1.PruneCatalogH\x00R\fpruneCatalog\x129\n" +
 	"\n" +
 	"idempotent\x18< \x01(\v2\x17.tidemark.v1.IdempotentH\x00R\n" +
-	"idempotentB\x05\n" +
-	"\x03cmd\"\xa9\x01\n" +
+	"idempotent\x12]\n" +
+	"\x18mark_binlog_gaps_alerted\x18_ \x01(\v2\".tidemark.v1.MarkBinlogGapsAlertedH\x00R\x15markBinlogGapsAlertedB\x05\n" +
+	"\x03cmd\"\x9a\x01\n" +
+	"\x15MarkBinlogGapsAlerted\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12*\n" +
+	"\x04gaps\x18\x02 \x03(\v2\x16.tidemark.v1.BinlogGapR\x04gaps\x129\n" +
+	"\n" +
+	"alerted_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\talertedAt\"\xa9\x01\n" +
 	"\x0eAttemptStopped\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12-\n" +
 	"\x05lease\x18\x02 \x01(\v2\x17.tidemark.v1.LeaseTokenR\x05lease\x12\x16\n" +
@@ -2613,144 +2701,149 @@ func file_tidemark_v1_command_proto_rawDescGZIP() []byte {
 	return file_tidemark_v1_command_proto_rawDescData
 }
 
-var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_tidemark_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_tidemark_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tidemark.v1.Command
-	(*AttemptStopped)(nil),        // 1: tidemark.v1.AttemptStopped
-	(*PinBackup)(nil),             // 2: tidemark.v1.PinBackup
-	(*UnpinBackup)(nil),           // 3: tidemark.v1.UnpinBackup
-	(*MarkBackupsExpired)(nil),    // 4: tidemark.v1.MarkBackupsExpired
-	(*FinishExpiry)(nil),          // 5: tidemark.v1.FinishExpiry
-	(*FinishReconcile)(nil),       // 6: tidemark.v1.FinishReconcile
-	(*PruneCatalog)(nil),          // 7: tidemark.v1.PruneCatalog
-	(*PruneCatalogResult)(nil),    // 8: tidemark.v1.PruneCatalogResult
-	(*RecordBackupCopy)(nil),      // 9: tidemark.v1.RecordBackupCopy
-	(*ApplyPolicies)(nil),         // 10: tidemark.v1.ApplyPolicies
-	(*DeletePolicy)(nil),          // 11: tidemark.v1.DeletePolicy
-	(*RecordScheduleSkips)(nil),   // 12: tidemark.v1.RecordScheduleSkips
-	(*RecordEngineDecision)(nil),  // 13: tidemark.v1.RecordEngineDecision
-	(*CreateJoinToken)(nil),       // 14: tidemark.v1.CreateJoinToken
-	(*ConsumeJoinToken)(nil),      // 15: tidemark.v1.ConsumeJoinToken
-	(*RevokeAgent)(nil),           // 16: tidemark.v1.RevokeAgent
-	(*SetClusterCA)(nil),          // 17: tidemark.v1.SetClusterCA
-	(*CreateAccessToken)(nil),     // 18: tidemark.v1.CreateAccessToken
-	(*RecordAudit)(nil),           // 19: tidemark.v1.RecordAudit
-	(*RegisterAgent)(nil),         // 20: tidemark.v1.RegisterAgent
-	(*UpsertInstance)(nil),        // 21: tidemark.v1.UpsertInstance
-	(*SubmitJob)(nil),             // 22: tidemark.v1.SubmitJob
-	(*AssignJob)(nil),             // 23: tidemark.v1.AssignJob
-	(*UpdateJobState)(nil),        // 24: tidemark.v1.UpdateJobState
-	(*ExpireLease)(nil),           // 25: tidemark.v1.ExpireLease
-	(*RecordBackup)(nil),          // 26: tidemark.v1.RecordBackup
-	(*UpsertMember)(nil),          // 27: tidemark.v1.UpsertMember
-	(*RemoveMember)(nil),          // 28: tidemark.v1.RemoveMember
-	(*RecordWatermarks)(nil),      // 29: tidemark.v1.RecordWatermarks
-	(*Idempotent)(nil),            // 30: tidemark.v1.Idempotent
-	(*LeaseToken)(nil),            // 31: tidemark.v1.LeaseToken
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
-	(*BackupPin)(nil),             // 33: tidemark.v1.BackupPin
-	(*Job)(nil),                   // 34: tidemark.v1.Job
-	(*BackupCopy)(nil),            // 35: tidemark.v1.BackupCopy
-	(*PolicySpec)(nil),            // 36: tidemark.v1.PolicySpec
-	(*ScheduleSkip)(nil),          // 37: tidemark.v1.ScheduleSkip
-	(*EngineDecision)(nil),        // 38: tidemark.v1.EngineDecision
-	(*EngineChange)(nil),          // 39: tidemark.v1.EngineChange
-	(*JoinToken)(nil),             // 40: tidemark.v1.JoinToken
-	(*Revocation)(nil),            // 41: tidemark.v1.Revocation
-	(*ClusterCA)(nil),             // 42: tidemark.v1.ClusterCA
-	(*AccessToken)(nil),           // 43: tidemark.v1.AccessToken
-	(*AuditRecord)(nil),           // 44: tidemark.v1.AuditRecord
-	(*Agent)(nil),                 // 45: tidemark.v1.Agent
-	(*Instance)(nil),              // 46: tidemark.v1.Instance
-	(JobState)(0),                 // 47: tidemark.v1.JobState
-	(*JobProgress)(nil),           // 48: tidemark.v1.JobProgress
-	(*JobResult)(nil),             // 49: tidemark.v1.JobResult
-	(*Backup)(nil),                // 50: tidemark.v1.Backup
-	(*durationpb.Duration)(nil),   // 51: google.protobuf.Duration
-	(*MemberRecord)(nil),          // 52: tidemark.v1.MemberRecord
-	(*BinlogStream)(nil),          // 53: tidemark.v1.BinlogStream
+	(*MarkBinlogGapsAlerted)(nil), // 1: tidemark.v1.MarkBinlogGapsAlerted
+	(*AttemptStopped)(nil),        // 2: tidemark.v1.AttemptStopped
+	(*PinBackup)(nil),             // 3: tidemark.v1.PinBackup
+	(*UnpinBackup)(nil),           // 4: tidemark.v1.UnpinBackup
+	(*MarkBackupsExpired)(nil),    // 5: tidemark.v1.MarkBackupsExpired
+	(*FinishExpiry)(nil),          // 6: tidemark.v1.FinishExpiry
+	(*FinishReconcile)(nil),       // 7: tidemark.v1.FinishReconcile
+	(*PruneCatalog)(nil),          // 8: tidemark.v1.PruneCatalog
+	(*PruneCatalogResult)(nil),    // 9: tidemark.v1.PruneCatalogResult
+	(*RecordBackupCopy)(nil),      // 10: tidemark.v1.RecordBackupCopy
+	(*ApplyPolicies)(nil),         // 11: tidemark.v1.ApplyPolicies
+	(*DeletePolicy)(nil),          // 12: tidemark.v1.DeletePolicy
+	(*RecordScheduleSkips)(nil),   // 13: tidemark.v1.RecordScheduleSkips
+	(*RecordEngineDecision)(nil),  // 14: tidemark.v1.RecordEngineDecision
+	(*CreateJoinToken)(nil),       // 15: tidemark.v1.CreateJoinToken
+	(*ConsumeJoinToken)(nil),      // 16: tidemark.v1.ConsumeJoinToken
+	(*RevokeAgent)(nil),           // 17: tidemark.v1.RevokeAgent
+	(*SetClusterCA)(nil),          // 18: tidemark.v1.SetClusterCA
+	(*CreateAccessToken)(nil),     // 19: tidemark.v1.CreateAccessToken
+	(*RecordAudit)(nil),           // 20: tidemark.v1.RecordAudit
+	(*RegisterAgent)(nil),         // 21: tidemark.v1.RegisterAgent
+	(*UpsertInstance)(nil),        // 22: tidemark.v1.UpsertInstance
+	(*SubmitJob)(nil),             // 23: tidemark.v1.SubmitJob
+	(*AssignJob)(nil),             // 24: tidemark.v1.AssignJob
+	(*UpdateJobState)(nil),        // 25: tidemark.v1.UpdateJobState
+	(*ExpireLease)(nil),           // 26: tidemark.v1.ExpireLease
+	(*RecordBackup)(nil),          // 27: tidemark.v1.RecordBackup
+	(*UpsertMember)(nil),          // 28: tidemark.v1.UpsertMember
+	(*RemoveMember)(nil),          // 29: tidemark.v1.RemoveMember
+	(*RecordWatermarks)(nil),      // 30: tidemark.v1.RecordWatermarks
+	(*Idempotent)(nil),            // 31: tidemark.v1.Idempotent
+	(*BinlogGap)(nil),             // 32: tidemark.v1.BinlogGap
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(*LeaseToken)(nil),            // 34: tidemark.v1.LeaseToken
+	(*BackupPin)(nil),             // 35: tidemark.v1.BackupPin
+	(*Job)(nil),                   // 36: tidemark.v1.Job
+	(*BackupCopy)(nil),            // 37: tidemark.v1.BackupCopy
+	(*PolicySpec)(nil),            // 38: tidemark.v1.PolicySpec
+	(*ScheduleSkip)(nil),          // 39: tidemark.v1.ScheduleSkip
+	(*EngineDecision)(nil),        // 40: tidemark.v1.EngineDecision
+	(*EngineChange)(nil),          // 41: tidemark.v1.EngineChange
+	(*JoinToken)(nil),             // 42: tidemark.v1.JoinToken
+	(*Revocation)(nil),            // 43: tidemark.v1.Revocation
+	(*ClusterCA)(nil),             // 44: tidemark.v1.ClusterCA
+	(*AccessToken)(nil),           // 45: tidemark.v1.AccessToken
+	(*AuditRecord)(nil),           // 46: tidemark.v1.AuditRecord
+	(*Agent)(nil),                 // 47: tidemark.v1.Agent
+	(*Instance)(nil),              // 48: tidemark.v1.Instance
+	(JobState)(0),                 // 49: tidemark.v1.JobState
+	(*JobProgress)(nil),           // 50: tidemark.v1.JobProgress
+	(*JobResult)(nil),             // 51: tidemark.v1.JobResult
+	(*Backup)(nil),                // 52: tidemark.v1.Backup
+	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
+	(*MemberRecord)(nil),          // 54: tidemark.v1.MemberRecord
+	(*BinlogStream)(nil),          // 55: tidemark.v1.BinlogStream
 }
 var file_tidemark_v1_command_proto_depIdxs = []int32{
-	20, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
-	21, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
-	22, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
-	23, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
-	24, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
-	25, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
-	26, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
-	27, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
-	28, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
-	29, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
-	14, // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
-	15, // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
-	16, // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
-	17, // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
-	19, // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
-	18, // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
-	2,  // 16: tidemark.v1.Command.pin_backup:type_name -> tidemark.v1.PinBackup
-	3,  // 17: tidemark.v1.Command.unpin_backup:type_name -> tidemark.v1.UnpinBackup
-	4,  // 18: tidemark.v1.Command.mark_backups_expired:type_name -> tidemark.v1.MarkBackupsExpired
-	5,  // 19: tidemark.v1.Command.finish_expiry:type_name -> tidemark.v1.FinishExpiry
-	9,  // 20: tidemark.v1.Command.record_backup_copy:type_name -> tidemark.v1.RecordBackupCopy
-	10, // 21: tidemark.v1.Command.apply_policies:type_name -> tidemark.v1.ApplyPolicies
-	11, // 22: tidemark.v1.Command.delete_policy:type_name -> tidemark.v1.DeletePolicy
-	12, // 23: tidemark.v1.Command.record_schedule_skips:type_name -> tidemark.v1.RecordScheduleSkips
-	13, // 24: tidemark.v1.Command.record_engine_decision:type_name -> tidemark.v1.RecordEngineDecision
-	6,  // 25: tidemark.v1.Command.finish_reconcile:type_name -> tidemark.v1.FinishReconcile
-	1,  // 26: tidemark.v1.Command.attempt_stopped:type_name -> tidemark.v1.AttemptStopped
-	7,  // 27: tidemark.v1.Command.prune_catalog:type_name -> tidemark.v1.PruneCatalog
-	30, // 28: tidemark.v1.Command.idempotent:type_name -> tidemark.v1.Idempotent
-	31, // 29: tidemark.v1.AttemptStopped.lease:type_name -> tidemark.v1.LeaseToken
-	32, // 30: tidemark.v1.AttemptStopped.stopped_at:type_name -> google.protobuf.Timestamp
-	33, // 31: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
-	32, // 32: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
-	34, // 33: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
-	32, // 34: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
-	32, // 35: tidemark.v1.FinishReconcile.swept_at:type_name -> google.protobuf.Timestamp
-	32, // 36: tidemark.v1.PruneCatalog.at:type_name -> google.protobuf.Timestamp
-	35, // 37: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
-	36, // 38: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
-	32, // 39: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
-	32, // 40: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
-	37, // 41: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
-	38, // 42: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
-	39, // 43: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
-	40, // 44: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
-	32, // 45: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
-	41, // 46: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
-	42, // 47: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
-	43, // 48: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
-	44, // 49: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
-	45, // 50: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
-	46, // 51: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
-	32, // 52: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
-	46, // 53: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
-	32, // 54: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
-	34, // 55: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
-	31, // 56: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
-	32, // 57: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
-	32, // 58: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
-	47, // 59: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
-	31, // 60: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
-	48, // 61: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
-	49, // 62: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
-	32, // 63: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
-	50, // 64: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
-	31, // 65: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
-	32, // 66: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
-	51, // 67: tidemark.v1.ExpireLease.agent_grace:type_name -> google.protobuf.Duration
-	50, // 68: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
-	32, // 69: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
-	52, // 70: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
-	53, // 71: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
-	32, // 72: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
-	32, // 73: tidemark.v1.Idempotent.recorded_at:type_name -> google.protobuf.Timestamp
-	0,  // 74: tidemark.v1.Idempotent.cmd:type_name -> tidemark.v1.Command
-	75, // [75:75] is the sub-list for method output_type
-	75, // [75:75] is the sub-list for method input_type
-	75, // [75:75] is the sub-list for extension type_name
-	75, // [75:75] is the sub-list for extension extendee
-	0,  // [0:75] is the sub-list for field type_name
+	21, // 0: tidemark.v1.Command.register_agent:type_name -> tidemark.v1.RegisterAgent
+	22, // 1: tidemark.v1.Command.upsert_instance:type_name -> tidemark.v1.UpsertInstance
+	23, // 2: tidemark.v1.Command.submit_job:type_name -> tidemark.v1.SubmitJob
+	24, // 3: tidemark.v1.Command.assign_job:type_name -> tidemark.v1.AssignJob
+	25, // 4: tidemark.v1.Command.update_job_state:type_name -> tidemark.v1.UpdateJobState
+	26, // 5: tidemark.v1.Command.expire_lease:type_name -> tidemark.v1.ExpireLease
+	27, // 6: tidemark.v1.Command.record_backup:type_name -> tidemark.v1.RecordBackup
+	28, // 7: tidemark.v1.Command.upsert_member:type_name -> tidemark.v1.UpsertMember
+	29, // 8: tidemark.v1.Command.remove_member:type_name -> tidemark.v1.RemoveMember
+	30, // 9: tidemark.v1.Command.record_watermarks:type_name -> tidemark.v1.RecordWatermarks
+	15, // 10: tidemark.v1.Command.create_join_token:type_name -> tidemark.v1.CreateJoinToken
+	16, // 11: tidemark.v1.Command.consume_join_token:type_name -> tidemark.v1.ConsumeJoinToken
+	17, // 12: tidemark.v1.Command.revoke_agent:type_name -> tidemark.v1.RevokeAgent
+	18, // 13: tidemark.v1.Command.set_cluster_ca:type_name -> tidemark.v1.SetClusterCA
+	20, // 14: tidemark.v1.Command.record_audit:type_name -> tidemark.v1.RecordAudit
+	19, // 15: tidemark.v1.Command.create_access_token:type_name -> tidemark.v1.CreateAccessToken
+	3,  // 16: tidemark.v1.Command.pin_backup:type_name -> tidemark.v1.PinBackup
+	4,  // 17: tidemark.v1.Command.unpin_backup:type_name -> tidemark.v1.UnpinBackup
+	5,  // 18: tidemark.v1.Command.mark_backups_expired:type_name -> tidemark.v1.MarkBackupsExpired
+	6,  // 19: tidemark.v1.Command.finish_expiry:type_name -> tidemark.v1.FinishExpiry
+	10, // 20: tidemark.v1.Command.record_backup_copy:type_name -> tidemark.v1.RecordBackupCopy
+	11, // 21: tidemark.v1.Command.apply_policies:type_name -> tidemark.v1.ApplyPolicies
+	12, // 22: tidemark.v1.Command.delete_policy:type_name -> tidemark.v1.DeletePolicy
+	13, // 23: tidemark.v1.Command.record_schedule_skips:type_name -> tidemark.v1.RecordScheduleSkips
+	14, // 24: tidemark.v1.Command.record_engine_decision:type_name -> tidemark.v1.RecordEngineDecision
+	7,  // 25: tidemark.v1.Command.finish_reconcile:type_name -> tidemark.v1.FinishReconcile
+	2,  // 26: tidemark.v1.Command.attempt_stopped:type_name -> tidemark.v1.AttemptStopped
+	8,  // 27: tidemark.v1.Command.prune_catalog:type_name -> tidemark.v1.PruneCatalog
+	31, // 28: tidemark.v1.Command.idempotent:type_name -> tidemark.v1.Idempotent
+	1,  // 29: tidemark.v1.Command.mark_binlog_gaps_alerted:type_name -> tidemark.v1.MarkBinlogGapsAlerted
+	32, // 30: tidemark.v1.MarkBinlogGapsAlerted.gaps:type_name -> tidemark.v1.BinlogGap
+	33, // 31: tidemark.v1.MarkBinlogGapsAlerted.alerted_at:type_name -> google.protobuf.Timestamp
+	34, // 32: tidemark.v1.AttemptStopped.lease:type_name -> tidemark.v1.LeaseToken
+	33, // 33: tidemark.v1.AttemptStopped.stopped_at:type_name -> google.protobuf.Timestamp
+	35, // 34: tidemark.v1.PinBackup.pin:type_name -> tidemark.v1.BackupPin
+	33, // 35: tidemark.v1.MarkBackupsExpired.expired_at:type_name -> google.protobuf.Timestamp
+	36, // 36: tidemark.v1.MarkBackupsExpired.job:type_name -> tidemark.v1.Job
+	33, // 37: tidemark.v1.FinishExpiry.deleted_at:type_name -> google.protobuf.Timestamp
+	33, // 38: tidemark.v1.FinishReconcile.swept_at:type_name -> google.protobuf.Timestamp
+	33, // 39: tidemark.v1.PruneCatalog.at:type_name -> google.protobuf.Timestamp
+	37, // 40: tidemark.v1.RecordBackupCopy.copy:type_name -> tidemark.v1.BackupCopy
+	38, // 41: tidemark.v1.ApplyPolicies.specs:type_name -> tidemark.v1.PolicySpec
+	33, // 42: tidemark.v1.ApplyPolicies.applied_at:type_name -> google.protobuf.Timestamp
+	33, // 43: tidemark.v1.DeletePolicy.deleted_at:type_name -> google.protobuf.Timestamp
+	39, // 44: tidemark.v1.RecordScheduleSkips.skips:type_name -> tidemark.v1.ScheduleSkip
+	40, // 45: tidemark.v1.RecordEngineDecision.decision:type_name -> tidemark.v1.EngineDecision
+	41, // 46: tidemark.v1.RecordEngineDecision.change:type_name -> tidemark.v1.EngineChange
+	42, // 47: tidemark.v1.CreateJoinToken.token:type_name -> tidemark.v1.JoinToken
+	33, // 48: tidemark.v1.ConsumeJoinToken.now:type_name -> google.protobuf.Timestamp
+	43, // 49: tidemark.v1.RevokeAgent.revocation:type_name -> tidemark.v1.Revocation
+	44, // 50: tidemark.v1.SetClusterCA.ca:type_name -> tidemark.v1.ClusterCA
+	45, // 51: tidemark.v1.CreateAccessToken.token:type_name -> tidemark.v1.AccessToken
+	46, // 52: tidemark.v1.RecordAudit.record:type_name -> tidemark.v1.AuditRecord
+	47, // 53: tidemark.v1.RegisterAgent.agent:type_name -> tidemark.v1.Agent
+	48, // 54: tidemark.v1.RegisterAgent.instances:type_name -> tidemark.v1.Instance
+	33, // 55: tidemark.v1.RegisterAgent.registered_at:type_name -> google.protobuf.Timestamp
+	48, // 56: tidemark.v1.UpsertInstance.instance:type_name -> tidemark.v1.Instance
+	33, // 57: tidemark.v1.UpsertInstance.updated_at:type_name -> google.protobuf.Timestamp
+	36, // 58: tidemark.v1.SubmitJob.job:type_name -> tidemark.v1.Job
+	34, // 59: tidemark.v1.AssignJob.lease:type_name -> tidemark.v1.LeaseToken
+	33, // 60: tidemark.v1.AssignJob.lease_deadline:type_name -> google.protobuf.Timestamp
+	33, // 61: tidemark.v1.AssignJob.assigned_at:type_name -> google.protobuf.Timestamp
+	49, // 62: tidemark.v1.UpdateJobState.state:type_name -> tidemark.v1.JobState
+	34, // 63: tidemark.v1.UpdateJobState.lease:type_name -> tidemark.v1.LeaseToken
+	50, // 64: tidemark.v1.UpdateJobState.progress:type_name -> tidemark.v1.JobProgress
+	51, // 65: tidemark.v1.UpdateJobState.result:type_name -> tidemark.v1.JobResult
+	33, // 66: tidemark.v1.UpdateJobState.updated_at:type_name -> google.protobuf.Timestamp
+	52, // 67: tidemark.v1.UpdateJobState.backup:type_name -> tidemark.v1.Backup
+	34, // 68: tidemark.v1.ExpireLease.lease:type_name -> tidemark.v1.LeaseToken
+	33, // 69: tidemark.v1.ExpireLease.expired_at:type_name -> google.protobuf.Timestamp
+	53, // 70: tidemark.v1.ExpireLease.agent_grace:type_name -> google.protobuf.Duration
+	52, // 71: tidemark.v1.RecordBackup.backup:type_name -> tidemark.v1.Backup
+	33, // 72: tidemark.v1.RecordBackup.recorded_at:type_name -> google.protobuf.Timestamp
+	54, // 73: tidemark.v1.UpsertMember.member:type_name -> tidemark.v1.MemberRecord
+	55, // 74: tidemark.v1.RecordWatermarks.streams:type_name -> tidemark.v1.BinlogStream
+	33, // 75: tidemark.v1.RecordWatermarks.recorded_at:type_name -> google.protobuf.Timestamp
+	33, // 76: tidemark.v1.Idempotent.recorded_at:type_name -> google.protobuf.Timestamp
+	0,  // 77: tidemark.v1.Idempotent.cmd:type_name -> tidemark.v1.Command
+	78, // [78:78] is the sub-list for method output_type
+	78, // [78:78] is the sub-list for method input_type
+	78, // [78:78] is the sub-list for extension type_name
+	78, // [78:78] is the sub-list for extension extendee
+	0,  // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_tidemark_v1_command_proto_init() }
@@ -2790,6 +2883,7 @@ func file_tidemark_v1_command_proto_init() {
 		(*Command_AttemptStopped)(nil),
 		(*Command_PruneCatalog)(nil),
 		(*Command_Idempotent)(nil),
+		(*Command_MarkBinlogGapsAlerted)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2797,7 +2891,7 @@ func file_tidemark_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidemark_v1_command_proto_rawDesc), len(file_tidemark_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
