@@ -47,22 +47,6 @@ func (r *Read) EachFinishedSince(since int64, fn func(*v1.Job) bool) {
 	r.eachFinished(&Cursor{At: since}, func(f FinishedJob) bool { return fn(f.Job()) })
 }
 
-// JobReferenced reports whether a backup that is not DELETED refers to
-// job id: it wrote the backup, or marked it or one of its copies expired
-// (retention asks whether that expire job failed before marking again).
-func (r *Read) JobReferenced(id string) bool {
-	it, err := r.txn.Get(backupsTableName, "refs", appendStr(nil, id))
-	if err != nil {
-		panic(fmt.Sprintf("catalog: backup refs lookup: %v", err))
-	}
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		if obj.(*v1.Backup).GetStatus() != v1.BackupStatus_BACKUP_STATUS_DELETED {
-			return true
-		}
-	}
-	return false
-}
-
 // LatestRun returns the job of (policy, schedule index, run key) with the
 // latest scheduled time (then the greatest id), or nil: the run the
 // scheduler remembers.
@@ -118,20 +102,6 @@ func (r *Read) latestRun(policy string, index uint32, runKey string) (mem *v1.Jo
 	return nil, fin
 }
 
-// EachDeletedBackup calls fn for the DELETED backup records, oldest
-// deletion first, until fn returns false. fn must not change the catalog.
-func (r *Read) EachDeletedBackup(fn func(*v1.Backup) bool) {
-	it, err := r.txn.Get(backupsTableName, "deleted", []byte{})
-	if err != nil {
-		panic(fmt.Sprintf("catalog: deleted backups walk: %v", err))
-	}
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		if !fn(obj.(*v1.Backup)) {
-			return
-		}
-	}
-}
-
 // DeleteJob removes a job record; a missing one is ErrNotFound.
 func (w *Write) DeleteJob(id string) error {
 	n, err := w.txn.DeleteAll(jobsTableName, "id", id)
@@ -144,18 +114,6 @@ func (w *Write) DeleteJob(id string) error {
 			return nil
 		}
 		return Errorf(ErrNotFound, "job %q not found", id)
-	}
-	return nil
-}
-
-// DeleteBackup removes a backup record; a missing one is ErrNotFound.
-func (w *Write) DeleteBackup(id string) error {
-	n, err := w.txn.DeleteAll(backupsTableName, "id", id)
-	if err != nil {
-		return fmt.Errorf("deleting backup %q: %w", id, err)
-	}
-	if n == 0 {
-		return Errorf(ErrNotFound, "backup %q not found", id)
 	}
 	return nil
 }
