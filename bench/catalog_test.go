@@ -369,8 +369,13 @@ func measurePrune(b *testing.B, f *fsm.FSM, keep int) {
 	at := timestamppb.New(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
 	var worst, total time.Duration
 	entries, removed := 0, 0
+	// Each entry resumes where the previous one stopped, as the leader's
+	// pruneHistory does.
+	var resumeNanos int64
+	var resumeID string
 	for i := uint64(1); ; i++ {
-		data, _ := fsm.Encode(&v1.Command{Cmd: &v1.Command_PruneCatalog{PruneCatalog: &v1.PruneCatalog{At: at, MaxJobs: uint32(keep)}}})
+		data, _ := fsm.Encode(&v1.Command{Cmd: &v1.Command_PruneCatalog{PruneCatalog: &v1.PruneCatalog{At: at, MaxJobs: uint32(keep),
+			ResumeAfterNanos: resumeNanos, ResumeAfterId: resumeID}}})
 		t0 := time.Now()
 		r := f.Apply(&raft.Log{Index: 1<<40 + i, Term: 99, Type: raft.LogCommand, Data: data}).(*fsm.Response)
 		d := time.Since(t0)
@@ -384,6 +389,9 @@ func measurePrune(b *testing.B, f *fsm.FSM, keep int) {
 		removed += int(res.GetJobsRemoved())
 		if !res.GetMore() {
 			break
+		}
+		if res.GetResumeAfterId() != "" {
+			resumeNanos, resumeID = res.GetResumeAfterNanos(), res.GetResumeAfterId()
 		}
 	}
 	runtime.GC()
