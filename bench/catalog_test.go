@@ -60,6 +60,9 @@ func BenchmarkCatalog(b *testing.B) {
 		grpcAddr, raftAddr, metricsAddr := testenv.FreeAddr(b), testenv.FreeAddr(b), testenv.FreeAddr(b)
 		args := []string{"controller", "--node-id", "c1", "--data-dir", filepath.Join(dir, "data"), "--grpc-addr", grpcAddr,
 			"--raft-addr", raftAddr, "--insecure", "--metrics-addr", metricsAddr, "--pprof", "--job-history-max", "0", "--job-history-age", "0"}
+		if l := os.Getenv("TIDEMARK_BENCH_MEMORY_LIMIT"); l != "" {
+			args = append(args, "--memory-limit", l)
+		}
 		child := testenv.NewChild(b, "c1", bin, append(args, "--bootstrap")...)
 		child.Start()
 		waitServing(b, child, grpcAddr)
