@@ -88,13 +88,6 @@ func TestBackupStore(t *testing.T) {
 		}
 		return out
 	}
-	bids := func(bs []*v1.Backup) []string {
-		var out []string
-		for _, b := range bs {
-			out = append(out, b.GetId())
-		}
-		return out
-	}
 	for _, in := range []string{"", "db1", "db9"} {
 		if got, want := bids(r.Backups(in)), newestFirst(in); !slices.Equal(got, want) {
 			t.Fatalf("Backups(%q) = %v, want %v", in, got, want)
@@ -234,4 +227,97 @@ func TestBackupSnapshot(t *testing.T) {
 	if _, err := Load(bad); err == nil || !strings.Contains(err.Error(), "backup record 2 of 2") {
 		t.Fatalf("a corrupt record: %v", err)
 	}
+}
+
+// TestBackupConcurrentReads: while a writer replaces backups (their
+// status, instance and references change) together with a finished job
+// in the same transactions, every Read and Snapshot sees all N backups
+// once in every index, and the backup and the job of one commit together.
+// Run with -race it also checks that readers of a published version never
+// touch what the writer changes.
+func TestBackupConcurrentReads(t *testing.T) {
+	const n = 100
+	s := New()
+	var bs []*v1.Backup
+	for i := range n {
+		bs = append(bs, testBackup(i))
+	}
+	putBackups(t, s, bs...)
+	marker := func(step int) (*v1.Backup, *v1.Job) {
+		b := testBackup(n)
+		b.Id, b.Labels = "marker", map[string]string{"step": fmt.Sprint(step)}
+		j := finishedJob(1000, v1.JobState_JOB_STATE_SUCCEEDED)
+		j.Id, j.Reason = "marker", fmt.Sprint(step)
+		return b, j
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 3)
+	for r := range 3 {
+		go func() {
+			for reads := 0; ; reads++ {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+				rd := s.Read()
+				if r == 2 {
+					rd = s.Snapshot().Read()
+				}
+				var byID []string
+				rd.EachBackup(func(b *v1.Backup) { byID = append(byID, b.GetId()) })
+				all := bids(rd.Backups(""))
+				var perInstance int
+				for _, in := range []string{"db0", "db1", "db2", "db9"} {
+					perInstance += len(rd.Backups(in))
+				}
+				if rd.BackupCount() != len(byID) || len(all) != len(byID) || perInstance != len(byID) || len(byID) < n {
+					done <- fmt.Errorf("read %d: %d by id, %d by start, %d by instance, count %d", reads, len(byID), len(all), perInstance, rd.BackupCount())
+					return
+				}
+				if b, err := rd.Backup("marker"); err == nil {
+					j, err := rd.Job("marker")
+					if err != nil || j.GetReason() != b.GetLabels()["step"] {
+						done <- fmt.Errorf("read %d: backup of step %s with job %v, %v", reads, b.GetLabels()["step"], j.GetReason(), err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	for step := range 300 {
+		w := s.Write()
+		for k := range 5 {
+			b := proto.CloneOf(bs[(step*5+k)%n])
+			b.Instance = []string{"db9", "db0", "db1"}[step%3]
+			b.Status = []v1.BackupStatus{v1.BackupStatus_BACKUP_STATUS_DELETED, v1.BackupStatus_BACKUP_STATUS_COMPLETE}[step%2]
+			b.JobId = fmt.Sprintf("j-step%d", step)
+			if err := w.PutBackup(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mb, mj := marker(step)
+		if err := w.PutBackup(mb); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.PutJob(mj); err != nil {
+			t.Fatal(err)
+		}
+		w.Commit()
+	}
+	close(stop)
+	for range 3 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func bids(bs []*v1.Backup) []string {
+	out := make([]string, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, b.GetId())
+	}
+	return out
 }
