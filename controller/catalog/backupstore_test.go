@@ -279,7 +279,7 @@ func TestBackupConcurrentReads(t *testing.T) {
 				if b, err := rd.Backup("marker"); err == nil {
 					j, err := rd.Job("marker")
 					if err != nil || j.GetReason() != b.GetLabels()["step"] {
-						done <- fmt.Errorf("read %d: backup of step %s with job %v, %v", reads, b.GetLabels()["step"], j.GetReason(), err)
+						done <- fmt.Errorf("read %d: backup of step %s with job %v: %w", reads, b.GetLabels()["step"], j.GetReason(), err)
 						return
 					}
 				}
