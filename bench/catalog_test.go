@@ -60,6 +60,9 @@ func BenchmarkCatalog(b *testing.B) {
 		grpcAddr, raftAddr, metricsAddr := testenv.FreeAddr(b), testenv.FreeAddr(b), testenv.FreeAddr(b)
 		args := []string{"controller", "--node-id", "c1", "--data-dir", filepath.Join(dir, "data"), "--grpc-addr", grpcAddr,
 			"--raft-addr", raftAddr, "--insecure", "--metrics-addr", metricsAddr, "--pprof", "--job-history-max", "0", "--job-history-age", "0"}
+		if l := os.Getenv("TIDEMARK_BENCH_MEMORY_LIMIT"); l != "" {
+			args = append(args, "--memory-limit", l)
+		}
 		child := testenv.NewChild(b, "c1", bin, append(args, "--bootstrap")...)
 		child.Start()
 		waitServing(b, child, grpcAddr)
@@ -369,8 +372,13 @@ func measurePrune(b *testing.B, f *fsm.FSM, keep int) {
 	at := timestamppb.New(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
 	var worst, total time.Duration
 	entries, removed := 0, 0
+	// Each entry resumes where the previous one stopped, as the leader's
+	// pruneHistory does.
+	var resumeNanos int64
+	var resumeID string
 	for i := uint64(1); ; i++ {
-		data, _ := fsm.Encode(&v1.Command{Cmd: &v1.Command_PruneCatalog{PruneCatalog: &v1.PruneCatalog{At: at, MaxJobs: uint32(keep)}}})
+		data, _ := fsm.Encode(&v1.Command{Cmd: &v1.Command_PruneCatalog{PruneCatalog: &v1.PruneCatalog{At: at, MaxJobs: uint32(keep),
+			ResumeAfterNanos: resumeNanos, ResumeAfterId: resumeID}}})
 		t0 := time.Now()
 		r := f.Apply(&raft.Log{Index: 1<<40 + i, Term: 99, Type: raft.LogCommand, Data: data}).(*fsm.Response)
 		d := time.Since(t0)
@@ -384,6 +392,9 @@ func measurePrune(b *testing.B, f *fsm.FSM, keep int) {
 		removed += int(res.GetJobsRemoved())
 		if !res.GetMore() {
 			break
+		}
+		if res.GetResumeAfterId() != "" {
+			resumeNanos, resumeID = res.GetResumeAfterNanos(), res.GetResumeAfterId()
 		}
 	}
 	runtime.GC()

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -26,6 +27,8 @@ func newControllerCmd(s *streams) *cobra.Command {
 		logLevel  string
 		logFormat string
 		cfgFile   string
+		// memoryLimitFlag: --memory-limit (memlimit.go).
+		memoryLimitFlag string
 		// testClockFile: the hidden --test-clock-file.
 		testClockFile string
 	)
@@ -79,9 +82,19 @@ that is gone for good with tidemark cluster remove-member.`,
 				return &UserError{Msg: "invalid controller configuration: " + strings.ReplaceAll(err.Error(), "\n", "; "), Err: err, Code: ExitUsage}
 			}
 			tuneControllerGC()
+			memLimit, err := resolveMemoryLimit(memoryLimitFlag, os.Getenv, "/")
+			if err != nil {
+				return &UserError{Msg: err.Error(), Err: err, Code: ExitUsage}
+			}
+			memLimit.apply()
 			log, err := newLogger(s, logLevel, logFormat)
 			if err != nil {
 				return err
+			}
+			if memLimit.set && memLimit.bytes != math.MaxInt64 {
+				log.Info("soft memory limit", "limit", bytesFlagText(uint64(memLimit.bytes)), "from", memLimit.from)
+			} else {
+				log.Info("soft memory limit", "limit", "none", "from", memLimit.from)
 			}
 			cfg.Join = client.Addrs(join)
 			if join == "" {
@@ -182,6 +195,8 @@ that is gone for good with tidemark cluster remove-member.`,
 	f.StringVar(&joinToken, "join-token", "", "file holding a join token (tidemark token create --role controller): with --join, fetches the cluster's CA (opened with --ca-key-file)")
 	f.DurationVar(&cfg.TLS.AgentCertValidity, "agent-cert-validity", cfg.TLS.AgentCertValidity, "life of the certificate an agent gets for a join token")
 	f.DurationVar(&cfg.TLS.CertValidity, "cert-validity", cfg.TLS.CertValidity, "life of the node certificates the cluster CA issues (renewed two thirds in)")
+	f.StringVar(&memoryLimitFlag, "memory-limit", "auto",
+		"soft limit of the Go heap (runtime/debug.SetMemoryLimit): past it the collector runs more often, nothing fails; auto: GOMEMLIMIT if set, else 90% of the cgroup's memory limit, else none; 0: none; or a size (1536MiB, 2GiB)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&cfgFile, "config", "", "config file (YAML or JSON): every flag as a key, its name with _ for - (flags and TIDEMARK_* environment override it)")

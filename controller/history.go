@@ -41,6 +41,8 @@ func (s *Server) pruneLoop(ctx context.Context) {
 // nothing more is due, and returns what they removed.
 func (s *Server) pruneHistory(ctx context.Context) error {
 	var jobs, backups uint32
+	var resumeNanos int64
+	var resumeID string
 	defer func() {
 		if jobs+backups > 0 {
 			s.log.Info("catalog history pruned", "jobs_removed", jobs, "backups_removed", backups)
@@ -52,6 +54,8 @@ func (s *Server) pruneHistory(ctx context.Context) error {
 			MaxJobs:             s.cfg.JobHistoryMax,
 			JobAgeSeconds:       int64(s.cfg.JobHistoryAge / time.Second),
 			TombstoneAgeSeconds: int64(s.cfg.BackupTombstoneAge / time.Second),
+			ResumeAfterNanos:    resumeNanos,
+			ResumeAfterId:       resumeID,
 		}}})
 		if err != nil {
 			return fmt.Errorf("pruning the catalog's history: %w", err)
@@ -61,6 +65,11 @@ func (s *Server) pruneHistory(ctx context.Context) error {
 		backups += r.GetBackupsRemoved()
 		if !r.GetMore() {
 			return nil
+		}
+		// The next entry resumes where this one stopped (an entry costs
+		// its batch, not the jobs kept before it).
+		if r.GetResumeAfterId() != "" {
+			resumeNanos, resumeID = r.GetResumeAfterNanos(), r.GetResumeAfterId()
 		}
 	}
 	return ctx.Err()

@@ -273,17 +273,9 @@ func (c *CatalogCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(n), kindName(k.kind), catalog.StateName(k.state))
 	}
 	ch <- prometheus.MustNewConstMetric(c.instances, prometheus.GaugeValue, float64(len(rd.Instances())))
-	last := map[string]time.Time{}
-	rd.EachBackup(func(b *v1.Backup) {
-		if b.GetStatus() != v1.BackupStatus_BACKUP_STATUS_COMPLETE || b.GetFinishedAt() == nil {
-			return
-		}
-		if t := b.GetFinishedAt().AsTime(); t.After(last[b.GetInstance()]) {
-			last[b.GetInstance()] = t
-		}
-	})
-	for in, t := range last {
-		ch <- prometheus.MustNewConstMetric(c.lastBackup, prometheus.GaugeValue, float64(t.UnixNano())/1e9, in)
+	// From the backups' index entries: a scrape decodes no backup.
+	for in, t := range rd.LastCompleteBackups() {
+		ch <- prometheus.MustNewConstMetric(c.lastBackup, prometheus.GaugeValue, float64(t)/1e9, in)
 	}
 	for _, st := range rd.BinlogStreams() {
 		wm := st.GetWatermark()

@@ -418,31 +418,6 @@ func (r *Read) eachFinished(from *Cursor, fn func(FinishedJob) bool) {
 	}
 }
 
-// finishedDescending calls fn for the finished jobs, in either place,
-// newest finish first, until fn returns false.
-func (r *Read) finishedDescending(fn func(Cursor) bool) {
-	mem := r.memFinished()
-	stopped := false
-	r.fin.byFinished.Reverse(func(e *fjob) bool {
-		p := e.finishedPos()
-		for len(mem) > 0 && p.OlderThan(FinishedPos(mem[len(mem)-1])) {
-			if !fn(FinishedPos(mem[len(mem)-1])) {
-				stopped = true
-				return false
-			}
-			mem = mem[:len(mem)-1]
-		}
-		if !fn(p) {
-			stopped = true
-			return false
-		}
-		return true
-	})
-	for i := len(mem) - 1; i >= 0 && !stopped; i-- {
-		stopped = !fn(FinishedPos(mem[i]))
-	}
-}
-
 // FinishedCount is the number of jobs in the finished store (not those
 // whose attempt is still stopping).
 func (r *Read) FinishedCount() int { return r.fin.byID.Len() }

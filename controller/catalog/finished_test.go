@@ -346,13 +346,28 @@ func TestFinishedWalks(t *testing.T) {
 	if want := ids(byFinish[40:]); !slices.Equal(since, want) {
 		t.Fatalf("EachFinishedSince: got %v, want %v", since, want)
 	}
-	for _, n := range []int{1, 2, 17, 50} {
+	// Every rank: the seek by rank in the tree merged with the 9 jobs
+	// still stopping in go-memdb, wherever they fall.
+	for n := 1; n <= 50; n++ {
 		if p, ok := r.NthNewestFinished(n); !ok || p != FinishedPos(byFinish[50-n]) {
 			t.Fatalf("NthNewestFinished(%d) = %v %v, want %v", n, p, ok, FinishedPos(byFinish[50-n]))
 		}
 	}
 	if _, ok := r.NthNewestFinished(51); ok {
 		t.Fatal("NthNewestFinished(51) of 50")
+	}
+	// Resuming after each position walks exactly the jobs after it.
+	for i := -1; i < 50; i++ {
+		var after *Cursor
+		if i >= 0 {
+			p := FinishedPos(byFinish[i])
+			after = &p
+		}
+		var got []string
+		r.EachFinishedAfter(after, func(f FinishedJob) bool { got = append(got, f.ID); return true })
+		if want := ids(byFinish[i+1:]); !slices.Equal(got, want) {
+			t.Fatalf("EachFinishedAfter(%d): got %v, want %v", i, got, want)
+		}
 	}
 
 	// Runs: db0's latest is the active one; db1's the newest finished,

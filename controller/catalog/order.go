@@ -43,23 +43,6 @@ func (x keyIndex) FromArgs(args ...any) ([]byte, error) {
 
 func (x keyIndex) PrefixFromArgs(args ...any) ([]byte, error) { return x.FromArgs(args...) }
 
-// multiKeyIndex is keyIndex for records with several keys (a backup
-// refers to several jobs).
-type multiKeyIndex struct {
-	keys func(obj any) [][]byte
-}
-
-func (x multiKeyIndex) FromObject(obj any) (bool, [][]byte, error) {
-	ks := x.keys(obj)
-	return len(ks) > 0, ks, nil
-}
-
-func (x multiKeyIndex) FromArgs(args ...any) ([]byte, error) { return keyIndex{}.FromArgs(args...) }
-
-func (x multiKeyIndex) PrefixFromArgs(args ...any) ([]byte, error) {
-	return keyIndex{}.FromArgs(args...)
-}
-
 // key building: strings end with a NUL (ids and names never hold one),
 // times are 8 bytes big-endian with the sign bit flipped so that byte
 // order is time order (nil times sort as the epoch), numbers 4 bytes.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"slices"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -15,18 +16,44 @@ import (
 
 // NthNewestFinished returns the finish time (updated_at, Unix nanoseconds)
 // and id of the n-th most recently finished job (1 is the newest), and
-// false when fewer than n jobs are finished. It walks n index entries.
+// false when fewer than n jobs are finished. It costs a seek by rank in
+// the finish tree (its nodes keep counts) and a sort of the few terminal
+// jobs still in go-memdb, not n steps: every PruneCatalog entry asks.
 func (r *Read) NthNewestFinished(n int) (Cursor, bool) {
-	var out Cursor
-	i := 0
-	r.finishedDescending(func(p Cursor) bool {
-		if i++; i == n {
-			out = p
-			return false
+	if n <= 0 {
+		return Cursor{}, false
+	}
+	// S: the tree's entries from index start up, and the k jobs in
+	// go-memdb. The n newest of all are in S, so the answer is S's n-th
+	// newest, its (|S|-n)-th oldest (0-based); |S|-n <= k, so it is among
+	// the k+1 oldest tree entries of S and the k jobs.
+	mem := r.memFinished()
+	k, size := len(mem), r.fin.byFinished.Len()
+	start := max(0, size-n)
+	total := size - start + k
+	if total < n {
+		return Cursor{}, false
+	}
+	cands := make([]Cursor, 0, 2*k+1)
+	for _, j := range mem {
+		cands = append(cands, FinishedPos(j))
+	}
+	if first, ok := r.fin.byFinished.GetAt(start); ok {
+		r.fin.byFinished.Ascend(first, func(e *fjob) bool {
+			cands = append(cands, e.finishedPos())
+			return len(cands) < 2*k+1
+		})
+	}
+	slices.SortFunc(cands, func(a, b Cursor) int {
+		if a.OlderThan(b) {
+			return -1
 		}
-		return true
+		if b.OlderThan(a) {
+			return 1
+		}
+		return 0
 	})
-	return out, i == n && n > 0
+	return cands[total-n], true
 }
 
 // FinishedPos is a finished job's position in the finished index: its
@@ -40,27 +67,22 @@ func FinishedPos(j *v1.Job) Cursor { return CursorOf(j.GetUpdatedAt(), j.GetId()
 // then delete).
 func (r *Read) EachFinishedJob(fn func(FinishedJob) bool) { r.eachFinished(nil, fn) }
 
+// EachFinishedAfter is EachFinishedJob from strictly after the finish
+// position `after` (nil: from the oldest): it seeks there in the finish
+// index instead of walking the jobs before it.
+func (r *Read) EachFinishedAfter(after *Cursor, fn func(FinishedJob) bool) {
+	if after == nil {
+		r.eachFinished(nil, fn)
+		return
+	}
+	r.eachFinished(after, func(f FinishedJob) bool { return f.Pos == *after || fn(f) })
+}
+
 // EachFinishedSince calls fn for the jobs that finished at or after
 // `since` (Unix nanoseconds of updated_at), oldest finish first, until fn
 // returns false. fn must not change the catalog.
 func (r *Read) EachFinishedSince(since int64, fn func(*v1.Job) bool) {
 	r.eachFinished(&Cursor{At: since}, func(f FinishedJob) bool { return fn(f.Job()) })
-}
-
-// JobReferenced reports whether a backup that is not DELETED refers to
-// job id: it wrote the backup, or marked it or one of its copies expired
-// (retention asks whether that expire job failed before marking again).
-func (r *Read) JobReferenced(id string) bool {
-	it, err := r.txn.Get(backupsTableName, "refs", appendStr(nil, id))
-	if err != nil {
-		panic(fmt.Sprintf("catalog: backup refs lookup: %v", err))
-	}
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		if obj.(*v1.Backup).GetStatus() != v1.BackupStatus_BACKUP_STATUS_DELETED {
-			return true
-		}
-	}
-	return false
 }
 
 // LatestRun returns the job of (policy, schedule index, run key) with the
@@ -118,20 +140,6 @@ func (r *Read) latestRun(policy string, index uint32, runKey string) (mem *v1.Jo
 	return nil, fin
 }
 
-// EachDeletedBackup calls fn for the DELETED backup records, oldest
-// deletion first, until fn returns false. fn must not change the catalog.
-func (r *Read) EachDeletedBackup(fn func(*v1.Backup) bool) {
-	it, err := r.txn.Get(backupsTableName, "deleted", []byte{})
-	if err != nil {
-		panic(fmt.Sprintf("catalog: deleted backups walk: %v", err))
-	}
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		if !fn(obj.(*v1.Backup)) {
-			return
-		}
-	}
-}
-
 // DeleteJob removes a job record; a missing one is ErrNotFound.
 func (w *Write) DeleteJob(id string) error {
 	n, err := w.txn.DeleteAll(jobsTableName, "id", id)
@@ -144,18 +152,6 @@ func (w *Write) DeleteJob(id string) error {
 			return nil
 		}
 		return Errorf(ErrNotFound, "job %q not found", id)
-	}
-	return nil
-}
-
-// DeleteBackup removes a backup record; a missing one is ErrNotFound.
-func (w *Write) DeleteBackup(id string) error {
-	n, err := w.txn.DeleteAll(backupsTableName, "id", id)
-	if err != nil {
-		return fmt.Errorf("deleting backup %q: %w", id, err)
-	}
-	if n == 0 {
-		return Errorf(ErrNotFound, "backup %q not found", id)
 	}
 	return nil
 }

@@ -13,9 +13,6 @@ func (r *Read) EachJob(fn func(*v1.Job)) {
 	})
 }
 
-// EachBackup calls fn for every backup, in id order, unsorted.
-func (r *Read) EachBackup(fn func(*v1.Backup)) { each(r, backupsTableName, fn) }
-
 func each[T any](r *Read, table string, fn func(T)) {
 	it, err := r.txn.Get(table, "id")
 	if err != nil {

@@ -12,18 +12,24 @@ import (
 // Dump returns the whole catalog as one message, each table in key order,
 // so equal catalogs dump to equal bytes (with deterministic marshalling).
 // The records are shared with the store and must not be changed. Finished
-// jobs are in FinishedJobs, as the bytes the store keeps.
+// jobs are in FinishedJobs and backups in BackupRecords, as the bytes the
+// store keeps.
 func (r *Read) Dump() *v1.CatalogSnapshot {
 	fin := make([][]byte, 0, r.fin.byID.Len())
 	r.fin.byID.Scan(func(e *fjob) bool {
 		fin = append(fin, bytesOf(e.data)) // read only: marshalled into the snapshot
 		return true
 	})
+	bk := make([][]byte, 0, r.bk.byID.Len())
+	r.bk.byID.Scan(func(e *bent) bool {
+		bk = append(bk, bytesOf(e.data))
+		return true
+	})
 	return &v1.CatalogSnapshot{
 		FinishedJobs:    fin,
 		Agents:          r.Agents(),
 		Instances:       r.Instances(),
-		Backups:         all[*v1.Backup](r, backupsTableName, "id"),
+		BackupRecords:   bk,
 		Jobs:            all[*v1.Job](r, jobsTableName, "id"),
 		Members:         r.Members(),
 		BinlogStreams:   r.BinlogStreams(),
@@ -62,6 +68,10 @@ func Load(snap *v1.CatalogSnapshot) (*Store, error) {
 	if err := put("backups", len(snap.GetBackups()), func(i int) error { return w.PutBackup(snap.Backups[i]) }); err != nil {
 		return nil, err
 	}
+	if err := loadBackups(w, snap.GetBackupRecords()); err != nil {
+		return nil, err
+	}
+	snap.BackupRecords = nil
 	if err := put("jobs", len(snap.GetJobs()), func(i int) error { return w.PutJob(snap.Jobs[i]) }); err != nil {
 		return nil, err
 	}

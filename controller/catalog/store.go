@@ -13,14 +13,18 @@ import (
 // writers put a fresh object. That is what makes reads lock-free and Raft
 // snapshots a cheap memdb snapshot.
 //
-// Finished jobs are kept apart, in copy-on-write trees (finished.go); a
-// commit publishes go-memdb's new root and the new trees together under
-// mu, so a Read never sees a job in both places or in neither.
+// Finished jobs and backups are kept apart, in copy-on-write trees
+// (finished.go, backupstore.go); a commit publishes go-memdb's new root
+// and the new trees together under mu, so a Read never sees a job in both
+// places or in neither, nor a backup change without the job change of
+// the same entry.
 type Store struct {
 	db *memdb.MemDB
 
 	mu  sync.RWMutex
 	fin *finTrees
+	// bk: the backups (backupstore.go), published like fin.
+	bk *backTrees
 	// finCh is closed when a commit changes the finished store: a watch on
 	// a finished (or missing) job waits on it.
 	finCh chan struct{}
@@ -28,7 +32,7 @@ type Store struct {
 
 // tables lists every table's schema; each lives in the file of its table.
 var tables = []func() *memdb.TableSchema{
-	agentsTable, instancesTable, backupsTable, jobsTable, membersTable, binlogStreamsTable,
+	agentsTable, instancesTable, jobsTable, membersTable, binlogStreamsTable,
 	joinTokensTable, revocationsTable, clusterCATable, auditTable, accessTokensTableSchema,
 	policiesTable, scheduleSkipsTable, idempotencyTable, idempotencyCountTable,
 }
@@ -52,7 +56,7 @@ func New() *Store {
 		// The schema is static; an error is a programming error.
 		panic(fmt.Sprintf("catalog: bad schema: %v", err))
 	}
-	return &Store{db: db, fin: newFinTrees(), finCh: make(chan struct{})}
+	return &Store{db: db, fin: newFinTrees(), bk: newBackTrees(), finCh: make(chan struct{})}
 }
 
 // Read opens a read transaction: a consistent snapshot of every table that
@@ -60,7 +64,7 @@ func New() *Store {
 func (s *Store) Read() *Read {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return &Read{txn: s.db.Txn(false), fin: s.fin, finCh: s.finCh}
+	return &Read{txn: s.db.Txn(false), fin: s.fin, bk: s.bk, finCh: s.finCh}
 }
 
 // Write opens the write transaction. There is at most one at a time (memdb
@@ -69,7 +73,7 @@ func (s *Store) Write() *Write {
 	txn := s.db.Txn(true) // first: it serialises the writers
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return &Write{Read: Read{txn: txn, fin: s.fin}, s: s}
+	return &Write{Read: Read{txn: txn, fin: s.fin, bk: s.bk}, s: s}
 }
 
 // Snapshot returns a frozen copy of the store, for a Raft snapshot to
@@ -77,13 +81,14 @@ func (s *Store) Write() *Write {
 func (s *Store) Snapshot() *Store {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return &Store{db: s.db.Snapshot(), fin: s.fin, finCh: make(chan struct{})}
+	return &Store{db: s.db.Snapshot(), fin: s.fin, bk: s.bk, finCh: make(chan struct{})}
 }
 
 // Read is a read transaction over the catalog.
 type Read struct {
 	txn *memdb.Txn
 	fin *finTrees
+	bk  *backTrees
 	// finCh is the store's at the time of the Read (nil in a Write).
 	finCh <-chan struct{}
 }
@@ -95,6 +100,9 @@ type Write struct {
 	// finCopied: Read.fin is this transaction's own copy of the finished
 	// trees, to publish at Commit.
 	finCopied bool
+	// bkCopied: Read.bk is this transaction's own copy of the backup
+	// trees, to publish at Commit.
+	bkCopied bool
 }
 
 // finMut returns the finished trees to change, copying the published
@@ -110,16 +118,22 @@ func (w *Write) finMut() *finTrees {
 // Commit publishes the changes and fires the watch channels of the records
 // they touched (and, when finished jobs changed, the finished store's).
 func (w *Write) Commit() {
-	if !w.finCopied {
+	if !w.finCopied && !w.bkCopied {
 		w.txn.Commit()
 		return
 	}
 	s := w.s
 	s.mu.Lock()
 	w.txn.Commit()
-	s.fin = w.fin
-	close(s.finCh)
-	s.finCh = make(chan struct{})
+	if w.bkCopied {
+		s.bk = w.bk
+	}
+	if w.finCopied {
+		// Only job watches wait on finCh: a backup change leaves it.
+		s.fin = w.fin
+		close(s.finCh)
+		s.finCh = make(chan struct{})
+	}
 	s.mu.Unlock()
 }
 

@@ -67,7 +67,17 @@ func applyPruneCatalog(w *catalog.Write, c *v1.PruneCatalog) (proto.Message, err
 		streamJobs[s.GetJobId()] = true
 	}
 	var jobs []string
-	w.EachFinishedJob(func(f catalog.FinishedJob) bool {
+	// The walk resumes after the last job the previous entry of the pass
+	// judged: the jobs before it were removed or kept, and walking past
+	// the kept ones again at every entry made a pass quadratic (at 1M
+	// jobs, 90,000 kept ones and 1.7 s for the last entries;
+	// bench/README.md). A kept job that may go later (its backup deleted
+	// meanwhile) goes at the next pass, which starts from the oldest.
+	var from, last *catalog.Cursor
+	if c.GetResumeAfterId() != "" {
+		from = &catalog.Cursor{At: c.GetResumeAfterNanos(), ID: c.GetResumeAfterId()}
+	}
+	w.EachFinishedAfter(from, func(f catalog.FinishedJob) bool {
 		p := f.Pos
 		if p.At >= ageCut && (rankCut == nil || !p.OlderThan(*rankCut)) {
 			return false // this one and every later one stays
@@ -76,6 +86,7 @@ func applyPruneCatalog(w *catalog.Write, c *v1.PruneCatalog) (proto.Message, err
 			res.More = true
 			return false
 		}
+		last = &p
 		// A backup job whose dead attempts may have left manifests stays
 		// until the reconcile sweep has judged them (without its record an
 		// orphan is "unknown" and kept for ever), bounded by the age limit
@@ -115,6 +126,9 @@ func applyPruneCatalog(w *catalog.Write, c *v1.PruneCatalog) (proto.Message, err
 		}
 	}
 	res.BackupsRemoved = uint32(len(backups))
+	if res.More && last != nil {
+		res.ResumeAfterNanos, res.ResumeAfterId = last.At, last.ID
+	}
 	if res.JobsRemoved == 0 && res.BackupsRemoved == 0 {
 		return res, errUnchanged
 	}

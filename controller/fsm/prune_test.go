@@ -120,6 +120,54 @@ func TestPruneBatch(t *testing.T) {
 	}
 }
 
+// TestPruneResumes: an entry with more to do says where its job walk
+// stopped, the next entry walks only after that point (jobs before it
+// stay until the next pass starts from the oldest), and a pass that
+// follows the cursors ends where one without them does.
+func TestPruneResumes(t *testing.T) {
+	n := newNode(t)
+	pruneLog(n)
+	// Finish order: s1, s2 (kept: latest run), j0 (kept: live backup),
+	// j1, j2 | j3 ...: the batch of 3 is full at j3.
+	r := n.pruned(pruneCmd(time.Hour, 1, 0, 0, 3))
+	if !r.GetMore() || r.GetResumeAfterId() != "j2" || r.GetResumeAfterNanos() != ts(2*time.Minute+30*time.Second).AsTime().UnixNano() {
+		t.Fatalf("first batch = %v, want more and a cursor at j2 (ended 2m30s)", r)
+	}
+	// An entry resuming after j5 leaves j3 and j4, before its cursor,
+	// and takes the next three: the walk starts at the cursor.
+	c := pruneCmd(time.Hour, 1, 0, 0, 3)
+	c.GetPruneCatalog().ResumeAfterId = "j5"
+	c.GetPruneCatalog().ResumeAfterNanos = ts(5*time.Minute + 30*time.Second).AsTime().UnixNano()
+	if r := n.pruned(c); r.GetJobsRemoved() != 3 || r.GetMore() {
+		t.Fatalf("resumed batch = %v, want 3 removed and nothing more (j9 is the newest)", r)
+	}
+	if !n.has("j3") || !n.has("j4") || !n.has("j5") || n.has("j6") || n.has("j8") || !n.has("j9") {
+		t.Fatal("the resumed entry did not start after its cursor")
+	}
+
+	// A whole pass following the cursors, against one without: the
+	// same catalog at the end.
+	a, b := newNode(t), newNode(t)
+	pruneLog(a)
+	pruneLog(b)
+	for i := 0; ; i++ {
+		c := pruneCmd(time.Hour, 2, 0, 0, 2)
+		if i > 0 {
+			c.GetPruneCatalog().ResumeAfterNanos, c.GetPruneCatalog().ResumeAfterId = r.GetResumeAfterNanos(), r.GetResumeAfterId()
+		}
+		if r = a.pruned(c); !r.GetMore() {
+			break
+		}
+	}
+	for b.pruned(pruneCmd(time.Hour, 2, 0, 0, 2)).GetMore() {
+	}
+	sa, _ := Marshal(a.fsm.Store())
+	sb, _ := Marshal(b.fsm.Store())
+	if !bytes.Equal(sa, sb) || a.has("j7") || !a.has("j8") {
+		t.Fatal("a pass that resumes ends differently from one that walks from the oldest")
+	}
+}
+
 // TestBackupRecordPrunedAfterManifestDeletion: FinishExpiry makes the
 // record a DELETED tombstone; PruneCatalog removes it once the tombstone
 // window passed, and the job that wrote it becomes prunable.

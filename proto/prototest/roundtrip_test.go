@@ -270,6 +270,7 @@ func commandArms() map[string]*tidemarkv1.Command {
 		}}},
 		"prune_catalog": {Cmd: &tidemarkv1.Command_PruneCatalog{PruneCatalog: &tidemarkv1.PruneCatalog{
 			At: ts(0), MaxJobs: 100000, JobAgeSeconds: 90 * 86400, TombstoneAgeSeconds: 30 * 86400, Batch: 1000,
+			ResumeAfterNanos: 1_764_547_200_000_000_000, ResumeAfterId: "job-7",
 		}}},
 		"idempotent": {Cmd: &tidemarkv1.Command_Idempotent{Idempotent: &tidemarkv1.Idempotent{
 			Key: "7f3c9a51e2b44d0c8a6e1f2d3c4b5a69", Fingerprint: []byte{0x12, 0x34, 0x56}, Method: "/tidemark.v1.ControlService/SubmitBackup",

@@ -3610,7 +3610,12 @@ type CatalogSnapshot struct {
 	// copies the bytes instead of encoding a million messages again. A
 	// snapshot written before this field has them in jobs; loading it moves
 	// them here.
-	FinishedJobs  [][]byte `protobuf:"bytes,60,rep,name=finished_jobs,json=finishedJobs,proto3" json:"finished_jobs,omitempty"`
+	FinishedJobs [][]byte `protobuf:"bytes,60,rep,name=finished_jobs,json=finishedJobs,proto3" json:"finished_jobs,omitempty"`
+	// Every backup record, each a Backup marshalled deterministically,
+	// sorted by id: the catalog keeps backups in that form too
+	// (controller/catalog/backupstore.go). A snapshot written before this
+	// field has them in backups; loading it moves them here.
+	BackupRecords [][]byte `protobuf:"bytes,70,rep,name=backup_records,json=backupRecords,proto3" json:"backup_records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3746,6 +3751,13 @@ func (x *CatalogSnapshot) GetIdempotencyKeys() []*IdempotencyRecord {
 func (x *CatalogSnapshot) GetFinishedJobs() [][]byte {
 	if x != nil {
 		return x.FinishedJobs
+	}
+	return nil
+}
+
+func (x *CatalogSnapshot) GetBackupRecords() [][]byte {
+	if x != nil {
+		return x.BackupRecords
 	}
 	return nil
 }
@@ -5287,7 +5299,7 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x129\n" +
 	"\n" +
-	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xbb\x06\n" +
+	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xe2\x06\n" +
 	"\x0fCatalogSnapshot\x12*\n" +
 	"\x06agents\x18\x01 \x03(\v2\x12.tidemark.v1.AgentR\x06agents\x123\n" +
 	"\tinstances\x18\x02 \x03(\v2\x15.tidemark.v1.InstanceR\tinstances\x12-\n" +
@@ -5306,7 +5318,8 @@ const file_tidemark_v1_catalog_proto_rawDesc = "" +
 	"\bpolicies\x18\f \x03(\v2\x13.tidemark.v1.PolicyR\bpolicies\x12@\n" +
 	"\x0eschedule_skips\x18\r \x03(\v2\x19.tidemark.v1.ScheduleSkipR\rscheduleSkips\x12I\n" +
 	"\x10idempotency_keys\x18( \x03(\v2\x1e.tidemark.v1.IdempotencyRecordR\x0fidempotencyKeys\x12#\n" +
-	"\rfinished_jobs\x18< \x03(\fR\ffinishedJobs\"\xe7\x01\n" +
+	"\rfinished_jobs\x18< \x03(\fR\ffinishedJobs\x12%\n" +
+	"\x0ebackup_records\x18F \x03(\fR\rbackupRecords\"\xe7\x01\n" +
 	"\x11IdempotencyRecord\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12 \n" +
 	"\vfingerprint\x18\x02 \x01(\fR\vfingerprint\x12\x16\n" +

@@ -1043,9 +1043,16 @@ type PruneCatalog struct {
 	// Seconds; 0: DELETED records are removed at once.
 	TombstoneAgeSeconds int64 `protobuf:"varint,4,opt,name=tombstone_age_seconds,json=tombstoneAgeSeconds,proto3" json:"tombstone_age_seconds,omitempty"`
 	// 0: 1000.
-	Batch         uint32 `protobuf:"varint,5,opt,name=batch,proto3" json:"batch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Batch uint32 `protobuf:"varint,5,opt,name=batch,proto3" json:"batch,omitempty"`
+	// Where the previous entry of the same pass stopped: the finish time
+	// (Unix nanoseconds of updated_at) and id of the last finished job it
+	// judged. The job walk resumes strictly after it instead of walking
+	// again past every job kept so far (PruneCatalogResult.resume_*). Unset
+	// (empty id): from the oldest finished job.
+	ResumeAfterNanos int64  `protobuf:"varint,10,opt,name=resume_after_nanos,json=resumeAfterNanos,proto3" json:"resume_after_nanos,omitempty"`
+	ResumeAfterId    string `protobuf:"bytes,11,opt,name=resume_after_id,json=resumeAfterId,proto3" json:"resume_after_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *PruneCatalog) Reset() {
@@ -1113,15 +1120,33 @@ func (x *PruneCatalog) GetBatch() uint32 {
 	return 0
 }
 
+func (x *PruneCatalog) GetResumeAfterNanos() int64 {
+	if x != nil {
+		return x.ResumeAfterNanos
+	}
+	return 0
+}
+
+func (x *PruneCatalog) GetResumeAfterId() string {
+	if x != nil {
+		return x.ResumeAfterId
+	}
+	return ""
+}
+
 // PruneCatalogResult is what one PruneCatalog entry removed.
 type PruneCatalogResult struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	JobsRemoved    uint32                 `protobuf:"varint,1,opt,name=jobs_removed,json=jobsRemoved,proto3" json:"jobs_removed,omitempty"`
 	BackupsRemoved uint32                 `protobuf:"varint,2,opt,name=backups_removed,json=backupsRemoved,proto3" json:"backups_removed,omitempty"`
 	// The batch was full: the leader proposes another entry at once.
-	More          bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	More bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	// With more: the last finished job this entry judged (removed or
+	// kept), for the next entry's resume_after_* (empty id: none judged).
+	ResumeAfterNanos int64  `protobuf:"varint,10,opt,name=resume_after_nanos,json=resumeAfterNanos,proto3" json:"resume_after_nanos,omitempty"`
+	ResumeAfterId    string `protobuf:"bytes,11,opt,name=resume_after_id,json=resumeAfterId,proto3" json:"resume_after_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *PruneCatalogResult) Reset() {
@@ -1173,6 +1198,20 @@ func (x *PruneCatalogResult) GetMore() bool {
 		return x.More
 	}
 	return false
+}
+
+func (x *PruneCatalogResult) GetResumeAfterNanos() int64 {
+	if x != nil {
+		return x.ResumeAfterNanos
+	}
+	return 0
+}
+
+func (x *PruneCatalogResult) GetResumeAfterId() string {
+	if x != nil {
+		return x.ResumeAfterId
+	}
+	return ""
 }
 
 // RecordBackupCopy adds a verified copy to a backup's record; the same
@@ -2583,17 +2622,23 @@ const file_tidemark_v1_command_proto_rawDesc = "" +
 	"\x0fFinishReconcile\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\"\n" +
 	"\rswept_job_ids\x18\x02 \x03(\tR\vsweptJobIds\x125\n" +
-	"\bswept_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\asweptAt\"\xc7\x01\n" +
+	"\bswept_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\asweptAt\"\x9d\x02\n" +
 	"\fPruneCatalog\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x19\n" +
 	"\bmax_jobs\x18\x02 \x01(\rR\amaxJobs\x12&\n" +
 	"\x0fjob_age_seconds\x18\x03 \x01(\x03R\rjobAgeSeconds\x122\n" +
 	"\x15tombstone_age_seconds\x18\x04 \x01(\x03R\x13tombstoneAgeSeconds\x12\x14\n" +
-	"\x05batch\x18\x05 \x01(\rR\x05batch\"t\n" +
+	"\x05batch\x18\x05 \x01(\rR\x05batch\x12,\n" +
+	"\x12resume_after_nanos\x18\n" +
+	" \x01(\x03R\x10resumeAfterNanos\x12&\n" +
+	"\x0fresume_after_id\x18\v \x01(\tR\rresumeAfterId\"\xca\x01\n" +
 	"\x12PruneCatalogResult\x12!\n" +
 	"\fjobs_removed\x18\x01 \x01(\rR\vjobsRemoved\x12'\n" +
 	"\x0fbackups_removed\x18\x02 \x01(\rR\x0ebackupsRemoved\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"\\\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\x12,\n" +
+	"\x12resume_after_nanos\x18\n" +
+	" \x01(\x03R\x10resumeAfterNanos\x12&\n" +
+	"\x0fresume_after_id\x18\v \x01(\tR\rresumeAfterId\"\\\n" +
 	"\x10RecordBackupCopy\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12+\n" +
 	"\x04copy\x18\x02 \x01(\v2\x17.tidemark.v1.BackupCopyR\x04copy\"\xb2\x01\n" +
