@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -72,8 +73,11 @@ type Child struct {
 	Env     []string // added to the test's environment, overriding it
 	LogPath string
 
-	t       testing.TB
-	p       *process
+	t testing.TB
+	// p is the process as last started. Atomic because tests read it from
+	// other goroutines (a proxy asking which child owns a connection)
+	// while the test restarts the child.
+	p       atomic.Pointer[process]
 	cleanup bool
 }
 
@@ -99,7 +103,7 @@ func (c *Child) Start() {
 	if err != nil {
 		c.t.Fatalf("starting %s: %v", c.Name, err)
 	}
-	c.p = p
+	c.p.Store(p)
 	if !c.cleanup {
 		c.cleanup = true
 		c.t.Cleanup(func() {
@@ -112,13 +116,16 @@ func (c *Child) Start() {
 }
 
 // Exited reports whether the child (as last started) has exited.
-func (c *Child) Exited() bool { return c.p == nil || c.p.exited() }
+func (c *Child) Exited() bool {
+	p := c.p.Load()
+	return p == nil || p.exited()
+}
 
 // Done is closed when the child (as last started) has exited.
-func (c *Child) Done() <-chan struct{} { return c.p.done }
+func (c *Child) Done() <-chan struct{} { return c.p.Load().done }
 
 // Pid is the child's process id.
-func (c *Child) Pid() int { return c.p.pid() }
+func (c *Child) Pid() int { return c.p.Load().pid() }
 
 // Kill sends SIGKILL (kill -9) to the child's process group, continuing it
 // first in case it is stopped, and waits for it to go.
@@ -126,14 +133,15 @@ func (c *Child) Kill() {
 	if c.Exited() {
 		return
 	}
-	_ = syscall.Kill(-c.p.pid(), syscall.SIGCONT)
-	c.p.kill()
+	p := c.p.Load()
+	_ = syscall.Kill(-p.pid(), syscall.SIGCONT)
+	p.kill()
 }
 
 // Signal sends sig to the child.
 func (c *Child) Signal(sig syscall.Signal) {
 	c.t.Helper()
-	if err := c.p.cmd.Process.Signal(sig); err != nil {
+	if err := c.p.Load().cmd.Process.Signal(sig); err != nil {
 		c.t.Fatalf("%s: %v", c.Name, err)
 	}
 }
