@@ -35,7 +35,10 @@ import (
 //     the leader);
 //   - consistent-via-follower: connections to the followers, which forward
 //     every read to the leader (an API client that dialled any node);
-//   - stale: connections to the followers, stale reads (--stale).
+//   - stale: connections to the followers, stale reads (--stale);
+//   - stale-on-leader: connections to the leader, stale reads: the same
+//     process serving the same reads as consistent, without the
+//     leadership check, i.e. the ceiling consistent reads can reach.
 //
 // The latency is the gRPC call as the client sees it, on the same two
 // cores as the three controllers.
@@ -53,7 +56,7 @@ func BenchmarkReads(b *testing.B) {
 	ids := fillJobs(b, c, jobs)
 	b.Logf("%d jobs in the catalog", len(ids))
 	for _, readers := range []int{1, 16} {
-		for _, mode := range []string{"consistent", "consistent-via-follower", "stale"} {
+		for _, mode := range []string{"consistent", "consistent-via-follower", "stale", "stale-on-leader"} {
 			b.Run(fmt.Sprintf("readers=%d/mode=%s", readers, mode), func(b *testing.B) {
 				for range b.N {
 					measureReads(b, c, ids, readers, mode, ops, dur)
@@ -128,11 +131,11 @@ func measureReads(b *testing.B, c *ctlCluster, ids []string, readers int, mode, 
 			followers = append(followers, nd)
 		}
 	}
-	stale := mode == "stale"
+	stale := mode == "stale" || mode == "stale-on-leader"
 	conns := make([]*client.Conn, readers)
 	for i := range conns {
 		target := c.leader
-		if mode != "consistent" {
+		if mode == "consistent-via-follower" || mode == "stale" {
 			target = followers[i%len(followers)]
 		}
 		conn, err := client.DialAny(context.Background(), []string{target.grpcAddr}, c.opts(b, testenv.Admin()))
