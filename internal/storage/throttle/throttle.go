@@ -49,6 +49,13 @@ func Wrap(inner storage.Storage, rate float64) (*Store, error) {
 // Rate returns the limit in requests per second.
 func (s *Store) Rate() float64 { return s.lim.rate }
 
+// Wait takes one request's turn without sending anything. A caller whose
+// request must go out within a deadline of its own (gc's deletes are bounded
+// in time after the lock check that allows them) waits here first, then
+// sends the request through Unwrap, so waiting in line never eats into that
+// deadline.
+func (s *Store) Wait(ctx context.Context) error { return s.lim.wait(ctx) }
+
 // Unwrap returns the wrapped store, for its backend-specific methods.
 func (s *Store) Unwrap() storage.Storage { return s.inner }
 
