@@ -3,8 +3,8 @@ package throttle
 import (
 	"context"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strings"
