@@ -103,17 +103,16 @@ func BenchmarkGC(b *testing.B) {
 	copied := 0
 	go func() {
 		defer close(objs)
-		for k, o := range mem.objs {
-			if strings.HasPrefix(k, "locks/") {
-				continue
-			}
-			select {
-			case objs <- testenv.BulkObject{Key: "gc/" + k, Body: o.body}:
-				copied++
-			case <-ctx.Done():
+		mem.each(func(k string, body []byte) {
+			if strings.HasPrefix(k, "locks/") || ctx.Err() != nil {
 				return
 			}
-		}
+			select {
+			case objs <- testenv.BulkObject{Key: "gc/" + k, Body: body}:
+				copied++
+			case <-ctx.Done():
+			}
+		})
 	}()
 	if err := mc.PutMany(ctx, mc.Bucket, objs, 2000, envInt(b, "TIDEMARK_BENCH_GC_COPY_WORKERS", 4)); err != nil {
 		b.Fatal(err)

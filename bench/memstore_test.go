@@ -17,8 +17,11 @@ import (
 // MinIO in bulk. It keeps the contract the archive checks (create-only
 // puts, ranged gets, list after write); puts are durable on return.
 type memStore struct {
-	mu   sync.Mutex
-	objs map[string]memObject
+	mu sync.Mutex
+	// objs by the key's first component ("chunks", "locks"): a backup
+	// lists locks/ and gc/ at every step, which must not walk a million
+	// chunks each time.
+	objs map[string]map[string]memObject
 }
 
 type memObject struct {
@@ -28,7 +31,21 @@ type memObject struct {
 
 var _ storage.Storage = (*memStore)(nil)
 
-func newMemStore() *memStore { return &memStore{objs: map[string]memObject{}} }
+func newMemStore() *memStore { return &memStore{objs: map[string]map[string]memObject{}} }
+
+func topDir(key string) string {
+	dir, _, _ := strings.Cut(key, "/")
+	return dir
+}
+
+// each calls fn for every object, in no order.
+func (m *memStore) each(fn func(key string, body []byte)) {
+	for _, dir := range m.objs {
+		for k, o := range dir {
+			fn(k, o.body)
+		}
+	}
+}
 
 func (m *memStore) String() string { return "memory" }
 func (m *memStore) Close() error   { return nil }
@@ -38,7 +55,7 @@ func (m *memStore) Get(_ context.Context, key string, offset, length int64) (io.
 		return nil, fmt.Errorf("get %s: negative offset %d", key, offset)
 	}
 	m.mu.Lock()
-	o, ok := m.objs[key]
+	o, ok := m.objs[topDir(key)][key]
 	m.mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("get %s: %w", key, storage.ErrNotFound)
@@ -52,7 +69,7 @@ func (m *memStore) Get(_ context.Context, key string, offset, length int64) (io.
 
 func (m *memStore) Stat(_ context.Context, key string) (storage.ObjectInfo, error) {
 	m.mu.Lock()
-	o, ok := m.objs[key]
+	o, ok := m.objs[topDir(key)][key]
 	m.mu.Unlock()
 	if !ok {
 		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, storage.ErrNotFound)
@@ -63,9 +80,15 @@ func (m *memStore) Stat(_ context.Context, key string) (storage.ObjectInfo, erro
 func (m *memStore) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
 	m.mu.Lock()
 	var ois []storage.ObjectInfo
-	for k, o := range m.objs {
-		if strings.HasPrefix(k, prefix) {
-			ois = append(ois, storage.ObjectInfo{Key: k, Size: int64(len(o.body)), ModTime: o.at})
+	for dir, objs := range m.objs {
+		// A prefix within one directory, or one ending in its name.
+		if !strings.HasPrefix(dir+"/", prefix) && !strings.HasPrefix(prefix, dir+"/") {
+			continue
+		}
+		for k, o := range objs {
+			if strings.HasPrefix(k, prefix) {
+				ois = append(ois, storage.ObjectInfo{Key: k, Size: int64(len(o.body)), ModTime: o.at})
+			}
 		}
 	}
 	m.mu.Unlock()
@@ -87,16 +110,21 @@ func (m *memStore) Put(_ context.Context, key string, r io.Reader, _ int64, opts
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.objs[key]; ok && opts.IfNotExists {
+	dir := m.objs[topDir(key)]
+	if dir == nil {
+		dir = map[string]memObject{}
+		m.objs[topDir(key)] = dir
+	}
+	if _, ok := dir[key]; ok && opts.IfNotExists {
 		return fmt.Errorf("put %s: %w", key, storage.ErrExists)
 	}
-	m.objs[key] = memObject{body: body, at: time.Now()}
+	dir[key] = memObject{body: body, at: time.Now()}
 	return nil
 }
 
 func (m *memStore) Delete(_ context.Context, key string) error {
 	m.mu.Lock()
-	delete(m.objs, key)
+	delete(m.objs[topDir(key)], key)
 	m.mu.Unlock()
 	return nil
 }
