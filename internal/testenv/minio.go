@@ -288,7 +288,9 @@ type BulkObject struct {
 // HTTP round trip and a signature each, which is what limits how large a
 // repository a benchmark can build; this is for filling one, never for
 // code under test (every object gets the time of its batch's arrival).
-// objs is read until it is closed or ctx ends.
+// objs is read until it is closed. On an error PutMany returns once every
+// worker has stopped, possibly before objs is drained: the sender must also
+// give up when ctx ends, and the caller cancels ctx when PutMany fails.
 func (m *MinIO) PutMany(ctx context.Context, bucket string, objs <-chan BulkObject, batch, workers int) error {
 	c, err := m.client(3)
 	if err != nil {
