@@ -101,22 +101,25 @@ func BenchmarkGC(b *testing.B) {
 	start = time.Now()
 	objs := make(chan testenv.BulkObject)
 	copied := 0
+	cctx, cancelCopy := context.WithCancel(ctx) // ends the sender if PutMany fails
+	defer cancelCopy()
 	go func() {
 		defer close(objs)
 		mem.each(func(k string, body []byte) {
-			if strings.HasPrefix(k, "locks/") || ctx.Err() != nil {
+			if strings.HasPrefix(k, "locks/") || cctx.Err() != nil {
 				return
 			}
 			select {
 			case objs <- testenv.BulkObject{Key: "gc/" + k, Body: body}:
 				copied++
-			case <-ctx.Done():
+			case <-cctx.Done():
 			}
 		})
 	}()
-	if err := mc.PutMany(ctx, mc.Bucket, objs, 2000, envInt(b, "TIDEMARK_BENCH_GC_COPY_WORKERS", 4)); err != nil {
+	if err := mc.PutMany(cctx, mc.Bucket, objs, 2000, envInt(b, "TIDEMARK_BENCH_GC_COPY_WORKERS", 4)); err != nil {
 		b.Fatal(err)
 	}
+	cancelCopy()
 	mem = nil
 	b.Logf("built %d backups, %d chunks in memory in %s; copied %d objects to MinIO in %s (%.0f objects/s)",
 		backups, backups*perBackup, buildTook.Round(time.Second), copied, time.Since(start).Round(time.Second), float64(copied)/time.Since(start).Seconds())
