@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -268,7 +269,13 @@ any chunk referenced again since, then condemns the chunks that no backup refere
 and that are older than --grace. So a chunk goes at the second run after it became
 unreferenced and older than --grace. Only two gc runs exclude each other.
 --dry-run -o json lists every condemnation record: since when, its state, what it
-waits for and when it becomes deletable.`,
+waits for and when it becomes deletable.
+
+--max-rate bounds the requests a run sends to the store per second (every get, stat,
+put and delete, and every 1,000 objects listed), so that backups and binlog streams
+sharing the store keep its capacity: the default, 200/s, lets a sweep delete about
+100,000 chunks in 8 minutes. 0 removes the bound (a sweep then deletes as fast as
+--workers and the store allow); the run's own lock refreshes are never held back.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -279,6 +286,9 @@ waits for and when it becomes deletable.`,
 			}
 			if opts.Workers < 1 {
 				return &UserError{Code: ExitUsage, Msg: "--workers must be at least 1"}
+			}
+			if !(opts.MaxRate >= 0) || math.IsInf(opts.MaxRate, 1) {
+				return &UserError{Code: ExitUsage, Msg: fmt.Sprintf("--max-rate %v: want requests per second, a positive number, or 0 for no bound", opts.MaxRate)}
 			}
 			repo, closeRepo, err := rf.open(cmd.Context())
 			if err != nil {
@@ -300,6 +310,7 @@ waits for and when it becomes deletable.`,
 	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "report what would be deleted, delete nothing")
 	cmd.Flags().DurationVar(&opts.Grace, "grace", time.Hour, "do not condemn unreferenced chunks younger than this")
 	cmd.Flags().IntVar(&opts.Workers, "workers", 16, "deletes in flight; fewer spare a store that binlog streams upload to")
+	cmd.Flags().Float64Var(&opts.MaxRate, "max-rate", archive.DefaultGCMaxRate, "requests per second to the store at most (a list page of 1,000 objects is one); 0: no bound")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
 }

@@ -125,7 +125,7 @@ func TestRepoGCReport(t *testing.T) {
 	if err := st.Delete(ctx, "manifests/"+m.BackupId); err != nil {
 		t.Fatal(err)
 	}
-	code, out, errs := run(t, "repo", "gc", "--repo", repo, "--grace", "0s")
+	code, out, errs := run(t, "repo", "gc", "--repo", repo, "--grace", "0s", "--max-rate", "50")
 	if code != 0 || !strings.Contains(out, "deleted 0 chunks") || !strings.Contains(out, "condemned 1 chunks") || !strings.Contains(out, " new ") {
 		t.Fatalf("first gc: %d %q %q", code, out, errs)
 	}
@@ -138,9 +138,24 @@ func TestRepoGCReport(t *testing.T) {
 		rep.Records[0].CondemnedAt.IsZero() || rep.Records[0].DeletableAt.IsZero() || rep.ChunksDeleted != 1 {
 		t.Fatalf("dry run report: %s", out)
 	}
-	code, out, errs = run(t, "repo", "gc", "--repo", repo, "--grace", "0s")
+	code, out, errs = run(t, "repo", "gc", "--repo", repo, "--grace", "0s", "--max-rate", "0")
 	if code != 0 || !strings.Contains(out, "deleted 1 chunks") || !strings.Contains(out, " deleted ") {
 		t.Fatalf("second gc: %d %q %q", code, out, errs)
+	}
+}
+
+// --max-rate takes requests per second or 0; anything else is refused
+// before the repository is opened, with what was wrong and what to give.
+func TestRepoGCMaxRateRefused(t *testing.T) {
+	repo := "file://" + filepath.Join(t.TempDir(), "none")
+	for _, bad := range []string{"-1", "NaN", "+Inf"} {
+		code, _, errs := run(t, "repo", "gc", "--repo", repo, "--max-rate", bad)
+		if code != ExitUsage || !strings.Contains(errs, "--max-rate") || !strings.Contains(errs, "0 for no bound") {
+			t.Errorf("--max-rate %s: exit %d, %q", bad, code, errs)
+		}
+	}
+	if code, _, errs := run(t, "repo", "gc", "--repo", repo, "--max-rate", "fast"); code == 0 || !strings.Contains(errs, "max-rate") {
+		t.Errorf("--max-rate fast: exit %d, %q", code, errs)
 	}
 }
 

@@ -12,7 +12,10 @@
 // chunks it no longer protects; a gc run whose lock goes stale is fenced
 // by an object it checks before every delete. Liveness is judged by the
 // store's clock, never by a process's clock or pid. Sealed objects under
-// objects/ (binlog segments) are outside all of it.
+// objects/ (binlog segments) are outside all of it. A run's requests can
+// be bounded (GCOptions.MaxRate): it then works through a view of the Repo
+// over a rate-limited store, so neither its lock nor the backups sharing
+// the Repo wait behind it.
 //
 // Keys (keys.go): an encrypted repository's config (format 2) holds key
 // slots, each wrapping the same root and chunk-id keys under one passphrase

@@ -175,6 +175,20 @@ type Repo struct {
 
 	condMu sync.Mutex
 	cond   map[string]*condemned // condemnation records read so far
+
+	// viewOf is the Repo this one is a view of (see through), nil for a
+	// Repo that was opened.
+	viewOf *Repo
+}
+
+// through returns a view of r whose requests go to store, a wrapper of r's
+// own (a rate bound), sharing r's configuration, keys and codec; what it
+// learns of deleted chunks goes to r's chunk index. Its own caches start
+// empty. For gc, which must be slowed without slowing the backups that
+// share r. Closing the view is not needed and closes nothing.
+func (r *Repo) through(store storage.Storage) *Repo {
+	return &Repo{store: store, cfg: r.cfg, codec: r.codec, cfgRaw: r.cfgRaw, rk: r.rk, slot: r.slot, upgrade: r.upgrade,
+		timing: r.lockTiming(), viewOf: r}
 }
 
 // indexMaxAge bounds how long a chunk index is trusted: far less than gc

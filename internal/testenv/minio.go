@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -272,4 +273,60 @@ func randomHex(t testing.TB, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// BulkObject is one object for PutMany.
+type BulkObject struct {
+	Key  string // full key in the bucket, the store's prefix included
+	Body []byte
+}
+
+// PutMany stores objects in bucket in batches of batch objects, each batch
+// one request: a tar that MinIO unpacks into separate objects on arrival
+// (its "snowball" auto-extract, minio-go's PutObjectsSnowball), with
+// workers batches in flight. One PUT per object costs both processes an
+// HTTP round trip and a signature each, which is what limits how large a
+// repository a benchmark can build; this is for filling one, never for
+// code under test (every object gets the time of its batch's arrival).
+// objs is read until it is closed. On an error PutMany returns once every
+// worker has stopped, possibly before objs is drained: the sender must also
+// give up when ctx ends, and the caller cancels ctx when PutMany fails.
+func (m *MinIO) PutMany(ctx context.Context, bucket string, objs <-chan BulkObject, batch, workers int) error {
+	c, err := m.client(3)
+	if err != nil {
+		return err
+	}
+	batch, workers = max(1, batch), max(1, workers)
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			var err error
+			for err == nil {
+				in := make(chan minio.SnowballObject, batch)
+				n := 0
+				for o := range objs {
+					in <- minio.SnowballObject{Key: o.Key, Size: int64(len(o.Body)), Content: bytes.NewReader(o.Body)}
+					if n++; n == batch {
+						break
+					}
+				}
+				close(in)
+				if n == 0 {
+					break
+				}
+				err = c.PutObjectsSnowball(ctx, bucket, minio.SnowballOptions{InMemory: true}, in)
+				if err != nil {
+					err = fmt.Errorf("testenv: minio %s: bulk put of %d objects: %w", m.name, n, err)
+				}
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range workers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
