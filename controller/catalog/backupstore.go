@@ -94,6 +94,8 @@ func newBent(b *v1.Backup, data string) *bent {
 
 // backup decodes the record. The bytes were marshalled by this package or
 // decoded once already when a snapshot was loaded: an error is a bug.
+func (e *bent) record() *v1.Backup { return e.backup() }
+
 func (e *bent) backup() *v1.Backup {
 	b := &v1.Backup{}
 	if err := proto.Unmarshal(bytesOf(e.data), b); err != nil {
@@ -262,30 +264,17 @@ func (r *Read) Backups(instance string) []*v1.Backup {
 	return out
 }
 
-// bkLane walks one backup tree newest first for a listing, from the
-// listing's cursor, while in (nil: always) holds; only the entries that
-// match are decoded.
+// bkLane walks one backup tree newest first for a listing (treeLane);
+// prefix holds the fields of the tree's range.
 func bkLane(t *bkTree, prefix bent, in, match func(*bent) bool) lane[*v1.Backup] {
-	return func(after *Cursor, visit func(Cursor, *v1.Backup, bool) bool) {
+	return treeLane(t, func(after *Cursor) *bent {
 		pivot := prefix
 		pivot.started, pivot.id = math.MaxInt64, topID
 		if after != nil {
 			pivot.started, pivot.id = after.At, after.ID
 		}
-		t.Descend(&pivot, func(e *bent) bool {
-			if in != nil && !in(e) {
-				return false
-			}
-			p := e.pos()
-			if after != nil && !p.OlderThan(*after) {
-				return true // the cursor's own record
-			}
-			if match(e) {
-				return visit(p, e.backup(), true)
-			}
-			return visit(p, nil, false)
-		})
-	}
+		return &pivot
+	}, in, match)
 }
 
 // BackupFilter selects backups; zero fields match everything.

@@ -109,6 +109,8 @@ func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)
 // job decodes the record. The bytes were marshalled by this package or
 // decoded once already when a snapshot was loaded: an error is a bug.
 // Unmarshal copies what it keeps, so the record's memory stays read-only.
+func (e *fjob) record() *v1.Job { return e.job() }
+
 func (e *fjob) job() *v1.Job {
 	j := &v1.Job{}
 	if err := proto.Unmarshal(bytesOf(e.data), j); err != nil {
@@ -293,30 +295,17 @@ func (w *Write) finPut(j *v1.Job) error {
 	return nil
 }
 
-// finLane walks one finished tree newest first for a job listing, from
-// the listing's cursor, while in (nil: always) holds; only the entries
-// that match are decoded.
+// finLane walks one finished tree newest first for a job listing
+// (treeLane); prefix holds the fields of the tree's range.
 func finLane(t *tree, prefix fjob, in, match func(*fjob) bool) lane[*v1.Job] {
-	return func(after *Cursor, visit func(Cursor, *v1.Job, bool) bool) {
+	return treeLane(t, func(after *Cursor) *fjob {
 		pivot := prefix
 		pivot.created, pivot.id = math.MaxInt64, topID
 		if after != nil {
 			pivot.created, pivot.id = after.At, after.ID
 		}
-		t.Descend(&pivot, func(e *fjob) bool {
-			if in != nil && !in(e) {
-				return false
-			}
-			p := e.pos()
-			if after != nil && !p.OlderThan(*after) {
-				return true // the cursor's own record
-			}
-			if match(e) {
-				return visit(p, e.job(), true)
-			}
-			return visit(p, nil, false)
-		})
-	}
+		return &pivot
+	}, in, match)
 }
 
 // finLanes are the lanes of the finished store for a job listing: the

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tidwall/btree"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -117,6 +118,37 @@ const maxScan = 5000
 // position, and the record when it matches the listing's filter (ok);
 // a lane may leave a record that does not match undecoded.
 type lane[T any] func(after *Cursor, visit func(p Cursor, rec T, ok bool) bool)
+
+// treeEntry is an entry of the B-trees that hold finished jobs and
+// backups: its position in the listings' order and its record, decoded
+// on demand.
+type treeEntry[T any] interface {
+	pos() Cursor
+	record() T
+}
+
+// treeLane walks one B-tree newest first for a listing, from the
+// listing's cursor, while in (nil: always) holds; only the entries that
+// match are decoded. pivot returns the tree's key at a cursor (nil: above
+// the newest entry of the range).
+func treeLane[E treeEntry[T], T any](t *btree.BTreeG[E], pivot func(after *Cursor) E, in, match func(E) bool) lane[T] {
+	return func(after *Cursor, visit func(Cursor, T, bool) bool) {
+		t.Descend(pivot(after), func(e E) bool {
+			if in != nil && !in(e) {
+				return false
+			}
+			p := e.pos()
+			if after != nil && !p.OlderThan(*after) {
+				return true // the cursor's own record
+			}
+			if match(e) {
+				return visit(p, e.record(), true)
+			}
+			var none T
+			return visit(p, none, false)
+		})
+	}
+}
 
 // memLane is the lane of one go-memdb index range.
 func memLane[T any](r *Read, table string, s source, pos func(T) Cursor, match func(T) bool) lane[T] {
