@@ -161,33 +161,15 @@ func TestBackupSnapshot(t *testing.T) {
 	for i := range 200 {
 		bs = append(bs, testBackup(i))
 	}
-	marshal := func(s *Store) []byte {
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s.Read().Dump())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	load := func(b []byte) *Store {
-		snap := &v1.CatalogSnapshot{}
-		if err := proto.Unmarshal(b, snap); err != nil {
-			t.Fatal(err)
-		}
-		s, err := Load(snap)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
 	a := New()
 	putBackups(t, a, bs...)
 	dump := a.Read().Dump()
 	if len(dump.GetBackupRecords()) != 200 || len(dump.GetBackups()) != 0 {
 		t.Fatalf("dump: %d records, %d in the old field", len(dump.GetBackupRecords()), len(dump.GetBackups()))
 	}
-	want := marshal(a)
-	b := load(want)
-	if string(marshal(b)) != string(want) {
+	want := dumpBytes(t, a)
+	b := loadDump(t, want)
+	if string(dumpBytes(t, b)) != string(want) {
 		t.Fatal("a loaded dump dumps different bytes")
 	}
 	if got := b.Read().Backups("db2"); len(got) != len(a.Read().Backups("db2")) || !b.Read().JobReferenced("e001") {
@@ -198,7 +180,7 @@ func TestBackupSnapshot(t *testing.T) {
 	old.BackupRecords = nil
 	old.Backups = slices.Clone(bs)
 	ob, _ := proto.MarshalOptions{Deterministic: true}.Marshal(old)
-	if c := load(ob); string(marshal(c)) != string(want) || c.Read().BackupCount() != 200 {
+	if c := loadDump(t, ob); string(dumpBytes(t, c)) != string(want) || c.Read().BackupCount() != 200 {
 		t.Fatal("an old snapshot, loaded, dumps differently from the catalog it was taken of")
 	}
 
@@ -217,7 +199,7 @@ func TestBackupSnapshot(t *testing.T) {
 		}
 		w.Commit()
 	}
-	if string(marshal(d)) != string(want) {
+	if string(dumpBytes(t, d)) != string(want) {
 		t.Fatal("the same backups put in another order dump differently")
 	}
 
@@ -320,4 +302,28 @@ func bids(bs []*v1.Backup) []string {
 		out = append(out, b.GetId())
 	}
 	return out
+}
+
+// dumpBytes is s's snapshot, marshalled deterministically.
+func dumpBytes(t *testing.T, s *Store) []byte {
+	t.Helper()
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s.Read().Dump())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// loadDump is a store loaded from dumpBytes' output.
+func loadDump(t *testing.T, b []byte) *Store {
+	t.Helper()
+	snap := &v1.CatalogSnapshot{}
+	if err := proto.Unmarshal(b, snap); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Load(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -452,34 +452,16 @@ func TestFinishedSnapshot(t *testing.T) {
 		}
 		js = append(js, j)
 	}
-	marshal := func(s *Store) []byte {
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s.Read().Dump())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
 	a := New()
 	put(t, a, js...)
 	dump := a.Read().Dump()
 	if len(dump.GetFinishedJobs()) != 150-37 || len(dump.GetJobs()) != 150+37 {
 		t.Fatalf("dump: %d finished, %d others", len(dump.GetFinishedJobs()), len(dump.GetJobs()))
 	}
-	want := marshal(a)
+	want := dumpBytes(t, a)
 
-	load := func(b []byte) *Store {
-		snap := &v1.CatalogSnapshot{}
-		if err := proto.Unmarshal(b, snap); err != nil {
-			t.Fatal(err)
-		}
-		s, err := Load(snap)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	b := load(want)
-	if got := marshal(b); string(got) != string(want) {
+	b := loadDump(t, want)
+	if got := dumpBytes(t, b); string(got) != string(want) {
 		t.Fatal("a loaded dump dumps different bytes")
 	}
 	if got, w := ids(b.Read().Jobs(JobFilter{Instance: "db1"})), expected(js, JobFilter{Instance: "db1"}); !slices.Equal(got, w) {
@@ -494,11 +476,11 @@ func TestFinishedSnapshot(t *testing.T) {
 		return map[bool]int{true: -1, false: 1}[x.GetId() < y.GetId()]
 	})
 	ob, _ := proto.MarshalOptions{Deterministic: true}.Marshal(old)
-	c := load(ob)
+	c := loadDump(t, ob)
 	if c.Read().FinishedCount() != 150-37 {
 		t.Fatalf("an old snapshot: %d jobs moved to the finished store, want %d", c.Read().FinishedCount(), 150-37)
 	}
-	if got := marshal(c); string(got) != string(want) {
+	if got := dumpBytes(t, c); string(got) != string(want) {
 		t.Fatal("an old snapshot, loaded, dumps differently from the catalog it was taken of")
 	}
 
@@ -528,7 +510,7 @@ func TestFinishedSnapshot(t *testing.T) {
 		w.Commit()
 		perm = perm[k:]
 	}
-	if got := marshal(d); string(got) != string(want) {
+	if got := dumpBytes(t, d); string(got) != string(want) {
 		t.Fatal("the same jobs put in another order dump differently")
 	}
 }
