@@ -60,6 +60,7 @@ type MySQLSourceDouble struct {
 	purged   int64 // transactions 1..purged are in purged files
 	gtidMode bool
 	sourceID string // the UUID transactions are written under (a replica writes its source's)
+	prior    string // transactions of other UUIDs in the binlog (PromoteWithOwnUUID)
 	dumps    []DumpRequest
 	replica  bool // read_only, and SHOW SLAVE STATUS shows a source
 	conns    map[net.Conn]struct{}
@@ -83,6 +84,7 @@ type binlogFile struct {
 }
 
 type txnRange struct {
+	uuid       string
 	gno        int64
 	start, end int
 }
@@ -167,13 +169,27 @@ func (d *MySQLSourceDouble) Promote() {
 	d.replica = false
 }
 
+// PromoteWithOwnUUID makes a replica a primary as MySQL does: its own
+// transactions from now on carry its own server_uuid (from 1), after the
+// old source's, which its binlog keeps.
+func (d *MySQLSourceDouble) PromoteWithOwnUUID() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.replica = false
+	d.prior = d.executedLocked()
+	d.sourceID, d.gno = d.UUID, 0
+}
+
 // Commit appends n transactions to the current binlog file.
-func (d *MySQLSourceDouble) Commit(n int) {
+func (d *MySQLSourceDouble) Commit(n int) { d.CommitAt(n, time.Now()) }
+
+// CommitAt appends n transactions stamped at (their events' timestamp).
+func (d *MySQLSourceDouble) CommitAt(n int, at time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for range n {
 		d.gno++
-		d.appendTxn(d.gno, time.Now())
+		d.appendTxn(d.gno, at)
 	}
 	d.signal()
 }
@@ -232,10 +248,17 @@ func (d *MySQLSourceDouble) Executed() string {
 }
 
 func (d *MySQLSourceDouble) executedLocked() string {
-	if d.gno == 0 || !d.gtidMode {
+	if !d.gtidMode || (d.gno == 0 && d.prior == "") {
 		return ""
 	}
-	return fmt.Sprintf("%s:1-%d", d.sourceID, d.gno)
+	if d.prior == "" {
+		return fmt.Sprintf("%s:1-%d", d.sourceID, d.gno)
+	}
+	gs, _ := mysql.ParseMysqlGTIDSet(d.prior)
+	if d.gno > 0 {
+		_ = gs.Update(fmt.Sprintf("%s:1-%d", d.sourceID, d.gno))
+	}
+	return gs.String()
 }
 
 func (d *MySQLSourceDouble) signal() {
@@ -359,7 +382,7 @@ func (d *MySQLSourceDouble) appendTxn(gno int64, at time.Time) {
 	wr = binary.LittleEndian.AppendUint64(wr, uint64(gno*7))
 	d.appendEvent(f, evWriteRowsV2, ts, 0, wr)
 	d.appendEvent(f, evXid, ts, 0, binary.LittleEndian.AppendUint64(nil, uint64(gno+1000)))
-	f.txns = append(f.txns, txnRange{gno: gno, start: start, end: len(f.data)})
+	f.txns = append(f.txns, txnRange{uuid: d.sourceID, gno: gno, start: start, end: len(f.data)})
 }
 
 func queryBody(db, q string) []byte {
@@ -622,7 +645,7 @@ func (h *sourceHandler) stream(idx, pos int, skip *mysql.MysqlGTIDSet) *replicat
 				size := int(binary.LittleEndian.Uint32(f.data[p+9:]))
 				ev := f.data[p : p+size]
 				if skip != nil {
-					if tr, ok := txnAt(f, p); ok && skip.Contain(gtidSetOf(d.sourceID, tr.gno)) {
+					if tr, ok := txnAt(f, p); ok && skip.Contain(gtidSetOf(tr.uuid, tr.gno)) {
 						p = tr.end
 						continue
 					}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidemark-backup/tidemark/engines/binlog/gtid"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 )
 
@@ -589,7 +590,7 @@ func (plan *PlanResult) failedAt(ctx context.Context, msg string, files []File) 
 		return ""
 	}
 	var found *Point
-	_, _ = scanFile(ctx, files[n-1], n-1, true, 0, 0, func(Position) {}, func(t txn) {
+	_, _ = scanFile(ctx, files[n-1], n-1, true, 0, 0, func(Position) {}, func(gtid.MySQLSet) {}, func(t txn) {
 		if found == nil && t.start < pos && pos <= t.end {
 			p := t.point(files)
 			found = &p
