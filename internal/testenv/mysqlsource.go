@@ -513,8 +513,17 @@ func (h *sourceHandler) HandleQuery(q string) (*mysql.Result, error) {
 	case strings.HasPrefix(uq, "SELECT VERSION(), @@VERSION_COMMENT"):
 		return rows([]string{"VERSION()", "@@version_comment", "@@hostname", "@@server_id", "@@log_bin", "@@lower_case_table_names"},
 			[]any{d.Version, "MySQL Community Server - GPL", "double", strconv.FormatUint(uint64(d.ServerID), 10), "1", "0"})
-	case uq == "SELECT @@SERVER_UUID":
+	case uq == "SELECT @@SERVER_UUID" || uq == "SELECT @@GLOBAL.SERVER_UUID":
 		return rows([]string{"@@server_uuid"}, []any{d.UUID})
+	// What a MySQL replica's receiver asks (rpl_replica.cc).
+	case uq == "SELECT UNIX_TIMESTAMP()":
+		return rows([]string{"UNIX_TIMESTAMP()"}, []any{strconv.FormatInt(time.Now().Unix(), 10)})
+	case uq == "SELECT @@GLOBAL.SERVER_ID":
+		return rows([]string{"@@GLOBAL.SERVER_ID"}, []any{strconv.FormatUint(uint64(d.ServerID), 10)})
+	case uq == "SELECT @SOURCE_BINLOG_CHECKSUM" || uq == "SELECT @MASTER_BINLOG_CHECKSUM":
+		return rows([]string{"@source_binlog_checksum"}, []any{"CRC32"})
+	case uq == "SELECT @@GLOBAL.GTID_MODE":
+		return rows([]string{"@@GLOBAL.GTID_MODE"}, []any{gtidMode})
 	case uq == "SELECT @@LOG_BIN, @@SERVER_ID, @@READ_ONLY, @@BINLOG_FORMAT":
 		return rows([]string{"@@log_bin", "@@server_id", "@@read_only", "@@binlog_format"},
 			[]any{"1", strconv.FormatUint(uint64(d.ServerID), 10), map[bool]string{true: "1", false: "0"}[replica], "ROW"})

@@ -196,10 +196,10 @@ type PlanResult struct {
 	EndGTID      string // the GTID position once applied: start merged with what is applied (MySQL: their union)
 	// MySQL is true when the files' transactions carry MySQL GTIDs;
 	// StartGTID and EndGTID are then MySQL GTID sets.
-	MySQL bool
-	Available    Range
-	ServerIDs    []uint32 // origins of the applied transactions
-	Warnings     []string
+	MySQL     bool
+	Available Range
+	ServerIDs []uint32 // origins of the applied transactions
+	Warnings  []string
 
 	checkpoints []checkpoint // every checkpointEvery-th transaction to apply
 	files       []filePlan
