@@ -6,6 +6,8 @@ import (
 	"crypto/sha1"
 	"strings"
 	"testing"
+
+	gmysql "github.com/go-mysql-org/go-mysql/mysql"
 )
 
 func TestIsStmt(t *testing.T) {
@@ -63,4 +65,18 @@ func TestCheckNativePassword(t *testing.T) {
 func sha1Sum(b []byte) []byte {
 	h := sha1.Sum(b)
 	return h[:]
+}
+
+// TestCachingSHA2Scramble checks the source's caching_sha2_password check
+// against go-mysql's client implementation of the scramble, written
+// independently of ours.
+func TestCachingSHA2Scramble(t *testing.T) {
+	scramble := []byte("0123456789abcdefghij")
+	got := gmysql.CalcCachingSha2Password(scramble, []byte("s3cret"))
+	if !checkCachingSHA2(scramble, "s3cret", got) {
+		t.Fatal("a scramble go-mysql computed for the right password is refused")
+	}
+	if checkCachingSHA2(scramble, "other", got) || checkCachingSHA2(scramble, "s3cret", nil) || checkCachingSHA2([]byte("0123456789abcdefghiX"), "s3cret", got) {
+		t.Fatal("a wrong password, an empty answer or another scramble is accepted")
+	}
 }
