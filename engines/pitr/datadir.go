@@ -9,8 +9,8 @@ import (
 
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/binlog"
-	"github.com/tidemark-backup/tidemark/engines/binlog/gtid"
 	"github.com/tidemark-backup/tidemark/engines/binlog/apply"
+	"github.com/tidemark-backup/tidemark/engines/binlog/gtid"
 	"github.com/tidemark-backup/tidemark/engines/physical"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
