@@ -344,11 +344,11 @@ func applyReplication(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DS
 			res.Warnings = append(res.Warnings, "the replication connection is encrypted, but the target does not verify the source's certificate: give the path of its CA on the target's host to verify")
 		}
 	}
-	var sourceUUID string
+	var my *mysqlSource
 	if t.mysql != nil {
-		sourceUUID = t.mysql.freeUUID(plan)
+		my = &mysqlSource{uuid: t.mysql.freeUUID(plan), nativeAuth: !t.mysql.atLeast(8, 0, 0)}
 	}
-	s, err := newSource(ctx, addr, p.Files, plan, free(), st, sourceUUID, log)
+	s, err := newSource(ctx, addr, p.Files, plan, free(), st, my, log)
 	if err != nil {
 		return err
 	}

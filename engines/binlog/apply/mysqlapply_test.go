@@ -177,6 +177,26 @@ func TestApplyMySQLReplicaDouble(t *testing.T) {
 		})
 	}
 
+	// Other logins: MySQL 5.7 (offered mysql_native_password, channels
+	// with the old spellings), and a client that answers for another
+	// plugin than the one offered (switched by an AuthSwitchRequest).
+	for _, tc := range []struct{ version, plugin, switched string }{
+		{"5.7.44", "", "auth switch mysql_native_password"},
+		{"8.0.36", "mysql_native_password", "auth switch caching_sha2_password"},
+	} {
+		t.Run("login of "+tc.version+" "+tc.plugin, func(t *testing.T) {
+			rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{Version: tc.version, AuthPlugin: tc.plugin, GTIDExecuted: base})
+			res := apply(t, Params{DSN: rep.DSN, Files: files, StartGTID: base, Stop: Stop{GTID: u + ":60"}})
+			ch, _ := rep.Channel(pitrConnection)
+			if rep.Executed() != u+":1-60" || !slices.Equal(ch.Applied, gtids(u, 56, 60)) || res.Method != MethodReplication {
+				t.Fatalf("at %s by %s, applied %v", rep.Executed(), res.Method, ch.Applied)
+			}
+			if !slices.Contains(ch.Steps, tc.switched) || (tc.version == "5.7.44" && !strings.HasPrefix(ch.Change, "CHANGE MASTER TO ")) {
+				t.Fatalf("steps %q, set up by %q", ch.Steps, ch.Change)
+			}
+		})
+	}
+
 	t.Run("refused before anything is written", func(t *testing.T) {
 		rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDExecuted: base})
 		_, err := Apply(context.Background(), Params{DSN: rep.DSN, Files: files, StartGTID: base, Stop: Stop{GTID: u + ":95"}})

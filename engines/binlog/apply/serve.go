@@ -59,8 +59,9 @@ type source struct {
 	host string // the host the target is told to connect to
 	// mysql: the replica is MySQL's (see above); uuid is the server UUID
 	// announced to it.
-	mysql bool
-	uuid  string
+	mysql      bool
+	uuid       string
+	nativeAuth bool
 	// statusQ is the target's replica status statement (for waitApplied).
 	statusQ string
 
@@ -100,9 +101,16 @@ var testHookDumps func(int64)
 
 func sourceFileName(i int) string { return fmt.Sprintf("%s%06d", sourceFilePrefix, i+1) }
 
-// newSource starts serving; mysqlUUID, when set, makes it a MySQL source
-// with that server UUID.
-func newSource(ctx context.Context, addr string, files []File, plan *PlanResult, serverID uint32, st *sourceTLS, mysqlUUID string, log *slog.Logger) (*source, error) {
+// mysqlSource makes a source speak to a MySQL replica.
+type mysqlSource struct {
+	uuid string // the server UUID announced
+	// nativeAuth offers mysql_native_password (to MySQL 5.7, whose client
+	// defaults to it) instead of caching_sha2_password.
+	nativeAuth bool
+}
+
+// newSource starts serving; my, when set, makes it a MySQL source.
+func newSource(ctx context.Context, addr string, files []File, plan *PlanResult, serverID uint32, st *sourceTLS, my *mysqlSource, log *slog.Logger) (*source, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("replication source: listen on %s: %w", addr, err)
@@ -116,7 +124,9 @@ func newSource(ctx context.Context, addr string, files []File, plan *PlanResult,
 		ln: ln, files: files, plan: plan, serverID: serverID,
 		user: "tidemark_pitr", password: fmt.Sprintf("%x", pw),
 		heartbeat: time.Second, log: log, conns: map[net.Conn]bool{}, tls: st,
-		mysql: mysqlUUID != "", uuid: mysqlUUID,
+	}
+	if my != nil {
+		s.mysql, s.uuid, s.nativeAuth = true, my.uuid, my.nativeAuth
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	s.wg.Add(1)
@@ -377,6 +387,9 @@ func (s *source) serve(c net.Conn) error {
 	version, plugin := "5.5.5-10.11.0-tidemark-pitr", "mysql_native_password"
 	if s.mysql {
 		version, plugin = "8.0.40-tidemark-pitr", "caching_sha2_password"
+		if s.nativeAuth {
+			plugin = "mysql_native_password"
+		}
 	}
 	hs := []byte{10}
 	hs = append(hs, version...)
@@ -433,14 +446,15 @@ func (s *source) serve(c net.Conn) error {
 			return err
 		}
 	}
+	sha2 := plugin == "caching_sha2_password"
 	ok := checkNativePassword(scramble, s.password, auth)
-	if s.mysql {
+	if sha2 {
 		ok = checkCachingSHA2(scramble, s.password, auth)
 	}
 	if user != s.user || !ok || testHookRefuseLogin {
 		return p.errPacket(erAccessDeniedNum, fmt.Sprintf("Access denied for user '%s'", user))
 	}
-	if s.mysql {
+	if sha2 {
 		// caching_sha2_password's fast path: the scramble matched.
 		if err := p.writePacket([]byte{0x01, 0x03}); err != nil {
 			return err
