@@ -119,7 +119,7 @@ func Restore(ctx context.Context, p Params) (*Result, error) {
 	}
 	if p.Target.GTID != "" {
 		if gtid.IsMySQLSet(p.Target.GTID) {
-			if _, _, err := gtid.ParseMySQLGTID(p.Target.GTID); err != nil {
+			if _, _, err := gtid.ParseMySQLTarget(p.Target.GTID); err != nil {
 				return nil, fmt.Errorf("target %w", err)
 			}
 		} else if _, err := binlog.ParsePosition(p.Target.GTID); err != nil {
@@ -272,7 +272,7 @@ func atOrBefore(c *v1.ConsistencyPoint, t Target) bool {
 	case t.GTID != "" && (gtid.IsMySQLSet(t.GTID) || gtid.IsMySQLSet(c.GtidSet)):
 		// A MySQL base is at or before uuid:n unless its set holds n and
 		// more of that UUID after it.
-		u, n, err := gtid.ParseMySQLGTID(t.GTID)
+		u, n, err := gtid.ParseMySQLTarget(t.GTID)
 		if err != nil || (c.GtidSet != "" && !gtid.IsMySQLSet(c.GtidSet)) {
 			return false
 		}
@@ -444,7 +444,7 @@ func gapBefore(g binlog.Gap, t Target) bool {
 		return !g.FromTime.After(t.Time)
 	case t.GTID != "" && gtid.IsMySQLSet(t.GTID):
 		// Past the gap unless the archive held it before the gap.
-		u, n, err1 := gtid.ParseMySQLGTID(t.GTID)
+		u, n, err1 := gtid.ParseMySQLTarget(t.GTID)
 		after, err2 := gtid.ParseMySQLSet(g.AfterGTID)
 		return err1 != nil || err2 != nil || !after.Contains(u, n)
 	case t.GTID != "":

@@ -170,7 +170,7 @@ func TestPlanMySQLRefusals(t *testing.T) {
 		{Files: files, StartGTID: start, Stop: Stop{GTID: "0-1-5"}},
 		{Files: files, StartGTID: "0-1-5", Stop: Stop{GTID: u + ":60"}},
 		{Files: files, StartGTID: u + ":x", Stop: Stop{GTID: u + ":60"}},
-		{Files: files, StartGTID: start, Stop: Stop{GTID: u + ":1-60"}},
+		{Files: files, StartGTID: start, Stop: Stop{GTID: u + ":1-60:62"}},
 	} {
 		if _, err := Plan(context.Background(), bad); err == nil || errors.Is(err, ErrUnreachable) {
 			t.Errorf("start %q stop %q: %v, want a format error", bad.StartGTID, bad.Stop.GTID, err)

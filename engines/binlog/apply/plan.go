@@ -295,7 +295,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 		nstop++
 		if gtid.IsMySQLSet(p.Stop.GTID) {
 			stopMySQL = true
-			if stopSID, stopGNO, err = gtid.ParseMySQLGTID(p.Stop.GTID); err != nil {
+			if stopSID, stopGNO, err = gtid.ParseMySQLTarget(p.Stop.GTID); err != nil {
 				return nil, fmt.Errorf("roll forward: stop: %w", err)
 			}
 		} else if stopGTID, err = ParseGTID(p.Stop.GTID); err != nil {

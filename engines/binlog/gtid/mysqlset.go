@@ -68,6 +68,29 @@ func ParseMySQLGTID(s string) (uuid.UUID, int64, error) {
 	return u, n, nil
 }
 
+// ParseMySQLTarget parses a point-in-time target on MySQL: one GTID,
+// "uuid:N", or a set of one UUID and one interval, "uuid:1-N" (as copied
+// from @@gtid_executed), which names its last transaction, N. A set of
+// several UUIDs or intervals has no one last transaction and is refused.
+func ParseMySQLTarget(s string) (uuid.UUID, int64, error) {
+	if u, n, err := ParseMySQLGTID(s); err == nil {
+		return u, n, nil
+	}
+	set, err := ParseMySQLSet(s)
+	if err != nil {
+		return uuid.UUID{}, 0, err
+	}
+	if len(set) != 1 {
+		return uuid.UUID{}, 0, fmt.Errorf("MySQL GTID target %q names %d server UUIDs: name the one transaction to stop after, UUID:N", s, len(set))
+	}
+	for u, ivs := range set {
+		if len(ivs) == 1 {
+			return u, ivs[0].End, nil
+		}
+	}
+	return uuid.UUID{}, 0, fmt.Errorf("MySQL GTID target %q has several intervals: name the one transaction to stop after, UUID:N", s)
+}
+
 // Clone returns a copy that shares nothing with s.
 func (s MySQLSet) Clone() MySQLSet {
 	c := MySQLSet{}

@@ -53,6 +53,16 @@ func TestMySQLSet(t *testing.T) {
 	if _, _, err := ParseMySQLGTID(ua + ":1-2"); err == nil {
 		t.Error("ParseMySQLGTID accepted a range")
 	}
+	for in, want := range map[string]int64{ua + ":7": 7, ua + ":1-77": 77, " " + ua + ":5-9 ": 9} {
+		if u, n, err := ParseMySQLTarget(in); err != nil || n != want || u != a {
+			t.Errorf("ParseMySQLTarget(%q) = %v %d %v, want %d", in, u, n, err, want)
+		}
+	}
+	for _, bad := range []string{ua + ":1-5:7", ua + ":1-5," + ub + ":1-3", "0-1-5"} {
+		if _, _, err := ParseMySQLTarget(bad); err == nil {
+			t.Errorf("ParseMySQLTarget(%q) accepted", bad)
+		}
+	}
 	if !IsMySQLSet(ua+":1") || IsMySQLSet("0-1-5") {
 		t.Error("IsMySQLSet is wrong")
 	}
