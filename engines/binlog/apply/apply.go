@@ -71,9 +71,34 @@ var errCannotReplicate = errors.New("the target cannot replicate from the Tidema
 // same-named temporary tables at once collide (as with any
 // mysqlbinlog | mysql). It is several times slower.
 //
-// Not supported: MySQL targets by the replication method (its replica
-// asks for COM_BINLOG_DUMP_GTID and server UUIDs), MySQL GTID sets as
-// positions, encrypted binlog files, MySQL transaction payload events.
+// MySQL targets (MySQL's binlog files, Params.StartGTID a MySQL GTID set)
+// replicate from the same source, which then presents itself as MySQL
+// 8.0 (caching_sha2_password, the receiver's queries of rpl_replica.cc, a
+// server UUID of its own), through a channel: CHANGE REPLICATION SOURCE
+// TO ... SOURCE_AUTO_POSITION=0 FOR CHANNEL 'tidemark_pitr', START, SHOW,
+// STOP and RESET REPLICA (CHANGE MASTER and SLAVE before 8.0.22/23; 5.7
+// before 5.7.6 has no channels and gets the sql method). The dump is by
+// file and position from the plan's cut, so no transaction is sent twice;
+// the replica's skipping of GTIDs it has executed is only a guard. With
+// Parallel > 1 replica_parallel_workers is set with
+// replica_preserve_commit_order ON. Apply waits for the applier to pass
+// the last planned event, then checks that gtid_executed holds every
+// planned GTID, and puts back what it changed (server_id, the workers,
+// commit order, replica_exec_mode). A target whose gtid_mode cannot take
+// the files' transactions (OFF with GTIDs, ON with anonymous ones), or
+// MariaDB files onto MySQL and the other way, is refused before anything
+// runs. The sql method on MySQL needs MySQL's mysqlbinlog (MariaDB's
+// cannot decode MySQL 8.0's events) and says so. ThenReplicateFrom uses
+// SOURCE_AUTO_POSITION=1 on the default channel, after adding to
+// gtid_purged what the restored set holds and gtid_executed lacks (a base
+// loaded without its GTIDs), so the source does not send it again. Tested
+// against doubles of MySQL only (testenv's MySQLSourceDouble and
+// MySQLReplicaDouble): no MySQL server has run this path.
+//
+// Not supported: the source speaking TLS to a MySQL replica is untested
+// (the double has no TLS), encrypted binlog files, MySQL transaction
+// payload events (binlog_transaction_compression), tagged GTIDs (MySQL
+// 8.3+).
 func Apply(ctx context.Context, p Params) (*Result, error) {
 	began := time.Now()
 	switch p.Method {
