@@ -130,3 +130,73 @@ func TestRestoreMySQLDoubles(t *testing.T) {
 		t.Fatalf("a refused restore restored the base %d times", eng.restores-before)
 	}
 }
+
+// TestRestoreMySQLGap: files purged before they were archived leave a gap
+// (transactions 6..15); a target behind it is refused from a base before
+// it, and reached from a base after it.
+func TestRestoreMySQLGap(t *testing.T) {
+	src := testenv.StartMySQLSourceDouble(t, testenv.MySQLSourceOptions{})
+	u := src.UUID
+	repo := newRepo(t)
+	archived := func(want string) {
+		testenv.WaitFor(t, "the archive at "+want, testenv.Wait(30*time.Second), func() error {
+			a, err := binlog.OpenArchive(context.Background(), repo, instance)
+			if err != nil {
+				return err
+			}
+			if got := a.Status().GTIDPosition; got != want {
+				return fmt.Errorf("archived to %q", got)
+			}
+			return nil
+		})
+	}
+	src.Commit(5)
+	stop := startStream(t, repo, src.DSN)
+	archived(u + ":1-5")
+	stop()
+	src.Commit(5)
+	src.Rotate()
+	src.Commit(5)
+	src.Rotate()
+	src.Commit(5)
+	src.PurgeTo("binlog.000003")
+	stop = startStream(t, repo, src.DSN)
+	archived(u + ":1-20")
+	stop()
+
+	eng := &baseEngine{}
+	bases := map[string]string{}
+	for i, set := range []string{u + ":1-3", u + ":1-17"} {
+		m, err := repo.WithBackup(context.Background(), archive.BackupOptions{Instance: instance, Engine: eng.Name()},
+			func(_ context.Context, b *archive.Backup) error {
+				b.SetConsistency(&v1.ConsistencyPoint{GtidSet: set, Time: timestamppb.New(time.Now().Add(time.Duration(i-10) * time.Minute))})
+				return nil
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bases[set] = m.BackupId
+	}
+	restore := func(target string, from, executed string) (*testenv.MySQLReplicaDouble, error) {
+		rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDExecuted: executed})
+		_, err := Restore(context.Background(), Params{Repo: repo, Instance: instance, DSN: rep.DSN, Target: Target{GTID: target}, FromBackup: from,
+			Engine: func(string) (engines.Engine, error) { return eng, nil }})
+		return rep, err
+	}
+	if rep, err := restore(u+":4", "", u+":1-3"); err != nil || rep.Executed() != u+":1-4" {
+		t.Fatalf("before the gap: %v, the target at %s", err, rep.Executed())
+	}
+	before := eng.restores
+	_, err := restore(u+":19", bases[u+":1-3"], u+":1-3")
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "gap") || !strings.Contains(err.Error(), ":1-5") {
+		t.Fatalf("across the gap: %v; want ErrUnreachable naming the gap after 1-5", err)
+	}
+	if eng.restores != before {
+		t.Fatal("the refused restore restored its base")
+	}
+	rep, err := restore(u+":19", "", u+":1-17")
+	ch, _ := rep.Channel("tidemark_pitr")
+	if err != nil || rep.Executed() != u+":1-19" || !slices.Equal(ch.Applied, []string{u + ":18", u + ":19"}) {
+		t.Fatalf("from the base after the gap: %v, the target at %s, applied %v", err, rep.Executed(), ch.Applied)
+	}
+}
