@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"crypto/sha1" // mysql_native_password is SHA-1 by definition
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"net"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -55,7 +58,9 @@ import (
 //
 // What it cannot show: the SQL of the transactions (rows are not
 // applied), real MySQL's applier (parallel workers, commit order, the
-// relay log, crash safety), TLS on the replication connection, and
+// relay log, crash safety), MySQL's TLS library and its checks (the
+// receiver's TLS is Go's: SOURCE_SSL, SOURCE_SSL_CA read from this host,
+// SOURCE_SSL_VERIFY_SERVER_CERT checking the chain and the host name), and
 // whatever else a real MySQL does that its documented protocol leaves out.
 type MySQLReplicaDouble struct {
 	DSN      string // root without a password over TCP, go-sql-driver form
@@ -124,6 +129,9 @@ type ReplicaChannel struct {
 	LastSQLErrno   int
 	LastSQLError   string
 	HeartbeatsSeen int
+	// TLS is how the last login was protected: "" (plain), else the
+	// version and whether the source's certificate was verified.
+	TLS string
 }
 
 type replicaChannel struct {
@@ -133,7 +141,8 @@ type replicaChannel struct {
 	file                 string // SOURCE_LOG_FILE, then the receiver's position
 	pos                  uint32
 	autoPosition         bool
-	ssl                  bool
+	ssl, sslVerify       bool
+	sslCA                string
 	retry                time.Duration
 	heartbeat            time.Duration
 	ioRunning, sqlRun    string
@@ -580,6 +589,10 @@ func (d *MySQLReplicaDouble) change(stmt, opts, channel string) error {
 			c.autoPosition = n == 1
 		case "X_SSL":
 			c.ssl = n == 1
+		case "X_SSL_CA":
+			c.sslCA = val
+		case "X_SSL_VERIFY_SERVER_CERT":
+			c.sslVerify = n == 1
 		case "X_CONNECT_RETRY":
 			c.retry = time.Duration(n) * time.Second
 		case "X_HEARTBEAT_PERIOD":
@@ -662,8 +675,12 @@ func (d *MySQLReplicaDouble) status(channel string, oldNames bool) (*mysql.Resul
 			names[i] = r.Replace(names[i])
 		}
 	}
+	verify := "No"
+	if c.sslVerify {
+		verify = "Yes"
+	}
 	return resultRows(names, []any{"", c.host, c.user, strconv.Itoa(c.port), strconv.Itoa(int(c.retry / time.Second)), c.file, strconv.FormatUint(uint64(c.pos), 10),
-		c.relayFile, c.ioRunning, c.sqlRun, strconv.FormatUint(uint64(c.execPos), 10), ssl, "", "No",
+		c.relayFile, c.ioRunning, c.sqlRun, strconv.FormatUint(uint64(c.execPos), 10), ssl, c.sslCA, verify,
 		strconv.Itoa(c.LastIOErrno), c.LastIOError, strconv.Itoa(c.LastSQLErrno), c.LastSQLError, c.SourceUUID,
 		d.executed.String(), auto, c.Name})
 }
@@ -872,10 +889,9 @@ func (d *MySQLReplicaDouble) session(c *replicaChannel) error {
 	d.mu.Lock()
 	addr := net.JoinHostPort(c.host, strconv.Itoa(c.port))
 	user, password, ssl, auto := c.user, c.password, c.ssl, c.autoPosition
+	sslCA, sslVerify, host := c.sslCA, c.sslVerify, c.host
+	c.TLS = ""
 	d.mu.Unlock()
-	if ssl {
-		return &ioError{errno: 2026, msg: "SSL connection error: the MySQL replica double does not speak TLS", fatal: true}
-	}
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return &ioError{errno: 2003, msg: fmt.Sprintf("Can't connect to MySQL server on '%s' (%v)", addr, err)}
@@ -928,7 +944,58 @@ func (d *MySQLReplicaDouble) session(c *replicaChannel) error {
 	if err != nil {
 		return err
 	}
-	const clientCaps = 0x1 | 0x4 | 0x200 | 0x2000 | 0x8000 | 0x80000 | 0x200000
+	clientCaps := uint32(0x1 | 0x4 | 0x200 | 0x2000 | 0x8000 | 0x80000 | 0x200000)
+	if ssl {
+		// SSL request (the response's fixed part with CLIENT_SSL), then
+		// TLS, then the response, as MySQL's client does.
+		if caps&0x800 == 0 {
+			return &ioError{errno: 2026, msg: "SSL connection error: SSL is required but the server doesn't support it"}
+		}
+		clientCaps |= 0x800
+		req := binary.LittleEndian.AppendUint32(nil, clientCaps)
+		req = binary.LittleEndian.AppendUint32(req, 1<<30)
+		req = append(req, 255)
+		req = append(req, make([]byte, 23)...)
+		if err := p.write(req); err != nil {
+			return err
+		}
+		cfg := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+		if sslVerify || sslCA != "" {
+			pem, err := os.ReadFile(sslCA)
+			if err != nil {
+				return &ioError{errno: 2026, msg: fmt.Sprintf("SSL connection error: Unable to get certificate from '%s'", sslCA)}
+			}
+			cfg.RootCAs = x509.NewCertPool()
+			cfg.RootCAs.AppendCertsFromPEM(pem)
+		}
+		if !sslVerify {
+			cfg.InsecureSkipVerify = true // SOURCE_SSL_VERIFY_SERVER_CERT=0: the chain is checked below when a CA is given
+			if cfg.RootCAs != nil {
+				roots := cfg.RootCAs
+				cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+					leaf, err := x509.ParseCertificate(raw[0])
+					if err != nil {
+						return err
+					}
+					_, err = leaf.Verify(x509.VerifyOptions{Roots: roots})
+					return err
+				}
+			}
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.Handshake(); err != nil {
+			return &ioError{errno: 2026, msg: "SSL connection error: " + err.Error()}
+		}
+		p.c, p.r = tc, bufio.NewReader(tc)
+		state := fmt.Sprintf("TLS 0x%04x", tc.ConnectionState().Version)
+		if sslVerify {
+			state += " verified"
+		}
+		d.mu.Lock()
+		c.TLS = state
+		d.mu.Unlock()
+		d.step(c, "tls")
+	}
 	resp := binary.LittleEndian.AppendUint32(nil, clientCaps)
 	resp = binary.LittleEndian.AppendUint32(resp, 1<<30)
 	resp = append(resp, 255)

@@ -95,10 +95,11 @@ var errCannotReplicate = errors.New("the target cannot replicate from the Tidema
 // against doubles of MySQL only (testenv's MySQLSourceDouble and
 // MySQLReplicaDouble): no MySQL server has run this path.
 //
-// Not supported: the source speaking TLS to a MySQL replica is untested
-// (the double has no TLS), encrypted binlog files, MySQL transaction
-// payload events (binlog_transaction_compression), tagged GTIDs (MySQL
-// 8.3+).
+// TLS to a MySQL replica is tested with the double's Go TLS client, not
+// MySQL's TLS library.
+//
+// Not supported: encrypted binlog files, MySQL transaction payload events
+// (binlog_transaction_compression), tagged GTIDs (MySQL 8.3+).
 func Apply(ctx context.Context, p Params) (*Result, error) {
 	began := time.Now()
 	switch p.Method {

@@ -197,6 +197,30 @@ func TestApplyMySQLReplicaDouble(t *testing.T) {
 		})
 	}
 
+	t.Run("over TLS", func(t *testing.T) {
+		rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDExecuted: base})
+		res := apply(t, Params{DSN: rep.DSN, Files: files, StartGTID: base, Stop: Stop{GTID: u + ":60"}, TLS: SourceTLS{Mode: TLSOn}})
+		ch, _ := rep.Channel(pitrConnection)
+		if res.TLS == nil || !res.TLS.Verified || res.TLS.Sessions < 1 || !strings.HasSuffix(ch.TLS, " verified") || !strings.Contains(ch.Change, "SOURCE_SSL=1, SOURCE_SSL_CA='") || rep.Executed() != u+":1-60" {
+			t.Fatalf("TLS %+v, the replica's %q, set up by %q, at %s", res.TLS, ch.TLS, ch.Change, rep.Executed())
+		}
+	})
+
+	t.Run("plaintext replica refused by a TLS source", func(t *testing.T) {
+		rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDExecuted: base})
+		defer func() { testHookPlainReplica = false }()
+		testHookPlainReplica = true
+		ctx, cancel := context.WithTimeout(context.Background(), testenv.Wait(time.Minute))
+		defer cancel()
+		_, err := Apply(ctx, Params{DSN: rep.DSN, Files: files, StartGTID: base, Stop: Stop{GTID: u + ":60"}, TLS: SourceTLS{Mode: TLSOn}})
+		if err == nil || !strings.Contains(err.Error(), "without TLS") || !strings.Contains(err.Error(), "the target says") {
+			t.Fatalf("apply: %v; want the plaintext login refused, with what the target said", err)
+		}
+		if got := rep.Executed(); got != base {
+			t.Fatalf("the replica moved to %s", got)
+		}
+	})
+
 	t.Run("refused before anything is written", func(t *testing.T) {
 		rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDExecuted: base})
 		_, err := Apply(context.Background(), Params{DSN: rep.DSN, Files: files, StartGTID: base, Stop: Stop{GTID: u + ":95"}})
