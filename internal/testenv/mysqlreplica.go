@@ -488,7 +488,7 @@ func (d *MySQLReplicaDouble) selectVars(list string) (*mysql.Result, error) {
 			return nil, mysql.NewError(mysql.ER_UNKNOWN_SYSTEM_VARIABLE, fmt.Sprintf("Unknown system variable '%s'", strings.TrimPrefix(strings.TrimPrefix(strings.ToLower(item), "@@"), "global.")))
 		}
 		names = append(names, item)
-		row = append(row, v)
+		row = append(row, []byte(v)[:len(v):len(v)]) // non-nil: '' is not NULL
 	}
 	return resultRows(names, row)
 }

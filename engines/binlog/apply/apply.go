@@ -457,9 +457,9 @@ func applyReplication(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DS
 // for a GTID it already had (a guard, never the plan) or one it lost would
 // show here.
 func checkExecuted(ctx context.Context, conn *sql.Conn, plan *PlanResult) error {
-	var executed string
-	if err := conn.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_executed").Scan(&executed); err != nil {
-		return mysqlx.Translate("reading gtid_executed", err)
+	executed, err := gtidExecuted(ctx, conn)
+	if err != nil {
+		return err
 	}
 	have, err := gtid.ParseMySQLSet(executed)
 	if err != nil {

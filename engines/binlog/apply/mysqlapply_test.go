@@ -279,6 +279,17 @@ func TestApplyMySQLReplicaDouble(t *testing.T) {
 		}
 	})
 
+	t.Run("a target past the base", func(t *testing.T) {
+		rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDExecuted: u + ":1-60"})
+		_, err := Apply(context.Background(), Params{DSN: rep.DSN, Files: files, StartGTID: base, Stop: Stop{GTID: u + ":80"}})
+		if err == nil || !strings.Contains(err.Error(), "already executed "+u+":56-60") {
+			t.Fatalf("apply: %v; want a refusal naming 56-60", err)
+		}
+		if len(rep.Channels()) != 0 || len(rep.GlobalSets()) != 0 {
+			t.Fatalf("the refused apply changed the target: %q", rep.Statements())
+		}
+	})
+
 	t.Run("gtid_mode OFF", func(t *testing.T) {
 		rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDMode: "OFF"})
 		_, err := Apply(context.Background(), Params{DSN: rep.DSN, Files: files, StartGTID: base, Stop: Stop{GTID: u + ":80"}})

@@ -32,6 +32,7 @@ type mysqlTarget struct {
 	ver           [3]int
 	uuid          string // @@server_uuid
 	gtidMode      string // OFF, OFF_PERMISSIVE, ON_PERMISSIVE, ON
+	executed      string // @@GLOBAL.gtid_executed
 	preserveOrder bool
 }
 
@@ -63,10 +64,12 @@ func probeMySQL(ctx context.Context, db *sql.DB, t *target) (*target, error) {
 	t.haveSSL = "YES" // MySQL is always built with TLS; @@have_ssl is gone in 8.4
 	n := t.names
 	var skip, execMode string
-	q := fmt.Sprintf("SELECT @@server_id, @@log_bin, @@server_uuid, @@GLOBAL.gtid_mode, @@%s, @@%s, @@%s, @@%s, @@%s", n.logUpdates, n.parallel, n.preserveOrder, n.skipErrors, n.execMode)
-	if err := db.QueryRowContext(ctx, q).Scan(&t.serverID, &t.logBin, &m.uuid, &m.gtidMode, &t.logSlaveUpdates, &t.parallel, &m.preserveOrder, &skip, &execMode); err != nil {
+	var executed sql.NullString
+	q := fmt.Sprintf("SELECT @@server_id, @@log_bin, @@server_uuid, @@GLOBAL.gtid_mode, @@GLOBAL.gtid_executed, @@%s, @@%s, @@%s, @@%s, @@%s", n.logUpdates, n.parallel, n.preserveOrder, n.skipErrors, n.execMode)
+	if err := db.QueryRowContext(ctx, q).Scan(&t.serverID, &t.logBin, &m.uuid, &m.gtidMode, &executed, &t.logSlaveUpdates, &t.parallel, &m.preserveOrder, &skip, &execMode); err != nil {
 		return nil, mysqlx.Translate("reading the replication settings of MySQL "+t.version, err)
 	}
+	m.executed = executed.String
 	t.idempotent = !strings.EqualFold(execMode, "STRICT")
 	if skip != "" && !strings.EqualFold(skip, "OFF") {
 		t.inexact = append(t.inexact, n.skipErrors+"="+skip)
@@ -97,6 +100,16 @@ func (t *target) canApply(plan *PlanResult) error {
 		return fmt.Errorf("the target has gtid_mode=OFF and the planned transactions carry GTIDs, which MySQL applies only with gtid_mode ON_PERMISSIVE or ON (change it step by step: SET GLOBAL gtid_mode=OFF_PERMISSIVE, then ON_PERMISSIVE)")
 	case t.mysql != nil && plan.anonymous && strings.EqualFold(t.mysql.gtidMode, "ON"):
 		return fmt.Errorf("the target has gtid_mode=ON and the planned transactions are anonymous (their source had gtid_mode OFF), which MySQL applies only with gtid_mode OFF_PERMISSIVE or ON_PERMISSIVE")
+	case t.mysql != nil && plan.mysqlGTIDs:
+		// MySQL would skip them (a guard); here it means the target is not
+		// at the plan's start, so what it holds is not the base's data.
+		have, err := gtid.ParseMySQLSet(t.mysql.executed)
+		if err != nil {
+			return fmt.Errorf("its gtid_executed: %w", err)
+		}
+		if had := plan.mysqlApplied.Sub(plan.mysqlApplied.Sub(have)); !had.IsEmpty() {
+			return fmt.Errorf("the target has already executed %s of the transactions to apply (its gtid_executed is %s, the restore starts after %s): it does not hold the base's data; restore the base onto it first", had, t.mysql.executed, plan.StartGTID)
+		}
 	}
 	return nil
 }
@@ -184,9 +197,9 @@ func replicateFromMySQL(ctx context.Context, conn *sql.Conn, t *target, host, po
 	rs := t.stmts("")
 	_, _ = conn.ExecContext(ctx, rs.stop)
 	var warn []string
-	var executed string
-	if err := conn.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_executed").Scan(&executed); err != nil {
-		return nil, mysqlx.Translate("reading gtid_executed", err)
+	executed, err := gtidExecuted(ctx, conn)
+	if err != nil {
+		return nil, err
 	}
 	have, err := gtid.ParseMySQLSet(executed)
 	if err != nil {
@@ -217,4 +230,13 @@ func replicateFromMySQL(ctx context.Context, conn *sql.Conn, t *target, host, po
 		return warn, mysqlx.Translate(rs.startName, err)
 	}
 	return warn, nil
+}
+
+// gtidExecuted reads @@GLOBAL.gtid_executed ("" when empty).
+func gtidExecuted(ctx context.Context, conn *sql.Conn) (string, error) {
+	var executed sql.NullString
+	if err := conn.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_executed").Scan(&executed); err != nil {
+		return "", mysqlx.Translate("reading gtid_executed", err)
+	}
+	return executed.String, nil
 }
