@@ -151,6 +151,11 @@ type replicaChannel struct {
 	stop                 chan struct{}
 	done                 chan struct{}
 	conn                 net.Conn
+	// The transaction being received: kept across reconnections, as the
+	// relay log keeps a transaction's first events when the connection
+	// drops inside it and the receiver asks from where it was.
+	inTxn, first bool
+	gtid         string
 }
 
 // StartMySQLReplicaDouble starts a replica double on 127.0.0.1.
@@ -1186,11 +1191,7 @@ func (d *MySQLReplicaDouble) session(c *replicaChannel) error {
 
 // events reads the dump's events and applies each transaction at its end.
 func (d *MySQLReplicaDouble) events(c *replicaChannel, p *rconn, crc bool) error {
-	var (
-		inTxn, first bool
-		gtid         string
-		failAt       = d.opts.FailAt
-	)
+	failAt := d.opts.FailAt
 	for {
 		b, err := p.read()
 		if err != nil {
@@ -1233,12 +1234,12 @@ func (d *MySQLReplicaDouble) events(c *replicaChannel, p *rconn, crc bool) error
 				d.mu.Unlock()
 				return &ioError{errno: 13122, msg: "Relay log write failure: Gtid event too short", fatal: true}
 			}
-			inTxn, first = true, true
-			gtid = "anonymous"
+			c.inTxn, c.first = true, true
+			c.gtid = "anonymous"
 			if typ == 33 {
 				u, _ := guuid.FromBytes(body[1:17])
-				gtid = fmt.Sprintf("%s:%d", u, binary.LittleEndian.Uint64(body[17:]))
-				re.GTID = gtid
+				c.gtid = fmt.Sprintf("%s:%d", u, binary.LittleEndian.Uint64(body[17:]))
+				re.GTID = c.gtid
 			}
 		}
 		if logPos != 0 {
@@ -1248,18 +1249,18 @@ func (d *MySQLReplicaDouble) events(c *replicaChannel, p *rconn, crc bool) error
 		commit := false
 		switch {
 		case typ == 16: // Xid
-			commit = inTxn
-		case typ == 2 && inTxn:
+			commit = c.inTxn
+		case typ == 2 && c.inTxn:
 			q := queryOf(body)
-			commit = strings.EqualFold(q, "COMMIT") || (first && !strings.EqualFold(q, "BEGIN"))
-			first = false
+			commit = strings.EqualFold(q, "COMMIT") || (c.first && !strings.EqualFold(q, "BEGIN"))
+			c.first = false
 		}
 		if c.sqlRun == "Yes" {
 			switch {
 			case commit:
-				inTxn = false
-				d.applyLocked(c, gtid, failAt, logPos)
-			case !inTxn && logPos != 0 && typ != 27:
+				c.inTxn = false
+				d.applyLocked(c, c.gtid, failAt, logPos)
+			case !c.inTxn && logPos != 0 && typ != 27:
 				c.relayFile, c.execPos = c.file, logPos
 			}
 		}

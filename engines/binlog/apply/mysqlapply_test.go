@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -218,6 +219,23 @@ func TestApplyMySQLReplicaDouble(t *testing.T) {
 		}
 		if got := rep.Executed(); got != base {
 			t.Fatalf("the replica moved to %s", got)
+		}
+	})
+
+	t.Run("connection cut inside a transaction", func(t *testing.T) {
+		rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDExecuted: base})
+		var sent atomic.Int64
+		testHookCut = func() bool { return sent.Add(1) == 23 } // inside a transaction (5 events each, after the head)
+		defer func() { testHookCut = nil }()
+		res := apply(t, Params{DSN: rep.DSN, Files: files, StartGTID: base, Stop: Stop{GTID: u + ":80"}})
+		ch, _ := rep.Channel(pitrConnection)
+		if ch.Dumps < 2 || !slices.Equal(ch.Applied, gtids(u, 56, 80)) || len(ch.Skipped) != 0 || res.EndGTID != rep.Executed() {
+			t.Fatalf("%d dumps, applied %v, skipped %v, at %s", ch.Dumps, ch.Applied, ch.Skipped, rep.Executed())
+		}
+		if !slices.Contains(ch.Steps[1:], "connect") || !slices.ContainsFunc(ch.Steps, func(s string) bool {
+			return strings.HasPrefix(s, "COM_BINLOG_DUMP tidemark-pitr.000002:") && s != "COM_BINLOG_DUMP tidemark-pitr.000002:4"
+		}) {
+			t.Fatalf("steps %q: want a second dump from where the first was cut", ch.Steps)
 		}
 	})
 
