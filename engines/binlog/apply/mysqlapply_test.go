@@ -388,3 +388,32 @@ func TestApplyMySQLAfterFailover(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyMySQLAnonymous: a source with gtid_mode OFF (anonymous
+// transactions) restores by file and position onto a target with
+// gtid_mode OFF, and is refused by one with gtid_mode ON.
+func TestApplyMySQLAnonymous(t *testing.T) {
+	src := testenv.StartMySQLSourceDouble(t, testenv.MySQLSourceOptions{GTIDModeOff: true})
+	src.Commit(10)
+	src.Rotate()
+	src.Commit(10)
+	files := doubleFiles(t, src)
+	all := txnsOf(t, files)
+	if len(all) != 20 || all[0].GTID != "" {
+		t.Fatalf("%d transactions, the first %+v", len(all), all[0])
+	}
+	// The base is at the 5th transaction's end; stop before the 15th.
+	p := Params{Files: files, StartFile: all[4].File, StartPos: all[4].End, Stop: Stop{File: all[14].File, Pos: all[14].Pos}}
+	rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDMode: "OFF"})
+	p.DSN = rep.DSN
+	res := apply(t, p)
+	ch, _ := rep.Channel(pitrConnection)
+	if res.Transactions != 9 || len(ch.Applied) != 9 || ch.Applied[0] != "anonymous" || len(ch.Skipped) != 0 || rep.Executed() != "" {
+		t.Fatalf("%d planned, applied %v, skipped %v, gtid_executed %q", res.Transactions, ch.Applied, ch.Skipped, rep.Executed())
+	}
+	on := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{})
+	p.DSN = on.DSN
+	if _, err := Apply(context.Background(), p); err == nil || !strings.Contains(err.Error(), "anonymous") {
+		t.Fatalf("onto gtid_mode ON: %v; want a refusal naming the anonymous transactions", err)
+	}
+}
