@@ -78,7 +78,6 @@ type source struct {
 	refused     error
 	tlsSessions atomic.Int64  // replica logins served over TLS
 	tlsVersion  atomic.Uint32 // of the last one
-	replicaUUID string        // what the replica said in SET @replica_uuid (mu)
 }
 
 const sourceFilePrefix = "tidemark-pitr."
@@ -650,9 +649,7 @@ func (s *source) query(p *pconn, q string) error {
 	switch {
 	case strings.HasPrefix(norm, "SET "):
 		if m := replicaUUIDRE.FindStringSubmatch(q); m != nil {
-			s.mu.Lock()
-			s.replicaUUID = m[1]
-			s.mu.Unlock()
+			s.log.Debug("replication source: a MySQL replica", "replica_uuid", m[1], "source_uuid", s.uuid)
 		}
 		if err := p.ok(); err != nil {
 			return err
