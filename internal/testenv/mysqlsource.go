@@ -336,10 +336,24 @@ func (d *MySQLSourceDouble) appendEvent(f *binlogFile, typ byte, ts uint32, flag
 	f.data = append(f.data, ev...)
 }
 
-// appendTxn writes transaction gno: INSERT INTO test.t VALUES (gno, gno*7).
-func (d *MySQLSourceDouble) appendTxn(gno int64, at time.Time) {
+// CommitDDL appends one DDL transaction: a Gtid event and the statement
+// alone in a Query event, no BEGIN and no Xid, as MySQL writes DDL.
+func (d *MySQLSourceDouble) CommitDDL(stmt string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gno++
 	f := d.files[len(d.files)-1]
 	start := len(f.data)
+	at := time.Now()
+	d.appendGTID(f, d.gno, at)
+	d.appendEvent(f, evQuery, uint32(at.Unix()), 0, queryBody("test", stmt))
+	f.txns = append(f.txns, txnRange{uuid: d.sourceID, gno: d.gno, start: start, end: len(f.data)})
+	d.signal()
+}
+
+// appendGTID writes the Gtid event of transaction gno (anonymous with
+// gtid_mode OFF).
+func (d *MySQLSourceDouble) appendGTID(f *binlogFile, gno int64, at time.Time) {
 	ts := uint32(at.Unix())
 	if d.gtidMode {
 		g := []byte{1} // commit flag
@@ -354,12 +368,20 @@ func (d *MySQLSourceDouble) appendTxn(gno int64, at time.Time) {
 		g = append(g, 0)                                       // transaction length (packed): unknown
 		g = binary.LittleEndian.AppendUint32(g, uint32(80036)) // immediate server version
 		d.appendEvent(f, evGTID, ts, 0, g)
-	} else {
-		g := make([]byte, 42)
-		g[0] = 1
-		g[25] = 2
-		d.appendEvent(f, evAnonGTID, ts, 0, g)
+		return
 	}
+	g := make([]byte, 42)
+	g[0] = 1
+	g[25] = 2
+	d.appendEvent(f, evAnonGTID, ts, 0, g)
+}
+
+// appendTxn writes transaction gno: INSERT INTO test.t VALUES (gno, gno*7).
+func (d *MySQLSourceDouble) appendTxn(gno int64, at time.Time) {
+	f := d.files[len(d.files)-1]
+	start := len(f.data)
+	ts := uint32(at.Unix())
+	d.appendGTID(f, gno, at)
 	d.appendEvent(f, evQuery, ts, 0, queryBody("test", "BEGIN"))
 	tm := make([]byte, 6, 64)
 	tm[0] = 108                                  // table id

@@ -417,3 +417,24 @@ func TestApplyMySQLAnonymous(t *testing.T) {
 		t.Fatalf("onto gtid_mode ON: %v; want a refusal naming the anonymous transactions", err)
 	}
 }
+
+// TestApplyMySQLDDL: MySQL writes DDL as a Gtid event and the statement,
+// no BEGIN, no Xid: one transaction, which a stop at its GTID includes and
+// nothing after it.
+func TestApplyMySQLDDL(t *testing.T) {
+	src := testenv.StartMySQLSourceDouble(t, testenv.MySQLSourceOptions{})
+	u := src.UUID
+	src.Commit(3)
+	src.CommitDDL("ALTER TABLE t ADD COLUMN c INT")
+	src.Commit(3)
+	files := doubleFiles(t, src)
+	if n := len(txnsOf(t, files)); n != 7 {
+		t.Fatalf("%d transactions, want 7 (the DDL one of them)", n)
+	}
+	rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDExecuted: u + ":1-2"})
+	res := apply(t, Params{DSN: rep.DSN, Files: files, StartGTID: u + ":1-2", Stop: Stop{GTID: u + ":4"}})
+	ch, _ := rep.Channel(pitrConnection)
+	if res.Transactions != 2 || !slices.Equal(ch.Applied, gtids(u, 3, 4)) || !slices.Equal(receivedGTIDs(ch), gtids(u, 3, 4)) || rep.Executed() != u+":1-4" {
+		t.Fatalf("%d planned, applied %v, received %v, at %s", res.Transactions, ch.Applied, receivedGTIDs(ch), rep.Executed())
+	}
+}
