@@ -129,6 +129,9 @@ type ReplicaChannel struct {
 	LastSQLErrno   int
 	LastSQLError   string
 	HeartbeatsSeen int
+	// IgnoredOwn counts events dropped for carrying the replica's own
+	// server id, as MySQL drops them.
+	IgnoredOwn int
 	// TLS is how the last login was protected: "" (plain), else the
 	// version and whether the source's certificate was verified.
 	TLS string
@@ -1221,6 +1224,16 @@ func (d *MySQLReplicaDouble) events(c *replicaChannel, p *rconn, crc bool) error
 			body = body[:len(body)-4]
 		}
 		d.mu.Lock()
+		if sid := binary.LittleEndian.Uint32(ev[5:]); sid == d.ServerID && typ != 4 && typ != 15 && typ != 27 {
+			// MySQL's receiver drops its own server id's events
+			// (replicate_same_server_id off): they would be lost.
+			c.IgnoredOwn++
+			if logPos != 0 {
+				c.pos = logPos
+			}
+			d.mu.Unlock()
+			continue
+		}
 		re := ReplicaEvent{Type: typ, LogPos: logPos, File: c.file}
 		switch typ {
 		case 4: // Rotate

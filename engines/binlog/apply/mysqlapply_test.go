@@ -308,6 +308,27 @@ func TestApplyMySQLReplicaDouble(t *testing.T) {
 		}
 	})
 
+	t.Run("target with the source's server id", func(t *testing.T) {
+		rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDExecuted: base, ServerID: src.ServerID})
+		res := apply(t, Params{DSN: rep.DSN, Files: files, StartGTID: base, Stop: Stop{GTID: u + ":60"}})
+		ch, _ := rep.Channel(pitrConnection)
+		own := fmt.Sprint(src.ServerID)
+		if !slices.Equal(ch.Applied, gtids(u, 56, 60)) || ch.IgnoredOwn != 0 || rep.Var("server_id") != own || !strings.Contains(strings.Join(res.Warnings, "\n"), "server_id was changed") {
+			t.Fatalf("applied %v, %d events dropped as its own, server_id %s now (want %s back), warnings %q", ch.Applied, ch.IgnoredOwn, rep.Var("server_id"), own, res.Warnings)
+		}
+	})
+
+	t.Run("replica settings that skip errors", func(t *testing.T) {
+		rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDExecuted: base, Vars: map[string]string{"replica_skip_errors": "1062"}})
+		_, err := Apply(context.Background(), Params{DSN: rep.DSN, Files: files, StartGTID: base, Stop: Stop{GTID: u + ":60"}, Method: MethodReplication})
+		if err == nil || !strings.Contains(err.Error(), "replica_skip_errors=1062") {
+			t.Fatalf("apply: %v; want a refusal naming replica_skip_errors", err)
+		}
+		if len(rep.Channels()) != 0 || rep.Executed() != base {
+			t.Fatalf("the refused apply changed the target: %q", rep.Statements())
+		}
+	})
+
 	t.Run("gtid_mode OFF", func(t *testing.T) {
 		rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDMode: "OFF"})
 		_, err := Apply(context.Background(), Params{DSN: rep.DSN, Files: files, StartGTID: base, Stop: Stop{GTID: u + ":80"}})
