@@ -97,6 +97,9 @@ type MySQLReplicaOptions struct {
 	// FailAt makes the applier stop at that transaction ("uuid:n") with a
 	// duplicate-key error, as a replica-side error would.
 	FailAt string
+	// HoldApplier receives but never applies (a stuck applier: a lock
+	// wait, a long transaction).
+	HoldApplier bool
 	// AuthPlugin is the plugin the receiver answers the handshake with
 	// (default caching_sha2_password, MySQL 8's default).
 	AuthPlugin string
@@ -1268,7 +1271,7 @@ func (d *MySQLReplicaDouble) events(c *replicaChannel, p *rconn, crc bool) error
 			commit = strings.EqualFold(q, "COMMIT") || (c.first && !strings.EqualFold(q, "BEGIN"))
 			c.first = false
 		}
-		if c.sqlRun == "Yes" {
+		if c.sqlRun == "Yes" && !d.opts.HoldApplier {
 			switch {
 			case commit:
 				c.inTxn = false

@@ -329,6 +329,19 @@ func TestApplyMySQLReplicaDouble(t *testing.T) {
 		}
 	})
 
+	t.Run("cancelled", func(t *testing.T) {
+		rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDExecuted: base, HoldApplier: true})
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(500*time.Millisecond, cancel)
+		_, err := Apply(ctx, Params{DSN: rep.DSN, Files: files, StartGTID: base, Stop: Stop{GTID: u + ":60"}, Parallel: 2})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("apply: %v, want cancelled", err)
+		}
+		if len(rep.Channels()) != 0 || rep.Var("replica_parallel_workers") != "4" {
+			t.Fatalf("after the cancel: channels %v, replica_parallel_workers %s (want none, 4)", rep.Channels(), rep.Var("replica_parallel_workers"))
+		}
+	})
+
 	t.Run("gtid_mode OFF", func(t *testing.T) {
 		rep := testenv.StartMySQLReplicaDouble(t, testenv.MySQLReplicaOptions{GTIDMode: "OFF"})
 		_, err := Apply(context.Background(), Params{DSN: rep.DSN, Files: files, StartGTID: base, Stop: Stop{GTID: u + ":80"}})
