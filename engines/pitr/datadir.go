@@ -10,6 +10,7 @@ import (
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/binlog"
 	"github.com/tidemark-backup/tidemark/engines/binlog/apply"
+	"github.com/tidemark-backup/tidemark/engines/binlog/gtid"
 	"github.com/tidemark-backup/tidemark/engines/physical"
 	"github.com/tidemark-backup/tidemark/internal/archive"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
@@ -66,6 +67,9 @@ func RestoreDatadir(ctx context.Context, p DatadirParams) (*DatadirResult, error
 		return nil, fmt.Errorf("give exactly one of a time, a GTID or a FILE:POS position to restore to")
 	}
 	if p.Target.GTID != "" {
+		if gtid.IsMySQLSet(p.Target.GTID) {
+			return nil, fmt.Errorf("target GTID %s is MySQL's: a restore into a datadir rolls forward with a temporary MariaDB server, which cannot apply MySQL's binlog; restore onto a running MySQL server instead (without a datadir)", p.Target.GTID)
+		}
 		if _, err := binlog.ParsePosition(p.Target.GTID); err != nil {
 			return nil, fmt.Errorf("target %w (a MariaDB GTID such as 0-1-100, one per domain)", err)
 		}

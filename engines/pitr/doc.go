@@ -13,4 +13,11 @@
 // itself listens on no TCP port), then shuts it down; it picks only
 // physical bases. The datadir's in-progress marker stays until the
 // roll-forward is done and the server is down.
+//
+// MySQL instances (an archive of MySQL's binlog, bases whose consistency
+// point is a MySQL GTID set) restore with Restore onto a running MySQL
+// server, to a time, a position or a GTID (uuid:N, or uuid:1-N naming N);
+// base and archive coverage are compared as GTID sets. RestoreDatadir
+// refuses a MySQL GTID: its temporary server is MariaDB's. The MySQL path
+// is tested against doubles of MySQL, not a real server.
 package pitr

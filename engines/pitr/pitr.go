@@ -14,6 +14,7 @@ import (
 	"github.com/tidemark-backup/tidemark/engines"
 	"github.com/tidemark-backup/tidemark/engines/binlog"
 	"github.com/tidemark-backup/tidemark/engines/binlog/apply"
+	"github.com/tidemark-backup/tidemark/engines/binlog/gtid"
 	"github.com/tidemark-backup/tidemark/engines/logical"
 	"github.com/tidemark-backup/tidemark/engines/physical"
 	"github.com/tidemark-backup/tidemark/internal/archive"
@@ -28,7 +29,8 @@ var ErrUnreachable = errors.New("point in time not reachable")
 type Target struct {
 	// Time includes every transaction with a timestamp at or before it.
 	Time time.Time
-	// GTID includes that transaction (MariaDB domain-server-seq).
+	// GTID includes that transaction (MariaDB domain-server-seq, or
+	// MySQL uuid:n).
 	GTID string
 	// File and Pos stop before the event that starts at Pos in File;
 	// ServerID names the server that wrote File when two servers wrote
@@ -116,8 +118,12 @@ func Restore(ctx context.Context, p Params) (*Result, error) {
 		return nil, fmt.Errorf("the instance whose archive to roll forward is required (its name in the repository: `tidemark binlog status --repo URI` lists them)")
 	}
 	if p.Target.GTID != "" {
-		if _, err := binlog.ParsePosition(p.Target.GTID); err != nil {
-			return nil, fmt.Errorf("target %w (a MariaDB GTID such as 0-1-100, one per domain)", err)
+		if gtid.IsMySQLSet(p.Target.GTID) {
+			if _, _, err := gtid.ParseMySQLTarget(p.Target.GTID); err != nil {
+				return nil, fmt.Errorf("target %w", err)
+			}
+		} else if _, err := binlog.ParsePosition(p.Target.GTID); err != nil {
+			return nil, fmt.Errorf("target %w (a MariaDB GTID such as 0-1-100, one per domain, or MySQL's UUID:N)", err)
 		}
 	}
 	arch, err := binlog.OpenArchive(ctx, p.Repo, p.Instance)
@@ -263,6 +269,15 @@ func atOrBefore(c *v1.ConsistencyPoint, t Target) bool {
 		// holds only transactions stamped 10:00:00 or earlier, so it is
 		// a base for a target of 10:00:00.
 		return c.Time != nil && !c.Time.AsTime().Truncate(time.Second).After(t.Time)
+	case t.GTID != "" && (gtid.IsMySQLSet(t.GTID) || gtid.IsMySQLSet(c.GtidSet)):
+		// A MySQL base is at or before uuid:n unless its set holds n and
+		// more of that UUID after it.
+		u, n, err := gtid.ParseMySQLTarget(t.GTID)
+		if err != nil || (c.GtidSet != "" && !gtid.IsMySQLSet(c.GtidSet)) {
+			return false
+		}
+		set, err := gtid.ParseMySQLSet(c.GtidSet)
+		return err == nil && (!set.Contains(u, n) || set.Last(u) == n)
 	case t.GTID != "":
 		g, err := binlog.ParsePosition(t.GTID)
 		if err != nil {
@@ -307,20 +322,21 @@ func filesFrom(arch *binlog.Archive, base *v1.Manifest, t Target) ([]apply.File,
 		return nil, fmt.Errorf("%w: no binlog is archived for this instance; start `tidemark binlog stream` (or `tidemark binlog start` through the controller)", ErrUnreachable)
 	}
 	c := base.Consistency
-	basePos, err := binlog.ParsePosition(c.GtidSet)
+	pos, err := positionsOf(c.GtidSet, segs)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: consistency GTID %q: %w", base.BackupId, c.GtidSet, err)
 	}
 	// The first segment that holds a transaction past the base; the
 	// segments before it are wholly inside the base. Apply skips, per
-	// domain, what the base already holds of the segments it is given.
+	// domain (MySQL: per GTID), what the base already holds of the
+	// segments it is given.
 	first := -1
 	for i, s := range segs {
-		end, err := binlog.ParsePosition(s.GTIDEnd)
+		beyond, err := pos.beyond(s.GTIDEnd)
 		if err != nil {
 			return nil, fmt.Errorf("binlog segment %s: %w", s.Name, err)
 		}
-		if end.Beyond(basePos) {
+		if beyond {
 			first = i
 			break
 		}
@@ -333,16 +349,16 @@ func filesFrom(arch *binlog.Archive, base *v1.Manifest, t Target) ([]apply.File,
 	// One segment earlier too: it holds the base's own last transaction,
 	// which a target naming exactly the base's point must find.
 	first = max(first-1, 0)
-	start, err := binlog.ParsePosition(segs[first].GTIDStart)
+	startsAfter, err := pos.beyond(segs[first].GTIDStart)
 	if err != nil {
 		return nil, fmt.Errorf("binlog segment %s: %w", segs[first].Name, err)
 	}
-	if start.Beyond(basePos) {
+	if startsAfter {
 		return nil, fmt.Errorf("%w: the archived binlog of this instance starts at GTID %s (%s), after backup %s's point (%s): the transactions between them were never archived; restore to the backup's own point, or choose a backup taken after streaming started",
 			ErrUnreachable, dash(segs[first].GTIDStart), segs[first].FirstTime.UTC().Format(time.DateTime), base.BackupId, describe(c))
 	}
 	for _, g := range arch.Gaps() {
-		if gb, err := binlog.ParsePosition(g.BeforeGTID); err == nil && g.BeforeGTID != "" && !gb.Beyond(basePos) {
+		if after, err := pos.beyond(g.BeforeGTID); err == nil && g.BeforeGTID != "" && !after {
 			continue // a gap wholly before the base does not matter
 		}
 		if gapBefore(g, t) {
@@ -426,6 +442,11 @@ func gapBefore(g binlog.Gap, t Target) bool {
 	switch {
 	case !t.Time.IsZero():
 		return !g.FromTime.After(t.Time)
+	case t.GTID != "" && gtid.IsMySQLSet(t.GTID):
+		// Past the gap unless the archive held it before the gap.
+		u, n, err1 := gtid.ParseMySQLTarget(t.GTID)
+		after, err2 := gtid.ParseMySQLSet(g.AfterGTID)
+		return err1 != nil || err2 != nil || !after.Contains(u, n)
 	case t.GTID != "":
 		tp, err1 := binlog.ParsePosition(t.GTID)
 		after, err2 := binlog.ParsePosition(g.AfterGTID)
@@ -443,4 +464,49 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// basePosition is a base's GTID position, MariaDB's or MySQL's, as the
+// archive's positions are compared with it.
+type basePosition struct {
+	maria binlog.Position
+	mysql gtid.MySQLSet // non-nil: the instance is MySQL's
+}
+
+// positionsOf reads the base's GTID position; the archive's segments say
+// which kind it is when the base's is empty.
+func positionsOf(set string, segs []binlog.SegmentInfo) (*basePosition, error) {
+	isMySQL := gtid.IsMySQLSet(set)
+	for _, s := range segs {
+		isMySQL = isMySQL || gtid.IsMySQLSet(s.GTIDEnd)
+	}
+	if !isMySQL {
+		p, err := binlog.ParsePosition(set)
+		return &basePosition{maria: p}, err
+	}
+	if set != "" && !gtid.IsMySQLSet(set) {
+		return nil, fmt.Errorf("a MariaDB position, but the archive holds MySQL's binlog")
+	}
+	m, err := gtid.ParseMySQLSet(set)
+	return &basePosition{mysql: m}, err
+}
+
+// beyond reports whether an archive position holds a transaction the base
+// does not.
+func (b *basePosition) beyond(s string) (bool, error) {
+	if b.mysql != nil {
+		if s != "" && !gtid.IsMySQLSet(s) {
+			return false, fmt.Errorf("GTID position %q is MariaDB's, in an archive of MySQL's binlog", s)
+		}
+		set, err := gtid.ParseMySQLSet(s)
+		if err != nil {
+			return false, err
+		}
+		return !b.mysql.ContainsSet(set), nil
+	}
+	p, err := binlog.ParsePosition(s)
+	if err != nil {
+		return false, err
+	}
+	return p.Beyond(b.maria), nil
 }

@@ -60,6 +60,7 @@ type MySQLSourceDouble struct {
 	purged   int64 // transactions 1..purged are in purged files
 	gtidMode bool
 	sourceID string // the UUID transactions are written under (a replica writes its source's)
+	prior    string // transactions of other UUIDs in the binlog (PromoteWithOwnUUID)
 	dumps    []DumpRequest
 	replica  bool // read_only, and SHOW SLAVE STATUS shows a source
 	conns    map[net.Conn]struct{}
@@ -83,6 +84,7 @@ type binlogFile struct {
 }
 
 type txnRange struct {
+	uuid       string
 	gno        int64
 	start, end int
 }
@@ -167,13 +169,27 @@ func (d *MySQLSourceDouble) Promote() {
 	d.replica = false
 }
 
+// PromoteWithOwnUUID makes a replica a primary as MySQL does: its own
+// transactions from now on carry its own server_uuid (from 1), after the
+// old source's, which its binlog keeps.
+func (d *MySQLSourceDouble) PromoteWithOwnUUID() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.replica = false
+	d.prior = d.executedLocked()
+	d.sourceID, d.gno = d.UUID, 0
+}
+
 // Commit appends n transactions to the current binlog file.
-func (d *MySQLSourceDouble) Commit(n int) {
+func (d *MySQLSourceDouble) Commit(n int) { d.CommitAt(n, time.Now()) }
+
+// CommitAt appends n transactions stamped at (their events' timestamp).
+func (d *MySQLSourceDouble) CommitAt(n int, at time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for range n {
 		d.gno++
-		d.appendTxn(d.gno, time.Now())
+		d.appendTxn(d.gno, at)
 	}
 	d.signal()
 }
@@ -232,10 +248,17 @@ func (d *MySQLSourceDouble) Executed() string {
 }
 
 func (d *MySQLSourceDouble) executedLocked() string {
-	if d.gno == 0 || !d.gtidMode {
+	if !d.gtidMode || (d.gno == 0 && d.prior == "") {
 		return ""
 	}
-	return fmt.Sprintf("%s:1-%d", d.sourceID, d.gno)
+	if d.prior == "" {
+		return fmt.Sprintf("%s:1-%d", d.sourceID, d.gno)
+	}
+	gs, _ := mysql.ParseMysqlGTIDSet(d.prior)
+	if d.gno > 0 {
+		_ = gs.Update(fmt.Sprintf("%s:1-%d", d.sourceID, d.gno))
+	}
+	return gs.String()
 }
 
 func (d *MySQLSourceDouble) signal() {
@@ -313,10 +336,24 @@ func (d *MySQLSourceDouble) appendEvent(f *binlogFile, typ byte, ts uint32, flag
 	f.data = append(f.data, ev...)
 }
 
-// appendTxn writes transaction gno: INSERT INTO test.t VALUES (gno, gno*7).
-func (d *MySQLSourceDouble) appendTxn(gno int64, at time.Time) {
+// CommitDDL appends one DDL transaction: a Gtid event and the statement
+// alone in a Query event, no BEGIN and no Xid, as MySQL writes DDL.
+func (d *MySQLSourceDouble) CommitDDL(stmt string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gno++
 	f := d.files[len(d.files)-1]
 	start := len(f.data)
+	at := time.Now()
+	d.appendGTID(f, d.gno, at)
+	d.appendEvent(f, evQuery, uint32(at.Unix()), 0, queryBody("test", stmt))
+	f.txns = append(f.txns, txnRange{uuid: d.sourceID, gno: d.gno, start: start, end: len(f.data)})
+	d.signal()
+}
+
+// appendGTID writes the Gtid event of transaction gno (anonymous with
+// gtid_mode OFF).
+func (d *MySQLSourceDouble) appendGTID(f *binlogFile, gno int64, at time.Time) {
 	ts := uint32(at.Unix())
 	if d.gtidMode {
 		g := []byte{1} // commit flag
@@ -331,12 +368,20 @@ func (d *MySQLSourceDouble) appendTxn(gno int64, at time.Time) {
 		g = append(g, 0)                                       // transaction length (packed): unknown
 		g = binary.LittleEndian.AppendUint32(g, uint32(80036)) // immediate server version
 		d.appendEvent(f, evGTID, ts, 0, g)
-	} else {
-		g := make([]byte, 42)
-		g[0] = 1
-		g[25] = 2
-		d.appendEvent(f, evAnonGTID, ts, 0, g)
+		return
 	}
+	g := make([]byte, 42)
+	g[0] = 1
+	g[25] = 2
+	d.appendEvent(f, evAnonGTID, ts, 0, g)
+}
+
+// appendTxn writes transaction gno: INSERT INTO test.t VALUES (gno, gno*7).
+func (d *MySQLSourceDouble) appendTxn(gno int64, at time.Time) {
+	f := d.files[len(d.files)-1]
+	start := len(f.data)
+	ts := uint32(at.Unix())
+	d.appendGTID(f, gno, at)
 	d.appendEvent(f, evQuery, ts, 0, queryBody("test", "BEGIN"))
 	tm := make([]byte, 6, 64)
 	tm[0] = 108                                  // table id
@@ -359,7 +404,7 @@ func (d *MySQLSourceDouble) appendTxn(gno int64, at time.Time) {
 	wr = binary.LittleEndian.AppendUint64(wr, uint64(gno*7))
 	d.appendEvent(f, evWriteRowsV2, ts, 0, wr)
 	d.appendEvent(f, evXid, ts, 0, binary.LittleEndian.AppendUint64(nil, uint64(gno+1000)))
-	f.txns = append(f.txns, txnRange{gno: gno, start: start, end: len(f.data)})
+	f.txns = append(f.txns, txnRange{uuid: d.sourceID, gno: gno, start: start, end: len(f.data)})
 }
 
 func queryBody(db, q string) []byte {
@@ -490,8 +535,17 @@ func (h *sourceHandler) HandleQuery(q string) (*mysql.Result, error) {
 	case strings.HasPrefix(uq, "SELECT VERSION(), @@VERSION_COMMENT"):
 		return rows([]string{"VERSION()", "@@version_comment", "@@hostname", "@@server_id", "@@log_bin", "@@lower_case_table_names"},
 			[]any{d.Version, "MySQL Community Server - GPL", "double", strconv.FormatUint(uint64(d.ServerID), 10), "1", "0"})
-	case uq == "SELECT @@SERVER_UUID":
+	case uq == "SELECT @@SERVER_UUID" || uq == "SELECT @@GLOBAL.SERVER_UUID":
 		return rows([]string{"@@server_uuid"}, []any{d.UUID})
+	// What a MySQL replica's receiver asks (rpl_replica.cc).
+	case uq == "SELECT UNIX_TIMESTAMP()":
+		return rows([]string{"UNIX_TIMESTAMP()"}, []any{strconv.FormatInt(time.Now().Unix(), 10)})
+	case uq == "SELECT @@GLOBAL.SERVER_ID":
+		return rows([]string{"@@GLOBAL.SERVER_ID"}, []any{strconv.FormatUint(uint64(d.ServerID), 10)})
+	case uq == "SELECT @SOURCE_BINLOG_CHECKSUM" || uq == "SELECT @MASTER_BINLOG_CHECKSUM":
+		return rows([]string{"@source_binlog_checksum"}, []any{"CRC32"})
+	case uq == "SELECT @@GLOBAL.GTID_MODE":
+		return rows([]string{"@@GLOBAL.GTID_MODE"}, []any{gtidMode})
 	case uq == "SELECT @@LOG_BIN, @@SERVER_ID, @@READ_ONLY, @@BINLOG_FORMAT":
 		return rows([]string{"@@log_bin", "@@server_id", "@@read_only", "@@binlog_format"},
 			[]any{"1", strconv.FormatUint(uint64(d.ServerID), 10), map[bool]string{true: "1", false: "0"}[replica], "ROW"})
@@ -622,7 +676,7 @@ func (h *sourceHandler) stream(idx, pos int, skip *mysql.MysqlGTIDSet) *replicat
 				size := int(binary.LittleEndian.Uint32(f.data[p+9:]))
 				ev := f.data[p : p+size]
 				if skip != nil {
-					if tr, ok := txnAt(f, p); ok && skip.Contain(gtidSetOf(d.sourceID, tr.gno)) {
+					if tr, ok := txnAt(f, p); ok && skip.Contain(gtidSetOf(tr.uuid, tr.gno)) {
 						p = tr.end
 						continue
 					}

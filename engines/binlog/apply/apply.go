@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidemark-backup/tidemark/engines/binlog/gtid"
 	"github.com/tidemark-backup/tidemark/internal/mysqlx"
 )
 
@@ -70,9 +71,35 @@ var errCannotReplicate = errors.New("the target cannot replicate from the Tidema
 // same-named temporary tables at once collide (as with any
 // mysqlbinlog | mysql). It is several times slower.
 //
-// Not supported: MySQL targets by the replication method (its replica
-// asks for COM_BINLOG_DUMP_GTID and server UUIDs), MySQL GTID sets as
-// positions, encrypted binlog files, MySQL transaction payload events.
+// MySQL targets (MySQL's binlog files, Params.StartGTID a MySQL GTID set)
+// replicate from the same source, which then presents itself as MySQL
+// 8.0 (caching_sha2_password, the receiver's queries of rpl_replica.cc, a
+// server UUID of its own), through a channel: CHANGE REPLICATION SOURCE
+// TO ... SOURCE_AUTO_POSITION=0 FOR CHANNEL 'tidemark_pitr', START, SHOW,
+// STOP and RESET REPLICA (CHANGE MASTER and SLAVE before 8.0.22/23; 5.7
+// before 5.7.6 has no channels and gets the sql method). The dump is by
+// file and position from the plan's cut, so no transaction is sent twice;
+// the replica's skipping of GTIDs it has executed is only a guard. With
+// Parallel > 1 replica_parallel_workers is set with
+// replica_preserve_commit_order ON. Apply waits for the applier to pass
+// the last planned event, then checks that gtid_executed holds every
+// planned GTID, and puts back what it changed (server_id, the workers,
+// commit order, replica_exec_mode). A target whose gtid_mode cannot take
+// the files' transactions (OFF with GTIDs, ON with anonymous ones), or
+// MariaDB files onto MySQL and the other way, is refused before anything
+// runs. The sql method on MySQL needs MySQL's mysqlbinlog (MariaDB's
+// cannot decode MySQL 8.0's events) and says so. ThenReplicateFrom uses
+// SOURCE_AUTO_POSITION=1 on the default channel, after adding to
+// gtid_purged what the restored set holds and gtid_executed lacks (a base
+// loaded without its GTIDs), so the source does not send it again. Tested
+// against doubles of MySQL only (testenv's MySQLSourceDouble and
+// MySQLReplicaDouble): no MySQL server has run this path.
+//
+// TLS to a MySQL replica is tested with the double's Go TLS client, not
+// MySQL's TLS library.
+//
+// Not supported: encrypted binlog files, MySQL transaction payload events
+// (binlog_transaction_compression), tagged GTIDs (MySQL 8.3+).
 func Apply(ctx context.Context, p Params) (*Result, error) {
 	began := time.Now()
 	switch p.Method {
@@ -127,24 +154,23 @@ func Apply(ctx context.Context, p Params) (*Result, error) {
 	}
 
 	if plan.Transactions > 0 {
-		method := p.Method
-		if method == MethodAuto && !t.mariadb {
-			method = MethodSQL
-			res.Warnings = append(res.Warnings, fmt.Sprintf("the target is not MariaDB (%s): applying through mariadb-binlog | mariadb, which is several times slower than the replication applier", t.version))
+		if err := t.canApply(plan); err != nil {
+			return nil, fmt.Errorf("roll forward to %s: target %s: %w", p.Stop, dsn, err)
 		}
+		method := p.Method
 		if p.NoBinlog && t.logBin && t.logSlaveUpdates && method != MethodSQL {
 			// Its applier would write every transaction to its binlog.
 			if method == MethodReplication {
-				return nil, errors.New("roll forward: the target binlogs what it replicates (log_slave_updates=ON), so the replication method cannot keep the restore out of its binlog as --no-binlog asks: use the sql method, or drop --no-binlog")
+				return nil, fmt.Errorf("roll forward: the target binlogs what it replicates (%s=ON), so the replication method cannot keep the restore out of its binlog as --no-binlog asks: use the sql method, or drop --no-binlog", t.names.logUpdates)
 			}
 			method = MethodSQL
-			res.Warnings = append(res.Warnings, "the target binlogs what it replicates (log_slave_updates=ON): for --no-binlog applying through mariadb-binlog --disable-log-bin | mariadb instead, which is several times slower")
+			res.Warnings = append(res.Warnings, fmt.Sprintf("the target binlogs what it replicates (%s=ON): for --no-binlog applying through %s --disable-log-bin | %s instead, which is several times slower", t.names.logUpdates, t.binlogProgram(), t.clientProgram()))
 		}
 		if method != MethodSQL {
 			method = MethodReplication
 			err = applyReplication(ctx, db, t, dsn, p, plan, res, log, progress)
 			if errors.Is(err, errCannotReplicate) && p.Method == MethodAuto {
-				res.Warnings = append(res.Warnings, fmt.Sprintf("%v; applying through mariadb-binlog | mariadb instead, which is several times slower", err))
+				res.Warnings = append(res.Warnings, fmt.Sprintf("%v; applying through %s | %s instead, which is several times slower", err, t.binlogProgram(), t.clientProgram()))
 				method = MethodSQL
 			} else if err != nil {
 				return nil, fmt.Errorf("roll forward to %s: %w", p.Stop, err)
@@ -158,7 +184,9 @@ func Apply(ctx context.Context, p Params) (*Result, error) {
 		res.Method = method
 	}
 	if src != nil {
-		if err := replicateFrom(ctx, db, src, plan.EndGTID); err != nil {
+		warn, err := replicateFrom(ctx, db, t, src, plan)
+		res.Warnings = append(res.Warnings, warn...)
+		if err != nil {
 			return res, fmt.Errorf("roll forward: applied up to %s, but replicating from %s failed: %w", plan.EndGTID, src, err)
 		}
 	}
@@ -171,6 +199,8 @@ func Apply(ctx context.Context, p Params) (*Result, error) {
 type target struct {
 	version         string
 	mariadb         bool
+	mysql           *mysqlTarget // nil for MariaDB
+	names           varNames
 	serverID        uint32
 	logBin          bool
 	logSlaveUpdates bool
@@ -182,12 +212,18 @@ type target struct {
 }
 
 func probeTarget(ctx context.Context, db *sql.DB) (*target, error) {
-	t := &target{}
+	t := &target{names: mariadbNames}
 	var comment string
-	if err := db.QueryRowContext(ctx, "SELECT @@version, @@version_comment, @@server_id, @@log_bin, @@have_ssl").Scan(&t.version, &comment, &t.serverID, &t.logBin, &t.haveSSL); err != nil {
+	if err := db.QueryRowContext(ctx, "SELECT @@version, @@version_comment").Scan(&t.version, &comment); err != nil {
 		return nil, mysqlx.Translate("reading the server's version", err)
 	}
 	t.mariadb = strings.Contains(strings.ToLower(t.version+" "+comment), "mariadb")
+	if !t.mariadb {
+		return probeMySQL(ctx, db, t)
+	}
+	if err := db.QueryRowContext(ctx, "SELECT @@server_id, @@log_bin, @@have_ssl").Scan(&t.serverID, &t.logBin, &t.haveSSL); err != nil {
+		return nil, mysqlx.Translate("reading the server's settings", err)
+	}
 	if t.mariadb {
 		var skip, execMode string
 		var filters [6]string
@@ -258,8 +294,8 @@ func relaxStrict(ctx context.Context, g *globals, t *target, binlogs bool, res *
 // applyReplication serves the files as a replication source and lets the
 // target's replication applier apply them.
 func applyReplication(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DSN, p Params, plan *PlanResult, res *Result, log *slog.Logger, progress func(Progress)) (err error) {
-	if !t.mariadb {
-		return fmt.Errorf("%w: the replication method needs a MariaDB target (this is %s)", errCannotReplicate, t.version)
+	if t.mysql != nil && !t.mysql.atLeast(5, 7, 6) {
+		return fmt.Errorf("%w: MySQL %s has no replication channels (5.7.6 and later have)", errCannotReplicate, t.version)
 	}
 	if len(t.inexact) > 0 {
 		return fmt.Errorf("%w: its replica settings would skip events or errors silently (%s; startup options)", errCannotReplicate, strings.Join(t.inexact, ", "))
@@ -273,9 +309,10 @@ func applyReplication(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DS
 		return context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 	}
 
+	rs := t.stmts(pitrConnection)
 	// A connection left by a crashed earlier apply goes first.
-	_, _ = conn.ExecContext(ctx, "STOP SLAVE "+quote(pitrConnection))
-	_, _ = conn.ExecContext(ctx, "RESET SLAVE "+quote(pitrConnection)+" ALL")
+	_, _ = conn.ExecContext(ctx, rs.stop)
+	_, _ = conn.ExecContext(ctx, rs.reset)
 
 	// The source's server id must differ from the target's, and the
 	// target's from every applied event's: a replica drops events that
@@ -333,33 +370,43 @@ func applyReplication(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DS
 			res.Warnings = append(res.Warnings, "the replication connection is encrypted, but the target does not verify the source's certificate: give the path of its CA on the target's host to verify")
 		}
 	}
-	s, err := newSource(ctx, addr, p.Files, plan, free(), st, log)
+	var my *mysqlSource
+	if t.mysql != nil {
+		my = &mysqlSource{uuid: t.mysql.freeUUID(plan), nativeAuth: !t.mysql.atLeast(8, 0, 0)}
+	}
+	s, err := newSource(ctx, addr, p.Files, plan, free(), st, my, log)
 	if err != nil {
 		return err
 	}
 	s.host = host
+	s.statusQ = rs.status
 	defer func() {
 		if serr := s.close(); serr != nil && err == nil {
 			err = serr
 		}
 	}()
 
-	change := fmt.Sprintf("CHANGE MASTER %s TO MASTER_HOST=%s, MASTER_PORT=%d, MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_LOG_FILE=%s, MASTER_LOG_POS=4, MASTER_USE_GTID=no, MASTER_HEARTBEAT_PERIOD=1, MASTER_CONNECT_RETRY=1, %s",
-		quote(pitrConnection), quote(host), s.addr().Port, quote(s.user), quote(s.password), quote(sourceFileName(plan.firstFile)), st.changeMasterTLS())
+	tlsOpts := st.changeMasterTLS()
 	if testHookPlainReplica {
-		change = strings.Replace(change, st.changeMasterTLS(), "MASTER_SSL=0", 1)
+		tlsOpts = "MASTER_SSL=0"
+	}
+	change := fmt.Sprintf("CHANGE MASTER %s TO MASTER_HOST=%s, MASTER_PORT=%d, MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_LOG_FILE=%s, MASTER_LOG_POS=4, MASTER_USE_GTID=no, MASTER_HEARTBEAT_PERIOD=1, MASTER_CONNECT_RETRY=1, %s",
+		quote(pitrConnection), quote(host), s.addr().Port, quote(s.user), quote(s.password), quote(sourceFileName(plan.firstFile)), tlsOpts)
+	if t.mysql != nil {
+		change = t.mysql.change(fmt.Sprintf("MASTER_HOST=%s, MASTER_PORT=%d, MASTER_USER=%s, MASTER_PASSWORD=%s, MASTER_LOG_FILE=%s, MASTER_LOG_POS=4, MASTER_AUTO_POSITION=0, MASTER_HEARTBEAT_PERIOD=1, MASTER_CONNECT_RETRY=1, %s",
+			quote(host), s.addr().Port, quote(s.user), quote(s.password), quote(sourceFileName(plan.firstFile)), tlsOpts), pitrConnection)
 	}
 	if _, err := conn.ExecContext(ctx, change); err != nil {
 		if n := mysqlx.ServerErrorNumber(err); n == 1227 || n == 1044 || n == 1045 {
-			return fmt.Errorf("%w: CHANGE MASTER refused: %w", errCannotReplicate, err)
+			return fmt.Errorf("%w: %s refused: %w", errCannotReplicate, rs.changeName, err)
 		}
-		return mysqlx.Translate("CHANGE MASTER", err)
+		return mysqlx.Translate(rs.changeName, err)
 	}
 	defer func() {
 		cctx, cancel := cleanupCtx()
 		defer cancel()
-		_, serr := conn.ExecContext(cctx, "STOP SLAVE "+quote(pitrConnection))
-		_, rerr := conn.ExecContext(cctx, "RESET SLAVE "+quote(pitrConnection)+" ALL")
+		_, serr := conn.ExecContext(cctx, rs.stop)
+		_, rerr := conn.ExecContext(cctx, rs.reset)
 		if cerr := errors.Join(serr, rerr); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("removing the replication connection %s from the target: %w", pitrConnection, cerr))
 		}
@@ -368,17 +415,24 @@ func applyReplication(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DS
 		return err
 	}
 	if t.idempotent { // IDEMPOTENT would pass over missing and duplicate rows
-		if err := g.set(ctx, "slave_exec_mode", "'IDEMPOTENT'", "'STRICT'"); err != nil {
+		if err := g.set(ctx, t.names.execMode, "'IDEMPOTENT'", "'STRICT'"); err != nil {
 			return err
 		}
 	}
 	if p.Parallel > 1 && p.Parallel != t.parallel {
-		if err := g.set(ctx, "slave_parallel_threads", strconv.Itoa(t.parallel), strconv.Itoa(p.Parallel)); err != nil {
+		if err := g.set(ctx, t.names.parallel, strconv.Itoa(t.parallel), strconv.Itoa(p.Parallel)); err != nil {
 			return fmt.Errorf("%w (is another replication connection running on the target? stop it, or apply with Parallel 0)", err)
 		}
 	}
-	if _, err := conn.ExecContext(ctx, "START SLAVE "+quote(pitrConnection)); err != nil {
-		return mysqlx.Translate("START SLAVE", err)
+	if p.Parallel > 1 && t.mysql != nil && !t.mysql.preserveOrder {
+		// Workers commit in the files' order, so that a stop or a failure
+		// leaves the target at a prefix of the plan.
+		if err := g.set(ctx, t.names.preserveOrder, "OFF", "ON"); err != nil {
+			return fmt.Errorf("%w (MySQL before 8.0.19 needs %s=LOGICAL_CLOCK and the binary log for it; apply with Parallel 0 instead)", err, strings.Replace(t.names.parallel, "workers", "type", 1))
+		}
+	}
+	if _, err := conn.ExecContext(ctx, rs.start); err != nil {
+		return mysqlx.Translate(rs.startName, err)
 	}
 	if st != nil {
 		res.TLS = &TLSUsed{Ephemeral: st.ephemeral}
@@ -389,7 +443,32 @@ func applyReplication(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DS
 			}
 		}()
 	}
-	return waitApplied(ctx, conn, s, plan, res, progress)
+	if err := waitApplied(ctx, conn, s, plan, res, progress); err != nil {
+		return err
+	}
+	if t.mysql != nil && plan.mysqlGTIDs {
+		return checkExecuted(ctx, conn, plan)
+	}
+	return nil
+}
+
+// checkExecuted makes sure a MySQL target executed every planned GTID: the
+// applier reached the last planned position, but a transaction it skipped
+// for a GTID it already had (a guard, never the plan) or one it lost would
+// show here.
+func checkExecuted(ctx context.Context, conn *sql.Conn, plan *PlanResult) error {
+	executed, err := gtidExecuted(ctx, conn)
+	if err != nil {
+		return err
+	}
+	have, err := gtid.ParseMySQLSet(executed)
+	if err != nil {
+		return fmt.Errorf("the target's gtid_executed: %w", err)
+	}
+	if missing := plan.mysqlApplied.Sub(have); !missing.IsEmpty() {
+		return fmt.Errorf("the target's applier passed the last planned transaction, but its gtid_executed (%s) lacks %s", executed, missing)
+	}
+	return nil
 }
 
 // waitApplied polls the replication connection until the last planned
@@ -405,7 +484,7 @@ func waitApplied(ctx context.Context, conn *sql.Conn, s *source, plan *PlanResul
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		st, err := slaveStatus(ctx, conn, pitrConnection)
+		st, err := slaveStatus(ctx, conn, s.statusQ)
 		if err != nil {
 			return err
 		}
@@ -468,7 +547,7 @@ func tlsFailure(ctx context.Context, conn *sql.Conn, s *source, st map[string]st
 		if refused == nil {
 			return nil
 		}
-		if said = ioErrorSoon(ctx, conn, st); said == "" {
+		if said = ioErrorSoon(ctx, conn, s.statusQ, st); said == "" {
 			return nil
 		}
 	}
@@ -492,7 +571,7 @@ func tlsFailure(ctx context.Context, conn *sql.Conn, s *source, st map[string]st
 // ioErrorSoon returns the receiver's last error, waiting up to a few
 // seconds for the target to record it (the source sees a refusal before
 // the target has written it down); "" when there is none.
-func ioErrorSoon(ctx context.Context, conn *sql.Conn, st map[string]string) string {
+func ioErrorSoon(ctx context.Context, conn *sql.Conn, q string, st map[string]string) string {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if st["Last_IO_Errno"] != "0" && st["Last_IO_Errno"] != "" {
@@ -503,18 +582,17 @@ func ioErrorSoon(ctx context.Context, conn *sql.Conn, st map[string]string) stri
 		}
 		time.Sleep(200 * time.Millisecond)
 		var err error
-		if st, err = slaveStatus(ctx, conn, pitrConnection); err != nil {
+		if st, err = slaveStatus(ctx, conn, q); err != nil {
 			return ""
 		}
 	}
 }
 
-// slaveStatus returns SHOW SLAVE 'name' STATUS by column, plus Gtid_Slave_Pos.
-func slaveStatus(ctx context.Context, conn *sql.Conn, name string) (map[string]string, error) {
-	q := "SHOW SLAVE STATUS"
-	if name != "" {
-		q = "SHOW SLAVE " + quote(name) + " STATUS"
-	}
+// slaveStatus runs q, SHOW SLAVE 'name' STATUS or MySQL's SHOW REPLICA
+// STATUS FOR CHANNEL, and returns its row by column, MySQL's newer
+// column names (Replica_IO_Running, Exec_Source_Log_Pos) under MariaDB's
+// (Slave_IO_Running, Exec_Master_Log_Pos).
+func slaveStatus(ctx context.Context, conn *sql.Conn, q string) (map[string]string, error) {
 	rows, err := conn.QueryContext(ctx, q)
 	if err != nil {
 		return nil, mysqlx.Translate(q, err)
@@ -537,24 +615,30 @@ func slaveStatus(ctx context.Context, conn *sql.Conn, name string) (map[string]s
 		return nil, err
 	}
 	for i, c := range cols {
-		st[c] = string(vals[i])
+		st[oldColumnNames.Replace(c)] = string(vals[i])
 	}
 	return st, rows.Err()
 }
 
+var oldColumnNames = strings.NewReplacer("Replica_", "Slave_", "Source_", "Master_")
+
 // replicateFrom points the target's default replication connection at a
 // live source from the restored GTID position and starts it.
-func replicateFrom(ctx context.Context, db *sql.DB, src *mysqlx.DSN, pos string) error {
+func replicateFrom(ctx context.Context, db *sql.DB, t *target, src *mysqlx.DSN, plan *PlanResult) ([]string, error) {
 	host, port, err := net.SplitHostPort(src.Addr())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cfg := src.Config()
 	conn, err := db.Conn(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() { _ = conn.Close() }()
+	if t.mysql != nil {
+		return replicateFromMySQL(ctx, conn, t, host, port, cfg.User, cfg.Passwd, plan)
+	}
+	pos := plan.EndGTID
 	_, _ = conn.ExecContext(ctx, "STOP SLAVE ''")
 	stmts := []string{
 		"SET GLOBAL gtid_slave_pos = " + quote(pos),
@@ -567,13 +651,15 @@ func replicateFrom(ctx context.Context, db *sql.DB, src *mysqlx.DSN, pos string)
 			if strings.HasPrefix(s, "CHANGE") {
 				s = "CHANGE MASTER"
 			}
-			return mysqlx.Translate(s, err)
+			return nil, mysqlx.Translate(s, err)
 		}
 	}
-	return nil
+	return nil, nil
 }
 
-var endLogPosRE = regexp.MustCompile(`master log (` + regexp.QuoteMeta(sourceFilePrefix) + `\d+), end_log_pos (\d+)`)
+// endLogPosRE finds the served file and position in an applier's error:
+// MariaDB's and older MySQL's "master log", MySQL 8.0.26+'s "source log".
+var endLogPosRE = regexp.MustCompile(`(master|source) log (` + regexp.QuoteMeta(sourceFilePrefix) + `\d+), end_log_pos (\d+)`)
 
 // failedAt names the transaction an applier error message points at (by
 // the served file name and end position) with its GTID and original file:
@@ -583,13 +669,13 @@ func (plan *PlanResult) failedAt(ctx context.Context, msg string, files []File) 
 	if m == nil {
 		return ""
 	}
-	pos, _ := strconv.ParseUint(m[2], 10, 64)
-	n, err := strconv.Atoi(strings.TrimPrefix(m[1], sourceFilePrefix))
+	pos, _ := strconv.ParseUint(m[3], 10, 64)
+	n, err := strconv.Atoi(strings.TrimPrefix(m[2], sourceFilePrefix))
 	if err != nil || n < 1 || n > len(files) {
 		return ""
 	}
 	var found *Point
-	_, _ = scanFile(ctx, files[n-1], n-1, true, 0, 0, func(Position) {}, func(t txn) {
+	_, _ = scanFile(ctx, files[n-1], n-1, true, 0, 0, func(Position) {}, func(gtid.MySQLSet) {}, func(t txn) {
 		if found == nil && t.start < pos && pos <= t.end {
 			p := t.point(files)
 			found = &p
@@ -605,11 +691,11 @@ func (plan *PlanResult) failedAt(ctx context.Context, msg string, files []File) 
 func (plan *PlanResult) sourceNames(msg string, files []File) string {
 	return endLogPosRE.ReplaceAllStringFunc(msg, func(s string) string {
 		m := endLogPosRE.FindStringSubmatch(s)
-		n, _ := strconv.Atoi(strings.TrimPrefix(m[1], sourceFilePrefix))
+		n, _ := strconv.Atoi(strings.TrimPrefix(m[2], sourceFilePrefix))
 		if n < 1 || n > len(files) {
 			return s
 		}
-		return fmt.Sprintf("master log %s (file %d), end_log_pos %s", files[n-1].Name, n, m[2])
+		return fmt.Sprintf("%s log %s (file %d), end_log_pos %s", m[1], files[n-1].Name, n, m[3])
 	})
 }
 

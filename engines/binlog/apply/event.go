@@ -24,6 +24,7 @@ const (
 	evHeartbeat       = 27
 	evMySQLGTID       = 33
 	evMySQLAnonGTID   = 34
+	evMySQLPrevGTIDs  = 35
 	evXAPrepare       = 38
 	evMySQLPayload    = 40
 	evBinlogCheckpt   = 161

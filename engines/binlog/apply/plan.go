@@ -3,6 +3,7 @@ package apply
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tidemark-backup/tidemark/engines/binlog/gtid"
 )
 
 // File is one native binlog file (magic, Format_description event, events
@@ -41,6 +46,10 @@ type Params struct {
 	// number is at or below the position's in its domain is skipped, which
 	// also skips what an overlapping file (a new primary's binlog holding
 	// the old primary's transactions) repeats.
+	//
+	// For MySQL files it is a MySQL GTID set (the base's gtid_executed,
+	// "uuid:1-100,uuid2:1-7"): a transaction whose GTID is in the set, or
+	// was seen earlier in the files, is skipped.
 	StartGTID string
 	// StartFile and StartPos start instead at an event boundary of a file
 	// (sources without GTIDs); StartFileIndex (1-based) picks the file when
@@ -85,7 +94,7 @@ type Params struct {
 // Stop is where the roll-forward ends: exactly one field set, or none (to the
 // last complete transaction of the files).
 type Stop struct {
-	GTID string // include this transaction
+	GTID string // include this transaction (MariaDB d-s-n, or MySQL uuid:n)
 	// File and Pos stop before the event that starts at Pos in File (the
 	// source's coordinates). When the name is not unique, ServerID (the
 	// server that wrote it) or FileIndex (1-based) picks the file.
@@ -184,10 +193,13 @@ type PlanResult struct {
 	Transactions int
 	Bytes        int64
 	StartGTID    string // the start position (given, or read from the files)
-	EndGTID      string // the GTID position once applied: start merged with what is applied
-	Available    Range
-	ServerIDs    []uint32 // origins of the applied transactions
-	Warnings     []string
+	EndGTID      string // the GTID position once applied: start merged with what is applied (MySQL: their union)
+	// MySQL is true when the files' transactions carry MySQL GTIDs;
+	// StartGTID and EndGTID are then MySQL GTID sets.
+	MySQL     bool
+	Available Range
+	ServerIDs []uint32 // origins of the applied transactions
+	Warnings  []string
 
 	checkpoints []checkpoint // every checkpointEvery-th transaction to apply
 	files       []filePlan
@@ -195,6 +207,12 @@ type PlanResult struct {
 	lastFile    int  // 0-based index of the file holding Last
 	lastEnd     uint64
 	firstFile   int
+	// mysqlApplied is the set of the MySQL GTIDs to apply; mysqlGTIDs is
+	// true when a planned transaction has a MySQL GTID, anonymous when one
+	// has none (MySQL with gtid_mode OFF).
+	mysqlApplied gtid.MySQLSet
+	mysqlGTIDs   bool
+	anonymous    bool
 }
 
 // filePlan is, for one file, the byte ranges to send.
@@ -210,15 +228,25 @@ type txn struct {
 	hasGTID    bool
 	time       uint32
 	serverID   uint32
+	// A MySQL GTID (hasMySQL), or a MySQL anonymous transaction (anon).
+	sid      uuid.UUID
+	gno      int64
+	hasMySQL bool
+	anon     bool
 }
 
 func (t txn) point(files []File) Point {
 	p := Point{File: files[t.file].Name, FileIndex: t.file + 1, Pos: t.start, End: t.end, Time: time.Unix(int64(t.time), 0).UTC()}
-	if t.hasGTID {
+	switch {
+	case t.hasGTID:
 		p.GTID = t.gtid.String()
+	case t.hasMySQL:
+		p.GTID = mysqlGTIDString(t.sid, t.gno)
 	}
 	return p
 }
+
+func mysqlGTIDString(u uuid.UUID, n int64) string { return u.String() + ":" + strconv.FormatInt(n, 10) }
 
 // scanned is one file's content as Plan needs it.
 type scanned struct {
@@ -244,17 +272,47 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 	if err := validateTLS(p); err != nil {
 		return nil, err
 	}
-	start, err := ParsePosition(p.StartGTID)
-	if err != nil {
+	var (
+		start  Position
+		mstart gtid.MySQLSet // the start as a MySQL GTID set
+		err    error
+	)
+	if gtid.IsMySQLSet(p.StartGTID) {
+		if mstart, err = gtid.ParseMySQLSet(p.StartGTID); err != nil {
+			return nil, fmt.Errorf("roll forward: start position: %w", err)
+		}
+	} else if start, err = ParsePosition(p.StartGTID); err != nil {
 		return nil, fmt.Errorf("roll forward: start position: %w", err)
 	}
 	nstop := 0
-	var stopGTID GTID
+	var (
+		stopGTID  GTID
+		stopMySQL bool // the stop is a MySQL GTID, stopSID:stopGNO
+		stopSID   uuid.UUID
+		stopGNO   int64
+	)
 	if p.Stop.GTID != "" {
 		nstop++
-		if stopGTID, err = ParseGTID(p.Stop.GTID); err != nil {
+		if gtid.IsMySQLSet(p.Stop.GTID) {
+			stopMySQL = true
+			if stopSID, stopGNO, err = gtid.ParseMySQLTarget(p.Stop.GTID); err != nil {
+				return nil, fmt.Errorf("roll forward: stop: %w", err)
+			}
+		} else if stopGTID, err = ParseGTID(p.Stop.GTID); err != nil {
 			return nil, fmt.Errorf("roll forward: stop: %w", err)
 		}
+		if mstart != nil && !stopMySQL {
+			return nil, fmt.Errorf("roll forward: the start is a MySQL GTID set (%s) but the stop GTID %s is MariaDB's domain-server-seq: give the stop as UUID:N", p.StartGTID, p.Stop.GTID)
+		}
+		if len(start) > 0 && stopMySQL {
+			return nil, fmt.Errorf("roll forward: the start is a MariaDB GTID position (%s) but the stop GTID %s is MySQL's UUID:N: give the stop as domain-server-seq", p.StartGTID, p.Stop.GTID)
+		}
+	}
+	isStop := func(t txn) bool {
+		if stopMySQL {
+			return t.hasMySQL && t.sid == stopSID && t.gno == stopGNO
+		}
+		return p.Stop.GTID != "" && t.hasGTID && t.gtid == stopGTID
 	}
 	stopFile := -1
 	if p.Stop.File != "" || p.Stop.FileIndex > 0 {
@@ -274,7 +332,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 	}
 	startFile := -1
 	if p.StartFile != "" || p.StartFileIndex > 0 {
-		if len(start) > 0 {
+		if len(start) > 0 || mstart != nil {
 			return nil, errors.New("roll forward: give a start GTID position or a start file and position, not both")
 		}
 		if startFile, err = fileIndex(p.Files, p.StartFile, p.StartFileIndex, 0, "start"); err != nil {
@@ -285,7 +343,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 		}
 	}
 
-	res := &PlanResult{files: make([]filePlan, len(p.Files)), firstFile: -1}
+	res := &PlanResult{files: make([]filePlan, len(p.Files)), firstFile: -1, mysqlApplied: gtid.MySQLSet{}}
 	type loc struct {
 		file int
 		pos  uint64
@@ -308,11 +366,47 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 		maxTime  uint32
 		sids     = map[uint32]bool{}
 		checksum []bool
+		// The MySQL counterparts of state and end: every MySQL GTID in
+		// the base or seen in the files, and the set once applied.
+		mstate = gtid.MySQLSet{}
+		mend   = gtid.MySQLSet{}
 	)
-	if p.Stop.GTID != "" {
+	if mstart != nil {
+		mstate.AddSet(mstart)
+		mend.AddSet(mstart)
+		res.StartGTID = mstart.String()
+	}
+	switch {
+	case stopMySQL:
+		if mstart.Contains(stopSID, stopGNO) && mstart.Last(stopSID) == stopGNO {
+			stopped = true // the start's last of that UUID: nothing to apply
+			stopLoc = loc{}
+		}
+	case p.Stop.GTID != "":
 		if st, ok := start.Get(stopGTID.Domain); ok && st == stopGTID {
 			stopped = true // the start itself: nothing to apply
 			stopLoc = loc{}
+		}
+	}
+	mysqlBase := mstart == nil && len(start) == 0 // the first file's Previous_gtids is the base
+	onPrev := func(i int, set gtid.MySQLSet) {
+		if i == 0 && mysqlBase {
+			mstate.AddSet(set)
+			mend.AddSet(set)
+			if startFile < 0 {
+				res.StartGTID = set.String()
+			}
+			return
+		}
+		if !started {
+			return
+		}
+		if missing := set.Sub(mstate); !missing.IsEmpty() {
+			have := "nothing before it"
+			if !mstate.IsEmpty() {
+				have = "only " + mstate.String()
+			}
+			gaps = append(gaps, gapAt{loc{i, 4}, fmt.Sprintf("%s (file %d) starts after GTIDs %s, which are neither in the start position nor in the files before it (they hold %s)", p.Files[i].Name, i+1, missing, have)})
 		}
 	}
 	stopTime := p.Stop.Time
@@ -347,7 +441,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 				startErr = fmt.Errorf("roll forward: start position %s:%d is inside the transaction at %s:%d", p.Files[i].Name, p.StartPos, p.Files[i].Name, t.start)
 			}
 			if started = t.start >= p.StartPos; started {
-				res.StartGTID = end.String()
+				res.StartGTID = startString(end, mend)
 			}
 		}
 		in := false
@@ -357,6 +451,16 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 				state.Set(t.gtid)
 				end.Set(t.gtid)
 			}
+			if t.hasMySQL {
+				mstate.Add(t.sid, t.gno)
+				mend.Add(t.sid, t.gno)
+			}
+		case t.hasMySQL:
+			if mstate.Contains(t.sid, t.gno) {
+				break // in the start set, or repeated by an overlapping file
+			}
+			in = true
+			mstate.Add(t.sid, t.gno)
 		case t.hasGTID:
 			if g, ok := state.Get(t.gtid.Domain); ok && t.gtid.Seq <= g.Seq {
 				break // at or before the start, or repeated by an overlapping file
@@ -371,7 +475,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 				c := t
 				baseLast = &c
 			}
-			if p.Stop.GTID != "" && t.hasGTID && t.gtid == stopGTID {
+			if isStop(t) {
 				c := t
 				seenStop = &c
 			}
@@ -408,6 +512,12 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 		if t.hasGTID {
 			end.Set(t.gtid)
 		}
+		if t.hasMySQL {
+			mend.Add(t.sid, t.gno)
+			res.mysqlApplied.Add(t.sid, t.gno)
+			res.mysqlGTIDs = true
+		}
+		res.anonymous = res.anonymous || t.anon
 		if !sids[t.serverID] {
 			sids[t.serverID] = true
 			res.ServerIDs = append(res.ServerIDs, t.serverID)
@@ -421,7 +531,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 		if res.Transactions%checkpointEvery == 0 {
 			res.checkpoints = append(res.checkpoints, checkpoint{file: i, end: t.end, n: res.Transactions})
 		}
-		if p.Stop.GTID != "" && t.hasGTID && t.gtid == stopGTID {
+		if isStop(t) {
 			stopped = true
 			stopLoc = loc{i, t.end}
 		}
@@ -438,7 +548,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 			return nil, err
 		}
 		sc, err := scanFile(ctx, f, i, i == len(p.Files)-1, boundaryProbe(i == stopFile, p.Stop.Pos), boundaryProbe(i == startFile, p.StartPos),
-			func(l Position) { onList(i, l) }, onTxn)
+			func(l Position) { onList(i, l) }, func(s gtid.MySQLSet) { onPrev(i, s) }, onTxn)
 		if err != nil {
 			return nil, fmt.Errorf("roll forward: %w", err)
 		}
@@ -450,7 +560,7 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 				return nil, fmt.Errorf("roll forward: start position %s:%d is not the start of an event (the file ends at %d)", p.Files[i].Name, p.StartPos, sc.end)
 			}
 			if !started {
-				res.StartGTID = end.String()
+				res.StartGTID = startString(end, mend)
 			}
 			started = true // the start is after the file's last transaction
 		}
@@ -478,6 +588,11 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 
 	// Refusals that need the whole files.
 	switch {
+	case stopMySQL && !stopped:
+		if seenStop != nil || mstart.Contains(stopSID, stopGNO) {
+			return nil, unreachable("GTID %s is before the start position %s", p.Stop.GTID, res.StartGTID)
+		}
+		return nil, unreachable("GTID %s is not in the files", p.Stop.GTID)
 	case p.Stop.GTID != "" && !stopped:
 		st, inStart := start.Get(stopGTID.Domain)
 		switch {
@@ -512,6 +627,10 @@ func Plan(ctx context.Context, p Params) (*PlanResult, error) {
 		}
 	}
 	res.EndGTID = end.String()
+	if mstart != nil || !mend.IsEmpty() {
+		res.MySQL = true
+		res.EndGTID = mend.String()
+	}
 	for i := range checksum {
 		if checksum[i] != res.checksum {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("%s (file %d) has a different binlog checksum setting than the first file", p.Files[i].Name, i+1))
@@ -575,7 +694,7 @@ func boundaryProbe(on bool, pos uint64) uint64 {
 
 // scanFile reads one file and groups its events into transactions.
 // stopPos and startPos (0: none) are checked for being event boundaries.
-func scanFile(ctx context.Context, f File, idx int, last bool, stopPos, startPos uint64, onList func(Position), onTxn func(txn)) (*scanned, error) {
+func scanFile(ctx context.Context, f File, idx int, last bool, stopPos, startPos uint64, onList func(Position), onPrev func(gtid.MySQLSet), onTxn func(txn)) (*scanned, error) {
 	rc, err := f.Open(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("open binlog file %s: %w", f.Name, err)
@@ -590,6 +709,7 @@ func scanFile(ctx context.Context, f File, idx int, last bool, stopPos, startPos
 	var cur *txn
 	pendingStart := uint64(0) // Intvar/Rand/User_var before a statement outside a transaction
 	standalone := false
+	mysqlFirst := false // the next Query is a MySQL transaction's first event
 	for {
 		h, ev, pos, err := rd.next()
 		if errors.Is(err, io.EOF) {
@@ -629,9 +749,29 @@ func scanFile(ctx context.Context, f File, idx int, last bool, stopPos, startPos
 				cur = &txn{file: idx, start: pos, gtid: GTID{Domain: g.Domain, Server: h.ServerID, Seq: g.Seq}, hasGTID: true, serverID: h.ServerID}
 				standalone = g.Flags&(gtidStandalone|gtidCompletedXA) != 0
 				pendingStart = 0
+				mysqlFirst = false
 			case evMySQLGTID, evMySQLAnonGTID:
-				cur = &txn{file: idx, start: pos, serverID: h.ServerID}
+				cur = &txn{file: idx, start: pos, serverID: h.ServerID, anon: h.Type == evMySQLAnonGTID}
+				if h.Type == evMySQLGTID {
+					b := rd.body(ev)
+					if len(b) < 25 {
+						return nil, fmt.Errorf("binlog file %s at %d: MySQL GTID event too short", f.Name, pos)
+					}
+					copy(cur.sid[:], b[1:17])
+					cur.gno = int64(binary.LittleEndian.Uint64(b[17:]))
+					cur.hasMySQL = true
+				}
 				standalone = false
+				mysqlFirst = true
+			case evMySQLPrevGTIDs:
+				if !hasList {
+					set, err := gtid.DecodeMySQLSet(rd.body(ev))
+					if err != nil {
+						return nil, fmt.Errorf("binlog file %s at %d: Previous_gtids: %w", f.Name, pos, err)
+					}
+					hasList = true
+					onPrev(set)
+				}
 			case evQuery:
 				q, err := rd.queryText(ev)
 				if err != nil {
@@ -687,10 +827,14 @@ func scanFile(ctx context.Context, f File, idx int, last bool, stopPos, startPos
 			if err != nil {
 				return nil, fmt.Errorf("binlog file %s at %d: %w", f.Name, pos, err)
 			}
-			if isStmt(q, "COMMIT") || isStmt(q, "ROLLBACK") {
+			first := mysqlFirst
+			mysqlFirst = false
+			// A MySQL transaction whose first statement is not BEGIN is
+			// that one statement (DDL, XA COMMIT).
+			if isStmt(q, "COMMIT") || isStmt(q, "ROLLBACK") || (first && !isStmt(q, "BEGIN") && !isStmt(q, "XA START")) {
 				end()
 			}
-		case evGTID, evFormatDesc, evRotate, evStop, evGTIDList, evBinlogCheckpt:
+		case evGTID, evFormatDesc, evRotate, evStop, evGTIDList, evBinlogCheckpt, evMySQLGTID, evMySQLAnonGTID:
 			if !last || h.Type != evGTID {
 				return nil, fmt.Errorf("binlog file %s at %d: event type %d inside the transaction that starts at %d: the file is damaged", f.Name, pos, h.Type, cur.start)
 			}
@@ -739,3 +883,12 @@ type checkpoint struct {
 // checkpointEvery spaces the checkpoints that progress counts by; the plan
 // keeps no per-transaction list, so its memory does not grow with the files.
 const checkpointEvery = 256
+
+// startString is the start position as a string: the MySQL set when the
+// files are MySQL's.
+func startString(end Position, mend gtid.MySQLSet) string {
+	if !mend.IsEmpty() {
+		return mend.String()
+	}
+	return end.String()
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha1" // mysql_native_password is SHA-1 by definition
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/binary"
@@ -13,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +28,19 @@ import (
 // COM_BINLOG_DUMP, which it answers as sql_repl.cc does: an artificial
 // Rotate naming the file, the file's Format_description event, then the
 // events, and heartbeats when it has nothing more to send.
+//
+// To a MySQL replica (mysql set) it presents itself as MySQL 8.0: the
+// handshake offers caching_sha2_password (the plugin MySQL 8 replicas use
+// by default; mysql_native_password is off by default in 8.4 and gone in
+// 9.x), whose fast path it always completes since it made the password;
+// it answers the receiver's queries (rpl_replica.cc
+// get_master_version_and_clock, get_master_uuid, io_thread_init_commands:
+// the clock, server id, heartbeat period, checksum, GTID_MODE, its own
+// server UUID, which differs from the target's and every source's, and
+// the replica's UUID) and serves COM_BINLOG_DUMP by file and position as
+// for MariaDB, with each file's Previous_gtids when the dump starts before
+// it, as MySQL's Binlog_sender does. COM_BINLOG_DUMP_GTID is refused: the
+// plan's cut is by position, and the target is told SOURCE_AUTO_POSITION=0.
 //
 // The files are named to the replica "tidemark-pitr.NNNNNN" by their index
 // in Params.Files, never by their own names, which may repeat.
@@ -42,6 +57,13 @@ type source struct {
 	// over it (a plaintext one is refused).
 	tls  *sourceTLS
 	host string // the host the target is told to connect to
+	// mysql: the replica is MySQL's (see above); uuid is the server UUID
+	// announced to it.
+	mysql      bool
+	uuid       string
+	nativeAuth bool
+	// statusQ is the target's replica status statement (for waitApplied).
+	statusQ string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -78,7 +100,16 @@ var testHookDumps func(int64)
 
 func sourceFileName(i int) string { return fmt.Sprintf("%s%06d", sourceFilePrefix, i+1) }
 
-func newSource(ctx context.Context, addr string, files []File, plan *PlanResult, serverID uint32, st *sourceTLS, log *slog.Logger) (*source, error) {
+// mysqlSource makes a source speak to a MySQL replica.
+type mysqlSource struct {
+	uuid string // the server UUID announced
+	// nativeAuth offers mysql_native_password (to MySQL 5.7, whose client
+	// defaults to it) instead of caching_sha2_password.
+	nativeAuth bool
+}
+
+// newSource starts serving; my, when set, makes it a MySQL source.
+func newSource(ctx context.Context, addr string, files []File, plan *PlanResult, serverID uint32, st *sourceTLS, my *mysqlSource, log *slog.Logger) (*source, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("replication source: listen on %s: %w", addr, err)
@@ -92,6 +123,9 @@ func newSource(ctx context.Context, addr string, files []File, plan *PlanResult,
 		ln: ln, files: files, plan: plan, serverID: serverID,
 		user: "tidemark_pitr", password: fmt.Sprintf("%x", pw),
 		heartbeat: time.Second, log: log, conns: map[net.Conn]bool{}, tls: st,
+	}
+	if my != nil {
+		s.mysql, s.uuid, s.nativeAuth = true, my.uuid, my.nativeAuth
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	s.wg.Add(1)
@@ -189,6 +223,7 @@ const (
 	comPing           = 0x0e
 	comBinlogDump     = 0x12
 	comRegisterSlave  = 0x15
+	comBinlogDumpGTID = 0x1e
 	maxPacket         = 0xffffff
 	statusAutocommit  = 0x0002
 	utf8GeneralCI     = 33
@@ -348,8 +383,16 @@ func (s *source) serve(c net.Conn) error {
 	for i := range scramble {
 		scramble[i] = 0x21 + scramble[i]%94 // printable, never NUL
 	}
+	version, plugin := "5.5.5-10.11.0-tidemark-pitr", "mysql_native_password"
+	if s.mysql {
+		version, plugin = "8.0.40-tidemark-pitr", "caching_sha2_password"
+		if s.nativeAuth {
+			plugin = "mysql_native_password"
+		}
+	}
 	hs := []byte{10}
-	hs = append(hs, "5.5.5-10.11.0-tidemark-pitr\x00"...)
+	hs = append(hs, version...)
+	hs = append(hs, 0)
 	hs = binary.LittleEndian.AppendUint32(hs, 1)
 	hs = append(hs, scramble[:8]...)
 	hs = append(hs, 0)
@@ -365,7 +408,8 @@ func (s *source) serve(c net.Conn) error {
 	hs = append(hs, make([]byte, 10)...)
 	hs = append(hs, scramble[8:]...)
 	hs = append(hs, 0)
-	hs = append(hs, "mysql_native_password\x00"...)
+	hs = append(hs, plugin...)
+	hs = append(hs, 0)
 	p.seq = 0
 	if err := p.writePacket(hs); err != nil {
 		return err
@@ -380,12 +424,40 @@ func (s *source) serve(c net.Conn) error {
 	if resp, err = s.startTLS(p, resp); err != nil {
 		return err
 	}
-	user, auth, err := parseHandshakeResponse(resp)
+	user, auth, clientPlugin, err := parseHandshakeResponse(resp)
 	if err != nil {
 		return p.errPacket(erAccessDeniedNum, "bad handshake: "+err.Error())
 	}
-	if user != s.user || !checkNativePassword(scramble, s.password, auth) || testHookRefuseLogin {
+	if clientPlugin != "" && clientPlugin != plugin {
+		// The client answered for another plugin: ask again for ours
+		// (AuthSwitchRequest) with the same scramble.
+		sw := append([]byte{0xfe}, plugin...)
+		sw = append(sw, 0)
+		sw = append(sw, scramble...)
+		sw = append(sw, 0)
+		if err := p.writePacket(sw); err != nil {
+			return err
+		}
+		if err := p.w.Flush(); err != nil {
+			return err
+		}
+		if auth, err = p.readPacket(); err != nil {
+			return err
+		}
+	}
+	sha2 := plugin == "caching_sha2_password"
+	ok := checkNativePassword(scramble, s.password, auth)
+	if sha2 {
+		ok = checkCachingSHA2(scramble, s.password, auth)
+	}
+	if user != s.user || !ok || testHookRefuseLogin {
 		return p.errPacket(erAccessDeniedNum, fmt.Sprintf("Access denied for user '%s'", user))
+	}
+	if sha2 {
+		// caching_sha2_password's fast path: the scramble matched.
+		if err := p.writePacket([]byte{0x01, 0x03}); err != nil {
+			return err
+		}
 	}
 	if err := p.ok(); err != nil {
 		return err
@@ -414,6 +486,8 @@ func (s *source) serve(c net.Conn) error {
 		case comBinlogDump:
 			s.dumps.Add(1)
 			return s.dump(p, pkt[1:])
+		case comBinlogDumpGTID:
+			return p.errPacket(1236, "the Tidemark replication source serves by file and position only (SOURCE_AUTO_POSITION=0)")
 		default:
 			err = p.errPacket(1047, fmt.Sprintf("command %d not supported by the Tidemark replication source", pkt[0]))
 		}
@@ -480,39 +554,76 @@ type bufferedConn struct {
 
 func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
-func parseHandshakeResponse(b []byte) (user string, auth []byte, err error) {
+// parseHandshakeResponse reads a HandshakeResponse41: the user, the auth
+// data and the plugin the client computed it for ("" when it names none).
+func parseHandshakeResponse(b []byte) (user string, auth []byte, plugin string, err error) {
 	if len(b) < 32 {
-		return "", nil, errors.New("handshake response too short")
+		return "", nil, "", errors.New("handshake response too short")
 	}
 	caps := binary.LittleEndian.Uint32(b)
 	if caps&capProtocol41 == 0 {
-		return "", nil, errors.New("client does not speak protocol 4.1")
+		return "", nil, "", errors.New("client does not speak protocol 4.1")
 	}
 	b = b[32:]
 	i := strings.IndexByte(string(b), 0)
 	if i < 0 {
-		return "", nil, errors.New("no user name")
+		return "", nil, "", errors.New("no user name")
 	}
 	user, b = string(b[:i]), b[i+1:]
 	switch {
 	case caps&capPluginAuthLenc != 0:
 		if len(b) == 0 {
-			return "", nil, errors.New("no auth data")
+			return "", nil, "", errors.New("no auth data")
 		}
 		n := int(b[0])
 		if n >= 251 || len(b) < 1+n {
-			return "", nil, errors.New("bad auth data length")
+			return "", nil, "", errors.New("bad auth data length")
 		}
-		auth = b[1 : 1+n]
+		auth, b = b[1:1+n], b[1+n:]
 	case caps&capSecureConn != 0:
 		if len(b) == 0 || len(b) < 1+int(b[0]) {
-			return "", nil, errors.New("bad auth data length")
+			return "", nil, "", errors.New("bad auth data length")
 		}
-		auth = b[1 : 1+int(b[0])]
+		auth, b = b[1:1+int(b[0])], b[1+int(b[0]):]
 	default:
-		return "", nil, errors.New("old authentication is not supported")
+		return "", nil, "", errors.New("old authentication is not supported")
 	}
-	return user, auth, nil
+	if caps&capConnectWithDB != 0 {
+		if i := strings.IndexByte(string(b), 0); i >= 0 {
+			b = b[i+1:]
+		} else {
+			b = nil
+		}
+	}
+	if caps&capPluginAuth != 0 {
+		if i := strings.IndexByte(string(b), 0); i >= 0 {
+			plugin = string(b[:i])
+		} else {
+			plugin = string(b)
+		}
+	}
+	return user, auth, plugin, nil
+}
+
+// checkCachingSHA2 verifies a caching_sha2_password fast-path response:
+// SHA256(pw) XOR SHA256(SHA256(SHA256(pw)) + scramble).
+func checkCachingSHA2(scramble []byte, password string, auth []byte) bool {
+	return subtle.ConstantTimeCompare(cachingSHA2Scramble(scramble, password), auth) == 1
+}
+
+// cachingSHA2Scramble is what a client sends for password under
+// caching_sha2_password's fast path, given the server's scramble.
+func cachingSHA2Scramble(scramble []byte, password string) []byte {
+	h1 := sha256.Sum256([]byte(password))
+	h2 := sha256.Sum256(h1[:])
+	m := sha256.New()
+	m.Write(h2[:])
+	m.Write(scramble)
+	out := m.Sum(nil)
+	for i := range out {
+		out[i] ^= h1[i]
+	}
+	return out
 }
 
 // checkNativePassword verifies a mysql_native_password response:
@@ -537,17 +648,29 @@ func (s *source) query(p *pconn, q string) error {
 	one := func(v string) error { return p.resultSet([]string{"v"}, [][]string{{v}}) }
 	switch {
 	case strings.HasPrefix(norm, "SET "):
+		if m := replicaUUIDRE.FindStringSubmatch(q); m != nil {
+			s.log.Debug("replication source: a MySQL replica", "replica_uuid", m[1], "source_uuid", s.uuid)
+		}
 		if err := p.ok(); err != nil {
 			return err
 		}
 		return p.w.Flush()
+	case norm == "SELECT @@GLOBAL.SERVER_UUID" || norm == "SELECT @@SERVER_UUID":
+		return one(s.uuid)
+	case norm == "SELECT @@GLOBAL.GTID_MODE" || norm == "SELECT @@GTID_MODE":
+		// What the files hold: a MySQL replica refuses a source whose
+		// mode cannot give it the transactions it will receive.
+		if s.plan.mysqlGTIDs || !s.plan.anonymous {
+			return one("ON")
+		}
+		return one("OFF")
 	case norm == "SELECT UNIX_TIMESTAMP()":
 		return one(strconv.FormatInt(time.Now().Unix(), 10))
 	case norm == "SHOW VARIABLES LIKE 'SERVER_ID'":
 		return p.resultSet([]string{"Variable_name", "Value"}, [][]string{{"server_id", strconv.FormatUint(uint64(s.serverID), 10)}})
 	case norm == "SELECT @@GLOBAL.SERVER_ID" || norm == "SELECT @@SERVER_ID":
 		return one(strconv.FormatUint(uint64(s.serverID), 10))
-	case norm == "SELECT @MASTER_BINLOG_CHECKSUM":
+	case norm == "SELECT @MASTER_BINLOG_CHECKSUM" || norm == "SELECT @SOURCE_BINLOG_CHECKSUM":
 		if s.plan.checksum {
 			return one("CRC32")
 		}
@@ -564,6 +687,8 @@ func (s *source) query(p *pconn, q string) error {
 	s.log.Debug("replication source: unknown query", "query", q)
 	return p.errPacket(1193, "Unknown system variable or statement for the Tidemark replication source: "+q)
 }
+
+var replicaUUIDRE = regexp.MustCompile(`(?i)@(?:replica|slave)_uuid\s*=\s*'([^']*)'`)
 
 // dump streams the planned events from the position the replica asks for.
 func (s *source) dump(p *pconn, req []byte) error {
@@ -681,6 +806,17 @@ func (s *source) sendFile(p *pconn, i int, from uint64, flags uint16) (bool, uin
 		}
 		if err != nil {
 			return false, 0, s.fail(err)
+		}
+		if h.Type == evMySQLPrevGTIDs {
+			// Part of the file's head: sent when the dump starts at or
+			// before it, as MySQL does; a replica writes its own.
+			if pos >= from {
+				if err := p.writePacket([]byte{0}, ev); err != nil {
+					return false, 0, err
+				}
+				lastEnd = pos + uint64(h.Size)
+			}
+			continue
 		}
 		if h.Type == evFormatDesc {
 			fdeEv := append([]byte(nil), ev...)

@@ -26,11 +26,20 @@ import (
 // (mariadb-binlog sets gtid_domain_id, server_id and gtid_seq_no), which
 // needs the BINLOG REPLAY privilege or SUPER.
 func applySQL(ctx context.Context, db *sql.DB, t *target, dsn *mysqlx.DSN, p Params, plan *PlanResult, res *Result, progress func(Progress)) (err error) {
-	binlogProg, err := lookProgram(p.MariaDBBinlog, "mariadb-binlog", "mysqlbinlog")
-	if err != nil {
-		return err
+	var binlogProg, clientProg string
+	if t.mysql != nil {
+		// MySQL's own decoder: MariaDB's cannot read MySQL 8.0's events
+		// (it prints them as unknown) and sets MariaDB's session variables.
+		if binlogProg, err = lookMySQLBinlog(ctx, p.MariaDBBinlog); err != nil {
+			return err
+		}
+		clientProg, err = lookProgram(p.MariaDB, "mysql")
+	} else {
+		if binlogProg, err = lookProgram(p.MariaDBBinlog, "mariadb-binlog", "mysqlbinlog"); err != nil {
+			return err
+		}
+		clientProg, err = lookProgram(p.MariaDB, "mariadb", "mysql")
 	}
-	clientProg, err := lookProgram(p.MariaDB, "mariadb", "mysql")
 	if err != nil {
 		return err
 	}
@@ -152,6 +161,27 @@ func lookProgram(given string, names ...string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("the sql method needs %s in PATH (Debian: apt-get install mariadb-client)", strings.Join(names, " or "))
+}
+
+// lookMySQLBinlog finds MySQL's mysqlbinlog (given, or in PATH), refusing
+// MariaDB's, which Debian installs under that name too.
+func lookMySQLBinlog(ctx context.Context, given string) (string, error) {
+	name := given
+	if name == "" {
+		name = "mysqlbinlog"
+	}
+	path, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("the sql method on a MySQL target needs MySQL's mysqlbinlog in PATH, of the target's version or newer (Debian/Ubuntu: apt-get install mysql-client from MySQL's APT repository; RHEL: mysql-community-client), or use the replication method")
+	}
+	out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w: %s", path, err, bytes.TrimSpace(out))
+	}
+	if bytes.Contains(bytes.ToLower(out), []byte("mariadb")) {
+		return "", fmt.Errorf("the sql method on a MySQL target needs MySQL's mysqlbinlog, and %s is MariaDB's (%s), which cannot decode MySQL 8.0's events: install MySQL's client programs (mysql-client from MySQL's APT repository, mysql-community-client) or use the replication method", path, bytes.TrimSpace(out))
+	}
+	return path, nil
 }
 
 // writeStream writes the planned events as one binlog stream.

@@ -6,6 +6,8 @@ import (
 	"crypto/sha1"
 	"strings"
 	"testing"
+
+	gmysql "github.com/go-mysql-org/go-mysql/mysql"
 )
 
 func TestIsStmt(t *testing.T) {
@@ -63,4 +65,44 @@ func TestCheckNativePassword(t *testing.T) {
 func sha1Sum(b []byte) []byte {
 	h := sha1.Sum(b)
 	return h[:]
+}
+
+// TestCachingSHA2Scramble checks the source's caching_sha2_password check
+// against go-mysql's client implementation of the scramble, written
+// independently of ours.
+func TestCachingSHA2Scramble(t *testing.T) {
+	scramble := []byte("0123456789abcdefghij")
+	got := gmysql.CalcCachingSha2Password(scramble, []byte("s3cret"))
+	if !checkCachingSHA2(scramble, "s3cret", got) {
+		t.Fatal("a scramble go-mysql computed for the right password is refused")
+	}
+	if checkCachingSHA2(scramble, "other", got) || checkCachingSHA2(scramble, "s3cret", nil) || checkCachingSHA2([]byte("0123456789abcdefghiX"), "s3cret", got) {
+		t.Fatal("a wrong password, an empty answer or another scramble is accepted")
+	}
+}
+
+// TestMySQLStatements: each MySQL version gets the spellings it has.
+func TestMySQLStatements(t *testing.T) {
+	for v, want := range map[string][2]string{
+		"5.7.44":     {"CHANGE MASTER TO MASTER_HOST='h' FOR CHANNEL 'c'", "SHOW SLAVE STATUS FOR CHANNEL 'c'"},
+		"8.0.22":     {"CHANGE MASTER TO MASTER_HOST='h' FOR CHANNEL 'c'", "SHOW REPLICA STATUS FOR CHANNEL 'c'"},
+		"8.0.23":     {"CHANGE REPLICATION SOURCE TO SOURCE_HOST='h' FOR CHANNEL 'c'", "SHOW REPLICA STATUS FOR CHANNEL 'c'"},
+		"8.4.3-log":  {"CHANGE REPLICATION SOURCE TO SOURCE_HOST='h' FOR CHANNEL 'c'", "SHOW REPLICA STATUS FOR CHANNEL 'c'"},
+		"9.1.0-tdm1": {"CHANGE REPLICATION SOURCE TO SOURCE_HOST='h' FOR CHANNEL 'c'", "SHOW REPLICA STATUS FOR CHANNEL 'c'"},
+	} {
+		m := &mysqlTarget{ver: parseVersion(v)}
+		tg := &target{mysql: m}
+		if got := m.change("MASTER_HOST='h'", "c"); got != want[0] {
+			t.Errorf("%s: %q, want %q", v, got, want[0])
+		}
+		if got := tg.stmts("c").status; got != want[1] {
+			t.Errorf("%s: %q, want %q", v, got, want[1])
+		}
+	}
+	if v := parseVersion("8.0.36-28"); v != [3]int{8, 0, 36} {
+		t.Errorf("parseVersion = %v", v)
+	}
+	if got := (&target{}).stmts("tidemark_pitr").status; got != "SHOW SLAVE 'tidemark_pitr' STATUS" {
+		t.Errorf("MariaDB: %q", got)
+	}
 }

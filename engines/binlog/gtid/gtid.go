@@ -22,7 +22,7 @@ func (g GTID) String() string {
 func Parse(s string) (GTID, error) {
 	parts := strings.Split(strings.TrimSpace(s), "-")
 	if len(parts) != 3 {
-		return GTID{}, fmt.Errorf("GTID %q: expected domain-server-sequence, e.g. 0-1-100 (MySQL UUID:N sets are not supported)", s)
+		return GTID{}, fmt.Errorf("GTID %q: expected domain-server-sequence, e.g. 0-1-100 (a MySQL GTID is UUID:N)", s)
 	}
 	d, err1 := strconv.ParseUint(parts[0], 10, 32)
 	sv, err2 := strconv.ParseUint(parts[1], 10, 32)
