@@ -69,9 +69,8 @@ type MySQLReplicaDouble struct {
 	UUID     string
 	Version  string
 
-	ln   net.Listener
-	srv  *server.Server
-	opts MySQLReplicaOptions
+	proto *protoServer
+	opts  MySQLReplicaOptions
 
 	mu       sync.Mutex
 	vars     map[string]string
@@ -80,8 +79,6 @@ type MySQLReplicaDouble struct {
 	removed  []ReplicaChannel // channels RESET REPLICA ALL removed
 	sets     []string         // SET GLOBAL statements, in order
 	stmts    []string         // every statement received
-	conns    map[net.Conn]struct{}
-	closed   bool
 }
 
 // MySQLReplicaOptions adjust a replica double.
@@ -167,10 +164,7 @@ type replicaChannel struct {
 // StartMySQLReplicaDouble starts a replica double on 127.0.0.1.
 func StartMySQLReplicaDouble(t testing.TB, o MySQLReplicaOptions) *MySQLReplicaDouble {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := listenProto(t)
 	if o.Version == "" {
 		o.Version = "8.0.36"
 	}
@@ -187,8 +181,8 @@ func StartMySQLReplicaDouble(t testing.TB, o MySQLReplicaOptions) *MySQLReplicaD
 		o.AuthPlugin = "caching_sha2_password"
 	}
 	d := &MySQLReplicaDouble{
-		Addr: ln.Addr().String(), ServerID: o.ServerID, UUID: o.UUID, Version: o.Version,
-		ln: ln, opts: o, channels: map[string]*replicaChannel{}, conns: map[net.Conn]struct{}{},
+		Addr: p.addr(), ServerID: o.ServerID, UUID: o.UUID, Version: o.Version,
+		proto: p, opts: o, channels: map[string]*replicaChannel{},
 	}
 	d.DSN = "root@tcp(" + d.Addr + ")/"
 	gs, err := mysql.ParseMysqlGTIDSet(o.GTIDExecuted)
@@ -205,8 +199,7 @@ func StartMySQLReplicaDouble(t testing.TB, o MySQLReplicaOptions) *MySQLReplicaD
 	for k, v := range o.Vars {
 		d.vars[k] = v
 	}
-	d.srv = server.NewServer(d.Version, mysql.DEFAULT_COLLATION_ID, mysql.AUTH_NATIVE_PASSWORD, nil, nil)
-	go d.accept()
+	p.start(d.Version, func() server.Handler { return &replicaHandler{d: d} })
 	t.Cleanup(d.Close)
 	return d
 }
@@ -214,16 +207,12 @@ func StartMySQLReplicaDouble(t testing.TB, o MySQLReplicaOptions) *MySQLReplicaD
 // Close stops every receiver and the double.
 func (d *MySQLReplicaDouble) Close() {
 	d.mu.Lock()
-	d.closed = true
 	var chs []*replicaChannel
 	for _, c := range d.channels {
 		chs = append(chs, c)
 	}
-	for c := range d.conns {
-		_ = c.Close()
-	}
 	d.mu.Unlock()
-	_ = d.ln.Close()
+	d.proto.close()
 	for _, c := range chs {
 		d.stopChannel(c)
 	}
@@ -291,46 +280,6 @@ func (d *MySQLReplicaDouble) Statements() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return slices.Clone(d.stmts)
-}
-
-func (d *MySQLReplicaDouble) accept() {
-	for {
-		c, err := d.ln.Accept()
-		if err != nil {
-			return
-		}
-		d.mu.Lock()
-		if d.closed {
-			d.mu.Unlock()
-			_ = c.Close()
-			return
-		}
-		d.conns[c] = struct{}{}
-		d.mu.Unlock()
-		go d.serve(c)
-	}
-}
-
-func (d *MySQLReplicaDouble) serve(c net.Conn) {
-	defer func() {
-		d.mu.Lock()
-		delete(d.conns, c)
-		d.mu.Unlock()
-		_ = c.Close()
-	}()
-	auth := server.NewInMemoryAuthenticationHandler(mysql.AUTH_NATIVE_PASSWORD)
-	if err := auth.AddUser("root", ""); err != nil {
-		return
-	}
-	conn, err := d.srv.NewCustomizedConn(c, auth, &replicaHandler{d: d})
-	if err != nil {
-		return
-	}
-	for {
-		if err := conn.HandleCommand(); err != nil || conn.Closed() {
-			return
-		}
-	}
 }
 
 type replicaHandler struct{ d *MySQLReplicaDouble }

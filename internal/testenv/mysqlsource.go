@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,8 +49,7 @@ type MySQLSourceDouble struct {
 	UUID     string
 	Version  string
 
-	ln  net.Listener
-	srv *server.Server
+	proto *protoServer
 
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced on every append
@@ -63,8 +61,6 @@ type MySQLSourceDouble struct {
 	prior    string // transactions of other UUIDs in the binlog (PromoteWithOwnUUID)
 	dumps    []DumpRequest
 	replica  bool // read_only, and SHOW SLAVE STATUS shows a source
-	conns    map[net.Conn]struct{}
-	closed   bool
 }
 
 // DumpRequest is one dump a replica asked the double for.
@@ -105,18 +101,14 @@ type MySQLSourceOptions struct {
 // binlog file, binlog.000001, holding no transaction yet.
 func StartMySQLSourceDouble(t testing.TB, o MySQLSourceOptions) *MySQLSourceDouble {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := listenProto(t)
 	d := &MySQLSourceDouble{
-		Addr:     ln.Addr().String(),
+		Addr:     p.addr(),
 		ServerID: o.ServerID,
 		Version:  "8.0.36",
-		ln:       ln,
+		proto:    p,
 		changed:  make(chan struct{}),
 		gtidMode: !o.GTIDModeOff,
-		conns:    map[net.Conn]struct{}{},
 	}
 	if d.ServerID == 0 {
 		d.ServerID = nextServerID()
@@ -124,7 +116,6 @@ func StartMySQLSourceDouble(t testing.TB, o MySQLSourceOptions) *MySQLSourceDoub
 	d.UUID = fmt.Sprintf("3e11fa47-71ca-11e1-9e33-%012x", d.ServerID)
 	d.sourceID = d.UUID
 	d.DSN = "root@tcp(" + d.Addr + ")/"
-	d.srv = server.NewServer(d.Version, mysql.DEFAULT_COLLATION_ID, mysql.AUTH_NATIVE_PASSWORD, nil, nil)
 	d.newFile("binlog.000001", "")
 	if src := o.ReplicaOf; src != nil {
 		src.mu.Lock()
@@ -136,28 +127,23 @@ func StartMySQLSourceDouble(t testing.TB, o MySQLSourceOptions) *MySQLSourceDoub
 		d.mu.Unlock()
 		src.mu.Unlock()
 	}
-	go d.accept()
+	p.start(d.Version, func() server.Handler { return &sourceHandler{d: d, heartbeat: 30 * time.Second} })
 	t.Cleanup(d.Close)
 	return d
 }
 
 // Close stops the double and cuts every connection.
 func (d *MySQLSourceDouble) Close() {
-	d.mu.Lock()
-	d.closed = true
-	d.mu.Unlock()
-	_ = d.ln.Close()
+	d.proto.close()
 	d.KillConnections()
 }
 
 // KillConnections cuts every client connection (a network drop, a
 // restart).
 func (d *MySQLSourceDouble) KillConnections() {
+	d.proto.killConnections()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for c := range d.conns {
-		_ = c.Close()
-	}
 	d.signal()
 }
 
@@ -420,57 +406,14 @@ func queryBody(db, q string) []byte {
 
 // ---- serving ----
 
-func (d *MySQLSourceDouble) accept() {
-	for {
-		c, err := d.ln.Accept()
-		if err != nil {
-			return
-		}
-		d.mu.Lock()
-		if d.closed {
-			d.mu.Unlock()
-			_ = c.Close()
-			return
-		}
-		d.conns[c] = struct{}{}
-		d.mu.Unlock()
-		go d.serve(c)
-	}
-}
-
-func (d *MySQLSourceDouble) serve(c net.Conn) {
-	defer func() {
-		d.mu.Lock()
-		delete(d.conns, c)
-		d.mu.Unlock()
-		_ = c.Close()
-	}()
-	auth := server.NewInMemoryAuthenticationHandler(mysql.AUTH_NATIVE_PASSWORD)
-	if err := auth.AddUser("root", ""); err != nil {
-		return
-	}
-	h := &sourceHandler{d: d, heartbeat: 30 * time.Second}
-	conn, err := d.srv.NewCustomizedConn(c, auth, h)
-	if err != nil {
-		return
-	}
-	h.conn = conn
-	for {
-		if err := conn.HandleCommand(); err != nil {
-			return
-		}
-		if conn.Closed() {
-			return
-		}
-	}
-}
-
 type sourceHandler struct {
 	d         *MySQLSourceDouble
 	conn      *server.Conn
 	heartbeat time.Duration
 	noCRC     bool
 }
+
+func (h *sourceHandler) setConn(c *server.Conn) { h.conn = c }
 
 func (h *sourceHandler) UseDB(string) error { return nil }
 
