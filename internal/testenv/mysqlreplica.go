@@ -2,8 +2,6 @@ package testenv
 
 import (
 	"bufio"
-	"crypto/sha1" // mysql_native_password is SHA-1 by definition
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -801,44 +799,14 @@ func lenencInt(b []byte) (uint64, int) {
 	return uint64(b[0]), 1
 }
 
-func nativeScramble(scramble []byte, password string) []byte {
-	if password == "" {
-		return nil
-	}
-	h1 := sha1.Sum([]byte(password))
-	h2 := sha1.Sum(h1[:])
-	m := sha1.New()
-	m.Write(scramble)
-	m.Write(h2[:])
-	out := m.Sum(nil)
-	for i := range out {
-		out[i] ^= h1[i]
-	}
-	return out
-}
-
-func sha2Scramble(scramble []byte, password string) []byte {
-	if password == "" {
-		return nil
-	}
-	h1 := sha256.Sum256([]byte(password))
-	h2 := sha256.Sum256(h1[:])
-	m := sha256.New()
-	m.Write(h2[:])
-	m.Write(scramble)
-	out := m.Sum(nil)
-	for i := range out {
-		out[i] ^= h1[i]
-	}
-	return out
-}
-
+// scrambleFor is the receiver's auth response, computed by go-mysql's
+// client code: an implementation independent of the source's check.
 func scrambleFor(plugin string, scramble []byte, password string) ([]byte, error) {
 	switch plugin {
 	case "caching_sha2_password":
-		return sha2Scramble(scramble, password), nil
+		return mysql.CalcCachingSha2Password(scramble, []byte(password)), nil
 	case "mysql_native_password":
-		return nativeScramble(scramble, password), nil
+		return mysql.CalcNativePassword(scramble, []byte(password)), nil
 	}
 	return nil, &ioError{errno: 2059, msg: fmt.Sprintf("Authentication plugin '%s' cannot be loaded", plugin)}
 }
