@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -103,4 +105,28 @@ func (p *protoServer) close() {
 	p.mu.Unlock()
 	_ = p.ln.Close()
 	p.killConnections()
+}
+
+// textOnly is the part of a double's handler that refuses what the doubles
+// do not speak: prepared statements, field lists, other commands.
+type textOnly struct{ name string }
+
+func (textOnly) UseDB(string) error { return nil }
+
+func (h textOnly) HandleFieldList(string, string) ([]*mysql.Field, error) {
+	return nil, fmt.Errorf("field lists are not supported by the %s", h.name)
+}
+
+func (h textOnly) HandleStmtPrepare(string) (int, int, any, error) {
+	return 0, 0, nil, mysql.NewError(mysql.ER_UNKNOWN_ERROR, "the "+h.name+" takes text queries only")
+}
+
+func (textOnly) HandleStmtExecute(any, string, []any) (*mysql.Result, error) {
+	return nil, errors.New("prepared statements are not supported by the double")
+}
+
+func (textOnly) HandleStmtClose(any) error { return nil }
+
+func (h textOnly) HandleOtherCommand(cmd byte, _ []byte) error {
+	return mysql.NewError(mysql.ER_UNKNOWN_COM_ERROR, fmt.Sprintf("command %d not supported by the %s", cmd, h.name))
 }

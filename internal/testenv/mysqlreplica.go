@@ -197,7 +197,7 @@ func StartMySQLReplicaDouble(t testing.TB, o MySQLReplicaOptions) *MySQLReplicaD
 	for k, v := range o.Vars {
 		d.vars[k] = v
 	}
-	p.start(d.Version, func() server.Handler { return &replicaHandler{d: d} })
+	p.start(d.Version, func() server.Handler { return &replicaHandler{textOnly: textOnly{"MySQL replica double"}, d: d} })
 	t.Cleanup(d.Close)
 	return d
 }
@@ -280,21 +280,9 @@ func (d *MySQLReplicaDouble) Statements() []string {
 	return slices.Clone(d.stmts)
 }
 
-type replicaHandler struct{ d *MySQLReplicaDouble }
-
-func (h *replicaHandler) UseDB(string) error { return nil }
-func (h *replicaHandler) HandleFieldList(string, string) ([]*mysql.Field, error) {
-	return nil, errors.New("not supported by the double")
-}
-func (h *replicaHandler) HandleStmtPrepare(string) (int, int, any, error) {
-	return 0, 0, nil, mysql.NewError(mysql.ER_UNKNOWN_ERROR, "the MySQL replica double takes text queries only")
-}
-func (h *replicaHandler) HandleStmtExecute(any, string, []any) (*mysql.Result, error) {
-	return nil, errors.New("not supported by the double")
-}
-func (h *replicaHandler) HandleStmtClose(any) error { return nil }
-func (h *replicaHandler) HandleOtherCommand(cmd byte, _ []byte) error {
-	return mysql.NewError(mysql.ER_UNKNOWN_COM_ERROR, fmt.Sprintf("command %d not supported by the double", cmd))
+type replicaHandler struct {
+	textOnly
+	d *MySQLReplicaDouble
 }
 
 // varAliases are the pre-8.0.26 names MySQL 8.0 still answers to.

@@ -127,7 +127,9 @@ func StartMySQLSourceDouble(t testing.TB, o MySQLSourceOptions) *MySQLSourceDoub
 		d.mu.Unlock()
 		src.mu.Unlock()
 	}
-	p.start(d.Version, func() server.Handler { return &sourceHandler{d: d, heartbeat: 30 * time.Second} })
+	p.start(d.Version, func() server.Handler {
+		return &sourceHandler{textOnly: textOnly{"MySQL source double"}, d: d, heartbeat: 30 * time.Second}
+	})
 	t.Cleanup(d.Close)
 	return d
 }
@@ -407,6 +409,7 @@ func queryBody(db, q string) []byte {
 // ---- serving ----
 
 type sourceHandler struct {
+	textOnly
 	d         *MySQLSourceDouble
 	conn      *server.Conn
 	heartbeat time.Duration
@@ -414,26 +417,6 @@ type sourceHandler struct {
 }
 
 func (h *sourceHandler) setConn(c *server.Conn) { h.conn = c }
-
-func (h *sourceHandler) UseDB(string) error { return nil }
-
-func (h *sourceHandler) HandleFieldList(string, string) ([]*mysql.Field, error) {
-	return nil, errors.New("not supported by the double")
-}
-
-func (h *sourceHandler) HandleStmtPrepare(string) (int, int, any, error) {
-	return 0, 0, nil, mysql.NewError(mysql.ER_UNKNOWN_ERROR, "the MySQL source double takes text queries only")
-}
-
-func (h *sourceHandler) HandleStmtExecute(any, string, []any) (*mysql.Result, error) {
-	return nil, errors.New("not supported by the double")
-}
-
-func (h *sourceHandler) HandleStmtClose(any) error { return nil }
-
-func (h *sourceHandler) HandleOtherCommand(cmd byte, _ []byte) error {
-	return mysql.NewError(mysql.ER_UNKNOWN_COM_ERROR, fmt.Sprintf("command %d not supported by the double", cmd))
-}
 
 func rows(names []string, vals ...[]any) (*mysql.Result, error) {
 	rs, err := mysql.BuildSimpleTextResultset(names, vals)
