@@ -1,6 +1,7 @@
 package gtid
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -68,7 +69,7 @@ func (p Position) String() string {
 
 // Get returns the position's GTID in domain d.
 func (p Position) Get(d uint32) (GTID, bool) {
-	i, ok := slices.BinarySearchFunc(p, d, func(g GTID, d uint32) int { return cmpU32(g.Domain, d) })
+	i, ok := slices.BinarySearchFunc(p, d, func(g GTID, d uint32) int { return cmp.Compare(g.Domain, d) })
 	if !ok {
 		return GTID{}, false
 	}
@@ -77,7 +78,7 @@ func (p Position) Get(d uint32) (GTID, bool) {
 
 // With returns a copy of p where g replaces the GTID of its domain.
 func (p Position) With(g GTID) Position {
-	i, ok := slices.BinarySearchFunc(p, g.Domain, func(x GTID, d uint32) int { return cmpU32(x.Domain, d) })
+	i, ok := slices.BinarySearchFunc(p, g.Domain, func(x GTID, d uint32) int { return cmp.Compare(x.Domain, d) })
 	q := slices.Clone(p)
 	if ok {
 		q[i] = g
@@ -88,7 +89,7 @@ func (p Position) With(g GTID) Position {
 
 // Set replaces g's domain in place.
 func (p *Position) Set(g GTID) {
-	i, ok := slices.BinarySearchFunc(*p, g.Domain, func(x GTID, d uint32) int { return cmpU32(x.Domain, d) })
+	i, ok := slices.BinarySearchFunc(*p, g.Domain, func(x GTID, d uint32) int { return cmp.Compare(x.Domain, d) })
 	if ok {
 		(*p)[i] = g
 		return
@@ -111,14 +112,4 @@ func (p Position) Beyond(q Position) bool {
 		}
 	}
 	return false
-}
-
-func cmpU32(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -1,6 +1,7 @@
 package gtid
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -139,7 +140,7 @@ func (s MySQLSet) addRange(u uuid.UUID, lo, hi int64) {
 		return
 	}
 	ivs = append(ivs, Interval{lo, hi})
-	slices.SortFunc(ivs, func(a, b Interval) int { return cmpI64(a.Start, b.Start) })
+	slices.SortFunc(ivs, func(a, b Interval) int { return cmp.Compare(a.Start, b.Start) })
 	out := ivs[:1]
 	for _, iv := range ivs[1:] {
 		last := &out[len(out)-1]
@@ -278,14 +279,4 @@ func EncodeMySQLSet(s MySQLSet) []byte {
 		}
 	}
 	return b
-}
-
-func cmpI64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
