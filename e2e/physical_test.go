@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tidemark-backup/tidemark/engines/snapshot"
 	"github.com/tidemark-backup/tidemark/internal/testenv"
 )
 
@@ -152,4 +155,85 @@ func TestPhysicalFleet(t *testing.T) {
 	sameAs(t, "fleet datadir restore --to-gtid "+p.gtid, m, "shop", p.sums)
 	m.Stop()
 	must(t, 10*time.Second, append([]string{"binlog", "stop", "--instance", "local"}, ctl...)...)
+}
+
+// TestSnapshotAgentKilled: `tidemark agent` killed (SIGKILL) while its
+// snapshot backup job holds a Btrfs snapshot leaves the read-only snapshot
+// and no complete manifest; with the job cancelled meanwhile (so no later
+// attempt runs on that instance), the restarted agent removes the
+// snapshot itself at start (engines.Cleaner), says so in its log, and the
+// job ends cancelled.
+func TestSnapshotAgentKilled(t *testing.T) {
+	vol := testenv.StartBtrfs(t, "1G")
+	sub := vol.Subvolume(t, "mysql")
+	src := testenv.StartMariaDB(t, testenv.MariaDBOptions{Name: "snapkill", DataDir: filepath.Join(sub, "data")})
+	// Incompressible rows, so that the copy takes long enough to be caught.
+	src.Exec(t, "CREATE DATABASE fill", "USE fill", "CREATE TABLE fill.t (id INT PRIMARY KEY, b VARBINARY(1000) NOT NULL)",
+		"INSERT INTO fill.t SELECT seq, RANDOM_BYTES(1000) FROM seq_1_to_60000")
+	repo := "file://" + filepath.Join(t.TempDir(), "repo")
+	ctl, ca := startSoloController(t, repo)
+	agent := startAgentProc(t, ctl, ca, "db", src.DSN, repo, "env=test")
+
+	snapshots := func() []string {
+		ents, err := os.ReadDir(filepath.Join(sub, snapshot.SnapshotDirName))
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range ents {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	job := lastLine(must(t, 20*time.Second, append([]string{"backup", "--instance", "db", "--engine", "snapshot", "--parallel", "1"}, ctl...)...).out)
+	// Freeze the agent the moment its snapshot exists (a stopped process
+	// cannot drop it or commit a manifest), then kill it.
+	deadline := time.Now().Add(testenv.Wait(60 * time.Second))
+	for len(snapshots()) == 0 {
+		if time.Now().After(deadline) || agent.Exited() {
+			t.Fatalf("no snapshot appeared for job %s:\n%s", job, agent.LogTail())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	agent.Stop()
+	left := snapshots()
+	if len(left) != 1 {
+		t.Fatalf("snapshots with the agent stopped mid-backup: %v, want one", left)
+	}
+	agent.Kill()
+	if ms := decode[[]map[string]any](t, must(t, 20*time.Second, "backups", "--repo", repo, "-o", "json")); len(ms) != 0 {
+		t.Fatalf("the killed backup left complete manifests: %v", ms)
+	}
+	must(t, 20*time.Second, append([]string{"job", "cancel", job, "--reason", "e2e: agent killed"}, ctl...)...)
+
+	agent.Start()
+	testenv.WaitFor(t, "the restarted agent to remove "+left[0], 60*time.Second, func() error {
+		if agent.Exited() {
+			t.Fatalf("the agent exited:\n%s", agent.LogTail())
+		}
+		if s := snapshots(); len(s) != 0 {
+			return fmt.Errorf("snapshots: %v", s)
+		}
+		return nil
+	})
+	if b, err := os.ReadFile(agent.LogPath); err != nil || !strings.Contains(string(b), "removed what an interrupted backup left") || !strings.Contains(string(b), left[0]) {
+		t.Errorf("the agent's log does not say it removed %s (%v):\n%s", left[0], err, agent.LogTail())
+	}
+	testenv.WaitFor(t, "job "+job+" cancelled", 60*time.Second, func() error {
+		for _, j := range decode[[]map[string]any](t, must(t, 10*time.Second, append([]string{"jobs", "--instance", "db", "-o", "json"}, ctl...)...)) {
+			if j["id"] == job {
+				if j["state"] == "cancelled" {
+					return nil
+				}
+				return fmt.Errorf("job %s is %v", job, j["state"])
+			}
+		}
+		return fmt.Errorf("job %s not listed", job)
+	})
+	if ms := decode[[]map[string]any](t, must(t, 20*time.Second, "backups", "--repo", repo, "-o", "json")); len(ms) != 0 {
+		t.Errorf("manifests after the restart: %v", ms)
+	}
 }
