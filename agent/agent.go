@@ -201,11 +201,29 @@ func newAgent(ctx context.Context, cfg Config) (*Agent, error) {
 		a.metrics = metrics.New()
 	}
 	for _, n := range cfg.instanceNames() {
-		d, err := mysqlx.ParseDSN(cfg.instanceDSN(n))
+		// A password from the configuration file goes into a secret held
+		// by mysqlx; the DSN strings the agent hands to engines, jobs and
+		// logs carry none.
+		dsn, err := mysqlx.StripPassword(cfg.instanceDSN(n))
+		if err != nil {
+			return nil, fmt.Errorf("instance %s: %w", n, err)
+		}
+		d, err := mysqlx.ParseDSN(dsn)
 		if err != nil {
 			return nil, fmt.Errorf("instance %s: %w", n, err) // Validate let it through: cannot happen
 		}
-		a.instances[n], a.dsns[n] = d, cfg.instanceDSN(n)
+		a.instances[n], a.dsns[n] = d, dsn
+	}
+	// The agent's copy of its configuration keeps the stripped DSNs too.
+	if a.cfg.MySQL != "" {
+		a.cfg.MySQL = a.dsns[a.cfg.Name]
+	}
+	if len(a.cfg.Instances) > 0 {
+		inst := make(map[string]string, len(a.cfg.Instances))
+		for n := range a.cfg.Instances {
+			inst[n] = a.dsns[n]
+		}
+		a.cfg.Instances = inst
 	}
 	var err error
 	if a.secret, err = readSecret(cfg.KeyFile, cfg.PassphraseFile); err != nil {

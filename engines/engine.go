@@ -48,7 +48,7 @@ type Progress struct {
 // BackupParams are an engine's inputs for one backup. Fields grow; call
 // sites stay stable.
 type BackupParams struct {
-	DSN       string // go-sql-driver form; the password is never logged
+	DSN       string // go-sql-driver form, without the password an agent read from its config (mysqlx.StripPassword); never logged
 	Parallel  int    // worker connections; 0: engine default
 	Databases []string
 	// IncludeSystem dumps mysql, sys and the schemas the server owns.

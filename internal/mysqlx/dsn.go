@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -34,8 +35,9 @@ type DSN struct {
 const defaultDialTimeout = 10 * time.Second
 
 // ParseDSN parses a go-sql-driver DSN ("user:pass@tcp(host:port)/db?params"
-// or "user@unix(/path)/"). When the DSN has no password, PasswordEnv
-// supplies it. A dial timeout of 10 s is set unless the DSN names one.
+// or "user@unix(/path)/"). When the DSN has no password, the one
+// StripPassword kept for its user and address supplies it, else
+// PasswordEnv. A dial timeout of 10 s is set unless the DSN names one.
 func ParseDSN(dsn string) (*DSN, error) {
 	rest, ssl, err := splitSSLParams(dsn)
 	if err != nil {
@@ -57,6 +59,11 @@ func ParseDSN(dsn string) (*DSN, error) {
 		}
 	}
 	if cfg.Passwd == "" {
+		if pw, ok := passwords.Load(passwordKey(cfg)); ok {
+			cfg.Passwd = pw.(secret.String).Reveal()
+		}
+	}
+	if cfg.Passwd == "" {
 		pw, _, err := secret.FromEnv(PasswordEnv)
 		if err != nil {
 			return nil, fmt.Errorf("MySQL password: %w", err)
@@ -67,6 +74,40 @@ func ParseDSN(dsn string) (*DSN, error) {
 		cfg.Timeout = defaultDialTimeout
 	}
 	return &DSN{cfg: cfg, password: secret.NewString(cfg.Passwd), ssl: ssl}, nil
+}
+
+// passwords are the passwords StripPassword took out of DSNs, by user and
+// address: held as secret.String in this process only.
+var passwords sync.Map // passwordKey → secret.String
+
+func passwordKey(cfg *mysql.Config) string { return cfg.User + "@" + cfg.Net + "(" + cfg.Addr + ")" }
+
+// StripPassword returns dsn without its password and keeps the password
+// in this process as a secret.String, which ParseDSN joins back for a DSN
+// of the same user and address that has none. A DSN with a password from
+// a configuration file can then travel as a plain string (job parameters,
+// engine parameters, logs) without the password in it. A DSN without a
+// password is returned as it is.
+func StripPassword(dsn string) (string, error) {
+	rest, _, err := splitSSLParams(dsn)
+	if err != nil {
+		return "", fmt.Errorf("invalid MySQL DSN: %s", redactErr(err, dsn))
+	}
+	cfg, err := mysql.ParseDSN(rest)
+	if err != nil {
+		return "", fmt.Errorf("invalid MySQL DSN: %s", redactErr(err, dsn))
+	}
+	if cfg.Passwd == "" {
+		return dsn, nil
+	}
+	// The driver reads "user:password@" up to the last '@' before the
+	// address, so the text starts with exactly that.
+	prefix := cfg.User + ":" + cfg.Passwd + "@"
+	if !strings.HasPrefix(dsn, prefix) {
+		return "", fmt.Errorf("MySQL DSN for %s: cannot separate its password from the rest", cfg.Addr)
+	}
+	passwords.Store(passwordKey(cfg), secret.NewString(cfg.Passwd))
+	return cfg.User + "@" + dsn[len(prefix):], nil
 }
 
 // HasPassword reports whether dsn carries a password itself. Given on a
@@ -171,7 +212,8 @@ func (d *DSN) Open(adjust func(*mysql.Config)) (*sql.DB, error) {
 
 // WithAddr is dsn with its server address replaced by addr (TCP), its
 // other settings (TLS parameters included) kept: the DSN of another member
-// of the same replication group. The password stays in the result.
+// of the same replication group. A password in dsn stays in the result; one
+// StripPassword kept for dsn is kept for the result's address too.
 func WithAddr(dsn, addr string) (string, error) {
 	rest, ssl, err := splitSSLParams(dsn)
 	if err != nil {
@@ -181,7 +223,11 @@ func WithAddr(dsn, addr string) (string, error) {
 	if err != nil {
 		return "", errors.New("the DSN does not parse")
 	}
+	kept, ok := passwords.Load(passwordKey(c))
 	c.Net, c.Addr = "tcp", addr
+	if c.Passwd == "" && ok {
+		passwords.Store(passwordKey(c), kept)
+	}
 	out := c.FormatDSN()
 	if ssl != nil {
 		sep := "?"

@@ -136,3 +136,41 @@ func TestPasswordFromFileAndArgvWarning(t *testing.T) {
 		t.Fatalf("refusal without a password: %v", err)
 	}
 }
+
+// TestStripPassword: a DSN's password leaves its text and comes back when
+// the stripped DSN (or another of the same user and address) is parsed;
+// other users and addresses do not get it.
+func TestStripPassword(t *testing.T) {
+	t.Setenv(PasswordEnv, "")
+	for _, tc := range []struct{ dsn, want, pw string }{
+		{"strip1:p@ss:w/rd@tcp(db7:3306)/shop?parseTime=true", "strip1@tcp(db7:3306)/shop?parseTime=true", "p@ss:w/rd"},
+		{"strip2:pw2@unix(/run/mysqld/mysqld.sock)/", "strip2@unix(/run/mysqld/mysqld.sock)/", "pw2"},
+		{"strip3:y@tcp(db8:3306)/?ssl-mode=REQUIRED", "strip3@tcp(db8:3306)/?ssl-mode=REQUIRED", "y"},
+		{"strip4@tcp(db9:3306)/", "strip4@tcp(db9:3306)/", ""},
+	} {
+		got, err := StripPassword(tc.dsn)
+		if err != nil || got != tc.want {
+			t.Errorf("StripPassword of %q = %q, %v", tc.want, got, err)
+			continue
+		}
+		if tc.pw != "" && strings.Contains(got, tc.pw) {
+			t.Errorf("%q still holds the password", got)
+		}
+		d, err := ParseDSN(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Config().Passwd != tc.pw {
+			t.Errorf("ParseDSN(%q): password %q, want %q", got, d.Config().Passwd, tc.pw)
+		}
+	}
+	if d, err := ParseDSN("other@tcp(db7:3306)/"); err != nil || d.Config().Passwd != "" {
+		t.Errorf("another user got a password: %v", err)
+	}
+	if d, err := ParseDSN("strip1@tcp(db8:3306)/"); err != nil || d.Config().Passwd != "" {
+		t.Errorf("another address got a password: %v", err)
+	}
+	if _, err := StripPassword("strip5:secretpw@tcp(db:3306"); err == nil || strings.Contains(err.Error(), "secretpw") {
+		t.Errorf("a bad DSN: %v", err)
+	}
+}
