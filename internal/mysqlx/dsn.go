@@ -104,7 +104,7 @@ func StripPassword(dsn string) (string, error) {
 	// address, so the text starts with exactly that.
 	prefix := cfg.User + ":" + cfg.Passwd + "@"
 	if !strings.HasPrefix(dsn, prefix) {
-		return "", fmt.Errorf("MySQL DSN for %s: cannot separate its password from the rest", cfg.Addr)
+		return "", fmt.Errorf("MySQL DSN for %s: cannot separate its password from the rest; write it as user:password@tcp(host:port)/ (or leave the password out and put it in %s_FILE)", cfg.Addr, PasswordEnv)
 	}
 	passwords.Store(passwordKey(cfg), secret.NewString(cfg.Passwd))
 	return cfg.User + "@" + dsn[len(prefix):], nil
